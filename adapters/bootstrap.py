@@ -1,0 +1,60 @@
+"""The one place where Tallyhub is wired together from Settings."""
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from adapters.crypto.aes_gcm import AesGcmKeyVault
+from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.crypto.master_key import create_master_key_file, load_master_key
+from adapters.http.services import Services
+from adapters.settings import Settings
+from application.billing import RequestBilling
+from application.ledger import Ledger
+from application.ports import Clock
+
+
+def build_ledger(settings: Settings, *, create_tables: bool = False, clock: Clock | None = None) -> Ledger:
+    if settings.database.kind == "sqlite":
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    vault = AesGcmKeyVault(load_master_key(settings))
+    env = settings.database.eventsourcing_env(create_tables=create_tables)
+    return Ledger(env, vault=vault, key_scheme_factory=HmacApiKeyScheme, clock=clock)
+
+
+def build_read_models(settings: Settings, ledger: Ledger) -> Any:
+    from projections import build_read_models as build
+
+    return build(settings.database, ledger)
+
+
+def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
+    ledger = build_ledger(settings, clock=clock)
+    ledger.load_deployment()
+    billing = RequestBilling(ledger, mode=settings.billing_mode, hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
+    return Services(settings=settings, ledger=ledger, billing=billing, read_models=build_read_models(settings, ledger))
+
+
+@dataclass(frozen=True)
+class Initialised:
+    admin_key: str | None  # None when the store was initialised before
+    master_key_created: bool
+
+
+def initialise(settings: Settings) -> Initialised:
+    """Create the master key (unless given), the tables and the deployment. Safe to re-run."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    created = False
+    if not settings.master_key and not settings.master_key_path.exists():
+        create_master_key_file(settings.master_key_path)
+        created = True
+    ledger = build_ledger(settings, create_tables=True)
+    try:
+        read_models = build_read_models(settings, ledger)
+        read_models.create_tables()
+        if ledger.is_initialised():
+            ledger.load_deployment()  # proves the master key opens the existing store
+            return Initialised(admin_key=None, master_key_created=created)
+        return Initialised(admin_key=ledger.initialise(), master_key_created=created)
+    finally:
+        ledger.close()

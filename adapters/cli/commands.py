@@ -1,0 +1,167 @@
+"""The CLI's commands. Each returns ``(json_data, human_text)``; main.py prints one."""
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from adapters.bootstrap import build_services, initialise
+from adapters.http.admin import read_balance
+from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
+from adapters.providers.registry import check_provider_config
+from adapters.http.services import Services
+from adapters.settings import Settings
+from application.pricing_input import price_from_credits
+from domain.errors import InvalidRequest
+from domain.money import format_credits, parse_credits
+
+Result = tuple[Any, str]
+
+
+@contextmanager
+def _services() -> Iterator[Services]:
+    services = build_services(Settings.from_env())
+    try:
+        yield services
+    finally:
+        if services.read_models is not None:
+            services.read_models.close()
+        services.ledger.close()
+
+
+def init(args: argparse.Namespace) -> Result:
+    settings = Settings.from_env()
+    done = initialise(settings)
+    data = {"initialised": True, "admin_key": done.admin_key, "master_key_created": done.master_key_created,
+            "data_dir": str(settings.data_dir)}
+    if done.admin_key is None:
+        return data, "already initialised; the admin key was shown when the store was created"
+    lines = [f"initialised the store in {settings.data_dir}"]
+    if done.master_key_created:
+        lines.append(f"master key written to {settings.master_key_path} (mode 0600) — back it up")
+    lines.append(f"admin key (shown once): {done.admin_key}")
+    return data, "\n".join(lines)
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    settings = Settings.from_env()
+    with _services():
+        pass  # fail here, once, with a clear error if the store or key is not usable
+    uvicorn.run(
+        "adapters.http.asgi:create_app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level,
+    )
+
+
+def providers_add(args: argparse.Namespace) -> Result:
+    check_provider_config(args.kind, args.base_url, args.region)
+    secret = _read_secret() if args.api_key_stdin else None
+    with _services() as services:
+        provider = services.ledger.register_provider(args.name, args.kind, base_url=args.base_url,
+                                                     region=args.region, secret=secret)
+        data = provider_json(provider)
+    return data, f"provider {provider.name} ({provider.kind}) added with {len(provider.credentials)} credential(s)"
+
+
+def providers_list(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        data = [provider_json(p) for p in services.ledger.list_providers()]
+    lines = [f"{p['name']:<20} {p['kind']:<18} {'enabled' if p['enabled'] else 'disabled':<9} "
+             f"{p['base_url'] or '(default)'}  credentials: {', '.join(c['hint'] for c in p['credentials']) or '-'}"
+             for p in data]
+    return {"data": data}, "\n".join(lines) or "no providers"
+
+
+def prices_set(args: argparse.Namespace) -> Result:
+    price = price_from_credits(input=args.input, output=args.output, cached_input=args.cached_input,
+                               per_image=args.per_image, max_output_tokens=args.max_output_tokens)
+    with _services() as services:
+        version = services.ledger.set_price(args.model, price)
+    return {"model": args.model, "version": version}, f"{args.model} priced; price book is now version {version}"
+
+
+def prices_show(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        data = price_book_json(services.ledger.price_book())
+    lines = [f"price book version {data['version']} (credits per 1M tokens)"]
+    lines += [f"  {model:<40} input {p['input']}  output {p['output']}" for model, p in data["models"].items()]
+    return data, "\n".join(lines)
+
+
+def accounts_create(args: argparse.Namespace) -> Result:
+    starter = parse_credits(args.starter_credits)
+    with _services() as services:
+        account = services.ledger.create_account(args.name, starter)
+    data = {"id": str(account.id), "name": account.name, "balance": account.balance,
+            "balance_credits": format_credits(account.balance)}
+    return data, f"account {account.name} created ({account.id}), balance {format_credits(account.balance)}"
+
+
+def accounts_list(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        services.read_models.runner.catch_up()
+        rows = [balance_json(row) for row in services.read_models.balances.list_balances()]
+    lines = [f"{r['name']:<24} balance {r['balance_credits']:>22}  available {r['available_credits']:>22}" for r in rows]
+    return {"data": rows}, "\n".join(lines) or "no accounts"
+
+
+def credits_grant(args: argparse.Namespace) -> Result:
+    amount = parse_credits(args.amount)
+    with _services() as services:
+        result = services.ledger.grant_credits(args.account, amount, args.reason, args.idempotency_key)
+    data = {"account_id": str(result.account_id), "amount": result.amount,
+            "amount_credits": format_credits(result.amount), "credited": result.credited}
+    text = (f"granted {format_credits(amount)} credits" if result.credited
+            else "not credited again: this idempotency key was used before")
+    return data, text
+
+
+def keys_issue(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        issued = services.ledger.issue_api_key(args.account, args.name, args.expires)
+        data = {**api_key_json(services.ledger.get_api_key(issued.key_id)), "key": issued.plaintext}
+    return data, f"key id {issued.key_id}\nAPI key (shown once): {issued.plaintext}"
+
+
+def keys_revoke(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        data = api_key_json(services.ledger.revoke_api_key(args.key_id))
+    return data, f"key {data['id']} revoked"
+
+
+def balance(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        data = read_balance(services, args.account)
+    text = (f"{data['name']}: balance {data['balance_credits']}, held {data['held_credits']}, "
+            f"available {data['available_credits']} credits")
+    return data, text
+
+
+def projections_status(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        data = plain(services.read_models.runner.status())
+    return {"data": data}, "\n".join(str(row) for row in data)
+
+
+def projections_rebuild(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        services.read_models.runner.rebuild(args.name)
+        data = plain(services.read_models.runner.status())
+    return {"data": data}, "rebuilt:\n" + "\n".join(str(row) for row in data)
+
+
+def _read_secret() -> str:
+    secret = sys.stdin.readline().strip()
+    if not secret:
+        raise InvalidRequest("--api-key-stdin was given but standard input held no secret", param="api_key")
+    return secret

@@ -1,0 +1,115 @@
+"""``tallyhub``: the operator's command line. Every command takes ``--json`` and then
+prints exactly one JSON document (the result, or ``{"error": {...}}``) on stdout.
+Secrets are read from standard input, never from arguments."""
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from adapters.cli import commands
+from adapters.settings import SettingsError
+from domain.errors import TallyhubError
+from domain.money import InvalidAmount
+
+EXIT_ERROR = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    parser = argparse.ArgumentParser(prog="tallyhub", description="Tallyhub AI gateway with an event-sourced ledger")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[..., Any], help_: str, parent: Any = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    command("init", commands.init, "create the store and master key; print an admin key once")
+
+    serve = command("serve", commands.serve, "run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+
+    providers = sub.add_parser("providers", help="upstream providers and credentials").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    add = command("add", commands.providers_add, "register a provider", providers)
+    add.add_argument("name")
+    add.add_argument("--kind", required=True)
+    add.add_argument("--base-url")
+    add.add_argument("--region")
+    add.add_argument("--api-key-stdin", action="store_true", help="read the provider's secret from stdin")
+    command("list", commands.providers_list, "list providers (secrets masked)", providers)
+
+    prices = sub.add_parser("prices", help="the price book").add_subparsers(dest="action", required=True, metavar="ACTION")
+    set_ = command("set", commands.prices_set, "price a model; publishes a new price-book version", prices)
+    set_.add_argument("model", metavar="PROVIDER/MODEL")
+    set_.add_argument("--input", required=True, help="credits per 1M input tokens")
+    set_.add_argument("--output", required=True, help="credits per 1M output tokens")
+    set_.add_argument("--cached-input", help="credits per 1M cached input tokens (default: the input rate)")
+    set_.add_argument("--per-image", help="credits per image")
+    set_.add_argument("--max-output-tokens", type=int, help="output cap used for the worst-case hold")
+    command("show", commands.prices_show, "show the current price-book version", prices)
+
+    accounts = sub.add_parser("accounts", help="customer accounts").add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = command("create", commands.accounts_create, "create an account", accounts)
+    create.add_argument("name")
+    create.add_argument("--starter-credits", default="0")
+    command("list", commands.accounts_list, "list accounts with balances", accounts)
+
+    credits = sub.add_parser("credits", help="credit grants").add_subparsers(dest="action", required=True, metavar="ACTION")
+    grant = command("grant", commands.credits_grant, "grant credits to an account", credits)
+    grant.add_argument("account")
+    grant.add_argument("amount", help="credits, decimal text")
+    grant.add_argument("--reason", default="")
+    grant.add_argument("--idempotency-key")
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True, metavar="ACTION")
+    issue = command("issue", commands.keys_issue, "issue an API key (printed once)", keys)
+    issue.add_argument("account")
+    issue.add_argument("--name", default="")
+    issue.add_argument("--expires", type=_timestamp, help="ISO 8601 time, e.g. 2027-01-01T00:00:00Z")
+    revoke = command("revoke", commands.keys_revoke, "revoke an API key", keys)
+    revoke.add_argument("key_id")
+
+    balance = command("balance", commands.balance, "an account's balance, held and available credit")
+    balance.add_argument("account")
+
+    projections = sub.add_parser("projections", help="read models").add_subparsers(dest="action", required=True, metavar="ACTION")
+    command("status", commands.projections_status, "position and lag of each read model", projections)
+    rebuild = command("rebuild", commands.projections_rebuild, "rebuild read models from the events", projections)
+    rebuild.add_argument("name", nargs="?")
+    return parser
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result = args.handler(args)
+    except (TallyhubError, InvalidAmount, SettingsError) as exc:
+        code = getattr(exc, "code", "invalid_request")
+        if args.json:
+            print(json.dumps({"error": {"message": str(exc), "code": code}}))
+        else:
+            print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if result is not None:
+        data, text = result
+        print(json.dumps(data, indent=2) if args.json else text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

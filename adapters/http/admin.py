@@ -1,0 +1,179 @@
+"""The admin API under ``/admin/v1``, behind the admin key. Writes go to the ledger;
+reads of balances, usage and requests come from the read models (caught up first,
+so an operator sees their own writes)."""
+
+import hmac
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from adapters.http.services import Services, bearer_token, services_of
+from adapters.providers.registry import check_provider_config
+from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
+from application.pricing_input import price_from_credits
+from domain.errors import AccountNotFound, AuthenticationFailed
+from domain.money import parse_credits
+from domain.provider import PROVIDER_KINDS
+
+
+def require_admin(request: Request) -> Services:
+    services = services_of(request)
+    token = bearer_token(request)
+    configured = services.settings.admin_key
+    if configured and hmac.compare_digest(token.encode(), configured.encode()):
+        return services
+    if services.ledger.is_admin_key(token):
+        return services
+    raise AuthenticationFailed("invalid admin key")
+
+
+router = APIRouter(prefix="/admin/v1", tags=["admin"])
+Admin = Annotated[Services, Depends(require_admin)]
+Credits = StrictStr | StrictInt
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderIn(_Body):
+    name: str
+    kind: str = Field(description=f"one of {', '.join(PROVIDER_KINDS)}")
+    base_url: str | None = None
+    region: str | None = None
+    api_key: str | None = Field(default=None, description="the provider secret; stored encrypted, never returned")
+
+
+class PriceIn(_Body):
+    model: str = Field(description="PROVIDER/MODEL")
+    input: Credits = Field(description="credits per 1M input tokens, decimal text")
+    output: Credits = Field(description="credits per 1M output tokens, decimal text")
+    cached_input: Credits | None = None
+    per_image: Credits | None = None
+    per_request: Credits | None = None
+    max_output_tokens: int | None = None
+
+
+class AccountIn(_Body):
+    name: str
+    starter_credits: Credits = "0"
+
+
+class GrantIn(_Body):
+    amount: Credits = Field(description="credits, decimal text")
+    reason: str = ""
+    idempotency_key: str | None = None
+
+
+class KeyIn(_Body):
+    name: str = ""
+    expires_at: datetime | None = None
+
+
+async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+@router.post("/providers", status_code=201)
+async def add_provider(body: ProviderIn, services: Admin) -> dict[str, Any]:
+    check_provider_config(body.kind, body.base_url, body.region)
+    provider = await _run(services.ledger.register_provider, body.name, body.kind, base_url=body.base_url,
+                          region=body.region, secret=body.api_key)
+    return provider_json(provider)
+
+
+@router.get("/providers")
+async def list_providers(services: Admin) -> dict[str, Any]:
+    providers = await _run(services.ledger.list_providers)
+    return {"data": [provider_json(p) for p in providers]}
+
+
+@router.post("/prices", status_code=201)
+async def set_price(body: PriceIn, services: Admin) -> dict[str, Any]:
+    price = price_from_credits(input=body.input, output=body.output, cached_input=body.cached_input,
+                               per_image=body.per_image, per_request=body.per_request,
+                               max_output_tokens=body.max_output_tokens)
+    version = await _run(services.ledger.set_price, body.model, price)
+    return {"model": body.model, "version": version}
+
+
+@router.get("/prices")
+async def get_prices(services: Admin) -> dict[str, Any]:
+    return price_book_json(await _run(services.ledger.price_book))
+
+
+@router.post("/accounts", status_code=201)
+async def create_account(body: AccountIn, services: Admin) -> dict[str, Any]:
+    account = await _run(services.ledger.create_account, body.name, parse_credits(body.starter_credits))
+    return {"id": str(account.id), "name": account.name, "balance": account.balance}
+
+
+@router.get("/accounts")
+async def list_accounts(services: Admin) -> dict[str, Any]:
+    rows = await _run(_caught_up, services, lambda: services.read_models.balances.list_balances())
+    return {"data": [balance_json(row) for row in rows]}
+
+
+@router.get("/accounts/{account}/balance")
+async def get_balance(account: str, services: Admin) -> dict[str, Any]:
+    return await _run(read_balance, services, account)
+
+
+@router.post("/accounts/{account}/grants", status_code=201)
+async def grant_credits(account: str, body: GrantIn, services: Admin) -> dict[str, Any]:
+    amount = parse_credits(body.amount)
+    result = await _run(services.ledger.grant_credits, account, amount, body.reason, body.idempotency_key)
+    return {"account_id": str(result.account_id), "amount": result.amount, "credited": result.credited}
+
+
+@router.post("/accounts/{account}/keys", status_code=201)
+async def issue_key(account: str, body: KeyIn, services: Admin) -> dict[str, Any]:
+    issued = await _run(services.ledger.issue_api_key, account, body.name, body.expires_at)
+    key = await _run(services.ledger.get_api_key, issued.key_id)
+    return {**api_key_json(key), "key": issued.plaintext}
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(key_id: str, services: Admin) -> dict[str, Any]:
+    return api_key_json(await _run(services.ledger.revoke_api_key, key_id))
+
+
+@router.get("/usage")
+async def list_usage(services: Admin, account: str | None = None) -> dict[str, Any]:
+    def query() -> Any:
+        account_id = services.ledger.get_account(account).id if account else None
+        return services.read_models.usage.list_usage(account_id=account_id)
+
+    return {"data": plain(await _run(_caught_up, services, query))}
+
+
+@router.get("/requests")
+async def list_requests(services: Admin, account: str | None = None, model: str | None = None,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    def query() -> Any:
+        account_id = services.ledger.get_account(account).id if account else None
+        return services.read_models.requests.list_requests(account_id=account_id, model=model, limit=limit)
+
+    return {"data": plain(await _run(_caught_up, services, query))}
+
+
+@router.get("/projections")
+async def projection_status(services: Admin) -> dict[str, Any]:
+    return {"data": plain(await _run(services.read_models.runner.status))}
+
+
+def read_balance(services: Services, account: str) -> dict[str, Any]:
+    account_id = services.ledger.get_account(account).id
+    row = _caught_up(services, lambda: services.read_models.balances.get_balance(account_id))
+    if row is None:
+        raise AccountNotFound(f"no account {account}")
+    return balance_json(row)
+
+
+def _caught_up(services: Services, query: Any) -> Any:
+    services.read_models.runner.catch_up()
+    return query()
+

@@ -1,0 +1,40 @@
+"""``create_app(services)``: the FastAPI application. Nothing is built at import time;
+the lifespan owns the shared upstream HTTP client and the in-process projector."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from fastapi import FastAPI
+
+from adapters.http import admin, chat, models
+from adapters.http.errors import install_error_handlers
+from adapters.http.request_id import RequestIdMiddleware
+from adapters.http.services import Services
+from adapters.providers.openai_compatible import OpenAICompatibleProvider
+
+
+def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+            services.providers["openai"] = OpenAICompatibleProvider(
+                session, timeout_seconds=services.settings.upstream_timeout_seconds
+            )
+            if run_projections and services.read_models is not None:
+                services.read_models.runner.start()
+            try:
+                yield
+            finally:
+                if run_projections and services.read_models is not None:
+                    services.read_models.runner.stop()
+
+    app = FastAPI(title="Tallyhub", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(models.router)
+    app.include_router(admin.router)
+    app.add_middleware(RequestIdMiddleware)
+    return app

@@ -1,0 +1,224 @@
+"""``POST /v1/chat/completions``: parse → open (auth, route, price, hold) → call
+upstream → settle → answer.
+
+Every path out of a handler closes the opened request exactly once: completed (and
+charged for what was produced) or failed (hold released, nothing charged). A client
+that disconnects mid-stream cancels the upstream call and is charged, in a shielded
+scope, for what was produced up to then.
+"""
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import anyio
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from adapters.http.chat_request import ChatRequest, parse_chat_request
+from adapters.http.receipts import receipt_headers, receipt_usage
+from adapters.http.services import Services, bearer_token, read_body, services_of
+from adapters.providers.openai_compatible import SUPPORTED_KINDS, sse_events, usage_from_openai
+from application.billing import OpenedRequest, Receipt
+from domain.errors import InvalidRequest, UpstreamError
+from domain.estimation import estimated_usage
+from domain.usage import Usage
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    services = services_of(request)
+    api_key = bearer_token(request)
+    chat = parse_chat_request(await read_body(request, services.settings.max_body_bytes))
+    opened = await anyio.to_thread.run_sync(
+        services.billing.open_request, api_key, chat.shape, request.scope["state"]["request_id"]
+    )
+    try:
+        provider = _provider_for(services, opened)
+        upstream = await provider.post_chat(opened.route, _upstream_body(chat))
+    except UpstreamError as exc:
+        await _fail(services, opened, exc.status, exc.code)
+        raise
+    except InvalidRequest as exc:
+        await _fail(services, opened, 400, exc.code)
+        raise
+    except BaseException:
+        await _fail(services, opened, 499, "client_disconnected")
+        raise
+    if chat.shape.stream:
+        headers = {"x-tallyhub-price-book-version": str(opened.price_book_version), "cache-control": "no-cache"}
+        return StreamingResponse(_relay(services, opened, upstream, chat), media_type="text/event-stream", headers=headers)
+    return await _plain(services, opened, upstream, chat)
+
+
+def _provider_for(services: Services, opened: OpenedRequest) -> Any:
+    if opened.route.kind not in SUPPORTED_KINDS:
+        raise InvalidRequest(f"providers of kind {opened.route.kind!r} are not supported yet")
+    return services.providers["openai"]
+
+
+def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
+    if not chat.shape.stream:
+        return chat.body
+    # Always ask for usage so the stream can be billed from the provider's own count.
+    options = dict(chat.body.get("stream_options") or {})
+    options["include_usage"] = True
+    return {**chat.body, "stream_options": options}
+
+
+async def _plain(services: Services, opened: OpenedRequest, upstream: aiohttp.ClientResponse, chat: ChatRequest) -> Response:
+    try:
+        raw = await upstream.read()
+        ttfb_ms = _ms_since(opened)
+        parsed = orjson.loads(raw)
+        if not isinstance(parsed, dict):
+            raise ValueError("not an object")
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        await _fail(services, opened, 502, "upstream_bad_response")
+        raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response") from None
+    finally:
+        upstream.release()
+    usage = _usage_of(parsed) or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=_content_chars(parsed))
+    receipt = await _complete(services, opened, usage, ttfb_ms)
+    return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
+
+
+async def _relay(services: Services, opened: OpenedRequest, upstream: aiohttp.ClientResponse, chat: ChatRequest) -> AsyncIterator[bytes]:
+    """Forward upstream chunks as they come; bill once when the stream ends, however it ends."""
+    state = _StreamState()
+    try:
+        async for data in sse_events(upstream):
+            if data == b"[DONE]":
+                state.finished = True
+                break
+            for frame in state.take(data, chat.wants_usage, opened):
+                yield frame
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        pass  # the provider broke the stream: billed below for what was produced, then an error event
+    except BaseException:
+        # The client went away (cancelled): stop the upstream call, bill what was produced.
+        upstream.close()
+        with anyio.CancelScope(shield=True):
+            await _complete(services, opened, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
+        raise
+    finally:
+        upstream.release()
+    if state.finished:
+        receipt = await _complete(services, opened, state.usage_or_estimate(opened), state.ttfb_ms)
+        yield state.closing_frame(receipt, chat.wants_usage)
+        yield b"data: [DONE]\n\n"
+        return
+    if state.output_chars == 0 and state.usage is None:
+        await _fail(services, opened, 502, "upstream_stream_broken")
+    else:
+        await _complete(services, opened, state.usage_for_break(), state.ttfb_ms, status=502)
+    if state.held_finish is not None:
+        yield _frame(state.held_finish)
+    yield b"data: " + orjson.dumps({"error": {"message": "the provider ended the stream early", "type": "upstream_error",
+                                              "param": None, "code": "upstream_stream_broken"}}) + b"\n\n"
+
+
+class _StreamState:
+    """What a relayed stream has produced so far."""
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.usage: Usage | None = None
+        self.upstream_usage: dict[str, Any] | None = None
+        self.output_chars = 0
+        self.ttfb_ms: float | None = None
+        self.held_finish: dict[str, Any] | None = None
+        self.last_chunk: dict[str, Any] = {}
+
+    def take(self, data: bytes, wants_usage: bool, opened: OpenedRequest) -> list[bytes]:
+        chunk = orjson.loads(data)
+        if self.ttfb_ms is None:
+            self.ttfb_ms = _ms_since(opened)
+        if not isinstance(chunk, dict):
+            return []
+        if chunk.get("usage"):
+            self.upstream_usage = chunk["usage"]
+            self.usage = usage_from_openai(chunk["usage"])
+        choices = chunk.get("choices") or []
+        if not choices:
+            return []  # the usage chunk: replaced by our own closing frame
+        self.last_chunk = chunk
+        self.output_chars += _delta_chars(choices)
+        frames = []
+        if self.held_finish is not None:
+            frames.append(_frame(self.held_finish))
+            self.held_finish = None
+        if not wants_usage and any(choice.get("finish_reason") for choice in choices):
+            self.held_finish = chunk  # sent last, carrying the usage and the charge
+        else:
+            frames.append(b"data: " + data + b"\n\n")
+        return frames
+
+    def usage_or_estimate(self, opened: OpenedRequest) -> Usage:
+        """The provider's count, else the prompt and the output relayed so far, estimated."""
+        return self.usage or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=self.output_chars)
+
+    def usage_for_break(self) -> Usage:
+        """The provider failed mid-way: only the output actually delivered is charged."""
+        return estimated_usage(input_chars=0, output_chars=self.output_chars)
+
+    def closing_frame(self, receipt: Receipt, wants_usage: bool) -> bytes:
+        usage = receipt_usage(receipt, self.upstream_usage)
+        if wants_usage or self.held_finish is None:
+            base = self.last_chunk
+            closing = {"id": base.get("id"), "object": "chat.completion.chunk", "created": base.get("created"),
+                       "model": base.get("model"), "choices": [], "usage": usage}
+        else:
+            closing = {**self.held_finish, "usage": usage}
+            self.held_finish = None
+        return _frame(closing)
+
+
+def _frame(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _delta_chars(choices: list[Any]) -> int:
+    total = 0
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        for call in delta.get("tool_calls") or ():
+            total += len(((call or {}).get("function") or {}).get("arguments") or "")
+    return total
+
+
+def _content_chars(response: dict[str, Any]) -> int:
+    total = 0
+    for choice in response.get("choices") or ():
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            total += len(message["content"])
+        for call in message.get("tool_calls") or ():
+            total += len(((call or {}).get("function") or {}).get("arguments") or "")
+    return total
+
+
+def _usage_of(response: dict[str, Any]) -> Usage | None:
+    usage = response.get("usage")
+    return usage_from_openai(usage) if isinstance(usage, dict) else None
+
+
+def _ms_since(opened: OpenedRequest) -> float:
+    return round((time.monotonic() - opened.started) * 1000, 3)
+
+
+async def _complete(services: Services, opened: OpenedRequest, usage: Usage, ttfb_ms: float | None, status: int = 200) -> Receipt:
+    return await anyio.to_thread.run_sync(lambda: services.billing.complete_request(opened, usage, status=status, ttfb_ms=ttfb_ms))
+
+
+async def _fail(services: Services, opened: OpenedRequest, status: int, code: str) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(lambda: services.billing.fail_request(opened, status=status, error_code=code))
+

@@ -1,0 +1,94 @@
+"""Parsing and validating a chat-completions body. Only what Tallyhub needs is checked
+(model, messages, stream, n, max tokens, stream_options); every other field is left
+as the caller sent it and passes through to OpenAI-compatible upstreams."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from application.billing import RequestShape
+from domain.errors import InvalidRequest
+
+# A bound on the input tokens of one image part, used instead of its (base64) size
+# when estimating the worst case: providers bill images by tiles, not bytes.
+IMAGE_TOKEN_BOUND = 2000
+MAX_CHOICES = 128
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    body: dict[str, Any]
+    shape: RequestShape
+    wants_usage: bool  # the caller asked for stream_options.include_usage
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest("you must provide a model parameter", param="model")
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("missing required parameter: 'messages'", param="messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' must be a non-empty array", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidRequest(f"messages[{index}] must be an object with a string 'role'", param=f"messages.{index}")
+    stream = _optional(body, "stream", bool, False)
+    choices = _optional(body, "n", int, 1)
+    if not 1 <= choices <= MAX_CHOICES:
+        raise InvalidRequest(f"'n' must be between 1 and {MAX_CHOICES}", param="n")
+    max_tokens = _max_output_tokens(body)
+    options = _optional(body, "stream_options", dict, None)
+    wants_usage = bool(options and options.get("include_usage") is True)
+    if options is not None and not stream:
+        raise InvalidRequest("'stream_options' is only allowed when 'stream' is true", param="stream_options")
+    shape = RequestShape(
+        model=model,
+        prompt_bytes=_prompt_bound(raw, messages),
+        max_output_tokens=max_tokens,
+        choices=choices,
+        stream=stream,
+    )
+    return ChatRequest(body=body, shape=shape, wants_usage=wants_usage)
+
+
+def _optional(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    value = body.get(name)
+    if value is None:
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InvalidRequest(f"'{name}' must be of type {kind.__name__}", param=name)
+    return value
+
+
+def _max_output_tokens(body: dict[str, Any]) -> int | None:
+    limits = [_optional(body, name, int, None) for name in ("max_completion_tokens", "max_tokens")]
+    given = [limit for limit in limits if limit is not None]
+    for limit in given:
+        if limit < 1:
+            raise InvalidRequest("max tokens must be at least 1", param="max_tokens")
+    return min(given) if given else None
+
+
+def _prompt_bound(raw: bytes, messages: list[Any]) -> int:
+    """Bytes of the body bound its input tokens; inline images count as IMAGE_TOKEN_BOUND each."""
+    if b"image_url" not in raw:
+        return len(raw)
+    bound = len(raw)
+    for message in messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                url = (part.get("image_url") or {}).get("url", "") if isinstance(part.get("image_url"), dict) else ""
+                bound += IMAGE_TOKEN_BOUND - len(url) if isinstance(url, str) else IMAGE_TOKEN_BOUND
+    return max(bound, 1)

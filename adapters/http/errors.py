@@ -1,0 +1,86 @@
+"""The one place where errors become HTTP responses in OpenAI's shape:
+``{"error": {"message", "type", "param", "code"}}`` with an honest status."""
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from adapters.http.services import RequestTooLarge
+from domain.errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    InsufficientCredits,
+    InvalidRequest,
+    NotFound,
+    NotInitialised,
+    PermissionDenied,
+    SecretError,
+    TallyhubError,
+    UpstreamError,
+)
+from domain.money import InvalidAmount
+
+# (status, OpenAI error type) per error class; the first matching base class wins.
+_STATUS: list[tuple[type[Exception], int, str]] = [
+    (RequestTooLarge, 413, "invalid_request_error"),
+    (InvalidRequest, 400, "invalid_request_error"),
+    (InvalidAmount, 400, "invalid_request_error"),
+    (AuthenticationFailed, 401, "authentication_error"),
+    (InsufficientCredits, 402, "insufficient_credits"),
+    (PermissionDenied, 403, "permission_error"),
+    (NotFound, 404, "invalid_request_error"),
+    (AlreadyExists, 409, "invalid_request_error"),
+    (NotInitialised, 503, "server_error"),
+    (SecretError, 500, "server_error"),
+]
+
+_HTTP_CODES = {400: "invalid_request", 401: "invalid_api_key", 403: "permission_denied", 404: "not_found",
+               405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
+
+
+def error_body(message: str, *, type_: str, code: str | None, param: str | None = None) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def error_response(status: int, message: str, *, type_: str, code: str | None, param: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    return Response(error_body(message, type_=type_, code=code, param=param), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def response_for(exc: Exception) -> Response:
+    if isinstance(exc, UpstreamError):
+        headers = {"retry-after": exc.retry_after} if exc.retry_after else None
+        type_ = "rate_limit_error" if exc.status == 429 else ("invalid_request_error" if exc.status < 500 else "upstream_error")
+        return error_response(exc.status, str(exc), type_=type_, code=exc.code, headers=headers)
+    for cls, status, type_ in _STATUS:
+        if isinstance(exc, cls):
+            code = getattr(exc, "code", None) if isinstance(exc, TallyhubError) else "invalid_amount"
+            return error_response(status, str(exc), type_=type_, code=code, param=getattr(exc, "param", None))
+    return error_response(500, "internal error", type_="server_error", code="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_tallyhub_error(request: Request, exc: Exception) -> Response:
+        return response_for(exc)
+
+    async def on_http_exception(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        return error_response(exc.status_code, str(exc.detail), type_="invalid_request_error",
+                              code=_HTTP_CODES.get(exc.status_code), headers=getattr(exc, "headers", None))
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        location = [str(part) for part in first.get("loc", ()) if part != "body"]
+        return error_response(400, f"{'.'.join(location) or 'body'}: {first.get('msg', 'invalid request')}",
+                              type_="invalid_request_error", code="invalid_request", param=".".join(location) or None)
+
+    app.add_exception_handler(TallyhubError, on_tallyhub_error)
+    app.add_exception_handler(InvalidAmount, on_tallyhub_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

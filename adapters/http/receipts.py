@@ -1,0 +1,38 @@
+"""How the charge travels with a response: headers on plain responses, and fields
+added to ``usage`` in the final chunk of a stream (as OpenRouter does with
+``usage.cost``). Amounts are exact: ``cost`` is decimal text in credits and
+``cost_nanocredits`` an integer."""
+
+from typing import Any
+
+from application.billing import Receipt
+from domain.money import format_credits
+
+
+def receipt_headers(receipt: Receipt) -> dict[str, str]:
+    headers = {
+        "x-tallyhub-charge": format_credits(receipt.charge),
+        "x-tallyhub-charge-nanocredits": str(receipt.charge),
+        "x-tallyhub-price-book-version": str(receipt.price_book_version),
+        "x-tallyhub-usage-source": receipt.usage.source,
+    }
+    if not receipt.priced:
+        headers["x-tallyhub-price-missing"] = "true"
+    return headers
+
+
+def receipt_usage(receipt: Receipt, upstream_usage: dict[str, Any] | None) -> dict[str, Any]:
+    usage = dict(upstream_usage) if upstream_usage else {
+        "prompt_tokens": receipt.usage.input_tokens,
+        "completion_tokens": receipt.usage.output_tokens,
+        "total_tokens": receipt.usage.total_tokens,
+    }
+    usage.update(
+        cost=format_credits(receipt.charge),
+        cost_nanocredits=receipt.charge,
+        price_book_version=receipt.price_book_version,
+        usage_source=receipt.usage.source,
+    )
+    if not receipt.priced:
+        usage["price_missing"] = True
+    return usage

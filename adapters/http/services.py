@@ -1,0 +1,53 @@
+"""What the HTTP handlers use, built by adapters/bootstrap.py and kept on ``app.state``."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from adapters.settings import Settings
+from application.billing import RequestBilling
+from application.ledger import Ledger
+from domain.errors import AuthenticationFailed, InvalidRequest
+
+
+@dataclass
+class Services:
+    settings: Settings
+    ledger: Ledger
+    billing: RequestBilling
+    read_models: Any  # projections.ReadModels
+    providers: dict[str, Any] = field(default_factory=dict)  # kind -> provider adapter, set by the lifespan
+
+
+def services_of(request: Request) -> Services:
+    return request.app.state.services
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("missing API key: send 'Authorization: Bearer <key>'")
+    return token.strip()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class RequestTooLarge(InvalidRequest):
+    code = "request_too_large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body is larger than {limit} bytes")

@@ -1,0 +1,80 @@
+"""JSON-ready views of ledger objects, shared by the CLI's ``--json`` output and the
+admin API so both say the same thing. Secrets never appear: credentials show only
+a masked hint, API keys only their visible prefix."""
+
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.api_key import ApiKey
+from domain.money import format_credits
+from domain.price_book import PriceBook
+from domain.provider import Provider
+
+
+def provider_json(provider: Provider) -> dict[str, Any]:
+    return {
+        "name": provider.name,
+        "kind": provider.kind,
+        "base_url": provider.base_url,
+        "region": provider.region,
+        "enabled": provider.enabled,
+        "credentials": [
+            {"id": c["credential_id"], "hint": c["hint"], "weight": c["weight"], "enabled": c["enabled"]}
+            for c in provider.credentials
+        ],
+    }
+
+
+def api_key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": str(key.id),
+        "account_id": str(key.account_id),
+        "name": key.name,
+        "prefix": key.prefix,
+        "revoked": key.revoked,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+    }
+
+
+def price_book_json(book: PriceBook) -> dict[str, Any]:
+    return {"version": book.current_version, "models": {model: price_json(data) for model, data in book.prices.items()}}
+
+
+def price_json(data: dict[str, Any]) -> dict[str, Any]:
+    """Rates as exact decimal credits per 1M tokens (per image / request)."""
+    shown: dict[str, Any] = {}
+    for name in ("input", "cached_input", "output", "per_image", "per_request"):
+        value = data.get(name)
+        shown[name] = None if value is None else format_credits(value)
+    shown["max_output_tokens"] = data.get("max_output_tokens")
+    return shown
+
+
+def money_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
+    """Add ``<name>_credits`` decimal text beside each integer nanocredit field."""
+    for name in names:
+        if isinstance(row.get(name), int):
+            row[f"{name}_credits"] = format_credits(row[name])
+    return row
+
+
+def plain(value: Any) -> Any:
+    """Dataclasses, UUIDs and datetimes → JSON-safe values (ints stay ints)."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {key: plain(item) for key, item in asdict(value).items()}
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def balance_json(row: Any) -> dict[str, Any]:
+    data = plain(row)
+    return money_fields(data, "balance", "held", "available", "granted_total", "charged_total", "uncollected_total")

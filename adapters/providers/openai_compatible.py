@@ -1,0 +1,114 @@
+"""The OpenAI wire format, for kind ``openai`` and ``openai-compatible`` providers.
+
+Requests go upstream as the caller sent them (unknown fields included) with only the
+model name replaced; responses come back as raw bytes. Upstream failures become
+``UpstreamError`` with the status the caller should see; the upstream's own message
+is passed on only for errors in the caller's request, and never contains the
+credential.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from application.billing import Route
+from domain.errors import InvalidRequest, UpstreamError
+from domain.usage import Usage
+
+DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
+SUPPORTED_KINDS = ("openai", "openai-compatible")
+CALLER_ERROR_STATUSES = (400, 404, 409, 413, 415, 422)
+
+
+def base_url_for(kind: str, base_url: str | None) -> str:
+    url = base_url or DEFAULT_BASE_URLS.get(kind)
+    if not url:
+        raise InvalidRequest(f"a provider of kind {kind!r} needs --base-url", param="base_url")
+    return url.rstrip("/")
+
+
+def usage_from_openai(usage: dict[str, Any]) -> Usage:
+    """OpenAI's usage object → Usage (prompt includes cached, completion includes reasoning)."""
+    prompt = int(usage.get("prompt_tokens") or 0)
+    completion = int(usage.get("completion_tokens") or 0)
+    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+    reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
+    return Usage(
+        input_tokens=prompt,
+        cached_input_tokens=min(cached, prompt),
+        output_tokens=completion,
+        reasoning_tokens=min(reasoning, completion),
+    )
+
+
+class OpenAICompatibleProvider:
+    def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+
+    async def post_chat(self, route: Route, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """Send the request; return the open 2xx response or raise UpstreamError."""
+        url = base_url_for(route.kind, route.base_url) + "/chat/completions"
+        headers = {"content-type": "application/json"}
+        if route.secret:
+            headers["authorization"] = f"Bearer {route.secret}"
+        payload = orjson.dumps({**body, "model": route.upstream_model})
+        try:
+            response = await self.session.post(url, data=payload, headers=headers, timeout=self.timeout)
+        except TimeoutError:
+            raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})",
+                                status=502, code="upstream_unavailable") from None
+        if response.status >= 300:
+            raise await _upstream_error(route, response)
+        return response
+
+
+async def _upstream_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:
+    try:
+        raw = await response.read()
+    except (aiohttp.ClientError, TimeoutError):
+        raw = b""
+    finally:
+        response.release()
+    message = _upstream_message(raw, route.secret)
+    status = response.status
+    if status in CALLER_ERROR_STATUSES:
+        return UpstreamError(f"provider {route.provider!r} rejected the request: {message}", status=status,
+                             code="upstream_rejected_request")
+    if status in (401, 403):
+        return UpstreamError(f"provider {route.provider!r} refused the gateway's credential", status=502,
+                             code="upstream_auth_failed")
+    if status == 429:
+        return UpstreamError(f"provider {route.provider!r} is rate limiting this gateway", status=429,
+                             code="upstream_rate_limited", retry_after=response.headers.get("retry-after") or "1")
+    return UpstreamError(f"provider {route.provider!r} failed with status {status}", status=502, code="upstream_error")
+
+
+def _upstream_message(raw: bytes, secret: str | None) -> str:
+    try:
+        parsed = orjson.loads(raw)
+        message = str(parsed["error"]["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = raw[:200].decode(errors="replace") or "no details"
+    if secret and len(secret) >= 4:
+        message = message.replace(secret, "[redacted]")
+    return message[:500]
+
+
+async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The ``data`` payloads of a server-sent-event stream, one per event."""
+    data: list[bytes] = []
+    async for line in response.content:
+        line = line.rstrip(b"\r\n")
+        if not line:
+            if data:
+                yield b"\n".join(data)
+                data = []
+        elif line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+    if data:
+        yield b"\n".join(data)

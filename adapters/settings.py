@@ -1,0 +1,155 @@
+"""All configuration, read once from ``TALLYHUB_*`` environment variables.
+
+Every variable, its default and its meaning is listed in the README; nothing else
+in Tallyhub reads the environment.
+"""
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+BillingMode = Literal["track", "credits"]
+
+
+class SettingsError(ValueError):
+    """A configuration value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """Where the event store and the read models live."""
+
+    kind: Literal["sqlite", "postgres"]
+    sqlite_path: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "postgres"
+    password: str = ""
+    dbname: str = "postgres"
+    schema: str = "public"
+
+    @property
+    def read_models_sqlite_path(self) -> Path:
+        assert self.sqlite_path is not None
+        return self.sqlite_path.with_name(self.sqlite_path.stem + "-read-models.sqlite")
+
+    def conninfo(self) -> str:
+        """A libpq connection string for psycopg (read models, advisory locks)."""
+        parts = [f"host={self.host}", f"port={self.port}", f"user={self.user}", f"dbname={self.dbname}"]
+        if self.password:
+            parts.append(f"password={self.password}")
+        return " ".join(parts)
+
+    def eventsourcing_env(self, *, create_tables: bool) -> dict[str, str]:
+        env = {
+            "CREATE_TABLE": "y" if create_tables else "n",
+            "AGGREGATE_CACHE_MAXSIZE": "10000",
+        }
+        if self.kind == "sqlite":
+            assert self.sqlite_path is not None
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.sqlite",
+                SQLITE_DBNAME=str(self.sqlite_path),
+                SQLITE_LOCK_TIMEOUT="30",
+            )
+        else:
+            env.update(
+                PERSISTENCE_MODULE="eventsourcing.postgres",
+                POSTGRES_HOST=self.host,
+                POSTGRES_PORT=str(self.port),
+                POSTGRES_USER=self.user,
+                POSTGRES_PASSWORD=self.password,
+                POSTGRES_DBNAME=self.dbname,
+                POSTGRES_SCHEMA=self.schema,
+                POSTGRES_POOL_SIZE="8",
+                POSTGRES_MAX_OVERFLOW="8",
+                POSTGRES_CONNECT_TIMEOUT="10",
+            )
+        return env
+
+
+def parse_database_url(url: str | None, data_dir: Path) -> DatabaseConfig:
+    """``None`` → SQLite file in the data dir; ``sqlite:///path``; ``postgresql://user:pw@host:port/db?schema=s``."""
+    if not url:
+        return DatabaseConfig(kind="sqlite", sqlite_path=data_dir / "tallyhub.sqlite")
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = unquote(parts.path)
+        if parts.netloc or not path or path == "/":
+            raise SettingsError("TALLYHUB_DATABASE_URL: expected sqlite:///relative/path or sqlite:////absolute/path")
+        return DatabaseConfig(kind="sqlite", sqlite_path=Path(path[1:]))
+    if parts.scheme in ("postgresql", "postgres"):
+        query = parse_qs(parts.query)
+        schema = query.get("schema", ["public"])[0]
+        if not schema.replace("_", "").isalnum():
+            raise SettingsError("TALLYHUB_DATABASE_URL: schema must be letters, digits and underscores")
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            raise SettingsError("TALLYHUB_DATABASE_URL: the port is not a number") from None
+        return DatabaseConfig(
+            kind="postgres",
+            host=parts.hostname or "127.0.0.1",
+            port=port,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            dbname=(parts.path or "/postgres")[1:] or "postgres",
+            schema=schema,
+        )
+    raise SettingsError(f"TALLYHUB_DATABASE_URL: unsupported scheme {parts.scheme!r} (use sqlite:// or postgresql://)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    redis_url: str | None = None
+    master_key: str | None = field(default=None, repr=False)
+    admin_key: str | None = field(default=None, repr=False)
+    billing_mode: BillingMode = "credits"
+    hold_ttl_seconds: int = 900
+    upstream_timeout_seconds: float = 300.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        mode = env.get("TALLYHUB_BILLING_MODE", "credits")
+        if mode not in ("track", "credits"):
+            raise SettingsError(f"TALLYHUB_BILLING_MODE must be 'track' or 'credits', not {mode!r}")
+        return cls(
+            data_dir=Path(env.get("TALLYHUB_DATA_DIR", "./data")),
+            database_url=env.get("TALLYHUB_DATABASE_URL") or None,
+            redis_url=env.get("TALLYHUB_REDIS_URL") or None,
+            master_key=env.get("TALLYHUB_MASTER_KEY") or None,
+            admin_key=env.get("TALLYHUB_ADMIN_KEY") or None,
+            billing_mode=mode,  # type: ignore[arg-type]
+            hold_ttl_seconds=_positive_int(env, "TALLYHUB_HOLD_TTL_SECONDS", 900),
+            upstream_timeout_seconds=float(_positive_int(env, "TALLYHUB_UPSTREAM_TIMEOUT_SECONDS", 300)),
+            max_body_bytes=_positive_int(env, "TALLYHUB_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            log_level=env.get("TALLYHUB_LOG_LEVEL", "info"),
+        )
+
+    @property
+    def database(self) -> DatabaseConfig:
+        return parse_database_url(self.database_url, self.data_dir)
+
+    @property
+    def master_key_path(self) -> Path:
+        return self.data_dir / "master.key"
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive")
+    return value

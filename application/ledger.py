@@ -1,0 +1,343 @@
+"""The Ledger application: every command that changes credit, keys, providers or
+prices, stored as events with ``eventsourcing``.
+
+Concurrency: each account is changed under a per-process lock (one writer per
+account per process) and saved with optimistic concurrency; when another process
+wrote first the store refuses the save (IntegrityError) and the command is retried
+on the fresh state. Uniqueness that must hold across processes (one grant per
+idempotency key, one record per request) is enforced by aggregate identity, so the
+store itself refuses a duplicate.
+"""
+
+import secrets
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from application.ports import ApiKeyScheme, Clock, KeyVault, SystemClock
+from domain import ids
+from domain.account import Account, GrantReceipt
+from domain.api_key import ApiKey
+from domain.catalog import Catalog
+from domain.deployment import Deployment
+from domain.errors import (
+    AccountNotFound,
+    AlreadyExists,
+    ApiKeyNotFound,
+    AuthenticationFailed,
+    InvalidRequest,
+    NotInitialised,
+    ProviderNotFound,
+)
+from domain.price_book import PriceBook
+from domain.pricing import ModelPrice
+from domain.provider import KINDS_WITHOUT_SECRET, Provider
+
+MAX_SAVE_ATTEMPTS = 20
+PEPPER_CONTEXT = b"tallyhub:api-key-pepper"
+
+T = TypeVar("T")
+A = TypeVar("A", bound=Aggregate)
+
+
+@dataclass(frozen=True)
+class GrantResult:
+    account_id: UUID
+    amount: int
+    credited: bool  # False when the idempotency key had already been used
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: UUID
+    account_id: UUID
+    name: str
+    prefix: str
+    plaintext: str  # shown once, never stored
+
+
+class Ledger(Application):
+    name = "Ledger"
+
+    def __init__(
+        self,
+        env: dict[str, str] | None = None,
+        *,
+        vault: KeyVault,
+        key_scheme_factory: Callable[[bytes], ApiKeyScheme],
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.vault = vault
+        self.clock: Clock = clock or SystemClock()
+        self._key_scheme_factory = key_scheme_factory
+        self._key_scheme: ApiKeyScheme | None = None
+        self._admin_key_digest: str | None = None
+        self._locks: dict[UUID, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # --- deployment -------------------------------------------------------------
+
+    def initialise(self) -> str:
+        """Create the deployment (pepper, admin key, empty price book and catalog).
+
+        Returns the admin key, which is shown once. Raises AlreadyExists if done before.
+        """
+        pepper = secrets.token_bytes(32)
+        scheme = self._key_scheme_factory(pepper)
+        admin_key = scheme.new_admin_key()
+        deployment = Deployment(
+            sealed_pepper=self.vault.seal(pepper, context=PEPPER_CONTEXT),
+            admin_key_digest=scheme.digest(admin_key),
+        )
+        try:
+            self.save(deployment, PriceBook(), Catalog())
+        except IntegrityError:
+            raise AlreadyExists("this store is already initialised") from None
+        self._key_scheme, self._admin_key_digest = scheme, deployment.admin_key_digest
+        return admin_key
+
+    def is_initialised(self) -> bool:
+        return self.find(ids.DEPLOYMENT_ID) is not None
+
+    def load_deployment(self) -> None:
+        """Open the pepper with the master key; fails loudly if the key is wrong."""
+        deployment = self.find(ids.DEPLOYMENT_ID)
+        if deployment is None:
+            raise NotInitialised("the store is not initialised: run `tallyhub init`")
+        pepper = self.vault.open(deployment.sealed_pepper, context=PEPPER_CONTEXT)
+        self._key_scheme = self._key_scheme_factory(pepper)
+        self._admin_key_digest = deployment.admin_key_digest
+
+    @property
+    def key_scheme(self) -> ApiKeyScheme:
+        if self._key_scheme is None:
+            self.load_deployment()
+        assert self._key_scheme is not None
+        return self._key_scheme
+
+    def is_admin_key(self, presented: str) -> bool:
+        scheme = self.key_scheme
+        assert self._admin_key_digest is not None
+        return scheme.matches(presented, self._admin_key_digest)
+
+    # --- accounts and credit ----------------------------------------------------
+
+    def create_account(self, name: str, starter_credits: int = 0) -> Account:
+        name = _clean_name(name, "account name")
+        account = Account(name=name)
+        if starter_credits < 0:
+            raise InvalidRequest("starter credits must not be negative", param="starter_credits")
+        if starter_credits:
+            account.grant_credits(starter_credits, reason="starter credits", idempotency_key="starter")
+        receipts = [GrantReceipt(account_id=account.id, idempotency_key="starter", amount=starter_credits)] if starter_credits else []
+        try:
+            self.save(account, *receipts)
+        except IntegrityError:
+            raise AlreadyExists(f"account {name!r} already exists") from None
+        return account
+
+    def get_account(self, ref: str | UUID) -> Account:
+        account_id = ref if isinstance(ref, UUID) else _parse_uuid(ref) or ids.account_id(ref)
+        account = self.find(account_id)
+        if not isinstance(account, Account):
+            raise AccountNotFound(f"no account {ref!s}")
+        return account
+
+    def grant_credits(self, ref: str | UUID, amount: int, reason: str = "", idempotency_key: str | None = None) -> GrantResult:
+        account_id = self.get_account(ref).id
+        if idempotency_key is not None and not idempotency_key.strip():
+            raise InvalidRequest("an idempotency key must not be blank", param="idempotency_key")
+
+        def grant(account: Account) -> list[Aggregate] | None:
+            if idempotency_key is not None and self.find(ids.grant_receipt_id(account_id, idempotency_key)):
+                return None
+            account.grant_credits(amount, reason=reason, idempotency_key=idempotency_key)
+            if idempotency_key is None:
+                return []
+            return [GrantReceipt(account_id=account_id, idempotency_key=idempotency_key, amount=amount)]
+
+        credited = self.change_account(account_id, grant)
+        return GrantResult(account_id=account_id, amount=amount, credited=credited)
+
+    def change_account(self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
+        """Apply ``change`` to the account and save it with what it returns.
+
+        ``change`` returns the other aggregates to save in the same transaction, or
+        None when there is nothing to do (then nothing is saved and False returned).
+        Retried on a version conflict with the account's fresh state.
+        """
+        with self._lock_for(account_id):
+            for attempt in range(MAX_SAVE_ATTEMPTS):
+                account = self.get_account(account_id)
+                others = change(account)
+                if others is None:
+                    return False
+                try:
+                    self.save(account, *others)
+                    return True
+                except IntegrityError:
+                    if attempt == MAX_SAVE_ATTEMPTS - 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    # --- API keys ----------------------------------------------------------------
+
+    def issue_api_key(self, ref: str | UUID, name: str = "", expires_at: Any = None) -> IssuedKey:
+        account = self.get_account(ref)
+        scheme = self.key_scheme
+        plaintext = scheme.new_user_key()
+        if expires_at is not None and expires_at <= self.clock.now():
+            raise InvalidRequest("a key's expiry must be in the future", param="expires")
+        key = ApiKey(
+            digest=scheme.digest(plaintext),
+            account_id=account.id,
+            name=name,
+            prefix=scheme.visible_prefix(plaintext),
+            expires_at=expires_at,
+        )
+        self.save(key)
+        return IssuedKey(key_id=key.id, account_id=account.id, name=name, prefix=key.prefix, plaintext=plaintext)
+
+    def get_api_key(self, key_id: str | UUID) -> ApiKey:
+        parsed = key_id if isinstance(key_id, UUID) else _parse_uuid(key_id)
+        key = self.find(parsed) if parsed else None
+        if not isinstance(key, ApiKey):
+            raise ApiKeyNotFound(f"no API key {key_id}")
+        return key
+
+    def revoke_api_key(self, key_id: str | UUID, reason: str = "") -> ApiKey:
+        key = self.get_api_key(key_id)
+        key.revoke(reason)
+        self.save(key)
+        return key
+
+    def authenticate(self, presented: str) -> ApiKey:
+        """The usable key for this secret, or AuthenticationFailed (never says why)."""
+        if not presented:
+            raise AuthenticationFailed("missing API key")
+        key = self.find(ids.api_key_id(self.key_scheme.digest(presented)))
+        if not isinstance(key, ApiKey) or not key.is_usable(self.clock.now()):
+            raise AuthenticationFailed("invalid API key")
+        return key
+
+    # --- providers ---------------------------------------------------------------
+
+    def register_provider(
+        self, name: str, kind: str, *, base_url: str | None, region: str | None, secret: str | None
+    ) -> Provider:
+        name = _clean_name(name, "provider name")
+        if "/" in name:
+            raise InvalidRequest("a provider name must not contain '/'", param="name")
+        provider = Provider(name=name, kind=kind, base_url=base_url, region=region)
+        if secret:
+            self._seal_into(provider, secret)
+        elif kind not in KINDS_WITHOUT_SECRET:
+            raise InvalidRequest(f"a provider of kind {kind!r} needs an API key (--api-key-stdin)", param="api_key")
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            catalog = self.repository.get(ids.CATALOG_ID)
+            if name in catalog.provider_names:
+                raise AlreadyExists(f"provider {name!r} already exists")
+            catalog.list_provider(name)
+            try:
+                self.save(provider, catalog)
+                return provider
+            except IntegrityError:
+                if self.find(provider.id) is not None:
+                    raise AlreadyExists(f"provider {name!r} already exists") from None
+        raise AlreadyExists("could not register the provider: the catalog kept changing")
+
+    def _seal_into(self, provider: Provider, secret: str) -> None:
+        credential_id = uuid4().hex[:12]
+        sealed = self.vault.seal(secret.encode(), context=_credential_context(provider.name, credential_id))
+        provider.add_credential(credential_id, sealed, hint=_mask(secret))
+
+    def get_provider(self, name: str) -> Provider:
+        provider = self.find_provider(name)
+        if provider is None:
+            raise ProviderNotFound(f"no provider {name!r}")
+        return provider
+
+    def find_provider(self, name: str) -> Provider | None:
+        provider = self.find(ids.provider_id(name))
+        return provider if isinstance(provider, Provider) else None
+
+    def list_providers(self) -> list[Provider]:
+        catalog = self.repository.get(ids.CATALOG_ID)
+        return [self.get_provider(name) for name in catalog.provider_names]
+
+    def open_credential(self, provider: Provider, credential: dict[str, Any]) -> str:
+        context = _credential_context(provider.name, credential["credential_id"])
+        return self.vault.open(credential["sealed"], context=context).decode()
+
+    # --- prices ------------------------------------------------------------------
+
+    def set_price(self, model: str, price: ModelPrice) -> int:
+        """Publish a new price-book version with ``model`` at ``price``; returns the version."""
+        _validate_model_id(model)
+        for attempt in range(MAX_SAVE_ATTEMPTS):
+            book = self.price_book()
+            version = book.set_price(model, price, effective_at=self.clock.now())
+            try:
+                self.save(book)
+                return version
+            except IntegrityError:
+                if attempt == MAX_SAVE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def price_book(self) -> PriceBook:
+        book = self.find(ids.PRICE_BOOK_ID)
+        if not isinstance(book, PriceBook):
+            raise NotInitialised("the store is not initialised: run `tallyhub init`")
+        return book
+
+    # --- helpers -----------------------------------------------------------------
+
+    def find(self, aggregate_id: UUID) -> Any:
+        """The aggregate with this id, or None."""
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            return None
+
+    def _lock_for(self, account_id: UUID) -> threading.Lock:
+        with self._locks_guard:
+            lock = self._locks.get(account_id)
+            if lock is None:
+                lock = self._locks[account_id] = threading.Lock()
+            return lock
+
+
+def _credential_context(provider_name: str, credential_id: str) -> bytes:
+    return f"tallyhub:credential:{provider_name}:{credential_id}".encode()
+
+
+def _mask(secret: str) -> str:
+    return "…" + secret[-4:] if len(secret) >= 12 else "…"
+
+
+def _parse_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
+def _clean_name(name: str, what: str) -> str:
+    cleaned = (name or "").strip()
+    if not cleaned or len(cleaned) > 200 or any(ch.isspace() or not ch.isprintable() for ch in cleaned):
+        raise InvalidRequest(f"{what} must be 1–200 printable characters without spaces", param="name")
+    return cleaned
+
+
+def _validate_model_id(model: str) -> None:
+    provider, _, upstream = (model or "").partition("/")
+    if not provider or not upstream:
+        raise InvalidRequest(f"a model id is PROVIDER/MODEL, got {model!r}", param="model")

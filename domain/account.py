@@ -1,0 +1,127 @@
+"""An account's credit: the consistency boundary of the no-overdraft rule.
+
+Invariants (checked by tests/property/test_account_rules.py):
+- ``balance = grants − charges`` (refunds and adjustments arrive with the billing issue);
+- ``available = balance − sum(open holds) ≥ 0`` after every event: a hold is refused
+  when it would exceed ``available`` and a settlement never charges more than the
+  account can pay (the shortfall is recorded as ``uncollected``, never as debt);
+- a hold is settled or released at most once: both remove it, and a second attempt
+  finds no hold.
+Only *open* holds live in the aggregate, so it stays small however long its history.
+"""
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate, event
+
+from domain import ids
+from domain.errors import AlreadyExists, HoldNotFound, InsufficientCredits, InvalidRequest
+
+
+class Account(Aggregate):
+    @staticmethod
+    def create_id(name: str) -> UUID:
+        return ids.account_id(name)
+
+    @event("Created")
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.balance = 0
+        self.holds: dict[str, dict[str, Any]] = {}
+
+    @property
+    def held(self) -> int:
+        return sum(hold["amount"] for hold in self.holds.values())
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    def grant_credits(self, amount: int, reason: str, idempotency_key: str | None = None) -> None:
+        """Add credit; ``amount`` must be a positive integer of nanocredits."""
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise InvalidRequest("a grant must be a positive amount", param="amount")
+        self._credit_granted(amount=amount, reason=reason, idempotency_key=idempotency_key)
+
+    @event("CreditGranted")
+    def _credit_granted(self, amount: int, reason: str, idempotency_key: str | None) -> None:
+        self.balance += amount
+
+    def place_hold(self, request_id: UUID, amount: int, expires_at: datetime) -> None:
+        """Reserve credit for a request's worst case; raises InsufficientCredits."""
+        if request_id.hex in self.holds:
+            raise AlreadyExists(f"request {request_id} already holds credit")
+        if not isinstance(amount, int) or amount < 0:
+            raise InvalidRequest("a hold must be a non-negative amount")
+        if amount > self.available:
+            raise InsufficientCredits(self.id, needed=amount, available=self.available)
+        self._hold_placed(request_id=request_id, amount=amount, expires_at=expires_at)
+
+    @event("HoldPlaced")
+    def _hold_placed(self, request_id: UUID, amount: int, expires_at: datetime) -> None:
+        self.holds[request_id.hex] = {"amount": amount, "expires_at": expires_at}
+
+    def settle_hold(self, request_id: UUID, cost: int) -> int:
+        """Close a hold by charging ``cost``; returns the amount actually charged.
+
+        The charge is capped at what the account can pay without going below zero;
+        any excess is recorded on the event as ``uncollected``.
+        """
+        hold = self.holds.get(request_id.hex)
+        if hold is None:
+            raise HoldNotFound(f"no open hold for request {request_id}")
+        if not isinstance(cost, int) or cost < 0:
+            raise InvalidRequest("a charge must be a non-negative amount")
+        payable = self.balance - (self.held - hold["amount"])
+        charged = min(cost, payable)
+        self._hold_settled(request_id=request_id, amount=charged, uncollected=cost - charged, held=hold["amount"])
+        return charged
+
+    @event("HoldSettled")
+    def _hold_settled(self, request_id: UUID, amount: int, uncollected: int, held: int) -> None:
+        self.holds.pop(request_id.hex, None)
+        self.balance -= amount
+
+    def charge_without_hold(self, request_id: UUID, cost: int) -> int:
+        """Charge a request whose hold already expired and was released.
+
+        Charges at most what is available, so no other hold is ever overdrawn.
+        """
+        if request_id.hex in self.holds:
+            raise AlreadyExists(f"request {request_id} still holds credit: settle it")
+        if not isinstance(cost, int) or cost < 0:
+            raise InvalidRequest("a charge must be a non-negative amount")
+        charged = max(0, min(cost, self.available))
+        self._hold_settled(request_id=request_id, amount=charged, uncollected=cost - charged, held=0)
+        return charged
+
+    def release_hold(self, request_id: UUID, reason: str) -> None:
+        """Give a hold back without charging (upstream failure, expiry)."""
+        hold = self.holds.get(request_id.hex)
+        if hold is None:
+            raise HoldNotFound(f"no open hold for request {request_id}")
+        self._hold_released(request_id=request_id, amount=hold["amount"], reason=reason)
+
+    @event("HoldReleased")
+    def _hold_released(self, request_id: UUID, amount: int, reason: str) -> None:
+        del self.holds[request_id.hex]
+
+    def expired_holds(self, now: datetime) -> list[UUID]:
+        return [UUID(key) for key, hold in self.holds.items() if hold["expires_at"] <= now]
+
+
+class GrantReceipt(Aggregate):
+    """Exists once per (account, idempotency key): a second grant with the same key
+    collides with it in the store and is credited nowhere."""
+
+    @staticmethod
+    def create_id(account_id: UUID, idempotency_key: str) -> UUID:
+        return ids.grant_receipt_id(account_id, idempotency_key)
+
+    @event("Recorded")
+    def __init__(self, account_id: UUID, idempotency_key: str, amount: int) -> None:
+        self.account_id = account_id
+        self.idempotency_key = idempotency_key
+        self.amount = amount

@@ -1,0 +1,89 @@
+"""The error tree. The domain and application raise these; ``adapters/http/errors.py``
+maps each class once to an OpenAI-shaped error with an honest status."""
+
+from uuid import UUID
+
+
+class TallyhubError(Exception):
+    """Base of every error Tallyhub raises on purpose."""
+
+    code = "tallyhub_error"
+
+
+class InvalidRequest(TallyhubError):
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class AuthenticationFailed(TallyhubError):
+    code = "invalid_api_key"
+
+
+class PermissionDenied(TallyhubError):
+    code = "permission_denied"
+
+
+class NotFound(TallyhubError):
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class AccountNotFound(NotFound):
+    code = "account_not_found"
+
+
+class ApiKeyNotFound(NotFound):
+    code = "api_key_not_found"
+
+
+class ProviderNotFound(NotFound):
+    code = "provider_not_found"
+
+
+class AlreadyExists(TallyhubError):
+    code = "already_exists"
+
+
+class InsufficientCredits(TallyhubError):
+    code = "insufficient_credits"
+
+    def __init__(self, account_id: UUID, *, needed: int, available: int) -> None:
+        super().__init__(
+            f"insufficient credits: this request may cost up to {needed} nanocredits "
+            f"and the account has {available} available"
+        )
+        self.account_id = account_id
+        self.needed = needed
+        self.available = available
+
+
+class HoldNotFound(TallyhubError):
+    code = "hold_not_found"
+
+
+class NotInitialised(TallyhubError):
+    code = "not_initialised"
+
+
+class UpstreamError(TallyhubError):
+    """A provider failed; ``status`` is what the caller gets (502, 503, 504, 429 or a 4xx)."""
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, status: int, code: str = "upstream_error", retry_after: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+class SecretError(TallyhubError):
+    """A secret could not be sealed or opened (wrong key, tampered ciphertext)."""
+
+    code = "secret_error"

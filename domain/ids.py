@@ -1,0 +1,28 @@
+"""Deterministic aggregate ids. Uniqueness by identity: a second aggregate with the
+same natural key collides with the first in the event store, so duplicates are
+refused by the store itself rather than by a check-then-write."""
+
+from uuid import UUID, uuid5
+
+NAMESPACE = UUID("6f1d3c2a-58b4-4a57-9a8e-0c7e3b1d2f40")
+
+
+def account_id(name: str) -> UUID:
+    return uuid5(NAMESPACE, f"account:{name}")
+
+
+def provider_id(name: str) -> UUID:
+    return uuid5(NAMESPACE, f"provider:{name}")
+
+
+def api_key_id(key_digest: str) -> UUID:
+    return uuid5(NAMESPACE, f"api-key:{key_digest}")
+
+
+def grant_receipt_id(account: UUID, idempotency_key: str) -> UUID:
+    return uuid5(NAMESPACE, f"grant:{account.hex}:{idempotency_key}")
+
+
+PRICE_BOOK_ID = uuid5(NAMESPACE, "price-book")
+DEPLOYMENT_ID = uuid5(NAMESPACE, "deployment")
+CATALOG_ID = uuid5(NAMESPACE, "catalog")

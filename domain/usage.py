@@ -1,0 +1,45 @@
+"""What a request consumed, as reported by a provider or estimated by Tallyhub."""
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+UsageSource = Literal["provider", "estimated"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token and image counts of one request.
+
+    ``input_tokens`` includes ``cached_input_tokens`` and ``output_tokens`` includes
+    ``reasoning_tokens``, as OpenAI reports them; pricing never counts a token twice.
+    """
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    images: int = 0
+    source: UsageSource = "provider"
+
+    def __post_init__(self) -> None:
+        for name in ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "images"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"usage.{name} must be a non-negative integer, got {value!r}")
+        if self.cached_input_tokens > self.input_tokens:
+            raise ValueError("cached_input_tokens cannot exceed input_tokens")
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError("reasoning_tokens cannot exceed output_tokens")
+        if self.source not in ("provider", "estimated"):
+            raise ValueError(f"unknown usage source {self.source!r}")
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Usage":
+        return cls(**data)

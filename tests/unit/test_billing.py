@@ -1,0 +1,134 @@
+import threading
+from uuid import uuid4
+
+import pytest
+
+from application.billing import RequestBilling, RequestShape
+from application.ledger import Ledger
+from application.pricing_input import price_from_credits
+from domain.errors import AuthenticationFailed, InsufficientCredits, ModelNotFound
+from domain.pricing import price_usage, worst_case_usage
+from domain.usage import Usage
+from tests.fakes.clock import FakeClock
+
+MODEL = "openai/gpt-test"
+
+
+def shape(prompt_bytes: int = 200, max_tokens: int | None = 100) -> RequestShape:
+    return RequestShape(model=MODEL, prompt_bytes=prompt_bytes, max_output_tokens=max_tokens, choices=1, stream=False)
+
+
+@pytest.fixture
+def key(ledger: Ledger) -> str:
+    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001")
+    ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
+    ledger.create_account("acme")
+    return ledger.issue_api_key("acme").plaintext
+
+
+def worst_case(ledger: Ledger, s: RequestShape) -> int:
+    price = ledger.price_book().price_for(MODEL)
+    return price_usage(price, worst_case_usage(s.prompt_bytes, s.max_output_tokens, s.choices, price))
+
+
+def test_a_completed_request_is_charged_exactly_its_usage(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+    ledger.grant_credits("acme", 10**9)
+    opened = credits_billing.open_request(key, shape())
+    assert ledger.get_account("acme").held == opened.hold == worst_case(ledger, shape())
+    receipt = credits_billing.complete_request(opened, Usage(input_tokens=120, output_tokens=30))
+    assert receipt.charge == 120 * 2_000 + 30 * 8_000  # rates are 2 and 8 credits per 1M tokens
+    account = ledger.get_account("acme")
+    assert (account.balance, account.held) == (10**9 - receipt.charge, 0)
+    assert receipt.price_book_version == 1
+
+
+def test_completing_twice_charges_once(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+    ledger.grant_credits("acme", 10**9)
+    opened = credits_billing.open_request(key, shape())
+    first = credits_billing.complete_request(opened, Usage(input_tokens=10, output_tokens=10))
+    second = credits_billing.complete_request(opened, Usage(input_tokens=999, output_tokens=999))
+    assert second.charge == first.charge
+    assert ledger.get_account("acme").balance == 10**9 - first.charge
+
+
+def test_a_failed_request_releases_its_hold_and_charges_nothing(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+    ledger.grant_credits("acme", 10**9)
+    opened = credits_billing.open_request(key, shape())
+    credits_billing.fail_request(opened, status=502, error_code="upstream_error")
+    account = ledger.get_account("acme")
+    assert (account.balance, account.held) == (10**9, 0)
+    assert ledger.find(opened.request_id).details["outcome"] == "failed"
+
+
+def test_a_request_the_account_cannot_cover_is_refused_before_any_call(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+    ledger.grant_credits("acme", worst_case(ledger, shape()) - 1)
+    with pytest.raises(InsufficientCredits):
+        credits_billing.open_request(key, shape())
+    assert ledger.get_account("acme").held == 0
+
+
+def test_an_unpriced_model_is_refused_in_credits_mode(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+    ledger.grant_credits("acme", 10**9)
+    with pytest.raises(ModelNotFound):
+        credits_billing.open_request(key, RequestShape("openai/unpriced", 10, 10, 1, False))
+
+
+def test_track_mode_prices_without_holds_and_flags_unpriced_models(ledger: Ledger, track_billing: RequestBilling, key: str) -> None:
+    opened = track_billing.open_request(key, shape())
+    assert opened.hold == 0
+    receipt = track_billing.complete_request(opened, Usage(input_tokens=1_000, output_tokens=0))
+    assert (receipt.charge, receipt.priced) == (2_000_000, True)
+    unpriced = track_billing.open_request(key, RequestShape("openai/unpriced", 10, 10, 1, False))
+    receipt = track_billing.complete_request(unpriced, Usage(input_tokens=1_000))
+    assert (receipt.charge, receipt.priced) == (0, False)
+    assert ledger.find(unpriced.request_id).details["priced"] is False
+
+
+def test_unknown_provider_or_malformed_model_is_model_not_found(credits_billing: RequestBilling, key: str) -> None:
+    for model in ("nobody/gpt", "no-slash", "/x", "openai/"):
+        with pytest.raises(ModelNotFound):
+            credits_billing.open_request(key, RequestShape(model, 10, 10, 1, False))
+
+
+def test_a_bad_key_is_refused(credits_billing: RequestBilling, key: str) -> None:
+    with pytest.raises(AuthenticationFailed):
+        credits_billing.open_request("thk_not-a-key", shape())
+
+
+def test_a_hold_that_expired_is_still_charged_once_within_what_is_available(
+    ledger: Ledger, credits_billing: RequestBilling, key: str, clock: FakeClock
+) -> None:
+    ledger.grant_credits("acme", 10**9)
+    opened = credits_billing.open_request(key, shape())
+    account = ledger.get_account("acme")
+    clock.advance(hours=1)
+    for request_id in account.expired_holds(clock.now()):
+        account.release_hold(request_id, reason="expired")
+    ledger.save(account)
+    receipt = credits_billing.complete_request(opened, Usage(input_tokens=10, output_tokens=10))
+    assert ledger.get_account("acme").balance == 10**9 - receipt.charge
+
+
+def test_concurrent_requests_never_overdraw_the_account(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+    ledger.grant_credits("acme", 10 * worst_case(ledger, shape()))
+    outcomes: list[str] = []
+    barrier = threading.Barrier(50)
+
+    def call() -> None:
+        barrier.wait()
+        try:
+            opened = credits_billing.open_request(key, shape(), request_id=uuid4())
+        except InsufficientCredits:
+            outcomes.append("402")
+            return
+        credits_billing.complete_request(opened, Usage(input_tokens=200, output_tokens=100))
+        outcomes.append("200")
+
+    threads = [threading.Thread(target=call) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("200") == 10 and outcomes.count("402") == 40
+    account = ledger.get_account("acme")
+    assert account.balance == 0 and account.held == 0

@@ -1,0 +1,107 @@
+from datetime import timedelta
+
+import pytest
+
+from application.ledger import Ledger
+from application.pricing_input import price_from_credits
+from domain.errors import AccountNotFound, AlreadyExists, AuthenticationFailed, InvalidRequest
+from tests.fakes.clock import FakeClock
+
+
+def test_a_grant_with_an_idempotency_key_is_credited_once(ledger: Ledger) -> None:
+    ledger.create_account("acme")
+    first = ledger.grant_credits("acme", 5_000, "top-up", idempotency_key="pay_1")
+    again = ledger.grant_credits("acme", 5_000, "top-up", idempotency_key="pay_1")
+    assert (first.credited, again.credited) == (True, False)
+    assert ledger.get_account("acme").balance == 5_000
+
+
+def test_grants_without_a_key_are_each_credited(ledger: Ledger) -> None:
+    ledger.create_account("acme")
+    ledger.grant_credits("acme", 1, "a")
+    ledger.grant_credits("acme", 2, "b")
+    assert ledger.get_account("acme").balance == 3
+
+
+def test_starter_credits_are_granted_with_the_account(ledger: Ledger) -> None:
+    account = ledger.create_account("acme", starter_credits=7_000_000_000)
+    assert ledger.get_account(account.id).balance == 7_000_000_000
+
+
+def test_account_names_are_unique(ledger: Ledger) -> None:
+    ledger.create_account("acme")
+    with pytest.raises(AlreadyExists):
+        ledger.create_account("acme")
+
+
+def test_unknown_account_is_a_clear_error(ledger: Ledger) -> None:
+    with pytest.raises(AccountNotFound):
+        ledger.grant_credits("nobody", 1)
+
+
+def test_an_issued_key_authenticates_until_revoked(ledger: Ledger) -> None:
+    ledger.create_account("acme")
+    issued = ledger.issue_api_key("acme", "ci")
+    assert ledger.authenticate(issued.plaintext).account_id == issued.account_id
+    ledger.revoke_api_key(issued.key_id)
+    with pytest.raises(AuthenticationFailed):
+        ledger.authenticate(issued.plaintext)
+
+
+def test_an_expired_key_is_refused(ledger: Ledger, clock: FakeClock) -> None:
+    ledger.create_account("acme")
+    issued = ledger.issue_api_key("acme", expires_at=clock.now() + timedelta(hours=1))
+    ledger.authenticate(issued.plaintext)
+    clock.advance(hours=1)
+    with pytest.raises(AuthenticationFailed):
+        ledger.authenticate(issued.plaintext)
+
+
+def test_keys_are_stored_only_as_digests(ledger: Ledger) -> None:
+    ledger.create_account("acme")
+    issued = ledger.issue_api_key("acme")
+    stored = b"".join(n.state for n in ledger.recorder.select_notifications(start=1, limit=1000))
+    assert issued.plaintext.encode() not in stored
+    assert issued.plaintext[12:].encode() not in stored
+
+
+def test_provider_secrets_are_stored_only_sealed(ledger: Ledger) -> None:
+    secret = "sk-live-very-secret-value-1234"
+    provider = ledger.register_provider("openai", "openai", base_url=None, region=None, secret=secret)
+    stored = b"".join(n.state for n in ledger.recorder.select_notifications(start=1, limit=1000))
+    assert secret.encode() not in stored and secret[:-4].encode() not in stored
+    assert provider.credentials[0]["hint"] == "…1234"
+    assert ledger.open_credential(provider, provider.credentials[0]) == secret
+
+
+def test_a_provider_that_needs_a_secret_is_refused_without_one(ledger: Ledger) -> None:
+    with pytest.raises(InvalidRequest):
+        ledger.register_provider("openai", "openai", base_url=None, region=None, secret=None)
+
+
+def test_providers_are_listed_and_unique(ledger: Ledger) -> None:
+    ledger.register_provider("a", "openai-compatible", base_url="http://127.0.0.1:1/v1", region=None, secret="sk-aaaa")
+    ledger.register_provider("b", "openai", base_url=None, region=None, secret="sk-bbbb")
+    with pytest.raises(AlreadyExists):
+        ledger.register_provider("a", "openai", base_url=None, region=None, secret="sk-cccc")
+    assert [p.name for p in ledger.list_providers()] == ["a", "b"]
+
+
+def test_each_price_change_publishes_a_new_version(ledger: Ledger) -> None:
+    v1 = ledger.set_price("openai/gpt-4o-mini", price_from_credits(input="0.15", output="0.6"))
+    v2 = ledger.set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
+    book = ledger.price_book()
+    assert (v1, v2, book.current_version) == (1, 2, 2)
+    assert book.price_for("openai/gpt-4o-mini").input == 150_000_000
+
+
+def test_a_price_needs_a_provider_slash_model_id(ledger: Ledger) -> None:
+    with pytest.raises(InvalidRequest):
+        ledger.set_price("gpt-4o", price_from_credits(input="1", output="1"))
+
+
+def test_the_admin_key_is_recognised_and_user_keys_are_not(ledger: Ledger) -> None:
+    ledger.create_account("acme")
+    user_key = ledger.issue_api_key("acme").plaintext
+    assert not ledger.is_admin_key(user_key)
+    assert not ledger.is_admin_key("tha_wrong")
