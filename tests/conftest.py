@@ -41,25 +41,41 @@ def track_billing(ledger: Ledger) -> RequestBilling:
     return RequestBilling(ledger, mode="track", hold_ttl=timedelta(minutes=15))
 
 
+class PgSchemas:
+    """Creates PostgreSQL schemas for this test session and drops them all at its end."""
+
+    def __init__(self) -> None:
+        self.prefix = f"th_test_{secrets.token_hex(4)}"
+        self.created: list[str] = []
+
+    def new(self) -> str:
+        import psycopg
+
+        schema = f"{self.prefix}_{len(self.created)}"
+        with psycopg.connect(PG_CONNINFO, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        self.created.append(schema)
+        return schema
+
+    def new_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:5432/test?schema={self.new()}"
+
+    def drop_all(self) -> None:
+        import psycopg
+
+        with psycopg.connect(PG_CONNINFO, autocommit=True) as conn:
+            for schema in self.created:
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 @pytest.fixture(scope="session")
-def pg_schema() -> Iterator[str]:
-    """A fresh PostgreSQL schema for this test session, dropped at the end."""
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"th_test_{secrets.token_hex(6)}"
-    with psycopg.connect(PG_CONNINFO, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield schema
-    with psycopg.connect(PG_CONNINFO, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+def pg_schemas() -> Iterator[PgSchemas]:
+    schemas = PgSchemas()
+    yield schemas
+    schemas.drop_all()
 
 
 @pytest.fixture
-def pg_database_url(pg_schema: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A schema of its own for one test, inside the session's database."""
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"{pg_schema}_{secrets.token_hex(3)}"
-    with psycopg.connect(PG_CONNINFO, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}"
-    with psycopg.connect(PG_CONNINFO, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+def pg_database_url(pg_schemas: PgSchemas) -> str:
+    """A PostgreSQL schema of its own for one test."""
+    return pg_schemas.new_url()
