@@ -23,7 +23,7 @@ def build_ledger(settings: Settings, *, create_tables: bool = False, clock: Cloc
 
 
 def build_read_models(settings: Settings, ledger: Ledger) -> Any:
-    from projections import build_read_models as build
+    from projections.read_models import build_read_models as build
 
     return build(settings.database, ledger)
 

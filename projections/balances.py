@@ -1,0 +1,253 @@
+"""Balances and open holds, per account, as the ``Account`` aggregate computes them.
+
+Invariants kept here (tests/unit/projections/test_balances.py checks them against the
+aggregate):
+- ``balance = granted_total − charged_total`` and it equals ``Account.balance``;
+- ``held`` is the sum of the account's open holds and equals ``Account.held``;
+  ``available = balance − held``;
+- a hold row exists exactly while the aggregate holds it: placed opens it, settled or
+  released closes it.
+A batch of events is folded into per-account deltas first, so applying it costs one
+upsert per account touched however many events it holds; the deltas are additive,
+so any split of the history into batches ends in identical rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any, Iterable, Protocol
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
+
+from domain.account import Account
+from projections.memory import InMemoryStore, MemoryTransaction
+from projections.store import SqlStore, SqlTransaction
+
+BALANCES_TABLE = "th_rm_balances"
+HOLDS_TABLE = "th_rm_open_holds"
+
+
+@dataclass(frozen=True)
+class Balance:
+    account_id: UUID
+    name: str
+    balance: int
+    held: int
+    available: int
+    granted_total: int
+    charged_total: int
+    uncollected_total: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class OpenHold:
+    account_id: UUID
+    request_id: UUID
+    amount: int
+    expires_at: datetime
+
+
+@dataclass
+class AccountDelta:
+    updated_at: datetime
+    name: str | None = None
+    balance: int = 0
+    held: int = 0
+    granted: int = 0
+    charged: int = 0
+    uncollected: int = 0
+
+
+@dataclass
+class BalanceChanges:
+    accounts: dict[UUID, AccountDelta] = field(default_factory=dict)
+    opened: dict[tuple[UUID, UUID], OpenHold] = field(default_factory=dict)
+    closed: set[tuple[UUID, UUID]] = field(default_factory=set)
+
+
+def fold_balances(events: Iterable[DomainEventProtocol[Any]]) -> BalanceChanges:
+    changes = BalanceChanges()
+    for event in events:
+        account_id = event.originator_id
+        delta = changes.accounts.setdefault(account_id, AccountDelta(updated_at=event.timestamp))
+        delta.updated_at = event.timestamp
+        if isinstance(event, Account.Created):
+            delta.name = event.name  # type: ignore[attr-defined]
+        elif isinstance(event, Account.CreditGranted):
+            delta.balance += event.amount  # type: ignore[attr-defined]
+            delta.granted += event.amount  # type: ignore[attr-defined]
+        elif isinstance(event, Account.HoldPlaced):
+            hold = OpenHold(account_id, event.request_id, event.amount, event.expires_at)  # type: ignore[attr-defined]
+            delta.held += hold.amount
+            changes.opened[(account_id, hold.request_id)] = hold
+        elif isinstance(event, Account.HoldSettled):
+            delta.balance -= event.amount  # type: ignore[attr-defined]
+            delta.charged += event.amount  # type: ignore[attr-defined]
+            delta.uncollected += event.uncollected  # type: ignore[attr-defined]
+            delta.held -= event.held  # type: ignore[attr-defined]
+            _close(changes, account_id, event.request_id)  # type: ignore[attr-defined]
+        elif isinstance(event, Account.HoldReleased):
+            delta.held -= event.amount  # type: ignore[attr-defined]
+            _close(changes, account_id, event.request_id)  # type: ignore[attr-defined]
+    return changes
+
+
+def _close(changes: BalanceChanges, account_id: UUID, request_id: UUID) -> None:
+    key = (account_id, request_id)
+    if changes.opened.pop(key, None) is None:
+        changes.closed.add(key)
+
+
+class BalancesView(Protocol):
+    def get_balance(self, account_id: UUID) -> Balance | None: ...
+
+    def list_balances(self) -> list[Balance]: ...
+
+    def list_open_holds(self, account_id: UUID) -> list[OpenHold]: ...
+
+    def apply(self, tx: Any, changes: BalanceChanges) -> None: ...
+
+    def clear(self, tx: Any) -> None: ...
+
+
+class BalancesProjection:
+    name = "balances"
+    topics = frozenset(
+        get_topic(cls)
+        for cls in (Account.Created, Account.CreditGranted, Account.HoldPlaced, Account.HoldSettled, Account.HoldReleased)
+    )
+
+    def __init__(self, view: BalancesView) -> None:
+        self.view = view
+
+    def process(self, tx: Any, events: list[DomainEventProtocol[Any]]) -> None:
+        self.view.apply(tx, fold_balances(events))
+
+    def clear(self, tx: Any) -> None:
+        self.view.clear(tx)
+
+
+class InMemoryBalancesView:
+    def __init__(self, store: InMemoryStore) -> None:
+        self._lock = store.lock
+        self._balances: dict[UUID, Balance] = {}
+        self._holds: dict[tuple[UUID, UUID], OpenHold] = {}
+
+    def get_balance(self, account_id: UUID) -> Balance | None:
+        with self._lock:
+            return self._balances.get(account_id)
+
+    def list_balances(self) -> list[Balance]:
+        with self._lock:
+            return sorted(self._balances.values(), key=lambda b: (b.name, b.account_id.hex))
+
+    def list_open_holds(self, account_id: UUID) -> list[OpenHold]:
+        with self._lock:
+            holds = [h for (a, _), h in self._holds.items() if a == account_id]
+        return sorted(holds, key=lambda h: (h.expires_at, h.request_id.hex))
+
+    def apply(self, tx: MemoryTransaction, changes: BalanceChanges) -> None:
+        tx.on_commit(lambda: self._apply(changes))
+
+    def clear(self, tx: MemoryTransaction) -> None:
+        tx.on_commit(lambda: (self._balances.clear(), self._holds.clear()))
+
+    def _apply(self, changes: BalanceChanges) -> None:
+        for account_id, d in changes.accounts.items():
+            old = self._balances.get(account_id) or Balance(account_id, "", 0, 0, 0, 0, 0, 0, d.updated_at)
+            balance, held = old.balance + d.balance, old.held + d.held
+            self._balances[account_id] = replace(
+                old,
+                name=old.name if d.name is None else d.name,
+                balance=balance,
+                held=held,
+                available=balance - held,
+                granted_total=old.granted_total + d.granted,
+                charged_total=old.charged_total + d.charged,
+                uncollected_total=old.uncollected_total + d.uncollected,
+                updated_at=d.updated_at,
+            )
+        for key in changes.closed:
+            self._holds.pop(key, None)
+        self._holds.update(changes.opened)
+
+
+class SqlBalancesView:
+    DDL = (
+        f"CREATE TABLE IF NOT EXISTS {BALANCES_TABLE} ("
+        " account_id TEXT PRIMARY KEY, name TEXT,"
+        " balance BIGINT NOT NULL, held BIGINT NOT NULL,"
+        " granted_total BIGINT NOT NULL, charged_total BIGINT NOT NULL, uncollected_total BIGINT NOT NULL,"
+        " updated_at TIMESTAMPTZ NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {HOLDS_TABLE} ("
+        " account_id TEXT NOT NULL, request_id TEXT NOT NULL,"
+        " amount BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL,"
+        " PRIMARY KEY (account_id, request_id))",
+    )
+    TABLES = (BALANCES_TABLE, HOLDS_TABLE)
+    _COLUMNS = (
+        "account_id, name, balance, held, balance - held, granted_total, charged_total, uncollected_total, updated_at"
+    )
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def get_balance(self, account_id: UUID) -> Balance | None:
+        rows = self.store.query(f"SELECT {self._COLUMNS} FROM {BALANCES_TABLE} WHERE account_id = ?", (account_id.hex,))
+        return self._balance(rows[0]) if rows else None
+
+    def list_balances(self) -> list[Balance]:
+        rows = self.store.query(f"SELECT {self._COLUMNS} FROM {BALANCES_TABLE} ORDER BY name, account_id")
+        return [self._balance(row) for row in rows]
+
+    def list_open_holds(self, account_id: UUID) -> list[OpenHold]:
+        rows = self.store.query(
+            f"SELECT account_id, request_id, amount, expires_at FROM {HOLDS_TABLE}"
+            " WHERE account_id = ? ORDER BY expires_at, request_id",
+            (account_id.hex,),
+        )
+        return [OpenHold(UUID(a), UUID(r), int(amount), self._time(at)) for a, r, amount, at in rows]
+
+    def apply(self, tx: SqlTransaction, changes: BalanceChanges) -> None:
+        tx.executemany(
+            f"INSERT INTO {BALANCES_TABLE} (account_id, name, balance, held, granted_total, charged_total,"
+            " uncollected_total, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            f" ON CONFLICT (account_id) DO UPDATE SET name = COALESCE(excluded.name, {BALANCES_TABLE}.name),"
+            f" balance = {BALANCES_TABLE}.balance + excluded.balance, held = {BALANCES_TABLE}.held + excluded.held,"
+            f" granted_total = {BALANCES_TABLE}.granted_total + excluded.granted_total,"
+            f" charged_total = {BALANCES_TABLE}.charged_total + excluded.charged_total,"
+            f" uncollected_total = {BALANCES_TABLE}.uncollected_total + excluded.uncollected_total,"
+            " updated_at = excluded.updated_at",
+            [
+                (a.hex, d.name, d.balance, d.held, d.granted, d.charged, d.uncollected, self.store.to_db_time(d.updated_at))
+                for a, d in changes.accounts.items()
+            ],
+        )
+        tx.executemany(
+            f"DELETE FROM {HOLDS_TABLE} WHERE account_id = ? AND request_id = ?",
+            [(a.hex, r.hex) for a, r in sorted(changes.closed)],
+        )
+        tx.executemany(
+            f"INSERT INTO {HOLDS_TABLE} (account_id, request_id, amount, expires_at) VALUES (?, ?, ?, ?)",
+            [(h.account_id.hex, h.request_id.hex, h.amount, self.store.to_db_time(h.expires_at)) for h in changes.opened.values()],
+        )
+
+    def clear(self, tx: SqlTransaction) -> None:
+        for table in self.TABLES:
+            tx.execute(f"DELETE FROM {table}")
+
+    def _time(self, value: Any) -> datetime:
+        at = self.store.from_db_time(value)
+        assert at is not None
+        return at
+
+    def _balance(self, row: tuple[Any, ...]) -> Balance:
+        account_id, name, *amounts, updated_at = row
+        balance, held, available, granted, charged, uncollected = (int(x) for x in amounts)
+        return Balance(
+            UUID(account_id), name or "", balance, held, available, granted, charged, uncollected, self._time(updated_at)
+        )

@@ -1,0 +1,68 @@
+"""The in-memory store behind the ``InMemory*View`` read models (tests, embedded demos).
+
+Invariant kept here, as in the SQL store: a projection's view changes and its tracking
+position become visible together or not at all. A transaction only *collects* the
+view's changes (``on_commit``); they are applied with the new position under one lock
+when the block exits cleanly, and dropped if it raises.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+
+class MemoryTransaction:
+    def __init__(self, name: str, position: int) -> None:
+        self.name = name
+        self.position = position
+        self.pending: list[Callable[[], None]] = []
+
+    def on_commit(self, change: Callable[[], None]) -> None:
+        self.pending.append(change)
+
+    def advance(self, position: int) -> None:
+        if position <= self.position:
+            raise ValueError(f"tracking position of {self.name!r} must grow: {self.position} -> {position}")
+        self.position = position
+
+    def reset(self) -> None:
+        self.position = 0
+
+
+class InMemoryStore:
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self._positions: dict[str, int] = {}
+        self._writers: dict[str, threading.Lock] = {}
+
+    def create_tables(self, ddl: object = ()) -> None:
+        """Nothing to create; present so every store is driven the same way."""
+
+    @contextmanager
+    def tracked(self, name: str, *, wait: bool = True) -> Iterator[MemoryTransaction | None]:
+        with self.lock:
+            writer = self._writers.setdefault(name, threading.Lock())
+        if not writer.acquire(blocking=wait):
+            yield None
+            return
+        try:
+            with self.lock:
+                tx = MemoryTransaction(name, self._positions.get(name, 0))
+            yield tx
+            with self.lock:
+                for change in tx.pending:
+                    change()
+                self._positions[name] = tx.position
+        finally:
+            writer.release()
+
+    def positions(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self._positions)
+
+    def close(self) -> None:
+        """Nothing to release."""

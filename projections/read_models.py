@@ -1,0 +1,80 @@
+"""Builds the read models for one database: the views, their store and their runner.
+
+Nothing is connected or created at import; ``build_read_models`` connects (PostgreSQL:
+a small pool; SQLite: the read-models file beside the event store) and
+``ReadModels.create_tables()`` creates the tables — it is called by ``tallyhub init``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, Sequence
+
+from eventsourcing.application import Application
+
+from projections.balances import BalancesProjection, BalancesView, InMemoryBalancesView, SqlBalancesView
+from projections.memory import InMemoryStore
+from projections.request_log import InMemoryRequestLogView, RequestLogProjection, RequestLogView, SqlRequestLogView
+from projections.runner import ProjectionRunner
+from projections.store import PostgresStore, SqliteStore, SqlStore
+from projections.usage import InMemoryUsageView, SqlUsageView, UsageProjection, UsageView
+
+
+class DatabaseConfigLike(Protocol):
+    """What we use of ``adapters.settings.DatabaseConfig`` (projections never import adapters)."""
+
+    @property
+    def kind(self) -> Literal["sqlite", "postgres"]: ...
+
+    @property
+    def schema(self) -> str: ...
+
+    @property
+    def read_models_sqlite_path(self) -> Path: ...
+
+    def conninfo(self) -> str: ...
+
+
+@dataclass
+class ReadModels:
+    balances: BalancesView
+    usage: UsageView
+    requests: RequestLogView
+    runner: ProjectionRunner
+    store: SqlStore | InMemoryStore
+    ddl: Sequence[str] = ()
+
+    def create_tables(self) -> None:
+        self.store.create_tables(self.ddl)
+
+    def close(self) -> None:
+        self.runner.stop()
+        self.store.close()
+
+
+def build_read_models(database: DatabaseConfigLike | None, app: Application, *, batch_size: int = 1000) -> ReadModels:
+    """Read models in ``database`` (SQLite file or PostgreSQL schema); ``None`` keeps them in memory."""
+    if database is None:
+        memory = InMemoryStore()
+        views: tuple[Any, Any, Any] = (
+            InMemoryBalancesView(memory),
+            InMemoryUsageView(memory),
+            InMemoryRequestLogView(memory),
+        )
+        return _bundle(app, memory, views, (), batch_size)
+    store: SqlStore
+    if database.kind == "postgres":
+        store = PostgresStore(database.conninfo(), database.schema)
+    else:
+        store = SqliteStore(database.read_models_sqlite_path)
+    sql_views = (SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store))
+    ddl = [statement for view in sql_views for statement in view.DDL]
+    return _bundle(app, store, sql_views, ddl, batch_size)
+
+
+def _bundle(app: Application, store: Any, views: tuple[Any, Any, Any], ddl: Sequence[str], batch_size: int) -> ReadModels:
+    balances, usage, requests = views
+    projections = (BalancesProjection(balances), UsageProjection(usage), RequestLogProjection(requests))
+    runner = ProjectionRunner(app, store, projections, batch_size=batch_size)
+    return ReadModels(balances, usage, requests, runner, store, tuple(ddl))

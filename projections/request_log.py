@@ -1,0 +1,239 @@
+"""The request log: one row per recorded request, newest first.
+
+Invariants kept here:
+- exactly one row per ``RequestRecord`` (its id is the request id, the row's primary
+  key), carrying what the record says: outcome, status, latency, tokens, usage source,
+  the charge in integer nanocredits and the price-book version;
+- rows are written once and never updated, so a rebuild from zero gives identical rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime
+from typing import Any, Iterable, Protocol
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
+
+from domain.request_record import RequestRecord
+from projections.memory import InMemoryStore, MemoryTransaction
+from projections.store import SqlStore, SqlTransaction
+
+REQUESTS_TABLE = "th_rm_request_log"
+
+
+@dataclass(frozen=True)
+class RequestRow:
+    request_id: UUID
+    at: datetime
+    account_id: UUID | None
+    api_key_id: UUID | None
+    provider: str
+    model: str
+    upstream_model: str
+    endpoint: str
+    outcome: str
+    status: int
+    error_code: str | None
+    stream: bool
+    latency_ms: float
+    ttfb_ms: float | None
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    usage_source: str | None
+    charge: int
+    cost: int
+    price_book_version: int | None
+
+
+COLUMNS = tuple(f.name for f in fields(RequestRow))
+
+
+def _uuid(value: str | None) -> UUID | None:
+    return UUID(value) if value else None
+
+
+def row_of(event: DomainEventProtocol[Any]) -> RequestRow:
+    d: dict[str, Any] = event.details  # type: ignore[attr-defined]
+    usage = d.get("usage") or {}
+    ttfb = d.get("ttfb_ms")
+    return RequestRow(
+        request_id=event.originator_id,
+        at=event.timestamp,
+        account_id=_uuid(d.get("account_id")),
+        api_key_id=_uuid(d.get("api_key_id")),
+        provider=str(d.get("provider") or ""),
+        model=str(d.get("model") or ""),
+        upstream_model=str(d.get("upstream_model") or ""),
+        endpoint=str(d.get("endpoint") or ""),
+        outcome=str(d.get("outcome")),
+        status=int(d.get("status") or 0),
+        error_code=d.get("error_code"),
+        stream=bool(d.get("stream")),
+        latency_ms=float(d.get("latency_ms") or 0.0),
+        ttfb_ms=None if ttfb is None else float(ttfb),
+        input_tokens=int(usage.get("input_tokens", 0)),
+        cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
+        output_tokens=int(usage.get("output_tokens", 0)),
+        reasoning_tokens=int(usage.get("reasoning_tokens", 0)),
+        usage_source=usage.get("source"),
+        charge=int(d.get("charge") or 0),
+        cost=int(d.get("cost") or 0),
+        price_book_version=d.get("price_book_version"),
+    )
+
+
+class RequestLogView(Protocol):
+    def get_request(self, request_id: UUID) -> RequestRow | None: ...
+
+    def list_requests(
+        self,
+        account_id: UUID | None = None,
+        model: str | None = None,
+        status: int | None = None,
+        limit: int = 100,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[RequestRow]:
+        """Newest first; ``since <= at < until``."""
+
+    def apply(self, tx: Any, rows: list[RequestRow]) -> None: ...
+
+    def clear(self, tx: Any) -> None: ...
+
+
+class RequestLogProjection:
+    name = "request_log"
+    topics = frozenset(get_topic(cls) for cls in (RequestRecord.Completed, RequestRecord.Failed))
+
+    def __init__(self, view: RequestLogView) -> None:
+        self.view = view
+
+    def process(self, tx: Any, events: Iterable[DomainEventProtocol[Any]]) -> None:
+        self.view.apply(tx, [row_of(event) for event in events])
+
+    def clear(self, tx: Any) -> None:
+        self.view.clear(tx)
+
+
+def _newest_first(row: RequestRow) -> tuple[datetime, str]:
+    return row.at, row.request_id.hex
+
+
+class InMemoryRequestLogView:
+    def __init__(self, store: InMemoryStore) -> None:
+        self._lock = store.lock
+        self._rows: dict[UUID, RequestRow] = {}
+
+    def get_request(self, request_id: UUID) -> RequestRow | None:
+        with self._lock:
+            return self._rows.get(request_id)
+
+    def list_requests(
+        self,
+        account_id: UUID | None = None,
+        model: str | None = None,
+        status: int | None = None,
+        limit: int = 100,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[RequestRow]:
+        with self._lock:
+            rows = [
+                r
+                for r in self._rows.values()
+                if (account_id is None or r.account_id == account_id)
+                and (model is None or r.model == model)
+                and (status is None or r.status == status)
+                and (since is None or r.at >= since)
+                and (until is None or r.at < until)
+            ]
+        return sorted(rows, key=_newest_first, reverse=True)[:limit]
+
+    def apply(self, tx: MemoryTransaction, rows: list[RequestRow]) -> None:
+        tx.on_commit(lambda: self._rows.update((r.request_id, r) for r in rows))
+
+    def clear(self, tx: MemoryTransaction) -> None:
+        tx.on_commit(self._rows.clear)
+
+
+class SqlRequestLogView:
+    DDL = (
+        f"CREATE TABLE IF NOT EXISTS {REQUESTS_TABLE} ("
+        " request_id TEXT PRIMARY KEY, at TIMESTAMPTZ NOT NULL, account_id TEXT, api_key_id TEXT,"
+        " provider TEXT NOT NULL, model TEXT NOT NULL, upstream_model TEXT NOT NULL, endpoint TEXT NOT NULL,"
+        " outcome TEXT NOT NULL, status INTEGER NOT NULL, error_code TEXT, stream BOOLEAN NOT NULL,"
+        " latency_ms DOUBLE PRECISION NOT NULL, ttfb_ms DOUBLE PRECISION,"
+        " input_tokens BIGINT NOT NULL, cached_input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,"
+        " reasoning_tokens BIGINT NOT NULL, usage_source TEXT, charge BIGINT NOT NULL, cost BIGINT NOT NULL,"
+        " price_book_version BIGINT)",
+        f"CREATE INDEX IF NOT EXISTS {REQUESTS_TABLE}_at ON {REQUESTS_TABLE} (at)",
+        f"CREATE INDEX IF NOT EXISTS {REQUESTS_TABLE}_account_at ON {REQUESTS_TABLE} (account_id, at)",
+    )
+    TABLES = (REQUESTS_TABLE,)
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def get_request(self, request_id: UUID) -> RequestRow | None:
+        rows = self.store.query(f"SELECT {', '.join(COLUMNS)} FROM {REQUESTS_TABLE} WHERE request_id = ?", (request_id.hex,))
+        return self._row(rows[0]) if rows else None
+
+    def list_requests(
+        self,
+        account_id: UUID | None = None,
+        model: str | None = None,
+        status: int | None = None,
+        limit: int = 100,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[RequestRow]:
+        filters = [
+            ("account_id = ?", None if account_id is None else account_id.hex),
+            ("model = ?", model),
+            ("status = ?", status),
+            ("at >= ?", self.store.to_db_time(since)),
+            ("at < ?", self.store.to_db_time(until)),
+        ]
+        used = [(clause, value) for clause, value in filters if value is not None]
+        where = " WHERE " + " AND ".join(clause for clause, _ in used) if used else ""
+        rows = self.store.query(
+            f"SELECT {', '.join(COLUMNS)} FROM {REQUESTS_TABLE}{where} ORDER BY at DESC, request_id DESC LIMIT ?",
+            [*(value for _, value in used), int(limit)],
+        )
+        return [self._row(row) for row in rows]
+
+    def apply(self, tx: SqlTransaction, rows: list[RequestRow]) -> None:
+        tx.executemany(
+            f"INSERT INTO {REQUESTS_TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
+            [self._params(row) for row in rows],
+        )
+
+    def clear(self, tx: SqlTransaction) -> None:
+        tx.execute(f"DELETE FROM {REQUESTS_TABLE}")
+
+    def _params(self, row: RequestRow) -> tuple[Any, ...]:
+        values = list(astuple(row))
+        values[0] = row.request_id.hex
+        values[1] = self.store.to_db_time(row.at)
+        values[2] = row.account_id.hex if row.account_id else None
+        values[3] = row.api_key_id.hex if row.api_key_id else None
+        return tuple(values)
+
+    def _row(self, values: tuple[Any, ...]) -> RequestRow:
+        row = dict(zip(COLUMNS, values))
+        row.update(
+            request_id=UUID(row["request_id"]),
+            at=self.store.from_db_time(row["at"]),
+            account_id=_uuid(row["account_id"]),
+            api_key_id=_uuid(row["api_key_id"]),
+            stream=bool(row["stream"]),
+        )
+        return RequestRow(**row)

@@ -1,0 +1,247 @@
+"""Usage rollups per account, API key, provider, model and UTC hour.
+
+Invariants kept here:
+- every ``RequestRecord`` event lands in exactly one bucket: the UTC hour of the
+  event's timestamp, under the account, key, provider and model it names;
+- each counter of a bucket is the exact integer sum over its requests (``requests``
+  counts completed and failed, ``failed_requests`` the failed ones, ``estimated_requests``
+  those whose usage was estimated rather than reported); ``charge`` and ``cost`` are
+  integer nanocredits;
+- the counters are additive, so any split of the history into batches (live, or a
+  rebuild from zero) ends in identical rows.
+A missing account or API key is stored as ``''`` in the key and read back as ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from datetime import datetime, timezone
+from typing import Any, Iterable, Protocol
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
+
+from domain.request_record import RequestRecord
+from projections.memory import InMemoryStore, MemoryTransaction
+from projections.store import SqlStore, SqlTransaction
+
+USAGE_TABLE = "th_rm_usage_hourly"
+
+UsageKey = tuple[str, str, str, str, datetime]  # account hex, key hex, provider, model, hour
+
+
+@dataclass
+class UsageCounts:
+    requests: int = 0
+    failed_requests: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    images: int = 0
+    charge: int = 0
+    cost: int = 0
+    estimated_requests: int = 0
+
+    def add(self, other: "UsageCounts") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+COUNTERS = tuple(f.name for f in fields(UsageCounts))
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    account_id: UUID | None
+    api_key_id: UUID | None
+    provider: str
+    model: str
+    hour: datetime
+    requests: int
+    failed_requests: int
+    input_tokens: int
+    cached_input_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    images: int
+    charge: int
+    cost: int
+    estimated_requests: int
+
+    @property
+    def counts(self) -> UsageCounts:
+        return UsageCounts(*(getattr(self, name) for name in COUNTERS))
+
+
+def hour_of(at: datetime) -> datetime:
+    return at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def counts_of(details: dict[str, Any]) -> UsageCounts:
+    usage = details.get("usage") or {}
+    return UsageCounts(
+        requests=1,
+        failed_requests=int(details.get("outcome") != "completed"),
+        input_tokens=int(usage.get("input_tokens", 0)),
+        cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
+        output_tokens=int(usage.get("output_tokens", 0)),
+        reasoning_tokens=int(usage.get("reasoning_tokens", 0)),
+        images=int(usage.get("images", 0)),
+        charge=int(details.get("charge") or 0),
+        cost=int(details.get("cost") or 0),
+        estimated_requests=int(usage.get("source") == "estimated"),
+    )
+
+
+def fold_usage(events: Iterable[DomainEventProtocol[Any]]) -> dict[UsageKey, UsageCounts]:
+    buckets: dict[UsageKey, UsageCounts] = {}
+    for event in events:
+        details: dict[str, Any] = event.details  # type: ignore[attr-defined]
+        key = (
+            details.get("account_id") or "",
+            details.get("api_key_id") or "",
+            str(details.get("provider") or ""),
+            str(details.get("model") or ""),
+            hour_of(event.timestamp),
+        )
+        buckets.setdefault(key, UsageCounts()).add(counts_of(details))
+    return buckets
+
+
+def _row(key: UsageKey, counts: UsageCounts) -> UsageRow:
+    account, api_key, provider, model, hour = key
+    account_uuid, key_uuid = (UUID(x) if x else None for x in (account, api_key))
+    return UsageRow(account_uuid, key_uuid, provider, model, hour, *astuple(counts))
+
+
+class UsageView(Protocol):
+    def list_usage(
+        self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[UsageRow]:
+        """Buckets with ``since <= hour < until``, oldest first."""
+
+    def get_usage_totals(
+        self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> UsageCounts: ...
+
+    def apply(self, tx: Any, buckets: dict[UsageKey, UsageCounts]) -> None: ...
+
+    def clear(self, tx: Any) -> None: ...
+
+
+class UsageProjection:
+    name = "usage"
+    topics = frozenset(get_topic(cls) for cls in (RequestRecord.Completed, RequestRecord.Failed))
+
+    def __init__(self, view: UsageView) -> None:
+        self.view = view
+
+    def process(self, tx: Any, events: list[DomainEventProtocol[Any]]) -> None:
+        self.view.apply(tx, fold_usage(events))
+
+    def clear(self, tx: Any) -> None:
+        self.view.clear(tx)
+
+
+class InMemoryUsageView:
+    def __init__(self, store: InMemoryStore) -> None:
+        self._lock = store.lock
+        self._buckets: dict[UsageKey, UsageCounts] = {}
+
+    def list_usage(
+        self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[UsageRow]:
+        with self._lock:
+            rows = [
+                _row(key, counts)
+                for key, counts in self._buckets.items()
+                if (account_id is None or key[0] == account_id.hex)
+                and (since is None or key[4] >= since)
+                and (until is None or key[4] < until)
+            ]
+        return sorted(rows, key=lambda r: (r.hour, *(str(x) for x in (r.account_id, r.api_key_id)), r.provider, r.model))
+
+    def get_usage_totals(
+        self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> UsageCounts:
+        total = UsageCounts()
+        for row in self.list_usage(account_id, since, until):
+            total.add(row.counts)
+        return total
+
+    def apply(self, tx: MemoryTransaction, buckets: dict[UsageKey, UsageCounts]) -> None:
+        tx.on_commit(lambda: self._apply(buckets))
+
+    def clear(self, tx: MemoryTransaction) -> None:
+        tx.on_commit(self._buckets.clear)
+
+    def _apply(self, buckets: dict[UsageKey, UsageCounts]) -> None:
+        for key, counts in buckets.items():
+            self._buckets.setdefault(key, UsageCounts()).add(counts)
+
+
+class SqlUsageView:
+    DDL = (
+        f"CREATE TABLE IF NOT EXISTS {USAGE_TABLE} ("
+        " account_id TEXT NOT NULL, api_key_id TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,"
+        " hour TIMESTAMPTZ NOT NULL,"
+        + ", ".join(f" {name} BIGINT NOT NULL" for name in COUNTERS)
+        + ", PRIMARY KEY (account_id, api_key_id, provider, model, hour))",
+        f"CREATE INDEX IF NOT EXISTS {USAGE_TABLE}_hour ON {USAGE_TABLE} (hour)",
+    )
+    TABLES = (USAGE_TABLE,)
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def list_usage(
+        self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> list[UsageRow]:
+        where, params = self._where(account_id, since, until)
+        rows = self.store.query(
+            f"SELECT account_id, api_key_id, provider, model, hour, {', '.join(COUNTERS)} FROM {USAGE_TABLE}{where}"
+            " ORDER BY hour, account_id, api_key_id, provider, model",
+            params,
+        )
+        return [self._usage_row(row) for row in rows]
+
+    def get_usage_totals(
+        self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
+    ) -> UsageCounts:
+        where, params = self._where(account_id, since, until)
+        sums = ", ".join(f"CAST(COALESCE(SUM({name}), 0) AS BIGINT)" for name in COUNTERS)
+        (row,) = self.store.query(f"SELECT {sums} FROM {USAGE_TABLE}{where}", params)
+        return UsageCounts(*(int(x) for x in row))
+
+    def apply(self, tx: SqlTransaction, buckets: dict[UsageKey, UsageCounts]) -> None:
+        adds = ", ".join(f"{name} = {USAGE_TABLE}.{name} + excluded.{name}" for name in COUNTERS)
+        tx.executemany(
+            f"INSERT INTO {USAGE_TABLE} (account_id, api_key_id, provider, model, hour, {', '.join(COUNTERS)})"
+            f" VALUES ({', '.join('?' * (5 + len(COUNTERS)))})"
+            f" ON CONFLICT (account_id, api_key_id, provider, model, hour) DO UPDATE SET {adds}",
+            [(*key[:4], self.store.to_db_time(key[4]), *astuple(counts)) for key, counts in buckets.items()],
+        )
+
+    def clear(self, tx: SqlTransaction) -> None:
+        tx.execute(f"DELETE FROM {USAGE_TABLE}")
+
+    def _where(self, account_id: UUID | None, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if account_id is not None:
+            clauses.append("account_id = ?")
+            params.append(account_id.hex)
+        if since is not None:
+            clauses.append("hour >= ?")
+            params.append(self.store.to_db_time(since))
+        if until is not None:
+            clauses.append("hour < ?")
+            params.append(self.store.to_db_time(until))
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def _usage_row(self, row: tuple[Any, ...]) -> UsageRow:
+        account, api_key, provider, model, hour, *counts = row
+        at = self.store.from_db_time(hour)
+        assert at is not None
+        return _row((account, api_key, provider, model, at), UsageCounts(*(int(x) for x in counts)))

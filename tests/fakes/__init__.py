@@ -1,0 +1,1 @@
+"""Test doubles (fake servers) shared by integration and e2e tests."""

@@ -1,0 +1,165 @@
+"""Scripted behaviours and request records for the fake OpenAI upstream.
+
+A :class:`Scripted` value describes how the fake answers *one* model request
+(``POST /v1/chat/completions`` or ``POST /v1/embeddings``).  Build them with
+the class-method constructors and combine several for the same request with
+``|``::
+
+    upstream.script(
+        Scripted.error(429, "Rate limit reached", code="rate_limit_exceeded", retry_after=1),
+        Scripted.delay(0.2) | Scripted.usage(prompt_tokens=7, cached_tokens=3),
+        Scripted.break_stream_after(2),
+    )
+
+Queued values are consumed FIFO, one per model request; ``GET /v1/models``
+does not consume them.  When the queue is empty the fake behaves normally.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """How the fake answers one model request.  Unset fields mean "normal"."""
+
+    # Sleep before doing anything else (headers included).
+    delay_seconds: float = 0.0
+    # Answer with an OpenAI error envelope instead of a result.  Takes
+    # precedence over authentication and validation.
+    error_status: int | None = None
+    error_message: str = ""
+    error_code: str | None = None
+    error_type: str | None = None  # default derived from the status
+    retry_after: float | None = None  # sent as the ``retry-after`` header
+    # Answer with exactly these bytes (e.g. an HTML 502 page from a proxy).
+    raw_status: int | None = None
+    raw_body: str = ""
+    raw_content_type: str = "text/html"
+    # Streams: send the role chunk plus this many content chunks, then drop the
+    # TCP connection without the final chunks or ``[DONE]``.  Non-streaming
+    # requests: drop the connection without sending any response.
+    break_after: int | None = None
+    # Streams: after this many content chunks, pause ``stall_seconds`` and then
+    # carry on normally.  Non-streaming requests: pause before responding.
+    stall_after: int | None = None
+    stall_seconds: float = 0.0
+    # Streams: sleep this long before every frame after the first.
+    chunk_delay_seconds: float | None = None
+    # Replace some usage numbers (keys: prompt_tokens, completion_tokens,
+    # cached_tokens, reasoning_tokens); total_tokens is recomputed.
+    usage_overrides: dict[str, int] = field(default_factory=dict)
+    # Omit usage: no usage chunk in streams even when include_usage is set, no
+    # ``usage`` key in non-streaming bodies.
+    omit_usage: bool = False
+    # Answer with this text instead of the server's reply text.
+    reply_text: str | None = None
+
+    # -- constructors -------------------------------------------------------
+
+    @classmethod
+    def normal(cls) -> "Scripted":
+        """Consume one request without changing anything."""
+        return cls()
+
+    @classmethod
+    def error(
+        cls,
+        status: int,
+        message: str = "The server had an error while processing your request.",
+        code: str | None = None,
+        retry_after: float | None = None,
+        *,
+        type: str | None = None,
+    ) -> "Scripted":
+        return cls(error_status=status, error_message=message, error_code=code, retry_after=retry_after, error_type=type)
+
+    @classmethod
+    def raw(cls, status: int, body: str, content_type: str = "text/html") -> "Scripted":
+        return cls(raw_status=status, raw_body=body, raw_content_type=content_type)
+
+    @classmethod
+    def delay(cls, seconds: float) -> "Scripted":
+        return cls(delay_seconds=seconds)
+
+    @classmethod
+    def break_stream_after(cls, chunks: int) -> "Scripted":
+        return cls(break_after=chunks)
+
+    @classmethod
+    def stall_stream_after(cls, chunks: int, seconds: float) -> "Scripted":
+        return cls(stall_after=chunks, stall_seconds=seconds)
+
+    @classmethod
+    def chunk_delay(cls, seconds: float) -> "Scripted":
+        return cls(chunk_delay_seconds=seconds)
+
+    @classmethod
+    def usage(
+        cls,
+        *,
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        cached_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> "Scripted":
+        given = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cached_tokens": cached_tokens,
+            "reasoning_tokens": reasoning_tokens,
+        }
+        return cls(usage_overrides={k: v for k, v in given.items() if v is not None})
+
+    @classmethod
+    def no_usage(cls) -> "Scripted":
+        return cls(omit_usage=True)
+
+    @classmethod
+    def reply(cls, text: str) -> "Scripted":
+        return cls(reply_text=text)
+
+    # -- combination & (de)serialisation ------------------------------------
+
+    def __or__(self, other: "Scripted") -> "Scripted":
+        """Merge: every field ``other`` sets (non-default) wins."""
+        if not isinstance(other, Scripted):
+            return NotImplemented
+        default = Scripted()
+        changes = {
+            f.name: getattr(other, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(other, f.name) != getattr(default, f.name)
+        }
+        if "usage_overrides" in changes:
+            changes["usage_overrides"] = {**self.usage_overrides, **other.usage_overrides}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Scripted":
+        return cls(**data)
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the fake received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
+    json: Any  # parsed body, or None when absent / not JSON
+    body: bytes = b""
+    query: dict[str, str] = field(default_factory=dict)
+    # Set when the client went away before the response was complete.
+    disconnected: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["body"] = self.body.decode("utf-8", "replace")
+        return data

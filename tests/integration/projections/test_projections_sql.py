@@ -1,0 +1,106 @@
+"""The read-model contract on SQLite files and on PostgreSQL, plus what only SQL stores do."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from typing import Callable, Iterator
+
+import psycopg
+import pytest
+
+from adapters.settings import DatabaseConfig
+from projections.read_models import ReadModels, build_read_models
+from tests.unit.projections.projection_contract import T0, FakeLedger, ProjectionContract, busy_history, snapshot
+
+
+class SqlContract(ProjectionContract):
+    @pytest.fixture
+    def ledger(self, database: DatabaseConfig) -> Iterator[FakeLedger]:
+        app = FakeLedger(env=database.eventsourcing_env(create_tables=True))
+        yield app
+        app.close()
+
+    @pytest.fixture
+    def make_read_models(self, database: DatabaseConfig, ledger: FakeLedger) -> Iterator[Callable[[], ReadModels]]:
+        """Each call connects anew to the same read-model database (a restart, or another process)."""
+        made: list[ReadModels] = []
+
+        def make() -> ReadModels:
+            read_models = build_read_models(database, ledger)
+            if not made:
+                read_models.create_tables()
+            made.append(read_models)
+            return read_models
+
+        yield make
+        for read_models in made:
+            read_models.close()
+
+    def test_sql_views_return_exactly_what_the_in_memory_views_return(
+        self, ledger: FakeLedger, read_models: ReadModels
+    ) -> None:
+        busy_history(ledger)
+        ledger.record(T0 + timedelta(days=3, microseconds=7), failed=True)
+        in_memory = build_read_models(None, ledger)
+        read_models.runner.catch_up()
+        in_memory.runner.catch_up()
+        assert snapshot(read_models) == snapshot(in_memory)
+
+    def test_create_tables_is_explicit_and_idempotent(self, database: DatabaseConfig, ledger: FakeLedger) -> None:
+        read_models = build_read_models(database, ledger)
+        try:
+            ledger.open_account("alice")
+            with pytest.raises((sqlite3.OperationalError, psycopg.errors.UndefinedTable)):
+                read_models.balances.list_balances()
+            read_models.create_tables()
+            read_models.create_tables()
+            assert read_models.runner.catch_up() == 1
+            assert [b.name for b in read_models.balances.list_balances()] == ["alice"]
+        finally:
+            read_models.close()
+
+
+class TestSqliteProjections(SqlContract):
+    @pytest.fixture
+    def database(self, sqlite_database: DatabaseConfig) -> DatabaseConfig:
+        return sqlite_database
+
+    def test_read_models_live_in_their_own_file_beside_the_event_store(
+        self, database: DatabaseConfig, read_models: ReadModels
+    ) -> None:
+        assert database.sqlite_path is not None
+        with sqlite3.connect(database.read_models_sqlite_path) as conn:
+            tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert tables == {"th_rm_tracking", "th_rm_balances", "th_rm_open_holds", "th_rm_usage_hourly", "th_rm_request_log"}
+        assert database.sqlite_path.exists() and database.read_models_sqlite_path != database.sqlite_path
+
+
+class TestPostgresProjections(SqlContract):
+    @pytest.fixture
+    def database(self, postgres_database: DatabaseConfig) -> DatabaseConfig:
+        return postgres_database
+
+    def test_tables_live_in_the_configured_schema_beside_the_event_store(
+        self, database: DatabaseConfig, ledger: FakeLedger, read_models: ReadModels
+    ) -> None:
+        with psycopg.connect(database.conninfo()) as conn:
+            rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database.schema,))
+            tables = {name for (name,) in rows}
+        ours = {name for name in tables if name.startswith("th_rm_")}
+        assert ours == {"th_rm_tracking", "th_rm_balances", "th_rm_open_holds", "th_rm_usage_hourly", "th_rm_request_log"}
+        assert tables - ours  # the event store's own tables, untouched
+
+    def test_catch_up_without_waiting_skips_a_projection_another_process_is_applying(
+        self, ledger: FakeLedger, make_read_models: Callable[[], ReadModels]
+    ) -> None:
+        first, second = make_read_models(), make_read_models()
+        alice = ledger.open_account("alice")
+        ledger.grant(alice, 5)
+        with first.store.tracked("balances") as tx:
+            assert tx is not None
+            assert second.runner.catch_up(wait=False) == 0
+        assert second.runner.catch_up(wait=False) == 2
+        row = first.balances.get_balance(alice)
+        assert row is not None and row.balance == 5
