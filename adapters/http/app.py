@@ -11,7 +11,7 @@ from adapters.http import admin, chat, models
 from adapters.http.errors import install_error_handlers
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.services import Services
-from adapters.providers.openai_compatible import OpenAICompatibleProvider
+from adapters.providers.registry import build_providers
 
 
 def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
@@ -19,9 +19,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
-            services.providers["openai"] = OpenAICompatibleProvider(
-                session, timeout_seconds=services.settings.upstream_timeout_seconds
-            )
+            services.providers.update(build_providers(session, services.settings))
             if run_projections and services.read_models is not None:
                 services.read_models.runner.start()
             try:

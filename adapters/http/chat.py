@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import anyio
 import orjson
 from fastapi import APIRouter, Request
@@ -20,7 +19,8 @@ from starlette.responses import Response, StreamingResponse
 from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import Services, bearer_token, read_body, services_of
-from adapters.providers.openai_compatible import SUPPORTED_KINDS, sse_events, usage_from_openai
+from adapters.providers.base import DONE, READ_FAILURES, ChatExchange, ChatProvider
+from adapters.providers.openai_compatible import usage_from_openai
 from application.billing import OpenedRequest, Receipt
 from domain.errors import InvalidRequest, UpstreamError
 from domain.estimation import estimated_usage
@@ -39,7 +39,7 @@ async def chat_completions(request: Request) -> Response:
     )
     try:
         provider = _provider_for(services, opened)
-        upstream = await provider.post_chat(opened.route, _upstream_body(chat))
+        upstream = await provider.start_chat(opened.route, _upstream_body(chat))
     except UpstreamError as exc:
         await _fail(services, opened, exc.status, exc.code)
         raise
@@ -55,10 +55,11 @@ async def chat_completions(request: Request) -> Response:
     return await _plain(services, opened, upstream, chat)
 
 
-def _provider_for(services: Services, opened: OpenedRequest) -> Any:
-    if opened.route.kind not in SUPPORTED_KINDS:
-        raise InvalidRequest(f"providers of kind {opened.route.kind!r} are not supported yet")
-    return services.providers["openai"]
+def _provider_for(services: Services, opened: OpenedRequest) -> ChatProvider:
+    provider = services.providers.get(opened.route.kind)
+    if provider is None:
+        raise InvalidRequest(f"providers of kind {opened.route.kind!r} are not supported by this version")
+    return provider
 
 
 def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
@@ -70,14 +71,14 @@ def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
     return {**chat.body, "stream_options": options}
 
 
-async def _plain(services: Services, opened: OpenedRequest, upstream: aiohttp.ClientResponse, chat: ChatRequest) -> Response:
+async def _plain(services: Services, opened: OpenedRequest, upstream: ChatExchange, chat: ChatRequest) -> Response:
     try:
-        raw = await upstream.read()
+        raw = await upstream.read_completion()
         ttfb_ms = _ms_since(opened)
         parsed = orjson.loads(raw)
         if not isinstance(parsed, dict):
             raise ValueError("not an object")
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+    except READ_FAILURES:
         await _fail(services, opened, 502, "upstream_bad_response")
         raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response") from None
     finally:
@@ -87,21 +88,21 @@ async def _plain(services: Services, opened: OpenedRequest, upstream: aiohttp.Cl
     return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
 
 
-async def _relay(services: Services, opened: OpenedRequest, upstream: aiohttp.ClientResponse, chat: ChatRequest) -> AsyncIterator[bytes]:
+async def _relay(services: Services, opened: OpenedRequest, upstream: ChatExchange, chat: ChatRequest) -> AsyncIterator[bytes]:
     """Forward upstream chunks as they come; bill once when the stream ends, however it ends."""
     state = _StreamState()
     try:
-        async for data in sse_events(upstream):
-            if data == b"[DONE]":
+        async for data in upstream.stream_data():
+            if data == DONE:
                 state.finished = True
                 break
             for frame in state.take(data, chat.wants_usage, opened):
                 yield frame
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+    except READ_FAILURES:
         pass  # the provider broke the stream: billed below for what was produced, then an error event
     except BaseException:
         # The client went away (cancelled): stop the upstream call, bill what was produced.
-        upstream.close()
+        upstream.abort()
         with anyio.CancelScope(shield=True):
             await _complete(services, opened, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
         raise

@@ -48,8 +48,8 @@ class OpenAICompatibleProvider:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
 
-    async def post_chat(self, route: Route, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        """Send the request; return the open 2xx response or raise UpstreamError."""
+    async def start_chat(self, route: Route, body: dict[str, Any]) -> "OpenAIExchange":
+        """Send the request; return the open 2xx exchange or raise UpstreamError."""
         url = base_url_for(route.kind, route.base_url) + "/chat/completions"
         headers = {"content-type": "application/json"}
         if route.secret:
@@ -64,7 +64,26 @@ class OpenAICompatibleProvider:
                                 status=502, code="upstream_unavailable") from None
         if response.status >= 300:
             raise await _upstream_error(route, response)
-        return response
+        return OpenAIExchange(response)
+
+
+class OpenAIExchange:
+    """The provider already speaks OpenAI: bytes pass through untouched."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+
+    async def read_completion(self) -> bytes:
+        return await self.response.read()
+
+    def stream_data(self) -> AsyncIterator[bytes]:
+        return sse_events(self.response)
+
+    def abort(self) -> None:
+        self.response.close()
+
+    def release(self) -> None:
+        self.response.release()
 
 
 async def _upstream_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:

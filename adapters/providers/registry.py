@@ -1,6 +1,13 @@
 """Which provider kinds this build can call, and what each needs to be configured."""
 
+from typing import Any
 from urllib.parse import urlsplit
+
+import aiohttp
+
+from adapters.providers.base import ChatProvider
+from adapters.providers.openai_compatible import OpenAICompatibleProvider
+from adapters.settings import Settings
 
 from domain.errors import InvalidRequest
 from domain.provider import PROVIDER_KINDS
@@ -25,3 +32,10 @@ def check_provider_config(kind: str, base_url: str | None, region: str | None) -
             raise InvalidRequest(f"--base-url must be an http(s) URL, got {base_url!r}", param="base_url")
     if kind == "bedrock" and not region:
         raise InvalidRequest("a provider of kind 'bedrock' needs --region", param="region")
+
+
+def build_providers(session: aiohttp.ClientSession, settings: Settings) -> dict[str, ChatProvider]:
+    """One adapter per callable kind, sharing the gateway's upstream HTTP session."""
+    openai = OpenAICompatibleProvider(session, timeout_seconds=settings.upstream_timeout_seconds)
+    adapters: dict[str, Any] = {"openai": openai, "openai-compatible": openai}
+    return adapters
