@@ -7,10 +7,12 @@ from typing import Any
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.master_key import create_master_key_file, load_master_key
-from adapters.http.services import Services
+from adapters.services import Services
 from adapters.settings import Settings
 from application.billing import RequestBilling
+from application.health import CredentialHealth
 from application.ledger import Ledger
+from application.routing import Router
 from application.ports import Clock
 
 
@@ -31,8 +33,12 @@ def build_read_models(settings: Settings, ledger: Ledger) -> Any:
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     ledger = build_ledger(settings, clock=clock)
     ledger.load_deployment()
-    billing = RequestBilling(ledger, mode=settings.billing_mode, hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
-    return Services(settings=settings, ledger=ledger, billing=billing, read_models=build_read_models(settings, ledger))
+    health = CredentialHealth()
+    router = Router(ledger, health)
+    billing = RequestBilling(ledger, router, mode=settings.billing_mode,
+                             hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
+    return Services(settings=settings, ledger=ledger, billing=billing, router=router, health=health,
+                    read_models=build_read_models(settings, ledger))
 
 
 @dataclass(frozen=True)

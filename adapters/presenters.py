@@ -21,7 +21,8 @@ def provider_json(provider: Provider) -> dict[str, Any]:
         "region": provider.region,
         "enabled": provider.enabled,
         "credentials": [
-            {"id": c["credential_id"], "hint": c["hint"], "weight": c["weight"], "enabled": c["enabled"]}
+            {"id": c["credential_id"], "hint": c["hint"], "weight": c["weight"], "enabled": c["enabled"],
+             "disabled_reason": c.get("disabled_reason"), "disabled_automatically": c.get("disabled_automatically", False)}
             for c in provider.credentials
         ],
     }

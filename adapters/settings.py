@@ -112,6 +112,7 @@ class Settings:
     hold_ttl_seconds: int = 900
     upstream_timeout_seconds: float = 300.0
     max_body_bytes: int = 10 * 1024 * 1024
+    probe_interval_seconds: int = 60
     log_level: str = "info"
 
     @classmethod
@@ -130,6 +131,7 @@ class Settings:
             hold_ttl_seconds=_positive_int(env, "TALLYHUB_HOLD_TTL_SECONDS", 900),
             upstream_timeout_seconds=float(_positive_int(env, "TALLYHUB_UPSTREAM_TIMEOUT_SECONDS", 300)),
             max_body_bytes=_positive_int(env, "TALLYHUB_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            probe_interval_seconds=_positive_int(env, "TALLYHUB_PROBE_INTERVAL_SECONDS", 60),
             log_level=env.get("TALLYHUB_LOG_LEVEL", "info"),
         )
 

@@ -10,7 +10,6 @@ Invariants:
 - an upstream failure is never charged.
 """
 
-import random
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -21,26 +20,14 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from application.ledger import Ledger
+from application.routing import Route, Router, Target
 from domain.account import Account
-from domain.errors import InsufficientCredits, ModelNotFound, UpstreamError
-from domain.pricing import ModelPrice, price_usage, worst_case_usage
+from domain.errors import InsufficientCredits, ModelNotFound
+from domain.pricing import price_usage, worst_case_usage
 from domain.request_record import RequestRecord
 from domain.usage import Usage
 
 BillingMode = Literal["track", "credits"]
-
-
-@dataclass(frozen=True)
-class Route:
-    """Where a request goes: a provider, the model name it knows, one credential."""
-
-    provider: str
-    kind: str
-    base_url: str | None
-    region: str | None
-    upstream_model: str
-    credential_id: str | None
-    secret: str | None = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -61,8 +48,7 @@ class OpenedRequest:
     account_id: UUID
     api_key_id: UUID
     shape: RequestShape
-    route: Route
-    price: ModelPrice | None
+    targets: tuple[Target, ...]  # the model and its fallbacks, in order
     price_book_version: int
     hold: int
     started: float  # time.monotonic() at open
@@ -80,77 +66,67 @@ class Receipt:
     usage: Usage
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """An upstream attempt that failed before serving the request."""
+
+    route: Route
+    status: int
+    error_code: str
+    latency_ms: float
+
+
 class RequestBilling:
-    def __init__(self, ledger: Ledger, *, mode: BillingMode, hold_ttl: timedelta) -> None:
+    def __init__(self, ledger: Ledger, router: Router, *, mode: BillingMode, hold_ttl: timedelta) -> None:
         self.ledger = ledger
+        self.router = router
         self.mode = mode
         self.hold_ttl = hold_ttl
 
     def open_request(self, api_key: str, shape: RequestShape, request_id: UUID | None = None) -> OpenedRequest:
         """Authenticate, route and price the request, and in credits mode hold its worst case.
 
-        Raises AuthenticationFailed, ModelNotFound, InsufficientCredits, UpstreamError(503).
+        Raises AuthenticationFailed, ModelNotFound, InsufficientCredits.
         """
         started = time.monotonic()
         request_id = request_id or uuid4()
         key = self.ledger.authenticate(api_key)
-        route = self.resolve(shape.model)
         book = self.ledger.price_book()
-        price = book.price_for(shape.model)
-        if price is None and self.mode == "credits":
-            raise ModelNotFound(f"the model {shape.model!r} has no price, so it cannot be sold; ask the operator to set one")
-        hold = 0
+        targets = self.router.targets(shape.model, book)
+        if self.mode == "credits":
+            targets = [target for target in targets if target.price is not None]
+            if not targets:
+                raise ModelNotFound(f"the model {shape.model!r} has no price, so it cannot be sold; ask the operator to set one")
         opened = OpenedRequest(
             request_id=request_id,
             account_id=key.account_id,
             api_key_id=key.id,
             shape=shape,
-            route=route,
-            price=price,
+            targets=tuple(targets),
             price_book_version=book.current_version,
             hold=0,
             started=started,
             started_at=self.ledger.clock.now(),
         )
         if self.mode == "credits":
-            assert price is not None
-            hold = price_usage(price, worst_case_usage(shape.prompt_bytes, shape.max_output_tokens, shape.choices, price))
-            opened = replace(opened, hold=hold)
+            opened = replace(opened, hold=max(self._worst_case(shape, target) for target in targets))
             try:
                 self._place_hold(opened)
             except InsufficientCredits:
-                self._record(RequestRecord.failed(request_id, **self._details(opened, status=402, error_code="insufficient_credits")))
+                self._record(RequestRecord.failed(request_id, **self._details(opened, None, status=402, error_code="insufficient_credits")))
                 raise
         return opened
 
-    def resolve(self, model: str) -> Route:
-        provider_name, _, upstream_model = model.partition("/")
-        if not provider_name or not upstream_model:
-            raise ModelNotFound(f"the model {model!r} does not exist; model ids are PROVIDER/MODEL")
-        provider = self.ledger.find_provider(provider_name)
-        if provider is None or not provider.enabled:
-            raise ModelNotFound(f"the model {model!r} does not exist or you do not have access to it")
-        credentials = provider.usable_credentials()
-        if not credentials:
-            if provider.credentials:
-                raise UpstreamError(f"provider {provider_name!r} has no usable credential", status=503, code="no_usable_credential")
-            return Route(provider.name, provider.kind, provider.base_url, provider.region, upstream_model, None, None)
-        credential = random.choices(credentials, weights=[c["weight"] for c in credentials])[0]
-        return Route(
-            provider=provider.name,
-            kind=provider.kind,
-            base_url=provider.base_url,
-            region=provider.region,
-            upstream_model=upstream_model,
-            credential_id=credential["credential_id"],
-            secret=self.ledger.open_credential(provider, credential),
-        )
-
-    def complete_request(self, opened: OpenedRequest, usage: Usage, *, status: int = 200, ttfb_ms: float | None = None) -> Receipt:
-        """Charge for what was used (settling the hold) and record the request, once."""
-        priced = opened.price is not None
-        cost = price_usage(opened.price, usage) if opened.price is not None else 0
+    def complete_request(self, opened: OpenedRequest, route: Route, usage: Usage, *, status: int = 200,
+                         ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = ()) -> Receipt:
+        """Charge for what ``route`` served (settling the hold) and record the request, once."""
+        price = self._target_of(opened, route).price
+        cost = price_usage(price, usage) if price is not None else 0
         outcome = {"charge": cost, "uncollected": 0}
+
+        def record() -> RequestRecord:
+            details = self._details(opened, route, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms, **outcome)
+            return _with_attempts(RequestRecord.completed(opened.request_id, **details), attempts)
 
         def settle(account: Account) -> list[Aggregate] | None:
             if opened.request_id.hex in account.holds:
@@ -160,27 +136,28 @@ class RequestBilling:
             else:
                 charged = account.charge_without_hold(opened.request_id, cost)  # the hold expired first
             outcome.update(charge=charged, uncollected=cost - charged)
-            details = self._details(opened, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms, **outcome)
-            return [RequestRecord.completed(opened.request_id, **details)]
+            return [record()]
 
         if self.mode == "credits":
             if not self.ledger.change_account(opened.account_id, settle):
                 return self._receipt_of(opened.request_id)
         else:
-            self._record(RequestRecord.completed(opened.request_id, **self._details(opened, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms, **outcome)))
+            self._record(record())
         return Receipt(
             request_id=opened.request_id,
             charge=outcome["charge"],
             cost=cost,
             uncollected=outcome["uncollected"],
             price_book_version=opened.price_book_version,
-            priced=priced,
+            priced=price is not None,
             usage=usage,
         )
 
-    def fail_request(self, opened: OpenedRequest, *, status: int, error_code: str, ttfb_ms: float | None = None) -> None:
+    def fail_request(self, opened: OpenedRequest, *, status: int, error_code: str, route: Route | None = None,
+                     ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = ()) -> None:
         """Release the hold without charging and record the failure, once."""
-        record = RequestRecord.failed(opened.request_id, **self._details(opened, status=status, error_code=error_code, ttfb_ms=ttfb_ms))
+        details = self._details(opened, route, status=status, error_code=error_code, ttfb_ms=ttfb_ms)
+        record = _with_attempts(RequestRecord.failed(opened.request_id, **details), attempts)
 
         def release(account: Account) -> list[Aggregate] | None:
             if opened.request_id.hex in account.holds:
@@ -193,6 +170,18 @@ class RequestBilling:
             self.ledger.change_account(opened.account_id, release)
         else:
             self._record(record)
+
+    def _worst_case(self, shape: RequestShape, target: Target) -> int:
+        assert target.price is not None
+        usage = worst_case_usage(shape.prompt_bytes, shape.max_output_tokens, shape.choices, target.price)
+        return price_usage(target.price, usage)
+
+    @staticmethod
+    def _target_of(opened: OpenedRequest, route: Route) -> Target:
+        for target in opened.targets:
+            if target.model == route.model:
+                return target
+        raise AssertionError(f"{route.model} is not a target of request {opened.request_id}")
 
     def _place_hold(self, opened: OpenedRequest) -> None:
         expires_at = opened.started_at + self.hold_ttl
@@ -210,8 +199,7 @@ class RequestBilling:
             pass  # recorded already: a request is recorded at most once
 
     def _receipt_of(self, request_id: UUID) -> Receipt:
-        record = self.ledger.find(request_id)
-        details = record.details
+        details = self.ledger.find(request_id).details
         return Receipt(
             request_id=request_id,
             charge=details["charge"],
@@ -222,15 +210,18 @@ class RequestBilling:
             usage=Usage.from_dict(details["usage"]),
         )
 
-    def _details(self, opened: OpenedRequest, *, status: int, usage: Usage | None = None, cost: int = 0,
-                 charge: int = 0, uncollected: int = 0, error_code: str | None = None,
+    def _details(self, opened: OpenedRequest, route: Route | None, *, status: int, usage: Usage | None = None,
+                 cost: int = 0, charge: int = 0, uncollected: int = 0, error_code: str | None = None,
                  ttfb_ms: float | None = None) -> dict[str, Any]:
+        target = self._target_of(opened, route) if route else opened.targets[0]
         return {
             "account_id": opened.account_id.hex,
             "api_key_id": opened.api_key_id.hex,
-            "provider": opened.route.provider,
-            "model": opened.shape.model,
-            "upstream_model": opened.route.upstream_model,
+            "requested_model": opened.shape.model,
+            "model": target.model,
+            "provider": target.provider.name,
+            "upstream_model": target.upstream_model,
+            "credential_id": route.credential_id if route else None,
             "endpoint": opened.shape.endpoint,
             "stream": opened.shape.stream,
             "status": status,
@@ -241,9 +232,24 @@ class RequestBilling:
             "uncollected": uncollected,
             "hold": opened.hold,
             "price_book_version": opened.price_book_version,
-            "priced": opened.price is not None,
+            "priced": target.price is not None,
             "latency_ms": round((time.monotonic() - opened.started) * 1000, 3),
             "ttfb_ms": ttfb_ms,
-            "credential_id": opened.route.credential_id,
             "started_at": opened.started_at.isoformat(),
         }
+
+
+def _with_attempts(record: RequestRecord, attempts: tuple[Attempt, ...]) -> RequestRecord:
+    for attempt in attempts:
+        record.attempt_failed(
+            model=attempt.route.model,
+            provider=attempt.route.provider,
+            credential_id=attempt.route.credential_id,
+            status=attempt.status,
+            error_code=attempt.error_code,
+            latency_ms=attempt.latency_ms,
+        )
+    return record
+
+
+__all__ = ["Attempt", "OpenedRequest", "Receipt", "RequestBilling", "RequestShape", "Route", "Target"]

@@ -32,12 +32,14 @@ from domain.errors import (
     ApiKeyNotFound,
     AuthenticationFailed,
     InvalidRequest,
+    NotFound,
     NotInitialised,
     ProviderNotFound,
 )
 from domain.price_book import PriceBook
 from domain.pricing import ModelPrice
 from domain.provider import KINDS_WITHOUT_SECRET, Provider
+from domain.request_record import RequestRecord
 
 MAX_SAVE_ATTEMPTS = 20
 PEPPER_CONTEXT = b"tallyhub:api-key-pepper"
@@ -174,17 +176,20 @@ class Ledger(Application):
         Retried on a version conflict with the account's fresh state.
         """
         with self._lock_for(account_id):
-            for attempt in range(MAX_SAVE_ATTEMPTS):
-                account = self.get_account(account_id)
-                others = change(account)
-                if others is None:
-                    return False
-                try:
-                    self.save(account, *others)
-                    return True
-                except IntegrityError:
-                    if attempt == MAX_SAVE_ATTEMPTS - 1:
-                        raise
+            return self._change(lambda: self.get_account(account_id), change)
+
+    def _change(self, load: Callable[[], A], change: Callable[[A], Sequence[Aggregate] | None]) -> bool:
+        for attempt in range(MAX_SAVE_ATTEMPTS):
+            aggregate = load()
+            others = change(aggregate)
+            if others is None:
+                return False
+            try:
+                self.save(aggregate, *others)
+                return True
+            except IntegrityError:
+                if attempt == MAX_SAVE_ATTEMPTS - 1:
+                    raise
         raise AssertionError("unreachable")
 
     # --- API keys ----------------------------------------------------------------
@@ -227,17 +232,24 @@ class Ledger(Application):
             raise AuthenticationFailed("invalid API key")
         return key
 
+    def get_request_record(self, request_id: str | UUID) -> RequestRecord:
+        parsed = request_id if isinstance(request_id, UUID) else _parse_uuid(request_id)
+        record = self.find(parsed) if parsed else None
+        if not isinstance(record, RequestRecord):
+            raise NotFound(f"no request {request_id}")
+        return record
+
     # --- providers ---------------------------------------------------------------
 
     def register_provider(
-        self, name: str, kind: str, *, base_url: str | None, region: str | None, secret: str | None
+        self, name: str, kind: str, *, base_url: str | None, region: str | None, secret: str | None, weight: int = 1
     ) -> Provider:
         name = _clean_name(name, "provider name")
         if "/" in name:
             raise InvalidRequest("a provider name must not contain '/'", param="name")
         provider = Provider(name=name, kind=kind, base_url=base_url, region=region)
         if secret:
-            self._seal_into(provider, secret)
+            self._seal_into(provider, secret, weight)
         elif kind not in KINDS_WITHOUT_SECRET:
             raise InvalidRequest(f"a provider of kind {kind!r} needs an API key (--api-key-stdin)", param="api_key")
         for _ in range(MAX_SAVE_ATTEMPTS):
@@ -253,10 +265,37 @@ class Ledger(Application):
                     raise AlreadyExists(f"provider {name!r} already exists") from None
         raise AlreadyExists("could not register the provider: the catalog kept changing")
 
-    def _seal_into(self, provider: Provider, secret: str) -> None:
+    def _seal_into(self, provider: Provider, secret: str, weight: int = 1) -> None:
         credential_id = uuid4().hex[:12]
         sealed = self.vault.seal(secret.encode(), context=_credential_context(provider.name, credential_id))
-        provider.add_credential(credential_id, sealed, hint=_mask(secret))
+        provider.add_credential(credential_id, sealed, hint=_mask(secret), weight=weight)
+
+    def add_credential(self, name: str, secret: str, weight: int = 1) -> Provider:
+        if not secret:
+            raise InvalidRequest("a credential needs a secret (--api-key-stdin)", param="api_key")
+
+        def add(provider: Provider) -> list[Aggregate]:
+            self._seal_into(provider, secret, weight)
+            return []
+
+        return self._change_provider(name, add)
+
+    def disable_credential(self, name: str, credential_id: str, reason: str, *, automatic: bool = False) -> Provider:
+        return self._change_provider(
+            name, lambda p: _none_if_unchanged(p, lambda: p.disable_credential(credential_id, reason, automatic=automatic)))
+
+    def enable_credential(self, name: str, credential_id: str) -> Provider:
+        return self._change_provider(name, lambda p: _none_if_unchanged(p, lambda: p.enable_credential(credential_id)))
+
+    def disable_provider(self, name: str) -> Provider:
+        return self._change_provider(name, lambda p: _none_if_unchanged(p, p.disable))
+
+    def enable_provider(self, name: str) -> Provider:
+        return self._change_provider(name, lambda p: _none_if_unchanged(p, p.enable))
+
+    def _change_provider(self, name: str, change: Callable[[Provider], Sequence[Aggregate] | None]) -> Provider:
+        self._change(lambda: self.get_provider(name), change)
+        return self.get_provider(name)
 
     def get_provider(self, name: str) -> Provider:
         provider = self.find_provider(name)
@@ -276,21 +315,39 @@ class Ledger(Application):
         context = _credential_context(provider.name, credential["credential_id"])
         return self.vault.open(credential["sealed"], context=context).decode()
 
+    # --- aliases -----------------------------------------------------------------
+
+    def set_alias(self, name: str, models: list[str]) -> list[str]:
+        def set_(catalog: Catalog) -> list[Aggregate]:
+            catalog.set_alias(name, models)
+            return []
+
+        self._change(lambda: self.repository.get(ids.CATALOG_ID), set_)
+        return models
+
+    def remove_alias(self, name: str) -> None:
+        def remove(catalog: Catalog) -> list[Aggregate]:
+            catalog.remove_alias(name)
+            return []
+
+        self._change(lambda: self.repository.get(ids.CATALOG_ID), remove)
+
+    def aliases(self) -> dict[str, list[str]]:
+        return dict(self.repository.get(ids.CATALOG_ID).aliases)
+
     # --- prices ------------------------------------------------------------------
 
     def set_price(self, model: str, price: ModelPrice) -> int:
         """Publish a new price-book version with ``model`` at ``price``; returns the version."""
         _validate_model_id(model)
-        for attempt in range(MAX_SAVE_ATTEMPTS):
-            book = self.price_book()
-            version = book.set_price(model, price, effective_at=self.clock.now())
-            try:
-                self.save(book)
-                return version
-            except IntegrityError:
-                if attempt == MAX_SAVE_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
+        published: list[int] = []
+
+        def set_(book: PriceBook) -> list[Aggregate]:
+            published.append(book.set_price(model, price, effective_at=self.clock.now()))
+            return []
+
+        self._change(self.price_book, set_)
+        return published[-1]
 
     def price_book(self) -> PriceBook:
         book = self.find(ids.PRICE_BOOK_ID)
@@ -341,3 +398,10 @@ def _validate_model_id(model: str) -> None:
     provider, _, upstream = (model or "").partition("/")
     if not provider or not upstream:
         raise InvalidRequest(f"a model id is PROVIDER/MODEL, got {model!r}", param="model")
+
+
+def _none_if_unchanged(aggregate: Aggregate, change: Callable[[], None]) -> list[Aggregate] | None:
+    """Run ``change``; nothing to save when it triggered no event (already in that state)."""
+    before = len(aggregate.pending_events)
+    change()
+    return [] if len(aggregate.pending_events) > before else None

@@ -40,6 +40,33 @@ class Provider(Aggregate):
             {"credential_id": credential_id, "sealed": sealed, "hint": hint, "weight": weight, "enabled": True}
         )
 
+    def disable_credential(self, credential_id: str, reason: str, *, automatic: bool) -> None:
+        """Take a credential out of rotation: by the operator, or automatically when the
+        provider refused it (an automatic disable is re-probed and may be lifted)."""
+        credential = self.credential(credential_id)
+        if credential["enabled"]:
+            self._credential_disabled(credential_id=credential_id, reason=reason, automatic=automatic)
+
+    @event("CredentialDisabled")
+    def _credential_disabled(self, credential_id: str, reason: str, automatic: bool) -> None:
+        credential = self.credential(credential_id)
+        credential.update(enabled=False, disabled_reason=reason, disabled_automatically=automatic)
+
+    def enable_credential(self, credential_id: str) -> None:
+        if not self.credential(credential_id)["enabled"]:
+            self._credential_enabled(credential_id=credential_id)
+
+    @event("CredentialEnabled")
+    def _credential_enabled(self, credential_id: str) -> None:
+        credential = self.credential(credential_id)
+        credential.update(enabled=True, disabled_reason=None, disabled_automatically=False)
+
+    def credential(self, credential_id: str) -> dict[str, Any]:
+        for credential in self.credentials:
+            if credential["credential_id"] == credential_id:
+                return credential
+        raise InvalidRequest(f"provider {self.name!r} has no credential {credential_id!r}", param="credential")
+
     def disable(self) -> None:
         if self.enabled:
             self._disabled()

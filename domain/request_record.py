@@ -8,7 +8,7 @@ completed request's record is saved in the same transaction as its settlement.
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate, event
 
 
 class RequestRecord(Aggregate):
@@ -20,6 +20,15 @@ class RequestRecord(Aggregate):
 
     def __init__(self, details: dict[str, Any]) -> None:
         self.details = details
+        self.attempts: list[dict[str, Any]] = []
+
+    def attempt_failed(self, **attempt: Any) -> None:
+        """An upstream attempt that failed before another one served (or failed) the request."""
+        self._attempt_failed(attempt=attempt)
+
+    @event("AttemptFailed")
+    def _attempt_failed(self, attempt: dict[str, Any]) -> None:
+        self.attempts.append(attempt)
 
     @property
     def succeeded(self) -> bool:

@@ -2,6 +2,7 @@
 own for every test session (runs never see each other's data)."""
 
 import os
+import random
 import secrets
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,7 +12,9 @@ import pytest
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from application.billing import RequestBilling
+from application.health import CredentialHealth
 from application.ledger import Ledger
+from application.routing import Router
 from tests.fakes.clock import FakeClock
 
 PG_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=test"
@@ -32,13 +35,23 @@ def ledger(clock: FakeClock) -> Iterator[Ledger]:
 
 
 @pytest.fixture
-def credits_billing(ledger: Ledger) -> RequestBilling:
-    return RequestBilling(ledger, mode="credits", hold_ttl=timedelta(minutes=15))
+def health() -> CredentialHealth:
+    return CredentialHealth()
 
 
 @pytest.fixture
-def track_billing(ledger: Ledger) -> RequestBilling:
-    return RequestBilling(ledger, mode="track", hold_ttl=timedelta(minutes=15))
+def router(ledger: Ledger, health: CredentialHealth) -> Router:
+    return Router(ledger, health, rng=random.Random(7))
+
+
+@pytest.fixture
+def credits_billing(ledger: Ledger, router: Router) -> RequestBilling:
+    return RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15))
+
+
+@pytest.fixture
+def track_billing(ledger: Ledger, router: Router) -> RequestBilling:
+    return RequestBilling(ledger, router, mode="track", hold_ttl=timedelta(minutes=15))
 
 
 class PgSchemas:

@@ -7,10 +7,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from adapters.bootstrap import build_services, initialise
-from adapters.http.admin import read_balance
 from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
-from adapters.providers.registry import check_provider_config
-from adapters.http.services import Services
+from adapters.providers.config import check_provider_config
+from adapters.queries import read_balance
+from adapters.services import Services
 from adapters.settings import Settings
 from application.pricing_input import price_from_credits
 from domain.errors import InvalidRequest
@@ -68,7 +68,7 @@ def providers_add(args: argparse.Namespace) -> Result:
     secret = _read_secret() if args.api_key_stdin else None
     with _services() as services:
         provider = services.ledger.register_provider(args.name, args.kind, base_url=args.base_url,
-                                                     region=args.region, secret=secret)
+                                                     region=args.region, secret=secret, weight=args.weight)
         data = provider_json(provider)
     return data, f"provider {provider.name} ({provider.kind}) added with {len(provider.credentials)} credential(s)"
 
@@ -80,6 +80,53 @@ def providers_list(args: argparse.Namespace) -> Result:
              f"{p['base_url'] or '(default)'}  credentials: {', '.join(c['hint'] for c in p['credentials']) or '-'}"
              for p in data]
     return {"data": data}, "\n".join(lines) or "no providers"
+
+
+def providers_add_credential(args: argparse.Namespace) -> Result:
+    secret = _read_secret()
+    with _services() as services:
+        data = provider_json(services.ledger.add_credential(args.name, secret, args.weight))
+    return data, f"credential {data['credentials'][-1]['id']} added to {args.name}"
+
+
+def providers_disable(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        if args.credential:
+            provider = services.ledger.disable_credential(args.name, args.credential, reason="disabled by the operator")
+        else:
+            provider = services.ledger.disable_provider(args.name)
+        data = provider_json(provider)
+    return data, f"{args.credential or args.name} disabled"
+
+
+def providers_enable(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        if args.credential:
+            provider = services.ledger.enable_credential(args.name, args.credential)
+        else:
+            provider = services.ledger.enable_provider(args.name)
+        data = provider_json(provider)
+    return data, f"{args.credential or args.name} enabled"
+
+
+def aliases_set(args: argparse.Namespace) -> Result:
+    models = [args.model, *args.fallback]
+    with _services() as services:
+        services.ledger.set_alias(args.name, models)
+    return {"name": args.name, "models": models}, f"{args.name} → {' → '.join(models)}"
+
+
+def aliases_list(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        aliases = services.ledger.aliases()
+    data = [{"name": name, "models": models} for name, models in sorted(aliases.items())]
+    return {"data": data}, "\n".join(f"{a['name']} → {' → '.join(a['models'])}" for a in data) or "no aliases"
+
+
+def aliases_remove(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        services.ledger.remove_alias(args.name)
+    return {"name": args.name, "removed": True}, f"alias {args.name} removed"
 
 
 def prices_set(args: argparse.Namespace) -> Result:

@@ -43,7 +43,27 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--base-url")
     add.add_argument("--region")
     add.add_argument("--api-key-stdin", action="store_true", help="read the provider's secret from stdin")
+    add.add_argument("--weight", type=int, default=1, help="share of traffic for this credential")
     command("list", commands.providers_list, "list providers (secrets masked)", providers)
+    cred = command("add-credential", commands.providers_add_credential, "add another credential (secret on stdin)", providers)
+    cred.add_argument("name")
+    cred.add_argument("--api-key-stdin", action="store_true", required=True)
+    cred.add_argument("--weight", type=int, default=1)
+    for action, handler, help_ in (("disable", commands.providers_disable, "stop routing to a provider"),
+                                   ("enable", commands.providers_enable, "route to a provider again")):
+        toggle = command(action, handler, help_, providers)
+        toggle.add_argument("name")
+        toggle.add_argument("--credential", help="only this credential (an id from `providers list`)")
+
+    aliases = sub.add_parser("aliases", help="model aliases with fallbacks").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    alias = command("set", commands.aliases_set, "point an alias at a model, with fallbacks tried in order", aliases)
+    alias.add_argument("name")
+    alias.add_argument("model", metavar="PROVIDER/MODEL")
+    alias.add_argument("--fallback", action="append", default=[], metavar="PROVIDER/MODEL")
+    command("list", commands.aliases_list, "list aliases", aliases)
+    unalias = command("remove", commands.aliases_remove, "remove an alias", aliases)
+    unalias.add_argument("name")
 
     prices = sub.add_parser("prices", help="the price book").add_subparsers(dest="action", required=True, metavar="ACTION")
     set_ = command("set", commands.prices_set, "price a model; publishes a new price-book version", prices)

@@ -10,11 +10,13 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
-from adapters.http.services import Services, bearer_token, services_of
-from adapters.providers.registry import check_provider_config
+from adapters.http.services import bearer_token, services_of
+from adapters.queries import caught_up, read_balance
+from adapters.services import Services
+from adapters.providers.config import check_provider_config
 from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
 from application.pricing_input import price_from_credits
-from domain.errors import AccountNotFound, AuthenticationFailed
+from domain.errors import AuthenticationFailed
 from domain.money import parse_credits
 from domain.provider import PROVIDER_KINDS
 
@@ -45,6 +47,16 @@ class ProviderIn(_Body):
     base_url: str | None = None
     region: str | None = None
     api_key: str | None = Field(default=None, description="the provider secret; stored encrypted, never returned")
+    weight: int = Field(default=1, ge=1)
+
+
+class CredentialIn(_Body):
+    api_key: str = Field(description="the provider secret; stored encrypted, never returned")
+    weight: int = Field(default=1, ge=1)
+
+
+class AliasIn(_Body):
+    models: list[str] = Field(description="PROVIDER/MODEL to serve the alias, then fallbacks in order")
 
 
 class PriceIn(_Body):
@@ -81,8 +93,44 @@ async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 async def add_provider(body: ProviderIn, services: Admin) -> dict[str, Any]:
     check_provider_config(body.kind, body.base_url, body.region)
     provider = await _run(services.ledger.register_provider, body.name, body.kind, base_url=body.base_url,
-                          region=body.region, secret=body.api_key)
+                          region=body.region, secret=body.api_key, weight=body.weight)
     return provider_json(provider)
+
+
+@router.post("/providers/{name}/credentials", status_code=201)
+async def add_credential(name: str, body: CredentialIn, services: Admin) -> dict[str, Any]:
+    return provider_json(await _run(services.ledger.add_credential, name, body.api_key, body.weight))
+
+
+@router.post("/providers/{name}/disable")
+async def disable_provider(name: str, services: Admin, credential: str | None = None) -> dict[str, Any]:
+    if credential:
+        return provider_json(await _run(services.ledger.disable_credential, name, credential, "disabled by the operator"))
+    return provider_json(await _run(services.ledger.disable_provider, name))
+
+
+@router.post("/providers/{name}/enable")
+async def enable_provider(name: str, services: Admin, credential: str | None = None) -> dict[str, Any]:
+    if credential:
+        return provider_json(await _run(services.ledger.enable_credential, name, credential))
+    return provider_json(await _run(services.ledger.enable_provider, name))
+
+
+@router.put("/aliases/{name}")
+async def set_alias(name: str, body: AliasIn, services: Admin) -> dict[str, Any]:
+    return {"name": name, "models": await _run(services.ledger.set_alias, name, body.models)}
+
+
+@router.get("/aliases")
+async def list_aliases(services: Admin) -> dict[str, Any]:
+    aliases = await _run(services.ledger.aliases)
+    return {"data": [{"name": name, "models": models} for name, models in sorted(aliases.items())]}
+
+
+@router.delete("/aliases/{name}")
+async def remove_alias(name: str, services: Admin) -> dict[str, Any]:
+    await _run(services.ledger.remove_alias, name)
+    return {"name": name, "removed": True}
 
 
 @router.get("/providers")
@@ -113,7 +161,7 @@ async def create_account(body: AccountIn, services: Admin) -> dict[str, Any]:
 
 @router.get("/accounts")
 async def list_accounts(services: Admin) -> dict[str, Any]:
-    rows = await _run(_caught_up, services, lambda: services.read_models.balances.list_balances())
+    rows = await _run(caught_up, services, lambda: services.read_models.balances.list_balances())
     return {"data": [balance_json(row) for row in rows]}
 
 
@@ -147,7 +195,7 @@ async def list_usage(services: Admin, account: str | None = None) -> dict[str, A
         account_id = services.ledger.get_account(account).id if account else None
         return services.read_models.usage.list_usage(account_id=account_id)
 
-    return {"data": plain(await _run(_caught_up, services, query))}
+    return {"data": plain(await _run(caught_up, services, query))}
 
 
 @router.get("/requests")
@@ -157,23 +205,17 @@ async def list_requests(services: Admin, account: str | None = None, model: str 
         account_id = services.ledger.get_account(account).id if account else None
         return services.read_models.requests.list_requests(account_id=account_id, model=model, limit=limit)
 
-    return {"data": plain(await _run(_caught_up, services, query))}
+    return {"data": plain(await _run(caught_up, services, query))}
+
+
+@router.get("/requests/{request_id}")
+async def get_request(request_id: str, services: Admin) -> dict[str, Any]:
+    """One request's receipt from the ledger itself: usage, charge, price version, attempts."""
+    record = await _run(services.ledger.get_request_record, request_id)
+    return {"id": str(record.id), "recorded_at": record.created_on.isoformat(), **plain(record.details),
+            "attempts": plain(record.attempts)}
 
 
 @router.get("/projections")
 async def projection_status(services: Admin) -> dict[str, Any]:
     return {"data": plain(await _run(services.read_models.runner.status))}
-
-
-def read_balance(services: Services, account: str) -> dict[str, Any]:
-    account_id = services.ledger.get_account(account).id
-    row = _caught_up(services, lambda: services.read_models.balances.get_balance(account_id))
-    if row is None:
-        raise AccountNotFound(f"no account {account}")
-    return balance_json(row)
-
-
-def _caught_up(services: Services, query: Any) -> Any:
-    services.read_models.runner.catch_up()
-    return query()
-

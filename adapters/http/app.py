@@ -1,6 +1,8 @@
 """``create_app(services)``: the FastAPI application. Nothing is built at import time;
-the lifespan owns the shared upstream HTTP client and the in-process projector."""
+the lifespan owns the shared upstream HTTP client, the in-process projector and the
+credential re-probe task."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,6 +14,7 @@ from adapters.http.errors import install_error_handlers
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.services import Services
 from adapters.providers.registry import build_providers
+from adapters.workers.credential_probe import run_probes
 
 
 def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
@@ -22,9 +25,11 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
             services.providers.update(build_providers(session, services.settings))
             if run_projections and services.read_models is not None:
                 services.read_models.runner.start()
+            probes = asyncio.create_task(run_probes(services, services.settings.probe_interval_seconds))
             try:
                 yield
             finally:
+                probes.cancel()
                 if run_projections and services.read_models is not None:
                     services.read_models.runner.stop()
 

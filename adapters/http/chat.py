@@ -9,6 +9,7 @@ scope, for what was produced up to then.
 
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -18,15 +19,28 @@ from starlette.responses import Response, StreamingResponse
 
 from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.receipts import receipt_headers, receipt_usage
-from adapters.http.services import Services, bearer_token, read_body, services_of
-from adapters.providers.base import DONE, READ_FAILURES, ChatExchange, ChatProvider
+from adapters.http.services import bearer_token, read_body, services_of
+from adapters.services import Services
+from adapters.http.failover import FailedAttempts, start_with_failover
+from adapters.providers.base import DONE, READ_FAILURES, ChatExchange
 from adapters.providers.openai_compatible import usage_from_openai
-from application.billing import OpenedRequest, Receipt
-from domain.errors import InvalidRequest, UpstreamError
+from application.billing import Attempt, OpenedRequest, Receipt
+from application.routing import Route
+from domain.errors import UpstreamError
 from domain.estimation import estimated_usage
 from domain.usage import Usage
 
 router = APIRouter()
+
+
+@dataclass(frozen=True)
+class Call:
+    """An opened request and the upstream attempt serving it."""
+
+    opened: OpenedRequest
+    route: Route
+    attempts: tuple[Attempt, ...]
+    exchange: ChatExchange
 
 
 @router.post("/v1/chat/completions")
@@ -38,28 +52,20 @@ async def chat_completions(request: Request) -> Response:
         services.billing.open_request, api_key, chat.shape, request.scope["state"]["request_id"]
     )
     try:
-        provider = _provider_for(services, opened)
-        upstream = await provider.start_chat(opened.route, _upstream_body(chat))
-    except UpstreamError as exc:
-        await _fail(services, opened, exc.status, exc.code)
-        raise
-    except InvalidRequest as exc:
-        await _fail(services, opened, 400, exc.code)
-        raise
+        exchange, route, attempts = await start_with_failover(services, opened, _upstream_body(chat))
+    except FailedAttempts as failed:
+        status = failed.error.status if isinstance(failed.error, UpstreamError) else 400
+        code = getattr(failed.error, "code", "upstream_error")
+        await _fail_opened(services, opened, status, code, failed.route, failed.attempts)
+        raise failed.error from None
     except BaseException:
-        await _fail(services, opened, 499, "client_disconnected")
+        await _fail_opened(services, opened, 499, "client_disconnected", None, ())
         raise
+    call = Call(opened, route, attempts, exchange)
     if chat.shape.stream:
         headers = {"x-tallyhub-price-book-version": str(opened.price_book_version), "cache-control": "no-cache"}
-        return StreamingResponse(_relay(services, opened, upstream, chat), media_type="text/event-stream", headers=headers)
-    return await _plain(services, opened, upstream, chat)
-
-
-def _provider_for(services: Services, opened: OpenedRequest) -> ChatProvider:
-    provider = services.providers.get(opened.route.kind)
-    if provider is None:
-        raise InvalidRequest(f"providers of kind {opened.route.kind!r} are not supported by this version")
-    return provider
+        return StreamingResponse(_relay(services, call, chat), media_type="text/event-stream", headers=headers)
+    return await _plain(services, call)
 
 
 def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
@@ -71,7 +77,8 @@ def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
     return {**chat.body, "stream_options": options}
 
 
-async def _plain(services: Services, opened: OpenedRequest, upstream: ChatExchange, chat: ChatRequest) -> Response:
+async def _plain(services: Services, call: Call) -> Response:
+    opened, upstream = call.opened, call.exchange
     try:
         raw = await upstream.read_completion()
         ttfb_ms = _ms_since(opened)
@@ -79,17 +86,18 @@ async def _plain(services: Services, opened: OpenedRequest, upstream: ChatExchan
         if not isinstance(parsed, dict):
             raise ValueError("not an object")
     except READ_FAILURES:
-        await _fail(services, opened, 502, "upstream_bad_response")
+        await _fail(services, call, 502, "upstream_bad_response")
         raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response") from None
     finally:
         upstream.release()
     usage = _usage_of(parsed) or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=_content_chars(parsed))
-    receipt = await _complete(services, opened, usage, ttfb_ms)
+    receipt = await _complete(services, call, usage, ttfb_ms)
     return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
 
 
-async def _relay(services: Services, opened: OpenedRequest, upstream: ChatExchange, chat: ChatRequest) -> AsyncIterator[bytes]:
+async def _relay(services: Services, call: Call, chat: ChatRequest) -> AsyncIterator[bytes]:
     """Forward upstream chunks as they come; bill once when the stream ends, however it ends."""
+    opened, upstream = call.opened, call.exchange
     state = _StreamState()
     try:
         async for data in upstream.stream_data():
@@ -104,19 +112,19 @@ async def _relay(services: Services, opened: OpenedRequest, upstream: ChatExchan
         # The client went away (cancelled): stop the upstream call, bill what was produced.
         upstream.abort()
         with anyio.CancelScope(shield=True):
-            await _complete(services, opened, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
+            await _complete(services, call, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
         raise
     finally:
         upstream.release()
     if state.finished:
-        receipt = await _complete(services, opened, state.usage_or_estimate(opened), state.ttfb_ms)
+        receipt = await _complete(services, call, state.usage_or_estimate(opened), state.ttfb_ms)
         yield state.closing_frame(receipt, chat.wants_usage)
         yield b"data: [DONE]\n\n"
         return
     if state.output_chars == 0 and state.usage is None:
-        await _fail(services, opened, 502, "upstream_stream_broken")
+        await _fail(services, call, 502, "upstream_stream_broken")
     else:
-        await _complete(services, opened, state.usage_for_break(), state.ttfb_ms, status=502)
+        await _complete(services, call, state.usage_for_break(), state.ttfb_ms, status=502)
     if state.held_finish is not None:
         yield _frame(state.held_finish)
     yield b"data: " + orjson.dumps({"error": {"message": "the provider ended the stream early", "type": "upstream_error",
@@ -215,11 +223,17 @@ def _ms_since(opened: OpenedRequest) -> float:
     return round((time.monotonic() - opened.started) * 1000, 3)
 
 
-async def _complete(services: Services, opened: OpenedRequest, usage: Usage, ttfb_ms: float | None, status: int = 200) -> Receipt:
-    return await anyio.to_thread.run_sync(lambda: services.billing.complete_request(opened, usage, status=status, ttfb_ms=ttfb_ms))
+async def _complete(services: Services, call: Call, usage: Usage, ttfb_ms: float | None, status: int = 200) -> Receipt:
+    return await anyio.to_thread.run_sync(lambda: services.billing.complete_request(
+        call.opened, call.route, usage, status=status, ttfb_ms=ttfb_ms, attempts=call.attempts))
 
 
-async def _fail(services: Services, opened: OpenedRequest, status: int, code: str) -> None:
+async def _fail(services: Services, call: Call, status: int, code: str) -> None:
+    await _fail_opened(services, call.opened, status, code, call.route, call.attempts)
+
+
+async def _fail_opened(services: Services, opened: OpenedRequest, status: int, code: str, route: Route | None,
+                       attempts: tuple[Attempt, ...]) -> None:
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(lambda: services.billing.fail_request(opened, status=status, error_code=code))
-
+        await anyio.to_thread.run_sync(lambda: services.billing.fail_request(
+            opened, status=status, error_code=code, route=route, attempts=attempts))

@@ -1,5 +1,6 @@
 """``GET /v1/models``: the models the caller may use — priced models of enabled
-providers (in track mode an unpriced model is usable but not listed)."""
+providers, and aliases that reach one of them (in track mode an unpriced model is
+usable but not listed)."""
 
 import anyio
 from fastapi import APIRouter, Request
@@ -7,7 +8,8 @@ from starlette.responses import Response
 
 import orjson
 
-from adapters.http.services import Services, bearer_token, services_of
+from adapters.http.services import bearer_token, services_of
+from adapters.services import Services
 
 router = APIRouter()
 
@@ -32,4 +34,8 @@ def _visible_models(services: Services, api_key: str) -> list[dict[str, object]]
             enabled[provider_name] = provider is not None and provider.enabled
         if enabled[provider_name]:
             models.append({"id": model, "object": "model", "created": 0, "owned_by": provider_name})
+    listed = {m["id"] for m in models}
+    for alias, targets in sorted(services.ledger.aliases().items()):
+        if any(target in listed for target in targets):
+            models.append({"id": alias, "object": "model", "created": 0, "owned_by": "alias"})
     return models

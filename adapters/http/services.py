@@ -1,23 +1,10 @@
-"""What the HTTP handlers use, built by adapters/bootstrap.py and kept on ``app.state``."""
-
-from dataclasses import dataclass, field
-from typing import Any
+"""Request helpers shared by the HTTP handlers: the services on ``app.state``, the
+caller's bearer token, and a size-limited body."""
 
 from fastapi import Request
 
-from adapters.settings import Settings
-from application.billing import RequestBilling
-from application.ledger import Ledger
+from adapters.services import Services
 from domain.errors import AuthenticationFailed, InvalidRequest
-
-
-@dataclass
-class Services:
-    settings: Settings
-    ledger: Ledger
-    billing: RequestBilling
-    read_models: Any  # projections.ReadModels
-    providers: dict[str, Any] = field(default_factory=dict)  # kind -> provider adapter, set by the lifespan
 
 
 def services_of(request: Request) -> Services:

@@ -67,6 +67,19 @@ class OpenAICompatibleProvider:
         return OpenAIExchange(response)
 
 
+    async def probe(self, route: Route) -> bool | None:
+        """Is the credential accepted? ``GET /models`` costs no tokens. None: could not tell."""
+        url = base_url_for(route.kind, route.base_url) + "/models"
+        headers = {"authorization": f"Bearer {route.secret}"} if route.secret else {}
+        try:
+            async with self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as response:
+                if response.status in (401, 403):
+                    return False
+                return True if response.status < 300 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+
 class OpenAIExchange:
     """The provider already speaks OpenAI: bytes pass through untouched."""
 
@@ -95,6 +108,9 @@ async def _upstream_error(route: Route, response: aiohttp.ClientResponse) -> Ups
         response.release()
     message = _upstream_message(raw, route.secret)
     status = response.status
+    if status == 404:
+        return UpstreamError(f"provider {route.provider!r} does not know this model: {message}", status=404,
+                             code="model_not_found")
     if status in CALLER_ERROR_STATUSES:
         return UpstreamError(f"provider {route.provider!r} rejected the request: {message}", status=status,
                              code="upstream_rejected_request")

@@ -111,6 +111,7 @@ class FakeOpenAIUpstream:
         self,
         *,
         api_key: str = DEFAULT_API_KEY,
+        also_accept: tuple[str, ...] = (),
         reply_text: str = DEFAULT_REPLY_TEXT,
         chunk_delay: float = 0.0,
         models: tuple[str, ...] = DEFAULT_MODELS,
@@ -118,6 +119,7 @@ class FakeOpenAIUpstream:
         port: int = 0,
     ) -> None:
         self.api_key = api_key
+        self.accepted_keys = frozenset((api_key, *also_accept))
         self.reply_text = reply_text
         self.chunk_delay = chunk_delay
         self.models = tuple(models)
@@ -315,7 +317,7 @@ class FakeOpenAIUpstream:
     def _check_auth(self, request: web.Request) -> None:
         auth = request.headers.get("Authorization", "")
         scheme, _, key = auth.partition(" ")
-        if scheme.lower() == "bearer" and key.strip() == self.api_key:
+        if scheme.lower() == "bearer" and key.strip() in self.accepted_keys:
             return
         if not key.strip():
             message = ("You didn't provide an API key. You need to provide your API key in an "

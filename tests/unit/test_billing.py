@@ -10,6 +10,7 @@ from domain.errors import AuthenticationFailed, InsufficientCredits, ModelNotFou
 from domain.pricing import price_usage, worst_case_usage
 from domain.usage import Usage
 from tests.fakes.clock import FakeClock
+from tests.support.routes import first_route
 
 MODEL = "openai/gpt-test"
 
@@ -35,7 +36,7 @@ def test_a_completed_request_is_charged_exactly_its_usage(ledger: Ledger, credit
     ledger.grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
     assert ledger.get_account("acme").held == opened.hold == worst_case(ledger, shape())
-    receipt = credits_billing.complete_request(opened, Usage(input_tokens=120, output_tokens=30))
+    receipt = credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=120, output_tokens=30))
     assert receipt.charge == 120 * 2_000 + 30 * 8_000  # rates are 2 and 8 credits per 1M tokens
     account = ledger.get_account("acme")
     assert (account.balance, account.held) == (10**9 - receipt.charge, 0)
@@ -45,8 +46,8 @@ def test_a_completed_request_is_charged_exactly_its_usage(ledger: Ledger, credit
 def test_completing_twice_charges_once(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
     ledger.grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
-    first = credits_billing.complete_request(opened, Usage(input_tokens=10, output_tokens=10))
-    second = credits_billing.complete_request(opened, Usage(input_tokens=999, output_tokens=999))
+    first = credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=10, output_tokens=10))
+    second = credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=999, output_tokens=999))
     assert second.charge == first.charge
     assert ledger.get_account("acme").balance == 10**9 - first.charge
 
@@ -76,10 +77,10 @@ def test_an_unpriced_model_is_refused_in_credits_mode(ledger: Ledger, credits_bi
 def test_track_mode_prices_without_holds_and_flags_unpriced_models(ledger: Ledger, track_billing: RequestBilling, key: str) -> None:
     opened = track_billing.open_request(key, shape())
     assert opened.hold == 0
-    receipt = track_billing.complete_request(opened, Usage(input_tokens=1_000, output_tokens=0))
+    receipt = track_billing.complete_request(opened, first_route(track_billing, opened), Usage(input_tokens=1_000, output_tokens=0))
     assert (receipt.charge, receipt.priced) == (2_000_000, True)
     unpriced = track_billing.open_request(key, RequestShape("openai/unpriced", 10, 10, 1, False))
-    receipt = track_billing.complete_request(unpriced, Usage(input_tokens=1_000))
+    receipt = track_billing.complete_request(unpriced, first_route(track_billing, unpriced), Usage(input_tokens=1_000))
     assert (receipt.charge, receipt.priced) == (0, False)
     assert ledger.find(unpriced.request_id).details["priced"] is False
 
@@ -105,7 +106,7 @@ def test_a_hold_that_expired_is_still_charged_once_within_what_is_available(
     for request_id in account.expired_holds(clock.now()):
         account.release_hold(request_id, reason="expired")
     ledger.save(account)
-    receipt = credits_billing.complete_request(opened, Usage(input_tokens=10, output_tokens=10))
+    receipt = credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=10, output_tokens=10))
     assert ledger.get_account("acme").balance == 10**9 - receipt.charge
 
 
@@ -121,7 +122,7 @@ def test_concurrent_requests_never_overdraw_the_account(ledger: Ledger, credits_
         except InsufficientCredits:
             outcomes.append("402")
             return
-        credits_billing.complete_request(opened, Usage(input_tokens=200, output_tokens=100))
+        credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=200, output_tokens=100))
         outcomes.append("200")
 
     threads = [threading.Thread(target=call) for _ in range(50)]

@@ -7,6 +7,7 @@ from application.ledger import Ledger
 from application.pricing_input import price_from_credits
 from domain.usage import Usage
 from projections.read_models import build_read_models
+from tests.support.routes import first_route
 
 MODEL = "openai/gpt-test"
 SHAPE = RequestShape(model=MODEL, prompt_bytes=200, max_output_tokens=100, choices=1, stream=False)
@@ -21,7 +22,7 @@ def test_read_models_agree_with_the_ledger_after_billed_requests(ledger: Ledger,
     read_models = build_read_models(None, ledger)
 
     completed = credits_billing.open_request(key, SHAPE)
-    receipt = credits_billing.complete_request(completed, Usage(input_tokens=120, output_tokens=30), ttfb_ms=4.0)
+    receipt = credits_billing.complete_request(completed, first_route(credits_billing, completed), Usage(input_tokens=120, output_tokens=30), ttfb_ms=4.0)
     failed = credits_billing.open_request(key, SHAPE)
     credits_billing.fail_request(failed, status=502, error_code="upstream_error")
     still_open = credits_billing.open_request(key, SHAPE)

@@ -1,0 +1,84 @@
+"""Starting an upstream call with failover: the request's targets are tried in order,
+each through its credentials, moving on only when an attempt fails in a way another
+attempt may not (connect error, timeout, 429, 5xx, a refused credential) and only
+before anything has been sent to the caller. Each failed attempt is kept, to be
+recorded with the request; what it taught us goes to credential health."""
+
+import time
+from typing import Any
+
+import anyio
+
+from adapters.services import Services
+from adapters.providers.base import ChatExchange
+from application.billing import Attempt, OpenedRequest
+from application.routing import Route
+from domain.errors import InvalidRequest, UpstreamError
+
+RETRYABLE_STATUSES = (429, 502, 503, 504)
+TRANSIENT_COOLDOWN_SECONDS = 5.0
+DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS = 30.0
+
+
+async def start_with_failover(services: Services, opened: OpenedRequest,
+                              body: dict[str, Any]) -> tuple[ChatExchange, Route, tuple[Attempt, ...]]:
+    """The first exchange a provider accepted; raises the last UpstreamError (attempts attached)."""
+    attempts: list[Attempt] = []
+    last_error: UpstreamError | None = None
+    for target in opened.targets:
+        for route in services.router.routes(target):
+            provider = services.providers.get(route.kind)
+            if provider is None:
+                raise FailedAttempts(InvalidRequest(f"providers of kind {route.kind!r} are not supported by this version"),
+                                     attempts)
+            started = time.monotonic()
+            try:
+                exchange = await provider.start_chat(route, body)
+            except UpstreamError as error:
+                attempts.append(Attempt(route, error.status, error.code, round((time.monotonic() - started) * 1000, 3)))
+                await _learn(services, route, error)
+                if not _retryable(error):
+                    raise FailedAttempts(error, attempts[:-1], route) from None
+                last_error = error
+                continue
+            except InvalidRequest as error:
+                raise FailedAttempts(error, attempts, route) from None
+            services.health.recovered(route.credential_id or "")
+            return exchange, route, tuple(attempts)
+    error = last_error or services.router.unavailable(list(opened.targets))
+    final_route = attempts[-1].route if attempts else None
+    raise FailedAttempts(error, attempts[:-1] if attempts else [], final_route)
+
+
+class FailedAttempts(Exception):
+    """No attempt served the request: ``error`` is what the caller gets; ``route`` the last
+    one tried (None if none could start) and ``attempts`` those that failed before it."""
+
+    def __init__(self, error: Exception, attempts: list[Attempt], route: Route | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = tuple(attempts)
+        self.route = route
+
+
+def _retryable(error: UpstreamError) -> bool:
+    return error.status in RETRYABLE_STATUSES
+
+
+async def _learn(services: Services, route: Route, error: UpstreamError) -> None:
+    if not route.credential_id:
+        return
+    if error.code == "upstream_auth_failed":
+        await anyio.to_thread.run_sync(lambda: services.ledger.disable_credential(
+            route.provider, route.credential_id, reason=f"refused by the provider ({error.status})", automatic=True))
+    elif error.status == 429:
+        services.health.cool_down(route.credential_id, _seconds(error.retry_after) or DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS)
+    elif error.status in RETRYABLE_STATUSES:
+        services.health.cool_down(route.credential_id, TRANSIENT_COOLDOWN_SECONDS)
+
+
+def _seconds(retry_after: str | None) -> float | None:
+    try:
+        return float(retry_after) if retry_after else None
+    except ValueError:
+        return None  # an HTTP date: fall back to the default cooldown

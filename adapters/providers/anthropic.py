@@ -1,0 +1,121 @@
+"""The Anthropic Messages API (``POST /v1/messages``), for kind ``anthropic`` providers.
+
+The gateway speaks OpenAI's chat format; this adapter translates the request
+(adapters/providers/anthropic_request.py) and the answer, plain or streamed
+(adapters/providers/anthropic_response.py), both ways. ``probe`` checks a credential
+with ``GET /v1/models``, which costs no tokens.
+
+Invariants:
+- a request the Messages API cannot express is refused with ``InvalidRequest``
+  before any network call;
+- failures before the first byte become ``UpstreamError`` mapped exactly as for
+  OpenAI-compatible providers, plus 529 (overloaded) → 503 ``upstream_overloaded``;
+  the provider's message is passed on only for errors in the caller's request, and
+  never contains the credential;
+- a stream ends with ``[DONE]`` only after the provider's ``message_stop``; an
+  ``error`` event or a stream cut short raises one of ``READ_FAILURES``.
+"""
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from adapters.providers.anthropic_request import messages_request
+from adapters.providers.anthropic_response import StreamTranslator, chat_completion
+from adapters.providers.base import DONE
+from adapters.providers.openai_compatible import _upstream_error, sse_events
+from application.routing import Route
+from domain.errors import UpstreamError
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+API_VERSION = "2023-06-01"
+OVERLOADED = 529
+
+
+def api_url(base_url: str | None, path: str) -> str:
+    """``{base}/v1{path}``; a base URL that already ends in ``/v1`` is accepted too."""
+    base = (base_url or DEFAULT_BASE_URL).rstrip("/")
+    return base + ("" if base.endswith("/v1") else "/v1") + path
+
+
+def _headers(route: Route) -> dict[str, str]:
+    headers = {"content-type": "application/json", "anthropic-version": API_VERSION}
+    if route.secret:
+        headers["x-api-key"] = route.secret
+    return headers
+
+
+class AnthropicProvider:
+    def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+
+    async def start_chat(self, route: Route, body: dict[str, Any]) -> "AnthropicExchange":
+        """Translate and send the request; return the open 2xx exchange or raise UpstreamError."""
+        payload = orjson.dumps(messages_request(body, route.upstream_model))
+        try:
+            response = await self.session.post(api_url(route.base_url, "/messages"), data=payload,
+                                               headers=_headers(route), timeout=self.timeout)
+        except TimeoutError:
+            raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})",
+                                status=502, code="upstream_unavailable") from None
+        if response.status >= 300:
+            raise await _anthropic_error(route, response)
+        return AnthropicExchange(response)
+
+    async def probe(self, route: Route) -> bool | None:
+        """Is the credential accepted? ``GET /v1/models`` costs no tokens. None: could not tell."""
+        try:
+            async with self.session.get(api_url(route.base_url, "/models"), headers=_headers(route),
+                                        timeout=aiohttp.ClientTimeout(total=10)) as response:
+                if response.status in (401, 403):
+                    return False
+                return True if response.status < 300 else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+
+class AnthropicExchange:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.created = int(time.time())
+
+    async def read_completion(self) -> bytes:
+        return orjson.dumps(chat_completion(orjson.loads(await self.response.read()), self.created))
+
+    def stream_data(self) -> AsyncIterator[bytes]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        translator = StreamTranslator(self.created)
+        async for data in sse_events(self.response):
+            for chunk in translator.take(orjson.loads(data)):
+                yield orjson.dumps(chunk)
+            if translator.finished:
+                yield DONE
+                return
+        raise ValueError("the provider's stream ended before message_stop")
+
+    def abort(self) -> None:
+        self.response.close()
+
+    def release(self) -> None:
+        self.response.release()
+
+
+async def _anthropic_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:
+    if response.status != OVERLOADED:
+        return await _upstream_error(route, response)
+    try:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            await response.read()  # drained, so the connection can be reused
+    finally:
+        response.release()
+    return UpstreamError(f"provider {route.provider!r} is overloaded", status=503, code="upstream_overloaded",
+                         retry_after=response.headers.get("retry-after"))

@@ -1,0 +1,185 @@
+"""Anthropic Messages answers → OpenAI ``chat.completion`` documents and
+``chat.completion.chunk`` streams.
+
+Invariants:
+- usage is the provider's own count, translated without loss for billing:
+  ``prompt_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``,
+  ``cached_tokens = cache_read_input_tokens``, ``completion_tokens = output_tokens``
+  (thinking included; ``reasoning_tokens`` from ``output_tokens_details.thinking_tokens``);
+- a stream is finished only by ``message_stop``: an ``error`` event raises
+  ``AnthropicStreamError`` and any other malformed or out-of-order event raises
+  ``ValueError``, so the gateway never mistakes a broken stream for a whole one.
+
+Text blocks become ``content``, ``tool_use`` blocks ``tool_calls`` (arguments as JSON
+text), ``thinking`` blocks ``reasoning_content``; other block types (redacted thinking,
+server tools) are not relayed.
+"""
+
+from typing import Any
+
+import orjson
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+USAGE_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens",
+                "output_tokens_details")
+
+
+class AnthropicStreamError(ValueError):
+    """The provider sent an ``error`` event in the middle of a stream."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(f"the provider broke off the stream: {error_type}: {message}")
+        self.error_type = error_type
+
+
+def finish_reason(stop_reason: Any) -> str:
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    fresh, read, written, output = (_count(usage, name) for name in USAGE_FIELDS[:4])
+    details = usage.get("output_tokens_details")
+    thinking = _count(details, "thinking_tokens") if isinstance(details, dict) else 0
+    prompt = fresh + read + written
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": {"cached_tokens": read},
+        "completion_tokens_details": {"reasoning_tokens": min(thinking, output)},
+    }
+
+
+def _count(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def chat_completion(message: Any, created: int) -> dict[str, Any]:
+    """A Messages API ``message`` object as a ``chat.completion``; ValueError if it is not one."""
+    content = message.get("content") if isinstance(message, dict) and message.get("type") == "message" else None
+    if not isinstance(content, list):
+        raise ValueError("the provider's answer is not an Anthropic message")
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            texts.append(str(block.get("text") or ""))
+        elif kind == "thinking":
+            thoughts.append(str(block.get("thinking") or ""))
+        elif kind == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            calls.append({"id": block.get("id"), "type": "function",
+                          "function": {"name": block.get("name"), "arguments": arguments}})
+    text = "".join(texts) if texts or not calls else None
+    reply: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if calls:
+        reply["tool_calls"] = calls
+    if thoughts:
+        reply["reasoning_content"] = "".join(thoughts)
+    usage = message.get("usage")
+    return {
+        "id": message.get("id"),
+        "object": "chat.completion",
+        "created": created,
+        "model": message.get("model"),
+        "choices": [{"index": 0, "message": reply, "logprobs": None,
+                     "finish_reason": finish_reason(message.get("stop_reason"))}],
+        "usage": openai_usage(usage if isinstance(usage, dict) else {}),
+    }
+
+
+class StreamTranslator:
+    """Turns Messages stream events, one at a time, into ``chat.completion.chunk`` objects."""
+
+    def __init__(self, created: int) -> None:
+        self.created = created
+        self.id: str | None = None
+        self.model: str | None = None
+        self.usage: dict[str, Any] = {}
+        self.stop_reason: str | None = None
+        self.tool_index: dict[int, int] = {}  # content block index → OpenAI tool call index
+        self.finished = False
+
+    def take(self, event: Any) -> list[dict[str, Any]]:
+        """The chunks one event produces; raises ValueError for an error or a malformed event."""
+        try:
+            return self._take(event)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"malformed stream event from the provider: {exc!r}") from None
+
+    def _take(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = event["type"]
+        if kind == "error":
+            error = event.get("error") or {}
+            raise AnthropicStreamError(str(error.get("type") or "error"), str(error.get("message") or ""))
+        if kind == "ping":
+            return []
+        if kind == "message_start":
+            return self._started(event["message"])
+        if self.id is None:
+            raise ValueError(f"the provider's stream sent {kind!r} before message_start")
+        if kind == "content_block_start":
+            return self._block_started(event["index"], event["content_block"])
+        if kind == "content_block_delta":
+            return self._delta(event["index"], event["delta"])
+        if kind == "message_delta":
+            self.stop_reason = event["delta"].get("stop_reason") or self.stop_reason
+            self._count_usage(event.get("usage") or {})
+            return []
+        if kind == "message_stop":
+            self.finished = True
+            return [self._chunk({}, finish_reason(self.stop_reason)), self._usage_chunk()]
+        return []  # content_block_stop, and event types added to the API later
+
+    def _started(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        self.id = str(message["id"])
+        self.model = message.get("model")
+        self._count_usage(message.get("usage") or {})
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_started(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = block["type"]
+        if kind == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if kind == "thinking" and block.get("thinking"):
+            return [self._chunk({"reasoning_content": block["thinking"]})]
+        if kind == "tool_use":
+            self.tool_index[index] = len(self.tool_index)
+            call = {"index": self.tool_index[index], "id": block["id"], "type": "function",
+                    "function": {"name": block["name"], "arguments": ""}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _delta(self, index: int, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = delta["type"]
+        if kind == "text_delta" and delta["text"]:
+            return [self._chunk({"content": delta["text"]})]
+        if kind == "thinking_delta" and delta["thinking"]:
+            return [self._chunk({"reasoning_content": delta["thinking"]})]
+        if kind == "input_json_delta" and delta["partial_json"] and index in self.tool_index:
+            call = {"index": self.tool_index[index], "function": {"arguments": delta["partial_json"]}}
+            return [self._chunk({"tool_calls": [call]})]
+        return []
+
+    def _count_usage(self, usage: dict[str, Any]) -> None:
+        """message_start has the input side, message_delta cumulative totals: later values win."""
+        self.usage.update({name: usage[name] for name in USAGE_FIELDS if usage.get(name) is not None})
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    def _usage_chunk(self) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [], "usage": openai_usage(self.usage)}

@@ -1,0 +1,153 @@
+"""Bedrock Converse answers → OpenAI ``chat.completion`` documents and chunks.
+
+Usage keeps OpenAI's convention that ``prompt_tokens`` includes cached input:
+``prompt_tokens = inputTokens + cacheReadInputTokens + cacheWriteInputTokens`` and
+``prompt_tokens_details.cached_tokens = cacheReadInputTokens`` (cache writes are also
+shown as ``cache_write_tokens``, as OpenRouter does). A Converse answer that does not
+have the documented shape raises ``ValueError`` (one of ``READ_FAILURES``).
+"""
+
+from typing import Any
+
+import orjson
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "guardrail_intervened": "content_filter",
+    "content_filtered": "content_filter",
+}
+
+
+def finish_reason(stop_reason: Any) -> str:
+    return FINISH_REASONS.get(stop_reason, "stop")
+
+
+def openai_usage(usage: Any) -> dict[str, Any]:
+    if not isinstance(usage, dict):
+        raise ValueError("Bedrock sent no usage object")
+    fresh, output = _count(usage, "inputTokens"), _count(usage, "outputTokens")
+    read, write = _count(usage, "cacheReadInputTokens"), _count(usage, "cacheWriteInputTokens")
+    prompt = fresh + read + write
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": output,
+        "total_tokens": prompt + output,
+        "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
+
+
+def _count(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"Bedrock usage.{name} is not a token count: {value!r}")
+    return value
+
+
+def completion_document(answer: Any, *, completion_id: str, model: str, created: int) -> bytes:
+    """One OpenAI ``chat.completion`` for a Converse answer."""
+    try:
+        blocks = answer["output"]["message"]["content"]
+        texts, reasoning, calls = [], [], []
+        for block in blocks:
+            if "text" in block:
+                texts.append(str(block["text"]))
+            elif "toolUse" in block:
+                use = block["toolUse"]
+                calls.append(_tool_call(use["toolUseId"], use["name"], orjson.dumps(use.get("input", {})).decode()))
+            elif "reasoningContent" in block:
+                text = (block["reasoningContent"].get("reasoningText") or {}).get("text")
+                if isinstance(text, str):
+                    reasoning.append(text)
+        stop_reason = answer["stopReason"]
+        usage = openai_usage(answer.get("usage"))
+    except (KeyError, TypeError, AttributeError):
+        raise ValueError("Bedrock sent an answer without output.message.content and stopReason") from None
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+                               "refusal": None}
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if calls:
+        message["tool_calls"] = calls
+    document = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(stop_reason)}],
+        "usage": usage,
+    }
+    return orjson.dumps(document)
+
+
+def _tool_call(call_id: Any, name: Any, arguments: str) -> dict[str, Any]:
+    if not isinstance(call_id, str) or not isinstance(name, str):
+        raise ValueError("Bedrock sent a toolUse block without toolUseId or name")
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+class ConverseStreamTranslator:
+    """ConverseStream events → OpenAI chunks: role, deltas, finish, usage (``choices: []``).
+
+    ``finished`` is true once both ``messageStop`` and ``metadata`` arrived: only then
+    did Bedrock end the answer normally.
+    """
+
+    def __init__(self, *, completion_id: str, model: str, created: int) -> None:
+        self._base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._tool_index: dict[int, int] = {}
+        self._stopped = False
+        self._reported = False
+
+    @property
+    def finished(self) -> bool:
+        return self._stopped and self._reported
+
+    def chunks(self, event_type: str, event: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            return self._chunks(event_type, event)
+        except (KeyError, TypeError, AttributeError):
+            raise ValueError(f"Bedrock sent a malformed {event_type} event") from None
+
+    def _chunks(self, event_type: str, event: dict[str, Any]) -> list[dict[str, Any]]:
+        if event_type == "messageStart":
+            return [self._choice({"role": "assistant", "content": ""})]
+        if event_type == "contentBlockStart":
+            use = (event.get("start") or {}).get("toolUse")
+            if use is None:
+                return []
+            index = self._tool_index.setdefault(event["contentBlockIndex"], len(self._tool_index))
+            call = _tool_call(use["toolUseId"], use["name"], "")
+            return [self._choice({"tool_calls": [{"index": index, **call}]})]
+        if event_type == "contentBlockDelta":
+            return self._delta(event["contentBlockIndex"], event["delta"])
+        if event_type == "messageStop":
+            self._stopped = True
+            return [self._choice({}, finish_reason(event["stopReason"]))]
+        if event_type == "metadata":
+            self._reported = True
+            return [{**self._base, "choices": [], "usage": openai_usage(event["usage"])}]
+        return []  # contentBlockStop and events this adapter does not relay
+
+    def _delta(self, block_index: int, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        if "text" in delta:
+            return [self._choice({"content": str(delta["text"])})] if delta["text"] else []
+        if "toolUse" in delta:
+            if block_index not in self._tool_index:
+                raise ValueError("Bedrock sent toolUse input for a block it never started")
+            arguments = str(delta["toolUse"]["input"])
+            fragment = {"index": self._tool_index[block_index], "function": {"arguments": arguments}}
+            return [self._choice({"tool_calls": [fragment]})]
+        text = (delta.get("reasoningContent") or {}).get("text")
+        if isinstance(text, str) and text:
+            return [self._choice({"reasoning_content": text})]
+        return []
+
+    def _choice(self, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return {**self._base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}

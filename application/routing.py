@@ -1,0 +1,106 @@
+"""From a model name to the ordered upstream attempts that may serve it.
+
+A model is ``PROVIDER/MODEL`` or an operator alias (a primary model and fallbacks).
+Each target model is tried through its provider's usable credentials in weighted
+random order; credentials cooling down are left out. The first attempt that the
+provider accepts serves the request; the gateway moves on only on retryable failures
+and only before the first byte reaches the caller (adapters/http/failover.py).
+"""
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from application.health import CredentialHealth
+from application.ledger import Ledger
+from domain.errors import ModelNotFound, UpstreamError
+from domain.price_book import PriceBook
+from domain.pricing import ModelPrice
+from domain.provider import Provider
+
+
+@dataclass(frozen=True)
+class Route:
+    """One upstream attempt: a model at a provider, through one credential."""
+
+    model: str  # PROVIDER/MODEL, as priced
+    provider: str
+    kind: str
+    base_url: str | None
+    region: str | None
+    upstream_model: str
+    credential_id: str | None
+    secret: str | None = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A model that may serve the request, with its price (None: unpriced)."""
+
+    model: str
+    upstream_model: str
+    provider: Provider = field(repr=False, compare=False)
+    price: ModelPrice | None
+
+
+class Router:
+    def __init__(self, ledger: Ledger, health: CredentialHealth, rng: random.Random | None = None) -> None:
+        self.ledger = ledger
+        self.health = health
+        self.rng = rng or random.Random()
+
+    def targets(self, model: str, book: PriceBook) -> list[Target]:
+        """The primary target and the fallbacks, in order; raises ModelNotFound."""
+        models = self.ledger.aliases().get(model) if "/" not in model else None
+        found = [self._target(name, book) for name in (models or [model])]
+        targets = [target for target in found if target is not None]
+        if not targets:
+            raise ModelNotFound(f"the model {model!r} does not exist or you do not have access to it")
+        return targets
+
+    def routes(self, target: Target) -> Iterator[Route]:
+        """Usable credentials of the target's provider, weighted random, cooling ones left out."""
+        provider = target.provider
+        credentials = provider.usable_credentials()
+        if not credentials and not provider.credentials:
+            yield self.route_with(target, None)  # a provider that needs no secret (Ollama)
+            return
+        for credential in self._weighted_order(credentials):
+            if self.health.cooling_for(credential["credential_id"]) == 0.0:
+                yield self.route_with(target, credential)
+
+    def unavailable(self, targets: list[Target]) -> UpstreamError:
+        """The error when no attempt could even start: 429 while everything cools down."""
+        waits = [self.health.cooling_for(c["credential_id"]) for t in targets for c in t.provider.usable_credentials()]
+        if waits:
+            retry_after = max(1, int(min(waits) + 0.999))
+            return UpstreamError("every credential for this model is cooling down after rate limits or failures",
+                                 status=429, code="upstream_rate_limited", retry_after=str(retry_after))
+        return UpstreamError("no usable credential for this model", status=503, code="no_usable_credential")
+
+    def _target(self, model: str, book: PriceBook) -> Target | None:
+        provider_name, _, upstream_model = model.partition("/")
+        if not provider_name or not upstream_model:
+            return None
+        provider = self.ledger.find_provider(provider_name)
+        if provider is None or not provider.enabled:
+            return None
+        return Target(model=model, upstream_model=upstream_model, provider=provider, price=book.price_for(model))
+
+    def route_with(self, target: Target, credential: dict[str, Any] | None) -> Route:
+        provider = target.provider
+        return Route(
+            model=target.model,
+            provider=provider.name,
+            kind=provider.kind,
+            base_url=provider.base_url,
+            region=provider.region,
+            upstream_model=target.upstream_model,
+            credential_id=credential["credential_id"] if credential else None,
+            secret=self.ledger.open_credential(provider, credential) if credential else None,
+        )
+
+    def _weighted_order(self, credentials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """A weighted random permutation (Efraimidis–Spirakis keys u^(1/w))."""
+        return sorted(credentials, key=lambda c: self.rng.random() ** (1.0 / c["weight"]), reverse=True)
