@@ -9,14 +9,13 @@ Invariants:
 - a request the Messages API cannot express is refused with ``InvalidRequest``
   before any network call;
 - failures before the first byte become ``UpstreamError`` mapped exactly as for
-  OpenAI-compatible providers, plus 529 (overloaded) → 503 ``upstream_overloaded``;
+  OpenAI-compatible providers, 529 (overloaded) included;
   the provider's message is passed on only for errors in the caller's request, and
   never contains the credential;
 - a stream ends with ``[DONE]`` only after the provider's ``message_stop``; an
   ``error`` event or a stream cut short raises one of ``READ_FAILURES``.
 """
 
-import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -27,13 +26,12 @@ import orjson
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
 from adapters.providers.base import DONE
-from adapters.providers.openai_compatible import _upstream_error, sse_events
+from adapters.providers.openai_compatible import sse_events, upstream_error
 from application.routing import Route
 from domain.errors import UpstreamError
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
-OVERLOADED = 529
 
 
 def api_url(base_url: str | None, path: str) -> str:
@@ -66,7 +64,7 @@ class AnthropicProvider:
             raise UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})",
                                 status=502, code="upstream_unavailable") from None
         if response.status >= 300:
-            raise await _anthropic_error(route, response)
+            raise await upstream_error(route, response)
         return AnthropicExchange(response)
 
     async def probe(self, route: Route) -> bool | None:
@@ -109,13 +107,3 @@ class AnthropicExchange:
         self.response.release()
 
 
-async def _anthropic_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:
-    if response.status != OVERLOADED:
-        return await _upstream_error(route, response)
-    try:
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            await response.read()  # drained, so the connection can be reused
-    finally:
-        response.release()
-    return UpstreamError(f"provider {route.provider!r} is overloaded", status=503, code="upstream_overloaded",
-                         retry_after=response.headers.get("retry-after"))

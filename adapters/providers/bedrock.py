@@ -35,7 +35,7 @@ from yarl import URL
 from adapters.providers.base import DONE
 from adapters.providers.bedrock_request import converse_request
 from adapters.providers.bedrock_response import ConverseStreamTranslator, completion_document
-from adapters.providers.openai_compatible import CALLER_ERROR_STATUSES
+from adapters.providers.errors import error_for_status, read_error_body
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
 
@@ -226,34 +226,10 @@ def _event(message: EventStreamMessage) -> tuple[str, dict[str, Any]]:
 
 
 async def _upstream_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:
-    try:
-        raw = await response.read()
-    except (aiohttp.ClientError, TimeoutError):
-        raw = b""
-    finally:
-        response.release()
-    status = response.status
+    raw = await read_error_body(response)
     kind = (response.headers.get("x-amzn-errortype") or "").split(":")[0] or _error_type_of(raw)
-    named = f"{status} {kind}".strip()
-    message = _redacted(_message_of(raw), route.secret)
-    if status == 404:
-        return UpstreamError(f"provider {route.provider!r} does not know this model: {message}", status=404,
-                             code="model_not_found")
-    if status in CALLER_ERROR_STATUSES:
-        return UpstreamError(f"provider {route.provider!r} rejected the request: {message}", status=status,
-                             code="upstream_rejected_request")
-    if status in (401, 403):
-        return UpstreamError(f"provider {route.provider!r} refused the gateway's credential ({named})", status=502,
-                             code="upstream_auth_failed")
-    if status == 429:
-        return UpstreamError(f"provider {route.provider!r} is rate limiting this gateway ({named})", status=429,
-                             code="upstream_rate_limited", retry_after=response.headers.get("retry-after") or "1")
-    if status == 408:
-        return UpstreamError(f"provider {route.provider!r} timed out ({named})", status=504, code="upstream_timeout")
-    if status == 503:
-        return UpstreamError(f"provider {route.provider!r} is unavailable ({named})", status=503,
-                             code="upstream_unavailable")
-    return UpstreamError(f"provider {route.provider!r} failed ({named})", status=502, code="upstream_error")
+    return error_for_status(route, response.status, _message_of(raw), retry_after=response.headers.get("retry-after"),
+                            detail=f"{response.status} {kind}".strip())
 
 
 def _message_of(raw: bytes) -> str:
@@ -273,13 +249,6 @@ def _error_type_of(raw: bytes) -> str:
     except (orjson.JSONDecodeError, AttributeError):
         return ""
     return kind.rpartition("#")[2] if isinstance(kind, str) else ""
-
-
-def _redacted(message: str, secret: str | None) -> str:
-    for part in sorted([secret or "", *(secret or "").split(":")], key=len, reverse=True):
-        if len(part) >= 4:
-            message = message.replace(part, "[redacted]")
-    return message
 
 
 # -------------------------------------------------------------------- embeddings

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 from domain.errors import InvalidRequest
 from domain.provider import PROVIDER_KINDS
 
-CALLABLE_KINDS = ("openai", "openai-compatible")
+CALLABLE_KINDS = ("openai", "openai-compatible", "anthropic", "gemini", "bedrock", "ollama")
 
 
 def check_provider_config(kind: str, base_url: str | None, region: str | None) -> None:

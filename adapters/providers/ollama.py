@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 
 from adapters.providers.base import DONE
-from adapters.providers.openai_compatible import CALLER_ERROR_STATUSES
+from adapters.providers.errors import error_for_status, read_error_body, redact
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
 
@@ -461,28 +461,13 @@ def _count(value: Any) -> int:
 
 
 async def _upstream_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:
-    """Same mapping as the OpenAI adapter; Ollama's errors are ``{"error": "text"}``."""
-    try:
-        raw = await response.read()
-    except (aiohttp.ClientError, TimeoutError):
-        raw = b""
-    finally:
-        response.release()
+    """The shared mapping; Ollama's errors are ``{"error": "text"}``."""
+    raw = await read_error_body(response)
     status, message = response.status, _error_message(raw, route.secret)
     if status == 404 and message is None:  # not Ollama's JSON: a wrong base URL, not a missing model
         return UpstreamError(f"provider {route.provider!r} has no Ollama API at its base URL", status=502,
                              code="upstream_error")
-    if status in CALLER_ERROR_STATUSES:
-        code = "model_not_found" if status == 404 else "upstream_rejected_request"
-        return UpstreamError(f"provider {route.provider!r} rejected the request: {message or 'no details'}",
-                             status=status, code=code)
-    if status in (401, 403):
-        return UpstreamError(f"provider {route.provider!r} refused the gateway's credential", status=502,
-                             code="upstream_auth_failed")
-    if status == 429:
-        return UpstreamError(f"provider {route.provider!r} is rate limiting this gateway", status=429,
-                             code="upstream_rate_limited", retry_after=response.headers.get("retry-after") or "1")
-    return UpstreamError(f"provider {route.provider!r} failed with status {status}", status=502, code="upstream_error")
+    return error_for_status(route, status, message or "", retry_after=response.headers.get("retry-after"))
 
 
 def _error_message(raw: bytes, secret: str | None) -> str | None:
@@ -495,6 +480,4 @@ def _error_message(raw: bytes, secret: str | None) -> str | None:
         error = error.get("message")
     if not isinstance(error, str) or not error:
         return None
-    if secret and len(secret) >= 4:
-        error = error.replace(secret, "[redacted]")
-    return error[:500]
+    return redact(error, secret)

@@ -14,12 +14,12 @@ import aiohttp
 import orjson
 
 from application.billing import Route
+from adapters.providers.errors import error_for_status, read_error_body
 from domain.errors import InvalidRequest, UpstreamError
 from domain.usage import Usage
 
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 SUPPORTED_KINDS = ("openai", "openai-compatible")
-CALLER_ERROR_STATUSES = (400, 404, 409, 413, 415, 422)
 
 
 def base_url_for(kind: str, base_url: str | None) -> str:
@@ -63,7 +63,7 @@ class OpenAICompatibleProvider:
             raise UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})",
                                 status=502, code="upstream_unavailable") from None
         if response.status >= 300:
-            raise await _upstream_error(route, response)
+            raise await upstream_error(route, response)
         return OpenAIExchange(response)
 
 
@@ -99,39 +99,17 @@ class OpenAIExchange:
         self.response.release()
 
 
-async def _upstream_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:
-    try:
-        raw = await response.read()
-    except (aiohttp.ClientError, TimeoutError):
-        raw = b""
-    finally:
-        response.release()
-    message = _upstream_message(raw, route.secret)
-    status = response.status
-    if status == 404:
-        return UpstreamError(f"provider {route.provider!r} does not know this model: {message}", status=404,
-                             code="model_not_found")
-    if status in CALLER_ERROR_STATUSES:
-        return UpstreamError(f"provider {route.provider!r} rejected the request: {message}", status=status,
-                             code="upstream_rejected_request")
-    if status in (401, 403):
-        return UpstreamError(f"provider {route.provider!r} refused the gateway's credential", status=502,
-                             code="upstream_auth_failed")
-    if status == 429:
-        return UpstreamError(f"provider {route.provider!r} is rate limiting this gateway", status=429,
-                             code="upstream_rate_limited", retry_after=response.headers.get("retry-after") or "1")
-    return UpstreamError(f"provider {route.provider!r} failed with status {status}", status=502, code="upstream_error")
+async def upstream_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:
+    """An OpenAI-shaped error response → the error the caller sees (adapters/providers/errors.py)."""
+    raw = await read_error_body(response)
+    return error_for_status(route, response.status, _message_of(raw), retry_after=response.headers.get("retry-after"))
 
 
-def _upstream_message(raw: bytes, secret: str | None) -> str:
+def _message_of(raw: bytes) -> str:
     try:
-        parsed = orjson.loads(raw)
-        message = str(parsed["error"]["message"])
+        return str(orjson.loads(raw)["error"]["message"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        message = raw[:200].decode(errors="replace") or "no details"
-    if secret and len(secret) >= 4:
-        message = message.replace(secret, "[redacted]")
-    return message[:500]
+        return raw[:200].decode(errors="replace")
 
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -293,7 +293,7 @@ def test_an_unknown_model_is_a_404_with_ollamas_message(upstream):
 @pytest.mark.parametrize("status, seen, code", [
     (400, 400, "upstream_rejected_request"),
     (500, 502, "upstream_error"),
-    (503, 502, "upstream_error"),
+    (503, 503, "upstream_unavailable"),
     (401, 502, "upstream_auth_failed"),
     (429, 429, "upstream_rate_limited"),
 ])

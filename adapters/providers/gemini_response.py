@@ -1,0 +1,191 @@
+"""Gemini ``GenerateContentResponse`` → OpenAI ``chat.completion`` / ``chat.completion.chunk``.
+
+Invariants: usage is Gemini's own count (``prompt_tokens`` includes cached and
+tool-use prompt tokens, ``completion_tokens`` includes thinking tokens, as OpenAI
+reports them); a stream is only declared finished when every candidate Gemini
+started has a ``finishReason`` — otherwise ``StreamBroken`` (a ``ValueError``, so
+one of ``READ_FAILURES``) is raised instead of ``[DONE]``.
+"""
+
+import secrets
+import time
+from typing import Any
+from uuid import uuid4
+
+import orjson
+
+_FILTERED = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
+             "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION")
+FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", **{reason: "content_filter" for reason in _FILTERED}}
+
+
+class StreamBroken(ValueError):
+    """Gemini ended or broke a stream without finishing it."""
+
+
+def finish_reason(reason: str | None, called_tools: bool) -> str:
+    """OpenAI's finish_reason; Gemini says STOP after function calls, OpenAI says tool_calls.
+    Reasons OpenAI has no word for (OTHER, LANGUAGE, MALFORMED_FUNCTION_CALL, …) become ``stop``."""
+    mapped = FINISH_REASONS.get(reason or "STOP", "stop")
+    return "tool_calls" if called_tools and mapped == "stop" else mapped
+
+
+def openai_usage(metadata: Any) -> dict[str, Any] | None:
+    if not isinstance(metadata, dict):
+        return None
+    prompt = _count(metadata, "promptTokenCount") + _count(metadata, "toolUsePromptTokenCount")
+    thoughts = _count(metadata, "thoughtsTokenCount")
+    completion = _count(metadata, "candidatesTokenCount") + thoughts
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": min(_count(metadata, "cachedContentTokenCount"), prompt)},
+        "completion_tokens_details": {"reasoning_tokens": thoughts},
+    }
+
+
+def _count(metadata: dict[str, Any], name: str) -> int:
+    value = metadata.get(name) or 0
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"usageMetadata.{name} is not a token count: {value!r}")
+    return value
+
+
+def block_reason(response: dict[str, Any]) -> str | None:
+    """Why Gemini refused the prompt itself (no candidates at all), if it did."""
+    feedback = response.get("promptFeedback") or {}
+    if feedback.get("blockReason") and not response.get("candidates"):
+        return str(feedback["blockReason"])
+    return None
+
+
+class ToolCallIds:
+    """Ids for the tool calls of one answer: ``call_<random>_<n>``, unique across turns."""
+
+    def __init__(self) -> None:
+        self.prefix = f"call_{secrets.token_hex(6)}_"
+        self.count = 0
+
+    def tool_call(self, part: dict[str, Any]) -> dict[str, Any]:
+        call = part["functionCall"]
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            raise ValueError("Gemini sent a functionCall without a name")
+        call_id = call.get("id") or f"{self.prefix}{self.count}"
+        self.count += 1
+        tool_call: dict[str, Any] = {"id": call_id, "type": "function", "function": {
+            "name": call["name"], "arguments": orjson.dumps(call.get("args") or {}).decode()}}
+        if part.get("thoughtSignature"):  # as Google's own OpenAI layer carries it
+            tool_call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+        return tool_call
+
+
+def _read_parts(candidate: dict[str, Any], ids: ToolCallIds) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    """Text, thought text and tool calls of one candidate."""
+    texts, thoughts, calls = [], [], []
+    for part in (candidate.get("content") or {}).get("parts") or ():
+        if "functionCall" in part:
+            calls.append(ids.tool_call(part))
+        elif isinstance(part.get("text"), str):
+            (thoughts if part.get("thought") else texts).append(part["text"])
+    return texts, thoughts, calls
+
+
+def _candidates(response: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    candidates = response.get("candidates") or []
+    if not isinstance(candidates, list):
+        raise ValueError("candidates is not a list")
+    return [(int(c.get("index", position)), c) for position, c in enumerate(candidates)]
+
+
+def completion_document(response: dict[str, Any], model: str) -> dict[str, Any]:
+    ids = ToolCallIds()
+    choices = []
+    for index, candidate in _candidates(response):
+        texts, thoughts, calls = _read_parts(candidate, ids)
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
+        if thoughts:
+            message["reasoning_content"] = "".join(thoughts)
+        if calls:
+            message["tool_calls"] = calls
+        choices.append({"index": index, "message": message, "logprobs": None,
+                        "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls))})
+    if not choices:
+        raise ValueError("Gemini answered without candidates or a block reason")
+    document = {"id": _completion_id(response), "object": "chat.completion", "created": int(time.time()),
+                "model": response.get("modelVersion") or model, "choices": sorted(choices, key=lambda c: c["index"])}
+    usage = openai_usage(response.get("usageMetadata"))
+    if usage is not None:
+        document["usage"] = usage
+    return document
+
+
+def _completion_id(response: dict[str, Any]) -> str:
+    return f"chatcmpl-{response.get('responseId') or uuid4().hex}"
+
+
+class ChunkTranslator:
+    """Turns the fragments of one Gemini stream into OpenAI chunks, in order."""
+
+    def __init__(self, first: dict[str, Any], model: str, choices: int) -> None:
+        self.base = {"id": _completion_id(first), "object": "chat.completion.chunk", "created": int(time.time()),
+                     "model": first.get("modelVersion") or model}
+        self.choices = choices
+        self.ids = ToolCallIds()
+        self.started: set[int] = set()
+        self.finished: set[int] = set()
+        self.called: dict[int, int] = {}  # choice → tool calls so far
+        self.usage: dict[str, Any] | None = None
+
+    def opening(self) -> list[dict[str, Any]]:
+        return [self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                              "finish_reason": None}]) for i in range(self.choices)]
+
+    def take(self, fragment: Any) -> list[dict[str, Any]]:
+        if not isinstance(fragment, dict):
+            raise StreamBroken("Gemini sent a stream event that is not an object")
+        if "error" in fragment:
+            error = fragment["error"] or {}
+            raise StreamBroken(f"Gemini failed mid-stream: {error.get('status') or error.get('code')}")
+        if block_reason(fragment):
+            raise StreamBroken(f"Gemini blocked the stream: {block_reason(fragment)}")
+        if fragment.get("usageMetadata"):
+            self.usage = fragment["usageMetadata"]
+        chunks = []
+        for index, candidate in _candidates(fragment):
+            self.started.add(index)
+            chunks.extend(self._candidate_chunks(index, candidate))
+        return chunks
+
+    def _candidate_chunks(self, index: int, candidate: dict[str, Any]) -> list[dict[str, Any]]:
+        texts, thoughts, calls = _read_parts(candidate, self.ids)
+        delta: dict[str, Any] = {}
+        if "".join(thoughts):
+            delta["reasoning_content"] = "".join(thoughts)
+        if "".join(texts):  # Gemini may end with an empty text part that only carries a signature
+            delta["content"] = "".join(texts)
+        if calls:
+            first = self.called.get(index, 0)
+            delta["tool_calls"] = [{"index": first + k, **call} for k, call in enumerate(calls)]
+            self.called[index] = first + len(calls)
+        chunks = []
+        if delta:
+            chunks.append(self._chunk([{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]))
+        if candidate.get("finishReason"):
+            self.finished.add(index)
+            reason = finish_reason(candidate["finishReason"], bool(self.called.get(index)))
+            chunks.append(self._chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}]))
+        return chunks
+
+    def closing(self) -> list[dict[str, Any]]:
+        """The usage chunk; raises StreamBroken if a candidate never finished."""
+        if not self.finished or self.started - self.finished:
+            raise StreamBroken("the Gemini stream ended before every candidate had a finishReason")
+        usage = openai_usage(self.usage)
+        return [self._chunk([], usage)] if usage is not None else []
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, Any] | None = None) -> dict[str, Any]:
+        chunk = {**self.base, "choices": choices}
+        if usage is not None:
+            chunk["usage"] = usage
+        return chunk
