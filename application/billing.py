@@ -40,6 +40,7 @@ class RequestShape:
     choices: int
     stream: bool
     endpoint: str = "chat.completions"
+    images: int = 0  # images asked for (image generation)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ class RequestBilling:
 
     def _worst_case(self, shape: RequestShape, target: Target) -> int:
         assert target.price is not None
-        usage = worst_case_usage(shape.prompt_bytes, shape.max_output_tokens, shape.choices, target.price)
+        usage = worst_case_usage(shape.prompt_bytes, shape.max_output_tokens, shape.choices, target.price, shape.images)
         return price_usage(target.price, usage)
 
     @staticmethod

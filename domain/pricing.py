@@ -66,12 +66,14 @@ def price_usage(price: ModelPrice, usage: Usage) -> Nanocredits:
     return Nanocredits(tokens_part + usage.images * price.per_image + price.per_request)
 
 
-def worst_case_usage(prompt_bytes: int, max_output_tokens: int | None, choices: int, price: ModelPrice) -> Usage:
-    """An upper bound on a chat request's usage, for the hold placed before the call.
+def worst_case_usage(prompt_bytes: int, max_output_tokens: int | None, choices: int, price: ModelPrice,
+                     images: int = 0) -> Usage:
+    """An upper bound on a request's usage, for the hold placed before the call.
 
     Input: no tokenizer emits more tokens than the UTF-8 bytes it reads, so the
     byte length of the prompt bounds its tokens. Output: the request's
-    ``max_tokens`` (or the model's cap) for each of its ``n`` choices.
+    ``max_tokens`` (or the model's cap) for each of its ``n`` choices; images: as asked.
     """
     cap = max_output_tokens if max_output_tokens is not None else price.max_output_tokens
-    return Usage(input_tokens=max(prompt_bytes, 0), output_tokens=cap * max(choices, 1), source="estimated")
+    return Usage(input_tokens=max(prompt_bytes, 0), output_tokens=cap * max(choices, 1), images=images,
+                 source="estimated")

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
-from adapters.http import admin, chat, models
+from adapters.http import admin, chat, embeddings, images, models
 from adapters.http.errors import install_error_handlers
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.services import Services
@@ -37,6 +37,8 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.include_router(chat.router)
+    app.include_router(embeddings.router)
+    app.include_router(images.router)
     app.include_router(models.router)
     app.include_router(admin.router)
     app.add_middleware(RequestIdMiddleware)

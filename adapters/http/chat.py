@@ -9,7 +9,6 @@ scope, for what was produced up to then.
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -21,11 +20,10 @@ from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
 from adapters.services import Services
-from adapters.http.failover import FailedAttempts, start_with_failover
+from adapters.http.calls import Call, complete, fail, open_request, start_call
 from adapters.providers.base import DONE, READ_FAILURES, ChatExchange
-from adapters.providers.openai_compatible import usage_from_openai
-from application.billing import Attempt, OpenedRequest, Receipt
-from application.routing import Route
+from adapters.providers.openai_family import reasoning_text, usage_from_openai_family
+from application.billing import OpenedRequest, Receipt
 from domain.errors import UpstreamError
 from domain.estimation import estimated_usage
 from domain.usage import Usage
@@ -33,35 +31,14 @@ from domain.usage import Usage
 router = APIRouter()
 
 
-@dataclass(frozen=True)
-class Call:
-    """An opened request and the upstream attempt serving it."""
-
-    opened: OpenedRequest
-    route: Route
-    attempts: tuple[Attempt, ...]
-    exchange: ChatExchange
-
-
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     api_key = bearer_token(request)
     chat = parse_chat_request(await read_body(request, services.settings.max_body_bytes))
-    opened = await anyio.to_thread.run_sync(
-        services.billing.open_request, api_key, chat.shape, request.scope["state"]["request_id"]
-    )
-    try:
-        exchange, route, attempts = await start_with_failover(services, opened, _upstream_body(chat))
-    except FailedAttempts as failed:
-        status = failed.error.status if isinstance(failed.error, UpstreamError) else 400
-        code = getattr(failed.error, "code", "upstream_error")
-        await _fail_opened(services, opened, status, code, failed.route, failed.attempts)
-        raise failed.error from None
-    except BaseException:
-        await _fail_opened(services, opened, 499, "client_disconnected", None, ())
-        raise
-    call = Call(opened, route, attempts, exchange)
+    opened = await open_request(services, request, api_key, chat.shape)
+    body = _upstream_body(chat)
+    call = await start_call(services, opened, lambda adapter, route: adapter.start_chat(route, body))
     if chat.shape.stream:
         headers = {"x-tallyhub-price-book-version": str(opened.price_book_version), "cache-control": "no-cache"}
         return StreamingResponse(_relay(services, call, chat), media_type="text/event-stream", headers=headers)
@@ -77,8 +54,8 @@ def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
     return {**chat.body, "stream_options": options}
 
 
-async def _plain(services: Services, call: Call) -> Response:
-    opened, upstream = call.opened, call.exchange
+async def _plain(services: Services, call: Call[ChatExchange]) -> Response:
+    opened, upstream = call.opened, call.result
     try:
         raw = await upstream.read_completion()
         ttfb_ms = _ms_since(opened)
@@ -86,18 +63,18 @@ async def _plain(services: Services, call: Call) -> Response:
         if not isinstance(parsed, dict):
             raise ValueError("not an object")
     except READ_FAILURES:
-        await _fail(services, call, 502, "upstream_bad_response")
+        await fail(services, call, 502, "upstream_bad_response")
         raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response") from None
     finally:
         upstream.release()
     usage = _usage_of(parsed) or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=_content_chars(parsed))
-    receipt = await _complete(services, call, usage, ttfb_ms)
+    receipt = await complete(services, call, usage, ttfb_ms)
     return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
 
 
-async def _relay(services: Services, call: Call, chat: ChatRequest) -> AsyncIterator[bytes]:
+async def _relay(services: Services, call: Call[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
     """Forward upstream chunks as they come; bill once when the stream ends, however it ends."""
-    opened, upstream = call.opened, call.exchange
+    opened, upstream = call.opened, call.result
     state = _StreamState()
     try:
         async for data in upstream.stream_data():
@@ -112,19 +89,19 @@ async def _relay(services: Services, call: Call, chat: ChatRequest) -> AsyncIter
         # The client went away (cancelled): stop the upstream call, bill what was produced.
         upstream.abort()
         with anyio.CancelScope(shield=True):
-            await _complete(services, call, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
+            await complete(services, call, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
         raise
     finally:
         upstream.release()
     if state.finished:
-        receipt = await _complete(services, call, state.usage_or_estimate(opened), state.ttfb_ms)
+        receipt = await complete(services, call, state.usage_or_estimate(opened), state.ttfb_ms)
         yield state.closing_frame(receipt, chat.wants_usage)
         yield b"data: [DONE]\n\n"
         return
     if state.output_chars == 0 and state.usage is None:
-        await _fail(services, call, 502, "upstream_stream_broken")
+        await fail(services, call, 502, "upstream_stream_broken")
     else:
-        await _complete(services, call, state.usage_for_break(), state.ttfb_ms, status=502)
+        await complete(services, call, state.usage_for_break(), state.ttfb_ms, status=502)
     if state.held_finish is not None:
         yield _frame(state.held_finish)
     yield b"data: " + orjson.dumps({"error": {"message": "the provider ended the stream early", "type": "upstream_error",
@@ -151,7 +128,7 @@ class _StreamState:
             return []
         if chunk.get("usage"):
             self.upstream_usage = chunk["usage"]
-            self.usage = usage_from_openai(chunk["usage"])
+            self.usage = usage_from_openai_family(chunk["usage"])
         choices = chunk.get("choices") or []
         if not choices:
             return []  # the usage chunk: replaced by our own closing frame
@@ -192,48 +169,27 @@ def _frame(chunk: dict[str, Any]) -> bytes:
 
 
 def _delta_chars(choices: list[Any]) -> int:
-    total = 0
-    for choice in choices:
-        delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if isinstance(content, str):
-            total += len(content)
-        for call in delta.get("tool_calls") or ():
-            total += len(((call or {}).get("function") or {}).get("arguments") or "")
-    return total
+    return sum(_produced_chars(choice.get("delta") or {}) for choice in choices)
 
 
 def _content_chars(response: dict[str, Any]) -> int:
-    total = 0
-    for choice in response.get("choices") or ():
-        message = choice.get("message") or {}
-        if isinstance(message.get("content"), str):
-            total += len(message["content"])
-        for call in message.get("tool_calls") or ():
-            total += len(((call or {}).get("function") or {}).get("arguments") or "")
+    return sum(_produced_chars(choice.get("message") or {}) for choice in response.get("choices") or ())
+
+
+def _produced_chars(part: dict[str, Any]) -> int:
+    """Characters a delta or message produced: text, reasoning and tool-call arguments."""
+    content = part.get("content")
+    total = len(content) if isinstance(content, str) else 0
+    total += len(reasoning_text(part))
+    for call in part.get("tool_calls") or ():
+        total += len(((call or {}).get("function") or {}).get("arguments") or "")
     return total
 
 
 def _usage_of(response: dict[str, Any]) -> Usage | None:
     usage = response.get("usage")
-    return usage_from_openai(usage) if isinstance(usage, dict) else None
+    return usage_from_openai_family(usage) if isinstance(usage, dict) else None
 
 
 def _ms_since(opened: OpenedRequest) -> float:
     return round((time.monotonic() - opened.started) * 1000, 3)
-
-
-async def _complete(services: Services, call: Call, usage: Usage, ttfb_ms: float | None, status: int = 200) -> Receipt:
-    return await anyio.to_thread.run_sync(lambda: services.billing.complete_request(
-        call.opened, call.route, usage, status=status, ttfb_ms=ttfb_ms, attempts=call.attempts))
-
-
-async def _fail(services: Services, call: Call, status: int, code: str) -> None:
-    await _fail_opened(services, call.opened, status, code, call.route, call.attempts)
-
-
-async def _fail_opened(services: Services, opened: OpenedRequest, status: int, code: str, route: Route | None,
-                       attempts: tuple[Attempt, ...]) -> None:
-    with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(lambda: services.billing.fail_request(
-            opened, status=status, error_code=code, route=route, attempts=attempts))

@@ -5,24 +5,29 @@ before anything has been sent to the caller. Each failed attempt is kept, to be
 recorded with the request; what it taught us goes to credential health."""
 
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 
 from adapters.services import Services
-from adapters.providers.base import ChatExchange
 from application.billing import Attempt, OpenedRequest
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
 
+T = TypeVar("T")
+Operation = Callable[[Any, Route], Awaitable[T]]
 RETRYABLE_STATUSES = (429, 502, 503, 504)
 TRANSIENT_COOLDOWN_SECONDS = 5.0
 DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS = 30.0
 
 
 async def start_with_failover(services: Services, opened: OpenedRequest,
-                              body: dict[str, Any]) -> tuple[ChatExchange, Route, tuple[Attempt, ...]]:
-    """The first exchange a provider accepted; raises the last UpstreamError (attempts attached)."""
+                              operation: Operation[T]) -> tuple[T, Route, tuple[Attempt, ...]]:
+    """The result of the first attempt a provider accepted; raises FailedAttempts otherwise.
+
+    ``operation(adapter, route)`` starts one attempt (e.g. ``adapter.start_chat(route, body)``).
+    """
     attempts: list[Attempt] = []
     last_error: UpstreamError | None = None
     for target in opened.targets:
@@ -33,7 +38,7 @@ async def start_with_failover(services: Services, opened: OpenedRequest,
                                      attempts)
             started = time.monotonic()
             try:
-                exchange = await provider.start_chat(route, body)
+                result = await operation(provider, route)
             except UpstreamError as error:
                 attempts.append(Attempt(route, error.status, error.code, round((time.monotonic() - started) * 1000, 3)))
                 await _learn(services, route, error)
@@ -44,7 +49,7 @@ async def start_with_failover(services: Services, opened: OpenedRequest,
             except InvalidRequest as error:
                 raise FailedAttempts(error, attempts, route) from None
             services.health.recovered(route.credential_id or "")
-            return exchange, route, tuple(attempts)
+            return result, route, tuple(attempts)
     error = last_error or services.router.unavailable(list(opened.targets))
     final_route = attempts[-1].route if attempts else None
     raise FailedAttempts(error, attempts[:-1] if attempts else [], final_route)

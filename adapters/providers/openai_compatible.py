@@ -16,7 +16,6 @@ import orjson
 from application.billing import Route
 from adapters.providers.errors import error_for_status, read_error_body
 from domain.errors import InvalidRequest, UpstreamError
-from domain.usage import Usage
 
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
 SUPPORTED_KINDS = ("openai", "openai-compatible")
@@ -29,20 +28,6 @@ def base_url_for(kind: str, base_url: str | None) -> str:
     return url.rstrip("/")
 
 
-def usage_from_openai(usage: dict[str, Any]) -> Usage:
-    """OpenAI's usage object → Usage (prompt includes cached, completion includes reasoning)."""
-    prompt = int(usage.get("prompt_tokens") or 0)
-    completion = int(usage.get("completion_tokens") or 0)
-    cached = int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
-    reasoning = int((usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0)
-    return Usage(
-        input_tokens=prompt,
-        cached_input_tokens=min(cached, prompt),
-        output_tokens=completion,
-        reasoning_tokens=min(reasoning, completion),
-    )
-
-
 class OpenAICompatibleProvider:
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
@@ -50,7 +35,18 @@ class OpenAICompatibleProvider:
 
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "OpenAIExchange":
         """Send the request; return the open 2xx exchange or raise UpstreamError."""
-        url = base_url_for(route.kind, route.base_url) + "/chat/completions"
+        return OpenAIExchange(await self._post(route, "/chat/completions", body))
+
+    async def embed(self, route: Route, body: dict[str, Any]) -> bytes:
+        """``POST /embeddings``; the answer is already OpenAI's embeddings document."""
+        return await _read_all(await self._post(route, "/embeddings", body))
+
+    async def generate_images(self, route: Route, body: dict[str, Any]) -> bytes:
+        """``POST /images/generations``; the answer is already OpenAI's images document."""
+        return await _read_all(await self._post(route, "/images/generations", body))
+
+    async def _post(self, route: Route, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        url = base_url_for(route.kind, route.base_url) + path
         headers = {"content-type": "application/json"}
         if route.secret:
             headers["authorization"] = f"Bearer {route.secret}"
@@ -64,7 +60,7 @@ class OpenAICompatibleProvider:
                                 status=502, code="upstream_unavailable") from None
         if response.status >= 300:
             raise await upstream_error(route, response)
-        return OpenAIExchange(response)
+        return response
 
 
     async def probe(self, route: Route) -> bool | None:
@@ -97,6 +93,16 @@ class OpenAIExchange:
 
     def release(self) -> None:
         self.response.release()
+
+
+async def _read_all(response: aiohttp.ClientResponse) -> bytes:
+    """A whole 2xx body; a provider that breaks off here failed before the caller saw a byte."""
+    try:
+        return await response.read()
+    except (aiohttp.ClientError, TimeoutError):
+        raise UpstreamError("the provider broke off its answer", status=502, code="upstream_bad_response") from None
+    finally:
+        response.release()
 
 
 async def upstream_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:

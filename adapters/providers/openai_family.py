@@ -35,8 +35,8 @@ from domain.usage import Usage
 def usage_from_openai_family(usage: dict[str, Any]) -> Usage:
     """A family member's usage object → Usage (see the module docstring for the rules).
 
-    On OpenAI's own usage objects it gives what ``usage_from_openai`` gives; unlike that
-    function it never raises on a malformed count (it counts 0 for it).
+    On OpenAI's own usage objects it reads exactly what OpenAI reports; it never raises
+    on a malformed count (it counts 0 for it).
     """
     prompt = _prompt_tokens(usage)
     cached = min(_cached_tokens(usage), prompt)

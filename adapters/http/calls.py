@@ -1,0 +1,84 @@
+"""The billed life of one API call, shared by every endpoint: open (auth, route, price,
+hold) → start an upstream attempt with failover → complete (charge) or fail (release).
+
+Every opened request is closed exactly once: a failure to start is recorded here (and
+its error re-raised for the caller), including a caller that went away meanwhile; the
+endpoint then completes or fails the started call itself.
+"""
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import anyio
+import orjson
+from fastapi import Request
+
+from adapters.http.failover import FailedAttempts, start_with_failover
+from adapters.services import Services
+from application.billing import Attempt, OpenedRequest, Receipt, RequestShape
+from application.routing import Route
+from domain.errors import UpstreamError
+from domain.usage import Usage
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """An opened request and the upstream attempt serving it."""
+
+    opened: OpenedRequest
+    route: Route
+    attempts: tuple[Attempt, ...]
+    result: T
+
+
+async def open_request(services: Services, request: Request, api_key: str, shape: RequestShape) -> OpenedRequest:
+    return await anyio.to_thread.run_sync(
+        services.billing.open_request, api_key, shape, request.scope["state"]["request_id"]
+    )
+
+
+async def start_call(services: Services, opened: OpenedRequest,
+                     operation: Callable[[Any, Route], Awaitable[T]]) -> Call[T]:
+    try:
+        result, route, attempts = await start_with_failover(services, opened, operation)
+    except FailedAttempts as failed:
+        status = failed.error.status if isinstance(failed.error, UpstreamError) else 400
+        code = getattr(failed.error, "code", "upstream_error")
+        await fail_opened(services, opened, status, code, failed.route, failed.attempts)
+        raise failed.error from None
+    except BaseException:
+        await fail_opened(services, opened, 499, "client_disconnected", None, ())
+        raise
+    return Call(opened, route, attempts, result)
+
+
+async def complete(services: Services, call: Call[Any], usage: Usage, ttfb_ms: float | None,
+                   status: int = 200) -> Receipt:
+    return await anyio.to_thread.run_sync(lambda: services.billing.complete_request(
+        call.opened, call.route, usage, status=status, ttfb_ms=ttfb_ms, attempts=call.attempts))
+
+
+async def fail(services: Services, call: Call[Any], status: int, code: str) -> None:
+    await fail_opened(services, call.opened, status, code, call.route, call.attempts)
+
+
+async def fail_opened(services: Services, opened: OpenedRequest, status: int, code: str, route: Route | None,
+                      attempts: tuple[Attempt, ...]) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(lambda: services.billing.fail_request(
+            opened, status=status, error_code=code, route=route, attempts=attempts))
+
+
+async def parsed_document(services: Services, call: Call[bytes]) -> dict[str, Any]:
+    """A started call's whole answer as a JSON object; an unreadable one fails the call (no charge)."""
+    try:
+        document = orjson.loads(call.result)
+    except orjson.JSONDecodeError:
+        document = None
+    if not isinstance(document, dict):
+        await fail(services, call, 502, "upstream_bad_response")
+        raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response")
+    return document
