@@ -78,4 +78,5 @@ def plain(value: Any) -> Any:
 
 def balance_json(row: Any) -> dict[str, Any]:
     data = plain(row)
-    return money_fields(data, "balance", "held", "available", "granted_total", "charged_total", "uncollected_total")
+    return money_fields(data, "balance", "held", "available", "granted_total", "charged_total", "uncollected_total",
+                        "refunded_total", "adjusted_total")

@@ -113,6 +113,10 @@ class Settings:
     upstream_timeout_seconds: float = 300.0
     max_body_bytes: int = 10 * 1024 * 1024
     probe_interval_seconds: int = 60
+    sweep_interval_seconds: int = 30
+    payments_webhook_secret: str | None = field(default=None, repr=False)
+    payments_tolerance_seconds: int = 300
+    starter_credits: str = "0"
     log_level: str = "info"
 
     @classmethod
@@ -132,6 +136,10 @@ class Settings:
             upstream_timeout_seconds=float(_positive_int(env, "TALLYHUB_UPSTREAM_TIMEOUT_SECONDS", 300)),
             max_body_bytes=_positive_int(env, "TALLYHUB_MAX_BODY_BYTES", 10 * 1024 * 1024),
             probe_interval_seconds=_positive_int(env, "TALLYHUB_PROBE_INTERVAL_SECONDS", 60),
+            sweep_interval_seconds=_positive_int(env, "TALLYHUB_SWEEP_INTERVAL_SECONDS", 30),
+            payments_webhook_secret=env.get("TALLYHUB_PAYMENTS_WEBHOOK_SECRET") or None,
+            payments_tolerance_seconds=_positive_int(env, "TALLYHUB_PAYMENTS_TOLERANCE_SECONDS", 300),
+            starter_credits=env.get("TALLYHUB_STARTER_CREDITS", "0"),
             log_level=env.get("TALLYHUB_LOG_LEVEL", "info"),
         )
 

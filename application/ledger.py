@@ -22,7 +22,7 @@ from eventsourcing.persistence import IntegrityError
 
 from application.ports import ApiKeyScheme, Clock, KeyVault, SystemClock
 from domain import ids
-from domain.account import Account, GrantReceipt
+from domain.account import Account, MovementReceipt
 from domain.api_key import ApiKey
 from domain.catalog import Catalog
 from domain.deployment import Deployment
@@ -138,7 +138,8 @@ class Ledger(Application):
             raise InvalidRequest("starter credits must not be negative", param="starter_credits")
         if starter_credits:
             account.grant_credits(starter_credits, reason="starter credits", idempotency_key="starter")
-        receipts = [GrantReceipt(account_id=account.id, idempotency_key="starter", amount=starter_credits)] if starter_credits else []
+        receipts = [MovementReceipt(account_id=account.id, kind="grant", idempotency_key="starter",
+                                    amount=starter_credits)] if starter_credits else []
         try:
             self.save(account, *receipts)
         except IntegrityError:
@@ -153,20 +154,55 @@ class Ledger(Application):
         return account
 
     def grant_credits(self, ref: str | UUID, amount: int, reason: str = "", idempotency_key: str | None = None) -> GrantResult:
+        """Add credit; with an idempotency key, at most once."""
+
+        return self._move(ref, "grant", idempotency_key, amount,
+                          lambda account: _granted(account, amount, reason, idempotency_key))
+
+    def record_payment(self, ref: str | UUID, payment_id: str, amount: int) -> GrantResult:
+        """A top-up from the payment system: credited once per payment id."""
+        return self._move(ref, "payment", payment_id, amount,
+                          lambda account: _granted(account, amount, f"payment {payment_id}", payment_id))
+
+    def reverse_payment(self, ref: str | UUID, refund_id: str, amount: int, payment_id: str = "") -> GrantResult:
+        """A payment refunded to the customer: debited once per refund id, never below zero."""
+        reason = f"payment refund {refund_id}" + (f" of {payment_id}" if payment_id else "")
+        return self._move(ref, "payment-refund", refund_id, -amount,
+                          lambda account: account.adjust(-amount, reason, refund_id))
+
+    def adjust_credits(self, ref: str | UUID, amount: int, reason: str, idempotency_key: str | None = None) -> GrantResult:
+        """A manual correction, positive or negative (a debit never overdraws); once per key."""
+        return self._move(ref, "adjustment", idempotency_key, amount,
+                          lambda account: account.adjust(amount, reason, idempotency_key))
+
+    def _move(self, ref: str | UUID, kind: str, idempotency_key: str | None, amount: int,
+              apply: Callable[[Account], int]) -> GrantResult:
         account_id = self.get_account(ref).id
         if idempotency_key is not None and not idempotency_key.strip():
             raise InvalidRequest("an idempotency key must not be blank", param="idempotency_key")
+        applied: list[int] = []
 
-        def grant(account: Account) -> list[Aggregate] | None:
-            if idempotency_key is not None and self.find(ids.grant_receipt_id(account_id, idempotency_key)):
+        def move(account: Account) -> list[Aggregate] | None:
+            if idempotency_key is not None and self.find(ids.receipt_id(account_id, kind, idempotency_key)):
                 return None
-            account.grant_credits(amount, reason=reason, idempotency_key=idempotency_key)
+            applied.append(apply(account))
             if idempotency_key is None:
                 return []
-            return [GrantReceipt(account_id=account_id, idempotency_key=idempotency_key, amount=amount)]
+            return [MovementReceipt(account_id=account_id, kind=kind, idempotency_key=idempotency_key, amount=amount)]
 
-        credited = self.change_account(account_id, grant)
-        return GrantResult(account_id=account_id, amount=amount, credited=credited)
+        credited = self.change_account(account_id, move)
+        return GrantResult(account_id=account_id, amount=applied[-1] if applied else 0, credited=credited)
+
+    def release_expired_holds(self, ref: str | UUID) -> list[UUID]:
+        """Release the account's holds past their deadline; returns their request ids."""
+        released: list[UUID] = []
+
+        def release(account: Account) -> list[Aggregate] | None:
+            released[:] = account.release_expired_holds(self.clock.now())
+            return [] if released else None
+
+        self.change_account(self.get_account(ref).id, release)
+        return released
 
     def change_account(self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
         """Apply ``change`` to the account and save it with what it returns.
@@ -370,6 +406,11 @@ class Ledger(Application):
             if lock is None:
                 lock = self._locks[account_id] = threading.Lock()
             return lock
+
+
+def _granted(account: Account, amount: int, reason: str, idempotency_key: str | None) -> int:
+    account.grant_credits(amount, reason=reason, idempotency_key=idempotency_key)
+    return amount
 
 
 def _credential_context(provider_name: str, credential_id: str) -> bytes:

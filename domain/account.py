@@ -1,7 +1,7 @@
 """An account's credit: the consistency boundary of the no-overdraft rule.
 
 Invariants (checked by tests/property/test_account_rules.py):
-- ``balance = grants − charges`` (refunds and adjustments arrive with the billing issue);
+- ``balance = grants − charges + refunds ± adjustments``;
 - ``available = balance − sum(open holds) ≥ 0`` after every event: a hold is refused
   when it would exceed ``available`` and a settlement never charges more than the
   account can pay (the shortfall is recorded as ``uncollected``, never as debt);
@@ -47,6 +47,34 @@ class Account(Aggregate):
 
     @event("CreditGranted")
     def _credit_granted(self, amount: int, reason: str, idempotency_key: str | None) -> None:
+        self.balance += amount
+
+    def adjust(self, amount: int, reason: str, idempotency_key: str | None = None) -> int:
+        """A manual correction (or a payment refunded to the customer): positive adds
+        credit, negative removes it — never more than is available, so a debit cannot
+        overdraw the account; the part it could not take is recorded as ``uncollected``.
+        Returns the amount applied."""
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
+            raise InvalidRequest("an adjustment must be a non-zero amount", param="amount")
+        if not reason or not reason.strip():
+            raise InvalidRequest("an adjustment needs a reason", param="reason")
+        applied = amount if amount > 0 else -min(-amount, max(self.available, 0))
+        self._adjusted(amount=applied, requested=amount, reason=reason, idempotency_key=idempotency_key)
+        return applied
+
+    @event("Adjusted")
+    def _adjusted(self, amount: int, requested: int, reason: str, idempotency_key: str | None) -> None:
+        self.balance += amount
+
+    def refund_charge(self, request_id: UUID, amount: int, reason: str) -> None:
+        """Give back (part of) what a request was charged; the caller checks the amount
+        against the request's charge, and the refund's identity makes it happen once."""
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise InvalidRequest("a refund must be a positive amount", param="amount")
+        self._charge_refunded(request_id=request_id, amount=amount, reason=reason)
+
+    @event("ChargeRefunded")
+    def _charge_refunded(self, request_id: UUID, amount: int, reason: str) -> None:
         self.balance += amount
 
     def place_hold(self, request_id: UUID, amount: int, expires_at: datetime) -> None:
@@ -111,17 +139,25 @@ class Account(Aggregate):
     def expired_holds(self, now: datetime) -> list[UUID]:
         return [UUID(key) for key, hold in self.holds.items() if hold["expires_at"] <= now]
 
+    def release_expired_holds(self, now: datetime) -> list[UUID]:
+        """Release every hold past its deadline (its process crashed or hung); returns them."""
+        expired = self.expired_holds(now)
+        for request_id in expired:
+            self.release_hold(request_id, reason="expired")
+        return expired
 
-class GrantReceipt(Aggregate):
-    """Exists once per (account, idempotency key): a second grant with the same key
-    collides with it in the store and is credited nowhere."""
+
+class MovementReceipt(Aggregate):
+    """Exists once per (account, kind, idempotency key): a second grant, adjustment,
+    payment or refund with the same key collides with it in the store and moves no credit."""
 
     @staticmethod
-    def create_id(account_id: UUID, idempotency_key: str) -> UUID:
-        return ids.grant_receipt_id(account_id, idempotency_key)
+    def create_id(account_id: UUID, kind: str, idempotency_key: str) -> UUID:
+        return ids.receipt_id(account_id, kind, idempotency_key)
 
     @event("Recorded")
-    def __init__(self, account_id: UUID, idempotency_key: str, amount: int) -> None:
+    def __init__(self, account_id: UUID, kind: str, idempotency_key: str, amount: int) -> None:
         self.account_id = account_id
+        self.kind = kind
         self.idempotency_key = idempotency_key
         self.amount = amount

@@ -19,8 +19,10 @@ def api_key_id(key_digest: str) -> UUID:
     return uuid5(NAMESPACE, f"api-key:{key_digest}")
 
 
-def grant_receipt_id(account: UUID, idempotency_key: str) -> UUID:
-    return uuid5(NAMESPACE, f"grant:{account.hex}:{idempotency_key}")
+def receipt_id(account: UUID, kind: str, idempotency_key: str) -> UUID:
+    """One id per (account, kind of movement, idempotency key): grants, adjustments,
+    payments and refunds each have their own key space."""
+    return uuid5(NAMESPACE, f"{kind}:{account.hex}:{idempotency_key}")
 
 
 PRICE_BOOK_ID = uuid5(NAMESPACE, "price-book")

@@ -2,7 +2,8 @@
 
 Invariants kept here (tests/unit/projections/test_balances.py checks them against the
 aggregate):
-- ``balance = granted_total − charged_total`` and it equals ``Account.balance``;
+- ``balance = granted_total − charged_total + refunded_total + adjusted_total`` and it
+  equals ``Account.balance``;
 - ``held`` is the sum of the account's open holds and equals ``Account.held``;
   ``available = balance − held``;
 - a hold row exists exactly while the aggregate holds it: placed opens it, settled or
@@ -40,6 +41,8 @@ class Balance:
     granted_total: int
     charged_total: int
     uncollected_total: int
+    refunded_total: int
+    adjusted_total: int
     updated_at: datetime
 
 
@@ -60,6 +63,8 @@ class AccountDelta:
     granted: int = 0
     charged: int = 0
     uncollected: int = 0
+    refunded: int = 0
+    adjusted: int = 0
 
 
 @dataclass
@@ -90,6 +95,12 @@ def fold_balances(events: Iterable[DomainEventProtocol[Any]]) -> BalanceChanges:
             delta.uncollected += event.uncollected  # type: ignore[attr-defined]
             delta.held -= event.held  # type: ignore[attr-defined]
             _close(changes, account_id, event.request_id)  # type: ignore[attr-defined]
+        elif isinstance(event, Account.ChargeRefunded):
+            delta.balance += event.amount  # type: ignore[attr-defined]
+            delta.refunded += event.amount  # type: ignore[attr-defined]
+        elif isinstance(event, Account.Adjusted):
+            delta.balance += event.amount  # type: ignore[attr-defined]
+            delta.adjusted += event.amount  # type: ignore[attr-defined]
         elif isinstance(event, Account.HoldReleased):
             delta.held -= event.amount  # type: ignore[attr-defined]
             _close(changes, account_id, event.request_id)  # type: ignore[attr-defined]
@@ -109,6 +120,8 @@ class BalancesView(Protocol):
 
     def list_open_holds(self, account_id: UUID) -> list[OpenHold]: ...
 
+    def list_expired_holds(self, now: datetime) -> list[OpenHold]: ...
+
     def apply(self, tx: Any, changes: BalanceChanges) -> None: ...
 
     def clear(self, tx: Any) -> None: ...
@@ -118,7 +131,8 @@ class BalancesProjection:
     name = "balances"
     topics = frozenset(
         get_topic(cls)
-        for cls in (Account.Created, Account.CreditGranted, Account.HoldPlaced, Account.HoldSettled, Account.HoldReleased)
+        for cls in (Account.Created, Account.CreditGranted, Account.HoldPlaced, Account.HoldSettled,
+                    Account.HoldReleased, Account.ChargeRefunded, Account.Adjusted)
     )
 
     def __init__(self, view: BalancesView) -> None:
@@ -150,6 +164,11 @@ class InMemoryBalancesView:
             holds = [h for (a, _), h in self._holds.items() if a == account_id]
         return sorted(holds, key=lambda h: (h.expires_at, h.request_id.hex))
 
+    def list_expired_holds(self, now: datetime) -> list[OpenHold]:
+        with self._lock:
+            holds = [h for h in self._holds.values() if h.expires_at <= now]
+        return sorted(holds, key=lambda h: (h.expires_at, h.request_id.hex))
+
     def apply(self, tx: MemoryTransaction, changes: BalanceChanges) -> None:
         tx.on_commit(lambda: self._apply(changes))
 
@@ -158,7 +177,7 @@ class InMemoryBalancesView:
 
     def _apply(self, changes: BalanceChanges) -> None:
         for account_id, d in changes.accounts.items():
-            old = self._balances.get(account_id) or Balance(account_id, "", 0, 0, 0, 0, 0, 0, d.updated_at)
+            old = self._balances.get(account_id) or Balance(account_id, "", 0, 0, 0, 0, 0, 0, 0, 0, d.updated_at)
             balance, held = old.balance + d.balance, old.held + d.held
             self._balances[account_id] = replace(
                 old,
@@ -169,6 +188,8 @@ class InMemoryBalancesView:
                 granted_total=old.granted_total + d.granted,
                 charged_total=old.charged_total + d.charged,
                 uncollected_total=old.uncollected_total + d.uncollected,
+                refunded_total=old.refunded_total + d.refunded,
+                adjusted_total=old.adjusted_total + d.adjusted,
                 updated_at=d.updated_at,
             )
         for key in changes.closed:
@@ -182,6 +203,7 @@ class SqlBalancesView:
         " account_id TEXT PRIMARY KEY, name TEXT,"
         " balance BIGINT NOT NULL, held BIGINT NOT NULL,"
         " granted_total BIGINT NOT NULL, charged_total BIGINT NOT NULL, uncollected_total BIGINT NOT NULL,"
+        " refunded_total BIGINT NOT NULL, adjusted_total BIGINT NOT NULL,"
         " updated_at TIMESTAMPTZ NOT NULL)",
         f"CREATE TABLE IF NOT EXISTS {HOLDS_TABLE} ("
         " account_id TEXT NOT NULL, request_id TEXT NOT NULL,"
@@ -190,7 +212,8 @@ class SqlBalancesView:
     )
     TABLES = (BALANCES_TABLE, HOLDS_TABLE)
     _COLUMNS = (
-        "account_id, name, balance, held, balance - held, granted_total, charged_total, uncollected_total, updated_at"
+        "account_id, name, balance, held, balance - held, granted_total, charged_total, uncollected_total,"
+        " refunded_total, adjusted_total, updated_at"
     )
 
     def __init__(self, store: SqlStore) -> None:
@@ -212,18 +235,29 @@ class SqlBalancesView:
         )
         return [OpenHold(UUID(a), UUID(r), int(amount), self._time(at)) for a, r, amount, at in rows]
 
+    def list_expired_holds(self, now: datetime) -> list[OpenHold]:
+        rows = self.store.query(
+            f"SELECT account_id, request_id, amount, expires_at FROM {HOLDS_TABLE}"
+            " WHERE expires_at <= ? ORDER BY expires_at, request_id",
+            (self.store.to_db_time(now),),
+        )
+        return [OpenHold(UUID(a), UUID(r), int(amount), self._time(at)) for a, r, amount, at in rows]
+
     def apply(self, tx: SqlTransaction, changes: BalanceChanges) -> None:
         tx.executemany(
             f"INSERT INTO {BALANCES_TABLE} (account_id, name, balance, held, granted_total, charged_total,"
-            " uncollected_total, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " uncollected_total, refunded_total, adjusted_total, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             f" ON CONFLICT (account_id) DO UPDATE SET name = COALESCE(excluded.name, {BALANCES_TABLE}.name),"
             f" balance = {BALANCES_TABLE}.balance + excluded.balance, held = {BALANCES_TABLE}.held + excluded.held,"
             f" granted_total = {BALANCES_TABLE}.granted_total + excluded.granted_total,"
             f" charged_total = {BALANCES_TABLE}.charged_total + excluded.charged_total,"
             f" uncollected_total = {BALANCES_TABLE}.uncollected_total + excluded.uncollected_total,"
+            f" refunded_total = {BALANCES_TABLE}.refunded_total + excluded.refunded_total,"
+            f" adjusted_total = {BALANCES_TABLE}.adjusted_total + excluded.adjusted_total,"
             " updated_at = excluded.updated_at",
             [
-                (a.hex, d.name, d.balance, d.held, d.granted, d.charged, d.uncollected, self.store.to_db_time(d.updated_at))
+                (a.hex, d.name, d.balance, d.held, d.granted, d.charged, d.uncollected, d.refunded, d.adjusted,
+                 self.store.to_db_time(d.updated_at))
                 for a, d in changes.accounts.items()
             ],
         )
@@ -247,7 +281,4 @@ class SqlBalancesView:
 
     def _balance(self, row: tuple[Any, ...]) -> Balance:
         account_id, name, *amounts, updated_at = row
-        balance, held, available, granted, charged, uncollected = (int(x) for x in amounts)
-        return Balance(
-            UUID(account_id), name or "", balance, held, available, granted, charged, uncollected, self._time(updated_at)
-        )
+        return Balance(UUID(account_id), name or "", *(int(x) for x in amounts), self._time(updated_at))

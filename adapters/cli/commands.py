@@ -11,6 +11,7 @@ from adapters.presenters import api_key_json, balance_json, plain, price_book_js
 from adapters.providers.config import check_provider_config
 from adapters.queries import read_balance
 from adapters.services import Services
+from adapters.workers.hold_sweeper import sweep_expired_holds
 from adapters.settings import Settings
 from application.pricing_input import price_from_credits
 from domain.errors import InvalidRequest
@@ -146,7 +147,8 @@ def prices_show(args: argparse.Namespace) -> Result:
 
 
 def accounts_create(args: argparse.Namespace) -> Result:
-    starter = parse_credits(args.starter_credits)
+    settings = Settings.from_env()
+    starter = parse_credits(args.starter_credits if args.starter_credits is not None else settings.starter_credits)
     with _services() as services:
         account = services.ledger.create_account(args.name, starter)
     data = {"id": str(account.id), "name": account.name, "balance": account.balance,
@@ -171,6 +173,24 @@ def credits_grant(args: argparse.Namespace) -> Result:
     text = (f"granted {format_credits(amount)} credits" if result.credited
             else "not credited again: this idempotency key was used before")
     return data, text
+
+
+def credits_adjust(args: argparse.Namespace) -> Result:
+    amount = parse_credits(args.amount, allow_negative=True)
+    with _services() as services:
+        result = services.ledger.adjust_credits(args.account, amount, args.reason, args.idempotency_key)
+    data = {"account_id": str(result.account_id), "requested": amount, "applied": result.amount,
+            "applied_credits": format_credits(result.amount), "credited": result.credited}
+    if not result.credited:
+        return data, "not applied again: this idempotency key was used before"
+    return data, f"adjusted by {format_credits(result.amount)} credits" + (
+        f" (asked {format_credits(amount)}; a debit never goes below zero)" if result.amount != amount else "")
+
+
+def holds_sweep(args: argparse.Namespace) -> Result:
+    with _services() as services:
+        released = sweep_expired_holds(services)
+    return {"released": released}, f"released {released} expired hold(s)"
 
 
 def keys_issue(args: argparse.Namespace) -> Result:

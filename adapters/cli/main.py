@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     accounts = sub.add_parser("accounts", help="customer accounts").add_subparsers(dest="action", required=True, metavar="ACTION")
     create = command("create", commands.accounts_create, "create an account", accounts)
     create.add_argument("name")
-    create.add_argument("--starter-credits", default="0")
+    create.add_argument("--starter-credits", help="default: TALLYHUB_STARTER_CREDITS (0)")
     command("list", commands.accounts_list, "list accounts with balances", accounts)
 
     credits = sub.add_parser("credits", help="credit grants").add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -87,6 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("amount", help="credits, decimal text")
     grant.add_argument("--reason", default="")
     grant.add_argument("--idempotency-key")
+
+    adjust = command("adjust", commands.credits_adjust, "correct a balance up or down, with a reason", credits)
+    adjust.add_argument("account")
+    adjust.add_argument("amount", help="credits, decimal text; negative to debit (never below zero)")
+    adjust.add_argument("--reason", required=True)
+    adjust.add_argument("--idempotency-key")
+
+    holds = sub.add_parser("holds", help="credit holds").add_subparsers(dest="action", required=True, metavar="ACTION")
+    command("sweep", commands.holds_sweep, "release holds past their deadline (serve also does this)", holds)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True, metavar="ACTION")
     issue = command("issue", commands.keys_issue, "issue an API key (printed once)", keys)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from adapters.http.services import bearer_token, services_of
 from adapters.queries import caught_up, read_balance
 from adapters.services import Services
+from adapters.workers.hold_sweeper import sweep_expired_holds
 from adapters.providers.config import check_provider_config
 from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
 from application.pricing_input import price_from_credits
@@ -71,7 +72,13 @@ class PriceIn(_Body):
 
 class AccountIn(_Body):
     name: str
-    starter_credits: Credits = "0"
+    starter_credits: Credits | None = Field(default=None, description="default: TALLYHUB_STARTER_CREDITS")
+
+
+class AdjustmentIn(_Body):
+    amount: Credits = Field(description="credits, decimal text; negative debits (never below zero)")
+    reason: str
+    idempotency_key: str | None = None
 
 
 class GrantIn(_Body):
@@ -155,7 +162,8 @@ async def get_prices(services: Admin) -> dict[str, Any]:
 
 @router.post("/accounts", status_code=201)
 async def create_account(body: AccountIn, services: Admin) -> dict[str, Any]:
-    account = await _run(services.ledger.create_account, body.name, parse_credits(body.starter_credits))
+    starter = body.starter_credits if body.starter_credits is not None else services.settings.starter_credits
+    account = await _run(services.ledger.create_account, body.name, parse_credits(starter))
     return {"id": str(account.id), "name": account.name, "balance": account.balance}
 
 
@@ -175,6 +183,19 @@ async def grant_credits(account: str, body: GrantIn, services: Admin) -> dict[st
     amount = parse_credits(body.amount)
     result = await _run(services.ledger.grant_credits, account, amount, body.reason, body.idempotency_key)
     return {"account_id": str(result.account_id), "amount": result.amount, "credited": result.credited}
+
+
+@router.post("/accounts/{account}/adjustments", status_code=201)
+async def adjust_credits(account: str, body: AdjustmentIn, services: Admin) -> dict[str, Any]:
+    amount = parse_credits(body.amount, allow_negative=True)
+    result = await _run(services.ledger.adjust_credits, account, amount, body.reason, body.idempotency_key)
+    return {"account_id": str(result.account_id), "requested": amount, "applied": result.amount,
+            "credited": result.credited}
+
+
+@router.post("/holds/sweep")
+async def sweep_holds(services: Admin) -> dict[str, Any]:
+    return {"released": await _run(sweep_expired_holds, services)}
 
 
 @router.post("/accounts/{account}/keys", status_code=201)

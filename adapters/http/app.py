@@ -1,6 +1,6 @@
 """``create_app(services)``: the FastAPI application. Nothing is built at import time;
 the lifespan owns the shared upstream HTTP client, the in-process projector and the
-credential re-probe task."""
+credential re-probe and hold-expiry tasks."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -9,12 +9,13 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
-from adapters.http import admin, chat, embeddings, images, models
+from adapters.http import admin, chat, embeddings, images, models, payments
 from adapters.http.errors import install_error_handlers
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.services import Services
 from adapters.providers.registry import build_providers
 from adapters.workers.credential_probe import run_probes
+from adapters.workers.hold_sweeper import run_sweeps
 
 
 def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
@@ -25,11 +26,15 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
             services.providers.update(build_providers(session, services.settings))
             if run_projections and services.read_models is not None:
                 services.read_models.runner.start()
-            probes = asyncio.create_task(run_probes(services, services.settings.probe_interval_seconds))
+            background = [
+                asyncio.create_task(run_probes(services, services.settings.probe_interval_seconds)),
+                asyncio.create_task(run_sweeps(services, services.settings.sweep_interval_seconds)),
+            ]
             try:
                 yield
             finally:
-                probes.cancel()
+                for task in background:
+                    task.cancel()
                 if run_projections and services.read_models is not None:
                     services.read_models.runner.stop()
 
@@ -41,5 +46,6 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(images.router)
     app.include_router(models.router)
     app.include_router(admin.router)
+    app.include_router(payments.router)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -1,5 +1,6 @@
-"""Any sequence of grants, holds, settlements, releases and late charges keeps the
-account's invariants: balance = grants − charges, available = balance − open holds ≥ 0,
+"""Any sequence of grants, holds, settlements, releases, late charges, refunds,
+adjustments and expiry sweeps keeps the account's invariants:
+balance = grants − charges + refunds ± adjustments, available = balance − open holds ≥ 0,
 and each request is charged at most once."""
 
 from datetime import datetime, timedelta, timezone
@@ -25,6 +26,8 @@ class AccountMachine(RuleBasedStateMachine):
         self.account = Account(name="acme")
         self.granted = 0
         self.charged = 0
+        self.refunded = 0
+        self.adjusted = 0
         self.charged_requests: set[UUID] = set()
         self.open: dict[UUID, int] = {}
 
@@ -89,6 +92,24 @@ class AccountMachine(RuleBasedStateMachine):
         assert charged == min(cost, available)
         self._charged(request_id, charged)
 
+    @rule(amount=st.integers(min_value=-(10**12), max_value=10**12).filter(bool))
+    def adjust(self, amount: int) -> None:
+        available = self.account.available
+        applied = self.account.adjust(amount, reason="correction")
+        assert applied == (amount if amount > 0 else -min(-amount, available))
+        self.adjusted += applied
+
+    @rule(amount=st.integers(min_value=1, max_value=10**12))
+    def refund_a_charge(self, amount: int) -> None:
+        self.account.refund_charge(uuid4(), amount, reason="bad answer")
+        self.refunded += amount
+
+    @rule()
+    def sweep_expired_holds(self) -> None:
+        released = self.account.release_expired_holds(NOW + timedelta(minutes=10))
+        assert set(released) == set(self.open)
+        self.open.clear()
+
     @rule()
     def expired_holds_are_found(self) -> None:
         assert set(self.account.expired_holds(NOW + timedelta(minutes=10))) == set(self.open)
@@ -100,8 +121,8 @@ class AccountMachine(RuleBasedStateMachine):
         self.charged += amount
 
     @invariant()
-    def balance_is_grants_minus_charges(self) -> None:
-        assert self.account.balance == self.granted - self.charged
+    def balance_is_grants_minus_charges_plus_refunds_plus_adjustments(self) -> None:
+        assert self.account.balance == self.granted - self.charged + self.refunded + self.adjusted
 
     @invariant()
     def available_is_balance_minus_open_holds_and_never_negative(self) -> None:

@@ -1,0 +1,99 @@
+"""``POST /admin/v1/payments/webhook``: top-ups and refunds from a payment system.
+
+Authenticated by signature, not by the admin key, the way payment platforms sign
+their webhooks: the ``Tallyhub-Signature`` header is ``t=<unix seconds>,v1=<hex>``
+where ``<hex>`` is HMAC-SHA256 under ``TALLYHUB_PAYMENTS_WEBHOOK_SECRET`` of
+``"<t>." + raw body``; a timestamp further than the tolerance from now is refused, so
+a captured request cannot be replayed later. A payment id is credited at most once and
+a refund id debited at most once (by identity in the ledger), so re-deliveries are
+answered 200 with ``"duplicate": true`` and change nothing.
+
+Body: ``{"id": "evt_1", "type": "payment.succeeded" | "payment.refunded",
+"data": {"account": "acme", "payment_id": "pay_1", "refund_id": "re_1"?, "amount": "10.50"}}``
+(amount in credits, decimal text). Other event types are acknowledged and ignored.
+"""
+
+import hashlib
+import hmac
+import time
+from typing import Any
+
+import anyio
+import orjson
+from fastapi import APIRouter, Request
+
+from adapters.http.services import read_body, services_of
+from domain.errors import InvalidRequest, NotInitialised
+from domain.money import format_credits, parse_credits
+
+router = APIRouter(prefix="/admin/v1", tags=["payments"])
+SIGNATURE_HEADER = "tallyhub-signature"
+
+
+class InvalidSignature(InvalidRequest):
+    code = "invalid_signature"
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The header value a sender puts on ``body`` (used by tests and integrators)."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def verify(secret: str, body: bytes, header: str | None, *, tolerance: int, now: float) -> None:
+    parts = dict(item.split("=", 1) for item in (header or "").split(",") if "=" in item)
+    try:
+        timestamp = int(parts["t"])
+    except (KeyError, ValueError):
+        raise InvalidSignature(f"missing or malformed {SIGNATURE_HEADER} header") from None
+    if abs(now - timestamp) > tolerance:
+        raise InvalidSignature(f"the signature's timestamp is more than {tolerance} s from now")
+    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
+    if not hmac.compare_digest(expected, parts.get("v1", "")):
+        raise InvalidSignature("the signature does not match the body")
+
+
+@router.post("/payments/webhook")
+async def payments_webhook(request: Request) -> dict[str, Any]:
+    services = services_of(request)
+    secret = services.settings.payments_webhook_secret
+    if not secret:
+        raise NotInitialised("the payments webhook is not configured (set TALLYHUB_PAYMENTS_WEBHOOK_SECRET)")
+    raw = await read_body(request, 1024 * 1024)
+    verify(secret, raw, request.headers.get(SIGNATURE_HEADER),
+           tolerance=services.settings.payments_tolerance_seconds, now=time.time())
+    event = _event(raw)
+    kind, data = event["type"], event["data"]
+    if kind not in ("payment.succeeded", "payment.refunded"):
+        return {"id": event["id"], "ignored": True}
+    amount = parse_credits(_text(data, "amount"))
+    if amount <= 0:
+        raise InvalidRequest("amount must be positive", param="data.amount")
+    account, payment_id = _text(data, "account"), _text(data, "payment_id")
+    if kind == "payment.succeeded":
+        result = await anyio.to_thread.run_sync(services.ledger.record_payment, account, payment_id, amount)
+    else:
+        refund_id = _text(data, "refund_id")
+        result = await anyio.to_thread.run_sync(
+            lambda: services.ledger.reverse_payment(account, refund_id, amount, payment_id))
+    return {"id": event["id"], "type": kind, "account_id": str(result.account_id), "duplicate": not result.credited,
+            "applied": result.amount, "applied_credits": format_credits(result.amount)}
+
+
+def _event(raw: bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("the webhook body is not valid JSON") from None
+    if not isinstance(event, dict) or not isinstance(event.get("type"), str) or not isinstance(event.get("data"), dict):
+        raise InvalidRequest("the webhook body needs 'id', 'type' and 'data'")
+    if not isinstance(event.get("id"), str):
+        raise InvalidRequest("the webhook body needs an 'id'", param="id")
+    return event
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidRequest(f"data.{name} must be a non-empty string", param=f"data.{name}")
+    return value

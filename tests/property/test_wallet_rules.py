@@ -1,0 +1,107 @@
+"""The wallet through the application, with re-deliveries: any sequence of payment
+webhooks (each id delivered any number of times), payment refunds, requests opened,
+completed, failed or abandoned, and expiry sweeps keeps: each payment credited at most
+once, each refund debited at most once, each request charged at most once,
+available ≥ 0, and balance = payments − refunds − charges."""
+
+from datetime import timedelta
+from uuid import UUID
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from adapters.crypto.aes_gcm import AesGcmKeyVault
+from adapters.crypto.key_digest import HmacApiKeyScheme
+from application.billing import OpenedRequest, RequestBilling, RequestShape
+from application.health import CredentialHealth
+from application.ledger import Ledger
+from application.pricing_input import price_from_credits
+from application.routing import Router
+from domain.errors import InsufficientCredits
+from domain.usage import Usage
+from tests.fakes.clock import FakeClock
+
+MODEL = "openai/gpt-test"
+PAYMENT_IDS = st.sampled_from([f"pay_{i}" for i in range(5)])
+REFUND_IDS = st.sampled_from([f"re_{i}" for i in range(4)])
+
+
+class WalletMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self.ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(bytes(32)),
+                             key_scheme_factory=HmacApiKeyScheme, clock=self.clock)
+        self.ledger.initialise()
+        self.ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
+        self.ledger.set_price(MODEL, price_from_credits(input="1", output="2"))
+        self.ledger.create_account("acme")
+        self.key = self.ledger.issue_api_key("acme").plaintext
+        self.billing = RequestBilling(self.ledger, Router(self.ledger, CredentialHealth()), mode="credits",
+                                      hold_ttl=timedelta(minutes=5))
+        self.payments: dict[str, int] = {}
+        self.refunds: dict[str, int] = {}
+        self.charges: dict[UUID, int] = {}
+        self.open: list[OpenedRequest] = []
+
+    @rule(payment_id=PAYMENT_IDS, amount=st.integers(1, 10**7))
+    def deliver_payment(self, payment_id: str, amount: int) -> None:
+        result = self.ledger.record_payment("acme", payment_id, amount)
+        assert result.credited == (payment_id not in self.payments)
+        self.payments.setdefault(payment_id, amount)
+
+    @rule(refund_id=REFUND_IDS, amount=st.integers(1, 10**7))
+    def deliver_refund(self, refund_id: str, amount: int) -> None:
+        available = self.ledger.get_account("acme").available
+        result = self.ledger.reverse_payment("acme", refund_id, amount)
+        assert result.credited == (refund_id not in self.refunds)
+        if result.credited:
+            assert -result.amount == min(amount, available)
+            self.refunds[refund_id] = -result.amount
+
+    @rule(prompt=st.integers(1, 3000), max_tokens=st.integers(1, 2000))
+    def open_request(self, prompt: int, max_tokens: int) -> None:
+        shape = RequestShape(MODEL, prompt_bytes=prompt, max_output_tokens=max_tokens, choices=1, stream=False)
+        try:
+            self.open.append(self.billing.open_request(self.key, shape))
+        except InsufficientCredits:
+            pass
+
+    @precondition(lambda self: self.open)
+    @rule(data=st.data(), twice=st.booleans())
+    def complete(self, data: st.DataObject, twice: bool) -> None:
+        opened = self.open.pop(data.draw(st.integers(0, len(self.open) - 1)))
+        usage = Usage(input_tokens=data.draw(st.integers(0, opened.shape.prompt_bytes)),
+                      output_tokens=data.draw(st.integers(0, opened.shape.max_output_tokens)))
+        route = next(self.billing.router.routes(opened.targets[0]))
+        receipt = self.billing.complete_request(opened, route, usage)
+        if twice:
+            assert self.billing.complete_request(opened, route, usage).charge == receipt.charge
+        assert opened.request_id not in self.charges
+        self.charges[opened.request_id] = receipt.charge
+
+    @precondition(lambda self: self.open)
+    @rule(data=st.data())
+    def fail(self, data: st.DataObject) -> None:
+        opened = self.open.pop(data.draw(st.integers(0, len(self.open) - 1)))
+        self.billing.fail_request(opened, status=502, error_code="upstream_error")
+
+    @rule()
+    def crash_and_sweep(self) -> None:
+        """Every open request's process died: after the deadline the sweep frees the holds."""
+        self.clock.advance(minutes=6)
+        released = set(self.ledger.release_expired_holds("acme"))
+        assert released == {o.request_id for o in self.open}
+        self.open.clear()
+
+    @invariant()
+    def the_wallet_adds_up(self) -> None:
+        account = self.ledger.get_account("acme")
+        assert account.balance == sum(self.payments.values()) - sum(self.refunds.values()) - sum(self.charges.values())
+        assert account.available >= 0
+        assert account.held == sum(o.hold for o in self.open)
+
+
+WalletMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)
+TestWalletRules = WalletMachine.TestCase
