@@ -39,17 +39,29 @@ def api_key_json(key: ApiKey) -> dict[str, Any]:
     }
 
 
-def price_book_json(book: PriceBook) -> dict[str, Any]:
-    return {"version": book.current_version, "models": {model: price_json(data) for model, data in book.prices.items()}}
+def price_book_json(book: PriceBook, now: datetime) -> dict[str, Any]:
+    """The version in effect now, and any published to take effect later."""
+    current = book.effective(now)
+    upcoming = [v for v in book.versions if v["version"] > current.number]
+    return {
+        "version": current.number,
+        "effective_at": current.effective_at.isoformat() if current.effective_at else None,
+        "models": {model: price_json(data) for model, data in current.prices.items()},
+        "upcoming": [{"version": v["version"], "effective_at": v["effective_at"].isoformat(),
+                      "models": {m: price_json(d) for m, d in v["prices"].items()}} for v in upcoming],
+    }
 
 
 def price_json(data: dict[str, Any]) -> dict[str, Any]:
     """Rates as exact decimal credits per 1M tokens (per image / request)."""
     shown: dict[str, Any] = {}
-    for name in ("input", "cached_input", "output", "per_image", "per_request"):
+    for name in ("input", "cached_input", "output", "reasoning", "per_image", "per_request"):
         value = data.get(name)
         shown[name] = None if value is None else format_credits(value)
-    shown["max_output_tokens"] = data.get("max_output_tokens")
+    if "max_output_tokens" in data:
+        shown["max_output_tokens"] = data["max_output_tokens"]
+    if data.get("provider_cost"):
+        shown["provider_cost"] = price_json(data["provider_cost"])
     return shown
 
 

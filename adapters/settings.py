@@ -107,6 +107,8 @@ class Settings:
     database_url: str | None = None
     redis_url: str | None = None
     master_key: str | None = field(default=None, repr=False)
+    master_keys: str | None = field(default=None, repr=False)  # "kid:key,kid:key", newest first
+    master_keys_file: Path | None = None  # one "kid:key" per line, newest first
     admin_key: str | None = field(default=None, repr=False)
     billing_mode: BillingMode = "credits"
     hold_ttl_seconds: int = 900
@@ -130,6 +132,8 @@ class Settings:
             database_url=env.get("TALLYHUB_DATABASE_URL") or None,
             redis_url=env.get("TALLYHUB_REDIS_URL") or None,
             master_key=env.get("TALLYHUB_MASTER_KEY") or None,
+            master_keys=env.get("TALLYHUB_MASTER_KEYS") or None,
+            master_keys_file=Path(env["TALLYHUB_MASTER_KEYS_FILE"]) if env.get("TALLYHUB_MASTER_KEYS_FILE") else None,
             admin_key=env.get("TALLYHUB_ADMIN_KEY") or None,
             billing_mode=mode,  # type: ignore[arg-type]
             hold_ttl_seconds=_positive_int(env, "TALLYHUB_HOLD_TTL_SECONDS", 900),

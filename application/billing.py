@@ -23,7 +23,7 @@ from application.ledger import Ledger
 from application.routing import Route, Router, Target
 from domain.account import Account
 from domain.errors import InsufficientCredits, ModelNotFound
-from domain.pricing import price_usage, worst_case_usage
+from domain.pricing import price_usage, provider_cost_of, worst_case_usage
 from domain.request_record import RequestRecord
 from domain.usage import Usage
 
@@ -92,7 +92,8 @@ class RequestBilling:
         started = time.monotonic()
         request_id = request_id or uuid4()
         key = self.ledger.authenticate(api_key)
-        book = self.ledger.price_book()
+        now = self.ledger.clock.now()
+        book = self.ledger.price_book().effective(now)
         targets = self.router.targets(shape.model, book)
         if self.mode == "credits":
             targets = [target for target in targets if target.price is not None]
@@ -104,10 +105,10 @@ class RequestBilling:
             api_key_id=key.id,
             shape=shape,
             targets=tuple(targets),
-            price_book_version=book.current_version,
+            price_book_version=book.number,
             hold=0,
             started=started,
-            started_at=self.ledger.clock.now(),
+            started_at=now,
         )
         if self.mode == "credits":
             opened = replace(opened, hold=max(self._worst_case(shape, target) for target in targets))
@@ -127,6 +128,7 @@ class RequestBilling:
 
         def record() -> RequestRecord:
             details = self._details(opened, route, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms, **outcome)
+            details["provider_cost"] = provider_cost_of(price, usage)
             return _with_attempts(RequestRecord.completed(opened.request_id, **details), attempts)
 
         def settle(account: Account) -> list[Aggregate] | None:

@@ -11,6 +11,7 @@ store itself refuses a duplicate.
 
 import secrets
 import threading
+from datetime import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -379,10 +380,28 @@ class Ledger(Application):
         published: list[int] = []
 
         def set_(book: PriceBook) -> list[Aggregate]:
-            published.append(book.set_price(model, price, effective_at=self.clock.now()))
+            published.append(book.set_price(model, price, now=self.clock.now()))
             return []
 
         self._change(self.price_book, set_)
+        return published[-1]
+
+    def publish_prices(self, prices: dict[str, ModelPrice], effective_at: datetime | None = None) -> int:
+        """Publish a complete price-book version (a price file); returns its number.
+
+        Every model must belong to a registered provider."""
+        for model in prices:
+            _validate_model_id(model)
+            if self.find_provider(model.partition("/")[0]) is None:
+                raise InvalidRequest(f"{model}: no provider {model.partition('/')[0]!r} is registered", param="models")
+        published: list[int] = []
+        now = self.clock.now()
+
+        def publish(book: PriceBook) -> list[Aggregate]:
+            published.append(book.publish_version(prices, effective_at or now, now=now))
+            return []
+
+        self._change(self.price_book, publish)
         return published[-1]
 
     def price_book(self) -> PriceBook:

@@ -15,7 +15,7 @@ from typing import Any
 from application.health import CredentialHealth
 from application.ledger import Ledger
 from domain.errors import ModelNotFound, UpstreamError
-from domain.price_book import PriceBook
+from domain.price_book import PriceBookVersion
 from domain.pricing import ModelPrice
 from domain.provider import Provider
 
@@ -50,7 +50,7 @@ class Router:
         self.health = health
         self.rng = rng or random.Random()
 
-    def targets(self, model: str, book: PriceBook) -> list[Target]:
+    def targets(self, model: str, book: PriceBookVersion) -> list[Target]:
         """The primary target and the fallbacks, in order; raises ModelNotFound."""
         models = self.ledger.aliases().get(model) if "/" not in model else None
         found = [self._target(name, book) for name in (models or [model])]
@@ -79,7 +79,7 @@ class Router:
                                  status=429, code="upstream_rate_limited", retry_after=str(retry_after))
         return UpstreamError("no usable credential for this model", status=503, code="no_usable_credential")
 
-    def _target(self, model: str, book: PriceBook) -> Target | None:
+    def _target(self, model: str, book: PriceBookVersion) -> Target | None:
         provider_name, _, upstream_model = model.partition("/")
         if not provider_name or not upstream_model:
             return None

@@ -4,7 +4,8 @@ The one rounding rule: a charge is computed exactly as a sum of
 ``tokens × rate`` terms (rates are nanocredits per 1,000,000 tokens), divided by
 1,000,000 once and rounded half up to a whole nanocredit; per-image and
 per-request fees are whole nanocredits and are added after that single rounding.
-Nothing else in Tallyhub rounds money.
+Nothing else in Tallyhub rounds money. The same rule prices what the provider
+charges the operator (``provider_cost``), so margins are exact too.
 """
 
 from dataclasses import asdict, dataclass
@@ -21,21 +22,25 @@ DEFAULT_OUTPUT_CAP = 4096
 class ModelPrice:
     """Sell rates for one model, in nanocredits per 1M tokens (or per image / request).
 
-    ``cached_input`` defaults to the input rate; ``max_output_tokens`` is the output cap
-    used for the worst-case hold when a request does not set ``max_tokens``.
+    ``cached_input`` defaults to the input rate and ``reasoning`` to the output rate;
+    ``max_output_tokens`` is the output cap used for the worst-case hold when a request
+    does not set ``max_tokens``; ``provider_cost`` is what the provider charges the
+    operator for the same usage (same fields, no cap), for margins.
     """
 
     input: int
     output: int
     cached_input: int | None = None
+    reasoning: int | None = None
     per_image: int = 0
     per_request: int = 0
     max_output_tokens: int = DEFAULT_OUTPUT_CAP
+    provider_cost: "ModelPrice | None" = None
 
     def __post_init__(self) -> None:
-        for name in ("input", "output", "cached_input", "per_image", "per_request"):
+        for name in ("input", "output", "cached_input", "reasoning", "per_image", "per_request"):
             value = getattr(self, name)
-            if value is None and name == "cached_input":
+            if value is None and name in ("cached_input", "reasoning"):
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"price {name} must be a non-negative integer of nanocredits")
@@ -46,24 +51,38 @@ class ModelPrice:
     def cached_input_rate(self) -> int:
         return self.input if self.cached_input is None else self.cached_input
 
+    @property
+    def reasoning_rate(self) -> int:
+        return self.output if self.reasoning is None else self.reasoning
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelPrice":
-        return cls(**data)
+        cost = data.get("provider_cost")
+        return cls(**{**data, "provider_cost": cls.from_dict(cost) if isinstance(cost, dict) else None})
 
 
 def price_usage(price: ModelPrice, usage: Usage) -> Nanocredits:
     """The charge for ``usage`` at ``price``, rounded once (half up)."""
     uncached_input = usage.input_tokens - usage.cached_input_tokens
+    visible_output = usage.output_tokens - usage.reasoning_tokens
     scaled = (
         uncached_input * price.input
         + usage.cached_input_tokens * price.cached_input_rate
-        + usage.output_tokens * price.output
+        + visible_output * price.output
+        + usage.reasoning_tokens * price.reasoning_rate
     )
     tokens_part = (scaled + TOKENS_PER_RATE_UNIT // 2) // TOKENS_PER_RATE_UNIT
     return Nanocredits(tokens_part + usage.images * price.per_image + price.per_request)
+
+
+def provider_cost_of(price: ModelPrice | None, usage: Usage) -> int | None:
+    """What the provider charges for ``usage`` at the recorded cost rates; None if unknown."""
+    if price is None or price.provider_cost is None:
+        return None
+    return price_usage(price.provider_cost, usage)
 
 
 def worst_case_usage(prompt_bytes: int, max_output_tokens: int | None, choices: int, price: ModelPrice,
@@ -75,5 +94,8 @@ def worst_case_usage(prompt_bytes: int, max_output_tokens: int | None, choices: 
     ``max_tokens`` (or the model's cap) for each of its ``n`` choices; images: as asked.
     """
     cap = max_output_tokens if max_output_tokens is not None else price.max_output_tokens
-    return Usage(input_tokens=max(prompt_bytes, 0), output_tokens=cap * max(choices, 1), images=images,
+    output = cap * max(choices, 1)
+    # Output may all be reasoning: bound it at whichever of the two rates is dearer.
+    reasoning = output if price.reasoning_rate > price.output else 0
+    return Usage(input_tokens=max(prompt_bytes, 0), output_tokens=output, reasoning_tokens=reasoning, images=images,
                  source="estimated")

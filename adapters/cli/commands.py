@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +14,7 @@ from adapters.queries import read_balance
 from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep_expired_holds
 from adapters.settings import Settings
-from application.pricing_input import price_from_credits
+from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import InvalidRequest
 from domain.money import format_credits, parse_credits
 
@@ -132,15 +133,29 @@ def aliases_remove(args: argparse.Namespace) -> Result:
 
 def prices_set(args: argparse.Namespace) -> Result:
     price = price_from_credits(input=args.input, output=args.output, cached_input=args.cached_input,
-                               per_image=args.per_image, max_output_tokens=args.max_output_tokens)
+                               reasoning=args.reasoning, per_image=args.per_image,
+                               max_output_tokens=args.max_output_tokens)
     with _services() as services:
         version = services.ledger.set_price(args.model, price)
     return {"model": args.model, "version": version}, f"{args.model} priced; price book is now version {version}"
 
 
+def prices_publish(args: argparse.Namespace) -> Result:
+    try:
+        text = Path(args.file).read_text()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read the price file: {exc.strerror}") from None
+    prices, effective_at = parse_price_file(text)
+    with _services() as services:
+        version = services.ledger.publish_prices(prices, effective_at)
+    when = effective_at.isoformat() if effective_at else "now"
+    return ({"version": version, "models": sorted(prices), "effective_at": effective_at.isoformat() if effective_at else None},
+            f"published price-book version {version} ({len(prices)} models), effective {when}")
+
+
 def prices_show(args: argparse.Namespace) -> Result:
     with _services() as services:
-        data = price_book_json(services.ledger.price_book())
+        data = price_book_json(services.ledger.price_book(), services.ledger.clock.now())
     lines = [f"price book version {data['version']} (credits per 1M tokens)"]
     lines += [f"  {model:<40} input {p['input']}  output {p['output']}" for model, p in data["models"].items()]
     return data, "\n".join(lines)

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--cached-input", help="credits per 1M cached input tokens (default: the input rate)")
     set_.add_argument("--per-image", help="credits per image")
     set_.add_argument("--max-output-tokens", type=int, help="output cap used for the worst-case hold")
+    set_.add_argument("--reasoning", help="credits per 1M reasoning tokens (default: the output rate)")
+    publish = command("publish", commands.prices_publish, "publish a whole price-book version from a JSON file", prices)
+    publish.add_argument("file", help="the price file (format: README, 'Price files')")
     command("show", commands.prices_show, "show the current price-book version", prices)
 
     accounts = sub.add_parser("accounts", help="customer accounts").add_subparsers(dest="action", required=True, metavar="ACTION")

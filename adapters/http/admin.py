@@ -16,7 +16,7 @@ from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep_expired_holds
 from adapters.providers.config import check_provider_config
 from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
-from application.pricing_input import price_from_credits
+from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import AuthenticationFailed
 from domain.money import parse_credits
 from domain.provider import PROVIDER_KINDS
@@ -65,6 +65,7 @@ class PriceIn(_Body):
     input: Credits = Field(description="credits per 1M input tokens, decimal text")
     output: Credits = Field(description="credits per 1M output tokens, decimal text")
     cached_input: Credits | None = None
+    reasoning: Credits | None = None
     per_image: Credits | None = None
     per_request: Credits | None = None
     max_output_tokens: int | None = None
@@ -149,15 +150,23 @@ async def list_providers(services: Admin) -> dict[str, Any]:
 @router.post("/prices", status_code=201)
 async def set_price(body: PriceIn, services: Admin) -> dict[str, Any]:
     price = price_from_credits(input=body.input, output=body.output, cached_input=body.cached_input,
-                               per_image=body.per_image, per_request=body.per_request,
+                               reasoning=body.reasoning, per_image=body.per_image, per_request=body.per_request,
                                max_output_tokens=body.max_output_tokens)
     version = await _run(services.ledger.set_price, body.model, price)
     return {"model": body.model, "version": version}
 
 
+@router.post("/prices/versions", status_code=201)
+async def publish_prices(request: Request, services: Admin) -> dict[str, Any]:
+    """Publish a whole price-book version; the body is a price file (README, 'Price files')."""
+    prices, effective_at = parse_price_file((await request.body()).decode(errors="replace"))
+    version = await _run(services.ledger.publish_prices, prices, effective_at)
+    return {"version": version, "models": sorted(prices), "effective_at": effective_at.isoformat() if effective_at else None}
+
+
 @router.get("/prices")
 async def get_prices(services: Admin) -> dict[str, Any]:
-    return price_book_json(await _run(services.ledger.price_book))
+    return price_book_json(await _run(services.ledger.price_book), services.ledger.clock.now())
 
 
 @router.post("/accounts", status_code=201)

@@ -24,7 +24,7 @@ async def list_models(request: Request) -> Response:
 
 def _visible_models(services: Services, api_key: str) -> list[dict[str, object]]:
     services.ledger.authenticate(api_key)
-    book = services.ledger.price_book()
+    book = services.ledger.price_book().effective(services.ledger.clock.now())
     enabled: dict[str, bool] = {}
     models = []
     for model in sorted(book.prices):

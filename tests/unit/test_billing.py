@@ -28,7 +28,7 @@ def key(ledger: Ledger) -> str:
 
 
 def worst_case(ledger: Ledger, s: RequestShape) -> int:
-    price = ledger.price_book().price_for(MODEL)
+    price = ledger.price_book().latest.price_for(MODEL)
     return price_usage(price, worst_case_usage(s.prompt_bytes, s.max_output_tokens, s.choices, price))
 
 

@@ -22,7 +22,7 @@ def two_providers(ledger: Ledger) -> None:
 
 def test_an_alias_expands_to_its_model_then_its_fallbacks(ledger: Ledger, router: Router, two_providers: None) -> None:
     ledger.set_alias("smart", ["openai/gpt-4o", "backup/gpt-4o-mini"])
-    targets = router.targets("smart", ledger.price_book())
+    targets = router.targets("smart", ledger.price_book().latest)
     assert [t.model for t in targets] == ["openai/gpt-4o", "backup/gpt-4o-mini"]
     assert targets[1].price.input == 150_000_000
 
@@ -30,15 +30,15 @@ def test_an_alias_expands_to_its_model_then_its_fallbacks(ledger: Ledger, router
 def test_unknown_models_and_disabled_providers_are_not_found(ledger: Ledger, router: Router, two_providers: None) -> None:
     for model in ("nobody/x", "no-alias", "openai/"):
         with pytest.raises(ModelNotFound):
-            router.targets(model, ledger.price_book())
+            router.targets(model, ledger.price_book().latest)
     ledger.disable_provider("openai")
     with pytest.raises(ModelNotFound):
-        router.targets("openai/gpt-4o", ledger.price_book())
+        router.targets("openai/gpt-4o", ledger.price_book().latest)
 
 
 def test_credentials_are_tried_in_weighted_random_order(ledger: Ledger, two_providers: None) -> None:
     router = Router(ledger, CredentialHealth(), rng=random.Random(1))
-    target = router.targets("openai/gpt-4o", ledger.price_book())[0]
+    target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     firsts = Counter(next(router.routes(target)).secret for _ in range(2000))
     assert 0.70 < firsts["sk-openai-aaaa"] / 2000 < 0.80  # weight 3 of 4
     assert {r.secret for r in router.routes(target)} == {"sk-openai-aaaa", "sk-openai-bbbb"}
@@ -46,22 +46,22 @@ def test_credentials_are_tried_in_weighted_random_order(ledger: Ledger, two_prov
 
 def test_cooling_and_disabled_credentials_are_left_out(ledger: Ledger, router: Router, health: CredentialHealth,
                                                       two_providers: None) -> None:
-    target = router.targets("openai/gpt-4o", ledger.price_book())[0]
+    target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     first, second = list(router.routes(target))
     health.cool_down(first.credential_id, 30)
     assert [r.credential_id for r in router.routes(target)] == [second.credential_id]
     ledger.disable_credential("openai", second.credential_id, reason="test", automatic=True)
-    target = router.targets("openai/gpt-4o", ledger.price_book())[0]
+    target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     assert list(router.routes(target)) == []
     error = router.unavailable([target])
     assert (error.status, error.code) == (429, "upstream_rate_limited") and 1 <= int(error.retry_after) <= 30
 
 
 def test_with_no_usable_credential_at_all_the_error_is_503(ledger: Ledger, router: Router, two_providers: None) -> None:
-    target = router.targets("backup/gpt-4o-mini", ledger.price_book())[0]
+    target = router.targets("backup/gpt-4o-mini", ledger.price_book().latest)[0]
     only = next(router.routes(target))
     ledger.disable_credential("backup", only.credential_id, reason="operator")
-    target = router.targets("backup/gpt-4o-mini", ledger.price_book())[0]
+    target = router.targets("backup/gpt-4o-mini", ledger.price_book().latest)[0]
     assert router.unavailable([target]).status == 503
 
 
