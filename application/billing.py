@@ -120,14 +120,18 @@ class RequestBilling:
         return opened
 
     def complete_request(self, opened: OpenedRequest, route: Route, usage: Usage, *, status: int = 200,
-                         ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = ()) -> Receipt:
-        """Charge for what ``route`` served (settling the hold) and record the request, once."""
+                         ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = (),
+                         error_code: str | None = None) -> Receipt:
+        """Charge for what ``route`` served (settling the hold) and record the request, once.
+
+        ``error_code`` names what cut a partly served request short (a broken stream)."""
         price = self._target_of(opened, route).price
         cost = price_usage(price, usage) if price is not None else 0
         outcome = {"charge": cost, "uncollected": 0}
 
         def record() -> RequestRecord:
-            details = self._details(opened, route, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms, **outcome)
+            details = self._details(opened, route, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms,
+                                    error_code=error_code, **outcome)
             details["provider_cost"] = provider_cost_of(price, usage)
             return _with_attempts(RequestRecord.completed(opened.request_id, **details), attempts)
 

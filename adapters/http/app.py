@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
-from adapters.http import admin, chat, embeddings, images, models, payments
+from adapters.http import admin, chat, embeddings, images, messages, models, payments
 from adapters.http.errors import install_error_handlers
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.services import Services
@@ -42,6 +42,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.state.services = services
     install_error_handlers(app)
     app.include_router(chat.router)
+    app.include_router(messages.router)
     app.include_router(embeddings.router)
     app.include_router(images.router)
     app.include_router(models.router)

@@ -56,9 +56,10 @@ async def start_call(services: Services, opened: OpenedRequest,
 
 
 async def complete(services: Services, call: Call[Any], usage: Usage, ttfb_ms: float | None,
-                   status: int = 200) -> Receipt:
+                   status: int = 200, error_code: str | None = None) -> Receipt:
     return await anyio.to_thread.run_sync(lambda: services.billing.complete_request(
-        call.opened, call.route, usage, status=status, ttfb_ms=ttfb_ms, attempts=call.attempts))
+        call.opened, call.route, usage, status=status, ttfb_ms=ttfb_ms, attempts=call.attempts,
+        error_code=error_code))
 
 
 async def fail(services: Services, call: Call[Any], status: int, code: str) -> None:

@@ -37,12 +37,21 @@ async def chat_completions(request: Request) -> Response:
     api_key = bearer_token(request)
     chat = parse_chat_request(await read_body(request, services.settings.max_body_bytes))
     opened = await open_request(services, request, api_key, chat.shape)
-    body = _upstream_body(chat)
-    call = await start_call(services, opened, lambda adapter, route: adapter.start_chat(route, body))
+    call = await start_chat_call(services, opened, chat)
     if chat.shape.stream:
-        headers = {"x-tallyhub-price-book-version": str(opened.price_book_version), "cache-control": "no-cache"}
-        return StreamingResponse(_relay(services, call, chat), media_type="text/event-stream", headers=headers)
-    return await _plain(services, call)
+        return StreamingResponse(relay(services, call, chat), media_type="text/event-stream",
+                                 headers=stream_headers(opened))
+    raw, _, receipt = await complete_plain(services, call)
+    return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
+
+
+async def start_chat_call(services: Services, opened: OpenedRequest, chat: ChatRequest) -> Call[ChatExchange]:
+    body = _upstream_body(chat)
+    return await start_call(services, opened, lambda adapter, route: adapter.start_chat(route, body))
+
+
+def stream_headers(opened: OpenedRequest) -> dict[str, str]:
+    return {"x-tallyhub-price-book-version": str(opened.price_book_version), "cache-control": "no-cache"}
 
 
 def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
@@ -54,7 +63,8 @@ def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
     return {**chat.body, "stream_options": options}
 
 
-async def _plain(services: Services, call: Call[ChatExchange]) -> Response:
+async def complete_plain(services: Services, call: Call[ChatExchange]) -> tuple[bytes, dict[str, Any], Receipt]:
+    """Read a whole answer and charge for it: the raw bytes, the parsed document, the receipt."""
     opened, upstream = call.opened, call.result
     try:
         raw = await upstream.read_completion()
@@ -69,10 +79,10 @@ async def _plain(services: Services, call: Call[ChatExchange]) -> Response:
         upstream.release()
     usage = _usage_of(parsed) or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=_content_chars(parsed))
     receipt = await complete(services, call, usage, ttfb_ms)
-    return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
+    return raw, parsed, receipt
 
 
-async def _relay(services: Services, call: Call[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
+async def relay(services: Services, call: Call[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
     """Forward upstream chunks as they come; bill once when the stream ends, however it ends."""
     opened, upstream = call.opened, call.result
     state = _StreamState()
@@ -101,7 +111,8 @@ async def _relay(services: Services, call: Call[ChatExchange], chat: ChatRequest
     if state.output_chars == 0 and state.usage is None:
         await fail(services, call, 502, "upstream_stream_broken")
     else:
-        await complete(services, call, state.usage_for_break(), state.ttfb_ms, status=502)
+        await complete(services, call, state.usage_for_break(), state.ttfb_ms, status=502,
+                       error_code="upstream_stream_broken")
     if state.held_finish is not None:
         yield _frame(state.held_finish)
     yield b"data: " + orjson.dumps({"error": {"message": "the provider ended the stream early", "type": "upstream_error",

@@ -63,3 +63,26 @@ def test_bad_embeddings_input_is_400(setup, body) -> None:
     gateway, _, key = setup
     response = httpx.post(gateway.url + "/v1/embeddings", headers={"authorization": f"Bearer {key}"}, json=body)
     assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_images_are_charged_per_image_and_per_token(setup) -> None:
+    gateway, upstream, key = setup
+    cli(gateway.env, "prices", "set", "openai/dall-e-3", "--input", "0", "--output", "0", "--per-image", "0.04")
+    cli(gateway.env, "prices", "set", "openai/gpt-image-1", "--input", "5", "--output", "40", "--per-image", "0")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    before = gateway.balance("acme")["balance"]
+    raw = client.images.with_raw_response.generate(model="openai/dall-e-3", prompt="a ledger at dawn", n=2)
+    assert len(raw.parse().data) == 2
+    assert int(raw.headers["x-tallyhub-charge-nanocredits"]) == 2 * 40_000_000
+    raw = client.images.with_raw_response.generate(model="openai/gpt-image-1", prompt="a ledger at dusk")
+    usage = raw.parse().usage
+    assert int(raw.headers["x-tallyhub-charge-nanocredits"]) == usage.input_tokens * 5_000 + usage.output_tokens * 40_000
+    assert before - gateway.balance("acme")["balance"] == 2 * 40_000_000 + usage.input_tokens * 5_000 + usage.output_tokens * 40_000
+
+
+def test_images_need_a_prompt_and_a_sane_n(setup) -> None:
+    gateway, _, key = setup
+    headers = {"authorization": f"Bearer {key}"}
+    for body in ({"model": "openai/dall-e-3"}, {"model": "openai/dall-e-3", "prompt": "x", "n": 0}):
+        response = httpx.post(gateway.url + "/v1/images/generations", headers=headers, json=body)
+        assert response.status_code == 400

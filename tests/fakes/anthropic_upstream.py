@@ -56,17 +56,14 @@ Use in tests::
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
-import threading
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .openai_scripts import RecordedRequest
+from .fake_server import RECORD_KEY, SEQ_KEY, FakeServer, RecordedRequest, Script, drop_connection, json_response
 from .openai_wire import placeholder_arguments, reply_tokens
 
 __all__ = ["AnthropicScript", "FakeAnthropicUpstream", "RecordedRequest", "count_input_tokens", "reply_tokens"]
@@ -93,7 +90,7 @@ _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
 
 
 @dataclass(frozen=True)
-class AnthropicScript:
+class AnthropicScript(Script):
     """How the fake answers one ``POST /v1/messages`` (FIFO, one per request); unset = normal."""
 
     delay_seconds: float = 0.0
@@ -154,15 +151,6 @@ class AnthropicScript:
     @classmethod
     def reply(cls, text: str) -> AnthropicScript:
         return cls(reply_text=text)
-
-    def __or__(self, other: AnthropicScript) -> AnthropicScript:
-        """Merge: every field ``other`` sets wins."""
-        default = AnthropicScript()
-        changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(self)
-                   if getattr(other, f.name) != getattr(default, f.name)}
-        if "usage_overrides" in changes:
-            changes["usage_overrides"] = {**self.usage_overrides, **other.usage_overrides}
-        return dataclasses.replace(self, **changes)
 
 
 class Reject(Exception):
@@ -442,111 +430,36 @@ def answer(body: dict[str, Any], reply_text: str, seq: int) -> tuple[list[Block]
 # -------------------------------------------------------------------------- the server
 
 
-class FakeAnthropicUpstream:
+class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
     """Fake Anthropic API on ``127.0.0.1`` (an ephemeral port unless ``port`` is given).
 
     ``base_url`` is the server root (the SDK's ``base_url``; requests go to
-    ``{base_url}/v1/messages``). ``reply_text`` may be changed while running;
-    :meth:`reset` restores it and forgets requests and scripts.
+    ``{base_url}/v1/messages``). Only ``POST /v1/messages`` is recorded. ``reply_text``
+    may be changed while running; :meth:`reset` restores it and forgets requests and scripts.
     """
+
+    label = "Anthropic"
+    script_type = AnthropicScript
 
     def __init__(self, *, api_key: str = DEFAULT_API_KEY, reply_text: str = DEFAULT_REPLY_TEXT,
                  host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
-        self.reply_text = self._initial_reply = reply_text
-        self.host = host
-        self.port = port
-        self.requests: list[RecordedRequest] = []
-        self._scripts: deque[AnthropicScript] = deque()
-        self._lock = threading.Lock()
-        self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.reply_text = reply_text
+        self._restore_on_reset("reply_text")
 
-    @property
-    def base_url(self) -> str:
-        if not self.port:
-            raise RuntimeError("FakeAnthropicUpstream is not started")
-        return f"http://{self.host}:{self.port}"
+    def build_routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/messages", self._messages), web.get("/v1/models", self._models),
+                web.route("*", "/{tail:.*}", self._not_found)]
 
-    def script(self, *behaviours: AnthropicScript) -> None:
-        """Queue behaviours for the next ``POST /v1/messages`` requests, one each, in order."""
-        with self._lock:
-            self._scripts.extend(behaviours)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self._scripts.clear()
-            self.reply_text = self._initial_reply
-
-    # -- lifecycle: a daemon thread with its own event loop
-
-    def start(self) -> FakeAnthropicUpstream:
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._listen())
-            except BaseException as exc:  # a bind error, reported to the caller of start()
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            loop.run_forever()
-            if self._runner is not None:
-                loop.run_until_complete(self._runner.cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-anthropic-upstream", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or failure:
-            self._thread = None
-            raise RuntimeError("the fake Anthropic upstream failed to start") from (failure[0] if failure else None)
-        return self
-
-    def stop(self) -> None:
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._thread = self._loop = None
-
-    def __enter__(self) -> FakeAnthropicUpstream:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _listen(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/messages", self._messages)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        self.port = self._runner.addresses[0][1]
+    def _should_record(self, request: web.Request) -> bool:
+        return request.method == "POST" and request.path == "/v1/messages"
 
     # -- POST /v1/messages
 
     async def _messages(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            body = None
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        with self._lock:
-            self.requests.append(RecordedRequest(request.method, request.path, headers, body, raw, dict(request.query)))
-            seq = len(self.requests)
-            script = self._scripts.popleft() if self._scripts else AnthropicScript()
+        body, seq = request[RECORD_KEY].json, request[SEQ_KEY]
+        script = self._next_script()
         response_headers = {"request-id": f"req_fake{seq:06d}"}
         if script.delay_seconds:
             await asyncio.sleep(script.delay_seconds)
@@ -566,14 +479,14 @@ class FakeAnthropicUpstream:
             return self._error(rejection.status, rejection.message, response_headers)
         streaming = body.get("stream") is True
         if script.break_after is not None and not streaming:
-            return self._drop(request)
+            return drop_connection(request)
         blocks, stop_reason, stop_sequence = answer(body, script.reply_text or self.reply_text, seq)
         usage = self._usage(script, count_input_tokens(body), sum(b.tokens for b in blocks))
         message = {"id": f"msg_fake{seq:06d}", "type": "message", "role": "assistant", "model": body["model"],
                    "content": [b.final for b in blocks], "stop_reason": stop_reason, "stop_sequence": stop_sequence,
                    "usage": usage}
         if not streaming:
-            return web.Response(body=orjson.dumps(message), content_type="application/json", headers=response_headers)
+            return json_response(message, headers=response_headers)
         return await self._stream(request, response_headers, message, blocks, script)
 
     def _check_headers(self, request: web.Request) -> None:
@@ -627,7 +540,7 @@ class FakeAnthropicUpstream:
         await response.prepare(request)
         for number, event in enumerate(events):
             if number == script.break_after:
-                return self._drop(request)
+                return drop_connection(request)
             if number == script.end_after:
                 break
             if number == script.error_event_after:
@@ -642,17 +555,10 @@ class FakeAnthropicUpstream:
         return response
 
     @staticmethod
-    def _drop(request: web.Request) -> web.StreamResponse:
-        """Close the TCP connection mid-answer (aiohttp ignores the failed write_eof)."""
-        if request.transport is not None:
-            request.transport.close()
-        return web.Response()
-
-    @staticmethod
     def _error(status: int, message: str, headers: dict[str, str], error_type: str | None = None) -> web.Response:
         error = {"type": error_type or ERROR_TYPES.get(status, "api_error"), "message": message}
         body = {"type": "error", "error": error, "request_id": headers.get("request-id")}
-        return web.Response(body=orjson.dumps(body), status=status, content_type="application/json", headers=headers)
+        return json_response(body, status, headers)
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/models`` (authenticated, not recorded): what a credential probe calls."""
@@ -662,8 +568,7 @@ class FakeAnthropicUpstream:
             return self._error(rejection.status, rejection.message, {})
         data = [{"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
                 for model in MODELS]
-        return web.Response(body=orjson.dumps({"data": data, "has_more": False, "first_id": data[0]["id"],
-                                               "last_id": data[-1]["id"]}), content_type="application/json")
+        return json_response({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return self._error(404, "Not Found", {})

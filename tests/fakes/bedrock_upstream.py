@@ -55,16 +55,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import hmac
 import struct
-import threading
 import zlib
-from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote
 
 import orjson
@@ -75,6 +72,17 @@ from botocore.credentials import Credentials
 from botocore.session import get_session
 from botocore.validate import ParamValidator
 
+from .fake_server import (
+    RECORD_KEY,
+    SEQ_KEY,
+    FakeServer,
+    RecordedRequest,
+    Script,
+    drop_connection,
+    flat_headers,
+    json_response,
+    parse_json,
+)
 from .openai_wire import apply_stop, embedding_vector, placeholder_arguments, reply_tokens, truncate_tokens
 
 __all__ = ["DEFAULT_REPLY_TEXT", "BedrockRequest", "BedrockScript", "FakeBedrockUpstream", "encode_event_message"]
@@ -98,7 +106,7 @@ class Reject(Exception):
 
 
 @dataclass(frozen=True)
-class BedrockScript:
+class BedrockScript(Script):
     """How the fake answers one request. Unset fields mean "normal"."""
 
     delay_seconds: float = 0.0
@@ -164,34 +172,16 @@ class BedrockScript:
         """Override usage numbers (keys: inputTokens, outputTokens, cacheReadInputTokens, cacheWriteInputTokens)."""
         return cls(usage_overrides=numbers)
 
-    def __or__(self, other: "BedrockScript") -> "BedrockScript":
-        default = BedrockScript()
-        changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(self)
-                   if getattr(other, f.name) != getattr(default, f.name)}
-        if "usage_overrides" in changes:
-            changes["usage_overrides"] = {**self.usage_overrides, **other.usage_overrides}
-        return dataclasses.replace(self, **changes)
 
+@dataclass(kw_only=True)
+class BedrockRequest(RecordedRequest):
+    """One request as the fake received it (``path`` percent-decoded), and what its SigV4 check found."""
 
-@dataclass
-class BedrockRequest:
-    """One request as the fake received it."""
-
-    method: str
-    path: str  # percent-decoded
     raw_path: str  # as sent, e.g. /model/anthropic.claude-v2%3A1/converse
     model_id: str | None
     operation: str | None  # converse | converse-stream | invoke
-    headers: dict[str, str]  # lower-case names
-    json: Any
-    body: bytes = b""
     signature_valid: bool | None = None
     auth_error: str | None = None
-    disconnected: bool = False
-
-
-RECORD_KEY = web.RequestKey("bedrock_record", BedrockRequest)
-DROPPED_KEY = web.RequestKey("bedrock_dropped", bool)
 
 
 # ---------------------------------------------------------------------- event-stream encoding
@@ -394,7 +384,7 @@ def count_input_tokens(body: dict[str, Any]) -> int:
 # ---------------------------------------------------------------------- the server
 
 
-class FakeBedrockUpstream:
+class FakeBedrockUpstream(FakeServer[BedrockScript]):
     """Fake Bedrock Runtime on ``127.0.0.1`` (ephemeral port unless ``port`` is given).
 
     ``session_token`` (when set) must be sent, signed, as ``X-Amz-Security-Token``;
@@ -402,32 +392,20 @@ class FakeBedrockUpstream:
     by :meth:`reset`.
     """
 
+    label = "Bedrock"
+    script_type = BedrockScript
+
     def __init__(self, *, access_key_id: str = DEFAULT_ACCESS_KEY_ID,
                  secret_access_key: str = DEFAULT_SECRET_ACCESS_KEY, region: str = DEFAULT_REGION,
                  session_token: str | None = None, reply_text: str = DEFAULT_REPLY_TEXT,
                  host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
         self.region = region
         self.session_token = session_token
         self.reply_text = reply_text
-        self.host, self.port = host, port
-        self.requests: list[BedrockRequest] = []
-        self._initial = (session_token, reply_text)
-        self._scripts: deque[BedrockScript] = deque()
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ test API
-
-    @property
-    def base_url(self) -> str:
-        if not self.port:
-            raise RuntimeError("FakeBedrockUpstream is not started")
-        return f"http://{self.host}:{self.port}"
+        self._restore_on_reset("session_token", "reply_text")
 
     @property
     def secret(self) -> str:
@@ -435,118 +413,21 @@ class FakeBedrockUpstream:
         parts = [self.access_key_id, self.secret_access_key] + ([self.session_token] if self.session_token else [])
         return ":".join(parts)
 
-    def script(self, *behaviours: BedrockScript) -> None:
-        """Queue behaviours for the next authenticated requests (FIFO, one per request)."""
-        with self._lock:
-            self._scripts.extend(behaviours)
+    def build_routes(self) -> list[web.RouteDef]:
+        return [web.route("*", "/{tail:.*}", self._handle)]
 
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self._scripts.clear()
-            self._seq = 0
-            self.session_token, self.reply_text = self._initial
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> "FakeBedrockUpstream":
-        """Serve from a daemon thread with its own event loop; returns once listening."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._start_async())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                if self._runner is not None:
-                    loop.run_until_complete(self._runner.cleanup())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-bedrock-upstream", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or failure:
-            self._thread = None
-            raise RuntimeError("fake Bedrock upstream failed to start") from (failure[0] if failure else None)
-        return self
-
-    def stop(self) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._thread = self._loop = None
-
-    def __enter__(self) -> "FakeBedrockUpstream":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _start_async(self) -> None:
-        app = web.Application(middlewares=[self._record], client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, self.host, self.port).start()
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    # ------------------------------------------------------------------ plumbing
-
-    @web.middleware
-    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        body = await request.read()
-        try:
-            parsed = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            parsed = None
+    def _record_of(self, request: web.Request, body: bytes) -> BedrockRequest:
         raw_path = request.raw_path.partition("?")[0]
         parts = raw_path.split("/")
         model_id, operation = (unquote(parts[2]), parts[3]) if len(parts) == 4 and parts[1] == "model" else (None, None)
-        record = BedrockRequest(request.method, request.path, raw_path, model_id, operation,
-                                {k.lower(): v for k, v in request.headers.items()}, parsed, body)
-        with self._lock:
-            self.requests.append(record)
-            self._seq += 1
-        request[RECORD_KEY] = record
-        try:
-            return await handler(request)
-        except (asyncio.CancelledError, ConnectionResetError):
-            if not request.get(DROPPED_KEY):
-                record.disconnected = True
-            raise
-
-    def _next_script(self) -> tuple[BedrockScript, int]:
-        with self._lock:
-            return (self._scripts.popleft() if self._scripts else BedrockScript()), self._seq
+        return BedrockRequest(request.method, request.path, flat_headers(request), parse_json(body), body,
+                              dict(request.query), raw_path=raw_path, model_id=model_id, operation=operation)
 
     @staticmethod
     def _error(status: int, error_type: str, message: str) -> web.Response:
         headers = {"x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/",
                    "x-amzn-RequestId": "fake-request-error"}
-        return web.Response(body=orjson.dumps({"message": message}), status=status,
-                            content_type="application/json", headers=headers)
-
-    @staticmethod
-    def _drop(request: web.Request) -> web.StreamResponse:
-        request[DROPPED_KEY] = True
-        if request.transport is not None:
-            request.transport.close()
-        return web.Response()
+        return json_response({"message": message}, status, headers)
 
     # ------------------------------------------------------------------ SigV4
 
@@ -598,7 +479,7 @@ class FakeBedrockUpstream:
     # ------------------------------------------------------------------ handlers
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        record = request[RECORD_KEY]
+        record = cast(BedrockRequest, request[RECORD_KEY])
         try:
             self._verify_signature(request, record)
         except Reject as rej:
@@ -607,13 +488,13 @@ class FakeBedrockUpstream:
         record.signature_valid = True
         if request.method != "POST" or record.operation not in ("converse", "converse-stream", "invoke"):
             return self._error(404, "UnknownOperationException", "")
-        script, seq = self._next_script()
+        script, seq = self._next_script(), request[SEQ_KEY]
         if script.delay_seconds:
             await asyncio.sleep(script.delay_seconds)
         if script.error_status is not None:
             return self._error(script.error_status, script.error_type, script.error_message)
         if script.drop:
-            return self._drop(request)
+            return drop_connection(request)
         try:
             if record.operation == "invoke":
                 return self._invoke(record)
@@ -622,8 +503,7 @@ class FakeBedrockUpstream:
             return self._error(rej.status, rej.error_type, rej.message)
         answer = answer_for(body, script, self.reply_text, seq)
         if record.operation == "converse":
-            return web.Response(body=orjson.dumps(answer.converse_body()), content_type="application/json",
-                                headers={"x-amzn-RequestId": f"fake-request-{seq:06d}"})
+            return json_response(answer.converse_body(), headers={"x-amzn-RequestId": f"fake-request-{seq:06d}"})
         return await self._stream(request, answer, script, seq)
 
     async def _stream(self, request: web.Request, answer: Answer, script: BedrockScript,
@@ -634,7 +514,7 @@ class FakeBedrockUpstream:
         for sent, (event_type, payload) in enumerate(answer.events()):
             message = _event(event_type, payload, sent)
             if sent == script.break_after:
-                return self._drop(request)
+                return drop_connection(request)
             if sent == script.exception_after:
                 await response.write(_exception(script.exception_type, script.exception_message))
                 break
@@ -664,4 +544,4 @@ class FakeBedrockUpstream:
         if dimensions not in (256, 512, 1024):
             raise Reject(400, "ValidationException", "Malformed input request: dimensions must be 256, 512 or 1024.")
         answer = {"embedding": embedding_vector(text, dimensions), "inputTextTokenCount": len(text) // 4 + 1}
-        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+        return json_response(answer)

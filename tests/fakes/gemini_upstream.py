@@ -57,21 +57,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import hashlib
 import json
 import math
 import re
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .openai_scripts import RecordedRequest
+from .fake_server import RECORD_KEY, SEQ_KEY, FakeServer, RecordedRequest, Script, drop_connection, json_response
+from .openai_wire import reply_tokens
 
 __all__ = ["DEFAULT_API_KEY", "DEFAULT_MODELS", "DEFAULT_REPLY_TEXT", "FakeGeminiUpstream", "GeminiScript",
            "RecordedRequest", "embedding_vector", "placeholder_args", "prompt_tokens", "reply_tokens"]
@@ -88,7 +85,6 @@ SKIP_SIGNATURES = ("skip_thought_signature_validator", "context_engineering_is_t
 GRPC_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 503: "UNAVAILABLE",
                504: "DEADLINE_EXCEEDED"}
-_TOKEN_RE = re.compile(r"\s*\S+")
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
 _TOP_FIELDS = {"contents", "systemInstruction", "tools", "toolConfig", "safetySettings", "generationConfig",
                "cachedContent", "model"}
@@ -106,20 +102,8 @@ _SCHEMA_TYPES = {"TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "
 _DECLARATION_FIELDS = {"name", "description", "parameters", "parametersJsonSchema", "response",
                        "responseJsonSchema", "behavior"}
 
-SEQ_KEY = web.RequestKey("gemini_seq", int)
-RECORD_KEY = web.RequestKey("gemini_record", RecordedRequest)
-
 
 # --------------------------------------------------------------------------- wire rules (pure)
-
-
-def reply_tokens(text: str) -> list[str]:
-    """Whitespace-led word runs; trailing whitespace sticks to the last token."""
-    tokens = _TOKEN_RE.findall(text)
-    tail = text[len("".join(tokens)):]
-    if tail:
-        tokens = tokens[:-1] + [tokens[-1] + tail] if tokens else [tail]
-    return tokens
 
 
 def _ceil4(text: str) -> int:
@@ -187,7 +171,7 @@ def google_error(code: int, message: str, status: str | None = None,
 
 
 @dataclass(frozen=True)
-class GeminiScript:
+class GeminiScript(Script):
     """How the fake answers one model request. Unset fields mean "normal"; combine with ``|``."""
 
     delay_seconds: float = 0.0
@@ -258,14 +242,6 @@ class GeminiScript:
     @classmethod
     def reply(cls, text: str) -> "GeminiScript":
         return cls(reply_text=text)
-
-    def __or__(self, other: "GeminiScript") -> "GeminiScript":
-        default = GeminiScript()
-        changes = {f.name: getattr(other, f.name) for f in dataclasses.fields(self)
-                   if getattr(other, f.name) != getattr(default, f.name)}
-        if "usage_overrides" in changes:
-            changes["usage_overrides"] = {**self.usage_overrides, **other.usage_overrides}
-        return dataclasses.replace(self, **changes)
 
 
 class Reject(Exception):
@@ -436,148 +412,33 @@ class _Answer:
     chunks: list[str]  # text per stream fragment (one functionCall fragment when calling)
 
 
-class FakeGeminiUpstream:
+class FakeGeminiUpstream(FakeServer[GeminiScript]):
     """Fake Gemini API on ``127.0.0.1`` (ephemeral port unless ``port`` is given)."""
+
+    label = "Gemini"
+    base_path = "/v1beta"
+    script_type = GeminiScript
 
     def __init__(self, *, api_key: str = DEFAULT_API_KEY, reply_text: str = DEFAULT_REPLY_TEXT,
                  models: tuple[str, ...] = DEFAULT_MODELS,
                  embedding_models: tuple[str, ...] = DEFAULT_EMBEDDING_MODELS,
                  require_thought_signatures: bool = False, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.reply_text = reply_text
         self.models = tuple(models)
         self.embedding_models = tuple(embedding_models)
         self.require_thought_signatures = require_thought_signatures
-        self.host = host
-        self.port = port
-        self.requests: list[RecordedRequest] = []
-        self._initial = (reply_text, require_thought_signatures)
-        self._scripts: deque[GeminiScript] = deque()
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._restore_on_reset("reply_text", "require_thought_signatures")
 
-    # ------------------------------------------------------------------ test API
-
-    @property
-    def base_url(self) -> str:
-        if not self.port:
-            raise RuntimeError("FakeGeminiUpstream is not started")
-        return f"http://{self.host}:{self.port}/v1beta"
-
-    def script(self, *behaviours: GeminiScript) -> None:
-        """Queue behaviours for the next model requests (FIFO, one per request)."""
-        with self._lock:
-            self._scripts.extend(behaviours)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self._scripts.clear()
-            self._seq = 0
-            self.reply_text, self.require_thought_signatures = self._initial
-
-    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"expected {count} requests, got {len(self.requests)}")
-            time.sleep(0.01)
-        return list(self.requests)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> "FakeGeminiUpstream":
-        """Serve from a daemon thread with its own event loop; returns once listening."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._start_async())
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                if self._runner is not None:
-                    loop.run_until_complete(self._runner.cleanup())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-gemini-upstream", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or failure:
-            self._thread = None
-            raise RuntimeError("fake Gemini upstream failed to start") from (failure[0] if failure else None)
-        return self
-
-    def stop(self) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._thread = self._loop = None
-
-    def __enter__(self) -> "FakeGeminiUpstream":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def _start_async(self) -> None:
-        app = web.Application(middlewares=[self._record], client_max_size=64 * 1024 * 1024)
-        app.router.add_get("/v1beta/models", self._list_models)
-        app.router.add_post("/v1beta/models/{target}", self._models_call)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, self.host, self.port).start()
-        self._runner = runner
-        self.port = runner.addresses[0][1]
+    def build_routes(self) -> list[web.RouteDef]:
+        return [web.get("/v1beta/models", self._list_models), web.post("/v1beta/models/{target}", self._models_call),
+                web.route("*", "/{tail:.*}", self._not_found)]
 
     # ------------------------------------------------------------------ plumbing
 
-    @web.middleware
-    async def _record(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
-        body = await request.read()
-        try:
-            parsed = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        headers = {name.lower(): value for name, value in request.headers.items()}
-        record = RecordedRequest(request.method, request.path, headers, parsed, body, dict(request.query))
-        with self._lock:
-            self.requests.append(record)
-            self._seq += 1
-            request[SEQ_KEY] = self._seq
-        request[RECORD_KEY] = record
-        try:
-            return await handler(request)
-        except (asyncio.CancelledError, ConnectionResetError):
-            record.disconnected = True
-            raise
-
-    def _next_script(self) -> GeminiScript:
-        with self._lock:
-            return self._scripts.popleft() if self._scripts else GeminiScript()
-
-    @staticmethod
-    def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers)
-
     def _reject(self, rej: Reject) -> web.Response:
-        return self._json(google_error(rej.status, rej.message, rej.grpc_status, rej.details), rej.status)
+        return json_response(google_error(rej.status, rej.message, rej.grpc_status, rej.details), rej.status)
 
     def _check_key(self, request: web.Request) -> None:
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
@@ -592,7 +453,7 @@ class FakeGeminiUpstream:
                 {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message}])
 
     async def _not_found(self, request: web.Request) -> web.Response:
-        return self._json(google_error(404, f"Method not found: {request.method} {request.path}"), 404)
+        return json_response(google_error(404, f"Method not found: {request.method} {request.path}"), 404)
 
     # ------------------------------------------------------------------ routes
 
@@ -605,7 +466,7 @@ class FakeGeminiUpstream:
         models = [{"name": f"models/{m}", "supportedGenerationMethods": ["generateContent", "countTokens"]}
                   for m in self.models] + [{"name": f"models/{m}", "supportedGenerationMethods": ["embedContent"]}
                                            for m in self.embedding_models]
-        return self._json({"models": models[:size], **({"nextPageToken": "fake-next"} if size < len(models) else {})})
+        return json_response({"models": models[:size], **({"nextPageToken": "fake-next"} if size < len(models) else {})})
 
     async def _models_call(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["target"].rpartition(":")
@@ -615,7 +476,7 @@ class FakeGeminiUpstream:
                 await asyncio.sleep(script.delay_seconds)
             if script.error_status is not None:
                 headers = {"retry-after": script.retry_after} if script.retry_after else None
-                return self._json(google_error(script.error_status, script.error_message, script.error_grpc_status,
+                return json_response(google_error(script.error_status, script.error_message, script.error_grpc_status,
                                                list(script.error_details)), script.error_status, headers)
             if script.raw_status is not None:
                 return web.Response(status=script.raw_status, text=script.raw_body,
@@ -624,7 +485,7 @@ class FakeGeminiUpstream:
             body = request[RECORD_KEY].json
             if method in ("batchEmbedContents", "embedContent"):
                 self._check_model(model, self.embedding_models, method)
-                return self._json(self._embeddings(model, method, body))
+                return json_response(self._embeddings(model, method, body))
             self._check_model(model, self.models, method)
             if method not in ("generateContent", "streamGenerateContent"):
                 raise Reject(404, f"Method not found: {method}")
@@ -632,14 +493,12 @@ class FakeGeminiUpstream:
         except Reject as rej:
             return self._reject(rej)
         if method == "generateContent" and script.break_after is not None:
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response()
+            return drop_connection(request)
         fragments = self._fragments(request[SEQ_KEY], model, body, script)
         if method == "generateContent":
-            return self._json(_merged(fragments))
+            return json_response(_merged(fragments))
         if request.query.get("alt") != "sse":
-            return self._json(fragments)
+            return json_response(fragments)
         return await self._write_sse(request, fragments, script)
 
     def _check_model(self, model: str, known: tuple[str, ...], method: str) -> None:
@@ -655,9 +514,7 @@ class FakeGeminiUpstream:
         await response.prepare(request)
         for sent, fragment in enumerate(fragments):
             if script.break_after is not None and sent >= script.break_after:
-                assert request.transport is not None
-                request.transport.close()
-                return response
+                return drop_connection(request)
             if script.error_after is not None and sent >= script.error_after:
                 code = script.stream_error_code
                 fragment = google_error(code, "An internal error has occurred." if code >= 500 else "Request failed")

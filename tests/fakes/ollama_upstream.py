@@ -55,18 +55,22 @@ import argparse
 import asyncio
 import base64
 import binascii
-import dataclasses
 import json
-import signal
-import threading
-from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .openai_scripts import RecordedRequest
+from .fake_server import (
+    RECORD_KEY,
+    FakeServer,
+    RecordedRequest,
+    Script,
+    drop_connection,
+    json_response,
+    serve_until_signalled,
+)
 from .openai_wire import (
     apply_stop,
     count_embedding_tokens,
@@ -88,7 +92,7 @@ ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass(frozen=True)
-class OllamaScripted:
+class OllamaScripted(Script):
     """How the fake answers one model request. Unset fields mean "normal"."""
 
     delay_seconds: float = 0.0
@@ -140,11 +144,6 @@ class OllamaScripted:
     def cache_hit(cls) -> "OllamaScripted":
         return cls(omit_prompt_eval_count=True)
 
-    def __or__(self, other: "OllamaScripted") -> "OllamaScripted":
-        default = OllamaScripted()
-        return dataclasses.replace(self, **{f.name: getattr(other, f.name) for f in dataclasses.fields(self)
-                                            if getattr(other, f.name) != getattr(default, f.name)})
-
 
 class Reject(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -152,127 +151,36 @@ class Reject(Exception):
         self.status, self.message = status, message
 
 
-class FakeOllamaUpstream:
-    """Fake Ollama server on ``127.0.0.1`` (ephemeral port unless ``port`` is given)."""
+class FakeOllamaUpstream(FakeServer[OllamaScripted]):
+    """Fake Ollama server on ``127.0.0.1`` (ephemeral port unless ``port`` is given).
+
+    Only model requests (``POST /api/chat`` and ``POST /api/embed``) are recorded.
+    """
+
+    label = "Ollama"
+    control_api = True
+    script_type = OllamaScripted
 
     def __init__(self, *, reply_text: str = DEFAULT_REPLY_TEXT, models: tuple[str, ...] = DEFAULT_MODELS,
                  host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host=host, port=port)
         self.reply_text = reply_text
         self.models = tuple(_tagged(model) for model in models)
-        self.host, self.port = host, port
-        self.requests: list[RecordedRequest] = []
-        self._initial_reply = reply_text
-        self._scripts: deque[OllamaScripted] = deque()
-        self._lock = threading.Lock()
-        self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._restore_on_reset("reply_text")
 
-    # ---------------------------------------------------------------- test API
+    def build_routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/api/chat", self._chat),
+            web.post("/api/embed", self._embed),
+            web.get("/api/tags", self._tags),
+            web.get("/api/version", self._version),
+            web.route("*", "/{tail:.*}", self._not_found),
+        ]
 
-    @property
-    def base_url(self) -> str:
-        if not self.port:
-            raise RuntimeError("FakeOllamaUpstream is not started")
-        return f"http://{self.host}:{self.port}"
-
-    def script(self, *behaviours: OllamaScripted) -> None:
-        with self._lock:
-            self._scripts.extend(behaviours)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.requests.clear()
-            self._scripts.clear()
-            self.reply_text = self._initial_reply
-
-    # ---------------------------------------------------------------- lifecycle
-
-    def start(self) -> "FakeOllamaUpstream":
-        """Serve from a daemon thread with its own event loop; returns once listening."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        ready, failure = threading.Event(), []
-
-        def run() -> None:
-            loop = self._loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # report bind errors to the caller
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.stop_async())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-ollama-upstream", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or failure:
-            self._thread = None
-            raise RuntimeError("fake Ollama upstream failed to start") from (failure[0] if failure else None)
-        return self
-
-    def stop(self) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._thread = self._loop = None
-
-    def __enter__(self) -> "FakeOllamaUpstream":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def start_async(self) -> None:
-        runner = web.AppRunner(self.build_app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, self.host, self.port).start()
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop_async(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/api/chat", self._chat)
-        app.router.add_post("/api/embed", self._embed)
-        app.router.add_get("/api/tags", self._tags)
-        app.router.add_get("/api/version", self._version)
-        app.router.add_get("/_fake/requests", self._control_requests)
-        app.router.add_post("/_fake/script", self._control_script)
-        app.router.add_post("/_fake/reset", self._control_reset)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        return app
+    def _should_record(self, request: web.Request) -> bool:
+        return request.method == "POST" and request.path in ("/api/chat", "/api/embed")
 
     # ---------------------------------------------------------------- plumbing
-
-    async def _record(self, request: web.Request) -> tuple[RecordedRequest, OllamaScripted]:
-        body = await request.read()
-        try:
-            parsed = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        record = RecordedRequest(request.method, request.path, {k.lower(): v for k, v in request.headers.items()},
-                                 parsed, body, dict(request.query))
-        with self._lock:
-            self.requests.append(record)
-            script = self._scripts.popleft() if self._scripts else OllamaScripted()
-        return record, script
-
-    @staticmethod
-    def _json(obj: Any, status: int = 200) -> web.Response:
-        return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json")
 
     async def _prelude(self, request: web.Request, record: RecordedRequest,
                        script: OllamaScripted) -> web.StreamResponse | None:
@@ -280,7 +188,7 @@ class FakeOllamaUpstream:
         if script.delay_seconds:
             await asyncio.sleep(script.delay_seconds)
         if script.error_status is not None:
-            return self._json({"error": script.error_message}, script.error_status)
+            return json_response({"error": script.error_message}, script.error_status)
         if script.raw_status is not None:
             return web.Response(status=script.raw_status, text=script.raw_body, content_type=script.raw_content_type)
         body = record.json
@@ -295,7 +203,7 @@ class FakeOllamaUpstream:
     # ---------------------------------------------------------------- /api/chat
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        record, script = await self._record(request)
+        record, script = request[RECORD_KEY], self._next_script()
         try:
             early = await self._prelude(request, record, script)
             if early is not None:
@@ -303,16 +211,16 @@ class FakeOllamaUpstream:
             body = record.json
             _validate_chat(body)
         except Reject as rej:
-            return self._json({"error": rej.message}, rej.status)
+            return json_response({"error": rej.message}, rej.status)
         if script.break_after is not None and body.get("stream") is False:
-            return _drop(request)
+            return drop_connection(request)
         fragments, message, done_reason, eval_count = self._answer(body, script)
         final = {"model": body["model"], "created_at": CREATED_AT, "done": True, "done_reason": done_reason,
                  **DURATIONS, "eval_count": eval_count}
         if not script.omit_prompt_eval_count:
             final["prompt_eval_count"] = count_prompt_tokens(body["messages"])
         if body.get("stream") is False:
-            return self._json({**final, "message": message})
+            return json_response({**final, "message": message})
         lines = [{"model": body["model"], "created_at": CREATED_AT, "message": fragment, "done": False}
                  for fragment in fragments]
         lines.append({**final, "message": {"role": "assistant", "content": ""}})
@@ -351,7 +259,7 @@ class FakeOllamaUpstream:
         await response.prepare(request)
         for index, line in enumerate(lines):
             if script.break_after is not None and index >= script.break_after:
-                return _drop(request)
+                return drop_connection(request)
             if script.error_after is not None and index >= script.error_after:
                 await response.write(orjson.dumps({"error": script.error_message}) + b"\n")
                 break
@@ -364,7 +272,7 @@ class FakeOllamaUpstream:
     # ---------------------------------------------------------------- /api/embed and the rest
 
     async def _embed(self, request: web.Request) -> web.StreamResponse:
-        record, script = await self._record(request)
+        record, script = request[RECORD_KEY], self._next_script()
         try:
             early = await self._prelude(request, record, script)
             if early is not None:
@@ -374,38 +282,24 @@ class FakeOllamaUpstream:
             if not isinstance(inputs, list) or not all(isinstance(item, str) for item in inputs):
                 raise Reject(400, "invalid input type")
         except Reject as rej:
-            return self._json({"error": rej.message}, rej.status)
+            return json_response({"error": rej.message}, rej.status)
         if script.break_after is not None:
-            return _drop(request)
+            return drop_connection(request)
         dimensions = record.json.get("dimensions") or 8
-        return self._json({"model": record.json["model"],
+        return json_response({"model": record.json["model"],
                            "embeddings": [embedding_vector(item, dimensions) for item in inputs],
                            "total_duration": DURATIONS["total_duration"], "load_duration": DURATIONS["load_duration"],
                            "prompt_eval_count": count_embedding_tokens(inputs)})
 
     async def _tags(self, request: web.Request) -> web.StreamResponse:
-        return self._json({"models": [{"name": model, "model": model, "modified_at": CREATED_AT, "size": 1}
+        return json_response({"models": [{"name": model, "model": model, "modified_at": CREATED_AT, "size": 1}
                                       for model in self.models]})
 
     async def _version(self, request: web.Request) -> web.StreamResponse:
-        return self._json({"version": "0.0.0-fake"})
+        return json_response({"version": "0.0.0-fake"})
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, text="404 page not found", content_type="text/plain")
-
-    async def _control_requests(self, request: web.Request) -> web.StreamResponse:
-        with self._lock:
-            return self._json([record.to_dict() for record in self.requests])
-
-    async def _control_script(self, request: web.Request) -> web.StreamResponse:
-        payload = orjson.loads(await request.read() or b"[]")
-        items = payload if isinstance(payload, list) else [payload]
-        self.script(*(OllamaScripted(**item) for item in items))
-        return self._json({"queued": len(items)})
-
-    async def _control_reset(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return self._json({"reset": True})
 
 
 def _validate_chat(body: dict[str, Any]) -> None:
@@ -440,31 +334,13 @@ def _tagged(model: str) -> str:
     return model if ":" in model else f"{model}:latest"
 
 
-def _drop(request: web.Request) -> web.StreamResponse:
-    """Close the TCP connection mid-answer."""
-    if request.transport is not None:
-        request.transport.close()
-    return web.Response()
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    upstream = FakeOllamaUpstream(reply_text=args.reply_text, host=args.host, port=args.port)
-    await upstream.start_async()
-    print(upstream.port, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await upstream.stop_async()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fake Ollama upstream (prints the bound port, then serves).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = ephemeral")
     parser.add_argument("--reply-text", default=DEFAULT_REPLY_TEXT)
-    asyncio.run(_serve(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    asyncio.run(serve_until_signalled(FakeOllamaUpstream(reply_text=args.reply_text, host=args.host, port=args.port)))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Scripted behaviours and request records for the fake OpenAI upstream.
+"""Scripted behaviours for the fake OpenAI upstream.
 
 A :class:`Scripted` value describes how the fake answers *one* model request
 (``POST /v1/chat/completions`` or ``POST /v1/embeddings``).  Build them with
@@ -13,17 +13,20 @@ the class-method constructors and combine several for the same request with
 
 Queued values are consumed FIFO, one per model request; ``GET /v1/models``
 does not consume them.  When the queue is empty the fake behaves normally.
+``RecordedRequest`` is re-exported from :mod:`tests.fakes.fake_server`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+
+from .fake_server import RecordedRequest, Script
+
+__all__ = ["RecordedRequest", "Scripted"]
 
 
 @dataclass(frozen=True)
-class Scripted:
+class Scripted(Script):
     """How the fake answers one model request.  Unset fields mean "normal"."""
 
     # Sleep before doing anything else (headers included).
@@ -121,45 +124,3 @@ class Scripted:
     @classmethod
     def reply(cls, text: str) -> "Scripted":
         return cls(reply_text=text)
-
-    # -- combination & (de)serialisation ------------------------------------
-
-    def __or__(self, other: "Scripted") -> "Scripted":
-        """Merge: every field ``other`` sets (non-default) wins."""
-        if not isinstance(other, Scripted):
-            return NotImplemented
-        default = Scripted()
-        changes = {
-            f.name: getattr(other, f.name)
-            for f in dataclasses.fields(self)
-            if getattr(other, f.name) != getattr(default, f.name)
-        }
-        if "usage_overrides" in changes:
-            changes["usage_overrides"] = {**self.usage_overrides, **other.usage_overrides}
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Scripted":
-        return cls(**data)
-
-
-@dataclass
-class RecordedRequest:
-    """One request as the fake received it."""
-
-    method: str
-    path: str
-    headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
-    json: Any  # parsed body, or None when absent / not JSON
-    body: bytes = b""
-    query: dict[str, str] = field(default_factory=dict)
-    # Set when the client went away before the response was complete.
-    disconnected: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["body"] = self.body.decode("utf-8", "replace")
-        return data

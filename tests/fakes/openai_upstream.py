@@ -39,16 +39,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-import threading
-import time
-from collections import deque
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
-from .openai_scripts import RecordedRequest, Scripted
+from .fake_server import (
+    RECORD_KEY,
+    SEQ_KEY,
+    FakeServer,
+    RecordedRequest,
+    drop_connection,
+    json_response,
+    serve_until_signalled,
+)
+from .openai_scripts import Scripted
 from .openai_validation import Reject, validate_chat, validate_embeddings
 from .openai_wire import (
     DEFAULT_REPLY_TEXT,
@@ -89,23 +94,27 @@ __all__ = [
 DEFAULT_API_KEY = "sk-upstream-test-0001"
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 
-SEQ_KEY = web.RequestKey("fake_seq", int)
-RECORD_KEY = web.RequestKey("fake_record", RecordedRequest)
-DROPPED_KEY = web.RequestKey("fake_dropped", bool)
-
 _JSON_PARSE_ERROR = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
     "using your HTTP library correctly. The OpenAI API expects a JSON payload.)"
 )
 
 
-class FakeOpenAIUpstream:
+ONE_PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+class FakeOpenAIUpstream(FakeServer[Scripted]):
     """Fake OpenAI API server on ``127.0.0.1`` (ephemeral port unless ``port`` is given).
 
     ``reply_text`` and ``chunk_delay`` (seconds slept before every stream frame
     after the first) may be changed while running; :meth:`reset` restores the
     constructor values.
     """
+
+    label = "OpenAI"
+    base_path = "/v1"
+    control_api = True
+    script_type = Scripted
 
     def __init__(
         self,
@@ -118,171 +127,25 @@ class FakeOpenAIUpstream:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.api_key = api_key
         self.accepted_keys = frozenset((api_key, *also_accept))
         self.reply_text = reply_text
         self.chunk_delay = chunk_delay
         self.models = tuple(models)
-        self.host = host
-        self.port = port
-        self.requests: list[RecordedRequest] = []
-        self._initial = (reply_text, chunk_delay)
-        self._scripts: deque[Scripted] = deque()
-        self._lock = threading.Lock()
-        self._seq = 0
-        self._runner: web.AppRunner | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._restore_on_reset("reply_text", "chunk_delay")
 
-    # ------------------------------------------------------------------ test API
-
-    @property
-    def base_url(self) -> str:
-        if not self.port:
-            raise RuntimeError("FakeOpenAIUpstream is not started")
-        return f"http://{self.host}:{self.port}/v1"
-
-    def script(self, *responses: Scripted) -> None:
-        """Queue behaviours for the next model requests (FIFO, one per request)."""
-        with self._lock:
-            self._scripts.extend(responses)
-
-    @property
-    def pending_scripts(self) -> int:
-        with self._lock:
-            return len(self._scripts)
-
-    def reset(self) -> None:
-        """Forget recorded requests and queued scripts; restore reply text and chunk delay."""
-        with self._lock:
-            self.requests.clear()
-            self._scripts.clear()
-            self._seq = 0
-            self.reply_text, self.chunk_delay = self._initial
-
-    def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-        """Poll ``predicate`` until true or ``timeout`` (e.g. to see a disconnect land)."""
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
-
-    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[RecordedRequest]:
-        if not self.wait_until(lambda: len(self.requests) >= count, timeout):
-            raise TimeoutError(f"expected {count} requests, got {len(self.requests)}")
-        return list(self.requests)
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> "FakeOpenAIUpstream":
-        """Serve from a daemon thread with its own event loop; returns once listening."""
-        if self._thread is not None:
-            raise RuntimeError("already started")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(loop)
-            self._loop = loop
-            try:
-                loop.run_until_complete(self.start_async())
-            except BaseException as exc:  # report bind errors to the caller
-                failure.append(exc)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.stop_async())
-                pending = asyncio.all_tasks(loop)
-                for task in pending:
-                    task.cancel()
-                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-openai-upstream", daemon=True)
-        self._thread.start()
-        if not ready.wait(10) or failure:
-            self._thread = None
-            raise RuntimeError("fake OpenAI upstream failed to start") from (failure[0] if failure else None)
-        return self
-
-    def stop(self) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        self._thread = self._loop = None
-
-    def __enter__(self) -> "FakeOpenAIUpstream":
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    async def start_async(self) -> None:
-        """Bind and listen on the *current* event loop (used by the thread and the CLI)."""
-        runner = web.AppRunner(self.build_app(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
-        await runner.setup()
-        await web.TCPSite(runner, self.host, self.port).start()
-        self._runner = runner
-        self.port = runner.addresses[0][1]
-
-    async def stop_async(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._record_middleware], client_max_size=64 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self._chat_completions)
-        app.router.add_post("/v1/embeddings", self._embeddings)
-        app.router.add_get("/v1/models", self._list_models)
-        app.router.add_get("/v1/models/{model}", self._get_model)
-        app.router.add_get("/_fake/requests", self._control_requests)
-        app.router.add_post("/_fake/script", self._control_script)
-        app.router.add_post("/_fake/reset", self._control_reset)
-        app.router.add_route("*", "/{tail:.*}", self._not_found)
-        return app
+    def build_routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/v1/chat/completions", self._chat_completions),
+            web.post("/v1/embeddings", self._embeddings),
+            web.post("/v1/images/generations", self._images),
+            web.get("/v1/models", self._list_models),
+            web.get("/v1/models/{model}", self._get_model),
+            web.route("*", "/{tail:.*}", self._not_found),
+        ]
 
     # ------------------------------------------------------------------ plumbing
-
-    @web.middleware
-    async def _record_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path.startswith("/_fake/"):
-            return await handler(request)
-        body = await request.read()
-        try:
-            parsed = orjson.loads(body) if body else None
-        except orjson.JSONDecodeError:
-            parsed = None
-        headers: dict[str, str] = {}
-        for name, value in request.headers.items():
-            key = name.lower()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        record = RecordedRequest(request.method, request.path, headers, parsed, body, dict(request.query))
-        with self._lock:
-            self.requests.append(record)
-            self._seq += 1
-            request[SEQ_KEY] = self._seq
-        request[RECORD_KEY] = record
-        try:
-            return await handler(request)
-        except (asyncio.CancelledError, ConnectionResetError):
-            if not request.get(DROPPED_KEY):
-                record.disconnected = True
-            raise
-
-    def _next_script(self) -> Scripted:
-        with self._lock:
-            return self._scripts.popleft() if self._scripts else Scripted()
 
     @staticmethod
     def _headers(request: web.Request, known: frozenset[str] | None = None) -> dict[str, str]:
@@ -297,22 +160,10 @@ class FakeOpenAIUpstream:
             headers["x-fake-unknown-fields"] = ",".join(sorted(k for k in body if k not in known))
         return headers
 
-    @staticmethod
-    def _json(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-        return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers)
-
     def _error(self, status: int, message: str, headers: dict[str, str], *, type: str | None = None,
                param: str | None = None, code: str | None = None) -> web.Response:
         body = error_body(message, type=type or error_type_for(status), param=param, code=code)
-        return self._json(body, status, headers)
-
-    @staticmethod
-    def _drop_connection(request: web.Request) -> web.StreamResponse:
-        """Close the TCP connection (FIN) mid-flight; aiohttp ignores the failed write_eof."""
-        request[DROPPED_KEY] = True
-        if request.transport is not None:
-            request.transport.close()
-        return web.Response()
+        return json_response(body, status, headers)
 
     def _check_auth(self, request: web.Request) -> None:
         auth = request.headers.get("Authorization", "")
@@ -345,7 +196,7 @@ class FakeOpenAIUpstream:
                                 content_type=script.raw_content_type, headers=headers)
         if not streaming:
             if script.break_after is not None:
-                return self._drop_connection(request)
+                return drop_connection(request)
             if script.stall_after is not None:
                 await asyncio.sleep(script.stall_seconds)
         self._check_auth(request)
@@ -408,7 +259,7 @@ class FakeOpenAIUpstream:
                            for i in range(n)]
             else:
                 choices = [chat_choice(i, content="".join(tokens), finish_reason=finish_reason) for i in range(n)]
-            return self._json(chat_completion_body(completion_id=completion_id, model=model,
+            return json_response(chat_completion_body(completion_id=completion_id, model=model,
                                                    choices=choices, usage=usage), headers=headers)
 
         stream_options = body.get("stream_options")
@@ -447,7 +298,7 @@ class FakeOpenAIUpstream:
         sent_content, stalled = 0, False
         for index, (kind, data) in enumerate(frames):
             if script.break_after is not None and kind != "role" and sent_content >= script.break_after:
-                return self._drop_connection(request)
+                return drop_connection(request)
             if index and delay:
                 await asyncio.sleep(delay)
             await response.write(data)
@@ -480,7 +331,28 @@ class FakeOpenAIUpstream:
         if not script.omit_usage:
             tokens = script.usage_overrides.get("prompt_tokens", count_embedding_tokens(inputs))
             result["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return self._json(result, headers=headers)
+        return json_response(result, headers=headers)
+
+    async def _images(self, request: web.Request) -> web.StreamResponse:
+        """``n`` tiny images (a 1×1 PNG) as ``b64_json``; gpt-image models also report token
+        usage (input = prompt characters // 4, output = 272 per image), dall-e models none."""
+        headers = self._headers(request)
+        script = self._next_script()
+        try:
+            early = await self._prelude(request, script, headers, streaming=False)
+            if early is not None:
+                return early
+            body = self._json_body(request)
+            if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+                raise Reject(400, "'prompt' is a required property", param="prompt")
+        except Reject as rej:
+            return self._error(rej.status, rej.message, headers, param=rej.param, code=rej.code)
+        n = body.get("n") or 1
+        result: dict[str, Any] = {"created": 1_700_000_000, "data": [{"b64_json": ONE_PIXEL_PNG}] * n}
+        if str(body.get("model", "")).startswith("gpt-image") and not script.omit_usage:
+            result["usage"] = {"input_tokens": len(body["prompt"]) // 4, "output_tokens": 272 * n,
+                               "total_tokens": len(body["prompt"]) // 4 + 272 * n}
+        return json_response(result, headers=headers)
 
     async def _list_models(self, request: web.Request) -> web.StreamResponse:
         headers = self._headers(request)
@@ -488,7 +360,7 @@ class FakeOpenAIUpstream:
             self._check_auth(request)
         except Reject as rej:
             return self._error(rej.status, rej.message, headers, code=rej.code)
-        return self._json({"object": "list", "data": [model_body(m) for m in self.models]}, headers=headers)
+        return json_response({"object": "list", "data": [model_body(m) for m in self.models]}, headers=headers)
 
     async def _get_model(self, request: web.Request) -> web.StreamResponse:
         headers = self._headers(request)
@@ -499,43 +371,13 @@ class FakeOpenAIUpstream:
                 raise Reject(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
         except Reject as rej:
             return self._error(rej.status, rej.message, headers, param=rej.param, code=rej.code)
-        return self._json(model_body(model), headers=headers)
+        return json_response(model_body(model), headers=headers)
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:
         return self._error(404, f"Invalid URL ({request.method} {request.path})", self._headers(request))
 
-    # ------------------------------------------------------------------ control API (subprocess use)
-
-    async def _control_requests(self, request: web.Request) -> web.StreamResponse:
-        with self._lock:
-            records = [r.to_dict() for r in self.requests]
-        return self._json(records)
-
-    async def _control_script(self, request: web.Request) -> web.StreamResponse:
-        payload = orjson.loads(await request.read() or b"[]")
-        items = payload if isinstance(payload, list) else [payload]
-        self.script(*(Scripted.from_dict(item) for item in items))
-        return self._json({"queued": len(items)})
-
-    async def _control_reset(self, request: web.Request) -> web.StreamResponse:
-        self.reset()
-        return self._json({"reset": True})
-
 
 # ---------------------------------------------------------------------- subprocess entry point
-
-
-async def _serve(args: argparse.Namespace) -> None:
-    upstream = FakeOpenAIUpstream(api_key=args.api_key, reply_text=args.reply_text,
-                                  chunk_delay=args.chunk_delay, host=args.host, port=args.port)
-    await upstream.start_async()
-    print(upstream.port, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await upstream.stop_async()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -545,7 +387,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--reply-text", default=DEFAULT_REPLY_TEXT)
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream frames")
-    asyncio.run(_serve(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    upstream = FakeOpenAIUpstream(api_key=args.api_key, reply_text=args.reply_text, chunk_delay=args.chunk_delay,
+                                  host=args.host, port=args.port)
+    asyncio.run(serve_until_signalled(upstream))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""``POST /v1/messages``: Anthropic's Messages API as an ingress, so the official
+``anthropic`` SDK works against Tallyhub and reaches any provider.
+
+The request is translated to the gateway's chat format and runs through exactly the
+chat pipeline (billing, routing, failover, relaying); the answer is translated back
+(adapters/http/messages_translate.py). Errors use Anthropic's shape
+``{"type": "error", "error": {"type", "message"}}`` with the same honest statuses.
+Callers authenticate with ``x-api-key`` or ``Authorization: Bearer``.
+"""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from adapters.http.calls import Call, open_request
+from adapters.http.chat import complete_plain, relay, start_chat_call, stream_headers
+from adapters.http.chat_request import ChatRequest, parse_chat_request
+from adapters.http.errors import response_for
+from adapters.http.messages_translate import (
+    MessagesStreamTranslator,
+    anthropic_error_body,
+    chat_body_from_messages,
+    error_event,
+    message_from_completion,
+    sse_event,
+)
+from adapters.http.receipts import receipt_headers, receipt_usage
+from adapters.http.services import read_body, services_of
+from adapters.providers.base import ChatExchange
+from adapters.services import Services
+from domain.errors import AuthenticationFailed, InvalidRequest, TallyhubError
+from domain.money import InvalidAmount
+
+router = APIRouter()
+
+
+@router.post("/v1/messages")
+async def create_message(request: Request) -> Response:
+    try:
+        return await _create_message(request)
+    except (TallyhubError, InvalidAmount) as exc:
+        return anthropic_error(exc)
+
+
+async def _create_message(request: Request) -> Response:
+    services = services_of(request)
+    api_key = _api_key(request)
+    raw = await read_body(request, services.settings.max_body_bytes)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    chat = parse_chat_request(orjson.dumps(chat_body_from_messages(body)))
+    opened = await open_request(services, request, api_key, chat.shape)
+    call = await start_chat_call(services, opened, chat)
+    if chat.shape.stream:
+        return StreamingResponse(_events(services, call, chat), media_type="text/event-stream",
+                                 headers=stream_headers(opened))
+    _, completion, receipt = await complete_plain(services, call)
+    completion["usage"] = receipt_usage(receipt, completion.get("usage"))
+    message = message_from_completion(completion, chat.shape.model)
+    return Response(orjson.dumps(message), media_type="application/json", headers=receipt_headers(receipt))
+
+
+async def _events(services: Services, call: Call[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
+    """The chat relay's frames, as Anthropic's event stream."""
+    translator = MessagesStreamTranslator(chat.shape.model)
+    async for frame in relay(services, call, chat):
+        payload = frame.removeprefix(b"data: ").strip()
+        if payload == b"[DONE]":
+            for name, data in translator.finish():
+                yield sse_event(name, data)
+            return
+        chunk: dict[str, Any] = orjson.loads(payload)
+        if "error" in chunk:
+            yield sse_event(*error_event(chunk["error"].get("message", "the provider failed"), "api_error"))
+            return
+        for name, data in translator.feed(chunk):
+            yield sse_event(name, data)
+
+
+def _api_key(request: Request) -> str:
+    key = request.headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    raise AuthenticationFailed("missing API key: send 'x-api-key: <key>' or 'Authorization: Bearer <key>'")
+
+
+def anthropic_error(exc: Exception) -> Response:
+    """The OpenAI-shaped error's status and headers, with Anthropic's body."""
+    openai_shaped = response_for(exc)
+    headers = {k: v for k, v in openai_shaped.headers.items() if k in ("retry-after",)}
+    return Response(orjson.dumps(anthropic_error_body(openai_shaped.status_code, str(exc))),
+                    status_code=openai_shaped.status_code, media_type="application/json", headers=headers)
