@@ -1,7 +1,7 @@
-"""An account funded for exactly ten worst-case requests receives fifty at once: ten
-succeed, forty get 402, and the balance ends at exactly grant − recorded charges,
-never below zero — with one ``serve`` on SQLite, and with two ``serve`` processes
-sharing PostgreSQL."""
+"""An account funded for exactly N worst-case requests receives many more at once:
+exactly N succeed, the rest get 402, and the balance ends at exactly grant − recorded
+charges, never below zero — with one ``serve`` on SQLite (10 of 50), two ``serve``
+processes sharing PostgreSQL (10 of 50), and four (20 of 200)."""
 
 import asyncio
 from collections.abc import Iterator
@@ -28,7 +28,7 @@ WORST_CASE = len(BODY) * INPUT_RATE + MAX_TOKENS * OUTPUT_RATE  # the hold: body
 def upstream() -> Iterator[FakeOpenAIUpstream]:
     fake = FakeOpenAIUpstream(api_key=UPSTREAM_KEY).start()
     # Every answer uses exactly the worst case, so no success can make room for an eleventh.
-    fake.script(*[Scripted.usage(prompt_tokens=len(BODY), completion_tokens=MAX_TOKENS) | Scripted.delay(0.05)] * 50)
+    fake.script(*[Scripted.usage(prompt_tokens=len(BODY), completion_tokens=MAX_TOKENS) | Scripted.delay(0.05)] * 200)
     yield fake
     fake.stop()
 
@@ -41,15 +41,15 @@ async def fire(urls: list[str], key: str, count: int) -> list[httpx.Response]:
         return await asyncio.gather(*calls)
 
 
-def check_outcome(gateway: Gateway, responses: list[httpx.Response]) -> None:
+def check_outcome(gateway: Gateway, responses: list[httpx.Response], funded: int = 10) -> None:
     statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200] * 10 + [402] * 40, statuses
+    assert statuses == [200] * funded + [402] * (len(responses) - funded), statuses
     for refused in (r for r in responses if r.status_code == 402):
         assert refused.json()["error"]["code"] == "insufficient_credits"
     charges = sum(int(r.headers["x-tallyhub-charge-nanocredits"]) for r in responses if r.status_code == 200)
     balance = gateway.balance("acme")
-    assert charges == 10 * WORST_CASE
-    assert balance["balance"] == 10 * WORST_CASE - charges == 0
+    assert charges == funded * WORST_CASE
+    assert balance["balance"] == funded * WORST_CASE - charges == 0
     assert balance["held"] == 0 and balance["available"] == 0
 
 
@@ -64,13 +64,16 @@ def test_fifty_concurrent_requests_on_sqlite_never_overdraw(tmp_path: Path, upst
 
 
 @pytest.mark.postgres
-def test_two_serve_processes_sharing_postgres_never_overdraw(tmp_path: Path, upstream: FakeOpenAIUpstream,
-                                                             pg_schemas: PgSchemas) -> None:
+@pytest.mark.parametrize(("processes", "requests", "funded"), [(2, 50, 10), (4, 200, 20)])
+def test_serve_processes_sharing_postgres_never_overdraw(tmp_path: Path, upstream: FakeOpenAIUpstream,
+                                                         pg_schemas: PgSchemas, processes: int, requests: int,
+                                                         funded: int) -> None:
     gateway = Gateway.initialised(tmp_path, pg_schemas.new_url())
-    key = configure(gateway, upstream, "acme", format_credits(10 * WORST_CASE))
-    gateway.start()
-    gateway.start()
+    key = configure(gateway, upstream, "acme", format_credits(funded * WORST_CASE))
+    for _ in range(processes):
+        gateway.start()
     try:
-        check_outcome(gateway, asyncio.run(fire([gateway.url_of(0), gateway.url_of(1)], key, 50)))
+        urls = [gateway.url_of(i) for i in range(processes)]
+        check_outcome(gateway, asyncio.run(fire(urls, key, requests)), funded)
     finally:
         gateway.stop()
