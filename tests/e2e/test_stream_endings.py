@@ -76,3 +76,18 @@ def test_a_client_that_disconnects_is_charged_once_for_what_was_produced(setup) 
     assert row["charge"] == expected
     assert before - gateway.balance("acme")["balance"] == expected
     assert gateway.balance("acme")["held"] == 0
+
+
+def test_a_provider_that_reports_no_usage_is_charged_an_estimate_and_says_so(setup) -> None:
+    gateway, upstream, key = setup
+    upstream.script(Scripted.no_usage())
+    body = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "count"}]})
+    response = httpx.post(gateway.url + "/v1/chat/completions", content=body,
+                          headers={"authorization": f"Bearer {key}", "content-type": "application/json"}, timeout=30)
+    assert response.status_code == 200 and "usage" not in response.json()
+    text = response.json()["choices"][0]["message"]["content"]
+    expected = tokens_for_chars(len(body)) * INPUT_RATE + tokens_for_chars(len(text)) * OUTPUT_RATE
+    assert response.headers["x-tallyhub-usage-source"] == "estimated"
+    assert int(response.headers["x-tallyhub-charge-nanocredits"]) == expected
+    row = requests_of(gateway)[0]
+    assert (row["usage_source"], row["charge"]) == ("estimated", expected)
