@@ -33,6 +33,7 @@ def build_read_models(settings: Settings, ledger: Ledger) -> Any:
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     ledger = build_ledger(settings, clock=clock)
     ledger.load_deployment()
+    ledger.read_cache_seconds = settings.read_cache_seconds
     health = CredentialHealth()
     router = Router(ledger, health)
     billing = RequestBilling(ledger, router, mode=settings.billing_mode,

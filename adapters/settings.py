@@ -119,6 +119,7 @@ class Settings:
     payments_webhook_secret: str | None = field(default=None, repr=False)
     payments_tolerance_seconds: int = 300
     starter_credits: str = "0"
+    read_cache_seconds: float = 1.0
     log_level: str = "info"
 
     @classmethod
@@ -144,6 +145,7 @@ class Settings:
             payments_webhook_secret=env.get("TALLYHUB_PAYMENTS_WEBHOOK_SECRET") or None,
             payments_tolerance_seconds=_positive_int(env, "TALLYHUB_PAYMENTS_TOLERANCE_SECONDS", 300),
             starter_credits=env.get("TALLYHUB_STARTER_CREDITS", "0"),
+            read_cache_seconds=_seconds(env, "TALLYHUB_READ_CACHE_SECONDS", 1.0),
             log_level=env.get("TALLYHUB_LOG_LEVEL", "info"),
         )
 
@@ -154,6 +156,19 @@ class Settings:
     @property
     def master_key_path(self) -> Path:
         return self.data_dir / "master.key"
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if not 0 <= value <= 60:
+        raise SettingsError(f"{name} must be between 0 and 60 seconds")
+    return value
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

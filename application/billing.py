@@ -93,7 +93,7 @@ class RequestBilling:
         request_id = request_id or uuid4()
         key = self.ledger.authenticate(api_key)
         now = self.ledger.clock.now()
-        book = self.ledger.price_book().effective(now)
+        book = self.ledger.recent_price_book().effective(now)
         targets = self.router.targets(shape.model, book)
         if self.mode == "credits":
             targets = [target for target in targets if target.price is not None]

@@ -1,16 +1,18 @@
 """The Ledger application: every command that changes credit, keys, providers or
 prices, stored as events with ``eventsourcing``.
 
-Concurrency: each account is changed under a per-process lock (one writer per
-account per process) and saved with optimistic concurrency; when another process
-wrote first the store refuses the save (IntegrityError) and the command is retried
-on the fresh state. Uniqueness that must hold across processes (one grant per
+Concurrency: in ``serve`` every account change goes through one writer thread per
+process that saves many changes per transaction (application/group_commit.py);
+elsewhere each account is changed under a per-process lock. Either way saves use
+optimistic concurrency: when another process wrote first the store refuses the save
+(IntegrityError) and the command is retried on the fresh state. Uniqueness that must hold across processes (one grant per
 idempotency key, one record per request) is enforced by aggregate identity, so the
 store itself refuses a duplicate.
 """
 
 import secrets
 import threading
+import time
 from datetime import datetime
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from application.group_commit import AccountWriter
 from application.ports import ApiKeyScheme, Clock, KeyVault, SystemClock
 from domain import ids
 from domain.account import Account, MovementReceipt
@@ -84,6 +87,11 @@ class Ledger(Application):
         self._admin_key_digest: str | None = None
         self._locks: dict[UUID, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self.writer: AccountWriter | None = None
+        # Hot-path reads (keys, providers, aliases, prices) may be this many seconds old;
+        # this process's own writes evict at once. 0 disables it (every read is fresh).
+        self.read_cache_seconds = 0.0
+        self._recent: dict[UUID, tuple[float, Any]] = {}
 
     # --- deployment -------------------------------------------------------------
 
@@ -212,8 +220,23 @@ class Ledger(Application):
         None when there is nothing to do (then nothing is saved and False returned).
         Retried on a version conflict with the account's fresh state.
         """
+        if self.writer is not None and self.writer.running:
+            return self.writer.submit(account_id, change)
+        return self._change_account_alone(account_id, change)
+
+    def _change_account_alone(self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
         with self._lock_for(account_id):
             return self._change(lambda: self.get_account(account_id), change)
+
+    def start_group_commit(self) -> None:
+        """From now on, account changes of this process are saved in batches (serve)."""
+        if self.writer is None:
+            self.writer = AccountWriter(self.get_account, self.save, self._change_account_alone)
+        self.writer.start()
+
+    def stop_group_commit(self) -> None:
+        if self.writer is not None:
+            self.writer.stop()
 
     def _change(self, load: Callable[[], A], change: Callable[[A], Sequence[Aggregate] | None]) -> bool:
         for attempt in range(MAX_SAVE_ATTEMPTS):
@@ -264,7 +287,7 @@ class Ledger(Application):
         """The usable key for this secret, or AuthenticationFailed (never says why)."""
         if not presented:
             raise AuthenticationFailed("missing API key")
-        key = self.find(ids.api_key_id(self.key_scheme.digest(presented)))
+        key = self.recent(ids.api_key_id(self.key_scheme.digest(presented)))
         if not isinstance(key, ApiKey) or not key.is_usable(self.clock.now()):
             raise AuthenticationFailed("invalid API key")
         return key
@@ -344,6 +367,11 @@ class Ledger(Application):
         provider = self.find(ids.provider_id(name))
         return provider if isinstance(provider, Provider) else None
 
+    def recent_provider(self, name: str) -> Provider | None:
+        """``find_provider`` for the hot path: at most ``read_cache_seconds`` old; never mutate it."""
+        provider = self.recent(ids.provider_id(name))
+        return provider if isinstance(provider, Provider) else None
+
     def list_providers(self) -> list[Provider]:
         catalog = self.repository.get(ids.CATALOG_ID)
         return [self.get_provider(name) for name in catalog.provider_names]
@@ -371,6 +399,10 @@ class Ledger(Application):
 
     def aliases(self) -> dict[str, list[str]]:
         return dict(self.repository.get(ids.CATALOG_ID).aliases)
+
+    def recent_aliases(self) -> dict[str, list[str]]:
+        """``aliases`` for the hot path: at most ``read_cache_seconds`` old; never mutate it."""
+        return self.recent(ids.CATALOG_ID).aliases
 
     # --- prices ------------------------------------------------------------------
 
@@ -409,6 +441,31 @@ class Ledger(Application):
         if not isinstance(book, PriceBook):
             raise NotInitialised("the store is not initialised: run `tallyhub init`")
         return book
+
+    def recent_price_book(self) -> PriceBook:
+        """``price_book`` for the hot path: at most ``read_cache_seconds`` old; never mutate it."""
+        book = self.recent(ids.PRICE_BOOK_ID)
+        if not isinstance(book, PriceBook):
+            raise NotInitialised("the store is not initialised: run `tallyhub init`")
+        return book
+
+    def recent(self, aggregate_id: UUID) -> Any:
+        """The aggregate (or None) as read at most ``read_cache_seconds`` ago."""
+        if self.read_cache_seconds <= 0:
+            return self.find(aggregate_id)
+        now = time.monotonic()
+        cached = self._recent.get(aggregate_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        aggregate = self.find(aggregate_id)
+        self._recent[aggregate_id] = (now + self.read_cache_seconds, aggregate)
+        return aggregate
+
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        recordings = super().save(*objs, **kwargs)
+        for obj in objs:
+            self._recent.pop(getattr(obj, "id", None), None)  # this process sees its own writes at once
+        return recordings
 
     # --- helpers -----------------------------------------------------------------
 

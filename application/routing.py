@@ -52,7 +52,7 @@ class Router:
 
     def targets(self, model: str, book: PriceBookVersion) -> list[Target]:
         """The primary target and the fallbacks, in order; raises ModelNotFound."""
-        models = self.ledger.aliases().get(model) if "/" not in model else None
+        models = self.ledger.recent_aliases().get(model) if "/" not in model else None
         found = [self._target(name, book) for name in (models or [model])]
         targets = [target for target in found if target is not None]
         if not targets:
@@ -83,7 +83,7 @@ class Router:
         provider_name, _, upstream_model = model.partition("/")
         if not provider_name or not upstream_model:
             return None
-        provider = self.ledger.find_provider(provider_name)
+        provider = self.ledger.recent_provider(provider_name)
         if provider is None or not provider.enabled:
             return None
         return Target(model=model, upstream_model=upstream_model, provider=provider, price=book.price_for(model))

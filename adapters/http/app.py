@@ -24,6 +24,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
             services.providers.update(build_providers(session, services.settings))
+            services.ledger.start_group_commit()
             if run_projections and services.read_models is not None:
                 services.read_models.runner.start()
             background = [
@@ -35,6 +36,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
             finally:
                 for task in background:
                     task.cancel()
+                services.ledger.stop_group_commit()
                 if run_projections and services.read_models is not None:
                     services.read_models.runner.stop()
 

@@ -24,18 +24,18 @@ async def list_models(request: Request) -> Response:
 
 def _visible_models(services: Services, api_key: str) -> list[dict[str, object]]:
     services.ledger.authenticate(api_key)
-    book = services.ledger.price_book().effective(services.ledger.clock.now())
+    book = services.ledger.recent_price_book().effective(services.ledger.clock.now())
     enabled: dict[str, bool] = {}
     models = []
     for model in sorted(book.prices):
         provider_name = model.partition("/")[0]
         if provider_name not in enabled:
-            provider = services.ledger.find_provider(provider_name)
+            provider = services.ledger.recent_provider(provider_name)
             enabled[provider_name] = provider is not None and provider.enabled
         if enabled[provider_name]:
             models.append({"id": model, "object": "model", "created": 0, "owned_by": provider_name})
     listed = {m["id"] for m in models}
-    for alias, targets in sorted(services.ledger.aliases().items()):
+    for alias, targets in sorted(services.ledger.recent_aliases().items()):
         if any(target in listed for target in targets):
             models.append({"id": alias, "object": "model", "created": 0, "owned_by": "alias"})
     return models

@@ -35,7 +35,10 @@ def cli(env: dict[str, str], *args: str, stdin: str | None = None, check: bool =
 
 def gateway_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYHUB_")}
-    env.update(TALLYHUB_DATA_DIR=str(data_dir), TALLYHUB_BILLING_MODE="credits", PYTHONPATH=str(REPO))
+    # Tests change prices and keys from other processes and use them at once: no read cache,
+    # unless a test is about the cache itself.
+    env.update(TALLYHUB_DATA_DIR=str(data_dir), TALLYHUB_BILLING_MODE="credits", PYTHONPATH=str(REPO),
+               TALLYHUB_READ_CACHE_SECONDS="0")
     if database_url:
         env["TALLYHUB_DATABASE_URL"] = database_url
     env.update(extra)

@@ -1,0 +1,90 @@
+"""Group commit keeps the ledger's rules: many threads on two ledgers (two "processes")
+sharing one store, each ledger with its own writer, never overdraw, charge each
+request once, and batches really hold many commands."""
+
+import os
+import threading
+from datetime import timedelta
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from adapters.crypto.aes_gcm import AesGcmKeyVault
+from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.settings import parse_database_url
+from application.billing import RequestBilling, RequestShape
+from application.health import CredentialHealth
+from application.ledger import Ledger
+from application.pricing_input import price_from_credits
+from application.routing import Router
+from domain.errors import InsufficientCredits
+from domain.pricing import price_usage, worst_case_usage
+from domain.usage import Usage
+from tests.conftest import PgSchemas
+
+MODEL = "openai/gpt-test"
+SHAPE = RequestShape(MODEL, prompt_bytes=100, max_output_tokens=50, choices=1, stream=False)
+
+
+def ledgers(env: dict[str, str]) -> tuple[Ledger, Ledger]:
+    master = os.urandom(32)
+    first = Ledger({**env, "CREATE_TABLE": "y"}, vault=AesGcmKeyVault(master), key_scheme_factory=HmacApiKeyScheme)
+    first.initialise()
+    second = Ledger(env, vault=AesGcmKeyVault(master), key_scheme_factory=HmacApiKeyScheme)
+    second.load_deployment()
+    return first, second
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def two_ledgers(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas):
+    if request.param == "sqlite":
+        database = parse_database_url(None, tmp_path)
+    else:
+        database = parse_database_url(pg_schemas.new_url(), tmp_path)
+    first, second = ledgers(database.eventsourcing_env(create_tables=False))
+    yield first, second
+    for ledger in (first, second):
+        ledger.stop_group_commit()
+        ledger.close()
+
+
+def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers) -> None:
+    first, second = two_ledgers
+    first.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
+    first.set_price(MODEL, price_from_credits(input="1", output="2"))
+    price = first.price_book().latest.price_for(MODEL)
+    worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
+    first.create_account("acme", starter_credits=30 * worst)
+    key = first.issue_api_key("acme").plaintext
+    billings = []
+    for ledger in (first, second):
+        ledger.start_group_commit()
+        billings.append(RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits",
+                                       hold_ttl=timedelta(minutes=5)))
+    outcomes: list[int] = []
+    barrier = threading.Barrier(80)
+
+    def call(billing: RequestBilling) -> None:
+        barrier.wait()
+        try:
+            opened = billing.open_request(key, SHAPE, request_id=uuid4())
+        except InsufficientCredits:
+            outcomes.append(0)
+            return
+        route = next(billing.router.routes(opened.targets[0]))
+        usage = Usage(input_tokens=SHAPE.prompt_bytes, output_tokens=SHAPE.max_output_tokens)  # the worst case
+        receipt = billing.complete_request(opened, route, usage)
+        assert billing.complete_request(opened, route, usage).charge == receipt.charge  # a retry charges nothing more
+        outcomes.append(receipt.charge)
+
+    threads = [threading.Thread(target=call, args=(billings[i % 2],)) for i in range(80)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    account = first.get_account("acme")
+    assert sum(1 for charge in outcomes if charge) == 30 and outcomes.count(0) == 50
+    assert account.balance == 30 * worst - sum(outcomes) == 0 and account.held == 0
+    writers = [ledger.writer for ledger in (first, second)]
+    assert sum(w.commands for w in writers) > sum(w.batches for w in writers)  # some batches held several commands
