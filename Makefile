@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_VERSION := 26.3
 
-.PHONY: run test bench clean-venv
+.PHONY: run test dashboard bench clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml requirements.lock
 run: $(STAMP)
 	$(BIN)/tallyhub init
 	$(BIN)/tallyhub serve --host $${HOST:-127.0.0.1} --port $${PORT:-8080}
+
+dashboard: $(STAMP)
+	$(BIN)/tallyhub dashboard --host $${HOST:-127.0.0.1} --port $${PORT:-8501}
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -65,6 +65,12 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
+def dashboard(args: argparse.Namespace) -> None:
+    from dashboard.launch import run
+
+    run(args.host, args.port)  # replaces this process with `streamlit run dashboard/app.py`
+
+
 def providers_add(args: argparse.Namespace) -> Result:
     check_provider_config(args.kind, args.base_url, args.region)
     secret = _read_secret() if args.api_key_stdin else None

@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
 
+    dash = command("dashboard", commands.dashboard, "run the Streamlit analytics dashboard (admin key required)")
+    dash.add_argument("--host", default="127.0.0.1")
+    dash.add_argument("--port", type=int, default=8501)
+
     providers = sub.add_parser("providers", help="upstream providers and credentials").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     add = command("add", commands.providers_add, "register a provider", providers)

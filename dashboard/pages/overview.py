@@ -1,0 +1,89 @@
+"""Overview: requests, tokens, spend, error rate, latency and TTFB percentiles over time,
+each against the previous period of the same length.
+
+The figures are the usage rollups' own sums over the window (``UsageView.get_usage_totals``)
+and percentiles over the request-log rows of the same window: both read models bucket a
+request by the same event timestamp, and windows are whole hours, so they agree.
+"""
+
+import streamlit as st
+
+from dashboard import charts, queries, ui
+from dashboard.metrics import (Totals, against_previous, change_text, credits_change_text, credits_text, latency_of,
+                               latency_series, usage_series)
+
+TIMINGS_LIMIT = 100_000
+PERCENTILES = {"p50_latency_ms": "p50", "p95_latency_ms": "p95", "p50_ttfb_ms": "p50", "p95_ttfb_ms": "p95"}
+
+ctx = ui.page_context()
+st.title("Overview")
+window = ui.window_picker("overview")
+
+current = Totals.of(queries.usage_totals(ctx.key, window.since, window.until, _source=ctx.source))
+previous = Totals.of(queries.usage_totals(ctx.key, window.previous.since, window.previous.until, _source=ctx.source))
+if current.requests == 0 and previous.requests == 0:
+    ui.empty_window(ctx, window)
+    st.stop()
+
+timings = queries.timings_frame(ctx.key, window.since, window.until, TIMINGS_LIMIT, _source=ctx.source)
+previous_timings = queries.timings_frame(ctx.key, window.previous.since, window.previous.until, TIMINGS_LIMIT,
+                                         _source=ctx.source)
+truncated = len(timings) > TIMINGS_LIMIT or len(previous_timings) > TIMINGS_LIMIT
+timings, previous_timings = timings.head(TIMINGS_LIMIT), previous_timings.head(TIMINGS_LIMIT)
+latency, previous_latency = latency_of(timings), latency_of(previous_timings)
+
+
+def pct(rate: float | None) -> str:
+    return "—" if rate is None else f"{100 * rate:.2f}%"
+
+
+def ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f} ms"
+
+
+row = st.columns(4)
+row[0].metric("Requests", f"{current.requests:,}", change_text(current.requests, previous.requests), border=True)
+row[1].metric("Tokens", f"{current.tokens:,}", change_text(current.tokens, previous.tokens), border=True,
+              help=f"{current.input_tokens:,} input (cached included) + {current.output_tokens:,} output (reasoning included)")
+row[2].metric("Spend (credits)", credits_text(current.charge), credits_change_text(current.charge, previous.charge),
+              border=True, delta_color="off", help="Charged to accounts, exact. Priced at list: "
+              f"{credits_text(current.cost)} (the difference was uncollected).")
+row[3].metric("Error rate", pct(current.error_rate),
+              change_text(None if current.error_rate is None else 100 * current.error_rate,
+                          None if previous.error_rate is None else 100 * previous.error_rate, unit=" pp", digits=2),
+              delta_color="inverse", border=True, help=f"{current.failed:,} failed of {current.requests:,} requests")
+row = st.columns(4)
+for column, label, now_value, before in (
+    (row[0], "p50 latency", latency.p50_latency, previous_latency.p50_latency),
+    (row[1], "p95 latency", latency.p95_latency, previous_latency.p95_latency),
+    (row[2], "p50 time to first byte", latency.p50_ttfb, previous_latency.p50_ttfb),
+    (row[3], "p95 time to first byte", latency.p95_ttfb, previous_latency.p95_ttfb),
+):
+    column.metric(label, ms(now_value), change_text(now_value, before, unit=" ms", digits=1), delta_color="inverse",
+                  border=True)
+st.caption("Changes are against the previous period. "
+           f"Percentiles over the {latency.completed:,} completed requests of the window"
+           + (f" (newest {TIMINGS_LIMIT:,} only)" if truncated else "")
+           + ". Provider cost and margin: not recorded yet — price books carry sell rates only.")
+
+usage_now = usage_series(queries.usage_frame(ctx.key, window.since, window.until, _source=ctx.source), window)
+usage_before = usage_series(queries.usage_frame(ctx.key, window.previous.since, window.previous.until,
+                                                _source=ctx.source), window.previous)
+timing_now, timing_before = latency_series(timings, window), latency_series(previous_timings, window.previous)
+
+st.altair_chart(charts.period_lines(against_previous(usage_now, usage_before, window, ["requests"]),
+                                        "Requests", "requests", hourly=window.hourly), width="stretch", key="chart_requests")
+left, right = st.columns(2)
+left.altair_chart(charts.period_lines(against_previous(usage_now, usage_before, window, ["spend_credits"]),
+                                          "Spend", "credits", hourly=window.hourly), width="stretch", key="chart_spend")
+right.altair_chart(charts.period_lines(against_previous(usage_now, usage_before, window, ["tokens"]),
+                                           "Tokens", "tokens", hourly=window.hourly), width="stretch", key="chart_tokens")
+left, right = st.columns(2)
+left.altair_chart(charts.period_lines(against_previous(usage_now, usage_before, window, ["error_rate_pct"]),
+                                          "Error rate", "% of requests", hourly=window.hourly), width="stretch", key="chart_errors")
+right.altair_chart(charts.period_lines(
+    against_previous(timing_now, timing_before, window, ["p50_latency_ms", "p95_latency_ms"], PERCENTILES),
+    "Latency of completed requests", "ms", by_metric=True, hourly=window.hourly), width="stretch", key="chart_latency")
+st.altair_chart(charts.period_lines(
+    against_previous(timing_now, timing_before, window, ["p50_ttfb_ms", "p95_ttfb_ms"], PERCENTILES),
+    "Time to first byte", "ms", by_metric=True, hourly=window.hourly), width="stretch", key="chart_ttfb")

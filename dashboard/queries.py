@@ -1,0 +1,317 @@
+"""Cached reads of the read models (``th_rm_*`` tables) — the dashboard's only data source.
+
+Invariants kept here:
+- nothing in this module writes, loads an aggregate or replays an event: it reads the
+  tables the projections maintain, through their views or a plain ``SELECT``;
+- one connection (SQLite) or one small pool (PostgreSQL) per database lives in
+  ``st.cache_resource``; every query result lives in ``st.cache_data`` for ``TTL_SECONDS``,
+  keyed by the database it came from and the query's arguments;
+- money leaves as integer nanocredits, times as tz-aware UTC datetimes.
+The SQLite connection is opened on an existing file only, with ``query_only`` set, so
+the dashboard can neither create a stray database nor change one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+from uuid import UUID
+
+import pandas as pd
+import psycopg
+import streamlit as st
+
+from adapters.settings import DatabaseConfig, Settings
+from projections.balances import SqlBalancesView
+from projections.request_log import COLUMNS as REQUEST_COLUMNS
+from projections.request_log import REQUESTS_TABLE, SqlRequestLogView
+from projections.store import TRACKING_TABLE, PostgresStore, SqliteStore, SqlStore
+from projections.usage import COUNTERS, USAGE_TABLE, SqlUsageView
+
+TTL_SECONDS = 30
+BALANCE_AMOUNTS = ("balance", "held", "available", "granted_total", "charged_total", "uncollected_total",
+                   "refunded_total", "adjusted_total")
+BALANCE_COLUMNS = ("account_id", "name", *BALANCE_AMOUNTS, "updated_at")
+USAGE_COLUMNS = ("hour", "account_id", "api_key_id", "provider", "model", *COUNTERS)
+
+
+class ReadModelsMissing(RuntimeError):
+    """The read-model database or its tables do not exist yet (``tallyhub init`` creates them)."""
+
+
+class QueryOnlySqliteStore(SqliteStore):
+    """One shared, query-only connection to an existing read-models file.
+
+    ``SqliteStore`` opens a connection per thread; Streamlit runs every script run on a
+    new thread, so the dashboard shares one connection behind a lock instead.
+    """
+
+    def __init__(self, path: Path) -> None:
+        if not path.exists():
+            raise ReadModelsMissing(f"no read-model database at {path}")
+        super().__init__(path)
+        self._conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA query_only = 1")
+        self._query_lock = threading.Lock()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._query_lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._query_lock:
+            self._conn.close()
+
+
+@dataclass(frozen=True)
+class Views:
+    store: SqlStore
+    balances: SqlBalancesView
+    usage: SqlUsageView
+    requests: SqlRequestLogView
+
+
+def _release(views: Views) -> None:
+    views.store.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_release)
+def _views(key: str, _database: DatabaseConfig) -> Views:
+    store: SqlStore
+    if _database.kind == "postgres":
+        store = PostgresStore(_database.conninfo(), _database.schema, pool_size=2)
+    else:
+        store = QueryOnlySqliteStore(_database.read_models_sqlite_path)
+    return Views(store, SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store))
+
+
+def source_key(database: DatabaseConfig) -> str:
+    """Names the read-model database without any secret (the password is left out)."""
+    if database.kind == "postgres":
+        return f"postgres://{database.user}@{database.host}:{database.port}/{database.dbname}?schema={database.schema}"
+    return f"sqlite://{database.read_models_sqlite_path.resolve()}"
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str
+    database: DatabaseConfig
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Source":
+        return cls(source_key(settings.database), settings.database)
+
+    def views(self) -> Views:
+        return _views(self.key, self.database)
+
+
+def _is_missing_table(error: Exception) -> bool:
+    text = str(error).lower()
+    return "no such table" in text or "does not exist" in text
+
+
+@contextmanager
+def _reading() -> Iterator[None]:
+    """Turns "no such table" (SQLite) / "relation does not exist" (PostgreSQL) into ReadModelsMissing."""
+    try:
+        yield
+    except (sqlite3.OperationalError, psycopg.errors.UndefinedTable) as error:
+        if _is_missing_table(error):
+            raise ReadModelsMissing(str(error)) from error
+        raise
+
+
+def _run(source: Source, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    with _reading():
+        return source.views().store.query(sql, params)
+
+
+def _time(source: Source, value: datetime | None) -> Any:
+    return source.views().store.to_db_time(value)
+
+
+def _from_db_time(source: Source, value: Any) -> datetime | None:
+    return source.views().store.from_db_time(value)
+
+
+# --- queries ----------------------------------------------------------------------------
+# Each takes the source's key (hashed for the cache) and the Source itself as ``_source``
+# (not hashed: the key already names it).
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def positions(key: str, *, _source: Source) -> dict[str, int]:
+    """Each projection's tracked position; raises ReadModelsMissing before ``tallyhub init``."""
+    return {str(name): int(pos) for name, pos in _run(_source, f"SELECT name, position FROM {TRACKING_TABLE}")}
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def usage_totals(key: str, since: datetime, until: datetime, *, _source: Source) -> dict[str, int]:
+    """The usage view's own sums over ``[since, until)``."""
+    with _reading():
+        return asdict(_source.views().usage.get_usage_totals(since=since, until=until))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def usage_frame(key: str, since: datetime, until: datetime, account_id: str | None = None, *,
+                _source: Source) -> pd.DataFrame:
+    """Hourly usage buckets in ``[since, until)`` (ids as hex text, ``''`` when absent)."""
+    with _reading():
+        rows = _source.views().usage.list_usage(UUID(account_id) if account_id else None, since, until)
+    records = [
+        {**asdict(row), "account_id": row.account_id.hex if row.account_id else "",
+         "api_key_id": row.api_key_id.hex if row.api_key_id else ""}
+        for row in rows
+    ]
+    frame = pd.DataFrame.from_records(records, columns=list(USAGE_COLUMNS))
+    return frame.astype({name: "int64" for name in COUNTERS})
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def timings_frame(key: str, since: datetime, until: datetime, limit: int, *, _source: Source) -> pd.DataFrame:
+    """Latency and time to first byte of the newest ``limit`` requests in the window (+1 to detect truncation)."""
+    rows = _run(
+        _source,
+        f"SELECT at, latency_ms, ttfb_ms, outcome FROM {REQUESTS_TABLE} WHERE at >= ? AND at < ?"
+        " ORDER BY at DESC, request_id DESC LIMIT ?",
+        (_time(_source, since), _time(_source, until), limit + 1),
+    )
+    frame = pd.DataFrame(
+        [(_from_db_time(_source, at), float(lat), None if ttfb is None else float(ttfb), outcome != "completed")
+         for at, lat, ttfb, outcome in rows],
+        columns=["at", "latency_ms", "ttfb_ms", "failed"],
+    )
+    return frame.astype({"latency_ms": "float64", "ttfb_ms": "float64", "failed": "bool"})
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def request_count(key: str, since: datetime, until: datetime, *, _source: Source) -> int:
+    ((count,),) = _run(
+        _source, f"SELECT COUNT(*) FROM {REQUESTS_TABLE} WHERE at >= ? AND at < ?",
+        (_time(_source, since), _time(_source, until)),
+    )
+    return int(count)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def latest_request_at(key: str, *, _source: Source) -> datetime | None:
+    ((latest,),) = _run(_source, f"SELECT MAX(at) FROM {REQUESTS_TABLE}")
+    return _from_db_time(_source, latest)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def balances_frame(key: str, *, _source: Source) -> pd.DataFrame:
+    with _reading():
+        rows = _source.views().balances.list_balances()
+    records = [{**asdict(b), "account_id": b.account_id.hex} for b in rows]
+    frame = pd.DataFrame.from_records(records, columns=list(BALANCE_COLUMNS))
+    for column in BALANCE_AMOUNTS:  # totals a newer balances view adds (refunds, adjustments) or not
+        frame[column] = frame[column].fillna(0).astype("int64")
+    return frame
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def open_holds_frame(key: str, account_id: str, *, _source: Source) -> pd.DataFrame:
+    with _reading():
+        holds = _source.views().balances.list_open_holds(UUID(account_id))
+    return pd.DataFrame.from_records(
+        [{"request_id": h.request_id.hex, "amount": h.amount, "expires_at": h.expires_at} for h in holds],
+        columns=["request_id", "amount", "expires_at"])
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def requests_frame(key: str, since: datetime, until: datetime, *, account_id: str | None = None,
+                   api_key_id: str | None = None, model: str | None = None, provider: str | None = None,
+                   status: int | None = None, min_latency_ms: float | None = None, limit: int = 200,
+                   _source: Source) -> pd.DataFrame:
+    """The request log, newest first, filtered in SQL (so ``limit`` counts matching rows)."""
+    filters = [
+        ("at >= ?", _time(_source, since)),
+        ("at < ?", _time(_source, until)),
+        ("account_id = ?", account_id),
+        ("api_key_id = ?", api_key_id),
+        ("model = ?", model),
+        ("provider = ?", provider),
+        ("status = ?", status),
+        ("latency_ms >= ?", min_latency_ms),
+    ]
+    used = [(clause, value) for clause, value in filters if value is not None]
+    rows = _run(
+        _source,
+        f"SELECT {', '.join(REQUEST_COLUMNS)} FROM {REQUESTS_TABLE} WHERE {' AND '.join(c for c, _ in used)}"
+        " ORDER BY at DESC, request_id DESC LIMIT ?",
+        [*(value for _, value in used), int(limit)],
+    )
+    frame = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
+    frame["at"] = [_from_db_time(_source, at) for at in frame["at"]]
+    frame["stream"] = frame["stream"].astype(bool)
+    for name in ("account_id", "api_key_id"):
+        frame[name] = frame[name].fillna("")
+    return frame
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def request_row(key: str, request_id: str, *, _source: Source) -> dict[str, Any] | None:
+    with _reading():
+        row = _source.views().requests.get_request(UUID(request_id))
+    return None if row is None else asdict(row)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def dimensions(key: str, *, _source: Source) -> dict[str, list[Any]]:
+    """The distinct accounts, keys, models, providers and statuses that have requests."""
+    def distinct(column: str, table: str) -> list[Any]:
+        return sorted(v for (v,) in _run(_source, f"SELECT DISTINCT {column} FROM {table}") if v not in (None, ""))
+
+    return {
+        "account_id": distinct("account_id", USAGE_TABLE),
+        "api_key_id": distinct("api_key_id", USAGE_TABLE),
+        "model": distinct("model", USAGE_TABLE),
+        "provider": distinct("provider", USAGE_TABLE),
+        "status": [int(s) for s in distinct("status", REQUESTS_TABLE)],
+    }
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def status_counts(key: str, since: datetime, until: datetime, *, _source: Source) -> pd.DataFrame:
+    """Requests per provider and HTTP status in the window."""
+    rows = _run(
+        _source,
+        f"SELECT provider, status, COUNT(*) FROM {REQUESTS_TABLE} WHERE at >= ? AND at < ?"
+        " GROUP BY provider, status ORDER BY provider, status",
+        (_time(_source, since), _time(_source, until)),
+    )
+    return pd.DataFrame([(p, int(s), int(n)) for p, s, n in rows], columns=["provider", "status", "requests"])
+
+
+@dataclass(frozen=True)
+class Statement:
+    opening_balance: int
+    entries: pd.DataFrame  # position, at, kind, amount, balance, request_id, reason, ... oldest first
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def statement(key: str, account_id: str, since: datetime, until: datetime, *, _source: Source) -> Statement | None:
+    """An account's ledger entries in the window with its opening balance; None where the
+    deployment has no ledger-entries read model (``th_rm_ledger_entries``) yet."""
+    try:
+        from projections.ledger_entries import SqlLedgerEntriesView
+    except ImportError:
+        return None
+    view, account = SqlLedgerEntriesView(_source.views().store), UUID(account_id)
+    try:
+        with _reading():
+            entries = view.list_entries(account, since, until)
+            opening = view.opening_balance(account, since)
+    except ReadModelsMissing:
+        return None
+    records = [{**asdict(e), "account_id": e.account_id.hex, "request_id": e.request_id.hex if e.request_id else ""}
+               for e in entries]
+    columns = ["position", "at", "kind", "amount", "balance", "reason", "request_id"]
+    frame = pd.DataFrame.from_records(records)
+    return Statement(opening, frame[columns] if not frame.empty else pd.DataFrame(columns=columns))

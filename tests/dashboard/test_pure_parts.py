@@ -1,0 +1,99 @@
+"""The dashboard's pure parts: windows, exact credits text, the what-if and the export files."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+
+from dashboard import export_files, whatif
+from dashboard.metrics import credits_text
+from dashboard.windows import DAY, HOUR, Window, last, whole_days
+from domain.pricing import ModelPrice
+from projections.usage import COUNTERS
+
+NOW = datetime(2026, 11, 28, 15, 42, 7, tzinfo=timezone.utc)
+
+
+def test_presets_end_with_the_current_hour_and_the_previous_period_adjoins() -> None:
+    window = last(timedelta(days=7), NOW)
+    assert window.until == datetime(2026, 11, 28, 16, tzinfo=timezone.utc)
+    assert window.span == 7 * DAY and window.previous.until == window.since and window.previous.span == window.span
+    assert window.bucket == DAY and last(timedelta(hours=24), NOW).bucket == HOUR
+    assert window.bucket_of(window.since + timedelta(days=2, hours=5)) == window.since + 2 * DAY
+    assert len(window.bucket_starts()) == 7
+
+
+def test_custom_ranges_are_whole_utc_days_in_either_order() -> None:
+    window = whole_days(date(2026, 11, 20), date(2026, 11, 18))
+    assert (window.since, window.until) == (datetime(2026, 11, 18, tzinfo=timezone.utc),
+                                            datetime(2026, 11, 21, tzinfo=timezone.utc))
+    with pytest.raises(ValueError):
+        Window(NOW, NOW + HOUR)  # not on a whole hour
+
+
+@pytest.mark.parametrize("amount, text", [(0, "0.00"), (1, "0.000000001"), (1_500_000_000, "1.50"),
+                                          (-2_000_000_123, "-2.000000123"), (10**18 + 7, "1000000000.000000007")])
+def test_credits_text_is_exact(amount: int, text: str) -> None:
+    assert credits_text(amount) == text
+    assert Decimal(text) * 10**9 == amount
+
+
+def usage_frame(*rows: dict) -> pd.DataFrame:
+    base = {name: 0 for name in COUNTERS}
+    return pd.DataFrame([{"account_id": "a" * 32, "model": "openai/m", **base, **row} for row in rows])
+
+
+def test_what_if_under_the_same_prices_is_the_recorded_cost_and_double_rates_double_it() -> None:
+    price = ModelPrice(input=2 * 10**9, output=8 * 10**9, cached_input=10**9)
+    # 1,000 input (100 cached) and 500 output tokens over 3 requests, one failed: 1,800,000 + 100,000 + 4,000,000
+    usage = usage_frame({"requests": 3, "failed_requests": 1, "input_tokens": 1000, "cached_input_tokens": 100,
+                         "output_tokens": 500, "cost": 5_900_000})
+    book = {"openai/m": price.to_dict()}
+    same = whatif.summarise(whatif.reprice(usage, whatif.parse_edited(whatif.editable_rows(book), book)), ["model"])
+    assert list(same["difference"]) == [0]
+    doubled = whatif.parse_edited(whatif.editable_rows(book), book, scale="2")
+    assert whatif.summarise(whatif.reprice(usage, doubled), ["model"])["new_cost"].tolist() == [11_800_000]
+
+
+def test_what_if_charges_a_per_request_fee_per_completed_request_and_never_prices_an_unknown_model_at_zero() -> None:
+    price = ModelPrice(input=0, output=0, per_request=7)
+    usage = usage_frame({"requests": 5, "failed_requests": 2}, {"model": "other/x", "requests": 1, "cost": 9})
+    repriced = whatif.reprice(usage, {"openai/m": price})
+    assert whatif.summarise(repriced, ["model"])["new_cost"].tolist() == [21]
+    assert whatif.unpriced_models(repriced) == ["other/x"]
+
+
+def test_edited_prices_are_parsed_exactly_or_refused_by_cell() -> None:
+    book = {"openai/m": ModelPrice(input=10**9, output=10**9).to_dict()}
+    rows = whatif.editable_rows(book)
+    rows.loc[0, "output"] = "0.0000000001"
+    with pytest.raises(whatif.PriceEditError, match="openai/m: output"):
+        whatif.parse_edited(rows, book)
+    rows.loc[0, "output"] = "1.1"
+    assert whatif.parse_edited(rows, book, scale="1.5")["openai/m"].output == 1_650_000_000
+
+
+def test_an_export_file_matches_its_manifest() -> None:
+    window = Window(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc))
+    frame = pd.DataFrame([
+        {"hour": window.since, "account_id": "a" * 32, "api_key_id": "b" * 32, "provider": "openai",
+         "model": "openai/m", **{name: i + 1 for i, name in enumerate(COUNTERS)}},
+        {"hour": window.since + HOUR, "account_id": "a" * 32, "api_key_id": "", "provider": "openai",
+         "model": "openai/m", **{name: 10**12 for name in COUNTERS}},
+    ])
+    for fmt in ("csv", "jsonl"):
+        data, manifest = export_files.build("usage", frame, window, fmt, {"usage": 42}, now=window.until)
+        assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
+        rows = (list(csv.DictReader(io.StringIO(data.decode()))) if fmt == "csv"
+                else [json.loads(line) for line in data.decode().splitlines()])
+        assert len(rows) == manifest["rows"] == 2
+        charged = sum(int(row["charge_nanocredits"]) for row in rows)
+        assert charged == manifest["totals"]["charge_nanocredits"] == COUNTERS.index("charge") + 1 + 10**12
+        assert rows[0]["hour"] == "2026-11-01T00:00:00+00:00"
