@@ -25,7 +25,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	bash tests/benchmarks/run.sh
+	bash tests/benchmarks/shared_bench.sh sqlite
+	$(BIN)/python -m tests.benchmarks.ledger_throughput --store postgres --clients 64 --seconds 10
 
 clean-venv:
 	rm -rf $(VENV)
