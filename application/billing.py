@@ -25,6 +25,7 @@ from domain.account import Account
 from domain.errors import InsufficientCredits, ModelNotFound
 from domain.pricing import price_usage, provider_cost_of, worst_case_usage
 from domain.request_record import RequestRecord
+from domain.spend_caps import SpendCapReached
 from domain.usage import Usage
 
 BillingMode = Literal["track", "credits"]
@@ -117,6 +118,9 @@ class RequestBilling:
             except InsufficientCredits:
                 self._record(RequestRecord.failed(request_id, **self._details(opened, None, status=402, error_code="insufficient_credits")))
                 raise
+            except SpendCapReached:
+                self._record(RequestRecord.failed(request_id, **self._details(opened, None, status=429, error_code="spend_cap_reached")))
+                raise
         return opened
 
     def complete_request(self, opened: OpenedRequest, route: Route, usage: Usage, *, status: int = 200,
@@ -194,7 +198,8 @@ class RequestBilling:
         expires_at = opened.started_at + self.hold_ttl
 
         def hold(account: Account) -> list[Aggregate]:
-            account.place_hold(opened.request_id, opened.hold, expires_at)
+            account.place_hold(opened.request_id, opened.hold, expires_at, api_key_id=opened.api_key_id,
+                               now=opened.started_at)
             return []
 
         self.ledger.change_account(opened.account_id, hold)

@@ -202,6 +202,19 @@ class Ledger(Application):
         credited = self.change_account(account_id, move)
         return GrantResult(account_id=account_id, amount=applied[-1] if applied else 0, credited=credited)
 
+    def set_spend_caps(self, ref: str | UUID, *, day: int | None, month: int | None,
+                       api_key_id: str | UUID | None = None) -> Account:
+        """Caps per UTC day and month for the account, or for one of its API keys."""
+        account_id = self.get_account(ref).id if api_key_id is None else self.get_api_key(api_key_id).account_id
+        scope = "account" if api_key_id is None else self.get_api_key(api_key_id).id.hex
+
+        def set_caps(account: Account) -> list[Aggregate]:
+            account.set_spend_caps(scope, day, month)
+            return []
+
+        self.change_account(account_id, set_caps)
+        return self.get_account(account_id)
+
     def release_expired_holds(self, ref: str | UUID) -> list[UUID]:
         """Release the account's holds past their deadline; returns their request ids."""
         released: list[UUID] = []

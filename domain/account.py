@@ -6,7 +6,10 @@ Invariants (checked by tests/property/test_account_rules.py):
   when it would exceed ``available`` and a settlement never charges more than the
   account can pay (the shortfall is recorded as ``uncollected``, never as debt);
 - a hold is settled or released at most once: both remove it, and a second attempt
-  finds no hold.
+  finds no hold;
+- spend caps (per account and per API key, per UTC day and month) are enforced with
+  the same holds: a hold is refused when what was charged in the window plus what is
+  held in it would pass a cap. Spend counts in the window its request started in.
 Only *open* holds live in the aggregate, so it stays small however long its history.
 """
 
@@ -16,7 +19,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain import ids
+from domain import ids, spend_caps
 from domain.errors import AlreadyExists, HoldNotFound, InsufficientCredits, InvalidRequest
 
 
@@ -30,6 +33,8 @@ class Account(Aggregate):
         self.name = name
         self.balance = 0
         self.holds: dict[str, dict[str, Any]] = {}
+        self.caps: dict[str, dict[str, int | None]] = {}  # scope ("account" or a key id) -> window -> cap
+        self.spent: dict[str, dict[str, list[Any]]] = {}  # scope -> window -> [window key, amount]
 
     @property
     def held(self) -> int:
@@ -77,19 +82,61 @@ class Account(Aggregate):
     def _charge_refunded(self, request_id: UUID, amount: int, reason: str) -> None:
         self.balance += amount
 
-    def place_hold(self, request_id: UUID, amount: int, expires_at: datetime) -> None:
-        """Reserve credit for a request's worst case; raises InsufficientCredits."""
+    def place_hold(self, request_id: UUID, amount: int, expires_at: datetime, *,
+                   api_key_id: UUID | None = None, now: datetime | None = None) -> None:
+        """Reserve credit for a request's worst case; raises InsufficientCredits or SpendCapReached."""
         if request_id.hex in self.holds:
             raise AlreadyExists(f"request {request_id} already holds credit")
         if not isinstance(amount, int) or amount < 0:
             raise InvalidRequest("a hold must be a non-negative amount")
         if amount > self.available:
             raise InsufficientCredits(self.id, needed=amount, available=self.available)
-        self._hold_placed(request_id=request_id, amount=amount, expires_at=expires_at)
+        windows = spend_caps.windows_at(now) if now is not None else {}
+        key = api_key_id.hex if api_key_id else None
+        for scope in ("account", key):
+            if scope is not None and windows:
+                spend_caps.check(self.caps.get(scope, {}), self._used(scope, windows), amount, windows, scope, now)
+        self._hold_placed(request_id=request_id, amount=amount, expires_at=expires_at, api_key=key,
+                          day=windows.get("day"), month=windows.get("month"))
 
     @event("HoldPlaced")
-    def _hold_placed(self, request_id: UUID, amount: int, expires_at: datetime) -> None:
-        self.holds[request_id.hex] = {"amount": amount, "expires_at": expires_at}
+    def _hold_placed(self, request_id: UUID, amount: int, expires_at: datetime, api_key: str | None = None,
+                     day: str | None = None, month: str | None = None) -> None:
+        self.holds[request_id.hex] = {"amount": amount, "expires_at": expires_at, "api_key": api_key,
+                                      "day": day, "month": month}
+
+    def set_spend_caps(self, scope: str, day: int | None, month: int | None) -> None:
+        """Caps for the account (``scope="account"``) or one of its keys (the key id's hex)."""
+        for cap in (day, month):
+            if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 0):
+                raise InvalidRequest("a spend cap is a non-negative amount", param="caps")
+        self._spend_caps_set(scope=scope, day=day, month=month)
+
+    @event("SpendCapsSet")
+    def _spend_caps_set(self, scope: str, day: int | None, month: int | None) -> None:
+        self.caps[scope] = {"day": day, "month": month}
+
+    def _used(self, scope: str, windows: dict[str, str]) -> dict[str, int]:
+        """What ``scope`` spent plus what it holds, in each current window."""
+        used = {}
+        for window, window_key in windows.items():
+            spent_key, spent = self.spent.get(scope, {}).get(window, [None, 0])
+            held = sum(h["amount"] for h in self.holds.values()
+                       if h.get(window) == window_key and (scope == "account" or h.get("api_key") == scope))
+            used[window] = (spent if spent_key == window_key else 0) + held
+        return used
+
+    def _count_spend(self, hold: dict[str, Any], amount: int) -> None:
+        for scope in ("account", hold.get("api_key")):
+            if scope is None:
+                continue
+            for window in ("day", "month"):
+                window_key = hold.get(window)
+                if window_key is None:
+                    continue
+                current = self.spent.setdefault(scope, {}).get(window)
+                total = current[1] if current and current[0] == window_key else 0
+                self.spent[scope][window] = [window_key, total + amount]
 
     def settle_hold(self, request_id: UUID, cost: int) -> int:
         """Close a hold by charging ``cost``; returns the amount actually charged.
@@ -109,8 +156,10 @@ class Account(Aggregate):
 
     @event("HoldSettled")
     def _hold_settled(self, request_id: UUID, amount: int, uncollected: int, held: int) -> None:
-        self.holds.pop(request_id.hex, None)
+        hold = self.holds.pop(request_id.hex, None)
         self.balance -= amount
+        if hold is not None:
+            self._count_spend(hold, amount)
 
     def charge_without_hold(self, request_id: UUID, cost: int) -> int:
         """Charge a request whose hold already expired and was released.

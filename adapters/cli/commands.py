@@ -177,6 +177,18 @@ def accounts_create(args: argparse.Namespace) -> Result:
     return data, f"account {account.name} created ({account.id}), balance {format_credits(account.balance)}"
 
 
+def accounts_caps(args: argparse.Namespace) -> Result:
+    day = parse_credits(args.day) if args.day is not None else None
+    month = parse_credits(args.month) if args.month is not None else None
+    with _services() as services:
+        account = services.ledger.set_spend_caps(args.account, day=day, month=month, api_key_id=args.key)
+    scope = "account" if args.key is None else services.ledger.get_api_key(args.key).id.hex
+    data = {"account_id": str(account.id), "scope": "account" if args.key is None else args.key,
+            "day": account.caps[scope]["day"], "month": account.caps[scope]["month"]}
+    shown = ", ".join(f"{w} {format_credits(v)}" for w, v in (("day", day), ("month", month)) if v is not None)
+    return data, f"spend caps for {data['scope']}: {shown or 'none'}"
+
+
 def accounts_list(args: argparse.Namespace) -> Result:
     with _services() as services:
         services.read_models.runner.catch_up()

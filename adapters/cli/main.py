@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--starter-credits", help="default: TALLYHUB_STARTER_CREDITS (0)")
     command("list", commands.accounts_list, "list accounts with balances", accounts)
+    caps = command("caps", commands.accounts_caps, "spend caps per UTC day / month (omit to remove)", accounts)
+    caps.add_argument("account")
+    caps.add_argument("--day", help="credits per UTC day")
+    caps.add_argument("--month", help="credits per UTC month")
+    caps.add_argument("--key", help="cap one API key of the account instead (its key id)")
 
     credits = sub.add_parser("credits", help="credit grants").add_subparsers(dest="action", required=True, metavar="ACTION")
     grant = command("grant", commands.credits_grant, "grant credits to an account", credits)

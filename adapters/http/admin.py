@@ -76,6 +76,12 @@ class AccountIn(_Body):
     starter_credits: Credits | None = Field(default=None, description="default: TALLYHUB_STARTER_CREDITS")
 
 
+class CapsIn(_Body):
+    day: Credits | None = Field(default=None, description="credits per UTC day; null: no cap")
+    month: Credits | None = Field(default=None, description="credits per UTC month; null: no cap")
+    api_key_id: str | None = Field(default=None, description="cap one API key of the account instead")
+
+
 class AdjustmentIn(_Body):
     amount: Credits = Field(description="credits, decimal text; negative debits (never below zero)")
     reason: str
@@ -200,6 +206,15 @@ async def adjust_credits(account: str, body: AdjustmentIn, services: Admin) -> d
     result = await _run(services.ledger.adjust_credits, account, amount, body.reason, body.idempotency_key)
     return {"account_id": str(result.account_id), "requested": amount, "applied": result.amount,
             "credited": result.credited}
+
+
+@router.put("/accounts/{account}/caps")
+async def set_caps(account: str, body: CapsIn, services: Admin) -> dict[str, Any]:
+    day = parse_credits(body.day) if body.day is not None else None
+    month = parse_credits(body.month) if body.month is not None else None
+    updated = await _run(lambda: services.ledger.set_spend_caps(account, day=day, month=month,
+                                                                api_key_id=body.api_key_id))
+    return {"account_id": str(updated.id), "caps": plain(updated.caps)}
 
 
 @router.post("/holds/sweep")

@@ -23,6 +23,7 @@ from domain.errors import (
     UpstreamError,
 )
 from domain.money import InvalidAmount
+from domain.spend_caps import SpendCapReached
 
 # (status, OpenAI error type) per error class; the first matching base class wins.
 _STATUS: list[tuple[type[Exception], int, str]] = [
@@ -53,6 +54,9 @@ def error_response(status: int, message: str, *, type_: str, code: str | None, p
 
 
 def response_for(exc: Exception) -> Response:
+    if isinstance(exc, SpendCapReached):
+        return error_response(429, str(exc), type_="rate_limit_error", code=exc.code,
+                              headers={"retry-after": str(exc.retry_after_seconds)})
     if isinstance(exc, UpstreamError):
         headers = {"retry-after": exc.retry_after} if exc.retry_after else None
         type_ = "rate_limit_error" if exc.status == 429 else ("invalid_request_error" if exc.status < 500 else "upstream_error")

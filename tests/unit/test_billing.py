@@ -133,3 +133,35 @@ def test_concurrent_requests_never_overdraw_the_account(ledger: Ledger, credits_
     assert outcomes.count("200") == 10 and outcomes.count("402") == 40
     account = ledger.get_account("acme")
     assert account.balance == 0 and account.held == 0
+
+
+def test_an_account_day_cap_refuses_holds_that_would_pass_it_until_the_day_turns(
+        ledger: Ledger, credits_billing: RequestBilling, key: str, clock: FakeClock) -> None:
+    from domain.spend_caps import SpendCapReached
+
+    ledger.grant_credits("acme", 10**12)
+    worst = worst_case(ledger, shape())
+    ledger.set_spend_caps("acme", day=2 * worst, month=None)
+    for _ in range(2):
+        opened = credits_billing.open_request(key, shape())
+        credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=200, output_tokens=100))
+    with pytest.raises(SpendCapReached) as reached:
+        credits_billing.open_request(key, shape())
+    assert reached.value.window == "day" and 0 < reached.value.retry_after_seconds <= 86_400
+    clock.advance(days=1)
+    credits_billing.open_request(key, shape())  # a new day, a fresh cap
+
+
+def test_a_key_month_cap_counts_holds_and_spares_other_keys(ledger: Ledger, credits_billing: RequestBilling,
+                                                            key: str) -> None:
+    from domain.spend_caps import SpendCapReached
+
+    ledger.grant_credits("acme", 10**12)
+    worst = worst_case(ledger, shape())
+    capped = ledger.authenticate(key).id
+    ledger.set_spend_caps("acme", day=None, month=worst, api_key_id=capped)
+    credits_billing.open_request(key, shape())  # held, not yet charged: it counts
+    with pytest.raises(SpendCapReached):
+        credits_billing.open_request(key, shape())
+    other = ledger.issue_api_key("acme").plaintext
+    credits_billing.open_request(other, shape())
