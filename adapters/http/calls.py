@@ -13,12 +13,14 @@ from typing import Any, Generic, TypeVar
 import anyio
 import orjson
 from fastapi import Request
+from starlette.responses import Response
 
 from adapters.http.failover import FailedAttempts, start_with_failover
+from adapters.http.receipts import receipt_headers
 from adapters.services import Services
 from application.billing import Attempt, OpenedRequest, Receipt, RequestShape
 from application.routing import Route
-from domain.errors import UpstreamError
+from domain.errors import InvalidRequest, UpstreamError
 from domain.usage import Usage
 
 T = TypeVar("T")
@@ -83,3 +85,28 @@ async def parsed_document(services: Services, call: Call[bytes]) -> dict[str, An
         await fail(services, call, 502, "upstream_bad_response")
         raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response")
     return document
+
+
+def adapter_operation(method: str, missing: str, body: dict[str, Any]) -> Callable[[Any, Route], Awaitable[bytes]]:
+    """An attempt that calls ``adapter.<method>(route, body)``; a 400 naming what is
+    ``missing`` when the provider's adapter has no such method (e.g. no embeddings)."""
+
+    async def attempt(adapter: Any, route: Route) -> bytes:
+        call = getattr(adapter, method, None)
+        if call is None:
+            raise InvalidRequest(f"provider {route.provider!r} ({route.kind}) {missing}", param="model")
+        return await call(route, body)
+
+    return attempt
+
+
+async def billed_document(services: Services, request: Request, api_key: str, shape: RequestShape,
+                          operation: Callable[[Any, Route], Awaitable[bytes]],
+                          usage_of: Callable[[dict[str, Any]], Usage]) -> Response:
+    """Open, call with failover, charge the usage the whole answer reports, and pass the
+    answer on as it came, with the receipt in headers."""
+    opened = await open_request(services, request, api_key, shape)
+    call = await start_call(services, opened, operation)
+    document = await parsed_document(services, call)
+    receipt = await complete(services, call, usage_of(document), ttfb_ms=None)
+    return Response(call.result, media_type="application/json", headers=receipt_headers(receipt))

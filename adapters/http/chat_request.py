@@ -5,8 +5,8 @@ as the caller sent it and passes through to OpenAI-compatible upstreams."""
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 
+from adapters.http.bodies import with_model
 from application.billing import RequestShape
 from domain.errors import InvalidRequest
 
@@ -24,15 +24,8 @@ class ChatRequest:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("you must provide a model parameter", param="model")
+    body = with_model(raw)
+    model = body["model"]
     messages = body.get("messages")
     if messages is None:
         raise InvalidRequest("missing required parameter: 'messages'", param="messages")

@@ -4,15 +4,13 @@ images (OpenAI and compatible). The hold covers ``n`` images at the model's pric
 
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from adapters.http.calls import complete, open_request, parsed_document, start_call
-from adapters.http.receipts import receipt_headers
+from adapters.http.bodies import with_model
+from adapters.http.calls import adapter_operation, billed_document
 from adapters.http.services import bearer_token, read_body, services_of
 from application.billing import RequestShape
-from application.routing import Route
 from domain.errors import InvalidRequest
 from domain.usage import Usage
 
@@ -29,35 +27,18 @@ async def generate_images(request: Request) -> Response:
     images = body.get("n") or 1
     shape = RequestShape(model=body["model"], prompt_bytes=len(raw), max_output_tokens=None, choices=1, stream=False,
                          endpoint="images.generations", images=images)
-    opened = await open_request(services, request, api_key, shape)
-    call = await start_call(services, opened, lambda adapter, route: _generate(adapter, route, body))
-    document = await parsed_document(services, call)
-    receipt = await complete(services, call, _usage(document), ttfb_ms=None)
-    return Response(call.result, media_type="application/json", headers=receipt_headers(receipt))
+    return await billed_document(services, request, api_key, shape,
+                                 adapter_operation("generate_images", "does not generate images", body), _usage)
 
 
 def parse_images_request(raw: bytes) -> dict[str, Any]:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        raise InvalidRequest("you must provide a model parameter", param="model")
+    body = with_model(raw)
     if not isinstance(body.get("prompt"), str) or not body["prompt"]:
         raise InvalidRequest("you must provide a prompt", param="prompt")
     n = body.get("n")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_IMAGES):
         raise InvalidRequest(f"'n' must be an integer between 1 and {MAX_IMAGES}", param="n")
     return body
-
-
-async def _generate(adapter: Any, route: Route, body: dict[str, Any]) -> bytes:
-    generate = getattr(adapter, "generate_images", None)
-    if generate is None:
-        raise InvalidRequest(f"provider {route.provider!r} ({route.kind}) does not generate images", param="model")
-    return await generate(route, body)
 
 
 def _usage(document: dict[str, Any]) -> Usage:

@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 from adapters.http.calls import Call, open_request
 from adapters.http.chat import complete_plain, relay, start_chat_call, stream_headers
 from adapters.http.chat_request import ChatRequest, parse_chat_request
+from adapters.http.bodies import json_object
 from adapters.http.errors import response_for
 from adapters.http.messages_translate import (
     MessagesStreamTranslator,
@@ -31,7 +32,7 @@ from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import read_body, services_of
 from adapters.providers.base import ChatExchange
 from adapters.services import Services
-from domain.errors import AuthenticationFailed, InvalidRequest, TallyhubError
+from domain.errors import AuthenticationFailed, TallyhubError
 from domain.money import InvalidAmount
 
 router = APIRouter()
@@ -49,13 +50,7 @@ async def _create_message(request: Request) -> Response:
     services = services_of(request)
     api_key = _api_key(request)
     raw = await read_body(request, services.settings.max_body_bytes)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    chat = parse_chat_request(orjson.dumps(chat_body_from_messages(body)))
+    chat = parse_chat_request(orjson.dumps(chat_body_from_messages(json_object(raw))))
     opened = await open_request(services, request, api_key, chat.shape)
     call = await start_chat_call(services, opened, chat)
     if chat.shape.stream:

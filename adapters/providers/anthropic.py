@@ -26,6 +26,7 @@ import orjson
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
 from adapters.providers.base import DONE
+from adapters.providers.errors import post
 from adapters.providers.openai_compatible import sse_events, upstream_error
 from application.routing import Route
 from domain.errors import UpstreamError
@@ -55,14 +56,8 @@ class AnthropicProvider:
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "AnthropicExchange":
         """Translate and send the request; return the open 2xx exchange or raise UpstreamError."""
         payload = orjson.dumps(messages_request(body, route.upstream_model))
-        try:
-            response = await self.session.post(api_url(route.base_url, "/messages"), data=payload,
-                                               headers=_headers(route), timeout=self.timeout)
-        except TimeoutError:
-            raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})",
-                                status=502, code="upstream_unavailable") from None
+        response = await post(self.session, route, api_url(route.base_url, "/messages"), data=payload,
+                              headers=_headers(route), timeout=self.timeout)
         if response.status >= 300:
             raise await upstream_error(route, response)
         return AnthropicExchange(response)

@@ -35,7 +35,7 @@ from yarl import URL
 from adapters.providers.base import DONE
 from adapters.providers.bedrock_request import converse_request
 from adapters.providers.bedrock_response import ConverseStreamTranslator, completion_document
-from adapters.providers.errors import error_for_status, read_error_body
+from adapters.providers.errors import error_for_status, post, read_error_body
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
 
@@ -117,14 +117,8 @@ class BedrockProvider:
         endpoint = (route.base_url or default_endpoint(region)).rstrip("/")
         url = f"{endpoint}/model/{quote(route.upstream_model, safe='')}/{operation}"
         headers = signed_headers(credentials, region, url, payload, accept=accept)
-        try:
-            response = await self.session.post(URL(url, encoded=True), data=payload, headers=headers,
-                                               timeout=self.timeout)
-        except TimeoutError:
-            raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})",
-                                status=502, code="upstream_unavailable") from None
+        response = await post(self.session, route, URL(url, encoded=True), data=payload, headers=headers,
+                              timeout=self.timeout)
         if response.status >= 300 and not raw:
             raise await _upstream_error(route, response)
         return response

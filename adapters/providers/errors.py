@@ -12,6 +12,8 @@ can recognise); the status decides the rest:
 Messages are cut to 500 characters and never contain the credential.
 """
 
+from typing import Any
+
 import aiohttp
 
 from application.routing import Route
@@ -67,3 +69,23 @@ def error_for_status(route: Route, status: int, message: str, *, retry_after: st
         return UpstreamError(f"provider {provider} is overloaded{named}", status=503, code="upstream_overloaded",
                              retry_after=retry_after)
     return UpstreamError(f"provider {provider} failed with status {status}{named}", status=502, code="upstream_error")
+
+
+def timed_out(route: Route) -> UpstreamError:
+    return UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout")
+
+
+def unreachable(route: Route, exc: BaseException) -> UpstreamError:
+    return UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})", status=502,
+                         code="upstream_unavailable")
+
+
+async def post(session: aiohttp.ClientSession, route: Route, url: Any, *, data: bytes, headers: dict[str, str],
+               timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+    """POST to a provider; a timeout or a failed connection becomes the caller's 504 / 502."""
+    try:
+        return await session.post(url, data=data, headers=headers, timeout=timeout)
+    except TimeoutError:
+        raise timed_out(route) from None
+    except aiohttp.ClientError as exc:
+        raise unreachable(route, exc) from None

@@ -35,7 +35,7 @@ from adapters.providers.gemini_response import (
     block_reason,
     completion_document,
 )
-from adapters.providers.errors import error_for_status, read_error_body, redact
+from adapters.providers.errors import error_for_status, post, read_error_body, redact, timed_out, unreachable
 from adapters.providers.openai_compatible import sse_events
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
@@ -106,13 +106,8 @@ class GeminiProvider:
 
     async def _post(self, route: Route, method: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         url = f"{_base_url(route)}/models/{quote(_model_name(route.upstream_model), safe='-._~')}:{method}"
-        try:
-            response = await self.session.post(url, data=orjson.dumps(payload), headers=_headers(route),
-                                               timeout=self.timeout)
-        except TimeoutError:
-            raise _timed_out(route) from None
-        except aiohttp.ClientError as exc:
-            raise _unreachable(route, exc) from None
+        response = await post(self.session, route, url, data=orjson.dumps(payload), headers=_headers(route),
+                              timeout=self.timeout)
         if response.status >= 300:
             raise await _http_error(route, response)
         return response
@@ -187,9 +182,9 @@ async def _open_stream(route: Route, response: aiohttp.ClientResponse, choices: 
         except StopAsyncIteration:
             raise _bad_response(route) from None
         except TimeoutError:
-            raise _timed_out(route) from None
+            raise timed_out(route) from None
         except aiohttp.ClientError as exc:
-            raise _unreachable(route, exc) from None
+            raise unreachable(route, exc) from None
         except orjson.JSONDecodeError:
             raise _bad_response(route) from None
         if not isinstance(first, dict):
@@ -211,9 +206,9 @@ async def _read_json(route: Route, response: aiohttp.ClientResponse) -> dict[str
     try:
         raw = await response.read()
     except TimeoutError:
-        raise _timed_out(route) from None
+        raise timed_out(route) from None
     except aiohttp.ClientError as exc:
-        raise _unreachable(route, exc) from None
+        raise unreachable(route, exc) from None
     finally:
         response.release()
     try:
@@ -322,12 +317,3 @@ def _blocked(route: Route, reason: str) -> UpstreamError:
 def _bad_response(route: Route) -> UpstreamError:
     return UpstreamError(f"provider {route.provider!r} sent an unreadable response", status=502,
                          code="upstream_bad_response")
-
-
-def _timed_out(route: Route) -> UpstreamError:
-    return UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout")
-
-
-def _unreachable(route: Route, exc: BaseException) -> UpstreamError:
-    return UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})", status=502,
-                         code="upstream_unavailable")

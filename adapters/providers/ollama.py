@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 
 from adapters.providers.base import DONE
-from adapters.providers.errors import error_for_status, read_error_body, redact
+from adapters.providers.errors import error_for_status, post, read_error_body, redact
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
 
@@ -90,14 +90,8 @@ class OllamaProvider:
 
     async def _post(self, route: Route, path: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         headers = {"content-type": "application/json", **_auth(route)}
-        try:
-            response = await self.session.post(_url(route, path), data=orjson.dumps(payload), headers=headers,
-                                               timeout=self.timeout)
-        except TimeoutError:
-            raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})",
-                                status=502, code="upstream_unavailable") from None
+        response = await post(self.session, route, _url(route, path), data=orjson.dumps(payload), headers=headers,
+                              timeout=self.timeout)
         if response.status >= 300:
             raise await _upstream_error(route, response)
         return response

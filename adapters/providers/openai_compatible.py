@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from application.billing import Route
-from adapters.providers.errors import error_for_status, read_error_body
+from adapters.providers.errors import error_for_status, post, read_error_body
 from domain.errors import InvalidRequest, UpstreamError
 
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
@@ -51,13 +51,7 @@ class OpenAICompatibleProvider:
         if route.secret:
             headers["authorization"] = f"Bearer {route.secret}"
         payload = orjson.dumps({**body, "model": route.upstream_model})
-        try:
-            response = await self.session.post(url, data=payload, headers=headers, timeout=self.timeout)
-        except TimeoutError:
-            raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})",
-                                status=502, code="upstream_unavailable") from None
+        response = await post(self.session, route, url, data=payload, headers=headers, timeout=self.timeout)
         if response.status >= 300:
             raise await upstream_error(route, response)
         return response
