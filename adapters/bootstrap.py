@@ -6,11 +6,12 @@ from typing import Any
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
-from adapters.crypto.master_key import create_master_key_file, load_master_key
+from adapters.crypto.master_key import ensure_master_key_file, load_key_ring
 from adapters.services import Services
 from adapters.settings import Settings
 from application.billing import RequestBilling
 from application.health import CredentialHealth
+from application.key_management import check_key_ring
 from application.ledger import Ledger
 from application.routing import Router
 from application.ports import Clock
@@ -19,7 +20,7 @@ from application.ports import Clock
 def build_ledger(settings: Settings, *, create_tables: bool = False, clock: Clock | None = None) -> Ledger:
     if settings.database.kind == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    vault = AesGcmKeyVault(load_master_key(settings))
+    vault = AesGcmKeyVault(load_key_ring(settings))
     env = settings.database.eventsourcing_env(create_tables=create_tables)
     return Ledger(env, vault=vault, key_scheme_factory=HmacApiKeyScheme, clock=clock)
 
@@ -33,6 +34,7 @@ def build_read_models(settings: Settings, ledger: Ledger) -> Any:
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     ledger = build_ledger(settings, clock=clock)
     ledger.load_deployment()
+    check_key_ring(ledger)  # every sealed secret opens with the configured keys, or fail now
     ledger.read_cache_seconds = settings.read_cache_seconds
     health = CredentialHealth()
     router = Router(ledger, health)
@@ -51,10 +53,7 @@ class Initialised:
 def initialise(settings: Settings) -> Initialised:
     """Create the master key (unless given), the tables and the deployment. Safe to re-run."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    created = False
-    if not settings.master_key and not settings.master_key_path.exists():
-        create_master_key_file(settings.master_key_path)
-        created = True
+    created = ensure_master_key_file(settings)
     ledger = build_ledger(settings, create_tables=True)
     try:
         read_models = build_read_models(settings, ledger)

@@ -93,6 +93,7 @@ class RequestBilling:
         started = time.monotonic()
         request_id = request_id or uuid4()
         key = self.ledger.authenticate(api_key)
+        key.ensure_allows(shape.model)
         now = self.ledger.clock.now()
         book = self.ledger.recent_price_book().effective(now)
         targets = self.router.targets(shape.model, book)

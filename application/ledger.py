@@ -471,7 +471,8 @@ class Ledger(Application):
         if cached is not None and cached[0] > now:
             return cached[1]
         aggregate = self.find(aggregate_id)
-        self._recent[aggregate_id] = (now + self.read_cache_seconds, aggregate)
+        if aggregate is not None:  # misses are not kept: random bad keys must not grow the cache
+            self._recent[aggregate_id] = (now + self.read_cache_seconds, aggregate)
         return aggregate
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:

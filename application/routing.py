@@ -7,6 +7,7 @@ provider accepts serves the request; the gateway moves on only on retryable fail
 and only before the first byte reaches the caller (adapters/http/failover.py).
 """
 
+import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,10 +15,12 @@ from typing import Any
 
 from application.health import CredentialHealth
 from application.ledger import Ledger
-from domain.errors import ModelNotFound, UpstreamError
+from domain.errors import ModelNotFound, SecretError, UpstreamError
 from domain.price_book import PriceBookVersion
 from domain.pricing import ModelPrice
 from domain.provider import Provider
+
+log = logging.getLogger("tallyhub.routing")
 
 
 @dataclass(frozen=True)
@@ -66,13 +69,28 @@ class Router:
         if not credentials and not provider.credentials:
             yield self.route_with(target, None)  # a provider that needs no secret (Ollama)
             return
+        unopened: SecretError | None = None
+        yielded = False
         for credential in self._weighted_order(credentials):
-            if self.health.cooling_for(credential["credential_id"]) == 0.0:
-                yield self.route_with(target, credential)
+            if self.health.cooling_for(credential["credential_id"]) != 0.0:
+                continue
+            try:
+                route = self.route_with(target, credential)
+            except SecretError as exc:
+                # Never send garbage upstream: leave a credential that will not open out.
+                log.error("credential %s of provider %s cannot be opened with the configured master keys",
+                          credential["credential_id"], provider.name)
+                unopened = exc
+                continue
+            yielded = True
+            yield route
+        if unopened is not None and not yielded:
+            raise unopened
 
     def unavailable(self, targets: list[Target]) -> UpstreamError:
         """The error when no attempt could even start: 429 while everything cools down."""
         waits = [self.health.cooling_for(c["credential_id"]) for t in targets for c in t.provider.usable_credentials()]
+        waits = [wait for wait in waits if wait > 0]
         if waits:
             retry_after = max(1, int(min(waits) + 0.999))
             return UpstreamError("every credential for this model is cooling down after rate limits or failures",

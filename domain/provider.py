@@ -1,6 +1,13 @@
 """An upstream provider and its credentials. Credentials are held only as sealed
-envelopes (ciphertext, wrapped data key, key id) and a masked hint."""
+envelopes (ciphertext, wrapped data key, key id) and a masked hint.
 
+A rotated credential stays usable until its ``retires_at`` (the grace period), then
+routing leaves it out even before the ``CredentialDisabled`` that records it. A
+provider that needs a secret never loses its last credential while it is enabled
+(with none at all it would be called without one).
+"""
+
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -61,6 +68,42 @@ class Provider(Aggregate):
         credential = self.credential(credential_id)
         credential.update(enabled=True, disabled_reason=None, disabled_automatically=False)
 
+    def rotate_credential(self, credential_id: str, replaced_by: str, retires_at: datetime) -> None:
+        """Mark a credential as replaced by another; it stays usable until ``retires_at``."""
+        credential = self.credential(credential_id)
+        self.credential(replaced_by)
+        if replaced_by == credential_id:
+            raise InvalidRequest("a credential cannot replace itself", param="credential")
+        if not credential["enabled"]:
+            raise InvalidRequest(f"credential {credential_id} is disabled; delete it or add a new one", param="credential")
+        if credential.get("replaced_by"):
+            raise InvalidRequest(f"credential {credential_id} was already rotated", param="credential")
+        self._credential_rotated(credential_id=credential_id, replaced_by=replaced_by, retires_at=retires_at)
+
+    @event("CredentialRotated")
+    def _credential_rotated(self, credential_id: str, replaced_by: str, retires_at: datetime) -> None:
+        self.credential(credential_id).update(replaced_by=replaced_by, retires_at=retires_at)
+
+    def delete_credential(self, credential_id: str) -> None:
+        self.credential(credential_id)
+        if self.enabled and self.kind not in KINDS_WITHOUT_SECRET and len(self.credentials) == 1:
+            raise InvalidRequest(f"{credential_id} is the last credential of {self.name!r}: add another one "
+                                 "or disable the provider first", param="credential")
+        self._credential_deleted(credential_id=credential_id)
+
+    @event("CredentialDeleted")
+    def _credential_deleted(self, credential_id: str) -> None:
+        self.credentials = [c for c in self.credentials if c["credential_id"] != credential_id]
+
+    def rewrap_credential(self, credential_id: str, sealed: dict[str, str]) -> None:
+        """Replace a credential's envelope by the same secret re-wrapped under another master key."""
+        self.credential(credential_id)
+        self._credential_rewrapped(credential_id=credential_id, sealed=sealed)
+
+    @event("CredentialRewrapped")
+    def _credential_rewrapped(self, credential_id: str, sealed: dict[str, str]) -> None:
+        self.credential(credential_id)["sealed"] = sealed
+
     def credential(self, credential_id: str) -> dict[str, Any]:
         for credential in self.credentials:
             if credential["credential_id"] == credential_id:
@@ -83,5 +126,16 @@ class Provider(Aggregate):
     def _enabled(self) -> None:
         self.enabled = True
 
-    def usable_credentials(self) -> list[dict[str, Any]]:
-        return [c for c in self.credentials if c["enabled"]]
+    def usable_credentials(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Enabled credentials whose grace period (if rotated) has not ended at ``now``."""
+        now = now or datetime.now(timezone.utc)
+        return [c for c in self.credentials if c["enabled"] and not _retired(c, now)]
+
+    def retired_credentials(self, now: datetime) -> list[dict[str, Any]]:
+        """Rotated credentials past their grace period that are still recorded as enabled."""
+        return [c for c in self.credentials if c["enabled"] and _retired(c, now)]
+
+
+def _retired(credential: dict[str, Any], now: datetime) -> bool:
+    retires_at = credential.get("retires_at")
+    return retires_at is not None and now >= retires_at

@@ -20,7 +20,7 @@ from adapters.http.receipts import receipt_headers
 from adapters.services import Services
 from application.billing import Attempt, OpenedRequest, Receipt, RequestShape
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, SecretError, UpstreamError
 from domain.usage import Usage
 
 T = TypeVar("T")
@@ -47,7 +47,8 @@ async def start_call(services: Services, opened: OpenedRequest,
     try:
         result, route, attempts = await start_with_failover(services, opened, operation)
     except FailedAttempts as failed:
-        status = failed.error.status if isinstance(failed.error, UpstreamError) else 400
+        status = (failed.error.status if isinstance(failed.error, UpstreamError)
+                  else 500 if isinstance(failed.error, SecretError) else 400)
         code = getattr(failed.error, "code", "upstream_error")
         await fail_opened(services, opened, status, code, failed.route, failed.attempts)
         raise failed.error from None

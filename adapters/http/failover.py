@@ -13,7 +13,7 @@ import anyio
 from adapters.services import Services
 from application.billing import Attempt, OpenedRequest
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, SecretError, UpstreamError
 
 T = TypeVar("T")
 Operation = Callable[[Any, Route], Awaitable[T]]
@@ -31,7 +31,11 @@ async def start_with_failover(services: Services, opened: OpenedRequest,
     attempts: list[Attempt] = []
     last_error: UpstreamError | None = None
     for target in opened.targets:
-        for route in services.router.routes(target):
+        try:
+            routes = list(services.router.routes(target))
+        except SecretError as error:  # no credential of this provider opens: an operator fault
+            raise FailedAttempts(error, attempts) from None
+        for route in routes:
             provider = services.providers.get(route.kind)
             if provider is None:
                 raise FailedAttempts(InvalidRequest(f"providers of kind {route.kind!r} are not supported by this version"),

@@ -23,7 +23,7 @@ async def list_models(request: Request) -> Response:
 
 
 def _visible_models(services: Services, api_key: str) -> list[dict[str, object]]:
-    services.ledger.authenticate(api_key)
+    key = services.ledger.authenticate(api_key)
     book = services.ledger.recent_price_book().effective(services.ledger.clock.now())
     enabled: dict[str, bool] = {}
     models = []
@@ -38,4 +38,4 @@ def _visible_models(services: Services, api_key: str) -> list[dict[str, object]]
     for alias, targets in sorted(services.ledger.recent_aliases().items()):
         if any(target in listed for target in targets):
             models.append({"id": alias, "object": "model", "created": 0, "owned_by": "alias"})
-    return models
+    return [m for m in models if key.allows(str(m["id"]))]

@@ -1,0 +1,197 @@
+"""CLI commands for secrets and keys: ``secrets rotate-master|status``,
+``providers rotate-credential|delete-credential``, ``keys rotate|set-models`` and
+``keys issue --models``. ``register(sub, command)`` adds them to main.py's parser.
+
+Each handler returns ``(json_data, human_text)``. Secrets are read from stdin; a new
+API key is printed once; no master key or provider secret is ever printed.
+"""
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from adapters.bootstrap import build_ledger
+from adapters.presenters import api_key_json, provider_json
+from adapters.settings import Settings
+from application import key_management as km
+from application.ledger import Ledger
+from domain.api_key import ApiKey
+from domain.errors import InvalidRequest
+
+Result = tuple[Any, str]
+Command = Callable[..., argparse.ArgumentParser]
+
+
+@contextmanager
+def _ledger(*, check_ring: bool = False) -> Iterator[Ledger]:
+    ledger = build_ledger(Settings.from_env())
+    try:
+        ledger.load_deployment()
+        if check_ring:
+            km.check_key_ring(ledger)
+        yield ledger
+    finally:
+        ledger.close()
+
+
+# --- secrets ------------------------------------------------------------------------
+
+
+def secrets_rotate_master(args: argparse.Namespace) -> Result:
+    with _ledger() as ledger:
+        result = km.rotate_master(ledger)
+    assert result.status is not None
+    data = {"newest_kid": result.newest_kid, "rewrapped": result.rewrapped, "status": status_json(result.status)}
+    lines = [f"re-wrapped {len(result.rewrapped)} secret(s) under master key {result.newest_kid}"]
+    lines += [f"  {label}" for label in result.rewrapped]
+    return data, "\n".join(lines + [status_text(result.status)])
+
+
+def secrets_status(args: argparse.Namespace) -> Result:
+    with _ledger() as ledger:
+        status = km.secrets_status(ledger)
+    return status_json(status), status_text(status)
+
+
+def status_json(status: km.SecretsStatus) -> dict[str, Any]:
+    return {
+        "newest_kid": status.newest_kid,
+        "configured_kids": status.configured_kids,
+        "in_use": {kid: {"count": len(labels), "secrets": labels} for kid, labels in status.in_use.items()},
+        "missing_kids": status.missing_kids,
+        "retirable_kids": status.retirable_kids,
+        "rotation_needed": status.rotation_needed,
+    }
+
+
+def status_text(status: km.SecretsStatus) -> str:
+    lines = [f"newest master key: {status.newest_kid} (configured: {', '.join(status.configured_kids)})"]
+    lines += [f"  {kid}: {len(labels)} secret(s)" for kid, labels in status.in_use.items()]
+    if status.missing_kids:
+        lines.append(f"MISSING keys (those secrets cannot be opened): {', '.join(status.missing_kids)}")
+    if status.rotation_needed:
+        lines.append("run `tallyhub secrets rotate-master` to re-wrap everything under the newest key")
+    if status.retirable_kids:
+        lines.append(f"no secret uses {', '.join(status.retirable_kids)}: safe to remove from the configuration")
+    return "\n".join(lines)
+
+
+# --- provider credentials -----------------------------------------------------------
+
+
+def providers_rotate_credential(args: argparse.Namespace) -> Result:
+    secret = read_secret()
+    with _ledger() as ledger:
+        rotation = km.rotate_credential(ledger, args.name, secret, credential_id=args.credential,
+                                        grace=timedelta(seconds=args.grace_seconds), weight=args.weight)
+        data = {**provider_json(rotation.provider), "rotated": rotation_json(rotation)}
+    when = f"until {rotation.retires_at.isoformat()}" if rotation.retires_at else "no longer (disabled now)"
+    return data, (f"credential {rotation.new_credential_id} replaces {rotation.old_credential_id} of {args.name}; "
+                  f"the old one is used {when}")
+
+
+def providers_delete_credential(args: argparse.Namespace) -> Result:
+    with _ledger() as ledger:
+        data = provider_json(km.delete_credential(ledger, args.name, args.credential_id))
+    return data, f"credential {args.credential_id} of {args.name} deleted"
+
+
+def rotation_json(rotation: km.CredentialRotation) -> dict[str, Any]:
+    return {"old_credential_id": rotation.old_credential_id, "new_credential_id": rotation.new_credential_id,
+            "old_retires_at": rotation.retires_at.isoformat() if rotation.retires_at else None}
+
+
+# --- API keys -----------------------------------------------------------------------
+
+
+def keys_issue(args: argparse.Namespace) -> Result:
+    models = km.parse_models(args.models)
+    with _ledger() as ledger:
+        issued = km.issue_key(ledger, args.account, args.name, args.expires, models)
+        data = {**key_json(ledger.get_api_key(issued.key_id)), "key": issued.plaintext}
+    return data, f"key id {issued.key_id}\nAPI key (shown once): {issued.plaintext}"
+
+
+def keys_rotate(args: argparse.Namespace) -> Result:
+    with _ledger() as ledger:
+        rotation = km.rotate_key(ledger, args.key_id, grace=timedelta(seconds=args.grace_seconds))
+        data = {**key_json(ledger.get_api_key(rotation.issued.key_id)), "key": rotation.issued.plaintext,
+                "replaces": key_json(ledger.get_api_key(rotation.old_key_id))}
+    when = f"until {rotation.old_retires_at.isoformat()}" if rotation.old_retires_at else "no longer (revoked)"
+    return data, (f"key id {rotation.issued.key_id} replaces {rotation.old_key_id}; the old key works {when}\n"
+                  f"API key (shown once): {rotation.issued.plaintext}")
+
+
+def keys_set_models(args: argparse.Namespace) -> Result:
+    models = None if args.all else km.parse_models(args.models)
+    if models is None and not args.all:
+        raise InvalidRequest("give --models PROVIDER/MODEL,... or --all", param="models")
+    with _ledger() as ledger:
+        data = key_json(km.set_allowed_models(ledger, args.key_id, models))
+    return data, f"key {data['id']} may use {', '.join(models) if models else 'every model'}"
+
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    """``api_key_json`` plus model limits and rotation (never the key or its digest)."""
+    return {**api_key_json(key), "allowed_models": key.allowed_models,
+            "replaced_by": str(key.replaced_by) if key.replaced_by else None,
+            "retires_at": key.retires_at.isoformat() if key.retires_at else None}
+
+
+def read_secret() -> str:
+    secret = sys.stdin.readline().strip()
+    if not secret:
+        raise InvalidRequest("--api-key-stdin was given but standard input held no secret", param="api_key")
+    return secret
+
+
+# --- the parser ---------------------------------------------------------------------
+
+
+def register(sub: Any, command: Command, *, providers: Any = None, keys: Any = None) -> None:
+    """Add the commands to main.py's parser. ``providers`` and ``keys`` are the sub-command
+    groups main.py made; when not given they are found under ``sub``."""
+    providers = providers or _group(sub, "providers")
+    keys = keys or _group(sub, "keys")
+
+    secrets = sub.add_parser("secrets", help="master keys and sealed secrets").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    command("rotate-master", secrets_rotate_master,
+            "re-wrap every sealed secret under the newest master key (online, idempotent)", secrets)
+    command("status", secrets_status, "which master keys the sealed secrets still need", secrets)
+
+    rotate = command("rotate-credential", providers_rotate_credential,
+                     "replace a provider credential (new secret on stdin)", providers)
+    rotate.add_argument("name")
+    rotate.add_argument("--api-key-stdin", action="store_true", required=True)
+    rotate.add_argument("--credential", help="the credential to replace (needed when there are several)")
+    rotate.add_argument("--grace-seconds", type=int, default=0,
+                        help="keep using the old credential this long beside the new one (default 0: disable it now)")
+    rotate.add_argument("--weight", type=int, help="the new credential's weight (default: the old one's)")
+    delete = command("delete-credential", providers_delete_credential, "delete a provider credential", providers)
+    delete.add_argument("name")
+    delete.add_argument("credential_id")
+
+    issue = keys.choices["issue"]
+    issue.add_argument("--models", help="limit the key to these models: PROVIDER/MODEL, PROVIDER/* or aliases, comma-separated")
+    issue.set_defaults(handler=keys_issue)
+    rotate_key = command("rotate", keys_rotate, "replace an API key (the new key is printed once)", keys)
+    rotate_key.add_argument("key_id")
+    rotate_key.add_argument("--grace-seconds", type=int, default=0,
+                            help="the old key keeps working this long (default 0: revoked now)")
+    models = command("set-models", keys_set_models, "limit the models an API key may use", keys)
+    models.add_argument("key_id")
+    which = models.add_mutually_exclusive_group(required=True)
+    which.add_argument("--models", help="PROVIDER/MODEL, PROVIDER/* or aliases, comma-separated")
+    which.add_argument("--all", action="store_true", help="allow every model")
+
+
+def _group(sub: Any, name: str) -> Any:
+    parser = sub.choices[name]
+    for action in parser._actions:  # argparse keeps a parser's sub-command group only here
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    raise LookupError(f"no sub-commands under {name!r}")

@@ -1,0 +1,98 @@
+"""Admin routes for secrets and keys under ``/admin/v1``, behind the admin key:
+master-key status and rotation, provider credential rotation and deletion, API keys
+issued with model limits, rotated, and limited. Provider secrets arrive only in
+request bodies and never leave; a new API key is returned once, by the call that
+made it."""
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field
+
+from adapters.cli.key_commands import key_json, rotation_json, status_json
+from adapters.http.admin import require_admin
+from adapters.presenters import provider_json
+from adapters.services import Services
+from application import key_management as km
+
+router = APIRouter(prefix="/admin/v1", tags=["admin: secrets and keys"])
+Admin = Annotated[Services, Depends(require_admin)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RotateCredentialIn(_Body):
+    api_key: str = Field(description="the new provider secret; stored encrypted, never returned")
+    credential: str | None = Field(default=None, description="the credential to replace (needed when there are several)")
+    grace_seconds: int = Field(default=0, ge=0, description="keep using the old credential this long beside the new one")
+    weight: int | None = Field(default=None, ge=1)
+
+
+class IssueKeyIn(_Body):
+    account: str
+    name: str = ""
+    expires_at: datetime | None = None
+    models: list[str] | None = Field(default=None, description="PROVIDER/MODEL, PROVIDER/* or aliases; null: every model")
+
+
+class RotateKeyIn(_Body):
+    grace_seconds: int = Field(default=0, ge=0, description="the old key keeps working this long (0: revoked now)")
+
+
+class ModelsIn(_Body):
+    models: list[str] | None = Field(description="PROVIDER/MODEL, PROVIDER/* or aliases; null: every model")
+
+
+async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+@router.get("/secrets")
+async def secrets_status(services: Admin) -> dict[str, Any]:
+    return status_json(await _run(km.secrets_status, services.ledger))
+
+
+@router.post("/secrets/rotate-master")
+async def rotate_master(services: Admin) -> dict[str, Any]:
+    result = await _run(km.rotate_master, services.ledger)
+    return {"newest_kid": result.newest_kid, "rewrapped": result.rewrapped, "status": status_json(result.status)}
+
+
+@router.post("/providers/{name}/credentials/rotate")
+async def rotate_credential(name: str, body: RotateCredentialIn, services: Admin) -> dict[str, Any]:
+    rotation = await _run(km.rotate_credential, services.ledger, name, body.api_key, credential_id=body.credential,
+                          grace=timedelta(seconds=body.grace_seconds), weight=body.weight)
+    return {**provider_json(rotation.provider), "rotated": rotation_json(rotation)}
+
+
+@router.delete("/providers/{name}/credentials/{credential_id}")
+async def delete_credential(name: str, credential_id: str, services: Admin) -> dict[str, Any]:
+    return provider_json(await _run(km.delete_credential, services.ledger, name, credential_id))
+
+
+@router.post("/keys", status_code=201)
+async def issue_key(body: IssueKeyIn, services: Admin) -> dict[str, Any]:
+    issued = await _run(km.issue_key, services.ledger, body.account, body.name, body.expires_at, body.models)
+    return {**key_json(await _run(services.ledger.get_api_key, issued.key_id)), "key": issued.plaintext}
+
+
+@router.get("/keys/{key_id}")
+async def get_key(key_id: str, services: Admin) -> dict[str, Any]:
+    return key_json(await _run(services.ledger.get_api_key, key_id))
+
+
+@router.post("/keys/{key_id}/rotate", status_code=201)
+async def rotate_key(key_id: str, body: RotateKeyIn, services: Admin) -> dict[str, Any]:
+    rotation = await _run(km.rotate_key, services.ledger, key_id, timedelta(seconds=body.grace_seconds))
+    new = await _run(services.ledger.get_api_key, rotation.issued.key_id)
+    old = await _run(services.ledger.get_api_key, rotation.old_key_id)
+    return {**key_json(new), "key": rotation.issued.plaintext, "replaces": key_json(old)}
+
+
+@router.put("/keys/{key_id}/models")
+async def set_models(key_id: str, body: ModelsIn, services: Admin) -> dict[str, Any]:
+    return key_json(await _run(km.set_allowed_models, services.ledger, key_id, body.models))

@@ -1,0 +1,113 @@
+"""``/v1/me…``: what a user API key may read about its own account — the account and
+key, the balance, usage rollups and the request log — from the read models.
+
+Invariant: every query is scoped by the account of the key that authenticated the
+request, and every row is checked against it again before it is returned; nothing
+here takes an account from the caller. A request of another account is "not found",
+exactly like a request that does not exist. The operator's upstream cost is not shown.
+"""
+
+from datetime import datetime, timezone
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+
+from adapters.http.services import bearer_token, services_of
+from adapters.presenters import money_fields, plain
+from adapters.queries import caught_up
+from adapters.services import Services
+from domain.api_key import ApiKey
+from domain.errors import NotFound
+
+router = APIRouter(prefix="/v1/me", tags=["me"])
+
+REQUEST_FIELDS = ("request_id", "at", "api_key_id", "model", "endpoint", "outcome", "status", "error_code", "stream",
+                  "latency_ms", "ttfb_ms", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
+                  "usage_source", "charge", "price_book_version")
+USAGE_FIELDS = ("api_key_id", "model", "hour", "requests", "failed_requests", "input_tokens", "cached_input_tokens",
+                "output_tokens", "reasoning_tokens", "images", "charge", "estimated_requests")
+
+
+class Caller:
+    def __init__(self, services: Services, key: ApiKey) -> None:
+        self.services = services
+        self.key = key
+        self.account_id: UUID = key.account_id
+
+
+async def authenticated(request: Request) -> Caller:
+    services = services_of(request)
+    token = bearer_token(request)
+    key = await anyio.to_thread.run_sync(services.ledger.authenticate, token)
+    return Caller(services, key)
+
+
+Me = Annotated[Caller, Depends(authenticated)]
+
+
+@router.get("")
+async def get_me(me: Me) -> dict[str, Any]:
+    def read() -> dict[str, Any]:
+        account = me.services.ledger.get_account(me.account_id)
+        row = caught_up(me.services, lambda: me.services.read_models.balances.get_balance(me.account_id))
+        if row is not None and row.account_id != me.account_id:
+            raise NotFound("no such account")
+        balance = {name: getattr(row, name, 0) if row else 0 for name in ("balance", "held", "available")}
+        return {"object": "account", "id": str(account.id), "name": account.name,
+                "balance": money_fields(balance, "balance", "held", "available"), "key": _key(me.key)}
+
+    return await anyio.to_thread.run_sync(read)
+
+
+@router.get("/usage")
+async def get_usage(me: Me, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+    def read() -> list[Any]:
+        return caught_up(me.services, lambda: me.services.read_models.usage.list_usage(
+            account_id=me.account_id, since=_utc(since), until=_utc(until)))
+
+    rows = [_only(row, USAGE_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
+    return {"object": "list", "data": rows}
+
+
+@router.get("/requests")
+async def list_requests(me: Me, model: str | None = None, status: int | None = None,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    def read() -> list[Any]:
+        return caught_up(me.services, lambda: me.services.read_models.requests.list_requests(
+            account_id=me.account_id, model=model, status=status, limit=limit))
+
+    rows = [_only(row, REQUEST_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
+    return {"object": "list", "data": rows}
+
+
+@router.get("/requests/{request_id}")
+async def get_request(request_id: str, me: Me) -> dict[str, Any]:
+    try:
+        parsed = UUID(request_id)
+    except ValueError:
+        raise NotFound(f"no request {request_id}") from None
+    row = await anyio.to_thread.run_sync(
+        lambda: caught_up(me.services, lambda: me.services.read_models.requests.get_request(parsed)))
+    if row is None or not _mine(me, row):
+        raise NotFound(f"no request {request_id}")
+    return _only(row, REQUEST_FIELDS)
+
+
+def _mine(me: Caller, row: Any) -> bool:
+    return isinstance(row.account_id, UUID) and row.account_id == me.account_id
+
+
+def _only(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return money_fields({name: plain(getattr(row, name)) for name in names}, "charge")
+
+
+def _key(key: ApiKey) -> dict[str, Any]:
+    return {"id": str(key.id), "name": key.name, "prefix": key.prefix, "allowed_models": key.allowed_models,
+            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+            "retires_at": key.retires_at.isoformat() if key.retires_at else None}
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
