@@ -88,7 +88,8 @@ class RequestBilling:
     def open_request(self, api_key: str, shape: RequestShape, request_id: UUID | None = None) -> OpenedRequest:
         """Authenticate, route and price the request, and in credits mode hold its worst case.
 
-        Raises AuthenticationFailed, ModelNotFound, InsufficientCredits.
+        Raises AuthenticationFailed, PermissionDenied (a model the key may not use),
+        ModelNotFound, InsufficientCredits, SpendCapReached.
         """
         started = time.monotonic()
         request_id = request_id or uuid4()
@@ -116,11 +117,10 @@ class RequestBilling:
             opened = replace(opened, hold=max(self._worst_case(shape, target) for target in targets))
             try:
                 self._place_hold(opened)
-            except InsufficientCredits:
-                self._record(RequestRecord.failed(request_id, **self._details(opened, None, status=402, error_code="insufficient_credits")))
-                raise
-            except SpendCapReached:
-                self._record(RequestRecord.failed(request_id, **self._details(opened, None, status=429, error_code="spend_cap_reached")))
+            except (InsufficientCredits, SpendCapReached) as refused:
+                status = 402 if isinstance(refused, InsufficientCredits) else 429
+                self._record(RequestRecord.failed(request_id, **self._details(opened, None, status=status,
+                                                                              error_code=refused.code)))
                 raise
         return opened
 

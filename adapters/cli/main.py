@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from adapters.cli import commands, key_commands
+from adapters.cli import commands, key_commands, statement_commands
 from adapters.settings import SettingsError
 from domain.errors import TallyhubError
 from domain.money import InvalidAmount
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild = command("rebuild", commands.projections_rebuild, "rebuild read models from the events", projections)
     rebuild.add_argument("name", nargs="?")
     key_commands.register(sub, command, providers=providers, keys=keys)
+    statement_commands.register(sub, command)
     return parser
 
 

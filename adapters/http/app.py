@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
-from adapters.http import admin, admin_keys, chat, embeddings, images, me, messages, models, payments
+from adapters.http import admin, admin_keys, admin_statements, chat, embeddings, images, me, messages, models, payments
 from adapters.http.errors import install_error_handlers
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.services import Services
@@ -50,6 +50,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(admin_keys.router)
+    app.include_router(admin_statements.router)
     app.include_router(me.router)
     app.include_router(payments.router)
     app.add_middleware(RequestIdMiddleware)

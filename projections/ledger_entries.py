@@ -1,0 +1,267 @@
+"""The ledger's entries: one row per movement of an account's balance, with the
+event's notification position and the account's running balance after it.
+
+Invariants kept here:
+- one row per ``CreditGranted`` (kind ``grant``), ``Adjusted`` (``adjustment``),
+  ``ChargeRefunded`` (``refund``) and ``HoldSettled`` (``charge``) event, keyed by the
+  event's notification ``position``; ``amount`` is signed (a charge is negative, a
+  debit adjustment too), ``uncollected`` is what a charge or a debit could not take;
+- per account, in position order, ``balance = previous balance + amount`` starting
+  from 0, so the last row's balance equals ``Account.balance`` and the balances view;
+- holds are reservations, not movements: placing or releasing one moves no balance
+  and makes no row; a charge row names the hold it settled (``held``, 0 when it had
+  already expired);
+- a window ``[since, until)`` cuts each account's rows in position order at the first
+  row whose time is at or after the bound, so ``opening_balance(since) + sum(amounts of
+  list_entries(since, until)) == closing_balance(until)`` exactly, even if clocks
+  disagree about the order of two events;
+- rows are written once and never updated, so a rebuild from zero gives identical rows.
+
+The runner hands a projection decoded events without their notification ids, so the
+projection reads the ids of its own batch back from the event store
+(``select_notifications`` from the tracked position, its topics only) and matches them
+to the events by (originator id, version); a batch it cannot match is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields, replace
+from datetime import datetime
+from typing import Any, Iterable, Protocol, Sequence
+from uuid import UUID
+
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import Notification
+from eventsourcing.utils import get_topic
+
+from domain.account import Account
+from projections.memory import InMemoryStore, MemoryTransaction
+from projections.store import SqlStore, SqlTransaction
+
+ENTRIES_TABLE = "th_rm_ledger_entries"
+KINDS = ("grant", "adjustment", "refund", "charge")
+_NO_BOUND = 2**63 - 1  # above every position: "no row at or after the bound"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    position: int
+    account_id: UUID
+    at: datetime
+    kind: str
+    amount: int
+    balance: int
+    request_id: UUID | None = None
+    reason: str | None = None
+    idempotency_key: str | None = None
+    uncollected: int = 0
+    held: int = 0
+
+
+COLUMNS = tuple(f.name for f in fields(LedgerEntry))
+
+
+def entry_of(event: DomainEventProtocol[Any], position: int) -> LedgerEntry:
+    """The movement ``event`` makes, with ``balance`` still 0 (the view computes it)."""
+    e: Any = event
+    base = {"position": position, "account_id": event.originator_id, "at": event.timestamp, "balance": 0}
+    if isinstance(event, Account.CreditGranted):
+        return LedgerEntry(kind="grant", amount=e.amount, reason=e.reason, idempotency_key=e.idempotency_key, **base)
+    if isinstance(event, Account.Adjusted):
+        return LedgerEntry(kind="adjustment", amount=e.amount, reason=e.reason, idempotency_key=e.idempotency_key,
+                           uncollected=e.amount - e.requested, **base)
+    if isinstance(event, Account.ChargeRefunded):
+        return LedgerEntry(kind="refund", amount=e.amount, request_id=e.request_id, reason=e.reason, **base)
+    if isinstance(event, Account.HoldSettled):
+        return LedgerEntry(kind="charge", amount=-e.amount, request_id=e.request_id, uncollected=e.uncollected,
+                           held=e.held, **base)
+    raise TypeError(f"not a movement of credit: {type(event).__qualname__}")
+
+
+class NotificationReader(Protocol):
+    """What we use of the event store's application recorder."""
+
+    def select_notifications(
+        self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (), *,
+        inclusive_of_start: bool = True,
+    ) -> Sequence[Notification]: ...
+
+
+class LedgerEntriesView(Protocol):
+    def list_entries(
+        self, account_id: UUID, since: datetime | None = None, until: datetime | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        """The account's rows in the window ``[since, until)``, in position order."""
+
+    def opening_balance(self, account_id: UUID, since: datetime | None) -> int:
+        """The running balance just before the window that starts at ``since`` (None: 0)."""
+
+    def closing_balance(self, account_id: UUID, until: datetime | None = None) -> int:
+        """The running balance at the end of the window that ends at ``until`` (None: now)."""
+
+    def apply(self, tx: Any, entries: list[LedgerEntry]) -> None: ...
+
+    def clear(self, tx: Any) -> None: ...
+
+
+class LedgerEntriesProjection:
+    name = "ledger_entries"
+    topics = frozenset(
+        get_topic(cls) for cls in (Account.CreditGranted, Account.Adjusted, Account.ChargeRefunded, Account.HoldSettled)
+    )
+
+    def __init__(self, view: LedgerEntriesView, notifications: NotificationReader) -> None:
+        self.view = view
+        self.notifications = notifications
+
+    def process(self, tx: Any, events: list[DomainEventProtocol[Any]]) -> None:
+        positions = self._positions(tx.position, events)
+        self.view.apply(tx, [entry_of(event, position) for event, position in zip(events, positions)])
+
+    def clear(self, tx: Any) -> None:
+        self.view.clear(tx)
+
+    def _positions(self, after: int, events: list[DomainEventProtocol[Any]]) -> list[int]:
+        found = self.notifications.select_notifications(
+            after, len(events), topics=sorted(self.topics), inclusive_of_start=False
+        )
+        ids = {(UUID(str(n.originator_id)), n.originator_version): n.id for n in found}
+        try:
+            return [ids[(event.originator_id, event.originator_version)] for event in events]
+        except KeyError:
+            raise LookupError(
+                f"{self.name}: the batch is not the next {len(events)} movements after position {after}"
+            ) from None
+
+
+def _boundary(entries: list[LedgerEntry], at: datetime | None) -> int:
+    """Index of the first entry (position order) at or after ``at``; len when none."""
+    if at is None:
+        return len(entries)
+    return next((i for i, entry in enumerate(entries) if entry.at >= at), len(entries))
+
+
+class InMemoryLedgerEntriesView:
+    def __init__(self, store: InMemoryStore) -> None:
+        self._lock = store.lock
+        self._entries: dict[UUID, list[LedgerEntry]] = {}
+
+    def list_entries(
+        self, account_id: UUID, since: datetime | None = None, until: datetime | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        with self._lock:
+            entries = list(self._entries.get(account_id, ()))
+        start = 0 if since is None else _boundary(entries, since)
+        window = entries[start:max(start, _boundary(entries, until))]
+        return window if limit is None else window[:limit]
+
+    def opening_balance(self, account_id: UUID, since: datetime | None) -> int:
+        return 0 if since is None else self._balance_before(account_id, since)
+
+    def closing_balance(self, account_id: UUID, until: datetime | None = None) -> int:
+        return self._balance_before(account_id, until)
+
+    def apply(self, tx: MemoryTransaction, entries: list[LedgerEntry]) -> None:
+        tx.on_commit(lambda: self._append(entries))
+
+    def clear(self, tx: MemoryTransaction) -> None:
+        tx.on_commit(self._entries.clear)
+
+    def _balance_before(self, account_id: UUID, at: datetime | None) -> int:
+        with self._lock:
+            entries = list(self._entries.get(account_id, ()))
+        end = _boundary(entries, at)
+        return entries[end - 1].balance if end else 0
+
+    def _append(self, entries: list[LedgerEntry]) -> None:
+        for entry in sorted(entries, key=lambda e: e.position):
+            rows = self._entries.setdefault(entry.account_id, [])
+            rows.append(replace(entry, balance=(rows[-1].balance if rows else 0) + entry.amount))
+
+
+class SqlLedgerEntriesView:
+    DDL = (
+        f"CREATE TABLE IF NOT EXISTS {ENTRIES_TABLE} ("
+        " position BIGINT PRIMARY KEY, account_id TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, kind TEXT NOT NULL,"
+        " amount BIGINT NOT NULL, balance BIGINT NOT NULL, request_id TEXT, reason TEXT, idempotency_key TEXT,"
+        " uncollected BIGINT NOT NULL, held BIGINT NOT NULL)",
+        f"CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_account ON {ENTRIES_TABLE} (account_id, position)",
+        f"CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_account_at ON {ENTRIES_TABLE} (account_id, at)",
+    )
+    TABLES = (ENTRIES_TABLE,)
+    # the position of the account's first row at or after a time; _NO_BOUND when there is none
+    _BOUND = (
+        f"COALESCE((SELECT MIN(position) FROM {ENTRIES_TABLE} WHERE account_id = ? AND at >= ?), {_NO_BOUND})"
+    )
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def list_entries(
+        self, account_id: UUID, since: datetime | None = None, until: datetime | None = None, limit: int | None = None
+    ) -> list[LedgerEntry]:
+        clauses, params = ["account_id = ?"], [account_id.hex]
+        for clause, bound in (("position >= ", since), ("position < ", until)):
+            if bound is not None:
+                clauses.append(clause + self._BOUND)
+                params += [account_id.hex, self.store.to_db_time(bound)]
+        sql = f"SELECT {', '.join(COLUMNS)} FROM {ENTRIES_TABLE} WHERE {' AND '.join(clauses)} ORDER BY position"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        return [self._entry(row) for row in self.store.query(sql, params)]
+
+    def opening_balance(self, account_id: UUID, since: datetime | None) -> int:
+        return 0 if since is None else self._balance_before(account_id, since)
+
+    def closing_balance(self, account_id: UUID, until: datetime | None = None) -> int:
+        return self._balance_before(account_id, until)
+
+    def apply(self, tx: SqlTransaction, entries: list[LedgerEntry]) -> None:
+        # Each row's balance is the account's latest row's balance plus its amount, read
+        # inside this transaction: executemany inserts in order and sees its own rows.
+        others = [c for c in COLUMNS if c != "balance"]
+        tx.executemany(
+            f"INSERT INTO {ENTRIES_TABLE} ({', '.join(others)}, balance)"
+            f" VALUES ({', '.join('?' * len(others))},"
+            f" COALESCE((SELECT prev.balance FROM {ENTRIES_TABLE} prev WHERE prev.account_id = ?"
+            " ORDER BY prev.position DESC LIMIT 1), 0) + ?)",
+            [(*self._params(entry, others), entry.account_id.hex, entry.amount)
+             for entry in sorted(entries, key=lambda e: e.position)],
+        )
+
+    def clear(self, tx: SqlTransaction) -> None:
+        tx.execute(f"DELETE FROM {ENTRIES_TABLE}")
+
+    def _balance_before(self, account_id: UUID, at: datetime | None) -> int:
+        where, params = "account_id = ?", [account_id.hex]
+        if at is not None:
+            where += " AND position < " + self._BOUND
+            params += [account_id.hex, self.store.to_db_time(at)]
+        rows = self.store.query(
+            f"SELECT balance FROM {ENTRIES_TABLE} WHERE {where} ORDER BY position DESC LIMIT 1", params
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def _params(self, entry: LedgerEntry, columns: Iterable[str]) -> tuple[Any, ...]:
+        values = dict(zip(COLUMNS, astuple(entry)))
+        values.update(
+            account_id=entry.account_id.hex,
+            at=self.store.to_db_time(entry.at),
+            request_id=entry.request_id.hex if entry.request_id else None,
+        )
+        return tuple(values[c] for c in columns)
+
+    def _entry(self, row: tuple[Any, ...]) -> LedgerEntry:
+        values = dict(zip(COLUMNS, row))
+        values.update(
+            position=int(values["position"]),
+            account_id=UUID(values["account_id"]),
+            at=self.store.from_db_time(values["at"]),
+            request_id=UUID(values["request_id"]) if values["request_id"] else None,
+            amount=int(values["amount"]),
+            balance=int(values["balance"]),
+            uncollected=int(values["uncollected"]),
+            held=int(values["held"]),
+        )
+        return LedgerEntry(**values)
