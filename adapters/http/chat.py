@@ -16,13 +16,13 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from adapters.http.calls import Call, complete, fail, open_request, start_call
 from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
-from adapters.services import Services
-from adapters.http.calls import Call, complete, fail, open_request, start_call
 from adapters.providers.base import DONE, READ_FAILURES, ChatExchange
 from adapters.providers.openai_family import reasoning_text, usage_from_openai_family
+from adapters.services import Services
 from application.billing import OpenedRequest, Receipt
 from domain.errors import UpstreamError
 from domain.estimation import estimated_usage
