@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,8 +22,17 @@ from domain.money import format_credits, parse_credits
 Result = tuple[Any, str]
 
 
+def iso_timestamp(text: str) -> datetime:
+    """An ISO 8601 time from the command line; UTC when it names no zone."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
 @contextmanager
-def _services() -> Iterator[Services]:
+def open_services() -> Iterator[Services]:
     services = build_services(Settings.from_env())
     try:
         yield services
@@ -50,7 +60,7 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = Settings.from_env()
-    with _services():
+    with open_services():
         pass  # fail here, once, with a clear error if the store or key is not usable
     uvicorn.run(
         "adapters.http.asgi:create_app_from_env",
@@ -74,7 +84,7 @@ def dashboard(args: argparse.Namespace) -> None:
 def providers_add(args: argparse.Namespace) -> Result:
     check_provider_config(args.kind, args.base_url, args.region)
     secret = _read_secret() if args.api_key_stdin else None
-    with _services() as services:
+    with open_services() as services:
         provider = services.ledger.register_provider(args.name, args.kind, base_url=args.base_url,
                                                      region=args.region, secret=secret, weight=args.weight)
         data = provider_json(provider)
@@ -82,7 +92,7 @@ def providers_add(args: argparse.Namespace) -> Result:
 
 
 def providers_list(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         data = [provider_json(p) for p in services.ledger.list_providers()]
     lines = [f"{p['name']:<20} {p['kind']:<18} {'enabled' if p['enabled'] else 'disabled':<9} "
              f"{p['base_url'] or '(default)'}  credentials: {', '.join(c['hint'] for c in p['credentials']) or '-'}"
@@ -92,13 +102,13 @@ def providers_list(args: argparse.Namespace) -> Result:
 
 def providers_add_credential(args: argparse.Namespace) -> Result:
     secret = _read_secret()
-    with _services() as services:
+    with open_services() as services:
         data = provider_json(services.ledger.add_credential(args.name, secret, args.weight))
     return data, f"credential {data['credentials'][-1]['id']} added to {args.name}"
 
 
 def providers_disable(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         if args.credential:
             provider = services.ledger.disable_credential(args.name, args.credential, reason="disabled by the operator")
         else:
@@ -108,7 +118,7 @@ def providers_disable(args: argparse.Namespace) -> Result:
 
 
 def providers_enable(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         if args.credential:
             provider = services.ledger.enable_credential(args.name, args.credential)
         else:
@@ -119,20 +129,20 @@ def providers_enable(args: argparse.Namespace) -> Result:
 
 def aliases_set(args: argparse.Namespace) -> Result:
     models = [args.model, *args.fallback]
-    with _services() as services:
+    with open_services() as services:
         services.ledger.set_alias(args.name, models)
     return {"name": args.name, "models": models}, f"{args.name} → {' → '.join(models)}"
 
 
 def aliases_list(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         aliases = services.ledger.aliases()
     data = [{"name": name, "models": models} for name, models in sorted(aliases.items())]
     return {"data": data}, "\n".join(f"{a['name']} → {' → '.join(a['models'])}" for a in data) or "no aliases"
 
 
 def aliases_remove(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         services.ledger.remove_alias(args.name)
     return {"name": args.name, "removed": True}, f"alias {args.name} removed"
 
@@ -141,7 +151,7 @@ def prices_set(args: argparse.Namespace) -> Result:
     price = price_from_credits(input=args.input, output=args.output, cached_input=args.cached_input,
                                reasoning=args.reasoning, per_image=args.per_image,
                                max_output_tokens=args.max_output_tokens)
-    with _services() as services:
+    with open_services() as services:
         version = services.ledger.set_price(args.model, price)
     return {"model": args.model, "version": version}, f"{args.model} priced; price book is now version {version}"
 
@@ -152,7 +162,7 @@ def prices_publish(args: argparse.Namespace) -> Result:
     except OSError as exc:
         raise InvalidRequest(f"cannot read the price file: {exc.strerror}") from None
     prices, effective_at = parse_price_file(text)
-    with _services() as services:
+    with open_services() as services:
         version = services.ledger.publish_prices(prices, effective_at)
     when = effective_at.isoformat() if effective_at else "now"
     return ({"version": version, "models": sorted(prices), "effective_at": effective_at.isoformat() if effective_at else None},
@@ -160,7 +170,7 @@ def prices_publish(args: argparse.Namespace) -> Result:
 
 
 def prices_show(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         data = price_book_json(services.ledger.price_book(), services.ledger.clock.now())
     lines = [f"price book version {data['version']} (credits per 1M tokens)"]
     lines += [f"  {model:<40} input {p['input']}  output {p['output']}" for model, p in data["models"].items()]
@@ -170,7 +180,7 @@ def prices_show(args: argparse.Namespace) -> Result:
 def accounts_create(args: argparse.Namespace) -> Result:
     settings = Settings.from_env()
     starter = parse_credits(args.starter_credits if args.starter_credits is not None else settings.starter_credits)
-    with _services() as services:
+    with open_services() as services:
         account = services.ledger.create_account(args.name, starter)
     data = {"id": str(account.id), "name": account.name, "balance": account.balance,
             "balance_credits": format_credits(account.balance)}
@@ -180,7 +190,7 @@ def accounts_create(args: argparse.Namespace) -> Result:
 def accounts_caps(args: argparse.Namespace) -> Result:
     day = parse_credits(args.day) if args.day is not None else None
     month = parse_credits(args.month) if args.month is not None else None
-    with _services() as services:
+    with open_services() as services:
         account = services.ledger.set_spend_caps(args.account, day=day, month=month, api_key_id=args.key)
     scope = "account" if args.key is None else services.ledger.get_api_key(args.key).id.hex
     data = {"account_id": str(account.id), "scope": "account" if args.key is None else args.key,
@@ -190,7 +200,7 @@ def accounts_caps(args: argparse.Namespace) -> Result:
 
 
 def accounts_list(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         services.read_models.runner.catch_up()
         rows = [balance_json(row) for row in services.read_models.balances.list_balances()]
     lines = [f"{r['name']:<24} balance {r['balance_credits']:>22}  available {r['available_credits']:>22}" for r in rows]
@@ -199,7 +209,7 @@ def accounts_list(args: argparse.Namespace) -> Result:
 
 def credits_grant(args: argparse.Namespace) -> Result:
     amount = parse_credits(args.amount)
-    with _services() as services:
+    with open_services() as services:
         result = services.ledger.grant_credits(args.account, amount, args.reason, args.idempotency_key)
     data = {"account_id": str(result.account_id), "amount": result.amount,
             "amount_credits": format_credits(result.amount), "credited": result.credited}
@@ -210,7 +220,7 @@ def credits_grant(args: argparse.Namespace) -> Result:
 
 def credits_adjust(args: argparse.Namespace) -> Result:
     amount = parse_credits(args.amount, allow_negative=True)
-    with _services() as services:
+    with open_services() as services:
         result = services.ledger.adjust_credits(args.account, amount, args.reason, args.idempotency_key)
     data = {"account_id": str(result.account_id), "requested": amount, "applied": result.amount,
             "applied_credits": format_credits(result.amount), "credited": result.credited}
@@ -221,26 +231,26 @@ def credits_adjust(args: argparse.Namespace) -> Result:
 
 
 def holds_sweep(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         released = sweep_expired_holds(services)
     return {"released": released}, f"released {released} expired hold(s)"
 
 
 def keys_issue(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         issued = services.ledger.issue_api_key(args.account, args.name, args.expires)
         data = {**api_key_json(services.ledger.get_api_key(issued.key_id)), "key": issued.plaintext}
     return data, f"key id {issued.key_id}\nAPI key (shown once): {issued.plaintext}"
 
 
 def keys_revoke(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         data = api_key_json(services.ledger.revoke_api_key(args.key_id))
     return data, f"key {data['id']} revoked"
 
 
 def balance(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         data = read_balance(services, args.account)
     text = (f"{data['name']}: balance {data['balance_credits']}, held {data['held_credits']}, "
             f"available {data['available_credits']} credits")
@@ -248,13 +258,13 @@ def balance(args: argparse.Namespace) -> Result:
 
 
 def projections_status(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         data = plain(services.read_models.runner.status())
     return {"data": data}, "\n".join(str(row) for row in data)
 
 
 def projections_rebuild(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         services.read_models.runner.rebuild(args.name)
         data = plain(services.read_models.runner.status())
     return {"data": data}, "rebuilt:\n" + "\n".join(str(row) for row in data)

@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 from adapters.cli import commands, key_commands, statement_commands
@@ -113,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     issue = command("issue", commands.keys_issue, "issue an API key (printed once)", keys)
     issue.add_argument("account")
     issue.add_argument("--name", default="")
-    issue.add_argument("--expires", type=_timestamp, help="ISO 8601 time, e.g. 2027-01-01T00:00:00Z")
+    issue.add_argument("--expires", type=commands.iso_timestamp, help="ISO 8601 time, e.g. 2027-01-01T00:00:00Z")
     revoke = command("revoke", commands.keys_revoke, "revoke an API key", keys)
     revoke.add_argument("key_id")
 
@@ -127,14 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     key_commands.register(sub, command, providers=providers, keys=keys)
     statement_commands.register(sub, command)
     return parser
-
-
-def _timestamp(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def main(argv: list[str] | None = None) -> int:

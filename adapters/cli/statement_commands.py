@@ -10,16 +10,14 @@ The window is ``[from, to)`` and follows the ledger's order: see projections/led
 """
 
 import argparse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from adapters.bootstrap import build_services
+from adapters.cli.commands import iso_timestamp, open_services
 from adapters.presenters import money_fields, plain
 from adapters.queries import caught_up
 from adapters.services import Services
-from adapters.settings import Settings
 from domain.errors import InvalidRequest
 from domain.money import format_credits
 from projections.ledger_entries import KINDS, LedgerEntry
@@ -93,7 +91,7 @@ def statement_text(data: dict[str, Any]) -> str:
 
 
 def statement(args: argparse.Namespace) -> Result:
-    with _services() as services:
+    with open_services() as services:
         data = read_statement(services, args.account, args.since, args.until)
     return data, statement_text(data)
 
@@ -102,29 +100,10 @@ def register(sub: Any, command: Command) -> None:
     """Add ``statement`` to main.py's parser (``command`` is main.py's builder)."""
     p = command("statement", statement, "every movement of an account's balance, with the running balance", sub)
     p.add_argument("account")
-    p.add_argument("--from", dest="since", type=_timestamp, metavar="ISO",
+    p.add_argument("--from", dest="since", type=iso_timestamp, metavar="ISO",
                    help="first instant included, ISO 8601 (default: the beginning)")
-    p.add_argument("--to", dest="until", type=_timestamp, metavar="ISO",
+    p.add_argument("--to", dest="until", type=iso_timestamp, metavar="ISO",
                    help="first instant excluded, ISO 8601 (default: now)")
-
-
-@contextmanager
-def _services() -> Iterator[Services]:
-    services = build_services(Settings.from_env())
-    try:
-        yield services
-    finally:
-        if services.read_models is not None:
-            services.read_models.close()
-        services.ledger.close()
-
-
-def _timestamp(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 def _utc(value: datetime | None) -> datetime | None:
