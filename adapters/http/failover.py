@@ -5,21 +5,20 @@ before anything has been sent to the caller. Each failed attempt is kept, to be
 recorded with the request; what it taught us goes to credential health."""
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
 
 from adapters.services import Services
 from application.billing import Attempt, OpenedRequest
+from application.health import RATE_LIMIT_COOLDOWN_SECONDS, TRANSIENT_COOLDOWN_SECONDS
 from application.routing import Route
 from domain.errors import InvalidRequest, SecretError, UpstreamError
 
 T = TypeVar("T")
 Operation = Callable[[Any, Route], Awaitable[T]]
 RETRYABLE_STATUSES = (429, 502, 503, 504)
-TRANSIENT_COOLDOWN_SECONDS = 5.0
-DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS = 30.0
 
 
 async def start_with_failover(services: Services, opened: OpenedRequest,
@@ -31,11 +30,8 @@ async def start_with_failover(services: Services, opened: OpenedRequest,
     attempts: list[Attempt] = []
     last_error: UpstreamError | None = None
     for target in opened.targets:
-        try:
-            routes = list(services.router.routes(target))
-        except SecretError as error:  # no credential of this provider opens: an operator fault
-            raise FailedAttempts(error, attempts) from None
-        for route in routes:
+        routes = services.router.routes(target)  # lazy: a credential is opened only when it is tried
+        while (route := _next_route(routes, attempts)) is not None:
             provider = services.providers.get(route.kind)
             if provider is None:
                 raise FailedAttempts(InvalidRequest(f"providers of kind {route.kind!r} are not supported by this version"),
@@ -57,6 +53,15 @@ async def start_with_failover(services: Services, opened: OpenedRequest,
     error = last_error or services.router.unavailable(list(opened.targets))
     final_route = attempts[-1].route if attempts else None
     raise FailedAttempts(error, attempts[:-1] if attempts else [], final_route)
+
+
+def _next_route(routes: Iterator[Route], attempts: list[Attempt]) -> Route | None:
+    try:
+        return next(routes)
+    except StopIteration:
+        return None
+    except SecretError as error:  # no credential of this provider opens: an operator fault
+        raise FailedAttempts(error, attempts) from None
 
 
 class FailedAttempts(Exception):
@@ -81,7 +86,7 @@ async def _learn(services: Services, route: Route, error: UpstreamError) -> None
         await anyio.to_thread.run_sync(lambda: services.ledger.disable_credential(
             route.provider, route.credential_id, reason=f"refused by the provider ({error.status})", automatic=True))
     elif error.status == 429:
-        services.health.cool_down(route.credential_id, _seconds(error.retry_after) or DEFAULT_RATE_LIMIT_COOLDOWN_SECONDS)
+        services.health.cool_down(route.credential_id, _seconds(error.retry_after) or RATE_LIMIT_COOLDOWN_SECONDS)
     elif error.status in RETRYABLE_STATUSES:
         services.health.cool_down(route.credential_id, TRANSIENT_COOLDOWN_SECONDS)
 
