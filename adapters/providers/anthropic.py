@@ -25,7 +25,7 @@ import orjson
 
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
-from adapters.providers.base import DONE
+from adapters.providers.base import DONE, ResponseExchange
 from adapters.providers.errors import post
 from adapters.providers.openai_compatible import sse_events, upstream_error
 from application.routing import Route
@@ -74,7 +74,7 @@ class AnthropicProvider:
             return None
 
 
-class AnthropicExchange:
+class AnthropicExchange(ResponseExchange):
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self.response = response
         self.created = int(time.time())
@@ -95,10 +95,5 @@ class AnthropicExchange:
                 return
         raise ValueError("the provider's stream ended before message_stop")
 
-    def abort(self) -> None:
-        self.response.close()
-
-    def release(self) -> None:
-        self.response.release()
 
 

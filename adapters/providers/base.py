@@ -40,5 +40,17 @@ class ChatExchange(Protocol):
         ...
 
 
+class ResponseExchange:
+    """An exchange over one open HTTP response: aborting closes it, releasing returns it."""
+
+    response: aiohttp.ClientResponse
+
+    def abort(self) -> None:
+        self.response.close()
+
+    def release(self) -> None:
+        self.response.release()
+
+
 class ChatProvider(Protocol):
     async def start_chat(self, route: Route, body: dict[str, Any]) -> ChatExchange: ...

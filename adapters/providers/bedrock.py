@@ -32,7 +32,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from yarl import URL
 
-from adapters.providers.base import DONE
+from adapters.providers.base import DONE, ResponseExchange
 from adapters.providers.bedrock_request import converse_request
 from adapters.providers.bedrock_response import ConverseStreamTranslator, completion_document
 from adapters.providers.errors import error_for_status, post, read_error_body
@@ -153,7 +153,7 @@ def signed_headers(credentials: Credentials, region: str, url: str, payload: byt
 # -------------------------------------------------------------------- chat exchange
 
 
-class BedrockExchange:
+class BedrockExchange(ResponseExchange):
     """One Converse call in flight, read as OpenAI chat."""
 
     def __init__(self, response: aiohttp.ClientResponse, *, model: str) -> None:
@@ -176,11 +176,6 @@ class BedrockExchange:
             raise ValueError("the Bedrock stream ended before messageStop and metadata")
         yield DONE
 
-    def abort(self) -> None:
-        self.response.close()
-
-    def release(self) -> None:
-        self.response.release()
 
 
 async def converse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE
+from adapters.providers.base import DONE, ResponseExchange
 from adapters.providers.gemini_request import candidate_count, gemini_request
 from adapters.providers.gemini_response import (
     ChunkTranslator,
@@ -132,7 +132,7 @@ class GeminiCompletion:
         pass
 
 
-class GeminiStream:
+class GeminiStream(ResponseExchange):
     """A stream whose first event has arrived and was not an error."""
 
     def __init__(self, response: aiohttp.ClientResponse, events: AsyncIterator[bytes], first: dict[str, Any],
@@ -165,12 +165,6 @@ class GeminiStream:
         for chunk in self.translator.closing():
             yield orjson.dumps(chunk)
         yield DONE
-
-    def abort(self) -> None:
-        self.response.close()
-
-    def release(self) -> None:
-        self.response.release()
 
 
 async def _open_stream(route: Route, response: aiohttp.ClientResponse, choices: int) -> GeminiStream:

@@ -34,7 +34,7 @@ from uuid import uuid4
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE
+from adapters.providers.base import DONE, ResponseExchange
 from adapters.providers.errors import error_for_status, post, read_error_body, redact
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
@@ -106,7 +106,7 @@ def _auth(route: Route) -> dict[str, str]:
     return {"authorization": f"Bearer {route.secret}"} if route.secret else {}
 
 
-class OllamaExchange:
+class OllamaExchange(ResponseExchange):
     """One ``/api/chat`` call in flight, read as OpenAI's format."""
 
     def __init__(self, response: aiohttp.ClientResponse, *, model: str) -> None:
@@ -132,11 +132,6 @@ class OllamaExchange:
                 return
         raise OllamaStreamError("Ollama ended the stream without its final (done: true) object")
 
-    def abort(self) -> None:
-        self.response.close()
-
-    def release(self) -> None:
-        self.response.release()
 
 
 # ---------------------------------------------------------------- OpenAI → Ollama

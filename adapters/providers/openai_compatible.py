@@ -14,6 +14,7 @@ import aiohttp
 import orjson
 
 from application.billing import Route
+from adapters.providers.base import ResponseExchange
 from adapters.providers.errors import error_for_status, post, read_error_body
 from domain.errors import InvalidRequest, UpstreamError
 
@@ -70,7 +71,7 @@ class OpenAICompatibleProvider:
             return None
 
 
-class OpenAIExchange:
+class OpenAIExchange(ResponseExchange):
     """The provider already speaks OpenAI: bytes pass through untouched."""
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
@@ -82,11 +83,6 @@ class OpenAIExchange:
     def stream_data(self) -> AsyncIterator[bytes]:
         return sse_events(self.response)
 
-    def abort(self) -> None:
-        self.response.close()
-
-    def release(self) -> None:
-        self.response.release()
 
 
 async def _read_all(response: aiohttp.ClientResponse) -> bytes:
