@@ -169,19 +169,21 @@ class RequestBilling:
                      ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = ()) -> None:
         """Release the hold without charging and record the failure, once."""
         details = self._details(opened, route, status=status, error_code=error_code, ttfb_ms=ttfb_ms)
-        record = _with_attempts(RequestRecord.failed(opened.request_id, **details), attempts)
+
+        def record() -> RequestRecord:
+            return _with_attempts(RequestRecord.failed(opened.request_id, **details), attempts)
 
         def release(account: Account) -> list[Aggregate] | None:
             if opened.request_id.hex in account.holds:
                 account.release_hold(opened.request_id, reason=error_code)
             elif self.ledger.find(opened.request_id) is not None:
                 return None  # recorded already
-            return [record]
+            return [record()]  # built afresh on every attempt: a refused save drains its events
 
         if self.mode == "credits":
             self.ledger.change_account(opened.account_id, release)
         else:
-            self._record(record)
+            self._record(record())
 
     def _worst_case(self, shape: RequestShape, target: Target) -> int:
         assert target.price is not None

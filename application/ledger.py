@@ -252,6 +252,9 @@ class Ledger(Application):
             self.writer.stop()
 
     def _change(self, load: Callable[[], A], change: Callable[[A], Sequence[Aggregate] | None]) -> bool:
+        """Load, change and save, retried on a version conflict. ``change`` must build the
+        other aggregates it returns afresh on each call: a refused save has already
+        drained their pending events, so an object reused across attempts saves nothing."""
         for attempt in range(MAX_SAVE_ATTEMPTS):
             aggregate = load()
             others = change(aggregate)
@@ -320,23 +323,22 @@ class Ledger(Application):
         name = _clean_name(name, "provider name")
         if "/" in name:
             raise InvalidRequest("a provider name must not contain '/'", param="name")
-        provider = Provider(name=name, kind=kind, base_url=base_url, region=region)
-        if secret:
-            self._seal_into(provider, secret, weight)
-        elif kind not in KINDS_WITHOUT_SECRET:
+        if not secret and kind not in KINDS_WITHOUT_SECRET:
             raise InvalidRequest(f"a provider of kind {kind!r} needs an API key (--api-key-stdin)", param="api_key")
-        for _ in range(MAX_SAVE_ATTEMPTS):
-            catalog = self.repository.get(ids.CATALOG_ID)
+        registered: list[Provider] = []
+
+        def register(catalog: Catalog) -> list[Aggregate]:
             if name in catalog.provider_names:
                 raise AlreadyExists(f"provider {name!r} already exists")
             catalog.list_provider(name)
-            try:
-                self.save(provider, catalog)
-                return provider
-            except IntegrityError:
-                if self.find(provider.id) is not None:
-                    raise AlreadyExists(f"provider {name!r} already exists") from None
-        raise AlreadyExists("could not register the provider: the catalog kept changing")
+            provider = Provider(name=name, kind=kind, base_url=base_url, region=region)
+            if secret:
+                self._seal_into(provider, secret, weight)
+            registered.append(provider)
+            return [provider]
+
+        self._change(lambda: self.repository.get(ids.CATALOG_ID), register)
+        return registered[-1]
 
     def _seal_into(self, provider: Provider, secret: str, weight: int = 1) -> None:
         credential_id = uuid4().hex[:12]
