@@ -73,6 +73,11 @@ def money_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
     return row
 
 
+def signed_credits(amount: int) -> str:
+    """Decimal credits with an explicit ``+`` on credits, for statements and reports."""
+    return ("+" if amount > 0 else "") + format_credits(amount)
+
+
 def plain(value: Any) -> Any:
     """Dataclasses, UUIDs and datetimes → JSON-safe values (ints stay ints)."""
     if is_dataclass(value) and not isinstance(value, type):
@@ -91,4 +96,4 @@ def plain(value: Any) -> Any:
 def balance_json(row: Any) -> dict[str, Any]:
     data = plain(row)
     return money_fields(data, "balance", "held", "available", "granted_total", "charged_total", "uncollected_total",
-                        "refunded_total", "adjusted_total")
+                        "refunded_total", "adjusted_total", "expired_total")

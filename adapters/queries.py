@@ -4,7 +4,7 @@ are caught up first. Shared by the admin API and the CLI."""
 from collections.abc import Callable
 from typing import Any
 
-from adapters.presenters import balance_json
+from adapters.presenters import balance_json, money_fields
 from adapters.services import Services
 from domain.errors import AccountNotFound
 
@@ -15,8 +15,11 @@ def caught_up(services: Services, query: Callable[[], Any]) -> Any:
 
 
 def read_balance(services: Services, account: str) -> dict[str, Any]:
-    account_id = services.ledger.get_account(account).id
-    row = caught_up(services, lambda: services.read_models.balances.get_balance(account_id))
+    """The balances row, plus what of it expires and when next (from the account itself)."""
+    found = services.ledger.get_account(account)
+    row = caught_up(services, lambda: services.read_models.balances.get_balance(found.id))
     if row is None:
         raise AccountNotFound(f"no account {account}")
-    return balance_json(row)
+    next_expiry = found.next_expiry
+    return money_fields({**balance_json(row), "expiring": found.expiring,
+                         "next_expiry": next_expiry.isoformat() if next_expiry else None}, "expiring")

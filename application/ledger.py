@@ -14,7 +14,7 @@ import secrets
 import threading
 import time
 from datetime import datetime
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -162,11 +162,14 @@ class Ledger(Application):
             raise AccountNotFound(f"no account {ref!s}")
         return account
 
-    def grant_credits(self, ref: str | UUID, amount: int, reason: str = "", idempotency_key: str | None = None) -> GrantResult:
-        """Add credit; with an idempotency key, at most once."""
+    def grant_credits(self, ref: str | UUID, amount: int, reason: str = "", idempotency_key: str | None = None,
+                      expires_at: datetime | None = None) -> GrantResult:
+        """Add credit; with an idempotency key, at most once; with ``expires_at`` (in the
+        future), what is unspent then expires (domain/account.py says how)."""
 
         return self._move(ref, "grant", idempotency_key, amount,
-                          lambda account: _granted(account, amount, reason, idempotency_key))
+                          lambda account: _granted(account, amount, reason, idempotency_key, expires_at,
+                                                   self.clock.now()))
 
     def record_payment(self, ref: str | UUID, payment_id: str, amount: int) -> GrantResult:
         """A top-up from the payment system: credited once per payment id."""
@@ -182,6 +185,11 @@ class Ledger(Application):
     def adjust_credits(self, ref: str | UUID, amount: int, reason: str, idempotency_key: str | None = None) -> GrantResult:
         """A manual correction, positive or negative (a debit never overdraws); once per key."""
         return self._move(ref, "adjustment", idempotency_key, amount,
+                          lambda account: account.adjust(amount, reason, idempotency_key))
+
+    def post_replay_adjustment(self, account_id: UUID, amount: int, reason: str, idempotency_key: str) -> GrantResult:
+        """A replay's difference for one account, posted once per key (a debit never overdraws)."""
+        return self._move(account_id, "replay", idempotency_key, amount,
                           lambda account: account.adjust(amount, reason, idempotency_key))
 
     def _move(self, ref: str | UUID, kind: str, idempotency_key: str | None, amount: int,
@@ -225,6 +233,17 @@ class Ledger(Application):
 
         self.change_account(self.get_account(ref).id, release)
         return released
+
+    def expire_grants(self, ref: str | UUID) -> list[int]:
+        """Apply the account's grant deadlines that have passed; returns the grants."""
+        expired: list[int] = []
+
+        def expire(account: Account) -> list[Aggregate] | None:
+            expired[:] = account.expire_grants(self.clock.now())
+            return [] if expired else None
+
+        self.change_account(self.get_account(ref).id, expire)
+        return expired
 
     def change_account(self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
         """Apply ``change`` to the account and save it with what it returns.
@@ -437,10 +456,7 @@ class Ledger(Application):
         """Publish a complete price-book version (a price file); returns its number.
 
         Every model must belong to a registered provider."""
-        for model in prices:
-            _validate_model_id(model)
-            if self.find_provider(model.partition("/")[0]) is None:
-                raise InvalidRequest(f"{model}: no provider {model.partition('/')[0]!r} is registered", param="models")
+        self.check_models_known(prices)
         published: list[int] = []
         now = self.clock.now()
 
@@ -450,6 +466,13 @@ class Ledger(Application):
 
         self._change(self.price_book, publish)
         return published[-1]
+
+    def check_models_known(self, models: Iterable[str]) -> None:
+        """Raise InvalidRequest naming the first model that is not PROVIDER/MODEL of a registered provider."""
+        for model in models:
+            _validate_model_id(model)
+            if self.find_provider(model.partition("/")[0]) is None:
+                raise InvalidRequest(f"{model}: no provider {model.partition('/')[0]!r} is registered", param="models")
 
     def price_book(self) -> PriceBook:
         book = self.find(ids.PRICE_BOOK_ID)
@@ -500,8 +523,9 @@ class Ledger(Application):
             return lock
 
 
-def _granted(account: Account, amount: int, reason: str, idempotency_key: str | None) -> int:
-    account.grant_credits(amount, reason=reason, idempotency_key=idempotency_key)
+def _granted(account: Account, amount: int, reason: str, idempotency_key: str | None,
+             expires_at: datetime | None = None, now: datetime | None = None) -> int:
+    account.grant_credits(amount, reason=reason, idempotency_key=idempotency_key, expires_at=expires_at, now=now)
     return amount
 
 

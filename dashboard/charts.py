@@ -56,6 +56,23 @@ def stacked_bars_over_time(frame: pd.DataFrame, value: str, color: str, title: s
     )
 
 
+def credential_lines(frame: pd.DataFrame, title: str, *, hourly: bool = False) -> alt.Chart:
+    """One line per credential and metric over the window's buckets: colour = credential, dash = metric."""
+    return (
+        alt.Chart(frame, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=_time_axis(hourly=hourly),
+            y=alt.Y("value:Q", title="count", axis=alt.Axis(tickMinStep=1, format="d")),
+            color=alt.Color("credential:N", title=None),
+            strokeDash=alt.StrokeDash("metric:N", title=None),
+            tooltip=[alt.Tooltip("bucket:T", title="bucket (UTC)", format="%Y-%m-%d %H:%M"), "credential:N",
+                     "metric:N", "value:Q"],
+        )
+        .properties(height=260)
+    )
+
+
 def horizontal_bars(frame: pd.DataFrame, category: str, value: str, title: str, x_title: str,
                     color: str | None = None) -> alt.Chart:
     encoding = {

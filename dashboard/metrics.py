@@ -1,8 +1,9 @@
 """Overview figures computed from read-model rows: totals, percentiles, series per bucket.
 
 Invariants kept here:
-- totals are the exact integer sums of the usage rollups (money stays nanocredits;
-  a float appears only as a chart coordinate, in credits);
+- totals are the exact integer sums of the usage rollups, and provider cost and margin
+  those of the provider rollups (money stays nanocredits; a float appears only as a
+  chart coordinate, in credits);
 - latency and TTFB percentiles are over *completed* requests (a 402 refused before any
   upstream call would otherwise pull p50 towards zero), linear interpolation between
   the closest ranks (numpy's default);
@@ -54,6 +55,28 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class ProviderTotals:
+    charged: int = 0
+    provider_cost: int = 0
+    provider_cost_unknown: int = 0
+    failed_attempts: int = 0
+    failovers: int = 0
+
+    @classmethod
+    def of(cls, counts: dict[str, int]) -> "ProviderTotals":
+        return cls(counts["charged"], counts["provider_cost"], counts["provider_cost_unknown"],
+                   counts["failed_attempts"], counts["failovers"])
+
+    @property
+    def margin(self) -> int:
+        return self.charged - self.provider_cost
+
+    @property
+    def margin_rate(self) -> float | None:
+        return self.margin / self.charged if self.charged else None
+
+
+@dataclass(frozen=True)
 class Latency:
     completed: int
     p50_latency: float | None
@@ -86,6 +109,23 @@ def usage_series(usage: pd.DataFrame, window: Window) -> pd.DataFrame:
     frame = frame.astype({"requests": "int64", "failed_requests": "int64", "tokens": "int64", "charge": "int64"})
     frame["spend_credits"] = [credits_axis(c) for c in frame["charge"]]
     frame["error_rate_pct"] = [100.0 * f / r if r else None for f, r in zip(frame["failed_requests"], frame["requests"])]
+    return frame
+
+
+def margin_series(providers: pd.DataFrame | None, window: Window) -> pd.DataFrame:
+    """Charged, provider cost and margin per bucket of ``window`` (zero-filled), with credit coordinates."""
+    starts = pd.Index(window.bucket_starts(), name="bucket")
+    money = ["charged", "provider_cost"]
+    if providers is None or providers.empty:
+        frame = pd.DataFrame({"bucket": starts, "charged": 0, "provider_cost": 0})
+    else:
+        data = providers.assign(bucket=[window.bucket_of(h) for h in providers["hour"]])
+        sums = data.groupby("bucket")[money].sum().astype("int64")
+        frame = sums.reindex(starts, fill_value=0).reset_index()  # no NaN on the way: the sums stay exact integers
+    frame = frame.astype({name: "int64" for name in money})
+    frame["margin"] = frame["charged"] - frame["provider_cost"]
+    for name in (*money, "margin"):
+        frame[f"{name}_credits"] = [credits_axis(v) for v in frame[name]]
     return frame
 
 

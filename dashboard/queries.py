@@ -28,6 +28,8 @@ import streamlit as st
 
 from adapters.settings import DatabaseConfig, Settings
 from projections.balances import SqlBalancesView
+from projections.provider_hourly import COUNTERS as PROVIDER_COUNTERS
+from projections.provider_hourly import SqlProviderHourlyView
 from projections.request_log import COLUMNS as REQUEST_COLUMNS
 from projections.request_log import REQUESTS_TABLE, SqlRequestLogView
 from projections.store import TRACKING_TABLE, PostgresStore, SqliteStore, SqlStore
@@ -38,6 +40,7 @@ BALANCE_AMOUNTS = ("balance", "held", "available", "granted_total", "charged_tot
                    "refunded_total", "adjusted_total")
 BALANCE_COLUMNS = ("account_id", "name", *BALANCE_AMOUNTS, "updated_at")
 USAGE_COLUMNS = ("hour", "account_id", "api_key_id", "provider", "model", *COUNTERS)
+PROVIDER_COLUMNS = ("hour", "provider", "credential_id", "model", *PROVIDER_COUNTERS)
 
 
 class ReadModelsMissing(RuntimeError):
@@ -170,6 +173,31 @@ def usage_frame(key: str, since: datetime, until: datetime, account_id: str | No
     ]
     frame = pd.DataFrame.from_records(records, columns=list(USAGE_COLUMNS))
     return frame.astype({name: "int64" for name in COUNTERS})
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def provider_totals(key: str, since: datetime, until: datetime, *, _source: Source) -> dict[str, int] | None:
+    """The provider rollups' own sums over ``[since, until)``; None where the deployment has no
+    provider rollups (``th_rm_provider_hourly``) yet — ``tallyhub init`` creates them."""
+    try:
+        with _reading():
+            return asdict(SqlProviderHourlyView(_source.views().store).get_totals(since, until))
+    except ReadModelsMissing:
+        return None
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def provider_frame(key: str, since: datetime, until: datetime, *, _source: Source) -> pd.DataFrame | None:
+    """Hourly provider rollups in ``[since, until)`` (credential ``''`` when the request reached
+    no upstream); None where the deployment has no provider rollups yet."""
+    try:
+        with _reading():
+            rows = SqlProviderHourlyView(_source.views().store).list_hours(since, until)
+    except ReadModelsMissing:
+        return None
+    records = [{**asdict(row), "credential_id": row.credential_id or ""} for row in rows]
+    frame = pd.DataFrame.from_records(records, columns=list(PROVIDER_COLUMNS))
+    return frame.astype({name: "int64" for name in PROVIDER_COUNTERS})
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)

@@ -1,7 +1,7 @@
 """An account's credit: the consistency boundary of the no-overdraft rule.
 
 Invariants (checked by tests/property/test_account_rules.py):
-- ``balance = grants − charges + refunds ± adjustments``;
+- ``balance = grants − charges + refunds ± adjustments − expired``;
 - ``available = balance − sum(open holds) ≥ 0`` after every event: a hold is refused
   when it would exceed ``available`` and a settlement never charges more than the
   account can pay (the shortfall is recorded as ``uncollected``, never as debt);
@@ -11,6 +11,27 @@ Invariants (checked by tests/property/test_account_rules.py):
   the same holds: a hold is refused when what was charged in the window plus what is
   held in it would pass a cap. Spend counts in the window its request started in.
 Only *open* holds live in the aggregate, so it stays small however long its history.
+
+Grants may expire (``expires_at``). The balance is made of three parts, each ≥ 0:
+``balance = Σ lots + Σ kept + credit that never expires``, where a *lot* is what is
+left of an expiring grant before its deadline and *kept* is expired credit that an
+open hold may still spend. Refunds, positive adjustments, payments and grants without
+``expires_at`` never expire.
+- Spending (a settled charge, a late charge, a debit adjustment) takes the
+  soonest-expiring credit first: what the request's own hold kept, then lots by
+  deadline (then by grant), then credit that never expires.
+- At its deadline a grant expires once (``GrantExpired``; the lot leaves the aggregate,
+  so a second sweep finds nothing) — applied by the sweep, or by the first hold placed
+  at or after it, whichever comes first: the part of its remainder that is *available*
+  leaves the balance at once; the rest is what open holds reserve, so it is kept by
+  them (in the order they were placed, each up to what it holds). A hold may still
+  spend what it keeps — its request started while the credit was valid — and what it
+  does not spend expires the moment it is settled or released (a ``GrantExpired``
+  naming the request). So ``available`` never goes negative, no request that started
+  after a deadline spends credit that expired at it, and every nanocredit of a grant
+  is either spent or expired, exactly.
+A grant's identity (``grant`` on ``GrantExpired``) is the account version of its
+``CreditGranted`` event.
 """
 
 from datetime import datetime
@@ -35,6 +56,8 @@ class Account(Aggregate):
         self.holds: dict[str, dict[str, Any]] = {}
         self.caps: dict[str, dict[str, int | None]] = {}  # scope ("account" or a key id) -> window -> cap
         self.spent: dict[str, dict[str, list[Any]]] = {}  # scope -> window -> [window key, amount]
+        self.lots: dict[int, dict[str, Any]] = {}  # grant -> {"expires_at", "remaining"}, until its deadline
+        self.kept: dict[str, dict[int, int]] = {}  # request id hex -> grant -> expired credit its hold may spend
 
     @property
     def held(self) -> int:
@@ -44,15 +67,100 @@ class Account(Aggregate):
     def available(self) -> int:
         return self.balance - self.held
 
-    def grant_credits(self, amount: int, reason: str, idempotency_key: str | None = None) -> None:
-        """Add credit; ``amount`` must be a positive integer of nanocredits."""
+    @property
+    def expiring(self) -> int:
+        """Credit of grants whose deadline has not been applied yet."""
+        return sum(lot["remaining"] for lot in self.lots.values())
+
+    @property
+    def next_expiry(self) -> datetime | None:
+        """The soonest deadline of a grant that still has credit left."""
+        return min((lot["expires_at"] for lot in self.lots.values() if lot["remaining"]), default=None)
+
+    def grant_credits(self, amount: int, reason: str, idempotency_key: str | None = None,
+                      expires_at: datetime | None = None, *, now: datetime | None = None) -> None:
+        """Add credit; ``amount`` must be a positive integer of nanocredits. With
+        ``expires_at`` (a time with a zone, after ``now``) what is unspent then expires."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise InvalidRequest("a grant must be a positive amount", param="amount")
-        self._credit_granted(amount=amount, reason=reason, idempotency_key=idempotency_key)
+        if expires_at is None:
+            self._credit_granted(amount=amount, reason=reason, idempotency_key=idempotency_key)
+            return
+        if not isinstance(expires_at, datetime) or expires_at.utcoffset() is None:
+            raise InvalidRequest("a grant's expiry must be a time with a zone (UTC)", param="expires_at")
+        if now is not None and expires_at <= now:
+            raise InvalidRequest("a grant's expiry must be in the future", param="expires_at")
+        self._credit_granted(amount=amount, reason=reason, idempotency_key=idempotency_key, expires_at=expires_at)
 
     @event("CreditGranted")
-    def _credit_granted(self, amount: int, reason: str, idempotency_key: str | None) -> None:
+    def _credit_granted(self, amount: int, reason: str, idempotency_key: str | None,
+                        expires_at: datetime | None = None) -> None:
         self.balance += amount
+        if expires_at is not None:
+            # applied before the aggregate takes this event's version, which is the grant's identity
+            self.lots[self.version + 1] = {"expires_at": expires_at, "remaining": amount}
+
+    def due_grants(self, now: datetime) -> list[int]:
+        """Grants whose deadline is at or before ``now`` and not yet applied, soonest first."""
+        return [grant for grant, lot in sorted(self.lots.items(), key=_deadline_order) if lot["expires_at"] <= now]
+
+    def expire_grants(self, now: datetime) -> list[int]:
+        """Apply every deadline that has passed (see the module docstring); returns the grants."""
+        due = self.due_grants(now)
+        for grant in due:
+            remaining = self.lots[grant]["remaining"]
+            removed = min(remaining, max(self.available, 0))
+            self._grant_expired(grant=grant, amount=removed, kept_by_holds=self._keep(remaining - removed))
+        return due
+
+    def _keep(self, amount: int) -> dict[str, int]:
+        """Tie ``amount`` of expiring credit to the open holds, in the order they were placed."""
+        kept: dict[str, int] = {}
+        for request, hold in self.holds.items():
+            if amount <= 0:
+                break
+            room = hold["amount"] - sum(self.kept.get(request, {}).values())
+            if room > 0:
+                kept[request] = min(room, amount)
+                amount -= kept[request]
+        if amount > 0:
+            raise AssertionError("open holds reserve less than the credit they keep")  # see the docstring
+        return kept
+
+    def _expire_kept(self, request_id: UUID) -> None:
+        """A hold closed: the expired credit it kept and did not spend leaves the balance."""
+        for grant, amount in sorted(self.kept.get(request_id.hex, {}).items()):
+            self._grant_expired(grant=grant, amount=amount, kept_by_holds={}, request_id=request_id)
+
+    @event("GrantExpired")
+    def _grant_expired(self, grant: int, amount: int, kept_by_holds: dict[str, int],
+                       request_id: UUID | None = None) -> None:
+        self.balance -= amount
+        if request_id is None:  # the deadline
+            self.lots.pop(grant, None)
+            for request, kept in kept_by_holds.items():
+                self.kept.setdefault(request, {})[grant] = kept
+        else:  # a hold that kept some of this grant closed
+            kept_by_request = self.kept.get(request_id.hex, {})
+            kept_by_request.pop(grant, None)
+            if not kept_by_request:
+                self.kept.pop(request_id.hex, None)
+
+    def _spend(self, amount: int, request: str | None = None) -> None:
+        """Take ``amount`` soonest-expiring first: ``request``'s kept credit, lots, the rest."""
+        kept = self.kept.get(request, {}) if request else {}
+        for grant in sorted(kept):
+            taken = min(kept[grant], amount)
+            kept[grant] -= taken
+            amount -= taken
+            if not kept[grant]:
+                del kept[grant]
+        if request and not kept:
+            self.kept.pop(request, None)
+        for _, lot in sorted(self.lots.items(), key=_deadline_order):
+            taken = min(lot["remaining"], amount)
+            lot["remaining"] -= taken
+            amount -= taken
 
     def adjust(self, amount: int, reason: str, idempotency_key: str | None = None) -> int:
         """A manual correction (or a payment refunded to the customer): positive adds
@@ -70,6 +178,8 @@ class Account(Aggregate):
     @event("Adjusted")
     def _adjusted(self, amount: int, requested: int, reason: str, idempotency_key: str | None) -> None:
         self.balance += amount
+        if amount < 0:
+            self._spend(-amount)
 
     def refund_charge(self, request_id: UUID, amount: int, reason: str) -> None:
         """Give back (part of) what a request was charged; the caller checks the amount
@@ -89,13 +199,19 @@ class Account(Aggregate):
             raise AlreadyExists(f"request {request_id} already holds credit")
         if not isinstance(amount, int) or amount < 0:
             raise InvalidRequest("a hold must be a non-negative amount")
-        if amount > self.available:
-            raise InsufficientCredits(self.id, needed=amount, available=self.available)
+        due = self.due_grants(now) if now is not None else []
+        available = self.available
+        if due:  # what a passed deadline will take first (module docstring)
+            available = max(0, available - sum(self.lots[grant]["remaining"] for grant in due))
+        if amount > available:
+            raise InsufficientCredits(self.id, needed=amount, available=available)
         windows = spend_caps.windows_at(now) if now is not None else {}
         key = api_key_id.hex if api_key_id else None
         for scope in ("account", key):
             if scope is not None and windows:
                 spend_caps.check(self.caps.get(scope, {}), self._used(scope, windows), amount, windows, scope, now)
+        if due and now is not None:  # a request that starts after a deadline never reserves what expired at it
+            self.expire_grants(now)
         self._hold_placed(request_id=request_id, amount=amount, expires_at=expires_at, api_key=key,
                           day=windows.get("day"), month=windows.get("month"))
 
@@ -152,12 +268,14 @@ class Account(Aggregate):
         payable = self.balance - (self.held - hold["amount"])
         charged = min(cost, payable)
         self._hold_settled(request_id=request_id, amount=charged, uncollected=cost - charged, held=hold["amount"])
+        self._expire_kept(request_id)
         return charged
 
     @event("HoldSettled")
     def _hold_settled(self, request_id: UUID, amount: int, uncollected: int, held: int) -> None:
         hold = self.holds.pop(request_id.hex, None)
         self.balance -= amount
+        self._spend(amount, request_id.hex if hold is not None else None)
         if hold is not None:
             self._count_spend(hold, amount)
 
@@ -180,6 +298,7 @@ class Account(Aggregate):
         if hold is None:
             raise HoldNotFound(f"no open hold for request {request_id}")
         self._hold_released(request_id=request_id, amount=hold["amount"], reason=reason)
+        self._expire_kept(request_id)
 
     @event("HoldReleased")
     def _hold_released(self, request_id: UUID, amount: int, reason: str) -> None:
@@ -194,6 +313,11 @@ class Account(Aggregate):
         for request_id in expired:
             self.release_hold(request_id, reason="expired")
         return expired
+
+
+def _deadline_order(item: tuple[int, dict[str, Any]]) -> tuple[datetime, int]:
+    grant, lot = item
+    return lot["expires_at"], grant
 
 
 class MovementReceipt(Aggregate):

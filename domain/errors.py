@@ -18,6 +18,12 @@ class InvalidRequest(TallyhubError):
         self.param = param
 
 
+class EmptyWindow(InvalidRequest):
+    """A replay or export window that holds nothing to work on."""
+
+    code = "empty_window"
+
+
 class AuthenticationFailed(TallyhubError):
     code = "invalid_api_key"
 

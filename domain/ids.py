@@ -28,3 +28,8 @@ def receipt_id(account: UUID, kind: str, idempotency_key: str) -> UUID:
 PRICE_BOOK_ID = uuid5(NAMESPACE, "price-book")
 DEPLOYMENT_ID = uuid5(NAMESPACE, "deployment")
 CATALOG_ID = uuid5(NAMESPACE, "catalog")
+REPLAY_LOG_ID = uuid5(NAMESPACE, "replay-log")
+
+
+def export_log_id(kind: str) -> UUID:
+    return uuid5(NAMESPACE, f"export-log:{kind}")

@@ -2,12 +2,16 @@
 
 Invariants kept here (tests/unit/projections/test_balances.py checks them against the
 aggregate):
-- ``balance = granted_total − charged_total + refunded_total + adjusted_total`` and it
-  equals ``Account.balance``;
+- ``balance = granted_total − charged_total + refunded_total + adjusted_total −
+  expired_total`` and it equals ``Account.balance``;
 - ``held`` is the sum of the account's open holds and equals ``Account.held``;
   ``available = balance − held``;
 - a hold row exists exactly while the aggregate holds it: placed opens it, settled or
-  released closes it.
+  released closes it;
+- a grant row exists for every grant with ``expires_at``: ``expired`` sums its
+  ``GrantExpired`` events and ``expired_at`` is set by the first (its deadline being
+  applied), so ``list_due_grants(now)`` is what the sweep still has to expire, and
+  ``expired_total`` is the sum of the account's ``expired``.
 A batch of events is folded into per-account deltas first, so applying it costs one
 upsert per account touched however many events it holds; the deltas are additive,
 so any split of the history into batches ends in identical rows.
@@ -29,6 +33,7 @@ from projections.store import SqlStore, SqlTransaction
 
 BALANCES_TABLE = "th_rm_balances"
 HOLDS_TABLE = "th_rm_open_holds"
+GRANTS_TABLE = "th_rm_expiring_grants"
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,17 @@ class Balance:
     refunded_total: int
     adjusted_total: int
     updated_at: datetime
+    expired_total: int = 0
+
+
+@dataclass(frozen=True)
+class ExpiringGrant:
+    account_id: UUID
+    grant: int  # the account version of its CreditGranted event
+    amount: int
+    expires_at: datetime
+    expired: int = 0  # what has left the balance so far
+    expired_at: datetime | None = None  # when its deadline was applied
 
 
 @dataclass(frozen=True)
@@ -65,6 +81,7 @@ class AccountDelta:
     uncollected: int = 0
     refunded: int = 0
     adjusted: int = 0
+    expired: int = 0
 
 
 @dataclass
@@ -72,6 +89,8 @@ class BalanceChanges:
     accounts: dict[UUID, AccountDelta] = field(default_factory=dict)
     opened: dict[tuple[UUID, UUID], OpenHold] = field(default_factory=dict)
     closed: set[tuple[UUID, UUID]] = field(default_factory=set)
+    grants: dict[tuple[UUID, int], ExpiringGrant] = field(default_factory=dict)
+    expired: dict[tuple[UUID, int], list[Any]] = field(default_factory=dict)  # -> [amount, deadline applied at]
 
 
 def fold_balances(events: Iterable[DomainEventProtocol[Any]]) -> BalanceChanges:
@@ -85,6 +104,17 @@ def fold_balances(events: Iterable[DomainEventProtocol[Any]]) -> BalanceChanges:
         elif isinstance(event, Account.CreditGranted):
             delta.balance += event.amount  # type: ignore[attr-defined]
             delta.granted += event.amount  # type: ignore[attr-defined]
+            if getattr(event, "expires_at", None) is not None:
+                grant = ExpiringGrant(account_id, event.originator_version, event.amount,  # type: ignore[attr-defined]
+                                      event.expires_at)  # type: ignore[attr-defined]
+                changes.grants[(account_id, grant.grant)] = grant
+        elif isinstance(event, Account.GrantExpired):
+            delta.balance -= event.amount  # type: ignore[attr-defined]
+            delta.expired += event.amount  # type: ignore[attr-defined]
+            expired = changes.expired.setdefault((account_id, event.grant), [0, None])  # type: ignore[attr-defined]
+            expired[0] += event.amount  # type: ignore[attr-defined]
+            if event.request_id is None and expired[1] is None:  # type: ignore[attr-defined]
+                expired[1] = event.timestamp
         elif isinstance(event, Account.HoldPlaced):
             hold = OpenHold(account_id, event.request_id, event.amount, event.expires_at)  # type: ignore[attr-defined]
             delta.held += hold.amount
@@ -122,6 +152,9 @@ class BalancesView(Protocol):
 
     def list_expired_holds(self, now: datetime) -> list[OpenHold]: ...
 
+    def list_due_grants(self, now: datetime) -> list[ExpiringGrant]:
+        """Grants whose deadline is at or before ``now`` and not applied yet, soonest first."""
+
     def apply(self, tx: Any, changes: BalanceChanges) -> None: ...
 
     def clear(self, tx: Any) -> None: ...
@@ -132,7 +165,7 @@ class BalancesProjection:
     topics = frozenset(
         get_topic(cls)
         for cls in (Account.Created, Account.CreditGranted, Account.HoldPlaced, Account.HoldSettled,
-                    Account.HoldReleased, Account.ChargeRefunded, Account.Adjusted)
+                    Account.HoldReleased, Account.ChargeRefunded, Account.Adjusted, Account.GrantExpired)
     )
 
     def __init__(self, view: BalancesView) -> None:
@@ -150,6 +183,7 @@ class InMemoryBalancesView:
         self._lock = store.lock
         self._balances: dict[UUID, Balance] = {}
         self._holds: dict[tuple[UUID, UUID], OpenHold] = {}
+        self._grants: dict[tuple[UUID, int], ExpiringGrant] = {}
 
     def get_balance(self, account_id: UUID) -> Balance | None:
         with self._lock:
@@ -169,11 +203,16 @@ class InMemoryBalancesView:
             holds = [h for h in self._holds.values() if h.expires_at <= now]
         return sorted(holds, key=lambda h: (h.expires_at, h.request_id.hex))
 
+    def list_due_grants(self, now: datetime) -> list[ExpiringGrant]:
+        with self._lock:
+            due = [g for g in self._grants.values() if g.expired_at is None and g.expires_at <= now]
+        return sorted(due, key=lambda g: (g.expires_at, g.account_id.hex, g.grant))
+
     def apply(self, tx: MemoryTransaction, changes: BalanceChanges) -> None:
         tx.on_commit(lambda: self._apply(changes))
 
     def clear(self, tx: MemoryTransaction) -> None:
-        tx.on_commit(lambda: (self._balances.clear(), self._holds.clear()))
+        tx.on_commit(lambda: (self._balances.clear(), self._holds.clear(), self._grants.clear()))
 
     def _apply(self, changes: BalanceChanges) -> None:
         for account_id, d in changes.accounts.items():
@@ -191,10 +230,16 @@ class InMemoryBalancesView:
                 refunded_total=old.refunded_total + d.refunded,
                 adjusted_total=old.adjusted_total + d.adjusted,
                 updated_at=d.updated_at,
+                expired_total=old.expired_total + d.expired,
             )
         for key in changes.closed:
             self._holds.pop(key, None)
         self._holds.update(changes.opened)
+        self._grants.update(changes.grants)
+        for key, (amount, at) in changes.expired.items():
+            grant = self._grants.get(key)
+            if grant is not None:
+                self._grants[key] = replace(grant, expired=grant.expired + amount, expired_at=grant.expired_at or at)
 
 
 class SqlBalancesView:
@@ -209,12 +254,19 @@ class SqlBalancesView:
         " account_id TEXT NOT NULL, request_id TEXT NOT NULL,"
         " amount BIGINT NOT NULL, expires_at TIMESTAMPTZ NOT NULL,"
         " PRIMARY KEY (account_id, request_id))",
+        f"CREATE TABLE IF NOT EXISTS {GRANTS_TABLE} ("
+        " account_id TEXT NOT NULL, grant_version BIGINT NOT NULL, amount BIGINT NOT NULL,"
+        " expires_at TIMESTAMPTZ NOT NULL, expired BIGINT NOT NULL, expired_at TIMESTAMPTZ,"
+        " PRIMARY KEY (account_id, grant_version))",
+        f"CREATE INDEX IF NOT EXISTS {GRANTS_TABLE}_due ON {GRANTS_TABLE} (expires_at) WHERE expired_at IS NULL",
     )
-    TABLES = (BALANCES_TABLE, HOLDS_TABLE)
+    TABLES = (BALANCES_TABLE, HOLDS_TABLE, GRANTS_TABLE)
     _COLUMNS = (
         "account_id, name, balance, held, balance - held, granted_total, charged_total, uncollected_total,"
-        " refunded_total, adjusted_total, updated_at"
+        " refunded_total, adjusted_total, updated_at,"
+        f" COALESCE((SELECT SUM(g.expired) FROM {GRANTS_TABLE} g WHERE g.account_id = {BALANCES_TABLE}.account_id), 0)"
     )
+    _GRANT_COLUMNS = "account_id, grant_version, amount, expires_at, expired, expired_at"
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
@@ -243,6 +295,15 @@ class SqlBalancesView:
         )
         return [OpenHold(UUID(a), UUID(r), int(amount), self._time(at)) for a, r, amount, at in rows]
 
+    def list_due_grants(self, now: datetime) -> list[ExpiringGrant]:
+        rows = self.store.query(
+            f"SELECT {self._GRANT_COLUMNS} FROM {GRANTS_TABLE}"
+            " WHERE expired_at IS NULL AND expires_at <= ? ORDER BY expires_at, account_id, grant_version",
+            (self.store.to_db_time(now),),
+        )
+        return [ExpiringGrant(UUID(a), int(grant), int(amount), self._time(at), int(expired), None)
+                for a, grant, amount, at, expired, _ in rows]
+
     def apply(self, tx: SqlTransaction, changes: BalanceChanges) -> None:
         tx.executemany(
             f"INSERT INTO {BALANCES_TABLE} (account_id, name, balance, held, granted_total, charged_total,"
@@ -269,6 +330,17 @@ class SqlBalancesView:
             f"INSERT INTO {HOLDS_TABLE} (account_id, request_id, amount, expires_at) VALUES (?, ?, ?, ?)",
             [(h.account_id.hex, h.request_id.hex, h.amount, self.store.to_db_time(h.expires_at)) for h in changes.opened.values()],
         )
+        tx.executemany(
+            f"INSERT INTO {GRANTS_TABLE} ({self._GRANT_COLUMNS}) VALUES (?, ?, ?, ?, 0, NULL)",
+            [(g.account_id.hex, g.grant, g.amount, self.store.to_db_time(g.expires_at))
+             for g in changes.grants.values()],
+        )
+        tx.executemany(
+            f"UPDATE {GRANTS_TABLE} SET expired = expired + ?, expired_at = COALESCE(expired_at, ?)"
+            " WHERE account_id = ? AND grant_version = ?",
+            [(amount, self.store.to_db_time(at), a.hex, grant)
+             for (a, grant), (amount, at) in sorted(changes.expired.items())],
+        )
 
     def clear(self, tx: SqlTransaction) -> None:
         for table in self.TABLES:
@@ -280,5 +352,6 @@ class SqlBalancesView:
         return at
 
     def _balance(self, row: tuple[Any, ...]) -> Balance:
-        account_id, name, *amounts, updated_at = row
-        return Balance(UUID(account_id), name or "", *(int(x) for x in amounts), self._time(updated_at))
+        account_id, name, *amounts, updated_at, expired_total = row
+        return Balance(UUID(account_id), name or "", *(int(x) for x in amounts), self._time(updated_at),
+                       int(expired_total))

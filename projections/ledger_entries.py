@@ -3,7 +3,8 @@ event's notification position and the account's running balance after it.
 
 Invariants kept here:
 - one row per ``CreditGranted`` (kind ``grant``), ``Adjusted`` (``adjustment``),
-  ``ChargeRefunded`` (``refund``) and ``HoldSettled`` (``charge``) event, keyed by the
+  ``ChargeRefunded`` (``refund``), ``HoldSettled`` (``charge``) and ``GrantExpired``
+  (``expiry``, negative; 0 when the grant was spent before its deadline) event, keyed by the
   event's notification ``position``; ``amount`` is signed (a charge is negative, a
   debit adjustment too), ``uncollected`` is what a charge or a debit could not take;
 - per account, in position order, ``balance = previous balance + amount`` starting
@@ -25,9 +26,9 @@ to the events by (originator id, version); a batch it cannot match is refused.
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
@@ -39,7 +40,7 @@ from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
 ENTRIES_TABLE = "th_rm_ledger_entries"
-KINDS = ("grant", "adjustment", "refund", "charge")
+KINDS = ("grant", "adjustment", "refund", "charge", "expiry")
 _NO_BOUND = 2**63 - 1  # above every position: "no row at or after the bound"
 
 
@@ -75,6 +76,9 @@ def entry_of(event: DomainEventProtocol[Any], position: int) -> LedgerEntry:
     if isinstance(event, Account.HoldSettled):
         return LedgerEntry(kind="charge", amount=-e.amount, request_id=e.request_id, uncollected=e.uncollected,
                            held=e.held, **base)
+    if isinstance(event, Account.GrantExpired):
+        return LedgerEntry(kind="expiry", amount=-e.amount, request_id=e.request_id, reason=f"grant {e.grant} expired",
+                           **base)
     raise TypeError(f"not a movement of credit: {type(event).__qualname__}")
 
 
@@ -99,6 +103,16 @@ class LedgerEntriesView(Protocol):
     def closing_balance(self, account_id: UUID, until: datetime | None = None) -> int:
         """The running balance at the end of the window that ends at ``until`` (None: now)."""
 
+    def window_positions(self, since: datetime | None, until: datetime | None) -> tuple[int, int]:
+        """``[start, stop)`` positions of the window over *all* accounts: each bound is the
+        first row (in position order) at or after its time; no bound: 0 / past the last row."""
+
+    def iter_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[LedgerEntry]:
+        """Every row with ``start <= position < stop``, in position order, read in batches."""
+
+    def list_closing_balances(self) -> dict[UUID, tuple[int, int]]:
+        """Per account: (the latest row's running balance, the number of rows)."""
+
     def apply(self, tx: Any, entries: list[LedgerEntry]) -> None: ...
 
     def clear(self, tx: Any) -> None: ...
@@ -107,7 +121,8 @@ class LedgerEntriesView(Protocol):
 class LedgerEntriesProjection:
     name = "ledger_entries"
     topics = frozenset(
-        get_topic(cls) for cls in (Account.CreditGranted, Account.Adjusted, Account.ChargeRefunded, Account.HoldSettled)
+        get_topic(cls) for cls in (Account.CreditGranted, Account.Adjusted, Account.ChargeRefunded, Account.HoldSettled,
+                                   Account.GrantExpired)
     )
 
     def __init__(self, view: LedgerEntriesView, notifications: NotificationReader) -> None:
@@ -161,6 +176,23 @@ class InMemoryLedgerEntriesView:
     def closing_balance(self, account_id: UUID, until: datetime | None = None) -> int:
         return self._balance_before(account_id, until)
 
+    def window_positions(self, since: datetime | None, until: datetime | None) -> tuple[int, int]:
+        rows = self._all()
+        start = 0 if since is None else min((e.position for e in rows if e.at >= since), default=_NO_BOUND)
+        stop = _NO_BOUND if until is None else min((e.position for e in rows if e.at >= until), default=_NO_BOUND)
+        return start, stop
+
+    def iter_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[LedgerEntry]:
+        return iter([e for e in self._all() if start <= e.position < stop])
+
+    def list_closing_balances(self) -> dict[UUID, tuple[int, int]]:
+        with self._lock:
+            return {account: (rows[-1].balance, len(rows)) for account, rows in self._entries.items() if rows}
+
+    def _all(self) -> list[LedgerEntry]:
+        with self._lock:
+            return sorted((e for rows in self._entries.values() for e in rows), key=lambda e: e.position)
+
     def apply(self, tx: MemoryTransaction, entries: list[LedgerEntry]) -> None:
         tx.on_commit(lambda: self._append(entries))
 
@@ -187,6 +219,7 @@ class SqlLedgerEntriesView:
         " uncollected BIGINT NOT NULL, held BIGINT NOT NULL)",
         f"CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_account ON {ENTRIES_TABLE} (account_id, position)",
         f"CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_account_at ON {ENTRIES_TABLE} (account_id, at)",
+        f"CREATE INDEX IF NOT EXISTS {ENTRIES_TABLE}_at ON {ENTRIES_TABLE} (at)",
     )
     TABLES = (ENTRIES_TABLE,)
     # the position of the account's first row at or after a time; _NO_BOUND when there is none
@@ -217,6 +250,33 @@ class SqlLedgerEntriesView:
     def closing_balance(self, account_id: UUID, until: datetime | None = None) -> int:
         return self._balance_before(account_id, until)
 
+    def window_positions(self, since: datetime | None, until: datetime | None) -> tuple[int, int]:
+        def first_at(at: datetime) -> int:
+            rows = self.store.query(f"SELECT MIN(position) FROM {ENTRIES_TABLE} WHERE at >= ?",
+                                    [self.store.to_db_time(at)])
+            return int(rows[0][0]) if rows and rows[0][0] is not None else _NO_BOUND
+
+        return (0 if since is None else first_at(since)), (_NO_BOUND if until is None else first_at(until))
+
+    def iter_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[LedgerEntry]:
+        after = start - 1
+        while True:
+            rows = self.store.query(
+                f"SELECT {', '.join(COLUMNS)} FROM {ENTRIES_TABLE} WHERE position > ? AND position < ?"
+                " ORDER BY position LIMIT ?", [after, stop, batch])
+            for row in rows:
+                yield self._entry(row)
+            if len(rows) < batch:
+                return
+            after = int(rows[-1][0])
+
+    def list_closing_balances(self) -> dict[UUID, tuple[int, int]]:
+        rows = self.store.query(
+            f"SELECT e.account_id, e.balance, c.n FROM {ENTRIES_TABLE} e JOIN"
+            f" (SELECT account_id, MAX(position) AS last, COUNT(*) AS n FROM {ENTRIES_TABLE} GROUP BY account_id) c"
+            " ON e.position = c.last")
+        return {UUID(account): (int(balance), int(n)) for account, balance, n in rows}
+
     def apply(self, tx: SqlTransaction, entries: list[LedgerEntry]) -> None:
         # Each row's balance is the account's latest row's balance plus its amount, read
         # inside this transaction: executemany inserts in order and sees its own rows.
@@ -244,7 +304,7 @@ class SqlLedgerEntriesView:
         return int(rows[0][0]) if rows else 0
 
     def _params(self, entry: LedgerEntry, columns: Iterable[str]) -> tuple[Any, ...]:
-        values = dict(zip(COLUMNS, astuple(entry)))
+        values = {column: getattr(entry, column) for column in COLUMNS}  # astuple deep-copies: slow
         values.update(
             account_id=entry.account_id.hex,
             at=self.store.to_db_time(entry.at),

@@ -16,6 +16,8 @@ from eventsourcing.application import Application
 from projections.balances import BalancesProjection, BalancesView, InMemoryBalancesView, SqlBalancesView
 from projections.ledger_entries import InMemoryLedgerEntriesView, LedgerEntriesProjection, LedgerEntriesView, SqlLedgerEntriesView
 from projections.memory import InMemoryStore
+from projections.provider_hourly import (InMemoryProviderHourlyView, ProviderHourlyProjection, ProviderHourlyView,
+                                         SqlProviderHourlyView, first_events_of)
 from projections.request_log import InMemoryRequestLogView, RequestLogProjection, RequestLogView, SqlRequestLogView
 from projections.runner import ProjectionRunner
 from projections.store import PostgresStore, SqliteStore, SqlStore
@@ -46,6 +48,7 @@ class ReadModels:
     store: SqlStore | InMemoryStore
     ddl: Sequence[str] = ()
     ledger: LedgerEntriesView | None = None  # None only in a bundle built by hand without it
+    providers: ProviderHourlyView | None = None  # likewise
 
     def create_tables(self) -> None:
         self.store.create_tables(self.ddl)
@@ -59,11 +62,12 @@ def build_read_models(database: DatabaseConfigLike | None, app: Application, *, 
     """Read models in ``database`` (SQLite file or PostgreSQL schema); ``None`` keeps them in memory."""
     if database is None:
         memory = InMemoryStore()
-        views: tuple[Any, Any, Any, Any] = (
+        views: tuple[Any, ...] = (
             InMemoryBalancesView(memory),
             InMemoryUsageView(memory),
             InMemoryRequestLogView(memory),
             InMemoryLedgerEntriesView(memory),
+            InMemoryProviderHourlyView(memory),
         )
         return _bundle(app, memory, views, (), batch_size)
     store: SqlStore
@@ -71,14 +75,15 @@ def build_read_models(database: DatabaseConfigLike | None, app: Application, *, 
         store = PostgresStore(database.conninfo(), database.schema)
     else:
         store = SqliteStore(database.read_models_sqlite_path)
-    sql_views = (SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store), SqlLedgerEntriesView(store))
+    sql_views = (SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store), SqlLedgerEntriesView(store),
+                 SqlProviderHourlyView(store))
     ddl = [statement for view in sql_views for statement in view.DDL]
     return _bundle(app, store, sql_views, ddl, batch_size)
 
 
-def _bundle(app: Application, store: Any, views: tuple[Any, Any, Any, Any], ddl: Sequence[str], batch_size: int) -> ReadModels:
-    balances, usage, requests, ledger = views
+def _bundle(app: Application, store: Any, views: tuple[Any, ...], ddl: Sequence[str], batch_size: int) -> ReadModels:
+    balances, usage, requests, ledger, providers = views
     projections = (BalancesProjection(balances), UsageProjection(usage), RequestLogProjection(requests),
-                   LedgerEntriesProjection(ledger, app.recorder))
+                   LedgerEntriesProjection(ledger, app.recorder), ProviderHourlyProjection(providers, first_events_of(app)))
     runner = ProjectionRunner(app, store, projections, batch_size=batch_size)
-    return ReadModels(balances, usage, requests, runner, store, tuple(ddl), ledger)
+    return ReadModels(balances, usage, requests, runner, store, tuple(ddl), ledger, providers)

@@ -9,9 +9,9 @@ Invariants kept here:
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Iterable, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
@@ -99,8 +99,12 @@ class RequestLogView(Protocol):
         *,
         since: datetime | None = None,
         until: datetime | None = None,
+        usage_source: str | None = None,
     ) -> list[RequestRow]:
-        """Newest first; ``since <= at < until``."""
+        """Newest first; ``since <= at < until``; ``usage_source`` ``"estimated"`` or ``"provider"``."""
+
+    def iter_requests(self, since: datetime | None, until: datetime | None, batch: int = 10_000) -> Iterator[RequestRow]:
+        """Every row with ``since <= at < until``, oldest first (ties by request id), read in batches."""
 
     def apply(self, tx: Any, rows: list[RequestRow]) -> None: ...
 
@@ -143,6 +147,7 @@ class InMemoryRequestLogView:
         *,
         since: datetime | None = None,
         until: datetime | None = None,
+        usage_source: str | None = None,
     ) -> list[RequestRow]:
         with self._lock:
             rows = [
@@ -153,8 +158,15 @@ class InMemoryRequestLogView:
                 and (status is None or r.status == status)
                 and (since is None or r.at >= since)
                 and (until is None or r.at < until)
+                and (usage_source is None or r.usage_source == usage_source)
             ]
         return sorted(rows, key=_newest_first, reverse=True)[:limit]
+
+    def iter_requests(self, since: datetime | None, until: datetime | None, batch: int = 10_000) -> Iterator[RequestRow]:
+        with self._lock:
+            rows = [r for r in self._rows.values()
+                    if (since is None or r.at >= since) and (until is None or r.at < until)]
+        return iter(sorted(rows, key=_newest_first))
 
     def apply(self, tx: MemoryTransaction, rows: list[RequestRow]) -> None:
         tx.on_commit(lambda: self._rows.update((r.request_id, r) for r in rows))
@@ -194,6 +206,7 @@ class SqlRequestLogView:
         *,
         since: datetime | None = None,
         until: datetime | None = None,
+        usage_source: str | None = None,
     ) -> list[RequestRow]:
         filters = [
             ("account_id = ?", None if account_id is None else account_id.hex),
@@ -201,6 +214,7 @@ class SqlRequestLogView:
             ("status = ?", status),
             ("at >= ?", self.store.to_db_time(since)),
             ("at < ?", self.store.to_db_time(until)),
+            ("usage_source = ?", usage_source),
         ]
         used = [(clause, value) for clause, value in filters if value is not None]
         where = " WHERE " + " AND ".join(clause for clause, _ in used) if used else ""
@@ -209,6 +223,25 @@ class SqlRequestLogView:
             [*(value for _, value in used), int(limit)],
         )
         return [self._row(row) for row in rows]
+
+    def iter_requests(self, since: datetime | None, until: datetime | None, batch: int = 10_000) -> Iterator[RequestRow]:
+        bounds = [(clause, self.store.to_db_time(at)) for clause, at in (("at >= ?", since), ("at < ?", until))
+                  if at is not None]
+        after: tuple[Any, str] | None = None
+        while True:
+            clauses = [clause for clause, _ in bounds]
+            params = [value for _, value in bounds]
+            if after is not None:  # keyset: strictly after the last row read
+                clauses.append("(at > ? OR (at = ? AND request_id > ?))")
+                params += [after[0], after[0], after[1]]
+            where = " WHERE " + " AND ".join(clauses) if clauses else ""
+            rows = self.store.query(f"SELECT {', '.join(COLUMNS)} FROM {REQUESTS_TABLE}{where}"
+                                    " ORDER BY at, request_id LIMIT ?", [*params, batch])
+            for row in rows:
+                yield self._row(row)
+            if len(rows) < batch:
+                return
+            after = (rows[-1][1], rows[-1][0])
 
     def apply(self, tx: SqlTransaction, rows: list[RequestRow]) -> None:
         tx.executemany(
@@ -220,7 +253,7 @@ class SqlRequestLogView:
         tx.execute(f"DELETE FROM {REQUESTS_TABLE}")
 
     def _params(self, row: RequestRow) -> tuple[Any, ...]:
-        values = list(astuple(row))
+        values = [getattr(row, column) for column in COLUMNS]  # astuple deep-copies: slow
         values[0] = row.request_id.hex
         values[1] = self.store.to_db_time(row.at)
         values[2] = row.account_id.hex if row.account_id else None

@@ -13,7 +13,7 @@ from adapters.presenters import api_key_json, balance_json, plain, price_book_js
 from adapters.providers.config import check_provider_config
 from adapters.queries import read_balance
 from adapters.services import Services
-from adapters.workers.hold_sweeper import sweep_expired_holds
+from adapters.workers.hold_sweeper import sweep
 from adapters.settings import Settings
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import InvalidRequest
@@ -156,12 +156,17 @@ def prices_set(args: argparse.Namespace) -> Result:
     return {"model": args.model, "version": version}, f"{args.model} priced; price book is now version {version}"
 
 
-def prices_publish(args: argparse.Namespace) -> Result:
+def read_price_file(path: str) -> str:
     try:
-        text = Path(args.file).read_text()
+        return Path(path).read_text()
     except OSError as exc:
-        raise InvalidRequest(f"cannot read the price file: {exc.strerror}") from None
-    prices, effective_at = parse_price_file(text)
+        raise InvalidRequest(f"cannot read the price file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidRequest(f"the price file {path} is not UTF-8 text") from None
+
+
+def prices_publish(args: argparse.Namespace) -> Result:
+    prices, effective_at = parse_price_file(read_price_file(args.file))
     with open_services() as services:
         version = services.ledger.publish_prices(prices, effective_at)
     when = effective_at.isoformat() if effective_at else "now"
@@ -210,11 +215,15 @@ def accounts_list(args: argparse.Namespace) -> Result:
 def credits_grant(args: argparse.Namespace) -> Result:
     amount = parse_credits(args.amount)
     with open_services() as services:
-        result = services.ledger.grant_credits(args.account, amount, args.reason, args.idempotency_key)
+        result = services.ledger.grant_credits(args.account, amount, args.reason, args.idempotency_key,
+                                               args.expires_at)
     data = {"account_id": str(result.account_id), "amount": result.amount,
-            "amount_credits": format_credits(result.amount), "credited": result.credited}
+            "amount_credits": format_credits(result.amount), "credited": result.credited,
+            "expires_at": args.expires_at.isoformat() if args.expires_at else None}
     text = (f"granted {format_credits(amount)} credits" if result.credited
             else "not credited again: this idempotency key was used before")
+    if result.credited and args.expires_at:
+        text += f", expiring at {args.expires_at.isoformat()}"
     return data, text
 
 
@@ -232,8 +241,8 @@ def credits_adjust(args: argparse.Namespace) -> Result:
 
 def holds_sweep(args: argparse.Namespace) -> Result:
     with open_services() as services:
-        released = sweep_expired_holds(services)
-    return {"released": released}, f"released {released} expired hold(s)"
+        swept = sweep(services)
+    return swept, f"released {swept['released']} expired hold(s), expired {swept['expired_grants']} grant(s)"
 
 
 def keys_issue(args: argparse.Namespace) -> Result:
@@ -254,6 +263,8 @@ def balance(args: argparse.Namespace) -> Result:
         data = read_balance(services, args.account)
     text = (f"{data['name']}: balance {data['balance_credits']}, held {data['held_credits']}, "
             f"available {data['available_credits']} credits")
+    if data.get("expiring"):
+        text += f"; {data['expiring_credits']} expiring, the next at {data['next_expiry']}"
     return data, text
 
 

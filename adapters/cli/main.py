@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from adapters.cli import commands, key_commands, statement_commands
+from adapters.cli import audit_commands, commands, key_commands, reconcile_commands, replay_commands, statement_commands
 from adapters.settings import SettingsError
 from domain.errors import TallyhubError
 from domain.money import InvalidAmount
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     grant.add_argument("amount", help="credits, decimal text")
     grant.add_argument("--reason", default="")
     grant.add_argument("--idempotency-key")
+    grant.add_argument("--expires-at", type=commands.iso_timestamp, metavar="ISO",
+                       help="ISO 8601 time (UTC when it names no zone); what is unspent then expires")
 
     adjust = command("adjust", commands.credits_adjust, "correct a balance up or down, with a reason", credits)
     adjust.add_argument("account")
@@ -106,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     adjust.add_argument("--idempotency-key")
 
     holds = sub.add_parser("holds", help="credit holds").add_subparsers(dest="action", required=True, metavar="ACTION")
-    command("sweep", commands.holds_sweep, "release holds past their deadline (serve also does this)", holds)
+    command("sweep", commands.holds_sweep, "release holds and expire grants past their deadline (serve also does this)",
+            holds)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True, metavar="ACTION")
     issue = command("issue", commands.keys_issue, "issue an API key (printed once)", keys)
@@ -125,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     rebuild.add_argument("name", nargs="?")
     key_commands.register(sub, command, providers=providers, keys=keys)
     statement_commands.register(sub, command)
+    reconcile_commands.register(sub, command)
+    replay_commands.register(sub, command)
+    audit_commands.register(sub, command)
     return parser
 
 
@@ -139,10 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    if result is not None:
-        data, text = result
-        print(json.dumps(data, indent=2) if args.json else text)
-    return 0
+    if result is None:
+        return 0
+    data, text, *status = result  # a command may end with its exit status (verify: 1 on a mismatch)
+    print(json.dumps(data, indent=2) if args.json else text)
+    return status[0] if status else 0
 
 
 if __name__ == "__main__":

@@ -15,11 +15,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from adapters.cli.commands import iso_timestamp, open_services
-from adapters.presenters import money_fields, plain
+from adapters.presenters import money_fields, plain, signed_credits
 from adapters.queries import caught_up
 from adapters.services import Services
 from domain.errors import InvalidRequest
-from domain.money import format_credits
 from projections.ledger_entries import KINDS, LedgerEntry
 
 Result = tuple[Any, str]
@@ -80,10 +79,10 @@ def statement_text(data: dict[str, Any]) -> str:
             f"key {e['idempotency_key']}" if e["idempotency_key"] else "",
             f"uncollected {e['uncollected_credits']}" if e["uncollected"] else "",
         ) if part)
-        lines.append(f"{e['position']:>10} {e['at']:<32} {e['kind']:<10} {_signed(e['amount']):>24}"
+        lines.append(f"{e['position']:>10} {e['at']:<32} {e['kind']:<10} {signed_credits(e['amount']):>24}"
                      f" {e['balance_credits']:>24}  {detail}".rstrip())
     lines.append(f"{'closing balance':<69}{data['closing_balance_credits']:>24}")
-    lines.append("totals: " + ", ".join(f"{kind} {_signed(t['amount'])} ({t['count']})"
+    lines.append("totals: " + ", ".join(f"{kind} {signed_credits(t['amount'])} ({t['count']})"
                                         for kind, t in data["totals"].items()))
     if data["uncollected_total"]:
         lines.append(f"uncollected: {data['uncollected_total_credits']}")
@@ -110,7 +109,3 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
-
-
-def _signed(amount: int) -> str:
-    return ("+" if amount > 0 else "") + format_credits(amount)

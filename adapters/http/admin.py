@@ -3,7 +3,7 @@ reads of balances, usage and requests come from the read models (caught up first
 so an operator sees their own writes)."""
 
 import hmac
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import anyio
@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from adapters.http.services import bearer_token, services_of
 from adapters.queries import caught_up, read_balance
 from adapters.services import Services
-from adapters.workers.hold_sweeper import sweep_expired_holds
+from adapters.workers.hold_sweeper import sweep
 from adapters.providers.config import check_provider_config
 from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
 from application.pricing_input import parse_price_file, price_from_credits
@@ -92,6 +92,8 @@ class GrantIn(_Body):
     amount: Credits = Field(description="credits, decimal text")
     reason: str = ""
     idempotency_key: str | None = None
+    expires_at: datetime | None = Field(default=None, description="ISO 8601, in the future (UTC when it names "
+                                        "no zone); what is unspent then expires")
 
 
 class KeyIn(_Body):
@@ -196,8 +198,12 @@ async def get_balance(account: str, services: Admin) -> dict[str, Any]:
 @router.post("/accounts/{account}/grants", status_code=201)
 async def grant_credits(account: str, body: GrantIn, services: Admin) -> dict[str, Any]:
     amount = parse_credits(body.amount)
-    result = await _run(services.ledger.grant_credits, account, amount, body.reason, body.idempotency_key)
-    return {"account_id": str(result.account_id), "amount": result.amount, "credited": result.credited}
+    expires_at = body.expires_at
+    if expires_at is not None and expires_at.tzinfo is None:
+        expires_at = expires_at.replace(tzinfo=timezone.utc)
+    result = await _run(services.ledger.grant_credits, account, amount, body.reason, body.idempotency_key, expires_at)
+    return {"account_id": str(result.account_id), "amount": result.amount, "credited": result.credited,
+            "expires_at": expires_at.isoformat() if expires_at else None}
 
 
 @router.post("/accounts/{account}/adjustments", status_code=201)
@@ -219,7 +225,7 @@ async def set_caps(account: str, body: CapsIn, services: Admin) -> dict[str, Any
 
 @router.post("/holds/sweep")
 async def sweep_holds(services: Admin) -> dict[str, Any]:
-    return {"released": await _run(sweep_expired_holds, services)}
+    return await _run(sweep, services)
 
 
 @router.post("/accounts/{account}/keys", status_code=201)

@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
-from adapters.http import admin, admin_keys, admin_statements, chat, embeddings, images, me, messages, models, payments
+from adapters.http import admin, admin_exports, admin_keys, admin_reconcile, admin_replays, admin_statements, chat, embeddings, images, me, messages, models, payments
 from adapters.http.errors import install_error_handlers
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.services import Services
@@ -51,6 +51,9 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(admin_keys.router)
     app.include_router(admin_statements.router)
+    app.include_router(admin_reconcile.router)
+    app.include_router(admin_replays.router)
+    app.include_router(admin_exports.router)
     app.include_router(me.router)
     app.include_router(payments.router)
     app.add_middleware(RequestIdMiddleware)

@@ -1,19 +1,21 @@
-"""Overview: requests, tokens, spend, error rate, latency and TTFB percentiles over time,
-each against the previous period of the same length.
+"""Overview: requests, tokens, spend, error rate, latency and TTFB percentiles, provider
+cost and margin over time, each against the previous period of the same length.
 
-The figures are the usage rollups' own sums over the window (``UsageView.get_usage_totals``)
-and percentiles over the request-log rows of the same window: both read models bucket a
-request by the same event timestamp, and windows are whole hours, so they agree.
+The figures are the usage rollups' own sums over the window (``UsageView.get_usage_totals``),
+percentiles over the request-log rows of the same window, and provider cost and margin from
+the provider rollups' sums (``ProviderHourlyView.get_totals``): all three read models bucket
+a request by the same event timestamp, and windows are whole hours, so they agree.
 """
 
 import streamlit as st
 
 from dashboard import charts, queries, ui
-from dashboard.metrics import (Totals, against_previous, change_text, credits_change_text, credits_text, latency_of,
-                               latency_series, usage_series)
+from dashboard.metrics import (ProviderTotals, Totals, against_previous, change_text, credits_change_text, credits_text,
+                               latency_of, latency_series, margin_series, usage_series)
 
 TIMINGS_LIMIT = 100_000
 PERCENTILES = {"p50_latency_ms": "p50", "p95_latency_ms": "p95", "p50_ttfb_ms": "p50", "p95_ttfb_ms": "p95"}
+MONEY_LINES = {"provider_cost_credits": "provider cost", "margin_credits": "margin"}
 
 ctx = ui.page_context()
 st.title("Overview")
@@ -41,6 +43,15 @@ def ms(value: float | None) -> str:
     return "—" if value is None else f"{value:,.1f} ms"
 
 
+def margin_note(margins: ProviderTotals | None) -> str:
+    if margins is None:
+        return "Provider cost and margin need the provider rollups: run `tallyhub init` to create them."
+    if margins.provider_cost_unknown:
+        return (f"{margins.provider_cost_unknown:,} completed requests were priced without provider-cost rates "
+                "(a price file's `provider_cost`): the margin leaves their cost out.")
+    return "Every completed request of the window had provider-cost rates."
+
+
 row = st.columns(4)
 row[0].metric("Requests", f"{current.requests:,}", change_text(current.requests, previous.requests), border=True)
 row[1].metric("Tokens", f"{current.tokens:,}", change_text(current.tokens, previous.tokens), border=True,
@@ -61,10 +72,28 @@ for column, label, now_value, before in (
 ):
     column.metric(label, ms(now_value), change_text(now_value, before, unit=" ms", digits=1), delta_color="inverse",
                   border=True)
+provider_now = queries.provider_totals(ctx.key, window.since, window.until, _source=ctx.source)
+provider_before = queries.provider_totals(ctx.key, window.previous.since, window.previous.until, _source=ctx.source)
+margins = ProviderTotals.of(provider_now) if provider_now is not None else None
+if margins is not None and provider_before is not None:
+    earlier = ProviderTotals.of(provider_before)
+    row = st.columns(4)
+    row[0].metric("Provider cost (credits)", credits_text(margins.provider_cost),
+                  credits_change_text(margins.provider_cost, earlier.provider_cost), border=True, delta_color="off",
+                  help="What the providers charge for the window's usage, at the price book's provider-cost rates.")
+    row[1].metric("Margin (credits)", credits_text(margins.margin), credits_change_text(margins.margin, earlier.margin),
+                  border=True, help=f"Charged ({credits_text(margins.charged)}) minus provider cost, exact.")
+    row[2].metric("Margin rate", pct(margins.margin_rate),
+                  change_text(None if margins.margin_rate is None else 100 * margins.margin_rate,
+                              None if earlier.margin_rate is None else 100 * earlier.margin_rate, unit=" pp", digits=2),
+                  border=True, help="Margin as a share of what was charged.")
+    row[3].metric("Failovers", f"{margins.failovers:,}", change_text(margins.failovers, earlier.failovers),
+                  delta_color="inverse", border=True,
+                  help=f"Requests served after {margins.failed_attempts:,} failed upstream attempts in all.")
+
 st.caption("Changes are against the previous period. "
            f"Percentiles over the {latency.completed:,} completed requests of the window"
-           + (f" (newest {TIMINGS_LIMIT:,} only)" if truncated else "")
-           + ". Provider cost and margin: not recorded yet — price books carry sell rates only.")
+           + (f" (newest {TIMINGS_LIMIT:,} only)" if truncated else "") + ". " + margin_note(margins))
 
 usage_now = usage_series(queries.usage_frame(ctx.key, window.since, window.until, _source=ctx.source), window)
 usage_before = usage_series(queries.usage_frame(ctx.key, window.previous.since, window.previous.until,
@@ -87,3 +116,11 @@ right.altair_chart(charts.period_lines(
 st.altair_chart(charts.period_lines(
     against_previous(timing_now, timing_before, window, ["p50_ttfb_ms", "p95_ttfb_ms"], PERCENTILES),
     "Time to first byte", "ms", by_metric=True, hourly=window.hourly), width="stretch", key="chart_ttfb")
+if margins is not None:
+    margin_now = margin_series(queries.provider_frame(ctx.key, window.since, window.until, _source=ctx.source), window)
+    margin_before = margin_series(queries.provider_frame(ctx.key, window.previous.since, window.previous.until,
+                                                         _source=ctx.source), window.previous)
+    st.altair_chart(charts.period_lines(
+        against_previous(margin_now, margin_before, window, ["provider_cost_credits", "margin_credits"], MONEY_LINES),
+        "Provider cost and margin", "credits", by_metric=True, hourly=window.hourly), width="stretch",
+        key="chart_margin")

@@ -33,6 +33,7 @@ from tests.fakes.clock import FakeClock
 GPT = "openai/gpt-test"
 CLAUDE = "anthropic/claude-test"
 NANO = 10**9
+GPT_COST = price_from_credits(input="1", output="4", cached_input="0.5")  # what the provider charges; Claude: unknown
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class SeededRequest:
     cost: int
     input_tokens: int
     output_tokens: int
+    provider_cost: int | None = None  # what the billed record says the provider charges (None: no cost rates)
 
 
 @dataclass
@@ -113,7 +115,7 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
     ledger.add_credential("openai", "sk-dashboard-seed-0002")
     ledger.register_provider("anthropic", "anthropic", base_url="http://127.0.0.1:9", region=None,
                              secret="sk-ant-dashboard-seed-0003")
-    ledger.set_price(GPT, price_from_credits(input="2", output="8", cached_input="1"))
+    ledger.set_price(GPT, replace(price_from_credits(input="2", output="8", cached_input="1"), provider_cost=GPT_COST))
     ledger.set_price(CLAUDE, price_from_credits(input="3", output="15"))
     for name, amount in (("acme", 500 * NANO), ("globex", NANO // 25)):
         seeded.account_ids[name] = ledger.create_account(name).id
@@ -131,7 +133,8 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
     for index, at in enumerate(sorted(times)):
         if not repriced and at > seeded.now - timedelta(days=5):
             clock.current = at - timedelta(minutes=1)
-            ledger.set_price(GPT, price_from_credits(input="2", output="10", cached_input="1"))  # version 3
+            ledger.set_price(GPT, replace(price_from_credits(input="2", output="10", cached_input="1"),
+                                          provider_cost=GPT_COST))  # version 3
             repriced = True
         clock.current = at
         account, key_name = (("globex", "main") if index % 9 == 4 else
@@ -175,5 +178,6 @@ def _one_request(seeded: Seeded, billing: RequestBilling, clock: FakeClock, rng:
     usage = Usage(input_tokens=input_tokens, cached_input_tokens=rng.randrange(0, input_tokens // 4),
                   output_tokens=rng.randrange(50, 900))
     receipt = billing.complete_request(opened, route, usage, ttfb_ms=ttfb_ms, attempts=attempts)
+    provider_cost = billing.ledger.get_request_record(opened.request_id).details["provider_cost"]
     seeded.requests.append(SeededRequest(opened.request_id, at, account, model, "completed", 200, receipt.charge,
-                                         receipt.cost, usage.input_tokens, usage.output_tokens))
+                                         receipt.cost, usage.input_tokens, usage.output_tokens, provider_cost))

@@ -101,6 +101,8 @@ def test_overview_figures_equal_the_read_model_sums_for_the_same_window(
         rows = read_models.usage_rows(window.since, window.until)
         requests = read_models.request_rows(window.since, window.until)
         previous_requests = read_models.request_rows(window.previous.since, window.previous.until)
+        providers = read_models.provider_totals(window.since, window.until)
+        previous_providers = read_models.provider_totals(window.previous.since, window.previous.until)
     finally:
         read_models.close()
 
@@ -131,4 +133,20 @@ def test_overview_figures_equal_the_read_model_sums_for_the_same_window(
         assert shown[label][0] == ("—" if now_value is None else f"{now_value:,.1f} ms"), label
         if now_value is not None and then_value is not None:
             assert shown[label][1] == f"{now_value - then_value:+,.1f} ms", label
-    assert charts_of(app) == 6
+
+    # provider cost and margin: the provider rollups' sums, equal to the billed records' own figures
+    provider_cost = sum(r.provider_cost or 0 for r in ledger_side)
+    assert providers.charged == totals.charge and providers.provider_cost == provider_cost > 0
+    assert providers.provider_cost_unknown == sum(r.outcome == "completed" and r.provider_cost is None
+                                                  for r in ledger_side) > 0  # Claude has no provider-cost rates
+    margin = totals.charge - provider_cost
+    previous_margin = previous_providers.charged - previous_providers.provider_cost
+    assert shown["Provider cost (credits)"][0] == credits_text(provider_cost)
+    assert Decimal(shown["Margin (credits)"][0]) * 10**9 == margin
+    assert shown["Margin (credits)"][1] == ("+" if margin >= previous_margin else "-") + credits_text(
+        abs(margin - previous_margin))
+    assert shown["Margin rate"][0] == f"{100 * margin / totals.charge:.2f}%"
+    assert shown["Failovers"][0] == str(sum(r.request_id == seeded.failover_request for r in ledger_side))
+    assert f"{providers.provider_cost_unknown:,} completed requests were priced without provider-cost rates" in (
+        " ".join(c.value for c in app.caption))
+    assert charts_of(app) == 7

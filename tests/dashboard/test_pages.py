@@ -4,10 +4,12 @@ figures that match the read models or the ledger's receipts."""
 from __future__ import annotations
 
 import importlib.util
+import json
 
 from typing import Callable
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -28,6 +30,14 @@ def table(app: AppTest, *columns: str) -> pd.DataFrame:
         if set(columns) <= set(element.value.columns):
             return element.value
     raise AssertionError(f"no table with columns {columns}")
+
+
+def chart_data(app: AppTest, title: str) -> pd.DataFrame:
+    """The rows the chart with this title was drawn from."""
+    for chart in app.get("vega_lite_chart"):
+        if json.loads(chart.proto.spec).get("title") == title:
+            return pa.ipc.open_stream(chart.proto.datasets[0].data.data).read_all().to_pandas()
+    raise AssertionError(f"no chart titled {title!r}")
 
 
 PAGES = {"overview": "Overview", "accounts": "Accounts", "models_and_providers": "Models and providers",
@@ -90,7 +100,46 @@ def test_models_and_providers_sum_to_the_usage_rollups(seeded: Seeded, on_page: 
         assert by_model.loc[model, "requests"] == len(mine)
         assert by_model.loc[model, "failed_requests"] == sum(r.outcome == "failed" for r in mine)
         assert by_model.loc[model, "charge"] == credits_text(sum(r.charge for r in mine))
-    assert any("provider-health read model" in i.value for i in app.info)
+
+
+def test_models_and_providers_show_margins_and_credential_health_from_the_provider_rollups(
+    seeded: Seeded, on_page: OpenPage
+) -> None:
+    app = on_page(seeded, "models_and_providers")
+    app.selectbox(key="models_range").select("Last 30 days").run()
+    window = app.session_state["models_window"]
+    in_window = seeded.in_window(window.since, window.until)
+    read_models = ReadModelsOf.of(seeded)
+    try:
+        rows = read_models.provider_rows(window.since, window.until)
+    finally:
+        read_models.close()
+
+    margins = table(app, "provider", "model", "provider_cost", "margin").set_index("model")
+    for model in (GPT, CLAUDE):
+        mine = [r for r in in_window if r.model == model]
+        charged, cost = sum(r.charge for r in mine), sum(r.provider_cost or 0 for r in mine)
+        assert margins.loc[model, "charged"] == credits_text(charged)
+        assert margins.loc[model, "provider_cost"] == credits_text(cost)
+        assert margins.loc[model, "margin"] == credits_text(charged - cost)
+        assert margins.loc[model, "provider_cost_unknown"] == sum(r.outcome == "completed" and r.provider_cost is None
+                                                                  for r in mine)
+    assert margins.loc[CLAUDE, "provider_cost_unknown"] > 0 and margins.loc[GPT, "provider_cost_unknown"] == 0
+
+    health = table(app, "credential_id", "failed_attempts", "failovers")
+    tried = [r for r in rows if r.credential_id]
+    assert set(zip(health["provider"], health["credential_id"])) == {(r.provider, r.credential_id) for r in tried}
+    assert len(set(health["credential_id"])) >= 3  # two OpenAI credentials and the Anthropic one
+    failover = next(r for r in seeded.requests if r.request_id == seeded.failover_request)
+    expected = int(window.since <= failover.at < window.until)
+    assert (health["failed_attempts"].sum(), health["failovers"].sum()) == (expected, expected)
+    assert health["completed"].sum() + health["failed"].sum() == sum(
+        r.status != 402 for r in in_window)  # every request but those refused before any upstream call
+    assert len(app.get("vega_lite_chart")) == 4  # spend, statuses, margins, credential health
+    lines = chart_data(app, "Failed attempts and failovers per credential")
+    assert lines.groupby("metric")["value"].sum().to_dict() == {"failed attempts": expected, "failovers": expected}
+    assert set(lines["bucket"]) == set(window.bucket_starts())  # every bucket, zero-filled
+    assert set(chart_data(app, "Margin by model")["model"]) == {GPT}  # Claude has no provider-cost rates
 
 
 def test_requests_filter_in_sql_and_show_a_receipt_with_its_attempts(seeded: Seeded, on_page: OpenPage) -> None:

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from dashboard import export_files, whatif
-from dashboard.metrics import credits_text
+from dashboard.metrics import ProviderTotals, credits_text, margin_series
 from dashboard.windows import DAY, HOUR, Window, last, whole_days
 from domain.pricing import ModelPrice
 from projections.usage import COUNTERS
@@ -43,6 +43,20 @@ def test_custom_ranges_are_whole_utc_days_in_either_order() -> None:
 def test_credits_text_is_exact(amount: int, text: str) -> None:
     assert credits_text(amount) == text
     assert Decimal(text) * 10**9 == amount
+
+
+def test_margin_per_bucket_is_the_exact_difference_zero_filled_and_totals_say_the_same() -> None:
+    window = Window(datetime(2026, 11, 28, 10, tzinfo=timezone.utc), datetime(2026, 11, 28, 13, tzinfo=timezone.utc))
+    providers = pd.DataFrame({"hour": [window.since, window.since, window.since + 2 * HOUR],
+                              "charged": [10**18 + 7, 5, 3_000_000_000], "provider_cost": [10**18, 0, 3_500_000_000]})
+    series = margin_series(providers, window)
+    assert list(series["margin"]) == [12, 0, -500_000_000]  # exact integers, the empty hour zero-filled
+    assert list(series["margin_credits"]) == [1.2e-8, 0.0, -0.5]
+    assert list(margin_series(None, window)["margin"]) == [0, 0, 0]
+    totals = ProviderTotals(charged=int(providers["charged"].sum()),
+                            provider_cost=int(providers["provider_cost"].sum()))
+    assert totals.margin == int(series["margin"].sum()) == -499_999_988
+    assert ProviderTotals().margin_rate is None and ProviderTotals(charged=4, provider_cost=1).margin_rate == 0.75
 
 
 def usage_frame(*rows: dict) -> pd.DataFrame:

@@ -65,7 +65,8 @@ def test_the_statement_lists_every_movement_and_closes_at_the_balance(served: Se
     assert all(e["held"] >= -e["amount"] and e["uncollected"] == 0 for e in entries if e["kind"] == "charge")
 
     totals = statement["totals"]
-    assert {kind: t["count"] for kind, t in totals.items()} == {"grant": 2, "adjustment": 1, "refund": 0, "charge": 3}
+    assert {kind: t["count"] for kind, t in totals.items()} == {"grant": 2, "adjustment": 1, "refund": 0, "charge": 3,
+                                                                  "expiry": 0}
     assert totals["charge"]["amount"] == -sum(history["charges"].values())
     assert sum(t["amount"] for t in totals.values()) == statement["net"] == balance["balance"]
     assert (balance["granted_total"], balance["charged_total"], balance["adjusted_total"]) == (

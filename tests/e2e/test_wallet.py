@@ -1,11 +1,13 @@
 """The credit wallet over HTTP: signed payment webhooks credited once, refunds debited
 once, bad deliveries refused with the ledger unchanged; adjustments; starter credits;
-and holds of a killed ``serve`` released by the sweep with nothing charged twice."""
+grants that expire, taken out by the sweep once; and holds of a killed ``serve``
+released by the sweep with nothing charged twice."""
 
 import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -100,6 +102,31 @@ def test_adjustments_move_credit_with_a_reason_and_never_below_zero(gateway: Gat
     assert (up["applied"], down["applied"], again["credited"]) == (500_000_000, -1_500_000_000, False)
     balance = gateway.balance("small")
     assert balance["balance"] == 0 and balance["adjusted_total"] == -1_000_000_000
+
+
+def test_an_expiring_grant_leaves_the_balance_at_its_deadline_once(gateway: Gateway) -> None:
+    cli(gateway.env, "accounts", "create", "trial", "--starter-credits", "1")
+    past = gateway.admin("POST", "/accounts/trial/grants", json={"amount": "1", "expires_at": "2020-01-01T00:00:00Z"})
+    assert past.status_code == 400, past.text
+    assert set(past.json()["error"]) == {"message", "type", "param", "code"}
+
+    deadline = (datetime.now(timezone.utc) + timedelta(seconds=5)).replace(microsecond=0)
+    granted = cli(gateway.env, "credits", "grant", "trial", "2", "--reason", "trial", "--expires-at",
+                  deadline.isoformat().replace("+00:00", "Z"))
+    assert (granted["credited"], granted["expires_at"]) == (True, deadline.isoformat())
+    before = gateway.balance("trial")
+    assert (before["balance"], before["expiring"]) == (3 * 10**9, 2 * 10**9)
+    assert before["next_expiry"] == deadline.isoformat()
+
+    time.sleep(max(0.0, (deadline - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+    cli(gateway.env, "holds", "sweep")  # (or serve's own sweep, if it came first)
+    assert cli(gateway.env, "holds", "sweep")["expired_grants"] == 0
+    after = gateway.balance("trial")
+    assert (after["balance"], after["expired_total"], after["expiring"]) == (10**9, 2 * 10**9, 0)
+    statement = cli(gateway.env, "statement", "trial")
+    assert [(e["kind"], e["amount"]) for e in statement["entries"]] == [
+        ("grant", 10**9), ("grant", 2 * 10**9), ("expiry", -2 * 10**9)]
+    assert statement["closing_balance"] == after["balance"]
 
 
 def test_holds_of_a_killed_server_are_released_by_the_sweep_and_nothing_is_charged_twice(tmp_path: Path) -> None:

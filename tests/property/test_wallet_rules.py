@@ -1,8 +1,10 @@
 """The wallet through the application, with re-deliveries: any sequence of payment
-webhooks (each id delivered any number of times), payment refunds, requests opened,
-completed, failed or abandoned, and expiry sweeps keeps: each payment credited at most
-once, each refund debited at most once, each request charged at most once,
-available ≥ 0, and balance = payments − refunds − charges."""
+webhooks (each id delivered any number of times), payment refunds, expiring grants
+(each key delivered any number of times), requests opened, completed, failed or
+abandoned, time passing and expiry sweeps keeps: each payment and grant credited at
+most once, each refund debited at most once, each request charged at most once, each
+grant's deadline applied at most once, available ≥ 0, and
+balance = payments + grants − refunds − charges − expired."""
 
 from datetime import timedelta
 from uuid import UUID
@@ -18,6 +20,7 @@ from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.pricing_input import price_from_credits
 from application.routing import Router
+from domain.account import Account
 from domain.errors import InsufficientCredits
 from domain.usage import Usage
 from tests.fakes.clock import FakeClock
@@ -25,6 +28,7 @@ from tests.fakes.clock import FakeClock
 MODEL = "openai/gpt-test"
 PAYMENT_IDS = st.sampled_from([f"pay_{i}" for i in range(5)])
 REFUND_IDS = st.sampled_from([f"re_{i}" for i in range(4)])
+GRANT_KEYS = st.sampled_from([f"promo_{i}" for i in range(4)])
 
 
 class WalletMachine(RuleBasedStateMachine):
@@ -43,6 +47,7 @@ class WalletMachine(RuleBasedStateMachine):
         self.payments: dict[str, int] = {}
         self.refunds: dict[str, int] = {}
         self.charges: dict[UUID, int] = {}
+        self.grants: dict[str, int] = {}
         self.open: list[OpenedRequest] = []
 
     @rule(payment_id=PAYMENT_IDS, amount=st.integers(1, 10**7))
@@ -59,6 +64,20 @@ class WalletMachine(RuleBasedStateMachine):
         if result.credited:
             assert -result.amount == min(amount, available)
             self.refunds[refund_id] = -result.amount
+
+    @rule(key=GRANT_KEYS, amount=st.integers(1, 10**7), minutes=st.integers(1, 20))
+    def grant_expiring_credit(self, key: str, amount: int, minutes: int) -> None:
+        result = self.ledger.grant_credits("acme", amount, "promo", key,
+                                           expires_at=self.clock.now() + timedelta(minutes=minutes))
+        assert result.credited == (key not in self.grants)
+        self.grants.setdefault(key, amount)
+
+    @rule(minutes=st.integers(1, 15))
+    def time_passes_and_the_sweep_runs(self, minutes: int) -> None:
+        self.clock.advance(minutes=minutes)
+        self.ledger.expire_grants("acme")
+        assert self.ledger.expire_grants("acme") == []  # a deadline is applied once
+        assert all(lot["expires_at"] > self.clock.now() for lot in self.ledger.get_account("acme").lots.values())
 
     @rule(prompt=st.integers(1, 3000), max_tokens=st.integers(1, 2000))
     def open_request(self, prompt: int, max_tokens: int) -> None:
@@ -98,7 +117,12 @@ class WalletMachine(RuleBasedStateMachine):
     @invariant()
     def the_wallet_adds_up(self) -> None:
         account = self.ledger.get_account("acme")
-        assert account.balance == sum(self.payments.values()) - sum(self.refunds.values()) - sum(self.charges.values())
+        events = self.ledger.repository.event_store.get(account.id)
+        expiries = [e for e in events if isinstance(e, Account.GrantExpired)]
+        deadlines = [e.grant for e in expiries if e.request_id is None]
+        assert len(deadlines) == len(set(deadlines))
+        assert account.balance == (sum(self.payments.values()) + sum(self.grants.values()) - sum(self.refunds.values())
+                                   - sum(self.charges.values()) - sum(e.amount for e in expiries))
         assert account.available >= 0
         assert account.held == sum(o.hold for o in self.open)
 

@@ -127,6 +127,7 @@ def snapshot(rm: ReadModels) -> dict[str, Any]:
         "holds": [asdict(h) for b in balances for h in rm.balances.list_open_holds(b.account_id)],
         "usage": [asdict(u) for u in rm.usage.list_usage()],
         "requests": [asdict(r) for r in rm.requests.list_requests(limit=10_000)],
+        "providers": [asdict(r) for r in rm.providers.list_hours()] if rm.providers is not None else None,
     }
 
 
@@ -284,7 +285,7 @@ class ProjectionContract:
         busy_history(ledger)
         applied += read_models.runner.catch_up()
         live = snapshot(read_models)
-        assert live["balances"] and live["holds"] and live["usage"] and live["requests"]
+        assert live["balances"] and live["holds"] and live["usage"] and live["requests"] and live["providers"]
 
         read_models.runner.batch_size = 1000  # the rebuild replays everything in one batch
         assert read_models.runner.rebuild() == applied
@@ -296,8 +297,8 @@ class ProjectionContract:
         alice = ledger.open_account("alice")
         ledger.grant(alice, 7)
         ledger.record(T0, account_id=alice)
-        assert read_models.runner.catch_up() == 5  # 2 account events; 1 grant to the ledger entries; 1 record × (usage, request log)
-        assert read_models.runner.rebuild() == 5
+        assert read_models.runner.catch_up() == 6  # 2 account events; 1 grant to the ledger entries; 1 record × (usage, request log, providers)
+        assert read_models.runner.rebuild() == 6
         assert read_models.runner.rebuild("balances") == 2
         with pytest.raises(NotFound, match="no projection named 'nope'"):
             read_models.runner.rebuild("nope")
@@ -350,7 +351,8 @@ class ProjectionContract:
         alice = ledger.open_account("alice")
         ledger.grant(alice, 1)
         assert {(s.name, s.position, s.max_notification_id, s.lag) for s in read_models.runner.status()} == {
-            ("balances", 0, 2, 2), ("usage", 0, 2, 2), ("request_log", 0, 2, 2), ("ledger_entries", 0, 2, 2)
+            ("balances", 0, 2, 2), ("usage", 0, 2, 2), ("request_log", 0, 2, 2), ("ledger_entries", 0, 2, 2),
+            ("provider_hourly", 0, 2, 2)
         }
         read_models.runner.catch_up()
         ledger.grant(alice, 1)
@@ -451,8 +453,9 @@ class ProjectionContract:
         for t in threads:
             t.join(30)
         assert not errors
-        # 2 creations + 60 grants to balances; 60 grants to the ledger entries; 60 records each to usage and the request log
-        assert sum(applied) == 62 + 60 + 60 + 60
+        # 2 creations + 60 grants to balances; 60 grants to the ledger entries; 60 records each to usage, the request
+        # log and the provider rollups
+        assert sum(applied) == 62 + 60 + 60 + 60 + 60
         view = runners[0]
         for account_id in (alice, bob):
             row = view.balances.get_balance(account_id)

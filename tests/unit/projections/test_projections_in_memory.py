@@ -32,7 +32,8 @@ class TestInMemoryProjections(ProjectionContract):
 
         def make() -> ReadModels:
             runner = ProjectionRunner(ledger, first.store, list(first.runner.projections.values()))
-            made.append(first if not made else ReadModels(first.balances, first.usage, first.requests, runner, first.store))
+            made.append(first if not made else ReadModels(first.balances, first.usage, first.requests, runner, first.store,
+                                                          (), first.ledger, first.providers))
             return made[-1]
 
         yield make

@@ -1,0 +1,89 @@
+"""``tallyhub export ledger|usage|requests --from --to --format csv|jsonl --out PATH`` and
+``tallyhub verify [--export PATH ...]``: auditable exports (adapters/exports/) and the
+check of the whole ledger (application/verify.py) plus every export's file.
+
+``verify`` exits with status 1 and lists every problem when anything does not add up;
+it checks the files given with ``--export`` and every recorded export still at the path
+it was written to.
+"""
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from adapters.cli.commands import iso_timestamp, open_services
+from adapters.exports.checks import check_export
+from adapters.exports.exporter import create_export, list_exports
+from adapters.exports.formats import FORMATS
+from adapters.services import Services
+from application.verify import LedgerVerifier
+from domain.export_log import EXPORT_KINDS
+
+Command = Callable[..., argparse.ArgumentParser]
+EXIT_MISMATCH = 1
+
+
+def export(args: argparse.Namespace) -> tuple[Any, str]:
+    with open_services() as services:
+        manifest = create_export(services, args.kind, args.since, args.until, args.format, Path(args.out))
+    return manifest, (f"wrote {manifest['rows']:,} {args.kind} rows to {args.out} (sha256 {manifest['sha256']})\n"
+                      f"manifest: {args.out}.manifest.json; chain head {manifest['chain']['head']}")
+
+
+def run_verify(services: Services, exports: list[Path], *, deep: bool = False) -> dict[str, Any]:
+    """The verify report as JSON: ``ok``, ``problems``, what was checked."""
+    checked_files: list[str] = []
+    notes: list[str] = []
+
+    def files() -> list[str]:
+        problems: list[str] = []
+        paths = [Path(p).resolve() for p in exports]
+        for entry in list_exports(services):
+            path = Path(entry["path"])
+            if path not in paths:
+                if path.exists():
+                    paths.append(path)
+                else:
+                    notes.append(f"{entry['kind']} export {entry['export_id']}: no file at {path} (not checked)")
+        for path in paths:
+            checked_files.append(str(path))
+            problems += check_export(services, path)
+        return problems
+
+    report = LedgerVerifier(services.ledger, services.read_models).verify(extra=files, deep=deep)
+    return {"ok": report.ok, "problems": report.problems, "checked": {**report.checked, "exports": checked_files},
+            "notes": notes}
+
+
+def verify(args: argparse.Namespace) -> tuple[Any, str, int]:
+    with open_services() as services:
+        data = run_verify(services, [Path(p) for p in args.export or []], deep=args.deep)
+    checked = data["checked"]
+    lines = [f"checked {checked['accounts']:,} accounts, {checked['charges']:,} charges, "
+             f"{checked['request_records']:,} request records, {checked['open_holds']:,} open holds "
+             f"(events up to position {checked['events_up_to_position']:,}) and {len(checked['exports'])} export files"]
+    lines += [f"note: {note}" for note in data["notes"]]
+    if data["ok"]:
+        lines.append("ok: everything adds up")
+    else:
+        lines.append(f"FAILED: {len(data['problems'])} problem(s)")
+        lines += [f"  - {problem}" for problem in data["problems"]]
+    return data, "\n".join(lines), 0 if data["ok"] else EXIT_MISMATCH
+
+
+def register(sub: Any, command: Command) -> None:
+    """Add ``export`` and ``verify`` to main.py's parser (``command`` is main.py's builder)."""
+    p = command("export", export, "write an auditable export with a manifest and a hash chain", sub)
+    p.add_argument("kind", choices=EXPORT_KINDS)
+    p.add_argument("--from", dest="since", type=iso_timestamp, metavar="ISO",
+                   help="first instant included, ISO 8601 (default: the beginning)")
+    p.add_argument("--to", dest="until", type=iso_timestamp, metavar="ISO",
+                   help="first instant excluded, ISO 8601 (default: now)")
+    p.add_argument("--format", choices=tuple(FORMATS), default="csv")
+    p.add_argument("--out", required=True, metavar="PATH", help="the file to write; the manifest goes beside it")
+    v = command("verify", verify, "check the ledger's invariants, its read models and exports' hash chains", sub)
+    v.add_argument("--export", action="append", metavar="PATH",
+                   help="also check this export file (its manifest beside it); repeatable")
+    v.add_argument("--deep", action="store_true",
+                   help="also rebuild every account aggregate from its events and compare (slower)")

@@ -1,0 +1,1 @@
+"""Auditable exports: ledger, usage and request-log files with manifests and hash chains."""

@@ -1,0 +1,161 @@
+"""What each kind of export contains, read from the read models, and the totals its
+manifest states. Money columns end in ``_nanocredits`` and are integers.
+
+- ``ledger``: every movement of every account in the window, in event-position order,
+  with its running balance (projections/ledger_entries.py). The window cuts the ledger
+  at the first movement (in position order) at or after each bound, for all accounts at
+  once, so per account ``opening + sum(amounts) == closing`` and the rows of consecutive
+  windows join without gap or overlap.
+- ``usage``: the hourly rollups whose hour starts in the window.
+- ``requests``: the request log rows recorded in the window, oldest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from projections.ledger_entries import KINDS, LedgerEntry
+from projections.request_log import RequestRow
+from projections.usage import COUNTERS
+
+_MONEY = {"amount", "balance", "uncollected", "held", "charge", "cost"}
+
+
+def _column(name: str) -> str:
+    return f"{name}_nanocredits" if name in _MONEY else name
+
+
+LEDGER_FIELDS = ("position", "at", "account_id", "kind", "amount", "balance", "request_id", "reason",
+                 "idempotency_key", "uncollected", "held")
+USAGE_FIELDS = ("hour", "account_id", "api_key_id", "provider", "model", *COUNTERS)
+REQUEST_FIELDS = ("request_id", "at", "account_id", "api_key_id", "provider", "model", "upstream_model", "endpoint",
+                  "outcome", "status", "error_code", "stream", "latency_ms", "ttfb_ms", "input_tokens",
+                  "cached_input_tokens", "output_tokens", "reasoning_tokens", "usage_source", "charge", "cost",
+                  "price_book_version")
+
+
+@dataclass
+class LedgerDataset:
+    """Reads the ledger-entries view; ``start``/``stop`` are the window's positions."""
+
+    view: Any
+    since: datetime | None
+    until: datetime | None
+    kind: str = "ledger"
+    projection: str = "ledger_entries"
+    columns: tuple[str, ...] = tuple(_column(name) for name in LEDGER_FIELDS)
+    first_position: int | None = None
+    last_position: int | None = None
+    totals: dict[str, Any] = field(default_factory=dict)
+    accounts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        kinds = {kind: {"count": 0, "amount": 0} for kind in KINDS}
+        net = uncollected = 0
+        start, stop = self.view.window_positions(self.since, self.until)
+        for entry in self.view.iter_entries(start, stop):
+            if self.first_position is None:
+                self.first_position = entry.position
+            self.last_position = entry.position
+            totals = kinds.setdefault(entry.kind, {"count": 0, "amount": 0})
+            totals["count"] += 1
+            totals["amount"] += entry.amount
+            net += entry.amount
+            uncollected += entry.uncollected
+            account = self.accounts.get(entry.account_id.hex)
+            if account is None:
+                account = self.accounts[entry.account_id.hex] = {"opening": entry.balance - entry.amount, "rows": 0}
+            account["closing"] = entry.balance
+            account["rows"] += 1
+            yield ledger_row(entry)
+        self.totals = {"kinds": kinds, "net": net, "uncollected": uncollected, "accounts": len(self.accounts)}
+
+
+def ledger_row(entry: LedgerEntry) -> dict[str, Any]:
+    return {
+        "position": entry.position, "at": entry.at.isoformat(), "account_id": entry.account_id.hex,
+        "kind": entry.kind, "amount_nanocredits": entry.amount, "balance_nanocredits": entry.balance,
+        "request_id": entry.request_id.hex if entry.request_id else None, "reason": entry.reason,
+        "idempotency_key": entry.idempotency_key, "uncollected_nanocredits": entry.uncollected,
+        "held_nanocredits": entry.held,
+    }
+
+
+@dataclass
+class UsageDataset:
+    view: Any
+    since: datetime | None
+    until: datetime | None
+    kind: str = "usage"
+    projection: str = "usage"
+    columns: tuple[str, ...] = tuple(_column(name) for name in USAGE_FIELDS)
+    first_position: int | None = None
+    last_position: int | None = None
+    totals: dict[str, Any] = field(default_factory=dict)
+    accounts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        sums = dict.fromkeys(COUNTERS, 0)
+        for row in self.view.list_usage(None, self.since, self.until):
+            values = {"hour": row.hour.isoformat(), "account_id": _hex(row.account_id),
+                      "api_key_id": _hex(row.api_key_id), "provider": row.provider, "model": row.model}
+            for name in COUNTERS:
+                values[_column(name)] = getattr(row, name)
+                sums[name] += getattr(row, name)
+            yield values
+        self.totals = {_column(name): total for name, total in sums.items()}
+
+
+@dataclass
+class RequestsDataset:
+    view: Any
+    since: datetime | None
+    until: datetime | None
+    kind: str = "requests"
+    projection: str = "request_log"
+    columns: tuple[str, ...] = tuple(_column(name) for name in REQUEST_FIELDS)
+    first_position: int | None = None
+    last_position: int | None = None
+    totals: dict[str, Any] = field(default_factory=dict)
+    accounts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        sums = {"requests": 0, "completed": 0, "failed": 0, "estimated": 0, "charge_nanocredits": 0,
+                "cost_nanocredits": 0, "input_tokens": 0, "output_tokens": 0}
+        for row in self.view.iter_requests(self.since, self.until):
+            sums["requests"] += 1
+            sums["completed" if row.outcome == "completed" else "failed"] += 1
+            sums["estimated"] += row.usage_source == "estimated"
+            sums["charge_nanocredits"] += row.charge
+            sums["cost_nanocredits"] += row.cost
+            sums["input_tokens"] += row.input_tokens
+            sums["output_tokens"] += row.output_tokens
+            yield request_row(row)
+        self.totals = sums
+
+
+def request_row(row: RequestRow) -> dict[str, Any]:
+    values = {}
+    for name in REQUEST_FIELDS:
+        value = getattr(row, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif name in ("account_id", "api_key_id", "request_id"):
+            value = _hex(value)
+        values[_column(name)] = value
+    return values
+
+
+def _hex(value: Any) -> str | None:
+    return value.hex if value is not None else None
+
+
+def dataset(kind: str, read_models: Any, since: datetime | None, until: datetime | None) -> Any:
+    if kind == "ledger":
+        return LedgerDataset(read_models.ledger, since, until)
+    if kind == "usage":
+        return UsageDataset(read_models.usage, since, until)
+    return RequestsDataset(read_models.requests, since, until)

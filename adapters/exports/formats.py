@@ -1,0 +1,133 @@
+"""How an export row becomes bytes, and back, with its link of the hash chain.
+
+Invariants kept here:
+- a row's *content* is its values encoded without the ``chain`` column; its link is
+  ``sha256(bytes.fromhex(previous link) + content)``, hex; the first row's previous
+  link is the export's seed (the previous export's last link);
+- reading a file gives back, for each row, exactly the content bytes its link was
+  computed over: JSONL keeps them verbatim in the line (the link is the line's last
+  member); CSV re-encodes the parsed fields with the same writer, which is
+  deterministic for text cells, and the file's SHA-256 in the manifest covers the rest
+  (quoting, line ends);
+- cells: integers stay integers, times are UTC ISO 8601, ids are hex, absent is empty
+  (CSV) or null (JSONL), booleans are ``true``/``false``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any, BinaryIO
+from uuid import UUID
+
+import orjson
+
+CHAIN = "chain"
+_LINK = re.compile(rb',"chain":"([0-9a-f]{64})"\}\n?$')
+
+
+def link(previous: str, content: bytes) -> str:
+    return hashlib.sha256(bytes.fromhex(previous) + content).hexdigest()
+
+
+def cell(value: Any) -> Any:
+    """A value as the export writes it (JSON types only)."""
+    if isinstance(value, UUID):
+        return value.hex
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class ParsedRow:
+    __slots__ = ("number", "values", "content", "chain")
+
+    def __init__(self, number: int, values: dict[str, Any], content: bytes, chain: str) -> None:
+        self.number, self.values, self.content, self.chain = number, values, content, chain
+
+
+class FormatError(ValueError):
+    """A file that is not an export of this format (names the row)."""
+
+
+class CsvFormat:
+    name = "csv"
+    media_type = "text/csv; charset=utf-8"
+
+    def __init__(self) -> None:
+        self._buffer = io.StringIO()
+        self._writer = csv.writer(self._buffer, lineterminator="\n")
+
+    def header(self, columns: Sequence[str]) -> bytes:
+        return self._encode([*columns, CHAIN]) + b"\n"
+
+    def content(self, row: dict[str, Any]) -> bytes:
+        return self._encode([_text(value) for value in row.values()])
+
+    def line(self, content: bytes, chain: str) -> bytes:
+        return content + b"," + chain.encode() + b"\n"
+
+    def read(self, stream: BinaryIO, columns: Sequence[str]) -> Iterator[ParsedRow]:
+        text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
+        reader = csv.reader(text, strict=True)
+        try:
+            header = next(reader, None)
+            if header != [*columns, CHAIN]:
+                raise FormatError(f"the header is {header}, not the manifest's columns")
+            for number, fields in enumerate(reader, start=1):
+                if len(fields) != len(columns) + 1:
+                    raise FormatError(f"row {number} has {len(fields)} cells, not {len(columns) + 1}")
+                values = dict(zip(columns, fields))
+                yield ParsedRow(number, values, self._encode(fields[:-1]), fields[-1])
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise FormatError(f"not a readable CSV export: {exc}") from None
+
+    def _encode(self, fields: list[str]) -> bytes:
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        self._writer.writerow(fields)
+        return self._buffer.getvalue()[:-1].encode()
+
+
+class JsonlFormat:
+    name = "jsonl"
+    media_type = "application/jsonl"
+
+    def header(self, columns: Sequence[str]) -> bytes:
+        return b""
+
+    def content(self, row: dict[str, Any]) -> bytes:
+        return orjson.dumps(row)
+
+    def line(self, content: bytes, chain: str) -> bytes:
+        return content[:-1] + b',"chain":"' + chain.encode() + b'"}\n'
+
+    def read(self, stream: BinaryIO, columns: Sequence[str]) -> Iterator[ParsedRow]:
+        for number, line in enumerate(stream, start=1):
+            found = _LINK.search(line)
+            if found is None:
+                raise FormatError(f"row {number} does not end with its chain link")
+            content = line[:found.start()] + b"}"
+            try:
+                values = orjson.loads(content)
+            except orjson.JSONDecodeError:
+                raise FormatError(f"row {number} is not a JSON object") from None
+            if not isinstance(values, dict) or list(values) != list(columns):
+                raise FormatError(f"row {number} does not have the manifest's columns")
+            yield ParsedRow(number, values, content, found.group(1).decode())
+
+
+FORMATS = {"csv": CsvFormat, "jsonl": JsonlFormat}
+
+
+def _text(value: Any) -> str:
+    value = cell(value)
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    return str(value)

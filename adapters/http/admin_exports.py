@@ -1,0 +1,82 @@
+"""Exports and verify under ``/admin/v1``, behind the admin key.
+
+``POST /exports`` writes an export into ``$TALLYHUB_DATA_DIR/exports/`` and returns its
+manifest (the document ``tallyhub export --json`` prints); ``GET /exports/{id}`` streams
+the file, ``GET /exports/{id}/manifest`` its manifest; ``POST /verify`` runs
+``tallyhub verify`` and returns its report (``ok`` false with the problems listed)."""
+
+import json
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import anyio
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse
+
+from adapters.cli.audit_commands import run_verify
+from adapters.exports.exporter import create_export, list_exports, manifest_path
+from adapters.exports.formats import FORMATS
+from adapters.http.admin import Admin
+from adapters.presenters import plain
+from adapters.services import Services
+from domain.errors import NotFound
+
+router = APIRouter(prefix="/admin/v1", tags=["admin: exports"])
+
+
+@router.post("/exports", status_code=201)
+async def post_export(
+    services: Admin,
+    kind: Annotated[Literal["ledger", "usage", "requests"], Query()],
+    since: Annotated[datetime | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
+    until: Annotated[datetime | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
+    file_format: Annotated[Literal["csv", "jsonl"], Query(alias="format")] = "csv",
+) -> dict[str, Any]:
+    """Write the export and return its manifest (row count, totals, event range, SHA-256, chain)."""
+    folder = services.settings.data_dir / "exports"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out = folder / f"{kind}-{stamp}-{secrets.token_hex(4)}.{file_format}"
+
+    def write() -> dict[str, Any]:
+        folder.mkdir(parents=True, exist_ok=True)
+        return create_export(services, kind, since, until, file_format, out)
+
+    return await anyio.to_thread.run_sync(write)
+
+
+@router.get("/exports")
+async def get_exports(services: Admin) -> dict[str, Any]:
+    """Every recorded export, oldest first, with its digest, row count and chain links."""
+    return {"exports": plain(await anyio.to_thread.run_sync(list_exports, services))}
+
+
+@router.get("/exports/{export_id}", response_class=FileResponse)
+async def get_export_file(export_id: str, services: Admin) -> FileResponse:
+    """The export's file, streamed."""
+    entry = await anyio.to_thread.run_sync(_recorded, services, export_id)
+    path = Path(entry["path"])
+    return FileResponse(path, media_type=FORMATS[entry["format"]].media_type, filename=path.name,
+                        headers={"x-export-sha256": entry["sha256"]})
+
+
+@router.get("/exports/{export_id}/manifest")
+async def get_export_manifest(export_id: str, services: Admin) -> dict[str, Any]:
+    entry = await anyio.to_thread.run_sync(_recorded, services, export_id)
+    return json.loads(manifest_path(Path(entry["path"])).read_text())
+
+
+@router.post("/verify")
+async def post_verify(services: Admin) -> dict[str, Any]:
+    """Recompute balances from the events and compare them with the read models; check holds,
+    charges, replays and every recorded export still on disk. ``ok`` is false on any mismatch."""
+    return await anyio.to_thread.run_sync(lambda: run_verify(services, []))
+
+
+def _recorded(services: Services, export_id: str) -> dict[str, Any]:
+    for entry in list_exports(services):
+        if entry["export_id"] == export_id and Path(entry["path"]).exists() \
+                and manifest_path(Path(entry["path"])).exists():
+            return entry
+    raise NotFound(f"no export {export_id} with its file on this server")

@@ -1,0 +1,39 @@
+"""Replays under ``/admin/v1``, behind the admin key: the same document
+``tallyhub replay --json`` prints (adapters/cli/replay_commands.py). The request body is
+a price file; a dry run unless ``apply=true``."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Query, Request
+
+from adapters.cli.replay_commands import run_replay
+from adapters.http.admin import Admin
+from adapters.presenters import plain
+from application.replay import Replayer
+
+router = APIRouter(prefix="/admin/v1", tags=["admin: replays"])
+
+
+@router.post("/replays")
+async def post_replay(
+    request: Request,
+    services: Admin,
+    since: Annotated[datetime | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
+    until: Annotated[datetime | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
+    account: Annotated[str | None, Query(description="only this account (a name or an id)")] = None,
+    apply: Annotated[bool, Query(description="post the differences as adjustments, once")] = False,
+) -> dict[str, Any]:
+    """Re-price the charges recorded in ``[from, to)`` under the price file in the body: old
+    charge, new charge and difference per account and model. Read-only unless ``apply``."""
+    text = (await request.body()).decode(errors="replace")
+    return await anyio.to_thread.run_sync(
+        lambda: run_replay(services, text, since=since, until=until, account=account, apply=apply))
+
+
+@router.get("/replays")
+async def list_replays(services: Admin) -> dict[str, Any]:
+    """The replays applied so far, in order, with the adjustment each account was due."""
+    entries = await anyio.to_thread.run_sync(Replayer(services.ledger).list_applied)
+    return {"replays": plain(entries)}

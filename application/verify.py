@@ -1,0 +1,232 @@
+"""``verify``: recompute what the ledger says from its events alone and compare it with
+every place that repeats it.
+
+Checked, each problem reported with the account, request or export it concerns:
+- balances: each account's balance folded from its movement events (grants, adjustments,
+  refunds, charges, expiries) equals the balances read model and the last running balance
+  of the ledger-entries read model (and, with ``deep``, the aggregate's own state);
+  ``available`` ≥ 0;
+- holds: every hold is placed once and then settled, released or still open — never
+  closed twice, never closed without being placed; the open ones are the read model's;
+- charges: a request is charged at most once, every charge has its request record with
+  the same amount, and every priced record's ``cost`` is its usage priced under the
+  price-book version it names (the one rounding rule);
+- replays: every applied replay's adjustments were posted;
+- export logs: each kind's exports form one unbroken hash chain.
+Read models are caught up before they are compared; if events arrive while verify runs,
+it reads again (a few times) before it calls a difference a problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from application.event_scan import scan, topics_of
+from application.ledger import Ledger
+from domain import ids
+from domain.account import Account
+from domain.export_log import EXPORT_KINDS, ExportLog
+from domain.pricing import ModelPrice, price_usage
+from domain.replay_log import ReplayLog, adjustment_key
+from domain.request_record import RequestRecord
+from domain.usage import Usage
+
+ROUNDS = 3  # reads of the read models before a difference counts as a problem
+MAX_LISTED = 50  # problems listed per check; the rest are counted
+
+# The movements of credit and the sign each gives its amount (see projections/ledger_entries.py).
+MOVEMENTS: dict[str, int] = {
+    topics_of(Account.CreditGranted)[0]: 1,
+    topics_of(Account.Adjusted)[0]: 1,
+    topics_of(Account.ChargeRefunded)[0]: 1,
+    topics_of(Account.HoldSettled)[0]: -1,
+    topics_of(Account.GrantExpired)[0]: -1,
+}
+HOLD_PLACED, HOLD_SETTLED, HOLD_RELEASED = (topics_of(cls)[0] for cls in (
+    Account.HoldPlaced, Account.HoldSettled, Account.HoldReleased))
+ACCOUNT_EVENTS = topics_of(*(cls for cls in vars(Account).values()
+                             if isinstance(cls, type) and issubclass(cls, Account.Event)))
+
+
+@dataclass
+class AccountFold:
+    balance: int = 0
+    movements: int = 0
+    version: int = 0  # of the last event folded
+    holds: dict[str, int] = field(default_factory=dict)  # request id hex -> amount held
+
+
+@dataclass
+class Fold:
+    """What the account events say, up to ``position``."""
+
+    position: int = 0
+    accounts: dict[UUID, AccountFold] = field(default_factory=dict)
+    charges: dict[str, int] = field(default_factory=dict)  # request id hex -> amount charged
+    problems: list[str] = field(default_factory=list)
+
+    def extend(self, ledger: Ledger, stop: int) -> None:
+        for event in scan(ledger.recorder, ACCOUNT_EVENTS, after=self.position, stop=stop):
+            self.accounts.setdefault(event.originator_id, AccountFold()).version = event.version
+            self._apply(event.originator_id, event.topic, event.state)
+        self.position = max(self.position, stop)
+
+    def _apply(self, account_id: UUID, topic: str, state: dict[str, Any]) -> None:
+        account = self.accounts.setdefault(account_id, AccountFold())
+        sign = MOVEMENTS.get(topic)
+        if sign is not None:
+            account.balance += sign * state["amount"]
+            account.movements += 1
+        request = state["request_id"]["_data_"] if isinstance(state.get("request_id"), dict) else None
+        if topic == HOLD_PLACED:
+            if request in account.holds:
+                self.problems.append(f"account {account_id}: request {request} placed a second hold")
+            account.holds[request] = state["amount"]
+        elif topic == HOLD_RELEASED:
+            if account.holds.pop(request, None) is None:
+                self.problems.append(f"account {account_id}: request {request} released a hold that was not open")
+        elif topic == HOLD_SETTLED:
+            held = account.holds.pop(request, None)  # None: charged after its hold expired (held 0)
+            if held != state["held"] and not (held is None and state["held"] == 0):
+                self.problems.append(f"account {account_id}: request {request} settled a hold of {state['held']} "
+                                     f"but {'none' if held is None else held} was open")
+            if request in self.charges:
+                self.problems.append(f"account {account_id}: request {request} was charged twice")
+            self.charges[request] = state["amount"]
+
+
+@dataclass
+class VerifyReport:
+    problems: list[str]
+    checked: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class LedgerVerifier:
+    def __init__(self, ledger: Ledger, read_models: Any) -> None:
+        self.ledger = ledger
+        self.read_models = read_models
+
+    def verify(self, extra: Callable[[], list[str]] | None = None, *, deep: bool = False) -> VerifyReport:
+        """Every check above; ``extra`` adds more problems (exports' files, from adapters).
+        ``deep`` also rebuilds every account aggregate from its events (slow: the whole
+        history decoded once more) and compares it with the independent fold."""
+        fold = Fold()
+        fold.extend(self.ledger, self.ledger.recorder.max_notification_id() or 0)
+        differences: list[str] = []
+        for _ in range(ROUNDS):
+            self.read_models.runner.catch_up()
+            differences = self._compare_read_models(fold)
+            latest = self.ledger.recorder.max_notification_id() or 0
+            if not differences or latest == fold.position:
+                break
+            fold.extend(self.ledger, latest)  # events arrived meanwhile: compare again with them folded in
+        records, record_problems = self._check_records(fold)
+        problems = (_capped("holds and charges", fold.problems) + _capped("read models", differences)
+                    + _capped("request records", record_problems) + _capped("accounts", self._check_aggregates(fold) if deep else [])
+                    + self._check_replays() + self._check_export_logs() + (extra() if extra else []))
+        checked = {"events_up_to_position": fold.position, "accounts": len(fold.accounts),
+                   "charges": len(fold.charges), "request_records": records,
+                   "open_holds": sum(len(a.holds) for a in fold.accounts.values())}
+        return VerifyReport(problems, checked)
+
+    def _compare_read_models(self, fold: Fold) -> list[str]:
+        problems = []
+        balances = {b.account_id: b for b in self.read_models.balances.list_balances()}
+        closing = self.read_models.ledger.list_closing_balances()
+        for account_id, account in sorted(fold.accounts.items()):
+            held = sum(account.holds.values())
+            row = balances.get(account_id)
+            if row is None or (row.balance, row.held) != (account.balance, held):
+                seen = "no row" if row is None else f"balance {row.balance}, held {row.held}"
+                problems.append(f"account {account_id}: the events say balance {account.balance}, held {held}; "
+                                f"the balances read model says {seen}")
+            entries = closing.get(account_id, (0, 0))
+            if entries != (account.balance, account.movements):
+                problems.append(f"account {account_id}: the events say balance {account.balance} after "
+                                f"{account.movements} movements; the ledger entries say {entries[0]} after {entries[1]}")
+            if account.balance - held < 0:
+                problems.append(f"account {account_id}: available is {account.balance - held}, below zero")
+        for account_id in set(balances) - set(fold.accounts):
+            if balances[account_id].balance or balances[account_id].held:
+                problems.append(f"account {account_id}: the balances read model has money the events never moved")
+        return problems
+
+    def _check_aggregates(self, fold: Fold) -> list[str]:
+        problems = []
+        for account_id, account in sorted(fold.accounts.items()):
+            aggregate = self.ledger.find(account_id)
+            if not isinstance(aggregate, Account) or aggregate.version != account.version:
+                continue  # changed since the fold: nothing to compare
+            if (aggregate.balance, set(aggregate.holds)) != (account.balance, set(account.holds)):
+                problems.append(f"account {account_id}: the aggregate says balance {aggregate.balance} with "
+                                f"{len(aggregate.holds)} holds; its events say {account.balance} with {len(account.holds)}")
+        return problems
+
+    def _check_records(self, fold: Fold) -> tuple[int, list[str]]:
+        problems = []
+        unrecorded = dict(fold.charges)
+        book = self.ledger.price_book()
+        prices: dict[tuple[int, str], Any] = {}
+        seen = 0
+        for event in scan(self.ledger.recorder, topics_of(RequestRecord.Completed), stop=fold.position):
+            seen += 1
+            request = event.originator_id.hex
+            details = event.state["details"]
+            charged = unrecorded.pop(request, None)
+            if charged is not None and charged != details["charge"]:
+                problems.append(f"request {request}: charged {charged} but its record says {details['charge']}")
+            if details.get("priced") and details.get("usage") is not None:
+                key = (details["price_book_version"], details["model"])
+                if key not in prices:
+                    version = next((v for v in book.versions if v["version"] == key[0]), None)
+                    data = version["prices"].get(key[1]) if version else None
+                    prices[key] = None if data is None else ModelPrice.from_dict(data)
+                price = prices[key]
+                if price is None:
+                    problems.append(f"request {request}: its price-book version {key[0]} does not price {key[1]}")
+                elif price_usage(price, Usage(**details["usage"])) != details["cost"]:
+                    problems.append(f"request {request}: cost {details['cost']} is not its usage priced under "
+                                    f"version {key[0]}")
+        problems += [f"request {request}: charged {amount} with no request record" for request, amount in
+                     sorted(unrecorded.items())]
+        return seen, problems
+
+    def _check_replays(self) -> list[str]:
+        log = self.ledger.find(ids.REPLAY_LOG_ID)
+        if not isinstance(log, ReplayLog):
+            return []
+        problems = []
+        for entry in log.replays:
+            key = adjustment_key(entry)
+            for account in entry["adjustments"]:
+                if self.ledger.find(ids.receipt_id(UUID(account), "replay", key)) is None:
+                    problems.append(f"replay {entry['replay_id']} (#{entry['sequence']}): its adjustment for account "
+                                    f"{UUID(account)} was not posted — apply the same replay again to finish it")
+        return problems
+
+    def _check_export_logs(self) -> list[str]:
+        problems = []
+        for kind in EXPORT_KINDS:
+            log = self.ledger.find(ids.export_log_id(kind))
+            if not isinstance(log, ExportLog):
+                continue
+            previous = None
+            for entry in log.exports:
+                if previous is not None and entry["chain_seed"] != previous["chain_head"]:
+                    problems.append(f"{kind} export {entry['export_id']}: its chain does not start where export "
+                                    f"{previous['export_id']} ended")
+                previous = entry
+        return problems
+
+
+def _capped(what: str, problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_LISTED:
+        return problems
+    return problems[:MAX_LISTED] + [f"… and {len(problems) - MAX_LISTED} more problems with {what}"]

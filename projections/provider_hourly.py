@@ -1,0 +1,299 @@
+"""Provider rollups per UTC hour, provider, credential and model: what each credential
+served, what it was charged for, what the provider charges for it, and how often it failed.
+
+Invariants kept here:
+- every ``RequestRecord.Completed``/``Failed`` event lands in exactly one bucket: the UTC
+  hour of its timestamp, under the provider, credential and model the record names
+  (``requests``, ``completed``, ``failed``, ``charged``, ``cost``, ``provider_cost``,
+  ``provider_cost_unknown``, ``estimated``, ``estimated_charged``);
+- every ``RequestRecord.AttemptFailed`` event counts once in ``failed_attempts`` of the
+  bucket of *its own* hour, provider, credential and model (the attempt's, not the
+  serving route's);
+- a completed record with at least one failed attempt counts once in ``failovers`` of
+  the bucket its ``Completed`` event landed in. It is counted at the record's first
+  ``AttemptFailed`` (version 2): when the ``Completed`` event was in an earlier batch,
+  it is read back from the event store — at most one such read per batch, because a
+  record's events are consecutive notifications;
+- money is integer nanocredits: ``charged`` sums ``charge``, ``cost`` the list price,
+  ``provider_cost`` the known provider costs only, and ``provider_cost_unknown`` counts
+  the completed requests without one (no provider-cost rates for the model), so a margin
+  ``charged - provider_cost`` is exact where that count is zero;
+- the counters are additive, so any split of the history into batches (live, or a
+  rebuild from zero) ends in identical rows.
+A missing credential (a request refused before any upstream call) is stored as ``''``
+and read back as ``None``. Whole UTC days are sums of hours (``sum_by_day``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass, fields
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Iterable, Protocol
+from uuid import UUID
+
+from eventsourcing.application import Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
+
+from domain.request_record import RequestRecord
+from projections.memory import InMemoryStore, MemoryTransaction
+from projections.store import SqlStore, SqlTransaction
+
+PROVIDER_TABLE = "th_rm_provider_hourly"
+
+ProviderKey = tuple[datetime, str, str, str]  # hour, provider, credential id ('' if none), model
+FirstEvent = Callable[[UUID], DomainEventProtocol[Any]]  # a request record's Completed or Failed event
+
+
+@dataclass
+class ProviderCounts:
+    requests: int = 0
+    completed: int = 0
+    failed: int = 0
+    charged: int = 0
+    cost: int = 0
+    provider_cost: int = 0
+    provider_cost_unknown: int = 0
+    estimated: int = 0
+    estimated_charged: int = 0
+    failed_attempts: int = 0
+    failovers: int = 0
+
+    def add(self, other: "ProviderCounts") -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def margin(self) -> int:
+        """Charged minus the known provider cost (exact only when ``provider_cost_unknown`` is 0)."""
+        return self.charged - self.provider_cost
+
+
+COUNTERS = tuple(f.name for f in fields(ProviderCounts))
+
+
+@dataclass(frozen=True)
+class ProviderHourRow:
+    hour: datetime
+    provider: str
+    credential_id: str | None
+    model: str
+    requests: int
+    completed: int
+    failed: int
+    charged: int
+    cost: int
+    provider_cost: int
+    provider_cost_unknown: int
+    estimated: int
+    estimated_charged: int
+    failed_attempts: int
+    failovers: int
+
+    @property
+    def counts(self) -> ProviderCounts:
+        return ProviderCounts(*(getattr(self, name) for name in COUNTERS))
+
+
+@dataclass(frozen=True)
+class ProviderDayRow:
+    day: date
+    provider: str
+    credential_id: str | None
+    model: str
+    counts: ProviderCounts
+
+
+def hour_of(at: datetime) -> datetime:
+    return at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def _key(at: datetime, found: dict[str, Any]) -> ProviderKey:
+    provider, credential, model = (str(found.get(name) or "") for name in ("provider", "credential_id", "model"))
+    return hour_of(at), provider, credential, model
+
+
+def counts_of(details: dict[str, Any]) -> ProviderCounts:
+    """What one recorded request adds to its bucket."""
+    usage = details.get("usage") or {}
+    completed = details.get("outcome") == "completed"
+    charge = int(details.get("charge") or 0)
+    provider_cost = details.get("provider_cost")
+    estimated = completed and usage.get("source") == "estimated"
+    return ProviderCounts(
+        requests=1,
+        completed=int(completed),
+        failed=int(not completed),
+        charged=charge,
+        cost=int(details.get("cost") or 0),
+        provider_cost=int(provider_cost or 0) if completed else 0,
+        provider_cost_unknown=int(completed and provider_cost is None),
+        estimated=int(estimated),
+        estimated_charged=charge if estimated else 0,
+    )
+
+
+def fold_providers(events: Iterable[DomainEventProtocol[Any]],
+                   first_event: FirstEvent) -> dict[ProviderKey, ProviderCounts]:
+    buckets: dict[ProviderKey, ProviderCounts] = {}
+    created: dict[UUID, DomainEventProtocol[Any]] = {}  # the records begun in this batch
+
+    def add(key: ProviderKey, counts: ProviderCounts) -> None:
+        buckets.setdefault(key, ProviderCounts()).add(counts)
+
+    for event in events:
+        if isinstance(event, RequestRecord.AttemptFailed):
+            add(_key(event.timestamp, event.attempt), ProviderCounts(failed_attempts=1))
+            if event.originator_version == 2:  # the record's first failed attempt
+                record = created.get(event.originator_id)
+                if record is None:
+                    record = first_event(event.originator_id)
+                if isinstance(record, RequestRecord.Completed):
+                    add(_key(record.timestamp, record.details), ProviderCounts(failovers=1))
+        else:
+            details: dict[str, Any] = event.details  # type: ignore[attr-defined]
+            created[event.originator_id] = event
+            add(_key(event.timestamp, details), counts_of(details))
+    return buckets
+
+
+def first_events_of(app: Application) -> FirstEvent:
+    """Reads a request record's first event (version 1) back from ``app``'s event store."""
+
+    def first_event(request_id: UUID) -> DomainEventProtocol[Any]:
+        (stored,) = app.recorder.select_events(request_id, lte=1)
+        return app.mapper.to_domain_event(stored)
+
+    return first_event
+
+
+def sum_by_day(rows: Iterable[ProviderHourRow]) -> list[ProviderDayRow]:
+    """The hourly rows summed per UTC day, provider, credential and model, in that order."""
+    days: dict[tuple[date, str, str, str], ProviderCounts] = {}
+    for row in rows:
+        key = (row.hour.astimezone(timezone.utc).date(), row.provider, row.credential_id or "", row.model)
+        days.setdefault(key, ProviderCounts()).add(row.counts)
+    return [ProviderDayRow(day, provider, credential or None, model, counts)
+            for (day, provider, credential, model), counts in sorted(days.items())]
+
+
+def _row(key: ProviderKey, counts: ProviderCounts) -> ProviderHourRow:
+    hour, provider, credential, model = key
+    return ProviderHourRow(hour, provider, credential or None, model, *astuple(counts))
+
+
+def _order(row: ProviderHourRow) -> tuple[datetime, str, str, str]:
+    return row.hour, row.provider, row.credential_id or "", row.model
+
+
+class ProviderHourlyView(Protocol):
+    def list_hours(self, since: datetime | None = None, until: datetime | None = None) -> list[ProviderHourRow]:
+        """Buckets with ``since <= hour < until``, oldest first (then provider, credential, model)."""
+
+    def get_totals(self, since: datetime | None = None, until: datetime | None = None) -> ProviderCounts: ...
+
+    def apply(self, tx: Any, buckets: dict[ProviderKey, ProviderCounts]) -> None: ...
+
+    def clear(self, tx: Any) -> None: ...
+
+
+class ProviderHourlyProjection:
+    name = "provider_hourly"
+    topics = frozenset(
+        get_topic(cls) for cls in (RequestRecord.Completed, RequestRecord.Failed, RequestRecord.AttemptFailed)
+    )
+
+    def __init__(self, view: ProviderHourlyView, first_event: FirstEvent) -> None:
+        self.view = view
+        self.first_event = first_event
+
+    def process(self, tx: Any, events: list[DomainEventProtocol[Any]]) -> None:
+        self.view.apply(tx, fold_providers(events, self.first_event))
+
+    def clear(self, tx: Any) -> None:
+        self.view.clear(tx)
+
+
+class InMemoryProviderHourlyView:
+    def __init__(self, store: InMemoryStore) -> None:
+        self._lock = store.lock
+        self._buckets: dict[ProviderKey, ProviderCounts] = {}
+
+    def list_hours(self, since: datetime | None = None, until: datetime | None = None) -> list[ProviderHourRow]:
+        with self._lock:
+            rows = [
+                _row(key, counts)
+                for key, counts in self._buckets.items()
+                if (since is None or key[0] >= since) and (until is None or key[0] < until)
+            ]
+        return sorted(rows, key=_order)
+
+    def get_totals(self, since: datetime | None = None, until: datetime | None = None) -> ProviderCounts:
+        total = ProviderCounts()
+        for row in self.list_hours(since, until):
+            total.add(row.counts)
+        return total
+
+    def apply(self, tx: MemoryTransaction, buckets: dict[ProviderKey, ProviderCounts]) -> None:
+        tx.on_commit(lambda: self._apply(buckets))
+
+    def clear(self, tx: MemoryTransaction) -> None:
+        tx.on_commit(self._buckets.clear)
+
+    def _apply(self, buckets: dict[ProviderKey, ProviderCounts]) -> None:
+        for key, counts in buckets.items():
+            self._buckets.setdefault(key, ProviderCounts()).add(counts)
+
+
+class SqlProviderHourlyView:
+    DDL = (
+        f"CREATE TABLE IF NOT EXISTS {PROVIDER_TABLE} ("
+        " hour TIMESTAMPTZ NOT NULL, provider TEXT NOT NULL, credential_id TEXT NOT NULL, model TEXT NOT NULL,"
+        + ", ".join(f" {name} BIGINT NOT NULL" for name in COUNTERS)
+        + ", PRIMARY KEY (hour, provider, credential_id, model))",
+    )
+    TABLES = (PROVIDER_TABLE,)
+
+    def __init__(self, store: SqlStore) -> None:
+        self.store = store
+
+    def list_hours(self, since: datetime | None = None, until: datetime | None = None) -> list[ProviderHourRow]:
+        where, params = self._where(since, until)
+        rows = self.store.query(
+            f"SELECT hour, provider, credential_id, model, {', '.join(COUNTERS)} FROM {PROVIDER_TABLE}{where}", params
+        )
+        return sorted((self._hour_row(row) for row in rows), key=_order)  # one order, whatever the collation
+
+    def get_totals(self, since: datetime | None = None, until: datetime | None = None) -> ProviderCounts:
+        where, params = self._where(since, until)
+        sums = ", ".join(f"CAST(COALESCE(SUM({name}), 0) AS BIGINT)" for name in COUNTERS)
+        (row,) = self.store.query(f"SELECT {sums} FROM {PROVIDER_TABLE}{where}", params)
+        return ProviderCounts(*(int(x) for x in row))
+
+    def apply(self, tx: SqlTransaction, buckets: dict[ProviderKey, ProviderCounts]) -> None:
+        adds = ", ".join(f"{name} = {PROVIDER_TABLE}.{name} + excluded.{name}" for name in COUNTERS)
+        tx.executemany(
+            f"INSERT INTO {PROVIDER_TABLE} (hour, provider, credential_id, model, {', '.join(COUNTERS)})"
+            f" VALUES ({', '.join('?' * (4 + len(COUNTERS)))})"
+            f" ON CONFLICT (hour, provider, credential_id, model) DO UPDATE SET {adds}",
+            [(self.store.to_db_time(key[0]), *key[1:], *astuple(counts)) for key, counts in buckets.items()],
+        )
+
+    def clear(self, tx: SqlTransaction) -> None:
+        tx.execute(f"DELETE FROM {PROVIDER_TABLE}")
+
+    def _where(self, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if since is not None:
+            clauses.append("hour >= ?")
+            params.append(self.store.to_db_time(since))
+        if until is not None:
+            clauses.append("hour < ?")
+            params.append(self.store.to_db_time(until))
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def _hour_row(self, row: tuple[Any, ...]) -> ProviderHourRow:
+        hour, provider, credential, model, *counts = row
+        at = self.store.from_db_time(hour)
+        assert at is not None
+        return _row((at, provider, credential, model), ProviderCounts(*(int(x) for x in counts)))

@@ -1,0 +1,132 @@
+"""How replay, export and verify scale with history: writes N charged requests (hold,
+settle and request record for each, through the domain aggregates, saved in batches)
+into a fresh SQLite or PostgreSQL store, then times
+
+- a replay preview of every charge under a price book with every rate doubled,
+- catching the ledger-entries read model up, and a ledger export of its N rows (CSV),
+- verify (events folded, read models compared, every record re-priced).
+
+    .venv/bin/python -m tests.benchmarks.audit_scale --charges 1000000 --store sqlite
+
+Random usage per request (input 1..4000, output 1..1000 tokens), one account per 1,000
+requests. Only local files and 127.0.0.1 are used; the run stops by itself.
+"""
+
+import argparse
+import os
+import random
+import secrets
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from uuid import uuid4
+
+from adapters.crypto.aes_gcm import AesGcmKeyVault
+from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.exports.exporter import create_export
+from adapters.settings import parse_database_url
+from application.ledger import Ledger
+from application.pricing_input import price_from_credits
+from application.replay import ReplayPlan, Replayer
+from application.verify import LedgerVerifier
+from domain.pricing import price_usage
+from domain.request_record import RequestRecord
+from domain.usage import Usage
+from projections.read_models import build_read_models
+
+MODEL = "mock/mock-gpt"
+PRICE = price_from_credits(input="0.15", output="0.6", cached_input="0.075")
+DOUBLED = price_from_credits(input="0.30", output="1.2", cached_input="0.15")
+PER_ACCOUNT = 1_000
+BATCH = 1_000
+
+
+def build(store: str, data_dir: Path) -> tuple[Ledger, object]:
+    url = None
+    if store == "postgres":
+        import psycopg
+
+        schema = f"th_bench_{secrets.token_hex(4)}"
+        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        url = f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}"
+    database = parse_database_url(url, data_dir)
+    ledger = Ledger(database.eventsourcing_env(create_tables=True), vault=AesGcmKeyVault(os.urandom(32)),
+                    key_scheme_factory=HmacApiKeyScheme)
+    ledger.initialise()
+    ledger.register_provider("mock", "openai", base_url=None, region=None, secret="sk-bench-secret-0001")
+    ledger.set_price(MODEL, PRICE)
+    return ledger, database
+
+
+def write_history(ledger: Ledger, charges: int, rng: random.Random) -> None:
+    expires = datetime.now(timezone.utc) + timedelta(hours=1)
+    version = ledger.price_book().latest.number
+    done = 0
+    while done < charges:
+        account = ledger.create_account(f"bench-{done // PER_ACCOUNT}")
+        account.grant_credits(10**15, "bench")
+        for start in range(0, min(PER_ACCOUNT, charges - done), BATCH):
+            records = []
+            for _ in range(min(BATCH, PER_ACCOUNT - start, charges - done)):
+                request_id = uuid4()
+                inputs = rng.randint(1, 4000)
+                usage = Usage(input_tokens=inputs, cached_input_tokens=rng.randint(0, inputs // 2),
+                              output_tokens=rng.randint(1, 1000))
+                cost = price_usage(PRICE, usage)
+                account.place_hold(request_id, cost + 1000, expires)
+                account.settle_hold(request_id, cost)
+                records.append(RequestRecord.completed(
+                    request_id, account_id=account.id.hex, api_key_id=uuid4().hex, requested_model=MODEL, model=MODEL,
+                    provider="mock", upstream_model="mock-gpt", credential_id="bench", endpoint="chat.completions",
+                    stream=False, status=200, error_code=None, usage=usage.to_dict(), charge=cost, cost=cost,
+                    uncollected=0, hold=cost + 1000, price_book_version=version, priced=True, latency_ms=1.0,
+                    ttfb_ms=None, started_at=expires.isoformat(), provider_cost=None))
+                done += 1
+            ledger.save(account, *records)
+
+
+def timed(label: str, work, *args, **kwargs):  # type: ignore[no-untyped-def]
+    started = time.perf_counter()
+    result = work(*args, **kwargs)
+    elapsed = time.perf_counter() - started
+    print(f"{label:<44} {elapsed:8.1f} s", flush=True)
+    return result, elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--charges", type=int, default=1_000_000)
+    parser.add_argument("--skip-verify", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger, database = build(args.store, Path(tmp))
+        print(f"{args.charges:,} charges on {args.store}", flush=True)
+        timed("write the history (3 events per charge)", write_history, ledger, args.charges, random.Random(7))
+        report, seconds = timed("replay preview, every rate doubled", Replayer(ledger).preview,
+                                ReplayPlan({MODEL: DOUBLED}))
+        assert report.charges == args.charges and report.new == 2 * report.old, "doubling must double exactly"
+        print(f"{'':<44} {args.charges / seconds:8,.0f} charges/s; difference {report.difference:,} nanocredits")
+        read_models = build_read_models(database, ledger)
+        read_models.create_tables()
+        services = SimpleNamespace(ledger=ledger, read_models=read_models)
+        runner = read_models.runner
+        timed("catch up the ledger-entries read model", runner._catch_up, runner.projections["ledger_entries"],
+              wait=True)
+        timed("catch up the other read models", runner.catch_up)
+        manifest, seconds = timed("export ledger (CSV, with hash chain)", create_export, services, "ledger", None, None,
+                                  "csv", Path(tmp) / "ledger.csv")
+        print(f"{'':<44} {manifest['rows'] / seconds:8,.0f} rows/s; "
+              f"{(Path(tmp) / 'ledger.csv').stat().st_size / 1e6:,.0f} MB")
+        if not args.skip_verify:
+            verified, _ = timed("verify (fold, compare, re-price every record)", LedgerVerifier(ledger, read_models).verify)
+            assert verified.ok, verified.problems[:5]
+        read_models.close()
+        ledger.close()
+
+
+if __name__ == "__main__":
+    main()
