@@ -8,7 +8,7 @@ from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.master_key import ensure_master_key_file, load_key_ring
 from adapters.services import Services
-from adapters.settings import Settings
+from adapters.settings import Settings, SettingsError
 from application.billing import RequestBilling
 from application.health import CredentialHealth
 from application.key_management import check_key_ring
@@ -40,8 +40,24 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     router = Router(ledger, health)
     billing = RequestBilling(ledger, router, mode=settings.billing_mode,
                              hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
-    return Services(settings=settings, ledger=ledger, billing=billing, router=router, health=health,
-                    read_models=build_read_models(settings, ledger))
+    services = Services(settings=settings, ledger=ledger, billing=billing, router=router, health=health,
+                        read_models=build_read_models(settings, ledger))
+    if settings.server_mode:
+        services.wake = build_commit_publisher(settings)
+        ledger.on_commit = services.wake.notify
+    return services
+
+
+def build_commit_publisher(settings: Settings) -> Any:
+    """Server mode: each commit of this process wakes the workers (adapters/workers/wake.py)."""
+    from adapters.workers.wake import RedisCommitPublisher, wake_channel
+
+    assert settings.redis_url is not None
+    try:
+        publisher = RedisCommitPublisher(settings.redis_url, wake_channel(settings.redis_prefix))
+    except ValueError as exc:  # redis-py's word for a URL it cannot use
+        raise SettingsError(f"TALLYHUB_REDIS_URL: {exc}") from None
+    return publisher.start()
 
 
 @dataclass(frozen=True)

@@ -19,3 +19,11 @@ class Services:
     health: CredentialHealth
     read_models: Any  # projections.ReadModels
     providers: dict[str, Any] = field(default_factory=dict)  # kind -> provider adapter, set by the lifespan
+    wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
+
+    def close(self) -> None:
+        if self.wake is not None:
+            self.wake.close()  # announces this process's last commits before it goes
+        if self.read_models is not None:
+            self.read_models.close()
+        self.ledger.close()

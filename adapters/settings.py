@@ -106,6 +106,7 @@ class Settings:
     data_dir: Path = Path("./data")
     database_url: str | None = None
     redis_url: str | None = None
+    redis_prefix: str = "tallyhub"  # Redis channel/key prefix: deployments sharing a Redis never meet
     master_key: str | None = field(default=None, repr=False)
     master_keys: str | None = field(default=None, repr=False)  # "kid:key,kid:key", newest first
     master_keys_file: Path | None = None  # one "kid:key" per line, newest first
@@ -132,6 +133,7 @@ class Settings:
             data_dir=Path(env.get("TALLYHUB_DATA_DIR", "./data")),
             database_url=env.get("TALLYHUB_DATABASE_URL") or None,
             redis_url=env.get("TALLYHUB_REDIS_URL") or None,
+            redis_prefix=_redis_prefix(env),
             master_key=env.get("TALLYHUB_MASTER_KEY") or None,
             master_keys=env.get("TALLYHUB_MASTER_KEYS") or None,
             master_keys_file=Path(env["TALLYHUB_MASTER_KEYS_FILE"]) if env.get("TALLYHUB_MASTER_KEYS_FILE") else None,
@@ -154,8 +156,20 @@ class Settings:
         return parse_database_url(self.database_url, self.data_dir)
 
     @property
+    def server_mode(self) -> bool:
+        """PostgreSQL and Redis: projections and sweeps run in ``tallyhub worker``, not in ``serve``."""
+        return self.redis_url is not None and self.database.kind == "postgres"
+
+    @property
     def master_key_path(self) -> Path:
         return self.data_dir / "master.key"
+
+
+def _redis_prefix(env: Mapping[str, str]) -> str:
+    prefix = env.get("TALLYHUB_REDIS_PREFIX") or "tallyhub"
+    if not prefix.replace("_", "").replace("-", "").replace(":", "").replace(".", "").isalnum():
+        raise SettingsError("TALLYHUB_REDIS_PREFIX must be letters, digits and _ - : .")
+    return prefix
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

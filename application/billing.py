@@ -10,7 +10,9 @@ Invariants:
 - an upstream failure is never charged.
 """
 
+import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -91,6 +93,30 @@ class RequestBilling:
         Raises AuthenticationFailed, PermissionDenied (a model the key may not use),
         ModelNotFound, InsufficientCredits, SpendCapReached.
         """
+        opened = self.prepare_request(api_key, shape, request_id)
+        if self.mode == "credits":
+            try:
+                self.ledger.change_account(opened.account_id, self._hold(opened))
+            except (InsufficientCredits, SpendCapReached) as refused:
+                self.record_refusal(opened, refused)
+                raise
+        return opened
+
+    async def open_request_async(self, api_key: str, shape: RequestShape,
+                                 request_id: UUID | None = None) -> OpenedRequest:
+        """``open_request`` on the event loop: the reads come from the read cache and the hold
+        goes to the group-commit writer, so no thread waits. A refusal is recorded on a thread."""
+        opened = self.prepare_request(api_key, shape, request_id)
+        if self.mode == "credits":
+            try:
+                await self.ledger.change_account_async(opened.account_id, self._hold(opened))
+            except (InsufficientCredits, SpendCapReached) as refused:
+                await asyncio.get_running_loop().run_in_executor(None, self.record_refusal, opened, refused)
+                raise
+        return opened
+
+    def prepare_request(self, api_key: str, shape: RequestShape, request_id: UUID | None = None) -> OpenedRequest:
+        """Authenticate, route and price the request; its hold amount, not yet placed."""
         started = time.monotonic()
         request_id = request_id or uuid4()
         key = self.ledger.authenticate(api_key)
@@ -115,14 +141,12 @@ class RequestBilling:
         )
         if self.mode == "credits":
             opened = replace(opened, hold=max(self._worst_case(shape, target) for target in targets))
-            try:
-                self._place_hold(opened)
-            except (InsufficientCredits, SpendCapReached) as refused:
-                status = 402 if isinstance(refused, InsufficientCredits) else 429
-                self._record(RequestRecord.failed(request_id, **self._details(opened, None, status=status,
-                                                                              error_code=refused.code)))
-                raise
         return opened
+
+    def record_refusal(self, opened: OpenedRequest, refused: InsufficientCredits | SpendCapReached) -> None:
+        status = 402 if isinstance(refused, InsufficientCredits) else 429
+        self._record(RequestRecord.failed(opened.request_id, **self._details(opened, None, status=status,
+                                                                             error_code=refused.code)))
 
     def complete_request(self, opened: OpenedRequest, route: Route, usage: Usage, *, status: int = 200,
                          ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = (),
@@ -130,60 +154,67 @@ class RequestBilling:
         """Charge for what ``route`` served (settling the hold) and record the request, once.
 
         ``error_code`` names what cut a partly served request short (a broken stream)."""
-        price = self._target_of(opened, route).price
-        cost = price_usage(price, usage) if price is not None else 0
-        outcome = {"charge": cost, "uncollected": 0}
-
-        def record() -> RequestRecord:
-            details = self._details(opened, route, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms,
-                                    error_code=error_code, **outcome)
-            details["provider_cost"] = provider_cost_of(price, usage)
-            return _with_attempts(RequestRecord.completed(opened.request_id, **details), attempts)
-
-        def settle(account: Account) -> list[Aggregate] | None:
-            if opened.request_id.hex in account.holds:
-                charged = account.settle_hold(opened.request_id, cost)
-            elif self.ledger.find(opened.request_id) is not None:
-                return None  # settled already, by an earlier attempt of this call
-            else:
-                charged = account.charge_without_hold(opened.request_id, cost)  # the hold expired first
-            outcome.update(charge=charged, uncollected=cost - charged)
-            return [record()]
-
+        settlement = self._settlement(opened, route, usage, status, ttfb_ms, attempts, error_code)
         if self.mode == "credits":
-            if not self.ledger.change_account(opened.account_id, settle):
-                return self._receipt_of(opened.request_id)
-        else:
-            self._record(record())
-        return Receipt(
-            request_id=opened.request_id,
-            charge=outcome["charge"],
-            cost=cost,
-            uncollected=outcome["uncollected"],
-            price_book_version=opened.price_book_version,
-            priced=price is not None,
-            usage=usage,
-        )
+            return settlement.receipt(self.ledger.change_account(opened.account_id, settlement.settle))
+        self._record(settlement.record())
+        return settlement.receipt(True)
+
+    async def complete_request_async(self, opened: OpenedRequest, route: Route, usage: Usage, *, status: int = 200,
+                                     ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = (),
+                                     error_code: str | None = None) -> Receipt:
+        """``complete_request`` on the event loop (credits mode: through the writer, no thread)."""
+        settlement = self._settlement(opened, route, usage, status, ttfb_ms, attempts, error_code)
+        loop = asyncio.get_running_loop()
+        if self.mode == "credits":
+            if await self.ledger.change_account_async(opened.account_id, settlement.settle):
+                return settlement.receipt(True)
+            return await loop.run_in_executor(None, settlement.receipt, False)  # the earlier settlement's
+        await loop.run_in_executor(None, self._record, settlement.record())
+        return settlement.receipt(True)
 
     def fail_request(self, opened: OpenedRequest, *, status: int, error_code: str, route: Route | None = None,
                      ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = ()) -> None:
         """Release the hold without charging and record the failure, once."""
-        details = self._details(opened, route, status=status, error_code=error_code, ttfb_ms=ttfb_ms)
-
-        def record() -> RequestRecord:
-            return _with_attempts(RequestRecord.failed(opened.request_id, **details), attempts)
-
-        def release(account: Account) -> list[Aggregate] | None:
-            if opened.request_id.hex in account.holds:
-                account.release_hold(opened.request_id, reason=error_code)
-            elif self.ledger.find(opened.request_id) is not None:
-                return None  # recorded already
-            return [record()]  # built afresh on every attempt: a refused save drains its events
-
+        release = self._release(opened, status, error_code, route, ttfb_ms, attempts)
         if self.mode == "credits":
             self.ledger.change_account(opened.account_id, release)
         else:
-            self._record(record())
+            self._record(_with_attempts(RequestRecord.failed(opened.request_id, **release.details), attempts))
+
+    async def fail_request_async(self, opened: OpenedRequest, *, status: int, error_code: str,
+                                 route: Route | None = None, ttfb_ms: float | None = None,
+                                 attempts: tuple[Attempt, ...] = ()) -> None:
+        if self.mode == "credits":
+            release = self._release(opened, status, error_code, route, ttfb_ms, attempts)
+            await self.ledger.change_account_async(opened.account_id, release)
+        else:
+            await asyncio.get_running_loop().run_in_executor(None, lambda: self.fail_request(
+                opened, status=status, error_code=error_code, route=route, ttfb_ms=ttfb_ms, attempts=attempts))
+
+    def _hold(self, opened: OpenedRequest) -> Callable[[Account], list[Aggregate]]:
+        expires_at = opened.started_at + self.hold_ttl
+
+        def hold(account: Account) -> list[Aggregate]:
+            account.place_hold(opened.request_id, opened.hold, expires_at, api_key_id=opened.api_key_id,
+                               now=opened.started_at)
+            return []
+
+        return hold
+
+    def _settlement(self, opened: OpenedRequest, route: Route, usage: Usage, status: int, ttfb_ms: float | None,
+                    attempts: tuple[Attempt, ...], error_code: str | None) -> "_Settlement":
+        price = self._target_of(opened, route).price
+        cost = price_usage(price, usage) if price is not None else 0
+        details = self._details(opened, route, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms,
+                                error_code=error_code, charge=cost)
+        details["provider_cost"] = provider_cost_of(price, usage)
+        return _Settlement(self, opened, details, attempts, price is not None, usage)
+
+    def _release(self, opened: OpenedRequest, status: int, error_code: str, route: Route | None,
+                 ttfb_ms: float | None, attempts: tuple[Attempt, ...]) -> "_Release":
+        details = self._details(opened, route, status=status, error_code=error_code, ttfb_ms=ttfb_ms)
+        return _Release(self.ledger, opened, details, error_code, attempts)
 
     def _worst_case(self, shape: RequestShape, target: Target) -> int:
         assert target.price is not None
@@ -197,23 +228,13 @@ class RequestBilling:
                 return target
         raise AssertionError(f"{route.model} is not a target of request {opened.request_id}")
 
-    def _place_hold(self, opened: OpenedRequest) -> None:
-        expires_at = opened.started_at + self.hold_ttl
-
-        def hold(account: Account) -> list[Aggregate]:
-            account.place_hold(opened.request_id, opened.hold, expires_at, api_key_id=opened.api_key_id,
-                               now=opened.started_at)
-            return []
-
-        self.ledger.change_account(opened.account_id, hold)
-
     def _record(self, record: RequestRecord) -> None:
         try:
             self.ledger.save(record)
         except IntegrityError:
             pass  # recorded already: a request is recorded at most once
 
-    def _receipt_of(self, request_id: UUID) -> Receipt:
+    def receipt_of(self, request_id: UUID) -> Receipt:
         details = self.ledger.find(request_id).details
         return Receipt(
             request_id=request_id,
@@ -252,6 +273,56 @@ class RequestBilling:
             "ttfb_ms": ttfb_ms,
             "started_at": opened.started_at.isoformat(),
         }
+
+
+class _Settlement:
+    """Charging one completed request: ``settle`` is the account change (run by the writer,
+    maybe more than once on a conflict: it builds the record afresh each time)."""
+
+    def __init__(self, billing: RequestBilling, opened: OpenedRequest, details: dict[str, Any],
+                 attempts: tuple[Attempt, ...], priced: bool, usage: Usage) -> None:
+        self.billing, self.opened, self.details = billing, opened, details
+        self.attempts, self.priced, self.usage = attempts, priced, usage
+
+    def record(self) -> RequestRecord:
+        return _with_attempts(RequestRecord.completed(self.opened.request_id, **self.details), self.attempts)
+
+    def settle(self, account: Account) -> list[Aggregate] | None:
+        request_id = self.opened.request_id
+        cost = self.details["cost"]
+        if request_id.hex in account.holds:
+            charged = account.settle_hold(request_id, cost)
+        elif self.billing.ledger.find(request_id) is not None:
+            return None  # settled already, by an earlier attempt of this call
+        else:
+            charged = account.charge_without_hold(request_id, cost)  # the hold expired first
+        self.details.update(charge=charged, uncollected=cost - charged)
+        return [self.record()]
+
+    def receipt(self, recorded_now: bool) -> Receipt:
+        """The receipt of this settlement, or of the earlier one when this found it done already."""
+        if not recorded_now:
+            return self.billing.receipt_of(self.opened.request_id)
+        return Receipt(request_id=self.opened.request_id, charge=self.details["charge"], cost=self.details["cost"],
+                       uncollected=self.details["uncollected"], price_book_version=self.opened.price_book_version,
+                       priced=self.priced, usage=self.usage)
+
+
+class _Release:
+    """Failing one request: ``release`` is the account change (the hold back, the failure recorded)."""
+
+    def __init__(self, ledger: Ledger, opened: OpenedRequest, details: dict[str, Any], reason: str,
+                 attempts: tuple[Attempt, ...]) -> None:
+        self.ledger, self.opened, self.details, self.reason, self.attempts = ledger, opened, details, reason, attempts
+
+    def __call__(self, account: Account) -> list[Aggregate] | None:
+        request_id = self.opened.request_id
+        if request_id.hex in account.holds:
+            account.release_hold(request_id, reason=self.reason)
+        elif self.ledger.find(request_id) is not None:
+            return None  # recorded already
+        # built afresh on every attempt: a refused save drains its events
+        return [_with_attempts(RequestRecord.failed(request_id, **self.details), self.attempts)]
 
 
 def _with_attempts(record: RequestRecord, attempts: tuple[Attempt, ...]) -> RequestRecord:

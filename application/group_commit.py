@@ -10,9 +10,14 @@ Invariants:
   which moved nothing);
 - when the store refuses the batch (another process wrote one of its accounts first,
   or a record already exists), nothing of it was saved, and each command is re-run
-  alone with the ordinary optimistic retry, so no command is lost or applied twice.
+  alone with the ordinary optimistic retry, so no command is lost or applied twice;
+- the writer keeps the accounts it saved for its next batches instead of reading and
+  copying them again, but uses a kept account only after the store confirms it holds no
+  newer event of it (one indexed read): a command never decides — a 402, "nothing to
+  release" — on state another process or a one-by-one redo has moved past.
 """
 
+import asyncio
 import logging
 import queue
 import threading
@@ -26,6 +31,7 @@ from eventsourcing.persistence import IntegrityError
 
 log = logging.getLogger("tallyhub.group_commit")
 Change = Callable[[Any], Sequence[Aggregate] | None]
+KEPT_ACCOUNTS = 10_000  # accounts kept between batches (all forgotten when it would be passed)
 
 
 @dataclass
@@ -35,10 +41,13 @@ class _Command:
     done: threading.Event = field(default_factory=threading.Event)
     result: bool = False
     error: BaseException | None = None
+    answer: Callable[["_Command"], None] | None = None  # called on the writer thread once finished
 
     def finish(self, result: bool = False, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self.done.set()
+        if self.answer is not None:
+            self.answer(self)
 
 
 class _BatchSpoiled(Exception):
@@ -47,10 +56,13 @@ class _BatchSpoiled(Exception):
 
 class AccountWriter:
     def __init__(self, load: Callable[[UUID], Any], save: Callable[..., Any],
-                 change_alone: Callable[[UUID, Change], bool], *, max_batch: int = 512) -> None:
+                 change_alone: Callable[[UUID, Change], bool], *, max_batch: int = 512,
+                 latest_version: Callable[[UUID], int | None] | None = None) -> None:
         self._load, self._save, self._change_alone = load, save, change_alone
+        self._latest_version = latest_version  # None: never keep accounts
         self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._max_batch = max_batch
+        self._kept: dict[UUID, Any] = {}  # accounts as this writer last saved them
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.commands = 0
@@ -78,6 +90,18 @@ class AccountWriter:
         if command.error is not None:
             raise command.error
         return command.result
+
+    def submit_async(self, account_id: UUID, change: Change) -> "asyncio.Future[bool]":
+        """``submit`` for the event loop: the future resolves once the change is durable
+        (or fails with its error), without a thread waiting for it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+
+        def answer(command: _Command) -> None:
+            loop.call_soon_threadsafe(_resolve, future, command)
+
+        self._queue.put(_Command(account_id, change, answer=answer))
+        return future
 
     def _run(self) -> None:
         while True:
@@ -113,24 +137,39 @@ class AccountWriter:
                 if self._apply(command, accounts, others):
                     applied.append(command)
         except _BatchSpoiled:
+            self._forget(accounts)
             self._one_by_one(batch)
             return
         if not applied:
+            self._forget(accounts)  # their changes were undone by errors: read them afresh
             return
         try:
             self._save(*accounts.values(), *others)
         except IntegrityError:
+            self._forget(accounts)
             self._one_by_one(applied)
             return
+        if self._latest_version is not None:
+            if len(self._kept) + len(accounts) > KEPT_ACCOUNTS:
+                self._kept.clear()
+            self._kept.update(accounts)
         for command in applied:
             command.finish(True)
+
+    def _forget(self, accounts: dict[UUID, Any]) -> None:
+        for account_id in accounts:
+            self._kept.pop(account_id, None)
 
     def _apply(self, command: _Command, accounts: dict[UUID, Any], others: list[Aggregate]) -> bool:
         """Apply one command to the batch's state; False when it is already answered."""
         try:
             account = accounts.get(command.account_id)
             if account is None:
-                account = accounts[command.account_id] = self._load(command.account_id)
+                account = self._kept.pop(command.account_id, None)
+                if account is None or account.pending_events or self._latest_version is None \
+                        or self._latest_version(command.account_id) != account.version:
+                    account = self._load(command.account_id)
+                accounts[command.account_id] = account
         except BaseException as exc:
             command.finish(error=exc)
             return False
@@ -156,3 +195,12 @@ class AccountWriter:
                 command.finish(self._change_alone(command.account_id, command.change))
             except BaseException as exc:
                 command.finish(error=exc)
+
+
+def _resolve(future: "asyncio.Future[bool]", command: _Command) -> None:
+    if future.done():
+        return  # its caller stopped waiting (cancelled): the change happened all the same
+    if command.error is not None:
+        future.set_exception(command.error)
+    else:
+        future.set_result(command.result)

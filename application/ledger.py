@@ -10,6 +10,7 @@ idempotency key, one record per request) is enforced by aggregate identity, so t
 store itself refuses a duplicate.
 """
 
+import asyncio
 import secrets
 import threading
 import time
@@ -88,6 +89,9 @@ class Ledger(Application):
         self._locks: dict[UUID, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.writer: AccountWriter | None = None
+        # Called after every successful save (one per group-commit batch); must be cheap and
+        # never raise. Server mode sets it to wake the projection workers.
+        self.on_commit: Callable[[], None] | None = None
         # Hot-path reads (keys, providers, aliases, prices) may be this many seconds old;
         # this process's own writes evict at once. 0 disables it (every read is fresh).
         self.read_cache_seconds = 0.0
@@ -256,6 +260,17 @@ class Ledger(Application):
             return self.writer.submit(account_id, change)
         return self._change_account_alone(account_id, change)
 
+    async def change_account_async(self, account_id: UUID,
+                                   change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
+        """``change_account`` from the event loop: handed to the group-commit writer without
+        a thread hop when it runs, else done on a worker thread. Once handed over, the change
+        completes even if the caller is cancelled meanwhile (as a thread would)."""
+        if self.writer is not None and self.writer.running:
+            future = self.writer.submit_async(account_id, change)
+        else:
+            future = asyncio.get_running_loop().run_in_executor(None, self._change_account_alone, account_id, change)
+        return await asyncio.shield(future)
+
     def _change_account_alone(self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
         with self._lock_for(account_id):
             return self._change(lambda: self.get_account(account_id), change)
@@ -263,8 +278,14 @@ class Ledger(Application):
     def start_group_commit(self) -> None:
         """From now on, account changes of this process are saved in batches (serve)."""
         if self.writer is None:
-            self.writer = AccountWriter(self.get_account, self.save, self._change_account_alone)
+            self.writer = AccountWriter(self.get_account, self.save, self._change_account_alone,
+                                        latest_version=self._latest_version)
         self.writer.start()
+
+    def _latest_version(self, aggregate_id: UUID) -> int | None:
+        """The version of the aggregate's newest stored event (one indexed read, nothing decoded)."""
+        newest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+        return newest[0].originator_version if newest else None
 
     def stop_group_commit(self) -> None:
         if self.writer is not None:
@@ -504,6 +525,8 @@ class Ledger(Application):
         recordings = super().save(*objs, **kwargs)
         for obj in objs:
             self._recent.pop(getattr(obj, "id", None), None)  # this process sees its own writes at once
+        if self.on_commit is not None and recordings:
+            self.on_commit()
         return recordings
 
     # --- helpers -----------------------------------------------------------------

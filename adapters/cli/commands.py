@@ -1,7 +1,10 @@
 """The CLI's commands. Each returns ``(json_data, human_text)``; main.py prints one."""
 
 import argparse
+import logging
+import signal
 import sys
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Iterator
@@ -37,9 +40,7 @@ def open_services() -> Iterator[Services]:
     try:
         yield services
     finally:
-        if services.read_models is not None:
-            services.read_models.close()
-        services.ledger.close()
+        services.close()
 
 
 def init(args: argparse.Namespace) -> Result:
@@ -73,6 +74,26 @@ def serve(args: argparse.Namespace) -> None:
         access_log=False,
         log_level=settings.log_level,
     )
+
+
+def worker(args: argparse.Namespace) -> Result:
+    """Server mode's projections and sweeps, until SIGTERM or SIGINT."""
+    from adapters.workers.server_worker import ServerWorker, require_server_mode
+
+    settings = Settings.from_env()
+    require_server_mode(settings)  # before touching the store: say why, and exit 1
+    if not 0 < args.poll_seconds <= 3600:
+        raise InvalidRequest("--poll-seconds must be more than 0 and at most 3600", param="poll_seconds")
+    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with open_services() as services:
+        report = ServerWorker(services, poll_seconds=args.poll_seconds).run(stop)
+    data = {"stopped": True, **plain(report)}
+    return data, (f"worker stopped after {report.seconds} s: {report.wakes} wake-up(s), {report.sweeps} sweep(s), "
+                  f"{report.released_holds} hold(s) released, {report.expired_grants} grant(s) expired")
 
 
 def dashboard(args: argparse.Namespace) -> None:

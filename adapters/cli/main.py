@@ -34,6 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
 
+    worker = command("worker", commands.worker,
+                     "server mode (PostgreSQL + Redis): keep the read models up to date and run the sweeps, until SIGTERM")
+    worker.add_argument("--poll-seconds", type=float, default=1.0,
+                        help="catch up at least this often even without a wake-up from Redis (default 1)")
+
     dash = command("dashboard", commands.dashboard, "run the Streamlit analytics dashboard (admin key required)")
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8501)
@@ -108,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     adjust.add_argument("--idempotency-key")
 
     holds = sub.add_parser("holds", help="credit holds").add_subparsers(dest="action", required=True, metavar="ACTION")
-    command("sweep", commands.holds_sweep, "release holds and expire grants past their deadline (serve also does this)",
+    command("sweep", commands.holds_sweep, "release holds and expire grants past their deadline (serve, or worker in server mode, also does this)",
             holds)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -1,6 +1,8 @@
 """``create_app(services)``: the FastAPI application. Nothing is built at import time;
-the lifespan owns the shared upstream HTTP client, the in-process projector and the
-credential re-probe and hold-expiry tasks."""
+the lifespan owns the shared upstream HTTP client, the credential re-probe task and, in
+embedded mode, the in-process projector and the hold/grant-expiry sweeps. In server mode
+(PostgreSQL and Redis) ``tallyhub worker`` runs those two instead, woken after each commit
+(adapters/workers/wake.py), so ``serve`` spends its CPU on requests."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -25,20 +27,23 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
             services.providers.update(build_providers(session, services.settings))
             services.ledger.start_group_commit()
-            if run_projections and services.read_models is not None:
+            embedded = not services.settings.server_mode
+            projecting = run_projections and embedded and services.read_models is not None
+            if projecting:
                 services.read_models.runner.start()
-            background = [
-                asyncio.create_task(run_probes(services, services.settings.probe_interval_seconds)),
-                asyncio.create_task(run_sweeps(services, services.settings.sweep_interval_seconds)),
-            ]
+            background = [asyncio.create_task(run_probes(services, services.settings.probe_interval_seconds))]
+            if embedded:
+                background.append(asyncio.create_task(run_sweeps(services, services.settings.sweep_interval_seconds)))
             try:
                 yield
             finally:
                 for task in background:
                     task.cancel()
                 services.ledger.stop_group_commit()
-                if run_projections and services.read_models is not None:
+                if projecting:
                     services.read_models.runner.stop()
+                if services.wake is not None:
+                    services.wake.close()
 
     app = FastAPI(title="Tallyhub", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services

@@ -37,9 +37,7 @@ class Call(Generic[T]):
 
 
 async def open_request(services: Services, request: Request, api_key: str, shape: RequestShape) -> OpenedRequest:
-    return await anyio.to_thread.run_sync(
-        services.billing.open_request, api_key, shape, request.scope["state"]["request_id"]
-    )
+    return await services.billing.open_request_async(api_key, shape, request.scope["state"]["request_id"])
 
 
 async def start_call(services: Services, opened: OpenedRequest,
@@ -60,9 +58,9 @@ async def start_call(services: Services, opened: OpenedRequest,
 
 async def complete(services: Services, call: Call[Any], usage: Usage, ttfb_ms: float | None,
                    status: int = 200, error_code: str | None = None) -> Receipt:
-    return await anyio.to_thread.run_sync(lambda: services.billing.complete_request(
+    return await services.billing.complete_request_async(
         call.opened, call.route, usage, status=status, ttfb_ms=ttfb_ms, attempts=call.attempts,
-        error_code=error_code))
+        error_code=error_code)
 
 
 async def fail(services: Services, call: Call[Any], status: int, code: str) -> None:
@@ -72,8 +70,8 @@ async def fail(services: Services, call: Call[Any], status: int, code: str) -> N
 async def fail_opened(services: Services, opened: OpenedRequest, status: int, code: str, route: Route | None,
                       attempts: tuple[Attempt, ...]) -> None:
     with anyio.CancelScope(shield=True):
-        await anyio.to_thread.run_sync(lambda: services.billing.fail_request(
-            opened, status=status, error_code=code, route=route, attempts=attempts))
+        await services.billing.fail_request_async(opened, status=status, error_code=code, route=route,
+                                                  attempts=attempts)
 
 
 async def parsed_document(services: Services, call: Call[bytes]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 before any other code runs, so errors from auth or routing carry it too; handlers
 read it from ``scope["state"]["request_id"]``."""
 
-from uuid import uuid4
+import os
+import threading
+from uuid import UUID
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,7 +17,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = uuid4()
+        request_id = _ids.new()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", str(request_id).encode())
 
@@ -25,3 +27,26 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+class _RandomIds:
+    """Version-4 UUIDs from the OS's random source, 256 per system call instead of one
+    (``uuid4`` costs a getrandom call per request: 3 % of a busy gateway's samples)."""
+
+    BATCH = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # two threads must never take the same bytes
+        self._pool = b""
+        self._offset = 0
+
+    def new(self) -> UUID:
+        with self._lock:
+            if self._offset >= len(self._pool):
+                self._pool, self._offset = os.urandom(16 * self.BATCH), 0
+            raw = self._pool[self._offset:self._offset + 16]
+            self._offset += 16
+        return UUID(bytes=raw, version=4)
+
+
+_ids = _RandomIds()

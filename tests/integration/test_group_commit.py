@@ -88,3 +88,22 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
     assert account.balance == 30 * worst - sum(outcomes) == 0 and account.held == 0
     writers = [ledger.writer for ledger in (first, second)]
     assert sum(w.commands for w in writers) > sum(w.batches for w in writers)  # some batches held several commands
+
+
+def test_a_writer_never_decides_on_an_account_another_process_moved(two_ledgers) -> None:
+    """The writer keeps the accounts it saved; a credit granted by another process must
+    count at once (no stale 402), and a hold that process placed must be seen (released)."""
+    first, second = two_ledgers
+    account = first.create_account("acme").id
+    first.start_group_commit()
+    first.grant_credits("acme", 100)  # saved by the writer, which now keeps the account
+
+    second.grant_credits("acme", 1_000)
+    hold = uuid4()
+    first.change_account(account, lambda a: a.place_hold(hold, 1_000, first.clock.now()) or [])
+    assert first.get_account(account).held == 1_000  # judged on 1,100, not on the kept 100
+
+    late = uuid4()
+    second.change_account(account, lambda a: a.place_hold(late, 50, second.clock.now()) or [])
+    assert set(first.release_expired_holds("acme")) == {hold, late}
+    assert first.get_account(account).held == 0
