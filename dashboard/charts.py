@@ -123,8 +123,8 @@ def rows_per_day(frame: pd.DataFrame, title: str) -> alt.Chart:
     return (
         alt.Chart(frame, title=title)
         .mark_bar(stroke="white", strokeWidth=1)
-        .encode(x=_time_axis("day", "day (UTC)"), x2="day_end:T", y=alt.Y("rows:Q", title="rows"),
-                tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), "rows:Q"])
+        .encode(x=_time_axis("day", "day (UTC)"), x2="day_end:T", y=alt.Y("sum(rows):Q", title="rows"),
+                tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), alt.Tooltip("sum(rows):Q", title="rows")])
         .properties(height=200)
     )
 

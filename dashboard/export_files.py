@@ -1,106 +1,151 @@
-"""CSV / JSONL files of two read models (hourly usage, request log) with a manifest.
+"""The Exports page's files: the recorded exports found in ``$TALLYHUB_DATA_DIR/exports/``,
+and snapshots of a window built from the read models.
 
 Invariants kept here:
-- amounts are integer nanocredits in the file (column names end in ``_nanocredits``);
-  times are UTC ISO 8601; ids are hex text;
-- the manifest's ``rows`` and ``totals`` are computed from the very rows written, and its
-  ``sha256`` is the digest of the file's bytes;
-- these are read-model snapshots for analysis. The auditable ledger export (event
-  positions, running balances, a hash chain ``tallyhub verify`` checks) is another thing,
-  and the manifest says so.
+- a snapshot's rows, columns, cell encoding and hash-chain links are adapters/exports's
+  own (``datasets`` picks and shapes the rows, ``formats`` encodes and links them), so for
+  the same window and read-model position a snapshot's rows are byte for byte those of
+  ``tallyhub export``; only the chain's seed differs;
+- a snapshot is *not* recorded in the ledger's export log: its chain starts from the
+  genesis seed (64 zeros), its manifest says ``"recorded": false``, has no ``export_id``
+  and names the command that makes a recorded, chained export; ``tallyhub verify``
+  refuses it as an export;
+- a manifest's ``rows``, ``totals`` and ``sha256`` are computed from exactly the bytes
+  offered for download;
+- nothing here writes: recorded exports are read from their files (never the event
+  store), and a snapshot lives only in memory and in the browser's download.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-from datetime import datetime, timezone
-from typing import Any, Iterable
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
 
-import pandas as pd
+import streamlit as st
 
+from adapters.exports.datasets import dataset
+from adapters.exports.exporter import MANIFEST_SUFFIX, manifest_of
+from adapters.exports.formats import FORMATS, ChainedRows
+from adapters.settings import Settings
 from dashboard.windows import Window
-from projections.usage import COUNTERS
+from domain.export_log import GENESIS
 
 MAX_ROWS = 200_000
-MONEY = {"charge": "charge_nanocredits", "cost": "cost_nanocredits"}
-USAGE_FIELDS = ("hour", "account_id", "api_key_id", "provider", "model", *(MONEY.get(c, c) for c in COUNTERS))
-REQUEST_FIELDS = ("request_id", "at", "account_id", "api_key_id", "provider", "model", "upstream_model", "endpoint",
-                  "outcome", "status", "error_code", "stream", "latency_ms", "ttfb_ms", "input_tokens",
-                  "cached_input_tokens", "output_tokens", "reasoning_tokens", "usage_source", "charge_nanocredits",
-                  "cost_nanocredits", "price_book_version")
-DATASETS = {
-    "usage": ("th_rm_usage_hourly", USAGE_FIELDS),
-    "requests": ("th_rm_request_log", REQUEST_FIELDS),
-}
-NOTE = ("A snapshot of a read model, for analysis. Not the ledger export: it carries no event positions, "
-        "running balances or hash chain (see `tallyhub export ledger` and `tallyhub verify`).")
+MAX_DOWNLOAD_BYTES = 512 * 2**20
+KINDS = {"ledger": "Ledger: every movement, with running balances",
+         "usage": "Usage: hourly rollups", "requests": "Request log"}
+NOT_RECORDED = ("A snapshot built by the dashboard from the read models. It is **not recorded** in the ledger's "
+                "export log: its hash chain starts from a seed of 64 zeros instead of the previous export's last "
+                "link, no later export chains onto it, and `tallyhub verify` does not vouch for it. Its columns "
+                "and row encoding are those of `tallyhub export`.")
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).isoformat()
-    if hasattr(value, "item"):  # numpy scalars to Python
-        value = value.item()
-    if isinstance(value, float) and value != value:  # a missing float (NaN) is written as null / empty
-        return None
-    return value
+def exports_folder(settings: Settings) -> Path:
+    """Where ``POST /admin/v1/exports`` writes its exports."""
+    return settings.data_dir / "exports"
 
 
-def records(dataset: str, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    _, fields = DATASETS[dataset]
-    renamed = frame.rename(columns=MONEY)
-    return [{name: _plain(row[name]) for name in fields} for row in renamed.to_dict("records")]
+@dataclass(frozen=True)
+class RecordedExport:
+    path: Path
+    manifest: dict[str, Any]
+    size: int
+    modified_ns: int
+
+    @property
+    def recorded(self) -> bool:
+        """Written by ``tallyhub export`` or the admin API (which record it), not a dashboard snapshot."""
+        return bool(self.manifest.get("export_id")) and self.manifest.get("recorded", True) is not False
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path.with_name(self.path.name + MANIFEST_SUFFIX)
 
 
-def to_csv(dataset: str, rows: Iterable[dict[str, Any]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(DATASETS[dataset][1]), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: "" if v is None else v for k, v in row.items()})
-    return buffer.getvalue().encode()
+def recorded_exports(folder: Path) -> tuple[list[RecordedExport], list[str]]:
+    """Every file in ``folder`` with a manifest beside it, newest first, and what could not be read."""
+    found: list[RecordedExport] = []
+    problems: list[str] = []
+    if not folder.is_dir():
+        return found, problems
+    for manifest_file in sorted(folder.glob(f"*{MANIFEST_SUFFIX}")):
+        path = manifest_file.with_name(manifest_file.name[: -len(MANIFEST_SUFFIX)])
+        try:
+            manifest = json.loads(manifest_file.read_text())
+            stat = path.stat()
+        except FileNotFoundError:
+            problems.append(f"{manifest_file.name}: its file {path.name} is missing")
+            continue
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            problems.append(f"{manifest_file.name}: cannot be read ({error})")
+            continue
+        if not isinstance(manifest, dict):
+            problems.append(f"{manifest_file.name}: not a manifest")
+            continue
+        found.append(RecordedExport(path, manifest, stat.st_size, stat.st_mtime_ns))
+    found.sort(key=lambda export: (str(export.manifest.get("created_at") or ""), export.path.name), reverse=True)
+    return found, problems
 
 
-def to_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n" for row in rows).encode()
+@st.cache_data(show_spinner="Computing the file's SHA-256…", max_entries=64)
+def file_sha256(path: str, size: int, modified_ns: int) -> str:
+    """The digest of the file's bytes (cached per size and modification time)."""
+    with open(path, "rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
-def totals(dataset: str, rows: list[dict[str, Any]]) -> dict[str, int]:
-    if dataset == "usage":
-        names = [MONEY.get(c, c) for c in COUNTERS]
-    else:
-        names = ["input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "charge_nanocredits",
-                 "cost_nanocredits"]
-    sums = {name: sum(int(row[name] or 0) for row in rows) for name in names}
-    if dataset == "requests":
-        sums["failed_requests"] = sum(1 for row in rows if row["outcome"] != "completed")
-    return sums
+@dataclass(frozen=True)
+class Snapshot:
+    data: bytes
+    manifest: dict[str, Any]
+    rows_per_day: dict[date, int]
+
+    @property
+    def file_name(self) -> str:
+        return str(self.manifest["file"])
 
 
-def build(dataset: str, frame: pd.DataFrame, window: Window, fmt: str, positions: dict[str, int],
-          *, now: datetime | None = None) -> tuple[bytes, dict[str, Any]]:
-    """The file's bytes and its manifest."""
-    rows = records(dataset, frame)
-    data = to_csv(dataset, rows) if fmt == "csv" else to_jsonl(rows)
-    table, _ = DATASETS[dataset]
-    manifest = {
-        "dataset": dataset,
-        "source_table": table,
-        "format": fmt,
-        "file_name": file_name(dataset, window, fmt),
-        "window": {"since": window.since.isoformat(), "until": window.until.isoformat()},
-        "rows": len(rows),
-        "totals": totals(dataset, rows),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "read_model_positions": dict(sorted(positions.items())),
-        "generated_at": (now or datetime.now(timezone.utc)).isoformat(),
-        "note": NOTE,
-    }
-    return data, manifest
+def snapshot(kind: str, views: Any, window: Window, file_format: str, positions: dict[str, int], *,
+             now: datetime | None = None, max_rows: int = MAX_ROWS) -> Snapshot | None:
+    """The ``kind`` export of ``window`` from ``views`` (``ledger``, ``usage``, ``requests``
+    read models), not recorded; None when it has more than ``max_rows`` rows."""
+    rows = dataset(kind, views, window.since, window.until)
+    fmt = FORMATS[file_format]()
+    chained = ChainedRows(fmt, GENESIS)
+    data = bytearray(fmt.header(rows.columns))
+    per_day: Counter[date] = Counter()
+    time_column = "hour" if kind == "usage" else "at"
+    for row in rows.rows():
+        if chained.rows == max_rows:
+            return None
+        data += chained.line(row)
+        per_day[datetime.fromisoformat(row[time_column]).astimezone(timezone.utc).date()] += 1
+    content = bytes(data)
+    written = {"rows": chained.rows, "sha256": hashlib.sha256(content).hexdigest(), "head": chained.head}
+    manifest = manifest_of(rows, export_id=None, file_format=file_format,
+                           file_name=file_name(kind, window, file_format), created_at=now or datetime.now(timezone.utc),
+                           seed=GENESIS, written=written, previous=None, as_of=positions.get(rows.projection, 0))
+    manifest = {"export_id": None, "recorded": False, **manifest,
+                "note": NOT_RECORDED.replace("**", ""), "record_with": record_command(kind, window, file_format)}
+    return Snapshot(content, manifest, dict(per_day))
 
 
-def file_name(dataset: str, window: Window, fmt: str) -> str:
-    return f"tallyhub-{dataset}-{window.since:%Y%m%dT%H}-{window.until:%Y%m%dT%H}.{fmt}"
+def media_type(file_format: Any) -> str | None:
+    fmt = FORMATS.get(file_format) if isinstance(file_format, str) else None
+    return fmt.media_type if fmt is not None else None
+
+
+def record_command(kind: str, window: Window, file_format: str) -> str:
+    """The command that writes the recorded, chained export of the same window."""
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return (f"tallyhub export {kind} --from {window.since.strftime(stamp)} --to {window.until.strftime(stamp)} "
+            f"--format {file_format} --out {kind}-{window.since:%Y%m%dT%H}-{window.until:%Y%m%dT%H}.{file_format}")
+
+
+def file_name(kind: str, window: Window, file_format: str) -> str:
+    return f"tallyhub-{kind}-{window.since:%Y%m%dT%H}-{window.until:%Y%m%dT%H}-snapshot.{file_format}"

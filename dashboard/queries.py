@@ -27,7 +27,10 @@ import psycopg
 import streamlit as st
 
 from adapters.settings import DatabaseConfig, Settings
+from dashboard import export_files
+from dashboard.windows import Window
 from projections.balances import SqlBalancesView
+from projections.ledger_entries import SqlLedgerEntriesView
 from projections.provider_hourly import COUNTERS as PROVIDER_COUNTERS
 from projections.provider_hourly import SqlProviderHourlyView
 from projections.request_log import COLUMNS as REQUEST_COLUMNS
@@ -77,6 +80,7 @@ class Views:
     balances: SqlBalancesView
     usage: SqlUsageView
     requests: SqlRequestLogView
+    ledger: SqlLedgerEntriesView
 
 
 def _release(views: Views) -> None:
@@ -90,7 +94,8 @@ def _views(key: str, _database: DatabaseConfig) -> Views:
         store = PostgresStore(_database.conninfo(), _database.schema, pool_size=2)
     else:
         store = QueryOnlySqliteStore(_database.read_models_sqlite_path)
-    return Views(store, SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store))
+    return Views(store, SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store),
+                 SqlLedgerEntriesView(store))
 
 
 def source_key(database: DatabaseConfig) -> str:
@@ -226,6 +231,17 @@ def request_count(key: str, since: datetime, until: datetime, *, _source: Source
     return int(count)
 
 
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False, max_entries=4)
+def export_snapshot(key: str, kind: str, since: datetime, until: datetime, file_format: str, *,
+                    _source: Source) -> export_files.Snapshot | None:
+    """The ``kind`` export of ``[since, until)`` built from the read models as they stand (not
+    recorded in the ledger's export log); None when it would have more than
+    ``export_files.MAX_ROWS`` rows."""
+    as_of = positions(key, _source=_source)
+    with _reading():
+        return export_files.snapshot(kind, _source.views(), Window(since, until), file_format, as_of)
+
+
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def latest_request_at(key: str, *, _source: Source) -> datetime | None:
     ((latest,),) = _run(_source, f"SELECT MAX(at) FROM {REQUESTS_TABLE}")
@@ -327,11 +343,7 @@ class Statement:
 def statement(key: str, account_id: str, since: datetime, until: datetime, *, _source: Source) -> Statement | None:
     """An account's ledger entries in the window with its opening balance; None where the
     deployment has no ledger-entries read model (``th_rm_ledger_entries``) yet."""
-    try:
-        from projections.ledger_entries import SqlLedgerEntriesView
-    except ImportError:
-        return None
-    view, account = SqlLedgerEntriesView(_source.views().store), UUID(account_id)
+    view, account = _source.views().ledger, UUID(account_id)
     try:
         with _reading():
             entries = view.list_entries(account, since, until)

@@ -26,7 +26,7 @@ from uuid import uuid4
 from eventsourcing.persistence import IntegrityError
 
 from adapters.exports.datasets import dataset
-from adapters.exports.formats import FORMATS, link
+from adapters.exports.formats import FORMATS, ChainedRows
 from adapters.presenters import money_fields
 from adapters.services import Services
 from domain import ids
@@ -67,27 +67,8 @@ def create_export(services: Services, kind: str, since: datetime | None, until: 
         as_of = read_models.store.positions().get(rows.projection, 0)
         written = _write(rows, FORMATS[file_format](), log.head, out)
         now = services.ledger.clock.now()
-        manifest = {
-            "export_id": uuid4().hex,
-            "kind": kind,
-            "format": file_format,
-            "file": out.name,
-            "from": since.isoformat() if since else None,
-            "to": until.isoformat() if until else None,
-            "created_at": now.isoformat(),
-            "columns": list(rows.columns),
-            "rows": written["rows"],
-            "sha256": written["sha256"],
-            "chain": {"rule": CHAIN_RULE, "seed": log.head, "head": written["head"]},
-            "previous_export": previous,
-            "events": {"first_position": rows.first_position, "last_position": rows.last_position,
-                       "as_of_position": as_of},
-            "totals": rows.totals,
-        }
-        if kind == "ledger":
-            manifest["totals"] = _ledger_totals(rows.totals)
-            manifest["accounts"] = {account: money_fields(dict(values), "opening", "closing")
-                                    for account, values in sorted(rows.accounts.items())}
+        manifest = manifest_of(rows, export_id=uuid4().hex, file_format=file_format, file_name=out.name,
+                               created_at=now, seed=log.head, written=written, previous=previous, as_of=as_of)
         log.record(export_id=manifest["export_id"], file_format=file_format, since=since, until=until,
                    rows=written["rows"], sha256=written["sha256"], chain_seed=log.head, chain_head=written["head"],
                    first_position=rows.first_position, last_position=rows.last_position, as_of_position=as_of,
@@ -100,6 +81,34 @@ def create_export(services: Services, kind: str, since: datetime | None, until: 
             continue  # another export of this kind was recorded on the same head: chain onto it
         return manifest
     raise InvalidRequest(f"other {kind} exports kept being recorded at the same time; try again")
+
+
+def manifest_of(rows: Any, *, export_id: str | None, file_format: str, file_name: str, created_at: datetime,
+                seed: str, written: dict[str, Any], previous: str | None, as_of: int) -> dict[str, Any]:
+    """The manifest of ``rows`` (a dataset whose rows were all written: ``written`` holds
+    ``rows``, ``sha256`` and the chain's ``head``)."""
+    manifest = {
+        "export_id": export_id,
+        "kind": rows.kind,
+        "format": file_format,
+        "file": file_name,
+        "from": rows.since.isoformat() if rows.since else None,
+        "to": rows.until.isoformat() if rows.until else None,
+        "created_at": created_at.isoformat(),
+        "columns": list(rows.columns),
+        "rows": written["rows"],
+        "sha256": written["sha256"],
+        "chain": {"rule": CHAIN_RULE, "seed": seed, "head": written["head"]},
+        "previous_export": previous,
+        "events": {"first_position": rows.first_position, "last_position": rows.last_position,
+                   "as_of_position": as_of},
+        "totals": rows.totals,
+    }
+    if rows.kind == "ledger":
+        manifest["totals"] = _ledger_totals(rows.totals)
+        manifest["accounts"] = {account: money_fields(dict(values), "opening", "closing")
+                                for account, values in sorted(rows.accounts.items())}
+    return manifest
 
 
 def list_exports(services: Services) -> list[dict[str, Any]]:
@@ -115,21 +124,18 @@ def list_exports(services: Services) -> list[dict[str, Any]]:
 def _write(rows: Any, fmt: Any, seed: str, out: Path) -> dict[str, Any]:
     temporary = out.with_name(f".{out.name}.{uuid4().hex[:8]}.partial")
     digest = hashlib.sha256()
-    chain, count = seed, 0
+    chained = ChainedRows(fmt, seed)
     with open(temporary, "wb", buffering=1 << 20) as file:
         header = fmt.header(rows.columns)
         file.write(header)
         digest.update(header)
         for row in rows.rows():
-            content = fmt.content(row)
-            chain = link(chain, content)
-            line = fmt.line(content, chain)
+            line = chained.line(row)
             file.write(line)
             digest.update(line)
-            count += 1
         file.flush()
         os.fsync(file.fileno())
-    return {"temporary": temporary, "rows": count, "sha256": digest.hexdigest(), "head": chain}
+    return {"temporary": temporary, "rows": chained.rows, "sha256": digest.hexdigest(), "head": chained.head}
 
 
 def _ledger_totals(totals: dict[str, Any]) -> dict[str, Any]:

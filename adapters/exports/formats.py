@@ -43,6 +43,20 @@ def cell(value: Any) -> Any:
     return value
 
 
+class ChainedRows:
+    """Encodes rows into their lines one at a time, each line carrying its link of the
+    chain: the first row is linked to ``seed``, every later row to the row before."""
+
+    def __init__(self, fmt: "CsvFormat | JsonlFormat", seed: str) -> None:
+        self.fmt, self.head, self.rows = fmt, seed, 0
+
+    def line(self, row: dict[str, Any]) -> bytes:
+        content = self.fmt.content(row)
+        self.head = link(self.head, content)
+        self.rows += 1
+        return self.fmt.line(content, self.head)
+
+
 class ParsedRow:
     __slots__ = ("number", "values", "content", "chain")
 

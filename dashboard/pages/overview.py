@@ -5,6 +5,8 @@ The figures are the usage rollups' own sums over the window (``UsageView.get_usa
 percentiles over the request-log rows of the same window, and provider cost and margin from
 the provider rollups' sums (``ProviderHourlyView.get_totals``): all three read models bucket
 a request by the same event timestamp, and windows are whole hours, so they agree.
+In credits mode Spend is also minus the sum of the ``charge`` rows of ``tallyhub export
+ledger`` for the same window (``ledger_note``; the README's Dashboard section states the rule).
 """
 
 import streamlit as st
@@ -52,13 +54,30 @@ def margin_note(margins: ProviderTotals | None) -> str:
     return "Every completed request of the window had provider-cost rates."
 
 
+def spend_help(mode: str, totals: Totals) -> str:
+    if mode == "track":
+        return "Track mode: the requests' list price, exact. Nothing was charged to the accounts."
+    return (f"Charged to accounts, exact, in the hour each request was recorded. Priced at list: "
+            f"{credits_text(totals.cost)}; {credits_text(totals.cost - totals.charge)} of it was uncollected "
+            "(the `uncollected` of the ledger's charge rows).")
+
+
+def ledger_note(mode: str) -> str:
+    """How Spend relates to ``tallyhub export ledger`` for the same window (README: Dashboard)."""
+    if mode == "track":
+        return ("Track mode: Spend is the requests' list price; nothing is charged to the ledger, so a ledger "
+                "export has no charge rows.")
+    return ("Spend is minus the sum of the `charge` rows of `tallyhub export ledger` for the same window, and the "
+            "completed requests are their count; refunds and adjustments are rows of their own, not netted here.")
+
+
 row = st.columns(4)
-row[0].metric("Requests", f"{current.requests:,}", change_text(current.requests, previous.requests), border=True)
+row[0].metric("Requests", f"{current.requests:,}", change_text(current.requests, previous.requests), border=True,
+              help=f"{current.requests - current.failed:,} completed + {current.failed:,} failed (never charged)")
 row[1].metric("Tokens", f"{current.tokens:,}", change_text(current.tokens, previous.tokens), border=True,
               help=f"{current.input_tokens:,} input (cached included) + {current.output_tokens:,} output (reasoning included)")
 row[2].metric("Spend (credits)", credits_text(current.charge), credits_change_text(current.charge, previous.charge),
-              border=True, delta_color="off", help="Charged to accounts, exact. Priced at list: "
-              f"{credits_text(current.cost)} (the difference was uncollected).")
+              border=True, delta_color="off", help=spend_help(ctx.settings.billing_mode, current))
 row[3].metric("Error rate", pct(current.error_rate),
               change_text(None if current.error_rate is None else 100 * current.error_rate,
                           None if previous.error_rate is None else 100 * previous.error_rate, unit=" pp", digits=2),
@@ -93,7 +112,8 @@ if margins is not None and provider_before is not None:
 
 st.caption("Changes are against the previous period. "
            f"Percentiles over the {latency.completed:,} completed requests of the window"
-           + (f" (newest {TIMINGS_LIMIT:,} only)" if truncated else "") + ". " + margin_note(margins))
+           + (f" (newest {TIMINGS_LIMIT:,} only)" if truncated else "") + ". " + margin_note(margins) + " "
+           + ledger_note(ctx.settings.billing_mode))
 
 usage_now = usage_series(queries.usage_frame(ctx.key, window.since, window.until, _source=ctx.source), window)
 usage_before = usage_series(queries.usage_frame(ctx.key, window.previous.since, window.previous.until,

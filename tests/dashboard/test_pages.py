@@ -211,25 +211,39 @@ def test_pricing_lists_versions_and_its_what_if_reprices_exactly(seeded: Seeded,
     assert ["Cannot re-price" in e.value for e in app.error] == [True]
 
 
-@pytest.mark.parametrize("dataset", ["usage", "requests"])
-def test_exports_manifest_counts_and_sums_the_rows_of_the_window(seeded: Seeded, on_page: OpenPage,
-                                                                 dataset: str) -> None:
+@pytest.mark.parametrize("kind", ["usage", "requests", "ledger"])
+def test_exports_snapshot_manifest_counts_and_sums_the_rows_and_says_it_is_not_recorded(
+    seeded: Seeded, on_page: OpenPage, kind: str
+) -> None:
     app = on_page(seeded, "exports")
-    app.radio(key="exports_dataset").set_value(dataset).run()
+    app.radio(key="exports_kind").set_value(kind).run()
     app.radio(key="exports_format").set_value("jsonl").run()
     assert not app.exception
     window = app.session_state["exports_window"]
     manifest = app.session_state["exports_manifest"]
+    in_window = seeded.in_window(window.since, window.until)
     read_models = ReadModelsOf.of(seeded)
     try:
         totals = read_models.totals(window.since, window.until)
-        rows = (read_models.usage_rows if dataset == "usage" else read_models.request_rows)(window.since, window.until)
+        usage, requests = read_models.usage_rows(window.since, window.until), read_models.request_rows(
+            window.since, window.until)
     finally:
         read_models.close()
-    assert manifest["rows"] == len(rows) > 0
-    assert manifest["totals"]["charge_nanocredits"] == totals.charge
-    assert manifest["totals"]["input_tokens"] == totals.input_tokens
-    assert manifest["window"] == {"since": window.since.isoformat(), "until": window.until.isoformat()}
-    assert len(manifest["sha256"]) == 64 and manifest["file_name"].endswith(".jsonl")
-    assert [b.label for b in app.get("download_button")] == [f"Download {manifest['file_name']}",
-                                                             "Download the manifest"]
+    if kind == "ledger":  # the seeded clock only moves forward: the window cuts the ledger at its bounds' times
+        assert manifest["totals"]["kinds"]["charge"] == {
+            "count": sum(r.outcome == "completed" for r in in_window), "amount": -totals.charge,
+            "amount_credits": manifest["totals"]["kinds"]["charge"]["amount_credits"]}
+        assert manifest["rows"] == sum(k["count"] for k in manifest["totals"]["kinds"].values())
+        assert set(manifest["accounts"]) <= {a.hex for a in seeded.account_ids.values()}
+    else:
+        assert manifest["rows"] == len(usage if kind == "usage" else requests) > 0
+        assert manifest["totals"]["charge_nanocredits"] == totals.charge
+        assert manifest["totals"]["input_tokens"] == totals.input_tokens
+    assert (manifest["from"], manifest["to"]) == (window.since.isoformat(), window.until.isoformat())
+    assert manifest["export_id"] is None and manifest["recorded"] is False and manifest["previous_export"] is None
+    assert manifest["chain"]["seed"] == "0" * 64 and "not recorded" in manifest["note"]
+    assert manifest["record_with"].startswith(f"tallyhub export {kind} --from {window.since:%Y-%m-%dT%H:00:00Z} ")
+    assert len(manifest["sha256"]) == 64 and manifest["file"].endswith("-snapshot.jsonl")
+    assert any(manifest["record_with"] in w.value and "not recorded" in w.value for w in app.warning)
+    assert any("No recorded exports" in i.value for i in app.info)  # none written in this store
+    assert [b.label for b in app.get("download_button")] == [f"Download {manifest['file']}", "Download the manifest"]

@@ -5,18 +5,24 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from types import SimpleNamespace
+from uuid import UUID
 
 import pandas as pd
 import pytest
 
+from adapters.exports.datasets import ledger_row
+from adapters.exports.formats import FORMATS, link
 from dashboard import export_files, whatif
 from dashboard.metrics import ProviderTotals, credits_text, margin_series
 from dashboard.windows import DAY, HOUR, Window, last, whole_days
+from domain.export_log import GENESIS
 from domain.pricing import ModelPrice
-from projections.usage import COUNTERS
+from projections.ledger_entries import InMemoryLedgerEntriesView, LedgerEntry
+from projections.memory import InMemoryStore
+from projections.usage import COUNTERS, UsageRow
 
 NOW = datetime(2026, 11, 28, 15, 42, 7, tzinfo=timezone.utc)
 
@@ -94,20 +100,60 @@ def test_edited_prices_are_parsed_exactly_or_refused_by_cell() -> None:
     assert whatif.parse_edited(rows, book, scale="1.5")["openai/m"].output == 1_650_000_000
 
 
-def test_an_export_file_matches_its_manifest() -> None:
-    window = Window(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc))
-    frame = pd.DataFrame([
-        {"hour": window.since, "account_id": "a" * 32, "api_key_id": "b" * 32, "provider": "openai",
-         "model": "openai/m", **{name: i + 1 for i, name in enumerate(COUNTERS)}},
-        {"hour": window.since + HOUR, "account_id": "a" * 32, "api_key_id": "", "provider": "openai",
-         "model": "openai/m", **{name: 10**12 for name in COUNTERS}},
+def in_memory_ledger(entries: list[LedgerEntry]) -> InMemoryLedgerEntriesView:
+    """The in-memory ledger-entries view holding ``entries`` (it computes their running balances)."""
+    store = InMemoryStore()
+    view = InMemoryLedgerEntriesView(store)
+    with store.tracked("ledger_entries") as tx:
+        assert tx is not None
+        view.apply(tx, entries)
+        tx.advance(entries[-1].position)
+    return view
+
+
+def test_a_ledger_snapshot_is_encoded_and_chained_like_tallyhub_export_from_a_zero_seed() -> None:
+    window = Window(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 3, tzinfo=timezone.utc))
+    acme, globex = UUID(int=1), UUID(int=2)
+    ledger = in_memory_ledger([
+        LedgerEntry(1, acme, window.since - HOUR, "grant", 5 * 10**9, 0, reason="before the window"),
+        LedgerEntry(2, acme, window.since, "charge", -1_234, 0, request_id=UUID(int=9), held=9_000),
+        LedgerEntry(3, globex, window.since + HOUR, "grant", 10, 0, reason='a "quoted", comma'),
+        LedgerEntry(4, globex, window.since + 25 * HOUR, "charge", -10, 0, request_id=UUID(int=8), uncollected=5),
+        LedgerEntry(5, acme, window.until, "refund", 1_234, 0, request_id=UUID(int=9), reason="sorry"),
     ])
+    views = SimpleNamespace(ledger=ledger)
     for fmt in ("csv", "jsonl"):
-        data, manifest = export_files.build("usage", frame, window, fmt, {"usage": 42}, now=window.until)
-        assert manifest["sha256"] == hashlib.sha256(data).hexdigest()
-        rows = (list(csv.DictReader(io.StringIO(data.decode()))) if fmt == "csv"
-                else [json.loads(line) for line in data.decode().splitlines()])
-        assert len(rows) == manifest["rows"] == 2
-        charged = sum(int(row["charge_nanocredits"]) for row in rows)
-        assert charged == manifest["totals"]["charge_nanocredits"] == COUNTERS.index("charge") + 1 + 10**12
-        assert rows[0]["hour"] == "2026-11-01T00:00:00+00:00"
+        snap = export_files.snapshot("ledger", views, window, fmt, {"ledger_entries": 77}, now=window.until)
+        assert snap is not None
+        manifest = snap.manifest
+        assert manifest["sha256"] == hashlib.sha256(snap.data).hexdigest()
+        assert (manifest["recorded"], manifest["export_id"], manifest["chain"]["seed"]) == (False, None, GENESIS)
+        assert manifest["events"] == {"first_position": 2, "last_position": 4, "as_of_position": 77}
+        assert manifest["totals"]["net"] == -1_234 + 10 - 10 and manifest["totals"]["uncollected"] == 5
+        assert manifest["accounts"][globex.hex]["opening"] == 0 and manifest["accounts"][globex.hex]["closing"] == 0
+        assert manifest["accounts"][acme.hex]["opening"] == 5 * 10**9
+        encoder, previous = FORMATS[fmt](), GENESIS
+        parsed = list(encoder.read(io.BytesIO(snap.data), manifest["columns"]))
+        assert [row.content for row in parsed] == [encoder.content(ledger_row(e)) for e in ledger.iter_entries(2, 5)]
+        for row in parsed:  # each link follows from the one before, the first from the zero seed
+            assert row.chain == link(previous, row.content)
+            previous = row.chain
+        assert previous == manifest["chain"]["head"] and len(parsed) == manifest["rows"] == 3
+        assert snap.rows_per_day == {date(2026, 11, 1): 2, date(2026, 11, 2): 1}
+        assert export_files.snapshot("ledger", views, window, fmt, {}, max_rows=2) is None
+    assert "--from 2026-11-01T00:00:00Z --to 2026-11-03T00:00:00Z" in manifest["record_with"]
+
+
+def test_a_usage_snapshot_totals_every_counter_of_its_rows() -> None:
+    window = Window(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc))
+    rows = [UsageRow(UUID(int=1), UUID(int=2), "openai", "openai/m", window.since,
+                     *(i + 1 for i in range(len(COUNTERS)))),
+            UsageRow(UUID(int=1), None, "openai", "openai/m", window.since + HOUR, *(10**12 for _ in COUNTERS))]
+    views = SimpleNamespace(usage=SimpleNamespace(list_usage=lambda account, since, until: rows))
+    snap = export_files.snapshot("usage", views, window, "csv", {"usage": 42}, now=window.until)
+    assert snap is not None
+    parsed = list(csv.DictReader(io.StringIO(snap.data.decode())))
+    assert len(parsed) == snap.manifest["rows"] == 2 and parsed[1]["api_key_id"] == ""
+    charged = sum(int(row["charge_nanocredits"]) for row in parsed)
+    assert charged == snap.manifest["totals"]["charge_nanocredits"] == COUNTERS.index("charge") + 1 + 10**12
+    assert parsed[0]["hour"] == "2026-11-01T00:00:00+00:00"

@@ -21,11 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from adapters.bootstrap import build_services
+from adapters.exports.exporter import create_export
 from dashboard.launch import streamlit_command
 from tests.dashboard.browser import Browser, find_chromium
 from tests.dashboard.seed import Seeded, seed_store
 
 REPO = Path(__file__).resolve().parents[2]
+RECORDED = "ledger-recorded.csv"
 PAGES = ["Overview", "Accounts", "Models and providers", "Requests", "Pricing", "Exports"]
 CHART_DRAWN = ("[...document.querySelectorAll('[data-testid=stVegaLiteChart] canvas, "
                "[data-testid=stVegaLiteChart] svg.marks')].some(e => e.getBoundingClientRect().height > 50)")
@@ -39,7 +42,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
-    return seed_store(tmp_path_factory.mktemp("dashboard-browser") / "data")
+    seeded = seed_store(tmp_path_factory.mktemp("dashboard-browser") / "data")
+    services = build_services(seeded.settings)  # one recorded export where the admin API writes them
+    try:
+        (seeded.settings.data_dir / "exports").mkdir()
+        create_export(services, "ledger", None, None, "csv", seeded.settings.data_dir / "exports" / RECORDED)
+    finally:
+        services.read_models.close()
+        services.ledger.close()
+    return seeded
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +117,9 @@ async def drive(chromium: str, url: str, admin_key: str, out: Path) -> list[Path
         shots = []
         for index, title in enumerate(PAGES):
             await open_page(browser, title)
+            if title == "Exports":
+                await browser.wait_for(f"document.body.innerText.includes('Download {RECORDED}')",
+                                       what="the recorded export's download")
             shot = out / f"{index}-{title.lower().replace(' ', '-')}.png"
             await browser.screenshot(shot)
             shots.append(shot)
