@@ -25,8 +25,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	bash tests/benchmarks/shared_bench.sh sqlite
+	bash tests/benchmarks/shared_bench.sh
 	$(BIN)/python -m tests.benchmarks.ledger_throughput --store postgres --clients 64 --seconds 10
+	$(BIN)/python -m tests.benchmarks.audit_scale --store sqlite --charges 1000000
 
 clean-venv:
 	rm -rf $(VENV)

@@ -34,10 +34,9 @@ from application.ledger import Ledger
 from domain import ids
 from domain.account import Account
 from domain.errors import EmptyWindow, InvalidRequest
-from domain.pricing import ModelPrice, price_usage
+from domain.pricing import ModelPrice, price_counts
 from domain.replay_log import ReplayLog, adjustment_key, covers
 from domain.request_record import RequestRecord
-from domain.usage import Usage
 
 MAX_APPLY_ATTEMPTS = 5
 _USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "images")
@@ -203,15 +202,17 @@ class Replayer:
         lines: dict[tuple[str, str], ReplayLine] = {}
         unpriced: dict[str, int] = {}
         charges = skipped = 0
+        windowed = plan.since is not None or plan.until is not None
         for event in scan(recorder, topics_of(RequestRecord.Completed), stop=stop, progress=progress):
             details = event.state["details"]
             usage = details.get("usage")
             if usage is None or (account is not None and details["account_id"] != account):
                 continue
-            at = time_of(event.state["timestamp"])
-            if (plan.since is not None and at < plan.since) or (plan.until is not None and at >= plan.until):
+            at = time_of(event.state["timestamp"]) if windowed or entries else None
+            if windowed and ((plan.since is not None and at < plan.since)
+                             or (plan.until is not None and at >= plan.until)):
                 continue
-            if event.originator_id.hex in refunded:
+            if refunded and event.originator_id.hex in refunded:
                 skipped += 1
                 continue
             model = details["model"]
@@ -251,10 +252,10 @@ class _Pricer:
         key = (model, counts)
         found = self._new.get(key)
         if found is None:
-            found = self._new[key] = price_usage(self.prices[model], _usage(counts))
+            found = self._new[key] = price_counts(self.prices[model], *counts)
         return found
 
-    def old(self, details: dict[str, Any], counts: tuple[int, ...], at: datetime, position: int) -> int:
+    def old(self, details: dict[str, Any], counts: tuple[int, ...], at: datetime | None, position: int) -> int:
         for index in range(len(self.entries) - 1, -1, -1):
             entry = self.entries[index]
             if details["model"] in entry["prices"] and covers(entry, details["account_id"], at, position):
@@ -262,11 +263,8 @@ class _Pricer:
                 found = self._earlier.get(key)
                 if found is None:
                     price = ModelPrice.from_dict(entry["prices"][details["model"]])
-                    found = self._earlier[key] = price_usage(price, _usage(counts))
+                    found = self._earlier[key] = price_counts(price, *counts)
                 return found
         return int(details["cost"])
 
-
-def _usage(counts: tuple[int, ...]) -> Usage:
-    return Usage(**dict(zip(_USAGE_FIELDS, counts)))
 

@@ -66,16 +66,21 @@ class ModelPrice:
 
 def price_usage(price: ModelPrice, usage: Usage) -> Nanocredits:
     """The charge for ``usage`` at ``price``, rounded once (half up)."""
-    uncached_input = usage.input_tokens - usage.cached_input_tokens
-    visible_output = usage.output_tokens - usage.reasoning_tokens
+    return price_counts(price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens,
+                        usage.reasoning_tokens, usage.images)
+
+
+def price_counts(price: ModelPrice, input_tokens: int, cached_input_tokens: int, output_tokens: int,
+                 reasoning_tokens: int, images: int) -> Nanocredits:
+    """``price_usage`` of usage counts already validated (read back from the ledger by replay)."""
     scaled = (
-        uncached_input * price.input
-        + usage.cached_input_tokens * price.cached_input_rate
-        + visible_output * price.output
-        + usage.reasoning_tokens * price.reasoning_rate
+        (input_tokens - cached_input_tokens) * price.input
+        + cached_input_tokens * price.cached_input_rate
+        + (output_tokens - reasoning_tokens) * price.output
+        + reasoning_tokens * price.reasoning_rate
     )
     tokens_part = (scaled + TOKENS_PER_RATE_UNIT // 2) // TOKENS_PER_RATE_UNIT
-    return Nanocredits(tokens_part + usage.images * price.per_image + price.per_request)
+    return Nanocredits(tokens_part + images * price.per_image + price.per_request)
 
 
 def provider_cost_of(price: ModelPrice | None, usage: Usage) -> int | None:

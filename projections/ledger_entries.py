@@ -27,7 +27,7 @@ to the events by (originator id, version); a batch it cannot match is refused.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 from uuid import UUID
 
@@ -110,6 +110,10 @@ class LedgerEntriesView(Protocol):
     def iter_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[LedgerEntry]:
         """Every row with ``start <= position < stop``, in position order, read in batches."""
 
+    def iter_plain_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        """``iter_entries`` as plain tuples in ``COLUMNS`` order, for exports: times as UTC
+        ISO 8601 with microseconds, ids as hex, money as integers (see ``plain_entry``)."""
+
     def list_closing_balances(self) -> dict[UUID, tuple[int, int]]:
         """Per account: (the latest row's running balance, the number of rows)."""
 
@@ -149,6 +153,17 @@ class LedgerEntriesProjection:
             ) from None
 
 
+def plain_entry(entry: LedgerEntry) -> tuple[Any, ...]:
+    """One row as ``iter_plain_entries`` gives it (the SQL view reads the same text back)."""
+    return (entry.position, entry.account_id.hex, plain_time(entry.at), entry.kind, entry.amount, entry.balance,
+            entry.request_id.hex if entry.request_id else None, entry.reason, entry.idempotency_key,
+            entry.uncollected, entry.held)
+
+
+def plain_time(at: datetime) -> str:
+    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+
+
 def _boundary(entries: list[LedgerEntry], at: datetime | None) -> int:
     """Index of the first entry (position order) at or after ``at``; len when none."""
     if at is None:
@@ -184,6 +199,9 @@ class InMemoryLedgerEntriesView:
 
     def iter_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[LedgerEntry]:
         return iter([e for e in self._all() if start <= e.position < stop])
+
+    def iter_plain_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        return (plain_entry(entry) for entry in self.iter_entries(start, stop, batch))
 
     def list_closing_balances(self) -> dict[UUID, tuple[int, int]]:
         with self._lock:
@@ -266,6 +284,22 @@ class SqlLedgerEntriesView:
                 " ORDER BY position LIMIT ?", [after, stop, batch])
             for row in rows:
                 yield self._entry(row)
+            if len(rows) < batch:
+                return
+            after = int(rows[-1][0])
+
+    def iter_plain_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        # Straight from the rows: SQLite keeps times as exactly this text; PostgreSQL gives datetimes.
+        after = start - 1
+        while True:
+            rows = self.store.query(
+                f"SELECT {', '.join(COLUMNS)} FROM {ENTRIES_TABLE} WHERE position > ? AND position < ?"
+                " ORDER BY position LIMIT ?", [after, stop, batch])
+            for row in rows:
+                if isinstance(row[2], str):
+                    yield row
+                else:
+                    yield (row[0], row[1], plain_time(row[2]), *row[3:])
             if len(rows) < batch:
                 return
             after = int(rows[-1][0])

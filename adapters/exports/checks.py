@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from adapters.exports.datasets import ledger_row
+from adapters.exports.datasets import ledger_rows
 from adapters.exports.exporter import manifest_path
 from adapters.exports.formats import FORMATS, FormatError, link
 from adapters.services import Services
@@ -112,8 +112,7 @@ def _ledger_rows(services: Services, manifest: dict[str, Any]) -> _LedgerRows:
     if first is None or last is None:
         return _LedgerRows(iter(()))
     services.read_models.runner.catch_up()
-    entries = services.read_models.ledger.iter_entries(int(first), int(last) + 1)
-    return _LedgerRows(ledger_row(entry) for entry in entries)
+    return _LedgerRows(ledger_rows(services.read_models.ledger, int(first), int(last) + 1))
 
 
 class _LedgerRows:

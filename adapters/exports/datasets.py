@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from projections.ledger_entries import KINDS, LedgerEntry
+from projections.ledger_entries import KINDS, LedgerEntry, plain_entry
 from projections.request_log import RequestRow
 from projections.usage import COUNTERS
 
@@ -56,32 +56,43 @@ class LedgerDataset:
         kinds = {kind: {"count": 0, "amount": 0} for kind in KINDS}
         net = uncollected = 0
         start, stop = self.view.window_positions(self.since, self.until)
-        for entry in self.view.iter_entries(start, stop):
+        for row in ledger_rows(self.view, start, stop):
+            position, account_id, kind, amount, balance = (row["position"], row["account_id"], row["kind"],
+                                                           row["amount_nanocredits"], row["balance_nanocredits"])
             if self.first_position is None:
-                self.first_position = entry.position
-            self.last_position = entry.position
-            totals = kinds.setdefault(entry.kind, {"count": 0, "amount": 0})
+                self.first_position = position
+            self.last_position = position
+            totals = kinds.setdefault(kind, {"count": 0, "amount": 0})
             totals["count"] += 1
-            totals["amount"] += entry.amount
-            net += entry.amount
-            uncollected += entry.uncollected
-            account = self.accounts.get(entry.account_id.hex)
+            totals["amount"] += amount
+            net += amount
+            uncollected += row["uncollected_nanocredits"]
+            account = self.accounts.get(account_id)
             if account is None:
-                account = self.accounts[entry.account_id.hex] = {"opening": entry.balance - entry.amount, "rows": 0}
-            account["closing"] = entry.balance
+                account = self.accounts[account_id] = {"opening": balance - amount, "rows": 0}
+            account["closing"] = balance
             account["rows"] += 1
-            yield ledger_row(entry)
+            yield row
         self.totals = {"kinds": kinds, "net": net, "uncollected": uncollected, "accounts": len(self.accounts)}
 
 
+_LEDGER_COLUMNS = tuple(_column(name) for name in LEDGER_FIELDS)
+
+
+def ledger_rows(view: Any, start: int, stop: int) -> Iterator[dict[str, Any]]:
+    """The ledger-entries view's rows with ``start <= position < stop`` as export rows (in
+    the export's column order), read plain: no ids or times parsed only to be printed."""
+    return (_export_row(plain) for plain in view.iter_plain_entries(start, stop))
+
+
 def ledger_row(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "position": entry.position, "at": entry.at.isoformat(), "account_id": entry.account_id.hex,
-        "kind": entry.kind, "amount_nanocredits": entry.amount, "balance_nanocredits": entry.balance,
-        "request_id": entry.request_id.hex if entry.request_id else None, "reason": entry.reason,
-        "idempotency_key": entry.idempotency_key, "uncollected_nanocredits": entry.uncollected,
-        "held_nanocredits": entry.held,
-    }
+    """One ledger entry as an export row (what ``ledger_rows`` yields for it)."""
+    return _export_row(plain_entry(entry))
+
+
+def _export_row(p: tuple[Any, ...]) -> dict[str, Any]:
+    # plain rows come in the view's column order: position, account_id, at, kind, ...
+    return dict(zip(_LEDGER_COLUMNS, (p[0], p[2], p[1], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10])))
 
 
 @dataclass

@@ -1,46 +1,85 @@
 #!/usr/bin/env bash
-# Measure `tallyhub serve` with the shared load harness (../shared/bench), side by side with
-# its baselines (direct, pass-throughs, LiteLLM when installed), in one interleaved run.
-# Usage: bash tests/benchmarks/shared_bench.sh [sqlite|postgres]   (REPS, SCENARIOS, MODEL pass through)
+# Measure `tallyhub serve` with the shared load harness (../shared/bench), side by side with its
+# baselines (direct, the bare pass-throughs, LiteLLM when its venv exists), in one interleaved run:
+#   tallyhub-sqlite   embedded mode (SQLite, projections in the process), 1 worker, CPU 1
+#   tallyhub-pg       server mode (PostgreSQL + Redis, projections in a `tallyhub worker`), 1 worker, CPU 1
+#   tallyhub-pg-w2    the same with `serve --workers 2` (not pinned; its CPU figure is the parent's only)
+# Scenarios: non-stream and stream (22 chunks), c=1 and c=32, upstream 0 ms; then c=32 with the
+# upstream answering after 50 ms. Every figure is also printed as a ratio to the pass-through.
+# Usage: bash tests/benchmarks/shared_bench.sh      (env: REPS, ONLY, SKIP_LAT50=1, SKIP_PG=1)
 # Only 127.0.0.1 is used; every loadgen run is bounded by the harness.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bench=${BENCH_DIR:-$here/../shared/bench}
-store=${1:-sqlite}
 export BENCH_WORK=${BENCH_WORK:-${TMPDIR:-/tmp}/tallyhub-bench}
-port=${TALLYHUB_BENCH_PORT:-8090}
-data=$(mktemp -d)
-export TALLYHUB_DATA_DIR=$data TALLYHUB_BILLING_MODE=credits
-if [ "$store" = postgres ]; then
-  schema=th_bench_$$
-  psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA $schema"
-  export TALLYHUB_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/test?schema=$schema"
-fi
 th="$here/.venv/bin/tallyhub"
+schema=th_bench_$$
+redis_prefix=th-bench-$$
+pids=()
 
 bash "$bench/setup.sh" >/dev/null
 bash "$bench/start.sh"
 cleanup() {
-  [ -f "$BENCH_WORK/tallyhub.pid" ] && kill "$(cat "$BENCH_WORK/tallyhub.pid")" 2>/dev/null || true
-  rm -f "$BENCH_WORK/tallyhub.pid"
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  rm -f "$BENCH_WORK"/tallyhub-*.pid
   bash "$bench/stop.sh" >/dev/null 2>&1 || true
-  [ "$store" = postgres ] && psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA $schema CASCADE" || true
-  rm -rf "$data"
+  psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null || true
+  rm -rf "$BENCH_WORK/tallyhub-data"
 }
 trap cleanup EXIT
+rm -rf "$BENCH_WORK/tallyhub-data"
 
-"$th" init --json >/dev/null
-echo "sk-bench-upstream-0000" | "$th" providers add mock --kind openai-compatible --base-url http://127.0.0.1:8100/v1 --api-key-stdin --json >/dev/null
-for model in mock-gpt mock-gpt-lat50; do "$th" prices set "mock/$model" --input 1 --output 2 --json >/dev/null; done
-"$th" accounts create bench --starter-credits 1000000000 --json >/dev/null
-key=$("$th" keys issue bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+# set_up NAME: init a store for $TALLYHUB_* in the environment; prints the user key
+set_up() {
+  "$th" init --json >/dev/null
+  echo "sk-bench-upstream-0000" | "$th" providers add mock --kind openai-compatible \
+    --base-url http://127.0.0.1:8100/v1 --api-key-stdin --json >/dev/null
+  for model in mock-gpt mock-gpt-lat50; do "$th" prices set "mock/$model" --input 1 --output 2 --json >/dev/null; done
+  "$th" accounts create bench --starter-credits 1000000000 --json >/dev/null
+  "$th" keys issue bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+}
 
-taskset -c "${GW_CPU:-1}" "$th" serve --port "$port" > "$BENCH_WORK/tallyhub.log" 2>&1 &
-echo $! > "$BENCH_WORK/tallyhub.pid"
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/v1/models" && break; sleep 0.1; done
+# serve NAME PORT CPU [serve args]: start a gateway for the current environment
+serve() {
+  local name=$1 port=$2 cpu=$3; shift 3
+  if [ "$cpu" = any ]; then "$th" serve --port "$port" "$@" > "$BENCH_WORK/$name.log" 2>&1 &
+  else taskset -c "$cpu" "$th" serve --port "$port" "$@" > "$BENCH_WORK/$name.log" 2>&1 & fi
+  pids+=($!); echo $! > "$BENCH_WORK/$name.pid"
+  for _ in $(seq 1 150); do curl -s -o /dev/null "http://127.0.0.1:$port/v1/models" && return; sleep 0.1; done
+  echo "$name did not start; see $BENCH_WORK/$name.log"; exit 1
+}
 
 targets=$BENCH_WORK/targets-tallyhub.txt
 grep -v '^#' "$bench/targets.txt" > "$targets"
-echo "tallyhub-$store  http://127.0.0.1:$port/v1/chat/completions  tallyhub.pid  Authorization: Bearer $key" >> "$targets"
-model=${MODEL:-mock-gpt}
-env "MODEL_tallyhub_$store=mock/$model" TARGETS="$targets" REPS="${REPS:-3}" bash "$bench/bench.sh"
+
+export TALLYHUB_BILLING_MODE=credits TALLYHUB_DATA_DIR=$BENCH_WORK/tallyhub-data/sqlite
+unset TALLYHUB_DATABASE_URL TALLYHUB_REDIS_URL
+key=$(set_up)
+serve tallyhub-sqlite 8090 "${GW_CPU:-1}"
+echo "tallyhub-sqlite  http://127.0.0.1:8090/v1/chat/completions  tallyhub-sqlite.pid  Authorization: Bearer $key" >> "$targets"
+
+if [ -z "${SKIP_PG:-}" ]; then
+  psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA $schema"
+  export TALLYHUB_DATA_DIR=$BENCH_WORK/tallyhub-data/pg
+  export TALLYHUB_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/test?schema=$schema"
+  export TALLYHUB_REDIS_URL="redis://127.0.0.1:6379/0" TALLYHUB_REDIS_PREFIX=$redis_prefix
+  key=$(set_up)
+  "$th" worker > "$BENCH_WORK/tallyhub-worker.log" 2>&1 &
+  pids+=($!)
+  serve tallyhub-pg 8091 "${GW_CPU:-1}"
+  serve tallyhub-pg-w2 8092 any --workers 2
+  echo "tallyhub-pg  http://127.0.0.1:8091/v1/chat/completions  tallyhub-pg.pid  Authorization: Bearer $key" >> "$targets"
+  echo "tallyhub-pg-w2  http://127.0.0.1:8092/v1/chat/completions  tallyhub-pg-w2.pid  Authorization: Bearer $key" >> "$targets"
+fi
+
+models=(MODEL_tallyhub_sqlite MODEL_tallyhub_pg MODEL_tallyhub_pg_w2)
+for m in "${models[@]}"; do export "$m=mock/mock-gpt"; done
+TARGETS="$targets" REPS="${REPS:-3}" bash "$bench/bench.sh" | tee "$BENCH_WORK/bench-0ms.txt"
+python3 "$here/tests/benchmarks/ratios.py" "$(ls -t "$BENCH_WORK"/results/*.jsonl | head -1)"
+
+if [ -z "${SKIP_LAT50:-}" ]; then
+  for m in "${models[@]}"; do export "$m=mock/mock-gpt-lat50"; done
+  MODEL=mock-gpt-lat50 SCENARIOS="lat50-ns-c32:32:1500: lat50-st-c32:32:600:--stream" \
+    TARGETS="$targets" REPS="${REPS:-3}" bash "$bench/bench.sh" | tee "$BENCH_WORK/bench-50ms.txt"
+  python3 "$here/tests/benchmarks/ratios.py" "$(ls -t "$BENCH_WORK"/results/*.jsonl | head -1)"
+fi
