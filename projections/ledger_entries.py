@@ -277,29 +277,21 @@ class SqlLedgerEntriesView:
         return (0 if since is None else first_at(since)), (_NO_BOUND if until is None else first_at(until))
 
     def iter_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[LedgerEntry]:
-        after = start - 1
-        while True:
-            rows = self.store.query(
-                f"SELECT {', '.join(COLUMNS)} FROM {ENTRIES_TABLE} WHERE position > ? AND position < ?"
-                " ORDER BY position LIMIT ?", [after, stop, batch])
-            for row in rows:
-                yield self._entry(row)
-            if len(rows) < batch:
-                return
-            after = int(rows[-1][0])
+        return (self._entry(row) for row in self._rows(start, stop, batch))
 
     def iter_plain_entries(self, start: int, stop: int, batch: int = 10_000) -> Iterator[tuple[Any, ...]]:
         # Straight from the rows: SQLite keeps times as exactly this text; PostgreSQL gives datetimes.
+        for row in self._rows(start, stop, batch):
+            yield row if isinstance(row[2], str) else (row[0], row[1], plain_time(row[2]), *row[3:])
+
+    def _rows(self, start: int, stop: int, batch: int) -> Iterator[tuple[Any, ...]]:
+        """Raw rows with ``start <= position < stop`` in position order, ``batch`` per query."""
         after = start - 1
         while True:
             rows = self.store.query(
                 f"SELECT {', '.join(COLUMNS)} FROM {ENTRIES_TABLE} WHERE position > ? AND position < ?"
                 " ORDER BY position LIMIT ?", [after, stop, batch])
-            for row in rows:
-                if isinstance(row[2], str):
-                    yield row
-                else:
-                    yield (row[0], row[1], plain_time(row[2]), *row[3:])
+            yield from rows
             if len(rows) < batch:
                 return
             after = int(rows[-1][0])

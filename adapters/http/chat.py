@@ -83,16 +83,22 @@ async def complete_plain(services: Services, call: Call[ChatExchange]) -> tuple[
 
 
 async def relay(services: Services, call: Call[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
-    """Forward upstream chunks as they come; bill once when the stream ends, however it ends."""
+    """Forward upstream chunks as they come; bill once when the stream ends, however it ends.
+    Each yielded piece holds one or more whole SSE frames."""
     opened, upstream = call.opened, call.result
     state = _StreamState()
     try:
-        async for data in upstream.stream_data():
-            if data == DONE:
-                state.finished = True
+        async for batch in _batches(upstream):
+            frames = []
+            for data in batch:
+                if data == DONE:
+                    state.finished = True
+                    break
+                frames += state.take(data, chat.wants_usage, opened)
+            if frames:
+                yield b"".join(frames)  # what arrived together leaves together: one write
+            if state.finished:
                 break
-            for frame in state.take(data, chat.wants_usage, opened):
-                yield frame
     except READ_FAILURES:
         pass  # the provider broke the stream: billed below for what was produced, then an error event
     except BaseException:
@@ -117,6 +123,17 @@ async def relay(services: Services, call: Call[ChatExchange], chat: ChatRequest)
         yield _frame(state.held_finish)
     yield b"data: " + orjson.dumps({"error": {"message": "the provider ended the stream early", "type": "upstream_error",
                                               "param": None, "code": "upstream_stream_broken"}}) + b"\n\n"
+
+
+async def _batches(upstream: ChatExchange) -> AsyncIterator[list[bytes]]:
+    """The exchange's payloads in the groups they arrived in (one each, if it cannot tell)."""
+    batches = getattr(upstream, "stream_batches", None)
+    if batches is not None:
+        async for batch in batches():
+            yield batch
+        return
+    async for data in upstream.stream_data():
+        yield [data]
 
 
 class _StreamState:

@@ -65,18 +65,21 @@ async def _create_message(request: Request) -> Response:
 async def _events(services: Services, call: Call[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
     """The chat relay's frames, as Anthropic's event stream."""
     translator = MessagesStreamTranslator(chat.shape.model)
-    async for frame in relay(services, call, chat):
-        payload = frame.removeprefix(b"data: ").strip()
-        if payload == b"[DONE]":
-            for name, data in translator.finish():
+    async for piece in relay(services, call, chat):
+        for frame in piece.split(b"\n\n"):  # a piece holds one or more whole frames
+            payload = frame.removeprefix(b"data: ").strip()
+            if not payload:
+                continue
+            if payload == b"[DONE]":
+                for name, data in translator.finish():
+                    yield sse_event(name, data)
+                return
+            chunk: dict[str, Any] = orjson.loads(payload)
+            if "error" in chunk:
+                yield sse_event(*error_event(chunk["error"].get("message", "the provider failed"), "api_error"))
+                return
+            for name, data in translator.feed(chunk):
                 yield sse_event(name, data)
-            return
-        chunk: dict[str, Any] = orjson.loads(payload)
-        if "error" in chunk:
-            yield sse_event(*error_event(chunk["error"].get("message", "the provider failed"), "api_error"))
-            return
-        for name, data in translator.feed(chunk):
-            yield sse_event(name, data)
 
 
 def _api_key(request: Request) -> str:

@@ -83,6 +83,10 @@ class OpenAIExchange(ResponseExchange):
     def stream_data(self) -> AsyncIterator[bytes]:
         return sse_events(self.response)
 
+    def stream_batches(self) -> AsyncIterator[list[bytes]]:
+        """``stream_data`` grouped as it arrived (the relay writes each group at once)."""
+        return sse_event_batches(self.response)
+
 
 
 async def _read_all(response: aiohttp.ClientResponse) -> bytes:
@@ -110,14 +114,31 @@ def _message_of(raw: bytes) -> str:
 
 async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     """The ``data`` payloads of a server-sent-event stream, one per event."""
+    async for batch in sse_event_batches(response):
+        for data in batch:
+            yield data
+
+
+async def sse_event_batches(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
+    """The same payloads grouped as they arrived: every event completed by one read of the
+    connection comes in one list, so a burst can be passed on in one write."""
     data: list[bytes] = []
-    async for line in response.content:
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if data:
-                yield b"\n".join(data)
-                data = []
-        elif line.startswith(b"data:"):
-            data.append(line[5:].lstrip(b" "))
+    pending = b""
+    async for block in response.content.iter_any():
+        *lines, pending = (pending + block).split(b"\n")
+        events = []
+        for line in lines:
+            line = line.rstrip(b"\r")
+            if not line:
+                if data:
+                    events.append(b"\n".join(data))
+                    data = []
+            elif line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" "))
+        if events:
+            yield events
+    last = pending.rstrip(b"\r")
+    if last.startswith(b"data:"):
+        data.append(last[5:].lstrip(b" "))
     if data:
-        yield b"\n".join(data)
+        yield [b"\n".join(data)]

@@ -7,6 +7,10 @@ changes nothing twice). Holds go first, so the credit they freed can expire at o
 instead of being kept by them."""
 
 import logging
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
 
 import anyio
 
@@ -17,28 +21,26 @@ log = logging.getLogger("tallyhub.sweeper")
 
 def sweep_expired_holds(services: Services) -> int:
     """One sweep; returns how many holds were released."""
-    services.read_models.runner.catch_up()
-    now = services.ledger.clock.now()
-    accounts = {hold.account_id for hold in services.read_models.balances.list_expired_holds(now)}
-    released = 0
-    for account_id in sorted(accounts):
-        released += len(services.ledger.release_expired_holds(account_id))
-    if released:
-        log.info("released %d expired hold(s) on %d account(s)", released, len(accounts))
-    return released
+    return _per_account(services, services.read_models.balances.list_expired_holds,
+                        services.ledger.release_expired_holds, "released %d expired hold(s) on %d account(s)")
 
 
 def expire_due_grants(services: Services) -> int:
     """One pass over grants past their deadline; returns how many were expired."""
+    return _per_account(services, services.read_models.balances.list_due_grants,
+                        services.ledger.expire_grants, "expired %d grant(s) on %d account(s)")
+
+
+def _per_account(services: Services, due: Callable[[datetime], Iterable[Any]],
+                 act: Callable[[UUID], list[Any]], message: str) -> int:
+    """``act`` on every account the read model says has something ``due`` now; the ledger
+    decides what really is due. Returns how many things ``act`` did."""
     services.read_models.runner.catch_up()
-    now = services.ledger.clock.now()
-    accounts = {grant.account_id for grant in services.read_models.balances.list_due_grants(now)}
-    expired = 0
-    for account_id in sorted(accounts):
-        expired += len(services.ledger.expire_grants(account_id))
-    if expired:
-        log.info("expired %d grant(s) on %d account(s)", expired, len(accounts))
-    return expired
+    accounts = {item.account_id for item in due(services.ledger.clock.now())}
+    done = sum(len(act(account_id)) for account_id in sorted(accounts))
+    if done:
+        log.info(message, done, len(accounts))
+    return done
 
 
 def sweep(services: Services) -> dict[str, int]:
