@@ -98,7 +98,10 @@ class AccountWriter:
         future: asyncio.Future[bool] = loop.create_future()
 
         def answer(command: _Command) -> None:
-            loop.call_soon_threadsafe(_resolve, future, command)
+            try:
+                loop.call_soon_threadsafe(_resolve, future, command)
+            except RuntimeError:  # the loop is closed (shutdown): nobody is left to answer
+                log.warning("an account change finished after its event loop closed")
 
         self._queue.put(_Command(account_id, change, answer=answer))
         return future

@@ -4,6 +4,7 @@ request once, and batches really hold many commands."""
 
 import os
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
@@ -107,3 +108,43 @@ def test_a_writer_never_decides_on_an_account_another_process_moved(two_ledgers)
     second.change_account(account, lambda a: a.place_hold(late, 50, second.clock.now()) or [])
     assert set(first.release_expired_holds("acme")) == {hold, late}
     assert first.get_account(account).held == 0
+
+
+def test_a_closed_event_loop_never_turns_a_durable_change_into_an_error() -> None:
+    """An async caller's loop may be gone when its change is durable (shutdown): the other
+    callers of the same batch still hear that theirs was saved."""
+    import asyncio
+
+    from application.group_commit import AccountWriter
+
+    saved, release = [], threading.Event()
+
+    class Account:
+        pending_events: list[object] = []
+        version = 1
+
+    def blocking(account: object) -> list[object]:
+        release.wait(5)
+        return []
+
+    writer = AccountWriter(lambda _: Account(), lambda *objs: saved.append(objs), lambda *_: True)
+    writer.start()
+    first = threading.Thread(target=writer.submit, args=(uuid4(), blocking))
+    first.start()  # the writer is now busy with a batch of its own
+    loop = asyncio.new_event_loop()
+
+    async def submit() -> None:
+        writer.submit_async(uuid4(), lambda account: [])
+
+    loop.run_until_complete(submit())
+    loop.close()
+    answers: list[object] = []
+    other = threading.Thread(target=lambda: answers.append(writer.submit(uuid4(), lambda account: [])))
+    other.start()
+    time.sleep(0.2)  # both queued behind the busy batch: they form the next batch together
+    release.set()
+    first.join(5)
+    other.join(5)
+    writer.stop()
+    assert answers == [True]
+    assert len(saved) == 2
