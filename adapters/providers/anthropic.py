@@ -26,7 +26,7 @@ import orjson
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
 from adapters.providers.base import DONE, ResponseExchange
-from adapters.providers.errors import post
+from adapters.providers.errors import post, probe_with_get
 from adapters.providers.openai_compatible import sse_events, upstream_error
 from application.routing import Route
 from domain.errors import UpstreamError
@@ -64,14 +64,7 @@ class AnthropicProvider:
 
     async def probe(self, route: Route) -> bool | None:
         """Is the credential accepted? ``GET /v1/models`` costs no tokens. None: could not tell."""
-        try:
-            async with self.session.get(api_url(route.base_url, "/models"), headers=_headers(route),
-                                        timeout=aiohttp.ClientTimeout(total=10)) as response:
-                if response.status in (401, 403):
-                    return False
-                return True if response.status < 300 else None
-        except (aiohttp.ClientError, TimeoutError):
-            return None
+        return await probe_with_get(self.session, api_url(route.base_url, "/models"), _headers(route))
 
 
 class AnthropicExchange(ResponseExchange):

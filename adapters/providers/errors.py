@@ -89,3 +89,19 @@ async def post(session: aiohttp.ClientSession, route: Route, url: Any, *, data: 
         raise timed_out(route) from None
     except aiohttp.ClientError as exc:
         raise unreachable(route, exc) from None
+
+
+PROBE_TIMEOUT_SECONDS = 10
+
+
+async def probe_with_get(session: aiohttp.ClientSession, url: Any, headers: dict[str, str]) -> bool | None:
+    """A credential probe by a GET that costs no tokens: 401/403 → refused (False), 2xx →
+    accepted (True), anything else or no answer → could not tell (None)."""
+    try:
+        async with session.get(url, headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)) as response:
+            if response.status in (401, 403):
+                return False
+            return True if response.status < 300 else None
+    except (aiohttp.ClientError, TimeoutError):
+        return None

@@ -35,7 +35,7 @@ import aiohttp
 import orjson
 
 from adapters.providers.base import DONE, ResponseExchange
-from adapters.providers.errors import error_for_status, post, read_error_body, redact
+from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body, redact
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
 
@@ -79,14 +79,7 @@ class OllamaProvider:
 
     async def probe(self, route: Route) -> bool | None:
         """Is the credential accepted? ``GET /api/version`` costs no tokens. None: could not tell."""
-        try:
-            async with self.session.get(_url(route, "/api/version"), headers=_auth(route),
-                                        timeout=aiohttp.ClientTimeout(total=10)) as response:
-                if response.status in (401, 403):
-                    return False
-                return True if response.status < 300 else None
-        except (aiohttp.ClientError, TimeoutError):
-            return None
+        return await probe_with_get(self.session, _url(route, "/api/version"), _auth(route))
 
     async def _post(self, route: Route, path: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         headers = {"content-type": "application/json", **_auth(route)}

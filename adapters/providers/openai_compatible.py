@@ -15,7 +15,7 @@ import orjson
 
 from application.billing import Route
 from adapters.providers.base import ResponseExchange
-from adapters.providers.errors import error_for_status, post, read_error_body
+from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body
 from domain.errors import InvalidRequest, UpstreamError
 
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
@@ -62,13 +62,7 @@ class OpenAICompatibleProvider:
         """Is the credential accepted? ``GET /models`` costs no tokens. None: could not tell."""
         url = base_url_for(route.kind, route.base_url) + "/models"
         headers = {"authorization": f"Bearer {route.secret}"} if route.secret else {}
-        try:
-            async with self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as response:
-                if response.status in (401, 403):
-                    return False
-                return True if response.status < 300 else None
-        except (aiohttp.ClientError, TimeoutError):
-            return None
+        return await probe_with_get(self.session, url, headers)
 
 
 class OpenAIExchange(ResponseExchange):
