@@ -13,9 +13,7 @@ requests. Only local files and 127.0.0.1 are used; the run stops by itself.
 """
 
 import argparse
-import os
 import random
-import secrets
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
@@ -23,10 +21,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from uuid import uuid4
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault
-from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.exports.exporter import create_export
-from adapters.settings import parse_database_url
+from adapters.settings import DatabaseConfig
 from application.ledger import Ledger
 from application.pricing_input import price_from_credits
 from application.replay import ReplayPlan, Replayer
@@ -35,6 +31,8 @@ from domain.pricing import price_usage
 from domain.request_record import RequestRecord
 from domain.usage import Usage
 from projections.read_models import build_read_models
+from tests.benchmarks.ledger_throughput import bench_database
+from tests.benchmarks.ledger_throughput import build as new_ledger
 
 MODEL = "mock/mock-gpt"
 PRICE = price_from_credits(input="0.15", output="0.6", cached_input="0.075")
@@ -43,22 +41,11 @@ PER_ACCOUNT = 1_000
 BATCH = 1_000
 
 
-def build(store: str, data_dir: Path) -> tuple[Ledger, object]:
-    url = None
-    if store == "postgres":
-        import psycopg
-
-        schema = f"th_bench_{secrets.token_hex(4)}"
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        url = f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}"
-    database = parse_database_url(url, data_dir)
-    ledger = Ledger(database.eventsourcing_env(create_tables=True), vault=AesGcmKeyVault(os.urandom(32)),
-                    key_scheme_factory=HmacApiKeyScheme)
-    ledger.initialise()
+def build(database: DatabaseConfig) -> Ledger:
+    ledger = new_ledger(database)
     ledger.register_provider("mock", "openai", base_url=None, region=None, secret="sk-bench-secret-0001")
     ledger.set_price(MODEL, PRICE)
-    return ledger, database
+    return ledger
 
 
 def write_history(ledger: Ledger, charges: int, rng: random.Random) -> None:
@@ -102,8 +89,8 @@ def main() -> None:
     parser.add_argument("--charges", type=int, default=1_000_000)
     parser.add_argument("--skip-verify", action="store_true")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        ledger, database = build(args.store, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, bench_database(args.store, Path(tmp)) as database:
+        ledger = build(database)
         print(f"{args.charges:,} charges on {args.store}", flush=True)
         timed("write the history (3 events per charge)", write_history, ledger, args.charges, random.Random(7))
         report, seconds = timed("replay preview, every rate doubled", Replayer(ledger).preview,

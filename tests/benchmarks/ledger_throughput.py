@@ -14,13 +14,15 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from uuid import uuid4
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
-from adapters.settings import parse_database_url
+from adapters.settings import DatabaseConfig, parse_database_url
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
@@ -30,24 +32,34 @@ from domain.errors import InsufficientCredits
 from domain.usage import Usage
 
 MODEL = "mock/mock-gpt"
+PG_ADMIN = "host=127.0.0.1 user=postgres dbname=test"
 SHAPE = RequestShape(MODEL, prompt_bytes=200, max_output_tokens=50, choices=1, stream=False)
 
 
-def build(store: str, data_dir: Path) -> tuple[Ledger, str | None]:
-    schema = None
-    url = None
-    if store == "postgres":
-        import psycopg
+@contextmanager
+def bench_database(store: str, data_dir: Path) -> Iterator[DatabaseConfig]:
+    """A fresh store for one benchmark run: a SQLite file in ``data_dir``, or a PostgreSQL
+    schema of its own that is dropped afterwards."""
+    if store != "postgres":
+        yield parse_database_url(None, data_dir)
+        return
+    import psycopg
 
-        schema = f"th_bench_{secrets.token_hex(4)}"
-        with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as conn:
-            conn.execute(f"CREATE SCHEMA {schema}")
-        url = f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}"
-    env = parse_database_url(url, data_dir).eventsourcing_env(create_tables=True)
-    ledger = Ledger(env, vault=AesGcmKeyVault(os.urandom(32)), key_scheme_factory=HmacApiKeyScheme)
+    schema = f"th_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield parse_database_url(f"postgresql://postgres@127.0.0.1:5432/test?schema={schema}", data_dir)
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def build(database: DatabaseConfig) -> Ledger:
+    ledger = Ledger(database.eventsourcing_env(create_tables=True), vault=AesGcmKeyVault(os.urandom(32)),
+                    key_scheme_factory=HmacApiKeyScheme)
     ledger.initialise()
-    ledger.read_cache_seconds = 1.0
-    return ledger, schema
+    return ledger
 
 
 def main() -> None:
@@ -56,18 +68,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        ledger, schema = build(args.store, Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp, bench_database(args.store, Path(tmp)) as database:
+        ledger = build(database)
+        ledger.read_cache_seconds = 1.0
         try:
             run(ledger, args)
         finally:
             ledger.stop_group_commit()
             ledger.close()
-            if schema:
-                import psycopg
-
-                with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as conn:
-                    conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def run(ledger: Ledger, args: argparse.Namespace) -> None:
