@@ -269,7 +269,7 @@ class RequestBilling:
             "hold": opened.hold,
             "price_book_version": opened.price_book_version,
             "priced": target.price is not None,
-            "latency_ms": round((time.monotonic() - opened.started) * 1000, 3),
+            "latency_ms": _elapsed_ms(opened),
             "ttfb_ms": ttfb_ms,
             "started_at": opened.started_at.isoformat(),
         }
@@ -296,7 +296,8 @@ class _Settlement:
             return None  # settled already, by an earlier attempt of this call
         else:
             charged = account.charge_without_hold(request_id, cost)  # the hold expired first
-        self.details.update(charge=charged, uncollected=cost - charged)
+        # latency as the caller lives it: up to the settlement, after any wait for the writer
+        self.details.update(charge=charged, uncollected=cost - charged, latency_ms=_elapsed_ms(self.opened))
         return [self.record()]
 
     def receipt(self, recorded_now: bool) -> Receipt:
@@ -323,6 +324,10 @@ class _Release:
             return None  # recorded already
         # built afresh on every attempt: a refused save drains its events
         return [_with_attempts(RequestRecord.failed(request_id, **self.details), self.attempts)]
+
+
+def _elapsed_ms(opened: OpenedRequest) -> float:
+    return round((time.monotonic() - opened.started) * 1000, 3)
 
 
 def _with_attempts(record: RequestRecord, attempts: tuple[Attempt, ...]) -> RequestRecord:
