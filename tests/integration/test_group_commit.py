@@ -117,20 +117,22 @@ def test_a_closed_event_loop_never_turns_a_durable_change_into_an_error() -> Non
 
     from application.group_commit import AccountWriter
 
-    saved, release = [], threading.Event()
+    saved, busy, release = [], threading.Event(), threading.Event()
 
     class Account:
         pending_events: list[object] = []
         version = 1
 
     def blocking(account: object) -> list[object]:
+        busy.set()
         release.wait(5)
         return []
 
     writer = AccountWriter(lambda _: Account(), lambda *objs: saved.append(objs), lambda *_: True)
     writer.start()
     first = threading.Thread(target=writer.submit, args=(uuid4(), blocking))
-    first.start()  # the writer is now busy with a batch of its own
+    first.start()
+    assert busy.wait(5)  # the writer is now busy with a batch of its own
     loop = asyncio.new_event_loop()
 
     async def submit() -> None:
@@ -141,7 +143,10 @@ def test_a_closed_event_loop_never_turns_a_durable_change_into_an_error() -> Non
     answers: list[object] = []
     other = threading.Thread(target=lambda: answers.append(writer.submit(uuid4(), lambda account: [])))
     other.start()
-    time.sleep(0.2)  # both queued behind the busy batch: they form the next batch together
+    deadline = time.monotonic() + 5
+    while writer._queue.qsize() < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # both queued behind the busy batch: they form the next batch together
+    assert writer._queue.qsize() == 2
     release.set()
     first.join(5)
     other.join(5)
