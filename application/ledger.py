@@ -11,6 +11,7 @@ store itself refuses a duplicate.
 """
 
 import asyncio
+import logging
 import secrets
 import threading
 import time
@@ -46,7 +47,9 @@ from domain.pricing import ModelPrice
 from domain.provider import KINDS_WITHOUT_SECRET, Provider
 from domain.request_record import RequestRecord
 
+log = logging.getLogger("tallyhub.ledger")
 MAX_SAVE_ATTEMPTS = 20
+ACCOUNT_SNAPSHOT_INTERVAL = 1_000  # an account loads from its latest snapshot and at most this many events
 PEPPER_CONTEXT = b"tallyhub:api-key-pepper"
 
 T = TypeVar("T")
@@ -69,8 +72,10 @@ class IssuedKey:
     plaintext: str  # shown once, never stored
 
 
+
 class Ledger(Application):
     name = "Ledger"
+    is_snapshotting_enabled = True  # the snapshot store; snapshots are taken by ``save`` (accounts only)
 
     def __init__(
         self,
@@ -123,6 +128,7 @@ class Ledger(Application):
 
     def load_deployment(self) -> None:
         """Open the pepper with the master key; fails loudly if the key is wrong."""
+        self._check_snapshot_store()  # every load reads it first
         deployment = self.find(ids.DEPLOYMENT_ID)
         if deployment is None:
             raise NotInitialised("the store is not initialised: run `tallyhub init`")
@@ -522,12 +528,36 @@ class Ledger(Application):
         return aggregate
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
+        due = [obj for obj in objs if isinstance(obj, Account) and _snapshot_due(obj)]
         recordings = super().save(*objs, **kwargs)
         for obj in objs:
             self._recent.pop(getattr(obj, "id", None), None)  # this process sees its own writes at once
         if self.on_commit is not None and recordings:
             self.on_commit()
+        for account in due:
+            self._snapshot(account)
         return recordings
+
+    def _snapshot(self, account: Account) -> None:
+        """Store the account's state as saved just now (taken from the object, not by loading
+        it). A snapshot only shortens loading: if it fails, the events still hold everything."""
+        assert self.snapshots is not None
+        try:
+            self.snapshots.put([Account.Snapshot.take(account)])
+        except Exception:  # noqa: BLE001 - logged; the save itself is durable
+            log.exception("could not store a snapshot of account %s at version %s", account.id, account.version)
+
+    def _check_snapshot_store(self) -> None:
+        assert self.snapshots is not None
+        try:
+            self.snapshots.recorder.select_events(ids.DEPLOYMENT_ID, limit=1)
+        except Exception:  # noqa: BLE001 - the table is missing
+            try:
+                self.recorder.max_notification_id()
+            except Exception:  # noqa: BLE001 - so are the events: a store never initialised
+                raise NotInitialised("the store is not initialised: run `tallyhub init`") from None
+            raise NotInitialised("the store was made by an earlier version without account snapshots: "
+                                 "run `tallyhub init` once to add their table") from None
 
     # --- helpers -----------------------------------------------------------------
 
@@ -585,3 +615,9 @@ def _none_if_unchanged(aggregate: Aggregate, change: Callable[[], None]) -> list
     before = len(aggregate.pending_events)
     change()
     return [] if len(aggregate.pending_events) > before else None
+
+
+def _snapshot_due(account: Account) -> bool:
+    """True when the pending events carry the account past a multiple of the interval."""
+    pending = len(account.pending_events)
+    return pending > 0 and account.version // ACCOUNT_SNAPSHOT_INTERVAL > (account.version - pending) // ACCOUNT_SNAPSHOT_INTERVAL

@@ -4,7 +4,8 @@ every place that repeats it.
 Checked, each problem reported with the account, request or export it concerns:
 - balances: each account's balance folded from its movement events (grants, adjustments,
   refunds, charges, expiries) equals the balances read model and the last running balance
-  of the ledger-entries read model (and, with ``deep``, the aggregate's own state);
+  of the ledger-entries read model (and, with ``deep``, the aggregate's own state as the
+  gateway loads it: its newest snapshot plus the events after it);
   ``available`` ≥ 0;
 - holds: every hold is placed once and then settled, released or still open — never
   closed twice, never closed without being placed; the open ones are the read model's;
@@ -115,8 +116,9 @@ class LedgerVerifier:
 
     def verify(self, extra: Callable[[], list[str]] | None = None, *, deep: bool = False) -> VerifyReport:
         """Every check above; ``extra`` adds more problems (exports' files, from adapters).
-        ``deep`` also rebuilds every account aggregate from its events (slow: the whole
-        history decoded once more) and compares it with the independent fold."""
+        ``deep`` also loads every account aggregate as the gateway does (newest snapshot,
+        then the events after it) and compares it with the independent fold, so a snapshot
+        that disagrees with the events is found."""
         fold = Fold()
         fold.extend(self.ledger, self.ledger.recorder.max_notification_id() or 0)
         differences: list[str] = []

@@ -10,7 +10,9 @@ Invariants (checked by tests/property/test_account_rules.py):
 - spend caps (per account and per API key, per UTC day and month) are enforced with
   the same holds: a hold is refused when what was charged in the window plus what is
   held in it would pass a cap. Spend counts in the window its request started in.
-Only *open* holds live in the aggregate, so it stays small however long its history.
+Only *open* holds live in the aggregate, so it stays small however long its history;
+its history does not stay short, so the ledger stores an ``Account.Snapshot`` every
+``ACCOUNT_SNAPSHOT_INTERVAL`` events (see ``Snapshot`` below for what it must keep).
 
 Grants may expire (``expires_at``). The balance is made of three parts, each ≥ 0:
 ``balance = Σ lots + Σ kept + credit that never expires``, where a *lot* is what is
@@ -34,17 +36,31 @@ A grant's identity (``grant`` on ``GrantExpired``) is the account version of its
 ``CreditGranted`` event.
 """
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate, Snapshot, event
 
 from domain import ids, spend_caps
 from domain.errors import AlreadyExists, HoldNotFound, InsufficientCredits, InvalidRequest
 
 
 class Account(Aggregate):
+    class Snapshot(Snapshot):
+        """The account's state at a version, restored exactly: its dicts keyed by grant
+        (``lots``, and each request's ``kept``) have integer keys, which JSON would turn
+        into strings, so they are stored as ``[key, value]`` pairs and turned back."""
+
+        @classmethod
+        def take(cls, aggregate: Any) -> "Account.Snapshot":
+            snapshot = super().take(aggregate)
+            return replace(snapshot, state=_with_plain_keys(snapshot.state))
+
+        def mutate(self, aggregate: Any) -> Any:
+            return super(Account.Snapshot, replace(self, state=_with_int_keys(self.state))).mutate(aggregate)
+
     @staticmethod
     def create_id(name: str) -> UUID:
         return ids.account_id(name)
@@ -313,6 +329,29 @@ class Account(Aggregate):
         for request_id in expired:
             self.release_hold(request_id, reason="expired")
         return expired
+
+
+_INT_KEYS = "__int_keys__"
+
+
+def _with_plain_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        if any(isinstance(key, int) for key in value):
+            return {_INT_KEYS: [[key, _with_plain_keys(item)] for key, item in value.items()]}
+        return {key: _with_plain_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_plain_keys(item) for item in value]
+    return value
+
+
+def _with_int_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_INT_KEYS}:
+            return {key: _with_int_keys(item) for key, item in value[_INT_KEYS]}
+        return {key: _with_int_keys(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_int_keys(item) for item in value]
+    return value
 
 
 def _deadline_order(item: tuple[int, dict[str, Any]]) -> tuple[datetime, int]:

@@ -8,6 +8,13 @@ may call :meth:`ProjectionRunner.catch_up` at once — and a rebuild may reset a
 projection meanwhile — and every event is still applied exactly once.
 Events a projection does not follow are skipped by topic without being decoded,
 but they still advance its position, so ``lag`` is exact.
+
+One pass of :meth:`ProjectionRunner.catch_up` reads each batch of notifications once
+and decodes each event once for all projections (:class:`_SharedReads`): a batch read
+from position ``p`` holds every notification after ``p`` up to its last id (the store
+commits notification ids in order), so a projection whose locked position is ``p``
+may use it as if it had read it itself — it only may not be the newest; the next pass
+sees the rest.
 """
 
 from __future__ import annotations
@@ -74,22 +81,24 @@ class ProjectionRunner:
         With ``wait=False`` a projection another process is applying right now is
         skipped (PostgreSQL advisory lock) instead of waited for.
         """
-        return sum(self._catch_up(projection, wait=wait) for projection in self.projections.values())
+        reads = _SharedReads(self.app, self.batch_size)
+        return sum(self._catch_up(projection, reads, wait=wait) for projection in self.projections.values())
 
     def apply(self, name: str, notifications: Sequence[Notification]) -> int:
         """Apply an already-read batch (e.g. one delivered twice); returns events applied."""
         projection = self._projection(name)
         with self.store.tracked(name) as tx:
-            return self._apply(tx, projection, notifications)
+            return self._apply(tx, projection, notifications, _SharedReads(self.app, self.batch_size))
 
     def rebuild(self, name: str | None = None) -> int:
         """Empty the view(s) and their tracking together, then replay from zero."""
         applied = 0
+        reads = _SharedReads(self.app, self.batch_size)
         for projection in [self._projection(name)] if name else list(self.projections.values()):
             with self.store.tracked(projection.name) as tx:
                 projection.clear(tx)
                 tx.reset()
-            applied += self._catch_up(projection, wait=True)
+            applied += self._catch_up(projection, reads, wait=True)
         return applied
 
     def status(self) -> list[ProjectionStatus]:
@@ -137,25 +146,57 @@ class ProjectionRunner:
         except KeyError:
             raise NotFound(f"no projection named {name!r} (have: {', '.join(self.projections)})") from None
 
-    def _catch_up(self, projection: Projection, *, wait: bool) -> int:
+    def _catch_up(self, projection: Projection, reads: _SharedReads, *, wait: bool) -> int:
         applied = 0
         while True:
             with self.store.tracked(projection.name, wait=wait) as tx:
                 if tx is None:
                     return applied
-                batch = self.app.recorder.select_notifications(
-                    tx.position, self.batch_size, inclusive_of_start=False
-                )
-                applied += self._apply(tx, projection, batch)
+                batch = reads.after(tx.position)
+                applied += self._apply(tx, projection, batch, reads)
             if len(batch) < self.batch_size:
                 return applied
 
-    def _apply(self, tx: Any, projection: Projection, notifications: Sequence[Notification]) -> int:
+    def _apply(self, tx: Any, projection: Projection, notifications: Sequence[Notification],
+               reads: _SharedReads) -> int:
         fresh = [n for n in notifications if n.id > tx.position]
         if not fresh:
             return 0
-        events = [self.app.mapper.to_domain_event(n) for n in fresh if n.topic in projection.topics]
+        events = [reads.event(n) for n in fresh if n.topic in projection.topics]
         if events:
             projection.process(tx, events)
         tx.advance(fresh[-1].id)
         return len(events)
+
+
+class _SharedReads:
+    """Notification batches and decoded events of one catch-up pass, shared by its
+    projections (see the module docstring for why a shared batch is safe). A pass far
+    behind (a rebuild) would keep the whole history: past ``KEPT`` notifications the
+    shared reads start afresh."""
+
+    KEPT = 5_000
+
+    def __init__(self, app: Application, batch_size: int) -> None:
+        self._app, self._batch_size = app, batch_size
+        self._batches: dict[int, list[Notification]] = {}
+        self._events: dict[int, DomainEventProtocol[Any]] = {}
+        self._kept = 0
+
+    def after(self, position: int) -> list[Notification]:
+        batch = self._batches.get(position)
+        if batch is None:
+            batch = self._app.recorder.select_notifications(position, self._batch_size, inclusive_of_start=False)
+            self._kept += len(batch)
+            if self._kept > self.KEPT:
+                self._batches.clear()
+                self._events.clear()
+                self._kept = len(batch)
+            self._batches[position] = batch
+        return batch
+
+    def event(self, notification: Notification) -> DomainEventProtocol[Any]:
+        event = self._events.get(notification.id)
+        if event is None:
+            event = self._events[notification.id] = self._app.mapper.to_domain_event(notification)
+        return event

@@ -93,3 +93,19 @@ def test_an_event_edited_in_the_store_is_found(ledger: Ledger, read_models: Read
 
 def test_every_movement_the_ledger_entries_list_is_folded() -> None:
     assert set(MOVEMENTS) == set(LedgerEntriesProjection.topics)
+
+
+def test_deep_finds_a_snapshot_that_disagrees_with_the_events(ledger: Ledger, read_models: ReadModels,
+                                                              database: DatabaseConfig) -> None:
+    account = ledger.get_account("acme")
+    ledger._snapshot(account)  # as the ledger stores one every ACCOUNT_SNAPSHOT_INTERVAL events
+    with sqlite3.connect(database.sqlite_path) as conn:
+        (state,) = conn.execute("SELECT state FROM stored_snapshots").fetchone()
+        edited = state.replace(b'"balance":', b'"balance":7', 1)
+        assert edited != state
+        conn.execute("UPDATE stored_snapshots SET state = ?", (edited,))
+    ledger.repository.cache.get(account.id, evict=True)  # as a process starting afresh (LRUCache.clear keeps entries)
+    assert LedgerVerifier(ledger, read_models).verify().problems == []  # only the deep check loads aggregates
+    problems = LedgerVerifier(ledger, read_models).verify(deep=True).problems
+    assert problems == [f"account {account.id}: the aggregate says balance 7{account.balance} with 1 holds; "
+                        f"its events say {account.balance} with 1"]

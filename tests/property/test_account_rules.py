@@ -3,8 +3,9 @@ refunds, adjustments, clock advances, hold sweeps and grant deadlines keeps the
 account's invariants: balance = grants − charges + refunds ± adjustments − expired,
 available = balance − open holds ≥ 0, each request is charged at most once, a grant's
 deadline is applied at most once, expiring credit is spent before credit that never
-expires (soonest deadline first), and expired credit is spent only by the holds that
-were open at its deadline."""
+expires (soonest deadline first), expired credit is spent only by the holds that
+were open at its deadline, and a snapshot in its stored (JSON) form restores the
+account exactly."""
 
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -14,6 +15,8 @@ import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, precondition, rule
+
+from eventsourcing.application import Application
 
 from domain.account import Account
 from domain.errors import AlreadyExists, HoldNotFound, InsufficientCredits, InvalidRequest
@@ -285,6 +288,18 @@ class AccountMachine(RuleBasedStateMachine):
         assert (copy.balance, copy.holds, copy.lots, copy.kept) == (
             self.account.balance, self.account.holds, self.account.lots, self.account.kept)
 
+    @invariant()
+    def a_stored_snapshot_restores_the_account_exactly(self) -> None:
+        snapshot = Account.Snapshot.take(self.account)
+        restored = STORED_FORM.to_domain_event(STORED_FORM.to_stored_event(snapshot)).mutate(None)
+        assert _state(restored) == _state(self.account)
+
+
+def _state(account: Account) -> dict[str, Any]:
+    return {name: value for name, value in vars(account).items() if name != "_pending_events"}
+
+
+STORED_FORM = Application().mapper  # the same JSON transcodings as the ledger's store
 
 AccountMachine.TestCase.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
 TestAccountRules = AccountMachine.TestCase

@@ -47,6 +47,31 @@ class SqlContract(ProjectionContract):
         in_memory.runner.catch_up()
         assert snapshot(read_models) == snapshot(in_memory)
 
+    def test_one_pass_reads_and_decodes_each_event_once_and_a_projection_behind_still_gets_all(
+        self, ledger: FakeLedger, read_models: ReadModels, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        busy_history(ledger)
+        reads, decodes = [], []
+        select, decode = ledger.recorder.select_notifications, ledger.mapper.to_domain_event
+        monkeypatch.setattr(ledger.recorder, "select_notifications", lambda *a, **k: reads.append(a) or select(*a, **k))
+        monkeypatch.setattr(ledger.mapper, "to_domain_event", lambda n: decodes.append(n.id) or decode(n))
+        read_models.runner.batch_size = 7
+        read_models.runner.catch_up()
+        head = ledger.recorder.max_notification_id()
+        batches = [r for r in reads if r[1] == 7]  # (the ledger entries also read back their own ids)
+        assert len(batches) == head // 7 + 1  # every projection shared each batch
+        assert len(decodes) == len(set(decodes)) == head  # each event decoded once for all projections
+        monkeypatch.undo()
+        read_models.runner.rebuild("ledger_entries")  # behind the others now, then caught up on its own
+        ledger.grant(ledger.open_account("carol"), 3)
+        read_models.runner.catch_up()
+        in_memory = build_read_models(None, ledger)
+        in_memory.runner.catch_up()
+        assert snapshot(read_models) == snapshot(in_memory)
+        assert read_models.ledger is not None and in_memory.ledger is not None
+        assert list(read_models.ledger.iter_plain_entries(0, head + 10)) == list(in_memory.ledger.iter_plain_entries(0, head + 10))
+        assert len(list(read_models.ledger.iter_plain_entries(0, head + 10))) >= 7  # both grants, charges, carol's
+
     def test_create_tables_is_explicit_and_idempotent(self, database: DatabaseConfig, ledger: FakeLedger) -> None:
         read_models = build_read_models(database, ledger)
         try:
