@@ -51,6 +51,7 @@ class DatabaseConfig:
             assert self.sqlite_path is not None
             env.update(
                 PERSISTENCE_MODULE="eventsourcing.sqlite",
+                APPLICATION_RECORDER_TOPIC="adapters.persistence.sqlite_recorder:BatchedSQLiteApplicationRecorder",
                 SQLITE_DBNAME=str(self.sqlite_path),
                 SQLITE_LOCK_TIMEOUT="30",
             )

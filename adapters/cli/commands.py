@@ -78,6 +78,7 @@ def serve(args: argparse.Namespace) -> None:
 
 def worker(args: argparse.Namespace) -> Result:
     """Server mode's projections and sweeps, until SIGTERM or SIGINT."""
+    from adapters.gc_tuning import tune_for_serving
     from adapters.workers.server_worker import ServerWorker, require_server_mode
 
     settings = Settings.from_env()
@@ -90,7 +91,9 @@ def worker(args: argparse.Namespace) -> Result:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     with open_services() as services:
-        report = ServerWorker(services, poll_seconds=args.poll_seconds).run(stop)
+        server_worker = ServerWorker(services, poll_seconds=args.poll_seconds)
+        tune_for_serving()
+        report = server_worker.run(stop)
     data = {"stopped": True, **plain(report)}
     return data, (f"worker stopped after {report.seconds} s: {report.wakes} wake-up(s), {report.sweeps} sweep(s), "
                   f"{report.released_holds} hold(s) released, {report.expired_grants} grant(s) expired")

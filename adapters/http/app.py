@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from adapters.http import admin, admin_exports, admin_keys, admin_reconcile, admin_replays, admin_statements, chat, embeddings, images, me, messages, models, payments
 from adapters.http.errors import install_error_handlers
+from adapters.http.hot_routes import HotRoutes
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.services import Services
 from adapters.providers.registry import build_providers
@@ -61,5 +62,8 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(admin_exports.router)
     app.include_router(me.router)
     app.include_router(payments.router)
-    app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(HotRoutes, endpoints={("POST", "/v1/chat/completions"): chat.chat_completions,
+                                             ("POST", "/v1/messages"): messages.create_message,
+                                             ("POST", "/v1/embeddings"): embeddings.create_embeddings})
+    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
     return app

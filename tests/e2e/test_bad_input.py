@@ -51,6 +51,15 @@ def test_unknown_paths_answer_in_openai_shape(served: Served) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/embeddings"])
+def test_a_hot_path_with_another_method_still_gets_405_in_openai_shape(served: Served, path: str) -> None:
+    """The hot routes (adapters/http/hot_routes.py) take only their exact method and path."""
+    response = httpx.get(served.gateway.url + path, headers={"authorization": f"Bearer {served.api_key}"}, timeout=10)
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["x-request-id"]
+
+
 def test_a_user_key_cannot_reach_the_admin_api(served: Served) -> None:
     response = httpx.get(served.gateway.url + "/admin/v1/accounts",
                          headers={"authorization": f"Bearer {served.api_key}"}, timeout=10)

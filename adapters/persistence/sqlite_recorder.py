@@ -1,0 +1,48 @@
+"""The SQLite event store's application recorder, inserting a whole batch in one statement.
+
+eventsourcing's recorder runs one INSERT per event. Each call into SQLite lets go of the
+GIL and must win it back, and in a busy ``serve`` the event loop holds it: a group commit
+of ten events waited for the GIL ten times, which made each batch several milliseconds
+long (measured: ~7 ms for ~6 requests' changes) and every request waited for two batches.
+Here a batch is one multi-row INSERT per ``ROWS_PER_STATEMENT`` events. The table, the
+stored rows and their notification ids are exactly eventsourcing's: ids are rowids, and
+inside the write transaction SQLite gives the rows of one statement consecutive rowids,
+the last of which is ``lastrowid``.
+
+``latest_version`` serves the group-commit writer's freshness check (one per account per
+batch) with a single SELECT outside an explicit transaction, where eventsourcing's
+``select_events`` costs three calls (BEGIN, SELECT, ROLLBACK).
+"""
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+
+ROWS_PER_STATEMENT = 500  # 4 parameters a row, well under SQLite's 32,766 per statement
+
+
+class BatchedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+    def latest_version(self, originator_id: UUID) -> int | None:
+        """The version of the originator's newest stored event, as last committed."""
+        statement = f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id=?"
+        with self.datastore.get_connection(commit=False) as connection:
+            cursor = connection.cursor()
+            cursor.execute(statement, (originator_id.hex,))
+            (version,) = cursor.fetchone()
+        return version
+
+    def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int] | None:
+        ids: list[int] = []
+        for start in range(0, len(stored_events), ROWS_PER_STATEMENT):
+            chunk = stored_events[start:start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for s in chunk:
+                params += (s.originator_id.hex if isinstance(s.originator_id, UUID) else s.originator_id,
+                           s.originator_version, s.topic, s.state)
+            c.execute(f"INSERT INTO {self.events_table_name} VALUES {','.join(['(?,?,?,?)'] * len(chunk))}", params)
+            last = c.sqlite_cursor.lastrowid
+            ids.extend(range(last - len(chunk) + 1, last + 1))
+        return ids
