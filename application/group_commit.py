@@ -22,7 +22,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -38,14 +38,17 @@ KEPT_ACCOUNTS = 10_000  # accounts kept between batches (all forgotten when it w
 class _Command:
     account_id: UUID
     change: Change
-    done: threading.Event = field(default_factory=threading.Event)
+    waiter: threading.Event | None = None  # set when finished, for a thread waiting on it
+    finished: bool = False
     result: bool = False
     error: BaseException | None = None
     answer: Callable[["_Command"], None] | None = None  # called on the writer thread once finished
 
     def finish(self, result: bool = False, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
-        self.done.set()
+        self.finished = True
+        if self.waiter is not None:
+            self.waiter.set()
         if self.answer is not None:
             self.answer(self)
 
@@ -84,9 +87,10 @@ class AccountWriter:
 
     def submit(self, account_id: UUID, change: Change) -> bool:
         """Run ``change`` in the next batch; returns once it is durable (or raises its error)."""
-        command = _Command(account_id, change)
+        waiter = threading.Event()
+        command = _Command(account_id, change, waiter=waiter)
         self._queue.put(command)
-        command.done.wait()
+        waiter.wait()
         if command.error is not None:
             raise command.error
         return command.result
@@ -128,7 +132,7 @@ class AccountWriter:
             except BaseException as exc:  # never leave a caller waiting
                 log.exception("group commit failed")
                 for command in batch:
-                    if not command.done.is_set():
+                    if not command.finished:
                         command.finish(error=exc)
 
     def _commit(self, batch: list[_Command]) -> None:
@@ -192,7 +196,7 @@ class AccountWriter:
 
     def _one_by_one(self, commands: list[_Command]) -> None:
         for command in commands:
-            if command.done.is_set():
+            if command.finished:
                 continue
             try:
                 command.finish(self._change_alone(command.account_id, command.change))

@@ -49,6 +49,7 @@ from domain.request_record import RequestRecord
 
 log = logging.getLogger("tallyhub.ledger")
 MAX_SAVE_ATTEMPTS = 20
+KEPT_SECRETS = 1_000  # opened provider secrets kept in memory (all forgotten when it would be passed)
 ACCOUNT_SNAPSHOT_INTERVAL = 1_000  # an account loads from its latest snapshot and at most this many events
 PEPPER_CONTEXT = b"tallyhub:api-key-pepper"
 
@@ -101,6 +102,7 @@ class Ledger(Application):
         # this process's own writes evict at once. 0 disables it (every read is fresh).
         self.read_cache_seconds = 0.0
         self._recent: dict[UUID, tuple[float, Any]] = {}
+        self._opened: dict[tuple[Any, ...], str] = {}  # credential_secret's opened secrets
 
     # --- deployment -------------------------------------------------------------
 
@@ -443,6 +445,19 @@ class Ledger(Application):
     def open_credential(self, provider: Provider, credential: dict[str, Any]) -> str:
         context = _credential_context(provider.name, credential["credential_id"])
         return self.vault.open(credential["sealed"], context=context).decode()
+
+    def credential_secret(self, provider: Provider, credential: dict[str, Any]) -> str:
+        """``open_credential`` for the hot path: each opened secret is kept in this process's
+        memory (never written anywhere), keyed by its exact envelope, so a rotated secret or
+        a re-wrapped data key is opened afresh. Opening cost two AES-GCM decryptions per request."""
+        key = (provider.name, credential["credential_id"], *sorted(credential["sealed"].items()))
+        secret = self._opened.get(key)
+        if secret is None:
+            secret = self.open_credential(provider, credential)
+            if len(self._opened) >= KEPT_SECRETS:
+                self._opened.clear()
+            self._opened[key] = secret
+        return secret
 
     # --- aliases -----------------------------------------------------------------
 

@@ -116,7 +116,7 @@ class Router:
             region=provider.region,
             upstream_model=target.upstream_model,
             credential_id=credential["credential_id"] if credential else None,
-            secret=self.ledger.open_credential(provider, credential) if credential else None,
+            secret=self.ledger.credential_secret(provider, credential) if credential else None,
         )
 
     def _weighted_order(self, credentials: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """What a request consumed, as reported by a provider or estimated by Tallyhub."""
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
 UsageSource = Literal["provider", "estimated"]
@@ -38,8 +38,11 @@ class Usage:
         return self.input_tokens + self.output_tokens
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {field: getattr(self, field) for field in _FIELDS}  # asdict's deep copy is not needed here
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Usage":
         return cls(**data)
+
+
+_FIELDS = tuple(field.name for field in fields(Usage))

@@ -89,3 +89,19 @@ def test_alias_validation(ledger: Ledger, two_providers: None) -> None:
     ledger.set_alias("ok", ["openai/gpt-4o"])
     ledger.remove_alias("ok")
     assert ledger.aliases() == {}
+
+
+def test_each_route_carries_its_credentials_own_secret_opened_once(ledger: Ledger, router: Router,
+                                                                   two_providers: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    opened: list[str] = []
+    open_credential = ledger.open_credential
+    monkeypatch.setattr(ledger, "open_credential", lambda p, c: opened.append(c["credential_id"]) or open_credential(p, c))
+    target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
+    for _ in range(5):
+        secrets = {route.credential_id: route.secret for route in router.routes(target)}
+        assert sorted(secrets.values()) == ["sk-openai-aaaa", "sk-openai-bbbb"]
+    assert sorted(opened) == sorted(secrets)  # each envelope opened once, then kept
+    ledger.add_credential("openai", "sk-openai-dddd")  # a new envelope is opened when first used
+    target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
+    assert sorted(route.secret for route in router.routes(target)) == ["sk-openai-aaaa", "sk-openai-bbbb", "sk-openai-dddd"]
+    assert len(opened) == 3
