@@ -2,6 +2,7 @@
 same natural key collides with the first in the event store, so duplicates are
 refused by the store itself rather than by a check-then-write."""
 
+from functools import lru_cache
 from uuid import UUID, uuid5
 
 NAMESPACE = UUID("6f1d3c2a-58b4-4a57-9a8e-0c7e3b1d2f40")
@@ -11,10 +12,12 @@ def account_id(name: str) -> UUID:
     return uuid5(NAMESPACE, f"account:{name}")
 
 
+@lru_cache(maxsize=1024)  # looked up on every request (routing); a SHA-1 each time otherwise
 def provider_id(name: str) -> UUID:
     return uuid5(NAMESPACE, f"provider:{name}")
 
 
+@lru_cache(maxsize=16_384)  # likewise for every authenticated request; digests are not secrets
 def api_key_id(key_digest: str) -> UUID:
     return uuid5(NAMESPACE, f"api-key:{key_digest}")
 
