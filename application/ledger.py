@@ -73,7 +73,6 @@ class IssuedKey:
     plaintext: str  # shown once, never stored
 
 
-
 class Ledger(Application):
     name = "Ledger"
     is_snapshotting_enabled = True  # the snapshot store; snapshots are taken by ``save`` (accounts only)
@@ -566,13 +565,19 @@ class Ledger(Application):
             log.exception("could not store a snapshot of account %s at version %s", account.id, account.version)
 
     def _check_snapshot_store(self) -> None:
+        """A missing table is the operator's to fix with ``init``; any other failure (the
+        database is down, say) is raised as it is."""
         assert self.snapshots is not None
         try:
             self.snapshots.recorder.select_events(ids.DEPLOYMENT_ID, limit=1)
-        except Exception:  # noqa: BLE001 - the table is missing
+        except Exception as exc:  # noqa: BLE001 - sorted below
+            if not _is_missing_table(exc):
+                raise
             try:
                 self.recorder.max_notification_id()
-            except Exception:  # noqa: BLE001 - so are the events: a store never initialised
+            except Exception as events_exc:  # noqa: BLE001 - sorted below
+                if not _is_missing_table(events_exc):
+                    raise
                 raise NotInitialised("the store is not initialised: run `tallyhub init`") from None
             raise NotInitialised("the store was made by an earlier version without account snapshots: "
                                  "run `tallyhub init` once to add their table") from None
@@ -639,3 +644,9 @@ def _snapshot_due(account: Account) -> bool:
     """True when the pending events carry the account past a multiple of the interval."""
     pending = len(account.pending_events)
     return pending > 0 and account.version // ACCOUNT_SNAPSHOT_INTERVAL > (account.version - pending) // ACCOUNT_SNAPSHOT_INTERVAL
+
+
+def _is_missing_table(exc: BaseException) -> bool:
+    """SQLite's "no such table" or PostgreSQL's "relation … does not exist"."""
+    text = str(exc).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text)

@@ -3,9 +3,10 @@
 Invariant kept here: a projection sees notification ``n`` only inside a store
 transaction that holds its tracking lock, reads its position there, drops everything
 at or below it, and advances the position to the batch's last id in the same commit.
-Events are read *after* the lock is taken, so several runners (threads or processes)
-may call :meth:`ProjectionRunner.catch_up` at once — and a rebuild may reset a
-projection meanwhile — and every event is still applied exactly once.
+The position that decides is the one read *under* the lock, so several runners
+(threads or processes) may call :meth:`ProjectionRunner.catch_up` at once — and a
+rebuild may reset a projection meanwhile — and every event is still applied exactly
+once.
 Events a projection does not follow are skipped by topic without being decoded,
 but they still advance its position, so ``lag`` is exact.
 
@@ -13,8 +14,8 @@ One pass of :meth:`ProjectionRunner.catch_up` reads each batch of notifications 
 and decodes each event once for all projections (:class:`_SharedReads`): a batch read
 from position ``p`` holds every notification after ``p`` up to its last id (the store
 commits notification ids in order), so a projection whose locked position is ``p``
-may use it as if it had read it itself — it only may not be the newest; the next pass
-sees the rest.
+may use it as if it had read it under its own lock — it only may not be the newest;
+the next pass sees the rest. A projection at any other position reads its own batch.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """The SQLite event store's application recorder, inserting a whole batch in one statement.
 
-eventsourcing's recorder runs one INSERT per event. Each call into SQLite lets go of the
-GIL and must win it back, and in a busy ``serve`` the event loop holds it: a group commit
-of ten events waited for the GIL ten times, which made each batch several milliseconds
-long (measured: ~7 ms for ~6 requests' changes) and every request waited for two batches.
-Here a batch is one multi-row INSERT per ``ROWS_PER_STATEMENT`` events. The table, the
-stored rows and their notification ids are exactly eventsourcing's: ids are rowids, and
-inside the write transaction SQLite gives the rows of one statement consecutive rowids,
-the last of which is ``lastrowid``.
+eventsourcing's recorder runs one INSERT per event, and each call into SQLite lets go of
+the interpreter lock and must win it back from the busy event loop. Here a batch is one
+multi-row INSERT per ``ROWS_PER_STATEMENT`` events: a group commit of ten events makes one
+call instead of ten. (In the gateway a batch still takes a few milliseconds, most of it
+waiting for the core after the commit's fsync; the saving per batch is real but smaller
+than the benchmark's run-to-run noise.) The table, the stored rows and their notification
+ids are exactly eventsourcing's: ids are rowids, and inside the write transaction SQLite
+gives the rows of one statement consecutive rowids, the last of which is ``lastrowid``.
 
 ``latest_version`` serves the group-commit writer's freshness check (one per account per
 batch) with a single SELECT outside an explicit transaction, where eventsourcing's

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import psycopg
 import pytest
 
 import application.ledger
@@ -86,19 +87,43 @@ def test_another_process_loads_a_hot_account_from_its_newest_snapshot_exactly(en
         ledger.close()
 
 
-def test_a_store_without_the_snapshot_table_is_refused_until_init(tmp_path: Path) -> None:
+def _drop_snapshot_table(env: dict[str, str]) -> None:
+    """As a store made by the version before snapshots."""
+    if "SQLITE_DBNAME" in env:
+        with sqlite3.connect(env["SQLITE_DBNAME"]) as conn:
+            conn.execute("DROP TABLE stored_snapshots")
+        return
+    with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
+                         dbname=env["POSTGRES_DBNAME"], autocommit=True) as conn:
+        conn.execute(f'DROP TABLE "{env["POSTGRES_SCHEMA"]}".ledger_snapshots')
+
+
+def test_a_store_without_the_snapshot_table_is_refused_until_init(env: dict[str, str]) -> None:
     master = os.urandom(32)
-    env = parse_database_url(None, tmp_path).eventsourcing_env(create_tables=False)
+    never = _ledger(env, master)
+    with pytest.raises(NotInitialised, match="not initialised: run `tallyhub init`"):
+        never.load_deployment()
+    never.close()
     made = _ledger({**env, "CREATE_TABLE": "y"}, master)
     made.initialise()
     made.close()
-    with sqlite3.connect(env["SQLITE_DBNAME"]) as conn:
-        conn.execute("DROP TABLE stored_snapshots")  # as a store made by the version before snapshots
+    _drop_snapshot_table(env)
     old = _ledger(env, master)
-    with pytest.raises(NotInitialised, match="tallyhub init"):
+    with pytest.raises(NotInitialised, match="earlier version without account snapshots: run `tallyhub init`"):
         old.load_deployment()
     old.close()
     again = _ledger({**env, "CREATE_TABLE": "y"}, master)  # what `tallyhub init` does on a store it finds
     again.load_deployment()
     again.close()
     _ledger(env, master).load_deployment()
+
+
+def test_a_database_that_is_down_is_not_mistaken_for_a_store_to_initialise(tmp_path: Path) -> None:
+    env = parse_database_url(None, tmp_path).eventsourcing_env(create_tables=False)
+    unreadable = tmp_path / "not-a-database.sqlite"
+    unreadable.write_bytes(b"this is not an SQLite file" * 100)
+    ledger = _ledger({**env, "SQLITE_DBNAME": str(unreadable)}, os.urandom(32))
+    with pytest.raises(Exception) as raised:
+        ledger.load_deployment()
+    assert not isinstance(raised.value, NotInitialised)
+    assert "not a database" in str(raised.value)
