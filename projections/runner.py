@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
@@ -32,6 +33,7 @@ from eventsourcing.persistence import Notification
 from domain.errors import NotFound
 
 log = logging.getLogger(__name__)
+FULL_PASS_SECONDS = 1.0  # how often an idle poller still runs a whole catch-up pass
 
 
 class Projection(Protocol):
@@ -132,10 +134,19 @@ class ProjectionRunner:
             self._thread = None
 
     def _poll(self) -> None:
+        # An idle store: one read of the head per poll instead of a transaction per
+        # projection (100 write transactions a second on an idle embedded gateway). A whole
+        # pass still runs every FULL_PASS_SECONDS, for a position reset elsewhere (a rebuild)
+        # or a projection another process held the last time.
+        seen_head, full_pass_at = -1, 0.0
         while not self._stop.is_set():
             self._wake.clear()  # a wake() from here on makes the wait below return at once
             try:
-                self.catch_up(wait=False)
+                head = self.app.recorder.max_notification_id() or 0
+                now = time.monotonic()
+                if head != seen_head or now - full_pass_at >= FULL_PASS_SECONDS:
+                    self.catch_up(wait=False)
+                    seen_head, full_pass_at = head, now
             except Exception:
                 log.exception("projection catch-up failed; retrying in 1 s")
                 self._stop.wait(1.0)

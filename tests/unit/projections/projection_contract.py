@@ -9,6 +9,7 @@ call behaves like a restarted or a second process).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
@@ -386,6 +387,23 @@ class ProjectionContract:
         finally:
             read_models.runner.stop()
         assert not read_models.runner.running
+
+    def test_an_idle_background_runner_only_reads_the_head_until_something_is_new(
+        self, ledger: FakeLedger, read_models: ReadModels, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        passes: list[int] = []
+        catch_up = read_models.runner.catch_up
+        monkeypatch.setattr(read_models.runner, "catch_up", lambda **kw: passes.append(1) or catch_up(**kw))
+        read_models.runner.poll_interval = 0.01
+        read_models.runner.start()
+        try:
+            time.sleep(0.5)  # ~50 polls of an idle store
+            assert 1 <= len(passes) <= 2  # the first pass, at most one whole pass a second after it
+            alice = ledger.open_account("alice")
+            ledger.grant(alice, 7)
+            assert wait_until(lambda: (row := read_models.balances.get_balance(alice)) is not None and row.balance == 7)
+        finally:
+            read_models.runner.stop()
 
     def test_a_runner_that_waited_for_the_lock_applies_only_what_the_holder_left(
         self, ledger: FakeLedger, make_read_models: Callable[[], ReadModels]
