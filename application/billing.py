@@ -180,7 +180,7 @@ class RequestBilling:
         if self.mode == "credits":
             self.ledger.change_account(opened.account_id, release)
         else:
-            self._record(_with_attempts(RequestRecord.failed(opened.request_id, **release.details), attempts))
+            self._record(release.record())
 
     async def fail_request_async(self, opened: OpenedRequest, *, status: int, error_code: str,
                                  route: Route | None = None, ttfb_ms: float | None = None,
@@ -316,14 +316,16 @@ class _Release:
                  attempts: tuple[Attempt, ...]) -> None:
         self.ledger, self.opened, self.details, self.reason, self.attempts = ledger, opened, details, reason, attempts
 
+    def record(self) -> RequestRecord:
+        return _with_attempts(RequestRecord.failed(self.opened.request_id, **self.details), self.attempts)
+
     def __call__(self, account: Account) -> list[Aggregate] | None:
         request_id = self.opened.request_id
         if request_id.hex in account.holds:
             account.release_hold(request_id, reason=self.reason)
         elif self.ledger.find(request_id) is not None:
             return None  # recorded already
-        # built afresh on every attempt: a refused save drains its events
-        return [_with_attempts(RequestRecord.failed(request_id, **self.details), self.attempts)]
+        return [self.record()]  # built afresh on every attempt: a refused save drains its events
 
 
 def _elapsed_ms(opened: OpenedRequest) -> float:

@@ -25,6 +25,9 @@ from domain.errors import (
 from domain.money import InvalidAmount
 from domain.spend_caps import SpendCapReached
 
+# The errors the API answers with ``response_for`` (any other is a 500 that leaks nothing).
+ANSWERED_ERRORS: tuple[type[Exception], ...] = (TallyhubError, InvalidAmount)
+
 # (status, OpenAI error type) per error class; the first matching base class wins.
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (RequestTooLarge, 413, "invalid_request_error"),
@@ -84,7 +87,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(400, f"{'.'.join(location) or 'body'}: {first.get('msg', 'invalid request')}",
                               type_="invalid_request_error", code="invalid_request", param=".".join(location) or None)
 
-    app.add_exception_handler(TallyhubError, on_tallyhub_error)
-    app.add_exception_handler(InvalidAmount, on_tallyhub_error)
+    for answered in ANSWERED_ERRORS:
+        app.add_exception_handler(answered, on_tallyhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)

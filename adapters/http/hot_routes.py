@@ -17,9 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from adapters.http.errors import response_for
-from domain.errors import TallyhubError
-from domain.money import InvalidAmount
+from adapters.http.errors import ANSWERED_ERRORS, response_for
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -37,6 +35,6 @@ class HotRoutes:
         request = Request(scope, receive, send)
         try:
             response = await endpoint(request)
-        except (TallyhubError, InvalidAmount) as error:
+        except ANSWERED_ERRORS as error:
             response = response_for(error)
         await response(scope, receive, send)

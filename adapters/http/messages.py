@@ -19,7 +19,7 @@ from adapters.http.calls import Call, open_request
 from adapters.http.chat import complete_plain, relay, start_chat_call, stream_headers
 from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.bodies import json_object
-from adapters.http.errors import response_for
+from adapters.http.errors import ANSWERED_ERRORS, response_for
 from adapters.http.messages_translate import (
     MessagesStreamTranslator,
     anthropic_error_body,
@@ -32,8 +32,7 @@ from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import read_body, services_of
 from adapters.providers.base import ChatExchange
 from adapters.services import Services
-from domain.errors import AuthenticationFailed, TallyhubError
-from domain.money import InvalidAmount
+from domain.errors import AuthenticationFailed
 
 router = APIRouter()
 
@@ -42,7 +41,7 @@ router = APIRouter()
 async def create_message(request: Request) -> Response:
     try:
         return await _create_message(request)
-    except (TallyhubError, InvalidAmount) as exc:
+    except ANSWERED_ERRORS as exc:
         return anthropic_error(exc)
 
 
