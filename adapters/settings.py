@@ -58,6 +58,7 @@ class DatabaseConfig:
         else:
             env.update(
                 PERSISTENCE_MODULE="eventsourcing.postgres",
+                APPLICATION_RECORDER_TOPIC="adapters.persistence.postgres_recorder:BatchedPostgresApplicationRecorder",
                 POSTGRES_HOST=self.host,
                 POSTGRES_PORT=str(self.port),
                 POSTGRES_USER=self.user,

@@ -291,7 +291,7 @@ class Ledger(Application):
 
     def _latest_version(self, aggregate_id: UUID) -> int | None:
         """The version of the aggregate's newest stored event (one indexed read, nothing decoded)."""
-        latest_version = getattr(self.recorder, "latest_version", None)  # the SQLite store's single SELECT
+        latest_version = getattr(self.recorder, "latest_version", None)  # our SQLite and PostgreSQL recorders
         if latest_version is not None:
             return latest_version(aggregate_id)
         newest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
