@@ -224,8 +224,9 @@ class Account(Aggregate):
         windows = spend_caps.windows_at(now) if now is not None else {}
         key = api_key_id.hex if api_key_id else None
         for scope in ("account", key):
-            if scope is not None and windows:
-                spend_caps.check(self.caps.get(scope, {}), self._used(scope, windows), amount, windows, scope, now)
+            caps = self.caps.get(scope) if scope is not None and windows else None
+            if caps and any(cap is not None for cap in caps.values()):  # what it used is summed only if capped
+                spend_caps.check(caps, self._used(scope, windows), amount, windows, scope, now)
         if due and now is not None:  # a request that starts after a deadline never reserves what expired at it
             self.expire_grants(now)
         self._hold_placed(request_id=request_id, amount=amount, expires_at=expires_at, api_key=key,
