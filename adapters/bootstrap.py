@@ -39,7 +39,8 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     health = CredentialHealth()
     router = Router(ledger, health)
     billing = RequestBilling(ledger, router, mode=settings.billing_mode,
-                             hold_ttl=timedelta(seconds=settings.hold_ttl_seconds))
+                             hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+                             early_upstream=settings.early_upstream)
     services = Services(settings=settings, ledger=ledger, billing=billing, router=router, health=health,
                         read_models=build_read_models(settings, ledger))
     if settings.server_mode:

@@ -123,6 +123,7 @@ class Settings:
     payments_tolerance_seconds: int = 300
     starter_credits: str = "0"
     read_cache_seconds: float = 1.0
+    early_upstream: bool = True  # a hold the hold gate admits calls upstream while it is saved
     log_level: str = "info"
 
     @classmethod
@@ -150,6 +151,7 @@ class Settings:
             payments_tolerance_seconds=_positive_int(env, "TALLYHUB_PAYMENTS_TOLERANCE_SECONDS", 300),
             starter_credits=env.get("TALLYHUB_STARTER_CREDITS", "0"),
             read_cache_seconds=_seconds(env, "TALLYHUB_READ_CACHE_SECONDS", 1.0),
+            early_upstream=_switch(env, "TALLYHUB_EARLY_UPSTREAM", True),
             log_level=env.get("TALLYHUB_LOG_LEVEL", "info"),
         )
 
@@ -172,6 +174,18 @@ def _redis_prefix(env: Mapping[str, str]) -> str:
     if not prefix.replace("_", "").replace("-", "").replace(":", "").replace(".", "").isalnum():
         raise SettingsError("TALLYHUB_REDIS_PREFIX must be letters, digits and _ - : .")
     return prefix
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "on", "true", "yes"):
+        return True
+    if value in ("0", "off", "false", "no"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0 (on or off), not {raw!r}")
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

@@ -2,10 +2,18 @@
 complete (settle and record) or fail (release and record).
 
 Invariants:
-- in credits mode no upstream call starts without a durable hold that covers the
-  worst case, and the hold is closed exactly once: settled with the record of a
-  completed request, or released with the record of a failed one, in one
-  transaction each;
+- in credits mode every request holds its worst case first, decided by the account's
+  writer in order with every other change of the account (so requests never overspend),
+  and nothing is answered before that hold is durable (``confirm_hold``). The upstream
+  call waits for the durable hold, unless the hold gate (application/hold_gate.py)
+  already knows the hold fits: then it starts at once and the hold is saved meanwhile.
+  A hold refused after all (the account was moved by a change the gate could not see)
+  is recorded as the request's refusal, and its call is abandoned, unanswered and
+  uncharged;
+- the hold is closed exactly once: settled with the record of a completed request, or
+  released with the record of a failed one, in one transaction each (the writer runs an
+  account's changes in the order they were handed to it, so a settlement or release
+  never overtakes its hold);
 - a request is recorded at most once (the record's id is the request id);
 - an upstream failure is never charged.
 """
@@ -57,6 +65,8 @@ class OpenedRequest:
     hold: int
     started: float  # time.monotonic() at open
     started_at: datetime
+    # the hold's save when the upstream call may start before it is durable; see confirm_hold
+    hold_durable: "asyncio.Future[bool] | None" = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -81,11 +91,13 @@ class Attempt:
 
 
 class RequestBilling:
-    def __init__(self, ledger: Ledger, router: Router, *, mode: BillingMode, hold_ttl: timedelta) -> None:
+    def __init__(self, ledger: Ledger, router: Router, *, mode: BillingMode, hold_ttl: timedelta,
+                 early_upstream: bool = True) -> None:
         self.ledger = ledger
         self.router = router
         self.mode = mode
         self.hold_ttl = hold_ttl
+        self.early_upstream = early_upstream  # False: every upstream call waits for its durable hold
 
     def open_request(self, api_key: str, shape: RequestShape, request_id: UUID | None = None) -> OpenedRequest:
         """Authenticate, route and price the request, and in credits mode hold its worst case.
@@ -105,15 +117,38 @@ class RequestBilling:
     async def open_request_async(self, api_key: str, shape: RequestShape,
                                  request_id: UUID | None = None) -> OpenedRequest:
         """``open_request`` on the event loop: the reads come from the read cache and the hold
-        goes to the group-commit writer, so no thread waits. A refusal is recorded on a thread."""
+        goes to the group-commit writer, so no thread waits. Returns once the hold is durable,
+        or at once when the hold gate admits it (``hold_durable`` is then set): either way the
+        caller must ``confirm_hold`` before it answers. A refusal is recorded on a thread."""
         opened = self.prepare_request(api_key, shape, request_id)
-        if self.mode == "credits":
-            try:
-                await self.ledger.change_account_async(opened.account_id, self._hold(opened))
-            except (InsufficientCredits, SpendCapReached) as refused:
-                await asyncio.get_running_loop().run_in_executor(None, self.record_refusal, opened, refused)
-                raise
+        if self.mode != "credits":
+            return opened
+        gate = self.ledger.hold_gate
+        early = (self.early_upstream and gate is not None
+                 and gate.admits(opened.account_id, opened.hold, opened.started_at))
+        durable = self.ledger.start_account_change(opened.account_id, self._hold(opened))
+        if gate is not None:
+            gate.track(opened.account_id, opened.hold, durable)  # every hold, early or not
+        if early:
+            return replace(opened, hold_durable=durable)
+        await self._held(opened, durable)
         return opened
+
+    async def confirm_hold(self, opened: OpenedRequest) -> None:
+        """Wait until the request's hold is durable (at once when it was before the call).
+
+        Raises InsufficientCredits or SpendCapReached, recorded as the request's refusal,
+        when the hold was refused after all (see the module's invariants): the caller then
+        abandons its upstream call. Any other error (the store failed) is raised as it is."""
+        if opened.hold_durable is not None:
+            await self._held(opened, opened.hold_durable)
+
+    async def _held(self, opened: OpenedRequest, durable: "asyncio.Future[bool]") -> None:
+        try:
+            await asyncio.shield(durable)
+        except (InsufficientCredits, SpendCapReached) as refused:
+            await asyncio.get_running_loop().run_in_executor(None, self.record_refusal, opened, refused)
+            raise
 
     def prepare_request(self, api_key: str, shape: RequestShape, request_id: UUID | None = None) -> OpenedRequest:
         """Authenticate, route and price the request; its hold amount, not yet placed."""

@@ -29,6 +29,8 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from application.hold_gate import HoldGate
+
 log = logging.getLogger("tallyhub.group_commit")
 Change = Callable[[Any], Sequence[Aggregate] | None]
 KEPT_ACCOUNTS = 10_000  # accounts kept between batches (all forgotten when it would be passed)
@@ -60,9 +62,11 @@ class _BatchSpoiled(Exception):
 class AccountWriter:
     def __init__(self, load: Callable[[UUID], Any], save: Callable[..., Any],
                  change_alone: Callable[[UUID, Change], bool], *, max_batch: int = 512,
-                 latest_version: Callable[[UUID], int | None] | None = None) -> None:
+                 latest_version: Callable[[UUID], int | None] | None = None,
+                 gate: HoldGate | None = None) -> None:
         self._load, self._save, self._change_alone = load, save, change_alone
         self._latest_version = latest_version  # None: never keep accounts
+        self._gate = gate  # told what each saved batch left of its accounts
         self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._max_batch = max_batch
         self._kept: dict[UUID, Any] = {}  # accounts as this writer last saved them
@@ -156,6 +160,8 @@ class AccountWriter:
             self._forget(accounts)
             self._one_by_one(applied)
             return
+        if self._gate is not None:
+            self._gate.saved(accounts.values())
         if self._latest_version is not None:
             if len(self._kept) + len(accounts) > KEPT_ACCOUNTS:
                 self._kept.clear()
@@ -166,6 +172,8 @@ class AccountWriter:
     def _forget(self, accounts: dict[UUID, Any]) -> None:
         for account_id in accounts:
             self._kept.pop(account_id, None)
+        if self._gate is not None:
+            self._gate.forget(accounts)
 
     def _apply(self, command: _Command, accounts: dict[UUID, Any], others: list[Aggregate]) -> bool:
         """Apply one command to the batch's state; False when it is already answered."""

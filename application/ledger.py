@@ -26,6 +26,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from application.group_commit import AccountWriter
+from application.hold_gate import HoldGate
 from application.ports import ApiKeyScheme, Clock, KeyVault, SystemClock
 from domain import ids
 from domain.account import Account, MovementReceipt
@@ -94,6 +95,7 @@ class Ledger(Application):
         self._locks: dict[UUID, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self.writer: AccountWriter | None = None
+        self.hold_gate: HoldGate | None = None  # what the writer knows of accounts' room (serve)
         # Called after every successful save (one per group-commit batch); must be cheap and
         # never raise. Server mode sets it to wake the projection workers.
         self.on_commit: Callable[[], None] | None = None
@@ -272,11 +274,15 @@ class Ledger(Application):
         """``change_account`` from the event loop: handed to the group-commit writer without
         a thread hop when it runs, else done on a worker thread. Once handed over, the change
         completes even if the caller is cancelled meanwhile (as a thread would)."""
+        return await asyncio.shield(self.start_account_change(account_id, change))
+
+    def start_account_change(self, account_id: UUID,
+                             change: Callable[[Account], Sequence[Aggregate] | None]) -> "asyncio.Future[bool]":
+        """``change_account_async`` handed over without waiting: the future resolves once
+        the change is durable (or fails with its error). Await it shielded."""
         if self.writer is not None and self.writer.running:
-            future = self.writer.submit_async(account_id, change)
-        else:
-            future = asyncio.get_running_loop().run_in_executor(None, self._change_account_alone, account_id, change)
-        return await asyncio.shield(future)
+            return self.writer.submit_async(account_id, change)
+        return asyncio.get_running_loop().run_in_executor(None, self._change_account_alone, account_id, change)
 
     def _change_account_alone(self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
         with self._lock_for(account_id):
@@ -285,8 +291,9 @@ class Ledger(Application):
     def start_group_commit(self) -> None:
         """From now on, account changes of this process are saved in batches (serve)."""
         if self.writer is None:
+            self.hold_gate = HoldGate()
             self.writer = AccountWriter(self.get_account, self.save, self._change_account_alone,
-                                        latest_version=self._latest_version)
+                                        latest_version=self._latest_version, gate=self.hold_gate)
         self.writer.start()
 
     def _latest_version(self, aggregate_id: UUID) -> int | None:

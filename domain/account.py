@@ -93,6 +93,10 @@ class Account(Aggregate):
         """The soonest deadline of a grant that still has credit left."""
         return min((lot["expires_at"] for lot in self.lots.values() if lot["remaining"]), default=None)
 
+    @property
+    def has_spend_caps(self) -> bool:
+        return any(cap is not None for caps in self.caps.values() for cap in caps.values())
+
     def grant_credits(self, amount: int, reason: str, idempotency_key: str | None = None,
                       expires_at: datetime | None = None, *, now: datetime | None = None) -> None:
         """Add credit; ``amount`` must be a positive integer of nanocredits. With

@@ -1,11 +1,15 @@
 """The billed life of one API call, shared by every endpoint: open (auth, route, price,
-hold) → start an upstream attempt with failover → complete (charge) or fail (release).
+hold) → start an upstream attempt with failover → confirm the hold → complete (charge)
+or fail (release).
 
 Every opened request is closed exactly once: a failure to start is recorded here (and
 its error re-raised for the caller), including a caller that went away meanwhile; the
-endpoint then completes or fails the started call itself.
+endpoint then completes or fails the started call itself. A started call reaches its
+endpoint only once its hold is durable, so nothing is answered on a hold that could
+still be refused; a hold refused after all abandons the upstream call here.
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -20,7 +24,8 @@ from adapters.http.receipts import receipt_headers
 from adapters.services import Services
 from application.billing import Attempt, OpenedRequest, Receipt, RequestShape
 from application.routing import Route
-from domain.errors import InvalidRequest, SecretError, UpstreamError
+from domain.errors import InsufficientCredits, InvalidRequest, SecretError, UpstreamError
+from domain.spend_caps import SpendCapReached
 from domain.usage import Usage
 
 T = TypeVar("T")
@@ -53,7 +58,26 @@ async def start_call(services: Services, opened: OpenedRequest,
     except BaseException:
         await fail_opened(services, opened, 499, "client_disconnected", None, ())
         raise
+    try:
+        await services.billing.confirm_hold(opened)
+    except (InsufficientCredits, SpendCapReached):
+        _abandon(result)  # refused after all (recorded): nothing is answered, nothing charged
+        raise
+    except asyncio.CancelledError:
+        _abandon(result)
+        await fail_opened(services, opened, 499, "client_disconnected", route, attempts)
+        raise
+    except BaseException:
+        _abandon(result)  # the hold was not saved (the store failed): there is nothing to release
+        raise
     return Call(opened, route, attempts, result)
+
+
+def _abandon(result: object) -> None:
+    """Give up an upstream call that will not be answered: close its response if one is open."""
+    abort = getattr(result, "abort", None)  # a ChatExchange; a whole answer (bytes) holds nothing open
+    if abort is not None:
+        abort()
 
 
 async def complete(services: Services, call: Call[Any], usage: Usage, ttfb_ms: float | None,

@@ -1,0 +1,157 @@
+"""The hold gate: an upstream call starts before its hold is saved only when this process
+knows the hold fits; every hold is still decided by the writer, and one refused after all
+is recorded and charges nothing."""
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+from uuid import uuid4
+
+import pytest
+
+from application.billing import RequestBilling, RequestShape
+from application.hold_gate import HoldGate
+from application.ledger import Ledger
+from application.pricing_input import price_from_credits
+from domain.errors import InsufficientCredits
+from domain.pricing import price_usage, worst_case_usage
+from tests.fakes.clock import FakeClock
+
+MODEL = "openai/gpt-test"
+SHAPE = RequestShape(model=MODEL, prompt_bytes=200, max_output_tokens=100, choices=1, stream=False)
+NOW = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
+
+
+def account(available: int, next_expiry: datetime | None = None, capped: bool = False) -> SimpleNamespace:
+    return SimpleNamespace(id=uuid4(), available=available, next_expiry=next_expiry, has_spend_caps=capped)
+
+
+def test_the_gate_admits_only_what_a_saved_account_has_room_for() -> None:
+    gate, known = HoldGate(), account(100)
+    assert not gate.admits(known.id, 1, NOW)  # never saved by the writer: nothing is known
+    gate.saved([known])
+    assert gate.admits(known.id, 100, NOW) and not gate.admits(known.id, 101, NOW)
+    gate.forget([known.id])  # a refused batch: what was known is no longer trusted
+    assert not gate.admits(known.id, 1, NOW)
+
+
+def test_the_gate_knows_nothing_of_capped_accounts_or_past_a_grant_deadline() -> None:
+    gate = HoldGate()
+    capped, expiring = account(100, capped=True), account(100, next_expiry=NOW + timedelta(minutes=1))
+    gate.saved([capped, expiring])
+    assert not gate.admits(capped.id, 1, NOW)
+    assert gate.admits(expiring.id, 1, NOW)
+    assert not gate.admits(expiring.id, 1, NOW + timedelta(minutes=1))
+
+
+def test_the_gate_counts_holds_in_flight_until_the_writer_answers_for_them() -> None:
+    async def scenario() -> None:
+        gate, known = HoldGate(), account(100)
+        gate.saved([known])
+        first, second = asyncio.get_running_loop().create_future(), asyncio.get_running_loop().create_future()
+        gate.track(known.id, 60, first)
+        gate.track(known.id, 30, second)
+        assert gate.admits(known.id, 10, NOW) and not gate.admits(known.id, 11, NOW)
+        first.set_exception(InsufficientCredits(known.id, needed=60, available=0))  # refused: no longer in flight
+        second.set_result(True)
+        await asyncio.sleep(0)  # the done-callbacks run
+        assert gate.admits(known.id, 100, NOW)
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture
+def served(ledger: Ledger, router) -> Iterator[tuple[Ledger, RequestBilling, str, int]]:
+    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001")
+    ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
+    ledger.create_account("acme")
+    key = ledger.issue_api_key("acme").plaintext
+    price = ledger.price_book().latest.price_for(MODEL)
+    worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
+    ledger.start_group_commit()
+    yield ledger, RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15)), key, worst
+    ledger.stop_group_commit()
+
+
+class BusyWriter:
+    """Keeps the ledger's writer inside a batch of its own until ``release``."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._busy, self._go = threading.Event(), threading.Event()
+        account_id = ledger.get_account("acme").id
+        self._thread = threading.Thread(target=ledger.change_account, args=(account_id, self._block))
+        self._thread.start()
+        assert self._busy.wait(5)
+
+    def _block(self, _: object) -> list[object]:
+        self._busy.set()
+        self._go.wait(5)
+        return []
+
+    def release(self) -> None:
+        self._go.set()
+        self._thread.join(5)
+
+
+def test_a_hold_the_gate_knows_fits_lets_the_call_start_before_it_is_saved(served) -> None:
+    ledger, billing, key, worst = served
+    ledger.grant_credits("acme", 2 * worst)  # saved by the writer: the gate now knows the room
+    writer = BusyWriter(ledger)  # so no hold is saved (nor answered) while the three open
+
+    async def scenario() -> None:
+        opened = [await billing.open_request_async(key, SHAPE, request_id=uuid4()) for _ in range(2)]
+        assert all(o.hold_durable is not None for o in opened)  # both may call upstream already
+        third = asyncio.ensure_future(billing.open_request_async(key, SHAPE, request_id=uuid4()))
+        await asyncio.sleep(0.05)
+        assert not third.done()  # past the known room: it waits for the writer's decision
+        writer.release()
+        for o in opened:
+            await billing.confirm_hold(o)
+        with pytest.raises(InsufficientCredits):
+            await third
+
+    asyncio.run(scenario())
+    account_state = ledger.get_account("acme")
+    assert (account_state.balance, account_state.held) == (2 * worst, 2 * worst)
+
+
+def test_without_early_upstream_every_call_waits_for_its_durable_hold(served, router) -> None:
+    ledger, _, key, worst = served
+    ledger.grant_credits("acme", 2 * worst)
+    strict = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=False)
+
+    async def scenario() -> None:
+        opened = await strict.open_request_async(key, SHAPE)
+        assert opened.hold_durable is None
+        assert ledger.get_account("acme").held == worst  # durable before the call may start
+
+    asyncio.run(scenario())
+
+
+def test_a_hold_refused_after_its_call_started_is_recorded_and_charges_nothing(served, clock: FakeClock) -> None:
+    """A debit the gate was not told of (here: handed to the writer from another thread)
+    lands between the gate's yes and the hold: the writer refuses the hold."""
+    ledger, billing, key, worst = served
+    ledger.grant_credits("acme", worst)
+    writer = BusyWriter(ledger)
+    debit = threading.Thread(target=ledger.adjust_credits, args=("acme", -worst, "operator debit"))
+    debit.start()
+    while ledger.writer._queue.qsize() < 1:
+        threading.Event().wait(0.001)  # the debit is queued first
+
+    async def scenario() -> None:
+        opened = await billing.open_request_async(key, SHAPE)
+        assert opened.hold_durable is not None  # the gate said yes: the call may start now
+        writer.release()
+        with pytest.raises(InsufficientCredits):
+            await billing.confirm_hold(opened)
+        record = ledger.find(opened.request_id)
+        assert (record.details["status"], record.details["error_code"]) == (402, "insufficient_credits")
+        assert record.details["charge"] == 0
+
+    asyncio.run(scenario())
+    debit.join(5)
+    account_state = ledger.get_account("acme")
+    assert (account_state.balance, account_state.held) == (0, 0)
