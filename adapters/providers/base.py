@@ -20,6 +20,26 @@ DONE = b"[DONE]"
 READ_FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, ValueError)
 
 
+async def arrived_blocks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """A response body block by block as it arrived (``iter_any``), except that when the
+    connection breaks, what arrived before the break is still handed over before the error.
+
+    aiohttp raises a break on the next read even while it holds bytes received before it, so
+    a reader that starts a few milliseconds late — a relay waiting for its hold to be saved —
+    would lose a stream the provider broke off meanwhile, and with it what the client should
+    get and be charged for. (``_buffer`` and ``_read_nowait`` are aiohttp's own, 3.14.)"""
+    while True:
+        try:
+            block = await content.readany()
+        except aiohttp.ClientPayloadError:
+            if content._buffer:
+                yield content._read_nowait(-1)
+            raise
+        if not block:
+            return
+        yield block
+
+
 class ChatExchange(Protocol):
     """One upstream call in flight."""
 

@@ -32,7 +32,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from yarl import URL
 
-from adapters.providers.base import DONE, ResponseExchange
+from adapters.providers.base import DONE, ResponseExchange, arrived_blocks
 from adapters.providers.bedrock_request import converse_request
 from adapters.providers.bedrock_response import ConverseStreamTranslator, completion_document
 from adapters.providers.errors import error_for_status, post, read_error_body
@@ -182,7 +182,7 @@ async def converse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tup
     """``(event type, JSON payload)`` of each event-stream message, decoded by botocore."""
     buffer = EventStreamBuffer()
     pending = 0
-    async for data in response.content.iter_any():
+    async for data in arrived_blocks(response.content):
         buffer.add_data(data)
         pending += len(data)
         try:

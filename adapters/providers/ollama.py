@@ -34,7 +34,7 @@ from uuid import uuid4
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE, ResponseExchange
+from adapters.providers.base import DONE, ResponseExchange, arrived_blocks
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body, redact
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
@@ -414,7 +414,7 @@ def _encoded(vector: list[Any], encoding: str | None) -> list[float] | str:
 async def ndjson_objects(response: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
     """The JSON objects of a newline-delimited JSON body, one per line; raises on error lines."""
     pending = b""
-    async for data in response.content.iter_any():
+    async for data in arrived_blocks(response.content):
         *lines, pending = (pending + data).split(b"\n")
         for line in lines:
             if line.strip():

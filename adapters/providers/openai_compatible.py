@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from application.billing import Route
-from adapters.providers.base import ResponseExchange
+from adapters.providers.base import ResponseExchange, arrived_blocks
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body
 from domain.errors import InvalidRequest, UpstreamError
 
@@ -118,7 +118,7 @@ async def sse_event_batches(response: aiohttp.ClientResponse) -> AsyncIterator[l
     connection comes in one list, so a burst can be passed on in one write."""
     data: list[bytes] = []
     pending = b""
-    async for block in response.content.iter_any():
+    async for block in arrived_blocks(response.content):
         *lines, pending = (pending + block).split(b"\n")
         events = []
         for line in lines:

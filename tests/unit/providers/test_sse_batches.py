@@ -2,7 +2,6 @@
 grouped by the read that completed them."""
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,12 +11,13 @@ STREAM = b'data: {"a":1}\r\n\r\ndata: {"b":2}\n\n: a comment\nevent: x\ndata: li
 
 
 class FakeContent:
-    def __init__(self, reads: list[bytes]) -> None:
-        self.reads = reads
+    """A body whose reads return these blocks, then the end (b"")."""
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        for block in self.reads:
-            yield block
+    def __init__(self, reads: list[bytes]) -> None:
+        self.reads = list(reads)
+
+    async def readany(self) -> bytes:
+        return self.reads.pop(0) if self.reads else b""
 
 
 class FakeResponse:
