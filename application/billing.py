@@ -202,7 +202,10 @@ class RequestBilling:
         settlement = self._settlement(opened, route, usage, status, ttfb_ms, attempts, error_code)
         loop = asyncio.get_running_loop()
         if self.mode == "credits":
-            if await self.ledger.change_account_async(opened.account_id, settlement.settle):
+            saved = self.ledger.start_account_change(opened.account_id, settlement.settle)
+            if self.ledger.hold_gate is not None:  # a cost above the hold takes room the gate must not offer
+                self.ledger.hold_gate.track(opened.account_id, settlement.details["cost"], saved)
+            if await asyncio.shield(saved):
                 return settlement.receipt(True)
             return await loop.run_in_executor(None, settlement.receipt, False)  # the earlier settlement's
         await loop.run_in_executor(None, self._record, settlement.record())

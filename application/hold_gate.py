@@ -4,15 +4,21 @@ A hold is always decided by the account's writer, in order with every other chan
 account, and no answer is given before it is durable. Waiting for that before even calling
 the upstream costs each request one group-commit round trip; the gate lets a request call
 at once when this process already knows its hold will fit: the account's available
-credit after the writer's last saved batch, less this process's holds not yet saved,
-covers it, no spend cap applies to the account, and no grant deadline has passed since.
+credit after the writer's last saved batch, less what this process has in flight, covers
+it, no spend cap applies to the account, and no grant deadline has passed since. In flight
+is every hold and every settlement the event loop has handed to the writer and not yet
+seen answered; a settlement may charge more than its hold (a provider that reports more
+than the worst case), so its whole cost is counted until then.
 
 Invariant: the gate only ever says yes on what the writer will decide the same way, as far
-as this process can see. What it cannot see — a change of the account made meanwhile by
-another process (a second ``serve``, an operator's debit from the CLI) — may still refuse
-the hold; the caller then abandons its call, unanswered and uncharged (application/billing.py).
-Accounts the writer has not saved lately, or whose batch the store refused, are not known
-here: their requests wait for the durable hold, as without the gate.
+as this process can see (tests/property/test_hold_gate_rules.py: any sequence of the request
+path's changes, and no admitted hold is ever refused). What it does not see — a debit made
+meanwhile outside the request path (an operator's adjustment or a refunded payment, through
+the CLI, the admin API or the payments webhook) or a change by another process (a second
+``serve``) — may still refuse the hold; the caller then abandons its call, unanswered and
+uncharged (application/billing.py). Accounts the writer has not saved lately, or whose
+batch the store refused, are not known here: their requests wait for the durable hold, as
+without the gate.
 """
 
 import asyncio
@@ -32,7 +38,7 @@ class Room(NamedTuple):
 class HoldGate:
     def __init__(self) -> None:
         self._known: dict[UUID, Room] = {}  # written by the writer thread, read on the event loop
-        self._unsaved: dict[UUID, int] = {}  # this process's holds in flight, by account (event loop only)
+        self._unsaved: dict[UUID, int] = {}  # holds and settlements in flight, by account (event loop only)
 
     # --- the writer's side (its thread) ------------------------------------------
 
@@ -60,12 +66,16 @@ class HoldGate:
         return amount + self._unsaved.get(account_id, 0) <= room.available
 
     def track(self, account_id: UUID, amount: int, durable: "asyncio.Future[bool]") -> None:
-        """Count a hold the gate admitted until the writer has answered for it."""
-        self._unsaved[account_id] = self._unsaved.get(account_id, 0) + amount
+        """Count a hold (its amount) or a settlement (its cost) of this process until the
+        writer has answered for it."""
+        if amount:  # nothing to count for a free request; only positive amounts are summed
+            self._unsaved[account_id] = self._unsaved.get(account_id, 0) + amount
 
         def answered(future: "asyncio.Future[bool]") -> None:
             if not future.cancelled():
                 future.exception()  # a refusal is its caller's to report, not the loop's to log
+            if not amount:
+                return
             left = self._unsaved[account_id] - amount
             if left:
                 self._unsaved[account_id] = left

@@ -17,7 +17,9 @@ from application.ledger import Ledger
 from application.pricing_input import price_from_credits
 from domain.errors import InsufficientCredits
 from domain.pricing import price_usage, worst_case_usage
+from domain.usage import Usage
 from tests.fakes.clock import FakeClock
+from tests.support.routes import first_route
 
 MODEL = "openai/gpt-test"
 SHAPE = RequestShape(model=MODEL, prompt_bytes=200, max_output_tokens=100, choices=1, stream=False)
@@ -155,3 +157,29 @@ def test_a_hold_refused_after_its_call_started_is_recorded_and_charges_nothing(s
     debit.join(5)
     account_state = ledger.get_account("acme")
     assert (account_state.balance, account_state.held) == (0, 0)
+
+
+def test_a_settlement_in_flight_counts_its_whole_cost_against_the_known_room(served) -> None:
+    """A provider may report more than the worst case: until the writer has answered for
+    the settlement, the room it may take is not offered to a new request."""
+    ledger, billing, key, worst = served
+    ledger.grant_credits("acme", 2 * worst)
+
+    async def scenario() -> None:
+        first = await billing.open_request_async(key, SHAPE, request_id=uuid4())
+        await billing.confirm_hold(first)
+        writer = BusyWriter(ledger)
+        overrun = Usage(input_tokens=200, output_tokens=175)  # costs 1.5 worst cases
+        settling = asyncio.ensure_future(billing.complete_request_async(first, first_route(billing, first), overrun))
+        await asyncio.sleep(0)  # the settlement is handed to the busy writer
+        second = asyncio.ensure_future(billing.open_request_async(key, SHAPE, request_id=uuid4()))
+        await asyncio.sleep(0.05)
+        assert not second.done()  # not admitted on the room the overrun will take: it waits
+        writer.release()
+        assert (await settling).charge == 3 * worst // 2
+        with pytest.raises(InsufficientCredits):  # refused before any upstream call
+            await second
+
+    asyncio.run(scenario())
+    account_state = ledger.get_account("acme")
+    assert (account_state.balance, account_state.held) == (worst // 2, 0)
