@@ -134,20 +134,22 @@ class RequestBilling:
         await self._held(opened, durable)
         return opened
 
-    async def confirm_hold(self, opened: OpenedRequest) -> None:
+    async def confirm_hold(self, opened: OpenedRequest, route: Route | None = None) -> None:
         """Wait until the request's hold is durable (at once when it was before the call).
 
-        Raises InsufficientCredits or SpendCapReached, recorded as the request's refusal,
-        when the hold was refused after all (see the module's invariants): the caller then
-        abandons its upstream call. Any other error (the store failed) is raised as it is."""
+        Raises InsufficientCredits or SpendCapReached when the hold was refused after all
+        (see the module's invariants): the caller then abandons its upstream call. The
+        refusal is recorded with ``route``, the provider and credential the abandoned call
+        went to, so the provider's bill for it can be reconciled. Any other error (the store
+        failed) is raised as it is."""
         if opened.hold_durable is not None:
-            await self._held(opened, opened.hold_durable)
+            await self._held(opened, opened.hold_durable, route)
 
-    async def _held(self, opened: OpenedRequest, durable: "asyncio.Future[bool]") -> None:
+    async def _held(self, opened: OpenedRequest, durable: "asyncio.Future[bool]", route: Route | None = None) -> None:
         try:
             await asyncio.shield(durable)
         except (InsufficientCredits, SpendCapReached) as refused:
-            await asyncio.get_running_loop().run_in_executor(None, self.record_refusal, opened, refused)
+            await asyncio.get_running_loop().run_in_executor(None, self.record_refusal, opened, refused, route)
             raise
 
     def prepare_request(self, api_key: str, shape: RequestShape, request_id: UUID | None = None) -> OpenedRequest:
@@ -178,9 +180,11 @@ class RequestBilling:
             opened = replace(opened, hold=max(self._worst_case(shape, target) for target in targets))
         return opened
 
-    def record_refusal(self, opened: OpenedRequest, refused: InsufficientCredits | SpendCapReached) -> None:
+    def record_refusal(self, opened: OpenedRequest, refused: InsufficientCredits | SpendCapReached,
+                       route: Route | None = None) -> None:
+        """``route``: where the call went when it was abandoned after its hold was refused."""
         status = 402 if isinstance(refused, InsufficientCredits) else 429
-        self._record(RequestRecord.failed(opened.request_id, **self._details(opened, None, status=status,
+        self._record(RequestRecord.failed(opened.request_id, **self._details(opened, route, status=status,
                                                                              error_code=refused.code)))
 
     def complete_request(self, opened: OpenedRequest, route: Route, usage: Usage, *, status: int = 200,

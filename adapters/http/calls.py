@@ -59,7 +59,7 @@ async def start_call(services: Services, opened: OpenedRequest,
         await fail_opened(services, opened, 499, "client_disconnected", None, ())
         raise
     try:
-        await services.billing.confirm_hold(opened)
+        await services.billing.confirm_hold(opened, route)
     except (InsufficientCredits, SpendCapReached):
         _abandon(result)  # refused after all (recorded): nothing is answered, nothing charged
         raise

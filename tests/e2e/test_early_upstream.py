@@ -47,5 +47,7 @@ def test_a_hold_refused_after_its_call_started_answers_402_and_charges_nothing(
         request_id = refused.value.response.headers["x-request-id"]
         record = gateway.admin_json("GET", f"/requests/{request_id}")
         assert (record["status"], record["error_code"], record["charge"]) == (402, "insufficient_credits", 0)
+        # an abandoned call is recorded with the credential it went to, for reconciling the provider's bill
+        assert (record["credential_id"] is not None) == (early == "1")
     finally:
         gateway.stop()
