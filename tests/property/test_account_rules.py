@@ -162,7 +162,9 @@ class AccountMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.account.kept)
     @rule(data=st.data(), settle=st.booleans())
     def close_a_hold_that_keeps_expired_credit(self, data: st.DataObject, settle: bool) -> None:
-        request_id = UUID(data.draw(st.sampled_from(sorted(self.account.kept))))
+        # in the order the holds were placed: request ids are random, so sorting them would
+        # pick a different hold when hypothesis replays the same choices (a flaky strategy)
+        request_id = UUID(data.draw(st.sampled_from(list(self.account.kept))))
         if settle:
             kept = sum(self.account.kept[request_id.hex].values())
             self.settle(request_id, data.draw(st.integers(min_value=0, max_value=2 * kept + 10)))
