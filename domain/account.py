@@ -95,7 +95,7 @@ class Account(Aggregate):
 
     @property
     def has_spend_caps(self) -> bool:
-        return any(cap is not None for caps in self.caps.values() for cap in caps.values())
+        return any(spend_caps.any_cap(caps) for caps in self.caps.values())
 
     def grant_credits(self, amount: int, reason: str, idempotency_key: str | None = None,
                       expires_at: datetime | None = None, *, now: datetime | None = None) -> None:
@@ -229,7 +229,7 @@ class Account(Aggregate):
         key = api_key_id.hex if api_key_id else None
         for scope in ("account", key):
             caps = self.caps.get(scope) if scope is not None and windows else None
-            if caps and any(cap is not None for cap in caps.values()):  # what it used is summed only if capped
+            if caps and spend_caps.any_cap(caps):  # what it used is summed only if capped
                 spend_caps.check(caps, self._used(scope, windows), amount, windows, scope, now)
         if due and now is not None:  # a request that starts after a deadline never reserves what expired at it
             self.expire_grants(now)

@@ -19,6 +19,11 @@ class SpendCapReached(TallyhubError):
         self.retry_after_seconds = retry_after_seconds
 
 
+def any_cap(caps: dict[str, int | None]) -> bool:
+    """Whether a scope's caps (window -> cap or None) limit anything at all."""
+    return any(cap is not None for cap in caps.values())
+
+
 def windows_at(now: datetime) -> dict[str, str]:
     utc = now.astimezone(timezone.utc)
     return {"day": utc.strftime("%Y-%m-%d"), "month": utc.strftime("%Y-%m")}
