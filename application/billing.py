@@ -15,7 +15,9 @@ Invariants:
   account's changes in the order they were handed to it, so a settlement or release
   never overtakes its hold);
 - a request is recorded at most once (the record's id is the request id);
-- an upstream failure is never charged.
+- an upstream failure is never charged;
+- a charge never exceeds what the request could have cost: usage a provider reports
+  beyond the request's bounds is charged at them (domain/usage_bounds.py).
 """
 
 import asyncio
@@ -37,6 +39,7 @@ from domain.pricing import price_usage, provider_cost_of, worst_case_usage
 from domain.request_record import RequestRecord
 from domain.spend_caps import SpendCapReached
 from domain.usage import Usage
+from domain.usage_bounds import clamp_usage, reported, usage_bound
 
 BillingMode = Literal["track", "credits"]
 
@@ -247,11 +250,16 @@ class RequestBilling:
     def _settlement(self, opened: OpenedRequest, route: Route, usage: Usage, status: int, ttfb_ms: float | None,
                     attempts: tuple[Attempt, ...], error_code: str | None) -> "_Settlement":
         price = self._target_of(opened, route).price
-        cost = price_usage(price, usage) if price is not None else 0
-        details = self._details(opened, route, status=status, usage=usage, cost=cost, ttfb_ms=ttfb_ms,
+        shape = opened.shape
+        charged_usage = clamp_usage(usage, usage_bound(shape.prompt_bytes, shape.max_output_tokens, shape.choices,
+                                                       price, shape.images))
+        cost = price_usage(price, charged_usage) if price is not None else 0
+        details = self._details(opened, route, status=status, usage=charged_usage, cost=cost, ttfb_ms=ttfb_ms,
                                 error_code=error_code, charge=cost)
-        details["provider_cost"] = provider_cost_of(price, usage)
-        return _Settlement(self, opened, details, attempts, price is not None, usage)
+        details["provider_cost"] = provider_cost_of(price, charged_usage)
+        if charged_usage is not usage:  # the report as it came, for reconciliation
+            details["reported_usage"] = reported(usage)
+        return _Settlement(self, opened, details, attempts, price is not None, charged_usage)
 
     def _release(self, opened: OpenedRequest, status: int, error_code: str, route: Route | None,
                  ttfb_ms: float | None, attempts: tuple[Attempt, ...]) -> "_Release":

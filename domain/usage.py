@@ -3,7 +3,7 @@
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-UsageSource = Literal["provider", "estimated"]
+UsageSource = Literal["provider", "estimated", "clamped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,6 +12,8 @@ class Usage:
 
     ``input_tokens`` includes ``cached_input_tokens`` and ``output_tokens`` includes
     ``reasoning_tokens``, as OpenAI reports them; pricing never counts a token twice.
+    ``source``: ``provider`` reported it, Tallyhub ``estimated`` it, or it was
+    ``clamped`` to what the request could have used (domain/usage_bounds.py).
     """
 
     input_tokens: int = 0
@@ -30,7 +32,7 @@ class Usage:
             raise ValueError("cached_input_tokens cannot exceed input_tokens")
         if self.reasoning_tokens > self.output_tokens:
             raise ValueError("reasoning_tokens cannot exceed output_tokens")
-        if self.source not in ("provider", "estimated"):
+        if self.source not in ("provider", "estimated", "clamped"):
             raise ValueError(f"unknown usage source {self.source!r}")
 
     @property

@@ -16,7 +16,10 @@ Invariants kept here:
   margin leaves their cost out;
 - the estimated list is every completed request of the window whose usage was estimated
   rather than reported, oldest first; its count and sum match the rollups' ``estimated``
-  and ``estimated_charged`` totals once both read models are caught up.
+  and ``estimated_charged`` totals once both read models are caught up;
+- the clamped list is every completed request of the window charged at its bounds
+  because its provider reported more usage than it could have used
+  (domain/usage_bounds.py), oldest first, each with the report as it came.
 Credential ids name a credential, never its secret.
 """
 
@@ -51,14 +54,35 @@ def read_reconciliation(services: Services, since: datetime | None = None,
     if read_models.providers is None:
         raise InvalidRequest("this deployment has no provider rollups; run `tallyhub init` to create them")
 
-    def query() -> tuple[list[ProviderDayRow], list[RequestRow]]:
-        days = sum_by_day(read_models.providers.list_hours(since, until))
-        estimated = read_models.requests.list_requests(since=since, until=until, usage_source="estimated",
-                                                       limit=NO_LIMIT)
-        return days, [row for row in reversed(estimated) if row.outcome == "completed"]
+    def completed(usage_source: str) -> list[RequestRow]:
+        rows = read_models.requests.list_requests(since=since, until=until, usage_source=usage_source, limit=NO_LIMIT)
+        return [row for row in reversed(rows) if row.outcome == "completed"]
 
-    days, estimated = caught_up(services, query)
-    return reconciliation_json(since, until, days, estimated, _account_names(services, estimated))
+    def query() -> tuple[list[ProviderDayRow], list[RequestRow], list[RequestRow]]:
+        return sum_by_day(read_models.providers.list_hours(since, until)), completed("estimated"), completed("clamped")
+
+    days, estimated, clamped = caught_up(services, query)
+    data = reconciliation_json(since, until, days, estimated, _account_names(services, estimated + clamped))
+    data["clamped"] = clamped_json(clamped, _account_names(services, clamped), _reported_usage(services, clamped))
+    return data
+
+
+def clamped_json(rows: list[RequestRow], accounts: dict[UUID, str],
+                 reported: dict[UUID, dict[str, str]]) -> dict[str, Any]:
+    """The charges whose provider reported more usage than the request could have used:
+    what was charged (at the request's bounds) beside the report as it came, oldest first."""
+    charges = [money_fields({"request_id": str(r.request_id), "at": r.at.isoformat(),
+                             "account_id": str(r.account_id) if r.account_id else None,
+                             "account": accounts.get(r.account_id) if r.account_id else None,
+                             "provider": r.provider, "model": r.model, "charge": r.charge,
+                             "charged_usage": {"input_tokens": r.input_tokens,
+                                               "cached_input_tokens": r.cached_input_tokens,
+                                               "output_tokens": r.output_tokens,
+                                               "reasoning_tokens": r.reasoning_tokens},
+                             "reported_usage": reported.get(r.request_id)}, "charge")
+               for r in rows]
+    return money_fields({"count": len(charges), "charged": sum(r.charge for r in rows), "charges": charges},
+                        "charged")
 
 
 def reconciliation_json(since: datetime | None, until: datetime | None, days: list[ProviderDayRow],
@@ -103,6 +127,14 @@ def reconciliation_text(data: dict[str, Any]) -> str:
     for c in estimated["charges"]:
         lines.append(f"  {c['at']:<32} {c['request_id']:<36} {c['account'] or c['account_id'] or '-':<20}"
                      f" {c['model']:<28} {c['charge_credits']:>20}")
+    clamped = data["clamped"]
+    lines.append(f"charges on clamped usage (the provider reported more than the request allowed): "
+                 f"{clamped['count']}, {clamped['charged_credits']} credits")
+    for c in clamped["charges"]:
+        said = c["reported_usage"] or {}
+        lines.append(f"  {c['at']:<32} {c['request_id']:<36} {c['account'] or c['account_id'] or '-':<20}"
+                     f" {c['model']:<28} {c['charge_credits']:>20}  reported input {said.get('input_tokens', '?')},"
+                     f" output {said.get('output_tokens', '?')}")
     return "\n".join(lines)
 
 
@@ -145,6 +177,16 @@ def _bound(value: datetime | None, param: str) -> datetime | None:
         raise InvalidRequest(f"'{param}' must be a whole UTC hour (the provider rollups are hourly), "
                              f"got {at.isoformat()}", param=param)
     return at
+
+
+def _reported_usage(services: Services, rows: list[RequestRow]) -> dict[UUID, dict[str, str]]:
+    """The provider's own usage reports of clamped requests, as their records keep them."""
+    reports: dict[UUID, dict[str, str]] = {}
+    for row in rows:
+        record = services.ledger.find(row.request_id)
+        if record is not None and record.details.get("reported_usage"):
+            reports[row.request_id] = record.details["reported_usage"]
+    return reports
 
 
 def _account_names(services: Services, rows: list[RequestRow]) -> dict[UUID, str]:

@@ -25,8 +25,9 @@ async def generate_images(request: Request) -> Response:
     raw = await read_body(request, services.settings.max_body_bytes)
     body = parse_images_request(raw)
     images = body.get("n") or 1
-    shape = RequestShape(model=body["model"], prompt_bytes=len(raw), max_output_tokens=None, choices=1, stream=False,
-                         endpoint="images.generations", images=images)
+    # image models that report tokens (gpt-image) spend output tokens per image: the model's cap each
+    shape = RequestShape(model=body["model"], prompt_bytes=len(raw), max_output_tokens=None, choices=images,
+                         stream=False, endpoint="images.generations", images=images)
     return await billed_document(services, request, api_key, shape,
                                  adapter_operation("generate_images", "does not generate images", body), _usage)
 

@@ -213,4 +213,5 @@ def test_the_human_report_lists_each_credential_and_the_estimated_charge(history
     assert [line.split()[1] for line in lines[2:8]] == ["backup", "pair", "pair", "primary", "primary", "solo"]
     assert lines[8].split()[:2] == ["total", "5"]
     assert "failed attempts: 3, failovers: 2" in lines
-    assert history.request_ids["estimated"] in lines[-1]
+    assert history.request_ids["estimated"] in lines[-2]
+    assert lines[-1].startswith("charges on clamped usage") and lines[-1].endswith(": 0, 0.000000000 credits")

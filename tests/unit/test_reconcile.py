@@ -135,7 +135,9 @@ def test_the_human_report_shows_each_row_the_total_and_the_estimated_charges(
     assert lines[8].startswith("* 1 completed request(s) had no provider-cost rates")
     assert lines[9] == "failed attempts: 2, failovers: 1"
     assert lines[10] == "charges on estimated usage: 2, 1.000000777 credits"
-    assert len(lines) == 13 and "acme" in lines[12]
+    assert "acme" in lines[12]
+    assert lines[13].startswith("charges on clamped usage") and lines[13].endswith(": 0, 0.000000000 credits")
+    assert len(lines) == 14
 
 
 def test_the_command_takes_a_window_and_json() -> None:
