@@ -5,6 +5,11 @@ A key is usable while it is not revoked, not expired and, once rotated, until th
 of its grace period. A key may be limited to some models: ``provider/model`` ids,
 ``provider/*`` wildcards, or alias names (an allowed alias may use its fallbacks);
 ``allowed_models`` None means every model.
+
+A key's ``prefix`` is what may be shown of it: its kind and last 4 characters
+(``thk_…x9Qz``). Keys issued before that rule was kept recorded their first 12
+characters (8 of them secret) in their ``Issued`` event; history cannot be edited, so
+those are shown as their kind alone (``thk_…``) whenever such a key is loaded.
 """
 
 import re
@@ -30,7 +35,7 @@ class ApiKey(Aggregate):
         self.digest = digest
         self.account_id = account_id
         self.name = name
-        self.prefix = prefix
+        self.prefix = shown_prefix(prefix)
         self.expires_at = expires_at
         self.revoked = False
         self.allowed_models: list[str] | None = None
@@ -82,6 +87,15 @@ class ApiKey(Aggregate):
     def is_usable(self, now: datetime) -> bool:
         return (not self.revoked and (self.expires_at is None or now < self.expires_at)
                 and (self.retires_at is None or now < self.retires_at))
+
+
+def shown_prefix(recorded: str) -> str:
+    """A recorded prefix as it may be shown: a masked one (``thk_…x9Qz``) as it is; an old
+    12-character one (``thk_`` and 8 characters of the key) cut to its kind, ``thk_…``."""
+    if "…" in recorded:
+        return recorded
+    kind, separator, _ = recorded.partition("_")
+    return f"{kind}{separator}…" if separator and len(kind) <= 8 else "…"
 
 
 def check_model_patterns(models: list[str]) -> list[str]:

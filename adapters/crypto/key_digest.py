@@ -1,5 +1,9 @@
 """API keys: high-entropy random text shown once, stored only as HMAC-SHA256 under a
-server-side pepper, compared in constant time."""
+server-side pepper, compared in constant time.
+
+What may be shown of a key afterwards (its ``visible_prefix``) is its kind and its last
+4 characters, ``thk_…x9Qz``: PRODUCT.md's masking rule, the same as a provider
+credential's hint. Authentication never looks at it: a key is found by its digest."""
 
 import hashlib
 import hmac
@@ -7,7 +11,7 @@ import secrets
 
 USER_KEY_PREFIX = "thk_"
 ADMIN_KEY_PREFIX = "tha_"
-VISIBLE_PREFIX_CHARS = 12
+SHOWN_TAIL_CHARS = 4
 
 
 class HmacApiKeyScheme:
@@ -23,7 +27,10 @@ class HmacApiKeyScheme:
         return ADMIN_KEY_PREFIX + secrets.token_urlsafe(32)
 
     def visible_prefix(self, key: str) -> str:
-        return key[:VISIBLE_PREFIX_CHARS]
+        """The key's kind (``thk_``/``tha_``) and its last 4 characters; nothing else of it."""
+        kind = key[:len(USER_KEY_PREFIX)] if key.startswith((USER_KEY_PREFIX, ADMIN_KEY_PREFIX)) else ""
+        tail = key[-SHOWN_TAIL_CHARS:] if len(key) >= 4 * SHOWN_TAIL_CHARS else ""
+        return f"{kind}…{tail}"
 
     def digest(self, key: str) -> str:
         return hmac.new(self._pepper, key.encode(), hashlib.sha256).hexdigest()

@@ -72,7 +72,7 @@ def test_no_secret_appears_in_any_file_of_the_data_dir_or_the_logs(tmp_path: Pat
         assert UPSTREAM_KEY not in str(caught.value.body)
     finally:
         gateway.stop()
-    secrets = [UPSTREAM_KEY, key, key[12:], gateway.admin_key, gateway.admin_key[12:]]
+    secrets = [UPSTREAM_KEY, key, key[4:-4], gateway.admin_key, gateway.admin_key[4:]]
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert any(path.suffix == ".sqlite" for path in files)
     for path in files:

@@ -205,8 +205,8 @@ def test_no_planted_secret_is_found_anywhere(tmp_path: Path, upstream: FakeOpenA
 
     planted = {
         "provider key": (PROVIDER_KEY.encode(), 0, 4), "rotated provider key": (PROVIDER_KEY_2.encode(), 0, 4),
-        "user key": (user["key"].encode(), 12, 0), "globex key": (other["key"].encode(), 12, 0),
-        "rotated user key": (rotated_key["key"].encode(), 12, 0), "admin key": (gateway.admin_key.encode(), 12, 0),
+        "user key": (user["key"].encode(), 4, 4), "globex key": (other["key"].encode(), 4, 4),
+        "rotated user key": (rotated_key["key"].encode(), 4, 4), "admin key": (gateway.admin_key.encode(), 4, 0),
         "master key k1": (K1.encode(), 0, 0), "master key k1 (bytes)": (decode_master_key(K1), 0, 0),
         "master key k2": (K2.encode(), 0, 0), "master key k2 (bytes)": (decode_master_key(K2), 0, 0),
         "prompt": (PROMPT_MARKER.encode(), 0, 0),
