@@ -6,11 +6,20 @@ Invariants:
 - every command sees the state its predecessors in the batch left (one writer, in
   order), so the account's guards (no overdraft, one settlement per hold) hold as if
   the commands had been saved one by one;
-- a caller is answered only after its events are durable (or with its own error,
-  which moved nothing);
+- a caller is answered only once the batch it was decided in is durable, with its
+  own outcome: saved, nothing to do, or its own error (which moved nothing); a
+  command refused on the state a batch left is not answered unless that batch lands;
 - when the store refuses the batch (another process wrote one of its accounts first,
   or a record already exists), nothing of it was saved, and each command is re-run
   alone with the ordinary optimistic retry, so no command is lost or applied twice;
+- when saving fails for a reason one command may carry (a value the store cannot
+  encode or refuses), nothing of it was saved either: the batch is split in halves,
+  each applied afresh and saved in order, down to the command that breaks the save,
+  which alone gets the error. The commands around it are saved and answered as if it
+  had never been sent; order per account is kept (halves go in batch order). Failures
+  of the store itself (connection lost, a missing table) are not split: they would
+  fail every part alike, and a lost connection may have committed (a retry could
+  apply a change twice), so every caller of the batch gets that error;
 - the writer keeps the accounts it saved for its next batches instead of reading and
   copying them again, but uses a kept account only after the store confirms it holds no
   newer event of it (one indexed read): a command never decides — a 402, "nothing to
@@ -27,13 +36,23 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from application.hold_gate import HoldGate
 
 log = logging.getLogger("tallyhub.group_commit")
 Change = Callable[[Any], Sequence[Aggregate] | None]
 KEPT_ACCOUNTS = 10_000  # accounts kept between batches (all forgotten when it would be passed)
+# Save failures of the store or its connection, not of any one command's events.
+STORE_FAILURES: tuple[type[BaseException], ...] = (
+    InterfaceError, InternalError, NotSupportedError, OperationalError, ProgrammingError)
 
 
 @dataclass
@@ -142,32 +161,56 @@ class AccountWriter:
     def _commit(self, batch: list[_Command]) -> None:
         accounts: dict[UUID, Any] = {}
         others: list[Aggregate] = []
-        applied: list[_Command] = []
+        outcomes: list[_Outcome] = []
         try:
             for command in batch:
-                if self._apply(command, accounts, others):
-                    applied.append(command)
+                outcomes.append(self._apply(command, accounts, others))
         except _BatchSpoiled:
             self._forget(accounts)
             self._one_by_one(batch)
             return
-        if not applied:
+        if not any(outcome.saves for outcome in outcomes):
             self._forget(accounts)  # their changes were undone by errors: read them afresh
+            _answer(outcomes)
             return
         try:
             self._save(*accounts.values(), *others)
         except IntegrityError:
             self._forget(accounts)
-            self._one_by_one(applied)
+            self._one_by_one(batch)
             return
-        if self._gate is not None:
-            self._gate.saved(accounts.values())
-        if self._latest_version is not None:
-            if len(self._kept) + len(accounts) > KEPT_ACCOUNTS:
-                self._kept.clear()
-            self._kept.update(accounts)
-        for command in applied:
-            command.finish(True)
+        except Exception as exc:  # noqa: BLE001 - sorted by _split
+            self._forget(accounts)  # their events were taken by the failed save: read them afresh
+            self._split(batch, exc)
+            return
+        self._saved(accounts)
+        _answer(outcomes)
+
+    def _split(self, batch: list[_Command], exc: Exception) -> None:
+        """A save failed, and saved nothing: find the command that breaks it."""
+        if len(batch) == 1 or isinstance(exc, STORE_FAILURES):
+            if len(batch) > 1:
+                log.error("saving a batch of %d account changes failed: %r", len(batch), exc)
+            for command in batch:
+                command.finish(error=exc)
+            return
+        log.warning("saving a batch of %d account changes failed (%r): retrying it in halves", len(batch), exc)
+        half = len(batch) // 2
+        self._commit(batch[:half])
+        self._commit(batch[half:])
+
+    def _saved(self, accounts: dict[UUID, Any]) -> None:
+        """Bookkeeping after a durable batch; a failure here must not turn it into errors."""
+        try:
+            if self._gate is not None:
+                self._gate.saved(accounts.values())
+            if self._latest_version is not None:
+                if len(self._kept) + len(accounts) > KEPT_ACCOUNTS:
+                    self._kept.clear()
+                self._kept.update(accounts)
+        except Exception:  # noqa: BLE001 - logged; the batch is durable all the same
+            log.exception("could not keep the accounts of a saved batch")
+            self._forget(accounts)
 
     def _forget(self, accounts: dict[UUID, Any]) -> None:
         for account_id in accounts:
@@ -175,8 +218,8 @@ class AccountWriter:
         if self._gate is not None:
             self._gate.forget(accounts)
 
-    def _apply(self, command: _Command, accounts: dict[UUID, Any], others: list[Aggregate]) -> bool:
-        """Apply one command to the batch's state; False when it is already answered."""
+    def _apply(self, command: _Command, accounts: dict[UUID, Any], others: list[Aggregate]) -> "_Outcome":
+        """Apply one command to the batch's state; its outcome is answered once the batch is saved."""
         try:
             account = accounts.get(command.account_id)
             if account is None:
@@ -186,21 +229,18 @@ class AccountWriter:
                     account = self._load(command.account_id)
                 accounts[command.account_id] = account
         except BaseException as exc:
-            command.finish(error=exc)
-            return False
+            return _Outcome(command, saves=False, error=exc)
         pending = len(account.pending_events)
         try:
             out = command.change(account)
         except BaseException as exc:
             if len(account.pending_events) != pending:
                 raise _BatchSpoiled() from exc
-            command.finish(error=exc)
-            return False
+            return _Outcome(command, saves=False, error=exc)
         if out is None:
-            command.finish(False)
-            return False
+            return _Outcome(command, saves=False)
         others.extend(out)
-        return True
+        return _Outcome(command, saves=True)
 
     def _one_by_one(self, commands: list[_Command]) -> None:
         for command in commands:
@@ -210,6 +250,21 @@ class AccountWriter:
                 command.finish(self._change_alone(command.account_id, command.change))
             except BaseException as exc:
                 command.finish(error=exc)
+
+
+@dataclass
+class _Outcome:
+    """What a command did in a batch: ``saves`` when it has events to save; else nothing
+    to do (answered False) or ``error``."""
+
+    command: _Command
+    saves: bool
+    error: BaseException | None = None
+
+
+def _answer(outcomes: list[_Outcome]) -> None:
+    for outcome in outcomes:
+        outcome.command.finish(outcome.saves, outcome.error)
 
 
 def _resolve(future: "asyncio.Future[bool]", command: _Command) -> None:
