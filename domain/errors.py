@@ -77,6 +77,19 @@ class NotInitialised(TallyhubError):
     code = "not_initialised"
 
 
+class ProjectionStopped(TallyhubError):
+    """A read that needs a read model stopped at an event it could not apply (503): its
+    rows stopped there. Why, and how to resume it: ``tallyhub projections status``."""
+
+    code = "projection_stopped"
+
+    def __init__(self, projection: str, position: int) -> None:
+        super().__init__(f"the {projection} read model is stopped at event {position}, which it could not apply; "
+                         f"its reads are unavailable until the operator resumes it (tallyhub projections status)")
+        self.projection = projection
+        self.position = position
+
+
 class UpstreamError(TallyhubError):
     """A provider failed; ``status`` is what the caller gets (502, 503, 504, 429 or a 4xx)."""
 

@@ -3,6 +3,12 @@
 Nothing is connected or created at import; ``build_read_models`` connects (PostgreSQL:
 a small pool; SQLite: the read-models file beside the event store) and
 ``ReadModels.create_tables()`` creates the tables — it is called by ``tallyhub init``.
+
+The views a ``ReadModels`` hands out answer only while their projection runs: a read of
+the view of a stopped projection (runner.py) raises ``ProjectionStopped`` instead of
+answering from rows that stopped at an event; the projections themselves write through
+the plain views, and ``unguarded(view)`` gives one to a reader that knows the rows may be
+stale (the sweeps).
 """
 
 from __future__ import annotations
@@ -86,4 +92,31 @@ def _bundle(app: Application, store: Any, views: tuple[Any, ...], ddl: Sequence[
     projections = (BalancesProjection(balances), UsageProjection(usage), RequestLogProjection(requests),
                    LedgerEntriesProjection(ledger, app.recorder), ProviderHourlyProjection(providers, first_events_of(app)))
     runner = ProjectionRunner(app, store, projections, batch_size=batch_size)
-    return ReadModels(balances, usage, requests, runner, store, tuple(ddl), ledger, providers)
+    guarded = [GuardedView(view, projection.name, runner) for view, projection in zip(views, projections)]
+    return ReadModels(guarded[0], guarded[1], guarded[2], runner, store, tuple(ddl), guarded[3], guarded[4])
+
+
+class GuardedView:
+    """A projection's view whose every read first checks that the projection runs
+    (``ProjectionStopped`` otherwise); anything else is the view's own."""
+
+    def __init__(self, view: Any, projection: str, runner: ProjectionRunner) -> None:
+        self.unguarded = view
+        self._projection = projection
+        self._runner = runner
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.unguarded, name)
+        if name.startswith("_") or not callable(value):
+            return value
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            self._runner.check_running(self._projection)
+            return value(*args, **kwargs)
+
+        return read
+
+
+def unguarded(view: Any) -> Any:
+    """The view itself, which answers from its rows even while its projection is stopped."""
+    return view.unguarded if isinstance(view, GuardedView) else view

@@ -16,6 +16,21 @@ from position ``p`` holds every notification after ``p`` up to its last id (the 
 commits notification ids in order), so a projection whose locked position is ``p``
 may use it as if it had read it under its own lock — it only may not be the newest;
 the next pass sees the rest. A projection at any other position reads its own batch.
+
+A projection that cannot apply an event stops alone (one bad event must not wedge the
+read side): when applying a batch fails, its transaction is rolled back and the batch is
+applied again in small transactions — the notifications up to and including the next
+event the projection follows — so the good prefix is committed and the failing event is
+found exactly. The projection is then marked stopped at that event, with the error
+(store.py keeps the mark beside the tracking row, visible to every process), and later
+passes skip it without reading or logging anything; the others go on. Reads of its view
+raise ``ProjectionStopped`` (see read_models.py). A failure that says the database is
+unavailable (``Store.is_transient``, a lost connection, a lock timeout) is not the
+event's fault: it is raised as before and retried, never turned into a stop.
+A stopped projection is tried again, from where it stopped, by ``rebuild`` (which
+replays it from zero) and by the first pass after ``start()`` (a restart, e.g. after an
+upgrade that fixes the cause); it stops again at the same event if that still fails,
+and the mark is cleared in the same transaction that applies past it.
 """
 
 from __future__ import annotations
@@ -24,13 +39,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Protocol, Sequence
 
+from eventsourcing import persistence
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification
 
-from domain.errors import NotFound
+from domain.errors import NotFound, ProjectionStopped
+from projections.store import Stop
 
 log = logging.getLogger(__name__)
 FULL_PASS_SECONDS = 1.0  # how often an idle poller still runs a whole catch-up pass
@@ -50,6 +68,10 @@ class Store(Protocol):
 
     def positions(self) -> dict[str, int]: ...
 
+    def stops(self) -> dict[str, Stop]: ...
+
+    def is_transient(self, exc: BaseException) -> bool: ...
+
 
 @dataclass(frozen=True)
 class ProjectionStatus:
@@ -57,6 +79,16 @@ class ProjectionStatus:
     position: int
     max_notification_id: int
     lag: int
+    state: str = "running"  # or "stopped"
+    stopped_at: int | None = None  # the notification id of the event it could not apply
+    stopped_event: str | None = None  # that event's topic
+    error: str | None = None  # exception class: first line of its message
+    stopped_on: datetime | None = None
+
+
+MAX_ERROR_CHARS = 300
+# Raised by the event store or a driver when the database cannot be used just now.
+_TRANSIENT = (OSError, MemoryError, persistence.OperationalError, persistence.InterfaceError)
 
 
 class ProjectionRunner:
@@ -77,15 +109,28 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._stops: dict[str, Stop] = {}  # as last read under a projection's lock in this process
 
-    def catch_up(self, *, wait: bool = True) -> int:
+    def catch_up(self, *, wait: bool = True, retry_stopped: bool = False) -> int:
         """Apply every pending event; returns how many (projection, event) applications.
 
         With ``wait=False`` a projection another process is applying right now is
-        skipped (PostgreSQL advisory lock) instead of waited for.
+        skipped (PostgreSQL advisory lock) instead of waited for. A stopped projection is
+        skipped unless ``retry_stopped``.
         """
         reads = _SharedReads(self.app, self.batch_size)
-        return sum(self._catch_up(projection, reads, wait=wait) for projection in self.projections.values())
+        return sum(self._catch_up(projection, reads, wait=wait, retry=retry_stopped)
+                   for projection in self.projections.values())
+
+    def stopped(self, name: str) -> Stop | None:
+        """The stop of projection ``name`` as this process last saw it (fresh after a catch-up)."""
+        return self._stops.get(name)
+
+    def check_running(self, name: str) -> None:
+        """Raise ProjectionStopped if projection ``name`` is stopped (reads of its view call this)."""
+        stop = self._stops.get(name)
+        if stop is not None:
+            raise ProjectionStopped(name, stop.position)
 
     def apply(self, name: str, notifications: Sequence[Notification]) -> int:
         """Apply an already-read batch (e.g. one delivered twice); returns events applied."""
@@ -101,22 +146,24 @@ class ProjectionRunner:
             with self.store.tracked(projection.name) as tx:
                 projection.clear(tx)
                 tx.reset()
+                tx.resume()
+            self._stops.pop(projection.name, None)
             applied += self._catch_up(projection, reads, wait=True)
         return applied
 
     def status(self) -> list[ProjectionStatus]:
+        """Positions, lag and stops as committed (by any process); applies nothing."""
         head = self.app.recorder.max_notification_id() or 0
         positions = self.store.positions()
-        return [
-            ProjectionStatus(name, positions.get(name, 0), head, max(head - positions.get(name, 0), 0))
-            for name in self.projections
-        ]
+        stops = self.store.stops()
+        return [_status(name, positions.get(name, 0), head, stops.get(name)) for name in self.projections]
 
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
+        """Poll in a thread until ``stop``; its first pass tries stopped projections again."""
         if self._thread is not None:
             return
         self._stop.clear()
@@ -138,15 +185,15 @@ class ProjectionRunner:
         # projection (100 write transactions a second on an idle embedded gateway). A whole
         # pass still runs every FULL_PASS_SECONDS, for a position reset elsewhere (a rebuild)
         # or a projection another process held the last time.
-        seen_head, full_pass_at = -1, 0.0
+        seen_head, full_pass_at, retry_stopped = -1, 0.0, True
         while not self._stop.is_set():
             self._wake.clear()  # a wake() from here on makes the wait below return at once
             try:
                 head = self.app.recorder.max_notification_id() or 0
                 now = time.monotonic()
                 if head != seen_head or now - full_pass_at >= FULL_PASS_SECONDS:
-                    self.catch_up(wait=False)
-                    seen_head, full_pass_at = head, now
+                    self.catch_up(wait=retry_stopped, retry_stopped=retry_stopped)
+                    seen_head, full_pass_at, retry_stopped = head, now, False
             except Exception:
                 log.exception("projection catch-up failed; retrying in 1 s")
                 self._stop.wait(1.0)
@@ -158,16 +205,80 @@ class ProjectionRunner:
         except KeyError:
             raise NotFound(f"no projection named {name!r} (have: {', '.join(self.projections)})") from None
 
-    def _catch_up(self, projection: Projection, reads: _SharedReads, *, wait: bool) -> int:
+    def _catch_up(self, projection: Projection, reads: _SharedReads, *, wait: bool, retry: bool = False) -> int:
         applied = 0
         while True:
-            with self.store.tracked(projection.name, wait=wait) as tx:
-                if tx is None:
-                    return applied
-                batch = reads.after(tx.position)
-                applied += self._apply(tx, projection, batch, reads)
+            batch: list[Notification] = []
+            try:
+                with self.store.tracked(projection.name, wait=wait) as tx:
+                    if tx is None:
+                        return applied
+                    if not self._may_apply(tx, retry):
+                        return applied
+                    batch = reads.after(tx.position)
+                    applied += self._apply(tx, projection, batch, reads)
+                    self._resume_if_past(tx)
+            except Exception as exc:
+                if not batch or self._transient(exc):
+                    raise  # not an event's fault: the caller retries (the poller in 1 s)
+                return applied + self._isolate(projection, batch, reads, wait=wait)
             if len(batch) < self.batch_size:
                 return applied
+
+    def _may_apply(self, tx: Any, retry: bool) -> bool:
+        self._seen(tx)
+        return tx.stopped is None or retry
+
+    def _seen(self, tx: Any) -> None:
+        if tx.stopped is None:
+            self._stops.pop(tx.name, None)
+        else:
+            self._stops[tx.name] = tx.stopped
+
+    def _resume_if_past(self, tx: Any) -> None:
+        if tx.stopped is not None and tx.position >= tx.stopped.position:
+            log.warning("projection %s applied event %d, where it had stopped; it runs again", tx.name,
+                        tx.stopped.position)
+            tx.resume()
+            self._seen(tx)
+
+    def _isolate(self, projection: Projection, batch: list[Notification], reads: _SharedReads, *,
+                 wait: bool) -> int:
+        """Apply the failed ``batch`` again, up to one followed event per transaction, and
+        stop the projection at the event that fails (if one does)."""
+        applied = 0
+        while True:
+            chunk: list[Notification] = []
+            try:
+                with self.store.tracked(projection.name, wait=wait) as tx:
+                    if tx is None:
+                        return applied
+                    chunk = _next_chunk(batch, tx.position, projection.topics)
+                    if not chunk:
+                        return applied  # all of it applied this time: the first failure was not the events'
+                    applied += self._apply(tx, projection, chunk, reads)
+                    self._resume_if_past(tx)
+            except Exception as exc:
+                failing = chunk[-1] if chunk and chunk[-1].topic in projection.topics else None
+                if failing is None or self._transient(exc):
+                    raise
+                self._stop_at(projection, failing, exc, wait=wait)
+                return applied
+
+    def _stop_at(self, projection: Projection, failing: Notification, exc: Exception, *, wait: bool) -> None:
+        stop = Stop(failing.id, failing.topic, _describe(exc), datetime.now(timezone.utc))
+        with self.store.tracked(projection.name, wait=wait) as tx:
+            if tx is None or tx.position >= failing.id:
+                return  # another runner got past it meanwhile
+            tx.stop(stop)
+            self._seen(tx)
+        log.error("projection %s stopped at event %d (%s), which it cannot apply: %s. Its reads answer "
+                  "projection_stopped; the other projections go on. Once the cause is fixed, run "
+                  "`tallyhub projections rebuild %s` or restart the process to try it again.",
+                  projection.name, failing.id, failing.topic, stop.error, projection.name)
+
+    def _transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, _TRANSIENT) or self.store.is_transient(exc)
 
     def _apply(self, tx: Any, projection: Projection, notifications: Sequence[Notification],
                reads: _SharedReads) -> int:
@@ -179,6 +290,34 @@ class ProjectionRunner:
             projection.process(tx, events)
         tx.advance(fresh[-1].id)
         return len(events)
+
+
+def _next_chunk(batch: list[Notification], position: int, topics: frozenset[str]) -> list[Notification]:
+    """The notifications of ``batch`` after ``position`` up to and including the first one
+    of ``topics`` (all of them if none is)."""
+    chunk = []
+    for notification in batch:
+        if notification.id > position:
+            chunk.append(notification)
+            if notification.topic in topics:
+                break
+    return chunk
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's class and the first line of its message (a driver's error may
+    carry more; the data itself is never in it)."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
+
+
+def _status(name: str, position: int, head: int, stop: Stop | None) -> ProjectionStatus:
+    lag = max(head - position, 0)
+    if stop is None:
+        return ProjectionStatus(name, position, head, lag)
+    return ProjectionStatus(name, position, head, lag, "stopped", stop.position, stop.topic, stop.error,
+                            stop.stopped_on)
 
 
 class _SharedReads:

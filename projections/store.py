@@ -8,6 +8,14 @@ and commits the view rows together with the advanced position — or rolls both 
 So an event at or below the tracked position is never applied twice, and a crash
 mid-batch loses nothing.
 
+A projection that could not apply an event is *stopped*: a row in ``th_rm_stopped``
+beside its tracking row names the event (its notification id and topic), the error and
+when. It is read under the same lock (``SqlTransaction.stopped``) and written or removed
+in the same transaction as the position (``stop``/``resume``), so every process — a
+``tallyhub projections status`` beside a running ``worker`` — sees one answer. A store
+made before that table existed works without it (nothing is stopped) until the first
+stop creates it; ``tallyhub init`` creates it too.
+
 SQL is written once with ``?`` placeholders; the same DDL works on both databases
 (SQLite's type affinity reads ``BIGINT``/``TIMESTAMPTZ``/``DOUBLE PRECISION`` sensibly).
 Timestamps go in as UTC ISO text on SQLite and as ``timestamptz`` on PostgreSQL and
@@ -20,26 +28,47 @@ import hashlib
 import sqlite3
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 TRACKING_TABLE = "th_rm_tracking"
+STOPS_TABLE = "th_rm_stopped"
 
 _TRACKING_DDL = (
     f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ("
     " name TEXT PRIMARY KEY,"
     " position BIGINT NOT NULL)"
 )
+_STOPS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {STOPS_TABLE} ("
+    " name TEXT PRIMARY KEY,"
+    " position BIGINT NOT NULL,"  # the notification id of the event it could not apply
+    " topic TEXT NOT NULL,"
+    " error TEXT NOT NULL,"
+    " stopped_on TIMESTAMPTZ NOT NULL)"
+)
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Why a projection stopped: the event it could not apply, and the error."""
+
+    position: int  # the event's notification id; the projection's own position is below it
+    topic: str
+    error: str  # exception class and the first line of its message
+    stopped_on: datetime
 
 
 class SqlTransaction:
     """One open write transaction holding the lock on one projection's tracking row."""
 
-    def __init__(self, store: "SqlStore", cursor: Any, name: str, position: int) -> None:
+    def __init__(self, store: "SqlStore", cursor: Any, name: str, position: int, stopped: Stop | None = None) -> None:
         self.store = store
         self.name = name
         self.position = position
+        self.stopped = stopped
         self._cursor = cursor
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
@@ -60,6 +89,22 @@ class SqlTransaction:
         """Back to zero, for a rebuild (committed with the emptied view)."""
         self._set(0)
 
+    def stop(self, stop: Stop) -> None:
+        """Mark the projection stopped at ``stop.position`` (committed with this transaction)."""
+        self.store.ensure_stops_table(self._cursor)
+        self.execute(
+            f"INSERT INTO {STOPS_TABLE} (name, position, topic, error, stopped_on) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET position = excluded.position, topic = excluded.topic,"
+            " error = excluded.error, stopped_on = excluded.stopped_on",
+            (self.name, stop.position, stop.topic, stop.error, self.store.to_db_time(stop.stopped_on)))
+        self.stopped = stop
+
+    def resume(self) -> None:
+        """Clear the stop mark, if any (committed with this transaction)."""
+        if self.stopped is not None:
+            self.execute(f"DELETE FROM {STOPS_TABLE} WHERE name = ?", (self.name,))
+            self.stopped = None
+
     def _set(self, position: int) -> None:
         self.execute(f"UPDATE {TRACKING_TABLE} SET position = ? WHERE name = ?", (position, self.name))
         self.position = position
@@ -69,9 +114,45 @@ class SqlStore:
     """What SQLite and PostgreSQL have in common; subclasses open connections and lock."""
 
     kind: str
+    _has_stops_table = False  # known to exist (tables are never dropped); looked for until then
 
     def dialect(self, sql: str) -> str:
         return sql
+
+    def is_transient(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the database could not be used just now (not that an event is bad)."""
+        return False
+
+    def ensure_stops_table(self, cursor: Any) -> None:
+        if not self._has_stops_table:
+            cursor.execute(_STOPS_DDL)
+            self._has_stops_table = True
+
+    def _stops_table_exists(self, lookup: Any) -> bool:
+        if not self._has_stops_table:
+            self._has_stops_table = bool(lookup(self._table_lookup_sql(), (STOPS_TABLE,)))
+        return self._has_stops_table
+
+    def _table_lookup_sql(self) -> str:
+        raise NotImplementedError
+
+    def _read_stop(self, cursor: Any, name: str) -> Stop | None:
+        def lookup(sql: str, params: Sequence[Any]) -> Any:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+            return row is not None and row[0] is not None
+
+        if not self._stops_table_exists(lookup):
+            return None
+        cursor.execute(self.dialect(f"SELECT position, topic, error, stopped_on FROM {STOPS_TABLE} WHERE name = ?"),
+                       (name,))
+        row = cursor.fetchone()
+        return None if row is None else self._stop_of(row)
+
+    def _stop_of(self, row: Sequence[Any]) -> Stop:
+        stopped_on = self.from_db_time(row[3])
+        assert stopped_on is not None
+        return Stop(int(row[0]), row[1], row[2], stopped_on)
 
     def to_db_time(self, value: datetime | None) -> Any:
         return None if value is None else value.astimezone(timezone.utc)
@@ -95,6 +176,17 @@ class SqlStore:
     def positions(self) -> dict[str, int]:
         return {name: position for name, position in self.query(f"SELECT name, position FROM {TRACKING_TABLE}")}
 
+    def stops(self) -> dict[str, Stop]:
+        """Every stopped projection, as committed (any process)."""
+        def lookup(sql: str, params: Sequence[Any]) -> Any:
+            rows = self.query(sql, params)
+            return rows and rows[0][0] is not None
+
+        if not self._stops_table_exists(lookup):
+            return {}
+        rows = self.query(f"SELECT name, position, topic, error, stopped_on FROM {STOPS_TABLE}")
+        return {row[0]: self._stop_of(row[1:]) for row in rows}
+
     def close(self) -> None:
         raise NotImplementedError
 
@@ -110,6 +202,12 @@ class SqliteStore(SqlStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError)  # locked, busy, disk I/O, no such table
+
+    def _table_lookup_sql(self) -> str:
+        return "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
 
     def to_db_time(self, value: datetime | None) -> Any:
         return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="microseconds")
@@ -145,14 +243,15 @@ class SqliteStore(SqlStore):
 
     def create_tables(self, ddl: Sequence[str] = ()) -> None:
         with self._transaction() as cursor:
-            for statement in (_TRACKING_DDL, *ddl):
+            for statement in (_TRACKING_DDL, _STOPS_DDL, *ddl):
                 cursor.execute(statement)
 
     @contextmanager
     def tracked(self, name: str, *, wait: bool = True) -> Iterator[SqlTransaction | None]:
         # SQLite has one writer at a time: BEGIN IMMEDIATE is the lock, so ``wait`` is moot.
         with self._transaction() as cursor:
-            yield SqlTransaction(self, cursor, name, _lock_position(cursor, name, "?"))
+            position = _lock_position(cursor, name, "?")
+            yield SqlTransaction(self, cursor, name, position, self._read_stop(cursor, name))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._connection().execute(sql, params).fetchall()
@@ -187,6 +286,15 @@ class PostgresStore(SqlStore):
     def dialect(self, sql: str) -> str:
         return sql.replace("?", "%s")
 
+    def is_transient(self, exc: BaseException) -> bool:
+        import psycopg
+
+        # connection lost or refused, pool timeout, lock or statement timeout, deadlock, serialisation
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+    def _table_lookup_sql(self) -> str:
+        return "SELECT to_regclass(%s)"
+
     def _lock_key(self, name: str) -> int:
         digest = hashlib.blake2b(f"tallyhub-read-models:{self.schema}:{name}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big", signed=True)
@@ -195,7 +303,7 @@ class PostgresStore(SqlStore):
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key("ddl"),))
             cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            for statement in (_TRACKING_DDL, *ddl):
+            for statement in (_TRACKING_DDL, _STOPS_DDL, *ddl):
                 cursor.execute(statement)
 
     @contextmanager
@@ -209,7 +317,8 @@ class PostgresStore(SqlStore):
                 if not (row and row[0]):
                     yield None
                     return
-            yield SqlTransaction(self, cursor, name, _lock_position(cursor, name, "%s", for_update=True))
+            position = _lock_position(cursor, name, "%s", for_update=True)
+            yield SqlTransaction(self, cursor, name, position, self._read_stop(cursor, name))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._pool.connection() as conn:

@@ -18,6 +18,7 @@ from domain.errors import (
     NotFound,
     NotInitialised,
     PermissionDenied,
+    ProjectionStopped,
     SecretError,
     TallyhubError,
     UpstreamError,
@@ -39,6 +40,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (NotFound, 404, "invalid_request_error"),
     (AlreadyExists, 409, "invalid_request_error"),
     (NotInitialised, 503, "server_error"),
+    (ProjectionStopped, 503, "server_error"),
     (SecretError, 500, "server_error"),
 ]
 

@@ -99,7 +99,7 @@ class TestSqliteProjections(SqlContract):
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert tables == {"th_rm_tracking", "th_rm_balances", "th_rm_open_holds", "th_rm_usage_hourly", "th_rm_request_log",
-                          "th_rm_ledger_entries", "th_rm_provider_hourly", "th_rm_expiring_grants"}
+                          "th_rm_ledger_entries", "th_rm_provider_hourly", "th_rm_expiring_grants", "th_rm_stopped"}
         assert database.sqlite_path.exists() and database.read_models_sqlite_path != database.sqlite_path
 
 
@@ -116,7 +116,7 @@ class TestPostgresProjections(SqlContract):
             tables = {name for (name,) in rows}
         ours = {name for name in tables if name.startswith("th_rm_")}
         assert ours == {"th_rm_tracking", "th_rm_balances", "th_rm_open_holds", "th_rm_usage_hourly", "th_rm_request_log",
-                        "th_rm_ledger_entries", "th_rm_provider_hourly", "th_rm_expiring_grants"}
+                        "th_rm_ledger_entries", "th_rm_provider_hourly", "th_rm_expiring_grants", "th_rm_stopped"}
         assert tables - ours  # the event store's own tables, untouched
 
     def test_catch_up_without_waiting_skips_a_projection_another_process_is_applying(
