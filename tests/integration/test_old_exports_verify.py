@@ -20,7 +20,7 @@ MASTER_KEY = "dGFsbHlodWItb2xkLWV4cG9ydHMtZml4dHVyZS1rZXk"
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     data = tmp_path / "data"
-    shutil.copytree(FIXTURE / "data", data)
+    shutil.copytree(FIXTURE / "store", data)
     initialise(Settings(data_dir=data, master_key=MASTER_KEY))  # the read models, rebuilt from the events
     return data
 
