@@ -2,18 +2,20 @@
 
 A model is ``PROVIDER/MODEL`` or an operator alias (a primary model and fallbacks).
 Each target model is tried through its provider's usable credentials in weighted
-random order; credentials cooling down are left out. The first attempt that the
+random order; credentials cooling down (application/health.py: after a 429, or after a
+failure rate, never after a single failure) are left out. The first attempt that the
 provider accepts serves the request; the gateway moves on only on retryable failures
 and only before the first byte reaches the caller (adapters/http/failover.py).
 """
 
 import logging
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from application.health import CredentialHealth
+from application.health import RATE_LIMITED, CredentialHealth
 from application.ledger import Ledger
 from domain.errors import ModelNotFound, SecretError, UpstreamError
 from domain.price_book import PriceBookVersion
@@ -72,7 +74,7 @@ class Router:
         unopened: SecretError | None = None
         yielded = False
         for credential in self._weighted_order(credentials):
-            if self.health.cooling_for(credential["credential_id"]) != 0.0:
+            if self.health.cooldown(credential["credential_id"]) is not None:
                 continue
             try:
                 route = self.route_with(target, credential)
@@ -88,14 +90,20 @@ class Router:
             raise unopened
 
     def unavailable(self, targets: list[Target]) -> UpstreamError:
-        """The error when no attempt could even start: 429 while everything cools down."""
-        waits = [self.health.cooling_for(c["credential_id"]) for t in targets for c in t.provider.usable_credentials()]
-        waits = [wait for wait in waits if wait > 0]
-        if waits:
-            retry_after = max(1, int(min(waits) + 0.999))
-            return UpstreamError("every credential for this model is cooling down after rate limits or failures",
-                                 status=429, code="upstream_rate_limited", retry_after=str(retry_after))
-        return UpstreamError("no usable credential for this model", status=503, code="no_usable_credential")
+        """The error when no attempt could even start. While credentials cool down: 429
+        ``upstream_rate_limited`` when every one of them cools because its provider said
+        429, else 503 ``upstream_unavailable``; either way ``Retry-After`` is the soonest
+        end of a cooldown. With no usable credential at all: 503 ``no_usable_credential``."""
+        cooldowns = [self.health.cooldown(c["credential_id"]) for t in targets for c in t.provider.usable_credentials()]
+        cooling = [cooldown for cooldown in cooldowns if cooldown is not None]
+        if not cooling:
+            return UpstreamError("no usable credential for this model", status=503, code="no_usable_credential")
+        retry_after = str(max(1, math.ceil(min(cooldown.seconds for cooldown in cooling))))
+        if all(cooldown.reason == RATE_LIMITED for cooldown in cooling):
+            return UpstreamError("every credential for this model is cooling down: the provider is rate limiting "
+                                 "this gateway", status=429, code="upstream_rate_limited", retry_after=retry_after)
+        return UpstreamError("every credential for this model is cooling down after repeated upstream failures",
+                             status=503, code="upstream_unavailable", retry_after=retry_after)
 
     def _target(self, model: str, book: PriceBookVersion) -> Target | None:
         provider_name, _, upstream_model = model.partition("/")

@@ -2,7 +2,8 @@
 each through its credentials, moving on only when an attempt fails in a way another
 attempt may not (connect error, timeout, 429, 5xx, a refused credential) and only
 before anything has been sent to the caller. Each failed attempt is kept, to be
-recorded with the request; what it taught us goes to credential health."""
+recorded with the request; what each attempt teaches (application/failover_policy.py)
+goes to credential health, or disables a refused credential through the ledger."""
 
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -12,13 +13,12 @@ import anyio
 
 from adapters.services import Services
 from application.billing import Attempt, OpenedRequest
-from application.health import RATE_LIMIT_COOLDOWN_SECONDS, TRANSIENT_COOLDOWN_SECONDS
+from application.failover_policy import learn, retryable
 from application.routing import Route
 from domain.errors import InvalidRequest, SecretError, UpstreamError
 
 T = TypeVar("T")
 Operation = Callable[[Any, Route], Awaitable[T]]
-RETRYABLE_STATUSES = (429, 502, 503, 504)
 
 
 async def start_with_failover(services: Services, opened: OpenedRequest,
@@ -42,13 +42,13 @@ async def start_with_failover(services: Services, opened: OpenedRequest,
             except UpstreamError as error:
                 attempts.append(Attempt(route, error.status, error.code, round((time.monotonic() - started) * 1000, 3)))
                 await _learn(services, route, error)
-                if not _retryable(error):
+                if not retryable(error):
                     raise FailedAttempts(error, attempts[:-1], route) from None
                 last_error = error
                 continue
             except InvalidRequest as error:
                 raise FailedAttempts(error, attempts, route) from None
-            services.health.recovered(route.credential_id or "")
+            learn(services.health, route.credential_id, None)
             return result, route, tuple(attempts)
     error = last_error or services.router.unavailable(list(opened.targets))
     final_route = attempts[-1].route if attempts else None
@@ -75,24 +75,8 @@ class FailedAttempts(Exception):
         self.route = route
 
 
-def _retryable(error: UpstreamError) -> bool:
-    return error.status in RETRYABLE_STATUSES
-
-
 async def _learn(services: Services, route: Route, error: UpstreamError) -> None:
-    if not route.credential_id:
-        return
-    if error.code == "upstream_auth_failed":
+    refused = learn(services.health, route.credential_id, error)
+    if refused is not None and route.credential_id:
         await anyio.to_thread.run_sync(lambda: services.ledger.disable_credential(
-            route.provider, route.credential_id, reason=f"refused by the provider ({error.status})", automatic=True))
-    elif error.status == 429:
-        services.health.cool_down(route.credential_id, _seconds(error.retry_after) or RATE_LIMIT_COOLDOWN_SECONDS)
-    elif error.status in RETRYABLE_STATUSES:
-        services.health.cool_down(route.credential_id, TRANSIENT_COOLDOWN_SECONDS)
-
-
-def _seconds(retry_after: str | None) -> float | None:
-    try:
-        return float(retry_after) if retry_after else None
-    except ValueError:
-        return None  # an HTTP date: fall back to the default cooldown
+            route.provider, route.credential_id, reason=refused, automatic=True))

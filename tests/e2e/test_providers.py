@@ -21,7 +21,6 @@ from typing import Any
 import openai
 import pytest
 
-from adapters.http.failover import TRANSIENT_COOLDOWN_SECONDS
 from domain.estimation import tokens_for_chars
 from tests.e2e.providers_setup import (
     ACCOUNT,
@@ -328,7 +327,6 @@ def test_a_provider_500_is_a_502_and_costs_nothing(served: Served, upstream: Ups
     before = served.balance()
     with pytest.raises(openai.InternalServerError) as caught:
         served.client.chat.completions.create(model=upstream.gateway_model, messages=HELLO)
-    served.cooled_down(upstream.name, TRANSIENT_COOLDOWN_SECONDS)
     assert caught.value.status_code == 502 and caught.value.code == "upstream_error"
     assert len(upstream.fake.requests) == 1
     after = served.balance()

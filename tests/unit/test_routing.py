@@ -48,7 +48,7 @@ def test_cooling_and_disabled_credentials_are_left_out(ledger: Ledger, router: R
                                                       two_providers: None) -> None:
     target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     first, second = list(router.routes(target))
-    health.cool_down(first.credential_id, 30)
+    health.rate_limited(first.credential_id, 30)
     assert [r.credential_id for r in router.routes(target)] == [second.credential_id]
     ledger.disable_credential("openai", second.credential_id, reason="test", automatic=True)
     target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
