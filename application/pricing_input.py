@@ -11,8 +11,14 @@ A price file is JSON::
          "provider_cost": {"input": "0.10", "cached_input": "0.05", "output": "0.40"}}}}
 
 Rates are credits per 1M tokens (per image / per request for those two), as decimal
-text or integers, never floats. ``input`` and ``output`` are required; unknown fields
-are refused by name, so a typo never silently prices a model at zero.
+text (domain/money.py's grammar) or integers, never floats, each at most
+``bounds.MAX_RATE`` (100,000 credits); ``max_output_tokens`` is an integer up to
+``bounds.MAX_TOKENS``. ``input`` and ``output`` are required; unknown fields are
+refused by name, so a typo never silently prices a model at zero. A refusal is an
+``InvalidRequest`` whose ``param`` names the field (``models.<model>.<field>`` in a
+file); a file that is not JSON, nests deeper than the JSON reader goes, or holds an
+integer longer than ``MAX_INTEGER_DIGITS`` digits is refused the same way, never with
+a crash.
 """
 
 import json
@@ -21,40 +27,53 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from domain.bounds import MAX_RATE
 from domain.errors import InvalidRequest
-from domain.money import InvalidAmount, parse_credits
-from domain.pricing import DEFAULT_OUTPUT_CAP, ModelPrice
+from domain.money import parse_credits
+from domain.pricing import DEFAULT_OUTPUT_CAP, RATE_FIELDS, ModelPrice
 
 Credits = str | int | Decimal
+MAX_INTEGER_DIGITS = 30
 
 
 def price_from_credits(*, input: Credits, output: Credits, cached_input: Credits | None = None,
                        reasoning: Credits | None = None, per_image: Credits | None = None,
-                       per_request: Credits | None = None, max_output_tokens: int | None = None) -> ModelPrice:
+                       per_request: Credits | None = None, max_output_tokens: int | None = None,
+                       where: str = "") -> ModelPrice:
+    """One model's price from credits per 1M tokens; ``where`` prefixes each field's name in
+    a refusal's ``param`` (``"models.openai/o3."`` for a file)."""
+    def rate(name: str, value: Credits | None, default: int | None) -> int | None:
+        if value is None:
+            return default
+        return parse_credits(value, maximum=MAX_RATE, param=where + name)
+
     try:
         return ModelPrice(
-            input=parse_credits(input),
-            output=parse_credits(output),
-            cached_input=None if cached_input is None else parse_credits(cached_input),
-            reasoning=None if reasoning is None else parse_credits(reasoning),
-            per_image=0 if per_image is None else parse_credits(per_image),
-            per_request=0 if per_request is None else parse_credits(per_request),
+            input=rate("input", input, None),  # type: ignore[arg-type]
+            output=rate("output", output, None),  # type: ignore[arg-type]
+            cached_input=rate("cached_input", cached_input, None),
+            reasoning=rate("reasoning", reasoning, None),
+            per_image=rate("per_image", per_image, 0),  # type: ignore[arg-type]
+            per_request=rate("per_request", per_request, 0),  # type: ignore[arg-type]
             max_output_tokens=max_output_tokens or DEFAULT_OUTPUT_CAP,
         )
-    except (InvalidAmount, ValueError) as exc:
-        raise InvalidRequest(f"invalid price: {exc}") from None
+    except InvalidRequest as exc:
+        if exc.param and not exc.param.startswith(where):
+            exc.param = where + exc.param  # the price's own check names the bare field
+        raise _reworded(exc, f"invalid price: {exc}")
 
 
-RATE_FIELDS = ("input", "output", "cached_input", "reasoning", "per_image", "per_request")
 MODEL_FIELDS = {*RATE_FIELDS, "max_output_tokens", "provider_cost"}
 
 
 def parse_price_file(text: str) -> tuple[dict[str, ModelPrice], datetime | None]:
     """A price file's models and effective time; InvalidRequest names the first problem."""
     try:
-        document = json.loads(text, parse_float=_refuse_float)
+        document = json.loads(text, parse_float=_refuse_float, parse_int=_bounded_int)
     except json.JSONDecodeError as exc:
         raise InvalidRequest(f"the price file is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest("the price file nests too deeply to be a price file") from None
     if not isinstance(document, dict) or not isinstance(document.get("models"), dict) or not document["models"]:
         raise InvalidRequest('a price file is an object with a non-empty "models" object')
     unknown = set(document) - {"effective_at", "models"}
@@ -73,16 +92,18 @@ def _model_price(model: str, entry: Any) -> ModelPrice:
     for required in ("input", "output"):
         if required not in entry:
             raise InvalidRequest(f"{model}: {required!r} is required")
+    where = f"models.{model}."
     try:
         price = price_from_credits(**{name: entry[name] for name in RATE_FIELDS if name in entry},
-                                   max_output_tokens=entry.get("max_output_tokens"))
+                                   max_output_tokens=entry.get("max_output_tokens"), where=where)
         cost = entry.get("provider_cost")
         if cost is not None:
             if not isinstance(cost, dict) or set(cost) - set(RATE_FIELDS) or not {"input", "output"} <= set(cost):
-                raise InvalidRequest("provider_cost needs input and output rates and nothing but rates")
-            price = replace(price, provider_cost=price_from_credits(**cost))
+                raise InvalidRequest("provider_cost needs input and output rates and nothing but rates",
+                                     param=where + "provider_cost")
+            price = replace(price, provider_cost=price_from_credits(**cost, where=where + "provider_cost."))
     except InvalidRequest as exc:
-        raise InvalidRequest(f"{model}: {exc}") from None
+        raise _reworded(exc, f"{model}: {exc}")
     return price
 
 
@@ -94,6 +115,19 @@ def _effective_at(value: Any) -> datetime | None:
     except ValueError:
         raise InvalidRequest(f"effective_at is not an ISO 8601 time: {value!r}") from None
     return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise InvalidRequest(f"the price file holds an integer of {len(text)} digits; no rate or cap needs more "
+                             f"than {MAX_INTEGER_DIGITS}")
+    return int(text)
+
+
+def _reworded(exc: InvalidRequest, message: str) -> InvalidRequest:
+    """The same refusal (its class, code and param) with ``message``."""
+    exc.args = (message,)
+    return exc.with_traceback(None)
 
 
 def _refuse_float(text: str) -> Any:

@@ -10,6 +10,10 @@ Invariants (checked by tests/property/test_account_rules.py):
 - spend caps (per account and per API key, per UTC day and month) are enforced with
   the same holds: a hold is refused when what was charged in the window plus what is
   held in it would pass a cap. Spend counts in the window its request started in.
+- every value an event carries fits the read models (``domain/bounds.py``): one grant,
+  adjustment (either sign), refund or spend cap is at most ``MAX_AMOUNT``, and a movement
+  that would take the balance past ``MAX_BALANCE`` is refused (``BalanceLimitExceeded``)
+  before any event, so ``0 ≤ balance ≤ MAX_BALANCE`` after every credit movement.
 Only *open* holds live in the aggregate, so it stays small however long its history;
 its history does not stay short, so the ledger stores an ``Account.Snapshot`` every
 ``ACCOUNT_SNAPSHOT_INTERVAL`` events (see ``Snapshot`` below for what it must keep).
@@ -44,7 +48,17 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, Snapshot, event
 
 from domain import ids, spend_caps
-from domain.errors import AlreadyExists, HoldNotFound, InsufficientCredits, InvalidRequest
+from domain.bounds import MAX_AMOUNT, MAX_BALANCE
+from domain.errors import (
+    AlreadyExists,
+    BalanceLimitExceeded,
+    HoldNotFound,
+    InsufficientCredits,
+    InvalidRequest,
+    PaymentNotFound,
+    RefundExceedsPayment,
+)
+from domain.money import InvalidAmount, format_credits
 
 
 class Account(Aggregate):
@@ -97,12 +111,22 @@ class Account(Aggregate):
     def has_spend_caps(self) -> bool:
         return any(spend_caps.any_cap(caps) for caps in self.caps.values())
 
+    def _check_credit(self, amount: int) -> None:
+        """Credit of ``amount`` may be added: one movement's bound, and the balance's after it."""
+        if amount > MAX_AMOUNT:
+            raise _too_large(amount)
+        if self.balance + amount > MAX_BALANCE:
+            raise BalanceLimitExceeded(
+                f"this would take the balance to {format_credits(self.balance + amount)} credits, past the "
+                f"maximum of {format_credits(MAX_BALANCE)}", param="amount")
+
     def grant_credits(self, amount: int, reason: str, idempotency_key: str | None = None,
                       expires_at: datetime | None = None, *, now: datetime | None = None) -> None:
         """Add credit; ``amount`` must be a positive integer of nanocredits. With
         ``expires_at`` (a time with a zone, after ``now``) what is unspent then expires."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise InvalidRequest("a grant must be a positive amount", param="amount")
+        self._check_credit(amount)
         if expires_at is None:
             self._credit_granted(amount=amount, reason=reason, idempotency_key=idempotency_key)
             return
@@ -189,6 +213,10 @@ class Account(Aggregate):
         Returns the amount applied."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
             raise InvalidRequest("an adjustment must be a non-zero amount", param="amount")
+        if amount > 0:
+            self._check_credit(amount)
+        elif -amount > MAX_AMOUNT:
+            raise _too_large(amount)
         if not reason or not reason.strip():
             raise InvalidRequest("an adjustment needs a reason", param="reason")
         applied = amount if amount > 0 else -min(-amount, max(self.available, 0))
@@ -206,6 +234,7 @@ class Account(Aggregate):
         against the request's charge, and the refund's identity makes it happen once."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise InvalidRequest("a refund must be a positive amount", param="amount")
+        self._check_credit(amount)
         self._charge_refunded(request_id=request_id, amount=amount, reason=reason)
 
     @event("ChargeRefunded")
@@ -244,9 +273,11 @@ class Account(Aggregate):
 
     def set_spend_caps(self, scope: str, day: int | None, month: int | None) -> None:
         """Caps for the account (``scope="account"``) or one of its keys (the key id's hex)."""
-        for cap in (day, month):
+        for window, cap in (("day", day), ("month", month)):
             if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 0):
-                raise InvalidRequest("a spend cap is a non-negative amount", param="caps")
+                raise InvalidRequest("a spend cap is a non-negative amount", param=window)
+            if cap is not None and cap > MAX_AMOUNT:
+                raise _too_large(cap, window)
         self._spend_caps_set(scope=scope, day=day, month=month)
 
     @event("SpendCapsSet")
@@ -336,6 +367,11 @@ class Account(Aggregate):
         return expired
 
 
+def _too_large(amount: int, param: str = "amount") -> InvalidAmount:
+    return InvalidAmount(f"{param} {format_credits(abs(amount))} is above the maximum of "
+                         f"{format_credits(MAX_AMOUNT)} credits", param=param)
+
+
 _INT_KEYS = "__int_keys__"
 
 
@@ -366,15 +402,50 @@ def _deadline_order(item: tuple[int, dict[str, Any]]) -> tuple[datetime, int]:
 
 class MovementReceipt(Aggregate):
     """Exists once per (account, kind, idempotency key): a second grant, adjustment,
-    payment or refund with the same key collides with it in the store and moves no credit."""
+    payment or refund with the same key collides with it in the store and moves no credit.
+
+    It keeps what the movement asked for — ``amount`` and ``terms`` (reason, expiry, the
+    payment a refund is of) — so a key used again for the same movement (a re-delivery)
+    is told apart from a key reused for a different one (``matches``). Receipts recorded
+    before ``terms`` existed have ``terms=None`` and are compared by amount alone.
+
+    A payment's receipt also counts what has been refunded of it: ``refund`` refuses a
+    refund that would take the total past the payment, and its event is saved in the same
+    transaction as the refund's debit, so two refunds of one payment that race are
+    decided one after the other by the store (the second is retried on the fresh count).
+    """
 
     @staticmethod
     def create_id(account_id: UUID, kind: str, idempotency_key: str) -> UUID:
         return ids.receipt_id(account_id, kind, idempotency_key)
 
     @event("Recorded")
-    def __init__(self, account_id: UUID, kind: str, idempotency_key: str, amount: int) -> None:
+    def __init__(self, account_id: UUID, kind: str, idempotency_key: str, amount: int,
+                 terms: dict[str, Any] | None = None) -> None:
         self.account_id = account_id
         self.kind = kind
         self.idempotency_key = idempotency_key
         self.amount = amount
+        self.terms = terms
+        self.refunded = 0  # of a payment: the sum of the refunds of it recorded since refunds were checked
+
+    def matches(self, amount: int, terms: dict[str, Any]) -> bool:
+        """Whether a movement of ``amount`` on ``terms`` is the one this receipt recorded."""
+        return self.amount == amount and (self.terms is None or self.terms == terms)
+
+    def refund(self, amount: int, refund_id: str) -> None:
+        """Count a refund of ``amount`` against this payment; raises RefundExceedsPayment."""
+        if self.kind != "payment":
+            raise PaymentNotFound(f"{self.idempotency_key} is not a payment")
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+            raise InvalidRequest("a refund must be a positive amount", param="amount")
+        if self.refunded + amount > self.amount:
+            raise RefundExceedsPayment(
+                f"refund {refund_id} of {format_credits(amount)} credits would take the refunds of payment "
+                f"{self.idempotency_key} to {format_credits(self.refunded + amount)}, more than the payment's "
+                f"{format_credits(self.amount)}", param="amount")
+        self._refunded(amount=amount, refund_id=refund_id)
+
+    @event("Refunded")
+    def _refunded(self, amount: int, refund_id: str) -> None:
+        self.refunded += amount

@@ -24,6 +24,28 @@ class EmptyWindow(InvalidRequest):
     code = "empty_window"
 
 
+class BalanceLimitExceeded(InvalidRequest):
+    """A movement that would take an account's balance past ``bounds.MAX_BALANCE``."""
+
+    code = "balance_limit_exceeded"
+
+
+class RefundExceedsPayment(InvalidRequest):
+    """A payment refund that, with the refunds of that payment before it, is more than the payment."""
+
+    code = "refund_exceeds_payment"
+
+
+class NotInCreditsMode(InvalidRequest):
+    """Something that only means anything with ``TALLYHUB_BILLING_MODE=credits`` (spend caps)."""
+
+    code = "not_in_credits_mode"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} take effect only in credits mode (TALLYHUB_BILLING_MODE=credits); this gateway "
+                         f"runs in track mode, where they would be silently ignored")
+
+
 class AuthenticationFailed(TallyhubError):
     code = "invalid_api_key"
 
@@ -52,8 +74,21 @@ class ProviderNotFound(NotFound):
     code = "provider_not_found"
 
 
+class PaymentNotFound(NotFound):
+    """A refund names a payment that was never credited to that account."""
+
+    code = "payment_not_found"
+
+
 class AlreadyExists(TallyhubError):
     code = "already_exists"
+
+
+class IdempotencyConflict(AlreadyExists):
+    """An idempotency key used before for a movement with other content (amount, reason, ...)."""
+
+    code = "idempotency_conflict"
+    param = "idempotency_key"
 
 
 class InsufficientCredits(TallyhubError):

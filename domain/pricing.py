@@ -6,16 +6,29 @@ The one rounding rule: a charge is computed exactly as a sum of
 per-request fees are whole nanocredits and are added after that single rounding.
 Nothing else in Tallyhub rounds money. The same rule prices what the provider
 charges the operator (``provider_cost``), so margins are exact too.
+
+A price is bounded (``domain/bounds.py``): every rate, its own and its
+``provider_cost``'s, is a whole number of nanocredits from 0 to ``MAX_RATE``, and
+``max_output_tokens`` is from 1 to ``MAX_TOKENS``; anything else is refused with
+``InvalidPrice`` naming the field, so no price book holds a rate that could price a
+request past what the read models store.
 """
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from domain.money import Nanocredits
+from domain.bounds import MAX_RATE, MAX_TOKENS, within
+from domain.errors import InvalidRequest
+from domain.money import Nanocredits, format_credits
 from domain.usage import Usage
 
 TOKENS_PER_RATE_UNIT = 1_000_000
 DEFAULT_OUTPUT_CAP = 4096
+RATE_FIELDS = ("input", "output", "cached_input", "reasoning", "per_image", "per_request")
+
+
+class InvalidPrice(InvalidRequest, ValueError):
+    """A rate or output cap outside what a price may be; ``param`` names the field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +51,17 @@ class ModelPrice:
     provider_cost: "ModelPrice | None" = None
 
     def __post_init__(self) -> None:
-        for name in ("input", "output", "cached_input", "reasoning", "per_image", "per_request"):
+        for name in RATE_FIELDS:
             value = getattr(self, name)
             if value is None and name in ("cached_input", "reasoning"):
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"price {name} must be a non-negative integer of nanocredits")
-        if not isinstance(self.max_output_tokens, int) or self.max_output_tokens <= 0:
-            raise ValueError("max_output_tokens must be a positive integer")
+            if not within(value, MAX_RATE):
+                raise InvalidPrice(f"price {name} must be a whole number of nanocredits from 0 to {MAX_RATE} "
+                                   f"({format_credits(MAX_RATE)} credits)", param=name)
+        if not within(self.max_output_tokens, MAX_TOKENS) or self.max_output_tokens == 0:
+            raise InvalidPrice(f"max_output_tokens must be an integer from 1 to {MAX_TOKENS}", param="max_output_tokens")
+        if self.provider_cost is not None and not isinstance(self.provider_cost, ModelPrice):
+            raise InvalidPrice("provider_cost must be a price", param="provider_cost")
 
     @property
     def cached_input_rate(self) -> int:

@@ -19,7 +19,7 @@ from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep
 from adapters.settings import Settings
 from application.pricing_input import parse_price_file, price_from_credits
-from domain.errors import InvalidRequest
+from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import format_credits, parse_credits
 
 Result = tuple[Any, str]
@@ -208,7 +208,8 @@ def prices_show(args: argparse.Namespace) -> Result:
 
 def accounts_create(args: argparse.Namespace) -> Result:
     settings = Settings.from_env()
-    starter = parse_credits(args.starter_credits if args.starter_credits is not None else settings.starter_credits)
+    starter = parse_credits(args.starter_credits if args.starter_credits is not None else settings.starter_credits,
+                            param="starter_credits")
     with open_services() as services:
         account = services.ledger.create_account(args.name, starter)
     data = {"id": str(account.id), "name": account.name, "balance": account.balance,
@@ -217,11 +218,13 @@ def accounts_create(args: argparse.Namespace) -> Result:
 
 
 def accounts_caps(args: argparse.Namespace) -> Result:
-    day = parse_credits(args.day) if args.day is not None else None
-    month = parse_credits(args.month) if args.month is not None else None
+    day = parse_credits(args.day, param="day") if args.day is not None else None
+    month = parse_credits(args.month, param="month") if args.month is not None else None
+    if Settings.from_env().billing_mode != "credits" and (day is not None or month is not None):
+        raise NotInCreditsMode("spend caps")
     with open_services() as services:
         account = services.ledger.set_spend_caps(args.account, day=day, month=month, api_key_id=args.key)
-    scope = "account" if args.key is None else services.ledger.get_api_key(args.key).id.hex
+        scope = "account" if args.key is None else services.ledger.get_api_key(args.key).id.hex
     data = {"account_id": str(account.id), "scope": "account" if args.key is None else args.key,
             "day": account.caps[scope]["day"], "month": account.caps[scope]["month"]}
     shown = ", ".join(f"{w} {format_credits(v)}" for w, v in (("day", day), ("month", month)) if v is not None)

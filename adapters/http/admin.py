@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from adapters.http.services import bearer_token, services_of
 from adapters.queries import caught_up, read_balance
@@ -17,7 +17,7 @@ from adapters.workers.hold_sweeper import sweep
 from adapters.providers.config import check_provider_config
 from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
 from application.pricing_input import parse_price_file, price_from_credits
-from domain.errors import AuthenticationFailed
+from domain.errors import AuthenticationFailed, NotInCreditsMode
 from domain.money import parse_credits
 from domain.provider import PROVIDER_KINDS
 
@@ -35,7 +35,25 @@ def require_admin(request: Request) -> Services:
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 Admin = Annotated[Services, Depends(require_admin)]
-Credits = StrictStr | StrictInt
+def _text_or_integer(value: Any) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError("credits are decimal text (e.g. \"12.5\") or a JSON integer of whole credits")
+    return value
+
+
+# Credits as decimal text ("12.5"), or a JSON integer of whole credits (never a float or a
+# boolean); domain/money.py reads both strictly and bounds them (domain/bounds.py).
+Credits = Annotated[str | int, PlainValidator(_text_or_integer),
+                    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?$"},
+                                              {"type": "integer"}]})]
+
+
+def _utc_when_naive(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+
+
+# An ISO 8601 time; UTC when it names no zone (as the CLI reads --expires and --expires-at).
+UtcDateTime = Annotated[datetime, AfterValidator(_utc_when_naive)]
 
 
 class _Body(BaseModel):
@@ -92,13 +110,13 @@ class GrantIn(_Body):
     amount: Credits = Field(description="credits, decimal text")
     reason: str = ""
     idempotency_key: str | None = None
-    expires_at: datetime | None = Field(default=None, description="ISO 8601, in the future (UTC when it names "
-                                        "no zone); what is unspent then expires")
+    expires_at: UtcDateTime | None = Field(default=None, description="ISO 8601, in the future (UTC when it names "
+                                           "no zone); what is unspent then expires")
 
 
 class KeyIn(_Body):
     name: str = ""
-    expires_at: datetime | None = None
+    expires_at: UtcDateTime | None = Field(default=None, description="ISO 8601 (UTC when it names no zone)")
 
 
 async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -180,7 +198,7 @@ async def get_prices(services: Admin) -> dict[str, Any]:
 @router.post("/accounts", status_code=201)
 async def create_account(body: AccountIn, services: Admin) -> dict[str, Any]:
     starter = body.starter_credits if body.starter_credits is not None else services.settings.starter_credits
-    account = await _run(services.ledger.create_account, body.name, parse_credits(starter))
+    account = await _run(services.ledger.create_account, body.name, parse_credits(starter, param="starter_credits"))
     return {"id": str(account.id), "name": account.name, "balance": account.balance}
 
 
@@ -199,8 +217,6 @@ async def get_balance(account: str, services: Admin) -> dict[str, Any]:
 async def grant_credits(account: str, body: GrantIn, services: Admin) -> dict[str, Any]:
     amount = parse_credits(body.amount)
     expires_at = body.expires_at
-    if expires_at is not None and expires_at.tzinfo is None:
-        expires_at = expires_at.replace(tzinfo=timezone.utc)
     result = await _run(services.ledger.grant_credits, account, amount, body.reason, body.idempotency_key, expires_at)
     return {"account_id": str(result.account_id), "amount": result.amount, "credited": result.credited,
             "expires_at": expires_at.isoformat() if expires_at else None}
@@ -216,8 +232,10 @@ async def adjust_credits(account: str, body: AdjustmentIn, services: Admin) -> d
 
 @router.put("/accounts/{account}/caps")
 async def set_caps(account: str, body: CapsIn, services: Admin) -> dict[str, Any]:
-    day = parse_credits(body.day) if body.day is not None else None
-    month = parse_credits(body.month) if body.month is not None else None
+    day = parse_credits(body.day, param="day") if body.day is not None else None
+    month = parse_credits(body.month, param="month") if body.month is not None else None
+    if services.settings.billing_mode != "credits" and (day is not None or month is not None):
+        raise NotInCreditsMode("spend caps")
     updated = await _run(lambda: services.ledger.set_spend_caps(account, day=day, month=month,
                                                                 api_key_id=body.api_key_id))
     return {"account_id": str(updated.id), "caps": plain(updated.caps)}

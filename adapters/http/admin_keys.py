@@ -4,7 +4,7 @@ issued with model limits, rotated, and limited. Provider secrets arrive only in
 request bodies and never leave; a new API key is returned once, by the call that
 made it."""
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Annotated, Any
 
 import anyio
@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.cli.key_commands import key_json, rotation_json, status_json
-from adapters.http.admin import require_admin
+from adapters.http.admin import UtcDateTime, require_admin
 from adapters.presenters import provider_json
 from adapters.services import Services
 from application import key_management as km
@@ -35,7 +35,7 @@ class RotateCredentialIn(_Body):
 class IssueKeyIn(_Body):
     account: str
     name: str = ""
-    expires_at: datetime | None = None
+    expires_at: UtcDateTime | None = Field(default=None, description="ISO 8601 (UTC when it names no zone)")
     models: list[str] | None = Field(default=None, description="PROVIDER/MODEL, PROVIDER/* or aliases; null: every model")
 
 

@@ -10,7 +10,12 @@ answered 200 with ``"duplicate": true`` and change nothing.
 
 Body: ``{"id": "evt_1", "type": "payment.succeeded" | "payment.refunded",
 "data": {"account": "acme", "payment_id": "pay_1", "refund_id": "re_1"?, "amount": "10.50"}}``
-(amount in credits, decimal text). Other event types are acknowledged and ignored.
+(amount in credits, decimal text, at most ``bounds.MAX_AMOUNT``). Other event types are
+acknowledged and ignored. A refund names the payment it gives back (``payment_id``): that
+payment must have been credited to the same account (404 ``payment_not_found``), and the
+refunds of a payment never add up to more than it (400 ``refund_exceeds_payment``). A
+payment or refund id delivered again with a different amount or payment is refused
+(409 ``idempotency_conflict``) rather than answered as a duplicate.
 """
 
 import hashlib
@@ -23,7 +28,7 @@ import orjson
 from fastapi import APIRouter, Request
 
 from adapters.http.services import read_body, services_of
-from domain.errors import InvalidRequest, NotInitialised
+from domain.errors import IdempotencyConflict, InvalidRequest, NotInitialised, TallyhubError
 from domain.money import format_credits, parse_credits
 
 router = APIRouter(prefix="/admin/v1", tags=["payments"])
@@ -66,16 +71,20 @@ async def payments_webhook(request: Request) -> dict[str, Any]:
     kind, data = event["type"], event["data"]
     if kind not in ("payment.succeeded", "payment.refunded"):
         return {"id": event["id"], "ignored": True}
-    amount = parse_credits(_text(data, "amount"))
+    amount = parse_credits(_text(data, "amount"), param="data.amount")
     if amount <= 0:
         raise InvalidRequest("amount must be positive", param="data.amount")
     account, payment_id = _text(data, "account"), _text(data, "payment_id")
-    if kind == "payment.succeeded":
-        result = await anyio.to_thread.run_sync(services.ledger.record_payment, account, payment_id, amount)
-    else:
-        refund_id = _text(data, "refund_id")
-        result = await anyio.to_thread.run_sync(
-            lambda: services.ledger.reverse_payment(account, refund_id, amount, payment_id))
+    try:
+        if kind == "payment.succeeded":
+            result = await anyio.to_thread.run_sync(services.ledger.record_payment, account, payment_id, amount)
+        else:
+            refund_id = _text(data, "refund_id")
+            result = await anyio.to_thread.run_sync(
+                lambda: services.ledger.reverse_payment(account, refund_id, amount, payment_id))
+    except TallyhubError as error:
+        _name_in_data(error, "data.payment_id" if kind == "payment.succeeded" else "data.refund_id")
+        raise
     return {"id": event["id"], "type": kind, "account_id": str(result.account_id), "duplicate": not result.credited,
             "applied": result.amount, "applied_credits": format_credits(result.amount)}
 
@@ -90,6 +99,15 @@ def _event(raw: bytes) -> dict[str, Any]:
     if not isinstance(event.get("id"), str):
         raise InvalidRequest("the webhook body needs an 'id'", param="id")
     return event
+
+
+def _name_in_data(error: TallyhubError, key_field: str) -> None:
+    """Name the body's field in the ledger's refusal: its ``amount`` is ``data.amount`` here,
+    and the idempotency key of a payment or refund is its ``data.payment_id`` / ``data.refund_id``."""
+    if isinstance(error, IdempotencyConflict):
+        error.param = key_field
+    elif isinstance(error, InvalidRequest) and error.param == "amount":
+        error.param = "data.amount"
 
 
 def _text(data: dict[str, Any], name: str) -> str:

@@ -4,11 +4,14 @@ webhooks (each id delivered any number of times), payment refunds, expiring gran
 abandoned, time passing and expiry sweeps keeps: each payment and grant credited at
 most once, each refund debited at most once, each request charged at most once, each
 grant's deadline applied at most once, available ≥ 0, and
-balance = payments + grants − refunds − charges − expired."""
+balance = payments + grants − refunds − charges − expired. A key delivered again with
+other content is refused (idempotency_conflict); a refund of a payment the account never
+received, or past what is left of its payment, is refused and moves nothing."""
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -21,7 +24,7 @@ from application.ledger import Ledger
 from application.pricing_input import price_from_credits
 from application.routing import Router
 from domain.account import Account
-from domain.errors import InsufficientCredits
+from domain.errors import IdempotencyConflict, InsufficientCredits, PaymentNotFound, RefundExceedsPayment
 from domain.usage import Usage
 from tests.fakes.clock import FakeClock
 
@@ -48,29 +51,60 @@ class WalletMachine(RuleBasedStateMachine):
         self.refunds: dict[str, int] = {}
         self.charges: dict[UUID, int] = {}
         self.grants: dict[str, int] = {}
+        self.grant_terms: dict[str, tuple[int, datetime]] = {}
+        self.refund_terms: dict[str, tuple[str, int]] = {}
+        self.refunded_of: dict[str, int] = {}  # payment id -> the sum of its refunds asked
         self.open: list[OpenedRequest] = []
 
-    @rule(payment_id=PAYMENT_IDS, amount=st.integers(1, 10**7))
-    def deliver_payment(self, payment_id: str, amount: int) -> None:
+    @rule(payment_id=PAYMENT_IDS, amount=st.integers(1, 10**7), again=st.booleans())
+    def deliver_payment(self, payment_id: str, amount: int, again: bool) -> None:
+        if payment_id in self.payments and again:
+            amount = self.payments[payment_id]  # a re-delivery
+        if payment_id in self.payments and amount != self.payments[payment_id]:
+            with pytest.raises(IdempotencyConflict):
+                self.ledger.record_payment("acme", payment_id, amount)
+            return
         result = self.ledger.record_payment("acme", payment_id, amount)
         assert result.credited == (payment_id not in self.payments)
         self.payments.setdefault(payment_id, amount)
 
-    @rule(refund_id=REFUND_IDS, amount=st.integers(1, 10**7))
-    def deliver_refund(self, refund_id: str, amount: int) -> None:
+    @rule(refund_id=REFUND_IDS, payment_id=PAYMENT_IDS, amount=st.integers(1, 10**7), again=st.booleans())
+    def deliver_refund(self, refund_id: str, payment_id: str, amount: int, again: bool) -> None:
+        if refund_id in self.refund_terms and again:
+            payment_id, amount = self.refund_terms[refund_id]  # a re-delivery
         available = self.ledger.get_account("acme").available
-        result = self.ledger.reverse_payment("acme", refund_id, amount)
-        assert result.credited == (refund_id not in self.refunds)
-        if result.credited:
-            assert -result.amount == min(amount, available)
-            self.refunds[refund_id] = -result.amount
+        left = self.payments.get(payment_id, 0) - self.refunded_of.get(payment_id, 0)
+        if refund_id in self.refund_terms:
+            if self.refund_terms[refund_id] != (payment_id, amount):
+                with pytest.raises(IdempotencyConflict):
+                    self.ledger.reverse_payment("acme", refund_id, amount, payment_id)
+            else:
+                assert self.ledger.reverse_payment("acme", refund_id, amount, payment_id).credited is False
+            return
+        if payment_id not in self.payments or amount > left:
+            with pytest.raises(PaymentNotFound if payment_id not in self.payments else RefundExceedsPayment):
+                self.ledger.reverse_payment("acme", refund_id, amount, payment_id)
+            return
+        result = self.ledger.reverse_payment("acme", refund_id, amount, payment_id)
+        assert result.credited and -result.amount == min(amount, available)
+        self.refunds[refund_id] = -result.amount
+        self.refund_terms[refund_id] = (payment_id, amount)
+        self.refunded_of[payment_id] = self.refunded_of.get(payment_id, 0) + amount
 
-    @rule(key=GRANT_KEYS, amount=st.integers(1, 10**7), minutes=st.integers(1, 20))
-    def grant_expiring_credit(self, key: str, amount: int, minutes: int) -> None:
-        result = self.ledger.grant_credits("acme", amount, "promo", key,
-                                           expires_at=self.clock.now() + timedelta(minutes=minutes))
+    @rule(key=GRANT_KEYS, amount=st.integers(1, 10**7), minutes=st.integers(1, 20), again=st.booleans())
+    def grant_expiring_credit(self, key: str, amount: int, minutes: int, again: bool) -> None:
+        if key in self.grant_terms and again:
+            amount, expires_at = self.grant_terms[key]  # a re-delivery
+        else:
+            expires_at = self.clock.now() + timedelta(minutes=minutes)
+        if key in self.grant_terms and self.grant_terms[key] != (amount, expires_at):
+            with pytest.raises(IdempotencyConflict):
+                self.ledger.grant_credits("acme", amount, "promo", key, expires_at=expires_at)
+            return
+        result = self.ledger.grant_credits("acme", amount, "promo", key, expires_at=expires_at)
         assert result.credited == (key not in self.grants)
         self.grants.setdefault(key, amount)
+        self.grant_terms.setdefault(key, (amount, expires_at))
 
     @rule(minutes=st.integers(1, 15))
     def time_passes_and_the_sweep_runs(self, minutes: int) -> None:

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from domain.bounds import MAX_AMOUNT
 from domain.money import InvalidAmount, format_credits, parse_credits
 from domain.pricing import ModelPrice, price_usage, worst_case_usage
 from domain.usage import Usage
@@ -27,9 +28,15 @@ def test_floats_are_refused_in_the_money_path() -> None:
         parse_credits(0.1)  # type: ignore[arg-type]
 
 
-@given(st.integers(min_value=-(10**20), max_value=10**20))
+@given(st.integers(min_value=-MAX_AMOUNT, max_value=MAX_AMOUNT))
 def test_formatting_round_trips_exactly(amount: int) -> None:
     assert parse_credits(format_credits(amount), allow_negative=True) == amount
+
+
+@given(st.integers(min_value=MAX_AMOUNT + 1, max_value=10**40), st.booleans())
+def test_amounts_past_the_bound_are_refused_exactly_past_it(amount: int, negative: bool) -> None:
+    with pytest.raises(InvalidAmount, match="above the maximum"):
+        parse_credits(format_credits(-amount if negative else amount), allow_negative=True)
 
 
 def test_charge_is_input_times_input_rate_plus_output_times_output_rate() -> None:
