@@ -7,6 +7,7 @@ from typing import Any
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.master_key import ensure_master_key_file, load_key_ring
+from adapters.files import PRIVATE_FILE, private_dir, private_sqlite, tighten
 from adapters.services import Services
 from adapters.settings import Settings, SettingsError
 from application.billing import RequestBilling
@@ -18,11 +19,27 @@ from application.ports import Clock
 
 
 def build_ledger(settings: Settings, *, create_tables: bool = False, clock: Clock | None = None) -> Ledger:
-    if settings.database.kind == "sqlite":
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_files(settings)
     vault = AesGcmKeyVault(load_key_ring(settings))
     env = settings.database.eventsourcing_env(create_tables=create_tables)
     return Ledger(env, vault=vault, key_scheme_factory=HmacApiKeyScheme, clock=clock)
+
+
+def secure_files(settings: Settings) -> None:
+    """The data dir 0700 (created for SQLite, tightened when it exists), the SQLite
+    databases 0600 before SQLite opens them, recorded exports 0600 (adapters/files.py)."""
+    database = settings.database
+    if database.kind == "sqlite" or settings.data_dir.is_dir():
+        private_dir(settings.data_dir)
+    if database.kind == "sqlite" and database.sqlite_path is not None and database.sqlite_path.name != ":memory:":
+        private_sqlite(database.sqlite_path)
+        private_sqlite(database.read_models_sqlite_path)
+    exports = settings.data_dir / "exports"
+    if exports.is_dir():
+        private_dir(exports)
+        for path in exports.iterdir():
+            if path.is_file():
+                tighten(path, PRIVATE_FILE)
 
 
 def build_read_models(settings: Settings, ledger: Ledger) -> Any:
@@ -69,7 +86,7 @@ class Initialised:
 
 def initialise(settings: Settings) -> Initialised:
     """Create the master key (unless given), the tables and the deployment. Safe to re-run."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     created = ensure_master_key_file(settings)
     ledger = build_ledger(settings, create_tables=True)
     try:

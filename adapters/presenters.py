@@ -65,6 +65,18 @@ def price_json(data: dict[str, Any]) -> dict[str, Any]:
     return shown
 
 
+def id_text(value: UUID | str | None) -> str | None:
+    """An id in its one textual form, the dashed UUID the API shows, from a UUID or from
+    the 32 hex digits the events and read models keep (``None``/``""`` as they are)."""
+    if not value:
+        return value  # type: ignore[return-value]
+    if isinstance(value, UUID):
+        return str(value)
+    if len(value) == 32:
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}".lower()
+    return str(UUID(value))
+
+
 def money_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
     """Add ``<name>_credits`` decimal text beside each integer nanocredit field."""
     for name in names:

@@ -7,7 +7,9 @@ done with it. Events are stored uncompressed and unencrypted by eventsourcing's 
 transcoder, so their state is plain JSON in which the transcoder's own types appear as
 ``{"_type_": "uuid_hex" | "datetime_iso", "_data_": text}``; ``uuid_of`` and
 ``time_of`` read those. Invariant: nothing here writes, and every event of the chosen
-topics up to ``stop`` is yielded exactly once, in position order.
+topics up to ``stop`` is yielded exactly once, in position order, its integers exact
+however large (orjson reads those beyond 64 bits as floats: such a state is read by
+the standard parser instead).
 """
 
 from __future__ import annotations
@@ -18,12 +20,16 @@ from datetime import datetime
 from typing import Any, Protocol, Sequence
 from uuid import UUID
 
+import json
+import re
+
 import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 BATCH = 10_000
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")  # 19 digits and more may be beyond 64 bits
 Progress = Callable[[int, int], None]  # (position reached, last position), for progress bars
 
 
@@ -62,7 +68,7 @@ def scan(recorder: NotificationRecorder, topics: Iterable[str], *, after: int = 
     while position < last:
         found = recorder.select_notifications(position, batch, stop=last, topics=wanted, inclusive_of_start=False)
         for n in found:
-            yield StoredEvent(n.id, _uuid(n.originator_id), n.originator_version, n.topic, orjson.loads(n.state))
+            yield StoredEvent(n.id, _uuid(n.originator_id), n.originator_version, n.topic, exact_state(n.state))
         if len(found) < batch:
             break
         position = found[-1].id
@@ -70,6 +76,13 @@ def scan(recorder: NotificationRecorder, topics: Iterable[str], *, after: int = 
             progress(position, last)
     if progress is not None:
         progress(last, last)
+
+
+def exact_state(state: bytes) -> dict[str, Any]:
+    """An event's JSON state with every integer a Python int, however large."""
+    if _LONG_NUMBER.search(state) is None:
+        return orjson.loads(state)
+    return json.loads(bytes(state))
 
 
 def last_position(recorder: NotificationRecorder) -> int:

@@ -115,7 +115,7 @@ def snapshot(kind: str, views: Any, window: Window, file_format: str, positions:
     """The ``kind`` export of ``window`` from ``views`` (``ledger``, ``usage``, ``requests``
     read models), not recorded; None when it has more than ``max_rows`` rows."""
     rows = dataset(kind, views, window.since, window.until)
-    fmt = FORMATS[file_format]()
+    fmt = FORMATS[file_format](rows.text_columns)
     chained = ChainedRows(fmt, GENESIS)
     data = bytearray(fmt.header(rows.columns))
     per_day: Counter[date] = Counter()

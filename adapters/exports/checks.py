@@ -7,18 +7,23 @@ for ledger rows the event position. A row whose bytes were edited breaks its own
 a file whose every link was recomputed after an edit no longer ends at the head the
 export log recorded; a ledger row whose amount or balance was changed differs from the
 ledger itself.
+
+Links are recomputed from the bytes as written, so exports of every layout (formats.py)
+verify; ledger rows are compared with the ledger in their manifest's layout. A manifest
+that is not what an export writes (not an object, a seed that is not 64 hex digits, a
+number that is not an integer) is a problem named as such, never a crash; numbers in
+the rows are read exactly, however large.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from adapters.exports.datasets import ledger_rows
+from adapters.exports.datasets import LEDGER_TEXT, account_names, ledger_rows
 from adapters.exports.exporter import manifest_path
-from adapters.exports.formats import FORMATS, FormatError, link
+from adapters.exports.formats import FORMATS, LAYOUTS, CsvFormat, FormatError, exact_json, link, unescaped
 from adapters.services import Services
 from domain import ids
 from domain.export_log import ExportLog
@@ -31,11 +36,14 @@ def check_export(services: Services, path: Path) -> list[str]:
     path = Path(path)
     problems: list[str] = []
     try:
-        manifest = json.loads(manifest_path(path).read_text())
+        manifest = exact_json(manifest_path(path).read_bytes())
     except OSError as exc:
         return [f"{path}: cannot read its manifest {manifest_path(path).name}: {exc.strerror}"]
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return [f"{path}: its manifest is not JSON"]
+    shape = _manifest_shape(manifest)
+    if shape:
+        return [f"{path}: its manifest {shape}"]
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -65,10 +73,12 @@ def _check_rows(services: Services, path: Path, manifest: dict[str, Any]) -> lis
     fmt = FORMATS.get(manifest.get("format", ""))
     if fmt is None:
         return [f"{path}: unknown format {manifest.get('format')!r} in the manifest"]
-    encoder = fmt()
+    layout = manifest.get("layout", 1)
+    ledger = manifest.get("kind") == "ledger"
+    encoder = fmt(LEDGER_TEXT if ledger and layout >= 2 else ())
     columns = manifest.get("columns", [])
     previous = manifest.get("chain", {}).get("seed", "")
-    expected = _ledger_rows(services, manifest) if manifest.get("kind") == "ledger" else None
+    expected = _ledger_rows(services, manifest, layout) if ledger else None
     problems: list[str] = []
     count, net = 0, 0
     try:
@@ -83,7 +93,7 @@ def _check_rows(services: Services, path: Path, manifest: dict[str, Any]) -> lis
                 previous = row.chain
                 if expected is not None:
                     net += _int(row.values.get("amount_nanocredits"))
-                    problems += expected.compare(where, row, encoder)
+                    problems += expected.compare(where, row, encoder, layout)
                 if len(problems) >= MAX_ROW_PROBLEMS:
                     problems.append(f"{path}: stopped after {MAX_ROW_PROBLEMS} problems")
                     return problems
@@ -106,13 +116,46 @@ def _check_rows(services: Services, path: Path, manifest: dict[str, Any]) -> lis
     return problems
 
 
-def _ledger_rows(services: Services, manifest: dict[str, Any]) -> _LedgerRows:
+def _manifest_shape(manifest: Any) -> str | None:
+    """What makes ``manifest`` something no export wrote (None when it has an export's shape)."""
+    if not isinstance(manifest, dict):
+        return "is not a JSON object"
+    for name in ("chain", "events", "totals"):
+        if not isinstance(manifest.get(name, {}), dict):
+            return f"has a {name!r} that is not an object"
+    columns = manifest.get("columns", [])
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        return "has columns that are not a list of names"
+    for name in ("seed", "head"):
+        link_ = manifest.get("chain", {}).get(name)
+        if not (isinstance(link_, str) and len(link_) == 64 and all(c in "0123456789abcdef" for c in link_)):
+            return f"has a chain {name} that is not 64 hex digits"
+    if not _is_int(manifest.get("rows")):
+        return "has a row count that is not a whole number"
+    if manifest.get("totals", {}).get("net") is not None and not _is_int(manifest["totals"]["net"]):
+        return "has a net total that is not a whole number"
+    events = manifest.get("events", {})
+    for name in ("first_position", "last_position"):
+        if events.get(name) is not None and not _is_int(events[name]):
+            return f"has an events.{name} that is not a whole number"
+    layout = manifest.get("layout", 1)
+    if not _is_int(layout) or layout not in LAYOUTS:
+        return f"names layout {layout!r}, not one of {', '.join(map(str, LAYOUTS))}"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _ledger_rows(services: Services, manifest: dict[str, Any], layout: int) -> _LedgerRows:
     events = manifest.get("events", {})
     first, last = events.get("first_position"), events.get("last_position")
     if first is None or last is None:
         return _LedgerRows(iter(()))
     services.read_models.runner.catch_up()
-    return _LedgerRows(ledger_rows(services.read_models.ledger, int(first), int(last) + 1))
+    names = account_names(services.read_models) if layout >= 2 else None
+    return _LedgerRows(ledger_rows(services.read_models.ledger, first, last + 1, names, layout=layout))
 
 
 class _LedgerRows:
@@ -122,7 +165,7 @@ class _LedgerRows:
         self._rows = rows
         self._next = next(rows, None)
 
-    def compare(self, where: str, row: Any, encoder: Any) -> list[str]:
+    def compare(self, where: str, row: Any, encoder: Any, layout: int) -> list[str]:
         position = _int(row.values.get("position"))
         problems = []
         while self._next is not None and self._next["position"] < position:
@@ -134,7 +177,9 @@ class _LedgerRows:
         self._next = next(self._rows, None)
         if encoder.content(truth) == row.content:
             return problems
-        differing = [name for name, value in truth.items() if _text(value) != _text(row.values.get(name))]
+        escaped = isinstance(encoder, CsvFormat) and layout >= 2
+        differing = [name for name, value in truth.items()
+                     if _text(value) != _text(_value(row.values.get(name), escaped and name in LEDGER_TEXT))]
         return problems + [f"{where}: {', '.join(differing) or 'its encoding'} differ(s) from the ledger "
                            f"(ledger: {', '.join(f'{name}={truth[name]}' for name in differing)})"]
 
@@ -144,6 +189,10 @@ class _LedgerRows:
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+def _value(cell: Any, escaped: bool) -> Any:
+    return unescaped(cell) if escaped and isinstance(cell, str) else cell
 
 
 def _int(value: Any) -> int:

@@ -10,7 +10,8 @@ Invariants kept here:
   recorded meanwhile, the file is written again on the new head, so the exports of a
   kind form one chain with no fork;
 - the read model is caught up before reading, and the manifest names the event
-  position it was caught up to (``as_of_position``).
+  position it was caught up to (``as_of_position``);
+- the file and its manifest are created 0600 (adapters/files.py): only their owner reads them.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from uuid import uuid4
 from eventsourcing.persistence import IntegrityError
 
 from adapters.exports.datasets import dataset
-from adapters.exports.formats import FORMATS, ChainedRows
-from adapters.presenters import money_fields
+from adapters.exports.formats import FORMATS, LAYOUT, ChainedRows
+from adapters.files import open_private, write_private
+from adapters.presenters import id_text, money_fields
 from adapters.services import Services
 from domain import ids
 from domain.errors import InvalidRequest
@@ -62,19 +64,19 @@ def create_export(services: Services, kind: str, since: datetime | None, until: 
     for _ in range(MAX_WRITE_ATTEMPTS):
         log = services.ledger.find(ids.export_log_id(kind))
         log = log if isinstance(log, ExportLog) else ExportLog(kind)
-        previous = log.exports[-1]["export_id"] if log.exports else None
+        previous = id_text(log.exports[-1]["export_id"]) if log.exports else None
         rows = dataset(kind, read_models, since, until)
         as_of = read_models.store.positions().get(rows.projection, 0)
-        written = _write(rows, FORMATS[file_format](), log.head, out)
+        written = _write(rows, FORMATS[file_format](rows.text_columns), log.head, out)
         now = services.ledger.clock.now()
-        manifest = manifest_of(rows, export_id=uuid4().hex, file_format=file_format, file_name=out.name,
+        manifest = manifest_of(rows, export_id=str(uuid4()), file_format=file_format, file_name=out.name,
                                created_at=now, seed=log.head, written=written, previous=previous, as_of=as_of)
         log.record(export_id=manifest["export_id"], file_format=file_format, since=since, until=until,
                    rows=written["rows"], sha256=written["sha256"], chain_seed=log.head, chain_head=written["head"],
                    first_position=rows.first_position, last_position=rows.last_position, as_of_position=as_of,
                    path=str(out.resolve()), at=now)
         os.replace(written["temporary"], out)
-        manifest_path(out).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_private(manifest_path(out), (json.dumps(manifest, indent=2) + "\n").encode())
         try:
             services.ledger.save(log)
         except IntegrityError:
@@ -91,6 +93,7 @@ def manifest_of(rows: Any, *, export_id: str | None, file_format: str, file_name
         "export_id": export_id,
         "kind": rows.kind,
         "format": file_format,
+        "layout": LAYOUT,
         "file": file_name,
         "from": rows.since.isoformat() if rows.since else None,
         "to": rows.until.isoformat() if rows.until else None,
@@ -117,7 +120,7 @@ def list_exports(services: Services) -> list[dict[str, Any]]:
     for kind in EXPORT_KINDS:
         log = services.ledger.find(ids.export_log_id(kind))
         if isinstance(log, ExportLog):
-            found += [{"kind": kind, **entry} for entry in log.exports]
+            found += [{"kind": kind, **entry, "export_id": id_text(entry["export_id"])} for entry in log.exports]
     return sorted(found, key=lambda entry: entry["recorded_at"])
 
 
@@ -125,7 +128,7 @@ def _write(rows: Any, fmt: Any, seed: str, out: Path) -> dict[str, Any]:
     temporary = out.with_name(f".{out.name}.{uuid4().hex[:8]}.partial")
     digest = hashlib.sha256()
     chained = ChainedRows(fmt, seed)
-    with open(temporary, "wb", buffering=1 << 20) as file:
+    with open_private(temporary, buffering=1 << 20) as file:
         header = fmt.header(rows.columns)
         file.write(header)
         digest.update(header)

@@ -9,8 +9,21 @@ Invariants kept here:
   member); CSV re-encodes the parsed fields with the same writer, which is
   deterministic for text cells, and the file's SHA-256 in the manifest covers the rest
   (quoting, line ends);
-- cells: integers stay integers, times are UTC ISO 8601, ids are hex, absent is empty
-  (CSV) or null (JSONL), booleans are ``true``/``false``.
+- cells: integers stay integers, times are UTC ISO 8601, ids are dashed UUIDs (the form
+  the API and the CLI show), absent is empty (CSV) or null (JSONL), booleans are
+  ``true``/``false``;
+- CSV text cells (the dataset's free-text columns only: reasons, names, models, error
+  codes; never amounts, ids or times) that start with ``=``, ``+``, ``-``, ``@``, a tab,
+  a carriage return or ``'`` are written with a ``'`` before them, so a spreadsheet
+  shows them as text instead of evaluating a formula; a reader drops the first ``'`` of
+  such a cell to get the value back. The chain links cover the cells as written;
+- reading JSONL gives integers exactly (Python ints), however large: never floats.
+
+Layouts: a manifest's ``layout`` says how its rows were written. 1 (manifests without
+the field, written before it existed): ids as 32 hex digits, no ``account`` column, CSV
+text cells as they are. 2: as above. ``verify`` recomputes links from the bytes as
+written, whatever the layout, and compares ledger rows with the ledger in the layout of
+their manifest.
 """
 
 from __future__ import annotations
@@ -18,6 +31,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime
@@ -28,6 +42,11 @@ import orjson
 
 CHAIN = "chain"
 _LINK = re.compile(rb',"chain":"([0-9a-f]{64})"\}\n?$')
+LAYOUT = 2  # the layout this code writes (see above)
+LAYOUTS = (1, 2)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+# 19 digits and more may be beyond a 64-bit integer, which orjson reads as a float
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
 
 
 def link(previous: str, content: bytes) -> str:
@@ -37,7 +56,7 @@ def link(previous: str, content: bytes) -> str:
 def cell(value: Any) -> Any:
     """A value as the export writes it (JSON types only)."""
     if isinstance(value, UUID):
-        return value.hex
+        return str(value)
     if isinstance(value, datetime):
         return value.isoformat()
     return value
@@ -68,19 +87,35 @@ class FormatError(ValueError):
     """A file that is not an export of this format (names the row)."""
 
 
+def escaped(text: str) -> str:
+    """A CSV text cell as written: a ``'`` before one a spreadsheet could take for a formula."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def unescaped(text: str) -> str:
+    """A CSV text cell's value back from what ``escaped`` wrote."""
+    return text[1:] if text.startswith("'") else text
+
+
 class CsvFormat:
+    """``text_columns``: the free-text columns whose cells are escaped (none: layout 1)."""
+
     name = "csv"
     media_type = "text/csv; charset=utf-8"
 
-    def __init__(self) -> None:
+    def __init__(self, text_columns: Sequence[str] = ()) -> None:
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\n")
+        self._text_columns = frozenset(text_columns)
 
     def header(self, columns: Sequence[str]) -> bytes:
         return self._encode([*columns, CHAIN]) + b"\n"
 
     def content(self, row: dict[str, Any]) -> bytes:
-        return self._encode([_text(value) for value in row.values()])
+        cells = [_text(value) for value in row.values()]
+        if self._text_columns:
+            cells = [escaped(cell) if name in self._text_columns else cell for name, cell in zip(row, cells)]
+        return self._encode(cells)
 
     def line(self, content: bytes, chain: str) -> bytes:
         return content + b"," + chain.encode() + b"\n"
@@ -111,6 +146,9 @@ class JsonlFormat:
     name = "jsonl"
     media_type = "application/jsonl"
 
+    def __init__(self, text_columns: Sequence[str] = ()) -> None:
+        pass  # JSON strings are typed: nothing to escape
+
     def header(self, columns: Sequence[str]) -> bytes:
         return b""
 
@@ -127,8 +165,8 @@ class JsonlFormat:
                 raise FormatError(f"row {number} does not end with its chain link")
             content = line[:found.start()] + b"}"
             try:
-                values = orjson.loads(content)
-            except orjson.JSONDecodeError:
+                values = exact_json(content)
+            except (ValueError, RecursionError):
                 raise FormatError(f"row {number} is not a JSON object") from None
             if not isinstance(values, dict) or list(values) != list(columns):
                 raise FormatError(f"row {number} does not have the manifest's columns")
@@ -136,6 +174,18 @@ class JsonlFormat:
 
 
 FORMATS = {"csv": CsvFormat, "jsonl": JsonlFormat}
+
+
+def exact_json(data: bytes) -> Any:
+    """JSON with every integer exact: orjson, or the standard parser when a number may be
+    beyond 64 bits (orjson gives those as floats). NaN and Infinity are refused."""
+    if _LONG_NUMBER.search(data) is None:
+        return orjson.loads(data)
+    return json.loads(data, parse_constant=_no_constant)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _text(value: Any) -> str:

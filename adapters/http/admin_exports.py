@@ -10,6 +10,7 @@ import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from uuid import UUID
 
 import anyio
 from fastapi import APIRouter, Query
@@ -18,6 +19,7 @@ from fastapi.responses import FileResponse
 from adapters.cli.audit_commands import run_verify
 from adapters.exports.exporter import create_export, list_exports, manifest_path
 from adapters.exports.formats import FORMATS
+from adapters.files import private_dir
 from adapters.http.admin import Admin
 from adapters.presenters import plain
 from adapters.services import Services
@@ -40,7 +42,7 @@ async def post_export(
     out = folder / f"{kind}-{stamp}-{secrets.token_hex(4)}.{file_format}"
 
     def write() -> dict[str, Any]:
-        folder.mkdir(parents=True, exist_ok=True)
+        private_dir(folder)
         return create_export(services, kind, since, until, file_format, out)
 
     return await anyio.to_thread.run_sync(write)
@@ -75,8 +77,12 @@ async def post_verify(services: Admin) -> dict[str, Any]:
 
 
 def _recorded(services: Services, export_id: str) -> dict[str, Any]:
+    try:
+        wanted = str(UUID(export_id))  # the dashed id, or the 32 hex digits older manifests name
+    except ValueError:
+        raise NotFound(f"no export {export_id} with its file on this server") from None
     for entry in list_exports(services):
-        if entry["export_id"] == export_id and Path(entry["path"]).exists() \
+        if entry["export_id"] == wanted and Path(entry["path"]).exists() \
                 and manifest_path(Path(entry["path"])).exists():
             return entry
     raise NotFound(f"no export {export_id} with its file on this server")

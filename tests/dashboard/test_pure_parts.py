@@ -13,7 +13,7 @@ from uuid import UUID
 import pandas as pd
 import pytest
 
-from adapters.exports.datasets import ledger_row
+from adapters.exports.datasets import LEDGER_TEXT, ledger_row
 from adapters.exports.formats import FORMATS, link
 from dashboard import export_files, whatif
 from dashboard.metrics import ProviderTotals, credits_text, margin_series
@@ -121,7 +121,8 @@ def test_a_ledger_snapshot_is_encoded_and_chained_like_tallyhub_export_from_a_ze
         LedgerEntry(4, globex, window.since + 25 * HOUR, "charge", -10, 0, request_id=UUID(int=8), uncollected=5),
         LedgerEntry(5, acme, window.until, "refund", 1_234, 0, request_id=UUID(int=9), reason="sorry"),
     ])
-    views = SimpleNamespace(ledger=ledger)
+    names = [SimpleNamespace(account_id=acme, name="acme"), SimpleNamespace(account_id=globex, name="=globex")]
+    views = SimpleNamespace(ledger=ledger, balances=SimpleNamespace(list_balances=lambda: names))
     for fmt in ("csv", "jsonl"):
         snap = export_files.snapshot("ledger", views, window, fmt, {"ledger_entries": 77}, now=window.until)
         assert snap is not None
@@ -130,11 +131,17 @@ def test_a_ledger_snapshot_is_encoded_and_chained_like_tallyhub_export_from_a_ze
         assert (manifest["recorded"], manifest["export_id"], manifest["chain"]["seed"]) == (False, None, GENESIS)
         assert manifest["events"] == {"first_position": 2, "last_position": 4, "as_of_position": 77}
         assert manifest["totals"]["net"] == -1_234 + 10 - 10 and manifest["totals"]["uncollected"] == 5
-        assert manifest["accounts"][globex.hex]["opening"] == 0 and manifest["accounts"][globex.hex]["closing"] == 0
-        assert manifest["accounts"][acme.hex]["opening"] == 5 * 10**9
-        encoder, previous = FORMATS[fmt](), GENESIS
+        assert manifest["accounts"][str(globex)]["opening"] == 0 and manifest["accounts"][str(globex)]["closing"] == 0
+        assert manifest["accounts"][str(acme)]["opening"] == 5 * 10**9
+        assert manifest["accounts"][str(globex)]["name"] == "=globex" and manifest["layout"] == 2
+        encoder, previous = FORMATS[fmt](LEDGER_TEXT), GENESIS
         parsed = list(encoder.read(io.BytesIO(snap.data), manifest["columns"]))
-        assert [row.content for row in parsed] == [encoder.content(ledger_row(e)) for e in ledger.iter_entries(2, 5)]
+        by_id = {row.account_id.hex: row.name for row in names}
+        assert [row.content for row in parsed] == [encoder.content(ledger_row(e, by_id))
+                                                   for e in ledger.iter_entries(2, 5)]
+        shown = "'=globex" if fmt == "csv" else "=globex"  # a CSV text cell a spreadsheet could run is escaped
+        assert [(row.values["account_id"], row.values["account"]) for row in parsed] == [
+            (str(acme), "acme"), (str(globex), shown), (str(globex), shown)]
         for row in parsed:  # each link follows from the one before, the first from the zero seed
             assert row.chain == link(previous, row.content)
             previous = row.chain
@@ -149,11 +156,15 @@ def test_a_usage_snapshot_totals_every_counter_of_its_rows() -> None:
     rows = [UsageRow(UUID(int=1), UUID(int=2), "openai", "openai/m", window.since,
                      *(i + 1 for i in range(len(COUNTERS)))),
             UsageRow(UUID(int=1), None, "openai", "openai/m", window.since + HOUR, *(10**12 for _ in COUNTERS))]
-    views = SimpleNamespace(usage=SimpleNamespace(list_usage=lambda account, since, until: rows))
+    views = SimpleNamespace(usage=SimpleNamespace(list_usage=lambda account, since, until: rows),
+                            balances=SimpleNamespace(list_balances=lambda: [SimpleNamespace(account_id=UUID(int=1),
+                                                                                            name="acme")]))
     snap = export_files.snapshot("usage", views, window, "csv", {"usage": 42}, now=window.until)
     assert snap is not None
     parsed = list(csv.DictReader(io.StringIO(snap.data.decode())))
     assert len(parsed) == snap.manifest["rows"] == 2 and parsed[1]["api_key_id"] == ""
+    assert (parsed[0]["account_id"], parsed[0]["account"], parsed[0]["api_key_id"]) == (
+        str(UUID(int=1)), "acme", str(UUID(int=2)))
     charged = sum(int(row["charge_nanocredits"]) for row in parsed)
     assert charged == snap.manifest["totals"]["charge_nanocredits"] == COUNTERS.index("charge") + 1 + 10**12
     assert parsed[0]["hour"] == "2026-11-01T00:00:00+00:00"
