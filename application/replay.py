@@ -178,7 +178,7 @@ class Replayer:
 
     def _post(self, entry: dict[str, Any]) -> list[PostedAdjustment]:
         key = adjustment_key(entry)
-        reason = f"replay {entry['replay_id']} (#{entry['sequence']}): re-priced charges under a new price book"
+        reason = f"replay {UUID(entry['replay_id'])} (#{entry['sequence']}): re-priced charges under a new price book"
         done = []
         for account_hex, amount in entry["adjustments"].items():
             result = self.ledger.post_replay_adjustment(UUID(account_hex), amount, reason, key)

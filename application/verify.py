@@ -84,18 +84,20 @@ class Fold:
         request = state["request_id"]["_data_"] if isinstance(state.get("request_id"), dict) else None
         if topic == HOLD_PLACED:
             if request in account.holds:
-                self.problems.append(f"account {account_id}: request {request} placed a second hold")
+                self.problems.append(f"account {account_id}: request {_dashed(request)} placed a second hold")
             account.holds[request] = state["amount"]
         elif topic == HOLD_RELEASED:
             if account.holds.pop(request, None) is None:
-                self.problems.append(f"account {account_id}: request {request} released a hold that was not open")
+                self.problems.append(f"account {account_id}: request {_dashed(request)} released a hold that "
+                                     "was not open")
         elif topic == HOLD_SETTLED:
             held = account.holds.pop(request, None)  # None: charged after its hold expired (held 0)
             if held != state["held"] and not (held is None and state["held"] == 0):
-                self.problems.append(f"account {account_id}: request {request} settled a hold of {state['held']} "
+                self.problems.append(f"account {account_id}: request {_dashed(request)} settled a hold of "
+                                     f"{state['held']} "
                                      f"but {'none' if held is None else held} was open")
             if request in self.charges:
-                self.problems.append(f"account {account_id}: request {request} was charged twice")
+                self.problems.append(f"account {account_id}: request {_dashed(request)} was charged twice")
             self.charges[request] = state["amount"]
 
 
@@ -183,7 +185,8 @@ class LedgerVerifier:
             details = event.state["details"]
             charged = unrecorded.pop(request, None)
             if charged is not None and charged != details["charge"]:
-                problems.append(f"request {request}: charged {charged} but its record says {details['charge']}")
+                problems.append(f"request {_dashed(request)}: charged {charged} but its record says "
+                                f"{details['charge']}")
             if details.get("priced") and details.get("usage") is not None:
                 key = (details["price_book_version"], details["model"])
                 if key not in prices:
@@ -192,11 +195,12 @@ class LedgerVerifier:
                     prices[key] = None if data is None else ModelPrice.from_dict(data)
                 price = prices[key]
                 if price is None:
-                    problems.append(f"request {request}: its price-book version {key[0]} does not price {key[1]}")
+                    problems.append(f"request {_dashed(request)}: its price-book version {key[0]} does not "
+                                    f"price {key[1]}")
                 elif price_usage(price, Usage(**details["usage"])) != details["cost"]:
-                    problems.append(f"request {request}: cost {details['cost']} is not its usage priced under "
+                    problems.append(f"request {_dashed(request)}: cost {details['cost']} is not its usage priced under "
                                     f"version {key[0]}")
-        problems += [f"request {request}: charged {amount} with no request record" for request, amount in
+        problems += [f"request {_dashed(request)}: charged {amount} with no request record" for request, amount in
                      sorted(unrecorded.items())]
         return seen, problems
 
@@ -209,7 +213,8 @@ class LedgerVerifier:
             key = adjustment_key(entry)
             for account in entry["adjustments"]:
                 if self.ledger.find(ids.receipt_id(UUID(account), "replay", key)) is None:
-                    problems.append(f"replay {entry['replay_id']} (#{entry['sequence']}): its adjustment for account "
+                    problems.append(f"replay {_dashed(entry['replay_id'])} (#{entry['sequence']}): its adjustment "
+                                    "for account "
                                     f"{UUID(account)} was not posted — apply the same replay again to finish it")
         return problems
 
@@ -226,6 +231,13 @@ class LedgerVerifier:
                                     f"{previous['export_id']} ended")
                 previous = entry
         return problems
+
+
+def _dashed(hex_id: Any) -> str:
+    """An id the events keep as 32 hex digits in the form every output shows (a dashed UUID)."""
+    if not isinstance(hex_id, str) or len(hex_id) != 32:
+        return str(hex_id)
+    return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
 
 
 def _capped(what: str, problems: list[str]) -> list[str]:

@@ -26,6 +26,7 @@ import pandas as pd
 import psycopg
 import streamlit as st
 
+from adapters.presenters import id_text
 from adapters.settings import DatabaseConfig, Settings
 from dashboard import export_files
 from dashboard.windows import Window
@@ -168,12 +169,12 @@ def usage_totals(key: str, since: datetime, until: datetime, *, _source: Source)
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def usage_frame(key: str, since: datetime, until: datetime, account_id: str | None = None, *,
                 _source: Source) -> pd.DataFrame:
-    """Hourly usage buckets in ``[since, until)`` (ids as hex text, ``''`` when absent)."""
+    """Hourly usage buckets in ``[since, until)`` (ids as dashed UUIDs, ``''`` when absent)."""
     with _reading():
         rows = _source.views().usage.list_usage(UUID(account_id) if account_id else None, since, until)
     records = [
-        {**asdict(row), "account_id": row.account_id.hex if row.account_id else "",
-         "api_key_id": row.api_key_id.hex if row.api_key_id else ""}
+        {**asdict(row), "account_id": str(row.account_id) if row.account_id else "",
+         "api_key_id": str(row.api_key_id) if row.api_key_id else ""}
         for row in rows
     ]
     frame = pd.DataFrame.from_records(records, columns=list(USAGE_COLUMNS))
@@ -252,7 +253,7 @@ def latest_request_at(key: str, *, _source: Source) -> datetime | None:
 def balances_frame(key: str, *, _source: Source) -> pd.DataFrame:
     with _reading():
         rows = _source.views().balances.list_balances()
-    records = [{**asdict(b), "account_id": b.account_id.hex} for b in rows]
+    records = [{**asdict(b), "account_id": str(b.account_id)} for b in rows]
     frame = pd.DataFrame.from_records(records, columns=list(BALANCE_COLUMNS))
     for column in BALANCE_AMOUNTS:  # totals a newer balances view adds (refunds, adjustments) or not
         frame[column] = frame[column].fillna(0).astype("int64")
@@ -264,7 +265,7 @@ def open_holds_frame(key: str, account_id: str, *, _source: Source) -> pd.DataFr
     with _reading():
         holds = _source.views().balances.list_open_holds(UUID(account_id))
     return pd.DataFrame.from_records(
-        [{"request_id": h.request_id.hex, "amount": h.amount, "expires_at": h.expires_at} for h in holds],
+        [{"request_id": str(h.request_id), "amount": h.amount, "expires_at": h.expires_at} for h in holds],
         columns=["request_id", "amount", "expires_at"])
 
 
@@ -273,12 +274,13 @@ def requests_frame(key: str, since: datetime, until: datetime, *, account_id: st
                    api_key_id: str | None = None, model: str | None = None, provider: str | None = None,
                    status: int | None = None, min_latency_ms: float | None = None, limit: int = 200,
                    _source: Source) -> pd.DataFrame:
-    """The request log, newest first, filtered in SQL (so ``limit`` counts matching rows)."""
+    """The request log, newest first, filtered in SQL (so ``limit`` counts matching rows); ids
+    in and out are dashed UUIDs (the read model keeps hex)."""
     filters = [
         ("at >= ?", _time(_source, since)),
         ("at < ?", _time(_source, until)),
-        ("account_id = ?", account_id),
-        ("api_key_id = ?", api_key_id),
+        ("account_id = ?", UUID(account_id).hex if account_id else None),
+        ("api_key_id = ?", UUID(api_key_id).hex if api_key_id else None),
         ("model = ?", model),
         ("provider = ?", provider),
         ("status = ?", status),
@@ -294,8 +296,8 @@ def requests_frame(key: str, since: datetime, until: datetime, *, account_id: st
     frame = pd.DataFrame.from_records(rows, columns=list(REQUEST_COLUMNS))
     frame["at"] = [_from_db_time(_source, at) for at in frame["at"]]
     frame["stream"] = frame["stream"].astype(bool)
-    for name in ("account_id", "api_key_id"):
-        frame[name] = frame[name].fillna("")
+    for name in ("request_id", "account_id", "api_key_id"):
+        frame[name] = [id_text(value) or "" for value in frame[name]]
     return frame
 
 
@@ -308,13 +310,13 @@ def request_row(key: str, request_id: str, *, _source: Source) -> dict[str, Any]
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def dimensions(key: str, *, _source: Source) -> dict[str, list[Any]]:
-    """The distinct accounts, keys, models, providers and statuses that have requests."""
+    """The distinct accounts, keys (ids as dashed UUIDs), models, providers and statuses that have requests."""
     def distinct(column: str, table: str) -> list[Any]:
         return sorted(v for (v,) in _run(_source, f"SELECT DISTINCT {column} FROM {table}") if v not in (None, ""))
 
     return {
-        "account_id": distinct("account_id", USAGE_TABLE),
-        "api_key_id": distinct("api_key_id", USAGE_TABLE),
+        "account_id": [id_text(v) for v in distinct("account_id", USAGE_TABLE)],
+        "api_key_id": [id_text(v) for v in distinct("api_key_id", USAGE_TABLE)],
         "model": distinct("model", USAGE_TABLE),
         "provider": distinct("provider", USAGE_TABLE),
         "status": [int(s) for s in distinct("status", REQUESTS_TABLE)],
@@ -350,7 +352,7 @@ def statement(key: str, account_id: str, since: datetime, until: datetime, *, _s
             opening = view.opening_balance(account, since)
     except ReadModelsMissing:
         return None
-    records = [{**asdict(e), "account_id": e.account_id.hex, "request_id": e.request_id.hex if e.request_id else ""}
+    records = [{**asdict(e), "account_id": str(e.account_id), "request_id": str(e.request_id) if e.request_id else ""}
                for e in entries]
     columns = ["position", "at", "kind", "amount", "balance", "reason", "request_id"]
     frame = pd.DataFrame.from_records(records)

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from adapters.cli.commands import iso_timestamp, open_services, read_price_file
 from adapters.cli.progress import progress_bar
-from adapters.presenters import money_fields, signed_credits
+from adapters.presenters import id_text, money_fields, plain, signed_credits
 from adapters.services import Services
 from application.event_scan import Progress
 from application.pricing_input import parse_price_file
@@ -55,7 +55,7 @@ def replay_json(services: Services, report: ReplayReport, *, dry_run: bool) -> d
     return {
         "dry_run": dry_run,
         "applied": report.applied,
-        "replay_id": report.replay_id,
+        "replay_id": id_text(report.replay_id),
         "sequence": report.sequence,
         "from": plan.since.isoformat() if plan.since else None,
         "to": plan.until.isoformat() if plan.until else None,
@@ -69,6 +69,14 @@ def replay_json(services: Services, report: ReplayReport, *, dry_run: bool) -> d
         "lines": lines,
         "adjustments": adjustments,
     }
+
+
+def applied_json(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The replay log's entries with their ids as every output shows them (dashed UUIDs;
+    the log keeps hex)."""
+    return [plain({**entry, "replay_id": id_text(entry["replay_id"]), "account_id": id_text(entry["account_id"]),
+                   "adjustments": {id_text(account): amount for account, amount in entry["adjustments"].items()}})
+            for entry in entries]
 
 
 def replay_text(data: dict[str, Any]) -> str:

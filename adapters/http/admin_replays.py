@@ -8,9 +8,8 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Query, Request
 
-from adapters.cli.replay_commands import run_replay
+from adapters.cli.replay_commands import applied_json, run_replay
 from adapters.http.admin import Admin
-from adapters.presenters import plain
 from application.replay import Replayer
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: replays"])
@@ -36,4 +35,4 @@ async def post_replay(
 async def list_replays(services: Admin) -> dict[str, Any]:
     """The replays applied so far, in order, with the adjustment each account was due."""
     entries = await anyio.to_thread.run_sync(Replayer(services.ledger).list_applied)
-    return {"replays": plain(entries)}
+    return {"replays": applied_json(entries)}

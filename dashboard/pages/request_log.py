@@ -64,7 +64,7 @@ picked = st.selectbox(
     "Request", list(frame["request_id"]), key="requests_receipt",
     format_func=lambda rid: f"{rid[:8]} · " + " · ".join(
         str(v) for v in frame.set_index("request_id").loc[rid, ["at", "model", "status"]]))
-row = queries.request_row(ctx.key, picked.replace("-", ""), _source=ctx.source)
+row = queries.request_row(ctx.key, picked, _source=ctx.source)
 if row is None:
     st.warning("That request is no longer in the request log.")
     st.stop()
@@ -75,7 +75,7 @@ left.dataframe(pd.DataFrame({"field": ["request id", "at (UTC)", "account", "API
                                        "provider", "upstream model", "stream", "status", "error", "latency (ms)",
                                        "time to first byte (ms)"],
                              "value": [str(v) for v in (
-                                 row["request_id"], row["at"], names.get(row["account_id"].hex if row["account_id"] else "", "—"),
+                                 row["request_id"], row["at"], names.get(str(row["account_id"]) if row["account_id"] else "", "—"),
                                  row["api_key_id"], row["endpoint"], row["model"], row["provider"],
                                  row["upstream_model"], row["stream"], row["status"], row["error_code"] or "—",
                                  row["latency_ms"], row["ttfb_ms"] if row["ttfb_ms"] is not None else "—")]}),

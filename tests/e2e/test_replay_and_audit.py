@@ -122,8 +122,9 @@ def test_exports_sum_to_the_balances_and_chain_onto_each_other(served: Served, c
     assert first["rows"] + second["rows"] >= len(entries)
 
     rows = [json.loads(line) for line in (tmp_path / "b.jsonl").read_text().splitlines()]
-    mine = [row for row in rows if row["account_id"] == statement["account_id"].replace("-", "")]
-    account = second["accounts"][statement["account_id"].replace("-", "")]
+    mine = [row for row in rows if row["account_id"] == statement["account_id"]]
+    assert {row["account"] for row in mine} == {served.account}
+    account = second["accounts"][statement["account_id"]]
     window = cli(env, "statement", served.account, "--from", cut)
     assert sum(row["amount_nanocredits"] for row in mine) == account["closing"] - account["opening"] == (
         window["closing_balance"] - window["opening_balance"])
