@@ -50,6 +50,17 @@ class AuthenticationFailed(TallyhubError):
     code = "invalid_api_key"
 
 
+class TooManyFailedAuthentications(TallyhubError):
+    """This client address failed to authenticate too often lately (application/auth_throttle.py);
+    answered 429 with ``Retry-After`` and its key is not checked."""
+
+    code = "too_many_failed_auth"
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        super().__init__(f"too many failed authentications from this address; try again in {retry_after_seconds} s")
+        self.retry_after_seconds = retry_after_seconds
+
+
 class PermissionDenied(TallyhubError):
     code = "permission_denied"
 
