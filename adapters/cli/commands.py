@@ -5,7 +5,7 @@ import logging
 import signal
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +18,7 @@ from adapters.queries import read_balance
 from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep
 from adapters.settings import Settings
+from adapters.time_window import parse_instant
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import format_credits, parse_credits
@@ -26,12 +27,12 @@ Result = tuple[Any, str]
 
 
 def iso_timestamp(text: str) -> datetime:
-    """An ISO 8601 time from the command line; UTC when it names no zone."""
+    """An ISO 8601 time from the command line, in UTC (UTC when it names no zone); refused
+    by argparse, naming the option, when it is not one or falls outside UTC's years."""
     try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return parse_instant(text, "time")
+    except InvalidRequest as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("'time' ", "", 1)) from None
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from adapters.exports.exporter import create_export, list_exports, manifest_path
 from adapters.exports.formats import FORMATS
 from adapters.files import private_dir
 from adapters.http.admin import Admin
+from adapters.time_window import optional_instant
 from adapters.presenters import plain
 from adapters.services import Services
 from domain.errors import NotFound
@@ -32,18 +33,19 @@ router = APIRouter(prefix="/admin/v1", tags=["admin: exports"])
 async def post_export(
     services: Admin,
     kind: Annotated[Literal["ledger", "usage", "requests"], Query()],
-    since: Annotated[datetime | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
-    until: Annotated[datetime | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
+    since: Annotated[str | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
+    until: Annotated[str | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
     file_format: Annotated[Literal["csv", "jsonl"], Query(alias="format")] = "csv",
 ) -> dict[str, Any]:
     """Write the export and return its manifest (row count, totals, event range, SHA-256, chain)."""
+    window = optional_instant(since, "from"), optional_instant(until, "to")
     folder = services.settings.data_dir / "exports"
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out = folder / f"{kind}-{stamp}-{secrets.token_hex(4)}.{file_format}"
 
     def write() -> dict[str, Any]:
         private_dir(folder)
-        return create_export(services, kind, since, until, file_format, out)
+        return create_export(services, kind, *window, file_format, out)
 
     return await anyio.to_thread.run_sync(write)
 

@@ -2,7 +2,6 @@
 ``tallyhub replay --json`` prints (adapters/cli/replay_commands.py). The request body is
 a price file; a dry run unless ``apply=true``."""
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
@@ -10,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from adapters.cli.replay_commands import applied_json, run_replay
 from adapters.http.admin import Admin
+from adapters.time_window import optional_instant
 from application.replay import Replayer
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: replays"])
@@ -19,16 +19,17 @@ router = APIRouter(prefix="/admin/v1", tags=["admin: replays"])
 async def post_replay(
     request: Request,
     services: Admin,
-    since: Annotated[datetime | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
-    until: Annotated[datetime | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
+    since: Annotated[str | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
+    until: Annotated[str | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
     account: Annotated[str | None, Query(description="only this account (a name or an id)")] = None,
     apply: Annotated[bool, Query(description="post the differences as adjustments, once")] = False,
 ) -> dict[str, Any]:
     """Re-price the charges recorded in ``[from, to)`` under the price file in the body: old
     charge, new charge and difference per account and model. Read-only unless ``apply``."""
+    window = optional_instant(since, "from"), optional_instant(until, "to")
     text = (await request.body()).decode(errors="replace")
     return await anyio.to_thread.run_sync(
-        lambda: run_replay(services, text, since=since, until=until, account=account, apply=apply))
+        lambda: run_replay(services, text, since=window[0], until=window[1], account=account, apply=apply))
 
 
 @router.get("/replays")

@@ -2,7 +2,6 @@
 ``tallyhub statement ACCOUNT --json`` prints (adapters/cli/statement_commands.py), read
 from the ledger-entries read model after catching it up."""
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
@@ -10,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from adapters.cli.statement_commands import read_statement
 from adapters.http.admin import Admin
+from adapters.time_window import optional_instant
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: statements"])
 
@@ -18,9 +18,10 @@ router = APIRouter(prefix="/admin/v1", tags=["admin: statements"])
 async def get_statement(
     account: str,
     services: Admin,
-    since: Annotated[datetime | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
-    until: Annotated[datetime | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
+    since: Annotated[str | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
+    until: Annotated[str | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
 ) -> dict[str, Any]:
     """Every movement of the account's balance in ``[from, to)`` with its event position and
     the running balance after it; opening and closing balances; totals per kind."""
-    return await anyio.to_thread.run_sync(lambda: read_statement(services, account, since, until))
+    window = optional_instant(since, "from"), optional_instant(until, "to")
+    return await anyio.to_thread.run_sync(lambda: read_statement(services, account, *window))

@@ -7,7 +7,6 @@ here takes an account from the caller. A request of another account is "not foun
 exactly like a request that does not exist. The operator's upstream cost is not shown.
 """
 
-from datetime import datetime, timezone
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -18,6 +17,7 @@ from adapters.http.services import bearer_token, services_of
 from adapters.presenters import money_fields, plain
 from adapters.queries import caught_up
 from adapters.services import Services
+from adapters.time_window import optional_instant
 from domain.api_key import ApiKey
 from domain.errors import NotFound
 
@@ -62,10 +62,14 @@ async def get_me(me: Me) -> dict[str, Any]:
 
 
 @router.get("/usage")
-async def get_usage(me: Me, since: datetime | None = None, until: datetime | None = None) -> dict[str, Any]:
+async def get_usage(me: Me, since: Annotated[str | None, Query(description="first hour included, ISO 8601")] = None,
+                    until: Annotated[str | None, Query(description="first hour excluded, ISO 8601")] = None
+                    ) -> dict[str, Any]:
+    window = optional_instant(since, "since"), optional_instant(until, "until")
+
     def read() -> list[Any]:
         return caught_up(me.services, lambda: me.services.read_models.usage.list_usage(
-            account_id=me.account_id, since=_utc(since), until=_utc(until)))
+            account_id=me.account_id, since=window[0], until=window[1]))
 
     rows = [_only(row, USAGE_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
     return {"object": "list", "data": rows}
@@ -107,7 +111,3 @@ def _key(key: ApiKey) -> dict[str, Any]:
     return {"id": str(key.id), "name": key.name, "prefix": key.prefix, "allowed_models": key.allowed_models,
             "expires_at": key.expires_at.isoformat() if key.expires_at else None,
             "retires_at": key.retires_at.isoformat() if key.retires_at else None}
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
