@@ -117,6 +117,8 @@ class Settings:
     hold_ttl_seconds: int = 900
     upstream_timeout_seconds: float = 300.0
     max_body_bytes: int = 10 * 1024 * 1024
+    admin_max_body_bytes: int = 1024 * 1024  # /admin/v1 bodies (price files, replays); checked after the admin key
+    auth_failure_limit: int = 20  # failed authentications per address per minute before 429; 0: no throttle
     probe_interval_seconds: int = 60
     sweep_interval_seconds: int = 30
     payments_webhook_secret: str | None = field(default=None, repr=False)
@@ -140,11 +142,13 @@ class Settings:
             master_key=env.get("TALLYHUB_MASTER_KEY") or None,
             master_keys=env.get("TALLYHUB_MASTER_KEYS") or None,
             master_keys_file=Path(env["TALLYHUB_MASTER_KEYS_FILE"]) if env.get("TALLYHUB_MASTER_KEYS_FILE") else None,
-            admin_key=env.get("TALLYHUB_ADMIN_KEY") or None,
+            admin_key=_admin_key(env),
             billing_mode=mode,  # type: ignore[arg-type]
             hold_ttl_seconds=_positive_int(env, "TALLYHUB_HOLD_TTL_SECONDS", 900),
             upstream_timeout_seconds=float(_positive_int(env, "TALLYHUB_UPSTREAM_TIMEOUT_SECONDS", 300)),
             max_body_bytes=_positive_int(env, "TALLYHUB_MAX_BODY_BYTES", 10 * 1024 * 1024),
+            admin_max_body_bytes=_positive_int(env, "TALLYHUB_ADMIN_MAX_BODY_BYTES", 1024 * 1024),
+            auth_failure_limit=_whole_number(env, "TALLYHUB_AUTH_FAILURE_LIMIT", 20),
             probe_interval_seconds=_positive_int(env, "TALLYHUB_PROBE_INTERVAL_SECONDS", 60),
             sweep_interval_seconds=_positive_int(env, "TALLYHUB_SWEEP_INTERVAL_SECONDS", 30),
             payments_webhook_secret=env.get("TALLYHUB_PAYMENTS_WEBHOOK_SECRET") or None,
@@ -167,6 +171,17 @@ class Settings:
     @property
     def master_key_path(self) -> Path:
         return self.data_dir / "master.key"
+
+
+MIN_ADMIN_KEY_LENGTH = 32  # `tallyhub init` prints "tha_" + 43 random URL-safe characters
+
+
+def _admin_key(env: Mapping[str, str]) -> str | None:
+    key = env.get("TALLYHUB_ADMIN_KEY") or None
+    if key is not None and len(key) < MIN_ADMIN_KEY_LENGTH:
+        raise SettingsError(f"TALLYHUB_ADMIN_KEY must be at least {MIN_ADMIN_KEY_LENGTH} characters "
+                            f"(this one has {len(key)}); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+    return key
 
 
 def _redis_prefix(env: Mapping[str, str]) -> str:
@@ -199,6 +214,15 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     if not 0 <= value <= 60:
         raise SettingsError(f"{name} must be between 0 and 60 seconds")
     return value
+
+
+def _whole_number(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit():
+        raise SettingsError(f"{name} must be a whole number (0 or more), not {raw!r}")
+    return int(raw)
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -2,7 +2,6 @@
 reads of balances, usage and requests come from the read models (caught up first,
 so an operator sees their own writes)."""
 
-import hmac
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
@@ -10,6 +9,7 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from adapters.http.admin_auth import check_admin_key
 from adapters.http.services import bearer_token, services_of
 from adapters.queries import caught_up, read_balance
 from adapters.services import Services
@@ -17,20 +17,17 @@ from adapters.workers.hold_sweeper import sweep
 from adapters.providers.config import check_provider_config
 from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
 from application.pricing_input import parse_price_file, price_from_credits
-from domain.errors import AuthenticationFailed, NotInCreditsMode
+from domain.errors import NotInCreditsMode
 from domain.money import parse_credits
 from domain.provider import PROVIDER_KINDS
 
 
 def require_admin(request: Request) -> Services:
+    """The edge layer (adapters/http/edge.py) already checked the key before the body was
+    read; checked again here so a route never depends on the middleware's order."""
     services = services_of(request)
-    token = bearer_token(request)
-    configured = services.settings.admin_key
-    if configured and hmac.compare_digest(token.encode(), configured.encode()):
-        return services
-    if services.ledger.is_admin_key(token):
-        return services
-    raise AuthenticationFailed("invalid admin key")
+    check_admin_key(services, bearer_token(request))
+    return services
 
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])

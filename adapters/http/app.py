@@ -12,6 +12,7 @@ import aiohttp
 from fastapi import FastAPI
 
 from adapters.http import admin, admin_exports, admin_keys, admin_reconcile, admin_replays, admin_statements, chat, embeddings, images, me, messages, models, payments
+from adapters.http.edge import EdgeGuard, client_address
 from adapters.http.errors import install_error_handlers
 from adapters.http.hot_routes import HotRoutes
 from adapters.http.request_id import RequestIdMiddleware
@@ -19,6 +20,7 @@ from adapters.http.services import Services
 from adapters.providers.registry import build_providers
 from adapters.workers.credential_probe import run_probes
 from adapters.workers.hold_sweeper import run_sweeps
+from application.auth_throttle import AuthThrottle
 
 
 def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
@@ -48,7 +50,9 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
 
     app = FastAPI(title="Tallyhub", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
-    install_error_handlers(app)
+    throttle = AuthThrottle(limit=services.settings.auth_failure_limit)  # per process
+    app.state.auth_throttle = throttle
+    install_error_handlers(app, on_auth_failed=lambda request: throttle.failed(client_address(request.scope)))
     app.include_router(chat.router)
     app.include_router(messages.router)
     app.include_router(embeddings.router)
@@ -62,8 +66,11 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(admin_exports.router)
     app.include_router(me.router)
     app.include_router(payments.router)
+    # Added first, so innermost: the hot routes answer before it, every other request passes it.
+    app.add_middleware(EdgeGuard, services=services, throttle=throttle)
     app.add_middleware(HotRoutes, endpoints={("POST", "/v1/chat/completions"): chat.chat_completions,
                                              ("POST", "/v1/messages"): messages.create_message,
-                                             ("POST", "/v1/embeddings"): embeddings.create_embeddings})
+                                             ("POST", "/v1/embeddings"): embeddings.create_embeddings},
+                       throttle=throttle)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
     return app

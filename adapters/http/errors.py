@@ -1,6 +1,7 @@
 """The one place where errors become HTTP responses in OpenAI's shape:
 ``{"error": {"message", "type", "param", "code"}}`` with an honest status."""
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -21,6 +22,7 @@ from domain.errors import (
     ProjectionStopped,
     SecretError,
     TallyhubError,
+    TooManyFailedAuthentications,
     UpstreamError,
 )
 from domain.money import InvalidAmount
@@ -59,7 +61,7 @@ def error_response(status: int, message: str, *, type_: str, code: str | None, p
 
 
 def response_for(exc: Exception) -> Response:
-    if isinstance(exc, SpendCapReached):
+    if isinstance(exc, (SpendCapReached, TooManyFailedAuthentications)):
         return error_response(429, str(exc), type_="rate_limit_error", code=exc.code,
                               headers={"retry-after": str(exc.retry_after_seconds)})
     if isinstance(exc, UpstreamError):
@@ -73,9 +75,20 @@ def response_for(exc: Exception) -> Response:
     return error_response(500, "internal error", type_="server_error", code="internal_error")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+INTERNAL_ERROR = error_body("internal error", type_="server_error", code="internal_error")
+
+
+def install_error_handlers(app: FastAPI, on_auth_failed: Callable[[Request], None] | None = None) -> None:
+    """``on_auth_failed``: told of every request answered 401 (the failed-auth throttle)."""
     async def on_tallyhub_error(request: Request, exc: Exception) -> Response:
+        if on_auth_failed is not None and isinstance(exc, AuthenticationFailed):
+            on_auth_failed(request)
         return response_for(exc)
+
+    async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+        # Starlette's ServerErrorMiddleware calls this for any exception nothing else answered
+        # (then re-raises it for the server's log): a JSON 500 that says nothing of the error.
+        return Response(INTERNAL_ERROR, status_code=500, media_type="application/json")
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
@@ -93,3 +106,4 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(answered, on_tallyhub_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected_error)

@@ -8,7 +8,11 @@ endpoints here take nothing but the ``Request`` and raise only Tallyhub's errors
 middleware (inside the request-id middleware and Starlette's server-error middleware)
 runs them directly when method and path match exactly, answering their errors with
 the same ``response_for`` the app's exception handlers use. Every other request, and
-these paths with another method, goes on to FastAPI as before.
+these paths with another method, goes on to FastAPI as before (through the edge layer,
+adapters/http/edge.py; these endpoints bound their own bodies in ``read_body``).
+
+The failed-auth throttle (application/auth_throttle.py) is checked here too: an address
+with no recent failure costs one dict lookup, and an answer of 401 counts as a failure.
 """
 
 from collections.abc import Awaitable, Callable
@@ -18,23 +22,34 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.http.errors import ANSWERED_ERRORS, response_for
+from application.auth_throttle import AuthThrottle
+from domain.errors import TooManyFailedAuthentications
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, endpoints: dict[tuple[str, str], Endpoint]) -> None:
+    def __init__(self, app: ASGIApp, endpoints: dict[tuple[str, str], Endpoint], throttle: AuthThrottle) -> None:
         self.app = app
         self.endpoints = endpoints
+        self.throttle = throttle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.endpoints.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
         if endpoint is None:
             await self.app(scope, receive, send)
             return
+        client = scope.get("client")
+        address = client[0] if client else None
+        wait = self.throttle.retry_after(address)
+        if wait:
+            await response_for(TooManyFailedAuthentications(wait))(scope, receive, send)
+            return
         request = Request(scope, receive, send)
         try:
             response = await endpoint(request)
         except ANSWERED_ERRORS as error:
             response = response_for(error)
+        if response.status_code == 401:
+            self.throttle.failed(address)
         await response(scope, receive, send)

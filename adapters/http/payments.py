@@ -33,6 +33,7 @@ from domain.money import format_credits, parse_credits
 
 router = APIRouter(prefix="/admin/v1", tags=["payments"])
 SIGNATURE_HEADER = "tallyhub-signature"
+MAX_BODY_BYTES = 1024 * 1024  # also enforced by the edge layer (adapters/http/edge.py) before the body is read
 
 
 class InvalidSignature(InvalidRequest):
@@ -47,14 +48,16 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 
 def verify(secret: str, body: bytes, header: str | None, *, tolerance: int, now: float) -> None:
     parts = dict(item.split("=", 1) for item in (header or "").split(",") if "=" in item)
-    try:
-        timestamp = int(parts["t"])
-    except (KeyError, ValueError):
-        raise InvalidSignature(f"missing or malformed {SIGNATURE_HEADER} header") from None
+    stamp = parts.get("t", "").strip()
+    # Unix seconds: 12 ASCII digits reach past the year 30000; longer text is refused unread.
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
+        raise InvalidSignature(f"missing or malformed {SIGNATURE_HEADER} header")
+    timestamp = int(stamp)
     if abs(now - timestamp) > tolerance:
         raise InvalidSignature(f"the signature's timestamp is more than {tolerance} s from now")
     expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    if not hmac.compare_digest(expected, parts.get("v1", "")):
+    # compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
+    if not hmac.compare_digest(expected.encode(), parts.get("v1", "").encode("utf-8", "replace")):
         raise InvalidSignature("the signature does not match the body")
 
 
@@ -64,7 +67,7 @@ async def payments_webhook(request: Request) -> dict[str, Any]:
     secret = services.settings.payments_webhook_secret
     if not secret:
         raise NotInitialised("the payments webhook is not configured (set TALLYHUB_PAYMENTS_WEBHOOK_SECRET)")
-    raw = await read_body(request, 1024 * 1024)
+    raw = await read_body(request, MAX_BODY_BYTES)
     verify(secret, raw, request.headers.get(SIGNATURE_HEADER),
            tolerance=services.settings.payments_tolerance_seconds, now=time.time())
     event = _event(raw)
