@@ -1,25 +1,52 @@
 """``tallyhub``: the operator's command line. Every command takes ``--json`` and then
 prints exactly one JSON document (the result, or ``{"error": {...}}``) on stdout.
-Secrets are read from standard input, never from arguments."""
+Secrets are read from standard input, never from arguments.
+
+Every failure exits non-zero with one line: ``error: <message>`` on stderr, or with
+``--json`` ``{"error": {"message", "type", "code"}}`` on stdout — bad arguments (exit 2)
+and unexpected exceptions (``internal_error``) included. ``--debug`` adds the traceback
+on stderr."""
 
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from adapters.cli import audit_commands, commands, key_commands, reconcile_commands, replay_commands, statement_commands
 from adapters.settings import SettingsError
-from domain.errors import TallyhubError
+from domain.errors import (
+    AlreadyExists,
+    AuthenticationFailed,
+    InsufficientCredits,
+    NotFound,
+    NotInitialised,
+    PermissionDenied,
+    SecretError,
+    TallyhubError,
+    UpstreamError,
+)
 from domain.money import InvalidAmount
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad arguments, as argparse words them (it would print usage and exit)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    parser = argparse.ArgumentParser(prog="tallyhub", description="Tallyhub AI gateway with an event-sourced ledger")
+    common.add_argument("--debug", action="store_true", help="on failure, also print the traceback on stderr")
+    parser = _Parser(prog="tallyhub", description="Tallyhub AI gateway with an event-sourced ledger")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[..., Any], help_: str, parent: Any = sub) -> argparse.ArgumentParser:
@@ -140,21 +167,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    as_json, debug = "--json" in argv, "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(str(exc), "invalid_request_error", "invalid_arguments", EXIT_USAGE, as_json)
     try:
         result = args.handler(args)
-    except (TallyhubError, InvalidAmount, SettingsError) as exc:
-        code = getattr(exc, "code", "invalid_request")
-        if args.json:
-            print(json.dumps({"error": {"message": str(exc), "code": code}}))
-        else:
-            print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+    except (TallyhubError, InvalidAmount) as exc:
+        return _fail(str(exc), _error_type(exc), getattr(exc, "code", "invalid_amount"), EXIT_ERROR, as_json, debug)
+    except SettingsError as exc:
+        return _fail(str(exc), "configuration_error", "invalid_setting", EXIT_ERROR, as_json, debug)
+    except Exception as exc:  # anything else: one line, not a traceback (--debug shows it)
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        message = f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+        return _fail(message, "server_error", "internal_error", EXIT_ERROR, as_json, debug)
     if result is None:
         return 0
     data, text, *status = result  # a command may end with its exit status (verify: 1 on a mismatch)
     print(json.dumps(data, indent=2) if args.json else text)
     return status[0] if status else 0
+
+
+def _fail(message: str, type_: str, code: str, status: int, as_json: bool, debug: bool = False) -> int:
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": {"message": message, "type": type_, "code": code}}))
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def _error_type(exc: Exception) -> str:
+    """The OpenAI error type the HTTP API gives the same error."""
+    for cls, type_ in _TYPES:
+        if isinstance(exc, cls):
+            return type_
+    return "invalid_request_error"
+
+
+_TYPES: list[tuple[type[Exception], str]] = [
+    (AuthenticationFailed, "authentication_error"), (PermissionDenied, "permission_error"),
+    (InsufficientCredits, "insufficient_credits"), (NotFound, "invalid_request_error"),
+    (AlreadyExists, "invalid_request_error"), (NotInitialised, "server_error"), (SecretError, "server_error"),
+    (UpstreamError, "upstream_error"),
+]
 
 
 if __name__ == "__main__":
