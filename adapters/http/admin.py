@@ -15,7 +15,7 @@ from adapters.queries import caught_up, read_balance
 from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep
 from adapters.providers.config import check_provider_config
-from adapters.presenters import api_key_json, balance_json, plain, price_book_json, provider_json
+from adapters.presenters import api_key_json, balance_json, id_text, plain, price_book_json, provider_json
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import NotInCreditsMode
 from domain.money import parse_credits
@@ -235,7 +235,8 @@ async def set_caps(account: str, body: CapsIn, services: Admin) -> dict[str, Any
         raise NotInCreditsMode("spend caps")
     updated = await _run(lambda: services.ledger.set_spend_caps(account, day=day, month=month,
                                                                 api_key_id=body.api_key_id))
-    return {"account_id": str(updated.id), "caps": plain(updated.caps)}
+    caps = {scope if scope == "account" else id_text(scope): limits for scope, limits in updated.caps.items()}
+    return {"account_id": str(updated.id), "caps": plain(caps)}  # key scopes by the id the API shows
 
 
 @router.post("/holds/sweep")

@@ -214,7 +214,7 @@ def test_caps_on_a_key_of_another_account_are_refused(admin: Admin) -> None:
     assert admin.ledger.get_account("acme").caps == {} and admin.ledger.get_account("beta").caps == {}
     beta_key = admin.ledger.issue_api_key("beta").key_id
     capped = admin.call("PUT", "/accounts/beta/caps", json={"day": "1", "api_key_id": str(beta_key)})
-    assert capped.status_code == 200 and capped.json()["caps"] == {beta_key.hex: {"day": NANO, "month": None}}
+    assert capped.status_code == 200 and capped.json()["caps"] == {str(beta_key): {"day": NANO, "month": None}}
 
 
 @pytest.mark.parametrize("caps", [{"day": "10000001"}, {"month": "1e3"}, {"day": -1}])
