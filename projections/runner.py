@@ -221,7 +221,7 @@ class ProjectionRunner:
             except Exception as exc:
                 if not batch or self._transient(exc):
                     raise  # not an event's fault: the caller retries (the poller in 1 s)
-                return applied + self._isolate(projection, batch, reads, wait=wait)
+                return applied + self._isolate(projection, batch, reads, wait=wait, retry=retry)
             if len(batch) < self.batch_size:
                 return applied
 
@@ -243,7 +243,7 @@ class ProjectionRunner:
             self._seen(tx)
 
     def _isolate(self, projection: Projection, batch: list[Notification], reads: _SharedReads, *,
-                 wait: bool) -> int:
+                 wait: bool, retry: bool) -> int:
         """Apply the failed ``batch`` again, up to one followed event per transaction, and
         stop the projection at the event that fails (if one does)."""
         applied = 0
@@ -251,8 +251,8 @@ class ProjectionRunner:
             chunk: list[Notification] = []
             try:
                 with self.store.tracked(projection.name, wait=wait) as tx:
-                    if tx is None:
-                        return applied
+                    if tx is None or not self._may_apply(tx, retry):
+                        return applied  # (another runner stopped it meanwhile)
                     chunk = _next_chunk(batch, tx.position, projection.topics)
                     if not chunk:
                         return applied  # all of it applied this time: the first failure was not the events'
@@ -262,14 +262,18 @@ class ProjectionRunner:
                 failing = chunk[-1] if chunk and chunk[-1].topic in projection.topics else None
                 if failing is None or self._transient(exc):
                     raise
-                self._stop_at(projection, failing, exc, wait=wait)
+                self._stop_at(projection, failing, exc, wait=wait, retry=retry)
                 return applied
 
-    def _stop_at(self, projection: Projection, failing: Notification, exc: Exception, *, wait: bool) -> None:
+    def _stop_at(self, projection: Projection, failing: Notification, exc: Exception, *, wait: bool,
+                 retry: bool) -> None:
         stop = Stop(failing.id, failing.topic, _describe(exc), datetime.now(timezone.utc))
         with self.store.tracked(projection.name, wait=wait) as tx:
             if tx is None or tx.position >= failing.id:
                 return  # another runner got past it meanwhile
+            if tx.stopped is not None and tx.stopped.position == failing.id and not retry:
+                self._seen(tx)
+                return  # another runner stopped it there meanwhile (and said so)
             tx.stop(stop)
             self._seen(tx)
         log.error("projection %s stopped at event %d (%s), which it cannot apply: %s. Its reads answer "

@@ -297,16 +297,30 @@ def balance(args: argparse.Namespace) -> Result:
 
 
 def projections_status(args: argparse.Namespace) -> Result:
+    """Each read model's position, lag and state as committed (by any process); applies nothing."""
     with open_services() as services:
         data = plain(services.read_models.runner.status())
-    return {"data": data}, "\n".join(str(row) for row in data)
+    return {"data": data}, "\n".join(_projection_line(row) for row in data)
 
 
 def projections_rebuild(args: argparse.Namespace) -> Result:
+    """Replay the read model(s) from zero; exit status 1 if one stops again (it still cannot
+    apply an event)."""
     with open_services() as services:
         services.read_models.runner.rebuild(args.name)
         data = plain(services.read_models.runner.status())
-    return {"data": data}, "rebuilt:\n" + "\n".join(str(row) for row in data)
+    rebuilt = [row for row in data if args.name in (None, row["name"])]
+    failed = any(row["state"] == "stopped" for row in rebuilt)
+    return {"data": data}, "rebuilt:\n" + "\n".join(_projection_line(row) for row in rebuilt), 1 if failed else 0
+
+
+def _projection_line(row: dict[str, Any]) -> str:
+    line = f"{row['name']:<16} position {row['position']} of {row['max_notification_id']}, lag {row['lag']}"
+    if row["state"] != "stopped":
+        return f"{line}, running"
+    return (f"{line}, STOPPED at event {row['stopped_at']} ({row['stopped_event']}) since {row['stopped_on']}: "
+            f"{row['error']}\n{'':<16} fix the cause, then `tallyhub projections rebuild {row['name']}` "
+            "or restart serve/worker to try it again")
 
 
 def _read_secret() -> str:
