@@ -63,6 +63,7 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     if settings.server_mode:
         services.wake = build_commit_publisher(settings)
         ledger.on_commit = services.wake.notify
+        services.health_sync = build_health_sync(settings, health)
     return services
 
 
@@ -76,6 +77,15 @@ def build_commit_publisher(settings: Settings) -> Any:
     except ValueError as exc:  # redis-py's word for a URL it cannot use
         raise SettingsError(f"TALLYHUB_REDIS_URL: {exc}") from None
     return publisher.start()
+
+
+def build_health_sync(settings: Settings, health: CredentialHealth) -> Any:
+    """Server mode: credential health shared with the other ``serve`` processes through
+    Redis (adapters/health_redis.py); its threads are started by the server's lifespan."""
+    from adapters.health_redis import RedisHealthSync
+
+    assert settings.redis_url is not None
+    return RedisHealthSync(settings.redis_url, settings.redis_prefix, health)
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,13 @@ class Services:
     read_models: Any  # projections.ReadModels
     providers: dict[str, Any] = field(default_factory=dict)  # kind -> provider adapter, set by the lifespan
     wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
+    health_sync: Any = None  # server mode: the RedisHealthSync sharing credential health (started by serve)
 
     def close(self) -> None:
         if self.wake is not None:
             self.wake.close()  # announces this process's last commits before it goes
+        if self.health_sync is not None:
+            self.health_sync.close()
         if self.read_models is not None:
             self.read_models.close()
         self.ledger.close()

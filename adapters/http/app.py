@@ -30,6 +30,8 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
             services.providers.update(build_providers(session, services.settings))
             services.ledger.start_group_commit()
+            if services.health_sync is not None:
+                services.health_sync.start()
             embedded = not services.settings.server_mode
             projecting = run_projections and embedded and services.read_models is not None
             if projecting:
@@ -47,6 +49,8 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
                     services.read_models.runner.stop()
                 if services.wake is not None:
                     services.wake.close()
+                if services.health_sync is not None:
+                    services.health_sync.close()
 
     app = FastAPI(title="Tallyhub", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
