@@ -88,7 +88,10 @@ def install_error_handlers(app: FastAPI, on_auth_failed: Callable[[Request], Non
     async def on_unexpected_error(request: Request, exc: Exception) -> Response:
         # Starlette's ServerErrorMiddleware calls this for any exception nothing else answered
         # (then re-raises it for the server's log): a JSON 500 that says nothing of the error.
-        return Response(INTERNAL_ERROR, status_code=500, media_type="application/json")
+        # It runs outside the request-id middleware, so the id is added here from the scope.
+        request_id = request.scope.get("state", {}).get("request_id")
+        headers = {"x-request-id": str(request_id)} if request_id else None
+        return Response(INTERNAL_ERROR, status_code=500, media_type="application/json", headers=headers)
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

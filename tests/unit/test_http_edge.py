@@ -213,6 +213,7 @@ def test_an_unexpected_exception_is_a_json_500_that_says_nothing(edge: Edge, mon
         assert error(response) == {"message": "internal error", "type": "server_error", "param": None,
                                    "code": "internal_error"}
         assert "hunter2" not in response.text and "Traceback" not in response.text
+        assert response.headers["x-request-id"]
 
 
 # --- failed authentication is throttled per address --------------------------------
