@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import streamlit as st
 
@@ -61,6 +62,17 @@ class RecordedExport:
     def recorded(self) -> bool:
         """Written by ``tallyhub export`` or the admin API (which record it), not a dashboard snapshot."""
         return bool(self.manifest.get("export_id")) and self.manifest.get("recorded", True) is not False
+
+    @property
+    def export_id(self) -> str:
+        """The manifest's export id as the API shows it (dashed: older manifests give its hex)."""
+        value = self.manifest.get("export_id")
+        if not isinstance(value, str):
+            return ""
+        try:
+            return str(UUID(value))
+        except ValueError:
+            return value
 
     @property
     def manifest_path(self) -> Path:

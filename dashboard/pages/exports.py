@@ -30,7 +30,7 @@ else:
         "file": export.path.name, "kind": export.manifest.get("kind"), "format": export.manifest.get("format"),
         "from": export.manifest.get("from"), "to": export.manifest.get("to"), "rows": export.manifest.get("rows"),
         "created_at": export.manifest.get("created_at"), "recorded": "yes" if export.recorded else "no (snapshot)",
-        "export_id": export.manifest.get("export_id") or "",
+        "export_id": export.export_id,
         "chain head": (export.manifest.get("chain") or {}).get("head"),
     } for export in recorded]), hide_index=True, width="stretch")
     chosen = st.selectbox("Export", range(len(recorded)), key="exports_recorded",
@@ -55,7 +55,7 @@ else:
                                 key="exports_recorded_file", type="primary", on_click="ignore")
     else:
         cols[0].info(f"{export.size / 2**20:,.0f} MB — too large for the browser: fetch it with "
-                     f"`GET /admin/v1/exports/{export.manifest.get('export_id')}` or copy `{export.path}`.")
+                     f"`GET /admin/v1/exports/{export.export_id}` or copy `{export.path}`.")
     cols[1].download_button("Download its manifest", export.manifest_path.read_bytes(),
                             file_name=export.manifest_path.name, mime="application/json",
                             key="exports_recorded_manifest", on_click="ignore")

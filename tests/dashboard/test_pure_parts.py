@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 from uuid import UUID
 
@@ -168,3 +170,14 @@ def test_a_usage_snapshot_totals_every_counter_of_its_rows() -> None:
     charged = sum(int(row["charge_nanocredits"]) for row in parsed)
     assert charged == snap.manifest["totals"]["charge_nanocredits"] == COUNTERS.index("charge") + 1 + 10**12
     assert parsed[0]["hour"] == "2026-11-01T00:00:00+00:00"
+
+
+def test_a_recorded_export_is_named_by_its_dashed_id_even_when_its_manifest_gives_hex(tmp_path: Path) -> None:
+    old = UUID(int=0xABC)
+    for name, given in (("old.csv", old.hex), ("new.csv", str(old)), ("odd.csv", "not-an-id"), ("snap.csv", None)):
+        (tmp_path / name).write_text("position,chain\n")
+        (tmp_path / f"{name}.manifest.json").write_text(json.dumps({"export_id": given, "created_at": name}))
+    found, problems = export_files.recorded_exports(tmp_path)
+    assert problems == []
+    assert {export.path.name: export.export_id for export in found} == {
+        "old.csv": str(old), "new.csv": str(old), "odd.csv": "not-an-id", "snap.csv": ""}
