@@ -75,6 +75,6 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.add_middleware(HotRoutes, endpoints={("POST", "/v1/chat/completions"): chat.chat_completions,
                                              ("POST", "/v1/messages"): messages.create_message,
                                              ("POST", "/v1/embeddings"): embeddings.create_embeddings},
-                       throttle=throttle)
+                       throttle=throttle, error_responses={("POST", "/v1/messages"): messages.anthropic_error})
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
     return app

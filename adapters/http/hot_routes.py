@@ -26,13 +26,18 @@ from application.auth_throttle import AuthThrottle
 from domain.errors import TooManyFailedAuthentications
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+ErrorResponse = Callable[[Exception], Response]
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, endpoints: dict[tuple[str, str], Endpoint], throttle: AuthThrottle) -> None:
+    def __init__(self, app: ASGIApp, endpoints: dict[tuple[str, str], Endpoint], throttle: AuthThrottle,
+                 error_responses: dict[tuple[str, str], ErrorResponse] | None = None) -> None:
+        """``error_responses``: how an endpoint that does not answer in OpenAI's shape answers
+        an error raised before it runs (the throttle's 429), e.g. Anthropic's for /v1/messages."""
         self.app = app
         self.endpoints = endpoints
         self.throttle = throttle
+        self.error_responses = error_responses or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         endpoint = self.endpoints.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
@@ -43,7 +48,8 @@ class HotRoutes:
         address = client[0] if client else None
         wait = self.throttle.retry_after(address)
         if wait:
-            await response_for(TooManyFailedAuthentications(wait))(scope, receive, send)
+            answer = self.error_responses.get((scope["method"], scope["path"]), response_for)
+            await answer(TooManyFailedAuthentications(wait))(scope, receive, send)
             return
         request = Request(scope, receive, send)
         try:

@@ -238,10 +238,12 @@ def test_an_address_that_keeps_failing_to_authenticate_is_refused_429_for_the_wi
     ticks.now += 30
     for response in (attacker.get("/v1/me", headers=bearer(edge.user_key)),
                      attacker.post("/v1/chat/completions", headers=bearer(edge.user_key), json=chat),
-                     attacker.post("/v1/messages", headers={"x-api-key": edge.user_key}, json=chat),
                      attacker.get("/admin/v1/accounts", headers=bearer(edge.admin_key))):
         assert response.status_code == 429, response.text
         assert error(response)["code"] == "too_many_failed_auth" and response.headers["retry-after"] == "30"
+    anthropic = attacker.post("/v1/messages", headers={"x-api-key": edge.user_key}, json={**chat, "max_tokens": 9})
+    assert anthropic.status_code == 429 and anthropic.headers["retry-after"] == "30"
+    assert anthropic.json()["type"] == "error" and anthropic.json()["error"]["type"] == "rate_limit_error"
     assert neighbour.get("/v1/me", headers=bearer(edge.user_key)).status_code == 200
     assert neighbour.get("/admin/v1/accounts", headers=bearer(edge.admin_key)).status_code == 200
     ticks.now += 30  # the first failure is a window old: the address may try again
