@@ -77,6 +77,17 @@ def id_text(value: UUID | str | None) -> str | None:
     return str(UUID(value))
 
 
+def request_record_json(record: Any) -> dict[str, Any]:
+    """A request's record as the ledger holds it, its ids in the form the API shows (the
+    record's details keep the account and key ids as hex)."""
+    details = plain(record.details)
+    for name in ("account_id", "api_key_id"):
+        if isinstance(details.get(name), str):
+            details[name] = id_text(details[name])
+    return {"id": str(record.id), "recorded_at": record.created_on.isoformat(), **details,
+            "attempts": plain(record.attempts)}
+
+
 def money_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
     """Add ``<name>_credits`` decimal text beside each integer nanocredit field."""
     for name in names:

@@ -15,7 +15,8 @@ from adapters.queries import caught_up, read_balance
 from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep
 from adapters.providers.config import check_provider_config
-from adapters.presenters import api_key_json, balance_json, id_text, plain, price_book_json, provider_json
+from adapters.presenters import (api_key_json, balance_json, id_text, plain, price_book_json, provider_json,
+                                 request_record_json)
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import NotInCreditsMode
 from domain.money import parse_credits
@@ -279,8 +280,7 @@ async def list_requests(services: Admin, account: str | None = None, model: str 
 async def get_request(request_id: str, services: Admin) -> dict[str, Any]:
     """One request's receipt from the ledger itself: usage, charge, price version, attempts."""
     record = await _run(services.ledger.get_request_record, request_id)
-    return {"id": str(record.id), "recorded_at": record.created_on.isoformat(), **plain(record.details),
-            "attempts": plain(record.attempts)}
+    return request_record_json(record)
 
 
 @router.get("/projections")

@@ -41,6 +41,9 @@ def test_an_export_row_joins_the_api_and_the_cli_by_id(served: Served, request_i
     mine = httpx.get(f"{served.gateway.url}/v1/me/requests/{request_id}",
                      headers={"authorization": f"Bearer {served.api_key}"}).json()
     assert mine["request_id"] == request_id
+    receipt = served.gateway.admin_json("GET", f"/requests/{request_id}")
+    assert (receipt["id"], receipt["account_id"]) == (request_id, listed[served.account])
+    assert receipt["api_key_id"] == me["key"]["id"]
 
     cli(env, "export", "requests", "--format", "csv", "--out", str(tmp_path / "requests.csv"))
     cli(env, "export", "ledger", "--format", "jsonl", "--out", str(tmp_path / "ledger.jsonl"))
