@@ -31,6 +31,7 @@ from typing import Protocol
 
 RATE_LIMITED = "rate_limited"  # the provider answered 429
 FAILING = "failing"  # failures reached the policy's rate
+TRACKED_CREDENTIALS = 10_000  # past this many, credentials neither cooling nor counted lately are forgotten
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,16 @@ class CredentialHealth:
     def _state(self, credential_id: str) -> _State:
         state = self._states.get(credential_id)
         if state is None:
+            if len(self._states) >= TRACKED_CREDENTIALS:
+                self._forget_idle()
             state = self._states[credential_id] = _State()
         return state
+
+    def _forget_idle(self) -> None:
+        now = self._clock()
+        current = int(now // self.policy.bucket_seconds)
+        self._states = {credential: state for credential, state in self._states.items()
+                        if state.until > now or any(slot > current - self.policy.buckets for slot in state.counts)}
 
     def _count(self, state: _State, now: float, *, failed: bool) -> None:
         """Count one attempt in the window's current slice (dropping slices past the window)."""

@@ -193,3 +193,15 @@ def test_a_429_cools_for_the_providers_retry_after_within_reason(header: str | N
     now = datetime(2026, 12, 6, 12, 0, 0, tzinfo=timezone.utc)
     read = retry_after_seconds(header, now) if header and "GMT" in header else retry_after_seconds(header)
     assert HealthPolicy().rate_limit_cooldown(read) == seconds
+
+
+def test_credentials_neither_cooling_nor_counted_lately_are_forgotten_past_the_limit(
+        health: CredentialHealth, ticks: Ticks, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("application.health.TRACKED_CREDENTIALS", 3)
+    health.rate_limited("limited", 600)
+    health.record_success("idle")
+    ticks.now += HealthPolicy().window_seconds + HealthPolicy().bucket_seconds
+    health.record_success("busy")
+    health.apply("heard-of", 30, FAILING)  # the fourth: the idle one goes
+    assert set(health._states) == {"limited", "busy", "heard-of"}
+    assert health.cooldown("limited").reason == RATE_LIMITED
