@@ -12,7 +12,7 @@ from adapters.services import Services
 from adapters.settings import Settings, SettingsError
 from application.billing import RequestBilling
 from application.health import CredentialHealth
-from application.key_management import check_key_ring
+from application.key_management import check_key_ring, move_secrets_out_of_history
 from application.ledger import Ledger
 from application.routing import Router
 from application.ports import Clock
@@ -51,6 +51,7 @@ def build_read_models(settings: Settings, ledger: Ledger) -> Any:
 def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
     ledger = build_ledger(settings, clock=clock)
     ledger.load_deployment()
+    move_secrets_out_of_history(ledger)  # a store made before the secret store is upgraded in place
     check_key_ring(ledger)  # every sealed secret opens with the configured keys, or fail now
     ledger.read_cache_seconds = settings.read_cache_seconds
     health = CredentialHealth()
@@ -102,8 +103,10 @@ def initialise(settings: Settings) -> Initialised:
     try:
         read_models = build_read_models(settings, ledger)
         read_models.create_tables()
+        ledger.secret_store.create_table()
         if ledger.is_initialised():
             ledger.load_deployment()  # proves the master key opens the existing store
+            move_secrets_out_of_history(ledger)  # and upgrades one made before the secret store
             return Initialised(admin_key=None, master_key_created=created)
         return Initialised(admin_key=ledger.initialise(), master_key_created=created)
     finally:

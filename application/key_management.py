@@ -1,14 +1,26 @@
-"""Secrets and keys over a Ledger: master-key rotation, provider credential rotation
-and deletion, API-key rotation and per-key model limits.
+"""Secrets and keys over a Ledger: the secret store and master-key rotation, provider
+credential rotation and deletion, API-key rotation and per-key model limits.
 
 Invariants kept here:
-- ``rotate_master`` re-wraps every envelope the current state holds (each provider
-  credential and the API-key pepper) under the newest master key, one event per
-  envelope (``Provider.CredentialRewrapped``, ``Deployment.PepperRewrapped``); an
-  envelope is opened in full before it is re-wrapped, so a tampered one is reported,
-  never copied; running it again changes nothing;
-- ``secrets_status`` lists every kid the state still needs: a configured key that no
-  envelope names can be retired without losing anything;
+- the event history holds no secret and no envelope: events name a secret by reference
+  and its envelope lives in the secret store (application/ports.py, SecretStore);
+- ``rotate_master`` re-encrypts every row not under the newest master key with a FRESH
+  data key wrapped by the newest key, in place, after deleting superseded rows: once it
+  has run, no row holds a data key an older master key can unwrap, so a retired key and
+  a copy of the store open nothing current. An envelope is opened in full before it is
+  replaced, so a tampered one is reported, never copied; running it again changes nothing;
+- a store made before the secret store (envelopes in its provider and deployment events)
+  is upgraded in place by ``move_secrets_out_of_history`` (``serve``, ``init`` and
+  ``rotate-master`` run it; idempotent, safe from several processes): each current secret
+  is opened and written to the store under a fresh data key, and an event records the move.
+  The old events cannot be edited: their envelopes stay readable by the master keys that
+  sealed them, which ``secrets_status`` reports (``in_history``);
+- a superseded secret is deleted from the store: a deleted credential's at once, a rotated
+  one's when its grace period ends (or at once without one); rows nothing refers to (a
+  crash between the row and its event, a lost race) are deleted by ``rotate_master`` once
+  they are ``ORPHAN_AGE`` old;
+- ``secrets_status`` lists every kid the current secrets still need: a configured key that
+  none names can be retired without losing anything current;
 - a rotated API key and its replacement are saved in one transaction, the new key
   carrying the old one's account, name, expiry and model limits, so a crash never
   leaves a replacement with wider access than the key it replaces;
@@ -18,15 +30,16 @@ Plaintext secrets pass through here only on their way to the vault or, for a new
 issued key, back to the caller once.
 """
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from application.ledger import PEPPER_CONTEXT, IssuedKey, Ledger
+from application.ledger import PEPPER_CONTEXT, IssuedKey, Ledger, credential_ref, secret_context
 from domain import ids
 from domain.api_key import ApiKey, check_model_patterns
 from domain.deployment import Deployment
@@ -34,130 +47,173 @@ from domain.errors import InvalidRequest, NotInitialised, SecretError
 from domain.provider import Provider
 
 MAX_GRACE = timedelta(days=30)
-
-
-class RewrappingVault(Protocol):
-    """What key management needs of the vault beyond ``KeyVault`` (see adapters/crypto/aes_gcm.py)."""
-
-    @property
-    def kid(self) -> str: ...
-
-    def rewrap(self, sealed: dict[str, str]) -> dict[str, str]: ...
-
-    def open(self, sealed: dict[str, str], *, context: bytes) -> bytes: ...
+ORPHAN_AGE = timedelta(minutes=10)  # an unreferenced row younger than this may be a write in flight
+LEGACY_PEPPER_REF = "pepper"
 
 
 @dataclass(frozen=True)
-class SealedRef:
-    """One envelope the current state holds: the pepper or a provider credential."""
+class CurrentSecret:
+    """One secret the current state needs: the pepper or a provider credential."""
 
-    what: str  # "pepper" | "credential"
-    kid: str
-    provider: str | None = None
-    credential_id: str | None = None
-
-    @property
-    def label(self) -> str:
-        return "API-key pepper" if self.what == "pepper" else f"credential {self.credential_id} of {self.provider}"
+    label: str
+    kid: str  # of its row, or of its envelope in history when not moved yet
+    ref: str | None  # its row in the secret store; None: still only in the event history
 
 
 @dataclass(frozen=True)
 class SecretsStatus:
     newest_kid: str
     configured_kids: list[str]
-    in_use: dict[str, list[str]]  # kid -> labels of the envelopes sealed under it
-    missing_kids: list[str]  # named by an envelope but not configured: those secrets cannot be opened
-    retirable_kids: list[str]  # configured, not the newest, named by no envelope
+    in_use: dict[str, list[str]]  # kid -> labels of the current secrets sealed under it
+    missing_kids: list[str]  # named by a current secret but not configured: it cannot be opened
+    retirable_kids: list[str]  # configured, not the newest, named by no current secret
+    in_history: dict[str, int] = field(default_factory=dict)  # kid -> envelopes the event history still holds
+    not_moved: list[str] = field(default_factory=list)  # current secrets still only in the event history
 
     @property
     def rotation_needed(self) -> bool:
-        return any(kid != self.newest_kid for kid in self.in_use)
+        return any(kid != self.newest_kid for kid in self.in_use) or bool(self.not_moved)
 
 
 @dataclass(frozen=True)
 class RotationResult:
     newest_kid: str
-    rewrapped: list[str] = field(default_factory=list)  # labels of the envelopes re-wrapped now
+    rewrapped: list[str] = field(default_factory=list)  # labels of the secrets re-encrypted now
     status: SecretsStatus | None = None
+    moved: list[str] = field(default_factory=list)  # labels of the secrets moved out of the history now
+    deleted: int = 0  # superseded or unreferenced rows deleted now
 
 
-# --- master keys --------------------------------------------------------------------
+# --- the secret store and master keys -----------------------------------------------
 
 
-def sealed_refs(ledger: Ledger) -> list[SealedRef]:
+def current_secrets(ledger: Ledger) -> list[CurrentSecret]:
     deployment = _deployment(ledger)
-    refs = [SealedRef("pepper", _kid(deployment.sealed_pepper))]
+    rows = {row.ref: row for row in ledger.secret_store.all()}
+    found = [_current("API-key pepper", deployment.pepper_ref, deployment.legacy_sealed_pepper, rows)]
+    now = ledger.clock.now()
     for provider in ledger.list_providers():
-        refs += [SealedRef("credential", _kid(c["sealed"]), provider.name, c["credential_id"])
-                 for c in provider.credentials]
-    return refs
+        found += [_current(_label(provider, c), c.get("secret_ref"), c.get("legacy_sealed"), rows)
+                  for c in provider.current_credentials(now)]
+    return found
 
 
 def secrets_status(ledger: Ledger) -> SecretsStatus:
     vault = _vault(ledger)
     configured = vault.ring.kids
     in_use: dict[str, list[str]] = {}
-    for ref in sealed_refs(ledger):
-        key = vault.ring.find(ref.kid)
-        in_use.setdefault(key.kid if key else ref.kid, []).append(ref.label)
+    for secret in current_secrets(ledger):
+        in_use.setdefault(_configured_kid(vault, secret.kid), []).append(secret.label)
+    history: dict[str, int] = {}
+    for aggregate in [_deployment(ledger), *ledger.list_providers()]:
+        for kid, count in aggregate.sealed_in_history.items():
+            kid = _configured_kid(vault, kid)
+            history[kid] = history.get(kid, 0) + count
     return SecretsStatus(
         newest_kid=vault.kid,
         configured_kids=configured,
         in_use=in_use,
         missing_kids=[kid for kid in in_use if kid not in configured],
         retirable_kids=[kid for kid in configured if kid != vault.kid and kid not in in_use],
+        in_history=history,
+        not_moved=[secret.label for secret in current_secrets(ledger) if secret.ref is None],
     )
 
 
 def check_key_ring(ledger: Ledger) -> None:
-    """At start: every envelope the state holds opens with the configured keys, or SecretError
-    naming each one that does not (a missing kid, a wrong key, a tampered envelope)."""
+    """At start: every current secret opens with the configured keys, or SecretError naming
+    each one that does not (a missing kid, a wrong key, a tampered envelope, a missing row)."""
     problems = []
-    deployment = _deployment(ledger)
     try:
-        ledger.vault.open(deployment.sealed_pepper, context=PEPPER_CONTEXT)
+        ledger.open_pepper(_deployment(ledger))
     except SecretError as error:
         problems.append(f"API-key pepper: {error}")
+    now = ledger.clock.now()
     for provider in ledger.list_providers():
-        for credential in provider.credentials:
+        for credential in provider.current_credentials(now):
             try:
                 ledger.open_credential(provider, credential)
             except SecretError as error:
-                problems.append(f"credential {credential['credential_id']} of {provider.name}: {error}")
+                problems.append(f"{_label(provider, credential)}: {error}")
     if problems:
         raise SecretError("the configured master keys cannot open every secret:\n  " + "\n  ".join(problems))
 
 
-def rotate_master(ledger: Ledger) -> RotationResult:
-    """Re-wrap every envelope not yet under the newest master key. Online and idempotent."""
-    vault = _vault(ledger)
-    newest = vault.kid
-    rewrapped: list[str] = []
+def move_secrets_out_of_history(ledger: Ledger) -> list[str]:
+    """Upgrade in place: write each current secret that a store made before the secret store
+    holds only in its events to the store (fresh data key, newest master key), and record
+    the move. Idempotent; several processes may run it at once. Returns what was moved."""
+    ledger.secret_store.create_table()
+    moved: list[str] = []
 
-    def rewrap_pepper(deployment: Deployment) -> list[Aggregate] | None:
-        if _kid(deployment.sealed_pepper) == newest:
+    def move_pepper(deployment: Deployment) -> list[Aggregate] | None:
+        if deployment.pepper_ref is not None:
             return None
-        vault.open(deployment.sealed_pepper, context=PEPPER_CONTEXT)
-        deployment.rewrap_pepper(vault.rewrap(deployment.sealed_pepper))
+        pepper = ledger.vault.open(deployment.legacy_sealed_pepper, context=PEPPER_CONTEXT)
+        _write_once(ledger, LEGACY_PEPPER_REF, pepper)
+        deployment.move_pepper(LEGACY_PEPPER_REF)
         return []
 
-    if ledger._change(lambda: _deployment(ledger), rewrap_pepper):
-        rewrapped.append("API-key pepper")
+    if ledger._change(lambda: _deployment(ledger), move_pepper):
+        moved.append("API-key pepper")
     for name in [p.name for p in ledger.list_providers()]:
         done: list[str] = []
 
-        def rewrap_credentials(provider: Provider) -> list[Aggregate] | None:
+        def move_credentials(provider: Provider) -> list[Aggregate] | None:
             done.clear()
-            for credential in provider.credentials:
-                if _kid(credential["sealed"]) != newest:
-                    ledger.open_credential(provider, credential)  # proves the whole envelope is intact
-                    provider.rewrap_credential(credential["credential_id"], vault.rewrap(credential["sealed"]))
-                    done.append(f"credential {credential['credential_id']} of {provider.name}")
+            for credential in provider.current_credentials(ledger.clock.now()):
+                if credential.get("secret_ref") is None and credential.get("legacy_sealed") is not None:
+                    ref = credential_ref(provider.name, credential["credential_id"])
+                    _write_once(ledger, ref, ledger.open_credential(provider, credential).encode())
+                    provider.move_secret(credential["credential_id"], ref)
+                    done.append(_label(provider, credential))
             return [] if done else None
 
-        if ledger._change(lambda: ledger.get_provider(name), rewrap_credentials):
-            rewrapped += done
-    return RotationResult(newest_kid=newest, rewrapped=rewrapped, status=secrets_status(ledger))
+        if ledger._change(lambda: ledger.get_provider(name), move_credentials):
+            moved += done
+    return moved
+
+
+def delete_superseded_secrets(ledger: Ledger, *, orphan_age: timedelta = ORPHAN_AGE) -> int:
+    """Delete the rows no current secret refers to: rotated credentials past their grace
+    period, deleted credentials, and (once ``orphan_age`` old) rows nothing ever referred to."""
+    deployment = _deployment(ledger)
+    now = ledger.clock.now()
+    wanted = {deployment.pepper_ref}
+    retired: set[str] = set()
+    for provider in ledger.list_providers():
+        for credential in provider.credentials:
+            ref = credential.get("secret_ref")
+            (wanted if credential in provider.current_credentials(now) else retired).add(ref)
+    oldest = time.time() - orphan_age.total_seconds()
+    doomed = [row.ref for row in ledger.secret_store.all()
+              if row.ref not in wanted and (row.ref in retired or row.created_at < oldest)]
+    for ref in doomed:
+        ledger.forget_secret(ref)
+    return ledger.secret_store.delete(doomed)
+
+
+def rotate_master(ledger: Ledger) -> RotationResult:
+    """Move what the history alone holds into the secret store, delete superseded rows, and
+    re-encrypt every row not under the newest master key with a fresh data key. Online
+    and idempotent. Afterwards no row holds anything an older master key can open."""
+    vault = _vault(ledger)
+    newest = vault.kid
+    moved = move_secrets_out_of_history(ledger)
+    deleted = delete_superseded_secrets(ledger)
+    labels = {secret.ref: secret.label for secret in current_secrets(ledger) if secret.ref}
+    rewrapped: list[str] = []
+    for row in ledger.secret_store.all():
+        if _configured_kid(vault, row.kid) == newest:
+            continue
+        plaintext = vault.open(row.envelope, context=secret_context(row.ref))  # proves the whole envelope intact
+        fresh = vault.seal(plaintext, context=secret_context(row.ref))  # a new data key, never the old one
+        if ledger.secret_store.replace(row.ref, fresh, version=row.version):
+            rewrapped.append(labels.get(row.ref, f"unreferenced secret {row.ref}"))
+    if rewrapped or deleted:
+        ledger.secret_store.scrub()
+    return RotationResult(newest_kid=newest, rewrapped=rewrapped, status=secrets_status(ledger),
+                          moved=moved, deleted=deleted)
 
 
 # --- provider credentials -----------------------------------------------------------
@@ -189,40 +245,54 @@ def rotate_credential(ledger: Ledger, name: str, secret: str, *, credential_id: 
         provider.rotate_credential(old["credential_id"], new_id, retires_at=now + grace)
         if not grace:
             provider.disable_credential(old["credential_id"], f"rotated: replaced by {new_id}", automatic=False)
-        outcome.update(old=old["credential_id"], new=new_id, retires_at=now + grace if grace else None)
+        outcome.update(old=old["credential_id"], new=new_id, retires_at=now + grace if grace else None,
+                       old_ref=old.get("secret_ref"))
         return []
 
     ledger._change(lambda: ledger.get_provider(name), rotate)
+    if not grace:
+        _shred(ledger, [outcome["old_ref"]])  # superseded now: its secret goes
     return CredentialRotation(ledger.get_provider(name), outcome["old"], outcome["new"], outcome["retires_at"])
 
 
 def delete_credential(ledger: Ledger, name: str, credential_id: str) -> Provider:
+    """Delete a credential and then its secret (the event first: a crash between leaves an
+    unreferenced row, which ``rotate_master`` deletes)."""
+    refs: list[str | None] = []
+
     def delete(provider: Provider) -> list[Aggregate]:
+        refs[:] = [provider.credential(credential_id).get("secret_ref")]
         provider.delete_credential(credential_id)
         return []
 
     ledger._change(lambda: ledger.get_provider(name), delete)
+    _shred(ledger, refs)
     return ledger.get_provider(name)
 
 
 def retire_due_credentials(ledger: Ledger, name: str | None = None) -> list[tuple[str, str]]:
     """Record ``CredentialDisabled`` for rotated credentials whose grace period has ended
-    (routing already leaves them out); returns (provider, credential id) pairs."""
+    (routing already leaves them out) and delete their secrets; returns (provider,
+    credential id) pairs."""
     retired: list[tuple[str, str]] = []
     names = [name] if name else [p.name for p in ledger.list_providers()]
     for provider_name in names:
         due: list[str] = []
+        refs: list[str | None] = []
 
         def retire(provider: Provider) -> list[Aggregate] | None:
             due.clear()
+            refs.clear()
             for credential in provider.retired_credentials(ledger.clock.now()):
                 provider.disable_credential(credential["credential_id"],
                                             f"rotated: replaced by {credential['replaced_by']}", automatic=False)
                 due.append(credential["credential_id"])
+                refs.append(credential.get("secret_ref"))
             return [] if due else None
 
         if ledger._change(lambda: ledger.get_provider(provider_name), retire):
             retired += [(provider_name, credential_id) for credential_id in due]
+            _shred(ledger, refs)
     return retired
 
 
@@ -323,13 +393,44 @@ def _deployment(ledger: Ledger) -> Deployment:
     return deployment
 
 
-def _kid(sealed: dict[str, str]) -> str:
+def _kid(sealed: dict[str, str] | None) -> str:
     kid = sealed.get("kid") if isinstance(sealed, dict) else None
     return kid if isinstance(kid, str) and kid else "(none)"
 
 
+def _label(provider: Provider, credential: dict[str, Any]) -> str:
+    return f"credential {credential['credential_id']} of {provider.name}"
+
+
+def _current(label: str, ref: str | None, legacy: dict[str, str] | None, rows: dict[str, Any]) -> CurrentSecret:
+    if ref is None:
+        return CurrentSecret(label, _kid(legacy), None)
+    row = rows.get(ref)
+    return CurrentSecret(label, row.kid if row is not None else "(missing)", ref)
+
+
+def _configured_kid(vault: Any, kid: str) -> str:
+    """The configured name of ``kid`` (a key may be named later than it sealed: by fingerprint)."""
+    key = vault.ring.find(kid)
+    return key.kid if key is not None else kid
+
+
+def _write_once(ledger: Ledger, ref: str, plaintext: bytes) -> None:
+    """The row ``ref`` with ``plaintext`` under a fresh data key, unless another process wrote
+    it first (then it holds the same secret: a reference names one plaintext)."""
+    ledger.secret_store.add(ref, ledger.vault.seal(plaintext, context=secret_context(ref)))
+
+
+def _shred(ledger: Ledger, refs: Sequence[str | None]) -> None:
+    """Delete superseded secrets from the store (and from this process's memory)."""
+    gone = [ref for ref in refs if ref is not None]
+    for ref in gone:
+        ledger.forget_secret(ref)
+    ledger.secret_store.delete(gone)
+
+
 def _vault(ledger: Ledger) -> Any:
     vault = ledger.vault
-    if not hasattr(vault, "rewrap") or not hasattr(vault, "ring"):
-        raise SecretError("this vault cannot re-wrap secrets")
+    if not hasattr(vault, "ring"):
+        raise SecretError("this vault has no master key ring to rotate")
     return vault

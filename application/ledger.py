@@ -24,10 +24,11 @@ from uuid import UUID, uuid4
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import resolve_topic
 
 from application.group_commit import AccountWriter
 from application.hold_gate import HoldGate
-from application.ports import ApiKeyScheme, Clock, KeyVault, SystemClock
+from application.ports import ApiKeyScheme, Clock, KeyVault, SecretStore, SystemClock
 from domain import ids
 from domain.account import Account, MovementReceipt
 from domain.api_key import ApiKey
@@ -44,6 +45,7 @@ from domain.errors import (
     NotInitialised,
     PaymentNotFound,
     ProviderNotFound,
+    SecretError,
 )
 from domain.price_book import PriceBook
 from domain.pricing import ModelPrice
@@ -54,7 +56,9 @@ log = logging.getLogger("tallyhub.ledger")
 MAX_SAVE_ATTEMPTS = 20
 KEPT_SECRETS = 1_000  # opened provider secrets kept in memory (all forgotten when it would be passed)
 ACCOUNT_SNAPSHOT_INTERVAL = 1_000  # an account loads from its latest snapshot and at most this many events
-PEPPER_CONTEXT = b"tallyhub:api-key-pepper"
+PEPPER_CONTEXT = b"tallyhub:api-key-pepper"  # the pepper's envelope in events made before the secret store
+# The secret store beside the event store (same database); the env variable of the same name overrides it.
+SECRET_STORE_TOPIC = "adapters.persistence.secret_store:secret_store_for"
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
@@ -87,9 +91,13 @@ class Ledger(Application):
         vault: KeyVault,
         key_scheme_factory: Callable[[bytes], ApiKeyScheme],
         clock: Clock | None = None,
+        secret_store: SecretStore | None = None,
     ) -> None:
         super().__init__(env)
         self.vault = vault
+        # Provider secrets and the pepper, apart from the events (application/ports.py, SecretStore).
+        self.secret_store: SecretStore = secret_store or resolve_topic(
+            self.env.get("SECRET_STORE_TOPIC") or SECRET_STORE_TOPIC)(self.recorder)
         self.clock: Clock = clock or SystemClock()
         self._key_scheme_factory = key_scheme_factory
         self._key_scheme: ApiKeyScheme | None = None
@@ -105,7 +113,7 @@ class Ledger(Application):
         # this process's own writes evict at once. 0 disables it (every read is fresh).
         self.read_cache_seconds = 0.0
         self._recent: dict[UUID, tuple[float, Any]] = {}
-        self._opened: dict[tuple[Any, ...], str] = {}  # credential_secret's opened secrets
+        self._opened: dict[Any, str] = {}  # credential_secret's opened secrets, by secret reference
 
     # --- deployment -------------------------------------------------------------
 
@@ -117,10 +125,9 @@ class Ledger(Application):
         pepper = secrets.token_bytes(32)
         scheme = self._key_scheme_factory(pepper)
         admin_key = scheme.new_admin_key()
-        deployment = Deployment(
-            sealed_pepper=self.vault.seal(pepper, context=PEPPER_CONTEXT),
-            admin_key_digest=scheme.digest(admin_key),
-        )
+        pepper_ref = f"pepper:{uuid4().hex}"  # written first: a lost race or a crash leaves only an unused row
+        self.seal_apart(pepper_ref, pepper)
+        deployment = Deployment(sealed_pepper=None, admin_key_digest=scheme.digest(admin_key), pepper_ref=pepper_ref)
         try:
             self.save(deployment, PriceBook(), Catalog())
         except IntegrityError:
@@ -137,9 +144,25 @@ class Ledger(Application):
         deployment = self.find(ids.DEPLOYMENT_ID)
         if deployment is None:
             raise NotInitialised("the store is not initialised: run `tallyhub init`")
-        pepper = self.vault.open(deployment.sealed_pepper, context=PEPPER_CONTEXT)
-        self._key_scheme = self._key_scheme_factory(pepper)
+        self._key_scheme = self._key_scheme_factory(self.open_pepper(deployment))
         self._admin_key_digest = deployment.admin_key_digest
+
+    def open_pepper(self, deployment: Deployment) -> bytes:
+        if deployment.pepper_ref is not None:
+            return self.open_apart(deployment.pepper_ref, "the API-key pepper")
+        return self.vault.open(deployment.legacy_sealed_pepper, context=PEPPER_CONTEXT)
+
+    def seal_apart(self, ref: str, plaintext: bytes) -> None:
+        """Seal ``plaintext`` under a fresh data key into the secret store's row ``ref``."""
+        if not self.secret_store.add(ref, self.vault.seal(plaintext, context=secret_context(ref))):
+            raise AlreadyExists(f"the secret store already holds {ref!r}")
+
+    def open_apart(self, ref: str, label: str) -> bytes:
+        """The plaintext of the secret store's row ``ref``; SecretError when it is missing."""
+        stored = self.secret_store.get(ref)
+        if stored is None:
+            raise SecretError(f"{label}: its secret is missing from the secret store (ref {ref!r})")
+        return self.vault.open(stored.envelope, context=secret_context(ref))
 
     @property
     def key_scheme(self) -> ApiKeyScheme:
@@ -432,8 +455,9 @@ class Ledger(Application):
 
     def _seal_into(self, provider: Provider, secret: str, weight: int = 1) -> None:
         credential_id = uuid4().hex[:12]
-        sealed = self.vault.seal(secret.encode(), context=_credential_context(provider.name, credential_id))
-        provider.add_credential(credential_id, sealed, hint=_mask(secret), weight=weight)
+        ref = credential_ref(provider.name, credential_id)
+        self.seal_apart(ref, secret.encode())  # before the event: a crash leaves an unused row, never a dangling ref
+        provider.add_credential(credential_id, ref, hint=_mask(secret), weight=weight)
 
     def add_credential(self, name: str, secret: str, weight: int = 1) -> Provider:
         if not secret:
@@ -482,14 +506,19 @@ class Ledger(Application):
         return [self.get_provider(name) for name in catalog.provider_names]
 
     def open_credential(self, provider: Provider, credential: dict[str, Any]) -> str:
+        ref = credential.get("secret_ref")
+        if ref is not None:
+            return self.open_apart(ref, f"credential {credential['credential_id']} of {provider.name}").decode()
         context = _credential_context(provider.name, credential["credential_id"])
-        return self.vault.open(credential["sealed"], context=context).decode()
+        return self.vault.open(credential["legacy_sealed"], context=context).decode()
 
     def credential_secret(self, provider: Provider, credential: dict[str, Any]) -> str:
         """``open_credential`` for the hot path: each opened secret is kept in this process's
-        memory (never written anywhere), keyed by its exact envelope, so a rotated secret or
-        a re-wrapped data key is opened afresh. Opening cost two AES-GCM decryptions per request."""
-        key = (provider.name, credential["credential_id"], *sorted(credential["sealed"].items()))
+        memory (never written anywhere), keyed by its secret reference: one dict lookup. A
+        reference names one plaintext for its whole life (a rotated credential is a new
+        credential, a re-encrypted row holds the same secret), so no entry goes stale; only
+        a miss reads the secret store. Opening cost a read and two AES-GCM decryptions."""
+        key = credential.get("secret_ref") or (provider.name, credential["credential_id"])
         secret = self._opened.get(key)
         if secret is None:
             secret = self.open_credential(provider, credential)
@@ -497,6 +526,10 @@ class Ledger(Application):
                 self._opened.clear()
             self._opened[key] = secret
         return secret
+
+    def forget_secret(self, ref: str) -> None:
+        """Drop an opened secret from this process's memory (its row is being deleted)."""
+        self._opened.pop(ref, None)
 
     # --- aliases -----------------------------------------------------------------
 
@@ -652,7 +685,18 @@ def _grant_terms(reason: str, expires_at: datetime | None) -> dict[str, Any]:
             else expires_at.isoformat()}
 
 
+def credential_ref(provider_name: str, credential_id: str) -> str:
+    """A credential's row in the secret store."""
+    return f"credential:{provider_name}:{credential_id}"
+
+
+def secret_context(ref: str) -> bytes:
+    """What a secret-store envelope is bound to: its row (it cannot be moved to another)."""
+    return b"tallyhub:secret:" + ref.encode()
+
+
 def _credential_context(provider_name: str, credential_id: str) -> bytes:
+    """What a credential's envelope was bound to in events made before the secret store."""
     return f"tallyhub:credential:{provider_name}:{credential_id}".encode()
 
 

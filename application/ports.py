@@ -1,6 +1,8 @@
 """The ports the application needs from the outside world. Adapters implement them;
 tests use the fakes in tests/fakes.py."""
 
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Protocol
 
@@ -11,6 +13,46 @@ class KeyVault(Protocol):
     def seal(self, plaintext: bytes, *, context: bytes) -> dict[str, str]: ...
 
     def open(self, sealed: dict[str, str], *, context: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    """One row of the secret store: the current envelope of the secret named ``ref``."""
+
+    ref: str
+    envelope: dict[str, str] = field(repr=False)
+    version: int  # 1 when written, +1 at each re-encryption
+    created_at: float  # seconds since the epoch
+
+    @property
+    def kid(self) -> str:
+        return self.envelope.get("kid", "")
+
+
+class SecretStore(Protocol):
+    """Envelopes kept apart from the immutable event history, in the same database: events
+    name a secret by its ``ref``; its one current envelope lives here, is re-encrypted in
+    place and deleted when superseded (adapters/persistence/secret_store.py)."""
+
+    def create_table(self) -> None: ...
+
+    def get(self, ref: str) -> StoredSecret | None: ...
+
+    def all(self) -> list[StoredSecret]: ...
+
+    def add(self, ref: str, envelope: dict[str, str]) -> bool:
+        """Write a new row; False (and the row kept as it was) when ``ref`` has one already."""
+        ...
+
+    def replace(self, ref: str, envelope: dict[str, str], *, version: int) -> bool:
+        """Overwrite the row if it is still at ``version``; False if it changed or went."""
+        ...
+
+    def delete(self, refs: Iterable[str]) -> int: ...
+
+    def scrub(self) -> None:
+        """Leave no replaced or deleted envelope readable in the database's files (best effort)."""
+        ...
 
 
 class Clock(Protocol):

@@ -1,5 +1,13 @@
-"""An upstream provider and its credentials. Credentials are held only as sealed
-envelopes (ciphertext, wrapped data key, key id) and a masked hint.
+"""An upstream provider and its credentials. A credential's events carry a masked hint
+and a reference (``secret_ref``) to its secret in the secret store, never the secret or
+its envelope: the envelope lives in a table that master-key rotation re-encrypts and from
+which a superseded secret is deleted (application/key_management.py).
+
+Stores made before the secret store recorded each credential's envelope in its
+``CredentialAdded`` (and ``CredentialRewrapped``) events. Those events still load: such a
+credential keeps the envelope as ``legacy_sealed`` until ``CredentialSecretMoved`` records
+that its secret now lives in the store. History cannot be edited, so the old envelopes
+stay in it: ``sealed_in_history`` counts them per master key id, for ``secrets status``.
 
 A rotated credential stays usable until its ``retires_at`` (the grace period), then
 routing leaves it out even before the ``CredentialDisabled`` that records it. A
@@ -33,19 +41,41 @@ class Provider(Aggregate):
         self.region = region
         self.enabled = True
         self.credentials: list[dict[str, Any]] = []
+        self.sealed_in_history: dict[str, int] = {}  # master key id -> envelopes the events hold
 
-    def add_credential(self, credential_id: str, sealed: dict[str, str], hint: str, weight: int = 1) -> None:
+    def add_credential(self, credential_id: str, secret_ref: str, hint: str, weight: int = 1) -> None:
+        """A credential whose secret the secret store holds under ``secret_ref``."""
         if weight <= 0:
             raise InvalidRequest("a credential weight must be positive", param="weight")
         if any(c["credential_id"] == credential_id for c in self.credentials):
             raise InvalidRequest(f"credential {credential_id} already exists")
-        self._credential_added(credential_id=credential_id, sealed=sealed, hint=hint, weight=weight)
+        self._credential_stored(credential_id=credential_id, secret_ref=secret_ref, hint=hint, weight=weight)
+
+    @event("CredentialStored")
+    def _credential_stored(self, credential_id: str, secret_ref: str, hint: str, weight: int) -> None:
+        self.credentials.append(
+            {"credential_id": credential_id, "secret_ref": secret_ref, "hint": hint, "weight": weight, "enabled": True}
+        )
 
     @event("CredentialAdded")
     def _credential_added(self, credential_id: str, sealed: dict[str, str], hint: str, weight: int) -> None:
+        """Before the secret store: the envelope itself was recorded (only old events call this)."""
         self.credentials.append(
-            {"credential_id": credential_id, "sealed": sealed, "hint": hint, "weight": weight, "enabled": True}
+            {"credential_id": credential_id, "legacy_sealed": sealed, "hint": hint, "weight": weight, "enabled": True}
         )
+        self._count_sealed(sealed)
+
+    def move_secret(self, credential_id: str, secret_ref: str) -> None:
+        """Record that a credential recorded with its envelope now has its secret in the store."""
+        credential = self.credential(credential_id)
+        if credential.get("secret_ref") is None:
+            self._credential_secret_moved(credential_id=credential_id, secret_ref=secret_ref)
+
+    @event("CredentialSecretMoved")
+    def _credential_secret_moved(self, credential_id: str, secret_ref: str) -> None:
+        credential = self.credential(credential_id)
+        credential.pop("legacy_sealed", None)
+        credential["secret_ref"] = secret_ref
 
     def disable_credential(self, credential_id: str, reason: str, *, automatic: bool) -> None:
         """Take a credential out of rotation: by the operator, or automatically when the
@@ -95,14 +125,19 @@ class Provider(Aggregate):
     def _credential_deleted(self, credential_id: str) -> None:
         self.credentials = [c for c in self.credentials if c["credential_id"] != credential_id]
 
-    def rewrap_credential(self, credential_id: str, sealed: dict[str, str]) -> None:
-        """Replace a credential's envelope by the same secret re-wrapped under another master key."""
-        self.credential(credential_id)
-        self._credential_rewrapped(credential_id=credential_id, sealed=sealed)
-
     @event("CredentialRewrapped")
     def _credential_rewrapped(self, credential_id: str, sealed: dict[str, str]) -> None:
-        self.credential(credential_id)["sealed"] = sealed
+        """Before the secret store: a master-key rotation recorded the re-wrapped envelope
+        (only old events call this)."""
+        credential = self.credential(credential_id)
+        if credential.get("secret_ref") is None:
+            credential["legacy_sealed"] = sealed
+        self._count_sealed(sealed)
+
+    def _count_sealed(self, sealed: dict[str, str]) -> None:
+        kid = sealed.get("kid") if isinstance(sealed, dict) else None
+        kid = kid if isinstance(kid, str) and kid else "(none)"
+        self.sealed_in_history[kid] = self.sealed_in_history.get(kid, 0) + 1
 
     def credential(self, credential_id: str) -> dict[str, Any]:
         for credential in self.credentials:
@@ -130,6 +165,11 @@ class Provider(Aggregate):
         """Enabled credentials whose grace period (if rotated) has not ended at ``now``."""
         now = now or datetime.now(timezone.utc)
         return [c for c in self.credentials if c["enabled"] and not _retired(c, now)]
+
+    def current_credentials(self, now: datetime) -> list[dict[str, Any]]:
+        """Every credential whose secret may still be needed: all but rotated ones past their
+        grace period (those are never used again, enabled or not)."""
+        return [c for c in self.credentials if not _retired(c, now)]
 
     def retired_credentials(self, now: datetime) -> list[dict[str, Any]]:
         """Rotated credentials past their grace period that are still recorded as enabled."""

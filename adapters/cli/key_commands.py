@@ -44,10 +44,20 @@ def secrets_rotate_master(args: argparse.Namespace) -> Result:
     with _ledger() as ledger:
         result = km.rotate_master(ledger)
     assert result.status is not None
-    data = {"newest_kid": result.newest_kid, "rewrapped": result.rewrapped, "status": status_json(result.status)}
-    lines = [f"re-wrapped {len(result.rewrapped)} secret(s) under master key {result.newest_kid}"]
+    data = rotation_result_json(result)
+    lines = [f"moved {len(result.moved)} secret(s) out of the event history into the secret store"] if result.moved else []
+    lines += [f"re-encrypted {len(result.rewrapped)} secret(s) under fresh data keys, wrapped by master key "
+              f"{result.newest_kid}"]
     lines += [f"  {label}" for label in result.rewrapped]
+    if result.deleted:
+        lines.append(f"deleted {result.deleted} superseded secret(s)")
     return data, "\n".join(lines + [status_text(result.status)])
+
+
+def rotation_result_json(result: km.RotationResult) -> dict[str, Any]:
+    assert result.status is not None
+    return {"newest_kid": result.newest_kid, "rewrapped": result.rewrapped, "moved": result.moved,
+            "deleted": result.deleted, "status": status_json(result.status)}
 
 
 def secrets_status(args: argparse.Namespace) -> Result:
@@ -64,6 +74,8 @@ def status_json(status: km.SecretsStatus) -> dict[str, Any]:
         "missing_kids": status.missing_kids,
         "retirable_kids": status.retirable_kids,
         "rotation_needed": status.rotation_needed,
+        "not_moved": status.not_moved,
+        "in_history": {"envelopes": sum(status.in_history.values()), "kids": status.in_history},
     }
 
 
@@ -74,8 +86,16 @@ def status_text(status: km.SecretsStatus) -> str:
         lines.append(f"MISSING keys (those secrets cannot be opened): {', '.join(status.missing_kids)}")
     if status.rotation_needed:
         lines.append("run `tallyhub secrets rotate-master` to re-wrap everything under the newest key")
+    if status.not_moved:
+        lines.append(f"{len(status.not_moved)} secret(s) still only in the event history: "
+                     "`tallyhub secrets rotate-master` moves them to the secret store")
     if status.retirable_kids:
-        lines.append(f"no secret uses {', '.join(status.retirable_kids)}: safe to remove from the configuration")
+        lines.append(f"no current secret uses {', '.join(status.retirable_kids)}: safe to remove from the configuration")
+    if status.in_history:
+        kids = ", ".join(f"{kid} ({count})" for kid, count in status.in_history.items())
+        lines.append(f"the event history still holds {sum(status.in_history.values())} envelope(s) from before the "
+                     f"secret store, sealed under {kids}: whoever has one of those keys and a copy of the store can "
+                     "open the secrets as they were then; rotate those provider credentials at the provider")
     return "\n".join(lines)
 
 

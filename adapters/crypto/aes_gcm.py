@@ -11,8 +11,9 @@ Invariants kept here:
   key its ``kid`` names, never by trying keys in turn;
 - opening never returns unauthenticated bytes: a missing or wrong key, a malformed
   envelope, a truncated or changed byte raises ``SecretError`` (which says which);
-- ``rewrap`` changes only the wrapped data key (newest master key); the nonce and
-  ciphertext stay as they were, so the secret itself is never re-exposed.
+- there is no re-wrapping: a master-key rotation re-seals each secret (``seal``: a fresh
+  data key), so no data key a retired master key once wrapped protects anything current
+  (application/key_management.py, ``rotate_master``).
 """
 
 import base64
@@ -82,11 +83,6 @@ class AesGcmKeyVault:
         except InvalidTag:
             raise SecretError("the sealed secret failed authentication: its ciphertext was truncated or "
                               "tampered with, or it belongs to another record") from None
-
-    def rewrap(self, sealed: dict[str, str]) -> dict[str, str]:
-        """The same envelope with its data key wrapped under the newest master key."""
-        data_key = self._unwrap(sealed)
-        return {**sealed, **self._wrap(data_key)}
 
     @staticmethod
     def kid_of(sealed: dict[str, str]) -> str:

@@ -11,7 +11,7 @@ import anyio
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.cli.key_commands import key_json, rotation_json, status_json
+from adapters.cli.key_commands import key_json, rotation_json, rotation_result_json, status_json
 from adapters.http.admin import UtcDateTime, require_admin
 from adapters.presenters import provider_json
 from adapters.services import Services
@@ -58,8 +58,7 @@ async def secrets_status(services: Admin) -> dict[str, Any]:
 
 @router.post("/secrets/rotate-master")
 async def rotate_master(services: Admin) -> dict[str, Any]:
-    result = await _run(km.rotate_master, services.ledger)
-    return {"newest_kid": result.newest_kid, "rewrapped": result.rewrapped, "status": status_json(result.status)}
+    return rotation_result_json(await _run(km.rotate_master, services.ledger))
 
 
 @router.post("/providers/{name}/credentials/rotate")

@@ -3,8 +3,9 @@ admin key, the master keys, and a marker inside a prompt), a full scenario runs 
 PostgreSQL — good calls, streams, every kind of error, rotations of a credential, a
 user key and the master key — and then the data dir, every table of the fresh schema,
 the server's log output, every CLI output and every HTTP response are searched for
-them, plain and base64- or hex-encoded: nothing is found. The only exceptions are the
-outputs that show a new key once, and each of those shows only its own key."""
+them, plain and base64- or hex-encoded: nothing is found, and no table but the secret
+store holds an envelope. The only exceptions are the outputs that show a new key once,
+and each of those shows only its own key."""
 
 import base64
 import secrets
@@ -219,10 +220,16 @@ def test_no_planted_secret_is_found_anywhere(tmp_path: Path, upstream: FakeOpenA
     for path in files:
         found += find(forms, f"file {path.name}", path.read_bytes())
     rows = 0
+    secret_rows = 0
     for table, row in schema_contents(schema):
         rows += 1
         found += find(forms, f"table {table}", row)
+        if table == "ledger_secrets":
+            secret_rows += 1
+        elif b"wrapped_key" in row or b"ciphertext" in row:  # envelopes live only in the secret store
+            found.append(f"an envelope in table {table}")
     assert rows > 50
+    assert secret_rows == 2  # the pepper and the current credential (the rotated one's was deleted)
     for number, output in enumerate(op.outputs):
         found += find(forms, f"CLI output {number}", output.encode())
     assert len(recorder.seen) >= 25

@@ -201,25 +201,6 @@ def test_a_secret_moved_to_another_record_does_not_open() -> None:
         vault.open(sealed, context=b"tallyhub:credential:openai:other")
 
 
-def test_rewrap_changes_only_the_wrapping_and_the_old_key_is_then_not_needed() -> None:
-    k1, k2 = f"k1:{key_text()}", f"k2:{key_text()}"
-    sealed = AesGcmKeyVault(ring(k1)).seal(SECRET, context=CONTEXT)
-    rewrapped = AesGcmKeyVault(ring(k2, k1)).rewrap(sealed)
-    assert rewrapped["kid"] == "k2"
-    assert (rewrapped["nonce"], rewrapped["ciphertext"]) == (sealed["nonce"], sealed["ciphertext"])
-    assert rewrapped["wrapped_key"] != sealed["wrapped_key"]
-    assert AesGcmKeyVault(ring(k2)).open(rewrapped, context=CONTEXT) == SECRET
-    with pytest.raises(SecretError):
-        AesGcmKeyVault(ring(k1)).open(rewrapped, context=CONTEXT)
-
-
-def test_rewrap_refuses_a_tampered_wrapped_key() -> None:
-    vault = AesGcmKeyVault(ring(f"k2:{key_text()}", f"k1:{key_text()}"))
-    sealed = AesGcmKeyVault(ring(f"k1:{key_text()}")).seal(SECRET, context=CONTEXT)
-    with pytest.raises(SecretError):
-        vault.rewrap(sealed)
-
-
 def test_the_vault_never_shows_key_material() -> None:
     text = key_text()
     vault = AesGcmKeyVault(ring(f"k1:{text}"))

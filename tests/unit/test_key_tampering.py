@@ -55,11 +55,17 @@ def chat(setup: Setup) -> object:
                              json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
 
 
+def envelope(ledger: Ledger) -> dict[str, str]:
+    row = ledger.secret_store.get(ledger.get_provider("openai").credentials[0]["secret_ref"])
+    assert row is not None
+    return row.envelope
+
+
 def replace_envelope(ledger: Ledger, change: dict[str, str]) -> None:
-    provider = ledger.get_provider("openai")
-    credential = provider.credentials[0]
-    provider.rewrap_credential(credential["credential_id"], {**credential["sealed"], **change})
-    ledger.save(provider)
+    """Change the credential's row in the secret store, as someone with write access could."""
+    row = ledger.secret_store.get(ledger.get_provider("openai").credentials[0]["secret_ref"])
+    assert row is not None
+    assert ledger.secret_store.replace(row.ref, {**row.envelope, **change}, version=row.version)
 
 
 def flipped(text: str, at: int) -> str:
@@ -75,7 +81,7 @@ def test_an_intact_credential_is_used(setup: Setup) -> None:
 
 @pytest.mark.parametrize("damage", ["gcm tag", "ciphertext body", "truncated", "wrapped key", "unknown kid"])
 def test_a_damaged_credential_is_never_sent_upstream(setup: Setup, damage: str) -> None:
-    sealed = setup.ledger.get_provider("openai").credentials[0]["sealed"]
+    sealed = envelope(setup.ledger)
     change = {
         "gcm tag": {"ciphertext": flipped(sealed["ciphertext"], -1)},
         "ciphertext body": {"ciphertext": flipped(sealed["ciphertext"], 0)},
@@ -94,7 +100,7 @@ def test_a_damaged_credential_is_never_sent_upstream(setup: Setup, damage: str) 
 
 
 def test_the_sdk_sees_a_server_error_not_garbage(setup: Setup) -> None:
-    sealed = setup.ledger.get_provider("openai").credentials[0]["sealed"]
+    sealed = envelope(setup.ledger)
     replace_envelope(setup.ledger, {"ciphertext": flipped(sealed["ciphertext"], -1)})
     client = openai.OpenAI(base_url="http://testserver/v1", api_key=setup.key, max_retries=0,
                            http_client=setup.client)
