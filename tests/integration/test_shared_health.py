@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.health_redis import RedisHealthSync
 from application.health import FAILING, RATE_LIMITED, CredentialHealth
@@ -118,3 +120,26 @@ def test_with_redis_down_a_process_decides_on_its_own_counts_and_says_so_once(
             sync.close()
     sharing = [r for r in caplog.records if "share credential health" in r.getMessage()]
     assert len(sharing) == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(outcomes=st.lists(st.booleans(), min_size=1, max_size=40))  # True: a failure
+def test_redis_trips_exactly_when_this_process_would_on_the_same_counts(outcomes: list[bool]) -> None:
+    """The policy is written twice (Python here, Lua in Redis): on any sequence of
+    attempts, both cool the credential at the same attempt."""
+    prefix = f"th-test-{secrets.token_hex(6)}"
+    local, shared = CredentialHealth(), CredentialHealth()
+    sync = RedisHealthSync(REDIS_URL, prefix, shared)  # not started: flushed by hand, after each attempt
+    try:
+        for failed in outcomes:
+            for health in (local, shared):
+                (health.record_failure if failed else health.record_success)("cred-a")
+            sync.flush()
+            assert sync.shared
+            assert (shared.cooldown("cred-a") is None) == (local.cooldown("cred-a") is None)
+    finally:
+        sync.close()
+        client = redis.Redis.from_url(REDIS_URL)
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+        client.close()
