@@ -143,7 +143,6 @@ def move_secrets_out_of_history(ledger: Ledger) -> list[str]:
     """Upgrade in place: write each current secret that a store made before the secret store
     holds only in its events to the store (fresh data key, newest master key), and record
     the move. Idempotent; several processes may run it at once. Returns what was moved."""
-    ledger.secret_store.create_table()
     moved: list[str] = []
 
     def move_pepper(deployment: Deployment) -> list[Aggregate] | None:

@@ -25,7 +25,7 @@ async def probe_disabled_credentials(services: Services) -> int:
     reenabled = 0
     for provider in providers:
         adapter = services.providers.get(provider.kind)
-        for credential in provider.credentials:
+        for credential in provider.current_credentials(services.ledger.clock.now()):  # a retired one's secret is gone
             if credential["enabled"] or not credential.get("disabled_automatically"):
                 continue
             accepted = await _probe(services, adapter, provider, credential)

@@ -376,3 +376,26 @@ def test_a_process_keeps_its_opened_secret_through_rotate_master_and_sees_a_rota
         assert secret_of("anthropic") == {ANTHROPIC} and len(reads) == 1  # the same secret, still kept
         km.rotate_credential(operator, "anthropic", ROTATED)  # another process rotates the credential
         assert secret_of("anthropic") == {ROTATED} and len(reads) == 2  # its new reference is read once
+
+
+def test_the_credential_probe_leaves_a_retired_credential_whose_secret_is_gone_alone() -> None:
+    """A rotated credential disabled automatically during its grace period: once the period
+    ends its secret is deleted, and the probe round must not try (and fail) to open it."""
+    import anyio
+
+    from adapters.workers.credential_probe import probe_disabled_credentials
+    from projections.read_models import build_read_models
+    from tests.unit.test_key_http import services_for
+
+    clock = FakeClock()
+    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme,
+                    clock=clock)
+    ledger.initialise()
+    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI)
+    rotation = km.rotate_credential(ledger, "openai", ROTATED, grace=timedelta(seconds=30))
+    ledger.disable_credential("openai", rotation.old_credential_id, "refused by the provider", automatic=True)
+    clock.advance(seconds=31)
+    assert km.delete_superseded_secrets(ledger) == 1
+    services = services_for(ledger, build_read_models(None, ledger))
+    assert anyio.run(probe_disabled_credentials, services) == 0
+    ledger.close()
