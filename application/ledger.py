@@ -517,11 +517,18 @@ class Ledger(Application):
         memory (never written anywhere), keyed by its secret reference: one dict lookup. A
         reference names one plaintext for its whole life (a rotated credential is a new
         credential, a re-encrypted row holds the same secret), so no entry goes stale; only
-        a miss reads the secret store. Opening cost a read and two AES-GCM decryptions."""
+        a miss reads the secret store. Opening cost a read and two AES-GCM decryptions.
+
+        A row that is gone means the provider read here is older than a rotation or deletion
+        (the read cache): it is dropped from the cache so the next request reads it afresh."""
         key = credential.get("secret_ref") or (provider.name, credential["credential_id"])
         secret = self._opened.get(key)
         if secret is None:
-            secret = self.open_credential(provider, credential)
+            try:
+                secret = self.open_credential(provider, credential)
+            except SecretError:
+                self._recent.pop(provider.id, None)
+                raise
             if len(self._opened) >= KEPT_SECRETS:
                 self._opened.clear()
             self._opened[key] = secret

@@ -399,3 +399,23 @@ def test_the_credential_probe_leaves_a_retired_credential_whose_secret_is_gone_a
     services = services_for(ledger, build_read_models(None, ledger))
     assert anyio.run(probe_disabled_credentials, services) == 0
     ledger.close()
+
+
+def test_a_process_reading_a_provider_from_before_a_rotation_rereads_it_when_the_old_secret_is_gone(
+        tmp_path: Path, pg_schemas: PgSchemas) -> None:
+    """With the read cache on, a process may hold a provider from before another process
+    rotated its credential (no grace: the old secret is deleted). Opening the old one fails
+    once, and the provider is read afresh for the next request."""
+    backend = Backend("sqlite", tmp_path, pg_schemas)
+    with backend.opened(K1) as ledger:
+        populate(ledger)
+    with backend.opened(K1) as serving, backend.opened(K1) as operator:
+        serving.read_cache_seconds = 3600
+        stale = serving.recent_provider("anthropic")
+        assert stale is not None
+        km.rotate_credential(operator, "anthropic", ROTATED)
+        with pytest.raises(SecretError, match="missing from the secret store"):
+            serving.credential_secret(stale, stale.credentials[0])
+        fresh = serving.recent_provider("anthropic")
+        assert fresh is not None and fresh is not stale
+        assert {serving.credential_secret(fresh, c) for c in fresh.usable_credentials(serving.clock.now())} == {ROTATED}
