@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from domain.money import InvalidAmount, format_credits, parse_credits
-from domain.pricing import ModelPrice, price_usage
+from domain.bounds import MAX_RATE
+from domain.pricing import InvalidPrice, ModelPrice, price_usage
 from domain.usage import Usage
 
 EDITABLE = ("input", "cached_input", "output", "per_image", "per_request")
@@ -98,7 +99,10 @@ def parse_edited(rows: pd.DataFrame, base: dict[str, dict[str, Any]], scale: str
         for name in UNEDITED_RATES:  # rates a newer price book has that this table does not edit
             if data.get(name) is not None:
                 data[name] = _scaled(int(data[name]), factor)
-        prices[model] = ModelPrice.from_dict(data)
+        try:
+            prices[model] = ModelPrice.from_dict(data)
+        except InvalidPrice as error:  # a scaled rate past the bound (domain/bounds.py)
+            raise PriceEditError(f"{model}: {error}") from None
     return prices
 
 
@@ -109,6 +113,8 @@ def _factor(scale: str) -> Decimal:
         raise PriceEditError(f"the scale must be a decimal number, not {scale!r}") from None
     if not factor.is_finite() or factor < 0:
         raise PriceEditError("the scale must be a finite, non-negative decimal number")
+    if factor > MAX_RATE:  # any rate but zero would be scaled past the bound: refused before the arithmetic
+        raise PriceEditError(f"the scale must be at most {MAX_RATE}")
     return factor
 
 

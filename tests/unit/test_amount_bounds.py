@@ -196,3 +196,14 @@ def test_a_grant_key_reused_for_another_amount_is_refused_and_moves_nothing(ledg
         ledger.grant_credits("acme", 2 * NANO, "starter credits", idempotency_key="starter")
     assert ledger.grant_credits("acme", NANO, "starter credits", idempotency_key="starter").credited is False
     assert ledger.get_account("acme").balance == NANO
+
+
+def test_the_dashboards_what_if_prices_past_the_bound_are_a_cell_error_not_a_crash() -> None:
+    from dashboard import whatif
+
+    book = {"openai/m": ModelPrice(input=NANO, output=NANO).to_dict()}
+    rows = whatif.editable_rows(book)
+    for scale in ("1000000", "1e999999999"):  # past MAX_RATE once scaled; a scale no price survives
+        with pytest.raises(whatif.PriceEditError):
+            whatif.parse_edited(rows, book, scale=scale)
+    assert whatif.parse_edited(rows, book, scale="2")["openai/m"].output == 2 * NANO
