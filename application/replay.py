@@ -33,7 +33,9 @@ from application.event_scan import Progress, scan, time_of, topics_of
 from application.ledger import Ledger
 from domain import ids
 from domain.account import Account
+from domain.bounds import MAX_AMOUNT
 from domain.errors import EmptyWindow, InvalidRequest
+from domain.money import format_credits
 from domain.pricing import ModelPrice, price_counts
 from domain.replay_log import ReplayLog, adjustment_key, covers
 from domain.request_record import RequestRecord
@@ -129,6 +131,17 @@ class ReplayReport:
         return {account: amount for account, amount in totals.items() if amount}
 
 
+def _check_postable(due: dict[UUID, int]) -> None:
+    """Refuse, before anything is recorded, a replay an account could not be adjusted by in one
+    movement (domain/bounds.py): recorded, it would stay pending and refused for ever."""
+    too_large = sorted(account for account, amount in due.items() if abs(amount) > MAX_AMOUNT)
+    if too_large:
+        raise InvalidRequest(
+            f"this replay would adjust {len(too_large)} account(s) (first {too_large[0]}) by more than "
+            f"{format_credits(MAX_AMOUNT)} credits, the largest single movement; replay a shorter window "
+            "(from/to) or one account at a time", param="prices")
+
+
 class Replayer:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -148,6 +161,7 @@ class Replayer:
             due = {account: -difference for account, difference in report.differences_by_account().items()}
             if not due:
                 return report  # nothing stands at another price: nothing to record or post
+            _check_postable(due)
             log = log if isinstance(log, ReplayLog) else ReplayLog()
             sequence = len(entries) + 1
             entry = log.record_applied(

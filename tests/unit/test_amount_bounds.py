@@ -9,6 +9,7 @@ from uuid import uuid4
 
 import pytest
 
+from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.account import Account, MovementReceipt
@@ -16,6 +17,7 @@ from domain.bounds import MAX_AMOUNT, MAX_BALANCE, MAX_RATE, MAX_TOKENS
 from domain.errors import BalanceLimitExceeded, IdempotencyConflict, InvalidRequest, RefundExceedsPayment
 from domain.money import InvalidAmount, parse_credits
 from domain.pricing import ModelPrice
+from domain.usage import Usage
 
 NANO = 10**9
 
@@ -207,3 +209,22 @@ def test_the_dashboards_what_if_prices_past_the_bound_are_a_cell_error_not_a_cra
         with pytest.raises(whatif.PriceEditError):
             whatif.parse_edited(rows, book, scale=scale)
     assert whatif.parse_edited(rows, book, scale="2")["openai/m"].output == 2 * NANO
+
+
+def test_a_replay_that_would_adjust_an_account_past_the_bound_is_refused_before_it_is_recorded(
+        ledger: Ledger, track_billing: RequestBilling) -> None:
+    from application.replay import ReplayPlan, Replayer
+    from tests.support.routes import first_route
+
+    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None,
+                             secret="sk-test-secret-0001")
+    ledger.set_price("openai/free", ModelPrice(input=0, output=0))
+    ledger.create_account("acme")
+    key = ledger.issue_api_key("acme").plaintext
+    opened = track_billing.open_request(key, RequestShape("openai/free", MAX_TOKENS, 1, 1, False))
+    track_billing.complete_request(opened, first_route(track_billing, opened), Usage(input_tokens=MAX_TOKENS))
+    dearest = ReplayPlan({"openai/free": ModelPrice(input=MAX_RATE, output=0)}, None, None, None)
+    assert Replayer(ledger).preview(dearest).difference == MAX_TOKENS * MAX_RATE // 10**6  # 10^8 credits
+    with pytest.raises(InvalidRequest, match="largest single movement"):
+        Replayer(ledger).apply(dearest)
+    assert Replayer(ledger).list_applied() == [] and ledger.get_account("acme").balance == 0
