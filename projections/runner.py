@@ -271,11 +271,16 @@ class ProjectionRunner:
         with self.store.tracked(projection.name, wait=wait) as tx:
             if tx is None or tx.position >= failing.id:
                 return  # another runner got past it meanwhile
-            if tx.stopped is not None and tx.stopped.position == failing.id and not retry:
+            again = tx.stopped is not None and tx.stopped.position == failing.id
+            if again and not retry:
                 self._seen(tx)
                 return  # another runner stopped it there meanwhile (and said so)
             tx.stop(stop)
             self._seen(tx)
+        if again:
+            log.warning("projection %s tried event %d again and still cannot apply it: %s; it stays stopped",
+                        projection.name, failing.id, stop.error)
+            return
         log.error("projection %s stopped at event %d (%s), which it cannot apply: %s. Its reads answer "
                   "projection_stopped; the other projections go on. Once the cause is fixed, run "
                   "`tallyhub projections rebuild %s` or restart the process to try it again.",

@@ -23,6 +23,7 @@ from domain.errors import (
     NotFound,
     NotInitialised,
     PermissionDenied,
+    ProjectionStopped,
     SecretError,
     TallyhubError,
     UpstreamError,
@@ -212,7 +213,7 @@ _TYPES: list[tuple[type[Exception], str]] = [
     (AuthenticationFailed, "authentication_error"), (PermissionDenied, "permission_error"),
     (InsufficientCredits, "insufficient_credits"), (NotFound, "invalid_request_error"),
     (AlreadyExists, "invalid_request_error"), (NotInitialised, "server_error"), (SecretError, "server_error"),
-    (UpstreamError, "upstream_error"),
+    (UpstreamError, "upstream_error"), (ProjectionStopped, "server_error"),
 ]
 
 

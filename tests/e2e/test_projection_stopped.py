@@ -1,12 +1,14 @@
 """One event the read models cannot store — a request record with usage and a charge of
 10^20, planted in the event store past the domain's bounds while the gateway serves —
-stops the read models that store it, and only those, on SQLite and on PostgreSQL: the
+stops the read models that store it, and only those, on SQLite and on PostgreSQL (embedded,
+and server mode, where ``tallyhub worker`` runs the projections and the sweeps): the
 CLI's ``projections status --json`` and ``GET /admin/v1/projections`` say where and why,
 the other read models go on past it, requests are still served and charged, the sweep
 still releases an expired hold, ``tallyhub balance`` answers, a read of a stopped read
 model answers 503 ``projection_stopped``, and ``verify`` runs and names them."""
 
 import json
+import secrets
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,19 +32,33 @@ from tests.support.gateway import REPO, TALLYHUB, Gateway, cli
 HUGE = 10**20
 STOPPED = {"usage", "request_log", "provider_hourly"}  # the read models of request records
 RUNNING = {"balances", "ledger_entries"}
+REDIS_URL = "redis://127.0.0.1:6379/0"
 NANO_PER_TOKEN = {"input_tokens": 2_000, "output_tokens": 8_000}  # configure(): 2 and 8 credits per 1M
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", pytest.param("server", marks=[pytest.mark.postgres, pytest.mark.redis])])
 def gateway(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas) -> Iterator[tuple[Gateway, str]]:
     upstream = FakeOpenAIUpstream(api_key=UPSTREAM_KEY).start()
-    url = pg_schemas.new_url() if request.param == "postgres" else None
-    served = Gateway.initialised(tmp_path, url, TALLYHUB_SWEEP_INTERVAL_SECONDS="1")
+    url = pg_schemas.new_url() if request.param != "sqlite" else None
+    extra = {"TALLYHUB_SWEEP_INTERVAL_SECONDS": "1"}
+    if request.param == "server":
+        extra.update(TALLYHUB_REDIS_URL=REDIS_URL, TALLYHUB_REDIS_PREFIX=f"th-test-{secrets.token_hex(6)}")
+    served = Gateway.initialised(tmp_path, url, **extra)
     api_key = configure(served, upstream, "acme", "100")
     served.start()
+    worker = None
+    if request.param == "server":
+        log_path = tmp_path / "worker.log"
+        served.log_paths.append(log_path)  # its log is read with the serve's
+        with open(log_path, "wb") as log:
+            worker = subprocess.Popen([*TALLYHUB, "worker", "--poll-seconds", "1"], env=served.env, cwd=REPO,
+                                      stdout=log, stderr=subprocess.STDOUT)
     try:
         yield served, api_key
     finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=20)
         served.stop()
         upstream.stop()
 
@@ -145,6 +161,12 @@ def test_an_event_the_read_models_cannot_store_stops_them_alone_and_the_gateway_
         assert (error["type"], error["code"], error["param"]) == ("server_error", "projection_stopped", None)
         assert f"stopped at event {planted}" in error["message"]
     assert served.admin("GET", "/usage").status_code == 503
+    out = Path(served.env["TALLYHUB_DATA_DIR"]) / "usage.csv"
+    export = subprocess.run([*TALLYHUB, "export", "usage", "--out", str(out), "--json"], capture_output=True, text=True,
+                            env=served.env, cwd=REPO, timeout=120)
+    assert export.returncode == 1 and not out.exists()
+    assert json.loads(export.stdout)["error"]["code"] == "projection_stopped"
+    assert json.loads(export.stdout)["error"]["type"] == "server_error"
 
     # verify runs and names them; a rebuild that still cannot apply the event says so
     verify = subprocess.run([*TALLYHUB, "verify", "--json"], capture_output=True, text=True, env=served.env,
