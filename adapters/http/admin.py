@@ -47,7 +47,12 @@ Credits = Annotated[str | int, PlainValidator(_text_or_integer),
 
 
 def _utc_when_naive(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    try:
+        aware.astimezone(timezone.utc)  # 9999-12-31T23:59:59-14:00 has no UTC form: refused here, not later
+    except OverflowError:
+        raise ValueError("the time is out of range once in UTC") from None
+    return aware
 
 
 # An ISO 8601 time; UTC when it names no zone (as the CLI reads --expires and --expires-at).

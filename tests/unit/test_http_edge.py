@@ -191,6 +191,15 @@ def test_a_time_window_parameter_out_of_range_is_400_naming_it(edge: Edge, value
         assert error(response)["param"] == param and error(response)["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("value", OUT_OF_RANGE)
+def test_an_expiry_in_a_body_out_of_range_in_utc_is_400_naming_it(edge: Edge, value: str) -> None:
+    for path, body in (("/admin/v1/accounts/acme/grants", {"amount": "1"}), ("/admin/v1/accounts/acme/keys", {}),
+                       ("/admin/v1/keys", {"account": "acme"})):
+        response = edge.client.post(path, headers=bearer(edge.admin_key), json={**body, "expires_at": value})
+        assert response.status_code == 400, (path, response.text)
+        assert error(response)["param"] == "expires_at"
+
+
 def test_the_earliest_and_latest_utc_instants_are_still_accepted(edge: Edge) -> None:
     response = edge.client.get("/v1/me/usage", headers=bearer(edge.user_key),
                                params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"})
