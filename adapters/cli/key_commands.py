@@ -85,7 +85,7 @@ def status_text(status: km.SecretsStatus) -> str:
     if status.missing_kids:
         lines.append(f"MISSING keys (those secrets cannot be opened): {', '.join(status.missing_kids)}")
     if status.rotation_needed:
-        lines.append("run `tallyhub secrets rotate-master` to re-wrap everything under the newest key")
+        lines.append("run `tallyhub secrets rotate-master` to re-encrypt everything under the newest key")
     if status.not_moved:
         lines.append(f"{len(status.not_moved)} secret(s) still only in the event history: "
                      "`tallyhub secrets rotate-master` moves them to the secret store")
@@ -180,8 +180,9 @@ def register(sub: Any, command: Command, *, providers: Any = None, keys: Any = N
     secrets = sub.add_parser("secrets", help="master keys and sealed secrets").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     command("rotate-master", secrets_rotate_master,
-            "re-wrap every sealed secret under the newest master key (online, idempotent)", secrets)
-    command("status", secrets_status, "which master keys the sealed secrets still need", secrets)
+            "re-encrypt every stored secret under a fresh data key and the newest master key, deleting "
+            "superseded ones (online, idempotent)", secrets)
+    command("status", secrets_status, "which master keys the stored secrets still need, and what the event history still holds", secrets)
 
     rotate = command("rotate-credential", providers_rotate_credential,
                      "replace a provider credential (new secret on stdin)", providers)
