@@ -45,9 +45,10 @@ def private_file(path: Path) -> Path:
     """Make sure ``path`` exists and only its owner may read it: created empty 0600 (never
     truncated when it exists), or tightened to 0600. Returns ``path``."""
     path = Path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE)
-    os.close(fd)
-    tighten(path, PRIVATE_FILE)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
+    except FileExistsError:
+        tighten(path, PRIVATE_FILE)
     return path
 
 
@@ -70,8 +71,15 @@ def write_private(path: Path, data: bytes) -> None:
 
 def private_sqlite(database: Path) -> None:
     """A SQLite database and its companions 0600: the database created empty 0600 when
-    it does not exist yet (SQLite then gives ``-wal``/``-shm`` the same mode)."""
-    private_file(database)
+    it does not exist yet (SQLite then gives ``-wal``/``-shm`` the same mode). A database
+    whose folder is missing is left to SQLite, which says so."""
+    if not database.parent.is_dir():
+        return
+    try:
+        private_file(database)
+    except OSError as error:  # not ours to open: SQLite will say what it makes of it
+        log.warning("%s: could not make sure only its owner reads it: %s", database, error.strerror)
+        return
     for suffix in SQLITE_COMPANIONS:
         companion = database.with_name(database.name + suffix)
         if companion.exists():
