@@ -2,7 +2,9 @@
 passes before any handler runs. In order:
 
 1. a client address that failed to authenticate too often lately is answered 429
-   ``too_many_failed_auth`` (application/auth_throttle.py), its key unchecked;
+   ``too_many_failed_auth`` (application/auth_throttle.py), its key unchecked; a path or
+   query string holding a NUL character is answered 400 (PostgreSQL text cannot hold one:
+   a read-model query with it failed);
 2. a declared ``Content-Length`` above the route's limit is answered 413
    ``request_too_large`` before a byte of the body is read;
 3. under ``/admin/v1`` (but the payments webhook, which authenticates by its signature)
@@ -76,6 +78,8 @@ class EdgeGuard:
         if wait:
             raise TooManyFailedAuthentications(wait)
         path: str = scope["path"]
+        if "\x00" in path or b"%00" in scope.get("query_string", b""):
+            raise InvalidRequest("the path or query string holds a NUL character")
         admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
         if path == WEBHOOK_PATH:
             admin, limit = False, WEBHOOK_MAX_BODY_BYTES

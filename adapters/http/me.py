@@ -76,7 +76,7 @@ async def get_usage(me: Me, since: Annotated[str | None, Query(description="firs
 
 
 @router.get("/requests")
-async def list_requests(me: Me, model: str | None = None, status: int | None = None,
+async def list_requests(me: Me, model: str | None = None, status: Annotated[int | None, Query(ge=100, le=599)] = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     def read() -> list[Any]:
         return caught_up(me.services, lambda: me.services.read_models.requests.list_requests(

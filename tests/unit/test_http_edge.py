@@ -200,6 +200,16 @@ def test_an_expiry_in_a_body_out_of_range_in_utc_is_400_naming_it(edge: Edge, va
         assert error(response)["param"] == "expires_at"
 
 
+def test_nul_characters_and_impossible_statuses_in_queries_are_400(edge: Edge) -> None:
+    for path, headers in (("/v1/me/requests?model=gpt%00x", bearer(edge.user_key)),
+                          ("/admin/v1/requests?model=%00", bearer(edge.admin_key)),
+                          ("/admin/v1/accounts/ac%00me/balance", bearer(edge.admin_key)),
+                          ("/v1/me/requests?status=99999999999999999999", bearer(edge.user_key))):
+        response = edge.client.get(path, headers=headers)
+        assert response.status_code == 400, (path, response.text)
+        assert error(response)["type"] == "invalid_request_error"
+
+
 def test_the_earliest_and_latest_utc_instants_are_still_accepted(edge: Edge) -> None:
     response = edge.client.get("/v1/me/usage", headers=bearer(edge.user_key),
                                params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"})
