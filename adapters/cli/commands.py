@@ -225,8 +225,9 @@ def accounts_caps(args: argparse.Namespace) -> Result:
         raise NotInCreditsMode("spend caps")
     with open_services() as services:
         account = services.ledger.set_spend_caps(args.account, day=day, month=month, api_key_id=args.key)
-        scope = "account" if args.key is None else services.ledger.get_api_key(args.key).id.hex
-    data = {"account_id": str(account.id), "scope": "account" if args.key is None else args.key,
+        key_id = None if args.key is None else services.ledger.get_api_key(args.key).id
+    scope = "account" if key_id is None else key_id.hex  # the aggregate keys its caps by hex
+    data = {"account_id": str(account.id), "scope": "account" if key_id is None else str(key_id),
             "day": account.caps[scope]["day"], "month": account.caps[scope]["month"]}
     shown = ", ".join(f"{w} {format_credits(v)}" for w, v in (("day", day), ("month", month)) if v is not None)
     return data, f"spend caps for {data['scope']}: {shown or 'none'}"

@@ -44,6 +44,9 @@ def test_an_export_row_joins_the_api_and_the_cli_by_id(served: Served, request_i
     receipt = served.gateway.admin_json("GET", f"/requests/{request_id}")
     assert (receipt["id"], receipt["account_id"]) == (request_id, listed[served.account])
     assert receipt["api_key_id"] == me["key"]["id"]
+    hex_key = me["key"]["id"].replace("-", "")  # a key named by its hex is still shown by its dashed id
+    caps = cli(env, "accounts", "caps", served.account, "--key", hex_key, "--month", "1000000")
+    assert (caps["account_id"], caps["scope"]) == (listed[served.account], me["key"]["id"])
 
     cli(env, "export", "requests", "--format", "csv", "--out", str(tmp_path / "requests.csv"))
     cli(env, "export", "ledger", "--format", "jsonl", "--out", str(tmp_path / "ledger.jsonl"))
