@@ -57,10 +57,9 @@ def price_from_credits(*, input: Credits, output: Credits, cached_input: Credits
             per_request=rate("per_request", per_request, 0),  # type: ignore[arg-type]
             max_output_tokens=max_output_tokens or DEFAULT_OUTPUT_CAP,
         )
-    except InvalidRequest as exc:
-        if exc.param and not exc.param.startswith(where):
-            exc.param = where + exc.param  # the price's own check names the bare field
-        raise _reworded(exc, f"invalid price: {exc}")
+    except InvalidRequest as exc:  # answered invalid_request (not invalid_amount), as prices always were
+        param = where + exc.param if exc.param and not exc.param.startswith(where) else exc.param
+        raise InvalidRequest(f"invalid price: {exc}", param=param) from None
 
 
 MODEL_FIELDS = {*RATE_FIELDS, "max_output_tokens", "provider_cost"}
@@ -103,7 +102,7 @@ def _model_price(model: str, entry: Any) -> ModelPrice:
                                      param=where + "provider_cost")
             price = replace(price, provider_cost=price_from_credits(**cost, where=where + "provider_cost."))
     except InvalidRequest as exc:
-        raise _reworded(exc, f"{model}: {exc}")
+        raise InvalidRequest(f"{model}: {exc}", param=exc.param) from None
     return price
 
 
@@ -122,12 +121,6 @@ def _bounded_int(text: str) -> int:
         raise InvalidRequest(f"the price file holds an integer of {len(text)} digits; no rate or cap needs more "
                              f"than {MAX_INTEGER_DIGITS}")
     return int(text)
-
-
-def _reworded(exc: InvalidRequest, message: str) -> InvalidRequest:
-    """The same refusal (its class, code and param) with ``message``."""
-    exc.args = (message,)
-    return exc.with_traceback(None)
 
 
 def _refuse_float(text: str) -> Any:

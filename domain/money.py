@@ -76,7 +76,7 @@ def _from_text(text: str, bound: int, param: str | None) -> int:
             raise _too_large(bound, param)
         shown = text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
         raise InvalidAmount(f"{_name(param)} must be credits as decimal text: ASCII digits, optionally '.' and "
-                            f"at most 9 decimal places (e.g. \"12.5\"), not {shown!r}", param=param)
+                            f"at most 9 decimal places, a nanocredit (e.g. \"12.5\"), not {shown!r}", param=param)
     sign, whole, fraction = match.groups()
     value = int(whole) * NANOCREDITS_PER_CREDIT + int((fraction or "").ljust(9, "0"))
     return _within(-value if sign else value, bound, param)

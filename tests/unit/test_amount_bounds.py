@@ -120,11 +120,11 @@ def test_a_price_refuses_an_output_cap_past_the_token_bound() -> None:
         assert refused.value.param == "max_output_tokens"
 
 
-def test_price_input_names_the_field_and_keeps_the_code() -> None:
-    with pytest.raises(InvalidAmount) as refused:
+def test_price_input_names_the_field() -> None:
+    with pytest.raises(InvalidRequest) as refused:
         price_from_credits(input="1", output="1e3")
-    assert refused.value.param == "output"
-    with pytest.raises(InvalidAmount) as in_file:
+    assert refused.value.param == "output" and refused.value.code == "invalid_request"
+    with pytest.raises(InvalidRequest) as in_file:
         parse_price_file('{"models": {"a/b": {"input": "1", "output": "1", "provider_cost": '
                          '{"input": "100000.5", "output": "1"}}}}')
     assert in_file.value.param == "models.a/b.provider_cost.input" and "a/b" in str(in_file.value)

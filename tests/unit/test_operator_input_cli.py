@@ -65,7 +65,7 @@ def test_track_mode_refuses_caps_from_the_command_line(env: dict[str, str]) -> N
 
 def test_a_price_past_the_maximum_rate_is_refused(env: dict[str, str]) -> None:
     status, document = run(env, "prices", "set", "openai/gpt-4o-mini", "--input", "100000.000000001", "--output", "1")
-    assert status == 1 and document["error"]["code"] == "invalid_amount" and "input" in document["error"]["message"]
+    assert status == 1 and document["error"]["code"] == "invalid_request" and "input" in document["error"]["message"]
 
 
 def test_a_price_file_nested_too_deeply_is_one_json_error(env: dict[str, str], tmp_path: Path) -> None:

@@ -242,7 +242,7 @@ def test_a_key_expiry_without_a_zone_is_utc(admin: Admin, path: str) -> None:
 @pytest.mark.parametrize("field", ["input", "per_request"])
 def test_a_price_past_the_maximum_rate_is_refused_naming_the_field(admin: Admin, field: str) -> None:
     body = {"model": "openai/gpt-4o-mini", "input": "1", "output": "1", field: "100000.000000001"}
-    refused(admin.call("POST", "/prices", json=body), 400, "invalid_amount", field)
+    refused(admin.call("POST", "/prices", json=body), 400, "invalid_request", field)
     ok = admin.call("POST", "/prices", json={**body, field: "100000"})
     assert ok.status_code == 201, ok.text
 
