@@ -16,6 +16,7 @@ from adapters.http.edge import EdgeGuard, client_address
 from adapters.http.errors import install_error_handlers
 from adapters.http.hot_routes import HotRoutes
 from adapters.http.request_id import RequestIdMiddleware
+from adapters.http.schemas import document_hot_routes
 from adapters.http.services import Services
 from adapters.providers.registry import build_providers
 from adapters.workers.credential_probe import run_probes
@@ -70,6 +71,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(admin_exports.router)
     app.include_router(me.router)
     app.include_router(payments.router)
+    document_hot_routes(app)  # the hot routes' bodies are parsed by hand: their schemas, for /openapi.json
     # Added first, so innermost: the hot routes answer before it, every other request passes it.
     app.add_middleware(EdgeGuard, services=services, throttle=throttle)
     app.add_middleware(HotRoutes, endpoints={("POST", "/v1/chat/completions"): chat.chat_completions,

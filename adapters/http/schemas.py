@@ -1,0 +1,330 @@
+"""The OpenAPI request and error schemas of the hot routes.
+
+``POST /v1/chat/completions``, ``/v1/messages`` and ``/v1/embeddings`` are served by the
+``HotRoutes`` middleware (adapters/http/hot_routes.py), which reads the raw body and
+parses it by hand: FastAPI never sees their bodies, so their routes in the OpenAPI
+document said nothing about them. ``document_hot_routes(app)`` attaches what the parsers
+(adapters/http/chat_request.py, embeddings.py, messages_translate.py) actually accept to
+those routes, plus the error bodies they answer with, so ``/openapi.json`` (and any
+client or fuzzer generated from it) describes the real API.
+
+Invariant: a body these schemas accept passes the gateway's own checks, and a body the
+gateway's checks refuse is outside them (fields the gateway passes through unchecked to
+the provider are described loosely: the provider decides). Chat completions and messages
+allow further top-level fields (passed through, or dropped for messages).
+"""
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from adapters.http.chat_request import MAX_CHOICES
+from adapters.providers.anthropic_request import IMAGE_MEDIA_TYPES
+from domain.bounds import MAX_TOKENS
+
+_REF = "#/components/schemas/"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": _REF + name}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_MODEL = {"type": "string", "minLength": 1, "description": "A model id ('provider/model') or an alias."}
+_OUTPUT_TOKENS = {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS}
+_TOKEN_ID = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+
+# -- chat completions (OpenAI) ---------------------------------------------------------
+
+_CHAT_PART = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {"type": "string", "description": "text, image_url, input_audio, file, ..."},
+        "text": {"type": "string"},
+        "image_url": {"type": "object", "properties": {"url": {"type": "string"}, "detail": {"type": "string"}}},
+    },
+    "additionalProperties": True,
+}
+
+_CHAT_MESSAGE = {
+    "type": "object",
+    "required": ["role"],
+    "properties": {
+        "role": {"type": "string", "description": "system, developer, user, assistant or tool"},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _ref("ChatContentPart")},
+                              {"type": "null"}]},
+        "name": {"type": "string"},
+        "tool_calls": {"type": "array", "items": {"type": "object"}},
+        "tool_call_id": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+_CHAT_TOOL = {
+    "type": "object",
+    "required": ["type", "function"],
+    "properties": {
+        "type": {"type": "string", "enum": ["function"]},
+        "function": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string"}, "description": {"type": "string"},
+                           "parameters": {"type": "object"}, "strict": {"type": "boolean"}},
+        },
+    },
+}
+
+_CHAT_REQUEST = {
+    "type": "object",
+    "description": "OpenAI's chat-completions request. Only the fields below are checked by Tallyhub; "
+                   "every other field passes through to the provider as sent.",
+    "required": ["model", "messages"],
+    "properties": {
+        "model": _MODEL,
+        "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
+        "stream": _nullable({"type": "boolean"}),
+        "stream_options": _nullable({
+            "type": "object",
+            "description": "Only with stream: true. include_usage: true adds a final chunk with the usage "
+                           "and Tallyhub's charge.",
+            "properties": {"include_usage": {"type": "boolean"}},
+        }),
+        "n": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_CHOICES}),
+        "max_tokens": _nullable(_OUTPUT_TOKENS),
+        "max_completion_tokens": _nullable(_OUTPUT_TOKENS),
+        "tools": {"type": "array", "items": _ref("ChatTool")},
+        "tool_choice": {"anyOf": [{"type": "string"}, {"type": "object"}]},
+        "temperature": {"type": "number"},
+        "top_p": {"type": "number"},
+        "stop": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
+        "user": {"type": "string"},
+        "response_format": {"type": "object"},
+    },
+    # stream_options (not null) needs stream: true
+    "dependentSchemas": {"stream_options": {"anyOf": [
+        {"properties": {"stream_options": {"type": "null"}}},
+        {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+    ]}},
+    "additionalProperties": True,
+}
+
+# -- messages (Anthropic) --------------------------------------------------------------
+
+_TEXT_BLOCK = {"type": "object", "required": ["type", "text"],
+               "properties": {"type": {"const": "text"}, "text": {"type": "string", "minLength": 1}}}
+_IMAGE_BLOCK = {
+    "type": "object",
+    "required": ["type", "source"],
+    "properties": {
+        "type": {"const": "image"},
+        "source": {"oneOf": [
+            {"type": "object", "required": ["type", "media_type", "data"],
+             "properties": {"type": {"const": "base64"}, "media_type": {"enum": list(IMAGE_MEDIA_TYPES)},
+                            "data": {"type": "string", "minLength": 1}}},
+            {"type": "object", "required": ["type", "url"],
+             "properties": {"type": {"const": "url"}, "url": {"type": "string", "minLength": 1}}},
+        ]},
+    },
+}
+_DOCUMENT_BLOCK = {
+    "type": "object",
+    "required": ["type", "source"],
+    "properties": {
+        "type": {"const": "document"},
+        "title": {"type": "string"},
+        "source": {"type": "object", "required": ["type", "media_type", "data"],
+                   "properties": {"type": {"const": "base64"}, "media_type": {"const": "application/pdf"},
+                                  "data": {"type": "string", "minLength": 1}}},
+    },
+}
+_TOOL_USE_BLOCK = {
+    "type": "object",
+    "required": ["type", "id", "name", "input"],
+    "properties": {"type": {"const": "tool_use"}, "id": {"type": "string", "minLength": 1},
+                   "name": {"type": "string", "minLength": 1}, "input": {"type": "object"}},
+}
+_TOOL_RESULT_BLOCK = {
+    "type": "object",
+    "required": ["type", "tool_use_id"],
+    "properties": {
+        "type": {"const": "tool_result"},
+        "tool_use_id": {"type": "string", "minLength": 1},
+        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_BLOCK}, {"type": "null"}]},
+        "is_error": {"type": "boolean"},
+    },
+}
+_THINKING_BLOCK = {"type": "object", "required": ["type"],
+                   "properties": {"type": {"enum": ["thinking", "redacted_thinking"]}}}
+
+_MESSAGES_MESSAGE = {
+    "oneOf": [
+        {"type": "object", "required": ["role", "content"],
+         "properties": {"role": {"const": "user"}, "content": {"anyOf": [
+             {"type": "string"},
+             {"type": "array", "minItems": 1,
+              "items": {"anyOf": [_TEXT_BLOCK, _IMAGE_BLOCK, _DOCUMENT_BLOCK, _TOOL_RESULT_BLOCK]}},
+         ]}}},
+        {"type": "object", "required": ["role", "content"],
+         "properties": {"role": {"const": "assistant"}, "content": {"anyOf": [
+             {"type": "string"},
+             # earlier turns' thinking blocks are dropped: a turn of nothing else says nothing
+             {"type": "array", "items": {"anyOf": [_TEXT_BLOCK, _TOOL_USE_BLOCK, _THINKING_BLOCK]},
+              "contains": {"anyOf": [_TEXT_BLOCK, _TOOL_USE_BLOCK]}},
+         ]}}},
+    ],
+}
+
+_MESSAGES_TOOL = {
+    "type": "object",
+    "required": ["name", "input_schema"],
+    "properties": {"type": {"const": "custom"}, "name": {"type": "string", "minLength": 1},
+                   "description": {"type": "string"}, "input_schema": {"type": "object"},
+                   "strict": {"type": "boolean"}},
+}
+
+_MESSAGES_REQUEST = {
+    "type": "object",
+    "description": "Anthropic's Messages request, translated to a chat completion (see "
+                   "adapters/http/messages_translate.py). Other top-level fields are dropped.",
+    "required": ["model", "max_tokens", "messages"],
+    "properties": {
+        "model": _MODEL,
+        "max_tokens": _OUTPUT_TOKENS,
+        "messages": {"type": "array", "minItems": 1, "items": _ref("AnthropicMessage")},
+        "system": {"anyOf": [{"type": "string"}, {"type": "array", "items": _TEXT_BLOCK}, {"type": "null"}]},
+        "stream": _nullable({"type": "boolean"}),
+        "temperature": _nullable({"type": "number"}),
+        "top_p": _nullable({"type": "number"}),
+        "top_k": {"type": "integer"},
+        "stop_sequences": _nullable({"type": "array", "items": {"type": "string"}}),
+        "tools": _nullable({"type": "array", "items": _ref("AnthropicTool")}),
+        "tool_choice": {"anyOf": [
+            {"type": "object", "required": ["type"], "properties": {
+                "type": {"enum": ["auto", "any", "none"]}, "disable_parallel_tool_use": {"type": "boolean"}}},
+            {"type": "object", "required": ["type", "name"], "properties": {
+                "type": {"const": "tool"}, "name": {"type": "string", "minLength": 1},
+                "disable_parallel_tool_use": {"type": "boolean"}}},
+        ]},
+        "metadata": _nullable({"type": "object", "properties": {"user_id": {"type": "string"}}}),
+        "thinking": {"type": "object"},
+        "mcp_servers": {"type": "array", "maxItems": 0, "description": "Not available through Tallyhub."},
+    },
+    "additionalProperties": True,
+}
+
+# -- embeddings (OpenAI) ---------------------------------------------------------------
+
+_EMBEDDINGS_REQUEST = {
+    "type": "object",
+    "description": "OpenAI's embeddings request; other fields (encoding_format, dimensions, user) pass "
+                   "through to the provider.",
+    "required": ["model", "input"],
+    "properties": {
+        "model": _MODEL,
+        "input": {"anyOf": [
+            {"type": "string"},
+            {"type": "array", "minItems": 1, "items": {"anyOf": [
+                {"type": "string"}, _TOKEN_ID, {"type": "array", "items": _TOKEN_ID}]}},
+        ]},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "minimum": 1},
+        "user": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+
+# -- errors ----------------------------------------------------------------------------
+
+_OPENAI_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["message", "type", "param", "code"],
+        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
+                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}},
+    }},
+}
+_ANTHROPIC_ERROR = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {"type": {"const": "error"}, "error": {
+        "type": "object", "required": ["type", "message"],
+        "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}},
+}
+
+COMPONENTS: dict[str, dict[str, Any]] = {
+    "ChatCompletionRequest": _CHAT_REQUEST,
+    "ChatMessage": _CHAT_MESSAGE,
+    "ChatContentPart": _CHAT_PART,
+    "ChatTool": _CHAT_TOOL,
+    "MessagesRequest": _MESSAGES_REQUEST,
+    "AnthropicMessage": _MESSAGES_MESSAGE,
+    "AnthropicTool": _MESSAGES_TOOL,
+    "EmbeddingsRequest": _EMBEDDINGS_REQUEST,
+    "OpenAIError": _OPENAI_ERROR,
+    "AnthropicError": _ANTHROPIC_ERROR,
+}
+
+_ERROR_STATUSES = {
+    "400": "The body is not what the endpoint accepts (the field is named in param).",
+    "401": "No API key, or not a valid one.",
+    "402": "Not enough credit for the request's worst case.",
+    "403": "The key may not use this model.",
+    "404": "No such model.",
+    "413": "The body is larger than TALLYHUB_MAX_BODY_BYTES.",
+    "429": "A spend cap is reached, or the provider is rate limiting.",
+    "502": "The provider failed or answered something unreadable.",
+    "503": "No provider is available for the model now.",
+    "504": "The provider did not answer in time.",
+}
+
+
+def _operation(summary: str, request: str, error: str, success: dict[str, Any]) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": success}
+    for status, description in _ERROR_STATUSES.items():
+        responses[status] = {"description": description, "content": {"application/json": {"schema": _ref(error)}}}
+    return {
+        "summary": summary,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _ref(request)}}},
+        "responses": responses,
+    }
+
+
+_JSON_OR_STREAM = {
+    "description": "The provider's answer (or, with stream: true, a text/event-stream of chunks); "
+                   "the charge is in the x-tallyhub-charge headers or the final chunk's usage.",
+    "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "string"}}},
+}
+
+HOT_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/v1/chat/completions"): _operation("Create a chat completion (OpenAI's format)",
+                                                 "ChatCompletionRequest", "OpenAIError", _JSON_OR_STREAM),
+    ("POST", "/v1/messages"): _operation("Create a message (Anthropic's format)", "MessagesRequest",
+                                         "AnthropicError", _JSON_OR_STREAM),
+    ("POST", "/v1/embeddings"): _operation(
+        "Create embeddings (OpenAI's format)", "EmbeddingsRequest", "OpenAIError",
+        {"description": "The provider's embeddings document.", "content": {"application/json": {"schema": {"type": "object"}}}}),
+}
+
+
+def document_hot_routes(app: FastAPI) -> None:
+    """Give the hot routes their request and error schemas in ``app.openapi()``: the
+    generated document's operations for them are completed once, when it is built."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = build()
+            for (method, path), extra in HOT_ROUTES.items():
+                operation = document.get("paths", {}).get(path, {}).get(method.lower())
+                if operation is not None:
+                    operation.update(extra)
+            document.setdefault("components", {}).setdefault("schemas", {}).update(COMPONENTS)
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
