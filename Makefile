@@ -1,12 +1,14 @@
 # Tallyhub: `make run` serves the gateway on the embedded default (SQLite in ./data);
-# `make test` runs the whole suite. Both install what they need into .venv first.
+# `make test` runs the whole suite (a short fuzz run included); `make fuzz` fuzzes the HTTP API
+# for longer (FUZZ_EXAMPLES examples per operation and body strategy, FUZZ_SEED to vary the seed).
+# All of them install what they need into .venv first.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_VERSION := 26.3
 
-.PHONY: run test dashboard bench clean-venv
+.PHONY: run test fuzz dashboard bench clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +25,9 @@ dashboard: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest -q tests/fuzz
 
 bench: $(STAMP)
 	bash tests/benchmarks/shared_bench.sh
