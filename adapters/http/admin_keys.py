@@ -17,6 +17,9 @@ from adapters.presenters import provider_json
 from adapters.services import Services
 from application import key_management as km
 
+# Larger values would overflow timedelta (a 500) before key_management could refuse them.
+MAX_GRACE_SECONDS = int(km.MAX_GRACE.total_seconds())
+
 router = APIRouter(prefix="/admin/v1", tags=["admin: secrets and keys"])
 Admin = Annotated[Services, Depends(require_admin)]
 
@@ -28,7 +31,8 @@ class _Body(BaseModel):
 class RotateCredentialIn(_Body):
     api_key: str = Field(description="the new provider secret; stored encrypted, never returned")
     credential: str | None = Field(default=None, description="the credential to replace (needed when there are several)")
-    grace_seconds: int = Field(default=0, ge=0, description="keep using the old credential this long beside the new one")
+    grace_seconds: int = Field(default=0, ge=0, le=MAX_GRACE_SECONDS,
+                               description="keep using the old credential this long beside the new one")
     weight: int | None = Field(default=None, ge=1)
 
 
@@ -40,7 +44,8 @@ class IssueKeyIn(_Body):
 
 
 class RotateKeyIn(_Body):
-    grace_seconds: int = Field(default=0, ge=0, description="the old key keeps working this long (0: revoked now)")
+    grace_seconds: int = Field(default=0, ge=0, le=MAX_GRACE_SECONDS,
+                               description="the old key keeps working this long (0: revoked now)")
 
 
 class ModelsIn(_Body):
