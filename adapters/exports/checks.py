@@ -29,6 +29,7 @@ from domain import ids
 from domain.export_log import ExportLog
 
 MAX_ROW_PROBLEMS = 20
+_NO_POSITION = 2**63 - 1  # positions are 64-bit in every store
 
 
 def check_export(services: Services, path: Path) -> list[str]:
@@ -70,7 +71,7 @@ def _check_log(services: Services, path: Path, manifest: dict[str, Any]) -> list
 
 
 def _check_rows(services: Services, path: Path, manifest: dict[str, Any]) -> list[str]:
-    fmt = FORMATS.get(manifest.get("format", ""))
+    fmt = FORMATS.get(manifest.get("format")) if isinstance(manifest.get("format"), str) else None
     if fmt is None:
         return [f"{path}: unknown format {manifest.get('format')!r} in the manifest"]
     layout = manifest.get("layout", 1)
@@ -136,8 +137,8 @@ def _manifest_shape(manifest: Any) -> str | None:
         return "has a net total that is not a whole number"
     events = manifest.get("events", {})
     for name in ("first_position", "last_position"):
-        if events.get(name) is not None and not _is_int(events[name]):
-            return f"has an events.{name} that is not a whole number"
+        if events.get(name) is not None and not (_is_int(events[name]) and 0 <= events[name] < _NO_POSITION):
+            return f"has an events.{name} that is not an event position"
     layout = manifest.get("layout", 1)
     if not _is_int(layout) or layout not in LAYOUTS:
         return f"names layout {layout!r}, not one of {', '.join(map(str, LAYOUTS))}"
