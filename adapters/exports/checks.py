@@ -170,7 +170,9 @@ class _LedgerRows:
         position = _int(row.values.get("position"))
         problems = []
         while self._next is not None and self._next["position"] < position:
-            problems.append(f"{where}: the ledger's movement at position {self._next['position']} is missing before it")
+            if len(problems) < MAX_ROW_PROBLEMS:  # a planted huge position would name every row after it
+                problems.append(f"{where}: the ledger's movement at position {self._next['position']} is missing "
+                                "before it")
             self._next = next(self._rows, None)
         truth = self._next
         if truth is None or truth["position"] != position:
