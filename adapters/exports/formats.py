@@ -21,7 +21,8 @@ Invariants kept here:
 
 Layouts: a manifest's ``layout`` says how its rows were written. 1 (manifests without
 the field, written before it existed): ids as 32 hex digits, no ``account`` column, CSV
-text cells as they are. 2: as above. ``verify`` recomputes links from the bytes as
+text cells as they are. 2 (written now): dashed ids, an ``account`` column (the account's
+name) beside each ``account_id``, CSV text cells escaped. ``verify`` recomputes links from the bytes as
 written, whatever the layout, and compares ledger rows with the ledger in the layout of
 their manifest.
 """
