@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 
@@ -27,14 +28,19 @@ from adapters.crypto.aes_gcm import AesGcmKeyVault, generate_master_key
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
 from adapters.settings import parse_database_url
+from adapters.workers.credential_probe import probe_disabled_credentials
 from application import key_management as km
 from application.ledger import PEPPER_CONTEXT, Ledger, _credential_context, secret_context
+from domain.catalog import Catalog
 from domain.deployment import Deployment
 from domain.errors import SecretError
+from domain.price_book import PriceBook
 from domain.provider import Provider
+from projections.read_models import build_read_models
 from tests.conftest import PG_CONNINFO, PgSchemas
 from tests.fakes.clock import FakeClock
 from tests.support.gateway import cli, gateway_env
+from tests.unit.test_key_http import services_for
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store_before_secrets_table"
 K1, K2 = f"k1:{generate_master_key()}", f"k2:{generate_master_key()}"
@@ -240,9 +246,6 @@ def legacy_store(ledger: Ledger, sealer: AesGcmKeyVault) -> dict[str, str]:
     admin = scheme.new_admin_key()
     deployment = Deployment(sealed_pepper=sealer.seal(pepper, context=PEPPER_CONTEXT), admin_key_digest=scheme.digest(admin))
     ledger.save(deployment)
-    from domain.catalog import Catalog
-    from domain.price_book import PriceBook
-
     catalog = Catalog()
     catalog.list_provider("openai")
     provider = Provider(name="openai", kind="openai", base_url=None, region=None)
@@ -384,12 +387,6 @@ def test_a_process_keeps_its_opened_secret_through_rotate_master_and_sees_a_rota
 def test_the_credential_probe_leaves_a_retired_credential_whose_secret_is_gone_alone() -> None:
     """A rotated credential disabled automatically during its grace period: once the period
     ends its secret is deleted, and the probe round must not try (and fail) to open it."""
-    import anyio
-
-    from adapters.workers.credential_probe import probe_disabled_credentials
-    from projections.read_models import build_read_models
-    from tests.unit.test_key_http import services_for
-
     clock = FakeClock()
     ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme,
                     clock=clock)
