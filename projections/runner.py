@@ -215,13 +215,13 @@ class ProjectionRunner:
                         return applied
                     if not self._may_apply(tx, retry):
                         return applied
-                    batch = reads.after(tx.position)
+                    after, batch = tx.position, reads.after(tx.position)
                     applied += self._apply(tx, projection, batch, reads)
                     self._resume_if_past(tx)
             except Exception as exc:
                 if not batch or self._transient(exc):
                     raise  # not an event's fault: the caller retries (the poller in 1 s)
-                return applied + self._isolate(projection, batch, reads, wait=wait, retry=retry)
+                return applied + self._isolate(projection, after, batch, reads, wait=wait, retry=retry)
             if len(batch) < self.batch_size:
                 return applied
 
@@ -242,17 +242,18 @@ class ProjectionRunner:
             tx.resume()
             self._seen(tx)
 
-    def _isolate(self, projection: Projection, batch: list[Notification], reads: _SharedReads, *,
+    def _isolate(self, projection: Projection, after: int, batch: list[Notification], reads: _SharedReads, *,
                  wait: bool, retry: bool) -> int:
-        """Apply the failed ``batch`` again, up to one followed event per transaction, and
-        stop the projection at the event that fails (if one does)."""
+        """Apply the failed ``batch`` (every notification after ``after`` up to its last)
+        again, up to one followed event per transaction, and stop the projection at the
+        event that fails (if one does)."""
         applied = 0
         while True:
             chunk: list[Notification] = []
             try:
                 with self.store.tracked(projection.name, wait=wait) as tx:
-                    if tx is None or not self._may_apply(tx, retry):
-                        return applied  # (another runner stopped it meanwhile)
+                    if tx is None or not self._may_apply(tx, retry) or tx.position < after:
+                        return applied  # another runner stopped it, or a rebuild reset it, meanwhile
                     chunk = _next_chunk(batch, tx.position, projection.topics)
                     if not chunk:
                         return applied  # all of it applied this time: the first failure was not the events'
