@@ -63,9 +63,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# For the OpenAPI document only (the ledger checks these itself, with its own messages): names
+# are 1-200 printable characters without spaces, model ids PROVIDER/MODEL.
+NAME_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]{1,200}$"
+MODEL_PATTERN = r"^[^/]+/[\s\S]+$"
+
+
 class ProviderIn(_Body):
-    name: str
-    kind: str = Field(description=f"one of {', '.join(PROVIDER_KINDS)}")
+    name: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
+    kind: str = Field(description=f"one of {', '.join(PROVIDER_KINDS)}", json_schema_extra={"enum": list(PROVIDER_KINDS)})
     base_url: str | None = None
     region: str | None = None
     api_key: str | None = Field(default=None, description="the provider secret; stored encrypted, never returned")
@@ -73,16 +79,19 @@ class ProviderIn(_Body):
 
 
 class CredentialIn(_Body):
-    api_key: str = Field(description="the provider secret; stored encrypted, never returned")
+    api_key: str = Field(description="the provider secret; stored encrypted, never returned",
+                         json_schema_extra={"minLength": 1})
     weight: int = Field(default=1, ge=1)
 
 
 class AliasIn(_Body):
-    models: list[str] = Field(description="PROVIDER/MODEL to serve the alias, then fallbacks in order")
+    models: list[str] = Field(description="PROVIDER/MODEL to serve the alias, then fallbacks in order",
+                              json_schema_extra={"minItems": 1, "maxItems": 9, "items": {"type": "string",
+                                                                                         "pattern": MODEL_PATTERN}})
 
 
 class PriceIn(_Body):
-    model: str = Field(description="PROVIDER/MODEL")
+    model: str = Field(description="PROVIDER/MODEL", json_schema_extra={"pattern": MODEL_PATTERN})
     input: Credits = Field(description="credits per 1M input tokens, decimal text")
     output: Credits = Field(description="credits per 1M output tokens, decimal text")
     cached_input: Credits | None = None
@@ -93,7 +102,7 @@ class PriceIn(_Body):
 
 
 class AccountIn(_Body):
-    name: str
+    name: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
     starter_credits: Credits | None = Field(default=None, description="default: TALLYHUB_STARTER_CREDITS")
 
 

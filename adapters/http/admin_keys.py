@@ -29,7 +29,8 @@ class _Body(BaseModel):
 
 
 class RotateCredentialIn(_Body):
-    api_key: str = Field(description="the new provider secret; stored encrypted, never returned")
+    api_key: str = Field(description="the new provider secret; stored encrypted, never returned",
+                         json_schema_extra={"minLength": 1})
     credential: str | None = Field(default=None, description="the credential to replace (needed when there are several)")
     grace_seconds: int = Field(default=0, ge=0, le=MAX_GRACE_SECONDS,
                                description="keep using the old credential this long beside the new one")
