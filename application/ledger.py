@@ -457,7 +457,11 @@ class Ledger(Application):
         credential_id = uuid4().hex[:12]
         ref = credential_ref(provider.name, credential_id)
         self.seal_apart(ref, secret.encode())  # before the event: a crash leaves an unused row, never a dangling ref
-        provider.add_credential(credential_id, ref, hint=_mask(secret), weight=weight)
+        try:
+            provider.add_credential(credential_id, ref, hint=_mask(secret), weight=weight)
+        except InvalidRequest:
+            self.secret_store.delete([ref])
+            raise
 
     def add_credential(self, name: str, secret: str, weight: int = 1) -> Provider:
         if not secret:

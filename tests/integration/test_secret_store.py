@@ -33,7 +33,7 @@ from application import key_management as km
 from application.ledger import PEPPER_CONTEXT, Ledger, _credential_context, secret_context
 from domain.catalog import Catalog
 from domain.deployment import Deployment
-from domain.errors import SecretError
+from domain.errors import InvalidRequest, SecretError
 from domain.price_book import PriceBook
 from domain.provider import Provider
 from projections.read_models import build_read_models
@@ -419,3 +419,14 @@ def test_a_process_reading_a_provider_from_before_a_rotation_rereads_it_when_the
         fresh = serving.recent_provider("anthropic")
         assert fresh is not None and fresh is not stale
         assert {serving.credential_secret(fresh, c) for c in fresh.usable_credentials(serving.clock.now())} == {ROTATED}
+
+
+def test_a_refused_credential_leaves_no_secret_behind() -> None:
+    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme)
+    ledger.initialise()
+    ledger.register_provider("openai", "openai", base_url=None, region=None, secret=OPENAI)
+    rows = len(ledger.secret_store.all())
+    with pytest.raises(InvalidRequest, match="weight"):
+        ledger.add_credential("openai", OPENAI_B, weight=0)
+    assert len(ledger.secret_store.all()) == rows
+    ledger.close()
