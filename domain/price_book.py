@@ -2,7 +2,9 @@
 takes effect. Publishing never edits an earlier version; a version may take effect
 now or later, never in the past, so a charge already made is never re-priced in place
 (re-pricing history is a replay, recorded as adjustments). Every charge names the
-version in effect when its request started."""
+version in effect when its request started. Every price a version holds is a
+``ModelPrice``, so within the bounds it keeps (domain/pricing.py), and its time names
+a zone."""
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +56,11 @@ class PriceBook(Aggregate):
 
     def publish_version(self, prices: dict[str, ModelPrice], effective_at: datetime, *, now: datetime) -> int:
         """Publish a complete new version; returns its number."""
+        if not isinstance(effective_at, datetime) or effective_at.utcoffset() is None:
+            raise InvalidRequest("a price-book version's effective_at must be a time with a zone", param="effective_at")
+        for model, price in prices.items():
+            if not isinstance(price, ModelPrice):
+                raise InvalidRequest(f"{model}: not a price", param="prices")
         if effective_at < now - CLOCK_SKEW:
             raise InvalidRequest("a price-book version cannot take effect in the past", param="effective_at")
         self._version_published(

@@ -228,3 +228,17 @@ def test_a_replay_that_would_adjust_an_account_past_the_bound_is_refused_before_
     with pytest.raises(InvalidRequest, match="largest single movement"):
         Replayer(ledger).apply(dearest)
     assert Replayer(ledger).list_applied() == [] and ledger.get_account("acme").balance == 0
+
+
+def test_a_price_book_version_holds_only_bounded_prices_at_a_time_with_a_zone() -> None:
+    from datetime import datetime, timezone
+
+    from domain.price_book import PriceBook
+
+    book, now = PriceBook(), datetime(2026, 12, 1, tzinfo=timezone.utc)
+    with pytest.raises(InvalidRequest) as naive:
+        book.publish_version({"a/b": ModelPrice(input=1, output=1)}, datetime(2026, 12, 2), now=now)
+    assert naive.value.param == "effective_at"
+    with pytest.raises(InvalidRequest):
+        book.publish_version({"a/b": {"input": MAX_RATE + 1, "output": 0}}, now, now=now)  # type: ignore[dict-item]
+    assert book.publish_version({"a/b": ModelPrice(input=MAX_RATE, output=0)}, now, now=now) == 1
