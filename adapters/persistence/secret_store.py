@@ -22,6 +22,7 @@ Invariants kept here:
 """
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ from psycopg.sql import SQL, Identifier
 
 from application.ports import SecretStore, StoredSecret
 
+log = logging.getLogger("tallyhub.secrets")
 TABLE = "ledger_secrets"
 COLUMNS = "ref, envelope, version, created_at"
 
@@ -166,7 +168,11 @@ class SqliteSecretStore:
         with self.datastore.get_connection(commit=True) as connection:
             cursor = connection.cursor()
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            cursor.fetchall()
+            busy = cursor.fetchone()[0]
+        if busy:
+            log.warning("the SQLite write-ahead log could not be emptied (a long read was in progress): replaced "
+                        "envelopes may remain in %s-wal until the next checkpoint; run `tallyhub secrets "
+                        "rotate-master` again when the gateway is quiet", self.datastore.pool.db_name)
 
 
 class PostgresSecretStore:
