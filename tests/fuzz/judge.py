@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from application.event_scan import scan
+from application.verify import HOLD_SETTLED
 from tests.fuzz.conftest import error_shape_problem, leaked_secret
 
 # The routes that call a provider: a 502/503/504 there is the provider's failure, told honestly.
@@ -32,6 +34,14 @@ def answer_problem(path: str, status: int, headers: Any, body: bytes, secrets: l
             return f"{status} answer is not JSON: {text[:300]}"
         return error_shape_problem(status, document, anthropic=path == "/v1/messages")
     return None
+
+
+def settled_charges(services: Any) -> tuple[int, list[dict[str, Any]]]:
+    """How many holds were settled, and those that charged more than they held (credits mode;
+    a charge made after its hold expired, ``held`` 0, is left out)."""
+    settled = [event.state for event in scan(services.ledger.recorder, [HOLD_SETTLED])]
+    over = [state for state in settled if state["held"] and state["amount"] + state["uncollected"] > state["held"]]
+    return len(settled), over
 
 
 class ExceptionLog(logging.Handler):

@@ -22,11 +22,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from adapters.cli.audit_commands import run_verify
-from application.event_scan import scan
-from application.verify import HOLD_SETTLED
 from tests.fakes.openai_scripts import Scripted
 from tests.fuzz.conftest import CHAT_MODEL, EMBEDDING_MODEL, FuzzGateway, fuzz_examples, fuzz_seed
-from tests.fuzz.judge import ExceptionLog, answer_problem
+from tests.fuzz.judge import ExceptionLog, answer_problem, settled_charges
 
 VALID: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hello"}]},
@@ -160,11 +158,8 @@ def test_no_body_makes_a_hot_route_fail_leak_or_overcharge(fuzz_gateway: FuzzGat
 
 
 def test_no_charge_exceeds_its_hold_and_the_ledger_verifies(fuzz_gateway: FuzzGateway) -> None:
-    settled = list(scan(fuzz_gateway.services.ledger.recorder, [HOLD_SETTLED]))
+    settled, over = settled_charges(fuzz_gateway.services)
     assert settled, "no fuzzed request was charged"
-    over = [event.state for event in settled
-            if event.state["held"] and event.state["amount"] + event.state["uncollected"] > event.state["held"]]
     assert not over, f"charges above their holds: {over[:5]}"
     report = run_verify(fuzz_gateway.services, [])
     assert report["ok"], report["problems"]
-

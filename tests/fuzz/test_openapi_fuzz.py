@@ -20,7 +20,7 @@ from schemathesis import GenerationMode
 
 from adapters.cli.audit_commands import run_verify
 from tests.fuzz.conftest import CHAT_MODEL, EMBEDDING_MODEL, FuzzGateway, fuzz_examples, fuzz_seed
-from tests.fuzz.judge import ExceptionLog, answer_problem
+from tests.fuzz.judge import ExceptionLog, answer_problem, settled_charges
 
 IDENTITIES = ("admin", "user", "anonymous")
 HOT_ROUTE_WEIGHT = 4  # the hot routes get this many times the examples of an admin operation
@@ -57,9 +57,11 @@ def test_no_operation_answers_a_500_a_traceback_a_secret_or_a_misshapen_error(
 
 
 def test_the_ledger_verifies_after_the_fuzzing(fuzz_gateway: FuzzGateway) -> None:
+    assert fuzz_gateway.upstream.requests, "no fuzzed request reached the provider"
+    settled, over = settled_charges(fuzz_gateway.services)
+    assert settled and not over, f"charges above their holds: {over[:5]}"
     report = run_verify(fuzz_gateway.services, [])
     assert report["ok"], report["problems"]
-    assert fuzz_gateway.upstream.requests, "no fuzzed request reached the provider"
 
 
 def _fuzz(gateway: FuzzGateway, operation: Any, examples: int) -> list[str]:
