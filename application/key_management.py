@@ -209,8 +209,7 @@ def rotate_master(ledger: Ledger) -> RotationResult:
         fresh = vault.seal(plaintext, context=secret_context(row.ref))  # a new data key, never the old one
         if ledger.secret_store.replace(row.ref, fresh, version=row.version):
             rewrapped.append(labels.get(row.ref, f"unreferenced secret {row.ref}"))
-    if rewrapped or deleted:
-        ledger.secret_store.scrub()
+    ledger.secret_store.scrub()  # every run: a run after one that could not finish it completes it
     return RotationResult(newest_kid=newest, rewrapped=rewrapped, status=secrets_status(ledger),
                           moved=moved, deleted=deleted)
 
