@@ -18,7 +18,7 @@ from typing import Any
 
 import hypothesis
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from adapters.cli.audit_commands import run_verify
@@ -130,9 +130,10 @@ def test_no_body_makes_a_hot_route_fail_leak_or_overcharge(fuzz_gateway: FuzzGat
     statuses: dict[int, int] = {}
 
     @hypothesis.seed(fuzz_seed())
-    @settings(max_examples=fuzz_examples(100), database=None, deadline=None, phases=[Phase.generate],
+    @settings(max_examples=fuzz_examples(100), database=None, deadline=None, phases=[Phase.explicit, Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(body=bodies(path), who=WHO, upstream=UPSTREAM)
+    @example(body=json.dumps(VALID[path]).encode(), who="user", upstream="normal")  # one that is served, always
     def run(body: bytes, who: str, upstream: str) -> None:
         gateway = fuzz_gateway
         gateway.upstream.reset()
