@@ -404,7 +404,8 @@ class ProjectionContract:
         assert row is not None and row.balance == 1 + 2  # the good events before it are applied, exactly once
         with pytest.raises(ProjectionStopped) as stopped:
             read_models.balances.get_balance(alice)
-        assert (stopped.value.code, stopped.value.projection, stopped.value.position) == ("projection_stopped", "balances", bad)
+        assert (stopped.value.code, stopped.value.projection, stopped.value.position) == (
+            "projection_stopped", "balances", bad)
         assert [e.amount for e in read_models.ledger.list_entries(alice)] == [1, 2, 13, 4, 5]
         assert len(read_models.requests.list_requests()) == 1
         status = {s.name: s for s in read_models.runner.status()}
