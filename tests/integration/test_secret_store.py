@@ -336,8 +336,9 @@ def test_processes_creating_the_table_at_once_do_not_race(tmp_path: Path, pg_sch
     backend = Backend("postgres", tmp_path, pg_schemas)
     with backend.opened(K1) as first:
         first.recorder.max_notification_id()  # the event tables exist (init made them)
-    ledgers = [Ledger({**backend.env, "CREATE_TABLE": "n"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme)
-                for _ in range(6)]
+    small_pool = {"CREATE_TABLE": "n", "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"}  # the server is shared
+    ledgers = [Ledger({**backend.env, **small_pool}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme)
+               for _ in range(6)]
     barrier = threading.Barrier(len(ledgers))
     failures: list[BaseException] = []
 
@@ -355,7 +356,7 @@ def test_processes_creating_the_table_at_once_do_not_race(tmp_path: Path, pg_sch
         thread.join()
     for ledger in ledgers:
         ledger.close()
-    assert failures == []
+    assert failures == [], [f"{type(error).__name__}: {error}" for error in failures]
     with psycopg.connect(PG_CONNINFO) as conn:
         tables = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s "
                               "AND table_name = 'ledger_secrets'", (backend.schema,)).fetchone()
