@@ -20,6 +20,7 @@ import anyio
 from eventsourcing.utils import get_topic
 
 from adapters.services import Services
+from application.key_management import retire_due_credentials
 from domain.account import Account
 from projections.read_models import unguarded
 
@@ -82,3 +83,7 @@ async def run_sweeps(services: Services, interval_seconds: float) -> None:
             await anyio.to_thread.run_sync(sweep, services)
         except Exception:  # a failed sweep must not stop the next one
             log.exception("hold sweep failed")
+        try:  # rotated credentials whose grace period ended: recorded, and their secrets deleted
+            await anyio.to_thread.run_sync(retire_due_credentials, services.ledger)
+        except Exception:
+            log.exception("retiring rotated credentials failed")

@@ -29,6 +29,7 @@ from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
 from adapters.settings import parse_database_url
 from adapters.workers.credential_probe import probe_disabled_credentials
+from adapters.workers.hold_sweeper import run_sweeps
 from application import key_management as km
 from application.ledger import PEPPER_CONTEXT, Ledger, _credential_context, secret_context
 from domain.catalog import Catalog
@@ -430,4 +431,30 @@ def test_a_refused_credential_leaves_no_secret_behind() -> None:
     with pytest.raises(InvalidRequest, match="weight"):
         ledger.add_credential("openai", OPENAI_B, weight=0)
     assert len(ledger.secret_store.all()) == rows
+    ledger.close()
+
+
+def test_serve_deletes_a_rotated_credentials_secret_once_its_grace_period_ends() -> None:
+    """The periodic sweep of ``serve`` retires rotated credentials, so the old secret does not
+    wait in the store for the next rotation."""
+    clock = FakeClock()
+    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme,
+                    clock=clock)
+    ledger.initialise()
+    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI)
+    old_ref = ledger.get_provider("openai").credentials[0]["secret_ref"]
+    km.rotate_credential(ledger, "openai", ROTATED, grace=timedelta(seconds=30))
+    clock.advance(seconds=31)
+    services = services_for(ledger, build_read_models(None, ledger))
+
+    async def sweeping_until_gone() -> None:
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run_sweeps, services, 0.01)
+            with anyio.fail_after(10):
+                while ledger.secret_store.get(old_ref) is not None:
+                    await anyio.sleep(0.01)
+            tasks.cancel_scope.cancel()
+
+    anyio.run(sweeping_until_gone)
+    assert [c["enabled"] for c in ledger.get_provider("openai").credentials] == [False, True]
     ledger.close()
