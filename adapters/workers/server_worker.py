@@ -21,6 +21,7 @@ from adapters.services import Services
 from adapters.settings import Settings, SettingsError
 from adapters.workers.hold_sweeper import sweep
 from adapters.workers.wake import RedisWakeListener, wake_channel
+from application.key_management import retire_due_credentials
 
 log = logging.getLogger("tallyhub.worker")
 
@@ -98,4 +99,8 @@ class ServerWorker:
                 self.report.sweeps += 1
                 self.report.released_holds += done["released"]
                 self.report.expired_grants += done["expired_grants"]
+            try:  # rotated credentials whose grace period ended: recorded, and their secrets deleted
+                retire_due_credentials(self.services.ledger)
+            except Exception:
+                log.exception("retiring rotated credentials failed")
             stop.wait(self.sweep_seconds)
