@@ -16,7 +16,8 @@ Invariants kept here:
   The old events cannot be edited: their envelopes stay readable by the master keys that
   sealed them, which ``secrets_status`` reports (``in_history``);
 - a superseded secret is deleted from the store: a deleted credential's at once, a rotated
-  one's when its grace period ends (or at once without one); rows nothing refers to (a
+  one's at once without a grace period, else by ``retire_due_credentials`` once the period
+  has ended (the sweep of ``serve`` or ``worker`` runs it); rows nothing refers to (a
   crash between the row and its event, a lost race) are deleted by ``rotate_master`` once
   they are ``ORPHAN_AGE`` old;
 - ``secrets_status`` lists every kid the current secrets still need: a configured key that
