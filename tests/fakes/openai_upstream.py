@@ -157,7 +157,9 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         record = request.get(RECORD_KEY)
         body = record.json if record is not None else None
         if known is not None and isinstance(body, dict):
-            headers["x-fake-unknown-fields"] = ",".join(sorted(k for k in body if k not in known))
+            # escaped: a name with a control character would make an invalid header (the server refuses to send it)
+            headers["x-fake-unknown-fields"] = ",".join(
+                sorted(k.encode("unicode_escape").decode("ascii") for k in body if k not in known))
         return headers
 
     def _error(self, status: int, message: str, headers: dict[str, str], *, type: str | None = None,

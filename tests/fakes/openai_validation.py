@@ -101,7 +101,7 @@ def validate_embeddings(body: dict[str, Any]) -> tuple[list[str | list[int]], in
     else:
         raise Reject(400, "'$.input' is invalid. Please check the API reference: "
                           "https://platform.openai.com/docs/api-reference.", param="input")
-    _check_min(body, "dimensions", 1)
+    _check_min(body, "dimensions", 1, 3072)  # OpenAI's largest embedding; the fake builds the vector in memory
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise Reject(400, f"Invalid value: '{encoding}'. Supported values are: 'float' and 'base64'.",
