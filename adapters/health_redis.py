@@ -142,6 +142,7 @@ class RedisHealthSync:
         self._threads: list[threading.Thread] = []
         self._shared = False
         self._failing = False
+        self._state_lock = threading.Lock()  # the sender thread and a caller's flush may both see Redis go
         self.subscribed = threading.Event()
         health.sync = self
 
@@ -268,17 +269,19 @@ class RedisHealthSync:
             self.health.apply(parts[0], int(parts[1]) / 1000, parts[2])
 
     def _lost(self, exc: BaseException) -> None:
-        self._shared = False
-        if not self._failing:
+        with self._state_lock:
+            self._shared = False
+            was_failing, self._failing = self._failing, True
+        if not was_failing:
             log.warning("cannot share credential health through Redis (%s): this process decides cooldowns "
                         "on its own counts until Redis answers again", exc)
-        self._failing = True
 
     def _reached(self) -> None:
-        self._shared = True
-        if self._failing:
+        with self._state_lock:
+            self._shared = True
+            was_failing, self._failing = self._failing, False
+        if was_failing:
             log.info("Redis answers again: credential cooldowns are shared")
-        self._failing = False
 
 
 def _text(value: Any) -> str:
