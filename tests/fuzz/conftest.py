@@ -9,6 +9,7 @@ strategy; default small, so ``make test`` stays quick); ``FUZZ_SEED`` picks the 
 """
 
 import os
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class FuzzGateway:
     secrets: list[str] = field(default_factory=list)  # nothing an answer may ever contain
     known: dict[str, list[str]] = field(default_factory=dict)  # path parameter -> values that exist
     health_clock: list[float] = field(default_factory=lambda: [0.0])
+    raised: list[str] = field(default_factory=list)  # tracebacks of exceptions the app let out (a 500)
 
     def forget_upstream_failures(self) -> None:
         """Move the credential-health clock past any cooldown a scripted provider failure started,
@@ -92,16 +94,32 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzGatew
     known = {"account": [ACCOUNT, str(account.id)], "name": ["openai", "fast"], "key_id": [str(victim.key_id)]}
     health_clock = [0.0]
     services.health = services.router.health = CredentialHealth(clock=lambda: health_clock[0])
-    app = create_app(services)
+    app = RaisedExceptions(create_app(services))
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
             yield FuzzGateway(client=client, services=services, upstream=upstream, admin_key=admin_key,
                               api_key=api_key, account_id=str(account.id),
                               secrets=[*secrets, api_key, victim.plaintext, UPSTREAM_SECRET, WEBHOOK_SECRET],
-                              known=known, health_clock=health_clock)
+                              known=known, health_clock=health_clock, raised=app.raised)
     finally:
         services.close()
         upstream.stop()
+
+
+class RaisedExceptions:
+    """The app, keeping the traceback of every exception it lets out (Starlette answers those with
+    a 500, then re-raises them for the server's log): the fuzz tests show them with the request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.raised: list[str] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            self.raised.append(traceback.format_exc())
+            raise
 
 
 def leaked_secret(text: str, secrets: list[str]) -> str | None:
