@@ -1,6 +1,7 @@
 """Parsing and validating a chat-completions body. Only what Tallyhub needs is checked
-(model, messages, stream, n, max tokens, stream_options); every other field is left
-as the caller sent it and passes through to OpenAI-compatible upstreams."""
+(model, messages, stream, n, max tokens, stream_options, and that tools is an array of
+objects, which every provider adapter iterates); every other field is left as the caller
+sent it and passes through to OpenAI-compatible upstreams."""
 
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise InvalidRequest(f"messages[{index}] must be an object with a string 'role'", param=f"messages.{index}")
+    tools = _optional(body, "tools", list, None)
+    if tools is not None and not all(isinstance(tool, dict) for tool in tools):
+        raise InvalidRequest("'tools' must be an array of objects", param="tools")
     stream = _optional(body, "stream", bool, False)
     choices = _optional(body, "n", int, 1)
     if not 1 <= choices <= MAX_CHOICES:

@@ -329,6 +329,7 @@ def _function_tool(tool: Any, at: str) -> dict[str, Any]:
 
 def _tool_choice(choice: Any) -> dict[str, Any]:
     kind = choice.get("type") if isinstance(choice, dict) else None
+    kind = kind if isinstance(kind, str) else None  # any JSON may come here: {"type": {}} is not a kind
     named = {"auto": "auto", "any": "required", "none": "none"}
     if kind in named:
         params: dict[str, Any] = {"tool_choice": named[kind]}

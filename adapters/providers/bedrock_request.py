@@ -256,7 +256,8 @@ def _tool_choice(choice: Any) -> Block:
     if choice == "required":
         return {"any": {}}
     if isinstance(choice, dict) and choice.get("type") == "function":
-        name = (choice.get("function") or {}).get("name")
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
         if isinstance(name, str) and name:
             return {"tool": {"name": name}}
     raise InvalidRequest("tool_choice must be 'none', 'auto', 'required' or a named function", param="tool_choice")

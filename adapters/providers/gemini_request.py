@@ -178,14 +178,17 @@ def _base64(data: Any, where: str) -> str:
 
 def _assistant_parts(message: dict[str, Any], where: str, call_names: dict[str, str]) -> list[dict[str, Any]]:
     parts = [part for part in _text_parts(message.get("content"), where) if part["text"]]
-    for i, call in enumerate(message.get("tool_calls") or ()):
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"{where}.tool_calls: must be an array", param=f"{where}.tool_calls")
+    for i, call in enumerate(calls):
         at = f"{where}.tool_calls.{i}"
-        function = (call or {}).get("function") or {}
+        function = _dict(_dict(call).get("function"))
         name = function.get("name")
-        if (call or {}).get("type", "function") != "function" or not isinstance(name, str):
+        if _dict(call).get("type", "function") != "function" or not isinstance(name, str):
             raise InvalidRequest(f"{at}: only function tool calls with a name can be sent to Gemini", param=at)
         part: dict[str, Any] = {"functionCall": {"name": name, "args": _arguments(function.get("arguments"), at)}}
-        signature = ((call.get("extra_content") or {}).get("google") or {}).get("thought_signature")
+        signature = _dict(_dict(call.get("extra_content")).get("google")).get("thought_signature")
         if signature or i == 0:  # Gemini validates the first call of each step
             part["thoughtSignature"] = signature or SKIP_SIGNATURE
         parts.append(part)
@@ -245,7 +248,7 @@ def _declaration(index: int, tool: Any) -> dict[str, Any]:
 def _tool_config(choice: Any, tools: list[Any]) -> dict[str, Any] | None:
     if choice is None:
         return None
-    names = [((tool or {}).get("function") or {}).get("name") for tool in tools]
+    names = [_dict(_dict(tool).get("function")).get("name") for tool in tools]
     if choice in ("auto", "none", "required"):
         if not tools and choice != "none":
             raise InvalidRequest(f"tool_choice {choice!r} needs 'tools'", param="tool_choice")
@@ -253,13 +256,16 @@ def _tool_config(choice: Any, tools: list[Any]) -> dict[str, Any] | None:
             return None
         return {"functionCallingConfig": {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY"}[choice]}}
     if isinstance(choice, dict) and choice.get("type") == "function":
-        wanted = [(choice.get("function") or {}).get("name")]
+        wanted = [_dict(choice.get("function")).get("name")]
     elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = choice.get("allowed_tools") or {}
+        allowed = _dict(choice.get("allowed_tools"))
         if allowed.get("mode") != "required":
             raise InvalidRequest("Gemini can restrict the allowed tools only when a call is required",
                                  param="tool_choice")
-        wanted = [((tool or {}).get("function") or {}).get("name") for tool in allowed.get("tools") or ()]
+        listed = allowed.get("tools") or []
+        if not isinstance(listed, list):
+            raise InvalidRequest("tool_choice.allowed_tools.tools must be an array", param="tool_choice")
+        wanted = [_dict(_dict(tool).get("function")).get("name") for tool in listed]
     else:
         raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or name a function", param="tool_choice")
     for name in wanted:
@@ -358,3 +364,8 @@ def _response_format(response_format: Any) -> dict[str, Any]:
         return {"responseMimeType": "application/json",
                 "responseSchema": gemini_schema(spec["schema"], f"response_format schema {name!r}", "response_format")}
     raise InvalidRequest(f"response_format type {kind!r} is not supported for Gemini", param="response_format")
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one: a caller's body may hold anything anywhere."""
+    return value if isinstance(value, dict) else {}

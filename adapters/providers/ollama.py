@@ -275,7 +275,8 @@ def _format(response_format: Any) -> str | dict[str, Any] | None:
     if kind == "json_object":
         return "json"
     if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        json_schema = response_format.get("json_schema")
+        schema = json_schema.get("schema") if isinstance(json_schema, dict) else None
         if isinstance(schema, dict):
             return schema
         raise InvalidRequest("response_format.json_schema.schema must be an object", param="response_format")
