@@ -9,7 +9,7 @@ from application.event_scan import scan
 from application.verify import HOLD_PLACED
 from domain.errors import InvalidRequest
 from tests.fuzz.conftest import ACCOUNT, FuzzGateway
-from tests.fuzz.test_hot_route_bodies import VALID
+from tests.fuzz.strategies import VALID
 
 
 def _holds_placed(gateway: FuzzGateway) -> int:

@@ -27,7 +27,7 @@ from adapters.providers.ollama import chat_request as ollama_chat_request
 from adapters.providers.ollama import embed_request as ollama_embed_request
 from domain.errors import TallyhubError
 from tests.fuzz.conftest import fuzz_examples, fuzz_seed
-from tests.fuzz.test_hot_route_bodies import JSON_VALUES, bodies
+from tests.fuzz.strategies import JSON_VALUES, bodies
 
 CHAT_TRANSLATIONS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "anthropic": lambda body: messages_request(body, "claude-sonnet-4"),
