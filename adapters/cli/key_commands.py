@@ -171,6 +171,14 @@ def read_secret() -> str:
 # --- the parser ---------------------------------------------------------------------
 
 
+def grace_seconds(text: str) -> int:
+    """``--grace-seconds``: whole seconds, 0 to the longest grace period (30 days)."""
+    seconds = int(text) if text.isascii() and text.isdigit() and len(text) < 12 else -1
+    if not 0 <= seconds <= km.MAX_GRACE.total_seconds():
+        raise argparse.ArgumentTypeError(f"a grace period is 0 to {int(km.MAX_GRACE.total_seconds())} seconds")
+    return seconds
+
+
 def register(sub: Any, command: Command, *, providers: Any = None, keys: Any = None) -> None:
     """Add the commands to main.py's parser. ``providers`` and ``keys`` are the sub-command
     groups main.py made; when not given they are found under ``sub``."""
@@ -189,7 +197,7 @@ def register(sub: Any, command: Command, *, providers: Any = None, keys: Any = N
     rotate.add_argument("name")
     rotate.add_argument("--api-key-stdin", action="store_true", required=True)
     rotate.add_argument("--credential", help="the credential to replace (needed when there are several)")
-    rotate.add_argument("--grace-seconds", type=int, default=0,
+    rotate.add_argument("--grace-seconds", type=grace_seconds, default=0,
                         help="keep using the old credential this long beside the new one (default 0: disable it now)")
     rotate.add_argument("--weight", type=int, help="the new credential's weight (default: the old one's)")
     delete = command("delete-credential", providers_delete_credential, "delete a provider credential", providers)
@@ -201,7 +209,7 @@ def register(sub: Any, command: Command, *, providers: Any = None, keys: Any = N
     issue.set_defaults(handler=keys_issue)
     rotate_key = command("rotate", keys_rotate, "replace an API key (the new key is printed once)", keys)
     rotate_key.add_argument("key_id")
-    rotate_key.add_argument("--grace-seconds", type=int, default=0,
+    rotate_key.add_argument("--grace-seconds", type=grace_seconds, default=0,
                             help="the old key keeps working this long (default 0: revoked now)")
     models = command("set-models", keys_set_models, "limit the models an API key may use", keys)
     models.add_argument("key_id")

@@ -9,6 +9,7 @@ from typing import Any
 
 from adapters.http.bodies import with_model
 from application.billing import RequestShape
+from domain.bounds import MAX_TOKENS
 from domain.errors import InvalidRequest
 
 # A bound on the input tokens of one image part, used instead of its (base64) size
@@ -67,11 +68,16 @@ def _optional(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
 
 
 def _max_output_tokens(body: dict[str, Any]) -> int | None:
-    limits = [_optional(body, name, int, None) for name in ("max_completion_tokens", "max_tokens")]
-    given = [limit for limit in limits if limit is not None]
-    for limit in given:
+    given = []
+    for name in ("max_completion_tokens", "max_tokens"):
+        limit = _optional(body, name, int, None)
+        if limit is None:
+            continue
         if limit < 1:
-            raise InvalidRequest("max tokens must be at least 1", param="max_tokens")
+            raise InvalidRequest("max tokens must be at least 1", param=name)
+        if limit > MAX_TOKENS:  # no model outputs that much, and no count above it is stored
+            raise InvalidRequest(f"'{name}' must be at most {MAX_TOKENS}", param=name)
+        given.append(limit)
     return min(given) if given else None
 
 

@@ -37,7 +37,7 @@ set_up() {
   echo "sk-bench-upstream-0000" | "$th" providers add mock --kind openai-compatible \
     --base-url http://127.0.0.1:8100/v1 --api-key-stdin --json >/dev/null
   for model in mock-gpt mock-gpt-lat50; do "$th" prices set "mock/$model" --input 1 --output 2 --json >/dev/null; done
-  "$th" accounts create bench --starter-credits 1000000000 --json >/dev/null
+  "$th" accounts create bench --starter-credits 10000000 --json >/dev/null  # the largest one movement (domain/bounds.py)
   "$th" keys issue bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
 }
 

@@ -17,6 +17,7 @@ CASES = [
     ("missing messages", b'{"model": "openai/gpt-4o-mini"}', None, 400, "invalid_request"),
     ("wrong type", b'{"model": "openai/gpt-4o-mini", "messages": "hello"}', None, 400, "invalid_request"),
     ("wrong type of n", b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "n": "2"}', None, 400, "invalid_request"),
+    ("max_tokens above any model's output", b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1000000001}', None, 400, "invalid_request"),
     ("unknown model", b'{"model": "openai/nope", "messages": [{"role": "user", "content": "x"}]}', None, 404, "model_not_found"),
     ("bad key", b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}', "thk_bad", 401, "invalid_api_key"),
 ]

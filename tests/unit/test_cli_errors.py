@@ -54,6 +54,16 @@ def test_bad_arguments_are_a_json_error_with_exit_2(env: dict[str, str]) -> None
     assert missing.returncode == 2 and only_error(missing)["code"] == "invalid_arguments"
 
 
+@pytest.mark.parametrize("grace", ["1" + "0" * 30, "2592001", "-1", "1e3"])
+def test_a_grace_period_beyond_30_days_or_not_whole_seconds_is_refused_before_anything_runs(
+        env: dict[str, str], grace: str) -> None:
+    for command in (["keys", "rotate", "some-key"], ["providers", "rotate-credential", "openai", "--api-key-stdin"]):
+        done = run(env, *command, "--grace-seconds", grace, "--json")
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        error = only_error(done)
+        assert error["code"] == "invalid_arguments" and "grace period" in error["message"]
+
+
 def test_a_ledger_error_keeps_its_code_and_gets_its_type(env: dict[str, str]) -> None:
     done = run(env, "balance", "nobody", "--json")
     assert done.returncode == 1
