@@ -6,7 +6,7 @@ percentiles over the request-log rows of the same window, and provider cost and 
 the provider rollups' sums (``ProviderHourlyView.get_totals``): all three read models bucket
 a request by the same event timestamp, and windows are whole hours, so they agree.
 In credits mode Spend is also minus the sum of the ``charge`` rows of ``tallyhub export
-ledger`` for the same window (``ledger_note``; the README's Dashboard section states the rule).
+ledger`` for the same window (``ledger_note``; docs/operations.md, Dashboard, states the rule).
 """
 
 import streamlit as st
@@ -63,7 +63,7 @@ def spend_help(mode: str, totals: Totals) -> str:
 
 
 def ledger_note(mode: str) -> str:
-    """How Spend relates to ``tallyhub export ledger`` for the same window (README: Dashboard)."""
+    """How Spend relates to ``tallyhub export ledger`` for the same window (docs/operations.md: Dashboard)."""
     if mode == "track":
         return ("Track mode: Spend is the requests' list price; nothing is charged to the ledger, so a ledger "
                 "export has no charge rows.")

@@ -2,7 +2,7 @@
 same window, and the Exports page's recorded exports and snapshots — on SQLite and on
 PostgreSQL.
 
-The rule tested (and stated in the Overview's caption and the README): in credits mode the
+The rule tested (and stated in the Overview's caption and docs/operations.md, Dashboard): in credits mode the
 Overview's *Spend* is minus the sum of the export's ``charge`` rows, its completed requests
 are their count, and its list price is that sum plus their ``uncollected``; refunds and
 adjustments are rows of their own that Spend does not net. In track mode nothing is charged
