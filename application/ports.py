@@ -1,10 +1,13 @@
 """The ports the application needs from the outside world. Adapters implement them;
 tests use the fakes in tests/fakes.py."""
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from application.routing import Route
 
 
 class KeyVault(Protocol):
@@ -76,3 +79,57 @@ class ApiKeyScheme(Protocol):
     def digest(self, key: str) -> str: ...
 
     def matches(self, key: str, digest: str) -> bool: ...
+
+
+class ChatExchange(Protocol):
+    """One upstream chat call in flight, in OpenAI's chat format whatever the provider's."""
+
+    async def read_completion(self) -> bytes:
+        """The whole answer as an OpenAI ``chat.completion`` JSON document."""
+        ...
+
+    def stream_data(self) -> AsyncIterator[bytes]:
+        """OpenAI ``chat.completion.chunk`` payloads, then ``DONE`` if the provider finished."""
+        ...
+
+    def stream_batches(self) -> AsyncIterator[list[bytes]]:
+        """``stream_data``'s payloads in the groups they arrived in (one each, if it cannot tell)."""
+        ...
+
+    def abort(self) -> None:
+        """Cancel the upstream call (the caller went away, or its hold was refused)."""
+        ...
+
+    def release(self) -> None:
+        """Return the connection; safe to call more than once."""
+        ...
+
+
+class ChatProvider(Protocol):
+    async def start_chat(self, route: "Route", body: dict[str, Any]) -> ChatExchange:
+        """Start a chat call; raises UpstreamError for every failure before the first byte."""
+        ...
+
+
+class ProviderAdapter(ChatProvider, Protocol):
+    """A provider adapter and every optional capability. A capability the provider lacks
+    raises InvalidRequest (a 400 naming the provider) rather than being absent, and a
+    provider that cannot be probed answers None (adapters/providers/base.py)."""
+
+    async def embed(self, route: "Route", body: dict[str, Any]) -> bytes:
+        """OpenAI's embeddings document."""
+        ...
+
+    async def generate_images(self, route: "Route", body: dict[str, Any]) -> bytes:
+        """OpenAI's images document."""
+        ...
+
+    async def probe(self, route: "Route") -> bool | None:
+        """Is the credential accepted? A cheap call that costs no tokens; None: cannot tell."""
+        ...
+
+
+class CredentialSwitch(Protocol):
+    """Disables a credential the provider refused (the ledger)."""
+
+    def disable_credential(self, name: str, credential_id: str, reason: str, *, automatic: bool = False) -> Any: ...

@@ -25,7 +25,7 @@ import orjson
 
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
-from adapters.providers.base import DONE, ResponseExchange
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange
 from adapters.providers.errors import post, probe_with_get
 from adapters.providers.openai_compatible import sse_events, upstream_error
 from application.routing import Route
@@ -48,7 +48,7 @@ def _headers(route: Route) -> dict[str, str]:
     return headers
 
 
-class AnthropicProvider:
+class AnthropicProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)

@@ -2,18 +2,24 @@
 an adapter speaks OpenAI's chat format to the gateway: a plain answer is one
 ``chat.completion`` JSON document, a stream is a sequence of ``chat.completion.chunk``
 JSON payloads — the last carrying ``usage`` when the provider reported it — ended by
-``[DONE]``. So billing and relaying are written once, in adapters/http/chat.py.
+``[DONE]``. So billing and relaying are written once, in adapters/http/chat.py. The port itself
+(``ChatProvider``, ``ChatExchange``, ``ProviderAdapter``) is declared in application/ports.py.
 
 ``start_chat`` raises ``UpstreamError`` (with the status the caller should see) for
 every failure that happens before the first byte; later failures surface while reading.
 """
 
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
-from application.billing import Route
+from application.ports import ChatExchange, ChatProvider, ProviderAdapter
+from application.routing import Route
+from domain.errors import InvalidRequest
+
+__all__ = ["DONE", "READ_FAILURES", "ChatExchange", "ChatProvider", "ProviderAdapter", "ProviderBase",
+           "ResponseExchange", "arrived_blocks", "unsupported"]
 
 DONE = b"[DONE]"
 # What reading an exchange may raise when the provider breaks off or sends garbage.
@@ -40,24 +46,22 @@ async def arrived_blocks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         yield block
 
 
-class ChatExchange(Protocol):
-    """One upstream call in flight."""
+class ProviderBase:
+    """What an adapter answers for a capability its provider lacks (``ProviderAdapter`` in
+    application/ports.py): a 400 naming the provider, and no probe (None: cannot tell)."""
 
-    async def read_completion(self) -> bytes:
-        """The whole answer as an OpenAI ``chat.completion`` JSON document."""
-        ...
+    async def embed(self, route: Route, body: dict[str, Any]) -> bytes:
+        raise unsupported(route, "does not offer embeddings")
 
-    def stream_data(self) -> AsyncIterator[bytes]:
-        """OpenAI ``chat.completion.chunk`` payloads, then ``DONE`` if the provider finished."""
-        ...
+    async def generate_images(self, route: Route, body: dict[str, Any]) -> bytes:
+        raise unsupported(route, "does not generate images")
 
-    def abort(self) -> None:
-        """Cancel the upstream call (the caller went away)."""
-        ...
+    async def probe(self, route: Route) -> bool | None:
+        return None
 
-    def release(self) -> None:
-        """Return the connection; safe to call more than once."""
-        ...
+
+def unsupported(route: Route, missing: str) -> InvalidRequest:
+    return InvalidRequest(f"provider {route.provider!r} ({route.kind}) {missing}", param="model")
 
 
 class ResponseExchange:
@@ -65,12 +69,16 @@ class ResponseExchange:
 
     response: aiohttp.ClientResponse
 
+    def stream_data(self) -> AsyncIterator[bytes]:
+        raise NotImplementedError
+
+    async def stream_batches(self) -> AsyncIterator[list[bytes]]:
+        """One payload a batch: an exchange that can tell what arrived together overrides this."""
+        async for data in self.stream_data():
+            yield [data]
+
     def abort(self) -> None:
         self.response.close()
 
     def release(self) -> None:
         self.response.release()
-
-
-class ChatProvider(Protocol):
-    async def start_chat(self, route: Route, body: dict[str, Any]) -> ChatExchange: ...

@@ -32,7 +32,7 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from yarl import URL
 
-from adapters.providers.base import DONE, ResponseExchange, arrived_blocks
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, arrived_blocks
 from adapters.providers.bedrock_request import converse_request
 from adapters.providers.bedrock_response import ConverseStreamTranslator, completion_document
 from adapters.providers.errors import error_for_status, post, read_error_body
@@ -60,7 +60,7 @@ def default_endpoint(region: str) -> str:
     return f"https://bedrock-runtime.{region}.amazonaws.com"
 
 
-class BedrockProvider:
+class BedrockProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)

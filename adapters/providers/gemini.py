@@ -27,7 +27,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE, ResponseExchange
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange
 from adapters.providers.gemini_request import candidate_count, gemini_request
 from adapters.providers.gemini_response import (
     ChunkTranslator,
@@ -47,7 +47,7 @@ EMBED_BATCH_LIMIT = 100  # requests per batchEmbedContents call
 _MALFORMED = (ValueError, TypeError, KeyError, AttributeError)
 
 
-class GeminiProvider:
+class GeminiProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
@@ -123,6 +123,9 @@ class GeminiCompletion:
         return self.document
 
     def stream_data(self) -> AsyncIterator[bytes]:
+        raise TypeError("this Gemini exchange was not streamed")
+
+    def stream_batches(self) -> AsyncIterator[list[bytes]]:
         raise TypeError("this Gemini exchange was not streamed")
 
     def abort(self) -> None:

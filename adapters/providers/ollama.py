@@ -34,7 +34,7 @@ from uuid import uuid4
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE, ResponseExchange, arrived_blocks
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, arrived_blocks
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body, redact
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
@@ -50,7 +50,7 @@ class OllamaStreamError(ValueError):
     """Ollama broke off an answer or reported an error inside it."""
 
 
-class OllamaProvider:
+class OllamaProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)

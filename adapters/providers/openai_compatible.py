@@ -14,7 +14,7 @@ import aiohttp
 import orjson
 
 from application.billing import Route
-from adapters.providers.base import ResponseExchange, arrived_blocks
+from adapters.providers.base import ProviderBase, ResponseExchange, arrived_blocks
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body
 from domain.errors import InvalidRequest, UpstreamError
 
@@ -29,7 +29,7 @@ def base_url_for(kind: str, base_url: str | None) -> str:
     return url.rstrip("/")
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)

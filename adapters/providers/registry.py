@@ -4,7 +4,7 @@ shared upstream HTTP session."""
 import aiohttp
 
 from adapters.providers.anthropic import AnthropicProvider
-from adapters.providers.base import ChatProvider
+from adapters.providers.base import ProviderAdapter
 from adapters.providers.bedrock import BedrockProvider
 from adapters.providers.gemini import GeminiProvider
 from adapters.providers.ollama import OllamaProvider
@@ -12,7 +12,7 @@ from adapters.providers.openai_compatible import OpenAICompatibleProvider
 from adapters.settings import Settings
 
 
-def build_providers(session: aiohttp.ClientSession, settings: Settings) -> dict[str, ChatProvider]:
+def build_providers(session: aiohttp.ClientSession, settings: Settings) -> dict[str, ProviderAdapter]:
     """One adapter per callable kind, sharing the gateway's upstream HTTP session."""
     timeout = settings.upstream_timeout_seconds
     openai = OpenAICompatibleProvider(session, timeout_seconds=timeout)

@@ -3,7 +3,8 @@
 Every interval, each automatically disabled credential is checked with its adapter's
 ``probe(route)`` (a cheap authenticated call that costs no tokens). A credential the
 provider accepts again is re-enabled through the ledger; one still refused stays
-disabled. An adapter without ``probe`` gets the circuit breaker's half-open state
+disabled. A credential whose adapter cannot tell (``probe`` answers None: no probe for
+that provider, or no adapter for its kind) gets the circuit breaker's half-open state
 instead: the credential is re-enabled for real traffic, and the next refusal disables
 it again. Credentials an operator disabled are never touched.
 """
@@ -14,6 +15,7 @@ from typing import Any
 import anyio
 
 from adapters.services import Services
+from application.ports import ProviderAdapter
 from application.routing import Target
 
 log = logging.getLogger("tallyhub.probe")
@@ -38,13 +40,13 @@ async def probe_disabled_credentials(services: Services) -> int:
     return reenabled
 
 
-async def _probe(services: Services, adapter: Any, provider: Any, credential: dict[str, Any]) -> bool | None:
-    probe = getattr(adapter, "probe", None)
-    if probe is None:
+async def _probe(services: Services, adapter: ProviderAdapter | None, provider: Any,
+                 credential: dict[str, Any]) -> bool | None:
+    if adapter is None:
         return None
     target = Target(model=f"{provider.name}/probe", upstream_model="probe", provider=provider, price=None)
     route = services.router.route_with(target, credential)
-    return await probe(route)
+    return await adapter.probe(route)
 
 
 async def run_probes(services: Services, interval_seconds: float) -> None:
