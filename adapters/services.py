@@ -5,8 +5,10 @@ from typing import Any
 
 from adapters.settings import Settings
 from application.billing import RequestBilling
+from application.calls import BilledCalls
 from application.health import CredentialHealth
 from application.ledger import Ledger
+from application.ports import ProviderAdapter
 from application.routing import Router
 
 
@@ -18,9 +20,13 @@ class Services:
     router: Router
     health: CredentialHealth
     read_models: Any  # projections.ReadModels
-    providers: dict[str, Any] = field(default_factory=dict)  # kind -> provider adapter, set by the lifespan
+    providers: dict[str, ProviderAdapter] = field(default_factory=dict)  # kind -> adapter, filled by the lifespan
     wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
     health_sync: Any = None  # server mode: the RedisHealthSync sharing credential health (started by serve)
+    calls: BilledCalls = field(init=False)  # the billed call every API endpoint runs
+
+    def __post_init__(self) -> None:
+        self.calls = BilledCalls(self.billing, self.router, self.providers, self.ledger)
 
     def close(self) -> None:
         if self.wake is not None:

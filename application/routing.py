@@ -5,7 +5,7 @@ Each target model is tried through its provider's usable credentials in weighted
 random order; credentials cooling down (application/health.py: after a 429, or after a
 failure rate, never after a single failure) are left out. The first attempt that the
 provider accepts serves the request; the gateway moves on only on retryable failures
-and only before the first byte reaches the caller (adapters/http/failover.py).
+and only before the first byte reaches the caller (application/failover.py).
 """
 
 import logging

@@ -1,5 +1,5 @@
-"""``POST /v1/chat/completions``: parse → open (auth, route, price, hold) → call
-upstream → settle → answer.
+"""``POST /v1/chat/completions``: parse → the billed call (application/calls.py: open,
+call upstream with failover, confirm the hold) → relay or read → settle → answer.
 
 Every path out of a handler closes the opened request exactly once: completed (and
 charged for what was produced) or failed (hold released, nothing charged). A client
@@ -16,7 +16,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from adapters.http.calls import Call, complete, fail, open_request, start_call
+from adapters.http.calls import request_id_of
 from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
@@ -24,6 +24,7 @@ from adapters.providers.base import DONE, READ_FAILURES, ChatExchange
 from adapters.providers.openai_family import reasoning_text, usage_from_openai_family
 from adapters.services import Services
 from application.billing import OpenedRequest, Receipt
+from application.calls import StartedCall
 from domain.errors import UpstreamError
 from domain.estimation import estimated_usage
 from domain.usage import Usage
@@ -36,8 +37,8 @@ async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     api_key = bearer_token(request)
     chat = parse_chat_request(await read_body(request, services.settings.max_body_bytes))
-    opened = await open_request(services, request, api_key, chat.shape)
-    call = await start_chat_call(services, opened, chat)
+    opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
+    call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
         return StreamingResponse(relay(services, call, chat), media_type="text/event-stream",
                                  headers=stream_headers(opened))
@@ -45,16 +46,11 @@ async def chat_completions(request: Request) -> Response:
     return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
 
 
-async def start_chat_call(services: Services, opened: OpenedRequest, chat: ChatRequest) -> Call[ChatExchange]:
-    body = _upstream_body(chat)
-    return await start_call(services, opened, lambda adapter, route: adapter.start_chat(route, body))
-
-
 def stream_headers(opened: OpenedRequest) -> dict[str, str]:
     return {"x-tallyhub-price-book-version": str(opened.price_book_version), "cache-control": "no-cache"}
 
 
-def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
+def upstream_body(chat: ChatRequest) -> dict[str, Any]:
     if not chat.shape.stream:
         return chat.body
     # Always ask for usage so the stream can be billed from the provider's own count.
@@ -63,7 +59,7 @@ def _upstream_body(chat: ChatRequest) -> dict[str, Any]:
     return {**chat.body, "stream_options": options}
 
 
-async def complete_plain(services: Services, call: Call[ChatExchange]) -> tuple[bytes, dict[str, Any], Receipt]:
+async def complete_plain(services: Services, call: StartedCall[ChatExchange]) -> tuple[bytes, dict[str, Any], Receipt]:
     """Read a whole answer and charge for it: the raw bytes, the parsed document, the receipt."""
     opened, upstream = call.opened, call.result
     try:
@@ -73,22 +69,22 @@ async def complete_plain(services: Services, call: Call[ChatExchange]) -> tuple[
         if not isinstance(parsed, dict):
             raise ValueError("not an object")
     except READ_FAILURES:
-        await fail(services, call, 502, "upstream_bad_response")
+        await services.calls.fail(call, 502, "upstream_bad_response")
         raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response") from None
     finally:
         upstream.release()
     usage = _usage_of(parsed) or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=_content_chars(parsed))
-    receipt = await complete(services, call, usage, ttfb_ms)
+    receipt = await services.calls.complete(call, usage, ttfb_ms)
     return raw, parsed, receipt
 
 
-async def relay(services: Services, call: Call[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
+async def relay(services: Services, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
     """Forward upstream chunks as they come; bill once when the stream ends, however it ends.
     Each yielded piece holds one or more whole SSE frames."""
     opened, upstream = call.opened, call.result
     state = _StreamState()
     try:
-        async for batch in _batches(upstream):
+        async for batch in upstream.stream_batches():
             frames = []
             for data in batch:
                 if data == DONE:
@@ -105,35 +101,24 @@ async def relay(services: Services, call: Call[ChatExchange], chat: ChatRequest)
         # The client went away (cancelled): stop the upstream call, bill what was produced.
         upstream.abort()
         with anyio.CancelScope(shield=True):
-            await complete(services, call, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
+            await services.calls.complete(call, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
         raise
     finally:
         upstream.release()
     if state.finished:
-        receipt = await complete(services, call, state.usage_or_estimate(opened), state.ttfb_ms)
+        receipt = await services.calls.complete(call, state.usage_or_estimate(opened), state.ttfb_ms)
         yield state.closing_frame(receipt, chat.wants_usage)
         yield b"data: [DONE]\n\n"
         return
     if state.output_chars == 0 and state.usage is None:
-        await fail(services, call, 502, "upstream_stream_broken")
+        await services.calls.fail(call, 502, "upstream_stream_broken")
     else:
-        await complete(services, call, state.usage_for_break(), state.ttfb_ms, status=502,
-                       error_code="upstream_stream_broken")
+        await services.calls.complete(call, state.usage_for_break(), state.ttfb_ms, status=502,
+                                      error_code="upstream_stream_broken")
     if state.held_finish is not None:
         yield _frame(state.held_finish)
     yield b"data: " + orjson.dumps({"error": {"message": "the provider ended the stream early", "type": "upstream_error",
                                               "param": None, "code": "upstream_stream_broken"}}) + b"\n\n"
-
-
-async def _batches(upstream: ChatExchange) -> AsyncIterator[list[bytes]]:
-    """The exchange's payloads in the groups they arrived in (one each, if it cannot tell)."""
-    batches = getattr(upstream, "stream_batches", None)
-    if batches is not None:
-        async for batch in batches():
-            yield batch
-        return
-    async for data in upstream.stream_data():
-        yield [data]
 
 
 class _StreamState:

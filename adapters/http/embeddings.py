@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from adapters.http.bodies import with_model
-from adapters.http.calls import adapter_operation, billed_document
+from adapters.http.calls import billed_document
 from adapters.http.services import bearer_token, read_body, services_of
 from application.billing import RequestShape
+from application.calls import embed
 from domain.errors import InvalidRequest
 from domain.estimation import tokens_for_chars
 from domain.usage import Usage
@@ -26,8 +27,7 @@ async def create_embeddings(request: Request) -> Response:
     body = parse_embeddings_request(raw)
     shape = RequestShape(model=body["model"], prompt_bytes=len(raw), max_output_tokens=0, choices=1, stream=False,
                          endpoint="embeddings")
-    return await billed_document(services, request, api_key, shape,
-                                 adapter_operation("embed", "does not offer embeddings", body),
+    return await billed_document(services, request, api_key, shape, embed, body,
                                  lambda document: _usage(document, body))
 
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from adapters.http.bodies import with_model
-from adapters.http.calls import adapter_operation, billed_document
+from adapters.http.calls import billed_document
 from adapters.http.services import bearer_token, read_body, services_of
 from application.billing import RequestShape
+from application.calls import generate_images as generate
 from domain.errors import InvalidRequest
 from domain.usage import Usage
 
@@ -28,8 +29,7 @@ async def generate_images(request: Request) -> Response:
     # image models that report tokens (gpt-image) spend output tokens per image: the model's cap each
     shape = RequestShape(model=body["model"], prompt_bytes=len(raw), max_output_tokens=None, choices=images,
                          stream=False, endpoint="images.generations", images=images)
-    return await billed_document(services, request, api_key, shape,
-                                 adapter_operation("generate_images", "does not generate images", body), _usage)
+    return await billed_document(services, request, api_key, shape, generate, body, _usage)
 
 
 def parse_images_request(raw: bytes) -> dict[str, Any]:

@@ -15,8 +15,8 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from adapters.http.calls import Call, open_request
-from adapters.http.chat import complete_plain, relay, start_chat_call, stream_headers
+from adapters.http.calls import request_id_of
+from adapters.http.chat import complete_plain, relay, stream_headers, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.bodies import json_object
 from adapters.http.errors import ANSWERED_ERRORS, response_for
@@ -32,6 +32,7 @@ from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import read_body, services_of
 from adapters.providers.base import ChatExchange
 from adapters.services import Services
+from application.calls import StartedCall
 from domain.errors import AuthenticationFailed
 
 router = APIRouter()
@@ -50,8 +51,8 @@ async def _create_message(request: Request) -> Response:
     api_key = _api_key(request)
     raw = await read_body(request, services.settings.max_body_bytes)
     chat = parse_chat_request(orjson.dumps(chat_body_from_messages(json_object(raw))))
-    opened = await open_request(services, request, api_key, chat.shape)
-    call = await start_chat_call(services, opened, chat)
+    opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
+    call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
         return StreamingResponse(_events(services, call, chat), media_type="text/event-stream",
                                  headers=stream_headers(opened))
@@ -61,7 +62,7 @@ async def _create_message(request: Request) -> Response:
     return Response(orjson.dumps(message), media_type="application/json", headers=receipt_headers(receipt))
 
 
-async def _events(services: Services, call: Call[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
+async def _events(services: Services, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
     """The chat relay's frames, as Anthropic's event stream."""
     translator = MessagesStreamTranslator(chat.shape.model)
     async for piece in relay(services, call, chat):

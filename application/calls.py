@@ -1,0 +1,143 @@
+"""The billed call, the use case every API endpoint runs: open (authenticate, route,
+price, hold) → start an upstream attempt with failover (application/failover.py) →
+confirm the hold → complete (charge) or fail (release).
+
+Invariants (with those of application/billing.py):
+- every opened request is closed exactly once: a failure to start is recorded here (and
+  its error re-raised for the caller), including a caller that went away meanwhile (a
+  499); the caller then completes or fails the started call itself, once;
+- a started call reaches its caller only once its hold is durable, so nothing is
+  answered on a hold that could still be refused; a hold refused after all abandons the
+  upstream call here (its exchange is aborted), unanswered and uncharged.
+"""
+
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from uuid import UUID
+
+import anyio
+import orjson
+
+from application.billing import Attempt, OpenedRequest, Receipt, RequestBilling, RequestShape
+from application.failover import FailedAttempts, Failover, Operation
+from application.ports import ChatExchange, CredentialSwitch, ProviderAdapter
+from application.routing import Route, Router
+from domain.errors import InsufficientCredits, SecretError, UpstreamError
+from domain.spend_caps import SpendCapReached
+from domain.usage import Usage
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StartedCall(Generic[T]):
+    """An opened request and the upstream attempt serving it, its hold durable."""
+
+    opened: OpenedRequest
+    route: Route
+    attempts: tuple[Attempt, ...]
+    result: T
+
+
+def start_chat(adapter: ProviderAdapter, route: Route, body: dict[str, Any]) -> Any:
+    return adapter.start_chat(route, body)
+
+
+def embed(adapter: ProviderAdapter, route: Route, body: dict[str, Any]) -> Any:
+    return adapter.embed(route, body)
+
+
+def generate_images(adapter: ProviderAdapter, route: Route, body: dict[str, Any]) -> Any:
+    return adapter.generate_images(route, body)
+
+
+def _abort(exchange: ChatExchange) -> None:
+    exchange.abort()
+
+
+def _nothing_open(document: bytes) -> None:
+    """A whole answer holds no connection open: there is nothing to abandon."""
+
+
+class BilledCalls:
+    """Runs billed calls for the API endpoints: ``billing`` opens, settles and releases;
+    ``router`` (and its credential health) and ``providers`` (kind -> adapter, the same
+    mapping the app's lifespan fills) serve the failover; ``credentials`` (the ledger)
+    disables a credential a provider refused."""
+
+    def __init__(self, billing: RequestBilling, router: Router, providers: Mapping[str, ProviderAdapter],
+                 credentials: CredentialSwitch) -> None:
+        self.billing = billing
+        self.failover = Failover(router, providers, credentials)
+
+    # open and the starts return their coroutine: no extra frame on the hot path
+
+    def open(self, api_key: str, shape: RequestShape, request_id: UUID) -> Coroutine[Any, Any, OpenedRequest]:
+        """Authenticate, route, price and hold (see RequestBilling.open_request_async)."""
+        return self.billing.open_request_async(api_key, shape, request_id)
+
+    def start_chat(self, opened: OpenedRequest, body: dict[str, Any]) -> Coroutine[Any, Any, StartedCall[ChatExchange]]:
+        """A chat exchange, its hold durable; the caller reads it, then completes or fails the call."""
+        return self._start(opened, start_chat, body, _abort)
+
+    def start_document(self, opened: OpenedRequest, operation: Operation[bytes],
+                       body: dict[str, Any]) -> Coroutine[Any, Any, StartedCall[bytes]]:
+        """A whole answer (``embed``, ``generate_images``), its hold durable."""
+        return self._start(opened, operation, body, _nothing_open)
+
+    async def _start(self, opened: OpenedRequest, operation: Operation[T], body: dict[str, Any],
+                     abandon: Callable[[T], None]) -> StartedCall[T]:
+        try:
+            result, route, attempts = await self.failover.start(opened, operation, body)
+        except FailedAttempts as failed:
+            status = (failed.error.status if isinstance(failed.error, UpstreamError)
+                      else 500 if isinstance(failed.error, SecretError) else 400)
+            code = getattr(failed.error, "code", "upstream_error")
+            await self.fail_opened(opened, status, code, failed.route, failed.attempts)
+            raise failed.error from None
+        except BaseException:
+            await self.fail_opened(opened, 499, "client_disconnected", None, ())
+            raise
+        try:
+            await self.billing.confirm_hold(opened, route)
+        except (InsufficientCredits, SpendCapReached):
+            abandon(result)  # refused after all (recorded): nothing is answered, nothing charged
+            raise
+        except asyncio.CancelledError:
+            abandon(result)
+            await self.fail_opened(opened, 499, "client_disconnected", route, attempts)
+            raise
+        except BaseException:
+            abandon(result)  # the hold was not saved (the store failed): there is nothing to release
+            raise
+        return StartedCall(opened, route, attempts, result)
+
+    async def complete(self, call: StartedCall[Any], usage: Usage, ttfb_ms: float | None,
+                       status: int = 200, error_code: str | None = None) -> Receipt:
+        """Settle the hold for ``usage`` and record the request."""
+        return await self.billing.complete_request_async(
+            call.opened, call.route, usage, status=status, ttfb_ms=ttfb_ms, attempts=call.attempts,
+            error_code=error_code)
+
+    async def fail(self, call: StartedCall[Any], status: int, code: str) -> None:
+        """Release the hold and record the request as failed (nothing charged)."""
+        await self.fail_opened(call.opened, status, code, call.route, call.attempts)
+
+    async def fail_opened(self, opened: OpenedRequest, status: int, code: str, route: Route | None,
+                          attempts: tuple[Attempt, ...]) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.billing.fail_request_async(opened, status=status, error_code=code, route=route,
+                                                  attempts=attempts)
+
+    async def document(self, call: StartedCall[bytes]) -> dict[str, Any]:
+        """A started call's whole answer as a JSON object; an unreadable one fails the call (no charge)."""
+        try:
+            document = orjson.loads(call.result)
+        except orjson.JSONDecodeError:
+            document = None
+        if not isinstance(document, dict):
+            await self.fail(call, 502, "upstream_bad_response")
+            raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response")
+        return document
