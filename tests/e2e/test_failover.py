@@ -132,10 +132,13 @@ def test_a_refused_credential_is_disabled_then_re_enabled_by_the_probe(setup: Se
     # KEY_B stops being accepted: the provider answers 401 to it.
     setup.primary.accepted_keys = frozenset({KEY_A})
     client = setup.client()
-    for _ in range(8):
-        client.chat.completions.create(model="primary/gpt-4o", messages=MESSAGES)
-    providers = {p["name"]: p for p in cli(setup.gateway.env, "providers", "list")["data"]}
-    refused = [c for c in providers["primary"]["credentials"] if not c["enabled"]]
+    refused: list[dict] = []
+    for _ in range(64):  # credentials are tried in weighted random order: until KEY_B has been tried
+        client.chat.completions.create(model="primary/gpt-4o", messages=MESSAGES)  # served by KEY_A
+        providers = {p["name"]: p for p in cli(setup.gateway.env, "providers", "list")["data"]}
+        refused = [c for c in providers["primary"]["credentials"] if not c["enabled"]]
+        if refused:
+            break
     assert len(refused) == 1 and refused[0]["disabled_automatically"] and refused[0]["hint"] == "…bbbb"
     setup.primary.accepted_keys = frozenset({KEY_A, KEY_B})  # the provider accepts it again
     deadline = time.monotonic() + 15
