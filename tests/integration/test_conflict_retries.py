@@ -2,35 +2,15 @@
 what the retried change saves with it is saved too: a refused save drains the pending
 events of everything it was given, so those aggregates must be built again each time."""
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
-import pytest
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault
-from adapters.crypto.key_digest import HmacApiKeyScheme
-from adapters.settings import parse_database_url
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
-from application.ledger import Ledger
 from application.pricing_input import price_from_credits
 from application.routing import Router
 
 MODEL = "openai/gpt-test"
-
-
-@pytest.fixture
-def two_processes(tmp_path: Path):
-    env = parse_database_url(None, tmp_path).eventsourcing_env(create_tables=True)
-    master = os.urandom(32)
-    first = Ledger(env, vault=AesGcmKeyVault(master), key_scheme_factory=HmacApiKeyScheme)
-    first.initialise()
-    second = Ledger(env, vault=AesGcmKeyVault(master), key_scheme_factory=HmacApiKeyScheme)
-    second.load_deployment()
-    yield first, second
-    first.close()
-    second.close()
 
 
 def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes, monkeypatch) -> None:

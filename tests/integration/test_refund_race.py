@@ -2,32 +2,13 @@
 decided by the store, not by what each process read, so together they never exceed the
 payment (the payment's receipt, saved with each refund's debit, is the point of conflict)."""
 
-import os
-from pathlib import Path
 
 import pytest
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault
-from adapters.crypto.key_digest import HmacApiKeyScheme
-from adapters.settings import parse_database_url
-from application.ledger import Ledger
 from domain.account import MovementReceipt
 from domain.errors import RefundExceedsPayment
 
 NANO = 10**9
-
-
-@pytest.fixture
-def two_processes(tmp_path: Path):
-    env = parse_database_url(None, tmp_path).eventsourcing_env(create_tables=True)
-    master = os.urandom(32)
-    first = Ledger(env, vault=AesGcmKeyVault(master), key_scheme_factory=HmacApiKeyScheme)
-    first.initialise()
-    second = Ledger(env, vault=AesGcmKeyVault(master), key_scheme_factory=HmacApiKeyScheme)
-    second.load_deployment()
-    yield first, second
-    first.close()
-    second.close()
 
 
 def test_a_refund_checked_against_a_payment_another_process_refunded_meanwhile_is_refused(two_processes,
