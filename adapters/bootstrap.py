@@ -14,8 +14,8 @@ from application.billing import RequestBilling
 from application.health import CredentialHealth
 from application.key_management import check_key_ring, move_secrets_out_of_history
 from application.ledger import Ledger
-from application.routing import Router
 from application.ports import Clock
+from application.routing import Router
 
 
 def build_ledger(settings: Settings, *, create_tables: bool = False, clock: Clock | None = None) -> Ledger:
@@ -56,11 +56,21 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
     ledger.read_cache_seconds = settings.read_cache_seconds
     health = CredentialHealth()
     router = Router(ledger, health)
-    billing = RequestBilling(ledger, router, mode=settings.billing_mode,
-                             hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
-                             early_upstream=settings.early_upstream)
-    services = Services(settings=settings, ledger=ledger, billing=billing, router=router, health=health,
-                        read_models=build_read_models(settings, ledger))
+    billing = RequestBilling(
+        ledger,
+        router,
+        mode=settings.billing_mode,
+        hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+        early_upstream=settings.early_upstream,
+    )
+    services = Services(
+        settings=settings,
+        ledger=ledger,
+        billing=billing,
+        router=router,
+        health=health,
+        read_models=build_read_models(settings, ledger),
+    )
     if settings.server_mode:
         services.wake = build_commit_publisher(settings)
         ledger.on_commit = services.wake.notify

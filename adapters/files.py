@@ -97,8 +97,9 @@ def tighten(path: Path, mode: int) -> None:
     try:
         os.chmod(path, current & mode)
     except OSError as error:
-        log.warning("%s is mode %04o and could not be tightened to %04o: %s", path, current, current & mode,
-                    error.strerror)
+        log.warning(
+            "%s is mode %04o and could not be tightened to %04o: %s", path, current, current & mode, error.strerror
+        )
         return
     log.warning("%s was mode %04o (others could read it); tightened to %04o", path, current, current & mode)
 

@@ -122,8 +122,16 @@ class RedisHealthSync:
     """Shares ``health`` with the other processes (see the module's invariants); it is
     ``health.sync`` from construction on and talks to Redis once started."""
 
-    def __init__(self, url: str, prefix: str, health: CredentialHealth, *, flush_seconds: float = FLUSH_SECONDS,
-                 timeout: float = REDIS_TIMEOUT_SECONDS, retry_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        health: CredentialHealth,
+        *,
+        flush_seconds: float = FLUSH_SECONDS,
+        timeout: float = REDIS_TIMEOUT_SECONDS,
+        retry_seconds: float = 1.0,
+    ) -> None:
         self.url = url
         self.health = health
         self.policy: HealthPolicy = health.policy
@@ -169,11 +177,13 @@ class RedisHealthSync:
 
     # --- the threads ----------------------------------------------------------------
 
-    def start(self) -> "RedisHealthSync":
+    def start(self) -> RedisHealthSync:
         if not self._threads:
             self._stop.clear()
-            self._threads = [threading.Thread(target=self._send_loop, name="tallyhub-health-sender", daemon=True),
-                             threading.Thread(target=self._listen_loop, name="tallyhub-health-listener", daemon=True)]
+            self._threads = [
+                threading.Thread(target=self._send_loop, name="tallyhub-health-sender", daemon=True),
+                threading.Thread(target=self._listen_loop, name="tallyhub-health-listener", daemon=True),
+            ]
             for thread in self._threads:
                 thread.start()
         return self
@@ -215,28 +225,46 @@ class RedisHealthSync:
             pipe = self._client.pipeline(transaction=False)
             for credential in credentials:
                 attempts, failures = pending.get(credential, (0, 0))
-                self._record(keys=[f"{self._keys}:window:{credential}", f"{self._keys}:streak:{credential}",
-                                   f"{self._keys}:cooling"],
-                             args=[credential, attempts, failures, round(limits.get(credential, 0.0) * 1000),
-                                   round(policy.bucket_seconds * 1000), policy.buckets, policy.min_failures,
-                                   policy.failure_ratio, round(policy.first_cooldown_seconds * 1000),
-                                   round(policy.max_failure_cooldown_seconds * 1000), self.channel,
-                                   round((10 * policy.window_seconds + policy.max_failure_cooldown_seconds) * 1000)],
-                             client=pipe)
+                self._record(
+                    keys=[
+                        f"{self._keys}:window:{credential}",
+                        f"{self._keys}:streak:{credential}",
+                        f"{self._keys}:cooling",
+                    ],
+                    args=[
+                        credential,
+                        attempts,
+                        failures,
+                        round(limits.get(credential, 0.0) * 1000),
+                        round(policy.bucket_seconds * 1000),
+                        policy.buckets,
+                        policy.min_failures,
+                        policy.failure_ratio,
+                        round(policy.first_cooldown_seconds * 1000),
+                        round(policy.max_failure_cooldown_seconds * 1000),
+                        self.channel,
+                        round((10 * policy.window_seconds + policy.max_failure_cooldown_seconds) * 1000),
+                    ],
+                    client=pipe,
+                )
             answers = pipe.execute()
         except redis.RedisError as exc:
             self._lost(exc)
             return
         self._reached()
-        for credential, (left_ms, reason) in zip(credentials, answers):
+        for credential, (left_ms, reason) in zip(credentials, answers, strict=True):
             if int(left_ms) > 0:
                 self.health.apply(credential, int(left_ms) / 1000, _text(reason))
 
     def _listen_loop(self) -> None:
         failing = False
         while not self._stop.is_set():
-            client = redis_client(self.url, timeout=self.retry_seconds + 4.0, health_check_interval=10,
-                                  client_name=f"tallyhub-serve:{self.channel}")
+            client = redis_client(
+                self.url,
+                timeout=self.retry_seconds + 4.0,
+                health_check_interval=10,
+                client_name=f"tallyhub-serve:{self.channel}",
+            )
             try:
                 with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     pubsub.subscribe(self.channel)
@@ -273,8 +301,11 @@ class RedisHealthSync:
             self._shared = False
             was_failing, self._failing = self._failing, True
         if not was_failing:
-            log.warning("cannot share credential health through Redis (%s): this process decides cooldowns "
-                        "on its own counts until Redis answers again", exc)
+            log.warning(
+                "cannot share credential health through Redis (%s): this process decides cooldowns "
+                "on its own counts until Redis answers again",
+                exc,
+            )
 
     def _reached(self) -> None:
         with self._state_lock:

@@ -21,8 +21,14 @@ def provider_json(provider: Provider) -> dict[str, Any]:
         "region": provider.region,
         "enabled": provider.enabled,
         "credentials": [
-            {"id": c["credential_id"], "hint": c["hint"], "weight": c["weight"], "enabled": c["enabled"],
-             "disabled_reason": c.get("disabled_reason"), "disabled_automatically": c.get("disabled_automatically", False)}
+            {
+                "id": c["credential_id"],
+                "hint": c["hint"],
+                "weight": c["weight"],
+                "enabled": c["enabled"],
+                "disabled_reason": c.get("disabled_reason"),
+                "disabled_automatically": c.get("disabled_automatically", False),
+            }
             for c in provider.credentials
         ],
     }
@@ -47,8 +53,14 @@ def price_book_json(book: PriceBook, now: datetime) -> dict[str, Any]:
         "version": current.number,
         "effective_at": current.effective_at.isoformat() if current.effective_at else None,
         "models": {model: price_json(data) for model, data in current.prices.items()},
-        "upcoming": [{"version": v["version"], "effective_at": v["effective_at"].isoformat(),
-                      "models": {m: price_json(d) for m, d in v["prices"].items()}} for v in upcoming],
+        "upcoming": [
+            {
+                "version": v["version"],
+                "effective_at": v["effective_at"].isoformat(),
+                "models": {m: price_json(d) for m, d in v["prices"].items()},
+            }
+            for v in upcoming
+        ],
     }
 
 
@@ -84,8 +96,12 @@ def request_record_json(record: Any) -> dict[str, Any]:
     for name in ("account_id", "api_key_id"):
         if isinstance(details.get(name), str):
             details[name] = id_text(details[name])
-    return {"id": str(record.id), "recorded_at": record.created_on.isoformat(), **details,
-            "attempts": plain(record.attempts)}
+    return {
+        "id": str(record.id),
+        "recorded_at": record.created_on.isoformat(),
+        **details,
+        "attempts": plain(record.attempts),
+    }
 
 
 def money_fields(row: dict[str, Any], *names: str) -> dict[str, Any]:
@@ -118,5 +134,15 @@ def plain(value: Any) -> Any:
 
 def balance_json(row: Any) -> dict[str, Any]:
     data = plain(row)
-    return money_fields(data, "balance", "held", "available", "granted_total", "charged_total", "uncollected_total",
-                        "refunded_total", "adjusted_total", "expired_total")
+    return money_fields(
+        data,
+        "balance",
+        "held",
+        "available",
+        "granted_total",
+        "charged_total",
+        "uncollected_total",
+        "refunded_total",
+        "adjusted_total",
+        "expired_total",
+    )

@@ -28,5 +28,11 @@ def read_balance(services: Services, account: str) -> dict[str, Any]:
     if row is None:
         raise AccountNotFound(f"no account {account}")
     next_expiry = found.next_expiry
-    return money_fields({**balance_json(row), "expiring": found.expiring,
-                         "next_expiry": next_expiry.isoformat() if next_expiry else None}, "expiring")
+    return money_fields(
+        {
+            **balance_json(row),
+            "expiring": found.expiring,
+            "next_expiry": next_expiry.isoformat() if next_expiry else None,
+        },
+        "expiring",
+    )

@@ -5,9 +5,10 @@ in Tallyhub reads the environment.
 """
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 BillingMode = Literal["track", "credits"]
@@ -179,8 +180,10 @@ MIN_ADMIN_KEY_LENGTH = 32  # `tallyhub init` prints "tha_" + 43 random URL-safe 
 def _admin_key(env: Mapping[str, str]) -> str | None:
     key = env.get("TALLYHUB_ADMIN_KEY") or None
     if key is not None and len(key) < MIN_ADMIN_KEY_LENGTH:
-        raise SettingsError(f"TALLYHUB_ADMIN_KEY must be at least {MIN_ADMIN_KEY_LENGTH} characters "
-                            f"(this one has {len(key)}); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        raise SettingsError(
+            f"TALLYHUB_ADMIN_KEY must be at least {MIN_ADMIN_KEY_LENGTH} characters "
+            f"(this one has {len(key)}); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
     return key
 
 

@@ -7,7 +7,7 @@ the years 1–9999 (``0001-01-01T00:00:00+14:00``) is refused as a bad parameter
 ``param``, never an overflow deeper down (a plain-text 500 before).
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from domain.errors import InvalidRequest
 
@@ -29,8 +29,8 @@ def optional_instant(text: str | None, param: str) -> datetime | None:
 
 def utc_instant(value: datetime, param: str) -> datetime:
     """``value`` in UTC (UTC assumed when it names no zone), refused when UTC cannot hold it."""
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     try:
-        return aware.astimezone(timezone.utc)
+        return aware.astimezone(UTC)
     except OverflowError:
         raise InvalidRequest(f"'{param}' is out of range once in UTC: {value.isoformat()}", param=param) from None

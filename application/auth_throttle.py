@@ -25,8 +25,14 @@ DEFAULT_MAX_ADDRESSES = 10_000
 
 
 class AuthThrottle:
-    def __init__(self, limit: int = DEFAULT_LIMIT, window_seconds: float = DEFAULT_WINDOW_SECONDS, *,
-                 max_addresses: int = DEFAULT_MAX_ADDRESSES, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        limit: int = DEFAULT_LIMIT,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        *,
+        max_addresses: int = DEFAULT_MAX_ADDRESSES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """``limit`` 0 turns throttling off."""
         self.limit = limit
         self.window = window_seconds

@@ -94,8 +94,9 @@ class Attempt:
 
 
 class RequestBilling:
-    def __init__(self, ledger: Ledger, router: Router, *, mode: BillingMode, hold_ttl: timedelta,
-                 early_upstream: bool = True) -> None:
+    def __init__(
+        self, ledger: Ledger, router: Router, *, mode: BillingMode, hold_ttl: timedelta, early_upstream: bool = True
+    ) -> None:
         self.ledger = ledger
         self.router = router
         self.mode = mode
@@ -117,8 +118,9 @@ class RequestBilling:
                 raise
         return opened
 
-    async def open_request_async(self, api_key: str, shape: RequestShape,
-                                 request_id: UUID | None = None) -> OpenedRequest:
+    async def open_request_async(
+        self, api_key: str, shape: RequestShape, request_id: UUID | None = None
+    ) -> OpenedRequest:
         """``open_request`` on the event loop: the reads come from the read cache and the hold
         goes to the group-commit writer, so no thread waits. Returns once the hold is durable,
         or at once when the hold gate admits it (``hold_durable`` is then set): either way the
@@ -127,8 +129,9 @@ class RequestBilling:
         if self.mode != "credits":
             return opened
         gate = self.ledger.hold_gate
-        early = (self.early_upstream and gate is not None
-                 and gate.admits(opened.account_id, opened.hold, opened.started_at))
+        early = (
+            self.early_upstream and gate is not None and gate.admits(opened.account_id, opened.hold, opened.started_at)
+        )
         durable = self.ledger.start_account_change(opened.account_id, self._hold(opened))
         if gate is not None:
             gate.track(opened.account_id, opened.hold, durable)  # every hold, early or not
@@ -167,7 +170,9 @@ class RequestBilling:
         if self.mode == "credits":
             targets = [target for target in targets if target.price is not None]
             if not targets:
-                raise ModelNotFound(f"the model {shape.model!r} has no price, so it cannot be sold; ask the operator to set one")
+                raise ModelNotFound(
+                    f"the model {shape.model!r} has no price, so it cannot be sold; ask the operator to set one"
+                )
         opened = OpenedRequest(
             request_id=request_id,
             account_id=key.account_id,
@@ -183,16 +188,28 @@ class RequestBilling:
             opened = replace(opened, hold=max(self._worst_case(shape, target) for target in targets))
         return opened
 
-    def record_refusal(self, opened: OpenedRequest, refused: InsufficientCredits | SpendCapReached,
-                       route: Route | None = None) -> None:
+    def record_refusal(
+        self, opened: OpenedRequest, refused: InsufficientCredits | SpendCapReached, route: Route | None = None
+    ) -> None:
         """``route``: where the call went when it was abandoned after its hold was refused."""
         status = 402 if isinstance(refused, InsufficientCredits) else 429
-        self._record(RequestRecord.failed(opened.request_id, **self._details(opened, route, status=status,
-                                                                             error_code=refused.code)))
+        self._record(
+            RequestRecord.failed(
+                opened.request_id, **self._details(opened, route, status=status, error_code=refused.code)
+            )
+        )
 
-    def complete_request(self, opened: OpenedRequest, route: Route, usage: Usage, *, status: int = 200,
-                         ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = (),
-                         error_code: str | None = None) -> Receipt:
+    def complete_request(
+        self,
+        opened: OpenedRequest,
+        route: Route,
+        usage: Usage,
+        *,
+        status: int = 200,
+        ttfb_ms: float | None = None,
+        attempts: tuple[Attempt, ...] = (),
+        error_code: str | None = None,
+    ) -> Receipt:
         """Charge for what ``route`` served (settling the hold) and record the request, once.
 
         ``error_code`` names what cut a partly served request short (a broken stream)."""
@@ -202,9 +219,17 @@ class RequestBilling:
         self._record(settlement.record())
         return settlement.receipt(True)
 
-    async def complete_request_async(self, opened: OpenedRequest, route: Route, usage: Usage, *, status: int = 200,
-                                     ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = (),
-                                     error_code: str | None = None) -> Receipt:
+    async def complete_request_async(
+        self,
+        opened: OpenedRequest,
+        route: Route,
+        usage: Usage,
+        *,
+        status: int = 200,
+        ttfb_ms: float | None = None,
+        attempts: tuple[Attempt, ...] = (),
+        error_code: str | None = None,
+    ) -> Receipt:
         """``complete_request`` on the event loop (credits mode: through the writer, no thread)."""
         settlement = self._settlement(opened, route, usage, status, ttfb_ms, attempts, error_code)
         loop = asyncio.get_running_loop()
@@ -218,8 +243,16 @@ class RequestBilling:
         await loop.run_in_executor(None, self._record, settlement.record())
         return settlement.receipt(True)
 
-    def fail_request(self, opened: OpenedRequest, *, status: int, error_code: str, route: Route | None = None,
-                     ttfb_ms: float | None = None, attempts: tuple[Attempt, ...] = ()) -> None:
+    def fail_request(
+        self,
+        opened: OpenedRequest,
+        *,
+        status: int,
+        error_code: str,
+        route: Route | None = None,
+        ttfb_ms: float | None = None,
+        attempts: tuple[Attempt, ...] = (),
+    ) -> None:
         """Release the hold without charging and record the failure, once."""
         release = self._release(opened, status, error_code, route, ttfb_ms, attempts)
         if self.mode == "credits":
@@ -227,42 +260,78 @@ class RequestBilling:
         else:
             self._record(release.record())
 
-    async def fail_request_async(self, opened: OpenedRequest, *, status: int, error_code: str,
-                                 route: Route | None = None, ttfb_ms: float | None = None,
-                                 attempts: tuple[Attempt, ...] = ()) -> None:
+    async def fail_request_async(
+        self,
+        opened: OpenedRequest,
+        *,
+        status: int,
+        error_code: str,
+        route: Route | None = None,
+        ttfb_ms: float | None = None,
+        attempts: tuple[Attempt, ...] = (),
+    ) -> None:
         if self.mode == "credits":
             release = self._release(opened, status, error_code, route, ttfb_ms, attempts)
             await self.ledger.change_account_async(opened.account_id, release)
         else:
-            await asyncio.get_running_loop().run_in_executor(None, lambda: self.fail_request(
-                opened, status=status, error_code=error_code, route=route, ttfb_ms=ttfb_ms, attempts=attempts))
+            await asyncio.get_running_loop().run_in_executor(
+                None,
+                lambda: self.fail_request(
+                    opened, status=status, error_code=error_code, route=route, ttfb_ms=ttfb_ms, attempts=attempts
+                ),
+            )
 
     def _hold(self, opened: OpenedRequest) -> Callable[[Account], list[Aggregate]]:
         expires_at = opened.started_at + self.hold_ttl
 
         def hold(account: Account) -> list[Aggregate]:
-            account.place_hold(opened.request_id, opened.hold, expires_at, api_key_id=opened.api_key_id,
-                               now=opened.started_at)
+            account.place_hold(
+                opened.request_id, opened.hold, expires_at, api_key_id=opened.api_key_id, now=opened.started_at
+            )
             return []
 
         return hold
 
-    def _settlement(self, opened: OpenedRequest, route: Route, usage: Usage, status: int, ttfb_ms: float | None,
-                    attempts: tuple[Attempt, ...], error_code: str | None) -> "_Settlement":
+    def _settlement(
+        self,
+        opened: OpenedRequest,
+        route: Route,
+        usage: Usage,
+        status: int,
+        ttfb_ms: float | None,
+        attempts: tuple[Attempt, ...],
+        error_code: str | None,
+    ) -> "_Settlement":
         price = self._target_of(opened, route).price
         shape = opened.shape
-        charged_usage = clamp_usage(usage, usage_bound(shape.prompt_bytes, shape.max_output_tokens, shape.choices,
-                                                       price, shape.images))
+        charged_usage = clamp_usage(
+            usage, usage_bound(shape.prompt_bytes, shape.max_output_tokens, shape.choices, price, shape.images)
+        )
         cost = price_usage(price, charged_usage) if price is not None else 0
-        details = self._details(opened, route, status=status, usage=charged_usage, cost=cost, ttfb_ms=ttfb_ms,
-                                error_code=error_code, charge=cost)
+        details = self._details(
+            opened,
+            route,
+            status=status,
+            usage=charged_usage,
+            cost=cost,
+            ttfb_ms=ttfb_ms,
+            error_code=error_code,
+            charge=cost,
+        )
         details["provider_cost"] = provider_cost_of(price, charged_usage)
         if charged_usage is not usage:  # the report as it came, for reconciliation
             details["reported_usage"] = reported(usage)
         return _Settlement(self, opened, details, attempts, price is not None, charged_usage)
 
-    def _release(self, opened: OpenedRequest, status: int, error_code: str, route: Route | None,
-                 ttfb_ms: float | None, attempts: tuple[Attempt, ...]) -> "_Release":
+    def _release(
+        self,
+        opened: OpenedRequest,
+        status: int,
+        error_code: str,
+        route: Route | None,
+        ttfb_ms: float | None,
+        attempts: tuple[Attempt, ...],
+    ) -> "_Release":
         details = self._details(opened, route, status=status, error_code=error_code, ttfb_ms=ttfb_ms)
         return _Release(self.ledger, opened, details, error_code, attempts)
 
@@ -296,9 +365,19 @@ class RequestBilling:
             usage=Usage.from_dict(details["usage"]),
         )
 
-    def _details(self, opened: OpenedRequest, route: Route | None, *, status: int, usage: Usage | None = None,
-                 cost: int = 0, charge: int = 0, uncollected: int = 0, error_code: str | None = None,
-                 ttfb_ms: float | None = None) -> dict[str, Any]:
+    def _details(
+        self,
+        opened: OpenedRequest,
+        route: Route | None,
+        *,
+        status: int,
+        usage: Usage | None = None,
+        cost: int = 0,
+        charge: int = 0,
+        uncollected: int = 0,
+        error_code: str | None = None,
+        ttfb_ms: float | None = None,
+    ) -> dict[str, Any]:
         target = self._target_of(opened, route) if route else opened.targets[0]
         return {
             "account_id": opened.account_id.hex,
@@ -329,8 +408,15 @@ class _Settlement:
     """Charging one completed request: ``settle`` is the account change (run by the writer,
     maybe more than once on a conflict: it builds the record afresh each time)."""
 
-    def __init__(self, billing: RequestBilling, opened: OpenedRequest, details: dict[str, Any],
-                 attempts: tuple[Attempt, ...], priced: bool, usage: Usage) -> None:
+    def __init__(
+        self,
+        billing: RequestBilling,
+        opened: OpenedRequest,
+        details: dict[str, Any],
+        attempts: tuple[Attempt, ...],
+        priced: bool,
+        usage: Usage,
+    ) -> None:
         self.billing, self.opened, self.details = billing, opened, details
         self.attempts, self.priced, self.usage = attempts, priced, usage
 
@@ -354,16 +440,23 @@ class _Settlement:
         """The receipt of this settlement, or of the earlier one when this found it done already."""
         if not recorded_now:
             return self.billing.receipt_of(self.opened.request_id)
-        return Receipt(request_id=self.opened.request_id, charge=self.details["charge"], cost=self.details["cost"],
-                       uncollected=self.details["uncollected"], price_book_version=self.opened.price_book_version,
-                       priced=self.priced, usage=self.usage)
+        return Receipt(
+            request_id=self.opened.request_id,
+            charge=self.details["charge"],
+            cost=self.details["cost"],
+            uncollected=self.details["uncollected"],
+            price_book_version=self.opened.price_book_version,
+            priced=self.priced,
+            usage=self.usage,
+        )
 
 
 class _Release:
     """Failing one request: ``release`` is the account change (the hold back, the failure recorded)."""
 
-    def __init__(self, ledger: Ledger, opened: OpenedRequest, details: dict[str, Any], reason: str,
-                 attempts: tuple[Attempt, ...]) -> None:
+    def __init__(
+        self, ledger: Ledger, opened: OpenedRequest, details: dict[str, Any], reason: str, attempts: tuple[Attempt, ...]
+    ) -> None:
         self.ledger, self.opened, self.details, self.reason, self.attempts = ledger, opened, details, reason, attempts
 
     def record(self) -> RequestRecord:

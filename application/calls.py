@@ -67,8 +67,13 @@ class BilledCalls:
     mapping the app's lifespan fills) serve the failover; ``credentials`` (the ledger)
     disables a credential a provider refused."""
 
-    def __init__(self, billing: RequestBilling, router: Router, providers: Mapping[str, ProviderAdapter],
-                 credentials: CredentialSwitch) -> None:
+    def __init__(
+        self,
+        billing: RequestBilling,
+        router: Router,
+        providers: Mapping[str, ProviderAdapter],
+        credentials: CredentialSwitch,
+    ) -> None:
         self.billing = billing
         self.failover = Failover(router, providers, credentials)
 
@@ -82,18 +87,25 @@ class BilledCalls:
         """A chat exchange, its hold durable; the caller reads it, then completes or fails the call."""
         return self._start(opened, start_chat, body, _abort)
 
-    def start_document(self, opened: OpenedRequest, operation: Operation[bytes],
-                       body: dict[str, Any]) -> Coroutine[Any, Any, StartedCall[bytes]]:
+    def start_document(
+        self, opened: OpenedRequest, operation: Operation[bytes], body: dict[str, Any]
+    ) -> Coroutine[Any, Any, StartedCall[bytes]]:
         """A whole answer (``embed``, ``generate_images``), its hold durable."""
         return self._start(opened, operation, body, _nothing_open)
 
-    async def _start(self, opened: OpenedRequest, operation: Operation[T], body: dict[str, Any],
-                     abandon: Callable[[T], None]) -> StartedCall[T]:
+    async def _start(
+        self, opened: OpenedRequest, operation: Operation[T], body: dict[str, Any], abandon: Callable[[T], None]
+    ) -> StartedCall[T]:
         try:
             result, route, attempts = await self.failover.start(opened, operation, body)
         except FailedAttempts as failed:
-            status = (failed.error.status if isinstance(failed.error, UpstreamError)
-                      else 500 if isinstance(failed.error, SecretError) else 400)
+            status = (
+                failed.error.status
+                if isinstance(failed.error, UpstreamError)
+                else 500
+                if isinstance(failed.error, SecretError)
+                else 400
+            )
             code = getattr(failed.error, "code", "upstream_error")
             await self.fail_opened(opened, status, code, failed.route, failed.attempts)
             raise failed.error from None
@@ -114,22 +126,36 @@ class BilledCalls:
             raise
         return StartedCall(opened, route, attempts, result)
 
-    async def complete(self, call: StartedCall[Any], usage: Usage, ttfb_ms: float | None,
-                       status: int = 200, error_code: str | None = None) -> Receipt:
+    async def complete(
+        self,
+        call: StartedCall[Any],
+        usage: Usage,
+        ttfb_ms: float | None,
+        status: int = 200,
+        error_code: str | None = None,
+    ) -> Receipt:
         """Settle the hold for ``usage`` and record the request."""
         return await self.billing.complete_request_async(
-            call.opened, call.route, usage, status=status, ttfb_ms=ttfb_ms, attempts=call.attempts,
-            error_code=error_code)
+            call.opened,
+            call.route,
+            usage,
+            status=status,
+            ttfb_ms=ttfb_ms,
+            attempts=call.attempts,
+            error_code=error_code,
+        )
 
     async def fail(self, call: StartedCall[Any], status: int, code: str) -> None:
         """Release the hold and record the request as failed (nothing charged)."""
         await self.fail_opened(call.opened, status, code, call.route, call.attempts)
 
-    async def fail_opened(self, opened: OpenedRequest, status: int, code: str, route: Route | None,
-                          attempts: tuple[Attempt, ...]) -> None:
+    async def fail_opened(
+        self, opened: OpenedRequest, status: int, code: str, route: Route | None, attempts: tuple[Attempt, ...]
+    ) -> None:
         with anyio.CancelScope(shield=True):
-            await self.billing.fail_request_async(opened, status=status, error_code=code, route=route,
-                                                  attempts=attempts)
+            await self.billing.fail_request_async(
+                opened, status=status, error_code=code, route=route, attempts=attempts
+            )
 
     async def document(self, call: StartedCall[bytes]) -> dict[str, Any]:
         """A started call's whole answer as a JSON object; an unreadable one fails the call (no charge)."""

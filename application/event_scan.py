@@ -14,14 +14,13 @@ the standard parser instead).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol, Sequence
-from uuid import UUID
-
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+from uuid import UUID
 
 import orjson
 from eventsourcing.domain import DomainEventProtocol
@@ -35,7 +34,12 @@ Progress = Callable[[int, int], None]  # (position reached, last position), for 
 
 class NotificationRecorder(Protocol):
     def select_notifications(
-        self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (), *,
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]: ...
 
@@ -59,8 +63,15 @@ def topics_of(*event_classes: type[DomainEventProtocol[Any]]) -> tuple[str, ...]
     return tuple(sorted(get_topic(cls) for cls in event_classes))
 
 
-def scan(recorder: NotificationRecorder, topics: Iterable[str], *, after: int = 0, stop: int | None = None,
-         progress: Progress | None = None, batch: int = BATCH) -> Iterator[StoredEvent]:
+def scan(
+    recorder: NotificationRecorder,
+    topics: Iterable[str],
+    *,
+    after: int = 0,
+    stop: int | None = None,
+    progress: Progress | None = None,
+    batch: int = BATCH,
+) -> Iterator[StoredEvent]:
     """Every event of ``topics`` with ``after < position <= stop`` (stop: the last now)."""
     wanted = sorted(set(topics))
     last = last_position(recorder) if stop is None else stop

@@ -41,8 +41,9 @@ class Failover:
         self.providers = providers  # kind -> adapter; filled by the app's lifespan
         self.credentials = credentials
 
-    async def start(self, opened: OpenedRequest, operation: Operation[T],
-                    body: dict[str, Any]) -> tuple[T, Route, tuple[Attempt, ...]]:
+    async def start(
+        self, opened: OpenedRequest, operation: Operation[T], body: dict[str, Any]
+    ) -> tuple[T, Route, tuple[Attempt, ...]]:
         """The result of the first attempt a provider accepted; raises FailedAttempts otherwise."""
         attempts: list[Attempt] = []
         last_error: UpstreamError | None = None
@@ -51,14 +52,16 @@ class Failover:
             while (route := _next_route(routes, attempts)) is not None:
                 provider = self.providers.get(route.kind)
                 if provider is None:
-                    raise FailedAttempts(InvalidRequest(
-                        f"providers of kind {route.kind!r} are not supported by this version"), attempts)
+                    raise FailedAttempts(
+                        InvalidRequest(f"providers of kind {route.kind!r} are not supported by this version"), attempts
+                    )
                 started = time.monotonic()
                 try:
                     result = await operation(provider, route, body)
                 except UpstreamError as error:
-                    attempts.append(Attempt(route, error.status, error.code,
-                                            round((time.monotonic() - started) * 1000, 3)))
+                    attempts.append(
+                        Attempt(route, error.status, error.code, round((time.monotonic() - started) * 1000, 3))
+                    )
                     await self._learn(route, error)
                     if not retryable(error):
                         raise FailedAttempts(error, attempts[:-1], route) from None
@@ -75,8 +78,11 @@ class Failover:
     async def _learn(self, route: Route, error: UpstreamError) -> None:
         refused = learn(self.router.health, route.credential_id, error)
         if refused is not None and route.credential_id:
-            await anyio.to_thread.run_sync(lambda: self.credentials.disable_credential(
-                route.provider, route.credential_id, reason=refused, automatic=True))
+            await anyio.to_thread.run_sync(
+                lambda: self.credentials.disable_credential(
+                    route.provider, route.credential_id, reason=refused, automatic=True
+                )
+            )
 
 
 def _next_route(routes: Iterator[Route], attempts: list[Attempt]) -> Route | None:

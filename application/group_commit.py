@@ -52,7 +52,12 @@ Change = Callable[[Any], Sequence[Aggregate] | None]
 KEPT_ACCOUNTS = 10_000  # accounts kept between batches (all forgotten when it would be passed)
 # Save failures of the store or its connection, not of any one command's events.
 STORE_FAILURES: tuple[type[BaseException], ...] = (
-    InterfaceError, InternalError, NotSupportedError, OperationalError, ProgrammingError)
+    InterfaceError,
+    InternalError,
+    NotSupportedError,
+    OperationalError,
+    ProgrammingError,
+)
 
 
 @dataclass
@@ -79,10 +84,16 @@ class _BatchSpoiled(Exception):
 
 
 class AccountWriter:
-    def __init__(self, load: Callable[[UUID], Any], save: Callable[..., Any],
-                 change_alone: Callable[[UUID, Change], bool], *, max_batch: int = 512,
-                 latest_version: Callable[[UUID], int | None] | None = None,
-                 gate: HoldGate | None = None) -> None:
+    def __init__(
+        self,
+        load: Callable[[UUID], Any],
+        save: Callable[..., Any],
+        change_alone: Callable[[UUID, Change], bool],
+        *,
+        max_batch: int = 512,
+        latest_version: Callable[[UUID], int | None] | None = None,
+        gate: HoldGate | None = None,
+    ) -> None:
         self._load, self._save, self._change_alone = load, save, change_alone
         self._latest_version = latest_version  # None: never keep accounts
         self._gate = gate  # told what each saved batch left of its accounts
@@ -224,8 +235,12 @@ class AccountWriter:
             account = accounts.get(command.account_id)
             if account is None:
                 account = self._kept.pop(command.account_id, None)
-                if account is None or account.pending_events or self._latest_version is None \
-                        or self._latest_version(command.account_id) != account.version:
+                if (
+                    account is None
+                    or account.pending_events
+                    or self._latest_version is None
+                    or self._latest_version(command.account_id) != account.version
+                ):
                     account = self._load(command.account_id)
                 accounts[command.account_id] = account
         except BaseException as exc:

@@ -91,8 +91,12 @@ class _State:
 
 
 class CredentialHealth:
-    def __init__(self, clock: Callable[[], float] = time.monotonic, policy: HealthPolicy | None = None,
-                 sync: HealthSync | None = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        policy: HealthPolicy | None = None,
+        sync: HealthSync | None = None,
+    ) -> None:
         self._clock = clock
         self.policy = policy or HealthPolicy()
         self.sync = sync
@@ -138,7 +142,9 @@ class CredentialHealth:
         now = self._clock()
         with self._lock:
             state = self._state(credential_id)
-            until = now + min(seconds, max(self.policy.max_rate_limit_seconds, self.policy.max_failure_cooldown_seconds))
+            until = now + min(
+                seconds, max(self.policy.max_rate_limit_seconds, self.policy.max_failure_cooldown_seconds)
+            )
             if until > state.until:
                 self._cool(state, until, reason)
 
@@ -170,8 +176,11 @@ class CredentialHealth:
     def _forget_idle(self) -> None:
         now = self._clock()
         current = int(now // self.policy.bucket_seconds)
-        self._states = {credential: state for credential, state in self._states.items()
-                        if state.until > now or any(slot > current - self.policy.buckets for slot in state.counts)}
+        self._states = {
+            credential: state
+            for credential, state in self._states.items()
+            if state.until > now or any(slot > current - self.policy.buckets for slot in state.counts)
+        }
 
     def _count(self, state: _State, now: float, *, failed: bool) -> None:
         """Count one attempt in the window's current slice (dropping slices past the window)."""

@@ -94,8 +94,10 @@ def current_secrets(ledger: Ledger) -> list[CurrentSecret]:
     found = [_current("API-key pepper", deployment.pepper_ref, deployment.legacy_sealed_pepper, rows)]
     now = ledger.clock.now()
     for provider in ledger.list_providers():
-        found += [_current(_label(provider, c), c.get("secret_ref"), c.get("legacy_sealed"), rows)
-                  for c in provider.current_credentials(now)]
+        found += [
+            _current(_label(provider, c), c.get("secret_ref"), c.get("legacy_sealed"), rows)
+            for c in provider.current_credentials(now)
+        ]
     return found
 
 
@@ -186,8 +188,11 @@ def delete_superseded_secrets(ledger: Ledger, *, orphan_age: timedelta = ORPHAN_
             ref = credential.get("secret_ref")
             (wanted if credential in provider.current_credentials(now) else retired).add(ref)
     oldest = time.time() - orphan_age.total_seconds()
-    doomed = [row.ref for row in ledger.secret_store.all()
-              if row.ref not in wanted and (row.ref in retired or row.created_at < oldest)]
+    doomed = [
+        row.ref
+        for row in ledger.secret_store.all()
+        if row.ref not in wanted and (row.ref in retired or row.created_at < oldest)
+    ]
     for ref in doomed:
         ledger.forget_secret(ref)
     return ledger.secret_store.delete(doomed)
@@ -211,8 +216,9 @@ def rotate_master(ledger: Ledger) -> RotationResult:
         if ledger.secret_store.replace(row.ref, fresh, version=row.version):
             rewrapped.append(labels.get(row.ref, f"unreferenced secret {row.ref}"))
     ledger.secret_store.scrub()  # every run: a run after one that could not finish it completes it
-    return RotationResult(newest_kid=newest, rewrapped=rewrapped, status=secrets_status(ledger),
-                          moved=moved, deleted=deleted)
+    return RotationResult(
+        newest_kid=newest, rewrapped=rewrapped, status=secrets_status(ledger), moved=moved, deleted=deleted
+    )
 
 
 # --- provider credentials -----------------------------------------------------------
@@ -226,8 +232,15 @@ class CredentialRotation:
     retires_at: datetime | None  # None: the old credential was disabled at once
 
 
-def rotate_credential(ledger: Ledger, name: str, secret: str, *, credential_id: str | None = None,
-                      grace: timedelta = timedelta(0), weight: int | None = None) -> CredentialRotation:
+def rotate_credential(
+    ledger: Ledger,
+    name: str,
+    secret: str,
+    *,
+    credential_id: str | None = None,
+    grace: timedelta = timedelta(0),
+    weight: int | None = None,
+) -> CredentialRotation:
     """Add ``secret`` as a new credential replacing ``credential_id`` (or the provider's only
     current one). With a grace period both are used until it ends; without, the old is disabled now."""
     if not secret:
@@ -244,8 +257,12 @@ def rotate_credential(ledger: Ledger, name: str, secret: str, *, credential_id: 
         provider.rotate_credential(old["credential_id"], new_id, retires_at=now + grace)
         if not grace:
             provider.disable_credential(old["credential_id"], f"rotated: replaced by {new_id}", automatic=False)
-        outcome.update(old=old["credential_id"], new=new_id, retires_at=now + grace if grace else None,
-                       old_ref=old.get("secret_ref"))
+        outcome.update(
+            old=old["credential_id"],
+            new=new_id,
+            retires_at=now + grace if grace else None,
+            old_ref=old.get("secret_ref"),
+        )
         return []
 
     ledger._change(lambda: ledger.get_provider(name), rotate)
@@ -283,8 +300,9 @@ def retire_due_credentials(ledger: Ledger, name: str | None = None) -> list[tupl
             due.clear()
             refs.clear()
             for credential in provider.retired_credentials(ledger.clock.now()):
-                provider.disable_credential(credential["credential_id"],
-                                            f"rotated: replaced by {credential['replaced_by']}", automatic=False)
+                provider.disable_credential(
+                    credential["credential_id"], f"rotated: replaced by {credential['replaced_by']}", automatic=False
+                )
                 due.append(credential["credential_id"])
                 refs.append(credential.get("secret_ref"))
             return [] if due else None
@@ -298,8 +316,13 @@ def retire_due_credentials(ledger: Ledger, name: str | None = None) -> list[tupl
 # --- API keys -----------------------------------------------------------------------
 
 
-def issue_key(ledger: Ledger, account: str | UUID, name: str = "", expires_at: datetime | None = None,
-              models: Sequence[str] | None = None) -> IssuedKey:
+def issue_key(
+    ledger: Ledger,
+    account: str | UUID,
+    name: str = "",
+    expires_at: datetime | None = None,
+    models: Sequence[str] | None = None,
+) -> IssuedKey:
     """Issue a user key, limited to ``models`` when given (saved together with the key)."""
     account_id = ledger.get_account(account).id
     if expires_at is not None and expires_at <= ledger.clock.now():
@@ -326,8 +349,9 @@ def rotate_key(ledger: Ledger, key_id: str | UUID, grace: timedelta = timedelta(
     def rotate(old: ApiKey) -> list[Aggregate]:
         now = ledger.clock.now()
         if not old.is_usable(now):
-            raise InvalidRequest(f"key {old.id} is revoked, rotated or expired; issue a new key instead",
-                                 param="key_id")
+            raise InvalidRequest(
+                f"key {old.id} is revoked, rotated or expired; issue a new key instead", param="key_id"
+            )
         new, plaintext = _new_key(ledger, old.account_id, old.name, old.expires_at, old.allowed_models)
         made.update(key=new, plaintext=plaintext, retires_at=now + grace if grace else None)
         old.rotate(new.id, made["retires_at"])
@@ -335,8 +359,9 @@ def rotate_key(ledger: Ledger, key_id: str | UUID, grace: timedelta = timedelta(
 
     ledger._change(lambda: ledger.get_api_key(old_id), rotate)
     new = made["key"]
-    issued = IssuedKey(key_id=new.id, account_id=new.account_id, name=new.name, prefix=new.prefix,
-                       plaintext=made["plaintext"])
+    issued = IssuedKey(
+        key_id=new.id, account_id=new.account_id, name=new.name, prefix=new.prefix, plaintext=made["plaintext"]
+    )
     return KeyRotation(issued=issued, old_key_id=old_id, old_retires_at=made["retires_at"])
 
 
@@ -359,12 +384,18 @@ def parse_models(text: str | None) -> list[str] | None:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _new_key(ledger: Ledger, account_id: UUID, name: str, expires_at: datetime | None,
-             models: list[str] | None) -> tuple[ApiKey, str]:
+def _new_key(
+    ledger: Ledger, account_id: UUID, name: str, expires_at: datetime | None, models: list[str] | None
+) -> tuple[ApiKey, str]:
     scheme = ledger.key_scheme
     plaintext = scheme.new_user_key()
-    key = ApiKey(digest=scheme.digest(plaintext), account_id=account_id, name=name,
-                 prefix=scheme.visible_prefix(plaintext), expires_at=expires_at)
+    key = ApiKey(
+        digest=scheme.digest(plaintext),
+        account_id=account_id,
+        name=name,
+        prefix=scheme.visible_prefix(plaintext),
+        expires_at=expires_at,
+    )
     if models is not None:
         key.allow_models(models)
     return key, plaintext
@@ -374,8 +405,10 @@ def _only_current(provider: Provider, now: datetime) -> dict[str, Any]:
     current = [c for c in provider.usable_credentials(now) if not c.get("replaced_by")]
     if len(current) != 1:
         ids_ = ", ".join(c["credential_id"] for c in current) or "none"
-        raise InvalidRequest(f"{provider.name!r} has {len(current)} current credentials ({ids_}): "
-                             "say which to rotate with --credential", param="credential")
+        raise InvalidRequest(
+            f"{provider.name!r} has {len(current)} current credentials ({ids_}): say which to rotate with --credential",
+            param="credential",
+        )
     return current[0]
 
 

@@ -5,9 +5,9 @@ Concurrency: in ``serve`` every account change goes through one writer thread pe
 process that saves many changes per transaction (application/group_commit.py);
 elsewhere each account is changed under a per-process lock. Either way saves use
 optimistic concurrency: when another process wrote first the store refuses the save
-(IntegrityError) and the command is retried on the fresh state. Uniqueness that must hold across processes (one grant per
-idempotency key, one record per request) is enforced by aggregate identity, so the
-store itself refuses a duplicate.
+(IntegrityError) and the command is retried on the fresh state. Uniqueness that must hold
+across processes (one grant per idempotency key, one record per request) is enforced by
+aggregate identity, so the store itself refuses a duplicate.
 """
 
 import asyncio
@@ -15,9 +15,9 @@ import logging
 import secrets
 import threading
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -97,7 +97,8 @@ class Ledger(Application):
         self.vault = vault
         # Provider secrets and the pepper, apart from the events (application/ports.py, SecretStore).
         self.secret_store: SecretStore = secret_store or resolve_topic(
-            self.env.get("SECRET_STORE_TOPIC") or SECRET_STORE_TOPIC)(self.recorder)
+            self.env.get("SECRET_STORE_TOPIC") or SECRET_STORE_TOPIC
+        )(self.recorder)
         self.clock: Clock = clock or SystemClock()
         self._key_scheme_factory = key_scheme_factory
         self._key_scheme: ApiKeyScheme | None = None
@@ -185,9 +186,19 @@ class Ledger(Application):
             raise InvalidRequest("starter credits must not be negative", param="starter_credits")
         if starter_credits:
             account.grant_credits(starter_credits, reason="starter credits", idempotency_key="starter")
-        receipts = [MovementReceipt(account_id=account.id, kind="grant", idempotency_key="starter",
-                                    amount=starter_credits, terms=_grant_terms("starter credits", None))
-                    ] if starter_credits else []
+        receipts = (
+            [
+                MovementReceipt(
+                    account_id=account.id,
+                    kind="grant",
+                    idempotency_key="starter",
+                    amount=starter_credits,
+                    terms=_grant_terms("starter credits", None),
+                )
+            ]
+            if starter_credits
+            else []
+        )
         try:
             self.save(account, *receipts)
         except IntegrityError:
@@ -201,19 +212,36 @@ class Ledger(Application):
             raise AccountNotFound(f"no account {ref!s}")
         return account
 
-    def grant_credits(self, ref: str | UUID, amount: int, reason: str = "", idempotency_key: str | None = None,
-                      expires_at: datetime | None = None) -> GrantResult:
+    def grant_credits(
+        self,
+        ref: str | UUID,
+        amount: int,
+        reason: str = "",
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+    ) -> GrantResult:
         """Add credit; with an idempotency key, at most once; with ``expires_at`` (in the
         future), what is unspent then expires (domain/account.py says how)."""
 
-        return self._move(ref, "grant", idempotency_key, amount, _grant_terms(reason, expires_at),
-                          lambda account: _granted(account, amount, reason, idempotency_key, expires_at,
-                                                   self.clock.now()))
+        return self._move(
+            ref,
+            "grant",
+            idempotency_key,
+            amount,
+            _grant_terms(reason, expires_at),
+            lambda account: _granted(account, amount, reason, idempotency_key, expires_at, self.clock.now()),
+        )
 
     def record_payment(self, ref: str | UUID, payment_id: str, amount: int) -> GrantResult:
         """A top-up from the payment system: credited once per payment id."""
-        return self._move(ref, "payment", payment_id, amount, {},
-                          lambda account: _granted(account, amount, f"payment {payment_id}", payment_id))
+        return self._move(
+            ref,
+            "payment",
+            payment_id,
+            amount,
+            {},
+            lambda account: _granted(account, amount, f"payment {payment_id}", payment_id),
+        )
 
     def reverse_payment(self, ref: str | UUID, refund_id: str, amount: int, payment_id: str) -> GrantResult:
         """A payment refunded to the customer: debited once per refund id, never below zero.
@@ -232,18 +260,39 @@ class Ledger(Application):
 
         return self._move(ref, "payment-refund", refund_id, -amount, {"payment_id": payment_id}, refund)
 
-    def adjust_credits(self, ref: str | UUID, amount: int, reason: str, idempotency_key: str | None = None) -> GrantResult:
+    def adjust_credits(
+        self, ref: str | UUID, amount: int, reason: str, idempotency_key: str | None = None
+    ) -> GrantResult:
         """A manual correction, positive or negative (a debit never overdraws); once per key."""
-        return self._move(ref, "adjustment", idempotency_key, amount, {"reason": reason},
-                          lambda account: account.adjust(amount, reason, idempotency_key))
+        return self._move(
+            ref,
+            "adjustment",
+            idempotency_key,
+            amount,
+            {"reason": reason},
+            lambda account: account.adjust(amount, reason, idempotency_key),
+        )
 
     def post_replay_adjustment(self, account_id: UUID, amount: int, reason: str, idempotency_key: str) -> GrantResult:
         """A replay's difference for one account, posted once per key (a debit never overdraws)."""
-        return self._move(account_id, "replay", idempotency_key, amount, {"reason": reason},
-                          lambda account: account.adjust(amount, reason, idempotency_key))
+        return self._move(
+            account_id,
+            "replay",
+            idempotency_key,
+            amount,
+            {"reason": reason},
+            lambda account: account.adjust(amount, reason, idempotency_key),
+        )
 
-    def _move(self, ref: str | UUID, kind: str, idempotency_key: str | None, amount: int, terms: dict[str, Any],
-              apply: Callable[[Account], int | tuple[int, list[Aggregate]]]) -> GrantResult:
+    def _move(
+        self,
+        ref: str | UUID,
+        kind: str,
+        idempotency_key: str | None,
+        amount: int,
+        terms: dict[str, Any],
+        apply: Callable[[Account], int | tuple[int, list[Aggregate]]],
+    ) -> GrantResult:
         """Apply a credit movement once per idempotency key. A key used before for the same
         ``amount`` and ``terms`` is a re-delivery (nothing moves, ``credited`` is False); for
         another movement it is refused (IdempotencyConflict). ``apply`` returns the amount
@@ -260,21 +309,27 @@ class Ledger(Application):
                     if not receipt.matches(amount, terms):
                         raise IdempotencyConflict(
                             f"idempotency key {idempotency_key!r} was used before for a different {kind} "
-                            f"(amount or other details differ); use a new key")
+                            f"(amount or other details differ); use a new key"
+                        )
                     return None
             done = apply(account)
             amount_applied, others = done if isinstance(done, tuple) else (done, [])
             applied.append(amount_applied)
             if idempotency_key is None:
                 return others
-            return [*others, MovementReceipt(account_id=account_id, kind=kind, idempotency_key=idempotency_key,
-                                             amount=amount, terms=terms)]
+            return [
+                *others,
+                MovementReceipt(
+                    account_id=account_id, kind=kind, idempotency_key=idempotency_key, amount=amount, terms=terms
+                ),
+            ]
 
         credited = self.change_account(account_id, move)
         return GrantResult(account_id=account_id, amount=applied[-1] if applied else 0, credited=credited)
 
-    def set_spend_caps(self, ref: str | UUID, *, day: int | None, month: int | None,
-                       api_key_id: str | UUID | None = None) -> Account:
+    def set_spend_caps(
+        self, ref: str | UUID, *, day: int | None, month: int | None, api_key_id: str | UUID | None = None
+    ) -> Account:
         """Caps per UTC day and month for the account, or for one of its own API keys
         (ApiKeyNotFound for a key of another account)."""
         account_id = self.get_account(ref).id
@@ -325,15 +380,17 @@ class Ledger(Application):
             return self.writer.submit(account_id, change)
         return self._change_account_alone(account_id, change)
 
-    async def change_account_async(self, account_id: UUID,
-                                   change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
+    async def change_account_async(
+        self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]
+    ) -> bool:
         """``change_account`` from the event loop: handed to the group-commit writer without
         a thread hop when it runs, else done on a worker thread. Once handed over, the change
         completes even if the caller is cancelled meanwhile (as a thread would)."""
         return await asyncio.shield(self.start_account_change(account_id, change))
 
-    def start_account_change(self, account_id: UUID,
-                             change: Callable[[Account], Sequence[Aggregate] | None]) -> "asyncio.Future[bool]":
+    def start_account_change(
+        self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]
+    ) -> "asyncio.Future[bool]":
         """``change_account_async`` handed over without waiting: the future resolves once
         the change is durable (or fails with its error). Await it shielded."""
         if self.writer is not None and self.writer.running:
@@ -348,8 +405,13 @@ class Ledger(Application):
         """From now on, account changes of this process are saved in batches (serve)."""
         if self.writer is None:
             self.hold_gate = HoldGate()
-            self.writer = AccountWriter(self.get_account, self.save, self._change_account_alone,
-                                        latest_version=self._latest_version, gate=self.hold_gate)
+            self.writer = AccountWriter(
+                self.get_account,
+                self.save,
+                self._change_account_alone,
+                latest_version=self._latest_version,
+                gate=self.hold_gate,
+            )
         self.writer.start()
 
     def _latest_version(self, aggregate_id: UUID) -> int | None:
@@ -475,7 +537,9 @@ class Ledger(Application):
 
     def disable_credential(self, name: str, credential_id: str, reason: str, *, automatic: bool = False) -> Provider:
         return self._change_provider(
-            name, lambda p: _none_if_unchanged(p, lambda: p.disable_credential(credential_id, reason, automatic=automatic)))
+            name,
+            lambda p: _none_if_unchanged(p, lambda: p.disable_credential(credential_id, reason, automatic=automatic)),
+        )
 
     def enable_credential(self, name: str, credential_id: str) -> Provider:
         return self._change_provider(name, lambda p: _none_if_unchanged(p, lambda: p.enable_credential(credential_id)))
@@ -663,8 +727,10 @@ class Ledger(Application):
                 if not _is_missing_table(events_exc):
                     raise
                 raise NotInitialised("the store is not initialised: run `tallyhub init`") from None
-            raise NotInitialised("the store was made by an earlier version without account snapshots: "
-                                 "run `tallyhub init` once to add their table") from None
+            raise NotInitialised(
+                "the store was made by an earlier version without account snapshots: "
+                "run `tallyhub init` once to add their table"
+            ) from None
 
     # --- helpers -----------------------------------------------------------------
 
@@ -683,17 +749,28 @@ class Ledger(Application):
             return lock
 
 
-def _granted(account: Account, amount: int, reason: str, idempotency_key: str | None,
-             expires_at: datetime | None = None, now: datetime | None = None) -> int:
+def _granted(
+    account: Account,
+    amount: int,
+    reason: str,
+    idempotency_key: str | None,
+    expires_at: datetime | None = None,
+    now: datetime | None = None,
+) -> int:
     account.grant_credits(amount, reason=reason, idempotency_key=idempotency_key, expires_at=expires_at, now=now)
     return amount
 
 
 def _grant_terms(reason: str, expires_at: datetime | None) -> dict[str, Any]:
     """What besides its amount makes a grant the same grant (for its idempotency key)."""
-    return {"reason": reason, "expires_at": None if expires_at is None else
-            expires_at.astimezone(timezone.utc).isoformat() if expires_at.utcoffset() is not None
-            else expires_at.isoformat()}
+    return {
+        "reason": reason,
+        "expires_at": None
+        if expires_at is None
+        else expires_at.astimezone(UTC).isoformat()
+        if expires_at.utcoffset() is not None
+        else expires_at.isoformat(),
+    }
 
 
 def credential_ref(provider_name: str, credential_id: str) -> str:
@@ -745,7 +822,10 @@ def _none_if_unchanged(aggregate: Aggregate, change: Callable[[], None]) -> list
 def _snapshot_due(account: Account) -> bool:
     """True when the pending events carry the account past a multiple of the interval."""
     pending = len(account.pending_events)
-    return pending > 0 and account.version // ACCOUNT_SNAPSHOT_INTERVAL > (account.version - pending) // ACCOUNT_SNAPSHOT_INTERVAL
+    return (
+        pending > 0
+        and account.version // ACCOUNT_SNAPSHOT_INTERVAL > (account.version - pending) // ACCOUNT_SNAPSHOT_INTERVAL
+    )
 
 
 def _is_missing_table(exc: BaseException) -> bool:

@@ -23,7 +23,7 @@ a crash.
 
 import json
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -36,12 +36,20 @@ Credits = str | int | Decimal
 MAX_INTEGER_DIGITS = 30
 
 
-def price_from_credits(*, input: Credits, output: Credits, cached_input: Credits | None = None,
-                       reasoning: Credits | None = None, per_image: Credits | None = None,
-                       per_request: Credits | None = None, max_output_tokens: int | None = None,
-                       where: str = "") -> ModelPrice:
+def price_from_credits(
+    *,
+    input: Credits,
+    output: Credits,
+    cached_input: Credits | None = None,
+    reasoning: Credits | None = None,
+    per_image: Credits | None = None,
+    per_request: Credits | None = None,
+    max_output_tokens: int | None = None,
+    where: str = "",
+) -> ModelPrice:
     """One model's price from credits per 1M tokens; ``where`` prefixes each field's name in
     a refusal's ``param`` (``"models.openai/o3."`` for a file)."""
+
     def rate(name: str, value: Credits | None, default: int | None) -> int | None:
         if value is None:
             return default
@@ -93,13 +101,17 @@ def _model_price(model: str, entry: Any) -> ModelPrice:
             raise InvalidRequest(f"{model}: {required!r} is required")
     where = f"models.{model}."
     try:
-        price = price_from_credits(**{name: entry[name] for name in RATE_FIELDS if name in entry},
-                                   max_output_tokens=entry.get("max_output_tokens"), where=where)
+        price = price_from_credits(
+            **{name: entry[name] for name in RATE_FIELDS if name in entry},
+            max_output_tokens=entry.get("max_output_tokens"),
+            where=where,
+        )
         cost = entry.get("provider_cost")
         if cost is not None:
             if not isinstance(cost, dict) or set(cost) - set(RATE_FIELDS) or not {"input", "output"} <= set(cost):
-                raise InvalidRequest("provider_cost needs input and output rates and nothing but rates",
-                                     param=where + "provider_cost")
+                raise InvalidRequest(
+                    "provider_cost needs input and output rates and nothing but rates", param=where + "provider_cost"
+                )
             price = replace(price, provider_cost=price_from_credits(**cost, where=where + "provider_cost."))
     except InvalidRequest as exc:
         raise InvalidRequest(f"{model}: {exc}", param=exc.param) from None
@@ -113,15 +125,17 @@ def _effective_at(value: Any) -> datetime | None:
         at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         raise InvalidRequest(f"effective_at is not an ISO 8601 time: {value!r}") from None
-    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _bounded_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
-        raise InvalidRequest(f"the price file holds an integer of {len(text)} digits; no rate or cap needs more "
-                             f"than {MAX_INTEGER_DIGITS}")
+        raise InvalidRequest(
+            f"the price file holds an integer of {len(text)} digits; no rate or cap needs more "
+            f"than {MAX_INTEGER_DIGITS}"
+        )
     return int(text)
 
 
 def _refuse_float(text: str) -> Any:
-    raise InvalidRequest(f"rates are decimal text or integers, not JSON floats ({text}); write \"{text}\"")
+    raise InvalidRequest(f'rates are decimal text or integers, not JSON floats ({text}); write "{text}"')

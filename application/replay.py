@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
@@ -57,20 +57,23 @@ class ReplayPlan:
         for name in ("since", "until"):
             value = getattr(self, name)
             if value is not None:
-                utc = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+                utc = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
                 object.__setattr__(self, name, utc)
         if self.since is not None and self.until is not None and self.since >= self.until:
             raise InvalidRequest("the replay window's start must be before its end", param="from")
 
     def replay_id(self, sequence: int) -> str:
         """Names this plan applied as the log's ``sequence``-th replay."""
-        canonical = json.dumps({
-            "prices": {model: price.to_dict() for model, price in sorted(self.prices.items())},
-            "from": self.since.isoformat() if self.since else None,
-            "to": self.until.isoformat() if self.until else None,
-            "account": self.account_id.hex if self.account_id else None,
-            "sequence": sequence,
-        }, sort_keys=True)
+        canonical = json.dumps(
+            {
+                "prices": {model: price.to_dict() for model, price in sorted(self.prices.items())},
+                "from": self.since.isoformat() if self.since else None,
+                "to": self.until.isoformat() if self.until else None,
+                "account": self.account_id.hex if self.account_id else None,
+                "sequence": sequence,
+            },
+            sort_keys=True,
+        )
         return uuid5(ids.NAMESPACE, "replay:" + canonical).hex
 
     @property
@@ -139,7 +142,9 @@ def _check_postable(due: dict[UUID, int]) -> None:
         raise InvalidRequest(
             f"this replay would adjust {len(too_large)} account(s) (first {too_large[0]}) by more than "
             f"{format_credits(MAX_AMOUNT)} credits, the largest single movement; replay a shorter window "
-            "(from/to) or one account at a time", param="prices")
+            "(from/to) or one account at a time",
+            param="prices",
+        )
 
 
 class Replayer:
@@ -167,9 +172,13 @@ class Replayer:
             entry = log.record_applied(
                 replay_id=plan.replay_id(sequence),
                 prices={model: price.to_dict() for model, price in sorted(plan.prices.items())},
-                since=plan.since, until=plan.until, account_id=plan.account_id.hex if plan.account_id else None,
+                since=plan.since,
+                until=plan.until,
+                account_id=plan.account_id.hex if plan.account_id else None,
                 adjustments={account.hex: amount for account, amount in due.items()},
-                charges=report.charges, last_position=report.last_position, at=self.ledger.clock.now(),
+                charges=report.charges,
+                last_position=report.last_position,
+                at=self.ledger.clock.now(),
             )
             try:
                 self.ledger.save(log)
@@ -209,8 +218,10 @@ class Replayer:
         self.ledger.check_models_known(plan.prices)
         recorder = self.ledger.recorder
         stop = recorder.max_notification_id() or 0
-        refunded = {event.state["request_id"]["_data_"]
-                    for event in scan(recorder, topics_of(Account.ChargeRefunded), stop=stop)}
+        refunded = {
+            event.state["request_id"]["_data_"]
+            for event in scan(recorder, topics_of(Account.ChargeRefunded), stop=stop)
+        }
         pricer = _Pricer(plan.prices, entries)
         account = plan.account_id.hex if plan.account_id else None
         lines: dict[tuple[str, str], ReplayLine] = {}
@@ -223,8 +234,9 @@ class Replayer:
             if usage is None or (account is not None and details["account_id"] != account):
                 continue
             at = time_of(event.state["timestamp"]) if windowed or entries else None
-            if windowed and ((plan.since is not None and at < plan.since)
-                             or (plan.until is not None and at >= plan.until)):
+            if windowed and (
+                (plan.since is not None and at < plan.since) or (plan.until is not None and at >= plan.until)
+            ):
                 continue
             if refunded and event.originator_id.hex in refunded:
                 skipped += 1
@@ -243,11 +255,15 @@ class Replayer:
             charges += 1
         if unpriced:
             missing = ", ".join(f"{model} ({count} charges)" for model, count in sorted(unpriced.items()))
-            raise InvalidRequest(f"the price book has no price for models charged in the window: {missing}",
-                                 param="prices")
+            raise InvalidRequest(
+                f"the price book has no price for models charged in the window: {missing}", param="prices"
+            )
         if not charges:
-            raise EmptyWindow("no charges to replay in this window" + (" for this account" if account else "")
-                              + (f" ({skipped} refunded charges left out)" if skipped else ""))
+            raise EmptyWindow(
+                "no charges to replay in this window"
+                + (" for this account" if account else "")
+                + (f" ({skipped} refunded charges left out)" if skipped else "")
+            )
         ordered = sorted(lines.values(), key=lambda line: (line.account_id.hex, line.model))
         return ReplayReport(plan, ordered, charges, skipped, stop)
 
@@ -280,5 +296,3 @@ class _Pricer:
                     found = self._earlier[key] = price_counts(price, *counts)
                 return found
         return int(details["cost"])
-
-

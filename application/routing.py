@@ -80,8 +80,11 @@ class Router:
                 route = self.route_with(target, credential)
             except SecretError as exc:
                 # Never send garbage upstream: leave a credential that will not open out.
-                log.error("credential %s of provider %s cannot be opened with the configured master keys",
-                          credential["credential_id"], provider.name)
+                log.error(
+                    "credential %s of provider %s cannot be opened with the configured master keys",
+                    credential["credential_id"],
+                    provider.name,
+                )
                 unopened = exc
                 continue
             yielded = True
@@ -100,10 +103,18 @@ class Router:
             return UpstreamError("no usable credential for this model", status=503, code="no_usable_credential")
         retry_after = str(max(1, math.ceil(min(cooldown.seconds for cooldown in cooling))))
         if all(cooldown.reason == RATE_LIMITED for cooldown in cooling):
-            return UpstreamError("every credential for this model is cooling down: the provider is rate limiting "
-                                 "this gateway", status=429, code="upstream_rate_limited", retry_after=retry_after)
-        return UpstreamError("every credential for this model is cooling down after repeated upstream failures",
-                             status=503, code="upstream_unavailable", retry_after=retry_after)
+            return UpstreamError(
+                "every credential for this model is cooling down: the provider is rate limiting this gateway",
+                status=429,
+                code="upstream_rate_limited",
+                retry_after=retry_after,
+            )
+        return UpstreamError(
+            "every credential for this model is cooling down after repeated upstream failures",
+            status=503,
+            code="upstream_unavailable",
+            retry_after=retry_after,
+        )
 
     def _target(self, model: str, book: PriceBookVersion) -> Target | None:
         provider_name, _, upstream_model = model.partition("/")

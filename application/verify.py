@@ -48,10 +48,12 @@ MOVEMENTS: dict[str, int] = {
     topics_of(Account.HoldSettled)[0]: -1,
     topics_of(Account.GrantExpired)[0]: -1,
 }
-HOLD_PLACED, HOLD_SETTLED, HOLD_RELEASED = (topics_of(cls)[0] for cls in (
-    Account.HoldPlaced, Account.HoldSettled, Account.HoldReleased))
-ACCOUNT_EVENTS = topics_of(*(cls for cls in vars(Account).values()
-                             if isinstance(cls, type) and issubclass(cls, Account.Event)))
+HOLD_PLACED, HOLD_SETTLED, HOLD_RELEASED = (
+    topics_of(cls)[0] for cls in (Account.HoldPlaced, Account.HoldSettled, Account.HoldReleased)
+)
+ACCOUNT_EVENTS = topics_of(
+    *(cls for cls in vars(Account).values() if isinstance(cls, type) and issubclass(cls, Account.Event))
+)
 
 
 @dataclass
@@ -90,14 +92,17 @@ class Fold:
             account.holds[request] = state["amount"]
         elif topic == HOLD_RELEASED:
             if account.holds.pop(request, None) is None:
-                self.problems.append(f"account {account_id}: request {_dashed(request)} released a hold that "
-                                     "was not open")
+                self.problems.append(
+                    f"account {account_id}: request {_dashed(request)} released a hold that was not open"
+                )
         elif topic == HOLD_SETTLED:
             held = account.holds.pop(request, None)  # None: charged after its hold expired (held 0)
             if held != state["held"] and not (held is None and state["held"] == 0):
-                self.problems.append(f"account {account_id}: request {_dashed(request)} settled a hold of "
-                                     f"{state['held']} "
-                                     f"but {'none' if held is None else held} was open")
+                self.problems.append(
+                    f"account {account_id}: request {_dashed(request)} settled a hold of "
+                    f"{state['held']} "
+                    f"but {'none' if held is None else held} was open"
+                )
             if request in self.charges:
                 self.problems.append(f"account {account_id}: request {_dashed(request)} was charged twice")
             self.charges[request] = state["amount"]
@@ -134,18 +139,31 @@ class LedgerVerifier:
                 break
             fold.extend(self.ledger, latest)  # events arrived meanwhile: compare again with them folded in
         records, record_problems = self._check_records(fold)
-        problems = (_capped("holds and charges", fold.problems)
-                    + _capped("read models", self._stopped_read_models() + differences)
-                    + _capped("request records", record_problems) + _capped("accounts", self._check_aggregates(fold) if deep else [])
-                    + self._check_replays() + self._check_export_logs() + (extra() if extra else []))
-        checked = {"events_up_to_position": fold.position, "accounts": len(fold.accounts),
-                   "charges": len(fold.charges), "request_records": records,
-                   "open_holds": sum(len(a.holds) for a in fold.accounts.values())}
+        problems = (
+            _capped("holds and charges", fold.problems)
+            + _capped("read models", self._stopped_read_models() + differences)
+            + _capped("request records", record_problems)
+            + _capped("accounts", self._check_aggregates(fold) if deep else [])
+            + self._check_replays()
+            + self._check_export_logs()
+            + (extra() if extra else [])
+        )
+        checked = {
+            "events_up_to_position": fold.position,
+            "accounts": len(fold.accounts),
+            "charges": len(fold.charges),
+            "request_records": records,
+            "open_holds": sum(len(a.holds) for a in fold.accounts.values()),
+        }
         return VerifyReport(problems, checked)
 
     def _stopped_read_models(self) -> list[str]:
-        return [f"read model {s.name}: stopped at event {s.stopped_at} ({s.stopped_event}), which it could not "
-                f"apply: {s.error}" for s in self.read_models.runner.status() if s.state == "stopped"]
+        return [
+            f"read model {s.name}: stopped at event {s.stopped_at} ({s.stopped_event}), which it could not "
+            f"apply: {s.error}"
+            for s in self.read_models.runner.status()
+            if s.state == "stopped"
+        ]
 
     def _compare_read_models(self, fold: Fold) -> list[str]:
         problems: list[str] = []
@@ -158,12 +176,16 @@ class LedgerVerifier:
             row = balances.get(account_id)
             if with_balances and (row is None or (row.balance, row.held) != (account.balance, held)):
                 seen = "no row" if row is None else f"balance {row.balance}, held {row.held}"
-                problems.append(f"account {account_id}: the events say balance {account.balance}, held {held}; "
-                                f"the balances read model says {seen}")
+                problems.append(
+                    f"account {account_id}: the events say balance {account.balance}, held {held}; "
+                    f"the balances read model says {seen}"
+                )
             entries = closing.get(account_id, (0, 0))
             if with_entries and entries != (account.balance, account.movements):
-                problems.append(f"account {account_id}: the events say balance {account.balance} after "
-                                f"{account.movements} movements; the ledger entries say {entries[0]} after {entries[1]}")
+                problems.append(
+                    f"account {account_id}: the events say balance {account.balance} after "
+                    f"{account.movements} movements; the ledger entries say {entries[0]} after {entries[1]}"
+                )
             if account.balance - held < 0:
                 problems.append(f"account {account_id}: available is {account.balance - held}, below zero")
         for account_id in set(balances) - set(fold.accounts):
@@ -178,8 +200,10 @@ class LedgerVerifier:
             if not isinstance(aggregate, Account) or aggregate.version != account.version:
                 continue  # changed since the fold: nothing to compare
             if (aggregate.balance, set(aggregate.holds)) != (account.balance, set(account.holds)):
-                problems.append(f"account {account_id}: the aggregate says balance {aggregate.balance} with "
-                                f"{len(aggregate.holds)} holds; its events say {account.balance} with {len(account.holds)}")
+                problems.append(
+                    f"account {account_id}: the aggregate says balance {aggregate.balance} with "
+                    f"{len(aggregate.holds)} holds; its events say {account.balance} with {len(account.holds)}"
+                )
         return problems
 
     def _check_records(self, fold: Fold) -> tuple[int, list[str]]:
@@ -194,8 +218,9 @@ class LedgerVerifier:
             details = event.state["details"]
             charged = unrecorded.pop(request, None)
             if charged is not None and charged != details["charge"]:
-                problems.append(f"request {_dashed(request)}: charged {charged} but its record says "
-                                f"{details['charge']}")
+                problems.append(
+                    f"request {_dashed(request)}: charged {charged} but its record says {details['charge']}"
+                )
             if details.get("priced") and details.get("usage") is not None:
                 key = (details["price_book_version"], details["model"])
                 if key not in prices:
@@ -204,13 +229,18 @@ class LedgerVerifier:
                     prices[key] = None if data is None else ModelPrice.from_dict(data)
                 price = prices[key]
                 if price is None:
-                    problems.append(f"request {_dashed(request)}: its price-book version {key[0]} does not "
-                                    f"price {key[1]}")
+                    problems.append(
+                        f"request {_dashed(request)}: its price-book version {key[0]} does not price {key[1]}"
+                    )
                 elif price_usage(price, Usage(**details["usage"])) != details["cost"]:
-                    problems.append(f"request {_dashed(request)}: cost {details['cost']} is not its usage priced under "
-                                    f"version {key[0]}")
-        problems += [f"request {_dashed(request)}: charged {amount} with no request record" for request, amount in
-                     sorted(unrecorded.items())]
+                    problems.append(
+                        f"request {_dashed(request)}: cost {details['cost']} is not its usage priced under "
+                        f"version {key[0]}"
+                    )
+        problems += [
+            f"request {_dashed(request)}: charged {amount} with no request record"
+            for request, amount in sorted(unrecorded.items())
+        ]
         return seen, problems
 
     def _check_replays(self) -> list[str]:
@@ -222,9 +252,11 @@ class LedgerVerifier:
             key = adjustment_key(entry)
             for account in entry["adjustments"]:
                 if self.ledger.find(ids.receipt_id(UUID(account), "replay", key)) is None:
-                    problems.append(f"replay {_dashed(entry['replay_id'])} (#{entry['sequence']}): its adjustment "
-                                    "for account "
-                                    f"{UUID(account)} was not posted — apply the same replay again to finish it")
+                    problems.append(
+                        f"replay {_dashed(entry['replay_id'])} (#{entry['sequence']}): its adjustment "
+                        "for account "
+                        f"{UUID(account)} was not posted — apply the same replay again to finish it"
+                    )
         return problems
 
     def _check_export_logs(self) -> list[str]:
@@ -236,8 +268,10 @@ class LedgerVerifier:
             previous = None
             for entry in log.exports:
                 if previous is not None and entry["chain_seed"] != previous["chain_head"]:
-                    problems.append(f"{kind} export {entry['export_id']}: its chain does not start where export "
-                                    f"{previous['export_id']} ended")
+                    problems.append(
+                        f"{kind} export {entry['export_id']}: its chain does not start where export "
+                        f"{previous['export_id']} ended"
+                    )
                 previous = entry
         return problems
 

@@ -13,15 +13,23 @@ from dashboard import ui
 st.set_page_config(page_title="Tallyhub", page_icon=":material/account_balance:", layout="wide")
 
 if not ui.signed_in():
-    st.navigation([st.Page(ui.sign_in_page, title="Sign in", url_path="sign-in", default=True)],
-                  position="hidden").run()
+    st.navigation(
+        [st.Page(ui.sign_in_page, title="Sign in", url_path="sign-in", default=True)], position="hidden"
+    ).run()
 else:
-    st.navigation([
-        st.Page("pages/overview.py", title="Overview", icon=":material/monitoring:", url_path="overview", default=True),
-        st.Page("pages/accounts.py", title="Accounts", icon=":material/account_balance_wallet:", url_path="accounts"),
-        st.Page("pages/models_and_providers.py", title="Models and providers", icon=":material/hub:",
-                url_path="models"),
-        st.Page("pages/request_log.py", title="Requests", icon=":material/receipt_long:", url_path="requests"),
-        st.Page("pages/pricing.py", title="Pricing", icon=":material/sell:", url_path="pricing"),
-        st.Page("pages/exports.py", title="Exports", icon=":material/download:", url_path="exports"),
-    ]).run()
+    st.navigation(
+        [
+            st.Page(
+                "pages/overview.py", title="Overview", icon=":material/monitoring:", url_path="overview", default=True
+            ),
+            st.Page(
+                "pages/accounts.py", title="Accounts", icon=":material/account_balance_wallet:", url_path="accounts"
+            ),
+            st.Page(
+                "pages/models_and_providers.py", title="Models and providers", icon=":material/hub:", url_path="models"
+            ),
+            st.Page("pages/request_log.py", title="Requests", icon=":material/receipt_long:", url_path="requests"),
+            st.Page("pages/pricing.py", title="Pricing", icon=":material/sell:", url_path="pricing"),
+            st.Page("pages/exports.py", title="Exports", icon=":material/download:", url_path="exports"),
+        ]
+    ).run()

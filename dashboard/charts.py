@@ -7,22 +7,34 @@ import altair as alt
 import pandas as pd
 
 PERIOD_DASH = alt.StrokeDash(
-    "period:N", title=None,
+    "period:N",
+    title=None,
     scale=alt.Scale(domain=["this period", "previous period"], range=[[1, 0], [5, 4]]),
 )
 
 
 def _time_axis(field: str = "bucket", title: str = "UTC", *, hourly: bool = False) -> alt.X:
-    return alt.X(f"{field}:T", title=title, scale=alt.Scale(type="utc"),
-                 axis=alt.Axis(labelOverlap=True, format="%H:%M" if hourly else "%b %d"))
+    return alt.X(
+        f"{field}:T",
+        title=title,
+        scale=alt.Scale(type="utc"),
+        axis=alt.Axis(labelOverlap=True, format="%H:%M" if hourly else "%b %d"),
+    )
 
 
-def period_lines(frame: pd.DataFrame, title: str, y_title: str, *, by_metric: bool = False,
-                 hourly: bool = False) -> alt.Chart:
+def period_lines(
+    frame: pd.DataFrame, title: str, y_title: str, *, by_metric: bool = False, hourly: bool = False
+) -> alt.Chart:
     """This period as a solid line, the previous period (shifted onto this axis) dashed."""
-    color = (alt.Color("metric:N", title=None) if by_metric else
-             alt.Color("period:N", title=None, scale=alt.Scale(domain=["this period", "previous period"],
-                                                                range=["#1f77b4", "#9aa5b1"])))
+    color = (
+        alt.Color("metric:N", title=None)
+        if by_metric
+        else alt.Color(
+            "period:N",
+            title=None,
+            scale=alt.Scale(domain=["this period", "previous period"], range=["#1f77b4", "#9aa5b1"]),
+        )
+    )
     return (
         alt.Chart(frame, title=title)
         .mark_line(point=True)
@@ -31,15 +43,20 @@ def period_lines(frame: pd.DataFrame, title: str, y_title: str, *, by_metric: bo
             y=alt.Y("value:Q", title=y_title),
             color=color,
             strokeDash=PERIOD_DASH,
-            tooltip=[alt.Tooltip("bucket:T", title="bucket (UTC)", format="%Y-%m-%d %H:%M"), "period:N",
-                     "metric:N", alt.Tooltip("value:Q", format=",.3f")],
+            tooltip=[
+                alt.Tooltip("bucket:T", title="bucket (UTC)", format="%Y-%m-%d %H:%M"),
+                "period:N",
+                "metric:N",
+                alt.Tooltip("value:Q", format=",.3f"),
+            ],
         )
         .properties(height=240)
     )
 
 
-def stacked_bars_over_time(frame: pd.DataFrame, value: str, color: str, title: str, y_title: str, *,
-                           hourly: bool = False) -> alt.Chart:
+def stacked_bars_over_time(
+    frame: pd.DataFrame, value: str, color: str, title: str, y_title: str, *, hourly: bool = False
+) -> alt.Chart:
     """Bars spanning each bucket (``bucket`` to ``bucket_end``), stacked by ``color``."""
     return (
         alt.Chart(frame, title=title)
@@ -49,8 +66,11 @@ def stacked_bars_over_time(frame: pd.DataFrame, value: str, color: str, title: s
             x2="bucket_end:T",
             y=alt.Y(f"sum({value}):Q", title=y_title),
             color=alt.Color(f"{color}:N", title=None),
-            tooltip=[alt.Tooltip("bucket:T", format="%Y-%m-%d %H:%M"), f"{color}:N",
-                     alt.Tooltip(f"sum({value}):Q", format=",.6f", title=y_title)],
+            tooltip=[
+                alt.Tooltip("bucket:T", format="%Y-%m-%d %H:%M"),
+                f"{color}:N",
+                alt.Tooltip(f"sum({value}):Q", format=",.6f", title=y_title),
+            ],
         )
         .properties(height=280)
     )
@@ -66,15 +86,20 @@ def credential_lines(frame: pd.DataFrame, title: str, *, hourly: bool = False) -
             y=alt.Y("value:Q", title="count", axis=alt.Axis(tickMinStep=1, format="d")),
             color=alt.Color("credential:N", title=None),
             strokeDash=alt.StrokeDash("metric:N", title=None),
-            tooltip=[alt.Tooltip("bucket:T", title="bucket (UTC)", format="%Y-%m-%d %H:%M"), "credential:N",
-                     "metric:N", "value:Q"],
+            tooltip=[
+                alt.Tooltip("bucket:T", title="bucket (UTC)", format="%Y-%m-%d %H:%M"),
+                "credential:N",
+                "metric:N",
+                "value:Q",
+            ],
         )
         .properties(height=260)
     )
 
 
-def horizontal_bars(frame: pd.DataFrame, category: str, value: str, title: str, x_title: str,
-                    color: str | None = None) -> alt.Chart:
+def horizontal_bars(
+    frame: pd.DataFrame, category: str, value: str, title: str, x_title: str, color: str | None = None
+) -> alt.Chart:
     encoding = {
         "y": alt.Y(f"{category}:N", title=None, sort="-x"),
         "x": alt.X(f"{value}:Q", title=x_title),
@@ -92,12 +117,18 @@ def latency_scatter(frame: pd.DataFrame) -> alt.Chart:
         alt.Chart(frame, title="Latency of each request (ms)")
         .mark_circle(size=48, opacity=0.75)
         .encode(
-            x=alt.X("at:T", title="UTC", scale=alt.Scale(type="utc"),
-                    axis=alt.Axis(labelOverlap=True, format="%b %d %H:%M")),
+            x=alt.X(
+                "at:T", title="UTC", scale=alt.Scale(type="utc"), axis=alt.Axis(labelOverlap=True, format="%b %d %H:%M")
+            ),
             y=alt.Y("latency_ms:Q", title="latency (ms)"),
             color=alt.Color("status:N", title="status"),
-            tooltip=["request_id:N", "model:N", "status:N", alt.Tooltip("latency_ms:Q", format=",.1f"),
-                     alt.Tooltip("ttfb_ms:Q", format=",.1f")],
+            tooltip=[
+                "request_id:N",
+                "model:N",
+                "status:N",
+                alt.Tooltip("latency_ms:Q", format=",.1f"),
+                alt.Tooltip("ttfb_ms:Q", format=",.1f"),
+            ],
         )
         .properties(height=260)
     )
@@ -123,8 +154,12 @@ def rows_per_day(frame: pd.DataFrame, title: str) -> alt.Chart:
     return (
         alt.Chart(frame, title=title)
         .mark_bar(stroke="white", strokeWidth=1)
-        .encode(x=_time_axis("day", "day (UTC)"), x2="day_end:T", y=alt.Y("sum(rows):Q", title="rows"),
-                tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), alt.Tooltip("sum(rows):Q", title="rows")])
+        .encode(
+            x=_time_axis("day", "day (UTC)"),
+            x2="day_end:T",
+            y=alt.Y("sum(rows):Q", title="rows"),
+            tooltip=[alt.Tooltip("day:T", format="%Y-%m-%d"), alt.Tooltip("sum(rows):Q", title="rows")],
+        )
         .properties(height=200)
     )
 
@@ -132,14 +167,18 @@ def rows_per_day(frame: pd.DataFrame, title: str) -> alt.Chart:
 def running_balance(frame: pd.DataFrame, title: str) -> alt.Chart:
     """The balance after each movement: one step line, a point per movement coloured by its kind."""
     base = alt.Chart(frame, title=title).encode(
-        x=alt.X("at:T", title="UTC", scale=alt.Scale(type="utc"),
-                axis=alt.Axis(labelOverlap=True, format="%b %d %H:%M")),
+        x=alt.X(
+            "at:T", title="UTC", scale=alt.Scale(type="utc"), axis=alt.Axis(labelOverlap=True, format="%b %d %H:%M")
+        ),
         y=alt.Y("balance_credits:Q", title="credits", scale=alt.Scale(zero=False)),
     )
     line = base.mark_line(interpolate="step-after", color="#9aa5b1")
     points = base.mark_circle(size=40).encode(
         color=alt.Color("kind:N", title=None),
-        tooltip=[alt.Tooltip("at:T", format="%Y-%m-%d %H:%M:%S"), "kind:N",
-                 alt.Tooltip("balance_credits:Q", format=",.9f", title="balance")],
+        tooltip=[
+            alt.Tooltip("at:T", format="%Y-%m-%d %H:%M:%S"),
+            "kind:N",
+            alt.Tooltip("balance_credits:Q", format=",.9f", title="balance"),
+        ],
     )
     return (line + points).properties(height=220)

@@ -22,7 +22,7 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -38,12 +38,17 @@ from domain.export_log import GENESIS
 
 MAX_ROWS = 200_000
 MAX_DOWNLOAD_BYTES = 512 * 2**20
-KINDS = {"ledger": "Ledger: every movement, with running balances",
-         "usage": "Usage: hourly rollups", "requests": "Request log"}
-NOT_RECORDED = ("A snapshot built by the dashboard from the read models. It is **not recorded** in the ledger's "
-                "export log: its hash chain starts from a seed of 64 zeros instead of the previous export's last "
-                "link, no later export chains onto it, and `tallyhub verify` does not vouch for it. Its columns "
-                "and row encoding are those of `tallyhub export`.")
+KINDS = {
+    "ledger": "Ledger: every movement, with running balances",
+    "usage": "Usage: hourly rollups",
+    "requests": "Request log",
+}
+NOT_RECORDED = (
+    "A snapshot built by the dashboard from the read models. It is **not recorded** in the ledger's "
+    "export log: its hash chain starts from a seed of 64 zeros instead of the previous export's last "
+    "link, no later export chains onto it, and `tallyhub verify` does not vouch for it. Its columns "
+    "and row encoding are those of `tallyhub export`."
+)
 
 
 def exports_folder(settings: Settings) -> Path:
@@ -122,8 +127,16 @@ class Snapshot:
         return str(self.manifest["file"])
 
 
-def snapshot(kind: str, views: Any, window: Window, file_format: str, positions: dict[str, int], *,
-             now: datetime | None = None, max_rows: int = MAX_ROWS) -> Snapshot | None:
+def snapshot(
+    kind: str,
+    views: Any,
+    window: Window,
+    file_format: str,
+    positions: dict[str, int],
+    *,
+    now: datetime | None = None,
+    max_rows: int = MAX_ROWS,
+) -> Snapshot | None:
     """The ``kind`` export of ``window`` from ``views`` (``ledger``, ``usage``, ``requests``
     read models), not recorded; None when it has more than ``max_rows`` rows."""
     rows = dataset(kind, views, window.since, window.until)
@@ -136,14 +149,27 @@ def snapshot(kind: str, views: Any, window: Window, file_format: str, positions:
         if chained.rows == max_rows:
             return None
         data += chained.line(row)
-        per_day[datetime.fromisoformat(row[time_column]).astimezone(timezone.utc).date()] += 1
+        per_day[datetime.fromisoformat(row[time_column]).astimezone(UTC).date()] += 1
     content = bytes(data)
     written = {"rows": chained.rows, "sha256": hashlib.sha256(content).hexdigest(), "head": chained.head}
-    manifest = manifest_of(rows, export_id=None, file_format=file_format,
-                           file_name=file_name(kind, window, file_format), created_at=now or datetime.now(timezone.utc),
-                           seed=GENESIS, written=written, previous=None, as_of=positions.get(rows.projection, 0))
-    manifest = {"export_id": None, "recorded": False, **manifest,
-                "note": NOT_RECORDED.replace("**", ""), "record_with": record_command(kind, window, file_format)}
+    manifest = manifest_of(
+        rows,
+        export_id=None,
+        file_format=file_format,
+        file_name=file_name(kind, window, file_format),
+        created_at=now or datetime.now(UTC),
+        seed=GENESIS,
+        written=written,
+        previous=None,
+        as_of=positions.get(rows.projection, 0),
+    )
+    manifest = {
+        "export_id": None,
+        "recorded": False,
+        **manifest,
+        "note": NOT_RECORDED.replace("**", ""),
+        "record_with": record_command(kind, window, file_format),
+    }
     return Snapshot(content, manifest, dict(per_day))
 
 
@@ -155,8 +181,10 @@ def media_type(file_format: Any) -> str | None:
 def record_command(kind: str, window: Window, file_format: str) -> str:
     """The command that writes the recorded, chained export of the same window."""
     stamp = "%Y-%m-%dT%H:%M:%SZ"
-    return (f"tallyhub export {kind} --from {window.since.strftime(stamp)} --to {window.until.strftime(stamp)} "
-            f"--format {file_format} --out {kind}-{window.since:%Y%m%dT%H}-{window.until:%Y%m%dT%H}.{file_format}")
+    return (
+        f"tallyhub export {kind} --from {window.since.strftime(stamp)} --to {window.until.strftime(stamp)} "
+        f"--format {file_format} --out {kind}-{window.since:%Y%m%dT%H}-{window.until:%Y%m%dT%H}.{file_format}"
+    )
 
 
 def file_name(kind: str, window: Window, file_format: str) -> str:

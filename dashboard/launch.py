@@ -14,14 +14,25 @@ APP = Path(__file__).resolve().with_name("app.py")
 
 def streamlit_command(host: str = "127.0.0.1", port: int = 8501, *, python: str = sys.executable) -> list[str]:
     return [
-        python, "-m", "streamlit", "run", str(APP),
-        "--server.address", host,
-        "--server.port", str(port),
-        "--server.headless", "true",
-        "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "minimal",
-        "--global.developmentMode", "false",
+        python,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.address",
+        host,
+        "--server.port",
+        str(port),
+        "--server.headless",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+        "--client.toolbarMode",
+        "minimal",
+        "--global.developmentMode",
+        "false",
     ]
 
 

@@ -14,6 +14,7 @@ Invariants kept here:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import pandas as pd
 
 from dashboard.windows import Window
@@ -41,9 +42,15 @@ class Totals:
     cost: int = 0
 
     @classmethod
-    def of(cls, counts: dict[str, int]) -> "Totals":
-        return cls(counts["requests"], counts["failed_requests"], counts["input_tokens"], counts["output_tokens"],
-                   counts["charge"], counts["cost"])
+    def of(cls, counts: dict[str, int]) -> Totals:
+        return cls(
+            counts["requests"],
+            counts["failed_requests"],
+            counts["input_tokens"],
+            counts["output_tokens"],
+            counts["charge"],
+            counts["cost"],
+        )
 
     @property
     def tokens(self) -> int:
@@ -63,9 +70,14 @@ class ProviderTotals:
     failovers: int = 0
 
     @classmethod
-    def of(cls, counts: dict[str, int]) -> "ProviderTotals":
-        return cls(counts["charged"], counts["provider_cost"], counts["provider_cost_unknown"],
-                   counts["failed_attempts"], counts["failovers"])
+    def of(cls, counts: dict[str, int]) -> ProviderTotals:
+        return cls(
+            counts["charged"],
+            counts["provider_cost"],
+            counts["provider_cost_unknown"],
+            counts["failed_attempts"],
+            counts["failovers"],
+        )
 
     @property
     def margin(self) -> int:
@@ -92,8 +104,13 @@ def _quantile(values: pd.Series, q: float) -> float | None:
 
 def latency_of(timings: pd.DataFrame) -> Latency:
     done = timings[~timings["failed"]]
-    return Latency(len(done), _quantile(done["latency_ms"], 0.5), _quantile(done["latency_ms"], 0.95),
-                   _quantile(done["ttfb_ms"], 0.5), _quantile(done["ttfb_ms"], 0.95))
+    return Latency(
+        len(done),
+        _quantile(done["latency_ms"], 0.5),
+        _quantile(done["latency_ms"], 0.95),
+        _quantile(done["ttfb_ms"], 0.5),
+        _quantile(done["ttfb_ms"], 0.95),
+    )
 
 
 def usage_series(usage: pd.DataFrame, window: Window) -> pd.DataFrame:
@@ -102,13 +119,16 @@ def usage_series(usage: pd.DataFrame, window: Window) -> pd.DataFrame:
     if usage.empty:
         frame = buckets.assign(requests=0, failed_requests=0, tokens=0, charge=0)
     else:
-        data = usage.assign(bucket=[window.bucket_of(h) for h in usage["hour"]],
-                            tokens=usage["input_tokens"] + usage["output_tokens"])
+        data = usage.assign(
+            bucket=[window.bucket_of(h) for h in usage["hour"]], tokens=usage["input_tokens"] + usage["output_tokens"]
+        )
         sums = data.groupby("bucket")[["requests", "failed_requests", "tokens", "charge"]].sum().reset_index()
         frame = buckets.merge(sums, on="bucket", how="left").fillna(0)
     frame = frame.astype({"requests": "int64", "failed_requests": "int64", "tokens": "int64", "charge": "int64"})
     frame["spend_credits"] = [credits_axis(c) for c in frame["charge"]]
-    frame["error_rate_pct"] = [100.0 * f / r if r else None for f, r in zip(frame["failed_requests"], frame["requests"])]
+    frame["error_rate_pct"] = [
+        100.0 * f / r if r else None for f, r in zip(frame["failed_requests"], frame["requests"], strict=True)
+    ]
     return frame
 
 
@@ -137,17 +157,24 @@ def latency_series(timings: pd.DataFrame, window: Window) -> pd.DataFrame:
         return buckets.assign(p50_latency_ms=None, p95_latency_ms=None, p50_ttfb_ms=None, p95_ttfb_ms=None)
     data = done.assign(bucket=[window.bucket_of(at) for at in done["at"]])
     grouped = data.groupby("bucket")
-    stats = pd.DataFrame({
-        "p50_latency_ms": grouped["latency_ms"].quantile(0.5),
-        "p95_latency_ms": grouped["latency_ms"].quantile(0.95),
-        "p50_ttfb_ms": grouped["ttfb_ms"].quantile(0.5),
-        "p95_ttfb_ms": grouped["ttfb_ms"].quantile(0.95),
-    }).reset_index()
+    stats = pd.DataFrame(
+        {
+            "p50_latency_ms": grouped["latency_ms"].quantile(0.5),
+            "p95_latency_ms": grouped["latency_ms"].quantile(0.95),
+            "p50_ttfb_ms": grouped["ttfb_ms"].quantile(0.5),
+            "p95_ttfb_ms": grouped["ttfb_ms"].quantile(0.95),
+        }
+    ).reset_index()
     return buckets.merge(stats, on="bucket", how="left")
 
 
-def against_previous(current: pd.DataFrame, previous: pd.DataFrame, window: Window, columns: list[str],
-                     labels: dict[str, str] | None = None) -> pd.DataFrame:
+def against_previous(
+    current: pd.DataFrame,
+    previous: pd.DataFrame,
+    window: Window,
+    columns: list[str],
+    labels: dict[str, str] | None = None,
+) -> pd.DataFrame:
     """Long form (bucket, period, metric, value); the previous period is shifted onto this window's axis."""
     shifted = previous.assign(bucket=previous["bucket"] + window.span)
     parts = []
@@ -170,4 +197,3 @@ def change_text(current: float | None, previous: float | None, *, unit: str = ""
 def credits_change_text(current: int, previous: int) -> str:
     diff = current - previous
     return f"{'+' if diff >= 0 else '-'}{credits_text(abs(diff))}"
-

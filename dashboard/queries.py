@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 from uuid import UUID
 
 import pandas as pd
@@ -40,8 +41,16 @@ from projections.store import TRACKING_TABLE, PostgresStore, SqliteStore, SqlSto
 from projections.usage import COUNTERS, USAGE_TABLE, SqlUsageView
 
 TTL_SECONDS = 30
-BALANCE_AMOUNTS = ("balance", "held", "available", "granted_total", "charged_total", "uncollected_total",
-                   "refunded_total", "adjusted_total")
+BALANCE_AMOUNTS = (
+    "balance",
+    "held",
+    "available",
+    "granted_total",
+    "charged_total",
+    "uncollected_total",
+    "refunded_total",
+    "adjusted_total",
+)
 BALANCE_COLUMNS = ("account_id", "name", *BALANCE_AMOUNTS, "updated_at")
 USAGE_COLUMNS = ("hour", "account_id", "api_key_id", "provider", "model", *COUNTERS)
 PROVIDER_COLUMNS = ("hour", "provider", "credential_id", "model", *PROVIDER_COUNTERS)
@@ -95,8 +104,9 @@ def _views(key: str, _database: DatabaseConfig) -> Views:
         store = PostgresStore(_database.conninfo(), _database.schema, pool_size=2)
     else:
         store = QueryOnlySqliteStore(_database.read_models_sqlite_path)
-    return Views(store, SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store),
-                 SqlLedgerEntriesView(store))
+    return Views(
+        store, SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store), SqlLedgerEntriesView(store)
+    )
 
 
 def source_key(database: DatabaseConfig) -> str:
@@ -112,7 +122,7 @@ class Source:
     database: DatabaseConfig
 
     @classmethod
-    def of(cls, settings: Settings) -> "Source":
+    def of(cls, settings: Settings) -> Source:
         return cls(source_key(settings.database), settings.database)
 
     def views(self) -> Views:
@@ -167,14 +177,18 @@ def usage_totals(key: str, since: datetime, until: datetime, *, _source: Source)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def usage_frame(key: str, since: datetime, until: datetime, account_id: str | None = None, *,
-                _source: Source) -> pd.DataFrame:
+def usage_frame(
+    key: str, since: datetime, until: datetime, account_id: str | None = None, *, _source: Source
+) -> pd.DataFrame:
     """Hourly usage buckets in ``[since, until)`` (ids as dashed UUIDs, ``''`` when absent)."""
     with _reading():
         rows = _source.views().usage.list_usage(UUID(account_id) if account_id else None, since, until)
     records = [
-        {**asdict(row), "account_id": str(row.account_id) if row.account_id else "",
-         "api_key_id": str(row.api_key_id) if row.api_key_id else ""}
+        {
+            **asdict(row),
+            "account_id": str(row.account_id) if row.account_id else "",
+            "api_key_id": str(row.api_key_id) if row.api_key_id else "",
+        }
         for row in rows
     ]
     frame = pd.DataFrame.from_records(records, columns=list(USAGE_COLUMNS))
@@ -216,8 +230,10 @@ def timings_frame(key: str, since: datetime, until: datetime, limit: int, *, _so
         (_time(_source, since), _time(_source, until), limit + 1),
     )
     frame = pd.DataFrame(
-        [(_from_db_time(_source, at), float(lat), None if ttfb is None else float(ttfb), outcome != "completed")
-         for at, lat, ttfb, outcome in rows],
+        [
+            (_from_db_time(_source, at), float(lat), None if ttfb is None else float(ttfb), outcome != "completed")
+            for at, lat, ttfb, outcome in rows
+        ],
         columns=["at", "latency_ms", "ttfb_ms", "failed"],
     )
     return frame.astype({"latency_ms": "float64", "ttfb_ms": "float64", "failed": "bool"})
@@ -226,15 +242,17 @@ def timings_frame(key: str, since: datetime, until: datetime, limit: int, *, _so
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def request_count(key: str, since: datetime, until: datetime, *, _source: Source) -> int:
     ((count,),) = _run(
-        _source, f"SELECT COUNT(*) FROM {REQUESTS_TABLE} WHERE at >= ? AND at < ?",
+        _source,
+        f"SELECT COUNT(*) FROM {REQUESTS_TABLE} WHERE at >= ? AND at < ?",
         (_time(_source, since), _time(_source, until)),
     )
     return int(count)
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False, max_entries=4)
-def export_snapshot(key: str, kind: str, since: datetime, until: datetime, file_format: str, *,
-                    _source: Source) -> export_files.Snapshot | None:
+def export_snapshot(
+    key: str, kind: str, since: datetime, until: datetime, file_format: str, *, _source: Source
+) -> export_files.Snapshot | None:
     """The ``kind`` export of ``[since, until)`` built from the read models as they stand (not
     recorded in the ledger's export log); None when it would have more than
     ``export_files.MAX_ROWS`` rows."""
@@ -266,14 +284,25 @@ def open_holds_frame(key: str, account_id: str, *, _source: Source) -> pd.DataFr
         holds = _source.views().balances.list_open_holds(UUID(account_id))
     return pd.DataFrame.from_records(
         [{"request_id": str(h.request_id), "amount": h.amount, "expires_at": h.expires_at} for h in holds],
-        columns=["request_id", "amount", "expires_at"])
+        columns=["request_id", "amount", "expires_at"],
+    )
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def requests_frame(key: str, since: datetime, until: datetime, *, account_id: str | None = None,
-                   api_key_id: str | None = None, model: str | None = None, provider: str | None = None,
-                   status: int | None = None, min_latency_ms: float | None = None, limit: int = 200,
-                   _source: Source) -> pd.DataFrame:
+def requests_frame(
+    key: str,
+    since: datetime,
+    until: datetime,
+    *,
+    account_id: str | None = None,
+    api_key_id: str | None = None,
+    model: str | None = None,
+    provider: str | None = None,
+    status: int | None = None,
+    min_latency_ms: float | None = None,
+    limit: int = 200,
+    _source: Source,
+) -> pd.DataFrame:
     """The request log, newest first, filtered in SQL (so ``limit`` counts matching rows); ids
     in and out are dashed UUIDs (the read model keeps hex)."""
     filters = [
@@ -311,6 +340,7 @@ def request_row(key: str, request_id: str, *, _source: Source) -> dict[str, Any]
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def dimensions(key: str, *, _source: Source) -> dict[str, list[Any]]:
     """The distinct accounts, keys (ids as dashed UUIDs), models, providers and statuses that have requests."""
+
     def distinct(column: str, table: str) -> list[Any]:
         return sorted(v for (v,) in _run(_source, f"SELECT DISTINCT {column} FROM {table}") if v not in (None, ""))
 
@@ -352,8 +382,10 @@ def statement(key: str, account_id: str, since: datetime, until: datetime, *, _s
             opening = view.opening_balance(account, since)
     except ReadModelsMissing:
         return None
-    records = [{**asdict(e), "account_id": str(e.account_id), "request_id": str(e.request_id) if e.request_id else ""}
-               for e in entries]
+    records = [
+        {**asdict(e), "account_id": str(e.account_id), "request_id": str(e.request_id) if e.request_id else ""}
+        for e in entries
+    ]
     columns = ["position", "at", "kind", "amount", "balance", "reason", "request_id"]
     frame = pd.DataFrame.from_records(records)
     return Statement(opening, frame[columns] if not frame.empty else pd.DataFrame(columns=columns))

@@ -3,9 +3,9 @@ empty states that say what to do, and money shown as exact credits."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
-from typing import Iterable
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import streamlit as st
@@ -59,8 +59,10 @@ def sign_in_page() -> None:
         st.info(NOT_INITIALISED)
         return
     if not accepted:
-        st.error("That is not the admin key. Use the key `tallyhub init` printed (it starts with `tha_`) "
-                 "or the value of `TALLYHUB_ADMIN_KEY`.")
+        st.error(
+            "That is not the admin key. Use the key `tallyhub init` printed (it starts with `tha_`) "
+            "or the value of `TALLYHUB_ADMIN_KEY`."
+        )
         return
     st.session_state[SIGNED_IN] = True
     st.rerun()
@@ -105,7 +107,7 @@ def window_picker(page: str, *, default: str = "Last 7 days") -> Window:
     options = [*PRESETS, CUSTOM]
     left, right = st.columns([1, 2])
     choice = left.selectbox("Time range", options, index=options.index(default), key=f"{page}_range")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if choice == CUSTOM:
         today = now.date()
         picked = right.date_input("Days (UTC)", value=(today - timedelta(days=6), today), key=f"{page}_days")
@@ -137,8 +139,10 @@ def empty_window(ctx: PageContext, window: Window, what: str = "requests") -> No
     if latest is None:
         st.info(NO_REQUESTS)
     else:
-        st.info(f"No {what} between {window.label()}. The latest request was at "
-                f"{latest.strftime('%Y-%m-%d %H:%M')} UTC — widen the time range.")
+        st.info(
+            f"No {what} between {window.label()}. The latest request was at "
+            f"{latest.strftime('%Y-%m-%d %H:%M')} UTC — widen the time range."
+        )
 
 
 def with_credits(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
@@ -151,7 +155,7 @@ def with_credits(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
 
 def account_names(ctx: PageContext) -> dict[str, str]:
     balances = queries.balances_frame(ctx.key, _source=ctx.source)
-    return dict(zip(balances["account_id"], balances["name"]))
+    return dict(zip(balances["account_id"], balances["name"], strict=True))
 
 
 def short_id(value: str) -> str:

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from domain.money import InvalidAmount, format_credits, parse_credits
 from domain.bounds import MAX_RATE
+from domain.money import InvalidAmount, format_credits, parse_credits
 from domain.pricing import InvalidPrice, ModelPrice, price_usage
 from domain.usage import Usage
 
@@ -46,8 +46,7 @@ def bucket_price(price: ModelPrice, counts: dict[str, Any]) -> int:
 def reprice(usage: pd.DataFrame, prices: dict[str, ModelPrice]) -> pd.DataFrame:
     """One row per usage bucket: recorded ``cost``/``charge`` and the what-if ``new_cost`` (None: unpriced)."""
     new_costs = [
-        bucket_price(prices[row["model"]], row) if row["model"] in prices else None
-        for row in usage.to_dict("records")
+        bucket_price(prices[row["model"]], row) if row["model"] in prices else None for row in usage.to_dict("records")
     ]
     return usage.assign(new_cost=pd.array(new_costs, dtype="Int64"))
 

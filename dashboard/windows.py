@@ -9,7 +9,7 @@ The previous period is the window of the same length that ends where this one st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -23,7 +23,7 @@ PRESETS: dict[str, timedelta] = {
 
 
 def floor_hour(at: datetime) -> datetime:
-    return at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Window:
         return self.until - self.since
 
     @property
-    def previous(self) -> "Window":
+    def previous(self) -> Window:
         return Window(self.since - self.span, self.since)
 
     @property
@@ -81,5 +81,5 @@ def whole_days(first: date, last_day: date) -> Window:
     """From ``first`` 00:00 UTC to the end of ``last_day`` (inclusive of that day)."""
     if last_day < first:
         first, last_day = last_day, first
-    since = datetime.combine(first, time(0), tzinfo=timezone.utc)
-    return Window(since, datetime.combine(last_day, time(0), tzinfo=timezone.utc) + DAY)
+    since = datetime.combine(first, time(0), tzinfo=UTC)
+    return Window(since, datetime.combine(last_day, time(0), tzinfo=UTC) + DAY)

@@ -118,10 +118,19 @@ class Account(Aggregate):
         if self.balance + amount > MAX_BALANCE:
             raise BalanceLimitExceeded(
                 f"this would take the balance to {format_credits(self.balance + amount)} credits, past the "
-                f"maximum of {format_credits(MAX_BALANCE)}", param="amount")
+                f"maximum of {format_credits(MAX_BALANCE)}",
+                param="amount",
+            )
 
-    def grant_credits(self, amount: int, reason: str, idempotency_key: str | None = None,
-                      expires_at: datetime | None = None, *, now: datetime | None = None) -> None:
+    def grant_credits(
+        self,
+        amount: int,
+        reason: str,
+        idempotency_key: str | None = None,
+        expires_at: datetime | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> None:
         """Add credit; ``amount`` must be a positive integer of nanocredits. With
         ``expires_at`` (a time with a zone, after ``now``) what is unspent then expires."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
@@ -137,8 +146,9 @@ class Account(Aggregate):
         self._credit_granted(amount=amount, reason=reason, idempotency_key=idempotency_key, expires_at=expires_at)
 
     @event("CreditGranted")
-    def _credit_granted(self, amount: int, reason: str, idempotency_key: str | None,
-                        expires_at: datetime | None = None) -> None:
+    def _credit_granted(
+        self, amount: int, reason: str, idempotency_key: str | None, expires_at: datetime | None = None
+    ) -> None:
         self.balance += amount
         if expires_at is not None:
             # applied before the aggregate takes this event's version, which is the grant's identity
@@ -177,8 +187,9 @@ class Account(Aggregate):
             self._grant_expired(grant=grant, amount=amount, kept_by_holds={}, request_id=request_id)
 
     @event("GrantExpired")
-    def _grant_expired(self, grant: int, amount: int, kept_by_holds: dict[str, int],
-                       request_id: UUID | None = None) -> None:
+    def _grant_expired(
+        self, grant: int, amount: int, kept_by_holds: dict[str, int], request_id: UUID | None = None
+    ) -> None:
         self.balance -= amount
         if request_id is None:  # the deadline
             self.lots.pop(grant, None)
@@ -241,8 +252,15 @@ class Account(Aggregate):
     def _charge_refunded(self, request_id: UUID, amount: int, reason: str) -> None:
         self.balance += amount
 
-    def place_hold(self, request_id: UUID, amount: int, expires_at: datetime, *,
-                   api_key_id: UUID | None = None, now: datetime | None = None) -> None:
+    def place_hold(
+        self,
+        request_id: UUID,
+        amount: int,
+        expires_at: datetime,
+        *,
+        api_key_id: UUID | None = None,
+        now: datetime | None = None,
+    ) -> None:
         """Reserve credit for a request's worst case; raises InsufficientCredits or SpendCapReached."""
         if request_id.hex in self.holds:
             raise AlreadyExists(f"request {request_id} already holds credit")
@@ -262,14 +280,32 @@ class Account(Aggregate):
                 spend_caps.check(caps, self._used(scope, windows), amount, windows, scope, now)
         if due and now is not None:  # a request that starts after a deadline never reserves what expired at it
             self.expire_grants(now)
-        self._hold_placed(request_id=request_id, amount=amount, expires_at=expires_at, api_key=key,
-                          day=windows.get("day"), month=windows.get("month"))
+        self._hold_placed(
+            request_id=request_id,
+            amount=amount,
+            expires_at=expires_at,
+            api_key=key,
+            day=windows.get("day"),
+            month=windows.get("month"),
+        )
 
     @event("HoldPlaced")
-    def _hold_placed(self, request_id: UUID, amount: int, expires_at: datetime, api_key: str | None = None,
-                     day: str | None = None, month: str | None = None) -> None:
-        self.holds[request_id.hex] = {"amount": amount, "expires_at": expires_at, "api_key": api_key,
-                                      "day": day, "month": month}
+    def _hold_placed(
+        self,
+        request_id: UUID,
+        amount: int,
+        expires_at: datetime,
+        api_key: str | None = None,
+        day: str | None = None,
+        month: str | None = None,
+    ) -> None:
+        self.holds[request_id.hex] = {
+            "amount": amount,
+            "expires_at": expires_at,
+            "api_key": api_key,
+            "day": day,
+            "month": month,
+        }
 
     def set_spend_caps(self, scope: str, day: int | None, month: int | None) -> None:
         """Caps for the account (``scope="account"``) or one of its keys (the key id's hex)."""
@@ -289,8 +325,11 @@ class Account(Aggregate):
         used = {}
         for window, window_key in windows.items():
             spent_key, spent = self.spent.get(scope, {}).get(window, [None, 0])
-            held = sum(h["amount"] for h in self.holds.values()
-                       if h.get(window) == window_key and (scope == "account" or h.get("api_key") == scope))
+            held = sum(
+                h["amount"]
+                for h in self.holds.values()
+                if h.get(window) == window_key and (scope == "account" or h.get("api_key") == scope)
+            )
             used[window] = (spent if spent_key == window_key else 0) + held
         return used
 
@@ -368,8 +407,10 @@ class Account(Aggregate):
 
 
 def _too_large(amount: int, param: str = "amount") -> InvalidAmount:
-    return InvalidAmount(f"{param} {format_credits(abs(amount))} is above the maximum of "
-                         f"{format_credits(MAX_AMOUNT)} credits", param=param)
+    return InvalidAmount(
+        f"{param} {format_credits(abs(amount))} is above the maximum of {format_credits(MAX_AMOUNT)} credits",
+        param=param,
+    )
 
 
 _INT_KEYS = "__int_keys__"
@@ -420,8 +461,9 @@ class MovementReceipt(Aggregate):
         return ids.receipt_id(account_id, kind, idempotency_key)
 
     @event("Recorded")
-    def __init__(self, account_id: UUID, kind: str, idempotency_key: str, amount: int,
-                 terms: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, account_id: UUID, kind: str, idempotency_key: str, amount: int, terms: dict[str, Any] | None = None
+    ) -> None:
         self.account_id = account_id
         self.kind = kind
         self.idempotency_key = idempotency_key
@@ -443,7 +485,9 @@ class MovementReceipt(Aggregate):
             raise RefundExceedsPayment(
                 f"refund {refund_id} of {format_credits(amount)} credits would take the refunds of payment "
                 f"{self.idempotency_key} to {format_credits(self.refunded + amount)}, more than the payment's "
-                f"{format_credits(self.amount)}", param="amount")
+                f"{format_credits(self.amount)}",
+                param="amount",
+            )
         self._refunded(amount=amount, refund_id=refund_id)
 
     @event("Refunded")

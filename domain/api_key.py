@@ -77,16 +77,21 @@ class ApiKey(Aggregate):
         if self.allowed_models is None:
             return True
         provider = model.partition("/")[0]
-        return any(pattern == model or (pattern.endswith("/*") and "/" in model and pattern[:-2] == provider)
-                   for pattern in self.allowed_models)
+        return any(
+            pattern == model or (pattern.endswith("/*") and "/" in model and pattern[:-2] == provider)
+            for pattern in self.allowed_models
+        )
 
     def ensure_allows(self, model: str) -> None:
         if not self.allows(model):
             raise PermissionDenied(f"this API key may not use the model {model!r}")
 
     def is_usable(self, now: datetime) -> bool:
-        return (not self.revoked and (self.expires_at is None or now < self.expires_at)
-                and (self.retires_at is None or now < self.retires_at))
+        return (
+            not self.revoked
+            and (self.expires_at is None or now < self.expires_at)
+            and (self.retires_at is None or now < self.retires_at)
+        )
 
 
 def shown_prefix(recorded: str) -> str:

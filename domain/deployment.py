@@ -21,8 +21,9 @@ class Deployment(Aggregate):
         return ids.DEPLOYMENT_ID
 
     @event("Initialised")
-    def __init__(self, sealed_pepper: dict[str, str] | None, admin_key_digest: str,
-                 pepper_ref: str | None = None) -> None:
+    def __init__(
+        self, sealed_pepper: dict[str, str] | None, admin_key_digest: str, pepper_ref: str | None = None
+    ) -> None:
         """New stores give ``pepper_ref`` and no envelope; old events carry ``sealed_pepper``."""
         self.legacy_sealed_pepper = sealed_pepper or None
         self.admin_key_digest = admin_key_digest

@@ -42,8 +42,10 @@ class NotInCreditsMode(InvalidRequest):
     code = "not_in_credits_mode"
 
     def __init__(self, what: str) -> None:
-        super().__init__(f"{what} take effect only in credits mode (TALLYHUB_BILLING_MODE=credits); this gateway "
-                         f"runs in track mode, where they would be silently ignored")
+        super().__init__(
+            f"{what} take effect only in credits mode (TALLYHUB_BILLING_MODE=credits); this gateway "
+            f"runs in track mode, where they would be silently ignored"
+        )
 
 
 class AuthenticationFailed(TallyhubError):
@@ -130,8 +132,10 @@ class ProjectionStopped(TallyhubError):
     code = "projection_stopped"
 
     def __init__(self, projection: str, position: int) -> None:
-        super().__init__(f"the {projection} read model is stopped at event {position}, which it could not apply; "
-                         f"its reads are unavailable until the operator resumes it (tallyhub projections status)")
+        super().__init__(
+            f"the {projection} read model is stopped at event {position}, which it could not apply; "
+            f"its reads are unavailable until the operator resumes it (tallyhub projections status)"
+        )
         self.projection = projection
         self.position = position
 
@@ -141,7 +145,9 @@ class UpstreamError(TallyhubError):
 
     code = "upstream_error"
 
-    def __init__(self, message: str, *, status: int, code: str = "upstream_error", retry_after: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int, code: str = "upstream_error", retry_after: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code

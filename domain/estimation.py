@@ -15,5 +15,6 @@ def tokens_for_chars(chars: int) -> int:
 
 
 def estimated_usage(*, input_chars: int, output_chars: int) -> Usage:
-    return Usage(input_tokens=tokens_for_chars(input_chars), output_tokens=tokens_for_chars(output_chars),
-                 source="estimated")
+    return Usage(
+        input_tokens=tokens_for_chars(input_chars), output_tokens=tokens_for_chars(output_chars), source="estimated"
+    )

@@ -41,18 +41,44 @@ class ExportLog(Aggregate):
     def find(self, export_id: str) -> dict[str, Any] | None:
         return next((entry for entry in self.exports if entry["export_id"] == export_id), None)
 
-    def record(self, *, export_id: str, file_format: str, since: datetime | None, until: datetime | None,
-               rows: int, sha256: str, chain_seed: str, chain_head: str, first_position: int | None,
-               last_position: int | None, as_of_position: int, path: str, at: datetime) -> None:
+    def record(
+        self,
+        *,
+        export_id: str,
+        file_format: str,
+        since: datetime | None,
+        until: datetime | None,
+        rows: int,
+        sha256: str,
+        chain_seed: str,
+        chain_head: str,
+        first_position: int | None,
+        last_position: int | None,
+        as_of_position: int,
+        path: str,
+        at: datetime,
+    ) -> None:
         if chain_seed != self.head:
             raise InvalidRequest(f"export {export_id} starts its chain at {chain_seed[:12]}…, not at the log's head")
         if self.find(export_id) is not None:
             raise InvalidRequest(f"export {export_id} is recorded already")
-        self._export_recorded(entry={
-            "export_id": export_id, "format": file_format, "from": since, "to": until, "rows": rows,
-            "sha256": sha256, "chain_seed": chain_seed, "chain_head": chain_head,
-            "first_position": first_position, "last_position": last_position,
-            "as_of_position": as_of_position, "path": path, "recorded_at": at})
+        self._export_recorded(
+            entry={
+                "export_id": export_id,
+                "format": file_format,
+                "from": since,
+                "to": until,
+                "rows": rows,
+                "sha256": sha256,
+                "chain_seed": chain_seed,
+                "chain_head": chain_head,
+                "first_position": first_position,
+                "last_position": last_position,
+                "as_of_position": as_of_position,
+                "path": path,
+                "recorded_at": at,
+            }
+        )
 
     @event("ExportRecorded")
     def _export_recorded(self, entry: dict[str, Any]) -> None:

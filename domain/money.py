@@ -42,15 +42,17 @@ class InvalidAmount(InvalidRequest, ValueError):
         super().__init__(message, param=param)
 
 
-def parse_credits(text: str | int | Decimal, *, allow_negative: bool = False, maximum: int | None = None,
-                  param: str | None = "amount") -> Nanocredits:
+def parse_credits(
+    text: str | int | Decimal, *, allow_negative: bool = False, maximum: int | None = None, param: str | None = "amount"
+) -> Nanocredits:
     """Convert credits written as decimal text (or a whole number of credits given as an
     ``int``) to nanocredits, exactly or not at all (``InvalidAmount`` naming ``param``).
     ``maximum`` (nanocredits; default ``bounds.MAX_AMOUNT``) bounds the magnitude."""
     bound = bounds.MAX_AMOUNT if maximum is None else maximum
     if isinstance(text, bool) or not isinstance(text, (str, int, Decimal)):
-        raise InvalidAmount(f"{_name(param)} must be decimal text or an integer, not {type(text).__name__}",
-                            param=param)
+        raise InvalidAmount(
+            f"{_name(param)} must be decimal text or an integer, not {type(text).__name__}", param=param
+        )
     if isinstance(text, int):
         value = _whole_credits(text, bound, param)
         negative = value < 0
@@ -75,8 +77,11 @@ def _from_text(text: str, bound: int, param: str | None) -> int:
         if len(text) > _MAX_TEXT and _AMOUNT.fullmatch(text):
             raise _too_large(bound, param)
         shown = text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "…"
-        raise InvalidAmount(f"{_name(param)} must be credits as decimal text: ASCII digits, optionally '.' and "
-                            f"at most 9 decimal places, a nanocredit (e.g. \"12.5\"), not {shown!r}", param=param)
+        raise InvalidAmount(
+            f"{_name(param)} must be credits as decimal text: ASCII digits, optionally '.' and "
+            f'at most 9 decimal places, a nanocredit (e.g. "12.5"), not {shown!r}',
+            param=param,
+        )
     sign, whole, fraction = match.groups()
     value = int(whole) * NANOCREDITS_PER_CREDIT + int((fraction or "").ljust(9, "0"))
     return _within(-value if sign else value, bound, param)

@@ -56,10 +56,15 @@ class ModelPrice:
             if value is None and name in ("cached_input", "reasoning"):
                 continue
             if not within(value, MAX_RATE):
-                raise InvalidPrice(f"price {name} must be a whole number of nanocredits from 0 to {MAX_RATE} "
-                                   f"({format_credits(MAX_RATE)} credits)", param=name)
+                raise InvalidPrice(
+                    f"price {name} must be a whole number of nanocredits from 0 to {MAX_RATE} "
+                    f"({format_credits(MAX_RATE)} credits)",
+                    param=name,
+                )
         if not within(self.max_output_tokens, MAX_TOKENS) or self.max_output_tokens == 0:
-            raise InvalidPrice(f"max_output_tokens must be an integer from 1 to {MAX_TOKENS}", param="max_output_tokens")
+            raise InvalidPrice(
+                f"max_output_tokens must be an integer from 1 to {MAX_TOKENS}", param="max_output_tokens"
+            )
         if self.provider_cost is not None and not isinstance(self.provider_cost, ModelPrice):
             raise InvalidPrice("provider_cost must be a price", param="provider_cost")
 
@@ -82,12 +87,19 @@ class ModelPrice:
 
 def price_usage(price: ModelPrice, usage: Usage) -> Nanocredits:
     """The charge for ``usage`` at ``price``, rounded once (half up)."""
-    return price_counts(price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens,
-                        usage.reasoning_tokens, usage.images)
+    return price_counts(
+        price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens, usage.reasoning_tokens, usage.images
+    )
 
 
-def price_counts(price: ModelPrice, input_tokens: int, cached_input_tokens: int, output_tokens: int,
-                 reasoning_tokens: int, images: int) -> Nanocredits:
+def price_counts(
+    price: ModelPrice,
+    input_tokens: int,
+    cached_input_tokens: int,
+    output_tokens: int,
+    reasoning_tokens: int,
+    images: int,
+) -> Nanocredits:
     """``price_usage`` of usage counts already validated (read back from the ledger by replay)."""
     scaled = (
         (input_tokens - cached_input_tokens) * price.input
@@ -106,8 +118,9 @@ def provider_cost_of(price: ModelPrice | None, usage: Usage) -> int | None:
     return price_usage(price.provider_cost, usage)
 
 
-def worst_case_usage(prompt_bytes: int, max_output_tokens: int | None, choices: int, price: ModelPrice,
-                     images: int = 0) -> Usage:
+def worst_case_usage(
+    prompt_bytes: int, max_output_tokens: int | None, choices: int, price: ModelPrice, images: int = 0
+) -> Usage:
     """An upper bound on a request's usage, for the hold placed before the call.
 
     Input: no tokenizer emits more tokens than the UTF-8 bytes it reads, so the
@@ -118,5 +131,10 @@ def worst_case_usage(prompt_bytes: int, max_output_tokens: int | None, choices: 
     output = cap * max(choices, 1)
     # Output may all be reasoning: bound it at whichever of the two rates is dearer.
     reasoning = output if price.reasoning_rate > price.output else 0
-    return Usage(input_tokens=max(prompt_bytes, 0), output_tokens=output, reasoning_tokens=reasoning, images=images,
-                 source="estimated")
+    return Usage(
+        input_tokens=max(prompt_bytes, 0),
+        output_tokens=output,
+        reasoning_tokens=reasoning,
+        images=images,
+        source="estimated",
+    )

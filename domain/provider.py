@@ -15,7 +15,7 @@ provider that needs a secret never loses its last credential while it is enabled
 (with none at all it would be called without one).
 """
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -105,7 +105,9 @@ class Provider(Aggregate):
         if replaced_by == credential_id:
             raise InvalidRequest("a credential cannot replace itself", param="credential")
         if not credential["enabled"]:
-            raise InvalidRequest(f"credential {credential_id} is disabled; delete it or add a new one", param="credential")
+            raise InvalidRequest(
+                f"credential {credential_id} is disabled; delete it or add a new one", param="credential"
+            )
         if credential.get("replaced_by"):
             raise InvalidRequest(f"credential {credential_id} was already rotated", param="credential")
         self._credential_rotated(credential_id=credential_id, replaced_by=replaced_by, retires_at=retires_at)
@@ -117,8 +119,11 @@ class Provider(Aggregate):
     def delete_credential(self, credential_id: str) -> None:
         self.credential(credential_id)
         if self.enabled and self.kind not in KINDS_WITHOUT_SECRET and len(self.credentials) == 1:
-            raise InvalidRequest(f"{credential_id} is the last credential of {self.name!r}: add another one "
-                                 "or disable the provider first", param="credential")
+            raise InvalidRequest(
+                f"{credential_id} is the last credential of {self.name!r}: add another one "
+                "or disable the provider first",
+                param="credential",
+            )
         self._credential_deleted(credential_id=credential_id)
 
     @event("CredentialDeleted")
@@ -163,7 +168,7 @@ class Provider(Aggregate):
 
     def usable_credentials(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """Enabled credentials whose grace period (if rotated) has not ended at ``now``."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         return [c for c in self.credentials if c["enabled"] and not _retired(c, now)]
 
     def current_credentials(self, now: datetime) -> list[dict[str, Any]]:

@@ -31,37 +31,77 @@ class ReplayLog(Aggregate):
     def __init__(self) -> None:
         self.replays: list[dict[str, Any]] = []
 
-    def record_applied(self, replay_id: str, prices: dict[str, dict[str, Any]], since: datetime | None,
-                       until: datetime | None, account_id: str | None, adjustments: dict[str, int],
-                       charges: int, last_position: int, at: datetime) -> dict[str, Any]:
+    def record_applied(
+        self,
+        replay_id: str,
+        prices: dict[str, dict[str, Any]],
+        since: datetime | None,
+        until: datetime | None,
+        account_id: str | None,
+        adjustments: dict[str, int],
+        charges: int,
+        last_position: int,
+        at: datetime,
+    ) -> dict[str, Any]:
         """Append an applied replay; returns its entry."""
         if any(entry["replay_id"] == replay_id for entry in self.replays):
             raise InvalidRequest(f"replay {replay_id} is recorded already")
         for account, amount in adjustments.items():
             if not isinstance(amount, int) or isinstance(amount, bool) or amount == 0:
                 raise InvalidRequest(f"replay adjustment for {account} must be a non-zero integer")
-        self._replay_applied(sequence=len(self.replays) + 1, replay_id=replay_id, prices=prices, since=since,
-                             until=until, account_id=account_id, adjustments=dict(sorted(adjustments.items())),
-                             charges=charges, last_position=last_position, applied_at=at)
+        self._replay_applied(
+            sequence=len(self.replays) + 1,
+            replay_id=replay_id,
+            prices=prices,
+            since=since,
+            until=until,
+            account_id=account_id,
+            adjustments=dict(sorted(adjustments.items())),
+            charges=charges,
+            last_position=last_position,
+            applied_at=at,
+        )
         return self.replays[-1]
 
     @event("ReplayApplied")
-    def _replay_applied(self, sequence: int, replay_id: str, prices: dict[str, dict[str, Any]],
-                        since: datetime | None, until: datetime | None, account_id: str | None,
-                        adjustments: dict[str, int], charges: int, last_position: int,
-                        applied_at: datetime) -> None:
-        self.replays.append({"sequence": sequence, "replay_id": replay_id, "prices": prices, "since": since,
-                             "until": until, "account_id": account_id, "adjustments": adjustments,
-                             "charges": charges, "last_position": last_position, "applied_at": applied_at})
+    def _replay_applied(
+        self,
+        sequence: int,
+        replay_id: str,
+        prices: dict[str, dict[str, Any]],
+        since: datetime | None,
+        until: datetime | None,
+        account_id: str | None,
+        adjustments: dict[str, int],
+        charges: int,
+        last_position: int,
+        applied_at: datetime,
+    ) -> None:
+        self.replays.append(
+            {
+                "sequence": sequence,
+                "replay_id": replay_id,
+                "prices": prices,
+                "since": since,
+                "until": until,
+                "account_id": account_id,
+                "adjustments": adjustments,
+                "charges": charges,
+                "last_position": last_position,
+                "applied_at": applied_at,
+            }
+        )
 
 
 def covers(entry: dict[str, Any], account_id: str, at: datetime, position: int) -> bool:
     """Whether the replay ``entry`` re-priced the charge of ``account_id`` (hex) made at ``at``
     and recorded at ``position``: a replay re-prices only what was recorded when it ran."""
-    return (position <= entry["last_position"]
-            and (entry["account_id"] is None or entry["account_id"] == account_id)
-            and (entry["since"] is None or at >= entry["since"])
-            and (entry["until"] is None or at < entry["until"]))
+    return (
+        position <= entry["last_position"]
+        and (entry["account_id"] is None or entry["account_id"] == account_id)
+        and (entry["since"] is None or at >= entry["since"])
+        and (entry["until"] is None or at < entry["until"])
+    )
 
 
 def adjustment_key(entry: dict[str, Any]) -> str:

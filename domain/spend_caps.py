@@ -1,7 +1,7 @@
 """Spend caps: limits on what an account, or one of its API keys, may spend per UTC day
 and per UTC month. Pure rules; the Account aggregate keeps the counts."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from domain.errors import TallyhubError
 
@@ -13,8 +13,9 @@ class SpendCapReached(TallyhubError):
 
     def __init__(self, scope: str, window: str, cap: int, retry_after_seconds: int) -> None:
         who = "this account" if scope == "account" else "this API key"
-        super().__init__(f"{who} has reached its {window}ly spend cap of {cap} nanocredits; "
-                         f"it resets in {retry_after_seconds} s")
+        super().__init__(
+            f"{who} has reached its {window}ly spend cap of {cap} nanocredits; it resets in {retry_after_seconds} s"
+        )
         self.scope, self.window, self.cap = scope, window, cap
         self.retry_after_seconds = retry_after_seconds
 
@@ -25,21 +26,22 @@ def any_cap(caps: dict[str, int | None]) -> bool:
 
 
 def windows_at(now: datetime) -> dict[str, str]:
-    utc = now.astimezone(timezone.utc)
+    utc = now.astimezone(UTC)
     return {"day": utc.strftime("%Y-%m-%d"), "month": utc.strftime("%Y-%m")}
 
 
 def seconds_until_reset(window: str, now: datetime) -> int:
-    utc = now.astimezone(timezone.utc)
+    utc = now.astimezone(UTC)
     if window == "day":
-        reset = datetime(utc.year, utc.month, utc.day, tzinfo=timezone.utc) + timedelta(days=1)
+        reset = datetime(utc.year, utc.month, utc.day, tzinfo=UTC) + timedelta(days=1)
     else:
-        reset = datetime(utc.year + (utc.month == 12), utc.month % 12 + 1, 1, tzinfo=timezone.utc)
+        reset = datetime(utc.year + (utc.month == 12), utc.month % 12 + 1, 1, tzinfo=UTC)
     return max(1, int((reset - utc).total_seconds() + 0.999))
 
 
-def check(caps: dict[str, int | None], used: dict[str, int], amount: int, windows: dict[str, str], scope: str,
-          now: datetime) -> None:
+def check(
+    caps: dict[str, int | None], used: dict[str, int], amount: int, windows: dict[str, str], scope: str, now: datetime
+) -> None:
     """Raise SpendCapReached when ``amount`` more would pass a cap in a current window."""
     for window in WINDOWS:
         cap = caps.get(window)

@@ -36,8 +36,9 @@ class UsageBound:
     images: int
 
 
-def usage_bound(prompt_bytes: int, max_output_tokens: int | None, choices: int, price: ModelPrice | None,
-                images: int = 0) -> UsageBound:
+def usage_bound(
+    prompt_bytes: int, max_output_tokens: int | None, choices: int, price: ModelPrice | None, images: int = 0
+) -> UsageBound:
     """The most a request of this shape could use; ``price`` None: a model without a price,
     whose output is bounded only by the request's own ``max_tokens``."""
     if price is None:
@@ -45,24 +46,33 @@ def usage_bound(prompt_bytes: int, max_output_tokens: int | None, choices: int, 
         worst = Usage(input_tokens=max(prompt_bytes, 0), output_tokens=min(output, MAX_TOKENS), images=max(images, 0))
     else:
         worst = worst_case_usage(prompt_bytes, max_output_tokens, choices, price, images)
-    return UsageBound(input_tokens=min(worst.input_tokens + INPUT_OVERHEAD_TOKENS, MAX_TOKENS),
-                      output_tokens=min(worst.output_tokens, MAX_TOKENS),
-                      images=min(worst.images, MAX_IMAGES))
+    return UsageBound(
+        input_tokens=min(worst.input_tokens + INPUT_OVERHEAD_TOKENS, MAX_TOKENS),
+        output_tokens=min(worst.output_tokens, MAX_TOKENS),
+        images=min(worst.images, MAX_IMAGES),
+    )
 
 
 def clamp_usage(usage: Usage, bound: UsageBound) -> Usage:
     """``usage`` itself when it is within ``bound``; otherwise each count held to its bound
     (cached input within input, reasoning within output) and ``source="clamped"``."""
-    if (usage.input_tokens <= bound.input_tokens and usage.output_tokens <= bound.output_tokens
-            and usage.images <= bound.images):
+    if (
+        usage.input_tokens <= bound.input_tokens
+        and usage.output_tokens <= bound.output_tokens
+        and usage.images <= bound.images
+    ):
         return usage
     input_tokens = min(usage.input_tokens, bound.input_tokens)
     output_tokens = min(usage.output_tokens, bound.output_tokens)
-    return replace(usage, input_tokens=input_tokens,
-                   cached_input_tokens=min(usage.cached_input_tokens, input_tokens),
-                   output_tokens=output_tokens,
-                   reasoning_tokens=min(usage.reasoning_tokens, output_tokens),
-                   images=min(usage.images, bound.images), source="clamped")
+    return replace(
+        usage,
+        input_tokens=input_tokens,
+        cached_input_tokens=min(usage.cached_input_tokens, input_tokens),
+        output_tokens=output_tokens,
+        reasoning_tokens=min(usage.reasoning_tokens, output_tokens),
+        images=min(usage.images, bound.images),
+        source="clamped",
+    )
 
 
 def reported(usage: Usage) -> dict[str, str]:

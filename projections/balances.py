@@ -19,9 +19,10 @@ so any split of the history into batches ends in identical rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
@@ -105,8 +106,12 @@ def fold_balances(events: Iterable[DomainEventProtocol[Any]]) -> BalanceChanges:
             delta.balance += event.amount  # type: ignore[attr-defined]
             delta.granted += event.amount  # type: ignore[attr-defined]
             if getattr(event, "expires_at", None) is not None:
-                grant = ExpiringGrant(account_id, event.originator_version, event.amount,  # type: ignore[attr-defined]
-                                      event.expires_at)  # type: ignore[attr-defined]
+                grant = ExpiringGrant(
+                    account_id,
+                    event.originator_version,
+                    event.amount,  # type: ignore[attr-defined]
+                    event.expires_at,
+                )  # type: ignore[attr-defined]
                 changes.grants[(account_id, grant.grant)] = grant
         elif isinstance(event, Account.GrantExpired):
             delta.balance -= event.amount  # type: ignore[attr-defined]
@@ -164,8 +169,16 @@ class BalancesProjection:
     name = "balances"
     topics = frozenset(
         get_topic(cls)
-        for cls in (Account.Created, Account.CreditGranted, Account.HoldPlaced, Account.HoldSettled,
-                    Account.HoldReleased, Account.ChargeRefunded, Account.Adjusted, Account.GrantExpired)
+        for cls in (
+            Account.Created,
+            Account.CreditGranted,
+            Account.HoldPlaced,
+            Account.HoldSettled,
+            Account.HoldReleased,
+            Account.ChargeRefunded,
+            Account.Adjusted,
+            Account.GrantExpired,
+        )
     )
 
     def __init__(self, view: BalancesView) -> None:
@@ -301,8 +314,10 @@ class SqlBalancesView:
             " WHERE expired_at IS NULL AND expires_at <= ? ORDER BY expires_at, account_id, grant_version",
             (self.store.to_db_time(now),),
         )
-        return [ExpiringGrant(UUID(a), int(grant), int(amount), self._time(at), int(expired), None)
-                for a, grant, amount, at, expired, _ in rows]
+        return [
+            ExpiringGrant(UUID(a), int(grant), int(amount), self._time(at), int(expired), None)
+            for a, grant, amount, at, expired, _ in rows
+        ]
 
     def apply(self, tx: SqlTransaction, changes: BalanceChanges) -> None:
         tx.executemany(
@@ -317,8 +332,18 @@ class SqlBalancesView:
             f" adjusted_total = {BALANCES_TABLE}.adjusted_total + excluded.adjusted_total,"
             " updated_at = excluded.updated_at",
             [
-                (a.hex, d.name, d.balance, d.held, d.granted, d.charged, d.uncollected, d.refunded, d.adjusted,
-                 self.store.to_db_time(d.updated_at))
+                (
+                    a.hex,
+                    d.name,
+                    d.balance,
+                    d.held,
+                    d.granted,
+                    d.charged,
+                    d.uncollected,
+                    d.refunded,
+                    d.adjusted,
+                    self.store.to_db_time(d.updated_at),
+                )
                 for a, d in changes.accounts.items()
             ],
         )
@@ -328,18 +353,25 @@ class SqlBalancesView:
         )
         tx.executemany(
             f"INSERT INTO {HOLDS_TABLE} (account_id, request_id, amount, expires_at) VALUES (?, ?, ?, ?)",
-            [(h.account_id.hex, h.request_id.hex, h.amount, self.store.to_db_time(h.expires_at)) for h in changes.opened.values()],
+            [
+                (h.account_id.hex, h.request_id.hex, h.amount, self.store.to_db_time(h.expires_at))
+                for h in changes.opened.values()
+            ],
         )
         tx.executemany(
             f"INSERT INTO {GRANTS_TABLE} ({self._GRANT_COLUMNS}) VALUES (?, ?, ?, ?, 0, NULL)",
-            [(g.account_id.hex, g.grant, g.amount, self.store.to_db_time(g.expires_at))
-             for g in changes.grants.values()],
+            [
+                (g.account_id.hex, g.grant, g.amount, self.store.to_db_time(g.expires_at))
+                for g in changes.grants.values()
+            ],
         )
         tx.executemany(
             f"UPDATE {GRANTS_TABLE} SET expired = expired + ?, expired_at = COALESCE(expired_at, ?)"
             " WHERE account_id = ? AND grant_version = ?",
-            [(amount, self.store.to_db_time(at), a.hex, grant)
-             for (a, grant), (amount, at) in sorted(changes.expired.items())],
+            [
+                (amount, self.store.to_db_time(at), a.hex, grant)
+                for (a, grant), (amount, at) in sorted(changes.expired.items())
+            ],
         )
 
     def clear(self, tx: SqlTransaction) -> None:
@@ -353,5 +385,6 @@ class SqlBalancesView:
 
     def _balance(self, row: tuple[Any, ...]) -> Balance:
         account_id, name, *amounts, updated_at, expired_total = row
-        return Balance(UUID(account_id), name or "", *(int(x) for x in amounts), self._time(updated_at),
-                       int(expired_total))
+        return Balance(
+            UUID(account_id), name or "", *(int(x) for x in amounts), self._time(updated_at), int(expired_total)
+        )

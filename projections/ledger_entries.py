@@ -26,9 +26,10 @@ to the events by (originator id, version); a batch it cannot match is refused.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
@@ -69,16 +70,24 @@ def entry_of(event: DomainEventProtocol[Any], position: int) -> LedgerEntry:
     if isinstance(event, Account.CreditGranted):
         return LedgerEntry(kind="grant", amount=e.amount, reason=e.reason, idempotency_key=e.idempotency_key, **base)
     if isinstance(event, Account.Adjusted):
-        return LedgerEntry(kind="adjustment", amount=e.amount, reason=e.reason, idempotency_key=e.idempotency_key,
-                           uncollected=e.amount - e.requested, **base)
+        return LedgerEntry(
+            kind="adjustment",
+            amount=e.amount,
+            reason=e.reason,
+            idempotency_key=e.idempotency_key,
+            uncollected=e.amount - e.requested,
+            **base,
+        )
     if isinstance(event, Account.ChargeRefunded):
         return LedgerEntry(kind="refund", amount=e.amount, request_id=e.request_id, reason=e.reason, **base)
     if isinstance(event, Account.HoldSettled):
-        return LedgerEntry(kind="charge", amount=-e.amount, request_id=e.request_id, uncollected=e.uncollected,
-                           held=e.held, **base)
+        return LedgerEntry(
+            kind="charge", amount=-e.amount, request_id=e.request_id, uncollected=e.uncollected, held=e.held, **base
+        )
     if isinstance(event, Account.GrantExpired):
-        return LedgerEntry(kind="expiry", amount=-e.amount, request_id=e.request_id, reason=f"grant {e.grant} expired",
-                           **base)
+        return LedgerEntry(
+            kind="expiry", amount=-e.amount, request_id=e.request_id, reason=f"grant {e.grant} expired", **base
+        )
     raise TypeError(f"not a movement of credit: {type(event).__qualname__}")
 
 
@@ -86,7 +95,12 @@ class NotificationReader(Protocol):
     """What we use of the event store's application recorder."""
 
     def select_notifications(
-        self, start: int | None, limit: int, stop: int | None = None, topics: Sequence[str] = (), *,
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
         inclusive_of_start: bool = True,
     ) -> Sequence[Notification]: ...
 
@@ -125,8 +139,14 @@ class LedgerEntriesView(Protocol):
 class LedgerEntriesProjection:
     name = "ledger_entries"
     topics = frozenset(
-        get_topic(cls) for cls in (Account.CreditGranted, Account.Adjusted, Account.ChargeRefunded, Account.HoldSettled,
-                                   Account.GrantExpired)
+        get_topic(cls)
+        for cls in (
+            Account.CreditGranted,
+            Account.Adjusted,
+            Account.ChargeRefunded,
+            Account.HoldSettled,
+            Account.GrantExpired,
+        )
     )
 
     def __init__(self, view: LedgerEntriesView, notifications: NotificationReader) -> None:
@@ -135,7 +155,7 @@ class LedgerEntriesProjection:
 
     def process(self, tx: Any, events: list[DomainEventProtocol[Any]]) -> None:
         positions = self._positions(tx.position, events)
-        self.view.apply(tx, [entry_of(event, position) for event, position in zip(events, positions)])
+        self.view.apply(tx, [entry_of(event, position) for event, position in zip(events, positions, strict=True)])
 
     def clear(self, tx: Any) -> None:
         self.view.clear(tx)
@@ -155,13 +175,23 @@ class LedgerEntriesProjection:
 
 def plain_entry(entry: LedgerEntry) -> tuple[Any, ...]:
     """One row as ``iter_plain_entries`` gives it (the SQL view reads the same text back)."""
-    return (entry.position, entry.account_id.hex, plain_time(entry.at), entry.kind, entry.amount, entry.balance,
-            entry.request_id.hex if entry.request_id else None, entry.reason, entry.idempotency_key,
-            entry.uncollected, entry.held)
+    return (
+        entry.position,
+        entry.account_id.hex,
+        plain_time(entry.at),
+        entry.kind,
+        entry.amount,
+        entry.balance,
+        entry.request_id.hex if entry.request_id else None,
+        entry.reason,
+        entry.idempotency_key,
+        entry.uncollected,
+        entry.held,
+    )
 
 
 def plain_time(at: datetime) -> str:
-    return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _boundary(entries: list[LedgerEntry], at: datetime | None) -> int:
@@ -182,7 +212,7 @@ class InMemoryLedgerEntriesView:
         with self._lock:
             entries = list(self._entries.get(account_id, ()))
         start = 0 if since is None else _boundary(entries, since)
-        window = entries[start:max(start, _boundary(entries, until))]
+        window = entries[start : max(start, _boundary(entries, until))]
         return window if limit is None else window[:limit]
 
     def opening_balance(self, account_id: UUID, since: datetime | None) -> int:
@@ -241,9 +271,7 @@ class SqlLedgerEntriesView:
     )
     TABLES = (ENTRIES_TABLE,)
     # the position of the account's first row at or after a time; _NO_BOUND when there is none
-    _BOUND = (
-        f"COALESCE((SELECT MIN(position) FROM {ENTRIES_TABLE} WHERE account_id = ? AND at >= ?), {_NO_BOUND})"
-    )
+    _BOUND = f"COALESCE((SELECT MIN(position) FROM {ENTRIES_TABLE} WHERE account_id = ? AND at >= ?), {_NO_BOUND})"
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
@@ -270,8 +298,9 @@ class SqlLedgerEntriesView:
 
     def window_positions(self, since: datetime | None, until: datetime | None) -> tuple[int, int]:
         def first_at(at: datetime) -> int:
-            rows = self.store.query(f"SELECT MIN(position) FROM {ENTRIES_TABLE} WHERE at >= ?",
-                                    [self.store.to_db_time(at)])
+            rows = self.store.query(
+                f"SELECT MIN(position) FROM {ENTRIES_TABLE} WHERE at >= ?", [self.store.to_db_time(at)]
+            )
             return int(rows[0][0]) if rows and rows[0][0] is not None else _NO_BOUND
 
         return (0 if since is None else first_at(since)), (_NO_BOUND if until is None else first_at(until))
@@ -290,7 +319,9 @@ class SqlLedgerEntriesView:
         while True:
             rows = self.store.query(
                 f"SELECT {', '.join(COLUMNS)} FROM {ENTRIES_TABLE} WHERE position > ? AND position < ?"
-                " ORDER BY position LIMIT ?", [after, stop, batch])
+                " ORDER BY position LIMIT ?",
+                [after, stop, batch],
+            )
             yield from rows
             if len(rows) < batch:
                 return
@@ -300,7 +331,8 @@ class SqlLedgerEntriesView:
         rows = self.store.query(
             f"SELECT e.account_id, e.balance, c.n FROM {ENTRIES_TABLE} e JOIN"
             f" (SELECT account_id, MAX(position) AS last, COUNT(*) AS n FROM {ENTRIES_TABLE} GROUP BY account_id) c"
-            " ON e.position = c.last")
+            " ON e.position = c.last"
+        )
         return {UUID(account): (int(balance), int(n)) for account, balance, n in rows}
 
     def apply(self, tx: SqlTransaction, entries: list[LedgerEntry]) -> None:
@@ -312,8 +344,10 @@ class SqlLedgerEntriesView:
             f" VALUES ({', '.join('?' * len(others))},"
             f" COALESCE((SELECT prev.balance FROM {ENTRIES_TABLE} prev WHERE prev.account_id = ?"
             " ORDER BY prev.position DESC LIMIT 1), 0) + ?)",
-            [(*self._params(entry, others), entry.account_id.hex, entry.amount)
-             for entry in sorted(entries, key=lambda e: e.position)],
+            [
+                (*self._params(entry, others), entry.account_id.hex, entry.amount)
+                for entry in sorted(entries, key=lambda e: e.position)
+            ],
         )
 
     def clear(self, tx: SqlTransaction) -> None:
@@ -339,7 +373,7 @@ class SqlLedgerEntriesView:
         return tuple(values[c] for c in columns)
 
     def _entry(self, row: tuple[Any, ...]) -> LedgerEntry:
-        values = dict(zip(COLUMNS, row))
+        values = dict(zip(COLUMNS, row, strict=True))
         values.update(
             position=int(values["position"]),
             account_id=UUID(values["account_id"]),

@@ -10,8 +10,8 @@ dropped if it raises.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from projections.store import Stop
 

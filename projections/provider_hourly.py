@@ -26,9 +26,10 @@ and read back as ``None``. Whole UTC days are sums of hours (``sum_by_day``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass, fields
-from datetime import date, datetime, timezone
-from typing import Any, Callable, Iterable, Protocol
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.application import Application
@@ -59,7 +60,7 @@ class ProviderCounts:
     failed_attempts: int = 0
     failovers: int = 0
 
-    def add(self, other: "ProviderCounts") -> None:
+    def add(self, other: ProviderCounts) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
@@ -105,7 +106,7 @@ class ProviderDayRow:
 
 
 def hour_of(at: datetime) -> datetime:
-    return at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _key(at: datetime, found: dict[str, Any]) -> ProviderKey:
@@ -133,8 +134,9 @@ def counts_of(details: dict[str, Any]) -> ProviderCounts:
     )
 
 
-def fold_providers(events: Iterable[DomainEventProtocol[Any]],
-                   first_event: FirstEvent) -> dict[ProviderKey, ProviderCounts]:
+def fold_providers(
+    events: Iterable[DomainEventProtocol[Any]], first_event: FirstEvent
+) -> dict[ProviderKey, ProviderCounts]:
     buckets: dict[ProviderKey, ProviderCounts] = {}
     created: dict[UUID, DomainEventProtocol[Any]] = {}  # the records begun in this batch
 
@@ -171,10 +173,12 @@ def sum_by_day(rows: Iterable[ProviderHourRow]) -> list[ProviderDayRow]:
     """The hourly rows summed per UTC day, provider, credential and model, in that order."""
     days: dict[tuple[date, str, str, str], ProviderCounts] = {}
     for row in rows:
-        key = (row.hour.astimezone(timezone.utc).date(), row.provider, row.credential_id or "", row.model)
+        key = (row.hour.astimezone(UTC).date(), row.provider, row.credential_id or "", row.model)
         days.setdefault(key, ProviderCounts()).add(row.counts)
-    return [ProviderDayRow(day, provider, credential or None, model, counts)
-            for (day, provider, credential, model), counts in sorted(days.items())]
+    return [
+        ProviderDayRow(day, provider, credential or None, model, counts)
+        for (day, provider, credential, model), counts in sorted(days.items())
+    ]
 
 
 def _row(key: ProviderKey, counts: ProviderCounts) -> ProviderHourRow:

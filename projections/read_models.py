@@ -13,17 +13,28 @@ stale (the sweeps).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Literal, Protocol
 
 from eventsourcing.application import Application
 
 from projections.balances import BalancesProjection, BalancesView, InMemoryBalancesView, SqlBalancesView
-from projections.ledger_entries import InMemoryLedgerEntriesView, LedgerEntriesProjection, LedgerEntriesView, SqlLedgerEntriesView
+from projections.ledger_entries import (
+    InMemoryLedgerEntriesView,
+    LedgerEntriesProjection,
+    LedgerEntriesView,
+    SqlLedgerEntriesView,
+)
 from projections.memory import InMemoryStore
-from projections.provider_hourly import (InMemoryProviderHourlyView, ProviderHourlyProjection, ProviderHourlyView,
-                                         SqlProviderHourlyView, first_events_of)
+from projections.provider_hourly import (
+    InMemoryProviderHourlyView,
+    ProviderHourlyProjection,
+    ProviderHourlyView,
+    SqlProviderHourlyView,
+    first_events_of,
+)
 from projections.request_log import InMemoryRequestLogView, RequestLogProjection, RequestLogView, SqlRequestLogView
 from projections.runner import ProjectionRunner
 from projections.store import PostgresStore, SqliteStore, SqlStore
@@ -81,18 +92,28 @@ def build_read_models(database: DatabaseConfigLike | None, app: Application, *, 
         store = PostgresStore(database.conninfo(), database.schema)
     else:
         store = SqliteStore(database.read_models_sqlite_path)
-    sql_views = (SqlBalancesView(store), SqlUsageView(store), SqlRequestLogView(store), SqlLedgerEntriesView(store),
-                 SqlProviderHourlyView(store))
+    sql_views = (
+        SqlBalancesView(store),
+        SqlUsageView(store),
+        SqlRequestLogView(store),
+        SqlLedgerEntriesView(store),
+        SqlProviderHourlyView(store),
+    )
     ddl = [statement for view in sql_views for statement in view.DDL]
     return _bundle(app, store, sql_views, ddl, batch_size)
 
 
 def _bundle(app: Application, store: Any, views: tuple[Any, ...], ddl: Sequence[str], batch_size: int) -> ReadModels:
     balances, usage, requests, ledger, providers = views
-    projections = (BalancesProjection(balances), UsageProjection(usage), RequestLogProjection(requests),
-                   LedgerEntriesProjection(ledger, app.recorder), ProviderHourlyProjection(providers, first_events_of(app)))
+    projections = (
+        BalancesProjection(balances),
+        UsageProjection(usage),
+        RequestLogProjection(requests),
+        LedgerEntriesProjection(ledger, app.recorder),
+        ProviderHourlyProjection(providers, first_events_of(app)),
+    )
     runner = ProjectionRunner(app, store, projections, batch_size=batch_size)
-    guarded = [GuardedView(view, projection.name, runner) for view, projection in zip(views, projections)]
+    guarded = [GuardedView(view, projection.name, runner) for view, projection in zip(views, projections, strict=True)]
     return ReadModels(guarded[0], guarded[1], guarded[2], runner, store, tuple(ddl), guarded[3], guarded[4])
 
 

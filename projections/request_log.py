@@ -9,9 +9,10 @@ Invariants kept here:
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
@@ -103,7 +104,9 @@ class RequestLogView(Protocol):
     ) -> list[RequestRow]:
         """Newest first; ``since <= at < until``; ``usage_source`` ``"estimated"`` or ``"provider"``."""
 
-    def iter_requests(self, since: datetime | None, until: datetime | None, batch: int = 10_000) -> Iterator[RequestRow]:
+    def iter_requests(
+        self, since: datetime | None, until: datetime | None, batch: int = 10_000
+    ) -> Iterator[RequestRow]:
         """Every row with ``since <= at < until``, oldest first (ties by request id), read in batches."""
 
     def apply(self, tx: Any, rows: list[RequestRow]) -> None: ...
@@ -162,10 +165,13 @@ class InMemoryRequestLogView:
             ]
         return sorted(rows, key=_newest_first, reverse=True)[:limit]
 
-    def iter_requests(self, since: datetime | None, until: datetime | None, batch: int = 10_000) -> Iterator[RequestRow]:
+    def iter_requests(
+        self, since: datetime | None, until: datetime | None, batch: int = 10_000
+    ) -> Iterator[RequestRow]:
         with self._lock:
-            rows = [r for r in self._rows.values()
-                    if (since is None or r.at >= since) and (until is None or r.at < until)]
+            rows = [
+                r for r in self._rows.values() if (since is None or r.at >= since) and (until is None or r.at < until)
+            ]
         return iter(sorted(rows, key=_newest_first))
 
     def apply(self, tx: MemoryTransaction, rows: list[RequestRow]) -> None:
@@ -194,7 +200,9 @@ class SqlRequestLogView:
         self.store = store
 
     def get_request(self, request_id: UUID) -> RequestRow | None:
-        rows = self.store.query(f"SELECT {', '.join(COLUMNS)} FROM {REQUESTS_TABLE} WHERE request_id = ?", (request_id.hex,))
+        rows = self.store.query(
+            f"SELECT {', '.join(COLUMNS)} FROM {REQUESTS_TABLE} WHERE request_id = ?", (request_id.hex,)
+        )
         return self._row(rows[0]) if rows else None
 
     def list_requests(
@@ -224,9 +232,14 @@ class SqlRequestLogView:
         )
         return [self._row(row) for row in rows]
 
-    def iter_requests(self, since: datetime | None, until: datetime | None, batch: int = 10_000) -> Iterator[RequestRow]:
-        bounds = [(clause, self.store.to_db_time(at)) for clause, at in (("at >= ?", since), ("at < ?", until))
-                  if at is not None]
+    def iter_requests(
+        self, since: datetime | None, until: datetime | None, batch: int = 10_000
+    ) -> Iterator[RequestRow]:
+        bounds = [
+            (clause, self.store.to_db_time(at))
+            for clause, at in (("at >= ?", since), ("at < ?", until))
+            if at is not None
+        ]
         after: tuple[Any, str] | None = None
         while True:
             clauses = [clause for clause, _ in bounds]
@@ -235,8 +248,10 @@ class SqlRequestLogView:
                 clauses.append("(at > ? OR (at = ? AND request_id > ?))")
                 params += [after[0], after[0], after[1]]
             where = " WHERE " + " AND ".join(clauses) if clauses else ""
-            rows = self.store.query(f"SELECT {', '.join(COLUMNS)} FROM {REQUESTS_TABLE}{where}"
-                                    " ORDER BY at, request_id LIMIT ?", [*params, batch])
+            rows = self.store.query(
+                f"SELECT {', '.join(COLUMNS)} FROM {REQUESTS_TABLE}{where} ORDER BY at, request_id LIMIT ?",
+                [*params, batch],
+            )
             for row in rows:
                 yield self._row(row)
             if len(rows) < batch:
@@ -261,7 +276,7 @@ class SqlRequestLogView:
         return tuple(values)
 
     def _row(self, values: tuple[Any, ...]) -> RequestRow:
-        row = dict(zip(COLUMNS, values))
+        row = dict(zip(COLUMNS, values, strict=True))
         row.update(
             request_id=UUID(row["request_id"]),
             at=self.store.from_db_time(row["at"]),

@@ -38,9 +38,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from eventsourcing import persistence
 from eventsourcing.application import Application
@@ -119,8 +120,10 @@ class ProjectionRunner:
         skipped unless ``retry_stopped``.
         """
         reads = _SharedReads(self.app, self.batch_size)
-        return sum(self._catch_up(projection, reads, wait=wait, retry=retry_stopped)
-                   for projection in self.projections.values())
+        return sum(
+            self._catch_up(projection, reads, wait=wait, retry=retry_stopped)
+            for projection in self.projections.values()
+        )
 
     def stopped(self, name: str) -> Stop | None:
         """The stop of projection ``name`` as this process last saw it (fresh after a catch-up)."""
@@ -237,13 +240,22 @@ class ProjectionRunner:
 
     def _resume_if_past(self, tx: Any) -> None:
         if tx.stopped is not None and tx.position >= tx.stopped.position:
-            log.warning("projection %s applied event %d, where it had stopped; it runs again", tx.name,
-                        tx.stopped.position)
+            log.warning(
+                "projection %s applied event %d, where it had stopped; it runs again", tx.name, tx.stopped.position
+            )
             tx.resume()
             self._seen(tx)
 
-    def _isolate(self, projection: Projection, after: int, batch: list[Notification], reads: _SharedReads, *,
-                 wait: bool, retry: bool) -> int:
+    def _isolate(
+        self,
+        projection: Projection,
+        after: int,
+        batch: list[Notification],
+        reads: _SharedReads,
+        *,
+        wait: bool,
+        retry: bool,
+    ) -> int:
         """Apply the failed ``batch`` (every notification after ``after`` up to its last)
         again, up to one followed event per transaction, and stop the projection at the
         event that fails (if one does)."""
@@ -266,9 +278,10 @@ class ProjectionRunner:
                 self._stop_at(projection, failing, exc, wait=wait, retry=retry)
                 return applied
 
-    def _stop_at(self, projection: Projection, failing: Notification, exc: Exception, *, wait: bool,
-                 retry: bool) -> None:
-        stop = Stop(failing.id, failing.topic, _describe(exc), datetime.now(timezone.utc))
+    def _stop_at(
+        self, projection: Projection, failing: Notification, exc: Exception, *, wait: bool, retry: bool
+    ) -> None:
+        stop = Stop(failing.id, failing.topic, _describe(exc), datetime.now(UTC))
         with self.store.tracked(projection.name, wait=wait) as tx:
             if tx is None or tx.position >= failing.id:
                 return  # another runner got past it meanwhile
@@ -279,19 +292,30 @@ class ProjectionRunner:
             tx.stop(stop)
             self._seen(tx)
         if again:
-            log.warning("projection %s tried event %d again and still cannot apply it: %s; it stays stopped",
-                        projection.name, failing.id, stop.error)
+            log.warning(
+                "projection %s tried event %d again and still cannot apply it: %s; it stays stopped",
+                projection.name,
+                failing.id,
+                stop.error,
+            )
             return
-        log.error("projection %s stopped at event %d (%s), which it cannot apply: %s. Its reads answer "
-                  "projection_stopped; the other projections go on. Once the cause is fixed, run "
-                  "`tallyhub projections rebuild %s` or restart the process to try it again.",
-                  projection.name, failing.id, failing.topic, stop.error, projection.name)
+        log.error(
+            "projection %s stopped at event %d (%s), which it cannot apply: %s. Its reads answer "
+            "projection_stopped; the other projections go on. Once the cause is fixed, run "
+            "`tallyhub projections rebuild %s` or restart the process to try it again.",
+            projection.name,
+            failing.id,
+            failing.topic,
+            stop.error,
+            projection.name,
+        )
 
     def _transient(self, exc: BaseException) -> bool:
         return isinstance(exc, _TRANSIENT) or self.store.is_transient(exc)
 
-    def _apply(self, tx: Any, projection: Projection, notifications: Sequence[Notification],
-               reads: _SharedReads) -> int:
+    def _apply(
+        self, tx: Any, projection: Projection, notifications: Sequence[Notification], reads: _SharedReads
+    ) -> int:
         fresh = [n for n in notifications if n.id > tx.position]
         if not fresh:
             return 0
@@ -319,15 +343,16 @@ def _describe(exc: BaseException) -> str:
     carry more; the data itself is never in it)."""
     lines = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS - 1] + "…"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
 
 
 def _status(name: str, position: int, head: int, stop: Stop | None) -> ProjectionStatus:
     lag = max(head - position, 0)
     if stop is None:
         return ProjectionStatus(name, position, head, lag)
-    return ProjectionStatus(name, position, head, lag, "stopped", stop.position, stop.topic, stop.error,
-                            stop.stopped_on)
+    return ProjectionStatus(
+        name, position, head, lag, "stopped", stop.position, stop.topic, stop.error, stop.stopped_on
+    )
 
 
 class _SharedReads:

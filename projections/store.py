@@ -27,20 +27,17 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 TRACKING_TABLE = "th_rm_tracking"
 STOPS_TABLE = "th_rm_stopped"
 
-_TRACKING_DDL = (
-    f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ("
-    " name TEXT PRIMARY KEY,"
-    " position BIGINT NOT NULL)"
-)
+_TRACKING_DDL = f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ( name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 _STOPS_DDL = (
     f"CREATE TABLE IF NOT EXISTS {STOPS_TABLE} ("
     " name TEXT PRIMARY KEY,"
@@ -64,7 +61,7 @@ class Stop:
 class SqlTransaction:
     """One open write transaction holding the lock on one projection's tracking row."""
 
-    def __init__(self, store: "SqlStore", cursor: Any, name: str, position: int, stopped: Stop | None = None) -> None:
+    def __init__(self, store: SqlStore, cursor: Any, name: str, position: int, stopped: Stop | None = None) -> None:
         self.store = store
         self.name = name
         self.position = position
@@ -96,7 +93,8 @@ class SqlTransaction:
             f"INSERT INTO {STOPS_TABLE} (name, position, topic, error, stopped_on) VALUES (?, ?, ?, ?, ?)"
             " ON CONFLICT (name) DO UPDATE SET position = excluded.position, topic = excluded.topic,"
             " error = excluded.error, stopped_on = excluded.stopped_on",
-            (self.name, stop.position, stop.topic, stop.error, self.store.to_db_time(stop.stopped_on)))
+            (self.name, stop.position, stop.topic, stop.error, self.store.to_db_time(stop.stopped_on)),
+        )
         self.stopped = stop
 
     def resume(self) -> None:
@@ -144,8 +142,9 @@ class SqlStore:
 
         if not self._stops_table_exists(lookup):
             return None
-        cursor.execute(self.dialect(f"SELECT position, topic, error, stopped_on FROM {STOPS_TABLE} WHERE name = ?"),
-                       (name,))
+        cursor.execute(
+            self.dialect(f"SELECT position, topic, error, stopped_on FROM {STOPS_TABLE} WHERE name = ?"), (name,)
+        )
         row = cursor.fetchone()
         return None if row is None else self._stop_of(row)
 
@@ -155,10 +154,10 @@ class SqlStore:
         return Stop(int(row[0]), row[1], row[2], stopped_on)
 
     def to_db_time(self, value: datetime | None) -> Any:
-        return None if value is None else value.astimezone(timezone.utc)
+        return None if value is None else value.astimezone(UTC)
 
     def from_db_time(self, value: Any) -> datetime | None:
-        return None if value is None else value.astimezone(timezone.utc)
+        return None if value is None else value.astimezone(UTC)
 
     def create_tables(self, ddl: Sequence[str] = ()) -> None:
         """Create the tracking table and the given view tables (idempotent)."""
@@ -178,6 +177,7 @@ class SqlStore:
 
     def stops(self) -> dict[str, Stop]:
         """Every stopped projection, as committed (any process)."""
+
         def lookup(sql: str, params: Sequence[Any]) -> Any:
             rows = self.query(sql, params)
             return rows and rows[0][0] is not None
@@ -210,10 +210,10 @@ class SqliteStore(SqlStore):
         return "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
 
     def to_db_time(self, value: datetime | None) -> Any:
-        return None if value is None else value.astimezone(timezone.utc).isoformat(timespec="microseconds")
+        return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
 
     def from_db_time(self, value: Any) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value).astimezone(timezone.utc)
+        return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
 
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)

@@ -14,9 +14,10 @@ A missing account or API key is stored as ``''`` in the key and read back as ``N
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields
-from datetime import datetime, timezone
-from typing import Any, Iterable, Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
@@ -44,7 +45,7 @@ class UsageCounts:
     cost: int = 0
     estimated_requests: int = 0
 
-    def add(self, other: "UsageCounts") -> None:
+    def add(self, other: UsageCounts) -> None:
         for f in fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
@@ -76,7 +77,7 @@ class UsageRow:
 
 
 def hour_of(at: datetime) -> datetime:
-    return at.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def counts_of(details: dict[str, Any]) -> UsageCounts:
@@ -161,7 +162,9 @@ class InMemoryUsageView:
                 and (since is None or key[4] >= since)
                 and (until is None or key[4] < until)
             ]
-        return sorted(rows, key=lambda r: (r.hour, *(str(x) for x in (r.account_id, r.api_key_id)), r.provider, r.model))
+        return sorted(
+            rows, key=lambda r: (r.hour, *(str(x) for x in (r.account_id, r.api_key_id)), r.provider, r.model)
+        )
 
     def get_usage_totals(
         self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None

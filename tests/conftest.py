@@ -27,8 +27,12 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def ledger(clock: FakeClock) -> Iterator[Ledger]:
-    app = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(os.urandom(32)),
-                 key_scheme_factory=HmacApiKeyScheme, clock=clock)
+    app = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        vault=AesGcmKeyVault(os.urandom(32)),
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=clock,
+    )
     app.initialise()
     yield app
     app.close()

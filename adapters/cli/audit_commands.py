@@ -28,8 +28,10 @@ EXIT_MISMATCH = 1
 def export(args: argparse.Namespace) -> tuple[Any, str]:
     with open_services() as services:
         manifest = create_export(services, args.kind, args.since, args.until, args.format, Path(args.out))
-    return manifest, (f"wrote {manifest['rows']:,} {args.kind} rows to {args.out} (sha256 {manifest['sha256']})\n"
-                      f"manifest: {args.out}.manifest.json; chain head {manifest['chain']['head']}")
+    return manifest, (
+        f"wrote {manifest['rows']:,} {args.kind} rows to {args.out} (sha256 {manifest['sha256']})\n"
+        f"manifest: {args.out}.manifest.json; chain head {manifest['chain']['head']}"
+    )
 
 
 def run_verify(services: Services, exports: list[Path], *, deep: bool = False) -> dict[str, Any]:
@@ -56,17 +58,23 @@ def run_verify(services: Services, exports: list[Path], *, deep: bool = False) -
         return problems
 
     report = LedgerVerifier(services.ledger, services.read_models).verify(extra=files, deep=deep)
-    return {"ok": report.ok, "problems": report.problems, "checked": {**report.checked, "exports": checked_files},
-            "notes": notes}
+    return {
+        "ok": report.ok,
+        "problems": report.problems,
+        "checked": {**report.checked, "exports": checked_files},
+        "notes": notes,
+    }
 
 
 def verify(args: argparse.Namespace) -> tuple[Any, str, int]:
     with open_services() as services:
         data = run_verify(services, [Path(p) for p in args.export or []], deep=args.deep)
     checked = data["checked"]
-    lines = [f"checked {checked['accounts']:,} accounts, {checked['charges']:,} charges, "
-             f"{checked['request_records']:,} request records, {checked['open_holds']:,} open holds "
-             f"(events up to position {checked['events_up_to_position']:,}) and {len(checked['exports'])} export files"]
+    lines = [
+        f"checked {checked['accounts']:,} accounts, {checked['charges']:,} charges, "
+        f"{checked['request_records']:,} request records, {checked['open_holds']:,} open holds "
+        f"(events up to position {checked['events_up_to_position']:,}) and {len(checked['exports'])} export files"
+    ]
     lines += [f"note: {note}" for note in data["notes"]]
     if data["ok"]:
         lines.append("ok: everything adds up")
@@ -80,14 +88,25 @@ def register(sub: Any, command: Command) -> None:
     """Add ``export`` and ``verify`` to main.py's parser (``command`` is main.py's builder)."""
     p = command("export", export, "write an auditable export with a manifest and a hash chain", sub)
     p.add_argument("kind", choices=EXPORT_KINDS)
-    p.add_argument("--from", dest="since", type=iso_timestamp, metavar="ISO",
-                   help="first instant included, ISO 8601 (default: the beginning)")
-    p.add_argument("--to", dest="until", type=iso_timestamp, metavar="ISO",
-                   help="first instant excluded, ISO 8601 (default: now)")
+    p.add_argument(
+        "--from",
+        dest="since",
+        type=iso_timestamp,
+        metavar="ISO",
+        help="first instant included, ISO 8601 (default: the beginning)",
+    )
+    p.add_argument(
+        "--to", dest="until", type=iso_timestamp, metavar="ISO", help="first instant excluded, ISO 8601 (default: now)"
+    )
     p.add_argument("--format", choices=tuple(FORMATS), default="csv")
     p.add_argument("--out", required=True, metavar="PATH", help="the file to write; the manifest goes beside it")
     v = command("verify", verify, "check the ledger's invariants, its read models and exports' hash chains", sub)
-    v.add_argument("--export", action="append", metavar="PATH",
-                   help="also check this export file (its manifest beside it); repeatable")
-    v.add_argument("--deep", action="store_true",
-                   help="also rebuild every account aggregate from its events and compare (slower)")
+    v.add_argument(
+        "--export",
+        action="append",
+        metavar="PATH",
+        help="also check this export file (its manifest beside it); repeatable",
+    )
+    v.add_argument(
+        "--deep", action="store_true", help="also rebuild every account aggregate from its events and compare (slower)"
+    )

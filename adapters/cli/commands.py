@@ -5,10 +5,10 @@ import logging
 import signal
 import sys
 import threading
-from datetime import datetime
-from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from adapters.bootstrap import build_services, initialise
@@ -16,9 +16,9 @@ from adapters.presenters import api_key_json, balance_json, plain, price_book_js
 from adapters.providers.config import check_provider_config
 from adapters.queries import read_balance
 from adapters.services import Services
-from adapters.workers.hold_sweeper import sweep
 from adapters.settings import Settings
 from adapters.time_window import parse_instant
+from adapters.workers.hold_sweeper import sweep
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import format_credits, parse_credits
@@ -47,8 +47,12 @@ def open_services() -> Iterator[Services]:
 def init(args: argparse.Namespace) -> Result:
     settings = Settings.from_env()
     done = initialise(settings)
-    data = {"initialised": True, "admin_key": done.admin_key, "master_key_created": done.master_key_created,
-            "data_dir": str(settings.data_dir)}
+    data = {
+        "initialised": True,
+        "admin_key": done.admin_key,
+        "master_key_created": done.master_key_created,
+        "data_dir": str(settings.data_dir),
+    }
     if done.admin_key is None:
         return data, "already initialised; the admin key was shown when the store was created"
     lines = [f"initialised the store in {settings.data_dir}"]
@@ -86,8 +90,11 @@ def worker(args: argparse.Namespace) -> Result:
     require_server_mode(settings)  # before touching the store: say why, and exit 1
     if not 0 < args.poll_seconds <= 3600:
         raise InvalidRequest("--poll-seconds must be more than 0 and at most 3600", param="poll_seconds")
-    logging.basicConfig(level=getattr(logging, settings.log_level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
@@ -96,8 +103,10 @@ def worker(args: argparse.Namespace) -> Result:
         tune_for_serving()
         report = server_worker.run(stop)
     data = {"stopped": True, **plain(report)}
-    return data, (f"worker stopped after {report.seconds} s: {report.wakes} wake-up(s), {report.sweeps} sweep(s), "
-                  f"{report.released_holds} hold(s) released, {report.expired_grants} grant(s) expired")
+    return data, (
+        f"worker stopped after {report.seconds} s: {report.wakes} wake-up(s), {report.sweeps} sweep(s), "
+        f"{report.released_holds} hold(s) released, {report.expired_grants} grant(s) expired"
+    )
 
 
 def dashboard(args: argparse.Namespace) -> None:
@@ -110,8 +119,9 @@ def providers_add(args: argparse.Namespace) -> Result:
     check_provider_config(args.kind, args.base_url, args.region)
     secret = _read_secret() if args.api_key_stdin else None
     with open_services() as services:
-        provider = services.ledger.register_provider(args.name, args.kind, base_url=args.base_url,
-                                                     region=args.region, secret=secret, weight=args.weight)
+        provider = services.ledger.register_provider(
+            args.name, args.kind, base_url=args.base_url, region=args.region, secret=secret, weight=args.weight
+        )
         data = provider_json(provider)
     return data, f"provider {provider.name} ({provider.kind}) added with {len(provider.credentials)} credential(s)"
 
@@ -119,9 +129,11 @@ def providers_add(args: argparse.Namespace) -> Result:
 def providers_list(args: argparse.Namespace) -> Result:
     with open_services() as services:
         data = [provider_json(p) for p in services.ledger.list_providers()]
-    lines = [f"{p['name']:<20} {p['kind']:<18} {'enabled' if p['enabled'] else 'disabled':<9} "
-             f"{p['base_url'] or '(default)'}  credentials: {', '.join(c['hint'] for c in p['credentials']) or '-'}"
-             for p in data]
+    lines = [
+        f"{p['name']:<20} {p['kind']:<18} {'enabled' if p['enabled'] else 'disabled':<9} "
+        f"{p['base_url'] or '(default)'}  credentials: {', '.join(c['hint'] for c in p['credentials']) or '-'}"
+        for p in data
+    ]
     return {"data": data}, "\n".join(lines) or "no providers"
 
 
@@ -173,9 +185,14 @@ def aliases_remove(args: argparse.Namespace) -> Result:
 
 
 def prices_set(args: argparse.Namespace) -> Result:
-    price = price_from_credits(input=args.input, output=args.output, cached_input=args.cached_input,
-                               reasoning=args.reasoning, per_image=args.per_image,
-                               max_output_tokens=args.max_output_tokens)
+    price = price_from_credits(
+        input=args.input,
+        output=args.output,
+        cached_input=args.cached_input,
+        reasoning=args.reasoning,
+        per_image=args.per_image,
+        max_output_tokens=args.max_output_tokens,
+    )
     with open_services() as services:
         version = services.ledger.set_price(args.model, price)
     return {"model": args.model, "version": version}, f"{args.model} priced; price book is now version {version}"
@@ -195,8 +212,14 @@ def prices_publish(args: argparse.Namespace) -> Result:
     with open_services() as services:
         version = services.ledger.publish_prices(prices, effective_at)
     when = effective_at.isoformat() if effective_at else "now"
-    return ({"version": version, "models": sorted(prices), "effective_at": effective_at.isoformat() if effective_at else None},
-            f"published price-book version {version} ({len(prices)} models), effective {when}")
+    return (
+        {
+            "version": version,
+            "models": sorted(prices),
+            "effective_at": effective_at.isoformat() if effective_at else None,
+        },
+        f"published price-book version {version} ({len(prices)} models), effective {when}",
+    )
 
 
 def prices_show(args: argparse.Namespace) -> Result:
@@ -209,12 +232,17 @@ def prices_show(args: argparse.Namespace) -> Result:
 
 def accounts_create(args: argparse.Namespace) -> Result:
     settings = Settings.from_env()
-    starter = parse_credits(args.starter_credits if args.starter_credits is not None else settings.starter_credits,
-                            param="starter_credits")
+    starter = parse_credits(
+        args.starter_credits if args.starter_credits is not None else settings.starter_credits, param="starter_credits"
+    )
     with open_services() as services:
         account = services.ledger.create_account(args.name, starter)
-    data = {"id": str(account.id), "name": account.name, "balance": account.balance,
-            "balance_credits": format_credits(account.balance)}
+    data = {
+        "id": str(account.id),
+        "name": account.name,
+        "balance": account.balance,
+        "balance_credits": format_credits(account.balance),
+    }
     return data, f"account {account.name} created ({account.id}), balance {format_credits(account.balance)}"
 
 
@@ -227,8 +255,12 @@ def accounts_caps(args: argparse.Namespace) -> Result:
         account = services.ledger.set_spend_caps(args.account, day=day, month=month, api_key_id=args.key)
         key_id = None if args.key is None else services.ledger.get_api_key(args.key).id
     scope = "account" if key_id is None else key_id.hex  # the aggregate keys its caps by hex
-    data = {"account_id": str(account.id), "scope": "account" if key_id is None else str(key_id),
-            "day": account.caps[scope]["day"], "month": account.caps[scope]["month"]}
+    data = {
+        "account_id": str(account.id),
+        "scope": "account" if key_id is None else str(key_id),
+        "day": account.caps[scope]["day"],
+        "month": account.caps[scope]["month"],
+    }
     shown = ", ".join(f"{w} {format_credits(v)}" for w, v in (("day", day), ("month", month)) if v is not None)
     return data, f"spend caps for {data['scope']}: {shown or 'none'}"
 
@@ -237,20 +269,28 @@ def accounts_list(args: argparse.Namespace) -> Result:
     with open_services() as services:
         services.read_models.runner.catch_up()
         rows = [balance_json(row) for row in services.read_models.balances.list_balances()]
-    lines = [f"{r['name']:<24} balance {r['balance_credits']:>22}  available {r['available_credits']:>22}" for r in rows]
+    lines = [
+        f"{r['name']:<24} balance {r['balance_credits']:>22}  available {r['available_credits']:>22}" for r in rows
+    ]
     return {"data": rows}, "\n".join(lines) or "no accounts"
 
 
 def credits_grant(args: argparse.Namespace) -> Result:
     amount = parse_credits(args.amount)
     with open_services() as services:
-        result = services.ledger.grant_credits(args.account, amount, args.reason, args.idempotency_key,
-                                               args.expires_at)
-    data = {"account_id": str(result.account_id), "amount": result.amount,
-            "amount_credits": format_credits(result.amount), "credited": result.credited,
-            "expires_at": args.expires_at.isoformat() if args.expires_at else None}
-    text = (f"granted {format_credits(amount)} credits" if result.credited
-            else "not credited again: this idempotency key was used before")
+        result = services.ledger.grant_credits(args.account, amount, args.reason, args.idempotency_key, args.expires_at)
+    data = {
+        "account_id": str(result.account_id),
+        "amount": result.amount,
+        "amount_credits": format_credits(result.amount),
+        "credited": result.credited,
+        "expires_at": args.expires_at.isoformat() if args.expires_at else None,
+    }
+    text = (
+        f"granted {format_credits(amount)} credits"
+        if result.credited
+        else "not credited again: this idempotency key was used before"
+    )
     if result.credited and args.expires_at:
         text += f", expiring at {args.expires_at.isoformat()}"
     return data, text
@@ -260,12 +300,18 @@ def credits_adjust(args: argparse.Namespace) -> Result:
     amount = parse_credits(args.amount, allow_negative=True)
     with open_services() as services:
         result = services.ledger.adjust_credits(args.account, amount, args.reason, args.idempotency_key)
-    data = {"account_id": str(result.account_id), "requested": amount, "applied": result.amount,
-            "applied_credits": format_credits(result.amount), "credited": result.credited}
+    data = {
+        "account_id": str(result.account_id),
+        "requested": amount,
+        "applied": result.amount,
+        "applied_credits": format_credits(result.amount),
+        "credited": result.credited,
+    }
     if not result.credited:
         return data, "not applied again: this idempotency key was used before"
     return data, f"adjusted by {format_credits(result.amount)} credits" + (
-        f" (asked {format_credits(amount)}; a debit never goes below zero)" if result.amount != amount else "")
+        f" (asked {format_credits(amount)}; a debit never goes below zero)" if result.amount != amount else ""
+    )
 
 
 def holds_sweep(args: argparse.Namespace) -> Result:
@@ -290,8 +336,10 @@ def keys_revoke(args: argparse.Namespace) -> Result:
 def balance(args: argparse.Namespace) -> Result:
     with open_services() as services:
         data = read_balance(services, args.account)
-    text = (f"{data['name']}: balance {data['balance_credits']}, held {data['held_credits']}, "
-            f"available {data['available_credits']} credits")
+    text = (
+        f"{data['name']}: balance {data['balance_credits']}, held {data['held_credits']}, "
+        f"available {data['available_credits']} credits"
+    )
     if data.get("expiring"):
         text += f"; {data['expiring_credits']} expiring, the next at {data['next_expiry']}"
     return data, text
@@ -319,9 +367,11 @@ def _projection_line(row: dict[str, Any]) -> str:
     line = f"{row['name']:<16} position {row['position']} of {row['max_notification_id']}, lag {row['lag']}"
     if row["state"] != "stopped":
         return f"{line}, running"
-    return (f"{line}, STOPPED at event {row['stopped_at']} ({row['stopped_event']}) since {row['stopped_on']}: "
-            f"{row['error']}\n{'':<16} fix the cause, then `tallyhub projections rebuild {row['name']}` "
-            "or restart serve/worker to try it again")
+    return (
+        f"{line}, STOPPED at event {row['stopped_at']} ({row['stopped_event']}) since {row['stopped_on']}: "
+        f"{row['error']}\n{'':<16} fix the cause, then `tallyhub projections rebuild {row['name']}` "
+        "or restart serve/worker to try it again"
+    )
 
 
 def _read_secret() -> str:

@@ -45,9 +45,13 @@ def secrets_rotate_master(args: argparse.Namespace) -> Result:
         result = km.rotate_master(ledger)
     assert result.status is not None
     data = rotation_result_json(result)
-    lines = [f"moved {len(result.moved)} secret(s) out of the event history into the secret store"] if result.moved else []
-    lines += [f"re-encrypted {len(result.rewrapped)} secret(s) under fresh data keys, wrapped by master key "
-              f"{result.newest_kid}"]
+    lines = (
+        [f"moved {len(result.moved)} secret(s) out of the event history into the secret store"] if result.moved else []
+    )
+    lines += [
+        f"re-encrypted {len(result.rewrapped)} secret(s) under fresh data keys, wrapped by master key "
+        f"{result.newest_kid}"
+    ]
     lines += [f"  {label}" for label in result.rewrapped]
     if result.deleted:
         lines.append(f"deleted {result.deleted} superseded secret(s)")
@@ -56,8 +60,13 @@ def secrets_rotate_master(args: argparse.Namespace) -> Result:
 
 def rotation_result_json(result: km.RotationResult) -> dict[str, Any]:
     assert result.status is not None
-    return {"newest_kid": result.newest_kid, "rewrapped": result.rewrapped, "moved": result.moved,
-            "deleted": result.deleted, "status": status_json(result.status)}
+    return {
+        "newest_kid": result.newest_kid,
+        "rewrapped": result.rewrapped,
+        "moved": result.moved,
+        "deleted": result.deleted,
+        "status": status_json(result.status),
+    }
 
 
 def secrets_status(args: argparse.Namespace) -> Result:
@@ -87,15 +96,21 @@ def status_text(status: km.SecretsStatus) -> str:
     if status.rotation_needed:
         lines.append("run `tallyhub secrets rotate-master` to re-encrypt everything under the newest key")
     if status.not_moved:
-        lines.append(f"{len(status.not_moved)} secret(s) still only in the event history: "
-                     "`tallyhub secrets rotate-master` moves them to the secret store")
+        lines.append(
+            f"{len(status.not_moved)} secret(s) still only in the event history: "
+            "`tallyhub secrets rotate-master` moves them to the secret store"
+        )
     if status.retirable_kids:
-        lines.append(f"no current secret uses {', '.join(status.retirable_kids)}: safe to remove from the configuration")
+        lines.append(
+            f"no current secret uses {', '.join(status.retirable_kids)}: safe to remove from the configuration"
+        )
     if status.in_history:
         kids = ", ".join(f"{kid} ({count})" for kid, count in status.in_history.items())
-        lines.append(f"the event history still holds {sum(status.in_history.values())} envelope(s) from before the "
-                     f"secret store, sealed under {kids}: whoever has one of those keys and a copy of the store can "
-                     "open the secrets as they were then; rotate those provider credentials at the provider")
+        lines.append(
+            f"the event history still holds {sum(status.in_history.values())} envelope(s) from before the "
+            f"secret store, sealed under {kids}: whoever has one of those keys and a copy of the store can "
+            "open the secrets as they were then; rotate those provider credentials at the provider"
+        )
     return "\n".join(lines)
 
 
@@ -105,12 +120,20 @@ def status_text(status: km.SecretsStatus) -> str:
 def providers_rotate_credential(args: argparse.Namespace) -> Result:
     secret = read_secret()
     with _ledger() as ledger:
-        rotation = km.rotate_credential(ledger, args.name, secret, credential_id=args.credential,
-                                        grace=timedelta(seconds=args.grace_seconds), weight=args.weight)
+        rotation = km.rotate_credential(
+            ledger,
+            args.name,
+            secret,
+            credential_id=args.credential,
+            grace=timedelta(seconds=args.grace_seconds),
+            weight=args.weight,
+        )
         data = {**provider_json(rotation.provider), "rotated": rotation_json(rotation)}
     when = f"until {rotation.retires_at.isoformat()}" if rotation.retires_at else "no longer (disabled now)"
-    return data, (f"credential {rotation.new_credential_id} replaces {rotation.old_credential_id} of {args.name}; "
-                  f"the old one is used {when}")
+    return data, (
+        f"credential {rotation.new_credential_id} replaces {rotation.old_credential_id} of {args.name}; "
+        f"the old one is used {when}"
+    )
 
 
 def providers_delete_credential(args: argparse.Namespace) -> Result:
@@ -120,8 +143,11 @@ def providers_delete_credential(args: argparse.Namespace) -> Result:
 
 
 def rotation_json(rotation: km.CredentialRotation) -> dict[str, Any]:
-    return {"old_credential_id": rotation.old_credential_id, "new_credential_id": rotation.new_credential_id,
-            "old_retires_at": rotation.retires_at.isoformat() if rotation.retires_at else None}
+    return {
+        "old_credential_id": rotation.old_credential_id,
+        "new_credential_id": rotation.new_credential_id,
+        "old_retires_at": rotation.retires_at.isoformat() if rotation.retires_at else None,
+    }
 
 
 # --- API keys -----------------------------------------------------------------------
@@ -138,11 +164,16 @@ def keys_issue(args: argparse.Namespace) -> Result:
 def keys_rotate(args: argparse.Namespace) -> Result:
     with _ledger() as ledger:
         rotation = km.rotate_key(ledger, args.key_id, grace=timedelta(seconds=args.grace_seconds))
-        data = {**key_json(ledger.get_api_key(rotation.issued.key_id)), "key": rotation.issued.plaintext,
-                "replaces": key_json(ledger.get_api_key(rotation.old_key_id))}
+        data = {
+            **key_json(ledger.get_api_key(rotation.issued.key_id)),
+            "key": rotation.issued.plaintext,
+            "replaces": key_json(ledger.get_api_key(rotation.old_key_id)),
+        }
     when = f"until {rotation.old_retires_at.isoformat()}" if rotation.old_retires_at else "no longer (revoked)"
-    return data, (f"key id {rotation.issued.key_id} replaces {rotation.old_key_id}; the old key works {when}\n"
-                  f"API key (shown once): {rotation.issued.plaintext}")
+    return data, (
+        f"key id {rotation.issued.key_id} replaces {rotation.old_key_id}; the old key works {when}\n"
+        f"API key (shown once): {rotation.issued.plaintext}"
+    )
 
 
 def keys_set_models(args: argparse.Namespace) -> Result:
@@ -156,9 +187,12 @@ def keys_set_models(args: argparse.Namespace) -> Result:
 
 def key_json(key: ApiKey) -> dict[str, Any]:
     """``api_key_json`` plus model limits and rotation (never the key or its digest)."""
-    return {**api_key_json(key), "allowed_models": key.allowed_models,
-            "replaced_by": str(key.replaced_by) if key.replaced_by else None,
-            "retires_at": key.retires_at.isoformat() if key.retires_at else None}
+    return {
+        **api_key_json(key),
+        "allowed_models": key.allowed_models,
+        "replaced_by": str(key.replaced_by) if key.replaced_by else None,
+        "retires_at": key.retires_at.isoformat() if key.retires_at else None,
+    }
 
 
 def read_secret() -> str:
@@ -186,31 +220,55 @@ def register(sub: Any, command: Command, *, providers: Any = None, keys: Any = N
     keys = keys or _group(sub, "keys")
 
     secrets = sub.add_parser("secrets", help="master keys and sealed secrets").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    command("rotate-master", secrets_rotate_master,
-            "re-encrypt every stored secret under a fresh data key and the newest master key, deleting "
-            "superseded ones (online, idempotent)", secrets)
-    command("status", secrets_status, "which master keys the stored secrets still need, and what the event history still holds", secrets)
+        dest="action", required=True, metavar="ACTION"
+    )
+    command(
+        "rotate-master",
+        secrets_rotate_master,
+        "re-encrypt every stored secret under a fresh data key and the newest master key, deleting "
+        "superseded ones (online, idempotent)",
+        secrets,
+    )
+    command(
+        "status",
+        secrets_status,
+        "which master keys the stored secrets still need, and what the event history still holds",
+        secrets,
+    )
 
-    rotate = command("rotate-credential", providers_rotate_credential,
-                     "replace a provider credential (new secret on stdin)", providers)
+    rotate = command(
+        "rotate-credential",
+        providers_rotate_credential,
+        "replace a provider credential (new secret on stdin)",
+        providers,
+    )
     rotate.add_argument("name")
     rotate.add_argument("--api-key-stdin", action="store_true", required=True)
     rotate.add_argument("--credential", help="the credential to replace (needed when there are several)")
-    rotate.add_argument("--grace-seconds", type=grace_seconds, default=0,
-                        help="keep using the old credential this long beside the new one (default 0: disable it now)")
+    rotate.add_argument(
+        "--grace-seconds",
+        type=grace_seconds,
+        default=0,
+        help="keep using the old credential this long beside the new one (default 0: disable it now)",
+    )
     rotate.add_argument("--weight", type=int, help="the new credential's weight (default: the old one's)")
     delete = command("delete-credential", providers_delete_credential, "delete a provider credential", providers)
     delete.add_argument("name")
     delete.add_argument("credential_id")
 
     issue = keys.choices["issue"]
-    issue.add_argument("--models", help="limit the key to these models: PROVIDER/MODEL, PROVIDER/* or aliases, comma-separated")
+    issue.add_argument(
+        "--models", help="limit the key to these models: PROVIDER/MODEL, PROVIDER/* or aliases, comma-separated"
+    )
     issue.set_defaults(handler=keys_issue)
     rotate_key = command("rotate", keys_rotate, "replace an API key (the new key is printed once)", keys)
     rotate_key.add_argument("key_id")
-    rotate_key.add_argument("--grace-seconds", type=grace_seconds, default=0,
-                            help="the old key keeps working this long (default 0: revoked now)")
+    rotate_key.add_argument(
+        "--grace-seconds",
+        type=grace_seconds,
+        default=0,
+        help="the old key keeps working this long (default 0: revoked now)",
+    )
     models = command("set-models", keys_set_models, "limit the models an API key may use", keys)
     models.add_argument("key_id")
     which = models.add_mutually_exclusive_group(required=True)

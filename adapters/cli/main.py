@@ -62,17 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
 
-    worker = command("worker", commands.worker,
-                     "server mode (PostgreSQL + Redis): keep the read models up to date and run the sweeps, until SIGTERM")
-    worker.add_argument("--poll-seconds", type=float, default=1.0,
-                        help="catch up at least this often even without a wake-up from Redis (default 1)")
+    worker = command(
+        "worker",
+        commands.worker,
+        "server mode (PostgreSQL + Redis): keep the read models up to date and run the sweeps, until SIGTERM",
+    )
+    worker.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=1.0,
+        help="catch up at least this often even without a wake-up from Redis (default 1)",
+    )
 
     dash = command("dashboard", commands.dashboard, "run the Streamlit analytics dashboard (admin key required)")
     dash.add_argument("--host", default="127.0.0.1")
     dash.add_argument("--port", type=int, default=8501)
 
     providers = sub.add_parser("providers", help="upstream providers and credentials").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     add = command("add", commands.providers_add, "register a provider", providers)
     add.add_argument("name")
     add.add_argument("--kind", required=True)
@@ -81,18 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--api-key-stdin", action="store_true", help="read the provider's secret from stdin")
     add.add_argument("--weight", type=int, default=1, help="share of traffic for this credential")
     command("list", commands.providers_list, "list providers (secrets masked)", providers)
-    cred = command("add-credential", commands.providers_add_credential, "add another credential (secret on stdin)", providers)
+    cred = command(
+        "add-credential", commands.providers_add_credential, "add another credential (secret on stdin)", providers
+    )
     cred.add_argument("name")
     cred.add_argument("--api-key-stdin", action="store_true", required=True)
     cred.add_argument("--weight", type=int, default=1)
-    for action, handler, help_ in (("disable", commands.providers_disable, "stop routing to a provider"),
-                                   ("enable", commands.providers_enable, "route to a provider again")):
+    for action, handler, help_ in (
+        ("disable", commands.providers_disable, "stop routing to a provider"),
+        ("enable", commands.providers_enable, "route to a provider again"),
+    ):
         toggle = command(action, handler, help_, providers)
         toggle.add_argument("name")
         toggle.add_argument("--credential", help="only this credential (an id from `providers list`)")
 
     aliases = sub.add_parser("aliases", help="model aliases with fallbacks").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
+        dest="action", required=True, metavar="ACTION"
+    )
     alias = command("set", commands.aliases_set, "point an alias at a model, with fallbacks tried in order", aliases)
     alias.add_argument("name")
     alias.add_argument("model", metavar="PROVIDER/MODEL")
@@ -101,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     unalias = command("remove", commands.aliases_remove, "remove an alias", aliases)
     unalias.add_argument("name")
 
-    prices = sub.add_parser("prices", help="the price book").add_subparsers(dest="action", required=True, metavar="ACTION")
+    prices = sub.add_parser("prices", help="the price book").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     set_ = command("set", commands.prices_set, "price a model; publishes a new price-book version", prices)
     set_.add_argument("model", metavar="PROVIDER/MODEL")
     set_.add_argument("--input", required=True, help="credits per 1M input tokens")
@@ -114,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("file", help="the price file (format: README, 'Price files')")
     command("show", commands.prices_show, "show the current price-book version", prices)
 
-    accounts = sub.add_parser("accounts", help="customer accounts").add_subparsers(dest="action", required=True, metavar="ACTION")
+    accounts = sub.add_parser("accounts", help="customer accounts").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     create = command("create", commands.accounts_create, "create an account", accounts)
     create.add_argument("name")
     create.add_argument("--starter-credits", help="default: TALLYHUB_STARTER_CREDITS (0)")
@@ -125,14 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     caps.add_argument("--month", help="credits per UTC month")
     caps.add_argument("--key", help="cap one API key of the account instead (its key id)")
 
-    credits = sub.add_parser("credits", help="credit grants").add_subparsers(dest="action", required=True, metavar="ACTION")
+    credits = sub.add_parser("credits", help="credit grants").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     grant = command("grant", commands.credits_grant, "grant credits to an account", credits)
     grant.add_argument("account")
     grant.add_argument("amount", help="credits, decimal text")
     grant.add_argument("--reason", default="")
     grant.add_argument("--idempotency-key")
-    grant.add_argument("--expires-at", type=commands.iso_timestamp, metavar="ISO",
-                       help="ISO 8601 time (UTC when it names no zone); what is unspent then expires")
+    grant.add_argument(
+        "--expires-at",
+        type=commands.iso_timestamp,
+        metavar="ISO",
+        help="ISO 8601 time (UTC when it names no zone); what is unspent then expires",
+    )
 
     adjust = command("adjust", commands.credits_adjust, "correct a balance up or down, with a reason", credits)
     adjust.add_argument("account")
@@ -141,8 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
     adjust.add_argument("--idempotency-key")
 
     holds = sub.add_parser("holds", help="credit holds").add_subparsers(dest="action", required=True, metavar="ACTION")
-    command("sweep", commands.holds_sweep, "release holds and expire grants past their deadline (serve, or worker in server mode, also does this)",
-            holds)
+    command(
+        "sweep",
+        commands.holds_sweep,
+        "release holds and expire grants past their deadline (serve, or worker in server mode, also does this)",
+        holds,
+    )
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True, metavar="ACTION")
     issue = command("issue", commands.keys_issue, "issue an API key (printed once)", keys)
@@ -155,7 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     balance = command("balance", commands.balance, "an account's balance, held and available credit")
     balance.add_argument("account")
 
-    projections = sub.add_parser("projections", help="read models").add_subparsers(dest="action", required=True, metavar="ACTION")
+    projections = sub.add_parser("projections", help="read models").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     command("status", commands.projections_status, "position and lag of each read model", projections)
     rebuild = command("rebuild", commands.projections_rebuild, "rebuild read models from the events", projections)
     rebuild.add_argument("name", nargs="?")
@@ -210,10 +239,15 @@ def _error_type(exc: Exception) -> str:
 
 
 _TYPES: list[tuple[type[Exception], str]] = [
-    (AuthenticationFailed, "authentication_error"), (PermissionDenied, "permission_error"),
-    (InsufficientCredits, "insufficient_credits"), (NotFound, "invalid_request_error"),
-    (AlreadyExists, "invalid_request_error"), (NotInitialised, "server_error"), (SecretError, "server_error"),
-    (UpstreamError, "upstream_error"), (ProjectionStopped, "server_error"),
+    (AuthenticationFailed, "authentication_error"),
+    (PermissionDenied, "permission_error"),
+    (InsufficientCredits, "insufficient_credits"),
+    (NotFound, "invalid_request_error"),
+    (AlreadyExists, "invalid_request_error"),
+    (NotInitialised, "server_error"),
+    (SecretError, "server_error"),
+    (UpstreamError, "upstream_error"),
+    (ProjectionStopped, "server_error"),
 ]
 
 

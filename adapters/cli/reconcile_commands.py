@@ -25,7 +25,7 @@ Credential ids name a credential, never its secret.
 
 import argparse
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 from uuid import UUID
@@ -44,8 +44,9 @@ MONEY = ("charged", "cost", "provider_cost", "estimated_charged", "margin")
 NO_LIMIT = 2**62
 
 
-def read_reconciliation(services: Services, since: datetime | None = None,
-                        until: datetime | None = None) -> dict[str, Any]:
+def read_reconciliation(
+    services: Services, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
     """The margin report and the estimated charges over ``[since, until)``, as JSON."""
     since, until = _bound(since, "from"), _bound(until, "to")
     if since is not None and until is not None and since > until:
@@ -67,74 +68,122 @@ def read_reconciliation(services: Services, since: datetime | None = None,
     return data
 
 
-def clamped_json(rows: list[RequestRow], accounts: dict[UUID, str],
-                 reported: dict[UUID, dict[str, str]]) -> dict[str, Any]:
+def clamped_json(
+    rows: list[RequestRow], accounts: dict[UUID, str], reported: dict[UUID, dict[str, str]]
+) -> dict[str, Any]:
     """The charges whose provider reported more usage than the request could have used:
     what was charged (at the request's bounds) beside the report as it came, oldest first."""
-    charges = [money_fields({"request_id": str(r.request_id), "at": r.at.isoformat(),
-                             "account_id": str(r.account_id) if r.account_id else None,
-                             "account": accounts.get(r.account_id) if r.account_id else None,
-                             "provider": r.provider, "model": r.model, "charge": r.charge,
-                             "charged_usage": {"input_tokens": r.input_tokens,
-                                               "cached_input_tokens": r.cached_input_tokens,
-                                               "output_tokens": r.output_tokens,
-                                               "reasoning_tokens": r.reasoning_tokens},
-                             "reported_usage": reported.get(r.request_id)}, "charge")
-               for r in rows]
-    return money_fields({"count": len(charges), "charged": sum(r.charge for r in rows), "charges": charges},
-                        "charged")
+    charges = [
+        money_fields(
+            {
+                "request_id": str(r.request_id),
+                "at": r.at.isoformat(),
+                "account_id": str(r.account_id) if r.account_id else None,
+                "account": accounts.get(r.account_id) if r.account_id else None,
+                "provider": r.provider,
+                "model": r.model,
+                "charge": r.charge,
+                "charged_usage": {
+                    "input_tokens": r.input_tokens,
+                    "cached_input_tokens": r.cached_input_tokens,
+                    "output_tokens": r.output_tokens,
+                    "reasoning_tokens": r.reasoning_tokens,
+                },
+                "reported_usage": reported.get(r.request_id),
+            },
+            "charge",
+        )
+        for r in rows
+    ]
+    return money_fields({"count": len(charges), "charged": sum(r.charge for r in rows), "charges": charges}, "charged")
 
 
-def reconciliation_json(since: datetime | None, until: datetime | None, days: list[ProviderDayRow],
-                        estimated: list[RequestRow], accounts: dict[UUID, str]) -> dict[str, Any]:
+def reconciliation_json(
+    since: datetime | None,
+    until: datetime | None,
+    days: list[ProviderDayRow],
+    estimated: list[RequestRow],
+    accounts: dict[UUID, str],
+) -> dict[str, Any]:
     totals = ProviderCounts()
     for day in days:
         totals.add(day.counts)
-    charges = [money_fields({"request_id": str(r.request_id), "at": r.at.isoformat(),
-                             "account_id": str(r.account_id) if r.account_id else None,
-                             "account": accounts.get(r.account_id) if r.account_id else None,
-                             "provider": r.provider, "model": r.model, "charge": r.charge}, "charge")
-               for r in estimated]
+    charges = [
+        money_fields(
+            {
+                "request_id": str(r.request_id),
+                "at": r.at.isoformat(),
+                "account_id": str(r.account_id) if r.account_id else None,
+                "account": accounts.get(r.account_id) if r.account_id else None,
+                "provider": r.provider,
+                "model": r.model,
+                "charge": r.charge,
+            },
+            "charge",
+        )
+        for r in estimated
+    ]
     return {
         "from": since.isoformat() if since else None,
         "to": until.isoformat() if until else None,
-        "rows": [{"day": d.day.isoformat(), "provider": d.provider, "credential_id": d.credential_id,
-                  "model": d.model, **_figures(d.counts)} for d in days],
+        "rows": [
+            {
+                "day": d.day.isoformat(),
+                "provider": d.provider,
+                "credential_id": d.credential_id,
+                "model": d.model,
+                **_figures(d.counts),
+            }
+            for d in days
+        ],
         "totals": _figures(totals),
-        "estimated": money_fields({"count": len(charges), "charged": sum(r.charge for r in estimated),
-                                   "charges": charges}, "charged"),
+        "estimated": money_fields(
+            {"count": len(charges), "charged": sum(r.charge for r in estimated), "charges": charges}, "charged"
+        ),
     }
 
 
 def reconciliation_text(data: dict[str, Any]) -> str:
     window = f"{data['from'] or 'the beginning'} to {data['to'] or 'now'}"
-    header = (f"{'day':<10} {'provider':<12} {'credential':<34} {'model':<28} {'requests':>8} {'charged':>20}"
-              f" {'provider cost':>20}  {'margin':>21} {'margin %':>8}")
+    header = (
+        f"{'day':<10} {'provider':<12} {'credential':<34} {'model':<28} {'requests':>8} {'charged':>20}"
+        f" {'provider cost':>20}  {'margin':>21} {'margin %':>8}"
+    )
     lines = [f"reconciliation, {window}", header]
     for r in [*data["rows"], {"day": "total", "provider": "", "credential_id": "", "model": "", **data["totals"]}]:
         unknown = "*" if r["provider_cost_unknown"] else ""
         credential = "-" if r["credential_id"] is None else r["credential_id"]  # "-": no upstream call was made
-        lines.append(f"{r['day']:<10} {r['provider']:<12} {credential:<34} {r['model']:<28}"
-                     f" {r['requests']:>8} {r['charged_credits']:>20} {r['provider_cost_credits']:>20}{unknown:<1}"
-                     f" {signed_credits(r['margin']):>21} {r['margin_pct'] or '-':>8}")
+        lines.append(
+            f"{r['day']:<10} {r['provider']:<12} {credential:<34} {r['model']:<28}"
+            f" {r['requests']:>8} {r['charged_credits']:>20} {r['provider_cost_credits']:>20}{unknown:<1}"
+            f" {signed_credits(r['margin']):>21} {r['margin_pct'] or '-':>8}"
+        )
     totals = data["totals"]
     if totals["provider_cost_unknown"]:
-        lines.append(f"* {totals['provider_cost_unknown']} completed request(s) had no provider-cost rates; "
-                     "their provider cost is not in these figures")
+        lines.append(
+            f"* {totals['provider_cost_unknown']} completed request(s) had no provider-cost rates; "
+            "their provider cost is not in these figures"
+        )
     lines.append(f"failed attempts: {totals['failed_attempts']}, failovers: {totals['failovers']}")
     estimated = data["estimated"]
     lines.append(f"charges on estimated usage: {estimated['count']}, {estimated['charged_credits']} credits")
     for c in estimated["charges"]:
-        lines.append(f"  {c['at']:<32} {c['request_id']:<36} {c['account'] or c['account_id'] or '-':<20}"
-                     f" {c['model']:<28} {c['charge_credits']:>20}")
+        lines.append(
+            f"  {c['at']:<32} {c['request_id']:<36} {c['account'] or c['account_id'] or '-':<20}"
+            f" {c['model']:<28} {c['charge_credits']:>20}"
+        )
     clamped = data["clamped"]
-    lines.append(f"charges on clamped usage (the provider reported more than the request allowed): "
-                 f"{clamped['count']}, {clamped['charged_credits']} credits")
+    lines.append(
+        f"charges on clamped usage (the provider reported more than the request allowed): "
+        f"{clamped['count']}, {clamped['charged_credits']} credits"
+    )
     for c in clamped["charges"]:
         said = c["reported_usage"] or {}
-        lines.append(f"  {c['at']:<32} {c['request_id']:<36} {c['account'] or c['account_id'] or '-':<20}"
-                     f" {c['model']:<28} {c['charge_credits']:>20}  reported input {said.get('input_tokens', '?')},"
-                     f" output {said.get('output_tokens', '?')}")
+        lines.append(
+            f"  {c['at']:<32} {c['request_id']:<36} {c['account'] or c['account_id'] or '-':<20}"
+            f" {c['model']:<28} {c['charge_credits']:>20}  reported input {said.get('input_tokens', '?')},"
+            f" output {said.get('output_tokens', '?')}"
+        )
     return "\n".join(lines)
 
 
@@ -146,12 +195,26 @@ def reconcile(args: argparse.Namespace) -> Result:
 
 def register(sub: Any, command: Command) -> None:
     """Add ``reconcile`` to main.py's parser (``command`` is main.py's builder)."""
-    p = command("reconcile", reconcile,
-                "provider cost against charges per credential and day (the margin report), and estimated charges", sub)
-    p.add_argument("--from", dest="since", type=iso_timestamp, metavar="ISO",
-                   help="first hour included, a whole UTC hour in ISO 8601 (default: the beginning)")
-    p.add_argument("--to", dest="until", type=iso_timestamp, metavar="ISO",
-                   help="first hour excluded, a whole UTC hour in ISO 8601 (default: now)")
+    p = command(
+        "reconcile",
+        reconcile,
+        "provider cost against charges per credential and day (the margin report), and estimated charges",
+        sub,
+    )
+    p.add_argument(
+        "--from",
+        dest="since",
+        type=iso_timestamp,
+        metavar="ISO",
+        help="first hour included, a whole UTC hour in ISO 8601 (default: the beginning)",
+    )
+    p.add_argument(
+        "--to",
+        dest="until",
+        type=iso_timestamp,
+        metavar="ISO",
+        help="first hour excluded, a whole UTC hour in ISO 8601 (default: now)",
+    )
 
 
 def _figures(counts: ProviderCounts) -> dict[str, Any]:
@@ -172,10 +235,11 @@ def margin_pct(margin: int, charged: int) -> str | None:
 def _bound(value: datetime | None, param: str) -> datetime | None:
     if value is None:
         return None
-    at = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    at = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     if (at.minute, at.second, at.microsecond) != (0, 0, 0):
-        raise InvalidRequest(f"'{param}' must be a whole UTC hour (the provider rollups are hourly), "
-                             f"got {at.isoformat()}", param=param)
+        raise InvalidRequest(
+            f"'{param}' must be a whole UTC hour (the provider rollups are hourly), got {at.isoformat()}", param=param
+        )
     return at
 
 

@@ -17,14 +17,22 @@ from adapters.presenters import id_text, money_fields, plain, signed_credits
 from adapters.services import Services
 from application.event_scan import Progress
 from application.pricing_input import parse_price_file
-from application.replay import ReplayPlan, Replayer, ReplayReport
+from application.replay import Replayer, ReplayPlan, ReplayReport
 
 Result = tuple[Any, str]
 Command = Callable[..., argparse.ArgumentParser]
 
 
-def run_replay(services: Services, price_text: str, *, since: datetime | None = None, until: datetime | None = None,
-               account: str | None = None, apply: bool = False, progress: Progress | None = None) -> dict[str, Any]:
+def run_replay(
+    services: Services,
+    price_text: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    account: str | None = None,
+    apply: bool = False,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Preview (or apply) a replay of the price file ``price_text``; the report as JSON."""
     prices, _ = parse_price_file(price_text)  # its effective_at does not matter to a replay
     account_id = services.ledger.get_account(account).id if account else None
@@ -43,15 +51,39 @@ def replay_json(services: Services, report: ReplayReport, *, dry_run: bool) -> d
         return names[account_id]
 
     plan = report.plan
-    lines = [money_fields({"account_id": str(line.account_id), "account": name(line.account_id), "model": line.model,
-                           "charges": line.charges, "old": line.old, "new": line.new,
-                           "difference": line.difference}, "old", "new", "difference")
-             for line in report.lines]
-    adjustments = [money_fields({"account_id": str(a.account_id), "account": name(a.account_id),
-                                 "requested": a.requested, "applied": a.applied,
-                                 "uncollected": a.requested - a.applied, "posted": a.posted},
-                                "requested", "applied", "uncollected")
-                   for a in report.adjustments]
+    lines = [
+        money_fields(
+            {
+                "account_id": str(line.account_id),
+                "account": name(line.account_id),
+                "model": line.model,
+                "charges": line.charges,
+                "old": line.old,
+                "new": line.new,
+                "difference": line.difference,
+            },
+            "old",
+            "new",
+            "difference",
+        )
+        for line in report.lines
+    ]
+    adjustments = [
+        money_fields(
+            {
+                "account_id": str(a.account_id),
+                "account": name(a.account_id),
+                "requested": a.requested,
+                "applied": a.applied,
+                "uncollected": a.requested - a.applied,
+                "posted": a.posted,
+            },
+            "requested",
+            "applied",
+            "uncollected",
+        )
+        for a in report.adjustments
+    ]
     return {
         "dry_run": dry_run,
         "applied": report.applied,
@@ -64,8 +96,9 @@ def replay_json(services: Services, report: ReplayReport, *, dry_run: bool) -> d
         "charges": report.charges,
         "refunded_skipped": report.refunded_skipped,
         "last_position": report.last_position,
-        "totals": money_fields({"old": report.old, "new": report.new, "difference": report.difference},
-                               "old", "new", "difference"),
+        "totals": money_fields(
+            {"old": report.old, "new": report.new, "difference": report.difference}, "old", "new", "difference"
+        ),
         "lines": lines,
         "adjustments": adjustments,
     }
@@ -74,22 +107,36 @@ def replay_json(services: Services, report: ReplayReport, *, dry_run: bool) -> d
 def applied_json(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The replay log's entries with their ids as every output shows them (dashed UUIDs;
     the log keeps hex)."""
-    return [plain({**entry, "replay_id": id_text(entry["replay_id"]), "account_id": id_text(entry["account_id"]),
-                   "adjustments": {id_text(account): amount for account, amount in entry["adjustments"].items()}})
-            for entry in entries]
+    return [
+        plain(
+            {
+                **entry,
+                "replay_id": id_text(entry["replay_id"]),
+                "account_id": id_text(entry["account_id"]),
+                "adjustments": {id_text(account): amount for account, amount in entry["adjustments"].items()},
+            }
+        )
+        for entry in entries
+    ]
 
 
 def replay_text(data: dict[str, Any]) -> str:
     window = f"{data['from'] or 'the beginning'} to {data['to'] or 'now'}"
     who = f" for {data['account']}" if data["account"] else ""
-    lines = [f"replay of {data['charges']:,} charges{who}, {window} (events up to position {data['last_position']})",
-             f"{'account':<24} {'model':<36} {'charges':>9} {'old':>20} {'new':>20} {'difference':>20}"]
+    lines = [
+        f"replay of {data['charges']:,} charges{who}, {window} (events up to position {data['last_position']})",
+        f"{'account':<24} {'model':<36} {'charges':>9} {'old':>20} {'new':>20} {'difference':>20}",
+    ]
     for line in data["lines"]:
-        lines.append(f"{line['account']:<24} {line['model']:<36} {line['charges']:>9,} {line['old_credits']:>20}"
-                     f" {line['new_credits']:>20} {signed_credits(line['difference']):>20}")
+        lines.append(
+            f"{line['account']:<24} {line['model']:<36} {line['charges']:>9,} {line['old_credits']:>20}"
+            f" {line['new_credits']:>20} {signed_credits(line['difference']):>20}"
+        )
     totals = data["totals"]
-    lines.append(f"{'total':<61} {data['charges']:>9,} {totals['old_credits']:>20} {totals['new_credits']:>20}"
-                 f" {signed_credits(totals['difference']):>20}")
+    lines.append(
+        f"{'total':<61} {data['charges']:>9,} {totals['old_credits']:>20} {totals['new_credits']:>20}"
+        f" {signed_credits(totals['difference']):>20}"
+    )
     if data["refunded_skipped"]:
         lines.append(f"{data['refunded_skipped']:,} refunded charges left out")
     if data["dry_run"]:
@@ -107,8 +154,15 @@ def replay_text(data: dict[str, Any]) -> str:
 def replay(args: argparse.Namespace) -> Result:
     text = read_price_file(args.prices)
     with open_services() as services:
-        data = run_replay(services, text, since=args.since, until=args.until, account=args.account,
-                          apply=args.apply, progress=progress_bar("replaying"))
+        data = run_replay(
+            services,
+            text,
+            since=args.since,
+            until=args.until,
+            account=args.account,
+            apply=args.apply,
+            progress=progress_bar("replaying"),
+        )
     return data, replay_text(data)
 
 
@@ -116,9 +170,15 @@ def register(sub: Any, command: Command) -> None:
     """Add ``replay`` to main.py's parser (``command`` is main.py's builder)."""
     p = command("replay", replay, "re-price recorded charges under another price book (a dry run unless --apply)", sub)
     p.add_argument("--prices", required=True, metavar="FILE", help="a price file (see README, Price files)")
-    p.add_argument("--from", dest="since", type=iso_timestamp, metavar="ISO",
-                   help="first instant included, ISO 8601 (default: the beginning)")
-    p.add_argument("--to", dest="until", type=iso_timestamp, metavar="ISO",
-                   help="first instant excluded, ISO 8601 (default: now)")
+    p.add_argument(
+        "--from",
+        dest="since",
+        type=iso_timestamp,
+        metavar="ISO",
+        help="first instant included, ISO 8601 (default: the beginning)",
+    )
+    p.add_argument(
+        "--to", dest="until", type=iso_timestamp, metavar="ISO", help="first instant excluded, ISO 8601 (default: now)"
+    )
     p.add_argument("--account", help="only this account (a name or an id)")
     p.add_argument("--apply", action="store_true", help="post the differences as adjustment events, once")

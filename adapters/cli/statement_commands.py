@@ -11,7 +11,7 @@ The window is ``[from, to)`` and follows the ledger's order: see projections/led
 
 import argparse
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from adapters.cli.commands import iso_timestamp, open_services
@@ -25,8 +25,9 @@ Result = tuple[Any, str]
 Command = Callable[..., argparse.ArgumentParser]
 
 
-def read_statement(services: Services, account: str, since: datetime | None = None,
-                   until: datetime | None = None) -> dict[str, Any]:
+def read_statement(
+    services: Services, account: str, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
     """The statement of ``account`` (a name or an id) over ``[since, until)``, as JSON."""
     since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since > until:
@@ -45,8 +46,15 @@ def read_statement(services: Services, account: str, since: datetime | None = No
     return statement_json(found.name, found.id, since, until, opening, closing, entries)
 
 
-def statement_json(name: str, account_id: Any, since: datetime | None, until: datetime | None, opening: int,
-                   closing: int, entries: list[LedgerEntry]) -> dict[str, Any]:
+def statement_json(
+    name: str,
+    account_id: Any,
+    since: datetime | None,
+    until: datetime | None,
+    opening: int,
+    closing: int,
+    entries: list[LedgerEntry],
+) -> dict[str, Any]:
     totals = {kind: {"count": 0, "amount": 0} for kind in KINDS}
     for entry in entries:
         totals[entry.kind]["count"] += 1
@@ -70,20 +78,30 @@ def statement_json(name: str, account_id: Any, since: datetime | None, until: da
 
 def statement_text(data: dict[str, Any]) -> str:
     window = f"{data['from'] or 'the beginning'} to {data['to'] or 'now'}"
-    lines = [f"statement of {data['account']} ({data['account_id']}), {window}",
-             f"{'opening balance':<69}{data['opening_balance_credits']:>24}"]
+    lines = [
+        f"statement of {data['account']} ({data['account_id']}), {window}",
+        f"{'opening balance':<69}{data['opening_balance_credits']:>24}",
+    ]
     for e in data["entries"]:
-        detail = " ".join(part for part in (
-            e["reason"] or "",
-            f"request {e['request_id']}" if e["request_id"] else "",
-            f"key {e['idempotency_key']}" if e["idempotency_key"] else "",
-            f"uncollected {e['uncollected_credits']}" if e["uncollected"] else "",
-        ) if part)
-        lines.append(f"{e['position']:>10} {e['at']:<32} {e['kind']:<10} {signed_credits(e['amount']):>24}"
-                     f" {e['balance_credits']:>24}  {detail}".rstrip())
+        detail = " ".join(
+            part
+            for part in (
+                e["reason"] or "",
+                f"request {e['request_id']}" if e["request_id"] else "",
+                f"key {e['idempotency_key']}" if e["idempotency_key"] else "",
+                f"uncollected {e['uncollected_credits']}" if e["uncollected"] else "",
+            )
+            if part
+        )
+        lines.append(
+            f"{e['position']:>10} {e['at']:<32} {e['kind']:<10} {signed_credits(e['amount']):>24}"
+            f" {e['balance_credits']:>24}  {detail}".rstrip()
+        )
     lines.append(f"{'closing balance':<69}{data['closing_balance_credits']:>24}")
-    lines.append("totals: " + ", ".join(f"{kind} {signed_credits(t['amount'])} ({t['count']})"
-                                        for kind, t in data["totals"].items()))
+    lines.append(
+        "totals: "
+        + ", ".join(f"{kind} {signed_credits(t['amount'])} ({t['count']})" for kind, t in data["totals"].items())
+    )
     if data["uncollected_total"]:
         lines.append(f"uncollected: {data['uncollected_total_credits']}")
     return "\n".join(lines)
@@ -99,13 +117,19 @@ def register(sub: Any, command: Command) -> None:
     """Add ``statement`` to main.py's parser (``command`` is main.py's builder)."""
     p = command("statement", statement, "every movement of an account's balance, with the running balance", sub)
     p.add_argument("account")
-    p.add_argument("--from", dest="since", type=iso_timestamp, metavar="ISO",
-                   help="first instant included, ISO 8601 (default: the beginning)")
-    p.add_argument("--to", dest="until", type=iso_timestamp, metavar="ISO",
-                   help="first instant excluded, ISO 8601 (default: now)")
+    p.add_argument(
+        "--from",
+        dest="since",
+        type=iso_timestamp,
+        metavar="ISO",
+        help="first instant included, ISO 8601 (default: the beginning)",
+    )
+    p.add_argument(
+        "--to", dest="until", type=iso_timestamp, metavar="ISO", help="first instant excluded, ISO 8601 (default: now)"
+    )
 
 
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)

@@ -81,8 +81,10 @@ class AesGcmKeyVault:
         try:
             return AESGCM(data_key).decrypt(nonce, ciphertext, context)
         except InvalidTag:
-            raise SecretError("the sealed secret failed authentication: its ciphertext was truncated or "
-                              "tampered with, or it belongs to another record") from None
+            raise SecretError(
+                "the sealed secret failed authentication: its ciphertext was truncated or "
+                "tampered with, or it belongs to another record"
+            ) from None
 
     @staticmethod
     def kid_of(sealed: dict[str, str]) -> str:
@@ -106,8 +108,10 @@ class AesGcmKeyVault:
         try:
             data_key = AESGCM(master.key).decrypt(key_nonce, wrapped, kid.encode())
         except InvalidTag:
-            raise SecretError(f"the data key could not be unwrapped with master key {kid!r}: the configured key "
-                              "is not the one that sealed it, or the wrapped key was tampered with") from None
+            raise SecretError(
+                f"the data key could not be unwrapped with master key {kid!r}: the configured key "
+                "is not the one that sealed it, or the wrapped key was tampered with"
+            ) from None
         if len(data_key) != DATA_KEY_BYTES:
             raise SecretError("the sealed secret is malformed: the data key has the wrong length")
         return data_key
@@ -121,6 +125,8 @@ class AesGcmKeyVault:
             raise SecretError(f"the sealed secret is malformed: {', '.join(missing)} missing")
         master = self.ring.find(kid)
         if master is None:
-            raise SecretError(f"the secret was sealed under master key {kid!r}, which is not configured "
-                              f"(configured: {', '.join(self.ring.kids)})")
+            raise SecretError(
+                f"the secret was sealed under master key {kid!r}, which is not configured "
+                f"(configured: {', '.join(self.ring.kids)})"
+            )
         return master

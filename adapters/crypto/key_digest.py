@@ -28,7 +28,7 @@ class HmacApiKeyScheme:
 
     def visible_prefix(self, key: str) -> str:
         """The key's kind (``thk_``/``tha_``) and its last 4 characters; nothing else of it."""
-        kind = key[:len(USER_KEY_PREFIX)] if key.startswith((USER_KEY_PREFIX, ADMIN_KEY_PREFIX)) else ""
+        kind = key[: len(USER_KEY_PREFIX)] if key.startswith((USER_KEY_PREFIX, ADMIN_KEY_PREFIX)) else ""
         tail = key[-SHOWN_TAIL_CHARS:] if len(key) >= 4 * SHOWN_TAIL_CHARS else ""
         return f"{kind}…{tail}"
 

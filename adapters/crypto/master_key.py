@@ -21,9 +21,15 @@ from domain.errors import NotInitialised, SecretError
 
 
 def load_key_ring(settings: Settings) -> KeyRing:
-    given = [name for name, value in (("TALLYHUB_MASTER_KEYS", settings.master_keys),
-                                      ("TALLYHUB_MASTER_KEYS_FILE", settings.master_keys_file),
-                                      ("TALLYHUB_MASTER_KEY", settings.master_key)) if value]
+    given = [
+        name
+        for name, value in (
+            ("TALLYHUB_MASTER_KEYS", settings.master_keys),
+            ("TALLYHUB_MASTER_KEYS_FILE", settings.master_keys_file),
+            ("TALLYHUB_MASTER_KEY", settings.master_key),
+        )
+        if value
+    ]
     if len(given) > 1:
         raise SecretError(f"set only one of {', '.join(given)}")
     if settings.master_keys:
@@ -37,8 +43,10 @@ def load_key_ring(settings: Settings) -> KeyRing:
             raise SecretError(f"TALLYHUB_MASTER_KEY: {error}") from None
     path = settings.master_key_path
     if not path.exists():
-        raise NotInitialised(f"no master key: set TALLYHUB_MASTER_KEYS or TALLYHUB_MASTER_KEY, "
-                             f"or run `tallyhub init` (looked for {path})")
+        raise NotInitialised(
+            f"no master key: set TALLYHUB_MASTER_KEYS or TALLYHUB_MASTER_KEY, "
+            f"or run `tallyhub init` (looked for {path})"
+        )
     return _read_key_file(path, str(path))
 
 

@@ -62,12 +62,23 @@ def _check_log(services: Services, path: Path, manifest: dict[str, Any]) -> list
     entry = log.find(manifest.get("export_id")) if isinstance(log, ExportLog) else None
     if entry is None:
         return [f"{path}: export {manifest.get('export_id')} is not in the ledger's {kind} export log"]
-    recorded = {"sha256": entry["sha256"], "rows": entry["rows"], "seed": entry["chain_seed"],
-                "head": entry["chain_head"]}
-    stated = {"sha256": manifest.get("sha256"), "rows": manifest.get("rows"),
-              "seed": manifest.get("chain", {}).get("seed"), "head": manifest.get("chain", {}).get("head")}
-    return [f"{path}: the manifest's {name} is not what the export log recorded" for name in recorded
-            if recorded[name] != stated[name]]
+    recorded = {
+        "sha256": entry["sha256"],
+        "rows": entry["rows"],
+        "seed": entry["chain_seed"],
+        "head": entry["chain_head"],
+    }
+    stated = {
+        "sha256": manifest.get("sha256"),
+        "rows": manifest.get("rows"),
+        "seed": manifest.get("chain", {}).get("seed"),
+        "head": manifest.get("chain", {}).get("head"),
+    }
+    return [
+        f"{path}: the manifest's {name} is not what the export log recorded"
+        for name in recorded
+        if recorded[name] != stated[name]
+    ]
 
 
 def _check_rows(services: Services, path: Path, manifest: dict[str, Any]) -> list[str]:
@@ -86,11 +97,14 @@ def _check_rows(services: Services, path: Path, manifest: dict[str, Any]) -> lis
         with open(path, "rb") as stream:
             for row in encoder.read(stream, columns):
                 count += 1
-                where = f"{path}: row {row.number}" + (f" (position {row.values.get('position')})"
-                                                       if "position" in row.values else "")
+                where = f"{path}: row {row.number}" + (
+                    f" (position {row.values.get('position')})" if "position" in row.values else ""
+                )
                 if len(row.chain) != 64 or link(previous, row.content) != row.chain:
-                    problems.append(f"{where}: its hash-chain link does not follow from the row before — "
-                                    "this row (or the link before it) was changed")
+                    problems.append(
+                        f"{where}: its hash-chain link does not follow from the row before — "
+                        "this row (or the link before it) was changed"
+                    )
                 previous = row.chain
                 if expected is not None:
                     net += _int(row.values.get("amount_nanocredits"))
@@ -109,11 +123,15 @@ def _check_rows(services: Services, path: Path, manifest: dict[str, Any]) -> lis
     if expected is not None:
         leftover = expected.leftover()
         if leftover is not None:
-            problems.append(f"{path}: the ledger has a movement at position {leftover['position']} in the exported "
-                            "range that the file lacks")
+            problems.append(
+                f"{path}: the ledger has a movement at position {leftover['position']} in the exported "
+                "range that the file lacks"
+            )
         if net != manifest.get("totals", {}).get("net"):
-            problems.append(f"{path}: the rows sum to {net} nanocredits, but the manifest's net is "
-                            f"{manifest.get('totals', {}).get('net')}")
+            problems.append(
+                f"{path}: the rows sum to {net} nanocredits, but the manifest's net is "
+                f"{manifest.get('totals', {}).get('net')}"
+            )
     return problems
 
 
@@ -171,8 +189,9 @@ class _LedgerRows:
         problems = []
         while self._next is not None and self._next["position"] < position:
             if len(problems) < MAX_ROW_PROBLEMS:  # a planted huge position would name every row after it
-                problems.append(f"{where}: the ledger's movement at position {self._next['position']} is missing "
-                                "before it")
+                problems.append(
+                    f"{where}: the ledger's movement at position {self._next['position']} is missing before it"
+                )
             self._next = next(self._rows, None)
         truth = self._next
         if truth is None or truth["position"] != position:
@@ -181,10 +200,15 @@ class _LedgerRows:
         if encoder.content(truth) == row.content:
             return problems
         escaped = isinstance(encoder, CsvFormat) and layout >= 2
-        differing = [name for name, value in truth.items()
-                     if _text(value) != _text(_value(row.values.get(name), escaped and name in LEDGER_TEXT))]
-        return problems + [f"{where}: {', '.join(differing) or 'its encoding'} differ(s) from the ledger "
-                           f"(ledger: {', '.join(f'{name}={truth[name]}' for name in differing)})"]
+        differing = [
+            name
+            for name, value in truth.items()
+            if _text(value) != _text(_value(row.values.get(name), escaped and name in LEDGER_TEXT))
+        ]
+        return problems + [
+            f"{where}: {', '.join(differing) or 'its encoding'} differ(s) from the ledger "
+            f"(ledger: {', '.join(f'{name}={truth[name]}' for name in differing)})"
+        ]
 
     def leftover(self) -> dict[str, Any] | None:
         return self._next

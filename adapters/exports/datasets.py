@@ -35,13 +35,46 @@ def _column(name: str) -> str:
     return f"{name}_nanocredits" if name in _MONEY else name
 
 
-LEDGER_FIELDS = ("position", "at", "account_id", "account", "kind", "amount", "balance", "request_id", "reason",
-                 "idempotency_key", "uncollected", "held")
+LEDGER_FIELDS = (
+    "position",
+    "at",
+    "account_id",
+    "account",
+    "kind",
+    "amount",
+    "balance",
+    "request_id",
+    "reason",
+    "idempotency_key",
+    "uncollected",
+    "held",
+)
 USAGE_FIELDS = ("hour", "account_id", "account", "api_key_id", "provider", "model", *COUNTERS)
-REQUEST_FIELDS = ("request_id", "at", "account_id", "account", "api_key_id", "provider", "model", "upstream_model",
-                  "endpoint", "outcome", "status", "error_code", "stream", "latency_ms", "ttfb_ms", "input_tokens",
-                  "cached_input_tokens", "output_tokens", "reasoning_tokens", "usage_source", "charge", "cost",
-                  "price_book_version")
+REQUEST_FIELDS = (
+    "request_id",
+    "at",
+    "account_id",
+    "account",
+    "api_key_id",
+    "provider",
+    "model",
+    "upstream_model",
+    "endpoint",
+    "outcome",
+    "status",
+    "error_code",
+    "stream",
+    "latency_ms",
+    "ttfb_ms",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "usage_source",
+    "charge",
+    "cost",
+    "price_book_version",
+)
 # Free text that came from someone (operators' reasons and keys, names, models, providers'
 # error codes): the columns a CSV export escapes (adapters/exports/formats.py). Kinds,
 # outcomes and usage sources are the code's own words, but cost nothing to include.
@@ -78,8 +111,13 @@ class LedgerDataset:
         net = uncollected = 0
         start, stop = self.view.window_positions(self.since, self.until)
         for row in ledger_rows(self.view, start, stop, self.names):
-            position, account_id, kind, amount, balance = (row["position"], row["account_id"], row["kind"],
-                                                           row["amount_nanocredits"], row["balance_nanocredits"])
+            position, account_id, kind, amount, balance = (
+                row["position"],
+                row["account_id"],
+                row["kind"],
+                row["amount_nanocredits"],
+                row["balance_nanocredits"],
+            )
             if self.first_position is None:
                 self.first_position = position
             self.last_position = position
@@ -101,8 +139,9 @@ _LEDGER_COLUMNS = tuple(_column(name) for name in LEDGER_FIELDS)
 _LAYOUT_1_COLUMNS = tuple(name for name in _LEDGER_COLUMNS if name != "account")
 
 
-def ledger_rows(view: Any, start: int, stop: int, names: Names | None = None, *,
-                layout: int = LAYOUT) -> Iterator[dict[str, Any]]:
+def ledger_rows(
+    view: Any, start: int, stop: int, names: Names | None = None, *, layout: int = LAYOUT
+) -> Iterator[dict[str, Any]]:
     """The ledger-entries view's rows with ``start <= position < stop`` as export rows (in
     the export's column order, of ``layout``), read plain: no ids or times parsed only to
     be printed. ``names``: the account names (``account_names``)."""
@@ -119,12 +158,32 @@ def ledger_row(entry: LedgerEntry, names: Names | None = None) -> dict[str, Any]
 
 def _export_row(p: tuple[Any, ...], names: Names) -> dict[str, Any]:
     # plain rows come in the view's column order: position, account_id, at, kind, ...
-    return dict(zip(_LEDGER_COLUMNS, (p[0], p[2], id_text(p[1]), names.get(p[1]), p[3], p[4], p[5],
-                                      id_text(p[6]) or None, p[7], p[8], p[9], p[10])))
+    return dict(
+        zip(
+            _LEDGER_COLUMNS,
+            (
+                p[0],
+                p[2],
+                id_text(p[1]),
+                names.get(p[1]),
+                p[3],
+                p[4],
+                p[5],
+                id_text(p[6]) or None,
+                p[7],
+                p[8],
+                p[9],
+                p[10],
+            ),
+            strict=True,
+        )
+    )
 
 
 def _layout_1_row(p: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(_LAYOUT_1_COLUMNS, (p[0], p[2], p[1], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10])))
+    return dict(
+        zip(_LAYOUT_1_COLUMNS, (p[0], p[2], p[1], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]), strict=True)
+    )
 
 
 @dataclass
@@ -145,9 +204,14 @@ class UsageDataset:
     def rows(self) -> Iterator[dict[str, Any]]:
         sums = dict.fromkeys(COUNTERS, 0)
         for row in self.view.list_usage(None, self.since, self.until):
-            values = {"hour": row.hour.isoformat(), "account_id": id_text(row.account_id),
-                      "account": _name(self.names, row.account_id), "api_key_id": id_text(row.api_key_id),
-                      "provider": row.provider, "model": row.model}
+            values = {
+                "hour": row.hour.isoformat(),
+                "account_id": id_text(row.account_id),
+                "account": _name(self.names, row.account_id),
+                "api_key_id": id_text(row.api_key_id),
+                "provider": row.provider,
+                "model": row.model,
+            }
             for name in COUNTERS:
                 values[_column(name)] = getattr(row, name)
                 sums[name] += getattr(row, name)
@@ -171,8 +235,16 @@ class RequestsDataset:
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def rows(self) -> Iterator[dict[str, Any]]:
-        sums = {"requests": 0, "completed": 0, "failed": 0, "estimated": 0, "charge_nanocredits": 0,
-                "cost_nanocredits": 0, "input_tokens": 0, "output_tokens": 0}
+        sums = {
+            "requests": 0,
+            "completed": 0,
+            "failed": 0,
+            "estimated": 0,
+            "charge_nanocredits": 0,
+            "cost_nanocredits": 0,
+            "input_tokens": 0,
+            "output_tokens": 0,
+        }
         for row in self.view.iter_requests(self.since, self.until):
             sums["requests"] += 1
             sums["completed" if row.outcome == "completed" else "failed"] += 1

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -44,8 +44,9 @@ def manifest_path(path: Path) -> Path:
     return path.with_name(path.name + MANIFEST_SUFFIX)
 
 
-def create_export(services: Services, kind: str, since: datetime | None, until: datetime | None,
-                  file_format: str, out: Path) -> dict[str, Any]:
+def create_export(
+    services: Services, kind: str, since: datetime | None, until: datetime | None, file_format: str, out: Path
+) -> dict[str, Any]:
     """Write the ``kind`` export of ``[since, until)`` to ``out``; returns its manifest."""
     if kind not in EXPORT_KINDS:
         raise InvalidRequest(f"no export kind {kind!r} (have: {', '.join(EXPORT_KINDS)})", param="kind")
@@ -69,12 +70,32 @@ def create_export(services: Services, kind: str, since: datetime | None, until: 
         as_of = read_models.store.positions().get(rows.projection, 0)
         written = _write(rows, FORMATS[file_format](rows.text_columns), log.head, out)
         now = services.ledger.clock.now()
-        manifest = manifest_of(rows, export_id=str(uuid4()), file_format=file_format, file_name=out.name,
-                               created_at=now, seed=log.head, written=written, previous=previous, as_of=as_of)
-        log.record(export_id=manifest["export_id"], file_format=file_format, since=since, until=until,
-                   rows=written["rows"], sha256=written["sha256"], chain_seed=log.head, chain_head=written["head"],
-                   first_position=rows.first_position, last_position=rows.last_position, as_of_position=as_of,
-                   path=str(out.resolve()), at=now)
+        manifest = manifest_of(
+            rows,
+            export_id=str(uuid4()),
+            file_format=file_format,
+            file_name=out.name,
+            created_at=now,
+            seed=log.head,
+            written=written,
+            previous=previous,
+            as_of=as_of,
+        )
+        log.record(
+            export_id=manifest["export_id"],
+            file_format=file_format,
+            since=since,
+            until=until,
+            rows=written["rows"],
+            sha256=written["sha256"],
+            chain_seed=log.head,
+            chain_head=written["head"],
+            first_position=rows.first_position,
+            last_position=rows.last_position,
+            as_of_position=as_of,
+            path=str(out.resolve()),
+            at=now,
+        )
         os.replace(written["temporary"], out)
         write_private(manifest_path(out), (json.dumps(manifest, indent=2) + "\n").encode())
         try:
@@ -85,8 +106,18 @@ def create_export(services: Services, kind: str, since: datetime | None, until: 
     raise InvalidRequest(f"other {kind} exports kept being recorded at the same time; try again")
 
 
-def manifest_of(rows: Any, *, export_id: str | None, file_format: str, file_name: str, created_at: datetime,
-                seed: str, written: dict[str, Any], previous: str | None, as_of: int) -> dict[str, Any]:
+def manifest_of(
+    rows: Any,
+    *,
+    export_id: str | None,
+    file_format: str,
+    file_name: str,
+    created_at: datetime,
+    seed: str,
+    written: dict[str, Any],
+    previous: str | None,
+    as_of: int,
+) -> dict[str, Any]:
     """The manifest of ``rows`` (a dataset whose rows were all written: ``written`` holds
     ``rows``, ``sha256`` and the chain's ``head``)."""
     manifest = {
@@ -103,14 +134,15 @@ def manifest_of(rows: Any, *, export_id: str | None, file_format: str, file_name
         "sha256": written["sha256"],
         "chain": {"rule": CHAIN_RULE, "seed": seed, "head": written["head"]},
         "previous_export": previous,
-        "events": {"first_position": rows.first_position, "last_position": rows.last_position,
-                   "as_of_position": as_of},
+        "events": {"first_position": rows.first_position, "last_position": rows.last_position, "as_of_position": as_of},
         "totals": rows.totals,
     }
     if rows.kind == "ledger":
         manifest["totals"] = _ledger_totals(rows.totals)
-        manifest["accounts"] = {account: money_fields(dict(values), "opening", "closing")
-                                for account, values in sorted(rows.accounts.items())}
+        manifest["accounts"] = {
+            account: money_fields(dict(values), "opening", "closing")
+            for account, values in sorted(rows.accounts.items())
+        }
     return manifest
 
 
@@ -143,11 +175,14 @@ def _write(rows: Any, fmt: Any, seed: str, out: Path) -> dict[str, Any]:
 
 def _ledger_totals(totals: dict[str, Any]) -> dict[str, Any]:
     kinds = {kind: money_fields(dict(values), "amount") for kind, values in totals["kinds"].items()}
-    return money_fields({"kinds": kinds, "net": totals["net"], "uncollected": totals["uncollected"],
-                         "accounts": totals["accounts"]}, "net", "uncollected")
+    return money_fields(
+        {"kinds": kinds, "net": totals["net"], "uncollected": totals["uncollected"], "accounts": totals["accounts"]},
+        "net",
+        "uncollected",
+    )
 
 
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)

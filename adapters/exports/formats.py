@@ -67,7 +67,7 @@ class ChainedRows:
     """Encodes rows into their lines one at a time, each line carrying its link of the
     chain: the first row is linked to ``seed``, every later row to the row before."""
 
-    def __init__(self, fmt: "CsvFormat | JsonlFormat", seed: str) -> None:
+    def __init__(self, fmt: CsvFormat | JsonlFormat, seed: str) -> None:
         self.fmt, self.head, self.rows = fmt, seed, 0
 
     def line(self, row: dict[str, Any]) -> bytes:
@@ -115,7 +115,9 @@ class CsvFormat:
     def content(self, row: dict[str, Any]) -> bytes:
         cells = [_text(value) for value in row.values()]
         if self._text_columns:
-            cells = [escaped(cell) if name in self._text_columns else cell for name, cell in zip(row, cells)]
+            cells = [
+                escaped(cell) if name in self._text_columns else cell for name, cell in zip(row, cells, strict=True)
+            ]
         return self._encode(cells)
 
     def line(self, content: bytes, chain: str) -> bytes:
@@ -131,7 +133,7 @@ class CsvFormat:
             for number, fields in enumerate(reader, start=1):
                 if len(fields) != len(columns) + 1:
                     raise FormatError(f"row {number} has {len(fields)} cells, not {len(columns) + 1}")
-                values = dict(zip(columns, fields))
+                values = dict(zip(columns, fields, strict=True))
                 yield ParsedRow(number, values, self._encode(fields[:-1]), fields[-1])
         except (csv.Error, UnicodeDecodeError) as exc:
             raise FormatError(f"not a readable CSV export: {exc}") from None
@@ -164,7 +166,7 @@ class JsonlFormat:
             found = _LINK.search(line)
             if found is None:
                 raise FormatError(f"row {number} does not end with its chain link")
-            content = line[:found.start()] + b"}"
+            content = line[: found.start()] + b"}"
             try:
                 values = exact_json(content)
             except (ValueError, RecursionError):

@@ -2,7 +2,7 @@
 reads of balances, usage and requests come from the read models (caught up first,
 so an operator sees their own writes)."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import anyio
@@ -11,12 +11,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 
 from adapters.http.admin_auth import check_admin_key
 from adapters.http.services import bearer_token, services_of
+from adapters.presenters import (
+    api_key_json,
+    balance_json,
+    id_text,
+    plain,
+    price_book_json,
+    provider_json,
+    request_record_json,
+)
+from adapters.providers.config import check_provider_config
 from adapters.queries import caught_up, read_balance
 from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep
-from adapters.providers.config import check_provider_config
-from adapters.presenters import (api_key_json, balance_json, id_text, plain, price_book_json, provider_json,
-                                 request_record_json)
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import NotInCreditsMode
 from domain.money import parse_credits
@@ -33,23 +40,27 @@ def require_admin(request: Request) -> Services:
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"])
 Admin = Annotated[Services, Depends(require_admin)]
+
+
 def _text_or_integer(value: Any) -> str | int:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError("credits are decimal text (e.g. \"12.5\") or a JSON integer of whole credits")
+        raise ValueError('credits are decimal text (e.g. "12.5") or a JSON integer of whole credits')
     return value
 
 
 # Credits as decimal text ("12.5"), or a JSON integer of whole credits (never a float or a
 # boolean); domain/money.py reads both strictly and bounds them (domain/bounds.py).
-Credits = Annotated[str | int, PlainValidator(_text_or_integer),
-                    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?$"},
-                                              {"type": "integer"}]})]
+Credits = Annotated[
+    str | int,
+    PlainValidator(_text_or_integer),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?$"}, {"type": "integer"}]}),
+]
 
 
 def _utc_when_naive(value: datetime) -> datetime:
-    aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     try:
-        aware.astimezone(timezone.utc)  # 9999-12-31T23:59:59-14:00 has no UTC form: refused here, not later
+        aware.astimezone(UTC)  # 9999-12-31T23:59:59-14:00 has no UTC form: refused here, not later
     except OverflowError:
         raise ValueError("the time is out of range once in UTC") from None
     return aware
@@ -71,7 +82,9 @@ MODEL_PATTERN = r"^[^/]+/[\s\S]+$"
 
 class ProviderIn(_Body):
     name: str = Field(json_schema_extra={"pattern": NAME_PATTERN})
-    kind: str = Field(description=f"one of {', '.join(PROVIDER_KINDS)}", json_schema_extra={"enum": list(PROVIDER_KINDS)})
+    kind: str = Field(
+        description=f"one of {', '.join(PROVIDER_KINDS)}", json_schema_extra={"enum": list(PROVIDER_KINDS)}
+    )
     base_url: str | None = None
     region: str | None = None
     api_key: str | None = Field(default=None, description="the provider secret; stored encrypted, never returned")
@@ -79,15 +92,17 @@ class ProviderIn(_Body):
 
 
 class CredentialIn(_Body):
-    api_key: str = Field(description="the provider secret; stored encrypted, never returned",
-                         json_schema_extra={"minLength": 1})
+    api_key: str = Field(
+        description="the provider secret; stored encrypted, never returned", json_schema_extra={"minLength": 1}
+    )
     weight: int = Field(default=1, ge=1)
 
 
 class AliasIn(_Body):
-    models: list[str] = Field(description="PROVIDER/MODEL to serve the alias, then fallbacks in order",
-                              json_schema_extra={"minItems": 1, "maxItems": 9, "items": {"type": "string",
-                                                                                         "pattern": MODEL_PATTERN}})
+    models: list[str] = Field(
+        description="PROVIDER/MODEL to serve the alias, then fallbacks in order",
+        json_schema_extra={"minItems": 1, "maxItems": 9, "items": {"type": "string", "pattern": MODEL_PATTERN}},
+    )
 
 
 class PriceIn(_Body):
@@ -122,8 +137,9 @@ class GrantIn(_Body):
     amount: Credits = Field(description="credits, decimal text")
     reason: str = ""
     idempotency_key: str | None = None
-    expires_at: UtcDateTime | None = Field(default=None, description="ISO 8601, in the future (UTC when it names "
-                                           "no zone); what is unspent then expires")
+    expires_at: UtcDateTime | None = Field(
+        default=None, description="ISO 8601, in the future (UTC when it names no zone); what is unspent then expires"
+    )
 
 
 class KeyIn(_Body):
@@ -138,8 +154,15 @@ async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 @router.post("/providers", status_code=201)
 async def add_provider(body: ProviderIn, services: Admin) -> dict[str, Any]:
     check_provider_config(body.kind, body.base_url, body.region)
-    provider = await _run(services.ledger.register_provider, body.name, body.kind, base_url=body.base_url,
-                          region=body.region, secret=body.api_key, weight=body.weight)
+    provider = await _run(
+        services.ledger.register_provider,
+        body.name,
+        body.kind,
+        base_url=body.base_url,
+        region=body.region,
+        secret=body.api_key,
+        weight=body.weight,
+    )
     return provider_json(provider)
 
 
@@ -151,7 +174,9 @@ async def add_credential(name: str, body: CredentialIn, services: Admin) -> dict
 @router.post("/providers/{name}/disable")
 async def disable_provider(name: str, services: Admin, credential: str | None = None) -> dict[str, Any]:
     if credential:
-        return provider_json(await _run(services.ledger.disable_credential, name, credential, "disabled by the operator"))
+        return provider_json(
+            await _run(services.ledger.disable_credential, name, credential, "disabled by the operator")
+        )
     return provider_json(await _run(services.ledger.disable_provider, name))
 
 
@@ -187,9 +212,15 @@ async def list_providers(services: Admin) -> dict[str, Any]:
 
 @router.post("/prices", status_code=201)
 async def set_price(body: PriceIn, services: Admin) -> dict[str, Any]:
-    price = price_from_credits(input=body.input, output=body.output, cached_input=body.cached_input,
-                               reasoning=body.reasoning, per_image=body.per_image, per_request=body.per_request,
-                               max_output_tokens=body.max_output_tokens)
+    price = price_from_credits(
+        input=body.input,
+        output=body.output,
+        cached_input=body.cached_input,
+        reasoning=body.reasoning,
+        per_image=body.per_image,
+        per_request=body.per_request,
+        max_output_tokens=body.max_output_tokens,
+    )
     version = await _run(services.ledger.set_price, body.model, price)
     return {"model": body.model, "version": version}
 
@@ -199,7 +230,11 @@ async def publish_prices(request: Request, services: Admin) -> dict[str, Any]:
     """Publish a whole price-book version; the body is a price file (README, 'Price files')."""
     prices, effective_at = parse_price_file((await request.body()).decode(errors="replace"))
     version = await _run(services.ledger.publish_prices, prices, effective_at)
-    return {"version": version, "models": sorted(prices), "effective_at": effective_at.isoformat() if effective_at else None}
+    return {
+        "version": version,
+        "models": sorted(prices),
+        "effective_at": effective_at.isoformat() if effective_at else None,
+    }
 
 
 @router.get("/prices")
@@ -230,16 +265,24 @@ async def grant_credits(account: str, body: GrantIn, services: Admin) -> dict[st
     amount = parse_credits(body.amount)
     expires_at = body.expires_at
     result = await _run(services.ledger.grant_credits, account, amount, body.reason, body.idempotency_key, expires_at)
-    return {"account_id": str(result.account_id), "amount": result.amount, "credited": result.credited,
-            "expires_at": expires_at.isoformat() if expires_at else None}
+    return {
+        "account_id": str(result.account_id),
+        "amount": result.amount,
+        "credited": result.credited,
+        "expires_at": expires_at.isoformat() if expires_at else None,
+    }
 
 
 @router.post("/accounts/{account}/adjustments", status_code=201)
 async def adjust_credits(account: str, body: AdjustmentIn, services: Admin) -> dict[str, Any]:
     amount = parse_credits(body.amount, allow_negative=True)
     result = await _run(services.ledger.adjust_credits, account, amount, body.reason, body.idempotency_key)
-    return {"account_id": str(result.account_id), "requested": amount, "applied": result.amount,
-            "credited": result.credited}
+    return {
+        "account_id": str(result.account_id),
+        "requested": amount,
+        "applied": result.amount,
+        "credited": result.credited,
+    }
 
 
 @router.put("/accounts/{account}/caps")
@@ -248,8 +291,9 @@ async def set_caps(account: str, body: CapsIn, services: Admin) -> dict[str, Any
     month = parse_credits(body.month, param="month") if body.month is not None else None
     if services.settings.billing_mode != "credits" and (day is not None or month is not None):
         raise NotInCreditsMode("spend caps")
-    updated = await _run(lambda: services.ledger.set_spend_caps(account, day=day, month=month,
-                                                                api_key_id=body.api_key_id))
+    updated = await _run(
+        lambda: services.ledger.set_spend_caps(account, day=day, month=month, api_key_id=body.api_key_id)
+    )
     caps = {scope if scope == "account" else id_text(scope): limits for scope, limits in updated.caps.items()}
     return {"account_id": str(updated.id), "caps": plain(caps)}  # key scopes by the id the API shows
 
@@ -281,8 +325,12 @@ async def list_usage(services: Admin, account: str | None = None) -> dict[str, A
 
 
 @router.get("/requests")
-async def list_requests(services: Admin, account: str | None = None, model: str | None = None,
-                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+async def list_requests(
+    services: Admin,
+    account: str | None = None,
+    model: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
     def query() -> Any:
         account_id = services.ledger.get_account(account).id if account else None
         return services.read_models.requests.list_requests(account_id=account_id, model=model, limit=limit)

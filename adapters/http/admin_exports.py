@@ -7,7 +7,7 @@ the file, ``GET /exports/{id}/manifest`` its manifest; ``POST /verify`` runs
 
 import json
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -21,9 +21,9 @@ from adapters.exports.exporter import create_export, list_exports, manifest_path
 from adapters.exports.formats import FORMATS
 from adapters.files import private_dir
 from adapters.http.admin import Admin
-from adapters.time_window import optional_instant
 from adapters.presenters import plain
 from adapters.services import Services
+from adapters.time_window import optional_instant
 from domain.errors import NotFound
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: exports"])
@@ -40,7 +40,7 @@ async def post_export(
     """Write the export and return its manifest (row count, totals, event range, SHA-256, chain)."""
     window = optional_instant(since, "from"), optional_instant(until, "to")
     folder = services.settings.data_dir / "exports"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = folder / f"{kind}-{stamp}-{secrets.token_hex(4)}.{file_format}"
 
     def write() -> dict[str, Any]:
@@ -61,8 +61,12 @@ async def get_export_file(export_id: str, services: Admin) -> FileResponse:
     """The export's file, streamed."""
     entry = await anyio.to_thread.run_sync(_recorded, services, export_id)
     path = Path(entry["path"])
-    return FileResponse(path, media_type=FORMATS[entry["format"]].media_type, filename=path.name,
-                        headers={"x-export-sha256": entry["sha256"]})
+    return FileResponse(
+        path,
+        media_type=FORMATS[entry["format"]].media_type,
+        filename=path.name,
+        headers={"x-export-sha256": entry["sha256"]},
+    )
 
 
 @router.get("/exports/{export_id}/manifest")
@@ -84,7 +88,10 @@ def _recorded(services: Services, export_id: str) -> dict[str, Any]:
     except ValueError:
         raise NotFound(f"no export {export_id} with its file on this server") from None
     for entry in list_exports(services):
-        if entry["export_id"] == wanted and Path(entry["path"]).exists() \
-                and manifest_path(Path(entry["path"])).exists():
+        if (
+            entry["export_id"] == wanted
+            and Path(entry["path"]).exists()
+            and manifest_path(Path(entry["path"])).exists()
+        ):
             return entry
     raise NotFound(f"no export {export_id} with its file on this server")

@@ -29,11 +29,15 @@ class _Body(BaseModel):
 
 
 class RotateCredentialIn(_Body):
-    api_key: str = Field(description="the new provider secret; stored encrypted, never returned",
-                         json_schema_extra={"minLength": 1})
-    credential: str | None = Field(default=None, description="the credential to replace (needed when there are several)")
-    grace_seconds: int = Field(default=0, ge=0, le=MAX_GRACE_SECONDS,
-                               description="keep using the old credential this long beside the new one")
+    api_key: str = Field(
+        description="the new provider secret; stored encrypted, never returned", json_schema_extra={"minLength": 1}
+    )
+    credential: str | None = Field(
+        default=None, description="the credential to replace (needed when there are several)"
+    )
+    grace_seconds: int = Field(
+        default=0, ge=0, le=MAX_GRACE_SECONDS, description="keep using the old credential this long beside the new one"
+    )
     weight: int | None = Field(default=None, ge=1)
 
 
@@ -41,12 +45,15 @@ class IssueKeyIn(_Body):
     account: str
     name: str = ""
     expires_at: UtcDateTime | None = Field(default=None, description="ISO 8601 (UTC when it names no zone)")
-    models: list[str] | None = Field(default=None, description="PROVIDER/MODEL, PROVIDER/* or aliases; null: every model")
+    models: list[str] | None = Field(
+        default=None, description="PROVIDER/MODEL, PROVIDER/* or aliases; null: every model"
+    )
 
 
 class RotateKeyIn(_Body):
-    grace_seconds: int = Field(default=0, ge=0, le=MAX_GRACE_SECONDS,
-                               description="the old key keeps working this long (0: revoked now)")
+    grace_seconds: int = Field(
+        default=0, ge=0, le=MAX_GRACE_SECONDS, description="the old key keeps working this long (0: revoked now)"
+    )
 
 
 class ModelsIn(_Body):
@@ -69,8 +76,15 @@ async def rotate_master(services: Admin) -> dict[str, Any]:
 
 @router.post("/providers/{name}/credentials/rotate")
 async def rotate_credential(name: str, body: RotateCredentialIn, services: Admin) -> dict[str, Any]:
-    rotation = await _run(km.rotate_credential, services.ledger, name, body.api_key, credential_id=body.credential,
-                          grace=timedelta(seconds=body.grace_seconds), weight=body.weight)
+    rotation = await _run(
+        km.rotate_credential,
+        services.ledger,
+        name,
+        body.api_key,
+        credential_id=body.credential,
+        grace=timedelta(seconds=body.grace_seconds),
+        weight=body.weight,
+    )
     return {**provider_json(rotation.provider), "rotated": rotation_json(rotation)}
 
 

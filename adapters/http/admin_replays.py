@@ -29,7 +29,8 @@ async def post_replay(
     window = optional_instant(since, "from"), optional_instant(until, "to")
     text = (await request.body()).decode(errors="replace")
     return await anyio.to_thread.run_sync(
-        lambda: run_replay(services, text, since=window[0], until=window[1], account=account, apply=apply))
+        lambda: run_replay(services, text, since=window[0], until=window[1], account=account, apply=apply)
+    )
 
 
 @router.get("/replays")

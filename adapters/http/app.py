@@ -11,7 +11,21 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
-from adapters.http import admin, admin_exports, admin_keys, admin_reconcile, admin_replays, admin_statements, chat, embeddings, images, me, messages, models, payments
+from adapters.http import (
+    admin,
+    admin_exports,
+    admin_keys,
+    admin_reconcile,
+    admin_replays,
+    admin_statements,
+    chat,
+    embeddings,
+    images,
+    me,
+    messages,
+    models,
+    payments,
+)
 from adapters.http.edge import EdgeGuard, client_address
 from adapters.http.errors import install_error_handlers
 from adapters.http.hot_routes import HotRoutes
@@ -74,9 +88,15 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     document_hot_routes(app)  # the hot routes' bodies are parsed by hand: their schemas, for /openapi.json
     # Added first, so innermost: the hot routes answer before it, every other request passes it.
     app.add_middleware(EdgeGuard, services=services, throttle=throttle)
-    app.add_middleware(HotRoutes, endpoints={("POST", "/v1/chat/completions"): chat.chat_completions,
-                                             ("POST", "/v1/messages"): messages.create_message,
-                                             ("POST", "/v1/embeddings"): embeddings.create_embeddings},
-                       throttle=throttle, error_responses={("POST", "/v1/messages"): messages.anthropic_error})
+    app.add_middleware(
+        HotRoutes,
+        endpoints={
+            ("POST", "/v1/chat/completions"): chat.chat_completions,
+            ("POST", "/v1/messages"): messages.create_message,
+            ("POST", "/v1/embeddings"): embeddings.create_embeddings,
+        },
+        throttle=throttle,
+        error_responses={("POST", "/v1/messages"): messages.anthropic_error},
+    )
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
     return app

@@ -20,9 +20,15 @@ def request_id_of(request: Request) -> UUID:
     return request.scope["state"]["request_id"]
 
 
-async def billed_document(services: Services, request: Request, api_key: str, shape: RequestShape,
-                          operation: Operation[bytes], body: dict[str, Any],
-                          usage_of: Callable[[dict[str, Any]], Usage]) -> Response:
+async def billed_document(
+    services: Services,
+    request: Request,
+    api_key: str,
+    shape: RequestShape,
+    operation: Operation[bytes],
+    body: dict[str, Any],
+    usage_of: Callable[[dict[str, Any]], Usage],
+) -> Response:
     """Open, call ``operation`` with failover, charge the usage the whole answer reports,
     and pass the answer on as it came, with the receipt in headers."""
     calls = services.calls

@@ -40,8 +40,9 @@ async def chat_completions(request: Request) -> Response:
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
     call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
-        return StreamingResponse(relay(services, call, chat), media_type="text/event-stream",
-                                 headers=stream_headers(opened))
+        return StreamingResponse(
+            relay(services, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
+        )
     raw, _, receipt = await complete_plain(services, call)
     return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
 
@@ -70,10 +71,14 @@ async def complete_plain(services: Services, call: StartedCall[ChatExchange]) ->
             raise ValueError("not an object")
     except READ_FAILURES:
         await services.calls.fail(call, 502, "upstream_bad_response")
-        raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response") from None
+        raise UpstreamError(
+            "the provider sent an unreadable response", status=502, code="upstream_bad_response"
+        ) from None
     finally:
         upstream.release()
-    usage = _usage_of(parsed) or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=_content_chars(parsed))
+    usage = _usage_of(parsed) or estimated_usage(
+        input_chars=opened.shape.prompt_bytes, output_chars=_content_chars(parsed)
+    )
     receipt = await services.calls.complete(call, usage, ttfb_ms)
     return raw, parsed, receipt
 
@@ -113,12 +118,25 @@ async def relay(services: Services, call: StartedCall[ChatExchange], chat: ChatR
     if state.output_chars == 0 and state.usage is None:
         await services.calls.fail(call, 502, "upstream_stream_broken")
     else:
-        await services.calls.complete(call, state.usage_for_break(), state.ttfb_ms, status=502,
-                                      error_code="upstream_stream_broken")
+        await services.calls.complete(
+            call, state.usage_for_break(), state.ttfb_ms, status=502, error_code="upstream_stream_broken"
+        )
     if state.held_finish is not None:
         yield _frame(state.held_finish)
-    yield b"data: " + orjson.dumps({"error": {"message": "the provider ended the stream early", "type": "upstream_error",
-                                              "param": None, "code": "upstream_stream_broken"}}) + b"\n\n"
+    yield (
+        b"data: "
+        + orjson.dumps(
+            {
+                "error": {
+                    "message": "the provider ended the stream early",
+                    "type": "upstream_error",
+                    "param": None,
+                    "code": "upstream_stream_broken",
+                }
+            }
+        )
+        + b"\n\n"
+    )
 
 
 class _StreamState:
@@ -169,8 +187,14 @@ class _StreamState:
         usage = receipt_usage(receipt, self.upstream_usage)
         if wants_usage or self.held_finish is None:
             base = self.last_chunk
-            closing = {"id": base.get("id"), "object": "chat.completion.chunk", "created": base.get("created"),
-                       "model": base.get("model"), "choices": [], "usage": usage}
+            closing = {
+                "id": base.get("id"),
+                "object": "chat.completion.chunk",
+                "created": base.get("created"),
+                "model": base.get("model"),
+                "choices": [],
+                "usage": usage,
+            }
         else:
             closing = {**self.held_finish, "usage": usage}
             self.held_finish = None

@@ -6,7 +6,6 @@ sent it and passes through to OpenAI-compatible upstreams."""
 from dataclasses import dataclass
 from typing import Any
 
-
 from adapters.http.bodies import with_model
 from application.billing import RequestShape
 from domain.bounds import MAX_TOKENS

@@ -25,18 +25,25 @@ async def create_embeddings(request: Request) -> Response:
     api_key = bearer_token(request)
     raw = await read_body(request, services.settings.max_body_bytes)
     body = parse_embeddings_request(raw)
-    shape = RequestShape(model=body["model"], prompt_bytes=len(raw), max_output_tokens=0, choices=1, stream=False,
-                         endpoint="embeddings")
-    return await billed_document(services, request, api_key, shape, embed, body,
-                                 lambda document: _usage(document, body))
+    shape = RequestShape(
+        model=body["model"], prompt_bytes=len(raw), max_output_tokens=0, choices=1, stream=False, endpoint="embeddings"
+    )
+    return await billed_document(
+        services, request, api_key, shape, embed, body, lambda document: _usage(document, body)
+    )
 
 
 def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
     body = with_model(raw)
     inputs = body.get("input")
-    valid = isinstance(inputs, str) or (isinstance(inputs, list) and inputs and all(
-        isinstance(item, (str, int)) or (isinstance(item, list) and all(isinstance(t, int) for t in item))
-        for item in inputs))
+    valid = isinstance(inputs, str) or (
+        isinstance(inputs, list)
+        and inputs
+        and all(
+            isinstance(item, (str, int)) or (isinstance(item, list) and all(isinstance(t, int) for t in item))
+            for item in inputs
+        )
+    )
     if not valid:
         raise InvalidRequest("'input' must be a string, an array of strings, or token arrays", param="input")
     return body
@@ -50,5 +57,7 @@ def _usage(document: dict[str, Any], body: dict[str, Any]) -> Usage:
     if isinstance(tokens, int) and tokens >= 0:
         return Usage(input_tokens=tokens, source="estimated")
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-    chars = sum(len(item) if isinstance(item, str) else len(item) * 4 if isinstance(item, list) else 4 for item in inputs)
+    chars = sum(
+        len(item) if isinstance(item, str) else len(item) * 4 if isinstance(item, list) else 4 for item in inputs
+    )
     return Usage(input_tokens=tokens_for_chars(chars), source="estimated")

@@ -46,27 +46,55 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (SecretError, 500, "server_error"),
 ]
 
-_HTTP_CODES = {400: "invalid_request", 401: "invalid_api_key", 403: "permission_denied", 404: "not_found",
-               405: "method_not_allowed", 413: "request_too_large", 415: "unsupported_media_type", 429: "rate_limited"}
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
 
 
 def error_body(message: str, *, type_: str, code: str | None, param: str | None = None) -> bytes:
     return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
 
 
-def error_response(status: int, message: str, *, type_: str, code: str | None, param: str | None = None,
-                   headers: dict[str, str] | None = None) -> Response:
-    return Response(error_body(message, type_=type_, code=code, param=param), status_code=status,
-                    media_type="application/json", headers=headers)
+def error_response(
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    code: str | None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        error_body(message, type_=type_, code=code, param=param),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def response_for(exc: Exception) -> Response:
     if isinstance(exc, (SpendCapReached, TooManyFailedAuthentications)):
-        return error_response(429, str(exc), type_="rate_limit_error", code=exc.code,
-                              headers={"retry-after": str(exc.retry_after_seconds)})
+        return error_response(
+            429,
+            str(exc),
+            type_="rate_limit_error",
+            code=exc.code,
+            headers={"retry-after": str(exc.retry_after_seconds)},
+        )
     if isinstance(exc, UpstreamError):
         headers = {"retry-after": exc.retry_after} if exc.retry_after else None
-        type_ = "rate_limit_error" if exc.status == 429 else ("invalid_request_error" if exc.status < 500 else "upstream_error")
+        type_ = (
+            "rate_limit_error"
+            if exc.status == 429
+            else ("invalid_request_error" if exc.status < 500 else "upstream_error")
+        )
         return error_response(exc.status, str(exc), type_=type_, code=exc.code, headers=headers)
     for cls, status, type_ in _STATUS:
         if isinstance(exc, cls):
@@ -80,6 +108,7 @@ INTERNAL_ERROR = error_body("internal error", type_="server_error", code="intern
 
 def install_error_handlers(app: FastAPI, on_auth_failed: Callable[[Request], None] | None = None) -> None:
     """``on_auth_failed``: told of every request answered 401 (the failed-auth throttle)."""
+
     async def on_tallyhub_error(request: Request, exc: Exception) -> Response:
         if on_auth_failed is not None and isinstance(exc, AuthenticationFailed):
             on_auth_failed(request)
@@ -95,15 +124,25 @@ def install_error_handlers(app: FastAPI, on_auth_failed: Callable[[Request], Non
 
     async def on_http_exception(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        return error_response(exc.status_code, str(exc.detail), type_="invalid_request_error",
-                              code=_HTTP_CODES.get(exc.status_code), headers=getattr(exc, "headers", None))
+        return error_response(
+            exc.status_code,
+            str(exc.detail),
+            type_="invalid_request_error",
+            code=_HTTP_CODES.get(exc.status_code),
+            headers=getattr(exc, "headers", None),
+        )
 
     async def on_validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
         location = [str(part) for part in first.get("loc", ()) if part != "body"]
-        return error_response(400, f"{'.'.join(location) or 'body'}: {first.get('msg', 'invalid request')}",
-                              type_="invalid_request_error", code="invalid_request", param=".".join(location) or None)
+        return error_response(
+            400,
+            f"{'.'.join(location) or 'body'}: {first.get('msg', 'invalid request')}",
+            type_="invalid_request_error",
+            code="invalid_request",
+            param=".".join(location) or None,
+        )
 
     for answered in ANSWERED_ERRORS:
         app.add_exception_handler(answered, on_tallyhub_error)

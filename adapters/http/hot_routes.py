@@ -30,8 +30,13 @@ ErrorResponse = Callable[[Exception], Response]
 
 
 class HotRoutes:
-    def __init__(self, app: ASGIApp, endpoints: dict[tuple[str, str], Endpoint], throttle: AuthThrottle,
-                 error_responses: dict[tuple[str, str], ErrorResponse] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        endpoints: dict[tuple[str, str], Endpoint],
+        throttle: AuthThrottle,
+        error_responses: dict[tuple[str, str], ErrorResponse] | None = None,
+    ) -> None:
         """``error_responses``: how an endpoint that does not answer in OpenAI's shape answers
         an error raised before it runs (the throttle's 429), e.g. Anthropic's for /v1/messages."""
         self.app = app
@@ -40,7 +45,9 @@ class HotRoutes:
         self.error_responses = error_responses or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.endpoints.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
+        endpoint = (
+            self.endpoints.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
+        )
         if endpoint is None:
             await self.app(scope, receive, send)
             return

@@ -27,8 +27,15 @@ async def generate_images(request: Request) -> Response:
     body = parse_images_request(raw)
     images = body.get("n") or 1
     # image models that report tokens (gpt-image) spend output tokens per image: the model's cap each
-    shape = RequestShape(model=body["model"], prompt_bytes=len(raw), max_output_tokens=None, choices=images,
-                         stream=False, endpoint="images.generations", images=images)
+    shape = RequestShape(
+        model=body["model"],
+        prompt_bytes=len(raw),
+        max_output_tokens=None,
+        choices=images,
+        stream=False,
+        endpoint="images.generations",
+        images=images,
+    )
     return await billed_document(services, request, api_key, shape, generate, body, _usage)
 
 

@@ -23,11 +23,40 @@ from domain.errors import NotFound
 
 router = APIRouter(prefix="/v1/me", tags=["me"])
 
-REQUEST_FIELDS = ("request_id", "at", "api_key_id", "model", "endpoint", "outcome", "status", "error_code", "stream",
-                  "latency_ms", "ttfb_ms", "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens",
-                  "usage_source", "charge", "price_book_version")
-USAGE_FIELDS = ("api_key_id", "model", "hour", "requests", "failed_requests", "input_tokens", "cached_input_tokens",
-                "output_tokens", "reasoning_tokens", "images", "charge", "estimated_requests")
+REQUEST_FIELDS = (
+    "request_id",
+    "at",
+    "api_key_id",
+    "model",
+    "endpoint",
+    "outcome",
+    "status",
+    "error_code",
+    "stream",
+    "latency_ms",
+    "ttfb_ms",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "usage_source",
+    "charge",
+    "price_book_version",
+)
+USAGE_FIELDS = (
+    "api_key_id",
+    "model",
+    "hour",
+    "requests",
+    "failed_requests",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "images",
+    "charge",
+    "estimated_requests",
+)
 
 
 class Caller:
@@ -55,32 +84,51 @@ async def get_me(me: Me) -> dict[str, Any]:
         if row is not None and row.account_id != me.account_id:
             raise NotFound("no such account")
         balance = {name: getattr(row, name, 0) if row else 0 for name in ("balance", "held", "available")}
-        return {"object": "account", "id": str(account.id), "name": account.name,
-                "balance": money_fields(balance, "balance", "held", "available"), "key": _key(me.key)}
+        return {
+            "object": "account",
+            "id": str(account.id),
+            "name": account.name,
+            "balance": money_fields(balance, "balance", "held", "available"),
+            "key": _key(me.key),
+        }
 
     return await anyio.to_thread.run_sync(read)
 
 
 @router.get("/usage")
-async def get_usage(me: Me, since: Annotated[str | None, Query(description="first hour included, ISO 8601")] = None,
-                    until: Annotated[str | None, Query(description="first hour excluded, ISO 8601")] = None
-                    ) -> dict[str, Any]:
+async def get_usage(
+    me: Me,
+    since: Annotated[str | None, Query(description="first hour included, ISO 8601")] = None,
+    until: Annotated[str | None, Query(description="first hour excluded, ISO 8601")] = None,
+) -> dict[str, Any]:
     window = optional_instant(since, "since"), optional_instant(until, "until")
 
     def read() -> list[Any]:
-        return caught_up(me.services, lambda: me.services.read_models.usage.list_usage(
-            account_id=me.account_id, since=window[0], until=window[1]))
+        return caught_up(
+            me.services,
+            lambda: me.services.read_models.usage.list_usage(
+                account_id=me.account_id, since=window[0], until=window[1]
+            ),
+        )
 
     rows = [_only(row, USAGE_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
     return {"object": "list", "data": rows}
 
 
 @router.get("/requests")
-async def list_requests(me: Me, model: str | None = None, status: Annotated[int | None, Query(ge=100, le=599)] = None,
-                        limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+async def list_requests(
+    me: Me,
+    model: str | None = None,
+    status: Annotated[int | None, Query(ge=100, le=599)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
     def read() -> list[Any]:
-        return caught_up(me.services, lambda: me.services.read_models.requests.list_requests(
-            account_id=me.account_id, model=model, status=status, limit=limit))
+        return caught_up(
+            me.services,
+            lambda: me.services.read_models.requests.list_requests(
+                account_id=me.account_id, model=model, status=status, limit=limit
+            ),
+        )
 
     rows = [_only(row, REQUEST_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
     return {"object": "list", "data": rows}
@@ -93,7 +141,8 @@ async def get_request(request_id: str, me: Me) -> dict[str, Any]:
     except ValueError:
         raise NotFound(f"no request {request_id}") from None
     row = await anyio.to_thread.run_sync(
-        lambda: caught_up(me.services, lambda: me.services.read_models.requests.get_request(parsed)))
+        lambda: caught_up(me.services, lambda: me.services.read_models.requests.get_request(parsed))
+    )
     if row is None or not _mine(me, row):
         raise NotFound(f"no request {request_id}")
     return _only(row, REQUEST_FIELDS)
@@ -108,6 +157,11 @@ def _only(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _key(key: ApiKey) -> dict[str, Any]:
-    return {"id": str(key.id), "name": key.name, "prefix": key.prefix, "allowed_models": key.allowed_models,
-            "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-            "retires_at": key.retires_at.isoformat() if key.retires_at else None}
+    return {
+        "id": str(key.id),
+        "name": key.name,
+        "prefix": key.prefix,
+        "allowed_models": key.allowed_models,
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "retires_at": key.retires_at.isoformat() if key.retires_at else None,
+    }

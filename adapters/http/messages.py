@@ -15,10 +15,10 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from adapters.http.bodies import json_object
 from adapters.http.calls import request_id_of
 from adapters.http.chat import complete_plain, relay, stream_headers, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request
-from adapters.http.bodies import json_object
 from adapters.http.errors import ANSWERED_ERRORS, response_for
 from adapters.http.messages_translate import (
     MessagesStreamTranslator,
@@ -54,8 +54,9 @@ async def _create_message(request: Request) -> Response:
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
     call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
-        return StreamingResponse(_events(services, call, chat), media_type="text/event-stream",
-                                 headers=stream_headers(opened))
+        return StreamingResponse(
+            _events(services, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
+        )
     _, completion, receipt = await complete_plain(services, call)
     completion["usage"] = receipt_usage(receipt, completion.get("usage"))
     message = message_from_completion(completion, chat.shape.model)
@@ -96,5 +97,9 @@ def anthropic_error(exc: Exception) -> Response:
     """The OpenAI-shaped error's status and headers, with Anthropic's body."""
     openai_shaped = response_for(exc)
     headers = {k: v for k, v in openai_shaped.headers.items() if k in ("retry-after",)}
-    return Response(orjson.dumps(anthropic_error_body(openai_shaped.status_code, str(exc))),
-                    status_code=openai_shaped.status_code, media_type="application/json", headers=headers)
+    return Response(
+        orjson.dumps(anthropic_error_body(openai_shaped.status_code, str(exc))),
+        status_code=openai_shaped.status_code,
+        media_type="application/json",
+        headers=headers,
+    )

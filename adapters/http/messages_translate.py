@@ -150,8 +150,9 @@ def _conversation(messages: Any) -> list[dict[str, Any]]:
 def _blocks(content: Any, where: str) -> list[tuple[str, dict[str, Any]]]:
     """(path, block) for each block of a message's content array."""
     if not isinstance(content, list):
-        raise InvalidRequest(f"{where}.content: must be a string or an array of content blocks",
-                             param=f"{where}.content")
+        raise InvalidRequest(
+            f"{where}.content: must be a string or an array of content blocks", param=f"{where}.content"
+        )
     blocks = []
     for number, block in enumerate(content):
         at = f"{where}.content.{number}"
@@ -194,8 +195,9 @@ def _assistant_messages(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "tool_use":
             calls.append(_tool_call(block, at))
         elif kind not in ("thinking", "redacted_thinking"):  # earlier reasoning: no OpenAI equivalent
-            raise InvalidRequest(f"{at}: a {kind!r} block cannot be sent in an assistant turn through Tallyhub",
-                                 param=at)
+            raise InvalidRequest(
+                f"{at}: a {kind!r} block cannot be sent in an assistant turn through Tallyhub", param=at
+            )
     if not parts and not calls:
         return []
     message: dict[str, Any] = {"role": "assistant", "content": _collapsed(parts) if parts else None}
@@ -223,8 +225,10 @@ def _image_part(source: Any, at: str) -> dict[str, Any]:
     if kind == "base64":
         media_type, data = source.get("media_type"), source.get("data")
         if media_type not in IMAGE_MEDIA_TYPES:
-            raise InvalidRequest(f"{at}.source.media_type: must be one of {', '.join(IMAGE_MEDIA_TYPES)}",
-                                 param=f"{at}.source.media_type")
+            raise InvalidRequest(
+                f"{at}.source.media_type: must be one of {', '.join(IMAGE_MEDIA_TYPES)}",
+                param=f"{at}.source.media_type",
+            )
         if not isinstance(data, str) or not data:
             raise InvalidRequest(f"{at}.source.data: base64 image data is required", param=f"{at}.source.data")
         return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{data}"}}
@@ -236,12 +240,12 @@ def _file_part(block: dict[str, Any], at: str) -> dict[str, Any]:
     data = source.get("data")
     is_pdf = source.get("type") == "base64" and source.get("media_type") == "application/pdf"
     if not is_pdf or not isinstance(data, str) or not data:
-        raise InvalidRequest(f"{at}.source: only base64 PDF documents can be sent through Tallyhub",
-                             param=f"{at}.source")
+        raise InvalidRequest(
+            f"{at}.source: only base64 PDF documents can be sent through Tallyhub", param=f"{at}.source"
+        )
     title = block.get("title")
     filename = title if isinstance(title, str) and title else "document.pdf"
-    return {"type": "file", "file": {"filename": filename,
-                                     "file_data": f"data:application/pdf;base64,{data}"}}
+    return {"type": "file", "file": {"filename": filename, "file_data": f"data:application/pdf;base64,{data}"}}
 
 
 def _tool_call(block: dict[str, Any], at: str) -> dict[str, Any]:
@@ -250,8 +254,11 @@ def _tool_call(block: dict[str, Any], at: str) -> dict[str, Any]:
         raise InvalidRequest(f"{at}: a tool_use block needs an 'id' and a 'name'", param=at)
     if not isinstance(arguments, dict):
         raise InvalidRequest(f"{at}.input: must be an object", param=f"{at}.input")
-    return {"id": call_id, "type": "function",
-            "function": {"name": name, "arguments": orjson.dumps(arguments).decode()}}
+    return {
+        "id": call_id,
+        "type": "function",
+        "function": {"name": name, "arguments": orjson.dumps(arguments).decode()},
+    }
 
 
 def _tool_message(block: dict[str, Any], at: str) -> dict[str, Any]:
@@ -262,8 +269,11 @@ def _tool_message(block: dict[str, Any], at: str) -> dict[str, Any]:
     if content is None or isinstance(content, str):
         text = content or ""
     elif isinstance(content, list):
-        text = "\n".join(part["text"] for number, item in enumerate(content)
-                         for part in _tool_result_text(item, f"{at}.content.{number}"))
+        text = "\n".join(
+            part["text"]
+            for number, item in enumerate(content)
+            for part in _tool_result_text(item, f"{at}.content.{number}")
+        )
     else:
         raise InvalidRequest(f"{at}.content: must be a string or an array of text blocks", param=f"{at}.content")
     if block.get("is_error") is True:
@@ -273,8 +283,11 @@ def _tool_message(block: dict[str, Any], at: str) -> dict[str, Any]:
 
 def _tool_result_text(item: Any, at: str) -> list[dict[str, Any]]:
     if isinstance(item, dict) and item.get("type") == "image":
-        raise InvalidRequest(f"{at}: images in tool results cannot be sent through Tallyhub (OpenAI's tool "
-                             "messages carry text only); put the image in a user text turn", param=at)
+        raise InvalidRequest(
+            f"{at}: images in tool results cannot be sent through Tallyhub (OpenAI's tool "
+            "messages carry text only); put the image in a user text turn",
+            param=at,
+        )
     return _text_part(item, at)
 
 
@@ -312,8 +325,11 @@ def _function_tool(tool: Any, at: str) -> dict[str, Any]:
     if not isinstance(tool, dict):
         raise InvalidRequest(f"{at}: must be an object", param=at)
     if tool.get("type", "custom") not in ("custom", None):
-        raise InvalidRequest(f"{at}.type: Anthropic server tool {tool['type']!r} is not available through Tallyhub; "
-                             "only client tools (name, description, input_schema) are", param=f"{at}.type")
+        raise InvalidRequest(
+            f"{at}.type: Anthropic server tool {tool['type']!r} is not available through Tallyhub; "
+            "only client tools (name, description, input_schema) are",
+            param=f"{at}.type",
+        )
     name, schema = tool.get("name"), tool.get("input_schema")
     if not isinstance(name, str) or not name:
         raise InvalidRequest(f"{at}.name: required", param=f"{at}.name")
@@ -346,8 +362,11 @@ def _response_format(output_config: Any) -> dict[str, Any] | None:
     output_format = output_config.get("format") if isinstance(output_config, dict) else None
     if output_format is None:
         return None
-    if not (isinstance(output_format, dict) and output_format.get("type") == "json_schema"
-            and isinstance(output_format.get("schema"), dict)):
+    if not (
+        isinstance(output_format, dict)
+        and output_format.get("type") == "json_schema"
+        and isinstance(output_format.get("schema"), dict)
+    ):
         raise InvalidRequest("output_config.format: must be {type: json_schema, schema}", param="output_config.format")
     return {"type": "json_schema", "json_schema": {"name": "output", "schema": output_format["schema"]}}
 
@@ -445,16 +464,23 @@ def _reply_blocks(reply: dict[str, Any], identity: str) -> list[dict[str, Any]]:
     for number, call in enumerate(reply.get("tool_calls") or ()):
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
-            blocks.append({"type": "tool_use", "id": _tool_use_id(call.get("id"), number, identity),
-                           "name": str(function.get("name") or ""), "input": _arguments(function.get("arguments"))})
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": _tool_use_id(call.get("id"), number, identity),
+                    "name": str(function.get("name") or ""),
+                    "input": _arguments(function.get("arguments")),
+                }
+            )
     return blocks
 
 
 def _reply_text(reply: dict[str, Any]) -> str:
     content = reply.get("content")
     if isinstance(content, list):
-        content = "".join(str(part.get("text") or part.get("refusal") or "")
-                          for part in content if isinstance(part, dict))
+        content = "".join(
+            str(part.get("text") or part.get("refusal") or "") for part in content if isinstance(part, dict)
+        )
     text = content if isinstance(content, str) else ""
     refusal = reply.get("refusal")
     return text + refusal if _is_refusal(refusal) and refusal not in text else text
@@ -525,8 +551,11 @@ class MessagesStreamTranslator:
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
         thinking = reasoning_text(delta)
         if thinking:
-            events += self._into(("thinking", 0), {"type": "thinking", "thinking": "", "signature": ""},
-                                 {"type": "thinking_delta", "thinking": thinking})
+            events += self._into(
+                ("thinking", 0),
+                {"type": "thinking", "thinking": "", "signature": ""},
+                {"type": "thinking_delta", "thinking": thinking},
+            )
         if _is_refusal(delta.get("refusal")):
             self.refused = True
         text = "".join(delta[key] for key in ("content", "refusal") if isinstance(delta.get(key), str))
@@ -548,9 +577,11 @@ class MessagesStreamTranslator:
         events += self._close()
         finish = "content_filter" if self.refused else self.finish_reason
         stop_reason, stop_sequence = _stop(finish, self.matched_stop, bool(self.tool_blocks))
-        message_delta: dict[str, Any] = {"type": "message_delta",
-                                         "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                                         "usage": anthropic_usage(self.usage)}
+        message_delta: dict[str, Any] = {
+            "type": "message_delta",
+            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+            "usage": anthropic_usage(self.usage),
+        }
         receipt = tallyhub_receipt(self.usage)
         if receipt:
             message_delta["tallyhub"] = receipt
@@ -560,8 +591,16 @@ class MessagesStreamTranslator:
     def _message_start(self, chunk: dict[str, Any]) -> Event:
         self.started = True
         self.id = message_id(chunk.get("id"))
-        message = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                   "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
+        message = {
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
         return "message_start", {"type": "message_start", "message": message}
 
     def _tool_fragment(self, call: dict[str, Any]) -> list[Event]:
@@ -592,8 +631,9 @@ class MessagesStreamTranslator:
         events = self._close()
         self.open = key
         self.blocks += 1
-        return events + [("content_block_start", {"type": "content_block_start", "index": self.blocks - 1,
-                                                  "content_block": block})]
+        return events + [
+            ("content_block_start", {"type": "content_block_start", "index": self.blocks - 1, "content_block": block})
+        ]
 
     def _close(self) -> list[Event]:
         if self.open is None:

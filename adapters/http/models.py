@@ -3,10 +3,9 @@ providers, and aliases that reach one of them (in track mode an unpriced model i
 usable but not listed)."""
 
 import anyio
+import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-
-import orjson
 
 from adapters.http.services import bearer_token, services_of
 from adapters.services import Services

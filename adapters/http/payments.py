@@ -68,8 +68,13 @@ async def payments_webhook(request: Request) -> dict[str, Any]:
     if not secret:
         raise NotInitialised("the payments webhook is not configured (set TALLYHUB_PAYMENTS_WEBHOOK_SECRET)")
     raw = await read_body(request, MAX_BODY_BYTES)
-    verify(secret, raw, request.headers.get(SIGNATURE_HEADER),
-           tolerance=services.settings.payments_tolerance_seconds, now=time.time())
+    verify(
+        secret,
+        raw,
+        request.headers.get(SIGNATURE_HEADER),
+        tolerance=services.settings.payments_tolerance_seconds,
+        now=time.time(),
+    )
     event = _event(raw)
     kind, data = event["type"], event["data"]
     if kind not in ("payment.succeeded", "payment.refunded"):
@@ -84,12 +89,19 @@ async def payments_webhook(request: Request) -> dict[str, Any]:
         else:
             refund_id = _text(data, "refund_id")
             result = await anyio.to_thread.run_sync(
-                lambda: services.ledger.reverse_payment(account, refund_id, amount, payment_id))
+                lambda: services.ledger.reverse_payment(account, refund_id, amount, payment_id)
+            )
     except TallyhubError as error:
         _name_in_data(error, "data.payment_id" if kind == "payment.succeeded" else "data.refund_id")
         raise
-    return {"id": event["id"], "type": kind, "account_id": str(result.account_id), "duplicate": not result.credited,
-            "applied": result.amount, "applied_credits": format_credits(result.amount)}
+    return {
+        "id": event["id"],
+        "type": kind,
+        "account_id": str(result.account_id),
+        "duplicate": not result.credited,
+        "applied": result.amount,
+        "applied_credits": format_credits(result.amount),
+    }
 
 
 def _event(raw: bytes) -> dict[str, Any]:

@@ -22,11 +22,15 @@ def receipt_headers(receipt: Receipt) -> dict[str, str]:
 
 
 def receipt_usage(receipt: Receipt, upstream_usage: dict[str, Any] | None) -> dict[str, Any]:
-    usage = dict(upstream_usage) if upstream_usage else {
-        "prompt_tokens": receipt.usage.input_tokens,
-        "completion_tokens": receipt.usage.output_tokens,
-        "total_tokens": receipt.usage.total_tokens,
-    }
+    usage = (
+        dict(upstream_usage)
+        if upstream_usage
+        else {
+            "prompt_tokens": receipt.usage.input_tokens,
+            "completion_tokens": receipt.usage.output_tokens,
+            "total_tokens": receipt.usage.total_tokens,
+        }
+    )
     usage.update(
         cost=format_credits(receipt.charge),
         cost_nanocredits=receipt.charge,

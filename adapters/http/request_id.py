@@ -44,7 +44,7 @@ class _RandomIds:
         with self._lock:
             if self._offset >= len(self._pool):
                 self._pool, self._offset = os.urandom(16 * self.BATCH), 0
-            raw = self._pool[self._offset:self._offset + 16]
+            raw = self._pool[self._offset : self._offset + 16]
             self._offset += 16
         return UUID(bytes=raw, version=4)
 

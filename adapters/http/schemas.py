@@ -55,8 +55,9 @@ _CHAT_MESSAGE = {
     "required": ["role"],
     "properties": {
         "role": {"type": "string", "description": "system, developer, user, assistant or tool"},
-        "content": {"anyOf": [{"type": "string"}, {"type": "array", "items": _ref("ChatContentPart")},
-                              {"type": "null"}]},
+        "content": {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": _ref("ChatContentPart")}, {"type": "null"}]
+        },
         "name": {"type": "string"},
         "tool_calls": {"type": "array", "items": {"type": "object"}},
         "tool_call_id": {"type": "string"},
@@ -72,8 +73,12 @@ _CHAT_TOOL = {
         "function": {
             "type": "object",
             "required": ["name"],
-            "properties": {"name": {"type": "string"}, "description": {"type": "string"},
-                           "parameters": {"type": "object"}, "strict": {"type": "boolean"}},
+            "properties": {
+                "name": {"type": "string"},
+                "description": {"type": "string"},
+                "parameters": {"type": "object"},
+                "strict": {"type": "boolean"},
+            },
         },
     },
 }
@@ -81,18 +86,20 @@ _CHAT_TOOL = {
 _CHAT_REQUEST = {
     "type": "object",
     "description": "OpenAI's chat-completions request. Only the fields below are checked by Tallyhub; "
-                   "every other field passes through to the provider as sent.",
+    "every other field passes through to the provider as sent.",
     "required": ["model", "messages"],
     "properties": {
         "model": _MODEL,
         "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage")},
         "stream": _nullable({"type": "boolean"}),
-        "stream_options": _nullable({
-            "type": "object",
-            "description": "Only with stream: true. include_usage: true adds a final chunk with the usage "
-                           "and Tallyhub's charge.",
-            "properties": {"include_usage": {"type": "boolean"}},
-        }),
+        "stream_options": _nullable(
+            {
+                "type": "object",
+                "description": "Only with stream: true. include_usage: true adds a final chunk with the usage "
+                "and Tallyhub's charge.",
+                "properties": {"include_usage": {"type": "boolean"}},
+            }
+        ),
         "n": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_CHOICES}),
         "max_tokens": _nullable(_OUTPUT_TOKENS),
         "max_completion_tokens": _nullable(_OUTPUT_TOKENS),
@@ -105,29 +112,47 @@ _CHAT_REQUEST = {
         "response_format": {"type": "object"},
     },
     # stream_options (not null) needs stream: true
-    "dependentSchemas": {"stream_options": {"anyOf": [
-        {"properties": {"stream_options": {"type": "null"}}},
-        {"properties": {"stream": {"const": True}}, "required": ["stream"]},
-    ]}},
+    "dependentSchemas": {
+        "stream_options": {
+            "anyOf": [
+                {"properties": {"stream_options": {"type": "null"}}},
+                {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+            ]
+        }
+    },
     "additionalProperties": True,
 }
 
 # -- messages (Anthropic) --------------------------------------------------------------
 
-_TEXT_BLOCK = {"type": "object", "required": ["type", "text"],
-               "properties": {"type": {"const": "text"}, "text": {"type": "string", "minLength": 1}}}
+_TEXT_BLOCK = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"const": "text"}, "text": {"type": "string", "minLength": 1}},
+}
 _IMAGE_BLOCK = {
     "type": "object",
     "required": ["type", "source"],
     "properties": {
         "type": {"const": "image"},
-        "source": {"oneOf": [
-            {"type": "object", "required": ["type", "media_type", "data"],
-             "properties": {"type": {"const": "base64"}, "media_type": {"enum": list(IMAGE_MEDIA_TYPES)},
-                            "data": {"type": "string", "minLength": 1}}},
-            {"type": "object", "required": ["type", "url"],
-             "properties": {"type": {"const": "url"}, "url": {"type": "string", "minLength": 1}}},
-        ]},
+        "source": {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["type", "media_type", "data"],
+                    "properties": {
+                        "type": {"const": "base64"},
+                        "media_type": {"enum": list(IMAGE_MEDIA_TYPES)},
+                        "data": {"type": "string", "minLength": 1},
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "url"],
+                    "properties": {"type": {"const": "url"}, "url": {"type": "string", "minLength": 1}},
+                },
+            ]
+        },
     },
 }
 _DOCUMENT_BLOCK = {
@@ -136,16 +161,26 @@ _DOCUMENT_BLOCK = {
     "properties": {
         "type": {"const": "document"},
         "title": {"type": "string"},
-        "source": {"type": "object", "required": ["type", "media_type", "data"],
-                   "properties": {"type": {"const": "base64"}, "media_type": {"const": "application/pdf"},
-                                  "data": {"type": "string", "minLength": 1}}},
+        "source": {
+            "type": "object",
+            "required": ["type", "media_type", "data"],
+            "properties": {
+                "type": {"const": "base64"},
+                "media_type": {"const": "application/pdf"},
+                "data": {"type": "string", "minLength": 1},
+            },
+        },
     },
 }
 _TOOL_USE_BLOCK = {
     "type": "object",
     "required": ["type", "id", "name", "input"],
-    "properties": {"type": {"const": "tool_use"}, "id": {"type": "string", "minLength": 1},
-                   "name": {"type": "string", "minLength": 1}, "input": {"type": "object"}},
+    "properties": {
+        "type": {"const": "tool_use"},
+        "id": {"type": "string", "minLength": 1},
+        "name": {"type": "string", "minLength": 1},
+        "input": {"type": "object"},
+    },
 }
 _TOOL_RESULT_BLOCK = {
     "type": "object",
@@ -157,39 +192,68 @@ _TOOL_RESULT_BLOCK = {
         "is_error": {"type": "boolean"},
     },
 }
-_THINKING_BLOCK = {"type": "object", "required": ["type"],
-                   "properties": {"type": {"enum": ["thinking", "redacted_thinking"]}}}
+_THINKING_BLOCK = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {"type": {"enum": ["thinking", "redacted_thinking"]}},
+}
 
 _MESSAGES_MESSAGE = {
     "oneOf": [
-        {"type": "object", "required": ["role", "content"],
-         "properties": {"role": {"const": "user"}, "content": {"anyOf": [
-             {"type": "string"},
-             {"type": "array", "minItems": 1,
-              "items": {"anyOf": [_TEXT_BLOCK, _IMAGE_BLOCK, _DOCUMENT_BLOCK, _TOOL_RESULT_BLOCK]}},
-         ]}}},
-        {"type": "object", "required": ["role", "content"],
-         "properties": {"role": {"const": "assistant"}, "content": {"anyOf": [
-             {"type": "string"},
-             # earlier turns' thinking blocks are dropped: a turn of nothing else says nothing
-             {"type": "array", "items": {"anyOf": [_TEXT_BLOCK, _TOOL_USE_BLOCK, _THINKING_BLOCK]},
-              "contains": {"anyOf": [_TEXT_BLOCK, _TOOL_USE_BLOCK]}},
-         ]}}},
+        {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"const": "user"},
+                "content": {
+                    "anyOf": [
+                        {"type": "string"},
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"anyOf": [_TEXT_BLOCK, _IMAGE_BLOCK, _DOCUMENT_BLOCK, _TOOL_RESULT_BLOCK]},
+                        },
+                    ]
+                },
+            },
+        },
+        {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": {"const": "assistant"},
+                "content": {
+                    "anyOf": [
+                        {"type": "string"},
+                        # earlier turns' thinking blocks are dropped: a turn of nothing else says nothing
+                        {
+                            "type": "array",
+                            "items": {"anyOf": [_TEXT_BLOCK, _TOOL_USE_BLOCK, _THINKING_BLOCK]},
+                            "contains": {"anyOf": [_TEXT_BLOCK, _TOOL_USE_BLOCK]},
+                        },
+                    ]
+                },
+            },
+        },
     ],
 }
 
 _MESSAGES_TOOL = {
     "type": "object",
     "required": ["name", "input_schema"],
-    "properties": {"type": {"const": "custom"}, "name": {"type": "string", "minLength": 1},
-                   "description": {"type": "string"}, "input_schema": {"type": "object"},
-                   "strict": {"type": "boolean"}},
+    "properties": {
+        "type": {"const": "custom"},
+        "name": {"type": "string", "minLength": 1},
+        "description": {"type": "string"},
+        "input_schema": {"type": "object"},
+        "strict": {"type": "boolean"},
+    },
 }
 
 _MESSAGES_REQUEST = {
     "type": "object",
     "description": "Anthropic's Messages request, translated to a chat completion (see "
-                   "adapters/http/messages_translate.py). Other top-level fields are dropped.",
+    "adapters/http/messages_translate.py). Other top-level fields are dropped.",
     "required": ["model", "max_tokens", "messages"],
     "properties": {
         "model": _MODEL,
@@ -202,13 +266,27 @@ _MESSAGES_REQUEST = {
         "top_k": {"type": "integer"},
         "stop_sequences": _nullable({"type": "array", "items": {"type": "string"}}),
         "tools": _nullable({"type": "array", "items": _ref("AnthropicTool")}),
-        "tool_choice": {"anyOf": [
-            {"type": "object", "required": ["type"], "properties": {
-                "type": {"enum": ["auto", "any", "none"]}, "disable_parallel_tool_use": {"type": "boolean"}}},
-            {"type": "object", "required": ["type", "name"], "properties": {
-                "type": {"const": "tool"}, "name": {"type": "string", "minLength": 1},
-                "disable_parallel_tool_use": {"type": "boolean"}}},
-        ]},
+        "tool_choice": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["type"],
+                    "properties": {
+                        "type": {"enum": ["auto", "any", "none"]},
+                        "disable_parallel_tool_use": {"type": "boolean"},
+                    },
+                },
+                {
+                    "type": "object",
+                    "required": ["type", "name"],
+                    "properties": {
+                        "type": {"const": "tool"},
+                        "name": {"type": "string", "minLength": 1},
+                        "disable_parallel_tool_use": {"type": "boolean"},
+                    },
+                },
+            ]
+        },
         "metadata": _nullable({"type": "object", "properties": {"user_id": {"type": "string"}}}),
         "thinking": {"type": "object"},
         "mcp_servers": {"type": "array", "maxItems": 0, "description": "Not available through Tallyhub."},
@@ -221,15 +299,20 @@ _MESSAGES_REQUEST = {
 _EMBEDDINGS_REQUEST = {
     "type": "object",
     "description": "OpenAI's embeddings request; other fields (encoding_format, dimensions, user) pass "
-                   "through to the provider.",
+    "through to the provider.",
     "required": ["model", "input"],
     "properties": {
         "model": _MODEL,
-        "input": {"anyOf": [
-            {"type": "string"},
-            {"type": "array", "minItems": 1, "items": {"anyOf": [
-                {"type": "string"}, _TOKEN_ID, {"type": "array", "items": _TOKEN_ID}]}},
-        ]},
+        "input": {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"anyOf": [{"type": "string"}, _TOKEN_ID, {"type": "array", "items": _TOKEN_ID}]},
+                },
+            ]
+        },
         "encoding_format": {"type": "string", "enum": ["float", "base64"]},
         "dimensions": {"type": "integer", "minimum": 1},
         "user": {"type": "string"},
@@ -242,19 +325,30 @@ _EMBEDDINGS_REQUEST = {
 _OPENAI_ERROR = {
     "type": "object",
     "required": ["error"],
-    "properties": {"error": {
-        "type": "object",
-        "required": ["message", "type", "param", "code"],
-        "properties": {"message": {"type": "string"}, "type": {"type": "string"},
-                       "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}},
-    }},
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
 }
 _ANTHROPIC_ERROR = {
     "type": "object",
     "required": ["type", "error"],
-    "properties": {"type": {"const": "error"}, "error": {
-        "type": "object", "required": ["type", "message"],
-        "properties": {"type": {"type": "string"}, "message": {"type": "string"}}}},
+    "properties": {
+        "type": {"const": "error"},
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {"type": {"type": "string"}, "message": {"type": "string"}},
+        },
+    },
 }
 
 COMPONENTS: dict[str, dict[str, Any]] = {
@@ -297,18 +391,29 @@ def _operation(summary: str, request: str, error: str, success: dict[str, Any]) 
 
 _JSON_OR_STREAM = {
     "description": "The provider's answer (or, with stream: true, a text/event-stream of chunks); "
-                   "the charge is in the x-tallyhub-charge headers or the final chunk's usage.",
-    "content": {"application/json": {"schema": {"type": "object"}}, "text/event-stream": {"schema": {"type": "string"}}},
+    "the charge is in the x-tallyhub-charge headers or the final chunk's usage.",
+    "content": {
+        "application/json": {"schema": {"type": "object"}},
+        "text/event-stream": {"schema": {"type": "string"}},
+    },
 }
 
 HOT_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
-    ("POST", "/v1/chat/completions"): _operation("Create a chat completion (OpenAI's format)",
-                                                 "ChatCompletionRequest", "OpenAIError", _JSON_OR_STREAM),
-    ("POST", "/v1/messages"): _operation("Create a message (Anthropic's format)", "MessagesRequest",
-                                         "AnthropicError", _JSON_OR_STREAM),
+    ("POST", "/v1/chat/completions"): _operation(
+        "Create a chat completion (OpenAI's format)", "ChatCompletionRequest", "OpenAIError", _JSON_OR_STREAM
+    ),
+    ("POST", "/v1/messages"): _operation(
+        "Create a message (Anthropic's format)", "MessagesRequest", "AnthropicError", _JSON_OR_STREAM
+    ),
     ("POST", "/v1/embeddings"): _operation(
-        "Create embeddings (OpenAI's format)", "EmbeddingsRequest", "OpenAIError",
-        {"description": "The provider's embeddings document.", "content": {"application/json": {"schema": {"type": "object"}}}}),
+        "Create embeddings (OpenAI's format)",
+        "EmbeddingsRequest",
+        "OpenAIError",
+        {
+            "description": "The provider's embeddings document.",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        },
+    ),
 }
 
 

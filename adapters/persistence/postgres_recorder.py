@@ -45,13 +45,15 @@ class BatchedPostgresApplicationRecorder(PostgresApplicationRecorder):
             row = cursor.fetchone()
         return row["version"] if row else None
 
-    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent],
-                              **_: Any) -> None:
+    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
         self._lock_table(curs)
         self._notify_channel(curs)
-        curs.execute(self._insert_arrays_statement, (
-            [event.originator_id for event in stored_events],
-            [event.originator_version for event in stored_events],
-            [event.topic for event in stored_events],
-            [event.state for event in stored_events],
-        ))
+        curs.execute(
+            self._insert_arrays_statement,
+            (
+                [event.originator_id for event in stored_events],
+                [event.originator_version for event in stored_events],
+                [event.topic for event in stored_events],
+                [event.state for event in stored_events],
+            ),
+        )

@@ -103,8 +103,10 @@ class SqliteSecretStore:
 
     def create_table(self) -> None:
         with self.datastore.transaction(commit=True) as c:
-            c.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (ref TEXT PRIMARY KEY, envelope TEXT NOT NULL, "
-                      "version INTEGER NOT NULL, created_at REAL NOT NULL)")
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (ref TEXT PRIMARY KEY, envelope TEXT NOT NULL, "
+                "version INTEGER NOT NULL, created_at REAL NOT NULL)"
+            )
         self._ready = True
 
     def _ensure(self) -> None:
@@ -134,7 +136,9 @@ class SqliteSecretStore:
     def add(self, ref: str, envelope: dict[str, str]) -> bool:
         self._ensure()
         with self.datastore.transaction(commit=True) as c:
-            c.execute(f"INSERT OR IGNORE INTO {TABLE} ({COLUMNS}) VALUES (?, ?, 1, ?)", (ref, _text(envelope), time.time()))
+            c.execute(
+                f"INSERT OR IGNORE INTO {TABLE} ({COLUMNS}) VALUES (?, ?, 1, ?)", (ref, _text(envelope), time.time())
+            )
             c.execute("SELECT changes()")
             return bool(c.fetchone()[0])
 
@@ -142,8 +146,10 @@ class SqliteSecretStore:
         self._ensure()
         with self.datastore.transaction(commit=True) as c:
             c.execute("PRAGMA secure_delete = ON")  # the old envelope's bytes are overwritten, not freed
-            c.execute(f"UPDATE {TABLE} SET envelope = ?, version = version + 1 WHERE ref = ? AND version = ?",
-                      (_text(envelope), ref, version))
+            c.execute(
+                f"UPDATE {TABLE} SET envelope = ?, version = version + 1 WHERE ref = ? AND version = ?",
+                (_text(envelope), ref, version),
+            )
             c.execute("SELECT changes()")
             changed = bool(c.fetchone()[0])
             c.execute("PRAGMA secure_delete = OFF")
@@ -170,9 +176,12 @@ class SqliteSecretStore:
             cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             busy = cursor.fetchone()[0]
         if busy:
-            log.warning("the SQLite write-ahead log could not be emptied (a long read was in progress): replaced "
-                        "envelopes may remain in %s-wal until the next checkpoint; run `tallyhub secrets "
-                        "rotate-master` again when the gateway is quiet", self.datastore.pool.db_name)
+            log.warning(
+                "the SQLite write-ahead log could not be emptied (a long read was in progress): replaced "
+                "envelopes may remain in %s-wal until the next checkpoint; run `tallyhub secrets "
+                "rotate-master` again when the gateway is quiet",
+                self.datastore.pool.db_name,
+            )
 
 
 class PostgresSecretStore:
@@ -186,16 +195,22 @@ class PostgresSecretStore:
         lock = f"tallyhub:{self.schema}.{TABLE}"
         with self.datastore.transaction(commit=True) as c:
             c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))  # one creator at a time
-            c.execute(SQL("CREATE TABLE IF NOT EXISTS {} (ref text PRIMARY KEY, envelope text NOT NULL, "
-                          "version bigint NOT NULL, created_at double precision NOT NULL)").format(self.table))
+            c.execute(
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (ref text PRIMARY KEY, envelope text NOT NULL, "
+                    "version bigint NOT NULL, created_at double precision NOT NULL)"
+                ).format(self.table)
+            )
         self._ready = True
 
     def _ensure(self) -> None:
         if self._ready:
             return
         with self.datastore.transaction(commit=False) as c:
-            c.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
-                      (self.schema, TABLE))
+            c.execute(
+                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+                (self.schema, TABLE),
+            )
             exists = c.fetchone() is not None
         if exists:
             self._ready = True
@@ -218,15 +233,23 @@ class PostgresSecretStore:
     def add(self, ref: str, envelope: dict[str, str]) -> bool:
         self._ensure()
         with self.datastore.transaction(commit=True) as c:
-            c.execute(SQL("INSERT INTO {} ({}) VALUES (%s, %s, 1, %s) ON CONFLICT (ref) DO NOTHING")
-                      .format(self.table, SQL(COLUMNS)), (ref, _text(envelope), time.time()))
+            c.execute(
+                SQL("INSERT INTO {} ({}) VALUES (%s, %s, 1, %s) ON CONFLICT (ref) DO NOTHING").format(
+                    self.table, SQL(COLUMNS)
+                ),
+                (ref, _text(envelope), time.time()),
+            )
             return c.rowcount == 1
 
     def replace(self, ref: str, envelope: dict[str, str], *, version: int) -> bool:
         self._ensure()
         with self.datastore.transaction(commit=True) as c:
-            c.execute(SQL("UPDATE {} SET envelope = %s, version = version + 1 WHERE ref = %s AND version = %s")
-                      .format(self.table), (_text(envelope), ref, version))
+            c.execute(
+                SQL("UPDATE {} SET envelope = %s, version = version + 1 WHERE ref = %s AND version = %s").format(
+                    self.table
+                ),
+                (_text(envelope), ref, version),
+            )
             return c.rowcount == 1
 
     def delete(self, refs: Iterable[str]) -> int:

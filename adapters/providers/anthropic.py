@@ -29,7 +29,6 @@ from adapters.providers.base import DONE, ProviderBase, ResponseExchange
 from adapters.providers.errors import post, probe_with_get
 from adapters.providers.openai_compatible import sse_events, upstream_error
 from application.routing import Route
-from domain.errors import UpstreamError
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -56,8 +55,14 @@ class AnthropicProvider(ProviderBase):
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "AnthropicExchange":
         """Translate and send the request; return the open 2xx exchange or raise UpstreamError."""
         payload = orjson.dumps(messages_request(body, route.upstream_model))
-        response = await post(self.session, route, api_url(route.base_url, "/messages"), data=payload,
-                              headers=_headers(route), timeout=self.timeout)
+        response = await post(
+            self.session,
+            route,
+            api_url(route.base_url, "/messages"),
+            data=payload,
+            headers=_headers(route),
+            timeout=self.timeout,
+        )
         if response.status >= 300:
             raise await upstream_error(route, response)
         return AnthropicExchange(response)
@@ -87,6 +92,3 @@ class AnthropicExchange(ResponseExchange):
                 yield DONE
                 return
         raise ValueError("the provider's stream ended before message_stop")
-
-
-

@@ -68,8 +68,9 @@ def _refuse_inexpressible(body: dict[str, Any]) -> None:
     if body.get("audio") is not None or "audio" in (body.get("modalities") or ()):
         raise InvalidRequest("Anthropic models do not produce audio", param="modalities")
     if body.get("functions") is not None or body.get("function_call") is not None:
-        raise InvalidRequest("'functions' and 'function_call' are deprecated; use 'tools' and 'tool_choice'",
-                             param="functions")
+        raise InvalidRequest(
+            "'functions' and 'function_call' are deprecated; use 'tools' and 'tool_choice'", param="functions"
+        )
 
 
 # -- the conversation -------------------------------------------------------------
@@ -140,8 +141,9 @@ def _texts(content: Any, where: str) -> list[str]:
     texts = []
     for number, part in enumerate(content):
         if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise InvalidRequest(f"{where}.content.{number}: only text parts are allowed here",
-                                 param=f"{where}.content.{number}")
+            raise InvalidRequest(
+                f"{where}.content.{number}: only text parts are allowed here", param=f"{where}.content.{number}"
+            )
         texts.append(part["text"])
     return texts
 
@@ -185,16 +187,19 @@ def _image_block(url: Any, where: str) -> dict[str, Any]:
         return {"type": "image", "source": {"type": "url", "url": url}}
     media_type, data = _data_url(url, where)
     if media_type not in IMAGE_MEDIA_TYPES:
-        raise InvalidRequest(f"{where}: Anthropic models accept {', '.join(IMAGE_MEDIA_TYPES)} images, "
-                             f"not {media_type}", param=f"{where}.image_url.url")
+        raise InvalidRequest(
+            f"{where}: Anthropic models accept {', '.join(IMAGE_MEDIA_TYPES)} images, not {media_type}",
+            param=f"{where}.image_url.url",
+        )
     return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
 
 
 def _document_block(file: Any, where: str) -> dict[str, Any]:
     data_url = file.get("file_data") if isinstance(file, dict) else None
     if not isinstance(data_url, str):
-        raise InvalidRequest(f"{where}: only inline PDF files (file_data) can be sent to an Anthropic model",
-                             param=f"{where}.file")
+        raise InvalidRequest(
+            f"{where}: only inline PDF files (file_data) can be sent to an Anthropic model", param=f"{where}.file"
+        )
     media_type, data = _data_url(data_url, where)
     if media_type != "application/pdf":
         raise InvalidRequest(f"{where}: Anthropic models accept PDF files, not {media_type}", param=f"{where}.file")
@@ -210,8 +215,9 @@ def _data_url(url: str, where: str) -> tuple[str, str]:
 
 def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any]]:
     if message.get("function_call") is not None:
-        raise InvalidRequest(f"{where}: 'function_call' is deprecated; use 'tool_calls'",
-                             param=f"{where}.function_call")
+        raise InvalidRequest(
+            f"{where}: 'function_call' is deprecated; use 'tool_calls'", param=f"{where}.function_call"
+        )
     content = message.get("content")
     if isinstance(content, list):  # a refusal the assistant gave is what it said
         content = [{"type": "text", "text": part.get("refusal")} if _is_refusal(part) else part for part in content]
@@ -239,8 +245,10 @@ def _tool_use(call: Any, where: str) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         parsed = None
     if not isinstance(parsed, dict):
-        raise InvalidRequest(f"{where}.function.arguments must be a JSON object, as Anthropic models need it parsed",
-                             param=f"{where}.function.arguments")
+        raise InvalidRequest(
+            f"{where}.function.arguments must be a JSON object, as Anthropic models need it parsed",
+            param=f"{where}.function.arguments",
+        )
     return {"type": "tool_use", "id": call["id"], "name": function["name"], "input": parsed}
 
 
@@ -318,8 +326,9 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
         raise InvalidRequest(f"{where}.function.name must be a string", param=f"{where}.function.name")
     schema = function.get("parameters") or {}
     if not isinstance(schema, dict):
-        raise InvalidRequest(f"{where}.function.parameters must be a JSON schema object",
-                             param=f"{where}.function.parameters")
+        raise InvalidRequest(
+            f"{where}.function.parameters must be a JSON schema object", param=f"{where}.function.parameters"
+        )
     translated: dict[str, Any] = {"name": function["name"], "input_schema": {"type": "object", **schema}}
     if isinstance(function.get("description"), str) and function["description"]:
         translated["description"] = function["description"]
@@ -348,9 +357,12 @@ def _output_format(response_format: Any) -> dict[str, Any] | None:
         spec = response_format.get("json_schema")
         if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
             return {"type": "json_schema", "schema": spec["schema"]}
-        raise InvalidRequest("'response_format.json_schema.schema' must be a JSON schema object",
-                             param="response_format")
+        raise InvalidRequest(
+            "'response_format.json_schema.schema' must be a JSON schema object", param="response_format"
+        )
     if kind == "json_object":
-        raise InvalidRequest("Anthropic models cannot be asked for arbitrary JSON; use response_format json_schema",
-                             param="response_format")
+        raise InvalidRequest(
+            "Anthropic models cannot be asked for arbitrary JSON; use response_format json_schema",
+            param="response_format",
+        )
     raise InvalidRequest(f"response_format type {kind!r} is not supported", param="response_format")

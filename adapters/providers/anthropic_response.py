@@ -28,8 +28,13 @@ FINISH_REASONS = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
-USAGE_FIELDS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens", "output_tokens",
-                "output_tokens_details")
+USAGE_FIELDS = (
+    "input_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+    "output_tokens",
+    "output_tokens_details",
+)
 
 
 class AnthropicStreamError(ValueError):
@@ -79,8 +84,13 @@ def chat_completion(message: Any, created: int) -> dict[str, Any]:
             thoughts.append(str(block.get("thinking") or ""))
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
-            calls.append({"id": block.get("id"), "type": "function",
-                          "function": {"name": block.get("name"), "arguments": arguments}})
+            calls.append(
+                {
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": arguments},
+                }
+            )
     text = "".join(texts) if texts or not calls else None
     reply: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if calls:
@@ -93,8 +103,9 @@ def chat_completion(message: Any, created: int) -> dict[str, Any]:
         "object": "chat.completion",
         "created": created,
         "model": message.get("model"),
-        "choices": [{"index": 0, "message": reply, "logprobs": None,
-                     "finish_reason": finish_reason(message.get("stop_reason"))}],
+        "choices": [
+            {"index": 0, "message": reply, "logprobs": None, "finish_reason": finish_reason(message.get("stop_reason"))}
+        ],
         "usage": openai_usage(usage if isinstance(usage, dict) else {}),
     }
 
@@ -156,8 +167,12 @@ class StreamTranslator:
             return [self._chunk({"reasoning_content": block["thinking"]})]
         if kind == "tool_use":
             self.tool_index[index] = len(self.tool_index)
-            call = {"index": self.tool_index[index], "id": block["id"], "type": "function",
-                    "function": {"name": block["name"], "arguments": ""}}
+            call = {
+                "index": self.tool_index[index],
+                "id": block["id"],
+                "type": "function",
+                "function": {"name": block["name"], "arguments": ""},
+            }
             return [self._chunk({"tool_calls": [call]})]
         return []
 
@@ -177,9 +192,20 @@ class StreamTranslator:
         self.usage.update({name: usage[name] for name in USAGE_FIELDS if usage.get(name) is not None})
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
 
     def _usage_chunk(self) -> dict[str, Any]:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
-                "choices": [], "usage": openai_usage(self.usage)}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": openai_usage(self.usage),
+        }

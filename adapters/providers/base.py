@@ -18,8 +18,17 @@ from application.ports import ChatExchange, ChatProvider, ProviderAdapter
 from application.routing import Route
 from domain.errors import InvalidRequest
 
-__all__ = ["DONE", "READ_FAILURES", "ChatExchange", "ChatProvider", "ProviderAdapter", "ProviderBase",
-           "ResponseExchange", "arrived_blocks", "unsupported"]
+__all__ = [
+    "DONE",
+    "READ_FAILURES",
+    "ChatExchange",
+    "ChatProvider",
+    "ProviderAdapter",
+    "ProviderBase",
+    "ResponseExchange",
+    "arrived_blocks",
+    "unsupported",
+]
 
 DONE = b"[DONE]"
 # What reading an exchange may raise when the provider breaks off or sends garbage.

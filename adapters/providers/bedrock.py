@@ -43,8 +43,13 @@ SIGNING_SERVICE = "bedrock"
 EVENT_STREAM = "application/vnd.amazon.eventstream"
 EMBEDDING_CONCURRENCY = 8
 # 403s that mean the credential itself is refused (AccessDenied may be one model's policy).
-REFUSED_CREDENTIAL_ERRORS = ("UnrecognizedClientException", "InvalidSignatureException", "ExpiredTokenException",
-                             "MissingAuthenticationTokenException", "IncompleteSignatureException")
+REFUSED_CREDENTIAL_ERRORS = (
+    "UnrecognizedClientException",
+    "InvalidSignatureException",
+    "ExpiredTokenException",
+    "MissingAuthenticationTokenException",
+    "IncompleteSignatureException",
+)
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -92,11 +97,19 @@ class BedrockProvider(ProviderBase):
         finally:
             for task in tasks:
                 task.cancel()
-        data = [{"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
-                for i, (vector, _) in enumerate(results)]
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
+            for i, (vector, _) in enumerate(results)
+        ]
         tokens = sum(count for _, count in results)
-        return orjson.dumps({"object": "list", "data": data, "model": route.upstream_model,
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": route.upstream_model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def probe(self, route: Route) -> bool | None:
         """Is the credential accepted? A Converse call with no messages is refused by validation, after
@@ -111,14 +124,16 @@ class BedrockProvider(ProviderBase):
                 return False if kind in REFUSED_CREDENTIAL_ERRORS else None
             return True if response.status < 300 or response.status in (400, 404) else None
 
-    async def _post(self, route: Route, operation: str, payload: bytes, *, accept: str,
-                    raw: bool = False) -> aiohttp.ClientResponse:
+    async def _post(
+        self, route: Route, operation: str, payload: bytes, *, accept: str, raw: bool = False
+    ) -> aiohttp.ClientResponse:
         credentials, region = _credentials(route)
         endpoint = (route.base_url or default_endpoint(region)).rstrip("/")
         url = f"{endpoint}/model/{quote(route.upstream_model, safe='')}/{operation}"
         headers = signed_headers(credentials, region, url, payload, accept=accept)
-        response = await post(self.session, route, URL(url, encoded=True), data=payload, headers=headers,
-                              timeout=self.timeout)
+        response = await post(
+            self.session, route, URL(url, encoded=True), data=payload, headers=headers, timeout=self.timeout
+        )
         if response.status >= 300 and not raw:
             raise await _upstream_error(route, response)
         return response
@@ -131,12 +146,18 @@ def _credentials(route: Route) -> tuple[Credentials, str]:
     """The route's ``ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]`` and region, or a 502."""
     parts = (route.secret or "").split(":", 2)
     if len(parts) < 2 or not all(parts) or any(p != p.strip() for p in parts):
-        raise UpstreamError(f"provider {route.provider!r} is misconfigured: its credential must be "
-                            "ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]",
-                            status=502, code="provider_misconfigured")
+        raise UpstreamError(
+            f"provider {route.provider!r} is misconfigured: its credential must be "
+            "ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]",
+            status=502,
+            code="provider_misconfigured",
+        )
     if not route.region or not _REGION.match(route.region):
-        raise UpstreamError(f"provider {route.provider!r} is misconfigured: it needs a valid AWS region",
-                            status=502, code="provider_misconfigured")
+        raise UpstreamError(
+            f"provider {route.provider!r} is misconfigured: it needs a valid AWS region",
+            status=502,
+            code="provider_misconfigured",
+        )
     token = parts[2] if len(parts) == 3 else None
     return Credentials(parts[0], parts[1], token), route.region
 
@@ -144,8 +165,12 @@ def _credentials(route: Route) -> tuple[Credentials, str]:
 def signed_headers(credentials: Credentials, region: str, url: str, payload: bytes, *, accept: str) -> dict[str, str]:
     """The headers of a SigV4-signed POST of ``payload`` to ``url`` (already percent-encoded)."""
     host = urlsplit(url).netloc.rpartition("@")[2]
-    request = AWSRequest(method="POST", url=url, data=payload,
-                         headers={"host": host, "content-type": "application/json", "accept": accept})
+    request = AWSRequest(
+        method="POST",
+        url=url,
+        data=payload,
+        headers={"host": host, "content-type": "application/json", "accept": accept},
+    )
     SigV4Auth(credentials, SIGNING_SERVICE, region).add_auth(request)
     return dict(request.headers.items())
 
@@ -175,7 +200,6 @@ class BedrockExchange(ResponseExchange):
         if not translator.finished:
             raise ValueError("the Bedrock stream ended before messageStop and metadata")
         yield DONE
-
 
 
 async def converse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict[str, Any]]]:
@@ -217,8 +241,13 @@ def _event(message: EventStreamMessage) -> tuple[str, dict[str, Any]]:
 async def _upstream_error(route: Route, response: aiohttp.ClientResponse) -> UpstreamError:
     raw = await read_error_body(response)
     kind = (response.headers.get("x-amzn-errortype") or "").split(":")[0] or _error_type_of(raw)
-    return error_for_status(route, response.status, _message_of(raw), retry_after=response.headers.get("retry-after"),
-                            detail=f"{response.status} {kind}".strip())
+    return error_for_status(
+        route,
+        response.status,
+        _message_of(raw),
+        retry_after=response.headers.get("retry-after"),
+        detail=f"{response.status} {kind}".strip(),
+    )
 
 
 def _message_of(raw: bytes) -> str:
@@ -247,8 +276,10 @@ def _embedding_request(body: dict[str, Any]) -> tuple[list[str], int | None, str
     raw = body.get("input")
     inputs = [raw] if isinstance(raw, str) else raw
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) and i for i in inputs):
-        raise InvalidRequest("Titan embeddings take 'input' as a non-empty string or array of non-empty strings "
-                             "(not token ids)", param="input")
+        raise InvalidRequest(
+            "Titan embeddings take 'input' as a non-empty string or array of non-empty strings (not token ids)",
+            param="input",
+        )
     dimensions = body.get("dimensions")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)):
         raise InvalidRequest("'dimensions' must be an integer", param="dimensions")
@@ -265,8 +296,9 @@ async def _titan_embedding(route: Route, response: aiohttp.ClientResponse) -> tu
         if not all(isinstance(v, (int, float)) for v in vector) or not isinstance(count, int) or count < 0:
             raise TypeError
     except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
-        raise UpstreamError(f"provider {route.provider!r} sent an unreadable embedding", status=502,
-                            code="upstream_bad_response") from None
+        raise UpstreamError(
+            f"provider {route.provider!r} sent an unreadable embedding", status=502, code="upstream_bad_response"
+        ) from None
     finally:
         response.release()
     return [float(v) for v in vector], count

@@ -20,8 +20,13 @@ import orjson
 
 from domain.errors import InvalidRequest
 
-IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/gif": "gif",
-                 "image/webp": "webp"}
+IMAGE_FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/jpg": "jpeg",
+    "image/gif": "gif",
+    "image/webp": "webp",
+}
 _DATA_URL = re.compile(r"^data:(?P<media>[^;,]+)(?P<params>(;[^;,]*)*),(?P<data>.*)$", re.DOTALL)
 _REFUSED_FIELDS = {
     "audio": "audio output",
@@ -50,8 +55,9 @@ def converse_request(body: dict[str, Any]) -> dict[str, Any]:
         elif role == "tool":
             turns.append(("user", [_tool_result(message, index)]))
         else:
-            raise InvalidRequest(f"messages[{index}].role {role!r} is not supported by Bedrock",
-                                 param=f"messages.{index}.role")
+            raise InvalidRequest(
+                f"messages[{index}].role {role!r} is not supported by Bedrock", param=f"messages.{index}.role"
+            )
     request: dict[str, Any] = {"messages": _merged(turns)}
     if system:
         request["system"] = system
@@ -94,20 +100,23 @@ def _texts(content: Any, index: int) -> list[str]:
         texts = []
         for j, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                raise InvalidRequest(f"messages[{index}].content[{j}] must be a text part",
-                                     param=f"messages.{index}.content.{j}")
+                raise InvalidRequest(
+                    f"messages[{index}].content[{j}] must be a text part", param=f"messages.{index}.content.{j}"
+                )
             texts.append(part["text"])
         return texts
-    raise InvalidRequest(f"messages[{index}].content must be a string or an array of parts",
-                         param=f"messages.{index}.content")
+    raise InvalidRequest(
+        f"messages[{index}].content must be a string or an array of parts", param=f"messages.{index}.content"
+    )
 
 
 def _user_blocks(content: Any, index: int) -> list[Block]:
     if isinstance(content, str) or content is None:
         return [{"text": content}] if content else []
     if not isinstance(content, list):
-        raise InvalidRequest(f"messages[{index}].content must be a string or an array of parts",
-                             param=f"messages.{index}.content")
+        raise InvalidRequest(
+            f"messages[{index}].content must be a string or an array of parts", param=f"messages.{index}.content"
+        )
     blocks: list[Block] = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
@@ -117,8 +126,10 @@ def _user_blocks(content: Any, index: int) -> list[Block]:
         elif kind == "image_url":
             blocks.append(_image_block(part.get("image_url"), f"messages.{index}.content.{j}"))
         else:
-            raise InvalidRequest(f"messages[{index}].content[{j}]: Bedrock chat takes text and image parts, "
-                                 f"not {kind!r}", param=f"messages.{index}.content.{j}")
+            raise InvalidRequest(
+                f"messages[{index}].content[{j}]: Bedrock chat takes text and image parts, not {kind!r}",
+                param=f"messages.{index}.content.{j}",
+            )
     return blocks
 
 
@@ -128,8 +139,10 @@ def _image_block(image_url: Any, param: str) -> Block:
         raise InvalidRequest("image_url.url must be a string", param=param)
     match = _DATA_URL.match(url)
     if match is None:
-        raise InvalidRequest("Bedrock takes images inline only: send a base64 data: URL "
-                             "(png, jpeg, gif or webp), not a link", param=param)
+        raise InvalidRequest(
+            "Bedrock takes images inline only: send a base64 data: URL (png, jpeg, gif or webp), not a link",
+            param=param,
+        )
     media = match["media"].strip().lower()
     if media not in IMAGE_FORMATS:
         raise InvalidRequest(f"Bedrock takes png, jpeg, gif or webp images, not {media!r}", param=param)
@@ -151,8 +164,9 @@ def _assistant_blocks(message: dict[str, Any], index: int) -> list[Block]:
             kind = part.get("type") if isinstance(part, dict) else None
             text = part.get(kind) if kind in ("text", "refusal") else None
             if not isinstance(text, str):
-                raise InvalidRequest(f"messages[{index}].content[{j}] must be a text part",
-                                     param=f"messages.{index}.content.{j}")
+                raise InvalidRequest(
+                    f"messages[{index}].content[{j}] must be a text part", param=f"messages.{index}.content.{j}"
+                )
             texts.append(text)
     else:
         texts = _texts(content, index)
@@ -181,8 +195,9 @@ def _tool_use(call: Any, param: str) -> Block:
 def _tool_result(message: dict[str, Any], index: int) -> Block:
     call_id = message.get("tool_call_id")
     if not isinstance(call_id, str) or not call_id:
-        raise InvalidRequest(f"messages[{index}] (role 'tool') needs a tool_call_id",
-                             param=f"messages.{index}.tool_call_id")
+        raise InvalidRequest(
+            f"messages[{index}] (role 'tool') needs a tool_call_id", param=f"messages.{index}.tool_call_id"
+        )
     text = "".join(_texts(message.get("content"), index))
     return {"toolResult": {"toolUseId": call_id, "content": [{"text": text}]}}
 
@@ -245,8 +260,7 @@ def _used_tool_names(messages: list[dict[str, Any]]) -> list[str]:
             if "toolUse" in block and block["toolUse"]["name"] not in names:
                 names.append(block["toolUse"]["name"])
     if not names and any("toolResult" in b for m in messages for b in m["content"]):
-        raise InvalidRequest("a tool message must answer a tool call of an earlier assistant message",
-                             param="messages")
+        raise InvalidRequest("a tool message must answer a tool call of an earlier assistant message", param="messages")
     return names
 
 
@@ -302,6 +316,7 @@ def _output_config(response_format: Any) -> dict[str, Any] | None:
                 definition[name] = spec[name]
         return {"textFormat": {"type": "json_schema", "structure": {"jsonSchema": definition}}}
     if kind == "json_object":
-        raise InvalidRequest("Bedrock cannot force free-form JSON; use response_format type 'json_schema'",
-                             param="response_format")
+        raise InvalidRequest(
+            "Bedrock cannot force free-form JSON; use response_format type 'json_schema'", param="response_format"
+        )
     raise InvalidRequest("response_format.type must be 'text' or 'json_schema'", param="response_format")

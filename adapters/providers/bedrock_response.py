@@ -69,8 +69,11 @@ def completion_document(answer: Any, *, completion_id: str, model: str, created:
         usage = openai_usage(answer.get("usage"))
     except (KeyError, TypeError, AttributeError):
         raise ValueError("Bedrock sent an answer without output.message.content and stopReason") from None
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
-                               "refusal": None}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
     if calls:

@@ -43,31 +43,44 @@ async def read_error_body(response: aiohttp.ClientResponse) -> bytes:
         response.release()
 
 
-def error_for_status(route: Route, status: int, message: str, *, retry_after: str | None = None,
-                     detail: str = "") -> UpstreamError:
+def error_for_status(
+    route: Route, status: int, message: str, *, retry_after: str | None = None, detail: str = ""
+) -> UpstreamError:
     provider = repr(route.provider)
     message = redact(message or "no details", route.secret)
     named = f" ({detail})" if detail else ""
     if status == 404:
-        return UpstreamError(f"provider {provider} does not know this model: {message}", status=404,
-                             code="model_not_found")
+        return UpstreamError(
+            f"provider {provider} does not know this model: {message}", status=404, code="model_not_found"
+        )
     if status in CALLER_ERROR_STATUSES:
-        return UpstreamError(f"provider {provider} rejected the request: {message}", status=status,
-                             code="upstream_rejected_request")
+        return UpstreamError(
+            f"provider {provider} rejected the request: {message}", status=status, code="upstream_rejected_request"
+        )
     if status in (401, 403):
-        return UpstreamError(f"provider {provider} refused the gateway's credential{named}", status=502,
-                             code="upstream_auth_failed")
+        return UpstreamError(
+            f"provider {provider} refused the gateway's credential{named}", status=502, code="upstream_auth_failed"
+        )
     if status == 429:
-        return UpstreamError(f"provider {provider} is rate limiting this gateway{named}", status=429,
-                             code="upstream_rate_limited", retry_after=retry_after or "1")
+        return UpstreamError(
+            f"provider {provider} is rate limiting this gateway{named}",
+            status=429,
+            code="upstream_rate_limited",
+            retry_after=retry_after or "1",
+        )
     if status in (408, 504):
         return UpstreamError(f"provider {provider} timed out{named}", status=504, code="upstream_timeout")
     if status == 503:
-        return UpstreamError(f"provider {provider} is unavailable{named}", status=503, code="upstream_unavailable",
-                             retry_after=retry_after)
+        return UpstreamError(
+            f"provider {provider} is unavailable{named}",
+            status=503,
+            code="upstream_unavailable",
+            retry_after=retry_after,
+        )
     if status == 529:
-        return UpstreamError(f"provider {provider} is overloaded{named}", status=503, code="upstream_overloaded",
-                             retry_after=retry_after)
+        return UpstreamError(
+            f"provider {provider} is overloaded{named}", status=503, code="upstream_overloaded", retry_after=retry_after
+        )
     return UpstreamError(f"provider {provider} failed with status {status}{named}", status=502, code="upstream_error")
 
 
@@ -76,12 +89,20 @@ def timed_out(route: Route) -> UpstreamError:
 
 
 def unreachable(route: Route, exc: BaseException) -> UpstreamError:
-    return UpstreamError(f"provider {route.provider!r} is unreachable ({type(exc).__name__})", status=502,
-                         code="upstream_unavailable")
+    return UpstreamError(
+        f"provider {route.provider!r} is unreachable ({type(exc).__name__})", status=502, code="upstream_unavailable"
+    )
 
 
-async def post(session: aiohttp.ClientSession, route: Route, url: Any, *, data: bytes, headers: dict[str, str],
-               timeout: aiohttp.ClientTimeout) -> aiohttp.ClientResponse:
+async def post(
+    session: aiohttp.ClientSession,
+    route: Route,
+    url: Any,
+    *,
+    data: bytes,
+    headers: dict[str, str],
+    timeout: aiohttp.ClientTimeout,
+) -> aiohttp.ClientResponse:
     """POST to a provider; a timeout or a failed connection becomes the caller's 504 / 502."""
     try:
         return await session.post(url, data=data, headers=headers, timeout=timeout)
@@ -98,8 +119,9 @@ async def probe_with_get(session: aiohttp.ClientSession, url: Any, headers: dict
     """A credential probe by a GET that costs no tokens: 401/403 → refused (False), 2xx →
     accepted (True), anything else or no answer → could not tell (None)."""
     try:
-        async with session.get(url, headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)) as response:
+        async with session.get(
+            url, headers=headers, timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS)
+        ) as response:
             if response.status in (401, 403):
                 return False
             return True if response.status < 300 else None

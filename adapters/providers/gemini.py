@@ -28,6 +28,7 @@ import aiohttp
 import orjson
 
 from adapters.providers.base import DONE, ProviderBase, ResponseExchange
+from adapters.providers.errors import error_for_status, post, read_error_body, redact, timed_out, unreachable
 from adapters.providers.gemini_request import candidate_count, gemini_request
 from adapters.providers.gemini_response import (
     ChunkTranslator,
@@ -35,7 +36,6 @@ from adapters.providers.gemini_response import (
     block_reason,
     completion_document,
 )
-from adapters.providers.errors import error_for_status, post, read_error_body, redact, timed_out, unreachable
 from adapters.providers.openai_compatible import sse_events
 from application.routing import Route
 from domain.errors import InvalidRequest, UpstreamError
@@ -81,22 +81,40 @@ class GeminiProvider(ProviderBase):
         model = f"models/{_model_name(route.upstream_model)}"
         vectors: list[list[float]] = []
         for start in range(0, len(texts), EMBED_BATCH_LIMIT):
-            batch = texts[start:start + EMBED_BATCH_LIMIT]
-            requests = [{"model": model, "content": {"parts": [{"text": text}]},
-                         **({"outputDimensionality": dimensions} if dimensions else {})} for text in batch]
+            batch = texts[start : start + EMBED_BATCH_LIMIT]
+            requests = [
+                {
+                    "model": model,
+                    "content": {"parts": [{"text": text}]},
+                    **({"outputDimensionality": dimensions} if dimensions else {}),
+                }
+                for text in batch
+            ]
             document = await _read_json(route, await self._post(route, "batchEmbedContents", {"requests": requests}))
             vectors.extend(_vectors(route, document, len(batch)))
         tokens = sum(tokens_for_chars(len(text)) for text in texts)
-        data = [{"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
-                for i, vector in enumerate(vectors)]
-        return orjson.dumps({"object": "list", "data": data, "model": route.upstream_model,
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "usage_source": "estimated"}})
+        data = [
+            {"object": "embedding", "index": i, "embedding": _encoded(vector, encoding)}
+            for i, vector in enumerate(vectors)
+        ]
+        return orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": route.upstream_model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens, "usage_source": "estimated"},
+            }
+        )
 
     async def probe(self, route: Route) -> bool | None:
         """Is the credential accepted? ``GET /models`` costs no tokens. None: could not tell."""
         try:
-            async with self.session.get(f"{_base_url(route)}/models", params={"pageSize": "1"},
-                                        headers=_headers(route), timeout=aiohttp.ClientTimeout(total=10)) as response:
+            async with self.session.get(
+                f"{_base_url(route)}/models",
+                params={"pageSize": "1"},
+                headers=_headers(route),
+                timeout=aiohttp.ClientTimeout(total=10),
+            ) as response:
                 if response.status < 300:
                     return True
                 error = await _http_error(route, response)
@@ -106,8 +124,9 @@ class GeminiProvider(ProviderBase):
 
     async def _post(self, route: Route, method: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         url = f"{_base_url(route)}/models/{quote(_model_name(route.upstream_model), safe='-._~')}:{method}"
-        response = await post(self.session, route, url, data=orjson.dumps(payload), headers=_headers(route),
-                              timeout=self.timeout)
+        response = await post(
+            self.session, route, url, data=orjson.dumps(payload), headers=_headers(route), timeout=self.timeout
+        )
         if response.status >= 300:
             raise await _http_error(route, response)
         return response
@@ -138,8 +157,13 @@ class GeminiCompletion:
 class GeminiStream(ResponseExchange):
     """A stream whose first event has arrived and was not an error."""
 
-    def __init__(self, response: aiohttp.ClientResponse, events: AsyncIterator[bytes], first: dict[str, Any],
-                 translator: ChunkTranslator) -> None:
+    def __init__(
+        self,
+        response: aiohttp.ClientResponse,
+        events: AsyncIterator[bytes],
+        first: dict[str, Any],
+        translator: ChunkTranslator,
+    ) -> None:
         self.response = response
         self.events = events
         self.first = first
@@ -225,8 +249,10 @@ def _embedding_inputs(value: Any) -> list[str]:
         return [value]
     if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
         return value
-    raise InvalidRequest("input must be a string or a non-empty list of strings for Gemini "
-                         "(token arrays are not supported)", param="input")
+    raise InvalidRequest(
+        "input must be a string or a non-empty list of strings for Gemini (token arrays are not supported)",
+        param="input",
+    )
 
 
 def _vectors(route: Route, document: dict[str, Any], expected: int) -> list[list[float]]:
@@ -281,16 +307,25 @@ def _mapped_error(route: Route, status: int, error: dict[str, Any], *, retry_aft
     message = redact(str(error.get("message") or "no details"), route.secret)
     details = [d for d in error.get("details") or () if isinstance(d, dict)]
     reasons = {str(d.get("reason")) for d in details if d.get("reason")}
-    if status in (401, 403) or any(r.startswith("API_KEY_") for r in reasons) or (
-            status == 400 and not reasons and "api key" in message.lower()):
-        return UpstreamError(f"provider {provider!r} refused the gateway's credential", status=502,
-                             code="upstream_auth_failed")
+    if (
+        status in (401, 403)
+        or any(r.startswith("API_KEY_") for r in reasons)
+        or (status == 400 and not reasons and "api key" in message.lower())
+    ):
+        return UpstreamError(
+            f"provider {provider!r} refused the gateway's credential", status=502, code="upstream_auth_failed"
+        )
     if status == 429:
-        return UpstreamError(f"provider {provider!r} is rate limiting this gateway", status=429,
-                             code="upstream_rate_limited", retry_after=retry_after or _retry_delay(details) or "1")
+        return UpstreamError(
+            f"provider {provider!r} is rate limiting this gateway",
+            status=429,
+            code="upstream_rate_limited",
+            retry_after=retry_after or _retry_delay(details) or "1",
+        )
     if error.get("status") == "FAILED_PRECONDITION":  # billing or region of the gateway's account
-        return UpstreamError(f"provider {provider!r} cannot serve this gateway's account: {message}", status=502,
-                             code="upstream_error")
+        return UpstreamError(
+            f"provider {provider!r} cannot serve this gateway's account: {message}", status=502, code="upstream_error"
+        )
     return error_for_status(route, status, message, retry_after=retry_after)
 
 
@@ -307,10 +342,12 @@ def _retry_delay(details: list[dict[str, Any]]) -> str | None:
 
 
 def _blocked(route: Route, reason: str) -> UpstreamError:
-    return UpstreamError(f"provider {route.provider!r} blocked the prompt ({reason})", status=400,
-                         code="content_filtered")
+    return UpstreamError(
+        f"provider {route.provider!r} blocked the prompt ({reason})", status=400, code="content_filtered"
+    )
 
 
 def _bad_response(route: Route) -> UpstreamError:
-    return UpstreamError(f"provider {route.provider!r} sent an unreadable response", status=502,
-                         code="upstream_bad_response")
+    return UpstreamError(
+        f"provider {route.provider!r} sent an unreadable response", status=502, code="upstream_bad_response"
+    )

@@ -66,8 +66,10 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
     if body.get("logprobs") or body.get("top_logprobs") is not None:
         raise InvalidRequest("log probabilities are not available through this Gemini adapter", param="logprobs")
     if body.get("parallel_tool_calls") is False:
-        raise InvalidRequest("Gemini cannot be told to avoid parallel tool calls; remove 'parallel_tool_calls'",
-                             param="parallel_tool_calls")
+        raise InvalidRequest(
+            "Gemini cannot be told to avoid parallel tool calls; remove 'parallel_tool_calls'",
+            param="parallel_tool_calls",
+        )
     modalities = body.get("modalities")
     if modalities is not None and list(modalities) != ["text"]:
         raise InvalidRequest("only text output is supported for Gemini", param="modalities")
@@ -144,8 +146,11 @@ def _user_part(part: Any, where: str) -> dict[str, Any]:
     if kind == "file":
         file = part.get("file") or {}
         if not file.get("file_data"):
-            raise InvalidRequest(f"{where}: Gemini needs the file inline as 'file_data' (a data: URL); "
-                                 "uploaded file ids are not available", param=where)
+            raise InvalidRequest(
+                f"{where}: Gemini needs the file inline as 'file_data' (a data: URL); "
+                "uploaded file ids are not available",
+                param=where,
+            )
         return _inline_data(file["file_data"], where, "file")
     raise InvalidRequest(f"{where}: content part type {kind!r} is not supported for Gemini", param=where)
 
@@ -156,11 +161,13 @@ def _inline_data(url: Any, where: str, what: str) -> dict[str, Any]:
     if url.startswith(("http://", "https://")):
         raise InvalidRequest(
             f"{where}: Gemini cannot be given an {what} by http(s) URL through this gateway; "
-            f"send it inline as a data: URL (data:<mime type>;base64,<data>)", param=where)
+            f"send it inline as a data: URL (data:<mime type>;base64,<data>)",
+            param=where,
+        )
     header, sep, data = url.partition(",")
     if not url.startswith("data:") or not sep or not header.endswith(";base64"):
         raise InvalidRequest(f"{where}: the {what} must be a base64 data: URL", param=where)
-    mime = header[len("data:"):-len(";base64")]
+    mime = header[len("data:") : -len(";base64")]
     if "/" not in mime:
         raise InvalidRequest(f"{where}: the data: URL has no MIME type", param=where)
     return {"inlineData": {"mimeType": mime, "data": _base64(data, where)}}
@@ -213,8 +220,11 @@ def _function_response(message: dict[str, Any], where: str, call_names: dict[str
     call_id = message.get("tool_call_id")
     name = call_names.get(str(call_id))
     if name is None:
-        raise InvalidRequest(f"{where}: tool_call_id {call_id!r} matches no earlier assistant tool call "
-                             "(Gemini needs the function's name)", param=where)
+        raise InvalidRequest(
+            f"{where}: tool_call_id {call_id!r} matches no earlier assistant tool call "
+            "(Gemini needs the function's name)",
+            param=where,
+        )
     text = "".join(part["text"] for part in _text_parts(message.get("content"), where))
     try:
         parsed = orjson.loads(text)
@@ -260,8 +270,9 @@ def _tool_config(choice: Any, tools: list[Any]) -> dict[str, Any] | None:
     elif isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = _dict(choice.get("allowed_tools"))
         if allowed.get("mode") != "required":
-            raise InvalidRequest("Gemini can restrict the allowed tools only when a call is required",
-                                 param="tool_choice")
+            raise InvalidRequest(
+                "Gemini can restrict the allowed tools only when a call is required", param="tool_choice"
+            )
         listed = allowed.get("tools") or []
         if not isinstance(listed, list):
             raise InvalidRequest("tool_choice.allowed_tools.tools must be an array", param="tool_choice")
@@ -276,12 +287,37 @@ def _tool_config(choice: Any, tools: list[Any]) -> dict[str, Any] | None:
 
 # ---------------------------------------------------------------------- schemas
 
-_TYPES = {"string": "STRING", "number": "NUMBER", "integer": "INTEGER", "boolean": "BOOLEAN",
-          "array": "ARRAY", "object": "OBJECT", "null": "NULL"}
+_TYPES = {
+    "string": "STRING",
+    "number": "NUMBER",
+    "integer": "INTEGER",
+    "boolean": "BOOLEAN",
+    "array": "ARRAY",
+    "object": "OBJECT",
+    "null": "NULL",
+}
 # Keywords of Gemini's Schema (an OpenAPI 3.0 subset) passed on unchanged.
-_KEPT = frozenset({"description", "format", "title", "nullable", "minItems", "maxItems", "minLength", "maxLength",
-                   "minProperties", "maxProperties", "minimum", "maximum", "pattern", "default", "example",
-                   "propertyOrdering", "required"})
+_KEPT = frozenset(
+    {
+        "description",
+        "format",
+        "title",
+        "nullable",
+        "minItems",
+        "maxItems",
+        "minLength",
+        "maxLength",
+        "minProperties",
+        "maxProperties",
+        "minimum",
+        "maximum",
+        "pattern",
+        "default",
+        "example",
+        "propertyOrdering",
+        "required",
+    }
+)
 # Annotations with no effect on what is generated.
 _DROPPED = frozenset({"$schema", "$id", "$comment", "examples", "deprecated", "readOnly", "writeOnly"})
 
@@ -311,9 +347,11 @@ def gemini_schema(schema: Any, owner: str, param: str, path: str = "#") -> dict[
         elif key == "anyOf" and isinstance(value, list):
             out[key] = [gemini_schema(sub, owner, param, f"{at}/{i}") for i, sub in enumerate(value)]
         else:
-            raise InvalidRequest(f"{owner}: the JSON Schema keyword {key!r} at {path} cannot be expressed in "
-                                 "Gemini's schema subset (no $ref/$defs, oneOf, allOf, tuples or free-form maps)",
-                                 param=param)
+            raise InvalidRequest(
+                f"{owner}: the JSON Schema keyword {key!r} at {path} cannot be expressed in "
+                "Gemini's schema subset (no $ref/$defs, oneOf, allOf, tuples or free-form maps)",
+                param=param,
+            )
     return out
 
 
@@ -335,8 +373,13 @@ def generation_config(body: dict[str, Any]) -> dict[str, Any]:
     limits = [body[name] for name in ("max_completion_tokens", "max_tokens") if body.get(name) is not None]
     if limits:
         config["maxOutputTokens"] = min(limits)
-    for ours, theirs in (("temperature", "temperature"), ("top_p", "topP"), ("seed", "seed"),
-                         ("presence_penalty", "presencePenalty"), ("frequency_penalty", "frequencyPenalty")):
+    for ours, theirs in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("seed", "seed"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+    ):
         if body.get(ours) is not None:
             config[theirs] = body[ours]
     stop = body.get("stop")
@@ -361,8 +404,10 @@ def _response_format(response_format: Any) -> dict[str, Any]:
         if "schema" not in spec:
             return {"responseMimeType": "application/json"}
         name = spec.get("name") or "response"
-        return {"responseMimeType": "application/json",
-                "responseSchema": gemini_schema(spec["schema"], f"response_format schema {name!r}", "response_format")}
+        return {
+            "responseMimeType": "application/json",
+            "responseSchema": gemini_schema(spec["schema"], f"response_format schema {name!r}", "response_format"),
+        }
     raise InvalidRequest(f"response_format type {kind!r} is not supported for Gemini", param="response_format")
 
 

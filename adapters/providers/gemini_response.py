@@ -14,8 +14,16 @@ from uuid import uuid4
 
 import orjson
 
-_FILTERED = ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII",
-             "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION")
+_FILTERED = (
+    "SAFETY",
+    "RECITATION",
+    "BLOCKLIST",
+    "PROHIBITED_CONTENT",
+    "SPII",
+    "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT",
+    "IMAGE_RECITATION",
+)
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", **{reason: "content_filter" for reason in _FILTERED}}
 
 
@@ -73,8 +81,11 @@ class ToolCallIds:
             raise ValueError("Gemini sent a functionCall without a name")
         call_id = call.get("id") or f"{self.prefix}{self.count}"
         self.count += 1
-        tool_call: dict[str, Any] = {"id": call_id, "type": "function", "function": {
-            "name": call["name"], "arguments": orjson.dumps(call.get("args") or {}).decode()}}
+        tool_call: dict[str, Any] = {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": call["name"], "arguments": orjson.dumps(call.get("args") or {}).decode()},
+        }
         if part.get("thoughtSignature"):  # as Google's own OpenAI layer carries it
             tool_call["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
         return tool_call
@@ -108,12 +119,23 @@ def completion_document(response: dict[str, Any], model: str) -> dict[str, Any]:
             message["reasoning_content"] = "".join(thoughts)
         if calls:
             message["tool_calls"] = calls
-        choices.append({"index": index, "message": message, "logprobs": None,
-                        "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls))})
+        choices.append(
+            {
+                "index": index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(candidate.get("finishReason"), bool(calls)),
+            }
+        )
     if not choices:
         raise ValueError("Gemini answered without candidates or a block reason")
-    document = {"id": _completion_id(response), "object": "chat.completion", "created": int(time.time()),
-                "model": response.get("modelVersion") or model, "choices": sorted(choices, key=lambda c: c["index"])}
+    document = {
+        "id": _completion_id(response),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": response.get("modelVersion") or model,
+        "choices": sorted(choices, key=lambda c: c["index"]),
+    }
     usage = openai_usage(response.get("usageMetadata"))
     if usage is not None:
         document["usage"] = usage
@@ -128,8 +150,12 @@ class ChunkTranslator:
     """Turns the fragments of one Gemini stream into OpenAI chunks, in order."""
 
     def __init__(self, first: dict[str, Any], model: str, choices: int) -> None:
-        self.base = {"id": _completion_id(first), "object": "chat.completion.chunk", "created": int(time.time()),
-                     "model": first.get("modelVersion") or model}
+        self.base = {
+            "id": _completion_id(first),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": first.get("modelVersion") or model,
+        }
         self.choices = choices
         self.ids = ToolCallIds()
         self.started: set[int] = set()
@@ -138,8 +164,12 @@ class ChunkTranslator:
         self.usage: dict[str, Any] | None = None
 
     def opening(self) -> list[dict[str, Any]]:
-        return [self._chunk([{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                              "finish_reason": None}]) for i in range(self.choices)]
+        return [
+            self._chunk(
+                [{"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
+            )
+            for i in range(self.choices)
+        ]
 
     def take(self, fragment: Any) -> list[dict[str, Any]]:
         if not isinstance(fragment, dict):

@@ -41,8 +41,14 @@ from domain.errors import InvalidRequest, UpstreamError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one NDJSON object; longer means the stream is garbage
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool",
-          "function": "tool"}
+_ROLES = {
+    "system": "system",
+    "developer": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "function": "tool",
+}
 _OPTIONS = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
 
 
@@ -71,8 +77,9 @@ class OllamaProvider(ProviderBase):
         except TimeoutError:
             raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
         except (aiohttp.ClientError, ValueError):
-            raise UpstreamError(f"provider {route.provider!r} sent an unreadable response", status=502,
-                                code="upstream_bad_response") from None
+            raise UpstreamError(
+                f"provider {route.provider!r} sent an unreadable response", status=502, code="upstream_bad_response"
+            ) from None
         finally:
             response.release()
         return orjson.dumps(result)
@@ -83,8 +90,9 @@ class OllamaProvider(ProviderBase):
 
     async def _post(self, route: Route, path: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         headers = {"content-type": "application/json", **_auth(route)}
-        response = await post(self.session, route, _url(route, path), data=orjson.dumps(payload), headers=headers,
-                              timeout=self.timeout)
+        response = await post(
+            self.session, route, _url(route, path), data=orjson.dumps(payload), headers=headers, timeout=self.timeout
+        )
         if response.status >= 300:
             raise await _upstream_error(route, response)
         return response
@@ -126,7 +134,6 @@ class OllamaExchange(ResponseExchange):
         raise OllamaStreamError("Ollama ended the stream without its final (done: true) object")
 
 
-
 # ---------------------------------------------------------------- OpenAI → Ollama
 
 
@@ -134,8 +141,11 @@ def chat_request(model: str, body: dict[str, Any]) -> dict[str, Any]:
     """The ``/api/chat`` body for an OpenAI chat-completions body; raises InvalidRequest."""
     if body.get("n") not in (None, 1):
         raise InvalidRequest("Ollama gives one answer per request: 'n' must be 1", param="n")
-    request: dict[str, Any] = {"model": model, "messages": _messages(body.get("messages")),
-                               "stream": body.get("stream") is True}
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": _messages(body.get("messages")),
+        "stream": body.get("stream") is True,
+    }
     tools = _tools(body)
     if tools:
         request["tools"] = tools
@@ -186,8 +196,9 @@ def _content(content: Any, where: str) -> tuple[str, list[str]]:
         elif kind == "image_url":
             images.append(_image(part.get("image_url"), f"{where}.content[{index}]"))
         else:
-            raise InvalidRequest(f"{where}.content[{index}]: Ollama takes text and image parts only",
-                                 param=f"{where}.content")
+            raise InvalidRequest(
+                f"{where}.content[{index}]: Ollama takes text and image parts only", param=f"{where}.content"
+            )
     return "".join(texts), images
 
 
@@ -196,8 +207,9 @@ def _image(image_url: Any, where: str) -> str:
     if not isinstance(url, str):
         raise InvalidRequest(f"{where}.image_url.url must be a string", param=where)
     if not url.startswith("data:"):
-        raise InvalidRequest(f"{where}: Ollama cannot fetch images by URL; send the image inline as a "
-                             "base64 data: URL", param=where)
+        raise InvalidRequest(
+            f"{where}: Ollama cannot fetch images by URL; send the image inline as a base64 data: URL", param=where
+        )
     header, comma, data = url.partition(",")
     if not comma or not header.endswith(";base64"):
         raise InvalidRequest(f"{where}: an image data: URL must be base64-encoded", param=where)
@@ -288,8 +300,9 @@ def embed_request(model: str, body: dict[str, Any]) -> dict[str, Any]:
     inputs = body.get("input")
     texts = isinstance(inputs, list) and inputs and all(isinstance(item, str) for item in inputs)
     if not isinstance(inputs, str) and not texts:
-        raise InvalidRequest("Ollama embeds text: 'input' must be a string or a non-empty array of strings",
-                             param="input")
+        raise InvalidRequest(
+            "Ollama embeds text: 'input' must be a string or a non-empty array of strings", param="input"
+        )
     if body.get("encoding_format") not in (None, "float", "base64"):
         raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
     request: dict[str, Any] = {"model": model, "input": inputs}
@@ -316,8 +329,12 @@ def completion_from_ollama(data: dict[str, Any], head: dict[str, Any]) -> dict[s
         answer["tool_calls"] = calls
     if isinstance(message.get("thinking"), str) and message["thinking"]:
         answer["reasoning_content"] = message["thinking"]
-    choice = {"index": 0, "message": answer, "logprobs": None,
-              "finish_reason": _finish_reason(data.get("done_reason"), bool(calls))}
+    choice = {
+        "index": 0,
+        "message": answer,
+        "logprobs": None,
+        "finish_reason": _finish_reason(data.get("done_reason"), bool(calls)),
+    }
     return {**head, "object": "chat.completion", "choices": [choice], "usage": usage_from_ollama(data)}
 
 
@@ -353,8 +370,9 @@ class _StreamTranslator:
         if item.get("done") is True:
             self.finished = True
             chunks.append(self._chunk({}, _finish_reason(item.get("done_reason"), self.tool_calls > 0)))
-            chunks.append({**self.head, "object": "chat.completion.chunk", "choices": [],
-                           "usage": usage_from_ollama(item)})
+            chunks.append(
+                {**self.head, "object": "chat.completion.chunk", "choices": [], "usage": usage_from_ollama(item)}
+            )
         return chunks
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
@@ -376,8 +394,14 @@ def _openai_tool_calls(calls: Any, *, first: int) -> list[dict[str, Any]]:
         arguments = function.get("arguments")
         text = arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode()
         number = first + offset
-        converted.append({"index": number, "id": f"call_{number}", "type": "function",
-                          "function": {"name": function["name"], "arguments": text}})
+        converted.append(
+            {
+                "index": number,
+                "id": f"call_{number}",
+                "type": "function",
+                "function": {"name": function["name"], "arguments": text},
+            }
+        )
     return converted
 
 
@@ -396,11 +420,17 @@ def embeddings_from_ollama(data: Any, *, model: str, encoding: str | None) -> di
     vectors = data.get("embeddings")
     if not isinstance(vectors, list) or not all(isinstance(vector, list) for vector in vectors):
         raise OllamaStreamError("Ollama's answer has no embeddings")
-    items = [{"object": "embedding", "index": index, "embedding": _encoded(vector, encoding)}
-             for index, vector in enumerate(vectors)]
+    items = [
+        {"object": "embedding", "index": index, "embedding": _encoded(vector, encoding)}
+        for index, vector in enumerate(vectors)
+    ]
     tokens = _count(data.get("prompt_eval_count"))
-    return {"object": "list", "data": items, "model": data.get("model") or model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+    return {
+        "object": "list",
+        "data": items,
+        "model": data.get("model") or model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _encoded(vector: list[Any], encoding: str | None) -> list[float] | str:
@@ -448,8 +478,9 @@ async def _upstream_error(route: Route, response: aiohttp.ClientResponse) -> Ups
     raw = await read_error_body(response)
     status, message = response.status, _error_message(raw, route.secret)
     if status == 404 and message is None:  # not Ollama's JSON: a wrong base URL, not a missing model
-        return UpstreamError(f"provider {route.provider!r} has no Ollama API at its base URL", status=502,
-                             code="upstream_error")
+        return UpstreamError(
+            f"provider {route.provider!r} has no Ollama API at its base URL", status=502, code="upstream_error"
+        )
     return error_for_status(route, status, message or "", retry_after=response.headers.get("retry-after"))
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from application.billing import Route
 from adapters.providers.base import ProviderBase, ResponseExchange, arrived_blocks
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body
+from application.billing import Route
 from domain.errors import InvalidRequest, UpstreamError
 
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
@@ -57,7 +57,6 @@ class OpenAICompatibleProvider(ProviderBase):
             raise await upstream_error(route, response)
         return response
 
-
     async def probe(self, route: Route) -> bool | None:
         """Is the credential accepted? ``GET /models`` costs no tokens. None: could not tell."""
         url = base_url_for(route.kind, route.base_url) + "/models"
@@ -80,7 +79,6 @@ class OpenAIExchange(ResponseExchange):
     def stream_batches(self) -> AsyncIterator[list[bytes]]:
         """``stream_data`` grouped as it arrived (the relay writes each group at once)."""
         return sse_event_batches(self.response)
-
 
 
 async def _read_all(response: aiohttp.ClientResponse) -> bytes:

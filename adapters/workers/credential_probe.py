@@ -33,15 +33,22 @@ async def probe_disabled_credentials(services: Services) -> int:
             accepted = await _probe(services, adapter, provider, credential)
             if accepted is False:
                 continue
-            await anyio.to_thread.run_sync(services.ledger.enable_credential, provider.name, credential["credential_id"])
-            log.info("credential %s of %s re-enabled (%s)", credential["credential_id"], provider.name,
-                     "probe accepted" if accepted else "half-open")
+            await anyio.to_thread.run_sync(
+                services.ledger.enable_credential, provider.name, credential["credential_id"]
+            )
+            log.info(
+                "credential %s of %s re-enabled (%s)",
+                credential["credential_id"],
+                provider.name,
+                "probe accepted" if accepted else "half-open",
+            )
             reenabled += 1
     return reenabled
 
 
-async def _probe(services: Services, adapter: ProviderAdapter | None, provider: Any,
-                 credential: dict[str, Any]) -> bool | None:
+async def _probe(
+    services: Services, adapter: ProviderAdapter | None, provider: Any, credential: dict[str, Any]
+) -> bool | None:
     if adapter is None:
         return None
     target = Target(model=f"{provider.name}/probe", upstream_model="probe", provider=provider, price=None)

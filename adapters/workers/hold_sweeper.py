@@ -30,14 +30,24 @@ LOG_BATCH = 1000
 
 def sweep_expired_holds(services: Services) -> int:
     """One sweep; returns how many holds were released."""
-    return _per_account(services, "list_expired_holds", Account.HoldPlaced, services.ledger.release_expired_holds,
-                        "released %d expired hold(s) on %d account(s)")
+    return _per_account(
+        services,
+        "list_expired_holds",
+        Account.HoldPlaced,
+        services.ledger.release_expired_holds,
+        "released %d expired hold(s) on %d account(s)",
+    )
 
 
 def expire_due_grants(services: Services) -> int:
     """One pass over grants past their deadline; returns how many were expired."""
-    return _per_account(services, "list_due_grants", Account.CreditGranted, services.ledger.expire_grants,
-                        "expired %d grant(s) on %d account(s)")
+    return _per_account(
+        services,
+        "list_due_grants",
+        Account.CreditGranted,
+        services.ledger.expire_grants,
+        "expired %d grant(s) on %d account(s)",
+    )
 
 
 def _per_account(services: Services, due: str, event: type, act: Callable[[UUID], list[Any]], message: str) -> int:

@@ -33,12 +33,14 @@ def require_server_mode(settings: Settings) -> None:
     if not settings.redis_url:
         raise SettingsError(
             "TALLYHUB_REDIS_URL is not set: `tallyhub worker` is for server mode (PostgreSQL and Redis); "
-            "in embedded mode `tallyhub serve` runs the projections and sweeps in-process")
+            "in embedded mode `tallyhub serve` runs the projections and sweeps in-process"
+        )
     if settings.database.kind != "postgres":
         raise SettingsError(
             "the store is SQLite: `tallyhub worker` needs TALLYHUB_DATABASE_URL=postgresql://… shared with "
             "the serve processes; on SQLite (embedded mode) `tallyhub serve` runs the projections and sweeps "
-            "in-process")
+            "in-process"
+        )
 
 
 @dataclass
@@ -67,13 +69,18 @@ class ServerWorker:
 
     def run(self, stop: threading.Event) -> WorkerReport:
         started = time.monotonic()
-        threads = [threading.Thread(target=self.listener.run, args=(stop,), name="tallyhub-wake-listener", daemon=True),
-                   threading.Thread(target=self._sweeps, args=(stop,), name="tallyhub-sweeps", daemon=True)]
+        threads = [
+            threading.Thread(target=self.listener.run, args=(stop,), name="tallyhub-wake-listener", daemon=True),
+            threading.Thread(target=self._sweeps, args=(stop,), name="tallyhub-sweeps", daemon=True),
+        ]
         self.runner.start()
         for thread in threads:
             thread.start()
-        log.info("worker started: projections %s; sweeps every %.0f s", ", ".join(self.runner.projections),
-                 self.sweep_seconds)
+        log.info(
+            "worker started: projections %s; sweeps every %.0f s",
+            ", ".join(self.runner.projections),
+            self.sweep_seconds,
+        )
         try:
             while not stop.wait(0.5):
                 pass

@@ -35,15 +35,22 @@ def wake_channel(prefix: str) -> str:
 
 def redis_client(url: str, *, timeout: float = REDIS_TIMEOUT_SECONDS, **kwargs: Any) -> redis.Redis:
     """A client that fails fast: short timeouts and no retries (callers retry on their own schedule)."""
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                retry=Retry(NoBackoff(), 0), **kwargs)
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), **kwargs
+    )
 
 
 class RedisCommitPublisher:
     """``notify()`` after each commit; at most one ``PUBLISH`` per ``min_interval`` follows."""
 
-    def __init__(self, url: str, channel: str, *, min_interval: float = MIN_INTERVAL_SECONDS,
-                 timeout: float = REDIS_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        *,
+        min_interval: float = MIN_INTERVAL_SECONDS,
+        timeout: float = REDIS_TIMEOUT_SECONDS,
+    ) -> None:
         self.channel = channel
         self.min_interval = min_interval
         self._client = redis_client(url, timeout=timeout)
@@ -55,7 +62,7 @@ class RedisCommitPublisher:
         self.published = 0
         self.failures = 0
 
-    def start(self) -> "RedisCommitPublisher":
+    def start(self) -> RedisCommitPublisher:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="tallyhub-wake-publisher", daemon=True)
             self._thread.start()
@@ -117,8 +124,12 @@ class RedisWakeListener:
     def run(self, stop: threading.Event) -> None:
         failing = False
         while not stop.is_set():
-            client = redis_client(self.url, timeout=max(self.retry_seconds, 1.0) + 4.0, health_check_interval=10,
-                                  client_name=f"tallyhub-worker:{self.channel}")  # shows in CLIENT LIST
+            client = redis_client(
+                self.url,
+                timeout=max(self.retry_seconds, 1.0) + 4.0,
+                health_check_interval=10,
+                client_name=f"tallyhub-worker:{self.channel}",
+            )  # shows in CLIENT LIST
             try:
                 with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                     pubsub.subscribe(self.channel)

@@ -15,8 +15,10 @@ ctx = ui.page_context()
 st.title("Accounts")
 balances = queries.balances_frame(ctx.key, _source=ctx.source)
 if balances.empty:
-    st.info("**No accounts yet.** Create one with `tallyhub accounts create NAME [--starter-credits N]` and "
-            "grant credit with `tallyhub credits grant NAME AMOUNT`; it appears here within a second.")
+    st.info(
+        "**No accounts yet.** Create one with `tallyhub accounts create NAME [--starter-credits N]` and "
+        "grant credit with `tallyhub credits grant NAME AMOUNT`; it appears here within a second."
+    )
     st.stop()
 
 AMOUNTS = [c for c in queries.BALANCE_AMOUNTS if c in balances.columns]
@@ -26,20 +28,29 @@ totals[1].metric("Total balance (credits)", credits_text(int(balances["balance"]
 totals[2].metric("Held by open requests (credits)", credits_text(int(balances["held"].sum())), border=True)
 totals[3].metric("Charged to date (credits)", credits_text(int(balances["charged_total"].sum())), border=True)
 
-chart_data = balances.melt(id_vars=["name"], value_vars=["available", "held"], var_name="part",
-                           value_name="nanocredits")
+chart_data = balances.melt(
+    id_vars=["name"], value_vars=["available", "held"], var_name="part", value_name="nanocredits"
+)
 chart_data["credits"] = [credits_axis(v) for v in chart_data["nanocredits"]]
-st.altair_chart(charts.horizontal_bars(chart_data, "name", "credits", "Balance of each account: available + held",
-                                       "credits", color="part"), width="stretch", key="chart_balances")
+st.altair_chart(
+    charts.horizontal_bars(
+        chart_data, "name", "credits", "Balance of each account: available + held", "credits", color="part"
+    ),
+    width="stretch",
+    key="chart_balances",
+)
 
 shown = ui.with_credits(balances, AMOUNTS).rename(columns={"name": "account"})
-st.dataframe(shown[["account", *AMOUNTS, "updated_at", "account_id"]], hide_index=True, width="stretch",
-             key="balances_table")
-st.caption("Amounts in credits, exact. balance = granted − charged (+ refunds ± adjustments where recorded); "
-           "available = balance − held.")
+st.dataframe(
+    shown[["account", *AMOUNTS, "updated_at", "account_id"]], hide_index=True, width="stretch", key="balances_table"
+)
+st.caption(
+    "Amounts in credits, exact. balance = granted − charged (+ refunds ± adjustments where recorded); "
+    "available = balance − held."
+)
 
 st.subheader("One account")
-names = dict(zip(balances["account_id"], balances["name"]))
+names = dict(zip(balances["account_id"], balances["name"], strict=True))
 account_id = st.selectbox("Account", list(names), format_func=lambda a: names[a], key="accounts_account")
 row = balances.set_index("account_id").loc[account_id]
 cols = st.columns(4)
@@ -60,29 +71,49 @@ usage = queries.usage_frame(ctx.key, window.since, window.until, account_id, _so
 if usage.empty:
     ui.empty_window(ctx, window, what=f"requests of {names[account_id]}")
 else:
-    by_model = usage.assign(bucket=[window.bucket_of(h) for h in usage["hour"]],
-                            bucket_end=[window.bucket_of(h) + window.bucket for h in usage["hour"]],
-                            spend_credits=[credits_axis(c) for c in usage["charge"]])
-    st.altair_chart(charts.stacked_bars_over_time(by_model, "spend_credits", "model",
-                                                  f"Spend of {names[account_id]} by model", "credits",
-                                                  hourly=window.hourly),
-                    width="stretch", key="chart_account_spend")
-    st.caption(f"{int(usage['requests'].sum()):,} requests, {credits_text(int(usage['charge'].sum()))} credits "
-               f"charged in {window.label()}.")
+    by_model = usage.assign(
+        bucket=[window.bucket_of(h) for h in usage["hour"]],
+        bucket_end=[window.bucket_of(h) + window.bucket for h in usage["hour"]],
+        spend_credits=[credits_axis(c) for c in usage["charge"]],
+    )
+    st.altair_chart(
+        charts.stacked_bars_over_time(
+            by_model,
+            "spend_credits",
+            "model",
+            f"Spend of {names[account_id]} by model",
+            "credits",
+            hourly=window.hourly,
+        ),
+        width="stretch",
+        key="chart_account_spend",
+    )
+    st.caption(
+        f"{int(usage['requests'].sum()):,} requests, {credits_text(int(usage['charge'].sum()))} credits "
+        f"charged in {window.label()}."
+    )
 
 STATEMENT_ROWS = 500
 statement = queries.statement(ctx.key, account_id, window.since, window.until, _source=ctx.source)
 if statement is None:
-    st.info("Statements with a running balance, grants and top-ups need the ledger-entries read model, which this "
-            "deployment does not have yet; below are the account's charges from the request log.",
-            icon=":material/info:")
-    charges = queries.requests_frame(ctx.key, window.since, window.until, account_id=account_id, limit=200,
-                                     _source=ctx.source)
+    st.info(
+        "Statements with a running balance, grants and top-ups need the ledger-entries read model, which this "
+        "deployment does not have yet; below are the account's charges from the request log.",
+        icon=":material/info:",
+    )
+    charges = queries.requests_frame(
+        ctx.key, window.since, window.until, account_id=account_id, limit=200, _source=ctx.source
+    )
     charges = charges[charges["charge"] > 0]
     st.markdown("**Recent charges** (newest 200 of the window, from the request log)")
-    st.dataframe(ui.with_credits(charges[["at", "model", "input_tokens", "output_tokens", "charge",
-                                          "price_book_version", "request_id"]], ["charge"]),
-                 hide_index=True, width="stretch")
+    st.dataframe(
+        ui.with_credits(
+            charges[["at", "model", "input_tokens", "output_tokens", "charge", "price_book_version", "request_id"]],
+            ["charge"],
+        ),
+        hide_index=True,
+        width="stretch",
+    )
     st.stop()
 
 st.subheader(f"Statement of {names[account_id]}")
@@ -96,12 +127,16 @@ if entries.empty:
     st.caption("No movement in this window.")
     st.stop()
 line = entries.assign(balance_credits=[credits_axis(b) for b in entries["balance"]])
-st.altair_chart(charts.running_balance(line, f"Running balance of {names[account_id]}"), width="stretch",
-                key="chart_running_balance")
+st.altair_chart(
+    charts.running_balance(line, f"Running balance of {names[account_id]}"),
+    width="stretch",
+    key="chart_running_balance",
+)
 credit = entries[entries["kind"] != "charge"]
 st.markdown(f"**Grants, top-ups, refunds and adjustments** ({len(credit)})")
 st.dataframe(ui.with_credits(credit, ["amount", "balance"]), hide_index=True, width="stretch")
 st.markdown(f"**Every movement** (newest {min(len(entries), STATEMENT_ROWS):,} of {len(entries):,})")
-st.dataframe(ui.with_credits(entries.iloc[::-1].head(STATEMENT_ROWS), ["amount", "balance"]), hide_index=True,
-             width="stretch")
+st.dataframe(
+    ui.with_credits(entries.iloc[::-1].head(STATEMENT_ROWS), ["amount", "balance"]), hide_index=True, width="stretch"
+)
 st.caption("Amounts in credits, exact; a charge is negative. Each row's balance is the account's balance after it.")

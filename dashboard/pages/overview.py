@@ -12,8 +12,18 @@ ledger`` for the same window (``ledger_note``; docs/operations.md, Dashboard, st
 import streamlit as st
 
 from dashboard import charts, queries, ui
-from dashboard.metrics import (ProviderTotals, Totals, against_previous, change_text, credits_change_text, credits_text,
-                               latency_of, latency_series, margin_series, usage_series)
+from dashboard.metrics import (
+    ProviderTotals,
+    Totals,
+    against_previous,
+    change_text,
+    credits_change_text,
+    credits_text,
+    latency_of,
+    latency_series,
+    margin_series,
+    usage_series,
+)
 
 TIMINGS_LIMIT = 100_000
 PERCENTILES = {"p50_latency_ms": "p50", "p95_latency_ms": "p95", "p50_ttfb_ms": "p50", "p95_ttfb_ms": "p95"}
@@ -30,8 +40,9 @@ if current.requests == 0 and previous.requests == 0:
     st.stop()
 
 timings = queries.timings_frame(ctx.key, window.since, window.until, TIMINGS_LIMIT, _source=ctx.source)
-previous_timings = queries.timings_frame(ctx.key, window.previous.since, window.previous.until, TIMINGS_LIMIT,
-                                         _source=ctx.source)
+previous_timings = queries.timings_frame(
+    ctx.key, window.previous.since, window.previous.until, TIMINGS_LIMIT, _source=ctx.source
+)
 truncated = len(timings) > TIMINGS_LIMIT or len(previous_timings) > TIMINGS_LIMIT
 timings, previous_timings = timings.head(TIMINGS_LIMIT), previous_timings.head(TIMINGS_LIMIT)
 latency, previous_latency = latency_of(timings), latency_of(previous_timings)
@@ -49,39 +60,72 @@ def margin_note(margins: ProviderTotals | None) -> str:
     if margins is None:
         return "Provider cost and margin need the provider rollups: run `tallyhub init` to create them."
     if margins.provider_cost_unknown:
-        return (f"{margins.provider_cost_unknown:,} completed requests were priced without provider-cost rates "
-                "(a price file's `provider_cost`): the margin leaves their cost out.")
+        return (
+            f"{margins.provider_cost_unknown:,} completed requests were priced without provider-cost rates "
+            "(a price file's `provider_cost`): the margin leaves their cost out."
+        )
     return "Every completed request of the window had provider-cost rates."
 
 
 def spend_help(mode: str, totals: Totals) -> str:
     if mode == "track":
         return "Track mode: the requests' list price, exact. Nothing was charged to the accounts."
-    return (f"Charged to accounts, exact, in the hour each request was recorded. Priced at list: "
-            f"{credits_text(totals.cost)}; {credits_text(totals.cost - totals.charge)} of it was uncollected "
-            "(the `uncollected` of the ledger's charge rows).")
+    return (
+        f"Charged to accounts, exact, in the hour each request was recorded. Priced at list: "
+        f"{credits_text(totals.cost)}; {credits_text(totals.cost - totals.charge)} of it was uncollected "
+        "(the `uncollected` of the ledger's charge rows)."
+    )
 
 
 def ledger_note(mode: str) -> str:
     """How Spend relates to ``tallyhub export ledger`` for the same window (docs/operations.md: Dashboard)."""
     if mode == "track":
-        return ("Track mode: Spend is the requests' list price; nothing is charged to the ledger, so a ledger "
-                "export has no charge rows.")
-    return ("Spend is minus the sum of the `charge` rows of `tallyhub export ledger` for the same window, and the "
-            "completed requests are their count; refunds and adjustments are rows of their own, not netted here.")
+        return (
+            "Track mode: Spend is the requests' list price; nothing is charged to the ledger, so a ledger "
+            "export has no charge rows."
+        )
+    return (
+        "Spend is minus the sum of the `charge` rows of `tallyhub export ledger` for the same window, and the "
+        "completed requests are their count; refunds and adjustments are rows of their own, not netted here."
+    )
 
 
 row = st.columns(4)
-row[0].metric("Requests", f"{current.requests:,}", change_text(current.requests, previous.requests), border=True,
-              help=f"{current.requests - current.failed:,} completed + {current.failed:,} failed (never charged)")
-row[1].metric("Tokens", f"{current.tokens:,}", change_text(current.tokens, previous.tokens), border=True,
-              help=f"{current.input_tokens:,} input (cached included) + {current.output_tokens:,} output (reasoning included)")
-row[2].metric("Spend (credits)", credits_text(current.charge), credits_change_text(current.charge, previous.charge),
-              border=True, delta_color="off", help=spend_help(ctx.settings.billing_mode, current))
-row[3].metric("Error rate", pct(current.error_rate),
-              change_text(None if current.error_rate is None else 100 * current.error_rate,
-                          None if previous.error_rate is None else 100 * previous.error_rate, unit=" pp", digits=2),
-              delta_color="inverse", border=True, help=f"{current.failed:,} failed of {current.requests:,} requests")
+row[0].metric(
+    "Requests",
+    f"{current.requests:,}",
+    change_text(current.requests, previous.requests),
+    border=True,
+    help=f"{current.requests - current.failed:,} completed + {current.failed:,} failed (never charged)",
+)
+row[1].metric(
+    "Tokens",
+    f"{current.tokens:,}",
+    change_text(current.tokens, previous.tokens),
+    border=True,
+    help=f"{current.input_tokens:,} input (cached included) + {current.output_tokens:,} output (reasoning included)",
+)
+row[2].metric(
+    "Spend (credits)",
+    credits_text(current.charge),
+    credits_change_text(current.charge, previous.charge),
+    border=True,
+    delta_color="off",
+    help=spend_help(ctx.settings.billing_mode, current),
+)
+row[3].metric(
+    "Error rate",
+    pct(current.error_rate),
+    change_text(
+        None if current.error_rate is None else 100 * current.error_rate,
+        None if previous.error_rate is None else 100 * previous.error_rate,
+        unit=" pp",
+        digits=2,
+    ),
+    delta_color="inverse",
+    border=True,
+    help=f"{current.failed:,} failed of {current.requests:,} requests",
+)
 row = st.columns(4)
 for column, label, now_value, before in (
     (row[0], "p50 latency", latency.p50_latency, previous_latency.p50_latency),
@@ -89,58 +133,138 @@ for column, label, now_value, before in (
     (row[2], "p50 time to first byte", latency.p50_ttfb, previous_latency.p50_ttfb),
     (row[3], "p95 time to first byte", latency.p95_ttfb, previous_latency.p95_ttfb),
 ):
-    column.metric(label, ms(now_value), change_text(now_value, before, unit=" ms", digits=1), delta_color="inverse",
-                  border=True)
+    column.metric(
+        label, ms(now_value), change_text(now_value, before, unit=" ms", digits=1), delta_color="inverse", border=True
+    )
 provider_now = queries.provider_totals(ctx.key, window.since, window.until, _source=ctx.source)
 provider_before = queries.provider_totals(ctx.key, window.previous.since, window.previous.until, _source=ctx.source)
 margins = ProviderTotals.of(provider_now) if provider_now is not None else None
 if margins is not None and provider_before is not None:
     earlier = ProviderTotals.of(provider_before)
     row = st.columns(4)
-    row[0].metric("Provider cost (credits)", credits_text(margins.provider_cost),
-                  credits_change_text(margins.provider_cost, earlier.provider_cost), border=True, delta_color="off",
-                  help="What the providers charge for the window's usage, at the price book's provider-cost rates.")
-    row[1].metric("Margin (credits)", credits_text(margins.margin), credits_change_text(margins.margin, earlier.margin),
-                  border=True, help=f"Charged ({credits_text(margins.charged)}) minus provider cost, exact.")
-    row[2].metric("Margin rate", pct(margins.margin_rate),
-                  change_text(None if margins.margin_rate is None else 100 * margins.margin_rate,
-                              None if earlier.margin_rate is None else 100 * earlier.margin_rate, unit=" pp", digits=2),
-                  border=True, help="Margin as a share of what was charged.")
-    row[3].metric("Failovers", f"{margins.failovers:,}", change_text(margins.failovers, earlier.failovers),
-                  delta_color="inverse", border=True,
-                  help=f"Requests served after {margins.failed_attempts:,} failed upstream attempts in all.")
+    row[0].metric(
+        "Provider cost (credits)",
+        credits_text(margins.provider_cost),
+        credits_change_text(margins.provider_cost, earlier.provider_cost),
+        border=True,
+        delta_color="off",
+        help="What the providers charge for the window's usage, at the price book's provider-cost rates.",
+    )
+    row[1].metric(
+        "Margin (credits)",
+        credits_text(margins.margin),
+        credits_change_text(margins.margin, earlier.margin),
+        border=True,
+        help=f"Charged ({credits_text(margins.charged)}) minus provider cost, exact.",
+    )
+    row[2].metric(
+        "Margin rate",
+        pct(margins.margin_rate),
+        change_text(
+            None if margins.margin_rate is None else 100 * margins.margin_rate,
+            None if earlier.margin_rate is None else 100 * earlier.margin_rate,
+            unit=" pp",
+            digits=2,
+        ),
+        border=True,
+        help="Margin as a share of what was charged.",
+    )
+    row[3].metric(
+        "Failovers",
+        f"{margins.failovers:,}",
+        change_text(margins.failovers, earlier.failovers),
+        delta_color="inverse",
+        border=True,
+        help=f"Requests served after {margins.failed_attempts:,} failed upstream attempts in all.",
+    )
 
-st.caption("Changes are against the previous period. "
-           f"Percentiles over the {latency.completed:,} completed requests of the window"
-           + (f" (newest {TIMINGS_LIMIT:,} only)" if truncated else "") + ". " + margin_note(margins) + " "
-           + ledger_note(ctx.settings.billing_mode))
+st.caption(
+    "Changes are against the previous period. "
+    f"Percentiles over the {latency.completed:,} completed requests of the window"
+    + (f" (newest {TIMINGS_LIMIT:,} only)" if truncated else "")
+    + ". "
+    + margin_note(margins)
+    + " "
+    + ledger_note(ctx.settings.billing_mode)
+)
 
 usage_now = usage_series(queries.usage_frame(ctx.key, window.since, window.until, _source=ctx.source), window)
-usage_before = usage_series(queries.usage_frame(ctx.key, window.previous.since, window.previous.until,
-                                                _source=ctx.source), window.previous)
+usage_before = usage_series(
+    queries.usage_frame(ctx.key, window.previous.since, window.previous.until, _source=ctx.source), window.previous
+)
 timing_now, timing_before = latency_series(timings, window), latency_series(previous_timings, window.previous)
 
-st.altair_chart(charts.period_lines(against_previous(usage_now, usage_before, window, ["requests"]),
-                                        "Requests", "requests", hourly=window.hourly), width="stretch", key="chart_requests")
+st.altair_chart(
+    charts.period_lines(
+        against_previous(usage_now, usage_before, window, ["requests"]), "Requests", "requests", hourly=window.hourly
+    ),
+    width="stretch",
+    key="chart_requests",
+)
 left, right = st.columns(2)
-left.altair_chart(charts.period_lines(against_previous(usage_now, usage_before, window, ["spend_credits"]),
-                                          "Spend", "credits", hourly=window.hourly), width="stretch", key="chart_spend")
-right.altair_chart(charts.period_lines(against_previous(usage_now, usage_before, window, ["tokens"]),
-                                           "Tokens", "tokens", hourly=window.hourly), width="stretch", key="chart_tokens")
+left.altair_chart(
+    charts.period_lines(
+        against_previous(usage_now, usage_before, window, ["spend_credits"]), "Spend", "credits", hourly=window.hourly
+    ),
+    width="stretch",
+    key="chart_spend",
+)
+right.altair_chart(
+    charts.period_lines(
+        against_previous(usage_now, usage_before, window, ["tokens"]), "Tokens", "tokens", hourly=window.hourly
+    ),
+    width="stretch",
+    key="chart_tokens",
+)
 left, right = st.columns(2)
-left.altair_chart(charts.period_lines(against_previous(usage_now, usage_before, window, ["error_rate_pct"]),
-                                          "Error rate", "% of requests", hourly=window.hourly), width="stretch", key="chart_errors")
-right.altair_chart(charts.period_lines(
-    against_previous(timing_now, timing_before, window, ["p50_latency_ms", "p95_latency_ms"], PERCENTILES),
-    "Latency of completed requests", "ms", by_metric=True, hourly=window.hourly), width="stretch", key="chart_latency")
-st.altair_chart(charts.period_lines(
-    against_previous(timing_now, timing_before, window, ["p50_ttfb_ms", "p95_ttfb_ms"], PERCENTILES),
-    "Time to first byte", "ms", by_metric=True, hourly=window.hourly), width="stretch", key="chart_ttfb")
+left.altair_chart(
+    charts.period_lines(
+        against_previous(usage_now, usage_before, window, ["error_rate_pct"]),
+        "Error rate",
+        "% of requests",
+        hourly=window.hourly,
+    ),
+    width="stretch",
+    key="chart_errors",
+)
+right.altair_chart(
+    charts.period_lines(
+        against_previous(timing_now, timing_before, window, ["p50_latency_ms", "p95_latency_ms"], PERCENTILES),
+        "Latency of completed requests",
+        "ms",
+        by_metric=True,
+        hourly=window.hourly,
+    ),
+    width="stretch",
+    key="chart_latency",
+)
+st.altair_chart(
+    charts.period_lines(
+        against_previous(timing_now, timing_before, window, ["p50_ttfb_ms", "p95_ttfb_ms"], PERCENTILES),
+        "Time to first byte",
+        "ms",
+        by_metric=True,
+        hourly=window.hourly,
+    ),
+    width="stretch",
+    key="chart_ttfb",
+)
 if margins is not None:
     margin_now = margin_series(queries.provider_frame(ctx.key, window.since, window.until, _source=ctx.source), window)
-    margin_before = margin_series(queries.provider_frame(ctx.key, window.previous.since, window.previous.until,
-                                                         _source=ctx.source), window.previous)
-    st.altair_chart(charts.period_lines(
-        against_previous(margin_now, margin_before, window, ["provider_cost_credits", "margin_credits"], MONEY_LINES),
-        "Provider cost and margin", "credits", by_metric=True, hourly=window.hourly), width="stretch",
-        key="chart_margin")
+    margin_before = margin_series(
+        queries.provider_frame(ctx.key, window.previous.since, window.previous.until, _source=ctx.source),
+        window.previous,
+    )
+    st.altair_chart(
+        charts.period_lines(
+            against_previous(
+                margin_now, margin_before, window, ["provider_cost_credits", "margin_credits"], MONEY_LINES
+            ),
+            "Provider cost and margin",
+            "credits",
+            by_metric=True,
+            hourly=window.hourly,
+        ),
+        width="stretch",
+        key="chart_margin",
+    )

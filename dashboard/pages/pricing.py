@@ -16,18 +16,35 @@ ctx = ui.page_context()
 st.title("Pricing")
 versions = ledger_reads.price_book_versions(ctx.key, _settings=ctx.settings)
 if not versions:
-    st.info("**No price-book version yet.** Publish one with `tallyhub prices set PROVIDER/MODEL --input X "
-            "--output Y` (credits per 1M tokens); every charge names the version it was priced under.")
+    st.info(
+        "**No price-book version yet.** Publish one with `tallyhub prices set PROVIDER/MODEL --input X "
+        "--output Y` (credits per 1M tokens); every charge names the version it was priced under."
+    )
     st.stop()
 
 RATES = ("input", "cached_input", "output")
 points = pd.DataFrame(
-    [{"version": v.version, "model": model, "kind": kind, "rate": credits_axis(int(price[kind]))}
-     for v in versions for model, price in v.prices.items() for kind in RATES if price.get(kind) is not None],
-    columns=["version", "model", "kind", "rate"])
+    [
+        {"version": v.version, "model": model, "kind": kind, "rate": credits_axis(int(price[kind]))}
+        for v in versions
+        for model, price in v.prices.items()
+        for kind in RATES
+        if price.get(kind) is not None
+    ],
+    columns=["version", "model", "kind", "rate"],
+)
 st.altair_chart(charts.rates_by_version(points), width="stretch", key="chart_rates")
-st.dataframe(pd.DataFrame([{"version": v.version, "effective at (UTC)": v.effective_at, "models": len(v.prices)}
-                           for v in reversed(versions)]), hide_index=True, width="stretch", key="versions_table")
+st.dataframe(
+    pd.DataFrame(
+        [
+            {"version": v.version, "effective at (UTC)": v.effective_at, "models": len(v.prices)}
+            for v in reversed(versions)
+        ]
+    ),
+    hide_index=True,
+    width="stretch",
+    key="versions_table",
+)
 
 st.subheader("Two versions side by side")
 numbers = [v.version for v in versions]
@@ -56,16 +73,23 @@ st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="versions
 st.caption("Credits per 1M tokens (per image / per request for those columns), exact.")
 
 st.subheader("What-if: re-price a window under edited prices")
-st.warning("Read-only and approximate to the nanocredit: the hourly usage rollups are re-priced with the one "
-           "rounding rule applied per rollup bucket, and nothing is posted. The exact per-request replay that can "
-           "post adjustments is `tallyhub replay` (replay issue).", icon=":material/science:")
+st.warning(
+    "Read-only and approximate to the nanocredit: the hourly usage rollups are re-priced with the one "
+    "rounding rule applied per rollup bucket, and nothing is posted. The exact per-request replay that can "
+    "post adjustments is `tallyhub replay` (replay issue).",
+    icon=":material/science:",
+)
 window = ui.window_picker("pricing", default="Last 30 days")
 latest = versions[-1]
-scale = st.text_input("Multiply every rate by", value="1", key="pricing_scale",
-                      help="Exact decimal, e.g. 1.1 for +10%. Scaled rates are rounded half up to a whole "
-                           "nanocredit per 1M tokens.")
-edited = st.data_editor(whatif.editable_rows(latest.prices), hide_index=True, width="stretch", disabled=["model"],
-                        key="pricing_editor")
+scale = st.text_input(
+    "Multiply every rate by",
+    value="1",
+    key="pricing_scale",
+    help="Exact decimal, e.g. 1.1 for +10%. Scaled rates are rounded half up to a whole nanocredit per 1M tokens.",
+)
+edited = st.data_editor(
+    whatif.editable_rows(latest.prices), hide_index=True, width="stretch", disabled=["model"], key="pricing_editor"
+)
 st.caption(f"An editable copy of version {latest.version}, in credits per 1M tokens; edits stay in this page.")
 try:
     prices = whatif.parse_edited(edited, latest.prices, scale)
@@ -83,17 +107,28 @@ recorded, new = int(by_model["cost"].sum()), int(by_model["new_cost"].sum())
 cols = st.columns(3)
 cols[0].metric("Recorded, priced at list (credits)", credits_text(recorded), border=True)
 cols[1].metric("What-if (credits)", credits_text(new), border=True)
-cols[2].metric("Difference (credits)", ("+" if new >= recorded else "-") + credits_text(abs(new - recorded)),
-               border=True, delta_color="off")
+cols[2].metric(
+    "Difference (credits)",
+    ("+" if new >= recorded else "-") + credits_text(abs(new - recorded)),
+    border=True,
+    delta_color="off",
+)
 st.session_state["pricing_whatif"] = {"recorded": recorded, "whatif": new}
 missing = whatif.unpriced_models(repriced)
 if missing:
     st.warning("Not priced in the edited book, left out of both totals: " + ", ".join(missing))
 chart = by_model.assign(difference_credits=[credits_axis(d) for d in by_model["difference"]])
-st.altair_chart(charts.horizontal_bars(chart, "model", "difference_credits", "What-if difference by model",
-                                       "credits"), width="stretch", key="chart_whatif")
+st.altair_chart(
+    charts.horizontal_bars(chart, "model", "difference_credits", "What-if difference by model", "credits"),
+    width="stretch",
+    key="chart_whatif",
+)
 names = ui.account_names(ctx)
 by_account = whatif.summarise(repriced, ["account_id", "model"])
 by_account.insert(0, "account", [names.get(a, ui.short_id(a)) for a in by_account["account_id"]])
-st.dataframe(ui.with_credits(by_account.drop(columns=["account_id"]), ["cost", "new_cost", "difference"]),
-             hide_index=True, width="stretch", key="whatif_by_account")
+st.dataframe(
+    ui.with_credits(by_account.drop(columns=["account_id"]), ["cost", "new_cost", "difference"]),
+    hide_index=True,
+    width="stretch",
+    key="whatif_by_account",
+)

@@ -21,20 +21,31 @@ dims = queries.dimensions(ctx.key, _source=ctx.source)
 names = ui.account_names(ctx)
 
 cols = st.columns(4)
-account = cols[0].selectbox("Account", [ANY, *dims["account_id"]], key="requests_account",
-                            format_func=lambda a: a if a == ANY else names.get(a, ui.short_id(a)))
-api_key = cols[1].selectbox("API key", [ANY, *dims["api_key_id"]], key="requests_key",
-                            format_func=lambda k: k if k == ANY else f"key {ui.short_id(k)}")
+account = cols[0].selectbox(
+    "Account",
+    [ANY, *dims["account_id"]],
+    key="requests_account",
+    format_func=lambda a: a if a == ANY else names.get(a, ui.short_id(a)),
+)
+api_key = cols[1].selectbox(
+    "API key",
+    [ANY, *dims["api_key_id"]],
+    key="requests_key",
+    format_func=lambda k: k if k == ANY else f"key {ui.short_id(k)}",
+)
 model = cols[2].selectbox("Model", [ANY, *dims["model"]], key="requests_model")
 provider = cols[3].selectbox("Provider", [ANY, *dims["provider"]], key="requests_provider")
 cols = st.columns(4)
 status = cols[0].selectbox("Status", [ANY, *dims["status"]], key="requests_status")
-min_latency = cols[1].number_input("Latency at least (ms)", min_value=0.0, value=0.0, step=100.0,
-                                   key="requests_min_latency")
+min_latency = cols[1].number_input(
+    "Latency at least (ms)", min_value=0.0, value=0.0, step=100.0, key="requests_min_latency"
+)
 limit = cols[2].selectbox("Show", [100, 500, 2000], key="requests_limit", format_func=lambda n: f"newest {n}")
 
 frame = queries.requests_frame(
-    ctx.key, window.since, window.until,
+    ctx.key,
+    window.since,
+    window.until,
     account_id=None if account == ANY else account,
     api_key_id=None if api_key == ANY else api_key,
     model=None if model == ANY else model,
@@ -49,21 +60,50 @@ if frame.empty:
     ui.empty_window(ctx, window, what="requests matching these filters")
     st.stop()
 
-frame = frame.assign(account=[names.get(a, ui.short_id(a)) for a in frame["account_id"]],
-                     key=[ui.short_id(k) for k in frame["api_key_id"]])
+frame = frame.assign(
+    account=[names.get(a, ui.short_id(a)) for a in frame["account_id"]],
+    key=[ui.short_id(k) for k in frame["api_key_id"]],
+)
 cols[3].metric("Matching requests shown", f"{len(frame):,}")
-st.altair_chart(charts.latency_scatter(frame.assign(status=frame["status"].astype(str))), width="stretch",
-                key="chart_request_latency")
+st.altair_chart(
+    charts.latency_scatter(frame.assign(status=frame["status"].astype(str))),
+    width="stretch",
+    key="chart_request_latency",
+)
 table = ui.with_credits(frame, ["charge", "cost"])
-st.dataframe(table[["at", "status", "account", "key", "model", "provider", "latency_ms", "ttfb_ms", "input_tokens",
-                    "output_tokens", "charge", "price_book_version", "error_code", "request_id"]],
-             hide_index=True, width="stretch", key="requests_table")
+st.dataframe(
+    table[
+        [
+            "at",
+            "status",
+            "account",
+            "key",
+            "model",
+            "provider",
+            "latency_ms",
+            "ttfb_ms",
+            "input_tokens",
+            "output_tokens",
+            "charge",
+            "price_book_version",
+            "error_code",
+            "request_id",
+        ]
+    ],
+    hide_index=True,
+    width="stretch",
+    key="requests_table",
+)
 
 st.subheader("Receipt")
 picked = st.selectbox(
-    "Request", list(frame["request_id"]), key="requests_receipt",
-    format_func=lambda rid: f"{rid[:8]} · " + " · ".join(
-        str(v) for v in frame.set_index("request_id").loc[rid, ["at", "model", "status"]]))
+    "Request",
+    list(frame["request_id"]),
+    key="requests_receipt",
+    format_func=lambda rid: (
+        f"{rid[:8]} · " + " · ".join(str(v) for v in frame.set_index("request_id").loc[rid, ["at", "model", "status"]])
+    ),
+)
 row = queries.request_row(ctx.key, picked, _source=ctx.source)
 if row is None:
     st.warning("That request is no longer in the request log.")
@@ -71,15 +111,49 @@ if row is None:
 
 left, right = st.columns(2)
 left.markdown("**What was served**")
-left.dataframe(pd.DataFrame({"field": ["request id", "at (UTC)", "account", "API key", "endpoint", "model",
-                                       "provider", "upstream model", "stream", "status", "error", "latency (ms)",
-                                       "time to first byte (ms)"],
-                             "value": [str(v) for v in (
-                                 row["request_id"], row["at"], names.get(str(row["account_id"]) if row["account_id"] else "", "—"),
-                                 row["api_key_id"], row["endpoint"], row["model"], row["provider"],
-                                 row["upstream_model"], row["stream"], row["status"], row["error_code"] or "—",
-                                 row["latency_ms"], row["ttfb_ms"] if row["ttfb_ms"] is not None else "—")]}),
-               hide_index=True, width="stretch", height="content", key="receipt_served")
+left.dataframe(
+    pd.DataFrame(
+        {
+            "field": [
+                "request id",
+                "at (UTC)",
+                "account",
+                "API key",
+                "endpoint",
+                "model",
+                "provider",
+                "upstream model",
+                "stream",
+                "status",
+                "error",
+                "latency (ms)",
+                "time to first byte (ms)",
+            ],
+            "value": [
+                str(v)
+                for v in (
+                    row["request_id"],
+                    row["at"],
+                    names.get(str(row["account_id"]) if row["account_id"] else "", "—"),
+                    row["api_key_id"],
+                    row["endpoint"],
+                    row["model"],
+                    row["provider"],
+                    row["upstream_model"],
+                    row["stream"],
+                    row["status"],
+                    row["error_code"] or "—",
+                    row["latency_ms"],
+                    row["ttfb_ms"] if row["ttfb_ms"] is not None else "—",
+                )
+            ],
+        }
+    ),
+    hide_index=True,
+    width="stretch",
+    height="content",
+    key="receipt_served",
+)
 
 versions = {v.version: v for v in ledger_reads.price_book_versions(ctx.key, _settings=ctx.settings)}
 version = versions.get(row["price_book_version"])
@@ -94,15 +168,42 @@ def rate(name: str, fallback: str | None = None) -> str:
 
 
 right.markdown("**What it cost**")
-right.dataframe(pd.DataFrame({
-    "item": ["input tokens", "  of which cached", "output tokens", "  of which reasoning", "usage reported by",
-             "price-book version", "input rate", "cached input rate", "output rate", "charged (credits)",
-             "priced at list (credits)"],
-    "value": [f"{row['input_tokens']:,}", f"{row['cached_input_tokens']:,}", f"{row['output_tokens']:,}",
-              f"{row['reasoning_tokens']:,}", row["usage_source"] or "—", str(row["price_book_version"]),
-              rate("input"), rate("cached_input", "input"), rate("output"), credits_text(row["charge"]),
-              credits_text(row["cost"])],
-}), hide_index=True, width="stretch", height="content", key="receipt_cost")
+right.dataframe(
+    pd.DataFrame(
+        {
+            "item": [
+                "input tokens",
+                "  of which cached",
+                "output tokens",
+                "  of which reasoning",
+                "usage reported by",
+                "price-book version",
+                "input rate",
+                "cached input rate",
+                "output rate",
+                "charged (credits)",
+                "priced at list (credits)",
+            ],
+            "value": [
+                f"{row['input_tokens']:,}",
+                f"{row['cached_input_tokens']:,}",
+                f"{row['output_tokens']:,}",
+                f"{row['reasoning_tokens']:,}",
+                row["usage_source"] or "—",
+                str(row["price_book_version"]),
+                rate("input"),
+                rate("cached_input", "input"),
+                rate("output"),
+                credits_text(row["charge"]),
+                credits_text(row["cost"]),
+            ],
+        }
+    ),
+    hide_index=True,
+    width="stretch",
+    height="content",
+    key="receipt_cost",
+)
 
 receipt = ledger_reads.request_receipt(ctx.key, picked, _settings=ctx.settings)
 attempts = receipt["attempts"] if receipt else []

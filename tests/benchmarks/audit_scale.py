@@ -16,7 +16,7 @@ import argparse
 import random
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from uuid import uuid4
@@ -25,7 +25,7 @@ from adapters.exports.exporter import create_export
 from adapters.settings import DatabaseConfig
 from application.ledger import Ledger
 from application.pricing_input import price_from_credits
-from application.replay import ReplayPlan, Replayer
+from application.replay import Replayer, ReplayPlan
 from application.verify import LedgerVerifier
 from domain.pricing import price_usage
 from domain.request_record import RequestRecord
@@ -49,7 +49,7 @@ def build(database: DatabaseConfig) -> Ledger:
 
 
 def write_history(ledger: Ledger, charges: int, rng: random.Random) -> None:
-    expires = datetime.now(timezone.utc) + timedelta(hours=1)
+    expires = datetime.now(UTC) + timedelta(hours=1)
     version = ledger.price_book().latest.number
     done = 0
     while done < charges:
@@ -60,17 +60,41 @@ def write_history(ledger: Ledger, charges: int, rng: random.Random) -> None:
             for _ in range(min(BATCH, PER_ACCOUNT - start, charges - done)):
                 request_id = uuid4()
                 inputs = rng.randint(1, 4000)
-                usage = Usage(input_tokens=inputs, cached_input_tokens=rng.randint(0, inputs // 2),
-                              output_tokens=rng.randint(1, 1000))
+                usage = Usage(
+                    input_tokens=inputs,
+                    cached_input_tokens=rng.randint(0, inputs // 2),
+                    output_tokens=rng.randint(1, 1000),
+                )
                 cost = price_usage(PRICE, usage)
                 account.place_hold(request_id, cost + 1000, expires)
                 account.settle_hold(request_id, cost)
-                records.append(RequestRecord.completed(
-                    request_id, account_id=account.id.hex, api_key_id=uuid4().hex, requested_model=MODEL, model=MODEL,
-                    provider="mock", upstream_model="mock-gpt", credential_id="bench", endpoint="chat.completions",
-                    stream=False, status=200, error_code=None, usage=usage.to_dict(), charge=cost, cost=cost,
-                    uncollected=0, hold=cost + 1000, price_book_version=version, priced=True, latency_ms=1.0,
-                    ttfb_ms=None, started_at=expires.isoformat(), provider_cost=None))
+                records.append(
+                    RequestRecord.completed(
+                        request_id,
+                        account_id=account.id.hex,
+                        api_key_id=uuid4().hex,
+                        requested_model=MODEL,
+                        model=MODEL,
+                        provider="mock",
+                        upstream_model="mock-gpt",
+                        credential_id="bench",
+                        endpoint="chat.completions",
+                        stream=False,
+                        status=200,
+                        error_code=None,
+                        usage=usage.to_dict(),
+                        charge=cost,
+                        cost=cost,
+                        uncollected=0,
+                        hold=cost + 1000,
+                        price_book_version=version,
+                        priced=True,
+                        latency_ms=1.0,
+                        ttfb_ms=None,
+                        started_at=expires.isoformat(),
+                        provider_cost=None,
+                    )
+                )
                 done += 1
             ledger.save(account, *records)
 
@@ -93,23 +117,37 @@ def main() -> None:
         ledger = build(database)
         print(f"{args.charges:,} charges on {args.store}", flush=True)
         timed("write the history (3 events per charge)", write_history, ledger, args.charges, random.Random(7))
-        report, seconds = timed("replay preview, every rate doubled", Replayer(ledger).preview,
-                                ReplayPlan({MODEL: DOUBLED}))
+        report, seconds = timed(
+            "replay preview, every rate doubled", Replayer(ledger).preview, ReplayPlan({MODEL: DOUBLED})
+        )
         assert report.charges == args.charges and report.new == 2 * report.old, "doubling must double exactly"
         print(f"{'':<44} {args.charges / seconds:8,.0f} charges/s; difference {report.difference:,} nanocredits")
         read_models = build_read_models(database, ledger)
         read_models.create_tables()
         services = SimpleNamespace(ledger=ledger, read_models=read_models)
         runner = read_models.runner
-        timed("catch up the ledger-entries read model", runner._catch_up, runner.projections["ledger_entries"],
-              wait=True)
+        timed(
+            "catch up the ledger-entries read model", runner._catch_up, runner.projections["ledger_entries"], wait=True
+        )
         timed("catch up the other read models", runner.catch_up)
-        manifest, seconds = timed("export ledger (CSV, with hash chain)", create_export, services, "ledger", None, None,
-                                  "csv", Path(tmp) / "ledger.csv")
-        print(f"{'':<44} {manifest['rows'] / seconds:8,.0f} rows/s; "
-              f"{(Path(tmp) / 'ledger.csv').stat().st_size / 1e6:,.0f} MB")
+        manifest, seconds = timed(
+            "export ledger (CSV, with hash chain)",
+            create_export,
+            services,
+            "ledger",
+            None,
+            None,
+            "csv",
+            Path(tmp) / "ledger.csv",
+        )
+        print(
+            f"{'':<44} {manifest['rows'] / seconds:8,.0f} rows/s; "
+            f"{(Path(tmp) / 'ledger.csv').stat().st_size / 1e6:,.0f} MB"
+        )
         if not args.skip_verify:
-            verified, _ = timed("verify (fold, compare, re-price every record)", LedgerVerifier(ledger, read_models).verify)
+            verified, _ = timed(
+                "verify (fold, compare, re-price every record)", LedgerVerifier(ledger, read_models).verify
+            )
             assert verified.ok, verified.problems[:5]
         read_models.close()
         ledger.close()

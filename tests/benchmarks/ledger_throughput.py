@@ -56,8 +56,11 @@ def bench_database(store: str, data_dir: Path) -> Iterator[DatabaseConfig]:
 
 
 def build(database: DatabaseConfig) -> Ledger:
-    ledger = Ledger(database.eventsourcing_env(create_tables=True), vault=AesGcmKeyVault(os.urandom(32)),
-                    key_scheme_factory=HmacApiKeyScheme)
+    ledger = Ledger(
+        database.eventsourcing_env(create_tables=True),
+        vault=AesGcmKeyVault(os.urandom(32)),
+        key_scheme_factory=HmacApiKeyScheme,
+    )
     ledger.initialise()
     return ledger
 
@@ -79,8 +82,9 @@ def main() -> None:
 
 
 def run(ledger: Ledger, args: argparse.Namespace) -> None:
-    ledger.register_provider("mock", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None,
-                             secret="sk-bench-0000000000")
+    ledger.register_provider(
+        "mock", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-bench-0000000000"
+    )
     ledger.set_price(MODEL, price_from_credits(input="1", output="2"))
     ledger.create_account("hot", starter_credits=10**12)
     key = ledger.issue_api_key("hot").plaintext
@@ -110,9 +114,11 @@ def run(ledger: Ledger, args: argparse.Namespace) -> None:
     account = ledger.get_account("hot")
     assert account.balance == 10**12 - sum(charged) and account.held == 0 and account.available >= 0
     writer = ledger.writer
-    print(f"{args.store}: {len(charged)} billed requests in {elapsed:.1f} s = {len(charged) / elapsed:,.0f}/s "
-          f"with {args.clients} clients on one hot account; {refused[0]} refused; overdraft 0; "
-          f"{writer.commands / max(writer.batches, 1):.1f} account changes per transaction")
+    print(
+        f"{args.store}: {len(charged)} billed requests in {elapsed:.1f} s = {len(charged) / elapsed:,.0f}/s "
+        f"with {args.clients} clients on one hot account; {refused[0]} refused; overdraft 0; "
+        f"{writer.commands / max(writer.batches, 1):.1f} account changes per transaction"
+    )
 
 
 if __name__ == "__main__":

@@ -24,12 +24,16 @@ class ReadModelsOf:
     providers: SqlProviderHourlyView
 
     @classmethod
-    def of(cls, seeded: Seeded) -> "ReadModelsOf":
+    def of(cls, seeded: Seeded) -> ReadModelsOf:
         database = seeded.settings.database
-        store: SqlStore = (PostgresStore(database.conninfo(), database.schema) if database.kind == "postgres"
-                           else SqliteStore(database.read_models_sqlite_path))
-        return cls(store, SqlUsageView(store), SqlRequestLogView(store), SqlBalancesView(store),
-                   SqlProviderHourlyView(store))
+        store: SqlStore = (
+            PostgresStore(database.conninfo(), database.schema)
+            if database.kind == "postgres"
+            else SqliteStore(database.read_models_sqlite_path)
+        )
+        return cls(
+            store, SqlUsageView(store), SqlRequestLogView(store), SqlBalancesView(store), SqlProviderHourlyView(store)
+        )
 
     def close(self) -> None:
         self.store.close()

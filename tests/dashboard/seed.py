@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
 
@@ -87,12 +87,12 @@ def empty_store(data_dir: Path, database_url: str | None = None) -> Seeded:
     settings = Settings(data_dir=data_dir, database_url=database_url)
     done = initialise(settings)
     assert done.admin_key
-    return Seeded(settings, done.admin_key, datetime.now(timezone.utc))
+    return Seeded(settings, done.admin_key, datetime.now(UTC))
 
 
 def seed_store(data_dir: Path, database_url: str | None = None, *, now: datetime | None = None) -> Seeded:
     seeded = empty_store(data_dir, database_url)
-    now = (now or seeded.now).astimezone(timezone.utc)
+    now = (now or seeded.now).astimezone(UTC)
     seeded.now = now
     clock = FakeClock(now - timedelta(days=21))
     with events_stamped_by(clock):
@@ -110,21 +110,26 @@ def seed_store(data_dir: Path, database_url: str | None = None, *, now: datetime
 
 def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(20261101)
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None,
-                             secret="sk-dashboard-seed-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-dashboard-seed-0001"
+    )
     ledger.add_credential("openai", "sk-dashboard-seed-0002")
-    ledger.register_provider("anthropic", "anthropic", base_url="http://127.0.0.1:9", region=None,
-                             secret="sk-ant-dashboard-seed-0003")
+    ledger.register_provider(
+        "anthropic", "anthropic", base_url="http://127.0.0.1:9", region=None, secret="sk-ant-dashboard-seed-0003"
+    )
     ledger.set_price(GPT, replace(price_from_credits(input="2", output="8", cached_input="1"), provider_cost=GPT_COST))
     ledger.set_price(CLAUDE, price_from_credits(input="3", output="15"))
     for name, amount in (("acme", 500 * NANO), ("globex", NANO // 25)):
         seeded.account_ids[name] = ledger.create_account(name).id
         ledger.grant_credits(name, amount, reason="seed")
-    keys = {("acme", "prod"): ledger.issue_api_key("acme", name="prod").plaintext,
-            ("acme", "ci"): ledger.issue_api_key("acme", name="ci").plaintext,
-            ("globex", "main"): ledger.issue_api_key("globex", name="main").plaintext}
-    billing = RequestBilling(ledger, Router(ledger, CredentialHealth(), rng=random.Random(7)), mode="credits",
-                             hold_ttl=timedelta(minutes=15))
+    keys = {
+        ("acme", "prod"): ledger.issue_api_key("acme", name="prod").plaintext,
+        ("acme", "ci"): ledger.issue_api_key("acme", name="ci").plaintext,
+        ("globex", "main"): ledger.issue_api_key("globex", name="main").plaintext,
+    }
+    billing = RequestBilling(
+        ledger, Router(ledger, CredentialHealth(), rng=random.Random(7)), mode="credits", hold_ttl=timedelta(minutes=15)
+    )
 
     start = clock.current
     times = sorted(start + timedelta(hours=rng.uniform(1, 20 * 24)) for _ in range(60))
@@ -133,12 +138,14 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
     for index, at in enumerate(sorted(times)):
         if not repriced and at > seeded.now - timedelta(days=5):
             clock.current = at - timedelta(minutes=1)
-            ledger.set_price(GPT, replace(price_from_credits(input="2", output="10", cached_input="1"),
-                                          provider_cost=GPT_COST))  # version 3
+            ledger.set_price(
+                GPT, replace(price_from_credits(input="2", output="10", cached_input="1"), provider_cost=GPT_COST)
+            )  # version 3
             repriced = True
         clock.current = at
-        account, key_name = (("globex", "main") if index % 9 == 4 else
-                             ("acme", "ci") if index % 4 == 1 else ("acme", "prod"))
+        account, key_name = (
+            ("globex", "main") if index % 9 == 4 else ("acme", "ci") if index % 4 == 1 else ("acme", "prod")
+        )
         model = CLAUDE if index % 3 == 2 else GPT
         _one_request(seeded, billing, clock, rng, keys[(account, key_name)], account, model, index)
 
@@ -151,8 +158,16 @@ def _shape(model: str, *, stream: bool) -> RequestShape:
     return RequestShape(model=model, prompt_bytes=4000, max_output_tokens=1000, choices=1, stream=stream)
 
 
-def _one_request(seeded: Seeded, billing: RequestBilling, clock: FakeClock, rng: random.Random, key: str,
-                 account: str, model: str, index: int) -> None:
+def _one_request(
+    seeded: Seeded,
+    billing: RequestBilling,
+    clock: FakeClock,
+    rng: random.Random,
+    key: str,
+    account: str,
+    model: str,
+    index: int,
+) -> None:
     stream = index % 2 == 0
     at = clock.current
     request_id = uuid4()
@@ -175,9 +190,25 @@ def _one_request(seeded: Seeded, billing: RequestBilling, clock: FakeClock, rng:
         attempts = (Attempt(route=route, status=503, error_code="upstream_unavailable", latency_ms=41.5),)
         seeded.failover_request = opened.request_id
     input_tokens = rng.randrange(200, 3000)
-    usage = Usage(input_tokens=input_tokens, cached_input_tokens=rng.randrange(0, input_tokens // 4),
-                  output_tokens=rng.randrange(50, 900))
+    usage = Usage(
+        input_tokens=input_tokens,
+        cached_input_tokens=rng.randrange(0, input_tokens // 4),
+        output_tokens=rng.randrange(50, 900),
+    )
     receipt = billing.complete_request(opened, route, usage, ttfb_ms=ttfb_ms, attempts=attempts)
     provider_cost = billing.ledger.get_request_record(opened.request_id).details["provider_cost"]
-    seeded.requests.append(SeededRequest(opened.request_id, at, account, model, "completed", 200, receipt.charge,
-                                         receipt.cost, usage.input_tokens, usage.output_tokens, provider_cost))
+    seeded.requests.append(
+        SeededRequest(
+            opened.request_id,
+            at,
+            account,
+            model,
+            "completed",
+            200,
+            receipt.charge,
+            receipt.cost,
+            usage.input_tokens,
+            usage.output_tokens,
+            provider_cost,
+        )
+    )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -49,7 +49,9 @@ def test_a_wrong_admin_key_is_refused_and_shows_nothing(seeded: Seeded, dashboar
 
 
 def test_the_key_from_tallyhub_admin_key_is_accepted_too(seeded: Seeded, dashboard: Start) -> None:
-    app = dashboard(seeded, sign_in=False, extra_env={"TALLYHUB_ADMIN_KEY": "operator-chosen-admin-key-at-least-32-characters"})
+    app = dashboard(
+        seeded, sign_in=False, extra_env={"TALLYHUB_ADMIN_KEY": "operator-chosen-admin-key-at-least-32-characters"}
+    )
     enter_key(app, "operator-chosen-admin-key-at-least-32-characters")
     assert [t.value for t in app.title] == ["Overview"]
 
@@ -60,8 +62,11 @@ def test_a_store_never_initialised_says_run_tallyhub_init_and_creates_nothing(
 ) -> None:
     data_dir = tmp_path / "never-initialised"
     create_master_key_file(data_dir / "master.key")  # so the dashboard gets as far as the database
-    nowhere = Seeded(Settings(data_dir=data_dir, database_url=database_url(backend, pg_schemas)), "tha_whatever",
-                     datetime.now(timezone.utc))
+    nowhere = Seeded(
+        Settings(data_dir=data_dir, database_url=database_url(backend, pg_schemas)),
+        "tha_whatever",
+        datetime.now(UTC),
+    )
     app = enter_key(dashboard(nowhere, sign_in=False), "tha_whatever")
     assert not app.exception
     assert ["cannot be opened" in e.value for e in app.error] == [True]
@@ -73,9 +78,13 @@ def test_a_store_never_initialised_says_run_tallyhub_init_and_creates_nothing(
 def test_an_empty_store_shows_what_to_do_on_every_page(empty: Seeded, dashboard: Start) -> None:
     app = dashboard(empty)
     assert any("No requests recorded yet" in i.value for i in app.info)
-    for page, expected in (("accounts", "No accounts yet"), ("models_and_providers", "No requests recorded yet"),
-                           ("request_log", "No requests recorded yet"), ("pricing", "No price-book version yet"),
-                           ("exports", "No requests recorded yet")):
+    for page, expected in (
+        ("accounts", "No accounts yet"),
+        ("models_and_providers", "No requests recorded yet"),
+        ("request_log", "No requests recorded yet"),
+        ("pricing", "No price-book version yet"),
+        ("exports", "No requests recorded yet"),
+    ):
         app.switch_page(f"pages/{page}.py").run()
         assert not app.exception, (page, app.exception)
         assert any(expected in i.value for i in app.info), (page, [i.value for i in app.info])
@@ -109,7 +118,12 @@ def test_overview_figures_equal_the_read_model_sums_for_the_same_window(
     # the usage rollups' sums, the sum of their rows, the request log and the ledger's receipts all agree
     ledger_side = seeded.in_window(window.since, window.until)
     assert totals.requests == sum(r.requests for r in rows) == len(requests) == len(ledger_side) > 0
-    assert totals.charge == sum(r.charge for r in rows) == sum(r.charge for r in requests) == sum(r.charge for r in ledger_side)
+    assert (
+        totals.charge
+        == sum(r.charge for r in rows)
+        == sum(r.charge for r in requests)
+        == sum(r.charge for r in ledger_side)
+    )
     assert totals.failed_requests == sum(r.outcome != "completed" for r in requests)
 
     assert shown["Requests"] == (f"{totals.requests:,}", f"{totals.requests - previous.requests:+,}")
@@ -123,10 +137,16 @@ def test_overview_figures_equal_the_read_model_sums_for_the_same_window(
     for label, values, earlier in (
         ("p50 latency", [r.latency_ms for r in completed], [r.latency_ms for r in before]),
         ("p95 latency", [r.latency_ms for r in completed], [r.latency_ms for r in before]),
-        ("p50 time to first byte", [r.ttfb_ms for r in completed if r.ttfb_ms is not None],
-         [r.ttfb_ms for r in before if r.ttfb_ms is not None]),
-        ("p95 time to first byte", [r.ttfb_ms for r in completed if r.ttfb_ms is not None],
-         [r.ttfb_ms for r in before if r.ttfb_ms is not None]),
+        (
+            "p50 time to first byte",
+            [r.ttfb_ms for r in completed if r.ttfb_ms is not None],
+            [r.ttfb_ms for r in before if r.ttfb_ms is not None],
+        ),
+        (
+            "p95 time to first byte",
+            [r.ttfb_ms for r in completed if r.ttfb_ms is not None],
+            [r.ttfb_ms for r in before if r.ttfb_ms is not None],
+        ),
     ):
         q = 0.5 if label.startswith("p50") else 0.95
         now_value, then_value = percentile(values, q), percentile(earlier, q)
@@ -137,16 +157,21 @@ def test_overview_figures_equal_the_read_model_sums_for_the_same_window(
     # provider cost and margin: the provider rollups' sums, equal to the billed records' own figures
     provider_cost = sum(r.provider_cost or 0 for r in ledger_side)
     assert providers.charged == totals.charge and providers.provider_cost == provider_cost > 0
-    assert providers.provider_cost_unknown == sum(r.outcome == "completed" and r.provider_cost is None
-                                                  for r in ledger_side) > 0  # Claude has no provider-cost rates
+    assert (
+        providers.provider_cost_unknown
+        == sum(r.outcome == "completed" and r.provider_cost is None for r in ledger_side)
+        > 0
+    )  # Claude has no provider-cost rates
     margin = totals.charge - provider_cost
     previous_margin = previous_providers.charged - previous_providers.provider_cost
     assert shown["Provider cost (credits)"][0] == credits_text(provider_cost)
     assert Decimal(shown["Margin (credits)"][0]) * 10**9 == margin
     assert shown["Margin (credits)"][1] == ("+" if margin >= previous_margin else "-") + credits_text(
-        abs(margin - previous_margin))
+        abs(margin - previous_margin)
+    )
     assert shown["Margin rate"][0] == f"{100 * margin / totals.charge:.2f}%"
     assert shown["Failovers"][0] == str(sum(r.request_id == seeded.failover_request for r in ledger_side))
     assert f"{providers.provider_cost_unknown:,} completed requests were priced without provider-cost rates" in (
-        " ".join(c.value for c in app.caption))
+        " ".join(c.value for c in app.caption)
+    )
     assert charts_of(app) == 7

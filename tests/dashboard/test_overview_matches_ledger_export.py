@@ -73,8 +73,9 @@ class Billed:
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def billed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_schemas: PgSchemas) -> Billed:
-    store = seed_store(tmp_path_factory.mktemp(f"overview-ledger-{request.param}") / "data",
-                       database_url(request.param, pg_schemas))
+    store = seed_store(
+        tmp_path_factory.mktemp(f"overview-ledger-{request.param}") / "data", database_url(request.param, pg_schemas)
+    )
     return _refund_adjust_and_undercollect(store)
 
 
@@ -89,8 +90,9 @@ def _refund_adjust_and_undercollect(store: Seeded) -> Billed:
             ledger.load_deployment()
             refunded = next(r for r in store.requests if r.account == "acme" and r.charge > 2)
             billed.refunded = refunded.charge // 2
-            ledger.change_account(store.account_ids["acme"], lambda account: _refund(account, refunded.request_id,
-                                                                                     billed.refunded))
+            ledger.change_account(
+                store.account_ids["acme"], lambda account: _refund(account, refunded.request_id, billed.refunded)
+            )
             billed.extras_at.append(clock.current)
             clock.current += step
             billed.adjusted = ledger.adjust_credits("acme", -NANO // 100, reason="correction").amount
@@ -117,10 +119,12 @@ def _undercollected(store: Seeded, ledger: Any, clock: FakeClock, billed: Billed
     store.account_ids["initech"] = ledger.create_account("initech").id
     ledger.grant_credits("initech", NANO, reason="seed")
     key = ledger.issue_api_key("initech", name="main").plaintext
-    billing = RequestBilling(ledger, Router(ledger, CredentialHealth(), rng=random.Random(3)), mode="credits",
-                             hold_ttl=timedelta(seconds=1))
-    opened = billing.open_request(key, RequestShape(model=GPT, prompt_bytes=4000, max_output_tokens=1000, choices=1,
-                                                    stream=False))
+    billing = RequestBilling(
+        ledger, Router(ledger, CredentialHealth(), rng=random.Random(3)), mode="credits", hold_ttl=timedelta(seconds=1)
+    )
+    opened = billing.open_request(
+        key, RequestShape(model=GPT, prompt_bytes=4000, max_output_tokens=1000, choices=1, stream=False)
+    )
     clock.current += timedelta(seconds=2)
     assert ledger.release_expired_holds("initech") == [opened.request_id]
     ledger.adjust_credits("initech", -(NANO - 1_000), reason="spent elsewhere")
@@ -128,8 +132,9 @@ def _undercollected(store: Seeded, ledger: Any, clock: FakeClock, billed: Billed
     receipt = billing.complete_request(opened, route, Usage(input_tokens=1_500, output_tokens=400))
     assert receipt.charge == 1_000 < receipt.cost
     billed.uncollected = receipt.uncollected
-    return SeededRequest(opened.request_id, clock.current, "initech", GPT, "completed", 200, receipt.charge,
-                         receipt.cost, 1_500, 400)
+    return SeededRequest(
+        opened.request_id, clock.current, "initech", GPT, "completed", 200, receipt.charge, receipt.cost, 1_500, 400
+    )
 
 
 def tallyhub(store: Seeded, *args: str) -> dict[str, Any]:
@@ -137,12 +142,24 @@ def tallyhub(store: Seeded, *args: str) -> dict[str, Any]:
     return cli({**env, **store.env}, *args)
 
 
-def export_ledger(store: Seeded, window: Window, file_format: str,
-                  out: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
+def export_ledger(
+    store: Seeded, window: Window, file_format: str, out: Path
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """``tallyhub export ledger`` of the window, and its rows as the file has them (chain left out)."""
     stamp = "%Y-%m-%dT%H:%M:%SZ"
-    manifest = tallyhub(store, "export", "ledger", "--from", window.since.strftime(stamp), "--to",
-                        window.until.strftime(stamp), "--format", file_format, "--out", str(out))
+    manifest = tallyhub(
+        store,
+        "export",
+        "ledger",
+        "--from",
+        window.since.strftime(stamp),
+        "--to",
+        window.until.strftime(stamp),
+        "--format",
+        file_format,
+        "--out",
+        str(out),
+    )
     text = out.read_text()
     if file_format == "csv":
         rows = [dict(row) for row in csv.DictReader(io.StringIO(text))]
@@ -210,8 +227,11 @@ def test_overview_spend_and_completed_requests_equal_the_charge_rows_of_a_ledger
 
 def ledger_views(store: Seeded) -> Views:
     database = store.settings.database
-    sql: SqlStore = (PostgresStore(database.conninfo(), database.schema) if database.kind == "postgres"
-                     else SqliteStore(database.read_models_sqlite_path))
+    sql: SqlStore = (
+        PostgresStore(database.conninfo(), database.schema)
+        if database.kind == "postgres"
+        else SqliteStore(database.read_models_sqlite_path)
+    )
     return Views(sql, SqlBalancesView(sql), SqlUsageView(sql), SqlRequestLogView(sql), SqlLedgerEntriesView(sql))
 
 
@@ -239,10 +259,16 @@ def test_the_exports_page_lists_recorded_exports_and_its_ledger_snapshot_has_the
 
     # the snapshot of the same window: the recorded export's rows, columns and totals; not recorded
     snapshot = app.session_state["exports_manifest"]
-    assert snapshot["columns"] == recorded["columns"] == [*(f"{n}_nanocredits" if n in (
-        "amount", "balance", "uncollected", "held") else n for n in LEDGER_FIELDS)]
+    assert (
+        snapshot["columns"]
+        == recorded["columns"]
+        == [*(f"{n}_nanocredits" if n in ("amount", "balance", "uncollected", "held") else n for n in LEDGER_FIELDS)]
+    )
     assert (snapshot["rows"], snapshot["totals"], snapshot["accounts"]) == (
-        recorded["rows"], recorded["totals"], recorded["accounts"])
+        recorded["rows"],
+        recorded["totals"],
+        recorded["accounts"],
+    )
     assert snapshot["events"]["first_position"] == recorded["events"]["first_position"]
     assert snapshot["events"]["last_position"] == recorded["events"]["last_position"]
     assert snapshot["recorded"] is False and snapshot["chain"]["seed"] == "0" * 64 and recorded["export_id"]
@@ -287,17 +313,20 @@ def test_in_track_mode_spend_is_the_list_price_and_the_ledger_export_has_no_char
         ledger = build_ledger(store.settings, clock=clock)
         try:
             ledger.load_deployment()
-            ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None,
-                                     secret="sk-track-mode-0001")
+            ledger.register_provider(
+                "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-track-mode-0001"
+            )
             ledger.set_price(GPT, price_from_credits(input="2", output="8"))
             ledger.create_account("tracked")
             key = ledger.issue_api_key("tracked", name="main").plaintext
-            billing = RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="track",
-                                     hold_ttl=timedelta(minutes=15))
+            billing = RequestBilling(
+                ledger, Router(ledger, CredentialHealth()), mode="track", hold_ttl=timedelta(minutes=15)
+            )
             for tokens in (100, 2_000, 30_000):
                 clock.current += timedelta(minutes=7)
-                opened = billing.open_request(key, RequestShape(model=GPT, prompt_bytes=400, max_output_tokens=None,
-                                                                choices=1, stream=False))
+                opened = billing.open_request(
+                    key, RequestShape(model=GPT, prompt_bytes=400, max_output_tokens=None, choices=1, stream=False)
+                )
                 route = next(billing.router.routes(opened.targets[0]))
                 costs.append(billing.complete_request(opened, route, Usage(input_tokens=tokens, output_tokens=50)).cost)
             read_models = build_read_models(store.settings, ledger)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-
-from typing import Callable
+from collections.abc import Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -20,6 +19,8 @@ from tests.dashboard.expected import ReadModelsOf
 from tests.dashboard.seed import CLAUDE, GPT, Seeded
 
 OpenPage = Callable[[Seeded, str], AppTest]
+
+
 def metrics_of(app: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in app.metric}
 
@@ -40,8 +41,14 @@ def chart_data(app: AppTest, title: str) -> pd.DataFrame:
     raise AssertionError(f"no chart titled {title!r}")
 
 
-PAGES = {"overview": "Overview", "accounts": "Accounts", "models_and_providers": "Models and providers",
-         "request_log": "Requests", "pricing": "Pricing", "exports": "Exports"}
+PAGES = {
+    "overview": "Overview",
+    "accounts": "Accounts",
+    "models_and_providers": "Models and providers",
+    "request_log": "Requests",
+    "pricing": "Pricing",
+    "exports": "Exports",
+}
 
 
 @pytest.mark.parametrize("page", list(PAGES))
@@ -122,19 +129,23 @@ def test_models_and_providers_show_margins_and_credential_health_from_the_provid
         assert margins.loc[model, "charged"] == credits_text(charged)
         assert margins.loc[model, "provider_cost"] == credits_text(cost)
         assert margins.loc[model, "margin"] == credits_text(charged - cost)
-        assert margins.loc[model, "provider_cost_unknown"] == sum(r.outcome == "completed" and r.provider_cost is None
-                                                                  for r in mine)
+        assert margins.loc[model, "provider_cost_unknown"] == sum(
+            r.outcome == "completed" and r.provider_cost is None for r in mine
+        )
     assert margins.loc[CLAUDE, "provider_cost_unknown"] > 0 and margins.loc[GPT, "provider_cost_unknown"] == 0
 
     health = table(app, "credential_id", "failed_attempts", "failovers")
     tried = [r for r in rows if r.credential_id]
-    assert set(zip(health["provider"], health["credential_id"])) == {(r.provider, r.credential_id) for r in tried}
+    assert set(zip(health["provider"], health["credential_id"], strict=True)) == {
+        (r.provider, r.credential_id) for r in tried
+    }
     assert len(set(health["credential_id"])) >= 3  # two OpenAI credentials and the Anthropic one
     failover = next(r for r in seeded.requests if r.request_id == seeded.failover_request)
     expected = int(window.since <= failover.at < window.until)
     assert (health["failed_attempts"].sum(), health["failovers"].sum()) == (expected, expected)
     assert health["completed"].sum() + health["failed"].sum() == sum(
-        r.status != 402 for r in in_window)  # every request but those refused before any upstream call
+        r.status != 402 for r in in_window
+    )  # every request but those refused before any upstream call
     assert len(app.get("vega_lite_chart")) == 4  # spend, statuses, margins, credential health
     lines = chart_data(app, "Failed attempts and failovers per credential")
     assert lines.groupby("metric")["value"].sum().to_dict() == {"failed attempts": expected, "failovers": expected}
@@ -188,8 +199,10 @@ def test_pricing_lists_versions_and_its_what_if_reprices_exactly(seeded: Seeded,
 
     app.selectbox(key="pricing_range").select("Last 30 days").run()
     window = app.session_state["pricing_window"]
-    latest = {GPT: ModelPrice(input=2 * 10**9, output=10 * 10**9, cached_input=10**9),
-              CLAUDE: ModelPrice(input=3 * 10**9, output=15 * 10**9)}
+    latest = {
+        GPT: ModelPrice(input=2 * 10**9, output=10 * 10**9, cached_input=10**9),
+        CLAUDE: ModelPrice(input=3 * 10**9, output=15 * 10**9),
+    }
     completed = [r for r in seeded.in_window(window.since, window.until) if r.outcome == "completed"]
     read_models = ReadModelsOf.of(seeded)
     try:
@@ -197,10 +210,16 @@ def test_pricing_lists_versions_and_its_what_if_reprices_exactly(seeded: Seeded,
     finally:
         read_models.close()
     expected = sum(
-        price_usage(latest[r.model], Usage(input_tokens=logged[r.request_id].input_tokens,
-                                           cached_input_tokens=logged[r.request_id].cached_input_tokens,
-                                           output_tokens=logged[r.request_id].output_tokens))
-        for r in completed)
+        price_usage(
+            latest[r.model],
+            Usage(
+                input_tokens=logged[r.request_id].input_tokens,
+                cached_input_tokens=logged[r.request_id].cached_input_tokens,
+                output_tokens=logged[r.request_id].output_tokens,
+            ),
+        )
+        for r in completed
+    )
     recorded = sum(r.cost for r in completed)
     assert app.session_state["pricing_whatif"] == {"recorded": recorded, "whatif": expected}
     assert expected > recorded  # the older versions priced GPT output at 8, the latest at 10
@@ -225,14 +244,18 @@ def test_exports_snapshot_manifest_counts_and_sums_the_rows_and_says_it_is_not_r
     read_models = ReadModelsOf.of(seeded)
     try:
         totals = read_models.totals(window.since, window.until)
-        usage, requests = read_models.usage_rows(window.since, window.until), read_models.request_rows(
-            window.since, window.until)
+        usage, requests = (
+            read_models.usage_rows(window.since, window.until),
+            read_models.request_rows(window.since, window.until),
+        )
     finally:
         read_models.close()
     if kind == "ledger":  # the seeded clock only moves forward: the window cuts the ledger at its bounds' times
         assert manifest["totals"]["kinds"]["charge"] == {
-            "count": sum(r.outcome == "completed" for r in in_window), "amount": -totals.charge,
-            "amount_credits": manifest["totals"]["kinds"]["charge"]["amount_credits"]}
+            "count": sum(r.outcome == "completed" for r in in_window),
+            "amount": -totals.charge,
+            "amount_credits": manifest["totals"]["kinds"]["charge"]["amount_credits"],
+        }
         assert manifest["rows"] == sum(k["count"] for k in manifest["totals"]["kinds"].values())
         assert set(manifest["accounts"]) <= {str(a) for a in seeded.account_ids.values()}
     else:

@@ -6,7 +6,7 @@ import csv
 import hashlib
 import io
 import json
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,12 +26,12 @@ from projections.ledger_entries import InMemoryLedgerEntriesView, LedgerEntry
 from projections.memory import InMemoryStore
 from projections.usage import COUNTERS, UsageRow
 
-NOW = datetime(2026, 11, 28, 15, 42, 7, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 15, 42, 7, tzinfo=UTC)
 
 
 def test_presets_end_with_the_current_hour_and_the_previous_period_adjoins() -> None:
     window = last(timedelta(days=7), NOW)
-    assert window.until == datetime(2026, 11, 28, 16, tzinfo=timezone.utc)
+    assert window.until == datetime(2026, 11, 28, 16, tzinfo=UTC)
     assert window.span == 7 * DAY and window.previous.until == window.since and window.previous.span == window.span
     assert window.bucket == DAY and last(timedelta(hours=24), NOW).bucket == HOUR
     assert window.bucket_of(window.since + timedelta(days=2, hours=5)) == window.since + 2 * DAY
@@ -40,29 +40,45 @@ def test_presets_end_with_the_current_hour_and_the_previous_period_adjoins() -> 
 
 def test_custom_ranges_are_whole_utc_days_in_either_order() -> None:
     window = whole_days(date(2026, 11, 20), date(2026, 11, 18))
-    assert (window.since, window.until) == (datetime(2026, 11, 18, tzinfo=timezone.utc),
-                                            datetime(2026, 11, 21, tzinfo=timezone.utc))
+    assert (window.since, window.until) == (
+        datetime(2026, 11, 18, tzinfo=UTC),
+        datetime(2026, 11, 21, tzinfo=UTC),
+    )
     with pytest.raises(ValueError):
         Window(NOW, NOW + HOUR)  # not on a whole hour
 
 
-@pytest.mark.parametrize("amount, text", [(0, "0.00"), (1, "0.000000001"), (1_500_000_000, "1.50"),
-                                          (-2_000_000_123, "-2.000000123"), (10**18 + 7, "1000000000.000000007")])
+@pytest.mark.parametrize(
+    "amount, text",
+    [
+        (0, "0.00"),
+        (1, "0.000000001"),
+        (1_500_000_000, "1.50"),
+        (-2_000_000_123, "-2.000000123"),
+        (10**18 + 7, "1000000000.000000007"),
+    ],
+)
 def test_credits_text_is_exact(amount: int, text: str) -> None:
     assert credits_text(amount) == text
     assert Decimal(text) * 10**9 == amount
 
 
 def test_margin_per_bucket_is_the_exact_difference_zero_filled_and_totals_say_the_same() -> None:
-    window = Window(datetime(2026, 11, 28, 10, tzinfo=timezone.utc), datetime(2026, 11, 28, 13, tzinfo=timezone.utc))
-    providers = pd.DataFrame({"hour": [window.since, window.since, window.since + 2 * HOUR],
-                              "charged": [10**18 + 7, 5, 3_000_000_000], "provider_cost": [10**18, 0, 3_500_000_000]})
+    window = Window(datetime(2026, 11, 28, 10, tzinfo=UTC), datetime(2026, 11, 28, 13, tzinfo=UTC))
+    providers = pd.DataFrame(
+        {
+            "hour": [window.since, window.since, window.since + 2 * HOUR],
+            "charged": [10**18 + 7, 5, 3_000_000_000],
+            "provider_cost": [10**18, 0, 3_500_000_000],
+        }
+    )
     series = margin_series(providers, window)
     assert list(series["margin"]) == [12, 0, -500_000_000]  # exact integers, the empty hour zero-filled
     assert list(series["margin_credits"]) == [1.2e-8, 0.0, -0.5]
     assert list(margin_series(None, window)["margin"]) == [0, 0, 0]
-    totals = ProviderTotals(charged=int(providers["charged"].sum()),
-                            provider_cost=int(providers["provider_cost"].sum()))
+    totals = ProviderTotals(
+        charged=int(providers["charged"].sum()), provider_cost=int(providers["provider_cost"].sum())
+    )
     assert totals.margin == int(series["margin"].sum()) == -499_999_988
     assert ProviderTotals().margin_rate is None and ProviderTotals(charged=4, provider_cost=1).margin_rate == 0.75
 
@@ -75,8 +91,16 @@ def usage_frame(*rows: dict) -> pd.DataFrame:
 def test_what_if_under_the_same_prices_is_the_recorded_cost_and_double_rates_double_it() -> None:
     price = ModelPrice(input=2 * 10**9, output=8 * 10**9, cached_input=10**9)
     # 1,000 input (100 cached) and 500 output tokens over 3 requests, one failed: 1,800,000 + 100,000 + 4,000,000
-    usage = usage_frame({"requests": 3, "failed_requests": 1, "input_tokens": 1000, "cached_input_tokens": 100,
-                         "output_tokens": 500, "cost": 5_900_000})
+    usage = usage_frame(
+        {
+            "requests": 3,
+            "failed_requests": 1,
+            "input_tokens": 1000,
+            "cached_input_tokens": 100,
+            "output_tokens": 500,
+            "cost": 5_900_000,
+        }
+    )
     book = {"openai/m": price.to_dict()}
     same = whatif.summarise(whatif.reprice(usage, whatif.parse_edited(whatif.editable_rows(book), book)), ["model"])
     assert list(same["difference"]) == [0]
@@ -114,15 +138,17 @@ def in_memory_ledger(entries: list[LedgerEntry]) -> InMemoryLedgerEntriesView:
 
 
 def test_a_ledger_snapshot_is_encoded_and_chained_like_tallyhub_export_from_a_zero_seed() -> None:
-    window = Window(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 3, tzinfo=timezone.utc))
+    window = Window(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 3, tzinfo=UTC))
     acme, globex = UUID(int=1), UUID(int=2)
-    ledger = in_memory_ledger([
-        LedgerEntry(1, acme, window.since - HOUR, "grant", 5 * 10**9, 0, reason="before the window"),
-        LedgerEntry(2, acme, window.since, "charge", -1_234, 0, request_id=UUID(int=9), held=9_000),
-        LedgerEntry(3, globex, window.since + HOUR, "grant", 10, 0, reason='a "quoted", comma'),
-        LedgerEntry(4, globex, window.since + 25 * HOUR, "charge", -10, 0, request_id=UUID(int=8), uncollected=5),
-        LedgerEntry(5, acme, window.until, "refund", 1_234, 0, request_id=UUID(int=9), reason="sorry"),
-    ])
+    ledger = in_memory_ledger(
+        [
+            LedgerEntry(1, acme, window.since - HOUR, "grant", 5 * 10**9, 0, reason="before the window"),
+            LedgerEntry(2, acme, window.since, "charge", -1_234, 0, request_id=UUID(int=9), held=9_000),
+            LedgerEntry(3, globex, window.since + HOUR, "grant", 10, 0, reason='a "quoted", comma'),
+            LedgerEntry(4, globex, window.since + 25 * HOUR, "charge", -10, 0, request_id=UUID(int=8), uncollected=5),
+            LedgerEntry(5, acme, window.until, "refund", 1_234, 0, request_id=UUID(int=9), reason="sorry"),
+        ]
+    )
     names = [SimpleNamespace(account_id=acme, name="acme"), SimpleNamespace(account_id=globex, name="=globex")]
     views = SimpleNamespace(ledger=ledger, balances=SimpleNamespace(list_balances=lambda: names))
     for fmt in ("csv", "jsonl"):
@@ -139,11 +165,15 @@ def test_a_ledger_snapshot_is_encoded_and_chained_like_tallyhub_export_from_a_ze
         encoder, previous = FORMATS[fmt](LEDGER_TEXT), GENESIS
         parsed = list(encoder.read(io.BytesIO(snap.data), manifest["columns"]))
         by_id = {row.account_id.hex: row.name for row in names}
-        assert [row.content for row in parsed] == [encoder.content(ledger_row(e, by_id))
-                                                   for e in ledger.iter_entries(2, 5)]
+        assert [row.content for row in parsed] == [
+            encoder.content(ledger_row(e, by_id)) for e in ledger.iter_entries(2, 5)
+        ]
         shown = "'=globex" if fmt == "csv" else "=globex"  # a CSV text cell a spreadsheet could run is escaped
         assert [(row.values["account_id"], row.values["account"]) for row in parsed] == [
-            (str(acme), "acme"), (str(globex), shown), (str(globex), shown)]
+            (str(acme), "acme"),
+            (str(globex), shown),
+            (str(globex), shown),
+        ]
         for row in parsed:  # each link follows from the one before, the first from the zero seed
             assert row.chain == link(previous, row.content)
             previous = row.chain
@@ -154,19 +184,24 @@ def test_a_ledger_snapshot_is_encoded_and_chained_like_tallyhub_export_from_a_ze
 
 
 def test_a_usage_snapshot_totals_every_counter_of_its_rows() -> None:
-    window = Window(datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc))
-    rows = [UsageRow(UUID(int=1), UUID(int=2), "openai", "openai/m", window.since,
-                     *(i + 1 for i in range(len(COUNTERS)))),
-            UsageRow(UUID(int=1), None, "openai", "openai/m", window.since + HOUR, *(10**12 for _ in COUNTERS))]
-    views = SimpleNamespace(usage=SimpleNamespace(list_usage=lambda account, since, until: rows),
-                            balances=SimpleNamespace(list_balances=lambda: [SimpleNamespace(account_id=UUID(int=1),
-                                                                                            name="acme")]))
+    window = Window(datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC))
+    rows = [
+        UsageRow(UUID(int=1), UUID(int=2), "openai", "openai/m", window.since, *(i + 1 for i in range(len(COUNTERS)))),
+        UsageRow(UUID(int=1), None, "openai", "openai/m", window.since + HOUR, *(10**12 for _ in COUNTERS)),
+    ]
+    views = SimpleNamespace(
+        usage=SimpleNamespace(list_usage=lambda account, since, until: rows),
+        balances=SimpleNamespace(list_balances=lambda: [SimpleNamespace(account_id=UUID(int=1), name="acme")]),
+    )
     snap = export_files.snapshot("usage", views, window, "csv", {"usage": 42}, now=window.until)
     assert snap is not None
     parsed = list(csv.DictReader(io.StringIO(snap.data.decode())))
     assert len(parsed) == snap.manifest["rows"] == 2 and parsed[1]["api_key_id"] == ""
     assert (parsed[0]["account_id"], parsed[0]["account"], parsed[0]["api_key_id"]) == (
-        str(UUID(int=1)), "acme", str(UUID(int=2)))
+        str(UUID(int=1)),
+        "acme",
+        str(UUID(int=2)),
+    )
     charged = sum(int(row["charge_nanocredits"]) for row in parsed)
     assert charged == snap.manifest["totals"]["charge_nanocredits"] == COUNTERS.index("charge") + 1 + 10**12
     assert parsed[0]["hour"] == "2026-11-01T00:00:00+00:00"
@@ -180,4 +215,8 @@ def test_a_recorded_export_is_named_by_its_dashed_id_even_when_its_manifest_give
     found, problems = export_files.recorded_exports(tmp_path)
     assert problems == []
     assert {export.path.name: export.export_id for export in found} == {
-        "old.csv": str(old), "new.csv": str(old), "odd.csv": "not-an-id", "snap.csv": ""}
+        "old.csv": str(old),
+        "new.csv": str(old),
+        "odd.csv": "not-an-id",
+        "snap.csv": "",
+    }

@@ -35,8 +35,18 @@ def upstream() -> Iterator[FakeOpenAIUpstream]:
 def configure(gateway: Gateway, upstream: FakeOpenAIUpstream, account: str, credits: str) -> str:
     """The README's operator steps; returns the user API key."""
     env = gateway.env
-    cli(env, "providers", "add", "openai", "--kind", "openai", "--base-url", upstream.base_url, "--api-key-stdin",
-        stdin=UPSTREAM_KEY + "\n")
+    cli(
+        env,
+        "providers",
+        "add",
+        "openai",
+        "--kind",
+        "openai",
+        "--base-url",
+        upstream.base_url,
+        "--api-key-stdin",
+        stdin=UPSTREAM_KEY + "\n",
+    )
     cli(env, "prices", "set", MODEL, "--input", "2", "--output", "8")
     cli(env, "accounts", "create", account)
     cli(env, "credits", "grant", account, credits, "--reason", "e2e")
@@ -44,8 +54,12 @@ def configure(gateway: Gateway, upstream: FakeOpenAIUpstream, account: str, cred
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def served(request: pytest.FixtureRequest, upstream: FakeOpenAIUpstream, tmp_path_factory: pytest.TempPathFactory,
-           pg_schemas: PgSchemas) -> Iterator[Served]:
+def served(
+    request: pytest.FixtureRequest,
+    upstream: FakeOpenAIUpstream,
+    tmp_path_factory: pytest.TempPathFactory,
+    pg_schemas: PgSchemas,
+) -> Iterator[Served]:
     data_dir: Path = tmp_path_factory.mktemp(f"data-{request.param}")
     database_url = pg_schemas.new_url() if request.param == "postgres" else None
     gateway = Gateway.initialised(data_dir, database_url)

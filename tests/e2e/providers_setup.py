@@ -37,7 +37,7 @@ ANTHROPIC_KEY = "sk-ant-upstream-0c9e5b21"
 GEMINI_KEY = "AIzaSy-upstream-gemini-61d2"
 
 # A 1×1 transparent PNG: real bytes, so a fake that checks the image's magic accepts it.
-PNG_BASE64 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==")
+PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
 PNG_DATA_URL = f"data:image/png;base64,{PNG_BASE64}"
 
 
@@ -74,55 +74,108 @@ class Upstream:
 def start_upstreams() -> list[Upstream]:
     """Start one fake per provider; every reply is seven word tokens, so a stream has chunks to break."""
     openai_fake = FakeOpenAIUpstream(api_key=OPENAI_KEY, reply_text="Hello from fake OpenAI, one two three").start()
-    deepseek_fake = FakeOpenAIUpstream(api_key=DEEPSEEK_KEY, models=("deepseek-chat",),
-                                       reply_text="Hello from fake DeepSeek, one two three").start()
-    anthropic_fake = FakeAnthropicUpstream(api_key=ANTHROPIC_KEY,
-                                           reply_text="Hello from fake Claude, one two three").start()
+    deepseek_fake = FakeOpenAIUpstream(
+        api_key=DEEPSEEK_KEY, models=("deepseek-chat",), reply_text="Hello from fake DeepSeek, one two three"
+    ).start()
+    anthropic_fake = FakeAnthropicUpstream(
+        api_key=ANTHROPIC_KEY, reply_text="Hello from fake Claude, one two three"
+    ).start()
     gemini_fake = FakeGeminiUpstream(api_key=GEMINI_KEY, reply_text="Hello from fake Gemini, one two three").start()
-    bedrock_fake = FakeBedrockUpstream(region=BEDROCK_REGION,
-                                       reply_text="Hello from fake Bedrock, one two three").start()
+    bedrock_fake = FakeBedrockUpstream(
+        region=BEDROCK_REGION, reply_text="Hello from fake Bedrock, one two three"
+    ).start()
     ollama_fake = FakeOllamaUpstream(reply_text="Hello from fake Ollama, one two three").start()
     return [
-        Upstream("openai", "openai", "gpt-4o-mini", openai_fake, openai_fake.reply_text,
-                 server_error=lambda: Scripted.error(500, "boom"),
-                 rate_limited=lambda: Scripted.error(429, "Rate limit reached", code="rate_limit_exceeded",
-                                                     retry_after=2),
-                 retry_after="2", broken_stream=lambda: Scripted.break_stream_after(2),
-                 delivered_before_break="Hello from", prompt_tokens=_openai_prompt, streamed=_openai_streamed),
-        Upstream("deepseek", "openai-compatible", "deepseek-chat", deepseek_fake, deepseek_fake.reply_text,
-                 server_error=lambda: Scripted.error(500, "boom"),
-                 rate_limited=lambda: Scripted.error(429, "Rate limit reached", retry_after=2),
-                 retry_after="2", broken_stream=lambda: Scripted.break_stream_after(2),
-                 delivered_before_break="Hello from", prompt_tokens=_openai_prompt, streamed=_openai_streamed),
+        Upstream(
+            "openai",
+            "openai",
+            "gpt-4o-mini",
+            openai_fake,
+            openai_fake.reply_text,
+            server_error=lambda: Scripted.error(500, "boom"),
+            rate_limited=lambda: Scripted.error(429, "Rate limit reached", code="rate_limit_exceeded", retry_after=2),
+            retry_after="2",
+            broken_stream=lambda: Scripted.break_stream_after(2),
+            delivered_before_break="Hello from",
+            prompt_tokens=_openai_prompt,
+            streamed=_openai_streamed,
+        ),
+        Upstream(
+            "deepseek",
+            "openai-compatible",
+            "deepseek-chat",
+            deepseek_fake,
+            deepseek_fake.reply_text,
+            server_error=lambda: Scripted.error(500, "boom"),
+            rate_limited=lambda: Scripted.error(429, "Rate limit reached", retry_after=2),
+            retry_after="2",
+            broken_stream=lambda: Scripted.break_stream_after(2),
+            delivered_before_break="Hello from",
+            prompt_tokens=_openai_prompt,
+            streamed=_openai_streamed,
+        ),
         # Anthropic events: message_start, content_block_start, ping, then one delta per token.
-        Upstream("anthropic", "anthropic", "claude-sonnet-4-6", anthropic_fake, anthropic_fake.reply_text,
-                 server_error=lambda: AnthropicScript.error(500, "Internal server error"),
-                 rate_limited=lambda: AnthropicScript.error(429, "Number of requests has exceeded your rate limit",
-                                                            retry_after=2),
-                 retry_after="2", broken_stream=lambda: AnthropicScript.break_after_events(5),
-                 delivered_before_break="Hello from", prompt_tokens=anthropic_input_tokens,
-                 streamed=lambda record: record.json.get("stream") is True),
+        Upstream(
+            "anthropic",
+            "anthropic",
+            "claude-sonnet-4-6",
+            anthropic_fake,
+            anthropic_fake.reply_text,
+            server_error=lambda: AnthropicScript.error(500, "Internal server error"),
+            rate_limited=lambda: AnthropicScript.error(
+                429, "Number of requests has exceeded your rate limit", retry_after=2
+            ),
+            retry_after="2",
+            broken_stream=lambda: AnthropicScript.break_after_events(5),
+            delivered_before_break="Hello from",
+            prompt_tokens=anthropic_input_tokens,
+            streamed=lambda record: record.json.get("stream") is True,
+        ),
         # Gemini: one fragment per token.
-        Upstream("gemini", "gemini", "gemini-2.5-flash", gemini_fake, gemini_fake.reply_text,
-                 server_error=lambda: GeminiScript.error(500),
-                 rate_limited=lambda: GeminiScript.error(429, retry_delay="2s"),  # Google's RetryInfo, no header
-                 retry_after="2", broken_stream=lambda: GeminiScript.break_stream_after(2),
-                 delivered_before_break="Hello from", prompt_tokens=gemini_prompt_tokens,
-                 streamed=lambda record: record.path.endswith(":streamGenerateContent")),
+        Upstream(
+            "gemini",
+            "gemini",
+            "gemini-2.5-flash",
+            gemini_fake,
+            gemini_fake.reply_text,
+            server_error=lambda: GeminiScript.error(500),
+            rate_limited=lambda: GeminiScript.error(429, retry_delay="2s"),  # Google's RetryInfo, no header
+            retry_after="2",
+            broken_stream=lambda: GeminiScript.break_stream_after(2),
+            delivered_before_break="Hello from",
+            prompt_tokens=gemini_prompt_tokens,
+            streamed=lambda record: record.path.endswith(":streamGenerateContent"),
+        ),
         # Bedrock events: messageStart, then one contentBlockDelta per token.
-        Upstream("bedrock", "bedrock", "amazon.nova-lite-v1:0", bedrock_fake, bedrock_fake.reply_text,
-                 server_error=lambda: BedrockScript.error(500, "InternalServerException", "internal failure"),
-                 rate_limited=lambda: BedrockScript.error(429, "ThrottlingException", "Too many requests"),
-                 retry_after=None, broken_stream=lambda: BedrockScript.break_stream_after(3),
-                 delivered_before_break="Hello from", prompt_tokens=bedrock_input_tokens,
-                 streamed=lambda record: record.operation == "converse-stream"),
+        Upstream(
+            "bedrock",
+            "bedrock",
+            "amazon.nova-lite-v1:0",
+            bedrock_fake,
+            bedrock_fake.reply_text,
+            server_error=lambda: BedrockScript.error(500, "InternalServerException", "internal failure"),
+            rate_limited=lambda: BedrockScript.error(429, "ThrottlingException", "Too many requests"),
+            retry_after=None,
+            broken_stream=lambda: BedrockScript.break_stream_after(3),
+            delivered_before_break="Hello from",
+            prompt_tokens=bedrock_input_tokens,
+            streamed=lambda record: record.operation == "converse-stream",
+        ),
         # Ollama: one NDJSON line per token.
-        Upstream("ollama", "ollama", "llama3.2", ollama_fake, ollama_fake.reply_text,
-                 server_error=lambda: OllamaScripted.error(500, "llama runner process has terminated"),
-                 rate_limited=lambda: OllamaScripted.error(429, "server busy, please try again"),
-                 retry_after=None, broken_stream=lambda: OllamaScripted.break_stream_after(2),
-                 delivered_before_break="Hello from", prompt_tokens=_openai_prompt,
-                 streamed=lambda record: record.json.get("stream", True) is not False),
+        Upstream(
+            "ollama",
+            "ollama",
+            "llama3.2",
+            ollama_fake,
+            ollama_fake.reply_text,
+            server_error=lambda: OllamaScripted.error(500, "llama runner process has terminated"),
+            rate_limited=lambda: OllamaScripted.error(429, "server busy, please try again"),
+            retry_after=None,
+            broken_stream=lambda: OllamaScripted.break_stream_after(2),
+            delivered_before_break="Hello from",
+            prompt_tokens=_openai_prompt,
+            streamed=lambda record: record.json.get("stream", True) is not False,
+        ),
     ]
 
 

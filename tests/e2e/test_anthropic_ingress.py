@@ -30,7 +30,8 @@ def test_a_plain_message_is_answered_and_charged_exactly(setup) -> None:
     gateway, upstream, key = setup
     before = gateway.balance("acme")["balance"]
     message = client(gateway, key).messages.create(
-        model=MODEL, max_tokens=100, system="Be brief.", messages=[{"role": "user", "content": "Say hello"}])
+        model=MODEL, max_tokens=100, system="Be brief.", messages=[{"role": "user", "content": "Say hello"}]
+    )
     assert message.content[0].type == "text" and message.content[0].text
     assert message.stop_reason == "end_turn"
     charge = message.usage.input_tokens * INPUT_RATE + message.usage.output_tokens * OUTPUT_RATE
@@ -42,8 +43,9 @@ def test_a_plain_message_is_answered_and_charged_exactly(setup) -> None:
 def test_a_streamed_message_carries_usage_and_is_charged_exactly(setup) -> None:
     gateway, _, key = setup
     before = gateway.balance("acme")["balance"]
-    with client(gateway, key).messages.stream(model=MODEL, max_tokens=100,
-                                              messages=[{"role": "user", "content": "Stream hello"}]) as stream:
+    with client(gateway, key).messages.stream(
+        model=MODEL, max_tokens=100, messages=[{"role": "user", "content": "Stream hello"}]
+    ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text and final.content[0].text == text
@@ -53,16 +55,28 @@ def test_a_streamed_message_carries_usage_and_is_charged_exactly(setup) -> None:
 
 def test_tool_use_round_trip_through_an_openai_upstream(setup) -> None:
     gateway, upstream, key = setup
-    tools = [{"name": "get_weather", "description": "Weather in a city",
-              "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
-    first = client(gateway, key).messages.create(model=MODEL, max_tokens=100, tools=tools,
-                                                 messages=[{"role": "user", "content": "Weather in Paris?"}])
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+        }
+    ]
+    first = client(gateway, key).messages.create(
+        model=MODEL, max_tokens=100, tools=tools, messages=[{"role": "user", "content": "Weather in Paris?"}]
+    )
     call = next(block for block in first.content if block.type == "tool_use")
     assert first.stop_reason == "tool_use" and call.name == "get_weather" and isinstance(call.input, dict)
-    second = client(gateway, key).messages.create(model=MODEL, max_tokens=100, tools=tools, messages=[
-        {"role": "user", "content": "Weather in Paris?"},
-        {"role": "assistant", "content": [block.model_dump() for block in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18 °C"}]}])
+    second = client(gateway, key).messages.create(
+        model=MODEL,
+        max_tokens=100,
+        tools=tools,
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18 °C"}]},
+        ],
+    )
     assert second.content[0].type == "text"
     assert upstream.requests[-1].json["messages"][-1] == {"role": "tool", "tool_call_id": call.id, "content": "18 °C"}
 
@@ -70,9 +84,13 @@ def test_tool_use_round_trip_through_an_openai_upstream(setup) -> None:
 def test_errors_come_in_anthropics_shape(setup) -> None:
     gateway, _, key = setup
     with pytest.raises(anthropic.AuthenticationError):
-        client(gateway, "thk_wrong").messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        client(gateway, "thk_wrong").messages.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     with pytest.raises(anthropic.NotFoundError) as missing:
-        client(gateway, key).messages.create(model="openai/nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        client(gateway, key).messages.create(
+            model="openai/nope", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
     assert missing.value.body["type"] == "error" and missing.value.body["error"]["type"] == "not_found_error"
     with pytest.raises(anthropic.BadRequestError):
         client(gateway, key).messages.create(model=MODEL, max_tokens=10, messages=[])

@@ -16,16 +16,41 @@ CASES = [
     ("malformed json", b'{"model": "openai/gpt-4o-mini", "messages": [', None, 400, "invalid_request"),
     ("missing messages", b'{"model": "openai/gpt-4o-mini"}', None, 400, "invalid_request"),
     ("wrong type", b'{"model": "openai/gpt-4o-mini", "messages": "hello"}', None, 400, "invalid_request"),
-    ("wrong type of n", b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "n": "2"}', None, 400, "invalid_request"),
-    ("max_tokens above any model's output", b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1000000001}', None, 400, "invalid_request"),
-    ("unknown model", b'{"model": "openai/nope", "messages": [{"role": "user", "content": "x"}]}', None, 404, "model_not_found"),
-    ("bad key", b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}', "thk_bad", 401, "invalid_api_key"),
+    (
+        "wrong type of n",
+        b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "n": "2"}',
+        None,
+        400,
+        "invalid_request",
+    ),
+    (
+        "max_tokens above any model's output",
+        b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1000000001}',
+        None,
+        400,
+        "invalid_request",
+    ),
+    (
+        "unknown model",
+        b'{"model": "openai/nope", "messages": [{"role": "user", "content": "x"}]}',
+        None,
+        404,
+        "model_not_found",
+    ),
+    (
+        "bad key",
+        b'{"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "x"}]}',
+        "thk_bad",
+        401,
+        "invalid_api_key",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("case", "body", "key", "status", "code"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gets_the_right_status_and_shape_and_no_charge(served: Served, case: str, body: bytes,
-                                                                 key: str | None, status: int, code: str) -> None:
+def test_bad_input_gets_the_right_status_and_shape_and_no_charge(
+    served: Served, case: str, body: bytes, key: str | None, status: int, code: str
+) -> None:
     before = served.gateway.balance(served.account)
     requests_before = len(served.upstream.requests)
     response = post(served, body, key)
@@ -40,7 +65,11 @@ def test_bad_input_gets_the_right_status_and_shape_and_no_charge(served: Served,
 
 
 def test_an_oversized_body_gets_413(served: Served) -> None:
-    body = b'{"model": "%s", "messages": [{"role": "user", "content": "' % MODEL.encode() + b"x" * (11 * 1024 * 1024) + b'"}]}'
+    body = (
+        b'{"model": "%s", "messages": [{"role": "user", "content": "' % MODEL.encode()
+        + b"x" * (11 * 1024 * 1024)
+        + b'"}]}'
+    )
     response = post(served, body)
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
@@ -62,7 +91,8 @@ def test_a_hot_path_with_another_method_still_gets_405_in_openai_shape(served: S
 
 
 def test_a_user_key_cannot_reach_the_admin_api(served: Served) -> None:
-    response = httpx.get(served.gateway.url + "/admin/v1/accounts",
-                         headers={"authorization": f"Bearer {served.api_key}"}, timeout=10)
+    response = httpx.get(
+        served.gateway.url + "/admin/v1/accounts", headers={"authorization": f"Bearer {served.api_key}"}, timeout=10
+    )
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"

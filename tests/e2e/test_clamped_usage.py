@@ -2,7 +2,7 @@
 request's bounds, not at its word: the answer says ``clamped``, the record keeps the
 claim, and ``tallyhub reconcile`` lists it. Through the real server, with the openai SDK."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import openai
 
@@ -21,7 +21,8 @@ def test_a_claim_of_10_to_the_19_output_tokens_costs_what_max_tokens_5_allows(se
     before = served.gateway.balance(served.account)["balance"]
     served.upstream.script(Scripted.usage(prompt_tokens=12, completion_tokens=CLAIMED))
     raw = client(served).chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=5
+    )
 
     charge = int(raw.headers["x-tallyhub-charge-nanocredits"])
     assert charge == 12 * INPUT_RATE + 5 * OUTPUT_RATE
@@ -29,9 +30,10 @@ def test_a_claim_of_10_to_the_19_output_tokens_costs_what_max_tokens_5_allows(se
     assert served.gateway.balance(served.account)["balance"] == before - charge
     request_id = raw.headers["x-request-id"]
 
-    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
-    report = cli(served.gateway.env, "reconcile", "--from", hour.isoformat(),
-                 "--to", (hour + timedelta(hours=1)).isoformat())
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    report = cli(
+        served.gateway.env, "reconcile", "--from", hour.isoformat(), "--to", (hour + timedelta(hours=1)).isoformat()
+    )
     listed = {c["request_id"]: c for c in report["clamped"]["charges"]}
     assert request_id in listed
     assert listed[request_id]["reported_usage"]["output_tokens"] == str(CLAIMED)
@@ -42,8 +44,12 @@ def test_a_claim_of_10_to_the_19_output_tokens_costs_what_max_tokens_5_allows(se
 def test_a_streamed_claim_is_clamped_too_and_the_final_chunk_says_so(served: Served) -> None:
     served.upstream.script(Scripted.usage(prompt_tokens=12, completion_tokens=CLAIMED))
     stream = client(served).chat.completions.create(
-        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3, stream=True,
-        stream_options={"include_usage": True})
+        model=MODEL,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=3,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     usage = [chunk.usage for chunk in stream if chunk.usage is not None][-1]
     extra = usage.model_extra or {}
     assert extra["usage_source"] == "clamped"

@@ -32,8 +32,18 @@ def test_init_is_idempotent_and_shows_the_admin_key_only_once(gateway: Gateway) 
 
 
 def test_provider_commands_take_the_secret_from_stdin_and_never_print_it(gateway: Gateway) -> None:
-    added = cli(gateway.env, "providers", "add", "deepseek", "--kind", "openai-compatible",
-                "--base-url", "http://127.0.0.1:9/v1", "--api-key-stdin", stdin="sk-deepseek-secret-9876\n")
+    added = cli(
+        gateway.env,
+        "providers",
+        "add",
+        "deepseek",
+        "--kind",
+        "openai-compatible",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--api-key-stdin",
+        stdin="sk-deepseek-secret-9876\n",
+    )
     assert added["credentials"][0]["hint"] == "…9876"
     listed = subprocess.run([*TALLYHUB, "providers", "list", "--json"], env=gateway.env, capture_output=True, text=True)
     assert "deepseek" in listed.stdout and "sk-deepseek-secret" not in listed.stdout
@@ -42,7 +52,10 @@ def test_provider_commands_take_the_secret_from_stdin_and_never_print_it(gateway
 def test_provider_input_errors_are_clear(gateway: Gateway) -> None:
     assert "unknown provider kind" in fails(gateway.env, "providers", "add", "x", "--kind", "nope")["message"]
     assert "--base-url" in fails(gateway.env, "providers", "add", "x", "--kind", "openai-compatible")["message"]
-    assert "stdin" in fails(gateway.env, "providers", "add", "x", "--kind", "openai", "--api-key-stdin", stdin="\n")["message"]
+    assert (
+        "stdin"
+        in fails(gateway.env, "providers", "add", "x", "--kind", "openai", "--api-key-stdin", stdin="\n")["message"]
+    )
     assert "needs an API key" in fails(gateway.env, "providers", "add", "x", "--kind", "openai")["message"]
 
 
@@ -51,7 +64,9 @@ def test_money_input_is_exact_or_refused(gateway: Gateway) -> None:
     assert cli(gateway.env, "balance", "initech")["balance"] == 1_500_000_000
     assert "nanocredit" in fails(gateway.env, "credits", "grant", "initech", "0.0000000001")["message"]
     assert "negative" in fails(gateway.env, "credits", "grant", "initech", "-5")["message"]
-    assert fails(gateway.env, "prices", "set", "openai/x", "--input", "abc", "--output", "1")["code"] == "invalid_request"
+    assert (
+        fails(gateway.env, "prices", "set", "openai/x", "--input", "abc", "--output", "1")["code"] == "invalid_request"
+    )
     assert fails(gateway.env, "accounts", "create", "initech")["code"] == "already_exists"
     assert fails(gateway.env, "balance", "nobody")["code"] == "account_not_found"
 
@@ -79,7 +94,9 @@ def test_the_admin_api_does_the_same_operations_behind_the_admin_key(gateway: Ga
     grant = gateway.admin_json("POST", "/accounts/wayne/grants", json={"amount": "0.5", "idempotency_key": "g1"})
     assert grant["credited"] is True
     assert gateway.balance("wayne")["balance_credits"] == "2.500000000"
-    price = gateway.admin_json("POST", "/prices", json={"model": "deepseek/deepseek-chat", "input": "0.27", "output": "1.1"})
+    price = gateway.admin_json(
+        "POST", "/prices", json={"model": "deepseek/deepseek-chat", "input": "0.27", "output": "1.1"}
+    )
     assert price["version"] >= 1
     assert gateway.admin_json("GET", "/prices")["models"]["deepseek/deepseek-chat"]["input"] == "0.270000000"
     key = gateway.admin_json("POST", "/accounts/wayne/keys", json={"name": "app"})

@@ -43,11 +43,16 @@ def charge_through_the_gateway(served: Served) -> list[int]:
     client = openai.OpenAI(base_url=served.gateway.url + "/v1", api_key=served.api_key, max_retries=0)
     charges = []
     for words in ("one", "two more", "three more words"):
-        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[
-            {"role": "user", "content": f"Say {words} for the dashboard."}])
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Say {words} for the dashboard."}]
+        )
         charges.append(int(raw.headers["x-tallyhub-charge-nanocredits"]))
-    stream = client.chat.completions.create(model=MODEL, stream=True, stream_options={"include_usage": True},
-                                            messages=[{"role": "user", "content": "Stream four more words."}])
+    stream = client.chat.completions.create(
+        model=MODEL,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Stream four more words."}],
+    )
     charges += [int(chunk.usage.model_extra["cost_nanocredits"]) for chunk in stream if chunk.usage]
     return charges
 
@@ -65,8 +70,19 @@ def test_overview_spend_equals_the_charge_rows_of_tallyhub_export_ledger_for_its
     overview.selectbox(key="overview_range").select("Last 24 hours").run()
     assert not overview.exception, overview.exception
     window = overview.session_state["overview_window"]
-    manifest = cli(env, "export", "ledger", "--from", window.since.isoformat(), "--to", window.until.isoformat(),
-                   "--format", "jsonl", "--out", str(out))
+    manifest = cli(
+        env,
+        "export",
+        "ledger",
+        "--from",
+        window.since.isoformat(),
+        "--to",
+        window.until.isoformat(),
+        "--format",
+        "jsonl",
+        "--out",
+        str(out),
+    )
     st.cache_data.clear()  # the export caught the read models up: read them again, not from the cache
     overview.run()
     rows: list[dict[str, Any]] = [json.loads(line) for line in out.read_text().splitlines()]

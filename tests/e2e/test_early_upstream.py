@@ -27,7 +27,8 @@ def upstream() -> Iterator[FakeOpenAIUpstream]:
 
 @pytest.mark.parametrize("early", ["1", "0"])
 def test_a_hold_refused_after_its_call_started_answers_402_and_charges_nothing(
-        tmp_path: Path, upstream: FakeOpenAIUpstream, early: str) -> None:
+    tmp_path: Path, upstream: FakeOpenAIUpstream, early: str
+) -> None:
     gateway = Gateway.initialised(tmp_path, TALLYHUB_EARLY_UPSTREAM=early)
     key = configure(gateway, upstream, "acme", "100")
     gateway.start()

@@ -46,11 +46,31 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     backup = FakeOpenAIUpstream(api_key="sk-backup-0000000000cccc").start()
     gateway = Gateway.initialised(tmp_path, TALLYHUB_PROBE_INTERVAL_SECONDS="1")
     env = gateway.env
-    cli(env, "providers", "add", "primary", "--kind", "openai-compatible", "--base-url", primary.base_url,
-        "--api-key-stdin", stdin=KEY_A)
+    cli(
+        env,
+        "providers",
+        "add",
+        "primary",
+        "--kind",
+        "openai-compatible",
+        "--base-url",
+        primary.base_url,
+        "--api-key-stdin",
+        stdin=KEY_A,
+    )
     cli(env, "providers", "add-credential", "primary", "--api-key-stdin", stdin=KEY_B)
-    cli(env, "providers", "add", "backup", "--kind", "openai-compatible", "--base-url", backup.base_url,
-        "--api-key-stdin", stdin="sk-backup-0000000000cccc")
+    cli(
+        env,
+        "providers",
+        "add",
+        "backup",
+        "--kind",
+        "openai-compatible",
+        "--base-url",
+        backup.base_url,
+        "--api-key-stdin",
+        stdin="sk-backup-0000000000cccc",
+    )
     cli(env, "prices", "set", "primary/gpt-4o", "--input", "10", "--output", "30")
     cli(env, "prices", "set", "backup/gpt-4o-mini", "--input", "1", "--output", "2")
     cli(env, "aliases", "set", "smart", "primary/gpt-4o", "--fallback", "backup/gpt-4o-mini")
@@ -80,8 +100,11 @@ def test_a_500_from_one_credential_is_served_by_the_other_and_charged_once(setup
 
 def test_a_stream_fails_over_before_its_first_byte(setup: Setup) -> None:
     setup.primary.script(Scripted.error(503, "overloaded"))
-    chunks = list(setup.client().chat.completions.create(model="primary/gpt-4o", messages=MESSAGES, stream=True,
-                                                         stream_options={"include_usage": True}))
+    chunks = list(
+        setup.client().chat.completions.create(
+            model="primary/gpt-4o", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[-1].usage.model_extra["cost_nanocredits"] > 0
     assert len(setup.primary.requests) == 2
 
@@ -157,7 +180,10 @@ def test_the_models_list_includes_aliases(setup: Setup) -> None:
 
 def test_an_upstream_404_for_a_model_the_provider_lacks_is_a_clear_404(setup: Setup) -> None:
     setup.primary.script(Scripted.error(404, "The model `gpt-4o` does not exist", code="model_not_found"))
-    response = httpx.post(setup.gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {setup.key}"},
-                          json={"model": "primary/gpt-4o", "messages": MESSAGES})
+    response = httpx.post(
+        setup.gateway.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {setup.key}"},
+        json={"model": "primary/gpt-4o", "messages": MESSAGES},
+    )
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "model_not_found"

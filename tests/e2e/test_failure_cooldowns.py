@@ -36,8 +36,18 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     upstream = FakeOpenAIUpstream(api_key=KEY).start()
     gateway = Gateway.initialised(tmp_path)
     env = gateway.env
-    cli(env, "providers", "add", "solo", "--kind", "openai-compatible", "--base-url", upstream.base_url,
-        "--api-key-stdin", stdin=KEY)
+    cli(
+        env,
+        "providers",
+        "add",
+        "solo",
+        "--kind",
+        "openai-compatible",
+        "--base-url",
+        upstream.base_url,
+        "--api-key-stdin",
+        stdin=KEY,
+    )
     cli(env, "prices", "set", "solo/gpt-4o", "--input", "10", "--output", "30")
     keys = {}
     for tenant in ("acme", "globex"):
@@ -78,7 +88,8 @@ def test_a_burst_of_failures_is_answered_503_upstream_unavailable_with_retry_aft
 @pytest.mark.postgres
 @pytest.mark.redis
 def test_in_server_mode_a_burst_seen_by_one_serve_cools_the_credential_for_another(
-        tmp_path: Path, pg_schemas: PgSchemas) -> None:
+    tmp_path: Path, pg_schemas: PgSchemas
+) -> None:
     """Two ``serve`` processes on one PostgreSQL and Redis: the failures reach the provider
     through the first only; the second, which never saw one, answers 503 once it hears of
     the cooldown (until then its requests are served: it has no failure of its own)."""
@@ -114,8 +125,18 @@ def test_in_server_mode_a_burst_seen_by_one_serve_cools_the_credential_for_anoth
 
 def configure(gateway: Gateway, upstream: FakeOpenAIUpstream) -> str:
     env = gateway.env
-    cli(env, "providers", "add", "solo", "--kind", "openai-compatible", "--base-url", upstream.base_url,
-        "--api-key-stdin", stdin=KEY)
+    cli(
+        env,
+        "providers",
+        "add",
+        "solo",
+        "--kind",
+        "openai-compatible",
+        "--base-url",
+        upstream.base_url,
+        "--api-key-stdin",
+        stdin=KEY,
+    )
     cli(env, "prices", "set", "solo/gpt-4o", "--input", "10", "--output", "30")
     cli(env, "accounts", "create", "acme", "--starter-credits", "100")
     return cli(env, "keys", "issue", "acme")["key"]

@@ -20,8 +20,7 @@ WEBHOOK_SECRET = "whsec-e2e-edge-0123456789abcdef"
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     data_dir: Path = tmp_path_factory.mktemp("edge")
-    gw = Gateway.initialised(data_dir, TALLYHUB_PAYMENTS_WEBHOOK_SECRET=WEBHOOK_SECRET,
-                             TALLYHUB_AUTH_FAILURE_LIMIT="5")
+    gw = Gateway.initialised(data_dir, TALLYHUB_PAYMENTS_WEBHOOK_SECRET=WEBHOOK_SECRET, TALLYHUB_AUTH_FAILURE_LIMIT="5")
     cli(gw.env, "accounts", "create", "acme")
     gw.start()
     yield gw
@@ -42,12 +41,16 @@ def raw_exchange(port: int, head: bytes, first_chunk: bytes = b"") -> bytes:
 
 
 def test_a_200_mb_unauthenticated_admin_body_is_refused_without_being_sent(gateway: Gateway) -> None:
-    declared = (b"POST /admin/v1/accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                b"content-length: 209715200\r\n\r\n")
+    declared = (
+        b"POST /admin/v1/accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"content-length: 209715200\r\n\r\n"
+    )
     answer = raw_exchange(gateway.port, declared, b'{"name": "')
     assert answer.startswith(b"HTTP/1.1 413") and b'"code":"request_too_large"' in answer
-    chunked = (b"POST /admin/v1/accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-               b"transfer-encoding: chunked\r\n\r\n")
+    chunked = (
+        b"POST /admin/v1/accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
     answer = raw_exchange(gateway.port, chunked, b"10000\r\n" + b"x" * 0x10000 + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 401") and b'"type":"authentication_error"' in answer
     assert gateway.admin("GET", "/accounts").status_code == 200  # still serving
@@ -55,12 +58,20 @@ def test_a_200_mb_unauthenticated_admin_body_is_refused_without_being_sent(gatew
 
 def test_a_webhook_timestamp_of_400_digits_is_a_json_400(gateway: Gateway) -> None:
     body = b'{"id": "evt_1", "type": "payment.succeeded", "data": {}}'
-    bad = httpx.post(f"{gateway.url}/admin/v1/payments/webhook", content=body, timeout=10,
-                     headers={"tallyhub-signature": "t=" + "9" * 400 + ",v1=00"})
+    bad = httpx.post(
+        f"{gateway.url}/admin/v1/payments/webhook",
+        content=body,
+        timeout=10,
+        headers={"tallyhub-signature": "t=" + "9" * 400 + ",v1=00"},
+    )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_signature"
     good = sign(WEBHOOK_SECRET, b'{"id": "evt_2", "type": "other", "data": {}}', int(time.time()))
-    ok = httpx.post(f"{gateway.url}/admin/v1/payments/webhook", content=b'{"id": "evt_2", "type": "other", "data": {}}',
-                    headers={"tallyhub-signature": good}, timeout=10)
+    ok = httpx.post(
+        f"{gateway.url}/admin/v1/payments/webhook",
+        content=b'{"id": "evt_2", "type": "other", "data": {}}',
+        headers={"tallyhub-signature": good},
+        timeout=10,
+    )
     assert ok.status_code == 200 and ok.json()["ignored"] is True
 
 
@@ -74,7 +85,9 @@ def test_repeated_failed_authentication_gets_429_and_another_address_is_served(g
     neighbour = httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.4"), timeout=10)
     admin = {"authorization": f"Bearer {gateway.admin_key}"}
     for _ in range(5):
-        assert attacker.get(f"{gateway.url}/v1/models", headers={"authorization": "Bearer thk_guess"}).status_code == 401
+        assert (
+            attacker.get(f"{gateway.url}/v1/models", headers={"authorization": "Bearer thk_guess"}).status_code == 401
+        )
     refused = attacker.get(f"{gateway.url}/admin/v1/accounts", headers=admin)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_failed_auth"
     assert 0 < int(refused.headers["retry-after"]) <= 60

@@ -13,14 +13,15 @@ import pytest
 
 from domain.money import format_credits
 from tests.conftest import PgSchemas
-from tests.e2e.conftest import INPUT_RATE, MODEL, OUTPUT_RATE, configure
+from tests.e2e.conftest import INPUT_RATE, MODEL, OUTPUT_RATE, UPSTREAM_KEY, configure
 from tests.fakes.openai_scripts import Scripted
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.e2e.conftest import UPSTREAM_KEY
 from tests.support.gateway import Gateway
 
 MAX_TOKENS = 50
-BODY = orjson.dumps({"model": MODEL, "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": "count to ten"}]})
+BODY = orjson.dumps(
+    {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": "count to ten"}]}
+)
 WORST_CASE = len(BODY) * INPUT_RATE + MAX_TOKENS * OUTPUT_RATE  # the hold: body bytes bound the prompt tokens
 
 
@@ -37,7 +38,10 @@ async def fire(urls: list[str], key: str, count: int) -> list[httpx.Response]:
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     limits = httpx.Limits(max_connections=count)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
-        calls = [client.post(urls[i % len(urls)] + "/v1/chat/completions", content=BODY, headers=headers) for i in range(count)]
+        calls = [
+            client.post(urls[i % len(urls)] + "/v1/chat/completions", content=BODY, headers=headers)
+            for i in range(count)
+        ]
         return await asyncio.gather(*calls)
 
 
@@ -65,9 +69,9 @@ def test_fifty_concurrent_requests_on_sqlite_never_overdraw(tmp_path: Path, upst
 
 @pytest.mark.postgres
 @pytest.mark.parametrize(("processes", "requests", "funded"), [(2, 50, 10), (4, 200, 20)])
-def test_serve_processes_sharing_postgres_never_overdraw(tmp_path: Path, upstream: FakeOpenAIUpstream,
-                                                         pg_schemas: PgSchemas, processes: int, requests: int,
-                                                         funded: int) -> None:
+def test_serve_processes_sharing_postgres_never_overdraw(
+    tmp_path: Path, upstream: FakeOpenAIUpstream, pg_schemas: PgSchemas, processes: int, requests: int, funded: int
+) -> None:
     gateway = Gateway.initialised(tmp_path, pg_schemas.new_url())
     key = configure(gateway, upstream, "acme", format_credits(funded * WORST_CASE))
     for _ in range(processes):

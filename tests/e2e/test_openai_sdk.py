@@ -45,7 +45,9 @@ def test_async_completion_is_charged_exactly(served: Served) -> None:
         raw = await async_client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
         usage = raw.parse().usage
         await async_client.close()
-        return int(raw.headers["x-tallyhub-charge-nanocredits"]), usage.prompt_tokens * INPUT_RATE + usage.completion_tokens * OUTPUT_RATE
+        return int(
+            raw.headers["x-tallyhub-charge-nanocredits"]
+        ), usage.prompt_tokens * INPUT_RATE + usage.completion_tokens * OUTPUT_RATE
 
     charged, expected = asyncio.run(call())
     assert charged == expected > 0
@@ -53,8 +55,9 @@ def test_async_completion_is_charged_exactly(served: Served) -> None:
 
 def test_streaming_with_include_usage_carries_the_charge_in_the_final_chunk(served: Served) -> None:
     before = served.gateway.balance(served.account)["balance"]
-    stream = client(served).chat.completions.create(model=MODEL, messages=MESSAGES, stream=True,
-                                                    stream_options={"include_usage": True})
+    stream = client(served).chat.completions.create(
+        model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     final = chunks[-1]

@@ -51,8 +51,13 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchema
         log_path = tmp_path / "worker.log"
         served.log_paths.append(log_path)  # its log is read with the serve's
         with open(log_path, "wb") as log:
-            worker = subprocess.Popen([*TALLYHUB, "worker", "--poll-seconds", "1"], env=served.env, cwd=REPO,
-                                      stdout=log, stderr=subprocess.STDOUT)
+            worker = subprocess.Popen(
+                [*TALLYHUB, "worker", "--poll-seconds", "1"],
+                env=served.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
     try:
         yield served, api_key
     finally:
@@ -64,9 +69,12 @@ def gateway(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchema
 
 
 def chat(gateway: Gateway, api_key: str) -> httpx.Response:
-    return httpx.post(f"{gateway.url}/v1/chat/completions", headers={"authorization": f"Bearer {api_key}"},
-                      json={"model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]},
-                      timeout=30)
+    return httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {api_key}"},
+        json={"model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]},
+        timeout=30,
+    )
 
 
 def wait_until(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -101,7 +109,7 @@ def status_of(gateway: Gateway) -> dict[str, dict[str, Any]]:
 
 
 def test_an_event_the_read_models_cannot_store_stops_them_alone_and_the_gateway_goes_on(
-    gateway: tuple[Gateway, str]
+    gateway: tuple[Gateway, str],
 ) -> None:
     served, api_key = gateway
     first = chat(served, api_key)
@@ -121,8 +129,11 @@ def test_an_event_the_read_models_cannot_store_stops_them_alone_and_the_gateway_
         return status if all(status[n]["state"] == "stopped" for n in STOPPED) else None
 
     status = wait_until(all_stopped, "the request read models to stop")
-    overflow = "OverflowError: Python int too large" if "TALLYHUB_DATABASE_URL" not in served.env else \
-        "NumericValueOutOfRange: bigint out of range"
+    overflow = (
+        "OverflowError: Python int too large"
+        if "TALLYHUB_DATABASE_URL" not in served.env
+        else "NumericValueOutOfRange: bigint out of range"
+    )
     for name in STOPPED:
         row = status[name]
         assert (row["stopped_at"], row["position"]) == (planted, planted - 1)
@@ -130,7 +141,8 @@ def test_an_event_the_read_models_cannot_store_stops_them_alone_and_the_gateway_
         assert row["error"].startswith(overflow) and row["stopped_on"]
     admin = {row["name"]: row for row in served.admin_json("GET", "/projections")["data"]}
     assert {n: (admin[n]["state"], admin[n]["stopped_at"], admin[n]["error"]) for n in STOPPED} == {
-        n: ("stopped", planted, status[n]["error"]) for n in STOPPED}
+        n: ("stopped", planted, status[n]["error"]) for n in STOPPED
+    }
 
     # the sweep releases the expired hold; balances and ledger entries went past the planted event
     wait_until(lambda: served.balance("acme")["held"] == 0, "the sweep to release the expired hold")
@@ -162,20 +174,33 @@ def test_an_event_the_read_models_cannot_store_stops_them_alone_and_the_gateway_
         assert f"stopped at event {planted}" in error["message"]
     assert served.admin("GET", "/usage").status_code == 503
     out = Path(served.env["TALLYHUB_DATA_DIR"]) / "usage.csv"
-    export = subprocess.run([*TALLYHUB, "export", "usage", "--out", str(out), "--json"], capture_output=True, text=True,
-                            env=served.env, cwd=REPO, timeout=120)
+    export = subprocess.run(
+        [*TALLYHUB, "export", "usage", "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        env=served.env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert export.returncode == 1 and not out.exists()
     assert json.loads(export.stdout)["error"]["code"] == "projection_stopped"
     assert json.loads(export.stdout)["error"]["type"] == "server_error"
 
     # verify runs and names them; a rebuild that still cannot apply the event says so
-    verify = subprocess.run([*TALLYHUB, "verify", "--json"], capture_output=True, text=True, env=served.env,
-                            cwd=REPO, timeout=120)
+    verify = subprocess.run(
+        [*TALLYHUB, "verify", "--json"], capture_output=True, text=True, env=served.env, cwd=REPO, timeout=120
+    )
     assert verify.returncode == 1, verify.stderr
     named = [p for p in json.loads(verify.stdout)["problems"] if p.startswith("read model ")]
     assert sorted(p.split(":")[0] for p in named) == sorted(f"read model {n}" for n in STOPPED)
-    rebuild = subprocess.run([*TALLYHUB, "projections", "rebuild", "usage", "--json"], capture_output=True,
-                             text=True, env=served.env, cwd=REPO, timeout=120)
+    rebuild = subprocess.run(
+        [*TALLYHUB, "projections", "rebuild", "usage", "--json"],
+        capture_output=True,
+        text=True,
+        env=served.env,
+        cwd=REPO,
+        timeout=120,
+    )
     assert rebuild.returncode == 1
     assert status_of(served)["usage"]["stopped_at"] == planted
     assert served.logs().count(f"stopped at event {planted}") == len(STOPPED)  # said once each, then quiet

@@ -38,9 +38,14 @@ from tests.support.gateway import Gateway
 
 PROVIDERS = ("openai", "deepseek", "anthropic", "gemini", "bedrock", "ollama")
 HELLO = [{"role": "user", "content": "Say hello to the ledger."}]
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "The current weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 TOOL_RESULT = {"temp_c": 21, "sky": "clear"}
 
 
@@ -140,7 +145,7 @@ def images_received(upstream: Upstream) -> list[tuple[str | None, str]]:
     if upstream.kind in ("openai", "openai-compatible"):
         parts = body["messages"][-1]["content"]
         urls = [p["image_url"]["url"] for p in parts if p["type"] == "image_url"]
-        return [(url[len("data:"):url.index(";")], url.partition(",")[2]) for url in urls]
+        return [(url[len("data:") : url.index(";")], url.partition(",")[2]) for url in urls]
     if upstream.kind == "anthropic":
         blocks = body["messages"][-1]["content"]
         return [(b["source"]["media_type"], b["source"]["data"]) for b in blocks if b["type"] == "image"]
@@ -157,8 +162,9 @@ def images_received(upstream: Upstream) -> list[tuple[str | None, str]]:
 # -- 1. plain completions ----------------------------------------------------------
 
 
-def test_a_plain_completion_is_charged_exactly_the_providers_count_at_the_models_rates(served: Served,
-                                                                                         upstream: Upstream) -> None:
+def test_a_plain_completion_is_charged_exactly_the_providers_count_at_the_models_rates(
+    served: Served, upstream: Upstream
+) -> None:
     before = served.balance()
     raw = served.client.chat.completions.with_raw_response.create(model=upstream.gateway_model, messages=HELLO)
     completion = raw.parse()
@@ -181,11 +187,13 @@ def test_a_plain_completion_is_charged_exactly_the_providers_count_at_the_models
 # -- 2. streams --------------------------------------------------------------------
 
 
-def test_a_stream_relays_the_text_and_ends_with_a_usage_chunk_carrying_the_exact_charge(served: Served,
-                                                                                       upstream: Upstream) -> None:
+def test_a_stream_relays_the_text_and_ends_with_a_usage_chunk_carrying_the_exact_charge(
+    served: Served, upstream: Upstream
+) -> None:
     before = served.balance()
     raw = served.client.chat.completions.with_raw_response.create(
-        model=upstream.gateway_model, messages=HELLO, stream=True, stream_options={"include_usage": True})
+        model=upstream.gateway_model, messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(raw.parse())
     *deltas, final = chunks
     pieces = [c.choices[0].delta.content for c in deltas if c.choices and c.choices[0].delta.content]
@@ -207,8 +215,7 @@ def test_a_stream_relays_the_text_and_ends_with_a_usage_chunk_carrying_the_exact
 
 def test_a_tool_call_round_trip_reaches_the_provider_in_its_own_format(served: Served, upstream: Upstream) -> None:
     messages: list[dict[str, Any]] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    first = served.client.chat.completions.create(model=upstream.gateway_model, messages=messages,
-                                                  tools=[WEATHER_TOOL])
+    first = served.client.chat.completions.create(model=upstream.gateway_model, messages=messages, tools=[WEATHER_TOOL])
     choice = first.choices[0]
     assert choice.finish_reason == "tool_calls"
     [call] = choice.message.tool_calls
@@ -219,8 +226,9 @@ def test_a_tool_call_round_trip_reaches_the_provider_in_its_own_format(served: S
     messages.append(choice.message.model_dump(exclude_none=True))
     messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps(TOOL_RESULT)})
     before = served.balance()["balance"]
-    raw = served.client.chat.completions.with_raw_response.create(model=upstream.gateway_model, messages=messages,
-                                                                   tools=[WEATHER_TOOL])
+    raw = served.client.chat.completions.with_raw_response.create(
+        model=upstream.gateway_model, messages=messages, tools=[WEATHER_TOOL]
+    )
     answer = raw.parse().choices[0]
     assert answer.finish_reason == "stop" and answer.message.content and not answer.message.tool_calls
     named_by = call.function.name if upstream.kind in ("gemini", "ollama") else call.id
@@ -232,10 +240,15 @@ def test_a_tool_call_round_trip_reaches_the_provider_in_its_own_format(served: S
 
 
 def test_an_inline_image_reaches_the_provider_in_its_own_format(served: Served, upstream: Upstream) -> None:
-    messages = [{"role": "user", "content": [
-        {"type": "text", "text": "What is in this picture?"},
-        {"type": "image_url", "image_url": {"url": PNG_DATA_URL}},
-    ]}]
+    messages = [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is in this picture?"},
+                {"type": "image_url", "image_url": {"url": PNG_DATA_URL}},
+            ],
+        }
+    ]
     before = served.balance()["balance"]
     raw = served.client.chat.completions.with_raw_response.create(model=upstream.gateway_model, messages=messages)
     completion = raw.parse()
@@ -250,11 +263,13 @@ def test_an_inline_image_reaches_the_provider_in_its_own_format(served: Served, 
 
 
 def test_a_stream_the_provider_breaks_ends_in_an_error_and_charges_only_what_was_delivered(
-        served: Served, upstream: Upstream) -> None:
+    served: Served, upstream: Upstream
+) -> None:
     upstream.script(upstream.broken_stream())
     before = served.balance()["balance"]
     raw = served.client.chat.completions.with_raw_response.create(
-        model=upstream.gateway_model, messages=HELLO, stream=True, stream_options={"include_usage": True})
+        model=upstream.gateway_model, messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
     received = []
     with pytest.raises(openai.APIError) as caught:
         for chunk in raw.parse():
@@ -276,13 +291,25 @@ def test_a_stream_the_provider_breaks_ends_in_an_error_and_charges_only_what_was
 
 def test_a_tool_schema_gemini_cannot_express_is_a_400_and_never_reaches_gemini(served: Served) -> None:
     gemini = served.usable("gemini")
-    tool = {"type": "function", "function": {"name": "find_place", "parameters": {
-        "type": "object", "properties": {"place": {"$ref": "#/$defs/place"}},
-        "$defs": {"place": {"type": "object", "properties": {"name": {"type": "string"}}}}}}}
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "find_place",
+            "parameters": {
+                "type": "object",
+                "properties": {"place": {"$ref": "#/$defs/place"}},
+                "$defs": {"place": {"type": "object", "properties": {"name": {"type": "string"}}}},
+            },
+        },
+    }
     before = served.balance()
     with pytest.raises(openai.BadRequestError) as caught:
-        served.client.chat.completions.create(model=gemini.gateway_model, messages=HELLO, tools=[tool],
-                                              tool_choice={"type": "function", "function": {"name": "find_place"}})
+        served.client.chat.completions.create(
+            model=gemini.gateway_model,
+            messages=HELLO,
+            tools=[tool],
+            tool_choice={"type": "function", "function": {"name": "find_place"}},
+        )
     assert caught.value.status_code == 400 and "$ref" in caught.value.message
     assert gemini.fake.requests == []
     after = served.balance()

@@ -9,7 +9,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,31 @@ KEY_BACKUP = "sk-recon-backup-0000cccc"
 SECRETS = (KEY_A, KEY_B, KEY_SOLO, KEY_PAIR_1, KEY_PAIR_2, KEY_BACKUP)
 MESSAGES = [{"role": "user", "content": "Reconcile this."}]
 # nanocredits per token: (sell input, sell output), and what the provider charges (None: no cost rates)
-SELL = {"primary/gpt-4o": (10_000, 30_000), "solo/gpt-4o": (10_000, 30_000), "pair/gpt-4o": (10_000, 30_000),
-        "backup/gpt-4o-mini": (1_000, 2_000)}
-PROVIDER_COST = {"primary/gpt-4o": (4_000, 12_000), "solo/gpt-4o": (5_000, 15_000), "pair/gpt-4o": (4_000, 12_000),
-                 "backup/gpt-4o-mini": None}
-COUNTED = ("requests", "completed", "failed", "charged", "cost", "provider_cost", "provider_cost_unknown", "estimated",
-           "estimated_charged", "failed_attempts", "failovers")
+SELL = {
+    "primary/gpt-4o": (10_000, 30_000),
+    "solo/gpt-4o": (10_000, 30_000),
+    "pair/gpt-4o": (10_000, 30_000),
+    "backup/gpt-4o-mini": (1_000, 2_000),
+}
+PROVIDER_COST = {
+    "primary/gpt-4o": (4_000, 12_000),
+    "solo/gpt-4o": (5_000, 15_000),
+    "pair/gpt-4o": (4_000, 12_000),
+    "backup/gpt-4o-mini": None,
+}
+COUNTED = (
+    "requests",
+    "completed",
+    "failed",
+    "charged",
+    "cost",
+    "provider_cost",
+    "provider_cost_unknown",
+    "estimated",
+    "estimated_charged",
+    "failed_attempts",
+    "failovers",
+)
 
 
 def price_file() -> dict[str, Any]:
@@ -55,8 +74,9 @@ class History:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def history(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-            pg_schemas: PgSchemas) -> Iterator[History]:
+def history(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, pg_schemas: PgSchemas
+) -> Iterator[History]:
     primary = FakeOpenAIUpstream(api_key=KEY_A, also_accept=(KEY_B,)).start()
     shared = FakeOpenAIUpstream(api_key=KEY_SOLO, also_accept=(KEY_PAIR_1, KEY_PAIR_2)).start()  # solo and pair
     backup = FakeOpenAIUpstream(api_key=KEY_BACKUP).start()
@@ -64,10 +84,24 @@ def history(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     gateway = Gateway.initialised(data_dir, pg_schemas.new_url() if request.param == "postgres" else None)
     try:
         env = gateway.env
-        for name, upstream, keys in (("primary", primary, (KEY_A, KEY_B)), ("solo", shared, (KEY_SOLO,)),
-                                     ("pair", shared, (KEY_PAIR_1, KEY_PAIR_2)), ("backup", backup, (KEY_BACKUP,))):
-            cli(env, "providers", "add", name, "--kind", "openai-compatible", "--base-url", upstream.base_url,
-                "--api-key-stdin", stdin=keys[0])
+        for name, upstream, keys in (
+            ("primary", primary, (KEY_A, KEY_B)),
+            ("solo", shared, (KEY_SOLO,)),
+            ("pair", shared, (KEY_PAIR_1, KEY_PAIR_2)),
+            ("backup", backup, (KEY_BACKUP,)),
+        ):
+            cli(
+                env,
+                "providers",
+                "add",
+                name,
+                "--kind",
+                "openai-compatible",
+                "--base-url",
+                upstream.base_url,
+                "--api-key-stdin",
+                stdin=keys[0],
+            )
             for key in keys[1:]:
                 cli(env, "providers", "add-credential", name, "--api-key-stdin", stdin=key)
         prices = data_dir / "prices.json"
@@ -77,7 +111,7 @@ def history(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         cli(env, "accounts", "create", "acme", "--starter-credits", "100")
         key = cli(env, "keys", "issue", "acme")["key"]
         gateway.start()
-        started = datetime.now(timezone.utc)
+        started = datetime.now(UTC)
         yield History(gateway, drive(gateway, key, primary, shared), started)
     finally:
         gateway.stop()
@@ -107,8 +141,12 @@ def drive(gateway: Gateway, key: str, primary: FakeOpenAIUpstream, shared: FakeO
     raw = client.chat.completions.with_raw_response.create(model="smart", messages=MESSAGES)
     ids["fallback_model"] = raw.headers["x-request-id"]
     shared.script(Scripted.error(500, "down"), Scripted.error(500, "still down"))
-    failed = httpx.post(gateway.url + "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
-                        json={"model": "pair/gpt-4o", "messages": MESSAGES}, timeout=30)
+    failed = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
+        json={"model": "pair/gpt-4o", "messages": MESSAGES},
+        timeout=30,
+    )
     assert failed.status_code == 502
     ids["every_attempt_failed"] = failed.headers["x-request-id"]
     return ids
@@ -123,7 +161,7 @@ def expected_report(receipts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
 
     estimated = []
     for r in receipts:
-        day = datetime.fromisoformat(r["recorded_at"]).astimezone(timezone.utc).date().isoformat()
+        day = datetime.fromisoformat(r["recorded_at"]).astimezone(UTC).date().isoformat()
         counts = row(day, r["provider"], r["credential_id"], r["model"])
         completed = r["outcome"] == "completed"
         counts["requests"] += 1
@@ -147,15 +185,23 @@ def expected_report(receipts: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
             counts["failovers"] += int(bool(r["attempts"]))
         for attempt in r["attempts"]:
             row(day, attempt["provider"], attempt["credential_id"], attempt["model"])["failed_attempts"] += 1
-    shown = [{"day": day, "provider": provider, "credential_id": credential or None, "model": model, **counts,
-              "margin": counts["charged"] - counts["provider_cost"]}
-             for (day, provider, credential, model), counts in sorted(rows.items())]
+    shown = [
+        {
+            "day": day,
+            "provider": provider,
+            "credential_id": credential or None,
+            "model": model,
+            **counts,
+            "margin": counts["charged"] - counts["provider_cost"],
+        }
+        for (day, provider, credential, model), counts in sorted(rows.items())
+    ]
     return shown, estimated
 
 
 def window(history: History) -> dict[str, str]:
     since = history.started.replace(minute=0, second=0, microsecond=0)
-    until = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     return {"from": since.isoformat(), "to": until.isoformat()}
 
 
@@ -167,8 +213,10 @@ def test_the_report_is_exactly_what_the_receipts_and_the_price_file_say(history:
 
     receipts = [gateway.admin_json("GET", f"/requests/{request_id}") for request_id in history.request_ids.values()]
     rows, estimated = expected_report(receipts)
-    assert [{name: r[name] for name in ("day", "provider", "credential_id", "model", *COUNTED, "margin")}
-            for r in report["rows"]] == rows
+    assert [
+        {name: r[name] for name in ("day", "provider", "credential_id", "model", *COUNTED, "margin")}
+        for r in report["rows"]
+    ] == rows
     totals = report["totals"]
     for name in (*COUNTED, "margin"):
         assert totals[name] == sum(r[name] for r in rows), name
@@ -178,7 +226,11 @@ def test_the_report_is_exactly_what_the_receipts_and_the_price_file_say(history:
     assert report["estimated"]["count"] == 1 and report["estimated"]["charged"] == estimated[0]["charge"] > 0
     [charge] = report["estimated"]["charges"]
     assert (charge["request_id"], charge["charge"], charge["model"], charge["account"]) == (
-        estimated[0]["request_id"], estimated[0]["charge"], "primary/gpt-4o", "acme")
+        estimated[0]["request_id"],
+        estimated[0]["charge"],
+        "primary/gpt-4o",
+        "acme",
+    )
 
     failover = next(r for r in receipts if r["id"] == history.request_ids["other_credential"])
     [tried] = failover["attempts"]
@@ -205,8 +257,7 @@ def test_the_window_selects_whole_hours_and_a_bad_one_is_refused(history: Histor
 
 
 def test_the_human_report_lists_each_credential_and_the_estimated_charge(history: History) -> None:
-    done = subprocess.run([*TALLYHUB, "reconcile"], env=history.gateway.env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([*TALLYHUB, "reconcile"], env=history.gateway.env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "reconciliation, the beginning to now"

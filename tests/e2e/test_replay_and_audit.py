@@ -33,13 +33,16 @@ def charged(served: Served) -> dict[str, Any]:
     client = openai.OpenAI(base_url=served.gateway.url + "/v1", api_key=served.api_key, max_retries=0)
     charges = []
     for words in ("one", "two more", "three more words", "and four more words"):
-        raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=[
-            {"role": "user", "content": f"Say {words} for the auditors."}])
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": f"Say {words} for the auditors."}]
+        )
         charges.append(int(raw.headers["x-tallyhub-charge-nanocredits"]))
     return {"charges": charges, "balance": served.gateway.balance(served.account)["balance"]}
 
 
-def test_replay_original_doubled_apply_once_then_verify(served: Served, charged: dict[str, Any], tmp_path: Path) -> None:
+def test_replay_original_doubled_apply_once_then_verify(
+    served: Served, charged: dict[str, Any], tmp_path: Path
+) -> None:
     env = served.gateway.env
     original = price_file(tmp_path / "original.json", {MODEL: {"input": "2", "output": "8"}})
     doubled = price_file(tmp_path / "doubled.json", {MODEL: {"input": "4", "output": "16"}})
@@ -50,17 +53,20 @@ def test_replay_original_doubled_apply_once_then_verify(served: Served, charged:
     assert same["totals"]["old"] == sum(charged["charges"])
 
     preview = cli(env, "replay", "--prices", doubled, "--account", served.account)
-    assert [(line["account"], line["model"], line["charges"], line["old"], line["new"]) for line in preview["lines"]] == [
-        (served.account, MODEL, 4, sum(charged["charges"]), 2 * sum(charged["charges"]))]
+    assert [
+        (line["account"], line["model"], line["charges"], line["old"], line["new"]) for line in preview["lines"]
+    ] == [(served.account, MODEL, 4, sum(charged["charges"]), 2 * sum(charged["charges"]))]
     assert served.gateway.balance(served.account)["balance"] == charged["balance"]  # a dry run posts nothing
-    over_http = served.gateway.admin_json("POST", "/replays", params={"account": served.account},
-                                          content=(tmp_path / "doubled.json").read_bytes())
+    over_http = served.gateway.admin_json(
+        "POST", "/replays", params={"account": served.account}, content=(tmp_path / "doubled.json").read_bytes()
+    )
     assert over_http["lines"] == preview["lines"] and over_http["dry_run"]
 
     applied = cli(env, "replay", "--prices", doubled, "--apply")
     assert applied["applied"] and applied["sequence"] == 1
     assert [(a["account"], a["requested"], a["applied"], a["posted"]) for a in applied["adjustments"]] == [
-        (served.account, -sum(charged["charges"]), -sum(charged["charges"]), True)]
+        (served.account, -sum(charged["charges"]), -sum(charged["charges"]), True)
+    ]
     assert served.gateway.balance(served.account)["balance"] == charged["balance"] - sum(charged["charges"])
     status, report = run(env, "verify")
     assert status == 0 and report["ok"], report["problems"]
@@ -76,22 +82,29 @@ def test_replay_original_doubled_apply_once_then_verify(served: Served, charged:
     assert run(env, "verify")[0] == 0
 
 
-@pytest.mark.parametrize("models, message", [
-    ({MODEL: {"input": "2", "output": "8"}, "mystery/model": {"input": "1", "output": "1"}},
-     "no provider 'mystery' is registered"),
-    ({MODEL: {"input": "-2", "output": "8"}}, "must not be negative"),
-    ({"openai/other": {"input": "2", "output": "8"}}, f"no price for models charged in the window: {MODEL}"),
-])
-def test_bad_price_files_are_refused_and_post_nothing(served: Served, charged: dict[str, Any], tmp_path: Path,
-                                                      models: dict[str, Any], message: str) -> None:
+@pytest.mark.parametrize(
+    "models, message",
+    [
+        (
+            {MODEL: {"input": "2", "output": "8"}, "mystery/model": {"input": "1", "output": "1"}},
+            "no provider 'mystery' is registered",
+        ),
+        ({MODEL: {"input": "-2", "output": "8"}}, "must not be negative"),
+        ({"openai/other": {"input": "2", "output": "8"}}, f"no price for models charged in the window: {MODEL}"),
+    ],
+)
+def test_bad_price_files_are_refused_and_post_nothing(
+    served: Served, charged: dict[str, Any], tmp_path: Path, models: dict[str, Any], message: str
+) -> None:
     balance = served.gateway.balance(served.account)["balance"]
     status, out = run(served.gateway.env, "replay", "--prices", price_file(tmp_path / "bad.json", models), "--apply")
     assert status == 1 and message in out["error"]["message"]
     assert served.gateway.balance(served.account)["balance"] == balance
 
 
-def test_a_malformed_file_and_an_empty_window_are_clear_errors(served: Served, charged: dict[str, Any],
-                                                               tmp_path: Path) -> None:
+def test_a_malformed_file_and_an_empty_window_are_clear_errors(
+    served: Served, charged: dict[str, Any], tmp_path: Path
+) -> None:
     env = served.gateway.env
     (tmp_path / "broken.json").write_text('{"models": {')
     status, out = run(env, "replay", "--prices", str(tmp_path / "broken.json"))
@@ -99,8 +112,9 @@ def test_a_malformed_file_and_an_empty_window_are_clear_errors(served: Served, c
     ok = price_file(tmp_path / "ok.json", {MODEL: {"input": "2", "output": "8"}})
     status, out = run(env, "replay", "--prices", ok, "--from", "2099-01-01T00:00:00Z", "--apply")
     assert status == 1 and out["error"]["code"] == "empty_window"
-    response = served.gateway.admin("POST", "/replays", params={"from": "2099-01-01T00:00:00Z"},
-                                    content=(tmp_path / "ok.json").read_bytes())
+    response = served.gateway.admin(
+        "POST", "/replays", params={"from": "2099-01-01T00:00:00Z"}, content=(tmp_path / "ok.json").read_bytes()
+    )
     assert response.status_code == 400 and response.json()["error"]["code"] == "empty_window"
 
 
@@ -108,8 +122,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_exports_sum_to_the_balances_and_chain_onto_each_other(served: Served, charged: dict[str, Any],
-                                                               tmp_path: Path) -> None:
+def test_exports_sum_to_the_balances_and_chain_onto_each_other(
+    served: Served, charged: dict[str, Any], tmp_path: Path
+) -> None:
     env = served.gateway.env
     statement = cli(env, "statement", served.account)
     entries = statement["entries"]
@@ -126,8 +141,11 @@ def test_exports_sum_to_the_balances_and_chain_onto_each_other(served: Served, c
     assert {row["account"] for row in mine} == {served.account}
     account = second["accounts"][statement["account_id"]]
     window = cli(env, "statement", served.account, "--from", cut)
-    assert sum(row["amount_nanocredits"] for row in mine) == account["closing"] - account["opening"] == (
-        window["closing_balance"] - window["opening_balance"])
+    assert (
+        sum(row["amount_nanocredits"] for row in mine)
+        == account["closing"] - account["opening"]
+        == (window["closing_balance"] - window["opening_balance"])
+    )
     assert account["closing"] == served.gateway.balance(served.account)["balance"]
     assert sum(row["amount_nanocredits"] for row in rows) == second["totals"]["net"]
     assert [row["position"] for row in rows] == sorted(row["position"] for row in rows)
@@ -137,8 +155,9 @@ def test_exports_sum_to_the_balances_and_chain_onto_each_other(served: Served, c
     assert len(report["checked"]["exports"]) >= 2
 
 
-def test_editing_an_export_makes_verify_fail_and_name_the_row(served: Served, charged: dict[str, Any],
-                                                             tmp_path: Path) -> None:
+def test_editing_an_export_makes_verify_fail_and_name_the_row(
+    served: Served, charged: dict[str, Any], tmp_path: Path
+) -> None:
     env = served.gateway.env
     csv_path, jsonl_path = tmp_path / "edit.csv", tmp_path / "edit.jsonl"
     cli(env, "export", "ledger", "--format", "csv", "--out", str(csv_path))
@@ -170,10 +189,13 @@ def test_editing_an_export_makes_verify_fail_and_name_the_row(served: Served, ch
     Path(str(jsonl_path) + ".manifest.json").write_text(json.dumps(manifest))
     status, report = run(env, "verify", "--export", str(jsonl_path))
     assert status == 1
-    assert any("edit.jsonl: row 2 (position" in problem and "amount_nanocredits" in problem
-               for problem in report["problems"])
-    assert any("edit.jsonl: the manifest's sha256 is not what the export log recorded" in problem
-               for problem in report["problems"])
+    assert any(
+        "edit.jsonl: row 2 (position" in problem and "amount_nanocredits" in problem for problem in report["problems"]
+    )
+    assert any(
+        "edit.jsonl: the manifest's sha256 is not what the export log recorded" in problem
+        for problem in report["problems"]
+    )
     jsonl_path.unlink()  # leave the recorded exports that still verify
     csv_path.unlink()
 

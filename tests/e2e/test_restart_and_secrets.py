@@ -36,7 +36,9 @@ def chat(gateway: Gateway, key: str, stream: bool = False) -> None:
         client.chat.completions.create(model=MODEL, messages=MESSAGES)
 
 
-def test_a_restarted_server_keeps_every_balance(tmp_path: Path, upstream: FakeOpenAIUpstream, database_url: str | None) -> None:
+def test_a_restarted_server_keeps_every_balance(
+    tmp_path: Path, upstream: FakeOpenAIUpstream, database_url: str | None
+) -> None:
     gateway = Gateway.initialised(tmp_path, database_url)
     key = configure(gateway, upstream, "acme", "5")
     cli(gateway.env, "accounts", "create", "globex", "--starter-credits", "3")
@@ -57,7 +59,9 @@ def test_a_restarted_server_keeps_every_balance(tmp_path: Path, upstream: FakeOp
         gateway.stop()
 
 
-def test_no_secret_appears_in_any_file_of_the_data_dir_or_the_logs(tmp_path: Path, upstream: FakeOpenAIUpstream) -> None:
+def test_no_secret_appears_in_any_file_of_the_data_dir_or_the_logs(
+    tmp_path: Path, upstream: FakeOpenAIUpstream
+) -> None:
     gateway = Gateway.initialised(tmp_path)
     key = configure(gateway, upstream, "acme", "5")
     gateway.start()

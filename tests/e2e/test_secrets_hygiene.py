@@ -69,8 +69,8 @@ WINDOW = 10
 
 def fragments(secret: bytes, *, shown_head: int = 0, shown_tail: int = 0) -> set[bytes]:
     """Every WINDOW-long piece of the part of ``secret`` that may never be shown."""
-    hidden = secret[shown_head:len(secret) - shown_tail]
-    return {hidden[i:i + WINDOW] for i in range(len(hidden) - WINDOW + 1)}
+    hidden = secret[shown_head : len(secret) - shown_tail]
+    return {hidden[i : i + WINDOW] for i in range(len(hidden) - WINDOW + 1)}
 
 
 def encodings(secret: bytes) -> set[bytes]:
@@ -78,8 +78,8 @@ def encodings(secret: bytes) -> set[bytes]:
     forms = {secret, secret.hex().encode()}
     for shift in range(3):
         encoded = base64.b64encode(b"\0" * shift + secret)
-        forms.add(encoded[4 if shift else 0:-4])
-        forms.add(base64.urlsafe_b64encode(b"\0" * shift + secret)[4 if shift else 0:-4])
+        forms.add(encoded[4 if shift else 0 : -4])
+        forms.add(base64.urlsafe_b64encode(b"\0" * shift + secret)[4 if shift else 0 : -4])
     return {form for form in forms if len(form) >= 16}
 
 
@@ -95,8 +95,12 @@ def planted_forms(planted: dict[str, tuple[bytes, int, int]]) -> dict[bytes, str
 
 def schema_contents(schema: str) -> Iterator[tuple[str, bytes]]:
     with psycopg.connect(PG_CONNINFO) as conn:
-        tables = [row[0] for row in conn.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,))]
+        tables = [
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+            )
+        ]
         assert len(tables) >= 4, tables
         for table in tables:
             for row in conn.execute(f'SELECT * FROM "{schema}"."{table}"'):
@@ -114,17 +118,22 @@ def upstream() -> Iterator[FakeOpenAIUpstream]:
     fake.stop()
 
 
-def test_no_planted_secret_is_found_anywhere(tmp_path: Path, upstream: FakeOpenAIUpstream,
-                                            pg_schemas: PgSchemas) -> None:
+def test_no_planted_secret_is_found_anywhere(
+    tmp_path: Path, upstream: FakeOpenAIUpstream, pg_schemas: PgSchemas
+) -> None:
     database_url = pg_schemas.new_url()
     schema = database_url.rpartition("schema=")[2]
     recorder = Recorder()
     http = httpx.Client(transport=recorder, timeout=30)
-    gateway = Gateway.initialised(tmp_path, database_url, TALLYHUB_MASTER_KEYS=f"k1:{K1}",
-                                  TALLYHUB_MAX_BODY_BYTES="4000", TALLYHUB_LOG_LEVEL="debug")
+    gateway = Gateway.initialised(
+        tmp_path,
+        database_url,
+        TALLYHUB_MASTER_KEYS=f"k1:{K1}",
+        TALLYHUB_MAX_BODY_BYTES="4000",
+        TALLYHUB_LOG_LEVEL="debug",
+    )
     op = Operator(gateway)
     op.shown_once.append(gateway.admin_key)
-    admin = {"authorization": f"Bearer {gateway.admin_key}"}
 
     def call(method: str, path: str, key: str, shows_a_key: bool = False, **kwargs: Any) -> httpx.Response:
         recorder.next_shows_a_key = shows_a_key
@@ -134,8 +143,17 @@ def test_no_planted_secret_is_found_anywhere(tmp_path: Path, upstream: FakeOpenA
         return openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, http_client=http)
 
     # --- setting up, through the CLI --------------------------------------------------
-    op.run("providers", "add", "openai", "--kind", "openai", "--base-url", upstream.base_url, "--api-key-stdin",
-           stdin=PROVIDER_KEY + "\n")
+    op.run(
+        "providers",
+        "add",
+        "openai",
+        "--kind",
+        "openai",
+        "--base-url",
+        upstream.base_url,
+        "--api-key-stdin",
+        stdin=PROVIDER_KEY + "\n",
+    )
     op.run("prices", "set", MODEL, "--input", "2", "--output", "8")
     for account in ("acme", "globex"):
         op.run("accounts", "create", account)
@@ -149,8 +167,11 @@ def test_no_planted_secret_is_found_anywhere(tmp_path: Path, upstream: FakeOpenA
         # --- traffic, good and bad ----------------------------------------------------
         messages = [{"role": "user", "content": f"remember {PROMPT_MARKER}"}]
         sdk(user["key"]).chat.completions.create(model=MODEL, messages=messages)
-        list(sdk(user["key"]).chat.completions.create(model=MODEL, messages=messages, stream=True,
-                                                      stream_options={"include_usage": True}))
+        list(
+            sdk(user["key"]).chat.completions.create(
+                model=MODEL, messages=messages, stream=True, stream_options={"include_usage": True}
+            )
+        )
         sdk(other["key"]).chat.completions.create(model=MODEL, messages=messages)
         for bad_key in (user["key"] + "x", gateway.admin_key, user["key"][:-4], ""):
             with pytest.raises(openai.APIStatusError):
@@ -168,16 +189,26 @@ def test_no_planted_secret_is_found_anywhere(tmp_path: Path, upstream: FakeOpenA
         for path in ("/v1/me", "/v1/me/usage", "/v1/me/requests", "/v1/models"):
             assert call("GET", path, user["key"]).status_code == 200
         assert call("GET", "/admin/v1/providers", user["key"]).status_code == 401
-        for path in ("/providers", "/accounts", "/requests", "/usage", "/secrets", f"/keys/{user['id']}",
-                     "/projections", "/prices"):
+        for path in (
+            "/providers",
+            "/accounts",
+            "/requests",
+            "/usage",
+            "/secrets",
+            f"/keys/{user['id']}",
+            "/projections",
+            "/prices",
+        ):
             assert call("GET", "/admin/v1" + path, gateway.admin_key).status_code == 200, path
 
         # --- rotations: a credential (over HTTP), a user key, the master key ---------
-        rotated_credential = call("POST", "/admin/v1/providers/openai/credentials/rotate", gateway.admin_key,
-                                  json={"api_key": PROVIDER_KEY_2})
+        rotated_credential = call(
+            "POST", "/admin/v1/providers/openai/credentials/rotate", gateway.admin_key, json={"api_key": PROVIDER_KEY_2}
+        )
         assert rotated_credential.status_code == 200, rotated_credential.text
-        rotated_key = call("POST", f"/admin/v1/keys/{user['id']}/rotate", gateway.admin_key, shows_a_key=True,
-                           json={}).json()
+        rotated_key = call(
+            "POST", f"/admin/v1/keys/{user['id']}/rotate", gateway.admin_key, shows_a_key=True, json={}
+        ).json()
         sdk(rotated_key["key"]).chat.completions.create(model=MODEL, messages=messages)
         gateway.stop()
         gateway.env["TALLYHUB_MASTER_KEYS"] = f"k2:{K2},k1:{K1}"
@@ -205,11 +236,16 @@ def test_no_planted_secret_is_found_anywhere(tmp_path: Path, upstream: FakeOpenA
         http.close()
 
     planted = {
-        "provider key": (PROVIDER_KEY.encode(), 0, 4), "rotated provider key": (PROVIDER_KEY_2.encode(), 0, 4),
-        "user key": (user["key"].encode(), 4, 4), "globex key": (other["key"].encode(), 4, 4),
-        "rotated user key": (rotated_key["key"].encode(), 4, 4), "admin key": (gateway.admin_key.encode(), 4, 0),
-        "master key k1": (K1.encode(), 0, 0), "master key k1 (bytes)": (decode_master_key(K1), 0, 0),
-        "master key k2": (K2.encode(), 0, 0), "master key k2 (bytes)": (decode_master_key(K2), 0, 0),
+        "provider key": (PROVIDER_KEY.encode(), 0, 4),
+        "rotated provider key": (PROVIDER_KEY_2.encode(), 0, 4),
+        "user key": (user["key"].encode(), 4, 4),
+        "globex key": (other["key"].encode(), 4, 4),
+        "rotated user key": (rotated_key["key"].encode(), 4, 4),
+        "admin key": (gateway.admin_key.encode(), 4, 0),
+        "master key k1": (K1.encode(), 0, 0),
+        "master key k1 (bytes)": (decode_master_key(K1), 0, 0),
+        "master key k2": (K2.encode(), 0, 0),
+        "master key k2 (bytes)": (decode_master_key(K2), 0, 0),
         "prompt": (PROMPT_MARKER.encode(), 0, 0),
     }
     forms = planted_forms(planted)

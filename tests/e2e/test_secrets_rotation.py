@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -66,11 +66,14 @@ def refused_within(url: str, key: str, seconds: float = 1.0) -> float:
 
 
 def keys_seen(upstream: FakeOpenAIUpstream) -> list[str]:
-    return [r.headers["authorization"].removeprefix("Bearer ") for r in upstream.requests if r.path.endswith("/completions")]
+    return [
+        r.headers["authorization"].removeprefix("Bearer ") for r in upstream.requests if r.path.endswith("/completions")
+    ]
 
 
-def test_master_key_rotation_online_then_the_old_key_is_retired(tmp_path: Path, upstream: FakeOpenAIUpstream,
-                                                                database_url: str | None) -> None:
+def test_master_key_rotation_online_then_the_old_key_is_retired(
+    tmp_path: Path, upstream: FakeOpenAIUpstream, database_url: str | None
+) -> None:
     k1, k2 = f"k1:{generate_master_key()}", f"k2:{generate_master_key()}"
     gateway = Gateway.initialised(tmp_path, database_url, TALLYHUB_MASTER_KEYS=k1)
     assert not (tmp_path / "master.key").exists(), "no key file when the keys come from the environment"
@@ -132,9 +135,11 @@ def test_a_start_without_the_right_master_key_fails_loudly(tmp_path: Path, upstr
     env["TALLYHUB_MASTER_KEYS"] = f"k1:{generate_master_key()}"  # the wrong key under the right name
     assert "could not be unwrapped with master key 'k1'" in serve_fails(env)
 
-    for malformed, complaint in ((k1[:-4], "entry 1: master key must be 32 bytes, got 29"),
-                                 ("k1:***", "entry 1: master key is not valid base64"),
-                                 (f"{k1},{k1}", "appears twice")):
+    for malformed, complaint in (
+        (k1[:-4], "entry 1: master key must be 32 bytes, got 29"),
+        ("k1:***", "entry 1: master key is not valid base64"),
+        (f"{k1},{k1}", "appears twice"),
+    ):
         env["TALLYHUB_MASTER_KEYS"] = malformed
         said = serve_fails(env)
         assert "TALLYHUB_MASTER_KEYS" in said and complaint in said, said
@@ -151,17 +156,25 @@ def test_a_provider_credential_rotated_with_a_grace_period(tmp_path: Path, upstr
     key = configure(gateway, upstream, "acme", "50")
     gateway.start()
     try:
-        rotated = cli(gateway.env, "providers", "rotate-credential", "openai", "--api-key-stdin",
-                      "--grace-seconds", "5", stdin=NEW_UPSTREAM_KEY + "\n")
+        rotated = cli(
+            gateway.env,
+            "providers",
+            "rotate-credential",
+            "openai",
+            "--api-key-stdin",
+            "--grace-seconds",
+            "5",
+            stdin=NEW_UPSTREAM_KEY + "\n",
+        )
         old_id, new_id = rotated["rotated"]["old_credential_id"], rotated["rotated"]["new_credential_id"]
         retires_at = datetime.fromisoformat(rotated["rotated"]["old_retires_at"])
         assert [c["hint"] for c in rotated["credentials"]] == ["…" + UPSTREAM_KEY[-4:], "…" + NEW_UPSTREAM_KEY[-4:]]
         assert UPSTREAM_KEY not in str(rotated) and NEW_UPSTREAM_KEY not in str(rotated)
         upstream.requests.clear()
         while set(keys_seen(upstream)) != {UPSTREAM_KEY, NEW_UPSTREAM_KEY}:  # both serve during the grace period
-            assert datetime.now(timezone.utc) < retires_at - timedelta(seconds=1), keys_seen(upstream)
+            assert datetime.now(UTC) < retires_at - timedelta(seconds=1), keys_seen(upstream)
             chat(gateway.url, key)
-        time.sleep((retires_at - datetime.now(timezone.utc)).total_seconds() + 0.1)
+        time.sleep((retires_at - datetime.now(UTC)).total_seconds() + 0.1)
         upstream.requests.clear()
         for _ in range(8):
             chat(gateway.url, key)
@@ -175,8 +188,9 @@ def test_a_provider_credential_rotated_with_a_grace_period(tmp_path: Path, upstr
         gateway.stop()
 
 
-def test_key_changes_reach_every_serve_process_within_a_second(tmp_path: Path, upstream: FakeOpenAIUpstream,
-                                                       pg_schemas: PgSchemas) -> None:
+def test_key_changes_reach_every_serve_process_within_a_second(
+    tmp_path: Path, upstream: FakeOpenAIUpstream, pg_schemas: PgSchemas
+) -> None:
     gateway = Gateway.initialised(tmp_path, pg_schemas.new_url())
     key = configure(gateway, upstream, "acme", "50")
     env = gateway.env
@@ -187,7 +201,7 @@ def test_key_changes_reach_every_serve_process_within_a_second(tmp_path: Path, u
         to_revoke = cli(env, "keys", "issue", "acme", "--name", "to-revoke")
         to_rotate = cli(env, "keys", "issue", "acme", "--name", "to-rotate")
         graceful = cli(env, "keys", "issue", "acme", "--name", "graceful")
-        expires_at = datetime.now(timezone.utc) + timedelta(seconds=8)
+        expires_at = datetime.now(UTC) + timedelta(seconds=8)
         expiring = cli(env, "keys", "issue", "acme", "--expires", expires_at.isoformat())["key"]
         for url in urls:  # every key works everywhere, and each process has its aggregates cached
             for k in (key, expiring, to_revoke["key"], to_rotate["key"], graceful["key"]):
@@ -203,7 +217,7 @@ def test_key_changes_reach_every_serve_process_within_a_second(tmp_path: Path, u
             chat(url, slow["key"])
             chat(url, graceful["key"])  # still in its grace period
         retires_at = datetime.fromisoformat(slow["replaces"]["retires_at"])
-        time.sleep(max(0.0, (max(expires_at, retires_at) - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+        time.sleep(max(0.0, (max(expires_at, retires_at) - datetime.now(UTC)).total_seconds()) + 0.2)
         for url in urls:
             for gone in (expiring, graceful["key"]):
                 refused_within(url, gone, seconds=0.0)  # expiry is checked on every request
@@ -236,7 +250,11 @@ def test_a_key_limited_to_some_models_gets_403_for_the_others(tmp_path: Path, up
             except openai.PermissionDeniedError:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
-        assert httpx.get(gateway.url + "/admin/v1/keys/" + limited["id"],
-                         headers={"authorization": f"Bearer {limited['key']}"}).status_code == 401
+        assert (
+            httpx.get(
+                gateway.url + "/admin/v1/keys/" + limited["id"], headers={"authorization": f"Bearer {limited['key']}"}
+            ).status_code
+            == 401
+        )
     finally:
         gateway.stop()

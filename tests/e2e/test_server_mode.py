@@ -34,9 +34,12 @@ REDIS_URL = "redis://127.0.0.1:6379/0"
 GRANT_CREDITS = 1000
 BODY = orjson.dumps({"model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]})
 READ_MODEL_TABLES = {  # table -> ORDER BY
-    "th_rm_balances": "account_id", "th_rm_open_holds": "account_id, request_id",
-    "th_rm_expiring_grants": "account_id, grant_version", "th_rm_usage_hourly": "account_id, api_key_id, model, hour",
-    "th_rm_request_log": "request_id", "th_rm_ledger_entries": "position",
+    "th_rm_balances": "account_id",
+    "th_rm_open_holds": "account_id, request_id",
+    "th_rm_expiring_grants": "account_id, grant_version",
+    "th_rm_usage_hourly": "account_id, api_key_id, model, hour",
+    "th_rm_request_log": "request_id",
+    "th_rm_ledger_entries": "position",
     "th_rm_provider_hourly": "1, 2, 3, 4, 5",
 }
 PROJECTIONS = {"balances", "usage", "request_log", "ledger_entries", "provider_hourly"}
@@ -63,7 +66,9 @@ class Store:
         return set(positions) == PROJECTIONS and set(positions.values()) == {self.head()}
 
     def tables(self) -> dict[str, list[tuple[Any, ...]]]:
-        return {table: self._rows(f"SELECT * FROM {table} ORDER BY {order}") for table, order in READ_MODEL_TABLES.items()}
+        return {
+            table: self._rows(f"SELECT * FROM {table} ORDER BY {order}") for table, order in READ_MODEL_TABLES.items()
+        }
 
     def scalar(self, sql: str) -> Any:
         return self._rows(sql)[0][0]
@@ -78,8 +83,9 @@ class Worker:
     def start(cls, env: dict[str, str], *args: str) -> "Worker":
         log_path = Path(env["TALLYHUB_DATA_DIR"]) / f"worker-{secrets.token_hex(3)}.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen([*TALLYHUB, "worker", "--json", *args], env=env, cwd=REPO, text=True,
-                                       stdout=subprocess.PIPE, stderr=log)
+            process = subprocess.Popen(
+                [*TALLYHUB, "worker", "--json", *args], env=env, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=log
+            )
         return cls(process, log_path)
 
     def stop(self) -> dict[str, Any]:
@@ -130,8 +136,9 @@ def server_env(**extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def server(tmp_path: Path, upstream: FakeOpenAIUpstream, pg_schemas: PgSchemas,
-           request: pytest.FixtureRequest) -> Iterator[Server]:
+def server(
+    tmp_path: Path, upstream: FakeOpenAIUpstream, pg_schemas: PgSchemas, request: pytest.FixtureRequest
+) -> Iterator[Server]:
     extra = getattr(request, "param", {})
     url = pg_schemas.new_url()
     gateway = Gateway.initialised(tmp_path, url, **server_env(**extra))
@@ -149,8 +156,12 @@ def server(tmp_path: Path, upstream: FakeOpenAIUpstream, pg_schemas: PgSchemas,
 async def _fire(urls: list[str], key: str, count: int) -> list[httpx.Response]:
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=16)) as client:
-        return await asyncio.gather(*[client.post(urls[i % len(urls)] + "/v1/chat/completions", content=BODY,
-                                                  headers=headers) for i in range(count)])
+        return await asyncio.gather(
+            *[
+                client.post(urls[i % len(urls)] + "/v1/chat/completions", content=BODY, headers=headers)
+                for i in range(count)
+            ]
+        )
 
 
 def fire(server: Server, count: int, *, urls: list[str] | None = None) -> int:
@@ -252,8 +263,9 @@ def test_the_worker_refuses_embedded_mode_and_says_why(tmp_path: Path, pg_schema
     ]
     for env, reason in cases:
         for args in (["--json"], []):
-            done = subprocess.run([*TALLYHUB, "worker", *args], env=env, cwd=REPO, capture_output=True, text=True,
-                                  timeout=60)
+            done = subprocess.run(
+                [*TALLYHUB, "worker", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+            )
             assert done.returncode == 1
             message = json.loads(done.stdout)["error"]["message"] if args else done.stderr
             assert reason in message and "embedded mode" in message and "serve" in message, message

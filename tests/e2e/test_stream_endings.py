@@ -40,7 +40,9 @@ def test_a_stream_broken_by_the_provider_ends_in_an_error_and_charges_only_what_
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
     received = []
     with pytest.raises(openai.APIError) as caught:
-        for chunk in client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "go"}], stream=True):
+        for chunk in client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "go"}], stream=True
+        ):
             received.extend(choice.delta.content or "" for choice in chunk.choices)
     assert "ended the stream early" in str(caught.value)
     delivered = "".join(received)
@@ -57,7 +59,9 @@ def test_a_client_that_disconnects_is_charged_once_for_what_was_produced(setup) 
     body = orjson.dumps({"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "go slowly"}]})
     before = gateway.balance("acme")["balance"]
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
-    with httpx.stream("POST", gateway.url + "/v1/chat/completions", content=body, headers=headers, timeout=30) as response:
+    with httpx.stream(
+        "POST", gateway.url + "/v1/chat/completions", content=body, headers=headers, timeout=30
+    ) as response:
         frames = []
         for line in response.iter_lines():
             if line.startswith("data: "):
@@ -82,8 +86,12 @@ def test_a_provider_that_reports_no_usage_is_charged_an_estimate_and_says_so(set
     gateway, upstream, key = setup
     upstream.script(Scripted.no_usage())
     body = orjson.dumps({"model": MODEL, "messages": [{"role": "user", "content": "count"}]})
-    response = httpx.post(gateway.url + "/v1/chat/completions", content=body,
-                          headers={"authorization": f"Bearer {key}", "content-type": "application/json"}, timeout=30)
+    response = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        content=body,
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"},
+        timeout=30,
+    )
     assert response.status_code == 200 and "usage" not in response.json()
     text = response.json()["choices"][0]["message"]["content"]
     expected = tokens_for_chars(len(body)) * INPUT_RATE + tokens_for_chars(len(text)) * OUTPUT_RATE

@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -25,25 +25,34 @@ SECRET = "whsec_test_0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    gateway = Gateway.initialised(tmp_path_factory.mktemp("wallet"), TALLYHUB_PAYMENTS_WEBHOOK_SECRET=SECRET,
-                                  TALLYHUB_STARTER_CREDITS="0.5")
+    gateway = Gateway.initialised(
+        tmp_path_factory.mktemp("wallet"), TALLYHUB_PAYMENTS_WEBHOOK_SECRET=SECRET, TALLYHUB_STARTER_CREDITS="0.5"
+    )
     cli(gateway.env, "accounts", "create", "acme")
     gateway.start()
     yield gateway
     gateway.stop()
 
 
-def deliver(gateway: Gateway, event: dict, *, secret: str = SECRET, at: float | None = None,
-            body: bytes | None = None) -> httpx.Response:
+def deliver(
+    gateway: Gateway, event: dict, *, secret: str = SECRET, at: float | None = None, body: bytes | None = None
+) -> httpx.Response:
     raw = body if body is not None else orjson.dumps(event)
     header = sign(secret, raw, int(at if at is not None else time.time()))
-    return httpx.post(gateway.url + "/admin/v1/payments/webhook", content=raw,
-                      headers={"tallyhub-signature": header, "content-type": "application/json"}, timeout=10)
+    return httpx.post(
+        gateway.url + "/admin/v1/payments/webhook",
+        content=raw,
+        headers={"tallyhub-signature": header, "content-type": "application/json"},
+        timeout=10,
+    )
 
 
 def payment(payment_id: str, amount: str, kind: str = "payment.succeeded", **extra: str) -> dict:
-    return {"id": f"evt_{payment_id}_{kind}", "type": kind,
-            "data": {"account": "acme", "payment_id": payment_id, "amount": amount, **extra}}
+    return {
+        "id": f"evt_{payment_id}_{kind}",
+        "type": kind,
+        "data": {"account": "acme", "payment_id": payment_id, "amount": amount, **extra},
+    }
 
 
 def test_starter_credits_come_from_the_configuration(gateway: Gateway) -> None:
@@ -110,22 +119,34 @@ def test_an_expiring_grant_leaves_the_balance_at_its_deadline_once(gateway: Gate
     assert past.status_code == 400, past.text
     assert set(past.json()["error"]) == {"message", "type", "param", "code"}
 
-    deadline = (datetime.now(timezone.utc) + timedelta(seconds=5)).replace(microsecond=0)
-    granted = cli(gateway.env, "credits", "grant", "trial", "2", "--reason", "trial", "--expires-at",
-                  deadline.isoformat().replace("+00:00", "Z"))
+    deadline = (datetime.now(UTC) + timedelta(seconds=5)).replace(microsecond=0)
+    granted = cli(
+        gateway.env,
+        "credits",
+        "grant",
+        "trial",
+        "2",
+        "--reason",
+        "trial",
+        "--expires-at",
+        deadline.isoformat().replace("+00:00", "Z"),
+    )
     assert (granted["credited"], granted["expires_at"]) == (True, deadline.isoformat())
     before = gateway.balance("trial")
     assert (before["balance"], before["expiring"]) == (3 * 10**9, 2 * 10**9)
     assert before["next_expiry"] == deadline.isoformat()
 
-    time.sleep(max(0.0, (deadline - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+    time.sleep(max(0.0, (deadline - datetime.now(UTC)).total_seconds()) + 0.2)
     cli(gateway.env, "holds", "sweep")  # (or serve's own sweep, if it came first)
     assert cli(gateway.env, "holds", "sweep")["expired_grants"] == 0
     after = gateway.balance("trial")
     assert (after["balance"], after["expired_total"], after["expiring"]) == (10**9, 2 * 10**9, 0)
     statement = cli(gateway.env, "statement", "trial")
     assert [(e["kind"], e["amount"]) for e in statement["entries"]] == [
-        ("grant", 10**9), ("grant", 2 * 10**9), ("expiry", -2 * 10**9)]
+        ("grant", 10**9),
+        ("grant", 2 * 10**9),
+        ("expiry", -2 * 10**9),
+    ]
     assert statement["closing_balance"] == after["balance"]
 
 

@@ -75,17 +75,48 @@ THINKING_TEXT = "Let me think."
 IMAGE_TOKENS = 100
 API_VERSIONS = ("2023-06-01", "2026-10-21")
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
-KNOWN_FIELDS = frozenset({
-    "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature",
-    "top_p", "top_k", "tools", "tool_choice", "thinking", "output_config", "service_tier", "container",
-    "mcp_servers", "context_management", "cache_control", "inference_geo", "speed", "diagnostics",
-    "user_profile_id", "workspace_id",
-})
+KNOWN_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "system",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "service_tier",
+        "container",
+        "mcp_servers",
+        "context_management",
+        "cache_control",
+        "inference_geo",
+        "speed",
+        "diagnostics",
+        "user_profile_id",
+        "workspace_id",
+    }
+)
 BLOCK_TYPES = ("text", "image", "document", "tool_use", "tool_result", "thinking", "redacted_thinking")
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-               403: "permission_error", 404: "not_found_error", 413: "request_too_large",
-               429: "rate_limit_error", 500: "api_error", 504: "timeout_error", 529: "overloaded_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
 _TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
 
 
@@ -110,8 +141,14 @@ class AnthropicScript(Script):
     reply_text: str | None = None
 
     @classmethod
-    def error(cls, status: int, message: str = "Internal server error", *, type: str | None = None,
-              retry_after: float | None = None) -> AnthropicScript:
+    def error(
+        cls,
+        status: int,
+        message: str = "Internal server error",
+        *,
+        type: str | None = None,
+        retry_after: float | None = None,
+    ) -> AnthropicScript:
         return cls(error_status=status, error_message=message, error_type=type, retry_after=retry_after)
 
     @classmethod
@@ -245,28 +282,39 @@ def _validate_messages(messages: Any) -> None:
         if role not in ("user", "assistant"):
             raise Reject(400, f"{where}.role: Input should be 'user' or 'assistant'")
         if previous is not None and previous["role"] == role:
-            raise Reject(400, f'messages: roles must alternate between "user" and "assistant", '
-                              f'but found multiple "{role}" roles in a row')
+            raise Reject(
+                400,
+                f'messages: roles must alternate between "user" and "assistant", '
+                f'but found multiple "{role}" roles in a row',
+            )
         content = message.get("content")
         if not isinstance(content, (str, list)) or not content:
-            raise Reject(400, f"{where}: all messages must have non-empty content except for the optional "
-                              "final assistant message")
+            raise Reject(
+                400,
+                f"{where}: all messages must have non-empty content except for the optional final assistant message",
+            )
         for number, block in enumerate(_blocks(content)):
             _validate_block(block, f"{where}.content.{number}", role)
         _validate_tool_pairing(previous, message, index)
         previous = message
     pending = _tool_use_ids(previous)
     if pending:
-        raise Reject(400, f"messages: `tool_use` ids were found without `tool_result` blocks immediately after: "
-                          f"{', '.join(sorted(pending))}. Each `tool_use` block must have a corresponding "
-                          "`tool_result` block in the next message.")
+        raise Reject(
+            400,
+            f"messages: `tool_use` ids were found without `tool_result` blocks immediately after: "
+            f"{', '.join(sorted(pending))}. Each `tool_use` block must have a corresponding "
+            "`tool_result` block in the next message.",
+        )
 
 
 def _validate_block(block: Any, where: str, role: str) -> None:
     kind = block.get("type") if isinstance(block, dict) else None
     if kind not in BLOCK_TYPES:
-        raise Reject(400, f"{where}.type: Input tag {kind!r} found using 'type' does not match any of the "
-                          f"expected tags: {', '.join(repr(t) for t in BLOCK_TYPES)}")
+        raise Reject(
+            400,
+            f"{where}.type: Input tag {kind!r} found using 'type' does not match any of the "
+            f"expected tags: {', '.join(repr(t) for t in BLOCK_TYPES)}",
+        )
     if kind == "text" and (not isinstance(block.get("text"), str) or not block["text"]):
         raise Reject(400, f"{where}: text content blocks must be non-empty")
     if kind == "image":
@@ -276,8 +324,11 @@ def _validate_block(block: Any, where: str, role: str) -> None:
     if kind == "tool_use":
         if role != "assistant":
             raise Reject(400, f"{where}: tool_use blocks can only appear in assistant messages")
-        if not (isinstance(block.get("id"), str) and isinstance(block.get("name"), str)
-                and isinstance(block.get("input"), dict)):
+        if not (
+            isinstance(block.get("id"), str)
+            and isinstance(block.get("name"), str)
+            and isinstance(block.get("input"), dict)
+        ):
             raise Reject(400, f"{where}: tool_use blocks need a string id, a name and an object input")
     if kind == "tool_result":
         if role != "user":
@@ -315,18 +366,24 @@ def _validate_tool_pairing(previous: dict[str, Any] | None, message: dict[str, A
     expected = _tool_use_ids(previous)
     blocks = _blocks(message["content"])
     results = [b for b in blocks if b.get("type") == "tool_result"]
-    if results and any(b.get("type") != "tool_result" for b in blocks[:len(results)]):
+    if results and any(b.get("type") != "tool_result" for b in blocks[: len(results)]):
         raise Reject(400, f"messages.{index}: tool_result blocks must come first in the content array")
     for number, block in enumerate(results):
         if block["tool_use_id"] not in expected:
-            raise Reject(400, f"messages.{index}.content.{number}: unexpected `tool_use_id` found in `tool_result` "
-                              f"blocks: {block['tool_use_id']}. Each `tool_result` block must have a corresponding "
-                              "`tool_use` block in the previous message.")
+            raise Reject(
+                400,
+                f"messages.{index}.content.{number}: unexpected `tool_use_id` found in `tool_result` "
+                f"blocks: {block['tool_use_id']}. Each `tool_result` block must have a corresponding "
+                "`tool_use` block in the previous message.",
+            )
     missing = expected - {b["tool_use_id"] for b in results}
     if missing:
-        raise Reject(400, f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately "
-                          f"after: {', '.join(sorted(missing))}. Each `tool_use` block must have a corresponding "
-                          "`tool_result` block in the next message.")
+        raise Reject(
+            400,
+            f"messages.{index}: `tool_use` ids were found without `tool_result` blocks immediately "
+            f"after: {', '.join(sorted(missing))}. Each `tool_use` block must have a corresponding "
+            "`tool_result` block in the next message.",
+        )
 
 
 def _validate_tools(tools: Any, choice: Any) -> None:
@@ -364,16 +421,23 @@ class Block:
 
 def _text_block(text: str) -> Block:
     tokens = reply_tokens(text)
-    return Block({"type": "text", "text": ""}, [{"type": "text_delta", "text": t} for t in tokens],
-                 {"type": "text", "text": text}, len(tokens))
+    return Block(
+        {"type": "text", "text": ""},
+        [{"type": "text_delta", "text": t} for t in tokens],
+        {"type": "text", "text": text},
+        len(tokens),
+    )
 
 
 def _thinking_block(signature: str) -> Block:
     tokens = reply_tokens(THINKING_TEXT)
     deltas = [{"type": "thinking_delta", "thinking": t} for t in tokens]
-    return Block({"type": "thinking", "thinking": "", "signature": ""},
-                 deltas + [{"type": "signature_delta", "signature": signature}],
-                 {"type": "thinking", "thinking": THINKING_TEXT, "signature": signature}, len(tokens))
+    return Block(
+        {"type": "thinking", "thinking": "", "signature": ""},
+        deltas + [{"type": "signature_delta", "signature": signature}],
+        {"type": "thinking", "thinking": THINKING_TEXT, "signature": signature},
+        len(tokens),
+    )
 
 
 def _tool_block(call_id: str, tool: dict[str, Any]) -> Block:
@@ -420,7 +484,7 @@ def answer(body: dict[str, Any], reply_text: str, seq: int) -> tuple[list[Block]
     text, sequence = _stop_at(reply_text, body.get("stop_sequences") or [])
     tokens = reply_tokens(text)
     if len(tokens) > body["max_tokens"]:
-        blocks.append(_text_block("".join(tokens[:body["max_tokens"]])))
+        blocks.append(_text_block("".join(tokens[: body["max_tokens"]])))
         return blocks, "max_tokens", None
     if text:
         blocks.append(_text_block(text))
@@ -441,16 +505,25 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
     label = "Anthropic"
     script_type = AnthropicScript
 
-    def __init__(self, *, api_key: str = DEFAULT_API_KEY, reply_text: str = DEFAULT_REPLY_TEXT,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        reply_text: str = DEFAULT_REPLY_TEXT,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         super().__init__(host=host, port=port)
         self.api_key = api_key
         self.reply_text = reply_text
         self._restore_on_reset("reply_text")
 
     def build_routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/messages", self._messages), web.get("/v1/models", self._models),
-                web.route("*", "/{tail:.*}", self._not_found)]
+        return [
+            web.post("/v1/messages", self._messages),
+            web.get("/v1/models", self._models),
+            web.route("*", "/{tail:.*}", self._not_found),
+        ]
 
     def _should_record(self, request: web.Request) -> bool:
         return request.method == "POST" and request.path == "/v1/messages"
@@ -468,8 +541,9 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
                 response_headers["retry-after"] = f"{script.retry_after:g}"
             return self._error(script.error_status, script.error_message, response_headers, script.error_type)
         if script.raw_status is not None:
-            return web.Response(status=script.raw_status, text=script.raw_body, content_type="text/html",
-                                headers=response_headers)
+            return web.Response(
+                status=script.raw_status, text=script.raw_body, content_type="text/html", headers=response_headers
+            )
         try:
             self._check_headers(request)
             if body is None:
@@ -482,9 +556,16 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
             return drop_connection(request)
         blocks, stop_reason, stop_sequence = answer(body, script.reply_text or self.reply_text, seq)
         usage = self._usage(script, count_input_tokens(body), sum(b.tokens for b in blocks))
-        message = {"id": f"msg_fake{seq:06d}", "type": "message", "role": "assistant", "model": body["model"],
-                   "content": [b.final for b in blocks], "stop_reason": stop_reason, "stop_sequence": stop_sequence,
-                   "usage": usage}
+        message = {
+            "id": f"msg_fake{seq:06d}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [b.final for b in blocks],
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": usage,
+        }
         if not streaming:
             return json_response(message, headers=response_headers)
         return await self._stream(request, response_headers, message, blocks, script)
@@ -506,22 +587,42 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
 
     @staticmethod
     def _usage(script: AnthropicScript, prompt: int, output: int) -> dict[str, Any]:
-        numbers = {"cache_read_input_tokens": 0, "cache_creation_input_tokens": 0, "output_tokens": output,
-                   **script.usage_overrides}
+        numbers = {
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "output_tokens": output,
+            **script.usage_overrides,
+        }
         cached = numbers["cache_read_input_tokens"] + numbers["cache_creation_input_tokens"]
         numbers.setdefault("input_tokens", max(prompt - cached, 0))
-        return {"input_tokens": numbers["input_tokens"],
-                "cache_creation_input_tokens": numbers["cache_creation_input_tokens"],
-                "cache_read_input_tokens": numbers["cache_read_input_tokens"],
-                "cache_creation": {"ephemeral_5m_input_tokens": numbers["cache_creation_input_tokens"],
-                                   "ephemeral_1h_input_tokens": 0},
-                "output_tokens": numbers["output_tokens"], "service_tier": "standard"}
+        return {
+            "input_tokens": numbers["input_tokens"],
+            "cache_creation_input_tokens": numbers["cache_creation_input_tokens"],
+            "cache_read_input_tokens": numbers["cache_read_input_tokens"],
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": numbers["cache_creation_input_tokens"],
+                "ephemeral_1h_input_tokens": 0,
+            },
+            "output_tokens": numbers["output_tokens"],
+            "service_tier": "standard",
+        }
 
-    async def _stream(self, request: web.Request, headers: dict[str, str], message: dict[str, Any],
-                      blocks: list[Block], script: AnthropicScript) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.Request,
+        headers: dict[str, str],
+        message: dict[str, Any],
+        blocks: list[Block],
+        script: AnthropicScript,
+    ) -> web.StreamResponse:
         usage = message["usage"]
-        start = {**message, "content": [], "stop_reason": None, "stop_sequence": None,
-                 "usage": {**usage, "output_tokens": 1}}
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {**usage, "output_tokens": 1},
+        }
         events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
         for index, block in enumerate(blocks):
             events.append({"type": "content_block_start", "index": index, "content_block": block.start})
@@ -529,14 +630,22 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
                 events.append({"type": "ping"})
             events.extend({"type": "content_block_delta", "index": index, "delta": d} for d in block.deltas)
             events.append({"type": "content_block_stop", "index": index})
-        final_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens",
-                                             "cache_read_input_tokens", "output_tokens")}
-        events.append({"type": "message_delta", "usage": final_usage,
-                       "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]}})
+        final_usage = {
+            k: usage[k]
+            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+        }
+        events.append(
+            {
+                "type": "message_delta",
+                "usage": final_usage,
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message["stop_sequence"]},
+            }
+        )
         events.append({"type": "message_stop"})
 
-        response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream; charset=utf-8",
-                                               "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={**headers, "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         for number, event in enumerate(events):
             if number == script.break_after:
@@ -544,8 +653,10 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
             if number == script.end_after:
                 break
             if number == script.error_event_after:
-                event = {"type": "error", "error": {"type": script.event_error_type,
-                                                    "message": script.event_error_message}}
+                event = {
+                    "type": "error",
+                    "error": {"type": script.event_error_type, "message": script.event_error_message},
+                }
                 await response.write(_sse(event))
                 break
             if number and script.event_delay_seconds:
@@ -566,8 +677,10 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
             self._check_headers(request)
         except Reject as rejection:
             return self._error(rejection.status, rejection.message, {})
-        data = [{"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
-                for model in MODELS]
+        data = [
+            {"type": "model", "id": model, "display_name": model, "created_at": "2025-01-01T00:00:00Z"}
+            for model in MODELS
+        ]
         return json_response({"data": data, "has_more": False, "first_id": data[0]["id"], "last_id": data[-1]["id"]})
 
     async def _not_found(self, request: web.Request) -> web.StreamResponse:

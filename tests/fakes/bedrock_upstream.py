@@ -59,7 +59,7 @@ import hmac
 import struct
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any, cast
 from urllib.parse import unquote
@@ -95,8 +95,12 @@ IMAGE_TOKENS = 100
 ARGUMENT_FRAGMENT_CHARS = 8
 MAX_CLOCK_SKEW_SECONDS = 300
 _PADDING = "abcdefghijklmnopqrstuvwxyz"
-_IMAGE_MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "jpeg": (b"\xff\xd8\xff",), "gif": (b"GIF87a", b"GIF89a"),
-                "webp": (b"RIFF",)}
+_IMAGE_MAGIC = {
+    "png": (b"\x89PNG\r\n\x1a\n",),
+    "jpeg": (b"\xff\xd8\xff",),
+    "gif": (b"GIF87a", b"GIF89a"),
+    "webp": (b"RIFF",),
+}
 
 
 class Reject(Exception):
@@ -127,48 +131,49 @@ class BedrockScript(Script):
     usage_overrides: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def error(cls, status: int, error_type: str, message: str = "") -> "BedrockScript":
+    def error(cls, status: int, error_type: str, message: str = "") -> BedrockScript:
         return cls(error_status=status, error_type=error_type, error_message=message or f"{error_type} (fake)")
 
     @classmethod
-    def dropped(cls) -> "BedrockScript":
+    def dropped(cls) -> BedrockScript:
         return cls(drop=True)
 
     @classmethod
-    def delay(cls, seconds: float) -> "BedrockScript":
+    def delay(cls, seconds: float) -> BedrockScript:
         return cls(delay_seconds=seconds)
 
     @classmethod
-    def break_stream_after(cls, events: int) -> "BedrockScript":
+    def break_stream_after(cls, events: int) -> BedrockScript:
         return cls(break_after=events)
 
     @classmethod
-    def end_stream_after(cls, events: int, *, partial_event: bool = False) -> "BedrockScript":
+    def end_stream_after(cls, events: int, *, partial_event: bool = False) -> BedrockScript:
         return cls(end_after=events, partial_event=partial_event)
 
     @classmethod
-    def exception_event_after(cls, events: int, exception_type: str = "modelStreamErrorException",
-                              message: str = "The model stream failed.") -> "BedrockScript":
+    def exception_event_after(
+        cls, events: int, exception_type: str = "modelStreamErrorException", message: str = "The model stream failed."
+    ) -> BedrockScript:
         return cls(exception_after=events, exception_type=exception_type, exception_message=message)
 
     @classmethod
-    def reply(cls, text: str) -> "BedrockScript":
+    def reply(cls, text: str) -> BedrockScript:
         return cls(reply_text=text)
 
     @classmethod
-    def with_preamble(cls, text: str) -> "BedrockScript":
+    def with_preamble(cls, text: str) -> BedrockScript:
         return cls(preamble=text)
 
     @classmethod
-    def with_reasoning(cls, text: str) -> "BedrockScript":
+    def with_reasoning(cls, text: str) -> BedrockScript:
         return cls(reasoning=text)
 
     @classmethod
-    def stop(cls, reason: str) -> "BedrockScript":
+    def stop(cls, reason: str) -> BedrockScript:
         return cls(stop_reason=reason)
 
     @classmethod
-    def usage(cls, **numbers: int) -> "BedrockScript":
+    def usage(cls, **numbers: int) -> BedrockScript:
         """Override usage numbers (keys: inputTokens, outputTokens, cacheReadInputTokens, cacheWriteInputTokens)."""
         return cls(usage_overrides=numbers)
 
@@ -201,16 +206,19 @@ def encode_event_message(headers: dict[str, str], payload: bytes) -> bytes:
 
 def _event(event_type: str, payload: dict[str, Any], seq: int) -> bytes:
     body = {**payload, "p": _PADDING[: 1 + seq % len(_PADDING)]}
-    return encode_event_message({":event-type": event_type, ":content-type": "application/json",
-                                 ":message-type": "event"}, orjson.dumps(body))
+    return encode_event_message(
+        {":event-type": event_type, ":content-type": "application/json", ":message-type": "event"}, orjson.dumps(body)
+    )
 
 
 def _exception(exception_type: str, message: str) -> bytes:
     payload: dict[str, Any] = {"message": message}
     if exception_type == "modelStreamErrorException":
         payload.update(originalStatusCode=500, originalMessage=message)
-    return encode_event_message({":exception-type": exception_type, ":content-type": "application/json",
-                                 ":message-type": "exception"}, orjson.dumps(payload))
+    return encode_event_message(
+        {":exception-type": exception_type, ":content-type": "application/json", ":message-type": "exception"},
+        orjson.dumps(payload),
+    )
 
 
 # ---------------------------------------------------------------------- request validation
@@ -230,22 +238,38 @@ def validate_converse(body: Any, model_id: str, operation: str) -> dict[str, Any
         raise Reject(400, "ValidationException", report.generate_report())
     messages = body.get("messages") or []
     if not messages or messages[0]["role"] != "user":
-        raise Reject(400, "ValidationException", "A conversation must start with a user message. "
-                     "Try again with a conversation that starts with a user message.")
+        raise Reject(
+            400,
+            "ValidationException",
+            "A conversation must start with a user message. "
+            "Try again with a conversation that starts with a user message.",
+        )
     pending_ids: list[str] = []
     for i, message in enumerate(messages):
         if message["role"] not in ("user", "assistant") or (i and message["role"] == messages[i - 1]["role"]):
-            raise Reject(400, "ValidationException", "A conversation must alternate between user and assistant "
-                         "roles. Make sure the conversation alternates between user and assistant roles and try again.")
+            raise Reject(
+                400,
+                "ValidationException",
+                "A conversation must alternate between user and assistant "
+                "roles. Make sure the conversation alternates between user and assistant roles and try again.",
+            )
         if not message["content"]:
-            raise Reject(400, "ValidationException", f"The content field in the Message object at messages.{i} is "
-                         "empty. Add a ContentBlock object to the content field and try again.")
+            raise Reject(
+                400,
+                "ValidationException",
+                f"The content field in the Message object at messages.{i} is "
+                "empty. Add a ContentBlock object to the content field and try again.",
+            )
         for j, block in enumerate(message["content"]):
             _validate_block(block, f"messages.{i}.content.{j}", message["role"], body)
         results = [b["toolResult"]["toolUseId"] for b in message["content"] if "toolResult" in b]
         if message["role"] == "user" and sorted(results) != sorted(pending_ids):
-            raise Reject(400, "ValidationException", f"Expected toolResult blocks at messages.{i}.content for the "
-                         f"following Ids: {', '.join(pending_ids) or '(none)'}")
+            raise Reject(
+                400,
+                "ValidationException",
+                f"Expected toolResult blocks at messages.{i}.content for the "
+                f"following Ids: {', '.join(pending_ids) or '(none)'}",
+            )
         pending_ids = [b["toolUse"]["toolUseId"] for b in message["content"] if "toolUse" in b]
     _validate_tools(body.get("toolConfig"))
     return body
@@ -253,11 +277,18 @@ def validate_converse(body: Any, model_id: str, operation: str) -> dict[str, Any
 
 def _validate_block(block: dict[str, Any], where: str, role: str, body: dict[str, Any]) -> None:
     if "text" in block and not block["text"].strip():
-        raise Reject(400, "ValidationException", f"The text field in the ContentBlock object at {where} is blank. "
-                     "Add text to the text field, and try again.")
+        raise Reject(
+            400,
+            "ValidationException",
+            f"The text field in the ContentBlock object at {where} is blank. "
+            "Add text to the text field, and try again.",
+        )
     if ("toolUse" in block or "toolResult" in block) and not body.get("toolConfig"):
-        raise Reject(400, "ValidationException",
-                     "The toolConfig field must be defined when using toolUse and toolResult content blocks.")
+        raise Reject(
+            400,
+            "ValidationException",
+            "The toolConfig field must be defined when using toolUse and toolResult content blocks.",
+        )
     if ("toolUse" in block and role != "assistant") or ("toolResult" in block and role != "user"):
         raise Reject(400, "ValidationException", f"The content block at {where} is not allowed in a {role} message.")
     if "image" in block:
@@ -291,16 +322,27 @@ class Answer:
     usage: dict[str, int]
 
     def converse_body(self) -> dict[str, Any]:
-        return {"output": {"message": {"role": "assistant", "content": self.blocks}}, "stopReason": self.stop_reason,
-                "usage": self.usage, "metrics": {"latencyMs": 1}}
+        return {
+            "output": {"message": {"role": "assistant", "content": self.blocks}},
+            "stopReason": self.stop_reason,
+            "usage": self.usage,
+            "metrics": {"latencyMs": 1},
+        }
 
     def events(self) -> list[tuple[str, dict[str, Any]]]:
         events: list[tuple[str, dict[str, Any]]] = [("messageStart", {"role": "assistant"})]
         for index, block in enumerate(self.blocks):
             if "toolUse" in block:
                 use = block["toolUse"]
-                events.append(("contentBlockStart", {"contentBlockIndex": index, "start": {
-                    "toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}}))
+                events.append(
+                    (
+                        "contentBlockStart",
+                        {
+                            "contentBlockIndex": index,
+                            "start": {"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}},
+                        },
+                    )
+                )
                 deltas = [{"toolUse": {"input": t}} for t in argument_fragments(use["input"])]
             elif "reasoningContent" in block:
                 reasoning = block["reasoningContent"]["reasoningText"]
@@ -316,7 +358,6 @@ class Answer:
 
 
 def answer_for(body: dict[str, Any], script: BedrockScript, reply_text: str, seq: int) -> Answer:
-    messages = body["messages"]
     blocks: list[dict[str, Any]] = []
     output_tokens = 0
     if script.reasoning:
@@ -333,17 +374,24 @@ def answer_for(body: dict[str, Any], script: BedrockScript, reply_text: str, seq
         stop_reason = "tool_use"
     else:
         config = body.get("inferenceConfig") or {}
-        text, cut = apply_stop(script.reply_text if script.reply_text is not None else reply_text,
-                               config.get("stopSequences"))
+        text, cut = apply_stop(
+            script.reply_text if script.reply_text is not None else reply_text, config.get("stopSequences")
+        )
         tokens, truncated = truncate_tokens(reply_tokens(text), config.get("maxTokens"))
         if tokens:
             blocks.append({"text": "".join(tokens)})
         output_tokens += len(tokens)
         stop_reason = "max_tokens" if truncated else "stop_sequence" if cut else "end_turn"
-    usage = {"inputTokens": count_input_tokens(body), "outputTokens": output_tokens,
-             "cacheReadInputTokens": 0, "cacheWriteInputTokens": 0, **script.usage_overrides}
-    usage["totalTokens"] = (usage["inputTokens"] + usage["outputTokens"] + usage["cacheReadInputTokens"]
-                            + usage["cacheWriteInputTokens"])
+    usage = {
+        "inputTokens": count_input_tokens(body),
+        "outputTokens": output_tokens,
+        "cacheReadInputTokens": 0,
+        "cacheWriteInputTokens": 0,
+        **script.usage_overrides,
+    }
+    usage["totalTokens"] = (
+        usage["inputTokens"] + usage["outputTokens"] + usage["cacheReadInputTokens"] + usage["cacheWriteInputTokens"]
+    )
     if not usage["cacheReadInputTokens"] and not usage["cacheWriteInputTokens"]:
         del usage["cacheReadInputTokens"], usage["cacheWriteInputTokens"]
     return Answer(blocks, script.stop_reason or stop_reason, usage)
@@ -352,7 +400,7 @@ def answer_for(body: dict[str, Any], script: BedrockScript, reply_text: str, seq
 def argument_fragments(arguments: Any) -> list[str]:
     """Compact JSON of a tool input in pieces of ``ARGUMENT_FRAGMENT_CHARS`` characters."""
     text = orjson.dumps(arguments).decode()
-    return [text[i:i + ARGUMENT_FRAGMENT_CHARS] for i in range(0, len(text), ARGUMENT_FRAGMENT_CHARS)]
+    return [text[i : i + ARGUMENT_FRAGMENT_CHARS] for i in range(0, len(text), ARGUMENT_FRAGMENT_CHARS)]
 
 
 def _chosen_tool(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -395,10 +443,17 @@ class FakeBedrockUpstream(FakeServer[BedrockScript]):
     label = "Bedrock"
     script_type = BedrockScript
 
-    def __init__(self, *, access_key_id: str = DEFAULT_ACCESS_KEY_ID,
-                 secret_access_key: str = DEFAULT_SECRET_ACCESS_KEY, region: str = DEFAULT_REGION,
-                 session_token: str | None = None, reply_text: str = DEFAULT_REPLY_TEXT,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        access_key_id: str = DEFAULT_ACCESS_KEY_ID,
+        secret_access_key: str = DEFAULT_SECRET_ACCESS_KEY,
+        region: str = DEFAULT_REGION,
+        session_token: str | None = None,
+        reply_text: str = DEFAULT_REPLY_TEXT,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         super().__init__(host=host, port=port)
         self.access_key_id = access_key_id
         self.secret_access_key = secret_access_key
@@ -420,13 +475,24 @@ class FakeBedrockUpstream(FakeServer[BedrockScript]):
         raw_path = request.raw_path.partition("?")[0]
         parts = raw_path.split("/")
         model_id, operation = (unquote(parts[2]), parts[3]) if len(parts) == 4 and parts[1] == "model" else (None, None)
-        return BedrockRequest(request.method, request.path, flat_headers(request), parse_json(body), body,
-                              dict(request.query), raw_path=raw_path, model_id=model_id, operation=operation)
+        return BedrockRequest(
+            request.method,
+            request.path,
+            flat_headers(request),
+            parse_json(body),
+            body,
+            dict(request.query),
+            raw_path=raw_path,
+            model_id=model_id,
+            operation=operation,
+        )
 
     @staticmethod
     def _error(status: int, error_type: str, message: str) -> web.Response:
-        headers = {"x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/",
-                   "x-amzn-RequestId": "fake-request-error"}
+        headers = {
+            "x-amzn-ErrorType": f"{error_type}:http://internal.amazon.com/coral/com.amazon.bedrock/",
+            "x-amzn-RequestId": "fake-request-error",
+        }
         return json_response({"message": message}, status, headers)
 
     # ------------------------------------------------------------------ SigV4
@@ -436,12 +502,15 @@ class FakeBedrockUpstream(FakeServer[BedrockScript]):
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("AWS4-HMAC-SHA256 "):
             raise Reject(403, "MissingAuthenticationTokenException", "Missing Authentication Token")
-        fields = dict(part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 "):].split(",") if "=" in part)
+        fields = dict(part.strip().split("=", 1) for part in auth[len("AWS4-HMAC-SHA256 ") :].split(",") if "=" in part)
         scope = fields.get("Credential", "").split("/")
         signed = fields.get("SignedHeaders", "").split(";")
         if len(scope) != 5 or not fields.get("Signature"):
-            raise Reject(403, "IncompleteSignatureException", "Authorization header requires 'Credential', "
-                         "'Signature' and 'SignedHeaders' parameters.")
+            raise Reject(
+                403,
+                "IncompleteSignatureException",
+                "Authorization header requires 'Credential', 'Signature' and 'SignedHeaders' parameters.",
+            )
         token = request.headers.get("X-Amz-Security-Token")
         if scope[0] != self.access_key_id or token != self.session_token:
             raise Reject(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
@@ -451,30 +520,45 @@ class FakeBedrockUpstream(FakeServer[BedrockScript]):
             raise Reject(403, "InvalidSignatureException", "'Host' and 'X-Amz-Date' must be signed headers.")
         amz_date = request.headers.get("X-Amz-Date", "")
         try:
-            when = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+            when = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
         except ValueError:
             raise Reject(403, "IncompleteSignatureException", "Date must be in ISO-8601 'basic format'.") from None
-        if abs((datetime.now(timezone.utc) - when).total_seconds()) > MAX_CLOCK_SKEW_SECONDS:
-            raise Reject(403, "InvalidSignatureException", f"Signature expired: {amz_date} is now earlier or later "
-                         "than the allowed 5 minutes.")
+        if abs((datetime.now(UTC) - when).total_seconds()) > MAX_CLOCK_SKEW_SECONDS:
+            raise Reject(
+                403,
+                "InvalidSignatureException",
+                f"Signature expired: {amz_date} is now earlier or later than the allowed 5 minutes.",
+            )
         if scope[1] != amz_date[:8] or scope[2] != self.region or scope[3] != "bedrock" or scope[4] != "aws4_request":
-            raise Reject(403, "InvalidSignatureException", f"Credential should be scoped to a valid region and to "
-                         f"service 'bedrock': {'/'.join(scope[1:])}")
+            raise Reject(
+                403,
+                "InvalidSignatureException",
+                f"Credential should be scoped to a valid region and to service 'bedrock': {'/'.join(scope[1:])}",
+            )
         try:
             headers = {name: request.headers[name] for name in signed}
         except KeyError:
             raise Reject(403, "InvalidSignatureException", "A signed header is missing from the request.") from None
         query = request.raw_path.partition("?")[2]
-        signing = AWSRequest(method=request.method, url=f"http://{headers['host']}{record.raw_path}"
-                             + (f"?{query}" if query else ""), data=record.body, headers=headers)
+        signing = AWSRequest(
+            method=request.method,
+            url=f"http://{headers['host']}{record.raw_path}" + (f"?{query}" if query else ""),
+            data=record.body,
+            headers=headers,
+        )
         signing.context["timestamp"] = amz_date
-        signer = SigV4Auth(Credentials(self.access_key_id, self.secret_access_key, self.session_token),
-                           "bedrock", self.region)
+        signer = SigV4Auth(
+            Credentials(self.access_key_id, self.secret_access_key, self.session_token), "bedrock", self.region
+        )
         expected = signer.signature(signer.string_to_sign(signing, signer.canonical_request(signing)), signing)
         if not hmac.compare_digest(expected, fields["Signature"]):
-            raise Reject(403, "InvalidSignatureException", "The request signature we calculated does not match the "
-                         "signature you provided. Check your AWS Secret Access Key and signing method. Consult the "
-                         "service documentation for details.")
+            raise Reject(
+                403,
+                "InvalidSignatureException",
+                "The request signature we calculated does not match the "
+                "signature you provided. Check your AWS Secret Access Key and signing method. Consult the "
+                "service documentation for details.",
+            )
 
     # ------------------------------------------------------------------ handlers
 
@@ -506,10 +590,15 @@ class FakeBedrockUpstream(FakeServer[BedrockScript]):
             return json_response(answer.converse_body(), headers={"x-amzn-RequestId": f"fake-request-{seq:06d}"})
         return await self._stream(request, answer, script, seq)
 
-    async def _stream(self, request: web.Request, answer: Answer, script: BedrockScript,
-                      seq: int) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "application/vnd.amazon.eventstream",
-                                               "x-amzn-RequestId": f"fake-request-{seq:06d}"})
+    async def _stream(
+        self, request: web.Request, answer: Answer, script: BedrockScript, seq: int
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "application/vnd.amazon.eventstream",
+                "x-amzn-RequestId": f"fake-request-{seq:06d}",
+            }
+        )
         await response.prepare(request)
         for sent, (event_type, payload) in enumerate(answer.events()):
             message = _event(event_type, payload, sent)
@@ -532,12 +621,17 @@ class FakeBedrockUpstream(FakeServer[BedrockScript]):
         if "embed" not in (record.model_id or ""):
             raise Reject(400, "ValidationException", "The fake only serves Titan text embeddings models.")
         if not isinstance(body, dict):
-            raise Reject(400, "ValidationException",
-                         "Malformed input request, please reformat your input and try again.")
+            raise Reject(
+                400, "ValidationException", "Malformed input request, please reformat your input and try again."
+            )
         extra = set(body) - {"inputText", "dimensions", "normalize", "embeddingTypes"}
         if extra:
-            raise Reject(400, "ValidationException", f"Malformed input request: extraneous key [{sorted(extra)[0]}] "
-                         "is not permitted, please reformat your input and try again.")
+            raise Reject(
+                400,
+                "ValidationException",
+                f"Malformed input request: extraneous key [{sorted(extra)[0]}] "
+                "is not permitted, please reformat your input and try again.",
+            )
         text, dimensions = body.get("inputText"), body.get("dimensions", 1024)
         if not isinstance(text, str) or not text:
             raise Reject(400, "ValidationException", "Malformed input request: inputText must be a non-empty string.")

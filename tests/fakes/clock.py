@@ -1,11 +1,11 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 
 class FakeClock:
     """A clock that moves only when a test says so."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.current = start or datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+        self.current = start or datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
     def now(self) -> datetime:
         return self.current

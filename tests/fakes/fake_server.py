@@ -27,14 +27,26 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import orjson
 from aiohttp import web
 
-__all__ = ["DROPPED_KEY", "RECORD_KEY", "SEQ_KEY", "FakeServer", "RecordedRequest", "Script", "drop_connection",
-           "flat_headers", "json_response", "parse_json", "serve_until_signalled"]
+__all__ = [
+    "DROPPED_KEY",
+    "RECORD_KEY",
+    "SEQ_KEY",
+    "FakeServer",
+    "RecordedRequest",
+    "Script",
+    "drop_connection",
+    "flat_headers",
+    "json_response",
+    "parse_json",
+    "serve_until_signalled",
+]
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 
@@ -154,8 +166,9 @@ class FakeServer(Generic[ScriptT]):
         return not request.path.startswith("/_fake/")
 
     def _record_of(self, request: web.Request, body: bytes) -> RecordedRequest:
-        return RecordedRequest(request.method, request.path, flat_headers(request), parse_json(body), body,
-                               dict(request.query))
+        return RecordedRequest(
+            request.method, request.path, flat_headers(request), parse_json(body), body, dict(request.query)
+        )
 
     def _restore_on_reset(self, *names: str) -> None:
         """Remember these attributes' current values: :meth:`reset` puts them back."""
@@ -210,8 +223,9 @@ class FakeServer(Generic[ScriptT]):
             raise RuntimeError("already started")
         ready = threading.Event()
         failure: list[BaseException] = []
-        self._thread = threading.Thread(target=self._serve_in_thread, args=(ready, failure),
-                                        name=f"fake-{self.label.lower()}-upstream", daemon=True)
+        self._thread = threading.Thread(
+            target=self._serve_in_thread, args=(ready, failure), name=f"fake-{self.label.lower()}-upstream", daemon=True
+        )
         self._thread.start()
         if not ready.wait(10) or failure:
             self._thread = None
@@ -271,17 +285,22 @@ class FakeServer(Generic[ScriptT]):
     def build_app(self) -> web.Application:
         app = web.Application(middlewares=[self._record_middleware], client_max_size=MAX_BODY_BYTES)
         if self.control_api:
-            app.add_routes([web.get("/_fake/requests", self._control_requests),
-                            web.post("/_fake/script", self._control_script),
-                            web.post("/_fake/reset", self._control_reset)])
+            app.add_routes(
+                [
+                    web.get("/_fake/requests", self._control_requests),
+                    web.post("/_fake/script", self._control_script),
+                    web.post("/_fake/reset", self._control_reset),
+                ]
+            )
         app.add_routes(self.build_routes())
         return app
 
     # -- recording and scripts
 
     @web.middleware
-    async def _record_middleware(self, request: web.Request,
-                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _record_middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if not self._should_record(request):
             return await handler(request)
         record = self._record_of(request, await request.read())

@@ -70,8 +70,18 @@ from aiohttp import web
 from .fake_server import RECORD_KEY, SEQ_KEY, FakeServer, RecordedRequest, Script, drop_connection, json_response
 from .openai_wire import reply_tokens
 
-__all__ = ["DEFAULT_API_KEY", "DEFAULT_MODELS", "DEFAULT_REPLY_TEXT", "FakeGeminiUpstream", "GeminiScript",
-           "RecordedRequest", "embedding_vector", "placeholder_args", "prompt_tokens", "reply_tokens"]
+__all__ = [
+    "DEFAULT_API_KEY",
+    "DEFAULT_MODELS",
+    "DEFAULT_REPLY_TEXT",
+    "FakeGeminiUpstream",
+    "GeminiScript",
+    "RecordedRequest",
+    "embedding_vector",
+    "placeholder_args",
+    "prompt_tokens",
+    "reply_tokens",
+]
 
 DEFAULT_API_KEY = "AIzaSy-fake-gemini-key-0001"
 DEFAULT_REPLY_TEXT = "Hello from fake Gemini"
@@ -82,25 +92,94 @@ IMAGE_TOKENS = 258
 FAKE_SIGNATURE_PREFIX = "ZmFrZS1zaWduYXR1cmU"  # base64 of "fake-signature", then a sequence number
 SKIP_SIGNATURES = ("skip_thought_signature_validator", "context_engineering_is_the_way_to_go")
 
-GRPC_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-               409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 503: "UNAVAILABLE",
-               504: "DEADLINE_EXCEEDED"}
+GRPC_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
-_TOP_FIELDS = {"contents", "systemInstruction", "tools", "toolConfig", "safetySettings", "generationConfig",
-               "cachedContent", "model"}
-_PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode",
-              "codeExecutionResult"}
+_TOP_FIELDS = {
+    "contents",
+    "systemInstruction",
+    "tools",
+    "toolConfig",
+    "safetySettings",
+    "generationConfig",
+    "cachedContent",
+    "model",
+}
+_PART_DATA = {
+    "text",
+    "inlineData",
+    "fileData",
+    "functionCall",
+    "functionResponse",
+    "executableCode",
+    "codeExecutionResult",
+}
 _PART_META = {"thought", "thoughtSignature", "videoMetadata", "mediaResolution"}
-_GENERATION_FIELDS = {"stopSequences", "responseMimeType", "responseSchema", "responseJsonSchema", "candidateCount",
-                      "maxOutputTokens", "temperature", "topP", "topK", "seed", "presencePenalty",
-                      "frequencyPenalty", "responseLogprobs", "logprobs", "thinkingConfig", "responseModalities",
-                      "mediaResolution", "speechConfig", "enableEnhancedCivicAnswers"}
-_SCHEMA_FIELDS = {"type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems", "properties",
-                  "required", "minProperties", "maxProperties", "minLength", "maxLength", "pattern", "example",
-                  "anyOf", "propertyOrdering", "default", "items", "minimum", "maximum"}
+_GENERATION_FIELDS = {
+    "stopSequences",
+    "responseMimeType",
+    "responseSchema",
+    "responseJsonSchema",
+    "candidateCount",
+    "maxOutputTokens",
+    "temperature",
+    "topP",
+    "topK",
+    "seed",
+    "presencePenalty",
+    "frequencyPenalty",
+    "responseLogprobs",
+    "logprobs",
+    "thinkingConfig",
+    "responseModalities",
+    "mediaResolution",
+    "speechConfig",
+    "enableEnhancedCivicAnswers",
+}
+_SCHEMA_FIELDS = {
+    "type",
+    "format",
+    "title",
+    "description",
+    "nullable",
+    "enum",
+    "maxItems",
+    "minItems",
+    "properties",
+    "required",
+    "minProperties",
+    "maxProperties",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "example",
+    "anyOf",
+    "propertyOrdering",
+    "default",
+    "items",
+    "minimum",
+    "maximum",
+}
 _SCHEMA_TYPES = {"TYPE_UNSPECIFIED", "STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT", "NULL"}
-_DECLARATION_FIELDS = {"name", "description", "parameters", "parametersJsonSchema", "response",
-                       "responseJsonSchema", "behavior"}
+_DECLARATION_FIELDS = {
+    "name",
+    "description",
+    "parameters",
+    "parametersJsonSchema",
+    "response",
+    "responseJsonSchema",
+    "behavior",
+}
 
 
 # --------------------------------------------------------------------------- wire rules (pure)
@@ -159,8 +238,9 @@ def embedding_vector(text: str, dimensions: int = DEFAULT_EMBEDDING_DIMENSIONS) 
     return values[:dimensions]
 
 
-def google_error(code: int, message: str, status: str | None = None,
-                 details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def google_error(
+    code: int, message: str, status: str | None = None, details: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     error: dict[str, Any] = {"code": code, "message": message, "status": status or GRPC_STATUS.get(code, "UNKNOWN")}
     if details:
         error["details"] = details
@@ -176,8 +256,10 @@ class GeminiScript(Script):
 
     delay_seconds: float = 0.0
     error_status: int | None = None  # answer with Google's error envelope (before auth)
-    error_message: str = ("An internal error has occurred. Please retry or report in "
-                          "https://developers.generativeai.google/guide/troubleshooting")
+    error_message: str = (
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting"
+    )
     error_grpc_status: str | None = None  # default from the HTTP status
     error_details: tuple[dict[str, Any], ...] = ()
     retry_after: str | None = None  # a Retry-After header (Google normally sends none)
@@ -194,59 +276,74 @@ class GeminiScript(Script):
     reply_text: str | None = None
 
     @classmethod
-    def error(cls, status: int, message: str | None = None, *, grpc_status: str | None = None,
-              retry_delay: str | None = None, retry_after: str | None = None) -> "GeminiScript":
+    def error(
+        cls,
+        status: int,
+        message: str | None = None,
+        *,
+        grpc_status: str | None = None,
+        retry_delay: str | None = None,
+        retry_after: str | None = None,
+    ) -> GeminiScript:
         details: tuple[dict[str, Any], ...] = ()
         if retry_delay is not None:
             details = ({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": retry_delay},)
         default = cls.error_message if status >= 500 else "Request failed"
         if status == 429 and message is None:
-            default = ("You exceeded your current quota, please check your plan and billing details. For more "
-                       "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.")
-        return cls(error_status=status, error_message=message or default, error_grpc_status=grpc_status,
-                   error_details=details, retry_after=retry_after)
+            default = (
+                "You exceeded your current quota, please check your plan and billing details. For more "
+                "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
+            )
+        return cls(
+            error_status=status,
+            error_message=message or default,
+            error_grpc_status=grpc_status,
+            error_details=details,
+            retry_after=retry_after,
+        )
 
     @classmethod
-    def raw(cls, status: int, body: str, content_type: str = "text/html") -> "GeminiScript":
+    def raw(cls, status: int, body: str, content_type: str = "text/html") -> GeminiScript:
         return cls(raw_status=status, raw_body=body, raw_content_type=content_type)
 
     @classmethod
-    def delay(cls, seconds: float) -> "GeminiScript":
+    def delay(cls, seconds: float) -> GeminiScript:
         return cls(delay_seconds=seconds)
 
     @classmethod
-    def break_stream_after(cls, fragments: int) -> "GeminiScript":
+    def break_stream_after(cls, fragments: int) -> GeminiScript:
         return cls(break_after=fragments)
 
     @classmethod
-    def error_in_stream_after(cls, fragments: int, code: int = 500) -> "GeminiScript":
+    def error_in_stream_after(cls, fragments: int, code: int = 500) -> GeminiScript:
         return cls(error_after=fragments, stream_error_code=code)
 
     @classmethod
-    def no_finish(cls) -> "GeminiScript":
+    def no_finish(cls) -> GeminiScript:
         return cls(omit_finish=True)
 
     @classmethod
-    def finish(cls, reason: str) -> "GeminiScript":
+    def finish(cls, reason: str) -> GeminiScript:
         return cls(finish_reason=reason)
 
     @classmethod
-    def thinking(cls, text: str) -> "GeminiScript":
+    def thinking(cls, text: str) -> GeminiScript:
         return cls(thoughts=text)
 
     @classmethod
-    def usage(cls, **counts: int) -> "GeminiScript":
+    def usage(cls, **counts: int) -> GeminiScript:
         """e.g. ``usage(cachedContentTokenCount=3, thoughtsTokenCount=7)``."""
         return cls(usage_overrides=dict(counts))
 
     @classmethod
-    def reply(cls, text: str) -> "GeminiScript":
+    def reply(cls, text: str) -> GeminiScript:
         return cls(reply_text=text)
 
 
 class Reject(Exception):
-    def __init__(self, status: int, message: str, *, grpc_status: str | None = None,
-                 details: list[dict[str, Any]] | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, *, grpc_status: str | None = None, details: list[dict[str, Any]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.grpc_status, self.details = status, message, grpc_status, details
 
@@ -299,8 +396,10 @@ def _validate_content(content: Any, where: str) -> None:
         at = f"{where}.parts[{j}]"
         _unknown(part, _PART_DATA | _PART_META, at)
         if len([key for key in part if key in _PART_DATA]) != 1:
-            raise Reject(400, f"* GenerateContentRequest.{at}.data: required oneof field 'data' must have "
-                              "one initialized field\n")
+            raise Reject(
+                400,
+                f"* GenerateContentRequest.{at}.data: required oneof field 'data' must have one initialized field\n",
+            )
         if "inlineData" in part:
             inline = part["inlineData"]
             _unknown(inline, {"mimeType", "data"}, f"{at}.inline_data")
@@ -314,8 +413,10 @@ def _validate_content(content: Any, where: str) -> None:
         if "functionResponse" in part:
             response = part["functionResponse"]
             if not isinstance(response.get("response"), dict) or not response.get("name"):
-                raise Reject(400, f"* GenerateContentRequest.{at}.function_response: name and response "
-                                  "(an object) are required\n")
+                raise Reject(
+                    400,
+                    f"* GenerateContentRequest.{at}.function_response: name and response (an object) are required\n",
+                )
 
 
 def _base64(data: Any, where: str) -> None:
@@ -323,8 +424,9 @@ def _base64(data: Any, where: str) -> None:
         text = str(data)
         base64.b64decode(text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
-        raise Reject(400, f"Invalid value at '{where}' (TYPE_BYTES), "
-                          f"Base64 decoding failed for \"{str(data)[:20]}\"") from None
+        raise Reject(
+            400, f"Invalid value at '{where}' (TYPE_BYTES), Base64 decoding failed for \"{str(data)[:20]}\""
+        ) from None
 
 
 def _validate_turns(contents: list[dict[str, Any]], require_signatures: bool) -> None:
@@ -332,17 +434,23 @@ def _validate_turns(contents: list[dict[str, Any]], require_signatures: bool) ->
         calls = [p for p in content["parts"] if "functionCall" in p]
         if content.get("role") == "model" and calls and require_signatures and not calls[0].get("thoughtSignature"):
             name = calls[0]["functionCall"]["name"]
-            raise Reject(400, f"Function call is missing a thought_signature in functionCall parts. This is required "
-                              f"for tools to work correctly. Additional data, function call `default_api:{name}` , "
-                              f"position {i + 1}. Please refer to "
-                              "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")
+            raise Reject(
+                400,
+                f"Function call is missing a thought_signature in functionCall parts. This is required "
+                f"for tools to work correctly. Additional data, function call `default_api:{name}` , "
+                f"position {i + 1}. Please refer to "
+                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.",
+            )
         responses = [p for p in content["parts"] if "functionResponse" in p]
         if responses:
             previous = contents[i - 1] if i else {"parts": []}
             expected = [p for p in previous["parts"] if "functionCall" in p]
             if previous.get("role") != "model" or len(expected) != len(responses):
-                raise Reject(400, "Please ensure that the number of function response parts is equal to the number "
-                                  "of function call parts of the function call turn.")
+                raise Reject(
+                    400,
+                    "Please ensure that the number of function response parts is equal to the number "
+                    "of function call parts of the function call turn.",
+                )
 
 
 def _validate_tools(tools: Any) -> list[str]:
@@ -353,9 +461,12 @@ def _validate_tools(tools: Any) -> list[str]:
             at = f"tools[{i}].function_declarations[{j}]"
             _unknown(declaration, _DECLARATION_FIELDS, at)
             if not _FUNCTION_NAME.match(str(declaration.get("name"))):
-                raise Reject(400, f"* GenerateContentRequest.{at}.name: Invalid function name. Must start with a "
-                                  "letter or an underscore. Must be alphameric (a-z, A-Z, 0-9), underscores (_), "
-                                  "dots (.), colons (:) or dashes (-), with a maximum length of 64.\n")
+                raise Reject(
+                    400,
+                    f"* GenerateContentRequest.{at}.name: Invalid function name. Must start with a "
+                    "letter or an underscore. Must be alphameric (a-z, A-Z, 0-9), underscores (_), "
+                    "dots (.), colons (:) or dashes (-), with a maximum length of 64.\n",
+                )
             if "parameters" in declaration:
                 _validate_schema(declaration["parameters"], f"{at}.parameters")
             names.append(declaration["name"])
@@ -367,8 +478,11 @@ def _validate_schema(schema: Any, where: str) -> None:
         raise Reject(400, f"Invalid value at '{where}': expected an object")
     _unknown(schema, _SCHEMA_FIELDS, where)
     if "type" in schema and str(schema["type"]).upper() not in _SCHEMA_TYPES:
-        raise Reject(400, f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage."
-                          f"v1beta.Type), \"{schema['type']}\"")
+        raise Reject(
+            400,
+            f"Invalid value at '{where}.type' (type.googleapis.com/google.ai.generativelanguage."
+            f'v1beta.Type), "{schema["type"]}"',
+        )
     if str(schema.get("type", "")).upper() == "OBJECT" and "properties" in schema and not schema["properties"]:
         raise Reject(400, f"* GenerateContentRequest.{where}.properties: should be non-empty for OBJECT type\n")
     for name, sub in (schema.get("properties") or {}).items():
@@ -389,12 +503,18 @@ def _validate_tool_config(config: Any, names: list[str]) -> None:
         raise Reject(400, f"Invalid value at 'tool_config.function_calling_config.mode', \"{calling.get('mode')}\"")
     allowed = calling.get("allowedFunctionNames")
     if allowed and calling.get("mode") not in ("ANY", "VALIDATED"):
-        raise Reject(400, "* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
-                          "allowed_function_names can only be set when mode is ANY or VALIDATED.\n")
+        raise Reject(
+            400,
+            "* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+            "allowed_function_names can only be set when mode is ANY or VALIDATED.\n",
+        )
     for name in allowed or ():
         if name not in names:
-            raise Reject(400, f"* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
-                              f"function {name} is not declared.\n")
+            raise Reject(
+                400,
+                f"* GenerateContentRequest.tool_config.function_calling_config.allowed_function_names: "
+                f"function {name} is not declared.\n",
+            )
 
 
 # --------------------------------------------------------------------------- answers
@@ -419,10 +539,17 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
     base_path = "/v1beta"
     script_type = GeminiScript
 
-    def __init__(self, *, api_key: str = DEFAULT_API_KEY, reply_text: str = DEFAULT_REPLY_TEXT,
-                 models: tuple[str, ...] = DEFAULT_MODELS,
-                 embedding_models: tuple[str, ...] = DEFAULT_EMBEDDING_MODELS,
-                 require_thought_signatures: bool = False, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        reply_text: str = DEFAULT_REPLY_TEXT,
+        models: tuple[str, ...] = DEFAULT_MODELS,
+        embedding_models: tuple[str, ...] = DEFAULT_EMBEDDING_MODELS,
+        require_thought_signatures: bool = False,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         super().__init__(host=host, port=port)
         self.api_key = api_key
         self.reply_text = reply_text
@@ -432,8 +559,11 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
         self._restore_on_reset("reply_text", "require_thought_signatures")
 
     def build_routes(self) -> list[web.RouteDef]:
-        return [web.get("/v1beta/models", self._list_models), web.post("/v1beta/models/{target}", self._models_call),
-                web.route("*", "/{tail:.*}", self._not_found)]
+        return [
+            web.get("/v1beta/models", self._list_models),
+            web.post("/v1beta/models/{target}", self._models_call),
+            web.route("*", "/{tail:.*}", self._not_found),
+        ]
 
     # ------------------------------------------------------------------ plumbing
 
@@ -443,14 +573,26 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
     def _check_key(self, request: web.Request) -> None:
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
         if not key:
-            raise Reject(403, "Method doesn't allow unregistered callers (callers without established identity). "
-                              "Please use API Key or other form of API consumer identity to call this API.")
+            raise Reject(
+                403,
+                "Method doesn't allow unregistered callers (callers without established identity). "
+                "Please use API Key or other form of API consumer identity to call this API.",
+            )
         if key != self.api_key:
             message = "API key not valid. Please pass a valid API key."
-            raise Reject(400, message, details=[
-                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                 "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
-                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message}])
+            raise Reject(
+                400,
+                message,
+                details=[
+                    {
+                        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                        "reason": "API_KEY_INVALID",
+                        "domain": "googleapis.com",
+                        "metadata": {"service": "generativelanguage.googleapis.com"},
+                    },
+                    {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US", "message": message},
+                ],
+            )
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return json_response(google_error(404, f"Method not found: {request.method} {request.path}"), 404)
@@ -463,10 +605,13 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
         except Reject as rej:
             return self._reject(rej)
         size = int(request.query.get("pageSize") or 50)
-        models = [{"name": f"models/{m}", "supportedGenerationMethods": ["generateContent", "countTokens"]}
-                  for m in self.models] + [{"name": f"models/{m}", "supportedGenerationMethods": ["embedContent"]}
-                                           for m in self.embedding_models]
-        return json_response({"models": models[:size], **({"nextPageToken": "fake-next"} if size < len(models) else {})})
+        models = [
+            {"name": f"models/{m}", "supportedGenerationMethods": ["generateContent", "countTokens"]}
+            for m in self.models
+        ] + [{"name": f"models/{m}", "supportedGenerationMethods": ["embedContent"]} for m in self.embedding_models]
+        return json_response(
+            {"models": models[:size], **({"nextPageToken": "fake-next"} if size < len(models) else {})}
+        )
 
     async def _models_call(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["target"].rpartition(":")
@@ -476,11 +621,17 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
                 await asyncio.sleep(script.delay_seconds)
             if script.error_status is not None:
                 headers = {"retry-after": script.retry_after} if script.retry_after else None
-                return json_response(google_error(script.error_status, script.error_message, script.error_grpc_status,
-                                               list(script.error_details)), script.error_status, headers)
+                return json_response(
+                    google_error(
+                        script.error_status, script.error_message, script.error_grpc_status, list(script.error_details)
+                    ),
+                    script.error_status,
+                    headers,
+                )
             if script.raw_status is not None:
-                return web.Response(status=script.raw_status, text=script.raw_body,
-                                    content_type=script.raw_content_type)
+                return web.Response(
+                    status=script.raw_status, text=script.raw_body, content_type=script.raw_content_type
+                )
             self._check_key(request)
             body = request[RECORD_KEY].json
             if method in ("batchEmbedContents", "embedContent"):
@@ -503,14 +654,19 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
 
     def _check_model(self, model: str, known: tuple[str, ...], method: str) -> None:
         if model not in known:
-            raise Reject(404, f"models/{model} is not found for API version v1beta, or is not supported for "
-                              f"{method}. Call ListModels to see the list of available models and their "
-                              "supported methods.")
+            raise Reject(
+                404,
+                f"models/{model} is not found for API version v1beta, or is not supported for "
+                f"{method}. Call ListModels to see the list of available models and their "
+                "supported methods.",
+            )
 
-    async def _write_sse(self, request: web.Request, fragments: list[dict[str, Any]],
-                         script: GeminiScript) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream",
-                                               "Content-Disposition": "attachment"})
+    async def _write_sse(
+        self, request: web.Request, fragments: list[dict[str, Any]], script: GeminiScript
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Content-Disposition": "attachment"}
+        )
         await response.prepare(request)
         for sent, fragment in enumerate(fragments):
             if script.break_after is not None and sent >= script.break_after:
@@ -531,9 +687,16 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
         prompt = prompt_tokens(body)
         base = {"modelVersion": model, "responseId": f"fake-gemini-{seq:06d}"}
         if any("BLOCKME" in (part.get("text") or "") for content in body["contents"] for part in content["parts"]):
-            return [{"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": [
-                {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}]},
-                "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt}, **base}]
+            return [
+                {
+                    "promptFeedback": {
+                        "blockReason": "SAFETY",
+                        "safetyRatings": [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}],
+                    },
+                    "usageMetadata": {"promptTokenCount": prompt, "totalTokenCount": prompt},
+                    **base,
+                }
+            ]
         config = body.get("generationConfig") or {}
         n = int(config.get("candidateCount", 1))
         answer = self._answer(seq, body, script)
@@ -562,8 +725,12 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
                 usage["thoughtsTokenCount"] = answer.thought_tokens * n
                 usage.update(script.usage_overrides)
             usage = {key: value for key, value in usage.items() if value or key == "promptTokenCount"}
-            usage["totalTokenCount"] = (usage["promptTokenCount"] + usage.get("candidatesTokenCount", 0)
-                                        + usage.get("thoughtsTokenCount", 0) + usage.get("toolUsePromptTokenCount", 0))
+            usage["totalTokenCount"] = (
+                usage["promptTokenCount"]
+                + usage.get("candidatesTokenCount", 0)
+                + usage.get("thoughtsTokenCount", 0)
+                + usage.get("toolUsePromptTokenCount", 0)
+            )
             out.append({"candidates": candidates, "usageMetadata": usage, **base})
         return out
 
@@ -575,20 +742,22 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
             args = placeholder_args(function.get("parameters"))
             signature = f"{FAKE_SIGNATURE_PREFIX}{seq:05d}"
             part = {"functionCall": {"name": function["name"], "args": args}, "thoughtSignature": signature}
-            return _Answer([part], script.thoughts, script.finish_reason or "STOP", _ceil4(_json(args)),
-                           thought_tokens, [])
+            return _Answer(
+                [part], script.thoughts, script.finish_reason or "STOP", _ceil4(_json(args)), thought_tokens, []
+            )
         text = self._reply_text(body, script)
         finish = "STOP"
         for stop in config.get("stopSequences") or ():
             if stop in text:
-                text = text[:text.index(stop)]
+                text = text[: text.index(stop)]
         tokens = reply_tokens(text)
         limit = config.get("maxOutputTokens")
         if limit is not None and len(tokens) + thought_tokens > limit:
-            tokens, finish = tokens[:max(limit - thought_tokens, 0)], "MAX_TOKENS"
+            tokens, finish = tokens[: max(limit - thought_tokens, 0)], "MAX_TOKENS"
         text = "".join(tokens)
-        return _Answer([{"text": text}], script.thoughts, script.finish_reason or finish, len(tokens),
-                       thought_tokens, [text])
+        return _Answer(
+            [{"text": text}], script.thoughts, script.finish_reason or finish, len(tokens), thought_tokens, [text]
+        )
 
     def _function_to_call(self, body: dict[str, Any]) -> dict[str, Any] | None:
         declarations = [d for tool in body.get("tools") or () for d in tool.get("functionDeclarations") or ()]
@@ -630,8 +799,11 @@ class FakeGeminiUpstream(FakeServer[GeminiScript]):
         for i, item in enumerate(requests):
             _unknown(item, {"model", "content", "taskType", "title", "outputDimensionality"}, f"requests[{i}]")
             if item.get("model") != f"models/{model}":
-                raise Reject(400, f"Model names in the batch requests must match the model in the URL "
-                                  f"(requests[{i}].model is {item.get('model')!r}).")
+                raise Reject(
+                    400,
+                    f"Model names in the batch requests must match the model in the URL "
+                    f"(requests[{i}].model is {item.get('model')!r}).",
+                )
             embeddings.append(self._embed_one(model, item))
         return {"embeddings": embeddings}
 

@@ -86,8 +86,12 @@ __all__ = ["DEFAULT_MODELS", "DEFAULT_REPLY_TEXT", "FakeOllamaUpstream", "Ollama
 DEFAULT_REPLY_TEXT = "Hello from fake ollama"
 DEFAULT_MODELS = ("llama3.2", "llava", "qwen3", "nomic-embed-text")
 CREATED_AT = "2024-01-01T00:00:00.000000Z"
-DURATIONS = {"total_duration": 5_000_000, "load_duration": 1_000_000, "prompt_eval_duration": 2_000_000,
-             "eval_duration": 2_000_000}
+DURATIONS = {
+    "total_duration": 5_000_000,
+    "load_duration": 1_000_000,
+    "prompt_eval_duration": 2_000_000,
+    "eval_duration": 2_000_000,
+}
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -109,39 +113,41 @@ class OllamaScripted(Script):
     omit_prompt_eval_count: bool = False  # what Ollama does on a full prompt-cache hit
 
     @classmethod
-    def error(cls, status: int, message: str = "an error was encountered while running the model") -> "OllamaScripted":
+    def error(cls, status: int, message: str = "an error was encountered while running the model") -> OllamaScripted:
         return cls(error_status=status, error_message=message)
 
     @classmethod
-    def raw(cls, status: int, body: str, content_type: str = "text/plain") -> "OllamaScripted":
+    def raw(cls, status: int, body: str, content_type: str = "text/plain") -> OllamaScripted:
         return cls(raw_status=status, raw_body=body, raw_content_type=content_type)
 
     @classmethod
-    def delay(cls, seconds: float) -> "OllamaScripted":
+    def delay(cls, seconds: float) -> OllamaScripted:
         return cls(delay_seconds=seconds)
 
     @classmethod
-    def break_stream_after(cls, lines: int) -> "OllamaScripted":
+    def break_stream_after(cls, lines: int) -> OllamaScripted:
         return cls(break_after=lines)
 
     @classmethod
-    def error_line_after(cls, lines: int, message: str = "an error was encountered while running the model") -> "OllamaScripted":
+    def error_line_after(
+        cls, lines: int, message: str = "an error was encountered while running the model"
+    ) -> OllamaScripted:
         return cls(error_after=lines, error_message=message)
 
     @classmethod
-    def end_stream_after(cls, lines: int) -> "OllamaScripted":
+    def end_stream_after(cls, lines: int) -> OllamaScripted:
         return cls(end_after=lines)
 
     @classmethod
-    def reply(cls, text: str) -> "OllamaScripted":
+    def reply(cls, text: str) -> OllamaScripted:
         return cls(reply_text=text)
 
     @classmethod
-    def think(cls, text: str) -> "OllamaScripted":
+    def think(cls, text: str) -> OllamaScripted:
         return cls(thinking=text)
 
     @classmethod
-    def cache_hit(cls) -> "OllamaScripted":
+    def cache_hit(cls) -> OllamaScripted:
         return cls(omit_prompt_eval_count=True)
 
 
@@ -161,8 +167,14 @@ class FakeOllamaUpstream(FakeServer[OllamaScripted]):
     control_api = True
     script_type = OllamaScripted
 
-    def __init__(self, *, reply_text: str = DEFAULT_REPLY_TEXT, models: tuple[str, ...] = DEFAULT_MODELS,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        reply_text: str = DEFAULT_REPLY_TEXT,
+        models: tuple[str, ...] = DEFAULT_MODELS,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         super().__init__(host=host, port=port)
         self.reply_text = reply_text
         self.models = tuple(_tagged(model) for model in models)
@@ -182,8 +194,9 @@ class FakeOllamaUpstream(FakeServer[OllamaScripted]):
 
     # ---------------------------------------------------------------- plumbing
 
-    async def _prelude(self, request: web.Request, record: RecordedRequest,
-                       script: OllamaScripted) -> web.StreamResponse | None:
+    async def _prelude(
+        self, request: web.Request, record: RecordedRequest, script: OllamaScripted
+    ) -> web.StreamResponse | None:
         """Scripted delay / error / raw answer, then the checks Ollama itself makes."""
         if script.delay_seconds:
             await asyncio.sleep(script.delay_seconds)
@@ -215,19 +228,28 @@ class FakeOllamaUpstream(FakeServer[OllamaScripted]):
         if script.break_after is not None and body.get("stream") is False:
             return drop_connection(request)
         fragments, message, done_reason, eval_count = self._answer(body, script)
-        final = {"model": body["model"], "created_at": CREATED_AT, "done": True, "done_reason": done_reason,
-                 **DURATIONS, "eval_count": eval_count}
+        final = {
+            "model": body["model"],
+            "created_at": CREATED_AT,
+            "done": True,
+            "done_reason": done_reason,
+            **DURATIONS,
+            "eval_count": eval_count,
+        }
         if not script.omit_prompt_eval_count:
             final["prompt_eval_count"] = count_prompt_tokens(body["messages"])
         if body.get("stream") is False:
             return json_response({**final, "message": message})
-        lines = [{"model": body["model"], "created_at": CREATED_AT, "message": fragment, "done": False}
-                 for fragment in fragments]
+        lines = [
+            {"model": body["model"], "created_at": CREATED_AT, "message": fragment, "done": False}
+            for fragment in fragments
+        ]
         lines.append({**final, "message": {"role": "assistant", "content": ""}})
         return await self._write_stream(request, lines, script)
 
-    def _answer(self, body: dict[str, Any],
-                script: OllamaScripted) -> tuple[list[dict[str, Any]], dict[str, Any], str, int]:
+    def _answer(
+        self, body: dict[str, Any], script: OllamaScripted
+    ) -> tuple[list[dict[str, Any]], dict[str, Any], str, int]:
         """Stream fragments (one per token; a tool call is one), the whole message, done_reason, eval_count."""
         messages, options = body["messages"], body.get("options") or {}
         tools = body.get("tools") or []
@@ -253,8 +275,9 @@ class FakeOllamaUpstream(FakeServer[OllamaScripted]):
             message["thinking"] = "".join(thinking)
         return fragments, message, "length" if truncated else "stop", len(fragments)
 
-    async def _write_stream(self, request: web.Request, lines: list[dict[str, Any]],
-                            script: OllamaScripted) -> web.StreamResponse:
+    async def _write_stream(
+        self, request: web.Request, lines: list[dict[str, Any]], script: OllamaScripted
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
         for index, line in enumerate(lines):
@@ -286,14 +309,20 @@ class FakeOllamaUpstream(FakeServer[OllamaScripted]):
         if script.break_after is not None:
             return drop_connection(request)
         dimensions = record.json.get("dimensions") or 8
-        return json_response({"model": record.json["model"],
-                           "embeddings": [embedding_vector(item, dimensions) for item in inputs],
-                           "total_duration": DURATIONS["total_duration"], "load_duration": DURATIONS["load_duration"],
-                           "prompt_eval_count": count_embedding_tokens(inputs)})
+        return json_response(
+            {
+                "model": record.json["model"],
+                "embeddings": [embedding_vector(item, dimensions) for item in inputs],
+                "total_duration": DURATIONS["total_duration"],
+                "load_duration": DURATIONS["load_duration"],
+                "prompt_eval_count": count_embedding_tokens(inputs),
+            }
+        )
 
     async def _tags(self, request: web.Request) -> web.StreamResponse:
-        return json_response({"models": [{"name": model, "model": model, "modified_at": CREATED_AT, "size": 1}
-                                      for model in self.models]})
+        return json_response(
+            {"models": [{"name": model, "model": model, "modified_at": CREATED_AT, "size": 1} for model in self.models]}
+        )
 
     async def _version(self, request: web.Request) -> web.StreamResponse:
         return json_response({"version": "0.0.0-fake"})
@@ -311,7 +340,9 @@ def _validate_chat(body: dict[str, Any]) -> None:
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise Reject(400, "invalid message role")
         if not isinstance(message.get("content", ""), str):
-            raise Reject(400, "json: cannot unmarshal array into Go struct field Message.messages.content of type string")
+            raise Reject(
+                400, "json: cannot unmarshal array into Go struct field Message.messages.content of type string"
+            )
         for image in message.get("images") or ():
             try:
                 base64.b64decode(image, validate=True)
@@ -319,14 +350,17 @@ def _validate_chat(body: dict[str, Any]) -> None:
                 raise Reject(400, "illegal base64 data at input byte 0") from None
         for call in message.get("tool_calls") or ():
             if not isinstance((call.get("function") or {}).get("arguments"), dict):
-                raise Reject(400, "json: cannot unmarshal string into Go struct field "
-                                  "ToolCallFunction.messages.tool_calls.function.arguments of type api.ToolCallFunctionArguments")
+                raise Reject(
+                    400,
+                    "json: cannot unmarshal string into Go struct field "
+                    "ToolCallFunction.messages.tool_calls.function.arguments of type api.ToolCallFunctionArguments",
+                )
     for tool in body.get("tools") or ():
         if not isinstance(tool, dict) or not isinstance((tool.get("function") or {}).get("name"), str):
             raise Reject(400, "invalid tool definition")
     predict = (body.get("options") or {}).get("num_predict")
     if predict is not None and (not isinstance(predict, int) or isinstance(predict, bool)):
-        raise Reject(400, "option \"num_predict\" must be of type integer")
+        raise Reject(400, 'option "num_predict" must be of type integer')
 
 
 def _tagged(model: str) -> str:

@@ -64,7 +64,7 @@ class Scripted(Script):
     # -- constructors -------------------------------------------------------
 
     @classmethod
-    def normal(cls) -> "Scripted":
+    def normal(cls) -> Scripted:
         """Consume one request without changing anything."""
         return cls()
 
@@ -77,27 +77,29 @@ class Scripted(Script):
         retry_after: float | None = None,
         *,
         type: str | None = None,
-    ) -> "Scripted":
-        return cls(error_status=status, error_message=message, error_code=code, retry_after=retry_after, error_type=type)
+    ) -> Scripted:
+        return cls(
+            error_status=status, error_message=message, error_code=code, retry_after=retry_after, error_type=type
+        )
 
     @classmethod
-    def raw(cls, status: int, body: str, content_type: str = "text/html") -> "Scripted":
+    def raw(cls, status: int, body: str, content_type: str = "text/html") -> Scripted:
         return cls(raw_status=status, raw_body=body, raw_content_type=content_type)
 
     @classmethod
-    def delay(cls, seconds: float) -> "Scripted":
+    def delay(cls, seconds: float) -> Scripted:
         return cls(delay_seconds=seconds)
 
     @classmethod
-    def break_stream_after(cls, chunks: int) -> "Scripted":
+    def break_stream_after(cls, chunks: int) -> Scripted:
         return cls(break_after=chunks)
 
     @classmethod
-    def stall_stream_after(cls, chunks: int, seconds: float) -> "Scripted":
+    def stall_stream_after(cls, chunks: int, seconds: float) -> Scripted:
         return cls(stall_after=chunks, stall_seconds=seconds)
 
     @classmethod
-    def chunk_delay(cls, seconds: float) -> "Scripted":
+    def chunk_delay(cls, seconds: float) -> Scripted:
         return cls(chunk_delay_seconds=seconds)
 
     @classmethod
@@ -108,7 +110,7 @@ class Scripted(Script):
         completion_tokens: int | None = None,
         cached_tokens: int | None = None,
         reasoning_tokens: int | None = None,
-    ) -> "Scripted":
+    ) -> Scripted:
         given = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -118,9 +120,9 @@ class Scripted(Script):
         return cls(usage_overrides={k: v for k, v in given.items() if v is not None})
 
     @classmethod
-    def no_usage(cls) -> "Scripted":
+    def no_usage(cls) -> Scripted:
         return cls(omit_usage=True)
 
     @classmethod
-    def reply(cls, text: str) -> "Scripted":
+    def reply(cls, text: str) -> Scripted:
         return cls(reply_text=text)

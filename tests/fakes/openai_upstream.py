@@ -159,11 +159,20 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         if known is not None and isinstance(body, dict):
             # escaped: a name with a control character would make an invalid header (the server refuses to send it)
             headers["x-fake-unknown-fields"] = ",".join(
-                sorted(k.encode("unicode_escape").decode("ascii") for k in body if k not in known))
+                sorted(k.encode("unicode_escape").decode("ascii") for k in body if k not in known)
+            )
         return headers
 
-    def _error(self, status: int, message: str, headers: dict[str, str], *, type: str | None = None,
-               param: str | None = None, code: str | None = None) -> web.Response:
+    def _error(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str],
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> web.Response:
         body = error_body(message, type=type or error_type_for(status), param=param, code=code)
         return json_response(body, status, headers)
 
@@ -173,17 +182,22 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         if scheme.lower() == "bearer" and key.strip() in self.accepted_keys:
             return
         if not key.strip():
-            message = ("You didn't provide an API key. You need to provide your API key in an "
-                       "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+            message = (
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+            )
         else:
             shown = key.strip()
             shown = f"{shown[:3]}{'*' * 8}{shown[-4:]}" if len(shown) > 10 else shown
-            message = (f"Incorrect API key provided: {shown}. You can find your API key at "
-                       "https://platform.openai.com/account/api-keys.")
+            message = (
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys."
+            )
         raise Reject(401, message, code="invalid_api_key")
 
-    async def _prelude(self, request: web.Request, script: Scripted, headers: dict[str, str], *,
-                       streaming: bool) -> web.StreamResponse | None:
+    async def _prelude(
+        self, request: web.Request, script: Scripted, headers: dict[str, str], *, streaming: bool
+    ) -> web.StreamResponse | None:
         """Apply the scripted delay / error / drop, then authenticate.  A response ends the request."""
         headers = dict(headers)
         if script.delay_seconds:
@@ -191,11 +205,13 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         if script.error_status is not None:
             if script.retry_after is not None:
                 headers["retry-after"] = f"{script.retry_after:g}"
-            return self._error(script.error_status, script.error_message, headers,
-                               type=script.error_type, code=script.error_code)
+            return self._error(
+                script.error_status, script.error_message, headers, type=script.error_type, code=script.error_code
+            )
         if script.raw_status is not None:
-            return web.Response(status=script.raw_status, text=script.raw_body,
-                                content_type=script.raw_content_type, headers=headers)
+            return web.Response(
+                status=script.raw_status, text=script.raw_body, content_type=script.raw_content_type, headers=headers
+            )
         if not streaming:
             if script.break_after is not None:
                 return drop_connection(request)
@@ -214,8 +230,13 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
     def _usage(script: Scripted, prompt_tokens: int, completion_tokens: int) -> dict[str, Any] | None:
         if script.omit_usage:
             return None
-        numbers = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                   "cached_tokens": 0, "reasoning_tokens": 0, **script.usage_overrides}
+        numbers = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "cached_tokens": 0,
+            "reasoning_tokens": 0,
+            **script.usage_overrides,
+        }
         return usage_body(numbers.pop("prompt_tokens"), numbers.pop("completion_tokens"), **numbers)
 
     # ------------------------------------------------------------------ chat completions
@@ -246,8 +267,9 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
             arguments = placeholder_arguments(tool.get("parameters"))
             tokens, finish_reason = reply_tokens(arguments), "tool_calls"
         else:
-            text, _ = apply_stop(script.reply_text if script.reply_text is not None else self.reply_text,
-                                 body.get("stop"))
+            text, _ = apply_stop(
+                script.reply_text if script.reply_text is not None else self.reply_text, body.get("stop")
+            )
             limit = body.get("max_completion_tokens") or body.get("max_tokens")
             tokens, truncated = truncate_tokens(reply_tokens(text), limit)
             finish_reason = "length" if truncated else "stop"
@@ -256,20 +278,33 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
 
         if not streaming:
             if tool is not None:
-                choices = [chat_choice(i, content=None, finish_reason=finish_reason,
-                                       tool_calls=[tool_call_body(call_ids[i], tool["name"], arguments)])
-                           for i in range(n)]
+                choices = [
+                    chat_choice(
+                        i,
+                        content=None,
+                        finish_reason=finish_reason,
+                        tool_calls=[tool_call_body(call_ids[i], tool["name"], arguments)],
+                    )
+                    for i in range(n)
+                ]
             else:
                 choices = [chat_choice(i, content="".join(tokens), finish_reason=finish_reason) for i in range(n)]
-            return json_response(chat_completion_body(completion_id=completion_id, model=model,
-                                                   choices=choices, usage=usage), headers=headers)
+            return json_response(
+                chat_completion_body(completion_id=completion_id, model=model, choices=choices, usage=usage),
+                headers=headers,
+            )
 
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
 
         def chunk(choices: list[dict[str, Any]], chunk_usage: dict[str, Any] | None = None) -> bytes:
-            obj = chunk_body(completion_id=completion_id, model=model, choices=choices,
-                             include_usage=include_usage, usage=chunk_usage)
+            obj = chunk_body(
+                completion_id=completion_id,
+                model=model,
+                choices=choices,
+                include_usage=include_usage,
+                usage=chunk_usage,
+            )
             return b"data: " + orjson.dumps(obj) + b"\n\n"
 
         frames: list[tuple[str, bytes]] = []
@@ -281,8 +316,11 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
             frames.append(("role", chunk([chunk_choice(i, first)])))
         for token in tokens:
             for i in range(n):
-                delta = ({"tool_calls": [{"index": 0, "function": {"arguments": token}}]}
-                         if tool is not None else {"content": token})
+                delta = (
+                    {"tool_calls": [{"index": 0, "function": {"arguments": token}}]}
+                    if tool is not None
+                    else {"content": token}
+                )
                 frames.append(("content", chunk([chunk_choice(i, delta)])))
         for i in range(n):
             frames.append(("finish", chunk([chunk_choice(i, {}, finish_reason)])))
@@ -291,10 +329,12 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         frames.append(("done", b"data: [DONE]\n\n"))
         return await self._write_stream(request, headers, frames, script)
 
-    async def _write_stream(self, request: web.Request, headers: dict[str, str],
-                            frames: list[tuple[str, bytes]], script: Scripted) -> web.StreamResponse:
-        response = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream; charset=utf-8",
-                                               "Cache-Control": "no-cache"})
+    async def _write_stream(
+        self, request: web.Request, headers: dict[str, str], frames: list[tuple[str, bytes]], script: Scripted
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={**headers, "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        )
         await response.prepare(request)
         delay = script.chunk_delay_seconds if script.chunk_delay_seconds is not None else self.chunk_delay
         sent_content, stalled = 0, False
@@ -305,8 +345,12 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
                 await asyncio.sleep(delay)
             await response.write(data)
             sent_content += kind == "content"
-            if (script.stall_after is not None and not stalled and kind in ("role", "content")
-                    and sent_content == script.stall_after):
+            if (
+                script.stall_after is not None
+                and not stalled
+                and kind in ("role", "content")
+                and sent_content == script.stall_after
+            ):
                 stalled = True
                 await asyncio.sleep(script.stall_seconds)
         await response.write_eof()
@@ -326,7 +370,11 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         except Reject as rej:
             return self._error(rej.status, rej.message, headers, param=rej.param, code=rej.code)
         data = [
-            {"object": "embedding", "index": i, "embedding": encode_embedding(embedding_vector(item, dimensions), encoding)}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": encode_embedding(embedding_vector(item, dimensions), encoding),
+            }
             for i, item in enumerate(inputs)
         ]
         result: dict[str, Any] = {"object": "list", "data": data, "model": body["model"]}
@@ -352,8 +400,11 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         n = body.get("n") or 1
         result: dict[str, Any] = {"created": 1_700_000_000, "data": [{"b64_json": ONE_PIXEL_PNG}] * n}
         if str(body.get("model", "")).startswith("gpt-image") and not script.omit_usage:
-            result["usage"] = {"input_tokens": len(body["prompt"]) // 4, "output_tokens": 272 * n,
-                               "total_tokens": len(body["prompt"]) // 4 + 272 * n}
+            result["usage"] = {
+                "input_tokens": len(body["prompt"]) // 4,
+                "output_tokens": 272 * n,
+                "total_tokens": len(body["prompt"]) // 4 + 272 * n,
+            }
         return json_response(result, headers=headers)
 
     async def _list_models(self, request: web.Request) -> web.StreamResponse:
@@ -390,8 +441,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reply-text", default=DEFAULT_REPLY_TEXT)
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between stream frames")
     args = parser.parse_args(argv)
-    upstream = FakeOpenAIUpstream(api_key=args.api_key, reply_text=args.reply_text, chunk_delay=args.chunk_delay,
-                                  host=args.host, port=args.port)
+    upstream = FakeOpenAIUpstream(
+        api_key=args.api_key, reply_text=args.reply_text, chunk_delay=args.chunk_delay, host=args.host, port=args.port
+    )
     asyncio.run(serve_until_signalled(upstream))
 
 

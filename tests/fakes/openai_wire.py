@@ -38,7 +38,8 @@ import hashlib
 import json
 import re
 import struct
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 DEFAULT_REPLY_TEXT = "Hello from fake upstream"
 DEFAULT_EMBEDDING_DIMENSIONS = 8
@@ -49,14 +50,43 @@ SYSTEM_FINGERPRINT = "fp_fake_upstream"
 # other key is reported back in the ``x-fake-unknown-fields`` response header.
 KNOWN_CHAT_FIELDS = frozenset(
     {
-        "audio", "frequency_penalty", "function_call", "functions", "logit_bias",
-        "logprobs", "max_completion_tokens", "max_tokens", "messages", "metadata",
-        "modalities", "model", "moderation", "n", "parallel_tool_calls", "prediction",
-        "presence_penalty", "prompt_cache_key", "prompt_cache_options",
-        "prompt_cache_retention", "reasoning_effort", "response_format",
-        "safety_identifier", "seed", "service_tier", "stop", "store", "stream",
-        "stream_options", "temperature", "tool_choice", "tools", "top_logprobs",
-        "top_p", "user", "verbosity", "web_search_options",
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "messages",
+        "metadata",
+        "modalities",
+        "model",
+        "moderation",
+        "n",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "prompt_cache_key",
+        "prompt_cache_options",
+        "prompt_cache_retention",
+        "reasoning_effort",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "service_tier",
+        "stop",
+        "store",
+        "stream",
+        "stream_options",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "user",
+        "verbosity",
+        "web_search_options",
     }
 )
 KNOWN_EMBEDDING_FIELDS = frozenset({"dimensions", "encoding_format", "input", "model", "user"})
@@ -91,7 +121,7 @@ def count_prompt_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
 def reply_tokens(text: str) -> list[str]:
     """Split ``text`` into word-ish tokens; ``"".join(result) == text``."""
     tokens = _TOKEN_RE.findall(text)
-    tail = text[len("".join(tokens)):]  # trailing whitespace (or all of text)
+    tail = text[len("".join(tokens)) :]  # trailing whitespace (or all of text)
     if tail:
         if tokens:
             tokens[-1] += tail

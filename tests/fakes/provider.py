@@ -11,9 +11,14 @@ import orjson
 from adapters.providers.base import DONE, ProviderBase
 from application.routing import Route
 
-COMPLETION = orjson.dumps({"id": "chatcmpl-fake", "object": "chat.completion", "choices": [
-    {"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}})
+COMPLETION = orjson.dumps(
+    {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+)
 
 
 class FakeExchange:

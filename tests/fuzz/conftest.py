@@ -70,9 +70,14 @@ class FuzzGateway:
 
 def build_gateway(data_dir: Path) -> tuple[Services, str, list[str]]:
     master_key = generate_master_key()
-    settings = Settings(data_dir=data_dir, master_keys=f"fuzz1:{master_key}", read_cache_seconds=0,
-                        payments_webhook_secret=WEBHOOK_SECRET, probe_interval_seconds=3600,
-                        auth_failure_limit=0)  # the anonymous fuzzing would otherwise lock every caller out
+    settings = Settings(
+        data_dir=data_dir,
+        master_keys=f"fuzz1:{master_key}",
+        read_cache_seconds=0,
+        payments_webhook_secret=WEBHOOK_SECRET,
+        probe_interval_seconds=3600,
+        auth_failure_limit=0,
+    )  # the anonymous fuzzing would otherwise lock every caller out
     admin_key = initialise(settings).admin_key
     assert admin_key is not None
     return build_services(settings), admin_key, [master_key, admin_key]
@@ -97,10 +102,18 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzGatew
     app = RaisedExceptions(create_app(services))
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
-            yield FuzzGateway(client=client, services=services, upstream=upstream, admin_key=admin_key,
-                              api_key=api_key, account_id=str(account.id),
-                              secrets=[*secrets, api_key, victim.plaintext, UPSTREAM_SECRET, WEBHOOK_SECRET],
-                              known=known, health_clock=health_clock, raised=app.raised)
+            yield FuzzGateway(
+                client=client,
+                services=services,
+                upstream=upstream,
+                admin_key=admin_key,
+                api_key=api_key,
+                account_id=str(account.id),
+                secrets=[*secrets, api_key, victim.plaintext, UPSTREAM_SECRET, WEBHOOK_SECRET],
+                known=known,
+                health_clock=health_clock,
+                raised=app.raised,
+            )
     finally:
         services.close()
         upstream.stop()
@@ -133,8 +146,13 @@ def leaked_secret(text: str, secrets: list[str]) -> str | None:
 def error_shape_problem(status: int, body: Any, anthropic: bool = False) -> str | None:
     """Why an error answer is not in OpenAI's shape (Anthropic's for /v1/messages), or None."""
     if anthropic:
-        ok = (isinstance(body, dict) and body.get("type") == "error" and isinstance(body.get("error"), dict)
-              and isinstance(body["error"].get("type"), str) and isinstance(body["error"].get("message"), str))
+        ok = (
+            isinstance(body, dict)
+            and body.get("type") == "error"
+            and isinstance(body.get("error"), dict)
+            and isinstance(body["error"].get("type"), str)
+            and isinstance(body["error"].get("message"), str)
+        )
         return None if ok else f"{status}: not Anthropic's error shape: {str(body)[:300]}"
     error = body.get("error") if isinstance(body, dict) else None
     if not isinstance(error, dict) or set(error) != {"message", "type", "param", "code"}:

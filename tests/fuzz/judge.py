@@ -58,8 +58,11 @@ class ExceptionLog(logging.Handler):
             self.records.append(record)
 
     def summary(self) -> list[str]:
-        return [f"{r.name}: {r.getMessage()[:200]} ({r.exc_info[0].__name__ if r.exc_info and r.exc_info[0] else ''}: "
-                f"{r.exc_info[1] if r.exc_info else ''})" for r in self.records]
+        return [
+            f"{r.name}: {r.getMessage()[:200]} ({r.exc_info[0].__name__ if r.exc_info and r.exc_info[0] else ''}: "
+            f"{r.exc_info[1] if r.exc_info else ''})"
+            for r in self.records
+        ]
 
     def __enter__(self) -> "ExceptionLog":
         logging.getLogger().addHandler(self)

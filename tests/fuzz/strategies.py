@@ -16,21 +16,69 @@ VALID: dict[str, dict[str, Any]] = {
     "/v1/embeddings": {"model": EMBEDDING_MODEL, "input": "Hello"},
 }
 FIELDS: dict[str, list[str]] = {
-    "/v1/chat/completions": ["model", "messages", "stream", "stream_options", "n", "max_tokens",
-                             "max_completion_tokens", "tools", "tool_choice", "temperature", "user", "response_format"],
-    "/v1/messages": ["model", "max_tokens", "messages", "system", "stream", "tools", "tool_choice", "temperature",
-                     "top_p", "stop_sequences", "metadata", "thinking", "mcp_servers", "output_config"],
+    "/v1/chat/completions": [
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "n",
+        "max_tokens",
+        "max_completion_tokens",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "user",
+        "response_format",
+    ],
+    "/v1/messages": [
+        "model",
+        "max_tokens",
+        "messages",
+        "system",
+        "stream",
+        "tools",
+        "tool_choice",
+        "temperature",
+        "top_p",
+        "stop_sequences",
+        "metadata",
+        "thinking",
+        "mcp_servers",
+        "output_config",
+    ],
     "/v1/embeddings": ["model", "input", "encoding_format", "dimensions", "user"],
 }
 
-HUGE_INTS = st.sampled_from([0, -1, 1, 128, 129, 4096, 2**31, 2**53 + 1, 10**9, 10**9 + 1, 2**63 - 1, 2**63, 2**64,
-                             -(2**63) - 1, 10**30, -(10**30), 10**400])
+HUGE_INTS = st.sampled_from(
+    [
+        0,
+        -1,
+        1,
+        128,
+        129,
+        4096,
+        2**31,
+        2**53 + 1,
+        10**9,
+        10**9 + 1,
+        2**63 - 1,
+        2**63,
+        2**64,
+        -(2**63) - 1,
+        10**30,
+        -(10**30),
+        10**400,
+    ]
+)
 INTS = st.one_of(st.integers(), HUGE_INTS)
 FLOATS = st.floats(allow_nan=False, allow_infinity=False)
 TEXT = st.text(st.characters(exclude_categories=()), max_size=40)  # any code point, lone surrogates included
 SCALARS = st.one_of(st.none(), st.booleans(), INTS, FLOATS, TEXT)
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)), max_leaves=12)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(TEXT, inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 def _deep(depth: int) -> Any:
@@ -43,29 +91,61 @@ def _deep(depth: int) -> Any:
 ROLES = st.sampled_from(["user", "assistant", "system", "tool", "developer", "", "USER", "\u0000"])
 PARTS = st.one_of(
     st.fixed_dictionaries({"type": st.just("text"), "text": TEXT}),
-    st.fixed_dictionaries({"type": st.just("image_url"), "image_url": st.one_of(
-        st.fixed_dictionaries({"url": st.one_of(TEXT, JSON_VALUES)}), JSON_VALUES)}),
-    st.fixed_dictionaries({"type": st.sampled_from(["image", "tool_use", "tool_result", "document", "thinking"]),
-                           "source": JSON_VALUES, "id": JSON_VALUES, "name": JSON_VALUES, "input": JSON_VALUES,
-                           "tool_use_id": JSON_VALUES, "content": JSON_VALUES}),
+    st.fixed_dictionaries(
+        {
+            "type": st.just("image_url"),
+            "image_url": st.one_of(st.fixed_dictionaries({"url": st.one_of(TEXT, JSON_VALUES)}), JSON_VALUES),
+        }
+    ),
+    st.fixed_dictionaries(
+        {
+            "type": st.sampled_from(["image", "tool_use", "tool_result", "document", "thinking"]),
+            "source": JSON_VALUES,
+            "id": JSON_VALUES,
+            "name": JSON_VALUES,
+            "input": JSON_VALUES,
+            "tool_use_id": JSON_VALUES,
+            "content": JSON_VALUES,
+        }
+    ),
     JSON_VALUES,
 )
-MESSAGES = st.lists(st.one_of(
-    st.fixed_dictionaries({"role": ROLES, "content": st.one_of(TEXT, st.lists(PARTS, max_size=3), JSON_VALUES)}),
-    JSON_VALUES,
-), max_size=4)
+MESSAGES = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({"role": ROLES, "content": st.one_of(TEXT, st.lists(PARTS, max_size=3), JSON_VALUES)}),
+        JSON_VALUES,
+    ),
+    max_size=4,
+)
 FIELD_VALUES: dict[str, st.SearchStrategy[Any]] = {
-    "model": st.one_of(st.sampled_from([CHAT_MODEL, EMBEDDING_MODEL, "fast", "openai/", "/", "openai/gpt-4o-mini\u0000",
-                                        "x" * 10_000]), TEXT, JSON_VALUES),
+    "model": st.one_of(
+        st.sampled_from(
+            [CHAT_MODEL, EMBEDDING_MODEL, "fast", "openai/", "/", "openai/gpt-4o-mini\u0000", "x" * 10_000]
+        ),
+        TEXT,
+        JSON_VALUES,
+    ),
     "messages": st.one_of(MESSAGES, st.just(_deep(600)), st.just([{"role": "user", "content": _deep(300)}])),
-    "max_tokens": INTS, "max_completion_tokens": INTS, "n": INTS, "dimensions": INTS,
+    "max_tokens": INTS,
+    "max_completion_tokens": INTS,
+    "n": INTS,
+    "dimensions": INTS,
     "stream": st.one_of(st.booleans(), JSON_VALUES),
-    "stream_options": st.one_of(st.fixed_dictionaries({"include_usage": st.one_of(st.booleans(), JSON_VALUES)}),
-                                JSON_VALUES),
+    "stream_options": st.one_of(
+        st.fixed_dictionaries({"include_usage": st.one_of(st.booleans(), JSON_VALUES)}), JSON_VALUES
+    ),
     "input": st.one_of(TEXT, st.lists(st.one_of(TEXT, INTS, st.lists(INTS, max_size=4)), max_size=4), JSON_VALUES),
-    "tools": st.one_of(st.lists(st.one_of(
-        st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries({"name": TEXT})}),
-        st.fixed_dictionaries({"name": TEXT, "input_schema": JSON_VALUES}), JSON_VALUES), max_size=3), JSON_VALUES),
+    "tools": st.one_of(
+        st.lists(
+            st.one_of(
+                st.fixed_dictionaries({"type": st.just("function"), "function": st.fixed_dictionaries({"name": TEXT})}),
+                st.fixed_dictionaries({"name": TEXT, "input_schema": JSON_VALUES}),
+                JSON_VALUES,
+            ),
+            max_size=3,
+        ),
+        JSON_VALUES,
+    ),
     "system": st.one_of(TEXT, st.lists(PARTS, max_size=3), JSON_VALUES),
 }
 

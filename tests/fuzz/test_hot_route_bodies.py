@@ -43,8 +43,13 @@ def test_no_body_makes_a_hot_route_fail_leak_or_overcharge(fuzz_gateway: FuzzGat
     statuses: dict[int, int] = {}
 
     @hypothesis.seed(fuzz_seed())
-    @settings(max_examples=fuzz_examples(100), database=None, deadline=None, phases=[Phase.explicit, Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=fuzz_examples(100),
+        database=None,
+        deadline=None,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(body=bodies(path), who=WHO, upstream=UPSTREAM)
     @example(body=json.dumps(VALID[path]).encode(), who="user", upstream="normal")  # one that is served, always
     def run(body: bytes, who: str, upstream: str) -> None:

@@ -31,8 +31,12 @@ def _document() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for (method, path), operation in HOT_ROUTES.items():
         paths.setdefault(path, {})[method.lower()] = operation
-    return {"openapi": "3.1.0", "info": {"title": "hot routes", "version": "1"}, "paths": paths,
-            "components": {"schemas": COMPONENTS}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "hot routes", "version": "1"},
+        "paths": paths,
+        "components": {"schemas": COMPONENTS},
+    }
 
 
 SCHEMA = schemathesis.openapi.from_dict(_document())
@@ -54,8 +58,13 @@ def test_every_body_the_schema_allows_passes_the_parser(path: str) -> None:
     operation = next(result.ok() for result in SCHEMA.get_all_operations() if result.ok().path == path)
 
     @hypothesis.seed(fuzz_seed())
-    @settings(max_examples=fuzz_examples(60), database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=fuzz_examples(60),
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=operation.as_strategy())
     def run(case: Any) -> None:
         raw = json.dumps(_integral(case.body)).encode()

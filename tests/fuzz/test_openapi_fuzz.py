@@ -37,15 +37,19 @@ def schema(fuzz_gateway: FuzzGateway) -> Any:
 
 def test_the_document_describes_the_hot_routes_bodies(schema: Any) -> None:
     document = schema.raw_schema
-    for path, name in (("/v1/chat/completions", "ChatCompletionRequest"), ("/v1/messages", "MessagesRequest"),
-                       ("/v1/embeddings", "EmbeddingsRequest")):
+    for path, name in (
+        ("/v1/chat/completions", "ChatCompletionRequest"),
+        ("/v1/messages", "MessagesRequest"),
+        ("/v1/embeddings", "EmbeddingsRequest"),
+    ):
         body = document["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
         assert body == {"$ref": f"#/components/schemas/{name}"}
         assert {"model"} <= set(document["components"]["schemas"][name]["required"])
 
 
 def test_no_operation_answers_a_500_a_traceback_a_secret_or_a_misshapen_error(
-        fuzz_gateway: FuzzGateway, schema: Any) -> None:
+    fuzz_gateway: FuzzGateway, schema: Any
+) -> None:
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) > 40  # the whole API, not a part of it
     problems: list[str] = []
@@ -67,22 +71,32 @@ def test_the_ledger_verifies_after_the_fuzzing(fuzz_gateway: FuzzGateway) -> Non
 
 def _fuzz(gateway: FuzzGateway, operation: Any, examples: int) -> list[str]:
     found: list[str] = []
-    cases = st.one_of(operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
-                      operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+    cases = st.one_of(
+        operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+        operation.as_strategy(generation_mode=GenerationMode.NEGATIVE),
+    )
 
     @hypothesis.seed(fuzz_seed())
-    @settings(max_examples=examples * (HOT_ROUTE_WEIGHT if operation.path in PRICED_MODEL else 1), database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples * (HOT_ROUTE_WEIGHT if operation.path in PRICED_MODEL else 1),
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(case=cases, who=st.sampled_from(IDENTITIES), priced=st.booleans(), data=st.data())
     def run(case: Any, who: str, priced: bool, data: st.DataObject) -> None:
         _use_known_values(case, gateway.known, data)
         request = _request(case, gateway.auth(who), PRICED_MODEL.get(operation.path) if priced else None)
         response = gateway.client.request(**request)
-        problem = answer_problem(operation.path, response.status_code, response.headers, response.content,
-                                 gateway.secrets)
+        problem = answer_problem(
+            operation.path, response.status_code, response.headers, response.content, gateway.secrets
+        )
         if problem and len(found) < PROBLEMS_KEPT:
-            found.append(f"{operation.method.upper()} {operation.path} as {who}: {problem}\n"
-                         f"    request: {json.dumps(_shown(request), default=str)[:600]}")
+            found.append(
+                f"{operation.method.upper()} {operation.path} as {who}: {problem}\n"
+                f"    request: {json.dumps(_shown(request), default=str)[:600]}"
+            )
 
     run()
     return found
@@ -107,8 +121,12 @@ def _request(case: Any, auth: dict[str, str], model: str | None) -> dict[str, An
     headers.update(auth)
     if sent.get("cookies"):
         headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in sent["cookies"].items())
-    request: dict[str, Any] = {"method": sent["method"], "url": sent["url"], "headers": headers,
-                               "params": sent.get("params") or None}
+    request: dict[str, Any] = {
+        "method": sent["method"],
+        "url": sent["url"],
+        "headers": headers,
+        "params": sent.get("params") or None,
+    }
     if "json" in sent:
         body = sent["json"]
         if model is not None and isinstance(body, dict):

@@ -4,11 +4,10 @@ refuse it with the gateway's InvalidRequest (a 400), and what it builds must ser
 Any other exception is a 500 after the request's hold was placed. The in-process gateway of
 the other fuzz tests has only an OpenAI provider, so these run the translations directly."""
 
-from collections.abc import Callable
-from typing import Any
-
 import copy
 import json
+from collections.abc import Callable
+from typing import Any
 
 import hypothesis
 import orjson
@@ -47,20 +46,41 @@ RICH_CHAT: dict[str, Any] = {
     "model": "p/m",
     "messages": [
         {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
-        {"role": "user", "content": [{"type": "text", "text": "What is this?"},
-                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=",
-                                                                         "detail": "low"}}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "look", "arguments": "{\"q\": 1}"}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "What is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "look", "arguments": '{"q": 1}'}}],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "a cat"},
         {"role": "user", "content": "Thanks", "name": "ann"},
     ],
-    "tools": [{"type": "function", "function": {"name": "look", "description": "d", "parameters": {
-        "type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"]}}}],
+    "tools": [
+        {
+            "type": "function",
+            "function": {
+                "name": "look",
+                "description": "d",
+                "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}, "required": ["q"]},
+            },
+        }
+    ],
     "tool_choice": {"type": "function", "function": {"name": "look"}},
     "response_format": {"type": "json_schema", "json_schema": {"name": "o", "schema": {"type": "object"}}},
-    "stop": ["END"], "temperature": 0.5, "top_p": 0.9, "max_tokens": 100, "seed": 3, "user": "u1",
-    "reasoning_effort": "low", "parallel_tool_calls": False,
+    "stop": ["END"],
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "max_tokens": 100,
+    "seed": 3,
+    "user": "u1",
+    "reasoning_effort": "low",
+    "parallel_tool_calls": False,
 }
 
 
@@ -111,8 +131,13 @@ def _run(path: str, parse: Callable[[bytes], Any], translate: Callable[[dict[str
     raws = st.one_of(bodies(path), rich_chat_bodies()) if path == "/v1/chat/completions" else bodies(path)
 
     @hypothesis.seed(fuzz_seed())
-    @settings(max_examples=fuzz_examples(150), database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=fuzz_examples(150),
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(raw=raws)
     def run(raw: bytes) -> None:
         body = _forwarded(raw, parse)

@@ -31,8 +31,9 @@ def _ledger(env: dict[str, str], master: bytes) -> Ledger:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def env(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas,
-        monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(
+    request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     monkeypatch.setattr(application.ledger, "ACCOUNT_SNAPSHOT_INTERVAL", INTERVAL)
     url = None if request.param == "sqlite" else pg_schemas.new_url()
     return parse_database_url(url, tmp_path).eventsourcing_env(create_tables=False)
@@ -48,17 +49,23 @@ def test_another_process_loads_a_hot_account_from_its_newest_snapshot_exactly(en
     first.initialise()
     account_id = first.create_account("acme", starter_credits=10**9).id
     now = first.clock.now()
-    first.change_account(account_id, lambda a: a.grant_credits(500, "promo", expires_at=now + timedelta(days=1), now=now) or [])
+    first.change_account(
+        account_id, lambda a: a.grant_credits(500, "promo", expires_at=now + timedelta(days=1), now=now) or []
+    )
     for i in range(7):  # one by one
         hold = uuid4()
-        first.change_account(account_id, lambda a, h=hold: a.place_hold(h, 1_000, now + timedelta(minutes=5), now=now) or [])
+        first.change_account(
+            account_id, lambda a, h=hold: a.place_hold(h, 1_000, now + timedelta(minutes=5), now=now) or []
+        )
         if i % 2:
             first.change_account(account_id, lambda a, h=hold: [a.settle_hold(h, 300 + i)] and [])
     first.start_group_commit()
     try:
         for _ in range(12):  # through the writer, batches crossing the interval
             hold = uuid4()
-            first.change_account(account_id, lambda a, h=hold: a.place_hold(h, 2_000, now + timedelta(minutes=5), now=now) or [])
+            first.change_account(
+                account_id, lambda a, h=hold: a.place_hold(h, 2_000, now + timedelta(minutes=5), now=now) or []
+            )
             first.change_account(account_id, lambda a, h=hold: [a.settle_hold(h, 1_999)] and [])
     finally:
         first.stop_group_commit()
@@ -93,8 +100,13 @@ def _drop_snapshot_table(env: dict[str, str]) -> None:
         with sqlite3.connect(env["SQLITE_DBNAME"]) as conn:
             conn.execute("DROP TABLE stored_snapshots")
         return
-    with psycopg.connect(host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"], user=env["POSTGRES_USER"],
-                         dbname=env["POSTGRES_DBNAME"], autocommit=True) as conn:
+    with psycopg.connect(
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        dbname=env["POSTGRES_DBNAME"],
+        autocommit=True,
+    ) as conn:
         conn.execute(f'DROP TABLE "{env["POSTGRES_SCHEMA"]}".ledger_snapshots')
 
 

@@ -4,7 +4,6 @@ events of everything it was given, so those aggregates must be built again each 
 
 from datetime import timedelta
 
-
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.pricing_input import price_from_credits

@@ -56,7 +56,10 @@ def test_export_rows_name_accounts_by_the_id_and_name_the_cli_shows(services: Se
     manifest = export(services, tmp_path / "ledger.jsonl")
     rows = [json.loads(line) for line in (tmp_path / "ledger.jsonl").read_text().splitlines()]
     assert [(row["account"], row["account_id"]) for row in rows] == [
-        ("acme", listed["acme"]), ("@globex", listed["@globex"]), ("acme", listed["acme"])]
+        ("acme", listed["acme"]),
+        ("@globex", listed["@globex"]),
+        ("acme", listed["acme"]),
+    ]
     assert manifest["columns"][2:4] == ["account_id", "account"] and manifest["layout"] == 2
     assert manifest["accounts"][listed["acme"]]["name"] == "acme"
     assert manifest["accounts"][listed["acme"]]["closing"] == 5 * 10**9 - 10**9 // 2
@@ -68,13 +71,16 @@ def test_export_rows_name_accounts_by_the_id_and_name_the_cli_shows(services: Se
         assert {row["account_id"] for row in csv.DictReader(file)} == {listed["acme"], listed["@globex"]}
     for kind in ("usage", "requests"):
         assert export(services, tmp_path / f"{kind}.csv", kind)["columns"][1:4] in (
-            ["account_id", "account", "api_key_id"], ["at", "account_id", "account"])
+            ["account_id", "account", "api_key_id"],
+            ["at", "account_id", "account"],
+        )
     report = run_verify(services, [tmp_path / "ledger.jsonl", tmp_path / "ledger.csv"])
     assert report["ok"], report["problems"]
 
 
-def test_csv_text_cells_that_start_a_formula_are_escaped_and_numbers_are_not(services: Services,
-                                                                            tmp_path: Path) -> None:
+def test_csv_text_cells_that_start_a_formula_are_escaped_and_numbers_are_not(
+    services: Services, tmp_path: Path
+) -> None:
     export(services, tmp_path / "ledger.csv")
     text = (tmp_path / "ledger.csv").read_text()
     with open(tmp_path / "ledger.csv", newline="") as file:
@@ -134,18 +140,35 @@ def test_a_planted_2_70_in_a_csv_export_is_read_exactly(services: Services, tmp_
     assert any(f"the rows sum to {BIG + 10**9 - 10**9 // 2} nanocredits" in problem for problem in problems), problems
 
 
-@pytest.mark.parametrize("manifest", [
-    [1, 2, 3],
-    {"chain": "x"},
-    {"chain": {"seed": "zz" * 32, "head": "0" * 64}, "rows": 3},
-    {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3.0},
-    {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "events": {"first_position": 1e400}},
-    {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "events": {"first_position": BIG * 1.0}},
-    {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "events": {"first_position": 1, "last_position": BIG}},
-    {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "layout": 9},
-    {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "format": ["csv"]},
-], ids=["a list", "chain text", "seed not hex", "rows a float", "infinity", "a float position", "a 2^70 position",
-        "layout 9", "format a list"])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        [1, 2, 3],
+        {"chain": "x"},
+        {"chain": {"seed": "zz" * 32, "head": "0" * 64}, "rows": 3},
+        {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3.0},
+        {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "events": {"first_position": 1e400}},
+        {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "events": {"first_position": BIG * 1.0}},
+        {
+            "chain": {"seed": "0" * 64, "head": "0" * 64},
+            "rows": 3,
+            "events": {"first_position": 1, "last_position": BIG},
+        },
+        {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "layout": 9},
+        {"chain": {"seed": "0" * 64, "head": "0" * 64}, "rows": 3, "format": ["csv"]},
+    ],
+    ids=[
+        "a list",
+        "chain text",
+        "seed not hex",
+        "rows a float",
+        "infinity",
+        "a float position",
+        "a 2^70 position",
+        "layout 9",
+        "format a list",
+    ],
+)
 def test_a_manifest_no_export_wrote_is_a_problem_not_a_crash(services: Services, tmp_path: Path, manifest: Any) -> None:
     path = tmp_path / "ledger.jsonl"
     export(services, path)
@@ -159,8 +182,9 @@ def test_a_planted_2_70_in_the_event_store_is_folded_exactly(services: Services,
     services.read_models.runner.catch_up()  # the read models saw the event as it was (and keep it)
     database = services.settings.database.sqlite_path
     with sqlite3.connect(database) as conn:
-        rowid, state = conn.execute("SELECT rowid, state FROM stored_events WHERE topic LIKE '%Account.Adjusted'"
-                                    " ORDER BY rowid LIMIT 1").fetchone()
+        rowid, state = conn.execute(
+            "SELECT rowid, state FROM stored_events WHERE topic LIKE '%Account.Adjusted' ORDER BY rowid LIMIT 1"
+        ).fetchone()
         edited = state.replace(b'"amount":-500000000', f'"amount":-{BIG}'.encode(), 1)
         assert edited != state
         conn.execute("UPDATE stored_events SET state = ? WHERE rowid = ?", (edited, rowid))
@@ -168,4 +192,3 @@ def test_a_planted_2_70_in_the_event_store_is_folded_exactly(services: Services,
     acme = services.ledger.get_account("acme").id
     assert any(f"account {acme}: the events say balance {5 * 10**9 - BIG}" in problem for problem in problems), problems
     assert not any("e+" in problem for problem in problems)
-

@@ -46,15 +46,22 @@ def test_init_and_a_session_write_nothing_others_can_read(tmp_path: Path) -> Non
         os.umask(old_umask)
     assert mode(data) == 0o700 and mode(data.parent) == 0o700
     assert files["exports"] == 0o700
-    assert {"tallyhub.sqlite", "tallyhub.sqlite-wal", "tallyhub-read-models.sqlite", "master.key",
-            "exports/ledger.csv", "exports/ledger.csv.manifest.json"} <= set(files)
+    assert {
+        "tallyhub.sqlite",
+        "tallyhub.sqlite-wal",
+        "tallyhub-read-models.sqlite",
+        "master.key",
+        "exports/ledger.csv",
+        "exports/ledger.csv.manifest.json",
+    } <= set(files)
     assert {name: m for name, m in files.items() if name != "exports" and m != 0o600} == {}
     assert mode(tmp_path / "requests.jsonl") == 0o600 and mode(manifest_path(tmp_path / "requests.jsonl")) == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
 
-def test_an_existing_install_is_tightened_on_start_and_says_so(tmp_path: Path,
-                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_an_existing_install_is_tightened_on_start_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     data = tmp_path / "data"
     settings = Settings(data_dir=data)
     initialise(settings)
@@ -63,8 +70,12 @@ def test_an_existing_install_is_tightened_on_start_and_says_so(tmp_path: Path,
     (data / "exports").mkdir(mode=0o755)
     create_export(services, "ledger", None, None, "csv", data / "exports" / "ledger.csv")
     services.close()
-    loose = [data / "tallyhub.sqlite", data / "tallyhub-read-models.sqlite", data / "exports" / "ledger.csv",
-             data / "exports" / "ledger.csv.manifest.json"]
+    loose = [
+        data / "tallyhub.sqlite",
+        data / "tallyhub-read-models.sqlite",
+        data / "exports" / "ledger.csv",
+        data / "exports" / "ledger.csv.manifest.json",
+    ]
     for path in loose:  # as an install made before this release left them
         path.chmod(0o644)
     for folder in (data, data / "exports"):

@@ -61,8 +61,9 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
     billings = []
     for ledger in (first, second):
         ledger.start_group_commit()
-        billings.append(RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits",
-                                       hold_ttl=timedelta(minutes=5)))
+        billings.append(
+            RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
+        )
     outcomes: list[int] = []
     barrier = threading.Barrier(80)
 

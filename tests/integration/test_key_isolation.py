@@ -54,7 +54,9 @@ def world(request: pytest.FixtureRequest, pg_schemas: PgSchemas) -> Iterator[Wor
     read_models = build_read_models(database, ledger)
     read_models.create_tables()
     services = services_for(ledger, read_models)
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-iso-secret-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-iso-secret-0001"
+    )
     ledger.set_price(MINI, price_from_credits(input="2", output="8"))
     ledger.set_price(BIG, price_from_credits(input="5", output="15"))
     tenants = []
@@ -101,8 +103,13 @@ def test_each_key_reads_only_its_own_account(world: World, who: str) -> None:
     for request_id in me.requests:
         assert UUID(get(world, me, f"/v1/me/requests/{request_id}")["request_id"]) == request_id
     everything = json.dumps([account, requests, usage])
-    for marker in (str(other.account_id), other.account_id.hex, str(other.key_id), other.name,
-                   *(str(r) for r in other.requests)):
+    for marker in (
+        str(other.account_id),
+        other.account_id.hex,
+        str(other.key_id),
+        other.name,
+        *(str(r) for r in other.requests),
+    ):
         assert marker not in everything
 
 
@@ -115,8 +122,13 @@ def test_another_accounts_request_is_not_found_like_a_missing_one(world: World) 
 
 
 def test_query_parameters_cannot_widen_the_scope(world: World) -> None:
-    for query in (f"?account={world.globex.name}", f"?account_id={world.globex.account_id}", f"?model={BIG}",
-                  f"?api_key_id={world.globex.key_id}", "?limit=1000"):
+    for query in (
+        f"?account={world.globex.name}",
+        f"?account_id={world.globex.account_id}",
+        f"?model={BIG}",
+        f"?api_key_id={world.globex.key_id}",
+        "?limit=1000",
+    ):
         rows = world.client.get("/v1/me/requests" + query, headers=auth(world.acme.key)).json()["data"]
         assert {UUID(r["request_id"]) for r in rows} <= world.acme.requests, query
         usage = world.client.get("/v1/me/usage" + query, headers=auth(world.acme.key)).json()["data"]
@@ -145,8 +157,11 @@ def test_the_balance_is_the_accounts_own(world: World) -> None:
     for tenant in (world.acme, world.globex):
         balance = get(world, tenant, "/v1/me")["balance"]
         account = ledger.get_account(tenant.account_id)
-        assert (balance["balance"], balance["held"], balance["available"]) == (account.balance, account.held,
-                                                                                account.available)
+        assert (balance["balance"], balance["held"], balance["available"]) == (
+            account.balance,
+            account.held,
+            account.available,
+        )
     assert get(world, world.acme, "/v1/me")["balance"] != get(world, world.globex, "/v1/me")["balance"]
 
 

@@ -23,8 +23,9 @@ def datastore(pg_schemas: PgSchemas) -> Iterator[PostgresDatastore]:
     made.close()
 
 
-def recorder(datastore: PostgresDatastore, kind: type[PostgresApplicationRecorder],
-             table: str) -> PostgresApplicationRecorder:
+def recorder(
+    datastore: PostgresDatastore, kind: type[PostgresApplicationRecorder], table: str
+) -> PostgresApplicationRecorder:
     made = kind(datastore, events_table_name=table)
     made.create_table()
     return made
@@ -43,11 +44,13 @@ def test_a_batch_is_stored_exactly_as_eventsourcing_stores_it(datastore: Postgre
     for batch in batches:
         assert ours.insert_events(batch) == theirs.insert_events(batch)
     read = [ours.select_notifications(1, 10), theirs.select_notifications(1, 10)]
-    assert [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in read[0]] == \
-           [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in read[1]]
+    assert [(n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in read[0]] == [
+        (n.id, n.originator_id, n.originator_version, n.topic, n.state) for n in read[1]
+    ]
     assert [n.id for n in read[0]] == [1, 2, 3, 4, 5, 6]
-    assert [(n.originator_id, n.originator_version, n.state) for n in read[0]] == \
-           [(e.originator_id, e.originator_version, e.state) for batch in batches for e in batch]
+    assert [(n.originator_id, n.originator_version, n.state) for n in read[0]] == [
+        (e.originator_id, e.originator_version, e.state) for batch in batches for e in batch
+    ]
     assert ours.latest_version(first) == 4 and ours.latest_version(second) == 2
     assert ours.latest_version(uuid4()) is None
 

@@ -2,7 +2,6 @@
 decided by the store, not by what each process read, so together they never exceed the
 payment (the payment's receipt, saved with each refund's debit, is the point of conflict)."""
 
-
 import pytest
 
 from domain.account import MovementReceipt
@@ -11,8 +10,9 @@ from domain.errors import RefundExceedsPayment
 NANO = 10**9
 
 
-def test_a_refund_checked_against_a_payment_another_process_refunded_meanwhile_is_refused(two_processes,
-                                                                                          monkeypatch) -> None:
+def test_a_refund_checked_against_a_payment_another_process_refunded_meanwhile_is_refused(
+    two_processes, monkeypatch
+) -> None:
     first, second = two_processes
     first.create_account("acme")
     first.record_payment("acme", "pay_1", 5 * NANO)

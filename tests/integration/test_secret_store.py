@@ -45,8 +45,12 @@ from tests.unit.test_key_http import services_for
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store_before_secrets_table"
 K1, K2 = f"k1:{generate_master_key()}", f"k2:{generate_master_key()}"
-OPENAI, OPENAI_B, ANTHROPIC, ROTATED = ("sk-shred-openai-1111", "sk-shred-openai-b-2222", "sk-shred-anthropic-3333",
-                                        "sk-shred-rotated-4444")
+OPENAI, OPENAI_B, ANTHROPIC, ROTATED = (
+    "sk-shred-openai-1111",
+    "sk-shred-openai-b-2222",
+    "sk-shred-anthropic-3333",
+    "sk-shred-rotated-4444",
+)
 
 
 def vault(*entries: str) -> AesGcmKeyVault:
@@ -59,8 +63,11 @@ class Backend:
     def __init__(self, kind: str, tmp_path: Path, pg_schemas: PgSchemas) -> None:
         self.kind, self.dir = kind, tmp_path
         if kind == "sqlite":
-            self.env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "store.sqlite"),
-                        "CREATE_TABLE": "y"}
+            self.env = {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": str(tmp_path / "store.sqlite"),
+                "CREATE_TABLE": "y",
+            }
         elif kind == "postgres":
             self.url = pg_schemas.new_url()
             self.schema = self.url.rpartition("schema=")[2]
@@ -74,7 +81,9 @@ class Backend:
     def opened(self, *entries: str) -> Iterator[Ledger]:
         if self.kind == "memory":
             if self.kept is None:
-                self.kept = Ledger(self.env, vault=vault(*entries), key_scheme_factory=HmacApiKeyScheme, clock=self.clock)
+                self.kept = Ledger(
+                    self.env, vault=vault(*entries), key_scheme_factory=HmacApiKeyScheme, clock=self.clock
+                )
             self.kept.vault = vault(*entries)
             yield self.kept
             return
@@ -170,7 +179,8 @@ def test_new_events_carry_a_reference_and_a_hint_never_an_envelope(backend: Back
 
 
 def test_after_rotate_master_and_retiring_the_old_key_a_copy_of_the_store_opens_nothing_current(
-        backend: Backend) -> None:
+    backend: Backend,
+) -> None:
     """The issue's test: every envelope found in the events and the table, tried with the
     retired key under every context; on SQLite, no byte of the old rows is left in its files."""
     with backend.opened(K1) as ledger:
@@ -207,21 +217,24 @@ def test_a_superseded_secret_is_deleted_from_the_store(backend: Backend) -> None
         first, second = refs
         now_gone = km.rotate_credential(ledger, "openai", ROTATED, credential_id=first)  # no grace: gone now
         assert ledger.secret_store.get(refs[first]) is None
-        graceful = km.rotate_credential(ledger, "openai", ROTATED + "-b", credential_id=second,
-                                        grace=timedelta(seconds=30))
+        graceful = km.rotate_credential(
+            ledger, "openai", ROTATED + "-b", credential_id=second, grace=timedelta(seconds=30)
+        )
         assert ledger.secret_store.get(refs[second]) is not None  # used until its grace period ends
         backend.clock.advance(seconds=31)
         assert km.retire_due_credentials(ledger) == [("openai", second)]
         assert ledger.secret_store.get(refs[second]) is None
         ledger.enable_credential("openai", second)  # re-enabled, a retired credential stays unused
-        assert second not in [c["credential_id"] for c in ledger.get_provider("openai").usable_credentials(
-            backend.clock.now())]
+        assert second not in [
+            c["credential_id"] for c in ledger.get_provider("openai").usable_credentials(backend.clock.now())
+        ]
         km.check_key_ring(ledger)  # no current secret is missing
         new_ref = ledger.get_provider("openai").credential(now_gone.new_credential_id)["secret_ref"]
         km.delete_credential(ledger, "openai", now_gone.new_credential_id)
         assert ledger.secret_store.get(new_ref) is None
         wanted = {ledger.find(Deployment.create_id()).pepper_ref} | {
-            c["secret_ref"] for p in ledger.list_providers() for c in p.current_credentials(backend.clock.now())}
+            c["secret_ref"] for p in ledger.list_providers() for c in p.current_credentials(backend.clock.now())
+        }
         assert {row.ref for row in ledger.secret_store.all()} == wanted
         assert graceful.old_credential_id == second
 
@@ -245,14 +258,20 @@ def legacy_store(ledger: Ledger, sealer: AesGcmKeyVault) -> dict[str, str]:
     pepper = b"p" * 32
     scheme = HmacApiKeyScheme(pepper)
     admin = scheme.new_admin_key()
-    deployment = Deployment(sealed_pepper=sealer.seal(pepper, context=PEPPER_CONTEXT), admin_key_digest=scheme.digest(admin))
+    deployment = Deployment(
+        sealed_pepper=sealer.seal(pepper, context=PEPPER_CONTEXT), admin_key_digest=scheme.digest(admin)
+    )
     ledger.save(deployment)
     catalog = Catalog()
     catalog.list_provider("openai")
     provider = Provider(name="openai", kind="openai", base_url=None, region=None)
     for credential_id, secret in (("aaaaaaaaaaaa", OPENAI), ("bbbbbbbbbbbb", OPENAI_B)):
-        provider._credential_added(credential_id=credential_id, hint="…" + secret[-4:], weight=1,
-                                   sealed=sealer.seal(secret.encode(), context=_credential_context("openai", credential_id)))
+        provider._credential_added(
+            credential_id=credential_id,
+            hint="…" + secret[-4:],
+            weight=1,
+            sealed=sealer.seal(secret.encode(), context=_credential_context("openai", credential_id)),
+        )
     ledger.save(catalog, PriceBook(), provider)
     return {"admin": admin}
 
@@ -266,8 +285,11 @@ def test_a_postgres_store_made_before_the_secret_store_upgrades_in_place(tmp_pat
     with backend.opened(K2, K1) as ledger:
         ledger.load_deployment()
         status = km.secrets_status(ledger)
-        assert status.not_moved == ["API-key pepper", "credential aaaaaaaaaaaa of openai",
-                                    "credential bbbbbbbbbbbb of openai"]
+        assert status.not_moved == [
+            "API-key pepper",
+            "credential aaaaaaaaaaaa of openai",
+            "credential bbbbbbbbbbbb of openai",
+        ]
         assert status.in_history == {"k1": 3} and status.rotation_needed
         result = km.rotate_master(ledger)
         assert result.moved == status.not_moved and result.rewrapped == []  # moved straight under k2
@@ -276,12 +298,18 @@ def test_a_postgres_store_made_before_the_secret_store_upgrades_in_place(tmp_pat
         ledger.load_deployment()
         assert ledger.is_admin_key(admin)
         km.check_key_ring(ledger)
-        assert {ledger.open_credential(p, c) for p in ledger.list_providers() for c in p.credentials} == {OPENAI, OPENAI_B}
+        assert {ledger.open_credential(p, c) for p in ledger.list_providers() for c in p.credentials} == {
+            OPENAI,
+            OPENAI_B,
+        }
         rows = [row.envelope for row in ledger.secret_store.all()]
         assert what_opens(vault(K1), rows, contexts(ledger)) == set()
         # Honestly: the history's envelopes cannot be edited, and k1 still opens them.
-        assert what_opens(vault(K1), event_envelopes(ledger), contexts(ledger)) == {b"p" * 32, OPENAI.encode(),
-                                                                                   OPENAI_B.encode()}
+        assert what_opens(vault(K1), event_envelopes(ledger), contexts(ledger)) == {
+            b"p" * 32,
+            OPENAI.encode(),
+            OPENAI_B.encode(),
+        }
 
 
 def test_a_sqlite_store_made_by_the_previous_version_upgrades_in_place(tmp_path: Path) -> None:
@@ -310,8 +338,11 @@ def test_a_sqlite_store_made_by_the_previous_version_upgrades_in_place(tmp_path:
     providers = {p["name"]: p for p in cli(env, "providers", "list")["data"]}  # serves from the upgraded store
     assert [c["hint"] for c in providers["openai"]["credentials"]] == ["…0001", "…0003"]
     ring = vault(env["TALLYHUB_MASTER_KEYS"])
-    ledger = Ledger(parse_database_url(None, data).eventsourcing_env(create_tables=False), vault=ring,
-                    key_scheme_factory=HmacApiKeyScheme)
+    ledger = Ledger(
+        parse_database_url(None, data).eventsourcing_env(create_tables=False),
+        vault=ring,
+        key_scheme_factory=HmacApiKeyScheme,
+    )
     try:
         ledger.load_deployment()
         assert ledger.authenticate(made["user_key"]).prefix == "thk_…"  # the old key works, shown safely
@@ -338,8 +369,9 @@ def test_processes_creating_the_table_at_once_do_not_race(tmp_path: Path, pg_sch
     with backend.opened(K1) as first:
         first.recorder.max_notification_id()  # the event tables exist (init made them)
     small_pool = {"CREATE_TABLE": "n", "POSTGRES_POOL_SIZE": "1", "POSTGRES_MAX_OVERFLOW": "0"}  # the server is shared
-    ledgers = [Ledger({**backend.env, **small_pool}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme)
-               for _ in range(6)]
+    ledgers = [
+        Ledger({**backend.env, **small_pool}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme) for _ in range(6)
+    ]
     barrier = threading.Barrier(len(ledgers))
     failures: list[BaseException] = []
 
@@ -359,13 +391,16 @@ def test_processes_creating_the_table_at_once_do_not_race(tmp_path: Path, pg_sch
         ledger.close()
     assert failures == [], [f"{type(error).__name__}: {error}" for error in failures]
     with psycopg.connect(PG_CONNINFO) as conn:
-        tables = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = %s "
-                              "AND table_name = 'ledger_secrets'", (backend.schema,)).fetchone()
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = 'ledger_secrets'",
+            (backend.schema,),
+        ).fetchone()
     assert tables == (1,)
 
 
 def test_a_process_keeps_its_opened_secret_through_rotate_master_and_sees_a_rotated_credential(
-        tmp_path: Path, pg_schemas: PgSchemas) -> None:
+    tmp_path: Path, pg_schemas: PgSchemas
+) -> None:
     backend = Backend("sqlite", tmp_path, pg_schemas)
     with backend.opened(K1) as ledger:
         populate(ledger)
@@ -390,8 +425,9 @@ def test_the_credential_probe_leaves_a_retired_credential_whose_secret_is_gone_a
     """A rotated credential disabled automatically during its grace period: once the period
     ends its secret is deleted, and the probe round must not try (and fail) to open it."""
     clock = FakeClock()
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme,
-                    clock=clock)
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme, clock=clock
+    )
     ledger.initialise()
     ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI)
     rotation = km.rotate_credential(ledger, "openai", ROTATED, grace=timedelta(seconds=30))
@@ -404,7 +440,8 @@ def test_the_credential_probe_leaves_a_retired_credential_whose_secret_is_gone_a
 
 
 def test_a_process_reading_a_provider_from_before_a_rotation_rereads_it_when_the_old_secret_is_gone(
-        tmp_path: Path, pg_schemas: PgSchemas) -> None:
+    tmp_path: Path, pg_schemas: PgSchemas
+) -> None:
     """With the read cache on, a process may hold a provider from before another process
     rotated its credential (no grace: the old secret is deleted). Opening the old one fails
     once, and the provider is read afresh for the next request."""
@@ -438,8 +475,9 @@ def test_serve_deletes_a_rotated_credentials_secret_once_its_grace_period_ends()
     """The periodic sweep of ``serve`` retires rotated credentials, so the old secret does not
     wait in the store for the next rotation."""
     clock = FakeClock()
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme,
-                    clock=clock)
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme, clock=clock
+    )
     ledger.initialise()
     ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI)
     old_ref = ledger.get_provider("openai").credentials[0]["secret_ref"]

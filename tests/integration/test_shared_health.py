@@ -103,8 +103,7 @@ def test_a_process_that_starts_late_learns_the_cooldowns_in_force(processes) -> 
     assert late.cooldown("cred-b").reason == FAILING
 
 
-def test_with_redis_down_a_process_decides_on_its_own_counts_and_says_so_once(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_with_redis_down_a_process_decides_on_its_own_counts_and_says_so_once(caplog: pytest.LogCaptureFixture) -> None:
     closed = f"redis://127.0.0.1:{free_port()}/0"
     health = CredentialHealth()
     sync = RedisHealthSync(closed, "th-test-down", health, flush_seconds=0.01, retry_seconds=0.05)

@@ -31,7 +31,9 @@ def test_a_batch_gets_the_notification_ids_of_its_rows_in_order(recorder: Batche
     assert recorder.insert_events(batch) == [4, 5, 6]
     stored = recorder.select_notifications(1, 10)
     assert [(n.id, n.originator_id, n.originator_version, n.state) for n in stored] == [
-        (i + 1, e.originator_id, e.originator_version, e.state) for i, e in enumerate(events(first, range(1, 4)) + batch)]
+        (i + 1, e.originator_id, e.originator_version, e.state)
+        for i, e in enumerate(events(first, range(1, 4)) + batch)
+    ]
     assert recorder.latest_version(first) == 4 and recorder.latest_version(second) == 2
     assert recorder.latest_version(uuid4()) is None
 
@@ -46,7 +48,9 @@ def test_a_conflicting_version_refuses_the_whole_batch(recorder: BatchedSQLiteAp
     assert recorder.insert_events(events(fresh, range(1, 2))) == [3]
 
 
-def test_a_batch_longer_than_one_statement_is_split_and_stored_whole(recorder: BatchedSQLiteApplicationRecorder) -> None:
+def test_a_batch_longer_than_one_statement_is_split_and_stored_whole(
+    recorder: BatchedSQLiteApplicationRecorder,
+) -> None:
     originator = uuid4()
     count = 2 * ROWS_PER_STATEMENT + 7
     ids = recorder.insert_events(events(originator, range(1, count + 1)))

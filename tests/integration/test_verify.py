@@ -33,8 +33,11 @@ def database(tmp_path: Path) -> DatabaseConfig:
 
 @pytest.fixture
 def ledger(database: DatabaseConfig) -> Iterator[Ledger]:
-    app = Ledger(database.eventsourcing_env(create_tables=True), vault=AesGcmKeyVault(os.urandom(32)),
-                 key_scheme_factory=HmacApiKeyScheme)
+    app = Ledger(
+        database.eventsourcing_env(create_tables=True),
+        vault=AesGcmKeyVault(os.urandom(32)),
+        key_scheme_factory=HmacApiKeyScheme,
+    )
     app.initialise()
     app.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
     app.set_price(MODEL, price_from_credits(input="2", output="8"))
@@ -43,11 +46,13 @@ def ledger(database: DatabaseConfig) -> Iterator[Ledger]:
     key = app.issue_api_key("acme").plaintext
     billing = RequestBilling(app, Router(app, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
     for tokens in (10, 20, 30):
-        opened = billing.open_request(key, RequestShape(model=MODEL, prompt_bytes=100, max_output_tokens=50,
-                                                        choices=1, stream=False))
+        opened = billing.open_request(
+            key, RequestShape(model=MODEL, prompt_bytes=100, max_output_tokens=50, choices=1, stream=False)
+        )
         billing.complete_request(opened, first_route(billing, opened), Usage(input_tokens=tokens, output_tokens=5))
-    billing.open_request(key, RequestShape(model=MODEL, prompt_bytes=100, max_output_tokens=50, choices=1,
-                                           stream=False))  # left open
+    billing.open_request(
+        key, RequestShape(model=MODEL, prompt_bytes=100, max_output_tokens=50, choices=1, stream=False)
+    )  # left open
     yield app
     app.close()
 
@@ -67,20 +72,24 @@ def test_a_clean_ledger_verifies(ledger: Ledger, read_models: ReadModels) -> Non
     assert report.checked["open_holds"] == 1
 
 
-def test_a_read_model_edited_behind_the_ledger_is_named(ledger: Ledger, read_models: ReadModels,
-                                                         database: DatabaseConfig) -> None:
+def test_a_read_model_edited_behind_the_ledger_is_named(
+    ledger: Ledger, read_models: ReadModels, database: DatabaseConfig
+) -> None:
     read_models.runner.catch_up()
     account = ledger.get_account("acme").id
     with sqlite3.connect(database.read_models_sqlite_path) as conn:
         conn.execute("UPDATE th_rm_balances SET balance = balance + 1")
     problems = LedgerVerifier(ledger, read_models).verify().problems
-    assert problems == [f"account {account}: the events say balance {ledger.get_account('acme').balance}, held "
-                        f"{ledger.get_account('acme').held}; the balances read model says balance "
-                        f"{ledger.get_account('acme').balance + 1}, held {ledger.get_account('acme').held}"]
+    assert problems == [
+        f"account {account}: the events say balance {ledger.get_account('acme').balance}, held "
+        f"{ledger.get_account('acme').held}; the balances read model says balance "
+        f"{ledger.get_account('acme').balance + 1}, held {ledger.get_account('acme').held}"
+    ]
 
 
-def test_an_event_edited_in_the_store_is_found(ledger: Ledger, read_models: ReadModels,
-                                               database: DatabaseConfig) -> None:
+def test_an_event_edited_in_the_store_is_found(
+    ledger: Ledger, read_models: ReadModels, database: DatabaseConfig
+) -> None:
     with sqlite3.connect(database.sqlite_path) as conn:
         rows = conn.execute("SELECT rowid, state FROM stored_events WHERE topic LIKE '%Account.HoldSettled'").fetchall()
         rowid, state = rows[0]
@@ -95,8 +104,9 @@ def test_every_movement_the_ledger_entries_list_is_folded() -> None:
     assert set(MOVEMENTS) == set(LedgerEntriesProjection.topics)
 
 
-def test_deep_finds_a_snapshot_that_disagrees_with_the_events(ledger: Ledger, read_models: ReadModels,
-                                                              database: DatabaseConfig) -> None:
+def test_deep_finds_a_snapshot_that_disagrees_with_the_events(
+    ledger: Ledger, read_models: ReadModels, database: DatabaseConfig
+) -> None:
     account = ledger.get_account("acme")
     ledger._snapshot(account)  # as the ledger stores one every ACCOUNT_SNAPSHOT_INTERVAL events
     with sqlite3.connect(database.sqlite_path) as conn:
@@ -107,5 +117,7 @@ def test_deep_finds_a_snapshot_that_disagrees_with_the_events(ledger: Ledger, re
     ledger.repository.cache.get(account.id, evict=True)  # as a process starting afresh (LRUCache.clear keeps entries)
     assert LedgerVerifier(ledger, read_models).verify().problems == []  # only the deep check loads aggregates
     problems = LedgerVerifier(ledger, read_models).verify(deep=True).problems
-    assert problems == [f"account {account.id}: the aggregate says balance 7{account.balance} with 1 holds; "
-                        f"its events say {account.balance} with 1"]
+    assert problems == [
+        f"account {account.id}: the aggregate says balance 7{account.balance} with 1 holds; "
+        f"its events say {account.balance} with 1"
+    ]

@@ -12,13 +12,15 @@ from tests.integration.test_verify import database, ledger, read_models  # noqa:
 
 
 def test_a_charge_that_differs_from_its_record_is_named_by_the_dashed_request_id(
-        ledger: Ledger, read_models: ReadModels, database: DatabaseConfig) -> None:
+    ledger: Ledger, read_models: ReadModels, database: DatabaseConfig
+) -> None:
     with sqlite3.connect(database.sqlite_path) as conn:
         rowid, state = conn.execute(
-            "SELECT rowid, state FROM stored_events WHERE topic LIKE '%Account.HoldSettled'"
-            " ORDER BY rowid LIMIT 1").fetchone()
-        conn.execute("UPDATE stored_events SET state = ? WHERE rowid = ?",
-                     (state.replace(b'"amount":', b'"amount":1', 1), rowid))
+            "SELECT rowid, state FROM stored_events WHERE topic LIKE '%Account.HoldSettled' ORDER BY rowid LIMIT 1"
+        ).fetchone()
+        conn.execute(
+            "UPDATE stored_events SET state = ? WHERE rowid = ?", (state.replace(b'"amount":', b'"amount":1', 1), rowid)
+        )
         request_hex = state.split(b'"request_id":{"_type_":"uuid_hex","_data_":"')[1][:32].decode()
     problems = LedgerVerifier(ledger, read_models).verify().problems
     request = str(UUID(request_hex))

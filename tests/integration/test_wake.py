@@ -68,8 +68,9 @@ def publisher(channel: str) -> Iterator[RedisCommitPublisher]:
     publisher.close()
 
 
-def test_a_burst_of_commits_becomes_a_few_publishes_the_first_at_once(channel: str,
-                                                                      publisher: RedisCommitPublisher) -> None:
+def test_a_burst_of_commits_becomes_a_few_publishes_the_first_at_once(
+    channel: str, publisher: RedisCommitPublisher
+) -> None:
     with Received(channel) as received:
         first = time.monotonic()
         publisher.notify()
@@ -159,8 +160,11 @@ def test_the_listener_resubscribes_after_losing_its_connection(channel: str) -> 
 
 
 def test_the_ledger_calls_on_commit_once_per_group_commit_batch() -> None:
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(os.urandom(32)),
-                    key_scheme_factory=HmacApiKeyScheme)
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        vault=AesGcmKeyVault(os.urandom(32)),
+        key_scheme_factory=HmacApiKeyScheme,
+    )
     ledger.initialise()
     account = ledger.create_account("acme")
     commits: list[int] = []
@@ -168,8 +172,11 @@ def test_the_ledger_calls_on_commit_once_per_group_commit_batch() -> None:
     ledger.start_group_commit()
     try:
         with ThreadPoolExecutor(32) as pool:
-            list(pool.map(lambda i: ledger.grant_credits(account.id, 1, reason=f"g{i}", idempotency_key=f"k{i}"),
-                          range(200)))
+            list(
+                pool.map(
+                    lambda i: ledger.grant_credits(account.id, 1, reason=f"g{i}", idempotency_key=f"k{i}"), range(200)
+                )
+            )
     finally:
         ledger.stop_group_commit()
     assert ledger.writer is not None and ledger.writer.batches < 200  # it did batch

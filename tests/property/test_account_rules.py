@@ -7,21 +7,20 @@ expires (soonest deadline first), expired credit is spent only by the holds that
 were open at its deadline, and a snapshot in its stored (JSON) form restores the
 account exactly."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.application import Application
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, precondition, rule
 
-from eventsourcing.application import Application
-
 from domain.account import Account
 from domain.errors import AlreadyExists, HoldNotFound, InsufficientCredits, InvalidRequest
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 amounts = st.integers(min_value=0, max_value=10**12)
 
 
@@ -43,8 +42,9 @@ class AccountMachine(RuleBasedStateMachine):
         self.deadlines_applied: set[int] = set()
         self.open_at_deadline: dict[int, set[str]] = {}  # grant -> holds open when its deadline was applied
 
-    @initialize(target=requests, promo=st.integers(min_value=0, max_value=10**6),
-                held=st.integers(min_value=0, max_value=10**6))
+    @initialize(
+        target=requests, promo=st.integers(min_value=0, max_value=10**6), held=st.integers(min_value=0, max_value=10**6)
+    )
     def start_with_a_promotion_partly_held(self, promo: int, held: int) -> UUID:
         """Often a promotion and a hold on it, so deadlines meet holds that keep expired credit."""
         request_id = uuid4()
@@ -85,8 +85,14 @@ class AccountMachine(RuleBasedStateMachine):
         assert len(self.account.pending_events) == again
 
     def _due(self) -> list[int]:
-        return [grant for at, grant in sorted((at, grant) for grant, at in self.expiring_grants.items()
-                                              if at <= self.now and grant not in self.deadlines_applied)]
+        return [
+            grant
+            for at, grant in sorted(
+                (at, grant)
+                for grant, at in self.expiring_grants.items()
+                if at <= self.now and grant not in self.deadlines_applied
+            )
+        ]
 
     def _available_after_deadlines(self, due: list[int]) -> int:
         """What a hold may reserve now: the deadlines that passed are applied first."""
@@ -229,8 +235,10 @@ class AccountMachine(RuleBasedStateMachine):
     def _parts(self, request_id: UUID | None) -> tuple[int, list[int], int]:
         """(what the request's hold kept, the lots' remainders by deadline, credit that never expires)."""
         kept = sum(self.account.kept.get(request_id.hex, {}).values()) if request_id else 0
-        lots = [lot["remaining"] for _, lot in sorted(self.account.lots.items(),
-                                                      key=lambda item: (item[1]["expires_at"], item[0]))]
+        lots = [
+            lot["remaining"]
+            for _, lot in sorted(self.account.lots.items(), key=lambda item: (item[1]["expires_at"], item[0]))
+        ]
         return kept, lots, self._never_expiring()
 
     def _never_expiring(self) -> int:
@@ -288,7 +296,11 @@ class AccountMachine(RuleBasedStateMachine):
             copy = domain_event.mutate(copy)
         assert copy is not None
         assert (copy.balance, copy.holds, copy.lots, copy.kept) == (
-            self.account.balance, self.account.holds, self.account.lots, self.account.kept)
+            self.account.balance,
+            self.account.holds,
+            self.account.lots,
+            self.account.kept,
+        )
 
     @invariant()
     def a_stored_snapshot_restores_the_account_exactly(self) -> None:

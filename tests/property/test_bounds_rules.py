@@ -19,18 +19,29 @@ from domain.errors import IdempotencyConflict, InvalidRequest, PaymentNotFound
 from domain.money import InvalidAmount, parse_credits
 from tests.fakes.clock import FakeClock
 
-AMOUNTS = st.one_of(st.integers(1, 10**7), st.integers(MAX_AMOUNT - 3, MAX_AMOUNT + 3),
-                    st.integers(MAX_AMOUNT, 10**40), st.just(MAX_BALANCE))
-TEXTS = st.one_of(st.text(max_size=30), st.from_regex(r"-?[0-9]{1,40}(\.[0-9]{1,12})?", fullmatch=True),
-                  st.from_regex(r"[0-9]{1,8}(\.[0-9]{1,9})?", fullmatch=True))
+AMOUNTS = st.one_of(
+    st.integers(1, 10**7),
+    st.integers(MAX_AMOUNT - 3, MAX_AMOUNT + 3),
+    st.integers(MAX_AMOUNT, 10**40),
+    st.just(MAX_BALANCE),
+)
+TEXTS = st.one_of(
+    st.text(max_size=30),
+    st.from_regex(r"-?[0-9]{1,40}(\.[0-9]{1,12})?", fullmatch=True),
+    st.from_regex(r"[0-9]{1,8}(\.[0-9]{1,9})?", fullmatch=True),
+)
 PAYMENT_IDS = st.sampled_from([f"pay_{i}" for i in range(4)])
 
 
 class BoundsMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(bytes(32)),
-                             key_scheme_factory=HmacApiKeyScheme, clock=FakeClock())
+        self.ledger = Ledger(
+            {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+            vault=AesGcmKeyVault(bytes(32)),
+            key_scheme_factory=HmacApiKeyScheme,
+            clock=FakeClock(),
+        )
         self.ledger.initialise()
         self.account_id = self.ledger.create_account("acme").id
         self.expected = 0  # the balance the accepted movements make

@@ -10,7 +10,7 @@ import os
 import threading
 from datetime import timedelta
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
@@ -27,11 +27,15 @@ from tests.fakes.clock import FakeClock
 ACCOUNTS = ("a", "b", "c")
 STARTER = 1_000
 
-commands = st.lists(st.tuples(
-    st.sampled_from(["grant", "hold", "hold", "nothing", "unencodable", "colliding", "spoiled"]),
-    st.sampled_from(ACCOUNTS),
-    st.integers(1, 800),
-), min_size=1, max_size=30)
+commands = st.lists(
+    st.tuples(
+        st.sampled_from(["grant", "hold", "hold", "nothing", "unencodable", "colliding", "spoiled"]),
+        st.sampled_from(ACCOUNTS),
+        st.integers(1, 800),
+    ),
+    min_size=1,
+    max_size=30,
+)
 
 
 class Unencodable:
@@ -54,8 +58,9 @@ def change_for(kind: str, index: int, account_id: UUID, amount: int, ledger: Led
         if kind == "nothing":
             return None
         if kind == "hold":
-            account.place_hold(UUID(int=index + 1), amount, ledger.clock.now() + timedelta(hours=1),
-                               now=ledger.clock.now())
+            account.place_hold(
+                UUID(int=index + 1), amount, ledger.clock.now() + timedelta(hours=1), now=ledger.clock.now()
+            )
             return []
         account.grant_credits(amount, reason=label)
         if kind == "unencodable":
@@ -99,8 +104,12 @@ def label_of(event: Any) -> str:
 @settings(max_examples=60, deadline=None)
 @given(batch=commands)
 def test_every_good_command_lands_once_in_order_and_every_bad_one_fails_alone(batch) -> None:
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(os.urandom(32)),
-                    key_scheme_factory=HmacApiKeyScheme, clock=FakeClock())
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        vault=AesGcmKeyVault(os.urandom(32)),
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=FakeClock(),
+    )
     ledger.initialise()
     ids = {name: ledger.create_account(name).id for name in ACCOUNTS}
     for name in ACCOUNTS:
@@ -109,16 +118,17 @@ def test_every_good_command_lands_once_in_order_and_every_bad_one_fails_alone(ba
     blocker = ledger.create_account("blocker").id
     ledger.start_group_commit()
     busy, go = threading.Event(), threading.Event()
-    holding = threading.Thread(target=ledger.change_account,
-                               args=(blocker, lambda _: busy.set() or go.wait(5) and []))
+    holding = threading.Thread(target=ledger.change_account, args=(blocker, lambda _: busy.set() or go.wait(5) and []))
     holding.start()
     try:
         assert busy.wait(5)
         before = ledger.writer.batches
 
         async def run() -> list[Any]:
-            futures = [ledger.start_account_change(ids[name], change_for(kind, i, ids[name], amount, ledger))
-                       for i, (kind, name, amount) in enumerate(batch)]
+            futures = [
+                ledger.start_account_change(ids[name], change_for(kind, i, ids[name], amount, ledger))
+                for i, (kind, name, amount) in enumerate(batch)
+            ]
             go.set()  # all queued behind the busy writer: they form its next batch
             return await asyncio.gather(*futures, return_exceptions=True)
 

@@ -19,22 +19,31 @@ from tests.fakes.clock import FakeClock
 
 amounts = st.integers(min_value=0, max_value=1_500)
 holds = st.tuples(st.just("hold"), amounts)
-operations = st.lists(st.one_of(
-    holds, holds, holds,  # holds in flight together are what the gate must count
-    st.tuples(st.just("settle"), st.integers(0, 20), st.integers(0, 700)),
-    st.tuples(st.just("release"), st.integers(0, 20)),
-    st.tuples(st.just("grant"), st.integers(1, 1_000), st.one_of(st.none(), st.integers(1, 120))),
-    st.tuples(st.just("advance"), st.integers(1, 90)),
-    st.tuples(st.just("pause"), st.integers(0, 3)),
-), max_size=25)
+operations = st.lists(
+    st.one_of(
+        holds,
+        holds,
+        holds,  # holds in flight together are what the gate must count
+        st.tuples(st.just("settle"), st.integers(0, 20), st.integers(0, 700)),
+        st.tuples(st.just("release"), st.integers(0, 20)),
+        st.tuples(st.just("grant"), st.integers(1, 1_000), st.one_of(st.none(), st.integers(1, 120))),
+        st.tuples(st.just("advance"), st.integers(1, 90)),
+        st.tuples(st.just("pause"), st.integers(0, 3)),
+    ),
+    max_size=25,
+)
 
 
 @settings(max_examples=500, deadline=None)
 @given(operations)
 def test_a_hold_the_gate_admits_is_never_refused_by_the_writer(ops: list[tuple]) -> None:
     clock = FakeClock()
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(os.urandom(32)),
-                    key_scheme_factory=HmacApiKeyScheme, clock=clock)
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        vault=AesGcmKeyVault(os.urandom(32)),
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=clock,
+    )
     ledger.initialise()
     account_id = ledger.create_account("acme").id
     ledger.start_group_commit()
@@ -65,7 +74,9 @@ async def _drive(ledger: Ledger, clock: FakeClock, account_id, ops: list[tuple])
         if op[0] == "hold":
             amount, request_id = op[1], uuid4()
             early = gate.admits(account_id, amount, now)
-            durable = change(lambda a, r=request_id, n=now, x=amount: a.place_hold(r, x, n + timedelta(hours=1), now=n) or [])
+            durable = change(
+                lambda a, r=request_id, n=now, x=amount: a.place_hold(r, x, n + timedelta(hours=1), now=n) or []
+            )
             gate.track(account_id, amount, durable)
             durable.add_done_callback(lambda f, r=request_id: held.append(r) if _saved(f) else None)
             if early:

@@ -31,8 +31,12 @@ class SecretStoreMachine(RuleBasedStateMachine):
         super().__init__()
         self.keys = [f"k0:{generate_master_key()}"]
         self.clock = FakeClock()
-        self.ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=self.vault(*self.keys),
-                             key_scheme_factory=HmacApiKeyScheme, clock=self.clock)
+        self.ledger = Ledger(
+            {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+            vault=self.vault(*self.keys),
+            key_scheme_factory=HmacApiKeyScheme,
+            clock=self.clock,
+        )
         self.ledger.initialise()
         self.given: dict[str, str] = {}  # credential id -> the secret it was given
         self.counter = 0
@@ -64,8 +68,9 @@ class SecretStoreMachine(RuleBasedStateMachine):
         if not candidates:
             return
         old = candidates[pick % len(candidates)]["credential_id"]
-        rotation = km.rotate_credential(self.ledger, provider, self.secret(), credential_id=old,
-                                        grace=timedelta(seconds=grace))
+        rotation = km.rotate_credential(
+            self.ledger, provider, self.secret(), credential_id=old, grace=timedelta(seconds=grace)
+        )
         self.given[rotation.new_credential_id] = self.last
 
     @rule(provider=st.sampled_from(PROVIDERS), pick=st.integers(0, 10))
@@ -118,5 +123,6 @@ class SecretStoreMachine(RuleBasedStateMachine):
 
 
 TestSecretStoreRules = SecretStoreMachine.TestCase
-TestSecretStoreRules.settings = settings(max_examples=40, stateful_step_count=20, deadline=None,
-                                         suppress_health_check=[HealthCheck.too_slow])
+TestSecretStoreRules.settings = settings(
+    max_examples=40, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)

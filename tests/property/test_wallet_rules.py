@@ -38,15 +38,20 @@ class WalletMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = FakeClock()
-        self.ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(bytes(32)),
-                             key_scheme_factory=HmacApiKeyScheme, clock=self.clock)
+        self.ledger = Ledger(
+            {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+            vault=AesGcmKeyVault(bytes(32)),
+            key_scheme_factory=HmacApiKeyScheme,
+            clock=self.clock,
+        )
         self.ledger.initialise()
         self.ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
         self.ledger.set_price(MODEL, price_from_credits(input="1", output="2"))
         self.ledger.create_account("acme")
         self.key = self.ledger.issue_api_key("acme").plaintext
-        self.billing = RequestBilling(self.ledger, Router(self.ledger, CredentialHealth()), mode="credits",
-                                      hold_ttl=timedelta(minutes=5))
+        self.billing = RequestBilling(
+            self.ledger, Router(self.ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5)
+        )
         self.payments: dict[str, int] = {}
         self.refunds: dict[str, int] = {}
         self.charges: dict[UUID, int] = {}
@@ -125,8 +130,10 @@ class WalletMachine(RuleBasedStateMachine):
     @rule(data=st.data(), twice=st.booleans())
     def complete(self, data: st.DataObject, twice: bool) -> None:
         opened = self.open.pop(data.draw(st.integers(0, len(self.open) - 1)))
-        usage = Usage(input_tokens=data.draw(st.integers(0, opened.shape.prompt_bytes)),
-                      output_tokens=data.draw(st.integers(0, opened.shape.max_output_tokens)))
+        usage = Usage(
+            input_tokens=data.draw(st.integers(0, opened.shape.prompt_bytes)),
+            output_tokens=data.draw(st.integers(0, opened.shape.max_output_tokens)),
+        )
         route = next(self.billing.router.routes(opened.targets[0]))
         receipt = self.billing.complete_request(opened, route, usage)
         if twice:
@@ -155,8 +162,13 @@ class WalletMachine(RuleBasedStateMachine):
         expiries = [e for e in events if isinstance(e, Account.GrantExpired)]
         deadlines = [e.grant for e in expiries if e.request_id is None]
         assert len(deadlines) == len(set(deadlines))
-        assert account.balance == (sum(self.payments.values()) + sum(self.grants.values()) - sum(self.refunds.values())
-                                   - sum(self.charges.values()) - sum(e.amount for e in expiries))
+        assert account.balance == (
+            sum(self.payments.values())
+            + sum(self.grants.values())
+            - sum(self.refunds.values())
+            - sum(self.charges.values())
+            - sum(e.amount for e in expiries)
+        )
         assert account.available >= 0
         assert account.held == sum(o.hold for o in self.open)
 

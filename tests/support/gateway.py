@@ -26,8 +26,9 @@ def free_port() -> int:
 
 def cli(env: dict[str, str], *args: str, stdin: str | None = None, check: bool = True) -> dict[str, Any]:
     """Run ``tallyhub <args> --json`` and return its one JSON document."""
-    done = subprocess.run([*TALLYHUB, *args, "--json"], input=stdin, capture_output=True, text=True, env=env,
-                          cwd=REPO, timeout=60)
+    done = subprocess.run(
+        [*TALLYHUB, *args, "--json"], input=stdin, capture_output=True, text=True, env=env, cwd=REPO, timeout=60
+    )
     if check and done.returncode != 0:
         raise AssertionError(f"tallyhub {' '.join(args)} failed ({done.returncode}): {done.stdout} {done.stderr}")
     return json.loads(done.stdout)
@@ -37,8 +38,12 @@ def gateway_env(data_dir: Path, database_url: str | None, **extra: str) -> dict[
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYHUB_")}
     # Tests change prices and keys from other processes and use them at once: no read cache,
     # unless a test is about the cache itself.
-    env.update(TALLYHUB_DATA_DIR=str(data_dir), TALLYHUB_BILLING_MODE="credits", PYTHONPATH=str(REPO),
-               TALLYHUB_READ_CACHE_SECONDS="0")
+    env.update(
+        TALLYHUB_DATA_DIR=str(data_dir),
+        TALLYHUB_BILLING_MODE="credits",
+        PYTHONPATH=str(REPO),
+        TALLYHUB_READ_CACHE_SECONDS="0",
+    )
     if database_url:
         env["TALLYHUB_DATABASE_URL"] = database_url
     env.update(extra)
@@ -68,8 +73,9 @@ class Gateway:
         port = port or free_port()
         log_path = Path(self.env["TALLYHUB_DATA_DIR"]) / f"serve-{port}.log"
         log = open(log_path, "wb")
-        process = subprocess.Popen([*TALLYHUB, "serve", "--port", str(port)], env=self.env, cwd=REPO,
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*TALLYHUB, "serve", "--port", str(port)], env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT
+        )
         self.processes.append(process)
         self.log_paths.append(log_path)
         self.ports.append(port)

@@ -5,6 +5,7 @@ payment that race through the group-commit writer never add up to more than it."
 
 import threading
 from dataclasses import replace
+from datetime import UTC
 from uuid import uuid4
 
 import pytest
@@ -22,9 +23,38 @@ from domain.usage import Usage
 NANO = 10**9
 
 
-@pytest.mark.parametrize("text", [
-    "٥", "۱۲", "５", "1_000", "1e3", "1E3", " 5", "5 ", "\t5", "5\n", "+5", ".5", "5.", "1.", "0x10", "1,5", "½",
-    "NaN", "nan", "Infinity", "-Infinity", "", "-", "--1", "1.2.3", "0.0000000001", "1.1234567890"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "٥",
+        "۱۲",
+        "５",
+        "1_000",
+        "1e3",
+        "1E3",
+        " 5",
+        "5 ",
+        "\t5",
+        "5\n",
+        "+5",
+        ".5",
+        "5.",
+        "1.",
+        "0x10",
+        "1,5",
+        "½",
+        "NaN",
+        "nan",
+        "Infinity",
+        "-Infinity",
+        "",
+        "-",
+        "--1",
+        "1.2.3",
+        "0.0000000001",
+        "1.1234567890",
+    ],
+)
 def test_anything_but_ascii_digits_with_at_most_nine_decimals_is_refused(text: str) -> None:
     with pytest.raises(InvalidAmount) as refused:
         parse_credits(text, allow_negative=True)
@@ -76,12 +106,14 @@ def test_rates_have_their_own_bound() -> None:
 def test_the_account_refuses_movements_past_the_bounds_before_any_event() -> None:
     account = Account(name="acme")
     account.grant_credits(MAX_AMOUNT, "max")
-    for move in (lambda: account.grant_credits(MAX_AMOUNT + 1, "x"),
-                 lambda: account.adjust(MAX_AMOUNT + 1, "x"),
-                 lambda: account.adjust(-(MAX_AMOUNT + 1), "x"),
-                 lambda: account.refund_charge(uuid4(), MAX_AMOUNT + 1, "x"),
-                 lambda: account.set_spend_caps("account", MAX_AMOUNT + 1, None),
-                 lambda: account.set_spend_caps("account", None, MAX_AMOUNT + 1)):
+    for move in (
+        lambda: account.grant_credits(MAX_AMOUNT + 1, "x"),
+        lambda: account.adjust(MAX_AMOUNT + 1, "x"),
+        lambda: account.adjust(-(MAX_AMOUNT + 1), "x"),
+        lambda: account.refund_charge(uuid4(), MAX_AMOUNT + 1, "x"),
+        lambda: account.set_spend_caps("account", MAX_AMOUNT + 1, None),
+        lambda: account.set_spend_caps("account", None, MAX_AMOUNT + 1),
+    ):
         pending = len(account.pending_events)
         with pytest.raises(InvalidAmount):
             move()
@@ -94,8 +126,11 @@ def test_the_account_refuses_credit_that_would_pass_the_balance_bound() -> None:
     for _ in range(MAX_BALANCE // MAX_AMOUNT):
         account.grant_credits(MAX_AMOUNT, "max")
     assert account.balance == MAX_BALANCE
-    for move in (lambda: account.grant_credits(1, "x"), lambda: account.adjust(1, "x"),
-                 lambda: account.refund_charge(uuid4(), 1, "x")):
+    for move in (
+        lambda: account.grant_credits(1, "x"),
+        lambda: account.adjust(1, "x"),
+        lambda: account.refund_charge(uuid4(), 1, "x"),
+    ):
         with pytest.raises(BalanceLimitExceeded) as refused:
             move()
         assert refused.value.param == "amount"
@@ -125,21 +160,29 @@ def test_price_input_names_the_field() -> None:
         price_from_credits(input="1", output="1e3")
     assert refused.value.param == "output" and refused.value.code == "invalid_request"
     with pytest.raises(InvalidRequest) as in_file:
-        parse_price_file('{"models": {"a/b": {"input": "1", "output": "1", "provider_cost": '
-                         '{"input": "100000.5", "output": "1"}}}}')
+        parse_price_file(
+            '{"models": {"a/b": {"input": "1", "output": "1", "provider_cost": {"input": "100000.5", "output": "1"}}}}'
+        )
     assert in_file.value.param == "models.a/b.provider_cost.input" and "a/b" in str(in_file.value)
 
 
-@pytest.mark.parametrize("text", ["[" * 50_000, '{"models": ' * 3_000 + "1" + "}" * 3_000,
-                                  '{"models": {"a/b": {"input": 1' + "0" * 5000 + ', "output": "1"}}}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 50_000,
+        '{"models": ' * 3_000 + "1" + "}" * 3_000,
+        '{"models": {"a/b": {"input": 1' + "0" * 5000 + ', "output": "1"}}}',
+    ],
+)
 def test_a_hostile_price_file_is_refused_not_crashed_on(text: str) -> None:
     with pytest.raises(InvalidRequest):
         parse_price_file(text)
 
 
 def test_a_receipt_recorded_before_terms_existed_loads_and_is_compared_by_amount(ledger: Ledger) -> None:
-    receipt = MovementReceipt(account_id=uuid4(), kind="grant", idempotency_key="k1", amount=5,
-                              terms={"reason": "then", "expires_at": None})
+    receipt = MovementReceipt(
+        account_id=uuid4(), kind="grant", idempotency_key="k1", amount=5, terms={"reason": "then", "expires_at": None}
+    )
     stored = ledger.mapper.to_stored_event(receipt.collect_events()[0])
     state = ledger.mapper.transcoder.decode(stored.state)
     del state["terms"]  # as the Recorded event was stored before it had terms
@@ -212,12 +255,14 @@ def test_the_dashboards_what_if_prices_past_the_bound_are_a_cell_error_not_a_cra
 
 
 def test_a_replay_that_would_adjust_an_account_past_the_bound_is_refused_before_it_is_recorded(
-        ledger: Ledger, track_billing: RequestBilling) -> None:
-    from application.replay import ReplayPlan, Replayer
+    ledger: Ledger, track_billing: RequestBilling
+) -> None:
+    from application.replay import Replayer, ReplayPlan
     from tests.support.routes import first_route
 
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None,
-                             secret="sk-test-secret-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
+    )
     ledger.set_price("openai/free", ModelPrice(input=0, output=0))
     ledger.create_account("acme")
     key = ledger.issue_api_key("acme").plaintext
@@ -231,11 +276,11 @@ def test_a_replay_that_would_adjust_an_account_past_the_bound_is_refused_before_
 
 
 def test_a_price_book_version_holds_only_bounded_prices_at_a_time_with_a_zone() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from domain.price_book import PriceBook
 
-    book, now = PriceBook(), datetime(2026, 12, 1, tzinfo=timezone.utc)
+    book, now = PriceBook(), datetime(2026, 12, 1, tzinfo=UTC)
     with pytest.raises(InvalidRequest) as naive:
         book.publish_version({"a/b": ModelPrice(input=1, output=1)}, datetime(2026, 12, 2), now=now)
     assert naive.value.param == "effective_at"

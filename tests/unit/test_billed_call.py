@@ -50,8 +50,9 @@ class World:
     worst: int
 
     def calls(self, provider: FakeProvider, *, early_upstream: bool = True) -> BilledCalls:
-        billing = CountingBilling(self.ledger, self.router, mode="credits", hold_ttl=timedelta(minutes=15),
-                                  early_upstream=early_upstream)
+        billing = CountingBilling(
+            self.ledger, self.router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=early_upstream
+        )
         return BilledCalls(billing, self.router, {"openai": provider}, self.ledger)
 
     def account(self) -> tuple[int, int]:
@@ -105,13 +106,17 @@ def refused(calls: BilledCalls, key: str) -> tuple[Exception, UUID]:
 
 def test_retryable_failures_move_to_the_other_credential_then_to_the_fallback_model(world: World) -> None:
     world.ledger.grant_credits("acme", 10 * world.worst)
-    provider = FakeProvider(UpstreamError("boom", status=503), UpstreamError("slow", status=504, code="upstream_timeout"))
+    provider = FakeProvider(
+        UpstreamError("boom", status=503), UpstreamError("slow", status=504, code="upstream_timeout")
+    )
     calls = world.calls(provider)
     call = started(calls, world.key)
     assert set(provider.secrets_seen[:2]) == {KEY_A, KEY_B} and provider.secrets_seen[2:] == [KEY_BACKUP]
     assert call.route.model == "backup/gpt-mini"
     assert [(a.route.provider, a.status, a.error_code) for a in call.attempts] == [
-        ("primary", 503, "upstream_error"), ("primary", 504, "upstream_timeout")]
+        ("primary", 503, "upstream_error"),
+        ("primary", 504, "upstream_timeout"),
+    ]
     receipt = asyncio.run(calls.complete(call, USAGE, ttfb_ms=1.0))
     record = world.record(call.opened.request_id)
     assert [(a["provider"], a["status"]) for a in record.attempts] == [("primary", 503), ("primary", 504)]
@@ -126,7 +131,11 @@ def test_a_failure_the_caller_caused_is_answered_at_once_and_releases_the_hold(w
     assert isinstance(error, UpstreamError) and error.status == 400
     assert len(provider.routes) == 1  # not retryable: no other credential, no fallback
     record = world.record(request_id)
-    assert (record.details["status"], record.details["error_code"], record.attempts) == (400, "invalid_request_error", [])
+    assert (record.details["status"], record.details["error_code"], record.attempts) == (
+        400,
+        "invalid_request_error",
+        [],
+    )
     assert world.account() == (10 * world.worst, 0)
     assert calls.billing.failed == [(request_id, 400, "invalid_request_error")]  # type: ignore[attr-defined]
 
@@ -220,7 +229,8 @@ async def _document(calls: BilledCalls, key: str, raw: bytes) -> dict[str, Any]:
 
 
 def test_with_early_upstream_the_call_starts_before_the_hold_is_durable_but_is_not_returned_until_it_is(
-        world: World) -> None:
+    world: World,
+) -> None:
     world.ledger.grant_credits("acme", 2 * world.worst)  # saved by the writer: the gate knows the room
     provider = FakeProvider()
     calls = world.calls(provider)
@@ -287,7 +297,10 @@ def test_a_hold_refused_after_its_call_started_abandons_the_call_uncharged(world
     assert provider.exchanges[0].aborted  # the upstream call is given up, unanswered
     record = world.record(request_id)
     assert (record.details["status"], record.details["error_code"], record.details["charge"]) == (
-        402, "insufficient_credits", 0)
+        402,
+        "insufficient_credits",
+        0,
+    )
     assert record.details["provider"] == "primary"  # the abandoned call's route, for reconciliation
     assert world.account() == (0, 0)
 

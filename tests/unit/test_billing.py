@@ -21,7 +21,9 @@ def shape(prompt_bytes: int = 200, max_tokens: int | None = 100) -> RequestShape
 
 @pytest.fixture
 def key(ledger: Ledger) -> str:
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
+    )
     ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme")
     return ledger.issue_api_key("acme").plaintext
@@ -32,11 +34,15 @@ def worst_case(ledger: Ledger, s: RequestShape) -> int:
     return price_usage(price, worst_case_usage(s.prompt_bytes, s.max_output_tokens, s.choices, price))
 
 
-def test_a_completed_request_is_charged_exactly_its_usage(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+def test_a_completed_request_is_charged_exactly_its_usage(
+    ledger: Ledger, credits_billing: RequestBilling, key: str
+) -> None:
     ledger.grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
     assert ledger.get_account("acme").held == opened.hold == worst_case(ledger, shape())
-    receipt = credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=120, output_tokens=30))
+    receipt = credits_billing.complete_request(
+        opened, first_route(credits_billing, opened), Usage(input_tokens=120, output_tokens=30)
+    )
     assert receipt.charge == 120 * 2_000 + 30 * 8_000  # rates are 2 and 8 credits per 1M tokens
     account = ledger.get_account("acme")
     assert (account.balance, account.held) == (10**9 - receipt.charge, 0)
@@ -46,13 +52,19 @@ def test_a_completed_request_is_charged_exactly_its_usage(ledger: Ledger, credit
 def test_completing_twice_charges_once(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
     ledger.grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
-    first = credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=10, output_tokens=10))
-    second = credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=999, output_tokens=999))
+    first = credits_billing.complete_request(
+        opened, first_route(credits_billing, opened), Usage(input_tokens=10, output_tokens=10)
+    )
+    second = credits_billing.complete_request(
+        opened, first_route(credits_billing, opened), Usage(input_tokens=999, output_tokens=999)
+    )
     assert second.charge == first.charge
     assert ledger.get_account("acme").balance == 10**9 - first.charge
 
 
-def test_a_failed_request_releases_its_hold_and_charges_nothing(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+def test_a_failed_request_releases_its_hold_and_charges_nothing(
+    ledger: Ledger, credits_billing: RequestBilling, key: str
+) -> None:
     ledger.grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
     credits_billing.fail_request(opened, status=502, error_code="upstream_error")
@@ -61,23 +73,31 @@ def test_a_failed_request_releases_its_hold_and_charges_nothing(ledger: Ledger, 
     assert ledger.find(opened.request_id).details["outcome"] == "failed"
 
 
-def test_a_request_the_account_cannot_cover_is_refused_before_any_call(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+def test_a_request_the_account_cannot_cover_is_refused_before_any_call(
+    ledger: Ledger, credits_billing: RequestBilling, key: str
+) -> None:
     ledger.grant_credits("acme", worst_case(ledger, shape()) - 1)
     with pytest.raises(InsufficientCredits):
         credits_billing.open_request(key, shape())
     assert ledger.get_account("acme").held == 0
 
 
-def test_an_unpriced_model_is_refused_in_credits_mode(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+def test_an_unpriced_model_is_refused_in_credits_mode(
+    ledger: Ledger, credits_billing: RequestBilling, key: str
+) -> None:
     ledger.grant_credits("acme", 10**9)
     with pytest.raises(ModelNotFound):
         credits_billing.open_request(key, RequestShape("openai/unpriced", 10, 10, 1, False))
 
 
-def test_track_mode_prices_without_holds_and_flags_unpriced_models(ledger: Ledger, track_billing: RequestBilling, key: str) -> None:
+def test_track_mode_prices_without_holds_and_flags_unpriced_models(
+    ledger: Ledger, track_billing: RequestBilling, key: str
+) -> None:
     opened = track_billing.open_request(key, shape())
     assert opened.hold == 0
-    receipt = track_billing.complete_request(opened, first_route(track_billing, opened), Usage(input_tokens=1_000, output_tokens=0))
+    receipt = track_billing.complete_request(
+        opened, first_route(track_billing, opened), Usage(input_tokens=1_000, output_tokens=0)
+    )
     assert (receipt.charge, receipt.priced) == (2_000_000, True)
     unpriced = track_billing.open_request(key, RequestShape("openai/unpriced", 10, 10, 1, False))
     receipt = track_billing.complete_request(unpriced, first_route(track_billing, unpriced), Usage(input_tokens=1_000))
@@ -106,11 +126,15 @@ def test_a_hold_that_expired_is_still_charged_once_within_what_is_available(
     for request_id in account.expired_holds(clock.now()):
         account.release_hold(request_id, reason="expired")
     ledger.save(account)
-    receipt = credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=10, output_tokens=10))
+    receipt = credits_billing.complete_request(
+        opened, first_route(credits_billing, opened), Usage(input_tokens=10, output_tokens=10)
+    )
     assert ledger.get_account("acme").balance == 10**9 - receipt.charge
 
 
-def test_concurrent_requests_never_overdraw_the_account(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
+def test_concurrent_requests_never_overdraw_the_account(
+    ledger: Ledger, credits_billing: RequestBilling, key: str
+) -> None:
     ledger.grant_credits("acme", 10 * worst_case(ledger, shape()))
     outcomes: list[str] = []
     barrier = threading.Barrier(50)
@@ -122,7 +146,9 @@ def test_concurrent_requests_never_overdraw_the_account(ledger: Ledger, credits_
         except InsufficientCredits:
             outcomes.append("402")
             return
-        credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=200, output_tokens=100))
+        credits_billing.complete_request(
+            opened, first_route(credits_billing, opened), Usage(input_tokens=200, output_tokens=100)
+        )
         outcomes.append("200")
 
     threads = [threading.Thread(target=call) for _ in range(50)]
@@ -136,7 +162,8 @@ def test_concurrent_requests_never_overdraw_the_account(ledger: Ledger, credits_
 
 
 def test_an_account_day_cap_refuses_holds_that_would_pass_it_until_the_day_turns(
-        ledger: Ledger, credits_billing: RequestBilling, key: str, clock: FakeClock) -> None:
+    ledger: Ledger, credits_billing: RequestBilling, key: str, clock: FakeClock
+) -> None:
     from domain.spend_caps import SpendCapReached
 
     ledger.grant_credits("acme", 10**12)
@@ -144,7 +171,9 @@ def test_an_account_day_cap_refuses_holds_that_would_pass_it_until_the_day_turns
     ledger.set_spend_caps("acme", day=2 * worst, month=None)
     for _ in range(2):
         opened = credits_billing.open_request(key, shape())
-        credits_billing.complete_request(opened, first_route(credits_billing, opened), Usage(input_tokens=200, output_tokens=100))
+        credits_billing.complete_request(
+            opened, first_route(credits_billing, opened), Usage(input_tokens=200, output_tokens=100)
+        )
     with pytest.raises(SpendCapReached) as reached:
         credits_billing.open_request(key, shape())
     assert reached.value.window == "day" and 0 < reached.value.retry_after_seconds <= 86_400
@@ -152,8 +181,9 @@ def test_an_account_day_cap_refuses_holds_that_would_pass_it_until_the_day_turns
     credits_billing.open_request(key, shape())  # a new day, a fresh cap
 
 
-def test_a_key_month_cap_counts_holds_and_spares_other_keys(ledger: Ledger, credits_billing: RequestBilling,
-                                                            key: str) -> None:
+def test_a_key_month_cap_counts_holds_and_spares_other_keys(
+    ledger: Ledger, credits_billing: RequestBilling, key: str
+) -> None:
     from domain.spend_caps import SpendCapReached
 
     ledger.grant_credits("acme", 10**12)

@@ -37,8 +37,11 @@ def test_an_unexpected_failure_is_one_json_error_not_a_traceback(env: dict[str, 
     Path(env["TALLYHUB_DATA_DIR"], "tallyhub.sqlite").write_bytes(b"not a database" * 400)
     done = run(env, "accounts", "list", "--json")
     assert done.returncode == 1
-    assert only_error(done) == {"message": "DatabaseError: file is not a database", "type": "server_error",
-                                "code": "internal_error"}
+    assert only_error(done) == {
+        "message": "DatabaseError: file is not a database",
+        "type": "server_error",
+        "code": "internal_error",
+    }
     plain = run(env, "accounts", "list")
     assert plain.returncode == 1 and plain.stderr == "error: DatabaseError: file is not a database\n"
     debug = run(env, "accounts", "list", "--debug")
@@ -56,7 +59,8 @@ def test_bad_arguments_are_a_json_error_with_exit_2(env: dict[str, str]) -> None
 
 @pytest.mark.parametrize("grace", ["1" + "0" * 30, "2592001", "-1", "1e3"])
 def test_a_grace_period_beyond_30_days_or_not_whole_seconds_is_refused_before_anything_runs(
-        env: dict[str, str], grace: str) -> None:
+    env: dict[str, str], grace: str
+) -> None:
     for command in (["keys", "rotate", "some-key"], ["providers", "rotate-credential", "openai", "--api-key-stdin"]):
         done = run(env, *command, "--grace-seconds", grace, "--json")
         assert done.returncode == 2 and "Traceback" not in done.stderr

@@ -4,7 +4,7 @@ when everything cools the caller hears 503 ``upstream_unavailable`` — 429 only
 provider said 429 — with the wait until the soonest cooldown ends."""
 
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -75,8 +75,9 @@ def only_credential(ledger: Ledger, router: Router) -> str:
     return route.credential_id
 
 
-def test_a_single_5xx_or_timeout_does_not_cool_the_only_credential(ledger: Ledger, router: Router,
-                                                                   health: CredentialHealth, single: None) -> None:
+def test_a_single_5xx_or_timeout_does_not_cool_the_only_credential(
+    ledger: Ledger, router: Router, health: CredentialHealth, single: None
+) -> None:
     credential = only_credential(ledger, router)
     learn(health, credential, server_error())
     assert health.cooldown(credential) is None
@@ -87,7 +88,8 @@ def test_a_single_5xx_or_timeout_does_not_cool_the_only_credential(ledger: Ledge
 
 
 def test_a_burst_of_failures_cools_the_credential_and_the_caller_hears_503_with_retry_after(
-        ledger: Ledger, router: Router, health: CredentialHealth, ticks: Ticks, single: None) -> None:
+    ledger: Ledger, router: Router, health: CredentialHealth, ticks: Ticks, single: None
+) -> None:
     credential = only_credential(ledger, router)
     for error in (server_error(), timeout(), server_error()):
         learn(health, credential, error)
@@ -102,8 +104,9 @@ def test_a_burst_of_failures_cools_the_credential_and_the_caller_hears_503_with_
     assert [r.credential_id for r in router.routes(openai)] == [credential]  # over: tried again
 
 
-def test_failures_below_the_rate_do_not_cool(ledger: Ledger, router: Router, health: CredentialHealth,
-                                             single: None) -> None:
+def test_failures_below_the_rate_do_not_cool(
+    ledger: Ledger, router: Router, health: CredentialHealth, single: None
+) -> None:
     credential = only_credential(ledger, router)
     for _ in range(8):
         learn(health, credential, None)
@@ -126,8 +129,9 @@ def test_failures_older_than_the_window_are_forgotten(health: CredentialHealth, 
     assert health.cooldown("cred") is not None
 
 
-def test_the_cooldown_grows_on_repeated_trips_and_starts_over_after_a_success(health: CredentialHealth,
-                                                                               ticks: Ticks) -> None:
+def test_the_cooldown_grows_on_repeated_trips_and_starts_over_after_a_success(
+    health: CredentialHealth, ticks: Ticks
+) -> None:
     def trip() -> float:
         for _ in range(3):
             health.record_failure("cred")
@@ -141,7 +145,8 @@ def test_the_cooldown_grows_on_repeated_trips_and_starts_over_after_a_success(he
 
 
 def test_with_two_credentials_the_failing_one_is_left_out_and_the_other_serves(
-        ledger: Ledger, router: Router, health: CredentialHealth, double: None) -> None:
+    ledger: Ledger, router: Router, health: CredentialHealth, double: None
+) -> None:
     openai = target(ledger, router, "openai/gpt-4o")
     failing, healthy = sorted(r.credential_id for r in router.routes(openai))
     for _ in range(3):
@@ -151,7 +156,8 @@ def test_with_two_credentials_the_failing_one_is_left_out_and_the_other_serves(
 
 
 def test_when_every_credential_cools_after_a_429_the_caller_hears_429(
-        ledger: Ledger, router: Router, health: CredentialHealth, double: None) -> None:
+    ledger: Ledger, router: Router, health: CredentialHealth, double: None
+) -> None:
     openai = target(ledger, router, "openai/gpt-4o")
     first, second = sorted(r.credential_id for r in router.routes(openai))
     learn(health, first, rate_limit("12"))
@@ -162,7 +168,8 @@ def test_when_every_credential_cools_after_a_429_the_caller_hears_429(
 
 
 def test_when_some_cool_after_failures_and_others_after_429_the_caller_hears_503(
-        ledger: Ledger, router: Router, health: CredentialHealth, double: None) -> None:
+    ledger: Ledger, router: Router, health: CredentialHealth, double: None
+) -> None:
     openai = target(ledger, router, "openai/gpt-4o")
     first, second = sorted(r.credential_id for r in router.routes(openai))
     learn(health, first, rate_limit("30"))
@@ -185,18 +192,29 @@ def test_what_each_outcome_teaches(health: CredentialHealth) -> None:
     assert learn(health, None, server_error()) is None  # no credential (Ollama): nothing to learn
 
 
-@pytest.mark.parametrize(("header", "seconds"), [
-    ("12", 12), (None, 30), ("soon", 30), ("nan", 30), ("inf", 30), ("1e308", 600), ("-5", 1), ("0", 1),
-    ("Sun, 06 Dec 2026 12:00:40 GMT", 40),
-])
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("12", 12),
+        (None, 30),
+        ("soon", 30),
+        ("nan", 30),
+        ("inf", 30),
+        ("1e308", 600),
+        ("-5", 1),
+        ("0", 1),
+        ("Sun, 06 Dec 2026 12:00:40 GMT", 40),
+    ],
+)
 def test_a_429_cools_for_the_providers_retry_after_within_reason(header: str | None, seconds: float) -> None:
-    now = datetime(2026, 12, 6, 12, 0, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
     read = retry_after_seconds(header, now) if header and "GMT" in header else retry_after_seconds(header)
     assert HealthPolicy().rate_limit_cooldown(read) == seconds
 
 
 def test_credentials_neither_cooling_nor_counted_lately_are_forgotten_past_the_limit(
-        health: CredentialHealth, ticks: Ticks, monkeypatch: pytest.MonkeyPatch) -> None:
+    health: CredentialHealth, ticks: Ticks, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("application.health.TRACKED_CREDENTIALS", 3)
     health.rate_limited("limited", 600)
     health.record_success("idle")

@@ -55,8 +55,9 @@ def _normal(name: str) -> str:
 
 
 def test_every_imported_package_is_declared() -> None:
-    missing = {name: sorted(modules)[:3] for name, modules in imported_distributions().items()
-               if name not in declared()}
+    missing = {
+        name: sorted(modules)[:3] for name, modules in imported_distributions().items() if name not in declared()
+    }
     assert not missing, f"imported but not declared in pyproject.toml: {missing}"
 
 

@@ -23,7 +23,8 @@ def restored_gc() -> Iterator[None]:
 
 
 def test_the_serving_factory_freezes_what_it_built_and_raises_the_young_threshold(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restored_gc: None) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, restored_gc: None
+) -> None:
     monkeypatch.setenv("TALLYHUB_DATA_DIR", str(tmp_path))
     initialise(Settings.from_env())
     gc.unfreeze()

@@ -3,7 +3,7 @@ deadline removes what is available at once and what open holds reserve when they
 it is applied once, by the sweep or by the first hold placed after it; and the ledger,
 the sweep and the admin API agree."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import uuid4
 
@@ -23,13 +23,16 @@ from domain.errors import InsufficientCredits, InvalidRequest
 from projections.read_models import build_read_models
 from tests.fakes.clock import FakeClock
 
-T = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
 def expiries(account: Account) -> list[tuple[int, int, dict[str, int], Any]]:
-    return [(e.grant, e.amount, e.kept_by_holds, e.request_id)
-            for e in account.pending_events if isinstance(e, Account.GrantExpired)]
+    return [
+        (e.grant, e.amount, e.kept_by_holds, e.request_id)
+        for e in account.pending_events
+        if isinstance(e, Account.GrantExpired)
+    ]
 
 
 def test_the_unspent_rest_of_a_grant_expires_at_its_deadline_once() -> None:
@@ -135,8 +138,10 @@ def test_expiry_survives_the_event_store_round_trip(ledger: Ledger, clock: FakeC
     ledger.grant_credits("acme", 50, "promo", expires_at=clock.now() + HOUR)
     ledger.grant_credits("acme", 20, "paid")
     request = uuid4()
-    ledger.change_account(ledger.get_account("acme").id,
-                          lambda a: a.place_hold(request, 60, clock.now() + 2 * HOUR, now=clock.now()) or [])
+    ledger.change_account(
+        ledger.get_account("acme").id,
+        lambda a: a.place_hold(request, 60, clock.now() + 2 * HOUR, now=clock.now()) or [],
+    )
     clock.advance(hours=1)
     assert len(ledger.expire_grants("acme")) == 1
     account = ledger.get_account("acme")  # rebuilt from the stored events
@@ -165,8 +170,14 @@ def test_the_ledger_refuses_a_past_deadline_but_answers_a_repeated_key_as_alread
 def services(ledger: Ledger) -> Services:
     router = Router(ledger, CredentialHealth())
     billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15))
-    return Services(settings=Settings(), ledger=ledger, billing=billing, router=router, health=router.health,
-                    read_models=build_read_models(None, ledger))
+    return Services(
+        settings=Settings(),
+        ledger=ledger,
+        billing=billing,
+        router=router,
+        health=router.health,
+        read_models=build_read_models(None, ledger),
+    )
 
 
 @pytest.fixture
@@ -185,8 +196,9 @@ def test_the_sweep_expires_due_grants_once_after_releasing_expired_holds(service
     ledger.grant_credits("acme", 50, "promo", expires_at=clock.now() + HOUR)
     ledger.grant_credits("other", 7, "promo", expires_at=clock.now() + 3 * HOUR)
     request = uuid4()
-    ledger.change_account(ledger.get_account("acme").id,
-                          lambda a: a.place_hold(request, 50, clock.now() + timedelta(minutes=15)) or [])
+    ledger.change_account(
+        ledger.get_account("acme").id, lambda a: a.place_hold(request, 50, clock.now() + timedelta(minutes=15)) or []
+    )
     assert sweep(services) == {"released": 0, "expired_grants": 0}
 
     clock.advance(hours=1)
@@ -204,25 +216,34 @@ def test_the_admin_api_grants_with_expires_at_and_refuses_a_past_one(
     admin: TestClient, services: Services, clock: FakeClock
 ) -> None:
     services.ledger.create_account("acme")
-    past = admin.post("/admin/v1/accounts/acme/grants",
-                      json={"amount": "1", "expires_at": (clock.now() - HOUR).isoformat()})
+    past = admin.post(
+        "/admin/v1/accounts/acme/grants", json={"amount": "1", "expires_at": (clock.now() - HOUR).isoformat()}
+    )
     assert past.status_code == 400, past.text
     assert set(past.json()["error"]) == {"message", "type", "param", "code"}
     assert past.json()["error"]["param"] == "expires_at"
 
     deadline = clock.now() + HOUR
     no_zone = deadline.replace(tzinfo=None).isoformat()
-    granted = admin.post("/admin/v1/accounts/acme/grants", json={"amount": "2.5", "reason": "promo", "expires_at": no_zone})
+    granted = admin.post(
+        "/admin/v1/accounts/acme/grants", json={"amount": "2.5", "reason": "promo", "expires_at": no_zone}
+    )
     assert granted.status_code == 201, granted.text
     assert granted.json()["expires_at"] == deadline.isoformat()  # no zone named: UTC
     admin.post("/admin/v1/accounts/acme/grants", json={"amount": "1"})
     balance = admin.get("/admin/v1/accounts/acme/balance").json()
-    assert (balance["balance"], balance["expiring"], balance["next_expiry"]) == (3_500_000_000, 2_500_000_000,
-                                                                                 deadline.isoformat())
+    assert (balance["balance"], balance["expiring"], balance["next_expiry"]) == (
+        3_500_000_000,
+        2_500_000_000,
+        deadline.isoformat(),
+    )
 
     clock.advance(hours=1)
     assert admin.post("/admin/v1/holds/sweep").json() == {"released": 0, "expired_grants": 1}
     balance = admin.get("/admin/v1/accounts/acme/balance").json()
     assert (balance["balance"], balance["expired_total"], balance["expired_total_credits"]) == (
-        1_000_000_000, 2_500_000_000, "2.500000000")
+        1_000_000_000,
+        2_500_000_000,
+        "2.500000000",
+    )
     assert (balance["expiring"], balance["next_expiry"]) == (0, None)

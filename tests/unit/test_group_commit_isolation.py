@@ -57,8 +57,9 @@ class HeldWriter:
 
 @pytest.fixture
 def tenants(ledger: Ledger, router) -> tuple[RequestBilling, dict[str, str], int]:
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None,
-                             secret="sk-test-secret-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
+    )
     ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
     price = ledger.price_book().latest.price_for(MODEL)
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
@@ -67,7 +68,11 @@ def tenants(ledger: Ledger, router) -> tuple[RequestBilling, dict[str, str], int
         ledger.create_account(name, starter_credits=2 * worst)
         keys[name] = ledger.issue_api_key(name).plaintext
     ledger.start_group_commit()
-    yield RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=False), keys, worst
+    yield (
+        RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=False),
+        keys,
+        worst,
+    )
     ledger.stop_group_commit()
 
 
@@ -81,7 +86,8 @@ def test_a_command_the_store_cannot_save_fails_alone_and_its_batch_lands(ledger:
         held = HeldWriter(ledger)
         globex = ledger.get_account("globex").id
         poisoned = ledger.start_account_change(  # a real change of globex's, plus what cannot be stored
-            globex, lambda account: account.grant_credits(1, reason="poisoned") or [Poison(Unencodable())])
+            globex, lambda account: account.grant_credits(1, reason="poisoned") or [Poison(Unencodable())]
+        )
         batch = [
             billing.complete_request_async(served, first_route(billing, served), usage),  # acme's settlement
             billing.open_request_async(keys["globex"], SHAPE),  # the same tenant as the poisoned change
@@ -118,7 +124,8 @@ def test_a_refusal_is_decided_on_what_lands_not_on_a_command_that_failed(ledger:
     async def scenario() -> list[object]:
         held = HeldWriter(ledger)
         spend = ledger.start_account_change(  # takes acme's whole credit, then cannot be saved
-            acme, lambda account: account.adjust(-2 * worst, "spend it all") and [Poison(Unencodable())])
+            acme, lambda account: account.adjust(-2 * worst, "spend it all") and [Poison(Unencodable())]
+        )
         hold = asyncio.ensure_future(billing.open_request_async(keys["acme"], SHAPE))
         while ledger.writer._queue.qsize() < 2:
             await asyncio.sleep(0.001)

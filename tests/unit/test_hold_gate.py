@@ -5,7 +5,7 @@ is recorded and charges nothing."""
 import asyncio
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from uuid import uuid4
 
@@ -23,7 +23,7 @@ from tests.support.routes import first_route
 
 MODEL = "openai/gpt-test"
 SHAPE = RequestShape(model=MODEL, prompt_bytes=200, max_output_tokens=100, choices=1, stream=False)
-NOW = datetime(2026, 11, 28, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
 
 
 def account(available: int, next_expiry: datetime | None = None, capped: bool = False) -> SimpleNamespace:
@@ -66,7 +66,9 @@ def test_the_gate_counts_holds_in_flight_until_the_writer_answers_for_them() -> 
 
 @pytest.fixture
 def served(ledger: Ledger, router) -> Iterator[tuple[Ledger, RequestBilling, str, int]]:
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
+    )
     ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme")
     key = ledger.issue_api_key("acme").plaintext

@@ -52,17 +52,32 @@ class Edge:
 @pytest.fixture
 def edge() -> Iterator[Edge]:
     ring = KeyRing.parse(f"k1:{generate_master_key()}", source="TEST")
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(ring),
-                    key_scheme_factory=HmacApiKeyScheme, clock=FakeClock())
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        vault=AesGcmKeyVault(ring),
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=FakeClock(),
+    )
     admin_key = ledger.initialise()
     ledger.create_account("acme", starter_credits=5 * 10**9)
     user_key = ledger.issue_api_key("acme").plaintext
     router = Router(ledger, CredentialHealth())
     billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15))
-    settings = replace(Settings(), max_body_bytes=BODY_LIMIT, admin_max_body_bytes=ADMIN_LIMIT, auth_failure_limit=3,
-                       payments_webhook_secret=WEBHOOK_SECRET)
-    services = Services(settings=settings, ledger=ledger, billing=billing, router=router, health=router.health,
-                        read_models=build_read_models(None, ledger))
+    settings = replace(
+        Settings(),
+        max_body_bytes=BODY_LIMIT,
+        admin_max_body_bytes=ADMIN_LIMIT,
+        auth_failure_limit=3,
+        payments_webhook_secret=WEBHOOK_SECRET,
+    )
+    services = Services(
+        settings=settings,
+        ledger=ledger,
+        billing=billing,
+        router=router,
+        health=router.health,
+        read_models=build_read_models(None, ledger),
+    )
     app = create_app(services, run_projections=False)
     yield Edge(app, TestClient(app, raise_server_exceptions=False), ledger, admin_key, user_key)
     ledger.close()
@@ -108,10 +123,20 @@ def call(app: FastAPI, method: str, path: str, headers: dict[str, str], body_siz
         elif message["type"] == "http.response.body":
             out["body"] += message.get("body", b"")
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
-             "raw_path": path.encode(), "root_path": "", "scheme": "http", "query_string": b"",
-             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-             "client": ("10.0.0.9", 5555), "server": ("testserver", 80)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "scheme": "http",
+        "query_string": b"",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("10.0.0.9", 5555),
+        "server": ("testserver", 80),
+    }
     asyncio.run(app(scope, receive, send))
     return Sent(out["status"], out["body"], pulled)
 
@@ -139,8 +164,11 @@ def test_an_admin_chunked_body_is_cut_off_as_soon_as_it_passes_the_admin_limit(e
 def test_an_admin_body_within_the_limit_still_works(edge: Edge) -> None:
     response = edge.client.post("/admin/v1/accounts", headers=bearer(edge.admin_key), json={"name": "beta"})
     assert response.status_code == 201, response.text
-    publish = edge.client.post("/admin/v1/prices/versions", headers=bearer(edge.admin_key),
-                               content=b'{"prices": {}}' + b" " * (ADMIN_LIMIT - 100))
+    publish = edge.client.post(
+        "/admin/v1/prices/versions",
+        headers=bearer(edge.admin_key),
+        content=b'{"prices": {}}' + b" " * (ADMIN_LIMIT - 100),
+    )
     assert publish.status_code != 413
 
 
@@ -155,19 +183,25 @@ def test_the_webhook_keeps_its_1_mib_limit_and_needs_no_admin_key(edge: Edge) ->
     sent = call(edge.app, "POST", "/admin/v1/payments/webhook", {}, HUGE)
     assert sent.status == 413 and 1024 * 1024 < sent.pulled <= 1024 * 1024 + CHUNK
     body = b'{"id": "evt_1", "type": "other.event", "data": {}}'
-    response = edge.client.post("/admin/v1/payments/webhook", content=body,
-                                headers={"tallyhub-signature": sign(WEBHOOK_SECRET, body, int(time.time()))})
+    response = edge.client.post(
+        "/admin/v1/payments/webhook",
+        content=body,
+        headers={"tallyhub-signature": sign(WEBHOOK_SECRET, body, int(time.time()))},
+    )
     assert response.status_code == 200 and response.json()["ignored"] is True
 
 
 # --- errors that were plain-text 500s --------------------------------------------------
 
 
-@pytest.mark.parametrize("header", ["t=" + "9" * 400 + ",v1=00", "t=" + "1" * 5000, "t=１２３,v1=00",
-                                    "t=1700000000,v1=\u00e9\u00e9", "v1=00", ""])
+@pytest.mark.parametrize(
+    "header",
+    ["t=" + "9" * 400 + ",v1=00", "t=" + "1" * 5000, "t=１２３,v1=00", "t=1700000000,v1=\u00e9\u00e9", "v1=00", ""],
+)
 def test_a_malformed_webhook_signature_header_is_400_invalid_signature(edge: Edge, header: str) -> None:
-    response = edge.client.post("/admin/v1/payments/webhook", content=b"{}",
-                                headers={"tallyhub-signature": header.encode("utf-8")})
+    response = edge.client.post(
+        "/admin/v1/payments/webhook", content=b"{}", headers={"tallyhub-signature": header.encode("utf-8")}
+    )
     assert response.status_code == 400, response.text
     assert error(response)["code"] == "invalid_signature"
 
@@ -178,12 +212,18 @@ OUT_OF_RANGE = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
 @pytest.mark.parametrize("value", OUT_OF_RANGE + ["yesterday"])
 def test_a_time_window_parameter_out_of_range_is_400_naming_it(edge: Edge, value: str) -> None:
     user, admin = bearer(edge.user_key), bearer(edge.admin_key)
-    cases = [("GET", "/v1/me/usage", "since", user), ("GET", "/v1/me/usage", "until", user),
-             ("GET", "/admin/v1/accounts/acme/statement", "from", admin),
-             ("GET", "/admin/v1/accounts/acme/statement", "to", admin),
-             ("POST", "/admin/v1/exports", "from", admin), ("POST", "/admin/v1/exports", "to", admin),
-             ("GET", "/admin/v1/reconciliation", "from", admin), ("GET", "/admin/v1/reconciliation", "to", admin),
-             ("POST", "/admin/v1/replays", "from", admin), ("POST", "/admin/v1/replays", "to", admin)]
+    cases = [
+        ("GET", "/v1/me/usage", "since", user),
+        ("GET", "/v1/me/usage", "until", user),
+        ("GET", "/admin/v1/accounts/acme/statement", "from", admin),
+        ("GET", "/admin/v1/accounts/acme/statement", "to", admin),
+        ("POST", "/admin/v1/exports", "from", admin),
+        ("POST", "/admin/v1/exports", "to", admin),
+        ("GET", "/admin/v1/reconciliation", "from", admin),
+        ("GET", "/admin/v1/reconciliation", "to", admin),
+        ("POST", "/admin/v1/replays", "from", admin),
+        ("POST", "/admin/v1/replays", "to", admin),
+    ]
     for method, path, param, headers in cases:
         params = {param: value, **({"kind": "ledger"} if path.endswith("exports") else {})}
         response = edge.client.request(method, path, params=params, headers=headers, content=b"{}")
@@ -193,29 +233,40 @@ def test_a_time_window_parameter_out_of_range_is_400_naming_it(edge: Edge, value
 
 @pytest.mark.parametrize("value", OUT_OF_RANGE)
 def test_an_expiry_in_a_body_out_of_range_in_utc_is_400_naming_it(edge: Edge, value: str) -> None:
-    for path, body in (("/admin/v1/accounts/acme/grants", {"amount": "1"}), ("/admin/v1/accounts/acme/keys", {}),
-                       ("/admin/v1/keys", {"account": "acme"})):
+    for path, body in (
+        ("/admin/v1/accounts/acme/grants", {"amount": "1"}),
+        ("/admin/v1/accounts/acme/keys", {}),
+        ("/admin/v1/keys", {"account": "acme"}),
+    ):
         response = edge.client.post(path, headers=bearer(edge.admin_key), json={**body, "expires_at": value})
         assert response.status_code == 400, (path, response.text)
         assert error(response)["param"] == "expires_at"
 
 
 def test_nul_characters_and_impossible_statuses_in_queries_are_400(edge: Edge) -> None:
-    for path, headers in (("/v1/me/requests?model=gpt%00x", bearer(edge.user_key)),
-                          ("/admin/v1/requests?model=%00", bearer(edge.admin_key)),
-                          ("/admin/v1/accounts/ac%00me/balance", bearer(edge.admin_key)),
-                          ("/v1/me/requests?status=99999999999999999999", bearer(edge.user_key))):
+    for path, headers in (
+        ("/v1/me/requests?model=gpt%00x", bearer(edge.user_key)),
+        ("/admin/v1/requests?model=%00", bearer(edge.admin_key)),
+        ("/admin/v1/accounts/ac%00me/balance", bearer(edge.admin_key)),
+        ("/v1/me/requests?status=99999999999999999999", bearer(edge.user_key)),
+    ):
         response = edge.client.get(path, headers=headers)
         assert response.status_code == 400, (path, response.text)
         assert error(response)["type"] == "invalid_request_error"
 
 
 def test_the_earliest_and_latest_utc_instants_are_still_accepted(edge: Edge) -> None:
-    response = edge.client.get("/v1/me/usage", headers=bearer(edge.user_key),
-                               params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"})
+    response = edge.client.get(
+        "/v1/me/usage",
+        headers=bearer(edge.user_key),
+        params={"since": "0001-01-01T00:00:00Z", "until": "9999-12-31T23:59:59Z"},
+    )
     assert response.status_code == 200, response.text
-    statement = edge.client.get("/admin/v1/accounts/acme/statement", headers=bearer(edge.admin_key),
-                                params={"from": "0001-01-01T00:00:00+00:00"})
+    statement = edge.client.get(
+        "/admin/v1/accounts/acme/statement",
+        headers=bearer(edge.admin_key),
+        params={"from": "0001-01-01T00:00:00+00:00"},
+    )
     assert statement.status_code == 200, statement.text
 
 
@@ -226,11 +277,17 @@ def test_an_unexpected_exception_is_a_json_500_that_says_nothing(edge: Edge, mon
     monkeypatch.setattr(edge.ledger, "list_providers", broken)
     monkeypatch.setattr(edge.ledger, "recent_price_book", broken)
     chat = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
-    for response in (edge.client.get("/admin/v1/providers", headers=bearer(edge.admin_key)),
-                     edge.client.post("/v1/chat/completions", headers=bearer(edge.user_key), json=chat)):
+    for response in (
+        edge.client.get("/admin/v1/providers", headers=bearer(edge.admin_key)),
+        edge.client.post("/v1/chat/completions", headers=bearer(edge.user_key), json=chat),
+    ):
         assert response.status_code == 500 and response.headers["content-type"] == "application/json"
-        assert error(response) == {"message": "internal error", "type": "server_error", "param": None,
-                                   "code": "internal_error"}
+        assert error(response) == {
+            "message": "internal error",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
         assert "hunter2" not in response.text and "Traceback" not in response.text
         assert response.headers["x-request-id"]
 
@@ -255,9 +312,11 @@ def test_an_address_that_keeps_failing_to_authenticate_is_refused_429_for_the_wi
     assert attacker.post("/v1/chat/completions", headers=bearer("thk_wrong"), json=chat).status_code == 401  # hot route
     assert attacker.get("/admin/v1/accounts", headers=bearer("tha_wrong")).status_code == 401  # the admin key
     ticks.now += 30
-    for response in (attacker.get("/v1/me", headers=bearer(edge.user_key)),
-                     attacker.post("/v1/chat/completions", headers=bearer(edge.user_key), json=chat),
-                     attacker.get("/admin/v1/accounts", headers=bearer(edge.admin_key))):
+    for response in (
+        attacker.get("/v1/me", headers=bearer(edge.user_key)),
+        attacker.post("/v1/chat/completions", headers=bearer(edge.user_key), json=chat),
+        attacker.get("/admin/v1/accounts", headers=bearer(edge.admin_key)),
+    ):
         assert response.status_code == 429, response.text
         assert error(response)["code"] == "too_many_failed_auth" and response.headers["retry-after"] == "30"
     anthropic = attacker.post("/v1/messages", headers={"x-api-key": edge.user_key}, json={**chat, "max_tokens": 9})

@@ -1,9 +1,10 @@
+from uuid import uuid4
+
 import orjson
 
 from adapters.http.errors import response_for
 from domain.errors import InsufficientCredits, InvalidRequest, ModelNotFound, UpstreamError
 from domain.spend_caps import SpendCapReached
-from uuid import uuid4
 
 
 def body(response) -> dict:
@@ -15,7 +16,11 @@ def test_each_error_gets_its_honest_status_and_openais_shape() -> None:
         (InvalidRequest("bad", param="n"), 400, "invalid_request"),
         (InsufficientCredits(uuid4(), needed=5, available=1), 402, "insufficient_credits"),
         (ModelNotFound("no"), 404, "model_not_found"),
-        (UpstreamError("slow down", status=429, code="upstream_rate_limited", retry_after="7"), 429, "upstream_rate_limited"),
+        (
+            UpstreamError("slow down", status=429, code="upstream_rate_limited", retry_after="7"),
+            429,
+            "upstream_rate_limited",
+        ),
         (UpstreamError("down", status=502, code="upstream_error"), 502, "upstream_error"),
     ]
     for exc, status, code in cases:

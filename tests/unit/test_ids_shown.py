@@ -9,7 +9,7 @@ from adapters.cli.replay_commands import applied_json, replay_json
 from adapters.presenters import id_text
 from application.billing import Receipt
 from application.ledger import Ledger
-from application.replay import ReplayPlan, Replayer
+from application.replay import Replayer, ReplayPlan
 from domain import ids
 from domain.replay_log import adjustment_key
 from tests.unit.test_replay import MODEL, ORIGINAL, OTHER, OTHER_PRICE, doubled, history, keys  # noqa: F401

@@ -41,8 +41,14 @@ def in_process_app(services: Services) -> FastAPI:
 def services_for(ledger: Ledger, read_models: object) -> Services:
     router = Router(ledger, CredentialHealth())
     billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15))
-    return Services(settings=Settings(), ledger=ledger, billing=billing, router=router, health=router.health,
-                    read_models=read_models)
+    return Services(
+        settings=Settings(),
+        ledger=ledger,
+        billing=billing,
+        router=router,
+        health=router.health,
+        read_models=read_models,
+    )
 
 
 @dataclass
@@ -64,8 +70,12 @@ def auth(key: str) -> dict[str, str]:
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
     ring = KeyRing.parse(f"k2:{generate_master_key()},k1:{generate_master_key()}", source="TEST")
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(ring),
-                    key_scheme_factory=HmacApiKeyScheme, clock=FakeClock())
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        vault=AesGcmKeyVault(ring),
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=FakeClock(),
+    )
     admin_key = ledger.initialise()
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret=PROVIDER_SECRET)
     ledger.create_account("acme", starter_credits=5 * 10**9)
@@ -76,9 +86,14 @@ def gateway() -> Iterator[Gateway]:
 
 def test_a_user_key_never_reaches_an_admin_route(gateway: Gateway) -> None:
     user_key = gateway.ledger.issue_api_key("acme").plaintext
-    for method, path in [("GET", "/admin/v1/providers"), ("GET", "/admin/v1/secrets"),
-                         ("POST", "/admin/v1/secrets/rotate-master"), ("GET", "/admin/v1/accounts"),
-                         ("POST", "/admin/v1/keys"), ("PUT", "/admin/v1/keys/x/models")]:
+    for method, path in [
+        ("GET", "/admin/v1/providers"),
+        ("GET", "/admin/v1/secrets"),
+        ("POST", "/admin/v1/secrets/rotate-master"),
+        ("GET", "/admin/v1/accounts"),
+        ("POST", "/admin/v1/keys"),
+        ("PUT", "/admin/v1/keys/x/models"),
+    ]:
         response = gateway.client.request(method, path, headers=auth(user_key), json={})
         assert response.status_code == 401, (path, response.text)
         assert response.json()["error"]["code"] == "invalid_api_key"
@@ -116,17 +131,22 @@ def test_model_limits_are_set_and_cleared_over_the_admin_api(gateway: Gateway) -
     assert issued["allowed_models"] is None
     limited = gateway.admin("PUT", f"/keys/{issued['id']}/models", json={"models": ["openai/*", "fast"]})
     assert limited["allowed_models"] == ["openai/*", "fast"]
-    assert gateway.client.get("/v1/me", headers=auth(issued["key"])).json()["key"]["allowed_models"] == ["openai/*", "fast"]
-    bad = gateway.client.put(f"/admin/v1/keys/{issued['id']}/models", headers=auth(gateway.admin_key),
-                             json={"models": ["openai/gpt 4o"]})
+    assert gateway.client.get("/v1/me", headers=auth(issued["key"])).json()["key"]["allowed_models"] == [
+        "openai/*",
+        "fast",
+    ]
+    bad = gateway.client.put(
+        f"/admin/v1/keys/{issued['id']}/models", headers=auth(gateway.admin_key), json={"models": ["openai/gpt 4o"]}
+    )
     assert bad.status_code == 400
     assert gateway.admin("PUT", f"/keys/{issued['id']}/models", json={"models": None})["allowed_models"] is None
 
 
 def test_credentials_are_rotated_and_deleted_over_the_admin_api_and_never_shown(gateway: Gateway) -> None:
     new_secret = "sk-http-provider-rotated-6666"
-    rotated = gateway.admin("POST", "/providers/openai/credentials/rotate",
-                            json={"api_key": new_secret, "grace_seconds": 30})
+    rotated = gateway.admin(
+        "POST", "/providers/openai/credentials/rotate", json={"api_key": new_secret, "grace_seconds": 30}
+    )
     old_id, new_id = rotated["rotated"]["old_credential_id"], rotated["rotated"]["new_credential_id"]
     assert [c["hint"] for c in rotated["credentials"]] == ["…5555", "…6666"]
     assert all(c["enabled"] for c in rotated["credentials"])

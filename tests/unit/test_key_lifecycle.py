@@ -1,7 +1,7 @@
 """Provider credentials (rotate with a grace period, delete, masked) and user API keys
 (rotate, grace, per-key models) on the in-memory ledger."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -37,7 +37,9 @@ def usable_secrets(ledger: Ledger, clock: FakeClock) -> set[str]:
 # --- provider credentials -----------------------------------------------------------
 
 
-def test_rotating_without_grace_disables_the_old_credential_at_once(ledger: Ledger, clock: FakeClock, openai: str) -> None:
+def test_rotating_without_grace_disables_the_old_credential_at_once(
+    ledger: Ledger, clock: FakeClock, openai: str
+) -> None:
     rotation = rotate_credential(ledger, "openai", NEW)
     assert rotation.old_credential_id == openai and rotation.retires_at is None
     assert usable_secrets(ledger, clock) == {NEW}
@@ -45,8 +47,9 @@ def test_rotating_without_grace_disables_the_old_credential_at_once(ledger: Ledg
     assert not old["enabled"] and old["replaced_by"] == rotation.new_credential_id
 
 
-def test_during_the_grace_period_both_credentials_serve_then_only_the_new(ledger: Ledger, clock: FakeClock,
-                                                                         openai: str) -> None:
+def test_during_the_grace_period_both_credentials_serve_then_only_the_new(
+    ledger: Ledger, clock: FakeClock, openai: str
+) -> None:
     rotation = rotate_credential(ledger, "openai", NEW, grace=timedelta(minutes=10))
     assert rotation.retires_at == clock.now() + timedelta(minutes=10)
     assert usable_secrets(ledger, clock) == {OLD, NEW}
@@ -61,7 +64,7 @@ def test_a_credential_past_its_grace_period_is_not_usable_on_the_wall_clock_eith
     """Routing asks without a time (wall clock): a grace period already over leaves the old one out."""
     rotate_credential(ledger, "openai", NEW, grace=timedelta(seconds=1))
     provider = ledger.get_provider("openai")
-    provider.credential(openai)["retires_at"] = datetime.now(timezone.utc) - timedelta(seconds=1)
+    provider.credential(openai)["retires_at"] = datetime.now(UTC) - timedelta(seconds=1)
     assert [c["hint"] for c in provider.usable_credentials()] == ["…bbbb"]
 
 

@@ -35,8 +35,13 @@ def test_a_key_issued_with_the_old_12_character_prefix_is_shown_by_its_kind_alon
     ledger.create_account("acme")
     scheme = ledger.key_scheme
     plaintext = scheme.new_user_key()
-    old = ApiKey(digest=scheme.digest(plaintext), account_id=ledger.get_account("acme").id, name="old",
-                 prefix=plaintext[:12], expires_at=None)
+    old = ApiKey(
+        digest=scheme.digest(plaintext),
+        account_id=ledger.get_account("acme").id,
+        name="old",
+        prefix=plaintext[:12],
+        expires_at=None,
+    )
     ledger.save(old)
     loaded = ledger.get_api_key(old.id)
     assert loaded.prefix == "thk_…"

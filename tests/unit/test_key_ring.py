@@ -52,14 +52,17 @@ def test_a_bare_key_is_named_by_its_fingerprint() -> None:
     assert ring(text).kids == [key_id_for(decode_master_key(text))]
 
 
-@pytest.mark.parametrize("entry, complaint", [
-    ("k1:not base64!", "not valid base64"),
-    ("k1:" + base64.urlsafe_b64encode(os.urandom(31)).decode(), "must be 32 bytes, got 31"),
-    ("k1:" + base64.urlsafe_b64encode(os.urandom(33)).decode(), "must be 32 bytes, got 33"),
-    ("k1:", "not valid base64"),
-    ("bad kid:" + generate_master_key(), "key id 'bad kid'"),
-    ("k1:" + generate_master_key() + "!!", "not valid base64"),
-])
+@pytest.mark.parametrize(
+    "entry, complaint",
+    [
+        ("k1:not base64!", "not valid base64"),
+        ("k1:" + base64.urlsafe_b64encode(os.urandom(31)).decode(), "must be 32 bytes, got 31"),
+        ("k1:" + base64.urlsafe_b64encode(os.urandom(33)).decode(), "must be 32 bytes, got 33"),
+        ("k1:", "not valid base64"),
+        ("bad kid:" + generate_master_key(), "key id 'bad kid'"),
+        ("k1:" + generate_master_key() + "!!", "not valid base64"),
+    ],
+)
 def test_a_malformed_entry_fails_naming_the_source_and_entry_never_the_key(entry: str, complaint: str) -> None:
     with pytest.raises(SecretError) as caught:
         KeyRing.parse(f"k0:{key_text()},{entry}", source="TALLYHUB_MASTER_KEYS")
@@ -92,8 +95,9 @@ def test_urlsafe_and_standard_base64_both_decode_to_the_same_key() -> None:
 
 
 def test_master_keys_from_the_environment_make_a_ring(tmp_path: Path) -> None:
-    settings = Settings.from_env({"TALLYHUB_DATA_DIR": str(tmp_path),
-                                  "TALLYHUB_MASTER_KEYS": f"k2:{key_text()},k1:{key_text()}"})
+    settings = Settings.from_env(
+        {"TALLYHUB_DATA_DIR": str(tmp_path), "TALLYHUB_MASTER_KEYS": f"k2:{key_text()},k1:{key_text()}"}
+    )
     assert load_key_ring(settings).kids == ["k2", "k1"]
     assert not ensure_master_key_file(settings), "no key file when the keys are given"
     assert not settings.master_key_path.exists()
@@ -124,8 +128,13 @@ def test_a_key_file_must_be_private(tmp_path: Path) -> None:
 
 
 def test_two_key_sources_at_once_are_refused(tmp_path: Path) -> None:
-    settings = Settings.from_env({"TALLYHUB_DATA_DIR": str(tmp_path), "TALLYHUB_MASTER_KEY": key_text(),
-                                  "TALLYHUB_MASTER_KEYS": f"k1:{key_text()}"})
+    settings = Settings.from_env(
+        {
+            "TALLYHUB_DATA_DIR": str(tmp_path),
+            "TALLYHUB_MASTER_KEY": key_text(),
+            "TALLYHUB_MASTER_KEYS": f"k1:{key_text()}",
+        }
+    )
     with pytest.raises(SecretError, match="set only one of"):
         load_key_ring(settings)
 
@@ -163,8 +172,23 @@ def test_a_wrong_key_under_the_right_kid_is_a_clear_error() -> None:
         AesGcmKeyVault(ring(f"k1:{key_text()}")).open(sealed, context=CONTEXT)
 
 
-@pytest.mark.parametrize("damage", ["tag", "body", "truncated", "empty", "wrapped_key", "key_nonce", "nonce",
-                                    "not_base64", "missing", "not_a_string", "kid_swapped", "alg"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "tag",
+        "body",
+        "truncated",
+        "empty",
+        "wrapped_key",
+        "key_nonce",
+        "nonce",
+        "not_base64",
+        "missing",
+        "not_a_string",
+        "kid_swapped",
+        "alg",
+    ],
+)
 def test_a_damaged_envelope_never_opens(damage: str) -> None:
     vault = AesGcmKeyVault(ring(f"k1:{key_text()}", f"k0:{key_text()}"))
     sealed = vault.seal(SECRET, context=CONTEXT)

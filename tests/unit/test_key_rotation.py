@@ -21,8 +21,11 @@ K1, K2 = f"k1:{generate_master_key()}", f"k2:{generate_master_key()}"
 
 @contextmanager
 def opened(path: Path, *entries: str) -> Iterator[Ledger]:
-    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path / "store.sqlite"),
-           "CREATE_TABLE": "y"}
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": str(path / "store.sqlite"),
+        "CREATE_TABLE": "y",
+    }
     vault = AesGcmKeyVault(KeyRing.parse(",".join(entries), source="TEST"))
     ledger = Ledger(env, vault=vault, key_scheme_factory=HmacApiKeyScheme)
     try:
@@ -64,7 +67,8 @@ def test_after_rotation_every_secret_opens_with_the_new_key_alone(store: dict[st
 
 
 def test_rotation_replaces_rows_in_place_writes_no_event_and_a_second_run_changes_nothing(
-        store: dict[str, str], tmp_path: Path) -> None:
+    store: dict[str, str], tmp_path: Path
+) -> None:
     with opened(tmp_path, K2, K1) as ledger:
         head = ledger.recorder.max_notification_id()
         before = {row.ref: row for row in ledger.secret_store.all()}
@@ -111,7 +115,9 @@ def test_new_secrets_are_sealed_under_the_newest_key(store: dict[str, str], tmp_
     with opened(tmp_path, K2, K1) as ledger:
         ledger.add_credential("anthropic", ANTHROPIC_SECRET + "-new")
         status = secrets_status(ledger)
-        assert status.in_use["k2"] == [f"credential {ledger.get_provider('anthropic').credentials[-1]['credential_id']} of anthropic"]
+        assert status.in_use["k2"] == [
+            f"credential {ledger.get_provider('anthropic').credentials[-1]['credential_id']} of anthropic"
+        ]
         assert "k1" in status.in_use
 
 

@@ -36,8 +36,12 @@ class Setup:
 def setup() -> Iterator[Setup]:
     upstream = FakeOpenAIUpstream(api_key=SECRET).start()
     ring = KeyRing.parse(f"k1:{generate_master_key()}", source="TEST")
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(ring),
-                    key_scheme_factory=HmacApiKeyScheme, clock=FakeClock())
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        vault=AesGcmKeyVault(ring),
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=FakeClock(),
+    )
     ledger.initialise()
     ledger.register_provider("openai", "openai", base_url=upstream.base_url, region=None, secret=SECRET)
     ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
@@ -51,8 +55,11 @@ def setup() -> Iterator[Setup]:
 
 
 def chat(setup: Setup) -> object:
-    return setup.client.post("/v1/chat/completions", headers=auth(setup.key),
-                             json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    return setup.client.post(
+        "/v1/chat/completions",
+        headers=auth(setup.key),
+        json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]},
+    )
 
 
 def envelope(ledger: Ledger) -> dict[str, str]:
@@ -102,8 +109,7 @@ def test_a_damaged_credential_is_never_sent_upstream(setup: Setup, damage: str) 
 def test_the_sdk_sees_a_server_error_not_garbage(setup: Setup) -> None:
     sealed = envelope(setup.ledger)
     replace_envelope(setup.ledger, {"ciphertext": flipped(sealed["ciphertext"], -1)})
-    client = openai.OpenAI(base_url="http://testserver/v1", api_key=setup.key, max_retries=0,
-                           http_client=setup.client)
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key=setup.key, max_retries=0, http_client=setup.client)
     with pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert "failed authentication" in str(caught.value)

@@ -115,8 +115,9 @@ def test_a_version_published_for_later_takes_effect_only_then(ledger: Ledger, cl
     book = ledger.price_book()
     assert (version, book.effective(clock.now()).number, book.effective(later).number) == (2, 1, 2)
     with pytest.raises(InvalidRequest):
-        ledger.publish_prices({"openai/gpt-4o": price_from_credits(input="3", output="3")},
-                              effective_at=clock.now() - timedelta(hours=1))
+        ledger.publish_prices(
+            {"openai/gpt-4o": price_from_credits(input="3", output="3")}, effective_at=clock.now() - timedelta(hours=1)
+        )
 
 
 def test_a_price_file_may_only_price_models_of_registered_providers(ledger: Ledger) -> None:

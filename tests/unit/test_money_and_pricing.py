@@ -65,10 +65,10 @@ def test_the_one_rounding_is_half_up_once_per_charge() -> None:
     assert price_usage(price, Usage(input_tokens=300_000, output_tokens=300_000)) == 1
 
 
-@given(
-    st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**12), st.integers(0, 10**12), st.integers(0, 50)
-)
-def test_charge_is_within_half_a_nanocredit_of_the_exact_value(inp: int, out: int, in_rate: int, out_rate: int, images: int) -> None:
+@given(st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**12), st.integers(0, 10**12), st.integers(0, 50))
+def test_charge_is_within_half_a_nanocredit_of_the_exact_value(
+    inp: int, out: int, in_rate: int, out_rate: int, images: int
+) -> None:
     price = ModelPrice(input=in_rate, output=out_rate, per_image=7)
     exact = Decimal(inp * in_rate + out * out_rate) / Decimal(1_000_000) + images * 7
     charged = price_usage(price, Usage(input_tokens=inp, output_tokens=out, images=images))
@@ -77,7 +77,9 @@ def test_charge_is_within_half_a_nanocredit_of_the_exact_value(inp: int, out: in
 
 
 @given(st.integers(0, 10**6), st.integers(1, 10**5), st.integers(1, 8), st.integers(0, 10**6), st.integers(0, 10**6))
-def test_worst_case_covers_any_usage_within_the_request_bounds(prompt_bytes: int, max_tokens: int, n: int, used_in: int, used_out: int) -> None:
+def test_worst_case_covers_any_usage_within_the_request_bounds(
+    prompt_bytes: int, max_tokens: int, n: int, used_in: int, used_out: int
+) -> None:
     price = ModelPrice(input=1_000_000, output=3_000_000)
     worst = price_usage(price, worst_case_usage(prompt_bytes, max_tokens, n, price))
     actual = Usage(input_tokens=min(used_in, prompt_bytes), output_tokens=min(used_out, max_tokens * n))

@@ -29,8 +29,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("amount", ["99999999999999999999999", "1e3", "١", "1_000", "9" * 5000])
-def test_a_grant_past_the_bound_or_malformed_is_one_json_error_and_grants_nothing(env: dict[str, str],
-                                                                                 amount: str) -> None:
+def test_a_grant_past_the_bound_or_malformed_is_one_json_error_and_grants_nothing(
+    env: dict[str, str], amount: str
+) -> None:
     status, document = run(env, "credits", "grant", "beta", amount)
     assert status == 1 and document["error"]["code"] == "invalid_amount", document
     assert run(env, "balance", "beta")[1]["granted_total"] == 0

@@ -46,25 +46,37 @@ class Admin:
 
     def deliver(self, event: dict) -> Response:
         raw = orjson.dumps(event)
-        return self.client.post("/admin/v1/payments/webhook", content=raw,
-                                headers={"tallyhub-signature": sign(SECRET, raw, int(time.time())),
-                                         "content-type": "application/json"})
+        return self.client.post(
+            "/admin/v1/payments/webhook",
+            content=raw,
+            headers={"tallyhub-signature": sign(SECRET, raw, int(time.time())), "content-type": "application/json"},
+        )
 
     def events(self, account: str) -> list[object]:
         return list(self.ledger.repository.event_store.get(self.ledger.get_account(account).id))
 
 
 def build(settings: Settings) -> Iterator[Admin]:
-    ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=AesGcmKeyVault(bytes(32)),
-                    key_scheme_factory=HmacApiKeyScheme, clock=FakeClock())
+    ledger = Ledger(
+        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
+        vault=AesGcmKeyVault(bytes(32)),
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=FakeClock(),
+    )
     admin_key = ledger.initialise()
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-operator-input-0001")
     ledger.create_account("acme")
     ledger.create_account("beta")
     router = Router(ledger, CredentialHealth())
     billing = RequestBilling(ledger, router, mode=settings.billing_mode, hold_ttl=timedelta(minutes=15))
-    services = Services(settings=settings, ledger=ledger, billing=billing, router=router, health=router.health,
-                        read_models=build_read_models(None, ledger))
+    services = Services(
+        settings=settings,
+        ledger=ledger,
+        billing=billing,
+        router=router,
+        health=router.health,
+        read_models=build_read_models(None, ledger),
+    )
     yield Admin(TestClient(create_app(services, run_projections=False)), ledger, admin_key)
     ledger.close()
 
@@ -90,8 +102,24 @@ def refused(response: Response, status: int, code: str, param: str | None = None
     return error
 
 
-BAD_AMOUNTS = ["٥", "1_000", "1e3", " 5 ", "5\n", "+5", ".5", "5.", "0.0000000001", "NaN", "Infinity", "0x10", "",
-               "12345678901234567890123456789", "1" * 5000, "1000000000000000000000000000000"]
+BAD_AMOUNTS = [
+    "٥",
+    "1_000",
+    "1e3",
+    " 5 ",
+    "5\n",
+    "+5",
+    ".5",
+    "5.",
+    "0.0000000001",
+    "NaN",
+    "Infinity",
+    "0x10",
+    "",
+    "12345678901234567890123456789",
+    "1" * 5000,
+    "1000000000000000000000000000000",
+]
 
 
 @pytest.mark.parametrize("amount", BAD_AMOUNTS, ids=lambda a: repr(a[:12]) + (f"..{len(a)}" if len(a) > 12 else ""))
@@ -113,34 +141,55 @@ def test_grants_that_would_take_the_balance_past_its_maximum_are_refused(admin: 
     for _ in range(MAX_BALANCE // MAX_AMOUNT):  # the largest grant there is, a hundred times
         assert admin.call("POST", "/accounts/beta/grants", json={"amount": "10000000"}).json()["amount"] == MAX_AMOUNT
     assert admin.ledger.get_account("beta").balance == MAX_BALANCE
-    refused(admin.call("POST", "/accounts/beta/grants", json={"amount": "0.000000001"}), 400,
-            "balance_limit_exceeded", "amount")
-    refused(admin.call("POST", "/accounts/beta/adjustments", json={"amount": "1", "reason": "x"}), 400,
-            "balance_limit_exceeded", "amount")
+    refused(
+        admin.call("POST", "/accounts/beta/grants", json={"amount": "0.000000001"}),
+        400,
+        "balance_limit_exceeded",
+        "amount",
+    )
+    refused(
+        admin.call("POST", "/accounts/beta/adjustments", json={"amount": "1", "reason": "x"}),
+        400,
+        "balance_limit_exceeded",
+        "amount",
+    )
     assert admin.ledger.get_account("beta").balance == MAX_BALANCE
 
 
 @pytest.mark.parametrize("amount", ["-10000000.000000001", "10000000.000000001", "-1e3", "- 5"])
 def test_adjustments_are_bounded_in_both_directions(admin: Admin, amount: str) -> None:
-    refused(admin.call("POST", "/accounts/beta/adjustments", json={"amount": amount, "reason": "x"}), 400,
-            "invalid_amount", "amount")
+    refused(
+        admin.call("POST", "/accounts/beta/adjustments", json={"amount": amount, "reason": "x"}),
+        400,
+        "invalid_amount",
+        "amount",
+    )
 
 
 def test_starter_credits_past_the_bound_are_refused_naming_the_field(admin: Admin) -> None:
-    refused(admin.call("POST", "/accounts", json={"name": "gamma", "starter_credits": "10000001"}), 400,
-            "invalid_amount", "starter_credits")
+    refused(
+        admin.call("POST", "/accounts", json={"name": "gamma", "starter_credits": "10000001"}),
+        400,
+        "invalid_amount",
+        "starter_credits",
+    )
     assert admin.call("GET", "/accounts/gamma/balance").status_code == 404
 
 
-@pytest.mark.parametrize("body", [
-    {"amount": "2"}, {"amount": "1", "reason": "other"}, {"amount": "1", "expires_at": "2099-01-01T00:00:00Z"}])
+@pytest.mark.parametrize(
+    "body", [{"amount": "2"}, {"amount": "1", "reason": "other"}, {"amount": "1", "expires_at": "2099-01-01T00:00:00Z"}]
+)
 def test_an_idempotency_key_reused_for_another_grant_is_a_409(admin: Admin, body: dict) -> None:
     first = admin.call("POST", "/accounts/beta/grants", json={"amount": "1", "idempotency_key": "k1"})
     again = admin.call("POST", "/accounts/beta/grants", json={"amount": "1", "idempotency_key": "k1"})
     assert (first.status_code, first.json()["credited"]) == (201, True)
     assert (again.status_code, again.json()["credited"]) == (201, False)  # a re-delivery, as before
-    refused(admin.call("POST", "/accounts/beta/grants", json={**body, "idempotency_key": "k1"}), 409,
-            "idempotency_conflict", "idempotency_key")
+    refused(
+        admin.call("POST", "/accounts/beta/grants", json={**body, "idempotency_key": "k1"}),
+        409,
+        "idempotency_conflict",
+        "idempotency_key",
+    )
     assert admin.ledger.get_account("beta").balance == NANO
 
 
@@ -149,22 +198,29 @@ def test_an_expiry_is_the_same_grant_in_any_zone_and_another_expiry_a_409(admin:
     assert admin.call("POST", "/accounts/beta/grants", json=body).json()["credited"] is True
     same = admin.call("POST", "/accounts/beta/grants", json={**body, "expires_at": "2099-01-01T02:00:00+02:00"})
     assert (same.status_code, same.json()["credited"]) == (201, False)
-    refused(admin.call("POST", "/accounts/beta/grants", json={**body, "expires_at": "2099-01-01T00:00:01Z"}), 409,
-            "idempotency_conflict")
+    refused(
+        admin.call("POST", "/accounts/beta/grants", json={**body, "expires_at": "2099-01-01T00:00:01Z"}),
+        409,
+        "idempotency_conflict",
+    )
 
 
 def test_an_idempotency_key_reused_for_another_adjustment_is_a_409(admin: Admin) -> None:
     body = {"amount": "-1", "reason": "chargeback", "idempotency_key": "cb1"}
     assert admin.call("POST", "/accounts/beta/adjustments", json=body).status_code == 201
     assert admin.call("POST", "/accounts/beta/adjustments", json=body).json()["credited"] is False
-    refused(admin.call("POST", "/accounts/beta/adjustments", json={**body, "amount": "-2"}), 409,
-            "idempotency_conflict")
+    refused(
+        admin.call("POST", "/accounts/beta/adjustments", json={**body, "amount": "-2"}), 409, "idempotency_conflict"
+    )
 
 
 def payment(payment_id: str, amount: str, account: str = "beta", **refund: str) -> dict:
     kind = "payment.refunded" if refund else "payment.succeeded"
-    return {"id": f"evt_{payment_id}_{refund.get('refund_id', '')}", "type": kind,
-            "data": {"account": account, "payment_id": payment_id, "amount": amount, **refund}}
+    return {
+        "id": f"evt_{payment_id}_{refund.get('refund_id', '')}",
+        "type": kind,
+        "data": {"account": account, "payment_id": payment_id, "amount": amount, **refund},
+    }
 
 
 @pytest.mark.parametrize("amount", ["1e10", "1_0", " 1", "100000000000000000000", "٣"])
@@ -189,8 +245,9 @@ def test_refunds_of_a_payment_never_add_up_to_more_than_it(admin: Admin) -> None
     admin.deliver(payment("pay_1", "5"))
     admin.deliver(payment("pay_2", "100"))
     assert admin.deliver(payment("pay_1", "3", refund_id="re_1")).json()["applied"] == -3 * NANO
-    refused(admin.deliver(payment("pay_1", "2.000000001", refund_id="re_2")), 400, "refund_exceeds_payment",
-            "data.amount")
+    refused(
+        admin.deliver(payment("pay_1", "2.000000001", refund_id="re_2")), 400, "refund_exceeds_payment", "data.amount"
+    )
     assert admin.deliver(payment("pay_1", "2", refund_id="re_3")).json()["applied"] == -2 * NANO
     refused(admin.deliver(payment("pay_1", "0.000000001", refund_id="re_4")), 400, "refund_exceeds_payment")
     assert admin.ledger.get_account("beta").balance == 100 * NANO
@@ -209,8 +266,11 @@ def test_a_payment_or_refund_id_delivered_again_with_other_content_is_a_409(admi
 
 def test_caps_on_a_key_of_another_account_are_refused(admin: Admin) -> None:
     acme_key = admin.ledger.issue_api_key("acme").key_id
-    refused(admin.call("PUT", "/accounts/beta/caps", json={"day": "1", "api_key_id": str(acme_key)}), 404,
-            "api_key_not_found")
+    refused(
+        admin.call("PUT", "/accounts/beta/caps", json={"day": "1", "api_key_id": str(acme_key)}),
+        404,
+        "api_key_not_found",
+    )
     assert admin.ledger.get_account("acme").caps == {} and admin.ledger.get_account("beta").caps == {}
     beta_key = admin.ledger.issue_api_key("beta").key_id
     capped = admin.call("PUT", "/accounts/beta/caps", json={"day": "1", "api_key_id": str(beta_key)})
@@ -256,12 +316,15 @@ def price_file(**model: object) -> bytes:
     return orjson.dumps({"models": {"openai/gpt-4o-mini": {"input": "1", "output": "1", **model}}})
 
 
-@pytest.mark.parametrize(("model", "param"), [
-    ({"output": "100001"}, "models.openai/gpt-4o-mini.output"),
-    ({"provider_cost": {"input": "1", "output": "1e3"}}, "models.openai/gpt-4o-mini.provider_cost.output"),
-    ({"provider_cost": {"input": "100000.1", "output": "1"}}, "models.openai/gpt-4o-mini.provider_cost.input"),
-    ({"max_output_tokens": 10**12}, "models.openai/gpt-4o-mini.max_output_tokens"),
-])
+@pytest.mark.parametrize(
+    ("model", "param"),
+    [
+        ({"output": "100001"}, "models.openai/gpt-4o-mini.output"),
+        ({"provider_cost": {"input": "1", "output": "1e3"}}, "models.openai/gpt-4o-mini.provider_cost.output"),
+        ({"provider_cost": {"input": "100000.1", "output": "1"}}, "models.openai/gpt-4o-mini.provider_cost.input"),
+        ({"max_output_tokens": 10**12}, "models.openai/gpt-4o-mini.max_output_tokens"),
+    ],
+)
 def test_a_price_file_past_the_bounds_is_refused_naming_the_field(admin: Admin, model: dict, param: str) -> None:
     response = admin.call("POST", "/prices/versions", content=price_file(**model))
     assert response.status_code == 400, response.text
@@ -269,8 +332,14 @@ def test_a_price_file_past_the_bounds_is_refused_naming_the_field(admin: Admin, 
 
 
 @pytest.mark.parametrize("path", ["/prices/versions", "/replays"])
-@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, b'{"models": ' * 5_000 + b"1" + b"}" * 5_000,
-                                  b'{"models": {"openai/x": {"input": ' + b"1" * 5000 + b', "output": "1"}}}'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"models": ' * 5_000 + b"1" + b"}" * 5_000,
+        b'{"models": {"openai/x": {"input": ' + b"1" * 5000 + b', "output": "1"}}}',
+    ],
+)
 def test_a_deeply_nested_or_huge_price_file_is_a_json_400(admin: Admin, path: str, body: bytes) -> None:
     refused(admin.call("POST", path, content=body), 400, "invalid_request")
 
@@ -281,7 +350,7 @@ def test_no_stored_event_carries_a_value_past_its_bound(admin: Admin) -> None:
         admin.call("POST", "/accounts/beta/grants", json={"amount": amount})
     admin.deliver(payment("pay_1", "1e10"))
     admin.deliver(payment("pay_2", "10000000"))
-    amounts = [getattr(e, "amount") for e in admin.events("beta") if hasattr(e, "amount")]
+    amounts = [e.amount for e in admin.events("beta") if hasattr(e, "amount")]
     assert amounts and all(abs(a) <= MAX_AMOUNT for a in amounts)
     assert 0 <= admin.ledger.get_account("beta").balance <= MAX_BALANCE
     assert isinstance(admin.ledger.get_account("beta"), Account)

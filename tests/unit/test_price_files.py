@@ -1,5 +1,4 @@
 import json
-from datetime import timedelta
 
 import pytest
 
@@ -15,8 +14,14 @@ from tests.support.routes import first_route
 FILE = {
     "effective_at": "2026-12-01T00:00:00Z",
     "models": {
-        "openai/o3": {"input": "2", "cached_input": "0.5", "output": "8", "reasoning": "10",
-                      "max_output_tokens": 1000, "provider_cost": {"input": "1.5", "output": "6"}},
+        "openai/o3": {
+            "input": "2",
+            "cached_input": "0.5",
+            "output": "8",
+            "reasoning": "10",
+            "max_output_tokens": 1000,
+            "provider_cost": {"input": "1.5", "output": "6"},
+        },
         "openai/dall-e-3": {"input": 0, "output": 0, "per_image": "0.04"},
     },
 }
@@ -31,15 +36,18 @@ def test_a_price_file_is_read_exactly() -> None:
     assert effective_at.isoformat() == "2026-12-01T00:00:00+00:00"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda f: f["models"]["openai/o3"].update(imput="1"), "unknown field"),
-    (lambda f: f["models"]["openai/o3"].update(input="-1"), "negative"),
-    (lambda f: f["models"]["openai/o3"].pop("output"), "'output' is required"),
-    (lambda f: f.update(models={}), "non-empty"),
-    (lambda f: f.update(effective_at="tomorrow"), "ISO 8601"),
-    (lambda f: f.update(extra=1), "unknown field"),
-    (lambda f: f["models"]["openai/o3"]["provider_cost"].update(bogus="1"), "provider_cost"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f["models"]["openai/o3"].update(imput="1"), "unknown field"),
+        (lambda f: f["models"]["openai/o3"].update(input="-1"), "negative"),
+        (lambda f: f["models"]["openai/o3"].pop("output"), "'output' is required"),
+        (lambda f: f.update(models={}), "non-empty"),
+        (lambda f: f.update(effective_at="tomorrow"), "ISO 8601"),
+        (lambda f: f.update(extra=1), "unknown field"),
+        (lambda f: f["models"]["openai/o3"]["provider_cost"].update(bogus="1"), "provider_cost"),
+    ],
+)
 def test_a_bad_price_file_is_refused_with_the_reason(change, message: str) -> None:
     document = json.loads(json.dumps(FILE))
     change(document)
@@ -72,16 +80,18 @@ def test_provider_cost_is_priced_by_the_same_rule() -> None:
     assert provider_cost_of(prices["openai/dall-e-3"], usage) is None
 
 
-def test_each_request_records_its_provider_cost_beside_its_charge(ledger: Ledger, credits_billing: RequestBilling,
-                                                                 clock: FakeClock) -> None:
+def test_each_request_records_its_provider_cost_beside_its_charge(
+    ledger: Ledger, credits_billing: RequestBilling, clock: FakeClock
+) -> None:
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
     prices, _ = parse_price_file(json.dumps({**FILE, "effective_at": None}))
     ledger.publish_prices(prices)
     ledger.create_account("acme", starter_credits=10**12)
     key = ledger.issue_api_key("acme").plaintext
     opened = credits_billing.open_request(key, RequestShape("openai/o3", 100, 100, 1, False))
-    receipt = credits_billing.complete_request(opened, first_route(credits_billing, opened),
-                                               Usage(input_tokens=100, output_tokens=50, reasoning_tokens=20))
+    receipt = credits_billing.complete_request(
+        opened, first_route(credits_billing, opened), Usage(input_tokens=100, output_tokens=50, reasoning_tokens=20)
+    )
     details = ledger.get_request_record(opened.request_id).details
     assert details["charge"] == receipt.charge == 100 * 2000 + 30 * 8000 + 20 * 10000
     assert details["provider_cost"] == 100 * 1500 + 50 * 6000

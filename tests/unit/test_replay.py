@@ -8,7 +8,7 @@ import pytest
 from application.billing import Receipt, RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.pricing_input import parse_price_file, price_from_credits
-from application.replay import ReplayPlan, Replayer
+from application.replay import Replayer, ReplayPlan
 from domain.errors import EmptyWindow, InvalidRequest
 from domain.pricing import ModelPrice
 from domain.usage import Usage
@@ -21,16 +21,22 @@ OTHER_PRICE = price_from_credits(input="0.15", output="0.6")
 
 
 def doubled(price: ModelPrice) -> ModelPrice:
-    return replace(price, input=price.input * 2, output=price.output * 2,
-                   cached_input=None if price.cached_input is None else price.cached_input * 2,
-                   reasoning=None if price.reasoning is None else price.reasoning * 2,
-                   per_image=price.per_image * 2, per_request=price.per_request * 2)
+    return replace(
+        price,
+        input=price.input * 2,
+        output=price.output * 2,
+        cached_input=None if price.cached_input is None else price.cached_input * 2,
+        reasoning=None if price.reasoning is None else price.reasoning * 2,
+        per_image=price.per_image * 2,
+        per_request=price.per_request * 2,
+    )
 
 
 @pytest.fixture
 def keys(ledger: Ledger) -> dict[str, str]:
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None,
-                             secret="sk-test-secret-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
+    )
     ledger.publish_prices({MODEL: ORIGINAL, OTHER: OTHER_PRICE})
     found = {}
     for name in ("acme", "globex"):
@@ -41,14 +47,17 @@ def keys(ledger: Ledger) -> dict[str, str]:
 
 
 def charge(billing: RequestBilling, key: str, usage: Usage, model: str = MODEL) -> Receipt:
-    opened = billing.open_request(key, RequestShape(model=model, prompt_bytes=4000, max_output_tokens=2000,
-                                                    choices=1, stream=False))
+    opened = billing.open_request(
+        key, RequestShape(model=model, prompt_bytes=4000, max_output_tokens=2000, choices=1, stream=False)
+    )
     return billing.complete_request(opened, first_route(billing, opened), usage)
 
 
-USAGES = [Usage(input_tokens=1200, cached_input_tokens=200, output_tokens=300, reasoning_tokens=100),
-          Usage(input_tokens=7, output_tokens=3),
-          Usage(input_tokens=999, output_tokens=1, source="estimated")]
+USAGES = [
+    Usage(input_tokens=1200, cached_input_tokens=200, output_tokens=300, reasoning_tokens=100),
+    Usage(input_tokens=7, output_tokens=3),
+    Usage(input_tokens=999, output_tokens=1, source="estimated"),
+]
 
 
 @pytest.fixture
@@ -88,7 +97,8 @@ def test_apply_posts_each_difference_once(ledger: Ledger, history: list[Receipt]
     applied = replayer.apply(plan)
     assert applied.applied and applied.difference == sum(r.cost for r in history[:4])
     assert sorted((a.requested, a.applied, a.posted) for a in applied.adjustments) == sorted(
-        [(-sum(r.cost for r in history[:3]),) * 2 + (True,), (-history[3].cost,) * 2 + (True,)])
+        [(-sum(r.cost for r in history[:3]),) * 2 + (True,), (-history[3].cost,) * 2 + (True,)]
+    )
     assert ledger.get_account("acme").balance == balances["acme"] - sum(r.cost for r in history[:3])
     assert ledger.get_account("globex").balance == balances["globex"] - history[3].cost
 
@@ -109,7 +119,8 @@ def test_a_later_replay_is_computed_against_the_earlier_one(ledger: Ledger, hist
 
 
 def test_charges_made_after_an_open_ended_replay_stand_at_their_own_price(
-        ledger: Ledger, credits_billing: RequestBilling, keys: dict[str, str], history: list[Receipt]) -> None:
+    ledger: Ledger, credits_billing: RequestBilling, keys: dict[str, str], history: list[Receipt]
+) -> None:
     replayer = Replayer(ledger)
     replayer.apply(ReplayPlan({MODEL: doubled(ORIGINAL), OTHER: OTHER_PRICE}))
     later = charge(credits_billing, keys["acme"], USAGES[1])
@@ -139,7 +150,9 @@ def test_refunded_charges_are_left_out(ledger: Ledger, history: list[Receipt]) -
 
 
 def test_a_model_charged_in_the_window_must_be_priced(ledger: Ledger, history: list[Receipt]) -> None:
-    with pytest.raises(InvalidRequest, match=r"no price for models charged in the window: openai/gpt-other \(1 charges\)"):
+    with pytest.raises(
+        InvalidRequest, match=r"no price for models charged in the window: openai/gpt-other \(1 charges\)"
+    ):
         Replayer(ledger).apply(ReplayPlan({MODEL: ORIGINAL}))
     assert Replayer(ledger).list_applied() == []
 
@@ -165,7 +178,8 @@ def test_bad_price_files_are_refused_by_name() -> None:
 
 
 def test_track_mode_charges_are_replayed_at_their_list_price(
-        ledger: Ledger, track_billing: RequestBilling, keys: dict[str, str]) -> None:
+    ledger: Ledger, track_billing: RequestBilling, keys: dict[str, str]
+) -> None:
     receipt = charge(track_billing, keys["acme"], USAGES[1])
     assert receipt.charge == receipt.cost  # track mode records the list price
     report = Replayer(ledger).preview(ReplayPlan({MODEL: ORIGINAL, OTHER: OTHER_PRICE}))

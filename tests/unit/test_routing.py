@@ -15,7 +15,9 @@ from domain.errors import InvalidRequest, ModelNotFound
 def two_providers(ledger: Ledger) -> None:
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa", weight=3)
     ledger.add_credential("openai", "sk-openai-bbbb", weight=1)
-    ledger.register_provider("backup", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-backup-cccc")
+    ledger.register_provider(
+        "backup", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-backup-cccc"
+    )
     ledger.set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
     ledger.set_price("backup/gpt-4o-mini", price_from_credits(input="0.15", output="0.6"))
 
@@ -27,7 +29,9 @@ def test_an_alias_expands_to_its_model_then_its_fallbacks(ledger: Ledger, router
     assert targets[1].price.input == 150_000_000
 
 
-def test_unknown_models_and_disabled_providers_are_not_found(ledger: Ledger, router: Router, two_providers: None) -> None:
+def test_unknown_models_and_disabled_providers_are_not_found(
+    ledger: Ledger, router: Router, two_providers: None
+) -> None:
     for model in ("nobody/x", "no-alias", "openai/"):
         with pytest.raises(ModelNotFound):
             router.targets(model, ledger.price_book().latest)
@@ -44,8 +48,9 @@ def test_credentials_are_tried_in_weighted_random_order(ledger: Ledger, two_prov
     assert {r.secret for r in router.routes(target)} == {"sk-openai-aaaa", "sk-openai-bbbb"}
 
 
-def test_cooling_and_disabled_credentials_are_left_out(ledger: Ledger, router: Router, health: CredentialHealth,
-                                                      two_providers: None) -> None:
+def test_cooling_and_disabled_credentials_are_left_out(
+    ledger: Ledger, router: Router, health: CredentialHealth, two_providers: None
+) -> None:
     target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     first, second = list(router.routes(target))
     health.rate_limited(first.credential_id, 30)
@@ -65,7 +70,9 @@ def test_with_no_usable_credential_at_all_the_error_is_503(ledger: Ledger, route
     assert router.unavailable([target]).status == 503
 
 
-def test_the_hold_covers_the_dearest_fallback(ledger: Ledger, credits_billing: RequestBilling, two_providers: None) -> None:
+def test_the_hold_covers_the_dearest_fallback(
+    ledger: Ledger, credits_billing: RequestBilling, two_providers: None
+) -> None:
     ledger.set_alias("cheap-first", ["backup/gpt-4o-mini", "openai/gpt-4o"])
     ledger.create_account("acme", starter_credits=10**12)
     key = ledger.issue_api_key("acme").plaintext
@@ -74,7 +81,9 @@ def test_the_hold_covers_the_dearest_fallback(ledger: Ledger, credits_billing: R
     assert opened.hold == 1000 * 2_500 + 100 * 10_000  # gpt-4o's worst case, not the mini's
 
 
-def test_unpriced_fallbacks_are_dropped_in_credits_mode(ledger: Ledger, credits_billing: RequestBilling, two_providers: None) -> None:
+def test_unpriced_fallbacks_are_dropped_in_credits_mode(
+    ledger: Ledger, credits_billing: RequestBilling, two_providers: None
+) -> None:
     ledger.set_alias("mixed", ["openai/unpriced", "backup/gpt-4o-mini"])
     ledger.create_account("acme", starter_credits=10**12)
     key = ledger.issue_api_key("acme").plaintext
@@ -91,11 +100,14 @@ def test_alias_validation(ledger: Ledger, two_providers: None) -> None:
     assert ledger.aliases() == {}
 
 
-def test_each_route_carries_its_credentials_own_secret_opened_once(ledger: Ledger, router: Router,
-                                                                   two_providers: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_route_carries_its_credentials_own_secret_opened_once(
+    ledger: Ledger, router: Router, two_providers: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     opened: list[str] = []
     open_credential = ledger.open_credential
-    monkeypatch.setattr(ledger, "open_credential", lambda p, c: opened.append(c["credential_id"]) or open_credential(p, c))
+    monkeypatch.setattr(
+        ledger, "open_credential", lambda p, c: opened.append(c["credential_id"]) or open_credential(p, c)
+    )
     target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     for _ in range(5):
         secrets = {route.credential_id: route.secret for route in router.routes(target)}
@@ -103,5 +115,9 @@ def test_each_route_carries_its_credentials_own_secret_opened_once(ledger: Ledge
     assert sorted(opened) == sorted(secrets)  # each envelope opened once, then kept
     ledger.add_credential("openai", "sk-openai-dddd")  # a new envelope is opened when first used
     target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
-    assert sorted(route.secret for route in router.routes(target)) == ["sk-openai-aaaa", "sk-openai-bbbb", "sk-openai-dddd"]
+    assert sorted(route.secret for route in router.routes(target)) == [
+        "sk-openai-aaaa",
+        "sk-openai-bbbb",
+        "sk-openai-dddd",
+    ]
     assert len(opened) == 3

@@ -4,8 +4,8 @@ fresh PostgreSQL schema per test (``th_test_<hex>``) that is dropped afterwards.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
@@ -30,6 +30,8 @@ def postgres_database() -> Iterator[DatabaseConfig]:
     with admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
         try:
-            yield DatabaseConfig(kind="postgres", host=PG["host"], port=PG["port"], user=PG["user"], dbname=PG["dbname"], schema=schema)
+            yield DatabaseConfig(
+                kind="postgres", host=PG["host"], port=PG["port"], user=PG["user"], dbname=PG["dbname"], schema=schema
+            )
         finally:
             admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -5,9 +5,9 @@ running balance is read from the table itself, so it continues across restarts."
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 from uuid import uuid4
 
 import psycopg
@@ -48,6 +48,7 @@ def open_sql_backend(new_database: NewDatabase) -> OpenBackend:
 
 class SqlLedgerEntriesContract(LedgerEntriesContract):
     history_examples = 25
+
     @pytest.fixture
     def open_backend(self, new_database: NewDatabase) -> OpenBackend:
         return open_sql_backend(new_database)
@@ -115,6 +116,7 @@ class TestSqliteLedgerEntries(SqlLedgerEntriesContract):
 
 class TestPostgresLedgerEntries(SqlLedgerEntriesContract):
     history_examples = 15  # a schema and two connection pools per example
+
     @pytest.fixture
     def new_database(self, pg_schemas: PgSchemas) -> NewDatabase:
         try:
@@ -123,7 +125,13 @@ class TestPostgresLedgerEntries(SqlLedgerEntriesContract):
             pytest.skip(f"PostgreSQL is not available on 127.0.0.1:5432: {error}")
 
         def new() -> DatabaseConfig:
-            return DatabaseConfig(kind="postgres", host=str(PG["host"]), port=int(PG["port"]), user=str(PG["user"]),
-                                  dbname=str(PG["dbname"]), schema=pg_schemas.new())
+            return DatabaseConfig(
+                kind="postgres",
+                host=str(PG["host"]),
+                port=int(PG["port"]),
+                user=str(PG["user"]),
+                dbname=str(PG["dbname"]),
+                schema=pg_schemas.new(),
+            )
 
         return new

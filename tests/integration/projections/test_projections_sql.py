@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Callable, Iterator
 
 import psycopg
 import pytest
@@ -69,7 +69,9 @@ class SqlContract(ProjectionContract):
         in_memory.runner.catch_up()
         assert snapshot(read_models) == snapshot(in_memory)
         assert read_models.ledger is not None and in_memory.ledger is not None
-        assert list(read_models.ledger.iter_plain_entries(0, head + 10)) == list(in_memory.ledger.iter_plain_entries(0, head + 10))
+        assert list(read_models.ledger.iter_plain_entries(0, head + 10)) == list(
+            in_memory.ledger.iter_plain_entries(0, head + 10)
+        )
         assert len(list(read_models.ledger.iter_plain_entries(0, head + 10))) >= 7  # both grants, charges, carol's
 
     def test_create_tables_is_explicit_and_idempotent(self, database: DatabaseConfig, ledger: FakeLedger) -> None:
@@ -98,8 +100,17 @@ class TestSqliteProjections(SqlContract):
         with sqlite3.connect(database.read_models_sqlite_path) as conn:
             tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert tables == {"th_rm_tracking", "th_rm_balances", "th_rm_open_holds", "th_rm_usage_hourly", "th_rm_request_log",
-                          "th_rm_ledger_entries", "th_rm_provider_hourly", "th_rm_expiring_grants", "th_rm_stopped"}
+        assert tables == {
+            "th_rm_tracking",
+            "th_rm_balances",
+            "th_rm_open_holds",
+            "th_rm_usage_hourly",
+            "th_rm_request_log",
+            "th_rm_ledger_entries",
+            "th_rm_provider_hourly",
+            "th_rm_expiring_grants",
+            "th_rm_stopped",
+        }
         assert database.sqlite_path.exists() and database.read_models_sqlite_path != database.sqlite_path
 
 
@@ -112,11 +123,22 @@ class TestPostgresProjections(SqlContract):
         self, database: DatabaseConfig, ledger: FakeLedger, read_models: ReadModels
     ) -> None:
         with psycopg.connect(database.conninfo()) as conn:
-            rows = conn.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database.schema,))
+            rows = conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (database.schema,)
+            )
             tables = {name for (name,) in rows}
         ours = {name for name in tables if name.startswith("th_rm_")}
-        assert ours == {"th_rm_tracking", "th_rm_balances", "th_rm_open_holds", "th_rm_usage_hourly", "th_rm_request_log",
-                        "th_rm_ledger_entries", "th_rm_provider_hourly", "th_rm_expiring_grants", "th_rm_stopped"}
+        assert ours == {
+            "th_rm_tracking",
+            "th_rm_balances",
+            "th_rm_open_holds",
+            "th_rm_usage_hourly",
+            "th_rm_request_log",
+            "th_rm_ledger_entries",
+            "th_rm_provider_hourly",
+            "th_rm_expiring_grants",
+            "th_rm_stopped",
+        }
         assert tables - ours  # the event store's own tables, untouched
 
     def test_catch_up_without_waiting_skips_a_projection_another_process_is_applying(

@@ -3,16 +3,22 @@ stores do: the rows equal the in-memory ones, and a restarted runner resumes mid
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Iterator
 
 import pytest
 
 from adapters.settings import DatabaseConfig
 from projections.read_models import ReadModels, build_read_models
 from tests.unit.projections.projection_contract import T0
-from tests.unit.projections.test_provider_hourly import (FAILOVER_ROWS, ProviderHourlyContract, ProviderLedger,
-                                                         failover_history, merged, rows_of)
+from tests.unit.projections.test_provider_hourly import (
+    FAILOVER_ROWS,
+    ProviderHourlyContract,
+    ProviderLedger,
+    failover_history,
+    merged,
+    rows_of,
+)
 
 
 class SqlProviderHourlyContract(ProviderHourlyContract):

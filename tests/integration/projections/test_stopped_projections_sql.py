@@ -6,7 +6,7 @@ for what comes after."""
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 from uuid import UUID
 
 import psycopg
@@ -14,7 +14,6 @@ import pytest
 from eventsourcing.utils import get_topic
 
 from adapters.settings import DatabaseConfig
-from domain.account import Account
 from domain.errors import ProjectionStopped
 from domain.request_record import RequestRecord
 from projections.read_models import ReadModels, build_read_models, unguarded
@@ -23,8 +22,10 @@ from tests.unit.projections.projection_contract import NANO, T0, FakeLedger
 HUGE = 10**20  # past 64 bits: no INTEGER/BIGINT column holds it
 REQUEST_MODELS = {"usage", "request_log", "provider_hourly"}
 ACCOUNT_MODELS = {"balances", "ledger_entries"}
-OVERFLOW = {"sqlite": "OverflowError: Python int too large to convert to SQLite INTEGER",
-            "postgres": "NumericValueOutOfRange: bigint out of range"}
+OVERFLOW = {
+    "sqlite": "OverflowError: Python int too large to convert to SQLite INTEGER",
+    "postgres": "NumericValueOutOfRange: bigint out of range",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -92,7 +93,11 @@ def test_a_request_record_too_large_to_store_stops_the_request_read_models_alone
     status = {s.name: s for s in make_read_models().runner.status()}
     for name in REQUEST_MODELS:
         assert (status[name].state, status[name].stopped_at, status[name].stopped_event, status[name].error) == (
-            "stopped", planted, get_topic(RequestRecord.Completed), OVERFLOW[database.kind])
+            "stopped",
+            planted,
+            get_topic(RequestRecord.Completed),
+            OVERFLOW[database.kind],
+        )
     assert {status[name].state for name in ACCOUNT_MODELS} == {"running"}
 
 
@@ -140,4 +145,5 @@ def test_a_store_made_before_stops_were_kept_gets_their_table_at_the_first_stop(
     planted = plant_huge_grant(ledger, alice, 10**25)
     old.runner.catch_up()
     assert {name: stop.position for name, stop in make_read_models().store.stops().items()} == {
-        name: planted for name in ACCOUNT_MODELS}
+        name: planted for name in ACCOUNT_MODELS
+    }

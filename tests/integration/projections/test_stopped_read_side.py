@@ -21,7 +21,6 @@ from adapters.queries import caught_up, read_balance
 from adapters.services import Services
 from adapters.settings import Settings
 from adapters.workers.hold_sweeper import sweep
-from domain.account import Account
 from domain.errors import ProjectionStopped
 from domain.request_record import RequestRecord
 from tests.conftest import PgSchemas
@@ -33,8 +32,9 @@ NANO = 10**9
 @pytest.fixture(params=["sqlite", "postgres"])
 def services(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSchemas) -> Iterator[Services]:
     url = pg_schemas.new_url() if request.param == "postgres" else None
-    settings = Settings(data_dir=tmp_path / "data", database_url=url, master_key=secrets.token_urlsafe(32),
-                        read_cache_seconds=0)
+    settings = Settings(
+        data_dir=tmp_path / "data", database_url=url, master_key=secrets.token_urlsafe(32), read_cache_seconds=0
+    )
     initialise(settings)
     built = build_services(settings, clock=FakeClock())
     yield built
@@ -55,20 +55,46 @@ def huge_grant(services: Services, account_id: UUID) -> int:
 
 
 def huge_request(services: Services, account_id: UUID) -> int:
-    usage = {"input_tokens": 1, "cached_input_tokens": 0, "output_tokens": 10**20, "reasoning_tokens": 0,
-             "images": 0, "source": "provider"}
-    record = RequestRecord._create(RequestRecord.Completed, id=uuid4(), details={
-        "outcome": "completed", "account_id": account_id.hex, "api_key_id": None, "provider": "openai",
-        "model": "openai/gpt-4o-mini", "upstream_model": "gpt-4o-mini", "endpoint": "chat.completions",
-        "stream": False, "status": 200, "error_code": None, "usage": usage, "charge": 10**20, "cost": 10**20,
-        "price_book_version": 1, "priced": False, "latency_ms": 1.0, "ttfb_ms": None, "credential_id": "c"})
+    usage = {
+        "input_tokens": 1,
+        "cached_input_tokens": 0,
+        "output_tokens": 10**20,
+        "reasoning_tokens": 0,
+        "images": 0,
+        "source": "provider",
+    }
+    record = RequestRecord._create(
+        RequestRecord.Completed,
+        id=uuid4(),
+        details={
+            "outcome": "completed",
+            "account_id": account_id.hex,
+            "api_key_id": None,
+            "provider": "openai",
+            "model": "openai/gpt-4o-mini",
+            "upstream_model": "gpt-4o-mini",
+            "endpoint": "chat.completions",
+            "stream": False,
+            "status": 200,
+            "error_code": None,
+            "usage": usage,
+            "charge": 10**20,
+            "cost": 10**20,
+            "price_book_version": 1,
+            "priced": False,
+            "latency_ms": 1.0,
+            "ttfb_ms": None,
+            "credential_id": "c",
+        },
+    )
     return plant(services, *record.collect_events())
 
 
 def place_hold(services: Services, account_id: UUID, amount: int, expires_in: timedelta) -> None:
     now = services.ledger.clock.now()
-    services.ledger.change_account(account_id, lambda account: account.place_hold(
-        uuid4(), amount, expires_at=now + expires_in) or [])
+    services.ledger.change_account(
+        account_id, lambda account: account.place_hold(uuid4(), amount, expires_at=now + expires_in) or []
+    )
 
 
 def test_with_balances_stopped_the_sweeps_still_release_and_expire_and_verify_names_it(services: Services) -> None:
@@ -104,7 +130,9 @@ def test_with_balances_stopped_the_sweeps_still_release_and_expire_and_verify_na
     assert not report["ok"]
     assert [p for p in report["problems"] if p.startswith("read model ")] == [
         f"read model {name}: stopped at event {planted} (domain.account:Account.CreditGranted), which it could "
-        f"not apply: {status[name].error}" for name in ("balances", "ledger_entries")]
+        f"not apply: {status[name].error}"
+        for name in ("balances", "ledger_entries")
+    ]
 
 
 def test_with_request_read_models_stopped_balances_verify_and_sweeps_are_untouched(services: Services) -> None:
@@ -122,4 +150,7 @@ def test_with_request_read_models_stopped_balances_verify_and_sweeps_are_untouch
     assert (stopped.value.projection, stopped.value.position) == ("request_log", planted)
     problems = run_verify(services, [])["problems"]
     assert sorted(p.split(":")[0] for p in problems if p.startswith("read model ")) == [
-        "read model provider_hourly", "read model request_log", "read model usage"]
+        "read model provider_hourly",
+        "read model request_log",
+        "read model usage",
+    ]

@@ -221,9 +221,14 @@ def test_validation_errors_use_openai_shape(upstream):
     url = f"{upstream.base_url}/chat/completions"
     no_messages = httpx.post(url, json={"model": "m"}, headers=headers)
     assert no_messages.status_code == 400
-    assert no_messages.json() == {"error": {"message": "Missing required parameter: 'messages'.",
-                                            "type": "invalid_request_error", "param": "messages",
-                                            "code": "missing_required_parameter"}}
+    assert no_messages.json() == {
+        "error": {
+            "message": "Missing required parameter: 'messages'.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "missing_required_parameter",
+        }
+    }
     no_model = httpx.post(url, json={"messages": MESSAGES}, headers=headers)
     assert no_model.status_code == 400
     assert no_model.json()["error"]["type"] == "invalid_request_error"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -25,7 +26,7 @@ from domain.request_record import RequestRecord
 from projections.read_models import ReadModels, unguarded
 from projections.usage import UsageCounts, counts_of, hour_of
 
-T0 = datetime(2030, 1, 2, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2030, 1, 2, 10, 0, tzinfo=UTC)
 NANO = 10**9
 
 
@@ -212,7 +213,12 @@ class ProjectionContract:
             account = ledger.account(ids[name])
             row = read_models.balances.get_balance(account.id)
             assert row is not None
-            assert (row.name, row.balance, row.held, row.available) == (name, account.balance, account.held, account.available)
+            assert (row.name, row.balance, row.held, row.available) == (
+                name,
+                account.balance,
+                account.held,
+                account.available,
+            )
             assert row.balance == row.granted_total - row.charged_total
             holds = read_models.balances.list_open_holds(account.id)
             assert {h.request_id.hex: h.amount for h in holds} == {k: h["amount"] for k, h in account.holds.items()}
@@ -240,15 +246,25 @@ class ProjectionContract:
         assert read_models.balances.list_open_holds(alice) == []
         assert row is not None and (row.balance, row.held, row.available) == (NANO - 4, 0, NANO - 4)
 
-    def test_usage_rollups_sum_exactly_per_account_key_model_and_hour(self, ledger: FakeLedger, read_models: ReadModels) -> None:
+    def test_usage_rollups_sum_exactly_per_account_key_model_and_hour(
+        self, ledger: FakeLedger, read_models: ReadModels
+    ) -> None:
         alice, key = uuid4(), uuid4()
         records = [
-            ledger.record(T0 + timedelta(minutes=m), account_id=alice, api_key_id=key, tokens=(10 + m, 3 + m), charge=m * 1_000)
+            ledger.record(
+                T0 + timedelta(minutes=m), account_id=alice, api_key_id=key, tokens=(10 + m, 3 + m), charge=m * 1_000
+            )
             for m in (0, 5, 59)
         ]
-        records.append(ledger.record(T0 + timedelta(minutes=60), account_id=alice, api_key_id=key, source="estimated", charge=9))
+        records.append(
+            ledger.record(T0 + timedelta(minutes=60), account_id=alice, api_key_id=key, source="estimated", charge=9)
+        )
         records.append(ledger.record(T0 + timedelta(minutes=61), account_id=alice, api_key_id=key, failed=True))
-        records.append(ledger.record(T0 + timedelta(minutes=2), account_id=alice, api_key_id=key, model="anthropic/claude-sonnet-4"))
+        records.append(
+            ledger.record(
+                T0 + timedelta(minutes=2), account_id=alice, api_key_id=key, model="anthropic/claude-sonnet-4"
+            )
+        )
         records.append(ledger.record(T0 + timedelta(minutes=3)))  # no account, no key
         read_models.runner.catch_up()
 
@@ -257,10 +273,23 @@ class ProjectionContract:
             bucket = (r["account_id"], r["api_key_id"], r["model"], hour_of(r["at"]))
             expected.setdefault(bucket, UsageCounts()).add(counts_of(r))
         rows = read_models.usage.list_usage()
-        got = {(u.account_id.hex if u.account_id else None, u.api_key_id.hex if u.api_key_id else None, u.model, u.hour): u.counts for u in rows}
+        got = {
+            (
+                u.account_id.hex if u.account_id else None,
+                u.api_key_id.hex if u.api_key_id else None,
+                u.model,
+                u.hour,
+            ): u.counts
+            for u in rows
+        }
         assert got == expected
         first_hour = got[(alice.hex, key.hex, "openai/gpt-4o-mini", T0)]
-        assert (first_hour.requests, first_hour.input_tokens, first_hour.output_tokens, first_hour.charge) == (3, 94, 73, 64_000)
+        assert (first_hour.requests, first_hour.input_tokens, first_hour.output_tokens, first_hour.charge) == (
+            3,
+            94,
+            73,
+            64_000,
+        )
         second_hour = got[(alice.hex, key.hex, "openai/gpt-4o-mini", T0 + timedelta(hours=1))]
         assert (second_hour.requests, second_hour.failed_requests, second_hour.estimated_requests) == (2, 1, 1)
         assert all(u.provider == u.model.split("/")[0] for u in rows)
@@ -271,27 +300,47 @@ class ProjectionContract:
         assert [u.hour for u in read_models.usage.list_usage(until=T0 + timedelta(hours=1))] == [T0, T0, T0]
         assert read_models.usage.get_usage_totals().requests == len(records)
 
-    def test_request_log_has_one_row_per_request_newest_first(self, ledger: FakeLedger, read_models: ReadModels) -> None:
+    def test_request_log_has_one_row_per_request_newest_first(
+        self, ledger: FakeLedger, read_models: ReadModels
+    ) -> None:
         alice, key = uuid4(), uuid4()
         ok = ledger.record(T0, account_id=alice, api_key_id=key, charge=1_234, tokens=(500, 40))
-        failed = ledger.record(T0 + timedelta(seconds=1), account_id=alice, api_key_id=key, failed=True, model="anthropic/claude-sonnet-4")
+        failed = ledger.record(
+            T0 + timedelta(seconds=1), account_id=alice, api_key_id=key, failed=True, model="anthropic/claude-sonnet-4"
+        )
         other = ledger.record(T0 + timedelta(seconds=2), status=429)
         read_models.runner.catch_up()
 
         row = read_models.requests.get_request(ok["request_id"])
         assert row is not None
         assert (row.at, row.account_id, row.api_key_id, row.provider, row.model, row.upstream_model) == (
-            T0, alice, key, "openai", "openai/gpt-4o-mini", "gpt-4o-mini"
+            T0,
+            alice,
+            key,
+            "openai",
+            "openai/gpt-4o-mini",
+            "gpt-4o-mini",
         )
         assert (row.outcome, row.status, row.error_code, row.stream, row.latency_ms, row.ttfb_ms) == (
-            "completed", 200, None, True, 12.5, 3.25
+            "completed",
+            200,
+            None,
+            True,
+            12.5,
+            3.25,
         )
         assert (row.input_tokens, row.cached_input_tokens, row.output_tokens, row.reasoning_tokens) == (500, 125, 40, 8)
         assert (row.usage_source, row.charge, row.cost, row.price_book_version) == ("provider", 1_234, 1_241, 3)
         bad = read_models.requests.get_request(failed["request_id"])
         assert bad is not None
         assert (bad.outcome, bad.status, bad.error_code, bad.usage_source, bad.ttfb_ms, bad.charge, bad.stream) == (
-            "failed", 502, "upstream_error", None, None, 0, False
+            "failed",
+            502,
+            "upstream_error",
+            None,
+            None,
+            0,
+            False,
         )
 
         def ids(rows: list[Any]) -> list[UUID]:
@@ -303,9 +352,9 @@ class ProjectionContract:
         assert ids(read_models.requests.list_requests(account_id=alice)) == newest_first[1:]
         assert ids(read_models.requests.list_requests(model="anthropic/claude-sonnet-4")) == [failed["request_id"]]
         assert ids(read_models.requests.list_requests(status=429)) == [other["request_id"]]
-        assert ids(read_models.requests.list_requests(since=T0 + timedelta(seconds=1), until=T0 + timedelta(seconds=2))) == [
-            failed["request_id"]
-        ]
+        assert ids(
+            read_models.requests.list_requests(since=T0 + timedelta(seconds=1), until=T0 + timedelta(seconds=2))
+        ) == [failed["request_id"]]
         assert read_models.requests.get_request(uuid4()) is None
 
     def test_rebuild_from_zero_gives_identical_tables_to_the_live_ones(
@@ -326,11 +375,15 @@ class ProjectionContract:
         assert read_models.runner.rebuild("usage") > 0
         assert snapshot(read_models) == live
 
-    def test_rebuild_counts_every_replayed_event_and_rejects_an_unknown_name(self, ledger: FakeLedger, read_models: ReadModels) -> None:
+    def test_rebuild_counts_every_replayed_event_and_rejects_an_unknown_name(
+        self, ledger: FakeLedger, read_models: ReadModels
+    ) -> None:
         alice = ledger.open_account("alice")
         ledger.grant(alice, 7)
         ledger.record(T0, account_id=alice)
-        assert read_models.runner.catch_up() == 6  # 2 account events; 1 grant to the ledger entries; 1 record × (usage, request log, providers)
+        assert (
+            read_models.runner.catch_up() == 6
+        )  # 2 account events; 1 grant to the ledger entries; 1 record × (usage, request log, providers)
         assert read_models.runner.rebuild() == 6
         assert read_models.runner.rebuild("balances") == 2
         with pytest.raises(NotFound, match="no projection named 'nope'"):
@@ -352,7 +405,9 @@ class ProjectionContract:
         assert applied == sum(n.topic in p.topics for n in batch for p in projections.values())
         assert len(once["requests"]) == 8 and sum(u["requests"] for u in once["usage"]) == 8
 
-    def test_a_batch_that_fails_midway_leaves_rows_and_position_untouched(self, ledger: FakeLedger, read_models: ReadModels) -> None:
+    def test_a_batch_that_fails_midway_leaves_rows_and_position_untouched(
+        self, ledger: FakeLedger, read_models: ReadModels
+    ) -> None:
         alice = ledger.open_account("alice")
         ledger.grant(alice, NANO)
         read_models.runner.catch_up()
@@ -395,23 +450,38 @@ class ProjectionContract:
         read_models.runner.catch_up()
 
         head = ledger.recorder.max_notification_id()
-        assert read_models.store.positions() == {"balances": bad - 1, "usage": head, "request_log": head,
-                                                 "ledger_entries": head, "provider_hourly": head}
+        assert read_models.store.positions() == {
+            "balances": bad - 1,
+            "usage": head,
+            "request_log": head,
+            "ledger_entries": head,
+            "provider_hourly": head,
+        }
         stop = read_models.store.stops()["balances"]
-        assert (stop.position, stop.topic, stop.error) == (bad, get_topic(Account.CreditGranted),
-                                                          "ValueError: cannot apply 13")
+        assert (stop.position, stop.topic, stop.error) == (
+            bad,
+            get_topic(Account.CreditGranted),
+            "ValueError: cannot apply 13",
+        )
         row = unguarded(read_models.balances).get_balance(alice)
         assert row is not None and row.balance == 1 + 2  # the good events before it are applied, exactly once
         with pytest.raises(ProjectionStopped) as stopped:
             read_models.balances.get_balance(alice)
         assert (stopped.value.code, stopped.value.projection, stopped.value.position) == (
-            "projection_stopped", "balances", bad)
+            "projection_stopped",
+            "balances",
+            bad,
+        )
         assert [e.amount for e in read_models.ledger.list_entries(alice)] == [1, 2, 13, 4, 5]
         assert len(read_models.requests.list_requests()) == 1
         status = {s.name: s for s in read_models.runner.status()}
-        assert (status["balances"].state, status["balances"].stopped_at, status["balances"].error,
-                status["balances"].position, status["balances"].lag) == ("stopped", bad, "ValueError: cannot apply 13",
-                                                                        bad - 1, head - bad + 1)
+        assert (
+            status["balances"].state,
+            status["balances"].stopped_at,
+            status["balances"].error,
+            status["balances"].position,
+            status["balances"].lag,
+        ) == ("stopped", bad, "ValueError: cannot apply 13", bad - 1, head - bad + 1)
         assert status["balances"].stopped_event == get_topic(Account.CreditGranted)
         assert status["balances"].stopped_on is not None
         assert {s.state for n, s in status.items() if n != "balances"} == {"running"}
@@ -473,8 +543,11 @@ class ProjectionContract:
         alice = ledger.open_account("alice")
         ledger.grant(alice, 1)
         assert {(s.name, s.position, s.max_notification_id, s.lag) for s in read_models.runner.status()} == {
-            ("balances", 0, 2, 2), ("usage", 0, 2, 2), ("request_log", 0, 2, 2), ("ledger_entries", 0, 2, 2),
-            ("provider_hourly", 0, 2, 2)
+            ("balances", 0, 2, 2),
+            ("usage", 0, 2, 2),
+            ("request_log", 0, 2, 2),
+            ("ledger_entries", 0, 2, 2),
+            ("provider_hourly", 0, 2, 2),
         }
         read_models.runner.catch_up()
         ledger.grant(alice, 1)
@@ -496,7 +569,9 @@ class ProjectionContract:
         row = restarted.balances.get_balance(alice)
         assert row is not None and (row.balance, row.granted_total) == (15, 15)
 
-    def test_background_runner_projects_new_events_when_woken(self, ledger: FakeLedger, read_models: ReadModels) -> None:
+    def test_background_runner_projects_new_events_when_woken(
+        self, ledger: FakeLedger, read_models: ReadModels
+    ) -> None:
         read_models.runner.poll_interval = 30.0  # only wake() can make it look again in time
         read_models.runner.start()
         try:
@@ -504,7 +579,9 @@ class ProjectionContract:
             ledger.grant(alice, 42)
             assert read_models.runner.running
             read_models.runner.wake()
-            assert wait_until(lambda: (row := read_models.balances.get_balance(alice)) is not None and row.balance == 42)
+            assert wait_until(
+                lambda: (row := read_models.balances.get_balance(alice)) is not None and row.balance == 42
+            )
         finally:
             read_models.runner.stop()
         assert not read_models.runner.running

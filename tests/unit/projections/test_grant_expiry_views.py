@@ -6,8 +6,9 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -65,8 +66,9 @@ class GrantExpiryViewsContract:
         assert row is not None
         assert (row.balance, row.held, row.available) == (account.balance, account.held, account.available)
         assert (row.balance, row.expired_total) == (1_000, 100 + 150 + 300)
-        assert row.balance == (row.granted_total - row.charged_total + row.refunded_total + row.adjusted_total
-                               - row.expired_total)
+        assert row.balance == (
+            row.granted_total - row.charged_total + row.refunded_total + row.adjusted_total - row.expired_total
+        )
         assert [b.expired_total for b in read_models.balances.list_balances()] == [550, 0]
 
     def test_due_grants_are_those_past_their_deadline_whose_expiry_is_not_applied_yet(
@@ -93,8 +95,12 @@ class GrantExpiryViewsContract:
         assert read_models.ledger is not None
         rows = read_models.ledger.list_entries(ids["alice"])
         assert [(r.kind, r.amount, r.request_id) for r in rows] == [
-            ("grant", 1_000, None), ("grant", 500, None), ("grant", 300, None),
-            ("expiry", -100, None), ("charge", -250, ids["request"]), ("expiry", -150, ids["request"]),
+            ("grant", 1_000, None),
+            ("grant", 500, None),
+            ("grant", 300, None),
+            ("expiry", -100, None),
+            ("charge", -250, ids["request"]),
+            ("expiry", -150, ids["request"]),
             ("expiry", -300, None),
         ]
         assert [r.balance for r in rows][-4:] == [1_700, 1_450, 1_300, 1_000]

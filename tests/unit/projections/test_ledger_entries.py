@@ -9,10 +9,11 @@ fresh ``(MovementsLedger, ReadModels)`` pair on an empty store and closing it af
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterator
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -79,7 +80,7 @@ def check_window(read_models: ReadModels, account_id: UUID, since: datetime | No
     everything = view.list_entries(account_id)
     window = view.list_entries(account_id, since, until)
     start = 0 if since is None else first_at_or_after(everything, since)
-    assert window == everything[start:max(start, first_at_or_after(everything, until))]
+    assert window == everything[start : max(start, first_at_or_after(everything, until))]
     if since is not None and until is not None and since > until:
         assert window == []  # an inverted window is empty (and a statement refuses it)
         return
@@ -90,14 +91,18 @@ def check_window(read_models: ReadModels, account_id: UUID, since: datetime | No
 
 
 operations = st.lists(
-    st.tuples(st.sampled_from(["grant", "adjust", "refund", "hold", "settle", "release", "late"]),
-              st.integers(0, 2), st.integers(1, 500)),
+    st.tuples(
+        st.sampled_from(["grant", "adjust", "refund", "hold", "settle", "release", "late"]),
+        st.integers(0, 2),
+        st.integers(1, 500),
+    ),
     max_size=30,
 )
 
 
-def check_any_history(open_backend: OpenBackend, ops: list[tuple[str, int, int]], batch_size: int,
-                      data: st.DataObject) -> None:
+def check_any_history(
+    open_backend: OpenBackend, ops: list[tuple[str, int, int]], batch_size: int, data: st.DataObject
+) -> None:
     """Per account, in position order: the rows are the movements made, each balance is the
     sum so far and the last is the balance; any window reconciles; a rebuild changes nothing."""
     with open_backend() as (ledger, read_models):
@@ -165,6 +170,7 @@ def check_any_history(open_backend: OpenBackend, ops: list[tuple[str, int, int]]
 
 class LedgerEntriesContract:
     history_examples = 40
+
     @pytest.fixture
     def backend(self, open_backend: OpenBackend) -> Iterator[Backend]:
         with open_backend() as backend:
@@ -201,7 +207,13 @@ class LedgerEntriesContract:
         ]
         assert rows[-1].balance == ledger.account(alice).balance == read_models.balances.get_balance(alice).balance  # type: ignore[union-attr]
         grant, charge, refund, fix, late_charge, capped, _ = rows
-        assert (grant.reason, grant.idempotency_key, grant.request_id, grant.uncollected, grant.held) == ("test", None, None, 0, 0)
+        assert (grant.reason, grant.idempotency_key, grant.request_id, grant.uncollected, grant.held) == (
+            "test",
+            None,
+            None,
+            0,
+            0,
+        )
         assert (charge.request_id, charge.held, charge.uncollected, charge.reason) == (settled, 300, 0, None)
         assert (refund.request_id, refund.reason) == (settled, "bad answer")
         assert (fix.reason, fix.idempotency_key, fix.uncollected) == ("correction", "fix-1", 0)
@@ -211,7 +223,8 @@ class LedgerEntriesContract:
 
         bob_rows = read_models.ledger.list_entries(bob)
         assert [(r.kind, r.amount, r.balance, r.uncollected) for r in bob_rows] == [
-            ("grant", NANO, NANO, 0), ("charge", -NANO, 0, 2 * NANO)
+            ("grant", NANO, NANO, 0),
+            ("charge", -NANO, 0, 2 * NANO),
         ]
         assert sorted(r.position for r in rows + bob_rows) == movement_positions(ledger)
         assert read_models.ledger.list_entries(uuid4()) == []
@@ -268,8 +281,18 @@ class LedgerEntriesContract:
         assert view is not None
         alice = uuid4()
         stamps = [T0, T0 - timedelta(seconds=1), T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)]
-        made = [LedgerEntry(position=10 * (i + 1), account_id=alice, at=at, kind="grant", amount=100 * (i + 1),
-                            balance=0, reason="r") for i, at in enumerate(stamps)]
+        made = [
+            LedgerEntry(
+                position=10 * (i + 1),
+                account_id=alice,
+                at=at,
+                kind="grant",
+                amount=100 * (i + 1),
+                balance=0,
+                reason="r",
+            )
+            for i, at in enumerate(stamps)
+        ]
         with read_models.store.tracked("ledger_entries") as tx:
             view.apply(tx, made[:2])
         with read_models.store.tracked("ledger_entries") as tx:
@@ -318,7 +341,12 @@ class LedgerEntriesContract:
         assert read_models.runner.apply("ledger_entries", batch) == 0
         assert read_models.runner.catch_up() > 0  # the other projections
         assert read_models.ledger is not None
-        assert [(r.amount, r.balance) for r in read_models.ledger.list_entries(alice)] == [(1, 1), (2, 3), (3, 6), (4, 10)]
+        assert [(r.amount, r.balance) for r in read_models.ledger.list_entries(alice)] == [
+            (1, 1),
+            (2, 3),
+            (3, 6),
+            (4, 10),
+        ]
 
     def test_a_batch_that_skips_movements_is_refused_and_nothing_is_written(self, backend: Backend) -> None:
         ledger, read_models = backend
@@ -365,7 +393,9 @@ SHAPE = RequestShape(model=MODEL, prompt_bytes=200, max_output_tokens=100, choic
 def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, credits_billing: RequestBilling) -> None:
     """Grants, payments, billed requests, a failed one, adjustments and a payment refund,
     through the application services rather than a fake."""
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
+    )
     ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme", starter_credits=NANO)
     key = ledger.issue_api_key("acme").plaintext
@@ -377,7 +407,9 @@ def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, c
     for tokens in (120, 400, 90):
         request = credits_billing.open_request(key, SHAPE)
         route = first_route(credits_billing, request)
-        receipt = credits_billing.complete_request(request, route, Usage(input_tokens=tokens, output_tokens=30), ttfb_ms=1.0)
+        receipt = credits_billing.complete_request(
+            request, route, Usage(input_tokens=tokens, output_tokens=30), ttfb_ms=1.0
+        )
         charges.append((request.request_id, receipt.charge))
     failed = credits_billing.open_request(key, SHAPE)
     credits_billing.fail_request(failed, status=502, error_code="upstream_error")
@@ -388,7 +420,16 @@ def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, c
     account = ledger.get_account("acme")
     assert read_models.ledger is not None
     rows = read_models.ledger.list_entries(account.id)
-    assert [r.kind for r in rows] == ["grant", "grant", "grant", "charge", "charge", "charge", "adjustment", "adjustment"]
+    assert [r.kind for r in rows] == [
+        "grant",
+        "grant",
+        "grant",
+        "charge",
+        "charge",
+        "charge",
+        "adjustment",
+        "adjustment",
+    ]
     assert [(r.request_id, -r.amount) for r in rows if r.kind == "charge"] == charges
     assert all(charge > 0 for _, charge in charges)
     assert [r.idempotency_key for r in rows[:3]] == ["starter", "g-1", "pay_1"]
@@ -396,7 +437,8 @@ def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, c
     check_running_balances(rows)
     balance = read_models.balances.get_balance(account.id)
     assert balance is not None and rows[-1].balance == account.balance == balance.balance
-    assert sum(r.amount for r in rows) == (balance.granted_total - balance.charged_total + balance.refunded_total
-                                          + balance.adjusted_total)
+    assert sum(r.amount for r in rows) == (
+        balance.granted_total - balance.charged_total + balance.refunded_total + balance.adjusted_total
+    )
     read_models.runner.rebuild()
     assert read_models.ledger.list_entries(account.id) == rows

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 from uuid import uuid4
 
 import pytest
@@ -32,8 +32,13 @@ class TestInMemoryProjections(ProjectionContract):
 
         def make() -> ReadModels:
             runner = ProjectionRunner(ledger, first.store, list(first.runner.projections.values()))
-            made.append(first if not made else ReadModels(first.balances, first.usage, first.requests, runner, first.store,
-                                                          (), first.ledger, first.providers))
+            made.append(
+                first
+                if not made
+                else ReadModels(
+                    first.balances, first.usage, first.requests, runner, first.store, (), first.ledger, first.providers
+                )
+            )
             return made[-1]
 
         yield make
@@ -47,7 +52,9 @@ class TestInMemoryProjections(ProjectionContract):
         ledger.grant(ledger.open_account("alice"), 5)
         with first.store.tracked("balances") as tx:
             assert tx is not None
-            assert second.runner.catch_up(wait=False) == 1  # balances busy; usage/request log: nothing; ledger entries: the grant
+            assert (
+                second.runner.catch_up(wait=False) == 1
+            )  # balances busy; usage/request log: nothing; ledger entries: the grant
         assert second.runner.catch_up(wait=False) == 2
 
 
@@ -59,7 +66,9 @@ operations = st.lists(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=operations, batch_size=st.integers(1, 9))
-def test_balances_match_the_aggregates_for_any_history_and_any_batch_size(ops: list[tuple[str, int, int]], batch_size: int) -> None:
+def test_balances_match_the_aggregates_for_any_history_and_any_batch_size(
+    ops: list[tuple[str, int, int]], batch_size: int
+) -> None:
     ledger = FakeLedger(env=POPO)
     read_models = build_read_models(None, ledger, batch_size=batch_size)
     accounts = [ledger.open_account(f"acct-{i}") for i in range(4)]
@@ -90,7 +99,9 @@ def test_balances_match_the_aggregates_for_any_history_and_any_batch_size(ops: l
         row = read_models.balances.get_balance(account_id)
         assert row is not None
         assert (row.balance, row.held, row.available) == (account.balance, account.held, account.available)
-        assert sorted(h.request_id.hex for h in read_models.balances.list_open_holds(account_id)) == sorted(account.holds)
+        assert sorted(h.request_id.hex for h in read_models.balances.list_open_holds(account_id)) == sorted(
+            account.holds
+        )
     live = snapshot(read_models)
     read_models.runner.rebuild()
     assert snapshot(read_models) == live

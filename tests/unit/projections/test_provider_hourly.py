@@ -9,9 +9,10 @@ A backend provides ``ledger`` (a ``ProviderLedger`` on its event store) and ``re
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, replace
 from datetime import date, datetime, timedelta
-from typing import Any, Iterator
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -33,10 +34,20 @@ H1 = T0 + timedelta(hours=1)
 
 
 class ProviderLedger(FakeLedger):
-    def served(self, at: datetime, *, model: str = GPT, credential: str | None = A, charge: int = 0,
-               provider_cost: int | None = None, source: str = "provider", failed: bool = False,
-               status: int | None = None, attempts: tuple[tuple[str, str], ...] = (),
-               attempts_at: datetime | None = None) -> UUID:
+    def served(
+        self,
+        at: datetime,
+        *,
+        model: str = GPT,
+        credential: str | None = A,
+        charge: int = 0,
+        provider_cost: int | None = None,
+        source: str = "provider",
+        failed: bool = False,
+        status: int | None = None,
+        attempts: tuple[tuple[str, str], ...] = (),
+        attempts_at: datetime | None = None,
+    ) -> UUID:
         """Record one request served (or failed) by ``model`` through ``credential`` at ``at``,
         after failed ``attempts`` of (model, credential), stamped ``attempts_at`` (default: just after ``at``)."""
         details = request_details(model=model, failed=failed, source=source, charge=charge, status=status)
@@ -47,10 +58,19 @@ class ProviderLedger(FakeLedger):
         event_class = RequestRecord.Failed if failed else RequestRecord.Completed
         record = RequestRecord._create(event_class, id=request_id, details=details, timestamp=at)
         for i, (tried_model, tried_credential) in enumerate(attempts):
-            attempt = {"model": tried_model, "provider": tried_model.split("/")[0], "credential_id": tried_credential,
-                       "status": 503, "error_code": "upstream_unavailable", "latency_ms": 4.5}
-            record.trigger_event(RequestRecord.AttemptFailed, attempt=attempt,
-                                 timestamp=(attempts_at or at) + timedelta(microseconds=i + 1))
+            attempt = {
+                "model": tried_model,
+                "provider": tried_model.split("/")[0],
+                "credential_id": tried_credential,
+                "status": 503,
+                "error_code": "upstream_unavailable",
+                "latency_ms": 4.5,
+            }
+            record.trigger_event(
+                RequestRecord.AttemptFailed,
+                attempt=attempt,
+                timestamp=(attempts_at or at) + timedelta(microseconds=i + 1),
+            )
         self.save(record)
         return request_id
 
@@ -70,15 +90,33 @@ def failover_history(ledger: ProviderLedger) -> None:
     ledger.served(T0, model=MINI, credential=C, charge=300, provider_cost=100, attempts=((GPT, A), (GPT, B)))
     ledger.served(T0 + timedelta(minutes=1), credential=B, charge=900, provider_cost=400, attempts=((GPT, A),))
     ledger.served(T0 + timedelta(minutes=2), credential=B, failed=True, attempts=((GPT, A),))
-    ledger.served(T0 + timedelta(minutes=59), model=MINI, credential=C, charge=50, provider_cost=20,
-                  attempts=((GPT, A),), attempts_at=H1)
+    ledger.served(
+        T0 + timedelta(minutes=59),
+        model=MINI,
+        credential=C,
+        charge=50,
+        provider_cost=20,
+        attempts=((GPT, A),),
+        attempts_at=H1,
+    )
 
 
 FAILOVER_ROWS = [
     row(T0, MINI, C, requests=1, completed=1, charged=300, cost=307, provider_cost=100, failovers=1),
     row(T0, GPT, A, failed_attempts=3),
-    row(T0, GPT, B, requests=2, completed=1, failed=1, charged=900, cost=907, provider_cost=400, failed_attempts=1,
-        failovers=1),
+    row(
+        T0,
+        GPT,
+        B,
+        requests=2,
+        completed=1,
+        failed=1,
+        charged=900,
+        cost=907,
+        provider_cost=400,
+        failed_attempts=1,
+        failovers=1,
+    ),
     row(T0, MINI, C, requests=1, completed=1, charged=50, cost=57, provider_cost=20, failovers=1),
     row(H1, GPT, A, failed_attempts=1),
 ]
@@ -106,17 +144,47 @@ class ProviderHourlyContract:
 
         assert rows_of(read_models) == [
             row(T0, GPT, None, requests=1, failed=1),
-            row(T0, GPT, A, requests=3, completed=2, failed=1, charged=1_500, cost=1_514, provider_cost=600,
-                provider_cost_unknown=1, estimated=1, estimated_charged=500),
-            row(T0, GPT, B, requests=1, completed=1, charged=700, cost=707, provider_cost=300, estimated=1,
-                estimated_charged=700),
+            row(
+                T0,
+                GPT,
+                A,
+                requests=3,
+                completed=2,
+                failed=1,
+                charged=1_500,
+                cost=1_514,
+                provider_cost=600,
+                provider_cost_unknown=1,
+                estimated=1,
+                estimated_charged=500,
+            ),
+            row(
+                T0,
+                GPT,
+                B,
+                requests=1,
+                completed=1,
+                charged=700,
+                cost=707,
+                provider_cost=300,
+                estimated=1,
+                estimated_charged=700,
+            ),
             row(H1, GPT, A, requests=1, completed=1, charged=2_000, cost=2_007, provider_cost=1_200),
         ]
         assert read_models.providers is not None
         totals = read_models.providers.get_totals()
-        assert totals == ProviderCounts(requests=6, completed=4, failed=2, charged=4_200, cost=4_228,
-                                        provider_cost=2_100, provider_cost_unknown=1, estimated=2,
-                                        estimated_charged=1_200)
+        assert totals == ProviderCounts(
+            requests=6,
+            completed=4,
+            failed=2,
+            charged=4_200,
+            cost=4_228,
+            provider_cost=2_100,
+            provider_cost_unknown=1,
+            estimated=2,
+            estimated_charged=1_200,
+        )
         assert totals.margin == 2_100
         assert read_models.providers.get_totals(since=H1).charged == 2_000
         assert read_models.providers.get_totals(until=H1).charged == 2_200
@@ -197,11 +265,14 @@ def test_billed_requests_carry_the_price_books_provider_cost_and_their_failover(
     ledger: Ledger, credits_billing: RequestBilling
 ) -> None:
     """The real Ledger and RequestBilling: provider cost at the book's cost rates, a failover."""
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None,
-                             secret="sk-test-secret-0001")
+    ledger.register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
+    )
     ledger.add_credential("openai", "sk-test-secret-0002")
-    ledger.set_price("openai/gpt-test", replace(price_from_credits(input="2", output="8"),
-                                                provider_cost=price_from_credits(input="1", output="5")))
+    ledger.set_price(
+        "openai/gpt-test",
+        replace(price_from_credits(input="2", output="8"), provider_cost=price_from_credits(input="1", output="5")),
+    )
     ledger.set_price("openai/gpt-free", price_from_credits(input="1", output="1"))  # no provider-cost rates
     ledger.create_account("acme")
     key = ledger.issue_api_key("acme").plaintext
@@ -213,7 +284,8 @@ def test_billed_requests_carry_the_price_books_provider_cost_and_their_failover(
     failing, serving = next(routes), next(routes)
     usage = Usage(input_tokens=120, output_tokens=30, source="estimated")
     receipt = credits_billing.complete_request(
-        opened, serving, usage, attempts=(Attempt(failing, 503, "upstream_unavailable", 12.0),))
+        opened, serving, usage, attempts=(Attempt(failing, 503, "upstream_unavailable", 12.0),)
+    )
     unpriced = credits_billing.open_request(key, RequestShape("openai/gpt-free", 200, 100, 1, False))
     free_route = first_route(credits_billing, unpriced)
     free = credits_billing.complete_request(unpriced, free_route, Usage(input_tokens=10, output_tokens=10))
@@ -223,7 +295,11 @@ def test_billed_requests_carry_the_price_books_provider_cost_and_their_failover(
     by_key = {(r.credential_id, r.model): r for r in read_models.providers.list_hours()}
     served = by_key[(serving.credential_id, "openai/gpt-test")]
     assert (served.requests, served.charged, served.provider_cost, served.failovers) == (
-        1, receipt.charge, 120 * 1_000 + 30 * 5_000, 1)
+        1,
+        receipt.charge,
+        120 * 1_000 + 30 * 5_000,
+        1,
+    )
     assert (served.estimated, served.estimated_charged, served.provider_cost_unknown) == (1, receipt.charge, 0)
     assert by_key[(failing.credential_id, "openai/gpt-test")].failed_attempts == 1
     no_cost = by_key[(free_route.credential_id, "openai/gpt-free")]

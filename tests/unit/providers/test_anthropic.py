@@ -26,11 +26,18 @@ from tests.fakes.anthropic_upstream import (
 )
 
 USER = {"role": "user", "content": "Say hello to the nice people"}
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather in a city",
-    "parameters": {"type": "object", "required": ["city"],
-                   "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}}},
-}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "required": ["city"],
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+        },
+    },
+}
 WEATHER_ARGUMENTS = {"city": "test", "unit": "c"}  # the fake's placeholder input for WEATHER_TOOL
 PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n fake png bytes").decode()
 REPLY_TOKENS = len(reply_tokens(DEFAULT_REPLY_TEXT))
@@ -48,14 +55,23 @@ def _fresh(upstream):
 
 
 def route(base_url: str, secret: str | None) -> Route:
-    return Route(model="claude/claude-sonnet-4-6", provider="claude", kind="anthropic", base_url=base_url, region=None,
-                 upstream_model="claude-sonnet-4-6", credential_id="cred-1", secret=secret)
+    return Route(
+        model="claude/claude-sonnet-4-6",
+        provider="claude",
+        kind="anthropic",
+        base_url=base_url,
+        region=None,
+        upstream_model="claude-sonnet-4-6",
+        credential_id="cred-1",
+        secret=secret,
+    )
 
 
 def run(action: Callable[[AnthropicProvider], Awaitable[Any]], timeout: float = 5) -> Any:
     async def main() -> Any:
         async with aiohttp.ClientSession() as session:
             return await action(AnthropicProvider(session, timeout_seconds=timeout))
+
     return asyncio.run(main())
 
 
@@ -66,11 +82,13 @@ def complete(upstream: FakeAnthropicUpstream, body: dict[str, Any], *, secret: s
             return orjson.loads(await exchange.read_completion())
         finally:
             exchange.release()
+
     return run(action)
 
 
 def stream(upstream: FakeAnthropicUpstream, body: dict[str, Any]) -> tuple[list[bytes], BaseException | None]:
     """Every payload the exchange yielded, and what reading it raised (None when it ended cleanly)."""
+
     async def action(provider: AnthropicProvider) -> tuple[list[bytes], BaseException | None]:
         exchange = await provider.start_chat(route(upstream.base_url, upstream.api_key), {**body, "stream": True})
         payloads: list[bytes] = []
@@ -82,6 +100,7 @@ def stream(upstream: FakeAnthropicUpstream, body: dict[str, Any]) -> tuple[list[
         finally:
             exchange.release()
         return payloads, None
+
     return run(action)
 
 
@@ -121,9 +140,13 @@ def test_plain_answer_is_a_chat_completion_with_the_providers_usage(upstream):
     assert answer["choices"] == [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}]
     prompt = count_input_tokens(sent(upstream))
     assert prompt == len(USER["content"]) // 4 + 1
-    assert answer["usage"] == {"prompt_tokens": prompt, "completion_tokens": REPLY_TOKENS,
-                               "total_tokens": prompt + REPLY_TOKENS, "prompt_tokens_details": {"cached_tokens": 0},
-                               "completion_tokens_details": {"reasoning_tokens": 0}}
+    assert answer["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": REPLY_TOKENS,
+        "total_tokens": prompt + REPLY_TOKENS,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
 
 
 def test_request_goes_to_v1_messages_with_key_version_model_and_default_max_tokens(upstream):
@@ -150,10 +173,19 @@ def test_system_and_developer_messages_become_the_top_level_system(upstream):
     assert sent(upstream)["messages"] == [USER]
 
     upstream.reset()
-    complete(upstream, {"model": "m", "messages": [
-        {"role": "system", "content": [{"type": "text", "text": "Rule one."}]}, USER,
-        {"role": "assistant", "content": "Hello."}, {"role": "developer", "content": "Rule two."},
-        {"role": "user", "content": "Again"}]})
+    complete(
+        upstream,
+        {
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": [{"type": "text", "text": "Rule one."}]},
+                USER,
+                {"role": "assistant", "content": "Hello."},
+                {"role": "developer", "content": "Rule two."},
+                {"role": "user", "content": "Again"},
+            ],
+        },
+    )
     assert sent(upstream)["system"] == [{"type": "text", "text": "Rule one."}, {"type": "text", "text": "Rule two."}]
     assert [m["role"] for m in sent(upstream)["messages"]] == ["user", "assistant", "user"]
 
@@ -161,25 +193,48 @@ def test_system_and_developer_messages_become_the_top_level_system(upstream):
 def test_consecutive_turns_of_one_role_are_merged_to_alternate(upstream):
     please = {"role": "user", "content": [{"type": "text", "text": "Please."}]}
     complete(upstream, {"model": "m", "messages": [USER, please]})
-    assert sent(upstream)["messages"] == [{"role": "user", "content": [
-        {"type": "text", "text": USER["content"]}, {"type": "text", "text": "Please."}]}]
+    assert sent(upstream)["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": USER["content"]}, {"type": "text", "text": "Please."}]}
+    ]
 
 
 def test_openai_only_fields_are_dropped_and_user_becomes_metadata(upstream):
     # The fake refuses unknown fields ("Extra inputs are not permitted"), as Anthropic does.
-    body = {"model": "m", "messages": [USER], "frequency_penalty": 0.5, "presence_penalty": 0.1, "seed": 7,
-            "logit_bias": {"1": 2}, "store": True, "metadata": {"team": "a"}, "service_tier": "auto",
-            "stream_options": {"include_usage": True}, "reasoning_effort": "low", "user": "end-user-1",
-            "temperature": 0.3, "top_p": 0.9, "n": 1, "logprobs": False}
+    body = {
+        "model": "m",
+        "messages": [USER],
+        "frequency_penalty": 0.5,
+        "presence_penalty": 0.1,
+        "seed": 7,
+        "logit_bias": {"1": 2},
+        "store": True,
+        "metadata": {"team": "a"},
+        "service_tier": "auto",
+        "stream_options": {"include_usage": True},
+        "reasoning_effort": "low",
+        "user": "end-user-1",
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "n": 1,
+        "logprobs": False,
+    }
     complete(upstream, body)
-    assert sent(upstream) == {"model": "claude-sonnet-4-6", "max_tokens": 4096, "messages": [USER],
-                              "temperature": 0.3, "top_p": 0.9, "metadata": {"user_id": "end-user-1"}}
+    assert sent(upstream) == {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 4096,
+        "messages": [USER],
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "metadata": {"user_id": "end-user-1"},
+    }
 
 
 def test_images_by_data_url_and_by_https_url(upstream):
-    content = [{"type": "text", "text": "What is in these?"},
-               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}", "detail": "low"}},
-               {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}]
+    content = [
+        {"type": "text", "text": "What is in these?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}", "detail": "low"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
+    ]
     answer = complete(upstream, {"model": "m", "messages": [{"role": "user", "content": content}]})
 
     assert sent(upstream)["messages"][0]["content"] == [
@@ -204,34 +259,64 @@ def test_tool_definitions_calls_and_results_are_translated(upstream):
     messages = [
         {"role": "system", "content": "Use tools."},
         USER,
-        {"role": "assistant", "content": "Checking.", "tool_calls": [
-            {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}},
-            {"id": "toolu_2", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'}},
-        ]},
+        {
+            "role": "assistant",
+            "content": "Checking.",
+            "tool_calls": [
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                },
+                {
+                    "id": "toolu_2",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                },
+            ],
+        },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
         {"role": "tool", "tool_call_id": "toolu_2", "content": [{"type": "text", "text": "25C"}]},
         {"role": "user", "content": "Which is warmer?"},
     ]
-    answer = complete(upstream, {"model": "m", "messages": messages, "tools": [WEATHER_TOOL],
-                                 "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
-                                 "parallel_tool_calls": False})
+    answer = complete(
+        upstream,
+        {
+            "model": "m",
+            "messages": messages,
+            "tools": [WEATHER_TOOL],
+            "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+            "parallel_tool_calls": False,
+        },
+    )
 
     body = sent(upstream)
-    assert body["tools"] == [{"name": "get_weather", "description": "Weather in a city",
-                              "input_schema": WEATHER_TOOL["function"]["parameters"]}]
+    assert body["tools"] == [
+        {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "input_schema": WEATHER_TOOL["function"]["parameters"],
+        }
+    ]
     assert body["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
     assert body["messages"] == [
         USER,
-        {"role": "assistant", "content": [
-            {"type": "text", "text": "Checking."},
-            {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
-            {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}},
-        ]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
-            {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "25C"}]},
-            {"type": "text", "text": "Which is warmer?"},
-        ]},
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}},
+                {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "input": {"city": "Rome"}},
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"},
+                {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "25C"}]},
+                {"type": "text", "text": "Which is warmer?"},
+            ],
+        },
     ]
     # The last user turn answers the tools, so the model replies in text.
     assert answer["choices"][0]["message"]["content"] == DEFAULT_REPLY_TEXT
@@ -265,12 +350,15 @@ def test_a_streamed_tool_use_becomes_tool_call_deltas(upstream):
     assert [c["choices"][0]["finish_reason"] for c in chunks(payloads) if c["choices"]][-1] == "tool_calls"
 
 
-@pytest.mark.parametrize(("tool_choice", "expected", "calls_tool"), [
-    ("auto", {"type": "auto"}, True),
-    ("none", {"type": "none"}, False),
-    ("required", {"type": "any"}, True),
-    ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}, True),
-])
+@pytest.mark.parametrize(
+    ("tool_choice", "expected", "calls_tool"),
+    [
+        ("auto", {"type": "auto"}, True),
+        ("none", {"type": "none"}, False),
+        ("required", {"type": "any"}, True),
+        ({"type": "function", "function": {"name": "get_weather"}}, {"type": "tool", "name": "get_weather"}, True),
+    ],
+)
 def test_tool_choice_is_translated(upstream, tool_choice, expected, calls_tool):
     answer = complete(upstream, {"model": "m", "messages": [USER], "tools": [WEATHER_TOOL], "tool_choice": tool_choice})
     assert sent(upstream)["tool_choice"] == expected
@@ -279,8 +367,11 @@ def test_tool_choice_is_translated(upstream, tool_choice, expected, calls_tool):
 
 def test_tool_call_arguments_that_are_not_a_json_object_are_refused_before_sending(upstream):
     call = {"id": "toolu_1", "type": "function", "function": {"name": "get_weather", "arguments": "{city: Paris"}}
-    messages = [USER, {"role": "assistant", "content": None, "tool_calls": [call]},
-                {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"}]
+    messages = [
+        USER,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
+    ]
     error = start_error(upstream, {"model": "m", "messages": messages, "tools": [WEATHER_TOOL]})
     assert isinstance(error, InvalidRequest) and error.param == "messages.1.tool_calls.0.function.arguments"
     assert upstream.requests == []
@@ -303,9 +394,13 @@ def test_stream_is_role_then_content_then_finish_then_usage_then_done(upstream):
     assert all(c["choices"][0]["finish_reason"] is None for c in parts[:-2])
     prompt = len(USER["content"]) // 4 + 1
     assert parts[-1]["choices"] == []
-    assert parts[-1]["usage"] == {"prompt_tokens": prompt, "completion_tokens": REPLY_TOKENS,
-                                  "total_tokens": prompt + REPLY_TOKENS, "prompt_tokens_details": {"cached_tokens": 0},
-                                  "completion_tokens_details": {"reasoning_tokens": 0}}
+    assert parts[-1]["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": REPLY_TOKENS,
+        "total_tokens": prompt + REPLY_TOKENS,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     assert sent(upstream)["stream"] is True
 
 
@@ -339,8 +434,19 @@ def test_a_stream_that_ends_without_message_stop_raises_a_read_failure(upstream)
 def test_usage_comes_from_message_start_input_and_message_delta_output():
     translator = StreamTranslator(created=1)
     events = [
-        {"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {
-            "input_tokens": 10, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 5, "output_tokens": 1}}},
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_1",
+                "model": "claude",
+                "usage": {
+                    "input_tokens": 10,
+                    "cache_read_input_tokens": 30,
+                    "cache_creation_input_tokens": 5,
+                    "output_tokens": 1,
+                },
+            },
+        },
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},
         {"type": "content_block_stop", "index": 0},
@@ -360,21 +466,40 @@ def test_parallel_tool_uses_get_their_own_tool_call_indexes():
         {"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 3}}},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Both."}},
-        {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_a", "name": "f"}},
-        {"type": "content_block_start", "index": 2, "content_block": {"type": "tool_use", "id": "toolu_b", "name": "g"}},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_a", "name": "f"},
+        },
+        {
+            "type": "content_block_start",
+            "index": 2,
+            "content_block": {"type": "tool_use", "id": "toolu_b", "name": "g"},
+        },
         {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
         {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": "{}"}},
     ]
-    calls = [chunk["choices"][0]["delta"]["tool_calls"][0] for event in events for chunk in translator.take(event)
-             if "tool_calls" in chunk["choices"][0]["delta"]]
+    calls = [
+        chunk["choices"][0]["delta"]["tool_calls"][0]
+        for event in events
+        for chunk in translator.take(event)
+        if "tool_calls" in chunk["choices"][0]["delta"]
+    ]
     assert [(c["index"], c.get("id")) for c in calls] == [(0, "toolu_a"), (1, "toolu_b"), (1, None), (0, None)]
 
 
-@pytest.mark.parametrize("event", [
-    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}},  # before message_start
-    {"type": "message_start"},  # malformed
-    ["not", "an", "event"],
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {
+            "type": "content_block_delta",
+            "index": 0,
+            "delta": {"type": "text_delta", "text": "Hi"},
+        },  # before message_start
+        {"type": "message_start"},  # malformed
+        ["not", "an", "event"],
+    ],
+)
 def test_an_event_out_of_order_or_malformed_is_a_read_failure(event):
     with pytest.raises(ValueError):
         StreamTranslator(created=1).take(event)
@@ -406,8 +531,10 @@ def test_stop_sequences_end_the_answer_with_stop(upstream, stop):
 
 
 def test_cache_reads_and_writes_count_as_prompt_and_reads_as_cached(upstream):
-    upstream.script(AnthropicScript.usage(input_tokens=5, cache_read_input_tokens=100, cache_creation_input_tokens=20),
-                    AnthropicScript.usage(input_tokens=5, cache_read_input_tokens=100, cache_creation_input_tokens=20))
+    upstream.script(
+        AnthropicScript.usage(input_tokens=5, cache_read_input_tokens=100, cache_creation_input_tokens=20),
+        AnthropicScript.usage(input_tokens=5, cache_read_input_tokens=100, cache_creation_input_tokens=20),
+    )
     plain = complete(upstream, {"model": "m", "messages": [USER]})["usage"]
     payloads, _ = stream(upstream, {"model": "m", "messages": [USER]})
     streamed = chunks(payloads)[-1]["usage"]
@@ -432,8 +559,12 @@ def test_thinking_passes_through_and_comes_back_as_reasoning_content(upstream):
 
 
 def test_a_json_schema_response_format_becomes_output_config(upstream):
-    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
     response_format = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}}
     answer = complete(upstream, {"model": "m", "messages": [USER], "response_format": response_format})
     assert sent(upstream)["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
@@ -443,14 +574,17 @@ def test_a_json_schema_response_format_becomes_output_config(upstream):
 # -- what cannot be expressed --------------------------------------------------------
 
 
-@pytest.mark.parametrize(("extra", "param"), [
-    ({"n": 2}, "n"),
-    ({"logprobs": True}, "logprobs"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
-    ({"temperature": 1.5}, "temperature"),
-    ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
-    ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools.0.type"),
-])
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"temperature": 1.5}, "temperature"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools.0.type"),
+    ],
+)
 def test_what_the_messages_api_cannot_express_is_refused_before_sending(upstream, extra, param):
     error = start_error(upstream, {"model": "m", "messages": [USER], **extra})
     assert isinstance(error, InvalidRequest) and error.param == param
@@ -466,18 +600,25 @@ def test_a_provider_400_is_a_400_with_the_providers_message(upstream):
     assert "top_p: Input should be less than or equal to 1" in str(error)
 
 
-@pytest.mark.parametrize(("script", "status", "code", "retry_after"), [
-    (AnthropicScript.error(400, "messages.0.content: bad block"), 400, "upstream_rejected_request", None),
-    (AnthropicScript.error(413, "Request exceeds the maximum size"), 413, "upstream_rejected_request", None),
-    (AnthropicScript.error(401, "invalid x-api-key"), 502, "upstream_auth_failed", None),
-    (AnthropicScript.error(403, "Your API key does not have permission"), 502, "upstream_auth_failed", None),
-    (AnthropicScript.error(429, "Number of requests has exceeded your rate limit", retry_after=7), 429,
-     "upstream_rate_limited", "7"),
-    (AnthropicScript.error(529, "Overloaded", retry_after=3), 503, "upstream_overloaded", "3"),
-    (AnthropicScript.error(529, "Overloaded"), 503, "upstream_overloaded", None),
-    (AnthropicScript.error(500, "Internal server error"), 502, "upstream_error", None),
-    (AnthropicScript.raw(502, "<html>Bad gateway</html>"), 502, "upstream_error", None),
-])
+@pytest.mark.parametrize(
+    ("script", "status", "code", "retry_after"),
+    [
+        (AnthropicScript.error(400, "messages.0.content: bad block"), 400, "upstream_rejected_request", None),
+        (AnthropicScript.error(413, "Request exceeds the maximum size"), 413, "upstream_rejected_request", None),
+        (AnthropicScript.error(401, "invalid x-api-key"), 502, "upstream_auth_failed", None),
+        (AnthropicScript.error(403, "Your API key does not have permission"), 502, "upstream_auth_failed", None),
+        (
+            AnthropicScript.error(429, "Number of requests has exceeded your rate limit", retry_after=7),
+            429,
+            "upstream_rate_limited",
+            "7",
+        ),
+        (AnthropicScript.error(529, "Overloaded", retry_after=3), 503, "upstream_overloaded", "3"),
+        (AnthropicScript.error(529, "Overloaded"), 503, "upstream_overloaded", None),
+        (AnthropicScript.error(500, "Internal server error"), 502, "upstream_error", None),
+        (AnthropicScript.raw(502, "<html>Bad gateway</html>"), 502, "upstream_error", None),
+    ],
+)
 def test_provider_errors_map_to_honest_statuses(upstream, script, status, code, retry_after):
     upstream.script(script)
     error = start_error(upstream, {"model": "m", "messages": [USER]})
@@ -499,6 +640,7 @@ def test_a_slow_provider_is_a_504(upstream):
 
     async def action(provider: AnthropicProvider) -> None:
         await provider.start_chat(route(upstream.base_url, upstream.api_key), {"model": "m", "messages": [USER]})
+
     with pytest.raises(UpstreamError) as caught:
         run(action, timeout=0.2)
     assert (caught.value.status, caught.value.code) == (504, "upstream_timeout")
@@ -511,6 +653,7 @@ def test_an_unreachable_provider_is_a_502():
 
     async def action(provider: AnthropicProvider) -> None:
         await provider.start_chat(route(f"http://127.0.0.1:{closed_port}", "k"), {"model": "m", "messages": [USER]})
+
     with pytest.raises(UpstreamError) as caught:
         run(action)
     assert (caught.value.status, caught.value.code) == (502, "upstream_unavailable")

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from adapters.providers.base import arrived_blocks
 
-PART = b"data: {\"n\": 1}\n\ndata: {\"n\": 2}\n\n"
+PART = b'data: {"n": 1}\n\ndata: {"n": 2}\n\n'
 
 
 async def read_late(reader: str) -> tuple[bytes, BaseException | None]:

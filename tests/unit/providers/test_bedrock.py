@@ -21,20 +21,31 @@ from tests.fakes.bedrock_upstream import BedrockScript, FakeBedrockUpstream
 from tests.fakes.openai_wire import embedding_vector
 
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
-MESSAGES = [{"role": "system", "content": "You are terse."},
-            {"role": "user", "content": "Say hello to the nice people"}]
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say hello to the nice people"},
+]
 PROMPT_TOKENS = (14 + 28) // 4 + 1  # the fake's rule: chars // 4 + messages
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather in a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
-                   "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city"],
+        },
+    },
+}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
 @pytest.fixture(scope="module")
 def fake():
-    with FakeBedrockUpstream(access_key_id="AKIATESTBEDROCK00001", secret_access_key="s3cr3t/Key+Bedrock0000000001",
-                             region="eu-west-3") as server:
+    with FakeBedrockUpstream(
+        access_key_id="AKIATESTBEDROCK00001", secret_access_key="s3cr3t/Key+Bedrock0000000001", region="eu-west-3"
+    ) as server:
         yield server
 
 
@@ -43,16 +54,31 @@ def _fresh(fake):
     fake.reset()
 
 
-def route_for(fake: FakeBedrockUpstream, *, secret: str | None = None, region: str | None = "eu-west-3",
-              model: str = MODEL, base_url: str | None = None) -> Route:
-    return Route(model="aws/claude", provider="aws", kind="bedrock", base_url=base_url or fake.base_url, region=region,
-                 upstream_model=model, credential_id="cred-1", secret=fake.secret if secret is None else secret)
+def route_for(
+    fake: FakeBedrockUpstream,
+    *,
+    secret: str | None = None,
+    region: str | None = "eu-west-3",
+    model: str = MODEL,
+    base_url: str | None = None,
+) -> Route:
+    return Route(
+        model="aws/claude",
+        provider="aws",
+        kind="bedrock",
+        base_url=base_url or fake.base_url,
+        region=region,
+        upstream_model=model,
+        credential_id="cred-1",
+        secret=fake.secret if secret is None else secret,
+    )
 
 
 def run(use: Callable[[BedrockProvider], Awaitable[Any]], timeout: float = 5.0) -> Any:
     async def go() -> Any:
         async with aiohttp.ClientSession() as session:
             return await use(BedrockProvider(session, timeout_seconds=timeout))
+
     return asyncio.run(go())
 
 
@@ -63,11 +89,13 @@ def chat(route: Route, body: dict[str, Any], timeout: float = 5.0) -> dict[str, 
             return orjson.loads(await exchange.read_completion())
         finally:
             exchange.release()
+
     return run(use, timeout)
 
 
 def stream(route: Route, body: dict[str, Any]) -> tuple[list[Any], BaseException | None]:
     """Parsed chunks (``DONE`` kept as bytes) and what reading raised, if anything."""
+
     async def use(provider: BedrockProvider) -> tuple[list[Any], BaseException | None]:
         exchange = await provider.start_chat(route, {**body, "stream": True})
         chunks: list[Any] = []
@@ -79,6 +107,7 @@ def stream(route: Route, body: dict[str, Any]) -> tuple[list[Any], BaseException
         finally:
             exchange.release()
         return chunks, None
+
     return run(use)
 
 
@@ -99,25 +128,41 @@ def test_plain_chat_becomes_one_openai_completion_with_bedrock_usage(fake):
     answer = chat(route_for(fake), {"model": "aws/claude", "messages": MESSAGES})
     assert answer["object"] == "chat.completion" and answer["model"] == MODEL
     assert answer["id"] == "chatcmpl-fake-request-000001"
-    assert answer["choices"] == [{"index": 0, "message": {"role": "assistant", "content": "Hello from fake Bedrock",
-                                                          "refusal": None},
-                                  "logprobs": None, "finish_reason": "stop"}]
-    assert answer["usage"] == {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": 4,
-                               "total_tokens": PROMPT_TOKENS + 4,
-                               "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                               "completion_tokens_details": {"reasoning_tokens": 0}}
+    assert answer["choices"] == [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": "Hello from fake Bedrock", "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+    ]
+    assert answer["usage"] == {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": 4,
+        "total_tokens": PROMPT_TOKENS + 4,
+        "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     [request] = fake.requests
     assert request.operation == "converse" and request.model_id == MODEL
-    assert request.json == {"messages": [{"role": "user", "content": [{"text": "Say hello to the nice people"}]}],
-                            "system": [{"text": "You are terse."}]}
+    assert request.json == {
+        "messages": [{"role": "user", "content": [{"text": "Say hello to the nice people"}]}],
+        "system": [{"text": "You are terse."}],
+    }
 
 
 def test_stream_is_role_deltas_finish_usage_then_done(fake):
     chunks, failure = stream(route_for(fake), {"model": "aws/claude", "messages": MESSAGES})
     assert failure is None
     assert chunks[-1] == DONE
-    assert deltas(chunks) == [{"role": "assistant", "content": ""}, {"content": "Hello"}, {"content": " from"},
-                              {"content": " fake"}, {"content": " Bedrock"}, {}]
+    assert deltas(chunks) == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hello"},
+        {"content": " from"},
+        {"content": " fake"},
+        {"content": " Bedrock"},
+        {},
+    ]
     assert [c["choices"][0]["finish_reason"] for c in chunks[:-2]] == [None] * 5 + ["stop"]
     usage_chunk = chunks[-2]
     assert usage_chunk["choices"] == [] and usage_chunk["object"] == "chat.completion.chunk"
@@ -129,8 +174,10 @@ def test_stream_is_role_deltas_finish_usage_then_done(fake):
 
 
 def test_cache_reads_and_writes_count_as_prompt_tokens_and_reads_as_cached(fake):
-    fake.script(BedrockScript.usage(inputTokens=10, cacheReadInputTokens=300, cacheWriteInputTokens=50),
-                BedrockScript.usage(inputTokens=10, cacheReadInputTokens=300, cacheWriteInputTokens=50))
+    fake.script(
+        BedrockScript.usage(inputTokens=10, cacheReadInputTokens=300, cacheWriteInputTokens=50),
+        BedrockScript.usage(inputTokens=10, cacheReadInputTokens=300, cacheWriteInputTokens=50),
+    )
     usage = chat(route_for(fake), {"model": "m", "messages": MESSAGES})["usage"]
     assert usage["prompt_tokens"] == 360 and usage["total_tokens"] == 364
     assert usage["prompt_tokens_details"] == {"cached_tokens": 300, "cache_write_tokens": 50}
@@ -200,13 +247,15 @@ def test_a_missing_session_token_is_refused_when_the_credentials_need_one(fake):
 def test_the_fake_checks_that_the_signature_covers_the_body(fake):
     url = f"{fake.base_url}/model/{MODEL.replace(':', '%3A')}/converse"
     signed = orjson.dumps({"messages": [{"role": "user", "content": [{"text": "Hi"}]}]})
-    headers = signed_headers(Credentials(fake.access_key_id, fake.secret_access_key), "eu-west-3", url, signed,
-                             accept="application/json")
+    headers = signed_headers(
+        Credentials(fake.access_key_id, fake.secret_access_key), "eu-west-3", url, signed, accept="application/json"
+    )
 
     async def send(body: bytes) -> int:
         async with aiohttp.ClientSession() as session:
             async with session.post(URL(url, encoded=True), data=body, headers=headers) as response:
                 return response.status
+
     assert asyncio.run(send(signed)) == 200
     assert asyncio.run(send(signed.replace(b"Hi", b"Yo"))) == 403
     assert [r.signature_valid for r in fake.requests] == [True, False]
@@ -214,18 +263,29 @@ def test_the_fake_checks_that_the_signature_covers_the_body(fake):
 
 def test_probe_tells_a_refused_credential_from_an_accepted_one_without_tokens(fake):
     async def probes(provider: BedrockProvider) -> list[bool | None]:
-        return [await provider.probe(route_for(fake)),
-                await provider.probe(route_for(fake, secret="AKIATESTBEDROCK00001:wrong-secret")),
-                await provider.probe(route_for(fake, base_url="http://127.0.0.1:9")),
-                await provider.probe(route_for(fake, secret="no-colon"))]
+        return [
+            await provider.probe(route_for(fake)),
+            await provider.probe(route_for(fake, secret="AKIATESTBEDROCK00001:wrong-secret")),
+            await provider.probe(route_for(fake, base_url="http://127.0.0.1:9")),
+            await provider.probe(route_for(fake, secret="no-colon")),
+        ]
+
     assert run(probes) == [True, False, None, False]
     assert [r.json for r in fake.requests] == [{"messages": []}] * 2
 
 
 @pytest.mark.parametrize("secret", ["AKIAONLYKEYID", "AKIATEST:", ":s3cr3tOnly", "", None])
 def test_a_malformed_secret_is_provider_misconfigured_without_the_secret(fake, secret):
-    route = Route(model="aws/claude", provider="aws", kind="bedrock", base_url=fake.base_url, region="eu-west-3",
-                  upstream_model=MODEL, credential_id="c", secret=secret)
+    route = Route(
+        model="aws/claude",
+        provider="aws",
+        kind="bedrock",
+        base_url=fake.base_url,
+        region="eu-west-3",
+        upstream_model=MODEL,
+        credential_id="c",
+        secret=secret,
+    )
     error = upstream_error(lambda: chat(route, {"model": "m", "messages": MESSAGES}))
     assert (error.status, error.code) == (502, "provider_misconfigured")
     for part in ("AKIAONLYKEYID", "s3cr3tOnly", "AKIATEST"):
@@ -246,12 +306,15 @@ def test_a_missing_or_bad_region_is_provider_misconfigured(fake, region):
 
 
 def test_system_and_developer_messages_become_system_blocks_and_same_roles_merge(fake):
-    body = {"model": "m", "messages": [
-        {"role": "developer", "content": [{"type": "text", "text": "Rule one."}]},
-        {"role": "system", "content": "Rule two."},
-        {"role": "user", "content": "Hi"},
-        {"role": "user", "content": [{"type": "text", "text": "there"}]},
-    ]}
+    body = {
+        "model": "m",
+        "messages": [
+            {"role": "developer", "content": [{"type": "text", "text": "Rule one."}]},
+            {"role": "system", "content": "Rule two."},
+            {"role": "user", "content": "Hi"},
+            {"role": "user", "content": [{"type": "text", "text": "there"}]},
+        ],
+    }
     chat(route_for(fake), body)
     sent = fake.requests[0].json
     assert sent["system"] == [{"text": "Rule one."}, {"text": "Rule two."}]
@@ -259,25 +322,53 @@ def test_system_and_developer_messages_become_system_blocks_and_same_roles_merge
 
 
 def test_sampling_settings_become_inference_config(fake):
-    body = {"model": "m", "messages": MESSAGES, "max_tokens": 50, "temperature": 0.2, "top_p": 0.9,
-            "stop": ["END"], "user": "someone", "seed": 7}
+    body = {
+        "model": "m",
+        "messages": MESSAGES,
+        "max_tokens": 50,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "stop": ["END"],
+        "user": "someone",
+        "seed": 7,
+    }
     chat(route_for(fake), body)
-    assert fake.requests[0].json["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.2, "topP": 0.9,
-                                                        "stopSequences": ["END"]}
+    assert fake.requests[0].json["inferenceConfig"] == {
+        "maxTokens": 50,
+        "temperature": 0.2,
+        "topP": 0.9,
+        "stopSequences": ["END"],
+    }
 
 
 def test_a_base64_image_becomes_an_image_block(fake):
     data = base64.b64encode(PNG).decode()
-    body = {"model": "m", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is this?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}", "detail": "low"}}]}]}
+    body = {
+        "model": "m",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{data}", "detail": "low"}},
+                ],
+            }
+        ],
+    }
     answer = chat(route_for(fake), body)
     assert fake.requests[0].json["messages"][0]["content"][1] == {"image": {"format": "png", "source": {"bytes": data}}}
     assert answer["usage"]["prompt_tokens"] == len("What is this?") // 4 + 1 + 100
 
 
-@pytest.mark.parametrize("url", ["https://example.com/cat.png", "data:image/bmp;base64,Qk0=",
-                                 "data:image/png,rawbytes", "data:image/png;base64,@@@"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://example.com/cat.png",
+        "data:image/bmp;base64,Qk0=",
+        "data:image/png,rawbytes",
+        "data:image/png;base64,@@@",
+    ],
+)
 def test_an_image_bedrock_cannot_take_is_invalid_before_any_request(fake, url):
     body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
     with pytest.raises(InvalidRequest) as caught:
@@ -286,8 +377,14 @@ def test_an_image_bedrock_cannot_take_is_invalid_before_any_request(fake, url):
     assert fake.requests == []
 
 
-@pytest.mark.parametrize(("extra", "param"), [({"n": 2}, "n"), ({"logprobs": True}, "logprobs"),
-                                              ({"response_format": {"type": "json_object"}}, "response_format")])
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"logprobs": True}, "logprobs"),
+        ({"response_format": {"type": "json_object"}}, "response_format"),
+    ],
+)
 def test_what_converse_cannot_express_is_invalid_before_any_request(fake, extra, param):
     with pytest.raises(InvalidRequest) as caught:
         chat(route_for(fake), {"model": "m", "messages": MESSAGES, **extra})
@@ -297,52 +394,104 @@ def test_what_converse_cannot_express_is_invalid_before_any_request(fake, extra,
 
 def test_json_schema_response_format_becomes_output_config(fake):
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
-    chat(route_for(fake), {"model": "m", "messages": MESSAGES,
-                           "response_format": {"type": "json_schema",
-                                               "json_schema": {"name": "thing", "schema": schema}}})
-    assert fake.requests[0].json["outputConfig"] == {"textFormat": {"type": "json_schema", "structure": {
-        "jsonSchema": {"schema": orjson.dumps(schema).decode(), "name": "thing"}}}}
+    chat(
+        route_for(fake),
+        {
+            "model": "m",
+            "messages": MESSAGES,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema}},
+        },
+    )
+    assert fake.requests[0].json["outputConfig"] == {
+        "textFormat": {
+            "type": "json_schema",
+            "structure": {"jsonSchema": {"schema": orjson.dumps(schema).decode(), "name": "thing"}},
+        }
+    }
 
 
 # ---------------------------------------------------------------- tools
 
 
 def test_tool_round_trip_plain(fake):
-    body = {"model": "m", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [WEATHER],
-            "tool_choice": "required"}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+    }
     first = chat(route_for(fake), body)
     choice = first["choices"][0]
     assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
     [call] = choice["message"]["tool_calls"]
-    assert call == {"id": "tooluse_fake000001", "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city":"test","unit":"c"}'}}
-    assert fake.requests[0].json["toolConfig"] == {"tools": [{"toolSpec": {
-        "name": "get_weather", "description": "Weather in a city",
-        "inputSchema": {"json": WEATHER["function"]["parameters"]}}}], "toolChoice": {"any": {}}}
+    assert call == {
+        "id": "tooluse_fake000001",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"test","unit":"c"}'},
+    }
+    assert fake.requests[0].json["toolConfig"] == {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": "get_weather",
+                    "description": "Weather in a city",
+                    "inputSchema": {"json": WEATHER["function"]["parameters"]},
+                }
+            }
+        ],
+        "toolChoice": {"any": {}},
+    }
 
-    follow_up = {**body, "tool_choice": "auto", "messages": [
-        *body["messages"], choice["message"], {"role": "tool", "tool_call_id": call["id"], "content": "18C, sunny"}]}
+    follow_up = {
+        **body,
+        "tool_choice": "auto",
+        "messages": [
+            *body["messages"],
+            choice["message"],
+            {"role": "tool", "tool_call_id": call["id"], "content": "18C, sunny"},
+        ],
+    }
     second = chat(route_for(fake), follow_up)
     assert second["choices"][0]["message"]["content"] == "Hello from fake Bedrock"
     assert second["choices"][0]["finish_reason"] == "stop"
     sent = fake.requests[1].json
     assert sent["messages"][1:] == [
-        {"role": "assistant", "content": [{"toolUse": {"toolUseId": "tooluse_fake000001", "name": "get_weather",
-                                                       "input": {"city": "test", "unit": "c"}}}]},
-        {"role": "user", "content": [{"toolResult": {"toolUseId": "tooluse_fake000001",
-                                                     "content": [{"text": "18C, sunny"}]}}]}]
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "toolUse": {
+                        "toolUseId": "tooluse_fake000001",
+                        "name": "get_weather",
+                        "input": {"city": "test", "unit": "c"},
+                    }
+                }
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"toolResult": {"toolUseId": "tooluse_fake000001", "content": [{"text": "18C, sunny"}]}}],
+        },
+    ]
     assert sent["toolConfig"]["toolChoice"] == {"auto": {}}
 
 
 def test_consecutive_tool_results_merge_into_one_user_turn(fake):
-    calls = [{"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"X"}'}}
-             for i in (1, 2)]
-    body = {"model": "m", "tools": [WEATHER], "messages": [
-        {"role": "user", "content": "Two cities"},
-        {"role": "assistant", "content": "Checking.", "tool_calls": calls},
-        {"role": "tool", "tool_call_id": "call_1", "content": "10C"},
-        {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "20C"}]},
-        {"role": "user", "content": "Compare them"}]}
+    calls = [
+        {"id": f"call_{i}", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"X"}'}}
+        for i in (1, 2)
+    ]
+    body = {
+        "model": "m",
+        "tools": [WEATHER],
+        "messages": [
+            {"role": "user", "content": "Two cities"},
+            {"role": "assistant", "content": "Checking.", "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "call_1", "content": "10C"},
+            {"role": "tool", "tool_call_id": "call_2", "content": [{"type": "text", "text": "20C"}]},
+            {"role": "user", "content": "Compare them"},
+        ],
+    }
     chat(route_for(fake), body)
     sent = fake.requests[0].json["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "user"]
@@ -351,11 +500,21 @@ def test_consecutive_tool_results_merge_into_one_user_turn(fake):
 
 
 def test_a_history_with_tool_calls_keeps_a_tool_config_when_tools_are_off(fake):
-    body = {"model": "m", "tool_choice": "none", "messages": [
-        {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "10C"}]}
+    body = {
+        "model": "m",
+        "tool_choice": "none",
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "10C"},
+        ],
+    }
     answer = chat(route_for(fake), body)
     assert answer["choices"][0]["finish_reason"] == "stop"
     assert fake.requests[0].json["toolConfig"]["tools"][0]["toolSpec"]["name"] == "get_weather"
@@ -369,16 +528,24 @@ def test_tool_choice_none_without_history_sends_no_tools(fake):
 
 def test_tool_call_streamed_after_text_keeps_openai_tool_indexes(fake):
     fake.script(BedrockScript.with_preamble("Let me check."))
-    body = {"model": "m", "messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": [WEATHER],
-            "tool_choice": {"type": "function", "function": {"name": "get_weather"}}}
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+        "tools": [WEATHER],
+        "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+    }
     chunks, failure = stream(route_for(fake), body)
     assert failure is None and chunks[-1] == DONE
     assert fake.requests[0].json["toolConfig"]["toolChoice"] == {"tool": {"name": "get_weather"}}
     seen = deltas(chunks)
     assert "".join(d.get("content") or "" for d in seen) == "Let me check."
     calls = [d["tool_calls"][0] for d in seen if "tool_calls" in d]
-    assert calls[0] == {"index": 0, "id": "tooluse_fake000001", "type": "function",
-                        "function": {"name": "get_weather", "arguments": ""}}
+    assert calls[0] == {
+        "index": 0,
+        "id": "tooluse_fake000001",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": ""},
+    }
     assert {c["index"] for c in calls} == {0} and len(calls) == 1 + 4
     assert orjson.loads("".join(c["function"]["arguments"] for c in calls)) == {"city": "test", "unit": "c"}
     assert chunks[-3]["choices"][0]["finish_reason"] == "tool_calls"
@@ -387,24 +554,46 @@ def test_tool_call_streamed_after_text_keeps_openai_tool_indexes(fake):
 
 
 def test_a_streamed_tool_result_round_trip(fake):
-    body = {"model": "m", "tools": [WEATHER], "messages": [
-        {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "tool_calls": [
-            {"id": "call_9", "type": "function",
-             "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]},
-        {"role": "tool", "tool_call_id": "call_9", "content": "-3C"}]}
+    body = {
+        "model": "m",
+        "tools": [WEATHER],
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_9",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_9", "content": "-3C"},
+        ],
+    }
     chunks, failure = stream(route_for(fake), body)
     assert failure is None and chunks[-1] == DONE
     assert "".join(d.get("content") or "" for d in deltas(chunks)) == "Hello from fake Bedrock"
     assert fake.requests[0].json["messages"][2]["content"] == [
-        {"toolResult": {"toolUseId": "call_9", "content": [{"text": "-3C"}]}}]
+        {"toolResult": {"toolUseId": "call_9", "content": [{"text": "-3C"}]}}
+    ]
 
 
 def test_tool_call_arguments_that_are_not_json_are_invalid(fake):
-    body = {"model": "m", "tools": [WEATHER], "messages": [
-        {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "tool_calls": [
-            {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{not json"}}]}]}
+    body = {
+        "model": "m",
+        "tools": [WEATHER],
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"id": "c", "type": "function", "function": {"name": "get_weather", "arguments": "{not json"}}
+                ],
+            },
+        ],
+    }
     with pytest.raises(InvalidRequest):
         chat(route_for(fake), body)
     assert fake.requests == []
@@ -413,15 +602,18 @@ def test_tool_call_arguments_that_are_not_json_are_invalid(fake):
 # ---------------------------------------------------------------- stop reasons
 
 
-@pytest.mark.parametrize(("settings", "script", "finish"), [
-    ({}, None, "stop"),
-    ({"max_tokens": 2}, None, "length"),
-    ({"stop": " fake"}, None, "stop"),
-    ({}, BedrockScript.stop("guardrail_intervened"), "content_filter"),
-    ({}, BedrockScript.stop("content_filtered"), "content_filter"),
-    ({}, BedrockScript.stop("model_context_window_exceeded"), "length"),
-    ({"tools": [WEATHER]}, None, "tool_calls"),
-])
+@pytest.mark.parametrize(
+    ("settings", "script", "finish"),
+    [
+        ({}, None, "stop"),
+        ({"max_tokens": 2}, None, "length"),
+        ({"stop": " fake"}, None, "stop"),
+        ({}, BedrockScript.stop("guardrail_intervened"), "content_filter"),
+        ({}, BedrockScript.stop("content_filtered"), "content_filter"),
+        ({}, BedrockScript.stop("model_context_window_exceeded"), "length"),
+        ({"tools": [WEATHER]}, None, "tool_calls"),
+    ],
+)
 def test_stop_reasons_map_to_openai_finish_reasons(fake, settings, script, finish):
     if script is not None:
         fake.script(script, script)
@@ -432,27 +624,36 @@ def test_stop_reasons_map_to_openai_finish_reasons(fake, settings, script, finis
 
 
 def test_max_tokens_and_stop_cut_the_text(fake):
-    assert chat(route_for(fake), {"model": "m", "messages": MESSAGES, "max_tokens": 2})["choices"][0]["message"][
-        "content"] == "Hello from"
-    assert chat(route_for(fake), {"model": "m", "messages": MESSAGES, "stop": [" fake"]})["choices"][0]["message"][
-        "content"] == "Hello from"
+    assert (
+        chat(route_for(fake), {"model": "m", "messages": MESSAGES, "max_tokens": 2})["choices"][0]["message"]["content"]
+        == "Hello from"
+    )
+    assert (
+        chat(route_for(fake), {"model": "m", "messages": MESSAGES, "stop": [" fake"]})["choices"][0]["message"][
+            "content"
+        ]
+        == "Hello from"
+    )
     assert [r.json["inferenceConfig"] for r in fake.requests] == [{"maxTokens": 2}, {"stopSequences": [" fake"]}]
 
 
 # ---------------------------------------------------------------- errors before the first byte
 
 
-@pytest.mark.parametrize(("status", "error_type", "expected_status", "expected_code"), [
-    (429, "ThrottlingException", 429, "upstream_rate_limited"),
-    (429, "ModelNotReadyException", 429, "upstream_rate_limited"),
-    (500, "InternalServerException", 502, "upstream_error"),
-    (424, "ModelErrorException", 502, "upstream_error"),
-    (503, "ServiceUnavailableException", 503, "upstream_unavailable"),
-    (408, "ModelTimeoutException", 504, "upstream_timeout"),
-    (403, "AccessDeniedException", 502, "upstream_auth_failed"),
-    (400, "ValidationException", 400, "upstream_rejected_request"),
-    (404, "ResourceNotFoundException", 404, "model_not_found"),
-])
+@pytest.mark.parametrize(
+    ("status", "error_type", "expected_status", "expected_code"),
+    [
+        (429, "ThrottlingException", 429, "upstream_rate_limited"),
+        (429, "ModelNotReadyException", 429, "upstream_rate_limited"),
+        (500, "InternalServerException", 502, "upstream_error"),
+        (424, "ModelErrorException", 502, "upstream_error"),
+        (503, "ServiceUnavailableException", 503, "upstream_unavailable"),
+        (408, "ModelTimeoutException", 504, "upstream_timeout"),
+        (403, "AccessDeniedException", 502, "upstream_auth_failed"),
+        (400, "ValidationException", 400, "upstream_rejected_request"),
+        (404, "ResourceNotFoundException", 404, "model_not_found"),
+    ],
+)
 def test_bedrock_errors_map_to_honest_statuses(fake, status, error_type, expected_status, expected_code):
     fake.script(BedrockScript.error(status, error_type, "details"), BedrockScript.error(status, error_type, "details"))
     for body in ({"model": "m", "messages": MESSAGES}, {"model": "m", "messages": MESSAGES, "stream": True}):
@@ -503,12 +704,16 @@ def test_an_exception_event_mid_stream_is_a_read_failure_not_done(fake, kind):
     assert deltas(chunks) == [{"role": "assistant", "content": ""}, {"content": "Hello"}, {"content": " from"}]
 
 
-@pytest.mark.parametrize(("script", "failure_type"), [
-    (BedrockScript.break_stream_after(3), aiohttp.ClientPayloadError),  # TCP connection dropped
-    (BedrockScript.end_stream_after(6), ValueError),  # clean end before messageStop
-    (BedrockScript.end_stream_after(7), ValueError),  # messageStop but no metadata
-    (BedrockScript.end_stream_after(4, partial_event=True), ValueError),  # ends inside a message
-], ids=["dropped", "no-message-stop", "no-metadata", "cut-message"])
+@pytest.mark.parametrize(
+    ("script", "failure_type"),
+    [
+        (BedrockScript.break_stream_after(3), aiohttp.ClientPayloadError),  # TCP connection dropped
+        (BedrockScript.end_stream_after(6), ValueError),  # clean end before messageStop
+        (BedrockScript.end_stream_after(7), ValueError),  # messageStop but no metadata
+        (BedrockScript.end_stream_after(4, partial_event=True), ValueError),  # ends inside a message
+    ],
+    ids=["dropped", "no-message-stop", "no-metadata", "cut-message"],
+)
 def test_a_broken_stream_is_a_read_failure_not_done(fake, script, failure_type):
     fake.script(script)
     chunks, failure = stream(route_for(fake), {"model": "m", "messages": MESSAGES})
@@ -523,8 +728,13 @@ def test_a_broken_stream_is_a_read_failure_not_done(fake, script, failure_type):
 def test_titan_embeddings_become_an_openai_embeddings_document(fake):
     route = route_for(fake, model="amazon.titan-embed-text-v2:0")
     inputs = ["first text", "a second, longer text"]
-    document = orjson.loads(run(lambda p: p.embed(route, {"model": "aws/titan", "input": inputs, "dimensions": 256,
-                                                         "encoding_format": "float"})))
+    document = orjson.loads(
+        run(
+            lambda p: p.embed(
+                route, {"model": "aws/titan", "input": inputs, "dimensions": 256, "encoding_format": "float"}
+            )
+        )
+    )
     assert document["object"] == "list" and document["model"] == "amazon.titan-embed-text-v2:0"
     assert [d["index"] for d in document["data"]] == [0, 1]
     assert document["data"][1]["embedding"] == embedding_vector(inputs[1], 256)

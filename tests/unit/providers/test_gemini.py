@@ -25,11 +25,19 @@ from tests.fakes.gemini_upstream import (
 
 MODEL = "gemini-2.5-flash"
 USER = [{"role": "user", "content": "Say hello to the nice people"}]  # 28 chars → 7 prompt tokens
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather",
-    "parameters": {"type": "object", "additionalProperties": False,
-                   "properties": {"city": {"type": "string"}, "unit": {"type": ["string", "null"], "enum": ["c", "f"]}},
-                   "required": ["city"]}}}
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather",
+        "parameters": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"city": {"type": "string"}, "unit": {"type": ["string", "null"], "enum": ["c", "f"]}},
+            "required": ["city"],
+        },
+    },
+}
 PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\nfake").decode()
 
 
@@ -44,11 +52,19 @@ def _fresh(upstream):
     upstream.reset()
 
 
-def route_to(upstream: FakeGeminiUpstream, *, model: str = MODEL, secret: Any = "default",
-             base_url: str | None = None) -> Route:
-    return Route(model=f"google/{model}", provider="google", kind="gemini", region=None,
-                 base_url=base_url or upstream.base_url, upstream_model=model, credential_id="cred-1",
-                 secret=upstream.api_key if secret == "default" else secret)
+def route_to(
+    upstream: FakeGeminiUpstream, *, model: str = MODEL, secret: Any = "default", base_url: str | None = None
+) -> Route:
+    return Route(
+        model=f"google/{model}",
+        provider="google",
+        kind="gemini",
+        region=None,
+        base_url=base_url or upstream.base_url,
+        upstream_model=model,
+        credential_id="cred-1",
+        secret=upstream.api_key if secret == "default" else secret,
+    )
 
 
 async def _call(action, timeout: float = 5.0):
@@ -63,14 +79,15 @@ def chat(route: Route, body: dict[str, Any], timeout: float = 5.0) -> dict[str, 
             return orjson.loads(await exchange.read_completion())
         finally:
             exchange.release()
+
     return asyncio.run(_call(action, timeout))
 
 
 def stream(route: Route, body: dict[str, Any]) -> tuple[list[bytes], BaseException | None]:
     """Every payload the exchange yields, and what reading it raised (if anything)."""
+
     async def action(provider: GeminiProvider) -> tuple[list[bytes], BaseException | None]:
-        exchange = await provider.start_chat(route, {**body, "stream": True,
-                                                     "stream_options": {"include_usage": True}})
+        exchange = await provider.start_chat(route, {**body, "stream": True, "stream_options": {"include_usage": True}})
         payloads: list[bytes] = []
         try:
             async for data in exchange.stream_data():
@@ -80,6 +97,7 @@ def stream(route: Route, body: dict[str, Any]) -> tuple[list[bytes], BaseExcepti
         finally:
             exchange.release()
         return payloads, None
+
     return asyncio.run(_call(action))
 
 
@@ -90,6 +108,7 @@ def chunks_of(payloads: list[bytes]) -> list[dict[str, Any]]:
 def embed(route: Route, body: dict[str, Any]) -> dict[str, Any]:
     async def action(provider: GeminiProvider) -> dict[str, Any]:
         return orjson.loads(await provider.embed(route, body))
+
     return asyncio.run(_call(action))
 
 
@@ -104,11 +123,21 @@ def test_plain_answer_is_an_openai_completion_with_geminis_usage(upstream):
     answer = chat(route_to(upstream), {"model": "google/gemini", "messages": USER})
     assert answer["object"] == "chat.completion"
     assert answer["model"] == MODEL
-    assert answer["choices"] == [{"index": 0, "logprobs": None, "finish_reason": "stop", "message": {
-        "role": "assistant", "content": DEFAULT_REPLY_TEXT, "refusal": None}}]
-    assert answer["usage"] == {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11,
-                               "prompt_tokens_details": {"cached_tokens": 0},
-                               "completion_tokens_details": {"reasoning_tokens": 0}}
+    assert answer["choices"] == [
+        {
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": DEFAULT_REPLY_TEXT, "refusal": None},
+        }
+    ]
+    assert answer["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 4,
+        "total_tokens": 11,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     request = upstream.requests[0]
     assert request.path == f"/v1beta/models/{MODEL}:generateContent"
     assert request.headers["x-goog-api-key"] == upstream.api_key
@@ -128,32 +157,43 @@ def test_stream_is_role_chunk_deltas_finish_one_usage_chunk_then_done(upstream):
     assert deltas == ["Hello", " from", " fake", " Gemini"]
     assert chunks[-2]["choices"] == [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11,
-                                   "prompt_tokens_details": {"cached_tokens": 0},
-                                   "completion_tokens_details": {"reasoning_tokens": 0}}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 4,
+        "total_tokens": 11,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
+    }
     assert all("usage" not in c for c in chunks[:-1])
     request = upstream.requests[0]
     assert request.path == f"/v1beta/models/{MODEL}:streamGenerateContent" and request.query == {"alt": "sse"}
 
 
 def test_system_and_developer_messages_become_the_system_instruction_and_roles_alternate(upstream):
-    messages = [{"role": "system", "content": "You are terse."},
-                {"role": "developer", "content": [{"type": "text", "text": "Answer in English."}]},
-                {"role": "user", "content": "Hi"},
-                {"role": "assistant", "content": "Hello!"},
-                {"role": "user", "content": "Again"},
-                {"role": "user", "content": [{"type": "text", "text": "please"}]}]
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "developer", "content": [{"type": "text", "text": "Answer in English."}]},
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Again"},
+        {"role": "user", "content": [{"type": "text", "text": "please"}]},
+    ]
     chat(route_to(upstream), {"messages": messages})
     assert sent(upstream) == {
         "systemInstruction": {"parts": [{"text": "You are terse."}, {"text": "Answer in English."}]},
-        "contents": [{"role": "user", "parts": [{"text": "Hi"}]},
-                     {"role": "model", "parts": [{"text": "Hello!"}]},
-                     {"role": "user", "parts": [{"text": "Again"}, {"text": "please"}]}]}
+        "contents": [
+            {"role": "user", "parts": [{"text": "Hi"}]},
+            {"role": "model", "parts": [{"text": "Hello!"}]},
+            {"role": "user", "parts": [{"text": "Again"}, {"text": "please"}]},
+        ],
+    }
 
 
 def test_generation_options_become_generation_config(upstream):
-    answer = chat(route_to(upstream), {"messages": USER, "max_tokens": 3, "max_completion_tokens": 2,
-                                       "temperature": 0.2, "top_p": 0.9, "seed": 7})
+    answer = chat(
+        route_to(upstream),
+        {"messages": USER, "max_tokens": 3, "max_completion_tokens": 2, "temperature": 0.2, "top_p": 0.9, "seed": 7},
+    )
     assert sent(upstream)["generationConfig"] == {"maxOutputTokens": 2, "temperature": 0.2, "topP": 0.9, "seed": 7}
     assert answer["choices"][0]["message"]["content"] == "Hello from"
     assert answer["choices"][0]["finish_reason"] == "length"
@@ -164,12 +204,26 @@ def test_generation_options_become_generation_config(upstream):
 
 
 def test_json_schema_response_format_becomes_response_schema(upstream):
-    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
-              "additionalProperties": False}
-    answer = chat(route_to(upstream), {"messages": USER, "response_format": {
-        "type": "json_schema", "json_schema": {"name": "place", "strict": True, "schema": schema}}})
-    assert sent(upstream)["generationConfig"] == {"responseMimeType": "application/json", "responseSchema": {
-        "type": "OBJECT", "properties": {"city": {"type": "STRING"}}, "required": ["city"]}}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
+    answer = chat(
+        route_to(upstream),
+        {
+            "messages": USER,
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "place", "strict": True, "schema": schema},
+            },
+        },
+    )
+    assert sent(upstream)["generationConfig"] == {
+        "responseMimeType": "application/json",
+        "responseSchema": {"type": "OBJECT", "properties": {"city": {"type": "STRING"}}, "required": ["city"]},
+    }
     assert orjson.loads(answer["choices"][0]["message"]["content"]) == {"city": "example"}
 
 
@@ -180,9 +234,18 @@ def test_tool_call_round_trip_carries_name_arguments_and_thought_signature(upstr
     upstream.require_thought_signatures = True  # as Gemini 3 checks
     first = chat(route_to(upstream), {"messages": USER, "tools": [WEATHER_TOOL]})
     declaration = sent(upstream)["tools"][0]["functionDeclarations"][0]
-    assert declaration == {"name": "get_weather", "description": "Current weather", "parameters": {
-        "type": "OBJECT", "required": ["city"], "properties": {
-            "city": {"type": "STRING"}, "unit": {"type": "STRING", "nullable": True, "enum": ["c", "f"]}}}}
+    assert declaration == {
+        "name": "get_weather",
+        "description": "Current weather",
+        "parameters": {
+            "type": "OBJECT",
+            "required": ["city"],
+            "properties": {
+                "city": {"type": "STRING"},
+                "unit": {"type": "STRING", "nullable": True, "enum": ["c", "f"]},
+            },
+        },
+    }
     choice = first["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     assert choice["message"]["content"] is None
@@ -194,9 +257,14 @@ def test_tool_call_round_trip_carries_name_arguments_and_thought_signature(upstr
     history = USER + [choice["message"], {"role": "tool", "tool_call_id": call["id"], "content": '{"temp": 21}'}]
     second = chat(route_to(upstream), {"messages": history, "tools": [WEATHER_TOOL]})
     assert sent(upstream)["contents"][1:] == [
-        {"role": "model", "parts": [{"functionCall": {"name": "get_weather", "args": {"city": "example"}},
-                                     "thoughtSignature": signature}]},
-        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp": 21}}}]}]
+        {
+            "role": "model",
+            "parts": [
+                {"functionCall": {"name": "get_weather", "args": {"city": "example"}}, "thoughtSignature": signature}
+            ],
+        },
+        {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"temp": 21}}}]},
+    ]
     assert second["choices"][0]["message"]["content"] == 'Tool results: get_weather={"temp":21}'
     assert second["choices"][0]["finish_reason"] == "stop"
 
@@ -204,18 +272,36 @@ def test_tool_call_round_trip_carries_name_arguments_and_thought_signature(upstr
 def test_replayed_tool_call_without_signature_gets_googles_documented_bypass(upstream):
     upstream.require_thought_signatures = True
     history = USER + [
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}},
-            {"id": "call_b", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_a",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                },
+                {
+                    "id": "call_b",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
+                },
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_b", "content": "sunny"},
-        {"role": "tool", "tool_call_id": "call_a", "content": "rain"}]
+        {"role": "tool", "tool_call_id": "call_a", "content": "rain"},
+    ]
     answer = chat(route_to(upstream), {"messages": history, "tools": [WEATHER_TOOL]})
     model_turn, results = sent(upstream)["contents"][1:]
     assert model_turn["parts"][0]["thoughtSignature"] == "skip_thought_signature_validator"
     assert "thoughtSignature" not in model_turn["parts"][1]
-    assert results == {"role": "user", "parts": [
-        {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}},
-        {"functionResponse": {"name": "get_weather", "response": {"output": "rain"}}}]}
+    assert results == {
+        "role": "user",
+        "parts": [
+            {"functionResponse": {"name": "get_weather", "response": {"output": "sunny"}}},
+            {"functionResponse": {"name": "get_weather", "response": {"output": "rain"}}},
+        ],
+    }
     assert answer["choices"][0]["message"]["content"].startswith("Tool results: get_weather=")
 
 
@@ -237,13 +323,18 @@ def test_streamed_tool_call_round_trip(upstream):
     assert text == 'Tool results: get_weather={"output":"12 degrees"}'
 
 
-@pytest.mark.parametrize(("tool_choice", "config"), [
-    ("auto", {"mode": "AUTO"}),
-    ("none", {"mode": "NONE"}),
-    ("required", {"mode": "ANY"}),
-    ({"type": "function", "function": {"name": "get_weather"}},
-     {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}),
-])
+@pytest.mark.parametrize(
+    ("tool_choice", "config"),
+    [
+        ("auto", {"mode": "AUTO"}),
+        ("none", {"mode": "NONE"}),
+        ("required", {"mode": "ANY"}),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"mode": "ANY", "allowedFunctionNames": ["get_weather"]},
+        ),
+    ],
+)
 def test_tool_choice_becomes_function_calling_config(upstream, tool_choice, config):
     answer = chat(route_to(upstream), {"messages": USER, "tools": [WEATHER_TOOL], "tool_choice": tool_choice})
     assert sent(upstream)["toolConfig"] == {"functionCallingConfig": config}
@@ -258,14 +349,19 @@ def test_tool_result_for_an_unknown_call_id_is_refused_before_sending(upstream):
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize(("schema", "keyword"), [
-    ({"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "$defs": {"A": {"type": "string"}}}, "$"),
-    ({"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}}, "oneOf"),
-    ({"type": "object", "properties": {"a": {"type": "object", "additionalProperties": {"type": "string"}}}},
-     "additionalProperties"),
-    ({"type": "object", "properties": {"a": {"type": ["string", "integer"]}}}, "type"),
-    ({"type": "object", "properties": {"a": {"type": "integer", "enum": [1, 2]}}}, "enum"),
-])
+@pytest.mark.parametrize(
+    ("schema", "keyword"),
+    [
+        ({"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "$defs": {"A": {"type": "string"}}}, "$"),
+        ({"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}, {"type": "integer"}]}}}, "oneOf"),
+        (
+            {"type": "object", "properties": {"a": {"type": "object", "additionalProperties": {"type": "string"}}}},
+            "additionalProperties",
+        ),
+        ({"type": "object", "properties": {"a": {"type": ["string", "integer"]}}}, "type"),
+        ({"type": "object", "properties": {"a": {"type": "integer", "enum": [1, 2]}}}, "enum"),
+    ],
+)
 def test_schema_gemini_cannot_express_is_refused_naming_the_tool(upstream, schema, keyword):
     tool = {"type": "function", "function": {"name": "lookup", "parameters": schema}}
     with pytest.raises(InvalidRequest, match="lookup") as raised:
@@ -278,14 +374,21 @@ def test_schema_gemini_cannot_express_is_refused_naming_the_tool(upstream, schem
 def test_response_format_schema_gemini_cannot_express_is_refused(upstream):
     schema = {"type": "object", "properties": {"a": {"allOf": [{"type": "string"}]}}}
     with pytest.raises(InvalidRequest, match="allOf") as raised:
-        chat(route_to(upstream), {"messages": USER, "response_format": {
-            "type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
+        chat(
+            route_to(upstream),
+            {
+                "messages": USER,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}},
+            },
+        )
     assert raised.value.param == "response_format"
     assert upstream.requests == []
 
 
-@pytest.mark.parametrize("field", [{"logit_bias": {"50256": -100}}, {"logprobs": True},
-                                   {"parallel_tool_calls": False}, {"reasoning_effort": "low"}])
+@pytest.mark.parametrize(
+    "field",
+    [{"logit_bias": {"50256": -100}}, {"logprobs": True}, {"parallel_tool_calls": False}, {"reasoning_effort": "low"}],
+)
 def test_options_gemini_cannot_honour_are_refused_before_sending(upstream, field):
     with pytest.raises(InvalidRequest):
         chat(route_to(upstream), {"messages": USER, **field})
@@ -296,11 +399,15 @@ def test_options_gemini_cannot_honour_are_refused_before_sending(upstream, field
 
 
 def test_data_url_image_is_sent_inline(upstream):
-    content = [{"type": "text", "text": "What is this?"},
-               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}]
+    content = [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}},
+    ]
     answer = chat(route_to(upstream), {"messages": [{"role": "user", "content": content}]})
     assert sent(upstream)["contents"][0]["parts"] == [
-        {"text": "What is this?"}, {"inlineData": {"mimeType": "image/png", "data": PIXEL}}]
+        {"text": "What is this?"},
+        {"inlineData": {"mimeType": "image/png", "data": PIXEL}},
+    ]
     assert answer["usage"]["prompt_tokens"] == math.ceil(len("What is this?") / 4) + 258
 
 
@@ -315,17 +422,27 @@ def test_http_image_url_is_refused_before_anything_is_sent(upstream):
 # ---------------------------------------------------------------- finish reasons, choices, usage
 
 
-@pytest.mark.parametrize(("gemini", "openai"), [
-    ("STOP", "stop"), ("MAX_TOKENS", "length"), ("SAFETY", "content_filter"), ("RECITATION", "content_filter"),
-    ("BLOCKLIST", "content_filter"), ("PROHIBITED_CONTENT", "content_filter"), ("SPII", "content_filter"),
-    ("OTHER", "stop"), ("MALFORMED_FUNCTION_CALL", "stop"),
-])
+@pytest.mark.parametrize(
+    ("gemini", "openai"),
+    [
+        ("STOP", "stop"),
+        ("MAX_TOKENS", "length"),
+        ("SAFETY", "content_filter"),
+        ("RECITATION", "content_filter"),
+        ("BLOCKLIST", "content_filter"),
+        ("PROHIBITED_CONTENT", "content_filter"),
+        ("SPII", "content_filter"),
+        ("OTHER", "stop"),
+        ("MALFORMED_FUNCTION_CALL", "stop"),
+    ],
+)
 def test_finish_reason_mapping(gemini, openai):
     assert finish_reason(gemini, called_tools=False) == openai
 
 
-@pytest.mark.parametrize(("reason", "expected"), [("SAFETY", "content_filter"), ("RECITATION", "content_filter"),
-                                                  ("MAX_TOKENS", "length")])
+@pytest.mark.parametrize(
+    ("reason", "expected"), [("SAFETY", "content_filter"), ("RECITATION", "content_filter"), ("MAX_TOKENS", "length")]
+)
 def test_finish_reason_from_the_wire_plain_and_streamed(upstream, reason, expected):
     upstream.script(GeminiScript.finish(reason), GeminiScript.finish(reason))
     assert chat(route_to(upstream), {"messages": USER})["choices"][0]["finish_reason"] == expected
@@ -347,8 +464,11 @@ def test_n_two_gives_two_choices_plain_and_streamed(upstream):
     finishes = [c["choices"][0]["index"] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
     assert sorted(finishes) == [0, 1]
     for index in (0, 1):
-        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks
-                       if c["choices"] and c["choices"][0]["index"] == index)
+        text = "".join(
+            c["choices"][0]["delta"].get("content") or ""
+            for c in chunks
+            if c["choices"] and c["choices"][0]["index"] == index
+        )
         assert text == DEFAULT_REPLY_TEXT
     assert chunks[-1]["usage"]["completion_tokens"] == 8
 
@@ -359,9 +479,13 @@ def test_thoughts_cached_and_reasoning_tokens_are_reported_as_openai_does(upstre
     answer = chat(route_to(upstream), {"messages": USER})
     message = answer["choices"][0]["message"]
     assert message["content"] == DEFAULT_REPLY_TEXT and message["reasoning_content"] == "Let me think"
-    assert answer["usage"] == {"prompt_tokens": 7, "completion_tokens": 4 + 3, "total_tokens": 14,
-                               "prompt_tokens_details": {"cached_tokens": 3},
-                               "completion_tokens_details": {"reasoning_tokens": 3}}
+    assert answer["usage"] == {
+        "prompt_tokens": 7,
+        "completion_tokens": 4 + 3,
+        "total_tokens": 14,
+        "prompt_tokens_details": {"cached_tokens": 3},
+        "completion_tokens_details": {"reasoning_tokens": 3},
+    }
     payloads, _ = stream(route_to(upstream), {"messages": USER})
     chunks = chunks_of(payloads)
     assert chunks[1]["choices"][0]["delta"] == {"reasoning_content": "Let me think"}
@@ -383,8 +507,9 @@ def test_prompt_blocked_by_safety_is_a_400_content_filtered_error(upstream):
 
 
 def test_429_is_rate_limited_with_googles_retry_delay(upstream):
-    upstream.script(GeminiScript.error(429, retry_delay="36.2s"), GeminiScript.error(429, retry_after="9"),
-                    GeminiScript.error(429))
+    upstream.script(
+        GeminiScript.error(429, retry_delay="36.2s"), GeminiScript.error(429, retry_after="9"), GeminiScript.error(429)
+    )
     delays = []
     for _ in range(3):
         with pytest.raises(UpstreamError) as raised:
@@ -394,9 +519,16 @@ def test_429_is_rate_limited_with_googles_retry_delay(upstream):
     assert delays == ["37", "9", "1"]
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    (500, (502, "upstream_error")), (503, (503, "upstream_unavailable")), (504, (504, "upstream_timeout")),
-    (403, (502, "upstream_auth_failed")), (401, (502, "upstream_auth_failed"))])
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (500, (502, "upstream_error")),
+        (503, (503, "upstream_unavailable")),
+        (504, (504, "upstream_timeout")),
+        (403, (502, "upstream_auth_failed")),
+        (401, (502, "upstream_auth_failed")),
+    ],
+)
 def test_provider_failures_are_the_gateways_not_the_callers(upstream, status, expected):
     upstream.script(GeminiScript.error(status))
     with pytest.raises(UpstreamError) as raised:
@@ -428,10 +560,13 @@ def test_caller_errors_keep_their_status_and_message_without_the_secret(upstream
 
 def test_probe_tells_a_refused_key_from_an_accepted_one(upstream):
     async def probes(provider: GeminiProvider) -> list[bool | None]:
-        return [await provider.probe(route_to(upstream)),
-                await provider.probe(route_to(upstream, secret="AIzaSy-wrong-key")),
-                await provider.probe(route_to(upstream, secret=None)),
-                await provider.probe(route_to(upstream, base_url="http://127.0.0.1:9/v1beta"))]
+        return [
+            await provider.probe(route_to(upstream)),
+            await provider.probe(route_to(upstream, secret="AIzaSy-wrong-key")),
+            await provider.probe(route_to(upstream, secret=None)),
+            await provider.probe(route_to(upstream, base_url="http://127.0.0.1:9/v1beta")),
+        ]
+
     assert asyncio.run(_call(probes)) == [True, False, False, None]
     assert upstream.requests[0].path == "/v1beta/models" and "key" not in upstream.requests[0].query
 
@@ -446,8 +581,11 @@ def test_unreachable_and_slow_providers(upstream):
     assert (slow.value.status, slow.value.code) == (504, "upstream_timeout")
 
 
-@pytest.mark.parametrize("script", [GeminiScript.break_stream_after(2), GeminiScript.error_in_stream_after(2),
-                                    GeminiScript.no_finish()], ids=["dropped", "error-event", "no-finish"])
+@pytest.mark.parametrize(
+    "script",
+    [GeminiScript.break_stream_after(2), GeminiScript.error_in_stream_after(2), GeminiScript.no_finish()],
+    ids=["dropped", "error-event", "no-finish"],
+)
 def test_a_stream_gemini_does_not_finish_raises_a_read_failure_never_done(upstream, script):
     upstream.script(script)
     payloads, failure = stream(route_to(upstream), {"messages": USER})
@@ -478,16 +616,22 @@ def test_a_plain_answer_cut_off_is_an_upstream_error(upstream):
 
 def test_embeddings_are_an_openai_list_with_estimated_usage(upstream):
     texts = ["hello", "a longer sentence"]
-    answer = embed(route_to(upstream, model="gemini-embedding-001"),
-                   {"model": "google/gemini-embedding-001", "input": texts, "dimensions": 4})
+    answer = embed(
+        route_to(upstream, model="gemini-embedding-001"),
+        {"model": "google/gemini-embedding-001", "input": texts, "dimensions": 4},
+    )
     assert answer["object"] == "list" and answer["model"] == "gemini-embedding-001"
-    assert answer["data"] == [{"object": "embedding", "index": i, "embedding": embedding_vector(t, 4)}
-                              for i, t in enumerate(texts)]
+    assert answer["data"] == [
+        {"object": "embedding", "index": i, "embedding": embedding_vector(t, 4)} for i, t in enumerate(texts)
+    ]
     assert answer["usage"] == {"prompt_tokens": 2 + 5, "total_tokens": 7, "usage_source": "estimated"}
     request = upstream.requests[0]
     assert request.path == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
-    assert request.json["requests"][0] == {"model": "models/gemini-embedding-001",
-                                           "content": {"parts": [{"text": "hello"}]}, "outputDimensionality": 4}
+    assert request.json["requests"][0] == {
+        "model": "models/gemini-embedding-001",
+        "content": {"parts": [{"text": "hello"}]},
+        "outputDimensionality": 4,
+    }
 
 
 def test_embeddings_in_base64_and_more_than_one_batch(upstream):

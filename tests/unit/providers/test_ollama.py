@@ -19,12 +19,21 @@ from domain.errors import InvalidRequest, UpstreamError
 from tests.fakes.ollama_upstream import DEFAULT_REPLY_TEXT, FakeOllamaUpstream, OllamaScripted
 from tests.fakes.openai_wire import count_prompt_tokens, embedding_vector, reply_tokens
 
-MESSAGES = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hello to the nice people"}]
-WEATHER_TOOL = {"type": "function", "function": {
-    "name": "get_weather",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
-                   "required": ["city"]},
-}}
+MESSAGES = [
+    {"role": "system", "content": "You are terse."},
+    {"role": "user", "content": "Say hello to the nice people"},
+]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}},
+            "required": ["city"],
+        },
+    },
+}
 PIXEL = base64.b64encode(b"\x89PNG\r\n\x1a\n fake png bytes").decode()
 REPLY_TOKENS = len(reply_tokens(DEFAULT_REPLY_TEXT))
 
@@ -41,14 +50,23 @@ def _fresh(upstream):
 
 
 def route(base_url: str, model: str = "llama3.2", secret: str | None = None) -> Route:
-    return Route(model=f"local/{model}", provider="local", kind="ollama", base_url=base_url, region=None,
-                 upstream_model=model, credential_id=None, secret=secret)
+    return Route(
+        model=f"local/{model}",
+        provider="local",
+        kind="ollama",
+        base_url=base_url,
+        region=None,
+        upstream_model=model,
+        credential_id=None,
+        secret=secret,
+    )
 
 
 def run(action: Callable[[OllamaProvider], Awaitable[Any]]) -> Any:
     async def main() -> Any:
         async with aiohttp.ClientSession() as session:
             return await action(OllamaProvider(session, timeout_seconds=5))
+
     return asyncio.run(main())
 
 
@@ -59,11 +77,13 @@ def complete(upstream: FakeOllamaUpstream, body: dict[str, Any], model: str = "l
             return orjson.loads(await exchange.read_completion())
         finally:
             exchange.release()
+
     return run(action)
 
 
 def stream(upstream: FakeOllamaUpstream, body: dict[str, Any]) -> tuple[list[bytes], BaseException | None]:
     """Every payload the exchange yielded, and what reading it raised (None when it ended cleanly)."""
+
     async def action(provider: OllamaProvider) -> tuple[list[bytes], BaseException | None]:
         exchange = await provider.start_chat(route(upstream.base_url), {**body, "stream": True})
         payloads: list[bytes] = []
@@ -75,6 +95,7 @@ def stream(upstream: FakeOllamaUpstream, body: dict[str, Any]) -> tuple[list[byt
         finally:
             exchange.release()
         return payloads, None
+
     return run(action)
 
 
@@ -102,11 +123,20 @@ def test_plain_answer_is_a_chat_completion_with_ollamas_counts(upstream):
     assert request == {"model": "llama3.2", "messages": MESSAGES, "stream": False}
     assert answer["object"] == "chat.completion"
     assert answer["model"] == "llama3.2"
-    assert answer["choices"] == [{"index": 0, "logprobs": None, "finish_reason": "stop",
-                                  "message": {"role": "assistant", "content": DEFAULT_REPLY_TEXT}}]
+    assert answer["choices"] == [
+        {
+            "index": 0,
+            "logprobs": None,
+            "finish_reason": "stop",
+            "message": {"role": "assistant", "content": DEFAULT_REPLY_TEXT},
+        }
+    ]
     prompt = count_prompt_tokens(MESSAGES)
-    assert answer["usage"] == {"prompt_tokens": prompt, "completion_tokens": REPLY_TOKENS,
-                               "total_tokens": prompt + REPLY_TOKENS}
+    assert answer["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": REPLY_TOKENS,
+        "total_tokens": prompt + REPLY_TOKENS,
+    }
 
 
 def test_stream_is_role_deltas_finish_usage_then_done(upstream):
@@ -124,8 +154,11 @@ def test_stream_is_role_deltas_finish_usage_then_done(upstream):
     assert chunks[-2]["choices"] == [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]
     prompt = count_prompt_tokens(MESSAGES)
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": prompt, "completion_tokens": REPLY_TOKENS,
-                                   "total_tokens": prompt + REPLY_TOKENS}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": prompt,
+        "completion_tokens": REPLY_TOKENS,
+        "total_tokens": prompt + REPLY_TOKENS,
+    }
 
 
 def test_a_prompt_cache_hit_reports_the_output_and_zero_prompt_tokens(upstream):
@@ -153,32 +186,59 @@ def test_thinking_becomes_reasoning_content(upstream):
 
 
 def test_options_go_to_ollama_options_and_unknown_fields_stay_home(upstream):
-    complete(upstream, {"messages": MESSAGES, "max_tokens": 50, "max_completion_tokens": 40, "temperature": 0.2,
-                        "top_p": 0.9, "seed": 7, "stop": "END", "presence_penalty": 0.5, "user": "u-1",
-                        "logprobs": False, "stream_options": None})
+    complete(
+        upstream,
+        {
+            "messages": MESSAGES,
+            "max_tokens": 50,
+            "max_completion_tokens": 40,
+            "temperature": 0.2,
+            "top_p": 0.9,
+            "seed": 7,
+            "stop": "END",
+            "presence_penalty": 0.5,
+            "user": "u-1",
+            "logprobs": False,
+            "stream_options": None,
+        },
+    )
 
     request = sent(upstream)
-    assert request["options"] == {"num_predict": 40, "temperature": 0.2, "top_p": 0.9, "seed": 7, "stop": ["END"],
-                                  "presence_penalty": 0.5}
+    assert request["options"] == {
+        "num_predict": 40,
+        "temperature": 0.2,
+        "top_p": 0.9,
+        "seed": 7,
+        "stop": ["END"],
+        "presence_penalty": 0.5,
+    }
     assert set(request) == {"model", "messages", "stream", "options"}
 
 
 def test_response_format_json_object_and_json_schema_become_format(upstream):
     as_json = complete(upstream, {"messages": MESSAGES, "response_format": {"type": "json_object"}})
     schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
-    as_schema = complete(upstream, {"messages": MESSAGES, "response_format": {
-        "type": "json_schema", "json_schema": {"name": "person", "schema": schema}}})
+    as_schema = complete(
+        upstream,
+        {
+            "messages": MESSAGES,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}},
+        },
+    )
 
     assert [r.json["format"] for r in upstream.requests] == ["json", schema]
     assert json.loads(as_json["choices"][0]["message"]["content"]) == {"reply": DEFAULT_REPLY_TEXT}
     assert json.loads(as_schema["choices"][0]["message"]["content"]) == {"age": 1}
 
 
-@pytest.mark.parametrize("body, finish_reason", [
-    ({"messages": MESSAGES}, "stop"),
-    ({"messages": MESSAGES, "max_tokens": 2}, "length"),
-    ({"messages": MESSAGES, "tools": [WEATHER_TOOL]}, "tool_calls"),
-])
+@pytest.mark.parametrize(
+    "body, finish_reason",
+    [
+        ({"messages": MESSAGES}, "stop"),
+        ({"messages": MESSAGES, "max_tokens": 2}, "length"),
+        ({"messages": MESSAGES, "tools": [WEATHER_TOOL]}, "tool_calls"),
+    ],
+)
 def test_done_reason_maps_to_finish_reason(upstream, body, finish_reason):
     assert complete(upstream, body)["choices"][0]["finish_reason"] == finish_reason
     payloads, _ = stream(upstream, body)
@@ -213,13 +273,19 @@ def test_tool_call_round_trip(upstream):
     assert first["usage"]["completion_tokens"] == len(reply_tokens(json.dumps(arguments)))
 
     upstream.reset()
-    history = [*MESSAGES, {"role": "assistant", "content": None, "tool_calls": [call]},
-               {"role": "tool", "tool_call_id": "call_0", "content": "12 degrees"}]
+    history = [
+        *MESSAGES,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_0", "content": "12 degrees"},
+    ]
     second = complete(upstream, {"messages": history, "tools": [WEATHER_TOOL]})
 
     request = sent(upstream)
-    assert request["messages"][2] == {"role": "assistant", "content": "",
-                                      "tool_calls": [{"function": {"name": "get_weather", "arguments": arguments}}]}
+    assert request["messages"][2] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"function": {"name": "get_weather", "arguments": arguments}}],
+    }
     assert request["messages"][3] == {"role": "tool", "content": "12 degrees", "tool_name": "get_weather"}
     assert second["choices"][0]["message"]["content"] == DEFAULT_REPLY_TEXT
     assert second["choices"][0]["finish_reason"] == "stop"
@@ -257,19 +323,25 @@ def test_tool_call_arguments_that_are_not_a_json_object_are_refused_before_sendi
 
 
 def test_a_base64_image_goes_in_the_messages_images(upstream):
-    content = [{"type": "text", "text": "What is "}, {"type": "text", "text": "this?"},
-               {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}", "detail": "low"}}]
+    content = [
+        {"type": "text", "text": "What is "},
+        {"type": "text", "text": "this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}", "detail": "low"}},
+    ]
     answer = complete(upstream, {"messages": [{"role": "user", "content": content}]}, model="llava")
 
     assert sent(upstream)["messages"] == [{"role": "user", "content": "What is this?", "images": [PIXEL]}]
     assert answer["choices"][0]["message"]["content"] == DEFAULT_REPLY_TEXT
 
 
-@pytest.mark.parametrize("url, reason", [
-    ("https://example.com/cat.png", "cannot fetch images by URL"),
-    ("data:image/png,not-base64", "must be base64-encoded"),
-    ("data:image/png;base64,%%%", "not valid base64"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("https://example.com/cat.png", "cannot fetch images by URL"),
+        ("data:image/png,not-base64", "must be base64-encoded"),
+        ("data:image/png;base64,%%%", "not valid base64"),
+    ],
+)
 def test_an_image_ollama_cannot_take_is_refused_before_sending(upstream, url, reason):
     content = [{"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": url}}]
     with pytest.raises(InvalidRequest) as caught:
@@ -290,13 +362,16 @@ def test_an_unknown_model_is_a_404_with_ollamas_message(upstream):
     assert 'model "nope" not found, try pulling it first' in str(caught.value)
 
 
-@pytest.mark.parametrize("status, seen, code", [
-    (400, 400, "upstream_rejected_request"),
-    (500, 502, "upstream_error"),
-    (503, 503, "upstream_unavailable"),
-    (401, 502, "upstream_auth_failed"),
-    (429, 429, "upstream_rate_limited"),
-])
+@pytest.mark.parametrize(
+    "status, seen, code",
+    [
+        (400, 400, "upstream_rejected_request"),
+        (500, 502, "upstream_error"),
+        (503, 503, "upstream_unavailable"),
+        (401, 502, "upstream_auth_failed"),
+        (429, 429, "upstream_rate_limited"),
+    ],
+)
 def test_ollama_errors_map_to_the_status_the_caller_sees(upstream, status, seen, code):
     upstream.script(OllamaScripted.error(status, "llama runner process has terminated"))
     with pytest.raises(UpstreamError) as caught:

@@ -7,7 +7,9 @@ import pytest
 
 from adapters.providers.openai_compatible import sse_event_batches, sse_events
 
-STREAM = b'data: {"a":1}\r\n\r\ndata: {"b":2}\n\n: a comment\nevent: x\ndata: line one\ndata: line two\n\ndata: [DONE]\n\n'
+STREAM = (
+    b'data: {"a":1}\r\n\r\ndata: {"b":2}\n\n: a comment\nevent: x\ndata: line one\ndata: line two\n\ndata: [DONE]\n\n'
+)
 
 
 class FakeContent:
@@ -41,7 +43,7 @@ def test_one_read_gives_one_batch_of_every_event() -> None:
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 16])
 def test_events_split_anywhere_come_out_whole_and_in_order(size: int) -> None:
-    reads = [STREAM[i:i + size] for i in range(0, len(STREAM), size)]
+    reads = [STREAM[i : i + size] for i in range(0, len(STREAM), size)]
     found = batches(reads)
     assert [event for batch in found for event in batch] == EVENTS
     assert all(batch for batch in found)  # no empty batches
