@@ -1,6 +1,7 @@
 # Tallyhub: `make run` serves the gateway on the embedded default (SQLite in ./data);
 # `make test` runs the whole suite (a short fuzz run included); `make fuzz` fuzzes the HTTP API
 # for longer (FUZZ_EXAMPLES examples per operation and body strategy, FUZZ_SEED to vary the seed).
+# `make check` lints, checks the format and type-checks (ruff, mypy; settings in pyproject.toml).
 # All of them install what they need into .venv first.
 PYTHON ?= python3
 VENV := .venv
@@ -8,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PIP_VERSION := 26.3
 
-.PHONY: run test fuzz dashboard bench clean-venv
+.PHONY: run test check fuzz dashboard bench clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,11 @@ dashboard: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest -q tests/fuzz
