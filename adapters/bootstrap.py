@@ -1,11 +1,14 @@
 """The one place where Tallyhub is wired together from Settings."""
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.crypto.key_ring import KeyRing
 from adapters.crypto.master_key import ensure_master_key_file, load_key_ring
 from adapters.files import PRIVATE_FILE, private_dir, private_sqlite, tighten
 from adapters.services import Services
@@ -17,12 +20,46 @@ from application.ledger import Ledger
 from application.ports import Clock
 from application.routing import Router
 
+# eventsourcing's in-memory ("plain old Python objects") store: events, snapshots and (beside
+# them, adapters/persistence/secret_store.py) the secret store live in this process only.
+IN_MEMORY_STORE = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
 
-def build_ledger(settings: Settings, *, create_tables: bool = False, clock: Clock | None = None) -> Ledger:
+
+def build_ledger(
+    settings: Settings,
+    *,
+    create_tables: bool = False,
+    clock: Clock | None = None,
+    read_cache_seconds: float = 0.0,
+    on_commit: Callable[[], None] | None = None,
+) -> Ledger:
+    """The Ledger on the settings' database, sealing with the settings' master keys."""
     secure_files(settings)
     vault = AesGcmKeyVault(load_key_ring(settings))
     env = settings.database.eventsourcing_env(create_tables=create_tables)
-    return Ledger(env, vault=vault, key_scheme_factory=HmacApiKeyScheme, clock=clock)
+    return Ledger(
+        env,
+        vault=vault,
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=clock,
+        read_cache_seconds=read_cache_seconds,
+        on_commit=on_commit,
+    )
+
+
+def in_memory_ledger(
+    *, master_key: bytes | KeyRing | None = None, clock: Clock | None = None, read_cache_seconds: float = 0.0
+) -> Ledger:
+    """A Ledger on the in-memory store (IN_MEMORY_STORE), not yet initialised (call
+    ``initialise()`` for the admin key): for tests and tools that need no database.
+    ``master_key``: a 32-byte key or a key ring; a random key when None."""
+    return Ledger(
+        IN_MEMORY_STORE,
+        vault=AesGcmKeyVault(master_key if master_key is not None else os.urandom(32)),
+        key_scheme_factory=HmacApiKeyScheme,
+        clock=clock,
+        read_cache_seconds=read_cache_seconds,
+    )
 
 
 def secure_files(settings: Settings) -> None:
@@ -42,18 +79,45 @@ def secure_files(settings: Settings) -> None:
                 tighten(path, PRIVATE_FILE)
 
 
-def build_read_models(settings: Settings, ledger: Ledger) -> Any:
+def build_read_models(settings: Settings | None, ledger: Ledger) -> Any:
+    """The read models in the settings' database, or in memory when ``settings`` is None."""
     from projections.read_models import build_read_models as build
 
-    return build(settings.database, ledger)
+    return build(settings.database if settings is not None else None, ledger)
 
 
-def build_services(settings: Settings, *, clock: Clock | None = None) -> Services:
-    ledger = build_ledger(settings, clock=clock)
-    ledger.load_deployment()
-    move_secrets_out_of_history(ledger)  # a store made before the secret store is upgraded in place
-    check_key_ring(ledger)  # every sealed secret opens with the configured keys, or fail now
-    ledger.read_cache_seconds = settings.read_cache_seconds
+def build_services(
+    settings: Settings, *, clock: Clock | None = None, ledger: Ledger | None = None, read_models: Any = None
+) -> Services:
+    """Everything the gateway and the CLI use. ``ledger``: an initialised Ledger to use
+    instead of one on the settings' database (tests pass an initialised
+    ``in_memory_ledger()``; its clock and read cache are then the caller's), with
+    ``read_models`` (built on it) or else read models in memory."""
+    if ledger is not None and settings.server_mode:
+        raise SettingsError("an in-process ledger cannot serve in server mode (TALLYHUB_REDIS_URL)")
+    in_settings_database = ledger is None
+    wake = build_commit_publisher(settings) if settings.server_mode else None
+    try:
+        if ledger is None:
+            ledger = build_ledger(
+                settings,
+                clock=clock,
+                read_cache_seconds=settings.read_cache_seconds,
+                on_commit=wake.notify if wake is not None else None,
+            )
+        ledger.load_deployment()
+        move_secrets_out_of_history(ledger)  # a store made before the secret store is upgraded in place
+        check_key_ring(ledger)  # every sealed secret opens with the configured keys, or fail now
+        if read_models is None:
+            read_models = build_read_models(settings if in_settings_database else None, ledger)
+        return _wire(settings, ledger, read_models, wake)
+    except BaseException:
+        if wake is not None:
+            wake.close()
+        raise
+
+
+def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any) -> Services:
     health = CredentialHealth()
     router = Router(ledger, health)
     billing = RequestBilling(
@@ -69,12 +133,10 @@ def build_services(settings: Settings, *, clock: Clock | None = None) -> Service
         billing=billing,
         router=router,
         health=health,
-        read_models=build_read_models(settings, ledger),
+        read_models=read_models,
+        wake=wake,
+        health_sync=build_health_sync(settings, health) if settings.server_mode else None,
     )
-    if settings.server_mode:
-        services.wake = build_commit_publisher(settings)
-        ledger.on_commit = services.wake.notify
-        services.health_sync = build_health_sync(settings, health)
     return services
 
 

@@ -92,7 +92,13 @@ class Ledger(Application):
         key_scheme_factory: Callable[[bytes], ApiKeyScheme],
         clock: Clock | None = None,
         secret_store: SecretStore | None = None,
+        read_cache_seconds: float = 0.0,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
+        """``read_cache_seconds``: how old a hot-path read (keys, providers, aliases, prices)
+        may be; this process's own writes evict at once; 0 disables it (every read is fresh).
+        ``on_commit``: called after every successful save (one per group-commit batch); must
+        be cheap and never raise (server mode wakes the projection workers with it)."""
         super().__init__(env)
         self.vault = vault
         # Provider secrets and the pepper, apart from the events (application/ports.py, SecretStore).
@@ -107,12 +113,8 @@ class Ledger(Application):
         self._locks_guard = threading.Lock()
         self.writer: AccountWriter | None = None
         self.hold_gate: HoldGate | None = None  # what the writer knows of accounts' room (serve)
-        # Called after every successful save (one per group-commit batch); must be cheap and
-        # never raise. Server mode sets it to wake the projection workers.
-        self.on_commit: Callable[[], None] | None = None
-        # Hot-path reads (keys, providers, aliases, prices) may be this many seconds old;
-        # this process's own writes evict at once. 0 disables it (every read is fresh).
-        self.read_cache_seconds = 0.0
+        self._on_commit = on_commit
+        self._read_cache_seconds = read_cache_seconds
         self._recent: dict[UUID, tuple[float, Any]] = {}
         self._opened: dict[Any, str] = {}  # credential_secret's opened secrets, by secret reference
 
@@ -164,6 +166,10 @@ class Ledger(Application):
         if stored is None:
             raise SecretError(f"{label}: its secret is missing from the secret store (ref {ref!r})")
         return self.vault.open(stored.envelope, context=secret_context(ref))
+
+    @property
+    def read_cache_seconds(self) -> float:
+        return self._read_cache_seconds
 
     @property
     def key_scheme(self) -> ApiKeyScheme:
@@ -681,7 +687,7 @@ class Ledger(Application):
 
     def recent(self, aggregate_id: UUID) -> Any:
         """The aggregate (or None) as read at most ``read_cache_seconds`` ago."""
-        if self.read_cache_seconds <= 0:
+        if self._read_cache_seconds <= 0:
             return self.find(aggregate_id)
         now = time.monotonic()
         cached = self._recent.get(aggregate_id)
@@ -689,7 +695,7 @@ class Ledger(Application):
             return cached[1]
         aggregate = self.find(aggregate_id)
         if aggregate is not None:  # misses are not kept: random bad keys must not grow the cache
-            self._recent[aggregate_id] = (now + self.read_cache_seconds, aggregate)
+            self._recent[aggregate_id] = (now + self._read_cache_seconds, aggregate)
         return aggregate
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
@@ -697,8 +703,8 @@ class Ledger(Application):
         recordings = super().save(*objs, **kwargs)
         for obj in objs:
             self._recent.pop(getattr(obj, "id", None), None)  # this process sees its own writes at once
-        if self.on_commit is not None and recordings:
-            self.on_commit()
+        if self._on_commit is not None and recordings:
+            self._on_commit()
         for account in due:
             self._snapshot(account)
         return recordings

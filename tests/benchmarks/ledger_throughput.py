@@ -60,6 +60,7 @@ def build(database: DatabaseConfig) -> Ledger:
         database.eventsourcing_env(create_tables=True),
         vault=AesGcmKeyVault(os.urandom(32)),
         key_scheme_factory=HmacApiKeyScheme,
+        read_cache_seconds=1.0,
     )
     ledger.initialise()
     return ledger
@@ -73,7 +74,6 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, bench_database(args.store, Path(tmp)) as database:
         ledger = build(database)
-        ledger.read_cache_seconds = 1.0
         try:
             run(ledger, args)
         finally:

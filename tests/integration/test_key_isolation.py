@@ -11,9 +11,10 @@ from uuid import UUID, uuid4
 import pytest
 from fastapi.testclient import TestClient
 
+from adapters.bootstrap import build_services
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
-from adapters.settings import parse_database_url
+from adapters.settings import Settings, parse_database_url
 from application.ledger import Ledger
 from application.pricing_input import price_from_credits
 from domain.usage import Usage
@@ -21,7 +22,7 @@ from projections.read_models import build_read_models
 from tests.conftest import PgSchemas
 from tests.fakes.clock import FakeClock
 from tests.support.routes import first_route
-from tests.unit.test_key_http import auth, in_process_app, services_for
+from tests.unit.test_key_http import auth, in_process_app
 
 MINI, BIG = "openai/gpt-4o-mini", "openai/gpt-4o"
 
@@ -53,7 +54,7 @@ def world(request: pytest.FixtureRequest, pg_schemas: PgSchemas) -> Iterator[Wor
     ledger.initialise()
     read_models = build_read_models(database, ledger)
     read_models.create_tables()
-    services = services_for(ledger, read_models)
+    services = build_services(Settings(), ledger=ledger, read_models=read_models)
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-iso-secret-0001"
     )

@@ -24,10 +24,11 @@ import anyio
 import psycopg
 import pytest
 
+from adapters.bootstrap import build_services
 from adapters.crypto.aes_gcm import AesGcmKeyVault, generate_master_key
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
-from adapters.settings import parse_database_url
+from adapters.settings import Settings, parse_database_url
 from adapters.workers.credential_probe import probe_disabled_credentials
 from adapters.workers.hold_sweeper import run_sweeps
 from application import key_management as km
@@ -37,11 +38,9 @@ from domain.deployment import Deployment
 from domain.errors import InvalidRequest, SecretError
 from domain.price_book import PriceBook
 from domain.provider import Provider
-from projections.read_models import build_read_models
 from tests.conftest import PG_CONNINFO, PgSchemas
 from tests.fakes.clock import FakeClock
 from tests.support.gateway import cli, gateway_env
-from tests.unit.test_key_http import services_for
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store_before_secrets_table"
 K1, K2 = f"k1:{generate_master_key()}", f"k2:{generate_master_key()}"
@@ -78,7 +77,7 @@ class Backend:
         self.clock = FakeClock()
 
     @contextmanager
-    def opened(self, *entries: str) -> Iterator[Ledger]:
+    def opened(self, *entries: str, read_cache_seconds: float = 0.0) -> Iterator[Ledger]:
         if self.kind == "memory":
             if self.kept is None:
                 self.kept = Ledger(
@@ -87,7 +86,13 @@ class Backend:
             self.kept.vault = vault(*entries)
             yield self.kept
             return
-        ledger = Ledger(self.env, vault=vault(*entries), key_scheme_factory=HmacApiKeyScheme, clock=self.clock)
+        ledger = Ledger(
+            self.env,
+            vault=vault(*entries),
+            key_scheme_factory=HmacApiKeyScheme,
+            clock=self.clock,
+            read_cache_seconds=read_cache_seconds,
+        )
         try:
             yield ledger
         finally:
@@ -434,7 +439,7 @@ def test_the_credential_probe_leaves_a_retired_credential_whose_secret_is_gone_a
     ledger.disable_credential("openai", rotation.old_credential_id, "refused by the provider", automatic=True)
     clock.advance(seconds=31)
     assert km.delete_superseded_secrets(ledger) == 1
-    services = services_for(ledger, build_read_models(None, ledger))
+    services = build_services(Settings(), ledger=ledger)
     assert anyio.run(probe_disabled_credentials, services) == 0
     ledger.close()
 
@@ -448,8 +453,7 @@ def test_a_process_reading_a_provider_from_before_a_rotation_rereads_it_when_the
     backend = Backend("sqlite", tmp_path, pg_schemas)
     with backend.opened(K1) as ledger:
         populate(ledger)
-    with backend.opened(K1) as serving, backend.opened(K1) as operator:
-        serving.read_cache_seconds = 3600
+    with backend.opened(K1, read_cache_seconds=3600) as serving, backend.opened(K1) as operator:
         stale = serving.recent_provider("anthropic")
         assert stale is not None
         km.rotate_credential(operator, "anthropic", ROTATED)
@@ -483,7 +487,7 @@ def test_serve_deletes_a_rotated_credentials_secret_once_its_grace_period_ends()
     old_ref = ledger.get_provider("openai").credentials[0]["secret_ref"]
     km.rotate_credential(ledger, "openai", ROTATED, grace=timedelta(seconds=30))
     clock.advance(seconds=31)
-    services = services_for(ledger, build_read_models(None, ledger))
+    services = build_services(Settings(), ledger=ledger)
 
     async def sweeping_until_gone() -> None:
         async with anyio.create_task_group() as tasks:

@@ -160,15 +160,16 @@ def test_the_listener_resubscribes_after_losing_its_connection(channel: str) -> 
 
 
 def test_the_ledger_calls_on_commit_once_per_group_commit_batch() -> None:
+    commits: list[int] = []
     ledger = Ledger(
         {"PERSISTENCE_MODULE": "eventsourcing.popo"},
         vault=AesGcmKeyVault(os.urandom(32)),
         key_scheme_factory=HmacApiKeyScheme,
+        on_commit=lambda: commits.append(1),
     )
     ledger.initialise()
     account = ledger.create_account("acme")
-    commits: list[int] = []
-    ledger.on_commit = lambda: commits.append(1)
+    commits.clear()
     ledger.start_group_commit()
     try:
         with ThreadPoolExecutor(32) as pool:

@@ -10,17 +10,14 @@ from uuid import uuid4
 import pytest
 from fastapi.testclient import TestClient
 
+from adapters.bootstrap import build_services
 from adapters.http.app import create_app
 from adapters.services import Services
 from adapters.settings import Settings
 from adapters.workers.hold_sweeper import sweep
-from application.billing import RequestBilling
-from application.health import CredentialHealth
 from application.ledger import Ledger
-from application.routing import Router
 from domain.account import Account
 from domain.errors import InsufficientCredits, InvalidRequest
-from projections.read_models import build_read_models
 from tests.fakes.clock import FakeClock
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -168,22 +165,12 @@ def test_the_ledger_refuses_a_past_deadline_but_answers_a_repeated_key_as_alread
 
 @pytest.fixture
 def services(ledger: Ledger) -> Services:
-    router = Router(ledger, CredentialHealth())
-    billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15))
-    return Services(
-        settings=Settings(),
-        ledger=ledger,
-        billing=billing,
-        router=router,
-        health=router.health,
-        read_models=build_read_models(None, ledger),
-    )
+    return build_services(Settings(admin_key="tha_test_admin_key"), ledger=ledger)
 
 
 @pytest.fixture
 def admin(services: Services) -> TestClient:
     """The gateway's app without its lifespan (no background sweeps): the test sweeps."""
-    services.settings = Settings(admin_key="tha_test_admin_key")
     client = TestClient(create_app(services, run_projections=False))
     client.headers["authorization"] = "Bearer tha_test_admin_key"
     return client

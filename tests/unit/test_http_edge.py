@@ -8,7 +8,6 @@ import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -16,18 +15,13 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault, generate_master_key
-from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.bootstrap import build_services, in_memory_ledger
+from adapters.crypto.aes_gcm import generate_master_key
 from adapters.crypto.key_ring import KeyRing
 from adapters.http.app import create_app
 from adapters.http.payments import sign
-from adapters.services import Services
 from adapters.settings import Settings
-from application.billing import RequestBilling
-from application.health import CredentialHealth
 from application.ledger import Ledger
-from application.routing import Router
-from projections.read_models import build_read_models
 from tests.fakes.clock import FakeClock
 
 ADMIN_LIMIT = 64 * 1024
@@ -52,17 +46,10 @@ class Edge:
 @pytest.fixture
 def edge() -> Iterator[Edge]:
     ring = KeyRing.parse(f"k1:{generate_master_key()}", source="TEST")
-    ledger = Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        vault=AesGcmKeyVault(ring),
-        key_scheme_factory=HmacApiKeyScheme,
-        clock=FakeClock(),
-    )
+    ledger = in_memory_ledger(master_key=ring, clock=FakeClock())
     admin_key = ledger.initialise()
     ledger.create_account("acme", starter_credits=5 * 10**9)
     user_key = ledger.issue_api_key("acme").plaintext
-    router = Router(ledger, CredentialHealth())
-    billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15))
     settings = replace(
         Settings(),
         max_body_bytes=BODY_LIMIT,
@@ -70,14 +57,7 @@ def edge() -> Iterator[Edge]:
         auth_failure_limit=3,
         payments_webhook_secret=WEBHOOK_SECRET,
     )
-    services = Services(
-        settings=settings,
-        ledger=ledger,
-        billing=billing,
-        router=router,
-        health=router.health,
-        read_models=build_read_models(None, ledger),
-    )
+    services = build_services(settings, ledger=ledger)
     app = create_app(services, run_projections=False)
     yield Edge(app, TestClient(app, raise_server_exceptions=False), ledger, admin_key, user_key)
     ledger.close()

@@ -4,24 +4,19 @@ keys are separate, secrets never come back, rotations take effect at once."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault, generate_master_key
-from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.bootstrap import build_services, in_memory_ledger
+from adapters.crypto.aes_gcm import generate_master_key
 from adapters.crypto.key_ring import KeyRing
 from adapters.http import admin_keys, me
 from adapters.http.app import create_app
 from adapters.services import Services
 from adapters.settings import Settings
-from application.billing import RequestBilling
-from application.health import CredentialHealth
 from application.ledger import Ledger
-from application.routing import Router
-from projections.read_models import build_read_models
 from tests.fakes.clock import FakeClock
 
 PROVIDER_SECRET = "sk-http-provider-secret-5555"
@@ -36,19 +31,6 @@ def in_process_app(services: Services) -> FastAPI:
     if "/admin/v1/secrets" not in paths:
         app.include_router(admin_keys.router)
     return app
-
-
-def services_for(ledger: Ledger, read_models: object) -> Services:
-    router = Router(ledger, CredentialHealth())
-    billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15))
-    return Services(
-        settings=Settings(),
-        ledger=ledger,
-        billing=billing,
-        router=router,
-        health=router.health,
-        read_models=read_models,
-    )
 
 
 @dataclass
@@ -70,17 +52,11 @@ def auth(key: str) -> dict[str, str]:
 @pytest.fixture
 def gateway() -> Iterator[Gateway]:
     ring = KeyRing.parse(f"k2:{generate_master_key()},k1:{generate_master_key()}", source="TEST")
-    ledger = Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        vault=AesGcmKeyVault(ring),
-        key_scheme_factory=HmacApiKeyScheme,
-        clock=FakeClock(),
-    )
+    ledger = in_memory_ledger(master_key=ring, clock=FakeClock())
     admin_key = ledger.initialise()
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret=PROVIDER_SECRET)
     ledger.create_account("acme", starter_credits=5 * 10**9)
-    read_models = build_read_models(None, ledger)
-    yield Gateway(TestClient(in_process_app(services_for(ledger, read_models))), ledger, admin_key)
+    yield Gateway(TestClient(in_process_app(build_services(Settings(), ledger=ledger))), ledger, admin_key)
     ledger.close()
 
 

@@ -10,15 +10,16 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from adapters.bootstrap import build_services
 from adapters.crypto.aes_gcm import AesGcmKeyVault, generate_master_key
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
+from adapters.settings import Settings
 from application.ledger import Ledger
 from application.pricing_input import price_from_credits
-from projections.read_models import build_read_models
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
-from tests.unit.test_key_http import auth, in_process_app, services_for
+from tests.unit.test_key_http import auth, in_process_app
 
 SECRET = "sk-tamper-provider-secret-7777"
 MODEL = "openai/gpt-4o-mini"
@@ -43,11 +44,12 @@ def setup() -> Iterator[Setup]:
         clock=FakeClock(),
     )
     ledger.initialise()
+    # wired before the provider exists: the start check would open (and keep) its secret before the test damages it
+    app = in_process_app(build_services(Settings(), ledger=ledger))
     ledger.register_provider("openai", "openai", base_url=upstream.base_url, region=None, secret=SECRET)
     ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme", starter_credits=10**10)
     key = ledger.issue_api_key("acme").plaintext
-    app = in_process_app(services_for(ledger, build_read_models(None, ledger)))
     with TestClient(app) as client:
         yield Setup(client, ledger, upstream, key)
     ledger.close()

@@ -8,26 +8,19 @@ exceed it; caps only on the account's own keys, and never silently in track mode
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 
 import orjson
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault
-from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.bootstrap import build_services, in_memory_ledger
 from adapters.http.app import create_app
 from adapters.http.payments import sign
-from adapters.services import Services
 from adapters.settings import Settings
-from application.billing import RequestBilling
-from application.health import CredentialHealth
 from application.ledger import Ledger
-from application.routing import Router
 from domain.account import Account
 from domain.bounds import MAX_AMOUNT, MAX_BALANCE
-from projections.read_models import build_read_models
 from tests.fakes.clock import FakeClock
 
 SECRET = "whsec_operator_input_0123456789"
@@ -57,26 +50,12 @@ class Admin:
 
 
 def build(settings: Settings) -> Iterator[Admin]:
-    ledger = Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        vault=AesGcmKeyVault(bytes(32)),
-        key_scheme_factory=HmacApiKeyScheme,
-        clock=FakeClock(),
-    )
+    ledger = in_memory_ledger(master_key=bytes(32), clock=FakeClock())
     admin_key = ledger.initialise()
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-operator-input-0001")
     ledger.create_account("acme")
     ledger.create_account("beta")
-    router = Router(ledger, CredentialHealth())
-    billing = RequestBilling(ledger, router, mode=settings.billing_mode, hold_ttl=timedelta(minutes=15))
-    services = Services(
-        settings=settings,
-        ledger=ledger,
-        billing=billing,
-        router=router,
-        health=router.health,
-        read_models=build_read_models(None, ledger),
-    )
+    services = build_services(settings, ledger=ledger)
     yield Admin(TestClient(create_app(services, run_projections=False)), ledger, admin_key)
     ledger.close()
 
