@@ -18,22 +18,19 @@ Invariants kept here:
   disagree about the order of two events;
 - rows are written once and never updated, so a rebuild from zero gives identical rows.
 
-The runner hands a projection decoded events without their notification ids, so the
-projection reads the ids of its own batch back from the event store
-(``select_notifications`` from the tracked position, its topics only) and matches them
-to the events by (originator id, version); a batch it cannot match is refused.
+The runner hands this projection each event with its notification id (it is a
+``PositionedProjection``, see runner.py), so it never reads the event store itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import Notification
 from eventsourcing.utils import get_topic
 
 from domain.account import Account
@@ -91,20 +88,6 @@ def entry_of(event: DomainEventProtocol[Any], position: int) -> LedgerEntry:
     raise TypeError(f"not a movement of credit: {type(event).__qualname__}")
 
 
-class NotificationReader(Protocol):
-    """What we use of the event store's application recorder."""
-
-    def select_notifications(
-        self,
-        start: int | None,
-        limit: int,
-        stop: int | None = None,
-        topics: Sequence[str] = (),
-        *,
-        inclusive_of_start: bool = True,
-    ) -> Sequence[Notification]: ...
-
-
 class LedgerEntriesView(Protocol):
     def list_entries(
         self, account_id: UUID, since: datetime | None = None, until: datetime | None = None, limit: int | None = None
@@ -149,28 +132,14 @@ class LedgerEntriesProjection:
         )
     )
 
-    def __init__(self, view: LedgerEntriesView, notifications: NotificationReader) -> None:
+    def __init__(self, view: LedgerEntriesView) -> None:
         self.view = view
-        self.notifications = notifications
 
-    def process(self, tx: Any, events: list[DomainEventProtocol[Any]]) -> None:
-        positions = self._positions(tx.position, events)
+    def process_at(self, tx: Any, events: list[DomainEventProtocol[Any]], positions: list[int]) -> None:
         self.view.apply(tx, [entry_of(event, position) for event, position in zip(events, positions, strict=True)])
 
     def clear(self, tx: Any) -> None:
         self.view.clear(tx)
-
-    def _positions(self, after: int, events: list[DomainEventProtocol[Any]]) -> list[int]:
-        found = self.notifications.select_notifications(
-            after, len(events), topics=sorted(self.topics), inclusive_of_start=False
-        )
-        ids = {(UUID(str(n.originator_id)), n.originator_version): n.id for n in found}
-        try:
-            return [ids[(event.originator_id, event.originator_version)] for event in events]
-        except KeyError:
-            raise LookupError(
-                f"{self.name}: the batch is not the next {len(events)} movements after position {after}"
-            ) from None
 
 
 def plain_entry(entry: LedgerEntry) -> tuple[Any, ...]:

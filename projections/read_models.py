@@ -36,7 +36,7 @@ from projections.provider_hourly import (
     first_events_of,
 )
 from projections.request_log import InMemoryRequestLogView, RequestLogProjection, RequestLogView, SqlRequestLogView
-from projections.runner import ProjectionRunner
+from projections.runner import AnyProjection, ProjectionRunner
 from projections.store import PostgresStore, SqliteStore, SqlStore
 from projections.usage import InMemoryUsageView, SqlUsageView, UsageProjection, UsageView
 
@@ -75,7 +75,9 @@ class ReadModels:
         self.store.close()
 
 
-def build_read_models(database: DatabaseConfigLike | None, app: Application, *, batch_size: int = 1000) -> ReadModels:
+def build_read_models(
+    database: DatabaseConfigLike | None, app: Application[Any], *, batch_size: int = 1000
+) -> ReadModels:
     """Read models in ``database`` (SQLite file or PostgreSQL schema); ``None`` keeps them in memory."""
     if database is None:
         memory = InMemoryStore()
@@ -103,13 +105,15 @@ def build_read_models(database: DatabaseConfigLike | None, app: Application, *, 
     return _bundle(app, store, sql_views, ddl, batch_size)
 
 
-def _bundle(app: Application, store: Any, views: tuple[Any, ...], ddl: Sequence[str], batch_size: int) -> ReadModels:
+def _bundle(
+    app: Application[Any], store: Any, views: tuple[Any, ...], ddl: Sequence[str], batch_size: int
+) -> ReadModels:
     balances, usage, requests, ledger, providers = views
-    projections = (
+    projections: tuple[AnyProjection, ...] = (
         BalancesProjection(balances),
         UsageProjection(usage),
         RequestLogProjection(requests),
-        LedgerEntriesProjection(ledger, app.recorder),
+        LedgerEntriesProjection(ledger),
         ProviderHourlyProjection(providers, first_events_of(app)),
     )
     runner = ProjectionRunner(app, store, projections, batch_size=batch_size)

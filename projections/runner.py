@@ -10,6 +10,13 @@ once.
 Events a projection does not follow are skipped by topic without being decoded,
 but they still advance its position, so ``lag`` is exact.
 
+A projection is handed the decoded events it follows, in notification order: a
+``Projection`` as ``process(tx, events)``, a ``PositionedProjection`` (one whose rows are
+keyed by position, like the ledger entries) as ``process_at(tx, events, positions)``
+with each event's notification id — the ids of the notifications the runner read, so
+no projection reads the store again to find them. Which of the two a projection is,
+is decided once, when the runner is built.
+
 One pass of :meth:`ProjectionRunner.catch_up` reads each batch of notifications once
 and decodes each event once for all projections (:class:`_SharedReads`): a batch read
 from position ``p`` holds every notification after ``p`` up to its last id (the store
@@ -38,10 +45,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from eventsourcing import persistence
 from eventsourcing.application import Application
@@ -62,6 +69,24 @@ class Projection(Protocol):
     def process(self, tx: Any, events: list[DomainEventProtocol[Any]]) -> None: ...
 
     def clear(self, tx: Any) -> None: ...
+
+
+@runtime_checkable
+class PositionedProjection(Protocol):
+    """A projection that needs each event's position: ``positions[i]`` is the notification
+    id of ``events[i]``."""
+
+    name: str
+    topics: frozenset[str]
+
+    def process_at(self, tx: Any, events: list[DomainEventProtocol[Any]], positions: list[int]) -> None: ...
+
+    def clear(self, tx: Any) -> None: ...
+
+
+AnyProjection = Projection | PositionedProjection
+# How the runner hands a projection its events: (tx, events, their notification ids).
+_Process = Callable[[Any, list[DomainEventProtocol[Any]], list[int]], None]
 
 
 class Store(Protocol):
@@ -95,16 +120,17 @@ _TRANSIENT = (OSError, MemoryError, persistence.OperationalError, persistence.In
 class ProjectionRunner:
     def __init__(
         self,
-        app: Application,
+        app: Application[Any],
         store: Store,
-        projections: Sequence[Projection],
+        projections: Sequence[AnyProjection],
         *,
         batch_size: int = 1000,
         poll_interval: float = 0.05,
     ) -> None:
         self.app = app
         self.store = store
-        self.projections = {p.name: p for p in projections}
+        self.projections: dict[str, AnyProjection] = {p.name: p for p in projections}
+        self._process = {p.name: _process_of(p) for p in projections}
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self._wake = threading.Event()
@@ -136,9 +162,22 @@ class ProjectionRunner:
             raise ProjectionStopped(name, stop.position)
 
     def apply(self, name: str, notifications: Sequence[Notification]) -> int:
-        """Apply an already-read batch (e.g. one delivered twice); returns events applied."""
+        """Apply an already-read batch (e.g. one delivered twice); returns events applied.
+
+        The batch must hold every notification after the projection's position up to its
+        last (as ``select_notifications`` gives them): one that starts further on is refused
+        (LookupError) and nothing is written, since its events would be skipped for good.
+        """
         projection = self._projection(name)
         with self.store.tracked(name) as tx:
+            fresh = [n for n in notifications if n.id > tx.position]
+            if fresh:
+                following = self.app.recorder.select_notifications(tx.position, 1, inclusive_of_start=False)
+                if not following or following[0].id != fresh[0].id:
+                    raise LookupError(
+                        f"{name}: the batch starts at notification {fresh[0].id}, not at the next one after"
+                        f" position {tx.position}"
+                    )
             return self._apply(tx, projection, notifications, _SharedReads(self.app, self.batch_size))
 
     def rebuild(self, name: str | None = None) -> int:
@@ -202,16 +241,16 @@ class ProjectionRunner:
                 self._stop.wait(1.0)
             self._wake.wait(self.poll_interval)
 
-    def _projection(self, name: str) -> Projection:
+    def _projection(self, name: str) -> AnyProjection:
         try:
             return self.projections[name]
         except KeyError:
             raise NotFound(f"no projection named {name!r} (have: {', '.join(self.projections)})") from None
 
-    def _catch_up(self, projection: Projection, reads: _SharedReads, *, wait: bool, retry: bool = False) -> int:
+    def _catch_up(self, projection: AnyProjection, reads: _SharedReads, *, wait: bool, retry: bool = False) -> int:
         applied = 0
         while True:
-            batch: list[Notification] = []
+            batch: Sequence[Notification] = []
             try:
                 with self.store.tracked(projection.name, wait=wait) as tx:
                     if tx is None:
@@ -248,9 +287,9 @@ class ProjectionRunner:
 
     def _isolate(
         self,
-        projection: Projection,
+        projection: AnyProjection,
         after: int,
-        batch: list[Notification],
+        batch: Sequence[Notification],
         reads: _SharedReads,
         *,
         wait: bool,
@@ -279,7 +318,7 @@ class ProjectionRunner:
                 return applied
 
     def _stop_at(
-        self, projection: Projection, failing: Notification, exc: Exception, *, wait: bool, retry: bool
+        self, projection: AnyProjection, failing: Notification, exc: Exception, *, wait: bool, retry: bool
     ) -> None:
         stop = Stop(failing.id, failing.topic, _describe(exc), datetime.now(UTC))
         with self.store.tracked(projection.name, wait=wait) as tx:
@@ -314,19 +353,26 @@ class ProjectionRunner:
         return isinstance(exc, _TRANSIENT) or self.store.is_transient(exc)
 
     def _apply(
-        self, tx: Any, projection: Projection, notifications: Sequence[Notification], reads: _SharedReads
+        self, tx: Any, projection: AnyProjection, notifications: Sequence[Notification], reads: _SharedReads
     ) -> int:
         fresh = [n for n in notifications if n.id > tx.position]
         if not fresh:
             return 0
-        events = [reads.event(n) for n in fresh if n.topic in projection.topics]
-        if events:
-            projection.process(tx, events)
+        followed = [n for n in fresh if n.topic in projection.topics]
+        if followed:
+            self._process[projection.name](tx, [reads.event(n) for n in followed], [n.id for n in followed])
         tx.advance(fresh[-1].id)
-        return len(events)
+        return len(followed)
 
 
-def _next_chunk(batch: list[Notification], position: int, topics: frozenset[str]) -> list[Notification]:
+def _process_of(projection: AnyProjection) -> _Process:
+    """How to hand ``projection`` a batch: with the positions if it takes them."""
+    if isinstance(projection, PositionedProjection):
+        return lambda tx, events, positions: projection.process_at(tx, events, positions)
+    return lambda tx, events, positions: projection.process(tx, events)
+
+
+def _next_chunk(batch: Sequence[Notification], position: int, topics: frozenset[str]) -> list[Notification]:
     """The notifications of ``batch`` after ``position`` up to and including the first one
     of ``topics`` (all of them if none is)."""
     chunk = []
@@ -363,13 +409,13 @@ class _SharedReads:
 
     KEPT = 5_000
 
-    def __init__(self, app: Application, batch_size: int) -> None:
+    def __init__(self, app: Application[Any], batch_size: int) -> None:
         self._app, self._batch_size = app, batch_size
-        self._batches: dict[int, list[Notification]] = {}
+        self._batches: dict[int, Sequence[Notification]] = {}
         self._events: dict[int, DomainEventProtocol[Any]] = {}
         self._kept = 0
 
-    def after(self, position: int) -> list[Notification]:
+    def after(self, position: int) -> Sequence[Notification]:
         batch = self._batches.get(position)
         if batch is None:
             batch = self._app.recorder.select_notifications(position, self._batch_size, inclusive_of_start=False)

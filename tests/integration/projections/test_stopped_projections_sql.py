@@ -16,7 +16,8 @@ from eventsourcing.utils import get_topic
 from adapters.settings import DatabaseConfig
 from domain.errors import ProjectionStopped
 from domain.request_record import RequestRecord
-from projections.read_models import ReadModels, build_read_models, unguarded
+from projections.ledger_entries import LedgerEntriesProjection
+from projections.read_models import ReadModels, unguarded
 from tests.unit.projections.projection_contract import NANO, T0, FakeLedger
 
 HUGE = 10**20  # past 64 bits: no INTEGER/BIGINT column holds it
@@ -38,23 +39,6 @@ def ledger(database: DatabaseConfig) -> Iterator[FakeLedger]:
     app = FakeLedger(env=database.eventsourcing_env(create_tables=True))
     yield app
     app.close()
-
-
-@pytest.fixture
-def make_read_models(database: DatabaseConfig, ledger: FakeLedger) -> Iterator[Callable[[], ReadModels]]:
-    """Each call connects anew to the same read-model database (another process)."""
-    made: list[ReadModels] = []
-
-    def make() -> ReadModels:
-        read_models = build_read_models(database, ledger)
-        if not made:
-            read_models.create_tables()
-        made.append(read_models)
-        return read_models
-
-    yield make
-    for read_models in made:
-        read_models.close()
 
 
 def plant_huge_grant(ledger: FakeLedger, account_id: UUID, amount: int) -> int:
@@ -122,6 +106,10 @@ def test_a_grant_too_large_to_store_stops_balances_and_ledger_entries_and_reques
     assert [r.charge for r in read_models.requests.list_requests()] == [9]
     row = unguarded(read_models.balances).get_balance(bob)
     assert row is not None and row.balance == 3  # stopped at the planted event: bob's later grant is not in it
+    movements = ledger.recorder.select_notifications(None, 100, topics=sorted(LedgerEntriesProjection.topics))
+    bobs = [n.id for n in movements if n.id < planted and UUID(str(n.originator_id)) == bob]
+    # written while the runner isolated the failing event: at the notification id the runner read
+    assert [e.position for e in unguarded(read_models.ledger).list_entries(bob)] == bobs != []
     with pytest.raises(ProjectionStopped) as stopped:
         read_models.balances.get_balance(bob)
     assert stopped.value.position == planted

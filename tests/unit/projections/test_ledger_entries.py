@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from application.prices import Prices
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.pricing_input import price_from_credits
@@ -354,7 +355,7 @@ class LedgerEntriesContract:
         ledger.grant(alice, 1)
         ledger.grant(alice, 2)
         batch = ledger.recorder.select_notifications(None, 100)
-        with pytest.raises(LookupError, match="not the next 1 movements after position 0"):
+        with pytest.raises(LookupError, match="starts at notification 3, not at the next one after position 0"):
             read_models.runner.apply("ledger_entries", batch[2:])  # the first grant is missing
         assert read_models.store.positions().get("ledger_entries", 0) == 0
         assert read_models.ledger is not None and read_models.ledger.list_entries(alice) == []
@@ -396,7 +397,7 @@ def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, c
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
+    Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme", starter_credits=NANO)
     key = ledger.issue_api_key("acme").plaintext
     read_models = build_read_models(None, ledger)
