@@ -9,6 +9,7 @@ from application.calls import BilledCalls
 from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.ports import ProviderAdapter
+from application.prices import Prices
 from application.routing import Router
 
 
@@ -24,8 +25,10 @@ class Services:
     wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
     health_sync: Any = None  # server mode: the RedisHealthSync sharing credential health (started by serve)
     calls: BilledCalls = field(init=False)  # the billed call every API endpoint runs
+    prices: Prices = field(init=False)  # price-book versions and aliases
 
     def __post_init__(self) -> None:
+        self.prices = Prices(self.ledger)
         self.calls = BilledCalls(self.billing, self.router, self.providers, self.ledger)
 
     def close(self) -> None:

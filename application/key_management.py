@@ -156,7 +156,7 @@ def move_secrets_out_of_history(ledger: Ledger) -> list[str]:
         deployment.move_pepper(LEGACY_PEPPER_REF)
         return []
 
-    if ledger._change(lambda: _deployment(ledger), move_pepper):
+    if ledger.change(lambda: _deployment(ledger), move_pepper):
         moved.append("API-key pepper")
     for name in [p.name for p in ledger.list_providers()]:
         done: list[str] = []
@@ -171,7 +171,7 @@ def move_secrets_out_of_history(ledger: Ledger) -> list[str]:
                     done.append(_label(provider, credential))
             return [] if done else None
 
-        if ledger._change(lambda: ledger.get_provider(name), move_credentials):
+        if ledger.change(lambda: ledger.get_provider(name), move_credentials):
             moved += done
     return moved
 
@@ -265,7 +265,7 @@ def rotate_credential(
         )
         return []
 
-    ledger._change(lambda: ledger.get_provider(name), rotate)
+    ledger.change(lambda: ledger.get_provider(name), rotate)
     if not grace:
         _shred(ledger, [outcome["old_ref"]])  # superseded now: its secret goes
     return CredentialRotation(ledger.get_provider(name), outcome["old"], outcome["new"], outcome["retires_at"])
@@ -281,7 +281,7 @@ def delete_credential(ledger: Ledger, name: str, credential_id: str) -> Provider
         provider.delete_credential(credential_id)
         return []
 
-    ledger._change(lambda: ledger.get_provider(name), delete)
+    ledger.change(lambda: ledger.get_provider(name), delete)
     _shred(ledger, refs)
     return ledger.get_provider(name)
 
@@ -307,7 +307,7 @@ def retire_due_credentials(ledger: Ledger, name: str | None = None) -> list[tupl
                 refs.append(credential.get("secret_ref"))
             return [] if due else None
 
-        if ledger._change(lambda: ledger.get_provider(provider_name), retire):
+        if ledger.change(lambda: ledger.get_provider(provider_name), retire):
             retired += [(provider_name, credential_id) for credential_id in due]
             _shred(ledger, refs)
     return retired
@@ -357,7 +357,7 @@ def rotate_key(ledger: Ledger, key_id: str | UUID, grace: timedelta = timedelta(
         old.rotate(new.id, made["retires_at"])
         return [new]
 
-    ledger._change(lambda: ledger.get_api_key(old_id), rotate)
+    ledger.change(lambda: ledger.get_api_key(old_id), rotate)
     new = made["key"]
     issued = IssuedKey(
         key_id=new.id, account_id=new.account_id, name=new.name, prefix=new.prefix, plaintext=made["plaintext"]

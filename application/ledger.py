@@ -48,7 +48,6 @@ from domain.errors import (
     SecretError,
 )
 from domain.price_book import PriceBook
-from domain.pricing import ModelPrice
 from domain.provider import KINDS_WITHOUT_SECRET, Provider
 from domain.request_record import RequestRecord
 
@@ -405,7 +404,7 @@ class Ledger(Application):
 
     def _change_account_alone(self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
         with self._lock_for(account_id):
-            return self._change(lambda: self.get_account(account_id), change)
+            return self.change(lambda: self.get_account(account_id), change)
 
     def start_group_commit(self) -> None:
         """From now on, account changes of this process are saved in batches (serve)."""
@@ -432,7 +431,7 @@ class Ledger(Application):
         if self.writer is not None:
             self.writer.stop()
 
-    def _change(self, load: Callable[[], A], change: Callable[[A], Sequence[Aggregate] | None]) -> bool:
+    def change(self, load: Callable[[], A], change: Callable[[A], Sequence[Aggregate] | None]) -> bool:
         """Load, change and save, retried on a version conflict. ``change`` must build the
         other aggregates it returns afresh on each call: a refused save has already
         drained their pending events, so an object reused across attempts saves nothing."""
@@ -518,7 +517,7 @@ class Ledger(Application):
             registered.append(provider)
             return [provider]
 
-        self._change(lambda: self.repository.get(ids.CATALOG_ID), register)
+        self.change(lambda: self.repository.get(ids.CATALOG_ID), register)
         return registered[-1]
 
     def _seal_into(self, provider: Provider, secret: str, weight: int = 1) -> None:
@@ -557,7 +556,7 @@ class Ledger(Application):
         return self._change_provider(name, lambda p: _none_if_unchanged(p, p.enable))
 
     def _change_provider(self, name: str, change: Callable[[Provider], Sequence[Aggregate] | None]) -> Provider:
-        self._change(lambda: self.get_provider(name), change)
+        self.change(lambda: self.get_provider(name), change)
         return self.get_provider(name)
 
     def get_provider(self, name: str) -> Provider:
@@ -612,63 +611,25 @@ class Ledger(Application):
         """Drop an opened secret from this process's memory (its row is being deleted)."""
         self._opened.pop(ref, None)
 
-    # --- aliases -----------------------------------------------------------------
+    # --- prices and aliases (read side; the commands are application/prices.py) ------
 
-    def set_alias(self, name: str, models: list[str]) -> list[str]:
-        def set_(catalog: Catalog) -> list[Aggregate]:
-            catalog.set_alias(name, models)
-            return []
-
-        self._change(lambda: self.repository.get(ids.CATALOG_ID), set_)
-        return models
-
-    def remove_alias(self, name: str) -> None:
-        def remove(catalog: Catalog) -> list[Aggregate]:
-            catalog.remove_alias(name)
-            return []
-
-        self._change(lambda: self.repository.get(ids.CATALOG_ID), remove)
-
-    def aliases(self) -> dict[str, list[str]]:
-        return dict(self.repository.get(ids.CATALOG_ID).aliases)
+    def catalog(self) -> Catalog:
+        catalog = self.find(ids.CATALOG_ID)
+        if not isinstance(catalog, Catalog):
+            raise NotInitialised("the store is not initialised: run `tallyhub init`")
+        return catalog
 
     def recent_aliases(self) -> dict[str, list[str]]:
-        """``aliases`` for the hot path: at most ``read_cache_seconds`` old; never mutate it."""
-        return self.recent(ids.CATALOG_ID).aliases
-
-    # --- prices ------------------------------------------------------------------
-
-    def set_price(self, model: str, price: ModelPrice) -> int:
-        """Publish a new price-book version with ``model`` at ``price``; returns the version."""
-        _validate_model_id(model)
-        published: list[int] = []
-
-        def set_(book: PriceBook) -> list[Aggregate]:
-            published.append(book.set_price(model, price, now=self.clock.now()))
-            return []
-
-        self._change(self.price_book, set_)
-        return published[-1]
-
-    def publish_prices(self, prices: dict[str, ModelPrice], effective_at: datetime | None = None) -> int:
-        """Publish a complete price-book version (a price file); returns its number.
-
-        Every model must belong to a registered provider."""
-        self.check_models_known(prices)
-        published: list[int] = []
-        now = self.clock.now()
-
-        def publish(book: PriceBook) -> list[Aggregate]:
-            published.append(book.publish_version(prices, effective_at or now, now=now))
-            return []
-
-        self._change(self.price_book, publish)
-        return published[-1]
+        """The aliases for the hot path: at most ``read_cache_seconds`` old; never mutate it."""
+        catalog = self.recent(ids.CATALOG_ID)
+        if not isinstance(catalog, Catalog):
+            raise NotInitialised("the store is not initialised: run `tallyhub init`")
+        return catalog.aliases
 
     def check_models_known(self, models: Iterable[str]) -> None:
         """Raise InvalidRequest naming the first model that is not PROVIDER/MODEL of a registered provider."""
         for model in models:
-            _validate_model_id(model)
+            validate_model_id(model)
             if self.find_provider(model.partition("/")[0]) is None:
                 raise InvalidRequest(f"{model}: no provider {model.partition('/')[0]!r} is registered", param="models")
 
@@ -812,7 +773,7 @@ def _clean_name(name: str, what: str) -> str:
     return cleaned
 
 
-def _validate_model_id(model: str) -> None:
+def validate_model_id(model: str) -> None:
     provider, _, upstream = (model or "").partition("/")
     if not provider or not upstream:
         raise InvalidRequest(f"a model id is PROVIDER/MODEL, got {model!r}", param="model")

@@ -167,20 +167,20 @@ def providers_enable(args: argparse.Namespace) -> Result:
 def aliases_set(args: argparse.Namespace) -> Result:
     models = [args.model, *args.fallback]
     with open_services() as services:
-        services.ledger.set_alias(args.name, models)
+        services.prices.set_alias(args.name, models)
     return {"name": args.name, "models": models}, f"{args.name} → {' → '.join(models)}"
 
 
 def aliases_list(args: argparse.Namespace) -> Result:
     with open_services() as services:
-        aliases = services.ledger.aliases()
+        aliases = services.prices.aliases()
     data = [{"name": name, "models": models} for name, models in sorted(aliases.items())]
     return {"data": data}, "\n".join(f"{a['name']} → {' → '.join(a['models'])}" for a in data) or "no aliases"
 
 
 def aliases_remove(args: argparse.Namespace) -> Result:
     with open_services() as services:
-        services.ledger.remove_alias(args.name)
+        services.prices.remove_alias(args.name)
     return {"name": args.name, "removed": True}, f"alias {args.name} removed"
 
 
@@ -194,7 +194,7 @@ def prices_set(args: argparse.Namespace) -> Result:
         max_output_tokens=args.max_output_tokens,
     )
     with open_services() as services:
-        version = services.ledger.set_price(args.model, price)
+        version = services.prices.set_price(args.model, price)
     return {"model": args.model, "version": version}, f"{args.model} priced; price book is now version {version}"
 
 
@@ -210,7 +210,7 @@ def read_price_file(path: str) -> str:
 def prices_publish(args: argparse.Namespace) -> Result:
     prices, effective_at = parse_price_file(read_price_file(args.file))
     with open_services() as services:
-        version = services.ledger.publish_prices(prices, effective_at)
+        version = services.prices.publish_prices(prices, effective_at)
     when = effective_at.isoformat() if effective_at else "now"
     return (
         {

@@ -189,18 +189,18 @@ async def enable_provider(name: str, services: Admin, credential: str | None = N
 
 @router.put("/aliases/{name}")
 async def set_alias(name: str, body: AliasIn, services: Admin) -> dict[str, Any]:
-    return {"name": name, "models": await _run(services.ledger.set_alias, name, body.models)}
+    return {"name": name, "models": await _run(services.prices.set_alias, name, body.models)}
 
 
 @router.get("/aliases")
 async def list_aliases(services: Admin) -> dict[str, Any]:
-    aliases = await _run(services.ledger.aliases)
+    aliases = await _run(services.prices.aliases)
     return {"data": [{"name": name, "models": models} for name, models in sorted(aliases.items())]}
 
 
 @router.delete("/aliases/{name}")
 async def remove_alias(name: str, services: Admin) -> dict[str, Any]:
-    await _run(services.ledger.remove_alias, name)
+    await _run(services.prices.remove_alias, name)
     return {"name": name, "removed": True}
 
 
@@ -221,7 +221,7 @@ async def set_price(body: PriceIn, services: Admin) -> dict[str, Any]:
         per_request=body.per_request,
         max_output_tokens=body.max_output_tokens,
     )
-    version = await _run(services.ledger.set_price, body.model, price)
+    version = await _run(services.prices.set_price, body.model, price)
     return {"model": body.model, "version": version}
 
 
@@ -229,7 +229,7 @@ async def set_price(body: PriceIn, services: Admin) -> dict[str, Any]:
 async def publish_prices(request: Request, services: Admin) -> dict[str, Any]:
     """Publish a whole price-book version; the body is a price file (README, 'Price files')."""
     prices, effective_at = parse_price_file((await request.body()).decode(errors="replace"))
-    version = await _run(services.ledger.publish_prices, prices, effective_at)
+    version = await _run(services.prices.publish_prices, prices, effective_at)
     return {
         "version": version,
         "models": sorted(prices),

@@ -24,6 +24,7 @@ from uuid import uuid4
 from adapters.exports.exporter import create_export
 from adapters.settings import DatabaseConfig
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.replay import Replayer, ReplayPlan
 from application.verify import LedgerVerifier
@@ -44,7 +45,7 @@ BATCH = 1_000
 def build(database: DatabaseConfig) -> Ledger:
     ledger = new_ledger(database)
     ledger.register_provider("mock", "openai", base_url=None, region=None, secret="sk-bench-secret-0001")
-    ledger.set_price(MODEL, PRICE)
+    Prices(ledger).set_price(MODEL, PRICE)
     return ledger
 
 

@@ -26,6 +26,7 @@ from adapters.settings import DatabaseConfig, parse_database_url
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.routing import Router
 from domain.errors import InsufficientCredits
@@ -85,7 +86,7 @@ def run(ledger: Ledger, args: argparse.Namespace) -> None:
     ledger.register_provider(
         "mock", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-bench-0000000000"
     )
-    ledger.set_price(MODEL, price_from_credits(input="1", output="2"))
+    Prices(ledger).set_price(MODEL, price_from_credits(input="1", output="2"))
     ledger.create_account("hot", starter_credits=10**12)
     key = ledger.issue_api_key("hot").plaintext
     ledger.start_group_commit()

@@ -24,6 +24,7 @@ from adapters.bootstrap import build_ledger, build_read_models, initialise
 from adapters.settings import Settings
 from application.billing import Attempt, RequestBilling, RequestShape
 from application.health import CredentialHealth
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.routing import Router
 from domain.errors import InsufficientCredits
@@ -117,8 +118,10 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
     ledger.register_provider(
         "anthropic", "anthropic", base_url="http://127.0.0.1:9", region=None, secret="sk-ant-dashboard-seed-0003"
     )
-    ledger.set_price(GPT, replace(price_from_credits(input="2", output="8", cached_input="1"), provider_cost=GPT_COST))
-    ledger.set_price(CLAUDE, price_from_credits(input="3", output="15"))
+    Prices(ledger).set_price(
+        GPT, replace(price_from_credits(input="2", output="8", cached_input="1"), provider_cost=GPT_COST)
+    )
+    Prices(ledger).set_price(CLAUDE, price_from_credits(input="3", output="15"))
     for name, amount in (("acme", 500 * NANO), ("globex", NANO // 25)):
         seeded.account_ids[name] = ledger.create_account(name).id
         ledger.grant_credits(name, amount, reason="seed")
@@ -138,7 +141,7 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
     for index, at in enumerate(sorted(times)):
         if not repriced and at > seeded.now - timedelta(days=5):
             clock.current = at - timedelta(minutes=1)
-            ledger.set_price(
+            Prices(ledger).set_price(
                 GPT, replace(price_from_credits(input="2", output="10", cached_input="1"), provider_cost=GPT_COST)
             )  # version 3
             repriced = True

@@ -39,6 +39,7 @@ from adapters.exports.exporter import manifest_path
 from adapters.exports.formats import FORMATS
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.routing import Router
 from dashboard import export_files
@@ -316,7 +317,7 @@ def test_in_track_mode_spend_is_the_list_price_and_the_ledger_export_has_no_char
             ledger.register_provider(
                 "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-track-mode-0001"
             )
-            ledger.set_price(GPT, price_from_credits(input="2", output="8"))
+            Prices(ledger).set_price(GPT, price_from_credits(input="2", output="8"))
             ledger.create_account("tracked")
             key = ledger.issue_api_key("tracked", name="main").plaintext
             billing = RequestBilling(

@@ -24,6 +24,7 @@ from adapters.http.app import create_app
 from adapters.services import Services
 from adapters.settings import Settings
 from application.health import CredentialHealth
+from application.prices import Prices
 from domain.money import NANOCREDITS_PER_CREDIT
 from domain.pricing import ModelPrice
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
@@ -90,12 +91,14 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzGatew
     ledger = services.ledger
     ledger.register_provider("openai", "openai", base_url=upstream.base_url, region=None, secret=UPSTREAM_SECRET)
     per_million = NANOCREDITS_PER_CREDIT
-    ledger.set_price(CHAT_MODEL, ModelPrice(input=2 * per_million, output=8 * per_million, max_output_tokens=4096))
-    ledger.set_price(EMBEDDING_MODEL, ModelPrice(input=per_million // 50, output=0))
+    Prices(ledger).set_price(
+        CHAT_MODEL, ModelPrice(input=2 * per_million, output=8 * per_million, max_output_tokens=4096)
+    )
+    Prices(ledger).set_price(EMBEDDING_MODEL, ModelPrice(input=per_million // 50, output=0))
     account = ledger.create_account(ACCOUNT, starter_credits=CREDITS * NANOCREDITS_PER_CREDIT)
     api_key = ledger.issue_api_key(ACCOUNT, name="fuzz").plaintext
     victim = ledger.issue_api_key(ACCOUNT, name="victim")  # the admin fuzzing may revoke or rotate this one
-    ledger.set_alias("fast", [CHAT_MODEL])
+    Prices(ledger).set_alias("fast", [CHAT_MODEL])
     known = {"account": [ACCOUNT, str(account.id)], "name": ["openai", "fast"], "key_id": [str(victim.key_id)]}
     health_clock = [0.0]
     services.health = services.router.health = CredentialHealth(clock=lambda: health_clock[0])

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.routing import Router
 
@@ -15,7 +16,7 @@ MODEL = "openai/gpt-test"
 def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes, monkeypatch) -> None:
     first, second = two_processes
     first.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
-    first.set_price(MODEL, price_from_credits(input="1", output="1"))
+    Prices(first).set_price(MODEL, price_from_credits(input="1", output="1"))
     first.create_account("acme", starter_credits=10**9)
     key = first.issue_api_key("acme").plaintext
     billing = RequestBilling(first, Router(first, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))

@@ -16,6 +16,7 @@ from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import Settings, parse_database_url
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from domain.usage import Usage
 from projections.read_models import build_read_models
@@ -58,8 +59,8 @@ def world(request: pytest.FixtureRequest, pg_schemas: PgSchemas) -> Iterator[Wor
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-iso-secret-0001"
     )
-    ledger.set_price(MINI, price_from_credits(input="2", output="8"))
-    ledger.set_price(BIG, price_from_credits(input="5", output="15"))
+    Prices(ledger).set_price(MINI, price_from_credits(input="2", output="8"))
+    Prices(ledger).set_price(BIG, price_from_credits(input="5", output="15"))
     tenants = []
     for name, model, count in (("acme", MINI, 3), ("globex", BIG, 2)):
         ledger.create_account(name, starter_credits=10**12)

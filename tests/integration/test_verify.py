@@ -15,6 +15,7 @@ from adapters.settings import DatabaseConfig
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.routing import Router
 from application.verify import MOVEMENTS, LedgerVerifier
@@ -40,7 +41,7 @@ def ledger(database: DatabaseConfig) -> Iterator[Ledger]:
     )
     app.initialise()
     app.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
-    app.set_price(MODEL, price_from_credits(input="2", output="8"))
+    Prices(app).set_price(MODEL, price_from_credits(input="2", output="8"))
     app.create_account("acme")
     app.grant_credits("acme", 10**9)
     key = app.issue_api_key("acme").plaintext

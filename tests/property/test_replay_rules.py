@@ -13,6 +13,7 @@ from adapters.crypto.key_digest import HmacApiKeyScheme
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
+from application.prices import Prices
 from application.replay import Replayer, ReplayPlan
 from application.routing import Router
 from application.verify import LedgerVerifier
@@ -61,7 +62,7 @@ def build(original: dict[str, ModelPrice], requests: list[tuple[str, str, Usage]
     )
     ledger.initialise()
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
-    ledger.publish_prices(original)
+    Prices(ledger).publish_prices(original)
     keys = {}
     for name in ("acme", "globex"):
         ledger.create_account(name)

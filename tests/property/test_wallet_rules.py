@@ -21,6 +21,7 @@ from adapters.crypto.key_digest import HmacApiKeyScheme
 from application.billing import OpenedRequest, RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.routing import Router
 from domain.account import Account
@@ -46,7 +47,7 @@ class WalletMachine(RuleBasedStateMachine):
         )
         self.ledger.initialise()
         self.ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
-        self.ledger.set_price(MODEL, price_from_credits(input="1", output="2"))
+        Prices(self.ledger).set_price(MODEL, price_from_credits(input="1", output="2"))
         self.ledger.create_account("acme")
         self.key = self.ledger.issue_api_key("acme").plaintext
         self.billing = RequestBilling(

@@ -12,6 +12,7 @@ import pytest
 
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.account import Account, MovementReceipt
 from domain.bounds import MAX_AMOUNT, MAX_BALANCE, MAX_RATE, MAX_TOKENS
@@ -263,7 +264,7 @@ def test_a_replay_that_would_adjust_an_account_past_the_bound_is_refused_before_
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.set_price("openai/free", ModelPrice(input=0, output=0))
+    Prices(ledger).set_price("openai/free", ModelPrice(input=0, output=0))
     ledger.create_account("acme")
     key = ledger.issue_api_key("acme").plaintext
     opened = track_billing.open_request(key, RequestShape("openai/free", MAX_TOKENS, 1, 1, False))

@@ -5,6 +5,7 @@ import pytest
 
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from domain.errors import AuthenticationFailed, InsufficientCredits, ModelNotFound
 from domain.pricing import price_usage, worst_case_usage
@@ -24,7 +25,7 @@ def key(ledger: Ledger) -> str:
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
+    Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme")
     return ledger.issue_api_key("acme").plaintext
 

@@ -11,6 +11,7 @@ from eventsourcing.domain import Aggregate
 
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from domain.errors import InsufficientCredits
 from domain.pricing import price_usage, worst_case_usage
@@ -60,7 +61,7 @@ def tenants(ledger: Ledger, router) -> tuple[RequestBilling, dict[str, str], int
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
+    Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     price = ledger.price_book().latest.price_for(MODEL)
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
     keys = {}

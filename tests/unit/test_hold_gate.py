@@ -14,6 +14,7 @@ import pytest
 from application.billing import RequestBilling, RequestShape
 from application.hold_gate import HoldGate
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from domain.errors import InsufficientCredits
 from domain.pricing import price_usage, worst_case_usage
@@ -69,7 +70,7 @@ def served(ledger: Ledger, router) -> Iterator[tuple[Ledger, RequestBilling, str
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
+    Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme")
     key = ledger.issue_api_key("acme").plaintext
     price = ledger.price_book().latest.price_for(MODEL)

@@ -15,6 +15,7 @@ from application.key_management import (
     set_allowed_models,
 )
 from application.ledger import Ledger
+from application.prices import Prices
 from application.routing import Router
 from domain.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from tests.fakes.clock import FakeClock
@@ -175,7 +176,7 @@ def test_a_model_limited_key_is_refused_when_billing_opens_a_request(ledger: Led
     from application.pricing_input import price_from_credits
 
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret=OLD)
-    ledger.set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
+    Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
     ledger.create_account("acme", starter_credits=10**12)
     issued = issue_key(ledger, "acme", models=["openai/gpt-4o-mini"])
     billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=5))

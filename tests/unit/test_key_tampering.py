@@ -16,6 +16,7 @@ from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
 from adapters.settings import Settings
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
@@ -47,7 +48,7 @@ def setup() -> Iterator[Setup]:
     # wired before the provider exists: the start check would open (and keep) its secret before the test damages it
     app = in_process_app(build_services(Settings(), ledger=ledger))
     ledger.register_provider("openai", "openai", base_url=upstream.base_url, region=None, secret=SECRET)
-    ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
+    Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme", starter_credits=10**10)
     key = ledger.issue_api_key("acme").plaintext
     with TestClient(app) as client:

@@ -3,6 +3,7 @@ from datetime import timedelta
 import pytest
 
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from domain.errors import AccountNotFound, AlreadyExists, AuthenticationFailed, InvalidRequest
 from tests.fakes.clock import FakeClock
@@ -88,8 +89,8 @@ def test_providers_are_listed_and_unique(ledger: Ledger) -> None:
 
 
 def test_each_price_change_publishes_a_new_version(ledger: Ledger) -> None:
-    v1 = ledger.set_price("openai/gpt-4o-mini", price_from_credits(input="0.15", output="0.6"))
-    v2 = ledger.set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
+    v1 = Prices(ledger).set_price("openai/gpt-4o-mini", price_from_credits(input="0.15", output="0.6"))
+    v2 = Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
     book = ledger.price_book().latest
     assert (v1, v2, book.number) == (1, 2, 2)
     assert book.price_for("openai/gpt-4o-mini").input == 150_000_000
@@ -97,7 +98,7 @@ def test_each_price_change_publishes_a_new_version(ledger: Ledger) -> None:
 
 def test_a_price_needs_a_provider_slash_model_id(ledger: Ledger) -> None:
     with pytest.raises(InvalidRequest):
-        ledger.set_price("gpt-4o", price_from_credits(input="1", output="1"))
+        Prices(ledger).set_price("gpt-4o", price_from_credits(input="1", output="1"))
 
 
 def test_the_admin_key_is_recognised_and_user_keys_are_not(ledger: Ledger) -> None:
@@ -109,17 +110,19 @@ def test_the_admin_key_is_recognised_and_user_keys_are_not(ledger: Ledger) -> No
 
 def test_a_version_published_for_later_takes_effect_only_then(ledger: Ledger, clock: FakeClock) -> None:
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
-    ledger.set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
+    Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
     later = clock.now() + timedelta(hours=1)
-    version = ledger.publish_prices({"openai/gpt-4o": price_from_credits(input="2", output="2")}, effective_at=later)
+    version = Prices(ledger).publish_prices(
+        {"openai/gpt-4o": price_from_credits(input="2", output="2")}, effective_at=later
+    )
     book = ledger.price_book()
     assert (version, book.effective(clock.now()).number, book.effective(later).number) == (2, 1, 2)
     with pytest.raises(InvalidRequest):
-        ledger.publish_prices(
+        Prices(ledger).publish_prices(
             {"openai/gpt-4o": price_from_credits(input="3", output="3")}, effective_at=clock.now() - timedelta(hours=1)
         )
 
 
 def test_a_price_file_may_only_price_models_of_registered_providers(ledger: Ledger) -> None:
     with pytest.raises(InvalidRequest):
-        ledger.publish_prices({"nobody/model": price_from_credits(input="1", output="1")})
+        Prices(ledger).publish_prices({"nobody/model": price_from_credits(input="1", output="1")})

@@ -4,6 +4,7 @@ import pytest
 
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import parse_price_file
 from domain.errors import InvalidRequest
 from domain.pricing import ModelPrice, price_usage, provider_cost_of, worst_case_usage
@@ -85,7 +86,7 @@ def test_each_request_records_its_provider_cost_beside_its_charge(
 ) -> None:
     ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
     prices, _ = parse_price_file(json.dumps({**FILE, "effective_at": None}))
-    ledger.publish_prices(prices)
+    Prices(ledger).publish_prices(prices)
     ledger.create_account("acme", starter_credits=10**12)
     key = ledger.issue_api_key("acme").plaintext
     opened = credits_billing.open_request(key, RequestShape("openai/o3", 100, 100, 1, False))

@@ -7,6 +7,7 @@ import pytest
 
 from application.billing import Receipt, RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import parse_price_file, price_from_credits
 from application.replay import Replayer, ReplayPlan
 from domain.errors import EmptyWindow, InvalidRequest
@@ -37,7 +38,7 @@ def keys(ledger: Ledger) -> dict[str, str]:
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.publish_prices({MODEL: ORIGINAL, OTHER: OTHER_PRICE})
+    Prices(ledger).publish_prices({MODEL: ORIGINAL, OTHER: OTHER_PRICE})
     found = {}
     for name in ("acme", "globex"):
         ledger.create_account(name)

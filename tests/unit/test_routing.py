@@ -6,6 +6,7 @@ import pytest
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.routing import Router
 from domain.errors import InvalidRequest, ModelNotFound
@@ -18,12 +19,12 @@ def two_providers(ledger: Ledger) -> None:
     ledger.register_provider(
         "backup", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-backup-cccc"
     )
-    ledger.set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
-    ledger.set_price("backup/gpt-4o-mini", price_from_credits(input="0.15", output="0.6"))
+    Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
+    Prices(ledger).set_price("backup/gpt-4o-mini", price_from_credits(input="0.15", output="0.6"))
 
 
 def test_an_alias_expands_to_its_model_then_its_fallbacks(ledger: Ledger, router: Router, two_providers: None) -> None:
-    ledger.set_alias("smart", ["openai/gpt-4o", "backup/gpt-4o-mini"])
+    Prices(ledger).set_alias("smart", ["openai/gpt-4o", "backup/gpt-4o-mini"])
     targets = router.targets("smart", ledger.price_book().latest)
     assert [t.model for t in targets] == ["openai/gpt-4o", "backup/gpt-4o-mini"]
     assert targets[1].price.input == 150_000_000
@@ -73,7 +74,7 @@ def test_with_no_usable_credential_at_all_the_error_is_503(ledger: Ledger, route
 def test_the_hold_covers_the_dearest_fallback(
     ledger: Ledger, credits_billing: RequestBilling, two_providers: None
 ) -> None:
-    ledger.set_alias("cheap-first", ["backup/gpt-4o-mini", "openai/gpt-4o"])
+    Prices(ledger).set_alias("cheap-first", ["backup/gpt-4o-mini", "openai/gpt-4o"])
     ledger.create_account("acme", starter_credits=10**12)
     key = ledger.issue_api_key("acme").plaintext
     shape = RequestShape("cheap-first", prompt_bytes=1000, max_output_tokens=100, choices=1, stream=False)
@@ -84,7 +85,7 @@ def test_the_hold_covers_the_dearest_fallback(
 def test_unpriced_fallbacks_are_dropped_in_credits_mode(
     ledger: Ledger, credits_billing: RequestBilling, two_providers: None
 ) -> None:
-    ledger.set_alias("mixed", ["openai/unpriced", "backup/gpt-4o-mini"])
+    Prices(ledger).set_alias("mixed", ["openai/unpriced", "backup/gpt-4o-mini"])
     ledger.create_account("acme", starter_credits=10**12)
     key = ledger.issue_api_key("acme").plaintext
     opened = credits_billing.open_request(key, RequestShape("mixed", 10, 10, 1, False))
@@ -94,10 +95,10 @@ def test_unpriced_fallbacks_are_dropped_in_credits_mode(
 def test_alias_validation(ledger: Ledger, two_providers: None) -> None:
     for name, models in (("has/slash", ["openai/gpt-4o"]), ("ok", []), ("ok", ["no-slash"]), ("ok", ["a/b", "a/b"])):
         with pytest.raises(InvalidRequest):
-            ledger.set_alias(name, models)
-    ledger.set_alias("ok", ["openai/gpt-4o"])
-    ledger.remove_alias("ok")
-    assert ledger.aliases() == {}
+            Prices(ledger).set_alias(name, models)
+    Prices(ledger).set_alias("ok", ["openai/gpt-4o"])
+    Prices(ledger).remove_alias("ok")
+    assert Prices(ledger).aliases() == {}
 
 
 def test_each_route_carries_its_credentials_own_secret_opened_once(

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from domain.bounds import MAX_TOKENS
 from domain.pricing import price_usage, worst_case_usage
@@ -23,7 +24,7 @@ def key(ledger: Ledger) -> str:
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.set_price(MODEL, PRICE)
+    Prices(ledger).set_price(MODEL, PRICE)
     ledger.create_account("acme")
     ledger.grant_credits("acme", 5 * 10**9)
     return ledger.issue_api_key("acme").plaintext

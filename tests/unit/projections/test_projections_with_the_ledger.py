@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from domain.usage import Usage
 from projections.read_models import build_read_models
@@ -19,7 +20,7 @@ def test_read_models_agree_with_the_ledger_after_billed_requests(
     ledger.register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.set_price(MODEL, price_from_credits(input="2", output="8"))
+    Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme")
     key = ledger.issue_api_key("acme").plaintext
     ledger.grant_credits("acme", 10**9)

@@ -19,6 +19,7 @@ import pytest
 
 from application.billing import Attempt, RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
 from domain.request_record import RequestRecord
 from domain.usage import Usage
@@ -269,11 +270,11 @@ def test_billed_requests_carry_the_price_books_provider_cost_and_their_failover(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     ledger.add_credential("openai", "sk-test-secret-0002")
-    ledger.set_price(
+    Prices(ledger).set_price(
         "openai/gpt-test",
         replace(price_from_credits(input="2", output="8"), provider_cost=price_from_credits(input="1", output="5")),
     )
-    ledger.set_price("openai/gpt-free", price_from_credits(input="1", output="1"))  # no provider-cost rates
+    Prices(ledger).set_price("openai/gpt-free", price_from_credits(input="1", output="1"))  # no provider-cost rates
     ledger.create_account("acme")
     key = ledger.issue_api_key("acme").plaintext
     ledger.grant_credits("acme", 10**9)
