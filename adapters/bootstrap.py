@@ -132,7 +132,6 @@ def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any) -> Se
         ledger=ledger,
         billing=billing,
         router=router,
-        health=health,
         read_models=read_models,
         wake=wake,
         health_sync=build_health_sync(settings, health) if settings.server_mode else None,

@@ -6,7 +6,6 @@ from typing import Any
 from adapters.settings import Settings
 from application.billing import RequestBilling
 from application.calls import BilledCalls
-from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.ports import ProviderAdapter
 from application.prices import Prices
@@ -18,8 +17,7 @@ class Services:
     settings: Settings
     ledger: Ledger
     billing: RequestBilling
-    router: Router
-    health: CredentialHealth
+    router: Router  # credential health: router.health (one object, one way to reach it)
     read_models: Any  # projections.ReadModels
     providers: dict[str, ProviderAdapter] = field(default_factory=dict)  # kind -> adapter, filled by the lifespan
     wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
