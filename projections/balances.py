@@ -25,10 +25,19 @@ from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.domain import DomainEvent, DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from domain.account import Account
+from projections.account_events import (
+    Adjusted,
+    ChargeRefunded,
+    CreditGranted,
+    GrantExpired,
+    HoldPlaced,
+    HoldReleased,
+    HoldSettled,
+)
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -98,48 +107,51 @@ def fold_balances(events: Iterable[DomainEventProtocol[Any]]) -> BalanceChanges:
     changes = BalanceChanges()
     for event in events:
         account_id = event.originator_id
-        delta = changes.accounts.setdefault(account_id, AccountDelta(updated_at=event.timestamp))
-        delta.updated_at = event.timestamp
+        at = _timestamp(event)
+        delta = changes.accounts.setdefault(account_id, AccountDelta(updated_at=at))
+        delta.updated_at = at
         if isinstance(event, Account.Created):
-            delta.name = event.name  # type: ignore[attr-defined]
-        elif isinstance(event, Account.CreditGranted):
-            delta.balance += event.amount  # type: ignore[attr-defined]
-            delta.granted += event.amount  # type: ignore[attr-defined]
+            created: Any = event  # Account.Created carries the parameters of Account.__init__
+            delta.name = created.name
+        elif isinstance(event, CreditGranted):
+            delta.balance += event.amount
+            delta.granted += event.amount
             if getattr(event, "expires_at", None) is not None:
-                grant = ExpiringGrant(
-                    account_id,
-                    event.originator_version,
-                    event.amount,  # type: ignore[attr-defined]
-                    event.expires_at,
-                )  # type: ignore[attr-defined]
+                grant = ExpiringGrant(account_id, event.originator_version, event.amount, event.expires_at)
                 changes.grants[(account_id, grant.grant)] = grant
-        elif isinstance(event, Account.GrantExpired):
-            delta.balance -= event.amount  # type: ignore[attr-defined]
-            delta.expired += event.amount  # type: ignore[attr-defined]
-            expired = changes.expired.setdefault((account_id, event.grant), [0, None])  # type: ignore[attr-defined]
-            expired[0] += event.amount  # type: ignore[attr-defined]
-            if event.request_id is None and expired[1] is None:  # type: ignore[attr-defined]
-                expired[1] = event.timestamp
-        elif isinstance(event, Account.HoldPlaced):
-            hold = OpenHold(account_id, event.request_id, event.amount, event.expires_at)  # type: ignore[attr-defined]
+        elif isinstance(event, GrantExpired):
+            delta.balance -= event.amount
+            delta.expired += event.amount
+            expired = changes.expired.setdefault((account_id, event.grant), [0, None])
+            expired[0] += event.amount
+            if event.request_id is None and expired[1] is None:
+                expired[1] = at
+        elif isinstance(event, HoldPlaced):
+            hold = OpenHold(account_id, event.request_id, event.amount, event.expires_at)
             delta.held += hold.amount
             changes.opened[(account_id, hold.request_id)] = hold
-        elif isinstance(event, Account.HoldSettled):
-            delta.balance -= event.amount  # type: ignore[attr-defined]
-            delta.charged += event.amount  # type: ignore[attr-defined]
-            delta.uncollected += event.uncollected  # type: ignore[attr-defined]
-            delta.held -= event.held  # type: ignore[attr-defined]
-            _close(changes, account_id, event.request_id)  # type: ignore[attr-defined]
-        elif isinstance(event, Account.ChargeRefunded):
-            delta.balance += event.amount  # type: ignore[attr-defined]
-            delta.refunded += event.amount  # type: ignore[attr-defined]
-        elif isinstance(event, Account.Adjusted):
-            delta.balance += event.amount  # type: ignore[attr-defined]
-            delta.adjusted += event.amount  # type: ignore[attr-defined]
-        elif isinstance(event, Account.HoldReleased):
-            delta.held -= event.amount  # type: ignore[attr-defined]
-            _close(changes, account_id, event.request_id)  # type: ignore[attr-defined]
+        elif isinstance(event, HoldSettled):
+            delta.balance -= event.amount
+            delta.charged += event.amount
+            delta.uncollected += event.uncollected
+            delta.held -= event.held
+            _close(changes, account_id, event.request_id)
+        elif isinstance(event, ChargeRefunded):
+            delta.balance += event.amount
+            delta.refunded += event.amount
+        elif isinstance(event, Adjusted):
+            delta.balance += event.amount
+            delta.adjusted += event.amount
+        elif isinstance(event, HoldReleased):
+            delta.held -= event.amount
+            _close(changes, account_id, event.request_id)
     return changes
+
+
+def _timestamp(event: DomainEventProtocol[Any]) -> datetime:
+    """When ``event`` happened (every Account event is an eventsourcing ``DomainEvent``)."""
+    assert isinstance(event, DomainEvent)
+    return event.timestamp
 
 
 def _close(changes: BalanceChanges, account_id: UUID, request_id: UUID) -> None:
@@ -171,13 +183,13 @@ class BalancesProjection:
         get_topic(cls)
         for cls in (
             Account.Created,
-            Account.CreditGranted,
-            Account.HoldPlaced,
-            Account.HoldSettled,
-            Account.HoldReleased,
-            Account.ChargeRefunded,
-            Account.Adjusted,
-            Account.GrantExpired,
+            CreditGranted,
+            HoldPlaced,
+            HoldSettled,
+            HoldReleased,
+            ChargeRefunded,
+            Adjusted,
+            GrantExpired,
         )
     )
 
@@ -225,7 +237,12 @@ class InMemoryBalancesView:
         tx.on_commit(lambda: self._apply(changes))
 
     def clear(self, tx: MemoryTransaction) -> None:
-        tx.on_commit(lambda: (self._balances.clear(), self._holds.clear(), self._grants.clear()))
+        tx.on_commit(self._clear)
+
+    def _clear(self) -> None:
+        self._balances.clear()
+        self._holds.clear()
+        self._grants.clear()
 
     def _apply(self, changes: BalanceChanges) -> None:
         for account_id, d in changes.accounts.items():
@@ -245,8 +262,8 @@ class InMemoryBalancesView:
                 updated_at=d.updated_at,
                 expired_total=old.expired_total + d.expired,
             )
-        for key in changes.closed:
-            self._holds.pop(key, None)
+        for hold_key in changes.closed:
+            self._holds.pop(hold_key, None)
         self._holds.update(changes.opened)
         self._grants.update(changes.grants)
         for key, (amount, at) in changes.expired.items():
@@ -384,7 +401,31 @@ class SqlBalancesView:
         return at
 
     def _balance(self, row: tuple[Any, ...]) -> Balance:
-        account_id, name, *amounts, updated_at, expired_total = row
+        (
+            account_id,
+            name,
+            balance,
+            held,
+            available,
+            granted,
+            charged,
+            uncollected,
+            refunded,
+            adjusted,
+            updated_at,
+            expired_total,
+        ) = row
         return Balance(
-            UUID(account_id), name or "", *(int(x) for x in amounts), self._time(updated_at), int(expired_total)
+            UUID(account_id),
+            name or "",
+            int(balance),
+            int(held),
+            int(available),
+            int(granted),
+            int(charged),
+            int(uncollected),
+            int(refunded),
+            int(adjusted),
+            self._time(updated_at),
+            int(expired_total),
         )

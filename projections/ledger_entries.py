@@ -33,7 +33,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.account import Account
+from projections.account_events import Adjusted, ChargeRefunded, CreditGranted, GrantExpired, HoldSettled
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -62,11 +62,11 @@ COLUMNS = tuple(f.name for f in fields(LedgerEntry))
 
 def entry_of(event: DomainEventProtocol[Any], position: int) -> LedgerEntry:
     """The movement ``event`` makes, with ``balance`` still 0 (the view computes it)."""
-    e: Any = event
-    base = {"position": position, "account_id": event.originator_id, "at": event.timestamp, "balance": 0}
-    if isinstance(event, Account.CreditGranted):
+    e: Any = event  # an Account event: its payload is the decorated method's parameters
+    base = {"position": position, "account_id": event.originator_id, "at": e.timestamp, "balance": 0}
+    if isinstance(event, CreditGranted):
         return LedgerEntry(kind="grant", amount=e.amount, reason=e.reason, idempotency_key=e.idempotency_key, **base)
-    if isinstance(event, Account.Adjusted):
+    if isinstance(event, Adjusted):
         return LedgerEntry(
             kind="adjustment",
             amount=e.amount,
@@ -75,13 +75,13 @@ def entry_of(event: DomainEventProtocol[Any], position: int) -> LedgerEntry:
             uncollected=e.amount - e.requested,
             **base,
         )
-    if isinstance(event, Account.ChargeRefunded):
+    if isinstance(event, ChargeRefunded):
         return LedgerEntry(kind="refund", amount=e.amount, request_id=e.request_id, reason=e.reason, **base)
-    if isinstance(event, Account.HoldSettled):
+    if isinstance(event, HoldSettled):
         return LedgerEntry(
             kind="charge", amount=-e.amount, request_id=e.request_id, uncollected=e.uncollected, held=e.held, **base
         )
-    if isinstance(event, Account.GrantExpired):
+    if isinstance(event, GrantExpired):
         return LedgerEntry(
             kind="expiry", amount=-e.amount, request_id=e.request_id, reason=f"grant {e.grant} expired", **base
         )
@@ -124,11 +124,11 @@ class LedgerEntriesProjection:
     topics = frozenset(
         get_topic(cls)
         for cls in (
-            Account.CreditGranted,
-            Account.Adjusted,
-            Account.ChargeRefunded,
-            Account.HoldSettled,
-            Account.GrantExpired,
+            CreditGranted,
+            Adjusted,
+            ChargeRefunded,
+            HoldSettled,
+            GrantExpired,
         )
     )
 
@@ -248,7 +248,8 @@ class SqlLedgerEntriesView:
     def list_entries(
         self, account_id: UUID, since: datetime | None = None, until: datetime | None = None, limit: int | None = None
     ) -> list[LedgerEntry]:
-        clauses, params = ["account_id = ?"], [account_id.hex]
+        clauses = ["account_id = ?"]
+        params: list[Any] = [account_id.hex]
         for clause, bound in (("position >= ", since), ("position < ", until)):
             if bound is not None:
                 clauses.append(clause + self._BOUND)
