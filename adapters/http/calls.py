@@ -17,7 +17,8 @@ from domain.usage import Usage
 
 
 def request_id_of(request: Request) -> UUID:
-    return request.scope["state"]["request_id"]
+    request_id: UUID = request.scope["state"]["request_id"]
+    return request_id
 
 
 async def billed_document(

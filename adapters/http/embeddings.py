@@ -50,7 +50,8 @@ def parse_embeddings_request(raw: bytes) -> dict[str, Any]:
 
 
 def _usage(document: dict[str, Any], body: dict[str, Any]) -> Usage:
-    usage = document.get("usage") if isinstance(document.get("usage"), dict) else {}
+    reported = document.get("usage")
+    usage: dict[str, Any] = reported if isinstance(reported, dict) else {}
     tokens = usage.get("prompt_tokens")
     if isinstance(tokens, int) and tokens >= 0 and usage.get("usage_source") != "estimated":
         return Usage(input_tokens=tokens)

@@ -53,7 +53,14 @@ def _usage(document: dict[str, Any]) -> Usage:
     """Images delivered, plus tokens when the provider reports them (gpt-image models)."""
     data = document.get("data")
     images = len(data) if isinstance(data, list) else 0
-    usage = document.get("usage") if isinstance(document.get("usage"), dict) else {}
-    input_tokens = usage.get("input_tokens") if isinstance(usage.get("input_tokens"), int) else 0
-    output_tokens = usage.get("output_tokens") if isinstance(usage.get("output_tokens"), int) else 0
-    return Usage(input_tokens=max(input_tokens, 0), output_tokens=max(output_tokens, 0), images=images)
+    reported = document.get("usage")
+    usage: dict[str, Any] = reported if isinstance(reported, dict) else {}
+    return Usage(
+        input_tokens=_tokens(usage, "input_tokens"), output_tokens=_tokens(usage, "output_tokens"), images=images
+    )
+
+
+def _tokens(usage: dict[str, Any], name: str) -> int:
+    """A reported token count; 0 when missing, not an integer, or negative."""
+    count = usage.get(name)
+    return max(count, 0) if isinstance(count, int) else 0

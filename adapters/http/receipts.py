@@ -22,7 +22,7 @@ def receipt_headers(receipt: Receipt) -> dict[str, str]:
 
 
 def receipt_usage(receipt: Receipt, upstream_usage: dict[str, Any] | None) -> dict[str, Any]:
-    usage = (
+    usage: dict[str, Any] = (
         dict(upstream_usage)
         if upstream_usage
         else {
