@@ -1,5 +1,11 @@
-"""The error tree. The domain and application raise these; ``adapters/http/errors.py``
-maps each class once to an OpenAI-shaped error with an honest status."""
+"""The error tree. The domain, application and provider adapters raise these;
+``adapters/http/errors.py`` maps each class once to an OpenAI-shaped error with an honest
+status. No class here carries an HTTP status of its own, except ``UpstreamError``, whose
+``status`` is data: what the provider's failure means to the caller (relayed or mapped by
+adapters/providers/errors.py), also recorded with the attempt and read by the failover policy.
+
+Errors that only live inside one module (settings, export formats, CLI usage) stay there.
+"""
 
 from uuid import UUID
 
@@ -46,6 +52,21 @@ class NotInCreditsMode(InvalidRequest):
             f"{what} take effect only in credits mode (TALLYHUB_BILLING_MODE=credits); this gateway "
             f"runs in track mode, where they would be silently ignored"
         )
+
+
+class SpendCapReached(TallyhubError):
+    """A hold that would pass an account's or API key's daily or monthly spend cap
+    (domain/spend_caps.py); answered 429 with ``Retry-After``."""
+
+    code = "spend_cap_reached"
+
+    def __init__(self, scope: str, window: str, cap: int, retry_after_seconds: int) -> None:
+        who = "this account" if scope == "account" else "this API key"
+        super().__init__(
+            f"{who} has reached its {window}ly spend cap of {cap} nanocredits; it resets in {retry_after_seconds} s"
+        )
+        self.scope, self.window, self.cap = scope, window, cap
+        self.retry_after_seconds = retry_after_seconds
 
 
 class AuthenticationFailed(TallyhubError):
@@ -152,6 +173,17 @@ class UpstreamError(TallyhubError):
         self.status = status
         self.code = code
         self.retry_after = retry_after
+
+
+class MalformedUpstreamAnswer(TallyhubError):
+    """The provider's answer cannot be read as one: bad JSON, a missing or mistyped field,
+    broken SSE or event-stream framing, an error reported inside a stream, a stream that
+    ended before it was finished. Raised explicitly where an adapter (adapters/providers/)
+    detects it; with network errors and timeouts it is all ``READ_FAILURES`` holds
+    (adapters/providers/base.py), so a bug of ours (KeyError, TypeError, a plain ValueError)
+    is never taken for a provider failure."""
+
+    code = "upstream_bad_response"
 
 
 class SecretError(TallyhubError):

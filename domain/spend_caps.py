@@ -1,23 +1,14 @@
 """Spend caps: limits on what an account, or one of its API keys, may spend per UTC day
-and per UTC month. Pure rules; the Account aggregate keeps the counts."""
+and per UTC month. Pure rules; the Account aggregate keeps the counts. The error,
+``SpendCapReached``, is in domain/errors.py (still importable from here)."""
 
 from datetime import UTC, datetime, timedelta
 
-from domain.errors import TallyhubError
+from domain.errors import SpendCapReached
+
+__all__ = ["WINDOWS", "SpendCapReached", "any_cap", "check", "seconds_until_reset", "windows_at"]
 
 WINDOWS = ("day", "month")
-
-
-class SpendCapReached(TallyhubError):
-    code = "spend_cap_reached"
-
-    def __init__(self, scope: str, window: str, cap: int, retry_after_seconds: int) -> None:
-        who = "this account" if scope == "account" else "this API key"
-        super().__init__(
-            f"{who} has reached its {window}ly spend cap of {cap} nanocredits; it resets in {retry_after_seconds} s"
-        )
-        self.scope, self.window, self.cap = scope, window, cap
-        self.retry_after_seconds = retry_after_seconds
 
 
 def any_cap(caps: dict[str, int | None]) -> bool:

@@ -1,5 +1,11 @@
 """The one place where errors become HTTP responses in OpenAI's shape:
-``{"error": {"message", "type", "param", "code"}}`` with an honest status."""
+``{"error": {"message", "type", "param", "code"}}`` with an honest status.
+
+Every status the API answers an error with is chosen here, from the error's class
+(domain/errors.py): the code is the class's ``code``. The one error that brings its
+status is ``UpstreamError`` — the provider's failure as the caller should see it
+(adapters/providers/errors.py). Anything else is a bug: a 500 ``internal_error`` that
+says nothing of it."""
 
 from collections.abc import Callable
 from typing import Any
@@ -16,26 +22,25 @@ from domain.errors import (
     AuthenticationFailed,
     InsufficientCredits,
     InvalidRequest,
+    MalformedUpstreamAnswer,
     NotFound,
     NotInitialised,
     PermissionDenied,
     ProjectionStopped,
     SecretError,
+    SpendCapReached,
     TallyhubError,
     TooManyFailedAuthentications,
     UpstreamError,
 )
-from domain.money import InvalidAmount
-from domain.spend_caps import SpendCapReached
 
 # The errors the API answers with ``response_for`` (any other is a 500 that leaks nothing).
-ANSWERED_ERRORS: tuple[type[Exception], ...] = (TallyhubError, InvalidAmount)
+ANSWERED_ERRORS: tuple[type[Exception], ...] = (TallyhubError,)
 
 # (status, OpenAI error type) per error class; the first matching base class wins.
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (RequestTooLarge, 413, "invalid_request_error"),
-    (InvalidRequest, 400, "invalid_request_error"),
-    (InvalidAmount, 400, "invalid_request_error"),
+    (InvalidRequest, 400, "invalid_request_error"),  # InvalidAmount (domain/money.py) among them
     (AuthenticationFailed, 401, "authentication_error"),
     (InsufficientCredits, 402, "insufficient_credits"),
     (PermissionDenied, 403, "permission_error"),
@@ -44,6 +49,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (NotInitialised, 503, "server_error"),
     (ProjectionStopped, 503, "server_error"),
     (SecretError, 500, "server_error"),
+    (MalformedUpstreamAnswer, 502, "upstream_error"),
 ]
 
 _HTTP_CODES = {
@@ -98,7 +104,7 @@ def response_for(exc: Exception) -> Response:
         return error_response(exc.status, str(exc), type_=type_, code=exc.code, headers=headers)
     for cls, status, type_ in _STATUS:
         if isinstance(exc, cls):
-            code = getattr(exc, "code", None) if isinstance(exc, TallyhubError) else "invalid_amount"
+            code = exc.code if isinstance(exc, TallyhubError) else None
             return error_response(status, str(exc), type_=type_, code=code, param=getattr(exc, "param", None))
     return error_response(500, "internal error", type_="server_error", code="internal_error")
 

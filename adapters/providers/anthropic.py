@@ -25,10 +25,11 @@ import orjson
 
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, upstream_json
 from adapters.providers.errors import post, probe_with_get
 from adapters.providers.openai_compatible import sse_events, upstream_error
 from application.routing import Route
+from domain.errors import MalformedUpstreamAnswer
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
@@ -78,7 +79,7 @@ class AnthropicExchange(ResponseExchange):
         self.created = int(time.time())
 
     async def read_completion(self) -> bytes:
-        return orjson.dumps(chat_completion(orjson.loads(await self.response.read()), self.created))
+        return orjson.dumps(chat_completion(upstream_json(await self.response.read()), self.created))
 
     def stream_data(self) -> AsyncIterator[bytes]:
         return self._chunks()
@@ -86,9 +87,9 @@ class AnthropicExchange(ResponseExchange):
     async def _chunks(self) -> AsyncIterator[bytes]:
         translator = StreamTranslator(self.created)
         async for data in sse_events(self.response):
-            for chunk in translator.take(orjson.loads(data)):
+            for chunk in translator.take(upstream_json(data)):
                 yield orjson.dumps(chunk)
             if translator.finished:
                 yield DONE
                 return
-        raise ValueError("the provider's stream ended before message_stop")
+        raise MalformedUpstreamAnswer("the provider's stream ended before message_stop")

@@ -272,10 +272,14 @@ def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def _max_tokens(body: dict[str, Any]) -> int:
-    given = [body.get(name) for name in ("max_completion_tokens", "max_tokens") if body.get(name) is not None]
-    for value in given:
+    given: list[int] = []
+    for name in ("max_completion_tokens", "max_tokens"):
+        value = body.get(name)
+        if value is None:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidRequest("max tokens must be a positive integer", param="max_tokens")
+        given.append(value)
     return min(given) if given else DEFAULT_MAX_TOKENS
 
 

@@ -8,7 +8,9 @@ Invariants:
   (thinking included; ``reasoning_tokens`` from ``output_tokens_details.thinking_tokens``);
 - a stream is finished only by ``message_stop``: an ``error`` event raises
   ``AnthropicStreamError`` and any other malformed or out-of-order event raises
-  ``ValueError``, so the gateway never mistakes a broken stream for a whole one.
+  ``MalformedUpstreamAnswer`` (both one of ``READ_FAILURES``), so the gateway never
+  mistakes a broken stream for a whole one. Each field read from the provider is checked
+  where it is read: a KeyError or TypeError here is a bug of ours, not the provider's.
 
 Text blocks become ``content``, ``tool_use`` blocks ``tool_calls`` (arguments as JSON
 text), ``thinking`` blocks ``reasoning_content``; other block types (redacted thinking,
@@ -18,6 +20,9 @@ server tools) are not relayed.
 from typing import Any
 
 import orjson
+
+from adapters.providers.base import upstream_object
+from domain.errors import MalformedUpstreamAnswer
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -37,7 +42,7 @@ USAGE_FIELDS = (
 )
 
 
-class AnthropicStreamError(ValueError):
+class AnthropicStreamError(MalformedUpstreamAnswer):
     """The provider sent an ``error`` event in the middle of a stream."""
 
     def __init__(self, error_type: str, message: str) -> None:
@@ -69,10 +74,10 @@ def _count(usage: dict[str, Any], name: str) -> int:
 
 
 def chat_completion(message: Any, created: int) -> dict[str, Any]:
-    """A Messages API ``message`` object as a ``chat.completion``; ValueError if it is not one."""
+    """A Messages API ``message`` object as a ``chat.completion``; MalformedUpstreamAnswer if it is not one."""
     content = message.get("content") if isinstance(message, dict) and message.get("type") == "message" else None
     if not isinstance(content, list):
-        raise ValueError("the provider's answer is not an Anthropic message")
+        raise MalformedUpstreamAnswer("the provider's answer is not an Anthropic message")
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -123,30 +128,30 @@ class StreamTranslator:
         self.finished = False
 
     def take(self, event: Any) -> list[dict[str, Any]]:
-        """The chunks one event produces; raises ValueError for an error or a malformed event."""
-        try:
-            return self._take(event)
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"malformed stream event from the provider: {exc!r}") from None
-
-    def _take(self, event: dict[str, Any]) -> list[dict[str, Any]]:
-        kind = event["type"]
+        """The chunks one event produces; raises AnthropicStreamError for an error event and
+        MalformedUpstreamAnswer for a malformed or out-of-order one."""
+        event = upstream_object(event, "a stream event")
+        kind = _field(event, "type", "stream event")
         if kind == "error":
-            error = event.get("error") or {}
+            error = event.get("error")
+            error = error if isinstance(error, dict) else {}
             raise AnthropicStreamError(str(error.get("type") or "error"), str(error.get("message") or ""))
         if kind == "ping":
             return []
         if kind == "message_start":
-            return self._started(event["message"])
+            return self._started(upstream_object(event.get("message"), "a message_start without a message"))
         if self.id is None:
-            raise ValueError(f"the provider's stream sent {kind!r} before message_start")
+            raise MalformedUpstreamAnswer(f"the provider's stream sent {kind!r} before message_start")
         if kind == "content_block_start":
-            return self._block_started(event["index"], event["content_block"])
+            block = upstream_object(event.get("content_block"), "a content_block_start without a content_block")
+            return self._block_started(_field(event, "index", kind), block)
         if kind == "content_block_delta":
-            return self._delta(event["index"], event["delta"])
+            delta = upstream_object(event.get("delta"), "a content_block_delta without a delta")
+            return self._delta(_field(event, "index", kind), delta)
         if kind == "message_delta":
-            self.stop_reason = event["delta"].get("stop_reason") or self.stop_reason
-            self._count_usage(event.get("usage") or {})
+            delta = upstream_object(event.get("delta"), "a message_delta without a delta")
+            self.stop_reason = delta.get("stop_reason") or self.stop_reason
+            self._count_usage(event.get("usage"))
             return []
         if kind == "message_stop":
             self.finished = True
@@ -154,13 +159,13 @@ class StreamTranslator:
         return []  # content_block_stop, and event types added to the API later
 
     def _started(self, message: dict[str, Any]) -> list[dict[str, Any]]:
-        self.id = str(message["id"])
+        self.id = str(_field(message, "id", "message_start"))
         self.model = message.get("model")
-        self._count_usage(message.get("usage") or {})
+        self._count_usage(message.get("usage"))
         return [self._chunk({"role": "assistant", "content": ""})]
 
-    def _block_started(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
-        kind = block["type"]
+    def _block_started(self, index: Any, block: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = _field(block, "type", "content block")
         if kind == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
         if kind == "thinking" and block.get("thinking"):
@@ -169,26 +174,29 @@ class StreamTranslator:
             self.tool_index[index] = len(self.tool_index)
             call = {
                 "index": self.tool_index[index],
-                "id": block["id"],
+                "id": _field(block, "id", "tool_use block"),
                 "type": "function",
-                "function": {"name": block["name"], "arguments": ""},
+                "function": {"name": _field(block, "name", "tool_use block"), "arguments": ""},
             }
             return [self._chunk({"tool_calls": [call]})]
         return []
 
-    def _delta(self, index: int, delta: dict[str, Any]) -> list[dict[str, Any]]:
-        kind = delta["type"]
-        if kind == "text_delta" and delta["text"]:
+    def _delta(self, index: Any, delta: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = _field(delta, "type", "delta")
+        if kind == "text_delta" and _field(delta, "text", kind):
             return [self._chunk({"content": delta["text"]})]
-        if kind == "thinking_delta" and delta["thinking"]:
+        if kind == "thinking_delta" and _field(delta, "thinking", kind):
             return [self._chunk({"reasoning_content": delta["thinking"]})]
-        if kind == "input_json_delta" and delta["partial_json"] and index in self.tool_index:
+        if kind == "input_json_delta" and _field(delta, "partial_json", kind) and index in self.tool_index:
             call = {"index": self.tool_index[index], "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]})]
         return []
 
-    def _count_usage(self, usage: dict[str, Any]) -> None:
+    def _count_usage(self, usage: Any) -> None:
         """message_start has the input side, message_delta cumulative totals: later values win."""
+        if not usage:
+            return
+        usage = upstream_object(usage, "a usage")
         self.usage.update({name: usage[name] for name in USAGE_FIELDS if usage.get(name) is not None})
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -209,3 +217,13 @@ class StreamTranslator:
             "choices": [],
             "usage": openai_usage(self.usage),
         }
+
+
+def _field(document: dict[str, Any], name: str, where: str) -> Any:
+    """A field the provider must send; an ``index`` must also be usable as a key."""
+    if name not in document:
+        raise MalformedUpstreamAnswer(f"the provider sent a {where} without {name}")
+    value = document[name]
+    if name == "index" and isinstance(value, (dict, list)):
+        raise MalformedUpstreamAnswer(f"the provider sent a {where} whose index is not a number")
+    return value

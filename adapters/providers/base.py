@@ -6,33 +6,58 @@ JSON payloads — the last carrying ``usage`` when the provider reported it — 
 (``ChatProvider``, ``ChatExchange``, ``ProviderAdapter``) is declared in application/ports.py.
 
 ``start_chat`` raises ``UpstreamError`` (with the status the caller should see) for
-every failure that happens before the first byte; later failures surface while reading.
+every failure that happens before the first byte; later failures surface while reading,
+as one of ``READ_FAILURES``: a network error, a timeout, or ``MalformedUpstreamAnswer``,
+which an adapter raises explicitly where it finds the provider's answer unreadable (bad
+JSON, a missing or mistyped field, broken framing, an error inside a stream, a stream
+ended early). Nothing else is the provider's fault: a KeyError, TypeError or plain
+ValueError while reading is a bug of ours and propagates — never billed, never counted
+against a credential's health, never failed over.
 """
 
 from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from application.ports import ChatExchange, ChatProvider, ProviderAdapter
 from application.routing import Route
-from domain.errors import InvalidRequest
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer
 
 __all__ = [
     "DONE",
     "READ_FAILURES",
     "ChatExchange",
     "ChatProvider",
+    "MalformedUpstreamAnswer",
     "ProviderAdapter",
     "ProviderBase",
     "ResponseExchange",
     "arrived_blocks",
+    "upstream_json",
+    "upstream_object",
     "unsupported",
 ]
 
 DONE = b"[DONE]"
-# What reading an exchange may raise when the provider breaks off or sends garbage.
-READ_FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, ValueError)
+# What reading an exchange may raise when the provider breaks off or sends garbage; and only that.
+READ_FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, MalformedUpstreamAnswer)
+
+
+def upstream_json(data: bytes) -> Any:
+    """JSON the provider sent, parsed; ``MalformedUpstreamAnswer`` if it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise MalformedUpstreamAnswer("the provider sent something that is not JSON") from None
+
+
+def upstream_object(value: Any, what: str) -> dict[str, Any]:
+    """``value`` if it is a JSON object; ``MalformedUpstreamAnswer`` naming ``what`` if not."""
+    if not isinstance(value, dict):
+        raise MalformedUpstreamAnswer(f"the provider sent {what} that is not a JSON object")
+    return value
 
 
 async def arrived_blocks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:

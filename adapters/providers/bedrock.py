@@ -32,12 +32,12 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from yarl import URL
 
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange, arrived_blocks
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, arrived_blocks, upstream_json, upstream_object
 from adapters.providers.bedrock_request import converse_request
 from adapters.providers.bedrock_response import ConverseStreamTranslator, completion_document
 from adapters.providers.errors import error_for_status, post, read_error_body
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 
 SIGNING_SERVICE = "bedrock"
 EVENT_STREAM = "application/vnd.amazon.eventstream"
@@ -53,7 +53,7 @@ REFUSED_CREDENTIAL_ERRORS = (
 _REGION = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
-class BedrockStreamError(ValueError):
+class BedrockStreamError(MalformedUpstreamAnswer):
     """Bedrock reported an exception inside a ConverseStream (e.g. throttlingException)."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -189,7 +189,7 @@ class BedrockExchange(ResponseExchange):
         self.created = int(time.time())
 
     async def read_completion(self) -> bytes:
-        answer = orjson.loads(await self.response.read())
+        answer = upstream_json(await self.response.read())
         return completion_document(answer, completion_id=self.completion_id, model=self.model, created=self.created)
 
     async def stream_data(self) -> AsyncIterator[bytes]:
@@ -198,7 +198,7 @@ class BedrockExchange(ResponseExchange):
             for chunk in translator.chunks(event_type, event):
                 yield orjson.dumps(chunk)
         if not translator.finished:
-            raise ValueError("the Bedrock stream ended before messageStop and metadata")
+            raise MalformedUpstreamAnswer("the Bedrock stream ended before messageStop and metadata")
         yield DONE
 
 
@@ -212,12 +212,12 @@ async def converse_events(response: aiohttp.ClientResponse) -> AsyncIterator[tup
         try:
             messages = list(buffer)
         except ParserError as exc:
-            raise ValueError(f"undecodable Bedrock event stream ({type(exc).__name__})") from None
+            raise MalformedUpstreamAnswer(f"undecodable Bedrock event stream ({type(exc).__name__})") from None
         for message in messages:
             pending -= message.prelude.total_length
             yield _event(message)
     if pending:
-        raise ValueError("the Bedrock event stream ended inside a message")
+        raise MalformedUpstreamAnswer("the Bedrock event stream ended inside a message")
 
 
 def _event(message: EventStreamMessage) -> tuple[str, dict[str, Any]]:
@@ -228,10 +228,8 @@ def _event(message: EventStreamMessage) -> tuple[str, dict[str, Any]]:
     if kind == "error":
         raise BedrockStreamError(str(headers.get(":error-code")), str(headers.get(":error-message")))
     if kind != "event":
-        raise ValueError(f"unexpected Bedrock event-stream message type {kind!r}")
-    event = orjson.loads(message.payload or b"{}")
-    if not isinstance(event, dict):
-        raise ValueError("a Bedrock stream event is not a JSON object")
+        raise MalformedUpstreamAnswer(f"unexpected Bedrock event-stream message type {kind!r}")
+    event = upstream_object(upstream_json(message.payload or b"{}"), "a stream event")
     return str(headers.get(":event-type")), event
 
 
@@ -291,11 +289,13 @@ def _embedding_request(body: dict[str, Any]) -> tuple[list[str], int | None, str
 
 async def _titan_embedding(route: Route, response: aiohttp.ClientResponse) -> tuple[list[float], int]:
     try:
-        answer = orjson.loads(await response.read())
-        vector, count = answer["embedding"], answer["inputTextTokenCount"]
-        if not all(isinstance(v, (int, float)) for v in vector) or not isinstance(count, int) or count < 0:
-            raise TypeError
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
+        answer = upstream_object(upstream_json(await response.read()), "an embedding answer")
+        vector, count = answer.get("embedding"), answer.get("inputTextTokenCount")
+        if not isinstance(vector, list) or not all(isinstance(v, (int, float)) for v in vector):
+            raise MalformedUpstreamAnswer("Bedrock sent an embedding that is not a list of numbers")
+        if not isinstance(count, int) or count < 0:
+            raise MalformedUpstreamAnswer("Bedrock sent no inputTextTokenCount")
+    except (aiohttp.ClientError, TimeoutError, MalformedUpstreamAnswer):
         raise UpstreamError(
             f"provider {route.provider!r} sent an unreadable embedding", status=502, code="upstream_bad_response"
         ) from None

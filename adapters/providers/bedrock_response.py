@@ -4,12 +4,16 @@ Usage keeps OpenAI's convention that ``prompt_tokens`` includes cached input:
 ``prompt_tokens = inputTokens + cacheReadInputTokens + cacheWriteInputTokens`` and
 ``prompt_tokens_details.cached_tokens = cacheReadInputTokens`` (cache writes are also
 shown as ``cache_write_tokens``, as OpenRouter does). A Converse answer that does not
-have the documented shape raises ``ValueError`` (one of ``READ_FAILURES``).
+have the documented shape raises ``MalformedUpstreamAnswer`` (one of ``READ_FAILURES``),
+each field checked where it is read: a KeyError or TypeError here is a bug of ours.
 """
 
 from typing import Any
 
 import orjson
+
+from adapters.providers.base import upstream_object
+from domain.errors import MalformedUpstreamAnswer
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -28,7 +32,7 @@ def finish_reason(stop_reason: Any) -> str:
 
 def openai_usage(usage: Any) -> dict[str, Any]:
     if not isinstance(usage, dict):
-        raise ValueError("Bedrock sent no usage object")
+        raise MalformedUpstreamAnswer("Bedrock sent no usage object")
     fresh, output = _count(usage, "inputTokens"), _count(usage, "outputTokens")
     read, write = _count(usage, "cacheReadInputTokens"), _count(usage, "cacheWriteInputTokens")
     prompt = fresh + read + write
@@ -46,29 +50,30 @@ def _count(usage: dict[str, Any], name: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"Bedrock usage.{name} is not a token count: {value!r}")
+        raise MalformedUpstreamAnswer(f"Bedrock usage.{name} is not a token count: {value!r}")
     return value
 
 
 def completion_document(answer: Any, *, completion_id: str, model: str, created: int) -> bytes:
     """One OpenAI ``chat.completion`` for a Converse answer."""
-    try:
-        blocks = answer["output"]["message"]["content"]
-        texts, reasoning, calls = [], [], []
-        for block in blocks:
-            if "text" in block:
-                texts.append(str(block["text"]))
-            elif "toolUse" in block:
-                use = block["toolUse"]
-                calls.append(_tool_call(use["toolUseId"], use["name"], orjson.dumps(use.get("input", {})).decode()))
-            elif "reasoningContent" in block:
-                text = (block["reasoningContent"].get("reasoningText") or {}).get("text")
-                if isinstance(text, str):
-                    reasoning.append(text)
-        stop_reason = answer["stopReason"]
-        usage = openai_usage(answer.get("usage"))
-    except (KeyError, TypeError, AttributeError):
-        raise ValueError("Bedrock sent an answer without output.message.content and stopReason") from None
+    blocks = _content_of(answer)
+    texts, reasoning, calls = [], [], []
+    for block in blocks:
+        block = upstream_object(block, "a content block")
+        if "text" in block:
+            texts.append(str(block["text"]))
+        elif "toolUse" in block:
+            use = upstream_object(block["toolUse"], "a toolUse block")
+            calls.append(_tool_call(use.get("toolUseId"), use.get("name"), orjson.dumps(use.get("input", {})).decode()))
+        elif "reasoningContent" in block:
+            content = upstream_object(block["reasoningContent"], "a reasoningContent block")
+            text = upstream_object(content.get("reasoningText") or {}, "a reasoningText").get("text")
+            if isinstance(text, str):
+                reasoning.append(text)
+    if "stopReason" not in answer:
+        raise MalformedUpstreamAnswer("Bedrock sent an answer without output.message.content and stopReason")
+    stop_reason = answer["stopReason"]
+    usage = openai_usage(answer.get("usage"))
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
@@ -89,9 +94,19 @@ def completion_document(answer: Any, *, completion_id: str, model: str, created:
     return orjson.dumps(document)
 
 
+def _content_of(answer: Any) -> list[Any]:
+    """``output.message.content`` of a Converse answer."""
+    output = answer.get("output") if isinstance(answer, dict) else None
+    message = output.get("message") if isinstance(output, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        raise MalformedUpstreamAnswer("Bedrock sent an answer without output.message.content and stopReason")
+    return content
+
+
 def _tool_call(call_id: Any, name: Any, arguments: str) -> dict[str, Any]:
     if not isinstance(call_id, str) or not isinstance(name, str):
-        raise ValueError("Bedrock sent a toolUse block without toolUseId or name")
+        raise MalformedUpstreamAnswer("Bedrock sent a toolUse block without toolUseId or name")
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
@@ -113,27 +128,28 @@ class ConverseStreamTranslator:
         return self._stopped and self._reported
 
     def chunks(self, event_type: str, event: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            return self._chunks(event_type, event)
-        except (KeyError, TypeError, AttributeError):
-            raise ValueError(f"Bedrock sent a malformed {event_type} event") from None
-
-    def _chunks(self, event_type: str, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """The chunks one event produces; MalformedUpstreamAnswer if it lacks what its type needs."""
         if event_type == "messageStart":
             return [self._choice({"role": "assistant", "content": ""})]
         if event_type == "contentBlockStart":
-            use = (event.get("start") or {}).get("toolUse")
+            use = upstream_object(event.get("start") or {}, "a contentBlockStart").get("toolUse")
             if use is None:
                 return []
-            index = self._tool_index.setdefault(event["contentBlockIndex"], len(self._tool_index))
-            call = _tool_call(use["toolUseId"], use["name"], "")
+            use = upstream_object(use, "a toolUse start")
+            index = self._tool_index.setdefault(_block_index(event, event_type), len(self._tool_index))
+            call = _tool_call(use.get("toolUseId"), use.get("name"), "")
             return [self._choice({"tool_calls": [{"index": index, **call}]})]
         if event_type == "contentBlockDelta":
-            return self._delta(event["contentBlockIndex"], event["delta"])
+            delta = upstream_object(event.get("delta"), "a contentBlockDelta without a delta")
+            return self._delta(_block_index(event, event_type), delta)
         if event_type == "messageStop":
+            if "stopReason" not in event:
+                raise MalformedUpstreamAnswer("Bedrock sent a malformed messageStop event")
             self._stopped = True
             return [self._choice({}, finish_reason(event["stopReason"]))]
         if event_type == "metadata":
+            if "usage" not in event:
+                raise MalformedUpstreamAnswer("Bedrock sent a malformed metadata event")
             self._reported = True
             return [{**self._base, "choices": [], "usage": openai_usage(event["usage"])}]
         return []  # contentBlockStop and events this adapter does not relay
@@ -143,14 +159,24 @@ class ConverseStreamTranslator:
             return [self._choice({"content": str(delta["text"])})] if delta["text"] else []
         if "toolUse" in delta:
             if block_index not in self._tool_index:
-                raise ValueError("Bedrock sent toolUse input for a block it never started")
-            arguments = str(delta["toolUse"]["input"])
-            fragment = {"index": self._tool_index[block_index], "function": {"arguments": arguments}}
+                raise MalformedUpstreamAnswer("Bedrock sent toolUse input for a block it never started")
+            use = upstream_object(delta["toolUse"], "a toolUse delta")
+            if "input" not in use:
+                raise MalformedUpstreamAnswer("Bedrock sent a toolUse delta without input")
+            fragment = {"index": self._tool_index[block_index], "function": {"arguments": str(use["input"])}}
             return [self._choice({"tool_calls": [fragment]})]
-        text = (delta.get("reasoningContent") or {}).get("text")
+        reasoning = delta.get("reasoningContent") or {}
+        text = upstream_object(reasoning, "a reasoningContent delta").get("text")
         if isinstance(text, str) and text:
             return [self._choice({"reasoning_content": text})]
         return []
 
     def _choice(self, delta: dict[str, Any], reason: str | None = None) -> dict[str, Any]:
         return {**self._base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}]}
+
+
+def _block_index(event: dict[str, Any], event_type: str) -> int:
+    index = event.get("contentBlockIndex")
+    if not isinstance(index, int):
+        raise MalformedUpstreamAnswer(f"Bedrock sent a {event_type} event without contentBlockIndex")
+    return index

@@ -27,24 +27,17 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, upstream_json
 from adapters.providers.errors import error_for_status, post, read_error_body, redact, timed_out, unreachable
 from adapters.providers.gemini_request import candidate_count, gemini_request
-from adapters.providers.gemini_response import (
-    ChunkTranslator,
-    StreamBroken,
-    block_reason,
-    completion_document,
-)
+from adapters.providers.gemini_response import ChunkTranslator, block_reason, completion_document
 from adapters.providers.openai_compatible import sse_events
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 from domain.estimation import tokens_for_chars
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
 EMBED_BATCH_LIMIT = 100  # requests per batchEmbedContents call
-# What translating a malformed Gemini document can raise.
-_MALFORMED = (ValueError, TypeError, KeyError, AttributeError)
 
 
 class GeminiProvider(ProviderBase):
@@ -65,7 +58,7 @@ class GeminiProvider(ProviderBase):
             raise _blocked(route, reason)
         try:
             completion = completion_document(document, route.upstream_model)
-        except _MALFORMED:
+        except MalformedUpstreamAnswer:
             raise _bad_response(route) from None
         return GeminiCompletion(orjson.dumps(completion))
 
@@ -177,16 +170,10 @@ class GeminiStream(ResponseExchange):
             yield orjson.dumps(chunk)
         fragment: Any = self.first
         while True:
-            try:
-                chunks = self.translator.take(fragment)
-            except StreamBroken:
-                raise
-            except _MALFORMED as exc:
-                raise StreamBroken(f"Gemini sent a malformed stream event ({type(exc).__name__})") from None
-            for chunk in chunks:
+            for chunk in self.translator.take(fragment):  # MalformedUpstreamAnswer (StreamBroken among them)
                 yield orjson.dumps(chunk)
             try:
-                fragment = orjson.loads(await anext(self.events))
+                fragment = upstream_json(await anext(self.events))
             except StopAsyncIteration:
                 break
         for chunk in self.translator.closing():
@@ -257,10 +244,17 @@ def _embedding_inputs(value: Any) -> list[str]:
 
 def _vectors(route: Route, document: dict[str, Any], expected: int) -> list[list[float]]:
     embeddings = document.get("embeddings")
-    try:
-        vectors = [[float(x) for x in item["values"]] for item in embeddings]  # type: ignore[union-attr]
-    except _MALFORMED:
-        raise _bad_response(route) from None
+    if not isinstance(embeddings, list):
+        raise _bad_response(route)
+    vectors = []
+    for item in embeddings:
+        values = item.get("values") if isinstance(item, dict) else None
+        if not isinstance(values, list):
+            raise _bad_response(route)
+        try:
+            vectors.append([float(x) for x in values])
+        except (TypeError, ValueError):  # a value that is not a number
+            raise _bad_response(route) from None
     if len(vectors) != expected:
         raise _bad_response(route)
     return vectors

@@ -3,8 +3,10 @@
 Invariants: usage is Gemini's own count (``prompt_tokens`` includes cached and
 tool-use prompt tokens, ``completion_tokens`` includes thinking tokens, as OpenAI
 reports them); a stream is only declared finished when every candidate Gemini
-started has a ``finishReason`` — otherwise ``StreamBroken`` (a ``ValueError``, so
-one of ``READ_FAILURES``) is raised instead of ``[DONE]``.
+started has a ``finishReason`` — otherwise ``StreamBroken`` (a ``MalformedUpstreamAnswer``,
+so one of ``READ_FAILURES``) is raised instead of ``[DONE]``. Every field read from Gemini
+is checked where it is read (``MalformedUpstreamAnswer``): a KeyError or TypeError here is
+a bug of ours, not Gemini's.
 """
 
 import secrets
@@ -13,6 +15,9 @@ from typing import Any
 from uuid import uuid4
 
 import orjson
+
+from adapters.providers.base import upstream_object
+from domain.errors import MalformedUpstreamAnswer
 
 _FILTERED = (
     "SAFETY",
@@ -27,7 +32,7 @@ _FILTERED = (
 FINISH_REASONS = {"STOP": "stop", "MAX_TOKENS": "length", **{reason: "content_filter" for reason in _FILTERED}}
 
 
-class StreamBroken(ValueError):
+class StreamBroken(MalformedUpstreamAnswer):
     """Gemini ended or broke a stream without finishing it."""
 
 
@@ -56,14 +61,14 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
 def _count(metadata: dict[str, Any], name: str) -> int:
     value = metadata.get(name) or 0
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"usageMetadata.{name} is not a token count: {value!r}")
+        raise MalformedUpstreamAnswer(f"usageMetadata.{name} is not a token count: {value!r}")
     return value
 
 
 def block_reason(response: dict[str, Any]) -> str | None:
     """Why Gemini refused the prompt itself (no candidates at all), if it did."""
-    feedback = response.get("promptFeedback") or {}
-    if feedback.get("blockReason") and not response.get("candidates"):
+    feedback = response.get("promptFeedback")
+    if isinstance(feedback, dict) and feedback.get("blockReason") and not response.get("candidates"):
         return str(feedback["blockReason"])
     return None
 
@@ -78,7 +83,7 @@ class ToolCallIds:
     def tool_call(self, part: dict[str, Any]) -> dict[str, Any]:
         call = part["functionCall"]
         if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-            raise ValueError("Gemini sent a functionCall without a name")
+            raise MalformedUpstreamAnswer("Gemini sent a functionCall without a name")
         call_id = call.get("id") or f"{self.prefix}{self.count}"
         self.count += 1
         tool_call: dict[str, Any] = {
@@ -93,8 +98,14 @@ class ToolCallIds:
 
 def _read_parts(candidate: dict[str, Any], ids: ToolCallIds) -> tuple[list[str], list[str], list[dict[str, Any]]]:
     """Text, thought text and tool calls of one candidate."""
-    texts, thoughts, calls = [], [], []
-    for part in (candidate.get("content") or {}).get("parts") or ():
+    texts: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    parts = upstream_object(candidate.get("content") or {}, "a candidate content").get("parts") or ()
+    if not isinstance(parts, list | tuple):
+        raise MalformedUpstreamAnswer("Gemini sent content.parts that is not a list")
+    for part in parts:
+        part = upstream_object(part, "a content part")
         if "functionCall" in part:
             calls.append(ids.tool_call(part))
         elif isinstance(part.get("text"), str):
@@ -105,13 +116,21 @@ def _read_parts(candidate: dict[str, Any], ids: ToolCallIds) -> tuple[list[str],
 def _candidates(response: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     candidates = response.get("candidates") or []
     if not isinstance(candidates, list):
-        raise ValueError("candidates is not a list")
-    return [(int(c.get("index", position)), c) for position, c in enumerate(candidates)]
+        raise MalformedUpstreamAnswer("candidates is not a list")
+    return [(_index(candidate, position), candidate) for position, candidate in enumerate(candidates)]
+
+
+def _index(candidate: Any, position: int) -> int:
+    index = upstream_object(candidate, "a candidate").get("index", position)
+    try:
+        return int(index)
+    except (TypeError, ValueError, OverflowError):
+        raise MalformedUpstreamAnswer(f"Gemini sent a candidate index that is not a number: {index!r}") from None
 
 
 def completion_document(response: dict[str, Any], model: str) -> dict[str, Any]:
     ids = ToolCallIds()
-    choices = []
+    choices: list[dict[str, Any]] = []
     for index, candidate in _candidates(response):
         texts, thoughts, calls = _read_parts(candidate, ids)
         message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None, "refusal": None}
@@ -128,7 +147,7 @@ def completion_document(response: dict[str, Any], model: str) -> dict[str, Any]:
             }
         )
     if not choices:
-        raise ValueError("Gemini answered without candidates or a block reason")
+        raise MalformedUpstreamAnswer("Gemini answered without candidates or a block reason")
     document = {
         "id": _completion_id(response),
         "object": "chat.completion",
@@ -175,7 +194,7 @@ class ChunkTranslator:
         if not isinstance(fragment, dict):
             raise StreamBroken("Gemini sent a stream event that is not an object")
         if "error" in fragment:
-            error = fragment["error"] or {}
+            error = fragment["error"] if isinstance(fragment["error"], dict) else {}
             raise StreamBroken(f"Gemini failed mid-stream: {error.get('status') or error.get('code')}")
         if block_reason(fragment):
             raise StreamBroken(f"Gemini blocked the stream: {block_reason(fragment)}")

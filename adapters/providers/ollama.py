@@ -15,8 +15,8 @@ Invariants:
   that are not a JSON object, an unknown content part) is refused with InvalidRequest
   before anything is sent;
 - ``DONE`` follows only Ollama's ``done: true`` object: a stream that ends without it, or
-  carries an ``{"error": ...}`` line, raises OllamaStreamError (a ValueError, so one of
-  READ_FAILURES) while it is read;
+  carries an ``{"error": ...}`` line, raises OllamaStreamError (a MalformedUpstreamAnswer,
+  so one of READ_FAILURES) while it is read;
 - usage is Ollama's own count: ``prompt_tokens = prompt_eval_count`` and
   ``completion_tokens = eval_count``. Ollama omits ``prompt_eval_count`` when the whole
   prompt was served from its prompt cache; ``prompt_tokens`` is then 0 — what Ollama
@@ -34,10 +34,10 @@ from uuid import uuid4
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange, arrived_blocks
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, arrived_blocks, upstream_json
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body, redact
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"
 MAX_LINE_BYTES = 16 * 1024 * 1024  # one NDJSON object; longer means the stream is garbage
@@ -52,7 +52,7 @@ _ROLES = {
 _OPTIONS = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
 
 
-class OllamaStreamError(ValueError):
+class OllamaStreamError(MalformedUpstreamAnswer):
     """Ollama broke off an answer or reported an error inside it."""
 
 
@@ -72,11 +72,11 @@ class OllamaProvider(ProviderBase):
         payload = embed_request(route.upstream_model, body)
         response = await self._post(route, "/api/embed", payload)
         try:
-            data = orjson.loads(await response.read())
+            data = upstream_json(await response.read())
             result = embeddings_from_ollama(data, model=route.upstream_model, encoding=body.get("encoding_format"))
         except TimeoutError:
             raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
-        except (aiohttp.ClientError, ValueError):
+        except (aiohttp.ClientError, MalformedUpstreamAnswer):
             raise UpstreamError(
                 f"provider {route.provider!r} sent an unreadable response", status=502, code="upstream_bad_response"
             ) from None
@@ -115,7 +115,7 @@ class OllamaExchange(ResponseExchange):
         self.head = {"id": f"chatcmpl-{uuid4().hex}", "created": int(time.time()), "model": model}
 
     async def read_completion(self) -> bytes:
-        data = orjson.loads(await self.response.read())
+        data = upstream_json(await self.response.read())
         if not isinstance(data, dict):
             raise OllamaStreamError("Ollama's answer is not a JSON object")
         return orjson.dumps(completion_from_ollama(data, self.head))
@@ -227,7 +227,7 @@ def _tool_calls(calls: Any, where: str, tool_names: dict[str, str]) -> list[dict
     for index, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
         name = function.get("name") if isinstance(function, dict) else None
-        if not isinstance(name, str) or not name:
+        if not isinstance(function, dict) or not isinstance(name, str) or not name:
             raise InvalidRequest(f"{where}.tool_calls[{index}] needs a function name", param=f"{where}.tool_calls")
         arguments = _arguments(function.get("arguments"), f"{where}.tool_calls[{index}]")
         if isinstance(call.get("id"), str):
@@ -266,8 +266,8 @@ def _tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def _options(body: dict[str, Any]) -> dict[str, Any]:
     options = {name: body[name] for name in _OPTIONS if body.get(name) is not None}
-    limits = [body.get(name) for name in ("max_completion_tokens", "max_tokens")]
-    limits = [limit for limit in limits if isinstance(limit, int) and not isinstance(limit, bool)]
+    given = [body.get(name) for name in ("max_completion_tokens", "max_tokens")]
+    limits: list[int] = [limit for limit in given if isinstance(limit, int) and not isinstance(limit, bool)]
     if limits:
         options["num_predict"] = min(limits)
     stop = body.get("stop")
@@ -322,13 +322,16 @@ def completion_from_ollama(data: dict[str, Any], head: dict[str, Any]) -> dict[s
     _raise_on_error(data)
     if data.get("done") is not True:
         raise OllamaStreamError("Ollama's answer is not finished (no done: true)")
-    message = data.get("message") if isinstance(data.get("message"), dict) else {}
+    message = data.get("message")
+    if not isinstance(message, dict):
+        message = {}
     calls = _openai_tool_calls(message.get("tool_calls"), first=0)
     answer: dict[str, Any] = {"role": "assistant", "content": message.get("content") or (None if calls else "")}
     if calls:
         answer["tool_calls"] = calls
-    if isinstance(message.get("thinking"), str) and message["thinking"]:
-        answer["reasoning_content"] = message["thinking"]
+    thinking = message.get("thinking")
+    if isinstance(thinking, str) and thinking:
+        answer["reasoning_content"] = thinking
     choice = {
         "index": 0,
         "message": answer,
@@ -358,11 +361,14 @@ class _StreamTranslator:
         if not self.started:
             self.started = True
             chunks.append(self._chunk({"role": "assistant", "content": ""}))
-        message = item.get("message") if isinstance(item.get("message"), dict) else {}
-        if isinstance(message.get("thinking"), str) and message["thinking"]:
-            chunks.append(self._chunk({"reasoning_content": message["thinking"]}))
-        if isinstance(message.get("content"), str) and message["content"]:
-            chunks.append(self._chunk({"content": message["content"]}))
+        message = item.get("message")
+        if not isinstance(message, dict):
+            message = {}
+        thinking, content = message.get("thinking"), message.get("content")
+        if isinstance(thinking, str) and thinking:
+            chunks.append(self._chunk({"reasoning_content": thinking}))
+        if isinstance(content, str) and content:
+            chunks.append(self._chunk({"content": content}))
         calls = _openai_tool_calls(message.get("tool_calls"), first=self.tool_calls)
         if calls:
             self.tool_calls += len(calls)
@@ -457,7 +463,7 @@ async def ndjson_objects(response: aiohttp.ClientResponse) -> AsyncIterator[dict
 
 
 def _parse_line(line: bytes) -> dict[str, Any]:
-    item = orjson.loads(line)
+    item = upstream_json(line)
     if not isinstance(item, dict):
         raise OllamaStreamError("Ollama sent a stream line that is not a JSON object")
     _raise_on_error(item)

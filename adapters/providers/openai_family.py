@@ -114,8 +114,9 @@ def _detail_text(detail: Any) -> str:
     if not isinstance(detail, dict):
         return ""
     for key in ("text", "summary"):  # "reasoning.encrypted" details carry no countable text
-        if isinstance(detail.get(key), str):
-            return detail[key]
+        text = detail.get(key)
+        if isinstance(text, str):
+            return text
     return ""
 
 

@@ -12,11 +12,12 @@ import anthropic
 import orjson
 import pytest
 
+from adapters.providers import anthropic as anthropic_adapter
 from adapters.providers.anthropic import AnthropicProvider, api_url
 from adapters.providers.anthropic_response import AnthropicStreamError, StreamTranslator
 from adapters.providers.base import DONE, READ_FAILURES
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 from tests.fakes.anthropic_upstream import (
     DEFAULT_REPLY_TEXT,
     AnthropicScript,
@@ -426,7 +427,7 @@ def test_a_stream_that_ends_without_message_stop_raises_a_read_failure(upstream)
     upstream.script(AnthropicScript.end_after_events(9))  # everything up to message_delta, then a clean end
     payloads, error = stream(upstream, {"model": "m", "messages": [USER]})
 
-    assert isinstance(error, ValueError)
+    assert isinstance(error, MalformedUpstreamAnswer)
     assert DONE not in payloads and streamed_text(payloads) == DEFAULT_REPLY_TEXT
     assert all(c["choices"] for c in chunks(payloads))  # no usage chunk, no finish chunk
 
@@ -501,7 +502,7 @@ def test_parallel_tool_uses_get_their_own_tool_call_indexes():
     ],
 )
 def test_an_event_out_of_order_or_malformed_is_a_read_failure(event):
-    with pytest.raises(ValueError):
+    with pytest.raises(MalformedUpstreamAnswer):
         StreamTranslator(created=1).take(event)
 
 
@@ -690,3 +691,49 @@ def test_the_official_sdk_reads_the_fakes_plain_and_streamed_answers(upstream):
         upstream.script(AnthropicScript.error_event(after=3))
         with pytest.raises(anthropic.APIStatusError):
             list(client.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=[USER], stream=True))
+
+
+# -- garbled answers and bugs of ours ---------------------------------------------------------
+
+
+def _a_bug(*args: Any, **kwargs: Any) -> Any:
+    raise KeyError("a bug in our translation")
+
+
+@pytest.mark.parametrize(
+    "body", ["<html>oops</html>", '"a string"', '{"type": "message", "content": "not blocks"}', '{"type": "error"}']
+)
+def test_a_plain_answer_the_provider_garbled_is_a_malformed_answer(upstream, body):
+    upstream.script(AnthropicScript.raw(200, body))
+    with pytest.raises(MalformedUpstreamAnswer):
+        complete(upstream, {"model": "m", "messages": [USER]})
+
+
+def test_a_bug_in_our_translation_of_a_plain_answer_is_no_read_failure(upstream, monkeypatch):
+    monkeypatch.setattr(anthropic_adapter, "chat_completion", _a_bug)
+    with pytest.raises(KeyError) as raised:
+        complete(upstream, {"model": "m", "messages": [USER]})
+    assert not isinstance(raised.value, READ_FAILURES)
+
+
+def test_a_bug_in_our_stream_translation_propagates_instead_of_a_broken_stream(upstream, monkeypatch):
+    monkeypatch.setattr(StreamTranslator, "_chunk", _a_bug)
+    with pytest.raises(KeyError):  # stream() returns read failures; a bug propagates
+        stream(upstream, {"model": "m", "messages": [USER]})
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"type": "content_block_start", "index": 0},
+        {"type": "content_block_start", "index": [0], "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": "not an object"},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta"}},
+        {"type": "message_delta", "delta": {}, "usage": ["not", "an", "object"]},
+    ],
+)
+def test_a_garbled_event_after_message_start_is_a_malformed_answer(event):
+    translator = StreamTranslator(created=1)
+    translator.take({"type": "message_start", "message": {"id": "msg_1", "model": "m"}})
+    with pytest.raises(MalformedUpstreamAnswer):
+        translator.take(event)

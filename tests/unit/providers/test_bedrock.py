@@ -13,10 +13,11 @@ import pytest
 from botocore.credentials import Credentials
 from yarl import URL
 
+from adapters.providers import bedrock_response
 from adapters.providers.base import DONE, READ_FAILURES
 from adapters.providers.bedrock import BedrockProvider, BedrockStreamError, signed_headers
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 from tests.fakes.bedrock_upstream import BedrockScript, FakeBedrockUpstream
 from tests.fakes.openai_wire import embedding_vector
 
@@ -708,9 +709,9 @@ def test_an_exception_event_mid_stream_is_a_read_failure_not_done(fake, kind):
     ("script", "failure_type"),
     [
         (BedrockScript.break_stream_after(3), aiohttp.ClientPayloadError),  # TCP connection dropped
-        (BedrockScript.end_stream_after(6), ValueError),  # clean end before messageStop
-        (BedrockScript.end_stream_after(7), ValueError),  # messageStop but no metadata
-        (BedrockScript.end_stream_after(4, partial_event=True), ValueError),  # ends inside a message
+        (BedrockScript.end_stream_after(6), MalformedUpstreamAnswer),  # clean end before messageStop
+        (BedrockScript.end_stream_after(7), MalformedUpstreamAnswer),  # messageStop but no metadata
+        (BedrockScript.end_stream_after(4, partial_event=True), MalformedUpstreamAnswer),  # ends inside a message
     ],
     ids=["dropped", "no-message-stop", "no-metadata", "cut-message"],
 )
@@ -760,3 +761,53 @@ def test_embedding_errors_map_like_chat_errors(fake):
     assert (error.status, error.code) == (429, "upstream_rate_limited")
     with pytest.raises(InvalidRequest):
         run(lambda p: p.embed(route, {"model": "m", "input": [[1, 2, 3]]}))
+
+
+# ---------------------------------------------------------------- garbled answers and bugs of ours
+
+
+def _a_bug(*args: Any, **kwargs: Any) -> Any:
+    raise KeyError("a bug in our translation")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "not an object",
+        {"output": {"message": {"content": "not blocks"}}, "stopReason": "end_turn", "usage": {}},
+        {"output": {"message": {"content": []}}, "usage": {}},  # no stopReason
+        {"output": {"message": {"content": ["not a block"]}}, "stopReason": "end_turn", "usage": {}},
+        {"output": {"message": {"content": [{"toolUse": {"input": {}}}]}}, "stopReason": "tool_use", "usage": {}},
+        {"output": {"message": {"content": [{"reasoningContent": 5}]}}, "stopReason": "end_turn", "usage": {}},
+        {"output": {"message": {"content": []}}, "stopReason": "end_turn", "usage": {"inputTokens": -1}},
+    ],
+)
+def test_a_converse_answer_bedrock_garbled_is_a_malformed_answer(answer):
+    with pytest.raises(MalformedUpstreamAnswer):
+        bedrock_response.completion_document(answer, completion_id="c", model="m", created=1)
+
+
+@pytest.mark.parametrize(
+    ("event_type", "event"),
+    [
+        ("contentBlockStart", {"start": {"toolUse": {"toolUseId": "t", "name": "f"}}}),  # no contentBlockIndex
+        ("contentBlockStart", {"contentBlockIndex": 0, "start": "not an object"}),
+        ("contentBlockDelta", {"contentBlockIndex": 0}),
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"toolUse": {"input": "{}"}}}),  # never started
+        ("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"reasoningContent": "not an object"}}),
+        ("messageStop", {}),
+        ("metadata", {"usage": "not an object"}),
+    ],
+)
+def test_a_converse_stream_event_bedrock_garbled_is_a_malformed_answer(event_type, event):
+    translator = bedrock_response.ConverseStreamTranslator(completion_id="c", model="m", created=1)
+    with pytest.raises(MalformedUpstreamAnswer):
+        translator.chunks(event_type, event)
+
+
+def test_a_bug_in_our_converse_translation_propagates_and_is_no_read_failure(monkeypatch):
+    monkeypatch.setattr(bedrock_response.ConverseStreamTranslator, "_choice", _a_bug)
+    translator = bedrock_response.ConverseStreamTranslator(completion_id="c", model="m", created=1)
+    with pytest.raises(KeyError) as raised:
+        translator.chunks("contentBlockDelta", {"contentBlockIndex": 0, "delta": {"text": "hi"}})
+    assert not isinstance(raised.value, READ_FAILURES)

@@ -11,11 +11,12 @@ import aiohttp
 import orjson
 import pytest
 
+from adapters.providers import gemini
 from adapters.providers.base import DONE, READ_FAILURES
 from adapters.providers.gemini import GeminiProvider
-from adapters.providers.gemini_response import finish_reason
+from adapters.providers.gemini_response import ChunkTranslator, finish_reason
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 from tests.fakes.gemini_upstream import (
     DEFAULT_REPLY_TEXT,
     FakeGeminiUpstream,
@@ -647,3 +648,58 @@ def test_token_array_embedding_input_is_refused(upstream):
     with pytest.raises(InvalidRequest):
         embed(route_to(upstream, model="gemini-embedding-001"), {"input": [[1, 2, 3]]})
     assert upstream.requests == []
+
+
+# ---------------------------------------------------------------- garbled answers and bugs of ours
+
+
+def _a_bug(*args: Any, **kwargs: Any) -> Any:
+    raise KeyError("a bug in our translation")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<html>oops</html>",
+        "{}",
+        '{"candidates": "many"}',
+        '{"candidates": ["not a candidate"]}',
+        '{"candidates": [{"index": "first", "content": {"parts": [{"text": "hi"}]}}]}',
+        '{"candidates": [{"content": {"parts": ["not a part"]}}]}',
+        '{"candidates": [{"content": {"parts": 5}}]}',
+        '{"candidates": [{"content": {"parts": [{"functionCall": {"args": {}}}]}}]}',
+        '{"candidates": [{"content": {"parts": [{"text": "hi"}]}}], "usageMetadata": {"promptTokenCount": -1}}',
+    ],
+)
+def test_a_plain_answer_gemini_garbled_is_still_a_502_bad_response(upstream, body):
+    upstream.script(GeminiScript.raw(200, body, "application/json"))
+    with pytest.raises(UpstreamError) as raised:
+        chat(route_to(upstream), {"messages": USER})
+    assert (raised.value.status, raised.value.code) == (502, "upstream_bad_response")
+
+
+def test_a_bug_in_our_gemini_translation_propagates_and_is_not_taken_for_a_bad_answer(upstream, monkeypatch):
+    monkeypatch.setattr(gemini, "completion_document", _a_bug)
+    with pytest.raises(KeyError):
+        chat(route_to(upstream), {"messages": USER})
+
+
+def test_a_bug_in_our_gemini_stream_translation_is_no_read_failure(upstream, monkeypatch):
+    monkeypatch.setattr(ChunkTranslator, "_candidate_chunks", _a_bug)
+    with pytest.raises(KeyError):  # stream() returns read failures; a bug propagates
+        stream(route_to(upstream), {"messages": USER})
+
+
+@pytest.mark.parametrize(
+    "fragment",
+    [
+        {"candidates": [{"content": {"parts": ["not a part"]}}]},
+        {"candidates": [{"content": "not content"}]},
+        {"candidates": [7]},
+        {"error": "not an object"},
+        "not an object",
+    ],
+)
+def test_a_garbled_gemini_stream_fragment_is_a_malformed_answer(fragment):
+    with pytest.raises(MalformedUpstreamAnswer):
+        ChunkTranslator({}, MODEL, 1).take(fragment)

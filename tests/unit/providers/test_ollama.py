@@ -15,7 +15,7 @@ import pytest
 from adapters.providers.base import DONE, READ_FAILURES
 from adapters.providers.ollama import OllamaProvider, OllamaStreamError
 from application.routing import Route
-from domain.errors import InvalidRequest, UpstreamError
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 from tests.fakes.ollama_upstream import DEFAULT_REPLY_TEXT, FakeOllamaUpstream, OllamaScripted
 from tests.fakes.openai_wire import count_prompt_tokens, embedding_vector, reply_tokens
 
@@ -485,3 +485,19 @@ def test_the_probe_tells_whether_ollama_answers(upstream):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     assert run(lambda p: p.probe(route(f"http://127.0.0.1:{port}"))) is None
+
+
+# ---------------------------------------------------------------- garbled answers
+
+
+@pytest.mark.parametrize("body", ["<html>oops</html>", "[1, 2]", '{"message": {"content": "hi"}}'])
+def test_a_plain_answer_ollama_garbled_is_a_malformed_answer(upstream, body):
+    upstream.script(OllamaScripted.raw(200, body, "application/json"))
+    with pytest.raises(MalformedUpstreamAnswer):
+        complete(upstream, {"messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_a_stream_line_that_is_not_json_is_a_read_failure(upstream):
+    upstream.script(OllamaScripted.raw(200, '{"message": {"content": "hi"}, "done": false}\n{not json\n'))
+    payloads, failure = stream(upstream, {"messages": [{"role": "user", "content": "hi"}]})
+    assert isinstance(failure, MalformedUpstreamAnswer) and DONE not in payloads
