@@ -266,7 +266,8 @@ class RedisHealthSync:
                 client_name=f"tallyhub-serve:{self.channel}",
             )
             try:
-                with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                # redis-py leaves Redis.pubsub unannotated (it returns a redis.client.PubSub)
+                with client.pubsub(ignore_subscribe_messages=True) as pubsub:  # type: ignore[no-untyped-call]
                     pubsub.subscribe(self.channel)
                     self._load(client)  # what cooled while this process was not listening
                     self.subscribed.set()

@@ -59,7 +59,8 @@ def check_export(services: Services, path: Path) -> list[str]:
 def _check_log(services: Services, path: Path, manifest: dict[str, Any]) -> list[str]:
     kind = manifest.get("kind")
     log = services.ledger.find(ids.export_log_id(kind)) if kind in ("ledger", "usage", "requests") else None
-    entry = log.find(manifest.get("export_id")) if isinstance(log, ExportLog) else None
+    export_id = manifest.get("export_id")
+    entry = log.find(export_id) if isinstance(log, ExportLog) and isinstance(export_id, str) else None
     if entry is None:
         return [f"{path}: export {manifest.get('export_id')} is not in the ledger's {kind} export log"]
     recorded = {
@@ -82,7 +83,8 @@ def _check_log(services: Services, path: Path, manifest: dict[str, Any]) -> list
 
 
 def _check_rows(services: Services, path: Path, manifest: dict[str, Any]) -> list[str]:
-    fmt = FORMATS.get(manifest.get("format")) if isinstance(manifest.get("format"), str) else None
+    format_name = manifest.get("format")
+    fmt = FORMATS.get(format_name) if isinstance(format_name, str) else None
     if fmt is None:
         return [f"{path}: unknown format {manifest.get('format')!r} in the manifest"]
     layout = manifest.get("layout", 1)
@@ -186,7 +188,7 @@ class _LedgerRows:
 
     def compare(self, where: str, row: Any, encoder: Any, layout: int) -> list[str]:
         position = _int(row.values.get("position"))
-        problems = []
+        problems: list[str] = []
         while self._next is not None and self._next["position"] < position:
             if len(problems) < MAX_ROW_PROBLEMS:  # a planted huge position would name every row after it
                 problems.append(

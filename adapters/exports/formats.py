@@ -133,7 +133,7 @@ class CsvFormat:
             for number, fields in enumerate(reader, start=1):
                 if len(fields) != len(columns) + 1:
                     raise FormatError(f"row {number} has {len(fields)} cells, not {len(columns) + 1}")
-                values = dict(zip(columns, fields, strict=True))
+                values = dict(zip(columns, fields[:-1], strict=True))  # the last cell is the chain link
                 yield ParsedRow(number, values, self._encode(fields[:-1]), fields[-1])
         except (csv.Error, UnicodeDecodeError) as exc:
             raise FormatError(f"not a readable CSV export: {exc}") from None
@@ -176,7 +176,7 @@ class JsonlFormat:
             yield ParsedRow(number, values, content, found.group(1).decode())
 
 
-FORMATS = {"csv": CsvFormat, "jsonl": JsonlFormat}
+FORMATS: dict[str, type[CsvFormat] | type[JsonlFormat]] = {"csv": CsvFormat, "jsonl": JsonlFormat}
 
 
 def exact_json(data: bytes) -> Any:

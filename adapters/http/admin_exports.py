@@ -72,7 +72,8 @@ async def get_export_file(export_id: str, services: Admin) -> FileResponse:
 @router.get("/exports/{export_id}/manifest")
 async def get_export_manifest(export_id: str, services: Admin) -> dict[str, Any]:
     entry = await anyio.to_thread.run_sync(_recorded, services, export_id)
-    return json.loads(manifest_path(Path(entry["path"])).read_text())
+    manifest: dict[str, Any] = json.loads(manifest_path(Path(entry["path"])).read_text())
+    return manifest
 
 
 @router.post("/verify")

@@ -31,8 +31,8 @@ from adapters.http.errors import install_error_handlers
 from adapters.http.hot_routes import HotRoutes
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.schemas import document_hot_routes
-from adapters.http.services import Services
 from adapters.providers.registry import build_providers
+from adapters.services import Services
 from adapters.workers.credential_probe import run_probes
 from adapters.workers.hold_sweeper import run_sweeps
 from application.auth_throttle import AuthThrottle

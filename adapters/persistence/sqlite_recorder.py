@@ -31,6 +31,7 @@ class BatchedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         with self.datastore.get_connection(commit=False) as connection:
             cursor = connection.cursor()
             cursor.execute(statement, (originator_id.hex,))
+            version: int | None
             (version,) = cursor.fetchone()
         return version
 
@@ -48,5 +49,6 @@ class BatchedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 )
             c.execute(f"INSERT INTO {self.events_table_name} VALUES {','.join(['(?,?,?,?)'] * len(chunk))}", params)
             last = c.sqlite_cursor.lastrowid
+            assert last is not None  # an INSERT just ran on this cursor
             ids.extend(range(last - len(chunk) + 1, last + 1))
         return ids

@@ -21,7 +21,7 @@ from eventsourcing.utils import get_topic
 
 from adapters.services import Services
 from application.key_management import retire_due_credentials
-from domain.account import Account
+from projections.account_events import CreditGranted, HoldPlaced
 from projections.read_models import unguarded
 
 log = logging.getLogger("tallyhub.sweeper")
@@ -33,7 +33,7 @@ def sweep_expired_holds(services: Services) -> int:
     return _per_account(
         services,
         "list_expired_holds",
-        Account.HoldPlaced,
+        HoldPlaced,
         services.ledger.release_expired_holds,
         "released %d expired hold(s) on %d account(s)",
     )
@@ -44,7 +44,7 @@ def expire_due_grants(services: Services) -> int:
     return _per_account(
         services,
         "list_due_grants",
-        Account.CreditGranted,
+        CreditGranted,
         services.ledger.expire_grants,
         "expired %d grant(s) on %d account(s)",
     )
@@ -74,7 +74,7 @@ def _due_accounts(services: Services, due: str, event: type) -> set[UUID]:
 
 def _accounts_with(services: Services, topic: str, *, after: int) -> set[UUID]:
     """The accounts with a ``topic`` event after notification ``after`` (read from the log)."""
-    recorder, accounts = services.ledger.recorder, set()
+    recorder, accounts = services.ledger.recorder, set[UUID]()
     while batch := recorder.select_notifications(after, LOG_BATCH, topics=[topic], inclusive_of_start=False):
         accounts.update(UUID(str(n.originator_id)) for n in batch)
         after = batch[-1].id

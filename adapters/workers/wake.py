@@ -131,7 +131,8 @@ class RedisWakeListener:
                 client_name=f"tallyhub-worker:{self.channel}",
             )  # shows in CLIENT LIST
             try:
-                with client.pubsub(ignore_subscribe_messages=True) as pubsub:
+                # redis-py leaves Redis.pubsub unannotated (it returns a redis.client.PubSub)
+                with client.pubsub(ignore_subscribe_messages=True) as pubsub:  # type: ignore[no-untyped-call]
                     pubsub.subscribe(self.channel)
                     self.subscribed.set()
                     if failing:
