@@ -3,6 +3,8 @@ already converted to credits for the axis (``metrics.credits_axis``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import altair as alt
 import pandas as pd
 
@@ -35,7 +37,7 @@ def period_lines(
             scale=alt.Scale(domain=["this period", "previous period"], range=["#1f77b4", "#9aa5b1"]),
         )
     )
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame, title=title)
         .mark_line(point=True)
         .encode(
@@ -52,13 +54,14 @@ def period_lines(
         )
         .properties(height=240)
     )
+    return chart
 
 
 def stacked_bars_over_time(
     frame: pd.DataFrame, value: str, color: str, title: str, y_title: str, *, hourly: bool = False
 ) -> alt.Chart:
     """Bars spanning each bucket (``bucket`` to ``bucket_end``), stacked by ``color``."""
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame, title=title)
         .mark_bar(stroke="white", strokeWidth=1)
         .encode(
@@ -74,11 +77,12 @@ def stacked_bars_over_time(
         )
         .properties(height=280)
     )
+    return chart
 
 
 def credential_lines(frame: pd.DataFrame, title: str, *, hourly: bool = False) -> alt.Chart:
     """One line per credential and metric over the window's buckets: colour = credential, dash = metric."""
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame, title=title)
         .mark_line(point=True)
         .encode(
@@ -95,12 +99,13 @@ def credential_lines(frame: pd.DataFrame, title: str, *, hourly: bool = False) -
         )
         .properties(height=260)
     )
+    return chart
 
 
 def horizontal_bars(
     frame: pd.DataFrame, category: str, value: str, title: str, x_title: str, color: str | None = None
 ) -> alt.Chart:
-    encoding = {
+    encoding: dict[str, Any] = {
         "y": alt.Y(f"{category}:N", title=None, sort="-x"),
         "x": alt.X(f"{value}:Q", title=x_title),
         "tooltip": [f"{category}:N", alt.Tooltip(f"{value}:Q", format=",.6f")],
@@ -109,11 +114,12 @@ def horizontal_bars(
         encoding["color"] = alt.Color(f"{color}:N", title=None)
         encoding["tooltip"].append(f"{color}:N")
     # A fixed pixel height collapses a discrete axis in Streamlit 1.67's renderer; a step per band does not.
-    return alt.Chart(frame, title=title).mark_bar().encode(**encoding).properties(height=alt.Step(30))
+    chart: alt.Chart = alt.Chart(frame, title=title).mark_bar().encode(**encoding).properties(height=alt.Step(30))
+    return chart
 
 
 def latency_scatter(frame: pd.DataFrame) -> alt.Chart:
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame, title="Latency of each request (ms)")
         .mark_circle(size=48, opacity=0.75)
         .encode(
@@ -132,11 +138,12 @@ def latency_scatter(frame: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=260)
     )
+    return chart
 
 
 def rates_by_version(frame: pd.DataFrame) -> alt.Chart:
     """Each model's rates (credits per 1M tokens) across price-book versions."""
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame, title="Rates per price-book version (credits per 1M tokens)")
         .mark_line(point=True)
         .encode(
@@ -148,10 +155,11 @@ def rates_by_version(frame: pd.DataFrame) -> alt.Chart:
         )
         .properties(height=260)
     )
+    return chart
 
 
 def rows_per_day(frame: pd.DataFrame, title: str) -> alt.Chart:
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame, title=title)
         .mark_bar(stroke="white", strokeWidth=1)
         .encode(
@@ -162,9 +170,10 @@ def rows_per_day(frame: pd.DataFrame, title: str) -> alt.Chart:
         )
         .properties(height=200)
     )
+    return chart
 
 
-def running_balance(frame: pd.DataFrame, title: str) -> alt.Chart:
+def running_balance(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     """The balance after each movement: one step line, a point per movement coloured by its kind."""
     base = alt.Chart(frame, title=title).encode(
         x=alt.X(
@@ -181,4 +190,5 @@ def running_balance(frame: pd.DataFrame, title: str) -> alt.Chart:
             alt.Tooltip("balance_credits:Q", format=",.9f", title="balance"),
         ],
     )
-    return (line + points).properties(height=220)
+    chart: alt.LayerChart = (line + points).properties(height=220)
+    return chart

@@ -119,10 +119,10 @@ if statement is None:
 st.subheader(f"Statement of {names[account_id]}")
 entries = statement.entries
 closing = int(entries["balance"].iloc[-1]) if not entries.empty else statement.opening_balance
-cols = st.columns(3)
-cols[0].metric("Opening balance", credits_text(statement.opening_balance), border=True)
-cols[1].metric("Movements", f"{len(entries):,}", border=True)
-cols[2].metric("Closing balance", credits_text(closing), border=True)
+opening, movements, closing_col = st.columns(3)
+opening.metric("Opening balance", credits_text(statement.opening_balance), border=True)
+movements.metric("Movements", f"{len(entries):,}", border=True)
+closing_col.metric("Closing balance", credits_text(closing), border=True)
 if entries.empty:
     st.caption("No movement in this window.")
     st.stop()

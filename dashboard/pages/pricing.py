@@ -5,6 +5,8 @@ Versions come from the price book's own events (``ledger_reads.price_book_versio
 the what-if is arithmetic in ``dashboard.whatif`` and posts nothing.
 """
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -54,7 +56,7 @@ a = left.selectbox("Version", numbers, index=max(len(numbers) - 2, 0), key="pric
 b = right.selectbox("against version", numbers, index=len(numbers) - 1, key="pricing_b")
 
 
-def rate_text(price: dict | None, kind: str) -> str:
+def rate_text(price: dict[str, Any] | None, kind: str) -> str:
     if price is None:
         return "not priced"
     value = price.get(kind)
