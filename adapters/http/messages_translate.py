@@ -47,7 +47,7 @@ Tallyhub's charge, when the usage carries it, travels in an extra top-level
 ``tallyhub`` object (on the message, and on the stream's ``message_delta`` event).
 """
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -236,7 +236,7 @@ def _image_part(source: Any, at: str) -> dict[str, Any]:
 
 
 def _file_part(block: dict[str, Any], at: str) -> dict[str, Any]:
-    source = block.get("source") if isinstance(block.get("source"), dict) else {}
+    source = _object(block.get("source"))
     data = source.get("data")
     is_pdf = source.get("type") == "base64" and source.get("media_type") == "application/pdf"
     if not is_pdf or not isinstance(data, str) or not data:
@@ -380,8 +380,13 @@ def _user_id(metadata: Any) -> str | None:
     return user if isinstance(user, str) and user else None
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else an empty one."""
+    return value if isinstance(value, dict) else {}
 
 
 def _is_number(value: Any) -> bool:
@@ -402,7 +407,7 @@ def message_from_completion(completion: dict[str, Any], requested_model: str) ->
     has_tool_use = any(block["type"] == "tool_use" for block in content)
     finish = "content_filter" if _is_refusal(reply.get("refusal")) else choice.get("finish_reason")
     stop_reason, stop_sequence = _stop(finish, choice.get("stop_reason"), has_tool_use)
-    usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else {}
+    usage = _object(completion.get("usage"))
     message: dict[str, Any] = {
         "id": identity,
         "type": "message",
@@ -486,7 +491,7 @@ def _reply_text(reply: dict[str, Any]) -> str:
     return text + refusal if _is_refusal(refusal) and refusal not in text else text
 
 
-def _is_refusal(refusal: Any) -> bool:
+def _is_refusal(refusal: Any) -> TypeGuard[str]:
     """OpenAI's ``refusal``: the model declined (Anthropic's ``refusal`` stop reason)."""
     return isinstance(refusal, str) and bool(refusal)
 
@@ -548,7 +553,7 @@ class MessagesStreamTranslator:
         choice = _first_choice(chunk.get("choices"))
         if choice is None:
             return events
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = _object(choice.get("delta"))
         thinking = reasoning_text(delta)
         if thinking:
             events += self._into(
@@ -591,7 +596,7 @@ class MessagesStreamTranslator:
     def _message_start(self, chunk: dict[str, Any]) -> Event:
         self.started = True
         self.id = message_id(chunk.get("id"))
-        message = {
+        message: dict[str, Any] = {
             "id": self.id,
             "type": "message",
             "role": "assistant",
@@ -605,7 +610,7 @@ class MessagesStreamTranslator:
 
     def _tool_fragment(self, call: dict[str, Any]) -> list[Event]:
         index = call["index"] if _is_int(call.get("index")) else 0
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = _object(call.get("function"))
         events: list[Event] = []
         known = self.tool_blocks.get(index)
         call_id = call.get("id")
