@@ -11,6 +11,7 @@ from domain.api_key import ApiKey
 from domain.money import format_credits
 from domain.price_book import PriceBook
 from domain.provider import Provider
+from domain.request_record import RequestRecord
 
 
 def provider_json(provider: Provider) -> dict[str, Any]:
@@ -22,12 +23,12 @@ def provider_json(provider: Provider) -> dict[str, Any]:
         "enabled": provider.enabled,
         "credentials": [
             {
-                "id": c["credential_id"],
-                "hint": c["hint"],
-                "weight": c["weight"],
-                "enabled": c["enabled"],
-                "disabled_reason": c.get("disabled_reason"),
-                "disabled_automatically": c.get("disabled_automatically", False),
+                "id": c.credential_id,
+                "hint": c.hint,
+                "weight": c.weight,
+                "enabled": c.enabled,
+                "disabled_reason": c.disabled_reason,
+                "disabled_automatically": c.disabled_automatically,
             }
             for c in provider.credentials
         ],
@@ -89,10 +90,10 @@ def id_text(value: UUID | str | None) -> str | None:
     return str(UUID(value))
 
 
-def request_record_json(record: Any) -> dict[str, Any]:
-    """A request's record as the ledger holds it, its ids in the form the API shows (the
-    record's details keep the account and key ids as hex)."""
-    details = plain(record.details)
+def request_record_json(record: RequestRecord) -> dict[str, Any]:
+    """A request's record as the ledger holds it (its stored keys), its ids in the form the
+    API shows (the record's details keep the account and key ids as hex)."""
+    details = record.details.to_dict()
     for name in ("account_id", "api_key_id"):
         if isinstance(details.get(name), str):
             details[name] = id_text(details[name])
@@ -100,7 +101,7 @@ def request_record_json(record: Any) -> dict[str, Any]:
         "id": str(record.id),
         "recorded_at": record.created_on.isoformat(),
         **details,
-        "attempts": plain(record.attempts),
+        "attempts": [attempt.to_dict() for attempt in record.attempts],
     }
 
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
@@ -36,10 +36,10 @@ from application.routing import Route, Router, Target
 from domain.account import Account
 from domain.errors import InsufficientCredits, ModelNotFound
 from domain.pricing import price_usage, provider_cost_of, worst_case_usage
-from domain.request_record import RequestRecord
+from domain.request_record import FailedAttempt, Outcome, RequestDetails, RequestRecord
 from domain.spend_caps import SpendCapReached
 from domain.usage import Usage
-from domain.usage_bounds import clamp_usage, reported, usage_bound
+from domain.usage_bounds import clamp_usage, usage_bound
 
 BillingMode = Literal["track", "credits"]
 
@@ -195,7 +195,7 @@ class RequestBilling:
         status = 402 if isinstance(refused, InsufficientCredits) else 429
         self._record(
             RequestRecord.failed(
-                opened.request_id, **self._details(opened, route, status=status, error_code=refused.code)
+                opened.request_id, self._details(opened, route, "failed", status=status, error_code=refused.code)
             )
         )
 
@@ -236,7 +236,7 @@ class RequestBilling:
         if self.mode == "credits":
             saved = self.ledger.start_account_change(opened.account_id, settlement.settle)
             if self.ledger.hold_gate is not None:  # a cost above the hold takes room the gate must not offer
-                self.ledger.hold_gate.track(opened.account_id, settlement.details["cost"], saved)
+                self.ledger.hold_gate.track(opened.account_id, settlement.details.cost, saved)
             if await asyncio.shield(saved):
                 return settlement.receipt(True)
             return await loop.run_in_executor(None, settlement.receipt, False)  # the earlier settlement's
@@ -311,16 +311,16 @@ class RequestBilling:
         details = self._details(
             opened,
             route,
+            "completed",
             status=status,
             usage=charged_usage,
             cost=cost,
             ttfb_ms=ttfb_ms,
             error_code=error_code,
             charge=cost,
+            provider_cost=provider_cost_of(price, charged_usage),
+            reported_usage=usage if charged_usage is not usage else None,  # the report as it came, for reconciliation
         )
-        details["provider_cost"] = provider_cost_of(price, charged_usage)
-        if charged_usage is not usage:  # the report as it came, for reconciliation
-            details["reported_usage"] = reported(usage)
         return _Settlement(self, opened, details, attempts, price is not None, charged_usage)
 
     def _release(
@@ -332,7 +332,7 @@ class RequestBilling:
         ttfb_ms: float | None,
         attempts: tuple[Attempt, ...],
     ) -> "_Release":
-        details = self._details(opened, route, status=status, error_code=error_code, ttfb_ms=ttfb_ms)
+        details = self._details(opened, route, "failed", status=status, error_code=error_code, ttfb_ms=ttfb_ms)
         return _Release(self.ledger, opened, details, error_code, attempts)
 
     def _worst_case(self, shape: RequestShape, target: Target) -> int:
@@ -354,54 +354,62 @@ class RequestBilling:
             pass  # recorded already: a request is recorded at most once
 
     def receipt_of(self, request_id: UUID) -> Receipt:
-        details = self.ledger.find(request_id).details
+        record = self.ledger.find(request_id)
+        assert isinstance(record, RequestRecord), f"request {request_id} has no record"
+        details = record.details
+        assert details.usage is not None and details.price_book_version is not None, "not a completed request"
         return Receipt(
             request_id=request_id,
-            charge=details["charge"],
-            cost=details["cost"],
-            uncollected=details.get("uncollected", 0),
-            price_book_version=details["price_book_version"],
-            priced=details["priced"],
-            usage=Usage.from_dict(details["usage"]),
+            charge=details.charge,
+            cost=details.cost,
+            uncollected=details.uncollected,
+            price_book_version=details.price_book_version,
+            priced=details.priced,
+            usage=details.usage,
         )
 
     def _details(
         self,
         opened: OpenedRequest,
         route: Route | None,
+        outcome: Outcome,
         *,
         status: int,
         usage: Usage | None = None,
         cost: int = 0,
         charge: int = 0,
-        uncollected: int = 0,
         error_code: str | None = None,
         ttfb_ms: float | None = None,
-    ) -> dict[str, Any]:
+        provider_cost: int | None = None,
+        reported_usage: Usage | None = None,
+    ) -> RequestDetails:
         target = self._target_of(opened, route) if route else opened.targets[0]
-        return {
-            "account_id": opened.account_id.hex,
-            "api_key_id": opened.api_key_id.hex,
-            "requested_model": opened.shape.model,
-            "model": target.model,
-            "provider": target.provider.name,
-            "upstream_model": target.upstream_model,
-            "credential_id": route.credential_id if route else None,
-            "endpoint": opened.shape.endpoint,
-            "stream": opened.shape.stream,
-            "status": status,
-            "error_code": error_code,
-            "usage": usage.to_dict() if usage else None,
-            "charge": charge,
-            "cost": cost,
-            "uncollected": uncollected,
-            "hold": opened.hold,
-            "price_book_version": opened.price_book_version,
-            "priced": target.price is not None,
-            "latency_ms": _elapsed_ms(opened),
-            "ttfb_ms": ttfb_ms,
-            "started_at": opened.started_at.isoformat(),
-        }
+        return RequestDetails(
+            outcome=outcome,
+            account_id=opened.account_id.hex,
+            api_key_id=opened.api_key_id.hex,
+            requested_model=opened.shape.model,
+            model=target.model,
+            provider=target.provider.name,
+            upstream_model=target.upstream_model,
+            credential_id=route.credential_id if route else None,
+            endpoint=opened.shape.endpoint,
+            stream=opened.shape.stream,
+            status=status,
+            error_code=error_code,
+            usage=usage,
+            charge=charge,
+            cost=cost,
+            uncollected=0,
+            hold=opened.hold,
+            price_book_version=opened.price_book_version,
+            priced=target.price is not None,
+            latency_ms=_elapsed_ms(opened),
+            ttfb_ms=ttfb_ms,
+            started_at=opened.started_at.isoformat(),
+            provider_cost=provider_cost,
+            reported_usage=reported_usage,
+        )
 
 
 class _Settlement:
@@ -412,7 +420,7 @@ class _Settlement:
         self,
         billing: RequestBilling,
         opened: OpenedRequest,
-        details: dict[str, Any],
+        details: RequestDetails,
         attempts: tuple[Attempt, ...],
         priced: bool,
         usage: Usage,
@@ -421,11 +429,11 @@ class _Settlement:
         self.attempts, self.priced, self.usage = attempts, priced, usage
 
     def record(self) -> RequestRecord:
-        return _with_attempts(RequestRecord.completed(self.opened.request_id, **self.details), self.attempts)
+        return _with_attempts(RequestRecord.completed(self.opened.request_id, self.details), self.attempts)
 
     def settle(self, account: Account) -> list[Aggregate] | None:
         request_id = self.opened.request_id
-        cost = self.details["cost"]
+        cost = self.details.cost
         if request_id.hex in account.holds:
             charged = account.settle_hold(request_id, cost)
         elif self.billing.ledger.find(request_id) is not None:
@@ -433,7 +441,9 @@ class _Settlement:
         else:
             charged = account.charge_without_hold(request_id, cost)  # the hold expired first
         # latency as the caller lives it: up to the settlement, after any wait for the writer
-        self.details.update(charge=charged, uncollected=cost - charged, latency_ms=_elapsed_ms(self.opened))
+        self.details = replace(
+            self.details, charge=charged, uncollected=cost - charged, latency_ms=_elapsed_ms(self.opened)
+        )
         return [self.record()]
 
     def receipt(self, recorded_now: bool) -> Receipt:
@@ -442,9 +452,9 @@ class _Settlement:
             return self.billing.receipt_of(self.opened.request_id)
         return Receipt(
             request_id=self.opened.request_id,
-            charge=self.details["charge"],
-            cost=self.details["cost"],
-            uncollected=self.details["uncollected"],
+            charge=self.details.charge,
+            cost=self.details.cost,
+            uncollected=self.details.uncollected,
             price_book_version=self.opened.price_book_version,
             priced=self.priced,
             usage=self.usage,
@@ -455,12 +465,17 @@ class _Release:
     """Failing one request: ``release`` is the account change (the hold back, the failure recorded)."""
 
     def __init__(
-        self, ledger: Ledger, opened: OpenedRequest, details: dict[str, Any], reason: str, attempts: tuple[Attempt, ...]
+        self,
+        ledger: Ledger,
+        opened: OpenedRequest,
+        details: RequestDetails,
+        reason: str,
+        attempts: tuple[Attempt, ...],
     ) -> None:
         self.ledger, self.opened, self.details, self.reason, self.attempts = ledger, opened, details, reason, attempts
 
     def record(self) -> RequestRecord:
-        return _with_attempts(RequestRecord.failed(self.opened.request_id, **self.details), self.attempts)
+        return _with_attempts(RequestRecord.failed(self.opened.request_id, self.details), self.attempts)
 
     def __call__(self, account: Account) -> list[Aggregate] | None:
         request_id = self.opened.request_id
@@ -478,12 +493,14 @@ def _elapsed_ms(opened: OpenedRequest) -> float:
 def _with_attempts(record: RequestRecord, attempts: tuple[Attempt, ...]) -> RequestRecord:
     for attempt in attempts:
         record.attempt_failed(
-            model=attempt.route.model,
-            provider=attempt.route.provider,
-            credential_id=attempt.route.credential_id,
-            status=attempt.status,
-            error_code=attempt.error_code,
-            latency_ms=attempt.latency_ms,
+            FailedAttempt(
+                model=attempt.route.model,
+                provider=attempt.route.provider,
+                credential_id=attempt.route.credential_id,
+                status=attempt.status,
+                error_code=attempt.error_code,
+                latency_ms=attempt.latency_ms,
+            )
         )
     return record
 

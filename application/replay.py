@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
+from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
 from application.event_scan import Progress, scan, time_of, topics_of
@@ -38,10 +39,11 @@ from domain.errors import EmptyWindow, InvalidRequest
 from domain.money import format_credits
 from domain.pricing import ModelPrice, price_counts
 from domain.replay_log import ReplayLog, adjustment_key, covers
-from domain.request_record import RequestRecord
+from domain.request_record import ChargeFacts, RequestRecord, UsageCounts, charge_facts
 
 MAX_APPLY_ATTEMPTS = 5
-_USAGE_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "images")
+# getattr: mypy cannot see the event classes ``@event("Name")`` declares
+_CHARGE_REFUNDED: type[DomainEventProtocol[Any]] = getattr(Account, "ChargeRefunded")  # noqa: B009
 
 
 @dataclass(frozen=True)
@@ -219,8 +221,7 @@ class Replayer:
         recorder = self.ledger.recorder
         stop = recorder.max_notification_id() or 0
         refunded = {
-            event.state["request_id"]["_data_"]
-            for event in scan(recorder, topics_of(Account.ChargeRefunded), stop=stop)
+            event.state["request_id"]["_data_"] for event in scan(recorder, topics_of(_CHARGE_REFUNDED), stop=stop)
         }
         pricer = _Pricer(plan.prices, entries)
         account = plan.account_id.hex if plan.account_id else None
@@ -229,28 +230,29 @@ class Replayer:
         charges = skipped = 0
         windowed = plan.since is not None or plan.until is not None
         for event in scan(recorder, topics_of(RequestRecord.Completed), stop=stop, progress=progress):
-            details = event.state["details"]
-            usage = details.get("usage")
-            if usage is None or (account is not None and details["account_id"] != account):
+            facts = charge_facts(event.state["details"])
+            counts = facts.counts
+            if counts is None or (account is not None and facts.account_id != account):
                 continue
             at = time_of(event.state["timestamp"]) if windowed or entries else None
-            if windowed and (
-                (plan.since is not None and at < plan.since) or (plan.until is not None and at >= plan.until)
+            if (
+                at is not None
+                and windowed
+                and ((plan.since is not None and at < plan.since) or (plan.until is not None and at >= plan.until))
             ):
                 continue
             if refunded and event.originator_id.hex in refunded:
                 skipped += 1
                 continue
-            model = details["model"]
+            model = facts.model
             if model not in plan.prices:
                 unpriced[model] = unpriced.get(model, 0) + 1
                 continue
-            counts = tuple(usage[name] for name in _USAGE_FIELDS)
-            line = lines.get((details["account_id"], model))
+            line = lines.get((facts.account_id, model))
             if line is None:
-                line = lines[(details["account_id"], model)] = ReplayLine(UUID(details["account_id"]), model)
+                line = lines[(facts.account_id, model)] = ReplayLine(UUID(facts.account_id), model)
             line.charges += 1
-            line.old += pricer.old(details, counts, at, event.position)
+            line.old += pricer.old(facts, counts, at, event.position)
             line.new += pricer.new(model, counts)
             charges += 1
         if unpriced:
@@ -275,24 +277,25 @@ class _Pricer:
     def __init__(self, prices: dict[str, ModelPrice], entries: list[dict[str, Any]]) -> None:
         self.prices = prices
         self.entries = entries
-        self._new: dict[tuple[str, tuple[int, ...]], int] = {}
-        self._earlier: dict[tuple[int, str, tuple[int, ...]], int] = {}
+        self._new: dict[tuple[str, UsageCounts], int] = {}
+        self._earlier: dict[tuple[int, str, UsageCounts], int] = {}
 
-    def new(self, model: str, counts: tuple[int, ...]) -> int:
+    def new(self, model: str, counts: UsageCounts) -> int:
         key = (model, counts)
         found = self._new.get(key)
         if found is None:
             found = self._new[key] = price_counts(self.prices[model], *counts)
         return found
 
-    def old(self, details: dict[str, Any], counts: tuple[int, ...], at: datetime | None, position: int) -> int:
+    def old(self, facts: ChargeFacts, counts: UsageCounts, at: datetime | None, position: int) -> int:
         for index in range(len(self.entries) - 1, -1, -1):
             entry = self.entries[index]
-            if details["model"] in entry["prices"] and covers(entry, details["account_id"], at, position):
-                key = (index, details["model"], counts)
+            assert at is not None  # read for every charge when there are replays
+            if facts.model in entry["prices"] and covers(entry, facts.account_id, at, position):
+                key = (index, facts.model, counts)
                 found = self._earlier.get(key)
                 if found is None:
-                    price = ModelPrice.from_dict(entry["prices"][details["model"]])
+                    price = ModelPrice.from_dict(entry["prices"][facts.model])
                     found = self._earlier[key] = price_counts(price, *counts)
                 return found
-        return int(details["cost"])
+        return int(facts.cost)

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from eventsourcing.domain import DomainEventProtocol
+
 from application.event_scan import scan, topics_of
 from application.ledger import Ledger
 from domain import ids
@@ -34,22 +36,28 @@ from domain.account import Account
 from domain.export_log import EXPORT_KINDS, ExportLog
 from domain.pricing import ModelPrice, price_usage
 from domain.replay_log import ReplayLog, adjustment_key
-from domain.request_record import RequestRecord
-from domain.usage import Usage
+from domain.request_record import RequestRecord, charge_facts
 
 ROUNDS = 3  # reads of the read models before a difference counts as a problem
 MAX_LISTED = 50  # problems listed per check; the rest are counted
 
+
+def _account_topic(name: str) -> str:
+    """The topic of ``Account``'s event ``name`` (declared by ``@event("Name")``, which mypy cannot see)."""
+    event_class: type[DomainEventProtocol[Any]] = getattr(Account, name)
+    return topics_of(event_class)[0]
+
+
 # The movements of credit and the sign each gives its amount (see projections/ledger_entries.py).
 MOVEMENTS: dict[str, int] = {
-    topics_of(Account.CreditGranted)[0]: 1,
-    topics_of(Account.Adjusted)[0]: 1,
-    topics_of(Account.ChargeRefunded)[0]: 1,
-    topics_of(Account.HoldSettled)[0]: -1,
-    topics_of(Account.GrantExpired)[0]: -1,
+    _account_topic("CreditGranted"): 1,
+    _account_topic("Adjusted"): 1,
+    _account_topic("ChargeRefunded"): 1,
+    _account_topic("HoldSettled"): -1,
+    _account_topic("GrantExpired"): -1,
 }
 HOLD_PLACED, HOLD_SETTLED, HOLD_RELEASED = (
-    topics_of(cls)[0] for cls in (Account.HoldPlaced, Account.HoldSettled, Account.HoldReleased)
+    _account_topic(name) for name in ("HoldPlaced", "HoldSettled", "HoldReleased")
 )
 ACCOUNT_EVENTS = topics_of(
     *(cls for cls in vars(Account).values() if isinstance(cls, type) and issubclass(cls, Account.Event))
@@ -85,7 +93,7 @@ class Fold:
         if sign is not None:
             account.balance += sign * state["amount"]
             account.movements += 1
-        request = state["request_id"]["_data_"] if isinstance(state.get("request_id"), dict) else None
+        request: str = state["request_id"]["_data_"] if isinstance(state.get("request_id"), dict) else ""
         if topic == HOLD_PLACED:
             if request in account.holds:
                 self.problems.append(f"account {account_id}: request {_dashed(request)} placed a second hold")
@@ -210,19 +218,17 @@ class LedgerVerifier:
         problems = []
         unrecorded = dict(fold.charges)
         book = self.ledger.price_book()
-        prices: dict[tuple[int, str], Any] = {}
+        prices: dict[tuple[int | None, str], Any] = {}
         seen = 0
         for event in scan(self.ledger.recorder, topics_of(RequestRecord.Completed), stop=fold.position):
             seen += 1
             request = event.originator_id.hex
-            details = event.state["details"]
+            facts = charge_facts(event.state["details"])
             charged = unrecorded.pop(request, None)
-            if charged is not None and charged != details["charge"]:
-                problems.append(
-                    f"request {_dashed(request)}: charged {charged} but its record says {details['charge']}"
-                )
-            if details.get("priced") and details.get("usage") is not None:
-                key = (details["price_book_version"], details["model"])
+            if charged is not None and charged != facts.charge:
+                problems.append(f"request {_dashed(request)}: charged {charged} but its record says {facts.charge}")
+            if facts.priced and facts.counts is not None:
+                key = (facts.price_book_version, facts.model)
                 if key not in prices:
                     version = next((v for v in book.versions if v["version"] == key[0]), None)
                     data = version["prices"].get(key[1]) if version else None
@@ -232,10 +238,9 @@ class LedgerVerifier:
                     problems.append(
                         f"request {_dashed(request)}: its price-book version {key[0]} does not price {key[1]}"
                     )
-                elif price_usage(price, Usage(**details["usage"])) != details["cost"]:
+                elif price_usage(price, facts.usage()) != facts.cost:
                     problems.append(
-                        f"request {_dashed(request)}: cost {details['cost']} is not its usage priced under "
-                        f"version {key[0]}"
+                        f"request {_dashed(request)}: cost {facts.cost} is not its usage priced under version {key[0]}"
                     )
         problems += [
             f"request {_dashed(request)}: charged {amount} with no request record"

@@ -26,6 +26,7 @@ from dashboard.queries import TTL_SECONDS, source_key
 from domain import ids
 from domain.errors import NotFound, NotInitialised, TallyhubError
 from domain.price_book import PriceBook
+from domain.request_record import RequestRecord
 
 
 class StoreUnavailable(RuntimeError):
@@ -82,7 +83,7 @@ def price_book_versions(key: str, *, _settings: Settings) -> list[PriceBookVersi
     """Every published version, oldest first."""
     events = ledger(_settings).events.get(ids.PRICE_BOOK_ID)
     return [
-        PriceBookVersion(e.version, e.effective_at, dict(e.prices))  # type: ignore[attr-defined]
+        PriceBookVersion(e.version, e.effective_at, dict(e.prices))
         for e in events
         if isinstance(e, PriceBook.VersionPublished)  # type: ignore[attr-defined]
     ]
@@ -95,4 +96,10 @@ def request_receipt(key: str, request_id: str, *, _settings: Settings) -> dict[s
         record = ledger(_settings).get_request_record(request_id)
     except NotFound:
         return None
-    return {"details": dict(record.details), "attempts": [dict(a) for a in record.attempts]}
+    return receipt_json(record)
+
+
+def receipt_json(record: RequestRecord) -> dict[str, Any]:
+    """The receipt page's data: the record's details and attempts in their stored form
+    (ids as hex, money as integer nanocredits, reported usage as decimal text)."""
+    return {"details": record.details.to_dict(), "attempts": [attempt.to_dict() for attempt in record.attempts]}

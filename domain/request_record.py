@@ -3,41 +3,257 @@
 The record's id is the request id, so a request is recorded — and charged — at
 most once: a second record for the same id collides in the event store. A
 completed request's record is saved in the same transaction as its settlement.
+
+What a record says is typed (``RequestDetails``, ``FailedAttempt``) but stored as
+it always was: the events keep plain JSON objects with the same keys, in the same
+order, with the same values (ids as 32 hex digits, money as integer nanocredits,
+a clamped request's ``reported_usage`` counts as decimal text), so records written
+before the types load unchanged and no event class needed a new version.
+``to_dict``/``from_dict`` are that stored form; ``charge_facts`` reads the few
+fields replay and verify need straight from a stored event's state.
 """
 
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.usage import Usage, UsageSource
+from domain.usage_bounds import COUNTS, reported
 
-class RequestRecord(Aggregate):
-    class Completed(Aggregate.Created):
-        details: dict[str, Any]
+Outcome = Literal["completed", "failed"]
+UsageCounts = tuple[int, int, int, int, int]  # the counts of domain/usage_bounds.py COUNTS, in that order
 
-    class Failed(Aggregate.Created):
-        details: dict[str, Any]
 
-    def __init__(self, details: dict[str, Any]) -> None:
-        self.details = details
-        self.attempts: list[dict[str, Any]] = []
+@dataclass(frozen=True, slots=True)
+class RequestDetails:
+    """What a request's record says. Ids are 32 hex digits (``None``: unknown); money is
+    integer nanocredits; ``usage`` is ``None`` for a failed request. ``provider_cost`` is
+    recorded with every completed request (``None``: no provider-cost rates for the model)
+    and never with a failed one; ``reported_usage`` only when the provider reported more
+    than the request could have used (the report as it came; ``usage`` is then clamped)."""
 
-    def attempt_failed(self, **attempt: Any) -> None:
-        """An upstream attempt that failed before another one served (or failed) the request."""
-        self._attempt_failed(attempt=attempt)
-
-    @event("AttemptFailed")
-    def _attempt_failed(self, attempt: dict[str, Any]) -> None:
-        self.attempts.append(attempt)
+    outcome: Outcome
+    account_id: str | None
+    api_key_id: str | None
+    requested_model: str
+    model: str
+    provider: str
+    upstream_model: str
+    credential_id: str | None
+    endpoint: str
+    stream: bool
+    status: int
+    error_code: str | None
+    usage: Usage | None
+    charge: int
+    cost: int
+    uncollected: int
+    hold: int
+    price_book_version: int | None
+    priced: bool
+    latency_ms: float
+    ttfb_ms: float | None
+    started_at: str | None  # ISO 8601, as recorded
+    provider_cost: int | None = None
+    reported_usage: Usage | None = None
 
     @property
     def succeeded(self) -> bool:
-        return self.details.get("outcome") == "completed"
+        return self.outcome == "completed"
+
+    @property
+    def account_uuid(self) -> UUID | None:
+        return UUID(self.account_id) if self.account_id else None
+
+    @property
+    def api_key_uuid(self) -> UUID | None:
+        return UUID(self.api_key_id) if self.api_key_id else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form: the keys the gateway has always written, in its order."""
+        data: dict[str, Any] = {
+            "outcome": self.outcome,
+            "account_id": self.account_id,
+            "api_key_id": self.api_key_id,
+            "requested_model": self.requested_model,
+            "model": self.model,
+            "provider": self.provider,
+            "upstream_model": self.upstream_model,
+            "credential_id": self.credential_id,
+            "endpoint": self.endpoint,
+            "stream": self.stream,
+            "status": self.status,
+            "error_code": self.error_code,
+            "usage": self.usage.to_dict() if self.usage is not None else None,
+            "charge": self.charge,
+            "cost": self.cost,
+            "uncollected": self.uncollected,
+            "hold": self.hold,
+            "price_book_version": self.price_book_version,
+            "priced": self.priced,
+            "latency_ms": self.latency_ms,
+            "ttfb_ms": self.ttfb_ms,
+            "started_at": self.started_at,
+        }
+        if self.outcome == "completed":
+            data["provider_cost"] = self.provider_cost
+        if self.reported_usage is not None:
+            data["reported_usage"] = reported(self.reported_usage)
+        return data
 
     @classmethod
-    def completed(cls, request_id: UUID, **details: Any) -> "RequestRecord":
-        return cls._create(cls.Completed, id=request_id, details={"outcome": "completed", **details})
+    def from_dict(cls, data: Mapping[str, Any]) -> "RequestDetails":
+        """A stored record's details; a key it lacks (records made by hand in tests, or by
+        older code) reads as what the read models always took for it."""
+        usage = data.get("usage")
+        report = data.get("reported_usage")
+        ttfb = data.get("ttfb_ms")
+        return cls(
+            outcome="completed" if data.get("outcome") == "completed" else "failed",
+            account_id=data.get("account_id") or None,
+            api_key_id=data.get("api_key_id") or None,
+            requested_model=str(data.get("requested_model") or ""),
+            model=str(data.get("model") or ""),
+            provider=str(data.get("provider") or ""),
+            upstream_model=str(data.get("upstream_model") or ""),
+            credential_id=data.get("credential_id") or None,
+            endpoint=str(data.get("endpoint") or ""),
+            stream=bool(data.get("stream")),
+            status=int(data.get("status") or 0),
+            error_code=data.get("error_code"),
+            usage=Usage.from_dict(usage) if usage is not None else None,
+            charge=int(data.get("charge") or 0),
+            cost=int(data.get("cost") or 0),
+            uncollected=int(data.get("uncollected") or 0),
+            hold=int(data.get("hold") or 0),
+            price_book_version=data.get("price_book_version"),
+            priced=bool(data.get("priced")),
+            latency_ms=float(data.get("latency_ms") or 0.0),
+            ttfb_ms=None if ttfb is None else float(ttfb),
+            started_at=data.get("started_at"),
+            provider_cost=data.get("provider_cost"),
+            reported_usage=_from_reported(report) if report else None,
+        )
+
+
+def _from_reported(data: Mapping[str, Any]) -> Usage:
+    """``reported_usage`` as stored (counts as decimal text) back to a Usage."""
+    counts = {name: int(data.get(name, 0)) for name in COUNTS}
+    return Usage(**counts, source=data.get("source", "provider"))
+
+
+@dataclass(frozen=True, slots=True)
+class FailedAttempt:
+    """An upstream attempt that failed before another one served (or failed) the request."""
+
+    model: str
+    provider: str
+    credential_id: str | None
+    status: int
+    error_code: str
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "credential_id": self.credential_id,
+            "status": self.status,
+            "error_code": self.error_code,
+            "latency_ms": self.latency_ms,
+        }
 
     @classmethod
-    def failed(cls, request_id: UUID, **details: Any) -> "RequestRecord":
-        return cls._create(cls.Failed, id=request_id, details={"outcome": "failed", **details})
+    def from_dict(cls, data: Mapping[str, Any]) -> "FailedAttempt":
+        return cls(
+            model=str(data.get("model") or ""),
+            provider=str(data.get("provider") or ""),
+            credential_id=data.get("credential_id") or None,
+            status=int(data.get("status") or 0),
+            error_code=str(data.get("error_code") or ""),
+            latency_ms=float(data.get("latency_ms") or 0.0),
+        )
+
+
+class ChargeFacts(NamedTuple):
+    """What replay and verify read of a completed record, straight from its stored state."""
+
+    account_id: str
+    model: str
+    counts: UsageCounts | None  # None: no usage recorded
+    source: str | None
+    charge: int
+    cost: int
+    priced: bool
+    price_book_version: int | None
+
+    def usage(self) -> Usage:
+        """The counts as a (validated) Usage; only when ``counts`` is not None."""
+        assert self.counts is not None
+        return Usage(*self.counts, source=cast(UsageSource, self.source or "provider"))
+
+
+def charge_facts(details: Mapping[str, Any]) -> ChargeFacts:
+    """The one decoder of a stored ``details`` object for the readers that skip the
+    aggregate (they read every charge ever made: application/replay.py, verify.py)."""
+    usage = details.get("usage")
+    return ChargeFacts(
+        account_id=details["account_id"],
+        model=details["model"],
+        counts=None if usage is None else _counts(usage),
+        source=None if usage is None else usage.get("source"),
+        charge=details["charge"],
+        cost=details["cost"],
+        priced=bool(details.get("priced")),
+        price_book_version=details.get("price_book_version"),
+    )
+
+
+def _counts(usage: Mapping[str, int]) -> UsageCounts:
+    return (
+        usage["input_tokens"],
+        usage["cached_input_tokens"],
+        usage["output_tokens"],
+        usage["reasoning_tokens"],
+        usage["images"],
+    )
+
+
+class RequestRecord(Aggregate):
+    class Completed(Aggregate.Created):
+        details: dict[str, Any]  # RequestDetails.to_dict()
+
+    class Failed(Aggregate.Created):
+        details: dict[str, Any]  # RequestDetails.to_dict()
+
+    class AttemptFailed(Aggregate.Event):
+        attempt: dict[str, Any]  # FailedAttempt.to_dict()
+
+    def __init__(self, details: dict[str, Any]) -> None:
+        self.details = RequestDetails.from_dict(details)
+        self.attempts: list[FailedAttempt] = []
+
+    def attempt_failed(self, attempt: FailedAttempt) -> None:
+        """An upstream attempt that failed before another one served (or failed) the request."""
+        self._attempt_failed(attempt.to_dict())
+
+    @event(AttemptFailed)
+    def _attempt_failed(self, attempt: dict[str, Any]) -> None:
+        self.attempts.append(FailedAttempt.from_dict(attempt))
+
+    @property
+    def succeeded(self) -> bool:
+        return self.details.succeeded
+
+    @classmethod
+    def completed(cls, request_id: UUID, details: RequestDetails) -> "RequestRecord":
+        assert details.outcome == "completed"
+        return cls._create(cls.Completed, id=request_id, details=details.to_dict())
+
+    @classmethod
+    def failed(cls, request_id: UUID, details: RequestDetails) -> "RequestRecord":
+        assert details.outcome == "failed"
+        return cls._create(cls.Failed, id=request_id, details=details.to_dict())

@@ -36,7 +36,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.request_record import RequestRecord
+from domain.request_record import FailedAttempt, RequestDetails, RequestRecord
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -109,24 +109,22 @@ def hour_of(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _key(at: datetime, found: dict[str, Any]) -> ProviderKey:
-    provider, credential, model = (str(found.get(name) or "") for name in ("provider", "credential_id", "model"))
-    return hour_of(at), provider, credential, model
+def _key(at: datetime, found: RequestDetails | FailedAttempt) -> ProviderKey:
+    return hour_of(at), found.provider, found.credential_id or "", found.model
 
 
-def counts_of(details: dict[str, Any]) -> ProviderCounts:
+def counts_of(details: RequestDetails) -> ProviderCounts:
     """What one recorded request adds to its bucket."""
-    usage = details.get("usage") or {}
-    completed = details.get("outcome") == "completed"
-    charge = int(details.get("charge") or 0)
-    provider_cost = details.get("provider_cost")
-    estimated = completed and usage.get("source") == "estimated"
+    completed = details.succeeded
+    charge = details.charge
+    provider_cost = details.provider_cost
+    estimated = completed and details.usage is not None and details.usage.source == "estimated"
     return ProviderCounts(
         requests=1,
         completed=int(completed),
         failed=int(not completed),
         charged=charge,
-        cost=int(details.get("cost") or 0),
+        cost=details.cost,
         provider_cost=int(provider_cost or 0) if completed else 0,
         provider_cost_unknown=int(completed and provider_cost is None),
         estimated=int(estimated),
@@ -145,21 +143,22 @@ def fold_providers(
 
     for event in events:
         if isinstance(event, RequestRecord.AttemptFailed):
-            add(_key(event.timestamp, event.attempt), ProviderCounts(failed_attempts=1))
+            add(_key(event.timestamp, FailedAttempt.from_dict(event.attempt)), ProviderCounts(failed_attempts=1))
             if event.originator_version == 2:  # the record's first failed attempt
                 record = created.get(event.originator_id)
                 if record is None:
                     record = first_event(event.originator_id)
                 if isinstance(record, RequestRecord.Completed):
-                    add(_key(record.timestamp, record.details), ProviderCounts(failovers=1))
+                    add(_key(record.timestamp, RequestDetails.from_dict(record.details)), ProviderCounts(failovers=1))
         else:
-            details: dict[str, Any] = event.details  # type: ignore[attr-defined]
+            assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
+            details = RequestDetails.from_dict(event.details)
             created[event.originator_id] = event
             add(_key(event.timestamp, details), counts_of(details))
     return buckets
 
 
-def first_events_of(app: Application) -> FirstEvent:
+def first_events_of(app: Application[Any]) -> FirstEvent:
     """Reads a request record's first event (version 1) back from ``app``'s event store."""
 
     def first_event(request_id: UUID) -> DomainEventProtocol[Any]:

@@ -18,7 +18,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.request_record import RequestRecord
+from domain.request_record import RequestDetails, RequestRecord
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -59,32 +59,32 @@ def _uuid(value: str | None) -> UUID | None:
 
 
 def row_of(event: DomainEventProtocol[Any]) -> RequestRow:
-    d: dict[str, Any] = event.details  # type: ignore[attr-defined]
-    usage = d.get("usage") or {}
-    ttfb = d.get("ttfb_ms")
+    assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
+    d = RequestDetails.from_dict(event.details)
+    usage = d.usage
     return RequestRow(
         request_id=event.originator_id,
         at=event.timestamp,
-        account_id=_uuid(d.get("account_id")),
-        api_key_id=_uuid(d.get("api_key_id")),
-        provider=str(d.get("provider") or ""),
-        model=str(d.get("model") or ""),
-        upstream_model=str(d.get("upstream_model") or ""),
-        endpoint=str(d.get("endpoint") or ""),
-        outcome=str(d.get("outcome")),
-        status=int(d.get("status") or 0),
-        error_code=d.get("error_code"),
-        stream=bool(d.get("stream")),
-        latency_ms=float(d.get("latency_ms") or 0.0),
-        ttfb_ms=None if ttfb is None else float(ttfb),
-        input_tokens=int(usage.get("input_tokens", 0)),
-        cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
-        output_tokens=int(usage.get("output_tokens", 0)),
-        reasoning_tokens=int(usage.get("reasoning_tokens", 0)),
-        usage_source=usage.get("source"),
-        charge=int(d.get("charge") or 0),
-        cost=int(d.get("cost") or 0),
-        price_book_version=d.get("price_book_version"),
+        account_id=d.account_uuid,
+        api_key_id=d.api_key_uuid,
+        provider=d.provider,
+        model=d.model,
+        upstream_model=d.upstream_model,
+        endpoint=d.endpoint,
+        outcome=d.outcome,
+        status=d.status,
+        error_code=d.error_code,
+        stream=d.stream,
+        latency_ms=d.latency_ms,
+        ttfb_ms=d.ttfb_ms,
+        input_tokens=usage.input_tokens if usage else 0,
+        cached_input_tokens=usage.cached_input_tokens if usage else 0,
+        output_tokens=usage.output_tokens if usage else 0,
+        reasoning_tokens=usage.reasoning_tokens if usage else 0,
+        usage_source=usage.source if usage else None,
+        charge=d.charge,
+        cost=d.cost,
+        price_book_version=d.price_book_version,
     )
 
 

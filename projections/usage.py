@@ -23,13 +23,15 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.request_record import RequestRecord
+from domain.request_record import RequestDetails, RequestRecord
+from domain.usage import Usage
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
 USAGE_TABLE = "th_rm_usage_hourly"
 
 UsageKey = tuple[str, str, str, str, datetime]  # account hex, key hex, provider, model, hour
+NO_USAGE = Usage()  # a failed request's
 
 
 @dataclass
@@ -80,31 +82,32 @@ def hour_of(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def counts_of(details: dict[str, Any]) -> UsageCounts:
-    usage = details.get("usage") or {}
+def counts_of(details: RequestDetails) -> UsageCounts:
+    usage = details.usage or NO_USAGE
     return UsageCounts(
         requests=1,
-        failed_requests=int(details.get("outcome") != "completed"),
-        input_tokens=int(usage.get("input_tokens", 0)),
-        cached_input_tokens=int(usage.get("cached_input_tokens", 0)),
-        output_tokens=int(usage.get("output_tokens", 0)),
-        reasoning_tokens=int(usage.get("reasoning_tokens", 0)),
-        images=int(usage.get("images", 0)),
-        charge=int(details.get("charge") or 0),
-        cost=int(details.get("cost") or 0),
-        estimated_requests=int(usage.get("source") == "estimated"),
+        failed_requests=int(not details.succeeded),
+        input_tokens=usage.input_tokens,
+        cached_input_tokens=usage.cached_input_tokens,
+        output_tokens=usage.output_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        images=usage.images,
+        charge=details.charge,
+        cost=details.cost,
+        estimated_requests=int(details.usage is not None and usage.source == "estimated"),
     )
 
 
 def fold_usage(events: Iterable[DomainEventProtocol[Any]]) -> dict[UsageKey, UsageCounts]:
     buckets: dict[UsageKey, UsageCounts] = {}
     for event in events:
-        details: dict[str, Any] = event.details  # type: ignore[attr-defined]
+        assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
+        details = RequestDetails.from_dict(event.details)
         key = (
-            details.get("account_id") or "",
-            details.get("api_key_id") or "",
-            str(details.get("provider") or ""),
-            str(details.get("model") or ""),
+            details.account_id or "",
+            details.api_key_id or "",
+            details.provider,
+            details.model,
             hour_of(event.timestamp),
         )
         buckets.setdefault(key, UsageCounts()).add(counts_of(details))

@@ -35,6 +35,8 @@ from adapters.presenters import money_fields, signed_credits
 from adapters.queries import caught_up
 from adapters.services import Services
 from domain.errors import InvalidRequest
+from domain.request_record import RequestRecord
+from domain.usage_bounds import reported
 from projections.provider_hourly import COUNTERS, ProviderCounts, ProviderDayRow, sum_by_day
 from projections.request_log import RequestRow
 
@@ -244,12 +246,13 @@ def _bound(value: datetime | None, param: str) -> datetime | None:
 
 
 def _reported_usage(services: Services, rows: list[RequestRow]) -> dict[UUID, dict[str, str]]:
-    """The provider's own usage reports of clamped requests, as their records keep them."""
+    """The provider's own usage reports of clamped requests, as their records keep them
+    (counts as decimal text)."""
     reports: dict[UUID, dict[str, str]] = {}
     for row in rows:
         record = services.ledger.find(row.request_id)
-        if record is not None and record.details.get("reported_usage"):
-            reports[row.request_id] = record.details["reported_usage"]
+        if isinstance(record, RequestRecord) and record.details.reported_usage is not None:
+            reports[row.request_id] = reported(record.details.reported_usage)
     return reports
 
 

@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic
 
 from domain.account import Account
 from domain.errors import NotFound, ProjectionStopped
-from domain.request_record import RequestRecord
+from domain.request_record import RequestDetails, RequestRecord
 from projections.read_models import ReadModels, unguarded
 from projections.usage import UsageCounts, counts_of, hour_of
 
@@ -221,7 +221,7 @@ class ProjectionContract:
             )
             assert row.balance == row.granted_total - row.charged_total
             holds = read_models.balances.list_open_holds(account.id)
-            assert {h.request_id.hex: h.amount for h in holds} == {k: h["amount"] for k, h in account.holds.items()}
+            assert {h.request_id.hex: h.amount for h in holds} == {k: h.amount for k, h in account.holds.items()}
             assert all(h.expires_at == T0 + timedelta(minutes=15) for h in holds)
         bob = read_models.balances.get_balance(ids["bob"])
         assert bob is not None and (bob.balance, bob.charged_total, bob.uncollected_total) == (0, NANO, 2 * NANO)
@@ -271,7 +271,7 @@ class ProjectionContract:
         expected: dict[tuple[Any, ...], UsageCounts] = {}
         for r in records:
             bucket = (r["account_id"], r["api_key_id"], r["model"], hour_of(r["at"]))
-            expected.setdefault(bucket, UsageCounts()).add(counts_of(r))
+            expected.setdefault(bucket, UsageCounts()).add(counts_of(RequestDetails.from_dict(r)))
         rows = read_models.usage.list_usage()
         got = {
             (

@@ -1,0 +1,165 @@
+"""A store written by an earlier commit (tests/fixtures/store_main_<sha>/, made by
+tests/fixtures/make_store_main.py with that commit's code) opened by today's code:
+
+- every aggregate loads, and every request record's typed details and attempts are what
+  its events stored, key for key (the stored JSON of a record is unchanged: no upcasting);
+- the read models rebuilt from zero hold the rows that commit's read models held;
+- verify gives the same report, a replay preview the same report, the reconciliation
+  the same figures;
+- every export kind, CSV and JSONL, is byte-identical, and so is its manifest apart from
+  ``export_id`` and ``previous_export`` (random ids of the exports themselves); its
+  ``created_at`` is the clock's, fixed here as it was there.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from adapters.bootstrap import build_services, initialise
+from adapters.cli.reconcile_commands import read_reconciliation
+from adapters.cli.replay_commands import run_replay
+from adapters.exports.exporter import create_export
+from adapters.presenters import plain, request_record_json
+from adapters.services import Services
+from adapters.settings import Settings
+from application.event_scan import scan, topics_of
+from application.verify import LedgerVerifier
+from dashboard.ledger_reads import receipt_json
+from domain.request_record import FailedAttempt, RequestDetails, RequestRecord
+from tests.fakes.clock import FakeClock
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store_main_6d40aed"
+FACTS = json.loads((FIXTURE / "fixture.json").read_text())
+EXPECTED = FIXTURE / "expected"
+REPLAY_PREVIEW = {  # as in make_store_main.py
+    "models": {
+        "openai/gpt-4o": {"input": "3", "cached_input": "1.5", "output": "12"},
+        "openai/o3": {"input": "1.5", "output": "6", "reasoning": "6"},
+        "anthropic/claude-sonnet": {"input": "2.75", "output": "14"},
+        "openai/dall-e": {"input": "0", "output": "0", "per_image": "0.05"},
+    }
+}
+EXPORTS = [(kind, file_format) for kind in ("ledger", "usage", "requests") for file_format in ("csv", "jsonl")]
+
+
+def expected(name: str) -> Any:
+    return json.loads((EXPECTED / name).read_text())
+
+
+def as_json(data: Any) -> Any:
+    """``data`` as the fixture's files hold it (JSON text and back: tuples are lists)."""
+    return json.loads(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A copy of the store opened with today's code; what it says, asked in the order the
+    fixture's outputs were made (the exports last: each is recorded in the export log)."""
+    data = tmp_path_factory.mktemp("store_main") / "data"
+    shutil.copytree(FIXTURE / "data", data)
+    settings = Settings(data_dir=data, master_key=FACTS["master_key"])
+    initialise(settings)  # the read models' tables; the events are as they were
+    services = build_services(settings, clock=FakeClock(datetime.fromisoformat(FACTS["clock_for_outputs"])))
+    try:
+        read_models = services.read_models
+        read_models.runner.catch_up()
+        report = LedgerVerifier(services.ledger, read_models).verify(deep=True)
+        found: dict[str, Any] = {
+            "services": services,
+            "verify.json": {"ok": report.ok, "problems": report.problems, "checked": report.checked},
+            "replay_preview.json": run_replay(services, json.dumps(REPLAY_PREVIEW)),
+            "balances.json": plain(read_models.balances.list_balances()),
+            "request_log.json": plain(read_models.requests.list_requests(limit=2**62)),
+            "usage.json": plain(read_models.usage.list_usage()),
+            "provider_hourly.json": plain(read_models.providers.list_hours()),
+            "reconciliation.json": read_reconciliation(services),
+        }
+        records = [services.ledger.get_request_record(request_id) for request_id in record_ids(services)]
+        found["request_records.json"] = [request_record_json(record) for record in records]
+        found["dashboard_receipts.json"] = {str(record.id): receipt_json(record) for record in records}
+        exports = data.parent / "exports"
+        exports.mkdir()
+        for kind, file_format in EXPORTS:
+            found[f"{kind}.{file_format}.manifest.json"] = create_export(
+                services, kind, None, None, file_format, exports / f"{kind}.{file_format}"
+            )
+            found[f"{kind}.{file_format}"] = (exports / f"{kind}.{file_format}").read_bytes()
+        yield found
+    finally:
+        services.close()
+
+
+def record_ids(services: Services) -> list[UUID]:
+    topics = topics_of(RequestRecord.Completed, RequestRecord.Failed)
+    return [event.originator_id for event in scan(services.ledger.recorder, topics)]
+
+
+def test_every_aggregate_of_the_store_loads(outputs: dict[str, Any]) -> None:
+    ledger = outputs["services"].ledger
+    ids = {n.originator_id for n in ledger.recorder.select_notifications(start=1, limit=100_000)}
+    assert len(ids) > 40
+    for originator_id in ids:
+        assert ledger.repository.get(originator_id).id == originator_id
+
+
+def test_request_records_load_with_typed_details_equal_to_what_was_stored(outputs: dict[str, Any]) -> None:
+    ledger = outputs["services"].ledger
+    topics = topics_of(RequestRecord.Completed, RequestRecord.Failed, RequestRecord.AttemptFailed)
+    stored: dict[UUID, dict[str, Any]] = {}
+    attempts: dict[UUID, list[dict[str, Any]]] = {}
+    for event in scan(ledger.recorder, topics):
+        if event.topic == topics_of(RequestRecord.AttemptFailed)[0]:
+            attempts.setdefault(event.originator_id, []).append(event.state["attempt"])
+        else:
+            stored[event.originator_id] = event.state["details"]
+    assert len(stored) == 25 and sum(map(len, attempts.values())) == 3
+    for request_id, details in stored.items():
+        record = ledger.get_request_record(request_id)
+        assert isinstance(record.details, RequestDetails)
+        assert record.details.to_dict() == details  # every key, every value, none added
+        assert list(record.details.to_dict()) == list(details)  # in the order stored
+        assert record.details == RequestDetails.from_dict(details)
+        assert all(isinstance(a, FailedAttempt) for a in record.attempts)
+        assert [a.to_dict() for a in record.attempts] == attempts.get(request_id, [])
+    clamped = ledger.get_request_record(UUID(FACTS["clamped_request"])).details
+    assert clamped.usage is not None and clamped.usage.source == "clamped"
+    assert clamped.reported_usage is not None and clamped.reported_usage.input_tokens == 10**12
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["balances.json", "request_log.json", "usage.json", "provider_hourly.json"],
+)
+def test_rebuilt_read_models_hold_the_rows_of_main(outputs: dict[str, Any], name: str) -> None:
+    assert as_json(outputs[name]) == expected(name)
+
+
+@pytest.mark.parametrize("name", ["verify.json", "replay_preview.json", "reconciliation.json", "request_records.json"])
+def test_reports_are_those_of_main(outputs: dict[str, Any], name: str) -> None:
+    assert as_json(outputs[name]) == expected(name)
+
+
+def test_verify_passes(outputs: dict[str, Any]) -> None:
+    assert outputs["verify.json"]["ok"] and outputs["verify.json"]["checked"]["request_records"] == 21
+
+
+def test_the_dashboard_receipt_keeps_its_shape(outputs: dict[str, Any]) -> None:
+    assert as_json(outputs["dashboard_receipts.json"]) == expected("dashboard_receipts.json")
+
+
+@pytest.mark.parametrize("kind,file_format", EXPORTS)
+def test_exports_are_byte_identical(outputs: dict[str, Any], kind: str, file_format: str) -> None:
+    name = f"{kind}.{file_format}"
+    assert outputs[name] == (EXPECTED / name).read_bytes()
+    manifest, was = as_json(outputs[f"{name}.manifest.json"]), expected(f"{name}.manifest.json")
+    for own in ("export_id", "previous_export"):  # the exports' own random ids
+        manifest.pop(own), was.pop(own)
+    assert manifest == was
