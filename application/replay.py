@@ -39,7 +39,7 @@ from domain.errors import EmptyWindow, InvalidRequest
 from domain.money import format_credits
 from domain.pricing import ModelPrice, price_counts
 from domain.replay_log import ReplayLog, adjustment_key, covers
-from domain.request_record import ChargeFacts, RequestRecord, UsageCounts, charge_facts
+from domain.request_record import ChargeFacts, RecordedCounts, RequestRecord, charge_facts
 
 MAX_APPLY_ATTEMPTS = 5
 # getattr: mypy cannot see the event classes ``@event("Name")`` declares
@@ -277,17 +277,17 @@ class _Pricer:
     def __init__(self, prices: dict[str, ModelPrice], entries: list[dict[str, Any]]) -> None:
         self.prices = prices
         self.entries = entries
-        self._new: dict[tuple[str, UsageCounts], int] = {}
-        self._earlier: dict[tuple[int, str, UsageCounts], int] = {}
+        self._new: dict[tuple[str, RecordedCounts], int] = {}
+        self._earlier: dict[tuple[int, str, RecordedCounts], int] = {}
 
-    def new(self, model: str, counts: UsageCounts) -> int:
+    def new(self, model: str, counts: RecordedCounts) -> int:
         key = (model, counts)
         found = self._new.get(key)
         if found is None:
             found = self._new[key] = price_counts(self.prices[model], *counts)
         return found
 
-    def old(self, facts: ChargeFacts, counts: UsageCounts, at: datetime | None, position: int) -> int:
+    def old(self, facts: ChargeFacts, counts: RecordedCounts, at: datetime | None, position: int) -> int:
         for index in range(len(self.entries) - 1, -1, -1):
             entry = self.entries[index]
             assert at is not None  # read for every charge when there are replays

@@ -24,7 +24,7 @@ from domain.usage import Usage, UsageSource
 from domain.usage_bounds import COUNTS, reported
 
 Outcome = Literal["completed", "failed"]
-UsageCounts = tuple[int, int, int, int, int]  # the counts of domain/usage_bounds.py COUNTS, in that order
+RecordedCounts = tuple[int, int, int, int, int]  # the counts of domain/usage_bounds.py COUNTS, in that order
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +183,7 @@ class ChargeFacts(NamedTuple):
 
     account_id: str
     model: str
-    counts: UsageCounts | None  # None: no usage recorded
+    counts: RecordedCounts | None  # None: no usage recorded
     source: str | None
     charge: int
     cost: int
@@ -212,7 +212,7 @@ def charge_facts(details: Mapping[str, Any]) -> ChargeFacts:
     )
 
 
-def _counts(usage: Mapping[str, int]) -> UsageCounts:
+def _counts(usage: Mapping[str, int]) -> RecordedCounts:
     return (
         usage["input_tokens"],
         usage["cached_input_tokens"],
