@@ -165,18 +165,17 @@ class ProjectionRunner:
         """Apply an already-read batch (e.g. one delivered twice); returns events applied.
 
         The batch must hold every notification after the projection's position up to its
-        last (as ``select_notifications`` gives them): one that starts further on is refused
-        (LookupError) and nothing is written, since its events would be skipped for good.
+        last (as ``select_notifications`` gives them): one that misses any is refused
+        (LookupError) and nothing is written, since the missed events would be skipped for good.
         """
         projection = self._projection(name)
         with self.store.tracked(name) as tx:
-            fresh = [n for n in notifications if n.id > tx.position]
+            fresh = [n.id for n in notifications if n.id > tx.position]
             if fresh:
-                following = self.app.recorder.select_notifications(tx.position, 1, inclusive_of_start=False)
-                if not following or following[0].id != fresh[0].id:
+                stored = self.app.recorder.select_notifications(tx.position, len(fresh), inclusive_of_start=False)
+                if [n.id for n in stored] != fresh:
                     raise LookupError(
-                        f"{name}: the batch starts at notification {fresh[0].id}, not at the next one after"
-                        f" position {tx.position}"
+                        f"{name}: the batch is not every notification after position {tx.position} up to {fresh[-1]}"
                     )
             return self._apply(tx, projection, notifications, _SharedReads(self.app, self.batch_size))
 

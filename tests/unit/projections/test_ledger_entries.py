@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from application.prices import Prices
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.errors import HoldNotFound, InsufficientCredits, InvalidRequest
 from domain.usage import Usage
 from projections.ledger_entries import LedgerEntriesProjection, LedgerEntry
@@ -355,7 +356,7 @@ class LedgerEntriesContract:
         ledger.grant(alice, 1)
         ledger.grant(alice, 2)
         batch = ledger.recorder.select_notifications(None, 100)
-        with pytest.raises(LookupError, match="starts at notification 3, not at the next one after position 0"):
+        with pytest.raises(LookupError, match="not every notification after position 0 up to 3"):
             read_models.runner.apply("ledger_entries", batch[2:])  # the first grant is missing
         assert read_models.store.positions().get("ledger_entries", 0) == 0
         assert read_models.ledger is not None and read_models.ledger.list_entries(alice) == []
@@ -394,7 +395,7 @@ SHAPE = RequestShape(model=MODEL, prompt_bytes=200, max_output_tokens=100, choic
 def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, credits_billing: RequestBilling) -> None:
     """Grants, payments, billed requests, a failed one, adjustments and a payment refund,
     through the application services rather than a fake."""
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))

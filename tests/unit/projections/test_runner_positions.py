@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
+import pytest
 from eventsourcing.persistence import ApplicationRecorder, Notification
 
 from projections.ledger_entries import InMemoryLedgerEntriesView, LedgerEntriesProjection, LedgerEntry
@@ -141,3 +142,21 @@ def test_the_read_models_never_ask_the_store_for_movements() -> None:
     assert read_models.ledger is not None
     assert [e.position for e in read_models.ledger.list_entries(alice)] == movement_ids(ledger)
     assert ledger.counting.reads and all(topics == () for _, _, topics in ledger.counting.reads)
+
+
+def test_an_applied_batch_that_misses_a_notification_in_the_middle_is_refused() -> None:
+    ledger = CountingLedger()
+    alice = ledger.open_account("alice")
+    ledger.grant(alice, 1)
+    ledger.grant(alice, 2)
+    store = InMemoryStore()
+    view = InMemoryLedgerEntriesView(store)
+    runner = ProjectionRunner(ledger, store, [LedgerEntriesProjection(view)])
+    created, first, second = ledger.counting.inner.select_notifications(None, 10)
+
+    with pytest.raises(LookupError, match=f"not every notification after position 0 up to {second.id}"):
+        runner.apply("ledger_entries", [created, second])  # the first grant is missing
+    assert store.positions().get("ledger_entries", 0) == 0 and view.list_entries(alice) == []
+
+    assert runner.apply("ledger_entries", [created, first, second]) == 2
+    assert [(e.position, e.balance) for e in view.list_entries(alice)] == [(first.id, 1), (second.id, 3)]
