@@ -38,9 +38,13 @@ open hold may still spend. Refunds, positive adjustments, payments and grants wi
   is either spent or expired, exactly.
 A grant's identity (``grant`` on ``GrantExpired``) is the account version of its
 ``CreditGranted`` event.
+
+Open holds and lots are value objects (``Hold``, ``Lot``: frozen, replaced on change, never
+mutated). A snapshot stores them as the plain dicts it always stored (``Snapshot`` below), so
+snapshots written before and after they became value objects load alike, in either version.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -61,19 +65,76 @@ from domain.errors import (
 from domain.money import InvalidAmount, format_credits
 
 
+@dataclass(frozen=True)
+class Hold:
+    """An open hold: credit reserved for one request's worst case until ``expires_at``.
+    ``api_key`` (the key id's hex, if a key made the request), ``day`` and ``month`` (the
+    UTC windows the request started in) say which spend caps it counts against."""
+
+    amount: int
+    expires_at: datetime
+    api_key: str | None = None
+    day: str | None = None
+    month: str | None = None
+
+    def window(self, window: str) -> str | None:
+        """The key of the ``"day"`` or ``"month"`` window the request started in."""
+        return self.day if window == "day" else self.month
+
+    def plain(self) -> dict[str, Any]:
+        """As a snapshot has always stored it."""
+        return {
+            "amount": self.amount,
+            "expires_at": self.expires_at,
+            "api_key": self.api_key,
+            "day": self.day,
+            "month": self.month,
+        }
+
+    @classmethod
+    def from_plain(cls, value: dict[str, Any]) -> "Hold":
+        return cls(value["amount"], value["expires_at"], value.get("api_key"), value.get("day"), value.get("month"))
+
+
+@dataclass(frozen=True)
+class Lot:
+    """What is left (``remaining``) of an expiring grant before its deadline (``expires_at``)."""
+
+    expires_at: datetime
+    remaining: int
+
+    def plain(self) -> dict[str, Any]:
+        """As a snapshot has always stored it."""
+        return {"expires_at": self.expires_at, "remaining": self.remaining}
+
+    @classmethod
+    def from_plain(cls, value: dict[str, Any]) -> "Lot":
+        return cls(value["expires_at"], value["remaining"])
+
+
 class Account(Aggregate):
     class Snapshot(Snapshot):
-        """The account's state at a version, restored exactly: its dicts keyed by grant
-        (``lots``, and each request's ``kept``) have integer keys, which JSON would turn
-        into strings, so they are stored as ``[key, value]`` pairs and turned back."""
+        """The account's state at a version, restored exactly, in the shape snapshots have
+        always had (no ``class_version``: nothing to upcast, and older versions read it too):
+        - holds and lots are stored as plain dicts (``Hold.plain``, ``Lot.plain``) and made
+          value objects again on loading;
+        - its dicts keyed by grant (``lots``, and each request's ``kept``) have integer keys,
+          which JSON would turn into strings, so they are stored as ``[key, value]`` pairs
+          and turned back."""
 
         @classmethod
         def take(cls, aggregate: Any) -> "Account.Snapshot":
             snapshot = super().take(aggregate)
-            return replace(snapshot, state=_with_plain_keys(snapshot.state))
+            state = dict(snapshot.state)
+            state["holds"] = {request: hold.plain() for request, hold in state["holds"].items()}
+            state["lots"] = {grant: lot.plain() for grant, lot in state["lots"].items()}
+            return replace(snapshot, state=_with_plain_keys(state))
 
         def mutate(self, aggregate: Any) -> Any:
-            return super(Account.Snapshot, replace(self, state=_with_int_keys(self.state))).mutate(aggregate)
+            state = _with_int_keys(self.state)
+            state["holds"] = {request: Hold.from_plain(hold) for request, hold in state["holds"].items()}
+            state["lots"] = {grant: Lot.from_plain(lot) for grant, lot in state["lots"].items()}
+            return super(Account.Snapshot, replace(self, state=state)).mutate(aggregate)
 
     @staticmethod
     def create_id(name: str) -> UUID:
@@ -83,15 +144,15 @@ class Account(Aggregate):
     def __init__(self, name: str) -> None:
         self.name = name
         self.balance = 0
-        self.holds: dict[str, dict[str, Any]] = {}
+        self.holds: dict[str, Hold] = {}  # request id hex -> its open hold
         self.caps: dict[str, dict[str, int | None]] = {}  # scope ("account" or a key id) -> window -> cap
         self.spent: dict[str, dict[str, list[Any]]] = {}  # scope -> window -> [window key, amount]
-        self.lots: dict[int, dict[str, Any]] = {}  # grant -> {"expires_at", "remaining"}, until its deadline
+        self.lots: dict[int, Lot] = {}  # grant -> what is left of it, until its deadline
         self.kept: dict[str, dict[int, int]] = {}  # request id hex -> grant -> expired credit its hold may spend
 
     @property
     def held(self) -> int:
-        return sum(hold["amount"] for hold in self.holds.values())
+        return sum(hold.amount for hold in self.holds.values())
 
     @property
     def available(self) -> int:
@@ -100,12 +161,12 @@ class Account(Aggregate):
     @property
     def expiring(self) -> int:
         """Credit of grants whose deadline has not been applied yet."""
-        return sum(lot["remaining"] for lot in self.lots.values())
+        return sum(lot.remaining for lot in self.lots.values())
 
     @property
     def next_expiry(self) -> datetime | None:
         """The soonest deadline of a grant that still has credit left."""
-        return min((lot["expires_at"] for lot in self.lots.values() if lot["remaining"]), default=None)
+        return min((lot.expires_at for lot in self.lots.values() if lot.remaining), default=None)
 
     @property
     def has_spend_caps(self) -> bool:
@@ -152,17 +213,17 @@ class Account(Aggregate):
         self.balance += amount
         if expires_at is not None:
             # applied before the aggregate takes this event's version, which is the grant's identity
-            self.lots[self.version + 1] = {"expires_at": expires_at, "remaining": amount}
+            self.lots[self.version + 1] = Lot(expires_at, amount)
 
     def due_grants(self, now: datetime) -> list[int]:
         """Grants whose deadline is at or before ``now`` and not yet applied, soonest first."""
-        return [grant for grant, lot in sorted(self.lots.items(), key=_deadline_order) if lot["expires_at"] <= now]
+        return [grant for grant, lot in sorted(self.lots.items(), key=_deadline_order) if lot.expires_at <= now]
 
     def expire_grants(self, now: datetime) -> list[int]:
         """Apply every deadline that has passed (see the module docstring); returns the grants."""
         due = self.due_grants(now)
         for grant in due:
-            remaining = self.lots[grant]["remaining"]
+            remaining = self.lots[grant].remaining
             removed = min(remaining, max(self.available, 0))
             self._grant_expired(grant=grant, amount=removed, kept_by_holds=self._keep(remaining - removed))
         return due
@@ -173,7 +234,7 @@ class Account(Aggregate):
         for request, hold in self.holds.items():
             if amount <= 0:
                 break
-            room = hold["amount"] - sum(self.kept.get(request, {}).values())
+            room = hold.amount - sum(self.kept.get(request, {}).values())
             if room > 0:
                 kept[request] = min(room, amount)
                 amount -= kept[request]
@@ -212,9 +273,10 @@ class Account(Aggregate):
                 del kept[grant]
         if request and not kept:
             self.kept.pop(request, None)
-        for _, lot in sorted(self.lots.items(), key=_deadline_order):
-            taken = min(lot["remaining"], amount)
-            lot["remaining"] -= taken
+        for grant, lot in sorted(self.lots.items(), key=_deadline_order):
+            taken = min(lot.remaining, amount)
+            if taken:
+                self.lots[grant] = replace(lot, remaining=lot.remaining - taken)
             amount -= taken
 
     def adjust(self, amount: int, reason: str, idempotency_key: str | None = None) -> int:
@@ -269,14 +331,15 @@ class Account(Aggregate):
         due = self.due_grants(now) if now is not None else []
         available = self.available
         if due:  # what a passed deadline will take first (module docstring)
-            available = max(0, available - sum(self.lots[grant]["remaining"] for grant in due))
+            available = max(0, available - sum(self.lots[grant].remaining for grant in due))
         if amount > available:
             raise InsufficientCredits(self.id, needed=amount, available=available)
         windows = spend_caps.windows_at(now) if now is not None else {}
         key = api_key_id.hex if api_key_id else None
         for scope in ("account", key):
-            caps = self.caps.get(scope) if scope is not None and windows else None
-            if caps and spend_caps.any_cap(caps):  # what it used is summed only if capped
+            caps = self.caps.get(scope) if scope is not None and now is not None else None
+            if scope is not None and now is not None and caps and spend_caps.any_cap(caps):
+                # what it used is summed only if capped
                 spend_caps.check(caps, self._used(scope, windows), amount, windows, scope, now)
         if due and now is not None:  # a request that starts after a deadline never reserves what expired at it
             self.expire_grants(now)
@@ -299,13 +362,7 @@ class Account(Aggregate):
         day: str | None = None,
         month: str | None = None,
     ) -> None:
-        self.holds[request_id.hex] = {
-            "amount": amount,
-            "expires_at": expires_at,
-            "api_key": api_key,
-            "day": day,
-            "month": month,
-        }
+        self.holds[request_id.hex] = Hold(amount, expires_at, api_key, day, month)
 
     def set_spend_caps(self, scope: str, day: int | None, month: int | None) -> None:
         """Caps for the account (``scope="account"``) or one of its keys (the key id's hex)."""
@@ -326,19 +383,19 @@ class Account(Aggregate):
         for window, window_key in windows.items():
             spent_key, spent = self.spent.get(scope, {}).get(window, [None, 0])
             held = sum(
-                h["amount"]
-                for h in self.holds.values()
-                if h.get(window) == window_key and (scope == "account" or h.get("api_key") == scope)
+                hold.amount
+                for hold in self.holds.values()
+                if hold.window(window) == window_key and (scope == "account" or hold.api_key == scope)
             )
             used[window] = (spent if spent_key == window_key else 0) + held
         return used
 
-    def _count_spend(self, hold: dict[str, Any], amount: int) -> None:
-        for scope in ("account", hold.get("api_key")):
+    def _count_spend(self, hold: Hold, amount: int) -> None:
+        for scope in ("account", hold.api_key):
             if scope is None:
                 continue
             for window in ("day", "month"):
-                window_key = hold.get(window)
+                window_key = hold.window(window)
                 if window_key is None:
                     continue
                 current = self.spent.setdefault(scope, {}).get(window)
@@ -356,9 +413,9 @@ class Account(Aggregate):
             raise HoldNotFound(f"no open hold for request {request_id}")
         if not isinstance(cost, int) or cost < 0:
             raise InvalidRequest("a charge must be a non-negative amount")
-        payable = self.balance - (self.held - hold["amount"])
+        payable = self.balance - (self.held - hold.amount)
         charged = min(cost, payable)
-        self._hold_settled(request_id=request_id, amount=charged, uncollected=cost - charged, held=hold["amount"])
+        self._hold_settled(request_id=request_id, amount=charged, uncollected=cost - charged, held=hold.amount)
         self._expire_kept(request_id)
         return charged
 
@@ -388,7 +445,7 @@ class Account(Aggregate):
         hold = self.holds.get(request_id.hex)
         if hold is None:
             raise HoldNotFound(f"no open hold for request {request_id}")
-        self._hold_released(request_id=request_id, amount=hold["amount"], reason=reason)
+        self._hold_released(request_id=request_id, amount=hold.amount, reason=reason)
         self._expire_kept(request_id)
 
     @event("HoldReleased")
@@ -396,7 +453,7 @@ class Account(Aggregate):
         del self.holds[request_id.hex]
 
     def expired_holds(self, now: datetime) -> list[UUID]:
-        return [UUID(key) for key, hold in self.holds.items() if hold["expires_at"] <= now]
+        return [UUID(key) for key, hold in self.holds.items() if hold.expires_at <= now]
 
     def release_expired_holds(self, now: datetime) -> list[UUID]:
         """Release every hold past its deadline (its process crashed or hung); returns them."""
@@ -436,9 +493,9 @@ def _with_int_keys(value: Any) -> Any:
     return value
 
 
-def _deadline_order(item: tuple[int, dict[str, Any]]) -> tuple[datetime, int]:
+def _deadline_order(item: tuple[int, Lot]) -> tuple[datetime, int]:
     grant, lot = item
-    return lot["expires_at"], grant
+    return lot.expires_at, grant
 
 
 class MovementReceipt(Aggregate):

@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, initialize, invariant, precondition, rule
 
-from domain.account import Account
+from domain.account import Account, Lot
 from domain.errors import AlreadyExists, HoldNotFound, InsufficientCredits, InvalidRequest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -64,7 +64,7 @@ class AccountMachine(RuleBasedStateMachine):
         self.account.grant_credits(amount, reason="promo", expires_at=expires_at, now=self.now)
         self.granted += amount
         self.expiring_grants[self.account.version] = expires_at
-        assert self.account.lots[self.account.version] == {"expires_at": expires_at, "remaining": amount}
+        assert self.account.lots[self.account.version] == Lot(expires_at=expires_at, remaining=amount)
 
     @rule(minutes=st.integers(min_value=0, max_value=30))
     def a_grant_expiring_now_or_before_is_refused(self, minutes: int) -> None:
@@ -96,7 +96,7 @@ class AccountMachine(RuleBasedStateMachine):
 
     def _available_after_deadlines(self, due: list[int]) -> int:
         """What a hold may reserve now: the deadlines that passed are applied first."""
-        return max(0, self.account.available - sum(self.account.lots[grant]["remaining"] for grant in due))
+        return max(0, self.account.available - sum(self.account.lots[grant].remaining for grant in due))
 
     def _deadlines_applied_since(self, index: int, due: list[int]) -> None:
         events = [e for e in self.account.pending_events[index:] if isinstance(e, Account.GrantExpired)]
@@ -236,8 +236,8 @@ class AccountMachine(RuleBasedStateMachine):
         """(what the request's hold kept, the lots' remainders by deadline, credit that never expires)."""
         kept = sum(self.account.kept.get(request_id.hex, {}).values()) if request_id else 0
         lots = [
-            lot["remaining"]
-            for _, lot in sorted(self.account.lots.items(), key=lambda item: (item[1]["expires_at"], item[0]))
+            lot.remaining
+            for _, lot in sorted(self.account.lots.items(), key=lambda item: (item[1].expires_at, item[0]))
         ]
         return kept, lots, self._never_expiring()
 
@@ -275,11 +275,11 @@ class AccountMachine(RuleBasedStateMachine):
         deadlines = [e.grant for e in self._events(Account.GrantExpired) if e.request_id is None]
         assert len(deadlines) == len(set(deadlines)) and set(deadlines) == self.deadlines_applied
         assert set(self.account.lots) == set(self.expiring_grants) - self.deadlines_applied
-        assert all(lot["remaining"] >= 0 for lot in self.account.lots.values())
+        assert all(lot.remaining >= 0 for lot in self.account.lots.values())
         for request, kept in self.account.kept.items():
             assert UUID(request) in self.open
             assert all(amount > 0 and request in self.open_at_deadline[grant] for grant, amount in kept.items())
-            assert sum(kept.values()) <= self.account.holds[request]["amount"]
+            assert sum(kept.values()) <= self.account.holds[request].amount
         assert self._never_expiring() >= 0
 
     @invariant()

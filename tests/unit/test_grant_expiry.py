@@ -59,9 +59,9 @@ def test_charges_and_debits_spend_the_soonest_expiring_credit_first() -> None:
     request = uuid4()
     account.place_hold(request, 60, T + HOUR, now=T)
     assert account.settle_hold(request, 40) == 40  # all 30 of "sooner", then 10 of "later"
-    assert {grant: lot["remaining"] for grant, lot in account.lots.items()} == {later: 40, sooner: 0}
+    assert {grant: lot.remaining for grant, lot in account.lots.items()} == {later: 40, sooner: 0}
     assert account.adjust(-45, reason="chargeback") == -45  # the other 40 of "later", then 5 that never expires
-    assert {grant: lot["remaining"] for grant, lot in account.lots.items()} == {later: 0, sooner: 0}
+    assert {grant: lot.remaining for grant, lot in account.lots.items()} == {later: 0, sooner: 0}
     assert account.balance == 95
 
     assert account.expire_grants(T + 3 * HOUR) == [sooner, later]
