@@ -29,6 +29,7 @@ Invariants of :func:`usage_from_openai_family`:
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from domain.errors import MalformedUpstreamAnswer
 from domain.usage import Usage
 
 
@@ -36,8 +37,11 @@ def usage_from_openai_family(usage: dict[str, Any]) -> Usage:
     """A family member's usage object → Usage (see the module docstring for the rules).
 
     On OpenAI's own usage objects it reads exactly what OpenAI reports; it never raises
-    on a malformed count (it counts 0 for it).
+    on a malformed count (it counts 0 for it). A usage that is not a JSON object is the
+    provider's garbled answer: ``MalformedUpstreamAnswer``.
     """
+    if not isinstance(usage, dict):
+        raise MalformedUpstreamAnswer("the provider sent a usage that is not a JSON object")
     prompt = _prompt_tokens(usage)
     cached = min(_cached_tokens(usage), prompt)
     completion = _count(usage.get("completion_tokens"))

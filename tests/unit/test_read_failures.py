@@ -191,3 +191,9 @@ def test_output_before_a_garbled_stream_event_is_charged_as_a_broken_stream(worl
     assert error is None
     ((request_id, status, code, _),) = billing_of(calls).completed
     assert (request_id, status, code) == (call.opened.request_id, 502, "upstream_stream_broken")
+
+
+def test_a_stream_chunk_whose_usage_is_not_an_object_is_the_providers_break_not_a_bug(world: World) -> None:
+    calls, call, error, frames = _relay(world, StreamScript(batches=((chunk("Hi", usage=5),),)))
+    assert error is None and frames[-1]["error"]["code"] == "upstream_stream_broken"
+    assert billing_of(calls).failed == [(call.opened.request_id, 502, "upstream_stream_broken")]

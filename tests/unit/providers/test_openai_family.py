@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 
 from adapters.providers.openai_family import reasoning_text, reported_cost, usage_from_openai_family
+from domain.errors import MalformedUpstreamAnswer
 from domain.usage import Usage
 from tests.fakes.openai_wire import usage_body
 
@@ -268,3 +269,9 @@ def test_reasoning_text_of_nothing_is_empty():
     assert reasoning_text(None) == ""
     assert reasoning_text({"content": "just an answer"}) == ""
     assert reasoning_text({"reasoning": None, "reasoning_details": None}) == ""
+
+
+@pytest.mark.parametrize("reported", [5, "12 tokens", ["prompt_tokens", 3]])
+def test_a_usage_that_is_not_an_object_is_the_providers_garbled_answer(reported):
+    with pytest.raises(MalformedUpstreamAnswer):
+        usage_from_openai_family(reported)
