@@ -9,6 +9,7 @@ from application.calls import BilledCalls
 from application.ledger import Ledger
 from application.ports import ProviderAdapter
 from application.prices import Prices
+from application.providers import ProviderRegistry
 from application.routing import Router
 
 
@@ -24,10 +25,12 @@ class Services:
     health_sync: Any = None  # server mode: the RedisHealthSync sharing credential health (started by serve)
     calls: BilledCalls = field(init=False)  # the billed call every API endpoint runs
     prices: Prices = field(init=False)  # price-book versions and aliases
+    provider_registry: ProviderRegistry = field(init=False)  # providers and their credentials
 
     def __post_init__(self) -> None:
         self.prices = Prices(self.ledger)
-        self.calls = BilledCalls(self.billing, self.router, self.providers, self.ledger)
+        self.provider_registry = ProviderRegistry(self.ledger)
+        self.calls = BilledCalls(self.billing, self.router, self.providers, self.provider_registry)
 
     def close(self) -> None:
         if self.wake is not None:

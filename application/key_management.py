@@ -40,12 +40,13 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from application.ledger import PEPPER_CONTEXT, IssuedKey, Ledger, credential_ref, secret_context
+from application.ledger import IssuedKey, Ledger, credential_ref, secret_context
+from application.providers import ProviderRegistry
 from domain import ids
 from domain.api_key import ApiKey, check_model_patterns
 from domain.deployment import Deployment
 from domain.errors import InvalidRequest, NotInitialised, SecretError
-from domain.provider import Provider
+from domain.provider import Credential, Provider
 
 MAX_GRACE = timedelta(days=30)
 ORPHAN_AGE = timedelta(minutes=10)  # an unreferenced row younger than this may be a write in flight
@@ -95,7 +96,7 @@ def current_secrets(ledger: Ledger) -> list[CurrentSecret]:
     now = ledger.clock.now()
     for provider in ledger.list_providers():
         found += [
-            _current(_label(provider, c), c.get("secret_ref"), c.get("legacy_sealed"), rows)
+            _current(_label(provider, c), c.secret_ref, c.legacy_sealed, rows)
             for c in provider.current_credentials(now)
         ]
     return found
@@ -108,7 +109,8 @@ def secrets_status(ledger: Ledger) -> SecretsStatus:
     for secret in current_secrets(ledger):
         in_use.setdefault(_configured_kid(vault, secret.kid), []).append(secret.label)
     history: dict[str, int] = {}
-    for aggregate in [_deployment(ledger), *ledger.list_providers()]:
+    aggregates: list[Deployment | Provider] = [_deployment(ledger), *ledger.list_providers()]
+    for aggregate in aggregates:
         for kid, count in aggregate.sealed_in_history.items():
             kid = _configured_kid(vault, kid)
             history[kid] = history.get(kid, 0) + count
@@ -151,7 +153,7 @@ def move_secrets_out_of_history(ledger: Ledger) -> list[str]:
     def move_pepper(deployment: Deployment) -> list[Aggregate] | None:
         if deployment.pepper_ref is not None:
             return None
-        pepper = ledger.vault.open(deployment.legacy_sealed_pepper, context=PEPPER_CONTEXT)
+        pepper = ledger.open_pepper(deployment)
         _write_once(ledger, LEGACY_PEPPER_REF, pepper)
         deployment.move_pepper(LEGACY_PEPPER_REF)
         return []
@@ -164,10 +166,10 @@ def move_secrets_out_of_history(ledger: Ledger) -> list[str]:
         def move_credentials(provider: Provider) -> list[Aggregate] | None:
             done.clear()
             for credential in provider.current_credentials(ledger.clock.now()):
-                if credential.get("secret_ref") is None and credential.get("legacy_sealed") is not None:
-                    ref = credential_ref(provider.name, credential["credential_id"])
+                if credential.secret_ref is None and credential.legacy_sealed is not None:
+                    ref = credential_ref(provider.name, credential.credential_id)
                     _write_once(ledger, ref, ledger.open_credential(provider, credential).encode())
-                    provider.move_secret(credential["credential_id"], ref)
+                    provider.move_secret(credential.credential_id, ref)
                     done.append(_label(provider, credential))
             return [] if done else None
 
@@ -185,8 +187,9 @@ def delete_superseded_secrets(ledger: Ledger, *, orphan_age: timedelta = ORPHAN_
     retired: set[str] = set()
     for provider in ledger.list_providers():
         for credential in provider.credentials:
-            ref = credential.get("secret_ref")
-            (wanted if credential in provider.current_credentials(now) else retired).add(ref)
+            ref = credential.secret_ref
+            if ref is not None:
+                (wanted if credential in provider.current_credentials(now) else retired).add(ref)
     oldest = time.time() - orphan_age.total_seconds()
     doomed = [
         row.ref
@@ -252,16 +255,15 @@ def rotate_credential(
     def rotate(provider: Provider) -> list[Aggregate]:
         now = ledger.clock.now()
         old = provider.credential(credential_id) if credential_id else _only_current(provider, now)
-        ledger._seal_into(provider, secret, weight or old["weight"])
-        new_id = provider.credentials[-1]["credential_id"]
-        provider.rotate_credential(old["credential_id"], new_id, retires_at=now + grace)
+        new_id = ProviderRegistry(ledger).seal_into(provider, secret, weight or old.weight)
+        provider.rotate_credential(old.credential_id, new_id, retires_at=now + grace)
         if not grace:
-            provider.disable_credential(old["credential_id"], f"rotated: replaced by {new_id}", automatic=False)
+            provider.disable_credential(old.credential_id, f"rotated: replaced by {new_id}", automatic=False)
         outcome.update(
-            old=old["credential_id"],
+            old=old.credential_id,
             new=new_id,
             retires_at=now + grace if grace else None,
-            old_ref=old.get("secret_ref"),
+            old_ref=old.secret_ref,
         )
         return []
 
@@ -277,7 +279,7 @@ def delete_credential(ledger: Ledger, name: str, credential_id: str) -> Provider
     refs: list[str | None] = []
 
     def delete(provider: Provider) -> list[Aggregate]:
-        refs[:] = [provider.credential(credential_id).get("secret_ref")]
+        refs[:] = [provider.credential(credential_id).secret_ref]
         provider.delete_credential(credential_id)
         return []
 
@@ -301,10 +303,10 @@ def retire_due_credentials(ledger: Ledger, name: str | None = None) -> list[tupl
             refs.clear()
             for credential in provider.retired_credentials(ledger.clock.now()):
                 provider.disable_credential(
-                    credential["credential_id"], f"rotated: replaced by {credential['replaced_by']}", automatic=False
+                    credential.credential_id, f"rotated: replaced by {credential.replaced_by}", automatic=False
                 )
-                due.append(credential["credential_id"])
-                refs.append(credential.get("secret_ref"))
+                due.append(credential.credential_id)
+                refs.append(credential.secret_ref)
             return [] if due else None
 
         if ledger.change(lambda: ledger.get_provider(provider_name), retire):
@@ -401,10 +403,10 @@ def _new_key(
     return key, plaintext
 
 
-def _only_current(provider: Provider, now: datetime) -> dict[str, Any]:
-    current = [c for c in provider.usable_credentials(now) if not c.get("replaced_by")]
+def _only_current(provider: Provider, now: datetime) -> Credential:
+    current = [c for c in provider.usable_credentials(now) if not c.replaced_by]
     if len(current) != 1:
-        ids_ = ", ".join(c["credential_id"] for c in current) or "none"
+        ids_ = ", ".join(c.credential_id for c in current) or "none"
         raise InvalidRequest(
             f"{provider.name!r} has {len(current)} current credentials ({ids_}): say which to rotate with --credential",
             param="credential",
@@ -430,8 +432,8 @@ def _kid(sealed: dict[str, str] | None) -> str:
     return kid if isinstance(kid, str) and kid else "(none)"
 
 
-def _label(provider: Provider, credential: dict[str, Any]) -> str:
-    return f"credential {credential['credential_id']} of {provider.name}"
+def _label(provider: Provider, credential: Credential) -> str:
+    return f"credential {credential.credential_id} of {provider.name}"
 
 
 def _current(label: str, ref: str | None, legacy: dict[str, str] | None, rows: dict[str, Any]) -> CurrentSecret:

@@ -48,7 +48,7 @@ from domain.errors import (
     SecretError,
 )
 from domain.price_book import PriceBook
-from domain.provider import KINDS_WITHOUT_SECRET, Provider
+from domain.provider import Credential, Provider
 from domain.request_record import RequestRecord
 
 log = logging.getLogger("tallyhub.ledger")
@@ -79,7 +79,7 @@ class IssuedKey:
     plaintext: str  # shown once, never stored
 
 
-class Ledger(Application):
+class Ledger(Application[UUID]):
     name = "Ledger"
     is_snapshotting_enabled = True  # the snapshot store; snapshots are taken by ``save`` (accounts only)
 
@@ -152,6 +152,8 @@ class Ledger(Application):
     def open_pepper(self, deployment: Deployment) -> bytes:
         if deployment.pepper_ref is not None:
             return self.open_apart(deployment.pepper_ref, "the API-key pepper")
+        if deployment.legacy_sealed_pepper is None:
+            raise SecretError("the API-key pepper: the deployment holds neither its reference nor its envelope")
         return self.vault.open(deployment.legacy_sealed_pepper, context=PEPPER_CONTEXT)
 
     def seal_apart(self, ref: str, plaintext: bytes) -> None:
@@ -185,7 +187,7 @@ class Ledger(Application):
     # --- accounts and credit ----------------------------------------------------
 
     def create_account(self, name: str, starter_credits: int = 0) -> Account:
-        name = _clean_name(name, "account name")
+        name = clean_name(name, "account name")
         account = Account(name=name)
         if starter_credits < 0:
             raise InvalidRequest("starter credits must not be negative", param="starter_credits")
@@ -423,7 +425,8 @@ class Ledger(Application):
         """The version of the aggregate's newest stored event (one indexed read, nothing decoded)."""
         latest_version = getattr(self.recorder, "latest_version", None)  # our SQLite and PostgreSQL recorders
         if latest_version is not None:
-            return latest_version(aggregate_id)
+            version: int | None = latest_version(aggregate_id)
+            return version
         newest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
         return newest[0].originator_version if newest else None
 
@@ -495,69 +498,7 @@ class Ledger(Application):
             raise NotFound(f"no request {request_id}")
         return record
 
-    # --- providers ---------------------------------------------------------------
-
-    def register_provider(
-        self, name: str, kind: str, *, base_url: str | None, region: str | None, secret: str | None, weight: int = 1
-    ) -> Provider:
-        name = _clean_name(name, "provider name")
-        if "/" in name:
-            raise InvalidRequest("a provider name must not contain '/'", param="name")
-        if not secret and kind not in KINDS_WITHOUT_SECRET:
-            raise InvalidRequest(f"a provider of kind {kind!r} needs an API key (--api-key-stdin)", param="api_key")
-        registered: list[Provider] = []
-
-        def register(catalog: Catalog) -> list[Aggregate]:
-            if name in catalog.provider_names:
-                raise AlreadyExists(f"provider {name!r} already exists")
-            catalog.list_provider(name)
-            provider = Provider(name=name, kind=kind, base_url=base_url, region=region)
-            if secret:
-                self._seal_into(provider, secret, weight)
-            registered.append(provider)
-            return [provider]
-
-        self.change(lambda: self.repository.get(ids.CATALOG_ID), register)
-        return registered[-1]
-
-    def _seal_into(self, provider: Provider, secret: str, weight: int = 1) -> None:
-        credential_id = uuid4().hex[:12]
-        ref = credential_ref(provider.name, credential_id)
-        self.seal_apart(ref, secret.encode())  # before the event: a crash leaves an unused row, never a dangling ref
-        try:
-            provider.add_credential(credential_id, ref, hint=_mask(secret), weight=weight)
-        except InvalidRequest:
-            self.secret_store.delete([ref])
-            raise
-
-    def add_credential(self, name: str, secret: str, weight: int = 1) -> Provider:
-        if not secret:
-            raise InvalidRequest("a credential needs a secret (--api-key-stdin)", param="api_key")
-
-        def add(provider: Provider) -> list[Aggregate]:
-            self._seal_into(provider, secret, weight)
-            return []
-
-        return self._change_provider(name, add)
-
-    def disable_credential(self, name: str, credential_id: str, reason: str, *, automatic: bool = False) -> Provider:
-        return self._change_provider(
-            name,
-            lambda p: _none_if_unchanged(p, lambda: p.disable_credential(credential_id, reason, automatic=automatic)),
-        )
-
-    def enable_credential(self, name: str, credential_id: str) -> Provider:
-        return self._change_provider(name, lambda p: _none_if_unchanged(p, lambda: p.enable_credential(credential_id)))
-
-    def disable_provider(self, name: str) -> Provider:
-        return self._change_provider(name, lambda p: _none_if_unchanged(p, p.disable))
-
-    def enable_provider(self, name: str) -> Provider:
-        return self._change_provider(name, lambda p: _none_if_unchanged(p, p.enable))
-
-    def _change_provider(self, name: str, change: Callable[[Provider], Sequence[Aggregate] | None]) -> Provider:
-        self.change(lambda: self.get_provider(name), change)
-        return self.get_provider(name)
+    # --- providers: reads and their secrets (the commands are application/providers.py) ---
 
     def get_provider(self, name: str) -> Provider:
         provider = self.find_provider(name)
@@ -575,17 +516,18 @@ class Ledger(Application):
         return provider if isinstance(provider, Provider) else None
 
     def list_providers(self) -> list[Provider]:
-        catalog = self.repository.get(ids.CATALOG_ID)
-        return [self.get_provider(name) for name in catalog.provider_names]
+        return [self.get_provider(name) for name in self.catalog().provider_names]
 
-    def open_credential(self, provider: Provider, credential: dict[str, Any]) -> str:
-        ref = credential.get("secret_ref")
+    def open_credential(self, provider: Provider, credential: Credential) -> str:
+        ref = credential.secret_ref
         if ref is not None:
-            return self.open_apart(ref, f"credential {credential['credential_id']} of {provider.name}").decode()
-        context = _credential_context(provider.name, credential["credential_id"])
-        return self.vault.open(credential["legacy_sealed"], context=context).decode()
+            return self.open_apart(ref, f"credential {credential.credential_id} of {provider.name}").decode()
+        if credential.legacy_sealed is None:
+            raise SecretError(f"credential {credential.credential_id} of {provider.name} has no secret")
+        context = _credential_context(provider.name, credential.credential_id)
+        return self.vault.open(credential.legacy_sealed, context=context).decode()
 
-    def credential_secret(self, provider: Provider, credential: dict[str, Any]) -> str:
+    def credential_secret(self, provider: Provider, credential: Credential) -> str:
         """``open_credential`` for the hot path: each opened secret is kept in this process's
         memory (never written anywhere), keyed by its secret reference: one dict lookup. A
         reference names one plaintext for its whole life (a rotated credential is a new
@@ -594,7 +536,7 @@ class Ledger(Application):
 
         A row that is gone means the provider read here is older than a rotation or deletion
         (the read cache): it is dropped from the cache so the next request reads it afresh."""
-        key = credential.get("secret_ref") or (provider.name, credential["credential_id"])
+        key = credential.secret_ref or (provider.name, credential.credential_id)
         secret = self._opened.get(key)
         if secret is None:
             try:
@@ -663,7 +605,8 @@ class Ledger(Application):
         due = [obj for obj in objs if isinstance(obj, Account) and _snapshot_due(obj)]
         recordings = super().save(*objs, **kwargs)
         for obj in objs:
-            self._recent.pop(getattr(obj, "id", None), None)  # this process sees its own writes at once
+            if isinstance(obj, Aggregate):
+                self._recent.pop(obj.id, None)  # this process sees its own writes at once
         if self._on_commit is not None and recordings:
             self._on_commit()
         for account in due:
@@ -755,10 +698,6 @@ def _credential_context(provider_name: str, credential_id: str) -> bytes:
     return f"tallyhub:credential:{provider_name}:{credential_id}".encode()
 
 
-def _mask(secret: str) -> str:
-    return "…" + secret[-4:] if len(secret) >= 12 else "…"
-
-
 def _parse_uuid(text: str) -> UUID | None:
     try:
         return UUID(text)
@@ -766,7 +705,7 @@ def _parse_uuid(text: str) -> UUID | None:
         return None
 
 
-def _clean_name(name: str, what: str) -> str:
+def clean_name(name: str, what: str) -> str:
     cleaned = (name or "").strip()
     if not cleaned or len(cleaned) > 200 or any(ch.isspace() or not ch.isprintable() for ch in cleaned):
         raise InvalidRequest(f"{what} must be 1–200 printable characters without spaces", param="name")
@@ -777,13 +716,6 @@ def validate_model_id(model: str) -> None:
     provider, _, upstream = (model or "").partition("/")
     if not provider or not upstream:
         raise InvalidRequest(f"a model id is PROVIDER/MODEL, got {model!r}", param="model")
-
-
-def _none_if_unchanged(aggregate: Aggregate, change: Callable[[], None]) -> list[Aggregate] | None:
-    """Run ``change``; nothing to save when it triggered no event (already in that state)."""
-    before = len(aggregate.pending_events)
-    change()
-    return [] if len(aggregate.pending_events) > before else None
 
 
 def _snapshot_due(account: Account) -> bool:

@@ -13,14 +13,13 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from application.health import RATE_LIMITED, CredentialHealth
 from application.ledger import Ledger
 from domain.errors import ModelNotFound, SecretError, UpstreamError
 from domain.price_book import PriceBookVersion
 from domain.pricing import ModelPrice
-from domain.provider import Provider
+from domain.provider import Credential, Provider
 
 log = logging.getLogger("tallyhub.routing")
 
@@ -74,7 +73,7 @@ class Router:
         unopened: SecretError | None = None
         yielded = False
         for credential in self._weighted_order(credentials):
-            if self.health.cooldown(credential["credential_id"]) is not None:
+            if self.health.cooldown(credential.credential_id) is not None:
                 continue
             try:
                 route = self.route_with(target, credential)
@@ -82,7 +81,7 @@ class Router:
                 # Never send garbage upstream: leave a credential that will not open out.
                 log.error(
                     "credential %s of provider %s cannot be opened with the configured master keys",
-                    credential["credential_id"],
+                    credential.credential_id,
                     provider.name,
                 )
                 unopened = exc
@@ -97,7 +96,7 @@ class Router:
         ``upstream_rate_limited`` when every one of them cools because its provider said
         429, else 503 ``upstream_unavailable``; either way ``Retry-After`` is the soonest
         end of a cooldown. With no usable credential at all: 503 ``no_usable_credential``."""
-        cooldowns = [self.health.cooldown(c["credential_id"]) for t in targets for c in t.provider.usable_credentials()]
+        cooldowns = [self.health.cooldown(c.credential_id) for t in targets for c in t.provider.usable_credentials()]
         cooling = [cooldown for cooldown in cooldowns if cooldown is not None]
         if not cooling:
             return UpstreamError("no usable credential for this model", status=503, code="no_usable_credential")
@@ -125,7 +124,7 @@ class Router:
             return None
         return Target(model=model, upstream_model=upstream_model, provider=provider, price=book.price_for(model))
 
-    def route_with(self, target: Target, credential: dict[str, Any] | None) -> Route:
+    def route_with(self, target: Target, credential: Credential | None) -> Route:
         provider = target.provider
         return Route(
             model=target.model,
@@ -134,10 +133,10 @@ class Router:
             base_url=provider.base_url,
             region=provider.region,
             upstream_model=target.upstream_model,
-            credential_id=credential["credential_id"] if credential else None,
+            credential_id=credential.credential_id if credential else None,
             secret=self.ledger.credential_secret(provider, credential) if credential else None,
         )
 
-    def _weighted_order(self, credentials: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _weighted_order(self, credentials: list[Credential]) -> list[Credential]:
         """A weighted random permutation (Efraimidis–Spirakis keys u^(1/w))."""
-        return sorted(credentials, key=lambda c: self.rng.random() ** (1.0 / c["weight"]), reverse=True)
+        return sorted(credentials, key=lambda c: self.rng.random() ** (1.0 / c.weight), reverse=True)

@@ -13,8 +13,14 @@ A rotated credential stays usable until its ``retires_at`` (the grace period), t
 routing leaves it out even before the ``CredentialDisabled`` that records it. A
 provider that needs a secret never loses its last credential while it is enabled
 (with none at all it would be called without one).
+
+Each credential is a frozen ``Credential``; a change replaces it. The events keep their
+plain payloads (ids, references, envelopes as dicts): a store written before the value
+object loads unchanged, and providers are never snapshotted, so no stored state has the
+old shape.
 """
 
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -26,6 +32,26 @@ from domain.errors import InvalidRequest
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "bedrock", "ollama", "openai-compatible")
 KINDS_WITHOUT_SECRET = ("ollama",)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One upstream credential of a provider, as its events left it (never its secret)."""
+
+    credential_id: str
+    hint: str  # the secret masked to its last 4 characters at most
+    weight: int
+    enabled: bool = True
+    secret_ref: str | None = None  # its row in the secret store
+    legacy_sealed: dict[str, str] | None = field(default=None, repr=False, hash=False)  # before the secret store
+    disabled_reason: str | None = None
+    disabled_automatically: bool = False
+    replaced_by: str | None = None  # rotated: the credential that replaces it
+    retires_at: datetime | None = None  # rotated: the end of its grace period
+
+    def is_retired(self, now: datetime) -> bool:
+        """Rotated and past its grace period: never used again."""
+        return self.retires_at is not None and now >= self.retires_at
 
 
 class Provider(Aggregate):
@@ -40,63 +66,53 @@ class Provider(Aggregate):
         self.base_url = base_url
         self.region = region
         self.enabled = True
-        self.credentials: list[dict[str, Any]] = []
+        self.credentials: list[Credential] = []
         self.sealed_in_history: dict[str, int] = {}  # master key id -> envelopes the events hold
 
     def add_credential(self, credential_id: str, secret_ref: str, hint: str, weight: int = 1) -> None:
         """A credential whose secret the secret store holds under ``secret_ref``."""
         if weight <= 0:
             raise InvalidRequest("a credential weight must be positive", param="weight")
-        if any(c["credential_id"] == credential_id for c in self.credentials):
+        if any(c.credential_id == credential_id for c in self.credentials):
             raise InvalidRequest(f"credential {credential_id} already exists")
         self._credential_stored(credential_id=credential_id, secret_ref=secret_ref, hint=hint, weight=weight)
 
     @event("CredentialStored")
     def _credential_stored(self, credential_id: str, secret_ref: str, hint: str, weight: int) -> None:
-        self.credentials.append(
-            {"credential_id": credential_id, "secret_ref": secret_ref, "hint": hint, "weight": weight, "enabled": True}
-        )
+        self.credentials.append(Credential(credential_id, hint, weight, secret_ref=secret_ref))
 
     @event("CredentialAdded")
     def _credential_added(self, credential_id: str, sealed: dict[str, str], hint: str, weight: int) -> None:
         """Before the secret store: the envelope itself was recorded (only old events call this)."""
-        self.credentials.append(
-            {"credential_id": credential_id, "legacy_sealed": sealed, "hint": hint, "weight": weight, "enabled": True}
-        )
+        self.credentials.append(Credential(credential_id, hint, weight, legacy_sealed=sealed))
         self._count_sealed(sealed)
 
     def move_secret(self, credential_id: str, secret_ref: str) -> None:
         """Record that a credential recorded with its envelope now has its secret in the store."""
-        credential = self.credential(credential_id)
-        if credential.get("secret_ref") is None:
+        if self.credential(credential_id).secret_ref is None:
             self._credential_secret_moved(credential_id=credential_id, secret_ref=secret_ref)
 
     @event("CredentialSecretMoved")
     def _credential_secret_moved(self, credential_id: str, secret_ref: str) -> None:
-        credential = self.credential(credential_id)
-        credential.pop("legacy_sealed", None)
-        credential["secret_ref"] = secret_ref
+        self._replace(credential_id, legacy_sealed=None, secret_ref=secret_ref)
 
     def disable_credential(self, credential_id: str, reason: str, *, automatic: bool) -> None:
         """Take a credential out of rotation: by the operator, or automatically when the
         provider refused it (an automatic disable is re-probed and may be lifted)."""
-        credential = self.credential(credential_id)
-        if credential["enabled"]:
+        if self.credential(credential_id).enabled:
             self._credential_disabled(credential_id=credential_id, reason=reason, automatic=automatic)
 
     @event("CredentialDisabled")
     def _credential_disabled(self, credential_id: str, reason: str, automatic: bool) -> None:
-        credential = self.credential(credential_id)
-        credential.update(enabled=False, disabled_reason=reason, disabled_automatically=automatic)
+        self._replace(credential_id, enabled=False, disabled_reason=reason, disabled_automatically=automatic)
 
     def enable_credential(self, credential_id: str) -> None:
-        if not self.credential(credential_id)["enabled"]:
+        if not self.credential(credential_id).enabled:
             self._credential_enabled(credential_id=credential_id)
 
     @event("CredentialEnabled")
     def _credential_enabled(self, credential_id: str) -> None:
-        credential = self.credential(credential_id)
-        credential.update(enabled=True, disabled_reason=None, disabled_automatically=False)
+        self._replace(credential_id, enabled=True, disabled_reason=None, disabled_automatically=False)
 
     def rotate_credential(self, credential_id: str, replaced_by: str, retires_at: datetime) -> None:
         """Mark a credential as replaced by another; it stays usable until ``retires_at``."""
@@ -104,17 +120,17 @@ class Provider(Aggregate):
         self.credential(replaced_by)
         if replaced_by == credential_id:
             raise InvalidRequest("a credential cannot replace itself", param="credential")
-        if not credential["enabled"]:
+        if not credential.enabled:
             raise InvalidRequest(
                 f"credential {credential_id} is disabled; delete it or add a new one", param="credential"
             )
-        if credential.get("replaced_by"):
+        if credential.replaced_by:
             raise InvalidRequest(f"credential {credential_id} was already rotated", param="credential")
         self._credential_rotated(credential_id=credential_id, replaced_by=replaced_by, retires_at=retires_at)
 
     @event("CredentialRotated")
     def _credential_rotated(self, credential_id: str, replaced_by: str, retires_at: datetime) -> None:
-        self.credential(credential_id).update(replaced_by=replaced_by, retires_at=retires_at)
+        self._replace(credential_id, replaced_by=replaced_by, retires_at=retires_at)
 
     def delete_credential(self, credential_id: str) -> None:
         self.credential(credential_id)
@@ -128,15 +144,14 @@ class Provider(Aggregate):
 
     @event("CredentialDeleted")
     def _credential_deleted(self, credential_id: str) -> None:
-        self.credentials = [c for c in self.credentials if c["credential_id"] != credential_id]
+        self.credentials = [c for c in self.credentials if c.credential_id != credential_id]
 
     @event("CredentialRewrapped")
     def _credential_rewrapped(self, credential_id: str, sealed: dict[str, str]) -> None:
         """Before the secret store: a master-key rotation recorded the re-wrapped envelope
         (only old events call this)."""
-        credential = self.credential(credential_id)
-        if credential.get("secret_ref") is None:
-            credential["legacy_sealed"] = sealed
+        if self.credential(credential_id).secret_ref is None:
+            self._replace(credential_id, legacy_sealed=sealed)
         self._count_sealed(sealed)
 
     def _count_sealed(self, sealed: dict[str, str]) -> None:
@@ -144,11 +159,14 @@ class Provider(Aggregate):
         kid = kid if isinstance(kid, str) and kid else "(none)"
         self.sealed_in_history[kid] = self.sealed_in_history.get(kid, 0) + 1
 
-    def credential(self, credential_id: str) -> dict[str, Any]:
+    def credential(self, credential_id: str) -> Credential:
         for credential in self.credentials:
-            if credential["credential_id"] == credential_id:
+            if credential.credential_id == credential_id:
                 return credential
         raise InvalidRequest(f"provider {self.name!r} has no credential {credential_id!r}", param="credential")
+
+    def _replace(self, credential_id: str, **changes: Any) -> None:
+        self.credentials = [replace(c, **changes) if c.credential_id == credential_id else c for c in self.credentials]
 
     def disable(self) -> None:
         if self.enabled:
@@ -166,21 +184,16 @@ class Provider(Aggregate):
     def _enabled(self) -> None:
         self.enabled = True
 
-    def usable_credentials(self, now: datetime | None = None) -> list[dict[str, Any]]:
+    def usable_credentials(self, now: datetime | None = None) -> list[Credential]:
         """Enabled credentials whose grace period (if rotated) has not ended at ``now``."""
         now = now or datetime.now(UTC)
-        return [c for c in self.credentials if c["enabled"] and not _retired(c, now)]
+        return [c for c in self.credentials if c.enabled and not c.is_retired(now)]
 
-    def current_credentials(self, now: datetime) -> list[dict[str, Any]]:
+    def current_credentials(self, now: datetime) -> list[Credential]:
         """Every credential whose secret may still be needed: all but rotated ones past their
         grace period (those are never used again, enabled or not)."""
-        return [c for c in self.credentials if not _retired(c, now)]
+        return [c for c in self.credentials if not c.is_retired(now)]
 
-    def retired_credentials(self, now: datetime) -> list[dict[str, Any]]:
+    def retired_credentials(self, now: datetime) -> list[Credential]:
         """Rotated credentials past their grace period that are still recorded as enabled."""
-        return [c for c in self.credentials if c["enabled"] and _retired(c, now)]
-
-
-def _retired(credential: dict[str, Any], now: datetime) -> bool:
-    retires_at = credential.get("retires_at")
-    return retires_at is not None and now >= retires_at
+        return [c for c in self.credentials if c.enabled and c.is_retired(now)]

@@ -23,7 +23,7 @@ from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import format_credits, parse_credits
 
-Result = tuple[Any, str]
+Result = tuple[Any, str] | tuple[Any, str, int]  # data, text, and the exit status when not 0
 
 
 def iso_timestamp(text: str) -> datetime:
@@ -119,7 +119,7 @@ def providers_add(args: argparse.Namespace) -> Result:
     check_provider_config(args.kind, args.base_url, args.region)
     secret = _read_secret() if args.api_key_stdin else None
     with open_services() as services:
-        provider = services.ledger.register_provider(
+        provider = services.provider_registry.register_provider(
             args.name, args.kind, base_url=args.base_url, region=args.region, secret=secret, weight=args.weight
         )
         data = provider_json(provider)
@@ -140,16 +140,18 @@ def providers_list(args: argparse.Namespace) -> Result:
 def providers_add_credential(args: argparse.Namespace) -> Result:
     secret = _read_secret()
     with open_services() as services:
-        data = provider_json(services.ledger.add_credential(args.name, secret, args.weight))
+        data = provider_json(services.provider_registry.add_credential(args.name, secret, args.weight))
     return data, f"credential {data['credentials'][-1]['id']} added to {args.name}"
 
 
 def providers_disable(args: argparse.Namespace) -> Result:
     with open_services() as services:
         if args.credential:
-            provider = services.ledger.disable_credential(args.name, args.credential, reason="disabled by the operator")
+            provider = services.provider_registry.disable_credential(
+                args.name, args.credential, reason="disabled by the operator"
+            )
         else:
-            provider = services.ledger.disable_provider(args.name)
+            provider = services.provider_registry.disable_provider(args.name)
         data = provider_json(provider)
     return data, f"{args.credential or args.name} disabled"
 
@@ -157,9 +159,9 @@ def providers_disable(args: argparse.Namespace) -> Result:
 def providers_enable(args: argparse.Namespace) -> Result:
     with open_services() as services:
         if args.credential:
-            provider = services.ledger.enable_credential(args.name, args.credential)
+            provider = services.provider_registry.enable_credential(args.name, args.credential)
         else:
-            provider = services.ledger.enable_provider(args.name)
+            provider = services.provider_registry.enable_provider(args.name)
         data = provider_json(provider)
     return data, f"{args.credential or args.name} enabled"
 

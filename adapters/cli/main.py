@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Callable[..., Any], help_: str, parent: Any = sub) -> argparse.ArgumentParser:
-        p = parent.add_parser(name, parents=[common], help=help_, description=help_)
+        p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help_, description=help_)
         p.set_defaults(handler=handler)
         return p
 

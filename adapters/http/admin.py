@@ -2,8 +2,9 @@
 reads of balances, usage and requests come from the read models (caught up first,
 so an operator sees their own writes)."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
@@ -28,6 +29,8 @@ from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import NotInCreditsMode
 from domain.money import parse_credits
 from domain.provider import PROVIDER_KINDS
+
+T = TypeVar("T")
 
 
 def require_admin(request: Request) -> Services:
@@ -147,7 +150,7 @@ class KeyIn(_Body):
     expires_at: UtcDateTime | None = Field(default=None, description="ISO 8601 (UTC when it names no zone)")
 
 
-async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
+async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await anyio.to_thread.run_sync(lambda: fn(*args, **kwargs))
 
 
@@ -155,7 +158,7 @@ async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 async def add_provider(body: ProviderIn, services: Admin) -> dict[str, Any]:
     check_provider_config(body.kind, body.base_url, body.region)
     provider = await _run(
-        services.ledger.register_provider,
+        services.provider_registry.register_provider,
         body.name,
         body.kind,
         base_url=body.base_url,
@@ -168,23 +171,23 @@ async def add_provider(body: ProviderIn, services: Admin) -> dict[str, Any]:
 
 @router.post("/providers/{name}/credentials", status_code=201)
 async def add_credential(name: str, body: CredentialIn, services: Admin) -> dict[str, Any]:
-    return provider_json(await _run(services.ledger.add_credential, name, body.api_key, body.weight))
+    return provider_json(await _run(services.provider_registry.add_credential, name, body.api_key, body.weight))
 
 
 @router.post("/providers/{name}/disable")
 async def disable_provider(name: str, services: Admin, credential: str | None = None) -> dict[str, Any]:
     if credential:
         return provider_json(
-            await _run(services.ledger.disable_credential, name, credential, "disabled by the operator")
+            await _run(services.provider_registry.disable_credential, name, credential, "disabled by the operator")
         )
-    return provider_json(await _run(services.ledger.disable_provider, name))
+    return provider_json(await _run(services.provider_registry.disable_provider, name))
 
 
 @router.post("/providers/{name}/enable")
 async def enable_provider(name: str, services: Admin, credential: str | None = None) -> dict[str, Any]:
     if credential:
-        return provider_json(await _run(services.ledger.enable_credential, name, credential))
-    return provider_json(await _run(services.ledger.enable_provider, name))
+        return provider_json(await _run(services.provider_registry.enable_credential, name, credential))
+    return provider_json(await _run(services.provider_registry.enable_provider, name))
 
 
 @router.put("/aliases/{name}")

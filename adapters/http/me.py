@@ -104,12 +104,13 @@ async def get_usage(
     window = optional_instant(since, "since"), optional_instant(until, "until")
 
     def read() -> list[Any]:
-        return caught_up(
+        rows: list[Any] = caught_up(
             me.services,
             lambda: me.services.read_models.usage.list_usage(
                 account_id=me.account_id, since=window[0], until=window[1]
             ),
         )
+        return rows
 
     rows = [_only(row, USAGE_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
     return {"object": "list", "data": rows}
@@ -123,12 +124,13 @@ async def list_requests(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     def read() -> list[Any]:
-        return caught_up(
+        rows: list[Any] = caught_up(
             me.services,
             lambda: me.services.read_models.requests.list_requests(
                 account_id=me.account_id, model=model, status=status, limit=limit
             ),
         )
+        return rows
 
     rows = [_only(row, REQUEST_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
     return {"object": "list", "data": rows}

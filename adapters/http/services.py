@@ -8,7 +8,8 @@ from domain.errors import AuthenticationFailed, InvalidRequest
 
 
 def services_of(request: Request) -> Services:
-    return request.app.state.services
+    services: Services = request.app.state.services
+    return services
 
 
 def bearer_token(request: Request) -> str:

@@ -10,13 +10,13 @@ it again. Credentials an operator disabled are never touched.
 """
 
 import logging
-from typing import Any
 
 import anyio
 
 from adapters.services import Services
 from application.ports import ProviderAdapter
 from application.routing import Target
+from domain.provider import Credential, Provider
 
 log = logging.getLogger("tallyhub.probe")
 
@@ -28,17 +28,17 @@ async def probe_disabled_credentials(services: Services) -> int:
     for provider in providers:
         adapter = services.providers.get(provider.kind)
         for credential in provider.current_credentials(services.ledger.clock.now()):  # a retired one's secret is gone
-            if credential["enabled"] or not credential.get("disabled_automatically"):
+            if credential.enabled or not credential.disabled_automatically:
                 continue
             accepted = await _probe(services, adapter, provider, credential)
             if accepted is False:
                 continue
             await anyio.to_thread.run_sync(
-                services.ledger.enable_credential, provider.name, credential["credential_id"]
+                services.provider_registry.enable_credential, provider.name, credential.credential_id
             )
             log.info(
                 "credential %s of %s re-enabled (%s)",
-                credential["credential_id"],
+                credential.credential_id,
                 provider.name,
                 "probe accepted" if accepted else "half-open",
             )
@@ -47,7 +47,7 @@ async def probe_disabled_credentials(services: Services) -> int:
 
 
 async def _probe(
-    services: Services, adapter: ProviderAdapter | None, provider: Any, credential: dict[str, Any]
+    services: Services, adapter: ProviderAdapter | None, provider: Provider, credential: Credential
 ) -> bool | None:
     if adapter is None:
         return None

@@ -26,10 +26,11 @@ from adapters.settings import DatabaseConfig
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.replay import Replayer, ReplayPlan
 from application.verify import LedgerVerifier
 from domain.pricing import price_usage
-from domain.request_record import RequestRecord
+from domain.request_record import RequestDetails, RequestRecord
 from domain.usage import Usage
 from projections.read_models import build_read_models
 from tests.benchmarks.ledger_throughput import bench_database
@@ -44,7 +45,9 @@ BATCH = 1_000
 
 def build(database: DatabaseConfig) -> Ledger:
     ledger = new_ledger(database)
-    ledger.register_provider("mock", "openai", base_url=None, region=None, secret="sk-bench-secret-0001")
+    ProviderRegistry(ledger).register_provider(
+        "mock", "openai", base_url=None, region=None, secret="sk-bench-secret-0001"
+    )
     Prices(ledger).set_price(MODEL, PRICE)
     return ledger
 
@@ -72,28 +75,31 @@ def write_history(ledger: Ledger, charges: int, rng: random.Random) -> None:
                 records.append(
                     RequestRecord.completed(
                         request_id,
-                        account_id=account.id.hex,
-                        api_key_id=uuid4().hex,
-                        requested_model=MODEL,
-                        model=MODEL,
-                        provider="mock",
-                        upstream_model="mock-gpt",
-                        credential_id="bench",
-                        endpoint="chat.completions",
-                        stream=False,
-                        status=200,
-                        error_code=None,
-                        usage=usage.to_dict(),
-                        charge=cost,
-                        cost=cost,
-                        uncollected=0,
-                        hold=cost + 1000,
-                        price_book_version=version,
-                        priced=True,
-                        latency_ms=1.0,
-                        ttfb_ms=None,
-                        started_at=expires.isoformat(),
-                        provider_cost=None,
+                        RequestDetails(
+                            outcome="completed",
+                            account_id=account.id.hex,
+                            api_key_id=uuid4().hex,
+                            requested_model=MODEL,
+                            model=MODEL,
+                            provider="mock",
+                            upstream_model="mock-gpt",
+                            credential_id="bench",
+                            endpoint="chat.completions",
+                            stream=False,
+                            status=200,
+                            error_code=None,
+                            usage=usage,
+                            charge=cost,
+                            cost=cost,
+                            uncollected=0,
+                            hold=cost + 1000,
+                            price_book_version=version,
+                            priced=True,
+                            latency_ms=1.0,
+                            ttfb_ms=None,
+                            started_at=expires.isoformat(),
+                            provider_cost=None,
+                        ),
                     )
                 )
                 done += 1

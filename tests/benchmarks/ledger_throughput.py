@@ -28,6 +28,7 @@ from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.errors import InsufficientCredits
 from domain.usage import Usage
@@ -83,7 +84,7 @@ def main() -> None:
 
 
 def run(ledger: Ledger, args: argparse.Namespace) -> None:
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "mock", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-bench-0000000000"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="1", output="2"))

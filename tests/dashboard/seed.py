@@ -26,6 +26,7 @@ from application.billing import Attempt, RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.errors import InsufficientCredits
 from domain.usage import Usage
@@ -111,11 +112,11 @@ def seed_store(data_dir: Path, database_url: str | None = None, *, now: datetime
 
 def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(20261101)
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-dashboard-seed-0001"
     )
-    ledger.add_credential("openai", "sk-dashboard-seed-0002")
-    ledger.register_provider(
+    ProviderRegistry(ledger).add_credential("openai", "sk-dashboard-seed-0002")
+    ProviderRegistry(ledger).register_provider(
         "anthropic", "anthropic", base_url="http://127.0.0.1:9", region=None, secret="sk-ant-dashboard-seed-0003"
     )
     Prices(ledger).set_price(
@@ -199,7 +200,7 @@ def _one_request(
         output_tokens=rng.randrange(50, 900),
     )
     receipt = billing.complete_request(opened, route, usage, ttfb_ms=ttfb_ms, attempts=attempts)
-    provider_cost = billing.ledger.get_request_record(opened.request_id).details["provider_cost"]
+    provider_cost = billing.ledger.get_request_record(opened.request_id).details.provider_cost
     seeded.requests.append(
         SeededRequest(
             opened.request_id,

@@ -41,6 +41,7 @@ from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router
 from dashboard import export_files
 from dashboard.metrics import credits_text
@@ -314,7 +315,7 @@ def test_in_track_mode_spend_is_the_list_price_and_the_ledger_export_has_no_char
         ledger = build_ledger(store.settings, clock=clock)
         try:
             ledger.load_deployment()
-            ledger.register_provider(
+            ProviderRegistry(ledger).register_provider(
                 "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-track-mode-0001"
             )
             Prices(ledger).set_price(GPT, price_from_credits(input="2", output="8"))

@@ -25,6 +25,7 @@ from adapters.services import Services
 from adapters.settings import Settings
 from application.health import CredentialHealth
 from application.prices import Prices
+from application.providers import ProviderRegistry
 from domain.money import NANOCREDITS_PER_CREDIT
 from domain.pricing import ModelPrice
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
@@ -89,7 +90,9 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzGatew
     upstream = FakeOpenAIUpstream(api_key=UPSTREAM_SECRET).start()
     services, admin_key, secrets = build_gateway(tmp_path_factory.mktemp("fuzz-data"))
     ledger = services.ledger
-    ledger.register_provider("openai", "openai", base_url=upstream.base_url, region=None, secret=UPSTREAM_SECRET)
+    ProviderRegistry(ledger).register_provider(
+        "openai", "openai", base_url=upstream.base_url, region=None, secret=UPSTREAM_SECRET
+    )
     per_million = NANOCREDITS_PER_CREDIT
     Prices(ledger).set_price(
         CHAT_MODEL, ModelPrice(input=2 * per_million, output=8 * per_million, max_output_tokens=4096)

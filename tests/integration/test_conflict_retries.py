@@ -8,6 +8,7 @@ from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router
 
 MODEL = "openai/gpt-test"
@@ -15,7 +16,9 @@ MODEL = "openai/gpt-test"
 
 def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes, monkeypatch) -> None:
     first, second = two_processes
-    first.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
+    ProviderRegistry(first).register_provider(
+        "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
+    )
     Prices(first).set_price(MODEL, price_from_credits(input="1", output="1"))
     first.create_account("acme", starter_credits=10**9)
     key = first.issue_api_key("acme").plaintext
@@ -40,17 +43,20 @@ def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes,
 
 def test_a_provider_registered_after_a_catalog_conflict_is_saved(two_processes, monkeypatch) -> None:
     first, second = two_processes
-    seal = first._seal_into
+    registry = ProviderRegistry(first)
+    seal = registry.seal_into
     interfered = []
 
     def another_process_registers_meanwhile(provider, secret, weight=1):
         if not interfered:
             interfered.append(True)
-            second.register_provider("other", "openai", base_url=None, region=None, secret="sk-other-000000001")
-        seal(provider, secret, weight)
+            ProviderRegistry(second).register_provider(
+                "other", "openai", base_url=None, region=None, secret="sk-other-000000001"
+            )
+        return seal(provider, secret, weight)
 
-    monkeypatch.setattr(first, "_seal_into", another_process_registers_meanwhile)
-    first.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
+    monkeypatch.setattr(registry, "seal_into", another_process_registers_meanwhile)
+    registry.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
     assert interfered
     assert [p.name for p in first.list_providers()] == ["other", "openai"]
     assert first.get_provider("openai").credentials

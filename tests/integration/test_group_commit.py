@@ -19,6 +19,7 @@ from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.errors import InsufficientCredits
 from domain.pricing import price_usage, worst_case_usage
@@ -53,7 +54,9 @@ def two_ledgers(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSc
 
 def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers) -> None:
     first, second = two_ledgers
-    first.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
+    ProviderRegistry(first).register_provider(
+        "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
+    )
     Prices(first).set_price(MODEL, price_from_credits(input="1", output="2"))
     price = first.price_book().latest.price_for(MODEL)
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))

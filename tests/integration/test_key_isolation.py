@@ -18,6 +18,7 @@ from adapters.settings import Settings, parse_database_url
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.usage import Usage
 from projections.read_models import build_read_models
 from tests.conftest import PgSchemas
@@ -56,7 +57,7 @@ def world(request: pytest.FixtureRequest, pg_schemas: PgSchemas) -> Iterator[Wor
     read_models = build_read_models(database, ledger)
     read_models.create_tables()
     services = build_services(Settings(), ledger=ledger, read_models=read_models)
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-iso-secret-0001"
     )
     Prices(ledger).set_price(MINI, price_from_credits(input="2", output="8"))

@@ -33,6 +33,7 @@ from adapters.workers.credential_probe import probe_disabled_credentials
 from adapters.workers.hold_sweeper import run_sweeps
 from application import key_management as km
 from application.ledger import PEPPER_CONTEXT, Ledger, _credential_context, secret_context
+from application.providers import ProviderRegistry
 from domain.catalog import Catalog
 from domain.deployment import Deployment
 from domain.errors import InvalidRequest, SecretError
@@ -128,9 +129,9 @@ def contexts(ledger: Ledger) -> list[bytes]:
     found = [PEPPER_CONTEXT] + [secret_context(row.ref) for row in ledger.secret_store.all()]
     for provider in ledger.list_providers():
         for credential in provider.credentials:
-            found.append(_credential_context(provider.name, credential["credential_id"]))
-            if credential.get("secret_ref"):
-                found.append(secret_context(credential["secret_ref"]))
+            found.append(_credential_context(provider.name, credential.credential_id))
+            if credential.secret_ref:
+                found.append(secret_context(credential.secret_ref))
     return found
 
 
@@ -147,9 +148,9 @@ def what_opens(key: AesGcmKeyVault, envelopes: list[dict[str, str]], contexts_: 
 
 def populate(ledger: Ledger) -> None:
     ledger.initialise()
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret=OPENAI)
-    ledger.add_credential("openai", OPENAI_B)
-    ledger.register_provider("anthropic", "anthropic", base_url=None, region=None, secret=ANTHROPIC)
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=OPENAI)
+    ProviderRegistry(ledger).add_credential("openai", OPENAI_B)
+    ProviderRegistry(ledger).register_provider("anthropic", "anthropic", base_url=None, region=None, secret=ANTHROPIC)
     ledger.create_account("acme")
 
 
@@ -176,8 +177,8 @@ def test_new_events_carry_a_reference_and_a_hint_never_an_envelope(backend: Back
         for secret in (OPENAI, OPENAI_B, ANTHROPIC, ROTATED):
             assert secret[:-4].encode() not in states
         openai = ledger.get_provider("openai")
-        assert [c["hint"] for c in openai.credentials] == ["…1111", "…2222"]
-        assert all(ledger.secret_store.get(c["secret_ref"]) is not None for c in openai.credentials)
+        assert [c.hint for c in openai.credentials] == ["…1111", "…2222"]
+        assert all(ledger.secret_store.get(c.secret_ref) is not None for c in openai.credentials)
         assert openai.sealed_in_history == {}
         status = km.secrets_status(ledger)
         assert status.in_history == {} and status.not_moved == []
@@ -218,7 +219,7 @@ def test_after_rotate_master_and_retiring_the_old_key_a_copy_of_the_store_opens_
 def test_a_superseded_secret_is_deleted_from_the_store(backend: Backend) -> None:
     with backend.opened(K1) as ledger:
         populate(ledger)
-        refs = {c["credential_id"]: c["secret_ref"] for c in ledger.get_provider("openai").credentials}
+        refs = {c.credential_id: c.secret_ref for c in ledger.get_provider("openai").credentials}
         first, second = refs
         now_gone = km.rotate_credential(ledger, "openai", ROTATED, credential_id=first)  # no grace: gone now
         assert ledger.secret_store.get(refs[first]) is None
@@ -229,16 +230,16 @@ def test_a_superseded_secret_is_deleted_from_the_store(backend: Backend) -> None
         backend.clock.advance(seconds=31)
         assert km.retire_due_credentials(ledger) == [("openai", second)]
         assert ledger.secret_store.get(refs[second]) is None
-        ledger.enable_credential("openai", second)  # re-enabled, a retired credential stays unused
+        ProviderRegistry(ledger).enable_credential("openai", second)  # re-enabled, a retired credential stays unused
         assert second not in [
-            c["credential_id"] for c in ledger.get_provider("openai").usable_credentials(backend.clock.now())
+            c.credential_id for c in ledger.get_provider("openai").usable_credentials(backend.clock.now())
         ]
         km.check_key_ring(ledger)  # no current secret is missing
-        new_ref = ledger.get_provider("openai").credential(now_gone.new_credential_id)["secret_ref"]
+        new_ref = ledger.get_provider("openai").credential(now_gone.new_credential_id).secret_ref
         km.delete_credential(ledger, "openai", now_gone.new_credential_id)
         assert ledger.secret_store.get(new_ref) is None
         wanted = {ledger.find(Deployment.create_id()).pepper_ref} | {
-            c["secret_ref"] for p in ledger.list_providers() for c in p.current_credentials(backend.clock.now())
+            c.secret_ref for p in ledger.list_providers() for c in p.current_credentials(backend.clock.now())
         }
         assert {row.ref for row in ledger.secret_store.all()} == wanted
         assert graceful.old_credential_id == second
@@ -434,9 +435,13 @@ def test_the_credential_probe_leaves_a_retired_credential_whose_secret_is_gone_a
         {"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme, clock=clock
     )
     ledger.initialise()
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI)
+    ProviderRegistry(ledger).register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI
+    )
     rotation = km.rotate_credential(ledger, "openai", ROTATED, grace=timedelta(seconds=30))
-    ledger.disable_credential("openai", rotation.old_credential_id, "refused by the provider", automatic=True)
+    ProviderRegistry(ledger).disable_credential(
+        "openai", rotation.old_credential_id, "refused by the provider", automatic=True
+    )
     clock.advance(seconds=31)
     assert km.delete_superseded_secrets(ledger) == 1
     services = build_services(Settings(), ledger=ledger)
@@ -467,10 +472,10 @@ def test_a_process_reading_a_provider_from_before_a_rotation_rereads_it_when_the
 def test_a_refused_credential_leaves_no_secret_behind() -> None:
     ledger = Ledger({"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme)
     ledger.initialise()
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret=OPENAI)
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=OPENAI)
     rows = len(ledger.secret_store.all())
     with pytest.raises(InvalidRequest, match="weight"):
-        ledger.add_credential("openai", OPENAI_B, weight=0)
+        ProviderRegistry(ledger).add_credential("openai", OPENAI_B, weight=0)
     assert len(ledger.secret_store.all()) == rows
     ledger.close()
 
@@ -483,8 +488,10 @@ def test_serve_deletes_a_rotated_credentials_secret_once_its_grace_period_ends()
         {"PERSISTENCE_MODULE": "eventsourcing.popo"}, vault=vault(K1), key_scheme_factory=HmacApiKeyScheme, clock=clock
     )
     ledger.initialise()
-    ledger.register_provider("openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI)
-    old_ref = ledger.get_provider("openai").credentials[0]["secret_ref"]
+    ProviderRegistry(ledger).register_provider(
+        "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI
+    )
+    old_ref = ledger.get_provider("openai").credentials[0].secret_ref
     km.rotate_credential(ledger, "openai", ROTATED, grace=timedelta(seconds=30))
     clock.advance(seconds=31)
     services = build_services(Settings(), ledger=ledger)
@@ -498,5 +505,5 @@ def test_serve_deletes_a_rotated_credentials_secret_once_its_grace_period_ends()
             tasks.cancel_scope.cancel()
 
     anyio.run(sweeping_until_gone)
-    assert [c["enabled"] for c in ledger.get_provider("openai").credentials] == [False, True]
+    assert [c.enabled for c in ledger.get_provider("openai").credentials] == [False, True]
     ledger.close()

@@ -17,6 +17,7 @@ from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router
 from application.verify import MOVEMENTS, LedgerVerifier
 from domain.usage import Usage
@@ -40,7 +41,9 @@ def ledger(database: DatabaseConfig) -> Iterator[Ledger]:
         key_scheme_factory=HmacApiKeyScheme,
     )
     app.initialise()
-    app.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
+    ProviderRegistry(app).register_provider(
+        "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
+    )
     Prices(app).set_price(MODEL, price_from_credits(input="2", output="8"))
     app.create_account("acme")
     app.grant_credits("acme", 10**9)

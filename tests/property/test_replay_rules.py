@@ -14,6 +14,7 @@ from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.prices import Prices
+from application.providers import ProviderRegistry
 from application.replay import Replayer, ReplayPlan
 from application.routing import Router
 from application.verify import LedgerVerifier
@@ -61,7 +62,9 @@ def build(original: dict[str, ModelPrice], requests: list[tuple[str, str, Usage]
         clock=FakeClock(),
     )
     ledger.initialise()
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
+    ProviderRegistry(ledger).register_provider(
+        "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
+    )
     Prices(ledger).publish_prices(original)
     keys = {}
     for name in ("acme", "globex"):

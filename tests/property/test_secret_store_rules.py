@@ -19,6 +19,7 @@ from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
 from application import key_management as km
 from application.ledger import Ledger, secret_context
+from application.providers import ProviderRegistry
 from domain import ids
 from domain.errors import InvalidRequest, SecretError
 from tests.fakes.clock import FakeClock
@@ -41,8 +42,10 @@ class SecretStoreMachine(RuleBasedStateMachine):
         self.given: dict[str, str] = {}  # credential id -> the secret it was given
         self.counter = 0
         for name in PROVIDERS:
-            provider = self.ledger.register_provider(name, "openai", base_url=None, region=None, secret=self.secret())
-            self.given[provider.credentials[0]["credential_id"]] = self.last
+            provider = ProviderRegistry(self.ledger).register_provider(
+                name, "openai", base_url=None, region=None, secret=self.secret()
+            )
+            self.given[provider.credentials[0].credential_id] = self.last
 
     @staticmethod
     def vault(*entries: str) -> AesGcmKeyVault:
@@ -59,15 +62,15 @@ class SecretStoreMachine(RuleBasedStateMachine):
 
     @rule(provider=st.sampled_from(PROVIDERS))
     def add(self, provider: str) -> None:
-        added = self.ledger.add_credential(provider, self.secret())
-        self.given[added.credentials[-1]["credential_id"]] = self.last
+        added = ProviderRegistry(self.ledger).add_credential(provider, self.secret())
+        self.given[added.credentials[-1].credential_id] = self.last
 
     @rule(provider=st.sampled_from(PROVIDERS), grace=st.sampled_from([0, 30]), pick=st.integers(0, 10))
     def rotate_credential(self, provider: str, grace: int, pick: int) -> None:
-        candidates = [c for name, c in self.current() if name == provider and c["enabled"] and not c.get("replaced_by")]
+        candidates = [c for name, c in self.current() if name == provider and c.enabled and not c.replaced_by]
         if not candidates:
             return
-        old = candidates[pick % len(candidates)]["credential_id"]
+        old = candidates[pick % len(candidates)].credential_id
         rotation = km.rotate_credential(
             self.ledger, provider, self.secret(), credential_id=old, grace=timedelta(seconds=grace)
         )
@@ -77,7 +80,7 @@ class SecretStoreMachine(RuleBasedStateMachine):
     def delete(self, provider: str, pick: int) -> None:
         credentials = self.ledger.get_provider(provider).credentials
         try:
-            km.delete_credential(self.ledger, provider, credentials[pick % len(credentials)]["credential_id"])
+            km.delete_credential(self.ledger, provider, credentials[pick % len(credentials)].credential_id)
         except InvalidRequest:
             pass  # its last credential
 
@@ -92,7 +95,7 @@ class SecretStoreMachine(RuleBasedStateMachine):
         self.keys.insert(0, f"k{len(self.keys)}:{generate_master_key()}")
         self.ledger.vault = self.vault(*self.keys)
         km.rotate_master(self.ledger)
-        current_refs = {c["secret_ref"] for _, c in self.current()}
+        current_refs = {c.secret_ref for _, c in self.current()}
         pepper_ref = self.ledger.find(ids.DEPLOYMENT_ID).pepper_ref
         rows = self.ledger.secret_store.all()
         assert {row.ref for row in rows} == current_refs | {pepper_ref}
@@ -108,7 +111,7 @@ class SecretStoreMachine(RuleBasedStateMachine):
     def every_current_credential_opens_to_its_secret(self) -> None:
         for name, credential in self.current():
             provider = self.ledger.get_provider(name)
-            assert self.ledger.open_credential(provider, credential) == self.given[credential["credential_id"]]
+            assert self.ledger.open_credential(provider, credential) == self.given[credential.credential_id]
 
     @invariant()
     def no_event_holds_an_envelope_or_a_secret(self) -> None:

@@ -23,6 +23,7 @@ from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.account import Account
 from domain.errors import IdempotencyConflict, InsufficientCredits, PaymentNotFound, RefundExceedsPayment
@@ -46,7 +47,9 @@ class WalletMachine(RuleBasedStateMachine):
             clock=self.clock,
         )
         self.ledger.initialise()
-        self.ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001")
+        ProviderRegistry(self.ledger).register_provider(
+            "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
+        )
         Prices(self.ledger).set_price(MODEL, price_from_credits(input="1", output="2"))
         self.ledger.create_account("acme")
         self.key = self.ledger.issue_api_key("acme").plaintext
@@ -117,7 +120,7 @@ class WalletMachine(RuleBasedStateMachine):
         self.clock.advance(minutes=minutes)
         self.ledger.expire_grants("acme")
         assert self.ledger.expire_grants("acme") == []  # a deadline is applied once
-        assert all(lot["expires_at"] > self.clock.now() for lot in self.ledger.get_account("acme").lots.values())
+        assert all(lot.expires_at > self.clock.now() for lot in self.ledger.get_account("acme").lots.values())
 
     @rule(prompt=st.integers(1, 3000), max_tokens=st.integers(1, 2000))
     def open_request(self, prompt: int, max_tokens: int) -> None:

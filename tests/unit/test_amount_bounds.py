@@ -14,6 +14,7 @@ from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import parse_price_file, price_from_credits
+from application.providers import ProviderRegistry
 from domain.account import Account, MovementReceipt
 from domain.bounds import MAX_AMOUNT, MAX_BALANCE, MAX_RATE, MAX_TOKENS
 from domain.errors import BalanceLimitExceeded, IdempotencyConflict, InvalidRequest, RefundExceedsPayment
@@ -261,7 +262,7 @@ def test_a_replay_that_would_adjust_an_account_past_the_bound_is_refused_before_
     from application.replay import Replayer, ReplayPlan
     from tests.support.routes import first_route
 
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price("openai/free", ModelPrice(input=0, output=0))

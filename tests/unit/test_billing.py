@@ -7,6 +7,7 @@ from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.errors import AuthenticationFailed, InsufficientCredits, ModelNotFound
 from domain.pricing import price_usage, worst_case_usage
 from domain.usage import Usage
@@ -22,7 +23,7 @@ def shape(prompt_bytes: int = 200, max_tokens: int | None = 100) -> RequestShape
 
 @pytest.fixture
 def key(ledger: Ledger) -> str:
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
@@ -71,7 +72,7 @@ def test_a_failed_request_releases_its_hold_and_charges_nothing(
     credits_billing.fail_request(opened, status=502, error_code="upstream_error")
     account = ledger.get_account("acme")
     assert (account.balance, account.held) == (10**9, 0)
-    assert ledger.find(opened.request_id).details["outcome"] == "failed"
+    assert ledger.find(opened.request_id).details.outcome == "failed"
 
 
 def test_a_request_the_account_cannot_cover_is_refused_before_any_call(
@@ -103,7 +104,7 @@ def test_track_mode_prices_without_holds_and_flags_unpriced_models(
     unpriced = track_billing.open_request(key, RequestShape("openai/unpriced", 10, 10, 1, False))
     receipt = track_billing.complete_request(unpriced, first_route(track_billing, unpriced), Usage(input_tokens=1_000))
     assert (receipt.charge, receipt.priced) == (0, False)
-    assert ledger.find(unpriced.request_id).details["priced"] is False
+    assert ledger.find(unpriced.request_id).details.priced is False
 
 
 def test_unknown_provider_or_malformed_model_is_model_not_found(credits_billing: RequestBilling, key: str) -> None:

@@ -13,6 +13,7 @@ from application.health import FAILING, RATE_LIMITED, CredentialHealth, HealthPo
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router, Target
 from domain.errors import UpstreamError
 
@@ -60,14 +61,14 @@ def target(ledger: Ledger, router: Router, model: str) -> Target:
 
 @pytest.fixture
 def single(ledger: Ledger) -> None:
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
     Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
 
 
 @pytest.fixture
 def double(ledger: Ledger) -> None:
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
-    ledger.add_credential("openai", "sk-openai-bbbb")
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
+    ProviderRegistry(ledger).add_credential("openai", "sk-openai-bbbb")
     Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
 
 

@@ -13,6 +13,7 @@ from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.errors import InsufficientCredits
 from domain.pricing import price_usage, worst_case_usage
 from domain.usage import Usage
@@ -58,7 +59,7 @@ class HeldWriter:
 
 @pytest.fixture
 def tenants(ledger: Ledger, router) -> tuple[RequestBilling, dict[str, str], int]:
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))

@@ -16,6 +16,7 @@ from application.hold_gate import HoldGate
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.errors import InsufficientCredits
 from domain.pricing import price_usage, worst_case_usage
 from domain.usage import Usage
@@ -67,7 +68,7 @@ def test_the_gate_counts_holds_in_flight_until_the_writer_answers_for_them() -> 
 
 @pytest.fixture
 def served(ledger: Ledger, router) -> Iterator[tuple[Ledger, RequestBilling, str, int]]:
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
@@ -153,8 +154,8 @@ def test_a_hold_refused_after_its_call_started_is_recorded_and_charges_nothing(s
         with pytest.raises(InsufficientCredits):
             await billing.confirm_hold(opened)
         record = ledger.find(opened.request_id)
-        assert (record.details["status"], record.details["error_code"]) == (402, "insufficient_credits")
-        assert record.details["charge"] == 0
+        assert (record.details.status, record.details.error_code) == (402, "insufficient_credits")
+        assert record.details.charge == 0
 
     asyncio.run(scenario())
     debit.join(5)

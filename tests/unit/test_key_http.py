@@ -17,6 +17,7 @@ from adapters.http.app import create_app
 from adapters.services import Services
 from adapters.settings import Settings
 from application.ledger import Ledger
+from application.providers import ProviderRegistry
 from tests.fakes.clock import FakeClock
 
 PROVIDER_SECRET = "sk-http-provider-secret-5555"
@@ -54,7 +55,7 @@ def gateway() -> Iterator[Gateway]:
     ring = KeyRing.parse(f"k2:{generate_master_key()},k1:{generate_master_key()}", source="TEST")
     ledger = in_memory_ledger(master_key=ring, clock=FakeClock())
     admin_key = ledger.initialise()
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret=PROVIDER_SECRET)
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=PROVIDER_SECRET)
     ledger.create_account("acme", starter_credits=5 * 10**9)
     yield Gateway(TestClient(in_process_app(build_services(Settings(), ledger=ledger))), ledger, admin_key)
     ledger.close()

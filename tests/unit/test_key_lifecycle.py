@@ -1,6 +1,7 @@
 """Provider credentials (rotate with a grace period, delete, masked) and user API keys
 (rotate, grace, per-key models) on the in-memory ledger."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +17,7 @@ from application.key_management import (
 )
 from application.ledger import Ledger
 from application.prices import Prices
+from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from tests.fakes.clock import FakeClock
@@ -26,8 +28,8 @@ NEW = "sk-new-provider-secret-bbbb"
 
 @pytest.fixture
 def openai(ledger: Ledger) -> str:
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret=OLD)
-    return ledger.get_provider("openai").credentials[0]["credential_id"]
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=OLD)
+    return ledger.get_provider("openai").credentials[0].credential_id
 
 
 def usable_secrets(ledger: Ledger, clock: FakeClock) -> set[str]:
@@ -45,7 +47,7 @@ def test_rotating_without_grace_disables_the_old_credential_at_once(
     assert rotation.old_credential_id == openai and rotation.retires_at is None
     assert usable_secrets(ledger, clock) == {NEW}
     old = ledger.get_provider("openai").credential(openai)
-    assert not old["enabled"] and old["replaced_by"] == rotation.new_credential_id
+    assert not old.enabled and old.replaced_by == rotation.new_credential_id
 
 
 def test_during_the_grace_period_both_credentials_serve_then_only_the_new(
@@ -57,7 +59,7 @@ def test_during_the_grace_period_both_credentials_serve_then_only_the_new(
     clock.advance(minutes=10)
     assert usable_secrets(ledger, clock) == {NEW}, "routing leaves the old one out as soon as the grace ends"
     assert retire_due_credentials(ledger) == [("openai", openai)]
-    assert not ledger.get_provider("openai").credential(openai)["enabled"]
+    assert not ledger.get_provider("openai").credential(openai).enabled
     assert retire_due_credentials(ledger) == []
 
 
@@ -65,17 +67,20 @@ def test_a_credential_past_its_grace_period_is_not_usable_on_the_wall_clock_eith
     """Routing asks without a time (wall clock): a grace period already over leaves the old one out."""
     rotate_credential(ledger, "openai", NEW, grace=timedelta(seconds=1))
     provider = ledger.get_provider("openai")
-    provider.credential(openai)["retires_at"] = datetime.now(UTC) - timedelta(seconds=1)
-    assert [c["hint"] for c in provider.usable_credentials()] == ["…bbbb"]
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    provider.credentials = [
+        replace(c, retires_at=past) if c.credential_id == openai else c for c in provider.credentials
+    ]
+    assert [c.hint for c in provider.usable_credentials()] == ["…bbbb"]
 
 
 def test_a_provider_with_several_credentials_needs_to_be_told_which(ledger: Ledger, openai: str) -> None:
-    ledger.add_credential("openai", "sk-second-secret-cccc")
+    ProviderRegistry(ledger).add_credential("openai", "sk-second-secret-cccc")
     with pytest.raises(InvalidRequest, match="--credential"):
         rotate_credential(ledger, "openai", NEW)
     rotation = rotate_credential(ledger, "openai", NEW, credential_id=openai)
     assert rotation.old_credential_id == openai
-    assert ledger.get_provider("openai").credential(rotation.new_credential_id)["weight"] == 1
+    assert ledger.get_provider("openai").credential(rotation.new_credential_id).weight == 1
 
 
 def test_a_rotated_credential_cannot_be_rotated_again(ledger: Ledger, openai: str) -> None:
@@ -95,18 +100,18 @@ def test_a_deleted_credential_is_gone_but_the_last_one_is_kept(ledger: Ledger, c
         delete_credential(ledger, "openai", openai)
     rotation = rotate_credential(ledger, "openai", NEW)
     provider = delete_credential(ledger, "openai", openai)
-    assert [c["credential_id"] for c in provider.credentials] == [rotation.new_credential_id]
-    ledger.disable_provider("openai")
+    assert [c.credential_id for c in provider.credentials] == [rotation.new_credential_id]
+    ProviderRegistry(ledger).disable_provider("openai")
     assert delete_credential(ledger, "openai", rotation.new_credential_id).credentials == []
 
 
 def test_hints_show_at_most_the_last_four_characters(ledger: Ledger, openai: str) -> None:
     rotate_credential(ledger, "openai", NEW)
-    ledger.add_credential("openai", "short")
+    ProviderRegistry(ledger).add_credential("openai", "short")
     for credential in ledger.get_provider("openai").credentials:
-        hint = credential["hint"].lstrip("…")
+        hint = credential.hint.lstrip("…")
         assert len(hint) <= 4
-    assert [c["hint"] for c in ledger.get_provider("openai").credentials] == ["…aaaa", "…bbbb", "…"]
+    assert [c.hint for c in ledger.get_provider("openai").credentials] == ["…aaaa", "…bbbb", "…"]
 
 
 # --- user API keys ------------------------------------------------------------------
@@ -175,7 +180,7 @@ def test_a_model_limited_key_is_refused_when_billing_opens_a_request(ledger: Led
     from application.billing import RequestBilling, RequestShape
     from application.pricing_input import price_from_credits
 
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret=OLD)
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=OLD)
     Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
     ledger.create_account("acme", starter_credits=10**12)
     issued = issue_key(ledger, "acme", models=["openai/gpt-4o-mini"])

@@ -12,6 +12,7 @@ from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
 from application.key_management import check_key_ring, rotate_master, secrets_status
 from application.ledger import Ledger
+from application.providers import ProviderRegistry
 from domain.errors import SecretError
 
 OPENAI_SECRET = "sk-openai-rotation-secret-1111"
@@ -43,9 +44,11 @@ def store(tmp_path: Path) -> dict[str, str]:
     """A store initialised under k1 with two providers (three credentials) and a user key."""
     with opened(tmp_path, K1) as ledger:
         ledger.initialise()
-        ledger.register_provider("openai", "openai", base_url=None, region=None, secret=OPENAI_SECRET)
-        ledger.add_credential("openai", OPENAI_SECRET + "-b")
-        ledger.register_provider("anthropic", "anthropic", base_url=None, region=None, secret=ANTHROPIC_SECRET)
+        ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=OPENAI_SECRET)
+        ProviderRegistry(ledger).add_credential("openai", OPENAI_SECRET + "-b")
+        ProviderRegistry(ledger).register_provider(
+            "anthropic", "anthropic", base_url=None, region=None, secret=ANTHROPIC_SECRET
+        )
         ledger.create_account("acme")
         return {"user_key": ledger.issue_api_key("acme").plaintext, "path": str(tmp_path)}
 
@@ -103,7 +106,9 @@ def test_every_secret_a_forgotten_key_sealed_is_named_at_start(store: dict[str, 
     k3 = f"k3:{generate_master_key()}"
     with opened(tmp_path, k3, K1) as ledger:
         rotate_master(ledger)
-        ledger.register_provider("late", "openai", base_url=None, region=None, secret="sk-late-secret-3333")
+        ProviderRegistry(ledger).register_provider(
+            "late", "openai", base_url=None, region=None, secret="sk-late-secret-3333"
+        )
     with opened(tmp_path, K2, K1) as ledger:  # the operator forgot k3
         with pytest.raises(SecretError) as caught:
             check_key_ring(ledger)
@@ -113,17 +118,17 @@ def test_every_secret_a_forgotten_key_sealed_is_named_at_start(store: dict[str, 
 
 def test_new_secrets_are_sealed_under_the_newest_key(store: dict[str, str], tmp_path: Path) -> None:
     with opened(tmp_path, K2, K1) as ledger:
-        ledger.add_credential("anthropic", ANTHROPIC_SECRET + "-new")
+        ProviderRegistry(ledger).add_credential("anthropic", ANTHROPIC_SECRET + "-new")
         status = secrets_status(ledger)
         assert status.in_use["k2"] == [
-            f"credential {ledger.get_provider('anthropic').credentials[-1]['credential_id']} of anthropic"
+            f"credential {ledger.get_provider('anthropic').credentials[-1].credential_id} of anthropic"
         ]
         assert "k1" in status.in_use
 
 
 def test_a_tampered_envelope_is_reported_not_reencrypted(store: dict[str, str], tmp_path: Path) -> None:
     with opened(tmp_path, K2, K1) as ledger:
-        ref = ledger.get_provider("anthropic").credentials[0]["secret_ref"]
+        ref = ledger.get_provider("anthropic").credentials[0].secret_ref
         row = ledger.secret_store.get(ref)
         assert row is not None
         sealed = {**row.envelope, "ciphertext": row.envelope["ciphertext"][:-8] + "AAAAAAA="}

@@ -18,6 +18,7 @@ from adapters.settings import Settings
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.unit.test_key_http import auth, in_process_app
@@ -47,7 +48,9 @@ def setup() -> Iterator[Setup]:
     ledger.initialise()
     # wired before the provider exists: the start check would open (and keep) its secret before the test damages it
     app = in_process_app(build_services(Settings(), ledger=ledger))
-    ledger.register_provider("openai", "openai", base_url=upstream.base_url, region=None, secret=SECRET)
+    ProviderRegistry(ledger).register_provider(
+        "openai", "openai", base_url=upstream.base_url, region=None, secret=SECRET
+    )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme", starter_credits=10**10)
     key = ledger.issue_api_key("acme").plaintext
@@ -66,14 +69,14 @@ def chat(setup: Setup) -> object:
 
 
 def envelope(ledger: Ledger) -> dict[str, str]:
-    row = ledger.secret_store.get(ledger.get_provider("openai").credentials[0]["secret_ref"])
+    row = ledger.secret_store.get(ledger.get_provider("openai").credentials[0].secret_ref)
     assert row is not None
     return row.envelope
 
 
 def replace_envelope(ledger: Ledger, change: dict[str, str]) -> None:
     """Change the credential's row in the secret store, as someone with write access could."""
-    row = ledger.secret_store.get(ledger.get_provider("openai").credentials[0]["secret_ref"])
+    row = ledger.secret_store.get(ledger.get_provider("openai").credentials[0].secret_ref)
     assert row is not None
     assert ledger.secret_store.replace(row.ref, {**row.envelope, **change}, version=row.version)
 

@@ -5,6 +5,7 @@ import pytest
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.errors import AccountNotFound, AlreadyExists, AuthenticationFailed, InvalidRequest
 from tests.fakes.clock import FakeClock
 
@@ -68,23 +69,25 @@ def test_keys_are_stored_only_as_digests(ledger: Ledger) -> None:
 
 def test_provider_secrets_are_stored_only_sealed(ledger: Ledger) -> None:
     secret = "sk-live-very-secret-value-1234"
-    provider = ledger.register_provider("openai", "openai", base_url=None, region=None, secret=secret)
+    provider = ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=secret)
     stored = b"".join(n.state for n in ledger.recorder.select_notifications(start=1, limit=1000))
     assert secret.encode() not in stored and secret[:-4].encode() not in stored
-    assert provider.credentials[0]["hint"] == "…1234"
+    assert provider.credentials[0].hint == "…1234"
     assert ledger.open_credential(provider, provider.credentials[0]) == secret
 
 
 def test_a_provider_that_needs_a_secret_is_refused_without_one(ledger: Ledger) -> None:
     with pytest.raises(InvalidRequest):
-        ledger.register_provider("openai", "openai", base_url=None, region=None, secret=None)
+        ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=None)
 
 
 def test_providers_are_listed_and_unique(ledger: Ledger) -> None:
-    ledger.register_provider("a", "openai-compatible", base_url="http://127.0.0.1:1/v1", region=None, secret="sk-aaaa")
-    ledger.register_provider("b", "openai", base_url=None, region=None, secret="sk-bbbb")
+    ProviderRegistry(ledger).register_provider(
+        "a", "openai-compatible", base_url="http://127.0.0.1:1/v1", region=None, secret="sk-aaaa"
+    )
+    ProviderRegistry(ledger).register_provider("b", "openai", base_url=None, region=None, secret="sk-bbbb")
     with pytest.raises(AlreadyExists):
-        ledger.register_provider("a", "openai", base_url=None, region=None, secret="sk-cccc")
+        ProviderRegistry(ledger).register_provider("a", "openai", base_url=None, region=None, secret="sk-cccc")
     assert [p.name for p in ledger.list_providers()] == ["a", "b"]
 
 
@@ -109,7 +112,7 @@ def test_the_admin_key_is_recognised_and_user_keys_are_not(ledger: Ledger) -> No
 
 
 def test_a_version_published_for_later_takes_effect_only_then(ledger: Ledger, clock: FakeClock) -> None:
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
     Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
     later = clock.now() + timedelta(hours=1)
     version = Prices(ledger).publish_prices(

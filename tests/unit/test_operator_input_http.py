@@ -19,6 +19,7 @@ from adapters.http.app import create_app
 from adapters.http.payments import sign
 from adapters.settings import Settings
 from application.ledger import Ledger
+from application.providers import ProviderRegistry
 from domain.account import Account
 from domain.bounds import MAX_AMOUNT, MAX_BALANCE
 from tests.fakes.clock import FakeClock
@@ -52,7 +53,9 @@ class Admin:
 def build(settings: Settings) -> Iterator[Admin]:
     ledger = in_memory_ledger(master_key=bytes(32), clock=FakeClock())
     admin_key = ledger.initialise()
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-operator-input-0001")
+    ProviderRegistry(ledger).register_provider(
+        "openai", "openai", base_url=None, region=None, secret="sk-operator-input-0001"
+    )
     ledger.create_account("acme")
     ledger.create_account("beta")
     services = build_services(settings, ledger=ledger)

@@ -6,6 +6,7 @@ from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import parse_price_file
+from application.providers import ProviderRegistry
 from domain.errors import InvalidRequest
 from domain.pricing import ModelPrice, price_usage, provider_cost_of, worst_case_usage
 from domain.usage import Usage
@@ -84,7 +85,7 @@ def test_provider_cost_is_priced_by_the_same_rule() -> None:
 def test_each_request_records_its_provider_cost_beside_its_charge(
     ledger: Ledger, credits_billing: RequestBilling, clock: FakeClock
 ) -> None:
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
+    ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
     prices, _ = parse_price_file(json.dumps({**FILE, "effective_at": None}))
     Prices(ledger).publish_prices(prices)
     ledger.create_account("acme", starter_credits=10**12)
@@ -94,5 +95,5 @@ def test_each_request_records_its_provider_cost_beside_its_charge(
         opened, first_route(credits_billing, opened), Usage(input_tokens=100, output_tokens=50, reasoning_tokens=20)
     )
     details = ledger.get_request_record(opened.request_id).details
-    assert details["charge"] == receipt.charge == 100 * 2000 + 30 * 8000 + 20 * 10000
-    assert details["provider_cost"] == 100 * 1500 + 50 * 6000
+    assert details.charge == receipt.charge == 100 * 2000 + 30 * 8000 + 20 * 10000
+    assert details.provider_cost == 100 * 1500 + 50 * 6000

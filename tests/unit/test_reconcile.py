@@ -38,7 +38,6 @@ def services(ledger: ProviderLedger) -> Services:
         ledger=None,
         billing=None,
         router=None,
-        health=None,  # type: ignore[arg-type]
         read_models=build_read_models(None, ledger),
     )
 

@@ -9,6 +9,7 @@ from application.billing import Receipt, RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import parse_price_file, price_from_credits
+from application.providers import ProviderRegistry
 from application.replay import Replayer, ReplayPlan
 from domain.errors import EmptyWindow, InvalidRequest
 from domain.pricing import ModelPrice
@@ -35,7 +36,7 @@ def doubled(price: ModelPrice) -> ModelPrice:
 
 @pytest.fixture
 def keys(ledger: Ledger) -> dict[str, str]:
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).publish_prices({MODEL: ORIGINAL, OTHER: OTHER_PRICE})

@@ -8,15 +8,18 @@ from application.health import CredentialHealth
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.errors import InvalidRequest, ModelNotFound
 
 
 @pytest.fixture
 def two_providers(ledger: Ledger) -> None:
-    ledger.register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa", weight=3)
-    ledger.add_credential("openai", "sk-openai-bbbb", weight=1)
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
+        "openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa", weight=3
+    )
+    ProviderRegistry(ledger).add_credential("openai", "sk-openai-bbbb", weight=1)
+    ProviderRegistry(ledger).register_provider(
         "backup", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-backup-cccc"
     )
     Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="2.5", output="10"))
@@ -36,7 +39,7 @@ def test_unknown_models_and_disabled_providers_are_not_found(
     for model in ("nobody/x", "no-alias", "openai/"):
         with pytest.raises(ModelNotFound):
             router.targets(model, ledger.price_book().latest)
-    ledger.disable_provider("openai")
+    ProviderRegistry(ledger).disable_provider("openai")
     with pytest.raises(ModelNotFound):
         router.targets("openai/gpt-4o", ledger.price_book().latest)
 
@@ -56,7 +59,7 @@ def test_cooling_and_disabled_credentials_are_left_out(
     first, second = list(router.routes(target))
     health.rate_limited(first.credential_id, 30)
     assert [r.credential_id for r in router.routes(target)] == [second.credential_id]
-    ledger.disable_credential("openai", second.credential_id, reason="test", automatic=True)
+    ProviderRegistry(ledger).disable_credential("openai", second.credential_id, reason="test", automatic=True)
     target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     assert list(router.routes(target)) == []
     error = router.unavailable([target])
@@ -66,7 +69,7 @@ def test_cooling_and_disabled_credentials_are_left_out(
 def test_with_no_usable_credential_at_all_the_error_is_503(ledger: Ledger, router: Router, two_providers: None) -> None:
     target = router.targets("backup/gpt-4o-mini", ledger.price_book().latest)[0]
     only = next(router.routes(target))
-    ledger.disable_credential("backup", only.credential_id, reason="operator")
+    ProviderRegistry(ledger).disable_credential("backup", only.credential_id, reason="operator")
     target = router.targets("backup/gpt-4o-mini", ledger.price_book().latest)[0]
     assert router.unavailable([target]).status == 503
 
@@ -106,15 +109,13 @@ def test_each_route_carries_its_credentials_own_secret_opened_once(
 ) -> None:
     opened: list[str] = []
     open_credential = ledger.open_credential
-    monkeypatch.setattr(
-        ledger, "open_credential", lambda p, c: opened.append(c["credential_id"]) or open_credential(p, c)
-    )
+    monkeypatch.setattr(ledger, "open_credential", lambda p, c: opened.append(c.credential_id) or open_credential(p, c))
     target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     for _ in range(5):
         secrets = {route.credential_id: route.secret for route in router.routes(target)}
         assert sorted(secrets.values()) == ["sk-openai-aaaa", "sk-openai-bbbb"]
     assert sorted(opened) == sorted(secrets)  # each envelope opened once, then kept
-    ledger.add_credential("openai", "sk-openai-dddd")  # a new envelope is opened when first used
+    ProviderRegistry(ledger).add_credential("openai", "sk-openai-dddd")  # a new envelope is opened when first used
     target = router.targets("openai/gpt-4o", ledger.price_book().latest)[0]
     assert sorted(route.secret for route in router.routes(target)) == [
         "sk-openai-aaaa",

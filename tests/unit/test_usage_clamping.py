@@ -9,6 +9,7 @@ from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.bounds import MAX_TOKENS
 from domain.pricing import price_usage, worst_case_usage
 from domain.usage import Usage
@@ -21,7 +22,7 @@ PRICE = price_from_credits(input="2", output="8", max_output_tokens=1000)
 
 @pytest.fixture
 def key(ledger: Ledger) -> str:
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, PRICE)
@@ -42,9 +43,10 @@ def test_an_upstream_claiming_10_to_the_20_output_tokens_is_charged_at_max_token
     assert receipt.charge == 12 * 2_000 + 5 * 8_000  # not the account's whole balance
     assert ledger.get_account("acme").balance == 5 * 10**9 - receipt.charge
     details = ledger.find(opened.request_id).details
-    assert details["usage"]["source"] == "clamped"
-    assert details["reported_usage"]["output_tokens"] == str(10**20)  # kept in full, as text
-    assert details["reported_usage"]["source"] == "provider"
+    assert details.usage is not None and details.usage.source == "clamped"
+    assert details.reported_usage is not None and details.reported_usage.output_tokens == 10**20  # kept in full
+    assert details.reported_usage.source == "provider"
+    assert details.to_dict()["reported_usage"]["output_tokens"] == str(10**20)  # stored as text
 
 
 def test_usage_within_the_bounds_is_charged_as_reported_and_not_marked(
@@ -55,7 +57,8 @@ def test_usage_within_the_bounds_is_charged_as_reported_and_not_marked(
     usage = Usage(input_tokens=300 + INPUT_OVERHEAD_TOKENS, output_tokens=10)  # exactly at both bounds
     receipt = credits_billing.complete_request(opened, first_route(credits_billing, opened), usage)
     assert receipt.usage == usage
-    assert "reported_usage" not in ledger.find(opened.request_id).details
+    assert ledger.find(opened.request_id).details.reported_usage is None
+    assert "reported_usage" not in ledger.find(opened.request_id).details.to_dict()
 
 
 def test_input_far_beyond_the_body_is_charged_at_the_body_bound_with_cached_tokens_inside_it(

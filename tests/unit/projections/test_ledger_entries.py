@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from application.prices import Prices
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
+from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.errors import HoldNotFound, InsufficientCredits, InvalidRequest
 from domain.usage import Usage
 from projections.ledger_entries import LedgerEntriesProjection, LedgerEntry
@@ -394,7 +395,7 @@ SHAPE = RequestShape(model=MODEL, prompt_bytes=200, max_output_tokens=100, choic
 def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, credits_billing: RequestBilling) -> None:
     """Grants, payments, billed requests, a failed one, adjustments and a payment refund,
     through the application services rather than a fake."""
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))

@@ -6,6 +6,7 @@ from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.usage import Usage
 from projections.read_models import build_read_models
 from tests.support.routes import first_route
@@ -17,7 +18,7 @@ SHAPE = RequestShape(model=MODEL, prompt_bytes=200, max_output_tokens=100, choic
 def test_read_models_agree_with_the_ledger_after_billed_requests(
     ledger: Ledger, credits_billing: RequestBilling
 ) -> None:
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))

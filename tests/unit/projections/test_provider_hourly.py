@@ -21,6 +21,7 @@ from application.billing import Attempt, RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
+from application.providers import ProviderRegistry
 from domain.request_record import RequestRecord
 from domain.usage import Usage
 from projections.provider_hourly import ProviderCounts, ProviderHourRow, sum_by_day
@@ -266,10 +267,10 @@ def test_billed_requests_carry_the_price_books_provider_cost_and_their_failover(
     ledger: Ledger, credits_billing: RequestBilling
 ) -> None:
     """The real Ledger and RequestBilling: provider cost at the book's cost rates, a failover."""
-    ledger.register_provider(
+    ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
-    ledger.add_credential("openai", "sk-test-secret-0002")
+    ProviderRegistry(ledger).add_credential("openai", "sk-test-secret-0002")
     Prices(ledger).set_price(
         "openai/gpt-test",
         replace(price_from_credits(input="2", output="8"), provider_cost=price_from_credits(input="1", output="5")),
