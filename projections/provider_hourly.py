@@ -19,7 +19,7 @@ Invariants kept here:
   the completed requests without one (no provider-cost rates for the model), so a margin
   ``charged - provider_cost`` is exact where that count is zero;
 - the counters are additive, so any split of the history into batches (live, or a
-  rebuild from zero) ends in identical rows.
+  rebuild from zero) ends in identical rows (the sums are projections/hourly.py's).
 A missing credential (a request refused before any upstream call) is stored as ``''``
 and read back as ``None``. Whole UTC days are sums of hours (``sum_by_day``).
 """
@@ -27,7 +27,7 @@ and read back as ``None``. Whole UTC days are sums of hours (``sum_by_day``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -37,17 +37,19 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from domain.request_record import FailedAttempt, RequestDetails, RequestRecord
+from projections.hourly import Counts, MemoryBuckets, SqlBuckets, add_to, counter_names, hour_of
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
 PROVIDER_TABLE = "th_rm_provider_hourly"
 
 ProviderKey = tuple[datetime, str, str, str]  # hour, provider, credential id ('' if none), model
+KEY_COLUMNS = ("hour", "provider", "credential_id", "model")
 FirstEvent = Callable[[UUID], DomainEventProtocol[Any]]  # a request record's Completed or Failed event
 
 
 @dataclass
-class ProviderCounts:
+class ProviderCounts(Counts):
     requests: int = 0
     completed: int = 0
     failed: int = 0
@@ -60,17 +62,13 @@ class ProviderCounts:
     failed_attempts: int = 0
     failovers: int = 0
 
-    def add(self, other: ProviderCounts) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
     @property
     def margin(self) -> int:
         """Charged minus the known provider cost (exact only when ``provider_cost_unknown`` is 0)."""
         return self.charged - self.provider_cost
 
 
-COUNTERS = tuple(f.name for f in fields(ProviderCounts))
+COUNTERS = counter_names(ProviderCounts)
 
 
 @dataclass(frozen=True)
@@ -105,10 +103,6 @@ class ProviderDayRow:
     counts: ProviderCounts
 
 
-def hour_of(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
 def _key(at: datetime, found: RequestDetails | FailedAttempt) -> ProviderKey:
     return hour_of(at), found.provider, found.credential_id or "", found.model
 
@@ -139,7 +133,7 @@ def fold_providers(
     created: dict[UUID, DomainEventProtocol[Any]] = {}  # the records begun in this batch
 
     def add(key: ProviderKey, counts: ProviderCounts) -> None:
-        buckets.setdefault(key, ProviderCounts()).add(counts)
+        add_to(buckets, key, counts, ProviderCounts)
 
     for event in events:
         if isinstance(event, RequestRecord.AttemptFailed):
@@ -219,16 +213,12 @@ class ProviderHourlyProjection:
 
 class InMemoryProviderHourlyView:
     def __init__(self, store: InMemoryStore) -> None:
-        self._lock = store.lock
-        self._buckets: dict[ProviderKey, ProviderCounts] = {}
+        self._buckets: MemoryBuckets[ProviderKey, ProviderCounts] = MemoryBuckets(store, ProviderCounts)
 
     def list_hours(self, since: datetime | None = None, until: datetime | None = None) -> list[ProviderHourRow]:
-        with self._lock:
-            rows = [
-                _row(key, counts)
-                for key, counts in self._buckets.items()
-                if (since is None or key[0] >= since) and (until is None or key[0] < until)
-            ]
+        rows = self._buckets.rows(
+            lambda key: (since is None or key[0] >= since) and (until is None or key[0] < until), _row
+        )
         return sorted(rows, key=_order)
 
     def get_totals(self, since: datetime | None = None, until: datetime | None = None) -> ProviderCounts:
@@ -238,14 +228,10 @@ class InMemoryProviderHourlyView:
         return total
 
     def apply(self, tx: MemoryTransaction, buckets: dict[ProviderKey, ProviderCounts]) -> None:
-        tx.on_commit(lambda: self._apply(buckets))
+        self._buckets.apply(tx, buckets)
 
     def clear(self, tx: MemoryTransaction) -> None:
-        tx.on_commit(self._buckets.clear)
-
-    def _apply(self, buckets: dict[ProviderKey, ProviderCounts]) -> None:
-        for key, counts in buckets.items():
-            self._buckets.setdefault(key, ProviderCounts()).add(counts)
+        self._buckets.clear(tx)
 
 
 class SqlProviderHourlyView:
@@ -259,44 +245,18 @@ class SqlProviderHourlyView:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        self._sums = SqlBuckets(store, PROVIDER_TABLE, KEY_COLUMNS, COUNTERS)
 
     def list_hours(self, since: datetime | None = None, until: datetime | None = None) -> list[ProviderHourRow]:
-        where, params = self._where(since, until)
-        rows = self.store.query(
-            f"SELECT hour, provider, credential_id, model, {', '.join(COUNTERS)} FROM {PROVIDER_TABLE}{where}", params
-        )
-        return sorted((self._hour_row(row) for row in rows), key=_order)  # one order, whatever the collation
+        found = self._sums.select(*self._sums.where(since, until))
+        rows = (_row(key, ProviderCounts(*counts)) for key, counts in found)
+        return sorted(rows, key=_order)  # one order, whatever the collation
 
     def get_totals(self, since: datetime | None = None, until: datetime | None = None) -> ProviderCounts:
-        where, params = self._where(since, until)
-        sums = ", ".join(f"CAST(COALESCE(SUM({name}), 0) AS BIGINT)" for name in COUNTERS)
-        (row,) = self.store.query(f"SELECT {sums} FROM {PROVIDER_TABLE}{where}", params)
-        return ProviderCounts(*(int(x) for x in row))
+        return ProviderCounts(*self._sums.totals(*self._sums.where(since, until)))
 
     def apply(self, tx: SqlTransaction, buckets: dict[ProviderKey, ProviderCounts]) -> None:
-        adds = ", ".join(f"{name} = {PROVIDER_TABLE}.{name} + excluded.{name}" for name in COUNTERS)
-        tx.executemany(
-            f"INSERT INTO {PROVIDER_TABLE} (hour, provider, credential_id, model, {', '.join(COUNTERS)})"
-            f" VALUES ({', '.join('?' * (4 + len(COUNTERS)))})"
-            f" ON CONFLICT (hour, provider, credential_id, model) DO UPDATE SET {adds}",
-            [(self.store.to_db_time(key[0]), *key[1:], *astuple(counts)) for key, counts in buckets.items()],
-        )
+        self._sums.apply(tx, buckets)
 
     def clear(self, tx: SqlTransaction) -> None:
-        tx.execute(f"DELETE FROM {PROVIDER_TABLE}")
-
-    def _where(self, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
-        clauses, params = [], []
-        if since is not None:
-            clauses.append("hour >= ?")
-            params.append(self.store.to_db_time(since))
-        if until is not None:
-            clauses.append("hour < ?")
-            params.append(self.store.to_db_time(until))
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-    def _hour_row(self, row: tuple[Any, ...]) -> ProviderHourRow:
-        hour, provider, credential, model, *counts = row
-        at = self.store.from_db_time(hour)
-        assert at is not None
-        return _row((at, provider, credential, model), ProviderCounts(*(int(x) for x in counts)))
+        self._sums.clear(tx)

@@ -8,15 +8,15 @@ Invariants kept here:
   those whose usage was estimated rather than reported); ``charge`` and ``cost`` are
   integer nanocredits;
 - the counters are additive, so any split of the history into batches (live, or a
-  rebuild from zero) ends in identical rows.
+  rebuild from zero) ends in identical rows (the sums are projections/hourly.py's).
 A missing account or API key is stored as ``''`` in the key and read back as ``None``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass, fields
-from datetime import UTC, datetime
+from dataclasses import astuple, dataclass
+from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -25,17 +25,19 @@ from eventsourcing.utils import get_topic
 
 from domain.request_record import RequestDetails, RequestRecord
 from domain.usage import Usage
+from projections.hourly import Counts, MemoryBuckets, SqlBuckets, add_to, counter_names, hour_of
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
 USAGE_TABLE = "th_rm_usage_hourly"
 
 UsageKey = tuple[str, str, str, str, datetime]  # account hex, key hex, provider, model, hour
+KEY_COLUMNS = ("account_id", "api_key_id", "provider", "model", "hour")
 NO_USAGE = Usage()  # a failed request's
 
 
 @dataclass
-class UsageCounts:
+class UsageCounts(Counts):
     requests: int = 0
     failed_requests: int = 0
     input_tokens: int = 0
@@ -47,12 +49,8 @@ class UsageCounts:
     cost: int = 0
     estimated_requests: int = 0
 
-    def add(self, other: UsageCounts) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
-
-COUNTERS = tuple(f.name for f in fields(UsageCounts))
+COUNTERS = counter_names(UsageCounts)
 
 
 @dataclass(frozen=True)
@@ -76,10 +74,6 @@ class UsageRow:
     @property
     def counts(self) -> UsageCounts:
         return UsageCounts(*(getattr(self, name) for name in COUNTERS))
-
-
-def hour_of(at: datetime) -> datetime:
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def counts_of(details: RequestDetails) -> UsageCounts:
@@ -110,7 +104,7 @@ def fold_usage(events: Iterable[DomainEventProtocol[Any]]) -> dict[UsageKey, Usa
             details.model,
             hour_of(event.timestamp),
         )
-        buckets.setdefault(key, UsageCounts()).add(counts_of(details))
+        add_to(buckets, key, counts_of(details), UsageCounts)
     return buckets
 
 
@@ -151,20 +145,19 @@ class UsageProjection:
 
 class InMemoryUsageView:
     def __init__(self, store: InMemoryStore) -> None:
-        self._lock = store.lock
-        self._buckets: dict[UsageKey, UsageCounts] = {}
+        self._buckets: MemoryBuckets[UsageKey, UsageCounts] = MemoryBuckets(store, UsageCounts)
 
     def list_usage(
         self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
     ) -> list[UsageRow]:
-        with self._lock:
-            rows = [
-                _row(key, counts)
-                for key, counts in self._buckets.items()
-                if (account_id is None or key[0] == account_id.hex)
+        rows = self._buckets.rows(
+            lambda key: (
+                (account_id is None or key[0] == account_id.hex)
                 and (since is None or key[4] >= since)
                 and (until is None or key[4] < until)
-            ]
+            ),
+            _row,
+        )
         return sorted(
             rows, key=lambda r: (r.hour, *(str(x) for x in (r.account_id, r.api_key_id)), r.provider, r.model)
         )
@@ -178,14 +171,10 @@ class InMemoryUsageView:
         return total
 
     def apply(self, tx: MemoryTransaction, buckets: dict[UsageKey, UsageCounts]) -> None:
-        tx.on_commit(lambda: self._apply(buckets))
+        self._buckets.apply(tx, buckets)
 
     def clear(self, tx: MemoryTransaction) -> None:
-        tx.on_commit(self._buckets.clear)
-
-    def _apply(self, buckets: dict[UsageKey, UsageCounts]) -> None:
-        for key, counts in buckets.items():
-            self._buckets.setdefault(key, UsageCounts()).add(counts)
+        self._buckets.clear(tx)
 
 
 class SqlUsageView:
@@ -201,53 +190,25 @@ class SqlUsageView:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        self._sums = SqlBuckets(store, USAGE_TABLE, KEY_COLUMNS, COUNTERS)
 
     def list_usage(
         self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
     ) -> list[UsageRow]:
         where, params = self._where(account_id, since, until)
-        rows = self.store.query(
-            f"SELECT account_id, api_key_id, provider, model, hour, {', '.join(COUNTERS)} FROM {USAGE_TABLE}{where}"
-            " ORDER BY hour, account_id, api_key_id, provider, model",
-            params,
-        )
-        return [self._usage_row(row) for row in rows]
+        found = self._sums.select(where, params, order="hour, account_id, api_key_id, provider, model")
+        return [_row(key, UsageCounts(*counts)) for key, counts in found]
 
     def get_usage_totals(
         self, account_id: UUID | None = None, since: datetime | None = None, until: datetime | None = None
     ) -> UsageCounts:
-        where, params = self._where(account_id, since, until)
-        sums = ", ".join(f"CAST(COALESCE(SUM({name}), 0) AS BIGINT)" for name in COUNTERS)
-        (row,) = self.store.query(f"SELECT {sums} FROM {USAGE_TABLE}{where}", params)
-        return UsageCounts(*(int(x) for x in row))
+        return UsageCounts(*self._sums.totals(*self._where(account_id, since, until)))
 
     def apply(self, tx: SqlTransaction, buckets: dict[UsageKey, UsageCounts]) -> None:
-        adds = ", ".join(f"{name} = {USAGE_TABLE}.{name} + excluded.{name}" for name in COUNTERS)
-        tx.executemany(
-            f"INSERT INTO {USAGE_TABLE} (account_id, api_key_id, provider, model, hour, {', '.join(COUNTERS)})"
-            f" VALUES ({', '.join('?' * (5 + len(COUNTERS)))})"
-            f" ON CONFLICT (account_id, api_key_id, provider, model, hour) DO UPDATE SET {adds}",
-            [(*key[:4], self.store.to_db_time(key[4]), *astuple(counts)) for key, counts in buckets.items()],
-        )
+        self._sums.apply(tx, buckets)
 
     def clear(self, tx: SqlTransaction) -> None:
-        tx.execute(f"DELETE FROM {USAGE_TABLE}")
+        self._sums.clear(tx)
 
     def _where(self, account_id: UUID | None, since: datetime | None, until: datetime | None) -> tuple[str, list[Any]]:
-        clauses, params = [], []
-        if account_id is not None:
-            clauses.append("account_id = ?")
-            params.append(account_id.hex)
-        if since is not None:
-            clauses.append("hour >= ?")
-            params.append(self.store.to_db_time(since))
-        if until is not None:
-            clauses.append("hour < ?")
-            params.append(self.store.to_db_time(until))
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
-
-    def _usage_row(self, row: tuple[Any, ...]) -> UsageRow:
-        account, api_key, provider, model, hour, *counts = row
-        at = self.store.from_db_time(hour)
-        assert at is not None
-        return _row((account, api_key, provider, model, at), UsageCounts(*(int(x) for x in counts)))
+        return self._sums.where(since, until, [("account_id", account_id.hex if account_id else None)])

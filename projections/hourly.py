@@ -1,0 +1,142 @@
+"""Keyed hourly sums of counts: what the hourly rollups (projections/usage.py,
+projections/provider_hourly.py) share. A rollup names its counters (a ``Counts``
+dataclass of integers), its key (text columns and the UTC hour, in its table's column
+order) and its table; this module adds counts under keys, in memory or in SQL.
+
+Invariants kept here:
+- a bucket's counters are the exact integer sums of everything added under its key;
+- adding is commutative and associative, so any split of the history into batches
+  (live, or a rebuild from zero) ends in identical buckets;
+- a batch's sums are added in the projection's own transaction: in memory when it
+  commits, in SQL by ``INSERT … ON CONFLICT (key) DO UPDATE SET c = table.c + excluded.c``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import astuple, dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, Generic, Self, TypeVar
+
+from projections.memory import InMemoryStore, MemoryTransaction
+from projections.store import SqlStore, SqlTransaction
+
+HOUR = "hour"  # the hour's column in every hourly table
+
+
+@dataclass
+class Counts:
+    """Integer counters that add up field by field (a rollup subclasses it with its fields)."""
+
+    def add(self, other: Self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+C = TypeVar("C", bound=Counts)
+K = TypeVar("K", bound=tuple[Any, ...])
+R = TypeVar("R")
+
+
+def hour_of(at: datetime) -> datetime:
+    """The UTC hour ``at`` falls in: the bucket of an event stamped ``at``."""
+    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def counter_names(counts: type[Counts]) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(counts))
+
+
+def add_to(buckets: dict[K, C], key: K, counts: C, zero: Callable[[], C]) -> None:
+    """``counts`` added to the bucket ``key`` of ``buckets`` (a new bucket starts at ``zero()``)."""
+    bucket = buckets.get(key)
+    if bucket is None:
+        bucket = buckets[key] = zero()
+    bucket.add(counts)
+
+
+class MemoryBuckets(Generic[K, C]):
+    """Buckets in a dict, changed only when the projection's transaction commits."""
+
+    def __init__(self, store: InMemoryStore, zero: Callable[[], C]) -> None:
+        self._lock = store.lock
+        self._zero = zero
+        self._buckets: dict[K, C] = {}
+
+    def rows(self, keep: Callable[[K], bool], row: Callable[[K, C], R]) -> list[R]:
+        """``row(key, counts)`` of every bucket whose key ``keep`` accepts (read under the lock)."""
+        with self._lock:
+            return [row(key, counts) for key, counts in self._buckets.items() if keep(key)]
+
+    def apply(self, tx: MemoryTransaction, buckets: dict[K, C]) -> None:
+        tx.on_commit(lambda: self._add(buckets))
+
+    def clear(self, tx: MemoryTransaction) -> None:
+        tx.on_commit(self._buckets.clear)
+
+    def _add(self, buckets: dict[K, C]) -> None:
+        for key, counts in buckets.items():
+            add_to(self._buckets, key, counts, self._zero)
+
+
+class SqlBuckets:
+    """Buckets as rows of ``table``: the key columns (``hour`` among them), then the counters."""
+
+    def __init__(self, store: SqlStore, table: str, keys: Sequence[str], counters: Sequence[str]) -> None:
+        self.store, self.table = store, table
+        self.keys, self.counters = tuple(keys), tuple(counters)
+        self._hour = self.keys.index(HOUR)
+
+    def where(
+        self, since: datetime | None, until: datetime | None, equal: Iterable[tuple[str, Any]] = ()
+    ) -> tuple[str, list[Any]]:
+        """A WHERE clause (or ``""``): each ``(column, value)`` of ``equal`` whose value is not None,
+        then ``since <= hour < until``."""
+        clauses, params = [], []
+        for column, value in equal:
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append(f"{HOUR} >= ?")
+            params.append(self.store.to_db_time(since))
+        if until is not None:
+            clauses.append(f"{HOUR} < ?")
+            params.append(self.store.to_db_time(until))
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def select(self, where: str, params: list[Any], order: str = "") -> list[tuple[tuple[Any, ...], list[int]]]:
+        """``(key, counters)`` of each row, the key's hour a UTC datetime; ``order``: an ORDER BY list."""
+        rows = self.store.query(
+            f"SELECT {', '.join(self.keys + self.counters)} FROM {self.table}{where}"
+            + (f" ORDER BY {order}" if order else ""),
+            params,
+        )
+        found = []
+        for row in rows:
+            key = list(row[: len(self.keys)])
+            key[self._hour] = self.store.from_db_time(key[self._hour])
+            found.append((tuple(key), [int(x) for x in row[len(self.keys) :]]))
+        return found
+
+    def totals(self, where: str, params: list[Any]) -> list[int]:
+        sums = ", ".join(f"CAST(COALESCE(SUM({name}), 0) AS BIGINT)" for name in self.counters)
+        (row,) = self.store.query(f"SELECT {sums} FROM {self.table}{where}", params)
+        return [int(x) for x in row]
+
+    def apply(self, tx: SqlTransaction, buckets: dict[K, C]) -> None:
+        adds = ", ".join(f"{name} = {self.table}.{name} + excluded.{name}" for name in self.counters)
+        columns = self.keys + self.counters
+        tx.executemany(
+            f"INSERT INTO {self.table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT ({', '.join(self.keys)}) DO UPDATE SET {adds}",
+            [self._params(key, counts) for key, counts in buckets.items()],
+        )
+
+    def clear(self, tx: SqlTransaction) -> None:
+        tx.execute(f"DELETE FROM {self.table}")
+
+    def _params(self, key: tuple[Any, ...], counts: Counts) -> tuple[Any, ...]:
+        values = list(key)
+        values[self._hour] = self.store.to_db_time(values[self._hour])
+        return (*values, *astuple(counts))
