@@ -200,25 +200,26 @@ def charge_facts(details: Mapping[str, Any]) -> ChargeFacts:
     """The one decoder of a stored ``details`` object for the readers that skip the
     aggregate (they read every charge ever made: application/replay.py, verify.py)."""
     usage = details.get("usage")
-    return ChargeFacts(
-        account_id=details["account_id"],
-        model=details["model"],
-        counts=None if usage is None else _counts(usage),
-        source=None if usage is None else usage.get("source"),
-        charge=details["charge"],
-        cost=details["cost"],
-        priced=bool(details.get("priced")),
-        price_book_version=details.get("price_book_version"),
-    )
-
-
-def _counts(usage: Mapping[str, int]) -> RecordedCounts:
-    return (
-        usage["input_tokens"],
-        usage["cached_input_tokens"],
-        usage["output_tokens"],
-        usage["reasoning_tokens"],
-        usage["images"],
+    if usage is None:
+        counts, source = None, None
+    else:
+        counts = (
+            usage["input_tokens"],
+            usage["cached_input_tokens"],
+            usage["output_tokens"],
+            usage["reasoning_tokens"],
+            usage["images"],
+        )
+        source = usage.get("source")
+    return ChargeFacts(  # positional: this runs once per charge in the whole history
+        details["account_id"],
+        details["model"],
+        counts,
+        source,
+        details["charge"],
+        details["cost"],
+        bool(details.get("priced")),
+        details.get("price_book_version"),
     )
 
 
