@@ -8,7 +8,9 @@ tests/fixtures/make_store_main.py with that commit's code) opened by today's cod
   the same figures;
 - every export kind, CSV and JSONL, is byte-identical, and so is its manifest apart from
   ``export_id`` and ``previous_export`` (random ids of the exports themselves); its
-  ``created_at`` is the clock's, fixed here as it was there.
+  ``created_at`` is the clock's, fixed here as it was there;
+- records written by today's code into that store have the stored shape that commit wrote
+  (the same keys in the same order, values of the same types).
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from adapters.exports.exporter import create_export
 from adapters.presenters import plain, request_record_json
 from adapters.services import Services
 from adapters.settings import Settings
+from application.billing import Attempt, RequestShape
 from application.event_scan import scan, topics_of
 from application.verify import LedgerVerifier
 from dashboard.ledger_reads import receipt_json
 from domain.request_record import FailedAttempt, RequestDetails, RequestRecord
+from domain.usage import Usage
 from tests.fakes.clock import FakeClock
+from tests.support.routes import first_route
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "store_main_6d40aed"
 FACTS = json.loads((FIXTURE / "fixture.json").read_text())
@@ -59,15 +64,21 @@ def as_json(data: Any) -> Any:
     return json.loads(json.dumps(data))
 
 
+def open_copy(into: Path) -> Services:
+    """A copy of the fixture's store in ``into``, opened with today's code at the fixture's clock."""
+    data = into / "data"
+    shutil.copytree(FIXTURE / "data", data)
+    settings = Settings(data_dir=data, master_key=FACTS["master_key"])
+    initialise(settings)  # the read models' tables; the events are as they were
+    return build_services(settings, clock=FakeClock(datetime.fromisoformat(FACTS["clock_for_outputs"])))
+
+
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A copy of the store opened with today's code; what it says, asked in the order the
     fixture's outputs were made (the exports last: each is recorded in the export log)."""
-    data = tmp_path_factory.mktemp("store_main") / "data"
-    shutil.copytree(FIXTURE / "data", data)
-    settings = Settings(data_dir=data, master_key=FACTS["master_key"])
-    initialise(settings)  # the read models' tables; the events are as they were
-    services = build_services(settings, clock=FakeClock(datetime.fromisoformat(FACTS["clock_for_outputs"])))
+    data = tmp_path_factory.mktemp("store_main")
+    services = open_copy(data)
     try:
         read_models = services.read_models
         read_models.runner.catch_up()
@@ -85,7 +96,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
         records = [services.ledger.get_request_record(request_id) for request_id in record_ids(services)]
         found["request_records.json"] = [request_record_json(record) for record in records]
         found["dashboard_receipts.json"] = {str(record.id): receipt_json(record) for record in records}
-        exports = data.parent / "exports"
+        exports = data / "exports"
         exports.mkdir()
         for kind, file_format in EXPORTS:
             found[f"{kind}.{file_format}.manifest.json"] = create_export(
@@ -163,3 +174,61 @@ def test_exports_are_byte_identical(outputs: dict[str, Any], kind: str, file_for
     for own in ("export_id", "previous_export"):  # the exports' own random ids
         manifest.pop(own), was.pop(own)
     assert manifest == was
+
+
+def stored_records(services: Services) -> tuple[dict[UUID, dict[str, Any]], dict[UUID, list[dict[str, Any]]]]:
+    """Every request record's stored details, and its failed attempts, by request id."""
+    topics = topics_of(RequestRecord.Completed, RequestRecord.Failed, RequestRecord.AttemptFailed)
+    details: dict[UUID, dict[str, Any]] = {}
+    attempts: dict[UUID, list[dict[str, Any]]] = {}
+    for event in scan(services.ledger.recorder, topics):
+        if "attempt" in event.state:
+            attempts.setdefault(event.originator_id, []).append(event.state["attempt"])
+        else:
+            details[event.originator_id] = event.state["details"]
+    return details, attempts
+
+
+def shape_of(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Keys in order, each with its value's type (``NoneType`` for None)."""
+    return [(key, type(value).__name__) for key, value in data.items()]
+
+
+def test_records_written_today_have_the_stored_shape_main_wrote(tmp_path: Path) -> None:
+    services = open_copy(tmp_path)
+    try:
+        billing = services.billing
+        before, old_attempts = stored_records(services)
+        plain_request = billing.open_request(FACTS["acme_key"], RequestShape("openai/gpt-4o", 400, 512, 1, False))
+        route = first_route(billing, plain_request)
+        billing.complete_request(plain_request, route, Usage(input_tokens=120, output_tokens=30))
+        clamped = billing.open_request(FACTS["acme_key"], RequestShape("openai/gpt-4o", 400, 100, 1, False))
+        billing.complete_request(clamped, route, Usage(input_tokens=10**12, output_tokens=5000))
+        failed = billing.open_request(FACTS["acme_key"], RequestShape("openai/gpt-4o", 300, 256, 1, True))
+        billing.fail_request(
+            failed,
+            status=502,
+            error_code="upstream_error",
+            route=route,
+            attempts=(Attempt(route, 500, "upstream_error", 95.5),),
+        )
+        after, new_attempts = stored_records(services)
+    finally:
+        services.close()
+    old = {
+        "completed": before[UUID(int=0x7A11_0000_0000_4000_8000_0000_0000_0001)],
+        "clamped": before[UUID(FACTS["clamped_request"])],
+        "failed": next(d for i, d in before.items() if d["outcome"] == "failed" and i in old_attempts),
+    }
+    new = {
+        "completed": after[plain_request.request_id],
+        "clamped": after[clamped.request_id],
+        "failed": after[failed.request_id],
+    }
+    assert "reported_usage" in old["clamped"] and "provider_cost" not in old["failed"]
+    for kind in old:
+        assert shape_of(new[kind]) == shape_of(old[kind]), kind
+        assert shape_of(new[kind]["usage"] or {}) == shape_of(old[kind]["usage"] or {}), kind
+    assert shape_of(new["clamped"]["reported_usage"]) == shape_of(old["clamped"]["reported_usage"])
+    (old_attempt,) = next(a for i, a in old_attempts.items() if before[i]["outcome"] == "failed")
+    assert [shape_of(a) for a in new_attempts[failed.request_id]] == [shape_of(old_attempt)]
