@@ -5,7 +5,9 @@ confirm the hold → complete (charge) or fail (release).
 Invariants (with those of application/billing.py):
 - every opened request is closed exactly once: a failure to start is recorded here (and
   its error re-raised for the caller), including a caller that went away meanwhile (a
-  499); the caller then completes or fails the started call itself, once;
+  499) and a bug of ours (a 500 ``internal_error``, nothing charged); the caller then
+  completes or fails the started call itself, once (a stream through
+  application/streams.py's ``StreamMeter``);
 - a started call reaches its caller only once its hold is durable, so nothing is
   answered on a hold that could still be refused; a hold refused after all abandons the
   upstream call here (its exchange is aborted), unanswered and uncharged.
@@ -109,6 +111,10 @@ class BilledCalls:
             code = getattr(failed.error, "code", "upstream_error")
             await self.fail_opened(opened, status, code, failed.route, failed.attempts)
             raise failed.error from None
+        except Exception:
+            # a bug of ours (a provider's failure is an UpstreamError): released, answered as a 500
+            await self.fail_opened(opened, 500, "internal_error", None, ())
+            raise
         except BaseException:
             await self.fail_opened(opened, 499, "client_disconnected", None, ())
             raise

@@ -1,17 +1,16 @@
 """``POST /v1/chat/completions``: parse → the billed call (application/calls.py: open,
-call upstream with failover, confirm the hold) → relay or read → settle → answer.
+call upstream with failover, confirm the hold) → read or relay → settle → answer.
 
 Every path out of a handler closes the opened request exactly once: completed (and
-charged for what was produced) or failed (hold released, nothing charged). A client
-that disconnects mid-stream cancels the upstream call and is charged, in a shielded
-scope, for what was produced up to then.
+charged for what was produced) or failed (hold released, nothing charged). What a
+stream is charged however it ends (finished, caller gone, provider broke) is decided by
+application/streams.py's ``StreamMeter``; this module only shapes the SSE frames (the
+held finish chunk, the closing frame with the receipt, ``[DONE]``, the error event).
 """
 
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
-import anyio
 import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
@@ -20,13 +19,12 @@ from adapters.http.calls import request_id_of
 from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
-from adapters.providers.base import DONE, READ_FAILURES, ChatExchange
+from adapters.providers.base import DONE, READ_FAILURES, ChatExchange, MalformedUpstreamAnswer, upstream_json
 from adapters.providers.openai_family import reasoning_text, usage_from_openai_family
-from adapters.services import Services
 from application.billing import OpenedRequest, Receipt
-from application.calls import StartedCall
+from application.calls import BilledCalls, StartedCall
+from application.streams import INTERNAL_ERROR, STREAM_BROKEN, StreamMeter, charged_usage, elapsed_ms
 from domain.errors import UpstreamError
-from domain.estimation import estimated_usage
 from domain.usage import Usage
 
 router = APIRouter()
@@ -41,9 +39,9 @@ async def chat_completions(request: Request) -> Response:
     call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
         return StreamingResponse(
-            relay(services, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
+            relay(services.calls, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
         )
-    raw, _, receipt = await complete_plain(services, call)
+    raw, _, receipt = await complete_plain(services.calls, call)
     return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
 
 
@@ -60,132 +58,128 @@ def upstream_body(chat: ChatRequest) -> dict[str, Any]:
     return {**chat.body, "stream_options": options}
 
 
-async def complete_plain(services: Services, call: StartedCall[ChatExchange]) -> tuple[bytes, dict[str, Any], Receipt]:
+async def complete_plain(calls: BilledCalls, call: StartedCall[ChatExchange]) -> tuple[bytes, dict[str, Any], Receipt]:
     """Read a whole answer and charge for it: the raw bytes, the parsed document, the receipt."""
     opened, upstream = call.opened, call.result
     try:
         raw = await upstream.read_completion()
-        ttfb_ms = _ms_since(opened)
-        parsed = orjson.loads(raw)
+        ttfb_ms = elapsed_ms(opened)
+        parsed = upstream_json(raw)
         if not isinstance(parsed, dict):
-            raise ValueError("not an object")
+            raise MalformedUpstreamAnswer("the provider's answer is not a JSON object")
     except READ_FAILURES:
-        await services.calls.fail(call, 502, "upstream_bad_response")
+        await calls.fail(call, 502, "upstream_bad_response")
         raise UpstreamError(
             "the provider sent an unreadable response", status=502, code="upstream_bad_response"
         ) from None
-    finally:
-        upstream.release()
-    usage = _usage_of(parsed) or estimated_usage(
-        input_chars=opened.shape.prompt_bytes, output_chars=_content_chars(parsed)
-    )
-    receipt = await services.calls.complete(call, usage, ttfb_ms)
-    return raw, parsed, receipt
-
-
-async def relay(services: Services, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
-    """Forward upstream chunks as they come; bill once when the stream ends, however it ends.
-    Each yielded piece holds one or more whole SSE frames."""
-    opened, upstream = call.opened, call.result
-    state = _StreamState()
-    try:
-        async for batch in upstream.stream_batches():
-            frames = []
-            for data in batch:
-                if data == DONE:
-                    state.finished = True
-                    break
-                frames += state.take(data, chat.wants_usage, opened)
-            if frames:
-                yield b"".join(frames)  # what arrived together leaves together: one write
-            if state.finished:
-                break
-    except READ_FAILURES:
-        pass  # the provider broke the stream: billed below for what was produced, then an error event
-    except BaseException:
-        # The client went away (cancelled): stop the upstream call, bill what was produced.
-        upstream.abort()
-        with anyio.CancelScope(shield=True):
-            await services.calls.complete(call, state.usage_or_estimate(opened), state.ttfb_ms, status=499)
+    except Exception:
+        await calls.fail(call, 500, INTERNAL_ERROR)  # a bug of ours: released, answered as a 500
         raise
     finally:
         upstream.release()
-    if state.finished:
-        receipt = await services.calls.complete(call, state.usage_or_estimate(opened), state.ttfb_ms)
-        yield state.closing_frame(receipt, chat.wants_usage)
+    receipt = await calls.complete(call, charged_usage(opened, _usage_of(parsed), _content_chars(parsed)), ttfb_ms)
+    return raw, parsed, receipt
+
+
+async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncGenerator[bytes]:
+    """Forward upstream chunks as they come, as SSE frames; the call is billed once when the
+    stream ends, however it ends (application/streams.py). Each yielded piece holds one or
+    more whole SSE frames."""
+    upstream = call.result
+    meter = StreamMeter(calls, call)
+    frames = _ChatFrames(meter, chat.wants_usage)
+    finished = False
+    try:
+        async for batch in upstream.stream_batches():
+            out = []
+            for data in batch:
+                if data == DONE:
+                    finished = True
+                    break
+                out += frames.take(data)
+            if out:
+                yield b"".join(out)  # what arrived together leaves together: one write
+            if finished:
+                break
+    except READ_FAILURES:
+        pass  # the provider broke the stream: billed below for what was delivered, then an error event
+    except Exception:
+        await meter.crashed()  # a bug of ours: nothing charged, the provider not blamed
+        raise
+    except BaseException:
+        await meter.client_gone()  # cancelled: the upstream call is stopped, what was produced billed
+        raise
+    finally:
+        upstream.release()
+    if finished:
+        receipt = await meter.finished()
+        yield frames.closing_frame(receipt)
         yield b"data: [DONE]\n\n"
         return
-    if state.output_chars == 0 and state.usage is None:
-        await services.calls.fail(call, 502, "upstream_stream_broken")
-    else:
-        await services.calls.complete(
-            call, state.usage_for_break(), state.ttfb_ms, status=502, error_code="upstream_stream_broken"
-        )
-    if state.held_finish is not None:
-        yield _frame(state.held_finish)
-    yield (
-        b"data: "
-        + orjson.dumps(
-            {
-                "error": {
-                    "message": "the provider ended the stream early",
-                    "type": "upstream_error",
-                    "param": None,
-                    "code": "upstream_stream_broken",
-                }
+    await meter.broken()
+    if frames.held_finish is not None:
+        yield _frame(frames.held_finish)
+    yield BROKEN_FRAME
+
+
+BROKEN_FRAME = (
+    b"data: "
+    + orjson.dumps(
+        {
+            "error": {
+                "message": "the provider ended the stream early",
+                "type": "upstream_error",
+                "param": None,
+                "code": STREAM_BROKEN,
             }
-        )
-        + b"\n\n"
+        }
     )
+    + b"\n\n"
+)
 
 
-class _StreamState:
-    """What a relayed stream has produced so far."""
+class _ChatFrames:
+    """A relayed chat stream's SSE frames: each chunk passed on as it came, but for the
+    usage chunk (replaced by the closing frame carrying the receipt) and, when the caller
+    did not ask for usage, the finish chunk (held, and sent last carrying it). What each
+    chunk produced is fed to the stream's meter."""
 
-    def __init__(self) -> None:
-        self.finished = False
-        self.usage: Usage | None = None
+    def __init__(self, meter: StreamMeter, wants_usage: bool) -> None:
+        self.meter = meter
+        self.wants_usage = wants_usage
         self.upstream_usage: dict[str, Any] | None = None
-        self.output_chars = 0
-        self.ttfb_ms: float | None = None
         self.held_finish: dict[str, Any] | None = None
         self.last_chunk: dict[str, Any] = {}
 
-    def take(self, data: bytes, wants_usage: bool, opened: OpenedRequest) -> list[bytes]:
-        chunk = orjson.loads(data)
-        if self.ttfb_ms is None:
-            self.ttfb_ms = _ms_since(opened)
+    def take(self, data: bytes) -> list[bytes]:
+        chunk = upstream_json(data)
+        meter = self.meter
+        if meter.ttfb_ms is None:
+            meter.first_byte()
         if not isinstance(chunk, dict):
             return []
         if chunk.get("usage"):
             self.upstream_usage = chunk["usage"]
-            self.usage = usage_from_openai_family(chunk["usage"])
+            meter.usage = usage_from_openai_family(chunk["usage"])
         choices = chunk.get("choices") or []
         if not choices:
             return []  # the usage chunk: replaced by our own closing frame
         self.last_chunk = chunk
-        self.output_chars += _delta_chars(choices)
+        meter.output_chars += _delta_chars(choices)
         frames = []
         if self.held_finish is not None:
             frames.append(_frame(self.held_finish))
             self.held_finish = None
-        if not wants_usage and any(choice.get("finish_reason") for choice in choices):
+        if not self.wants_usage and any(choice.get("finish_reason") for choice in choices):
             self.held_finish = chunk  # sent last, carrying the usage and the charge
         else:
             frames.append(b"data: " + data + b"\n\n")
         return frames
 
-    def usage_or_estimate(self, opened: OpenedRequest) -> Usage:
-        """The provider's count, else the prompt and the output relayed so far, estimated."""
-        return self.usage or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=self.output_chars)
-
-    def usage_for_break(self) -> Usage:
-        """The provider failed mid-way: only the output actually delivered is charged."""
-        return estimated_usage(input_chars=0, output_chars=self.output_chars)
-
-    def closing_frame(self, receipt: Receipt, wants_usage: bool) -> bytes:
+    def closing_frame(self, receipt: Receipt) -> bytes:
         usage = receipt_usage(receipt, self.upstream_usage)
-        if wants_usage or self.held_finish is None:
+        closing: dict[str, Any]
+        if self.wants_usage or self.held_finish is None:
             base = self.last_chunk
             closing = {
                 "id": base.get("id"),
@@ -226,7 +220,3 @@ def _produced_chars(part: dict[str, Any]) -> int:
 def _usage_of(response: dict[str, Any]) -> Usage | None:
     usage = response.get("usage")
     return usage_from_openai_family(usage) if isinstance(usage, dict) else None
-
-
-def _ms_since(opened: OpenedRequest) -> float:
-    return round((time.monotonic() - opened.started) * 1000, 3)

@@ -31,8 +31,7 @@ from adapters.http.messages_translate import (
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import read_body, services_of
 from adapters.providers.base import ChatExchange
-from adapters.services import Services
-from application.calls import StartedCall
+from application.calls import BilledCalls, StartedCall
 from domain.errors import AuthenticationFailed
 
 router = APIRouter()
@@ -55,18 +54,18 @@ async def _create_message(request: Request) -> Response:
     call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
         return StreamingResponse(
-            _events(services, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
+            _events(services.calls, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
         )
-    _, completion, receipt = await complete_plain(services, call)
+    _, completion, receipt = await complete_plain(services.calls, call)
     completion["usage"] = receipt_usage(receipt, completion.get("usage"))
     message = message_from_completion(completion, chat.shape.model)
     return Response(orjson.dumps(message), media_type="application/json", headers=receipt_headers(receipt))
 
 
-async def _events(services: Services, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
-    """The chat relay's frames, as Anthropic's event stream."""
+async def _events(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
+    """The chat relay's frames, as Anthropic's event stream (billed by the relay's meter)."""
     translator = MessagesStreamTranslator(chat.shape.model)
-    async for piece in relay(services, call, chat):
+    async for piece in relay(calls, call, chat):
         for frame in piece.split(b"\n\n"):  # a piece holds one or more whole frames
             payload = frame.removeprefix(b"data: ").strip()
             if not payload:

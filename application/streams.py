@@ -1,0 +1,115 @@
+"""A streamed answer's billing, whatever surface relays it (chat completions, Anthropic's
+Messages, the Responses API next). The endpoint renders frames; it feeds a ``StreamMeter``
+what it relays — the first byte, the provider's usage when a chunk reports it, the output
+characters delivered — and ends the billed call (application/calls.py) through it:
+
+- ``finished()``: the provider ended the stream. Charged for the provider's usage, else an
+  estimate from the prompt's bytes and the output relayed; status 200.
+- ``client_gone()``: the caller went away. The upstream call is aborted and the usage so far
+  (else the estimate) is charged as a 499, shielded from the cancellation that ended it.
+- ``broken()``: the provider broke the stream. Nothing produced: the call fails (502
+  ``upstream_stream_broken``, hold released, nothing charged). Something produced: only the
+  output delivered is charged (no prompt), status 502, same error code.
+- ``crashed()``: a bug of ours broke the relay (anything but a provider read failure or the
+  caller going away). The upstream call is aborted and the call fails as a 500
+  ``internal_error``: hold released, nothing charged (the provider is not blamed).
+
+Invariant: a metered call is ended exactly once. A second ``finished()``, ``broken()`` or ``crashed()``
+raises ``StreamAlreadyEnded``; ``client_gone()`` after an ending does nothing (the caller left after
+the call was closed: there is nothing more to charge or abort).
+
+The meter is plain attributes written by the endpoint per chunk: no callback, no allocation.
+"""
+
+import time
+
+import anyio
+
+from application.billing import OpenedRequest, Receipt
+from application.calls import BilledCalls, StartedCall
+from application.ports import ChatExchange
+from domain.estimation import estimated_usage
+from domain.usage import Usage
+
+STREAM_BROKEN = "upstream_stream_broken"
+CLIENT_GONE_STATUS = 499
+INTERNAL_ERROR = "internal_error"
+
+
+class StreamAlreadyEnded(RuntimeError):
+    """A metered call was ended twice (a bug in the endpoint relaying it)."""
+
+
+def elapsed_ms(opened: OpenedRequest) -> float:
+    """Milliseconds since the request was opened (its time to first byte when called then)."""
+    return round((time.monotonic() - opened.started) * 1000, 3)
+
+
+def charged_usage(opened: OpenedRequest, reported: Usage | None, output_chars: int) -> Usage:
+    """The provider's count, else the prompt and the output relayed, estimated."""
+    return reported or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=output_chars)
+
+
+class StreamMeter:
+    """What a relayed stream has produced so far, and its call's one ending.
+
+    The endpoint writes ``usage`` (the provider's count, once a chunk reports it) and adds to
+    ``output_chars`` (text, reasoning and tool-call arguments relayed); it calls
+    ``first_byte()`` when the first payload arrives (or checks ``ttfb_ms is None`` first)."""
+
+    __slots__ = ("calls", "call", "usage", "output_chars", "ttfb_ms", "ended")
+
+    def __init__(self, calls: BilledCalls, call: StartedCall[ChatExchange]) -> None:
+        self.calls = calls
+        self.call = call
+        self.usage: Usage | None = None
+        self.output_chars = 0
+        self.ttfb_ms: float | None = None
+        self.ended = False
+
+    def first_byte(self) -> None:
+        if self.ttfb_ms is None:
+            self.ttfb_ms = elapsed_ms(self.call.opened)
+
+    @property
+    def produced(self) -> bool:
+        """Did the stream deliver anything billable (output, or a usage report)?"""
+        return self.output_chars > 0 or self.usage is not None
+
+    def usage_or_estimate(self) -> Usage:
+        return charged_usage(self.call.opened, self.usage, self.output_chars)
+
+    async def finished(self) -> Receipt:
+        """The provider ended the stream: charge its usage (else the estimate)."""
+        self._end()
+        return await self.calls.complete(self.call, self.usage_or_estimate(), self.ttfb_ms)
+
+    async def client_gone(self) -> None:
+        """The caller went away: abort the upstream call, charge what was produced as a 499."""
+        if self.ended:
+            return
+        self.ended = True
+        self.call.result.abort()
+        with anyio.CancelScope(shield=True):
+            await self.calls.complete(self.call, self.usage_or_estimate(), self.ttfb_ms, status=CLIENT_GONE_STATUS)
+
+    async def broken(self) -> Receipt | None:
+        """The provider broke the stream: fail the call if nothing was produced (None), else
+        charge only the output delivered, as a 502 (its receipt)."""
+        self._end()
+        if not self.produced:
+            await self.calls.fail(self.call, 502, STREAM_BROKEN)
+            return None
+        delivered = estimated_usage(input_chars=0, output_chars=self.output_chars)
+        return await self.calls.complete(self.call, delivered, self.ttfb_ms, status=502, error_code=STREAM_BROKEN)
+
+    async def crashed(self) -> None:
+        """A bug of ours broke the relay: abort the upstream call, release the hold (a 500)."""
+        self._end()
+        self.call.result.abort()
+        await self.calls.fail(self.call, 500, INTERNAL_ERROR)
+
+    def _end(self) -> None:
+        if self.ended:
+            raise StreamAlreadyEnded(f"request {self.call.opened.request_id}: its call was already ended")
+        self.ended = True
