@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.settings import Settings
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling
 from application.calls import BilledCalls
 from application.ledger import Ledger
@@ -26,10 +27,12 @@ class Services:
     calls: BilledCalls = field(init=False)  # the billed call every API endpoint runs
     prices: Prices = field(init=False)  # price-book versions and aliases
     provider_registry: ProviderRegistry = field(init=False)  # providers and their credentials
+    api_keys: ApiKeys = field(init=False)  # issuing, revoking and rotating API keys
 
     def __post_init__(self) -> None:
         self.prices = Prices(self.ledger)
         self.provider_registry = ProviderRegistry(self.ledger)
+        self.api_keys = ApiKeys(self.ledger)
         self.calls = BilledCalls(self.billing, self.router, self.providers, self.provider_registry)
 
     def close(self) -> None:

@@ -1,5 +1,5 @@
-"""Secrets and keys over a Ledger: the secret store and master-key rotation, provider
-credential rotation and deletion, API-key rotation and per-key model limits.
+"""Secrets over a Ledger: the secret store and master-key rotation, provider credential
+rotation and deletion (API-key rotation and model limits: application/api_keys.py).
 
 Invariants kept here:
 - the event history holds no secret and no envelope: events name a secret by reference
@@ -22,13 +22,9 @@ Invariants kept here:
   they are ``ORPHAN_AGE`` old;
 - ``secrets_status`` lists every kid the current secrets still need: a configured key that
   none names can be retired without losing anything current;
-- a rotated API key and its replacement are saved in one transaction, the new key
-  carrying the old one's account, name, expiry and model limits, so a crash never
-  leaves a replacement with wider access than the key it replaces;
 - a rotated credential is replaced in one event-pair on its provider; the old one
   stays usable until its grace period ends, then routing leaves it out.
-Plaintext secrets pass through here only on their way to the vault or, for a newly
-issued key, back to the caller once.
+Plaintext secrets pass through here only on their way to the vault.
 """
 
 import time
@@ -36,19 +32,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from application.ledger import IssuedKey, Ledger, credential_ref, secret_context
+from application.api_keys import check_grace
+from application.ledger import Ledger, credential_ref, secret_context
 from application.providers import ProviderRegistry
 from domain import ids
-from domain.api_key import ApiKey, check_model_patterns
 from domain.deployment import Deployment
 from domain.errors import InvalidRequest, NotInitialised, SecretError
 from domain.provider import Credential, Provider
 
-MAX_GRACE = timedelta(days=30)
 ORPHAN_AGE = timedelta(minutes=10)  # an unreferenced row younger than this may be a write in flight
 LEGACY_PEPPER_REF = "pepper"
 
@@ -248,7 +242,7 @@ def rotate_credential(
     current one). With a grace period both are used until it ends; without, the old is disabled now."""
     if not secret:
         raise InvalidRequest("a credential needs a secret (--api-key-stdin)", param="api_key")
-    grace = _check_grace(grace)
+    grace = check_grace(grace)
     retire_due_credentials(ledger, name)
     outcome: dict[str, Any] = {}
 
@@ -315,92 +309,7 @@ def retire_due_credentials(ledger: Ledger, name: str | None = None) -> list[tupl
     return retired
 
 
-# --- API keys -----------------------------------------------------------------------
-
-
-def issue_key(
-    ledger: Ledger,
-    account: str | UUID,
-    name: str = "",
-    expires_at: datetime | None = None,
-    models: Sequence[str] | None = None,
-) -> IssuedKey:
-    """Issue a user key, limited to ``models`` when given (saved together with the key)."""
-    account_id = ledger.get_account(account).id
-    if expires_at is not None and expires_at <= ledger.clock.now():
-        raise InvalidRequest("a key's expiry must be in the future", param="expires")
-    key, plaintext = _new_key(ledger, account_id, name, expires_at, list(models) if models is not None else None)
-    ledger.save(key)
-    return IssuedKey(key_id=key.id, account_id=account_id, name=name, prefix=key.prefix, plaintext=plaintext)
-
-
-@dataclass(frozen=True)
-class KeyRotation:
-    issued: IssuedKey
-    old_key_id: UUID
-    old_retires_at: datetime | None  # None: revoked at once
-
-
-def rotate_key(ledger: Ledger, key_id: str | UUID, grace: timedelta = timedelta(0)) -> KeyRotation:
-    """A new key for the same account, name, expiry and models; the old one is revoked now or
-    stays usable for ``grace``. Both are saved in one transaction."""
-    grace = _check_grace(grace)
-    old_id = ledger.get_api_key(key_id).id
-    made: dict[str, Any] = {}
-
-    def rotate(old: ApiKey) -> list[Aggregate]:
-        now = ledger.clock.now()
-        if not old.is_usable(now):
-            raise InvalidRequest(
-                f"key {old.id} is revoked, rotated or expired; issue a new key instead", param="key_id"
-            )
-        new, plaintext = _new_key(ledger, old.account_id, old.name, old.expires_at, old.allowed_models)
-        made.update(key=new, plaintext=plaintext, retires_at=now + grace if grace else None)
-        old.rotate(new.id, made["retires_at"])
-        return [new]
-
-    ledger.change(lambda: ledger.get_api_key(old_id), rotate)
-    new = made["key"]
-    issued = IssuedKey(
-        key_id=new.id, account_id=new.account_id, name=new.name, prefix=new.prefix, plaintext=made["plaintext"]
-    )
-    return KeyRotation(issued=issued, old_key_id=old_id, old_retires_at=made["retires_at"])
-
-
-def set_allowed_models(ledger: Ledger, key_id: str | UUID, models: Sequence[str] | None) -> ApiKey:
-    """Limit a key to ``models`` (None: every model)."""
-    key = ledger.get_api_key(key_id)
-    key.allow_models(None if models is None else list(models))
-    if key.pending_events:
-        ledger.save(key)
-    return ledger.get_api_key(key.id)
-
-
-def parse_models(text: str | None) -> list[str] | None:
-    """``a/b,c/d`` → a checked list; None or empty text → None (every model)."""
-    if text is None or not text.strip():
-        return None
-    return check_model_patterns(text.split(","))
-
-
 # --- helpers ------------------------------------------------------------------------
-
-
-def _new_key(
-    ledger: Ledger, account_id: UUID, name: str, expires_at: datetime | None, models: list[str] | None
-) -> tuple[ApiKey, str]:
-    scheme = ledger.key_scheme
-    plaintext = scheme.new_user_key()
-    key = ApiKey(
-        digest=scheme.digest(plaintext),
-        account_id=account_id,
-        name=name,
-        prefix=scheme.visible_prefix(plaintext),
-        expires_at=expires_at,
-    )
-    if models is not None:
-        key.allow_models(models)
-    return key, plaintext
 
 
 def _only_current(provider: Provider, now: datetime) -> Credential:
@@ -412,12 +321,6 @@ def _only_current(provider: Provider, now: datetime) -> Credential:
             param="credential",
         )
     return current[0]
-
-
-def _check_grace(grace: timedelta) -> timedelta:
-    if grace < timedelta(0) or grace > MAX_GRACE:
-        raise InvalidRequest(f"a grace period is 0 to {MAX_GRACE.days} days", param="grace_seconds")
-    return grace
 
 
 def _deployment(ledger: Ledger) -> Deployment:

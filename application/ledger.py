@@ -70,15 +70,6 @@ class GrantResult:
     credited: bool  # False when the idempotency key had already been used
 
 
-@dataclass(frozen=True)
-class IssuedKey:
-    key_id: UUID
-    account_id: UUID
-    name: str
-    prefix: str
-    plaintext: str  # shown once, never stored
-
-
 class Ledger(Application[UUID]):
     name = "Ledger"
     is_snapshotting_enabled = True  # the snapshot store; snapshots are taken by ``save`` (accounts only)
@@ -451,35 +442,13 @@ class Ledger(Application[UUID]):
                     raise
         raise AssertionError("unreachable")
 
-    # --- API keys ----------------------------------------------------------------
-
-    def issue_api_key(self, ref: str | UUID, name: str = "", expires_at: Any = None) -> IssuedKey:
-        account = self.get_account(ref)
-        scheme = self.key_scheme
-        plaintext = scheme.new_user_key()
-        if expires_at is not None and expires_at <= self.clock.now():
-            raise InvalidRequest("a key's expiry must be in the future", param="expires")
-        key = ApiKey(
-            digest=scheme.digest(plaintext),
-            account_id=account.id,
-            name=name,
-            prefix=scheme.visible_prefix(plaintext),
-            expires_at=expires_at,
-        )
-        self.save(key)
-        return IssuedKey(key_id=key.id, account_id=account.id, name=name, prefix=key.prefix, plaintext=plaintext)
+    # --- API keys: reads (the commands are application/api_keys.py) ----------------
 
     def get_api_key(self, key_id: str | UUID) -> ApiKey:
         parsed = key_id if isinstance(key_id, UUID) else _parse_uuid(key_id)
         key = self.find(parsed) if parsed else None
         if not isinstance(key, ApiKey):
             raise ApiKeyNotFound(f"no API key {key_id}")
-        return key
-
-    def revoke_api_key(self, key_id: str | UUID, reason: str = "") -> ApiKey:
-        key = self.get_api_key(key_id)
-        key.revoke(reason)
-        self.save(key)
         return key
 
     def authenticate(self, presented: str) -> ApiKey:

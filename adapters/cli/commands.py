@@ -324,14 +324,14 @@ def holds_sweep(args: argparse.Namespace) -> Result:
 
 def keys_issue(args: argparse.Namespace) -> Result:
     with open_services() as services:
-        issued = services.ledger.issue_api_key(args.account, args.name, args.expires)
+        issued = services.api_keys.issue_api_key(args.account, args.name, args.expires)
         data = {**api_key_json(services.ledger.get_api_key(issued.key_id)), "key": issued.plaintext}
     return data, f"key id {issued.key_id}\nAPI key (shown once): {issued.plaintext}"
 
 
 def keys_revoke(args: argparse.Namespace) -> Result:
     with open_services() as services:
-        data = api_key_json(services.ledger.revoke_api_key(args.key_id))
+        data = api_key_json(services.api_keys.revoke_api_key(args.key_id))
     return data, f"key {data['id']} revoked"
 
 

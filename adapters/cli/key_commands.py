@@ -17,6 +17,7 @@ from adapters.bootstrap import build_ledger
 from adapters.presenters import api_key_json, provider_json
 from adapters.settings import Settings
 from application import key_management as km
+from application.api_keys import MAX_GRACE, ApiKeys, parse_models
 from application.ledger import Ledger
 from domain.api_key import ApiKey
 from domain.errors import InvalidRequest
@@ -154,16 +155,16 @@ def rotation_json(rotation: km.CredentialRotation) -> dict[str, Any]:
 
 
 def keys_issue(args: argparse.Namespace) -> Result:
-    models = km.parse_models(args.models)
+    models = parse_models(args.models)
     with _ledger() as ledger:
-        issued = km.issue_key(ledger, args.account, args.name, args.expires, models)
+        issued = ApiKeys(ledger).issue_api_key(args.account, args.name, args.expires, models)
         data = {**key_json(ledger.get_api_key(issued.key_id)), "key": issued.plaintext}
     return data, f"key id {issued.key_id}\nAPI key (shown once): {issued.plaintext}"
 
 
 def keys_rotate(args: argparse.Namespace) -> Result:
     with _ledger() as ledger:
-        rotation = km.rotate_key(ledger, args.key_id, grace=timedelta(seconds=args.grace_seconds))
+        rotation = ApiKeys(ledger).rotate_api_key(args.key_id, grace=timedelta(seconds=args.grace_seconds))
         data = {
             **key_json(ledger.get_api_key(rotation.issued.key_id)),
             "key": rotation.issued.plaintext,
@@ -177,11 +178,11 @@ def keys_rotate(args: argparse.Namespace) -> Result:
 
 
 def keys_set_models(args: argparse.Namespace) -> Result:
-    models = None if args.all else km.parse_models(args.models)
+    models = None if args.all else parse_models(args.models)
     if models is None and not args.all:
         raise InvalidRequest("give --models PROVIDER/MODEL,... or --all", param="models")
     with _ledger() as ledger:
-        data = key_json(km.set_allowed_models(ledger, args.key_id, models))
+        data = key_json(ApiKeys(ledger).set_allowed_models(args.key_id, models))
     return data, f"key {data['id']} may use {', '.join(models) if models else 'every model'}"
 
 
@@ -208,8 +209,8 @@ def read_secret() -> str:
 def grace_seconds(text: str) -> int:
     """``--grace-seconds``: whole seconds, 0 to the longest grace period (30 days)."""
     seconds = int(text) if text.isascii() and text.isdigit() and len(text) < 12 else -1
-    if not 0 <= seconds <= km.MAX_GRACE.total_seconds():
-        raise argparse.ArgumentTypeError(f"a grace period is 0 to {int(km.MAX_GRACE.total_seconds())} seconds")
+    if not 0 <= seconds <= MAX_GRACE.total_seconds():
+        raise argparse.ArgumentTypeError(f"a grace period is 0 to {int(MAX_GRACE.total_seconds())} seconds")
     return seconds
 
 

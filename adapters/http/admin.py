@@ -308,14 +308,14 @@ async def sweep_holds(services: Admin) -> dict[str, Any]:
 
 @router.post("/accounts/{account}/keys", status_code=201)
 async def issue_key(account: str, body: KeyIn, services: Admin) -> dict[str, Any]:
-    issued = await _run(services.ledger.issue_api_key, account, body.name, body.expires_at)
+    issued = await _run(services.api_keys.issue_api_key, account, body.name, body.expires_at)
     key = await _run(services.ledger.get_api_key, issued.key_id)
     return {**api_key_json(key), "key": issued.plaintext}
 
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(key_id: str, services: Admin) -> dict[str, Any]:
-    return api_key_json(await _run(services.ledger.revoke_api_key, key_id))
+    return api_key_json(await _run(services.api_keys.revoke_api_key, key_id))
 
 
 @router.get("/usage")

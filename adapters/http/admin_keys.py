@@ -16,9 +16,10 @@ from adapters.http.admin import UtcDateTime, require_admin
 from adapters.presenters import provider_json
 from adapters.services import Services
 from application import key_management as km
+from application.api_keys import MAX_GRACE
 
 # Larger values would overflow timedelta (a 500) before key_management could refuse them.
-MAX_GRACE_SECONDS = int(km.MAX_GRACE.total_seconds())
+MAX_GRACE_SECONDS = int(MAX_GRACE.total_seconds())
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: secrets and keys"])
 Admin = Annotated[Services, Depends(require_admin)]
@@ -95,7 +96,7 @@ async def delete_credential(name: str, credential_id: str, services: Admin) -> d
 
 @router.post("/keys", status_code=201)
 async def issue_key(body: IssueKeyIn, services: Admin) -> dict[str, Any]:
-    issued = await _run(km.issue_key, services.ledger, body.account, body.name, body.expires_at, body.models)
+    issued = await _run(services.api_keys.issue_api_key, body.account, body.name, body.expires_at, body.models)
     return {**key_json(await _run(services.ledger.get_api_key, issued.key_id)), "key": issued.plaintext}
 
 
@@ -106,7 +107,7 @@ async def get_key(key_id: str, services: Admin) -> dict[str, Any]:
 
 @router.post("/keys/{key_id}/rotate", status_code=201)
 async def rotate_key(key_id: str, body: RotateKeyIn, services: Admin) -> dict[str, Any]:
-    rotation = await _run(km.rotate_key, services.ledger, key_id, timedelta(seconds=body.grace_seconds))
+    rotation = await _run(services.api_keys.rotate_api_key, key_id, timedelta(seconds=body.grace_seconds))
     new = await _run(services.ledger.get_api_key, rotation.issued.key_id)
     old = await _run(services.ledger.get_api_key, rotation.old_key_id)
     return {**key_json(new), "key": rotation.issued.plaintext, "replaces": key_json(old)}
@@ -114,4 +115,4 @@ async def rotate_key(key_id: str, body: RotateKeyIn, services: Admin) -> dict[st
 
 @router.put("/keys/{key_id}/models")
 async def set_models(key_id: str, body: ModelsIn, services: Admin) -> dict[str, Any]:
-    return key_json(await _run(km.set_allowed_models, services.ledger, key_id, body.models))
+    return key_json(await _run(services.api_keys.set_allowed_models, key_id, body.models))

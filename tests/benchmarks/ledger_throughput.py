@@ -23,6 +23,7 @@ from uuid import uuid4
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import DatabaseConfig, parse_database_url
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
@@ -89,7 +90,7 @@ def run(ledger: Ledger, args: argparse.Namespace) -> None:
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="1", output="2"))
     ledger.create_account("hot", starter_credits=10**12)
-    key = ledger.issue_api_key("hot").plaintext
+    key = ApiKeys(ledger).issue_api_key("hot").plaintext
     ledger.start_group_commit()
     billing = RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
     charged: list[int] = []

@@ -22,6 +22,7 @@ from eventsourcing.domain import CanCreateTimestamp
 
 from adapters.bootstrap import build_ledger, build_read_models, initialise
 from adapters.settings import Settings
+from application.api_keys import ApiKeys
 from application.billing import Attempt, RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.prices import Prices
@@ -127,9 +128,9 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
         seeded.account_ids[name] = ledger.create_account(name).id
         ledger.grant_credits(name, amount, reason="seed")
     keys = {
-        ("acme", "prod"): ledger.issue_api_key("acme", name="prod").plaintext,
-        ("acme", "ci"): ledger.issue_api_key("acme", name="ci").plaintext,
-        ("globex", "main"): ledger.issue_api_key("globex", name="main").plaintext,
+        ("acme", "prod"): ApiKeys(ledger).issue_api_key("acme", name="prod").plaintext,
+        ("acme", "ci"): ApiKeys(ledger).issue_api_key("acme", name="ci").plaintext,
+        ("globex", "main"): ApiKeys(ledger).issue_api_key("globex", name="main").plaintext,
     }
     billing = RequestBilling(
         ledger, Router(ledger, CredentialHealth(), rng=random.Random(7)), mode="credits", hold_ttl=timedelta(minutes=15)

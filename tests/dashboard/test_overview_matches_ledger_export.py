@@ -37,6 +37,7 @@ from adapters.exports.checks import check_export
 from adapters.exports.datasets import LEDGER_FIELDS
 from adapters.exports.exporter import manifest_path
 from adapters.exports.formats import FORMATS
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.prices import Prices
@@ -120,7 +121,7 @@ def _undercollected(store: Seeded, ledger: Any, clock: FakeClock, billed: Billed
     """A request whose hold expired and whose account was then debited: charged less than its cost."""
     store.account_ids["initech"] = ledger.create_account("initech").id
     ledger.grant_credits("initech", NANO, reason="seed")
-    key = ledger.issue_api_key("initech", name="main").plaintext
+    key = ApiKeys(ledger).issue_api_key("initech", name="main").plaintext
     billing = RequestBilling(
         ledger, Router(ledger, CredentialHealth(), rng=random.Random(3)), mode="credits", hold_ttl=timedelta(seconds=1)
     )
@@ -320,7 +321,7 @@ def test_in_track_mode_spend_is_the_list_price_and_the_ledger_export_has_no_char
             )
             Prices(ledger).set_price(GPT, price_from_credits(input="2", output="8"))
             ledger.create_account("tracked")
-            key = ledger.issue_api_key("tracked", name="main").plaintext
+            key = ApiKeys(ledger).issue_api_key("tracked", name="main").plaintext
             billing = RequestBilling(
                 ledger, Router(ledger, CredentialHealth()), mode="track", hold_ttl=timedelta(minutes=15)
             )

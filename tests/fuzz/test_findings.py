@@ -48,7 +48,7 @@ def test_a_body_nested_as_deep_as_can_be_forwarded_is_served(fuzz_gateway: FuzzG
 @pytest.mark.parametrize("route", ["/keys/{key}/rotate", "/providers/openai/credentials/rotate"])
 def test_a_grace_period_too_long_for_a_timedelta_is_a_400(fuzz_gateway: FuzzGateway, route: str) -> None:
     """grace_seconds 2254753275633120509771644928 overflowed timedelta: a 500."""
-    key = fuzz_gateway.services.ledger.issue_api_key(ACCOUNT, name="grace").key_id
+    key = fuzz_gateway.services.api_keys.issue_api_key(ACCOUNT, name="grace").key_id
     body: dict[str, Any] = {"grace_seconds": 2254753275633120509771644928}
     if "credentials" in route:
         body["api_key"] = "sk-new-upstream-secret-0000"

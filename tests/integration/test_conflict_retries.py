@@ -4,6 +4,7 @@ events of everything it was given, so those aggregates must be built again each 
 
 from datetime import timedelta
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.prices import Prices
@@ -21,7 +22,7 @@ def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes,
     )
     Prices(first).set_price(MODEL, price_from_credits(input="1", output="1"))
     first.create_account("acme", starter_credits=10**9)
-    key = first.issue_api_key("acme").plaintext
+    key = ApiKeys(first).issue_api_key("acme").plaintext
     billing = RequestBilling(first, Router(first, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
     opened = billing.open_request(key, RequestShape(MODEL, 100, 10, 1, False))
     load = first.get_account
@@ -37,7 +38,7 @@ def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes,
     monkeypatch.setattr(first, "get_account", load_then_another_process_writes)
     billing.fail_request(opened, status=502, error_code="upstream_error")
     assert interfered
-    assert first.get_request_record(opened.request_id).details["outcome"] == "failed"
+    assert first.get_request_record(opened.request_id).details.outcome == "failed"
     assert load("acme").held == 0
 
 

@@ -14,6 +14,7 @@ import pytest
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import parse_database_url
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
@@ -61,7 +62,7 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
     price = first.price_book().latest.price_for(MODEL)
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
     first.create_account("acme", starter_credits=30 * worst)
-    key = first.issue_api_key("acme").plaintext
+    key = ApiKeys(first).issue_api_key("acme").plaintext
     billings = []
     for ledger in (first, second):
         ledger.start_group_commit()

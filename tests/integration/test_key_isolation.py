@@ -15,6 +15,7 @@ from adapters.bootstrap import build_services
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import Settings, parse_database_url
+from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
@@ -65,7 +66,7 @@ def world(request: pytest.FixtureRequest, pg_schemas: PgSchemas) -> Iterator[Wor
     tenants = []
     for name, model, count in (("acme", MINI, 3), ("globex", BIG, 2)):
         ledger.create_account(name, starter_credits=10**12)
-        issued = ledger.issue_api_key(name, name)
+        issued = ApiKeys(ledger).issue_api_key(name, name)
         tenant = Tenant(name, issued.account_id, issued.plaintext, issued.key_id, set())
         for n in range(count):
             opened = services.billing.open_request(tenant.key, _shape(model))
@@ -147,7 +148,7 @@ def test_the_operators_cost_is_not_shown_to_the_customer(world: World) -> None:
 def test_a_revoked_or_bad_key_gets_401_on_every_me_route(world: World) -> None:
     request_id = next(iter(world.acme.requests))
     paths = ["/v1/me", "/v1/me/usage", "/v1/me/requests", f"/v1/me/requests/{request_id}"]
-    world.client.app.state.services.ledger.revoke_api_key(world.acme.key_id)  # type: ignore[attr-defined]
+    world.client.app.state.services.api_keys.revoke_api_key(world.acme.key_id)  # type: ignore[attr-defined]
     for key in (world.acme.key, "thk_not-a-key", ""):
         for path in paths:
             response = world.client.get(path, headers=auth(key) if key else {})

@@ -12,6 +12,7 @@ import pytest
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import DatabaseConfig
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
@@ -47,7 +48,7 @@ def ledger(database: DatabaseConfig) -> Iterator[Ledger]:
     Prices(app).set_price(MODEL, price_from_credits(input="2", output="8"))
     app.create_account("acme")
     app.grant_credits("acme", 10**9)
-    key = app.issue_api_key("acme").plaintext
+    key = ApiKeys(app).issue_api_key("acme").plaintext
     billing = RequestBilling(app, Router(app, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
     for tokens in (10, 20, 30):
         opened = billing.open_request(

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from application.api_keys import ApiKeys
 from application.billing import OpenedRequest, RequestBilling, RequestShape
 from application.health import CredentialHealth
 from application.ledger import Ledger
@@ -52,7 +53,7 @@ class WalletMachine(RuleBasedStateMachine):
         )
         Prices(self.ledger).set_price(MODEL, price_from_credits(input="1", output="2"))
         self.ledger.create_account("acme")
-        self.key = self.ledger.issue_api_key("acme").plaintext
+        self.key = ApiKeys(self.ledger).issue_api_key("acme").plaintext
         self.billing = RequestBilling(
             self.ledger, Router(self.ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5)
         )

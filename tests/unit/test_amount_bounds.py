@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import pytest
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -267,7 +268,7 @@ def test_a_replay_that_would_adjust_an_account_past_the_bound_is_refused_before_
     )
     Prices(ledger).set_price("openai/free", ModelPrice(input=0, output=0))
     ledger.create_account("acme")
-    key = ledger.issue_api_key("acme").plaintext
+    key = ApiKeys(ledger).issue_api_key("acme").plaintext
     opened = track_billing.open_request(key, RequestShape("openai/free", MAX_TOKENS, 1, 1, False))
     track_billing.complete_request(opened, first_route(track_billing, opened), Usage(input_tokens=MAX_TOKENS))
     dearest = ReplayPlan({"openai/free": ModelPrice(input=MAX_RATE, output=0)}, None, None, None)

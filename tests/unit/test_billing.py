@@ -3,6 +3,7 @@ from uuid import uuid4
 
 import pytest
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -28,7 +29,7 @@ def key(ledger: Ledger) -> str:
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme")
-    return ledger.issue_api_key("acme").plaintext
+    return ApiKeys(ledger).issue_api_key("acme").plaintext
 
 
 def worst_case(ledger: Ledger, s: RequestShape) -> int:
@@ -195,5 +196,5 @@ def test_a_key_month_cap_counts_holds_and_spares_other_keys(
     credits_billing.open_request(key, shape())  # held, not yet charged: it counts
     with pytest.raises(SpendCapReached):
         credits_billing.open_request(key, shape())
-    other = ledger.issue_api_key("acme").plaintext
+    other = ApiKeys(ledger).issue_api_key("acme").plaintext
     credits_billing.open_request(other, shape())

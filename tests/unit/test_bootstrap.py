@@ -34,6 +34,8 @@ def test_build_services_on_an_in_memory_ledger_wires_every_service_around_it() -
     try:
         assert services.ledger is ledger and services.billing.ledger is ledger and services.router.ledger is ledger
         assert services.billing.mode == "track" and services.ledger.clock is clock
+        command_services = (services.prices, services.provider_registry, services.api_keys)
+        assert all(service.ledger is ledger for service in command_services)
         assert services.ledger.is_admin_key(admin_key)
         account = ledger.create_account("acme", starter_credits=5)
         services.read_models.runner.catch_up()

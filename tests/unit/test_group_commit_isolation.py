@@ -9,6 +9,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.domain import Aggregate
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -68,7 +69,7 @@ def tenants(ledger: Ledger, router) -> tuple[RequestBilling, dict[str, str], int
     keys = {}
     for name in TENANTS:
         ledger.create_account(name, starter_credits=2 * worst)
-        keys[name] = ledger.issue_api_key(name).plaintext
+        keys[name] = ApiKeys(ledger).issue_api_key(name).plaintext
     ledger.start_group_commit()
     yield (
         RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=False),

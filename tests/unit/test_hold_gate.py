@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.hold_gate import HoldGate
 from application.ledger import Ledger
@@ -73,7 +74,7 @@ def served(ledger: Ledger, router) -> Iterator[tuple[Ledger, RequestBilling, str
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme")
-    key = ledger.issue_api_key("acme").plaintext
+    key = ApiKeys(ledger).issue_api_key("acme").plaintext
     price = ledger.price_book().latest.price_for(MODEL)
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
     ledger.start_group_commit()

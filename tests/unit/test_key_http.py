@@ -16,6 +16,7 @@ from adapters.http import admin_keys, me
 from adapters.http.app import create_app
 from adapters.services import Services
 from adapters.settings import Settings
+from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.providers import ProviderRegistry
 from tests.fakes.clock import FakeClock
@@ -62,7 +63,7 @@ def gateway() -> Iterator[Gateway]:
 
 
 def test_a_user_key_never_reaches_an_admin_route(gateway: Gateway) -> None:
-    user_key = gateway.ledger.issue_api_key("acme").plaintext
+    user_key = ApiKeys(gateway.ledger).issue_api_key("acme").plaintext
     for method, path in [
         ("GET", "/admin/v1/providers"),
         ("GET", "/admin/v1/secrets"),

@@ -6,15 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from application.key_management import (
-    delete_credential,
-    issue_key,
-    parse_models,
-    retire_due_credentials,
-    rotate_credential,
-    rotate_key,
-    set_allowed_models,
-)
+from application.api_keys import ApiKeys, parse_models
+from application.key_management import delete_credential, retire_due_credentials, rotate_credential
 from application.ledger import Ledger
 from application.prices import Prices
 from application.providers import ProviderRegistry
@@ -119,8 +112,8 @@ def test_hints_show_at_most_the_last_four_characters(ledger: Ledger, openai: str
 
 def test_a_rotated_key_is_revoked_at_once_and_the_new_one_works(ledger: Ledger) -> None:
     ledger.create_account("acme")
-    old = issue_key(ledger, "acme", "ci", models=["openai/gpt-4o-mini"])
-    rotation = rotate_key(ledger, old.key_id)
+    old = ApiKeys(ledger).issue_api_key("acme", "ci", models=["openai/gpt-4o-mini"])
+    rotation = ApiKeys(ledger).rotate_api_key(old.key_id)
     with pytest.raises(AuthenticationFailed):
         ledger.authenticate(old.plaintext)
     new = ledger.authenticate(rotation.issued.plaintext)
@@ -131,8 +124,8 @@ def test_a_rotated_key_is_revoked_at_once_and_the_new_one_works(ledger: Ledger) 
 
 def test_a_rotated_key_keeps_working_during_its_grace_period(ledger: Ledger, clock: FakeClock) -> None:
     ledger.create_account("acme")
-    old = issue_key(ledger, "acme")
-    rotation = rotate_key(ledger, old.key_id, grace=timedelta(minutes=5))
+    old = ApiKeys(ledger).issue_api_key("acme")
+    rotation = ApiKeys(ledger).rotate_api_key(old.key_id, grace=timedelta(minutes=5))
     ledger.authenticate(old.plaintext)
     ledger.authenticate(rotation.issued.plaintext)
     clock.advance(minutes=5)
@@ -140,19 +133,19 @@ def test_a_rotated_key_keeps_working_during_its_grace_period(ledger: Ledger, clo
         ledger.authenticate(old.plaintext)
     ledger.authenticate(rotation.issued.plaintext)
     with pytest.raises(InvalidRequest, match="rotated"):
-        rotate_key(ledger, old.key_id)
+        ApiKeys(ledger).rotate_api_key(old.key_id)
 
 
 def test_rotation_keeps_the_old_expiry(ledger: Ledger, clock: FakeClock) -> None:
     ledger.create_account("acme")
-    old = issue_key(ledger, "acme", expires_at=clock.now() + timedelta(days=1))
-    new = rotate_key(ledger, old.key_id).issued
+    old = ApiKeys(ledger).issue_api_key("acme", expires_at=clock.now() + timedelta(days=1))
+    new = ApiKeys(ledger).rotate_api_key(old.key_id).issued
     assert ledger.get_api_key(new.key_id).expires_at == clock.now() + timedelta(days=1)
 
 
 def test_a_key_limited_to_models_allows_only_those(ledger: Ledger) -> None:
     ledger.create_account("acme")
-    issued = issue_key(ledger, "acme", models=parse_models("openai/gpt-4o-mini, anthropic/*,fast"))
+    issued = ApiKeys(ledger).issue_api_key("acme", models=parse_models("openai/gpt-4o-mini, anthropic/*,fast"))
     key = ledger.authenticate(issued.plaintext)
     assert key.allows("openai/gpt-4o-mini") and key.allows("anthropic/claude-sonnet-4") and key.allows("fast")
     assert not key.allows("openai/gpt-4o") and not key.allows("anthropic") and not key.allows("slow")
@@ -162,11 +155,11 @@ def test_a_key_limited_to_models_allows_only_those(ledger: Ledger) -> None:
 
 def test_an_unlimited_key_allows_every_model_and_limits_can_change(ledger: Ledger) -> None:
     ledger.create_account("acme")
-    issued = issue_key(ledger, "acme")
+    issued = ApiKeys(ledger).issue_api_key("acme")
     assert ledger.authenticate(issued.plaintext).allows("openai/anything")
-    set_allowed_models(ledger, issued.key_id, ["openai/gpt-4o-mini"])
+    ApiKeys(ledger).set_allowed_models(issued.key_id, ["openai/gpt-4o-mini"])
     assert not ledger.authenticate(issued.plaintext).allows("openai/anything")
-    set_allowed_models(ledger, issued.key_id, None)
+    ApiKeys(ledger).set_allowed_models(issued.key_id, None)
     assert ledger.authenticate(issued.plaintext).allows("openai/anything")
 
 
@@ -183,7 +176,7 @@ def test_a_model_limited_key_is_refused_when_billing_opens_a_request(ledger: Led
     ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=OLD)
     Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
     ledger.create_account("acme", starter_credits=10**12)
-    issued = issue_key(ledger, "acme", models=["openai/gpt-4o-mini"])
+    issued = ApiKeys(ledger).issue_api_key("acme", models=["openai/gpt-4o-mini"])
     billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=5))
     shape = RequestShape(model="openai/gpt-4o", prompt_bytes=10, max_output_tokens=10, choices=1, stream=False)
     with pytest.raises(PermissionDenied):

@@ -8,7 +8,7 @@ import pytest
 
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.presenters import api_key_json
-from application import key_management as km
+from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from domain.api_key import ApiKey, shown_prefix
 from domain.errors import AuthenticationFailed
@@ -16,7 +16,9 @@ from domain.errors import AuthenticationFailed
 
 def test_a_new_keys_prefix_is_its_kind_and_last_4_characters(ledger: Ledger) -> None:
     ledger.create_account("acme")
-    for issued in [ledger.issue_api_key("acme") for _ in range(20)] + [km.issue_key(ledger, "acme")]:
+    for issued in [ApiKeys(ledger).issue_api_key("acme") for _ in range(20)] + [
+        ApiKeys(ledger).issue_api_key("acme", models=["openai/*"])
+    ]:
         body = issued.plaintext.removeprefix("thk_")
         assert issued.prefix == "thk_…" + body[-4:]  # a constant and the last 4: nothing else of the key
         assert body[:8] not in issued.prefix  # what the old prefix showed
@@ -52,7 +54,7 @@ def test_a_key_issued_with_the_old_12_character_prefix_is_shown_by_its_kind_alon
 
 def test_authentication_never_depends_on_the_prefix(ledger: Ledger) -> None:
     ledger.create_account("acme")
-    issued = ledger.issue_api_key("acme")
+    issued = ApiKeys(ledger).issue_api_key("acme")
     body = issued.plaintext.removeprefix("thk_")
     same_shown = "thk_" + ("A" if body[0] != "A" else "B") + body[1:]  # same kind, same last 4, other key
     assert HmacApiKeyScheme(os.urandom(32)).visible_prefix(same_shown) == issued.prefix

@@ -10,6 +10,7 @@ import pytest
 from adapters.crypto.aes_gcm import AesGcmKeyVault, generate_master_key
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
+from application.api_keys import ApiKeys
 from application.key_management import check_key_ring, rotate_master, secrets_status
 from application.ledger import Ledger
 from application.providers import ProviderRegistry
@@ -50,7 +51,7 @@ def store(tmp_path: Path) -> dict[str, str]:
             "anthropic", "anthropic", base_url=None, region=None, secret=ANTHROPIC_SECRET
         )
         ledger.create_account("acme")
-        return {"user_key": ledger.issue_api_key("acme").plaintext, "path": str(tmp_path)}
+        return {"user_key": ApiKeys(ledger).issue_api_key("acme").plaintext, "path": str(tmp_path)}
 
 
 def test_after_rotation_every_secret_opens_with_the_new_key_alone(store: dict[str, str], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 
+from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
@@ -43,16 +44,16 @@ def test_unknown_account_is_a_clear_error(ledger: Ledger) -> None:
 
 def test_an_issued_key_authenticates_until_revoked(ledger: Ledger) -> None:
     ledger.create_account("acme")
-    issued = ledger.issue_api_key("acme", "ci")
+    issued = ApiKeys(ledger).issue_api_key("acme", "ci")
     assert ledger.authenticate(issued.plaintext).account_id == issued.account_id
-    ledger.revoke_api_key(issued.key_id)
+    ApiKeys(ledger).revoke_api_key(issued.key_id)
     with pytest.raises(AuthenticationFailed):
         ledger.authenticate(issued.plaintext)
 
 
 def test_an_expired_key_is_refused(ledger: Ledger, clock: FakeClock) -> None:
     ledger.create_account("acme")
-    issued = ledger.issue_api_key("acme", expires_at=clock.now() + timedelta(hours=1))
+    issued = ApiKeys(ledger).issue_api_key("acme", expires_at=clock.now() + timedelta(hours=1))
     ledger.authenticate(issued.plaintext)
     clock.advance(hours=1)
     with pytest.raises(AuthenticationFailed):
@@ -61,7 +62,7 @@ def test_an_expired_key_is_refused(ledger: Ledger, clock: FakeClock) -> None:
 
 def test_keys_are_stored_only_as_digests(ledger: Ledger) -> None:
     ledger.create_account("acme")
-    issued = ledger.issue_api_key("acme")
+    issued = ApiKeys(ledger).issue_api_key("acme")
     stored = b"".join(n.state for n in ledger.recorder.select_notifications(start=1, limit=1000))
     assert issued.plaintext.encode() not in stored
     assert issued.plaintext[4:-4].encode() not in stored  # the prefix shows the kind and the last 4 only
@@ -106,7 +107,7 @@ def test_a_price_needs_a_provider_slash_model_id(ledger: Ledger) -> None:
 
 def test_the_admin_key_is_recognised_and_user_keys_are_not(ledger: Ledger) -> None:
     ledger.create_account("acme")
-    user_key = ledger.issue_api_key("acme").plaintext
+    user_key = ApiKeys(ledger).issue_api_key("acme").plaintext
     assert not ledger.is_admin_key(user_key)
     assert not ledger.is_admin_key("tha_wrong")
 

@@ -18,6 +18,7 @@ from adapters.bootstrap import build_services, in_memory_ledger
 from adapters.http.app import create_app
 from adapters.http.payments import sign
 from adapters.settings import Settings
+from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.providers import ProviderRegistry
 from domain.account import Account
@@ -247,14 +248,14 @@ def test_a_payment_or_refund_id_delivered_again_with_other_content_is_a_409(admi
 
 
 def test_caps_on_a_key_of_another_account_are_refused(admin: Admin) -> None:
-    acme_key = admin.ledger.issue_api_key("acme").key_id
+    acme_key = ApiKeys(admin.ledger).issue_api_key("acme").key_id
     refused(
         admin.call("PUT", "/accounts/beta/caps", json={"day": "1", "api_key_id": str(acme_key)}),
         404,
         "api_key_not_found",
     )
     assert admin.ledger.get_account("acme").caps == {} and admin.ledger.get_account("beta").caps == {}
-    beta_key = admin.ledger.issue_api_key("beta").key_id
+    beta_key = ApiKeys(admin.ledger).issue_api_key("beta").key_id
     capped = admin.call("PUT", "/accounts/beta/caps", json={"day": "1", "api_key_id": str(beta_key)})
     assert capped.status_code == 200 and capped.json()["caps"] == {str(beta_key): {"day": NANO, "month": None}}
 

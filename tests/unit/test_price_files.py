@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -89,7 +90,7 @@ def test_each_request_records_its_provider_cost_beside_its_charge(
     prices, _ = parse_price_file(json.dumps({**FILE, "effective_at": None}))
     Prices(ledger).publish_prices(prices)
     ledger.create_account("acme", starter_credits=10**12)
-    key = ledger.issue_api_key("acme").plaintext
+    key = ApiKeys(ledger).issue_api_key("acme").plaintext
     opened = credits_billing.open_request(key, RequestShape("openai/o3", 100, 100, 1, False))
     receipt = credits_billing.complete_request(
         opened, first_route(credits_billing, opened), Usage(input_tokens=100, output_tokens=50, reasoning_tokens=20)

@@ -5,6 +5,7 @@ from uuid import UUID
 
 import pytest
 
+from application.api_keys import ApiKeys
 from application.billing import Receipt, RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -44,7 +45,7 @@ def keys(ledger: Ledger) -> dict[str, str]:
     for name in ("acme", "globex"):
         ledger.create_account(name)
         ledger.grant_credits(name, 10**12)
-        found[name] = ledger.issue_api_key(name).plaintext
+        found[name] = ApiKeys(ledger).issue_api_key(name).plaintext
     return found
 
 

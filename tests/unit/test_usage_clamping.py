@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -28,7 +29,7 @@ def key(ledger: Ledger) -> str:
     Prices(ledger).set_price(MODEL, PRICE)
     ledger.create_account("acme")
     ledger.grant_credits("acme", 5 * 10**9)
-    return ledger.issue_api_key("acme").plaintext
+    return ApiKeys(ledger).issue_api_key("acme").plaintext
 
 
 def test_an_upstream_claiming_10_to_the_20_output_tokens_is_charged_at_max_tokens(

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -400,7 +401,7 @@ def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, c
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme", starter_credits=NANO)
-    key = ledger.issue_api_key("acme").plaintext
+    key = ApiKeys(ledger).issue_api_key("acme").plaintext
     read_models = build_read_models(None, ledger)
     ledger.grant_credits("acme", 2 * NANO, "top-up", idempotency_key="g-1")
     ledger.grant_credits("acme", 2 * NANO, "top-up", idempotency_key="g-1")  # credited once

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -23,7 +24,7 @@ def test_read_models_agree_with_the_ledger_after_billed_requests(
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
     ledger.create_account("acme")
-    key = ledger.issue_api_key("acme").plaintext
+    key = ApiKeys(ledger).issue_api_key("acme").plaintext
     ledger.grant_credits("acme", 10**9)
     read_models = build_read_models(None, ledger)
 

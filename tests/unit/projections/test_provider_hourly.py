@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from application.api_keys import ApiKeys
 from application.billing import Attempt, RequestBilling, RequestShape
 from application.ledger import Ledger
 from application.prices import Prices
@@ -277,7 +278,7 @@ def test_billed_requests_carry_the_price_books_provider_cost_and_their_failover(
     )
     Prices(ledger).set_price("openai/gpt-free", price_from_credits(input="1", output="1"))  # no provider-cost rates
     ledger.create_account("acme")
-    key = ledger.issue_api_key("acme").plaintext
+    key = ApiKeys(ledger).issue_api_key("acme").plaintext
     ledger.grant_credits("acme", 10**9)
     read_models = build_read_models(None, ledger)
 
