@@ -1,5 +1,9 @@
 """The ports the application needs from the outside world. Adapters implement them;
-tests use the fakes in tests/fakes.py."""
+unit tests use the fakes in tests/fakes/ (the provider port: tests/fakes/provider.py).
+
+A chat exchange speaks OpenAI's chat format whatever the provider's: a whole
+``chat.completion`` document, or ``chat.completion.chunk`` payloads then ``DONE``. What a
+stream is charged however it ends is application/streams.py's rule."""
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
