@@ -67,7 +67,7 @@ def as_json(data: Any) -> Any:
 def open_copy(into: Path) -> Services:
     """A copy of the fixture's store in ``into``, opened with today's code at the fixture's clock."""
     data = into / "data"
-    shutil.copytree(FIXTURE / "data", data)
+    shutil.copytree(FIXTURE / "store", data)
     settings = Settings(data_dir=data, master_key=FACTS["master_key"])
     initialise(settings)  # the read models' tables; the events are as they were
     return build_services(settings, clock=FakeClock(datetime.fromisoformat(FACTS["clock_for_outputs"])))
