@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.settings import Settings
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling
 from application.calls import BilledCalls
@@ -25,11 +26,13 @@ class Services:
     wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
     health_sync: Any = None  # server mode: the RedisHealthSync sharing credential health (started by serve)
     calls: BilledCalls = field(init=False)  # the billed call every API endpoint runs
+    accounts: Accounts = field(init=False)  # accounts and credit
     prices: Prices = field(init=False)  # price-book versions and aliases
     provider_registry: ProviderRegistry = field(init=False)  # providers and their credentials
     api_keys: ApiKeys = field(init=False)  # issuing, revoking and rotating API keys
 
     def __post_init__(self) -> None:
+        self.accounts = Accounts(self.ledger)
         self.prices = Prices(self.ledger)
         self.provider_registry = ProviderRegistry(self.ledger)
         self.api_keys = ApiKeys(self.ledger)

@@ -16,8 +16,6 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
@@ -30,7 +28,7 @@ from application.group_commit import AccountWriter
 from application.hold_gate import HoldGate
 from application.ports import ApiKeyScheme, Clock, KeyVault, SecretStore, SystemClock
 from domain import ids
-from domain.account import Account, MovementReceipt
+from domain.account import Account
 from domain.api_key import ApiKey
 from domain.catalog import Catalog
 from domain.deployment import Deployment
@@ -39,11 +37,9 @@ from domain.errors import (
     AlreadyExists,
     ApiKeyNotFound,
     AuthenticationFailed,
-    IdempotencyConflict,
     InvalidRequest,
     NotFound,
     NotInitialised,
-    PaymentNotFound,
     ProviderNotFound,
     SecretError,
 )
@@ -61,13 +57,6 @@ SECRET_STORE_TOPIC = "adapters.persistence.secret_store:secret_store_for"
 
 T = TypeVar("T")
 A = TypeVar("A", bound=Aggregate)
-
-
-@dataclass(frozen=True)
-class GrantResult:
-    account_id: UUID
-    amount: int
-    credited: bool  # False when the idempotency key had already been used
 
 
 class Ledger(Application[UUID]):
@@ -175,33 +164,7 @@ class Ledger(Application[UUID]):
         assert self._admin_key_digest is not None
         return scheme.matches(presented, self._admin_key_digest)
 
-    # --- accounts and credit ----------------------------------------------------
-
-    def create_account(self, name: str, starter_credits: int = 0) -> Account:
-        name = clean_name(name, "account name")
-        account = Account(name=name)
-        if starter_credits < 0:
-            raise InvalidRequest("starter credits must not be negative", param="starter_credits")
-        if starter_credits:
-            account.grant_credits(starter_credits, reason="starter credits", idempotency_key="starter")
-        receipts = (
-            [
-                MovementReceipt(
-                    account_id=account.id,
-                    kind="grant",
-                    idempotency_key="starter",
-                    amount=starter_credits,
-                    terms=_grant_terms("starter credits", None),
-                )
-            ]
-            if starter_credits
-            else []
-        )
-        try:
-            self.save(account, *receipts)
-        except IntegrityError:
-            raise AlreadyExists(f"account {name!r} already exists") from None
-        return account
+    # --- accounts: reads and the unit of work (the commands are application/accounts.py) ---
 
     def get_account(self, ref: str | UUID) -> Account:
         account_id = ref if isinstance(ref, UUID) else _parse_uuid(ref) or ids.account_id(ref)
@@ -209,163 +172,6 @@ class Ledger(Application[UUID]):
         if not isinstance(account, Account):
             raise AccountNotFound(f"no account {ref!s}")
         return account
-
-    def grant_credits(
-        self,
-        ref: str | UUID,
-        amount: int,
-        reason: str = "",
-        idempotency_key: str | None = None,
-        expires_at: datetime | None = None,
-    ) -> GrantResult:
-        """Add credit; with an idempotency key, at most once; with ``expires_at`` (in the
-        future), what is unspent then expires (domain/account.py says how)."""
-
-        return self._move(
-            ref,
-            "grant",
-            idempotency_key,
-            amount,
-            _grant_terms(reason, expires_at),
-            lambda account: _granted(account, amount, reason, idempotency_key, expires_at, self.clock.now()),
-        )
-
-    def record_payment(self, ref: str | UUID, payment_id: str, amount: int) -> GrantResult:
-        """A top-up from the payment system: credited once per payment id."""
-        return self._move(
-            ref,
-            "payment",
-            payment_id,
-            amount,
-            {},
-            lambda account: _granted(account, amount, f"payment {payment_id}", payment_id),
-        )
-
-    def reverse_payment(self, ref: str | UUID, refund_id: str, amount: int, payment_id: str) -> GrantResult:
-        """A payment refunded to the customer: debited once per refund id, never below zero.
-
-        ``payment_id`` must name a payment credited to this account (PaymentNotFound), and the
-        refunds of a payment never add up to more than it (RefundExceedsPayment): the payment's
-        receipt counts them and is saved with the debit (domain/account.py, MovementReceipt)."""
-        reason = f"payment refund {refund_id} of {payment_id}"
-
-        def refund(account: Account) -> tuple[int, list[Aggregate]]:
-            payment = self.find(ids.receipt_id(account.id, "payment", payment_id))
-            if not isinstance(payment, MovementReceipt):
-                raise PaymentNotFound(f"no payment {payment_id!r} was credited to this account")
-            payment.refund(amount, refund_id)
-            return account.adjust(-amount, reason, refund_id), [payment]
-
-        return self._move(ref, "payment-refund", refund_id, -amount, {"payment_id": payment_id}, refund)
-
-    def adjust_credits(
-        self, ref: str | UUID, amount: int, reason: str, idempotency_key: str | None = None
-    ) -> GrantResult:
-        """A manual correction, positive or negative (a debit never overdraws); once per key."""
-        return self._move(
-            ref,
-            "adjustment",
-            idempotency_key,
-            amount,
-            {"reason": reason},
-            lambda account: account.adjust(amount, reason, idempotency_key),
-        )
-
-    def post_replay_adjustment(self, account_id: UUID, amount: int, reason: str, idempotency_key: str) -> GrantResult:
-        """A replay's difference for one account, posted once per key (a debit never overdraws)."""
-        return self._move(
-            account_id,
-            "replay",
-            idempotency_key,
-            amount,
-            {"reason": reason},
-            lambda account: account.adjust(amount, reason, idempotency_key),
-        )
-
-    def _move(
-        self,
-        ref: str | UUID,
-        kind: str,
-        idempotency_key: str | None,
-        amount: int,
-        terms: dict[str, Any],
-        apply: Callable[[Account], int | tuple[int, list[Aggregate]]],
-    ) -> GrantResult:
-        """Apply a credit movement once per idempotency key. A key used before for the same
-        ``amount`` and ``terms`` is a re-delivery (nothing moves, ``credited`` is False); for
-        another movement it is refused (IdempotencyConflict). ``apply`` returns the amount
-        applied, or that and other aggregates to save with the account."""
-        account_id = self.get_account(ref).id
-        if idempotency_key is not None and not idempotency_key.strip():
-            raise InvalidRequest("an idempotency key must not be blank", param="idempotency_key")
-        applied: list[int] = []
-
-        def move(account: Account) -> list[Aggregate] | None:
-            if idempotency_key is not None:
-                receipt = self.find(ids.receipt_id(account_id, kind, idempotency_key))
-                if isinstance(receipt, MovementReceipt):
-                    if not receipt.matches(amount, terms):
-                        raise IdempotencyConflict(
-                            f"idempotency key {idempotency_key!r} was used before for a different {kind} "
-                            f"(amount or other details differ); use a new key"
-                        )
-                    return None
-            done = apply(account)
-            amount_applied, others = done if isinstance(done, tuple) else (done, [])
-            applied.append(amount_applied)
-            if idempotency_key is None:
-                return others
-            return [
-                *others,
-                MovementReceipt(
-                    account_id=account_id, kind=kind, idempotency_key=idempotency_key, amount=amount, terms=terms
-                ),
-            ]
-
-        credited = self.change_account(account_id, move)
-        return GrantResult(account_id=account_id, amount=applied[-1] if applied else 0, credited=credited)
-
-    def set_spend_caps(
-        self, ref: str | UUID, *, day: int | None, month: int | None, api_key_id: str | UUID | None = None
-    ) -> Account:
-        """Caps per UTC day and month for the account, or for one of its own API keys
-        (ApiKeyNotFound for a key of another account)."""
-        account_id = self.get_account(ref).id
-        scope = "account"
-        if api_key_id is not None:
-            key = self.get_api_key(api_key_id)
-            if key.account_id != account_id:
-                raise ApiKeyNotFound(f"account {ref!s} has no API key {api_key_id!s}")
-            scope = key.id.hex
-
-        def set_caps(account: Account) -> list[Aggregate]:
-            account.set_spend_caps(scope, day, month)
-            return []
-
-        self.change_account(account_id, set_caps)
-        return self.get_account(account_id)
-
-    def release_expired_holds(self, ref: str | UUID) -> list[UUID]:
-        """Release the account's holds past their deadline; returns their request ids."""
-        released: list[UUID] = []
-
-        def release(account: Account) -> list[Aggregate] | None:
-            released[:] = account.release_expired_holds(self.clock.now())
-            return [] if released else None
-
-        self.change_account(self.get_account(ref).id, release)
-        return released
-
-    def expire_grants(self, ref: str | UUID) -> list[int]:
-        """Apply the account's grant deadlines that have passed; returns the grants."""
-        expired: list[int] = []
-
-        def expire(account: Account) -> list[Aggregate] | None:
-            expired[:] = account.expire_grants(self.clock.now())
-            return [] if expired else None
-
-        self.change_account(self.get_account(ref).id, expire)
-        return expired
 
     def change_account(self, account_id: UUID, change: Callable[[Account], Sequence[Aggregate] | None]) -> bool:
         """Apply ``change`` to the account and save it with what it returns.
@@ -626,30 +432,6 @@ class Ledger(Application[UUID]):
             if lock is None:
                 lock = self._locks[account_id] = threading.Lock()
             return lock
-
-
-def _granted(
-    account: Account,
-    amount: int,
-    reason: str,
-    idempotency_key: str | None,
-    expires_at: datetime | None = None,
-    now: datetime | None = None,
-) -> int:
-    account.grant_credits(amount, reason=reason, idempotency_key=idempotency_key, expires_at=expires_at, now=now)
-    return amount
-
-
-def _grant_terms(reason: str, expires_at: datetime | None) -> dict[str, Any]:
-    """What besides its amount makes a grant the same grant (for its idempotency key)."""
-    return {
-        "reason": reason,
-        "expires_at": None
-        if expires_at is None
-        else expires_at.astimezone(UTC).isoformat()
-        if expires_at.utcoffset() is not None
-        else expires_at.isoformat(),
-    }
 
 
 def credential_ref(provider_name: str, credential_id: str) -> str:

@@ -30,6 +30,7 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
+from application.accounts import Accounts
 from application.event_scan import Progress, scan, time_of, topics_of
 from application.ledger import Ledger
 from domain import ids
@@ -206,7 +207,7 @@ class Replayer:
         reason = f"replay {UUID(entry['replay_id'])} (#{entry['sequence']}): re-priced charges under a new price book"
         done = []
         for account_hex, amount in entry["adjustments"].items():
-            result = self.ledger.post_replay_adjustment(UUID(account_hex), amount, reason, key)
+            result = Accounts(self.ledger).post_replay_adjustment(UUID(account_hex), amount, reason, key)
             done.append(PostedAdjustment(UUID(account_hex), amount, result.amount, result.credited))
         return done
 

@@ -238,7 +238,7 @@ def accounts_create(args: argparse.Namespace) -> Result:
         args.starter_credits if args.starter_credits is not None else settings.starter_credits, param="starter_credits"
     )
     with open_services() as services:
-        account = services.ledger.create_account(args.name, starter)
+        account = services.accounts.create_account(args.name, starter)
     data = {
         "id": str(account.id),
         "name": account.name,
@@ -254,7 +254,7 @@ def accounts_caps(args: argparse.Namespace) -> Result:
     if Settings.from_env().billing_mode != "credits" and (day is not None or month is not None):
         raise NotInCreditsMode("spend caps")
     with open_services() as services:
-        account = services.ledger.set_spend_caps(args.account, day=day, month=month, api_key_id=args.key)
+        account = services.accounts.set_spend_caps(args.account, day=day, month=month, api_key_id=args.key)
         key_id = None if args.key is None else services.ledger.get_api_key(args.key).id
     scope = "account" if key_id is None else key_id.hex  # the aggregate keys its caps by hex
     data = {
@@ -280,7 +280,9 @@ def accounts_list(args: argparse.Namespace) -> Result:
 def credits_grant(args: argparse.Namespace) -> Result:
     amount = parse_credits(args.amount)
     with open_services() as services:
-        result = services.ledger.grant_credits(args.account, amount, args.reason, args.idempotency_key, args.expires_at)
+        result = services.accounts.grant_credits(
+            args.account, amount, args.reason, args.idempotency_key, args.expires_at
+        )
     data = {
         "account_id": str(result.account_id),
         "amount": result.amount,
@@ -301,7 +303,7 @@ def credits_grant(args: argparse.Namespace) -> Result:
 def credits_adjust(args: argparse.Namespace) -> Result:
     amount = parse_credits(args.amount, allow_negative=True)
     with open_services() as services:
-        result = services.ledger.adjust_credits(args.account, amount, args.reason, args.idempotency_key)
+        result = services.accounts.adjust_credits(args.account, amount, args.reason, args.idempotency_key)
     data = {
         "account_id": str(result.account_id),
         "requested": amount,

@@ -248,7 +248,7 @@ async def get_prices(services: Admin) -> dict[str, Any]:
 @router.post("/accounts", status_code=201)
 async def create_account(body: AccountIn, services: Admin) -> dict[str, Any]:
     starter = body.starter_credits if body.starter_credits is not None else services.settings.starter_credits
-    account = await _run(services.ledger.create_account, body.name, parse_credits(starter, param="starter_credits"))
+    account = await _run(services.accounts.create_account, body.name, parse_credits(starter, param="starter_credits"))
     return {"id": str(account.id), "name": account.name, "balance": account.balance}
 
 
@@ -267,7 +267,7 @@ async def get_balance(account: str, services: Admin) -> dict[str, Any]:
 async def grant_credits(account: str, body: GrantIn, services: Admin) -> dict[str, Any]:
     amount = parse_credits(body.amount)
     expires_at = body.expires_at
-    result = await _run(services.ledger.grant_credits, account, amount, body.reason, body.idempotency_key, expires_at)
+    result = await _run(services.accounts.grant_credits, account, amount, body.reason, body.idempotency_key, expires_at)
     return {
         "account_id": str(result.account_id),
         "amount": result.amount,
@@ -279,7 +279,7 @@ async def grant_credits(account: str, body: GrantIn, services: Admin) -> dict[st
 @router.post("/accounts/{account}/adjustments", status_code=201)
 async def adjust_credits(account: str, body: AdjustmentIn, services: Admin) -> dict[str, Any]:
     amount = parse_credits(body.amount, allow_negative=True)
-    result = await _run(services.ledger.adjust_credits, account, amount, body.reason, body.idempotency_key)
+    result = await _run(services.accounts.adjust_credits, account, amount, body.reason, body.idempotency_key)
     return {
         "account_id": str(result.account_id),
         "requested": amount,
@@ -295,7 +295,7 @@ async def set_caps(account: str, body: CapsIn, services: Admin) -> dict[str, Any
     if services.settings.billing_mode != "credits" and (day is not None or month is not None):
         raise NotInCreditsMode("spend caps")
     updated = await _run(
-        lambda: services.ledger.set_spend_caps(account, day=day, month=month, api_key_id=body.api_key_id)
+        lambda: services.accounts.set_spend_caps(account, day=day, month=month, api_key_id=body.api_key_id)
     )
     caps = {scope if scope == "account" else id_text(scope): limits for scope, limits in updated.caps.items()}
     return {"account_id": str(updated.id), "caps": plain(caps)}  # key scopes by the id the API shows

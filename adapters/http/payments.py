@@ -85,11 +85,11 @@ async def payments_webhook(request: Request) -> dict[str, Any]:
     account, payment_id = _text(data, "account"), _text(data, "payment_id")
     try:
         if kind == "payment.succeeded":
-            result = await anyio.to_thread.run_sync(services.ledger.record_payment, account, payment_id, amount)
+            result = await anyio.to_thread.run_sync(services.accounts.record_payment, account, payment_id, amount)
         else:
             refund_id = _text(data, "refund_id")
             result = await anyio.to_thread.run_sync(
-                lambda: services.ledger.reverse_payment(account, refund_id, amount, payment_id)
+                lambda: services.accounts.reverse_payment(account, refund_id, amount, payment_id)
             )
     except TallyhubError as error:
         _name_in_data(error, "data.payment_id" if kind == "payment.succeeded" else "data.refund_id")

@@ -34,7 +34,7 @@ def sweep_expired_holds(services: Services) -> int:
         services,
         "list_expired_holds",
         HoldPlaced,
-        services.ledger.release_expired_holds,
+        services.accounts.release_expired_holds,
         "released %d expired hold(s) on %d account(s)",
     )
 
@@ -45,7 +45,7 @@ def expire_due_grants(services: Services) -> int:
         services,
         "list_due_grants",
         CreditGranted,
-        services.ledger.expire_grants,
+        services.accounts.expire_grants,
         "expired %d grant(s) on %d account(s)",
     )
 

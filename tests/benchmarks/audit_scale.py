@@ -23,6 +23,7 @@ from uuid import uuid4
 
 from adapters.exports.exporter import create_export
 from adapters.settings import DatabaseConfig
+from application.accounts import Accounts
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
@@ -57,7 +58,7 @@ def write_history(ledger: Ledger, charges: int, rng: random.Random) -> None:
     version = ledger.price_book().latest.number
     done = 0
     while done < charges:
-        account = ledger.create_account(f"bench-{done // PER_ACCOUNT}")
+        account = Accounts(ledger).create_account(f"bench-{done // PER_ACCOUNT}")
         account.grant_credits(10**15, "bench")
         for start in range(0, min(PER_ACCOUNT, charges - done), BATCH):
             records = []

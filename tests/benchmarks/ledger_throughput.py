@@ -23,6 +23,7 @@ from uuid import uuid4
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import DatabaseConfig, parse_database_url
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -89,7 +90,7 @@ def run(ledger: Ledger, args: argparse.Namespace) -> None:
         "mock", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-bench-0000000000"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="1", output="2"))
-    ledger.create_account("hot", starter_credits=10**12)
+    Accounts(ledger).create_account("hot", starter_credits=10**12)
     key = ApiKeys(ledger).issue_api_key("hot").plaintext
     ledger.start_group_commit()
     billing = RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))

@@ -22,6 +22,7 @@ from eventsourcing.domain import CanCreateTimestamp
 
 from adapters.bootstrap import build_ledger, build_read_models, initialise
 from adapters.settings import Settings
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import Attempt, RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -125,8 +126,8 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
     )
     Prices(ledger).set_price(CLAUDE, price_from_credits(input="3", output="15"))
     for name, amount in (("acme", 500 * NANO), ("globex", NANO // 25)):
-        seeded.account_ids[name] = ledger.create_account(name).id
-        ledger.grant_credits(name, amount, reason="seed")
+        seeded.account_ids[name] = Accounts(ledger).create_account(name).id
+        Accounts(ledger).grant_credits(name, amount, reason="seed")
     keys = {
         ("acme", "prod"): ApiKeys(ledger).issue_api_key("acme", name="prod").plaintext,
         ("acme", "ci"): ApiKeys(ledger).issue_api_key("acme", name="ci").plaintext,

@@ -37,6 +37,7 @@ from adapters.exports.checks import check_export
 from adapters.exports.datasets import LEDGER_FIELDS
 from adapters.exports.exporter import manifest_path
 from adapters.exports.formats import FORMATS
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -98,7 +99,7 @@ def _refund_adjust_and_undercollect(store: Seeded) -> Billed:
             )
             billed.extras_at.append(clock.current)
             clock.current += step
-            billed.adjusted = ledger.adjust_credits("acme", -NANO // 100, reason="correction").amount
+            billed.adjusted = Accounts(ledger).adjust_credits("acme", -NANO // 100, reason="correction").amount
             billed.extras_at.append(clock.current)
             clock.current += step
             store.requests.append(_undercollected(store, ledger, clock, billed))
@@ -119,8 +120,8 @@ def _refund(account: Account, request_id: UUID, amount: int) -> list[Any]:
 
 def _undercollected(store: Seeded, ledger: Any, clock: FakeClock, billed: Billed) -> SeededRequest:
     """A request whose hold expired and whose account was then debited: charged less than its cost."""
-    store.account_ids["initech"] = ledger.create_account("initech").id
-    ledger.grant_credits("initech", NANO, reason="seed")
+    store.account_ids["initech"] = Accounts(ledger).create_account("initech").id
+    Accounts(ledger).grant_credits("initech", NANO, reason="seed")
     key = ApiKeys(ledger).issue_api_key("initech", name="main").plaintext
     billing = RequestBilling(
         ledger, Router(ledger, CredentialHealth(), rng=random.Random(3)), mode="credits", hold_ttl=timedelta(seconds=1)
@@ -129,8 +130,8 @@ def _undercollected(store: Seeded, ledger: Any, clock: FakeClock, billed: Billed
         key, RequestShape(model=GPT, prompt_bytes=4000, max_output_tokens=1000, choices=1, stream=False)
     )
     clock.current += timedelta(seconds=2)
-    assert ledger.release_expired_holds("initech") == [opened.request_id]
-    ledger.adjust_credits("initech", -(NANO - 1_000), reason="spent elsewhere")
+    assert Accounts(ledger).release_expired_holds("initech") == [opened.request_id]
+    Accounts(ledger).adjust_credits("initech", -(NANO - 1_000), reason="spent elsewhere")
     route = next(billing.router.routes(opened.targets[0]))
     receipt = billing.complete_request(opened, route, Usage(input_tokens=1_500, output_tokens=400))
     assert receipt.charge == 1_000 < receipt.cost
@@ -320,7 +321,7 @@ def test_in_track_mode_spend_is_the_list_price_and_the_ledger_export_has_no_char
                 "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-track-mode-0001"
             )
             Prices(ledger).set_price(GPT, price_from_credits(input="2", output="8"))
-            ledger.create_account("tracked")
+            Accounts(ledger).create_account("tracked")
             key = ApiKeys(ledger).issue_api_key("tracked", name="main").plaintext
             billing = RequestBilling(
                 ledger, Router(ledger, CredentialHealth()), mode="track", hold_ttl=timedelta(minutes=15)

@@ -23,6 +23,7 @@ from adapters.crypto.aes_gcm import generate_master_key
 from adapters.http.app import create_app
 from adapters.services import Services
 from adapters.settings import Settings
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.health import CredentialHealth
 from application.prices import Prices
@@ -99,7 +100,7 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzGatew
         CHAT_MODEL, ModelPrice(input=2 * per_million, output=8 * per_million, max_output_tokens=4096)
     )
     Prices(ledger).set_price(EMBEDDING_MODEL, ModelPrice(input=per_million // 50, output=0))
-    account = ledger.create_account(ACCOUNT, starter_credits=CREDITS * NANOCREDITS_PER_CREDIT)
+    account = Accounts(ledger).create_account(ACCOUNT, starter_credits=CREDITS * NANOCREDITS_PER_CREDIT)
     api_key = ApiKeys(ledger).issue_api_key(ACCOUNT, name="fuzz").plaintext
     victim = ApiKeys(ledger).issue_api_key(ACCOUNT, name="victim")  # the admin fuzzing may revoke or rotate this one
     Prices(ledger).set_alias("fast", [CHAT_MODEL])

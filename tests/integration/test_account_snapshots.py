@@ -18,6 +18,7 @@ import application.ledger
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import parse_database_url
+from application.accounts import Accounts
 from application.ledger import Ledger
 from domain.account import Account
 from domain.errors import NotInitialised
@@ -47,7 +48,7 @@ def test_another_process_loads_a_hot_account_from_its_newest_snapshot_exactly(en
     master = os.urandom(32)
     first = _ledger({**env, "CREATE_TABLE": "y"}, master)
     first.initialise()
-    account_id = first.create_account("acme", starter_credits=10**9).id
+    account_id = Accounts(first).create_account("acme", starter_credits=10**9).id
     now = first.clock.now()
     first.change_account(
         account_id, lambda a: a.grant_credits(500, "promo", expires_at=now + timedelta(days=1), now=now) or []

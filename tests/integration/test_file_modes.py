@@ -33,8 +33,8 @@ def test_init_and_a_session_write_nothing_others_can_read(tmp_path: Path) -> Non
         initialise(settings)
         services = build_services(settings)
         try:
-            services.ledger.create_account("acme")
-            services.ledger.grant_credits("acme", 10**9, "welcome")
+            services.accounts.create_account("acme")
+            services.accounts.grant_credits("acme", 10**9, "welcome")
             services.read_models.runner.catch_up()
             exports = private_dir(data / "exports")  # as POST /admin/v1/exports makes it
             create_export(services, "ledger", None, None, "csv", exports / "ledger.csv")
@@ -66,7 +66,7 @@ def test_an_existing_install_is_tightened_on_start_and_says_so(
     settings = Settings(data_dir=data)
     initialise(settings)
     services = build_services(settings)
-    services.ledger.create_account("acme")
+    services.accounts.create_account("acme")
     (data / "exports").mkdir(mode=0o755)
     create_export(services, "ledger", None, None, "csv", data / "exports" / "ledger.csv")
     services.close()

@@ -14,6 +14,7 @@ import pytest
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import parse_database_url
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -61,7 +62,7 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
     Prices(first).set_price(MODEL, price_from_credits(input="1", output="2"))
     price = first.price_book().latest.price_for(MODEL)
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
-    first.create_account("acme", starter_credits=30 * worst)
+    Accounts(first).create_account("acme", starter_credits=30 * worst)
     key = ApiKeys(first).issue_api_key("acme").plaintext
     billings = []
     for ledger in (first, second):
@@ -101,18 +102,18 @@ def test_a_writer_never_decides_on_an_account_another_process_moved(two_ledgers)
     """The writer keeps the accounts it saved; a credit granted by another process must
     count at once (no stale 402), and a hold that process placed must be seen (released)."""
     first, second = two_ledgers
-    account = first.create_account("acme").id
+    account = Accounts(first).create_account("acme").id
     first.start_group_commit()
-    first.grant_credits("acme", 100)  # saved by the writer, which now keeps the account
+    Accounts(first).grant_credits("acme", 100)  # saved by the writer, which now keeps the account
 
-    second.grant_credits("acme", 1_000)
+    Accounts(second).grant_credits("acme", 1_000)
     hold = uuid4()
     first.change_account(account, lambda a: a.place_hold(hold, 1_000, first.clock.now()) or [])
     assert first.get_account(account).held == 1_000  # judged on 1,100, not on the kept 100
 
     late = uuid4()
     second.change_account(account, lambda a: a.place_hold(late, 50, second.clock.now()) or [])
-    assert set(first.release_expired_holds("acme")) == {hold, late}
+    assert set(Accounts(first).release_expired_holds("acme")) == {hold, late}
     assert first.get_account(account).held == 0
 
 

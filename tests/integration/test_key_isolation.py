@@ -15,6 +15,7 @@ from adapters.bootstrap import build_services
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import Settings, parse_database_url
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.prices import Prices
@@ -65,7 +66,7 @@ def world(request: pytest.FixtureRequest, pg_schemas: PgSchemas) -> Iterator[Wor
     Prices(ledger).set_price(BIG, price_from_credits(input="5", output="15"))
     tenants = []
     for name, model, count in (("acme", MINI, 3), ("globex", BIG, 2)):
-        ledger.create_account(name, starter_credits=10**12)
+        Accounts(ledger).create_account(name, starter_credits=10**12)
         issued = ApiKeys(ledger).issue_api_key(name, name)
         tenant = Tenant(name, issued.account_id, issued.plaintext, issued.key_id, set())
         for n in range(count):

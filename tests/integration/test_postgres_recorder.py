@@ -13,6 +13,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 
 from adapters.persistence.postgres_recorder import BatchedPostgresApplicationRecorder
+from application.accounts import Accounts
 from tests.conftest import PgSchemas
 
 
@@ -75,7 +76,7 @@ def test_the_ledger_on_postgresql_stores_through_it(tmp_path: Path, pg_schemas: 
     env = parse_database_url(pg_schemas.new_url(), tmp_path).eventsourcing_env(create_tables=True)
     ledger = Ledger(env, vault=AesGcmKeyVault(os.urandom(32)), key_scheme_factory=HmacApiKeyScheme)
     ledger.initialise()
-    account = ledger.create_account("acme", starter_credits=5)
+    account = Accounts(ledger).create_account("acme", starter_credits=5)
     assert isinstance(ledger.recorder, BatchedPostgresApplicationRecorder)
     assert ledger._latest_version(account.id) == ledger.get_account("acme").version == account.version
     assert ledger.get_account("acme").balance == 5

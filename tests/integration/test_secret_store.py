@@ -32,6 +32,7 @@ from adapters.settings import Settings, parse_database_url
 from adapters.workers.credential_probe import probe_disabled_credentials
 from adapters.workers.hold_sweeper import run_sweeps
 from application import key_management as km
+from application.accounts import Accounts
 from application.ledger import PEPPER_CONTEXT, Ledger, _credential_context, secret_context
 from application.providers import ProviderRegistry
 from domain.catalog import Catalog
@@ -151,7 +152,7 @@ def populate(ledger: Ledger) -> None:
     ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=OPENAI)
     ProviderRegistry(ledger).add_credential("openai", OPENAI_B)
     ProviderRegistry(ledger).register_provider("anthropic", "anthropic", base_url=None, region=None, secret=ANTHROPIC)
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
 
 
 def current_secrets(ledger: Ledger) -> set[bytes]:

@@ -11,6 +11,7 @@ from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import SQLiteDatastore
 
 from adapters.persistence.sqlite_recorder import ROWS_PER_STATEMENT, BatchedSQLiteApplicationRecorder
+from application.accounts import Accounts
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_the_ledger_on_sqlite_stores_through_it(tmp_path: Path) -> None:
     env = parse_database_url(None, tmp_path).eventsourcing_env(create_tables=True)
     ledger = Ledger(env, vault=AesGcmKeyVault(os.urandom(32)), key_scheme_factory=HmacApiKeyScheme)
     ledger.initialise()
-    account = ledger.create_account("acme", starter_credits=5)
+    account = Accounts(ledger).create_account("acme", starter_credits=5)
     assert isinstance(ledger.recorder, BatchedSQLiteApplicationRecorder)
     assert ledger._latest_version(account.id) == ledger.get_account("acme").version
     ledger.close()

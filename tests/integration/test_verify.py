@@ -12,6 +12,7 @@ import pytest
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import DatabaseConfig
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -46,8 +47,8 @@ def ledger(database: DatabaseConfig) -> Iterator[Ledger]:
         "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
     )
     Prices(app).set_price(MODEL, price_from_credits(input="2", output="8"))
-    app.create_account("acme")
-    app.grant_credits("acme", 10**9)
+    Accounts(app).create_account("acme")
+    Accounts(app).grant_credits("acme", 10**9)
     key = ApiKeys(app).issue_api_key("acme").plaintext
     billing = RequestBilling(app, Router(app, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
     for tokens in (10, 20, 30):

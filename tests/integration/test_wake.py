@@ -17,6 +17,7 @@ from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.settings import Settings, SettingsError
 from adapters.workers.wake import RedisCommitPublisher, RedisWakeListener, wake_channel
+from application.accounts import Accounts
 from application.ledger import Ledger
 from tests.support.gateway import free_port
 
@@ -168,14 +169,15 @@ def test_the_ledger_calls_on_commit_once_per_group_commit_batch() -> None:
         on_commit=lambda: commits.append(1),
     )
     ledger.initialise()
-    account = ledger.create_account("acme")
+    account = Accounts(ledger).create_account("acme")
     commits.clear()
     ledger.start_group_commit()
     try:
         with ThreadPoolExecutor(32) as pool:
             list(
                 pool.map(
-                    lambda i: ledger.grant_credits(account.id, 1, reason=f"g{i}", idempotency_key=f"k{i}"), range(200)
+                    lambda i: Accounts(ledger).grant_credits(account.id, 1, reason=f"g{i}", idempotency_key=f"k{i}"),
+                    range(200),
                 )
             )
     finally:

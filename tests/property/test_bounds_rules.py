@@ -11,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from application.accounts import Accounts
 from application.ledger import Ledger
 from domain import ids
 from domain.account import MovementReceipt
@@ -43,7 +44,7 @@ class BoundsMachine(RuleBasedStateMachine):
             clock=FakeClock(),
         )
         self.ledger.initialise()
-        self.account_id = self.ledger.create_account("acme").id
+        self.account_id = Accounts(self.ledger).create_account("acme").id
         self.expected = 0  # the balance the accepted movements make
         self.payments: dict[str, int] = {}
         self.refunded: dict[str, int] = {}
@@ -61,7 +62,7 @@ class BoundsMachine(RuleBasedStateMachine):
 
     @rule(amount=AMOUNTS)
     def grant(self, amount: int) -> None:
-        applied = self.accepted(self.ledger.grant_credits, amount, "grant")
+        applied = self.accepted(Accounts(self.ledger).grant_credits, amount, "grant")
         assert (applied is not None) == (amount <= MAX_AMOUNT and self.expected + amount <= MAX_BALANCE)
         self.expected += applied or 0
 
@@ -89,7 +90,7 @@ class BoundsMachine(RuleBasedStateMachine):
     @rule(amount=AMOUNTS, debit=st.booleans())
     def adjust(self, amount: int, debit: bool) -> None:
         available = self.ledger.get_account("acme").available
-        applied = self.accepted(self.ledger.adjust_credits, -amount if debit else amount, "correction")
+        applied = self.accepted(Accounts(self.ledger).adjust_credits, -amount if debit else amount, "correction")
         if amount > MAX_AMOUNT or (not debit and self.expected + amount > MAX_BALANCE):
             assert applied is None
         else:
@@ -98,7 +99,7 @@ class BoundsMachine(RuleBasedStateMachine):
 
     @rule(payment_id=PAYMENT_IDS, amount=AMOUNTS)
     def pay(self, payment_id: str, amount: int) -> None:
-        applied = self.accepted(self.ledger.record_payment, payment_id, amount)
+        applied = self.accepted(Accounts(self.ledger).record_payment, payment_id, amount)
         if payment_id in self.payments:  # a re-delivery, or the same id for another amount
             assert applied == (0 if amount == self.payments[payment_id] else None)
             return
@@ -110,7 +111,7 @@ class BoundsMachine(RuleBasedStateMachine):
     @rule(payment_id=PAYMENT_IDS, amount=AMOUNTS)
     def refund(self, payment_id: str, amount: int) -> None:
         self.refunds += 1
-        applied = self.accepted(self.ledger.reverse_payment, f"re_{self.refunds}", amount, payment_id)
+        applied = self.accepted(Accounts(self.ledger).reverse_payment, f"re_{self.refunds}", amount, payment_id)
         left = self.payments.get(payment_id, 0) - self.refunded.get(payment_id, 0)
         assert (applied is not None) == (payment_id in self.payments and amount <= left)
         if applied is not None:

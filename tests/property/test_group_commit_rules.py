@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from application.accounts import Accounts
 from application.ledger import Ledger
 from domain.account import Account, MovementReceipt
 from domain.errors import InsufficientCredits
@@ -111,11 +112,11 @@ def test_every_good_command_lands_once_in_order_and_every_bad_one_fails_alone(ba
         clock=FakeClock(),
     )
     ledger.initialise()
-    ids = {name: ledger.create_account(name).id for name in ACCOUNTS}
+    ids = {name: Accounts(ledger).create_account(name).id for name in ACCOUNTS}
     for name in ACCOUNTS:
-        ledger.grant_credits(name, STARTER, idempotency_key="seed")
+        Accounts(ledger).grant_credits(name, STARTER, idempotency_key="seed")
     versions = {name: ledger.get_account(name).version for name in ACCOUNTS}
-    blocker = ledger.create_account("blocker").id
+    blocker = Accounts(ledger).create_account("blocker").id
     ledger.start_group_commit()
     busy, go = threading.Event(), threading.Event()
     holding = threading.Thread(target=ledger.change_account, args=(blocker, lambda _: busy.set() or go.wait(5) and []))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from application.accounts import Accounts
 from application.ledger import Ledger
 from tests.fakes.clock import FakeClock
 
@@ -45,7 +46,7 @@ def test_a_hold_the_gate_admits_is_never_refused_by_the_writer(ops: list[tuple])
         clock=clock,
     )
     ledger.initialise()
-    account_id = ledger.create_account("acme").id
+    account_id = Accounts(ledger).create_account("acme").id
     ledger.start_group_commit()
     try:
         admitted = asyncio.run(_drive(ledger, clock, account_id, ops))

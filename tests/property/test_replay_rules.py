@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -69,8 +70,8 @@ def build(original: dict[str, ModelPrice], requests: list[tuple[str, str, Usage]
     Prices(ledger).publish_prices(original)
     keys = {}
     for name in ("acme", "globex"):
-        ledger.create_account(name)
-        ledger.grant_credits(name, 10**15)
+        Accounts(ledger).create_account(name)
+        Accounts(ledger).grant_credits(name, 10**15)
         keys[name] = ApiKeys(ledger).issue_api_key(name).plaintext
     billing = RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
     for model, account, usage in requests:

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import OpenedRequest, RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -52,7 +53,7 @@ class WalletMachine(RuleBasedStateMachine):
             "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
         )
         Prices(self.ledger).set_price(MODEL, price_from_credits(input="1", output="2"))
-        self.ledger.create_account("acme")
+        Accounts(self.ledger).create_account("acme")
         self.key = ApiKeys(self.ledger).issue_api_key("acme").plaintext
         self.billing = RequestBilling(
             self.ledger, Router(self.ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5)
@@ -72,9 +73,9 @@ class WalletMachine(RuleBasedStateMachine):
             amount = self.payments[payment_id]  # a re-delivery
         if payment_id in self.payments and amount != self.payments[payment_id]:
             with pytest.raises(IdempotencyConflict):
-                self.ledger.record_payment("acme", payment_id, amount)
+                Accounts(self.ledger).record_payment("acme", payment_id, amount)
             return
-        result = self.ledger.record_payment("acme", payment_id, amount)
+        result = Accounts(self.ledger).record_payment("acme", payment_id, amount)
         assert result.credited == (payment_id not in self.payments)
         self.payments.setdefault(payment_id, amount)
 
@@ -87,15 +88,15 @@ class WalletMachine(RuleBasedStateMachine):
         if refund_id in self.refund_terms:
             if self.refund_terms[refund_id] != (payment_id, amount):
                 with pytest.raises(IdempotencyConflict):
-                    self.ledger.reverse_payment("acme", refund_id, amount, payment_id)
+                    Accounts(self.ledger).reverse_payment("acme", refund_id, amount, payment_id)
             else:
-                assert self.ledger.reverse_payment("acme", refund_id, amount, payment_id).credited is False
+                assert Accounts(self.ledger).reverse_payment("acme", refund_id, amount, payment_id).credited is False
             return
         if payment_id not in self.payments or amount > left:
             with pytest.raises(PaymentNotFound if payment_id not in self.payments else RefundExceedsPayment):
-                self.ledger.reverse_payment("acme", refund_id, amount, payment_id)
+                Accounts(self.ledger).reverse_payment("acme", refund_id, amount, payment_id)
             return
-        result = self.ledger.reverse_payment("acme", refund_id, amount, payment_id)
+        result = Accounts(self.ledger).reverse_payment("acme", refund_id, amount, payment_id)
         assert result.credited and -result.amount == min(amount, available)
         self.refunds[refund_id] = -result.amount
         self.refund_terms[refund_id] = (payment_id, amount)
@@ -109,9 +110,9 @@ class WalletMachine(RuleBasedStateMachine):
             expires_at = self.clock.now() + timedelta(minutes=minutes)
         if key in self.grant_terms and self.grant_terms[key] != (amount, expires_at):
             with pytest.raises(IdempotencyConflict):
-                self.ledger.grant_credits("acme", amount, "promo", key, expires_at=expires_at)
+                Accounts(self.ledger).grant_credits("acme", amount, "promo", key, expires_at=expires_at)
             return
-        result = self.ledger.grant_credits("acme", amount, "promo", key, expires_at=expires_at)
+        result = Accounts(self.ledger).grant_credits("acme", amount, "promo", key, expires_at=expires_at)
         assert result.credited == (key not in self.grants)
         self.grants.setdefault(key, amount)
         self.grant_terms.setdefault(key, (amount, expires_at))
@@ -119,8 +120,8 @@ class WalletMachine(RuleBasedStateMachine):
     @rule(minutes=st.integers(1, 15))
     def time_passes_and_the_sweep_runs(self, minutes: int) -> None:
         self.clock.advance(minutes=minutes)
-        self.ledger.expire_grants("acme")
-        assert self.ledger.expire_grants("acme") == []  # a deadline is applied once
+        Accounts(self.ledger).expire_grants("acme")
+        assert Accounts(self.ledger).expire_grants("acme") == []  # a deadline is applied once
         assert all(lot.expires_at > self.clock.now() for lot in self.ledger.get_account("acme").lots.values())
 
     @rule(prompt=st.integers(1, 3000), max_tokens=st.integers(1, 2000))
@@ -156,7 +157,7 @@ class WalletMachine(RuleBasedStateMachine):
     def crash_and_sweep(self) -> None:
         """Every open request's process died: after the deadline the sweep frees the holds."""
         self.clock.advance(minutes=6)
-        released = set(self.ledger.release_expired_holds("acme"))
+        released = set(Accounts(self.ledger).release_expired_holds("acme"))
         assert released == {o.request_id for o in self.open}
         self.open.clear()
 

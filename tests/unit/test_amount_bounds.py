@@ -10,6 +10,7 @@ from uuid import uuid4
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -196,8 +197,8 @@ def test_a_receipt_recorded_before_terms_existed_loads_and_is_compared_by_amount
 
 
 def test_two_refunds_of_one_payment_in_one_batch_never_exceed_it(ledger: Ledger) -> None:
-    ledger.create_account("acme")
-    ledger.record_payment("acme", "pay_1", 5 * NANO)
+    Accounts(ledger).create_account("acme")
+    Accounts(ledger).record_payment("acme", "pay_1", 5 * NANO)
     ledger.start_group_commit()
     try:
         go, busy = threading.Event(), threading.Event()
@@ -215,7 +216,7 @@ def test_two_refunds_of_one_payment_in_one_batch_never_exceed_it(ledger: Ledger)
 
         def refund(refund_id: str) -> None:
             try:
-                outcomes.append(ledger.reverse_payment("acme", refund_id, 3 * NANO, "pay_1"))
+                outcomes.append(Accounts(ledger).reverse_payment("acme", refund_id, 3 * NANO, "pay_1"))
             except RefundExceedsPayment as refused:
                 outcomes.append(refused)
 
@@ -239,10 +240,10 @@ def test_two_refunds_of_one_payment_in_one_batch_never_exceed_it(ledger: Ledger)
 
 
 def test_a_grant_key_reused_for_another_amount_is_refused_and_moves_nothing(ledger: Ledger) -> None:
-    ledger.create_account("acme", starter_credits=NANO)
+    Accounts(ledger).create_account("acme", starter_credits=NANO)
     with pytest.raises(IdempotencyConflict):
-        ledger.grant_credits("acme", 2 * NANO, "starter credits", idempotency_key="starter")
-    assert ledger.grant_credits("acme", NANO, "starter credits", idempotency_key="starter").credited is False
+        Accounts(ledger).grant_credits("acme", 2 * NANO, "starter credits", idempotency_key="starter")
+    assert Accounts(ledger).grant_credits("acme", NANO, "starter credits", idempotency_key="starter").credited is False
     assert ledger.get_account("acme").balance == NANO
 
 
@@ -267,7 +268,7 @@ def test_a_replay_that_would_adjust_an_account_past_the_bound_is_refused_before_
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price("openai/free", ModelPrice(input=0, output=0))
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     opened = track_billing.open_request(key, RequestShape("openai/free", MAX_TOKENS, 1, 1, False))
     track_billing.complete_request(opened, first_route(track_billing, opened), Usage(input_tokens=MAX_TOKENS))

@@ -3,6 +3,7 @@ from uuid import uuid4
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -28,7 +29,7 @@ def key(ledger: Ledger) -> str:
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     return ApiKeys(ledger).issue_api_key("acme").plaintext
 
 
@@ -40,7 +41,7 @@ def worst_case(ledger: Ledger, s: RequestShape) -> int:
 def test_a_completed_request_is_charged_exactly_its_usage(
     ledger: Ledger, credits_billing: RequestBilling, key: str
 ) -> None:
-    ledger.grant_credits("acme", 10**9)
+    Accounts(ledger).grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
     assert ledger.get_account("acme").held == opened.hold == worst_case(ledger, shape())
     receipt = credits_billing.complete_request(
@@ -53,7 +54,7 @@ def test_a_completed_request_is_charged_exactly_its_usage(
 
 
 def test_completing_twice_charges_once(ledger: Ledger, credits_billing: RequestBilling, key: str) -> None:
-    ledger.grant_credits("acme", 10**9)
+    Accounts(ledger).grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
     first = credits_billing.complete_request(
         opened, first_route(credits_billing, opened), Usage(input_tokens=10, output_tokens=10)
@@ -68,7 +69,7 @@ def test_completing_twice_charges_once(ledger: Ledger, credits_billing: RequestB
 def test_a_failed_request_releases_its_hold_and_charges_nothing(
     ledger: Ledger, credits_billing: RequestBilling, key: str
 ) -> None:
-    ledger.grant_credits("acme", 10**9)
+    Accounts(ledger).grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
     credits_billing.fail_request(opened, status=502, error_code="upstream_error")
     account = ledger.get_account("acme")
@@ -79,7 +80,7 @@ def test_a_failed_request_releases_its_hold_and_charges_nothing(
 def test_a_request_the_account_cannot_cover_is_refused_before_any_call(
     ledger: Ledger, credits_billing: RequestBilling, key: str
 ) -> None:
-    ledger.grant_credits("acme", worst_case(ledger, shape()) - 1)
+    Accounts(ledger).grant_credits("acme", worst_case(ledger, shape()) - 1)
     with pytest.raises(InsufficientCredits):
         credits_billing.open_request(key, shape())
     assert ledger.get_account("acme").held == 0
@@ -88,7 +89,7 @@ def test_a_request_the_account_cannot_cover_is_refused_before_any_call(
 def test_an_unpriced_model_is_refused_in_credits_mode(
     ledger: Ledger, credits_billing: RequestBilling, key: str
 ) -> None:
-    ledger.grant_credits("acme", 10**9)
+    Accounts(ledger).grant_credits("acme", 10**9)
     with pytest.raises(ModelNotFound):
         credits_billing.open_request(key, RequestShape("openai/unpriced", 10, 10, 1, False))
 
@@ -122,7 +123,7 @@ def test_a_bad_key_is_refused(credits_billing: RequestBilling, key: str) -> None
 def test_a_hold_that_expired_is_still_charged_once_within_what_is_available(
     ledger: Ledger, credits_billing: RequestBilling, key: str, clock: FakeClock
 ) -> None:
-    ledger.grant_credits("acme", 10**9)
+    Accounts(ledger).grant_credits("acme", 10**9)
     opened = credits_billing.open_request(key, shape())
     account = ledger.get_account("acme")
     clock.advance(hours=1)
@@ -138,7 +139,7 @@ def test_a_hold_that_expired_is_still_charged_once_within_what_is_available(
 def test_concurrent_requests_never_overdraw_the_account(
     ledger: Ledger, credits_billing: RequestBilling, key: str
 ) -> None:
-    ledger.grant_credits("acme", 10 * worst_case(ledger, shape()))
+    Accounts(ledger).grant_credits("acme", 10 * worst_case(ledger, shape()))
     outcomes: list[str] = []
     barrier = threading.Barrier(50)
 
@@ -169,9 +170,9 @@ def test_an_account_day_cap_refuses_holds_that_would_pass_it_until_the_day_turns
 ) -> None:
     from domain.spend_caps import SpendCapReached
 
-    ledger.grant_credits("acme", 10**12)
+    Accounts(ledger).grant_credits("acme", 10**12)
     worst = worst_case(ledger, shape())
-    ledger.set_spend_caps("acme", day=2 * worst, month=None)
+    Accounts(ledger).set_spend_caps("acme", day=2 * worst, month=None)
     for _ in range(2):
         opened = credits_billing.open_request(key, shape())
         credits_billing.complete_request(
@@ -189,10 +190,10 @@ def test_a_key_month_cap_counts_holds_and_spares_other_keys(
 ) -> None:
     from domain.spend_caps import SpendCapReached
 
-    ledger.grant_credits("acme", 10**12)
+    Accounts(ledger).grant_credits("acme", 10**12)
     worst = worst_case(ledger, shape())
     capped = ledger.authenticate(key).id
-    ledger.set_spend_caps("acme", day=None, month=worst, api_key_id=capped)
+    Accounts(ledger).set_spend_caps("acme", day=None, month=worst, api_key_id=capped)
     credits_billing.open_request(key, shape())  # held, not yet charged: it counts
     with pytest.raises(SpendCapReached):
         credits_billing.open_request(key, shape())

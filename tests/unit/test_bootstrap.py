@@ -9,6 +9,7 @@ import pytest
 from adapters.bootstrap import build_services, in_memory_ledger, initialise
 from adapters.crypto.aes_gcm import generate_master_key
 from adapters.settings import Settings
+from application.accounts import Accounts
 from domain.errors import NotInitialised
 from tests.fakes.clock import FakeClock
 
@@ -37,7 +38,7 @@ def test_build_services_on_an_in_memory_ledger_wires_every_service_around_it() -
         command_services = (services.prices, services.provider_registry, services.api_keys)
         assert all(service.ledger is ledger for service in command_services)
         assert services.ledger.is_admin_key(admin_key)
-        account = ledger.create_account("acme", starter_credits=5)
+        account = Accounts(ledger).create_account("acme", starter_credits=5)
         services.read_models.runner.catch_up()
         balance = services.read_models.balances.get_balance(account.id)
         assert balance is not None and balance.balance == 5

@@ -15,6 +15,7 @@ from adapters.http.app import create_app
 from adapters.services import Services
 from adapters.settings import Settings
 from adapters.workers.hold_sweeper import sweep
+from application.accounts import Accounts
 from application.ledger import Ledger
 from domain.account import Account
 from domain.errors import InsufficientCredits, InvalidRequest
@@ -131,31 +132,31 @@ def test_a_grant_expires_in_the_future_at_a_time_with_a_zone(expires_at: datetim
 
 
 def test_expiry_survives_the_event_store_round_trip(ledger: Ledger, clock: FakeClock) -> None:
-    ledger.create_account("acme")
-    ledger.grant_credits("acme", 50, "promo", expires_at=clock.now() + HOUR)
-    ledger.grant_credits("acme", 20, "paid")
+    Accounts(ledger).create_account("acme")
+    Accounts(ledger).grant_credits("acme", 50, "promo", expires_at=clock.now() + HOUR)
+    Accounts(ledger).grant_credits("acme", 20, "paid")
     request = uuid4()
     ledger.change_account(
         ledger.get_account("acme").id,
         lambda a: a.place_hold(request, 60, clock.now() + 2 * HOUR, now=clock.now()) or [],
     )
     clock.advance(hours=1)
-    assert len(ledger.expire_grants("acme")) == 1
+    assert len(Accounts(ledger).expire_grants("acme")) == 1
     account = ledger.get_account("acme")  # rebuilt from the stored events
     assert (account.balance, account.available, account.lots) == (60, 0, {})
     assert account.kept == {request.hex: {2: 40}}
-    assert ledger.expire_grants("acme") == []
+    assert Accounts(ledger).expire_grants("acme") == []
 
 
 def test_the_ledger_refuses_a_past_deadline_but_answers_a_repeated_key_as_already_credited(
     ledger: Ledger, clock: FakeClock
 ) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     with pytest.raises(InvalidRequest):
-        ledger.grant_credits("acme", 5, "promo", "k1", expires_at=clock.now())
-    first = ledger.grant_credits("acme", 5, "promo", "k1", expires_at=clock.now() + HOUR)
+        Accounts(ledger).grant_credits("acme", 5, "promo", "k1", expires_at=clock.now())
+    first = Accounts(ledger).grant_credits("acme", 5, "promo", "k1", expires_at=clock.now() + HOUR)
     clock.advance(hours=2)
-    again = ledger.grant_credits("acme", 5, "promo", "k1", expires_at=clock.now() - HOUR)
+    again = Accounts(ledger).grant_credits("acme", 5, "promo", "k1", expires_at=clock.now() - HOUR)
     assert (first.credited, again.credited) == (True, False)
     assert ledger.get_account("acme").balance == 5
 
@@ -178,10 +179,10 @@ def admin(services: Services) -> TestClient:
 
 def test_the_sweep_expires_due_grants_once_after_releasing_expired_holds(services: Services, clock: FakeClock) -> None:
     ledger = services.ledger
-    ledger.create_account("acme")
-    ledger.create_account("other")
-    ledger.grant_credits("acme", 50, "promo", expires_at=clock.now() + HOUR)
-    ledger.grant_credits("other", 7, "promo", expires_at=clock.now() + 3 * HOUR)
+    Accounts(ledger).create_account("acme")
+    Accounts(ledger).create_account("other")
+    Accounts(ledger).grant_credits("acme", 50, "promo", expires_at=clock.now() + HOUR)
+    Accounts(ledger).grant_credits("other", 7, "promo", expires_at=clock.now() + 3 * HOUR)
     request = uuid4()
     ledger.change_account(
         ledger.get_account("acme").id, lambda a: a.place_hold(request, 50, clock.now() + timedelta(minutes=15)) or []
@@ -202,7 +203,7 @@ def test_the_sweep_expires_due_grants_once_after_releasing_expired_holds(service
 def test_the_admin_api_grants_with_expires_at_and_refuses_a_past_one(
     admin: TestClient, services: Services, clock: FakeClock
 ) -> None:
-    services.ledger.create_account("acme")
+    services.accounts.create_account("acme")
     past = admin.post(
         "/admin/v1/accounts/acme/grants", json={"amount": "1", "expires_at": (clock.now() - HOUR).isoformat()}
     )

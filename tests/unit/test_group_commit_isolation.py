@@ -9,6 +9,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.domain import Aggregate
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -42,7 +43,7 @@ class HeldWriter:
 
     def __init__(self, ledger: Ledger) -> None:
         self._busy, self._go = threading.Event(), threading.Event()
-        blocker = ledger.create_account(f"blocker-{uuid4().hex[:8]}").id
+        blocker = Accounts(ledger).create_account(f"blocker-{uuid4().hex[:8]}").id
         self._thread = threading.Thread(target=ledger.change_account, args=(blocker, self._block))
         self._thread.start()
         assert self._busy.wait(5)
@@ -68,7 +69,7 @@ def tenants(ledger: Ledger, router) -> tuple[RequestBilling, dict[str, str], int
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
     keys = {}
     for name in TENANTS:
-        ledger.create_account(name, starter_credits=2 * worst)
+        Accounts(ledger).create_account(name, starter_credits=2 * worst)
         keys[name] = ApiKeys(ledger).issue_api_key(name).plaintext
     ledger.start_group_commit()
     yield (

@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.hold_gate import HoldGate
@@ -73,7 +74,7 @@ def served(ledger: Ledger, router) -> Iterator[tuple[Ledger, RequestBilling, str
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     price = ledger.price_book().latest.price_for(MODEL)
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
@@ -104,7 +105,7 @@ class BusyWriter:
 
 def test_a_hold_the_gate_knows_fits_lets_the_call_start_before_it_is_saved(served) -> None:
     ledger, billing, key, worst = served
-    ledger.grant_credits("acme", 2 * worst)  # saved by the writer: the gate now knows the room
+    Accounts(ledger).grant_credits("acme", 2 * worst)  # saved by the writer: the gate now knows the room
     writer = BusyWriter(ledger)  # so no hold is saved (nor answered) while the three open
 
     async def scenario() -> None:
@@ -126,7 +127,7 @@ def test_a_hold_the_gate_knows_fits_lets_the_call_start_before_it_is_saved(serve
 
 def test_without_early_upstream_every_call_waits_for_its_durable_hold(served, router) -> None:
     ledger, _, key, worst = served
-    ledger.grant_credits("acme", 2 * worst)
+    Accounts(ledger).grant_credits("acme", 2 * worst)
     strict = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=False)
 
     async def scenario() -> None:
@@ -141,9 +142,9 @@ def test_a_hold_refused_after_its_call_started_is_recorded_and_charges_nothing(s
     """A debit the gate was not told of (here: handed to the writer from another thread)
     lands between the gate's yes and the hold: the writer refuses the hold."""
     ledger, billing, key, worst = served
-    ledger.grant_credits("acme", worst)
+    Accounts(ledger).grant_credits("acme", worst)
     writer = BusyWriter(ledger)
-    debit = threading.Thread(target=ledger.adjust_credits, args=("acme", -worst, "operator debit"))
+    debit = threading.Thread(target=Accounts(ledger).adjust_credits, args=("acme", -worst, "operator debit"))
     debit.start()
     while ledger.writer._queue.qsize() < 1:
         threading.Event().wait(0.001)  # the debit is queued first
@@ -168,7 +169,7 @@ def test_a_settlement_in_flight_counts_its_whole_cost_against_the_known_room(ser
     """A provider may report more than the worst case: until the writer has answered for
     the settlement, the room it may take is not offered to a new request."""
     ledger, billing, key, worst = served
-    ledger.grant_credits("acme", 2 * worst)
+    Accounts(ledger).grant_credits("acme", 2 * worst)
 
     async def scenario() -> None:
         first = await billing.open_request_async(key, SHAPE, request_id=uuid4())

@@ -21,6 +21,7 @@ from adapters.crypto.key_ring import KeyRing
 from adapters.http.app import create_app
 from adapters.http.payments import sign
 from adapters.settings import Settings
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from tests.fakes.clock import FakeClock
@@ -49,7 +50,7 @@ def edge() -> Iterator[Edge]:
     ring = KeyRing.parse(f"k1:{generate_master_key()}", source="TEST")
     ledger = in_memory_ledger(master_key=ring, clock=FakeClock())
     admin_key = ledger.initialise()
-    ledger.create_account("acme", starter_credits=5 * 10**9)
+    Accounts(ledger).create_account("acme", starter_credits=5 * 10**9)
     user_key = ApiKeys(ledger).issue_api_key("acme").plaintext
     settings = replace(
         Settings(),

@@ -16,6 +16,7 @@ from adapters.http import admin_keys, me
 from adapters.http.app import create_app
 from adapters.services import Services
 from adapters.settings import Settings
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.providers import ProviderRegistry
@@ -57,7 +58,7 @@ def gateway() -> Iterator[Gateway]:
     ledger = in_memory_ledger(master_key=ring, clock=FakeClock())
     admin_key = ledger.initialise()
     ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=PROVIDER_SECRET)
-    ledger.create_account("acme", starter_credits=5 * 10**9)
+    Accounts(ledger).create_account("acme", starter_credits=5 * 10**9)
     yield Gateway(TestClient(in_process_app(build_services(Settings(), ledger=ledger))), ledger, admin_key)
     ledger.close()
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys, parse_models
 from application.key_management import delete_credential, retire_due_credentials, rotate_credential
 from application.ledger import Ledger
@@ -111,7 +112,7 @@ def test_hints_show_at_most_the_last_four_characters(ledger: Ledger, openai: str
 
 
 def test_a_rotated_key_is_revoked_at_once_and_the_new_one_works(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     old = ApiKeys(ledger).issue_api_key("acme", "ci", models=["openai/gpt-4o-mini"])
     rotation = ApiKeys(ledger).rotate_api_key(old.key_id)
     with pytest.raises(AuthenticationFailed):
@@ -123,7 +124,7 @@ def test_a_rotated_key_is_revoked_at_once_and_the_new_one_works(ledger: Ledger) 
 
 
 def test_a_rotated_key_keeps_working_during_its_grace_period(ledger: Ledger, clock: FakeClock) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     old = ApiKeys(ledger).issue_api_key("acme")
     rotation = ApiKeys(ledger).rotate_api_key(old.key_id, grace=timedelta(minutes=5))
     ledger.authenticate(old.plaintext)
@@ -137,14 +138,14 @@ def test_a_rotated_key_keeps_working_during_its_grace_period(ledger: Ledger, clo
 
 
 def test_rotation_keeps_the_old_expiry(ledger: Ledger, clock: FakeClock) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     old = ApiKeys(ledger).issue_api_key("acme", expires_at=clock.now() + timedelta(days=1))
     new = ApiKeys(ledger).rotate_api_key(old.key_id).issued
     assert ledger.get_api_key(new.key_id).expires_at == clock.now() + timedelta(days=1)
 
 
 def test_a_key_limited_to_models_allows_only_those(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     issued = ApiKeys(ledger).issue_api_key("acme", models=parse_models("openai/gpt-4o-mini, anthropic/*,fast"))
     key = ledger.authenticate(issued.plaintext)
     assert key.allows("openai/gpt-4o-mini") and key.allows("anthropic/claude-sonnet-4") and key.allows("fast")
@@ -154,7 +155,7 @@ def test_a_key_limited_to_models_allows_only_those(ledger: Ledger) -> None:
 
 
 def test_an_unlimited_key_allows_every_model_and_limits_can_change(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     issued = ApiKeys(ledger).issue_api_key("acme")
     assert ledger.authenticate(issued.plaintext).allows("openai/anything")
     ApiKeys(ledger).set_allowed_models(issued.key_id, ["openai/gpt-4o-mini"])
@@ -175,7 +176,7 @@ def test_a_model_limited_key_is_refused_when_billing_opens_a_request(ledger: Led
 
     ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret=OLD)
     Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
-    ledger.create_account("acme", starter_credits=10**12)
+    Accounts(ledger).create_account("acme", starter_credits=10**12)
     issued = ApiKeys(ledger).issue_api_key("acme", models=["openai/gpt-4o-mini"])
     billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=5))
     shape = RequestShape(model="openai/gpt-4o", prompt_bytes=10, max_output_tokens=10, choices=1, stream=False)

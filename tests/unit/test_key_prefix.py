@@ -8,6 +8,7 @@ import pytest
 
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.presenters import api_key_json
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from domain.api_key import ApiKey, shown_prefix
@@ -15,7 +16,7 @@ from domain.errors import AuthenticationFailed
 
 
 def test_a_new_keys_prefix_is_its_kind_and_last_4_characters(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     for issued in [ApiKeys(ledger).issue_api_key("acme") for _ in range(20)] + [
         ApiKeys(ledger).issue_api_key("acme", models=["openai/*"])
     ]:
@@ -34,7 +35,7 @@ def test_the_admin_key_is_masked_the_same_way() -> None:
 
 def test_a_key_issued_with_the_old_12_character_prefix_is_shown_by_its_kind_alone(ledger: Ledger) -> None:
     """The old ``Issued`` event recorded ``thk_`` and 8 characters of the key: loading it shows ``thk_…``."""
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     scheme = ledger.key_scheme
     plaintext = scheme.new_user_key()
     old = ApiKey(
@@ -53,7 +54,7 @@ def test_a_key_issued_with_the_old_12_character_prefix_is_shown_by_its_kind_alon
 
 
 def test_authentication_never_depends_on_the_prefix(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     issued = ApiKeys(ledger).issue_api_key("acme")
     body = issued.plaintext.removeprefix("thk_")
     same_shown = "thk_" + ("A" if body[0] != "A" else "B") + body[1:]  # same kind, same last 4, other key

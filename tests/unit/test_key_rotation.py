@@ -10,6 +10,7 @@ import pytest
 from adapters.crypto.aes_gcm import AesGcmKeyVault, generate_master_key
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.key_management import check_key_ring, rotate_master, secrets_status
 from application.ledger import Ledger
@@ -50,7 +51,7 @@ def store(tmp_path: Path) -> dict[str, str]:
         ProviderRegistry(ledger).register_provider(
             "anthropic", "anthropic", base_url=None, region=None, secret=ANTHROPIC_SECRET
         )
-        ledger.create_account("acme")
+        Accounts(ledger).create_account("acme")
         return {"user_key": ApiKeys(ledger).issue_api_key("acme").plaintext, "path": str(tmp_path)}
 
 

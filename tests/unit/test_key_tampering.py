@@ -15,6 +15,7 @@ from adapters.crypto.aes_gcm import AesGcmKeyVault, generate_master_key
 from adapters.crypto.key_digest import HmacApiKeyScheme
 from adapters.crypto.key_ring import KeyRing
 from adapters.settings import Settings
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.prices import Prices
@@ -53,7 +54,7 @@ def setup() -> Iterator[Setup]:
         "openai", "openai", base_url=upstream.base_url, region=None, secret=SECRET
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
-    ledger.create_account("acme", starter_credits=10**10)
+    Accounts(ledger).create_account("acme", starter_credits=10**10)
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     with TestClient(app) as client:
         yield Setup(client, ledger, upstream, key)

@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.prices import Prices
@@ -12,38 +13,38 @@ from tests.fakes.clock import FakeClock
 
 
 def test_a_grant_with_an_idempotency_key_is_credited_once(ledger: Ledger) -> None:
-    ledger.create_account("acme")
-    first = ledger.grant_credits("acme", 5_000, "top-up", idempotency_key="pay_1")
-    again = ledger.grant_credits("acme", 5_000, "top-up", idempotency_key="pay_1")
+    Accounts(ledger).create_account("acme")
+    first = Accounts(ledger).grant_credits("acme", 5_000, "top-up", idempotency_key="pay_1")
+    again = Accounts(ledger).grant_credits("acme", 5_000, "top-up", idempotency_key="pay_1")
     assert (first.credited, again.credited) == (True, False)
     assert ledger.get_account("acme").balance == 5_000
 
 
 def test_grants_without_a_key_are_each_credited(ledger: Ledger) -> None:
-    ledger.create_account("acme")
-    ledger.grant_credits("acme", 1, "a")
-    ledger.grant_credits("acme", 2, "b")
+    Accounts(ledger).create_account("acme")
+    Accounts(ledger).grant_credits("acme", 1, "a")
+    Accounts(ledger).grant_credits("acme", 2, "b")
     assert ledger.get_account("acme").balance == 3
 
 
 def test_starter_credits_are_granted_with_the_account(ledger: Ledger) -> None:
-    account = ledger.create_account("acme", starter_credits=7_000_000_000)
+    account = Accounts(ledger).create_account("acme", starter_credits=7_000_000_000)
     assert ledger.get_account(account.id).balance == 7_000_000_000
 
 
 def test_account_names_are_unique(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     with pytest.raises(AlreadyExists):
-        ledger.create_account("acme")
+        Accounts(ledger).create_account("acme")
 
 
 def test_unknown_account_is_a_clear_error(ledger: Ledger) -> None:
     with pytest.raises(AccountNotFound):
-        ledger.grant_credits("nobody", 1)
+        Accounts(ledger).grant_credits("nobody", 1)
 
 
 def test_an_issued_key_authenticates_until_revoked(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     issued = ApiKeys(ledger).issue_api_key("acme", "ci")
     assert ledger.authenticate(issued.plaintext).account_id == issued.account_id
     ApiKeys(ledger).revoke_api_key(issued.key_id)
@@ -52,7 +53,7 @@ def test_an_issued_key_authenticates_until_revoked(ledger: Ledger) -> None:
 
 
 def test_an_expired_key_is_refused(ledger: Ledger, clock: FakeClock) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     issued = ApiKeys(ledger).issue_api_key("acme", expires_at=clock.now() + timedelta(hours=1))
     ledger.authenticate(issued.plaintext)
     clock.advance(hours=1)
@@ -61,7 +62,7 @@ def test_an_expired_key_is_refused(ledger: Ledger, clock: FakeClock) -> None:
 
 
 def test_keys_are_stored_only_as_digests(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     issued = ApiKeys(ledger).issue_api_key("acme")
     stored = b"".join(n.state for n in ledger.recorder.select_notifications(start=1, limit=1000))
     assert issued.plaintext.encode() not in stored
@@ -106,7 +107,7 @@ def test_a_price_needs_a_provider_slash_model_id(ledger: Ledger) -> None:
 
 
 def test_the_admin_key_is_recognised_and_user_keys_are_not(ledger: Ledger) -> None:
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     user_key = ApiKeys(ledger).issue_api_key("acme").plaintext
     assert not ledger.is_admin_key(user_key)
     assert not ledger.is_admin_key("tha_wrong")

@@ -15,6 +15,7 @@ import pytest
 
 from adapters.http.chat import complete_plain, relay, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request
+from application.accounts import Accounts
 from application.billing import Receipt
 from application.calls import BilledCalls, StartedCall
 from application.ports import ChatExchange
@@ -84,7 +85,7 @@ def billing_of(calls: BilledCalls) -> CountingBilling:
 
 
 def setup(world: World, script: StreamScript) -> tuple[BilledCalls, FakeProvider]:
-    world.ledger.grant_credits("acme", GRANT)
+    Accounts(world.ledger).grant_credits("acme", GRANT)
     provider = FakeProvider(stream=script)
     return world.calls(provider), provider
 
@@ -250,7 +251,7 @@ def test_a_bug_of_ours_mid_stream_releases_the_hold_as_a_500_aborts_the_upstream
 def test_a_whole_answer_is_charged_the_providers_usage_and_a_bug_of_ours_reading_it_is_a_500_released(
     world: World,
 ) -> None:
-    world.ledger.grant_credits("acme", GRANT)
+    Accounts(world.ledger).grant_credits("acme", GRANT)
     chat = parse_chat_request(orjson.dumps({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}))
     served = world.calls(FakeProvider())
     broken = world.calls(FakeProvider(completion=TypeError("a bug")))
@@ -273,7 +274,7 @@ def test_a_whole_answer_is_charged_the_providers_usage_and_a_bug_of_ours_reading
 def test_a_meter_ends_its_call_once_a_second_ending_is_refused_and_a_caller_gone_after_it_is_ignored(
     world: World,
 ) -> None:
-    world.ledger.grant_credits("acme", GRANT)
+    Accounts(world.ledger).grant_credits("acme", GRANT)
     provider = FakeProvider()
     calls = world.calls(provider)
     chat = chat_request()

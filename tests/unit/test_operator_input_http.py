@@ -18,6 +18,7 @@ from adapters.bootstrap import build_services, in_memory_ledger
 from adapters.http.app import create_app
 from adapters.http.payments import sign
 from adapters.settings import Settings
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.ledger import Ledger
 from application.providers import ProviderRegistry
@@ -57,8 +58,8 @@ def build(settings: Settings) -> Iterator[Admin]:
     ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url=None, region=None, secret="sk-operator-input-0001"
     )
-    ledger.create_account("acme")
-    ledger.create_account("beta")
+    Accounts(ledger).create_account("acme")
+    Accounts(ledger).create_account("beta")
     services = build_services(settings, ledger=ledger)
     yield Admin(TestClient(create_app(services, run_projections=False)), ledger, admin_key)
     ledger.close()

@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -89,7 +90,7 @@ def test_each_request_records_its_provider_cost_beside_its_charge(
     ProviderRegistry(ledger).register_provider("openai", "openai", base_url=None, region=None, secret="sk-openai-aaaa")
     prices, _ = parse_price_file(json.dumps({**FILE, "effective_at": None}))
     Prices(ledger).publish_prices(prices)
-    ledger.create_account("acme", starter_credits=10**12)
+    Accounts(ledger).create_account("acme", starter_credits=10**12)
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     opened = credits_billing.open_request(key, RequestShape("openai/o3", 100, 100, 1, False))
     receipt = credits_billing.complete_request(

@@ -20,6 +20,7 @@ from adapters.providers.base import READ_FAILURES
 from adapters.providers.bedrock import BedrockStreamError
 from adapters.providers.gemini_response import StreamBroken
 from adapters.providers.ollama import OllamaStreamError
+from application.accounts import Accounts
 from application.calls import BilledCalls, StartedCall
 from application.failover import FailedAttempts
 from application.ports import ChatExchange
@@ -74,7 +75,7 @@ def _spy_health(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[list[str
 def test_a_garbled_answer_before_the_first_byte_is_a_502_that_fails_over_and_counts_against_the_credential(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world.ledger.grant_credits("acme", GRANT)
+    Accounts(world.ledger).grant_credits("acme", GRANT)
     failures, successes = _spy_health(world, monkeypatch)
     provider = FakeProvider(MalformedUpstreamAnswer("the provider sent something that is not JSON"))
     call = started(world.calls(provider), world.key)
@@ -88,7 +89,7 @@ def test_a_garbled_answer_before_the_first_byte_is_a_502_that_fails_over_and_cou
 def test_a_bug_of_ours_before_the_first_byte_is_a_500_never_failed_over_nor_learned(
     world: World, monkeypatch: pytest.MonkeyPatch, bug: Exception
 ) -> None:
-    world.ledger.grant_credits("acme", GRANT)
+    Accounts(world.ledger).grant_credits("acme", GRANT)
     failures, successes = _spy_health(world, monkeypatch)
     provider = FakeProvider(bug)
     calls = world.calls(provider)
@@ -103,7 +104,7 @@ def test_a_bug_of_ours_before_the_first_byte_is_a_500_never_failed_over_nor_lear
 
 
 def _read_whole(world: World, completion: bytes | Exception) -> tuple[BilledCalls, StartedCall[ChatExchange], Any]:
-    world.ledger.grant_credits("acme", GRANT)
+    Accounts(world.ledger).grant_credits("acme", GRANT)
     calls = world.calls(FakeProvider(completion=completion))
     chat = parse_chat_request(orjson.dumps({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}))
 
@@ -143,7 +144,7 @@ def test_a_plain_value_error_reading_a_whole_answer_is_a_bug_a_500_released(worl
 
 
 def _relay(world: World, script: StreamScript) -> tuple[BilledCalls, StartedCall[ChatExchange], Any, list[Any]]:
-    world.ledger.grant_credits("acme", GRANT)
+    Accounts(world.ledger).grant_credits("acme", GRANT)
     calls = world.calls(FakeProvider(stream=script))
     chat = chat_request()
     frames: list[Any] = []

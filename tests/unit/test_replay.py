@@ -5,6 +5,7 @@ from uuid import UUID
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import Receipt, RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -43,8 +44,8 @@ def keys(ledger: Ledger) -> dict[str, str]:
     Prices(ledger).publish_prices({MODEL: ORIGINAL, OTHER: OTHER_PRICE})
     found = {}
     for name in ("acme", "globex"):
-        ledger.create_account(name)
-        ledger.grant_credits(name, 10**12)
+        Accounts(ledger).create_account(name)
+        Accounts(ledger).grant_credits(name, 10**12)
         found[name] = ApiKeys(ledger).issue_api_key(name).plaintext
     return found
 

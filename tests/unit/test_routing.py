@@ -3,6 +3,7 @@ from collections import Counter
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.health import CredentialHealth
@@ -79,7 +80,7 @@ def test_the_hold_covers_the_dearest_fallback(
     ledger: Ledger, credits_billing: RequestBilling, two_providers: None
 ) -> None:
     Prices(ledger).set_alias("cheap-first", ["backup/gpt-4o-mini", "openai/gpt-4o"])
-    ledger.create_account("acme", starter_credits=10**12)
+    Accounts(ledger).create_account("acme", starter_credits=10**12)
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     shape = RequestShape("cheap-first", prompt_bytes=1000, max_output_tokens=100, choices=1, stream=False)
     opened = credits_billing.open_request(key, shape)
@@ -90,7 +91,7 @@ def test_unpriced_fallbacks_are_dropped_in_credits_mode(
     ledger: Ledger, credits_billing: RequestBilling, two_providers: None
 ) -> None:
     Prices(ledger).set_alias("mixed", ["openai/unpriced", "backup/gpt-4o-mini"])
-    ledger.create_account("acme", starter_credits=10**12)
+    Accounts(ledger).create_account("acme", starter_credits=10**12)
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     opened = credits_billing.open_request(key, RequestShape("mixed", 10, 10, 1, False))
     assert [t.model for t in opened.targets] == ["backup/gpt-4o-mini"]

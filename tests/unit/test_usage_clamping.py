@@ -5,6 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -27,8 +28,8 @@ def key(ledger: Ledger) -> str:
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, PRICE)
-    ledger.create_account("acme")
-    ledger.grant_credits("acme", 5 * 10**9)
+    Accounts(ledger).create_account("acme")
+    Accounts(ledger).grant_credits("acme", 5 * 10**9)
     return ApiKeys(ledger).issue_api_key("acme").plaintext
 
 

@@ -21,6 +21,7 @@ from adapters.queries import caught_up, read_balance
 from adapters.services import Services
 from adapters.settings import Settings
 from adapters.workers.hold_sweeper import sweep
+from application.accounts import Accounts
 from domain.errors import ProjectionStopped
 from domain.request_record import RequestRecord
 from tests.conftest import PgSchemas
@@ -99,13 +100,13 @@ def place_hold(services: Services, account_id: UUID, amount: int, expires_in: ti
 
 def test_with_balances_stopped_the_sweeps_still_release_and_expire_and_verify_names_it(services: Services) -> None:
     ledger = services.ledger
-    alice, bob = ledger.create_account("alice").id, ledger.create_account("bob").id
-    ledger.grant_credits("alice", 10 * NANO)
-    ledger.grant_credits("bob", 10 * NANO)
+    alice, bob = Accounts(ledger).create_account("alice").id, Accounts(ledger).create_account("bob").id
+    Accounts(ledger).grant_credits("alice", 10 * NANO)
+    Accounts(ledger).grant_credits("bob", 10 * NANO)
     place_hold(services, alice, NANO, timedelta(minutes=1))  # before the stop: in the balances rows
     planted = huge_grant(services, alice)
     place_hold(services, bob, 2 * NANO, timedelta(minutes=1))  # after it: only the log names bob
-    ledger.grant_credits("bob", NANO, expires_at=ledger.clock.now() + timedelta(minutes=1))
+    Accounts(ledger).grant_credits("bob", NANO, expires_at=ledger.clock.now() + timedelta(minutes=1))
     assert ledger.get_account("bob").held == 2 * NANO
     ledger.clock.advance(minutes=2)  # type: ignore[attr-defined]
 
@@ -137,8 +138,8 @@ def test_with_balances_stopped_the_sweeps_still_release_and_expire_and_verify_na
 
 def test_with_request_read_models_stopped_balances_verify_and_sweeps_are_untouched(services: Services) -> None:
     ledger = services.ledger
-    alice = ledger.create_account("alice").id
-    ledger.grant_credits("alice", 10 * NANO)
+    alice = Accounts(ledger).create_account("alice").id
+    Accounts(ledger).grant_credits("alice", 10 * NANO)
     planted = huge_request(services, alice)
     place_hold(services, alice, NANO, timedelta(seconds=-1))
 

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -400,12 +401,12 @@ def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, c
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
-    ledger.create_account("acme", starter_credits=NANO)
+    Accounts(ledger).create_account("acme", starter_credits=NANO)
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     read_models = build_read_models(None, ledger)
-    ledger.grant_credits("acme", 2 * NANO, "top-up", idempotency_key="g-1")
-    ledger.grant_credits("acme", 2 * NANO, "top-up", idempotency_key="g-1")  # credited once
-    ledger.record_payment("acme", "pay_1", 3 * NANO)
+    Accounts(ledger).grant_credits("acme", 2 * NANO, "top-up", idempotency_key="g-1")
+    Accounts(ledger).grant_credits("acme", 2 * NANO, "top-up", idempotency_key="g-1")  # credited once
+    Accounts(ledger).record_payment("acme", "pay_1", 3 * NANO)
     charges = []
     for tokens in (120, 400, 90):
         request = credits_billing.open_request(key, SHAPE)
@@ -416,8 +417,8 @@ def test_the_real_ledgers_movements_reconcile_with_the_balance(ledger: Ledger, c
         charges.append((request.request_id, receipt.charge))
     failed = credits_billing.open_request(key, SHAPE)
     credits_billing.fail_request(failed, status=502, error_code="upstream_error")
-    ledger.adjust_credits("acme", -NANO // 2, "goodwill reversed")
-    ledger.reverse_payment("acme", "re_1", NANO, payment_id="pay_1")
+    Accounts(ledger).adjust_credits("acme", -NANO // 2, "goodwill reversed")
+    Accounts(ledger).reverse_payment("acme", "re_1", NANO, payment_id="pay_1")
     read_models.runner.catch_up()
 
     account = ledger.get_account("acme")

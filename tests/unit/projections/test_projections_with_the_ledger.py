@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -23,9 +24,9 @@ def test_read_models_agree_with_the_ledger_after_billed_requests(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-test-secret-0001"
     )
     Prices(ledger).set_price(MODEL, price_from_credits(input="2", output="8"))
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
-    ledger.grant_credits("acme", 10**9)
+    Accounts(ledger).grant_credits("acme", 10**9)
     read_models = build_read_models(None, ledger)
 
     completed = credits_billing.open_request(key, SHAPE)

@@ -17,6 +17,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import Attempt, RequestBilling, RequestShape
 from application.ledger import Ledger
@@ -277,9 +278,9 @@ def test_billed_requests_carry_the_price_books_provider_cost_and_their_failover(
         replace(price_from_credits(input="2", output="8"), provider_cost=price_from_credits(input="1", output="5")),
     )
     Prices(ledger).set_price("openai/gpt-free", price_from_credits(input="1", output="1"))  # no provider-cost rates
-    ledger.create_account("acme")
+    Accounts(ledger).create_account("acme")
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
-    ledger.grant_credits("acme", 10**9)
+    Accounts(ledger).grant_credits("acme", 10**9)
     read_models = build_read_models(None, ledger)
 
     opened = credits_billing.open_request(key, RequestShape("openai/gpt-test", 200, 100, 1, False))
