@@ -1,5 +1,5 @@
-"""Secrets over a Ledger: the secret store and master-key rotation, provider credential
-rotation and deletion (API-key rotation and model limits: application/api_keys.py).
+"""Secrets over a Ledger: the secret store and master-key rotation (provider credential
+rotation and deletion: application/providers.py; API-key rotation: application/api_keys.py).
 
 Invariants kept here:
 - the event history holds no secret and no envelope: events name a secret by reference
@@ -15,32 +15,25 @@ Invariants kept here:
   is opened and written to the store under a fresh data key, and an event records the move.
   The old events cannot be edited: their envelopes stay readable by the master keys that
   sealed them, which ``secrets_status`` reports (``in_history``);
-- a superseded secret is deleted from the store: a deleted credential's at once, a rotated
-  one's at once without a grace period, else by ``retire_due_credentials`` once the period
-  has ended (the sweep of ``serve`` or ``worker`` runs it); rows nothing refers to (a
-  crash between the row and its event, a lost race) are deleted by ``rotate_master`` once
-  they are ``ORPHAN_AGE`` old;
+- a superseded secret is deleted from the store (application/providers.py deletes a
+  deleted or retired credential's); rows nothing refers to (a crash between the row and
+  its event, a lost race) are deleted by ``rotate_master`` once they are ``ORPHAN_AGE`` old;
 - ``secrets_status`` lists every kid the current secrets still need: a configured key that
-  none names can be retired without losing anything current;
-- a rotated credential is replaced in one event-pair on its provider; the old one
-  stays usable until its grace period ends, then routing leaves it out.
+  none names can be retired without losing anything current.
 Plaintext secrets pass through here only on their way to the vault.
 """
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from application.api_keys import check_grace
 from application.ledger import Ledger, credential_ref, secret_context
-from application.providers import ProviderRegistry
 from domain import ids
 from domain.deployment import Deployment
-from domain.errors import InvalidRequest, NotInitialised, SecretError
+from domain.errors import NotInitialised, SecretError
 from domain.provider import Credential, Provider
 
 ORPHAN_AGE = timedelta(minutes=10)  # an unreferenced row younger than this may be a write in flight
@@ -218,109 +211,7 @@ def rotate_master(ledger: Ledger) -> RotationResult:
     )
 
 
-# --- provider credentials -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CredentialRotation:
-    provider: Provider
-    old_credential_id: str
-    new_credential_id: str
-    retires_at: datetime | None  # None: the old credential was disabled at once
-
-
-def rotate_credential(
-    ledger: Ledger,
-    name: str,
-    secret: str,
-    *,
-    credential_id: str | None = None,
-    grace: timedelta = timedelta(0),
-    weight: int | None = None,
-) -> CredentialRotation:
-    """Add ``secret`` as a new credential replacing ``credential_id`` (or the provider's only
-    current one). With a grace period both are used until it ends; without, the old is disabled now."""
-    if not secret:
-        raise InvalidRequest("a credential needs a secret (--api-key-stdin)", param="api_key")
-    grace = check_grace(grace)
-    retire_due_credentials(ledger, name)
-    outcome: dict[str, Any] = {}
-
-    def rotate(provider: Provider) -> list[Aggregate]:
-        now = ledger.clock.now()
-        old = provider.credential(credential_id) if credential_id else _only_current(provider, now)
-        new_id = ProviderRegistry(ledger).seal_into(provider, secret, weight or old.weight)
-        provider.rotate_credential(old.credential_id, new_id, retires_at=now + grace)
-        if not grace:
-            provider.disable_credential(old.credential_id, f"rotated: replaced by {new_id}", automatic=False)
-        outcome.update(
-            old=old.credential_id,
-            new=new_id,
-            retires_at=now + grace if grace else None,
-            old_ref=old.secret_ref,
-        )
-        return []
-
-    ledger.change(lambda: ledger.get_provider(name), rotate)
-    if not grace:
-        _shred(ledger, [outcome["old_ref"]])  # superseded now: its secret goes
-    return CredentialRotation(ledger.get_provider(name), outcome["old"], outcome["new"], outcome["retires_at"])
-
-
-def delete_credential(ledger: Ledger, name: str, credential_id: str) -> Provider:
-    """Delete a credential and then its secret (the event first: a crash between leaves an
-    unreferenced row, which ``rotate_master`` deletes)."""
-    refs: list[str | None] = []
-
-    def delete(provider: Provider) -> list[Aggregate]:
-        refs[:] = [provider.credential(credential_id).secret_ref]
-        provider.delete_credential(credential_id)
-        return []
-
-    ledger.change(lambda: ledger.get_provider(name), delete)
-    _shred(ledger, refs)
-    return ledger.get_provider(name)
-
-
-def retire_due_credentials(ledger: Ledger, name: str | None = None) -> list[tuple[str, str]]:
-    """Record ``CredentialDisabled`` for rotated credentials whose grace period has ended
-    (routing already leaves them out) and delete their secrets; returns (provider,
-    credential id) pairs."""
-    retired: list[tuple[str, str]] = []
-    names = [name] if name else [p.name for p in ledger.list_providers()]
-    for provider_name in names:
-        due: list[str] = []
-        refs: list[str | None] = []
-
-        def retire(provider: Provider) -> list[Aggregate] | None:
-            due.clear()
-            refs.clear()
-            for credential in provider.retired_credentials(ledger.clock.now()):
-                provider.disable_credential(
-                    credential.credential_id, f"rotated: replaced by {credential.replaced_by}", automatic=False
-                )
-                due.append(credential.credential_id)
-                refs.append(credential.secret_ref)
-            return [] if due else None
-
-        if ledger.change(lambda: ledger.get_provider(provider_name), retire):
-            retired += [(provider_name, credential_id) for credential_id in due]
-            _shred(ledger, refs)
-    return retired
-
-
 # --- helpers ------------------------------------------------------------------------
-
-
-def _only_current(provider: Provider, now: datetime) -> Credential:
-    current = [c for c in provider.usable_credentials(now) if not c.replaced_by]
-    if len(current) != 1:
-        ids_ = ", ".join(c.credential_id for c in current) or "none"
-        raise InvalidRequest(
-            f"{provider.name!r} has {len(current)} current credentials ({ids_}): say which to rotate with --credential",
-            param="credential",
-        )
-    return current[0]
 
 
 def _deployment(ledger: Ledger) -> Deployment:
@@ -356,14 +247,6 @@ def _write_once(ledger: Ledger, ref: str, plaintext: bytes) -> None:
     """The row ``ref`` with ``plaintext`` under a fresh data key, unless another process wrote
     it first (then it holds the same secret: a reference names one plaintext)."""
     ledger.secret_store.add(ref, ledger.vault.seal(plaintext, context=secret_context(ref)))
-
-
-def _shred(ledger: Ledger, refs: Sequence[str | None]) -> None:
-    """Delete superseded secrets from the store (and from this process's memory)."""
-    gone = [ref for ref in refs if ref is not None]
-    for ref in gone:
-        ledger.forget_secret(ref)
-    ledger.secret_store.delete(gone)
 
 
 def _vault(ledger: Ledger) -> Any:

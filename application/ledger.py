@@ -324,6 +324,13 @@ class Ledger(Application[UUID]):
             self._opened[key] = secret
         return secret
 
+    def delete_secrets(self, refs: Sequence[str | None]) -> None:
+        """Delete superseded secrets from the secret store and from this process's memory."""
+        gone = [ref for ref in refs if ref is not None]
+        for ref in gone:
+            self.forget_secret(ref)
+        self.secret_store.delete(gone)
+
     def forget_secret(self, ref: str) -> None:
         """Drop an opened secret from this process's memory (its row is being deleted)."""
         self._opened.pop(ref, None)

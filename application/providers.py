@@ -1,23 +1,40 @@
-"""Providers and their credentials: registering a provider, adding, disabling and enabling
-credentials, disabling and enabling providers (the Provider and Catalog aggregates), over
-the Ledger's unit of work. Rotation, deletion and master-key re-encryption are
+"""Providers and their credentials: registering a provider, adding, rotating, deleting,
+disabling and enabling credentials, disabling and enabling providers (the Provider and
+Catalog aggregates), over the Ledger's unit of work. The secret store's master keys are
 application/key_management.py.
 
-A credential's secret is sealed into the secret store before the event that refers to it
-is saved: a crash leaves an unused row, never an event naming a missing secret. No secret
-appears in an event: the events hold its row's reference and a hint of its last 4
-characters (domain/provider.py).
+Invariants kept here:
+- a credential's secret is sealed into the secret store before the event that refers to
+  it is saved: a crash leaves an unused row, never an event naming a missing secret; no
+  secret appears in an event, only its row's reference and a hint of its last 4
+  characters (domain/provider.py);
+- a rotated credential is replaced in one event-pair on its provider; the old one stays
+  usable until its grace period ends (routing then leaves it out), and its secret is
+  deleted at once without a grace period, else by ``retire_due_credentials`` once the
+  period has ended; a deleted credential's secret is deleted after its event.
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 from eventsourcing.domain import Aggregate
 
+from application.api_keys import check_grace
 from application.ledger import Ledger, clean_name, credential_ref
 from domain.catalog import Catalog
 from domain.errors import AlreadyExists, InvalidRequest
-from domain.provider import KINDS_WITHOUT_SECRET, Provider
+from domain.provider import KINDS_WITHOUT_SECRET, Credential, Provider
+
+
+@dataclass(frozen=True)
+class CredentialRotation:
+    provider: Provider
+    old_credential_id: str
+    new_credential_id: str
+    retires_at: datetime | None  # None: the old credential was disabled at once
 
 
 class ProviderRegistry:
@@ -84,9 +101,101 @@ class ProviderRegistry:
     def enable_provider(self, name: str) -> Provider:
         return self._change_provider(name, lambda p: _none_if_unchanged(p, p.enable))
 
+    def rotate_credential(
+        self,
+        name: str,
+        secret: str,
+        *,
+        credential_id: str | None = None,
+        grace: timedelta = timedelta(0),
+        weight: int | None = None,
+    ) -> CredentialRotation:
+        """Add ``secret`` as a new credential replacing ``credential_id`` (or the provider's only
+        current one). With a grace period both are used until it ends; without, the old is disabled now."""
+        if not secret:
+            raise InvalidRequest("a credential needs a secret (--api-key-stdin)", param="api_key")
+        grace = check_grace(grace)
+        self.retire_due_credentials(name)
+        outcome: dict[str, Any] = {}
+
+        def rotate(provider: Provider) -> list[Aggregate]:
+            now = self.ledger.clock.now()
+            old = provider.credential(credential_id) if credential_id else _only_current(provider, now)
+            new_id = self.seal_into(provider, secret, weight or old.weight)
+            provider.rotate_credential(old.credential_id, new_id, retires_at=now + grace)
+            if not grace:
+                provider.disable_credential(old.credential_id, f"rotated: replaced by {new_id}", automatic=False)
+            outcome.update(
+                old=old.credential_id,
+                new=new_id,
+                retires_at=now + grace if grace else None,
+                old_ref=old.secret_ref,
+            )
+            return []
+
+        self.ledger.change(lambda: self.ledger.get_provider(name), rotate)
+        if not grace:
+            self.ledger.delete_secrets([outcome["old_ref"]])  # superseded now: its secret goes
+        return CredentialRotation(self.ledger.get_provider(name), outcome["old"], outcome["new"], outcome["retires_at"])
+
+    def delete_credential(self, name: str, credential_id: str) -> Provider:
+        """Delete a credential and then its secret (the event first: a crash between leaves an
+        unreferenced row, which ``rotate_master`` deletes)."""
+        refs: list[str | None] = []
+
+        def delete(provider: Provider) -> list[Aggregate]:
+            refs[:] = [provider.credential(credential_id).secret_ref]
+            provider.delete_credential(credential_id)
+            return []
+
+        self.ledger.change(lambda: self.ledger.get_provider(name), delete)
+        self.ledger.delete_secrets(refs)
+        return self.ledger.get_provider(name)
+
+    def retire_due_credentials(self, name: str | None = None) -> list[tuple[str, str]]:
+        """Record ``CredentialDisabled`` for rotated credentials whose grace period has ended
+        (routing already leaves them out) and delete their secrets; returns (provider,
+        credential id) pairs."""
+        names = [name] if name else [p.name for p in self.ledger.list_providers()]
+        return [
+            (provider_name, credential_id) for provider_name in names for credential_id in self._retire(provider_name)
+        ]
+
+    def _retire(self, name: str) -> list[str]:
+        """``retire_due_credentials`` for one provider; returns the credential ids."""
+        due: list[str] = []
+        refs: list[str | None] = []
+
+        def retire(provider: Provider) -> list[Aggregate] | None:
+            due.clear()
+            refs.clear()
+            for credential in provider.retired_credentials(self.ledger.clock.now()):
+                provider.disable_credential(
+                    credential.credential_id, f"rotated: replaced by {credential.replaced_by}", automatic=False
+                )
+                due.append(credential.credential_id)
+                refs.append(credential.secret_ref)
+            return [] if due else None
+
+        if not self.ledger.change(lambda: self.ledger.get_provider(name), retire):
+            return []
+        self.ledger.delete_secrets(refs)
+        return due
+
     def _change_provider(self, name: str, change: Callable[[Provider], Sequence[Aggregate] | None]) -> Provider:
         self.ledger.change(lambda: self.ledger.get_provider(name), change)
         return self.ledger.get_provider(name)
+
+
+def _only_current(provider: Provider, now: datetime) -> Credential:
+    current = [c for c in provider.usable_credentials(now) if not c.replaced_by]
+    if len(current) != 1:
+        ids_ = ", ".join(c.credential_id for c in current) or "none"
+        raise InvalidRequest(
+            f"{provider.name!r} has {len(current)} current credentials ({ids_}): say which to rotate with --credential",
+            param="credential",
+        )
+    return current[0]
 
 
 def mask(secret: str) -> str:

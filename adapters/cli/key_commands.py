@@ -19,6 +19,7 @@ from adapters.settings import Settings
 from application import key_management as km
 from application.api_keys import MAX_GRACE, ApiKeys, parse_models
 from application.ledger import Ledger
+from application.providers import CredentialRotation, ProviderRegistry
 from domain.api_key import ApiKey
 from domain.errors import InvalidRequest
 
@@ -121,8 +122,7 @@ def status_text(status: km.SecretsStatus) -> str:
 def providers_rotate_credential(args: argparse.Namespace) -> Result:
     secret = read_secret()
     with _ledger() as ledger:
-        rotation = km.rotate_credential(
-            ledger,
+        rotation = ProviderRegistry(ledger).rotate_credential(
             args.name,
             secret,
             credential_id=args.credential,
@@ -139,11 +139,11 @@ def providers_rotate_credential(args: argparse.Namespace) -> Result:
 
 def providers_delete_credential(args: argparse.Namespace) -> Result:
     with _ledger() as ledger:
-        data = provider_json(km.delete_credential(ledger, args.name, args.credential_id))
+        data = provider_json(ProviderRegistry(ledger).delete_credential(args.name, args.credential_id))
     return data, f"credential {args.credential_id} of {args.name} deleted"
 
 
-def rotation_json(rotation: km.CredentialRotation) -> dict[str, Any]:
+def rotation_json(rotation: CredentialRotation) -> dict[str, Any]:
     return {
         "old_credential_id": rotation.old_credential_id,
         "new_credential_id": rotation.new_credential_id,

@@ -78,8 +78,7 @@ async def rotate_master(services: Admin) -> dict[str, Any]:
 @router.post("/providers/{name}/credentials/rotate")
 async def rotate_credential(name: str, body: RotateCredentialIn, services: Admin) -> dict[str, Any]:
     rotation = await _run(
-        km.rotate_credential,
-        services.ledger,
+        services.provider_registry.rotate_credential,
         name,
         body.api_key,
         credential_id=body.credential,
@@ -91,7 +90,7 @@ async def rotate_credential(name: str, body: RotateCredentialIn, services: Admin
 
 @router.delete("/providers/{name}/credentials/{credential_id}")
 async def delete_credential(name: str, credential_id: str, services: Admin) -> dict[str, Any]:
-    return provider_json(await _run(km.delete_credential, services.ledger, name, credential_id))
+    return provider_json(await _run(services.provider_registry.delete_credential, name, credential_id))
 
 
 @router.post("/keys", status_code=201)

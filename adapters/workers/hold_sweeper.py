@@ -20,7 +20,6 @@ import anyio
 from eventsourcing.utils import get_topic
 
 from adapters.services import Services
-from application.key_management import retire_due_credentials
 from projections.account_events import CreditGranted, HoldPlaced
 from projections.read_models import unguarded
 
@@ -94,6 +93,6 @@ async def run_sweeps(services: Services, interval_seconds: float) -> None:
         except Exception:  # a failed sweep must not stop the next one
             log.exception("hold sweep failed")
         try:  # rotated credentials whose grace period ended: recorded, and their secrets deleted
-            await anyio.to_thread.run_sync(retire_due_credentials, services.ledger)
+            await anyio.to_thread.run_sync(services.provider_registry.retire_due_credentials)
         except Exception:
             log.exception("retiring rotated credentials failed")

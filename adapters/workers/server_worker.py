@@ -21,7 +21,6 @@ from adapters.services import Services
 from adapters.settings import Settings, SettingsError
 from adapters.workers.hold_sweeper import sweep
 from adapters.workers.wake import RedisWakeListener, wake_channel
-from application.key_management import retire_due_credentials
 
 log = logging.getLogger("tallyhub.worker")
 
@@ -107,7 +106,7 @@ class ServerWorker:
                 self.report.released_holds += done["released"]
                 self.report.expired_grants += done["expired_grants"]
             try:  # rotated credentials whose grace period ended: recorded, and their secrets deleted
-                retire_due_credentials(self.services.ledger)
+                self.services.provider_registry.retire_due_credentials()
             except Exception:
                 log.exception("retiring rotated credentials failed")
             stop.wait(self.sweep_seconds)

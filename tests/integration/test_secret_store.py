@@ -171,7 +171,7 @@ def store_files(directory: Path) -> bytes:
 def test_new_events_carry_a_reference_and_a_hint_never_an_envelope(backend: Backend) -> None:
     with backend.opened(K1) as ledger:
         populate(ledger)
-        km.rotate_credential(ledger, "anthropic", ROTATED, grace=timedelta(seconds=60))
+        ProviderRegistry(ledger).rotate_credential("anthropic", ROTATED, grace=timedelta(seconds=60))
         km.rotate_master(ledger)
         assert event_envelopes(ledger) == []
         states = b"".join(n.state for n in ledger.recorder.select_notifications(start=1, limit=100_000))
@@ -192,7 +192,7 @@ def test_after_rotate_master_and_retiring_the_old_key_a_copy_of_the_store_opens_
     retired key under every context; on SQLite, no byte of the old rows is left in its files."""
     with backend.opened(K1) as ledger:
         populate(ledger)
-        km.rotate_credential(ledger, "anthropic", ROTATED, grace=timedelta(seconds=60))
+        ProviderRegistry(ledger).rotate_credential("anthropic", ROTATED, grace=timedelta(seconds=60))
         old_rows = ledger.secret_store.all()
         assert len(old_rows) == 5 and {row.kid for row in old_rows} == {"k1"}
     with backend.opened(K2, K1) as ledger:
@@ -222,14 +222,16 @@ def test_a_superseded_secret_is_deleted_from_the_store(backend: Backend) -> None
         populate(ledger)
         refs = {c.credential_id: c.secret_ref for c in ledger.get_provider("openai").credentials}
         first, second = refs
-        now_gone = km.rotate_credential(ledger, "openai", ROTATED, credential_id=first)  # no grace: gone now
+        now_gone = ProviderRegistry(ledger).rotate_credential(
+            "openai", ROTATED, credential_id=first
+        )  # no grace: gone now
         assert ledger.secret_store.get(refs[first]) is None
-        graceful = km.rotate_credential(
-            ledger, "openai", ROTATED + "-b", credential_id=second, grace=timedelta(seconds=30)
+        graceful = ProviderRegistry(ledger).rotate_credential(
+            "openai", ROTATED + "-b", credential_id=second, grace=timedelta(seconds=30)
         )
         assert ledger.secret_store.get(refs[second]) is not None  # used until its grace period ends
         backend.clock.advance(seconds=31)
-        assert km.retire_due_credentials(ledger) == [("openai", second)]
+        assert ProviderRegistry(ledger).retire_due_credentials() == [("openai", second)]
         assert ledger.secret_store.get(refs[second]) is None
         ProviderRegistry(ledger).enable_credential("openai", second)  # re-enabled, a retired credential stays unused
         assert second not in [
@@ -237,7 +239,7 @@ def test_a_superseded_secret_is_deleted_from_the_store(backend: Backend) -> None
         ]
         km.check_key_ring(ledger)  # no current secret is missing
         new_ref = ledger.get_provider("openai").credential(now_gone.new_credential_id).secret_ref
-        km.delete_credential(ledger, "openai", now_gone.new_credential_id)
+        ProviderRegistry(ledger).delete_credential("openai", now_gone.new_credential_id)
         assert ledger.secret_store.get(new_ref) is None
         wanted = {ledger.find(Deployment.create_id()).pepper_ref} | {
             c.secret_ref for p in ledger.list_providers() for c in p.current_credentials(backend.clock.now())
@@ -424,7 +426,7 @@ def test_a_process_keeps_its_opened_secret_through_rotate_master_and_sees_a_rota
         assert secret_of("anthropic") == {ANTHROPIC} and len(reads) == 1  # then kept: one dict lookup
         km.rotate_master(operator)  # another process re-encrypts every row
         assert secret_of("anthropic") == {ANTHROPIC} and len(reads) == 1  # the same secret, still kept
-        km.rotate_credential(operator, "anthropic", ROTATED)  # another process rotates the credential
+        ProviderRegistry(operator).rotate_credential("anthropic", ROTATED)  # another process rotates the credential
         assert secret_of("anthropic") == {ROTATED} and len(reads) == 2  # its new reference is read once
 
 
@@ -439,7 +441,7 @@ def test_the_credential_probe_leaves_a_retired_credential_whose_secret_is_gone_a
     ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI
     )
-    rotation = km.rotate_credential(ledger, "openai", ROTATED, grace=timedelta(seconds=30))
+    rotation = ProviderRegistry(ledger).rotate_credential("openai", ROTATED, grace=timedelta(seconds=30))
     ProviderRegistry(ledger).disable_credential(
         "openai", rotation.old_credential_id, "refused by the provider", automatic=True
     )
@@ -462,7 +464,7 @@ def test_a_process_reading_a_provider_from_before_a_rotation_rereads_it_when_the
     with backend.opened(K1, read_cache_seconds=3600) as serving, backend.opened(K1) as operator:
         stale = serving.recent_provider("anthropic")
         assert stale is not None
-        km.rotate_credential(operator, "anthropic", ROTATED)
+        ProviderRegistry(operator).rotate_credential("anthropic", ROTATED)
         with pytest.raises(SecretError, match="missing from the secret store"):
             serving.credential_secret(stale, stale.credentials[0])
         fresh = serving.recent_provider("anthropic")
@@ -493,7 +495,7 @@ def test_serve_deletes_a_rotated_credentials_secret_once_its_grace_period_ends()
         "openai", "openai", base_url="http://127.0.0.1:9/v1", region=None, secret=OPENAI
     )
     old_ref = ledger.get_provider("openai").credentials[0].secret_ref
-    km.rotate_credential(ledger, "openai", ROTATED, grace=timedelta(seconds=30))
+    ProviderRegistry(ledger).rotate_credential("openai", ROTATED, grace=timedelta(seconds=30))
     clock.advance(seconds=31)
     services = build_services(Settings(), ledger=ledger)
 

@@ -71,8 +71,8 @@ class SecretStoreMachine(RuleBasedStateMachine):
         if not candidates:
             return
         old = candidates[pick % len(candidates)].credential_id
-        rotation = km.rotate_credential(
-            self.ledger, provider, self.secret(), credential_id=old, grace=timedelta(seconds=grace)
+        rotation = ProviderRegistry(self.ledger).rotate_credential(
+            provider, self.secret(), credential_id=old, grace=timedelta(seconds=grace)
         )
         self.given[rotation.new_credential_id] = self.last
 
@@ -80,14 +80,16 @@ class SecretStoreMachine(RuleBasedStateMachine):
     def delete(self, provider: str, pick: int) -> None:
         credentials = self.ledger.get_provider(provider).credentials
         try:
-            km.delete_credential(self.ledger, provider, credentials[pick % len(credentials)].credential_id)
+            ProviderRegistry(self.ledger).delete_credential(
+                provider, credentials[pick % len(credentials)].credential_id
+            )
         except InvalidRequest:
             pass  # its last credential
 
     @rule(seconds=st.sampled_from([1, 31]))
     def advance(self, seconds: int) -> None:
         self.clock.advance(seconds=seconds)
-        km.retire_due_credentials(self.ledger)
+        ProviderRegistry(self.ledger).retire_due_credentials()
 
     @precondition(lambda self: len(self.keys) < 4)
     @rule()

@@ -8,7 +8,6 @@ import pytest
 
 from application.accounts import Accounts
 from application.api_keys import ApiKeys, parse_models
-from application.key_management import delete_credential, retire_due_credentials, rotate_credential
 from application.ledger import Ledger
 from application.prices import Prices
 from application.providers import ProviderRegistry
@@ -37,7 +36,7 @@ def usable_secrets(ledger: Ledger, clock: FakeClock) -> set[str]:
 def test_rotating_without_grace_disables_the_old_credential_at_once(
     ledger: Ledger, clock: FakeClock, openai: str
 ) -> None:
-    rotation = rotate_credential(ledger, "openai", NEW)
+    rotation = ProviderRegistry(ledger).rotate_credential("openai", NEW)
     assert rotation.old_credential_id == openai and rotation.retires_at is None
     assert usable_secrets(ledger, clock) == {NEW}
     old = ledger.get_provider("openai").credential(openai)
@@ -47,19 +46,19 @@ def test_rotating_without_grace_disables_the_old_credential_at_once(
 def test_during_the_grace_period_both_credentials_serve_then_only_the_new(
     ledger: Ledger, clock: FakeClock, openai: str
 ) -> None:
-    rotation = rotate_credential(ledger, "openai", NEW, grace=timedelta(minutes=10))
+    rotation = ProviderRegistry(ledger).rotate_credential("openai", NEW, grace=timedelta(minutes=10))
     assert rotation.retires_at == clock.now() + timedelta(minutes=10)
     assert usable_secrets(ledger, clock) == {OLD, NEW}
     clock.advance(minutes=10)
     assert usable_secrets(ledger, clock) == {NEW}, "routing leaves the old one out as soon as the grace ends"
-    assert retire_due_credentials(ledger) == [("openai", openai)]
+    assert ProviderRegistry(ledger).retire_due_credentials() == [("openai", openai)]
     assert not ledger.get_provider("openai").credential(openai).enabled
-    assert retire_due_credentials(ledger) == []
+    assert ProviderRegistry(ledger).retire_due_credentials() == []
 
 
 def test_a_credential_past_its_grace_period_is_not_usable_on_the_wall_clock_either(ledger: Ledger, openai: str) -> None:
     """Routing asks without a time (wall clock): a grace period already over leaves the old one out."""
-    rotate_credential(ledger, "openai", NEW, grace=timedelta(seconds=1))
+    ProviderRegistry(ledger).rotate_credential("openai", NEW, grace=timedelta(seconds=1))
     provider = ledger.get_provider("openai")
     past = datetime.now(UTC) - timedelta(seconds=1)
     provider.credentials = [
@@ -71,36 +70,36 @@ def test_a_credential_past_its_grace_period_is_not_usable_on_the_wall_clock_eith
 def test_a_provider_with_several_credentials_needs_to_be_told_which(ledger: Ledger, openai: str) -> None:
     ProviderRegistry(ledger).add_credential("openai", "sk-second-secret-cccc")
     with pytest.raises(InvalidRequest, match="--credential"):
-        rotate_credential(ledger, "openai", NEW)
-    rotation = rotate_credential(ledger, "openai", NEW, credential_id=openai)
+        ProviderRegistry(ledger).rotate_credential("openai", NEW)
+    rotation = ProviderRegistry(ledger).rotate_credential("openai", NEW, credential_id=openai)
     assert rotation.old_credential_id == openai
     assert ledger.get_provider("openai").credential(rotation.new_credential_id).weight == 1
 
 
 def test_a_rotated_credential_cannot_be_rotated_again(ledger: Ledger, openai: str) -> None:
-    rotate_credential(ledger, "openai", NEW, grace=timedelta(minutes=1))
+    ProviderRegistry(ledger).rotate_credential("openai", NEW, grace=timedelta(minutes=1))
     with pytest.raises(InvalidRequest, match="already rotated"):
-        rotate_credential(ledger, "openai", "sk-third-secret-dddd", credential_id=openai)
+        ProviderRegistry(ledger).rotate_credential("openai", "sk-third-secret-dddd", credential_id=openai)
 
 
 def test_grace_periods_are_bounded(ledger: Ledger, openai: str) -> None:
     for grace in (timedelta(seconds=-1), timedelta(days=31)):
         with pytest.raises(InvalidRequest, match="grace"):
-            rotate_credential(ledger, "openai", NEW, grace=grace)
+            ProviderRegistry(ledger).rotate_credential("openai", NEW, grace=grace)
 
 
 def test_a_deleted_credential_is_gone_but_the_last_one_is_kept(ledger: Ledger, clock: FakeClock, openai: str) -> None:
     with pytest.raises(InvalidRequest, match="last credential"):
-        delete_credential(ledger, "openai", openai)
-    rotation = rotate_credential(ledger, "openai", NEW)
-    provider = delete_credential(ledger, "openai", openai)
+        ProviderRegistry(ledger).delete_credential("openai", openai)
+    rotation = ProviderRegistry(ledger).rotate_credential("openai", NEW)
+    provider = ProviderRegistry(ledger).delete_credential("openai", openai)
     assert [c.credential_id for c in provider.credentials] == [rotation.new_credential_id]
     ProviderRegistry(ledger).disable_provider("openai")
-    assert delete_credential(ledger, "openai", rotation.new_credential_id).credentials == []
+    assert ProviderRegistry(ledger).delete_credential("openai", rotation.new_credential_id).credentials == []
 
 
 def test_hints_show_at_most_the_last_four_characters(ledger: Ledger, openai: str) -> None:
-    rotate_credential(ledger, "openai", NEW)
+    ProviderRegistry(ledger).rotate_credential("openai", NEW)
     ProviderRegistry(ledger).add_credential("openai", "short")
     for credential in ledger.get_provider("openai").credentials:
         hint = credential.hint.lstrip("…")
