@@ -1,5 +1,12 @@
-"""The Ledger application: every command that changes credit, keys, providers or
-prices, stored as events with ``eventsourcing``.
+"""The Ledger application: the event-sourced infrastructure the application services
+share. It saves and finds aggregates, runs a change as a unit of work retried on a
+version conflict (``change``; ``change_account`` per account, through the group-commit
+writer in ``serve``), keeps the hot path's read cache (``recent``, ``read_cache_seconds``),
+snapshots accounts, opens the deployment (pepper, admin key) and holds the secret store.
+Its typed reads (``get_account``, ``get_provider``, ``price_book``, ``authenticate``, …)
+are here; the commands are the services beside it: application/accounts.py (Accounts),
+api_keys.py (ApiKeys), providers.py (ProviderRegistry), prices.py (Prices), and
+key_management.py (master keys). Configuration is by constructor arguments only.
 
 Concurrency: in ``serve`` every account change goes through one writer thread per
 process that saves many changes per transaction (application/group_commit.py);
