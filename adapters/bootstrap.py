@@ -87,12 +87,18 @@ def build_read_models(settings: Settings | None, ledger: Ledger) -> Any:
 
 
 def build_services(
-    settings: Settings, *, clock: Clock | None = None, ledger: Ledger | None = None, read_models: Any = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    ledger: Ledger | None = None,
+    read_models: Any = None,
+    health: CredentialHealth | None = None,
 ) -> Services:
     """Everything the gateway and the CLI use. ``ledger``: an initialised Ledger to use
     instead of one on the settings' database (tests pass an initialised
     ``in_memory_ledger()``; its clock and read cache are then the caller's), with
-    ``read_models`` (built on it) or else read models in memory."""
+    ``read_models`` (built on it) or else read models in memory. ``health``: the
+    credential health to route by (tests give one a clock); a fresh one when None."""
     if ledger is not None and settings.server_mode:
         raise SettingsError("an in-process ledger cannot serve in server mode (TALLYHUB_REDIS_URL)")
     in_settings_database = ledger is None
@@ -110,15 +116,14 @@ def build_services(
         check_key_ring(ledger)  # every sealed secret opens with the configured keys, or fail now
         if read_models is None:
             read_models = build_read_models(settings if in_settings_database else None, ledger)
-        return _wire(settings, ledger, read_models, wake)
+        return _wire(settings, ledger, read_models, wake, health or CredentialHealth())
     except BaseException:
         if wake is not None:
             wake.close()
         raise
 
 
-def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any) -> Services:
-    health = CredentialHealth()
+def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, health: CredentialHealth) -> Services:
     router = Router(ledger, health)
     billing = RequestBilling(
         ledger,

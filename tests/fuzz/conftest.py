@@ -72,7 +72,7 @@ class FuzzGateway:
         return {"authorization": f"Bearer {key}"} if key else {}
 
 
-def build_gateway(data_dir: Path) -> tuple[Services, str, list[str]]:
+def build_gateway(data_dir: Path, health: CredentialHealth) -> tuple[Services, str, list[str]]:
     master_key = generate_master_key()
     settings = Settings(
         data_dir=data_dir,
@@ -84,13 +84,15 @@ def build_gateway(data_dir: Path) -> tuple[Services, str, list[str]]:
     )  # the anonymous fuzzing would otherwise lock every caller out
     admin_key = initialise(settings).admin_key
     assert admin_key is not None
-    return build_services(settings), admin_key, [master_key, admin_key]
+    return build_services(settings, health=health), admin_key, [master_key, admin_key]
 
 
 @pytest.fixture(scope="module")
 def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzGateway]:
     upstream = FakeOpenAIUpstream(api_key=UPSTREAM_SECRET).start()
-    services, admin_key, secrets = build_gateway(tmp_path_factory.mktemp("fuzz-data"))
+    health_clock = [0.0]
+    health = CredentialHealth(clock=lambda: health_clock[0])
+    services, admin_key, secrets = build_gateway(tmp_path_factory.mktemp("fuzz-data"), health)
     ledger = services.ledger
     ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url=upstream.base_url, region=None, secret=UPSTREAM_SECRET
@@ -105,8 +107,6 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzGatew
     victim = ApiKeys(ledger).issue_api_key(ACCOUNT, name="victim")  # the admin fuzzing may revoke or rotate this one
     Prices(ledger).set_alias("fast", [CHAT_MODEL])
     known = {"account": [ACCOUNT, str(account.id)], "name": ["openai", "fast"], "key_id": [str(victim.key_id)]}
-    health_clock = [0.0]
-    services.health = services.router.health = CredentialHealth(clock=lambda: health_clock[0])
     app = RaisedExceptions(create_app(services))
     try:
         with TestClient(app, raise_server_exceptions=False) as client:

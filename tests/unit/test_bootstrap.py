@@ -10,6 +10,7 @@ from adapters.bootstrap import build_services, in_memory_ledger, initialise
 from adapters.crypto.aes_gcm import generate_master_key
 from adapters.settings import Settings
 from application.accounts import Accounts
+from application.health import CredentialHealth
 from domain.errors import NotInitialised
 from tests.fakes.clock import FakeClock
 
@@ -42,6 +43,17 @@ def test_build_services_on_an_in_memory_ledger_wires_every_service_around_it() -
         services.read_models.runner.catch_up()
         balance = services.read_models.balances.get_balance(account.id)
         assert balance is not None and balance.balance == 5
+    finally:
+        services.close()
+
+
+def test_build_services_routes_by_the_credential_health_it_is_given() -> None:
+    ledger = in_memory_ledger()
+    ledger.initialise()
+    health = CredentialHealth(clock=lambda: 0.0)
+    services = build_services(Settings(), ledger=ledger, health=health)
+    try:
+        assert services.router.health is health
     finally:
         services.close()
 
