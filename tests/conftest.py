@@ -1,7 +1,6 @@
 """Shared fixtures: in-memory ledgers for unit tests, and a PostgreSQL schema of its
 own for every test session (runs never see each other's data)."""
 
-import os
 import random
 import secrets
 from collections.abc import Iterator
@@ -9,8 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault
-from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.bootstrap import in_memory_ledger
 from application.billing import RequestBilling
 from application.health import CredentialHealth
 from application.ledger import Ledger
@@ -27,12 +25,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def ledger(clock: FakeClock) -> Iterator[Ledger]:
-    app = Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        vault=AesGcmKeyVault(os.urandom(32)),
-        key_scheme_factory=HmacApiKeyScheme,
-        clock=clock,
-    )
+    app = in_memory_ledger(clock=clock)
     app.initialise()
     yield app
     app.close()
