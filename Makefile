@@ -1,5 +1,5 @@
 # Tallyhub: `make run` serves the gateway on the embedded default (SQLite in ./data);
-# `make test` runs the whole suite (a short fuzz run included); `make fuzz` fuzzes the HTTP API
+# `make test` runs `make check` and then the whole suite (a short fuzz run included); `make fuzz` fuzzes the HTTP API
 # for longer (FUZZ_EXAMPLES examples per operation and body strategy, FUZZ_SEED to vary the seed).
 # `make check` lints, checks the format and type-checks (ruff, mypy; settings in pyproject.toml).
 # All of them install what they need into .venv first.
@@ -24,7 +24,8 @@ run: $(STAMP)
 dashboard: $(STAMP)
 	$(BIN)/tallyhub dashboard --host $${HOST:-127.0.0.1} --port $${PORT:-8501}
 
-test: $(STAMP)
+# The checks come first: code that does not lint, format or type-check does not land.
+test: check
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)

@@ -91,9 +91,8 @@ def scan(
 
 def exact_state(state: bytes) -> dict[str, Any]:
     """An event's JSON state with every integer a Python int, however large."""
-    if _LONG_NUMBER.search(state) is None:
-        return orjson.loads(state)
-    return json.loads(bytes(state))
+    decoded: dict[str, Any] = orjson.loads(state) if _LONG_NUMBER.search(state) is None else json.loads(bytes(state))
+    return decoded
 
 
 def last_position(recorder: NotificationRecorder) -> int:

@@ -55,7 +55,8 @@ class HealthPolicy:
 
     def failure_cooldown(self, streak: int) -> float:
         """The cooldown of the ``streak``-th trip in a row (1 for the first)."""
-        return min(self.first_cooldown_seconds * 2 ** max(streak - 1, 0), self.max_failure_cooldown_seconds)
+        cooldown: float = self.first_cooldown_seconds * 2 ** max(streak - 1, 0)
+        return min(cooldown, self.max_failure_cooldown_seconds)
 
     def rate_limit_cooldown(self, retry_after: float | None) -> float:
         """How long a 429 cools its credential: the provider's word, within reason."""
