@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid5
 
-from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import IntegrityError
 
 from application.accounts import Accounts
@@ -43,8 +42,6 @@ from domain.replay_log import ReplayLog, adjustment_key, covers
 from domain.request_record import ChargeFacts, RecordedCounts, RequestRecord, charge_facts
 
 MAX_APPLY_ATTEMPTS = 5
-# getattr: mypy cannot see the event classes ``@event("Name")`` declares
-_CHARGE_REFUNDED: type[DomainEventProtocol[Any]] = getattr(Account, "ChargeRefunded")  # noqa: B009
 
 
 @dataclass(frozen=True)
@@ -222,7 +219,8 @@ class Replayer:
         recorder = self.ledger.recorder
         stop = recorder.max_notification_id() or 0
         refunded = {
-            event.state["request_id"]["_data_"] for event in scan(recorder, topics_of(_CHARGE_REFUNDED), stop=stop)
+            event.state["request_id"]["_data_"]
+            for event in scan(recorder, topics_of(Account.ChargeRefunded), stop=stop)
         }
         pricer = _Pricer(plan.prices, entries)
         account = plan.account_id.hex if plan.account_id else None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic
 
 from application.event_scan import scan, topics_of
 from application.ledger import Ledger
@@ -42,22 +42,18 @@ ROUNDS = 3  # reads of the read models before a difference counts as a problem
 MAX_LISTED = 50  # problems listed per check; the rest are counted
 
 
-def _account_topic(name: str) -> str:
-    """The topic of ``Account``'s event ``name`` (declared by ``@event("Name")``, which mypy cannot see)."""
-    event_class: type[DomainEventProtocol[Any]] = getattr(Account, name)
-    return topics_of(event_class)[0]
-
-
 # The movements of credit and the sign each gives its amount (see projections/ledger_entries.py).
 MOVEMENTS: dict[str, int] = {
-    _account_topic("CreditGranted"): 1,
-    _account_topic("Adjusted"): 1,
-    _account_topic("ChargeRefunded"): 1,
-    _account_topic("HoldSettled"): -1,
-    _account_topic("GrantExpired"): -1,
+    get_topic(Account.CreditGranted): 1,
+    get_topic(Account.Adjusted): 1,
+    get_topic(Account.ChargeRefunded): 1,
+    get_topic(Account.HoldSettled): -1,
+    get_topic(Account.GrantExpired): -1,
 }
 HOLD_PLACED, HOLD_SETTLED, HOLD_RELEASED = (
-    _account_topic(name) for name in ("HoldPlaced", "HoldSettled", "HoldReleased")
+    get_topic(Account.HoldPlaced),
+    get_topic(Account.HoldSettled),
+    get_topic(Account.HoldReleased),
 )
 ACCOUNT_EVENTS = topics_of(
     *(cls for cls in vars(Account).values() if isinstance(cls, type) and issubclass(cls, Account.Event))

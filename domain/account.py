@@ -113,6 +113,60 @@ class Lot:
 
 
 class Account(Aggregate):
+    # The events, declared so readers name them (``Account.CreditGranted``) and a type checker
+    # sees their fields. Each class's fields are its decorated method's parameters, in the same
+    # order and with the same defaults: the order is the order of a stored event's state, and a
+    # default is what an event stored before that field existed reads (the method gets the same).
+    class Created(Aggregate.Created):
+        name: str
+
+    class CreditGranted(Aggregate.Event):
+        amount: int
+        reason: str
+        idempotency_key: str | None
+        expires_at: datetime | None = None
+
+    class GrantExpired(Aggregate.Event):
+        grant: int  # the account version of the grant's CreditGranted
+        amount: int
+        kept_by_holds: dict[str, int]  # request id hex -> expired credit its hold keeps
+        request_id: UUID | None = None  # the hold that kept it closed (None: the deadline)
+
+    class Adjusted(Aggregate.Event):
+        amount: int  # applied
+        requested: int
+        reason: str
+        idempotency_key: str | None
+
+    class ChargeRefunded(Aggregate.Event):
+        request_id: UUID
+        amount: int
+        reason: str
+
+    class HoldPlaced(Aggregate.Event):
+        request_id: UUID
+        amount: int
+        expires_at: datetime
+        api_key: str | None = None
+        day: str | None = None
+        month: str | None = None
+
+    class SpendCapsSet(Aggregate.Event):
+        scope: str
+        day: int | None
+        month: int | None
+
+    class HoldSettled(Aggregate.Event):
+        request_id: UUID
+        amount: int  # charged
+        uncollected: int
+        held: int
+
+    class HoldReleased(Aggregate.Event):
+        request_id: UUID
+        amount: int
+        reason: str
+
     class Snapshot(Snapshot):
         """The account's state at a version, restored exactly, in the shape snapshots have
         always had (no ``class_version``: nothing to upcast, and older versions read it too):
@@ -140,7 +194,7 @@ class Account(Aggregate):
     def create_id(name: str) -> UUID:
         return ids.account_id(name)
 
-    @event("Created")
+    @event(Created)
     def __init__(self, name: str) -> None:
         self.name = name
         self.balance = 0
@@ -206,7 +260,7 @@ class Account(Aggregate):
             raise InvalidRequest("a grant's expiry must be in the future", param="expires_at")
         self._credit_granted(amount=amount, reason=reason, idempotency_key=idempotency_key, expires_at=expires_at)
 
-    @event("CreditGranted")
+    @event(CreditGranted)
     def _credit_granted(
         self, amount: int, reason: str, idempotency_key: str | None, expires_at: datetime | None = None
     ) -> None:
@@ -247,7 +301,7 @@ class Account(Aggregate):
         for grant, amount in sorted(self.kept.get(request_id.hex, {}).items()):
             self._grant_expired(grant=grant, amount=amount, kept_by_holds={}, request_id=request_id)
 
-    @event("GrantExpired")
+    @event(GrantExpired)
     def _grant_expired(
         self, grant: int, amount: int, kept_by_holds: dict[str, int], request_id: UUID | None = None
     ) -> None:
@@ -296,7 +350,7 @@ class Account(Aggregate):
         self._adjusted(amount=applied, requested=amount, reason=reason, idempotency_key=idempotency_key)
         return applied
 
-    @event("Adjusted")
+    @event(Adjusted)
     def _adjusted(self, amount: int, requested: int, reason: str, idempotency_key: str | None) -> None:
         self.balance += amount
         if amount < 0:
@@ -310,7 +364,7 @@ class Account(Aggregate):
         self._check_credit(amount)
         self._charge_refunded(request_id=request_id, amount=amount, reason=reason)
 
-    @event("ChargeRefunded")
+    @event(ChargeRefunded)
     def _charge_refunded(self, request_id: UUID, amount: int, reason: str) -> None:
         self.balance += amount
 
@@ -352,7 +406,7 @@ class Account(Aggregate):
             month=windows.get("month"),
         )
 
-    @event("HoldPlaced")
+    @event(HoldPlaced)
     def _hold_placed(
         self,
         request_id: UUID,
@@ -373,7 +427,7 @@ class Account(Aggregate):
                 raise _too_large(cap, window)
         self._spend_caps_set(scope=scope, day=day, month=month)
 
-    @event("SpendCapsSet")
+    @event(SpendCapsSet)
     def _spend_caps_set(self, scope: str, day: int | None, month: int | None) -> None:
         self.caps[scope] = {"day": day, "month": month}
 
@@ -419,7 +473,7 @@ class Account(Aggregate):
         self._expire_kept(request_id)
         return charged
 
-    @event("HoldSettled")
+    @event(HoldSettled)
     def _hold_settled(self, request_id: UUID, amount: int, uncollected: int, held: int) -> None:
         hold = self.holds.pop(request_id.hex, None)
         self.balance -= amount
@@ -448,7 +502,7 @@ class Account(Aggregate):
         self._hold_released(request_id=request_id, amount=hold.amount, reason=reason)
         self._expire_kept(request_id)
 
-    @event("HoldReleased")
+    @event(HoldReleased)
     def _hold_released(self, request_id: UUID, amount: int, reason: str) -> None:
         del self.holds[request_id.hex]
 
@@ -513,11 +567,22 @@ class MovementReceipt(Aggregate):
     decided one after the other by the store (the second is retried on the fresh count).
     """
 
+    class Recorded(Aggregate.Created):
+        account_id: UUID
+        kind: str
+        idempotency_key: str
+        amount: int
+        terms: dict[str, Any] | None = None
+
+    class Refunded(Aggregate.Event):
+        amount: int
+        refund_id: str
+
     @staticmethod
     def create_id(account_id: UUID, kind: str, idempotency_key: str) -> UUID:
         return ids.receipt_id(account_id, kind, idempotency_key)
 
-    @event("Recorded")
+    @event(Recorded)
     def __init__(
         self, account_id: UUID, kind: str, idempotency_key: str, amount: int, terms: dict[str, Any] | None = None
     ) -> None:
@@ -547,6 +612,6 @@ class MovementReceipt(Aggregate):
             )
         self._refunded(amount=amount, refund_id=refund_id)
 
-    @event("Refunded")
+    @event(Refunded)
     def _refunded(self, amount: int, refund_id: str) -> None:
         self.refunded += amount

@@ -29,15 +29,6 @@ from eventsourcing.domain import DomainEvent, DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from domain.account import Account
-from projections.account_events import (
-    Adjusted,
-    ChargeRefunded,
-    CreditGranted,
-    GrantExpired,
-    HoldPlaced,
-    HoldReleased,
-    HoldSettled,
-)
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -111,38 +102,37 @@ def fold_balances(events: Iterable[DomainEventProtocol[Any]]) -> BalanceChanges:
         delta = changes.accounts.setdefault(account_id, AccountDelta(updated_at=at))
         delta.updated_at = at
         if isinstance(event, Account.Created):
-            created: Any = event  # Account.Created carries the parameters of Account.__init__
-            delta.name = created.name
-        elif isinstance(event, CreditGranted):
+            delta.name = event.name
+        elif isinstance(event, Account.CreditGranted):
             delta.balance += event.amount
             delta.granted += event.amount
-            if getattr(event, "expires_at", None) is not None:
+            if event.expires_at is not None:  # None too in a grant stored before grants expired
                 grant = ExpiringGrant(account_id, event.originator_version, event.amount, event.expires_at)
                 changes.grants[(account_id, grant.grant)] = grant
-        elif isinstance(event, GrantExpired):
+        elif isinstance(event, Account.GrantExpired):
             delta.balance -= event.amount
             delta.expired += event.amount
             expired = changes.expired.setdefault((account_id, event.grant), [0, None])
             expired[0] += event.amount
             if event.request_id is None and expired[1] is None:
                 expired[1] = at
-        elif isinstance(event, HoldPlaced):
+        elif isinstance(event, Account.HoldPlaced):
             hold = OpenHold(account_id, event.request_id, event.amount, event.expires_at)
             delta.held += hold.amount
             changes.opened[(account_id, hold.request_id)] = hold
-        elif isinstance(event, HoldSettled):
+        elif isinstance(event, Account.HoldSettled):
             delta.balance -= event.amount
             delta.charged += event.amount
             delta.uncollected += event.uncollected
             delta.held -= event.held
             _close(changes, account_id, event.request_id)
-        elif isinstance(event, ChargeRefunded):
+        elif isinstance(event, Account.ChargeRefunded):
             delta.balance += event.amount
             delta.refunded += event.amount
-        elif isinstance(event, Adjusted):
+        elif isinstance(event, Account.Adjusted):
             delta.balance += event.amount
             delta.adjusted += event.amount
-        elif isinstance(event, HoldReleased):
+        elif isinstance(event, Account.HoldReleased):
             delta.held -= event.amount
             _close(changes, account_id, event.request_id)
     return changes
@@ -183,13 +173,13 @@ class BalancesProjection:
         get_topic(cls)
         for cls in (
             Account.Created,
-            CreditGranted,
-            HoldPlaced,
-            HoldSettled,
-            HoldReleased,
-            ChargeRefunded,
-            Adjusted,
-            GrantExpired,
+            Account.CreditGranted,
+            Account.HoldPlaced,
+            Account.HoldSettled,
+            Account.HoldReleased,
+            Account.ChargeRefunded,
+            Account.Adjusted,
+            Account.GrantExpired,
         )
     )
 

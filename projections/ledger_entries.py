@@ -33,7 +33,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from projections.account_events import Adjusted, ChargeRefunded, CreditGranted, GrantExpired, HoldSettled
+from domain.account import Account
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -62,28 +62,45 @@ COLUMNS = tuple(f.name for f in fields(LedgerEntry))
 
 def entry_of(event: DomainEventProtocol[Any], position: int) -> LedgerEntry:
     """The movement ``event`` makes, with ``balance`` still 0 (the view computes it)."""
-    e: Any = event  # an Account event: its payload is the decorated method's parameters
-    base = {"position": position, "account_id": event.originator_id, "at": e.timestamp, "balance": 0}
-    if isinstance(event, CreditGranted):
-        return LedgerEntry(kind="grant", amount=e.amount, reason=e.reason, idempotency_key=e.idempotency_key, **base)
-    if isinstance(event, Adjusted):
+    if not isinstance(event, Account.Event):
+        raise TypeError(f"not a movement of credit: {type(event).__qualname__}")
+    base: dict[str, Any] = {
+        "position": position,
+        "account_id": event.originator_id,
+        "at": event.timestamp,
+        "balance": 0,
+    }
+    if isinstance(event, Account.CreditGranted):
+        return LedgerEntry(
+            kind="grant", amount=event.amount, reason=event.reason, idempotency_key=event.idempotency_key, **base
+        )
+    if isinstance(event, Account.Adjusted):
         return LedgerEntry(
             kind="adjustment",
-            amount=e.amount,
-            reason=e.reason,
-            idempotency_key=e.idempotency_key,
-            uncollected=e.amount - e.requested,
+            amount=event.amount,
+            reason=event.reason,
+            idempotency_key=event.idempotency_key,
+            uncollected=event.amount - event.requested,
             **base,
         )
-    if isinstance(event, ChargeRefunded):
-        return LedgerEntry(kind="refund", amount=e.amount, request_id=e.request_id, reason=e.reason, **base)
-    if isinstance(event, HoldSettled):
+    if isinstance(event, Account.ChargeRefunded):
+        return LedgerEntry(kind="refund", amount=event.amount, request_id=event.request_id, reason=event.reason, **base)
+    if isinstance(event, Account.HoldSettled):
         return LedgerEntry(
-            kind="charge", amount=-e.amount, request_id=e.request_id, uncollected=e.uncollected, held=e.held, **base
+            kind="charge",
+            amount=-event.amount,
+            request_id=event.request_id,
+            uncollected=event.uncollected,
+            held=event.held,
+            **base,
         )
-    if isinstance(event, GrantExpired):
+    if isinstance(event, Account.GrantExpired):
         return LedgerEntry(
-            kind="expiry", amount=-e.amount, request_id=e.request_id, reason=f"grant {e.grant} expired", **base
+            kind="expiry",
+            amount=-event.amount,
+            request_id=event.request_id,
+            reason=f"grant {event.grant} expired",
+            **base,
         )
     raise TypeError(f"not a movement of credit: {type(event).__qualname__}")
 
@@ -124,11 +141,11 @@ class LedgerEntriesProjection:
     topics = frozenset(
         get_topic(cls)
         for cls in (
-            CreditGranted,
-            Adjusted,
-            ChargeRefunded,
-            HoldSettled,
-            GrantExpired,
+            Account.CreditGranted,
+            Account.Adjusted,
+            Account.ChargeRefunded,
+            Account.HoldSettled,
+            Account.GrantExpired,
         )
     )
 

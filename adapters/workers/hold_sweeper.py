@@ -20,7 +20,7 @@ import anyio
 from eventsourcing.utils import get_topic
 
 from adapters.services import Services
-from projections.account_events import CreditGranted, HoldPlaced
+from domain.account import Account
 from projections.read_models import unguarded
 
 log = logging.getLogger("tallyhub.sweeper")
@@ -32,7 +32,7 @@ def sweep_expired_holds(services: Services) -> int:
     return _per_account(
         services,
         "list_expired_holds",
-        HoldPlaced,
+        Account.HoldPlaced,
         services.accounts.release_expired_holds,
         "released %d expired hold(s) on %d account(s)",
     )
@@ -43,7 +43,7 @@ def expire_due_grants(services: Services) -> int:
     return _per_account(
         services,
         "list_due_grants",
-        CreditGranted,
+        Account.CreditGranted,
         services.accounts.expire_grants,
         "expired %d grant(s) on %d account(s)",
     )
