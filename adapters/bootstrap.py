@@ -123,6 +123,15 @@ def build_services(
         raise
 
 
+def _status_of(error: Exception) -> int:
+    """adapters/http/errors.py ``status_of``, the one mapping of errors to statuses, imported
+    at its first use: only a serving process (FastAPI loaded already) records a failed
+    request, and the CLI, which builds the same services, does not load FastAPI."""
+    from adapters.http.errors import status_of
+
+    return status_of(error)
+
+
 def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, health: CredentialHealth) -> Services:
     router = Router(ledger, health)
     billing = RequestBilling(
@@ -130,6 +139,7 @@ def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, healt
         router,
         mode=settings.billing_mode,
         hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+        status_of=_status_of,  # the statuses the API answers errors with, recorded as the request's
         early_upstream=settings.early_upstream,
     )
     services = Services(

@@ -32,6 +32,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from application.ledger import Ledger
+from application.ports import StatusOf
 from application.routing import Route, Router, Target
 from domain.account import Account
 from domain.errors import InsufficientCredits, ModelNotFound
@@ -94,13 +95,24 @@ class Attempt:
 
 
 class RequestBilling:
+    """``status_of``: the status a refused hold is recorded with, the one the caller is
+    answered with (application/ports.py ``StatusOf``)."""
+
     def __init__(
-        self, ledger: Ledger, router: Router, *, mode: BillingMode, hold_ttl: timedelta, early_upstream: bool = True
+        self,
+        ledger: Ledger,
+        router: Router,
+        *,
+        mode: BillingMode,
+        hold_ttl: timedelta,
+        status_of: StatusOf,
+        early_upstream: bool = True,
     ) -> None:
         self.ledger = ledger
         self.router = router
         self.mode = mode
         self.hold_ttl = hold_ttl
+        self.status_of = status_of
         self.early_upstream = early_upstream  # False: every upstream call waits for its durable hold
 
     def open_request(self, api_key: str, shape: RequestShape, request_id: UUID | None = None) -> OpenedRequest:
@@ -192,12 +204,8 @@ class RequestBilling:
         self, opened: OpenedRequest, refused: InsufficientCredits | SpendCapReached, route: Route | None = None
     ) -> None:
         """``route``: where the call went when it was abandoned after its hold was refused."""
-        status = 402 if isinstance(refused, InsufficientCredits) else 429
-        self._record(
-            RequestRecord.failed(
-                opened.request_id, self._details(opened, route, "failed", status=status, error_code=refused.code)
-            )
-        )
+        details = self._details(opened, route, "failed", status=self.status_of(refused), error_code=refused.code)
+        self._record(RequestRecord.failed(opened.request_id, details))
 
     def complete_request(
         self,

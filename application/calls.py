@@ -4,8 +4,10 @@ confirm the hold → complete (charge) or fail (release).
 
 Invariants (with those of application/billing.py):
 - every opened request is closed exactly once: a failure to start is recorded here (and
-  its error re-raised for the caller), including a caller that went away meanwhile (a
-  499) and a bug of ours (a 500 ``internal_error``, nothing charged); the caller then
+  its error re-raised for the caller) with the status the caller is answered with
+  (``billing.status_of``: adapters/http/errors.py's choice), including a bug of ours (a 500
+  ``internal_error``, nothing charged) and a caller that went away meanwhile (a 499:
+  no answer, the fact is recorded); the caller then
   completes or fails the started call itself, once (a stream through
   application/streams.py's ``StreamMeter``);
 - a started call reaches its caller only once its hold is durable, so nothing is
@@ -26,7 +28,7 @@ from application.billing import Attempt, OpenedRequest, Receipt, RequestBilling,
 from application.failover import FailedAttempts, Failover, Operation
 from application.ports import ChatExchange, CredentialSwitch, ProviderAdapter
 from application.routing import Route, Router
-from domain.errors import InsufficientCredits, SecretError, UpstreamError
+from domain.errors import InsufficientCredits, TallyhubError, UpstreamError
 from domain.spend_caps import SpendCapReached
 from domain.usage import Usage
 
@@ -67,7 +69,9 @@ class BilledCalls:
     """Runs billed calls for the API endpoints: ``billing`` opens, settles and releases;
     ``router`` (and its credential health) and ``providers`` (kind -> adapter, the same
     mapping the app's lifespan fills) serve the failover; ``credentials`` (the ledger)
-    disables a credential a provider refused."""
+    disables a credential a provider refused. A failure is recorded with the status its
+    caller is answered with: ``billing.status_of``, the one mapping (application/ports.py
+    ``StatusOf``) the composition root gave the billing."""
 
     def __init__(
         self,
@@ -101,19 +105,11 @@ class BilledCalls:
         try:
             result, route, attempts = await self.failover.start(opened, operation, body)
         except FailedAttempts as failed:
-            status = (
-                failed.error.status
-                if isinstance(failed.error, UpstreamError)
-                else 500
-                if isinstance(failed.error, SecretError)
-                else 400
-            )
-            code = getattr(failed.error, "code", "upstream_error")
-            await self.fail_opened(opened, status, code, failed.route, failed.attempts)
+            await self._fail_with(opened, failed.error, failed.route, failed.attempts)
             raise failed.error from None
-        except Exception:
+        except Exception as error:
             # a bug of ours (a provider's failure is an UpstreamError): released, answered as a 500
-            await self.fail_opened(opened, 500, "internal_error", None, ())
+            await self._fail_with(opened, error, None, ())
             raise
         except BaseException:
             await self.fail_opened(opened, 499, "client_disconnected", None, ())
@@ -155,6 +151,16 @@ class BilledCalls:
         """Release the hold and record the request as failed (nothing charged)."""
         await self.fail_opened(call.opened, status, code, call.route, call.attempts)
 
+    async def fail_for(self, call: StartedCall[Any], error: Exception) -> None:
+        """``fail`` with the status and code the caller is answered ``error`` with."""
+        await self._fail_with(call.opened, error, call.route, call.attempts)
+
+    async def _fail_with(
+        self, opened: OpenedRequest, error: Exception, route: Route | None, attempts: tuple[Attempt, ...]
+    ) -> None:
+        code = error.code if isinstance(error, TallyhubError) else "internal_error"
+        await self.fail_opened(opened, self.billing.status_of(error), code, route, attempts)
+
     async def fail_opened(
         self, opened: OpenedRequest, status: int, code: str, route: Route | None, attempts: tuple[Attempt, ...]
     ) -> None:
@@ -170,6 +176,7 @@ class BilledCalls:
         except orjson.JSONDecodeError:
             document = None
         if not isinstance(document, dict):
-            await self.fail(call, 502, "upstream_bad_response")
-            raise UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response")
+            error = UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response")
+            await self.fail_for(call, error)
+            raise error
         return document

@@ -71,6 +71,15 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+class StatusOf(Protocol):
+    """The HTTP status the caller is answered with for an error: adapters/http/errors.py
+    ``status_of``, the one place that chooses it (an ``UpstreamError`` brings its own). The
+    billed call records a failed or refused request with it before the error reaches HTTP,
+    so the request log keeps the status the caller saw."""
+
+    def __call__(self, error: Exception, /) -> int: ...
+
+
 class ApiKeyScheme(Protocol):
     """Makes API keys and their keyed digests (see adapters/crypto/key_digest.py)."""
 

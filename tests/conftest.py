@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from adapters.bootstrap import in_memory_ledger
+from adapters.http.errors import status_of
 from application.billing import RequestBilling
 from application.health import CredentialHealth
 from application.ledger import Ledger
@@ -43,12 +44,12 @@ def router(ledger: Ledger, health: CredentialHealth) -> Router:
 
 @pytest.fixture
 def credits_billing(ledger: Ledger, router: Router) -> RequestBilling:
-    return RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15))
+    return RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), status_of=status_of)
 
 
 @pytest.fixture
 def track_billing(ledger: Ledger, router: Router) -> RequestBilling:
-    return RequestBilling(ledger, router, mode="track", hold_ttl=timedelta(minutes=15))
+    return RequestBilling(ledger, router, mode="track", hold_ttl=timedelta(minutes=15), status_of=status_of)
 
 
 class PgSchemas:

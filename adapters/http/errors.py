@@ -5,7 +5,12 @@ Every status the API answers an error with is chosen here, from the error's clas
 (domain/errors.py): the code is the class's ``code``. The one error that brings its
 status is ``UpstreamError`` — the provider's failure as the caller should see it
 (adapters/providers/errors.py). Anything else is a bug: a 500 ``internal_error`` that
-says nothing of it."""
+says nothing of it.
+
+``status_of`` is that choice alone: the composition root (adapters/bootstrap.py) gives it
+to the billing (application/ports.py ``StatusOf``), which records a failed or refused
+request with it (application/billing.py, calls.py): the request log keeps the status the
+caller is answered with, chosen here and nowhere else."""
 
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +55,8 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (ProjectionStopped, 503, "server_error"),
     (SecretError, 500, "server_error"),
     (MalformedUpstreamAnswer, 502, "upstream_error"),
+    (SpendCapReached, 429, "rate_limit_error"),  # with Retry-After
+    (TooManyFailedAuthentications, 429, "rate_limit_error"),  # with Retry-After
 ]
 
 _HTTP_CODES = {
@@ -85,28 +92,38 @@ def error_response(
     )
 
 
-def response_for(exc: Exception) -> Response:
-    if isinstance(exc, (SpendCapReached, TooManyFailedAuthentications)):
-        return error_response(
-            429,
-            str(exc),
-            type_="rate_limit_error",
-            code=exc.code,
-            headers={"retry-after": str(exc.retry_after_seconds)},
-        )
+def _classified(exc: Exception) -> tuple[int, str] | None:
+    """(status, OpenAI error type) of an error the API answers; None for a bug (a 500)."""
     if isinstance(exc, UpstreamError):
-        headers = {"retry-after": exc.retry_after} if exc.retry_after else None
-        type_ = (
-            "rate_limit_error"
-            if exc.status == 429
-            else ("invalid_request_error" if exc.status < 500 else "upstream_error")
-        )
-        return error_response(exc.status, str(exc), type_=type_, code=exc.code, headers=headers)
+        status = exc.status  # the provider's failure relayed: data the error carries
+        if status == 429:
+            return status, "rate_limit_error"
+        return status, ("invalid_request_error" if status < 500 else "upstream_error")
     for cls, status, type_ in _STATUS:
         if isinstance(exc, cls):
-            code = exc.code if isinstance(exc, TallyhubError) else None
-            return error_response(status, str(exc), type_=type_, code=code, param=getattr(exc, "param", None))
-    return error_response(500, "internal error", type_="server_error", code="internal_error")
+            return status, type_
+    return None
+
+
+def status_of(exc: Exception) -> int:
+    """The HTTP status the API answers ``exc`` with (``response_for``'s): its class's, an
+    ``UpstreamError``'s own, else 500."""
+    classified = _classified(exc)
+    return 500 if classified is None else classified[0]
+
+
+def response_for(exc: Exception) -> Response:
+    classified = _classified(exc)
+    if classified is None:
+        return error_response(500, "internal error", type_="server_error", code="internal_error")
+    status, type_ = classified
+    headers = None
+    if isinstance(exc, (SpendCapReached, TooManyFailedAuthentications)):
+        headers = {"retry-after": str(exc.retry_after_seconds)}
+    elif isinstance(exc, UpstreamError) and exc.retry_after:
+        headers = {"retry-after": exc.retry_after}
+    code = exc.code if isinstance(exc, TallyhubError) else None
+    return error_response(status, str(exc), type_=type_, code=code, param=getattr(exc, "param", None), headers=headers)
 
 
 INTERNAL_ERROR = error_body("internal error", type_="server_error", code="internal_error")

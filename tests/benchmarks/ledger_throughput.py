@@ -22,6 +22,7 @@ from uuid import uuid4
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.http.errors import status_of
 from adapters.settings import DatabaseConfig, parse_database_url
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
@@ -93,7 +94,9 @@ def run(ledger: Ledger, args: argparse.Namespace) -> None:
     Accounts(ledger).create_account("hot", starter_credits=10**12)
     key = ApiKeys(ledger).issue_api_key("hot").plaintext
     ledger.start_group_commit()
-    billing = RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
+    billing = RequestBilling(
+        ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5), status_of=status_of
+    )
     charged: list[int] = []
     refused = [0]
     stop_at = time.monotonic() + args.seconds

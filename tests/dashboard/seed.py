@@ -21,6 +21,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import CanCreateTimestamp
 
 from adapters.bootstrap import build_ledger, build_read_models, initialise
+from adapters.http.errors import status_of
 from adapters.settings import Settings
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
@@ -134,7 +135,11 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
         ("globex", "main"): ApiKeys(ledger).issue_api_key("globex", name="main").plaintext,
     }
     billing = RequestBilling(
-        ledger, Router(ledger, CredentialHealth(), rng=random.Random(7)), mode="credits", hold_ttl=timedelta(minutes=15)
+        ledger,
+        Router(ledger, CredentialHealth(), rng=random.Random(7)),
+        mode="credits",
+        hold_ttl=timedelta(minutes=15),
+        status_of=status_of,
     )
 
     start = clock.current

@@ -37,6 +37,7 @@ from adapters.exports.checks import check_export
 from adapters.exports.datasets import LEDGER_FIELDS
 from adapters.exports.exporter import manifest_path
 from adapters.exports.formats import FORMATS
+from adapters.http.errors import status_of
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
@@ -124,7 +125,11 @@ def _undercollected(store: Seeded, ledger: Any, clock: FakeClock, billed: Billed
     Accounts(ledger).grant_credits("initech", NANO, reason="seed")
     key = ApiKeys(ledger).issue_api_key("initech", name="main").plaintext
     billing = RequestBilling(
-        ledger, Router(ledger, CredentialHealth(), rng=random.Random(3)), mode="credits", hold_ttl=timedelta(seconds=1)
+        ledger,
+        Router(ledger, CredentialHealth(), rng=random.Random(3)),
+        mode="credits",
+        hold_ttl=timedelta(seconds=1),
+        status_of=status_of,
     )
     opened = billing.open_request(
         key, RequestShape(model=GPT, prompt_bytes=4000, max_output_tokens=1000, choices=1, stream=False)
@@ -324,7 +329,11 @@ def test_in_track_mode_spend_is_the_list_price_and_the_ledger_export_has_no_char
             Accounts(ledger).create_account("tracked")
             key = ApiKeys(ledger).issue_api_key("tracked", name="main").plaintext
             billing = RequestBilling(
-                ledger, Router(ledger, CredentialHealth()), mode="track", hold_ttl=timedelta(minutes=15)
+                ledger,
+                Router(ledger, CredentialHealth()),
+                mode="track",
+                hold_ttl=timedelta(minutes=15),
+                status_of=status_of,
             )
             for tokens in (100, 2_000, 30_000):
                 clock.current += timedelta(minutes=7)

@@ -4,6 +4,7 @@ events of everything it was given, so those aggregates must be built again each 
 
 from datetime import timedelta
 
+from adapters.http.errors import status_of
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
@@ -24,7 +25,9 @@ def test_a_failure_whose_first_save_was_refused_is_still_recorded(two_processes,
     Prices(first).set_price(MODEL, price_from_credits(input="1", output="1"))
     Accounts(first).create_account("acme", starter_credits=10**9)
     key = ApiKeys(first).issue_api_key("acme").plaintext
-    billing = RequestBilling(first, Router(first, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
+    billing = RequestBilling(
+        first, Router(first, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5), status_of=status_of
+    )
     opened = billing.open_request(key, RequestShape(MODEL, 100, 10, 1, False))
     load = first.get_account
     interfered = []

@@ -13,6 +13,7 @@ import pytest
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.http.errors import status_of
 from adapters.settings import parse_database_url
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
@@ -68,7 +69,13 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
     for ledger in (first, second):
         ledger.start_group_commit()
         billings.append(
-            RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
+            RequestBilling(
+                ledger,
+                Router(ledger, CredentialHealth()),
+                mode="credits",
+                hold_ttl=timedelta(minutes=5),
+                status_of=status_of,
+            )
         )
     outcomes: list[int] = []
     barrier = threading.Barrier(80)

@@ -11,6 +11,7 @@ import pytest
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.http.errors import status_of
 from adapters.settings import DatabaseConfig
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
@@ -50,7 +51,9 @@ def ledger(database: DatabaseConfig) -> Iterator[Ledger]:
     Accounts(app).create_account("acme")
     Accounts(app).grant_credits("acme", 10**9)
     key = ApiKeys(app).issue_api_key("acme").plaintext
-    billing = RequestBilling(app, Router(app, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
+    billing = RequestBilling(
+        app, Router(app, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5), status_of=status_of
+    )
     for tokens in (10, 20, 30):
         opened = billing.open_request(
             key, RequestShape(model=MODEL, prompt_bytes=100, max_output_tokens=50, choices=1, stream=False)

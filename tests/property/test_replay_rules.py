@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.http.errors import status_of
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
@@ -73,7 +74,9 @@ def build(original: dict[str, ModelPrice], requests: list[tuple[str, str, Usage]
         Accounts(ledger).create_account(name)
         Accounts(ledger).grant_credits(name, 10**15)
         keys[name] = ApiKeys(ledger).issue_api_key(name).plaintext
-    billing = RequestBilling(ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5))
+    billing = RequestBilling(
+        ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5), status_of=status_of
+    )
     for model, account, usage in requests:
         opened = billing.open_request(
             keys[account], RequestShape(model=model, prompt_bytes=6000, max_output_tokens=3000, choices=1, stream=False)

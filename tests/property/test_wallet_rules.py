@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.crypto.key_digest import HmacApiKeyScheme
+from adapters.http.errors import status_of
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import OpenedRequest, RequestBilling, RequestShape
@@ -56,7 +57,11 @@ class WalletMachine(RuleBasedStateMachine):
         Accounts(self.ledger).create_account("acme")
         self.key = ApiKeys(self.ledger).issue_api_key("acme").plaintext
         self.billing = RequestBilling(
-            self.ledger, Router(self.ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5)
+            self.ledger,
+            Router(self.ledger, CredentialHealth()),
+            mode="credits",
+            hold_ttl=timedelta(minutes=5),
+            status_of=status_of,
         )
         self.payments: dict[str, int] = {}
         self.refunds: dict[str, int] = {}

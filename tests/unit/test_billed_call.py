@@ -13,11 +13,13 @@ from uuid import UUID, uuid4
 import orjson
 import pytest
 
+from adapters.http.errors import status_of
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import Receipt, RequestBilling, RequestShape
 from application.calls import BilledCalls, StartedCall, embed
 from application.ledger import Ledger
+from application.ports import StatusOf
 from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.providers import ProviderRegistry
@@ -63,9 +65,17 @@ class World:
     key: str
     worst: int
 
-    def calls(self, provider: FakeProvider, *, early_upstream: bool = True) -> BilledCalls:
+    def calls(
+        self, provider: FakeProvider, *, early_upstream: bool = True, statuses: StatusOf = status_of
+    ) -> BilledCalls:
+        """``statuses``: the mapping of errors to the statuses recorded (the API's by default)."""
         billing = CountingBilling(
-            self.ledger, self.router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=early_upstream
+            self.ledger,
+            self.router,
+            mode="credits",
+            hold_ttl=timedelta(minutes=15),
+            status_of=statuses,
+            early_upstream=early_upstream,
         )
         return BilledCalls(billing, self.router, {"openai": provider}, ProviderRegistry(self.ledger))
 

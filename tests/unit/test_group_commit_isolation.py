@@ -9,6 +9,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.domain import Aggregate
 
+from adapters.http.errors import status_of
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
@@ -73,7 +74,9 @@ def tenants(ledger: Ledger, router) -> tuple[RequestBilling, dict[str, str], int
         keys[name] = ApiKeys(ledger).issue_api_key(name).plaintext
     ledger.start_group_commit()
     yield (
-        RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=False),
+        RequestBilling(
+            ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), status_of=status_of, early_upstream=False
+        ),
         keys,
         worst,
     )

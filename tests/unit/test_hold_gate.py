@@ -11,6 +11,7 @@ from uuid import uuid4
 
 import pytest
 
+from adapters.http.errors import status_of
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
@@ -79,7 +80,12 @@ def served(ledger: Ledger, router) -> Iterator[tuple[Ledger, RequestBilling, str
     price = ledger.price_book().latest.price_for(MODEL)
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
     ledger.start_group_commit()
-    yield ledger, RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15)), key, worst
+    yield (
+        ledger,
+        RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), status_of=status_of),
+        key,
+        worst,
+    )
     ledger.stop_group_commit()
 
 
@@ -128,7 +134,9 @@ def test_a_hold_the_gate_knows_fits_lets_the_call_start_before_it_is_saved(serve
 def test_without_early_upstream_every_call_waits_for_its_durable_hold(served, router) -> None:
     ledger, _, key, worst = served
     Accounts(ledger).grant_credits("acme", 2 * worst)
-    strict = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), early_upstream=False)
+    strict = RequestBilling(
+        ledger, router, mode="credits", hold_ttl=timedelta(minutes=15), status_of=status_of, early_upstream=False
+    )
 
     async def scenario() -> None:
         opened = await strict.open_request_async(key, SHAPE)

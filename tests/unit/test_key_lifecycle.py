@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from adapters.http.errors import status_of
 from application.accounts import Accounts
 from application.api_keys import ApiKeys, parse_models
 from application.ledger import Ledger
@@ -177,7 +178,7 @@ def test_a_model_limited_key_is_refused_when_billing_opens_a_request(ledger: Led
     Prices(ledger).set_price("openai/gpt-4o", price_from_credits(input="1", output="1"))
     Accounts(ledger).create_account("acme", starter_credits=10**12)
     issued = ApiKeys(ledger).issue_api_key("acme", models=["openai/gpt-4o-mini"])
-    billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=5))
+    billing = RequestBilling(ledger, router, mode="credits", hold_ttl=timedelta(minutes=5), status_of=status_of)
     shape = RequestShape(model="openai/gpt-4o", prompt_bytes=10, max_output_tokens=10, choices=1, stream=False)
     with pytest.raises(PermissionDenied):
         billing.open_request(issued.plaintext, shape)
