@@ -85,7 +85,7 @@ def price_book_versions(key: str, *, _settings: Settings) -> list[PriceBookVersi
     return [
         PriceBookVersion(e.version, e.effective_at, dict(e.prices))
         for e in events
-        if isinstance(e, PriceBook.VersionPublished)  # type: ignore[attr-defined]
+        if isinstance(e, PriceBook.VersionPublished)
     ]
 
 

@@ -32,11 +32,19 @@ class PriceBookVersion:
 
 
 class PriceBook(Aggregate):
+    class Opened(Aggregate.Created):
+        pass
+
+    class VersionPublished(Aggregate.Event):  # its fields are _version_published's parameters, in order
+        version: int
+        prices: dict[str, dict[str, Any]]  # model -> ModelPrice.to_dict()
+        effective_at: datetime
+
     @staticmethod
     def create_id() -> Any:
         return ids.PRICE_BOOK_ID
 
-    @event("Opened")
+    @event(Opened)
     def __init__(self) -> None:
         self.versions: list[dict[str, Any]] = []
 
@@ -76,7 +84,7 @@ class PriceBook(Aggregate):
         prices[model] = price
         return self.publish_version(prices, now, now=now)
 
-    @event("VersionPublished")
+    @event(VersionPublished)
     def _version_published(self, version: int, prices: dict[str, dict[str, Any]], effective_at: datetime) -> None:
         self.versions.append({"version": version, "effective_at": effective_at, "prices": prices})
 
