@@ -12,7 +12,8 @@ rows still name what was due up to where it stopped, and the event log names the
 accounts that placed a hold or got a grant after that; the ledger decides for each."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -21,17 +22,19 @@ from eventsourcing.utils import get_topic
 
 from adapters.services import Services
 from domain.account import Account
+from projections.balances import BalancesView, ExpiringGrant, OpenHold
 from projections.read_models import unguarded
 
 log = logging.getLogger("tallyhub.sweeper")
 LOG_BATCH = 1000
+Due = Callable[[BalancesView, datetime], Sequence[OpenHold] | Sequence[ExpiringGrant]]  # what a view says is due now
 
 
 def sweep_expired_holds(services: Services) -> int:
     """One sweep; returns how many holds were released."""
     return _per_account(
         services,
-        "list_expired_holds",
+        lambda view, now: view.list_expired_holds(now),
         Account.HoldPlaced,
         services.accounts.release_expired_holds,
         "released %d expired hold(s) on %d account(s)",
@@ -42,15 +45,17 @@ def expire_due_grants(services: Services) -> int:
     """One pass over grants past their deadline; returns how many were expired."""
     return _per_account(
         services,
-        "list_due_grants",
+        lambda view, now: view.list_due_grants(now),
         Account.CreditGranted,
         services.accounts.expire_grants,
         "expired %d grant(s) on %d account(s)",
     )
 
 
-def _per_account(services: Services, due: str, event: type, act: Callable[[UUID], list[Any]], message: str) -> int:
-    """``act`` on every account the read model says has something ``due`` now (a method of
+def _per_account(
+    services: Services, due: Due, event: type[Account.Event], act: Callable[[UUID], list[Any]], message: str
+) -> int:
+    """``act`` on every account the read model says has something ``due`` now (a query of
     the balances view), or that had an ``event`` since that read model stopped; the ledger
     decides what really is due. Returns how many things ``act`` did."""
     accounts = _due_accounts(services, due, event)
@@ -60,11 +65,11 @@ def _per_account(services: Services, due: str, event: type, act: Callable[[UUID]
     return done
 
 
-def _due_accounts(services: Services, due: str, event: type) -> set[UUID]:
+def _due_accounts(services: Services, due: Due, event: type[Account.Event]) -> set[UUID]:
     read_models = services.read_models
     read_models.runner.catch_up()  # a stopped read model is skipped, never waited for
     now = services.ledger.clock.now()
-    accounts = {item.account_id for item in getattr(unguarded(read_models.balances), due)(now)}
+    accounts = {item.account_id for item in due(unguarded(read_models.balances), now)}
     if read_models.runner.stopped("balances") is not None:
         position = read_models.store.positions().get("balances", 0)
         accounts |= _accounts_with(services, get_topic(event), after=position)
