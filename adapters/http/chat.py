@@ -6,10 +6,16 @@ charged for what was produced) or failed (hold released, nothing charged). What 
 stream is charged however it ends (finished, caller gone, provider broke) is decided by
 application/streams.py's ``StreamMeter``; this module only shapes the SSE frames (the
 held finish chunk, the closing frame with the receipt, ``[DONE]``, the error event).
+
+The provider's data is read with explicit shape checks: a chunk or an answer that is not
+OpenAI's shape (choices not a list, a choice, delta or message not an object, tool calls not
+a list...) is ``MalformedUpstreamAnswer``, the provider's failure (a broken stream: the output
+delivered is charged; an unreadable answer: a 502, nothing charged), checked before anything
+of it is counted. A TypeError or AttributeError here is a bug of ours (a 500, nothing charged).
 """
 
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Request
@@ -29,6 +35,7 @@ from domain.usage import Usage
 
 router = APIRouter()
 NOT_JSON = "the provider sent something that is not JSON"  # as upstream_json says it
+T = TypeVar("T")
 
 
 @router.post("/v1/chat/completions")
@@ -61,6 +68,21 @@ def upstream_body(chat: ChatRequest) -> dict[str, Any]:
 
 async def complete_plain(calls: BilledCalls, call: StartedCall[ChatExchange]) -> tuple[bytes, dict[str, Any], Receipt]:
     """Read a whole answer and charge for it: the raw bytes, the parsed document, the receipt."""
+    (raw, parsed), receipt = await complete_answer(calls, call, _as_sent)
+    return raw, parsed, receipt
+
+
+async def complete_answer(
+    calls: BilledCalls, call: StartedCall[ChatExchange], answer: Callable[[bytes, dict[str, Any]], T]
+) -> tuple[T, Receipt]:
+    """Read a whole answer, make the caller's answer of it (``answer``: from the raw bytes and
+    the parsed document), then charge for it: the caller's answer and the receipt.
+
+    Everything that reads the provider's document happens before the charge, so an answer the
+    provider garbled (not JSON, not an object, a choice or message of the wrong shape, or one
+    ``answer`` cannot make sense of: it raises ``MalformedUpstreamAnswer``) fails the call as a
+    502 ``upstream_bad_response`` with nothing charged: the caller is never charged for an answer
+    it is not given. Anything else ``answer`` raises is a bug of ours: a 500, released."""
     opened, upstream = call.opened, call.result
     try:
         raw = await upstream.read_completion()
@@ -68,6 +90,8 @@ async def complete_plain(calls: BilledCalls, call: StartedCall[ChatExchange]) ->
         parsed = upstream_json(raw)
         if not isinstance(parsed, dict):
             raise MalformedUpstreamAnswer("the provider's answer is not a JSON object")
+        usage = charged_usage(opened, _usage_of(parsed), _content_chars(parsed))
+        answered = answer(raw, parsed)
     except READ_FAILURES:
         await calls.fail(call, 502, "upstream_bad_response")
         raise UpstreamError(
@@ -78,8 +102,11 @@ async def complete_plain(calls: BilledCalls, call: StartedCall[ChatExchange]) ->
         raise
     finally:
         upstream.release()
-    receipt = await calls.complete(call, charged_usage(opened, _usage_of(parsed), _content_chars(parsed)), ttfb_ms)
-    return raw, parsed, receipt
+    return answered, await calls.complete(call, usage, ttfb_ms)
+
+
+def _as_sent(raw: bytes, parsed: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    return raw, parsed
 
 
 async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncGenerator[bytes]:
@@ -90,9 +117,9 @@ async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatR
     meter = StreamMeter(calls, call)
     frames = _ChatFrames(meter, chat.wants_usage)
     finished = False
+    out: list[bytes] = []  # frames taken, not yet sent
     try:
         async for batch in upstream.stream_batches():
-            out = []
             for data in batch:
                 if data == DONE:
                     finished = True
@@ -100,10 +127,11 @@ async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatR
                 out += frames.take(data)
             if out:
                 yield b"".join(out)  # what arrived together leaves together: one write
+                out = []
             if finished:
                 break
     except READ_FAILURES:
-        pass  # the provider broke the stream: billed below for what was delivered, then an error event
+        pass  # the provider broke the stream (or garbled a chunk): billed below for what was delivered
     except Exception:
         await meter.crashed()  # a bug of ours: nothing charged, the provider not blamed
         raise
@@ -118,6 +146,8 @@ async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatR
         yield b"data: [DONE]\n\n"
         return
     await meter.broken()
+    if out:  # the chunks before a garbled one in the same batch: counted, so delivered
+        yield b"".join(out)
     if frames.held_finish is not None:
         yield _frame(frames.held_finish)
     yield BROKEN_FRAME
@@ -162,14 +192,18 @@ class _ChatFrames:
             meter.first_byte()
         if not isinstance(chunk, dict):
             return []
-        if chunk.get("usage"):
-            self.upstream_usage = chunk["usage"]
-            meter.usage = usage_from_openai_family(chunk["usage"])
-        choices = chunk.get("choices") or []
+        # The chunk's shape is checked before anything of it is counted: a garbled chunk is
+        # MalformedUpstreamAnswer (the provider broke the stream), never a TypeError of ours.
+        choices = chunk.get("choices")
+        produced = _delta_chars(choices) if choices else 0
+        usage = chunk.get("usage")
+        if usage:
+            meter.usage = usage_from_openai_family(usage)
+            self.upstream_usage = usage
         if not choices:
             return []  # the usage chunk: replaced by our own closing frame
         self.last_chunk = chunk
-        meter.output_chars += _delta_chars(choices)
+        meter.output_chars += produced
         frames = []
         if self.held_finish is not None:
             frames.append(_frame(self.held_finish))
@@ -203,21 +237,66 @@ def _frame(chunk: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-def _delta_chars(choices: list[Any]) -> int:
-    return sum(_produced_chars(choice.get("delta") or {}) for choice in choices)
+def _delta_chars(choices: Any) -> int:
+    """Characters a chunk's choices produced; ``MalformedUpstreamAnswer`` for a shape that is not
+    OpenAI's (choices not a list, a choice or a delta not an object, see ``_produced_chars``)."""
+    if not isinstance(choices, list):
+        raise MalformedUpstreamAnswer("the provider sent a chunk whose choices are not a list")
+    total = 0
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise MalformedUpstreamAnswer("the provider sent a choice that is not a JSON object")
+        delta = choice.get("delta")
+        if delta:
+            total += _produced_chars(_part(delta, "a delta"))
+    return total
 
 
 def _content_chars(response: dict[str, Any]) -> int:
-    return sum(_produced_chars(choice.get("message") or {}) for choice in response.get("choices") or ())
+    """Characters a whole answer's choices produced; ``MalformedUpstreamAnswer`` as ``_delta_chars``."""
+    choices = response.get("choices")
+    if not choices:
+        return 0
+    if not isinstance(choices, list):
+        raise MalformedUpstreamAnswer("the provider sent an answer whose choices are not a list")
+    total = 0
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise MalformedUpstreamAnswer("the provider sent a choice that is not a JSON object")
+        message = choice.get("message")
+        if message:
+            total += _produced_chars(_part(message, "a message"))
+    return total
+
+
+def _part(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise MalformedUpstreamAnswer(f"the provider sent {what} that is not a JSON object")
+    return value
 
 
 def _produced_chars(part: dict[str, Any]) -> int:
-    """Characters a delta or message produced: text, reasoning and tool-call arguments."""
+    """Characters a delta or message produced: text, reasoning and tool-call arguments.
+
+    Content that is not a string (a provider's list of parts) counts 0, as arguments sent as a
+    JSON object or array count their length: shapes providers send, counted as before. Tool
+    calls that are not a list, a call or function that is not an object, or arguments that are
+    a number are ``MalformedUpstreamAnswer``."""
     content = part.get("content")
     total = len(content) if isinstance(content, str) else 0
     total += len(reasoning_text(part))
-    for call in part.get("tool_calls") or ():
-        total += len(((call or {}).get("function") or {}).get("arguments") or "")
+    calls = part.get("tool_calls")
+    if not calls:
+        return total
+    if not isinstance(calls, list):
+        raise MalformedUpstreamAnswer("the provider sent tool_calls that are not a list")
+    for call in calls:
+        function = _part(call, "a tool call").get("function") if call else None
+        arguments = _part(function, "a tool call's function").get("arguments") if function else None
+        if arguments:
+            if not isinstance(arguments, (str, dict, list)):
+                raise MalformedUpstreamAnswer("the provider sent tool-call arguments that are a number")
+            total += len(arguments)
     return total
 
 

@@ -8,7 +8,7 @@ chat pipeline (billing, routing, failover, relaying); the answer is translated b
 Callers authenticate with ``x-api-key`` or ``Authorization: Bearer``.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ from starlette.responses import Response, StreamingResponse
 
 from adapters.http.bodies import json_object
 from adapters.http.calls import request_id_of
-from adapters.http.chat import complete_plain, relay, stream_headers, upstream_body
+from adapters.http.chat import complete_answer, relay, stream_headers, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request
 from adapters.http.errors import ANSWERED_ERRORS, response_for
 from adapters.http.messages_translate import (
@@ -26,6 +26,7 @@ from adapters.http.messages_translate import (
     chat_body_from_messages,
     error_event,
     message_from_completion,
+    message_with_usage,
     sse_event,
 )
 from adapters.http.receipts import receipt_headers, receipt_usage
@@ -56,10 +57,22 @@ async def _create_message(request: Request) -> Response:
         return StreamingResponse(
             _events(services.calls, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
         )
-    _, completion, receipt = await complete_plain(services.calls, call)
-    completion["usage"] = receipt_usage(receipt, completion.get("usage"))
-    message = message_from_completion(completion, chat.shape.model)
+    # Translated before the charge: an answer that cannot be translated is the provider's
+    # garbled answer (a 502, nothing charged), never a 500 after the caller was charged.
+    (message, upstream_usage), receipt = await complete_answer(services.calls, call, _translated(chat.shape.model))
+    message = message_with_usage(message, receipt_usage(receipt, upstream_usage))
     return Response(orjson.dumps(message), media_type="application/json", headers=receipt_headers(receipt))
+
+
+def _translated(model: str) -> Callable[[bytes, dict[str, Any]], tuple[dict[str, Any], dict[str, Any] | None]]:
+    """The Anthropic message of a completion, and the completion's own usage object (for the
+    receipt; None when it sent none, or garbage: then the receipt's own figures are shown)."""
+
+    def translate(_: bytes, completion: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        usage = completion.get("usage")
+        return message_from_completion(completion, model), usage if isinstance(usage, dict) else None
+
+    return translate
 
 
 async def _events(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
@@ -75,8 +88,10 @@ async def _events(calls: BilledCalls, call: StartedCall[ChatExchange], chat: Cha
                     yield sse_event(name, data)
                 return
             chunk: dict[str, Any] = orjson.loads(payload)
-            if "error" in chunk:
-                yield sse_event(*error_event(chunk["error"].get("message", "the provider failed"), "api_error"))
+            if "error" in chunk:  # the relay's error frame, or an error the provider sent in its stream
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else None
+                yield sse_event(*error_event(message if isinstance(message, str) else "the provider failed"))
                 return
             for name, data in translator.feed(chunk):
                 yield sse_event(name, data)

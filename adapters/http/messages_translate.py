@@ -53,7 +53,7 @@ import orjson
 
 from adapters.providers.anthropic_request import IMAGE_MEDIA_TYPES, PASSED_THROUGH
 from adapters.providers.openai_family import reasoning_text, usage_from_openai_family
-from domain.errors import InvalidRequest
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer
 
 Event = tuple[str, dict[str, Any]]  # (SSE event name, data)
 TOOL_ERROR_PREFIX = "Error: "
@@ -397,17 +397,19 @@ def _is_number(value: Any) -> bool:
 
 
 def message_from_completion(completion: dict[str, Any], requested_model: str) -> dict[str, Any]:
-    """An Anthropic ``message`` for a ``chat.completion`` (first choice); ValueError if it has none."""
+    """An Anthropic ``message`` for a ``chat.completion`` (first choice), with the completion's
+    usage; ``MalformedUpstreamAnswer`` (the provider's garbled answer) if it has no choice with a
+    message, or tool calls that are not a list. The gateway translates before it charges, then
+    puts the charged usage in with ``message_with_usage``."""
     choices = completion.get("choices") if isinstance(completion, dict) else None
     choice = _first_choice(choices)
     if choice is None or not isinstance(choice.get("message"), dict):
-        raise ValueError("the provider's answer has no choice to translate")
+        raise MalformedUpstreamAnswer("the provider's answer has no choice to translate")
     reply, identity = choice["message"], message_id(completion.get("id"))
     content = _reply_blocks(reply, identity)
     has_tool_use = any(block["type"] == "tool_use" for block in content)
     finish = "content_filter" if _is_refusal(reply.get("refusal")) else choice.get("finish_reason")
     stop_reason, stop_sequence = _stop(finish, choice.get("stop_reason"), has_tool_use)
-    usage = _object(completion.get("usage"))
     message: dict[str, Any] = {
         "id": identity,
         "type": "message",
@@ -416,8 +418,16 @@ def message_from_completion(completion: dict[str, Any], requested_model: str) ->
         "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": stop_sequence,
-        "usage": anthropic_usage(usage),
     }
+    return message_with_usage(message, _object(completion.get("usage")))
+
+
+def message_with_usage(message: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+    """``message`` with an OpenAI usage object (any family dialect, with Tallyhub's receipt
+    fields when it was charged) as its Anthropic ``usage`` and ``tallyhub`` charge. Never raises
+    on an object: it is what follows the charge."""
+    message["usage"] = anthropic_usage(usage)
+    message.pop("tallyhub", None)
     receipt = tallyhub_receipt(usage)
     if receipt:
         message["tallyhub"] = receipt
@@ -466,7 +476,10 @@ def _reply_blocks(reply: dict[str, Any], identity: str) -> list[dict[str, Any]]:
     text = _reply_text(reply)
     if text:
         blocks.append({"type": "text", "text": text})
-    for number, call in enumerate(reply.get("tool_calls") or ()):
+    calls = reply.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise MalformedUpstreamAnswer("the provider sent tool_calls that are not a list")
+    for number, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             blocks.append(

@@ -78,7 +78,9 @@ def reasoning_text(delta_or_message: Any) -> str:
 
     DeepSeek (and xAI, Doubao) send ``reasoning_content``; OpenRouter sends ``reasoning``
     and, for some models, only ``reasoning_details``. Some relays send the same text
-    under two names, so the first non-empty source wins: never counted twice.
+    under two names, so the first non-empty source wins: never counted twice. Details that
+    are a number (nothing to read text from) are the provider's garbled answer:
+    ``MalformedUpstreamAnswer``.
     """
     if not isinstance(delta_or_message, dict):
         return ""
@@ -86,7 +88,12 @@ def reasoning_text(delta_or_message: Any) -> str:
         text = delta_or_message.get(key)
         if isinstance(text, str) and text:
             return text
-    return "".join(_detail_text(detail) for detail in delta_or_message.get("reasoning_details") or ())
+    details = delta_or_message.get("reasoning_details")
+    if not details:
+        return ""
+    if not isinstance(details, (list, dict, str)):
+        raise MalformedUpstreamAnswer("the provider sent reasoning_details that are a number")
+    return "".join(_detail_text(detail) for detail in details)
 
 
 def _prompt_tokens(usage: dict[str, Any]) -> int:

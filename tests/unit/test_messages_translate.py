@@ -21,11 +21,12 @@ from adapters.http.messages_translate import (
     chat_body_from_messages,
     error_event,
     message_from_completion,
+    message_with_usage,
     sse_event,
 )
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
-from domain.errors import InvalidRequest
+from domain.errors import InvalidRequest, MalformedUpstreamAnswer
 
 MODEL = "anthropic/claude-sonnet-4"
 PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
@@ -474,9 +475,40 @@ def test_an_upstream_cost_without_tallyhubs_charge_is_not_shown_as_a_charge():
     assert "tallyhub" not in message_from_completion(completion({"content": "x"}, usage=usage), MODEL)
 
 
-def test_a_completion_without_choices_is_a_value_error():
-    with pytest.raises(ValueError):
-        message_from_completion({"id": "x", "choices": [], "usage": USAGE}, MODEL)
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"id": "x", "choices": [], "usage": USAGE},
+        {"id": "x", "usage": USAGE},
+        {"id": "x", "choices": {"0": {"message": {"content": "hi"}}}},
+        {"id": "x", "choices": ["hi"]},
+        {"id": "x", "choices": [{"index": 0, "message": "hi"}]},
+        {"id": "x", "choices": [{"index": 0, "message": {"content": "hi", "tool_calls": 7}}]},
+    ],
+    ids=[
+        "no-choices",
+        "choices-missing",
+        "choices-an-object",
+        "a-choice-not-an-object",
+        "message-a-string",
+        "tool-calls-a-number",
+    ],
+)
+def test_a_completion_the_provider_garbled_is_a_malformed_upstream_answer(document: dict[str, Any]) -> None:
+    # MalformedUpstreamAnswer is the provider's failure (READ_FAILURES): the call fails as a 502
+    # before it is charged, where a ValueError or TypeError would be a bug of ours (a 500).
+    with pytest.raises(MalformedUpstreamAnswer):
+        message_from_completion(document, MODEL)
+
+
+def test_the_charged_usage_replaces_the_completions_usage_and_charge_in_a_translated_message() -> None:
+    upstream_charge = {**USAGE, "cost_nanocredits": 5, "cost": "0.000000005"}  # another Tallyhub upstream
+    message = message_from_completion(completion({"content": "x"}, usage=upstream_charge), MODEL)
+    assert message["tallyhub"]["cost_nanocredits"] == 5
+    charged = message_with_usage(message, {"prompt_tokens": 9, "completion_tokens": 4, **RECEIPT})
+    assert charged["usage"] == {"input_tokens": 9, "cache_read_input_tokens": 0, "output_tokens": 4}
+    assert charged["tallyhub"] == RECEIPT and list(charged)[-2:] == ["usage", "tallyhub"]
+    assert "tallyhub" not in message_with_usage(message, {"prompt_tokens": 9, "completion_tokens": 4})
 
 
 def test_an_anthropic_message_survives_the_round_trip_through_the_anthropic_provider():

@@ -1,8 +1,10 @@
 """A stream's billing (application/streams.py StreamMeter) through the chat relay
 (adapters/http/chat.py ``relay``) with a fake provider stream, no server: for each way a
 stream ends — finished, the caller gone mid-stream, the provider broken after some output
-or before any — what is charged and recorded, and that the call is closed (its hold
-settled or released) exactly once."""
+or before any, a chunk the provider garbled (the same broken stream), a bug of ours — what is
+charged and recorded, and that the call is closed (its hold settled or released) exactly once.
+Also a whole answer (``complete_plain``, ``complete_answer``) the provider garbled, and the
+Anthropic ingress's stream (adapters/http/messages.py) over the same relay."""
 
 import asyncio
 from collections.abc import AsyncIterator
@@ -13,13 +15,16 @@ import aiohttp
 import orjson
 import pytest
 
-from adapters.http.chat import complete_plain, relay, upstream_body
+from adapters.http.chat import complete_answer, complete_plain, relay, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request
+from adapters.http.messages import _events as messages_events
+from adapters.http.messages_translate import message_from_completion
 from application.accounts import Accounts
 from application.billing import Receipt
 from application.calls import BilledCalls, StartedCall
 from application.ports import ChatExchange
 from application.streams import StreamAlreadyEnded, StreamMeter
+from domain.errors import UpstreamError
 from domain.estimation import estimated_usage
 from domain.usage import Usage
 from tests.fakes.provider import FakeExchange, FakeProvider, StreamScript
@@ -297,3 +302,160 @@ def test_a_meter_ends_its_call_once_a_second_ending_is_refused_and_a_caller_gone
     assert meter.ttfb_ms is not None and receipt.usage == meter.usage_or_estimate()
     exchange: FakeExchange = provider.exchanges[0]
     assert not exchange.aborted  # the caller left after the call was closed: nothing to stop
+
+
+# A chunk the provider garbled: JSON, but not OpenAI's shape. reading it must not raise a
+# TypeError or AttributeError (a bug of ours: a 500 with nothing charged) but
+# MalformedUpstreamAnswer: the provider broke the stream, and the output delivered is charged.
+GARBLED_CHUNKS = {
+    "choices-an-object": orjson.dumps({"id": "chatcmpl-1", "choices": {"index": 0}}),
+    "choices-a-string": orjson.dumps({"id": "chatcmpl-1", "choices": "oops"}),
+    "choices-a-number": orjson.dumps({"id": "chatcmpl-1", "choices": 3}),
+    "a-choice-not-an-object": orjson.dumps({"id": "chatcmpl-1", "choices": ["oops"]}),
+    "a-delta-not-an-object": orjson.dumps({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": ["oops"]}]}),
+    "tool-calls-a-number": orjson.dumps({"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"tool_calls": 5}}]}),
+    "a-tool-call-a-string": orjson.dumps(
+        {"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"tool_calls": ["x"]}}]}
+    ),
+    "arguments-a-number": orjson.dumps(
+        {"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": 5}}]}}]}
+    ),
+    "reasoning-details-a-number": orjson.dumps(
+        {"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"reasoning_details": 5}}]}
+    ),
+    "usage-a-list": orjson.dumps({"id": "chatcmpl-1", "choices": [], "usage": [1, 2]}),
+}
+
+
+def relayed_text(frames: list[dict[str, Any] | str]) -> str:
+    return "".join(
+        choice["delta"].get("content") or ""
+        for frame in frames
+        if isinstance(frame, dict)
+        for choice in frame.get("choices", ())
+    )
+
+
+@pytest.mark.parametrize("garbled", GARBLED_CHUNKS.values(), ids=GARBLED_CHUNKS.keys())
+def test_a_chunk_the_provider_garbled_after_some_output_is_a_broken_stream_charged_for_the_output_delivered(
+    world: World, garbled: bytes
+) -> None:
+    calls, provider = setup(world, StreamScript(batches=(*OUTPUT, (garbled, chunk(" more")))))
+    chat = chat_request()
+
+    async def scenario() -> tuple[StartedCall[ChatExchange], list[dict[str, Any] | str]]:
+        call = await start(calls, world.key, chat)
+        return call, await collect(relay(calls, call, chat))
+
+    call, frames = asyncio.run(scenario())
+    request_id = call.opened.request_id
+    delivered = estimated_usage(input_chars=0, output_chars=len("".join(TEXT)))
+    assert billing_of(calls).completed == [(request_id, 502, "upstream_stream_broken", delivered)]
+    assert billing_of(calls).failed == []
+    details = world.record(request_id).details
+    assert (details.status, details.error_code) == (502, "upstream_stream_broken")
+    assert details.charge > 0 and world.account() == (GRANT - details.charge, 0)
+    assert relayed_text(frames) == "".join(TEXT)  # nothing after the garbled chunk is relayed
+    assert isinstance(frames[-1], dict) and frames[-1]["error"]["code"] == "upstream_stream_broken"
+    assert "[DONE]" not in frames
+    assert provider.exchanges[0].released
+
+
+@pytest.mark.parametrize(
+    "garbled", [b"<html>oops</html>", GARBLED_CHUNKS["a-choice-not-an-object"]], ids=["not-json", "not-openai-shape"]
+)
+def test_the_chunks_before_a_garbled_one_in_the_same_read_are_delivered_and_exactly_those_are_charged(
+    world: World, garbled: bytes
+) -> None:
+    # the relay writes what arrived together at once: chunks already counted before the garbled
+    # one must still reach the caller, or the caller pays for output it never got
+    calls, _ = setup(world, StreamScript(batches=((*OUTPUT[0], garbled),)))
+    chat = chat_request()
+
+    async def scenario() -> tuple[StartedCall[ChatExchange], list[dict[str, Any] | str]]:
+        call = await start(calls, world.key, chat)
+        return call, await collect(relay(calls, call, chat))
+
+    call, frames = asyncio.run(scenario())
+    delivered = estimated_usage(input_chars=0, output_chars=len("".join(TEXT)))
+    assert billing_of(calls).completed == [(call.opened.request_id, 502, "upstream_stream_broken", delivered)]
+    assert relayed_text(frames) == "".join(TEXT)
+    assert isinstance(frames[-1], dict) and frames[-1]["error"]["code"] == "upstream_stream_broken"
+
+
+GARBLED_ANSWERS = {
+    "choices-an-object": {"id": "x", "choices": {"index": 0}},
+    "a-choice-not-an-object": {"id": "x", "choices": ["hello"]},
+    "a-message-not-an-object": {"id": "x", "choices": [{"index": 0, "message": ["hello"]}]},
+    "tool-calls-a-number": {"id": "x", "choices": [{"index": 0, "message": {"content": "hi", "tool_calls": 1}}]},
+}
+
+
+@pytest.mark.parametrize("document", GARBLED_ANSWERS.values(), ids=GARBLED_ANSWERS.keys())
+def test_a_whole_answer_the_provider_garbled_fails_as_a_502_uncharged_and_released(
+    world: World, document: dict[str, Any]
+) -> None:
+    Accounts(world.ledger).grant_credits("acme", GRANT)
+    chat = parse_chat_request(orjson.dumps({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}))
+    provider = FakeProvider(completion=orjson.dumps(document))
+    calls = world.calls(provider)
+
+    async def scenario() -> StartedCall[ChatExchange]:
+        call = await start(calls, world.key, chat)
+        with pytest.raises(UpstreamError) as raised:
+            await complete_plain(calls, call)
+        assert (raised.value.status, raised.value.code) == (502, "upstream_bad_response")
+        return call
+
+    call = asyncio.run(scenario())
+    assert billing_of(calls).failed == [(call.opened.request_id, 502, "upstream_bad_response")]
+    assert billing_of(calls).completed == []
+    assert world.account() == (GRANT, 0)
+    assert provider.exchanges[0].released
+
+
+def test_an_answer_its_translation_cannot_read_fails_as_a_502_before_anything_is_charged(world: World) -> None:
+    # the Anthropic ingress translates the answer before the charge (adapters/http/messages.py)
+    Accounts(world.ledger).grant_credits("acme", GRANT)
+    chat = parse_chat_request(orjson.dumps({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}))
+    calls = world.calls(FakeProvider(completion=orjson.dumps({"id": "x", "choices": [], "usage": {}})))
+
+    async def scenario() -> StartedCall[ChatExchange]:
+        call = await start(calls, world.key, chat)
+        with pytest.raises(UpstreamError):
+            await complete_answer(calls, call, lambda _, completion: message_from_completion(completion, "m"))
+        return call
+
+    call = asyncio.run(scenario())
+    assert billing_of(calls).failed == [(call.opened.request_id, 502, "upstream_bad_response")]
+    assert billing_of(calls).completed == [] and world.account() == (GRANT, 0)
+
+
+def anthropic_events(pieces: list[bytes]) -> list[tuple[str, dict[str, Any]]]:
+    events = []
+    for frame in b"".join(pieces).split(b"\n\n"):
+        if frame:
+            name, data = frame.split(b"\n", 1)
+            events.append((name.removeprefix(b"event: ").decode(), orjson.loads(data.removeprefix(b"data: "))))
+    return events
+
+
+def test_a_chunk_garbled_mid_stream_through_the_anthropic_ingress_is_an_error_event_charged_for_the_output(
+    world: World,
+) -> None:
+    calls, _ = setup(world, StreamScript(batches=(*OUTPUT, (GARBLED_CHUNKS["a-delta-not-an-object"],))))
+    chat = chat_request()
+
+    async def scenario() -> tuple[StartedCall[ChatExchange], list[bytes]]:
+        call = await start(calls, world.key, chat)
+        return call, [piece async for piece in messages_events(calls, call, chat)]
+
+    call, pieces = asyncio.run(scenario())
+    events = anthropic_events(pieces)
+    text = "".join(data["delta"]["text"] for name, data in events if name == "content_block_delta")
+    assert text == "".join(TEXT)
+    assert events[0][0] == "message_start" and events[-1][0] == "error"
+    assert events[-1][1]["error"] == {"type": "api_error", "message": "the provider ended the stream early"}
+    delivered = estimated_usage(input_chars=0, output_chars=len("".join(TEXT)))
+    assert billing_of(calls).completed == [(call.opened.request_id, 502, "upstream_stream_broken", delivered)]
+    assert billing_of(calls).failed == []
