@@ -15,6 +15,7 @@ from adapters.bootstrap import build_services, in_memory_ledger
 from adapters.http.errors import response_for, status_of
 from adapters.settings import Settings
 from application.accounts import Accounts
+from application.calls import BilledCalls
 from domain.errors import (
     InsufficientCredits,
     InvalidRequest,
@@ -28,7 +29,7 @@ from domain.errors import (
 )
 from domain.spend_caps import SpendCapReached
 from tests.fakes.provider import FakeProvider
-from tests.unit.test_billed_call import SHAPE, World, refused, world  # noqa: F401  (the fixture)
+from tests.unit.test_billed_call import SHAPE, CountingBilling, World, refused, world  # noqa: F401  (the fixture)
 
 START_FAILURES = [
     (InvalidRequest("providers of this kind take no tools", param="tools"),),
@@ -56,7 +57,7 @@ def teapot(error: Exception) -> int:
     return 418
 
 
-def refused_hold(world: World, calls: Any) -> tuple[InsufficientCredits, UUID]:
+def refused_hold(world: World, calls: BilledCalls) -> tuple[InsufficientCredits, UUID]:
     request_id = uuid4()
 
     async def scenario() -> Any:
@@ -99,8 +100,7 @@ def test_a_request_that_could_not_start_is_recorded_with_the_status_it_is_answer
 ) -> None:
     Accounts(world.ledger).grant_credits("acme", 10 * world.worst)
     error, request_id = refused(world.calls(FakeProvider(*outcomes)), world.key)
-    expected = answered(error) if not isinstance(error, KeyError) else (500, "internal_error")
-    assert recorded(world, request_id) == expected
+    assert recorded(world, request_id) == answered(error)
 
 
 def test_a_refused_hold_is_recorded_with_the_status_it_is_answered_with(world: World) -> None:
@@ -135,6 +135,42 @@ def test_a_failure_to_start_is_recorded_with_the_status_of_the_mapping_the_billi
 def test_a_refused_hold_is_recorded_with_the_status_of_the_mapping_the_billing_was_given(world: World) -> None:
     _, request_id = refused_hold(world, world.calls(FakeProvider(), statuses=teapot))
     assert recorded(world, request_id) == (418, "insufficient_credits")
+
+
+def failures_recorded(calls: BilledCalls) -> list[tuple[int, str]]:
+    """(status, code) of each request the calls failed, in order."""
+    assert isinstance(calls.billing, CountingBilling)
+    return [(status, code) for _, status, code in calls.billing.failed]
+
+
+def unreadable_document(world: World, calls: BilledCalls) -> UpstreamError:
+    """Start a whole answer the provider garbles; the error its caller is answered with."""
+
+    async def answer(_: Any, __: Any, ___: Any) -> bytes:
+        return b"not json"
+
+    async def scenario() -> None:
+        opened = await calls.open(world.key, SHAPE, uuid4())
+        call = await calls.start_document(opened, answer, {"model": "smart", "input": "hello"})
+        await calls.document(call)
+
+    with pytest.raises(UpstreamError) as error:
+        asyncio.run(scenario())
+    return error.value
+
+
+def test_an_unreadable_whole_answer_is_recorded_with_the_status_it_is_answered_with(world: World) -> None:
+    Accounts(world.ledger).grant_credits("acme", 10 * world.worst)
+    calls = world.calls(FakeProvider())
+    error = unreadable_document(world, calls)
+    assert failures_recorded(calls) == [answered(error)] == [(502, "upstream_bad_response")]
+
+
+def test_an_unreadable_whole_answer_is_recorded_with_the_status_of_the_mapping_given(world: World) -> None:
+    Accounts(world.ledger).grant_credits("acme", 10 * world.worst)
+    calls = world.calls(FakeProvider(), statuses=teapot)
+    unreadable_document(world, calls)
+    assert failures_recorded(calls) == [(418, "upstream_bad_response")]
 
 
 def test_the_composition_root_gives_the_billing_the_apis_mapping() -> None:
