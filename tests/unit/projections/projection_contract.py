@@ -193,7 +193,8 @@ def _position_of_grant(ledger: FakeLedger, account_id: UUID, amount: int) -> int
     topic = get_topic(Account.CreditGranted)
     for notification in ledger.recorder.select_notifications(1, 10_000, topics=[topic]):
         event = ledger.mapper.to_domain_event(notification)
-        if event.originator_id == account_id and event.amount == amount:  # type: ignore[attr-defined]
+        assert isinstance(event, Account.CreditGranted)
+        if event.originator_id == account_id and event.amount == amount:
             return notification.id
     raise AssertionError(f"no grant of {amount}")
 
