@@ -29,7 +29,7 @@ from adapters.providers.base import DONE, READ_FAILURES, ChatExchange, Malformed
 from adapters.providers.openai_family import reasoning_text, usage_from_openai_family
 from application.billing import OpenedRequest, Receipt
 from application.calls import BilledCalls, StartedCall
-from application.streams import INTERNAL_ERROR, STREAM_BROKEN, StreamMeter, charged_usage, elapsed_ms
+from application.streams import STREAM_BROKEN, StreamMeter, charged_usage, elapsed_ms
 from domain.errors import UpstreamError
 from domain.usage import Usage
 
@@ -93,12 +93,11 @@ async def complete_answer(
         usage = charged_usage(opened, _usage_of(parsed), _content_chars(parsed))
         answered = answer(raw, parsed)
     except READ_FAILURES:
-        await calls.fail(call, 502, "upstream_bad_response")
-        raise UpstreamError(
-            "the provider sent an unreadable response", status=502, code="upstream_bad_response"
-        ) from None
-    except Exception:
-        await calls.fail(call, 500, INTERNAL_ERROR)  # a bug of ours: released, answered as a 500
+        error = UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response")
+        await calls.fail_for(call, error)
+        raise error from None
+    except Exception as bug:
+        await calls.fail_for(call, bug)  # a bug of ours: released, recorded as it is answered (a 500)
         raise
     finally:
         upstream.release()
