@@ -3,7 +3,9 @@
 
 The request is translated to the gateway's chat format and runs through exactly the
 chat pipeline (billing, routing, failover, relaying); the answer is translated back
-(adapters/http/messages_translate.py). Errors use Anthropic's shape
+(adapters/http/messages_translate.py) — a plain answer before it is charged, so an answer
+that cannot be translated is the provider's failure (502, nothing charged), and a stream's
+chunks only once the relay has checked their shape. Errors use Anthropic's shape
 ``{"type": "error", "error": {"type", "message"}}`` with the same honest statuses.
 Callers authenticate with ``x-api-key`` or ``Authorization: Bearer``.
 """

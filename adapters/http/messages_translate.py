@@ -45,6 +45,9 @@ Answer: text → a ``text`` block; ``reasoning_content`` (and its dialects) → 
 tool_calls → tool_use, content_filter or a ``refusal`` → refusal.
 Tallyhub's charge, when the usage carries it, travels in an extra top-level
 ``tallyhub`` object (on the message, and on the stream's ``message_delta`` event).
+An answer with no choice carrying a message, or with tool calls that are not a list, is
+``MalformedUpstreamAnswer``: the provider's garbled answer, found before the call is charged
+(``message_from_completion`` runs first, ``message_with_usage`` puts the charge in after).
 """
 
 from typing import Any, TypeGuard
