@@ -26,11 +26,28 @@ _MODEL_PATTERN = re.compile(r"[^\s/]{1,200}(/[^\s]{1,200})?")
 
 
 class ApiKey(Aggregate):
+    class Issued(Aggregate.Created):
+        digest: str
+        account_id: UUID
+        name: str
+        prefix: str
+        expires_at: datetime | None
+
+    class Revoked(Aggregate.Event):
+        reason: str
+
+    class Rotated(Aggregate.Event):
+        replaced_by: UUID
+        retires_at: datetime | None
+
+    class AllowedModelsChanged(Aggregate.Event):
+        models: list[str] | None
+
     @staticmethod
     def create_id(digest: str) -> UUID:
         return ids.api_key_id(digest)
 
-    @event("Issued")
+    @event(Issued)
     def __init__(self, digest: str, account_id: UUID, name: str, prefix: str, expires_at: datetime | None) -> None:
         self.digest = digest
         self.account_id = account_id
@@ -46,7 +63,7 @@ class ApiKey(Aggregate):
         if not self.revoked:
             self._revoked(reason=reason)
 
-    @event("Revoked")
+    @event(Revoked)
     def _revoked(self, reason: str) -> None:
         self.revoked = True
 
@@ -58,7 +75,7 @@ class ApiKey(Aggregate):
         if retires_at is None:
             self.revoke("rotated")
 
-    @event("Rotated")
+    @event(Rotated)
     def _rotated(self, replaced_by: UUID, retires_at: datetime | None) -> None:
         self.replaced_by = replaced_by
         self.retires_at = retires_at
@@ -69,7 +86,7 @@ class ApiKey(Aggregate):
         if models != self.allowed_models:
             self._allowed_models_changed(models=models)
 
-    @event("AllowedModelsChanged")
+    @event(AllowedModelsChanged)
     def _allowed_models_changed(self, models: list[str] | None) -> None:
         self.allowed_models = models
 

@@ -13,11 +13,24 @@ MAX_FALLBACKS = 8
 
 
 class Catalog(Aggregate):
+    class Opened(Aggregate.Created):
+        pass
+
+    class ProviderListed(Aggregate.Event):
+        name: str
+
+    class AliasSet(Aggregate.Event):
+        name: str
+        models: list[str]
+
+    class AliasRemoved(Aggregate.Event):
+        name: str
+
     @staticmethod
     def create_id() -> Any:
         return ids.CATALOG_ID
 
-    @event("Opened")
+    @event(Opened)
     def __init__(self) -> None:
         self.provider_names: list[str] = []
         self.aliases: dict[str, list[str]] = {}
@@ -26,7 +39,7 @@ class Catalog(Aggregate):
         if name not in self.provider_names:
             self._provider_listed(name=name)
 
-    @event("ProviderListed")
+    @event(ProviderListed)
     def _provider_listed(self, name: str) -> None:
         self.provider_names.append(name)
 
@@ -44,7 +57,7 @@ class Catalog(Aggregate):
             raise InvalidRequest("an alias lists each model once", param="models")
         self._alias_set(name=name, models=list(models))
 
-    @event("AliasSet")
+    @event(AliasSet)
     def _alias_set(self, name: str, models: list[str]) -> None:
         self.aliases[name] = models
 
@@ -53,6 +66,6 @@ class Catalog(Aggregate):
             raise NotFound(f"no alias {name!r}")
         self._alias_removed(name=name)
 
-    @event("AliasRemoved")
+    @event(AliasRemoved)
     def _alias_removed(self, name: str) -> None:
         del self.aliases[name]

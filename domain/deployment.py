@@ -16,11 +16,22 @@ from domain import ids
 
 
 class Deployment(Aggregate):
+    class Initialised(Aggregate.Created):
+        sealed_pepper: dict[str, str] | None
+        admin_key_digest: str
+        pepper_ref: str | None = None
+
+    class PepperRewrapped(Aggregate.Event):
+        sealed_pepper: dict[str, str]
+
+    class PepperMoved(Aggregate.Event):
+        pepper_ref: str
+
     @staticmethod
     def create_id() -> Any:
         return ids.DEPLOYMENT_ID
 
-    @event("Initialised")
+    @event(Initialised)
     def __init__(
         self, sealed_pepper: dict[str, str] | None, admin_key_digest: str, pepper_ref: str | None = None
     ) -> None:
@@ -32,7 +43,7 @@ class Deployment(Aggregate):
         if sealed_pepper:
             self._count_sealed(sealed_pepper)
 
-    @event("PepperRewrapped")
+    @event(PepperRewrapped)
     def _pepper_rewrapped(self, sealed_pepper: dict[str, str]) -> None:
         """Before the secret store (only old events call this)."""
         if self.pepper_ref is None:
@@ -43,7 +54,7 @@ class Deployment(Aggregate):
         if self.pepper_ref is None:
             self._pepper_moved(pepper_ref=pepper_ref)
 
-    @event("PepperMoved")
+    @event(PepperMoved)
     def _pepper_moved(self, pepper_ref: str) -> None:
         self.pepper_ref = pepper_ref
         self.legacy_sealed_pepper = None

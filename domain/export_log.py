@@ -23,11 +23,17 @@ GENESIS = "0" * 64  # the seed of a kind's first export
 
 
 class ExportLog(Aggregate):
+    class Opened(Aggregate.Created):
+        kind: str
+
+    class ExportRecorded(Aggregate.Event):
+        entry: dict[str, Any]
+
     @staticmethod
     def create_id(kind: str) -> UUID:
         return ids.export_log_id(kind)
 
-    @event("Opened")
+    @event(Opened)
     def __init__(self, kind: str) -> None:
         if kind not in EXPORT_KINDS:
             raise InvalidRequest(f"no export kind {kind!r} (have: {', '.join(EXPORT_KINDS)})", param="kind")
@@ -80,6 +86,6 @@ class ExportLog(Aggregate):
             }
         )
 
-    @event("ExportRecorded")
+    @event(ExportRecorded)
     def _export_recorded(self, entry: dict[str, Any]) -> None:
         self.exports.append(entry)

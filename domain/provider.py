@@ -55,11 +55,59 @@ class Credential:
 
 
 class Provider(Aggregate):
+    class Registered(Aggregate.Created):
+        name: str
+        kind: str
+        base_url: str | None
+        region: str | None
+
+    class CredentialStored(Aggregate.Event):
+        credential_id: str
+        secret_ref: str
+        hint: str
+        weight: int
+
+    class CredentialAdded(Aggregate.Event):
+        credential_id: str
+        sealed: dict[str, str]
+        hint: str
+        weight: int
+
+    class CredentialSecretMoved(Aggregate.Event):
+        credential_id: str
+        secret_ref: str
+
+    class CredentialDisabled(Aggregate.Event):
+        credential_id: str
+        reason: str
+        automatic: bool
+
+    class CredentialEnabled(Aggregate.Event):
+        credential_id: str
+
+    class CredentialRotated(Aggregate.Event):
+        credential_id: str
+        replaced_by: str
+        retires_at: datetime
+
+    class CredentialDeleted(Aggregate.Event):
+        credential_id: str
+
+    class CredentialRewrapped(Aggregate.Event):
+        credential_id: str
+        sealed: dict[str, str]
+
+    class Disabled(Aggregate.Event):
+        pass
+
+    class Enabled(Aggregate.Event):
+        pass
+
     @staticmethod
     def create_id(name: str) -> UUID:
         return ids.provider_id(name)
 
-    @event("Registered")
+    @event(Registered)
     def __init__(self, name: str, kind: str, base_url: str | None, region: str | None) -> None:
         self.name = name
         self.kind = kind
@@ -77,11 +125,11 @@ class Provider(Aggregate):
             raise InvalidRequest(f"credential {credential_id} already exists")
         self._credential_stored(credential_id=credential_id, secret_ref=secret_ref, hint=hint, weight=weight)
 
-    @event("CredentialStored")
+    @event(CredentialStored)
     def _credential_stored(self, credential_id: str, secret_ref: str, hint: str, weight: int) -> None:
         self.credentials.append(Credential(credential_id, hint, weight, secret_ref=secret_ref))
 
-    @event("CredentialAdded")
+    @event(CredentialAdded)
     def _credential_added(self, credential_id: str, sealed: dict[str, str], hint: str, weight: int) -> None:
         """Before the secret store: the envelope itself was recorded (only old events call this)."""
         self.credentials.append(Credential(credential_id, hint, weight, legacy_sealed=sealed))
@@ -92,7 +140,7 @@ class Provider(Aggregate):
         if self.credential(credential_id).secret_ref is None:
             self._credential_secret_moved(credential_id=credential_id, secret_ref=secret_ref)
 
-    @event("CredentialSecretMoved")
+    @event(CredentialSecretMoved)
     def _credential_secret_moved(self, credential_id: str, secret_ref: str) -> None:
         self._replace(credential_id, legacy_sealed=None, secret_ref=secret_ref)
 
@@ -102,7 +150,7 @@ class Provider(Aggregate):
         if self.credential(credential_id).enabled:
             self._credential_disabled(credential_id=credential_id, reason=reason, automatic=automatic)
 
-    @event("CredentialDisabled")
+    @event(CredentialDisabled)
     def _credential_disabled(self, credential_id: str, reason: str, automatic: bool) -> None:
         self._replace(credential_id, enabled=False, disabled_reason=reason, disabled_automatically=automatic)
 
@@ -110,7 +158,7 @@ class Provider(Aggregate):
         if not self.credential(credential_id).enabled:
             self._credential_enabled(credential_id=credential_id)
 
-    @event("CredentialEnabled")
+    @event(CredentialEnabled)
     def _credential_enabled(self, credential_id: str) -> None:
         self._replace(credential_id, enabled=True, disabled_reason=None, disabled_automatically=False)
 
@@ -128,7 +176,7 @@ class Provider(Aggregate):
             raise InvalidRequest(f"credential {credential_id} was already rotated", param="credential")
         self._credential_rotated(credential_id=credential_id, replaced_by=replaced_by, retires_at=retires_at)
 
-    @event("CredentialRotated")
+    @event(CredentialRotated)
     def _credential_rotated(self, credential_id: str, replaced_by: str, retires_at: datetime) -> None:
         self._replace(credential_id, replaced_by=replaced_by, retires_at=retires_at)
 
@@ -142,11 +190,11 @@ class Provider(Aggregate):
             )
         self._credential_deleted(credential_id=credential_id)
 
-    @event("CredentialDeleted")
+    @event(CredentialDeleted)
     def _credential_deleted(self, credential_id: str) -> None:
         self.credentials = [c for c in self.credentials if c.credential_id != credential_id]
 
-    @event("CredentialRewrapped")
+    @event(CredentialRewrapped)
     def _credential_rewrapped(self, credential_id: str, sealed: dict[str, str]) -> None:
         """Before the secret store: a master-key rotation recorded the re-wrapped envelope
         (only old events call this)."""
@@ -172,7 +220,7 @@ class Provider(Aggregate):
         if self.enabled:
             self._disabled()
 
-    @event("Disabled")
+    @event(Disabled)
     def _disabled(self) -> None:
         self.enabled = False
 
@@ -180,7 +228,7 @@ class Provider(Aggregate):
         if not self.enabled:
             self._enabled()
 
-    @event("Enabled")
+    @event(Enabled)
     def _enabled(self) -> None:
         self.enabled = True
 

@@ -23,11 +23,26 @@ from domain.errors import InvalidRequest
 
 
 class ReplayLog(Aggregate):
+    class Opened(Aggregate.Created):
+        pass
+
+    class ReplayApplied(Aggregate.Event):
+        sequence: int
+        replay_id: str
+        prices: dict[str, dict[str, Any]]
+        since: datetime | None
+        until: datetime | None
+        account_id: str | None
+        adjustments: dict[str, int]
+        charges: int
+        last_position: int
+        applied_at: datetime
+
     @staticmethod
     def create_id() -> UUID:
         return ids.REPLAY_LOG_ID
 
-    @event("Opened")
+    @event(Opened)
     def __init__(self) -> None:
         self.replays: list[dict[str, Any]] = []
 
@@ -63,7 +78,7 @@ class ReplayLog(Aggregate):
         )
         return self.replays[-1]
 
-    @event("ReplayApplied")
+    @event(ReplayApplied)
     def _replay_applied(
         self,
         sequence: int,
