@@ -5,6 +5,9 @@ mapping the composition root gave it (application/ports.py ``StatusOf``), never 
 its own: given another mapping, it records that mapping's statuses."""
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -30,6 +33,8 @@ from domain.errors import (
 from domain.spend_caps import SpendCapReached
 from tests.fakes.provider import FakeProvider
 from tests.unit.test_billed_call import SHAPE, CountingBilling, World, refused, world  # noqa: F401  (the fixture)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 START_FAILURES = [
     (InvalidRequest("providers of this kind take no tools", param="tools"),),
@@ -189,3 +194,19 @@ def test_the_composition_root_gives_the_billing_the_apis_mapping() -> None:
             assert services.billing.status_of(error) == status_of(error), error
     finally:
         services.close()
+
+
+def test_the_services_the_cli_builds_do_not_load_fastapi() -> None:
+    """The mapping lives in adapters/http/errors.py, but bootstrap imports it at its first
+    use: building the services (what every CLI command does) still loads no FastAPI."""
+    script = (
+        "import sys\n"
+        "from adapters.bootstrap import build_services, in_memory_ledger\n"
+        "from adapters.settings import Settings\n"
+        "ledger = in_memory_ledger()\n"
+        "ledger.initialise()\n"
+        "build_services(Settings(), ledger=ledger).close()\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('fastapi', 'starlette')))\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert ran.stdout.strip() == "[]"
