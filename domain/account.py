@@ -49,7 +49,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.domain import Aggregate, Snapshot, event
+from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Snapshot as BaseSnapshot
 
 from domain import ids, spend_caps
 from domain.bounds import MAX_AMOUNT, MAX_BALANCE
@@ -167,7 +168,7 @@ class Account(Aggregate):
         amount: int
         reason: str
 
-    class Snapshot(Snapshot):
+    class Snapshot(BaseSnapshot):
         """The account's state at a version, restored exactly, in the shape snapshots have
         always had (no ``class_version``: nothing to upcast, and older versions read it too):
         - holds and lots are stored as plain dicts (``Hold.plain``, ``Lot.plain``) and made
