@@ -191,6 +191,10 @@ class _ChatFrames:
             meter.first_byte()
         if not isinstance(chunk, dict):
             return []
+        if chunk.get("error"):
+            # The provider reports a failure inside its stream (OpenRouter does, mid-stream; the
+            # SDKs raise on it): it broke the stream, so only the output delivered is charged.
+            raise MalformedUpstreamAnswer("the provider reported an error inside its stream")
         # The chunk's shape is checked before anything of it is counted: a garbled chunk is
         # MalformedUpstreamAnswer (the provider broke the stream), never a TypeError of ours.
         choices = chunk.get("choices")

@@ -11,6 +11,7 @@ Callers authenticate with ``x-api-key`` or ``Authorization: Bearer``.
 """
 
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -80,23 +81,26 @@ def _translated(model: str) -> Callable[[bytes, dict[str, Any]], tuple[dict[str,
 async def _events(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncIterator[bytes]:
     """The chat relay's frames, as Anthropic's event stream (billed by the relay's meter)."""
     translator = MessagesStreamTranslator(chat.shape.model)
-    async for piece in relay(calls, call, chat):
-        for frame in piece.split(b"\n\n"):  # a piece holds one or more whole frames
-            payload = frame.removeprefix(b"data: ").strip()
-            if not payload:
-                continue
-            if payload == b"[DONE]":
-                for name, data in translator.finish():
+    # closed as soon as this stops reading it, so its upstream connection is released then,
+    # not when the generator is collected
+    async with aclosing(relay(calls, call, chat)) as pieces:
+        async for piece in pieces:
+            for frame in piece.split(b"\n\n"):  # a piece holds one or more whole frames
+                payload = frame.removeprefix(b"data: ").strip()
+                if not payload:
+                    continue
+                if payload == b"[DONE]":
+                    for name, data in translator.finish():
+                        yield sse_event(name, data)
+                    return
+                chunk: dict[str, Any] = orjson.loads(payload)
+                if "error" in chunk:  # the relay's error frame: the call is already billed as broken
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else None
+                    yield sse_event(*error_event(message if isinstance(message, str) else "the provider failed"))
+                    return
+                for name, data in translator.feed(chunk):
                     yield sse_event(name, data)
-                return
-            chunk: dict[str, Any] = orjson.loads(payload)
-            if "error" in chunk:  # the relay's error frame, or an error the provider sent in its stream
-                error = chunk["error"]
-                message = error.get("message") if isinstance(error, dict) else None
-                yield sse_event(*error_event(message if isinstance(message, str) else "the provider failed"))
-                return
-            for name, data in translator.feed(chunk):
-                yield sse_event(name, data)
 
 
 def _api_key(request: Request) -> str:

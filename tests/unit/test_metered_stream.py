@@ -324,6 +324,16 @@ GARBLED_CHUNKS = {
         {"id": "chatcmpl-1", "choices": [{"index": 0, "delta": {"reasoning_details": 5}}]}
     ),
     "usage-a-list": orjson.dumps({"id": "chatcmpl-1", "choices": [], "usage": [1, 2]}),
+    # not garbled, but the same ending: the provider reports its failure inside the stream
+    # (OpenRouter's mid-stream error), and the SDKs raise on it
+    "an-error-inside-the-stream": orjson.dumps(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "error": {"code": 502, "message": "Provider disconnected"},
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        }
+    ),
 }
 
 
@@ -456,6 +466,30 @@ def test_a_chunk_garbled_mid_stream_through_the_anthropic_ingress_is_an_error_ev
     assert text == "".join(TEXT)
     assert events[0][0] == "message_start" and events[-1][0] == "error"
     assert events[-1][1]["error"] == {"type": "api_error", "message": "the provider ended the stream early"}
+    delivered = estimated_usage(input_chars=0, output_chars=len("".join(TEXT)))
+    assert billing_of(calls).completed == [(call.opened.request_id, 502, "upstream_stream_broken", delivered)]
+    assert billing_of(calls).failed == []
+
+
+def test_an_error_the_provider_sends_in_its_stream_ends_the_anthropic_stream_billed_as_broken_and_released_at_once(
+    world: World,
+) -> None:
+    # the provider still sends [DONE] after its error chunk: the relay must not bill that as a
+    # finished 200, and the Anthropic ingress, which stops reading at the error, must close the
+    # relay then (its call ended, its upstream released), not when the generator is collected
+    error_chunk = GARBLED_CHUNKS["an-error-inside-the-stream"]
+    calls, provider = setup(world, StreamScript(batches=(*OUTPUT, (error_chunk,))))
+    chat = chat_request()
+
+    async def scenario() -> tuple[StartedCall[ChatExchange], list[bytes], bool]:
+        call = await start(calls, world.key, chat)
+        pieces = [piece async for piece in messages_events(calls, call, chat)]
+        return call, pieces, provider.exchanges[0].released  # before asyncio.run closes leftovers
+
+    call, pieces, released_when_read = asyncio.run(scenario())
+    assert released_when_read
+    events = anthropic_events(pieces)
+    assert events[-1][0] == "error"
     delivered = estimated_usage(input_chars=0, output_chars=len("".join(TEXT)))
     assert billing_of(calls).completed == [(call.opened.request_id, 502, "upstream_stream_broken", delivered)]
     assert billing_of(calls).failed == []
