@@ -241,34 +241,29 @@ def _frame(chunk: dict[str, Any]) -> bytes:
 
 
 def _delta_chars(choices: Any) -> int:
-    """Characters a chunk's choices produced; ``MalformedUpstreamAnswer`` for a shape that is not
-    OpenAI's (choices not a list, a choice or a delta not an object, see ``_produced_chars``)."""
-    if not isinstance(choices, list):
-        raise MalformedUpstreamAnswer("the provider sent a chunk whose choices are not a list")
-    total = 0
-    for choice in choices:
-        if not isinstance(choice, dict):
-            raise MalformedUpstreamAnswer("the provider sent a choice that is not a JSON object")
-        delta = choice.get("delta")
-        if delta:
-            total += _produced_chars(_part(delta, "a delta"))
-    return total
+    """Characters a chunk's choices produced (see ``_choices_chars``)."""
+    return _choices_chars(choices, "delta", "a delta", "a chunk")
 
 
 def _content_chars(response: dict[str, Any]) -> int:
-    """Characters a whole answer's choices produced; ``MalformedUpstreamAnswer`` as ``_delta_chars``."""
+    """Characters a whole answer's choices produced (see ``_choices_chars``)."""
     choices = response.get("choices")
-    if not choices:
-        return 0
+    return _choices_chars(choices, "message", "a message", "an answer") if choices else 0
+
+
+def _choices_chars(choices: Any, part: str, part_named: str, sent: str) -> int:
+    """Characters the choices' ``part`` (a chunk's delta, an answer's message) produced;
+    ``MalformedUpstreamAnswer`` for a shape that is not OpenAI's (choices not a list, a choice
+    or its part not an object, see ``_produced_chars``)."""
     if not isinstance(choices, list):
-        raise MalformedUpstreamAnswer("the provider sent an answer whose choices are not a list")
+        raise MalformedUpstreamAnswer(f"the provider sent {sent} whose choices are not a list")
     total = 0
     for choice in choices:
         if not isinstance(choice, dict):
             raise MalformedUpstreamAnswer("the provider sent a choice that is not a JSON object")
-        message = choice.get("message")
-        if message:
-            total += _produced_chars(_part(message, "a message"))
+        value = choice.get(part)
+        if value:
+            total += _produced_chars(_part(value, part_named))
     return total
 
 
