@@ -53,6 +53,21 @@ def configure(gateway: Gateway, upstream: FakeOpenAIUpstream, account: str, cred
     return cli(env, "keys", "issue", account, "--name", "e2e")["key"]
 
 
+def configured_gateway(
+    tmp_path_factory: pytest.TempPathFactory, name: str, credits: str
+) -> Iterator[tuple[Gateway, FakeOpenAIUpstream, str]]:
+    """For a module fixture: a fake upstream of its own and an embedded gateway configured by
+    the README's steps (account ``acme`` with ``credits``), as (gateway, upstream, user key);
+    both stopped when the fixture ends."""
+    upstream = FakeOpenAIUpstream(api_key=UPSTREAM_KEY).start()
+    gateway = Gateway.initialised(tmp_path_factory.mktemp(name))
+    key = configure(gateway, upstream, "acme", credits)
+    gateway.start()
+    yield gateway, upstream, key
+    gateway.stop()
+    upstream.stop()
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def served(
     request: pytest.FixtureRequest,

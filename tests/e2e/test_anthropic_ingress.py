@@ -6,20 +6,14 @@ from collections.abc import Iterator
 import anthropic
 import pytest
 
-from tests.e2e.conftest import INPUT_RATE, MODEL, OUTPUT_RATE, UPSTREAM_KEY, configure
+from tests.e2e.conftest import INPUT_RATE, MODEL, OUTPUT_RATE, configured_gateway
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.support.gateway import Gateway
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, FakeOpenAIUpstream, str]]:
-    upstream = FakeOpenAIUpstream(api_key=UPSTREAM_KEY).start()
-    gateway = Gateway.initialised(tmp_path_factory.mktemp("messages"))
-    key = configure(gateway, upstream, "acme", "10")
-    gateway.start()
-    yield gateway, upstream, key
-    gateway.stop()
-    upstream.stop()
+    yield from configured_gateway(tmp_path_factory, "messages", "10")
 
 
 def client(gateway: Gateway, key: str) -> anthropic.Anthropic:

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from domain.estimation import tokens_for_chars
-from tests.e2e.conftest import MODEL, OUTPUT_RATE, UPSTREAM_KEY, configure
+from tests.e2e.conftest import MODEL, OUTPUT_RATE, configured_gateway
 from tests.fakes.openai_scripts import Scripted
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.support.gateway import Gateway
@@ -24,13 +24,7 @@ from tests.support.gateway import Gateway
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, FakeOpenAIUpstream, str]]:
-    upstream = FakeOpenAIUpstream(api_key=UPSTREAM_KEY).start()
-    gateway = Gateway.initialised(tmp_path_factory.mktemp("garbled"))
-    key = configure(gateway, upstream, "acme", "5")
-    gateway.start()
-    yield gateway, upstream, key
-    gateway.stop()
-    upstream.stop()
+    yield from configured_gateway(tmp_path_factory, "garbled", "5")
 
 
 @pytest.mark.parametrize(
