@@ -5,10 +5,12 @@ A chat exchange speaks OpenAI's chat format whatever the provider's: a whole
 ``chat.completion`` document, or ``chat.completion.chunk`` payloads then ``DONE``. What a
 stream is charged however it ends is application/streams.py's rule."""
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+from domain.rate_limits import RateLimits
 
 if TYPE_CHECKING:
     from application.routing import Route
@@ -146,3 +148,46 @@ class CredentialSwitch(Protocol):
     """Disables a credential the provider refused (the ledger)."""
 
     def disable_credential(self, name: str, credential_id: str, reason: str, *, automatic: bool = False) -> Any: ...
+
+
+@dataclass(frozen=True)
+class LimitScope:
+    """One set of rate limits a request counts against (its key's, its account's)."""
+
+    name: str  # "key:<dashed uuid>" or "account:<dashed uuid>": ids only, never names
+    limits: RateLimits
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """One window's state, for OpenAI's ``x-ratelimit-*`` headers."""
+
+    limit: int
+    remaining: int  # after this request (0 when refused)
+    reset_seconds: float  # until the window has room again for what was asked
+
+
+@dataclass(frozen=True)
+class Admission:
+    admitted: bool
+    retry_after_seconds: float  # > 0 when refused: when the refusing limit has room again
+    refused_by: str | None  # e.g. "key:<id> requests" (for the error message), None if admitted
+    requests: WindowState | None  # the tightest RPM scope (None: no RPM limit applies)
+    tokens: WindowState | None  # the tightest TPM scope
+    lease: str  # names this admission (its parallel slot, its token entry)
+
+
+class RateLimiter(Protocol):
+    """Enforces ``RateLimits``: RPM and TPM over a sliding window of 60 one-second buckets
+    (the bucket of ``int(now)``), parallel slots as leases that expire after the hold TTL.
+    ``now`` is the caller's ``time.time()``. A limit of None does not apply."""
+
+    async def admit(self, scopes: Sequence[LimitScope], tokens: int, now: float) -> Admission:
+        """All scopes or none: admitted only if every scope has room for one more request,
+        ``tokens`` more tokens and one more parallel slot; then all are taken at once."""
+        ...
+
+    async def settle(self, scopes: Sequence[LimitScope], admission: Admission, tokens: int, now: float) -> None:
+        """The request ended: its tokens corrected from the worst case to ``tokens`` (never
+        below 0), its parallel slot released. Idempotent; never raises for a limiter outage."""
+        ...
