@@ -1,0 +1,329 @@
+"""Server mode's rate limiter: the windows of every ``serve`` process live in Redis, so a
+limit holds exactly across processes (two processes give a 60 RPM key 60 requests a minute,
+not 120).
+
+Invariants:
+- one Lua script call per admission checks every scope and takes every limit at once, or
+  none (Redis runs a script atomically: no other process's admission interleaves); one
+  script call per settlement corrects the tokens and frees the parallel slot;
+- RPM and TPM: a sliding window of 60 one-second buckets (the bucket of ``int(now)``, the
+  caller's clock), at most the limit in any 60 s; parallel slots: leases that expire after
+  the hold TTL, so a lease a crashed process never settled frees itself;
+- a settlement is idempotent: the token correction is made once (the lease's entry is read
+  and deleted in the same script), releasing a released slot does nothing;
+- Redis unreachable or slow (short socket timeouts): the request is admitted with no window
+  state (limits fail open; money is still guarded by the ledger), counted in
+  ``failed_open_total``, logged once when the outage starts and once when Redis answers
+  again. During an outage Redis is tried again at most every ``retry_seconds``; the others
+  are admitted without waiting for a timeout. ``settle`` never raises.
+
+Keys, under ``{prefix}:rl:{scope}`` (a scope is ``key:<uuid>`` or ``account:<uuid>``):
+``:r`` and ``:t`` (hashes: second -> requests, tokens; they expire 61 s after their last
+write), ``:p`` (a sorted set: lease -> expiry; it expires after the hold TTL). A lease that
+took tokens has ``{prefix}:rl:lease:{lease}`` = ``"<second> <tokens>"`` until it is settled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from application.ports import Admission, LimitScope, WindowState
+
+log = logging.getLogger("tallyhub.limits")
+
+REDIS_TIMEOUT_SECONDS = 0.1  # a limiter that waits longer than this is worse than none
+RETRY_SECONDS = 1.0  # during an outage, Redis is tried again at most this often
+WINDOW_SECONDS = 60
+
+# KEYS: per scope, its :r, :t and :p keys; then the lease's key.
+# ARGV: now, tokens, lease, hold TTL, then per scope rpm, tpm, max_parallel (-1: no limit).
+# Returns: admitted, then per scope and kind (requests, tokens, parallel) used and wait_ms:
+# ``used`` counts this request when admitted; ``wait_ms`` is until the window has room again
+# for what was asked (after this request when admitted), -1 when no limit applies.
+_ADMIT = """
+local now = tonumber(ARGV[1])
+local tokens = tonumber(ARGV[2])
+local lease = ARGV[3]
+local ttl = tonumber(ARGV[4])
+local sec = math.floor(now)
+local oldest = sec - 59
+local scopes = (#KEYS - 1) / 3
+
+local function window(key)
+  local fields = redis.call('HGETALL', key)
+  local used, buckets = 0, {}
+  for i = 1, #fields, 2 do
+    local b = tonumber(fields[i])
+    if b < oldest then
+      redis.call('HDEL', key, fields[i])
+    else
+      local v = tonumber(fields[i + 1])
+      used = used + v
+      table.insert(buckets, {b, v})
+    end
+  end
+  return used, buckets
+end
+
+local function wait_ms(buckets, used, need, limit)
+  if used + need <= limit then return 0 end
+  if need > limit then return 60000 end
+  table.sort(buckets, function(x, y) return x[1] < y[1] end)
+  for _, bucket in ipairs(buckets) do
+    used = used - bucket[2]
+    if used + need <= limit then return math.ceil((bucket[1] + 60 - now) * 1000) end
+  end
+  return 60000
+end
+
+local state = {}
+local admitted = 1
+for s = 1, scopes do
+  local rpm, tpm, par = tonumber(ARGV[2 + 3 * s]), tonumber(ARGV[3 + 3 * s]), tonumber(ARGV[4 + 3 * s])
+  local st = {}
+  if rpm >= 0 then
+    st.r_used, st.r_buckets = window(KEYS[3 * s - 2])
+    if st.r_used + 1 > rpm then admitted = 0 end
+  end
+  if tpm >= 0 then
+    st.t_used, st.t_buckets = window(KEYS[3 * s - 1])
+    if st.t_used + tokens > tpm then admitted = 0 end
+  end
+  if par >= 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[3 * s], '-inf', now)
+    st.p_used = redis.call('ZCARD', KEYS[3 * s])
+    if st.p_used + 1 > par then admitted = 0 end
+  end
+  state[s] = st
+end
+
+local out = {admitted}
+local took_tokens = false
+for s = 1, scopes do
+  local rpm, tpm, par = tonumber(ARGV[2 + 3 * s]), tonumber(ARGV[3 + 3 * s]), tonumber(ARGV[4 + 3 * s])
+  local st = state[s]
+  if rpm >= 0 then
+    if admitted == 1 then
+      redis.call('HINCRBY', KEYS[3 * s - 2], sec, 1)
+      redis.call('EXPIRE', KEYS[3 * s - 2], 61)
+      st.r_used = st.r_used + 1
+      table.insert(st.r_buckets, {sec, 1})
+    end
+    table.insert(out, st.r_used)
+    table.insert(out, wait_ms(st.r_buckets, st.r_used, 1, rpm))
+  else
+    table.insert(out, 0)
+    table.insert(out, -1)
+  end
+  if tpm >= 0 then
+    if admitted == 1 and tokens > 0 then
+      redis.call('HINCRBY', KEYS[3 * s - 1], sec, tokens)
+      redis.call('EXPIRE', KEYS[3 * s - 1], 61)
+      st.t_used = st.t_used + tokens
+      table.insert(st.t_buckets, {sec, tokens})
+      took_tokens = true
+    end
+    table.insert(out, st.t_used)
+    table.insert(out, wait_ms(st.t_buckets, st.t_used, tokens, tpm))
+  else
+    table.insert(out, 0)
+    table.insert(out, -1)
+  end
+  if par >= 0 then
+    local wait = 0
+    if admitted == 1 then
+      redis.call('ZADD', KEYS[3 * s], now + ttl, lease)
+      redis.call('EXPIRE', KEYS[3 * s], math.ceil(ttl) + 1)
+      st.p_used = st.p_used + 1
+    elseif st.p_used + 1 > par then
+      local first = redis.call('ZRANGE', KEYS[3 * s], 0, 0, 'WITHSCORES')
+      wait = math.ceil((tonumber(first[2]) - now) * 1000)
+    end
+    table.insert(out, st.p_used)
+    table.insert(out, wait)
+  else
+    table.insert(out, 0)
+    table.insert(out, -1)
+  end
+end
+if took_tokens then
+  redis.call('SET', KEYS[#KEYS], sec .. ' ' .. tokens, 'EX', math.ceil(ttl) + 61)
+end
+return out
+"""
+
+# KEYS: the lease's key, then the :t keys of the scopes with a TPM limit, then every scope's
+# :p key. ARGV: now, tokens (the real usage), lease, how many :t keys.
+# The worst case taken at admission is corrected in its own bucket while that bucket is in
+# the window (never below 0); a request that outlived the window adds what it used beyond
+# the worst case to the current second instead.
+_SETTLE = """
+local now = tonumber(ARGV[1])
+local tokens = tonumber(ARGV[2])
+local lease = ARGV[3]
+local token_keys = tonumber(ARGV[4])
+local entry = redis.call('GET', KEYS[1])
+if entry then
+  redis.call('DEL', KEYS[1])
+  local sep = string.find(entry, ' ')
+  local sec, worst = tonumber(string.sub(entry, 1, sep - 1)), tonumber(string.sub(entry, sep + 1))
+  local delta = tokens - worst
+  local current = math.floor(now)
+  for i = 2, 1 + token_keys do
+    if sec > current - 60 then
+      if delta ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
+        local left = redis.call('HINCRBY', KEYS[i], sec, delta)
+        if left <= 0 then redis.call('HDEL', KEYS[i], sec) end
+      end
+    elseif delta > 0 then
+      redis.call('HINCRBY', KEYS[i], current, delta)
+      redis.call('EXPIRE', KEYS[i], 61)
+    end
+  end
+end
+for i = 2 + token_keys, #KEYS do
+  redis.call('ZREM', KEYS[i], lease)
+end
+return 1
+"""
+
+_NO_LIMIT = -1
+_OPEN = "open:"  # the lease of an admission made while Redis was unreachable
+
+
+def redis_client(url: str, *, timeout: float = REDIS_TIMEOUT_SECONDS) -> aredis.Redis:
+    """An asyncio client that fails fast: short timeouts, no retries."""
+    return aredis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+    )
+
+
+def _limit(value: int | None) -> int:
+    return _NO_LIMIT if value is None else value
+
+
+class RedisRateLimiter:
+    """The ``RateLimiter`` of server mode (see the module's invariants). ``failed_open_total``
+    counts the admissions made without Redis; ``outage`` is True while Redis is unreachable."""
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        hold_ttl_seconds: float,
+        timeout: float = REDIS_TIMEOUT_SECONDS,
+        retry_seconds: float = RETRY_SECONDS,
+    ) -> None:
+        self._keys = f"{prefix}:rl"
+        self.hold_ttl_seconds = hold_ttl_seconds
+        self.retry_seconds = retry_seconds
+        self._client = redis_client(url, timeout=timeout)
+        self._admit = self._client.register_script(_ADMIT)
+        self._settle = self._client.register_script(_SETTLE)
+        self._leases = itertools.count()
+        self._process = secrets.token_hex(6)
+        self.failed_open_total = 0
+        self.outage = False
+        self._next_try = 0.0  # monotonic: during an outage, when Redis is tried again
+
+    async def admit(self, scopes: Sequence[LimitScope], tokens: int, now: float) -> Admission:
+        lease = f"{self._process}-{next(self._leases)}"
+        if self.outage and time.monotonic() < self._next_try:
+            return self._open(lease)
+        keys: list[str] = []
+        args: list[Any] = [repr(now), tokens, lease, self.hold_ttl_seconds]
+        for scope in scopes:
+            base = f"{self._keys}:{scope.name}"
+            keys += (f"{base}:r", f"{base}:t", f"{base}:p")
+            limits = scope.limits
+            args += (_limit(limits.rpm), _limit(limits.tpm), _limit(limits.max_parallel))
+        keys.append(f"{self._keys}:lease:{lease}")
+        try:
+            answer = await self._admit(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return self._open(lease)
+        self._reached()
+        return _admission(scopes, tokens, lease, answer)
+
+    async def settle(self, scopes: Sequence[LimitScope], admission: Admission, tokens: int, now: float) -> None:
+        lease = admission.lease
+        if not admission.admitted or lease.startswith(_OPEN):
+            return
+        token_keys = [f"{self._keys}:{scope.name}:t" for scope in scopes if scope.limits.tpm is not None]
+        keys = [f"{self._keys}:lease:{lease}", *token_keys, *(f"{self._keys}:{scope.name}:p" for scope in scopes)]
+        try:
+            await self._settle(keys=keys, args=[repr(now), max(tokens, 0), lease, len(token_keys)])
+        except (RedisError, OSError) as exc:
+            self._lost(exc)  # the lease expires on its own; the worst case stays counted
+        else:
+            self._reached()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _open(self, lease: str) -> Admission:
+        self.failed_open_total += 1
+        return Admission(True, 0.0, None, None, None, _OPEN + lease)
+
+    def _lost(self, exc: BaseException) -> None:
+        self._next_try = time.monotonic() + self.retry_seconds
+        if not self.outage:
+            self.outage = True
+            log.warning("rate limits: Redis unreachable (%s); requests are admitted without limits", type(exc).__name__)
+
+    def _reached(self) -> None:
+        if self.outage:
+            self.outage = False
+            log.info("rate limits: Redis answers again; limits hold")
+
+
+def _admission(scopes: Sequence[LimitScope], tokens: int, lease: str, answer: list[int]) -> Admission:
+    """Read the script's answer: the tightest RPM and TPM windows, and what refused, if anything."""
+    admitted = answer[0] == 1
+    requests: WindowState | None = None
+    token_state: WindowState | None = None
+    refused_by: str | None = None
+    retry_after = 0.0
+    for index, scope in enumerate(scopes):
+        limits = scope.limits
+        row = answer[1 + 6 * index : 7 + 6 * index]
+        for kind, limit, need, used, wait_ms in (
+            ("requests", limits.rpm, 1, row[0], row[1]),
+            ("tokens", limits.tpm, tokens, row[2], row[3]),
+            ("parallel", limits.max_parallel, 1, row[4], row[5]),
+        ):
+            if limit is None:
+                continue
+            wait = max(wait_ms, 0) / 1000
+            if not admitted and used + need > limit and wait >= retry_after:
+                refused_by, retry_after = f"{scope.name} {kind}", max(wait, 0.001)
+            if kind == "parallel":
+                continue
+            remaining = max(limit - used, 0) if admitted else 0
+            state = WindowState(limit=limit, remaining=remaining, reset_seconds=wait)
+            if kind == "requests":
+                requests = _tighter(requests, state)
+            else:
+                token_state = _tighter(token_state, state)
+    return Admission(admitted, retry_after, refused_by, requests, token_state, lease)
+
+
+def _tighter(current: WindowState | None, state: WindowState) -> WindowState:
+    if current is None or (state.remaining, state.limit) < (current.remaining, current.limit):
+        return state
+    return current
+
+
+__all__ = ["RedisRateLimiter"]
