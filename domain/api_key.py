@@ -20,6 +20,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain import ids
 from domain.errors import InvalidRequest, PermissionDenied
+from domain.rate_limits import RateLimits
 
 MAX_ALLOWED_MODELS = 200
 _MODEL_PATTERN = re.compile(r"[^\s/]{1,200}(/[^\s]{1,200})?")
@@ -43,6 +44,11 @@ class ApiKey(Aggregate):
     class AllowedModelsChanged(Aggregate.Event):
         models: list[str] | None
 
+    class RateLimitsSet(Aggregate.Event):
+        rpm: int | None
+        tpm: int | None
+        max_parallel: int | None
+
     @staticmethod
     def create_id(digest: str) -> UUID:
         return ids.api_key_id(digest)
@@ -58,6 +64,7 @@ class ApiKey(Aggregate):
         self.allowed_models: list[str] | None = None
         self.replaced_by: UUID | None = None
         self.retires_at: datetime | None = None
+        self.rate_limits = RateLimits()
 
     def revoke(self, reason: str = "") -> None:
         if not self.revoked:
@@ -89,6 +96,15 @@ class ApiKey(Aggregate):
     @event(AllowedModelsChanged)
     def _allowed_models_changed(self, models: list[str] | None) -> None:
         self.allowed_models = models
+
+    def set_rate_limits(self, limits: RateLimits) -> None:
+        """The key's requests, tokens per minute and parallel requests (domain/rate_limits.py)."""
+        if limits != self.rate_limits:
+            self._rate_limits_set(rpm=limits.rpm, tpm=limits.tpm, max_parallel=limits.max_parallel)
+
+    @event(RateLimitsSet)
+    def _rate_limits_set(self, rpm: int | None, tpm: int | None, max_parallel: int | None) -> None:
+        self.rate_limits = RateLimits(rpm=rpm, tpm=tpm, max_parallel=max_parallel)
 
     def allows(self, model: str) -> bool:
         if self.allowed_models is None:

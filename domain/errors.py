@@ -69,6 +69,22 @@ class SpendCapReached(TallyhubError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class RateLimitExceeded(TallyhubError):
+    """A request over an API key's or account's requests-per-minute, tokens-per-minute or
+    parallel-requests limit (domain/rate_limits.py), refused before any hold; answered 429
+    with ``Retry-After``. ``refused_by`` names the scope by id and the limit ("key:<id>
+    requests"); ``admission`` is the limiter's answer (application/ports.py ``Admission``),
+    which the API turns into OpenAI's ``x-ratelimit-*`` headers."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, refused_by: str, retry_after_seconds: int, admission: object = None) -> None:
+        super().__init__(f"rate limit reached ({refused_by}); try again in {retry_after_seconds} s")
+        self.refused_by = refused_by
+        self.retry_after_seconds = retry_after_seconds
+        self.admission = admission
+
+
 class AuthenticationFailed(TallyhubError):
     code = "invalid_api_key"
 

@@ -38,6 +38,7 @@ from domain.export_log import ExportLog
 from domain.price_book import PriceBook
 from domain.pricing import ModelPrice
 from domain.provider import Provider
+from domain.rate_limits import AccountRateLimits
 from domain.replay_log import ReplayLog
 from domain.request_record import RequestRecord
 from projections.balances import fold_balances
@@ -139,6 +140,7 @@ AGGREGATES: list[type[Aggregate]] = [
     Account,
     MovementReceipt,
     ApiKey,
+    AccountRateLimits,
     Catalog,
     Deployment,
     ExportLog,
@@ -168,7 +170,7 @@ def test_each_declared_event_has_its_methods_parameters_as_fields_in_order_with_
             for f, p in zip(declared, params, strict=True):
                 assert f.default == (MISSING if p.default is p.empty else p.default), (cls.__qualname__, f.name)
             checked += 1
-    assert checked == 42
+    assert checked == 45
 
 
 def stored(events: Sequence[DomainEventProtocol[Any]]) -> list[tuple[str, list[tuple[str, Any]]]]:
