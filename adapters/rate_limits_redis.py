@@ -44,12 +44,14 @@ log = logging.getLogger("tallyhub.limits")
 REDIS_TIMEOUT_SECONDS = 0.1  # a limiter that waits longer than this is worse than none
 RETRY_SECONDS = 1.0  # during an outage, Redis is tried again at most this often
 WINDOW_SECONDS = 60
+PARALLEL_RETRY_SECONDS = 1.0  # when a parallel slot frees cannot be known (as application/rate_limits.py)
 
 # KEYS: per scope, its :r, :t and :p keys; then the lease's key.
 # ARGV: now, tokens, lease, hold TTL, then per scope rpm, tpm, max_parallel (-1: no limit).
-# Returns: admitted, then per scope and kind (requests, tokens, parallel) used and wait_ms:
-# ``used`` counts this request when admitted; ``wait_ms`` is until the window has room again
-# for what was asked (after this request when admitted), -1 when no limit applies.
+# Returns: admitted, then per scope: requests used and free at, tokens used and free at,
+# parallel slots used. ``used`` counts this request when admitted; ``free at`` is the second
+# at which the window has room again for what was asked (after this request when admitted):
+# 0 when it has room now, -1 when it never will (more than the limit itself).
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local tokens = tonumber(ARGV[2])
@@ -75,15 +77,15 @@ local function window(key)
   return used, buckets
 end
 
-local function wait_ms(buckets, used, need, limit)
+local function free_at(buckets, used, need, limit)
   if used + need <= limit then return 0 end
-  if need > limit then return 60000 end
+  if need > limit then return -1 end
   table.sort(buckets, function(x, y) return x[1] < y[1] end)
   for _, bucket in ipairs(buckets) do
     used = used - bucket[2]
-    if used + need <= limit then return math.ceil((bucket[1] + 60 - now) * 1000) end
+    if used + need <= limit then return bucket[1] + 60 end
   end
-  return 60000
+  return -1
 end
 
 local state = {}
@@ -120,10 +122,10 @@ for s = 1, scopes do
       table.insert(st.r_buckets, {sec, 1})
     end
     table.insert(out, st.r_used)
-    table.insert(out, wait_ms(st.r_buckets, st.r_used, 1, rpm))
+    table.insert(out, free_at(st.r_buckets, st.r_used, 1, rpm))
   else
     table.insert(out, 0)
-    table.insert(out, -1)
+    table.insert(out, 0)
   end
   if tpm >= 0 then
     if admitted == 1 and tokens > 0 then
@@ -134,26 +136,20 @@ for s = 1, scopes do
       took_tokens = true
     end
     table.insert(out, st.t_used)
-    table.insert(out, wait_ms(st.t_buckets, st.t_used, tokens, tpm))
+    table.insert(out, free_at(st.t_buckets, st.t_used, tokens, tpm))
   else
     table.insert(out, 0)
-    table.insert(out, -1)
+    table.insert(out, 0)
   end
   if par >= 0 then
-    local wait = 0
     if admitted == 1 then
       redis.call('ZADD', KEYS[3 * s], now + ttl, lease)
       redis.call('EXPIRE', KEYS[3 * s], math.ceil(ttl) + 1)
       st.p_used = st.p_used + 1
-    elseif st.p_used + 1 > par then
-      local first = redis.call('ZRANGE', KEYS[3 * s], 0, 0, 'WITHSCORES')
-      wait = math.ceil((tonumber(first[2]) - now) * 1000)
     end
     table.insert(out, st.p_used)
-    table.insert(out, wait)
   else
     table.insert(out, 0)
-    table.insert(out, -1)
   end
 end
 if took_tokens then
@@ -198,6 +194,7 @@ return 1
 """
 
 _NO_LIMIT = -1
+NOT_LIMITED = Admission(True, 0.0, None, None, None, "")
 _OPEN = "open:"  # the lease of an admission made while Redis was unreachable
 
 
@@ -238,10 +235,13 @@ class RedisRateLimiter:
         self._next_try = 0.0  # monotonic: during an outage, when Redis is tried again
 
     async def admit(self, scopes: Sequence[LimitScope], tokens: int, now: float) -> Admission:
+        if not scopes:
+            return NOT_LIMITED
         lease = f"{self._process}-{next(self._leases)}"
         if self.outage and time.monotonic() < self._next_try:
             return self._open(lease)
         keys: list[str] = []
+        tokens = max(tokens, 0)
         args: list[Any] = [repr(now), tokens, lease, self.hold_ttl_seconds]
         for scope in scopes:
             base = f"{self._keys}:{scope.name}"
@@ -255,12 +255,12 @@ class RedisRateLimiter:
             self._lost(exc)
             return self._open(lease)
         self._reached()
-        return _admission(scopes, tokens, lease, answer)
+        return _admission(scopes, tokens, now, lease, answer)
 
     async def settle(self, scopes: Sequence[LimitScope], admission: Admission, tokens: int, now: float) -> None:
         lease = admission.lease
-        if not admission.admitted or lease.startswith(_OPEN):
-            return
+        if not lease or lease.startswith(_OPEN):
+            return  # a refusal, no scope, or admitted while Redis was unreachable: nothing taken
         token_keys = [f"{self._keys}:{scope.name}:t" for scope in scopes if scope.limits.tpm is not None]
         keys = [f"{self._keys}:lease:{lease}", *token_keys, *(f"{self._keys}:{scope.name}:p" for scope in scopes)]
         try:
@@ -289,8 +289,10 @@ class RedisRateLimiter:
             log.info("rate limits: Redis answers again; limits hold")
 
 
-def _admission(scopes: Sequence[LimitScope], tokens: int, lease: str, answer: list[int]) -> Admission:
-    """Read the script's answer: the tightest RPM and TPM windows, and what refused, if anything."""
+def _admission(scopes: Sequence[LimitScope], tokens: int, now: float, lease: str, answer: list[int]) -> Admission:
+    """Read the script's answer as the in-process limiter answers (application/rate_limits.py):
+    admitted, the tightest RPM and TPM windows; refused, the refusing windows, the first
+    refusing limit's name and when every refusing limit has room again."""
     admitted = answer[0] == 1
     requests: WindowState | None = None
     token_state: WindowState | None = None
@@ -298,30 +300,41 @@ def _admission(scopes: Sequence[LimitScope], tokens: int, lease: str, answer: li
     retry_after = 0.0
     for index, scope in enumerate(scopes):
         limits = scope.limits
-        row = answer[1 + 6 * index : 7 + 6 * index]
-        for kind, limit, need, used, wait_ms in (
-            ("requests", limits.rpm, 1, row[0], row[1]),
-            ("tokens", limits.tpm, tokens, row[2], row[3]),
-            ("parallel", limits.max_parallel, 1, row[4], row[5]),
-        ):
-            if limit is None:
-                continue
-            wait = max(wait_ms, 0) / 1000
-            if not admitted and used + need > limit and wait >= retry_after:
-                refused_by, retry_after = f"{scope.name} {kind}", max(wait, 0.001)
-            if kind == "parallel":
-                continue
-            remaining = max(limit - used, 0) if admitted else 0
-            state = WindowState(limit=limit, remaining=remaining, reset_seconds=wait)
-            if kind == "requests":
-                requests = _tighter(requests, state)
-            else:
-                token_state = _tighter(token_state, state)
-    return Admission(admitted, retry_after, refused_by, requests, token_state, lease)
+        used_r, free_r, used_t, free_t, used_p = answer[1 + 5 * index : 6 + 5 * index]
+        if limits.rpm is not None:
+            wait = _wait(free_r, now)
+            if admitted:
+                requests = _tightest(requests, WindowState(limits.rpm, max(limits.rpm - used_r, 0), wait))
+            elif used_r + 1 > limits.rpm:
+                refused_by = refused_by or f"{scope.name} requests"
+                retry_after = max(retry_after, wait)
+                requests = _tightest(requests, WindowState(limits.rpm, 0, wait))
+        if limits.tpm is not None:
+            wait = _wait(free_t, now)
+            if admitted:
+                token_state = _tightest(token_state, WindowState(limits.tpm, max(limits.tpm - used_t, 0), wait))
+            elif used_t + tokens > limits.tpm:
+                refused_by = refused_by or f"{scope.name} tokens"
+                retry_after = max(retry_after, wait)
+                token_state = _tightest(token_state, WindowState(limits.tpm, 0, wait))
+        if limits.max_parallel is not None and not admitted and used_p + 1 > limits.max_parallel:
+            refused_by = refused_by or f"{scope.name} parallel requests"
+            retry_after = max(retry_after, PARALLEL_RETRY_SECONDS)
+    if not admitted:
+        return Admission(False, retry_after, refused_by, requests, token_state, "")
+    return Admission(True, 0.0, None, requests, token_state, lease)
 
 
-def _tighter(current: WindowState | None, state: WindowState) -> WindowState:
-    if current is None or (state.remaining, state.limit) < (current.remaining, current.limit):
+def _wait(free_at: int, now: float) -> float:
+    if free_at == 0:
+        return 0.0
+    if free_at < 0:
+        return float(WINDOW_SECONDS)  # more than the limit itself: never fits; a minute is the honest floor
+    return max(free_at - now, 0.001)
+
+
+def _tightest(current: WindowState | None, state: WindowState) -> WindowState:
+    if current is None or state.remaining < current.remaining:
         return state
     return current
 
