@@ -1,5 +1,6 @@
 """Accounts and credit: opening accounts, grants (with idempotency keys and deadlines),
-payments and their refunds, manual and replay adjustments, spend caps, and the sweeps that
+payments and their refunds, manual and replay adjustments, spend caps, rate limits (the
+account's AccountRateLimits, domain/rate_limits.py), and the sweeps that
 release expired holds and expire grants (the Account aggregate and its MovementReceipts),
 over the Ledger's per-account unit of work (``Ledger.change_account``).
 
@@ -26,6 +27,7 @@ from application.ledger import Ledger, clean_name
 from domain import ids
 from domain.account import Account, MovementReceipt
 from domain.errors import AlreadyExists, ApiKeyNotFound, IdempotencyConflict, InvalidRequest, PaymentNotFound
+from domain.rate_limits import AccountRateLimits, RateLimits, account_limits_id, checked_limits
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,12 @@ class GrantResult:
 
 
 class Accounts:
-    def __init__(self, ledger: Ledger) -> None:
+    """``limits_changed``: told the account's id when this process changes its rate limits
+    (the hot path's reader forgets what it remembered of them)."""
+
+    def __init__(self, ledger: Ledger, limits_changed: Callable[[UUID], None] | None = None) -> None:
         self.ledger = ledger
+        self.limits_changed = limits_changed
 
     def create_account(self, name: str, starter_credits: int = 0) -> Account:
         name = clean_name(name, "account name")
@@ -199,6 +205,36 @@ class Accounts:
 
         self.ledger.change_account(account_id, set_caps)
         return self.ledger.get_account(account_id)
+
+    def get_account_limits(self, ref: str | UUID) -> tuple[UUID, RateLimits]:
+        """The account's id and its rate limits (none set: ``RateLimits()``)."""
+        account_id = self.ledger.get_account(ref).id
+        found = self.ledger.find(account_limits_id(account_id))
+        return account_id, found.limits if isinstance(found, AccountRateLimits) else RateLimits()
+
+    def set_account_limits(
+        self,
+        ref: str | UUID,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_parallel: int | None = None,
+    ) -> tuple[UUID, RateLimits]:
+        """Set the account's rate limits: each one given replaces the current one, ``0``
+        clears it, None leaves it; an event only when something changed. Two first settings
+        at once: one is refused by the store (AlreadyExists), as for every identity."""
+        account_id = self.ledger.get_account(ref).id
+        found = self.ledger.find(account_limits_id(account_id))
+        limits = found if isinstance(found, AccountRateLimits) else AccountRateLimits(account_id=account_id)
+        limits.set_limits(checked_limits(limits.limits, rpm, tpm, max_parallel))
+        if limits.pending_events:
+            try:
+                self.ledger.save(limits)
+            except IntegrityError:
+                raise AlreadyExists(f"the rate limits of account {ref!s} changed meanwhile; try again") from None
+            if self.limits_changed is not None:
+                self.limits_changed(account_id)
+        return account_id, limits.limits
 
     def release_expired_holds(self, ref: str | UUID) -> list[UUID]:
         """Release the account's holds past their deadline; returns their request ids."""

@@ -6,7 +6,7 @@ Invariants kept here:
 - a key is stored only as its digest under the deployment's pepper; its plaintext is
   returned once, by ``issue_api_key`` or ``rotate_api_key``, and never stored;
 - a rotated key and its replacement are saved in one transaction, the new key carrying the
-  old one's account, name, expiry and model limits, so a crash never leaves a replacement
+  old one's account, name, expiry, model limits and rate limits, so a crash never leaves a replacement
   with wider access than the key it replaces; the old key stays usable for the grace
   period (0 to ``MAX_GRACE``), or is revoked at once without one.
 """
@@ -22,6 +22,7 @@ from eventsourcing.domain import Aggregate
 from application.ledger import Ledger
 from domain.api_key import ApiKey, check_model_patterns
 from domain.errors import InvalidRequest
+from domain.rate_limits import RateLimits, checked_limits
 
 MAX_GRACE = timedelta(days=30)
 
@@ -80,7 +81,9 @@ class ApiKeys:
                 raise InvalidRequest(
                     f"key {old.id} is revoked, rotated or expired; issue a new key instead", param="key_id"
                 )
-            new, plaintext = self._new_key(old.account_id, old.name, old.expires_at, old.allowed_models)
+            new, plaintext = self._new_key(
+                old.account_id, old.name, old.expires_at, old.allowed_models, old.rate_limits
+            )
             made.update(key=new, plaintext=plaintext, retires_at=now + grace if grace else None)
             old.rotate(new.id, made["retires_at"])
             return [new]
@@ -100,8 +103,29 @@ class ApiKeys:
             self.ledger.save(key)
         return self.ledger.get_api_key(key.id)
 
+    def set_key_limits(
+        self,
+        key_id: str | UUID,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        max_parallel: int | None = None,
+    ) -> ApiKey:
+        """Set the key's rate limits (domain/rate_limits.py): each one given replaces the
+        current one, ``0`` clears it, None leaves it; an event only when something changed."""
+        key = self.ledger.get_api_key(key_id)
+        key.set_rate_limits(checked_limits(key.rate_limits, rpm, tpm, max_parallel))
+        if key.pending_events:
+            self.ledger.save(key)
+        return self.ledger.get_api_key(key.id)
+
     def _new_key(
-        self, account_id: UUID, name: str, expires_at: datetime | None, models: list[str] | None
+        self,
+        account_id: UUID,
+        name: str,
+        expires_at: datetime | None,
+        models: list[str] | None,
+        rate_limits: RateLimits | None = None,
     ) -> tuple[ApiKey, str]:
         scheme = self.ledger.key_scheme
         plaintext = scheme.new_user_key()
@@ -114,6 +138,8 @@ class ApiKeys:
         )
         if models is not None:
             key.allow_models(models)
+        if rate_limits is not None:
+            key.set_rate_limits(rate_limits)
         return key, plaintext
 
 

@@ -1,5 +1,6 @@
-"""Rate limits at run time: the scopes a request counts against (``RateLimitScopes``: its
-API key's and its account's limits, read through the ledger's read cache) and the in-process
+"""Rate limits at run time: ``RequestLimits`` admits a request against the scopes it counts
+against (``RateLimitScopes``: its API key's and its account's limits, read through the
+ledger's read cache) or refuses it (``RateLimitExceeded``), and settles it; the in-process
 ``RateLimiter`` (``InProcessRateLimiter``: embedded mode, and server mode until a shared one
 is configured). The port and its semantics are application/ports.py's ``RateLimiter``.
 
@@ -22,9 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
+import anyio
+
 from application.ledger import Ledger
-from application.ports import Admission, LimitScope, WindowState
+from application.ports import Admission, LimitScope, RateLimiter, WindowState
 from domain.api_key import ApiKey
+from domain.errors import RateLimitExceeded
 from domain.rate_limits import AccountRateLimits, RateLimits, account_limits_id
 
 WINDOW_SECONDS = 60
@@ -199,6 +203,43 @@ def _tightest(current: WindowState | None, state: WindowState) -> WindowState:
     return current
 
 
+@dataclass(frozen=True, slots=True)
+class AdmittedRequest:
+    """A request the limiter admitted: what its settlement needs."""
+
+    scopes: tuple[LimitScope, ...]
+    admission: Admission
+
+
+class RequestLimits:
+    """Admits and settles requests: ``limiter`` (the port) over ``scopes``; ``clock``: the
+    epoch seconds the limiter's windows are counted in."""
+
+    def __init__(self, limiter: RateLimiter, scopes: "RateLimitScopes", clock: Callable[[], float] = time.time) -> None:
+        self.limiter = limiter
+        self.scopes = scopes
+        self.clock = clock
+
+    async def admit(self, api_key_id: UUID, account_id: UUID, tokens: Callable[[], int]) -> AdmittedRequest | None:
+        """None when no limit applies to the request; raises RateLimitExceeded (with the
+        limiter's answer) when one refuses it. ``tokens``: its worst case, asked only when a
+        limit applies."""
+        scopes = self.scopes.of(api_key_id, account_id)
+        if not scopes:
+            return None
+        admission = await self.limiter.admit(scopes, tokens(), self.clock())
+        if not admission.admitted:
+            refused_by = admission.refused_by or "a rate limit"
+            raise RateLimitExceeded(refused_by, retry_after_header(admission.retry_after_seconds), admission)
+        return AdmittedRequest(tuple(scopes), admission)
+
+    async def settle(self, admitted: AdmittedRequest, tokens: int) -> None:
+        """Correct the tokens to ``tokens`` and free the slot, shielded from a cancellation
+        (the caller going away is one of the endings it settles)."""
+        with anyio.CancelScope(shield=True):
+            await self.limiter.settle(admitted.scopes, admitted.admission, tokens, self.clock())
+
+
 class RateLimitScopes:
     """The scopes a request counts against: its key's limits (the authenticated ``ApiKey``)
     and its account's (``AccountRateLimits``, through the ledger's read cache; an account
@@ -209,13 +250,16 @@ class RateLimitScopes:
         self.clock = clock
         self._unlimited: dict[UUID, float] = {}  # account id -> until when it is known to have no limits
 
-    def of(self, key: ApiKey) -> list[LimitScope]:
+    def of(self, api_key_id: UUID, account_id: UUID) -> list[LimitScope]:
+        """The scopes with a limit set: the key's (the authenticated key, from the read
+        cache), then its account's."""
         scopes = []
-        if key.rate_limits.any:
-            scopes.append(LimitScope(f"key:{key.id}", key.rate_limits))
-        account_limits = self.account_limits(key.account_id)
+        key = self.ledger.recent(api_key_id)
+        if isinstance(key, ApiKey) and key.rate_limits.any:
+            scopes.append(LimitScope(f"key:{api_key_id}", key.rate_limits))
+        account_limits = self.account_limits(account_id)
         if account_limits.any:
-            scopes.append(LimitScope(f"account:{key.account_id}", account_limits))
+            scopes.append(LimitScope(f"account:{account_id}", account_limits))
         return scopes
 
     def account_limits(self, account_id: UUID) -> RateLimits:
