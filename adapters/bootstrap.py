@@ -17,7 +17,7 @@ from application.billing import RequestBilling
 from application.health import CredentialHealth
 from application.key_management import check_key_ring, move_secrets_out_of_history
 from application.ledger import Ledger
-from application.ports import Clock
+from application.ports import Clock, RequestObserver
 from application.routing import Router
 
 # eventsourcing's in-memory ("plain old Python objects") store: events, snapshots and (beside
@@ -134,6 +134,7 @@ def _status_of(error: Exception) -> int:
 
 def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, health: CredentialHealth) -> Services:
     router = Router(ledger, health)
+    metrics, observer = build_observers(settings)
     billing = RequestBilling(
         ledger,
         router,
@@ -141,6 +142,7 @@ def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, healt
         hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
         status_of=_status_of,  # the statuses the API answers errors with, recorded as the request's
         early_upstream=settings.early_upstream,
+        observer=observer,  # told of each request once its record is saved
     )
     services = Services(
         settings=settings,
@@ -150,8 +152,24 @@ def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, healt
         read_models=read_models,
         wake=wake,
         health_sync=build_health_sync(settings, health) if settings.server_mode else None,
+        metrics=metrics,
     )
+    metrics.watch(services)  # the gauges read at scrape: credentials, holds, projections
     return services
+
+
+def build_observers(settings: Settings) -> tuple[Any, RequestObserver]:
+    """The metrics, and what billing tells of each recorded request: the metrics and, unless
+    ``TALLYHUB_ACCESS_LOG=off``, the access log (adapters/access_log.py)."""
+    from adapters.access_log import JsonAccessLog, access_logger
+    from adapters.metrics import GatewayMetrics
+    from adapters.observers import FanOutObserver
+
+    metrics = GatewayMetrics()
+    observers: list[RequestObserver] = [metrics]
+    if settings.access_log == "json":
+        observers.append(JsonAccessLog(access_logger()))
+    return metrics, FanOutObserver(observers)
 
 
 def build_commit_publisher(settings: Settings) -> Any:

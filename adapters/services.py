@@ -25,6 +25,7 @@ class Services:
     providers: dict[str, ProviderAdapter] = field(default_factory=dict)  # kind -> adapter, filled by the lifespan
     wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
     health_sync: Any = None  # server mode: the RedisHealthSync sharing credential health (started by serve)
+    metrics: Any = None  # adapters/metrics.py GatewayMetrics: GET /metrics, told of each request by billing
     calls: BilledCalls = field(init=False)  # the billed call every API endpoint runs
     accounts: Accounts = field(init=False)  # accounts and credit
     prices: Prices = field(init=False)  # price-book versions and aliases

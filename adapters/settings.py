@@ -12,6 +12,7 @@ from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 BillingMode = Literal["track", "credits"]
+AccessLog = Literal["json", "off"]
 
 
 class SettingsError(ValueError):
@@ -128,6 +129,8 @@ class Settings:
     read_cache_seconds: float = 1.0
     early_upstream: bool = True  # a hold the hold gate admits calls upstream while it is saved
     log_level: str = "info"
+    access_log: AccessLog = "json"  # one JSON line per recorded request on stderr (adapters/access_log.py)
+    metrics_token: str | None = field(default=None, repr=False)  # bearer token for GET /metrics; None: open
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -158,6 +161,8 @@ class Settings:
             read_cache_seconds=_seconds(env, "TALLYHUB_READ_CACHE_SECONDS", 1.0),
             early_upstream=_switch(env, "TALLYHUB_EARLY_UPSTREAM", True),
             log_level=env.get("TALLYHUB_LOG_LEVEL", "info"),
+            access_log=_access_log(env),
+            metrics_token=_metrics_token(env),
         )
 
     @property
@@ -185,6 +190,27 @@ def _admin_key(env: Mapping[str, str]) -> str | None:
             f"(this one has {len(key)}); e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
     return key
+
+
+def _access_log(env: Mapping[str, str]) -> AccessLog:
+    raw = (env.get("TALLYHUB_ACCESS_LOG") or "json").strip().lower()
+    if raw == "json":
+        return "json"
+    if raw == "off":
+        return "off"
+    raise SettingsError(f"TALLYHUB_ACCESS_LOG must be 'json' or 'off', not {env.get('TALLYHUB_ACCESS_LOG')!r}")
+
+
+MIN_METRICS_TOKEN_LENGTH = 16
+
+
+def _metrics_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("TALLYHUB_METRICS_TOKEN") or None
+    if token is not None and (len(token) < MIN_METRICS_TOKEN_LENGTH or not token.isprintable() or " " in token):
+        raise SettingsError(
+            f"TALLYHUB_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} printable characters without spaces"
+        )
+    return token
 
 
 def _redis_prefix(env: Mapping[str, str]) -> str:

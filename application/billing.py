@@ -21,6 +21,7 @@ Invariants:
 """
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
 from application.ledger import Ledger
-from application.ports import StatusOf
+from application.ports import RequestObserver, StatusOf
 from application.routing import Route, Router, Target
 from domain.account import Account
 from domain.errors import InsufficientCredits, ModelNotFound
@@ -43,6 +44,8 @@ from domain.usage import Usage
 from domain.usage_bounds import clamp_usage, usage_bound
 
 BillingMode = Literal["track", "credits"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,9 @@ class Attempt:
 
 class RequestBilling:
     """``status_of``: the status a refused hold is recorded with, the one the caller is
-    answered with (application/ports.py ``StatusOf``)."""
+    answered with (application/ports.py ``StatusOf``). ``observer``: told of each request
+    once its record is durably saved, exactly once per record (metrics, access log); its
+    errors are counted in ``observer_errors`` and logged once, never raised into billing."""
 
     def __init__(
         self,
@@ -107,6 +112,7 @@ class RequestBilling:
         hold_ttl: timedelta,
         status_of: StatusOf,
         early_upstream: bool = True,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.ledger = ledger
         self.router = router
@@ -114,6 +120,8 @@ class RequestBilling:
         self.hold_ttl = hold_ttl
         self.status_of = status_of
         self.early_upstream = early_upstream  # False: every upstream call waits for its durable hold
+        self.observer = observer
+        self.observer_errors = 0
 
     def open_request(self, api_key: str, shape: RequestShape, request_id: UUID | None = None) -> OpenedRequest:
         """Authenticate, route and price the request, and in credits mode hold its worst case.
@@ -205,7 +213,8 @@ class RequestBilling:
     ) -> None:
         """``route``: where the call went when it was abandoned after its hold was refused."""
         details = self._details(opened, route, "failed", status=self.status_of(refused), error_code=refused.code)
-        self._record(RequestRecord.failed(opened.request_id, details))
+        if self._record(RequestRecord.failed(opened.request_id, details)):
+            self._observe(opened, details, ())
 
     def complete_request(
         self,
@@ -223,9 +232,12 @@ class RequestBilling:
         ``error_code`` names what cut a partly served request short (a broken stream)."""
         settlement = self._settlement(opened, route, usage, status, ttfb_ms, attempts, error_code)
         if self.mode == "credits":
-            return settlement.receipt(self.ledger.change_account(opened.account_id, settlement.settle))
-        self._record(settlement.record())
-        return settlement.receipt(True)
+            recorded = self.ledger.change_account(opened.account_id, settlement.settle)
+        else:
+            recorded = self._record(settlement.record())
+        if recorded:
+            self._observe(opened, settlement.details, attempts)
+        return settlement.receipt(recorded or self.mode != "credits")
 
     async def complete_request_async(
         self,
@@ -246,9 +258,11 @@ class RequestBilling:
             if self.ledger.hold_gate is not None:  # a cost above the hold takes room the gate must not offer
                 self.ledger.hold_gate.track(opened.account_id, settlement.details.cost, saved)
             if await asyncio.shield(saved):
+                self._observe(opened, settlement.details, attempts)
                 return settlement.receipt(True)
             return await loop.run_in_executor(None, settlement.receipt, False)  # the earlier settlement's
-        await loop.run_in_executor(None, self._record, settlement.record())
+        if await loop.run_in_executor(None, self._record, settlement.record()):
+            self._observe(opened, settlement.details, attempts)
         return settlement.receipt(True)
 
     def fail_request(
@@ -264,9 +278,11 @@ class RequestBilling:
         """Release the hold without charging and record the failure, once."""
         release = self._release(opened, status, error_code, route, ttfb_ms, attempts)
         if self.mode == "credits":
-            self.ledger.change_account(opened.account_id, release)
+            recorded = self.ledger.change_account(opened.account_id, release)
         else:
-            self._record(release.record())
+            recorded = self._record(release.record())
+        if recorded:
+            self._observe(opened, release.details, attempts)
 
     async def fail_request_async(
         self,
@@ -280,7 +296,8 @@ class RequestBilling:
     ) -> None:
         if self.mode == "credits":
             release = self._release(opened, status, error_code, route, ttfb_ms, attempts)
-            await self.ledger.change_account_async(opened.account_id, release)
+            if await self.ledger.change_account_async(opened.account_id, release):
+                self._observe(opened, release.details, attempts)
         else:
             await asyncio.get_running_loop().run_in_executor(
                 None,
@@ -355,11 +372,24 @@ class RequestBilling:
                 return target
         raise AssertionError(f"{route.model} is not a target of request {opened.request_id}")
 
-    def _record(self, record: RequestRecord) -> None:
+    def _record(self, record: RequestRecord) -> bool:
+        """Save the record; False when the request was recorded already (at most once)."""
         try:
             self.ledger.save(record)
         except IntegrityError:
-            pass  # recorded already: a request is recorded at most once
+            return False
+        return True
+
+    def _observe(self, opened: OpenedRequest, details: RequestDetails, attempts: tuple[Attempt, ...]) -> None:
+        """Tell the observer of a record just saved; its failure is counted, never raised."""
+        if self.observer is None:
+            return
+        try:
+            self.observer.recorded(opened.request_id, details, len(attempts))
+        except Exception:
+            self.observer_errors += 1
+            if self.observer_errors == 1:  # once: a broken observer must not flood the log either
+                log.exception("a request observer failed (counted in observer_errors; billing goes on)")
 
     def receipt_of(self, request_id: UUID) -> Receipt:
         record = self.ledger.find(request_id)

@@ -30,6 +30,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -103,6 +104,8 @@ class AccountWriter:
         self._thread: threading.Thread | None = None
         self.batches = 0
         self.commands = 0
+        # told each batch's size and the seconds it took to apply and save (the metrics); never raises into the writer
+        self.on_batch: Callable[[int, float], None] | None = None
 
     @property
     def running(self) -> bool:
@@ -161,6 +164,7 @@ class AccountWriter:
                 batch.append(command)
             self.batches += 1
             self.commands += len(batch)
+            started = time.perf_counter()
             try:
                 self._commit(batch)
             except BaseException as exc:  # never leave a caller waiting
@@ -168,6 +172,16 @@ class AccountWriter:
                 for command in batch:
                     if not command.finished:
                         command.finish(error=exc)
+            if self.on_batch is not None:
+                self._tell(len(batch), time.perf_counter() - started)
+
+    def _tell(self, size: int, seconds: float) -> None:
+        assert self.on_batch is not None
+        try:
+            self.on_batch(size, seconds)
+        except Exception:  # noqa: BLE001 - a metric must never stop the writer
+            self.on_batch = None  # told once in the log, not on every batch
+            log.exception("the group-commit batch hook failed; it is no longer called")
 
     def _commit(self, batch: list[_Command]) -> None:
         accounts: dict[UUID, Any] = {}

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from domain.rate_limits import RateLimits
 
 if TYPE_CHECKING:
+    from uuid import UUID
+
     from application.routing import Route
+    from domain.request_record import RequestDetails
 
 
 class KeyVault(Protocol):
@@ -80,6 +83,16 @@ class StatusOf(Protocol):
     so the request log keeps the status the caller saw."""
 
     def __call__(self, error: Exception, /) -> int: ...
+
+
+class RequestObserver(Protocol):
+    """Told of each request once its record is durably saved (completed, failed or refused):
+    the metrics and the access log (adapters/observers.py). Called once per record, on the
+    event loop or on the account writer's thread; RequestBilling guards the call, so an
+    observer's error never reaches billing. ``failed_attempts``: the upstream attempts that
+    failed before the one that served it (failovers)."""
+
+    def recorded(self, request_id: "UUID", details: "RequestDetails", failed_attempts: int) -> None: ...
 
 
 class ApiKeyScheme(Protocol):

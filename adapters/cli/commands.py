@@ -65,7 +65,11 @@ def init(args: argparse.Namespace) -> Result:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from adapters.metrics import prepare_multiproc_dir
+
     settings = Settings.from_env()
+    # the workers' counters summed at scrape (prometheus-client's multiprocess mode), from zero
+    prepare_multiproc_dir(settings.data_dir)
     with open_services():
         pass  # fail here, once, with a clear error if the store or key is not usable
     uvicorn.run(

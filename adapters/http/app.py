@@ -23,6 +23,7 @@ from adapters.http import (
     images,
     me,
     messages,
+    metrics,
     models,
     payments,
 )
@@ -45,6 +46,8 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
         async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
             services.providers.update(build_providers(session, services.settings))
             services.ledger.start_group_commit()
+            if services.metrics is not None and services.ledger.writer is not None:
+                services.ledger.writer.on_batch = services.metrics.batch_committed
             if services.health_sync is not None:
                 services.health_sync.start()
             embedded = not services.settings.server_mode
@@ -85,6 +88,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(admin_exports.router)
     app.include_router(me.router)
     app.include_router(payments.router)
+    app.include_router(metrics.router)
     document_hot_routes(app)  # the hot routes' bodies are parsed by hand: their schemas, for /openapi.json
     # Added first, so innermost: the hot routes answer before it, every other request passes it.
     app.add_middleware(EdgeGuard, services=services, throttle=throttle)
