@@ -196,6 +196,7 @@ return 1
 _NO_LIMIT = -1
 NOT_LIMITED = Admission(True, 0.0, None, None, None, "")
 _OPEN = "open:"  # the lease of an admission made while Redis was unreachable
+_NOTHING_HELD = "r:"  # the lease of an admission that took requests only (no tokens, no slot)
 
 
 def redis_client(url: str, *, timeout: float = REDIS_TIMEOUT_SECONDS) -> aredis.Redis:
@@ -238,6 +239,8 @@ class RedisRateLimiter:
         if not scopes:
             return NOT_LIMITED
         lease = f"{self._process}-{next(self._leases)}"
+        if not any(scope.limits.tpm is not None or scope.limits.max_parallel is not None for scope in scopes):
+            lease = _NOTHING_HELD + lease  # no tokens to correct, no slot to free: settle need not call Redis
         if self.outage and time.monotonic() < self._next_try:
             return self._open(lease)
         keys: list[str] = []
@@ -259,8 +262,8 @@ class RedisRateLimiter:
 
     async def settle(self, scopes: Sequence[LimitScope], admission: Admission, tokens: int, now: float) -> None:
         lease = admission.lease
-        if not lease or lease.startswith(_OPEN):
-            return  # a refusal, no scope, or admitted while Redis was unreachable: nothing taken
+        if not lease or lease.startswith((_OPEN, _NOTHING_HELD)):
+            return  # a refusal, no scope, requests only, or admitted while Redis was unreachable
         token_keys = [f"{self._keys}:{scope.name}:t" for scope in scopes if scope.limits.tpm is not None]
         keys = [f"{self._keys}:lease:{lease}", *token_keys, *(f"{self._keys}:{scope.name}:p" for scope in scopes)]
         try:

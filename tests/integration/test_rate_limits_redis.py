@@ -291,3 +291,20 @@ def test_during_an_outage_redis_is_tried_at_most_every_retry_seconds(own_redis: 
         return all(admitted), lim.failed_open_total
 
     assert run(scenario) == (True, 4)
+
+
+def test_settling_a_request_that_took_requests_only_does_not_call_redis(own_redis: OwnRedis, prefix: str) -> None:
+    own_redis.start()
+
+    async def scenario() -> tuple[bool, bool]:
+        lim = limiter(prefix, own_redis.url, retry_seconds=0)
+        requests_only = await lim.admit(key(rpm=5), 100, NOW)
+        with_tokens = await lim.admit(key(rpm=5, tpm=1000), 100, NOW)
+        own_redis.stop()
+        await lim.settle(key(rpm=5), requests_only, 10, NOW)
+        untouched = not lim.outage
+        await lim.settle(key(rpm=5, tpm=1000), with_tokens, 10, NOW)  # this one calls Redis: never raises
+        await lim.aclose()
+        return untouched, lim.outage
+
+    assert run(scenario) == (True, True)

@@ -1,0 +1,80 @@
+"""What a rate limit costs a request in server mode: RedisRateLimiter.admit + settle against a
+Redis (one key scope with RPM, TPM and max-parallel, one account scope with RPM), beside a
+bare PING on the same asyncio client (the round trip itself) and the in-process limiter.
+
+    .venv/bin/python -m tests.benchmarks.limiter_redis [--url redis://127.0.0.1:6379/0] [-n 5000] [-c 1]
+
+``-c`` runs that many admit+settle loops at once on one event loop (as concurrent requests
+of one ``serve`` would); the figure is wall time per admit+settle. Keys are under a prefix of
+this run's own, deleted at the end."""
+
+import argparse
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+import redis
+
+from adapters.rate_limits_redis import RedisRateLimiter, redis_client
+from application.ports import LimitScope, RateLimiter
+from application.rate_limits import InProcessRateLimiter
+from domain.rate_limits import RateLimits
+
+BIG = 10**12
+SCOPES = [
+    LimitScope("key:bench", RateLimits(rpm=BIG, tpm=BIG, max_parallel=10**6)),
+    LimitScope("account:bench", RateLimits(rpm=BIG)),
+]
+
+
+async def per_call_us(step: Callable[[], Awaitable[object]], count: int, concurrency: int) -> float:
+    async def loop(n: int) -> None:
+        for _ in range(n):
+            await step()
+
+    for _ in range(200):  # warm up: connections, the script's sha
+        await step()
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(count // concurrency) for _ in range(concurrency)))
+    return (time.perf_counter() - started) / (count // concurrency * concurrency) * 1e6
+
+
+def admit_and_settle(limiter: RateLimiter) -> Callable[[], Awaitable[object]]:
+    async def step() -> None:
+        now = time.time()
+        admission = await limiter.admit(SCOPES, 500, now)
+        assert admission.admitted
+        await limiter.settle(SCOPES, admission, 120, now)
+
+    return step
+
+
+async def main(url: str, count: int, concurrency: int) -> None:
+    prefix = f"th-bench-{secrets.token_hex(4)}"
+    limiter = RedisRateLimiter(url, prefix, hold_ttl_seconds=900)
+    client = redis_client(url)
+    try:
+        ping = await per_call_us(client.ping, count, concurrency)
+        shared = await per_call_us(admit_and_settle(limiter), count, concurrency)
+        local = await per_call_us(admit_and_settle(InProcessRateLimiter()), count, concurrency)
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+        sync = redis.Redis.from_url(url)
+        for key in sync.scan_iter(f"{prefix}:*"):
+            sync.delete(key)
+        sync.close()
+    print(f"n={count} c={concurrency}")
+    print(f"PING                         {ping:8.1f} us")
+    print(f"Redis admit+settle           {shared:8.1f} us  (two EVALSHA round trips)")
+    print(f"in-process admit+settle      {local:8.1f} us")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("-n", type=int, default=5000)
+    parser.add_argument("-c", type=int, default=1)
+    args = parser.parse_args()
+    asyncio.run(main(args.url, args.n, args.c))
