@@ -1,6 +1,7 @@
 """What a rate limit costs a request in server mode: RedisRateLimiter.admit + settle against a
-Redis (one key scope with RPM, TPM and max-parallel, one account scope with RPM), beside a
-bare PING on the same asyncio client (the round trip itself) and the in-process limiter.
+Redis (one key scope with RPM, TPM and max-parallel, one account scope with RPM; then a key
+with RPM only), beside a bare PING on the same kind of client (the round trip itself) and the
+in-process limiter.
 
     .venv/bin/python -m tests.benchmarks.limiter_redis [--url redis://127.0.0.1:6379/0] [-n 5000] [-c 1]
 
@@ -26,6 +27,7 @@ SCOPES = [
     LimitScope("key:bench", RateLimits(rpm=BIG, tpm=BIG, max_parallel=10**6)),
     LimitScope("account:bench", RateLimits(rpm=BIG)),
 ]
+RPM_ONLY = [LimitScope("key:bench-rpm", RateLimits(rpm=BIG))]
 
 
 async def per_call_us(step: Callable[[], Awaitable[object]], count: int, concurrency: int) -> float:
@@ -40,12 +42,12 @@ async def per_call_us(step: Callable[[], Awaitable[object]], count: int, concurr
     return (time.perf_counter() - started) / (count // concurrency * concurrency) * 1e6
 
 
-def admit_and_settle(limiter: RateLimiter) -> Callable[[], Awaitable[object]]:
+def admit_and_settle(limiter: RateLimiter, scopes: list[LimitScope] = SCOPES) -> Callable[[], Awaitable[object]]:
     async def step() -> None:
         now = time.time()
-        admission = await limiter.admit(SCOPES, 500, now)
+        admission = await limiter.admit(scopes, 500, now)
         assert admission.admitted
-        await limiter.settle(SCOPES, admission, 120, now)
+        await limiter.settle(scopes, admission, 120, now)
 
     return step
 
@@ -57,6 +59,7 @@ async def main(url: str, count: int, concurrency: int) -> None:
     try:
         ping = await per_call_us(client.ping, count, concurrency)
         shared = await per_call_us(admit_and_settle(limiter), count, concurrency)
+        rpm_only = await per_call_us(admit_and_settle(limiter, RPM_ONLY), count, concurrency)
         local = await per_call_us(admit_and_settle(InProcessRateLimiter()), count, concurrency)
     finally:
         await limiter.aclose()
@@ -68,6 +71,7 @@ async def main(url: str, count: int, concurrency: int) -> None:
     print(f"n={count} c={concurrency}")
     print(f"PING                         {ping:8.1f} us")
     print(f"Redis admit+settle           {shared:8.1f} us  (two EVALSHA round trips)")
+    print(f"Redis admit+settle, RPM only {rpm_only:8.1f} us  (one EVALSHA: nothing to settle)")
     print(f"in-process admit+settle      {local:8.1f} us")
 
 
