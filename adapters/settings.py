@@ -123,6 +123,7 @@ class Settings:
     auth_failure_limit: int = 20  # failed authentications per address per minute before 429; 0: no throttle
     probe_interval_seconds: int = 60
     sweep_interval_seconds: int = 30
+    ready_max_lag_events: int = 10_000  # GET /ready: 503 when a read model is further behind the event store
     payments_webhook_secret: str | None = field(default=None, repr=False)
     payments_tolerance_seconds: int = 300
     starter_credits: str = "0"
@@ -155,6 +156,7 @@ class Settings:
             auth_failure_limit=_whole_number(env, "TALLYHUB_AUTH_FAILURE_LIMIT", 20),
             probe_interval_seconds=_positive_int(env, "TALLYHUB_PROBE_INTERVAL_SECONDS", 60),
             sweep_interval_seconds=_positive_int(env, "TALLYHUB_SWEEP_INTERVAL_SECONDS", 30),
+            ready_max_lag_events=_positive_int(env, "TALLYHUB_READY_MAX_LAG_EVENTS", 10_000),
             payments_webhook_secret=env.get("TALLYHUB_PAYMENTS_WEBHOOK_SECRET") or None,
             payments_tolerance_seconds=_positive_int(env, "TALLYHUB_PAYMENTS_TOLERANCE_SECONDS", 300),
             starter_credits=env.get("TALLYHUB_STARTER_CREDITS", "0"),

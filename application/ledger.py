@@ -156,6 +156,11 @@ class Ledger(Application[UUID]):
         return self.vault.open(stored.envelope, context=secret_context(ref))
 
     @property
+    def deployment_loaded(self) -> bool:
+        """The deployment was opened with the master key (``load_deployment``): keys can be checked."""
+        return self._key_scheme is not None
+
+    @property
     def read_cache_seconds(self) -> float:
         return self._read_cache_seconds
 

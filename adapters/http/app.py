@@ -27,8 +27,11 @@ from adapters.http import (
     models,
     payments,
 )
+from adapters.http.docs import install_docs
 from adapters.http.edge import EdgeGuard, client_address
 from adapters.http.errors import install_error_handlers
+from adapters.http.health import HealthRoutes, serve_readiness
+from adapters.http.health import router as health_router
 from adapters.http.hot_routes import HotRoutes
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.schemas import document_hot_routes
@@ -72,6 +75,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
 
     app = FastAPI(title="Tallyhub", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
+    app.state.readiness = readiness = serve_readiness(services)
     throttle = AuthThrottle(limit=services.settings.auth_failure_limit)  # per process
     app.state.auth_throttle = throttle
     install_error_handlers(app, on_auth_failed=lambda request: throttle.failed(client_address(request.scope)))
@@ -89,6 +93,8 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(me.router)
     app.include_router(payments.router)
     app.include_router(metrics.router)
+    app.include_router(health_router)
+    install_docs(app)
     document_hot_routes(app)  # the hot routes' bodies are parsed by hand: their schemas, for /openapi.json
     # Added first, so innermost: the hot routes answer before it, every other request passes it.
     app.add_middleware(EdgeGuard, services=services, throttle=throttle)
@@ -102,5 +108,6 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
         throttle=throttle,
         error_responses={("POST", "/v1/messages"): messages.anthropic_error},
     )
+    app.add_middleware(HealthRoutes, readiness=readiness)  # /health, /ready: before the throttle and the routes
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
     return app
