@@ -5,8 +5,9 @@
 parses it by hand: FastAPI never sees their bodies, so their routes in the OpenAPI
 document said nothing about them. ``document_hot_routes(app)`` attaches what the parsers
 (adapters/http/chat_request.py, embeddings.py, messages_translate.py) actually accept to
-those routes, plus the error bodies they answer with, so ``/openapi.json`` (and any
-client or fuzzer generated from it) describes the real API.
+those routes, plus the answers they give (the 200 documents, the streams' events and the
+error bodies), so ``/openapi.json`` — and the ``/docs`` page over it, and any client or
+fuzzer generated from it — describes the real API.
 
 Invariant: a body these schemas accept passes the gateway's own checks, and a body the
 gateway's checks refuse is outside them (fields the gateway passes through unchecked to
@@ -320,6 +321,237 @@ _EMBEDDINGS_REQUEST = {
     "additionalProperties": True,
 }
 
+# -- answers ---------------------------------------------------------------------------
+# What a 200 holds. A plain answer is the provider's own document as it sent it (passed
+# through, so further fields may appear); a stream's events are described by the chunk and
+# event schemas, one per ``data:`` line.
+
+_RECEIPT_USAGE = {
+    "cost": {"type": "string", "description": "Tallyhub's charge in credits (decimal text, exact)."},
+    "cost_nanocredits": {"type": "integer", "description": "Tallyhub's charge in nanocredits."},
+    "price_book_version": {"type": "integer"},
+    "usage_source": {"type": "string", "description": "provider (its own count) or estimate."},
+    "price_missing": {"type": "boolean", "description": "true when the model had no price: charged 0."},
+}
+
+_OPENAI_USAGE = {
+    "type": "object",
+    "description": "Token counts; in a stream's last chunk also Tallyhub's receipt (cost, cost_nanocredits, ...).",
+    "properties": {
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+        "prompt_tokens_details": {"type": "object"},
+        "completion_tokens_details": {"type": "object"},
+        **_RECEIPT_USAGE,
+    },
+    "additionalProperties": True,
+}
+
+_TOOL_CALL = {
+    "type": "object",
+    "properties": {
+        "index": {"type": "integer"},
+        "id": {"type": "string"},
+        "type": {"type": "string"},
+        "function": {"type": "object", "properties": {"name": {"type": "string"}, "arguments": {"type": "string"}}},
+    },
+    "additionalProperties": True,
+}
+
+_CHAT_COMPLETION = {
+    "type": "object",
+    "description": "The provider's chat completion as it sent it; Tallyhub's charge is in the "
+    "x-tallyhub-charge headers.",
+    "required": ["choices"],
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string", "examples": ["chat.completion"]},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "index": {"type": "integer"},
+                    "message": {
+                        "type": "object",
+                        "properties": {
+                            "role": {"type": "string"},
+                            "content": {"type": ["string", "null"]},
+                            "refusal": {"type": ["string", "null"]},
+                            "tool_calls": {"type": "array", "items": _ref("ToolCall")},
+                        },
+                        "additionalProperties": True,
+                    },
+                    "finish_reason": {"type": ["string", "null"]},
+                    "logprobs": {},
+                },
+                "additionalProperties": True,
+            },
+        },
+        "usage": _ref("OpenAIUsage"),
+        "system_fingerprint": {"type": ["string", "null"]},
+    },
+    "additionalProperties": True,
+}
+
+_CHAT_CHUNK = {
+    "type": "object",
+    "description": "One event of a chat stream (`data: <chunk>`), as the provider sent it. The last chunk "
+    "carries the usage with Tallyhub's receipt (cost, cost_nanocredits, price_book_version, usage_source); "
+    'then `data: [DONE]`. A stream the provider broke ends with `data: {"error": {...}}` '
+    "(code upstream_stream_broken) and no [DONE].",
+    "properties": {
+        "id": {"type": "string"},
+        "object": {"type": "string", "examples": ["chat.completion.chunk"]},
+        "created": {"type": "integer"},
+        "model": {"type": "string"},
+        "choices": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "index": {"type": "integer"},
+                    "delta": {
+                        "type": "object",
+                        "properties": {
+                            "role": {"type": "string"},
+                            "content": {"type": ["string", "null"]},
+                            "tool_calls": {"type": "array", "items": _ref("ToolCall")},
+                        },
+                        "additionalProperties": True,
+                    },
+                    "finish_reason": {"type": ["string", "null"]},
+                },
+                "additionalProperties": True,
+            },
+        },
+        "usage": {"anyOf": [_ref("OpenAIUsage"), {"type": "null"}]},
+    },
+    "additionalProperties": True,
+}
+
+_TALLYHUB_RECEIPT = {
+    "type": "object",
+    "description": "Tallyhub's charge for the request.",
+    "properties": _RECEIPT_USAGE,
+}
+
+_ANTHROPIC_USAGE = {
+    "type": "object",
+    "properties": {
+        "input_tokens": {"type": "integer"},
+        "output_tokens": {"type": "integer"},
+        "cache_creation_input_tokens": {"type": "integer"},
+        "cache_read_input_tokens": {"type": "integer"},
+    },
+    "additionalProperties": True,
+}
+
+_MESSAGE = {
+    "type": "object",
+    "description": "Anthropic's message, translated from the provider's chat completion.",
+    "required": ["id", "type", "role", "model", "content", "stop_reason"],
+    "properties": {
+        "id": {"type": "string"},
+        "type": {"const": "message"},
+        "role": {"const": "assistant"},
+        "model": {"type": "string"},
+        "content": {
+            "type": "array",
+            "items": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "required": ["type", "text"],
+                        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+                    },
+                    {
+                        "type": "object",
+                        "required": ["type", "id", "name", "input"],
+                        "properties": {
+                            "type": {"const": "tool_use"},
+                            "id": {"type": "string"},
+                            "name": {"type": "string"},
+                            "input": {"type": "object"},
+                        },
+                    },
+                ]
+            },
+        },
+        "stop_reason": {"type": ["string", "null"]},
+        "stop_sequence": {"type": ["string", "null"]},
+        "usage": _ref("AnthropicUsage"),
+        "tallyhub": _ref("TallyhubReceipt"),
+    },
+}
+
+_MESSAGE_STREAM_EVENT = {
+    "type": "object",
+    "description": "One event of a messages stream (`event: <type>` then `data: <event>`): message_start, "
+    "content_block_start, content_block_delta, content_block_stop, message_delta (with the usage and "
+    "Tallyhub's charge in `tallyhub`), message_stop; or error.",
+    "required": ["type"],
+    "properties": {
+        "type": {
+            "enum": [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop",
+                "ping",
+                "error",
+            ]
+        },
+        "message": _ref("Message"),
+        "index": {"type": "integer"},
+        "content_block": {"type": "object"},
+        "delta": {"type": "object"},
+        "usage": _ref("AnthropicUsage"),
+        "tallyhub": _ref("TallyhubReceipt"),
+        "error": {"type": "object"},
+    },
+    "additionalProperties": True,
+}
+
+_EMBEDDINGS = {
+    "type": "object",
+    "description": "The provider's embeddings document as it sent it; Tallyhub's charge is in the "
+    "x-tallyhub-charge headers.",
+    "required": ["data"],
+    "properties": {
+        "object": {"type": "string", "examples": ["list"]},
+        "data": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "object": {"type": "string", "examples": ["embedding"]},
+                    "index": {"type": "integer"},
+                    "embedding": {
+                        "anyOf": [
+                            {"type": "array", "items": {"type": "number"}},
+                            {"type": "string", "description": "base64, with encoding_format: base64"},
+                        ]
+                    },
+                },
+                "additionalProperties": True,
+            },
+        },
+        "model": {"type": "string"},
+        "usage": {
+            "type": "object",
+            "properties": {"prompt_tokens": {"type": "integer"}, "total_tokens": {"type": "integer"}},
+            "additionalProperties": True,
+        },
+    },
+    "additionalProperties": True,
+}
+
 # -- errors ----------------------------------------------------------------------------
 
 _OPENAI_ERROR = {
@@ -360,6 +592,15 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "AnthropicMessage": _MESSAGES_MESSAGE,
     "AnthropicTool": _MESSAGES_TOOL,
     "EmbeddingsRequest": _EMBEDDINGS_REQUEST,
+    "ChatCompletion": _CHAT_COMPLETION,
+    "ChatCompletionChunk": _CHAT_CHUNK,
+    "ToolCall": _TOOL_CALL,
+    "OpenAIUsage": _OPENAI_USAGE,
+    "Message": _MESSAGE,
+    "MessageStreamEvent": _MESSAGE_STREAM_EVENT,
+    "AnthropicUsage": _ANTHROPIC_USAGE,
+    "TallyhubReceipt": _TALLYHUB_RECEIPT,
+    "Embeddings": _EMBEDDINGS,
     "OpenAIError": _OPENAI_ERROR,
     "AnthropicError": _ANTHROPIC_ERROR,
 }
@@ -371,7 +612,7 @@ _ERROR_STATUSES = {
     "403": "The key may not use this model.",
     "404": "No such model.",
     "413": "The body is larger than TALLYHUB_MAX_BODY_BYTES.",
-    "429": "A spend cap is reached, or the provider is rate limiting.",
+    "429": "A rate limit (rate_limit_exceeded) or spend cap is reached, or the provider is rate limiting.",
     "502": "The provider failed or answered something unreadable.",
     "503": "No provider is available for the model now.",
     "504": "The provider did not answer in time.",
@@ -389,30 +630,57 @@ def _operation(summary: str, request: str, error: str, success: dict[str, Any]) 
     }
 
 
-_JSON_OR_STREAM = {
-    "description": "The provider's answer (or, with stream: true, a text/event-stream of chunks); "
-    "the charge is in the x-tallyhub-charge headers or the final chunk's usage.",
-    "content": {
-        "application/json": {"schema": {"type": "object"}},
-        "text/event-stream": {"schema": {"type": "string"}},
-    },
+_RECEIPT_HEADERS = {
+    "x-tallyhub-charge": {"description": "The charge in credits (decimal text).", "schema": {"type": "string"}},
+    "x-tallyhub-charge-nanocredits": {"description": "The charge in nanocredits.", "schema": {"type": "integer"}},
+    "x-tallyhub-price-book-version": {"schema": {"type": "integer"}},
+    "x-tallyhub-usage-source": {"description": "provider or estimate.", "schema": {"type": "string"}},
+    "x-request-id": {"description": "The request's id (its record in the ledger).", "schema": {"type": "string"}},
 }
+
+
+def _answer(description: str, document: str, stream_event: str | None, stream: str = "") -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": _ref(document)}}
+    if stream_event is not None:
+        content["text/event-stream"] = {
+            "schema": {
+                "type": "string",
+                "description": f"With stream: true, server-sent events: {stream} Each data line holds one "
+                f"{stream_event} (#/components/schemas/{stream_event}).",
+            }
+        }
+    return {"description": description, "headers": _RECEIPT_HEADERS, "content": content}
+
 
 HOT_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/v1/chat/completions"): _operation(
-        "Create a chat completion (OpenAI's format)", "ChatCompletionRequest", "OpenAIError", _JSON_OR_STREAM
+        "Create a chat completion (OpenAI's format)",
+        "ChatCompletionRequest",
+        "OpenAIError",
+        _answer(
+            "The provider's completion, charged (a stream's charge is in its last chunk's usage; "
+            "the x-tallyhub-charge headers are on plain answers only).",
+            "ChatCompletion",
+            "ChatCompletionChunk",
+            "`data: <chunk>` frames, then `data: [DONE]`.",
+        ),
     ),
     ("POST", "/v1/messages"): _operation(
-        "Create a message (Anthropic's format)", "MessagesRequest", "AnthropicError", _JSON_OR_STREAM
+        "Create a message (Anthropic's format)",
+        "MessagesRequest",
+        "AnthropicError",
+        _answer(
+            "The message, charged (its charge in `tallyhub`, and a stream's in its message_delta event).",
+            "Message",
+            "MessageStreamEvent",
+            "`event: <type>` and `data: <event>` pairs, from message_start to message_stop.",
+        ),
     ),
     ("POST", "/v1/embeddings"): _operation(
         "Create embeddings (OpenAI's format)",
         "EmbeddingsRequest",
         "OpenAIError",
-        {
-            "description": "The provider's embeddings document.",
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        },
+        _answer("The provider's embeddings document, charged.", "Embeddings", None),
     ),
 }
 
