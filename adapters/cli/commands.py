@@ -104,13 +104,36 @@ def worker(args: argparse.Namespace) -> Result:
         signal.signal(signum, lambda *_: stop.set())
     with open_services() as services:
         server_worker = ServerWorker(services, poll_seconds=args.poll_seconds)
+        health = _health_server(args, server_worker)
         tune_for_serving()
-        report = server_worker.run(stop)
+        try:
+            report = server_worker.run(stop)
+        finally:
+            if health is not None:
+                health.close()
     data = {"stopped": True, **plain(report)}
     return data, (
         f"worker stopped after {report.seconds} s: {report.wakes} wake-up(s), {report.sweeps} sweep(s), "
         f"{report.released_holds} hold(s) released, {report.expired_grants} grant(s) expired"
     )
+
+
+def _health_server(args: argparse.Namespace, server_worker: Any) -> Any:
+    """``--health-port``: the worker's /health and /ready (adapters/workers/health_server.py), listening."""
+    if args.health_port is None:
+        return None
+    from adapters.workers.health_server import HealthServer
+
+    if not 0 < args.health_port < 65536:
+        raise InvalidRequest("--health-port must be a port number (1 to 65535)", param="health_port")
+    try:
+        server = HealthServer(args.health_host, args.health_port, server_worker.readiness())
+    except OSError as exc:
+        raise InvalidRequest(
+            f"--health-port: cannot listen on {args.health_host}:{args.health_port} ({exc.strerror or exc})",
+            param="health_port",
+        ) from None
+    return server.start()
 
 
 def dashboard(args: argparse.Namespace) -> None:

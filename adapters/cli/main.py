@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="catch up at least this often even without a wake-up from Redis (default 1)",
     )
+    worker.add_argument(
+        "--health-port",
+        type=int,
+        default=None,
+        help="answer GET /health and GET /ready on this port (default: no health server)",
+    )
+    worker.add_argument("--health-host", default="127.0.0.1", help="the health server's address (default 127.0.0.1)")
 
     dash = command("dashboard", commands.dashboard, "run the Streamlit analytics dashboard (admin key required)")
     dash.add_argument("--host", default="127.0.0.1")

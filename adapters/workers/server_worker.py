@@ -21,6 +21,7 @@ from adapters.services import Services
 from adapters.settings import Settings, SettingsError
 from adapters.workers.hold_sweeper import sweep
 from adapters.workers.wake import RedisWakeListener, wake_channel
+from application.readiness import Readiness, read_models_check, running_check, store_check
 
 log = logging.getLogger("tallyhub.worker")
 
@@ -65,12 +66,31 @@ class ServerWorker:
         self.sweep_seconds = float(settings.sweep_interval_seconds)
         self.listener = RedisWakeListener(settings.redis_url, wake_channel(settings.redis_prefix), self.runner.wake)
         self.report = WorkerReport()
+        self._sweeper: threading.Thread | None = None
+
+    @property
+    def sweeps_running(self) -> bool:
+        return self._sweeper is not None and self._sweeper.is_alive()
+
+    def readiness(self) -> Readiness:
+        """The worker's checks (``--health-port``): the store answers, the projection runner and
+        the sweeps run, no projection stopped or further behind than TALLYHUB_READY_MAX_LAG_EVENTS."""
+        runner, ledger = self.runner, self.services.ledger
+        return Readiness(
+            [
+                store_check(ledger.recorder),
+                running_check("projections", runner, "the projection runner"),
+                running_check("sweeps", _Sweeps(self), "the sweeps thread"),
+                read_models_check(runner, self.services.settings.ready_max_lag_events),
+            ]
+        )
 
     def run(self, stop: threading.Event) -> WorkerReport:
         started = time.monotonic()
+        self._sweeper = threading.Thread(target=self._sweeps, args=(stop,), name="tallyhub-sweeps", daemon=True)
         threads = [
             threading.Thread(target=self.listener.run, args=(stop,), name="tallyhub-wake-listener", daemon=True),
-            threading.Thread(target=self._sweeps, args=(stop,), name="tallyhub-sweeps", daemon=True),
+            self._sweeper,
         ]
         self.runner.start()
         for thread in threads:
@@ -110,3 +130,14 @@ class ServerWorker:
             except Exception:
                 log.exception("retiring rotated credentials failed")
             stop.wait(self.sweep_seconds)
+
+
+class _Sweeps:
+    """The sweeps thread as readiness sees it (application/readiness.py ``Running``)."""
+
+    def __init__(self, worker: ServerWorker) -> None:
+        self.worker = worker
+
+    @property
+    def running(self) -> bool:
+        return self.worker.sweeps_running
