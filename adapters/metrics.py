@@ -123,33 +123,43 @@ class GatewayMetrics:
             "tallyhub_metrics_errors", "Errors while counting a request (it was billed all the same)", registry=r
         )
         self.scrape = ScrapeCollector(lambda: self.services)
+        # the labelled children, looked up once per label set (``labels`` costs a lock and a tuple each time)
+        self._requests: dict[tuple[str, str, str, int, str], Any] = {}
+        self._series: dict[tuple[str, str, str], _Series] = {}
         if not self.multiprocess:
             r.register(self.scrape)
 
     def recorded(self, request_id: UUID, details: RequestDetails, failed_attempts: int) -> None:
         route, provider, model = details.endpoint, details.provider, details.model
-        status = str(details.status)
         code = details.error_code or ""
-        self.requests.labels(route, provider, model, status, code).inc()
-        if code in REFUSAL_CODES and details.usage is None:
-            self.refusals.labels(code).inc()
+        counted = self._requests.get((route, provider, model, details.status, code))
+        if counted is None:
+            counted = self.requests.labels(route, provider, model, str(details.status), code)
+            self._requests[(route, provider, model, details.status, code)] = counted
+        counted.inc()
+        series = self._series.get((route, provider, model))
+        if series is None:
+            series = self._series[(route, provider, model)] = _Series(self, route, provider, model)
         usage = details.usage
-        if usage is not None:
-            for kind, count in (
-                ("input", usage.input_tokens),
-                ("cached", usage.cached_input_tokens),
-                ("output", usage.output_tokens),
-                ("reasoning", usage.reasoning_tokens),
-            ):
-                if count:
-                    self.tokens.labels(provider, model, kind).inc(count)
+        if usage is None:
+            if code in REFUSAL_CODES:
+                self.refusals.labels(code).inc()
+        else:
+            if usage.input_tokens:
+                series.input_tokens.inc(usage.input_tokens)
+            if usage.cached_input_tokens:
+                series.cached_tokens.inc(usage.cached_input_tokens)
+            if usage.output_tokens:
+                series.output_tokens.inc(usage.output_tokens)
+            if usage.reasoning_tokens:
+                series.reasoning_tokens.inc(usage.reasoning_tokens)
         if details.charge:
-            self.charged.labels(provider, model).inc(details.charge)
-        self.latency.labels(route, provider, model).observe(details.latency_ms / 1000)
+            series.charged.inc(details.charge)
+        series.latency.observe(details.latency_ms / 1000)
         if details.ttfb_ms is not None:
-            self.ttfb.labels(route, provider, model).observe(details.ttfb_ms / 1000)
+            series.ttfb.observe(details.ttfb_ms / 1000)
         if failed_attempts:
-            self.failovers.labels(route).inc(failed_attempts)
+            series.failovers.inc(failed_attempts)
 
     def watch(self, services: "Services") -> None:
         """The services whose state the gauges read at scrape."""
@@ -174,6 +184,20 @@ class GatewayMetrics:
 
 # refused before any upstream call, nothing charged: 402 (credit, spend cap) and 429 (a rate limit)
 REFUSAL_CODES = frozenset({"insufficient_credits", "spend_cap_reached", "rate_limit_exceeded"})
+
+
+class _Series:
+    """The children of one route, provider and model."""
+
+    def __init__(self, metrics: GatewayMetrics, route: str, provider: str, model: str) -> None:
+        self.input_tokens = metrics.tokens.labels(provider, model, "input")
+        self.cached_tokens = metrics.tokens.labels(provider, model, "cached")
+        self.output_tokens = metrics.tokens.labels(provider, model, "output")
+        self.reasoning_tokens = metrics.tokens.labels(provider, model, "reasoning")
+        self.charged = metrics.charged.labels(provider, model)
+        self.latency = metrics.latency.labels(route, provider, model)
+        self.ttfb = metrics.ttfb.labels(route, provider, model)
+        self.failovers = metrics.failovers.labels(route)
 
 
 class ScrapeCollector(Collector):
