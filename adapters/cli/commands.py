@@ -94,6 +94,8 @@ def worker(args: argparse.Namespace) -> Result:
     require_server_mode(settings)  # before touching the store: say why, and exit 1
     if not 0 < args.poll_seconds <= 3600:
         raise InvalidRequest("--poll-seconds must be more than 0 and at most 3600", param="poll_seconds")
+    if args.health_port is not None and not 0 < args.health_port < 65536:
+        raise InvalidRequest("--health-port must be a port number (1 to 65535)", param="health_port")
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         stream=sys.stderr,
@@ -124,8 +126,6 @@ def _health_server(args: argparse.Namespace, server_worker: Any) -> Any:
         return None
     from adapters.workers.health_server import HealthServer
 
-    if not 0 < args.health_port < 65536:
-        raise InvalidRequest("--health-port must be a port number (1 to 65535)", param="health_port")
     try:
         server = HealthServer(args.health_host, args.health_port, server_worker.readiness())
     except OSError as exc:

@@ -194,3 +194,35 @@ def test_describe_keeps_the_class_and_first_line_without_passwords() -> None:
     text = describe(RuntimeError(f"cannot reach {SECRET_DSN} (password=hunter2-secret)\nsecond line"))
     assert text.startswith("RuntimeError: cannot reach postgresql://tallyhub:***@db.internal")
     assert "hunter2" not in text and "second line" not in text
+
+
+def test_the_worker_health_server_answers_health_ready_head_and_404() -> None:
+    import httpx
+
+    from adapters.workers.health_server import HealthServer
+
+    server = HealthServer("127.0.0.1", 0, Readiness([account_writer_check(FakeLedger(None))])).start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        assert httpx.get(f"{base}/health").json() == {"status": "ok"}
+        ready = httpx.get(f"{base}/ready")
+        assert ready.status_code == 503 and ready.headers["cache-control"] == "no-store"
+        assert ready.json()["checks"]["account_writer"]["ok"] is False
+        head = httpx.head(f"{base}/ready")
+        assert head.status_code == 503 and head.content == b""
+        assert httpx.get(f"{base}/metrics").status_code == 404
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("port", ["0", "70000"])
+def test_worker_refuses_a_health_port_that_is_not_a_port_before_touching_the_store(
+    port: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from adapters.cli.main import main
+
+    monkeypatch.setenv("TALLYHUB_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("TALLYHUB_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    assert main(["worker", "--health-port", port, "--json"]) == 1
+    error = orjson.loads(capsys.readouterr().out)["error"]
+    assert error["message"] == "--health-port must be a port number (1 to 65535)"
