@@ -17,7 +17,8 @@ from application.billing import RequestBilling
 from application.health import CredentialHealth
 from application.key_management import check_key_ring, move_secrets_out_of_history
 from application.ledger import Ledger
-from application.ports import Clock, RequestObserver
+from application.ports import Clock, RateLimiter, RequestObserver
+from application.rate_limits import InProcessRateLimiter
 from application.routing import Router
 
 # eventsourcing's in-memory ("plain old Python objects") store: events, snapshots and (beside
@@ -152,6 +153,7 @@ def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, healt
         read_models=read_models,
         wake=wake,
         health_sync=build_health_sync(settings, health) if settings.server_mode else None,
+        rate_limiter=build_rate_limiter(settings),
         metrics=metrics,
     )
     metrics.watch(services)  # the gauges read at scrape: credentials, holds, projections
@@ -170,6 +172,19 @@ def build_observers(settings: Settings) -> tuple[Any, RequestObserver]:
     if settings.access_log == "json":
         observers.append(JsonAccessLog(access_logger()))
     return metrics, FanOutObserver(observers)
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    """The rate limiter requests are admitted by (application/ports.py ``RateLimiter``), parallel
+    slots kept at most the hold TTL: server mode shares the windows of every ``serve`` through
+    Redis (adapters/rate_limits_redis.py; limits fail open while Redis is unreachable),
+    embedded mode keeps them in this process's memory."""
+    if settings.server_mode:
+        from adapters.rate_limits_redis import RedisRateLimiter
+
+        assert settings.redis_url is not None
+        return RedisRateLimiter(settings.redis_url, settings.redis_prefix, hold_ttl_seconds=settings.hold_ttl_seconds)
+    return InProcessRateLimiter(lease_seconds=settings.hold_ttl_seconds)
 
 
 def build_commit_publisher(settings: Settings) -> Any:

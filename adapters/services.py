@@ -9,9 +9,10 @@ from application.api_keys import ApiKeys
 from application.billing import RequestBilling
 from application.calls import BilledCalls
 from application.ledger import Ledger
-from application.ports import ProviderAdapter
+from application.ports import ProviderAdapter, RateLimiter
 from application.prices import Prices
 from application.providers import ProviderRegistry
+from application.rate_limits import RateLimitScopes, RequestLimits
 from application.routing import Router
 
 
@@ -26,6 +27,7 @@ class Services:
     wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
     health_sync: Any = None  # server mode: the RedisHealthSync sharing credential health (started by serve)
     metrics: Any = None  # adapters/metrics.py GatewayMetrics: GET /metrics, told of each request by billing
+    rate_limiter: RateLimiter | None = None  # None: no rate limits (bootstrap.build_rate_limiter gives one)
     calls: BilledCalls = field(init=False)  # the billed call every API endpoint runs
     accounts: Accounts = field(init=False)  # accounts and credit
     prices: Prices = field(init=False)  # price-book versions and aliases
@@ -33,11 +35,13 @@ class Services:
     api_keys: ApiKeys = field(init=False)  # issuing, revoking and rotating API keys
 
     def __post_init__(self) -> None:
-        self.accounts = Accounts(self.ledger)
+        scopes = RateLimitScopes(self.ledger)
+        limits = RequestLimits(self.rate_limiter, scopes) if self.rate_limiter is not None else None
+        self.accounts = Accounts(self.ledger, limits_changed=scopes.forget)
         self.prices = Prices(self.ledger)
         self.provider_registry = ProviderRegistry(self.ledger)
         self.api_keys = ApiKeys(self.ledger)
-        self.calls = BilledCalls(self.billing, self.router, self.providers, self.provider_registry)
+        self.calls = BilledCalls(self.billing, self.router, self.providers, self.provider_registry, limits)
 
     def close(self) -> None:
         if self.wake is not None:

@@ -34,9 +34,10 @@ from eventsourcing.persistence import IntegrityError
 
 from application.ledger import Ledger
 from application.ports import RequestObserver, StatusOf
+from application.rate_limits import AdmittedRequest
 from application.routing import Route, Router, Target
 from domain.account import Account
-from domain.errors import InsufficientCredits, ModelNotFound
+from domain.errors import InsufficientCredits, ModelNotFound, RateLimitExceeded
 from domain.pricing import price_usage, provider_cost_of, worst_case_usage
 from domain.request_record import FailedAttempt, Outcome, RequestDetails, RequestRecord
 from domain.spend_caps import SpendCapReached
@@ -74,6 +75,8 @@ class OpenedRequest:
     started_at: datetime
     # the hold's save when the upstream call may start before it is durable; see confirm_hold
     hold_durable: "asyncio.Future[bool] | None" = field(default=None, compare=False, repr=False)
+    # its rate-limit admission, when limits apply (application/calls.py settles it once)
+    rate_limit: AdmittedRequest | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,10 @@ class RequestBilling:
         goes to the group-commit writer, so no thread waits. Returns once the hold is durable,
         or at once when the hold gate admits it (``hold_durable`` is then set): either way the
         caller must ``confirm_hold`` before it answers. A refusal is recorded on a thread."""
-        opened = self.prepare_request(api_key, shape, request_id)
+        return await self.hold_async(self.prepare_request(api_key, shape, request_id))
+
+    async def hold_async(self, opened: OpenedRequest) -> OpenedRequest:
+        """The hold of a prepared request (``prepare_request``), as ``open_request_async`` places it."""
         if self.mode != "credits":
             return opened
         gate = self.ledger.hold_gate
@@ -209,7 +215,10 @@ class RequestBilling:
         return opened
 
     def record_refusal(
-        self, opened: OpenedRequest, refused: InsufficientCredits | SpendCapReached, route: Route | None = None
+        self,
+        opened: OpenedRequest,
+        refused: InsufficientCredits | SpendCapReached | RateLimitExceeded,
+        route: Route | None = None,
     ) -> None:
         """``route``: where the call went when it was abandoned after its hold was refused."""
         details = self._details(opened, route, "failed", status=self.status_of(refused), error_code=refused.code)

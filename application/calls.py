@@ -12,12 +12,17 @@ Invariants (with those of application/billing.py):
   application/streams.py's ``StreamMeter``);
 - a started call reaches its caller only once its hold is durable, so nothing is
   answered on a hold that could still be refused; a hold refused after all abandons the
-  upstream call here (its exchange is aborted), unanswered and uncharged.
+  upstream call here (its exchange is aborted), unanswered and uncharged;
+- rate limits (application/rate_limits.py) are checked after authentication and before the
+  hold: a refused request is recorded (429 ``rate_limit_exceeded``) with nothing held or
+  charged; an admitted one counts its worst-case tokens (the hold's usage bound, input +
+  output), and its admission is settled exactly once however the call ends: to the tokens
+  charged when it completes, to 0 when it fails, its hold is refused or it never starts.
 """
 
 import asyncio
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -27,10 +32,12 @@ import orjson
 from application.billing import Attempt, OpenedRequest, Receipt, RequestBilling, RequestShape
 from application.failover import FailedAttempts, Failover, Operation
 from application.ports import ChatExchange, CredentialSwitch, ProviderAdapter
+from application.rate_limits import RequestLimits
 from application.routing import Route, Router
-from domain.errors import InsufficientCredits, TallyhubError, UpstreamError
+from domain.errors import InsufficientCredits, RateLimitExceeded, TallyhubError, UpstreamError
 from domain.spend_caps import SpendCapReached
 from domain.usage import Usage
+from domain.usage_bounds import usage_bound
 
 T = TypeVar("T")
 
@@ -69,7 +76,8 @@ class BilledCalls:
     """Runs billed calls for the API endpoints: ``billing`` opens, settles and releases;
     ``router`` (and its credential health) and ``providers`` (kind -> adapter, the same
     mapping the app's lifespan fills) serve the failover; ``credentials`` (the ledger)
-    disables a credential a provider refused. A failure is recorded with the status its
+    disables a credential a provider refused; ``limits`` (None: no rate limits) admits and
+    settles each request. A failure is recorded with the status its
     caller is answered with: ``billing.status_of``, the one mapping (application/ports.py
     ``StatusOf``) the composition root gave the billing."""
 
@@ -79,27 +87,69 @@ class BilledCalls:
         router: Router,
         providers: Mapping[str, ProviderAdapter],
         credentials: CredentialSwitch,
+        limits: RequestLimits | None = None,
     ) -> None:
         self.billing = billing
         self.failover = Failover(router, providers, credentials)
+        self.limits = limits
 
     # open and the starts return their coroutine: no extra frame on the hot path
 
     def open(self, api_key: str, shape: RequestShape, request_id: UUID) -> Coroutine[Any, Any, OpenedRequest]:
-        """Authenticate, route, price and hold (see RequestBilling.open_request_async)."""
-        return self.billing.open_request_async(api_key, shape, request_id)
+        """Authenticate, route, price, admit (rate limits) and hold (see
+        RequestBilling.open_request_async). Raises RateLimitExceeded, recorded, nothing held."""
+        if self.limits is None:
+            return self.billing.open_request_async(api_key, shape, request_id)
+        return self._open_limited(self.limits, api_key, shape, request_id)
+
+    async def _open_limited(
+        self, limits: RequestLimits, api_key: str, shape: RequestShape, request_id: UUID
+    ) -> OpenedRequest:
+        opened = self.billing.prepare_request(api_key, shape, request_id)
+        try:
+            admitted = await limits.admit(opened.api_key_id, opened.account_id, lambda: worst_case_tokens(opened))
+        except RateLimitExceeded as refused:
+            await asyncio.get_running_loop().run_in_executor(None, self.billing.record_refusal, opened, refused)
+            raise
+        if admitted is None:
+            return await self.billing.hold_async(opened)
+        opened = replace(opened, rate_limit=admitted)
+        try:
+            return await self.billing.hold_async(opened)
+        except BaseException:
+            await limits.settle(admitted, 0)  # refused or not placed: nothing was used
+            raise
+
+    async def _settle_limits(self, opened: OpenedRequest, tokens: int) -> None:
+        if opened.rate_limit is not None and self.limits is not None:
+            await self.limits.settle(opened.rate_limit, tokens)
 
     def start_chat(self, opened: OpenedRequest, body: dict[str, Any]) -> Coroutine[Any, Any, StartedCall[ChatExchange]]:
         """A chat exchange, its hold durable; the caller reads it, then completes or fails the call."""
+        if opened.rate_limit is None:
+            return self._started(opened, start_chat, body, _abort)
         return self._start(opened, start_chat, body, _abort)
 
     def start_document(
         self, opened: OpenedRequest, operation: Operation[bytes], body: dict[str, Any]
     ) -> Coroutine[Any, Any, StartedCall[bytes]]:
         """A whole answer (``embed``, ``generate_images``), its hold durable."""
+        if opened.rate_limit is None:
+            return self._started(opened, operation, body, _nothing_open)
         return self._start(opened, operation, body, _nothing_open)
 
     async def _start(
+        self, opened: OpenedRequest, operation: Operation[T], body: dict[str, Any], abandon: Callable[[T], None]
+    ) -> StartedCall[T]:
+        try:
+            return await self._started(opened, operation, body, abandon)
+        except BaseException:
+            # failed (recorded and released), its hold refused after all, or the store failed:
+            # nothing was used (settled at most once: the limiter ignores a second settlement)
+            await self._settle_limits(opened, 0)
+            raise
+
+    async def _started(
         self, opened: OpenedRequest, operation: Operation[T], body: dict[str, Any], abandon: Callable[[T], None]
     ) -> StartedCall[T]:
         try:
@@ -136,8 +186,22 @@ class BilledCalls:
         status: int = 200,
         error_code: str | None = None,
     ) -> Receipt:
-        """Settle the hold for ``usage`` and record the request."""
-        return await self.billing.complete_request_async(
+        """Settle the hold for ``usage`` and record the request (and correct its rate-limit
+        tokens to those charged)."""
+        if call.opened.rate_limit is None:
+            return await self._complete(call, usage, ttfb_ms, status, error_code)
+        receipt: Receipt | None = None
+        try:
+            receipt = await self._complete(call, usage, ttfb_ms, status, error_code)
+            return receipt
+        finally:
+            used = receipt.usage if receipt is not None else usage
+            await self._settle_limits(call.opened, used.input_tokens + used.output_tokens)
+
+    def _complete(
+        self, call: StartedCall[Any], usage: Usage, ttfb_ms: float | None, status: int, error_code: str | None
+    ) -> Coroutine[Any, Any, Receipt]:
+        return self.billing.complete_request_async(
             call.opened,
             call.route,
             usage,
@@ -165,9 +229,12 @@ class BilledCalls:
         self, opened: OpenedRequest, status: int, code: str, route: Route | None, attempts: tuple[Attempt, ...]
     ) -> None:
         with anyio.CancelScope(shield=True):
-            await self.billing.fail_request_async(
-                opened, status=status, error_code=code, route=route, attempts=attempts
-            )
+            try:
+                await self.billing.fail_request_async(
+                    opened, status=status, error_code=code, route=route, attempts=attempts
+                )
+            finally:
+                await self._settle_limits(opened, 0)
 
     async def document(self, call: StartedCall[bytes]) -> dict[str, Any]:
         """A started call's whole answer as a JSON object; an unreadable one fails the call (no charge)."""
@@ -180,3 +247,14 @@ class BilledCalls:
             await self.fail_for(call, error)
             raise error
         return document
+
+
+def worst_case_tokens(opened: OpenedRequest) -> int:
+    """The most tokens the request could use, input and output, on the dearest of its
+    targets: the bound its charge is held to (domain/usage_bounds.py), which its hold covers."""
+    shape = opened.shape
+    worst = 0
+    for target in opened.targets:
+        bound = usage_bound(shape.prompt_bytes, shape.max_output_tokens, shape.choices, target.price, shape.images)
+        worst = max(worst, bound.input_tokens + bound.output_tokens)
+    return worst

@@ -1,6 +1,7 @@
 """CLI commands for secrets and keys: ``secrets rotate-master|status``,
 ``providers rotate-credential|delete-credential``, ``keys rotate|set-models`` and
-``keys issue --models``. ``register(sub, command)`` adds them to main.py's parser.
+``keys issue --models``, and (adapters/cli/limit_commands.py) ``keys limits`` and
+``accounts limits``. ``register(sub, command)`` adds them to main.py's parser.
 
 Each handler returns ``(json_data, human_text)``. Secrets are read from stdin; a new
 API key is printed once; no master key or provider secret is ever printed.
@@ -14,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 from adapters.bootstrap import build_ledger
+from adapters.cli import limit_commands
 from adapters.presenters import api_key_json, provider_json
 from adapters.settings import Settings
 from application import key_management as km
@@ -219,6 +221,7 @@ def register(sub: Any, command: Command, *, providers: Any = None, keys: Any = N
     groups main.py made; when not given they are found under ``sub``."""
     providers = providers or _group(sub, "providers")
     keys = keys or _group(sub, "keys")
+    limit_commands.register(keys, _group(sub, "accounts"), command)
 
     secrets = sub.add_parser("secrets", help="master keys and sealed secrets").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -10,7 +10,9 @@ import anyio
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
+from adapters.cli.limit_commands import limits_json
 from adapters.http.admin_auth import check_admin_key
+from adapters.http.admin_limits import LimitsIn
 from adapters.http.services import bearer_token, services_of
 from adapters.presenters import (
     api_key_json,
@@ -299,6 +301,18 @@ async def set_caps(account: str, body: CapsIn, services: Admin) -> dict[str, Any
     )
     caps = {scope if scope == "account" else id_text(scope): limits for scope, limits in updated.caps.items()}
     return {"account_id": str(updated.id), "caps": plain(caps)}  # key scopes by the id the API shows
+
+
+@router.get("/accounts/{account}/limits")
+async def get_account_limits(account: str, services: Admin) -> dict[str, Any]:
+    account_id, limits = await _run(services.accounts.get_account_limits, account)
+    return limits_json("account", account_id, limits)
+
+
+@router.put("/accounts/{account}/limits")
+async def set_account_limits(account: str, body: LimitsIn, services: Admin) -> dict[str, Any]:
+    account_id, limits = await _run(lambda: services.accounts.set_account_limits(account, **body.changes()))
+    return limits_json("account", account_id, limits)
 
 
 @router.post("/holds/sweep")

@@ -12,7 +12,9 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.cli.key_commands import key_json, rotation_json, rotation_result_json, status_json
+from adapters.cli.limit_commands import limits_json
 from adapters.http.admin import UtcDateTime, require_admin
+from adapters.http.admin_limits import LimitsIn
 from adapters.presenters import provider_json
 from adapters.services import Services
 from application import key_management as km
@@ -115,3 +117,15 @@ async def rotate_key(key_id: str, body: RotateKeyIn, services: Admin) -> dict[st
 @router.put("/keys/{key_id}/models")
 async def set_models(key_id: str, body: ModelsIn, services: Admin) -> dict[str, Any]:
     return key_json(await _run(services.api_keys.set_allowed_models, key_id, body.models))
+
+
+@router.get("/keys/{key_id}/limits")
+async def get_key_limits(key_id: str, services: Admin) -> dict[str, Any]:
+    key = await _run(services.ledger.get_api_key, key_id)
+    return limits_json("key", key.id, key.rate_limits)
+
+
+@router.put("/keys/{key_id}/limits")
+async def set_key_limits(key_id: str, body: LimitsIn, services: Admin) -> dict[str, Any]:
+    key = await _run(lambda: services.api_keys.set_key_limits(key_id, **body.changes()))
+    return limits_json("key", key.id, key.rate_limits)

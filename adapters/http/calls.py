@@ -37,4 +37,4 @@ async def billed_document(
     call = await calls.start_document(opened, operation, body)
     document = await calls.document(call)
     receipt = await calls.complete(call, usage_of(document), ttfb_ms=None)
-    return Response(call.result, media_type="application/json", headers=receipt_headers(receipt))
+    return Response(call.result, media_type="application/json", headers=receipt_headers(receipt, opened))

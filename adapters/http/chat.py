@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 
 from adapters.http.calls import request_id_of
 from adapters.http.chat_request import ChatRequest, parse_chat_request
+from adapters.http.rate_limit_headers import opened_rate_limit_headers
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
 from adapters.providers.base import DONE, READ_FAILURES, ChatExchange, MalformedUpstreamAnswer, upstream_json
@@ -50,11 +51,14 @@ async def chat_completions(request: Request) -> Response:
             relay(services.calls, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
         )
     raw, _, receipt = await complete_plain(services.calls, call)
-    return Response(raw, media_type="application/json", headers=receipt_headers(receipt))
+    return Response(raw, media_type="application/json", headers=receipt_headers(receipt, opened))
 
 
 def stream_headers(opened: OpenedRequest) -> dict[str, str]:
-    return {"x-tallyhub-price-book-version": str(opened.price_book_version), "cache-control": "no-cache"}
+    headers = {"x-tallyhub-price-book-version": str(opened.price_book_version), "cache-control": "no-cache"}
+    if opened.rate_limit is not None:
+        headers.update(opened_rate_limit_headers(opened))
+    return headers
 
 
 def upstream_body(chat: ChatRequest) -> dict[str, Any]:

@@ -21,7 +21,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from adapters.http.rate_limit_headers import rate_limit_headers
 from adapters.http.services import RequestTooLarge
+from application.ports import Admission
 from domain.errors import (
     AlreadyExists,
     AuthenticationFailed,
@@ -32,6 +34,7 @@ from domain.errors import (
     NotInitialised,
     PermissionDenied,
     ProjectionStopped,
+    RateLimitExceeded,
     SecretError,
     SpendCapReached,
     TallyhubError,
@@ -56,6 +59,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (SecretError, 500, "server_error"),
     (MalformedUpstreamAnswer, 502, "upstream_error"),
     (SpendCapReached, 429, "rate_limit_error"),  # with Retry-After
+    (RateLimitExceeded, 429, "rate_limit_error"),  # with Retry-After and OpenAI's x-ratelimit-* headers
     (TooManyFailedAuthentications, 429, "rate_limit_error"),  # with Retry-After
 ]
 
@@ -120,6 +124,10 @@ def response_for(exc: Exception) -> Response:
     headers = None
     if isinstance(exc, (SpendCapReached, TooManyFailedAuthentications)):
         headers = {"retry-after": str(exc.retry_after_seconds)}
+    elif isinstance(exc, RateLimitExceeded):
+        headers = {"retry-after": str(exc.retry_after_seconds)}
+        if isinstance(exc.admission, Admission):
+            headers.update(rate_limit_headers(exc.admission))
     elif isinstance(exc, UpstreamError) and exc.retry_after:
         headers = {"retry-after": exc.retry_after}
     code = exc.code if isinstance(exc, TallyhubError) else None

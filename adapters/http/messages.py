@@ -64,7 +64,7 @@ async def _create_message(request: Request) -> Response:
     # garbled answer (a 502, nothing charged), never a 500 after the caller was charged.
     (message, upstream_usage), receipt = await complete_answer(services.calls, call, _translated(chat.shape.model))
     message = message_with_usage(message, receipt_usage(receipt, upstream_usage))
-    return Response(orjson.dumps(message), media_type="application/json", headers=receipt_headers(receipt))
+    return Response(orjson.dumps(message), media_type="application/json", headers=receipt_headers(receipt, opened))
 
 
 def _translated(model: str) -> Callable[[bytes, dict[str, Any]], tuple[dict[str, Any], dict[str, Any] | None]]:
@@ -116,7 +116,7 @@ def _api_key(request: Request) -> str:
 def anthropic_error(exc: Exception) -> Response:
     """The OpenAI-shaped error's status and headers, with Anthropic's body."""
     openai_shaped = response_for(exc)
-    headers = {k: v for k, v in openai_shaped.headers.items() if k in ("retry-after",)}
+    headers = {k: v for k, v in openai_shaped.headers.items() if k == "retry-after" or k.startswith("x-ratelimit-")}
     return Response(
         orjson.dumps(anthropic_error_body(openai_shaped.status_code, str(exc))),
         status_code=openai_shaped.status_code,

@@ -5,11 +5,13 @@ added to ``usage`` in the final chunk of a stream (as OpenRouter does with
 
 from typing import Any
 
-from application.billing import Receipt
+from adapters.http.rate_limit_headers import opened_rate_limit_headers
+from application.billing import OpenedRequest, Receipt
 from domain.money import format_credits
 
 
-def receipt_headers(receipt: Receipt) -> dict[str, str]:
+def receipt_headers(receipt: Receipt, opened: OpenedRequest | None = None) -> dict[str, str]:
+    """The charge, and the rate-limit headers of ``opened`` when limits apply to it."""
     headers = {
         "x-tallyhub-charge": format_credits(receipt.charge),
         "x-tallyhub-charge-nanocredits": str(receipt.charge),
@@ -18,6 +20,8 @@ def receipt_headers(receipt: Receipt) -> dict[str, str]:
     }
     if not receipt.priced:
         headers["x-tallyhub-price-missing"] = "true"
+    if opened is not None and opened.rate_limit is not None:
+        headers.update(opened_rate_limit_headers(opened))
     return headers
 
 
