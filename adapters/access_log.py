@@ -3,8 +3,11 @@ recorded request on the ``tallyhub.access`` logger, written to stderr.
 
 A line is written when the request's record is durably saved (a ``RequestObserver``), so
 every request the request log holds has exactly one line, whether it completed, failed or
-was refused for credit (402). Requests refused before a record exists (401, 400, 413, 429 of
-a rate limit) have none: the request log does not hold them either.
+was refused (402 for credit, 429 for a rate limit). A request under ``/v1/`` answered
+without a record (401 bad key, 400 unreadable body, 404 unknown model, 413 too large, 429
+too many failed authentications) gets its line from the HTTP edge when it is answered
+(``AccessLogMiddleware``), with ``"recorded": false`` and what the edge knows: id, route,
+status, latency; no key or account (none was authenticated).
 
 A line holds ids (dashed UUIDs), operator-defined names and figures: never a body, a secret,
 an API key or an account's name.
@@ -12,10 +15,13 @@ an API key or an account's name.
 
 import logging
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from uuid import UUID
 
 import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.money import format_credits
 from domain.request_record import RequestDetails
@@ -44,15 +50,32 @@ class StderrLines(logging.Handler):
 
 
 class JsonAccessLog:
-    """Writes each recorded request as one JSON line (a ``RequestObserver``)."""
+    """Writes each recorded request as one JSON line (a ``RequestObserver``), and, through
+    ``AccessLogMiddleware``, each request under ``/v1/`` answered without a record."""
+
+    RECENT = 65_536  # ids of recorded requests the edge has not yet looked for (bounded)
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
+        self._recent: dict[UUID, None] = {}  # insertion-ordered: the oldest dropped first
+        self._lock = threading.Lock()  # records are saved on the event loop and on threads
 
     def recorded(self, request_id: UUID, details: RequestDetails, failed_attempts: int) -> None:
-        if not self.logger.isEnabledFor(logging.INFO):
-            return
-        self.logger.info(access_line(request_id, details, failed_attempts))
+        with self._lock:
+            self._recent[request_id] = None
+            if len(self._recent) > self.RECENT:  # a record the edge never looked for (its answer went first)
+                del self._recent[next(iter(self._recent))]
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info(access_line(request_id, details, failed_attempts))
+
+    def answered(self, request_id: UUID, path: str, status: int, latency_ms: float) -> None:
+        """The edge answered ``request_id``: write its line unless its record wrote one."""
+        with self._lock:
+            if self._recent.pop(request_id, False) is None:
+                return
+        if 200 <= status < 300 or not self.logger.isEnabledFor(logging.INFO):
+            return  # a served request is always recorded (maybe after its answer: a stream left early)
+        self.logger.info(edge_line(request_id, path, status, latency_ms))
 
 
 def access_line(request_id: UUID, details: RequestDetails, failed_attempts: int) -> str:
@@ -80,3 +103,55 @@ def access_line(request_id: UUID, details: RequestDetails, failed_attempts: int)
         "charge_credits": format_credits(details.charge),
     }
     return orjson.dumps(fields).decode()
+
+
+ROUTES = {
+    "/v1/chat/completions": "chat.completions",
+    "/v1/messages": "messages",
+    "/v1/embeddings": "embeddings",
+    "/v1/images/generations": "images.generations",
+}
+
+
+def edge_line(request_id: UUID, path: str, status: int, latency_ms: float) -> str:
+    fields = {
+        "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "request_id": str(request_id),
+        "key_id": None,
+        "account_id": None,
+        "route": ROUTES.get(path, path),
+        "recorded": False,
+        "status": status,
+        "latency_ms": latency_ms,
+    }
+    return orjson.dumps(fields).decode()
+
+
+class AccessLogMiddleware:
+    """Pure ASGI: tells the access log how each request under ``/v1/`` was answered. Inside
+    ``RequestIdMiddleware`` (it reads the request id that one made)."""
+
+    def __init__(self, app: ASGIApp, *, access_log: JsonAccessLog) -> None:
+        self.app = app
+        self.access_log = access_log
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # no answer started: the server answers 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            request_id = scope.get("state", {}).get("request_id")
+            if request_id is not None:
+                latency_ms = round((time.perf_counter() - started) * 1000, 3)
+                self.access_log.answered(request_id, scope["path"], status, latency_ms)

@@ -135,7 +135,7 @@ def _status_of(error: Exception) -> int:
 
 def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, health: CredentialHealth) -> Services:
     router = Router(ledger, health)
-    metrics, observer = build_observers(settings)
+    metrics, access_log, observer = build_observers(settings)
     billing = RequestBilling(
         ledger,
         router,
@@ -155,23 +155,25 @@ def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, healt
         health_sync=build_health_sync(settings, health) if settings.server_mode else None,
         rate_limiter=build_rate_limiter(settings),
         metrics=metrics,
+        access_log=access_log,
     )
     metrics.watch(services)  # the gauges read at scrape: credentials, holds, projections
     return services
 
 
-def build_observers(settings: Settings) -> tuple[Any, RequestObserver]:
-    """The metrics, and what billing tells of each recorded request: the metrics and, unless
-    ``TALLYHUB_ACCESS_LOG=off``, the access log (adapters/access_log.py)."""
+def build_observers(settings: Settings) -> tuple[Any, Any, RequestObserver]:
+    """The metrics, the access log (None when ``TALLYHUB_ACCESS_LOG=off``; adapters/access_log.py),
+    and what billing tells of each recorded request: both."""
     from adapters.access_log import JsonAccessLog, access_logger
     from adapters.metrics import GatewayMetrics
     from adapters.observers import FanOutObserver
 
     metrics = GatewayMetrics()
     observers: list[RequestObserver] = [metrics]
-    if settings.access_log == "json":
-        observers.append(JsonAccessLog(access_logger()))
-    return metrics, FanOutObserver(observers)
+    access_log = JsonAccessLog(access_logger()) if settings.access_log == "json" else None
+    if access_log is not None:
+        observers.append(access_log)
+    return metrics, access_log, FanOutObserver(observers)
 
 
 def build_rate_limiter(settings: Settings) -> RateLimiter:

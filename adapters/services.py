@@ -27,6 +27,7 @@ class Services:
     wake: Any = None  # server mode: the RedisCommitPublisher the ledger notifies after each commit
     health_sync: Any = None  # server mode: the RedisHealthSync sharing credential health (started by serve)
     metrics: Any = None  # adapters/metrics.py GatewayMetrics: GET /metrics, told of each request by billing
+    access_log: Any = None  # adapters/access_log.py JsonAccessLog, None when TALLYHUB_ACCESS_LOG=off
     rate_limiter: RateLimiter | None = None  # None: no rate limits (bootstrap.build_rate_limiter gives one)
     calls: BilledCalls = field(init=False)  # the billed call every API endpoint runs
     accounts: Accounts = field(init=False)  # accounts and credit

@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
+from adapters.access_log import AccessLogMiddleware
 from adapters.http import (
     admin,
     admin_exports,
@@ -109,5 +110,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
         error_responses={("POST", "/v1/messages"): messages.anthropic_error},
     )
     app.add_middleware(HealthRoutes, readiness=readiness)  # /health, /ready: before the throttle and the routes
+    if services.access_log is not None:  # inside RequestIdMiddleware: reads its id
+        app.add_middleware(AccessLogMiddleware, access_log=services.access_log)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
     return app

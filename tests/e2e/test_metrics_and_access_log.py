@@ -52,6 +52,11 @@ def loaded(tmp_path_factory: pytest.TempPathFactory, pg_schemas: PgSchemas) -> I
         with ThreadPoolExecutor(8) as pool:  # concurrent, so both workers take some
             statuses = list(pool.map(lambda call: chat(gateway.url, *call), calls))
         assert Counter(statuses) == {200: PLAIN + STREAMED, 402: REFUSED}
+        assert chat(gateway.url, "sk-not-a-key", False) == 401  # answered at the edge, never recorded
+        unreadable = httpx.post(
+            f"{gateway.url}/v1/chat/completions", content=b"{", headers={"authorization": f"Bearer {key}"}, timeout=30
+        )
+        assert unreadable.status_code == 400
         yield gateway, log_path, pauper_key
     finally:
         gateway.stop()
@@ -131,7 +136,13 @@ def test_the_access_log_has_one_json_line_per_recorded_request(loaded: tuple[Gat
     gateway, log_path, pauper_key = loaded
     rows = {row["request_id"]: row for row in request_log(gateway)}
     text = log_path.read_text()
-    lines = [json.loads(line) for line in text.splitlines() if line.startswith('{"time"')]
+    every = [json.loads(line) for line in text.splitlines() if line.startswith('{"time"')]
+    lines = [line for line in every if line.get("recorded", True)]
+    edge = [line for line in every if not line.get("recorded", True)]  # also the start-up probes of /v1/models
+    chats = [line for line in edge if line["route"] == "chat.completions"]
+    assert sorted(line["status"] for line in chats) == [400, 401]  # the requests answered without a record
+    assert not set(rows) & {e["request_id"] for e in edge}
+    assert all(e["key_id"] is None and e["account_id"] is None for e in edge)
     assert sorted(line["request_id"] for line in lines) == sorted(rows)  # one each, no more
     for line in lines:
         row = rows[line["request_id"]]

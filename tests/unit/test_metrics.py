@@ -149,10 +149,12 @@ def captured() -> Iterator[io.StringIO]:
 
 
 def test_the_access_log_is_off_when_the_setting_says_so(captured: io.StringIO) -> None:
-    _, on = build_observers(Settings(access_log="json"))
+    _, log, on = build_observers(Settings(access_log="json"))
+    assert log is not None
     on.recorded(uuid4(), details(), 0)
     assert captured.getvalue().count('"request_id"') == 1
-    _, off = build_observers(Settings(access_log="off"))
+    _, none, off = build_observers(Settings(access_log="off"))
+    assert none is None
     off.recorded(uuid4(), details(), 0)
     assert captured.getvalue().count('"request_id"') == 1
 
@@ -225,3 +227,22 @@ def test_the_metrics_page_wants_its_token_when_one_is_set(ledger_with_provider: 
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers={"authorization": "Bearer not-the-token"}).status_code == 401
     assert client.get("/metrics", headers={"authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_the_edge_writes_a_line_only_for_a_request_answered_without_a_record(captured: io.StringIO) -> None:
+    log = JsonAccessLog(logging.getLogger(LOGGER))
+    recorded, refused, served = uuid4(), uuid4(), uuid4()
+    log.recorded(recorded, details(status=402, error_code="insufficient_credits", usage=None), 0)
+    log.answered(recorded, "/v1/chat/completions", 402, 3.0)  # its record wrote its line
+    log.answered(refused, "/v1/chat/completions", 401, 1.5)  # no record: the edge writes it
+    log.answered(served, "/v1/chat/completions", 200, 9.0)  # recorded later (a stream whose caller left)
+    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == [str(recorded), str(refused)]
+    assert lines[1] == {
+        **lines[1],
+        "route": "chat.completions",
+        "status": 401,
+        "recorded": False,
+        "key_id": None,
+        "account_id": None,
+    }
