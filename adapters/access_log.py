@@ -6,7 +6,7 @@ every request the request log holds has exactly one line, whether it completed, 
 was refused (402 for credit, 429 for a rate limit). A request under ``/v1/`` answered
 without a record (401 bad key, 400 unreadable body, 404 unknown model, 413 too large, 429
 too many failed authentications) gets its line from the HTTP edge when it is answered
-(``AccessLogMiddleware``), with ``"recorded": false`` and what the edge knows: id, route,
+(adapters/http/access_log.py ``AccessLogMiddleware``), with ``"recorded": false`` and what the edge knows: id, route,
 status, latency; no key or account (none was authenticated).
 
 A line holds ids (dashed UUIDs), operator-defined names and figures: never a body, a secret,
@@ -16,12 +16,10 @@ an API key or an account's name.
 import logging
 import sys
 import threading
-import time
 from datetime import UTC, datetime
 from uuid import UUID
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain.money import format_credits
 from domain.request_record import RequestDetails
@@ -125,33 +123,3 @@ def edge_line(request_id: UUID, path: str, status: int, latency_ms: float) -> st
         "latency_ms": latency_ms,
     }
     return orjson.dumps(fields).decode()
-
-
-class AccessLogMiddleware:
-    """Pure ASGI: tells the access log how each request under ``/v1/`` was answered. Inside
-    ``RequestIdMiddleware`` (it reads the request id that one made)."""
-
-    def __init__(self, app: ASGIApp, *, access_log: JsonAccessLog) -> None:
-        self.app = app
-        self.access_log = access_log
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # no answer started: the server answers 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            request_id = scope.get("state", {}).get("request_id")
-            if request_id is not None:
-                latency_ms = round((time.perf_counter() - started) * 1000, 3)
-                self.access_log.answered(request_id, scope["path"], status, latency_ms)

@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 import aiohttp
 from fastapi import FastAPI
 
-from adapters.access_log import AccessLogMiddleware
 from adapters.http import (
     admin,
     admin_exports,
@@ -28,6 +27,7 @@ from adapters.http import (
     models,
     payments,
 )
+from adapters.http.access_log import AccessLogMiddleware
 from adapters.http.docs import install_docs
 from adapters.http.edge import EdgeGuard, client_address
 from adapters.http.errors import install_error_handlers
