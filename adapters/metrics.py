@@ -42,22 +42,38 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 
-def multiproc_dir(data_dir: Path) -> Path:
-    """The private directory ``serve`` gives prometheus-client's multiprocess mode."""
-    return data_dir / "prometheus"
+def multiproc_dir(data_dir: Path, pid: int | None = None) -> Path:
+    """The private directory a ``serve`` process (``pid``) gives prometheus-client's
+    multiprocess mode: one per ``serve``, so two of them on one data dir never mix or
+    delete each other's figures (each is scraped on its own port)."""
+    return data_dir / "prometheus" / str(os.getpid() if pid is None else pid)
 
 
 def prepare_multiproc_dir(data_dir: Path) -> Path:
-    """Empty the multiprocess directory (a previous run's figures must not be summed in) and
-    set ``PROMETHEUS_MULTIPROC_DIR`` for the workers ``serve`` starts. Before any import of
-    prometheus_client in this process tree reads it."""
+    """This ``serve``'s multiprocess directory, empty (a previous run's figures must not be
+    summed in), and ``PROMETHEUS_MULTIPROC_DIR`` set to it for the workers ``serve`` starts,
+    before any import of prometheus_client in this process tree reads it. The directories
+    of ``serve`` processes no longer running are deleted."""
     from adapters.files import private_dir
 
     path = multiproc_dir(data_dir)
-    shutil.rmtree(path, ignore_errors=True)
+    private_dir(path.parent)
+    for other in path.parent.iterdir():
+        if other.name.isdigit() and (other == path or not _running(int(other.name))):
+            shutil.rmtree(other, ignore_errors=True)
     private_dir(path)
     os.environ[MULTIPROC_ENV] = str(path)
     return path
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class GatewayMetrics:

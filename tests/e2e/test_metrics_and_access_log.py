@@ -106,7 +106,7 @@ def test_every_workers_scrape_sums_both_workers_and_equals_the_request_log(loade
     charged = sum(row["charge"] for row in rows)
     output_tokens = sum(row["output_tokens"] for row in rows)
     assert charged > 0
-    counter_files = list((Path(gateway.env["TALLYHUB_DATA_DIR"]) / "prometheus").glob("counter_*.db"))
+    counter_files = list((Path(gateway.env["TALLYHUB_DATA_DIR"]) / "prometheus").glob("*/counter_*.db"))
     assert counter_files  # multiprocess mode: each worker counts in files of its own, summed at scrape
     for _ in range(6):  # a scrape is answered by either worker: each answers the sum of both
         families = scrape(gateway)

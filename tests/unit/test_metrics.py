@@ -5,8 +5,10 @@ the access log switched off, one failing observer or gauge source leaving the ot
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
@@ -17,7 +19,7 @@ from prometheus_client.samples import Sample
 from adapters.access_log import LOGGER, JsonAccessLog, access_line
 from adapters.bootstrap import build_observers, build_services, in_memory_ledger
 from adapters.http.app import create_app
-from adapters.metrics import GatewayMetrics
+from adapters.metrics import MULTIPROC_ENV, GatewayMetrics, multiproc_dir, prepare_multiproc_dir
 from adapters.observers import FanOutObserver
 from adapters.settings import Settings, SettingsError
 from application.accounts import Accounts
@@ -246,3 +248,18 @@ def test_the_edge_writes_a_line_only_for_a_request_answered_without_a_record(cap
         "key_id": None,
         "account_id": None,
     }
+
+
+def test_each_serve_gets_an_empty_multiprocess_dir_and_a_dead_ones_is_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    root = tmp_path / "prometheus"
+    mine, alive, dead = multiproc_dir(tmp_path), root / str(os.getppid()), root / "999999999"
+    for directory in (mine, alive, dead):
+        directory.mkdir(parents=True)
+        (directory / "counter_1.db").write_bytes(b"old")
+    assert prepare_multiproc_dir(tmp_path) == mine
+    assert os.environ[MULTIPROC_ENV] == str(mine) and list(mine.iterdir()) == []
+    assert (alive / "counter_1.db").exists()  # another serve's, still running
+    assert not dead.exists()
