@@ -16,6 +16,7 @@ Invariants the in-process limiter keeps (tests/unit/limits/limiter_contract.py):
 Everything runs on the event loop without awaiting, so each admission is atomic.
 """
 
+import asyncio
 import itertools
 import math
 import time
@@ -219,25 +220,40 @@ class RequestLimits:
         self.limiter = limiter
         self.scopes = scopes
         self.clock = clock
+        # the in-process limiter never awaits: called directly, with no coroutine and no shield
+        self._local = limiter if isinstance(limiter, InProcessRateLimiter) else None
+        self._settling: set[asyncio.Future[None]] = set()
 
     async def admit(self, api_key_id: UUID, account_id: UUID, tokens: Callable[[], int]) -> AdmittedRequest | None:
         """None when no limit applies to the request; raises RateLimitExceeded (with the
         limiter's answer) when one refuses it. ``tokens``: its worst case, asked only when a
-        limit applies."""
+        tokens-per-minute limit applies (else 0 tokens are admitted)."""
         scopes = self.scopes.of(api_key_id, account_id)
         if not scopes:
             return None
-        admission = await self.limiter.admit(scopes, tokens(), self.clock())
+        asked = tokens() if any(scope.limits.tpm is not None for scope in scopes) else 0
+        if self._local is not None:
+            admission = self._local.admit_now(scopes, asked, self.clock())
+        else:
+            admission = await self.limiter.admit(scopes, asked, self.clock())
         if not admission.admitted:
             refused_by = admission.refused_by or "a rate limit"
             raise RateLimitExceeded(refused_by, retry_after_header(admission.retry_after_seconds), admission)
         return AdmittedRequest(tuple(scopes), admission)
 
     async def settle(self, admitted: AdmittedRequest, tokens: int) -> None:
-        """Correct the tokens to ``tokens`` and free the slot, shielded from a cancellation
-        (the caller going away is one of the endings it settles)."""
+        """Correct the tokens to ``tokens`` and free the slot, whatever cancels the caller
+        meanwhile (the caller going away is one of the endings it settles)."""
+        if self._local is not None:
+            self._local.settle_now(admitted.admission, tokens)
+            return
+        # a task of its own: it runs to its end even when the caller is cancelled (by an anyio
+        # scope or by asyncio), and is kept referenced until then
+        settling = asyncio.ensure_future(self.limiter.settle(admitted.scopes, admitted.admission, tokens, self.clock()))
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
         with anyio.CancelScope(shield=True):
-            await self.limiter.settle(admitted.scopes, admitted.admission, tokens, self.clock())
+            await asyncio.shield(settling)
 
 
 class RateLimitScopes:

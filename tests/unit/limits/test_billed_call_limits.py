@@ -34,9 +34,9 @@ class CountingLimiter(InProcessRateLimiter):
         super().__init__(lease_seconds=900)
         self.settled: list[tuple[str, int]] = []
 
-    async def settle(self, scopes: Any, admission: Admission, tokens: int, now: float) -> None:
+    def settle_now(self, admission: Admission, tokens: int) -> None:
         self.settled.append((admission.lease, tokens))
-        await super().settle(scopes, admission, tokens, now)
+        super().settle_now(admission, tokens)
 
     def tokens_used(self, scope: str) -> int:
         return self._scopes[scope].tokens.total
@@ -257,3 +257,63 @@ def test_scopes_read_the_accounts_limits_and_remember_an_account_without_any(wor
 
 def limits_of(world: World) -> Any:
     return Accounts(world.ledger).get_account_limits("acme")[1]
+
+
+def test_an_account_without_limits_is_remembered_for_the_read_cache_time_and_forgotten_when_set() -> None:
+    from adapters.bootstrap import in_memory_ledger
+
+    ledger = in_memory_ledger(read_cache_seconds=1.0)
+    ledger.initialise()
+    account = Accounts(ledger).create_account("acme")
+    key = ApiKeys(ledger).issue_api_key("acme")
+    moment = [100.0]
+    scopes = RateLimitScopes(ledger, clock=lambda: moment[0])
+    assert scopes.of(key.key_id, account.id) == []
+    Accounts(ledger).set_account_limits("acme", rpm=3)  # not told to the scopes: remembered as unlimited
+    assert scopes.of(key.key_id, account.id) == []
+    moment[0] += 1.5  # the read cache's time has passed
+    assert [scope.limits.rpm for scope in scopes.of(key.key_id, account.id)] == [3]
+    Accounts(ledger, limits_changed=scopes.forget).set_account_limits("acme", rpm=0)
+    assert scopes.of(key.key_id, account.id) == []
+    Accounts(ledger, limits_changed=scopes.forget).set_account_limits("acme", max_parallel=2)  # told: read at once
+    assert [scope.limits.max_parallel for scope in scopes.of(key.key_id, account.id)] == [2]
+
+
+class AwaitingLimiter:
+    """A limiter that awaits (as Redis does), over the in-process one."""
+
+    def __init__(self) -> None:
+        self.inner = InProcessRateLimiter()
+        self.settled = 0
+        self.done = asyncio.Event()
+
+    async def admit(self, scopes: Any, tokens: int, now: float) -> Admission:
+        await asyncio.sleep(0)
+        return await self.inner.admit(scopes, tokens, now)
+
+    async def settle(self, scopes: Any, admission: Admission, tokens: int, now: float) -> None:
+        await asyncio.sleep(0)
+        await self.inner.settle(scopes, admission, tokens, now)
+        self.settled += 1
+        self.done.set()
+
+
+def test_a_limiter_that_awaits_is_settled_even_when_the_caller_is_cancelled_meanwhile(world: World) -> None:
+    ApiKeys(world.ledger).set_key_limits(key_id(world), max_parallel=1)
+    limiter = AwaitingLimiter()
+    limits = RequestLimits(limiter, RateLimitScopes(world.ledger), clock=lambda: NOW)
+    key = world.ledger.authenticate(world.key)
+
+    async def scenario() -> None:
+        admitted = await limits.admit(key.id, key.account_id, lambda: 0)
+        assert admitted is not None
+        task = asyncio.ensure_future(limits.settle(admitted, 0))
+        await asyncio.sleep(0)  # the settlement is waiting on the limiter
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(limiter.done.wait(), 10)  # the settlement went on without its caller
+        assert limiter.settled == 1
+        assert await limits.admit(key.id, key.account_id, lambda: 0) is not None  # the slot is free again
+
+    run(scenario())
