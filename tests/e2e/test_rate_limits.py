@@ -91,8 +91,18 @@ def test_a_two_rpm_key_is_refused_its_third_call_with_retry_after_and_the_header
     assert (third.headers["x-ratelimit-limit-requests"], third.headers["x-ratelimit-remaining-requests"]) == ("2", "0")
     assert third.headers["x-ratelimit-reset-requests"].endswith("s")
     assert gateway.balance("acme") == before  # nothing charged, nothing held
+    message = httpx.post(  # the Anthropic ingress answers the same refusal in its own shape
+        f"{gateway.url}/v1/messages",
+        json={"model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]},
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert message.status_code == 429 and message.json()["type"] == "error"
+    assert int(message.headers["retry-after"]) >= 1 and message.headers["x-ratelimit-remaining-requests"] == "0"
     rows = gateway.admin_json("GET", "/requests")["data"]
-    assert [(row["status"], row["error_code"], row["charge"]) for row in rows[:1]] == [(429, "rate_limit_exceeded", 0)]
+    assert [(row["status"], row["error_code"], row["charge"]) for row in rows[:2]] == [
+        (429, "rate_limit_exceeded", 0)
+    ] * 2
     cli(gateway.env, "keys", "limits", key_id, "--rpm", "0")
     assert chat(gateway, key).status_code == 200  # cleared: no limit, no headers
     assert "x-ratelimit-limit-requests" not in chat(gateway, key).headers
