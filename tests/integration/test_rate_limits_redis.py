@@ -9,8 +9,6 @@ import logging
 import multiprocessing
 import secrets
 import shutil
-import subprocess
-import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -20,7 +18,7 @@ import redis
 from adapters.rate_limits_redis import RedisRateLimiter
 from application.ports import Admission, LimitScope, WindowState
 from domain.rate_limits import RateLimits
-from tests.support.gateway import free_port
+from tests.support.own_redis import OwnRedis
 from tests.unit.limits.limiter_contract import CONTRACT, Check
 
 pytestmark = pytest.mark.redis
@@ -182,41 +180,6 @@ def test_a_limit_holds_exactly_across_two_processes(prefix: str) -> None:
         start.set()
         admitted = [result.get(60) for result in results]
     assert sum(admitted) == 60 and min(admitted) > 0  # 100 asked, both processes served, 60 admitted
-
-
-class OwnRedis:
-    """A redis-server of the test's own on a free port (never the shared one), started and
-    killed by the test; every server it started is killed at the end."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.servers: list[subprocess.Popen[bytes]] = []
-
-    def start(self) -> None:
-        server = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        self.servers.append(server)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError("redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self) -> None:
-        for server in self.servers:
-            if server.poll() is None:
-                server.kill()
-            server.wait(10)
 
 
 @pytest.fixture
