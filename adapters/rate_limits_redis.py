@@ -51,8 +51,9 @@ WINDOW_SECONDS = 60
 PARALLEL_RETRY_SECONDS = 1.0  # when a parallel slot frees cannot be known (as application/rate_limits.py)
 
 # KEYS: per scope, its :r, :t and :p keys; then the lease's key.
-# ARGV: now, tokens, lease, hold TTL, then per scope rpm, tpm, max_parallel (-1: no limit).
-# Returns: admitted, then per scope: requests used and free at, tokens used and free at,
+# ARGV: now, tokens, lease, hold TTL, then per scope "rpm tpm max_parallel" (-1: no limit).
+# Returns, as one string of numbers separated by spaces (one reply to read, not eleven):
+# admitted, then per scope: requests used and free at, tokens used and free at,
 # parallel slots used. ``used`` counts this request when admitted; ``free at`` is the second
 # at which the window has room again for what was asked (after this request when admitted):
 # 0 when it has room now, -1 when it never will (more than the limit itself).
@@ -64,6 +65,11 @@ local ttl = tonumber(ARGV[4])
 local sec = math.floor(now)
 local oldest = sec - 59
 local scopes = (#KEYS - 1) / 3
+local limits = {}
+for s = 1, scopes do
+  local rpm, tpm, par = string.match(ARGV[4 + s], '(%-?%d+) (%-?%d+) (%-?%d+)')
+  limits[s] = {tonumber(rpm), tonumber(tpm), tonumber(par)}
+end
 
 local function window(key)
   local fields = redis.call('HGETALL', key)
@@ -95,7 +101,7 @@ end
 local state = {}
 local admitted = 1
 for s = 1, scopes do
-  local rpm, tpm, par = tonumber(ARGV[2 + 3 * s]), tonumber(ARGV[3 + 3 * s]), tonumber(ARGV[4 + 3 * s])
+  local rpm, tpm, par = limits[s][1], limits[s][2], limits[s][3]
   local st = {}
   if rpm >= 0 then
     st.r_used, st.r_buckets = window(KEYS[3 * s - 2])
@@ -116,7 +122,7 @@ end
 local out = {admitted}
 local took_tokens = false
 for s = 1, scopes do
-  local rpm, tpm, par = tonumber(ARGV[2 + 3 * s]), tonumber(ARGV[3 + 3 * s]), tonumber(ARGV[4 + 3 * s])
+  local rpm, tpm, par = limits[s][1], limits[s][2], limits[s][3]
   local st = state[s]
   if rpm >= 0 then
     if admitted == 1 then
@@ -159,7 +165,7 @@ end
 if took_tokens then
   redis.call('SET', KEYS[#KEYS], sec .. ' ' .. tokens, 'EX', math.ceil(ttl) + 61)
 end
-return out
+return table.concat(out, ' ')
 """
 
 # KEYS: the lease's key, then the :t keys of the scopes with a TPM limit, then every scope's
@@ -254,7 +260,7 @@ class RedisRateLimiter:
             base = f"{self._keys}:{scope.name}"
             keys += (f"{base}:r", f"{base}:t", f"{base}:p")
             limits = scope.limits
-            args += (_limit(limits.rpm), _limit(limits.tpm), _limit(limits.max_parallel))
+            args.append(f"{_limit(limits.rpm)} {_limit(limits.tpm)} {_limit(limits.max_parallel)}")
         keys.append(f"{self._keys}:lease:{lease}")
         try:
             answer = await self._admit(keys=keys, args=args)
@@ -262,7 +268,7 @@ class RedisRateLimiter:
             self._lost(exc)
             return self._open(lease)
         self._reached()
-        return _admission(scopes, tokens, now, lease, answer)
+        return _admission(scopes, tokens, now, lease, [int(number) for number in answer.split()])
 
     async def settle(self, scopes: Sequence[LimitScope], admission: Admission, tokens: int, now: float) -> None:
         lease = admission.lease
