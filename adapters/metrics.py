@@ -19,6 +19,7 @@ the store, Redis-shared credential health, or the writer of that process).
 
 import os
 import shutil
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,6 +136,13 @@ class GatewayMetrics:
             buckets=COMMIT_BUCKETS,
             registry=r,
         )
+        self.failed_open = Counter(
+            "tallyhub_rate_limit_failed_open",
+            "Requests admitted without rate limits because Redis was unreachable (limits fail open)",
+            registry=r,
+        )
+        self._failed_open_seen = 0  # the limiter's failed_open_total already counted
+        self._failed_open_lock = threading.Lock()
         self.observer_errors = Counter(
             "tallyhub_metrics_errors", "Errors while counting a request (it was billed all the same)", registry=r
         )
@@ -176,6 +184,18 @@ class GatewayMetrics:
             series.ttfb.observe(details.ttfb_ms / 1000)
         if failed_attempts:
             series.failovers.inc(failed_attempts)
+        if self.services is not None:
+            self._count_failed_open(getattr(self.services.rate_limiter, "failed_open_total", 0))
+
+    def _count_failed_open(self, total: int) -> None:
+        """The Redis limiter counts its fail-open admissions in its process; carried into the
+        counter here, on the next recorded request, so multiprocess mode sums the workers."""
+        if total == self._failed_open_seen:
+            return
+        with self._failed_open_lock:
+            if total > self._failed_open_seen:
+                self.failed_open.inc(total - self._failed_open_seen)
+                self._failed_open_seen = total
 
     def watch(self, services: "Services") -> None:
         """The services whose state the gauges read at scrape."""

@@ -253,7 +253,7 @@ def test_the_edge_writes_a_line_only_for_a_request_answered_without_a_record(cap
 def test_each_serve_gets_an_empty_multiprocess_dir_and_a_dead_ones_is_deleted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    monkeypatch.setenv(MULTIPROC_ENV, "")  # so the test leaves it as it found it
     root = tmp_path / "prometheus"
     mine, alive, dead = multiproc_dir(tmp_path), root / str(os.getppid()), root / "999999999"
     for directory in (mine, alive, dead):
@@ -263,3 +263,22 @@ def test_each_serve_gets_an_empty_multiprocess_dir_and_a_dead_ones_is_deleted(
     assert os.environ[MULTIPROC_ENV] == str(mine) and list(mine.iterdir()) == []
     assert (alive / "counter_1.db").exists()  # another serve's, still running
     assert not dead.exists()
+
+
+def test_rate_limit_refusals_and_fail_open_admissions_are_counted() -> None:
+    class Limiter:
+        failed_open_total = 0
+
+    class Watched:
+        rate_limiter = Limiter()
+
+    metrics = GatewayMetrics()
+    metrics.watch(Watched())  # type: ignore[arg-type]  # only its rate_limiter is read here
+    refused = details(outcome="failed", status=429, error_code="rate_limit_exceeded", usage=None, charge=0)
+    metrics.recorded(uuid4(), refused, 0)
+    Watched.rate_limiter.failed_open_total = 3  # Redis went away: three requests admitted without limits
+    metrics.recorded(uuid4(), details(), 0)
+    metrics.recorded(uuid4(), details(), 0)
+    found = families(metrics.exposition().decode())
+    assert value(found["tallyhub_refusals"], "tallyhub_refusals_total", code="rate_limit_exceeded") == 1
+    assert value(found["tallyhub_rate_limit_failed_open"], "tallyhub_rate_limit_failed_open_total") == 3
