@@ -8,7 +8,8 @@
 # background work (pollers, PostgreSQL) counts against the other's runs.
 # Scenarios: non-stream and stream (22 chunks), c=1 and c=32, upstream 0 ms; then c=32 with the
 # upstream answering after 50 ms. Every figure is also printed as a ratio to the pass-through.
-# Usage: bash tests/benchmarks/shared_bench.sh      (env: REPS, ONLY, SKIP_LAT50=1, SKIP_PG=1)
+# Usage: bash tests/benchmarks/shared_bench.sh      (env: REPS, ONLY, SKIP_LAT50=1, SKIP_PG=1, SCENARIOS,
+#   BENCH_LIMITS=rpm,tpm,max-parallel to put rate limits on the benchmark's key; TALLYHUB_ACCESS_LOG=off)
 # Only 127.0.0.1 is used; every loadgen run is bounded by the harness.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,7 +39,13 @@ set_up() {
     --base-url http://127.0.0.1:8100/v1 --api-key-stdin --json >/dev/null
   for model in mock-gpt mock-gpt-lat50; do "$th" prices set "mock/$model" --input 1 --output 2 --json >/dev/null; done
   "$th" accounts create bench --starter-credits 10000000 --json >/dev/null  # the largest one movement (domain/bounds.py)
-  "$th" keys issue bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
+  local issued; issued=$("$th" keys issue bench --json)
+  if [ -n "${BENCH_LIMITS:-}" ]; then  # e.g. "1000000,1000000000,1000": rpm,tpm,max-parallel, set high enough never to refuse
+    IFS=, read -r rpm tpm par <<< "$BENCH_LIMITS"
+    "$th" keys limits "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["id"])' "$issued")" \
+      --rpm "$rpm" --tpm "$tpm" --max-parallel "$par" --json >/dev/null
+  fi
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$issued"
 }
 
 # serve NAME PORT CPU [serve args]: start a gateway for the current environment
