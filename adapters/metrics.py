@@ -18,10 +18,8 @@ the store, Redis-shared credential health, or the writer of that process).
 """
 
 import os
-import shutil
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -29,52 +27,18 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from adapters.metrics_dir import MULTIPROC_ENV
 from domain.request_record import RequestDetails
 
 if TYPE_CHECKING:
     from adapters.services import Services
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # seconds; from a cached answer to a long stream
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
-
-
-def multiproc_dir(data_dir: Path, pid: int | None = None) -> Path:
-    """The private directory a ``serve`` process (``pid``) gives prometheus-client's
-    multiprocess mode: one per ``serve``, so two of them on one data dir never mix or
-    delete each other's figures (each is scraped on its own port)."""
-    return data_dir / "prometheus" / str(os.getpid() if pid is None else pid)
-
-
-def prepare_multiproc_dir(data_dir: Path) -> Path:
-    """This ``serve``'s multiprocess directory, empty (a previous run's figures must not be
-    summed in), and ``PROMETHEUS_MULTIPROC_DIR`` set to it for the workers ``serve`` starts,
-    before any import of prometheus_client in this process tree reads it. The directories
-    of ``serve`` processes no longer running are deleted."""
-    from adapters.files import private_dir
-
-    path = multiproc_dir(data_dir)
-    private_dir(path.parent)
-    for other in path.parent.iterdir():
-        if other.name.isdigit() and (other == path or not _running(int(other.name))):
-            shutil.rmtree(other, ignore_errors=True)
-    private_dir(path)
-    os.environ[MULTIPROC_ENV] = str(path)
-    return path
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 class GatewayMetrics:

@@ -65,7 +65,7 @@ def init(args: argparse.Namespace) -> Result:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from adapters.metrics import prepare_multiproc_dir
+    from adapters.metrics_dir import prepare_multiproc_dir
 
     settings = Settings.from_env()
     # the workers' counters summed at scrape (prometheus-client's multiprocess mode), from zero

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PgSchemas
-from tests.e2e.conftest import MODEL, UPSTREAM_KEY, configure
+from tests.e2e.conftest import MODEL, UPSTREAM_KEY, Served, configure
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.support.gateway import REPO, TALLYHUB, Gateway, _wait_until_listening, cli, free_port
 
@@ -157,3 +157,28 @@ def test_the_access_log_has_one_json_line_per_recorded_request(loaded: tuple[Gat
     assert len(refused) == REFUSED and {line["error_code"] for line in refused} == {"insufficient_credits"}
     for secret in ("acme", "pauper", pauper_key, UPSTREAM_KEY, METRICS_TOKEN, '"content"'):
         assert secret not in "\n".join(line for line in text.splitlines() if line.startswith('{"time"'))
+
+
+def requests_counted(gateway: Gateway) -> float:
+    page = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "tallyhub_requests_total"
+    )
+
+
+def test_a_single_worker_serve_counts_its_requests_on_the_metrics_page(served: Served) -> None:
+    # with one worker the app runs in the process that ran ``serve``: prometheus-client must
+    # not have been imported there before serve set its multiprocess directory, or the
+    # counters stay in memory while /metrics reads the (empty) files
+    before = requests_counted(served.gateway)
+    answer = httpx.post(
+        f"{served.gateway.url}/v1/chat/completions",
+        headers={"authorization": f"Bearer {served.api_key}"},
+        json={"model": MODEL, "messages": [{"role": "user", "content": "count me"}]},
+        timeout=30,
+    )
+    assert answer.status_code == 200
+    assert requests_counted(served.gateway) == before + 1

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PgSchemas
 from tests.e2e.conftest import MODEL, configure
@@ -50,6 +51,17 @@ async def _post(urls: list[str], key: str, count: int) -> list[httpx.Response]:
 
 def post(urls: list[str], key: str, count: int) -> list[httpx.Response]:
     return asyncio.run(_post(urls, key, count))
+
+
+def failed_open(gateway: Gateway) -> float:
+    """``tallyhub_rate_limit_failed_open_total`` as the gateway's /metrics shows it."""
+    page = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(page)
+        for sample in family.samples
+        if sample.name == "tallyhub_rate_limit_failed_open_total"
+    )
 
 
 def statuses(responses: list[httpx.Response]) -> list[int]:
@@ -92,8 +104,10 @@ def test_with_redis_stopped_requests_are_served_and_the_limit_holds_again_once_i
         gateways.append(gateway)
         gateway.start()
         assert statuses(post([gateway.url], key, RPM + 2)) == [200] * RPM + [429] * 2
+        assert failed_open(gateway) == 0
         own.stop()
         assert statuses(post([gateway.url], key, RPM)) == [200] * RPM  # limits open: nothing refused
+        assert failed_open(gateway) == RPM  # each admitted without limits, counted in the metrics
         own.start()  # an empty Redis on the same port
         # the limiter tries Redis again at most once a second: requests until the limit refuses again
         seen: list[int] = []

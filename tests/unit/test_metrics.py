@@ -19,7 +19,8 @@ from prometheus_client.samples import Sample
 from adapters.access_log import LOGGER, JsonAccessLog, access_line
 from adapters.bootstrap import build_observers, build_services, in_memory_ledger
 from adapters.http.app import create_app
-from adapters.metrics import MULTIPROC_ENV, GatewayMetrics, multiproc_dir, prepare_multiproc_dir
+from adapters.metrics import GatewayMetrics
+from adapters.metrics_dir import MULTIPROC_ENV, multiproc_dir, prepare_multiproc_dir
 from adapters.observers import FanOutObserver
 from adapters.settings import Settings, SettingsError
 from application.accounts import Accounts
