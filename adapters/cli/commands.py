@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -68,6 +69,9 @@ def serve(args: argparse.Namespace) -> None:
     from adapters.metrics_dir import prepare_multiproc_dir
 
     settings = Settings.from_env()
+    # every file serve and its workers create is the owner's alone, prometheus-client's
+    # multiprocess files included (it creates them with the umask's mode)
+    os.umask(0o077)
     # the workers' counters summed at scrape (prometheus-client's multiprocess mode), from zero
     prepare_multiproc_dir(settings.data_dir)
     with open_services():
