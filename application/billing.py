@@ -37,6 +37,7 @@ from application.ports import RequestObserver, StatusOf
 from application.rate_limits import AdmittedRequest
 from application.routing import Route, Router, Target
 from domain.account import Account
+from domain.attribution import Attribution
 from domain.errors import InsufficientCredits, ModelNotFound, RateLimitExceeded
 from domain.pricing import price_usage, provider_cost_of, worst_case_usage
 from domain.request_record import FailedAttempt, Outcome, RequestDetails, RequestRecord
@@ -60,6 +61,7 @@ class RequestShape:
     stream: bool
     endpoint: str = "chat.completions"
     images: int = 0  # images asked for (image generation)
+    attribution: Attribution | None = None  # user, metadata and tags the caller sent; recorded as sent
 
 
 @dataclass(frozen=True)
@@ -456,6 +458,7 @@ class RequestBilling:
             started_at=opened.started_at.isoformat(),
             provider_cost=provider_cost,
             reported_usage=reported_usage,
+            attribution=opened.shape.attribution,
         )
 
 

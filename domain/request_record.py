@@ -20,6 +20,7 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.attribution import Attribution
 from domain.usage import Usage, UsageSource
 from domain.usage_bounds import COUNTS, reported
 
@@ -33,7 +34,8 @@ class RequestDetails:
     integer nanocredits; ``usage`` is ``None`` for a failed request. ``provider_cost`` is
     recorded with every completed request (``None``: no provider-cost rates for the model)
     and never with a failed one; ``reported_usage`` only when the provider reported more
-    than the request could have used (the report as it came; ``usage`` is then clamped)."""
+    than the request could have used (the report as it came; ``usage`` is then clamped);
+    ``attribution`` only when the caller sent any (domain/attribution.py)."""
 
     outcome: Outcome
     account_id: str | None
@@ -59,6 +61,7 @@ class RequestDetails:
     started_at: str | None  # ISO 8601, as recorded
     provider_cost: int | None = None
     reported_usage: Usage | None = None
+    attribution: Attribution | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -102,6 +105,8 @@ class RequestDetails:
             data["provider_cost"] = self.provider_cost
         if self.reported_usage is not None:
             data["reported_usage"] = reported(self.reported_usage)
+        if self.attribution is not None:
+            data["attribution"] = self.attribution.to_dict()
         return data
 
     @classmethod
@@ -111,6 +116,7 @@ class RequestDetails:
         usage = data.get("usage")
         report = data.get("reported_usage")
         ttfb = data.get("ttfb_ms")
+        attribution = data.get("attribution")
         return cls(
             outcome="completed" if data.get("outcome") == "completed" else "failed",
             account_id=data.get("account_id") or None,
@@ -136,6 +142,7 @@ class RequestDetails:
             started_at=data.get("started_at"),
             provider_cost=data.get("provider_cost"),
             reported_usage=_from_reported(report) if report else None,
+            attribution=Attribution.from_dict(attribution) if attribution else None,
         )
 
 

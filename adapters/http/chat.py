@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from adapters.http.calls import request_id_of
-from adapters.http.chat_request import ChatRequest, parse_chat_request
+from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
 from adapters.http.rate_limit_headers import opened_rate_limit_headers
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
@@ -43,7 +43,7 @@ T = TypeVar("T")
 async def chat_completions(request: Request) -> Response:
     services = services_of(request)
     api_key = bearer_token(request)
-    chat = parse_chat_request(await read_body(request, services.settings.max_body_bytes))
+    chat = parse_chat_request(await read_body(request, services.settings.max_body_bytes), tags_header(request))
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
     call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:

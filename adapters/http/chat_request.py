@@ -1,13 +1,18 @@
 """Parsing and validating a chat-completions body. Only what Tallyhub needs is checked
 (model, messages, stream, n, max tokens, stream_options, and that tools is an array of
 objects, which every provider adapter iterates); every other field is left as the caller
-sent it and passes through to OpenAI-compatible upstreams."""
+sent it and passes through to OpenAI-compatible upstreams. ``user`` and ``metadata`` (still
+passed through as sent) and the ``x-tallyhub-tags`` header are the request's attribution
+(domain/attribution.py), refused here when over their bounds, before anything is held."""
 
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.requests import Request
+
 from adapters.http.bodies import with_model
 from application.billing import RequestShape
+from domain.attribution import TAGS_HEADER, parse_attribution
 from domain.bounds import MAX_TOKENS
 from domain.errors import InvalidRequest
 
@@ -24,7 +29,14 @@ class ChatRequest:
     wants_usage: bool  # the caller asked for stream_options.include_usage
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
+def tags_header(request: Request) -> str | None:
+    """The request's ``x-tallyhub-tags``, its repeats joined as one list (None: not sent)."""
+    values = request.headers.getlist(TAGS_HEADER)
+    return ",".join(values) if values else None
+
+
+def parse_chat_request(raw: bytes, tags: str | None = None) -> ChatRequest:
+    """The body ``raw`` and the request's tags header (``tags_header``)."""
     body = with_model(raw)
     model = body["model"]
     messages = body.get("messages")
@@ -53,6 +65,7 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         max_output_tokens=max_tokens,
         choices=choices,
         stream=stream,
+        attribution=parse_attribution(body.get("user"), body.get("metadata"), tags),
     )
     return ChatRequest(body=body, shape=shape, wants_usage=wants_usage)
 

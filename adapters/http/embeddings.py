@@ -9,9 +9,11 @@ from starlette.responses import Response
 
 from adapters.http.bodies import with_model
 from adapters.http.calls import billed_document
+from adapters.http.chat_request import tags_header
 from adapters.http.services import bearer_token, read_body, services_of
 from application.billing import RequestShape
 from application.calls import embed
+from domain.attribution import parse_attribution
 from domain.errors import InvalidRequest
 from domain.estimation import tokens_for_chars
 from domain.usage import Usage
@@ -26,7 +28,13 @@ async def create_embeddings(request: Request) -> Response:
     raw = await read_body(request, services.settings.max_body_bytes)
     body = parse_embeddings_request(raw)
     shape = RequestShape(
-        model=body["model"], prompt_bytes=len(raw), max_output_tokens=0, choices=1, stream=False, endpoint="embeddings"
+        model=body["model"],
+        prompt_bytes=len(raw),
+        max_output_tokens=0,
+        choices=1,
+        stream=False,
+        endpoint="embeddings",
+        attribution=parse_attribution(body.get("user"), tags=tags_header(request)),
     )
     return await billed_document(
         services, request, api_key, shape, embed, body, lambda document: _usage(document, body)

@@ -9,9 +9,11 @@ from starlette.responses import Response
 
 from adapters.http.bodies import with_model
 from adapters.http.calls import billed_document
+from adapters.http.chat_request import tags_header
 from adapters.http.services import bearer_token, read_body, services_of
 from application.billing import RequestShape
 from application.calls import generate_images as generate
+from domain.attribution import parse_attribution
 from domain.errors import InvalidRequest
 from domain.usage import Usage
 
@@ -35,6 +37,7 @@ async def generate_images(request: Request) -> Response:
         stream=False,
         endpoint="images.generations",
         images=images,
+        attribution=parse_attribution(body.get("user"), tags=tags_header(request)),
     )
     return await billed_document(services, request, api_key, shape, generate, body, _usage)
 

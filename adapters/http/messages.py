@@ -21,7 +21,7 @@ from starlette.responses import Response, StreamingResponse
 from adapters.http.bodies import json_object
 from adapters.http.calls import request_id_of
 from adapters.http.chat import complete_answer, relay, stream_headers, upstream_body
-from adapters.http.chat_request import ChatRequest, parse_chat_request
+from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
 from adapters.http.errors import ANSWERED_ERRORS, response_for
 from adapters.http.messages_translate import (
     MessagesStreamTranslator,
@@ -53,7 +53,7 @@ async def _create_message(request: Request) -> Response:
     services = services_of(request)
     api_key = _api_key(request)
     raw = await read_body(request, services.settings.max_body_bytes)
-    chat = parse_chat_request(orjson.dumps(chat_body_from_messages(json_object(raw))))
+    chat = parse_chat_request(orjson.dumps(chat_body_from_messages(json_object(raw))), tags_header(request))
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
     call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
