@@ -47,7 +47,7 @@ from domain.usage_bounds import clamp_usage, usage_bound
 
 BillingMode = Literal["track", "credits"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tallyhub.billing")
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ Invariants (with those of application/billing.py):
   hold: a refused request is recorded (429 ``rate_limit_exceeded``) with nothing held or
   charged; an admitted one counts its worst-case tokens (the hold's usage bound, input +
   output), and its admission is settled exactly once however the call ends: to the tokens
-  charged when it completes, to 0 when it fails, its hold is refused or it never starts.
+  charged when it completes, to 0 when it fails, its hold is refused or it never starts;
+  any error its caller is answered with carries the admission (``TallyhubError.admission``),
+  so that answer has OpenAI's rate-limit headers like every other.
 """
 
 import asyncio
@@ -116,7 +118,8 @@ class BilledCalls:
         opened = replace(opened, rate_limit=admitted)
         try:
             return await self.billing.hold_async(opened)
-        except BaseException:
+        except BaseException as error:
+            _with_limits(error, opened)
             await limits.settle(admitted, 0)  # refused or not placed: nothing was used
             raise
 
@@ -143,9 +146,10 @@ class BilledCalls:
     ) -> StartedCall[T]:
         try:
             return await self._started(opened, operation, body, abandon)
-        except BaseException:
+        except BaseException as error:
             # failed (recorded and released), its hold refused after all, or the store failed:
             # nothing was used (settled at most once: the limiter ignores a second settlement)
+            _with_limits(error, opened)
             await self._settle_limits(opened, 0)
             raise
 
@@ -223,6 +227,7 @@ class BilledCalls:
         self, opened: OpenedRequest, error: Exception, route: Route | None, attempts: tuple[Attempt, ...]
     ) -> None:
         code = error.code if isinstance(error, TallyhubError) else "internal_error"
+        _with_limits(error, opened)  # the caller is answered ``error``: with its limits' headers
         await self.fail_opened(opened, self.billing.status_of(error), code, route, attempts)
 
     async def fail_opened(
@@ -247,6 +252,13 @@ class BilledCalls:
             await self.fail_for(call, error)
             raise error
         return document
+
+
+def _with_limits(error: BaseException, opened: OpenedRequest) -> None:
+    """Give an error of an admitted request the admission, for its answer's rate-limit headers
+    (domain/errors.py ``TallyhubError.admission``); a refusal keeps its own."""
+    if opened.rate_limit is not None and isinstance(error, TallyhubError) and error.admission is None:
+        error.admission = opened.rate_limit.admission
 
 
 def worst_case_tokens(opened: OpenedRequest) -> int:

@@ -204,3 +204,7 @@ class RateLimiter(Protocol):
         """The request ended: its tokens corrected from the worst case to ``tokens`` (never
         below 0), its parallel slot released. Idempotent; never raises for a limiter outage."""
         ...
+
+    async def aclose(self) -> None:
+        """Release what the limiter holds open (a connection pool) when the app stops."""
+        ...

@@ -174,6 +174,9 @@ class InProcessRateLimiter:
         self._leases[lease] = _Lease(second, tokens, tuple(scope.name for scope in scopes), expiry)
         return Admission(True, 0.0, None, requests, token_state, lease)
 
+    async def aclose(self) -> None:
+        """Nothing to release: the windows live in this process's memory."""
+
     def settle_now(self, admission: Admission, tokens: int) -> None:
         lease = self._leases.pop(admission.lease, None)
         if lease is None:

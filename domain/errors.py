@@ -11,9 +11,13 @@ from uuid import UUID
 
 
 class TallyhubError(Exception):
-    """Base of every error Tallyhub raises on purpose."""
+    """Base of every error Tallyhub raises on purpose. ``admission``: the rate limiter's
+    answer (application/ports.py ``Admission``) when the request it failed had been admitted
+    under a limit, so that its answer carries OpenAI's ``x-ratelimit-*`` headers too (set by
+    application/calls.py; ``None``: no limit applied)."""
 
     code = "tallyhub_error"
+    admission: object = None
 
 
 class InvalidRequest(TallyhubError):

@@ -58,7 +58,7 @@ from eventsourcing.persistence import Notification
 from domain.errors import NotFound, ProjectionStopped
 from projections.store import Stop
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("tallyhub.projections")
 FULL_PASS_SECONDS = 1.0  # how often an idle poller still runs a whole catch-up pass
 
 

@@ -66,14 +66,17 @@ def init(args: argparse.Namespace) -> Result:
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from adapters.metrics_dir import prepare_multiproc_dir
+    from adapters.metrics_dir import prepare_multiproc_dir, single_process_metrics
 
     settings = Settings.from_env()
     # every file serve and its workers create is the owner's alone, prometheus-client's
     # multiprocess files included (it creates them with the umask's mode)
     os.umask(0o077)
-    # the workers' counters summed at scrape (prometheus-client's multiprocess mode), from zero
-    prepare_multiproc_dir(settings.data_dir)
+    if args.workers > 1:
+        # the workers' counters summed at scrape (prometheus-client's multiprocess mode), from zero
+        prepare_multiproc_dir(settings.data_dir)
+    else:
+        single_process_metrics(settings.data_dir)  # one process: the figures stay in its memory
     with open_services():
         pass  # fail here, once, with a clear error if the store or key is not usable
     uvicorn.run(

@@ -73,6 +73,8 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
                     services.wake.close()
                 if services.health_sync is not None:
                     services.health_sync.close()
+                if services.rate_limiter is not None:
+                    await services.rate_limiter.aclose()  # the Redis limiter's connection pool
 
     app = FastAPI(title="Tallyhub", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services

@@ -126,10 +126,11 @@ def response_for(exc: Exception) -> Response:
         headers = {"retry-after": str(exc.retry_after_seconds)}
     elif isinstance(exc, RateLimitExceeded):
         headers = {"retry-after": str(exc.retry_after_seconds)}
-        if isinstance(exc.admission, Admission):
-            headers.update(rate_limit_headers(exc.admission))
     elif isinstance(exc, UpstreamError) and exc.retry_after:
         headers = {"retry-after": exc.retry_after}
+    admission = getattr(exc, "admission", None)  # any error of an admitted request: its limits' headers
+    if isinstance(admission, Admission):
+        headers = {**(headers or {}), **rate_limit_headers(admission)}
     code = exc.code if isinstance(exc, TallyhubError) else None
     return error_response(status, str(exc), type_=type_, code=code, param=getattr(exc, "param", None), headers=headers)
 

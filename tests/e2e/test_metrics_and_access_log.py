@@ -5,6 +5,7 @@ and they equal the request log; the metrics token guards the page; the access lo
 JSON line per recorded request, with ids and figures and no key or account name."""
 
 import json
+import stat
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -106,8 +107,13 @@ def test_every_workers_scrape_sums_both_workers_and_equals_the_request_log(loade
     charged = sum(row["charge"] for row in rows)
     output_tokens = sum(row["output_tokens"] for row in rows)
     assert charged > 0
-    counter_files = list((Path(gateway.env["TALLYHUB_DATA_DIR"]) / "prometheus").glob("*/counter_*.db"))
+    metrics_root = Path(gateway.env["TALLYHUB_DATA_DIR"]) / "prometheus"
+    counter_files = list(metrics_root.glob("*/counter_*.db"))
     assert counter_files  # multiprocess mode: each worker counts in files of its own, summed at scrape
+    # serve's umask 077: the directories and files are the owner's alone (prometheus-client
+    # creates its files with the umask's mode)
+    assert {stat.S_IMODE(path.stat().st_mode) for path in [metrics_root, *metrics_root.iterdir()]} == {0o700}
+    assert {stat.S_IMODE(path.stat().st_mode) for path in counter_files} == {0o600}
     for _ in range(6):  # a scrape is answered by either worker: each answers the sum of both
         families = scrape(gateway)
         requests = families["tallyhub_requests"]

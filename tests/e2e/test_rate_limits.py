@@ -132,3 +132,35 @@ def test_max_parallel_one_refuses_a_second_stream_while_the_first_is_open(setup)
             assert rest[-1] == "data: [DONE]" or "data: [DONE]" in rest
     third = chat(gateway, key)  # the first stream's slot was released when it ended
     assert third.status_code == 200
+
+
+def test_every_answer_of_an_admitted_request_carries_the_headers_errors_included(setup) -> None:
+    """Admitted, then failed upstream (502 relayed as the provider's 500), refused a hold (402),
+    or answered on the Anthropic ingress: each answer has the x-ratelimit-* headers of its limits."""
+    gateway, upstream, _ = setup
+    key_id, key = new_key(gateway)
+    cli(gateway.env, "keys", "limits", key_id, "--rpm", "50", "--tpm", "900000")
+    upstream.script(Scripted.error(500))
+    failed = chat(gateway, key)
+    assert failed.status_code >= 500 and failed.json()["error"]["type"] == "upstream_error"
+    assert failed.headers["x-ratelimit-limit-requests"] == "50"
+    assert failed.headers["x-ratelimit-remaining-requests"] == "49"
+    assert failed.headers["x-ratelimit-limit-tokens"] == "900000"
+
+    upstream.script(Scripted.error(400, "bad model parameter"))
+    rejected = httpx.post(
+        f"{gateway.url}/v1/messages",
+        json={"model": MODEL, "max_tokens": 20, "messages": [{"role": "user", "content": "hello"}]},
+        headers={"x-api-key": key, "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert rejected.status_code == 400 and rejected.json()["type"] == "error"
+    assert rejected.headers["x-ratelimit-remaining-requests"] == "48"
+
+    cli(gateway.env, "accounts", "create", "pauper")
+    issued = cli(gateway.env, "keys", "issue", "pauper", "--name", "broke")
+    cli(gateway.env, "keys", "limits", issued["id"], "--rpm", "7")
+    broke = chat(gateway, issued["key"])
+    assert broke.status_code == 402 and broke.json()["error"]["code"] == "insufficient_credits"
+    assert (broke.headers["x-ratelimit-limit-requests"], broke.headers["x-ratelimit-remaining-requests"]) == ("7", "6")
+    assert "x-ratelimit-limit-tokens" not in broke.headers

@@ -114,9 +114,10 @@ def test_with_redis_stopped_requests_are_served_and_the_limit_holds_again_once_i
         while 429 not in seen and len(seen) < 200:
             seen += statuses(post([gateway.url], key, 1))
         assert 429 in seen
-        # one warning for the outage (the line when Redis answers again is at INFO, which
-        # ``serve`` does not print; tests/integration/test_rate_limits_redis.py checks it)
-        assert gateway.logs().count("rate limits: Redis unreachable") == 1
+        # one warning for the outage, and one INFO line when Redis answers again
+        logs = gateway.logs()
+        assert logs.count("WARNING tallyhub.limits: rate limits: Redis unreachable") == 1, logs
+        assert logs.count("INFO tallyhub.limits: rate limits: Redis answers again") == 1, logs
     finally:
         for started in gateways:
             started.stop()
