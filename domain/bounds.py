@@ -13,7 +13,9 @@ sum of them, far inside that range:
   is refused, so 9 accounts at the bound still sum inside 64 bits;
 - ``MAX_TOKENS``: one usage count of one request (input, cached input, output,
   reasoning tokens) is at most 10^9 tokens, a hundred times the largest context any
-  model offers; ``MAX_IMAGES`` likewise for images;
+  model offers; ``MAX_IMAGES`` likewise for images, ``MAX_WEB_SEARCH_CALLS`` for the
+  server-side web searches one request may be charged for (the hold of a model with a
+  web-search fee covers that many);
 - ``MAX_RATE``: a price is at most 100,000 credits per 1M tokens (or per image or
   request), so the dearest possible request costs under 10^18 nanocredits.
 
@@ -28,6 +30,7 @@ MAX_AMOUNT = 10_000_000 * NANOCREDITS_PER_CREDIT
 MAX_BALANCE = 1_000_000_000 * NANOCREDITS_PER_CREDIT
 MAX_TOKENS = 10**9
 MAX_IMAGES = 1_000
+MAX_WEB_SEARCH_CALLS = 100
 MAX_RATE = 100_000 * NANOCREDITS_PER_CREDIT
 
 

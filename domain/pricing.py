@@ -1,44 +1,181 @@
 """Pricing is pure arithmetic on integers.
 
-The one rounding rule: a charge is computed exactly as a sum of
-``tokens × rate`` terms (rates are nanocredits per 1,000,000 tokens), divided by
-1,000,000 once and rounded half up to a whole nanocredit; per-image and
-per-request fees are whole nanocredits and are added after that single rounding.
-Nothing else in Tallyhub rounds money. The same rule prices what the provider
-charges the operator (``provider_cost``), so margins are exact too.
+The one rounding rule: a charge is computed exactly as a sum of ``tokens × rate``
+terms (rates are nanocredits per 1,000,000 tokens), divided by 1,000,000 once and
+rounded half up to a whole nanocredit; per-image, per-web-search-call and per-request
+fees are whole nanocredits and are added after that single rounding. A cache-write
+rate left unset is 1.25 × (5-minute) or 2 × (1-hour) the input rate; those defaults
+enter the sum exactly (the sum is kept in quarter-nanocredits and divided once by
+4,000,000), never as a rounded rate. Nothing else in Tallyhub rounds money. The same
+rule prices what the provider charges the operator (``provider_cost``), so margins
+are exact too.
 
-A price is bounded (``domain/bounds.py``): every rate, its own and its
-``provider_cost``'s, is a whole number of nanocredits from 0 to ``MAX_RATE``, and
-``max_output_tokens`` is from 1 to ``MAX_TOKENS``; anything else is refused with
-``InvalidPrice`` naming the field, so no price book holds a rate that could price a
-request past what the read models store.
+Which rates price a request (``price_usage``, the one entry point):
+
+- the *service tier* the provider's response reports (``usage.service_tier``): when
+  the price lists that tier (``service_tiers``), its rates replace the base rates;
+  ``None``, ``"default"`` or a tier the price does not list are the base rates;
+- then a *context tier*: when ``input_tokens`` (every prompt token: plain, cache reads
+  and cache writes) is strictly above a tier's ``above_input_tokens``, the whole
+  request — every token class — is priced at that tier's rates (the highest such
+  tier); exactly at the threshold stays below;
+- each token class at its rate: plain input, cache reads (``cached_input``, default
+  input), 5-minute and 1-hour cache writes, output, reasoning (default output).
+
+A price is bounded (``domain/bounds.py``): every rate, its own, its tiers' and its
+``provider_cost``'s, is a whole number of nanocredits from 0 to ``MAX_RATE``; a
+threshold is from 0 to ``MAX_TOKENS``; ``max_output_tokens`` is from 1 to
+``MAX_TOKENS``; anything else is refused with ``InvalidPrice`` naming the field, so
+no price book holds a rate that could price a request past what the read models store.
 """
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from domain.bounds import MAX_RATE, MAX_TOKENS, within
+from domain.bounds import MAX_RATE, MAX_TOKENS, MAX_WEB_SEARCH_CALLS, within
 from domain.errors import InvalidRequest
 from domain.money import Nanocredits, format_credits
 from domain.usage import Usage
 
 TOKENS_PER_RATE_UNIT = 1_000_000
+QUARTERS = 4  # the sum is kept in quarter-nanocredits, so 1.25 × input is exact
 DEFAULT_OUTPUT_CAP = 4096
+MAX_TIERS = 16
+MAX_TIER_NAME_LENGTH = 64
+BASE_SERVICE_TIER = "default"
 RATE_FIELDS = ("input", "output", "cached_input", "reasoning", "per_image", "per_request")
+CACHE_WRITE_FIELDS = ("cache_write_5m", "cache_write_1h")
+TIER_RATE_FIELDS = ("input", "output", "cached_input", "reasoning", *CACHE_WRITE_FIELDS)
+OPTIONAL_RATES = ("cached_input", "reasoning", *CACHE_WRITE_FIELDS)
 
 
 class InvalidPrice(InvalidRequest, ValueError):
-    """A rate or output cap outside what a price may be; ``param`` names the field."""
+    """A rate, threshold or output cap outside what a price may be; ``param`` names the field."""
+
+
+class TokenRates(Protocol):
+    """The per-token rates of a price, a context tier or a service tier."""
+
+    @property
+    def input(self) -> int: ...
+    @property
+    def output(self) -> int: ...
+    @property
+    def cached_input(self) -> int | None: ...
+    @property
+    def reasoning(self) -> int | None: ...
+    @property
+    def cache_write_5m(self) -> int | None: ...
+    @property
+    def cache_write_1h(self) -> int | None: ...
+
+
+def _check_rate(owner: object, name: str, prefix: str = "") -> None:
+    value = getattr(owner, name)
+    if value is None and name in OPTIONAL_RATES:
+        return
+    if not within(value, MAX_RATE):
+        raise InvalidPrice(
+            f"price {prefix}{name} must be a whole number of nanocredits from 0 to {MAX_RATE} "
+            f"({format_credits(MAX_RATE)} credits)",
+            param=prefix + name,
+        )
+
+
+def _rates_dict(rates: TokenRates) -> dict[str, Any]:
+    data: dict[str, Any] = {"input": rates.input, "output": rates.output}
+    for name in OPTIONAL_RATES:
+        if getattr(rates, name) is not None:
+            data[name] = getattr(rates, name)
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class ContextTier:
+    """Rates for a request whose ``input_tokens`` is strictly above ``above_input_tokens``;
+    an unset rate defaults as on a price (cached input = input, reasoning = output, cache
+    writes 1.25 × / 2 × input), from this tier's own rates."""
+
+    above_input_tokens: int
+    input: int
+    output: int
+    cached_input: int | None = None
+    reasoning: int | None = None
+    cache_write_5m: int | None = None
+    cache_write_1h: int | None = None
+
+    def __post_init__(self) -> None:
+        if not within(self.above_input_tokens, MAX_TOKENS):
+            raise InvalidPrice(
+                f"a context tier's above_input_tokens must be an integer from 0 to {MAX_TOKENS}",
+                param="above_input_tokens",
+            )
+        for name in TIER_RATE_FIELDS:
+            _check_rate(self, name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"above_input_tokens": self.above_input_tokens, **_rates_dict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ContextTier":
+        return cls(**data)
+
+
+def _check_context_tiers(tiers: tuple[ContextTier, ...], prefix: str) -> tuple[ContextTier, ...]:
+    """The tiers sorted by threshold; refuses a non-tier, too many, or two at one threshold."""
+    tiers = tuple(tiers)
+    if len(tiers) > MAX_TIERS or not all(isinstance(tier, ContextTier) for tier in tiers):
+        raise InvalidPrice(f"{prefix}context_tiers must be at most {MAX_TIERS} tiers", param=prefix + "context_tiers")
+    ordered = tuple(sorted(tiers, key=lambda tier: tier.above_input_tokens))
+    thresholds = [tier.above_input_tokens for tier in ordered]
+    if len(set(thresholds)) != len(thresholds):
+        raise InvalidPrice("two context tiers share one above_input_tokens", param=prefix + "context_tiers")
+    return ordered
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceTierPrice:
+    """Rates for a request whose response reports this service tier; they replace the base
+    rates (and the base context tiers: a service tier has its own, if any). Fees
+    (per image, per web search, per request) stay the price's own."""
+
+    input: int
+    output: int
+    cached_input: int | None = None
+    reasoning: int | None = None
+    cache_write_5m: int | None = None
+    cache_write_1h: int | None = None
+    context_tiers: tuple[ContextTier, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in TIER_RATE_FIELDS:
+            _check_rate(self, name)
+        object.__setattr__(self, "context_tiers", _check_context_tiers(self.context_tiers, ""))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = _rates_dict(self)
+        if self.context_tiers:
+            data["context_tiers"] = [tier.to_dict() for tier in self.context_tiers]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ServiceTierPrice":
+        tiers = tuple(ContextTier.from_dict(tier) for tier in data.get("context_tiers") or ())
+        return cls(**{**data, "context_tiers": tiers})
 
 
 @dataclass(frozen=True, slots=True)
 class ModelPrice:
-    """Sell rates for one model, in nanocredits per 1M tokens (or per image / request).
+    """Sell rates for one model, in nanocredits per 1M tokens (or per image / web search
+    call / request).
 
-    ``cached_input`` defaults to the input rate and ``reasoning`` to the output rate;
-    ``max_output_tokens`` is the output cap used for the worst-case hold when a request
-    does not set ``max_tokens``; ``provider_cost`` is what the provider charges the
-    operator for the same usage (same fields, no cap), for margins.
+    ``cached_input`` (cache reads) defaults to the input rate, ``reasoning`` to the
+    output rate, ``cache_write_5m`` to 1.25 × and ``cache_write_1h`` to 2 × the input
+    rate; ``context_tiers`` price long prompts, ``service_tiers`` (name, rates) the tiers
+    a response may report (see the module docstring); ``max_output_tokens`` is the
+    output cap used for the worst-case hold when a request does not set ``max_tokens``;
+    ``provider_cost`` is what the provider charges the operator for the same usage
+    (same fields, no cap), for margins.
     """
 
     input: int
@@ -49,24 +186,23 @@ class ModelPrice:
     per_request: int = 0
     max_output_tokens: int = DEFAULT_OUTPUT_CAP
     provider_cost: "ModelPrice | None" = None
+    cache_write_5m: int | None = None
+    cache_write_1h: int | None = None
+    per_web_search: int = 0
+    context_tiers: tuple[ContextTier, ...] = ()
+    service_tiers: tuple[tuple[str, ServiceTierPrice], ...] = ()
 
     def __post_init__(self) -> None:
-        for name in RATE_FIELDS:
-            value = getattr(self, name)
-            if value is None and name in ("cached_input", "reasoning"):
-                continue
-            if not within(value, MAX_RATE):
-                raise InvalidPrice(
-                    f"price {name} must be a whole number of nanocredits from 0 to {MAX_RATE} "
-                    f"({format_credits(MAX_RATE)} credits)",
-                    param=name,
-                )
+        for name in (*RATE_FIELDS, *CACHE_WRITE_FIELDS, "per_web_search"):
+            _check_rate(self, name)
         if not within(self.max_output_tokens, MAX_TOKENS) or self.max_output_tokens == 0:
             raise InvalidPrice(
                 f"max_output_tokens must be an integer from 1 to {MAX_TOKENS}", param="max_output_tokens"
             )
         if self.provider_cost is not None and not isinstance(self.provider_cost, ModelPrice):
             raise InvalidPrice("provider_cost must be a price", param="provider_cost")
+        object.__setattr__(self, "context_tiers", _check_context_tiers(self.context_tiers, ""))
+        object.__setattr__(self, "service_tiers", _check_service_tiers(self.service_tiers))
 
     @property
     def cached_input_rate(self) -> int:
@@ -76,19 +212,144 @@ class ModelPrice:
     def reasoning_rate(self) -> int:
         return self.output if self.reasoning is None else self.reasoning
 
+    def service_tier(self, name: str | None) -> ServiceTierPrice | None:
+        """The rates of service tier ``name``; None: the base rates price it."""
+        for tier_name, tier in self.service_tiers:
+            if tier_name == name:
+                return tier
+        return None
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The stored form: the original eight keys always (as they were always written),
+        each newer one only when it is not its default."""
+        data: dict[str, Any] = {
+            "input": self.input,
+            "output": self.output,
+            "cached_input": self.cached_input,
+            "reasoning": self.reasoning,
+            "per_image": self.per_image,
+            "per_request": self.per_request,
+            "max_output_tokens": self.max_output_tokens,
+            "provider_cost": self.provider_cost.to_dict() if self.provider_cost is not None else None,
+        }
+        for name in (*CACHE_WRITE_FIELDS, "per_web_search"):
+            if getattr(self, name) != _PRICE_DEFAULTS[name]:
+                data[name] = getattr(self, name)
+        if self.context_tiers:
+            data["context_tiers"] = [tier.to_dict() for tier in self.context_tiers]
+        if self.service_tiers:
+            data["service_tiers"] = {name: tier.to_dict() for name, tier in self.service_tiers}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelPrice":
         cost = data.get("provider_cost")
-        return cls(**{**data, "provider_cost": cls.from_dict(cost) if isinstance(cost, dict) else None})
+        tiers = tuple(ContextTier.from_dict(tier) for tier in data.get("context_tiers") or ())
+        services = tuple(
+            (name, ServiceTierPrice.from_dict(tier)) for name, tier in (data.get("service_tiers") or {}).items()
+        )
+        return cls(
+            **{
+                **data,
+                "provider_cost": cls.from_dict(cost) if isinstance(cost, dict) else None,
+                "context_tiers": tiers,
+                "service_tiers": services,
+            }
+        )
+
+
+_PRICE_DEFAULTS = {"cache_write_5m": None, "cache_write_1h": None, "per_web_search": 0}
+
+
+def _check_service_tiers(
+    tiers: tuple[tuple[str, ServiceTierPrice], ...],
+) -> tuple[tuple[str, ServiceTierPrice], ...]:
+    tiers = tuple(tiers)
+    if len(tiers) > MAX_TIERS:
+        raise InvalidPrice(f"service_tiers must be at most {MAX_TIERS} tiers", param="service_tiers")
+    names: set[str] = set()
+    for entry in tiers:
+        if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], ServiceTierPrice)):
+            raise InvalidPrice("service_tiers must be (name, rates) pairs", param="service_tiers")
+        name = entry[0]
+        if not isinstance(name, str) or not name or len(name) > MAX_TIER_NAME_LENGTH or not name.isprintable():
+            raise InvalidPrice(
+                f"a service tier's name must be 1 to {MAX_TIER_NAME_LENGTH} printable characters",
+                param="service_tiers",
+            )
+        if name == BASE_SERVICE_TIER:
+            raise InvalidPrice(
+                f"service tier {BASE_SERVICE_TIER!r} is the base rates; it cannot be listed", param="service_tiers"
+            )
+        if name in names:
+            raise InvalidPrice(f"service tier {name!r} is listed twice", param="service_tiers")
+        names.add(name)
+    return tiers
+
+
+@dataclass(frozen=True, slots=True)
+class QuarterRates:
+    """The rates that price one request, in quarter-nanocredits per 1M tokens (exact)."""
+
+    input: int
+    cached_input: int
+    cache_write_5m: int
+    cache_write_1h: int
+    output: int
+    reasoning: int
+
+    @property
+    def dearest_input(self) -> int:
+        return max(self.input, self.cached_input, self.cache_write_5m, self.cache_write_1h)
+
+
+def _quarter_rates(rates: TokenRates) -> QuarterRates:
+    def explicit_or(value: int | None, default_quarters: int) -> int:
+        return default_quarters if value is None else value * QUARTERS
+
+    return QuarterRates(
+        input=rates.input * QUARTERS,
+        cached_input=explicit_or(rates.cached_input, rates.input * QUARTERS),
+        cache_write_5m=explicit_or(rates.cache_write_5m, rates.input * 5),  # 1.25 × input
+        cache_write_1h=explicit_or(rates.cache_write_1h, rates.input * 8),  # 2 × input
+        output=rates.output * QUARTERS,
+        reasoning=explicit_or(rates.reasoning, rates.output * QUARTERS),
+    )
+
+
+def _rate_set(price: ModelPrice, service_tier: str | None) -> TokenRates:
+    tier = price.service_tier(service_tier)
+    return price if tier is None else tier
+
+
+def _context_tiers(rates: TokenRates) -> tuple[ContextTier, ...]:
+    return rates.context_tiers if isinstance(rates, ModelPrice | ServiceTierPrice) else ()
+
+
+def rates_for(price: ModelPrice, service_tier: str | None, input_tokens: int) -> QuarterRates:
+    """The rates that price a request of ``input_tokens`` prompt tokens whose response
+    reported ``service_tier`` (the module docstring's rule)."""
+    base = _rate_set(price, service_tier)
+    chosen: TokenRates = base
+    for tier in _context_tiers(base):  # sorted by threshold
+        if input_tokens > tier.above_input_tokens:
+            chosen = tier
+    return _quarter_rates(chosen)
 
 
 def price_usage(price: ModelPrice, usage: Usage) -> Nanocredits:
     """The charge for ``usage`` at ``price``, rounded once (half up)."""
     return price_counts(
-        price, usage.input_tokens, usage.cached_input_tokens, usage.output_tokens, usage.reasoning_tokens, usage.images
+        price,
+        usage.input_tokens,
+        usage.cached_input_tokens,
+        usage.output_tokens,
+        usage.reasoning_tokens,
+        usage.images,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+        usage.web_search_calls,
+        usage.service_tier,
     )
 
 
@@ -99,16 +360,26 @@ def price_counts(
     output_tokens: int,
     reasoning_tokens: int,
     images: int,
+    cache_write_5m_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+    web_search_calls: int = 0,
+    service_tier: str | None = None,
 ) -> Nanocredits:
     """``price_usage`` of usage counts already validated (read back from the ledger by replay)."""
-    scaled = (
-        (input_tokens - cached_input_tokens) * price.input
-        + cached_input_tokens * price.cached_input_rate
-        + (output_tokens - reasoning_tokens) * price.output
-        + reasoning_tokens * price.reasoning_rate
+    rates = rates_for(price, service_tier, input_tokens)
+    plain_input = input_tokens - cached_input_tokens - cache_write_5m_tokens - cache_write_1h_tokens
+    quarters = (
+        plain_input * rates.input
+        + cached_input_tokens * rates.cached_input
+        + cache_write_5m_tokens * rates.cache_write_5m
+        + cache_write_1h_tokens * rates.cache_write_1h
+        + (output_tokens - reasoning_tokens) * rates.output
+        + reasoning_tokens * rates.reasoning
     )
-    tokens_part = (scaled + TOKENS_PER_RATE_UNIT // 2) // TOKENS_PER_RATE_UNIT
-    return Nanocredits(tokens_part + images * price.per_image + price.per_request)
+    unit = TOKENS_PER_RATE_UNIT * QUARTERS
+    tokens_part = (quarters + unit // 2) // unit
+    fees = images * price.per_image + web_search_calls * price.per_web_search + price.per_request
+    return Nanocredits(tokens_part + fees)
 
 
 def provider_cost_of(price: ModelPrice | None, usage: Usage) -> int | None:
@@ -119,22 +390,74 @@ def provider_cost_of(price: ModelPrice | None, usage: Usage) -> int | None:
 
 
 def worst_case_usage(
-    prompt_bytes: int, max_output_tokens: int | None, choices: int, price: ModelPrice, images: int = 0
+    prompt_bytes: int,
+    max_output_tokens: int | None,
+    choices: int,
+    price: ModelPrice,
+    images: int = 0,
+    web_search_calls: int | None = None,
 ) -> Usage:
-    """An upper bound on a request's usage, for the hold placed before the call.
+    """A usage that ``price_usage`` prices at least as high as any usage within the
+    request's bounds, for the hold placed before the call.
 
-    Input: no tokenizer emits more tokens than the UTF-8 bytes it reads, so the
-    byte length of the prompt bounds its tokens. Output: the request's
-    ``max_tokens`` (or the model's cap) for each of its ``n`` choices; images: as asked.
+    Bounds: input — no tokenizer emits more tokens than the UTF-8 bytes it reads, so the
+    byte length of the prompt bounds its tokens; output — the request's ``max_tokens``
+    (or the model's cap) for each of its ``n`` choices; images — as asked; web search
+    calls — as given, or (None) ``MAX_WEB_SEARCH_CALLS`` when the model has a web-search
+    fee. Within them, the charge is dearest when every prompt token is in the dearest
+    input class and every output token in the dearer of output and reasoning, at some
+    (service tier, context tier) pair; a context tier below the top one holds at most
+    its next tier's threshold in input. Every reachable pair is priced so and the
+    dearest is returned (its ``service_tier`` set to the tier that priced it).
     """
     cap = max_output_tokens if max_output_tokens is not None else price.max_output_tokens
     output = cap * max(choices, 1)
-    # Output may all be reasoning: bound it at whichever of the two rates is dearer.
-    reasoning = output if price.reasoning_rate > price.output else 0
-    return Usage(
-        input_tokens=max(prompt_bytes, 0),
+    input_bound = max(prompt_bytes, 0)
+    if web_search_calls is None:
+        web_search_calls = MAX_WEB_SEARCH_CALLS if price.per_web_search else 0
+    best: Usage | None = None
+    best_charge = -1
+    for service_tier in (None, *(name for name, _ in price.service_tiers)):
+        for input_tokens, rates in _reachable_rates(price, service_tier, input_bound):
+            usage = _dearest_usage(rates, input_tokens, output, images, web_search_calls, service_tier)
+            charge = price_usage(price, usage)
+            if charge > best_charge:
+                best, best_charge = usage, charge
+    assert best is not None
+    return best
+
+
+def _reachable_rates(price: ModelPrice, service_tier: str | None, input_bound: int) -> list[tuple[int, QuarterRates]]:
+    """Each context tier a request of at most ``input_bound`` prompt tokens can be priced
+    at, with the most input tokens that tier can hold."""
+    base = _rate_set(price, service_tier)
+    tiers = _context_tiers(base)
+    thresholds = [tier.above_input_tokens for tier in tiers]
+    reachable = []
+    for index, rates in enumerate((base, *tiers)):
+        if index > 0 and input_bound <= thresholds[index - 1]:
+            break
+        ceiling = thresholds[index] if index < len(tiers) else input_bound
+        reachable.append((min(input_bound, ceiling), _quarter_rates(rates)))
+    return reachable
+
+
+def _dearest_usage(
+    rates: QuarterRates, input_tokens: int, output: int, images: int, web_search_calls: int, service_tier: str | None
+) -> Usage:
+    dearest = rates.dearest_input
+    write_1h = input_tokens if dearest == rates.cache_write_1h > rates.input else 0
+    write_5m = input_tokens if not write_1h and dearest == rates.cache_write_5m > rates.input else 0
+    cached = input_tokens if not (write_1h or write_5m) and dearest == rates.cached_input > rates.input else 0
+    return Usage(  # one class holds every prompt token: input_tokens counts each once
+        input_tokens=input_tokens,
+        cached_input_tokens=cached,
+        cache_write_5m_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
         output_tokens=output,
-        reasoning_tokens=reasoning,
+        reasoning_tokens=output if rates.reasoning > rates.output else 0,
         images=images,
+        web_search_calls=web_search_calls,
+        service_tier=service_tier,
         source="estimated",
     )

@@ -22,10 +22,12 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.attribution import Attribution
 from domain.usage import Usage, UsageSource
-from domain.usage_bounds import COUNTS, reported
+from domain.usage_bounds import from_reported, reported
 
 Outcome = Literal["completed", "failed"]
-RecordedCounts = tuple[int, int, int, int, int]  # the counts of domain/usage_bounds.py COUNTS, in that order
+# What prices a recorded usage, in ``domain.pricing.price_counts``'s order: the counts of
+# domain/usage_bounds.py COUNTS then NEWER_COUNTS, then the service tier.
+RecordedCounts = tuple[int, int, int, int, int, int, int, int, str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,13 +150,15 @@ class RequestDetails:
 
 def _from_reported(data: Mapping[str, Any]) -> Usage:
     """``reported_usage`` as stored (counts as decimal text) back to a Usage."""
-    counts = {name: int(data.get(name, 0)) for name in COUNTS}
-    return Usage(**counts, source=data.get("source", "provider"))
+    return from_reported(data)
 
 
 @dataclass(frozen=True, slots=True)
 class FailedAttempt:
-    """An upstream attempt that failed before another one served (or failed) the request."""
+    """An upstream attempt that failed before another one served (or failed) the request.
+    ``retry``: 0 for the first attempt through its credential, n for the n-th retry of the
+    same credential (application/failover_policy.py); stored only when not 0, so a record
+    written before retries existed keeps its stored form."""
 
     model: str
     provider: str
@@ -200,7 +204,15 @@ class ChargeFacts(NamedTuple):
     def usage(self) -> Usage:
         """The counts as a (validated) Usage; only when ``counts`` is not None."""
         assert self.counts is not None
-        return Usage(*self.counts, source=cast(UsageSource, self.source or "provider"))
+        counts = self.counts
+        return Usage(
+            *counts[:5],
+            source=cast(UsageSource, self.source or "provider"),
+            cache_write_5m_tokens=counts[5],
+            cache_write_1h_tokens=counts[6],
+            web_search_calls=counts[7],
+            service_tier=counts[8],
+        )
 
 
 def charge_facts(details: Mapping[str, Any]) -> ChargeFacts:
@@ -216,6 +228,10 @@ def charge_facts(details: Mapping[str, Any]) -> ChargeFacts:
             usage["output_tokens"],
             usage["reasoning_tokens"],
             usage["images"],
+            usage.get("cache_write_5m_tokens", 0),
+            usage.get("cache_write_1h_tokens", 0),
+            usage.get("web_search_calls", 0),
+            usage.get("service_tier"),
         )
         source = usage.get("source")
     return ChargeFacts(  # positional: this runs once per charge in the whole history

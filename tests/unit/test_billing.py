@@ -150,9 +150,8 @@ def test_concurrent_requests_never_overdraw_the_account(
         except InsufficientCredits:
             outcomes.append("402")
             return
-        credits_billing.complete_request(
-            opened, first_route(credits_billing, opened), Usage(input_tokens=200, output_tokens=100)
-        )
+        worst = Usage(input_tokens=200, cache_write_1h_tokens=200, output_tokens=100)  # the hold's own usage
+        credits_billing.complete_request(opened, first_route(credits_billing, opened), worst)
         outcomes.append("200")
 
     threads = [threading.Thread(target=call) for _ in range(50)]

@@ -183,8 +183,9 @@ def test_a_settlement_in_flight_counts_its_whole_cost_against_the_known_room(ser
         first = await billing.open_request_async(key, SHAPE, request_id=uuid4())
         await billing.confirm_hold(first)
         writer = BusyWriter(ledger)
-        # costs 1.5 worst cases: input beyond the body's bytes, within what a provider may add to a prompt
-        overrun = Usage(input_tokens=500, output_tokens=100)
+        # costs 1.5 worst cases: input beyond the body's bytes, within what a provider may add to a
+        # prompt, all of it 1-hour cache writes (the dearest input class the hold covers, 2 × input)
+        overrun = Usage(input_tokens=400, cache_write_1h_tokens=400, output_tokens=100)
         settling = asyncio.ensure_future(billing.complete_request_async(first, first_route(billing, first), overrun))
         await asyncio.sleep(0)  # the settlement is handed to the busy writer
         second = asyncio.ensure_future(billing.open_request_async(key, SHAPE, request_id=uuid4()))

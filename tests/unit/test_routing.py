@@ -84,7 +84,8 @@ def test_the_hold_covers_the_dearest_fallback(
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     shape = RequestShape("cheap-first", prompt_bytes=1000, max_output_tokens=100, choices=1, stream=False)
     opened = credits_billing.open_request(key, shape)
-    assert opened.hold == 1000 * 2_500 + 100 * 10_000  # gpt-4o's worst case, not the mini's
+    # gpt-4o's worst case, not the mini's: every prompt token a 1-hour cache write (2 × input)
+    assert opened.hold == 1000 * 2 * 2_500 + 100 * 10_000
 
 
 def test_unpriced_fallbacks_are_dropped_in_credits_mode(
