@@ -205,7 +205,7 @@ class _ChatFrames:
         produced = _delta_chars(choices) if choices else 0
         usage = chunk.get("usage")
         if usage:
-            meter.usage = usage_from_openai_family(usage)
+            meter.usage = usage_from_openai_family(usage, chunk.get("service_tier"))
             self.upstream_usage = usage
         if not choices:
             return []  # the usage chunk: replaced by our own closing frame
@@ -304,4 +304,4 @@ def _produced_chars(part: dict[str, Any]) -> int:
 
 def _usage_of(response: dict[str, Any]) -> Usage | None:
     usage = response.get("usage")
-    return usage_from_openai_family(usage) if isinstance(usage, dict) else None
+    return usage_from_openai_family(usage, response.get("service_tier")) if isinstance(usage, dict) else None

@@ -7,10 +7,14 @@ Invariants:
 - a request is translated without changing what it asks for, or refused with
   ``InvalidRequest`` (naming the field) before anything is routed or billed;
 - usage is the provider's count in Anthropic's terms: ``input_tokens`` is the prompt
-  *without* cached tokens, ``cache_read_input_tokens`` the cached ones (Anthropic's
-  total input is their sum, as OpenAI's ``prompt_tokens`` was), ``output_tokens``
-  everything produced. Cache writes are not reported by OpenAI's format; they stay
-  inside ``input_tokens``;
+  *without* cache reads or writes, ``cache_read_input_tokens`` the reads,
+  ``cache_creation_input_tokens`` the writes and ``cache_creation`` their split by TTL
+  (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``; both only when there
+  were writes): Anthropic's total
+  input is their sum, as OpenAI's ``prompt_tokens`` was, so no count is ever negative.
+  ``output_tokens`` is everything produced; ``server_tool_use.web_search_requests`` the
+  web searches billed, when there were any. Counts the provider did not report (an
+  OpenAI-family upstream reports no cache writes) are 0;
 - a stream is ``message_start``, then content blocks numbered 0, 1, 2… each
   ``content_block_start`` / deltas / ``content_block_stop`` with one block open at a
   time, then ``message_delta`` (stop reason and the final usage) and ``message_stop``.
@@ -447,12 +451,21 @@ def anthropic_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """OpenAI usage (any family dialect) in Anthropic's terms; see the module invariants."""
     counted = usage_from_openai_family(usage)
     translated: dict[str, Any] = {
-        "input_tokens": counted.input_tokens - counted.cached_input_tokens,
+        "input_tokens": counted.uncached_input_tokens,
         "cache_read_input_tokens": counted.cached_input_tokens,
         "output_tokens": counted.output_tokens,
     }
+    writes = counted.cache_write_5m_tokens + counted.cache_write_1h_tokens
+    if writes:
+        translated["cache_creation_input_tokens"] = writes
+        translated["cache_creation"] = {
+            "ephemeral_5m_input_tokens": counted.cache_write_5m_tokens,
+            "ephemeral_1h_input_tokens": counted.cache_write_1h_tokens,
+        }
     if counted.reasoning_tokens:
         translated["output_tokens_details"] = {"thinking_tokens": counted.reasoning_tokens}
+    if counted.web_search_calls:
+        translated["server_tool_use"] = {"web_search_requests": counted.web_search_calls}
     return translated
 
 

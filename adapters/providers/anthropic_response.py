@@ -4,8 +4,13 @@
 Invariants:
 - usage is the provider's own count, translated without loss for billing:
   ``prompt_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``,
-  ``cached_tokens = cache_read_input_tokens``, ``completion_tokens = output_tokens``
-  (thinking included; ``reasoning_tokens`` from ``output_tokens_details.thinking_tokens``);
+  ``cached_tokens = cache_read_input_tokens``, cache writes apart from both
+  (``prompt_tokens_details.cache_write_tokens``, as OpenRouter reports them, and, when
+  Anthropic sends ``cache_creation``, their split by TTL as ``cache_write_5m_tokens`` /
+  ``cache_write_1h_tokens``), ``completion_tokens = output_tokens`` (thinking included;
+  ``reasoning_tokens`` from ``output_tokens_details.thinking_tokens``), web searches as
+  ``server_tool_use.web_search_requests``, and ``usage.service_tier`` as the answer's
+  (and the usage chunk's) top-level ``service_tier``, where OpenAI puts it;
 - a stream is finished only by ``message_stop``: an ``error`` event raises
   ``AnthropicStreamError`` and any other malformed or out-of-order event raises
   ``MalformedUpstreamAnswer`` (both one of ``READ_FAILURES``), so the gateway never
@@ -39,6 +44,9 @@ USAGE_FIELDS = (
     "cache_creation_input_tokens",
     "output_tokens",
     "output_tokens_details",
+    "cache_creation",
+    "server_tool_use",
+    "service_tier",
 )
 
 
@@ -55,17 +63,46 @@ def finish_reason(stop_reason: Any) -> str:
 
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic's usage object as OpenAI's (see the module invariants); its service tier
+    is not in it (``service_tier``)."""
     fresh, read, written, output = (_count(usage, name) for name in USAGE_FIELDS[:4])
     details = usage.get("output_tokens_details")
     thinking = _count(details, "thinking_tokens") if isinstance(details, dict) else 0
+    prompt_details: dict[str, Any] = {"cached_tokens": read, "cache_write_tokens": written}
+    creation = usage.get("cache_creation")
+    if isinstance(creation, dict):
+        hour = _count(creation, "ephemeral_1h_input_tokens")
+        written = max(written, _count(creation, "ephemeral_5m_input_tokens") + hour)
+        if written:
+            prompt_details.update(cache_write_tokens=written, cache_write_5m_tokens=written - hour)
+            prompt_details["cache_write_1h_tokens"] = hour
     prompt = fresh + read + written
-    return {
+    translated = {
         "prompt_tokens": prompt,
         "completion_tokens": output,
         "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": read},
+        "prompt_tokens_details": prompt_details,
         "completion_tokens_details": {"reasoning_tokens": min(thinking, output)},
     }
+    tools = usage.get("server_tool_use")
+    searches = _count(tools, "web_search_requests") if isinstance(tools, dict) else 0
+    if searches:
+        translated["server_tool_use"] = {"web_search_requests": searches}
+    return translated
+
+
+def service_tier(usage: Any) -> str | None:
+    """The tier Anthropic's usage reports it served the request in (``standard``, ``priority``,
+    ``batch``); None when absent or not a name."""
+    tier = usage.get("service_tier") if isinstance(usage, dict) else None
+    return tier if isinstance(tier, str) and tier else None
+
+
+def _with_tier(document: dict[str, Any], usage: Any) -> dict[str, Any]:
+    tier = service_tier(usage)
+    if tier is not None:
+        document["service_tier"] = tier
+    return document
 
 
 def _count(usage: dict[str, Any], name: str) -> int:
@@ -103,7 +140,7 @@ def chat_completion(message: Any, created: int) -> dict[str, Any]:
     if thoughts:
         reply["reasoning_content"] = "".join(thoughts)
     usage = message.get("usage")
-    return {
+    document = {
         "id": message.get("id"),
         "object": "chat.completion",
         "created": created,
@@ -113,6 +150,7 @@ def chat_completion(message: Any, created: int) -> dict[str, Any]:
         ],
         "usage": openai_usage(usage if isinstance(usage, dict) else {}),
     }
+    return _with_tier(document, usage)
 
 
 class StreamTranslator:
@@ -209,7 +247,7 @@ class StreamTranslator:
         }
 
     def _usage_chunk(self) -> dict[str, Any]:
-        return {
+        chunk: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
@@ -217,6 +255,7 @@ class StreamTranslator:
             "choices": [],
             "usage": openai_usage(self.usage),
         }
+        return _with_tier(chunk, self.usage)
 
 
 def _field(document: dict[str, Any], name: str, where: str) -> Any:

@@ -3,7 +3,9 @@
 Usage keeps OpenAI's convention that ``prompt_tokens`` includes cached input:
 ``prompt_tokens = inputTokens + cacheReadInputTokens + cacheWriteInputTokens`` and
 ``prompt_tokens_details.cached_tokens = cacheReadInputTokens`` (cache writes are also
-shown as ``cache_write_tokens``, as OpenRouter does). A Converse answer that does not
+shown as ``cache_write_tokens``, as OpenRouter does, and their split by TTL from
+``cacheDetails`` as ``cache_write_5m_tokens`` / ``cache_write_1h_tokens``; without
+``cacheDetails`` the writes are priced as 5-minute ones and flagged). A Converse answer that does not
 have the documented shape raises ``MalformedUpstreamAnswer`` (one of ``READ_FAILURES``),
 each field checked where it is read: a KeyError or TypeError here is a bug of ours.
 """
@@ -35,14 +37,31 @@ def openai_usage(usage: Any) -> dict[str, Any]:
         raise MalformedUpstreamAnswer("Bedrock sent no usage object")
     fresh, output = _count(usage, "inputTokens"), _count(usage, "outputTokens")
     read, write = _count(usage, "cacheReadInputTokens"), _count(usage, "cacheWriteInputTokens")
+    details: dict[str, Any] = {"cached_tokens": read, "cache_write_tokens": write}
+    split = _cache_split(usage.get("cacheDetails"))
+    if split is not None and write:
+        hour = min(split["1h"], write)
+        details.update(cache_write_5m_tokens=write - hour, cache_write_1h_tokens=hour)
     prompt = fresh + read + write
     return {
         "prompt_tokens": prompt,
         "completion_tokens": output,
         "total_tokens": prompt + output,
-        "prompt_tokens_details": {"cached_tokens": read, "cache_write_tokens": write},
+        "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
+
+
+def _cache_split(details: Any) -> dict[str, int] | None:
+    """``cacheDetails`` (``[{"ttl": "1h", "inputTokens": n}, …]``) as tokens per TTL; None when absent."""
+    if not isinstance(details, list) or not details:
+        return None
+    split = {"5m": 0, "1h": 0}
+    for detail in details:
+        detail = upstream_object(detail, "a cacheDetails entry")
+        if detail.get("ttl") in split:
+            split[detail["ttl"]] += _count(detail, "inputTokens")
+    return split
 
 
 def _count(usage: dict[str, Any], name: str) -> int:

@@ -15,6 +15,14 @@ They all send OpenAI's ``usage`` object, each with its own dialect:
   prompt + completion + reasoning.
 * Doubao and Poe use OpenAI's shape as it is.
 
+Beyond OpenAI's own fields, the usage object may carry (OpenRouter's, and what Tallyhub's
+own adapters translate Anthropic's and Bedrock's counts into):
+``prompt_tokens_details.cache_write_tokens`` (cache writes, inside ``prompt_tokens``),
+``prompt_tokens_details.cache_write_5m_tokens`` / ``cache_write_1h_tokens`` (their split
+by TTL), ``server_tool_use.web_search_requests`` (billed web searches) and
+``service_tier``. OpenAI itself reports the service tier at the top of the answer and of
+each chunk: the caller passes it.
+
 Invariants of :func:`usage_from_openai_family`:
 
 * no token is counted twice: one cache figure is taken, by a fixed precedence, never
@@ -23,36 +31,57 @@ Invariants of :func:`usage_from_openai_family`:
   (or, without it, DeepSeek's hit + miss), cached input is at most input; output is
   ``completion_tokens``, plus reasoning only where ``total_tokens`` shows that the
   provider left reasoning out of ``completion_tokens`` (xAI), and reasoning is at
-  most output.
+  most output; cache reads and writes together are at most input;
+* how counts were obtained is flagged (``Usage.flags``, vocabulary in domain/usage.py):
+  a count that is null, not an integer or negative is ``field_invalid`` and read as 0 —
+  or, for ``prompt_tokens`` or ``completion_tokens``, derived from ``total_tokens`` and
+  the other; a ``total_tokens`` missing or not equal to the parts is ``total_derived``
+  (the parts are used); a cache-write total without its TTL split is priced as 5-minute
+  writes, ``cache_write_ttl_assumed``.
 """
 
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from domain.errors import MalformedUpstreamAnswer
-from domain.usage import Usage
+from domain.usage import MAX_SERVICE_TIER_LENGTH, Usage
 
 
-def usage_from_openai_family(usage: dict[str, Any]) -> Usage:
+def usage_from_openai_family(usage: dict[str, Any], service_tier: Any = None) -> Usage:
     """A family member's usage object → Usage (see the module docstring for the rules).
 
-    On OpenAI's own usage objects it reads exactly what OpenAI reports; it never raises
-    on a malformed count (it counts 0 for it). A usage that is not a JSON object is the
-    provider's garbled answer: ``MalformedUpstreamAnswer``.
+    ``service_tier`` is the tier the response reports (OpenAI sends it at the top of the
+    answer and of each chunk, not inside ``usage``); a usage object's own ``service_tier``
+    (Tallyhub's translation of Anthropic's) is the fallback. On OpenAI's own usage objects
+    it reads exactly what OpenAI reports; it never raises on a malformed count (see
+    ``flags``). A usage that is not a JSON object is the provider's garbled answer:
+    ``MalformedUpstreamAnswer``.
     """
     if not isinstance(usage, dict):
         raise MalformedUpstreamAnswer("the provider sent a usage that is not a JSON object")
-    prompt = _prompt_tokens(usage)
-    cached = min(_cached_tokens(usage), prompt)
-    completion = _count(usage.get("completion_tokens"))
-    reasoning = _count(_details(usage, "completion_tokens_details").get("reasoning_tokens"))
-    if _reasoning_outside_completion(usage, prompt, completion, reasoning):
+    reader = _Reader()
+    prompt = _prompt_tokens(usage, reader)
+    completion = reader.count(usage, "completion_tokens")
+    total = reader.count(usage, "total_tokens")
+    prompt, completion = _derived(prompt, completion, total)
+    prompt_details = _details(usage, "prompt_tokens_details")
+    cached = min(_cached_tokens(usage, prompt_details, reader), prompt)
+    reasoning = reader.count(_details(usage, "completion_tokens_details"), "reasoning_tokens") or 0
+    if _reasoning_outside_completion(total, prompt, completion, reasoning):
         completion += reasoning
+    elif total is None or total != prompt + completion:
+        reader.flags.add("total_derived")
+    write_5m, write_1h = _cache_writes(prompt_details, prompt - cached, reader)
     return Usage(
         input_tokens=prompt,
         cached_input_tokens=cached,
         output_tokens=completion,
         reasoning_tokens=min(reasoning, completion),
+        cache_write_5m_tokens=write_5m,
+        cache_write_1h_tokens=write_1h,
+        web_search_calls=reader.count(_details(usage, "server_tool_use"), "web_search_requests") or 0,
+        service_tier=_tier(service_tier) or _tier(usage.get("service_tier")),
+        flags=tuple(reader.flags),
     )
 
 
@@ -96,17 +125,70 @@ def reasoning_text(delta_or_message: Any) -> str:
     return "".join(_detail_text(detail) for detail in details)
 
 
-def _prompt_tokens(usage: dict[str, Any]) -> int:
-    if usage.get("prompt_tokens") is not None:
-        return _count(usage["prompt_tokens"])
-    return _count(usage.get("prompt_cache_hit_tokens")) + _count(usage.get("prompt_cache_miss_tokens"))
+class _Reader:
+    """Reads counts and remembers how they were obtained (``Usage.flags``)."""
+
+    def __init__(self) -> None:
+        self.flags: set[str] = set()
+
+    def count(self, document: dict[str, Any], key: str) -> int | None:
+        """The count under ``key``; None when absent, or when null, non-integer or negative
+        (then flagged ``field_invalid``)."""
+        if key not in document:
+            return None
+        value = document[key]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            self.flags.add("field_invalid")
+            return None
+        return value
 
 
-def _cached_tokens(usage: dict[str, Any]) -> int:
+def _prompt_tokens(usage: dict[str, Any], reader: _Reader) -> int | None:
+    prompt = reader.count(usage, "prompt_tokens")
+    if prompt is not None:
+        return prompt
+    hit, miss = reader.count(usage, "prompt_cache_hit_tokens"), reader.count(usage, "prompt_cache_miss_tokens")
+    if hit is None and miss is None:
+        return None
+    return (hit or 0) + (miss or 0)
+
+
+def _derived(prompt: int | None, completion: int | None, total: int | None) -> tuple[int, int]:
+    """Prompt and completion, one unreadable count derived from ``total_tokens`` and the
+    other (never negative); 0 when it cannot be."""
+    if prompt is None and completion is not None and total is not None and total >= completion:
+        return total - completion, completion
+    if completion is None and prompt is not None and total is not None and total >= prompt:
+        return prompt, total - prompt
+    return prompt or 0, completion or 0
+
+
+def _cached_tokens(usage: dict[str, Any], details: dict[str, Any], reader: _Reader) -> int:
     """DeepSeek's hit count, else OpenAI's ``prompt_tokens_details.cached_tokens``."""
     if usage.get("prompt_cache_hit_tokens") is not None:
-        return _count(usage["prompt_cache_hit_tokens"])
-    return _count(_details(usage, "prompt_tokens_details").get("cached_tokens"))
+        return reader.count(usage, "prompt_cache_hit_tokens") or 0
+    return reader.count(details, "cached_tokens") or 0
+
+
+def _cache_writes(details: dict[str, Any], room: int, reader: _Reader) -> tuple[int, int]:
+    """(5-minute, 1-hour) cache writes within ``room`` (the prompt less its cache reads).
+
+    ``cache_write_5m_tokens`` / ``cache_write_1h_tokens`` (Tallyhub's translation of
+    Anthropic's ``cache_creation``) give the split; only ``cache_write_tokens`` (OpenRouter,
+    Anthropic without ``cache_creation``): all 5-minute, flagged ``cache_write_ttl_assumed``."""
+    five, hour = reader.count(details, "cache_write_5m_tokens"), reader.count(details, "cache_write_1h_tokens")
+    if five is None and hour is None:
+        five = reader.count(details, "cache_write_tokens")
+        if five:
+            reader.flags.add("cache_write_ttl_assumed")
+    hour = min(hour or 0, room)
+    return min(five or 0, room - hour), hour
+
+
+def _tier(value: Any) -> str | None:
+    return value if isinstance(value, str) and 0 < len(value) <= MAX_SERVICE_TIER_LENGTH else None
 
 
 def _details(usage: dict[str, Any], key: str) -> dict[str, Any]:
@@ -114,11 +196,11 @@ def _details(usage: dict[str, Any], key: str) -> dict[str, Any]:
     return details if isinstance(details, dict) else {}
 
 
-def _reasoning_outside_completion(usage: dict[str, Any], prompt: int, completion: int, reasoning: int) -> bool:
+def _reasoning_outside_completion(total: int | None, prompt: int, completion: int, reasoning: int) -> bool:
     """xAI's dialect: ``total_tokens`` = prompt + completion + reasoning, reasoning > 0."""
-    if reasoning <= 0 or usage.get("total_tokens") is None:
+    if not reasoning or total is None:
         return False
-    return _count(usage["total_tokens"]) == prompt + completion + reasoning
+    return total == prompt + completion + reasoning
 
 
 def _detail_text(detail: Any) -> str:
@@ -129,12 +211,3 @@ def _detail_text(detail: Any) -> str:
         if isinstance(text, str):
             return text
     return ""
-
-
-def _count(value: Any) -> int:
-    """A token count as sent; anything that is not a non-negative integer counts as 0."""
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return value if isinstance(value, int) and value > 0 else 0

@@ -137,7 +137,7 @@ class AnthropicScript(Script):
     event_error_type: str = "overloaded_error"
     event_error_message: str = "Overloaded"
     event_delay_seconds: float = 0.0  # streams: sleep before every event after the first
-    usage_overrides: dict[str, int] = field(default_factory=dict)
+    usage_overrides: dict[str, Any] = field(default_factory=dict)
     reply_text: str | None = None
 
     @classmethod
@@ -178,9 +178,23 @@ class AnthropicScript(Script):
         return cls(event_delay_seconds=seconds)
 
     @classmethod
-    def usage(cls, **numbers: int) -> AnthropicScript:
-        """Override usage: input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens."""
-        allowed = {"input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"}
+    def usage(cls, **numbers: Any) -> AnthropicScript:
+        """Override usage: input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens,
+        the TTL split ephemeral_5m_input_tokens / ephemeral_1h_input_tokens (cache_creation_input_tokens
+        defaults to their sum; without them all writes are 5-minute), cache_creation=False (no
+        ``cache_creation`` object, as older API versions), web_search_requests (``server_tool_use``)
+        and service_tier (default "standard")."""
+        allowed = {
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "cache_creation_input_tokens",
+            "ephemeral_5m_input_tokens",
+            "ephemeral_1h_input_tokens",
+            "cache_creation",
+            "web_search_requests",
+            "service_tier",
+        }
         if not set(numbers) <= allowed:
             raise ValueError(f"unknown usage fields: {sorted(set(numbers) - allowed)}")
         return cls(usage_overrides=numbers)
@@ -587,25 +601,34 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
 
     @staticmethod
     def _usage(script: AnthropicScript, prompt: int, output: int) -> dict[str, Any]:
+        options = dict(script.usage_overrides)
+        five = options.pop("ephemeral_5m_input_tokens", None)
+        hour = options.pop("ephemeral_1h_input_tokens", None)
+        with_creation = options.pop("cache_creation", True)
+        searches = options.pop("web_search_requests", None)
+        tier = options.pop("service_tier", "standard")
         numbers = {
             "cache_read_input_tokens": 0,
-            "cache_creation_input_tokens": 0,
+            "cache_creation_input_tokens": (five or 0) + (hour or 0),
             "output_tokens": output,
-            **script.usage_overrides,
+            **options,
         }
+        if five is None and hour is None:
+            five, hour = numbers["cache_creation_input_tokens"], 0
         cached = numbers["cache_read_input_tokens"] + numbers["cache_creation_input_tokens"]
         numbers.setdefault("input_tokens", max(prompt - cached, 0))
-        return {
+        usage: dict[str, Any] = {
             "input_tokens": numbers["input_tokens"],
             "cache_creation_input_tokens": numbers["cache_creation_input_tokens"],
             "cache_read_input_tokens": numbers["cache_read_input_tokens"],
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": numbers["cache_creation_input_tokens"],
-                "ephemeral_1h_input_tokens": 0,
-            },
-            "output_tokens": numbers["output_tokens"],
-            "service_tier": "standard",
         }
+        if with_creation:
+            usage["cache_creation"] = {"ephemeral_5m_input_tokens": five or 0, "ephemeral_1h_input_tokens": hour or 0}
+        usage["output_tokens"] = numbers["output_tokens"]
+        if searches is not None:
+            usage["server_tool_use"] = {"web_search_requests": searches}
+        usage["service_tier"] = tier
+        return usage
 
     async def _stream(
         self,
@@ -632,7 +655,14 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
             events.append({"type": "content_block_stop", "index": index})
         final_usage = {
             k: usage[k]
-            for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+            for k in (
+                "input_tokens",
+                "cache_creation_input_tokens",
+                "cache_read_input_tokens",
+                "output_tokens",
+                "server_tool_use",
+            )
+            if k in usage
         }
         events.append(
             {

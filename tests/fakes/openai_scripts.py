@@ -19,6 +19,7 @@ does not consume them.  When the queue is empty the fake behaves normally.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from .fake_server import RecordedRequest, Script
 
@@ -60,6 +61,11 @@ class Scripted(Script):
     omit_usage: bool = False
     # Answer with this text instead of the server's reply text.
     reply_text: str | None = None
+    # Send exactly this ``usage`` object (e.g. without total_tokens, with nulls) instead of
+    # the computed one; usage_overrides are then ignored.
+    usage_raw: dict[str, Any] | None = None
+    # The ``service_tier`` the answer and each chunk report (None: "default", as OpenAI).
+    service_tier: str | None = None
 
     # -- constructors -------------------------------------------------------
 
@@ -101,6 +107,16 @@ class Scripted(Script):
     @classmethod
     def chunk_delay(cls, seconds: float) -> Scripted:
         return cls(chunk_delay_seconds=seconds)
+
+    @classmethod
+    def raw_usage(cls, usage: dict[str, Any]) -> Scripted:
+        """Report exactly ``usage`` (any shape: missing totals, nulls, strings)."""
+        return cls(usage_raw=usage)
+
+    @classmethod
+    def answered_tier(cls, tier: str) -> Scripted:
+        """Report ``service_tier: tier`` in the answer (and every chunk), whatever was asked."""
+        return cls(service_tier=tier)
 
     @classmethod
     def usage(

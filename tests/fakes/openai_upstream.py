@@ -230,6 +230,8 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
     def _usage(script: Scripted, prompt_tokens: int, completion_tokens: int) -> dict[str, Any] | None:
         if script.omit_usage:
             return None
+        if script.usage_raw is not None:
+            return script.usage_raw
         numbers = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -290,7 +292,13 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
             else:
                 choices = [chat_choice(i, content="".join(tokens), finish_reason=finish_reason) for i in range(n)]
             return json_response(
-                chat_completion_body(completion_id=completion_id, model=model, choices=choices, usage=usage),
+                chat_completion_body(
+                    completion_id=completion_id,
+                    model=model,
+                    choices=choices,
+                    usage=usage,
+                    service_tier=script.service_tier or "default",
+                ),
                 headers=headers,
             )
 
@@ -304,6 +312,7 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
                 choices=choices,
                 include_usage=include_usage,
                 usage=chunk_usage,
+                service_tier=script.service_tier or "default",
             )
             return b"data: " + orjson.dumps(obj) + b"\n\n"
 

@@ -231,6 +231,7 @@ def chat_completion_body(
     model: str,
     choices: list[dict[str, Any]],
     usage: dict[str, Any] | None,
+    service_tier: str = "default",
 ) -> dict[str, Any]:
     """A ``chat.completion`` object; ``usage=None`` omits the key entirely."""
     body: dict[str, Any] = {
@@ -239,7 +240,7 @@ def chat_completion_body(
         "created": CREATED,
         "model": model,
         "choices": choices,
-        "service_tier": "default",
+        "service_tier": service_tier,
         "system_fingerprint": SYSTEM_FINGERPRINT,
     }
     if usage is not None:
@@ -267,6 +268,7 @@ def chunk_body(
     choices: list[dict[str, Any]],
     include_usage: bool,
     usage: dict[str, Any] | None = None,
+    service_tier: str = "default",
 ) -> dict[str, Any]:
     """A ``chat.completion.chunk`` object.
 
@@ -279,7 +281,7 @@ def chunk_body(
         "object": "chat.completion.chunk",
         "created": CREATED,
         "model": model,
-        "service_tier": "default",
+        "service_tier": service_tier,
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
     }

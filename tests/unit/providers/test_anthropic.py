@@ -145,7 +145,7 @@ def test_plain_answer_is_a_chat_completion_with_the_providers_usage(upstream):
         "prompt_tokens": prompt,
         "completion_tokens": REPLY_TOKENS,
         "total_tokens": prompt + REPLY_TOKENS,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
 
@@ -399,7 +399,7 @@ def test_stream_is_role_then_content_then_finish_then_usage_then_done(upstream):
         "prompt_tokens": prompt,
         "completion_tokens": REPLY_TOKENS,
         "total_tokens": prompt + REPLY_TOKENS,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
     assert sent(upstream)["stream"] is True
@@ -457,7 +457,8 @@ def test_usage_comes_from_message_start_input_and_message_delta_output():
     produced = [chunk for event in events for chunk in translator.take(event)]
     assert translator.finished
     assert produced[-1]["usage"]["prompt_tokens"] == 45
-    assert produced[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": 30}
+    # no cache_creation object: the write total alone (priced as 5-minute writes, flagged)
+    assert produced[-1]["usage"]["prompt_tokens_details"] == {"cached_tokens": 30, "cache_write_tokens": 5}
     assert produced[-1]["usage"]["completion_tokens"] == 7
 
 
@@ -542,7 +543,12 @@ def test_cache_reads_and_writes_count_as_prompt_and_reads_as_cached(upstream):
 
     for usage in (plain, streamed):
         assert usage["prompt_tokens"] == 125
-        assert usage["prompt_tokens_details"] == {"cached_tokens": 100}
+        assert usage["prompt_tokens_details"] == {
+            "cached_tokens": 100,
+            "cache_write_tokens": 20,
+            "cache_write_5m_tokens": 20,
+            "cache_write_1h_tokens": 0,
+        }
         assert usage["completion_tokens"] == REPLY_TOKENS
         assert usage["total_tokens"] == 125 + REPLY_TOKENS
 

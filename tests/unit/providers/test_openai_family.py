@@ -11,9 +11,9 @@ from domain.usage import Usage
 from tests.fakes.openai_wire import usage_body
 
 
-def usage(input_tokens: int, cached: int, output: int, reasoning: int) -> Usage:
+def usage(input_tokens: int, cached: int, output: int, reasoning: int, **more) -> Usage:
     return Usage(
-        input_tokens=input_tokens, cached_input_tokens=cached, output_tokens=output, reasoning_tokens=reasoning
+        input_tokens=input_tokens, cached_input_tokens=cached, output_tokens=output, reasoning_tokens=reasoning, **more
     )
 
 
@@ -62,7 +62,7 @@ def test_deepseek_a_cache_miss_is_all_fresh_input():
 
 def test_deepseek_without_prompt_tokens_takes_hit_plus_miss():
     reported = {"completion_tokens": 5, "prompt_cache_hit_tokens": 30, "prompt_cache_miss_tokens": 12}
-    assert usage_from_openai_family(reported) == usage(42, 30, 5, 0)
+    assert usage_from_openai_family(reported) == usage(42, 30, 5, 0, flags=("total_derived",))
 
 
 def test_deepseek_reasoning_content_is_reasoning_text():
@@ -86,7 +86,10 @@ def test_openrouter_usage_accounting_example():
         "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 100, "audio_tokens": 0},
         "total_tokens": 196,
     }
-    assert usage_from_openai_family(reported) == usage(194, 0, 2, 0)
+    # a cache-write total without its TTL split: priced as 5-minute writes, flagged
+    assert usage_from_openai_family(reported) == usage(
+        194, 0, 2, 0, cache_write_5m_tokens=100, flags=("cache_write_ttl_assumed",)
+    )
     assert reported_cost(reported) == Decimal("0.95")
 
 
@@ -231,7 +234,7 @@ def test_poe_plain_openai_usage():
     [
         (usage_body(100, 20, cached_tokens=30, reasoning_tokens=5), usage(100, 30, 20, 5)),
         (usage_body(7, 0), usage(7, 0, 0, 0)),
-        ({"prompt_tokens": 5, "completion_tokens": 3}, usage(5, 0, 3, 0)),
+        ({"prompt_tokens": 5, "completion_tokens": 3}, usage(5, 0, 3, 0, flags=("total_derived",))),
     ],
 )
 def test_openais_own_usage_is_read_as_openai_reports_it(reported, expected):
@@ -262,7 +265,7 @@ def test_malformed_counts_count_as_zero_instead_of_raising(bad):
         "prompt_tokens_details": {"cached_tokens": bad},
         "completion_tokens_details": "not an object",
     }
-    assert usage_from_openai_family(reported) == Usage()
+    assert usage_from_openai_family(reported) == Usage(flags=("field_invalid", "total_derived"))
 
 
 def test_reasoning_text_of_nothing_is_empty():
