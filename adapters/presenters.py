@@ -32,6 +32,7 @@ def provider_json(provider: Provider) -> dict[str, Any]:
             }
             for c in provider.credentials
         ],
+        **provider.policy.to_dict(),  # timeout_connect, timeout_first_byte, timeout_total, retries, retry_base_ms
     }
 
 

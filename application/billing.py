@@ -100,6 +100,7 @@ class Attempt:
     status: int
     error_code: str
     latency_ms: float
+    retry: int = 0  # n: the n-th retry of the same credential (application/failover.py)
 
 
 class RequestBilling:
@@ -550,6 +551,7 @@ def _with_attempts(record: RequestRecord, attempts: tuple[Attempt, ...]) -> Requ
                 status=attempt.status,
                 error_code=attempt.error_code,
                 latency_ms=attempt.latency_ms,
+                retry=attempt.retry,
             )
         )
     return record

@@ -6,8 +6,19 @@ neither ``UpstreamError``, ``MalformedUpstreamAnswer`` nor ``InvalidRequest`` is
 ours: it propagates at once, no other attempt made and nothing learned of the credential.
 Each failed attempt is kept, to be recorded with the request; what each attempt
 teaches (application/failover_policy.py) goes to credential health, or disables a
-refused credential through the ledger."""
+refused credential through the ledger.
 
+Before moving on, a retryable failure is retried through the same credential as often as
+its provider's policy allows (``UpstreamPolicy.retries``), after the wait
+``failover_policy.retry_delay`` asks for, through the injected ``sleep`` (and random
+source): every retry is an attempt like the others, recorded when it fails (with its
+``retry`` number), and the request is still charged once, for the attempt that served it.
+A wait that would end after the request's deadline (its arrival plus the provider's total
+timeout, ``DEFAULT_TOTAL_SECONDS`` when the provider sets none) is not taken: the next
+credential or target is tried instead. Nothing has reached the caller while this runs, so
+a stream is never retried once its first byte was sent."""
+
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -15,12 +26,14 @@ from typing import Any, TypeVar
 import anyio
 
 from application.billing import Attempt, OpenedRequest
-from application.failover_policy import learn, retryable
+from application.failover_policy import learn, retry_delay, retryable
 from application.ports import CredentialSwitch, ProviderAdapter
 from application.routing import Route, Router
 from domain.errors import InvalidRequest, MalformedUpstreamAnswer, SecretError, TallyhubError, UpstreamError
 
 T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+DEFAULT_TOTAL_SECONDS = 300.0  # the request's deadline when its provider sets no total timeout
 # One attempt: ``operation(adapter, route, body)``, e.g. ``adapter.start_chat(route, body)``.
 Operation = Callable[[ProviderAdapter, Route, dict[str, Any]], Awaitable[T]]
 
@@ -42,10 +55,22 @@ class FailedAttempts(TallyhubError):
 class Failover:
     """Learns into the health the router routes by (``router.health``): one source of truth."""
 
-    def __init__(self, router: Router, providers: Mapping[str, ProviderAdapter], credentials: CredentialSwitch) -> None:
+    def __init__(
+        self,
+        router: Router,
+        providers: Mapping[str, ProviderAdapter],
+        credentials: CredentialSwitch,
+        *,
+        sleep: Sleep = anyio.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.router = router
         self.providers = providers  # kind -> adapter; filled by the app's lifespan
         self.credentials = credentials
+        self.sleep = sleep  # the backoff waits (tests observe them without waiting)
+        self.rng = rng or random.Random()  # the backoff's jitter
+        self.clock = clock  # time.monotonic, as OpenedRequest.started
 
     async def start(
         self, opened: OpenedRequest, operation: Operation[T], body: dict[str, Any]
@@ -61,28 +86,43 @@ class Failover:
                     raise FailedAttempts(
                         InvalidRequest(f"providers of kind {route.kind!r} are not supported by this version"), attempts
                     )
-                started = time.monotonic()
-                try:
+                retry = 0
+                while True:
+                    started = time.monotonic()
                     try:
-                        result = await operation(provider, route, body)
-                    except MalformedUpstreamAnswer:
-                        raise bad_answer(route) from None
-                except UpstreamError as error:
-                    attempts.append(
-                        Attempt(route, error.status, error.code, round((time.monotonic() - started) * 1000, 3))
-                    )
-                    await self._learn(route, error)
-                    if not retryable(error):
-                        raise FailedAttempts(error, attempts[:-1], route) from None
-                    last_error = error
-                    continue
-                except InvalidRequest as error:
-                    raise FailedAttempts(error, attempts, route) from None
-                learn(self.router.health, route.credential_id, None)
-                return result, route, tuple(attempts)
+                        try:
+                            result = await operation(provider, route, body)
+                        except MalformedUpstreamAnswer:
+                            raise bad_answer(route) from None
+                    except UpstreamError as error:
+                        latency_ms = round((time.monotonic() - started) * 1000, 3)
+                        attempts.append(Attempt(route, error.status, error.code, latency_ms, retry))
+                        await self._learn(route, error)
+                        if not retryable(error):
+                            raise FailedAttempts(error, attempts[:-1], route) from None
+                        last_error = error
+                        delay = self._retry_delay(opened, route, error, retry)
+                        if delay is None:
+                            break  # the next credential or target
+                        await self.sleep(delay)
+                        retry += 1
+                        continue
+                    except InvalidRequest as error:
+                        raise FailedAttempts(error, attempts, route) from None
+                    learn(self.router.health, route.credential_id, None)
+                    return result, route, tuple(attempts)
         final_error = last_error or self.router.unavailable(list(opened.targets))
         final_route = attempts[-1].route if attempts else None
         raise FailedAttempts(final_error, attempts[:-1] if attempts else [], final_route)
+
+    def _retry_delay(self, opened: OpenedRequest, route: Route, error: UpstreamError, retry: int) -> float | None:
+        """The wait before retrying ``route`` after ``error`` ended its attempt ``retry``; None
+        to move on (not retryable there, no retry left, or the wait would end past the deadline)."""
+        delay = retry_delay(error, retry, route.policy, self.rng)
+        if delay is None:
+            return None
+        deadline = opened.started + (route.policy.timeout_total or DEFAULT_TOTAL_SECONDS)
+        return delay if self.clock() + delay < deadline else None
 
     async def _learn(self, route: Route, error: UpstreamError) -> None:
         refused = learn(self.router.health, route.credential_id, error)

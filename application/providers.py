@@ -26,7 +26,7 @@ from application.api_keys import check_grace
 from application.ledger import Ledger, clean_name, credential_ref
 from domain.catalog import Catalog
 from domain.errors import AlreadyExists, InvalidRequest
-from domain.provider import KINDS_WITHOUT_SECRET, Credential, Provider
+from domain.provider import KINDS_WITHOUT_SECRET, Credential, Provider, UpstreamPolicy
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,17 @@ class ProviderRegistry:
         self.ledger = ledger
 
     def register_provider(
-        self, name: str, kind: str, *, base_url: str | None, region: str | None, secret: str | None, weight: int = 1
+        self,
+        name: str,
+        kind: str,
+        *,
+        base_url: str | None,
+        region: str | None,
+        secret: str | None,
+        weight: int = 1,
+        policy: UpstreamPolicy | None = None,
     ) -> Provider:
+        """``policy``: its timeouts and retries when not the defaults (recorded after ``Registered``)."""
         name = clean_name(name, "provider name")
         if "/" in name:
             raise InvalidRequest("a provider name must not contain '/'", param="name")
@@ -56,6 +65,8 @@ class ProviderRegistry:
                 raise AlreadyExists(f"provider {name!r} already exists")
             catalog.list_provider(name)
             provider = Provider(name=name, kind=kind, base_url=base_url, region=region)
+            if policy is not None:
+                provider.set_policy(policy)
             if secret:
                 self.seal_into(provider, secret, weight)
             registered.append(provider)
@@ -85,6 +96,19 @@ class ProviderRegistry:
             return []
 
         return self._change_provider(name, add)
+
+    def set_policy(self, name: str, **changes: Any) -> Provider:
+        """Change some of a provider's timeouts and retries (``UpstreamPolicy``'s fields); the
+        others keep their values. Nothing is saved when nothing changes."""
+        unknown = sorted(set(changes) - set(UpstreamPolicy.__dataclass_fields__))
+        if unknown:
+            raise InvalidRequest(f"unknown provider settings: {', '.join(unknown)}", param=unknown[0])
+
+        def change(provider: Provider) -> list[Aggregate] | None:
+            policy = UpstreamPolicy(**{**provider.policy.to_dict(), **changes})
+            return _none_if_unchanged(provider, lambda: provider.set_policy(policy))
+
+        return self._change_provider(name, change)
 
     def disable_credential(self, name: str, credential_id: str, reason: str, *, automatic: bool = False) -> Provider:
         return self._change_provider(

@@ -19,7 +19,7 @@ from application.ledger import Ledger
 from domain.errors import ModelNotFound, SecretError, UpstreamError
 from domain.price_book import PriceBookVersion
 from domain.pricing import ModelPrice
-from domain.provider import Credential, Provider
+from domain.provider import Credential, Provider, UpstreamPolicy
 
 log = logging.getLogger("tallyhub.routing")
 
@@ -36,6 +36,7 @@ class Route:
     upstream_model: str
     credential_id: str | None
     secret: str | None = field(repr=False)
+    policy: UpstreamPolicy = UpstreamPolicy()  # the provider's timeouts and retries
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ class Router:
             upstream_model=target.upstream_model,
             credential_id=credential.credential_id if credential else None,
             secret=self.ledger.credential_secret(provider, credential) if credential else None,
+            policy=provider.policy,
         )
 
     def _weighted_order(self, credentials: list[Credential]) -> list[Credential]:

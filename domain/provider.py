@@ -18,9 +18,15 @@ Each credential is a frozen ``Credential``; a change replaces it. The events kee
 plain payloads (ids, references, envelopes as dicts): a store written before the value
 object loads unchanged, and providers are never snapshotted, so no stored state has the
 old shape.
+
+How the gateway calls a provider (``UpstreamPolicy``: its timeouts and how often it retries
+the same credential before failing over) is set by ``UpstreamPolicySet``, which records the
+whole new policy. A provider that never had one (every provider older code registered)
+keeps the defaults, which are the gateway's behaviour before the setting existed.
 """
 
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -32,6 +38,60 @@ from domain.errors import InvalidRequest
 
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "bedrock", "ollama", "openai-compatible")
 KINDS_WITHOUT_SECRET = ("ollama",)
+
+DEFAULT_TIMEOUT_CONNECT_SECONDS = 10.0
+DEFAULT_RETRY_BASE_MS = 250
+MAX_TIMEOUT_SECONDS = 3600.0
+MAX_RETRIES = 10
+MAX_RETRY_BASE_MS = 60_000
+
+
+@dataclass(frozen=True)
+class UpstreamPolicy:
+    """How the gateway calls one provider (application/failover.py, the adapters).
+
+    - ``timeout_connect``: seconds to open the TCP (and TLS) connection;
+    - ``timeout_first_byte``: seconds from the start of an attempt until the response's
+      status line and headers have arrived, connecting included; None: no bound of its own;
+    - ``timeout_total``: seconds for the whole upstream exchange, a stream's body included;
+      None: the gateway's ``TALLYHUB_UPSTREAM_TIMEOUT_SECONDS``;
+    - ``retries``: how many more times the same credential is tried on a retryable failure
+      before the next credential or target (0: fail over at once);
+    - ``retry_base_ms``: the backoff's base delay (full jitter, doubled per retry)."""
+
+    timeout_connect: float = DEFAULT_TIMEOUT_CONNECT_SECONDS
+    timeout_first_byte: float | None = None
+    timeout_total: float | None = None
+    retries: int = 0
+    retry_base_ms: int = DEFAULT_RETRY_BASE_MS
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_connect", "timeout_first_byte", "timeout_total"):
+            value = getattr(self, name)
+            if value is None and name != "timeout_connect":
+                continue
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or not 0 < value <= MAX_TIMEOUT_SECONDS
+            ):
+                raise InvalidRequest(
+                    f"{name} must be a number of seconds above 0 and at most {MAX_TIMEOUT_SECONDS:g}, got {value!r}",
+                    param=name,
+                )
+            object.__setattr__(self, name, float(value))  # 5 and 5.0 are one policy, stored alike
+        _check_whole(self.retries, "retries", 0, MAX_RETRIES)
+        _check_whole(self.retry_base_ms, "retry_base_ms", 1, MAX_RETRY_BASE_MS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form (``UpstreamPolicySet``'s fields) and the JSON the CLI and API show."""
+        return asdict(self)
+
+
+def _check_whole(value: Any, name: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"{name} must be a whole number from {low} to {high}, got {value!r}", param=name)
 
 
 @dataclass(frozen=True)
@@ -100,6 +160,13 @@ class Provider(Aggregate):
     class Disabled(Aggregate.Event):
         pass
 
+    class UpstreamPolicySet(Aggregate.Event):
+        timeout_connect: float
+        timeout_first_byte: float | None
+        timeout_total: float | None
+        retries: int
+        retry_base_ms: int
+
     class Enabled(Aggregate.Event):
         pass
 
@@ -116,6 +183,7 @@ class Provider(Aggregate):
         self.enabled = True
         self.credentials: list[Credential] = []
         self.sealed_in_history: dict[str, int] = {}  # master key id -> envelopes the events hold
+        self.policy = UpstreamPolicy()
 
     def add_credential(self, credential_id: str, secret_ref: str, hint: str, weight: int = 1) -> None:
         """A credential whose secret the secret store holds under ``secret_ref``."""
@@ -231,6 +299,22 @@ class Provider(Aggregate):
     @event(Enabled)
     def _enabled(self) -> None:
         self.enabled = True
+
+    def set_policy(self, policy: UpstreamPolicy) -> None:
+        """Call the provider with ``policy`` from now on (no event when it is the current one)."""
+        if policy != self.policy:
+            self._upstream_policy_set(**policy.to_dict())
+
+    @event(UpstreamPolicySet)
+    def _upstream_policy_set(
+        self,
+        timeout_connect: float,
+        timeout_first_byte: float | None,
+        timeout_total: float | None,
+        retries: int,
+        retry_base_ms: int,
+    ) -> None:
+        self.policy = UpstreamPolicy(timeout_connect, timeout_first_byte, timeout_total, retries, retry_base_ms)
 
     def usable_credentials(self, now: datetime | None = None) -> list[Credential]:
         """Enabled credentials whose grace period (if rotated) has not ended at ``now``."""

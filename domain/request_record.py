@@ -166,9 +166,10 @@ class FailedAttempt:
     status: int
     error_code: str
     latency_ms: float
+    retry: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "model": self.model,
             "provider": self.provider,
             "credential_id": self.credential_id,
@@ -176,6 +177,9 @@ class FailedAttempt:
             "error_code": self.error_code,
             "latency_ms": self.latency_ms,
         }
+        if self.retry:
+            data["retry"] = self.retry
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "FailedAttempt":
@@ -186,6 +190,7 @@ class FailedAttempt:
             status=int(data.get("status") or 0),
             error_code=str(data.get("error_code") or ""),
             latency_ms=float(data.get("latency_ms") or 0.0),
+            retry=int(data.get("retry") or 0),
         )
 
 

@@ -23,6 +23,7 @@ from adapters.workers.hold_sweeper import sweep
 from application.pricing_input import parse_price_file, price_from_credits
 from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import format_credits, parse_credits
+from domain.provider import UpstreamPolicy
 
 Result = tuple[Any, str] | tuple[Any, str, int]  # data, text, and the exit status when not 0
 
@@ -151,13 +152,66 @@ def dashboard(args: argparse.Namespace) -> None:
 
 def providers_add(args: argparse.Namespace) -> Result:
     check_provider_config(args.kind, args.base_url, args.region)
+    changes = _policy_changes(args)
+    policy = UpstreamPolicy(**changes) if changes else None  # checked before the secret is read
     secret = _read_secret() if args.api_key_stdin else None
     with open_services() as services:
         provider = services.provider_registry.register_provider(
-            args.name, args.kind, base_url=args.base_url, region=args.region, secret=secret, weight=args.weight
+            args.name,
+            args.kind,
+            base_url=args.base_url,
+            region=args.region,
+            secret=secret,
+            weight=args.weight,
+            policy=policy,
         )
         data = provider_json(provider)
     return data, f"provider {provider.name} ({provider.kind}) added with {len(provider.credentials)} credential(s)"
+
+
+def providers_show(args: argparse.Namespace) -> Result:
+    with open_services() as services:
+        data = provider_json(services.ledger.get_provider(args.name))
+    return data, _provider_text(data)
+
+
+def providers_update(args: argparse.Namespace) -> Result:
+    changes = _policy_changes(args)
+    if not changes:
+        raise InvalidRequest(
+            "give at least one of --timeout-connect, --timeout-first-byte, --timeout-total, --retries, --retry-base-ms"
+        )
+    with open_services() as services:
+        data = provider_json(services.provider_registry.set_policy(args.name, **changes))
+    return data, _provider_text(data)
+
+
+POLICY_FLAGS = ("timeout_connect", "timeout_first_byte", "timeout_total", "retries", "retry_base_ms")
+
+
+def _policy_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The policy fields given on the command line; ``default`` puts a field back to its default."""
+    defaults = UpstreamPolicy().to_dict()
+    return {
+        name: defaults[name] if getattr(args, name) == "default" else getattr(args, name)
+        for name in POLICY_FLAGS
+        if getattr(args, name) is not None
+    }
+
+
+def _provider_text(data: dict[str, Any]) -> str:
+    credentials = ", ".join(f"{c['id']} {c['hint']} (weight {c['weight']})" for c in data["credentials"]) or "-"
+    total = f"{data['timeout_total']:g} s" if data["timeout_total"] is not None else "the gateway's default"
+    first_byte = f"{data['timeout_first_byte']:g} s" if data["timeout_first_byte"] is not None else "none"
+    return "\n".join(
+        [
+            f"{data['name']} ({data['kind']}, {'enabled' if data['enabled'] else 'disabled'}) "
+            f"{data['base_url'] or '(default URL)'}",
+            f"  credentials: {credentials}",
+            f"  timeouts: connect {data['timeout_connect']:g} s, first byte {first_byte}, total {total}",
+            f"  retries: {data['retries']} (backoff base {data['retry_base_ms']} ms)",
+        ]
+    )
 
 
 def providers_list(args: argparse.Namespace) -> Result:

@@ -95,7 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--region")
     add.add_argument("--api-key-stdin", action="store_true", help="read the provider's secret from stdin")
     add.add_argument("--weight", type=int, default=1, help="share of traffic for this credential")
+    add_policy_arguments(add)
     command("list", commands.providers_list, "list providers (secrets masked)", providers)
+    show = command("show", commands.providers_show, "show one provider: credentials, timeouts, retries", providers)
+    show.add_argument("name")
+    update = command(
+        "update",
+        commands.providers_update,
+        "change a provider's timeouts and retries (the others keep theirs)",
+        providers,
+    )
+    update.add_argument("name")
+    add_policy_arguments(update)
     cred = command(
         "add-credential", commands.providers_add_credential, "add another credential (secret on stdin)", providers
     )
@@ -201,6 +212,39 @@ def build_parser() -> argparse.ArgumentParser:
     replay_commands.register(sub, command)
     audit_commands.register(sub, command)
     return parser
+
+
+def add_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    """A provider's timeouts and retries (domain/provider.py ``UpstreamPolicy``; docs/providers.md,
+    "Retries and timeouts"). Unset: the default (``providers add``), or unchanged (``update``)."""
+    seconds = "seconds, or 'default'"
+    parser.add_argument("--timeout-connect", type=_seconds, metavar="S", help=f"opening the connection ({seconds}: 10)")
+    parser.add_argument(
+        "--timeout-first-byte",
+        type=_seconds,
+        metavar="S",
+        help=f"until the response's headers arrive, connecting included ({seconds}: no bound of its own)",
+    )
+    parser.add_argument(
+        "--timeout-total",
+        type=_seconds,
+        metavar="S",
+        help=f"the whole exchange, a stream included ({seconds}: TALLYHUB_UPSTREAM_TIMEOUT_SECONDS)",
+    )
+    parser.add_argument(
+        "--retries", type=int, metavar="N", help="retries of the same credential before failing over (default 0)"
+    )
+    parser.add_argument("--retry-base-ms", type=int, metavar="MS", help="backoff base delay (default 250)")
+
+
+def _seconds(text: str) -> float | str:
+    """A number of seconds, or ``default`` (the domain checks the range)."""
+    if text == "default":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds or 'default', got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

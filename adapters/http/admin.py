@@ -28,9 +28,9 @@ from adapters.queries import caught_up, read_balance
 from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep
 from application.pricing_input import parse_price_file, price_from_credits
-from domain.errors import NotInCreditsMode
+from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import parse_credits
-from domain.provider import PROVIDER_KINDS
+from domain.provider import PROVIDER_KINDS, UpstreamPolicy
 
 T = TypeVar("T")
 
@@ -94,6 +94,37 @@ class ProviderIn(_Body):
     region: str | None = None
     api_key: str | None = Field(default=None, description="the provider secret; stored encrypted, never returned")
     weight: int = Field(default=1, ge=1)
+    timeout_connect: float | None = Field(default=None, description="seconds to open the connection; null: 10")
+    timeout_first_byte: float | None = Field(
+        default=None, description="seconds until the response's headers arrive; null: no bound of its own"
+    )
+    timeout_total: float | None = Field(
+        default=None, description="seconds for the whole exchange; null: TALLYHUB_UPSTREAM_TIMEOUT_SECONDS"
+    )
+    retries: int | None = Field(default=None, description="retries of the same credential before failing over; null: 0")
+    retry_base_ms: int | None = Field(default=None, description="backoff base delay in milliseconds; null: 250")
+
+
+class ProviderPolicyIn(_Body):
+    """A provider's timeouts and retries to change; a field left out keeps its value, null
+    puts it back to its default (docs/providers.md, "Retries and timeouts")."""
+
+    timeout_connect: float | None = None
+    timeout_first_byte: float | None = None
+    timeout_total: float | None = None
+    retries: int | None = None
+    retry_base_ms: int | None = None
+
+
+def _policy_changes(body: BaseModel) -> dict[str, Any]:
+    """The policy fields the body set, null read as the field's default."""
+    defaults = UpstreamPolicy().to_dict()
+    fields = ("timeout_connect", "timeout_first_byte", "timeout_total", "retries", "retry_base_ms")
+    return {
+        name: defaults[name] if getattr(body, name) is None else getattr(body, name)
+        for name in fields
+        if name in body.model_fields_set
+    }
 
 
 class CredentialIn(_Body):
@@ -159,6 +190,7 @@ async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 @router.post("/providers", status_code=201)
 async def add_provider(body: ProviderIn, services: Admin) -> dict[str, Any]:
     check_provider_config(body.kind, body.base_url, body.region)
+    changes = _policy_changes(body)
     provider = await _run(
         services.provider_registry.register_provider,
         body.name,
@@ -167,8 +199,25 @@ async def add_provider(body: ProviderIn, services: Admin) -> dict[str, Any]:
         region=body.region,
         secret=body.api_key,
         weight=body.weight,
+        policy=UpstreamPolicy(**changes) if changes else None,
     )
     return provider_json(provider)
+
+
+@router.patch("/providers/{name}")
+async def update_provider(name: str, body: ProviderPolicyIn, services: Admin) -> dict[str, Any]:
+    """Change the provider's timeouts and retries; the fields left out keep their values."""
+    changes = _policy_changes(body)
+    if not changes:
+        raise InvalidRequest(
+            "give at least one of timeout_connect, timeout_first_byte, timeout_total, retries, retry_base_ms"
+        )
+    return provider_json(await _run(services.provider_registry.set_policy, name, **changes))
+
+
+@router.get("/providers/{name}")
+async def show_provider(name: str, services: Admin) -> dict[str, Any]:
+    return provider_json(await _run(services.ledger.get_provider, name))
 
 
 @router.post("/providers/{name}/credentials", status_code=201)

@@ -25,7 +25,7 @@ import orjson
 
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange, upstream_json
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, UpstreamTimeouts, upstream_json
 from adapters.providers.errors import post, probe_with_get
 from adapters.providers.openai_compatible import sse_events, upstream_error
 from application.routing import Route
@@ -51,7 +51,7 @@ def _headers(route: Route) -> dict[str, str]:
 class AnthropicProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+        self.timeouts = UpstreamTimeouts(timeout_seconds)  # per provider: the route carries its policy
 
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "AnthropicExchange":
         """Translate and send the request; return the open 2xx exchange or raise UpstreamError."""
@@ -62,7 +62,7 @@ class AnthropicProvider(ProviderBase):
             api_url(route.base_url, "/messages"),
             data=payload,
             headers=_headers(route),
-            timeout=self.timeout,
+            timeout=self.timeouts.for_route(route),
         )
         if response.status >= 300:
             raise await upstream_error(route, response)

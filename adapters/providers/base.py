@@ -13,6 +13,12 @@ JSON, a missing or mistyped field, broken framing, an error inside a stream, a s
 ended early). Nothing else is the provider's fault: a KeyError, TypeError or plain
 ValueError while reading is a bug of ours and propagates — never billed, never counted
 against a credential's health, never failed over.
+
+Each call is bounded by its provider's timeouts (domain/provider.py ``UpstreamPolicy``,
+carried by the route): ``UpstreamTimeouts.for_route`` gives aiohttp's connect and total
+bounds (the total covers the whole exchange, a stream's body included, and defaults to the
+gateway's ``TALLYHUB_UPSTREAM_TIMEOUT_SECONDS``); adapters/providers/errors.py ``post``
+applies the first-byte bound (until the response's headers have arrived).
 """
 
 from collections.abc import AsyncIterator
@@ -24,6 +30,7 @@ import orjson
 from application.ports import ChatExchange, ChatProvider, ProviderAdapter
 from application.routing import Route
 from domain.errors import InvalidRequest, MalformedUpstreamAnswer
+from domain.provider import UpstreamPolicy
 
 __all__ = [
     "DONE",
@@ -34,6 +41,7 @@ __all__ = [
     "ProviderAdapter",
     "ProviderBase",
     "ResponseExchange",
+    "UpstreamTimeouts",
     "arrived_blocks",
     "upstream_json",
     "upstream_object",
@@ -78,6 +86,23 @@ async def arrived_blocks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         if not block:
             return
         yield block
+
+
+class UpstreamTimeouts:
+    """aiohttp's timeouts for each provider policy, built once per distinct policy."""
+
+    def __init__(self, default_total_seconds: float) -> None:
+        self.default_total_seconds = default_total_seconds  # for a provider that sets no total
+        self._built: dict[UpstreamPolicy, aiohttp.ClientTimeout] = {}
+
+    def for_route(self, route: Route) -> aiohttp.ClientTimeout:
+        policy = route.policy
+        timeout = self._built.get(policy)
+        if timeout is None:
+            timeout = self._built[policy] = aiohttp.ClientTimeout(
+                total=policy.timeout_total or self.default_total_seconds, sock_connect=policy.timeout_connect
+            )
+        return timeout
 
 
 class ProviderBase:

@@ -32,7 +32,15 @@ from botocore.credentials import Credentials
 from botocore.eventstream import EventStreamBuffer, EventStreamMessage, ParserError
 from yarl import URL
 
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange, arrived_blocks, upstream_json, upstream_object
+from adapters.providers.base import (
+    DONE,
+    ProviderBase,
+    ResponseExchange,
+    UpstreamTimeouts,
+    arrived_blocks,
+    upstream_json,
+    upstream_object,
+)
 from adapters.providers.bedrock_request import converse_request
 from adapters.providers.bedrock_response import ConverseStreamTranslator, completion_document
 from adapters.providers.errors import error_for_status, post, read_error_body
@@ -68,7 +76,7 @@ def default_endpoint(region: str) -> str:
 class BedrockProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+        self.timeouts = UpstreamTimeouts(timeout_seconds)  # per provider: the route carries its policy
 
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "BedrockExchange":
         """Send a Converse (or ConverseStream) request; return the open 2xx exchange or raise."""
@@ -132,7 +140,12 @@ class BedrockProvider(ProviderBase):
         url = f"{endpoint}/model/{quote(route.upstream_model, safe='')}/{operation}"
         headers = signed_headers(credentials, region, url, payload, accept=accept)
         response = await post(
-            self.session, route, URL(url, encoded=True), data=payload, headers=headers, timeout=self.timeout
+            self.session,
+            route,
+            URL(url, encoded=True),
+            data=payload,
+            headers=headers,
+            timeout=self.timeouts.for_route(route),
         )
         if response.status >= 300 and not raw:
             raise await _upstream_error(route, response)

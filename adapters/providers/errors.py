@@ -12,6 +12,7 @@ can recognise); the status decides the rest:
 Messages are cut to 500 characters and never contain the credential.
 """
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -103,9 +104,14 @@ async def post(
     headers: dict[str, str],
     timeout: aiohttp.ClientTimeout,
 ) -> aiohttp.ClientResponse:
-    """POST to a provider; a timeout or a failed connection becomes the caller's 504 / 502."""
+    """POST to a provider; a timeout or a failed connection becomes the caller's 504 / 502.
+    The response's headers must arrive within the route's first-byte timeout, when it sets one."""
+    first_byte = route.policy.timeout_first_byte
     try:
-        return await session.post(url, data=data, headers=headers, timeout=timeout)
+        if first_byte is None:
+            return await session.post(url, data=data, headers=headers, timeout=timeout)
+        async with asyncio.timeout(first_byte):
+            return await session.post(url, data=data, headers=headers, timeout=timeout)
     except TimeoutError:
         raise timed_out(route) from None
     except aiohttp.ClientError as exc:

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange, upstream_json
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, UpstreamTimeouts, upstream_json
 from adapters.providers.errors import error_for_status, post, read_error_body, redact, timed_out, unreachable
 from adapters.providers.gemini_request import candidate_count, gemini_request
 from adapters.providers.gemini_response import ChunkTranslator, block_reason, completion_document
@@ -43,7 +43,7 @@ EMBED_BATCH_LIMIT = 100  # requests per batchEmbedContents call
 class GeminiProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+        self.timeouts = UpstreamTimeouts(timeout_seconds)  # per provider: the route carries its policy
 
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "GeminiCompletion | GeminiStream":
         """Translate and send; return an exchange that has a result, or raise UpstreamError/InvalidRequest."""
@@ -118,7 +118,12 @@ class GeminiProvider(ProviderBase):
     async def _post(self, route: Route, method: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         url = f"{_base_url(route)}/models/{quote(_model_name(route.upstream_model), safe='-._~')}:{method}"
         response = await post(
-            self.session, route, url, data=orjson.dumps(payload), headers=_headers(route), timeout=self.timeout
+            self.session,
+            route,
+            url,
+            data=orjson.dumps(payload),
+            headers=_headers(route),
+            timeout=self.timeouts.for_route(route),
         )
         if response.status >= 300:
             raise await _http_error(route, response)

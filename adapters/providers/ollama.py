@@ -34,7 +34,14 @@ from uuid import uuid4
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange, arrived_blocks, upstream_json
+from adapters.providers.base import (
+    DONE,
+    ProviderBase,
+    ResponseExchange,
+    UpstreamTimeouts,
+    arrived_blocks,
+    upstream_json,
+)
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body, redact
 from application.routing import Route
 from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
@@ -59,7 +66,7 @@ class OllamaStreamError(MalformedUpstreamAnswer):
 class OllamaProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+        self.timeouts = UpstreamTimeouts(timeout_seconds)  # per provider: the route carries its policy
 
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "OllamaExchange":
         """Translate and send the request; return the open 2xx exchange or raise UpstreamError."""
@@ -91,7 +98,12 @@ class OllamaProvider(ProviderBase):
     async def _post(self, route: Route, path: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         headers = {"content-type": "application/json", **_auth(route)}
         response = await post(
-            self.session, route, _url(route, path), data=orjson.dumps(payload), headers=headers, timeout=self.timeout
+            self.session,
+            route,
+            _url(route, path),
+            data=orjson.dumps(payload),
+            headers=headers,
+            timeout=self.timeouts.for_route(route),
         )
         if response.status >= 300:
             raise await _upstream_error(route, response)

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from adapters.providers.base import ProviderBase, ResponseExchange, arrived_blocks
+from adapters.providers.base import ProviderBase, ResponseExchange, UpstreamTimeouts, arrived_blocks
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body
 from application.billing import Route
 from domain.errors import InvalidRequest, UpstreamError
@@ -32,7 +32,7 @@ def base_url_for(kind: str, base_url: str | None) -> str:
 class OpenAICompatibleProvider(ProviderBase):
     def __init__(self, session: aiohttp.ClientSession, *, timeout_seconds: float) -> None:
         self.session = session
-        self.timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=10)
+        self.timeouts = UpstreamTimeouts(timeout_seconds)  # per provider: the route carries its policy
 
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "OpenAIExchange":
         """Send the request; return the open 2xx exchange or raise UpstreamError."""
@@ -52,7 +52,9 @@ class OpenAICompatibleProvider(ProviderBase):
         if route.secret:
             headers["authorization"] = f"Bearer {route.secret}"
         payload = orjson.dumps({**body, "model": route.upstream_model})
-        response = await post(self.session, route, url, data=payload, headers=headers, timeout=self.timeout)
+        response = await post(
+            self.session, route, url, data=payload, headers=headers, timeout=self.timeouts.for_route(route)
+        )
         if response.status >= 300:
             raise await upstream_error(route, response)
         return response
