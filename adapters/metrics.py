@@ -182,6 +182,14 @@ class GatewayMetrics:
         return generate_latest(registry)
 
 
+def scrape_exposition(services: "Services") -> Callable[[], bytes]:
+    """The Prometheus text of the figures read at scrape alone (``ScrapeCollector``), for a
+    process that serves no requests: ``tallyhub worker --health-port`` (its projections)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(ScrapeCollector(lambda: services))
+    return lambda: generate_latest(registry)
+
+
 # refused before any upstream call, nothing charged: 402 (credit, spend cap) and 429 (a rate limit)
 REFUSAL_CODES = frozenset({"insufficient_credits", "spend_cap_reached", "rate_limit_exceeded"})
 

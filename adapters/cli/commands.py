@@ -114,7 +114,7 @@ def worker(args: argparse.Namespace) -> Result:
         signal.signal(signum, lambda *_: stop.set())
     with open_services() as services:
         server_worker = ServerWorker(services, poll_seconds=args.poll_seconds)
-        health = _health_server(args, server_worker)
+        health = _health_server(args, server_worker, services)
         tune_for_serving()
         try:
             report = server_worker.run(stop)
@@ -128,14 +128,21 @@ def worker(args: argparse.Namespace) -> Result:
     )
 
 
-def _health_server(args: argparse.Namespace, server_worker: Any) -> Any:
-    """``--health-port``: the worker's /health and /ready (adapters/workers/health_server.py), listening."""
+def _health_server(args: argparse.Namespace, server_worker: Any, services: Any) -> Any:
+    """``--health-port``: the worker's /health, /ready and /metrics (adapters/workers/health_server.py), listening."""
     if args.health_port is None:
         return None
+    from adapters.metrics import scrape_exposition
     from adapters.workers.health_server import HealthServer
 
     try:
-        server = HealthServer(args.health_host, args.health_port, server_worker.readiness())
+        server = HealthServer(
+            args.health_host,
+            args.health_port,
+            server_worker.readiness(),
+            metrics=scrape_exposition(services),
+            metrics_token=services.settings.metrics_token,
+        )
     except OSError as exc:
         raise InvalidRequest(
             f"--health-port: cannot listen on {args.health_host}:{args.health_port} ({exc.strerror or exc})",

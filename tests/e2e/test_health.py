@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import PgSchemas
 from tests.e2e.conftest import Served, configure
@@ -108,6 +109,12 @@ def test_ready_turns_503_while_postgresql_is_unreachable_and_200_when_it_returns
     working = wait_for(ready_with(worker_url, 200), "the worker to be ready")
     assert set(working["checks"]) == WORKER_CHECKS
     assert httpx.get(f"{worker_url}/health", timeout=10).json() == {"status": "ok"}
+    # the worker's /metrics: the lag of each projection it runs, as Prometheus text
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{worker_url}/metrics", timeout=10).text)}
+    lagging = {
+        sample.labels["projection"]: sample.value for sample in families["tallyhub_projection_lag_events"].samples
+    }
+    assert lagging and all(value >= 0 for value in lagging.values())
 
     proxy.cut()
     for url in (gateway.url, worker_url):

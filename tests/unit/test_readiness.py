@@ -210,7 +210,28 @@ def test_the_worker_health_server_answers_health_ready_head_and_404() -> None:
         assert ready.json()["checks"]["account_writer"]["ok"] is False
         head = httpx.head(f"{base}/ready")
         assert head.status_code == 503 and head.content == b""
-        assert httpx.get(f"{base}/metrics").status_code == 404
+        assert httpx.get(f"{base}/metrics").status_code == 404  # no metrics given: no such route
+    finally:
+        server.close()
+
+
+def test_the_worker_health_server_serves_metrics_behind_the_metrics_token() -> None:
+    import httpx
+
+    from adapters.workers.health_server import HealthServer
+
+    page = b"# HELP tallyhub_projection_lag_events lag\n"
+    readiness = Readiness([account_writer_check(FakeLedger(None))])
+    server = HealthServer("127.0.0.1", 0, readiness, metrics=lambda: page, metrics_token="s3cret-token").start()
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Basic s3cret-token"}):
+            refused = httpx.get(f"{base}/metrics", headers=headers)
+            assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+            assert "s3cret" not in refused.text
+        allowed = httpx.get(f"{base}/metrics", headers={"authorization": "Bearer s3cret-token"})
+        assert allowed.status_code == 200 and allowed.content == page
+        assert allowed.headers["content-type"].startswith("text/plain; version=0.0.4")
     finally:
         server.close()
 
