@@ -67,16 +67,59 @@ def price_book_json(book: PriceBook, now: datetime) -> dict[str, Any]:
 
 
 def price_json(data: dict[str, Any]) -> dict[str, Any]:
-    """Rates as exact decimal credits per 1M tokens (per image / request)."""
-    shown: dict[str, Any] = {}
-    for name in ("input", "cached_input", "output", "reasoning", "per_image", "per_request"):
-        value = data.get(name)
-        shown[name] = None if value is None else format_credits(value)
+    """Rates as exact decimal credits per 1M tokens (per image / web search / request); the
+    cache-write rates, web-search fee and tiers only when the price sets them. A cache-write
+    rate the price leaves unset is shown as its default (1.25 x / 2 x input)."""
+    shown = _rates_json(data, ("input", "cached_input", "output", "reasoning", "per_image", "per_request"))
     if "max_output_tokens" in data:
         shown["max_output_tokens"] = data["max_output_tokens"]
     if data.get("provider_cost"):
         shown["provider_cost"] = price_json(data["provider_cost"])
+    _deeper_json(data, shown)
+    if data.get("per_web_search"):
+        shown["per_web_search"] = format_credits(data["per_web_search"])
     return shown
+
+
+def _rates_json(data: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: None if data.get(name) is None else format_credits(data[name]) for name in names}
+
+
+def _deeper_json(data: dict[str, Any], shown: dict[str, Any]) -> None:
+    """Cache-write rates (when any rate of the price is deeper than the original ones) and tiers."""
+    deeper = any(data.get(name) is not None for name in ("cache_write_5m", "cache_write_1h"))
+    if deeper or data.get("context_tiers") or data.get("service_tiers"):
+        shown.update(_cache_writes_json(data))
+    if data.get("context_tiers"):
+        shown["context_tiers"] = [_tier_json(tier) for tier in data["context_tiers"]]
+    if data.get("service_tiers"):
+        shown["service_tiers"] = {name: _tier_json(tier) for name, tier in data["service_tiers"].items()}
+
+
+def _cache_writes_json(data: dict[str, Any]) -> dict[str, str]:
+    def rate(name: str, quarters: int) -> str:
+        value = data.get(name)
+        return format_credits(value) if value is not None else format_quarters(data["input"] * quarters)
+
+    return {"cache_write_5m": rate("cache_write_5m", 5), "cache_write_1h": rate("cache_write_1h", 8)}
+
+
+def _tier_json(tier: dict[str, Any]) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    if "above_input_tokens" in tier:
+        shown["above_input_tokens"] = tier["above_input_tokens"]
+    shown.update(_rates_json(tier, ("input", "cached_input", "output", "reasoning")))
+    shown.update(_cache_writes_json(tier))
+    if tier.get("context_tiers"):
+        shown["context_tiers"] = [_tier_json(inner) for inner in tier["context_tiers"]]
+    return shown
+
+
+def format_quarters(quarter_nanocredits: int) -> str:
+    """Quarter-nanocredits (a default cache-write rate, 1.25 x input, exact) as decimal credits:
+    nine decimal places, and the quarter's digits beyond them when there is one."""
+    whole, rest = divmod(quarter_nanocredits, 4)
+    return format_credits(whole) + ("", "25", "5", "75")[rest]
 
 
 def id_text(value: UUID | str | None) -> str | None:

@@ -20,7 +20,7 @@ from adapters.services import Services
 from adapters.settings import Settings
 from adapters.time_window import parse_instant
 from adapters.workers.hold_sweeper import sweep
-from application.pricing_input import parse_price_file, price_from_credits
+from application.pricing_input import parse_price_file, parse_tier_flag, price_from_entry
 from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import format_credits, parse_credits
 from domain.provider import UpstreamPolicy
@@ -282,17 +282,38 @@ def aliases_remove(args: argparse.Namespace) -> Result:
 
 
 def prices_set(args: argparse.Namespace) -> Result:
-    price = price_from_credits(
-        input=args.input,
-        output=args.output,
-        cached_input=args.cached_input,
-        reasoning=args.reasoning,
-        per_image=args.per_image,
-        max_output_tokens=args.max_output_tokens,
-    )
+    entry: dict[str, Any] = {"input": args.input, "output": args.output}
+    for name in PRICE_FLAGS:
+        if getattr(args, name) is not None:
+            entry[name] = getattr(args, name)
+    if args.context_tier:
+        entry["context_tiers"] = [
+            parse_tier_flag(text, "--context-tier", threshold=True)[1] for text in args.context_tier
+        ]
+    if args.service_tier:
+        service_tiers: dict[str, Any] = {}
+        for text in args.service_tier:
+            name, rates = parse_tier_flag(text, "--service-tier", threshold=False)
+            if name in service_tiers:
+                raise InvalidRequest(f"--service-tier {name} is given twice", param="--service-tier")
+            service_tiers[name] = rates
+        entry["service_tiers"] = service_tiers
+    price = price_from_entry(entry)
     with open_services() as services:
         version = services.prices.set_price(args.model, price)
     return {"model": args.model, "version": version}, f"{args.model} priced; price book is now version {version}"
+
+
+PRICE_FLAGS = (
+    "cached_input",
+    "reasoning",
+    "per_image",
+    "per_request",
+    "per_web_search",
+    "cache_write",
+    "cache_write_1h",
+    "max_output_tokens",
+)
 
 
 def read_price_file(path: str) -> str:
@@ -323,8 +344,37 @@ def prices_show(args: argparse.Namespace) -> Result:
     with open_services() as services:
         data = price_book_json(services.ledger.price_book(), services.ledger.clock.now())
     lines = [f"price book version {data['version']} (credits per 1M tokens)"]
-    lines += [f"  {model:<40} input {p['input']}  output {p['output']}" for model, p in data["models"].items()]
+    for model, price in data["models"].items():
+        lines.append(f"  {model:<40} input {price['input']}  output {price['output']}{_price_extras(price)}")
+        for tier in price.get("context_tiers", []):
+            lines.append(f"  {'':<40}   above {tier['above_input_tokens']} input tokens:{_rates_text(tier)}")
+        for name, tier in price.get("service_tiers", {}).items():
+            lines.append(f"  {'':<40}   service tier {name}:{_rates_text(tier)}")
     return data, "\n".join(lines)
+
+
+def _price_extras(price: dict[str, Any]) -> str:
+    """The rates a price sets beyond input and output, for ``prices show``."""
+    shown = [
+        f"{name} {price[name]}"
+        for name in (
+            "cached_input",
+            "reasoning",
+            "cache_write_5m",
+            "cache_write_1h",
+            "per_image",
+            "per_web_search",
+            "per_request",
+        )
+        if price.get(name) is not None
+        and (name not in ("per_image", "per_request", "per_web_search") or price[name] != "0")
+    ]
+    return "  " + "  ".join(shown) if shown else ""
+
+
+def _rates_text(tier: dict[str, Any]) -> str:
+    names = ("input", "output", "cached_input", "reasoning", "cache_write_5m", "cache_write_1h")
+    return "".join(f" {name} {tier[name]}" for name in names if tier.get(name) is not None)
 
 
 def accounts_create(args: argparse.Namespace) -> Result:

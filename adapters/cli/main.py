@@ -143,6 +143,25 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--per-image", help="credits per image")
     set_.add_argument("--max-output-tokens", type=int, help="output cap used for the worst-case hold")
     set_.add_argument("--reasoning", help="credits per 1M reasoning tokens (default: the output rate)")
+    set_.add_argument("--per-request", help="credits per request")
+    set_.add_argument("--per-web-search", help="credits per server-side web search call")
+    set_.add_argument("--cache-write", help="credits per 1M 5-minute cache-write tokens (default: 1.25 x input)")
+    set_.add_argument("--cache-write-1h", help="credits per 1M 1-hour cache-write tokens (default: 2 x input)")
+    set_.add_argument(
+        "--context-tier",
+        action="append",
+        default=[],
+        metavar="TOKENS:input=RATE,output=RATE[,...]",
+        help="rates for the whole request when its prompt is above TOKENS input tokens (repeatable); "
+        "also cached_input, reasoning, cache_write, cache_write_1h",
+    )
+    set_.add_argument(
+        "--service-tier",
+        action="append",
+        default=[],
+        metavar="NAME:input=RATE,output=RATE[,...]",
+        help="rates for a request whose response reports service tier NAME (repeatable)",
+    )
     publish = command("publish", commands.prices_publish, "publish a whole price-book version from a JSON file", prices)
     publish.add_argument("file", help="the price file (format: README, 'Price files')")
     command("show", commands.prices_show, "show the current price-book version", prices)

@@ -27,7 +27,7 @@ from adapters.providers.config import check_provider_config
 from adapters.queries import caught_up, read_balance
 from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep
-from application.pricing_input import parse_price_file, price_from_credits
+from application.pricing_input import parse_price_file, price_from_entry
 from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import parse_credits
 from domain.provider import PROVIDER_KINDS, UpstreamPolicy
@@ -150,6 +150,17 @@ class PriceIn(_Body):
     per_image: Credits | None = None
     per_request: Credits | None = None
     max_output_tokens: int | None = None
+    cache_write: Credits | None = Field(default=None, description="the 5-minute cache-write rate (= cache_write_5m)")
+    cache_write_5m: Credits | None = Field(default=None, description="default: 1.25 x input")
+    cache_write_1h: Credits | None = Field(default=None, description="default: 2 x input")
+    per_web_search: Credits | None = Field(default=None, description="credits per server-side web search call")
+    context_tiers: list[dict[str, Any]] | None = Field(
+        default=None, description='[{"above_input_tokens": 200000, "input": "2.5", "output": "15", ...}]'
+    )
+    service_tiers: dict[str, dict[str, Any]] | None = Field(
+        default=None, description='{"flex": {"input": "0.625", "output": "5"}, ...}'
+    )
+    provider_cost: dict[str, Any] | None = Field(default=None, description="the same rate fields, the provider's")
 
 
 class AccountIn(_Body):
@@ -266,15 +277,7 @@ async def list_providers(services: Admin) -> dict[str, Any]:
 
 @router.post("/prices", status_code=201)
 async def set_price(body: PriceIn, services: Admin) -> dict[str, Any]:
-    price = price_from_credits(
-        input=body.input,
-        output=body.output,
-        cached_input=body.cached_input,
-        reasoning=body.reasoning,
-        per_image=body.per_image,
-        per_request=body.per_request,
-        max_output_tokens=body.max_output_tokens,
-    )
+    price = price_from_entry(body.model_dump(exclude={"model"}, exclude_none=True))  # a price file's entry
     version = await _run(services.prices.set_price, body.model, price)
     return {"model": body.model, "version": version}
 
