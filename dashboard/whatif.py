@@ -7,7 +7,14 @@ Invariants kept here:
   are never charged), its token part is rounded once per bucket — so on rates that are
   not whole nanocredits per token the what-if can differ from an exact per-request replay
   (``tallyhub replay``) by less than one nanocredit per request;
-- a model the edited book does not price is reported as unpriced, never as zero.
+- a model the edited book does not price is reported as unpriced, never as zero;
+- a model whose edited price has context tiers or service tiers is left out and named
+  (``tiered_models``): the hourly rollups sum many requests, and a tier is chosen per
+  request (by its prompt size, by the tier its response reported), so only ``tallyhub
+  replay``, which prices each recorded request, can price it exactly;
+- every rate scales with the what-if's factor, the deeper ones too (cache writes, the
+  web-search fee, each tier's rates). Counts a rollup does not carry (cache writes, web
+  searches) are priced as the rollup has them: cache writes within input tokens.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from domain.pricing import InvalidPrice, ModelPrice, price_usage
 from domain.usage import Usage
 
 EDITABLE = ("input", "cached_input", "output", "per_image", "per_request")
-UNEDITED_RATES = ("reasoning",)
+UNEDITED_RATES = ("reasoning", "cache_write_5m", "cache_write_1h", "per_web_search")
+TIER_RATES = ("input", "output", "cached_input", "reasoning", "cache_write_5m", "cache_write_1h")
 
 
 class PriceEditError(ValueError):
@@ -38,6 +46,9 @@ def bucket_price(price: ModelPrice, counts: dict[str, Any]) -> int:
         output_tokens=int(counts["output_tokens"]),
         reasoning_tokens=int(counts["reasoning_tokens"]),
         images=int(counts["images"]),
+        cache_write_5m_tokens=int(counts.get("cache_write_5m_tokens", 0)),  # when a rollup carries them
+        cache_write_1h_tokens=int(counts.get("cache_write_1h_tokens", 0)),
+        web_search_calls=int(counts.get("web_search_calls", 0)),
     )
     completed = int(counts["requests"]) - int(counts["failed_requests"])
     return int(price_usage(replace(price, per_request=0), usage)) + completed * price.per_request
@@ -46,9 +57,21 @@ def bucket_price(price: ModelPrice, counts: dict[str, Any]) -> int:
 def reprice(usage: pd.DataFrame, prices: dict[str, ModelPrice]) -> pd.DataFrame:
     """One row per usage bucket: recorded ``cost``/``charge`` and the what-if ``new_cost`` (None: unpriced)."""
     new_costs = [
-        bucket_price(prices[row["model"]], row) if row["model"] in prices else None for row in usage.to_dict("records")
+        bucket_price(prices[row["model"]], row)
+        if row["model"] in prices and not _tiered(prices[row["model"]])
+        else None
+        for row in usage.to_dict("records")
     ]
     return usage.assign(new_cost=pd.array(new_costs, dtype="Int64"))
+
+
+def _tiered(price: ModelPrice) -> bool:
+    return bool(price.context_tiers or price.service_tiers)
+
+
+def tiered_models(repriced: pd.DataFrame, prices: dict[str, ModelPrice]) -> list[str]:
+    """Models left out because their price picks rates per request (``tallyhub replay`` prices them)."""
+    return sorted(model for model in set(repriced["model"]) if model in prices and _tiered(prices[model]))
 
 
 def summarise(repriced: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -60,8 +83,10 @@ def summarise(repriced: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return frame
 
 
-def unpriced_models(repriced: pd.DataFrame) -> list[str]:
-    return sorted(set(repriced.loc[repriced["new_cost"].isna(), "model"]))
+def unpriced_models(repriced: pd.DataFrame, prices: dict[str, ModelPrice] | None = None) -> list[str]:
+    """Models the edited book does not price (``prices``: the book, so tiered models are not listed)."""
+    missing = set(repriced.loc[repriced["new_cost"].isna(), "model"])
+    return sorted(model for model in missing if prices is None or model not in prices)
 
 
 def editable_rows(prices: dict[str, dict[str, Any]]) -> pd.DataFrame:
@@ -98,6 +123,10 @@ def parse_edited(rows: pd.DataFrame, base: dict[str, dict[str, Any]], scale: str
         for name in UNEDITED_RATES:  # rates a newer price book has that this table does not edit
             if data.get(name) is not None:
                 data[name] = _scaled(int(data[name]), factor)
+        if data.get("context_tiers"):
+            data["context_tiers"] = [_scaled_tier(tier, factor) for tier in data["context_tiers"]]
+        if data.get("service_tiers"):
+            data["service_tiers"] = {name: _scaled_tier(t, factor) for name, t in data["service_tiers"].items()}
         try:
             prices[model] = ModelPrice.from_dict(data)
         except InvalidPrice as error:  # a scaled rate past the bound (domain/bounds.py)
@@ -115,6 +144,16 @@ def _factor(scale: str) -> Decimal:
     if factor > MAX_RATE:  # any rate but zero would be scaled past the bound: refused before the arithmetic
         raise PriceEditError(f"the scale must be at most {MAX_RATE}")
     return factor
+
+
+def _scaled_tier(tier: dict[str, Any], factor: Decimal) -> dict[str, Any]:
+    scaled: dict[str, Any] = {}
+    for name, value in tier.items():
+        if name == "context_tiers":
+            scaled[name] = [_scaled_tier(inner, factor) for inner in value]
+        else:
+            scaled[name] = _scaled(int(value), factor) if name in TIER_RATES and value is not None else value
+    return scaled
 
 
 def _scaled(rate: int, factor: Decimal) -> int:

@@ -116,9 +116,15 @@ cols[2].metric(
     delta_color="off",
 )
 st.session_state["pricing_whatif"] = {"recorded": recorded, "whatif": new}
-missing = whatif.unpriced_models(repriced)
+missing = whatif.unpriced_models(repriced, prices)
 if missing:
     st.warning("Not priced in the edited book, left out of both totals: " + ", ".join(missing))
+tiered = whatif.tiered_models(repriced, prices)
+if tiered:
+    st.info(
+        "Priced per request by context or service tier, left out of both totals "
+        "(`tallyhub replay` prices them exactly): " + ", ".join(tiered)
+    )
 chart = by_model.assign(difference_credits=[credits_axis(d) for d in by_model["difference"]])
 st.altair_chart(
     charts.horizontal_bars(chart, "model", "difference_credits", "What-if difference by model", "credits"),
