@@ -4,7 +4,9 @@ what it relays — the first byte, the provider's usage when a chunk reports it,
 characters delivered — and ends the billed call (application/calls.py) through it:
 
 - ``finished()``: the provider ended the stream. Charged for the provider's usage, else an
-  estimate from the prompt's bytes and the output relayed; status 200.
+  estimate from the prompt's bytes and the output relayed; status 200. Every estimate's
+  output is held to what the request could have produced (``max_tokens``, else the
+  model's output limit, × ``n``) and flagged ``output_capped`` when it was.
 - ``client_gone()``: the caller went away. The upstream call is aborted and the usage so far
   (else the estimate) is charged as a 499, shielded from the cancellation that ended it.
 - ``broken()``: the provider broke the stream. Nothing produced: the call fails (502
@@ -22,6 +24,7 @@ The meter is plain attributes written by the endpoint per chunk: no callback, no
 """
 
 import time
+from dataclasses import replace
 
 import anyio
 
@@ -30,6 +33,7 @@ from application.calls import BilledCalls, StartedCall
 from application.ports import ChatExchange
 from domain.estimation import estimated_usage
 from domain.usage import Usage
+from domain.usage_bounds import usage_bound
 
 STREAM_BROKEN = "upstream_stream_broken"
 CLIENT_GONE_STATUS = 499
@@ -45,9 +49,46 @@ def elapsed_ms(opened: OpenedRequest) -> float:
     return round((time.monotonic() - opened.started) * 1000, 3)
 
 
-def charged_usage(opened: OpenedRequest, reported: Usage | None, output_chars: int) -> Usage:
-    """The provider's count, else the prompt and the output relayed, estimated."""
-    return reported or estimated_usage(input_chars=opened.shape.prompt_bytes, output_chars=output_chars)
+def charged_usage(opened: OpenedRequest, reported: Usage | None, output_chars: int, model: str | None = None) -> Usage:
+    """The provider's count, else the prompt and the output relayed, estimated (the output
+    held to what the request could have produced on ``model``, or on any of its targets).
+
+    A report with an unreadable field (``field_invalid``) that left the input or the output
+    at 0 has that count estimated instead (``source="estimated"``, its flags kept): a
+    provider's garbled usage is never a free answer."""
+    if reported is not None and (
+        "field_invalid" not in reported.flags or reported.output_tokens and reported.input_tokens
+    ):
+        return reported
+    estimate = estimated_usage(
+        input_chars=opened.shape.prompt_bytes, output_chars=output_chars, output_cap=output_cap(opened, model)
+    )
+    if reported is None:
+        return estimate
+    if (reported.input_tokens or not estimate.input_tokens) and (reported.output_tokens or not estimate.output_tokens):
+        return reported  # nothing left to estimate
+    return replace(
+        reported,
+        input_tokens=reported.input_tokens or estimate.input_tokens,
+        output_tokens=reported.output_tokens or estimate.output_tokens,
+        source="estimated",
+        flags=reported.flags + estimate.flags,
+    )
+
+
+def output_cap(opened: OpenedRequest, model: str | None = None) -> int:
+    """The most output tokens the request could produce on ``model`` (None: on the most
+    generous of its targets): ``max_tokens`` (else the model's output limit) × ``n``, the
+    output bound its charge is held to (domain/usage_bounds.py)."""
+    shape = opened.shape
+    targets = [target for target in opened.targets if model is None or target.model == model] or opened.targets
+    caps = [
+        usage_bound(shape.prompt_bytes, shape.max_output_tokens, shape.choices, target.price).output_tokens
+        for target in targets
+    ]
+    return max(
+        caps, default=usage_bound(shape.prompt_bytes, shape.max_output_tokens, shape.choices, None).output_tokens
+    )
 
 
 class StreamMeter:
@@ -77,7 +118,7 @@ class StreamMeter:
         return self.output_chars > 0 or self.usage is not None
 
     def usage_or_estimate(self) -> Usage:
-        return charged_usage(self.call.opened, self.usage, self.output_chars)
+        return charged_usage(self.call.opened, self.usage, self.output_chars, self.call.route.model)
 
     async def finished(self) -> Receipt:
         """The provider ended the stream: charge its usage (else the estimate)."""
@@ -100,7 +141,8 @@ class StreamMeter:
         if not self.produced:
             await self.calls.fail(self.call, 502, STREAM_BROKEN)
             return None
-        delivered = estimated_usage(input_chars=0, output_chars=self.output_chars)
+        cap = output_cap(self.call.opened, self.call.route.model)
+        delivered = estimated_usage(input_chars=0, output_chars=self.output_chars, output_cap=cap)
         return await self.calls.complete(self.call, delivered, self.ttfb_ms, status=502, error_code=STREAM_BROKEN)
 
     async def crashed(self) -> None:
