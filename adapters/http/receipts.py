@@ -1,7 +1,9 @@
 """How the charge travels with a response: headers on plain responses, and fields
 added to ``usage`` in the final chunk of a stream (as OpenRouter does with
 ``usage.cost``). Amounts are exact: ``cost`` is decimal text in credits and
-``cost_nanocredits`` an integer."""
+``cost_nanocredits`` an integer. The counts that priced the charge and that OpenAI's usage
+object has no field for (cache writes by TTL, web search calls) are added too, each only
+when it is not 0, so a response without them is unchanged."""
 
 from typing import Any
 
@@ -41,6 +43,12 @@ def receipt_usage(receipt: Receipt, upstream_usage: dict[str, Any] | None) -> di
         price_book_version=receipt.price_book_version,
         usage_source=receipt.usage.source,
     )
+    for name in CHARGED_COUNTS:
+        if getattr(receipt.usage, name):
+            usage[name] = getattr(receipt.usage, name)
     if not receipt.priced:
         usage["price_missing"] = True
     return usage
+
+
+CHARGED_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "web_search_calls")

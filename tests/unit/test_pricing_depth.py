@@ -395,3 +395,25 @@ def test_clamping_keeps_reads_and_writes_within_the_clamped_input(
         <= clamped.input_tokens
     )
     assert clamped.service_tier == usage.service_tier
+
+
+def test_a_receipts_usage_shows_the_cache_writes_and_web_searches_it_was_charged_for() -> None:
+    from uuid import uuid4
+
+    from adapters.http.receipts import receipt_usage
+    from application.billing import Receipt
+
+    usage = Usage(input_tokens=10, cache_write_5m_tokens=4, cache_write_1h_tokens=3, web_search_calls=2)
+    receipt = Receipt(uuid4(), 5, 5, 0, 1, True, usage)
+    shown = receipt_usage(receipt, {"prompt_tokens": 10, "completion_tokens": 0, "total_tokens": 10})
+    assert (shown["cache_write_5m_tokens"], shown["cache_write_1h_tokens"], shown["web_search_calls"]) == (4, 3, 2)
+    plain = receipt_usage(replace(receipt, usage=Usage(input_tokens=10)), None)
+    assert set(plain) == {
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "cost",
+        "cost_nanocredits",
+        "price_book_version",
+        "usage_source",
+    }
