@@ -206,6 +206,13 @@ def _policy_changes(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _policy_text(data: dict[str, Any]) -> str:
+    """The timeouts and retries that differ from the defaults, for ``providers list``."""
+    defaults = UpstreamPolicy().to_dict()
+    changed = [f"{name}={data[name]:g}" for name in POLICY_FLAGS if data[name] != defaults[name]]
+    return f"  {' '.join(changed)}" if changed else ""
+
+
 def _provider_text(data: dict[str, Any]) -> str:
     credentials = ", ".join(f"{c['id']} {c['hint']} (weight {c['weight']})" for c in data["credentials"]) or "-"
     total = f"{data['timeout_total']:g} s" if data["timeout_total"] is not None else "the gateway's default"
@@ -227,6 +234,7 @@ def providers_list(args: argparse.Namespace) -> Result:
     lines = [
         f"{p['name']:<20} {p['kind']:<18} {'enabled' if p['enabled'] else 'disabled':<9} "
         f"{p['base_url'] or '(default)'}  credentials: {', '.join(c['hint'] for c in p['credentials']) or '-'}"
+        f"{_policy_text(p)}"
         for p in data
     ]
     return {"data": data}, "\n".join(lines) or "no providers"
