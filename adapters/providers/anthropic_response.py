@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from adapters.providers.base import upstream_object
+from adapters.providers.openai_family import reported_count, summed
 from domain.errors import MalformedUpstreamAnswer
 
 FINISH_REASONS = {
@@ -64,28 +65,27 @@ def finish_reason(stop_reason: Any) -> str:
 
 def openai_usage(usage: dict[str, Any]) -> dict[str, Any]:
     """Anthropic's usage object as OpenAI's (see the module invariants); its service tier
-    is not in it (``service_tier``)."""
-    fresh, read, written, output = (_count(usage, name) for name in USAGE_FIELDS[:4])
-    details = usage.get("output_tokens_details")
-    thinking = _count(details, "thinking_tokens") if isinstance(details, dict) else 0
-    prompt_details: dict[str, Any] = {"cached_tokens": read, "cache_write_tokens": written}
+    is not in it (``service_tier``). A count that is not a token count is sent on as
+    ``null`` (with the sums it is part of), for the gateway to flag and estimate."""
+    fresh, read, written, output = (reported_count(usage, name) for name in USAGE_FIELDS[:4])
+    thinking = reported_count(usage.get("output_tokens_details"), "thinking_tokens") or 0
     creation = usage.get("cache_creation")
-    if isinstance(creation, dict):
-        hour = _count(creation, "ephemeral_1h_input_tokens")
-        written = max(written, _count(creation, "ephemeral_5m_input_tokens") + hour)
-        if written:
-            prompt_details.update(cache_write_tokens=written, cache_write_5m_tokens=written - hour)
-            prompt_details["cache_write_1h_tokens"] = hour
-    prompt = fresh + read + written
+    hour = reported_count(creation, "ephemeral_1h_input_tokens") or 0
+    five = reported_count(creation, "ephemeral_5m_input_tokens") or 0
+    if written is not None and isinstance(creation, dict):
+        written = max(written, five + hour)
+    prompt_details: dict[str, Any] = {"cached_tokens": read, "cache_write_tokens": written}
+    if written and isinstance(creation, dict):
+        prompt_details.update(cache_write_5m_tokens=written - hour, cache_write_1h_tokens=hour)
+    prompt = summed(fresh, read, written)
     translated = {
         "prompt_tokens": prompt,
         "completion_tokens": output,
-        "total_tokens": prompt + output,
+        "total_tokens": summed(prompt, output),
         "prompt_tokens_details": prompt_details,
-        "completion_tokens_details": {"reasoning_tokens": min(thinking, output)},
+        "completion_tokens_details": {"reasoning_tokens": min(thinking, output or 0)},
     }
-    tools = usage.get("server_tool_use")
-    searches = _count(tools, "web_search_requests") if isinstance(tools, dict) else 0
+    searches = reported_count(usage.get("server_tool_use"), "web_search_requests")
     if searches:
         translated["server_tool_use"] = {"web_search_requests": searches}
     return translated
@@ -103,11 +103,6 @@ def _with_tier(document: dict[str, Any], usage: Any) -> dict[str, Any]:
     if tier is not None:
         document["service_tier"] = tier
     return document
-
-
-def _count(usage: dict[str, Any], name: str) -> int:
-    value = usage.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def chat_completion(message: Any, created: int) -> dict[str, Any]:

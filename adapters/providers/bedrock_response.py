@@ -5,7 +5,9 @@ Usage keeps OpenAI's convention that ``prompt_tokens`` includes cached input:
 ``prompt_tokens_details.cached_tokens = cacheReadInputTokens`` (cache writes are also
 shown as ``cache_write_tokens``, as OpenRouter does, and their split by TTL from
 ``cacheDetails`` as ``cache_write_5m_tokens`` / ``cache_write_1h_tokens``; without
-``cacheDetails`` the writes are priced as 5-minute ones and flagged). A Converse answer that does not
+``cacheDetails`` the writes are priced as 5-minute ones and flagged). A count that is not
+a token count is sent on as ``null``, with the sums it is part of, for the gateway to
+flag, derive from ``totalTokens`` or estimate. A Converse answer that does not
 have the documented shape raises ``MalformedUpstreamAnswer`` (one of ``READ_FAILURES``),
 each field checked where it is read: a KeyError or TypeError here is a bug of ours.
 """
@@ -15,6 +17,7 @@ from typing import Any
 import orjson
 
 from adapters.providers.base import upstream_object
+from adapters.providers.openai_family import reported_count, summed
 from domain.errors import MalformedUpstreamAnswer
 
 FINISH_REASONS = {
@@ -35,18 +38,20 @@ def finish_reason(stop_reason: Any) -> str:
 def openai_usage(usage: Any) -> dict[str, Any]:
     if not isinstance(usage, dict):
         raise MalformedUpstreamAnswer("Bedrock sent no usage object")
-    fresh, output = _count(usage, "inputTokens"), _count(usage, "outputTokens")
-    read, write = _count(usage, "cacheReadInputTokens"), _count(usage, "cacheWriteInputTokens")
+    fresh, output = reported_count(usage, "inputTokens"), reported_count(usage, "outputTokens")
+    read, write = reported_count(usage, "cacheReadInputTokens"), reported_count(usage, "cacheWriteInputTokens")
     details: dict[str, Any] = {"cached_tokens": read, "cache_write_tokens": write}
     split = _cache_split(usage.get("cacheDetails"))
     if split is not None and write:
         hour = min(split["1h"], write)
         details.update(cache_write_5m_tokens=write - hour, cache_write_1h_tokens=hour)
-    prompt = fresh + read + write
+    prompt = summed(fresh, read, write)
+    total = summed(prompt, output)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": output,
-        "total_tokens": prompt + output,
+        # with a part unreadable, Bedrock's own total lets the gateway derive it
+        "total_tokens": total if total is not None else reported_count(usage, "totalTokens"),
         "prompt_tokens_details": details,
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
@@ -60,17 +65,8 @@ def _cache_split(details: Any) -> dict[str, int] | None:
     for detail in details:
         detail = upstream_object(detail, "a cacheDetails entry")
         if detail.get("ttl") in split:
-            split[detail["ttl"]] += _count(detail, "inputTokens")
+            split[detail["ttl"]] += reported_count(detail, "inputTokens") or 0
     return split
-
-
-def _count(usage: dict[str, Any], name: str) -> int:
-    value = usage.get(name, 0)
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise MalformedUpstreamAnswer(f"Bedrock usage.{name} is not a token count: {value!r}")
-    return value
 
 
 def completion_document(answer: Any, *, completion_id: str, model: str, created: int) -> bytes:

@@ -2,11 +2,13 @@
 
 Invariants: usage is Gemini's own count (``prompt_tokens`` includes cached and
 tool-use prompt tokens, ``completion_tokens`` includes thinking tokens, as OpenAI
-reports them); a stream is only declared finished when every candidate Gemini
-started has a ``finishReason`` — otherwise ``StreamBroken`` (a ``MalformedUpstreamAnswer``,
-so one of ``READ_FAILURES``) is raised instead of ``[DONE]``. Every field read from Gemini
-is checked where it is read (``MalformedUpstreamAnswer``): a KeyError or TypeError here is
-a bug of ours, not Gemini's.
+reports them; a count that is not a token count is sent on as ``null``, with the sums
+it is part of, for the gateway to flag, derive from ``totalTokenCount`` or estimate);
+a stream is only declared finished when every candidate Gemini started has a
+``finishReason`` — otherwise ``StreamBroken`` (a ``MalformedUpstreamAnswer``, so one of
+``READ_FAILURES``) is raised instead of ``[DONE]``. Every other field read from Gemini is
+checked where it is read (``MalformedUpstreamAnswer``): a KeyError or TypeError here is a
+bug of ours, not Gemini's.
 """
 
 import secrets
@@ -17,6 +19,7 @@ from uuid import uuid4
 import orjson
 
 from adapters.providers.base import upstream_object
+from adapters.providers.openai_family import reported_count, summed
 from domain.errors import MalformedUpstreamAnswer
 
 _FILTERED = (
@@ -46,23 +49,23 @@ def finish_reason(reason: str | None, called_tools: bool) -> str:
 def openai_usage(metadata: Any) -> dict[str, Any] | None:
     if not isinstance(metadata, dict):
         return None
-    prompt = _count(metadata, "promptTokenCount") + _count(metadata, "toolUsePromptTokenCount")
-    thoughts = _count(metadata, "thoughtsTokenCount")
-    completion = _count(metadata, "candidatesTokenCount") + thoughts
+    prompt = summed(reported_count(metadata, "promptTokenCount"), reported_count(metadata, "toolUsePromptTokenCount"))
+    thoughts = reported_count(metadata, "thoughtsTokenCount")
+    completion = summed(reported_count(metadata, "candidatesTokenCount"), thoughts)
+    cached = reported_count(metadata, "cachedContentTokenCount")
+    total = summed(prompt, completion)
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": min(_count(metadata, "cachedContentTokenCount"), prompt)},
+        # with a part unreadable, Gemini's own total lets the gateway derive it
+        "total_tokens": total if total is not None else reported_count(metadata, "totalTokenCount"),
+        "prompt_tokens_details": {"cached_tokens": _within(cached, prompt)},
         "completion_tokens_details": {"reasoning_tokens": thoughts},
     }
 
 
-def _count(metadata: dict[str, Any], name: str) -> int:
-    value = metadata.get(name) or 0
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MalformedUpstreamAnswer(f"usageMetadata.{name} is not a token count: {value!r}")
-    return value
+def _within(cached: int | None, prompt: int | None) -> int | None:
+    return min(cached, prompt) if cached is not None and prompt is not None else cached
 
 
 def block_reason(response: dict[str, Any]) -> str | None:

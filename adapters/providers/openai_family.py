@@ -85,6 +85,32 @@ def usage_from_openai_family(usage: dict[str, Any], service_tier: Any = None) ->
     )
 
 
+def reported_count(document: Any, name: str) -> int | None:
+    """A count from another provider's usage report, for the OpenAI-shaped usage an adapter
+    builds: absent or null is 0 (not reported), a non-negative integer (or a whole float) is
+    itself, and anything else is None — unreadable: the adapter puts ``null`` in its place,
+    which :func:`usage_from_openai_family` flags ``field_invalid`` and derives or leaves to
+    the estimate (application/streams.py ``charged_usage``)."""
+    value = document.get(name) if isinstance(document, dict) else None
+    if value is None:
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def summed(*counts: int | None) -> int | None:
+    """The sum of counts; None when any of them is unreadable."""
+    total = 0
+    for count in counts:
+        if count is None:
+            return None
+        total += count
+    return total
+
+
 def reported_cost(usage: dict[str, Any]) -> Decimal | None:
     """What the provider says the call cost its account (OpenRouter's ``usage.cost``, in
     its credits), exactly as sent; ``None`` when absent or not a number.

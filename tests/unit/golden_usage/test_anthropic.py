@@ -160,3 +160,16 @@ def test_messages_ingress_hands_anthropics_own_counts_back_unchanged(raw: dict[s
     expected = {k: v for k, v in raw.items() if k != "service_tier"}
     assert shown == expected
     assert usage_from_openai_family(document["usage"], "standard") == plain(raw)
+
+
+@READ
+def test_case_9_an_unreadable_count_is_flagged_never_negative_and_left_for_the_estimate(read: Any) -> None:
+    usage = read({**CASE_2, "output_tokens": "2745"})
+    assert usage == Usage(
+        input_tokens=159_223,
+        cache_write_5m_tokens=159_217,
+        service_tier="standard",
+        flags=("field_invalid", "total_derived"),
+    )
+    # the output left at 0 is estimated from the text relayed (application/streams.py charged_usage)
+    assert price_usage(PRICE, usage) == 441_426_200 - 2745 * 10_000

@@ -81,3 +81,22 @@ def test_cache_reads_are_cached_input() -> None:
     usage = plain(raw)
     assert usage == Usage(input_tokens=5100, cached_input_tokens=5000, output_tokens=10)
     assert price_usage(PRICE, usage) == 100 * 2_000 + 5000 * 200 + 10 * 10_000
+
+
+def test_case_9_an_unreadable_input_count_is_derived_from_bedrock_s_total_and_flagged() -> None:
+    raw = {
+        "inputTokens": -1,
+        "outputTokens": 2745,
+        "totalTokens": 161_968,
+        "cacheReadInputTokens": 0,
+        "cacheWriteInputTokens": 159_217,
+    }
+    for read in (plain, streamed):
+        usage = read(raw)
+        assert usage == Usage(
+            input_tokens=159_223,
+            cache_write_5m_tokens=159_217,
+            output_tokens=2745,
+            flags=("cache_write_ttl_assumed", "field_invalid"),
+        )
+        assert price_usage(PRICE, usage) == 441_426_200

@@ -79,3 +79,16 @@ def test_case_5_one_token_more_and_the_whole_request_moves_up(read: Any) -> None
     usage = read(metadata(200_001, 100_000))
     # 100,001 × 4.0 + 100,000 × 0.4 + 500 × 15.0 + 8,000 × 16.0
     assert price_usage(PRICE, usage) == 575_504_000
+
+
+@READ
+def test_case_9_an_unreadable_prompt_count_is_derived_from_gemini_s_total_and_flagged(read: Any) -> None:
+    usage = read({**metadata(250_000, 100_000), "promptTokenCount": "250000"})
+    assert usage == Usage(
+        input_tokens=250_000,
+        cached_input_tokens=100_000,
+        output_tokens=8_500,
+        reasoning_tokens=8000,
+        flags=("field_invalid",),
+    )
+    assert price_usage(PRICE, usage) == 775_500_000  # as case 5

@@ -779,7 +779,6 @@ def _a_bug(*args: Any, **kwargs: Any) -> Any:
         {"output": {"message": {"content": ["not a block"]}}, "stopReason": "end_turn", "usage": {}},
         {"output": {"message": {"content": [{"toolUse": {"input": {}}}]}}, "stopReason": "tool_use", "usage": {}},
         {"output": {"message": {"content": [{"reasoningContent": 5}]}}, "stopReason": "end_turn", "usage": {}},
-        {"output": {"message": {"content": []}}, "stopReason": "end_turn", "usage": {"inputTokens": -1}},
     ],
 )
 def test_a_converse_answer_bedrock_garbled_is_a_malformed_answer(answer):

@@ -668,7 +668,6 @@ def _a_bug(*args: Any, **kwargs: Any) -> Any:
         '{"candidates": [{"content": {"parts": ["not a part"]}}]}',
         '{"candidates": [{"content": {"parts": 5}}]}',
         '{"candidates": [{"content": {"parts": [{"functionCall": {"args": {}}}]}}]}',
-        '{"candidates": [{"content": {"parts": [{"text": "hi"}]}}], "usageMetadata": {"promptTokenCount": -1}}',
     ],
 )
 def test_a_plain_answer_gemini_garbled_is_still_a_502_bad_response(upstream, body):
