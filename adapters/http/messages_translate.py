@@ -19,8 +19,9 @@ Invariants:
   ``content_block_start`` / deltas / ``content_block_stop`` with one block open at a
   time, then ``message_delta`` (stop reason and the final usage) and ``message_stop``.
   OpenAI reports usage only at the end, so ``message_start`` says 0 tokens and
-  ``message_delta.usage`` carries the real totals — including ``input_tokens``, which
-  the ``anthropic`` SDK's accumulator takes over from it.
+  ``message_delta.usage`` carries the real totals — including ``input_tokens`` and
+  ``cache_creation_input_tokens``, which the ``anthropic`` SDK's accumulator takes over
+  from it (not ``cache_creation``, the split by TTL: only the raw event has it).
 
 Request, translated: ``system`` (string or text blocks) → a system message;
 text / image (base64 → data URL; url) / PDF ``document`` (base64) blocks;

@@ -357,3 +357,32 @@ def test_case_9_an_unreadable_completion_count_is_estimated_from_the_text_not_ch
         flags=("field_invalid", "total_derived"),
     )
     assert details.charge == 12 * 2_000 + 100 * 10_000  # 400 characters: 100 tokens estimated
+
+
+# ---------------------------------------------------------------- the official SDKs read what they are shown
+
+
+def test_case_2_the_anthropic_sdk_reads_the_cache_writes_a_messages_client_is_shown(gateway: Gateway) -> None:
+    import anthropic
+
+    sdk = anthropic.Anthropic(base_url=str(gateway.client.base_url), api_key=gateway.key, http_client=gateway.client)
+    for stream in (False, True):
+        gateway.anthropic.script(AnthropicScript.usage(**CASE_2_SCRIPT))
+        request = {"model": CLAUDE, "max_tokens": 4000, "messages": user(BIG_PROMPT)}
+        if stream:
+            with sdk.messages.stream(**request) as events:
+                message = events.get_final_message()
+        else:
+            message = sdk.messages.create(**request)
+        usage = message.usage
+        assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (6, 0, 2745)
+        assert usage.cache_creation_input_tokens == 159_217
+        if stream:
+            # the SDK takes a stream's usage from message_delta, whose usage has no cache_creation
+            # (Anthropic sends the split in message_start; the gateway knows it only at the end)
+            continue
+        assert usage.cache_creation is not None
+        assert (usage.cache_creation.ephemeral_5m_input_tokens, usage.cache_creation.ephemeral_1h_input_tokens) == (
+            159_217,
+            0,
+        )
