@@ -134,7 +134,7 @@ def _status_of(error: Exception) -> int:
 
 
 def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, health: CredentialHealth) -> Services:
-    router = Router(ledger, health)
+    router = Router(ledger, health, default_total_seconds=settings.upstream_timeout_seconds)
     metrics, access_log, observer = build_observers(settings)
     billing = RequestBilling(
         ledger,

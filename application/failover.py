@@ -14,7 +14,7 @@ its provider's policy allows (``UpstreamPolicy.retries``), after the wait
 source): every retry is an attempt like the others, recorded when it fails (with its
 ``retry`` number), and the request is still charged once, for the attempt that served it.
 A wait that would end after the request's deadline (its arrival plus the provider's total
-timeout, ``DEFAULT_TOTAL_SECONDS`` when the provider sets none) is not taken: the next
+timeout, ``Router.total_seconds``) is not taken: the next
 credential or target is tried instead. Nothing has reached the caller while this runs, so
 a stream is never retried once its first byte was sent."""
 
@@ -33,7 +33,6 @@ from domain.errors import InvalidRequest, MalformedUpstreamAnswer, SecretError, 
 
 T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
-DEFAULT_TOTAL_SECONDS = 300.0  # the request's deadline when its provider sets no total timeout
 # One attempt: ``operation(adapter, route, body)``, e.g. ``adapter.start_chat(route, body)``.
 Operation = Callable[[ProviderAdapter, Route, dict[str, Any]], Awaitable[T]]
 
@@ -121,7 +120,7 @@ class Failover:
         delay = retry_delay(error, retry, route.policy, self.rng)
         if delay is None:
             return None
-        deadline = opened.started + (route.policy.timeout_total or DEFAULT_TOTAL_SECONDS)
+        deadline = opened.started + self.router.total_seconds(route)
         return delay if self.clock() + delay < deadline else None
 
     async def _learn(self, route: Route, error: UpstreamError) -> None:

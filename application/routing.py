@@ -22,6 +22,7 @@ from domain.pricing import ModelPrice
 from domain.provider import Credential, Provider, UpstreamPolicy
 
 log = logging.getLogger("tallyhub.routing")
+DEFAULT_TOTAL_SECONDS = 300.0  # TALLYHUB_UPSTREAM_TIMEOUT_SECONDS's default (adapters/settings.py)
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,26 @@ class Target:
 
 
 class Router:
-    def __init__(self, ledger: Ledger, health: CredentialHealth, rng: random.Random | None = None) -> None:
+    """``default_total_seconds``: the whole exchange's bound for a provider that sets none
+    (``TALLYHUB_UPSTREAM_TIMEOUT_SECONDS``); with the provider's own it makes a request's
+    deadline, past which failover waits for no retry (application/failover.py)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        health: CredentialHealth,
+        rng: random.Random | None = None,
+        *,
+        default_total_seconds: float = DEFAULT_TOTAL_SECONDS,
+    ) -> None:
         self.ledger = ledger
         self.health = health
         self.rng = rng or random.Random()
+        self.default_total_seconds = default_total_seconds
+
+    def total_seconds(self, route: Route) -> float:
+        """The bound of ``route``'s whole upstream exchange."""
+        return route.policy.timeout_total or self.default_total_seconds
 
     def targets(self, model: str, book: PriceBookVersion) -> list[Target]:
         """The primary target and the fallbacks, in order; raises ModelNotFound."""

@@ -241,3 +241,12 @@ def test_the_cli_sets_updates_and_shows_timeouts_and_retries(tmp_path: Any) -> N
     status, refused = cli(env, "providers", "update", "openai")
     assert status == 1 and "at least one" in refused["error"]["message"]
     assert cli(env, "providers", "show", "openai")[1]["retries"] == 2
+
+
+def test_a_requests_deadline_is_the_providers_total_timeout_else_the_gateways(ledger: Ledger) -> None:
+    register(ledger, UpstreamPolicy(timeout_total=45))
+    router = build_services(Settings(upstream_timeout_seconds=7), ledger=ledger).router
+    openai = Target("openai/gpt-4o", "gpt-4o", ledger.get_provider("openai"), None)
+    other = Target("x/y", "y", Provider("x", "openai", None, None), None)
+    assert router.total_seconds(router.route_with(openai, None)) == 45.0
+    assert router.total_seconds(router.route_with(other, None)) == 7.0  # TALLYHUB_UPSTREAM_TIMEOUT_SECONDS
