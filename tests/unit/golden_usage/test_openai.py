@@ -212,3 +212,16 @@ def _is_count(value: Any) -> bool:
     if isinstance(value, float) and value.is_integer():
         return value >= 0
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def test_openrouter_web_searches_are_counted_and_charged_per_call() -> None:
+    # https://openrouter.ai/docs (usage.server_tool_use: web_search_requests, tool_calls_requested,
+    # tool_calls_executed — "do not sum the two": only web_search_requests is read)
+    reported = {
+        **CASE_1_USAGE,
+        "cost": 0.0123,
+        "server_tool_use": {"web_search_requests": 2, "tool_calls_requested": 2, "tool_calls_executed": 2},
+    }
+    usage = usage_from_openai_family(reported)
+    assert usage.web_search_calls == 2
+    assert price_usage(PRICE, usage) == 2_710_000 + 2 * 10_000_000
