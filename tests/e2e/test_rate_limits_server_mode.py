@@ -83,7 +83,7 @@ def test_a_key_limit_holds_exactly_across_two_serve_processes(
     gateways.append(gateway)
     gateway.start().start()
     responses = post([gateway.url_of(0), gateway.url_of(1)], key, 4 * RPM)
-    warnings = [line for line in gateway.logs().splitlines() if line.startswith("rate limits")]
+    warnings = [line for line in gateway.logs().splitlines() if "tallyhub.limits" in line]
     assert statuses(responses) == [200] * RPM + [429] * (3 * RPM), warnings
     refused = [response for response in responses if response.status_code == 429]
     assert all(response.json()["error"]["code"] == "rate_limit_exceeded" for response in refused)
