@@ -169,6 +169,7 @@ class BalancesView(Protocol):
 
 class BalancesProjection:
     name = "balances"
+    schema_version = 1  # raise it when its tables or rows change: projections/store.py Schema
     topics = frozenset(
         get_topic(cls)
         for cls in (

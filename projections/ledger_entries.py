@@ -138,6 +138,7 @@ class LedgerEntriesView(Protocol):
 
 class LedgerEntriesProjection:
     name = "ledger_entries"
+    schema_version = 1  # raise it when its tables or rows change: projections/store.py Schema
     topics = frozenset(
         get_topic(cls)
         for cls in (

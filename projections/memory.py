@@ -56,6 +56,10 @@ class InMemoryStore:
     def create_tables(self, ddl: object = ()) -> None:
         """Nothing to create; present so every store is driven the same way."""
 
+    def upgrade(self, schemas: object = ()) -> list[str]:
+        """Nothing kept across processes, so nothing to upgrade."""
+        return []
+
     @contextmanager
     def tracked(self, name: str, *, wait: bool = True) -> Iterator[MemoryTransaction | None]:
         with self.lock:

@@ -196,6 +196,7 @@ class ProviderHourlyView(Protocol):
 
 class ProviderHourlyProjection:
     name = "provider_hourly"
+    schema_version = 1  # raise it when its tables or rows change: projections/store.py Schema
     topics = frozenset(
         get_topic(cls) for cls in (RequestRecord.Completed, RequestRecord.Failed, RequestRecord.AttemptFailed)
     )

@@ -3,6 +3,9 @@
 Nothing is connected or created at import; ``build_read_models`` connects (PostgreSQL:
 a small pool; SQLite: the read-models file beside the event store) and
 ``ReadModels.create_tables()`` creates the tables — it is called by ``tallyhub init``.
+Each projection declares the version of its tables (``schema_version``); creating the
+tables, and the runner's first catch-up, rebuild at this code's version the tables of a
+projection built at another one (projections/store.py ``SqlStore.upgrade``).
 
 The views a ``ReadModels`` hands out answer only while their projection runs: a read of
 the view of a stopped projection (runner.py) raises ``ProjectionStopped`` instead of
@@ -37,7 +40,7 @@ from projections.provider_hourly import (
 )
 from projections.request_log import InMemoryRequestLogView, RequestLogProjection, RequestLogView, SqlRequestLogView
 from projections.runner import AnyProjection, ProjectionRunner
-from projections.store import PostgresStore, SqliteStore, SqlStore
+from projections.store import PostgresStore, Schema, SqliteStore, SqlStore
 from projections.usage import InMemoryUsageView, SqlUsageView, UsageProjection, UsageView
 
 
@@ -66,9 +69,12 @@ class ReadModels:
     ddl: Sequence[str] = ()
     ledger: LedgerEntriesView | None = None  # None only in a bundle built by hand without it
     providers: ProviderHourlyView | None = None  # likewise
+    schemas: Sequence[Schema] = ()  # the SQL views' tables at their projections' versions
 
     def create_tables(self) -> None:
-        self.store.create_tables(self.ddl)
+        """The store's own tables, then each projection's at its version (rebuilt if it differs)."""
+        self.store.create_tables(() if self.schemas else self.ddl)
+        self.store.upgrade(self.schemas)
 
     def close(self) -> None:
         self.runner.stop()
@@ -116,9 +122,16 @@ def _bundle(
         LedgerEntriesProjection(ledger),
         ProviderHourlyProjection(providers, first_events_of(app)),
     )
-    runner = ProjectionRunner(app, store, projections, batch_size=batch_size)
+    schemas = [
+        Schema(projection.name, getattr(projection, "schema_version", 1), tuple(view.TABLES), tuple(view.DDL))
+        for view, projection in zip(views, projections, strict=True)
+        if hasattr(view, "DDL")
+    ]
+    runner = ProjectionRunner(app, store, projections, batch_size=batch_size, schemas=schemas)
     guarded = [GuardedView(view, projection.name, runner) for view, projection in zip(views, projections, strict=True)]
-    return ReadModels(guarded[0], guarded[1], guarded[2], runner, store, tuple(ddl), guarded[3], guarded[4])
+    return ReadModels(
+        guarded[0], guarded[1], guarded[2], runner, store, tuple(ddl), guarded[3], guarded[4], tuple(schemas)
+    )
 
 
 class GuardedView:

@@ -3,26 +3,40 @@
 Invariants kept here:
 - exactly one row per ``RequestRecord`` (its id is the request id, the row's primary
   key), carrying what the record says: outcome, status, latency, tokens, usage source,
-  the charge in integer nanocredits and the price-book version;
+  the charge in integer nanocredits and the price-book version, and the attribution the
+  caller sent (domain/attribution.py: end user, tags, metadata), filterable;
 - rows are written once and never updated, so a rebuild from zero gives identical rows.
+
+Tags and metadata pairs are also kept one per row in two side tables, so a filter by tag
+or by ``key=value`` is an exact, indexed match (never a pattern over joined text).
+``usage_of`` sums rows into the usage rollup's shape (projections/usage.py ``UsageRow``):
+the usage queries filtered by user or tag answer from here, so the hourly rollups stay
+keyed as they are, with no unbounded label in them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from domain.request_record import RequestDetails, RequestRecord
+from projections.hourly import add_to, hour_of
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
+from projections.usage import UsageCounts, UsageKey, UsageRow
+from projections.usage import _row as usage_row
 
 REQUESTS_TABLE = "th_rm_request_log"
+TAGS_TABLE = "th_rm_request_tags"
+METADATA_TABLE = "th_rm_request_metadata"
+Pair = tuple[str, str]
 
 
 @dataclass(frozen=True)
@@ -49,6 +63,18 @@ class RequestRow:
     charge: int
     cost: int
     price_book_version: int | None
+    images: int = 0
+    end_user: str | None = None  # the caller's ``user`` (domain/attribution.py)
+    tags: tuple[str, ...] = ()
+    metadata: tuple[Pair, ...] = ()
+
+    def matches(self, user: str | None = None, tag: str | None = None, metadata: Pair | None = None) -> bool:
+        """Whether the row has this end user, this tag and this metadata pair (None: any)."""
+        return (
+            (user is None or self.end_user == user)
+            and (tag is None or tag in self.tags)
+            and (metadata is None or metadata in self.metadata)
+        )
 
 
 COLUMNS = tuple(f.name for f in fields(RequestRow))
@@ -62,6 +88,7 @@ def row_of(event: DomainEventProtocol[Any]) -> RequestRow:
     assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
     d = RequestDetails.from_dict(event.details)
     usage = d.usage
+    attribution = d.attribution
     return RequestRow(
         request_id=event.originator_id,
         at=event.timestamp,
@@ -85,7 +112,44 @@ def row_of(event: DomainEventProtocol[Any]) -> RequestRow:
         charge=d.charge,
         cost=d.cost,
         price_book_version=d.price_book_version,
+        images=usage.images if usage else 0,
+        end_user=attribution.user if attribution else None,
+        tags=attribution.tags if attribution else (),
+        metadata=attribution.metadata if attribution else (),
     )
+
+
+def usage_of(
+    rows: Iterable[RequestRow], since: datetime | None = None, until: datetime | None = None
+) -> list[UsageRow]:
+    """The rows summed as the usage rollup sums their records (projections/usage.py
+    ``counts_of``), in its buckets with ``since <= hour < until``, in its order."""
+    buckets: dict[UsageKey, UsageCounts] = {}
+    for row in rows:
+        hour = hour_of(row.at)
+        if (since is not None and hour < since) or (until is not None and hour >= until):
+            continue
+        key = (row.account_id.hex if row.account_id else "", row.api_key_id.hex if row.api_key_id else "")
+        counts = UsageCounts(
+            requests=1,
+            failed_requests=int(row.outcome != "completed"),
+            input_tokens=row.input_tokens,
+            cached_input_tokens=row.cached_input_tokens,
+            output_tokens=row.output_tokens,
+            reasoning_tokens=row.reasoning_tokens,
+            images=row.images,
+            charge=row.charge,
+            cost=row.cost,
+            estimated_requests=int(row.usage_source == "estimated"),
+        )
+        add_to(buckets, (*key, row.provider, row.model, hour), counts, UsageCounts)
+    ordered = sorted(buckets.items(), key=lambda item: (item[0][4], *item[0][:4]))
+    return [usage_row(key, counts) for key, counts in ordered]
+
+
+def hours_window(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """The request times (``since <= at < until``) whose hours can fall in ``since <= hour < until``."""
+    return (None if since is None else hour_of(since), None if until is None else until + timedelta(hours=1))
 
 
 class RequestLogView(Protocol):
@@ -101,13 +165,26 @@ class RequestLogView(Protocol):
         since: datetime | None = None,
         until: datetime | None = None,
         usage_source: str | None = None,
+        user: str | None = None,
+        tag: str | None = None,
+        metadata: Pair | None = None,
     ) -> list[RequestRow]:
-        """Newest first; ``since <= at < until``; ``usage_source`` ``"estimated"`` or ``"provider"``."""
+        """Newest first; ``since <= at < until``; ``usage_source`` ``"estimated"`` or ``"provider"``;
+        ``user``, ``tag``, ``metadata`` (a key and its value): the attribution's, exactly."""
 
     def iter_requests(
-        self, since: datetime | None, until: datetime | None, batch: int = 10_000
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        batch: int = 10_000,
+        *,
+        account_id: UUID | None = None,
+        user: str | None = None,
+        tag: str | None = None,
+        metadata: Pair | None = None,
     ) -> Iterator[RequestRow]:
-        """Every row with ``since <= at < until``, oldest first (ties by request id), read in batches."""
+        """Every row with ``since <= at < until`` (and the filters, as ``list_requests``'),
+        oldest first (ties by request id), read in batches."""
 
     def apply(self, tx: Any, rows: list[RequestRow]) -> None: ...
 
@@ -116,6 +193,7 @@ class RequestLogView(Protocol):
 
 class RequestLogProjection:
     name = "request_log"
+    schema_version = 2  # 2: images, end_user, tags, metadata, and the tags and metadata tables
     topics = frozenset(get_topic(cls) for cls in (RequestRecord.Completed, RequestRecord.Failed))
 
     def __init__(self, view: RequestLogView) -> None:
@@ -151,6 +229,9 @@ class InMemoryRequestLogView:
         since: datetime | None = None,
         until: datetime | None = None,
         usage_source: str | None = None,
+        user: str | None = None,
+        tag: str | None = None,
+        metadata: Pair | None = None,
     ) -> list[RequestRow]:
         with self._lock:
             rows = [
@@ -162,15 +243,29 @@ class InMemoryRequestLogView:
                 and (since is None or r.at >= since)
                 and (until is None or r.at < until)
                 and (usage_source is None or r.usage_source == usage_source)
+                and r.matches(user, tag, metadata)
             ]
         return sorted(rows, key=_newest_first, reverse=True)[:limit]
 
     def iter_requests(
-        self, since: datetime | None, until: datetime | None, batch: int = 10_000
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        batch: int = 10_000,
+        *,
+        account_id: UUID | None = None,
+        user: str | None = None,
+        tag: str | None = None,
+        metadata: Pair | None = None,
     ) -> Iterator[RequestRow]:
         with self._lock:
             rows = [
-                r for r in self._rows.values() if (since is None or r.at >= since) and (until is None or r.at < until)
+                r
+                for r in self._rows.values()
+                if (since is None or r.at >= since)
+                and (until is None or r.at < until)
+                and (account_id is None or r.account_id == account_id)
+                and r.matches(user, tag, metadata)
             ]
         return iter(sorted(rows, key=_newest_first))
 
@@ -190,11 +285,16 @@ class SqlRequestLogView:
         " latency_ms DOUBLE PRECISION NOT NULL, ttfb_ms DOUBLE PRECISION,"
         " input_tokens BIGINT NOT NULL, cached_input_tokens BIGINT NOT NULL, output_tokens BIGINT NOT NULL,"
         " reasoning_tokens BIGINT NOT NULL, usage_source TEXT, charge BIGINT NOT NULL, cost BIGINT NOT NULL,"
-        " price_book_version BIGINT)",
+        " price_book_version BIGINT, images BIGINT NOT NULL, end_user TEXT, tags TEXT, metadata TEXT)",
         f"CREATE INDEX IF NOT EXISTS {REQUESTS_TABLE}_at ON {REQUESTS_TABLE} (at)",
         f"CREATE INDEX IF NOT EXISTS {REQUESTS_TABLE}_account_at ON {REQUESTS_TABLE} (account_id, at)",
+        f"CREATE INDEX IF NOT EXISTS {REQUESTS_TABLE}_end_user ON {REQUESTS_TABLE} (end_user, at)",
+        f"CREATE TABLE IF NOT EXISTS {TAGS_TABLE} ("
+        " tag TEXT NOT NULL, request_id TEXT NOT NULL, PRIMARY KEY (tag, request_id))",
+        f"CREATE TABLE IF NOT EXISTS {METADATA_TABLE} ("
+        " key TEXT NOT NULL, value TEXT NOT NULL, request_id TEXT NOT NULL, PRIMARY KEY (key, value, request_id))",
     )
-    TABLES = (REQUESTS_TABLE,)
+    TABLES = (REQUESTS_TABLE, TAGS_TABLE, METADATA_TABLE)
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
@@ -215,6 +315,9 @@ class SqlRequestLogView:
         since: datetime | None = None,
         until: datetime | None = None,
         usage_source: str | None = None,
+        user: str | None = None,
+        tag: str | None = None,
+        metadata: Pair | None = None,
     ) -> list[RequestRow]:
         filters = [
             ("account_id = ?", None if account_id is None else account_id.hex),
@@ -224,26 +327,34 @@ class SqlRequestLogView:
             ("at < ?", self.store.to_db_time(until)),
             ("usage_source = ?", usage_source),
         ]
-        used = [(clause, value) for clause, value in filters if value is not None]
-        where = " WHERE " + " AND ".join(clause for clause, _ in used) if used else ""
+        clauses, params = self._where(filters, user, tag, metadata)
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
         rows = self.store.query(
             f"SELECT {', '.join(COLUMNS)} FROM {REQUESTS_TABLE}{where} ORDER BY at DESC, request_id DESC LIMIT ?",
-            [*(value for _, value in used), int(limit)],
+            [*params, int(limit)],
         )
         return [self._row(row) for row in rows]
 
     def iter_requests(
-        self, since: datetime | None, until: datetime | None, batch: int = 10_000
+        self,
+        since: datetime | None,
+        until: datetime | None,
+        batch: int = 10_000,
+        *,
+        account_id: UUID | None = None,
+        user: str | None = None,
+        tag: str | None = None,
+        metadata: Pair | None = None,
     ) -> Iterator[RequestRow]:
-        bounds = [
-            (clause, self.store.to_db_time(at))
-            for clause, at in (("at >= ?", since), ("at < ?", until))
-            if at is not None
+        filters = [
+            ("at >= ?", self.store.to_db_time(since)),
+            ("at < ?", self.store.to_db_time(until)),
+            ("account_id = ?", None if account_id is None else account_id.hex),
         ]
+        bounds = self._where(filters, user, tag, metadata)
         after: tuple[Any, str] | None = None
         while True:
-            clauses = [clause for clause, _ in bounds]
-            params = [value for _, value in bounds]
+            clauses, params = list(bounds[0]), list(bounds[1])
             if after is not None:  # keyset: strictly after the last row read
                 clauses.append("(at > ? OR (at = ? AND request_id > ?))")
                 params += [after[0], after[0], after[1]]
@@ -263,9 +374,31 @@ class SqlRequestLogView:
             f"INSERT INTO {REQUESTS_TABLE} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
             [self._params(row) for row in rows],
         )
+        tx.executemany(
+            f"INSERT INTO {TAGS_TABLE} (tag, request_id) VALUES (?, ?)",
+            [(tag, row.request_id.hex) for row in rows for tag in row.tags],
+        )
+        tx.executemany(
+            f"INSERT INTO {METADATA_TABLE} (key, value, request_id) VALUES (?, ?, ?)",
+            [(key, value, row.request_id.hex) for row in rows for key, value in row.metadata],
+        )
 
     def clear(self, tx: SqlTransaction) -> None:
-        tx.execute(f"DELETE FROM {REQUESTS_TABLE}")
+        for table in self.TABLES:
+            tx.execute(f"DELETE FROM {table}")
+
+    def _where(
+        self, filters: list[tuple[str, Any]], user: str | None, tag: str | None, metadata: Pair | None
+    ) -> tuple[list[str], list[Any]]:
+        """The clauses and parameters of the filters that are set, attribution's included."""
+        filters = [*filters, ("end_user = ?", user)]
+        if tag is not None:
+            filters.append((f"request_id IN (SELECT request_id FROM {TAGS_TABLE} WHERE tag = ?)", tag))
+        used = [(clause, [value]) for clause, value in filters if value is not None]
+        if metadata is not None:
+            clause = f"request_id IN (SELECT request_id FROM {METADATA_TABLE} WHERE key = ? AND value = ?)"
+            used.append((clause, list(metadata)))
+        return [clause for clause, _ in used], [value for _, values in used for value in values]
 
     def _params(self, row: RequestRow) -> tuple[Any, ...]:
         values = [getattr(row, column) for column in COLUMNS]  # astuple deep-copies: slow
@@ -273,6 +406,8 @@ class SqlRequestLogView:
         values[1] = self.store.to_db_time(row.at)
         values[2] = row.account_id.hex if row.account_id else None
         values[3] = row.api_key_id.hex if row.api_key_id else None
+        values[_TAGS] = ",".join(row.tags) if row.tags else None  # a tag holds no comma
+        values[_METADATA] = orjson.dumps(dict(row.metadata)).decode() if row.metadata else None
         return tuple(values)
 
     def _row(self, values: tuple[Any, ...]) -> RequestRow:
@@ -283,5 +418,10 @@ class SqlRequestLogView:
             account_id=_uuid(row["account_id"]),
             api_key_id=_uuid(row["api_key_id"]),
             stream=bool(row["stream"]),
+            tags=tuple(row["tags"].split(",")) if row["tags"] else (),
+            metadata=tuple(orjson.loads(row["metadata"]).items()) if row["metadata"] else (),
         )
         return RequestRow(**row)
+
+
+_TAGS, _METADATA = COLUMNS.index("tags"), COLUMNS.index("metadata")

@@ -38,6 +38,12 @@ A stopped projection is tried again, from where it stopped, by ``rebuild`` (whic
 replays it from zero) and by the first pass after ``start()`` (a restart, e.g. after an
 upgrade that fixes the cause); it stops again at the same event if that still fails,
 and the mark is cleared in the same transaction that applies past it.
+
+A runner given the projections' ``schemas`` (projections/store.py ``Schema``) first
+brings their tables to the versions this code declares, once, at its first catch-up (the
+poller's first pass, or the first read through adapters/queries.py): a projection whose
+tables were built at another version is emptied and reset to zero there, and the same
+pass replays it from the event log. Meanwhile ``status`` shows its lag.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification
 
 from domain.errors import NotFound, ProjectionStopped
-from projections.store import Stop
+from projections.store import Schema, Stop
 
 log = logging.getLogger("tallyhub.projections")
 FULL_PASS_SECONDS = 1.0  # how often an idle poller still runs a whole catch-up pass
@@ -98,6 +104,8 @@ class Store(Protocol):
 
     def is_transient(self, exc: BaseException) -> bool: ...
 
+    def upgrade(self, schemas: Sequence[Schema]) -> list[str]: ...
+
 
 @dataclass(frozen=True)
 class ProjectionStatus:
@@ -126,9 +134,13 @@ class ProjectionRunner:
         *,
         batch_size: int = 1000,
         poll_interval: float = 0.05,
+        schemas: Sequence[Schema] = (),
     ) -> None:
         self.app = app
         self.store = store
+        self.schemas = tuple(schemas)
+        self._upgraded = not self.schemas
+        self._upgrade_lock = threading.Lock()
         self.projections: dict[str, AnyProjection] = {p.name: p for p in projections}
         self._process = {p.name: _process_of(p) for p in projections}
         self.batch_size = batch_size
@@ -145,11 +157,27 @@ class ProjectionRunner:
         skipped (PostgreSQL advisory lock) instead of waited for. A stopped projection is
         skipped unless ``retry_stopped``.
         """
+        self.upgrade()
         reads = _SharedReads(self.app, self.batch_size)
         return sum(
             self._catch_up(projection, reads, wait=wait, retry=retry_stopped)
             for projection in self.projections.values()
         )
+
+    def upgrade(self) -> list[str]:
+        """Bring the projections' tables to this code's schema versions, once per runner; the
+        names of those emptied for a replay (which the next catch-up does)."""
+        if self._upgraded:
+            return []
+        with self._upgrade_lock:
+            if self._upgraded:
+                return []
+            rebuilt = self.store.upgrade(self.schemas)
+            for name in rebuilt:
+                self._stops.pop(name, None)
+                log.warning("projection %s: its tables were built at another schema version; replaying it", name)
+            self._upgraded = True
+            return rebuilt
 
     def stopped(self, name: str) -> Stop | None:
         """The stop of projection ``name`` as this process last saw it (fresh after a catch-up)."""
@@ -181,6 +209,7 @@ class ProjectionRunner:
 
     def rebuild(self, name: str | None = None) -> int:
         """Empty the view(s) and their tracking together, then replay from zero."""
+        self.upgrade()
         applied = 0
         reads = _SharedReads(self.app, self.batch_size)
         for projection in [self._projection(name)] if name else list(self.projections.values()):

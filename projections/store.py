@@ -16,6 +16,16 @@ in the same transaction as the position (``stop``/``resume``), so every process 
 made before that table existed works without it (nothing is stopped) until the first
 stop creates it; ``tallyhub init`` creates it too.
 
+Each projection's tables are built at a *schema version* the projection declares
+(``Schema``); ``th_rm_schema`` keeps the version each projection's tables were built with
+(tables made before the table existed are version 1). :meth:`SqlStore.upgrade` brings
+every projection to the version this code declares: one whose stored version differs
+(or whose tables are missing) has its tables dropped and created anew, its position set
+to zero and its stop mark cleared, all in one transaction under its tracking lock (and,
+on PostgreSQL, the DDL advisory lock), so one process does it and every other one then
+finds the version current. The runner replays the projection from the event log
+afterwards: the read side is a projection of events, so nothing is lost.
+
 SQL is written once with ``?`` placeholders; the same DDL works on both databases
 (SQLite's type affinity reads ``BIGINT``/``TIMESTAMPTZ``/``DOUBLE PRECISION`` sensibly).
 Timestamps go in as UTC ISO text on SQLite and as ``timestamptz`` on PostgreSQL and
@@ -36,6 +46,8 @@ from typing import Any
 
 TRACKING_TABLE = "th_rm_tracking"
 STOPS_TABLE = "th_rm_stopped"
+SCHEMA_TABLE = "th_rm_schema"
+UNVERSIONED = 1  # the version of tables built before th_rm_schema existed
 
 _TRACKING_DDL = f"CREATE TABLE IF NOT EXISTS {TRACKING_TABLE} ( name TEXT PRIMARY KEY, position BIGINT NOT NULL)"
 _STOPS_DDL = (
@@ -46,6 +58,18 @@ _STOPS_DDL = (
     " error TEXT NOT NULL,"
     " stopped_on TIMESTAMPTZ NOT NULL)"
 )
+
+_SCHEMA_DDL = f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} ( name TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A projection's tables as this code builds them, at the version its projection declares."""
+
+    name: str  # the projection's name (its tracking row)
+    version: int
+    tables: tuple[str, ...]
+    ddl: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -163,6 +187,61 @@ class SqlStore:
         """Create the tracking table and the given view tables (idempotent)."""
         raise NotImplementedError
 
+    def upgrade(self, schemas: Sequence[Schema]) -> list[str]:
+        """Bring each projection's tables to its schema's version (see the module docstring);
+        the names of the projections whose tables were built anew, to be replayed."""
+        rebuilt = []
+        stored = self._stored_versions()
+        for schema in schemas:
+            if stored.get(schema.name) == schema.version:
+                continue  # current: no lock taken (a runner may hold it, busy applying)
+            with self._schema_lock(schema.name) as cursor:
+                if self._upgrade(cursor, schema):
+                    rebuilt.append(schema.name)
+        return rebuilt
+
+    def _stored_versions(self) -> dict[str, int]:
+        def lookup(sql: str, params: Sequence[Any]) -> Any:
+            rows = self.query(sql, params)
+            return rows and rows[0][0] is not None
+
+        if not lookup(self._table_lookup_sql(), (SCHEMA_TABLE,)):
+            return {}
+        return {name: int(version) for name, version in self.query(f"SELECT name, version FROM {SCHEMA_TABLE}")}
+
+    def _schema_lock(self, name: str) -> Any:
+        """A transaction holding the DDL lock and projection ``name``'s tracking lock; its cursor."""
+        raise NotImplementedError
+
+    def _upgrade(self, cursor: Any, schema: Schema) -> bool:
+        def exists(table: str) -> bool:
+            cursor.execute(self._table_lookup_sql(), (table,))
+            row = cursor.fetchone()
+            return row is not None and row[0] is not None
+
+        cursor.execute(_SCHEMA_DDL)
+        cursor.execute(self.dialect(f"SELECT version FROM {SCHEMA_TABLE} WHERE name = ?"), (schema.name,))
+        row = cursor.fetchone()
+        present = [exists(table) for table in schema.tables]
+        stored = (int(row[0]) if row is not None else UNVERSIONED) if all(present) else None
+        if stored != schema.version:
+            for table in schema.tables:
+                cursor.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in schema.ddl:
+                cursor.execute(statement)
+            self.ensure_stops_table(cursor)
+            cursor.execute(self.dialect(f"DELETE FROM {STOPS_TABLE} WHERE name = ?"), (schema.name,))
+            cursor.execute(self.dialect(f"UPDATE {TRACKING_TABLE} SET position = 0 WHERE name = ?"), (schema.name,))
+        if row is None or stored != schema.version:
+            cursor.execute(
+                self.dialect(
+                    f"INSERT INTO {SCHEMA_TABLE} (name, version) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET version = excluded.version"
+                ),
+                (schema.name, schema.version),
+            )
+        return any(present) and stored != schema.version  # rows were there: a replay is due
+
     @contextmanager
     def tracked(self, name: str, *, wait: bool = True) -> Iterator[SqlTransaction | None]:
         """A write transaction for projection ``name``; ``None`` if busy and not ``wait``."""
@@ -243,8 +322,14 @@ class SqliteStore(SqlStore):
 
     def create_tables(self, ddl: Sequence[str] = ()) -> None:
         with self._transaction() as cursor:
-            for statement in (_TRACKING_DDL, _STOPS_DDL, *ddl):
+            for statement in (_TRACKING_DDL, _STOPS_DDL, _SCHEMA_DDL, *ddl):
                 cursor.execute(statement)
+
+    @contextmanager
+    def _schema_lock(self, name: str) -> Iterator[Any]:
+        with self._transaction() as cursor:  # BEGIN IMMEDIATE: the one writer
+            _lock_position(cursor, name, "?")
+            yield cursor
 
     @contextmanager
     def tracked(self, name: str, *, wait: bool = True) -> Iterator[SqlTransaction | None]:
@@ -303,8 +388,16 @@ class PostgresStore(SqlStore):
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key("ddl"),))
             cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-            for statement in (_TRACKING_DDL, _STOPS_DDL, *ddl):
+            for statement in (_TRACKING_DDL, _STOPS_DDL, _SCHEMA_DDL, *ddl):
                 cursor.execute(statement)
+
+    @contextmanager
+    def _schema_lock(self, name: str) -> Iterator[Any]:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key("ddl"),))
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key(name),))
+            _lock_position(cursor, name, "%s", for_update=True)
+            yield cursor
 
     @contextmanager
     def tracked(self, name: str, *, wait: bool = True) -> Iterator[SqlTransaction | None]:

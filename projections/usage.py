@@ -131,6 +131,7 @@ class UsageView(Protocol):
 
 class UsageProjection:
     name = "usage"
+    schema_version = 1  # raise it when its tables or rows change: projections/store.py Schema
     topics = frozenset(get_topic(cls) for cls in (RequestRecord.Completed, RequestRecord.Failed))
 
     def __init__(self, view: UsageView) -> None:

@@ -93,6 +93,9 @@ class TestSqliteProjections(SqlContract):
             "th_rm_provider_hourly",
             "th_rm_expiring_grants",
             "th_rm_stopped",
+            "th_rm_schema",
+            "th_rm_request_tags",
+            "th_rm_request_metadata",
         }
         assert database.sqlite_path.exists() and database.read_models_sqlite_path != database.sqlite_path
 
@@ -121,6 +124,9 @@ class TestPostgresProjections(SqlContract):
             "th_rm_provider_hourly",
             "th_rm_expiring_grants",
             "th_rm_stopped",
+            "th_rm_schema",
+            "th_rm_request_tags",
+            "th_rm_request_metadata",
         }
         assert tables - ours  # the event store's own tables, untouched
 

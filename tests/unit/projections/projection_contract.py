@@ -24,6 +24,7 @@ from domain.account import Account
 from domain.errors import NotFound, ProjectionStopped
 from domain.request_record import RequestDetails, RequestRecord
 from projections.read_models import ReadModels, unguarded
+from projections.request_log import hours_window, usage_of
 from projections.usage import UsageCounts, counts_of, hour_of
 
 T0 = datetime(2030, 1, 2, 10, 0, tzinfo=UTC)
@@ -90,6 +91,7 @@ def request_details(
     source: str = "provider",
     charge: int = 0,
     status: int | None = None,
+    attribution: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     usage = None
     if not failed:
@@ -120,6 +122,7 @@ def request_details(
         "latency_ms": 12.5,
         "ttfb_ms": None if failed else 3.25,
         "credential_id": "cred-1",
+        **({"attribution": attribution} if attribution else {}),
     }
 
 
@@ -163,8 +166,18 @@ def busy_history(ledger: FakeLedger) -> dict[str, UUID]:
             failed=i == 5,
             source="estimated" if i == 6 else "provider",
             charge=1_000 * i,
+            attribution=ATTRIBUTIONS[i % len(ATTRIBUTIONS)],
         )
     return {"alice": alice, "bob": bob, "key_a": key_a, "key_b": key_b}
+
+
+# what busy_history's requests were attributed to, in turn (None: nothing sent)
+ATTRIBUTIONS: list[dict[str, Any] | None] = [
+    {"user": "u-1", "tags": ["team:ml", "run/7"], "metadata": {"job": "nightly", "z": "1"}},
+    {"user": "u-2", "tags": ["team:ml"]},
+    None,
+    {"tags": ["run/7"], "metadata": {"job": "adhoc"}},
+]
 
 
 class Refusals(list[int]):
@@ -357,6 +370,55 @@ class ProjectionContract:
             read_models.requests.list_requests(since=T0 + timedelta(seconds=1), until=T0 + timedelta(seconds=2))
         ) == [failed["request_id"]]
         assert read_models.requests.get_request(uuid4()) is None
+
+    def test_request_log_filters_by_user_tag_and_metadata_exactly_and_sums_usage_from_them(
+        self, ledger: FakeLedger, read_models: ReadModels
+    ) -> None:
+        ids = busy_history(ledger)
+        old_style = ledger.record(T0 + timedelta(hours=3), account_id=ids["alice"])  # no attribution key at all
+        read_models.runner.catch_up()
+        everything = read_models.requests.list_requests(limit=1000)
+
+        def matching(**given: Any) -> list[UUID]:
+            return [r.request_id for r in read_models.requests.list_requests(limit=1000, **given)]
+
+        def expected(keep: Callable[[dict[str, Any]], bool]) -> list[UUID]:
+            sent = {i: ATTRIBUTIONS[i % len(ATTRIBUTIONS)] or {} for i in range(8)}
+            by_time = {T0 + timedelta(minutes=17 * i): sent[i] for i in sent}
+            return [r.request_id for r in everything if r.at in by_time and keep(by_time[r.at])]
+
+        assert matching(user="u-1") == expected(lambda a: a.get("user") == "u-1") != []
+        assert matching(tag="team:ml") == expected(lambda a: "team:ml" in a.get("tags", [])) != []
+        assert matching(tag="run/7") == expected(lambda a: "run/7" in a.get("tags", [])) != []
+        assert matching(metadata=("job", "adhoc")) == expected(lambda a: a.get("metadata", {}).get("job") == "adhoc")
+        assert matching(user="u-1", tag="run/7", metadata=("z", "1")) == matching(user="u-1") != []
+        assert matching(user="u-2", tag="run/7") == []
+        assert matching(tag="team") == [] and matching(tag="team:ml%") == [] and matching(user="u") == []
+        assert matching(tag="team:ml", account_id=ids["alice"]) == [
+            r for r in matching(tag="team:ml") if read_models.requests.get_request(r).account_id == ids["alice"]
+        ]
+
+        row = read_models.requests.get_request(matching(user="u-1")[0])
+        assert row is not None
+        assert (row.end_user, row.tags, row.metadata) == ("u-1", ("team:ml", "run/7"), (("job", "nightly"), ("z", "1")))
+        plain = read_models.requests.get_request(old_style["request_id"])
+        assert plain is not None and (plain.end_user, plain.tags, plain.metadata) == (None, (), ())
+
+        # usage summed from the matching requests is the usage rollup of exactly those records
+        tagged = list(read_models.requests.iter_requests(None, None, tag="team:ml"))
+        summed = usage_of(tagged)
+        assert [r.request_id for r in tagged] == sorted(
+            matching(tag="team:ml"), key=lambda r: (read_models.requests.get_request(r).at, r.hex)
+        )
+        assert sum(u.requests for u in summed) == len(tagged)
+        assert sum(u.charge for u in summed) == sum(r.charge for r in tagged)
+        assert sum(u.images for u in summed) == sum(r.images for r in tagged)
+        unfiltered = usage_of(read_models.requests.iter_requests(None, None))
+        assert [asdict(u) for u in unfiltered] == [asdict(u) for u in read_models.usage.list_usage()]
+        window = (T0 + timedelta(hours=1), T0 + timedelta(hours=2))
+        assert usage_of(read_models.requests.iter_requests(*hours_window(*window)), *window) == (
+            read_models.usage.list_usage(since=window[0], until=window[1])
+        )
 
     def test_rebuild_from_zero_gives_identical_tables_to_the_live_ones(
         self, ledger: FakeLedger, make_read_models: Callable[[], ReadModels]
