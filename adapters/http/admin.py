@@ -24,7 +24,14 @@ from adapters.presenters import (
     request_record_json,
 )
 from adapters.providers.config import check_provider_config
-from adapters.queries import caught_up, read_balance
+from adapters.queries import (
+    caught_up,
+    list_request_rows,
+    list_usage_rows,
+    metadata_pair,
+    read_balance,
+    request_json,
+)
 from adapters.services import Services
 from adapters.workers.hold_sweeper import sweep
 from application.pricing_input import parse_price_file, price_from_entry
@@ -384,13 +391,26 @@ async def revoke_key(key_id: str, services: Admin) -> dict[str, Any]:
     return api_key_json(await _run(services.api_keys.revoke_api_key, key_id))
 
 
+USER_FILTER = Query(description="only requests the caller attributed to this end user (`user`)")
+TAG_FILTER = Query(description="only requests carrying this tag (`x-tallyhub-tags`)")
+METADATA_FILTER = Query(description="only requests whose metadata has this pair, given as key=value")
+
+
 @router.get("/usage")
-async def list_usage(services: Admin, account: str | None = None) -> dict[str, Any]:
+async def list_usage(
+    services: Admin,
+    account: str | None = None,
+    user: Annotated[str | None, USER_FILTER] = None,
+    tag: Annotated[str | None, TAG_FILTER] = None,
+    metadata: Annotated[str | None, METADATA_FILTER] = None,
+) -> dict[str, Any]:
+    pair = metadata_pair(metadata)
+
     def query() -> Any:
         account_id = services.ledger.get_account(account).id if account else None
-        return services.read_models.usage.list_usage(account_id=account_id)
+        return list_usage_rows(services, account_id=account_id, user=user, tag=tag, metadata=pair)
 
-    return {"data": plain(await _run(caught_up, services, query))}
+    return {"data": plain(await _run(query))}
 
 
 @router.get("/requests")
@@ -399,12 +419,20 @@ async def list_requests(
     account: str | None = None,
     model: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    user: Annotated[str | None, USER_FILTER] = None,
+    tag: Annotated[str | None, TAG_FILTER] = None,
+    metadata: Annotated[str | None, METADATA_FILTER] = None,
 ) -> dict[str, Any]:
+    pair = metadata_pair(metadata)
+
     def query() -> Any:
         account_id = services.ledger.get_account(account).id if account else None
-        return services.read_models.requests.list_requests(account_id=account_id, model=model, limit=limit)
+        rows = list_request_rows(
+            services, account_id=account_id, model=model, limit=limit, user=user, tag=tag, metadata=pair
+        )
+        return [request_json(row) for row in rows]
 
-    return {"data": plain(await _run(caught_up, services, query))}
+    return {"data": await _run(query)}
 
 
 @router.get("/requests/{request_id}")

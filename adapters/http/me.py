@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from adapters.http.services import bearer_token, services_of
 from adapters.presenters import money_fields, plain
-from adapters.queries import caught_up
+from adapters.queries import caught_up, list_request_rows, list_usage_rows, metadata_pair
 from adapters.services import Services
 from adapters.time_window import optional_instant
 from domain.api_key import ApiKey
@@ -42,6 +42,10 @@ REQUEST_FIELDS = (
     "usage_source",
     "charge",
     "price_book_version",
+    "images",
+    "end_user",
+    "tags",
+    "metadata",
 )
 USAGE_FIELDS = (
     "api_key_id",
@@ -100,17 +104,23 @@ async def get_usage(
     me: Me,
     since: Annotated[str | None, Query(description="first hour included, ISO 8601")] = None,
     until: Annotated[str | None, Query(description="first hour excluded, ISO 8601")] = None,
+    user: Annotated[str | None, Query(description="only requests attributed to this end user")] = None,
+    tag: Annotated[str | None, Query(description="only requests carrying this tag")] = None,
+    metadata: Annotated[str | None, Query(description="only requests with this metadata pair, key=value")] = None,
 ) -> dict[str, Any]:
     window = optional_instant(since, "since"), optional_instant(until, "until")
+    pair = metadata_pair(metadata)
 
     def read() -> list[Any]:
-        rows: list[Any] = caught_up(
+        return list_usage_rows(
             me.services,
-            lambda: me.services.read_models.usage.list_usage(
-                account_id=me.account_id, since=window[0], until=window[1]
-            ),
+            account_id=me.account_id,
+            since=window[0],
+            until=window[1],
+            user=user,
+            tag=tag,
+            metadata=pair,
         )
-        return rows
 
     rows = [_only(row, USAGE_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
     return {"object": "list", "data": rows}
@@ -122,15 +132,23 @@ async def list_requests(
     model: str | None = None,
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    user: Annotated[str | None, Query(description="only requests attributed to this end user")] = None,
+    tag: Annotated[str | None, Query(description="only requests carrying this tag")] = None,
+    metadata: Annotated[str | None, Query(description="only requests with this metadata pair, key=value")] = None,
 ) -> dict[str, Any]:
+    pair = metadata_pair(metadata)
+
     def read() -> list[Any]:
-        rows: list[Any] = caught_up(
+        return list_request_rows(
             me.services,
-            lambda: me.services.read_models.requests.list_requests(
-                account_id=me.account_id, model=model, status=status, limit=limit
-            ),
+            account_id=me.account_id,
+            model=model,
+            status=status,
+            limit=limit,
+            user=user,
+            tag=tag,
+            metadata=pair,
         )
-        return rows
 
     rows = [_only(row, REQUEST_FIELDS) for row in await anyio.to_thread.run_sync(read) if _mine(me, row)]
     return {"object": "list", "data": rows}
@@ -155,7 +173,10 @@ def _mine(me: Caller, row: Any) -> bool:
 
 
 def _only(row: Any, names: tuple[str, ...]) -> dict[str, Any]:
-    return money_fields({name: plain(getattr(row, name)) for name in names}, "charge")
+    shown = {name: plain(getattr(row, name)) for name in names}
+    if "metadata" in shown:
+        shown["metadata"] = dict(row.metadata)  # an object, as it was sent
+    return money_fields(shown, "charge")
 
 
 def _key(key: ApiKey) -> dict[str, Any]:

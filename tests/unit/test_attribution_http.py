@@ -37,6 +37,7 @@ class Setup:
     ledger: Ledger
     upstream: FakeOpenAIUpstream
     key: str
+    admin_key: str
 
     def post(self, path: str, body: dict[str, Any], tags: str | None = None) -> Any:
         headers = auth(self.key) | ({"x-tallyhub-tags": tags} if tags is not None else {})
@@ -51,7 +52,7 @@ class Setup:
 def setup() -> Iterator[Setup]:
     upstream = FakeOpenAIUpstream(api_key=SECRET).start()
     ledger = in_memory_ledger(clock=FakeClock())
-    ledger.initialise()
+    admin_key = ledger.initialise()
     app = in_process_app(build_services(Settings(), ledger=ledger))
     ProviderRegistry(ledger).register_provider(
         "openai", "openai", base_url=upstream.base_url, region=None, secret=SECRET
@@ -63,7 +64,7 @@ def setup() -> Iterator[Setup]:
     Accounts(ledger).create_account("acme", starter_credits=10**10)
     key = ApiKeys(ledger).issue_api_key("acme").plaintext
     with TestClient(app) as client:
-        yield Setup(client, ledger, upstream, key)
+        yield Setup(client, ledger, upstream, key, admin_key)
     ledger.close()
     upstream.stop()
 
@@ -147,3 +148,81 @@ def test_at_the_limit_is_served(setup: Setup) -> None:
     response = setup.post("/v1/chat/completions", body, tags=",".join(f"t{i}" for i in range(MAX_TAGS)))
     attribution = setup.attribution(response)
     assert attribution is not None and attribution.user == "u" * MAX_USER_CHARS and len(attribution.tags) == MAX_TAGS
+
+
+def sent_requests(setup: Setup) -> dict[str, str]:
+    """Four attributed requests and one without; their ids by a name."""
+    sent = {
+        "alice-ml": setup.post(
+            "/v1/chat/completions",
+            {"model": CHAT, "messages": MESSAGES, "user": "alice", "metadata": {"job": "nightly"}},
+            "team:ml,run/1",
+        ),
+        "alice-web": setup.post("/v1/chat/completions", {"model": CHAT, "messages": MESSAGES, "user": "alice"}, "web"),
+        "bob-ml": setup.post("/v1/embeddings", {"model": EMBED, "input": "hello", "user": "bob"}, "team:ml"),
+        "image-ml": setup.post("/v1/images/generations", {"model": IMAGE, "prompt": "a cat"}, "team:ml"),
+        "plain": setup.post("/v1/chat/completions", {"model": CHAT, "messages": MESSAGES}),
+    }
+    assert all(response.status_code == 200 for response in sent.values())
+    return {name: response.headers["x-request-id"] for name, response in sent.items()}
+
+
+def listed(setup: Setup, path: str, key: str, **query: str) -> list[dict[str, Any]]:
+    response = setup.client.get(path, headers=auth(key), params=query)
+    assert response.status_code == 200, response.text
+    return response.json()["data"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("path", ["/admin/v1/requests", "/v1/me/requests"])
+def test_the_request_log_filters_by_user_tag_and_metadata_exactly(setup: Setup, path: str) -> None:
+    ids = sent_requests(setup)
+    key = setup.admin_key if path.startswith("/admin") else setup.key
+
+    def found(**query: str) -> set[str]:
+        return {row["request_id"] for row in listed(setup, path, key, **query)}
+
+    assert found(user="alice") == {ids["alice-ml"], ids["alice-web"]}
+    assert found(tag="team:ml") == {ids["alice-ml"], ids["bob-ml"], ids["image-ml"]}
+    assert found(tag="team:ml", user="alice") == {ids["alice-ml"]}
+    assert found(metadata="job=nightly") == {ids["alice-ml"]}
+    assert found(tag="team") == set() and found(user="ALICE") == set()
+    assert len(found()) == 5
+    (row,) = listed(setup, path, key, tag="run/1")
+    assert (row["end_user"], row["tags"], row["metadata"]) == ("alice", ["team:ml", "run/1"], {"job": "nightly"})
+
+
+@pytest.mark.parametrize("path", ["/admin/v1/usage", "/v1/me/usage"])
+def test_usage_filtered_by_user_or_tag_sums_exactly_the_matching_requests(setup: Setup, path: str) -> None:
+    ids = sent_requests(setup)
+    key = setup.admin_key if path.startswith("/admin") else setup.key
+    records = {name: setup.ledger.get_request_record(request_id).details for name, request_id in ids.items()}
+
+    def sums(**query: str) -> tuple[int, int, int, int]:
+        rows = listed(setup, path, key, **query)
+        charge = sum(int(row.get("charge_nanocredits", row["charge"])) for row in rows)
+        return (
+            sum(r["requests"] for r in rows),
+            sum(r["input_tokens"] for r in rows),
+            sum(r["images"] for r in rows),
+            charge,
+        )
+
+    def expected(*names: str) -> tuple[int, int, int, int]:
+        usages = [records[n].usage for n in names]
+        return (
+            len(names),
+            sum(u.input_tokens for u in usages if u),
+            sum(u.images for u in usages if u),
+            sum(records[n].charge for n in names),
+        )
+
+    assert sums(tag="team:ml") == expected("alice-ml", "bob-ml", "image-ml")
+    assert sums(user="alice") == expected("alice-ml", "alice-web")
+    assert sums(metadata="job=nightly") == expected("alice-ml")
+    assert sums(user="nobody") == (0, 0, 0, 0)
+    assert sums() == expected(*ids)  # unfiltered: the hourly rollups, which agree
+
+
+def test_a_metadata_filter_without_a_pair_is_a_400(setup: Setup) -> None:
+    response = setup.client.get("/admin/v1/requests", headers=auth(setup.admin_key), params={"metadata": "job"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "metadata"
