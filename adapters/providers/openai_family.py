@@ -34,8 +34,8 @@ Invariants of :func:`usage_from_openai_family`:
   most output; cache reads and writes together are at most input;
 * how counts were obtained is flagged (``Usage.flags``, vocabulary in domain/usage.py):
   a count that is null, not an integer or negative is ``field_invalid`` and read as 0 —
-  or, for ``prompt_tokens`` or ``completion_tokens``, derived from ``total_tokens`` and
-  the other; a ``total_tokens`` missing or not equal to the parts is ``total_derived``
+  or, for ``prompt_tokens`` or ``completion_tokens`` (also when absent), derived from
+  ``total_tokens`` and the other; a ``total_tokens`` missing or not equal to the parts is ``total_derived``
   (the parts are used); a cache-write total without its TTL split is priced as 5-minute
   writes, ``cache_write_ttl_assumed``.
 """
@@ -63,6 +63,8 @@ def usage_from_openai_family(usage: dict[str, Any], service_tier: Any = None) ->
     prompt = _prompt_tokens(usage, reader)
     completion = reader.count(usage, "completion_tokens")
     total = reader.count(usage, "total_tokens")
+    if prompt is None or completion is None:
+        reader.flags.add("field_invalid")  # absent (or unreadable): derived from the total, else 0
     prompt, completion = _derived(prompt, completion, total)
     prompt_details = _details(usage, "prompt_tokens_details")
     cached = min(_cached_tokens(usage, prompt_details, reader), prompt)

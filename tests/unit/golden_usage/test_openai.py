@@ -126,6 +126,11 @@ def test_case_6_a_stream_chunk_reports_the_tier_at_its_top_too() -> None:
             {"prompt_tokens": None, "completion_tokens": 200, "total_tokens": 1200},
             Usage(input_tokens=1000, output_tokens=200, flags=("field_invalid",)),
         ),
+        # prompt_tokens absent: derived the same way
+        (
+            {"completion_tokens": 200, "total_tokens": 1200},
+            Usage(input_tokens=1000, output_tokens=200, flags=("field_invalid",)),
+        ),
         # completion_tokens a string, a negative prompt: each derived from the other and the total
         (
             {"prompt_tokens": 1000, "completion_tokens": "200", "total_tokens": 1200},
