@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.presenters import format_quarters, price_json
 from adapters.settings import Settings
@@ -209,3 +211,38 @@ def test_prices_set_takes_the_deeper_rates_as_flags_and_prices_show_lists_them(t
     assert status == 1 and "--context-tier" in error["error"]["message"], error
     text = subprocess.run([*cli, "prices", "show"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert "service tier priority: input 5.000000000" in text.stdout and "above 200000 input tokens" in text.stdout
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**20), 10**20) | st.text(max_size=12) | st.sampled_from(["1", "2.5"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=20), inner, max_size=4),
+    max_leaves=12,
+)
+entry_keys = st.sampled_from(
+    [
+        "input",
+        "output",
+        "cache_write",
+        "cache_write_1h",
+        "context_tiers",
+        "service_tiers",
+        "provider_cost",
+        "above_input_tokens",
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(entry_keys, json_values, max_size=6), st.dictionaries(entry_keys, json_values, max_size=3))
+def test_any_json_entry_is_a_price_or_an_invalid_request_naming_a_field(
+    entry: dict[str, Any], tier: dict[str, Any]
+) -> None:
+    candidates = [entry, {"input": "1", "output": "1", **entry}, {"input": "1", "output": "1", "context_tiers": [tier]}]
+    candidates.append({"input": "1", "output": "1", "service_tiers": {"flex": tier}})
+    for candidate in candidates:
+        try:
+            price = price_from_entry(candidate)
+        except InvalidRequest as refused_:
+            assert refused_.param, refused_
+        else:
+            assert ModelPrice.from_dict(price.to_dict()) == price
