@@ -36,7 +36,7 @@ from projections.ledger_entries import SqlLedgerEntriesView
 from projections.provider_hourly import COUNTERS as PROVIDER_COUNTERS
 from projections.provider_hourly import SqlProviderHourlyView
 from projections.request_log import COLUMNS as REQUEST_COLUMNS
-from projections.request_log import REQUESTS_TABLE, SqlRequestLogView
+from projections.request_log import REQUESTS_TABLE, TAGS_TABLE, SqlRequestLogView, hours_window, usage_of
 from projections.store import TRACKING_TABLE, PostgresStore, SqliteStore, SqlStore
 from projections.usage import COUNTERS, USAGE_TABLE, SqlUsageView
 
@@ -178,11 +178,27 @@ def usage_totals(key: str, since: datetime, until: datetime, *, _source: Source)
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
 def usage_frame(
-    key: str, since: datetime, until: datetime, account_id: str | None = None, *, _source: Source
+    key: str,
+    since: datetime,
+    until: datetime,
+    account_id: str | None = None,
+    *,
+    user: str | None = None,
+    tag: str | None = None,
+    _source: Source,
 ) -> pd.DataFrame:
-    """Hourly usage buckets in ``[since, until)`` (ids as dashed UUIDs, ``''`` when absent)."""
+    """Hourly usage buckets in ``[since, until)`` (ids as dashed UUIDs, ``''`` when absent). With
+    ``user`` or ``tag`` (the requests' attribution, matched exactly), the matching request-log
+    rows summed into the same buckets: the hourly rollups keep no attribution."""
+    account = UUID(account_id) if account_id else None
     with _reading():
-        rows = _source.views().usage.list_usage(UUID(account_id) if account_id else None, since, until)
+        if user is None and tag is None:
+            rows = _source.views().usage.list_usage(account, since, until)
+        else:
+            matching = _source.views().requests.iter_requests(
+                *hours_window(since, until), account_id=account, user=user, tag=tag
+            )
+            rows = usage_of(matching, since, until)
     records = [
         {
             **asdict(row),
@@ -300,6 +316,8 @@ def requests_frame(
     provider: str | None = None,
     status: int | None = None,
     min_latency_ms: float | None = None,
+    user: str | None = None,
+    tag: str | None = None,
     limit: int = 200,
     _source: Source,
 ) -> pd.DataFrame:
@@ -314,6 +332,8 @@ def requests_frame(
         ("provider = ?", provider),
         ("status = ?", status),
         ("latency_ms >= ?", min_latency_ms),
+        ("end_user = ?", user),
+        (f"request_id IN (SELECT request_id FROM {TAGS_TABLE} WHERE tag = ?)", tag),
     ]
     used = [(clause, value) for clause, value in filters if value is not None]
     rows = _run(

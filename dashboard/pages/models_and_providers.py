@@ -1,7 +1,8 @@
 """Models and providers: usage, spend and errors by model and by provider (usage rollups),
 the HTTP statuses each provider's requests ended with (request log), and — from the
 provider rollups — the margin by provider and model and each credential's health: its
-failed upstream attempts and the failovers it served, over time.
+failed upstream attempts and the failovers it served, over time. An end-user or tag
+filter (the requests' attribution) narrows the usage parts, then summed from the request log.
 
 A deployment whose provider rollups do not exist yet (``tallyhub init`` creates them)
 gets the usage parts and a note that says so.
@@ -21,7 +22,15 @@ HEALTH_LINES = {"failed_attempts": "failed attempts", "failovers": "failovers"}
 ctx = ui.page_context()
 st.title("Models and providers")
 window = ui.window_picker("models")
-usage = queries.usage_frame(ctx.key, window.since, window.until, _source=ctx.source)
+by = st.columns(4)
+user = by[0].text_input("End user (exact)", key="models_user", help="the `user` the caller sent")
+tag = by[1].text_input("Tag (exact)", key="models_tag", help="one of the tags sent in `x-tallyhub-tags`").strip()
+if user or tag:
+    st.caption(
+        "Usage of the requests with this end user and tag, summed from the request log; the provider "
+        "statuses, margins and credential health below are of every request."
+    )
+usage = queries.usage_frame(ctx.key, window.since, window.until, user=user or None, tag=tag or None, _source=ctx.source)
 if usage.empty:
     ui.empty_window(ctx, window)
     st.stop()

@@ -1,4 +1,5 @@
-"""Requests: the request log with filters, and one request's receipt.
+"""Requests: the request log with filters (an end user and a tag among them, matched
+exactly), and one request's receipt.
 
 The list and the receipt's figures come from the request-log read model; the rates come
 from the price-book version the request names; the failed upstream attempts come from the
@@ -41,6 +42,9 @@ min_latency = cols[1].number_input(
     "Latency at least (ms)", min_value=0.0, value=0.0, step=100.0, key="requests_min_latency"
 )
 limit = cols[2].selectbox("Show", [100, 500, 2000], key="requests_limit", format_func=lambda n: f"newest {n}")
+by = st.columns(4)
+user = by[0].text_input("End user (exact)", key="requests_user", help="the `user` the caller sent")
+tag = by[1].text_input("Tag (exact)", key="requests_tag", help="one of the tags sent in `x-tallyhub-tags`").strip()
 
 frame = queries.requests_frame(
     ctx.key,
@@ -52,6 +56,8 @@ frame = queries.requests_frame(
     provider=None if provider == ANY else provider,
     status=None if status == ANY else int(status),
     min_latency_ms=float(min_latency) or None,
+    user=user or None,
+    tag=tag or None,
     limit=int(limit),
     _source=ctx.source,
 )
@@ -87,6 +93,8 @@ st.dataframe(
             "charge",
             "price_book_version",
             "error_code",
+            "end_user",
+            "tags",
             "request_id",
         ]
     ],
@@ -128,6 +136,9 @@ left.dataframe(
                 "error",
                 "latency (ms)",
                 "time to first byte (ms)",
+                "end user",
+                "tags",
+                "metadata",
             ],
             "value": [
                 str(v)
@@ -145,6 +156,9 @@ left.dataframe(
                     row["error_code"] or "—",
                     row["latency_ms"],
                     row["ttfb_ms"] if row["ttfb_ms"] is not None else "—",
+                    row["end_user"] or "—",
+                    ", ".join(row["tags"]) or "—",
+                    ", ".join(f"{k}={v}" for k, v in row["metadata"]) or "—",
                 )
             ],
         }

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 from eventsourcing.domain import CanCreateTimestamp
@@ -31,6 +32,7 @@ from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.providers import ProviderRegistry
 from application.routing import Router
+from domain.attribution import Attribution
 from domain.errors import InsufficientCredits
 from domain.usage import Usage
 from tests.fakes.clock import FakeClock
@@ -54,6 +56,8 @@ class SeededRequest:
     input_tokens: int
     output_tokens: int
     provider_cost: int | None = None  # what the billed record says the provider charges (None: no cost rates)
+    user: str | None = None  # the attribution it was sent with (attribution_of)
+    tags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -165,8 +169,19 @@ def _history(seeded: Seeded, ledger, clock: FakeClock) -> None:  # type: ignore[
     seeded.open_hold_request = still_open.request_id
 
 
-def _shape(model: str, *, stream: bool) -> RequestShape:
-    return RequestShape(model=model, prompt_bytes=4000, max_output_tokens=1000, choices=1, stream=stream)
+def _shape(model: str, *, stream: bool, attribution: Attribution | None = None) -> RequestShape:
+    return RequestShape(
+        model=model, prompt_bytes=4000, max_output_tokens=1000, choices=1, stream=stream, attribution=attribution
+    )
+
+
+def attribution_of(index: int) -> Attribution | None:
+    """What seeded request ``index`` was attributed to: every third nothing, the others an end
+    user of three and one tag of two (the even ones a second tag too)."""
+    if index % 3 == 0:
+        return None
+    tags = ("team:ml", "batch") if index % 2 == 0 else ("team:web",)
+    return Attribution(user=f"user-{index % 4}", tags=tags)
 
 
 def _one_request(
@@ -182,10 +197,12 @@ def _one_request(
     stream = index % 2 == 0
     at = clock.current
     request_id = uuid4()
+    sent = attribution_of(index)
+    who: dict[str, Any] = {"user": sent.user, "tags": sent.tags} if sent else {}
     try:
-        opened = billing.open_request(key, _shape(model, stream=stream), request_id=request_id)
+        opened = billing.open_request(key, _shape(model, stream=stream, attribution=sent), request_id=request_id)
     except InsufficientCredits:  # recorded as a failed request (402) by open_request
-        seeded.requests.append(SeededRequest(request_id, at, account, model, "failed", 402, 0, 0, 0, 0))
+        seeded.requests.append(SeededRequest(request_id, at, account, model, "failed", 402, 0, 0, 0, 0, **who))
         return
     # what the gateway measures; the request took this long (latency is measured from ``started``)
     latency_s = rng.uniform(0.25, 2.5)
@@ -194,7 +211,7 @@ def _one_request(
     ttfb_ms = round(rng.uniform(80, 400), 1) if stream else None
     if index % 11 == 7:
         billing.fail_request(opened, status=502, error_code="upstream_error", route=route)
-        seeded.requests.append(SeededRequest(opened.request_id, at, account, model, "failed", 502, 0, 0, 0, 0))
+        seeded.requests.append(SeededRequest(opened.request_id, at, account, model, "failed", 502, 0, 0, 0, 0, **who))
         return
     attempts: tuple[Attempt, ...] = ()
     if index % 13 == 5 and seeded.failover_request is None:
@@ -221,5 +238,6 @@ def _one_request(
             usage.input_tokens,
             usage.output_tokens,
             provider_cost,
+            **who,
         )
     )

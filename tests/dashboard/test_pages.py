@@ -270,3 +270,54 @@ def test_exports_snapshot_manifest_counts_and_sums_the_rows_and_says_it_is_not_r
     assert any(manifest["record_with"] in w.value and "not recorded" in w.value for w in app.warning)
     assert any("No recorded exports" in i.value for i in app.info)  # none written in this store
     assert [b.label for b in app.get("download_button")] == [f"Download {manifest['file']}", "Download the manifest"]
+
+
+def test_requests_filter_by_end_user_and_tag_exactly(seeded: Seeded, on_page: OpenPage) -> None:
+    app = on_page(seeded, "request_log")
+    app.selectbox(key="requests_range").select("Last 30 days").run()
+    app.selectbox(key="requests_limit").select(2000).run()
+    window = app.session_state["requests_window"]
+    in_window = seeded.in_window(window.since, window.until)
+
+    app.text_input(key="requests_user").input("user-1").run()
+    rows = table(app, "at", "status", "end_user", "tags")
+    assert len(rows) == sum(r.user == "user-1" for r in in_window) > 0
+    assert set(rows["end_user"]) == {"user-1"}
+
+    app.text_input(key="requests_tag").input("batch").run()  # user-1's requests are all tagged team:web
+    assert app.session_state["requests_rows"] == 0
+    app.text_input(key="requests_user").input("user-2").run()
+    both = [r for r in in_window if r.user == "user-2" and "batch" in r.tags]
+    assert app.session_state["requests_rows"] == len(both) > 0
+
+    app.text_input(key="requests_user").input("").run()
+    rows = table(app, "at", "status", "end_user", "tags")
+    assert len(rows) == sum("batch" in r.tags for r in in_window) > 0
+    assert all("batch" in tags.split(",") for tags in rows["tags"])
+
+    app.text_input(key="requests_tag").input("team").run()  # a prefix of a tag matches nothing
+    assert app.session_state["requests_rows"] == 0
+
+
+def test_usage_by_model_filtered_by_end_user_or_tag_sums_exactly_those_requests(
+    seeded: Seeded, on_page: OpenPage
+) -> None:
+    app = on_page(seeded, "models_and_providers")
+    app.selectbox(key="models_range").select("Last 30 days").run()
+    window = app.session_state["models_window"]
+    in_window = seeded.in_window(window.since, window.until)
+
+    for field, value, keep in (
+        ("models_tag", "team:web", lambda r: "team:web" in r.tags),
+        ("models_user", "user-3", lambda r: "team:web" in r.tags and r.user == "user-3"),
+    ):
+        app.text_input(key=field).input(value).run()
+        assert not app.exception
+        matching = [r for r in in_window if keep(r)]
+        by_model = table(app, "provider", "model", "requests").set_index("model")
+        assert by_model["requests"].sum() == len(matching) > 0
+        for model in set(by_model.index):
+            mine = [r for r in matching if r.model == model]
+            assert by_model.loc[model, "requests"] == len(mine)
+            assert by_model.loc[model, "failed_requests"] == sum(r.outcome == "failed" for r in mine)
+            assert by_model.loc[model, "charge"] == credits_text(sum(r.charge for r in mine))
