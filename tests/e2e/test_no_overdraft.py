@@ -22,14 +22,20 @@ MAX_TOKENS = 50
 BODY = orjson.dumps(
     {"model": MODEL, "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": "count to ten"}]}
 )
-WORST_CASE = len(BODY) * INPUT_RATE + MAX_TOKENS * OUTPUT_RATE  # the hold: body bytes bound the prompt tokens
+# The hold: body bytes bound the prompt tokens, each held at the dearest input class (a 1-hour
+# cache write, 2 x input by default); an answer reporting twice the body's bytes as prompt
+# tokens (within what a provider may add to a prompt) costs exactly that.
+WORST_PROMPT = 2 * len(BODY)
+WORST_CASE = WORST_PROMPT * INPUT_RATE + MAX_TOKENS * OUTPUT_RATE
 
 
 @pytest.fixture
 def upstream() -> Iterator[FakeOpenAIUpstream]:
     fake = FakeOpenAIUpstream(api_key=UPSTREAM_KEY).start()
     # Every answer uses exactly the worst case, so no success can make room for an eleventh.
-    fake.script(*[Scripted.usage(prompt_tokens=len(BODY), completion_tokens=MAX_TOKENS) | Scripted.delay(0.05)] * 200)
+    fake.script(
+        *[Scripted.usage(prompt_tokens=WORST_PROMPT, completion_tokens=MAX_TOKENS) | Scripted.delay(0.05)] * 200
+    )
     yield fake
     fake.stop()
 

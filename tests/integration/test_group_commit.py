@@ -26,7 +26,6 @@ from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.errors import InsufficientCredits
 from domain.pricing import price_usage, worst_case_usage
-from domain.usage import Usage
 from tests.conftest import PgSchemas
 
 MODEL = "openai/gpt-test"
@@ -88,7 +87,7 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
             outcomes.append(0)
             return
         route = next(billing.router.routes(opened.targets[0]))
-        usage = Usage(input_tokens=SHAPE.prompt_bytes, output_tokens=SHAPE.max_output_tokens)  # the worst case
+        usage = worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price)  # the hold's own usage
         receipt = billing.complete_request(opened, route, usage)
         assert billing.complete_request(opened, route, usage).charge == receipt.charge  # a retry charges nothing more
         outcomes.append(receipt.charge)
