@@ -14,9 +14,9 @@ its provider's policy allows (``UpstreamPolicy.retries``), after the wait
 source): every retry is an attempt like the others, recorded when it fails (with its
 ``retry`` number), and the request is still charged once, for the attempt that served it.
 A wait that would end after the request's deadline (its arrival plus the provider's total
-timeout, ``Router.total_seconds``) is not taken: the next
-credential or target is tried instead. Nothing has reached the caller while this runs, so
-a stream is never retried once its first byte was sent."""
+timeout, ``Router.total_seconds``) is not taken: the next credential or target is tried
+instead. Nothing has reached the caller while this runs, so a stream is never retried once
+its first byte was sent. A caller gone during a wait cancels it like any attempt."""
 
 import random
 import time
