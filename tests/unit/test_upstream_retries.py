@@ -29,6 +29,7 @@ from domain.request_record import FailedAttempt
 from tests.fakes.clock import FakeClock
 from tests.fakes.openai_scripts import Scripted
 from tests.fakes.openai_upstream import FakeOpenAIUpstream
+from tests.support.gateway import free_port
 from tests.unit.test_key_http import auth, in_process_app
 
 KEY_PRIMARY, KEY_BACKUP = "sk-primary-0000000000aaaa", "sk-backup-00000000000bbbb"
@@ -233,3 +234,19 @@ def test_no_headers_within_the_first_byte_timeout_is_a_timeout_retried_and_recor
     assert setup.primary.requests[0].disconnected  # the gateway hung up on the late one
     assert [(a.status, a.error_code, a.retry) for a in setup.attempts(response)] == [(504, "upstream_timeout", 0)]
     assert len(setup.sleeps) == 1
+
+
+def test_a_connect_error_is_retried_then_failed_over(setup: Setup) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: the connection is refused
+    ProviderRegistry(setup.ledger).register_provider(
+        "dead", "openai-compatible", base_url=closed, region=None, secret=KEY_PRIMARY, policy=UpstreamPolicy(retries=1)
+    )
+    Prices(setup.ledger).set_price("dead/gpt-4o", price_from_credits(input="10", output="30"))
+    Prices(setup.ledger).set_alias("dead-first", ["dead/gpt-4o", "backup/gpt-4o-mini"])
+    response = setup.chat(model="dead-first")
+    assert response.status_code == 200 and len(setup.backup.requests) == 1
+    assert [(a.provider, a.status, a.error_code, a.retry) for a in setup.attempts(response)] == [
+        ("dead", 502, "upstream_unavailable", 0),
+        ("dead", 502, "upstream_unavailable", 1),
+    ]
+    assert len(setup.sleeps) == 1 and 0 <= setup.sleeps[0] <= 0.25
