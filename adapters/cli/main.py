@@ -14,7 +14,15 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from adapters.cli import audit_commands, commands, key_commands, reconcile_commands, replay_commands, statement_commands
+from adapters.cli import (
+    audit_commands,
+    commands,
+    key_commands,
+    reconcile_commands,
+    replay_commands,
+    statement_commands,
+    usage_commands,
+)
 from adapters.settings import SettingsError
 from domain.errors import (
     AlreadyExists,
@@ -230,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile_commands.register(sub, command)
     replay_commands.register(sub, command)
     audit_commands.register(sub, command)
+    usage_commands.register(sub, command)
     return parser
 
 
