@@ -80,6 +80,20 @@ class OpenedRequest:
     # its rate-limit admission, when limits apply (application/calls.py settles it once)
     rate_limit: AdmittedRequest | None = field(default=None, compare=False, repr=False)
 
+    def with_hold_durable(self, durable: "asyncio.Future[bool]") -> "OpenedRequest":
+        return self._with("hold_durable", durable)
+
+    def with_rate_limit(self, admitted: AdmittedRequest) -> "OpenedRequest":
+        return self._with("rate_limit", admitted)
+
+    def _with(self, name: str, value: object) -> "OpenedRequest":
+        """``dataclasses.replace`` of one field in under a microsecond instead of about seven
+        (it runs on every request): the other fields are copied as they are, already valid."""
+        copy = object.__new__(OpenedRequest)
+        copy.__dict__.update(self.__dict__)
+        copy.__dict__[name] = value
+        return copy
+
 
 @dataclass(frozen=True)
 class Receipt:
@@ -165,7 +179,7 @@ class RequestBilling:
         if gate is not None:
             gate.track(opened.account_id, opened.hold, durable)  # every hold, early or not
         if early:
-            return replace(opened, hold_durable=durable)
+            return opened.with_hold_durable(durable)
         await self._held(opened, durable)
         return opened
 
@@ -202,20 +216,18 @@ class RequestBilling:
                 raise ModelNotFound(
                     f"the model {shape.model!r} has no price, so it cannot be sold; ask the operator to set one"
                 )
-        opened = OpenedRequest(
+        hold = max(self._worst_case(shape, target) for target in targets) if self.mode == "credits" else 0
+        return OpenedRequest(
             request_id=request_id,
             account_id=key.account_id,
             api_key_id=key.id,
             shape=shape,
             targets=tuple(targets),
             price_book_version=book.number,
-            hold=0,
+            hold=hold,
             started=started,
             started_at=now,
         )
-        if self.mode == "credits":
-            opened = replace(opened, hold=max(self._worst_case(shape, target) for target in targets))
-        return opened
 
     def record_refusal(
         self,

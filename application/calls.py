@@ -24,7 +24,7 @@ Invariants (with those of application/billing.py):
 
 import asyncio
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 from uuid import UUID
 
@@ -115,7 +115,7 @@ class BilledCalls:
             raise
         if admitted is None:
             return await self.billing.hold_async(opened)
-        opened = replace(opened, rate_limit=admitted)
+        opened = opened.with_rate_limit(admitted)
         try:
             return await self.billing.hold_async(opened)
         except BaseException as error:

@@ -198,3 +198,22 @@ def test_a_key_month_cap_counts_holds_and_spares_other_keys(
         credits_billing.open_request(key, shape())
     other = ApiKeys(ledger).issue_api_key("acme").plaintext
     credits_billing.open_request(other, shape())
+
+
+def test_an_opened_request_copied_with_one_field_keeps_every_other_and_leaves_the_original(
+    ledger: Ledger, credits_billing: RequestBilling, key: str
+) -> None:
+    import asyncio
+    import dataclasses
+
+    opened = credits_billing.prepare_request(key, shape())
+    durable: asyncio.Future[bool] = asyncio.new_event_loop().create_future()
+    admitted = object()
+    held = opened.with_hold_durable(durable)
+    limited = held.with_rate_limit(admitted)  # type: ignore[arg-type]  # any value: only copied
+    for field in dataclasses.fields(opened):
+        if field.name not in ("hold_durable", "rate_limit"):
+            assert getattr(limited, field.name) == getattr(opened, field.name), field.name
+    assert (limited.hold_durable, limited.rate_limit) == (durable, admitted)
+    assert (opened.hold_durable, opened.rate_limit, held.rate_limit) == (None, None, None)
+    assert type(limited) is type(opened) and opened.hold == worst_case(ledger, shape()) > 0
