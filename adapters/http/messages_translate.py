@@ -61,6 +61,7 @@ import orjson
 
 from adapters.providers.anthropic_request import IMAGE_MEDIA_TYPES, PASSED_THROUGH
 from adapters.providers.openai_family import reasoning_text, usage_from_openai_family
+from domain.attribution import MAX_USER_CHARS
 from domain.errors import InvalidRequest, MalformedUpstreamAnswer
 
 Event = tuple[str, dict[str, Any]]  # (SSE event name, data)
@@ -385,6 +386,8 @@ def _user_id(metadata: Any) -> str | None:
     if not isinstance(metadata, dict):
         raise InvalidRequest("metadata: must be an object", param="metadata")
     user = metadata.get("user_id")
+    if isinstance(user, str) and len(user) > MAX_USER_CHARS:  # checked here to name Anthropic's field
+        raise InvalidRequest(f"metadata.user_id must be at most {MAX_USER_CHARS} characters", param="metadata.user_id")
     return user if isinstance(user, str) and user else None
 
 

@@ -113,6 +113,29 @@ def test_anthropic_metadata_user_id_is_the_user(setup: Setup) -> None:
     assert setup.attribution(response) == Attribution(user="anthropic-user", tags=("sdk",))
 
 
+def test_an_over_long_anthropic_user_id_is_refused_naming_anthropics_field(setup: Setup) -> None:
+    response = setup.client.post(
+        "/v1/messages",
+        headers={"x-api-key": setup.key},
+        json={
+            "model": CHAT,
+            "max_tokens": 16,
+            "messages": MESSAGES,
+            "metadata": {"user_id": "u" * (MAX_USER_CHARS + 1)},
+        },
+    )
+    assert response.status_code == 400 and response.json()["type"] == "error"
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and "metadata.user_id" in error["message"]
+    assert setup.upstream.requests == []
+    at_limit = setup.client.post(
+        "/v1/messages",
+        headers={"x-api-key": setup.key},
+        json={"model": CHAT, "max_tokens": 16, "messages": MESSAGES, "metadata": {"user_id": "u" * MAX_USER_CHARS}},
+    )
+    assert setup.attribution(at_limit) == Attribution(user="u" * MAX_USER_CHARS)
+
+
 OVER: list[tuple[str, str, dict[str, Any], str | None, str]] = [
     ("chat user", "/v1/chat/completions", {"user": "u" * (MAX_USER_CHARS + 1)}, None, "user"),
     ("chat metadata", "/v1/chat/completions", {"metadata": {f"k{i}": "v" for i in range(17)}}, None, "metadata"),
