@@ -9,7 +9,8 @@
 # Scenarios: non-stream and stream (22 chunks), c=1 and c=32, upstream 0 ms; then c=32 with the
 # upstream answering after 50 ms. Every figure is also printed as a ratio to the pass-through.
 # Usage: bash tests/benchmarks/shared_bench.sh      (env: REPS, ONLY, SKIP_LAT50=1, SKIP_PG=1, SCENARIOS,
-#   BENCH_LIMITS=rpm,tpm,max-parallel to put rate limits on the benchmark's key; TALLYHUB_ACCESS_LOG=off)
+#   BENCH_LIMITS=rpm,tpm,max-parallel: also measure a second key of the same account with those rate limits,
+#   as targets tallyhub-sqlite-limits and tallyhub-pg-limits beside the unlimited key; TALLYHUB_ACCESS_LOG=off)
 # Only 127.0.0.1 is used; every loadgen run is bounded by the harness.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -40,12 +41,23 @@ set_up() {
   for model in mock-gpt mock-gpt-lat50; do "$th" prices set "mock/$model" --input 1 --output 2 --json >/dev/null; done
   "$th" accounts create bench --starter-credits 10000000 --json >/dev/null  # the largest one movement (domain/bounds.py)
   local issued; issued=$("$th" keys issue bench --json)
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$issued"
   if [ -n "${BENCH_LIMITS:-}" ]; then  # e.g. "1000000,1000000000,1000": rpm,tpm,max-parallel, set high enough never to refuse
+    # a second key of the same account, with the limits: measured as a target of its own, side by side
     IFS=, read -r rpm tpm par <<< "$BENCH_LIMITS"
+    issued=$("$th" keys issue bench --name limited --json)
     "$th" keys limits "$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["id"])' "$issued")" \
       --rpm "$rpm" --tpm "$tpm" --max-parallel "$par" --json >/dev/null
+    python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$issued"
   fi
-  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$issued"
+}
+
+# add_limited NAME PORT TARGETS: with BENCH_LIMITS, a target NAME-limits on the same gateway with the limited key
+add_limited() {
+  if [ -n "${BENCH_LIMITS:-}" ]; then
+    echo "$1-limits  http://127.0.0.1:$2/v1/chat/completions  $1.pid  Authorization: Bearer $limited" >> "$3"
+    export "MODEL_${1//-/_}_limits=mock/mock-gpt"
+  fi
 }
 
 # serve NAME PORT CPU [serve args]: start a gateway for the current environment
@@ -66,11 +78,12 @@ lat50="lat50-ns-c32:32:1500: lat50-st-c32:32:600:--stream"
 # Phase 1, embedded mode: SQLite, projections and sweeps inside serve.
 export TALLYHUB_BILLING_MODE=credits TALLYHUB_DATA_DIR=$BENCH_WORK/tallyhub-data/sqlite
 unset TALLYHUB_DATABASE_URL TALLYHUB_REDIS_URL
-key=$(set_up)
+keys=$(set_up); key=$(sed -n 1p <<< "$keys"); limited=$(sed -n 2p <<< "$keys")
 serve tallyhub-sqlite 8090 "${GW_CPU:-1}"
 targets=$BENCH_WORK/targets-embedded.txt
 cp "$baselines" "$targets"
 echo "tallyhub-sqlite  http://127.0.0.1:8090/v1/chat/completions  tallyhub-sqlite.pid  Authorization: Bearer $key" >> "$targets"
+add_limited tallyhub-sqlite 8090 "$targets"
 MODEL_tallyhub_sqlite=mock/mock-gpt TARGETS="$targets" REPS="${REPS:-3}" bash "$bench/bench.sh" | tee "$BENCH_WORK/bench-embedded.txt"
 ratios
 if [ -z "${SKIP_LAT50:-}" ]; then
@@ -88,7 +101,7 @@ if [ -z "${SKIP_PG:-}" ]; then
   export TALLYHUB_DATA_DIR=$BENCH_WORK/tallyhub-data/pg
   export TALLYHUB_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/test?schema=$schema"
   export TALLYHUB_REDIS_URL="redis://127.0.0.1:6379/0" TALLYHUB_REDIS_PREFIX=$redis_prefix
-  key=$(set_up)
+  keys=$(set_up); key=$(sed -n 1p <<< "$keys"); limited=$(sed -n 2p <<< "$keys")
   "$th" worker > "$BENCH_WORK/tallyhub-worker.log" 2>&1 &
   pids+=($!)
   serve tallyhub-pg 8091 "${GW_CPU:-1}"
@@ -96,6 +109,7 @@ if [ -z "${SKIP_PG:-}" ]; then
   targets=$BENCH_WORK/targets-server.txt
   grep -E '^(direct|passthru-aiohttp) ' "$baselines" > "$targets"
   echo "tallyhub-pg  http://127.0.0.1:8091/v1/chat/completions  tallyhub-pg.pid  Authorization: Bearer $key" >> "$targets"
+  add_limited tallyhub-pg 8091 "$targets"
   echo "tallyhub-pg-w2  http://127.0.0.1:8092/v1/chat/completions  tallyhub-pg-w2.pid  Authorization: Bearer $key" >> "$targets"
   export MAX_FOREIGN=0.5 RETRIES=${RETRIES:-1}  # the 2-worker gateway's children count as foreign too
   MODEL_tallyhub_pg=mock/mock-gpt MODEL_tallyhub_pg_w2=mock/mock-gpt TARGETS="$targets" REPS="${REPS:-3}" \
