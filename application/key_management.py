@@ -18,8 +18,10 @@ Invariants kept here:
 - a superseded secret is deleted from the store (application/providers.py deletes a
   deleted or retired credential's); rows nothing refers to (a crash between the row and
   its event, a lost race) are deleted by ``rotate_master`` once they are ``ORPHAN_AGE`` old;
-- ``secrets_status`` lists every kid the current secrets still need: a configured key that
-  none names can be retired without losing anything current.
+- ``secrets_status`` lists every kid the current secrets still need, and the kids stored
+  responses (application/stored_responses.py) are sealed under: a configured key that none
+  names can be retired without losing anything current; ``rotate_master`` re-encrypts the
+  stored responses too, so after it only the newest key is needed.
 Plaintext secrets pass through here only on their way to the vault.
 """
 
@@ -31,6 +33,8 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from application.ledger import Ledger, credential_ref, secret_context
+from application.stored_responses import StoredResponses
+from application.webhooks import webhook_secret_refs
 from domain import ids
 from domain.deployment import Deployment
 from domain.errors import NotInitialised, SecretError
@@ -71,6 +75,8 @@ class RotationResult:
     status: SecretsStatus | None = None
     moved: list[str] = field(default_factory=list)  # labels of the secrets moved out of the history now
     deleted: int = 0  # superseded or unreferenced rows deleted now
+    responses_resealed: int = 0  # stored responses re-encrypted now
+    responses_unreadable: int = 0  # stored responses no configured key opens (left: already treated as gone)
 
 
 # --- the secret store and master keys -----------------------------------------------
@@ -86,15 +92,21 @@ def current_secrets(ledger: Ledger) -> list[CurrentSecret]:
             _current(_label(provider, c), c.secret_ref, c.legacy_sealed, rows)
             for c in provider.current_credentials(now)
         ]
+    for ref in sorted(webhook_secret_refs(ledger)):  # a webhook's signing secret (application/webhooks.py)
+        found.append(_current(f"webhook {ref.partition(':')[2]}", ref, None, rows))
     return found
 
 
-def secrets_status(ledger: Ledger) -> SecretsStatus:
+def secrets_status(ledger: Ledger, responses: StoredResponses | None = None) -> SecretsStatus:
+    """What each master key still seals: the current secrets, and ``responses``' rows."""
     vault = _vault(ledger)
     configured = vault.ring.kids
     in_use: dict[str, list[str]] = {}
     for secret in current_secrets(ledger):
         in_use.setdefault(_configured_kid(vault, secret.kid), []).append(secret.label)
+    if responses is not None:
+        for kid, count in responses.sealed_under().items():
+            in_use.setdefault(_configured_kid(vault, kid), []).append(f"{count} stored response(s)")
     history: dict[str, int] = {}
     aggregates: list[Deployment | Provider] = [_deployment(ledger), *ledger.list_providers()]
     for aggregate in aggregates:
@@ -170,7 +182,7 @@ def delete_superseded_secrets(ledger: Ledger, *, orphan_age: timedelta = ORPHAN_
     period, deleted credentials, and (once ``orphan_age`` old) rows nothing ever referred to."""
     deployment = _deployment(ledger)
     now = ledger.clock.now()
-    wanted = {deployment.pepper_ref}
+    wanted = {deployment.pepper_ref} | webhook_secret_refs(ledger)  # webhook secrets: application/webhooks.py
     retired: set[str] = set()
     for provider in ledger.list_providers():
         for credential in provider.credentials:
@@ -188,10 +200,11 @@ def delete_superseded_secrets(ledger: Ledger, *, orphan_age: timedelta = ORPHAN_
     return ledger.secret_store.delete(doomed)
 
 
-def rotate_master(ledger: Ledger) -> RotationResult:
+def rotate_master(ledger: Ledger, responses: StoredResponses | None = None) -> RotationResult:
     """Move what the history alone holds into the secret store, delete superseded rows, and
-    re-encrypt every row not under the newest master key with a fresh data key. Online
-    and idempotent. Afterwards no row holds anything an older master key can open."""
+    re-encrypt every row not under the newest master key with a fresh data key, and every
+    stored response of ``responses`` the same way. Online and idempotent. Afterwards no row
+    holds anything an older master key can open."""
     vault = _vault(ledger)
     newest = vault.kid
     moved = move_secrets_out_of_history(ledger)
@@ -206,8 +219,17 @@ def rotate_master(ledger: Ledger) -> RotationResult:
         if ledger.secret_store.replace(row.ref, fresh, version=row.version):
             rewrapped.append(labels.get(row.ref, f"unreferenced secret {row.ref}"))
     ledger.secret_store.scrub()  # every run: a run after one that could not finish it completes it
+    resealed, unreadable = (0, 0)
+    if responses is not None:
+        resealed, unreadable = responses.reseal(lambda kid: _configured_kid(vault, kid) == newest)
     return RotationResult(
-        newest_kid=newest, rewrapped=rewrapped, status=secrets_status(ledger), moved=moved, deleted=deleted
+        newest_kid=newest,
+        rewrapped=rewrapped,
+        status=secrets_status(ledger, responses),
+        moved=moved,
+        deleted=deleted,
+        responses_resealed=resealed,
+        responses_unreadable=unreadable,
     )
 
 

@@ -22,6 +22,7 @@ from application import key_management as km
 from application.api_keys import MAX_GRACE, ApiKeys, parse_models
 from application.ledger import Ledger
 from application.providers import CredentialRotation, ProviderRegistry
+from application.stored_responses import StoredResponses
 from domain.api_key import ApiKey
 from domain.errors import InvalidRequest
 
@@ -44,9 +45,16 @@ def _ledger(*, check_ring: bool = False) -> Iterator[Ledger]:
 # --- secrets ------------------------------------------------------------------------
 
 
+def _stored_responses(ledger: Ledger) -> StoredResponses:
+    """The stored responses beside ``ledger`` (on or off: rows kept while it was on count)."""
+    from adapters.persistence.response_store import build_stored_responses  # psycopg only when needed
+
+    return build_stored_responses(Settings.from_env(), ledger)
+
+
 def secrets_rotate_master(args: argparse.Namespace) -> Result:
     with _ledger() as ledger:
-        result = km.rotate_master(ledger)
+        result = km.rotate_master(ledger, _stored_responses(ledger))
     assert result.status is not None
     data = rotation_result_json(result)
     lines = (
@@ -59,6 +67,10 @@ def secrets_rotate_master(args: argparse.Namespace) -> Result:
     lines += [f"  {label}" for label in result.rewrapped]
     if result.deleted:
         lines.append(f"deleted {result.deleted} superseded secret(s)")
+    if result.responses_resealed or result.responses_unreadable:
+        lines.append(f"re-encrypted {result.responses_resealed} stored response(s)")
+    if result.responses_unreadable:
+        lines.append(f"{result.responses_unreadable} stored response(s) no configured key opens: left as they are")
     return data, "\n".join(lines + [status_text(result.status)])
 
 
@@ -69,13 +81,15 @@ def rotation_result_json(result: km.RotationResult) -> dict[str, Any]:
         "rewrapped": result.rewrapped,
         "moved": result.moved,
         "deleted": result.deleted,
+        "responses_resealed": result.responses_resealed,
+        "responses_unreadable": result.responses_unreadable,
         "status": status_json(result.status),
     }
 
 
 def secrets_status(args: argparse.Namespace) -> Result:
     with _ledger() as ledger:
-        status = km.secrets_status(ledger)
+        status = km.secrets_status(ledger, _stored_responses(ledger))
     return status_json(status), status_text(status)
 
 

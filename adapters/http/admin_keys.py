@@ -69,12 +69,12 @@ async def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 @router.get("/secrets")
 async def secrets_status(services: Admin) -> dict[str, Any]:
-    return status_json(await _run(km.secrets_status, services.ledger))
+    return status_json(await _run(km.secrets_status, services.ledger, services.responses))
 
 
 @router.post("/secrets/rotate-master")
 async def rotate_master(services: Admin) -> dict[str, Any]:
-    return rotation_result_json(await _run(km.rotate_master, services.ledger))
+    return rotation_result_json(await _run(km.rotate_master, services.ledger, services.responses))
 
 
 @router.post("/providers/{name}/credentials/rotate")
