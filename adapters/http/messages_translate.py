@@ -33,20 +33,30 @@ TOOL_ERROR_PREFIX; text content only); ``tools`` → function tools; ``tool_choi
 ``stop_sequences`` → ``stop``; ``stream`` (+ ``stream_options.include_usage``);
 ``metadata.user_id`` → ``user``; ``output_config.format`` json_schema →
 ``response_format``. Passed through untouched: ``top_k``, ``thinking``. Content of a
-single text block becomes a plain string (what every provider accepts), several stay
-parts. ``temperature`` is not range-checked here: the chosen provider decides (the
+single unmarked text block becomes a plain string (what every provider accepts), several
+stay parts. ``temperature`` is not range-checked here: the chosen provider decides (the
 Anthropic provider keeps Anthropic's 0–1).
-Dropped: ``thinking`` / ``redacted_thinking`` blocks of earlier assistant turns,
-``cache_control`` marks, ``citations``, and every other top-level field
-(``service_tier``, ``container``, ``context_management``, …).
+Prompt caching and extended thinking, in the chat body's conventions
+(adapters/providers/fidelity.py): a block's ``cache_control`` (text, image, document,
+``tool_use``, system text) → the same part's, tool call's or ``tools`` entry's
+``cache_control``; a ``tool_result``'s → its tool message's; ``thinking`` /
+``redacted_thinking`` blocks of earlier assistant turns → that message's
+``thinking_blocks``, in order, unchanged. The Anthropic and Bedrock providers put them back
+where they were; other providers drop them.
+Dropped: ``citations``, and every other top-level field (``service_tier``, ``container``,
+``context_management``, a top-level ``cache_control``, …).
 Refused: server tools (web search, code execution, …), ``mcp_servers``, images in
 tool results, other block types.
 
-Answer: text → a ``text`` block; ``reasoning_content`` (and its dialects) → a
-``thinking`` block with an empty signature; ``tool_calls`` → ``tool_use`` blocks
-(arguments that are not a JSON object → ``{}``). ``stop_reason``: stop → end_turn
-(stop_sequence when the provider names the matched string, as vLLM does in
-``choice.stop_reason``; tool_use when calls were made), length → max_tokens,
+Answer: text → a ``text`` block; ``thinking_blocks`` (from the Anthropic and Bedrock
+providers) → ``thinking`` blocks with their real ``signature`` and ``redacted_thinking``
+blocks, streamed as ``thinking_delta``s then one ``signature_delta`` (a redacted block whole
+in its ``content_block_start``); without them, ``reasoning_content`` (and its dialects) → a
+``thinking`` block with an empty signature (another provider's reasoning: nothing can
+verify it, and the Anthropic provider leaves such a block out when it is sent back);
+``tool_calls`` → ``tool_use`` blocks (arguments that are not a JSON object → ``{}``).
+``stop_reason``: stop → end_turn (stop_sequence when the provider names the matched
+string, as vLLM does in ``choice.stop_reason``; tool_use when calls were made), length → max_tokens,
 tool_calls → tool_use, content_filter or a ``refusal`` → refusal.
 Tallyhub's charge, when the usage carries it, travels in an extra top-level
 ``tallyhub`` object (on the message, and on the stream's ``message_delta`` event).
@@ -67,7 +77,7 @@ from domain.errors import InvalidRequest, MalformedUpstreamAnswer
 Event = tuple[str, dict[str, Any]]  # (SSE event name, data)
 TOOL_ERROR_PREFIX = "Error: "
 # The fields receipts.receipt_usage adds to an OpenAI usage object.
-RECEIPT_FIELDS = ("cost", "cost_nanocredits", "price_book_version", "usage_source", "price_missing")
+RECEIPT_FIELDS = ("cost", "cost_decimal", "cost_nanocredits", "price_book_version", "usage_source", "price_missing")
 STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -138,6 +148,13 @@ def _system(system: Any) -> list[dict[str, Any]]:
     return [{"role": "system", "content": _collapsed(parts)}] if parts else []
 
 
+def _marked(part: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:
+    """``part`` with the block's ``cache_control``, as sent (the provider judges it)."""
+    if block.get("cache_control") is None:
+        return part
+    return {**part, "cache_control": block["cache_control"]}
+
+
 def _conversation(messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("messages: a non-empty array of messages is required", param="messages")
@@ -184,9 +201,9 @@ def _user_messages(content: Any, where: str) -> list[dict[str, Any]]:
         elif kind == "text":
             parts.extend(_text_part(block, at))
         elif kind == "image":
-            parts.append(_image_part(block.get("source"), at))
+            parts.append(_marked(_image_part(block.get("source"), at), block))
         elif kind == "document":
-            parts.append(_file_part(block, at))
+            parts.append(_marked(_file_part(block, at), block))
         else:
             raise InvalidRequest(f"{at}: a {kind!r} block cannot be sent in a user turn through Tallyhub", param=at)
     return results + ([{"role": "user", "content": _collapsed(parts)}] if parts else [])
@@ -197,13 +214,16 @@ def _assistant_messages(content: Any, where: str) -> list[dict[str, Any]]:
         return [{"role": "assistant", "content": content}]
     parts: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
+    thoughts: list[dict[str, Any]] = []
     for at, block in _blocks(content, where):
         kind = block["type"]
         if kind == "text":
             parts.extend(_text_part(block, at))
         elif kind == "tool_use":
-            calls.append(_tool_call(block, at))
-        elif kind not in ("thinking", "redacted_thinking"):  # earlier reasoning: no OpenAI equivalent
+            calls.append(_marked(_tool_call(block, at), block))
+        elif kind in ("thinking", "redacted_thinking"):
+            thoughts.append(_thinking_block(block, at))
+        else:
             raise InvalidRequest(
                 f"{at}: a {kind!r} block cannot be sent in an assistant turn through Tallyhub", param=at
             )
@@ -212,19 +232,33 @@ def _assistant_messages(content: Any, where: str) -> list[dict[str, Any]]:
     message: dict[str, Any] = {"role": "assistant", "content": _collapsed(parts) if parts else None}
     if calls:
         message["tool_calls"] = calls
+    if thoughts:
+        message["thinking_blocks"] = thoughts
     return [message]
+
+
+def _thinking_block(block: dict[str, Any], at: str) -> dict[str, Any]:
+    """An earlier turn's thinking as the chat body's ``thinking_blocks`` entry, unchanged."""
+    if block["type"] == "redacted_thinking":
+        if not isinstance(block.get("data"), str):
+            raise InvalidRequest(f"{at}.data: a redacted_thinking block needs its 'data'", param=f"{at}.data")
+        return {"type": "redacted_thinking", "data": block["data"]}
+    if not isinstance(block.get("thinking"), str) or not isinstance(block.get("signature"), str):
+        raise InvalidRequest(f"{at}: a thinking block needs 'thinking' and 'signature' strings", param=at)
+    return {"type": "thinking", "thinking": block["thinking"], "signature": block["signature"]}
 
 
 def _text_part(block: Any, at: str) -> list[dict[str, Any]]:
     """A text block as an OpenAI text part; empty text is omitted."""
     if not isinstance(block, dict) or block.get("type") != "text" or not isinstance(block.get("text"), str):
         raise InvalidRequest(f"{at}: must be a text block with a string 'text'", param=at)
-    return [{"type": "text", "text": block["text"]}] if block["text"] else []
+    return [_marked({"type": "text", "text": block["text"]}, block)] if block["text"] else []
 
 
 def _collapsed(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    """One text part as a plain string (what every provider accepts), else the parts."""
-    return parts[0]["text"] if len(parts) == 1 and parts[0]["type"] == "text" else parts
+    """One unmarked text part as a plain string (what every provider accepts), else the parts."""
+    plain = len(parts) == 1 and parts[0]["type"] == "text" and "cache_control" not in parts[0]
+    return parts[0]["text"] if plain else parts
 
 
 def _image_part(source: Any, at: str) -> dict[str, Any]:
@@ -287,7 +321,7 @@ def _tool_message(block: dict[str, Any], at: str) -> dict[str, Any]:
         raise InvalidRequest(f"{at}.content: must be a string or an array of text blocks", param=f"{at}.content")
     if block.get("is_error") is True:
         text = TOOL_ERROR_PREFIX + text if text else TOOL_ERROR_PREFIX.strip(": ")
-    return {"role": "tool", "tool_call_id": call_id, "content": text}
+    return _marked({"role": "tool", "tool_call_id": call_id, "content": text}, block)
 
 
 def _tool_result_text(item: Any, at: str) -> list[dict[str, Any]]:
@@ -349,7 +383,7 @@ def _function_tool(tool: Any, at: str) -> dict[str, Any]:
         function["description"] = tool["description"]
     if tool.get("strict") is True:
         function["strict"] = True
-    return {"type": "function", "function": function}
+    return _marked({"type": "function", "function": function}, tool)
 
 
 def _tool_choice(choice: Any) -> dict[str, Any]:
@@ -489,9 +523,9 @@ def _first_choice(choices: Any) -> dict[str, Any] | None:
 
 
 def _reply_blocks(reply: dict[str, Any], identity: str) -> list[dict[str, Any]]:
-    blocks: list[dict[str, Any]] = []
+    blocks = _answer_thinking(reply.get("thinking_blocks"))
     thinking = reasoning_text(reply)
-    if thinking:
+    if thinking and not blocks:
         blocks.append({"type": "thinking", "thinking": thinking, "signature": ""})
     text = _reply_text(reply)
     if text:
@@ -511,6 +545,26 @@ def _reply_blocks(reply: dict[str, Any], identity: str) -> list[dict[str, Any]]:
                 }
             )
     return blocks
+
+
+def _answer_thinking(blocks: Any) -> list[dict[str, Any]]:
+    """An answer's ``thinking_blocks`` (the Anthropic and Bedrock providers send them, with
+    signatures) as Anthropic content blocks; anything else in the list is skipped."""
+    kept: list[dict[str, Any]] = []
+    for block in blocks if isinstance(blocks, list) else ():
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "thinking":
+            signature = block.get("signature")
+            kept.append(
+                {
+                    "type": "thinking",
+                    "thinking": str(block.get("thinking") or ""),
+                    "signature": signature if isinstance(signature, str) else "",
+                }
+            )
+        elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+            kept.append({"type": "redacted_thinking", "data": block["data"]})
+    return kept
 
 
 def _reply_text(reply: dict[str, Any]) -> str:
@@ -570,7 +624,9 @@ class MessagesStreamTranslator:
         self.started = False
         self.finished = False
         self.blocks = 0  # content blocks started so far; the next one gets this index
-        self.open: tuple[str, int] | None = None  # ("text"|"thinking", 0) or ("tool", block index): the open block
+        # the open block: ("text", 0), ("thinking", n), ("tool", block index) or ("redacted", block index)
+        self.open: tuple[str, int] | None = None
+        self.thoughts = 0  # thinking blocks ended (by their signature); the next thinking text starts a new one
         self.tool_blocks: dict[int, tuple[int, str]] = {}  # OpenAI tool call index → (content block index, id)
         self.finish_reason: Any = None
         self.matched_stop: Any = None
@@ -590,10 +646,12 @@ class MessagesStreamTranslator:
         thinking = reasoning_text(delta)
         if thinking:
             events += self._into(
-                ("thinking", 0),
+                ("thinking", self.thoughts),
                 {"type": "thinking", "thinking": "", "signature": ""},
                 {"type": "thinking_delta", "thinking": thinking},
             )
+        for block in _answer_thinking(delta.get("thinking_blocks")):
+            events += self._thinking_ended(block)
         if _is_refusal(delta.get("refusal")):
             self.refused = True
         text = "".join(delta[key] for key in ("content", "refusal") if isinstance(delta.get(key), str))
@@ -640,6 +698,22 @@ class MessagesStreamTranslator:
             "usage": {"input_tokens": 0, "output_tokens": 0},
         }
         return "message_start", {"type": "message_start", "message": message}
+
+    def _thinking_ended(self, block: dict[str, Any]) -> list[Event]:
+        """A whole thinking block (its text already streamed, if any) with its signature: the
+        ``signature_delta`` that ends it; a redacted block whole, as Anthropic streams it."""
+        if block["type"] == "redacted_thinking":
+            return self._start(("redacted", self.blocks), block) + self._close()
+        key = ("thinking", self.thoughts)
+        events: list[Event] = []
+        if self.open != key:  # nothing of it was streamed: it comes whole
+            events += self._start(key, {"type": "thinking", "thinking": "", "signature": ""})
+            if block["thinking"]:
+                events.append(_block_delta(self.blocks - 1, {"type": "thinking_delta", "thinking": block["thinking"]}))
+        if block["signature"]:
+            events.append(_block_delta(self.blocks - 1, {"type": "signature_delta", "signature": block["signature"]}))
+        self.thoughts += 1
+        return events + self._close()
 
     def _tool_fragment(self, call: dict[str, Any]) -> list[Event]:
         index = call["index"] if _is_int(call.get("index")) else 0

@@ -11,17 +11,29 @@ Anthropic wants user and assistant to alternate), text / image / PDF content par
 since Anthropic requires one), ``temperature`` (0–1 only), ``top_p``, ``stop``,
 ``stream``, ``user`` (→ ``metadata.user_id``), ``response_format`` ``json_schema``
 (→ ``output_config.format``). Anthropic's own ``top_k`` and ``thinking`` pass through.
+Prompt caching and extended thinking (the conventions of adapters/providers/fidelity.py):
+``cache_control`` on a content part, a tool call, a ``tools`` entry or a whole message (its
+last block) → the same block's ``cache_control``, as sent (a marked single text stays a
+block; Anthropic judges the marks, at most 4); an assistant message's ``thinking_blocks``
+→ its ``thinking`` / ``redacted_thinking`` blocks, first in the turn, unchanged (one with
+an empty signature, another provider's reasoning, is left out); ``reasoning_effort`` →
+``thinking: {type: enabled, budget_tokens}`` from fidelity.CLAUDE_BUDGETS, within
+``max_tokens`` (an explicit ``thinking`` wins).
 
 Refused: ``n`` > 1, ``logprobs``, audio output, ``response_format`` ``json_object``,
 the legacy ``functions`` / ``function_call`` / ``role: function``, non-function
-tools, audio and ``file_id`` parts.
+tools, audio and ``file_id`` parts; with thinking asked by ``reasoning_effort``, a
+``temperature`` other than 1, ``top_k``, ``top_p`` outside 0.95–1 and a forced
+``tool_choice`` (Anthropic's rules; a caller's own ``thinking`` is Anthropic's to judge),
+and a ``reasoning_effort`` whose budget cannot fit under ``max_tokens``.
 
 Dropped (they only tune OpenAI's sampling, storage or delivery): every other field,
 notably ``frequency_penalty``, ``presence_penalty``, ``logit_bias``, ``seed``,
 ``top_logprobs``, ``stream_options`` (usage is always reported), ``store``,
-``metadata``, ``service_tier``, ``prediction``, ``reasoning_effort``, ``verbosity``,
+``metadata``, ``service_tier``, ``prediction``, ``verbosity``,
 ``web_search_options``, ``prompt_cache_key``, ``safety_identifier``, and per-message
-``name``, ``refusal`` and ``reasoning_content``; an image part's ``detail``.
+``name``, ``refusal`` and ``reasoning_content`` (the text alone cannot be replayed:
+``thinking_blocks`` carry the signature); an image part's ``detail``.
 Empty text is omitted (Anthropic rejects empty text blocks).
 """
 
@@ -30,12 +42,14 @@ from typing import Any
 
 import orjson
 
+from adapters.providers.fidelity import cache_mark, claude_thinking, refuse_sampling_with_thinking, thinking_blocks
 from domain.errors import InvalidRequest
 from domain.pricing import DEFAULT_OUTPUT_CAP
 
 # Anthropic requires max_tokens; without one from the caller, the cap the hold assumes.
 DEFAULT_MAX_TOKENS = DEFAULT_OUTPUT_CAP
 PASSED_THROUGH = ("top_k", "thinking")  # Anthropic's own knobs, for callers who know them
+Block = dict[str, Any]
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
 _DATA_URL = re.compile(r"data:(?P<media_type>[\w.+-]+/[\w.+-]+)(?P<params>(;[^;,]*)*?);base64,(?P<data>.*)", re.DOTALL)
 
@@ -44,7 +58,10 @@ def messages_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     """The Messages API body for an OpenAI chat body; raises InvalidRequest."""
     _refuse_inexpressible(body)
     system, turns = _conversation(body.get("messages"))
-    request: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(body), "messages": turns}
+    max_tokens = _max_tokens(body)
+    thinking = claude_thinking(body, max_tokens, "Anthropic")
+    refuse_sampling_with_thinking(body, thinking, "Anthropic")
+    request: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": turns}
     if system is not None:
         request["system"] = system
     request.update(_sampling(body))
@@ -57,6 +74,8 @@ def messages_request(body: dict[str, Any], model: str) -> dict[str, Any]:
     if isinstance(body.get("user"), str) and body["user"]:
         request["metadata"] = {"user_id": body["user"]}
     request.update({name: body[name] for name in PASSED_THROUGH if body.get(name) is not None})
+    if thinking is not None:
+        request["thinking"] = thinking
     return request
 
 
@@ -76,10 +95,10 @@ def _refuse_inexpressible(body: dict[str, Any]) -> None:
 # -- the conversation -------------------------------------------------------------
 
 
-def _conversation(messages: Any) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
+def _conversation(messages: Any) -> tuple[str | list[Block] | None, list[dict[str, Any]]]:
     if not isinstance(messages, list) or not messages:
         raise InvalidRequest("'messages' must be a non-empty array", param="messages")
-    system: list[str] = []
+    system: list[Block] = []
     turns: list[dict[str, Any]] = []
     for index, message in enumerate(messages):
         where = f"messages.{index}"
@@ -87,14 +106,14 @@ def _conversation(messages: Any) -> tuple[str | list[dict[str, Any]] | None, lis
             raise InvalidRequest(f"{where} must be an object", param=where)
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend(_texts(message.get("content"), where))
+            system.extend(_marked(_text_blocks(message.get("content"), where), message, where))
             continue
         if role == "user":
-            _append(turns, "user", _user_blocks(message.get("content"), where))
+            _append(turns, "user", _marked(_user_blocks(message.get("content"), where), message, where))
         elif role == "assistant":
-            _append(turns, "assistant", _assistant_blocks(message, where))
+            _append(turns, "assistant", _marked(_assistant_blocks(message, where), message, where))
         elif role == "tool":
-            _append(turns, "user", [_tool_result(message, where)])
+            _append(turns, "user", _marked([_tool_result(message, where)], message, where))
         else:
             raise InvalidRequest(f"{where}: role {role!r} cannot be sent to an Anthropic model", param=f"{where}.role")
     if not turns:
@@ -112,43 +131,57 @@ def _append(turns: list[dict[str, Any]], role: str, blocks: list[dict[str, Any]]
 
 
 def _finished(turn: dict[str, Any]) -> dict[str, Any]:
-    """Tool results first in a user turn (Anthropic's rule); one plain text block as a string."""
+    """Tool results first in a user turn (Anthropic's rule); one plain unmarked text block as a string."""
     blocks = turn["content"]
     if turn["role"] == "user":
         blocks = [b for b in blocks if b["type"] == "tool_result"] + [b for b in blocks if b["type"] != "tool_result"]
-    if len(blocks) == 1 and blocks[0]["type"] == "text":
+    if _plain_text(blocks):
         return {"role": turn["role"], "content": blocks[0]["text"]}
     return {"role": turn["role"], "content": blocks}
 
 
-def _system(texts: list[str]) -> str | list[dict[str, Any]] | None:
-    texts = [text for text in texts if text]
-    if not texts:
+def _plain_text(blocks: list[Block]) -> bool:
+    return len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]
+
+
+def _system(blocks: list[Block]) -> str | list[Block] | None:
+    if not blocks:
         return None
-    if len(texts) == 1:
-        return texts[0]
-    return [{"type": "text", "text": text} for text in texts]
+    return blocks[0]["text"] if _plain_text(blocks) else blocks
 
 
-def _texts(content: Any, where: str) -> list[str]:
-    """The texts of a string or a list of text parts (system, developer and tool messages)."""
+def _marked(blocks: list[Block], message: dict[str, Any], where: str) -> list[Block]:
+    """A message's ``cache_control`` marks its last block (not a thinking block: those take none)."""
+    mark = cache_mark(message, where)
+    if mark is not None and blocks and blocks[-1]["type"] not in ("thinking", "redacted_thinking"):
+        blocks[-1] = {**blocks[-1], "cache_control": mark}
+    return blocks
+
+
+def _with_mark(block: Block, part: Any, where: str) -> Block:
+    mark = cache_mark(part, where)
+    return {**block, "cache_control": mark} if mark is not None else block
+
+
+def _text_blocks(content: Any, where: str) -> list[Block]:
+    """The text blocks of a string or a list of text parts (system, developer, assistant and
+    tool messages), each part's ``cache_control`` kept; empty text is left out."""
     if content is None:
         return []
     if isinstance(content, str):
-        return [content]
+        return _text_block(content)
     if not isinstance(content, list):
         raise InvalidRequest(f"{where}.content must be a string or an array", param=f"{where}.content")
-    texts = []
+    blocks: list[Block] = []
     for number, part in enumerate(content):
+        at = f"{where}.content.{number}"
         if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-            raise InvalidRequest(
-                f"{where}.content.{number}: only text parts are allowed here", param=f"{where}.content.{number}"
-            )
-        texts.append(part["text"])
-    return texts
+            raise InvalidRequest(f"{at}: only text parts are allowed here", param=at)
+        blocks.extend(_with_mark(block, part, at) for block in _text_block(part["text"]))
+    return blocks
 
 
-def _text_block(text: str) -> list[dict[str, Any]]:
+def _text_block(text: str) -> list[Block]:
     return [{"type": "text", "text": text}] if text else []
 
 
@@ -161,7 +194,8 @@ def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
         raise InvalidRequest(f"{where}.content must be a string or an array", param=f"{where}.content")
     blocks: list[dict[str, Any]] = []
     for number, part in enumerate(content):
-        blocks.extend(_user_part(part, f"{where}.content.{number}"))
+        at = f"{where}.content.{number}"
+        blocks.extend(_with_mark(block, part, at) for block in _user_part(part, at))
     return blocks
 
 
@@ -221,11 +255,13 @@ def _assistant_blocks(message: dict[str, Any], where: str) -> list[dict[str, Any
     content = message.get("content")
     if isinstance(content, list):  # a refusal the assistant gave is what it said
         content = [{"type": "text", "text": part.get("refusal")} if _is_refusal(part) else part for part in content]
-    blocks = [block for text in _texts(content, where) for block in _text_block(text)]
+    blocks = thinking_blocks(message, where) + _text_blocks(content, where)  # thinking first: Anthropic's rule
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise InvalidRequest(f"{where}.tool_calls must be an array", param=f"{where}.tool_calls")
-    blocks.extend(_tool_use(call, f"{where}.tool_calls.{number}") for number, call in enumerate(calls))
+    for number, call in enumerate(calls):
+        at = f"{where}.tool_calls.{number}"
+        blocks.append(_with_mark(_tool_use(call, at), call, at))
     return blocks
 
 
@@ -262,7 +298,7 @@ def _tool_result(message: dict[str, Any], where: str) -> dict[str, Any]:
         if content:
             result["content"] = content
     else:
-        blocks = [block for text in _texts(content, where) for block in _text_block(text)]
+        blocks = _text_blocks(content, where)
         if blocks:
             result["content"] = blocks
     return result
@@ -338,7 +374,7 @@ def _tool(tool: Any, where: str) -> dict[str, Any]:
         translated["description"] = function["description"]
     if function.get("strict") is True:
         translated["strict"] = True
-    return translated
+    return _with_mark(translated, tool, where)
 
 
 def _tool_choice(choice: Any) -> dict[str, Any] | None:

@@ -18,8 +18,13 @@ Invariants:
   where it is read: a KeyError or TypeError here is a bug of ours, not the provider's.
 
 Text blocks become ``content``, ``tool_use`` blocks ``tool_calls`` (arguments as JSON
-text), ``thinking`` blocks ``reasoning_content``; other block types (redacted thinking,
-server tools) are not relayed.
+text), ``thinking`` blocks ``reasoning_content`` (their text) and, with their signatures,
+``thinking_blocks`` (``{"type": "thinking", "thinking", "signature"}``, and
+``{"type": "redacted_thinking", "data"}`` for redacted ones), in the order Anthropic sent
+them, so a chat client can send them back in its next turn (adapters/providers/fidelity.py).
+In a stream the thinking text arrives as ``reasoning_content`` deltas, and each thinking
+block whole, with its signature, as one ``thinking_blocks`` delta when it ends (a redacted
+one when it starts). Other block types (server tools) are not relayed.
 """
 
 from typing import Any
@@ -105,6 +110,10 @@ def _with_tier(document: dict[str, Any], usage: Any) -> dict[str, Any]:
     return document
 
 
+def _thinking_block(thinking: str, signature: Any) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": thinking, "signature": signature if isinstance(signature, str) else ""}
+
+
 def chat_completion(message: Any, created: int) -> dict[str, Any]:
     """A Messages API ``message`` object as a ``chat.completion``; MalformedUpstreamAnswer if it is not one."""
     content = message.get("content") if isinstance(message, dict) and message.get("type") == "message" else None
@@ -112,6 +121,7 @@ def chat_completion(message: Any, created: int) -> dict[str, Any]:
         raise MalformedUpstreamAnswer("the provider's answer is not an Anthropic message")
     texts: list[str] = []
     thoughts: list[str] = []
+    kept: list[dict[str, Any]] = []
     calls: list[dict[str, Any]] = []
     for block in content:
         kind = block.get("type") if isinstance(block, dict) else None
@@ -119,6 +129,9 @@ def chat_completion(message: Any, created: int) -> dict[str, Any]:
             texts.append(str(block.get("text") or ""))
         elif kind == "thinking":
             thoughts.append(str(block.get("thinking") or ""))
+            kept.append(_thinking_block(thoughts[-1], block.get("signature")))
+        elif kind == "redacted_thinking":
+            kept.append({"type": "redacted_thinking", "data": str(block.get("data") or "")})
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append(
@@ -134,6 +147,8 @@ def chat_completion(message: Any, created: int) -> dict[str, Any]:
         reply["tool_calls"] = calls
     if thoughts:
         reply["reasoning_content"] = "".join(thoughts)
+    if kept:
+        reply["thinking_blocks"] = kept
     usage = message.get("usage")
     document = {
         "id": message.get("id"),
@@ -158,6 +173,7 @@ class StreamTranslator:
         self.usage: dict[str, Any] = {}
         self.stop_reason: str | None = None
         self.tool_index: dict[int, int] = {}  # content block index → OpenAI tool call index
+        self.thinking: dict[Any, list[str]] = {}  # thinking block index → [text, signature], until it stops
         self.finished = False
 
     def take(self, event: Any) -> list[dict[str, Any]]:
@@ -189,6 +205,10 @@ class StreamTranslator:
         if kind == "message_stop":
             self.finished = True
             return [self._chunk({}, finish_reason(self.stop_reason)), self._usage_chunk()]
+        index = event.get("index")
+        if kind == "content_block_stop" and isinstance(index, int) and index in self.thinking:
+            text, signature = self.thinking.pop(index)
+            return [self._chunk({"thinking_blocks": [_thinking_block(text, signature)]})]
         return []  # content_block_stop, and event types added to the API later
 
     def _started(self, message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -201,8 +221,12 @@ class StreamTranslator:
         kind = _field(block, "type", "content block")
         if kind == "text" and block.get("text"):
             return [self._chunk({"content": block["text"]})]
-        if kind == "thinking" and block.get("thinking"):
-            return [self._chunk({"reasoning_content": block["thinking"]})]
+        if kind == "thinking":
+            self.thinking[index] = [str(block.get("thinking") or ""), str(block.get("signature") or "")]
+            return [self._chunk({"reasoning_content": block["thinking"]})] if block.get("thinking") else []
+        if kind == "redacted_thinking":
+            redacted = {"type": "redacted_thinking", "data": str(block.get("data") or "")}
+            return [self._chunk({"thinking_blocks": [redacted]})]
         if kind == "tool_use":
             self.tool_index[index] = len(self.tool_index)
             call = {
@@ -219,7 +243,12 @@ class StreamTranslator:
         if kind == "text_delta" and _field(delta, "text", kind):
             return [self._chunk({"content": delta["text"]})]
         if kind == "thinking_delta" and _field(delta, "thinking", kind):
+            if index in self.thinking:
+                self.thinking[index][0] += str(delta["thinking"])
             return [self._chunk({"reasoning_content": delta["thinking"]})]
+        if kind == "signature_delta" and index in self.thinking:
+            self.thinking[index][1] += str(_field(delta, "signature", kind) or "")
+            return []
         if kind == "input_json_delta" and _field(delta, "partial_json", kind) and index in self.tool_index:
             call = {"index": self.tool_index[index], "function": {"arguments": delta["partial_json"]}}
             return [self._chunk({"tool_calls": [call]})]

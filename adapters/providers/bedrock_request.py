@@ -4,7 +4,19 @@ Only what Converse can express is translated. Input that would change the answer
 dropped (``n > 1``, remote image URLs, audio, logprobs, ``json_object``) raises
 ``InvalidRequest`` before any network call; fields that only tune OpenAI's own service
 (``user``, ``metadata``, ``store``, ``seed``, penalties, ``parallel_tool_calls``,
-``stream_options``, ``service_tier``, ``reasoning_effort``) are dropped.
+``stream_options``, ``service_tier``) are dropped.
+
+Prompt caching and extended thinking (the chat body's conventions, adapters/providers/fidelity.py):
+a ``cache_control`` mark → a ``cachePoint`` block (``{"type": "default"}``, with its ``ttl``)
+right after the marked block, in ``system``, in a message's content (a message's own mark:
+after its last block) or in ``toolConfig.tools``, for every model (Bedrock judges). For
+Claude models (an id containing ``claude``) only: an assistant message's ``thinking_blocks``
+→ ``reasoningContent`` blocks first in its turn (``reasoningText`` with its signature,
+``redactedContent``), and the caller's ``thinking``, or else ``reasoning_effort`` (a budget
+from fidelity.CLAUDE_BUDGETS within ``maxTokens``, DEFAULT_MAX_TOKENS when none is given,
+refused as for Anthropic when it cannot fit or with a temperature other than 1, ``top_p``
+outside 0.95–1 or a forced tool), → ``additionalModelRequestFields.thinking``. For other
+models, thinking blocks, ``thinking`` and ``reasoning_effort`` are dropped.
 
 Converse needs strictly alternating ``user``/``assistant`` turns, so consecutive
 messages of one role (tool results included) are merged into one turn, and a
@@ -18,7 +30,9 @@ from typing import Any
 
 import orjson
 
+from adapters.providers.fidelity import cache_mark, claude_thinking, refuse_sampling_with_thinking, thinking_blocks
 from domain.errors import InvalidRequest
+from domain.pricing import DEFAULT_OUTPUT_CAP
 
 IMAGE_FORMATS = {
     "image/png": "png",
@@ -39,21 +53,25 @@ _REFUSED_FIELDS = {
 Block = dict[str, Any]
 
 
-def converse_request(body: dict[str, Any]) -> dict[str, Any]:
-    """The Converse body for an OpenAI chat body; raises InvalidRequest for what Converse cannot say."""
+def converse_request(body: dict[str, Any], model: str = "") -> dict[str, Any]:
+    """The Converse body for an OpenAI chat body sent to ``model`` (the upstream model id);
+    raises InvalidRequest for what Converse cannot say."""
     _refuse_unsupported(body)
+    claude = "claude" in model.lower()
     system: list[Block] = []
     turns: list[tuple[str, list[Block]]] = []
     for index, message in enumerate(body.get("messages") or ()):
         role = message.get("role")
         if role in ("system", "developer"):
-            system.extend({"text": text} for text in _texts(message.get("content"), index) if text)
+            system.extend(_cached(_system_blocks(message.get("content"), index), message, f"messages.{index}"))
         elif role == "user":
-            turns.append(("user", _user_blocks(message.get("content"), index)))
+            turns.append(("user", _cached(_user_blocks(message.get("content"), index), message, f"messages.{index}")))
         elif role == "assistant":
-            turns.append(("assistant", _assistant_blocks(message, index)))
+            blocks = _reasoning_blocks(message, index) if claude else []
+            blocks += _cached(_assistant_blocks(message, index), message, f"messages.{index}")
+            turns.append(("assistant", blocks))
         elif role == "tool":
-            turns.append(("user", [_tool_result(message, index)]))
+            turns.append(("user", _cached([_tool_result(message, index)], message, f"messages.{index}")))
         else:
             raise InvalidRequest(
                 f"messages[{index}].role {role!r} is not supported by Bedrock", param=f"messages.{index}.role"
@@ -62,6 +80,9 @@ def converse_request(body: dict[str, Any]) -> dict[str, Any]:
     if system:
         request["system"] = system
     inference = _inference_config(body)
+    thinking = _thinking(body, inference) if claude else None
+    if thinking is not None:
+        request["additionalModelRequestFields"] = {"thinking": thinking}
     if inference:
         request["inferenceConfig"] = inference
     tool_config = _tool_config(body, request["messages"])
@@ -87,7 +108,63 @@ def _refuse_unsupported(body: dict[str, Any]) -> None:
         raise InvalidRequest("Bedrock chat answers with text only", param="modalities")
 
 
+# -------------------------------------------------------------------- caching and thinking
+
+
+def _cache_point(mark: dict[str, Any]) -> Block:
+    point: dict[str, Any] = {"type": "default"}
+    if mark.get("ttl") is not None:
+        point["ttl"] = mark["ttl"]
+    return {"cachePoint": point}
+
+
+def _cached(blocks: list[Block], message: dict[str, Any], where: str) -> list[Block]:
+    """A message's own ``cache_control``: a cache point after its last block."""
+    mark = cache_mark(message, where)
+    return blocks + [_cache_point(mark)] if mark is not None and blocks else blocks
+
+
+def _marked(block: Block, part: Any, where: str) -> list[Block]:
+    """A block, then a cache point when its part carries ``cache_control``."""
+    mark = cache_mark(part, where)
+    return [block] if mark is None else [block, _cache_point(mark)]
+
+
+def _reasoning_blocks(message: dict[str, Any], index: int) -> list[Block]:
+    """An assistant message's ``thinking_blocks`` as Converse ``reasoningContent`` blocks."""
+    blocks: list[Block] = []
+    for block in thinking_blocks(message, f"messages.{index}"):
+        if block["type"] == "thinking":
+            text = {"text": block["thinking"], "signature": block["signature"]}
+            blocks.append({"reasoningContent": {"reasoningText": text}})
+        else:
+            blocks.append({"reasoningContent": {"redactedContent": block["data"]}})
+    return blocks
+
+
+def _thinking(body: dict[str, Any], inference: dict[str, Any]) -> dict[str, Any] | None:
+    """Claude's ``thinking`` within ``maxTokens`` (set to DEFAULT_MAX_TOKENS when thinking
+    is asked for and the caller gave none: the cap the hold assumed)."""
+    max_tokens = inference.get("maxTokens", DEFAULT_OUTPUT_CAP)
+    thinking = claude_thinking(body, max_tokens, "Bedrock")
+    refuse_sampling_with_thinking(body, thinking, "Bedrock")
+    if thinking is not None:
+        inference["maxTokens"] = max_tokens
+    return thinking
+
+
 # -------------------------------------------------------------------- messages
+
+
+def _system_blocks(content: Any, index: int) -> list[Block]:
+    if not isinstance(content, list):
+        return [{"text": text} for text in _texts(content, index) if text]
+    _texts(content, index)  # every part is a text part
+    blocks: list[Block] = []
+    for j, part in enumerate(content):
+        if part["text"]:
+            blocks.extend(_marked({"text": part["text"]}, part, f"messages.{index}.content.{j}"))
+    return blocks
 
 
 def _texts(content: Any, index: int) -> list[str]:
@@ -120,11 +197,12 @@ def _user_blocks(content: Any, index: int) -> list[Block]:
     blocks: list[Block] = []
     for j, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
+        where = f"messages.{index}.content.{j}"
         if kind == "text" and isinstance(part.get("text"), str):
             if part["text"]:
-                blocks.append({"text": part["text"]})
+                blocks.extend(_marked({"text": part["text"]}, part, where))
         elif kind == "image_url":
-            blocks.append(_image_block(part.get("image_url"), f"messages.{index}.content.{j}"))
+            blocks.extend(_marked(_image_block(part.get("image_url"), where), part, where))
         else:
             raise InvalidRequest(
                 f"messages[{index}].content[{j}]: Bedrock chat takes text and image parts, not {kind!r}",
@@ -158,8 +236,8 @@ def _image_block(image_url: Any, param: str) -> Block:
 
 def _assistant_blocks(message: dict[str, Any], index: int) -> list[Block]:
     content = message.get("content")
+    blocks: list[Block] = []
     if isinstance(content, list):
-        texts = []
         for j, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
             text = part.get(kind) if kind in ("text", "refusal") else None
@@ -167,14 +245,16 @@ def _assistant_blocks(message: dict[str, Any], index: int) -> list[Block]:
                 raise InvalidRequest(
                     f"messages[{index}].content[{j}] must be a text part", param=f"messages.{index}.content.{j}"
                 )
-            texts.append(text)
+            if text:
+                blocks.extend(_marked({"text": text}, part, f"messages.{index}.content.{j}"))
     else:
-        texts = _texts(content, index)
-    blocks: list[Block] = [{"text": text} for text in texts if text]
+        blocks = [{"text": text} for text in _texts(content, index) if text]
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise InvalidRequest(f"messages[{index}].tool_calls must be an array", param=f"messages.{index}.tool_calls")
-    blocks.extend(_tool_use(call, f"messages.{index}.tool_calls.{j}") for j, call in enumerate(calls))
+    for j, call in enumerate(calls):
+        where = f"messages.{index}.tool_calls.{j}"
+        blocks.extend(_marked(_tool_use(call, where), call, where))
     return blocks
 
 
@@ -222,7 +302,7 @@ def _tool_config(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[s
     tools = body.get("tools") or []
     if not isinstance(tools, list):
         raise InvalidRequest("'tools' must be an array", param="tools")
-    specs = [_tool_spec(tool, i) for i, tool in enumerate(tools)]
+    specs = [block for i, tool in enumerate(tools) for block in _marked(_tool_spec(tool, i), tool, f"tools.{i}")]
     choice = body.get("tool_choice")
     if choice == "none" or not specs:
         # Converse has no "none"; but a history holding tool blocks must still declare tools.

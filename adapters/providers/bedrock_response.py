@@ -10,6 +10,12 @@ a token count is sent on as ``null``, with the sums it is part of, for the gatew
 flag, derive from ``totalTokens`` or estimate. A Converse answer that does not
 have the documented shape raises ``MalformedUpstreamAnswer`` (one of ``READ_FAILURES``),
 each field checked where it is read: a KeyError or TypeError here is a bug of ours.
+
+``reasoningContent`` blocks become ``reasoning_content`` (their text) and, as the Anthropic
+adapter gives them, ``thinking_blocks``: ``reasoningText`` with its ``signature`` → ``{"type":
+"thinking", "thinking", "signature"}``, ``redactedContent`` → ``{"type":
+"redacted_thinking", "data"}`` (adapters/providers/fidelity.py). In a stream, each reasoning
+block comes whole, with its signature, as one ``thinking_blocks`` delta when it stops.
 """
 
 from typing import Any
@@ -72,7 +78,7 @@ def _cache_split(details: Any) -> dict[str, int] | None:
 def completion_document(answer: Any, *, completion_id: str, model: str, created: int) -> bytes:
     """One OpenAI ``chat.completion`` for a Converse answer."""
     blocks = _content_of(answer)
-    texts, reasoning, calls = [], [], []
+    texts, reasoning, calls, thoughts = [], [], [], []
     for block in blocks:
         block = upstream_object(block, "a content block")
         if "text" in block:
@@ -82,9 +88,13 @@ def completion_document(answer: Any, *, completion_id: str, model: str, created:
             calls.append(_tool_call(use.get("toolUseId"), use.get("name"), orjson.dumps(use.get("input", {})).decode()))
         elif "reasoningContent" in block:
             content = upstream_object(block["reasoningContent"], "a reasoningContent block")
-            text = upstream_object(content.get("reasoningText") or {}, "a reasoningText").get("text")
+            reasoning_text = upstream_object(content.get("reasoningText") or {}, "a reasoningText")
+            text = reasoning_text.get("text")
             if isinstance(text, str):
                 reasoning.append(text)
+                thoughts.append(_thinking_block(text, reasoning_text.get("signature")))
+            elif isinstance(content.get("redactedContent"), str):
+                thoughts.append({"type": "redacted_thinking", "data": content["redactedContent"]})
     if "stopReason" not in answer:
         raise MalformedUpstreamAnswer("Bedrock sent an answer without output.message.content and stopReason")
     stop_reason = answer["stopReason"]
@@ -96,6 +106,8 @@ def completion_document(answer: Any, *, completion_id: str, model: str, created:
     }
     if reasoning:
         message["reasoning_content"] = "".join(reasoning)
+    if thoughts:
+        message["thinking_blocks"] = thoughts
     if calls:
         message["tool_calls"] = calls
     document = {
@@ -107,6 +119,10 @@ def completion_document(answer: Any, *, completion_id: str, model: str, created:
         "usage": usage,
     }
     return orjson.dumps(document)
+
+
+def _thinking_block(text: str, signature: Any) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": text, "signature": signature if isinstance(signature, str) else ""}
 
 
 def _content_of(answer: Any) -> list[Any]:
@@ -135,6 +151,7 @@ class ConverseStreamTranslator:
     def __init__(self, *, completion_id: str, model: str, created: int) -> None:
         self._base = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
         self._tool_index: dict[int, int] = {}
+        self._reasoning: dict[int, list[str]] = {}  # block index → [text, signature], until the block stops
         self._stopped = False
         self._reported = False
 
@@ -162,12 +179,18 @@ class ConverseStreamTranslator:
                 raise MalformedUpstreamAnswer("Bedrock sent a malformed messageStop event")
             self._stopped = True
             return [self._choice({}, finish_reason(event["stopReason"]))]
+        if event_type == "contentBlockStop":
+            stopped = event.get("contentBlockIndex")
+            if isinstance(stopped, int) and stopped in self._reasoning:
+                text, signature = self._reasoning.pop(stopped)
+                return [self._choice({"thinking_blocks": [_thinking_block(text, signature)]})]
+            return []
         if event_type == "metadata":
             if "usage" not in event:
                 raise MalformedUpstreamAnswer("Bedrock sent a malformed metadata event")
             self._reported = True
             return [{**self._base, "choices": [], "usage": openai_usage(event["usage"])}]
-        return []  # contentBlockStop and events this adapter does not relay
+        return []  # events this adapter does not relay
 
     def _delta(self, block_index: int, delta: dict[str, Any]) -> list[dict[str, Any]]:
         if "text" in delta:
@@ -180,8 +203,16 @@ class ConverseStreamTranslator:
                 raise MalformedUpstreamAnswer("Bedrock sent a toolUse delta without input")
             fragment = {"index": self._tool_index[block_index], "function": {"arguments": str(use["input"])}}
             return [self._choice({"tool_calls": [fragment]})]
-        reasoning = delta.get("reasoningContent") or {}
-        text = upstream_object(reasoning, "a reasoningContent delta").get("text")
+        reasoning = upstream_object(delta.get("reasoningContent") or {}, "a reasoningContent delta")
+        if isinstance(reasoning.get("redactedContent"), str):
+            return [
+                self._choice({"thinking_blocks": [{"type": "redacted_thinking", "data": reasoning["redactedContent"]}]})
+            ]
+        text, signature = reasoning.get("text"), reasoning.get("signature")
+        if isinstance(text, str) or isinstance(signature, str):
+            block = self._reasoning.setdefault(block_index, ["", ""])
+            block[0] += text if isinstance(text, str) else ""
+            block[1] += signature if isinstance(signature, str) else ""
         if isinstance(text, str) and text:
             return [self._choice({"reasoning_content": text})]
         return []

@@ -5,6 +5,12 @@ Invariant: a request is either translated faithfully or refused with
 the caller asked for is silently changed into something else; only fields with no
 effect on the answer (``user``, ``metadata``, ``store``, ``stream_options``, …) are
 dropped.
+
+``reasoning_effort`` → ``generationConfig.thinkingConfig.thinkingBudget`` from
+fidelity.GEMINI_BUDGETS (``none`` → 0, thinking off where the model allows it), never above
+the caller's max tokens. Anthropic's conventions (adapters/providers/fidelity.py) are dropped:
+``cache_control`` marks (Gemini caches implicitly) and ``thinking_blocks`` (another
+provider's signed reasoning, which Gemini cannot read).
 """
 
 import base64
@@ -13,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from adapters.providers.fidelity import GEMINI_BUDGETS, reasoning_effort
 from domain.errors import InvalidRequest
 
 # A functionCall replayed without the signature Gemini issued: Google documents this
@@ -26,7 +33,6 @@ _UNSUPPORTED = {
     "web_search_options": "web search",
     "functions": "the deprecated 'functions' (use 'tools')",
     "function_call": "the deprecated 'function_call' (use 'tool_choice')",
-    "reasoning_effort": "'reasoning_effort' (Gemini's thinking budget/level differs per model)",
 }
 _AUDIO_FORMATS = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
@@ -388,6 +394,11 @@ def generation_config(body: dict[str, Any]) -> dict[str, Any]:
     if candidate_count(body) > 1:
         config["candidateCount"] = candidate_count(body)
     config.update(_response_format(body.get("response_format")))
+    effort = reasoning_effort(body)
+    if effort is not None:
+        budget = GEMINI_BUDGETS[effort]
+        caps = [limit for limit in limits if isinstance(limit, int) and not isinstance(limit, bool)]
+        config["thinkingConfig"] = {"thinkingBudget": min([budget, *caps])}
     return config
 
 

@@ -31,7 +31,17 @@ What it answers (deterministic):
   for ``output_config.format``), cut before the earliest of ``stop_sequences``
   (``stop_reason`` ``stop_sequence``) and truncated to ``max_tokens`` tokens
   (``max_tokens``), else ``end_turn``;
-* with ``thinking`` enabled or adaptive, a ``thinking`` block (THINKING_TEXT) first.
+* with ``thinking`` enabled or adaptive, a ``thinking`` block (THINKING_TEXT, signed
+  ``fake-signature-<seq>``) first, then a ``redacted_thinking`` block (REDACTED_DATA) when
+  scripted (``AnthropicScript.redacted_thinking()``).
+
+Extended thinking and prompt caching are checked as Anthropic does: ``budget_tokens`` at
+least 1024 and below ``max_tokens``; earlier ``thinking`` blocks must carry a signature this
+fake issued for exactly THINKING_TEXT ("Invalid `signature`"), and with thinking on, the
+assistant turn a tool loop continues from (the last assistant turn, with ``tool_use``,
+answered by the last user turn) must start with a ``thinking`` / ``redacted_thinking`` block;
+``cache_control`` is ``{"type": "ephemeral"}`` with an optional ``ttl`` of ``5m`` / ``1h``,
+on at most 4 blocks (system, tools and message blocks), never on a thinking block.
 
 Token rule (not a real tokenizer): a text is split into word-ish tokens
 (``tests.fakes.openai_wire.reply_tokens``: "Hello from fake Claude" is 4); a stream sends
@@ -57,7 +67,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -72,6 +82,8 @@ DEFAULT_API_KEY = "sk-ant-upstream-test-0001"
 DEFAULT_REPLY_TEXT = "Hello from fake Claude"
 MODELS = ("claude-sonnet-4-6", "claude-haiku-4-5")
 THINKING_TEXT = "Let me think."
+REDACTED_DATA = "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIwxtE3rAFBa8cr3qpP"
+MAX_CACHE_BREAKPOINTS = 4
 IMAGE_TOKENS = 100
 API_VERSIONS = ("2023-06-01", "2026-10-21")
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k")
@@ -139,6 +151,7 @@ class AnthropicScript(Script):
     event_delay_seconds: float = 0.0  # streams: sleep before every event after the first
     usage_overrides: dict[str, Any] = field(default_factory=dict)
     reply_text: str | None = None
+    redacted: bool = False  # with thinking on: a redacted_thinking block after the thinking block
 
     @classmethod
     def error(
@@ -202,6 +215,11 @@ class AnthropicScript(Script):
     @classmethod
     def reply(cls, text: str) -> AnthropicScript:
         return cls(reply_text=text)
+
+    @classmethod
+    def redacted_thinking(cls, **numbers: Any) -> AnthropicScript:
+        """With thinking on, a ``redacted_thinking`` block after the thinking block (usage as ``usage``)."""
+        return replace(cls.usage(**numbers), redacted=True)
 
 
 class Reject(Exception):
@@ -273,6 +291,8 @@ def validate(body: Any, version: str) -> None:
     for name in ("thinking", "output_config", "metadata"):
         if name in body and not isinstance(body[name], dict):
             raise Reject(400, f"{name}: Input should be a valid dictionary")
+    _validate_thinking(body)
+    _validate_cache_marks(body)
     if set(body.get("metadata") or {}) - {"user_id"}:
         raise Reject(400, "metadata: only user_id is permitted")
 
@@ -355,6 +375,64 @@ def _validate_block(block: Any, where: str, role: str) -> None:
                 if not isinstance(inner, dict) or inner.get("type") not in ("text", "image", "document"):
                     raise Reject(400, f"{where}.content.{number}: tool_result content must be text, image or document")
                 _validate_block(inner, f"{where}.content.{number}", role)
+
+
+def _thinking_on(body: dict[str, Any]) -> bool:
+    return (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
+
+
+def _validate_thinking(body: dict[str, Any]) -> None:
+    thinking = body.get("thinking") or {}
+    if thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            raise Reject(400, "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
+        if body["max_tokens"] <= budget:
+            raise Reject(400, "`max_tokens` must be greater than `thinking.budget_tokens`")
+    for index, message in enumerate(body["messages"]):
+        for number, block in enumerate(_blocks(message["content"])):
+            if block.get("type") == "thinking" and not (
+                str(block.get("signature") or "").startswith("fake-signature-")
+                and block.get("thinking") == THINKING_TEXT
+            ):
+                raise Reject(400, f"messages.{index}.content.{number}: Invalid `signature` in `thinking` block")
+    if not _thinking_on(body) or len(body["messages"]) < 2:
+        return
+    index = len(body["messages"]) - 2
+    previous, last = body["messages"][index], body["messages"][-1]
+    answered = any(b.get("type") == "tool_result" for b in _blocks(last["content"]))
+    if previous["role"] == "assistant" and _tool_use_ids(previous) and answered:
+        first = _blocks(previous["content"])[0]
+        if first.get("type") not in ("thinking", "redacted_thinking"):
+            raise Reject(
+                400,
+                f"messages.{index}.content.0.type: Expected `thinking` or `redacted_thinking`, but found "
+                f"`{first.get('type')}`. When `thinking` is enabled, a final `assistant` message must start "
+                "with a thinking block.",
+            )
+
+
+def _validate_cache_marks(body: dict[str, Any]) -> None:
+    marked = [(f"tools.{n}", t) for n, t in enumerate(body.get("tools") or ()) if isinstance(t, dict)]
+    system = body.get("system")
+    marked += [(f"system.{n}", b) for n, b in enumerate(system)] if isinstance(system, list) else []
+    for index, message in enumerate(body["messages"]):
+        for number, block in enumerate(_blocks(message["content"])):
+            marked.append((f"messages.{index}.content.{number}", block))
+    found = 0
+    for where, block in marked:
+        mark = block.get("cache_control")
+        if mark is None:
+            continue
+        if block.get("type") in ("thinking", "redacted_thinking"):
+            raise Reject(400, f"{where}.{block['type']}.cache_control: Extra inputs are not permitted")
+        if not isinstance(mark, dict) or mark.get("type") != "ephemeral" or mark.get("ttl", "5m") not in ("5m", "1h"):
+            raise Reject(400, f"{where}.cache_control: Input should be {{type: ephemeral, ttl?: 5m | 1h}}")
+        found += 1
+    if found > MAX_CACHE_BREAKPOINTS:
+        raise Reject(
+            400, f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found {found}."
+        )
 
 
 def _validate_source(source: Any, where: str, media_types: tuple[str, ...]) -> None:
@@ -454,6 +532,11 @@ def _thinking_block(signature: str) -> Block:
     )
 
 
+def _redacted_block() -> Block:
+    block = {"type": "redacted_thinking", "data": REDACTED_DATA}
+    return Block(block, [], block, 0)
+
+
 def _tool_block(call_id: str, tool: dict[str, Any]) -> Block:
     arguments = placeholder_arguments(tool.get("input_schema"))
     tokens = reply_tokens(arguments)
@@ -481,11 +564,15 @@ def _stop_at(text: str, sequences: list[str]) -> tuple[str, str | None]:
     return text[:position], sequence
 
 
-def answer(body: dict[str, Any], reply_text: str, seq: int) -> tuple[list[Block], str, str | None]:
+def answer(
+    body: dict[str, Any], reply_text: str, seq: int, redacted: bool = False
+) -> tuple[list[Block], str, str | None]:
     """The blocks, ``stop_reason`` and ``stop_sequence`` of the answer to a valid request."""
     blocks: list[Block] = []
-    if (body.get("thinking") or {}).get("type") in ("enabled", "adaptive"):
+    if _thinking_on(body):
         blocks.append(_thinking_block(f"fake-signature-{seq:06d}"))
+        if redacted:
+            blocks.append(_redacted_block())
     tool = _chosen_tool(body)
     if tool is not None:
         if (body.get("tool_choice") or {"type": "auto"})["type"] == "auto":
@@ -568,7 +655,7 @@ class FakeAnthropicUpstream(FakeServer[AnthropicScript]):
         streaming = body.get("stream") is True
         if script.break_after is not None and not streaming:
             return drop_connection(request)
-        blocks, stop_reason, stop_sequence = answer(body, script.reply_text or self.reply_text, seq)
+        blocks, stop_reason, stop_sequence = answer(body, script.reply_text or self.reply_text, seq, script.redacted)
         usage = self._usage(script, count_input_tokens(body), sum(b.tokens for b in blocks))
         message = {
             "id": f"msg_fake{seq:06d}",

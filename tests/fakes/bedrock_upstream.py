@@ -38,6 +38,12 @@ Deterministic answers:
   system texts, text blocks, tool-result texts and compact-JSON tool-use inputs;
   ``outputTokens`` = tokens of the text (and reasoning) plus tool-input fragments produced;
   ``totalTokens = inputTokens + outputTokens + cacheRead + cacheWrite``.
+* reasoning (scripted, ``with_reasoning``): a ``reasoningContent`` block first, signed
+  REASONING_SIGNATURE, then a ``redactedContent`` one (REDACTED_DATA) when asked
+  (``with_redacted_reasoning``); streamed as text deltas, then the signature. A request's
+  ``reasoningText`` must carry REASONING_SIGNATURE ("signature is invalid"), and
+  ``additionalModelRequestFields.thinking.budget_tokens`` must be at least 1024 and below
+  ``maxTokens``, as Bedrock's Claude models require.
 * embeddings: ``embedding_vector(text, dimensions or 1024)``,
   ``inputTextTokenCount = len(text) // 4 + 1``.
 
@@ -103,6 +109,10 @@ _IMAGE_MAGIC = {
 }
 
 
+REASONING_SIGNATURE = "fake-sig"
+REDACTED_DATA = "cmVkYWN0ZWQgcmVhc29uaW5n"
+
+
 class Reject(Exception):
     def __init__(self, status: int, error_type: str, message: str) -> None:
         super().__init__(message)
@@ -127,6 +137,7 @@ class BedrockScript(Script):
     reply_text: str | None = None
     preamble: str | None = None  # a text block before the tool use
     reasoning: str | None = None  # a reasoningContent block before the answer
+    redacted: bool = False  # with reasoning: a redactedContent block after it
     stop_reason: str | None = None
     usage_overrides: dict[str, int] = field(default_factory=dict)
 
@@ -167,6 +178,10 @@ class BedrockScript(Script):
     @classmethod
     def with_reasoning(cls, text: str) -> BedrockScript:
         return cls(reasoning=text)
+
+    @classmethod
+    def with_redacted_reasoning(cls, text: str) -> BedrockScript:
+        return cls(reasoning=text, redacted=True)
 
     @classmethod
     def stop(cls, reason: str) -> BedrockScript:
@@ -262,6 +277,11 @@ def validate_converse(body: Any, model_id: str, operation: str) -> dict[str, Any
             )
         for j, block in enumerate(message["content"]):
             _validate_block(block, f"messages.{i}.content.{j}", message["role"], body)
+            signature = block.get("reasoningContent", {}).get("reasoningText", {}).get("signature", REASONING_SIGNATURE)
+            if signature != REASONING_SIGNATURE:
+                raise Reject(
+                    400, "ValidationException", f"The reasoning signature at messages.{i}.content.{j} is invalid."
+                )
         results = [b["toolResult"]["toolUseId"] for b in message["content"] if "toolResult" in b]
         if message["role"] == "user" and sorted(results) != sorted(pending_ids):
             raise Reject(
@@ -272,6 +292,13 @@ def validate_converse(body: Any, model_id: str, operation: str) -> dict[str, Any
             )
         pending_ids = [b["toolUse"]["toolUseId"] for b in message["content"] if "toolUse" in b]
     _validate_tools(body.get("toolConfig"))
+    thinking = (body.get("additionalModelRequestFields") or {}).get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < 1024:
+            raise Reject(400, "ValidationException", "thinking.budget_tokens: must be at least 1024")
+        if (body.get("inferenceConfig") or {}).get("maxTokens", 4096) <= budget:
+            raise Reject(400, "ValidationException", "The maximum tokens must be greater than thinking.budget_tokens.")
     return body
 
 
@@ -344,6 +371,8 @@ class Answer:
                     )
                 )
                 deltas = [{"toolUse": {"input": t}} for t in argument_fragments(use["input"])]
+            elif "redactedContent" in block.get("reasoningContent", {}):
+                deltas = [{"reasoningContent": block["reasoningContent"]}]
             elif "reasoningContent" in block:
                 reasoning = block["reasoningContent"]["reasoningText"]
                 deltas = [{"reasoningContent": {"text": t}} for t in reply_tokens(reasoning["text"])]
@@ -361,8 +390,11 @@ def answer_for(body: dict[str, Any], script: BedrockScript, reply_text: str, seq
     blocks: list[dict[str, Any]] = []
     output_tokens = 0
     if script.reasoning:
-        blocks.append({"reasoningContent": {"reasoningText": {"text": script.reasoning, "signature": "fake-sig"}}})
+        signed = {"text": script.reasoning, "signature": REASONING_SIGNATURE}
+        blocks.append({"reasoningContent": {"reasoningText": signed}})
         output_tokens += len(reply_tokens(script.reasoning))
+        if script.redacted:
+            blocks.append({"reasoningContent": {"redactedContent": REDACTED_DATA}})
     tool = _chosen_tool(body)
     if tool is not None:
         if script.preamble:

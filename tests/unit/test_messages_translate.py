@@ -35,7 +35,13 @@ WEATHER = {
     "description": "Weather in a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-RECEIPT = {"cost": "0.000123", "cost_nanocredits": 123000, "price_book_version": 7, "usage_source": "provider"}
+RECEIPT = {
+    "cost": 0.000123,
+    "cost_decimal": "0.000123000",
+    "cost_nanocredits": 123000,
+    "price_book_version": 7,
+    "usage_source": "provider",
+}
 USAGE = {
     "prompt_tokens": 120,
     "completion_tokens": 30,
@@ -120,7 +126,10 @@ def test_system_blocks_and_text_turns_become_chat_messages():
         "messages": [
             {
                 "role": "system",
-                "content": [{"type": "text", "text": "Be brief."}, {"type": "text", "text": "Be kind."}],
+                "content": [
+                    {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}},
+                    {"type": "text", "text": "Be kind."},
+                ],
             },
             {"role": "user", "content": "Hi"},
             {"role": "assistant", "content": "Hello"},
@@ -202,6 +211,7 @@ def test_tool_use_becomes_tool_calls_and_tool_results_become_tool_messages_befor
                     "function": {"name": "get_weather", "arguments": '{"city":"Rome"}'},
                 },
             ],
+            "thinking_blocks": [{"type": "thinking", "thinking": "two calls", "signature": "sig"}],
         },
         {"role": "tool", "tool_call_id": "toolu_1", "content": "18C"},
         {"role": "tool", "tool_call_id": "toolu_2", "content": "Error: station offline\nretry later"},
@@ -245,6 +255,7 @@ def test_tools_become_function_tools_and_tool_choice_is_translated(tool_choice, 
                 "description": "Weather in a city",
                 "parameters": WEATHER["input_schema"],
             },
+            "cache_control": {"type": "ephemeral"},
         }
     ]
     assert {key: chat[key] for key in expected} == expected
@@ -502,7 +513,7 @@ def test_a_completion_the_provider_garbled_is_a_malformed_upstream_answer(docume
 
 
 def test_the_charged_usage_replaces_the_completions_usage_and_charge_in_a_translated_message() -> None:
-    upstream_charge = {**USAGE, "cost_nanocredits": 5, "cost": "0.000000005"}  # another Tallyhub upstream
+    upstream_charge = {**USAGE, "cost_nanocredits": 5, "cost": 5e-09, "cost_decimal": "0.000000005"}  # via Tallyhub
     message = message_from_completion(completion({"content": "x"}, usage=upstream_charge), MODEL)
     assert message["tallyhub"]["cost_nanocredits"] == 5
     charged = message_with_usage(message, {"prompt_tokens": 9, "completion_tokens": 4, **RECEIPT})

@@ -212,7 +212,6 @@ def test_openai_only_fields_are_dropped_and_user_becomes_metadata(upstream):
         "metadata": {"team": "a"},
         "service_tier": "auto",
         "stream_options": {"include_usage": True},
-        "reasoning_effort": "low",
         "user": "end-user-1",
         "temperature": 0.3,
         "top_p": 0.9,

@@ -388,7 +388,7 @@ def test_response_format_schema_gemini_cannot_express_is_refused(upstream):
 
 @pytest.mark.parametrize(
     "field",
-    [{"logit_bias": {"50256": -100}}, {"logprobs": True}, {"parallel_tool_calls": False}, {"reasoning_effort": "low"}],
+    [{"logit_bias": {"50256": -100}}, {"logprobs": True}, {"parallel_tool_calls": False}, {"reasoning_effort": "max"}],
 )
 def test_options_gemini_cannot_honour_are_refused_before_sending(upstream, field):
     with pytest.raises(InvalidRequest):
@@ -702,3 +702,34 @@ def test_a_bug_in_our_gemini_stream_translation_is_no_read_failure(upstream, mon
 def test_a_garbled_gemini_stream_fragment_is_a_malformed_answer(fragment):
     with pytest.raises(MalformedUpstreamAnswer):
         ChunkTranslator({}, MODEL, 1).take(fragment)
+
+
+# ---------------------------------------------------------------- Anthropic fidelity
+
+
+@pytest.mark.parametrize(
+    ("effort", "max_tokens", "budget"),
+    [("none", None, 0), ("minimal", None, 512), ("low", None, 1024), ("medium", 4000, 2048), ("high", 3000, 3000)],
+)
+def test_reasoning_effort_becomes_a_thinking_budget_never_above_max_tokens(upstream, effort, max_tokens, budget):
+    body: dict[str, Any] = {"messages": USER, "reasoning_effort": effort}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    chat(route_to(upstream), body)
+    assert upstream.requests[-1].json["generationConfig"]["thinkingConfig"] == {"thinkingBudget": budget}
+
+
+def test_anthropic_cache_marks_and_thinking_blocks_are_dropped_for_gemini(upstream):
+    signed = {"type": "thinking", "thinking": "Claude's reasoning", "signature": "sig"}
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "Rules", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": "Hi", "cache_control": {"type": "ephemeral"}},
+        {"role": "assistant", "content": "Hello", "thinking_blocks": [signed]},
+        {"role": "user", "content": [{"type": "text", "text": "Again", "cache_control": {"type": "ephemeral"}}]},
+    ]
+    answer = chat(route_to(upstream), {"messages": messages})
+    assert answer["choices"][0]["message"]["content"]
+    sent = upstream.requests[-1].json
+    assert sent["systemInstruction"] == {"parts": [{"text": "Rules"}]}
+    assert sent["contents"][1] == {"role": "model", "parts": [{"text": "Hello"}]}
+    assert "cache_control" not in str(sent) and "signature" not in str(sent)
