@@ -1,7 +1,8 @@
 """The models a caller may use (``GET /v1/models`` and ``GET /v1/models/{id}``): the priced
 models of enabled providers in the price-book version in effect, and the aliases that reach
-one of them, each with the caller's prices (credits per 1M tokens, as decimal text) and the
-output limit the price sets. In track mode an unpriced model is usable but not listed.
+one of them, each with the caller's prices (credits per 1M tokens, as decimal text), the
+output limit the price sets and the context window when the price knows it. In track mode
+an unpriced model is usable but not listed.
 
 An alias is priced as its first listed target that is: the model it routes to first."""
 
@@ -20,8 +21,9 @@ class ListedModel:
     price: ModelPrice
 
     def to_dict(self) -> dict[str, object]:
-        """OpenAI's model object, with Tallyhub's additions: ``max_output_tokens`` and
-        ``pricing`` (the rates a request is charged at, before any tier)."""
+        """OpenAI's model object, with Tallyhub's additions: ``context_window`` (only when
+        the price sets it), ``max_output_tokens`` and ``pricing`` (the rates a request is
+        charged at, before any tier)."""
         price = self.price
         pricing = {"unit": "credits per 1M tokens", "input": format_credits(price.input)}
         pricing["cached_input"] = format_credits(price.cached_input_rate)
@@ -30,14 +32,12 @@ class ListedModel:
             pricing["per_request"] = format_credits(price.per_request)
         if price.per_image:
             pricing["per_image"] = format_credits(price.per_image)
-        return {
-            "id": self.id,
-            "object": "model",
-            "created": 0,
-            "owned_by": self.owned_by,
-            "max_output_tokens": price.max_output_tokens,
-            "pricing": pricing,
-        }
+        listed: dict[str, object] = {"id": self.id, "object": "model", "created": 0, "owned_by": self.owned_by}
+        if price.context_window is not None:
+            listed["context_window"] = price.context_window
+        listed["max_output_tokens"] = price.max_output_tokens
+        listed["pricing"] = pricing
+        return listed
 
 
 class ModelList:

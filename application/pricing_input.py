@@ -7,7 +7,7 @@ A price file is JSON::
      "models": {
        "openai/gpt-4o-mini": {
          "input": "0.15", "cached_input": "0.075", "output": "0.60", "reasoning": "0.60",
-         "per_image": "0", "per_request": "0", "max_output_tokens": 16384,
+         "per_image": "0", "per_request": "0", "max_output_tokens": 16384, "context_window": 128000,
          "service_tiers": {"flex": {"input": "0.075", "output": "0.30"}},
          "provider_cost": {"input": "0.10", "cached_input": "0.05", "output": "0.40"}},
        "anthropic/claude-sonnet-4": {
@@ -21,7 +21,9 @@ A price file is JSON::
 Rates are credits per 1M tokens (per image / web search call / request for the
 ``per_*`` fees), as decimal text (domain/money.py's grammar) or integers, never
 floats, each at most ``bounds.MAX_RATE`` (100,000 credits); ``max_output_tokens`` and
-a tier's ``above_input_tokens`` are integers up to ``bounds.MAX_TOKENS``.
+a tier's ``above_input_tokens`` are integers up to ``bounds.MAX_TOKENS``;
+``context_window`` (optional, informational: the model list shows it) is an integer from 1
+to ``bounds.MAX_TOKENS``.
 ``cache_write`` is the 5-minute cache-write rate (``cache_write_5m`` is the same
 field; give one of them); unset, the 5-minute rate is 1.25 × and the 1-hour rate
 2 × the input rate. ``context_tiers`` is a list of tiers (``above_input_tokens``,
@@ -54,7 +56,7 @@ MAX_INTEGER_DIGITS = 30
 TOKEN_RATES = ("input", "output", "cached_input", "reasoning", "cache_write", "cache_write_5m", "cache_write_1h")
 FEES = ("per_image", "per_request", "per_web_search")
 ENTRY_RATES = (*TOKEN_RATES, *FEES)
-MODEL_FIELDS = {*ENTRY_RATES, "max_output_tokens", "provider_cost", "context_tiers", "service_tiers"}
+MODEL_FIELDS = {*ENTRY_RATES, "max_output_tokens", "provider_cost", "context_tiers", "service_tiers", "context_window"}
 COST_FIELDS = {*ENTRY_RATES, "context_tiers", "service_tiers"}
 TIER_FIELDS = {"above_input_tokens", *TOKEN_RATES}
 SERVICE_TIER_FIELDS = {*TOKEN_RATES, "context_tiers"}
@@ -76,6 +78,7 @@ def price_from_credits(
     per_web_search: Credits | None = None,
     context_tiers: list[Mapping[str, Any]] | None = None,
     service_tiers: Mapping[str, Mapping[str, Any]] | None = None,
+    context_window: int | None = None,
 ) -> ModelPrice:
     """One model's price from credits per 1M tokens; ``where`` prefixes each field's name in
     a refusal's ``param`` (``"models.openai/o3."`` for a file)."""
@@ -93,6 +96,7 @@ def price_from_credits(
         "per_web_search": per_web_search,
         "context_tiers": context_tiers,
         "service_tiers": service_tiers,
+        "context_window": context_window,
     }
     return price_from_entry({name: value for name, value in given.items() if value is not None}, where=where)
 
@@ -111,6 +115,7 @@ def price_from_entry(entry: Mapping[str, Any], *, where: str = "", cost: bool = 
             max_output_tokens=DEFAULT_OUTPUT_CAP if cap is None else cap,
             context_tiers=_context_tiers(entry.get("context_tiers"), where),
             service_tiers=_service_tiers(entry.get("service_tiers"), where),
+            context_window=entry.get("context_window"),
         )
         provider_cost = entry.get("provider_cost")
         if provider_cost is not None:

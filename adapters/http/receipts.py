@@ -1,7 +1,9 @@
 """How the charge travels with a response: headers on plain responses, and fields
 added to ``usage`` in the final chunk of a stream (as OpenRouter does with
-``usage.cost``). Amounts are exact: ``cost`` is decimal text in credits and
-``cost_nanocredits`` an integer. The counts that priced the charge and that OpenAI's usage
+``usage.cost``). ``cost`` is a JSON number in credits, as OpenRouter's is and as clients
+that read it (LiteLLM's SDK) expect: the nearest double to the charge, for display. The
+exact charge is ``cost_nanocredits`` (an integer) and ``cost_decimal`` (decimal text in
+credits, never rounded). The counts that priced the charge and that OpenAI's usage
 object has no field for (cache writes by TTL, web search calls) are added too, each only
 when it is not 0, so a response without them is unchanged."""
 
@@ -9,7 +11,7 @@ from typing import Any
 
 from adapters.http.rate_limit_headers import opened_rate_limit_headers
 from application.billing import OpenedRequest, Receipt
-from domain.money import format_credits
+from domain.money import NANOCREDITS_PER_CREDIT, format_credits
 
 
 def receipt_headers(receipt: Receipt, opened: OpenedRequest | None = None) -> dict[str, str]:
@@ -37,18 +39,25 @@ def receipt_usage(receipt: Receipt, upstream_usage: dict[str, Any] | None) -> di
             "total_tokens": receipt.usage.total_tokens,
         }
     )
-    usage.update(
-        cost=format_credits(receipt.charge),
-        cost_nanocredits=receipt.charge,
-        price_book_version=receipt.price_book_version,
-        usage_source=receipt.usage.source,
-    )
+    usage.update(receipt_fields(receipt))
+    return usage
+
+
+def receipt_fields(receipt: Receipt) -> dict[str, Any]:
+    """The charge's fields, as every ingress's usage object carries them (the module docstring)."""
+    fields: dict[str, Any] = {
+        "cost": receipt.charge / NANOCREDITS_PER_CREDIT,
+        "cost_decimal": format_credits(receipt.charge),
+        "cost_nanocredits": receipt.charge,
+        "price_book_version": receipt.price_book_version,
+        "usage_source": receipt.usage.source,
+    }
     for name in CHARGED_COUNTS:
         if getattr(receipt.usage, name):
-            usage[name] = getattr(receipt.usage, name)
+            fields[name] = getattr(receipt.usage, name)
     if not receipt.priced:
-        usage["price_missing"] = True
-    return usage
+        fields["price_missing"] = True
+    return fields
 
 
 CHARGED_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "web_search_calls")

@@ -6,6 +6,7 @@ import asyncio
 import openai
 import pytest
 
+from domain.money import format_credits
 from tests.e2e.conftest import INPUT_RATE, MODEL, OUTPUT_RATE, UPSTREAM_KEY, Served
 
 MESSAGES = [{"role": "user", "content": "Say hello to the ledger."}]
@@ -66,6 +67,8 @@ def test_streaming_with_include_usage_carries_the_charge_in_the_final_chunk(serv
     expected = usage.prompt_tokens * INPUT_RATE + usage.completion_tokens * OUTPUT_RATE
     extra = usage.model_extra
     assert extra["cost_nanocredits"] == expected
+    assert extra["cost_decimal"] == format_credits(expected)
+    assert type(extra["cost"]) is float and extra["cost"] == expected / 10**9  # OpenRouter's usage.cost: a number
     assert extra["price_book_version"] == 1 and extra["usage_source"] == "provider"
     assert before - served.gateway.balance(served.account)["balance"] == expected
 

@@ -413,6 +413,7 @@ def test_a_receipts_usage_shows_the_cache_writes_and_web_searches_it_was_charged
         "completion_tokens",
         "total_tokens",
         "cost",
+        "cost_decimal",
         "cost_nanocredits",
         "price_book_version",
         "usage_source",
