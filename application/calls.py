@@ -7,7 +7,8 @@ Invariants (with those of application/billing.py):
   its error re-raised for the caller) with the status the caller is answered with
   (``billing.status_of``: adapters/http/errors.py's choice), including a bug of ours (a 500
   ``internal_error``, nothing charged) and a caller that went away meanwhile (a 499:
-  no answer, the fact is recorded); the caller then
+  no answer, the fact is recorded; a 503 ``shutting_down`` when the process's graceful
+  shutdown cut it, application/shutdown.py); the caller then
   completes or fails the started call itself, once (a stream through
   application/streams.py's ``StreamMeter``);
 - a started call reaches its caller only once its hold is durable, so nothing is
@@ -36,6 +37,7 @@ from application.failover import FailedAttempts, Failover, Operation
 from application.ports import ChatExchange, CredentialSwitch, ProviderAdapter
 from application.rate_limits import RequestLimits
 from application.routing import Route, Router
+from application.shutdown import Shutdown
 from domain.errors import InsufficientCredits, RateLimitExceeded, TallyhubError, UpstreamError
 from domain.spend_caps import SpendCapReached
 from domain.usage import Usage
@@ -90,10 +92,13 @@ class BilledCalls:
         providers: Mapping[str, ProviderAdapter],
         credentials: CredentialSwitch,
         limits: RequestLimits | None = None,
+        shutdown: Shutdown | None = None,
     ) -> None:
         self.billing = billing
         self.failover = Failover(router, providers, credentials)
         self.limits = limits
+        # the process's drain: a call cancelled by its cut is recorded as such (application/shutdown.py)
+        self.shutdown = shutdown if shutdown is not None else Shutdown()
 
     # open and the starts return their coroutine: no extra frame on the hot path
 
@@ -166,7 +171,7 @@ class BilledCalls:
             await self._fail_with(opened, error, None, ())
             raise
         except BaseException:
-            await self.fail_opened(opened, 499, "client_disconnected", None, ())
+            await self.fail_opened(opened, *self.shutdown.cancelled_as(), None, ())
             raise
         try:
             await self.billing.confirm_hold(opened, route)
@@ -175,7 +180,7 @@ class BilledCalls:
             raise
         except asyncio.CancelledError:
             abandon(result)
-            await self.fail_opened(opened, 499, "client_disconnected", route, attempts)
+            await self.fail_opened(opened, *self.shutdown.cancelled_as(), route, attempts)
             raise
         except BaseException:
             abandon(result)  # the hold was not saved (the store failed): there is nothing to release
@@ -218,6 +223,11 @@ class BilledCalls:
     async def fail(self, call: StartedCall[Any], status: int, code: str) -> None:
         """Release the hold and record the request as failed (nothing charged)."""
         await self.fail_opened(call.opened, status, code, call.route, call.attempts)
+
+    async def cancelled(self, call: StartedCall[Any]) -> None:
+        """The call's task was cancelled before it was answered: ``fail`` it as the caller
+        gone (499) or, at a graceful shutdown's deadline, as cut (503 ``shutting_down``)."""
+        await self.fail(call, *self.shutdown.cancelled_as())
 
     async def fail_for(self, call: StartedCall[Any], error: Exception) -> None:
         """``fail`` with the status and code the caller is answered ``error`` with."""

@@ -9,6 +9,9 @@ characters delivered — and ends the billed call (application/calls.py) through
   model's output limit, × ``n``) and flagged ``output_capped`` when it was.
 - ``client_gone()``: the caller went away. The upstream call is aborted and the usage so far
   (else the estimate) is charged as a 499, shielded from the cancellation that ended it.
+  When the cancellation was the process's graceful shutdown cutting the stream at its
+  deadline (application/shutdown.py), it ends as cut instead: a 503 ``shutting_down``,
+  charged like a broken stream (nothing produced: released; else the output delivered only).
 - ``broken()``: the provider broke the stream. Nothing produced: the call fails (502
   ``upstream_stream_broken``, hold released, nothing charged). Something produced: only the
   output delivered is charged (no prompt), status 502, same error code.
@@ -31,6 +34,7 @@ import anyio
 from application.billing import OpenedRequest, Receipt
 from application.calls import BilledCalls, StartedCall
 from application.ports import ChatExchange
+from application.shutdown import SHUTDOWN_STATUS, SHUTTING_DOWN
 from domain.estimation import estimated_usage
 from domain.usage import Usage
 from domain.usage_bounds import usage_bound
@@ -132,18 +136,26 @@ class StreamMeter:
         self.ended = True
         self.call.result.abort()
         with anyio.CancelScope(shield=True):
+            if self.calls.shutdown.cutting:  # not the caller: the shutdown's deadline cut the stream
+                await self._delivered_only(SHUTDOWN_STATUS, SHUTTING_DOWN)
+                return
             await self.calls.complete(self.call, self.usage_or_estimate(), self.ttfb_ms, status=CLIENT_GONE_STATUS)
 
     async def broken(self) -> Receipt | None:
         """The provider broke the stream: fail the call if nothing was produced (None), else
         charge only the output delivered, as a 502 (its receipt)."""
         self._end()
+        return await self._delivered_only(502, STREAM_BROKEN)
+
+    async def _delivered_only(self, status: int, code: str) -> Receipt | None:
+        """Not the caller's doing: fail the call if nothing was produced (None), else charge
+        only the output delivered, as ``status`` with ``code`` (its receipt)."""
         if not self.produced:
-            await self.calls.fail(self.call, 502, STREAM_BROKEN)
+            await self.calls.fail(self.call, status, code)
             return None
         cap = output_cap(self.call.opened, self.call.route.model)
         delivered = estimated_usage(input_chars=0, output_chars=self.output_chars, output_cap=cap)
-        return await self.calls.complete(self.call, delivered, self.ttfb_ms, status=502, error_code=STREAM_BROKEN)
+        return await self.calls.complete(self.call, delivered, self.ttfb_ms, status=status, error_code=code)
 
     async def crashed(self) -> None:
         """A bug of ours broke the relay: abort the upstream call, release the hold (a 500)."""

@@ -1,0 +1,181 @@
+"""The HTTP side of the graceful shutdown (application/shutdown.py decides the policy).
+
+``DrainGuard``, a middleware inside ``HealthRoutes`` (``/health`` answers 200 and ``/ready``
+503 throughout), runs every other request in an anyio cancel scope the ``Shutdown``
+tracks. While draining, a new request is answered 503 ``shutting_down`` with
+``connection: close`` and nothing is held or charged. When the deadline cuts a request,
+its scope is cancelled (the billed call records the cut, application/streams.py and
+calls.py) and the guard ends the answer: a 503 ``shutting_down`` if nothing was sent yet,
+else, for a stream, a last error event (OpenAI's chat ``data: {"error": ...}`` frame; the
+``event: error`` of Anthropic's Messages on ``/v1/messages`` and of the Responses API on
+``/v1/responses``) and the end of the body, so the caller sees why its stream stopped.
+
+``watch_signals`` chains the drain in front of the server's own SIGTERM and SIGINT handlers
+(uvicorn's, which stop accepting connections and wait for the open ones): installed by the
+app's lifespan in the process's main thread when a server handles those signals, never in
+tests that run the app in process.
+"""
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import anyio
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters.http.errors import error_body
+from application.shutdown import SHUTDOWN_STATUS, SHUTTING_DOWN, Shutdown
+
+log = logging.getLogger("tallyhub.shutdown")
+
+MESSAGE = "the gateway is shutting down; send the request again"
+REFUSED = error_body(MESSAGE, type_="server_error", code=SHUTTING_DOWN)
+CUT = "the gateway shut down before the answer was complete"
+OPENAI_CUT_FRAME = (
+    b"data: "
+    + orjson.dumps({"error": {"message": CUT, "type": "server_error", "param": None, "code": SHUTTING_DOWN}})
+    + b"\n\n"
+)
+ANTHROPIC_CUT_FRAME = (
+    b"event: error\ndata: " + orjson.dumps({"type": "error", "error": {"type": "api_error", "message": CUT}}) + b"\n\n"
+)
+RESPONSES_CUT_FRAME = (
+    b"event: error\ndata: "
+    + orjson.dumps({"type": "error", "code": SHUTTING_DOWN, "message": CUT, "param": None})
+    + b"\n\n"
+)
+CUT_FRAMES = {"/v1/messages": ANTHROPIC_CUT_FRAME, "/v1/responses": RESPONSES_CUT_FRAME}  # else OpenAI's chat frame
+
+
+async def _answer_refused(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": SHUTDOWN_STATUS,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(REFUSED)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": REFUSED})
+
+
+class _Watched:
+    """A request's ``send``, noting how far its answer got."""
+
+    __slots__ = ("send", "started", "finished", "event_stream")
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.started = False
+        self.finished = False
+        self.event_stream = False
+
+    async def __call__(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            self.started = True
+            self.event_stream = any(
+                name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+                for name, value in message.get("headers", ())
+            )
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            self.finished = True
+        await self.send(message)
+
+    async def end_cut(self, path: str) -> None:
+        """The request was cut: end its answer, saying so."""
+        if self.finished:
+            return
+        if not self.started:
+            await _answer_refused(self.send)
+            return
+        frame = b""
+        if self.event_stream:
+            frame = CUT_FRAMES.get(path, OPENAI_CUT_FRAME)
+        await self.send({"type": "http.response.body", "body": frame, "more_body": False})
+
+
+class DrainGuard:
+    def __init__(self, app: ASGIApp, shutdown: Shutdown) -> None:
+        self.app = app
+        self.shutdown = shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        cancel = anyio.CancelScope()
+        if not self.shutdown.enter(cancel):
+            await _answer_refused(send)
+            return
+        watched = _Watched(send)
+        try:
+            with cancel:
+                await self.app(scope, receive, watched)
+            if cancel.cancelled_caught:
+                try:
+                    await watched.end_cut(scope["path"])
+                except OSError:
+                    pass  # the caller is gone as well: nothing left to tell it
+        finally:
+            self.shutdown.leave(cancel)
+
+
+# --- signals ------------------------------------------------------------------------------
+
+Handler = Callable[[int, FrameType | None], Any]
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class SignalWatch:
+    """The drain started by SIGTERM or SIGINT, before the server's own handler runs."""
+
+    def __init__(self, shutdown: Shutdown, loop: asyncio.AbstractEventLoop) -> None:
+        self.shutdown = shutdown
+        self.loop = loop
+        self.drain: asyncio.Task[Any] | None = None
+        self._installed: dict[int, tuple[Handler, Handler]] = {}
+
+    def install(self) -> "SignalWatch":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach the main thread only: nothing to chain in here
+        for signum in SIGNALS:
+            previous = signal.getsignal(signum)
+            if not callable(previous):
+                continue  # no server handles it (the default or ignored): leave it alone
+            handler = self._chained(previous)
+            signal.signal(signum, handler)
+            self._installed[signum] = (handler, previous)
+        return self
+
+    def _chained(self, previous: Handler) -> Handler:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.loop.call_soon_threadsafe(self._start)
+            previous(signum, frame)
+
+        return handler
+
+    def _start(self) -> None:
+        if self.drain is None:
+            self.drain = self.loop.create_task(self.shutdown.drain(), name="tallyhub-drain")
+
+    def close(self) -> None:
+        """Put the server's handlers back (where ours is still the one installed)."""
+        for signum, (handler, previous) in self._installed.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, previous)
+        self._installed.clear()
+        if self.drain is not None and not self.drain.done():
+            self.drain.cancel()
+
+
+def watch_signals(shutdown: Shutdown) -> SignalWatch:
+    return SignalWatch(shutdown, asyncio.get_running_loop()).install()
