@@ -36,10 +36,17 @@ check: $(STAMP)
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python -m pytest -q tests/fuzz
 
+# `make bench` runs every benchmark of docs/performance.md but the callgrind count (about 20 minutes:
+# bash tests/benchmarks/instructions_per_request.sh). Smaller runs: e.g. `make bench REPS=1 BENCH_SECONDS=3
+# BENCH_CHARGES=100000`; the shared harness's own knobs (SKIP_PG, SKIP_LAT50, QUIET_WAIT, ...) pass through the
+# environment. A tiny smoke run of each benchmark is part of `make test` (tests/benchmarks/test_benchmarks_smoke.py).
+BENCH_SECONDS ?= 10
+BENCH_CHARGES ?= 1000000
 bench: $(STAMP)
 	bash tests/benchmarks/shared_bench.sh
-	$(BIN)/python -m tests.benchmarks.ledger_throughput --store postgres --clients 64 --seconds 10
-	$(BIN)/python -m tests.benchmarks.audit_scale --store sqlite --charges 1000000
+	$(BIN)/python -m tests.benchmarks.ledger_throughput --store postgres --clients 64 --seconds $(BENCH_SECONDS)
+	$(BIN)/python -m tests.benchmarks.limiter_redis -n 5000 -c 32
+	$(BIN)/python -m tests.benchmarks.audit_scale --store sqlite --charges $(BENCH_CHARGES)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -5,19 +5,32 @@
 # time, so the figures hold on a busy machine where a wall-clock benchmark cannot tell 5 %.
 #   bash tests/benchmarks/instructions_per_request.sh [N] [REPS]    (N requests a batch, c=32; default 400 3)
 # env: STREAM=1 for streams; TALLYHUB_ACCESS_LOG=off to leave the access log out; BENCH_DIR (the
-# shared harness, for its mock upstream and loadgen). Only 127.0.0.1 is used; each batch is
-# bounded by loadgen's --max-seconds. Takes about 3 minutes a batch under callgrind.
+# shared harness, for its mock upstream and loadgen); WARMUP (200 requests a key, not counted).
+# BENCH_SMOKE=1 (what tests/benchmarks/test_benchmarks_smoke.py runs, e.g. with N=10 REPS=1): the
+# harness runs with this project's venv (no network, no harness venv), on free ports, with a warm-up of 5.
+# Only 127.0.0.1 is used; each batch is bounded by loadgen's --max-seconds. Takes about 3 minutes a
+# batch under callgrind.
 set -euo pipefail
 N=${1:-400}; REPS=${2:-3}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 bench=${BENCH_DIR:-$here/../shared/bench}
-BPY=${BENCH_WORK:-${TMPDIR:-/tmp}/tallyhub-bench}/venv/bin/python
-[ -x "$BPY" ] || bash "$bench/setup.sh" >/dev/null
+if [ -n "${BENCH_SMOKE:-}" ]; then
+  BPY=$here/.venv/bin/python WARMUP=${WARMUP:-5}
+  read -r mock_port gw_port <<< "$("$BPY" -c 'import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')"
+else
+  BPY=${BENCH_WORK:-${TMPDIR:-/tmp}/tallyhub-bench}/venv/bin/python
+  [ -x "$BPY" ] || bash "$bench/setup.sh" >/dev/null
+  mock_port=8107 gw_port=8097
+fi
+WARMUP=${WARMUP:-200}
 th=$here/.venv/bin/tallyhub
 work=$(mktemp -d)
 export TALLYHUB_DATA_DIR=$work/data TALLYHUB_BILLING_MODE=credits
 unset TALLYHUB_DATABASE_URL TALLYHUB_REDIS_URL
-mock_port=8107 gw_port=8097
 MOCK_PORT=$mock_port "$BPY" "$bench/mock_upstream.py" > "$work/mock.log" 2>&1 &
 mock=$!
 gw=
@@ -40,9 +53,9 @@ flag=""; [ "${STREAM:-0}" = 1 ] && flag=--stream
 load() {
   "$BPY" "$bench/loadgen.py" --url "http://127.0.0.1:$gw_port/v1/chat/completions" -n "$1" -c 32 --warmup 0 \
     --timeout 120 --max-seconds 900 -H "Authorization: Bearer $2" --model mock/mock-gpt $flag > "$work/load.out" 2>&1 \
-    || cat "$work/load.out"
+    || { cat "$work/load.out"; echo "a request of the batch failed: its count would mean nothing"; exit 1; }
 }
-load 200 "$plain"; load 200 "$limited"   # warm-up, not counted
+load "$WARMUP" "$plain"; load "$WARMUP" "$limited"   # warm-up, not counted
 echo "batch  key      instructions/request"
 for rep in $(seq 1 "$REPS"); do
   for which in plain limited; do
