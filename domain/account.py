@@ -39,11 +39,16 @@ open hold may still spend. Refunds, positive adjustments, payments and grants wi
 A grant's identity (``grant`` on ``GrantExpired``) is the account version of its
 ``CreditGranted`` event.
 
+An account may carry alert thresholds on its available balance (``AlertThresholdsSet``, at
+most ``MAX_ALERT_THRESHOLDS``): they move no credit; application/alerts.py derives
+``balance.low`` notices from them. Older accounts and snapshots have none (a class default).
+
 Open holds and lots are value objects (``Hold``, ``Lot``: frozen, replaced on change, never
 mutated). A snapshot stores them as the plain dicts it always stored (``Snapshot`` below), so
 snapshots written before and after they became value objects load alike, in either version.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -64,6 +69,8 @@ from domain.errors import (
     RefundExceedsPayment,
 )
 from domain.money import InvalidAmount, format_credits
+
+MAX_ALERT_THRESHOLDS = 10  # balance.low thresholds per account
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,9 @@ class Account(Aggregate):
         scope: str
         day: int | None
         month: int | None
+
+    class AlertThresholdsSet(Aggregate.Event):
+        thresholds: list[int]  # available-balance thresholds (nanocredits), highest first; [] clears
 
     class HoldSettled(Aggregate.Event):
         request_id: UUID
@@ -431,6 +441,26 @@ class Account(Aggregate):
     @event(SpendCapsSet)
     def _spend_caps_set(self, scope: str, day: int | None, month: int | None) -> None:
         self.caps[scope] = {"day": day, "month": month}
+
+    alert_thresholds: Sequence[int] = ()  # a class default: accounts and snapshots from before alerts
+
+    def set_alert_thresholds(self, thresholds: list[int]) -> None:
+        """The available-balance thresholds a ``balance.low`` notice fires at (application/alerts.py);
+        each a positive amount, at most ``MAX_ALERT_THRESHOLDS`` of them; ``[]`` clears them."""
+        if len(thresholds) > MAX_ALERT_THRESHOLDS:
+            raise InvalidRequest(f"at most {MAX_ALERT_THRESHOLDS} alert thresholds", param="below")
+        for threshold in thresholds:
+            if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold <= 0:
+                raise InvalidRequest("an alert threshold is a positive amount", param="below")
+            if threshold > MAX_AMOUNT:
+                raise _too_large(threshold, "below")
+        ordered = sorted(set(thresholds), reverse=True)
+        if tuple(ordered) != tuple(self.alert_thresholds):
+            self._alert_thresholds_set(thresholds=ordered)
+
+    @event(AlertThresholdsSet)
+    def _alert_thresholds_set(self, thresholds: list[int]) -> None:
+        self.alert_thresholds = list(thresholds)
 
     def _used(self, scope: str, windows: dict[str, str]) -> dict[str, int]:
         """What ``scope`` spent plus what it holds, in each current window."""

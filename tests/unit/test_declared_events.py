@@ -41,6 +41,7 @@ from domain.provider import Provider
 from domain.rate_limits import AccountRateLimits
 from domain.replay_log import ReplayLog
 from domain.request_record import RequestRecord
+from domain.webhook import WebhookRegistry
 from projections.balances import fold_balances
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -148,6 +149,7 @@ AGGREGATES: list[type[Aggregate]] = [
     Provider,
     ReplayLog,
     RequestRecord,
+    WebhookRegistry,
 ]
 
 
@@ -170,7 +172,8 @@ def test_each_declared_event_has_its_methods_parameters_as_fields_in_order_with_
             for f, p in zip(declared, params, strict=True):
                 assert f.default == (MISSING if p.default is p.empty else p.default), (cls.__qualname__, f.name)
             checked += 1
-    assert checked == 46  # 45, then Provider.UpstreamPolicySet (issue 16)
+    # 45, then Provider.UpstreamPolicySet (issue 16), Account.AlertThresholdsSet and WebhookRegistry's 3 (issue 18)
+    assert checked == 50
 
 
 def stored(events: Sequence[DomainEventProtocol[Any]]) -> list[tuple[str, list[tuple[str, Any]]]]:
