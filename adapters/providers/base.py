@@ -34,6 +34,8 @@ from domain.provider import UpstreamPolicy
 
 __all__ = [
     "DONE",
+    "MAX_ANSWER_BYTES",
+    "MAX_EVENT_BYTES",
     "READ_FAILURES",
     "ChatExchange",
     "ChatProvider",
@@ -43,12 +45,20 @@ __all__ = [
     "ResponseExchange",
     "UpstreamTimeouts",
     "arrived_blocks",
+    "read_answer",
     "upstream_json",
     "upstream_object",
     "unsupported",
 ]
 
 DONE = b"[DONE]"
+# The largest whole answer read from a provider (a chat answer, an embeddings or images
+# document): far above any sane answer (an embeddings batch of 2,048 × 3,072 floats is about
+# 130 MB as JSON text, so batches that size need base64), small enough that a provider
+# sending a gigabyte cannot exhaust the gateway's memory. A larger answer is unreadable.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+# The largest single stream event (one SSE ``data`` payload, one line): above it, garbage.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
 # What reading an exchange may raise when the provider breaks off or sends garbage; and only that.
 READ_FAILURES: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, MalformedUpstreamAnswer)
 
@@ -86,6 +96,22 @@ async def arrived_blocks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
         if not block:
             return
         yield block
+
+
+async def read_answer(response: aiohttp.ClientResponse, limit: int = MAX_ANSWER_BYTES) -> bytes:
+    """A whole response body, at most ``limit`` bytes (decompressed): a larger one is
+    ``MalformedUpstreamAnswer``, refused from its Content-Length before reading when it
+    announces one, else as soon as what arrived passes the limit — never held whole."""
+    if response.content_length is not None and response.content_length > limit:
+        raise MalformedUpstreamAnswer(f"the provider's answer is larger than {limit} bytes")
+    blocks: list[bytes] = []
+    size = 0
+    while block := await response.content.readany():
+        size += len(block)
+        if size > limit:
+            raise MalformedUpstreamAnswer(f"the provider's answer is larger than {limit} bytes")
+        blocks.append(block)
+    return b"".join(blocks)
 
 
 class UpstreamTimeouts:

@@ -17,11 +17,13 @@ from typing import Any
 
 import aiohttp
 
+from adapters.providers.base import read_answer
 from application.routing import Route
-from domain.errors import UpstreamError
+from domain.errors import MalformedUpstreamAnswer, UpstreamError
 
 CALLER_ERROR_STATUSES = (400, 404, 409, 413, 415, 422)
 MAX_MESSAGE_CHARS = 500
+MAX_ERROR_BODY_BYTES = 1024 * 1024  # an error body is read for its message only
 
 
 def redact(message: str, secret: str | None) -> str:
@@ -35,10 +37,11 @@ def redact(message: str, secret: str | None) -> str:
 
 
 async def read_error_body(response: aiohttp.ClientResponse) -> bytes:
-    """The body of a failed response (empty if it cannot be read); the connection is released."""
+    """The body of a failed response (empty if it cannot be read, or is larger than
+    ``MAX_ERROR_BODY_BYTES``); the connection is released."""
     try:
-        return await response.read()
-    except (aiohttp.ClientError, TimeoutError):
+        return await read_answer(response, MAX_ERROR_BODY_BYTES)
+    except (aiohttp.ClientError, TimeoutError, MalformedUpstreamAnswer):
         return b""
     finally:
         response.release()

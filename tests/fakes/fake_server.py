@@ -24,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -125,11 +127,20 @@ def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = 
     return web.Response(body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers)
 
 
-def drop_connection(request: web.Request) -> web.StreamResponse:
-    """Close the TCP connection (FIN) mid-answer; aiohttp ignores the failed write_eof."""
+def drop_connection(request: web.Request, *, reset: bool = False) -> web.StreamResponse:
+    """Close the TCP connection (FIN) mid-answer; aiohttp ignores the failed write_eof.
+    With ``reset``, abort it instead: a TCP reset (RST, ``SO_LINGER`` 0), what a crashed
+    proxy or a killed process sends."""
     request[DROPPED_KEY] = True
-    if request.transport is not None:
-        request.transport.close()
+    transport = request.transport
+    if transport is not None:
+        if reset:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
     return web.Response()
 
 

@@ -66,6 +66,23 @@ class Scripted(Script):
     usage_raw: dict[str, Any] | None = None
     # The ``service_tier`` the answer and each chunk report (None: "default", as OpenAI).
     service_tier: str | None = None
+    # Drop the connection before any answer, streams included (after the scripted delay).
+    drop_at_once: bool = False
+    # Every drop (``drop_at_once``, ``break_after``, ``cut_body_after``) is a TCP reset (RST)
+    # instead of a clean close (FIN).
+    reset: bool = False
+    # Plain answers: send the headers (the whole body's Content-Length) and this many bytes of
+    # the body, then drop the connection, or with ``hang_body_seconds`` pause that long and
+    # send the rest.
+    cut_body_after: int | None = None
+    hang_body_seconds: float = 0.0
+    # Streams: end the response cleanly (its chunked terminator) without ``data: [DONE]``.
+    omit_done: bool = False
+    # Streams: after the role chunk, content chunks without end, until the client goes away.
+    endless: bool = False
+    # Plain answers: the chat completion padded with spaces to this many bytes, sent in
+    # 1 MiB blocks (never built in memory) with its Content-Length.
+    oversize_bytes: int | None = None
 
     # -- constructors -------------------------------------------------------
 
@@ -142,3 +159,30 @@ class Scripted(Script):
     @classmethod
     def reply(cls, text: str) -> Scripted:
         return cls(reply_text=text)
+
+    @classmethod
+    def drop(cls, *, reset: bool = False) -> Scripted:
+        """Drop the connection before any answer: FIN, or with ``reset`` a TCP reset."""
+        return cls(drop_at_once=True, reset=reset)
+
+    @classmethod
+    def cut_body(cls, after_bytes: int, *, reset: bool = False) -> Scripted:
+        """Plain answers: the headers and ``after_bytes`` of the body, then drop (FIN or RST)."""
+        return cls(cut_body_after=after_bytes, reset=reset)
+
+    @classmethod
+    def hang_body(cls, after_bytes: int, seconds: float) -> Scripted:
+        """Plain answers: the headers and ``after_bytes`` of the body, then ``seconds`` of silence."""
+        return cls(cut_body_after=after_bytes, hang_body_seconds=seconds)
+
+    @classmethod
+    def without_done(cls) -> Scripted:
+        return cls(omit_done=True)
+
+    @classmethod
+    def endless_stream(cls) -> Scripted:
+        return cls(endless=True)
+
+    @classmethod
+    def oversize(cls, size: int) -> Scripted:
+        return cls(oversize_bytes=size)

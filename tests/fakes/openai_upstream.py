@@ -133,7 +133,8 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         self.reply_text = reply_text
         self.chunk_delay = chunk_delay
         self.models = tuple(models)
-        self._restore_on_reset("reply_text", "chunk_delay")
+        self.endless_bytes_sent = 0  # what ``Scripted.endless_stream`` answers have written so far
+        self._restore_on_reset("reply_text", "chunk_delay", "endless_bytes_sent")
 
     def build_routes(self) -> list[web.RouteDef]:
         return [
@@ -202,6 +203,8 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         headers = dict(headers)
         if script.delay_seconds:
             await asyncio.sleep(script.delay_seconds)
+        if script.drop_at_once:
+            return drop_connection(request, reset=script.reset)
         if script.error_status is not None:
             if script.retry_after is not None:
                 headers["retry-after"] = f"{script.retry_after:g}"
@@ -214,7 +217,7 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
             )
         if not streaming:
             if script.break_after is not None:
-                return drop_connection(request)
+                return drop_connection(request, reset=script.reset)
             if script.stall_after is not None:
                 await asyncio.sleep(script.stall_seconds)
         self._check_auth(request)
@@ -291,16 +294,16 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
                 ]
             else:
                 choices = [chat_choice(i, content="".join(tokens), finish_reason=finish_reason) for i in range(n)]
-            return json_response(
-                chat_completion_body(
-                    completion_id=completion_id,
-                    model=model,
-                    choices=choices,
-                    usage=usage,
-                    service_tier=script.service_tier or "default",
-                ),
-                headers=headers,
+            answer = chat_completion_body(
+                completion_id=completion_id,
+                model=model,
+                choices=choices,
+                usage=usage,
+                service_tier=script.service_tier or "default",
             )
+            if script.cut_body_after is not None or script.oversize_bytes is not None:
+                return await self._write_faulty_body(request, headers, orjson.dumps(answer), script)
+            return json_response(answer, headers=headers)
 
         stream_options = body.get("stream_options")
         include_usage = isinstance(stream_options, dict) and bool(stream_options.get("include_usage"))
@@ -335,8 +338,53 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
             frames.append(("finish", chunk([chunk_choice(i, {}, finish_reason)])))
         if include_usage and usage is not None:
             frames.append(("usage", chunk([], usage)))
-        frames.append(("done", b"data: [DONE]\n\n"))
+        if not script.omit_done:
+            frames.append(("done", b"data: [DONE]\n\n"))
+        if script.endless:
+            return await self._write_endless_stream(
+                request, headers, frames[0][1], chunk([chunk_choice(0, {"content": " word"})])
+            )
         return await self._write_stream(request, headers, frames, script)
+
+    async def _write_faulty_body(
+        self, request: web.Request, headers: dict[str, str], body: bytes, script: Scripted
+    ) -> web.StreamResponse:
+        """A plain answer cut (``cut_body_after``: dropped, or hung then finished) or padded to
+        ``oversize_bytes`` with spaces (valid JSON), sent in 1 MiB blocks."""
+        size = max(script.oversize_bytes or 0, len(body))
+        response = web.StreamResponse(headers={**headers, "Content-Type": "application/json"})
+        response.content_length = size
+        await response.prepare(request)
+        if script.cut_body_after is not None:
+            await response.write(body[: script.cut_body_after])
+            if not script.hang_body_seconds:
+                return drop_connection(request, reset=script.reset)
+            await asyncio.sleep(script.hang_body_seconds)
+            await response.write(body[script.cut_body_after :])
+        else:
+            await response.write(body)
+            block = b" " * (1024 * 1024)
+            left = size - len(body)
+            while left > 0:
+                await response.write(block[: min(left, len(block))])
+                left -= len(block)
+        await response.write_eof()
+        return response
+
+    async def _write_endless_stream(
+        self, request: web.Request, headers: dict[str, str], first: bytes, content: bytes
+    ) -> web.StreamResponse:
+        """The role chunk, then ``content`` again and again until the client goes away."""
+        response = web.StreamResponse(
+            headers={**headers, "Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        await response.write(first)
+        burst = content * 64
+        while True:
+            await response.write(burst)  # waits while the client's side is full (flow control)
+            self.endless_bytes_sent += len(burst)
+            await asyncio.sleep(0)
 
     async def _write_stream(
         self, request: web.Request, headers: dict[str, str], frames: list[tuple[str, bytes]], script: Scripted
@@ -349,7 +397,7 @@ class FakeOpenAIUpstream(FakeServer[Scripted]):
         sent_content, stalled = 0, False
         for index, (kind, data) in enumerate(frames):
             if script.break_after is not None and kind != "role" and sent_content >= script.break_after:
-                return drop_connection(request)
+                return drop_connection(request, reset=script.reset)
             if index and delay:
                 await asyncio.sleep(delay)
             await response.write(data)
