@@ -12,10 +12,14 @@ to the billing (application/ports.py ``StatusOf``), which records a failed or re
 request with it (application/billing.py, calls.py): the request log keeps the status the
 caller is answered with, chosen here and nowhere else."""
 
+import logging
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+import eventsourcing.persistence as es_persistence
 import orjson
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -42,8 +46,20 @@ from domain.errors import (
     UpstreamError,
 )
 
+# The store (event store or read models) unreachable, refusing connections or out of space:
+# answered 503 ``store_unavailable`` — nothing was served unbilled — never a 500 (issue 20).
+STORE_OUTAGES: tuple[type[Exception], ...] = (
+    es_persistence.OperationalError,
+    es_persistence.InterfaceError,
+    psycopg.OperationalError,  # psycopg_pool.PoolTimeout among them
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,  # "database or disk is full", "disk I/O error", a lock held too long
+)
+STORE_UNAVAILABLE = "store_unavailable"
+log = logging.getLogger("tallyhub.http")
+
 # The errors the API answers with ``response_for`` (any other is a 500 that leaks nothing).
-ANSWERED_ERRORS: tuple[type[Exception], ...] = (TallyhubError,)
+ANSWERED_ERRORS: tuple[type[Exception], ...] = (TallyhubError, *STORE_OUTAGES)
 
 # (status, OpenAI error type) per error class; the first matching base class wins.
 _STATUS: list[tuple[type[Exception], int, str]] = [
@@ -106,6 +122,8 @@ def _classified(exc: Exception) -> tuple[int, str] | None:
     for cls, status, type_ in _STATUS:
         if isinstance(exc, cls):
             return status, type_
+    if isinstance(exc, STORE_OUTAGES):
+        return 503, "server_error"
     return None
 
 
@@ -121,6 +139,9 @@ def response_for(exc: Exception) -> Response:
     if classified is None:
         return error_response(500, "internal error", type_="server_error", code="internal_error")
     status, type_ = classified
+    if isinstance(exc, STORE_OUTAGES):  # what the store said stays in the server's log
+        log.warning("answered 503 store_unavailable: %s: %s", type(exc).__name__, exc)
+        return error_response(status, "the store is unavailable; try again", type_=type_, code=STORE_UNAVAILABLE)
     headers = None
     if isinstance(exc, (SpendCapReached, TooManyFailedAuthentications)):
         headers = {"retry-after": str(exc.retry_after_seconds)}
