@@ -114,6 +114,8 @@ def _dashed(hex_id: str | None) -> str | None:
 ROUTES = {
     "/v1/chat/completions": "chat.completions",
     "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "messages.count_tokens",
+    "/v1/responses": "responses",
     "/v1/embeddings": "embeddings",
     "/v1/images/generations": "images.generations",
 }

@@ -13,6 +13,7 @@ from adapters.crypto.master_key import ensure_master_key_file, load_key_ring
 from adapters.files import PRIVATE_FILE, private_dir, private_sqlite, tighten
 from adapters.services import Services
 from adapters.settings import Settings, SettingsError
+from application.alerts import AlertProcess
 from application.billing import RequestBilling
 from application.health import CredentialHealth
 from application.key_management import check_key_ring, move_secrets_out_of_history
@@ -81,10 +82,15 @@ def secure_files(settings: Settings) -> None:
 
 
 def build_read_models(settings: Settings | None, ledger: Ledger) -> Any:
-    """The read models in the settings' database, or in memory when ``settings`` is None."""
+    """The read models in the settings' database, or in memory when ``settings`` is None, with
+    the alert process (application/alerts.py) run beside them; its outbox is wired by ``_wire``."""
     from projections.read_models import build_read_models as build
 
-    return build(settings.database if settings is not None else None, ledger)
+    return build(
+        settings.database if settings is not None else None,
+        ledger,
+        alerts=lambda states: AlertProcess(states, now=ledger.clock.now),
+    )
 
 
 def build_services(
@@ -158,6 +164,9 @@ def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, healt
         access_log=access_log,
     )
     metrics.watch(services)  # the gauges read at scrape: credentials, holds, projections
+    alerts = getattr(read_models, "alerts", None)
+    if alerts is not None:  # the alert process hands its notices to the webhook deliveries
+        alerts.outbox = services.deliveries
     return services
 
 
@@ -225,6 +234,13 @@ def initialise(settings: Settings) -> Initialised:
         read_models = build_read_models(settings, ledger)
         read_models.create_tables()
         ledger.secret_store.create_table()
+        if settings.responses_store:  # else made by the first response stored, if storage is turned on later
+            from adapters.persistence.response_store import response_rows_for
+
+            response_rows_for(ledger.recorder).create_table()
+        from adapters.persistence.delivery_store import delivery_rows_for
+
+        delivery_rows_for(ledger.recorder).create_table()  # webhook deliveries (application/deliveries.py)
         if ledger.is_initialised():
             ledger.load_deployment()  # proves the master key opens the existing store
             move_secrets_out_of_history(ledger)  # and upgrades one made before the secret store

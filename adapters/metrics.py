@@ -219,7 +219,7 @@ class ScrapeCollector(Collector):
         services = self.services_of()
         if services is None:
             return
-        for read in (_credentials, _open_holds, _projection_lag):
+        for read in (_credentials, _open_holds, _projection_lag, _webhook_deliveries):
             try:
                 yield from read(services)
             except Exception:  # noqa: BLE001 - a source that cannot be read is left out of this scrape
@@ -254,6 +254,17 @@ def _open_holds(services: "Services") -> Iterator[Metric]:
         "Credit held by open holds, all accounts (the balances read model)",
         value=sum(b.held for b in balances),
     )
+
+
+def _webhook_deliveries(services: "Services") -> Iterator[Metric]:
+    """Webhook deliveries by status, from the delivery table every process shares (application/deliveries.py)."""
+    deliveries = GaugeMetricFamily(
+        "tallyhub_webhook_deliveries", "Webhook deliveries by status (pending, delivered, failed)", labels=["status"]
+    )
+    counts = services.deliveries.rows.counts()
+    for status in ("pending", "delivered", "failed"):
+        deliveries.add_metric([status], counts.get(status, 0))
+    yield deliveries
 
 
 def _projection_lag(services: "Services") -> Iterator[Metric]:

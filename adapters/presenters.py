@@ -73,6 +73,10 @@ def price_json(data: dict[str, Any]) -> dict[str, Any]:
     shown = _rates_json(data, ("input", "cached_input", "output", "reasoning", "per_image", "per_request"))
     if "max_output_tokens" in data:
         shown["max_output_tokens"] = data["max_output_tokens"]
+    if data.get("context_window") is not None:
+        shown["context_window"] = data["context_window"]
+    if data.get("source") is not None:
+        shown["source"] = data["source"]
     if data.get("provider_cost"):
         shown["provider_cost"] = price_json(data["provider_cost"])
     _deeper_json(data, shown)

@@ -5,15 +5,21 @@ from typing import Any
 
 from adapters.settings import Settings
 from application.accounts import Accounts
+from application.alerts import AlertThresholds
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling
 from application.calls import BilledCalls
+from application.deliveries import DeliveryOutbox
 from application.ledger import Ledger
 from application.ports import ProviderAdapter, RateLimiter
 from application.prices import Prices
 from application.providers import ProviderRegistry
 from application.rate_limits import RateLimitScopes, RequestLimits
 from application.routing import Router
+from application.shutdown import Shutdown
+from application.stored_responses import StoredResponses
+from application.token_count import TokenCounts
+from application.webhooks import Webhooks
 
 
 @dataclass
@@ -34,6 +40,12 @@ class Services:
     prices: Prices = field(init=False)  # price-book versions and aliases
     provider_registry: ProviderRegistry = field(init=False)  # providers and their credentials
     api_keys: ApiKeys = field(init=False)  # issuing, revoking and rotating API keys
+    shutdown: Shutdown = field(init=False)  # serve's graceful shutdown (the drain SIGTERM starts)
+    token_counts: TokenCounts = field(init=False)  # POST /v1/messages/count_tokens
+    responses: StoredResponses = field(init=False)  # stored /v1/responses (off unless TALLYHUB_RESPONSES_STORE=on)
+    webhooks: Webhooks = field(init=False)  # webhook subscriptions (application/webhooks.py)
+    alert_thresholds: AlertThresholds = field(init=False)  # accounts' balance.low thresholds
+    deliveries: DeliveryOutbox = field(init=False)  # the NoticeOutbox: signed, retried webhook deliveries
 
     def __post_init__(self) -> None:
         scopes = RateLimitScopes(self.ledger)
@@ -42,7 +54,20 @@ class Services:
         self.prices = Prices(self.ledger)
         self.provider_registry = ProviderRegistry(self.ledger)
         self.api_keys = ApiKeys(self.ledger)
-        self.calls = BilledCalls(self.billing, self.router, self.providers, self.provider_registry, limits)
+        self.webhooks = Webhooks(self.ledger)
+        self.alert_thresholds = AlertThresholds(self.ledger)
+        self.shutdown = Shutdown(self.settings.shutdown_grace_seconds)
+        self.calls = BilledCalls(
+            self.billing, self.router, self.providers, self.provider_registry, limits, shutdown=self.shutdown
+        )
+        self.token_counts = TokenCounts(self.billing, self.calls.failover, limits)
+        # imported here: the module loads the PostgreSQL driver, which a bare CLI start does not need
+        from adapters.persistence.response_store import build_stored_responses
+
+        self.responses = build_stored_responses(self.settings, self.ledger)
+        from adapters.persistence.delivery_store import build_delivery_outbox
+
+        self.deliveries = build_delivery_outbox(self.ledger)
 
     def close(self) -> None:
         if self.wake is not None:

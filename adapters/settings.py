@@ -132,6 +132,12 @@ class Settings:
     log_level: str = "info"
     access_log: AccessLog = "json"  # one JSON line per recorded request on stderr (adapters/access_log.py)
     metrics_token: str | None = field(default=None, repr=False)  # bearer token for GET /metrics; None: open
+    responses_store: bool = False  # TALLYHUB_RESPONSES_STORE=on: /v1/responses kept encrypted (stored_responses.py)
+    responses_retention_days: int = 30  # how long a stored response is kept, then purged
+    shutdown_grace_seconds: float = 30.0  # SIGTERM: how long requests in flight may finish (application/shutdown.py)
+    webhook_timeout_seconds: int = 10  # one webhook delivery attempt (application/deliveries.py)
+    webhook_max_attempts: int = 15  # then the delivery is `failed`
+    webhook_retry_seconds: int = 1  # the first retry's delay; each next one doubles, up to an hour
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -165,6 +171,12 @@ class Settings:
             log_level=env.get("TALLYHUB_LOG_LEVEL", "info"),
             access_log=_access_log(env),
             metrics_token=_metrics_token(env),
+            responses_store=_on_off(env, "TALLYHUB_RESPONSES_STORE", False),
+            responses_retention_days=_positive_int(env, "TALLYHUB_RESPONSES_RETENTION_DAYS", 30),
+            shutdown_grace_seconds=_grace_seconds(env),
+            webhook_timeout_seconds=_positive_int(env, "TALLYHUB_WEBHOOK_TIMEOUT_SECONDS", 10),
+            webhook_max_attempts=_positive_int(env, "TALLYHUB_WEBHOOK_MAX_ATTEMPTS", 15),
+            webhook_retry_seconds=_positive_int(env, "TALLYHUB_WEBHOOK_RETRY_SECONDS", 1),
         )
 
     @property
@@ -222,6 +234,16 @@ def _redis_prefix(env: Mapping[str, str]) -> str:
     return prefix
 
 
+def _on_off(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in ("on", "off"):
+        return value == "on"
+    raise SettingsError(f"{name} must be 'on' or 'off', not {raw!r}")
+
+
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name)
     if raw is None or not raw.strip():
@@ -232,6 +254,25 @@ def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
     if value in ("0", "off", "false", "no"):
         return False
     raise SettingsError(f"{name} must be 1 or 0 (on or off), not {raw!r}")
+
+
+MAX_SHUTDOWN_GRACE_SECONDS = 3600
+
+
+def _grace_seconds(env: Mapping[str, str]) -> float:
+    name = "TALLYHUB_SHUTDOWN_GRACE_SECONDS"
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return 30.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= MAX_SHUTDOWN_GRACE_SECONDS:  # NaN fails this too
+        raise SettingsError(
+            f"{name} must be a number of seconds from 0 to {MAX_SHUTDOWN_GRACE_SECONDS}, not {env.get(name)!r}"
+        )
+    return value
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:

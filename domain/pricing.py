@@ -42,6 +42,7 @@ QUARTERS = 4  # the sum is kept in quarter-nanocredits, so 1.25 × input is exac
 DEFAULT_OUTPUT_CAP = 4096
 MAX_TIERS = 16
 MAX_TIER_NAME_LENGTH = 64
+MAX_SOURCE_LENGTH = 200
 BASE_SERVICE_TIER = "default"
 RATE_FIELDS = ("input", "output", "cached_input", "reasoning", "per_image", "per_request")
 CACHE_WRITE_FIELDS = ("cache_write_5m", "cache_write_1h")
@@ -175,7 +176,10 @@ class ModelPrice:
     a response may report (see the module docstring); ``max_output_tokens`` is the
     output cap used for the worst-case hold when a request does not set ``max_tokens``;
     ``provider_cost`` is what the provider charges the operator for the same usage
-    (same fields, no cap), for margins.
+    (same fields, no cap), for margins; ``context_window`` (tokens, None: not known) is
+    the model's context window, shown on the model list only: it prices nothing;
+    ``source`` (None: set by hand) names where an imported price came from (catalog,
+    its version, the catalog's model: application/price_import.py); it prices nothing.
     """
 
     input: int
@@ -191,10 +195,16 @@ class ModelPrice:
     per_web_search: int = 0
     context_tiers: tuple[ContextTier, ...] = ()
     service_tiers: tuple[tuple[str, ServiceTierPrice], ...] = ()
+    context_window: int | None = None
+    source: str | None = None
 
     def __post_init__(self) -> None:
         for name in (*RATE_FIELDS, *CACHE_WRITE_FIELDS, "per_web_search"):
             _check_rate(self, name)
+        if self.context_window is not None and (not within(self.context_window, MAX_TOKENS) or not self.context_window):
+            raise InvalidPrice(f"context_window must be an integer from 1 to {MAX_TOKENS}", param="context_window")
+        if self.source is not None and not _valid_source(self.source):
+            raise InvalidPrice(f"source must be 1 to {MAX_SOURCE_LENGTH} printable characters", param="source")
         if not within(self.max_output_tokens, MAX_TOKENS) or self.max_output_tokens == 0:
             raise InvalidPrice(
                 f"max_output_tokens must be an integer from 1 to {MAX_TOKENS}", param="max_output_tokens"
@@ -239,6 +249,10 @@ class ModelPrice:
             data["context_tiers"] = [tier.to_dict() for tier in self.context_tiers]
         if self.service_tiers:
             data["service_tiers"] = {name: tier.to_dict() for name, tier in self.service_tiers}
+        if self.context_window is not None:
+            data["context_window"] = self.context_window
+        if self.source is not None:
+            data["source"] = self.source
         return data
 
     @classmethod
@@ -256,6 +270,10 @@ class ModelPrice:
                 "service_tiers": services,
             }
         )
+
+
+def _valid_source(source: object) -> bool:
+    return isinstance(source, str) and 0 < len(source) <= MAX_SOURCE_LENGTH and source.isprintable()
 
 
 _PRICE_DEFAULTS = {"cache_write_5m": None, "cache_write_1h": None, "per_web_search": 0}

@@ -16,13 +16,14 @@ stale (the sweeps).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from eventsourcing.application import Application
 
+from projections.alerts import InMemoryAlertStates, SqlAlertStates
 from projections.balances import BalancesProjection, BalancesView, InMemoryBalancesView, SqlBalancesView
 from projections.ledger_entries import (
     InMemoryLedgerEntriesView,
@@ -70,6 +71,7 @@ class ReadModels:
     ledger: LedgerEntriesView | None = None  # None only in a bundle built by hand without it
     providers: ProviderHourlyView | None = None  # likewise
     schemas: Sequence[Schema] = ()  # the SQL views' tables at their projections' versions
+    alerts: Any = None  # application/alerts.py AlertProcess, when built with ``alerts``
 
     def create_tables(self) -> None:
         """The store's own tables, then each projection's at its version (rebuilt if it differs)."""
@@ -82,9 +84,15 @@ class ReadModels:
 
 
 def build_read_models(
-    database: DatabaseConfigLike | None, app: Application[Any], *, batch_size: int = 1000
+    database: DatabaseConfigLike | None,
+    app: Application[Any],
+    *,
+    batch_size: int = 1000,
+    alerts: Callable[[Any], AnyProjection] | None = None,
 ) -> ReadModels:
-    """Read models in ``database`` (SQLite file or PostgreSQL schema); ``None`` keeps them in memory."""
+    """Read models in ``database`` (SQLite file or PostgreSQL schema); ``None`` keeps them in memory.
+    ``alerts``: builds the alert process (application/alerts.py) on its state store, which the
+    runner then runs with the projections (named ``alerts``; its tables are the store's)."""
     if database is None:
         memory = InMemoryStore()
         views: tuple[Any, ...] = (
@@ -94,7 +102,7 @@ def build_read_models(
             InMemoryLedgerEntriesView(memory),
             InMemoryProviderHourlyView(memory),
         )
-        return _bundle(app, memory, views, (), batch_size)
+        return _with_alerts(_bundle(app, memory, views, (), batch_size, alerts, InMemoryAlertStates(memory)))
     store: SqlStore
     if database.kind == "postgres":
         store = PostgresStore(database.conninfo(), database.schema)
@@ -108,12 +116,26 @@ def build_read_models(
         SqlProviderHourlyView(store),
     )
     ddl = [statement for view in sql_views for statement in view.DDL]
-    return _bundle(app, store, sql_views, ddl, batch_size)
+    if alerts is not None:
+        ddl += SqlAlertStates.DDL
+    return _with_alerts(_bundle(app, store, sql_views, ddl, batch_size, alerts, SqlAlertStates(store)))
+
+
+def _with_alerts(bundle: tuple[ReadModels, Any]) -> ReadModels:
+    read_models, process = bundle
+    read_models.alerts = process
+    return read_models
 
 
 def _bundle(
-    app: Application[Any], store: Any, views: tuple[Any, ...], ddl: Sequence[str], batch_size: int
-) -> ReadModels:
+    app: Application[Any],
+    store: Any,
+    views: tuple[Any, ...],
+    ddl: Sequence[str],
+    batch_size: int,
+    alerts: Callable[[Any], AnyProjection] | None = None,
+    alert_states: Any = None,
+) -> tuple[ReadModels, Any]:
     balances, usage, requests, ledger, providers = views
     projections: tuple[AnyProjection, ...] = (
         BalancesProjection(balances),
@@ -122,16 +144,21 @@ def _bundle(
         LedgerEntriesProjection(ledger),
         ProviderHourlyProjection(providers, first_events_of(app)),
     )
+    process = alerts(alert_states) if alerts is not None else None
+    run: list[tuple[Any, AnyProjection]] = list(zip(views, projections, strict=True))
+    if process is not None:
+        run.append((alert_states, process))
     schemas = [
         Schema(projection.name, getattr(projection, "schema_version", 1), tuple(view.TABLES), tuple(view.DDL))
-        for view, projection in zip(views, projections, strict=True)
+        for view, projection in run
         if hasattr(view, "DDL")
     ]
-    runner = ProjectionRunner(app, store, projections, batch_size=batch_size, schemas=schemas)
+    runner = ProjectionRunner(app, store, [projection for _, projection in run], batch_size=batch_size, schemas=schemas)
     guarded = [GuardedView(view, projection.name, runner) for view, projection in zip(views, projections, strict=True)]
-    return ReadModels(
+    read_models = ReadModels(
         guarded[0], guarded[1], guarded[2], runner, store, tuple(ddl), guarded[3], guarded[4], tuple(schemas)
     )
+    return read_models, process
 
 
 class GuardedView:

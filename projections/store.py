@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ class SqlTransaction:
         rows = list(rows)
         if rows:
             self._cursor.executemany(self.store.dialect(sql), rows)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows read inside this transaction (what it wrote so far included)."""
+        self._cursor.execute(self.store.dialect(sql), params)
+        return list(self._cursor.fetchall())
 
     def advance(self, position: int) -> None:
         """Move the tracking position forward (committed with the view rows)."""
@@ -270,6 +276,13 @@ class SqlStore:
         raise NotImplementedError
 
 
+@dataclass(eq=False)
+class _ThreadConnection:
+    """One thread's SQLite connection, held in its thread-local (see ``_connection``)."""
+
+    conn: sqlite3.Connection
+
+
 class SqliteStore(SqlStore):
     """One file, one connection per thread, WAL; writers serialise on ``BEGIN IMMEDIATE``."""
 
@@ -280,7 +293,7 @@ class SqliteStore(SqlStore):
         self._timeout = busy_timeout_seconds
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a thread's end may close its connection at any point
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError)  # locked, busy, disk I/O, no such table
@@ -295,15 +308,25 @@ class SqliteStore(SqlStore):
         return None if value is None else datetime.fromisoformat(value).astimezone(UTC)
 
     def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
+        """This thread's connection. It is closed when the thread ends: the server's worker
+        threads come and go, and a connection kept for a thread gone held its file
+        descriptors and page cache for good (the soak's growth, docs/reliability.md)."""
+        held = getattr(self._local, "held", None)
+        if held is None:
             conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
+            held = self._local.held = _ThreadConnection(conn)
+            weakref.finalize(held, self._forget, conn)  # runs when the thread's locals are dropped
             with self._lock:
                 self._connections.append(conn)
-        return conn
+        return held.conn
+
+    def _forget(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if conn in self._connections:
+                self._connections.remove(conn)
+        conn.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:

@@ -65,9 +65,9 @@ def init(args: argparse.Namespace) -> Result:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
+    """The gateway until SIGTERM or SIGINT, then a graceful stop (adapters/serving.py), exit 0."""
     from adapters.metrics_dir import prepare_multiproc_dir, single_process_metrics
+    from adapters.serving import run_gateway
 
     settings = Settings.from_env()
     # every file serve and its workers create is the owner's alone, prometheus-client's
@@ -80,17 +80,7 @@ def serve(args: argparse.Namespace) -> None:
         single_process_metrics(settings.data_dir)  # one process: the figures stay in its memory
     with open_services():
         pass  # fail here, once, with a clear error if the store or key is not usable
-    uvicorn.run(
-        "adapters.http.asgi:create_app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level,
-    )
+    run_gateway(settings, host=args.host, port=args.port, workers=args.workers)
 
 
 def worker(args: argparse.Namespace) -> Result:
@@ -117,7 +107,7 @@ def worker(args: argparse.Namespace) -> Result:
         health = _health_server(args, server_worker, services)
         tune_for_serving()
         try:
-            report = server_worker.run(stop)
+            report = server_worker.run(stop, grace_seconds=settings.shutdown_grace_seconds)
         finally:
             if health is not None:
                 health.close()
@@ -321,6 +311,7 @@ PRICE_FLAGS = (
     "cache_write",
     "cache_write_1h",
     "max_output_tokens",
+    "context_window",
 )
 
 
@@ -373,6 +364,8 @@ def _price_extras(price: dict[str, Any]) -> str:
             "per_image",
             "per_web_search",
             "per_request",
+            "context_window",
+            "source",  # where an imported price came from (prices import)
         )
         if price.get(name) is not None
         and (name not in ("per_image", "per_request", "per_web_search") or price[name] != "0")

@@ -18,10 +18,13 @@ from adapters.cli import (
     audit_commands,
     commands,
     key_commands,
+    model_commands,
+    price_import_commands,
     reconcile_commands,
     replay_commands,
     statement_commands,
     usage_commands,
+    webhook_commands,
 )
 from adapters.settings import SettingsError
 from domain.errors import (
@@ -150,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("--cached-input", help="credits per 1M cached input tokens (default: the input rate)")
     set_.add_argument("--per-image", help="credits per image")
     set_.add_argument("--max-output-tokens", type=int, help="output cap used for the worst-case hold")
+    set_.add_argument("--context-window", type=int, help="the model's context window in tokens (shown by /v1/models)")
     set_.add_argument("--reasoning", help="credits per 1M reasoning tokens (default: the output rate)")
     set_.add_argument("--per-request", help="credits per request")
     set_.add_argument("--per-web-search", help="credits per server-side web search call")
@@ -239,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     replay_commands.register(sub, command)
     audit_commands.register(sub, command)
     usage_commands.register(sub, command)
+    price_import_commands.register(prices, command)
+    model_commands.register(sub, command)
+    webhook_commands.register(sub, command, accounts=accounts)
     return parser
 
 

@@ -157,6 +157,7 @@ class PriceIn(_Body):
     per_image: Credits | None = None
     per_request: Credits | None = None
     max_output_tokens: int | None = None
+    context_window: int | None = Field(default=None, description="the model's context window in tokens (informational)")
     cache_write: Credits | None = Field(default=None, description="the 5-minute cache-write rate (= cache_write_5m)")
     cache_write_5m: Credits | None = Field(default=None, description="default: 1.25 x input")
     cache_write_1h: Credits | None = Field(default=None, description="default: 2 x input")

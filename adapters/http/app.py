@@ -13,12 +13,17 @@ from fastapi import FastAPI
 
 from adapters.http import (
     admin,
+    admin_deliveries,
     admin_exports,
     admin_keys,
+    admin_models,
+    admin_price_import,
     admin_reconcile,
     admin_replays,
     admin_statements,
+    admin_webhooks,
     chat,
+    count_tokens,
     embeddings,
     images,
     me,
@@ -26,9 +31,12 @@ from adapters.http import (
     metrics,
     models,
     payments,
+    responses,
+    responses_stored,
 )
 from adapters.http.access_log import AccessLogMiddleware
 from adapters.http.docs import install_docs
+from adapters.http.drain import DrainGuard, watch_signals
 from adapters.http.edge import EdgeGuard, client_address
 from adapters.http.errors import install_error_handlers
 from adapters.http.health import HealthRoutes, serve_readiness
@@ -39,8 +47,10 @@ from adapters.http.schemas import document_hot_routes
 from adapters.providers.registry import build_providers
 from adapters.services import Services
 from adapters.workers.credential_probe import run_probes
+from adapters.workers.deliveries import dispatcher_for, run_deliveries
 from adapters.workers.hold_sweeper import run_sweeps
 from application.auth_throttle import AuthThrottle
+from application.shutdown import shutdown_check
 
 
 def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
@@ -61,9 +71,13 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
             background = [asyncio.create_task(run_probes(services, services.settings.probe_interval_seconds))]
             if embedded:
                 background.append(asyncio.create_task(run_sweeps(services, services.settings.sweep_interval_seconds)))
+                background.append(asyncio.create_task(run_deliveries(dispatcher_for(services))))  # webhooks
+            signals = watch_signals(services.shutdown)  # SIGTERM: drain first (application/shutdown.py)
             try:
                 yield
             finally:
+                await services.shutdown.stopped()  # every request closed (settled) before the writer stops
+                signals.close()
                 for task in background:
                     task.cancel()
                 services.ledger.stop_group_commit()
@@ -79,21 +93,29 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app = FastAPI(title="Tallyhub", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
     app.state.readiness = readiness = serve_readiness(services)
+    readiness.checks.append(shutdown_check(services.shutdown))  # /ready: 503 from SIGTERM on
     throttle = AuthThrottle(limit=services.settings.auth_failure_limit)  # per process
     app.state.auth_throttle = throttle
     install_error_handlers(app, on_auth_failed=lambda request: throttle.failed(client_address(request.scope)))
     app.include_router(chat.router)
     app.include_router(messages.router)
+    app.include_router(count_tokens.router)
+    app.include_router(responses.router)
     app.include_router(embeddings.router)
     app.include_router(images.router)
     app.include_router(models.router)
     app.include_router(admin.router)
     app.include_router(admin_keys.router)
+    app.include_router(admin_models.router)  # GET /admin/v1/providers/{name}/models
+    app.include_router(admin_price_import.router)  # POST /admin/v1/prices/import, GET /admin/v1/prices/drift
     app.include_router(admin_statements.router)
     app.include_router(admin_reconcile.router)
     app.include_router(admin_replays.router)
     app.include_router(admin_exports.router)
+    app.include_router(admin_webhooks.router)  # /admin/v1/webhooks, /admin/v1/accounts/{account}/alerts
+    app.include_router(admin_deliveries.router)  # GET /admin/v1/webhooks/deliveries
     app.include_router(me.router)
+    app.include_router(responses_stored.router)  # GET/DELETE /v1/responses/{id} (TALLYHUB_RESPONSES_STORE)
     app.include_router(payments.router)
     app.include_router(metrics.router)
     app.include_router(health_router)
@@ -106,11 +128,17 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
         endpoints={
             ("POST", "/v1/chat/completions"): chat.chat_completions,
             ("POST", "/v1/messages"): messages.create_message,
+            ("POST", "/v1/messages/count_tokens"): count_tokens.count_tokens,
+            ("POST", "/v1/responses"): responses.create_response,
             ("POST", "/v1/embeddings"): embeddings.create_embeddings,
         },
         throttle=throttle,
-        error_responses={("POST", "/v1/messages"): messages.anthropic_error},
+        error_responses={
+            ("POST", "/v1/messages"): messages.anthropic_error,
+            ("POST", "/v1/messages/count_tokens"): messages.anthropic_error,
+        },
     )
+    app.add_middleware(DrainGuard, shutdown=services.shutdown)  # tracks every request; 503 while draining
     app.add_middleware(HealthRoutes, readiness=readiness)  # /health, /ready: before the throttle and the routes
     if services.access_log is not None:  # inside RequestIdMiddleware: reads its id
         app.add_middleware(AccessLogMiddleware, access_log=services.access_log)

@@ -18,6 +18,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 import orjson
+from anyio.lowlevel import checkpoint_if_cancelled
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
@@ -86,7 +87,9 @@ async def complete_answer(
     provider garbled (not JSON, not an object, a choice or message of the wrong shape, or one
     ``answer`` cannot make sense of: it raises ``MalformedUpstreamAnswer``) fails the call as a
     502 ``upstream_bad_response`` with nothing charged: the caller is never charged for an answer
-    it is not given. Anything else ``answer`` raises is a bug of ours: a 500, released."""
+    it is not given; an answer still arriving when the provider's total timeout runs out is a
+    504 ``upstream_timeout``, nothing charged. Anything else ``answer`` raises is a bug of ours:
+    a 500, released."""
     opened, upstream = call.opened, call.result
     try:
         raw = await upstream.read_completion()
@@ -96,12 +99,20 @@ async def complete_answer(
             raise MalformedUpstreamAnswer("the provider's answer is not a JSON object")
         usage = charged_usage(opened, _usage_of(parsed), _content_chars(parsed))
         answered = answer(raw, parsed)
+    except TimeoutError:
+        error = UpstreamError("the provider timed out", status=504, code="upstream_timeout")
+        await calls.fail_for(call, error)
+        raise error from None
     except READ_FAILURES:
         error = UpstreamError("the provider sent an unreadable response", status=502, code="upstream_bad_response")
         await calls.fail_for(call, error)
         raise error from None
     except Exception as bug:
         await calls.fail_for(call, bug)  # a bug of ours: released, recorded as it is answered (a 500)
+        raise
+    except BaseException:
+        upstream.abort()  # cancelled while reading (a shutdown's cut): released, nothing charged
+        await calls.cancelled(call)
         raise
     finally:
         upstream.release()
@@ -123,6 +134,10 @@ async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatR
     out: list[bytes] = []  # frames taken, not yet sent
     try:
         async for batch in upstream.stream_batches():
+            # A cancellation (the caller gone, a shutdown's cut) must land even while the
+            # provider's data keeps arriving: under uvloop anyio would never find this task
+            # waiting on an unresolved read, and the relay would run on into the void.
+            await checkpoint_if_cancelled()
             for data in batch:
                 if data == DONE:
                     finished = True

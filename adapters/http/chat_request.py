@@ -35,8 +35,10 @@ def tags_header(request: Request) -> str | None:
     return ",".join(values) if values else None
 
 
-def parse_chat_request(raw: bytes, tags: str | None = None) -> ChatRequest:
-    """The body ``raw`` and the request's tags header (``tags_header``)."""
+def parse_chat_request(raw: bytes, tags: str | None = None, endpoint: str = "chat.completions") -> ChatRequest:
+    """The body ``raw`` and the request's tags header (``tags_header``); ``endpoint`` names the
+    API the caller used (the request log's and the access log's route), for an ingress that
+    translates its own format to a chat body (``messages``)."""
     body = with_model(raw)
     model = body["model"]
     messages = body.get("messages")
@@ -66,6 +68,7 @@ def parse_chat_request(raw: bytes, tags: str | None = None) -> ChatRequest:
         choices=choices,
         stream=stream,
         attribution=parse_attribution(body.get("user"), body.get("metadata"), tags),
+        endpoint=endpoint,
     )
     return ChatRequest(body=body, shape=shape, wants_usage=wants_usage)
 

@@ -51,9 +51,11 @@ async def create_message(request: Request) -> Response:
 
 async def _create_message(request: Request) -> Response:
     services = services_of(request)
-    api_key = _api_key(request)
+    api_key = caller_api_key(request)
     raw = await read_body(request, services.settings.max_body_bytes)
-    chat = parse_chat_request(orjson.dumps(chat_body_from_messages(json_object(raw))), tags_header(request))
+    chat = parse_chat_request(
+        orjson.dumps(chat_body_from_messages(json_object(raw))), tags_header(request), endpoint="messages"
+    )
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
     call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
@@ -103,7 +105,8 @@ async def _events(calls: BilledCalls, call: StartedCall[ChatExchange], chat: Cha
                     yield sse_event(name, data)
 
 
-def _api_key(request: Request) -> str:
+def caller_api_key(request: Request) -> str:
+    """The key from ``x-api-key`` (Anthropic's header) or ``Authorization: Bearer``."""
     key = request.headers.get("x-api-key", "").strip()
     if key:
         return key

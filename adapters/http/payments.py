@@ -18,8 +18,6 @@ payment or refund id delivered again with a different amount or payment is refus
 (409 ``idempotency_conflict``) rather than answered as a duplicate.
 """
 
-import hashlib
-import hmac
 import time
 from typing import Any
 
@@ -27,38 +25,15 @@ import anyio
 import orjson
 from fastapi import APIRouter, Request
 
+from adapters.crypto.webhook_signature import SIGNATURE_HEADER, verify
+from adapters.crypto.webhook_signature import InvalidSignature as InvalidSignature  # re-exported
+from adapters.crypto.webhook_signature import sign as sign  # re-exported: tests and integrators sign with it
 from adapters.http.services import read_body, services_of
 from domain.errors import IdempotencyConflict, InvalidRequest, NotInitialised, TallyhubError
 from domain.money import format_credits, parse_credits
 
 router = APIRouter(prefix="/admin/v1", tags=["payments"])
-SIGNATURE_HEADER = "tallyhub-signature"
 MAX_BODY_BYTES = 1024 * 1024  # also enforced by the edge layer (adapters/http/edge.py) before the body is read
-
-
-class InvalidSignature(InvalidRequest):
-    code = "invalid_signature"
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The header value a sender puts on ``body`` (used by tests and integrators)."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={timestamp},v1={digest}"
-
-
-def verify(secret: str, body: bytes, header: str | None, *, tolerance: int, now: float) -> None:
-    parts = dict(item.split("=", 1) for item in (header or "").split(",") if "=" in item)
-    stamp = parts.get("t", "").strip()
-    # Unix seconds: 12 ASCII digits reach past the year 30000; longer text is refused unread.
-    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12):
-        raise InvalidSignature(f"missing or malformed {SIGNATURE_HEADER} header")
-    timestamp = int(stamp)
-    if abs(now - timestamp) > tolerance:
-        raise InvalidSignature(f"the signature's timestamp is more than {tolerance} s from now")
-    expected = sign(secret, body, timestamp).split("v1=", 1)[1]
-    # compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500)
-    if not hmac.compare_digest(expected.encode(), parts.get("v1", "").encode("utf-8", "replace")):
-        raise InvalidSignature("the signature does not match the body")
 
 
 @router.post("/payments/webhook")

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from adapters.http.chat_request import MAX_CHOICES
+from adapters.http.responses_schemas import RESPONSES_COMPONENTS
 from adapters.providers.anthropic_request import IMAGE_MEDIA_TYPES
 from domain.bounds import MAX_TOKENS
 
@@ -194,9 +195,23 @@ _TOOL_RESULT_BLOCK = {
     },
 }
 _THINKING_BLOCK = {
-    "type": "object",
-    "required": ["type"],
-    "properties": {"type": {"enum": ["thinking", "redacted_thinking"]}},
+    "description": "An earlier turn's thinking, sent back unchanged (to the chat body's thinking_blocks).",
+    "oneOf": [
+        {
+            "type": "object",
+            "required": ["type", "thinking", "signature"],
+            "properties": {
+                "type": {"const": "thinking"},
+                "thinking": {"type": "string"},
+                "signature": {"type": "string"},
+            },
+        },
+        {
+            "type": "object",
+            "required": ["type", "data"],
+            "properties": {"type": {"const": "redacted_thinking"}, "data": {"type": "string"}},
+        },
+    ],
 }
 
 _MESSAGES_MESSAGE = {
@@ -226,7 +241,7 @@ _MESSAGES_MESSAGE = {
                 "content": {
                     "anyOf": [
                         {"type": "string"},
-                        # earlier turns' thinking blocks are dropped: a turn of nothing else says nothing
+                        # a turn of thinking blocks and nothing else says nothing: it is left out
                         {
                             "type": "array",
                             "items": {"anyOf": [_TEXT_BLOCK, _TOOL_USE_BLOCK, _THINKING_BLOCK]},
@@ -295,6 +310,25 @@ _MESSAGES_REQUEST = {
     "additionalProperties": True,
 }
 
+_COUNT_TOKENS_REQUEST = {
+    **_MESSAGES_REQUEST,
+    "description": "A Messages request to count the input tokens of (Anthropic's count_tokens): max_tokens "
+    "is not needed (and, like stream, ignored); checked as /v1/messages checks it.",
+    "required": ["model", "messages"],
+}
+_TOKENS_COUNT = {
+    "type": "object",
+    "required": ["input_tokens"],
+    "properties": {
+        "input_tokens": {"type": "integer", "minimum": 0},
+        "estimated": {
+            "const": True,
+            "description": "Present when the gateway estimated the count (a model of a provider that does not "
+            "count tokens); absent for the provider's own count.",
+        },
+    },
+}
+
 # -- embeddings (OpenAI) ---------------------------------------------------------------
 
 _EMBEDDINGS_REQUEST = {
@@ -327,7 +361,12 @@ _EMBEDDINGS_REQUEST = {
 # event schemas, one per ``data:`` line.
 
 _RECEIPT_USAGE = {
-    "cost": {"type": "string", "description": "Tallyhub's charge in credits (decimal text, exact)."},
+    "cost": {
+        "type": "number",
+        "description": "Tallyhub's charge in credits as a JSON number (as OpenRouter's usage.cost), for display: "
+        "the nearest double; the exact charge is cost_decimal or cost_nanocredits.",
+    },
+    "cost_decimal": {"type": "string", "description": "Tallyhub's charge in credits (decimal text, exact)."},
     "cost_nanocredits": {"type": "integer", "description": "Tallyhub's charge in nanocredits."},
     "price_book_version": {"type": "integer"},
     "usage_source": {"type": "string", "description": "provider (its own count) or estimate."},
@@ -603,6 +642,9 @@ COMPONENTS: dict[str, dict[str, Any]] = {
     "Embeddings": _EMBEDDINGS,
     "OpenAIError": _OPENAI_ERROR,
     "AnthropicError": _ANTHROPIC_ERROR,
+    "MessagesCountTokensRequest": _COUNT_TOKENS_REQUEST,
+    "MessageTokensCount": _TOKENS_COUNT,
+    **RESPONSES_COMPONENTS,  # POST /v1/responses (adapters/http/responses_schemas.py)
 }
 
 _ERROR_STATUSES = {
@@ -674,6 +716,30 @@ HOT_ROUTES: dict[tuple[str, str], dict[str, Any]] = {
             "Message",
             "MessageStreamEvent",
             "`event: <type>` and `data: <event>` pairs, from message_start to message_stop.",
+        ),
+    ),
+    ("POST", "/v1/messages/count_tokens"): _operation(
+        "Count a message's input tokens (Anthropic's format; never charged)",
+        "MessagesCountTokensRequest",
+        "AnthropicError",
+        {
+            "description": "The provider's count (Anthropic models) or the gateway's estimate (the others).",
+            "headers": {
+                "x-tallyhub-usage-source": {"description": "provider or estimated.", "schema": {"type": "string"}},
+                "x-request-id": _RECEIPT_HEADERS["x-request-id"],
+            },
+            "content": {"application/json": {"schema": _ref("MessageTokensCount")}},
+        },
+    ),
+    ("POST", "/v1/responses"): _operation(
+        "Create a response (OpenAI's Responses format)",
+        "ResponsesRequest",
+        "OpenAIError",
+        _answer(
+            "The Response, charged (its charge in usage, and a stream's in its response.completed event).",
+            "Response",
+            "ResponseStreamEvent",
+            "`event: <type>` and `data: <event>` pairs, from response.created to response.completed.",
         ),
     ),
     ("POST", "/v1/embeddings"): _operation(

@@ -23,16 +23,20 @@ from typing import Any
 import aiohttp
 import orjson
 
+from adapters.providers.anthropic_models import list_anthropic_models
 from adapters.providers.anthropic_request import messages_request
 from adapters.providers.anthropic_response import StreamTranslator, chat_completion
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange, UpstreamTimeouts, upstream_json
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, UpstreamTimeouts, read_answer, upstream_json
 from adapters.providers.errors import post, probe_with_get
 from adapters.providers.openai_compatible import sse_events, upstream_error
+from application.model_discovery import ProviderModel
 from application.routing import Route
 from domain.errors import MalformedUpstreamAnswer
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 API_VERSION = "2023-06-01"
+# What POST /v1/messages/count_tokens takes besides the model (it refuses max_tokens, stream, ...).
+COUNT_TOKENS_FIELDS = ("messages", "system", "tools", "tool_choice", "thinking", "cache_control", "output_config")
 
 
 def api_url(base_url: str | None, path: str) -> str:
@@ -72,6 +76,31 @@ class AnthropicProvider(ProviderBase):
         """Is the credential accepted? ``GET /v1/models`` costs no tokens. None: could not tell."""
         return await probe_with_get(self.session, api_url(route.base_url, "/models"), _headers(route))
 
+    async def list_models(self, route: Route) -> list[ProviderModel]:
+        """``GET /v1/models``, every page (adapters/providers/anthropic_models.py)."""
+        return await list_anthropic_models(self.session, route, api_url(route.base_url, "/models"), _headers(route))
+
+    async def count_tokens(self, route: Route, body: dict[str, Any]) -> int:
+        """``POST /v1/messages/count_tokens`` for the caller's Messages body (the fields that
+        endpoint takes, the model renamed): the provider's count of its input tokens."""
+        payload: dict[str, Any] = {"model": route.upstream_model}
+        payload.update({name: body[name] for name in COUNT_TOKENS_FIELDS if body.get(name) is not None})
+        response = await post(
+            self.session,
+            route,
+            api_url(route.base_url, "/messages/count_tokens"),
+            data=orjson.dumps(payload),
+            headers=_headers(route),
+            timeout=self.timeouts.for_route(route),
+        )
+        if response.status >= 300:
+            raise await upstream_error(route, response)
+        tokens = upstream_json(await read_answer(response))
+        tokens = tokens.get("input_tokens") if isinstance(tokens, dict) else None
+        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
+            raise MalformedUpstreamAnswer("the provider's token count has no input_tokens")
+        return tokens
+
 
 class AnthropicExchange(ResponseExchange):
     def __init__(self, response: aiohttp.ClientResponse) -> None:
@@ -79,7 +108,7 @@ class AnthropicExchange(ResponseExchange):
         self.created = int(time.time())
 
     async def read_completion(self) -> bytes:
-        return orjson.dumps(chat_completion(upstream_json(await self.response.read()), self.created))
+        return orjson.dumps(chat_completion(upstream_json(await read_answer(self.response)), self.created))
 
     def stream_data(self) -> AsyncIterator[bytes]:
         return self._chunks()

@@ -38,12 +38,15 @@ from adapters.providers.base import (
     ResponseExchange,
     UpstreamTimeouts,
     arrived_blocks,
+    read_answer,
     upstream_json,
     upstream_object,
 )
+from adapters.providers.bedrock_models import list_foundation_models
 from adapters.providers.bedrock_request import converse_request
 from adapters.providers.bedrock_response import ConverseStreamTranslator, completion_document
 from adapters.providers.errors import error_for_status, post, read_error_body
+from application.model_discovery import ProviderModel
 from application.routing import Route
 from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 
@@ -80,7 +83,7 @@ class BedrockProvider(ProviderBase):
 
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "BedrockExchange":
         """Send a Converse (or ConverseStream) request; return the open 2xx exchange or raise."""
-        payload = orjson.dumps(converse_request(body))
+        payload = orjson.dumps(converse_request(body, route.upstream_model))
         streaming = body.get("stream") is True
         operation = "converse-stream" if streaming else "converse"
         response = await self._post(route, operation, payload, accept=EVENT_STREAM if streaming else "application/json")
@@ -131,6 +134,11 @@ class BedrockProvider(ProviderBase):
             if response.status in (401, 403):
                 return False if kind in REFUSED_CREDENTIAL_ERRORS else None
             return True if response.status < 300 or response.status in (400, 404) else None
+
+    async def list_models(self, route: Route) -> list[ProviderModel]:
+        """``ListFoundationModels``, SigV4-signed (adapters/providers/bedrock_models.py)."""
+        credentials, region = _credentials(route)
+        return await list_foundation_models(self.session, route, credentials, region)
 
     async def _post(
         self, route: Route, operation: str, payload: bytes, *, accept: str, raw: bool = False
@@ -202,7 +210,7 @@ class BedrockExchange(ResponseExchange):
         self.created = int(time.time())
 
     async def read_completion(self) -> bytes:
-        answer = upstream_json(await self.response.read())
+        answer = upstream_json(await read_answer(self.response))
         return completion_document(answer, completion_id=self.completion_id, model=self.model, created=self.created)
 
     async def stream_data(self) -> AsyncIterator[bytes]:
@@ -302,7 +310,7 @@ def _embedding_request(body: dict[str, Any]) -> tuple[list[str], int | None, str
 
 async def _titan_embedding(route: Route, response: aiohttp.ClientResponse) -> tuple[list[float], int]:
     try:
-        answer = upstream_object(upstream_json(await response.read()), "an embedding answer")
+        answer = upstream_object(upstream_json(await read_answer(response)), "an embedding answer")
         vector, count = answer.get("embedding"), answer.get("inputTextTokenCount")
         if not isinstance(vector, list) or not all(isinstance(v, (int, float)) for v in vector):
             raise MalformedUpstreamAnswer("Bedrock sent an embedding that is not a list of numbers")

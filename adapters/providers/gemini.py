@@ -27,11 +27,13 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from adapters.providers.base import DONE, ProviderBase, ResponseExchange, UpstreamTimeouts, upstream_json
+from adapters.providers.base import DONE, ProviderBase, ResponseExchange, UpstreamTimeouts, read_answer, upstream_json
 from adapters.providers.errors import error_for_status, post, read_error_body, redact, timed_out, unreachable
+from adapters.providers.gemini_models import list_gemini_models
 from adapters.providers.gemini_request import candidate_count, gemini_request
 from adapters.providers.gemini_response import ChunkTranslator, block_reason, completion_document
 from adapters.providers.openai_compatible import sse_events
+from application.model_discovery import ProviderModel
 from application.routing import Route
 from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 from domain.estimation import tokens_for_chars
@@ -114,6 +116,10 @@ class GeminiProvider(ProviderBase):
         except (aiohttp.ClientError, TimeoutError):
             return None
         return False if error.code == "upstream_auth_failed" else None
+
+    async def list_models(self, route: Route) -> list[ProviderModel]:
+        """``GET /v1beta/models``, every page (adapters/providers/gemini_models.py)."""
+        return await list_gemini_models(self.session, route, f"{_base_url(route)}/models", _headers(route))
 
     async def _post(self, route: Route, method: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         url = f"{_base_url(route)}/models/{quote(_model_name(route.upstream_model), safe='-._~')}:{method}"
@@ -217,7 +223,7 @@ async def _open_stream(route: Route, response: aiohttp.ClientResponse, choices: 
 
 async def _read_json(route: Route, response: aiohttp.ClientResponse) -> dict[str, Any]:
     try:
-        raw = await response.read()
+        raw = await read_answer(response)
     except TimeoutError:
         raise timed_out(route) from None
     except aiohttp.ClientError as exc:

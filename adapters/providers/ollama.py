@@ -40,9 +40,12 @@ from adapters.providers.base import (
     ResponseExchange,
     UpstreamTimeouts,
     arrived_blocks,
+    read_answer,
     upstream_json,
 )
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body, redact
+from adapters.providers.ollama_models import list_ollama_models
+from application.model_discovery import ProviderModel
 from application.routing import Route
 from domain.errors import InvalidRequest, MalformedUpstreamAnswer, UpstreamError
 
@@ -79,7 +82,7 @@ class OllamaProvider(ProviderBase):
         payload = embed_request(route.upstream_model, body)
         response = await self._post(route, "/api/embed", payload)
         try:
-            data = upstream_json(await response.read())
+            data = upstream_json(await read_answer(response))
             result = embeddings_from_ollama(data, model=route.upstream_model, encoding=body.get("encoding_format"))
         except TimeoutError:
             raise UpstreamError(f"provider {route.provider!r} timed out", status=504, code="upstream_timeout") from None
@@ -94,6 +97,10 @@ class OllamaProvider(ProviderBase):
     async def probe(self, route: Route) -> bool | None:
         """Is the credential accepted? ``GET /api/version`` costs no tokens. None: could not tell."""
         return await probe_with_get(self.session, _url(route, "/api/version"), _auth(route))
+
+    async def list_models(self, route: Route) -> list[ProviderModel]:
+        """``GET /api/tags`` (adapters/providers/ollama_models.py)."""
+        return await list_ollama_models(self.session, route, _url(route, "/api/tags"), _auth(route))
 
     async def _post(self, route: Route, path: str, payload: dict[str, Any]) -> aiohttp.ClientResponse:
         headers = {"content-type": "application/json", **_auth(route)}
@@ -127,7 +134,7 @@ class OllamaExchange(ResponseExchange):
         self.head = {"id": f"chatcmpl-{uuid4().hex}", "created": int(time.time()), "model": model}
 
     async def read_completion(self) -> bytes:
-        data = upstream_json(await self.response.read())
+        data = upstream_json(await read_answer(self.response))
         if not isinstance(data, dict):
             raise OllamaStreamError("Ollama's answer is not a JSON object")
         return orjson.dumps(completion_from_ollama(data, self.head))

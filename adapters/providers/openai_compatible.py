@@ -13,9 +13,20 @@ from typing import Any
 import aiohttp
 import orjson
 
-from adapters.providers.base import ProviderBase, ResponseExchange, UpstreamTimeouts, arrived_blocks
+from adapters.providers.base import (
+    MAX_EVENT_BYTES,
+    MalformedUpstreamAnswer,
+    ProviderBase,
+    ResponseExchange,
+    UpstreamTimeouts,
+    arrived_blocks,
+    read_answer,
+)
 from adapters.providers.errors import error_for_status, post, probe_with_get, read_error_body
+from adapters.providers.fidelity import without_anthropic_conventions
+from adapters.providers.openai_models import list_openai_models
 from application.billing import Route
+from application.model_discovery import ProviderModel
 from domain.errors import InvalidRequest, UpstreamError
 
 DEFAULT_BASE_URLS = {"openai": "https://api.openai.com/v1"}
@@ -35,7 +46,11 @@ class OpenAICompatibleProvider(ProviderBase):
         self.timeouts = UpstreamTimeouts(timeout_seconds)  # per provider: the route carries its policy
 
     async def start_chat(self, route: Route, body: dict[str, Any]) -> "OpenAIExchange":
-        """Send the request; return the open 2xx exchange or raise UpstreamError."""
+        """Send the request; return the open 2xx exchange or raise UpstreamError. OpenAI's own
+        API gets no Anthropic cache marks or thinking blocks (adapters/providers/fidelity.py);
+        other base URLs (OpenRouter, LiteLLM, …) get them as sent."""
+        if route.kind == "openai":
+            body = without_anthropic_conventions(body)
         return OpenAIExchange(await self._post(route, "/chat/completions", body))
 
     async def embed(self, route: Route, body: dict[str, Any]) -> bytes:
@@ -65,6 +80,10 @@ class OpenAICompatibleProvider(ProviderBase):
         headers = {"authorization": f"Bearer {route.secret}"} if route.secret else {}
         return await probe_with_get(self.session, url, headers)
 
+    async def list_models(self, route: Route) -> list[ProviderModel]:
+        """``GET /models`` (adapters/providers/openai_models.py)."""
+        return await list_openai_models(self.session, route, base_url_for(route.kind, route.base_url))
+
 
 class OpenAIExchange(ResponseExchange):
     """The provider already speaks OpenAI: bytes pass through untouched."""
@@ -73,7 +92,7 @@ class OpenAIExchange(ResponseExchange):
         self.response = response
 
     async def read_completion(self) -> bytes:
-        return await self.response.read()
+        return await read_answer(self.response)
 
     def stream_data(self) -> AsyncIterator[bytes]:
         return sse_events(self.response)
@@ -86,7 +105,7 @@ class OpenAIExchange(ResponseExchange):
 async def _read_all(response: aiohttp.ClientResponse) -> bytes:
     """A whole 2xx body; a provider that breaks off here failed before the caller saw a byte."""
     try:
-        return await response.read()
+        return await read_answer(response)
     except (aiohttp.ClientError, TimeoutError):
         raise UpstreamError("the provider broke off its answer", status=502, code="upstream_bad_response") from None
     finally:
@@ -115,11 +134,15 @@ async def sse_events(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
 
 async def sse_event_batches(response: aiohttp.ClientResponse) -> AsyncIterator[list[bytes]]:
     """The same payloads grouped as they arrived: every event completed by one read of the
-    connection comes in one list, so a burst can be passed on in one write."""
+    connection comes in one list, so a burst can be passed on in one write. A line or an
+    event longer than ``MAX_EVENT_BYTES`` is ``MalformedUpstreamAnswer``: what a provider
+    sends without a line break is never buffered without bound."""
     data: list[bytes] = []
     pending = b""
     async for block in arrived_blocks(response.content):
         *lines, pending = (pending + block).split(b"\n")
+        if len(pending) > MAX_EVENT_BYTES or sum(map(len, data)) > MAX_EVENT_BYTES:
+            raise MalformedUpstreamAnswer(f"the provider sent a stream event larger than {MAX_EVENT_BYTES} bytes")
         events = []
         for line in lines:
             line = line.rstrip(b"\r")

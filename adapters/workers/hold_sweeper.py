@@ -21,6 +21,7 @@ import anyio
 from eventsourcing.utils import get_topic
 
 from adapters.services import Services
+from adapters.workers.grant_notices import notice_expiring_grants
 from domain.account import Account
 from projections.balances import BalancesView, ExpiringGrant, OpenHold
 from projections.read_models import unguarded
@@ -101,3 +102,5 @@ async def run_sweeps(services: Services, interval_seconds: float) -> None:
             await anyio.to_thread.run_sync(services.provider_registry.retire_due_credentials)
         except Exception:
             log.exception("retiring rotated credentials failed")
+        await anyio.to_thread.run_sync(services.responses.purge_if_due)  # stored responses past the retention
+        await anyio.to_thread.run_sync(notice_expiring_grants, services)  # grant.expiring (logs its own failure)

@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 
 from adapters.services import Services
 from adapters.settings import Settings, SettingsError
+from adapters.workers.deliveries import DramatiqDeliveries, dispatcher_for, dramatiq_namespace
+from adapters.workers.grant_notices import notice_expiring_grants
 from adapters.workers.hold_sweeper import sweep
 from adapters.workers.wake import RedisWakeListener, wake_channel
-from application.readiness import Readiness, read_models_check, running_check, store_check
+from application.readiness import Check, CheckResult, Readiness, read_models_check, running_check, store_check
+from application.shutdown import DEFAULT_GRACE_SECONDS
 
 log = logging.getLogger("tallyhub.worker")
 
@@ -51,6 +54,7 @@ class WorkerReport:
     expired_grants: int = 0
     seconds: float = 0.0
     positions: dict[str, int] = field(default_factory=dict)
+    cut: bool = False  # a thread was still busy when the shutdown grace ran out (left to a restart)
 
 
 class ServerWorker:
@@ -65,8 +69,14 @@ class ServerWorker:
         self.runner.poll_interval = poll_seconds
         self.sweep_seconds = float(settings.sweep_interval_seconds)
         self.listener = RedisWakeListener(settings.redis_url, wake_channel(settings.redis_prefix), self.runner.wake)
+        # webhook deliveries: dramatiq actors on Redis, and a poller re-enqueueing due rows (the table is the truth)
+        self.deliveries = DramatiqDeliveries(
+            settings.redis_url, dispatcher_for(services), namespace=dramatiq_namespace(settings.redis_prefix)
+        )
+        services.deliveries.queued = self.deliveries.enqueue  # notices this worker publishes wake an actor at once
         self.report = WorkerReport()
         self._sweeper: threading.Thread | None = None
+        self._stop: threading.Event | None = None  # set by SIGTERM: /ready answers 503 from then on
 
     @property
     def sweeps_running(self) -> bool:
@@ -82,15 +92,32 @@ class ServerWorker:
                 running_check("projections", runner, "the projection runner"),
                 running_check("sweeps", _Sweeps(self), "the sweeps thread"),
                 read_models_check(runner, self.services.settings.ready_max_lag_events),
+                Check("shutdown", self._shutdown_state, "the shutdown state cannot be checked"),
             ]
         )
 
-    def run(self, stop: threading.Event) -> WorkerReport:
+    def _shutdown_state(self) -> CheckResult:
+        if self._stop is not None and self._stop.is_set():
+            return CheckResult(False, "shutting down")
+        return CheckResult(True)
+
+    def run(self, stop: threading.Event, *, grace_seconds: float = DEFAULT_GRACE_SECONDS) -> WorkerReport:
+        """Until ``stop``; then the batch or sweep under way gets up to ``grace_seconds`` to end
+        (each batch and each hold release is one transaction: one cut short is rolled back and
+        done again by the next worker)."""
         started = time.monotonic()
+        self._stop = stop
         self._sweeper = threading.Thread(target=self._sweeps, args=(stop,), name="tallyhub-sweeps", daemon=True)
         threads = [
             threading.Thread(target=self.listener.run, args=(stop,), name="tallyhub-wake-listener", daemon=True),
             self._sweeper,
+            threading.Thread(
+                target=self.deliveries.run,
+                args=(stop,),
+                kwargs={"grace_seconds": grace_seconds},
+                name="tallyhub-webhook-deliveries",
+                daemon=True,
+            ),
         ]
         self.runner.start()
         for thread in threads:
@@ -105,9 +132,13 @@ class ServerWorker:
                 pass
         finally:
             stop.set()
-            self.runner.stop()
+            deadline = time.monotonic() + grace_seconds
+            self.runner.stop(timeout=grace_seconds)
             for thread in threads:
-                thread.join(10)
+                thread.join(max(0.0, deadline - time.monotonic()))
+            self.report.cut = self.sweeps_running  # the listener only listens: nothing of it is cut
+            if self.report.cut:
+                log.warning("stopping after the %g s grace with work under way: it resumes on restart", grace_seconds)
         self.report.wakes = self.listener.wakes
         self.report.seconds = round(time.monotonic() - started, 3)
         self.report.positions = self.services.read_models.store.positions()
@@ -129,6 +160,8 @@ class ServerWorker:
                 self.services.provider_registry.retire_due_credentials()
             except Exception:
                 log.exception("retiring rotated credentials failed")
+            self.services.responses.purge_if_due()  # stored responses past the retention; logs its own failure
+            notice_expiring_grants(self.services)  # grant.expiring notices; logs its own failure
             stop.wait(self.sweep_seconds)
 
 

@@ -25,8 +25,8 @@ from tests.support.gateway import REPO, TALLYHUB, Gateway, free_port
 from tests.support.tcp_proxy import TcpProxy
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
-SERVE_CHECKS = {"store", "master_key", "account_writer"}
-WORKER_CHECKS = {"store", "projections", "sweeps", "read_models"}
+SERVE_CHECKS = {"store", "master_key", "account_writer", "shutdown"}
+WORKER_CHECKS = {"store", "projections", "sweeps", "read_models", "shutdown"}
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

@@ -12,7 +12,18 @@ from application.verify import HOLD_SETTLED
 from tests.fuzz.conftest import error_shape_problem, leaked_secret
 
 # The routes that call a provider: a 502/503/504 there is the provider's failure, told honestly.
-UPSTREAM_PATHS = frozenset({"/v1/chat/completions", "/v1/messages", "/v1/embeddings", "/v1/images/generations"})
+UPSTREAM_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/responses",
+        "/v1/embeddings",
+        "/v1/images/generations",
+    }
+)
+# The routes that answer errors in Anthropic's shape.
+ANTHROPIC_PATHS = frozenset({"/v1/messages", "/v1/messages/count_tokens"})
 UPSTREAM_STATUSES = frozenset({502, 503, 504})
 TRACEBACK_MARKS = ("Traceback (most recent call last)", 'File "/', "site-packages/")
 
@@ -32,7 +43,7 @@ def answer_problem(path: str, status: int, headers: Any, body: bytes, secrets: l
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
             return f"{status} answer is not JSON: {text[:300]}"
-        return error_shape_problem(status, document, anthropic=path == "/v1/messages")
+        return error_shape_problem(status, document, anthropic=path in ANTHROPIC_PATHS)
     return None
 
 

@@ -14,6 +14,7 @@ VALID: dict[str, dict[str, Any]] = {
     "/v1/chat/completions": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hello"}]},
     "/v1/messages": {"model": CHAT_MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "Hello"}]},
     "/v1/embeddings": {"model": EMBEDDING_MODEL, "input": "Hello"},
+    "/v1/responses": {"model": CHAT_MODEL, "input": "Hello", "max_output_tokens": 64},
 }
 FIELDS: dict[str, list[str]] = {
     "/v1/chat/completions": [
@@ -47,6 +48,22 @@ FIELDS: dict[str, list[str]] = {
         "output_config",
     ],
     "/v1/embeddings": ["model", "input", "encoding_format", "dimensions", "user"],
+    "/v1/responses": [
+        "model",
+        "input",
+        "instructions",
+        "stream",
+        "max_output_tokens",
+        "tools",
+        "tool_choice",
+        "text",
+        "reasoning",
+        "store",
+        "previous_response_id",
+        "metadata",
+        "user",
+        "background",
+    ],
 }
 
 HUGE_INTS = st.sampled_from(

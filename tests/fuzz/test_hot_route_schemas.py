@@ -13,8 +13,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from adapters.http.bodies import json_object
 from adapters.http.chat_request import parse_chat_request
+from adapters.http.count_tokens import shape_of
 from adapters.http.embeddings import parse_embeddings_request
 from adapters.http.messages_translate import chat_body_from_messages
+from adapters.http.responses import chat_request_of
 from adapters.http.schemas import COMPONENTS, HOT_ROUTES
 from domain.errors import InvalidRequest
 from tests.fuzz.conftest import fuzz_examples, fuzz_seed
@@ -24,6 +26,8 @@ PARSERS = {
     "/v1/embeddings": lambda raw: parse_embeddings_request(raw),
     # as adapters/http/messages.py reads it
     "/v1/messages": lambda raw: parse_chat_request(orjson.dumps(chat_body_from_messages(json_object(raw)))),
+    "/v1/messages/count_tokens": lambda raw: shape_of(json_object(raw), None),  # adapters/http/count_tokens.py
+    "/v1/responses": lambda raw: chat_request_of(json_object(raw), [], None),  # as adapters/http/responses.py
 }
 
 

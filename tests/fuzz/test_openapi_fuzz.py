@@ -26,7 +26,13 @@ IDENTITIES = ("admin", "user", "anonymous")
 HOT_ROUTE_WEIGHT = 4  # the hot routes get this many times the examples of an admin operation
 # A generated model id almost never names a priced model: half the time, ask for one that
 # does, so the request reaches the (fake) provider and gets billed.
-PRICED_MODEL = {"/v1/chat/completions": CHAT_MODEL, "/v1/messages": CHAT_MODEL, "/v1/embeddings": EMBEDDING_MODEL}
+PRICED_MODEL = {
+    "/v1/chat/completions": CHAT_MODEL,
+    "/v1/messages": CHAT_MODEL,
+    "/v1/messages/count_tokens": CHAT_MODEL,
+    "/v1/responses": CHAT_MODEL,
+    "/v1/embeddings": EMBEDDING_MODEL,
+}
 PROBLEMS_KEPT = 3  # per operation: enough to see the pattern
 
 

@@ -14,7 +14,7 @@ from adapters.http.app import create_app
 from adapters.http.schemas import HOT_ROUTES
 from adapters.settings import Settings
 
-READY_CHECKS = {"store", "master_key", "account_writer", "read_models"}
+READY_CHECKS = {"store", "master_key", "account_writer", "read_models", "shutdown"}
 
 
 @pytest.fixture
@@ -89,9 +89,16 @@ def test_openapi_has_every_hot_route_with_its_request_and_200_schemas(services: 
     answers = {
         "/v1/chat/completions": ("ChatCompletion", "ChatCompletionChunk"),
         "/v1/messages": ("Message", "MessageStreamEvent"),
+        "/v1/responses": ("Response", "ResponseStreamEvent"),
         "/v1/embeddings": ("Embeddings", None),
     }
-    assert {path for _, path in HOT_ROUTES} == set(answers)
+    counting = "/v1/messages/count_tokens"  # answers a count, never charged: no receipt headers
+    assert {path for _, path in HOT_ROUTES} == set(answers) | {counting}
+    count = document["paths"][counting]["post"]
+    assert count["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("MessagesCountTokensRequest")
+    assert count["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("MessageTokensCount")
+    assert schemas["MessageTokensCount"]["required"] == ["input_tokens"]
+    assert "x-tallyhub-usage-source" in count["responses"]["200"]["headers"]
     for path, (answer, event) in answers.items():
         operation = document["paths"][path]["post"]
         request = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
