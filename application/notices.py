@@ -19,15 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-NOTICE_TYPES = (
-    "balance.low",
-    "balance.exhausted",
-    "spend_cap.reached",
-    "credential.disabled",
-    "credential.restored",
-    "grant.expiring",
-    "price.missing",
-)
+from domain.webhook import EVENT_TYPES
+
+NOTICE_TYPES = EVENT_TYPES  # the types a webhook may subscribe to (domain/webhook.py)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from eventsourcing.domain import Aggregate, event
 from domain import ids
 from domain.errors import InvalidRequest, NotFound
 
-# The notice types (application/notices.py NOTICE_TYPES, repeated here: the domain imports no application).
+# The notice types a webhook may subscribe to (application/notices.py NOTICE_TYPES is this tuple).
 EVENT_TYPES = (
     "balance.low",
     "balance.exhausted",
