@@ -25,6 +25,7 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from psycopg.sql import SQL, Identifier
 
+from adapters.persistence.side_tables import postgres_creating, postgres_table_exists, sqlite_table_exists
 from adapters.settings import Settings
 from application.deliveries import (
     FAILED,
@@ -196,9 +197,7 @@ class SqliteDeliveryRows:
 
     def _exists(self) -> bool:
         if not self._ready:
-            with self.datastore.transaction(commit=False) as c:
-                c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,))
-                self._ready = c.fetchone() is not None
+            self._ready = sqlite_table_exists(self.datastore, TABLE)
         return self._ready
 
     def _ensure(self) -> None:
@@ -280,9 +279,7 @@ class PostgresDeliveryRows:
         self._ready = False
 
     def create_table(self) -> None:
-        lock = f"tallyhub:{self.schema}.{TABLE}"
-        with self.datastore.transaction(commit=True) as c:
-            c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))  # one creator at a time
+        with postgres_creating(self.datastore, self.schema, TABLE) as c:
             c.execute(
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {} (delivery_id text PRIMARY KEY, event_id text NOT NULL, "
@@ -302,12 +299,7 @@ class PostgresDeliveryRows:
 
     def _exists(self) -> bool:
         if not self._ready:
-            with self.datastore.transaction(commit=False) as c:
-                c.execute(
-                    "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
-                    (self.schema, TABLE),
-                )
-                self._ready = c.fetchone() is not None
+            self._ready = postgres_table_exists(self.datastore, self.schema, TABLE)
         return self._ready
 
     def _ensure(self) -> None:

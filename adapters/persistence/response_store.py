@@ -30,6 +30,7 @@ from eventsourcing.sqlite import SQLiteDatastore
 from psycopg.sql import SQL, Identifier
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
+from adapters.persistence.side_tables import postgres_creating, postgres_table_exists, sqlite_table_exists
 from adapters.settings import Settings
 from application.ledger import Ledger
 from application.ports import SystemClock
@@ -144,9 +145,7 @@ class SqliteResponseRows:
 
     def _exists(self) -> bool:
         if not self._ready:
-            with self.datastore.transaction(commit=False) as c:
-                c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,))
-                self._ready = c.fetchone() is not None
+            self._ready = sqlite_table_exists(self.datastore, TABLE)
         return self._ready
 
     def _ensure(self) -> None:
@@ -223,9 +222,7 @@ class PostgresResponseRows:
         self._ready = False
 
     def create_table(self) -> None:
-        lock = f"tallyhub:{self.schema}.{TABLE}"
-        with self.datastore.transaction(commit=True) as c:
-            c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))  # one creator at a time
+        with postgres_creating(self.datastore, self.schema, TABLE) as c:
             c.execute(
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {} (response_id text PRIMARY KEY, account_id uuid NOT NULL, "
@@ -241,12 +238,7 @@ class PostgresResponseRows:
 
     def _exists(self) -> bool:
         if not self._ready:
-            with self.datastore.transaction(commit=False) as c:
-                c.execute(
-                    "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
-                    (self.schema, TABLE),
-                )
-                self._ready = c.fetchone() is not None
+            self._ready = postgres_table_exists(self.datastore, self.schema, TABLE)
         return self._ready
 
     def _ensure(self) -> None:

@@ -32,6 +32,7 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 from psycopg.sql import SQL, Identifier
 
+from adapters.persistence.side_tables import postgres_creating, postgres_table_exists, sqlite_table_exists
 from application.ports import SecretStore, StoredSecret
 
 log = logging.getLogger("tallyhub.secrets")
@@ -112,10 +113,7 @@ class SqliteSecretStore:
     def _ensure(self) -> None:
         if self._ready:
             return
-        with self.datastore.transaction(commit=False) as c:
-            c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,))
-            exists = c.fetchone() is not None
-        if exists:
+        if sqlite_table_exists(self.datastore, TABLE):
             self._ready = True
         else:
             self.create_table()  # SQLite's database lock orders concurrent creators
@@ -192,9 +190,7 @@ class PostgresSecretStore:
         self._ready = False
 
     def create_table(self) -> None:
-        lock = f"tallyhub:{self.schema}.{TABLE}"
-        with self.datastore.transaction(commit=True) as c:
-            c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock,))  # one creator at a time
+        with postgres_creating(self.datastore, self.schema, TABLE) as c:
             c.execute(
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {} (ref text PRIMARY KEY, envelope text NOT NULL, "
@@ -206,13 +202,7 @@ class PostgresSecretStore:
     def _ensure(self) -> None:
         if self._ready:
             return
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
-                (self.schema, TABLE),
-            )
-            exists = c.fetchone() is not None
-        if exists:
+        if postgres_table_exists(self.datastore, self.schema, TABLE):
             self._ready = True
         else:
             self.create_table()

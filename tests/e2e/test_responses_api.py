@@ -11,7 +11,9 @@ requests are a 400 naming the parameter, and cost nothing.
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -64,13 +66,14 @@ class Served:
         return self.gateway.admin_json("GET", f"/requests/{request_id}")
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+@contextmanager
+def serving(data_dir: Path, **settings: str) -> Iterator[Served]:
+    """A gateway (with ``settings``) in front of the OpenAI, Anthropic and Gemini fakes."""
     started = start_upstreams()
     for unused in (u for u in started if u.name not in PROVIDERS):
         unused.fake.stop()
     upstreams = [u for u in started if u.name in PROVIDERS]
-    gateway = Gateway.initialised(tmp_path_factory.mktemp("responses"))
+    gateway = Gateway.initialised(data_dir, **settings)
     try:
         api_key = configure(gateway, upstreams)
         gateway.start()
@@ -80,6 +83,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         gateway.stop()
         for upstream in upstreams:
             upstream.fake.stop()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with serving(tmp_path_factory.mktemp("responses")) as served:
+        yield served
 
 
 @pytest.fixture(params=PROVIDERS)

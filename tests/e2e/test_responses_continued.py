@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from tests.e2e.providers_setup import ACCOUNT, Upstream, client_for, configure, start_upstreams
+from tests.e2e.providers_setup import ACCOUNT, Upstream, client_for
 from tests.e2e.test_responses_api import (
     PROVIDERS,
     TOOL_RESULT,
@@ -19,27 +19,16 @@ from tests.e2e.test_responses_api import (
     Served,
     charge_for,
     counted,
+    serving,
     tool_result_received,
 )
-from tests.support.gateway import Gateway, cli
+from tests.support.gateway import cli
 
 
 @pytest.fixture(scope="module")
 def stored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    started = start_upstreams()
-    for unused in (u for u in started if u.name not in PROVIDERS):
-        unused.fake.stop()
-    upstreams = [u for u in started if u.name in PROVIDERS]
-    gateway = Gateway.initialised(tmp_path_factory.mktemp("continued"), TALLYHUB_RESPONSES_STORE="on")
-    try:
-        api_key = configure(gateway, upstreams)
-        gateway.start()
-        with client_for(gateway, api_key) as client:
-            yield Served(gateway, {u.name: u for u in upstreams}, client, api_key)
-    finally:
-        gateway.stop()
-        for upstream in upstreams:
-            upstream.fake.stop()
+    with serving(tmp_path_factory.mktemp("continued"), TALLYHUB_RESPONSES_STORE="on") as served:
+        yield served
 
 
 @pytest.fixture(params=PROVIDERS)
