@@ -31,6 +31,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import resolve_topic
 
+from application.acting import attributed, current_actor, stamp_pending
 from application.group_commit import AccountWriter
 from application.hold_gate import HoldGate
 from application.ports import ApiKeyScheme, Clock, KeyVault, SecretStore, SystemClock
@@ -192,6 +193,7 @@ class Ledger(Application[UUID]):
         None when there is nothing to do (then nothing is saved and False returned).
         Retried on a version conflict with the account's fresh state.
         """
+        change = attributed(change)
         if self.writer is not None and self.writer.running:
             return self.writer.submit(account_id, change)
         return self._change_account_alone(account_id, change)
@@ -209,6 +211,7 @@ class Ledger(Application[UUID]):
     ) -> "asyncio.Future[bool]":
         """``change_account_async`` handed over without waiting: the future resolves once
         the change is durable (or fails with its error). Await it shielded."""
+        change = attributed(change)
         if self.writer is not None and self.writer.running:
             return self.writer.submit_async(account_id, change)
         return asyncio.get_running_loop().run_in_executor(None, self._change_account_alone, account_id, change)
@@ -396,6 +399,7 @@ class Ledger(Application[UUID]):
         return aggregate
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
+        stamp_pending(objs, current_actor())
         due = [obj for obj in objs if isinstance(obj, Account) and _snapshot_due(obj)]
         recordings = super().save(*objs, **kwargs)
         for obj in objs:

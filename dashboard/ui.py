@@ -11,12 +11,14 @@ import pandas as pd
 import streamlit as st
 
 from adapters.settings import Settings, SettingsError
+from application.acting import admin_actor
 from dashboard import ledger_reads, queries
 from dashboard.metrics import credits_text
 from dashboard.queries import ReadModelsMissing, Source
 from dashboard.windows import PRESETS, Window, last, whole_days
 
 SIGNED_IN = "tallyhub_admin_signed_in"
+ADMIN_ACTOR = "tallyhub_admin_actor"  # application.acting.admin_actor of the key signed in with
 CUSTOM = "Custom days"
 
 NOT_INITIALISED = (
@@ -65,11 +67,18 @@ def sign_in_page() -> None:
         )
         return
     st.session_state[SIGNED_IN] = True
+    st.session_state[ADMIN_ACTOR] = admin_actor((presented or "").strip())
     st.rerun()
+
+
+def admin_actor_of_session() -> str | None:
+    """Who the console's actions are recorded as: the admin key this session signed in with."""
+    return st.session_state.get(ADMIN_ACTOR) if signed_in() else None
 
 
 def sign_out() -> None:
     st.session_state.pop(SIGNED_IN, None)
+    st.session_state.pop(ADMIN_ACTOR, None)
 
 
 @dataclass(frozen=True)

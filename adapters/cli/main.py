@@ -27,6 +27,7 @@ from adapters.cli import (
     webhook_commands,
 )
 from adapters.settings import SettingsError
+from application.acting import CLI, acting_as
 from domain.errors import (
     AlreadyExists,
     AuthenticationFailed,
@@ -43,6 +44,9 @@ from domain.money import InvalidAmount
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+
+
+LONG_RUNNING = (commands.serve, commands.worker, commands.dashboard)
 
 
 class UsageError(Exception):
@@ -290,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         return _fail(str(exc), "invalid_request_error", "invalid_arguments", EXIT_USAGE, as_json)
     try:
-        result = args.handler(args)
+        # the gateway's and workers' own work records no actor; every other command is the CLI's
+        with acting_as(None if args.handler in LONG_RUNNING else CLI):
+            result = args.handler(args)
     except (TallyhubError, InvalidAmount) as exc:
         return _fail(str(exc), _error_type(exc), getattr(exc, "code", "invalid_amount"), EXIT_ERROR, as_json, debug)
     except SettingsError as exc:

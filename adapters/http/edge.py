@@ -30,6 +30,7 @@ from adapters.http.errors import response_for
 from adapters.http.payments import MAX_BODY_BYTES as WEBHOOK_MAX_BODY_BYTES
 from adapters.http.services import RequestTooLarge, bearer_token
 from adapters.services import Services
+from application.acting import PAYMENTS, acting_as
 from application.auth_throttle import AuthThrottle
 from domain.errors import AuthenticationFailed, InvalidRequest, TallyhubError, TooManyFailedAuthentications
 
@@ -55,7 +56,7 @@ class EdgeGuard:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._admit(scope, receive)
+            body, actor = await self._admit(scope, receive)
         except TallyhubError as refused:
             await response_for(refused)(scope, receive, send)
             return
@@ -70,9 +71,14 @@ class EdgeGuard:
             delivered = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await self.app(scope, receive_body, send)
+        if actor is None:
+            await self.app(scope, receive_body, send)
+            return
+        with acting_as(actor):  # the admin events this request records name who sent it
+            await self.app(scope, receive_body, send)
 
-    async def _admit(self, scope: Scope, receive: Receive) -> bytes | None:
+    async def _admit(self, scope: Scope, receive: Receive) -> tuple[bytes | None, str | None]:
+        """The body, and the actor when the request is an admin command."""
         address = client_address(scope)
         wait = self.throttle.retry_after(address)
         if wait:
@@ -81,20 +87,21 @@ class EdgeGuard:
         if "\x00" in path or b"%00" in scope.get("query_string", b""):
             raise InvalidRequest("the path or query string holds a NUL character")
         admin = path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+        actor = None
         if path == WEBHOOK_PATH:
-            admin, limit = False, WEBHOOK_MAX_BODY_BYTES
+            admin, limit, actor = False, WEBHOOK_MAX_BODY_BYTES, PAYMENTS
         else:
             limit = self.admin_body_limit if admin else self.body_limit
         if _declared_length(scope) > limit:
             raise RequestTooLarge(limit)
         if admin:
-            await self._check_admin(scope, address)
-        return await _read_body(receive, limit)
+            actor = await self._check_admin(scope, address)
+        return await _read_body(receive, limit), actor
 
-    async def _check_admin(self, scope: Scope, address: str | None) -> None:
+    async def _check_admin(self, scope: Scope, address: str | None) -> str:
         try:
             token = bearer_token(Request(scope))
-            await anyio.to_thread.run_sync(check_admin_key, self.services, token)
+            return await anyio.to_thread.run_sync(check_admin_key, self.services, token)
         except AuthenticationFailed:
             self.throttle.failed(address)
             raise
