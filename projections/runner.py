@@ -37,7 +37,13 @@ event's fault: it is raised as before and retried, never turned into a stop.
 A stopped projection is tried again, from where it stopped, by ``rebuild`` (which
 replays it from zero) and by the first pass after ``start()`` (a restart, e.g. after an
 upgrade that fixes the cause); it stops again at the same event if that still fails,
-and the mark is cleared in the same transaction that applies past it.
+and the mark is cleared in the same transaction that applies past it — only there: a
+rebuild keeps it while it replays, so the other runners (a serve's poller beside a
+``projections rebuild``) go on skipping the projection instead of replaying it
+themselves and finding the stop anew. A retry is of the stop found when it began; a
+stop another runner records meanwhile is that runner's. So however many runners meet
+the event, the stop is recorded and logged once, by the first (re-read under the lock
+before it is written), and a retry that fails again says so as a retry.
 
 A runner given the projections' ``schemas`` (projections/store.py ``Schema``) first
 brings their tables to the versions this code declares, once, at its first catch-up (the
@@ -155,12 +161,14 @@ class ProjectionRunner:
 
         With ``wait=False`` a projection another process is applying right now is
         skipped (PostgreSQL advisory lock) instead of waited for. A stopped projection is
-        skipped unless ``retry_stopped``.
+        skipped unless ``retry_stopped`` (then the stops as they are when the pass begins are
+        tried again; one another runner records meanwhile is left alone).
         """
         self.upgrade()
         reads = _SharedReads(self.app, self.batch_size)
+        retrying = self.store.stops() if retry_stopped else {}
         return sum(
-            self._catch_up(projection, reads, wait=wait, retry=retry_stopped)
+            self._catch_up(projection, reads, wait=wait, retrying=retrying.get(projection.name))
             for projection in self.projections.values()
         )
 
@@ -208,17 +216,19 @@ class ProjectionRunner:
             return self._apply(tx, projection, notifications, _SharedReads(self.app, self.batch_size))
 
     def rebuild(self, name: str | None = None) -> int:
-        """Empty the view(s) and their tracking together, then replay from zero."""
+        """Empty the view(s) and their tracking together, then replay from zero (a stopped
+        one keeps its stop mark until the replay applies past the event; see the module
+        docstring)."""
         self.upgrade()
         applied = 0
         reads = _SharedReads(self.app, self.batch_size)
         for projection in [self._projection(name)] if name else list(self.projections.values()):
             with self.store.tracked(projection.name) as tx:
                 projection.clear(tx)
-                tx.reset()
-                tx.resume()
-            self._stops.pop(projection.name, None)
-            applied += self._catch_up(projection, reads, wait=True)
+                tx.reset()  # a stop mark stays until the replay applies past its event
+                self._seen(tx)
+                retrying = tx.stopped
+            applied += self._catch_up(projection, reads, wait=True, retrying=retrying)
         return applied
 
     def status(self) -> list[ProjectionStatus]:
@@ -275,7 +285,10 @@ class ProjectionRunner:
         except KeyError:
             raise NotFound(f"no projection named {name!r} (have: {', '.join(self.projections)})") from None
 
-    def _catch_up(self, projection: AnyProjection, reads: _SharedReads, *, wait: bool, retry: bool = False) -> int:
+    def _catch_up(
+        self, projection: AnyProjection, reads: _SharedReads, *, wait: bool, retrying: Stop | None = None
+    ) -> int:
+        """Apply what ``projection`` has pending; a stopped one only if its stop is ``retrying``."""
         applied = 0
         while True:
             batch: Sequence[Notification] = []
@@ -283,7 +296,7 @@ class ProjectionRunner:
                 with self.store.tracked(projection.name, wait=wait) as tx:
                     if tx is None:
                         return applied
-                    if not self._may_apply(tx, retry):
+                    if not self._may_apply(tx, retrying):
                         return applied
                     after, batch = tx.position, reads.after(tx.position)
                     applied += self._apply(tx, projection, batch, reads)
@@ -291,13 +304,14 @@ class ProjectionRunner:
             except Exception as exc:
                 if not batch or self._transient(exc):
                     raise  # not an event's fault: the caller retries (the poller in 1 s)
-                return applied + self._isolate(projection, after, batch, reads, wait=wait, retry=retry)
+                return applied + self._isolate(projection, after, batch, reads, wait=wait, retrying=retrying)
             if len(batch) < self.batch_size:
                 return applied
 
-    def _may_apply(self, tx: Any, retry: bool) -> bool:
+    def _may_apply(self, tx: Any, retrying: Stop | None) -> bool:
+        """Running, or stopped by the stop this pass tries again (not one recorded since)."""
         self._seen(tx)
-        return tx.stopped is None or retry
+        return tx.stopped is None or tx.stopped == retrying
 
     def _seen(self, tx: Any) -> None:
         if tx.stopped is None:
@@ -321,7 +335,7 @@ class ProjectionRunner:
         reads: _SharedReads,
         *,
         wait: bool,
-        retry: bool,
+        retrying: Stop | None,
     ) -> int:
         """Apply the failed ``batch`` (every notification after ``after`` up to its last)
         again, up to one followed event per transaction, and stop the projection at the
@@ -331,7 +345,7 @@ class ProjectionRunner:
             chunk: list[Notification] = []
             try:
                 with self.store.tracked(projection.name, wait=wait) as tx:
-                    if tx is None or not self._may_apply(tx, retry) or tx.position < after:
+                    if tx is None or not self._may_apply(tx, retrying) or tx.position < after:
                         return applied  # another runner stopped it, or a rebuild reset it, meanwhile
                     chunk = _next_chunk(batch, tx.position, projection.topics)
                     if not chunk:
@@ -342,20 +356,21 @@ class ProjectionRunner:
                 failing = chunk[-1] if chunk and chunk[-1].topic in projection.topics else None
                 if failing is None or self._transient(exc):
                     raise
-                self._stop_at(projection, failing, exc, wait=wait, retry=retry)
+                self._stop_at(projection, failing, exc, wait=wait, retrying=retrying)
                 return applied
 
     def _stop_at(
-        self, projection: AnyProjection, failing: Notification, exc: Exception, *, wait: bool, retry: bool
+        self, projection: AnyProjection, failing: Notification, exc: Exception, *, wait: bool, retrying: Stop | None
     ) -> None:
+        """Record and log the stop, unless another runner recorded one meanwhile: re-read
+        under the lock, so of several runners meeting the event only the first says so."""
         stop = Stop(failing.id, failing.topic, _describe(exc), datetime.now(UTC))
         with self.store.tracked(projection.name, wait=wait) as tx:
             if tx is None or tx.position >= failing.id:
                 return  # another runner got past it meanwhile
+            if not self._may_apply(tx, retrying):
+                return  # another runner stopped it meanwhile (and said so)
             again = tx.stopped is not None and tx.stopped.position == failing.id
-            if again and not retry:
-                self._seen(tx)
-                return  # another runner stopped it there meanwhile (and said so)
             tx.stop(stop)
             self._seen(tx)
         if again:
