@@ -6,7 +6,7 @@ in Tallyhub reads the environment.
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -31,6 +31,7 @@ class DatabaseConfig:
     password: str = ""
     dbname: str = "postgres"
     schema: str = "public"
+    store_timeout_seconds: int = 5  # PostgreSQL: a store call's wait for a connection, its retries included
 
     @property
     def read_models_sqlite_path(self) -> Path:
@@ -69,7 +70,7 @@ class DatabaseConfig:
                 POSTGRES_SCHEMA=self.schema,
                 POSTGRES_POOL_SIZE="8",
                 POSTGRES_MAX_OVERFLOW="8",
-                POSTGRES_CONNECT_TIMEOUT="10",
+                POSTGRES_CONNECT_TIMEOUT=str(self.store_timeout_seconds),  # the pool's wait (postgres_recorder.py)
             )
         return env
 
@@ -138,6 +139,10 @@ class Settings:
     webhook_timeout_seconds: int = 10  # one webhook delivery attempt (application/deliveries.py)
     webhook_max_attempts: int = 15  # then the delivery is `failed`
     webhook_retry_seconds: int = 1  # the first retry's delay; each next one doubles, up to an hour
+    store_timeout_seconds: int = 5  # PostgreSQL unreachable: a request's store call gives up (503) after this
+    dashboard_url: str = "http://127.0.0.1:8501"  # where `tallyhub portal link` points: DASHBOARD_URL/portal?token=…
+    portal_session_ttl_seconds: int = 8 * 3600  # a customer portal session's lifetime
+    topup_url: str | None = None  # a template with {account} (the account's id): the link in every 402
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -177,11 +182,16 @@ class Settings:
             webhook_timeout_seconds=_positive_int(env, "TALLYHUB_WEBHOOK_TIMEOUT_SECONDS", 10),
             webhook_max_attempts=_positive_int(env, "TALLYHUB_WEBHOOK_MAX_ATTEMPTS", 15),
             webhook_retry_seconds=_positive_int(env, "TALLYHUB_WEBHOOK_RETRY_SECONDS", 1),
+            store_timeout_seconds=_store_timeout(env),
+            dashboard_url=_http_url(env, "TALLYHUB_DASHBOARD_URL") or "http://127.0.0.1:8501",
+            portal_session_ttl_seconds=_positive_int(env, "TALLYHUB_PORTAL_SESSION_TTL_SECONDS", 8 * 3600),
+            topup_url=_topup_url(env),
         )
 
     @property
     def database(self) -> DatabaseConfig:
-        return parse_database_url(self.database_url, self.data_dir)
+        config = parse_database_url(self.database_url, self.data_dir)
+        return replace(config, store_timeout_seconds=self.store_timeout_seconds)
 
     @property
     def server_mode(self) -> bool:
@@ -225,6 +235,31 @@ def _metrics_token(env: Mapping[str, str]) -> str | None:
             f"TALLYHUB_METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} printable characters without spaces"
         )
     return token
+
+
+def _http_url(env: Mapping[str, str], name: str) -> str | None:
+    """An ``http(s)://host[:port][/path]`` URL without a query, its trailing ``/`` dropped; None when unset."""
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise SettingsError(f"{name} must be an http:// or https:// URL without a query, not {raw!r}")
+    return raw.rstrip("/")
+
+
+def _topup_url(env: Mapping[str, str]) -> str | None:
+    """TALLYHUB_TOPUP_URL: an http(s) URL template with ``{account}``, e.g. ``https://pay.example/top-up?account={account}``."""
+    name = "TALLYHUB_TOPUP_URL"
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw.replace("{account}", "x"))
+    if "{account}" not in raw or parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name} must be an http:// or https:// URL containing {{account}}, not {raw!r}")
+    if raw.replace("{account}", "").count("{") or raw.replace("{account}", "").count("}"):
+        raise SettingsError(f"{name} may contain no braces other than {{account}}")
+    return raw
 
 
 def _redis_prefix(env: Mapping[str, str]) -> str:
@@ -272,6 +307,14 @@ def _grace_seconds(env: Mapping[str, str]) -> float:
         raise SettingsError(
             f"{name} must be a number of seconds from 0 to {MAX_SHUTDOWN_GRACE_SECONDS}, not {env.get(name)!r}"
         )
+    return value
+
+
+def _store_timeout(env: Mapping[str, str]) -> int:
+    """TALLYHUB_STORE_TIMEOUT_SECONDS: whole seconds from 1 to 60 (default 5)."""
+    value = _positive_int(env, "TALLYHUB_STORE_TIMEOUT_SECONDS", 5)
+    if value > 60:
+        raise SettingsError("TALLYHUB_STORE_TIMEOUT_SECONDS must be between 1 and 60 seconds")
     return value
 
 

@@ -12,22 +12,141 @@ are eventsourcing's own: only the parameters' shape differs.
 ``latest_version`` serves the group-commit writer's freshness check (one per account per
 batch) with one SELECT of a single integer, where ``select_events`` returns the whole
 newest event.
+
+PostgreSQL unreachable is answered 503 ``store_unavailable`` (adapters/http/errors.py)
+promptly, and the store is used again as soon as it answers (docs/reliability.md, finding 2).
+eventsourcing retries each call ten times, each attempt waiting the pool's whole timeout for
+a connection, and the hot path's reads run on the event loop, so an outage was answered after
+minutes, one request behind another. Here:
+
+- a call retries a lost or refused connection as eventsourcing does, but only while the store
+  timeout lasts (``TALLYHUB_STORE_TIMEOUT_SECONDS``, which is also the pool's wait for a
+  connection, ``POSTGRES_CONNECT_TIMEOUT``); one connection attempt is bounded by libpq's
+  ``connect_timeout``;
+- a call that failed for its connection (lost, refused, none from the pool in time) has the
+  ``StoreBreaker`` try a connection of its own, outside the pool: if the server takes it, the
+  pool was only busy or the connection stale, and nothing changes; if not, the breaker opens
+  (the call stops retrying), and until a probe thread gets a connection through the
+  pool again every call fails at once with ``OperationalError`` (503), so no request, and not
+  the event loop, waits for a store known to be away. The probe tries every
+  ``PROBE_INTERVAL_SECONDS`` (each try waits at most the store timeout), so requests are
+  served again within a few seconds of the server's return;
+- the pool tries a lost server again with its doubling back-off for at most
+  ``RECONNECT_SECONDS``; later attempts start from the probe's or a request's demand.
 """
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
+RETRY_WAIT_SECONDS = 0.2  # eventsourcing's wait between attempts
+RECONNECT_SECONDS = 10.0  # the pool's back-off on a lost server stops here
+PROBE_INTERVAL_SECONDS = 0.5  # the breaker's probe: between two tries for a connection
+Result = TypeVar("Result")
+log = logging.getLogger("tallyhub.store")
+
+
+class StoreBreaker:
+    """Open while the store is known unreachable: calls fail at once instead of each waiting
+    for a connection. A call that got none (``trip``) has a thread check whether the server
+    takes a new connection at all (``connects``): if it does, the pool was only busy and the
+    breaker stays closed; if not, it opens until ``probe`` (a query through the pool) works."""
+
+    def __init__(self, probe: Callable[[], None], connects: Callable[[], bool], closed: Callable[[], bool]) -> None:
+        self._probe = probe
+        self._connects = connects
+        self._closed = closed  # the pool is closed: stop probing
+        self._lock = threading.Lock()
+        self._checking = False
+        self._opened_at: float | None = None
+
+    @property
+    def open(self) -> bool:
+        return self._opened_at is not None
+
+    def check(self) -> None:
+        """Raises OperationalError while open."""
+        opened_at = self._opened_at
+        if opened_at is not None:
+            away = time.monotonic() - opened_at
+            raise OperationalError(f"the store is unreachable (no connection for {away:.0f} s); not waiting")
+
+    def trip(self, error: BaseException) -> None:
+        """A call failed for its connection: is the server away?"""
+        with self._lock:
+            if self._checking or self._closed():
+                return
+            self._checking = True
+        threading.Thread(target=self._check_server, args=(error,), name="tallyhub-store-probe", daemon=True).start()
+
+    def _check_server(self, error: BaseException) -> None:
+        try:
+            if self._connects():
+                return  # the server takes connections: the pool was busy, not the store away
+            with self._lock:
+                self._opened_at = time.monotonic()
+            log.warning("the store is unreachable (%s): answering 503 at once until it answers again", error)
+            self._until_reachable()
+        finally:
+            with self._lock:
+                self._checking = False
+
+    def _until_reachable(self) -> None:
+        while not self._closed():
+            try:
+                self._probe()
+            except (InterfaceError, OperationalError):
+                time.sleep(PROBE_INTERVAL_SECONDS)
+                continue
+            with self._lock:
+                opened_at, self._opened_at = self._opened_at, None
+            if opened_at is not None:
+                log.warning("the store answers again after %.1f s", time.monotonic() - opened_at)
+            return
+
+
+def _within_budget(method: Callable[..., Result]) -> Callable[..., Result]:
+    """``method`` without eventsourcing's ten attempts (its ``__wrapped__``), retried on a lost or
+    refused connection only while the recorder's store timeout lasts."""
+    once: Callable[..., Result] = getattr(method, "__wrapped__", method)
+
+    @functools.wraps(once)
+    def call(self: "BatchedPostgresApplicationRecorder", *args: Any, **kwargs: Any) -> Result:
+        self.breaker.check()
+        give_up_at = time.monotonic() + self.store_timeout
+        while True:
+            try:
+                return once(self, *args, **kwargs)
+            except (InterfaceError, OperationalError) as error:
+                self.breaker.trip(error)  # is the server away? (checked on a thread; opens only if so)
+                time.sleep(RETRY_WAIT_SECONDS)
+                if time.monotonic() >= give_up_at or self.breaker.open:
+                    raise
+
+    return call
+
 
 class BatchedPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        pool = self.datastore.pool
+        self.store_timeout = float(pool.timeout)  # POSTGRES_CONNECT_TIMEOUT (adapters/settings.py)
+        pool.reconnect_timeout = max(RECONNECT_SECONDS, self.store_timeout)
+        if isinstance(pool.kwargs, dict):  # libpq's bound on one connection attempt (whole seconds, at least 2)
+            pool.kwargs.setdefault("connect_timeout", max(2, math.ceil(self.store_timeout)))
+        self.breaker = StoreBreaker(self._probe, self._connects, lambda: pool.closed)
         table = dict(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
         self._insert_arrays_statement = SQL(
             "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
@@ -38,12 +157,33 @@ class BatchedPostgresApplicationRecorder(PostgresApplicationRecorder):
             "SELECT MAX(originator_version) AS version FROM {schema}.{table} WHERE originator_id = %s"
         ).format(**table)
 
+    insert_events = _within_budget(PostgresApplicationRecorder.insert_events)
+    select_events = _within_budget(PostgresApplicationRecorder.select_events)
+    select_notifications = _within_budget(PostgresApplicationRecorder.select_notifications)
+    max_notification_id = _within_budget(PostgresApplicationRecorder.max_notification_id)
+
+    @_within_budget
     def latest_version(self, originator_id: UUID) -> int | None:
         """The version of the originator's newest stored event, as last committed."""
         with self.datastore.get_connection() as connection, connection.cursor() as cursor:
             cursor.execute(self._latest_version_statement, (originator_id,), prepare=True)
             row = cursor.fetchone()
         return row["version"] if row else None
+
+    def _probe(self) -> None:
+        with self.datastore.get_connection() as connection:
+            connection.execute("SELECT 1")
+
+    def _connects(self) -> bool:
+        """Whether the server takes a new connection now (outside the pool, which may be busy)."""
+        pool = self.datastore.pool
+        conninfo = pool.conninfo if isinstance(pool.conninfo, str) else pool.conninfo()
+        kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}  # eventsourcing's pool: a dict
+        try:
+            with psycopg.Connection.connect(conninfo, **kwargs):
+                return True
+        except psycopg.Error:
+            return False
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
         self._lock_table(curs)

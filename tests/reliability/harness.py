@@ -63,8 +63,9 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> floa
 class StoreReader:
     """SQL reads of what the processes wrote: the read models (and, for SQLite, their file)."""
 
-    def __init__(self, database_url: str | None, data_dir: Path) -> None:
+    def __init__(self, database_url: str | None, data_dir: Path, conninfo: str = PG_CONNINFO) -> None:
         self.schema = parse_qs(urlsplit(database_url).query)["schema"][0] if database_url else None
+        self.conninfo = conninfo
         self.read_models_path = data_dir / "tallyhub-read-models.sqlite"
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -73,7 +74,7 @@ class StoreReader:
                 return conn.execute(sql, params).fetchall()
         import psycopg
 
-        with psycopg.connect(PG_CONNINFO, options=f"-c search_path={self.schema}") as pg:
+        with psycopg.connect(self.conninfo, options=f"-c search_path={self.schema}") as pg:
             return pg.execute(sql.replace("?", "%s"), params).fetchall()
 
     def tables(self) -> dict[str, list[tuple[Any, ...]]]:
@@ -222,6 +223,7 @@ class Setup:
     api_key: str
     schema: str | None
     database_url: str | None
+    pg_conninfo: str = PG_CONNINFO
 
 
 def set_up(
@@ -233,12 +235,14 @@ def set_up(
     chunk_delay: float = 0.03,
     pg_port: int = 5432,
     redis_url: str = REDIS_URL,
+    pg_conninfo: str = PG_CONNINFO,
     **extra: str,
 ) -> Setup:
     """A fake upstream, a gateway ``init``ed and configured through the CLI (account ``acme``
     with START_CREDITS), and its processes started. ``mode``: ``embedded`` (SQLite),
     ``postgres`` (PostgreSQL without Redis) or ``server`` (PostgreSQL and Redis); the
-    processes reach PostgreSQL on ``pg_port`` (a proxy's, to cut it) and Redis at ``redis_url``."""
+    processes reach PostgreSQL on ``pg_port`` (a proxy's, to cut it) and Redis at ``redis_url``;
+    the run's schema is made through ``pg_conninfo`` (the shared server's unless a private one's)."""
     upstream = FakeOpenAIUpstream(api_key=UPSTREAM_KEY, chunk_delay=chunk_delay).start()
     schema = database_url = None
     settings = {"TALLYHUB_PAYMENTS_WEBHOOK_SECRET": WEBHOOK_SECRET, **extra}
@@ -246,9 +250,10 @@ def set_up(
         import psycopg
 
         schema = f"th_rel_{secrets.token_hex(4)}"
-        with psycopg.connect(PG_CONNINFO, autocommit=True) as pg:
+        with psycopg.connect(pg_conninfo, autocommit=True) as pg:
             pg.execute(f"CREATE SCHEMA {schema}")
-        database_url = f"postgresql://postgres@127.0.0.1:{pg_port}/test?schema={schema}"
+        dbname = dict(part.split("=", 1) for part in pg_conninfo.split())["dbname"]
+        database_url = f"postgresql://postgres@127.0.0.1:{pg_port}/{dbname}?schema={schema}"
     if mode == "server":
         settings.update(TALLYHUB_REDIS_URL=redis_url, TALLYHUB_REDIS_PREFIX=f"th-rel-{secrets.token_hex(4)}")
     env = gateway_env(data_dir, database_url, **settings)
@@ -274,7 +279,8 @@ def set_up(
         fleet.add("serve")
     for _ in range(workers):
         fleet.add("worker")
-    return Setup(fleet, StoreReader(database_url, data_dir), upstream, api_key, schema, database_url)
+    store = StoreReader(database_url, data_dir, pg_conninfo)
+    return Setup(fleet, store, upstream, api_key, schema, database_url, pg_conninfo)
 
 
 def tear_down(setup: Setup) -> None:
@@ -283,7 +289,7 @@ def tear_down(setup: Setup) -> None:
     if setup.schema:
         import psycopg
 
-        with psycopg.connect(PG_CONNINFO, autocommit=True) as pg:
+        with psycopg.connect(setup.pg_conninfo, autocommit=True) as pg:
             pg.execute(f"DROP SCHEMA IF EXISTS {setup.schema} CASCADE")
 
 
