@@ -10,6 +10,7 @@ from application.api_keys import ApiKeys
 from application.billing import RequestBilling
 from application.calls import BilledCalls
 from application.deliveries import DeliveryOutbox
+from application.jobs import Jobs
 from application.ledger import Ledger
 from application.ports import ProviderAdapter, RateLimiter
 from application.prices import Prices
@@ -46,6 +47,7 @@ class Services:
     webhooks: Webhooks = field(init=False)  # webhook subscriptions (application/webhooks.py)
     alert_thresholds: AlertThresholds = field(init=False)  # accounts' balance.low thresholds
     deliveries: DeliveryOutbox = field(init=False)  # the NoticeOutbox: signed, retried webhook deliveries
+    jobs: Jobs = field(init=False)  # background exports and replays (application/jobs.py)
 
     def __post_init__(self) -> None:
         scopes = RateLimitScopes(self.ledger)
@@ -68,6 +70,9 @@ class Services:
         from adapters.persistence.delivery_store import build_delivery_outbox
 
         self.deliveries = build_delivery_outbox(self.ledger)
+        from adapters.workers.jobs import build_jobs
+
+        self.jobs = build_jobs(self)
 
     def close(self) -> None:
         if self.wake is not None:

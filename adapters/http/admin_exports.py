@@ -3,11 +3,11 @@
 ``POST /exports`` writes an export into ``$TALLYHUB_DATA_DIR/exports/`` and returns its
 manifest (the document ``tallyhub export --json`` prints); ``GET /exports/{id}`` streams
 the file, ``GET /exports/{id}/manifest`` its manifest; ``POST /verify`` runs
-``tallyhub verify`` and returns its report (``ok`` false with the problems listed)."""
+``tallyhub verify`` and returns its report (``ok`` false with the problems listed).
+``POST /exports?background=true`` answers 202 at once with a job instead
+(adapters/http/admin_jobs.py); its result, once succeeded, is the same manifest."""
 
 import json
-import secrets
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -17,37 +17,32 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse
 
 from adapters.cli.audit_commands import run_verify
-from adapters.exports.exporter import create_export, list_exports, manifest_path
+from adapters.exports.exporter import list_exports, manifest_path
 from adapters.exports.formats import FORMATS
-from adapters.files import private_dir
 from adapters.http.admin import Admin
+from adapters.http.admin_jobs import ACCEPTED_RESPONSE, accepted
 from adapters.presenters import plain
 from adapters.services import Services
-from adapters.time_window import optional_instant
+from adapters.workers.jobs import EXPORT, export_now, export_params
 from domain.errors import NotFound
 
 router = APIRouter(prefix="/admin/v1", tags=["admin: exports"])
 
 
-@router.post("/exports", status_code=201)
+@router.post("/exports", status_code=201, responses=ACCEPTED_RESPONSE)
 async def post_export(
     services: Admin,
     kind: Annotated[Literal["ledger", "usage", "requests"], Query()],
     since: Annotated[str | None, Query(alias="from", description="first instant included, ISO 8601")] = None,
     until: Annotated[str | None, Query(alias="to", description="first instant excluded, ISO 8601")] = None,
     file_format: Annotated[Literal["csv", "jsonl"], Query(alias="format")] = "csv",
-) -> dict[str, Any]:
+    background: Annotated[bool, Query(description="answer 202 with a job at once; its result is the manifest")] = False,
+) -> Any:
     """Write the export and return its manifest (row count, totals, event range, SHA-256, chain)."""
-    window = optional_instant(since, "from"), optional_instant(until, "to")
-    folder = services.settings.data_dir / "exports"
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = folder / f"{kind}-{stamp}-{secrets.token_hex(4)}.{file_format}"
-
-    def write() -> dict[str, Any]:
-        private_dir(folder)
-        return create_export(services, kind, *window, file_format, out)
-
-    return await anyio.to_thread.run_sync(write)
+    params = export_params(kind, since, until, file_format)
+    if background:
+        return accepted(await anyio.to_thread.run_sync(services.jobs.submit, EXPORT, params))
+    return await anyio.to_thread.run_sync(export_now, services, params)
 
 
 @router.get("/exports")

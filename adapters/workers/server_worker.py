@@ -22,6 +22,7 @@ from adapters.settings import Settings, SettingsError
 from adapters.workers.deliveries import DramatiqDeliveries, dispatcher_for, dramatiq_namespace
 from adapters.workers.grant_notices import notice_expiring_grants
 from adapters.workers.hold_sweeper import sweep
+from adapters.workers.jobs import DramatiqJobs
 from adapters.workers.wake import RedisWakeListener, wake_channel
 from application.readiness import Check, CheckResult, Readiness, read_models_check, running_check, store_check
 from application.shutdown import DEFAULT_GRACE_SECONDS
@@ -74,6 +75,8 @@ class ServerWorker:
             settings.redis_url, dispatcher_for(services), namespace=dramatiq_namespace(settings.redis_prefix)
         )
         services.deliveries.queued = self.deliveries.enqueue  # notices this worker publishes wake an actor at once
+        # background exports and replays: an actor on the same broker (declared before its worker starts)
+        self.jobs = DramatiqJobs(self.deliveries.broker, services.jobs, poll_seconds=poll_seconds)
         self.report = WorkerReport()
         self._sweeper: threading.Thread | None = None
         self._stop: threading.Event | None = None  # set by SIGTERM: /ready answers 503 from then on
@@ -118,6 +121,7 @@ class ServerWorker:
                 name="tallyhub-webhook-deliveries",
                 daemon=True,
             ),
+            threading.Thread(target=self.jobs.run, args=(stop,), name="tallyhub-background-jobs", daemon=True),
         ]
         self.runner.start()
         for thread in threads:
