@@ -206,6 +206,17 @@ class Accounts:
         self.ledger.change_account(account_id, set_caps)
         return self.ledger.get_account(account_id)
 
+    def set_self_service(self, ref: str | UUID, *, keys: bool) -> Account:
+        """Whether the customer portal may create and revoke the account's own API keys
+        (``Account.SelfServiceSet``; application/portal.py checks it at each action)."""
+        account_id = self.ledger.get_account(ref).id
+
+        def set_keys(account: Account) -> list[Aggregate] | None:
+            return [] if account.set_self_service(keys) else None
+
+        self.ledger.change_account(account_id, set_keys)
+        return self.ledger.get_account(account_id)
+
     def get_account_limits(self, ref: str | UUID) -> tuple[UUID, RateLimits]:
         """The account's id and its rate limits (none set: ``RateLimits()``)."""
         account_id = self.ledger.get_account(ref).id

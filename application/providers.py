@@ -1,7 +1,7 @@
 """Providers and their credentials: registering a provider, adding, rotating, deleting,
-disabling and enabling credentials, disabling and enabling providers (the Provider and
-Catalog aggregates), over the Ledger's unit of work. The secret store's master keys are
-application/key_management.py.
+disabling and enabling credentials, changing their weights, disabling and enabling
+providers (the Provider and Catalog aggregates), over the Ledger's unit of work. The
+secret store's master keys are application/key_management.py.
 
 Invariants kept here:
 - a credential's secret is sealed into the secret store before the event that refers to
@@ -118,6 +118,13 @@ class ProviderRegistry:
 
     def enable_credential(self, name: str, credential_id: str) -> Provider:
         return self._change_provider(name, lambda p: _none_if_unchanged(p, lambda: p.enable_credential(credential_id)))
+
+    def set_credential_weight(self, name: str, credential_id: str, weight: int) -> Provider:
+        """Give a credential another share of traffic; nothing is saved when it already has it.
+        Routing in this process uses it at once, in others within their read cache's age."""
+        return self._change_provider(
+            name, lambda p: _none_if_unchanged(p, lambda: p.set_credential_weight(credential_id, weight))
+        )
 
     def disable_provider(self, name: str) -> Provider:
         return self._change_provider(name, lambda p: _none_if_unchanged(p, p.disable))

@@ -1,5 +1,7 @@
 """Altair charts of the dashboard. Inputs are long-form pandas frames; money arrives
-already converted to credits for the axis (``metrics.credits_axis``)."""
+already converted to credits for the axis (``metrics.credits_axis``), times in UTC. Each
+chart shows its times in the display zone (``dashboard.timezones``) and names it on the
+axis and in the tooltips; the frames it is given are not changed."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from dashboard import timezones
+
 PERIOD_DASH = alt.StrokeDash(
     "period:N",
     title=None,
@@ -15,10 +19,23 @@ PERIOD_DASH = alt.StrokeDash(
 )
 
 
-def _time_axis(field: str = "bucket", title: str = "UTC", *, hourly: bool = False) -> alt.X:
+def _local(frame: pd.DataFrame, *fields: str) -> pd.DataFrame:
+    """A copy whose time ``fields`` read, on the charts' UTC scale, the display zone's clock."""
+    shown = frame.copy()
+    for field in fields:
+        if field in shown.columns and len(shown):
+            shown[field] = timezones.wall_clock(shown[field]).to_numpy()
+    return shown
+
+
+def _zone_title(what: str | None = None) -> str:
+    return timezones.label() if what is None else timezones.heading(what)
+
+
+def _time_axis(field: str = "bucket", title: str | None = None, *, hourly: bool = False) -> alt.X:
     return alt.X(
         f"{field}:T",
-        title=title,
+        title=title or _zone_title(),
         scale=alt.Scale(type="utc"),
         axis=alt.Axis(labelOverlap=True, format="%H:%M" if hourly else "%b %d"),
     )
@@ -38,7 +55,7 @@ def period_lines(
         )
     )
     chart: alt.Chart = (
-        alt.Chart(frame, title=title)
+        alt.Chart(_local(frame, "bucket"), title=title)
         .mark_line(point=True)
         .encode(
             x=_time_axis(hourly=hourly),
@@ -46,7 +63,7 @@ def period_lines(
             color=color,
             strokeDash=PERIOD_DASH,
             tooltip=[
-                alt.Tooltip("bucket:T", title="bucket (UTC)", format="%Y-%m-%d %H:%M"),
+                alt.Tooltip("bucket:T", title=_zone_title("bucket"), format="%Y-%m-%d %H:%M"),
                 "period:N",
                 "metric:N",
                 alt.Tooltip("value:Q", format=",.3f"),
@@ -62,7 +79,7 @@ def stacked_bars_over_time(
 ) -> alt.Chart:
     """Bars spanning each bucket (``bucket`` to ``bucket_end``), stacked by ``color``."""
     chart: alt.Chart = (
-        alt.Chart(frame, title=title)
+        alt.Chart(_local(frame, "bucket", "bucket_end"), title=title)
         .mark_bar(stroke="white", strokeWidth=1)
         .encode(
             x=_time_axis(hourly=hourly),
@@ -70,7 +87,7 @@ def stacked_bars_over_time(
             y=alt.Y(f"sum({value}):Q", title=y_title),
             color=alt.Color(f"{color}:N", title=None),
             tooltip=[
-                alt.Tooltip("bucket:T", format="%Y-%m-%d %H:%M"),
+                alt.Tooltip("bucket:T", title=_zone_title("bucket"), format="%Y-%m-%d %H:%M"),
                 f"{color}:N",
                 alt.Tooltip(f"sum({value}):Q", format=",.6f", title=y_title),
             ],
@@ -83,7 +100,7 @@ def stacked_bars_over_time(
 def credential_lines(frame: pd.DataFrame, title: str, *, hourly: bool = False) -> alt.Chart:
     """One line per credential and metric over the window's buckets: colour = credential, dash = metric."""
     chart: alt.Chart = (
-        alt.Chart(frame, title=title)
+        alt.Chart(_local(frame, "bucket"), title=title)
         .mark_line(point=True)
         .encode(
             x=_time_axis(hourly=hourly),
@@ -91,7 +108,7 @@ def credential_lines(frame: pd.DataFrame, title: str, *, hourly: bool = False) -
             color=alt.Color("credential:N", title=None),
             strokeDash=alt.StrokeDash("metric:N", title=None),
             tooltip=[
-                alt.Tooltip("bucket:T", title="bucket (UTC)", format="%Y-%m-%d %H:%M"),
+                alt.Tooltip("bucket:T", title=_zone_title("bucket"), format="%Y-%m-%d %H:%M"),
                 "credential:N",
                 "metric:N",
                 "value:Q",
@@ -120,15 +137,19 @@ def horizontal_bars(
 
 def latency_scatter(frame: pd.DataFrame) -> alt.Chart:
     chart: alt.Chart = (
-        alt.Chart(frame, title="Latency of each request (ms)")
+        alt.Chart(_local(frame, "at"), title="Latency of each request (ms)")
         .mark_circle(size=48, opacity=0.75)
         .encode(
             x=alt.X(
-                "at:T", title="UTC", scale=alt.Scale(type="utc"), axis=alt.Axis(labelOverlap=True, format="%b %d %H:%M")
+                "at:T",
+                title=_zone_title(),
+                scale=alt.Scale(type="utc"),
+                axis=alt.Axis(labelOverlap=True, format="%b %d %H:%M"),
             ),
             y=alt.Y("latency_ms:Q", title="latency (ms)"),
             color=alt.Color("status:N", title="status"),
             tooltip=[
+                alt.Tooltip("at:T", title=_zone_title("at"), format="%Y-%m-%d %H:%M:%S"),
                 "request_id:N",
                 "model:N",
                 "status:N",
@@ -159,6 +180,7 @@ def rates_by_version(frame: pd.DataFrame) -> alt.Chart:
 
 
 def rows_per_day(frame: pd.DataFrame, title: str) -> alt.Chart:
+    """Rows per UTC day: an export's days are UTC days, whatever zone the page shows."""
     chart: alt.Chart = (
         alt.Chart(frame, title=title)
         .mark_bar(stroke="white", strokeWidth=1)
@@ -175,9 +197,12 @@ def rows_per_day(frame: pd.DataFrame, title: str) -> alt.Chart:
 
 def running_balance(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     """The balance after each movement: one step line, a point per movement coloured by its kind."""
-    base = alt.Chart(frame, title=title).encode(
+    base = alt.Chart(_local(frame, "at"), title=title).encode(
         x=alt.X(
-            "at:T", title="UTC", scale=alt.Scale(type="utc"), axis=alt.Axis(labelOverlap=True, format="%b %d %H:%M")
+            "at:T",
+            title=_zone_title(),
+            scale=alt.Scale(type="utc"),
+            axis=alt.Axis(labelOverlap=True, format="%b %d %H:%M"),
         ),
         y=alt.Y("balance_credits:Q", title="credits", scale=alt.Scale(zero=False)),
     )
@@ -185,7 +210,7 @@ def running_balance(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     points = base.mark_circle(size=40).encode(
         color=alt.Color("kind:N", title=None),
         tooltip=[
-            alt.Tooltip("at:T", format="%Y-%m-%d %H:%M:%S"),
+            alt.Tooltip("at:T", title=_zone_title("at"), format="%Y-%m-%d %H:%M:%S"),
             "kind:N",
             alt.Tooltip("balance_credits:Q", format=",.9f", title="balance"),
         ],

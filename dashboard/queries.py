@@ -31,6 +31,8 @@ from adapters.presenters import id_text
 from adapters.settings import DatabaseConfig, Settings
 from dashboard import export_files
 from dashboard.windows import Window
+from projections.audit import AUDIT_TABLE, AuditFilter, SqlAuditView
+from projections.audit import UNRECORDED as AUDIT_UNRECORDED
 from projections.balances import SqlBalancesView
 from projections.ledger_entries import SqlLedgerEntriesView
 from projections.provider_hourly import COUNTERS as PROVIDER_COUNTERS
@@ -409,3 +411,108 @@ def statement(key: str, account_id: str, since: datetime, until: datetime, *, _s
     columns = ["position", "at", "kind", "amount", "balance", "reason", "request_id"]
     frame = pd.DataFrame.from_records(records)
     return Statement(opening, frame[columns] if not frame.empty else pd.DataFrame(columns=columns))
+
+
+KEY_SPEND_COLUMNS = ("account_id", "api_key_id", "requests", "failed_requests", "tokens", "charge", "cost")
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def key_spend_frame(key: str, since: datetime, until: datetime, *, _source: Source) -> pd.DataFrame:
+    """The usage rollups of ``[since, until)`` summed per account and API key in SQL (one query;
+    ids as dashed UUIDs, ``''`` for requests no key made), the most charged first. ``tokens``
+    is input (cached included) + output (reasoning included), as the overview counts them."""
+    rows = _run(
+        _source,
+        f"SELECT account_id, api_key_id, SUM(requests), SUM(failed_requests), SUM(input_tokens + output_tokens),"
+        f" SUM(charge), SUM(cost) FROM {USAGE_TABLE} WHERE hour >= ? AND hour < ? GROUP BY account_id, api_key_id",
+        (_time(_source, since), _time(_source, until)),
+    )
+    records = [
+        (id_text(account) or "", id_text(api_key) or "", *(int(value) for value in sums))
+        for account, api_key, *sums in rows
+    ]
+    frame = pd.DataFrame.from_records(records, columns=list(KEY_SPEND_COLUMNS))
+    frame = frame.astype({name: "int64" for name in KEY_SPEND_COLUMNS[2:]})
+    return frame.sort_values(["charge", "requests", "api_key_id"], ascending=[False, False, True], ignore_index=True)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def keys_last_used(key: str, account_id: str, *, _source: Source) -> dict[str, datetime]:
+    """When each API key of the account last made a request (the request log's newest row;
+    keys as dashed UUIDs); a key that never did is absent."""
+    rows = _run(
+        _source,
+        f"SELECT api_key_id, MAX(at) FROM {REQUESTS_TABLE} WHERE account_id = ? AND api_key_id IS NOT NULL"
+        " GROUP BY api_key_id",
+        (UUID(account_id).hex,),
+    )
+    found = {id_text(api_key) or "": _from_db_time(_source, at) for api_key, at in rows}
+    return {api_key: at for api_key, at in found.items() if api_key and at is not None}
+
+
+# --- the audit log and request-id search (issue 19) --------------------------------------
+
+AUDIT_COLUMNS = ("position", "at", "actor", "action", "target", "summary", "aggregate_id")
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def audit_frame(
+    key: str,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 200,
+    _source: Source,
+) -> pd.DataFrame:
+    """The audit log's rows matching the filters (projections/audit.py ``AuditFilter``),
+    newest first, at most ``limit``; actor ``None`` shown as ``unrecorded``, ids dashed."""
+    where = AuditFilter(actor=actor, action=action, target=target, since=since, until=until)
+    with _reading():
+        entries = SqlAuditView(_source.views().store).list_entries(where, limit=limit)
+    records = [
+        {**asdict(e), "actor": e.actor or AUDIT_UNRECORDED, "aggregate_id": str(e.aggregate_id)} for e in entries
+    ]
+    return pd.DataFrame.from_records(records, columns=list(AUDIT_COLUMNS))
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def audit_count(
+    key: str,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    target: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    _source: Source,
+) -> int:
+    view = SqlAuditView(_source.views().store)
+    clauses, params = view.where(AuditFilter(actor=actor, action=action, target=target, since=since, until=until))
+    sql = f"SELECT COUNT(*) FROM {AUDIT_TABLE}" + (" WHERE " + " AND ".join(clauses) if clauses else "")
+    ((count,),) = _run(_source, sql, params)
+    return int(count)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def audit_actors(key: str, *, _source: Source) -> list[str]:
+    """Every actor of the audit log (``unrecorded`` for rows without one)."""
+    with _reading():
+        actors = SqlAuditView(_source.views().store).list_actors()
+    return [actor or AUDIT_UNRECORDED for actor in actors]
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def request_ids_starting(key: str, prefix: str, *, _source: Source) -> list[str]:
+    """Up to two request ids (dashed) of the request log that start with ``prefix`` (hex digits,
+    dashes ignored): one means found, two means the prefix is ambiguous."""
+    digits = prefix.replace("-", "").lower()
+    if not digits or any(c not in "0123456789abcdef" for c in digits) or len(digits) > 32:
+        return []
+    sql = f"SELECT request_id FROM {REQUESTS_TABLE} WHERE " + (
+        "request_id = ?" if len(digits) == 32 else "request_id LIKE ?"
+    )
+    rows = _run(_source, sql + " ORDER BY request_id LIMIT 2", (digits if len(digits) == 32 else digits + "%",))
+    return [id_text(request_id) or "" for (request_id,) in rows]

@@ -1,11 +1,14 @@
 """The display timezone: data stays UTC everywhere (read models, exports, the API); a page
 converts only what it shows, to the zone picked in the sidebar (kept per browser session,
-``TALLYHUB_DASHBOARD_TIMEZONE`` or UTC by default)."""
+``TALLYHUB_DASHBOARD_TIMEZONE`` or UTC by default), and names the zone wherever it shows a
+time (``heading``, ``text``). Queries and windows keep UTC bounds; only their text and the
+charts' axes (``wall_clock``) are in the display zone."""
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, tzinfo
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import pandas as pd
@@ -53,6 +56,26 @@ def text(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     """``moment`` as text in the display zone, with the zone's abbreviation; "—" for None."""
     local = shown(moment)
     return "—" if local is None else f"{local.strftime(fmt)} {label()}"
+
+
+def heading(name: str) -> str:
+    """A column or field heading that names the zone: ``at (Asia/Tokyo)``."""
+    return f"{name} ({label()})"
+
+
+def span_text(since: datetime, until: datetime, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    """``[since, until)`` as text in the display zone, the zone named once."""
+    start, end = shown(since), shown(until)
+    assert start is not None and end is not None
+    return f"{start.strftime(fmt)} → {end.strftime(fmt)} {label()}"
+
+
+def wall_clock(values: Any) -> pd.Series:
+    """Moments for a chart whose time scale shows UTC (Vega-Lite knows no other zone): each
+    one moved so that its UTC clock reads what the display zone's clock read then. For
+    axes and tooltips only; never for anything that is computed or stored."""
+    moments = pd.to_datetime(pd.Series(values), utc=True)
+    return moments.dt.tz_convert(zone_name()).dt.tz_localize(None).dt.tz_localize("UTC")
 
 
 def label() -> str:

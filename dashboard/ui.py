@@ -12,7 +12,7 @@ import streamlit as st
 
 from adapters.settings import Settings, SettingsError
 from application.acting import admin_actor
-from dashboard import ledger_reads, queries
+from dashboard import ledger_reads, queries, timezones
 from dashboard.metrics import credits_text
 from dashboard.queries import ReadModelsMissing, Source
 from dashboard.windows import PRESETS, Window, last, whole_days
@@ -92,7 +92,16 @@ class PageContext:
 
 
 def page_context() -> PageContext:
-    """The data source of this page; stops with the "run tallyhub init" state when it has no read models."""
+    """The data source of this page; stops with the "run tallyhub init" state when it has no read models.
+
+    Stops unless the admin key was accepted in this session (a portal session is not an
+    admin's): app.py's navigation is the gate, and this is a second lock behind it. The
+    analytics pages live in ``analytics/``, not ``pages/``, so Streamlit's "pages directory"
+    mode (which runs a ``pages/`` file by its URL, without app.py, on a process's first run)
+    never applies."""
+    if not signed_in():
+        st.error("Sign in with the admin key to see this page.")
+        st.stop()
     current = settings()
     source = Source.of(current)
     try:
@@ -100,6 +109,7 @@ def page_context() -> PageContext:
     except ReadModelsMissing:
         st.info(NOT_INITIALISED)
         st.stop()
+    timezones.picker()
     with st.sidebar:
         st.caption("Read models at event " + ", ".join(f"{n} {p}" for n, p in sorted(positions.items())))
         if st.button("Refresh data", key="refresh_data", help=f"Query results are cached for {queries.TTL_SECONDS} s"):
@@ -125,7 +135,10 @@ def window_picker(page: str, *, default: str = "Last 7 days") -> Window:
     else:
         window = last(PRESETS[choice], now)
         right.caption(" ")
-    right.caption(f"{window.label()} · compared with {window.previous.label()}")
+    right.caption(
+        f"{timezones.span_text(window.since, window.until)} · compared with "
+        f"{timezones.span_text(window.previous.since, window.previous.until)}"
+    )
     st.session_state[f"{page}_window"] = window
     return window
 
@@ -149,8 +162,8 @@ def empty_window(ctx: PageContext, window: Window, what: str = "requests") -> No
         st.info(NO_REQUESTS)
     else:
         st.info(
-            f"No {what} between {window.label()}. The latest request was at "
-            f"{latest.strftime('%Y-%m-%d %H:%M')} UTC — widen the time range."
+            f"No {what} between {timezones.span_text(window.since, window.until)}. The latest request was at "
+            f"{timezones.text(latest, '%Y-%m-%d %H:%M')} — widen the time range."
         )
 
 

@@ -167,6 +167,9 @@ class Account(Aggregate):
     class AlertThresholdsSet(Aggregate.Event):
         thresholds: list[int]  # available-balance thresholds (nanocredits), highest first; [] clears
 
+    class SelfServiceSet(Aggregate.Event):
+        keys: bool  # the customer portal may create and revoke the account's own API keys
+
     class HoldSettled(Aggregate.Event):
         request_id: UUID
         amount: int  # charged
@@ -461,6 +464,19 @@ class Account(Aggregate):
     @event(AlertThresholdsSet)
     def _alert_thresholds_set(self, thresholds: list[int]) -> None:
         self.alert_thresholds = list(thresholds)
+
+    self_service_keys: bool = False  # a class default: accounts and snapshots from before self-service
+
+    def set_self_service(self, keys: bool) -> bool:
+        """Whether the customer portal may manage the account's own keys; an event only on a change."""
+        if keys == self.self_service_keys:
+            return False
+        self._self_service_set(keys=keys)
+        return True
+
+    @event(SelfServiceSet)
+    def _self_service_set(self, keys: bool) -> None:
+        self.self_service_keys = keys
 
     def _used(self, scope: str, windows: dict[str, str]) -> dict[str, int]:
         """What ``scope`` spent plus what it holds, in each current window."""

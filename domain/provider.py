@@ -14,6 +14,11 @@ routing leaves it out even before the ``CredentialDisabled`` that records it. A
 provider that needs a secret never loses its last credential while it is enabled
 (with none at all it would be called without one).
 
+A credential's weight (its share of traffic, a whole number from 1 to
+``MAX_CREDENTIAL_WEIGHT``) is set when it is added and changed by
+``CredentialWeightChanged``, which records the previous weight too (the audit log shows
+both); routing reads it on each request (application/routing.py).
+
 Each credential is a frozen ``Credential``; a change replaces it. The events keep their
 plain payloads (ids, references, envelopes as dicts): a store written before the value
 object loads unchanged, and providers are never snapshotted, so no stored state has the
@@ -39,6 +44,7 @@ from domain.errors import InvalidRequest
 PROVIDER_KINDS = ("openai", "anthropic", "gemini", "bedrock", "ollama", "openai-compatible")
 KINDS_WITHOUT_SECRET = ("ollama",)
 
+MAX_CREDENTIAL_WEIGHT = 1_000_000  # a credential's share of traffic: 1 to this
 DEFAULT_TIMEOUT_CONNECT_SECONDS = 10.0
 DEFAULT_RETRY_BASE_MS = 250
 MAX_TIMEOUT_SECONDS = 3600.0
@@ -92,6 +98,16 @@ class UpstreamPolicy:
 def _check_whole(value: Any, name: str, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidRequest(f"{name} must be a whole number from {low} to {high}, got {value!r}", param=name)
+
+
+def check_weight(weight: Any) -> None:
+    """A credential's weight is a whole number from 1 to ``MAX_CREDENTIAL_WEIGHT``."""
+    if isinstance(weight, bool) or not isinstance(weight, int):
+        raise InvalidRequest(f"a credential weight must be a whole number, got {weight!r}", param="weight")
+    if weight <= 0:
+        raise InvalidRequest("a credential weight must be positive", param="weight")
+    if weight > MAX_CREDENTIAL_WEIGHT:
+        raise InvalidRequest(f"a credential weight must be at most {MAX_CREDENTIAL_WEIGHT:,}", param="weight")
 
 
 @dataclass(frozen=True)
@@ -157,6 +173,11 @@ class Provider(Aggregate):
         credential_id: str
         sealed: dict[str, str]
 
+    class CredentialWeightChanged(Aggregate.Event):
+        credential_id: str
+        weight: int
+        previous: int
+
     class Disabled(Aggregate.Event):
         pass
 
@@ -187,8 +208,7 @@ class Provider(Aggregate):
 
     def add_credential(self, credential_id: str, secret_ref: str, hint: str, weight: int = 1) -> None:
         """A credential whose secret the secret store holds under ``secret_ref``."""
-        if weight <= 0:
-            raise InvalidRequest("a credential weight must be positive", param="weight")
+        check_weight(weight)
         if any(c.credential_id == credential_id for c in self.credentials):
             raise InvalidRequest(f"credential {credential_id} already exists")
         self._credential_stored(credential_id=credential_id, secret_ref=secret_ref, hint=hint, weight=weight)
@@ -247,6 +267,17 @@ class Provider(Aggregate):
     @event(CredentialRotated)
     def _credential_rotated(self, credential_id: str, replaced_by: str, retires_at: datetime) -> None:
         self._replace(credential_id, replaced_by=replaced_by, retires_at=retires_at)
+
+    def set_credential_weight(self, credential_id: str, weight: int) -> None:
+        """Give a credential another share of traffic (no event when it already has it)."""
+        check_weight(weight)
+        previous = self.credential(credential_id).weight
+        if weight != previous:
+            self._credential_weight_changed(credential_id=credential_id, weight=weight, previous=previous)
+
+    @event(CredentialWeightChanged)
+    def _credential_weight_changed(self, credential_id: str, weight: int, previous: int) -> None:
+        self._replace(credential_id, weight=weight)
 
     def delete_credential(self, credential_id: str) -> None:
         self.credential(credential_id)

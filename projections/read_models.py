@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 from eventsourcing.application import Application
 
 from projections.alerts import InMemoryAlertStates, SqlAlertStates
+from projections.audit import AuditProjection, AuditView, InMemoryAuditView, SqlAuditView
 from projections.balances import BalancesProjection, BalancesView, InMemoryBalancesView, SqlBalancesView
 from projections.ledger_entries import (
     InMemoryLedgerEntriesView,
@@ -72,6 +73,7 @@ class ReadModels:
     providers: ProviderHourlyView | None = None  # likewise
     schemas: Sequence[Schema] = ()  # the SQL views' tables at their projections' versions
     alerts: Any = None  # application/alerts.py AlertProcess, when built with ``alerts``
+    audit: AuditView | None = None  # None only in a bundle built by hand without it
 
     def create_tables(self) -> None:
         """The store's own tables, then each projection's at its version (rebuilt if it differs)."""
@@ -101,6 +103,7 @@ def build_read_models(
             InMemoryRequestLogView(memory),
             InMemoryLedgerEntriesView(memory),
             InMemoryProviderHourlyView(memory),
+            InMemoryAuditView(memory),
         )
         return _with_alerts(_bundle(app, memory, views, (), batch_size, alerts, InMemoryAlertStates(memory)))
     store: SqlStore
@@ -114,6 +117,7 @@ def build_read_models(
         SqlRequestLogView(store),
         SqlLedgerEntriesView(store),
         SqlProviderHourlyView(store),
+        SqlAuditView(store),
     )
     ddl = [statement for view in sql_views for statement in view.DDL]
     if alerts is not None:
@@ -136,13 +140,14 @@ def _bundle(
     alerts: Callable[[Any], AnyProjection] | None = None,
     alert_states: Any = None,
 ) -> tuple[ReadModels, Any]:
-    balances, usage, requests, ledger, providers = views
+    balances, usage, requests, ledger, providers, audit = views
     projections: tuple[AnyProjection, ...] = (
         BalancesProjection(balances),
         UsageProjection(usage),
         RequestLogProjection(requests),
         LedgerEntriesProjection(ledger),
         ProviderHourlyProjection(providers, first_events_of(app)),
+        AuditProjection(audit),
     )
     process = alerts(alert_states) if alerts is not None else None
     run: list[tuple[Any, AnyProjection]] = list(zip(views, projections, strict=True))
@@ -158,6 +163,7 @@ def _bundle(
     read_models = ReadModels(
         guarded[0], guarded[1], guarded[2], runner, store, tuple(ddl), guarded[3], guarded[4], tuple(schemas)
     )
+    read_models.audit = guarded[5]
     return read_models, process
 
 

@@ -237,6 +237,13 @@ def providers_add_credential(args: argparse.Namespace) -> Result:
     return data, f"credential {data['credentials'][-1]['id']} added to {args.name}"
 
 
+def providers_weight(args: argparse.Namespace) -> Result:
+    with open_services() as services:
+        provider = services.provider_registry.set_credential_weight(args.name, args.credential_id, args.weight)
+        data = provider_json(provider)
+    return data, f"credential {args.credential_id} of {args.name}: weight {args.weight}\n{_provider_text(data)}"
+
+
 def providers_disable(args: argparse.Namespace) -> Result:
     with open_services() as services:
         if args.credential:

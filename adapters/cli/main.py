@@ -16,9 +16,11 @@ from typing import Any
 
 from adapters.cli import (
     audit_commands,
+    audit_log_commands,
     commands,
     key_commands,
     model_commands,
+    portal_commands,
     price_import_commands,
     reconcile_commands,
     replay_commands,
@@ -41,6 +43,7 @@ from domain.errors import (
     UpstreamError,
 )
 from domain.money import InvalidAmount
+from domain.provider import MAX_CREDENTIAL_WEIGHT
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -128,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     cred.add_argument("name")
     cred.add_argument("--api-key-stdin", action="store_true", required=True)
     cred.add_argument("--weight", type=int, default=1)
+    weight = command("weight", commands.providers_weight, "change a credential's share of traffic", providers)
+    weight.add_argument("name")
+    weight.add_argument("credential_id", metavar="CREDENTIAL_ID", help="an id from `providers show`")
+    weight.add_argument("weight", type=int, metavar="WEIGHT", help=f"a whole number from 1 to {MAX_CREDENTIAL_WEIGHT}")
     for action, handler, help_ in (
         ("disable", commands.providers_disable, "stop routing to a provider"),
         ("enable", commands.providers_enable, "route to a provider again"),
@@ -246,10 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile_commands.register(sub, command)
     replay_commands.register(sub, command)
     audit_commands.register(sub, command)
+    audit_log_commands.register(sub, command)
     usage_commands.register(sub, command)
     price_import_commands.register(prices, command)
     model_commands.register(sub, command)
     webhook_commands.register(sub, command, accounts=accounts)
+    portal_commands.register(sub, command, accounts=accounts)
     return parser
 
 

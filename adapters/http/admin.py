@@ -3,7 +3,7 @@ reads of balances, usage and requests come from the read models (caught up first
 so an operator sees their own writes)."""
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema
 
 from adapters.cli.limit_commands import limits_json
+from adapters.cli.portal_commands import build_portal, link_json
 from adapters.http.admin_auth import check_admin_key
 from adapters.http.admin_limits import LimitsIn
 from adapters.http.services import bearer_token, services_of
@@ -37,7 +38,7 @@ from adapters.workers.hold_sweeper import sweep
 from application.pricing_input import parse_price_file, price_from_entry
 from domain.errors import InvalidRequest, NotInCreditsMode
 from domain.money import parse_credits
-from domain.provider import PROVIDER_KINDS, UpstreamPolicy
+from domain.provider import MAX_CREDENTIAL_WEIGHT, PROVIDER_KINDS, UpstreamPolicy
 
 T = TypeVar("T")
 
@@ -141,6 +142,12 @@ class CredentialIn(_Body):
     weight: int = Field(default=1, ge=1)
 
 
+class CredentialWeightIn(_Body):
+    weight: int = Field(
+        ge=1, le=MAX_CREDENTIAL_WEIGHT, strict=True, description="the credential's share of traffic, a JSON integer"
+    )
+
+
 class AliasIn(_Body):
     models: list[str] = Field(
         description="PROVIDER/MODEL to serve the alias, then fallbacks in order",
@@ -242,6 +249,14 @@ async def show_provider(name: str, services: Admin) -> dict[str, Any]:
 @router.post("/providers/{name}/credentials", status_code=201)
 async def add_credential(name: str, body: CredentialIn, services: Admin) -> dict[str, Any]:
     return provider_json(await _run(services.provider_registry.add_credential, name, body.api_key, body.weight))
+
+
+@router.patch("/providers/{name}/credentials/{credential_id}")
+async def set_credential_weight(
+    name: str, credential_id: str, body: CredentialWeightIn, services: Admin
+) -> dict[str, Any]:
+    """Change a credential's weight (as ``tallyhub providers weight``); answers the provider."""
+    return provider_json(await _run(services.provider_registry.set_credential_weight, name, credential_id, body.weight))
 
 
 @router.post("/providers/{name}/disable")
@@ -390,6 +405,19 @@ async def issue_key(account: str, body: KeyIn, services: Admin) -> dict[str, Any
 @router.post("/keys/{key_id}/revoke")
 async def revoke_key(key_id: str, services: Admin) -> dict[str, Any]:
     return api_key_json(await _run(services.api_keys.revoke_api_key, key_id))
+
+
+class PortalLinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ttl_seconds: int = Field(default=3600, ge=60, le=604_800, description="how long the link is valid (default 1 h)")
+
+
+@router.post("/accounts/{account}/portal-links", status_code=201)
+async def create_portal_link(account: str, services: Admin, body: PortalLinkIn | None = None) -> dict[str, Any]:
+    """A one-use sign-in link to the account's customer portal (``tallyhub portal link``), shown once."""
+    ttl = timedelta(seconds=(body or PortalLinkIn()).ttl_seconds)
+    issued = await _run(build_portal(services).issue_link, account, ttl)
+    return link_json(issued, services.settings.dashboard_url)
 
 
 USER_FILTER = Query(description="only requests the caller attributed to this end user (`user`)")

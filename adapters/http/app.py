@@ -13,8 +13,10 @@ from fastapi import FastAPI
 
 from adapters.http import (
     admin,
+    admin_audit,
     admin_deliveries,
     admin_exports,
+    admin_jobs,
     admin_keys,
     admin_models,
     admin_price_import,
@@ -38,7 +40,7 @@ from adapters.http.access_log import AccessLogMiddleware
 from adapters.http.docs import install_docs
 from adapters.http.drain import DrainGuard, watch_signals
 from adapters.http.edge import EdgeGuard, client_address
-from adapters.http.errors import install_error_handlers
+from adapters.http.errors import TopUpLinks, install_error_handlers
 from adapters.http.health import HealthRoutes, serve_readiness
 from adapters.http.health import router as health_router
 from adapters.http.hot_routes import HotRoutes
@@ -49,6 +51,7 @@ from adapters.services import Services
 from adapters.workers.credential_probe import run_probes
 from adapters.workers.deliveries import dispatcher_for, run_deliveries
 from adapters.workers.hold_sweeper import run_sweeps
+from adapters.workers.jobs import run_jobs
 from application.auth_throttle import AuthThrottle
 from application.shutdown import shutdown_check
 
@@ -72,6 +75,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
             if embedded:
                 background.append(asyncio.create_task(run_sweeps(services, services.settings.sweep_interval_seconds)))
                 background.append(asyncio.create_task(run_deliveries(dispatcher_for(services))))  # webhooks
+                background.append(asyncio.create_task(run_jobs(services.jobs)))  # background exports, replays
             signals = watch_signals(services.shutdown)  # SIGTERM: drain first (application/shutdown.py)
             try:
                 yield
@@ -90,7 +94,16 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
                 if services.rate_limiter is not None:
                     await services.rate_limiter.aclose()  # the Redis limiter's connection pool
 
-    app = FastAPI(title="Tallyhub", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # FastAPI's OpenTelemetry hook asks three global providers on every request (~31,000
+    # instructions, docs/performance.md); Tallyhub reports through /metrics and its access log.
+    app = FastAPI(
+        title="Tallyhub",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     app.state.services = services
     app.state.readiness = readiness = serve_readiness(services)
     readiness.checks.append(shutdown_check(services.shutdown))  # /ready: 503 from SIGTERM on
@@ -112,8 +125,10 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(admin_reconcile.router)
     app.include_router(admin_replays.router)
     app.include_router(admin_exports.router)
+    app.include_router(admin_jobs.router)  # GET /admin/v1/jobs, /admin/v1/jobs/{id}
     app.include_router(admin_webhooks.router)  # /admin/v1/webhooks, /admin/v1/accounts/{account}/alerts
     app.include_router(admin_deliveries.router)  # GET /admin/v1/webhooks/deliveries
+    app.include_router(admin_audit.router)  # GET /admin/v1/audit
     app.include_router(me.router)
     app.include_router(responses_stored.router)  # GET/DELETE /v1/responses/{id} (TALLYHUB_RESPONSES_STORE)
     app.include_router(payments.router)
@@ -142,5 +157,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.add_middleware(HealthRoutes, readiness=readiness)  # /health, /ready: before the throttle and the routes
     if services.access_log is not None:  # inside RequestIdMiddleware: reads its id
         app.add_middleware(AccessLogMiddleware, access_log=services.access_log)
+    if services.settings.topup_url:  # every 402 carries the top-up link (adapters/http/errors.py)
+        app.add_middleware(TopUpLinks, template=services.settings.topup_url)
     app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
     return app

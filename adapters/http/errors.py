@@ -10,11 +10,17 @@ says nothing of it.
 ``status_of`` is that choice alone: the composition root (adapters/bootstrap.py) gives it
 to the billing (application/ports.py ``StatusOf``), which records a failed or refused
 request with it (application/billing.py, calls.py): the request log keeps the status the
-caller is answered with, chosen here and nowhere else."""
+caller is answered with, chosen here and nowhere else.
+
+With ``TALLYHUB_TOPUP_URL`` set, ``create_app`` wraps the app in ``TopUpLinks``: every 402
+``insufficient_credits`` answered inside it (OpenAI's shape here, Anthropic's in
+messages.py) carries the account's top-up link in its message and in ``topup_url``.
+Unset, the middleware is not installed and the answers are exactly as before."""
 
 import logging
 import sqlite3
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import eventsourcing.persistence as es_persistence
@@ -24,9 +30,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from adapters.http.rate_limit_headers import rate_limit_headers
 from adapters.http.services import RequestTooLarge
+from application.portal import topup_link
 from application.ports import Admission
 from domain.errors import (
     AlreadyExists,
@@ -91,8 +99,38 @@ _HTTP_CODES = {
 }
 
 
-def error_body(message: str, *, type_: str, code: str | None, param: str | None = None) -> bytes:
-    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+def error_body(
+    message: str, *, type_: str, code: str | None, param: str | None = None, extra: dict[str, Any] | None = None
+) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code, **(extra or {})}})
+
+
+_TOPUP_TEMPLATE: ContextVar[str | None] = ContextVar("tallyhub_topup_template", default=None)
+
+
+class TopUpLinks:
+    """ASGI middleware: the requests it passes answer a 402 with ``template`` filled in
+    (``{account}``: the account's id, URL-encoded). Installed only when the setting is set."""
+
+    def __init__(self, app: ASGIApp, template: str) -> None:
+        self.app = app
+        self.template = template
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        token = _TOPUP_TEMPLATE.set(self.template)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            _TOPUP_TEMPLATE.reset(token)
+
+
+def error_message(exc: Exception) -> tuple[str, str | None]:
+    """The error's message and, for a 402 inside ``TopUpLinks``, its top-up link (also in the message)."""
+    template = _TOPUP_TEMPLATE.get()
+    if template is None or not isinstance(exc, InsufficientCredits):
+        return str(exc), None
+    link = topup_link(template, exc.account_id)
+    return f"{exc}; top up at {link}", link
 
 
 def error_response(
@@ -103,9 +141,10 @@ def error_response(
     code: str | None,
     param: str | None = None,
     headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Response:
     return Response(
-        error_body(message, type_=type_, code=code, param=param),
+        error_body(message, type_=type_, code=code, param=param, extra=extra),
         status_code=status,
         media_type="application/json",
         headers=headers,
@@ -153,7 +192,16 @@ def response_for(exc: Exception) -> Response:
     if isinstance(admission, Admission):
         headers = {**(headers or {}), **rate_limit_headers(admission)}
     code = exc.code if isinstance(exc, TallyhubError) else None
-    return error_response(status, str(exc), type_=type_, code=code, param=getattr(exc, "param", None), headers=headers)
+    message, link = error_message(exc)
+    return error_response(
+        status,
+        message,
+        type_=type_,
+        code=code,
+        param=getattr(exc, "param", None),
+        headers=headers,
+        extra=None if link is None else {"topup_url": link},
+    )
 
 
 INTERNAL_ERROR = error_body("internal error", type_="server_error", code="internal_error")

@@ -22,7 +22,7 @@ from adapters.http.bodies import json_object
 from adapters.http.calls import request_id_of
 from adapters.http.chat import complete_answer, relay, stream_headers, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
-from adapters.http.errors import ANSWERED_ERRORS, response_for
+from adapters.http.errors import ANSWERED_ERRORS, error_message, response_for
 from adapters.http.messages_translate import (
     MessagesStreamTranslator,
     anthropic_error_body,
@@ -120,8 +120,12 @@ def anthropic_error(exc: Exception) -> Response:
     """The OpenAI-shaped error's status and headers, with Anthropic's body."""
     openai_shaped = response_for(exc)
     headers = {k: v for k, v in openai_shaped.headers.items() if k == "retry-after" or k.startswith("x-ratelimit-")}
+    message, topup_url = error_message(exc)  # a 402's top-up link (TALLYHUB_TOPUP_URL), as in OpenAI's shape
+    body = anthropic_error_body(openai_shaped.status_code, message)
+    if topup_url is not None:
+        body["error"]["topup_url"] = topup_url
     return Response(
-        orjson.dumps(anthropic_error_body(openai_shaped.status_code, str(exc))),
+        orjson.dumps(body),
         status_code=openai_shaped.status_code,
         media_type="application/json",
         headers=headers,

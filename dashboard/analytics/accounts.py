@@ -6,10 +6,17 @@ adjustments, charges) comes from the ledger-entries read model where the deploym
 it; where it does not, the page says so rather than rebuilding one from events.
 """
 
+import pandas as pd
 import streamlit as st
 
-from dashboard import charts, queries, ui
+from dashboard import charts, queries, timezones, ui
 from dashboard.metrics import credits_axis, credits_text
+
+
+def in_zone(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its ``at`` column in the display zone, the heading naming the zone."""
+    return timezones.frame_columns(frame, ["at"]).rename(columns={"at": timezones.heading("at")})
+
 
 ctx = ui.page_context()
 st.title("Accounts")
@@ -40,9 +47,11 @@ st.altair_chart(
     key="chart_balances",
 )
 
-shown = ui.with_credits(balances, AMOUNTS).rename(columns={"name": "account"})
+UPDATED = timezones.heading("updated_at")
+shown = timezones.frame_columns(ui.with_credits(balances, AMOUNTS), ["updated_at"])
+shown = shown.rename(columns={"name": "account", "updated_at": UPDATED})
 st.dataframe(
-    shown[["account", *AMOUNTS, "updated_at", "account_id"]], hide_index=True, width="stretch", key="balances_table"
+    shown[["account", *AMOUNTS, UPDATED, "account_id"]], hide_index=True, width="stretch", key="balances_table"
 )
 st.caption(
     "Amounts in credits, exact. balance = granted − charged (+ refunds ± adjustments where recorded); "
@@ -64,7 +73,9 @@ st.markdown(f"**Open holds** ({len(holds)})")
 if holds.empty:
     st.caption("No open holds: no request of this account is in flight.")
 else:
-    st.dataframe(ui.with_credits(holds, ["amount"]), hide_index=True, width="stretch", key="holds_table")
+    held = timezones.frame_columns(ui.with_credits(holds, ["amount"]), ["expires_at"])
+    held = held.rename(columns={"expires_at": timezones.heading("expires_at")})
+    st.dataframe(held, hide_index=True, width="stretch", key="holds_table")
 
 window = ui.window_picker("accounts", default="Last 30 days")
 usage = queries.usage_frame(ctx.key, window.since, window.until, account_id, _source=ctx.source)
@@ -90,7 +101,7 @@ else:
     )
     st.caption(
         f"{int(usage['requests'].sum()):,} requests, {credits_text(int(usage['charge'].sum()))} credits "
-        f"charged in {window.label()}."
+        f"charged in {timezones.span_text(window.since, window.until)}."
     )
 
 STATEMENT_ROWS = 500
@@ -107,9 +118,11 @@ if statement is None:
     charges = charges[charges["charge"] > 0]
     st.markdown("**Recent charges** (newest 200 of the window, from the request log)")
     st.dataframe(
-        ui.with_credits(
-            charges[["at", "model", "input_tokens", "output_tokens", "charge", "price_book_version", "request_id"]],
-            ["charge"],
+        in_zone(
+            ui.with_credits(
+                charges[["at", "model", "input_tokens", "output_tokens", "charge", "price_book_version", "request_id"]],
+                ["charge"],
+            )
         ),
         hide_index=True,
         width="stretch",
@@ -134,9 +147,11 @@ st.altair_chart(
 )
 credit = entries[entries["kind"] != "charge"]
 st.markdown(f"**Grants, top-ups, refunds and adjustments** ({len(credit)})")
-st.dataframe(ui.with_credits(credit, ["amount", "balance"]), hide_index=True, width="stretch")
+st.dataframe(in_zone(ui.with_credits(credit, ["amount", "balance"])), hide_index=True, width="stretch")
 st.markdown(f"**Every movement** (newest {min(len(entries), STATEMENT_ROWS):,} of {len(entries):,})")
 st.dataframe(
-    ui.with_credits(entries.iloc[::-1].head(STATEMENT_ROWS), ["amount", "balance"]), hide_index=True, width="stretch"
+    in_zone(ui.with_credits(entries.iloc[::-1].head(STATEMENT_ROWS), ["amount", "balance"])),
+    hide_index=True,
+    width="stretch",
 )
 st.caption("Amounts in credits, exact; a charge is negative. Each row's balance is the account's balance after it.")

@@ -4,11 +4,21 @@ from the read models with ``tallyhub export``'s own columns and row encoding —
 marked as not recorded in the export chain. Built in ``dashboard.export_files``."""
 
 import json
+from datetime import datetime
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, export_files, queries, ui
+from dashboard import charts, export_files, queries, timezones, ui
+
+
+def created_text(value: object) -> str:
+    """A manifest's ``created_at`` (ISO 8601 UTC) in the display zone; as written if unreadable."""
+    try:
+        return timezones.text(datetime.fromisoformat(str(value)))
+    except ValueError:
+        return str(value or "—")
+
 
 ctx = ui.page_context()
 st.title("Exports")
@@ -40,7 +50,7 @@ else:
                     "from": export.manifest.get("from"),
                     "to": export.manifest.get("to"),
                     "rows": export.manifest.get("rows"),
-                    "created_at": export.manifest.get("created_at"),
+                    timezones.heading("created at"): created_text(export.manifest.get("created_at")),
                     "recorded": "yes" if export.recorded else "no (snapshot)",
                     "export_id": export.export_id,
                     "chain head": (export.manifest.get("chain") or {}).get("head"),

@@ -7,11 +7,15 @@ the provider rollups' sums (``ProviderHourlyView.get_totals``): all three read m
 a request by the same event timestamp, and windows are whole hours, so they agree.
 In credits mode Spend is also minus the sum of the ``charge`` rows of ``tallyhub export
 ledger`` for the same window (``ledger_note``; docs/operations.md, Dashboard, states the rule).
+Spend by API key is the same usage rollups summed per key (its rows add up to Spend), each
+key named as it was issued (``ApiKey.Issued``, read once for all keys, never per key).
 """
 
+import pandas as pd
 import streamlit as st
 
-from dashboard import charts, queries, ui
+from dashboard import charts, ledger_reads, queries, ui
+from dashboard.console.keys_directory import key_names
 from dashboard.metrics import (
     ProviderTotals,
     Totals,
@@ -268,3 +272,38 @@ if margins is not None:
         width="stretch",
         key="chart_margin",
     )
+
+
+def key_spend_frame() -> pd.DataFrame:
+    """The window's usage per API key, with the key's name and account, the most charged first."""
+    spend = queries.key_spend_frame(ctx.key, window.since, window.until, _source=ctx.source)
+    try:
+        names = key_names(ctx.key, _settings=ctx.settings)
+    except ledger_reads.StoreUnavailable:
+        names = {}
+    accounts = ui.account_names(ctx)
+
+    def key_name(key_id: str) -> str:
+        if not key_id:
+            return "(no key)"
+        return names.get(key_id, ("", ""))[0] or "(no name)"
+
+    return pd.DataFrame(
+        {
+            "key": [key_name(k) for k in spend["api_key_id"]],
+            "key id": spend["api_key_id"],
+            "account": [accounts.get(a, a or "—") for a in spend["account_id"]],
+            "requests": spend["requests"],
+            "failed": spend["failed_requests"],
+            "tokens": spend["tokens"],
+            "spend (credits)": [credits_text(int(v)) for v in spend["charge"]],
+        }
+    )
+
+
+st.subheader("Spend by API key")
+st.dataframe(key_spend_frame(), hide_index=True, width="stretch")
+st.caption(
+    "Each key's requests, tokens and spend in the window, exact (the usage rollups summed per key: the rows add up "
+    "to Spend above). Manage keys on the console's API keys page."
+)

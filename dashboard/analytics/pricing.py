@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, ledger_reads, queries, ui, whatif
+from dashboard import charts, ledger_reads, queries, timezones, ui, whatif
 from dashboard.metrics import credits_axis, credits_text
 from domain.money import format_credits
 
@@ -39,7 +39,11 @@ st.altair_chart(charts.rates_by_version(points), width="stretch", key="chart_rat
 st.dataframe(
     pd.DataFrame(
         [
-            {"version": v.version, "effective at (UTC)": v.effective_at, "models": len(v.prices)}
+            {
+                "version": v.version,
+                timezones.heading("effective at"): timezones.shown(v.effective_at),
+                "models": len(v.prices),
+            }
             for v in reversed(versions)
         ]
     ),

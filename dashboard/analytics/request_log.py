@@ -1,5 +1,6 @@
 """Requests: the request log with filters (an end user and a tag among them, matched
-exactly), and one request's receipt.
+exactly), and one request's receipt; or, searched by its id (the full id, or a prefix only
+it has), that one request and its receipt. Times are shown in the display zone, named.
 
 The list and the receipt's figures come from the request-log read model; the rates come
 from the price-book version the request names; the failed upstream attempts come from the
@@ -9,17 +10,159 @@ request's own record — the one ledger read this page makes (``ledger_reads.req
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, ledger_reads, queries, ui
+from dashboard import charts, ledger_reads, queries, timezones, ui
 from dashboard.metrics import credits_text
+from dashboard.ui import PageContext
 from domain.money import format_credits
 
 ANY = "any"
 
+
+def searched(ctx: PageContext, text: str) -> str | None:
+    """The one request whose id is ``text`` or starts with it; says why when there is none."""
+    found = queries.request_ids_starting(ctx.key, text, _source=ctx.source)
+    if not found:
+        st.error(f"Request not found: no request id in the request log is or starts with `{text}`.")
+        return None
+    if len(found) > 1:
+        st.warning(f"More than one request id starts with `{text}`: type more of it.")
+        return None
+    return found[0]
+
+
+def show_receipt(ctx: PageContext, names: dict[str, str], picked: str) -> None:
+    row = queries.request_row(ctx.key, picked, _source=ctx.source)
+    if row is None:
+        st.warning("That request is no longer in the request log.")
+        return
+    left, right = st.columns(2)
+    left.markdown("**What was served**")
+    left.dataframe(
+        pd.DataFrame(
+            {
+                "field": [
+                    "request id",
+                    timezones.heading("at"),
+                    "account",
+                    "API key",
+                    "endpoint",
+                    "model",
+                    "provider",
+                    "upstream model",
+                    "stream",
+                    "status",
+                    "error",
+                    "latency (ms)",
+                    "time to first byte (ms)",
+                    "end user",
+                    "tags",
+                    "metadata",
+                ],
+                "value": [
+                    str(v)
+                    for v in (
+                        row["request_id"],
+                        timezones.text(row["at"], "%Y-%m-%d %H:%M:%S.%f"),
+                        names.get(str(row["account_id"]) if row["account_id"] else "", "—"),
+                        row["api_key_id"],
+                        row["endpoint"],
+                        row["model"],
+                        row["provider"],
+                        row["upstream_model"],
+                        row["stream"],
+                        row["status"],
+                        row["error_code"] or "—",
+                        row["latency_ms"],
+                        row["ttfb_ms"] if row["ttfb_ms"] is not None else "—",
+                        row["end_user"] or "—",
+                        ", ".join(row["tags"]) or "—",
+                        ", ".join(f"{k}={v}" for k, v in row["metadata"]) or "—",
+                    )
+                ],
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+        height="content",
+        key="receipt_served",
+    )
+
+    versions = {v.version: v for v in ledger_reads.price_book_versions(ctx.key, _settings=ctx.settings)}
+    version = versions.get(row["price_book_version"])
+    rates = (version.prices.get(row["model"]) if version else None) or {}
+
+    def rate(name: str, fallback: str | None = None) -> str:
+        value = rates.get(name)
+        if value is None and fallback:
+            value = rates.get(fallback)
+        return "—" if value is None else f"{format_credits(int(value))} per 1M"
+
+    right.markdown("**What it cost**")
+    right.dataframe(
+        pd.DataFrame(
+            {
+                "item": [
+                    "input tokens",
+                    "  of which cached",
+                    "output tokens",
+                    "  of which reasoning",
+                    "usage reported by",
+                    "price-book version",
+                    "input rate",
+                    "cached input rate",
+                    "output rate",
+                    "charged (credits)",
+                    "priced at list (credits)",
+                ],
+                "value": [
+                    f"{row['input_tokens']:,}",
+                    f"{row['cached_input_tokens']:,}",
+                    f"{row['output_tokens']:,}",
+                    f"{row['reasoning_tokens']:,}",
+                    row["usage_source"] or "—",
+                    str(row["price_book_version"]),
+                    rate("input"),
+                    rate("cached_input", "input"),
+                    rate("output"),
+                    credits_text(row["charge"]),
+                    credits_text(row["cost"]),
+                ],
+            }
+        ),
+        hide_index=True,
+        width="stretch",
+        height="content",
+        key="receipt_cost",
+    )
+
+    receipt = ledger_reads.request_receipt(ctx.key, picked, _settings=ctx.settings)
+    attempts = receipt["attempts"] if receipt else []
+    st.markdown(f"**Upstream attempts that failed before this outcome** ({len(attempts)})")
+    if attempts:
+        st.dataframe(pd.DataFrame(attempts), hide_index=True, width="stretch", key="receipt_attempts")
+    else:
+        st.caption("None: the first attempt served the request (or it failed without a retry).")
+
+
 ctx = ui.page_context()
 st.title("Requests")
+names = ui.account_names(ctx)
+search = st.text_input(
+    "Find a request by id",
+    key="requests_search",
+    placeholder="the x-request-id, or its first characters",
+    help="A full request id, or a prefix only one request has. Clear it to see the log.",
+).strip()
+if search:
+    found = searched(ctx, search)
+    st.session_state["requests_found"] = found
+    if found is not None:
+        st.subheader(f"Receipt of request {found}")
+        show_receipt(ctx, names, found)
+    st.stop()
+
 window = ui.window_picker("requests", default="Last 24 hours")
 dims = queries.dimensions(ctx.key, _source=ctx.source)
-names = ui.account_names(ctx)
 
 cols = st.columns(4)
 account = cols[0].selectbox(
@@ -76,11 +219,12 @@ st.altair_chart(
     width="stretch",
     key="chart_request_latency",
 )
-table = ui.with_credits(frame, ["charge", "cost"])
+AT = timezones.heading("at")
+table = timezones.frame_columns(ui.with_credits(frame, ["charge", "cost"]), ["at"]).rename(columns={"at": AT})
 st.dataframe(
     table[
         [
-            "at",
+            AT,
             "status",
             "account",
             "key",
@@ -104,125 +248,13 @@ st.dataframe(
 )
 
 st.subheader("Receipt")
-picked = st.selectbox(
+by_id = frame.set_index("request_id")
+picked = st.selectbox(  # labels without times: they would change with the zone and lose the choice
     "Request",
     list(frame["request_id"]),
     key="requests_receipt",
     format_func=lambda rid: (
-        f"{rid[:8]} · " + " · ".join(str(v) for v in frame.set_index("request_id").loc[rid, ["at", "model", "status"]])
+        f"{rid[:8]} · {by_id.loc[rid, 'model']} · {by_id.loc[rid, 'status']} · {by_id.loc[rid, 'latency_ms']:,.0f} ms"
     ),
 )
-row = queries.request_row(ctx.key, picked, _source=ctx.source)
-if row is None:
-    st.warning("That request is no longer in the request log.")
-    st.stop()
-
-left, right = st.columns(2)
-left.markdown("**What was served**")
-left.dataframe(
-    pd.DataFrame(
-        {
-            "field": [
-                "request id",
-                "at (UTC)",
-                "account",
-                "API key",
-                "endpoint",
-                "model",
-                "provider",
-                "upstream model",
-                "stream",
-                "status",
-                "error",
-                "latency (ms)",
-                "time to first byte (ms)",
-                "end user",
-                "tags",
-                "metadata",
-            ],
-            "value": [
-                str(v)
-                for v in (
-                    row["request_id"],
-                    row["at"],
-                    names.get(str(row["account_id"]) if row["account_id"] else "", "—"),
-                    row["api_key_id"],
-                    row["endpoint"],
-                    row["model"],
-                    row["provider"],
-                    row["upstream_model"],
-                    row["stream"],
-                    row["status"],
-                    row["error_code"] or "—",
-                    row["latency_ms"],
-                    row["ttfb_ms"] if row["ttfb_ms"] is not None else "—",
-                    row["end_user"] or "—",
-                    ", ".join(row["tags"]) or "—",
-                    ", ".join(f"{k}={v}" for k, v in row["metadata"]) or "—",
-                )
-            ],
-        }
-    ),
-    hide_index=True,
-    width="stretch",
-    height="content",
-    key="receipt_served",
-)
-
-versions = {v.version: v for v in ledger_reads.price_book_versions(ctx.key, _settings=ctx.settings)}
-version = versions.get(row["price_book_version"])
-rates = (version.prices.get(row["model"]) if version else None) or {}
-
-
-def rate(name: str, fallback: str | None = None) -> str:
-    value = rates.get(name)
-    if value is None and fallback:
-        value = rates.get(fallback)
-    return "—" if value is None else f"{format_credits(int(value))} per 1M"
-
-
-right.markdown("**What it cost**")
-right.dataframe(
-    pd.DataFrame(
-        {
-            "item": [
-                "input tokens",
-                "  of which cached",
-                "output tokens",
-                "  of which reasoning",
-                "usage reported by",
-                "price-book version",
-                "input rate",
-                "cached input rate",
-                "output rate",
-                "charged (credits)",
-                "priced at list (credits)",
-            ],
-            "value": [
-                f"{row['input_tokens']:,}",
-                f"{row['cached_input_tokens']:,}",
-                f"{row['output_tokens']:,}",
-                f"{row['reasoning_tokens']:,}",
-                row["usage_source"] or "—",
-                str(row["price_book_version"]),
-                rate("input"),
-                rate("cached_input", "input"),
-                rate("output"),
-                credits_text(row["charge"]),
-                credits_text(row["cost"]),
-            ],
-        }
-    ),
-    hide_index=True,
-    width="stretch",
-    height="content",
-    key="receipt_cost",
-)
-
-receipt = ledger_reads.request_receipt(ctx.key, picked, _settings=ctx.settings)
-attempts = receipt["attempts"] if receipt else []
-st.markdown(f"**Upstream attempts that failed before this outcome** ({len(attempts)})")
-if attempts:
-    st.dataframe(pd.DataFrame(attempts), hide_index=True, width="stretch", key="receipt_attempts")
-else:
-    st.caption("None: the first attempt served the request (or it failed without a retry).")
+show_receipt(ctx, names, picked)

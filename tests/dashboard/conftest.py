@@ -72,7 +72,7 @@ def enter_key(app: AppTest, key: str) -> AppTest:
 def on_page(dashboard: Callable[..., AppTest]) -> Callable[[Seeded, str], AppTest]:
     def open_page(store: Seeded, page: str) -> AppTest:
         app = dashboard(store)
-        app.switch_page(f"pages/{page}.py").run()
+        app.switch_page(f"analytics/{page}.py").run()
         assert not app.exception, app.exception
         return app
 

@@ -34,8 +34,9 @@ def test_nothing_but_the_sign_in_form_is_shown_before_the_admin_key(seeded: Seed
     app = dashboard(seeded, sign_in=False)
     assert [t.value for t in app.title] == ["Tallyhub dashboard"]
     assert (len(app.metric), charts_of(app), len(app.dataframe)) == (0, 0, 0)
-    with pytest.raises(ValueError, match=r"Known pages: \['Sign in'\]"):  # no other page is even registered
-        app.switch_page("pages/accounts.py")
+    # no other page is even registered but the customer portal's sign-in (/portal)
+    with pytest.raises(ValueError, match=r"Known pages: \['Sign in', '[^']*/dashboard/portal/sign_in\.py'\]"):
+        app.switch_page("analytics/accounts.py")
 
 
 def test_a_wrong_admin_key_is_refused_and_shows_nothing(seeded: Seeded, dashboard: Start) -> None:
@@ -85,7 +86,7 @@ def test_an_empty_store_shows_what_to_do_on_every_page(empty: Seeded, dashboard:
         ("pricing", "No price-book version yet"),
         ("exports", "No requests recorded yet"),
     ):
-        app.switch_page(f"pages/{page}.py").run()
+        app.switch_page(f"analytics/{page}.py").run()
         assert not app.exception, (page, app.exception)
         assert any(expected in i.value for i in app.info), (page, [i.value for i in app.info])
         assert charts_of(app) == 0

@@ -75,7 +75,7 @@ def test_accounts_show_the_balances_and_open_holds_of_the_read_model(seeded: See
     assert balances["acme"].charged_total + balances["globex"].charged_total == sum(r.charge for r in seeded.requests)
 
     app.selectbox(key="accounts_account").select(str(seeded.account_ids["acme"])).run()
-    holds = table(app, "request_id", "amount", "expires_at")
+    holds = table(app, "request_id", "amount", "expires_at (UTC)")
     assert list(holds["request_id"]) == [str(seeded.open_hold_request)]
 
 
@@ -162,18 +162,18 @@ def test_requests_filter_in_sql_and_show_a_receipt_with_its_attempts(seeded: See
     assert app.session_state["requests_rows"] == len(in_window)
 
     app.selectbox(key="requests_status").select(402).run()
-    rows = table(app, "at", "status", "account", "latency_ms")
+    rows = table(app, "at (UTC)", "status", "account", "latency_ms")
     assert len(rows) == sum(r.status == 402 for r in in_window) > 0
     assert set(rows["account"]) == {"globex"}
 
     app.selectbox(key="requests_status").select("any").run()
     app.selectbox(key="requests_model").select(CLAUDE).run()
-    rows = table(app, "at", "status", "account", "latency_ms")
+    rows = table(app, "at (UTC)", "status", "account", "latency_ms")
     assert set(rows["model"]) == {CLAUDE} and len(rows) == sum(r.model == CLAUDE for r in in_window)
 
     app.selectbox(key="requests_model").select("any").run()
     app.number_input(key="requests_min_latency").set_value(2000.0).run()
-    slow = table(app, "at", "status", "account", "latency_ms")
+    slow = table(app, "at (UTC)", "status", "account", "latency_ms")
     assert (slow["latency_ms"] >= 2000.0).all()
     app.number_input(key="requests_min_latency").set_value(0.0).run()
 
@@ -280,7 +280,7 @@ def test_requests_filter_by_end_user_and_tag_exactly(seeded: Seeded, on_page: Op
     in_window = seeded.in_window(window.since, window.until)
 
     app.text_input(key="requests_user").input("user-1").run()
-    rows = table(app, "at", "status", "end_user", "tags")
+    rows = table(app, "at (UTC)", "status", "end_user", "tags")
     assert len(rows) == sum(r.user == "user-1" for r in in_window) > 0
     assert set(rows["end_user"]) == {"user-1"}
 
@@ -291,7 +291,7 @@ def test_requests_filter_by_end_user_and_tag_exactly(seeded: Seeded, on_page: Op
     assert app.session_state["requests_rows"] == len(both) > 0
 
     app.text_input(key="requests_user").input("").run()
-    rows = table(app, "at", "status", "end_user", "tags")
+    rows = table(app, "at (UTC)", "status", "end_user", "tags")
     assert len(rows) == sum("batch" in r.tags for r in in_window) > 0
     assert all("batch" in tags.split(",") for tags in rows["tags"])
 

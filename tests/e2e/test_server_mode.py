@@ -41,8 +41,9 @@ READ_MODEL_TABLES = {  # table -> ORDER BY
     "th_rm_request_log": "request_id",
     "th_rm_ledger_entries": "position",
     "th_rm_provider_hourly": "1, 2, 3, 4, 5",
+    "th_rm_audit": "position",
 }
-PROJECTIONS = {"balances", "usage", "request_log", "ledger_entries", "provider_hourly", "alerts"}  # alerts: issue 18
+PROJECTIONS = {"balances", "usage", "request_log", "ledger_entries", "provider_hourly", "alerts", "audit"}  # 18, 19
 
 
 class Store:

@@ -35,6 +35,7 @@ from domain.api_key import ApiKey
 from domain.catalog import Catalog
 from domain.deployment import Deployment
 from domain.export_log import ExportLog
+from domain.portal import PortalAccess, PortalLink
 from domain.price_book import PriceBook
 from domain.pricing import ModelPrice
 from domain.provider import Provider
@@ -150,6 +151,8 @@ AGGREGATES: list[type[Aggregate]] = [
     ReplayLog,
     RequestRecord,
     WebhookRegistry,
+    PortalLink,
+    PortalAccess,
 ]
 
 
@@ -172,8 +175,9 @@ def test_each_declared_event_has_its_methods_parameters_as_fields_in_order_with_
             for f, p in zip(declared, params, strict=True):
                 assert f.default == (MISSING if p.default is p.empty else p.default), (cls.__qualname__, f.name)
             checked += 1
-    # 45, then Provider.UpstreamPolicySet (issue 16), Account.AlertThresholdsSet and WebhookRegistry's 3 (issue 18)
-    assert checked == 50
+    # 45, then Provider.UpstreamPolicySet (issue 16), Account.AlertThresholdsSet and WebhookRegistry's 3 (issue 18),
+    # Account.SelfServiceSet, PortalLink's 2, PortalAccess's 2 and Provider.CredentialWeightChanged (issue 19)
+    assert checked == 56
 
 
 def stored(events: Sequence[DomainEventProtocol[Any]]) -> list[tuple[str, list[tuple[str, Any]]]]:

@@ -65,7 +65,7 @@ class SqlContract(ProjectionContract):
                 read_models.balances.list_balances()
             read_models.create_tables()
             read_models.create_tables()
-            assert read_models.runner.catch_up() == 1
+            assert read_models.runner.catch_up() == 2  # the creation to balances and to the audit log
             assert [b.name for b in read_models.balances.list_balances()] == ["alice"]
         finally:
             read_models.close()
@@ -96,6 +96,8 @@ class TestSqliteProjections(SqlContract):
             "th_rm_schema",
             "th_rm_request_tags",
             "th_rm_request_metadata",
+            "th_rm_audit",
+            "th_rm_audit_names",
         }
         assert database.sqlite_path.exists() and database.read_models_sqlite_path != database.sqlite_path
 
@@ -127,6 +129,8 @@ class TestPostgresProjections(SqlContract):
             "th_rm_schema",
             "th_rm_request_tags",
             "th_rm_request_metadata",
+            "th_rm_audit",
+            "th_rm_audit_names",
         }
         assert tables - ours  # the event store's own tables, untouched
 
@@ -138,7 +142,7 @@ class TestPostgresProjections(SqlContract):
         ledger.grant(alice, 5)
         with first.store.tracked("balances") as tx:
             assert tx is not None
-            assert second.runner.catch_up(wait=False) == 1  # the ledger entries' grant; balances busy
+            assert second.runner.catch_up(wait=False) == 3  # the grant to the ledger entries, both to the audit log
         assert second.runner.catch_up(wait=False) == 2
         row = first.balances.get_balance(alice)
         assert row is not None and row.balance == 5

@@ -445,9 +445,10 @@ class ProjectionContract:
         ledger.grant(alice, 7)
         ledger.record(T0, account_id=alice)
         assert (
-            read_models.runner.catch_up() == 6
-        )  # 2 account events; 1 grant to the ledger entries; 1 record × (usage, request log, providers)
-        assert read_models.runner.rebuild() == 6
+            read_models.runner.catch_up() == 8
+        )  # 2 account events to balances and to the audit log; 1 grant to the ledger entries; 1 record × (usage,
+        # request log, providers)
+        assert read_models.runner.rebuild() == 8
         assert read_models.runner.rebuild("balances") == 2
         with pytest.raises(NotFound, match="no projection named 'nope'"):
             read_models.runner.rebuild("nope")
@@ -519,6 +520,7 @@ class ProjectionContract:
             "request_log": head,
             "ledger_entries": head,
             "provider_hourly": head,
+            "audit": head,
         }
         stop = read_models.store.stops()["balances"]
         assert (stop.position, stop.topic, stop.error) == (
@@ -611,6 +613,7 @@ class ProjectionContract:
             ("request_log", 0, 2, 2),
             ("ledger_entries", 0, 2, 2),
             ("provider_hourly", 0, 2, 2),
+            ("audit", 0, 2, 2),
         }
         read_models.runner.catch_up()
         ledger.grant(alice, 1)
@@ -624,11 +627,11 @@ class ProjectionContract:
         first = make_read_models()
         alice = ledger.open_account("alice")
         ledger.grant(alice, 10)
-        assert first.runner.catch_up() == 3  # balances 2, ledger entries 1
+        assert first.runner.catch_up() == 5  # balances 2, ledger entries 1, audit log 2
         ledger.grant(alice, 5)
 
         restarted = make_read_models()
-        assert restarted.runner.catch_up() == 2
+        assert restarted.runner.catch_up() == 3
         row = restarted.balances.get_balance(alice)
         assert row is not None and (row.balance, row.granted_total) == (15, 15)
 
@@ -693,7 +696,7 @@ class ProjectionContract:
         release.set()
         holder.join(10)
         waiter.join(10)
-        assert sum(applied) == 2  # the grant once to balances (by the holder) and once to the ledger entries
+        assert sum(applied) == 3  # the grant once to balances (by the holder), the ledger entries and the audit log
         row = second.balances.get_balance(alice)
         assert row is not None and row.balance == 5
 
@@ -732,9 +735,9 @@ class ProjectionContract:
         for t in threads:
             t.join(30)
         assert not errors
-        # 2 creations + 60 grants to balances; 60 grants to the ledger entries; 60 records each to usage, the request
-        # log and the provider rollups
-        assert sum(applied) == 62 + 60 + 60 + 60 + 60
+        # 2 creations + 60 grants to balances and to the audit log; 60 grants to the ledger entries; 60 records each
+        # to usage, the request log and the provider rollups
+        assert sum(applied) == 62 + 62 + 60 + 60 + 60 + 60
         view = runners[0]
         for account_id in (alice, bob):
             row = view.balances.get_balance(account_id)

@@ -53,8 +53,8 @@ class TestInMemoryProjections(ProjectionContract):
         with first.store.tracked("balances") as tx:
             assert tx is not None
             assert (
-                second.runner.catch_up(wait=False) == 1
-            )  # balances busy; usage/request log: nothing; ledger entries: the grant
+                second.runner.catch_up(wait=False) == 3
+            )  # balances busy; usage/request log: nothing; ledger entries: the grant; audit: creation and grant
         assert second.runner.catch_up(wait=False) == 2
 
 
