@@ -1,6 +1,10 @@
 """Drives headless Chromium over the DevTools protocol (aiohttp's websocket client; no
 Selenium, no Playwright download): open a page, type, click, wait for a condition, take
-a screenshot. Chromium is Debian's ``chromium`` package."""
+a screenshot. Chromium is Debian's ``chromium`` package.
+
+Also what the browser tests share around it: a free loopback port and the dashboard's
+Streamlit server started exactly as ``tallyhub dashboard`` starts it
+(``dashboard.launch.streamlit_command``), waited for until healthy and always stopped."""
 
 from __future__ import annotations
 
@@ -8,13 +12,23 @@ import asyncio
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
+import socket
 import subprocess
 import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from dashboard.launch import streamlit_command
+
+REPO = Path(__file__).resolve().parents[2]
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -36,6 +50,57 @@ def find_chromium() -> str | None:
         if path:
             return path
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def streamlit_server(store_env: Mapping[str, str], log: Path) -> Iterator[str]:
+    """The dashboard as ``tallyhub dashboard`` runs it, on a free loopback port, with the
+    ``TALLYHUB_*`` environment of ``store_env`` only; yields its URL once healthy, and stops
+    it (its whole process group) when the block ends."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYHUB_")}
+    env.update(store_env, PYTHONPATH=str(REPO))
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            streamlit_command("127.0.0.1", port),
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, server, log)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def wait_until_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 45.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise AssertionError(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"streamlit did not become healthy:\n{log.read_text()}")
 
 
 class Browser:
@@ -86,7 +151,8 @@ class Browser:
             if message.get("id") == message_id:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
+                result: dict[str, Any] = message.get("result", {})
+                return result
 
     async def evaluate(self, expression: str) -> Any:
         result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -111,6 +177,49 @@ class Browser:
         await self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
         await self.send("Input.insertText", text=text)
 
+    async def type_into(self, selector: str, text: str) -> None:
+        """Type ``text`` into the one element ``selector`` names (after waiting for it)."""
+        await self.wait_for(f"!!document.querySelector({json.dumps(selector)})", what=selector)
+        await self.type_text(selector, text)
+
+    async def press_enter(self) -> None:
+        for kind in ("keyDown", "keyUp"):
+            await self.send(
+                "Input.dispatchKeyEvent", type=kind, key="Enter", code="Enter", windowsVirtualKeyCode=13, text="\r"
+            )
+
+    async def click(self, selector: str) -> None:
+        """Click the element ``selector`` names, once it is there and enabled."""
+        element = f"document.querySelector({json.dumps(selector)})"
+        await self.wait_for(f"!!{element} && !{element}.disabled", what=f"{selector} to click")
+        await self.evaluate(f"{element}.click()")
+
+    async def page_text(self) -> str:
+        return str(await self.evaluate("document.body.innerText"))
+
+    async def wait_for_text(self, text: str, timeout: float = 30.0) -> None:
+        await self.wait_for(f"!!document.body?.innerText.includes({json.dumps(text)})", timeout, what=repr(text))
+
+    async def data_grids(self) -> list[dict[str, Any]]:
+        """Every ``st.dataframe`` on the page as ``{"columns": [...], "rows": [[...], ...]}``: the
+        text of the accessible table its data grid keeps inside the canvas (the columns and
+        rows in view only; ``innerText`` does not reach it)."""
+        grids = await self.evaluate(
+            "[...document.querySelectorAll('[data-testid=stDataFrame] table')].map(t => ({"
+            "columns: [...t.querySelectorAll('thead th')].map(c => c.textContent.trim()),"
+            "rows: [...t.querySelectorAll('tbody tr')].map(r => [...r.querySelectorAll('td')]"
+            ".map(c => c.textContent.trim()))}))"
+        )
+        return list(grids or [])
+
+    async def scroll_grids(self, fraction: float) -> None:
+        """Scroll every data grid to ``fraction`` (0 top, 1 bottom) of its rows: a grid keeps
+        only the rows in view in its accessible table."""
+        await self.evaluate(
+            "document.querySelectorAll('[data-testid=stDataFrame] .dvn-scroller')"
+            f".forEach(e => e.scrollTop = {float(fraction)} * (e.scrollHeight - e.clientHeight))"
+        )
+
     async def set_viewport(self, width: int, height: int) -> None:
         await self.send(
             "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
@@ -131,3 +240,12 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+async def sign_in(browser: Browser, key: str) -> None:
+    """Type ``key`` into the sign-in form's password field (the admin's, or the portal's) and submit it."""
+    await browser.wait_for("!!document.querySelector('input[type=password]')", what="the key field")
+    await browser.type_text("input[type=password]", key)
+    await browser.evaluate(
+        "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Sign in').click()"
+    )

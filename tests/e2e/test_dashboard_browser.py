@@ -10,12 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,23 +17,15 @@ import pytest
 
 from adapters.bootstrap import build_services
 from adapters.exports.exporter import create_export
-from dashboard.launch import streamlit_command
-from tests.dashboard.browser import Browser, find_chromium
+from tests.dashboard.browser import Browser, find_chromium, sign_in, streamlit_server
 from tests.dashboard.seed import Seeded, seed_store
 
-REPO = Path(__file__).resolve().parents[2]
 RECORDED = "ledger-recorded.csv"
 PAGES = ["Overview", "Accounts", "Models and providers", "Requests", "Pricing", "Exports"]
 CHART_DRAWN = (
     "[...document.querySelectorAll('[data-testid=stVegaLiteChart] canvas, "
     "[data-testid=stVegaLiteChart] svg.marks')].some(e => e.getBoundingClientRect().height > 50)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -57,45 +43,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Seeded:
 
 @pytest.fixture(scope="module")
 def dashboard_url(store: Seeded, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYHUB_")}
-    env.update(store.env, PYTHONPATH=str(REPO))
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            streamlit_command("127.0.0.1", port),
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, server, log)
+    with streamlit_server(store.env, tmp_path_factory.mktemp("streamlit") / "streamlit.log") as url:
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
-
-
-def wait_until_healthy(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 45.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"streamlit exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                if response.read() == b"ok":
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"streamlit did not become healthy:\n{log.read_text()}")
 
 
 def test_every_page_renders_its_title_and_main_chart_in_chromium(
@@ -127,7 +76,9 @@ async def drive(chromium: str, url: str, admin_key: str, out: Path) -> list[Path
         assert not await browser.evaluate("!!document.querySelector('[data-testid=stSidebarNavLink]')")
         await sign_in(browser, admin_key)
         await browser.wait_for(
-            "document.querySelectorAll('[data-testid=stSidebarNavLink]').length === 6", what="the navigation"
+            f"{json.dumps(PAGES)}.every(t => [...document.querySelectorAll('[data-testid=stSidebarNavLink]')]"
+            ".some(a => a.innerText.trim().endsWith(t)))",
+            what="the analytics pages' links",
         )
         shots = []
         for index, title in enumerate(PAGES):
@@ -142,14 +93,6 @@ async def drive(chromium: str, url: str, admin_key: str, out: Path) -> list[Path
         return shots
     finally:
         await browser.close()
-
-
-async def sign_in(browser: Browser, key: str) -> None:
-    await browser.wait_for("!!document.querySelector('input[type=password]')", what="the admin-key field")
-    await browser.type_text("input[type=password]", key)
-    await browser.evaluate(
-        "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Sign in').click()"
-    )
 
 
 async def open_page(browser: Browser, title: str) -> None:
