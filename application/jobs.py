@@ -40,6 +40,7 @@ STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
 LEASE_SECONDS = 60.0  # a running job's claim; renewed every third of it while the job runs
 MAX_ATTEMPTS = 3  # claims of a job whose runner keeps dying before it ends failed
 MAX_LISTED = 1000
+Doc = dict[str, Any] | None  # a job's result or error: a JSON document, or none
 
 log = logging.getLogger("tallyhub.jobs")
 
@@ -73,16 +74,7 @@ class JobRows(Protocol):
 
     def renew(self, job_id: str, token: str, lease_until: float) -> bool: ...
 
-    def finish(
-        self,
-        job_id: str,
-        token: str,
-        *,
-        status: str,
-        finished_at: float,
-        result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
-    ) -> bool:
+    def finish(self, job_id: str, token: str, *, status: str, finished_at: float, result: Doc, error: Doc) -> bool:
         """Record the outcome, only while ``token`` holds the claim."""
         ...
 
@@ -171,8 +163,8 @@ class Jobs:
         )
         if job is None:
             return None
-        result: dict[str, Any] | None = None
-        error: dict[str, Any] | None = None
+        result: Doc = None
+        error: Doc = None
         with _Lease(self, job_id, token):
             try:
                 handler = self.handlers.get(job.kind)

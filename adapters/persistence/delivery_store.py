@@ -21,11 +21,9 @@ from dataclasses import replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.sqlite import SQLiteDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL
 
-from adapters.persistence.side_tables import postgres_creating, postgres_table_exists, sqlite_table_exists
+from adapters.persistence.side_tables import PostgresSideTable, SqliteSideTable, side_rows_for
 from adapters.settings import Settings
 from application.deliveries import (
     FAILED,
@@ -46,7 +44,7 @@ COLUMNS = (
     "next_attempt_at, last_status, last_error, last_attempt_at"
 )
 _FIELDS = [name.strip() for name in COLUMNS.split(",")]
-_IN_MEMORY: "WeakKeyDictionary[Any, InMemoryDeliveryRows]" = WeakKeyDictionary()
+_IN_MEMORY: "WeakKeyDictionary[Any, DeliveryRows]" = WeakKeyDictionary()
 
 
 def build_delivery_outbox(ledger: Ledger | None) -> DeliveryOutbox:
@@ -70,17 +68,7 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 def delivery_rows_for(recorder: Any) -> DeliveryRows:
     """The rows beside ``recorder``'s events: same database, same connections."""
-    datastore = getattr(recorder, "datastore", None)
-    if isinstance(datastore, SQLiteDatastore):
-        return SqliteDeliveryRows(datastore)
-    if isinstance(datastore, PostgresDatastore):
-        return PostgresDeliveryRows(datastore)
-    if recorder is None:
-        return InMemoryDeliveryRows()
-    rows = _IN_MEMORY.get(recorder)
-    if rows is None:
-        rows = _IN_MEMORY[recorder] = InMemoryDeliveryRows()
-    return rows
+    return side_rows_for(recorder, SqliteDeliveryRows, PostgresDeliveryRows, InMemoryDeliveryRows, _IN_MEMORY)
 
 
 def _values(delivery: Delivery) -> tuple[Any, ...]:
@@ -178,31 +166,16 @@ class InMemoryDeliveryRows:
         return dict(Counter(row.status for row in self._rows.values()))
 
 
-class SqliteDeliveryRows:
-    def __init__(self, datastore: SQLiteDatastore) -> None:
-        self.datastore = datastore
-        self._ready = False
-
-    def create_table(self) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} (delivery_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, "
-                "webhook_id TEXT NOT NULL, notice_type TEXT NOT NULL, url TEXT NOT NULL, body TEXT NOT NULL, "
-                "status TEXT NOT NULL, attempts INTEGER NOT NULL, created_at REAL NOT NULL, "
-                "next_attempt_at REAL, last_status INTEGER, last_error TEXT, last_attempt_at REAL, "
-                "claim_token TEXT, claimed_until REAL NOT NULL DEFAULT 0, UNIQUE (event_id, webhook_id))"
-            )
-            c.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (status, next_attempt_at)")
-        self._ready = True
-
-    def _exists(self) -> bool:
-        if not self._ready:
-            self._ready = sqlite_table_exists(self.datastore, TABLE)
-        return self._ready
-
-    def _ensure(self) -> None:
-        if not self._exists():
-            self.create_table()  # SQLite's database lock orders concurrent creators
+class SqliteDeliveryRows(SqliteSideTable):
+    name = TABLE
+    definition = (
+        "delivery_id TEXT PRIMARY KEY, event_id TEXT NOT NULL, "
+        "webhook_id TEXT NOT NULL, notice_type TEXT NOT NULL, url TEXT NOT NULL, body TEXT NOT NULL, "
+        "status TEXT NOT NULL, attempts INTEGER NOT NULL, created_at REAL NOT NULL, "
+        "next_attempt_at REAL, last_status INTEGER, last_error TEXT, last_attempt_at REAL, "
+        "claim_token TEXT, claimed_until REAL NOT NULL DEFAULT 0, UNIQUE (event_id, webhook_id)"
+    )
+    indexes = (("due", "status, next_attempt_at"),)
 
     def add(self, deliveries: Sequence[Delivery]) -> int:
         self._ensure()
@@ -271,40 +244,17 @@ class SqliteDeliveryRows:
             return {str(status): int(count) for status, count in c.fetchall()}
 
 
-class PostgresDeliveryRows:
-    def __init__(self, datastore: PostgresDatastore) -> None:
-        self.datastore = datastore
-        self.schema = datastore.schema or "public"
-        self.table = SQL("{}.{}").format(Identifier(self.schema), Identifier(TABLE))
-        self._ready = False
-
-    def create_table(self) -> None:
-        with postgres_creating(self.datastore, self.schema, TABLE) as c:
-            c.execute(
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (delivery_id text PRIMARY KEY, event_id text NOT NULL, "
-                    "webhook_id text NOT NULL, notice_type text NOT NULL, url text NOT NULL, body text NOT NULL, "
-                    "status text NOT NULL, attempts integer NOT NULL, created_at double precision NOT NULL, "
-                    "next_attempt_at double precision, last_status integer, last_error text, "
-                    "last_attempt_at double precision, claim_token text, "
-                    "claimed_until double precision NOT NULL DEFAULT 0, UNIQUE (event_id, webhook_id))"
-                ).format(self.table)
-            )
-            c.execute(
-                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (status, next_attempt_at)").format(
-                    Identifier(f"{TABLE}_due"), self.table
-                )
-            )
-        self._ready = True
-
-    def _exists(self) -> bool:
-        if not self._ready:
-            self._ready = postgres_table_exists(self.datastore, self.schema, TABLE)
-        return self._ready
-
-    def _ensure(self) -> None:
-        if not self._exists():
-            self.create_table()
+class PostgresDeliveryRows(PostgresSideTable):
+    name = TABLE
+    definition = (
+        "delivery_id text PRIMARY KEY, event_id text NOT NULL, "
+        "webhook_id text NOT NULL, notice_type text NOT NULL, url text NOT NULL, body text NOT NULL, "
+        "status text NOT NULL, attempts integer NOT NULL, created_at double precision NOT NULL, "
+        "next_attempt_at double precision, last_status integer, last_error text, "
+        "last_attempt_at double precision, claim_token text, "
+        "claimed_until double precision NOT NULL DEFAULT 0, UNIQUE (event_id, webhook_id)"
+    )
+    indexes = (("due", "status, next_attempt_at"),)
 
     def add(self, deliveries: Sequence[Delivery]) -> int:
         self._ensure()

@@ -17,23 +17,18 @@ Invariants kept here:
 
 import json
 import threading
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.sqlite import SQLiteDatastore
-from psycopg.sql import SQL, Identifier
-
-from adapters.persistence.side_tables import postgres_creating, postgres_table_exists, sqlite_table_exists
-from application.jobs import FAILED, QUEUED, RUNNING, Job, JobRows
+from adapters.persistence.side_tables import PostgresSideTable, SideTable, SqliteSideTable, side_rows_for
+from application.jobs import FAILED, QUEUED, RUNNING, Doc, Job, JobRows
 
 TABLE = "background_jobs"
 COLUMNS = "job_id, kind, params, actor, status, attempts, created_at, started_at, finished_at, result, error"
 _FIELDS = [name.strip() for name in COLUMNS.split(",")]
 _JSON_FIELDS = ("params", "result", "error")
-_IN_MEMORY: "WeakKeyDictionary[Any, InMemoryJobRows]" = WeakKeyDictionary()
+_IN_MEMORY: "WeakKeyDictionary[Any, JobRows]" = WeakKeyDictionary()
 
 # the claimable condition, shared by claim and claimable ({p}: the driver's placeholder)
 _CLAIMABLE = "(status = 'queued' OR (status = 'running' AND claimed_until <= {p}))"
@@ -50,24 +45,15 @@ _ABANDON = (
     "UPDATE {table} SET status = 'failed', finished_at = {p}, error = {p}, claim_token = NULL, claimed_until = 0 "
     "WHERE status = 'running' AND claimed_until <= {p} AND attempts >= {p}"
 )
+_INSERT = f"INSERT INTO {{table}} ({COLUMNS}) VALUES ({', '.join('{p}' for _ in _FIELDS)})"
 
 
 def job_rows_for(recorder: Any) -> JobRows:
     """The rows beside ``recorder``'s events: same database, same connections."""
-    datastore = getattr(recorder, "datastore", None)
-    if isinstance(datastore, SQLiteDatastore):
-        return SqliteJobRows(datastore)
-    if isinstance(datastore, PostgresDatastore):
-        return PostgresJobRows(datastore)
-    if recorder is None:
-        return InMemoryJobRows()
-    rows = _IN_MEMORY.get(recorder)
-    if rows is None:
-        rows = _IN_MEMORY[recorder] = InMemoryJobRows()
-    return rows
+    return side_rows_for(recorder, SqliteJobRows, PostgresJobRows, InMemoryJobRows, _IN_MEMORY)
 
 
-def _text(value: dict[str, Any] | None) -> str | None:
+def _text(value: Doc) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True)
 
 
@@ -75,8 +61,9 @@ def _values(job: Job) -> tuple[Any, ...]:
     return tuple(_text(getattr(job, name)) if name in _JSON_FIELDS else getattr(job, name) for name in _FIELDS)
 
 
-def _job(found: Sequence[Any]) -> Job:
-    values = dict(zip(_FIELDS, found, strict=True))
+def _job(found: Any) -> Job:
+    """A row read by column name (SQLite's ``sqlite3.Row``, PostgreSQL's dict row)."""
+    values = {name: found[name] for name in _FIELDS}
     for name in _JSON_FIELDS:
         if values[name] is not None:
             values[name] = json.loads(values[name])
@@ -125,16 +112,7 @@ class InMemoryJobRows:
             self._claims[job_id] = (token, lease_until)
             return True
 
-    def finish(
-        self,
-        job_id: str,
-        token: str,
-        *,
-        status: str,
-        finished_at: float,
-        result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
-    ) -> bool:
+    def finish(self, job_id: str, token: str, *, status: str, finished_at: float, result: Doc, error: Doc) -> bool:
         with self._lock:
             if not self._holds(job_id, token):
                 return False
@@ -169,145 +147,23 @@ class InMemoryJobRows:
             return [job.job_id for job in rows if self._claimable(job, now)][:limit]
 
 
-class SqliteJobRows:
-    def __init__(self, datastore: SQLiteDatastore) -> None:
-        self.datastore = datastore
-        self._ready = False
+class _SqlJobRows(SideTable):
+    """The rows in SQLite or PostgreSQL: each statement written once (adapters/persistence/side_tables.py)."""
 
-    def create_table(self) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} (job_id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
-                "params TEXT NOT NULL, actor TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL, "
-                "created_at REAL NOT NULL, started_at REAL, finished_at REAL, result TEXT, error TEXT, "
-                "claim_token TEXT, claimed_until REAL NOT NULL DEFAULT 0)"
-            )
-            c.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_status ON {TABLE} (status, created_at)")
-        self._ready = True
-
-    def _exists(self) -> bool:
-        if not self._ready:
-            self._ready = sqlite_table_exists(self.datastore, TABLE)
-        return self._ready
-
-    def _changed(self, statement: str, parameters: tuple[Any, ...]) -> int:
-        if not self._exists():
-            return 0
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(statement.format(table=TABLE, p="?"), parameters)
-            c.execute("SELECT changes()")
-            return int(c.fetchone()[0])
-
-    def add(self, job: Job) -> None:
-        if not self._exists():
-            self.create_table()  # SQLite's database lock orders concurrent creators
-        marks = ", ".join("?" for _ in _FIELDS)
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(f"INSERT INTO {TABLE} ({COLUMNS}) VALUES ({marks})", _values(job))
-
-    def claim(self, job_id: str, *, now: float, token: str, lease_until: float, max_attempts: int) -> Job | None:
-        if not self._exists():
-            return None
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(_CLAIM.format(table=TABLE, p="?"), (now, token, lease_until, job_id, max_attempts, now))
-            found = c.fetchone()
-            return None if found is None else _job(tuple(found))
-
-    def renew(self, job_id: str, token: str, lease_until: float) -> bool:
-        return self._changed(_RENEW, (lease_until, job_id, token)) == 1
-
-    def finish(
-        self,
-        job_id: str,
-        token: str,
-        *,
-        status: str,
-        finished_at: float,
-        result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
-    ) -> bool:
-        parameters = (status, finished_at, _text(result), _text(error), job_id, token)
-        return self._changed(_FINISH, parameters) == 1
-
-    def abandon(self, *, now: float, max_attempts: int, error: dict[str, Any]) -> int:
-        return self._changed(_ABANDON, (now, _text(error), now, max_attempts))
-
-    def get(self, job_id: str) -> Job | None:
-        if not self._exists():
-            return None
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT {COLUMNS} FROM {TABLE} WHERE job_id = ?", (job_id,))
-            found = c.fetchone()
-            return None if found is None else _job(tuple(found))
-
-    def list_jobs(self, *, status: str | None = None, limit: int = 100) -> list[Job]:
-        if not self._exists():
-            return []
-        where, parameters = ("WHERE status = ?", (status,)) if status is not None else ("", ())
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT {COLUMNS} FROM {TABLE} {where} ORDER BY created_at DESC, job_id DESC LIMIT ?",
-                (*parameters, limit),
-            )
-            return [_job(tuple(found)) for found in c.fetchall()]
-
-    def claimable(self, *, now: float, limit: int) -> list[str]:
-        if not self._exists():
-            return []
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT job_id FROM {TABLE} WHERE {_CLAIMABLE.format(p='?')} ORDER BY created_at, job_id LIMIT ?",
-                (now, limit),
-            )
-            return [str(found[0]) for found in c.fetchall()]
-
-
-class PostgresJobRows:
-    def __init__(self, datastore: PostgresDatastore) -> None:
-        self.datastore = datastore
-        self.schema = datastore.schema or "public"
-        self.table = SQL("{}.{}").format(Identifier(self.schema), Identifier(TABLE))
-        self._ready = False
-
-    def create_table(self) -> None:
-        with postgres_creating(self.datastore, self.schema, TABLE) as c:
-            c.execute(
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (job_id text PRIMARY KEY, kind text NOT NULL, "
-                    "params text NOT NULL, actor text, status text NOT NULL, attempts integer NOT NULL, "
-                    "created_at double precision NOT NULL, started_at double precision, "
-                    "finished_at double precision, result text, error text, claim_token text, "
-                    "claimed_until double precision NOT NULL DEFAULT 0)"
-                ).format(self.table)
-            )
-            c.execute(
-                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (status, created_at)").format(
-                    Identifier(f"{TABLE}_status"), self.table
-                )
-            )
-        self._ready = True
-
-    def _exists(self) -> bool:
-        if not self._ready:
-            self._ready = postgres_table_exists(self.datastore, self.schema, TABLE)
-        return self._ready
-
-    def _sql(self, statement: str) -> Any:
-        return SQL(statement.replace("{table}", "{{}}").format(p="%s")).format(self.table)
+    name = TABLE
+    indexes = (("status", "status, created_at"),)
 
     def _changed(self, statement: str, parameters: tuple[Any, ...]) -> int:
         if not self._exists():
             return 0
         with self.datastore.transaction(commit=True) as c:
             c.execute(self._sql(statement), parameters)
-            return int(c.rowcount)
+            return self._changes(c)
 
     def add(self, job: Job) -> None:
-        if not self._exists():
-            self.create_table()
-        marks = SQL(", ".join("%s" for _ in _FIELDS))
+        self._ensure()
         with self.datastore.transaction(commit=True) as c:
-            c.execute(SQL("INSERT INTO {} ({}) VALUES ({})").format(self.table, SQL(COLUMNS), marks), _values(job))
+            c.execute(self._sql(_INSERT), _values(job))
 
     def claim(self, job_id: str, *, now: float, token: str, lease_until: float, max_attempts: int) -> Job | None:
         if not self._exists():
@@ -315,21 +171,12 @@ class PostgresJobRows:
         with self.datastore.transaction(commit=True) as c:
             c.execute(self._sql(_CLAIM), (now, token, lease_until, job_id, max_attempts, now))
             found = c.fetchone()
-            return None if found is None else _job([found[name] for name in _FIELDS])
+            return None if found is None else _job(found)
 
     def renew(self, job_id: str, token: str, lease_until: float) -> bool:
         return self._changed(_RENEW, (lease_until, job_id, token)) == 1
 
-    def finish(
-        self,
-        job_id: str,
-        token: str,
-        *,
-        status: str,
-        finished_at: float,
-        result: dict[str, Any] | None,
-        error: dict[str, Any] | None,
-    ) -> bool:
+    def finish(self, job_id: str, token: str, *, status: str, finished_at: float, result: Doc, error: Doc) -> bool:
         parameters = (status, finished_at, _text(result), _text(error), job_id, token)
         return self._changed(_FINISH, parameters) == 1
 
@@ -340,34 +187,49 @@ class PostgresJobRows:
         if not self._exists():
             return None
         with self.datastore.transaction(commit=False) as c:
-            c.execute(SQL("SELECT {} FROM {} WHERE job_id = %s").format(SQL(COLUMNS), self.table), (job_id,))
+            c.execute(self._sql(f"SELECT {COLUMNS} FROM {{table}} WHERE job_id = {{p}}"), (job_id,))
             found = c.fetchone()
-            return None if found is None else _job([found[name] for name in _FIELDS])
+            return None if found is None else _job(found)
 
     def list_jobs(self, *, status: str | None = None, limit: int = 100) -> list[Job]:
         if not self._exists():
             return []
-        where, parameters = (SQL("WHERE status = %s"), (status,)) if status is not None else (SQL(""), ())
+        where, parameters = ("WHERE status = {p}", (status,)) if status is not None else ("", ())
         with self.datastore.transaction(commit=False) as c:
             c.execute(
-                SQL("SELECT {} FROM {} {} ORDER BY created_at DESC, job_id DESC LIMIT %s").format(
-                    SQL(COLUMNS), self.table, where
-                ),
+                self._sql(f"SELECT {COLUMNS} FROM {{table}} {where} ORDER BY created_at DESC, job_id DESC LIMIT {{p}}"),
                 (*parameters, limit),
             )
-            return [_job([found[name] for name in _FIELDS]) for found in c.fetchall()]
+            return [_job(found) for found in c.fetchall()]
 
     def claimable(self, *, now: float, limit: int) -> list[str]:
         if not self._exists():
             return []
         with self.datastore.transaction(commit=False) as c:
             c.execute(
-                SQL("SELECT job_id FROM {} WHERE {} ORDER BY created_at, job_id LIMIT %s").format(
-                    self.table, SQL(_CLAIMABLE.format(p="%s"))
-                ),
+                self._sql(f"SELECT job_id FROM {{table}} WHERE {_CLAIMABLE} ORDER BY created_at, job_id LIMIT {{p}}"),
                 (now, limit),
             )
             return [str(found["job_id"]) for found in c.fetchall()]
+
+
+class SqliteJobRows(_SqlJobRows, SqliteSideTable):
+    definition = (
+        "job_id TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+        "params TEXT NOT NULL, actor TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL, "
+        "created_at REAL NOT NULL, started_at REAL, finished_at REAL, result TEXT, error TEXT, "
+        "claim_token TEXT, claimed_until REAL NOT NULL DEFAULT 0"
+    )
+
+
+class PostgresJobRows(_SqlJobRows, PostgresSideTable):
+    definition = (
+        "job_id text PRIMARY KEY, kind text NOT NULL, "
+        "params text NOT NULL, actor text, status text NOT NULL, attempts integer NOT NULL, "
+        "created_at double precision NOT NULL, started_at double precision, "
+        "finished_at double precision, result text, error text, claim_token text, "
+        "claimed_until double precision NOT NULL DEFAULT 0"
+    )
 
 
 __all__ = ["InMemoryJobRows", "PostgresJobRows", "SqliteJobRows", "job_rows_for"]

@@ -25,12 +25,10 @@ from typing import Any
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
-from eventsourcing.postgres import PostgresDatastore
-from eventsourcing.sqlite import SQLiteDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL
 
 from adapters.crypto.aes_gcm import AesGcmKeyVault
-from adapters.persistence.side_tables import postgres_creating, postgres_table_exists, sqlite_table_exists
+from adapters.persistence.side_tables import PostgresSideTable, SqliteSideTable, side_rows_for
 from adapters.settings import Settings
 from application.ledger import Ledger
 from application.ports import SystemClock
@@ -39,7 +37,7 @@ from application.stored_responses import ResponseRows, StoredResponses, StoredRo
 TABLE = "stored_responses"
 COLUMNS = "response_id, account_id, created_at, envelope"
 # The in-memory store's rows, one set per in-memory event store (every StoredResponses built on it sees them).
-_IN_MEMORY: "WeakKeyDictionary[Any, InMemoryResponseRows]" = WeakKeyDictionary()
+_IN_MEMORY: "WeakKeyDictionary[Any, ResponseRows]" = WeakKeyDictionary()
 
 
 def build_stored_responses(settings: Settings, ledger: Ledger | None) -> StoredResponses:
@@ -59,17 +57,7 @@ def build_stored_responses(settings: Settings, ledger: Ledger | None) -> StoredR
 
 def response_rows_for(recorder: Any) -> ResponseRows:
     """The rows beside ``recorder``'s events: same database, same connections."""
-    datastore = getattr(recorder, "datastore", None)
-    if isinstance(datastore, SQLiteDatastore):
-        return SqliteResponseRows(datastore)
-    if isinstance(datastore, PostgresDatastore):
-        return PostgresResponseRows(datastore)
-    if recorder is None:
-        return InMemoryResponseRows()
-    rows = _IN_MEMORY.get(recorder)
-    if rows is None:
-        rows = _IN_MEMORY[recorder] = InMemoryResponseRows()
-    return rows
+    return side_rows_for(recorder, SqliteResponseRows, PostgresResponseRows, InMemoryResponseRows, _IN_MEMORY)
 
 
 def _text(envelope: dict[str, str]) -> str:
@@ -129,28 +117,12 @@ class InMemoryResponseRows:
             return True
 
 
-class SqliteResponseRows:
-    def __init__(self, datastore: SQLiteDatastore) -> None:
-        self.datastore = datastore
-        self._ready = False
-
-    def create_table(self) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} (response_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, "
-                "created_at REAL NOT NULL, envelope TEXT NOT NULL)"
-            )
-            c.execute(f"CREATE INDEX IF NOT EXISTS {TABLE}_created_at ON {TABLE} (created_at)")
-        self._ready = True
-
-    def _exists(self) -> bool:
-        if not self._ready:
-            self._ready = sqlite_table_exists(self.datastore, TABLE)
-        return self._ready
-
-    def _ensure(self) -> None:
-        if not self._exists():
-            self.create_table()  # SQLite's database lock orders concurrent creators
+class SqliteResponseRows(SqliteSideTable):
+    name = TABLE
+    definition = (
+        "response_id TEXT PRIMARY KEY, account_id TEXT NOT NULL, created_at REAL NOT NULL, envelope TEXT NOT NULL"
+    )
+    indexes = (("created_at", "created_at"),)
 
     def add(self, row: StoredRow) -> bool:
         self._ensure()
@@ -214,36 +186,13 @@ class SqliteResponseRows:
             return bool(c.fetchone()[0])
 
 
-class PostgresResponseRows:
-    def __init__(self, datastore: PostgresDatastore) -> None:
-        self.datastore = datastore
-        self.schema = datastore.schema or "public"
-        self.table = SQL("{}.{}").format(Identifier(self.schema), Identifier(TABLE))
-        self._ready = False
-
-    def create_table(self) -> None:
-        with postgres_creating(self.datastore, self.schema, TABLE) as c:
-            c.execute(
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (response_id text PRIMARY KEY, account_id uuid NOT NULL, "
-                    "created_at double precision NOT NULL, envelope text NOT NULL)"
-                ).format(self.table)
-            )
-            c.execute(
-                SQL("CREATE INDEX IF NOT EXISTS {} ON {} (created_at)").format(
-                    Identifier(f"{TABLE}_created_at"), self.table
-                )
-            )
-        self._ready = True
-
-    def _exists(self) -> bool:
-        if not self._ready:
-            self._ready = postgres_table_exists(self.datastore, self.schema, TABLE)
-        return self._ready
-
-    def _ensure(self) -> None:
-        if not self._exists():
-            self.create_table()
+class PostgresResponseRows(PostgresSideTable):
+    name = TABLE
+    definition = (
+        "response_id text PRIMARY KEY, account_id uuid NOT NULL, "
+        "created_at double precision NOT NULL, envelope text NOT NULL"
+    )
+    indexes = (("created_at", "created_at"),)
 
     def add(self, row: StoredRow) -> bool:
         self._ensure()

@@ -30,9 +30,9 @@ from typing import Any
 
 from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL
 
-from adapters.persistence.side_tables import postgres_creating, postgres_table_exists, sqlite_table_exists
+from adapters.persistence.side_tables import PostgresSideTable, SqliteSideTable
 from application.ports import SecretStore, StoredSecret
 
 log = logging.getLogger("tallyhub.secrets")
@@ -97,26 +97,9 @@ class InMemorySecretStore:
         pass
 
 
-class SqliteSecretStore:
-    def __init__(self, datastore: SQLiteDatastore) -> None:
-        self.datastore = datastore
-        self._ready = False
-
-    def create_table(self) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(
-                f"CREATE TABLE IF NOT EXISTS {TABLE} (ref TEXT PRIMARY KEY, envelope TEXT NOT NULL, "
-                "version INTEGER NOT NULL, created_at REAL NOT NULL)"
-            )
-        self._ready = True
-
-    def _ensure(self) -> None:
-        if self._ready:
-            return
-        if sqlite_table_exists(self.datastore, TABLE):
-            self._ready = True
-        else:
-            self.create_table()  # SQLite's database lock orders concurrent creators
+class SqliteSecretStore(SqliteSideTable):
+    name = TABLE
+    definition = "ref TEXT PRIMARY KEY, envelope TEXT NOT NULL, version INTEGER NOT NULL, created_at REAL NOT NULL"
 
     def get(self, ref: str) -> StoredSecret | None:
         self._ensure()
@@ -182,30 +165,11 @@ class SqliteSecretStore:
             )
 
 
-class PostgresSecretStore:
-    def __init__(self, datastore: PostgresDatastore) -> None:
-        self.datastore = datastore
-        self.schema = datastore.schema or "public"
-        self.table = SQL("{}.{}").format(Identifier(self.schema), Identifier(TABLE))
-        self._ready = False
-
-    def create_table(self) -> None:
-        with postgres_creating(self.datastore, self.schema, TABLE) as c:
-            c.execute(
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} (ref text PRIMARY KEY, envelope text NOT NULL, "
-                    "version bigint NOT NULL, created_at double precision NOT NULL)"
-                ).format(self.table)
-            )
-        self._ready = True
-
-    def _ensure(self) -> None:
-        if self._ready:
-            return
-        if postgres_table_exists(self.datastore, self.schema, TABLE):
-            self._ready = True
-        else:
-            self.create_table()
+class PostgresSecretStore(PostgresSideTable):
+    name = TABLE
+    definition = (
+        "ref text PRIMARY KEY, envelope text NOT NULL, version bigint NOT NULL, created_at double precision NOT NULL"
+    )
 
     def get(self, ref: str) -> StoredSecret | None:
         self._ensure()
