@@ -12,6 +12,7 @@ from application.calls import BilledCalls
 from application.deliveries import DeliveryOutbox
 from application.jobs import Jobs
 from application.ledger import Ledger
+from application.pending_settlements import PendingSettlements
 from application.ports import ProviderAdapter, RateLimiter
 from application.prices import Prices
 from application.providers import ProviderRegistry
@@ -42,6 +43,7 @@ class Services:
     provider_registry: ProviderRegistry = field(init=False)  # providers and their credentials
     api_keys: ApiKeys = field(init=False)  # issuing, revoking and rotating API keys
     shutdown: Shutdown = field(init=False)  # serve's graceful shutdown (the drain SIGTERM starts)
+    pending_settlements: PendingSettlements = field(init=False)  # served calls' settlements waiting for the store
     token_counts: TokenCounts = field(init=False)  # POST /v1/messages/count_tokens
     responses: StoredResponses = field(init=False)  # stored /v1/responses (off unless TALLYHUB_RESPONSES_STORE=on)
     webhooks: Webhooks = field(init=False)  # webhook subscriptions (application/webhooks.py)
@@ -59,8 +61,16 @@ class Services:
         self.webhooks = Webhooks(self.ledger)
         self.alert_thresholds = AlertThresholds(self.ledger)
         self.shutdown = Shutdown(self.settings.shutdown_grace_seconds)
+        self.pending_settlements = PendingSettlements()
+        self.shutdown.pending = self.pending_settlements  # they get the grace period too
         self.calls = BilledCalls(
-            self.billing, self.router, self.providers, self.provider_registry, limits, shutdown=self.shutdown
+            self.billing,
+            self.router,
+            self.providers,
+            self.provider_registry,
+            limits,
+            shutdown=self.shutdown,
+            pending=self.pending_settlements,
         )
         self.token_counts = TokenCounts(self.billing, self.calls.failover, limits)
         # imported here: the module loads the PostgreSQL driver, which a bare CLI start does not need

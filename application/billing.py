@@ -289,6 +289,11 @@ class RequestBilling:
             self._observe(opened, settlement.details, attempts)
         return settlement.receipt(True)
 
+    def cost_of(self, opened: OpenedRequest, route: Route, usage: Usage) -> int:
+        """What completing the request for ``usage`` on ``route`` costs (its charge before the
+        account's cap): nanocredits."""
+        return self._settlement(opened, route, usage, 200, None, (), None).details.cost
+
     def fail_request(
         self,
         opened: OpenedRequest,

@@ -34,6 +34,7 @@ import orjson
 
 from application.billing import Attempt, OpenedRequest, Receipt, RequestBilling, RequestShape
 from application.failover import FailedAttempts, Failover, Operation
+from application.pending_settlements import PendingSettlement, PendingSettlements
 from application.ports import ChatExchange, CredentialSwitch, ProviderAdapter
 from application.rate_limits import RequestLimits
 from application.routing import Route, Router
@@ -93,12 +94,15 @@ class BilledCalls:
         credentials: CredentialSwitch,
         limits: RequestLimits | None = None,
         shutdown: Shutdown | None = None,
+        pending: PendingSettlements | None = None,
     ) -> None:
         self.billing = billing
         self.failover = Failover(router, providers, credentials)
         self.limits = limits
         # the process's drain: a call cancelled by its cut is recorded as such (application/shutdown.py)
         self.shutdown = shutdown if shutdown is not None else Shutdown()
+        # a served call's settlement the store failed: retried until it lands (application/pending_settlements.py)
+        self.pending = pending
 
     # open and the starts return their coroutine: no extra frame on the hot path
 
@@ -206,6 +210,34 @@ class BilledCalls:
         finally:
             used = receipt.usage if receipt is not None else usage
             await self._settle_limits(call.opened, used.input_tokens + used.output_tokens)
+
+    async def complete_served(
+        self,
+        call: StartedCall[Any],
+        usage: Usage,
+        ttfb_ms: float | None,
+        status: int = 200,
+        error_code: str | None = None,
+    ) -> Receipt:
+        """``complete`` a call whose caller was already served (a stream's content relayed). When
+        the store fails the settlement (transiently), it is kept pending and retried in the
+        background until it lands (application/pending_settlements.py); the error is raised all
+        the same: nothing durable, so no cost is claimed to the caller."""
+        try:
+            return await self.complete(call, usage, ttfb_ms, status, error_code)
+        except Exception as error:
+            if self.pending is None or not self.pending.transient(error):
+                raise
+            opened = call.opened
+            self.pending.keep(
+                PendingSettlement(
+                    opened.request_id,
+                    self.billing.cost_of(opened, call.route, usage),
+                    opened.started + self.billing.hold_ttl.total_seconds(),
+                    lambda: self._complete(call, usage, ttfb_ms, status, error_code),
+                )
+            )
+            raise
 
     def _complete(
         self, call: StartedCall[Any], usage: Usage, ttfb_ms: float | None, status: int, error_code: str | None

@@ -5,7 +5,7 @@ on the process takes no new request (answered 503 ``shutting_down``) and ``GET /
 fails its ``shutdown`` check, so a load balancer stops sending; the requests already in
 flight, plain answers and streams, run on and are completed and charged as usual.
 ``grace_seconds`` (``TALLYHUB_SHUTDOWN_GRACE_SECONDS``) after ``begin()`` the requests still
-running are cut: ``cutting`` is set, then each one's cancel scope is cancelled. What a
+running are cut: ``cutting`` is set, then each one is cancelled (its task). What a
 cancelled call is recorded as is decided here (``cancelled_as``):
 
 - cut by this shutdown: 503 ``shutting_down``. A call that produced nothing is failed, its
@@ -21,6 +21,10 @@ caller gone; ``drain()`` and ``stopped()`` return only once every tracked reques
 bounded wait ran out, so the account writer, stopped after them, flushes their settlements.
 A request that still has not left by then (a thread that cannot be cancelled) keeps its
 hold until the hold sweep releases it after ``TALLYHUB_HOLD_TTL_SECONDS``: never lost.
+Settlements the store failed after their caller was served (``pending``:
+application/pending_settlements.py) get what is left of the grace period (all of it when no
+drain began) in ``stopped()``, before the account writer stops; the ones still pending are
+then given up, logged.
 """
 
 import asyncio
@@ -43,9 +47,15 @@ SETTLE_SECONDS = 10.0  # how long a cut request may take to record its ending
 
 
 class Cancellable(Protocol):
-    """What runs one request (an anyio cancel scope)."""
+    """One request in flight (adapters/http/drain.py: its task, cancelled only when cut)."""
 
     def cancel(self) -> object: ...
+
+
+class PendingWork(Protocol):
+    """Work the requests left behind (application/pending_settlements.py ``PendingSettlements``)."""
+
+    async def finish(self, seconds: float) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,7 @@ class Shutdown:
         self.cutting = False
         self._in_flight: set[Cancellable] = set()
         self._waiters: list[asyncio.Event] = []  # one per wait, made in the waiter's own loop
+        self.pending: PendingWork | None = None  # settlements waiting for the store: given the grace left
 
     @property
     def draining(self) -> bool:
@@ -122,6 +133,9 @@ class Shutdown:
         if self._in_flight:
             self.cut()
             await self._wait_idle(SETTLE_SECONDS)
+        if self.pending is not None:
+            left = self.grace_seconds if self.began_at is None else self.began_at + self.grace_seconds - self.clock()
+            await self.pending.finish(left)
 
     def cut(self) -> int:
         """Cancel every request still running, as cut by the shutdown; returns how many."""

@@ -127,7 +127,7 @@ class StreamMeter:
     async def finished(self) -> Receipt:
         """The provider ended the stream: charge its usage (else the estimate)."""
         self._end()
-        return await self.calls.complete(self.call, self.usage_or_estimate(), self.ttfb_ms)
+        return await self.calls.complete_served(self.call, self.usage_or_estimate(), self.ttfb_ms)
 
     async def client_gone(self) -> None:
         """The caller went away: abort the upstream call, charge what was produced as a 499."""
@@ -139,7 +139,9 @@ class StreamMeter:
             if self.calls.shutdown.cutting:  # not the caller: the shutdown's deadline cut the stream
                 await self._delivered_only(SHUTDOWN_STATUS, SHUTTING_DOWN)
                 return
-            await self.calls.complete(self.call, self.usage_or_estimate(), self.ttfb_ms, status=CLIENT_GONE_STATUS)
+            await self.calls.complete_served(
+                self.call, self.usage_or_estimate(), self.ttfb_ms, status=CLIENT_GONE_STATUS
+            )
 
     async def broken(self) -> Receipt | None:
         """The provider broke the stream: fail the call if nothing was produced (None), else
@@ -155,7 +157,7 @@ class StreamMeter:
             return None
         cap = output_cap(self.call.opened, self.call.route.model)
         delivered = estimated_usage(input_chars=0, output_chars=self.output_chars, output_cap=cap)
-        return await self.calls.complete(self.call, delivered, self.ttfb_ms, status=status, error_code=code)
+        return await self.calls.complete_served(self.call, delivered, self.ttfb_ms, status=status, error_code=code)
 
     async def crashed(self) -> None:
         """A bug of ours broke the relay: abort the upstream call, release the hold (a 500)."""

@@ -78,6 +78,9 @@ class Report:
     outcomes: dict[str, int] = field(default_factory=dict)
     unknown_charged: int = 0
     cut_streams_charged: int = 0
+    # a plain request answered 503 store_unavailable whose settlement had landed as the store
+    # went away (an ambiguous commit; docs/reliability.md, finding 5): charged its whole cost once
+    answered_503_charged: int = 0
     holds_cleared_after_s: float = 0.0
     max_hold_overshoot_s: float = 0.0  # the most any open hold was seen past its deadline
     problems: list[str] = field(default_factory=list)
@@ -240,6 +243,8 @@ def check_charges(
             if got and got != [costs[1]]:
                 problems.append(f"cut stream {outcome.request_id}: ledger {got}, a whole stream is {costs[1]}")
             report.cut_streams_charged += bool(got)
+        elif outcome.status == 503 and outcome.kind == "plain" and got == [costs[0]] and _store_away(outcome):
+            report.answered_503_charged += 1  # finding 5: counted, and charged exactly once
         elif got:
             problems.append(f"{outcome.kind} {outcome.request_id} answered {outcome.status}: charged {got}")
     unknown = {rid: amounts for rid, amounts in charges.items() if rid not in known}
@@ -251,6 +256,10 @@ def check_charges(
         problems.append(
             f"{len(unknown)} charges for requests no caller saw, but only {no_answer} callers got no answer"
         )
+
+
+def _store_away(outcome: Outcome) -> bool:
+    return "store_unavailable" in outcome.error
 
 
 def check_credits(grants: dict[str, list[int]], outcomes: list[Outcome], problems: list[str]) -> None:
