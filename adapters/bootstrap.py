@@ -13,7 +13,7 @@ from adapters.crypto.master_key import ensure_master_key_file, load_key_ring
 from adapters.files import PRIVATE_FILE, private_dir, private_sqlite, tighten
 from adapters.services import Services
 from adapters.settings import Settings, SettingsError
-from application.alerts import AlertProcess
+from application.alerts import AlertProcess, account_history
 from application.billing import RequestBilling
 from application.health import CredentialHealth
 from application.key_management import check_key_ring, move_secrets_out_of_history
@@ -89,7 +89,7 @@ def build_read_models(settings: Settings | None, ledger: Ledger) -> Any:
     return build(
         settings.database if settings is not None else None,
         ledger,
-        alerts=lambda states: AlertProcess(states, now=ledger.clock.now),
+        alerts=lambda states: AlertProcess(states, now=ledger.clock.now, account_at=account_history(ledger)),
     )
 
 
@@ -241,6 +241,9 @@ def initialise(settings: Settings) -> Initialised:
         from adapters.persistence.delivery_store import delivery_rows_for
 
         delivery_rows_for(ledger.recorder).create_table()  # webhook deliveries (application/deliveries.py)
+        from adapters.persistence.job_store import job_rows_for
+
+        job_rows_for(ledger.recorder).create_table()  # background exports and replays (application/jobs.py)
         if ledger.is_initialised():
             ledger.load_deployment()  # proves the master key opens the existing store
             move_secrets_out_of_history(ledger)  # and upgrades one made before the secret store

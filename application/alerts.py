@@ -23,6 +23,20 @@ What fires (docs/operations.md, "Alert events", shows each payload):
   and notices, once per grant, each expiring grant whose deadline is within
   ``GRANT_EXPIRING_DAYS`` days.
 
+What is followed: the crossing rule needs an account's available balance, and following it
+through every hold and settlement of every account is most of what the process costs. Built
+with ``account_at`` (the gateway's), the process follows only what something listens for: the
+accounts that have thresholds, and every account while a webhook subscribes to
+``balance.exhausted`` (the process keeps the webhooks' subscriptions from their
+``WebhookRegistry`` events, in stream order). It skips the other accounts' events without
+reading or writing any state. An account it starts following mid-history (thresholds set, a
+webhook added) is read from the ledger as of the version before the event it resumes at; its
+state is a function of that balance and its thresholds (``Watch``), so what it derives from
+then on is what following it all along would have derived. Each state records the account
+version it reflects: a state that missed an event (followed, skipped, followed again) is read
+again the same way. Without ``account_at`` (tests of the crossing rule) every account is
+followed from its first event and every notice is derived.
+
 Invariants:
 - a notice's ``event_id`` is a function of its cause (``notice_id``): the account, the
   threshold and the notification id of the event that crossed it; the credential and its
@@ -58,6 +72,7 @@ from domain.account import Account
 from domain.money import format_credits
 from domain.provider import Provider
 from domain.request_record import RequestRecord
+from domain.webhook import WebhookRegistry
 
 log = logging.getLogger("tallyhub.alerts")
 
@@ -76,9 +91,16 @@ _MOVES: dict[type[Any], Callable[[Any], int]] = {
     Account.ChargeRefunded: lambda e: e.amount,
     Account.Adjusted: lambda e: e.amount,
 }
-_ACCOUNT_EVENTS: tuple[type[Any], ...] = (Account.Created, Account.AlertThresholdsSet, *_MOVES)
+# Every event of an account, those that move nothing included: a state counts the versions it saw.
+_ACCOUNT_EVENTS: tuple[type[Any], ...] = tuple(
+    cls for cls in vars(Account).values() if isinstance(cls, type) and issubclass(cls, Account.Event)
+)
 _PROVIDER_EVENTS: tuple[type[Any], ...] = (Provider.Registered, Provider.CredentialDisabled, Provider.CredentialEnabled)
 _RECORD_EVENTS: tuple[type[Any], ...] = (RequestRecord.Completed, RequestRecord.Failed)
+_WEBHOOK_EVENTS: tuple[type[Any], ...] = (WebhookRegistry.WebhookAdded, WebhookRegistry.WebhookRemoved)
+LISTENERS = "listeners"  # the state of the webhooks' subscriptions: {"webhooks": {id: [notice types]}}
+# An account as of a version (None: the latest), read when the process starts following it.
+AccountAt = Callable[[UUID, int | None], Account]
 
 
 def notice_id(notice_type: str, *cause: str) -> str:
@@ -97,13 +119,23 @@ def credits_fields(name: str, amount: int) -> dict[str, Any]:
 @dataclass
 class Watch:
     """An account as the process follows it. ``below``: thresholds fired and not re-armed;
-    ``exhausted``: ``balance.exhausted`` fired (or the account never had credit) and not re-armed."""
+    ``exhausted``: ``balance.exhausted`` fired (or the account never had credit) and not re-armed.
+    Both are functions of ``available`` and ``thresholds`` (``of``). ``version``: the account's
+    version the state reflects (0: not known)."""
 
     name: str = ""
     available: int = 0
     thresholds: list[int] = field(default_factory=list)
     below: list[int] = field(default_factory=list)
     exhausted: bool = True
+    version: int = 0
+
+    @classmethod
+    def of(cls, account: Account) -> Watch:
+        """The state following ``account`` from its first event would have reached by its version."""
+        watch = cls(account.name, account.available, exhausted=account.available <= 0, version=account.version)
+        watch.set_thresholds(account.alert_thresholds)
+        return watch
 
     def move_to(self, available: int) -> tuple[list[int], bool]:
         """The available balance is now ``available``: the thresholds it crossed downwards
@@ -128,6 +160,7 @@ class Watch:
             "thresholds": list(self.thresholds),
             "below": list(self.below),
             "exhausted": self.exhausted,
+            "version": self.version,
         }
 
     @classmethod
@@ -138,6 +171,7 @@ class Watch:
             [int(t) for t in value.get("thresholds", [])],
             [int(t) for t in value.get("below", [])],
             bool(value.get("exhausted", True)),
+            int(value.get("version", 0)),
         )
 
 
@@ -168,11 +202,15 @@ class LoggedOutbox:
 
 
 class AlertProcess:
-    """Run by the projection runner as a ``PositionedProjection`` named ``alerts``."""
+    """Run by the projection runner as a ``PositionedProjection`` named ``alerts``.
+    ``account_at``: how to read an account it starts following (the module docstring, "What
+    is followed"); ``account_history(ledger)`` gives one."""
 
     name = "alerts"
-    schema_version = 1
-    topics = frozenset(get_topic(cls) for cls in (*_ACCOUNT_EVENTS, *_PROVIDER_EVENTS, *_RECORD_EVENTS))
+    schema_version = 2  # 2: states carry their account version; the webhooks' subscriptions
+    topics = frozenset(
+        get_topic(cls) for cls in (*_ACCOUNT_EVENTS, *_PROVIDER_EVENTS, *_RECORD_EVENTS, *_WEBHOOK_EVENTS)
+    )
 
     def __init__(
         self,
@@ -181,14 +219,17 @@ class AlertProcess:
         *,
         now: Callable[[], datetime] | None = None,
         stale_after: timedelta = STALE_AFTER,
+        account_at: AccountAt | None = None,
     ) -> None:
         self.view = states  # read_models.py builds a projection's schema from ``view``
         self.outbox: NoticeOutbox = outbox or LoggedOutbox()
         self.now = now or (lambda: datetime.now(UTC))
         self.stale_after = stale_after
+        self.account_at = account_at
 
     def process_at(self, tx: Any, events: list[DomainEventProtocol[Any]], positions: list[int]) -> None:
-        states = self.view.load(tx, {key for event in events if (key := _key_of(event)) is not None})
+        keys = {key for event in events if (key := _key_of(event)) is not None}
+        states = self.view.load(tx, {LISTENERS, *keys} if self.account_at is not None else keys)
         changed: set[str] = set()
         notices: list[Notice] = []
         for event, position in zip(events, positions, strict=True):
@@ -209,11 +250,18 @@ class AlertProcess:
     def _derive(
         self, event: DomainEventProtocol[Any], position: int, states: dict[str, dict[str, Any]], changed: set[str]
     ) -> list[Notice]:
+        if isinstance(event, _WEBHOOK_EVENTS):
+            _subscribe(states.setdefault(LISTENERS, {"kind": LISTENERS, "webhooks": {}}), event)
+            changed.add(LISTENERS)
+            return []
         key = _key_of(event)
         if key is None:
             return []
         if isinstance(event, _ACCOUNT_EVENTS):
-            watch = Watch.from_plain(states.get(key, {}))
+            assert isinstance(event, Aggregate.Event)
+            watch = self._watch(event, states.get(key), states)
+            if watch is None:
+                return []  # nothing listens for this account: no state read or written
             notices = _account_notices(event, position, watch)
             states[key] = watch.plain()
             changed.add(key)
@@ -225,7 +273,58 @@ class AlertProcess:
         if isinstance(event, Provider.CredentialDisabled | Provider.CredentialEnabled):
             return [_credential_notice(event, position, states.get(key, {}).get("name", ""))]
         assert isinstance(event, RequestRecord.Completed | RequestRecord.Failed)
-        return _record_notices(event, states.get(key, {}).get("name", ""))
+        return _record_notices(event, self._account_name(key, states))
+
+    def _watch(
+        self, event: Aggregate.Event, state: dict[str, Any] | None, states: dict[str, dict[str, Any]]
+    ) -> Watch | None:
+        """The account's state just before ``event``, or None if nothing listens for it."""
+        watch = Watch.from_plain(state) if state is not None else None
+        if self.account_at is None:
+            return watch or Watch()
+        listened = (
+            isinstance(event, Account.AlertThresholdsSet)
+            or (watch is not None and bool(watch.thresholds))
+            or _heard(states.get(LISTENERS), "balance.exhausted")
+        )
+        if not listened:
+            return None
+        if watch is not None and watch.version == event.originator_version - 1:
+            return watch
+        if event.originator_version == 1:
+            return Watch()
+        return Watch.of(self.account_at(event.originator_id, event.originator_version - 1))
+
+    def _account_name(self, key: str, states: dict[str, dict[str, Any]]) -> str:
+        name = states.get(key, {}).get("name")
+        if name is None and self.account_at is not None and key.startswith("account:"):
+            name = self.account_at(UUID(key.removeprefix("account:")), None).name  # not followed: a name never changes
+        return str(name or "")
+
+
+def account_history(ledger: Ledger) -> AccountAt:
+    """``AlertProcess``'s ``account_at`` over ``ledger`` (from its latest snapshot at or before the version)."""
+
+    def account_at(account_id: UUID, version: int | None) -> Account:
+        account: object = ledger.repository.get(account_id, version=version)
+        assert isinstance(account, Account)
+        return account
+
+    return account_at
+
+
+def _subscribe(listeners: dict[str, Any], event: DomainEventProtocol[Any]) -> None:
+    webhooks: dict[str, list[str]] = listeners.setdefault("webhooks", {})
+    if isinstance(event, WebhookRegistry.WebhookAdded):
+        webhooks[event.webhook_id] = list(event.events)
+    else:
+        assert isinstance(event, WebhookRegistry.WebhookRemoved)
+        webhooks.pop(event.webhook_id, None)
+
+
+def _heard(listeners: dict[str, Any] | None, notice_type: str) -> bool:
+    """Whether a webhook subscribes to ``notice_type`` (as of the events applied so far)."""
+    return listeners is not None and any(notice_type in types for types in listeners.get("webhooks", {}).values())
 
 
 def _key_of(event: DomainEventProtocol[Any]) -> str | None:
@@ -252,14 +351,18 @@ def _at(event: DomainEventProtocol[Any]) -> datetime:
 
 
 def _account_notices(event: DomainEventProtocol[Any], position: int, watch: Watch) -> list[Notice]:
+    assert isinstance(event, Aggregate.Event)
+    watch.version = event.originator_version
     if isinstance(event, Account.Created):
         watch.name = event.name
         return []
     if isinstance(event, Account.AlertThresholdsSet):
         watch.set_thresholds(event.thresholds)
         return []
-    assert isinstance(event, Aggregate.Event)
-    crossed, exhausted = watch.move_to(watch.available + _MOVES[type(event)](event))
+    move = _MOVES.get(type(event))
+    if move is None:
+        return []  # moves no credit (spend caps, self-service)
+    crossed, exhausted = watch.move_to(watch.available + move(event))
     account = event.originator_id
     base: dict[str, Any] = {
         "account_id": str(account),

@@ -1,6 +1,8 @@
 """Where the alert process (application/alerts.py ``AlertProcess``) keeps its state: one JSON
-object per key (``account:<hex>``: the available balance and which thresholds are disarmed;
-``provider:<hex>``: its name), in memory or in the read models' SQL store.
+object per key (``account:<hex>``: the available balance, which thresholds are disarmed and
+the account version they reflect; ``provider:<hex>``: its name; ``listeners``: the webhooks'
+subscriptions), in memory or in the read models' SQL store. Only the accounts the process
+follows have a row.
 
 Invariant: the state is written only through ``save`` inside the runner's transaction for
 the ``alerts`` projection, so it changes together with the process's tracked position.

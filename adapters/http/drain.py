@@ -1,12 +1,14 @@
 """The HTTP side of the graceful shutdown (application/shutdown.py decides the policy).
 
 ``DrainGuard``, a middleware inside ``HealthRoutes`` (``/health`` answers 200 and ``/ready``
-503 throughout), runs every other request in an anyio cancel scope the ``Shutdown``
-tracks. While draining, a new request is answered 503 ``shutting_down`` with
-``connection: close`` and nothing is held or charged. When the deadline cuts a request,
-its scope is cancelled (the billed call records the cut, application/streams.py and
-calls.py) and the guard ends the answer: a 503 ``shutting_down`` if nothing was sent yet,
-else, for a stream, a last error event (OpenAI's chat ``data: {"error": ...}`` frame; the
+503 throughout), has the ``Shutdown`` track every other request by its task: a set entry
+and a ``send`` that notes how far the answer got, nothing else per request (no cancel scope).
+While draining, a new request is answered 503 ``shutting_down`` with ``connection: close``
+and nothing is held or charged. When the deadline cuts a request, its task is cancelled
+once (the billed call records the cut, application/streams.py and calls.py; its ledger
+writes run on under ``asyncio.shield``), the guard takes that cancellation back
+(``uncancel``) and ends the answer: a 503 ``shutting_down`` if nothing was sent yet, else,
+for a stream, a last error event (OpenAI's chat ``data: {"error": ...}`` frame; the
 ``event: error`` of Anthropic's Messages on ``/v1/messages`` and of the Responses API on
 ``/v1/responses``) and the end of the body, so the caller sees why its stream stopped.
 
@@ -24,7 +26,6 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-import anyio
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -67,26 +68,28 @@ async def _answer_refused(send: Send) -> None:
     await send({"type": "http.response.body", "body": REFUSED})
 
 
-class _Watched:
-    """A request's ``send``, noting how far its answer got."""
+class _InFlight:
+    """One request in flight: its task, cancelled only if the deadline cuts it, and its
+    ``send`` (``watched``), noting how far its answer got."""
 
-    __slots__ = ("send", "started", "finished", "event_stream")
+    __slots__ = ("task", "send", "start", "finished", "cut")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, task: "asyncio.Task[Any]", send: Send) -> None:
+        self.task = task
         self.send = send
-        self.started = False
+        self.start: Message | None = None
         self.finished = False
-        self.event_stream = False
+        self.cut = False
 
-    async def __call__(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.started = True
-            self.event_stream = any(
-                name.lower() == b"content-type" and value.startswith(b"text/event-stream")
-                for name, value in message.get("headers", ())
-            )
-        elif kind == "http.response.body" and not message.get("more_body", False):
+    def cancel(self) -> None:
+        """The deadline cuts the request (``Shutdown.cut``): its task is cancelled, once."""
+        self.cut = True
+        self.task.cancel()
+
+    async def watched(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.start = message
+        elif not message.get("more_body", False):
             self.finished = True
         await self.send(message)
 
@@ -94,13 +97,20 @@ class _Watched:
         """The request was cut: end its answer, saying so."""
         if self.finished:
             return
-        if not self.started:
+        if self.start is None:
             await _answer_refused(self.send)
             return
         frame = b""
-        if self.event_stream:
+        if _event_stream(self.start):
             frame = CUT_FRAMES.get(path, OPENAI_CUT_FRAME)
         await self.send({"type": "http.response.body", "body": frame, "more_body": False})
+
+
+def _event_stream(start: Message) -> bool:
+    return any(
+        name.lower() == b"content-type" and value.startswith(b"text/event-stream")
+        for name, value in start.get("headers", ())
+    )
 
 
 class DrainGuard:
@@ -112,21 +122,24 @@ class DrainGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cancel = anyio.CancelScope()
-        if not self.shutdown.enter(cancel):
+        task = asyncio.current_task()
+        assert task is not None
+        request = _InFlight(task, send)
+        if not self.shutdown.enter(request):
             await _answer_refused(send)
             return
-        watched = _Watched(send)
         try:
-            with cancel:
-                await self.app(scope, receive, watched)
-            if cancel.cancelled_caught:
-                try:
-                    await watched.end_cut(scope["path"])
-                except OSError:
-                    pass  # the caller is gone as well: nothing left to tell it
+            await self.app(scope, receive, request.watched)
+        except asyncio.CancelledError:
+            if not request.cut:
+                raise  # not ours (the server's own cancellation): it goes on up
+            task.uncancel()  # the cut ends here: the caller is told
+            try:
+                await request.end_cut(scope["path"])
+            except OSError:
+                pass  # the caller is gone as well: nothing left to tell it
         finally:
-            self.shutdown.leave(cancel)
+            self.shutdown.leave(request)
 
 
 # --- signals ------------------------------------------------------------------------------
