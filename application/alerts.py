@@ -273,7 +273,7 @@ class AlertProcess:
         if isinstance(event, Provider.CredentialDisabled | Provider.CredentialEnabled):
             return [_credential_notice(event, position, states.get(key, {}).get("name", ""))]
         assert isinstance(event, RequestRecord.Completed | RequestRecord.Failed)
-        return _record_notices(event, self._account_name(key, states))
+        return _record_notices(event, lambda: self._account_name(key, states))  # read only for a notice that names it
 
     def _watch(
         self, event: Aggregate.Event, state: dict[str, Any] | None, states: dict[str, dict[str, Any]]
@@ -410,7 +410,9 @@ def _credential_notice(
     )
 
 
-def _record_notices(event: RequestRecord.Completed | RequestRecord.Failed, account_name: str) -> list[Notice]:
+def _record_notices(
+    event: RequestRecord.Completed | RequestRecord.Failed, account_name: Callable[[], str]
+) -> list[Notice]:
     details = event.details
     if not _record_matters(details):
         return []
@@ -430,7 +432,7 @@ def _record_notices(event: RequestRecord.Completed | RequestRecord.Failed, accou
     account = UUID(details["account_id"])
     data = {
         "account_id": str(account),
-        "account": account_name,
+        "account": account_name(),
         "day": day,
         "request_id": request,
         "api_key_id": str(UUID(details["api_key_id"])) if details.get("api_key_id") else None,
