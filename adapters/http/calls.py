@@ -9,6 +9,7 @@ from uuid import UUID
 from starlette.requests import Request
 from starlette.responses import Response
 
+from adapters.http.disconnect import CallerWatch
 from adapters.http.receipts import receipt_headers
 from adapters.services import Services
 from application.billing import RequestShape
@@ -34,7 +35,8 @@ async def billed_document(
     and pass the answer on as it came, with the receipt in headers."""
     calls = services.calls
     opened = await calls.open(api_key, shape, request_id_of(request))
-    call = await calls.start_document(opened, operation, body)
+    with CallerWatch(request.receive):  # a caller gone before the answer: a 499, nothing charged
+        call = await calls.start_document(opened, operation, body)
     document = await calls.document(call)
     receipt = await calls.complete(call, usage_of(document), ttfb_ms=None)
     return Response(call.result, media_type="application/json", headers=receipt_headers(receipt, opened))

@@ -24,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from adapters.http.calls import request_id_of
 from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
+from adapters.http.disconnect import CallerWatch
 from adapters.http.rate_limit_headers import opened_rate_limit_headers
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
@@ -46,12 +47,14 @@ async def chat_completions(request: Request) -> Response:
     api_key = bearer_token(request)
     chat = parse_chat_request(await read_body(request, services.settings.max_body_bytes), tags_header(request))
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
-    call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
+        call = await services.calls.start_chat(opened, upstream_body(chat))
         return StreamingResponse(
             relay(services.calls, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
         )
-    raw, _, receipt = await complete_plain(services.calls, call)
+    with CallerWatch(request.receive) as watch:  # a caller gone before the answer: a 499, nothing charged
+        call = await services.calls.start_chat(opened, upstream_body(chat))
+        raw, _, receipt = await complete_plain(services.calls, call, watch)
     return Response(raw, media_type="application/json", headers=receipt_headers(receipt, opened))
 
 
@@ -71,14 +74,19 @@ def upstream_body(chat: ChatRequest) -> dict[str, Any]:
     return {**chat.body, "stream_options": options}
 
 
-async def complete_plain(calls: BilledCalls, call: StartedCall[ChatExchange]) -> tuple[bytes, dict[str, Any], Receipt]:
+async def complete_plain(
+    calls: BilledCalls, call: StartedCall[ChatExchange], watch: CallerWatch | None = None
+) -> tuple[bytes, dict[str, Any], Receipt]:
     """Read a whole answer and charge for it: the raw bytes, the parsed document, the receipt."""
-    (raw, parsed), receipt = await complete_answer(calls, call, _as_sent)
+    (raw, parsed), receipt = await complete_answer(calls, call, _as_sent, watch)
     return raw, parsed, receipt
 
 
 async def complete_answer(
-    calls: BilledCalls, call: StartedCall[ChatExchange], answer: Callable[[bytes, dict[str, Any]], T]
+    calls: BilledCalls,
+    call: StartedCall[ChatExchange],
+    answer: Callable[[bytes, dict[str, Any]], T],
+    watch: CallerWatch | None = None,
 ) -> tuple[T, Receipt]:
     """Read a whole answer, make the caller's answer of it (``answer``: from the raw bytes and
     the parsed document), then charge for it: the caller's answer and the receipt.
@@ -89,10 +97,13 @@ async def complete_answer(
     502 ``upstream_bad_response`` with nothing charged: the caller is never charged for an answer
     it is not given; an answer still arriving when the provider's total timeout runs out is a
     504 ``upstream_timeout``, nothing charged. Anything else ``answer`` raises is a bug of ours:
-    a 500, released."""
+    a 500, released. ``watch`` (adapters/http/disconnect.py) stops once the answer is read:
+    the caller leaving before that cancels the call (a 499, released), after it does not."""
     opened, upstream = call.opened, call.result
     try:
         raw = await upstream.read_completion()
+        if watch is not None:
+            watch.answered()
         ttfb_ms = elapsed_ms(opened)
         parsed = upstream_json(raw)
         if not isinstance(parsed, dict):
@@ -111,7 +122,7 @@ async def complete_answer(
         await calls.fail_for(call, bug)  # a bug of ours: released, recorded as it is answered (a 500)
         raise
     except BaseException:
-        upstream.abort()  # cancelled while reading (a shutdown's cut): released, nothing charged
+        upstream.abort()  # cancelled while reading (the caller gone, a shutdown's cut): released, nothing charged
         await calls.cancelled(call)
         raise
     finally:

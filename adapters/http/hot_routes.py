@@ -21,8 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from adapters.http.disconnect import CallerGone
 from adapters.http.errors import ANSWERED_ERRORS, response_for
 from application.auth_throttle import AuthThrottle
+from application.shutdown import CLIENT_GONE_STATUS
 from domain.errors import TooManyFailedAuthentications
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -63,6 +65,8 @@ class HotRoutes:
             response = await endpoint(request)
         except ANSWERED_ERRORS as error:
             response = response_for(error)
+        except CallerGone:  # a plain call's caller left before the answer (adapters/http/disconnect.py)
+            response = Response(status_code=CLIENT_GONE_STATUS)
         if response.status_code == 401:
             self.throttle.failed(address)
         await response(scope, receive, send)

@@ -22,6 +22,7 @@ from adapters.http.bodies import json_object
 from adapters.http.calls import request_id_of
 from adapters.http.chat import complete_answer, relay, stream_headers, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
+from adapters.http.disconnect import CallerWatch
 from adapters.http.errors import ANSWERED_ERRORS, error_message, response_for
 from adapters.http.messages_translate import (
     MessagesStreamTranslator,
@@ -57,14 +58,17 @@ async def _create_message(request: Request) -> Response:
         orjson.dumps(chat_body_from_messages(json_object(raw))), tags_header(request), endpoint="messages"
     )
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
-    call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
+        call = await services.calls.start_chat(opened, upstream_body(chat))
         return StreamingResponse(
             _events(services.calls, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
         )
     # Translated before the charge: an answer that cannot be translated is the provider's
     # garbled answer (a 502, nothing charged), never a 500 after the caller was charged.
-    (message, upstream_usage), receipt = await complete_answer(services.calls, call, _translated(chat.shape.model))
+    with CallerWatch(request.receive) as watch:  # a caller gone before the answer: a 499, nothing charged
+        call = await services.calls.start_chat(opened, upstream_body(chat))
+        translated = _translated(chat.shape.model)
+        (message, upstream_usage), receipt = await complete_answer(services.calls, call, translated, watch)
     message = message_with_usage(message, receipt_usage(receipt, upstream_usage))
     return Response(orjson.dumps(message), media_type="application/json", headers=receipt_headers(receipt, opened))
 

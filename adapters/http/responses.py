@@ -32,6 +32,7 @@ from adapters.http.bodies import json_object
 from adapters.http.calls import request_id_of
 from adapters.http.chat import complete_answer, relay, stream_headers, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
+from adapters.http.disconnect import CallerWatch
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.responses_translate import (
     ResponsesStreamTranslator,
@@ -95,8 +96,8 @@ async def create_response(request: Request) -> Response:
     storing = _Storing(store if keeps else None, opened.account_id, [*earlier, *input_items(body)])
     skeleton = response_skeleton(body, f"resp_{request_id.hex}", int(time.time()), store=keeps)
     extra = {STORE_HEADER: "off"} if wants_store(body) and not storing_on else {}
-    call = await services.calls.start_chat(opened, upstream_body(chat))
     if chat.shape.stream:
+        call = await services.calls.start_chat(opened, upstream_body(chat))
         return StreamingResponse(
             _events(services.calls, call, chat, skeleton, storing),
             media_type="text/event-stream",
@@ -104,7 +105,9 @@ async def create_response(request: Request) -> Response:
         )
     # Translated before the charge: an answer that cannot be translated is the provider's
     # garbled answer (a 502, nothing charged), never a 500 after the caller was charged.
-    (response, upstream_usage), receipt = await complete_answer(services.calls, call, _translated(skeleton))
+    with CallerWatch(request.receive) as watch:  # a caller gone before the answer: a 499, nothing charged
+        call = await services.calls.start_chat(opened, upstream_body(chat))
+        (response, upstream_usage), receipt = await complete_answer(services.calls, call, _translated(skeleton), watch)
     response = response_with_usage(response, receipt_usage(receipt, upstream_usage))
     await storing.keep(response)
     headers = {**receipt_headers(receipt, opened), **extra}

@@ -6,11 +6,11 @@ neither the event loop nor the gateway's memory: the transport's flow control re
 to the provider (its writes wait), proven by the bytes the provider manages to send and the
 gateway's resident memory while the reader reads nothing.
 
-One finding is pinned by a strict xfail (it passes once fixed, and must then lose the mark):
-a caller gone before a plain answer is not noticed (the call runs on and is recorded 200,
-charged what the provider produced: once, but not cancelled). Another was fixed: a caller
-gone while the provider's data kept arriving was not acted on until the provider ended or
-its total timeout ran out (under uvloop the relay was never cancelled)."""
+Two findings were fixed: a caller gone before a plain answer was not noticed (the call ran on
+and was recorded 200, charged what the provider produced; now the connection is watched until
+the answer is read: a 499, the provider's call aborted, nothing charged), and a caller gone
+while the provider's data kept arriving was not acted on until the provider ended or its
+total timeout ran out (under uvloop the relay was never cancelled)."""
 
 import socket
 import time
@@ -35,6 +35,7 @@ REPLY = "one two three four five six seven eight"
 FLOW_CONTROL_BOUND = 16 * 1024 * 1024
 TOTAL_TIMEOUT = 4  # the provider's --timeout-total, seconds
 MAX_TOKENS = 30
+EMBEDDING_MODEL = "openai/text-embedding-3-small"
 
 
 @dataclass
@@ -75,6 +76,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     upstream = FakeOpenAIUpstream(api_key=UPSTREAM_KEY, reply_text=REPLY).start()
     gateway = Gateway.initialised(tmp_path_factory.mktemp("client-faults"))
     key = configure(gateway, upstream, "acme", "100")
+    cli(gateway.env, "prices", "set", EMBEDDING_MODEL, "--input", "0.02", "--output", "0")
     # every answer here takes under 2 s; an endless one ends at this bound (see the slow reader)
     cli(gateway.env, "providers", "update", "openai", "--timeout-total", str(TOTAL_TIMEOUT))
     gateway.start()
@@ -117,16 +119,18 @@ def one_record(setup: Setup, seen: set[str]) -> dict[str, Any]:
     return records[0]
 
 
-def leave_before_the_answer(setup: Setup, stream: bool) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+def leave_before_the_answer(
+    setup: Setup, stream: bool, path: str = "/v1/chat/completions", body: bytes | None = None
+) -> tuple[dict[str, Any], dict[str, Any], bytes]:
     """A caller that gives up (closes its connection) while the provider has not answered yet:
     (balance before, its request's one record, its body)."""
     setup.upstream.script(Scripted.delay(1.5))
     seen = {row["request_id"] for row in setup.log()}
     before = setup.balance()
-    body = chat_body(stream)
+    body = chat_body(stream) if body is None else body
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
-            setup.gateway.url + "/v1/chat/completions",
+            setup.gateway.url + path,
             content=body,
             headers=setup.headers,
             timeout=httpx.Timeout(30, read=0.3),
@@ -134,11 +138,19 @@ def leave_before_the_answer(setup: Setup, stream: bool) -> tuple[dict[str, Any],
     return before, one_record(setup, seen), body
 
 
-def test_a_plain_request_whose_caller_left_before_the_answer_is_closed_once_charged_what_was_produced(
-    setup: Setup,
-) -> None:
-    before, record, _ = leave_before_the_answer(setup, stream=False)
-    assert record["status"] == 200 and record["charge"] > 0  # today: the call runs on (see the xfail below)
+def test_a_plain_request_whose_caller_stays_is_answered_however_slow_the_provider(setup: Setup) -> None:
+    """The caller's connection is watched while the provider has not answered (a 499 if it
+    leaves): one that waits is never cancelled, the slow answer is served and charged."""
+    setup.upstream.script(Scripted.delay(1.5))
+    seen = {row["request_id"] for row in setup.log()}
+    before = setup.balance()
+    body = chat_body(False)
+    response = httpx.post(setup.gateway.url + "/v1/chat/completions", content=body, headers=setup.headers, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == REPLY
+    record = one_record(setup, seen)
+    assert record["status"] == 200 and record["charge"] == int(response.headers["x-tallyhub-charge-nanocredits"])
+    assert record["output_tokens"] > 0 and record["charge"] > record["output_tokens"] * OUTPUT_RATE
     after = setup.settled()
     assert before["balance"] - after["balance"] == record["charge"] and after["held"] == 0
 
@@ -154,13 +166,33 @@ def test_a_stream_whose_caller_left_before_the_answer_ends_at_its_first_chunk_as
     assert before["balance"] - after["balance"] == record["charge"] and after["held"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="finding: a caller gone before a plain answer is not noticed (issue 20, item 2)")
 def test_a_plain_request_whose_caller_left_before_the_answer_is_cancelled_as_a_499_and_charged_nothing(
     setup: Setup,
 ) -> None:
+    """The plain answer had not begun (a stream's had: its prompt is charged): released, the
+    provider's call stopped."""
     before, record, _ = leave_before_the_answer(setup, stream=False)
+    assert setup.upstream.wait_until(lambda: setup.upstream.requests[0].disconnected, timeout=10)
     after = setup.settled()
     assert (record["status"], record["charge"], after["balance"]) == (499, 0, before["balance"])
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/messages", {"model": MODEL, "max_tokens": 30, "messages": [{"role": "user", "content": "go"}]}),
+        ("/v1/responses", {"model": MODEL, "input": "go"}),
+        ("/v1/embeddings", {"model": EMBEDDING_MODEL, "input": "go"}),
+    ],
+)
+def test_every_plain_answer_whose_caller_left_before_it_is_a_499_charged_nothing(
+    setup: Setup, path: str, body: dict[str, Any]
+) -> None:
+    before, record, _ = leave_before_the_answer(setup, False, path, orjson.dumps(body))
+    assert setup.upstream.wait_until(lambda: setup.upstream.requests[0].disconnected, timeout=10)
+    after = setup.settled()
+    assert (record["status"], record["charge"], after["balance"]) == (499, 0, before["balance"])
+    assert "Exception in ASGI application" not in setup.gateway.logs()  # the cancellation ends in our hands
 
 
 def test_a_caller_gone_mid_stream_cancels_the_provider_and_pays_once_for_what_was_produced(setup: Setup) -> None:

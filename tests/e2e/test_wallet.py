@@ -3,8 +3,10 @@ once, bad deliveries refused with the ledger unchanged; adjustments; starter cre
 grants that expire, taken out by the sweep once; and holds of a killed ``serve``
 released by the sweep with nothing charged twice."""
 
+import contextlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -159,16 +161,23 @@ def test_holds_of_a_killed_server_are_released_by_the_sweep_and_nothing_is_charg
         upstream.script(*[Scripted.delay(30)] * 3)  # three requests stuck upstream when the server dies
         headers = {"authorization": f"Bearer {key}"}
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hang"}], "max_tokens": 10}
-        for _ in range(3):
-            try:
-                httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=0.5)
-            except httpx.TimeoutException:
-                pass
+
+        def waiting_caller() -> None:
+            # stays connected (a caller that leaves has its call cancelled and its hold released
+            # at once: tests/e2e/test_client_faults.py); the kill cuts it
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(gateway.url + "/v1/chat/completions", json=body, headers=headers, timeout=60)
+
+        callers = [threading.Thread(target=waiting_caller, daemon=True) for _ in range(3)]
+        for caller in callers:
+            caller.start()
         upstream.wait_for_requests(3)
         held = gateway.balance("acme")
         assert held["held"] > 0 and held["available"] < held["balance"]
         os.kill(gateway.processes[0].pid, signal.SIGKILL)
         gateway.processes[0].wait()
+        for caller in callers:
+            caller.join(timeout=30)
         gateway.stop()
         upstream.reset()
         gateway.start()
