@@ -11,6 +11,8 @@ import altair as alt
 import pandas as pd
 
 from dashboard import timezones
+from dashboard.metrics import credits_axis
+from dashboard.windows import Window
 
 PERIOD_DASH = alt.StrokeDash(
     "period:N",
@@ -217,3 +219,13 @@ def running_balance(frame: pd.DataFrame, title: str) -> alt.LayerChart:
     )
     chart: alt.LayerChart = (line + points).properties(height=220)
     return chart
+
+
+def spend_by_bucket(usage: pd.DataFrame, window: Window) -> pd.DataFrame:
+    """Hourly usage rows with their bucket of ``window`` (start and end) and their charge as
+    credits on an axis: what ``stacked_bars_over_time`` draws spend from."""
+    return usage.assign(
+        bucket=[window.bucket_of(h) for h in usage["hour"]],
+        bucket_end=[window.bucket_of(h) + window.bucket for h in usage["hour"]],
+        spend_credits=[credits_axis(c) for c in usage["charge"]],
+    )

@@ -82,11 +82,7 @@ usage = queries.usage_frame(ctx.key, window.since, window.until, account_id, _so
 if usage.empty:
     ui.empty_window(ctx, window, what=f"requests of {names[account_id]}")
 else:
-    by_model = usage.assign(
-        bucket=[window.bucket_of(h) for h in usage["hour"]],
-        bucket_end=[window.bucket_of(h) + window.bucket for h in usage["hour"]],
-        spend_credits=[credits_axis(c) for c in usage["charge"]],
-    )
+    by_model = charts.spend_by_bucket(usage, window)
     st.altair_chart(
         charts.stacked_bars_over_time(
             by_model,

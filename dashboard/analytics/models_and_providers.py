@@ -35,11 +35,7 @@ if usage.empty:
     ui.empty_window(ctx, window)
     st.stop()
 
-data = usage.assign(
-    bucket=[window.bucket_of(h) for h in usage["hour"]],
-    bucket_end=[window.bucket_of(h) + window.bucket for h in usage["hour"]],
-    spend_credits=[credits_axis(c) for c in usage["charge"]],
-)
+data = charts.spend_by_bucket(usage, window)
 st.altair_chart(
     charts.stacked_bars_over_time(data, "spend_credits", "model", "Spend by model", "credits", hourly=window.hourly),
     width="stretch",

@@ -4,7 +4,7 @@ from the hourly usage rollups of this account only."""
 import streamlit as st
 
 from dashboard import charts, queries, ui
-from dashboard.metrics import credits_axis, credits_text
+from dashboard.metrics import credits_text
 from dashboard.portal import gate, reads
 
 session, ctx = gate.page_context()
@@ -18,11 +18,7 @@ if usage.empty:
     st.stop()
 
 names = reads.key_names(ctx.key, str(session.account_id), _portal=gate.portal())
-by_time = usage.assign(
-    bucket=[window.bucket_of(h) for h in usage["hour"]],
-    bucket_end=[window.bucket_of(h) + window.bucket for h in usage["hour"]],
-    spend_credits=[credits_axis(c) for c in usage["charge"]],
-)
+by_time = charts.spend_by_bucket(usage, window)
 st.altair_chart(
     charts.stacked_bars_over_time(by_time, "spend_credits", "model", "Spend by model", "credits", hourly=window.hourly),
     width="stretch",
