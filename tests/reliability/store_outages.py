@@ -75,7 +75,7 @@ class FaultResult:
     seconds: float  # how long the store stayed away (a restart: 0, as quick as the server's own)
     during_fault: dict[str, int] = field(default_factory=dict)  # answers in flight or asked meanwhile
     slowest_answer_during_fault_s: float = 0.0
-    recovered_after_s: float = 0.0  # from the store's return to the first 200
+    recovered_after_s: float = 0.0  # from the store's return to a 200 from every ``serve``
     limits_failed_open: int = 0  # redis-down: requests admitted without rate limits (every serve's /metrics)
 
 
@@ -115,7 +115,8 @@ class Load:
         await asyncio.gather(*[self._caller(i) for i in range(CALLERS)])
 
     async def _caller(self, index: int) -> None:
-        url = self.setup.fleet.serve_urls()[index % len(self.setup.fleet.serve_urls())]
+        urls = self.setup.fleet.serve_urls()
+        url = urls[index // 2 % len(urls)]  # each ``serve`` gets a plain and a streaming caller
         async with httpx.AsyncClient(timeout=300) as client:
             while not self._stopping.is_set():
                 started = time.monotonic()
@@ -126,14 +127,23 @@ class Load:
 
 
 def answered(setup: Setup, probes: list[Outcome]) -> bool:
-    """One plain request (kept in ``probes``, whose charges are checked too): answered 200?"""
+    """One plain request to every ``serve`` (kept in ``probes``, whose charges are checked too):
+    each answered 200? Each process has its own store connections and breaker, and recovers
+    on its own."""
 
-    async def one() -> Outcome:
+    async def each() -> list[Outcome]:
         async with httpx.AsyncClient(timeout=60) as client:
-            return await chat(client, setup.fleet.serve_urls()[0], setup.api_key, stream=False)
+            urls = setup.fleet.serve_urls()
+            return list(await asyncio.gather(*[chat(client, url, setup.api_key, stream=False) for url in urls]))
 
-    probes.append(asyncio.run(one()))
-    return probes[-1].status == 200
+    outcomes = asyncio.run(each())
+    probes.extend(outcomes)
+    return all(outcome.status == 200 for outcome in outcomes)
+
+
+def served_since(answers: list[Timed], since: int) -> set[str]:
+    """The kinds of request answered 200 among ``answers[since:]``."""
+    return {t.outcome.kind for t in answers[since:] if t.outcome.status == 200}
 
 
 def answer_bound(store_timeout: int) -> float:
@@ -168,7 +178,11 @@ def run(
                     wait_until(lambda: answered(setup, probes), RECOVERY_BOUND_SECONDS, f"a 200 after {name}"), 2
                 )
                 later = len(load.answers)
-                wait_until(lambda: len(load.answers) >= later + 2 * CALLERS, 60, f"answers after {name}")
+                # the next fault starts once both the plain and the streaming callers are served
+                # again (they call different ``serve`` processes), not only the quicker of them
+                wait_until(
+                    lambda: served_since(load.answers, later) == {"plain", "stream"}, 60, f"answers after {name}"
+                )
                 if name == "redis-down":
                     wait_until(lambda: bool(rate_limit_keys(setup)), 30, "the rate limits kept in Redis again")
                     result.limits_failed_open = failed_open(setup)
@@ -220,8 +234,16 @@ def judge(
     result.during_fault = summarise([t.outcome for t in during])
     result.slowest_answer_during_fault_s = round(max((t.seconds for t in during), default=0.0), 2)
     if result.fault == "redis-down":
-        if any(t.outcome.status != 200 for t in during):
-            problems.append(f"Redis down refused requests: {result.during_fault}")
+        refused = [t for t in during if t.outcome.status != 200]
+        if refused:
+            problems.append(
+                f"Redis down refused requests: {result.during_fault}: "
+                + ", ".join(
+                    f"{t.outcome.kind} {t.outcome.status} {t.outcome.request_id} asked at "
+                    f"{t.started - fault_started:+.1f} s: {t.outcome.error[:160]}"
+                    for t in refused
+                )
+            )
         return
     slow = [t for t in during if t.seconds > bound]
     if slow:
