@@ -11,6 +11,8 @@ Spend by API key is the same usage rollups summed per key (its rows add up to Sp
 key named as it was issued (``ApiKey.Issued``, read once for all keys, never per key).
 """
 
+from typing import Any
+
 import pandas as pd
 import streamlit as st
 
@@ -198,60 +200,50 @@ usage_before = usage_series(
 )
 timing_now, timing_before = latency_series(timings, window), latency_series(previous_timings, window.previous)
 
-st.altair_chart(
-    charts.period_lines(
-        against_previous(usage_now, usage_before, window, ["requests"]), "Requests", "requests", hourly=window.hourly
-    ),
-    width="stretch",
-    key="chart_requests",
-)
+
+def compare(
+    place: Any,
+    now: pd.DataFrame,
+    before: pd.DataFrame,
+    columns: list[str],
+    title: str,
+    unit: str,
+    key: str,
+    labels: dict[str, str] | None = None,
+) -> None:
+    """One chart of ``columns`` in this window against the previous one; with ``labels``, a line
+    per column."""
+    place.altair_chart(
+        charts.period_lines(
+            against_previous(now, before, window, columns, labels),
+            title,
+            unit,
+            by_metric=labels is not None,
+            hourly=window.hourly,
+        ),
+        width="stretch",
+        key=key,
+    )
+
+
+compare(st, usage_now, usage_before, ["requests"], "Requests", "requests", "chart_requests")
 left, right = st.columns(2)
-left.altair_chart(
-    charts.period_lines(
-        against_previous(usage_now, usage_before, window, ["spend_credits"]), "Spend", "credits", hourly=window.hourly
-    ),
-    width="stretch",
-    key="chart_spend",
-)
-right.altair_chart(
-    charts.period_lines(
-        against_previous(usage_now, usage_before, window, ["tokens"]), "Tokens", "tokens", hourly=window.hourly
-    ),
-    width="stretch",
-    key="chart_tokens",
-)
+compare(left, usage_now, usage_before, ["spend_credits"], "Spend", "credits", "chart_spend")
+compare(right, usage_now, usage_before, ["tokens"], "Tokens", "tokens", "chart_tokens")
 left, right = st.columns(2)
-left.altair_chart(
-    charts.period_lines(
-        against_previous(usage_now, usage_before, window, ["error_rate_pct"]),
-        "Error rate",
-        "% of requests",
-        hourly=window.hourly,
-    ),
-    width="stretch",
-    key="chart_errors",
+compare(left, usage_now, usage_before, ["error_rate_pct"], "Error rate", "% of requests", "chart_errors")
+compare(
+    right,
+    timing_now,
+    timing_before,
+    ["p50_latency_ms", "p95_latency_ms"],
+    "Latency of completed requests",
+    "ms",
+    "chart_latency",
+    PERCENTILES,
 )
-right.altair_chart(
-    charts.period_lines(
-        against_previous(timing_now, timing_before, window, ["p50_latency_ms", "p95_latency_ms"], PERCENTILES),
-        "Latency of completed requests",
-        "ms",
-        by_metric=True,
-        hourly=window.hourly,
-    ),
-    width="stretch",
-    key="chart_latency",
-)
-st.altair_chart(
-    charts.period_lines(
-        against_previous(timing_now, timing_before, window, ["p50_ttfb_ms", "p95_ttfb_ms"], PERCENTILES),
-        "Time to first byte",
-        "ms",
-        by_metric=True,
-        hourly=window.hourly,
-    ),
-    width="stretch",
-    key="chart_ttfb",
+compare(
+    st, timing_now, timing_before, ["p50_ttfb_ms", "p95_ttfb_ms"], "Time to first byte", "ms", "chart_ttfb", PERCENTILES
 )
 if margins is not None:
     margin_now = margin_series(queries.provider_frame(ctx.key, window.since, window.until, _source=ctx.source), window)
@@ -259,18 +251,15 @@ if margins is not None:
         queries.provider_frame(ctx.key, window.previous.since, window.previous.until, _source=ctx.source),
         window.previous,
     )
-    st.altair_chart(
-        charts.period_lines(
-            against_previous(
-                margin_now, margin_before, window, ["provider_cost_credits", "margin_credits"], MONEY_LINES
-            ),
-            "Provider cost and margin",
-            "credits",
-            by_metric=True,
-            hourly=window.hourly,
-        ),
-        width="stretch",
-        key="chart_margin",
+    compare(
+        st,
+        margin_now,
+        margin_before,
+        ["provider_cost_credits", "margin_credits"],
+        "Provider cost and margin",
+        "credits",
+        "chart_margin",
+        MONEY_LINES,
     )
 
 
