@@ -36,6 +36,7 @@ from application.ledger import Ledger
 from application.ports import RequestObserver, StatusOf
 from application.rate_limits import AdmittedRequest
 from application.routing import Route, Router, Target
+from application.voids import STORE_UNAVAILABLE, Void
 from domain.account import Account
 from domain.attribution import Attribution
 from domain.errors import InsufficientCredits, ModelNotFound, RateLimitExceeded
@@ -334,6 +335,12 @@ class RequestBilling:
                     opened, status=status, error_code=error_code, route=route, ttfb_ms=ttfb_ms, attempts=attempts
                 ),
             )
+
+    def void(self, opened: OpenedRequest, error: Exception, route: Route | None, attempts: tuple[Attempt, ...]) -> Void:
+        """The account command voiding a request whose caller was answered ``error`` (the store
+        away: 503 ``store_unavailable``) after its settlement failed (application/voids.py)."""
+        release = self._release(opened, self.status_of(error), STORE_UNAVAILABLE, route, None, attempts)
+        return Void(self.ledger, opened.request_id, release.record)
 
     def _hold(self, opened: OpenedRequest) -> Callable[[Account], list[Aggregate]]:
         expires_at = opened.started_at + self.hold_ttl

@@ -200,7 +200,36 @@ class BilledCalls:
         error_code: str | None = None,
     ) -> Receipt:
         """Settle the hold for ``usage`` and record the request (and correct its rate-limit
-        tokens to those charged)."""
+        tokens to those charged), before its caller is answered. When the store fails the
+        settlement (transiently), the caller is answered that error (503 ``store_unavailable``)
+        and the request's void is kept pending (application/voids.py): once the store is back
+        its hold is released, or its charge refunded if the settlement landed after all."""
+        try:
+            return await self._complete_limited(call, usage, ttfb_ms, status, error_code)
+        except Exception as error:
+            if self.pending is None or self.billing.mode != "credits" or not self.pending.transient(error):
+                raise
+            opened = call.opened
+            void = self.billing.void(opened, error, call.route, call.attempts)
+            self.pending.keep(
+                PendingSettlement(
+                    opened.request_id,
+                    self.billing.cost_of(opened, call.route, usage),
+                    opened.started + self.billing.hold_ttl.total_seconds(),
+                    lambda: self.billing.ledger.change_account_async(opened.account_id, void),
+                    kind="void",
+                )
+            )
+            raise
+
+    async def _complete_limited(
+        self,
+        call: StartedCall[Any],
+        usage: Usage,
+        ttfb_ms: float | None,
+        status: int,
+        error_code: str | None,
+    ) -> Receipt:
         if call.opened.rate_limit is None:
             return await self._complete(call, usage, ttfb_ms, status, error_code)
         receipt: Receipt | None = None
@@ -224,7 +253,7 @@ class BilledCalls:
         background until it lands (application/pending_settlements.py); the error is raised all
         the same: nothing durable, so no cost is claimed to the caller."""
         try:
-            return await self.complete(call, usage, ttfb_ms, status, error_code)
+            return await self._complete_limited(call, usage, ttfb_ms, status, error_code)
         except Exception as error:
             if self.pending is None or not self.pending.transient(error):
                 raise

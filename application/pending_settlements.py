@@ -3,6 +3,10 @@ relayed) and whose settlement could not be saved because the store was away (Pos
 unreachable, SQLite's disk full) is settled again in the background until it lands
 (docs/reliability.md, finding 4). Without it the hold would expire and the answer go
 unbilled.
+The same machinery keeps a plain request's *void* pending (``kind="void"``,
+application/voids.py): its caller was answered 503 ``store_unavailable`` when its settlement
+failed, and the void makes that answer true — the hold released, or the charge refunded when
+the settlement had landed after all (docs/reliability.md, finding 5).
 
 Invariants:
 - only a transient store failure (``TRANSIENT_STORE_ERRORS``: eventsourcing's
@@ -47,6 +51,7 @@ class PendingSettlement:
     amount: int  # nanocredits: what the settlement charges (before the account's cap)
     deadline: float  # monotonic seconds: its hold's deadline; no try starts after it
     settle: Callable[[], Awaitable[object]]
+    kind: str = "settlement"  # or "void": what the log calls it (application/voids.py)
 
 
 class PendingSettlements:
@@ -81,7 +86,8 @@ class PendingSettlements:
         if settlement.request_id in self._tasks:
             return  # already retried: one task per request
         log.warning(
-            "the settlement of request %s (%d nanocredits) could not be saved: the store is away; retrying it",
+            "the %s of request %s (%d nanocredits) could not be saved: the store is away; retrying it",
+            settlement.kind,
             settlement.request_id,
             settlement.amount,
         )
@@ -117,7 +123,7 @@ class PendingSettlements:
                     wait = min(wait * 2, self.max_wait)
                     continue
                 self.landed += 1
-                log.warning("the pending settlement of request %s landed", settlement.request_id)
+                log.warning("the pending %s of request %s landed", settlement.kind, settlement.request_id)
                 return
             self._give_up(settlement, "its hold's deadline passed with the store still away")
         except asyncio.CancelledError:
@@ -126,6 +132,15 @@ class PendingSettlements:
 
     def _give_up(self, settlement: PendingSettlement, why: str) -> None:
         self.given_up += 1
+        if settlement.kind == "void":
+            log.error(
+                "the void of request %s (%d nanocredits) is given up (%s): it was answered 503 yet stays charged"
+                " if its settlement landed, and its hold is left to the hold sweep; reconcile it",
+                settlement.request_id,
+                settlement.amount,
+                why,
+            )
+            return
         log.error(
             "the settlement of request %s (%d nanocredits) is given up (%s): not charged unless a try still"
             " in flight lands; its hold is left to the hold sweep; reconcile it",

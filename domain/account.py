@@ -71,6 +71,7 @@ from domain.errors import (
 from domain.money import InvalidAmount, format_credits
 
 MAX_ALERT_THRESHOLDS = 10  # balance.low thresholds per account
+REFUND_KIND = "charge-refund"  # the MovementReceipt kind of a request's refund (``refund_charge``)
 
 
 @dataclass(frozen=True)
@@ -370,13 +371,23 @@ class Account(Aggregate):
         if amount < 0:
             self._spend(-amount)
 
-    def refund_charge(self, request_id: UUID, amount: int, reason: str) -> None:
+    def refund_charge(self, request_id: UUID, amount: int, reason: str) -> "MovementReceipt":
         """Give back (part of) what a request was charged; the caller checks the amount
-        against the request's charge, and the refund's identity makes it happen once."""
+        against the request's charge. Returns the refund's receipt, to save in the same
+        transaction: its identity is (account, ``REFUND_KIND``, request), so a second refund
+        of the request collides with it in the store and moves nothing — at most one refund
+        per request, without the account keeping every refunded request."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise InvalidRequest("a refund must be a positive amount", param="amount")
         self._check_credit(amount)
         self._charge_refunded(request_id=request_id, amount=amount, reason=reason)
+        return MovementReceipt(
+            account_id=self.id,
+            kind=REFUND_KIND,
+            idempotency_key=request_id.hex,
+            amount=amount,
+            terms={"reason": reason},
+        )
 
     @event(ChargeRefunded)
     def _charge_refunded(self, request_id: UUID, amount: int, reason: str) -> None:

@@ -6,7 +6,10 @@ restarted. At the end, with every process restarted and then stopped:
 - ``tallyhub verify`` passes, and the read models equal a rebuild from zero, table by table;
 - every answer a caller received in full (a 200 with its receipt) has exactly one charge,
   equal to that receipt;
-- every request refused with an HTTP error has no charge;
+- every request refused with an HTTP error has no charge net: none, or — a plain request
+  answered 503 ``store_unavailable`` whose settlement landed as the store went away (an
+  ambiguous commit) — its whole charge refunded once by its void (application/voids.py;
+  counted as ``answered_503_refunded``);
 - a stream whose caller saw it cut (the process died mid-stream) has no charge or one
   charge for the whole answer (the process had settled it before dying), never two;
 - a request whose caller got no HTTP answer at all (its id is unknown to the caller) may
@@ -79,8 +82,8 @@ class Report:
     unknown_charged: int = 0
     cut_streams_charged: int = 0
     # a plain request answered 503 store_unavailable whose settlement had landed as the store
-    # went away (an ambiguous commit; docs/reliability.md, finding 5): charged its whole cost once
-    answered_503_charged: int = 0
+    # went away (an ambiguous commit; docs/reliability.md, finding 5): charged, then refunded once
+    answered_503_refunded: int = 0
     holds_cleared_after_s: float = 0.0
     max_hold_overshoot_s: float = 0.0  # the most any open hold was seen past its deadline
     problems: list[str] = field(default_factory=list)
@@ -209,17 +212,31 @@ def check(setup: Setup, outcomes: list[Outcome], costs: tuple[int, int], report:
             problems.append(
                 f"read model {table} differs from a rebuild from zero ({len(rows)} vs {len(rebuilt[table])})"
             )
-    check_charges(store.charges(), outcomes, costs, report)
+    refunds = refunds_of(store)
+    check_charges(store.charges(), refunds, outcomes, costs, report)
     check_credits(store.grants(), outcomes, problems)
     balance = store.rows("SELECT balance FROM th_rm_balances")[0][0]
     charged = sum(sum(amounts) for amounts in store.charges().values())
+    refunded = sum(sum(amounts) for amounts in refunds.values())
     credited = sum(sum(amounts) for amounts in store.grants().values())
-    if balance != START_CREDITS * 10**9 + credited - charged:
-        problems.append(f"balance {balance} != start + credited {credited} - charged {charged}")
+    if balance != START_CREDITS * 10**9 + credited - charged + refunded:
+        problems.append(f"balance {balance} != start + credited {credited} - charged {charged} + refunded {refunded}")
+
+
+def refunds_of(store: Any) -> dict[str, list[int]]:
+    """Request id (hex, no dashes) -> the amounts refunded of its charge (positive)."""
+    found: dict[str, list[int]] = {}
+    for request_id, amount in store.rows("SELECT request_id, amount FROM th_rm_ledger_entries WHERE kind = 'refund'"):
+        found.setdefault(str(request_id).replace("-", ""), []).append(int(amount))
+    return found
 
 
 def check_charges(
-    charges: dict[str, list[int]], outcomes: list[Outcome], costs: tuple[int, int], report: Report
+    charges: dict[str, list[int]],
+    refunds: dict[str, list[int]],
+    outcomes: list[Outcome],
+    costs: tuple[int, int],
+    report: Report,
 ) -> None:
     problems = report.problems
     whole = set(costs)
@@ -233,6 +250,9 @@ def check_charges(
             continue
         known.add(outcome.request_id)
         got = charges.get(outcome.request_id, [])
+        back = refunds.get(outcome.request_id, [])
+        if back and outcome.status == 200:
+            problems.append(f"{outcome.kind} {outcome.request_id} answered 200: refunded {back}")
         if outcome.status == 200 and outcome.kind == "plain" and outcome.charge is not None:
             if got != [outcome.charge]:
                 problems.append(f"plain {outcome.request_id}: receipt {outcome.charge}, ledger {got}")
@@ -243,11 +263,17 @@ def check_charges(
             if got and got != [costs[1]]:
                 problems.append(f"cut stream {outcome.request_id}: ledger {got}, a whole stream is {costs[1]}")
             report.cut_streams_charged += bool(got)
-        elif outcome.status == 503 and outcome.kind == "plain" and got == [costs[0]] and _store_away(outcome):
-            report.answered_503_charged += 1  # finding 5: counted, and charged exactly once
-        elif got:
-            problems.append(f"{outcome.kind} {outcome.request_id} answered {outcome.status}: charged {got}")
-    unknown = {rid: amounts for rid, amounts in charges.items() if rid not in known}
+        elif (
+            len(got) == 1 and got == back and outcome.status == 503 and outcome.kind == "plain" and _store_away(outcome)
+        ):
+            report.answered_503_refunded += 1  # finding 5: its settlement landed; its void refunded it once
+        elif got or back:
+            problems.append(
+                f"{outcome.kind} {outcome.request_id} answered {outcome.status}: charged {got}, refunded {back}"
+            )
+    unknown = {  # a refunded one nets to nothing (its caller's 503 was lost with its connection)
+        rid: amounts for rid, amounts in charges.items() if rid not in known and refunds.get(rid) != amounts
+    }
     report.unknown_charged = len(unknown)
     for rid, amounts in unknown.items():
         if len(amounts) != 1 or amounts[0] not in whole:

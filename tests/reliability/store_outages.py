@@ -5,7 +5,10 @@ touched (tests/reliability/private_servers.py).
 
 Promised, for every fault, in credits mode:
 - every answer is a 200 (served and billed: its receipt is its one charge) or a 503
-  ``store_unavailable`` (charged nothing), never a 500. A stream whose settlement could not be
+  ``store_unavailable`` (charged nothing net), never a 500. A plain request whose settlement
+  landed as the store went away (an ambiguous commit) is answered 503 and its void refunds the
+  charge once the store is back (application/voids.py): counted as ``answered_503_refunded``;
+  a 503 with any net charge is a problem. A stream whose settlement could not be
   saved ends without its receipt; its settlement is kept pending and saved once the store is
   back (application/pending_settlements.py), so it is charged its whole answer once, or
   nothing when the store stayed away past its hold's deadline. Counted, once every hold is
@@ -85,7 +88,7 @@ class OutageReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     streams_cut_unbilled: int = 0  # a stream relayed, its settlement not saved, and never charged (finding 4)
     streams_cut_charged: int = 0  # a stream relayed, its settlement not saved at its end, charged later
-    answered_503_charged: int = 0  # a plain 503 whose settlement landed as the store went away (finding 5)
+    answered_503_refunded: int = 0  # a plain 503 whose settlement landed, then refunded by its void (finding 5)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -195,7 +198,7 @@ def run(
         books = Report(0, "store outages", 0)
         check(setup, [plain, stream, *probes, *answers], (plain.charge, stream.charge), books)
         report.problems += books.problems
-        report.answered_503_charged = books.answered_503_charged
+        report.answered_503_refunded = books.answered_503_refunded
         report.outcomes = summarise(answers)
         charged = setup.store.charges()  # read after ``check`` waited for every hold to close
         cut = [o for o in answers if o.kind == "stream" and o.status == 200 and not o.complete]

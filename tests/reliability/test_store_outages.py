@@ -1,7 +1,8 @@
 """The short variants of store_outages.py, on a PostgreSQL and a Redis of the test's own (the
 shared servers are never touched) and on a small tmpfs: PostgreSQL restarted and then down
 for 10 s, Redis down for 5 s, in turn under one load in server mode; SQLite's disk full for
-4 s. Every answer is a 200 or a 503 ``store_unavailable``, an outage's within a few seconds;
+4 s. Every answer is a 200 or a 503 ``store_unavailable``, an outage's within a few seconds,
+and no 503 is charged net (one whose settlement landed is refunded by its void: finding 5);
 the gateway recovers by itself; ``verify`` passes and the read models equal a rebuild.
 
 Longer runs: ``python -m tests.reliability.store_outages --fault pg-down:180`` (the module's

@@ -2,9 +2,10 @@
 finding 4) is kept pending (application/pending_settlements.py) and saved once the store is
 back: charged once, to the nanocredit, also when the failed save had landed after all (an
 ambiguous commit); given up (logged with the request and the amount) once its hold's deadline
-passes, the hold then released by the sweep and nothing charged; a plain answer is not kept
-pending (its caller got a 503, nothing); a graceful shutdown gives the pending ones the grace
-left. The store is the real in-memory ledger whose recorder fails the settlements' saves."""
+passes, the hold then released by the sweep and nothing charged; a plain answer's settlement
+is not kept pending (its caller got a 503: its void is, test_store_unavailable_void.py); a
+graceful shutdown gives the pending ones the grace left. The store is the real in-memory
+ledger whose recorder fails the settlements' saves."""
 
 import asyncio
 import logging
@@ -204,7 +205,7 @@ def test_a_settlement_still_failing_at_its_holds_deadline_is_given_up_logged_and
     assert world.record(request_id) is None
 
 
-def test_a_plain_answers_settlement_the_store_refused_is_not_kept_pending(
+def test_a_plain_answers_settlement_the_store_refused_is_not_kept_pending_but_voided(
     world: World,  # noqa: F811
     store: FlakyStore,
 ) -> None:
@@ -216,12 +217,13 @@ def test_a_plain_answers_settlement_the_store_refused_is_not_kept_pending(
         call = await start(calls, world.key, chat_request())
         with pytest.raises(OperationalError):
             await calls.complete(call, PROVIDER_USAGE, None)  # answered 503: nothing was delivered
+        await until(lambda: pending.pending == 0)  # its void (application/voids.py), never its settlement
         return call.opened.request_id
 
     request_id = asyncio.run(scenario())
-    assert pending.pending == 0 and pending.landed == 0
+    assert pending.landed == 1 and pending.given_up == 0
     assert settlements(world.ledger, request_id) == []
-    assert world.account() == (GRANT, held_for(world.ledger, request_id))  # left to the hold sweep, as before
+    assert world.account() == (GRANT, 0)  # the hold released by the void, not left to the sweep
 
 
 def test_a_graceful_stop_gives_pending_settlements_the_grace_left_and_gives_up_the_rest(
