@@ -59,7 +59,7 @@ FAULTS = ("pg-restart", "pg-down", "redis-down", "sqlite-full")
 STORE_TIMEOUT_SECONDS = 2
 RECOVERY_BOUND_SECONDS = 30
 CALLERS = 4  # callers 0 and 2 send plain requests, 1 and 3 streams
-TMPFS_BYTES = 8 * 1024 * 1024
+TMPFS_BYTES = 64 * 1024 * 1024  # room for the databases and their write-ahead logs before the fault; filled at once
 # A stream's settlement the store failed is retried until its hold's deadline (900 s by default):
 # 20 s here outlasts the short outages, so a cut stream is charged once the store is back
 RUN_SETTINGS = {"TALLYHUB_HOLD_TTL_SECONDS": "20", "TALLYHUB_SWEEP_INTERVAL_SECONDS": "1"}
