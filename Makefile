@@ -46,6 +46,7 @@ bench: $(STAMP)
 	bash tests/benchmarks/shared_bench.sh
 	$(BIN)/python -m tests.benchmarks.ledger_throughput --store postgres --clients 64 --seconds $(BENCH_SECONDS)
 	$(BIN)/python -m tests.benchmarks.limiter_redis -n 5000 -c 32
+	$(BIN)/python -m tests.benchmarks.projection_lag --rate 1000 --seconds $(BENCH_SECONDS)
 	$(BIN)/python -m tests.benchmarks.audit_scale --store sqlite --charges $(BENCH_CHARGES)
 
 clean-venv:

@@ -271,7 +271,9 @@ def _projection_lag(services: "Services") -> Iterator[Metric]:
     if services.read_models is None:
         return
     lag = GaugeMetricFamily(
-        "tallyhub_projection_lag_events", "Events a projection has still to apply", labels=["projection"]
+        "tallyhub_projection_lag_events",
+        "Notifications after a projection's position: events it follows still to apply, and others not yet passed",
+        labels=["projection"],
     )
     stopped = GaugeMetricFamily("tallyhub_projection_stopped", "1 when a projection is stopped", labels=["projection"])
     for status in services.read_models.runner.status():

@@ -7,8 +7,27 @@ The position that decides is the one read *under* the lock, so several runners
 (threads or processes) may call :meth:`ProjectionRunner.catch_up` at once — and a
 rebuild may reset a projection meanwhile — and every event is still applied exactly
 once.
-Events a projection does not follow are skipped by topic without being decoded,
-but they still advance its position, so ``lag`` is exact.
+Events a projection does not follow are skipped by topic without being decoded.
+
+A projection's transaction is opened only when there is something to write: a pass
+reads the committed positions once (``Store.positions``, no lock) and opens a
+projection's transaction only if the notifications after its position hold an event
+it follows, or it is stopped in this process's eyes (so a resume elsewhere is seen), or
+it has ``batch_size`` or more notifications it does not follow behind it, or the pass
+*settles* (``defer=False``: every explicit ``catch_up``, ``rebuild``, and the poller's
+pass once every ``FULL_PASS_SECONDS``, busy or idle). Otherwise its position stays put
+and the runner notes what it has checked: "nothing it follows in (a, b]" (``_Clear``), a
+fact of the append-only log, true whoever moves the position and whenever. The next
+transaction that finds its position in such a span advances over it first, under the
+lock, exactly as applying those notifications would have (nothing to apply, the
+position moved to ``b``). Nothing is written outside the lock, so the exactly-once
+argument above is unchanged; a skip only postpones a write, and the position read
+without the lock only decides whether to look (a stale one makes a pass look too late
+or too early, never apply twice: under the lock the position read there decides).
+So a position is never more than ``batch_size`` notifications behind what its
+projection has checked, a restart re-reads at most that, and ``lag`` (head minus
+position) counts notifications not yet passed: under load at most ``batch_size`` or a
+``FULL_PASS_SECONDS`` of traffic; idle, 0 after the next settling pass.
 
 A projection is handed the decoded events it follows, in notification order: a
 ``Projection`` as ``process(tx, events)``, a ``PositionedProjection`` (one whose rows are
@@ -155,20 +174,31 @@ class ProjectionRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stops: dict[str, Stop] = {}  # as last read under a projection's lock in this process
+        self._clear: dict[str, _Clear] = {}  # per projection: a span of the log holding nothing it follows
 
-    def catch_up(self, *, wait: bool = True, retry_stopped: bool = False) -> int:
+    def catch_up(self, *, wait: bool = True, retry_stopped: bool = False, defer: bool = False) -> int:
         """Apply every pending event; returns how many (projection, event) applications.
 
         With ``wait=False`` a projection another process is applying right now is
         skipped (PostgreSQL advisory lock) instead of waited for. A stopped projection is
         skipped unless ``retry_stopped`` (then the stops as they are when the pass begins are
-        tried again; one another runner records meanwhile is left alone).
+        tried again; one another runner records meanwhile is left alone). With ``defer`` a
+        projection with nothing to apply keeps its position (see the module docstring);
+        without, every running projection's position reaches the last notification read.
         """
         self.upgrade()
         reads = _SharedReads(self.app, self.batch_size)
         retrying = self.store.stops() if retry_stopped else {}
+        positions = self.store.positions()
         return sum(
-            self._catch_up(projection, reads, wait=wait, retrying=retrying.get(projection.name))
+            self._catch_up(
+                projection,
+                reads,
+                positions.get(projection.name, 0),
+                wait=wait,
+                retrying=retrying.get(projection.name),
+                defer=defer,
+            )
             for projection in self.projections.values()
         )
 
@@ -228,7 +258,7 @@ class ProjectionRunner:
                 tx.reset()  # a stop mark stays until the replay applies past its event
                 self._seen(tx)
                 retrying = tx.stopped
-            applied += self._catch_up(projection, reads, wait=True, retrying=retrying)
+            applied += self._catch_up(projection, reads, 0, wait=True, retrying=retrying)
         return applied
 
     def status(self) -> list[ProjectionStatus]:
@@ -265,15 +295,19 @@ class ProjectionRunner:
         # projection (100 write transactions a second on an idle embedded gateway). A whole
         # pass still runs every FULL_PASS_SECONDS, for a position reset elsewhere (a rebuild)
         # or a projection another process held the last time.
-        seen_head, full_pass_at, retry_stopped = -1, 0.0, True
+        # Between settling passes (one every FULL_PASS_SECONDS, busy or idle) a projection
+        # with nothing to apply keeps its position: no transaction of its own per pass.
+        seen_head, full_pass_at, settled_at, retry_stopped = -1, 0.0, -FULL_PASS_SECONDS, True
         while not self._stop.is_set():
             self._wake.clear()  # a wake() from here on makes the wait below return at once
             try:
                 head = self.app.recorder.max_notification_id() or 0
                 now = time.monotonic()
                 if head != seen_head or now - full_pass_at >= FULL_PASS_SECONDS:
-                    self.catch_up(wait=retry_stopped, retry_stopped=retry_stopped)
+                    settle = now - settled_at >= FULL_PASS_SECONDS
+                    self.catch_up(wait=retry_stopped, retry_stopped=retry_stopped, defer=not settle)
                     seen_head, full_pass_at, retry_stopped = head, now, False
+                    settled_at = now if settle else settled_at
             except Exception:
                 log.exception("projection catch-up failed; retrying in 1 s")
                 self._stop.wait(1.0)
@@ -286,11 +320,21 @@ class ProjectionRunner:
             raise NotFound(f"no projection named {name!r} (have: {', '.join(self.projections)})") from None
 
     def _catch_up(
-        self, projection: AnyProjection, reads: _SharedReads, *, wait: bool, retrying: Stop | None = None
+        self,
+        projection: AnyProjection,
+        reads: _SharedReads,
+        position: int,
+        *,
+        wait: bool,
+        retrying: Stop | None = None,
+        defer: bool = False,
     ) -> int:
-        """Apply what ``projection`` has pending; a stopped one only if its stop is ``retrying``."""
+        """Apply what ``projection`` has pending; a stopped one only if its stop is ``retrying``.
+        ``position`` is its position as read without the lock, to decide whether to take it."""
         applied = 0
         while True:
+            if not self._needs_transaction(projection, position, reads, retrying=retrying, defer=defer):
+                return applied
             batch: Sequence[Notification] = []
             try:
                 with self.store.tracked(projection.name, wait=wait) as tx:
@@ -298,15 +342,42 @@ class ProjectionRunner:
                         return applied
                     if not self._may_apply(tx, retrying):
                         return applied
+                    self._pass_clear(tx)
                     after, batch = tx.position, reads.after(tx.position)
                     applied += self._apply(tx, projection, batch, reads)
                     self._resume_if_past(tx)
+                    position = tx.position
             except Exception as exc:
                 if not batch or self._transient(exc):
                     raise  # not an event's fault: the caller retries (the poller in 1 s)
                 return applied + self._isolate(projection, after, batch, reads, wait=wait, retrying=retrying)
             if len(batch) < self.batch_size:
                 return applied
+
+    def _needs_transaction(
+        self, projection: AnyProjection, position: int, reads: _SharedReads, *, retrying: Stop | None, defer: bool
+    ) -> bool:
+        """Whether ``projection``, at ``position``, has anything to write (module docstring);
+        notes how far the log holds nothing it follows."""
+        name = projection.name
+        if retrying is not None or name in self._stops:
+            return True  # its stop, as seen here, is to be tried again or looked at afresh
+        checked = self._clear[name].end_from(position) if name in self._clear else position
+        batch = reads.after(checked)
+        if any(n.topic in projection.topics for n in batch):
+            return True
+        if batch:
+            checked = batch[-1].id
+            self._clear[name] = _Clear(position, checked)
+        if checked == position:
+            return False  # nothing after it
+        return not defer or checked - position >= self.batch_size
+
+    def _pass_clear(self, tx: Any) -> None:
+        """Under the lock: advance over notifications known to hold nothing it follows."""
+        clear = self._clear.get(tx.name)
+        if clear is not None and clear.end_from(tx.position) > tx.position:
+            tx.advance(clear.end)
 
     def _may_apply(self, tx: Any, retrying: Stop | None) -> bool:
         """Running, or stopped by the stop this pass tries again (not one recorded since)."""
@@ -345,8 +416,11 @@ class ProjectionRunner:
             chunk: list[Notification] = []
             try:
                 with self.store.tracked(projection.name, wait=wait) as tx:
-                    if tx is None or not self._may_apply(tx, retrying) or tx.position < after:
-                        return applied  # another runner stopped it, or a rebuild reset it, meanwhile
+                    if tx is None or not self._may_apply(tx, retrying):
+                        return applied  # another runner stopped it meanwhile
+                    self._pass_clear(tx)  # as the failed transaction did before ``after``
+                    if tx.position < after:
+                        return applied  # a rebuild reset it meanwhile
                     chunk = _next_chunk(batch, tx.position, projection.topics)
                     if not chunk:
                         return applied  # all of it applied this time: the first failure was not the events'
@@ -444,9 +518,23 @@ def _status(name: str, position: int, head: int, stop: Stop | None) -> Projectio
     )
 
 
+@dataclass(frozen=True)
+class _Clear:
+    """The notifications after ``start`` up to and including ``end`` hold no event the
+    projection follows (a fact of the log, whoever moves its position)."""
+
+    start: int
+    end: int
+
+    def end_from(self, position: int) -> int:
+        """How far from ``position`` the log is known to hold nothing it follows."""
+        return self.end if self.start <= position <= self.end else position
+
+
 class _SharedReads:
     """Notification batches and decoded events of one catch-up pass, shared by its
-    projections (see the module docstring for why a shared batch is safe). A pass far
+    projections (see the module docstring for why a shared batch is safe). After a batch
+    that ended short of ``batch_size`` (the head then) the pass reads nothing. A pass far
     behind (a rebuild) would keep the whole history: past ``KEPT`` notifications the
     shared reads start afresh."""
 
@@ -468,6 +556,9 @@ class _SharedReads:
                 self._events.clear()
                 self._kept = len(batch)
             self._batches[position] = batch
+            if 0 < len(batch) < self._batch_size:
+                # it reached the head: the pass reads no further (what commits meanwhile is the next pass's)
+                self._batches[batch[-1].id] = ()
         return batch
 
     def event(self, notification: Notification) -> DomainEventProtocol[Any]:

@@ -186,6 +186,24 @@ def test_limiter_redis_prints_every_limiter_figure() -> None:
     assert all(wall > 0 for wall, _ in rows.values()), out
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_projection_lag_times_each_request_until_both_read_models_show_it() -> None:
+    out = run_module("projection_lag", "--rate", "20", "--seconds", "1")
+    sent = re.search(
+        r"^requests: 20 sent, 20 answered 200, 0 failed; target 20/s, achieved ([\d,]+)/s over ([\d.]+) s$",
+        out,
+        re.MULTILINE,
+    )
+    assert sent is not None and number(sent[1]) > 0 and number(sent[2]) > 0, out
+    for name in ("request log", "balances"):
+        lag = re.search(
+            rf"^{name} lag: p50 ([\d,]+) ms, p99 ([\d,]+) ms, max ([\d,]+) ms \(20 requests\)$", out, re.MULTILINE
+        )
+        assert lag is not None, out
+        assert 0 <= number(lag[1]) <= number(lag[2]) <= number(lag[3]), out
+
+
 def loadgen_line(target: str, scenario: str, rep: int, rps: float, p50: float, **extra: object) -> str:
     """One result line as the harness's loadgen.py writes it (the fields ratios.py reads)."""
     return json.dumps({"label": f"{target}|{scenario}|{rep}", "rps": rps, "lat_ms": {"p50": p50}, **extra})
