@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from tests.reliability.crash_run import Report, check_charges, check_credits
+from tests.reliability.crash_run import Report, check_charges, check_credits, refunds_of
 from tests.reliability.harness import Outcome, Setup, chat, grant, payment, set_up, tear_down, wait_until
 from tests.support.gateway import cli
 
@@ -167,7 +167,7 @@ def judge(setup: Setup, outcomes: list[Outcome], report: SoakReport) -> None:
     chats = [o for o in outcomes if o.kind in ("plain", "stream")]
     costs = (0, 0)  # no cut streams and no unanswered callers in a run without faults
     books = Report(0, "embedded", report.seconds)
-    check_charges(charges, chats, costs, books)
+    check_charges(charges, refunds_of(setup.store), chats, costs, books)
     check_credits(setup.store.grants(), outcomes, books.problems)
     problems.extend(books.problems)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.reliability.crash_run import Report, check_charges
+from tests.reliability.crash_run import Report, check_charges, refunds_of
 from tests.reliability.harness import Outcome, Setup, chat, set_up, tear_down, wait_until
 from tests.support.gateway import cli
 from tests.support.tcp_proxy import TcpProxy
@@ -105,7 +105,7 @@ def run(cut_seconds: float, data_dir: Path) -> FaultReport:
         cli(setup.fleet.env, "projections", "rebuild")
         if setup.store.tables() != tables:
             report.problems.append("the read models differ from a rebuild from zero")
-        check_charges(setup.store.charges(), outcomes, (0, 0), books)
+        check_charges(setup.store.charges(), refunds_of(setup.store), outcomes, (0, 0), books)
         report.problems += books.problems
     finally:
         tear_down(setup)
