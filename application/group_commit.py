@@ -8,7 +8,8 @@ Invariants:
   the commands had been saved one by one;
 - a caller is answered only once the batch it was decided in is durable, with its
   own outcome: saved, nothing to do, or its own error (which moved nothing); a
-  command refused on the state a batch left is not answered unless that batch lands;
+  command refused on the state a batch left is not answered unless that batch lands
+  (the callers on an event loop all at once, with one wake-up of their loop per batch);
 - when the store refuses the batch (another process wrote one of its accounts first,
   or a record already exists), nothing of it was saved, and each command is re-run
   alone with the ordinary optimistic retry, so no command is lost or applied twice;
@@ -21,9 +22,13 @@ Invariants:
   fail every part alike, and a lost connection may have committed (a retry could
   apply a change twice), so every caller of the batch gets that error;
 - the writer keeps the accounts it saved for its next batches instead of reading and
-  copying them again, but uses a kept account only after the store confirms it holds no
-  newer event of it (one indexed read): a command never decides — a 402, "nothing to
-  release" — on state another process or a one-by-one redo has moved past.
+  copying them again, and no command is answered on a kept account the store has moved
+  past (another process or a one-by-one redo wrote a newer event): a kept account with
+  events in the batch is proven fresh by its save itself (its next version is taken if
+  the store moved on, and the batch is refused and redone one by one); one without (every
+  command on it refused — a 402, "nothing to release" — or did nothing) is checked with one
+  indexed read before the batch is saved, and the batch is redone one by one if it moved.
+  The hot account of a busy batch thus costs no read before its save.
 """
 
 import asyncio
@@ -69,15 +74,15 @@ class _Command:
     finished: bool = False
     result: bool = False
     error: BaseException | None = None
-    answer: Callable[["_Command"], None] | None = None  # called on the writer thread once finished
+    future: "asyncio.Future[bool] | None" = None  # resolved on its event loop once finished (``_wake``)
+    loop: asyncio.AbstractEventLoop | None = None
+    woken: bool = False  # its future's resolution is handed to its loop
 
     def finish(self, result: bool = False, error: BaseException | None = None) -> None:
         self.result, self.error = result, error
         self.finished = True
         if self.waiter is not None:
             self.waiter.set()
-        if self.answer is not None:
-            self.answer(self)
 
 
 class _BatchSpoiled(Exception):
@@ -137,14 +142,7 @@ class AccountWriter:
         (or fails with its error), without a thread waiting for it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-
-        def answer(command: _Command) -> None:
-            try:
-                loop.call_soon_threadsafe(_resolve, future, command)
-            except RuntimeError:  # the loop is closed (shutdown): nobody is left to answer
-                log.warning("an account change finished after its event loop closed")
-
-        self._queue.put(_Command(account_id, change, answer=answer))
+        self._queue.put(_Command(account_id, change, future=future, loop=loop))
         return future
 
     def _run(self) -> None:
@@ -172,6 +170,7 @@ class AccountWriter:
                 for command in batch:
                     if not command.finished:
                         command.finish(error=exc)
+            self._wake(batch)
             if self.on_batch is not None:
                 self._tell(len(batch), time.perf_counter() - started)
 
@@ -187,10 +186,15 @@ class AccountWriter:
         accounts: dict[UUID, Any] = {}
         others: list[Aggregate] = []
         outcomes: list[_Outcome] = []
+        kept: set[UUID] = set()  # accounts taken as this writer last saved them, not read again
         try:
             for command in batch:
-                outcomes.append(self._apply(command, accounts, others))
+                outcomes.append(self._apply(command, accounts, others, kept))
         except _BatchSpoiled:
+            self._forget(accounts)
+            self._one_by_one(batch)
+            return
+        if self._moved_on(kept, accounts):
             self._forget(accounts)
             self._one_by_one(batch)
             return
@@ -243,19 +247,35 @@ class AccountWriter:
         if self._gate is not None:
             self._gate.forget(accounts)
 
-    def _apply(self, command: _Command, accounts: dict[UUID, Any], others: list[Aggregate]) -> "_Outcome":
+    def _moved_on(self, kept: set[UUID], accounts: dict[UUID, Any]) -> bool:
+        """Whether the store holds a newer event of a kept account that has nothing to save
+        in this batch (one with events is checked by its save). A read that fails counts as
+        moved: the batch is redone one by one, where each command meets the failure alone."""
+        latest_version = self._latest_version
+        if latest_version is None:
+            return False
+        try:
+            return any(
+                latest_version(account_id) != accounts[account_id].version
+                for account_id in kept
+                if not accounts[account_id].pending_events
+            )
+        except Exception:  # noqa: BLE001 - logged; the redo answers each command with its own outcome
+            log.exception("could not check the kept accounts of a batch: redoing it one by one")
+            return True
+
+    def _apply(
+        self, command: _Command, accounts: dict[UUID, Any], others: list[Aggregate], kept: set[UUID]
+    ) -> "_Outcome":
         """Apply one command to the batch's state; its outcome is answered once the batch is saved."""
         try:
             account = accounts.get(command.account_id)
             if account is None:
                 account = self._kept.pop(command.account_id, None)
-                if (
-                    account is None
-                    or account.pending_events
-                    or self._latest_version is None
-                    or self._latest_version(command.account_id) != account.version
-                ):
+                if account is None or account.pending_events:
                     account = self._load(command.account_id)
+                else:
+                    kept.add(command.account_id)
                 accounts[command.account_id] = account
         except BaseException as exc:
             return _Outcome(command, saves=False, error=exc)
@@ -279,6 +299,22 @@ class AccountWriter:
                 command.finish(self._change_alone(command.account_id, command.change))
             except BaseException as exc:
                 command.finish(error=exc)
+            self._wake([command])  # each answered as it lands, not after the whole redo
+
+    @staticmethod
+    def _wake(commands: list[_Command]) -> None:
+        """Hand the finished commands' futures to their event loops: one wake-up of each loop
+        per batch (each ``call_soon_threadsafe`` writes to the loop's wake-up pipe)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Command]] = {}
+        for command in commands:
+            if command.loop is not None and command.finished and not command.woken:
+                command.woken = True
+                by_loop.setdefault(command.loop, []).append(command)
+        for loop, finished in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve_all, finished)
+            except RuntimeError:  # the loop is closed (shutdown): nobody is left to answer
+                log.warning("%d account changes finished after their event loop closed", len(finished))
 
 
 @dataclass
@@ -296,10 +332,13 @@ def _answer(outcomes: list[_Outcome]) -> None:
         outcome.command.finish(outcome.saves, outcome.error)
 
 
-def _resolve(future: "asyncio.Future[bool]", command: _Command) -> None:
-    if future.done():
-        return  # its caller stopped waiting (cancelled): the change happened all the same
-    if command.error is not None:
-        future.set_exception(command.error)
-    else:
-        future.set_result(command.result)
+def _resolve_all(commands: list[_Command]) -> None:
+    for command in commands:
+        future = command.future
+        assert future is not None
+        if future.done():
+            continue  # its caller stopped waiting (cancelled): the change happened all the same
+        if command.error is not None:
+            future.set_exception(command.error)
+        else:
+            future.set_result(command.result)

@@ -9,6 +9,16 @@ process's samples; sent as four arrays in binary (ids, versions, topics, states)
 statement, the table lock that orders notification ids, the NOTIFY and the ids returned
 are eventsourcing's own: only the parameters' shape differs.
 
+A batch is also sent in one round trip: BEGIN, the lock, the NOTIFY, the insert and COMMIT
+go out in one pipeline with one Sync. eventsourcing's ``insert_events`` nests psycopg's
+``transaction()`` in a ``pipeline()``, which syncs on entering and leaving each level: five
+round trips per batch, and the group-commit writer thread waited for each one, and then for
+the interpreter lock behind the event loop. Nothing changes for the store: the same
+statements run in the same transaction, in the same order; a statement that fails (a
+version already taken: ``IntegrityError``) makes the server skip the rest up to the Sync,
+COMMIT included, and the transaction is rolled back before the connection goes back to the
+pool.
+
 ``latest_version`` serves the group-commit writer's freshness check (one per account per
 batch) with one SELECT of a single integer, where ``select_events`` returns the whole
 newest event.
@@ -45,11 +55,14 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError, StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Cursor
+from psycopg.abc import Query
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Identifier
+
 
 RETRY_WAIT_SECONDS = 0.2  # eventsourcing's wait between attempts
 RECONNECT_SECONDS = 10.0  # the pool's back-off on a lost server stops here
@@ -138,6 +151,16 @@ def _within_budget(method: Callable[..., Result]) -> Callable[..., Result]:
     return call
 
 
+def _rendered(query: Query) -> bytes:
+    if isinstance(query, bytes):
+        return query
+    if isinstance(query, str):
+        return query.encode()
+    if isinstance(query, Composable):
+        return query.as_bytes(None)
+    raise TypeError(f"a statement of eventsourcing's that cannot be rendered once: {query!r}")
+
+
 class BatchedPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -148,16 +171,49 @@ class BatchedPostgresApplicationRecorder(PostgresApplicationRecorder):
             pool.kwargs.setdefault("connect_timeout", max(2, math.ceil(self.store_timeout)))
         self.breaker = StoreBreaker(self._probe, self._connects, lambda: pool.closed)
         table = dict(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
-        self._insert_arrays_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%b::{id_type}[], %b::integer[], %b::text[], %b::bytea[])"
-            " RETURNING notification_id"
-        ).format(id_type=SQL(self.datastore.originator_id_type), **table)
+        self._insert_arrays_statement = (
+            SQL(
+                "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
+                " SELECT * FROM unnest(%b::{id_type}[], %b::integer[], %b::text[], %b::bytea[])"
+                " RETURNING notification_id"
+            )
+            .format(id_type=SQL(self.datastore.originator_id_type), **table)
+            .as_bytes(None)
+        )
+        # eventsourcing's lock and NOTIFY statements, rendered once instead of on each batch
+        self._lock_statements = [_rendered(statement) for statement in self.lock_table_statements]
+        self._notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_bytes(None)
         self._latest_version_statement = SQL(
             "SELECT MAX(originator_version) AS version FROM {schema}.{table} WHERE originator_id = %s"
         ).format(**table)
 
-    insert_events = _within_budget(PostgresApplicationRecorder.insert_events)
+    @_within_budget
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """eventsourcing's insert (same statements, one transaction), sent with one Sync:
+        returns the new rows' notification ids in the order of ``stored_events``."""
+        if not stored_events:
+            return []
+        with self.datastore.get_connection() as conn:
+            try:
+                return self._insert_in_one_round_trip(conn, stored_events, **kwargs)
+            finally:
+                if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+                    conn.rollback()  # failed (or lost) before COMMIT: nothing of the batch stays
+
+    def _insert_in_one_round_trip(
+        self, conn: psycopg.Connection[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> list[int]:
+        with conn.cursor() as statements, conn.cursor() as insert:
+            with conn.pipeline():  # leaving it is the one Sync: the first error is raised there
+                statements.execute(b"BEGIN")
+                self._insert_events(statements, stored_events, **kwargs)
+                self._insert_stored_events(insert, stored_events, **kwargs)
+                statements.execute(b"COMMIT")
+            rows = insert.fetchall()
+        if len(rows) != len(stored_events):
+            raise ProgrammingError(f"the store returned {len(rows)} notification ids for {len(stored_events)} events")
+        return [row["notification_id"] for row in rows]
+
     select_events = _within_budget(PostgresApplicationRecorder.select_events)
     select_notifications = _within_budget(PostgresApplicationRecorder.select_notifications)
     max_notification_id = _within_budget(PostgresApplicationRecorder.max_notification_id)
@@ -184,6 +240,13 @@ class BatchedPostgresApplicationRecorder(PostgresApplicationRecorder):
                 return True
         except psycopg.Error:
             return False
+
+    def _lock_table(self, curs: Cursor[DictRow]) -> None:
+        for statement in self._lock_statements:
+            curs.execute(statement, prepare=True)
+
+    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(self._notify_statement)
 
     def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
         self._lock_table(curs)

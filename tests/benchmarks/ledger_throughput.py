@@ -1,14 +1,22 @@
-"""How many billed requests per second the ledger sustains, without HTTP: C client
-threads each open a request (authenticate, route, price, hold) and complete it (settle +
-record) against one hot account, through the group-commit writer, on SQLite or
-PostgreSQL. Prints requests/s and checks the books balance exactly (0 overdraft).
+"""How many billed requests per second the ledger sustains, without HTTP: C clients each
+open a request (authenticate, route, price, hold) and complete it (settle + record) against
+one hot account, through the group-commit writer, on SQLite or PostgreSQL. Prints
+requests/s and checks the books balance exactly (0 overdraft).
 
-    .venv/bin/python -m tests.benchmarks.ledger_throughput --store postgres --clients 64 --seconds 10
+``--driver loop`` (the gateway's path) runs the clients as tasks on one event loop with the
+calls ``serve`` makes (``open_request_async``, ``confirm_hold``, ``complete_request_async``):
+one thread beside the writer, as in the server. ``--driver threads`` runs them as C threads
+calling the blocking methods (the CLI's and tools' path): C threads and the writer then take
+turns at one interpreter lock, and each wake-up of the writer after a read of the store
+waits its turn behind the clients.
+
+    .venv/bin/python -m tests.benchmarks.ledger_throughput --store postgres --clients 64 --seconds 10 --driver loop
 
 Only 127.0.0.1 is used; the run stops by itself after --seconds.
 """
 
 import argparse
+import asyncio
 import os
 import secrets
 import tempfile
@@ -39,6 +47,7 @@ from domain.usage import Usage
 MODEL = "mock/mock-gpt"
 PG_ADMIN = "host=127.0.0.1 user=postgres dbname=test"
 SHAPE = RequestShape(MODEL, prompt_bytes=200, max_output_tokens=50, choices=1, stream=False)
+USAGE = Usage(input_tokens=120, output_tokens=30)
 
 
 @contextmanager
@@ -76,6 +85,7 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--driver", choices=["threads", "loop"], default="threads")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, bench_database(args.store, Path(tmp)) as database:
         ledger = build(database)
@@ -97,9 +107,28 @@ def run(ledger: Ledger, args: argparse.Namespace) -> None:
     billing = RequestBilling(
         ledger, Router(ledger, CredentialHealth()), mode="credits", hold_ttl=timedelta(minutes=5), status_of=status_of
     )
+    drive = drive_on_loop if args.driver == "loop" else drive_on_threads
+    cpu_started = time.process_time()
+    charged, refused, elapsed = drive(billing, key, args.clients, args.seconds)
+    cpu = time.process_time() - cpu_started  # this process's, every thread's: PostgreSQL's own is apart
+    account = ledger.get_account("hot")
+    assert account.balance == 10**12 - sum(charged) and account.held == 0 and account.available >= 0
+    writer = ledger.writer
+    assert writer is not None
+    print(
+        f"{args.store}: {len(charged)} billed requests in {elapsed:.1f} s = {len(charged) / elapsed:,.0f}/s "
+        f"with {args.clients} clients ({args.driver}) on one hot account; {refused} refused; overdraft 0; "
+        f"{writer.commands / max(writer.batches, 1):.1f} account changes per transaction; "
+        f"{1e6 * cpu / max(len(charged), 1):.0f} us of this process's CPU per billed request"
+    )
+
+
+def drive_on_threads(billing: RequestBilling, key: str, clients: int, seconds: float) -> tuple[list[int], int, float]:
+    """C threads, each opening and completing requests one after another; returns the
+    charges, the refusals and the seconds taken."""
     charged: list[int] = []
     refused = [0]
-    stop_at = time.monotonic() + args.seconds
+    stop_at = time.monotonic() + seconds
 
     def client() -> None:
         while time.monotonic() < stop_at:
@@ -109,23 +138,39 @@ def run(ledger: Ledger, args: argparse.Namespace) -> None:
                 refused[0] += 1
                 continue
             route = next(billing.router.routes(opened.targets[0]))
-            charged.append(billing.complete_request(opened, route, Usage(input_tokens=120, output_tokens=30)).charge)
+            charged.append(billing.complete_request(opened, route, USAGE).charge)
 
     started = time.monotonic()
-    threads = [threading.Thread(target=client) for _ in range(args.clients)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - started
-    account = ledger.get_account("hot")
-    assert account.balance == 10**12 - sum(charged) and account.held == 0 and account.available >= 0
-    writer = ledger.writer
-    print(
-        f"{args.store}: {len(charged)} billed requests in {elapsed:.1f} s = {len(charged) / elapsed:,.0f}/s "
-        f"with {args.clients} clients on one hot account; {refused[0]} refused; overdraft 0; "
-        f"{writer.commands / max(writer.batches, 1):.1f} account changes per transaction"
-    )
+    return charged, refused[0], time.monotonic() - started
+
+
+def drive_on_loop(billing: RequestBilling, key: str, clients: int, seconds: float) -> tuple[list[int], int, float]:
+    """C tasks on one event loop, each serving requests one after another as ``serve`` does."""
+    charged: list[int] = []
+    refused = [0]
+
+    async def client(stop_at: float) -> None:
+        while time.monotonic() < stop_at:
+            try:
+                opened = await billing.open_request_async(key, SHAPE, request_id=uuid4())
+                route = next(billing.router.routes(opened.targets[0]))
+                await billing.confirm_hold(opened, route)
+            except InsufficientCredits:
+                refused[0] += 1
+                continue
+            charged.append((await billing.complete_request_async(opened, route, USAGE)).charge)
+
+    async def all_clients() -> float:
+        started = time.monotonic()
+        await asyncio.gather(*(client(started + seconds) for _ in range(clients)))
+        return time.monotonic() - started
+
+    return charged, refused[0], asyncio.run(all_clients())
 
 
 if __name__ == "__main__":

@@ -151,17 +151,19 @@ def test_audit_scale_replays_exports_and_verifies_a_small_history(store: str) ->
     assert export is not None and number(export[1]) > 0, out
 
 
+@pytest.mark.parametrize("driver", ["threads", "loop"])
 @pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def test_ledger_throughput_bills_a_hot_account_without_overdraft(store: str) -> None:
-    out = run_module("ledger_throughput", "--store", store, "--clients", "4", "--seconds", "1")
+def test_ledger_throughput_bills_a_hot_account_without_overdraft(store: str, driver: str) -> None:
+    out = run_module("ledger_throughput", "--store", store, "--clients", "4", "--seconds", "1", "--driver", driver)
     found = re.fullmatch(
-        rf"{store}: (\d+) billed requests in ([\d.]+) s = ([\d,]+)/s with 4 clients on one hot account; "
-        r"(\d+) refused; overdraft 0; ([\d.]+) account changes per transaction\n",
+        rf"{store}: (\d+) billed requests in ([\d.]+) s = ([\d,]+)/s with 4 clients \({driver}\) on one hot account; "
+        r"(\d+) refused; overdraft 0; ([\d.]+) account changes per transaction; "
+        r"(\d+) us of this process's CPU per billed request\n",
         out,
     )
     assert found is not None, out
     assert int(found[1]) > 0 and number(found[2]) > 0 and number(found[3]) > 0
-    assert number(found[5]) >= 1
+    assert number(found[5]) >= 1 and int(found[6]) > 0
 
 
 @pytest.mark.redis

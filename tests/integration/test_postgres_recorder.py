@@ -11,6 +11,7 @@ from uuid import UUID, uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from psycopg.pq import TransactionStatus
 
 from adapters.persistence.postgres_recorder import BatchedPostgresApplicationRecorder
 from application.accounts import Accounts
@@ -81,3 +82,47 @@ def test_the_ledger_on_postgresql_stores_through_it(tmp_path: Path, pg_schemas: 
     assert ledger._latest_version(account.id) == ledger.get_account("acme").version == account.version
     assert ledger.get_account("acme").balance == 5
     ledger.close()
+
+
+def test_a_batch_is_sent_with_one_sync(pg_schemas: PgSchemas, tmp_path: Path) -> None:
+    """BEGIN, the lock, the NOTIFY, the insert and COMMIT go out together: the writer waits
+    for the store once per batch (eventsourcing's nested pipelines synced five times)."""
+    datastore = PostgresDatastore(
+        "test", "127.0.0.1", 5432, "postgres", "", schema=pg_schemas.new(), pool_size=1, max_overflow=0
+    )
+    ours = recorder(datastore, BatchedPostgresApplicationRecorder, "ours_events")
+    ours.insert_events(events(uuid4(), range(1, 2)))  # the statements are prepared by now
+    trace = tmp_path / "libpq.trace"
+    with trace.open("w") as sink:
+        with datastore.get_connection() as conn:
+            conn.pgconn.trace(sink.fileno())
+        assert ours.insert_events(events(uuid4(), range(1, 4))) == [2, 3, 4]
+        with datastore.get_connection() as conn:
+            conn.pgconn.untrace()
+    sent = [line.split("\t") for line in trace.read_text().splitlines()]
+    assert sum(1 for fields in sent if fields[1] == "F" and fields[3].startswith("Sync")) == 1
+    datastore.close()
+
+
+def test_a_refused_batch_leaves_its_connection_ready_for_the_next(pg_schemas: PgSchemas) -> None:
+    datastore = PostgresDatastore(
+        "test", "127.0.0.1", 5432, "postgres", "", schema=pg_schemas.new(), pool_size=1, max_overflow=0
+    )
+    ours = recorder(datastore, BatchedPostgresApplicationRecorder, "ours_events")
+    taken = uuid4()
+    assert ours.insert_events(events(taken, range(1, 3))) == [1, 2]
+    for _ in range(3):  # the one connection goes back to the pool rolled back, each time
+        with pytest.raises(IntegrityError):
+            ours.insert_events(events(uuid4(), range(1, 3)) + events(taken, range(2, 3)))
+    with datastore.get_connection() as conn:
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+    later = uuid4()
+    ids = ours.insert_events(events(later, range(1, 3)))
+    assert [(n.originator_id, n.originator_version) for n in ours.select_notifications(1, 10)] == [
+        (taken, 1),
+        (taken, 2),
+        (later, 1),
+        (later, 2),
+    ]
+    assert ids == [n.id for n in ours.select_notifications(1, 10)][2:]
+    datastore.close()
