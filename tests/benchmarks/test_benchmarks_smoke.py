@@ -298,3 +298,25 @@ def test_instructions_per_request_counts_both_keys(shell_runs: dict[str, Backgro
     counts = dict(re.findall(r"^1\s+(plain|limited)\s+(\d+)$", out, re.MULTILINE))
     assert sorted(counts) == ["limited", "plain"], out[-4000:]
     assert all(int(count) > 0 for count in counts.values())
+
+
+@pytest.mark.parametrize("mode", ["sqlite", pytest.param("server", marks=[pytest.mark.postgres, pytest.mark.redis])])
+def test_workers_scaling_prints_one_and_two_workers_and_their_ratio(mode: str) -> None:
+    if not HARNESS.is_dir():
+        pytest.skip(f"the shared load harness is not at {HARNESS} (set BENCH_DIR)")
+    out = run_module("workers_scaling", "--smoke", "--modes", mode)
+    runs = re.findall(
+        rf"^{mode} (\S+) rep 1 workers ([12]): rps ([\d,.]+) ok (\d+)/(\d+) gateway ([\d.]+) cores"
+        r"(?: split ([\d.]+)/([\d.]+))? machine ([\d.]+) cores busy, (-?[\d.]+) foreign$",
+        out,
+        re.MULTILINE,
+    )
+    assert sorted((run[0], run[1]) for run in runs) == [("ns-c4", "1"), ("ns-c4", "2"), ("st-c4", "1"), ("st-c4", "2")]
+    for scenario, workers, rps, ok, sent, cores, *split, busy, _ in runs:
+        assert ok == sent and number(rps) > 0 and number(cores) >= 0 and number(busy) > 0, (scenario, workers)
+        shares = [number(share) for share in split if share]
+        assert len(shares) == (2 if workers == "2" else 0), (scenario, workers)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]
+    assert [row[:2] for row in rows[1:]] == [[mode, "ns-c4"], [mode, "st-c4"]], out
+    for row in rows[1:]:
+        assert len(row) == 10 and row[4].endswith("×") and number(row[4][:-1]) > 0, row
