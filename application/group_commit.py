@@ -10,9 +10,14 @@ Invariants:
   own outcome: saved, nothing to do, or its own error (which moved nothing); a
   command refused on the state a batch left is not answered unless that batch lands
   (the callers on an event loop all at once, with one wake-up of their loop per batch);
-- when the store refuses the batch (another process wrote one of its accounts first,
-  or a record already exists), nothing of it was saved, and each command is re-run
-  alone with the ordinary optimistic retry, so no command is lost or applied twice;
+- when the store refuses the batch, nothing of it was saved. If another process wrote
+  one of its accounts first, the whole batch is decided again on fresh state (at most
+  ``BATCH_REDOS`` times: re-run one by one, each command would race that process's
+  batches alone, and two processes on one hot account would keep refusing each other
+  until a command ran out of retries); otherwise (a record already exists), and after
+  the last redo, each command is re-run alone with the ordinary optimistic retry. Either
+  way no command is lost or applied twice: a command is answered only by a save that
+  landed, and every re-run starts from the store's state;
 - when saving fails for a reason one command may carry (a value the store cannot
   encode or refuses), nothing of it was saved either: the batch is split in halves,
   each applied afresh and saved in order, down to the command that breaks the save,
@@ -25,9 +30,9 @@ Invariants:
   copying them again, and no command is answered on a kept account the store has moved
   past (another process or a one-by-one redo wrote a newer event): a kept account with
   events in the batch is proven fresh by its save itself (its next version is taken if
-  the store moved on, and the batch is refused and redone one by one); one without (every
-  command on it refused — a 402, "nothing to release" — or did nothing) is checked with one
-  indexed read before the batch is saved, and the batch is redone one by one if it moved.
+  the store moved on, and the batch is refused and redone); one without (every command on
+  it refused — a 402, "nothing to release" — or did nothing) is checked with one indexed
+  read before the batch is saved, and the batch is redone if it moved.
   The hot account of a busy batch thus costs no read before its save.
 """
 
@@ -56,6 +61,7 @@ from application.hold_gate import HoldGate
 log = logging.getLogger("tallyhub.group_commit")
 Change = Callable[[Any], Sequence[Aggregate] | None]
 KEPT_ACCOUNTS = 10_000  # accounts kept between batches (all forgotten when it would be passed)
+BATCH_REDOS = 3  # times a batch another process beat to an account is decided again whole
 # Save failures of the store or its connection, not of any one command's events.
 STORE_FAILURES: tuple[type[BaseException], ...] = (
     InterfaceError,
@@ -182,21 +188,22 @@ class AccountWriter:
             self.on_batch = None  # told once in the log, not on every batch
             log.exception("the group-commit batch hook failed; it is no longer called")
 
-    def _commit(self, batch: list[_Command]) -> None:
+    def _commit(self, batch: list[_Command], redo: int = 0) -> None:
         accounts: dict[UUID, Any] = {}
         others: list[Aggregate] = []
         outcomes: list[_Outcome] = []
         kept: set[UUID] = set()  # accounts taken as this writer last saved them, not read again
+        taken: dict[UUID, int] = {}  # each account's version as the batch took it
         try:
             for command in batch:
-                outcomes.append(self._apply(command, accounts, others, kept))
+                outcomes.append(self._apply(command, accounts, others, kept, taken))
         except _BatchSpoiled:
             self._forget(accounts)
             self._one_by_one(batch)
             return
         if self._moved_on(kept, accounts):
             self._forget(accounts)
-            self._one_by_one(batch)
+            self._redo(batch, redo, moved=True)
             return
         if not any(outcome.saves for outcome in outcomes):
             self._forget(accounts)  # their changes were undone by errors: read them afresh
@@ -206,7 +213,7 @@ class AccountWriter:
             self._save(*accounts.values(), *others)
         except IntegrityError:
             self._forget(accounts)
-            self._one_by_one(batch)
+            self._redo(batch, redo, moved=self._store_moved(taken))
             return
         except Exception as exc:  # noqa: BLE001 - sorted by _split
             self._forget(accounts)  # their events were taken by the failed save: read them afresh
@@ -214,6 +221,30 @@ class AccountWriter:
             return
         self._saved(accounts)
         _answer(outcomes)
+
+    def _redo(self, batch: list[_Command], redo: int, *, moved: bool) -> None:
+        """The store refused the batch, or holds newer events of an account it took. When
+        another process wrote one of its accounts meanwhile (``moved``), the whole batch is decided again
+        on fresh state (``BATCH_REDOS`` times at most): one by one, each command would meet that
+        process's batches alone, one transaction each, and on a hot account both processes
+        would keep refusing each other. Otherwise (a record already saved, or the accounts
+        unchanged) each command is re-run alone, where the one at fault meets its error."""
+        if moved and redo < BATCH_REDOS:
+            self._commit(batch, redo + 1)
+        else:
+            self._one_by_one(batch)
+
+    def _store_moved(self, taken: dict[UUID, int]) -> bool:
+        """Whether the store holds a newer event of an account than the batch took; a read
+        that fails counts as not moved (the redo one by one meets the failure)."""
+        latest_version = self._latest_version
+        if latest_version is None:
+            return False
+        try:
+            return any(latest_version(account_id) != version for account_id, version in taken.items())
+        except Exception:  # noqa: BLE001 - logged; the commands are redone one by one
+            log.exception("could not read the accounts of a refused batch: redoing it one by one")
+            return False
 
     def _split(self, batch: list[_Command], exc: Exception) -> None:
         """A save failed, and saved nothing: find the command that breaks it."""
@@ -265,7 +296,12 @@ class AccountWriter:
             return True
 
     def _apply(
-        self, command: _Command, accounts: dict[UUID, Any], others: list[Aggregate], kept: set[UUID]
+        self,
+        command: _Command,
+        accounts: dict[UUID, Any],
+        others: list[Aggregate],
+        kept: set[UUID],
+        taken: dict[UUID, int],
     ) -> "_Outcome":
         """Apply one command to the batch's state; its outcome is answered once the batch is saved."""
         try:
@@ -277,6 +313,7 @@ class AccountWriter:
                 else:
                     kept.add(command.account_id)
                 accounts[command.account_id] = account
+                taken[command.account_id] = account.version
         except BaseException as exc:
             return _Outcome(command, saves=False, error=exc)
         pending = len(account.pending_events)

@@ -28,7 +28,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, OperationalError
 from eventsourcing.utils import resolve_topic
 
 from application.acting import attributed, current_actor, stamp_pending
@@ -60,6 +60,17 @@ MAX_SAVE_ATTEMPTS = 20
 KEPT_SECRETS = 1_000  # opened provider secrets kept in memory (all forgotten when it would be passed)
 ACCOUNT_SNAPSHOT_INTERVAL = 1_000  # an account loads from its latest snapshot and at most this many events
 PEPPER_CONTEXT = b"tallyhub:api-key-pepper"  # the pepper's envelope in events made before the secret store
+
+
+class AccountContended(OperationalError):
+    """A change lost ``MAX_SAVE_ATTEMPTS`` races in a row to other writers of the same
+    aggregate (another process's batches on a hot account: its version moved on since the
+    last load): the store is busy, the change is not wrong. An ``OperationalError``, so it is
+    handled as the store away is: answered 503 ``store_unavailable``, and a settlement or void
+    kept pending and retried (application/pending_settlements.py) instead of the request
+    going unrecorded."""
+
+
 # The secret store beside the event store (same database); the env variable of the same name overrides it.
 SECRET_STORE_TOPIC = "adapters.persistence.secret_store:secret_store_for"
 
@@ -252,15 +263,19 @@ class Ledger(Application[UUID]):
         drained their pending events, so an object reused across attempts saves nothing."""
         for attempt in range(MAX_SAVE_ATTEMPTS):
             aggregate = load()
+            loaded = aggregate.version
             others = change(aggregate)
             if others is None:
                 return False
             try:
                 self.save(aggregate, *others)
                 return True
-            except IntegrityError:
-                if attempt == MAX_SAVE_ATTEMPTS - 1:
-                    raise
+            except IntegrityError as error:
+                if attempt < MAX_SAVE_ATTEMPTS - 1:
+                    continue
+                if self._latest_version(aggregate.id) != loaded:  # lost to other writers, to the last
+                    raise AccountContended(f"{MAX_SAVE_ATTEMPTS} saves in a row refused: {error}") from error
+                raise  # refused for what the change saves (a record that exists), not a race
         raise AssertionError("unreachable")
 
     # --- API keys: reads (the commands are application/api_keys.py) ----------------

@@ -78,9 +78,14 @@ def test_a_kept_account_another_process_moved_is_refused_by_its_save_and_redone(
     Accounts(first).grant_credits("acme", 100)  # kept by the writer at this version
     Accounts(second).grant_credits("acme", 1_000)  # the store moves past what the writer keeps
     reads = count_version_reads(first, monkeypatch)
+    alone: list[UUID] = []
+    assert first.writer is not None
+    change_alone = first.writer._change_alone
+    monkeypatch.setattr(first.writer, "_change_alone", lambda a, c: alone.append(a) or change_alone(a, c))
     placed = uuid4()
     assert first.change_account(account, hold(first, placed, 60))  # fits the kept state too: it has events
-    assert reads == []  # its save found the newer event, not a read
+    assert reads == [account]  # no read before its save: its save found the newer event, then one read said why
+    assert alone == []  # another process moved the account: the batch was decided again whole, not one by one
     fresh = first.get_account(account)
     assert (fresh.balance, fresh.held) == (1_100, 60) and placed.hex in fresh.holds
     assert fresh.version == second.get_account(account).version
