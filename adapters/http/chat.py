@@ -14,20 +14,22 @@ delivered is charged; an unreadable answer: a 502, nothing charged), checked bef
 of it is counted. A TypeError or AttributeError here is a bug of ours (a 500, nothing charged).
 """
 
+import asyncio
 from collections.abc import AsyncGenerator, Callable
 from typing import Any, TypeVar
 
 import orjson
-from anyio.lowlevel import checkpoint_if_cancelled
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from adapters.http.calls import request_id_of
 from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
 from adapters.http.disconnect import CallerWatch
+from adapters.http.event_stream import EventStreamResponse, LastPiece
 from adapters.http.rate_limit_headers import opened_rate_limit_headers
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
+from adapters.http.text_chunks import TextChunkShape
 from adapters.providers.base import DONE, READ_FAILURES, ChatExchange, MalformedUpstreamAnswer, upstream_json
 from adapters.providers.openai_family import reasoning_text, usage_from_openai_family
 from application.billing import OpenedRequest, Receipt
@@ -49,9 +51,7 @@ async def chat_completions(request: Request) -> Response:
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
     if chat.shape.stream:
         call = await services.calls.start_chat(opened, upstream_body(chat))
-        return StreamingResponse(
-            relay(services.calls, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
-        )
+        return EventStreamResponse(relay(services.calls, call, chat), headers=stream_headers(opened))
     with CallerWatch(request.receive) as watch:  # a caller gone before the answer: a 499, nothing charged
         call = await services.calls.start_chat(opened, upstream_body(chat))
         raw, _, receipt = await complete_plain(services.calls, call, watch)
@@ -137,23 +137,27 @@ def _as_sent(raw: bytes, parsed: dict[str, Any]) -> tuple[bytes, dict[str, Any]]
 async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatRequest) -> AsyncGenerator[bytes]:
     """Forward upstream chunks as they come, as SSE frames; the call is billed once when the
     stream ends, however it ends (application/streams.py). Each yielded piece holds one or
-    more whole SSE frames."""
+    more whole SSE frames: what arrived together, and last (a ``LastPiece``,
+    adapters/http/event_stream.py) every frame that ends the stream, so they leave in one write.
+
+    A cancellation (the caller gone, a shutdown's cut) is the task's own ``task.cancel()``, no
+    anyio scope: it lands at the relay's next wait, however fast the provider's data arrives."""
     upstream = call.result
     meter = StreamMeter(calls, call)
     frames = _ChatFrames(meter, chat.wants_usage)
     finished = False
     out: list[bytes] = []  # frames taken, not yet sent
     try:
+        # One turn of the loop first: the caller's watch, started with the answer
+        # (adapters/http/event_stream.py), looks before anything is relayed, so a caller
+        # already gone is charged as gone (its prompt) however much of the answer is there.
+        await asyncio.sleep(0)
         async for batch in upstream.stream_batches():
-            # A cancellation (the caller gone, a shutdown's cut) must land even while the
-            # provider's data keeps arriving: under uvloop anyio would never find this task
-            # waiting on an unresolved read, and the relay would run on into the void.
-            await checkpoint_if_cancelled()
             for data in batch:
                 if data == DONE:
                     finished = True
                     break
-                out += frames.take(data)
+                frames.take(data, out)
             if out:
                 yield b"".join(out)  # what arrived together leaves together: one write
                 out = []
@@ -171,15 +175,16 @@ async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatR
         upstream.release()
     if finished:
         receipt = await meter.finished()
-        yield frames.closing_frame(receipt)
-        yield b"data: [DONE]\n\n"
+        yield LastPiece(frames.closing_frame(receipt) + DONE_FRAME)
         return
     await meter.broken()
-    if out:  # the chunks before a garbled one in the same batch: counted, so delivered
-        yield b"".join(out)
+    # the chunks before a garbled one in the same batch (counted, so delivered), the held finish
     if frames.held_finish is not None:
-        yield _frame(frames.held_finish)
-    yield BROKEN_FRAME
+        out.append(_frame(frames.held_finish))
+    yield LastPiece(b"".join([*out, BROKEN_FRAME]))
+
+
+DONE_FRAME = b"data: [DONE]\n\n"
 
 
 BROKEN_FRAME = (
@@ -209,9 +214,26 @@ class _ChatFrames:
         self.wants_usage = wants_usage
         self.upstream_usage: dict[str, Any] | None = None
         self.held_finish: dict[str, Any] | None = None
-        self.last_chunk: dict[str, Any] = {}
+        self.last_chunk: dict[str, Any] = {}  # its id, created and model: the closing frame's
+        self.text_shape: TextChunkShape | None = None
+        self.shape_tries = 3  # chunks a shape is learned from at most (each costs a parse)
 
-    def take(self, data: bytes) -> list[bytes]:
+    def take(self, data: bytes, out: list[bytes]) -> None:
+        """Feed one chunk's payload to the meter; append the frames the caller gets of it to ``out``."""
+        shape = self.text_shape
+        produced = shape.chars(data) if shape is not None else None
+        if produced is None:
+            self._take_parsed(data, out)
+            return
+        # The learned text chunk with other text (adapters/http/text_chunks.py): valid, the same
+        # id, model and choice (last_chunk stands), nothing finished, no usage, no error.
+        self.meter.output_chars += produced
+        if self.held_finish is not None:
+            out.append(_frame(self.held_finish))
+            self.held_finish = None
+        out.append(b"data: " + data + b"\n\n")
+
+    def _take_parsed(self, data: bytes, out: list[bytes]) -> None:
         try:  # upstream_json, inlined: this runs once per chunk
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -220,7 +242,7 @@ class _ChatFrames:
         if meter.ttfb_ms is None:
             meter.first_byte()
         if not isinstance(chunk, dict):
-            return []
+            return
         if chunk.get("error"):
             # The provider reports a failure inside its stream (OpenRouter does, mid-stream; the
             # SDKs raise on it): it broke the stream, so only the output delivered is charged.
@@ -228,24 +250,27 @@ class _ChatFrames:
         # The chunk's shape is checked before anything of it is counted: a garbled chunk is
         # MalformedUpstreamAnswer (the provider broke the stream), never a TypeError of ours.
         choices = chunk.get("choices")
-        produced = _delta_chars(choices) if choices else 0
+        produced, finishing, text = _delta_produced(choices) if choices else (0, False, None)
         usage = chunk.get("usage")
         if usage:
             meter.usage = usage_from_openai_family(usage, chunk.get("service_tier"))
             self.upstream_usage = usage
+        elif text is not None and produced and self.shape_tries:
+            # A text chunk the shape did not read (none yet, or the first chunk's also had the
+            # role): learned from this one instead.
+            self.shape_tries -= 1
+            self.text_shape = TextChunkShape.learned(data, chunk, text) or self.text_shape
         if not choices:
-            return []  # the usage chunk: replaced by our own closing frame
+            return  # the usage chunk: replaced by our own closing frame
         self.last_chunk = chunk
         meter.output_chars += produced
-        frames = []
         if self.held_finish is not None:
-            frames.append(_frame(self.held_finish))
+            out.append(_frame(self.held_finish))
             self.held_finish = None
-        if not self.wants_usage and any(choice.get("finish_reason") for choice in choices):
+        if finishing and not self.wants_usage:
             self.held_finish = chunk  # sent last, carrying the usage and the charge
         else:
-            frames.append(b"data: " + data + b"\n\n")
-        return frames
+            out.append(b"data: " + data + b"\n\n")
 
     def closing_frame(self, receipt: Receipt) -> bytes:
         usage = receipt_usage(receipt, self.upstream_usage)
@@ -270,9 +295,31 @@ def _frame(chunk: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
-def _delta_chars(choices: Any) -> int:
-    """Characters a chunk's choices produced (see ``_choices_chars``)."""
-    return _choices_chars(choices, "delta", "a delta", "a chunk")
+# A delta of text only (most chunks of most streams): its characters are its content's.
+TEXT_DELTA = frozenset(("content", "role", "refusal"))
+
+
+def _delta_produced(choices: Any) -> tuple[int, bool, dict[str, Any] | None]:
+    """Characters a chunk's choices produced (see ``_choices_chars``), whether one finished,
+    and the delta when the chunk is text only (one choice, unfinished, its delta's content a
+    string, nothing else counted: ``TEXT_DELTA``).
+
+    A single choice whose delta holds text only is read directly (``type(...) is``: exactly
+    what orjson makes); any other shape goes through ``_choices_chars``'s checks, and both
+    count the same."""
+    if type(choices) is list and len(choices) == 1:
+        choice = choices[0]
+        if type(choice) is dict:
+            delta = choice.get("delta")
+            if type(delta) is dict and delta.keys() <= TEXT_DELTA:
+                content = delta.get("content")
+                if type(content) is not str:
+                    return 0, bool(choice.get("finish_reason")), None
+                if choice.get("finish_reason"):
+                    return len(content), True, None
+                return len(content), False, delta
+    produced = _choices_chars(choices, "delta", "a delta", "a chunk")
+    return produced, any(choice.get("finish_reason") for choice in choices), None
 
 
 def _content_chars(response: dict[str, Any]) -> int:

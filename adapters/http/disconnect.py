@@ -1,7 +1,8 @@
 """A plain (non-stream) call's caller watched while the provider has not answered.
 
-A stream notices a caller gone (Starlette's response listens for ``http.disconnect``; the
-relay is cancelled, application/streams.py charges what was produced). A plain answer is
+A stream's caller is watched the same way for as long as it is relayed
+(adapters/http/event_stream.py: the relay is cancelled, application/streams.py charges what
+was produced). A plain answer is
 sent only once the provider has answered, so until then nothing would notice: the call ran
 on, was recorded 200 and charged. ``CallerWatch`` closes that gap at the cost of one task per
 plain request, created once the body is read and the request opened, cancelled as soon as

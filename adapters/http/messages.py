@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from adapters.http.bodies import json_object
 from adapters.http.calls import request_id_of
@@ -24,6 +24,7 @@ from adapters.http.chat import complete_answer, relay, stream_headers, upstream_
 from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
 from adapters.http.disconnect import CallerWatch
 from adapters.http.errors import ANSWERED_ERRORS, error_message, response_for
+from adapters.http.event_stream import EventStreamResponse
 from adapters.http.messages_translate import (
     MessagesStreamTranslator,
     anthropic_error_body,
@@ -60,9 +61,7 @@ async def _create_message(request: Request) -> Response:
     opened = await services.calls.open(api_key, chat.shape, request_id_of(request))
     if chat.shape.stream:
         call = await services.calls.start_chat(opened, upstream_body(chat))
-        return StreamingResponse(
-            _events(services.calls, call, chat), media_type="text/event-stream", headers=stream_headers(opened)
-        )
+        return EventStreamResponse(_events(services.calls, call, chat), headers=stream_headers(opened))
     # Translated before the charge: an answer that cannot be translated is the provider's
     # garbled answer (a 502, nothing charged), never a 500 after the caller was charged.
     with CallerWatch(request.receive) as watch:  # a caller gone before the answer: a 499, nothing charged

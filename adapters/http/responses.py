@@ -26,13 +26,14 @@ from uuid import UUID
 import anyio
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from adapters.http.bodies import json_object
 from adapters.http.calls import request_id_of
 from adapters.http.chat import complete_answer, relay, stream_headers, upstream_body
 from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_header
 from adapters.http.disconnect import CallerWatch
+from adapters.http.event_stream import EventStreamResponse
 from adapters.http.receipts import receipt_headers, receipt_usage
 from adapters.http.responses_translate import (
     ResponsesStreamTranslator,
@@ -98,10 +99,8 @@ async def create_response(request: Request) -> Response:
     extra = {STORE_HEADER: "off"} if wants_store(body) and not storing_on else {}
     if chat.shape.stream:
         call = await services.calls.start_chat(opened, upstream_body(chat))
-        return StreamingResponse(
-            _events(services.calls, call, chat, skeleton, storing),
-            media_type="text/event-stream",
-            headers={**stream_headers(opened), **extra},
+        return EventStreamResponse(
+            _events(services.calls, call, chat, skeleton, storing), headers={**stream_headers(opened), **extra}
         )
     # Translated before the charge: an answer that cannot be translated is the provider's
     # garbled answer (a 502, nothing charged), never a 500 after the caller was charged.

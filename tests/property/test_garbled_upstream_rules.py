@@ -83,7 +83,8 @@ def test_a_stream_chunk_of_any_shape_is_relayed_or_malformed_and_what_is_relayed
     translator = MessagesStreamTranslator("claude")
     for chunk in chunks:
         try:
-            relayed = frames.take(orjson.dumps(chunk))
+            relayed: list[bytes] = []
+            frames.take(orjson.dumps(chunk), relayed)
         except MalformedUpstreamAnswer:
             return  # the provider broke the stream: what was relayed before is charged
         for frame in relayed:

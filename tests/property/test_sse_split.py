@@ -1,0 +1,71 @@
+"""Any server-sent-event stream, cut into reads anywhere, gives the same payloads through
+``sse_event_batches`` (adapters/providers/openai_compatible.py: whole events at once where a
+read allows, else line by line) as a reading of it line by line, the way SSE defines it."""
+
+import asyncio
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.providers.openai_compatible import sse_event_batches
+
+value = st.sampled_from([b"{}", b'{"a":1}', b"[DONE]", b"", b" x", b"data: y", b":", b"a\\n"])
+line = st.one_of(
+    st.builds(lambda v: b"data: " + v, value),
+    st.builds(lambda v: b"data:" + v, value),
+    st.just(b": a comment"),
+    st.just(b"event: delta"),
+    st.just(b"id: 7"),
+)
+event = st.lists(line, min_size=1, max_size=3)
+
+
+def by_lines(stream: bytes) -> list[bytes]:
+    """The payloads of ``stream`` read line by line (LF or CRLF), the last event's too."""
+    payloads: list[bytes] = []
+    data: list[bytes] = []
+    for raw in stream.split(b"\n"):
+        text = raw.rstrip(b"\r")
+        if not text:
+            if data:
+                payloads.append(b"\n".join(data))
+                data = []
+        elif text.startswith(b"data:"):
+            data.append(text[5:].lstrip(b" "))
+    if data:
+        payloads.append(b"\n".join(data))
+    return payloads
+
+
+class Content:
+    def __init__(self, reads: list[bytes]) -> None:
+        self.reads = reads
+
+    async def readany(self) -> bytes:
+        return self.reads.pop(0) if self.reads else b""
+
+
+class Response:
+    def __init__(self, reads: list[bytes]) -> None:
+        self.content = Content(reads)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    events=st.lists(st.tuples(event, st.sampled_from([b"\n", b"\r\n"]), st.integers(1, 3)), max_size=6),
+    ended=st.booleans(),
+    cuts=st.lists(st.integers(0, 400), max_size=8),
+)
+def test_events_cut_anywhere_come_out_as_read_line_by_line(
+    events: list[tuple[list[bytes], bytes, int]], ended: bool, cuts: list[int]
+) -> None:
+    stream = b"".join(eol.join(lines) + eol * (1 + blanks) for lines, eol, blanks in events)
+    if not ended:
+        stream = stream.rstrip(b"\r\n")  # the last event without its blank line
+    points = sorted({0, len(stream), *(cut for cut in cuts if cut < len(stream))})
+    reads = [stream[a:b] for a, b in zip(points, points[1:], strict=False)]
+
+    async def read() -> list[bytes]:
+        return [payload async for batch in sse_event_batches(Response(reads)) for payload in batch]  # type: ignore[arg-type]
+
+    assert asyncio.run(read()) == by_lines(stream)
