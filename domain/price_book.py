@@ -4,9 +4,17 @@ now or later, never in the past, so a charge already made is never re-priced in 
 (re-pricing history is a replay, recorded as adjustments). Every charge names the
 version in effect when its request started. Every price a version holds is a
 ``ModelPrice``, so within the bounds it keeps (domain/pricing.py), and its time names
-a zone."""
+a zone.
 
-from dataclasses import dataclass
+A loaded book holds one ``PriceBookVersion`` object per version, and each version turns
+a model's stored price into its ``ModelPrice`` once, at its first lookup: a version never
+changes, so neither does what it parsed, and every request priced by the same version
+shares the same immutable price. A newer version is a new object with nothing parsed
+yet; a book loaded afresh (the read cache's refresh) starts afresh. A model's price is
+parsed only when asked for, so a stored price a version cannot parse fails the lookups
+of that model only, as it did when each lookup parsed."""
+
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,11 +32,22 @@ CLOCK_SKEW = timedelta(seconds=5)
 class PriceBookVersion:
     number: int
     effective_at: datetime | None
-    prices: dict[str, dict[str, Any]]
+    prices: dict[str, dict[str, Any]]  # the stored form: model -> ModelPrice.to_dict()
+    # model -> its price, parsed at its first lookup; threads racing on a first lookup may
+    # each parse it, and the last one's (equal) price is kept
+    _parsed: dict[str, ModelPrice] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def price_for(self, model: str) -> ModelPrice | None:
-        data = self.prices.get(model)
-        return None if data is None else ModelPrice.from_dict(data)
+        price = self._parsed.get(model)
+        if price is None:
+            data = self.prices.get(model)
+            if data is None:
+                return None
+            price = self._parsed[model] = ModelPrice.from_dict(data)
+        return price
+
+
+_NO_VERSION = PriceBookVersion(0, None, {})  # before the first version: nothing is priced
 
 
 class PriceBook(Aggregate):
@@ -46,21 +65,20 @@ class PriceBook(Aggregate):
 
     @event(Opened)
     def __init__(self) -> None:
-        self.versions: list[dict[str, Any]] = []
+        self.versions: list[dict[str, Any]] = []  # as recorded, for the audit tools
+        self._held: list[PriceBookVersion] = []  # the same versions, as looked up: one object each
 
     @property
     def latest(self) -> PriceBookVersion:
         """The last version published (which may not be in effect yet)."""
-        if not self.versions:
-            return PriceBookVersion(0, None, {})
-        return _version(self.versions[-1])
+        return self._held[-1] if self._held else _NO_VERSION
 
     def effective(self, at: datetime) -> PriceBookVersion:
         """The version in effect at ``at``: the latest published whose time has come."""
-        for data in reversed(self.versions):
-            if data["effective_at"] <= at:
-                return _version(data)
-        return PriceBookVersion(0, None, {})
+        for version in reversed(self._held):
+            if version.effective_at is not None and version.effective_at <= at:
+                return version
+        return _NO_VERSION
 
     def publish_version(self, prices: dict[str, ModelPrice], effective_at: datetime, *, now: datetime) -> int:
         """Publish a complete new version; returns its number."""
@@ -87,7 +105,4 @@ class PriceBook(Aggregate):
     @event(VersionPublished)
     def _version_published(self, version: int, prices: dict[str, dict[str, Any]], effective_at: datetime) -> None:
         self.versions.append({"version": version, "effective_at": effective_at, "prices": prices})
-
-
-def _version(data: dict[str, Any]) -> PriceBookVersion:
-    return PriceBookVersion(data["version"], data["effective_at"], data["prices"])
+        self._held.append(PriceBookVersion(version, effective_at, prices))
