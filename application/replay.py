@@ -3,6 +3,9 @@ price book, report the difference per account and model, and (on request) post i
 
 Invariants kept here:
 - a preview writes nothing; it reads the request records (the truth, not a read model);
+  a window's records are found through the store's index by event time
+  (application/history_reads.py), so a day's replay reads that day's rows (and the
+  refunds), however long the history; each record's own time still decides, exactly;
 - a charge's *old* price is what it stands at now: the price of the last applied replay
   covering it (domain/replay_log.py), else the ``cost`` its record names — so replaying
   the original prices gives a difference of exactly 0, and a replay applied twice finds
@@ -30,7 +33,8 @@ from uuid import UUID, uuid5
 from eventsourcing.persistence import IntegrityError
 
 from application.accounts import Accounts
-from application.event_scan import Progress, scan, time_of, topics_of
+from application.event_scan import Progress, time_of, topics_of
+from application.history_reads import decode, record_facts, rows, rows_in_window
 from application.ledger import Ledger
 from domain import ids
 from domain.account import Account
@@ -39,9 +43,11 @@ from domain.errors import EmptyWindow, InvalidRequest
 from domain.money import format_credits
 from domain.pricing import ModelPrice, price_counts
 from domain.replay_log import ReplayLog, adjustment_key, covers
-from domain.request_record import ChargeFacts, RecordedCounts, RequestRecord, charge_facts
+from domain.request_record import ChargeFacts, RecordedCounts, RequestRecord
 
 MAX_APPLY_ATTEMPTS = 5
+MEMO_LIMIT = 100_000  # distinct (model, counts) priced once each; beyond, each is priced again
+(COMPLETED,), (REFUNDED,) = topics_of(RequestRecord.Completed), topics_of(Account.ChargeRefunded)
 
 
 @dataclass(frozen=True)
@@ -219,8 +225,8 @@ class Replayer:
         recorder = self.ledger.recorder
         stop = recorder.max_notification_id() or 0
         refunded = {
-            event.state["request_id"]["_data_"]
-            for event in scan(recorder, topics_of(Account.ChargeRefunded), stop=stop)
+            decode(state)["request_id"]["_data_"]
+            for *_, state in rows_in_window(recorder, REFUNDED, None, None, stop=stop)
         }
         pricer = _Pricer(plan.prices, entries)
         account = plan.account_id.hex if plan.account_id else None
@@ -228,19 +234,24 @@ class Replayer:
         unpriced: dict[str, int] = {}
         charges = skipped = 0
         windowed = plan.since is not None or plan.until is not None
-        for event in scan(recorder, topics_of(RequestRecord.Completed), stop=stop, progress=progress):
-            facts = charge_facts(event.state["details"])
+        records = (
+            rows_in_window(recorder, COMPLETED, plan.since, plan.until, stop=stop, progress=progress)
+            if windowed
+            else rows(recorder, (COMPLETED,), stop=stop, progress=progress)
+        )
+        for position, request, _, _, state in records:
+            data, facts = record_facts(state)
             counts = facts.counts
             if counts is None or (account is not None and facts.account_id != account):
                 continue
-            at = time_of(event.state["timestamp"]) if windowed or entries else None
+            at = time_of(data["timestamp"]) if windowed or entries else None
             if (
                 at is not None
                 and windowed
                 and ((plan.since is not None and at < plan.since) or (plan.until is not None and at >= plan.until))
             ):
                 continue
-            if refunded and event.originator_id.hex in refunded:
+            if refunded and request in refunded:
                 skipped += 1
                 continue
             model = facts.model
@@ -251,7 +262,7 @@ class Replayer:
             if line is None:
                 line = lines[(facts.account_id, model)] = ReplayLine(UUID(facts.account_id), model)
             line.charges += 1
-            line.old += pricer.old(facts, counts, at, event.position)
+            line.old += pricer.old(facts, counts, at, position)
             line.new += pricer.new(model, counts)
             charges += 1
         if unpriced:
@@ -271,7 +282,9 @@ class Replayer:
 
 class _Pricer:
     """Prices usage counts under the new book and under earlier replays, memoised per
-    distinct (model, counts): history repeats itself, and the arithmetic is exact either way."""
+    distinct (model, counts): history repeats itself, and the arithmetic is exact either way.
+    The memo stops growing at ``MEMO_LIMIT`` entries: a history of distinct usages would
+    otherwise keep every charge's counts in memory."""
 
     def __init__(self, prices: dict[str, ModelPrice], entries: list[dict[str, Any]]) -> None:
         self.prices = prices
@@ -283,7 +296,9 @@ class _Pricer:
         key = (model, counts)
         found = self._new.get(key)
         if found is None:
-            found = self._new[key] = price_counts(self.prices[model], *counts)
+            found = price_counts(self.prices[model], *counts)
+            if len(self._new) < MEMO_LIMIT:
+                self._new[key] = found
         return found
 
     def old(self, facts: ChargeFacts, counts: RecordedCounts, at: datetime | None, position: int) -> int:
@@ -295,6 +310,8 @@ class _Pricer:
                 found = self._earlier.get(key)
                 if found is None:
                     price = ModelPrice.from_dict(entry["prices"][facts.model])
-                    found = self._earlier[key] = price_counts(price, *counts)
+                    found = price_counts(price, *counts)
+                    if len(self._earlier) < MEMO_LIMIT:
+                        self._earlier[key] = found
                 return found
         return int(facts.cost)

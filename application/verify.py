@@ -14,10 +14,11 @@ Checked, each problem reported with the account, request or export it concerns:
   price-book version it names (the one rounding rule);
 - replays: every applied replay's adjustments were posted;
 - export logs: each kind's exports form one unbroken hash chain.
-Read models are caught up before they are compared; if events arrive while verify runs,
-it reads again (a few times) before it calls a difference a problem. A read model stopped
-at an event it could not apply (projections/runner.py) is a problem, named with that
-event and the error; the events are not compared with its rows.
+The events are read as plain stored rows (application/history_reads.py), every amount
+exact however large. Read models are caught up before they are compared; if events arrive
+while verify runs, it reads again (a few times) before it calls a difference a problem. A
+read model stopped at an event it could not apply (projections/runner.py) is a problem,
+named with that event and the error; the events are not compared with its rows.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ from uuid import UUID
 
 from eventsourcing.utils import get_topic
 
-from application.event_scan import scan, topics_of
+from application.event_scan import topics_of
+from application.history_reads import decode, decode_exact, record_facts, rows
 from application.ledger import Ledger
 from domain import ids
 from domain.account import Account
 from domain.export_log import EXPORT_KINDS, ExportLog
-from domain.pricing import ModelPrice, price_usage
+from domain.pricing import ModelPrice, price_counts
 from domain.replay_log import ReplayLog, adjustment_key
-from domain.request_record import RequestRecord, charge_facts
+from domain.request_record import RequestRecord
 
 ROUNDS = 3  # reads of the read models before a difference counts as a problem
 MAX_LISTED = 50  # problems listed per check; the rest are counted
@@ -55,6 +57,7 @@ HOLD_PLACED, HOLD_SETTLED, HOLD_RELEASED = (
     get_topic(Account.HoldSettled),
     get_topic(Account.HoldReleased),
 )
+RECORDS = topics_of(RequestRecord.Completed)
 ACCOUNT_EVENTS = topics_of(
     *(cls for cls in vars(Account).values() if isinstance(cls, type) and issubclass(cls, Account.Event))
 )
@@ -78,18 +81,29 @@ class Fold:
     problems: list[str] = field(default_factory=list)
 
     def extend(self, ledger: Ledger, stop: int) -> None:
-        for event in scan(ledger.recorder, ACCOUNT_EVENTS, after=self.position, stop=stop):
-            self.accounts.setdefault(event.originator_id, AccountFold()).version = event.version
-            self._apply(event.originator_id, event.topic, event.state)
+        # Keyed by the stored hex id: hashing a UUID per event costs more than folding it.
+        known = {account_id.hex: (account_id, fold) for account_id, fold in self.accounts.items()}
+        for _, originator, version, topic, stored in rows(
+            ledger.recorder, ACCOUNT_EVENTS, after=self.position, stop=stop
+        ):
+            found = known.get(originator)
+            if found is None:
+                account_id = UUID(originator)
+                found = known[originator] = (account_id, self.accounts.setdefault(account_id, AccountFold()))
+            state = decode(stored)
+            if type(state.get("amount")) is float or type(state.get("held")) is float:
+                state = decode_exact(stored)  # beyond 64 bits: orjson made it a float
+            found[1].version = version
+            self._apply(found[0], found[1], topic, state)
         self.position = max(self.position, stop)
 
-    def _apply(self, account_id: UUID, topic: str, state: dict[str, Any]) -> None:
-        account = self.accounts.setdefault(account_id, AccountFold())
+    def _apply(self, account_id: UUID, account: AccountFold, topic: str, state: dict[str, Any]) -> None:
         sign = MOVEMENTS.get(topic)
         if sign is not None:
             account.balance += sign * state["amount"]
             account.movements += 1
-        request: str = state["request_id"]["_data_"] if isinstance(state.get("request_id"), dict) else ""
+        request_id = state.get("request_id")
+        request: str = request_id["_data_"] if type(request_id) is dict else ""
         if topic == HOLD_PLACED:
             if request in account.holds:
                 self.problems.append(f"account {account_id}: request {_dashed(request)} placed a second hold")
@@ -216,10 +230,9 @@ class LedgerVerifier:
         book = self.ledger.price_book()
         prices: dict[tuple[int | None, str], Any] = {}
         seen = 0
-        for event in scan(self.ledger.recorder, topics_of(RequestRecord.Completed), stop=fold.position):
+        for _, request, _, _, state in rows(self.ledger.recorder, RECORDS, stop=fold.position):
             seen += 1
-            request = event.originator_id.hex
-            facts = charge_facts(event.state["details"])
+            facts = record_facts(state)[1]
             charged = unrecorded.pop(request, None)
             if charged is not None and charged != facts.charge:
                 problems.append(f"request {_dashed(request)}: charged {charged} but its record says {facts.charge}")
@@ -234,7 +247,7 @@ class LedgerVerifier:
                     problems.append(
                         f"request {_dashed(request)}: its price-book version {key[0]} does not price {key[1]}"
                     )
-                elif price_usage(price, facts.usage()) != facts.cost:
+                elif price_counts(price, *facts.counts) != facts.cost:
                     problems.append(
                         f"request {_dashed(request)}: cost {facts.cost} is not its usage priced under version {key[0]}"
                     )

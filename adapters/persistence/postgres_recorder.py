@@ -63,6 +63,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
+from adapters.persistence.event_reads import PostgresHistoryRecorder
 
 RETRY_WAIT_SECONDS = 0.2  # eventsourcing's wait between attempts
 RECONNECT_SECONDS = 10.0  # the pool's back-off on a lost server stops here
@@ -161,7 +162,7 @@ def _rendered(query: Query) -> bytes:
     raise TypeError(f"a statement of eventsourcing's that cannot be rendered once: {query!r}")
 
 
-class BatchedPostgresApplicationRecorder(PostgresApplicationRecorder):
+class BatchedPostgresApplicationRecorder(PostgresHistoryRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         pool = self.datastore.pool

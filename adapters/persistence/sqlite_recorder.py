@@ -19,12 +19,14 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.sqlite import SQLiteCursor
+
+from adapters.persistence.event_reads import SQLiteHistoryRecorder
 
 ROWS_PER_STATEMENT = 500  # 4 parameters a row, well under SQLite's 32,766 per statement
 
 
-class BatchedSQLiteApplicationRecorder(SQLiteApplicationRecorder):
+class BatchedSQLiteApplicationRecorder(SQLiteHistoryRecorder):
     def latest_version(self, originator_id: UUID) -> int | None:
         """The version of the originator's newest stored event, as last committed."""
         statement = f"SELECT MAX(originator_version) FROM {self.events_table_name} WHERE originator_id=?"

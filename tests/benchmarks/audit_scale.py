@@ -1,8 +1,9 @@
 """How replay, export and verify scale with history: writes N charged requests (hold,
-settle and request record for each, through the domain aggregates, saved in batches)
-into a fresh SQLite or PostgreSQL store, then times
+settle and request record for each, through the domain aggregates, saved in batches),
+stamped evenly over the last ``--days`` days, into a fresh SQLite or PostgreSQL store, then times
 
-- a replay preview of every charge under a price book with every rate doubled,
+- a replay preview of every charge under a price book with every rate doubled, and of one
+  day's window of them (with the rows it read: a window reads its own rows only),
 - catching the ledger-entries read model up, and a ledger export of its N rows (CSV),
 - verify (events folded, read models compared, every record re-priced).
 
@@ -16,19 +17,26 @@ import argparse
 import random
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import CanCreateTimestamp
 
 from adapters.exports.exporter import create_export
 from adapters.settings import DatabaseConfig
 from application.accounts import Accounts
+from application.event_scan import time_of
+from application.history_reads import decode, rows
 from application.ledger import Ledger
 from application.prices import Prices
 from application.pricing_input import price_from_credits
 from application.providers import ProviderRegistry
-from application.replay import Replayer, ReplayPlan
+from application.replay import COMPLETED, Replayer, ReplayPlan
 from application.verify import LedgerVerifier
 from domain.pricing import price_usage
 from domain.request_record import RequestDetails, RequestRecord
@@ -45,7 +53,11 @@ BATCH = 1_000
 
 
 def build(database: DatabaseConfig) -> Ledger:
-    ledger = new_ledger(database)
+    return prepare(new_ledger(database))
+
+
+def prepare(ledger: Ledger) -> Ledger:
+    """An initialised ledger with the mock provider and MODEL priced at PRICE."""
     ProviderRegistry(ledger).register_provider(
         "mock", "openai", base_url=None, region=None, secret="sk-bench-secret-0001"
     )
@@ -53,7 +65,25 @@ def build(database: DatabaseConfig) -> Ledger:
     return ledger
 
 
-def write_history(ledger: Ledger, charges: int, rng: random.Random) -> None:
+@contextmanager
+def stamped(start: datetime, step: timedelta, done: list[int]) -> Iterator[None]:
+    """Events stamped ``start + step × (charges written so far)``: a history spread over days."""
+    original = CanCreateTimestamp.__dict__["create_timestamp"]
+    CanCreateTimestamp.create_timestamp = staticmethod(lambda: start + step * done[0])  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        CanCreateTimestamp.create_timestamp = original  # type: ignore[method-assign]
+
+
+def write_history(ledger: Ledger, charges: int, rng: random.Random, days: int = 1) -> None:
+    end = datetime.now(UTC)
+    written = [0]
+    with stamped(end - timedelta(days=days), timedelta(days=days) / max(charges, 1), written):
+        _write_history(ledger, charges, rng, written)
+
+
+def _write_history(ledger: Ledger, charges: int, rng: random.Random, written: list[int]) -> None:
     expires = datetime.now(UTC) + timedelta(hours=1)
     version = ledger.price_book().latest.number
     done = 0
@@ -73,63 +103,127 @@ def write_history(ledger: Ledger, charges: int, rng: random.Random) -> None:
                 cost = price_usage(PRICE, usage)
                 account.place_hold(request_id, cost + 1000, expires)
                 account.settle_hold(request_id, cost)
-                records.append(
-                    RequestRecord.completed(
-                        request_id,
-                        RequestDetails(
-                            outcome="completed",
-                            account_id=account.id.hex,
-                            api_key_id=uuid4().hex,
-                            requested_model=MODEL,
-                            model=MODEL,
-                            provider="mock",
-                            upstream_model="mock-gpt",
-                            credential_id="bench",
-                            endpoint="chat.completions",
-                            stream=False,
-                            status=200,
-                            error_code=None,
-                            usage=usage,
-                            charge=cost,
-                            cost=cost,
-                            uncollected=0,
-                            hold=cost + 1000,
-                            price_book_version=version,
-                            priced=True,
-                            latency_ms=1.0,
-                            ttfb_ms=None,
-                            started_at=expires.isoformat(),
-                            provider_cost=None,
-                        ),
-                    )
-                )
+                records.append(charged_record(request_id, account.id.hex, usage, cost, version, expires))
                 done += 1
+                written[0] = done
             ledger.save(account, *records)
 
 
+def charged_record(
+    request_id: UUID, account_hex: str, usage: Usage, cost: int, version: int, at: datetime
+) -> RequestRecord:
+    """The record of a completed request of MODEL charged ``cost``, as the gateway writes one."""
+    return RequestRecord.completed(
+        request_id,
+        RequestDetails(
+            outcome="completed",
+            account_id=account_hex,
+            api_key_id=uuid4().hex,
+            requested_model=MODEL,
+            model=MODEL,
+            provider="mock",
+            upstream_model="mock-gpt",
+            credential_id="bench",
+            endpoint="chat.completions",
+            stream=False,
+            status=200,
+            error_code=None,
+            usage=usage,
+            charge=cost,
+            cost=cost,
+            uncollected=0,
+            hold=cost + 1000,
+            price_book_version=version,
+            priced=True,
+            latency_ms=1.0,
+            ttfb_ms=None,
+            started_at=at.isoformat(),
+            provider_cost=None,
+        ),
+    )
+
+
 def timed(label: str, work, *args, **kwargs):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
+    """Runs ``work``; prints its wall time, and this process's CPU time below it (on a shared
+    machine the CPU time is the steadier figure)."""
+    started, cpu = time.perf_counter(), time.process_time()
     result = work(*args, **kwargs)
     elapsed = time.perf_counter() - started
     print(f"{label:<44} {elapsed:8.1f} s", flush=True)
+    print(f"{'':<44} {time.process_time() - cpu:8.1f} s of this process's CPU", flush=True)
     return result, elapsed
+
+
+class RowCount:
+    """Counts the event rows the ledger's recorder hands to replay (application/history_reads.py)."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.rows = 0
+        for name in ("select_rows", "select_rows_at"):
+            method = getattr(recorder, name, None)
+            if method is not None:
+                setattr(recorder, name, self._counting(method))
+
+    def _counting(self, method: Any) -> Any:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            found = method(*args, **kwargs)
+            self.rows += len(found)
+            return found
+
+        return counted
+
+
+def one_day(ledger: Ledger, charges: int, seconds_whole: float) -> None:
+    """A replay preview of the history's last whole day, with the rows it read."""
+    last = max(record_times(ledger))
+    since = last.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    plan = ReplayPlan({MODEL: DOUBLED}, since=since, until=since + timedelta(days=1))
+    counted = RowCount(ledger.recorder)
+    started, cpu = time.perf_counter(), time.process_time()
+    report = Replayer(ledger).preview(plan)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    for name in ("select_rows", "select_rows_at"):
+        vars(ledger.recorder).pop(name, None)
+    assert report.new == 2 * report.old, "doubling must double exactly"
+    print(
+        f"{'':<44} one day ({since:%Y-%m-%d}): {report.charges:,} of {charges:,} charges in {seconds:.2f} s "
+        f"({seconds / seconds_whole:.3f} of the whole; CPU {cpu:.2f} s), {counted.rows:,} rows read",
+        flush=True,
+    )
+
+
+def record_times(ledger: Ledger) -> Iterator[datetime]:
+    """The last 1,000 request records' times (the history is written in time order)."""
+    last = ledger.recorder.max_notification_id() or 0
+    for *_, state in rows(ledger.recorder, (COMPLETED,), after=max(0, last - 3_000), stop=last):
+        yield time_of(decode(state)["timestamp"])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
     parser.add_argument("--charges", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30, help="the history's charges are spread over these days")
     parser.add_argument("--skip-verify", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, bench_database(args.store, Path(tmp)) as database:
         ledger = build(database)
         print(f"{args.charges:,} charges on {args.store}", flush=True)
-        timed("write the history (3 events per charge)", write_history, ledger, args.charges, random.Random(7))
+        timed(
+            "write the history (3 events per charge)",
+            write_history,
+            ledger,
+            args.charges,
+            random.Random(7),
+            args.days,
+        )
         report, seconds = timed(
             "replay preview, every rate doubled", Replayer(ledger).preview, ReplayPlan({MODEL: DOUBLED})
         )
         assert report.charges == args.charges and report.new == 2 * report.old, "doubling must double exactly"
         print(f"{'':<44} {args.charges / seconds:8,.0f} charges/s; difference {report.difference:,} nanocredits")
+        if args.days > 1:
+            one_day(ledger, args.charges, seconds)
         read_models = build_read_models(database, ledger)
         read_models.create_tables()
         services = SimpleNamespace(ledger=ledger, read_models=read_models)
