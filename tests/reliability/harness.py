@@ -151,6 +151,10 @@ class Fleet:
         proc = Proc(kind, port, self.data_dir / f"{kind}-{len(self.procs)}.log")
         self.procs.append(proc)
         self.start(proc)
+        if kind == "worker":
+            # a fault must meet a running worker: one still opening its services when the store
+            # goes away exits at start (a supervisor restarts it; this harness does not)
+            self._wait_started(proc)
         return proc
 
     def start(self, proc: Proc) -> None:
@@ -175,6 +179,19 @@ class Fleet:
             except httpx.TransportError:
                 time.sleep(0.05)
         raise AssertionError(f"serve did not listen on {proc.port}:\n{self.log(proc)}")
+
+    def _wait_started(self, proc: Proc, timeout: float = 60) -> None:
+        """Until the worker logs that it started (restarts are not waited for: a crash run may
+        kill one while it starts)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert proc.process is not None
+            if proc.process.poll() is not None:
+                raise AssertionError(f"worker exited with {proc.process.returncode}:\n{self.log(proc)}")
+            if "worker started" in proc.log_path.read_text(errors="replace"):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the worker did not start:\n{self.log(proc)}")
 
     def kill(self, proc: Proc) -> None:
         if proc.alive:
