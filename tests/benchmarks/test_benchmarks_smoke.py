@@ -313,7 +313,8 @@ def test_workers_scaling_prints_one_and_two_workers_and_their_ratio(mode: str) -
     )
     assert sorted((run[0], run[1]) for run in runs) == [("ns-c4", "1"), ("ns-c4", "2"), ("st-c4", "1"), ("st-c4", "2")]
     for scenario, workers, rps, ok, sent, cores, *split, busy, _ in runs:
-        assert ok == sent and number(rps) > 0 and number(cores) >= 0 and number(busy) > 0, (scenario, workers)
+        # a tiny run's CPU figures may round to 0.00 (a run of a few milliseconds): printed, not judged
+        assert ok == sent and number(rps) > 0 and number(cores) >= 0 and number(busy) >= 0, (scenario, workers)
         shares = [number(share) for share in split if share]
         assert len(shares) == (2 if workers == "2" else 0), (scenario, workers)
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| ")]

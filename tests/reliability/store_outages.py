@@ -328,13 +328,13 @@ def small_disk(data_dir: Path) -> Iterator[tuple[Callable[[], object], Callable[
     filler = data_dir / "filler"
 
     def fill() -> None:
-        with open(filler, "wb") as out:
-            try:
+        try:
+            with open(filler, "wb") as out:
                 while True:
                     out.write(b"\0" * 65536)
                     out.flush()
-            except OSError:  # ENOSPC: the disk is full
-                pass
+        except OSError:  # ENOSPC: the disk is full (already, when even the filler cannot be created)
+            pass
 
     def free() -> None:
         filler.unlink(missing_ok=True)
