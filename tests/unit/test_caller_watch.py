@@ -69,7 +69,8 @@ def test_a_caller_that_stays_is_never_cancelled_and_the_watch_ends_with_the_answ
     assert asyncio.run(run()) == (b"{}", True, 0)
 
 
-def test_a_shutdowns_cut_together_with_the_callers_departure_goes_on_up() -> None:
+@pytest.mark.parametrize("caller_leaves", [True, False], ids=["with-the-callers-departure", "alone"])
+def test_a_shutdowns_cut_goes_on_up(caller_leaves: bool) -> None:
     async def run() -> int:
         connection, answer = Connection(), asyncio.get_running_loop().create_future()
         reached = asyncio.Event()
@@ -81,30 +82,11 @@ def test_a_shutdowns_cut_together_with_the_callers_departure_goes_on_up() -> Non
 
         call = asyncio.create_task(plain_call())
         await bounded(reached)
-        connection.closed.set()
-        call.cancel()  # the cut, in the same loop turn
+        if caller_leaves:
+            connection.closed.set()
+        call.cancel()  # the cut, in the same loop turn as the departure
         with pytest.raises(asyncio.CancelledError):
             await call
         return call.cancelling()
 
     assert asyncio.run(run()) == 1  # the watch took back its own only: the drain guard's stays
-
-
-def test_a_cut_alone_is_not_the_callers_and_goes_on_up() -> None:
-    async def run() -> int:
-        connection, answer = Connection(), asyncio.get_running_loop().create_future()
-        reached = asyncio.Event()
-
-        async def plain_call() -> None:
-            with CallerWatch(connection.receive):
-                reached.set()
-                await answer
-
-        call = asyncio.create_task(plain_call())
-        await bounded(reached)
-        call.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await call
-        return call.cancelling()
-
-    assert asyncio.run(run()) == 1
