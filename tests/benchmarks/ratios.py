@@ -4,6 +4,11 @@ call, time to first byte, and gateway CPU per request.
 
     python3 tests/benchmarks/ratios.py $BENCH_WORK/results/run-….jsonl
 
+Two builds, back to back (each build's results files: every phase of one shared_bench.sh run),
+one row per Tallyhub figure with both builds' ratios, each to its own run's baselines:
+
+    python3 tests/benchmarks/ratios.py --before run-1.jsonl run-2.jsonl --after run-3.jsonl run-4.jsonl
+
 Medians over the clean (not contaminated) repetitions; a missing baseline prints "-".
 """
 
@@ -67,5 +72,50 @@ def main(path: str) -> None:
             )
 
 
+def figures(paths: list[str]) -> dict[tuple[str, str], dict[str, float | None]]:
+    """Each Tallyhub figure of ``paths`` (the phases of one run) with its ratio to the aiohttp
+    pass-through and its added p50 over it, each against the baseline of its own file."""
+    rows: dict[tuple[str, str], dict[str, float | None]] = {}
+    for path in paths:
+        found = medians(path)
+        for (target, scenario), m in found.items():
+            if not target.startswith("tallyhub"):
+                continue
+            base = found.get((PASSTHRU, scenario), {})
+            rows[(scenario, target)] = {
+                **m,
+                "ratio": m["rps"] / base["rps"] if m["rps"] and base.get("rps") else None,
+                "added": m["p50"] - base["p50"] if m["p50"] is not None and base.get("p50") is not None else None,
+            }
+    return rows
+
+
+def compare(before: list[str], after: list[str]) -> None:
+    old, new = figures(before), figures(after)
+
+    def cell(m: dict[str, float | None] | None, key: str, form: str) -> str:
+        value = None if m is None else m.get(key)
+        return "-" if value is None else format(value, form)
+
+    print(
+        "\n| scenario | target | × pass-through before | after | RPS before | after | after ÷ before "
+        "| +p50 ms vs pass-through before | after | gw CPU ms/req before | after |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for scenario, target in sorted(set(old) | set(new)):
+        b, a = old.get((scenario, target)), new.get((scenario, target))
+        gain = f"{a['rps'] / b['rps']:.2f}×" if a and b and a["rps"] and b["rps"] else "-"
+        print(
+            f"| {scenario} | {target} | {cell(b, 'ratio', '.2f')} | {cell(a, 'ratio', '.2f')} "
+            f"| {cell(b, 'rps', ',.0f')} | {cell(a, 'rps', ',.0f')} | {gain} "
+            f"| {cell(b, 'added', '+.2f')} | {cell(a, 'added', '+.2f')} "
+            f"| {cell(b, 'cpu', '.2f')} | {cell(a, 'cpu', '.2f')} |"
+        )
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--before":
+        split = sys.argv.index("--after")
+        compare(sys.argv[2:split], sys.argv[split + 1 :])
+    else:
+        main(sys.argv[1])

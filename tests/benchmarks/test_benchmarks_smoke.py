@@ -240,6 +240,41 @@ def test_ratios_table_uses_medians_of_clean_runs_against_the_same_runs_baselines
     ]
 
 
+def test_ratios_compare_puts_two_builds_side_by_side_each_against_its_own_runs_baseline(tmp_path: Path) -> None:
+    before, after = tmp_path / "before.jsonl", tmp_path / "after.jsonl"
+    before.write_text(
+        "\n".join(
+            [
+                loadgen_line("passthru-aiohttp", "ns-c1", 1, 1000, 1.0),
+                loadgen_line("tallyhub-sqlite", "ns-c1", 1, 250, 3.0, cpu_ms_per_req={"gw": 2.0}),
+                loadgen_line("tallyhub-pg", "ns-c32", 1, 100, 9.0),
+            ]
+        )
+    )
+    after.write_text(
+        "\n".join(
+            [
+                loadgen_line("passthru-aiohttp", "ns-c1", 1, 800, 0.5),  # a slower machine: its own baseline
+                loadgen_line("tallyhub-sqlite", "ns-c1", 1, 400, 1.25, cpu_ms_per_req={"gw": 1.5}),
+                loadgen_line("tallyhub-sqlite", "ns-c1", 2, 0, 99.0, contaminated=True),
+            ]
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "tests/benchmarks/ratios.py", "--before", str(before), "--after", str(after)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=PYTHON_RUN_LIMIT,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ns-")]
+    assert rows == [
+        "| ns-c1 | tallyhub-sqlite | 0.25 | 0.50 | 250 | 400 | 1.60× | +2.00 | +0.75 | 2.00 | 1.50 |",
+        "| ns-c32 | tallyhub-pg | - | - | 100 | - | - | - | - | - | - |",
+    ]
+
+
 def loadgen_runs(out: str) -> dict[tuple[str, str], re.Match[str]]:
     """The last loadgen line of each (target, scenario) that bench.sh printed."""
     runs = {}
