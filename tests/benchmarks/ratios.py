@@ -9,6 +9,10 @@ one row per Tallyhub figure with both builds' ratios, each to its own run's base
 
     python3 tests/benchmarks/ratios.py --before run-1.jsonl run-2.jsonl --after run-3.jsonl run-4.jsonl
 
+or both builds in one run (shared_bench.sh's BEFORE_TREE: a target NAME-before beside each NAME):
+
+    python3 tests/benchmarks/ratios.py --ab run-1.jsonl run-2.jsonl
+
 Medians over the clean (not contaminated) repetitions; a missing baseline prints "-".
 """
 
@@ -90,8 +94,9 @@ def figures(paths: list[str]) -> dict[tuple[str, str], dict[str, float | None]]:
     return rows
 
 
-def compare(before: list[str], after: list[str]) -> None:
-    old, new = figures(before), figures(after)
+def compare(
+    old: dict[tuple[str, str], dict[str, float | None]], new: dict[tuple[str, str], dict[str, float | None]]
+) -> None:
 
     def cell(m: dict[str, float | None] | None, key: str, form: str) -> str:
         value = None if m is None else m.get(key)
@@ -116,6 +121,10 @@ def compare(before: list[str], after: list[str]) -> None:
 if __name__ == "__main__":
     if sys.argv[1] == "--before":
         split = sys.argv.index("--after")
-        compare(sys.argv[2:split], sys.argv[split + 1 :])
+        compare(figures(sys.argv[2:split]), figures(sys.argv[split + 1 :]))
+    elif sys.argv[1] == "--ab":
+        both = figures(sys.argv[2:])
+        earlier = {(s, t.removesuffix("-before")): m for (s, t), m in both.items() if t.endswith("-before")}
+        compare(earlier, {key: m for key, m in both.items() if not key[1].endswith("-before")})
     else:
         main(sys.argv[1])

@@ -11,7 +11,12 @@
 # Usage: bash tests/benchmarks/shared_bench.sh      (env: REPS, ONLY, SKIP_LAT50=1, SKIP_PG=1, SCENARIOS,
 #   BENCH_LIMITS=rpm,tpm,max-parallel: also measure a second key of the same account with those rate limits,
 #   as targets tallyhub-sqlite-limits and tallyhub-pg-limits beside the unlimited key; TALLYHUB_ACCESS_LOG=off,
-#   LAT50_SCENARIOS for the 50 ms-upstream scenarios, GW_CPU the gateways' CPU or "any")
+#   LAT50_SCENARIOS for the 50 ms-upstream scenarios, GW_CPU the gateways' CPU or "any", SKIP_W2=1 leaves out
+#   --workers 2)
+# BEFORE_TREE=DIR: also measure the Tallyhub in DIR (a checkout of an earlier commit, e.g. a `git worktree`;
+#   run with this project's venv and PYTHONPATH=DIR) as targets tallyhub-sqlite-before and tallyhub-pg-before,
+#   each with a store of its own, pinned beside the current build: the two builds alternate within every
+#   repetition, so a before/after comparison is not skewed by the machine's load drifting between two runs.
 # BENCH_SMOKE=1: a smoke run of a few seconds a phase, without network or the harness venv (what
 #   tests/benchmarks/test_benchmarks_smoke.py runs): the harness's mock upstream, the aiohttp pass-through
 #   and the Tallyhub targets run on free ports with this project's venv, in a BENCH_WORK of their own that
@@ -43,14 +48,16 @@ if [ -n "$smoke" ]; then
   export SCENARIOS=${SCENARIOS:-"ns-c1:1:10: st-c2:2:10:--stream"}
   LAT50_SCENARIOS=${LAT50_SCENARIOS:-"lat50-ns-c2:2:4:"}
   GW_CPU=${GW_CPU:-any}
-  read -r mock_port passthru_port port_sqlite port_pg port_pg_w2 <<< "$(free_ports 5)"
+  read -r mock_port passthru_port port_sqlite port_pg port_pg_w2 port_sqlite_b port_pg_b <<< "$(free_ports 7)"
 else
   export BENCH_WORK=${BENCH_WORK:-${TMPDIR:-/tmp}/tallyhub-bench}
-  mock_port=8100 port_sqlite=8090 port_pg=8091 port_pg_w2=8092
+  mock_port=8100 port_sqlite=8090 port_pg=8091 port_pg_w2=8092 port_sqlite_b=8093 port_pg_b=8094
 fi
 th="$here/.venv/bin/tallyhub"
 schema=th_bench_$$
 redis_prefix=th-bench-$$
+before=${BEFORE_TREE:-}
+if [ -n "$before" ]; then before=$(cd "$before" && pwd); fi
 pids=()
 
 # wait_up NAME URL: poll until URL answers (at most 60 s: a busy machine starts `serve --workers 2` slowly)
@@ -75,7 +82,9 @@ cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   rm -f "$BENCH_WORK"/tallyhub-*.pid
   bash "$bench/stop.sh" >/dev/null 2>&1 || true
-  psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA IF EXISTS $schema CASCADE" 2>/dev/null || true
+  for s in "$schema" "${schema}_before"; do
+    psql -q -h 127.0.0.1 -U postgres -d test -c "DROP SCHEMA IF EXISTS $s CASCADE" 2>/dev/null || true
+  done
   rm -rf "$BENCH_WORK/tallyhub-data"
   if [ -n "$smoke" ]; then rm -rf "$smoke_work"; fi  # its venv is a symlink: rm removes the link only
 }
@@ -143,14 +152,22 @@ targets=$BENCH_WORK/targets-embedded.txt
 cp "$baselines" "$targets"
 echo "tallyhub-sqlite  http://127.0.0.1:$port_sqlite/v1/chat/completions  tallyhub-sqlite.pid  Authorization: Bearer $key" >> "$targets"
 add_limited tallyhub-sqlite "$port_sqlite" "$targets"
-MODEL_tallyhub_sqlite=mock/mock-gpt TARGETS="$targets" REPS="${REPS:-3}" bash "$bench/bench.sh" | tee "$BENCH_WORK/bench-embedded.txt"
+if [ -n "$before" ]; then  # the earlier build: its own store, set up and served by its own code
+  key_b=$(PYTHONPATH=$before TALLYHUB_DATA_DIR=$BENCH_WORK/tallyhub-data/sqlite-before set_up | sed -n 1p)
+  PYTHONPATH=$before TALLYHUB_DATA_DIR=$BENCH_WORK/tallyhub-data/sqlite-before \
+    serve tallyhub-sqlite-before "$port_sqlite_b" "${GW_CPU:-1}"
+  echo "tallyhub-sqlite-before  http://127.0.0.1:$port_sqlite_b/v1/chat/completions  tallyhub-sqlite-before.pid  Authorization: Bearer $key_b" >> "$targets"
+fi
+MODEL_tallyhub_sqlite_before=mock/mock-gpt MODEL_tallyhub_sqlite=mock/mock-gpt TARGETS="$targets" REPS="${REPS:-3}" bash "$bench/bench.sh" | tee "$BENCH_WORK/bench-embedded.txt"
 ratios
 if [ -z "${SKIP_LAT50:-}" ]; then
-  MODEL=mock-gpt-lat50 MODEL_tallyhub_sqlite=mock/mock-gpt-lat50 SCENARIOS="$lat50" ONLY='passthru-aiohttp|litellm|tallyhub|direct' \
+  MODEL=mock-gpt-lat50 MODEL_tallyhub_sqlite=mock/mock-gpt-lat50 MODEL_tallyhub_sqlite_before=mock/mock-gpt-lat50 SCENARIOS="$lat50" ONLY='passthru-aiohttp|litellm|tallyhub|direct' \
     TARGETS="$targets" REPS="${REPS:-3}" bash "$bench/bench.sh" | tee "$BENCH_WORK/bench-embedded-50ms.txt"
   ratios
 fi
-kill "$(cat "$BENCH_WORK/tallyhub-sqlite.pid")"; rm -f "$BENCH_WORK/tallyhub-sqlite.pid"
+for name in tallyhub-sqlite tallyhub-sqlite-before; do
+  if [ -f "$BENCH_WORK/$name.pid" ]; then kill "$(cat "$BENCH_WORK/$name.pid")"; rm -f "$BENCH_WORK/$name.pid"; fi
+done
 
 # Phase 2, server mode: PostgreSQL + Redis, projections and sweeps in a `tallyhub worker`.
 # PostgreSQL, Redis and the worker are part of the system under test but not of the watched
@@ -164,19 +181,33 @@ if [ -z "${SKIP_PG:-}" ]; then
   "$th" worker > "$BENCH_WORK/tallyhub-worker.log" 2>&1 &
   pids+=($!)
   serve tallyhub-pg "$port_pg" "${GW_CPU:-1}"
-  serve tallyhub-pg-w2 "$port_pg_w2" any --workers 2
+  [ -n "${SKIP_W2:-}" ] || serve tallyhub-pg-w2 "$port_pg_w2" any --workers 2
   targets=$BENCH_WORK/targets-server.txt
   grep -E '^(direct|passthru-aiohttp) ' "$baselines" > "$targets"
   echo "tallyhub-pg  http://127.0.0.1:$port_pg/v1/chat/completions  tallyhub-pg.pid  Authorization: Bearer $key" >> "$targets"
   add_limited tallyhub-pg "$port_pg" "$targets"
-  echo "tallyhub-pg-w2  http://127.0.0.1:$port_pg_w2/v1/chat/completions  tallyhub-pg-w2.pid  Authorization: Bearer $key" >> "$targets"
+  [ -n "${SKIP_W2:-}" ] ||
+    echo "tallyhub-pg-w2  http://127.0.0.1:$port_pg_w2/v1/chat/completions  tallyhub-pg-w2.pid  Authorization: Bearer $key" >> "$targets"
+  if [ -n "$before" ]; then  # the earlier build: its own schema, Redis prefix, worker and serve
+    psql -q -h 127.0.0.1 -U postgres -d test -c "CREATE SCHEMA ${schema}_before"
+    before_env=(PYTHONPATH="$before" TALLYHUB_DATA_DIR="$BENCH_WORK/tallyhub-data/pg-before"
+      TALLYHUB_DATABASE_URL="postgresql://postgres@127.0.0.1:5432/test?schema=${schema}_before"
+      TALLYHUB_REDIS_PREFIX="$redis_prefix-before")
+    key_b=$(export "${before_env[@]}"; set_up | sed -n 1p)
+    env "${before_env[@]}" "$th" worker > "$BENCH_WORK/tallyhub-worker-before.log" 2>&1 &
+    pids+=($!)
+    (export "${before_env[@]}"; serve tallyhub-pg-before "$port_pg_b" "${GW_CPU:-1}")
+    pids+=("$(cat "$BENCH_WORK/tallyhub-pg-before.pid")")
+    echo "tallyhub-pg-before  http://127.0.0.1:$port_pg_b/v1/chat/completions  tallyhub-pg-before.pid  Authorization: Bearer $key_b" >> "$targets"
+  fi
   [ -n "$smoke" ] || export MAX_FOREIGN=0.5  # the 2-worker gateway's children count as foreign too
   export RETRIES=${RETRIES:-1}
-  MODEL_tallyhub_pg=mock/mock-gpt MODEL_tallyhub_pg_w2=mock/mock-gpt TARGETS="$targets" REPS="${REPS:-3}" \
+  MODEL_tallyhub_pg=mock/mock-gpt MODEL_tallyhub_pg_w2=mock/mock-gpt MODEL_tallyhub_pg_before=mock/mock-gpt TARGETS="$targets" REPS="${REPS:-3}" \
     bash "$bench/bench.sh" | tee "$BENCH_WORK/bench-server.txt"
   ratios
   if [ -z "${SKIP_LAT50:-}" ]; then
     MODEL=mock-gpt-lat50 MODEL_tallyhub_pg=mock/mock-gpt-lat50 MODEL_tallyhub_pg_w2=mock/mock-gpt-lat50 \
+      MODEL_tallyhub_pg_before=mock/mock-gpt-lat50 \
       SCENARIOS="$lat50" TARGETS="$targets" REPS="${REPS:-3}" bash "$bench/bench.sh" | tee "$BENCH_WORK/bench-server-50ms.txt"
     ratios
   fi

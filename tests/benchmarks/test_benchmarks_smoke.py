@@ -45,8 +45,9 @@ SHELL_RUN_LIMIT = 900
 SCENARIOS = "ns-c1:1:10: st-c2:2:10:--stream"
 LAT50_SCENARIOS = "lat50-ns-c2:2:4:"
 SCENARIO_NAMES = ("ns-c1", "st-c2", "lat50-ns-c2")
-EMBEDDED_TARGETS = ("direct", "passthru-aiohttp", "tallyhub-sqlite")
-SERVER_TARGETS = ("direct", "passthru-aiohttp", "tallyhub-pg", "tallyhub-pg-w2")
+# the smoke run also measures BEFORE_TREE (this same checkout here): its plumbing is what is tested
+EMBEDDED_TARGETS = ("direct", "passthru-aiohttp", "tallyhub-sqlite", "tallyhub-sqlite-before")
+SERVER_TARGETS = ("direct", "passthru-aiohttp", "tallyhub-pg", "tallyhub-pg-w2", "tallyhub-pg-before")
 
 
 def bench_env(**extra: str) -> dict[str, str]:
@@ -96,7 +97,7 @@ def shell_runs(request: pytest.FixtureRequest) -> Iterator[dict[str, Background]
     if HARNESS.is_dir() and "test_shared_bench_smoke_run_prints_every_tallyhub_ratio" in selected:
         runs["shared_bench"] = start(
             ["bash", "tests/benchmarks/shared_bench.sh"],
-            bench_env(BENCH_SMOKE="1", SCENARIOS=SCENARIOS, LAT50_SCENARIOS=LAT50_SCENARIOS),
+            bench_env(BENCH_SMOKE="1", SCENARIOS=SCENARIOS, LAT50_SCENARIOS=LAT50_SCENARIOS, BEFORE_TREE=str(ROOT)),
         )
     if HARNESS.is_dir() and instructions_runnable() and "test_instructions_per_request_counts_both_keys" in selected:
         runs["instructions"] = start(
@@ -273,6 +274,29 @@ def test_ratios_compare_puts_two_builds_side_by_side_each_against_its_own_runs_b
         "| ns-c1 | tallyhub-sqlite | 0.25 | 0.50 | 250 | 400 | 1.60× | +2.00 | +0.75 | 2.00 | 1.50 |",
         "| ns-c32 | tallyhub-pg | - | - | 100 | - | - | - | - | - | - |",
     ]
+
+
+def test_ratios_ab_pairs_each_target_with_its_before_build_of_the_same_run(tmp_path: Path) -> None:
+    results = tmp_path / "run.jsonl"
+    results.write_text(
+        "\n".join(
+            [
+                loadgen_line("passthru-aiohttp", "ns-c1", 1, 1000, 1.0),
+                loadgen_line("tallyhub-sqlite-before", "ns-c1", 1, 200, 3.0),
+                loadgen_line("tallyhub-sqlite", "ns-c1", 1, 300, 2.0),
+            ]
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, "tests/benchmarks/ratios.py", "--ab", str(results)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=PYTHON_RUN_LIMIT,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ns-")]
+    assert rows == ["| ns-c1 | tallyhub-sqlite | 0.20 | 0.30 | 200 | 300 | 1.50× | +2.00 | +1.00 | - | - |"]
 
 
 def loadgen_runs(out: str) -> dict[tuple[str, str], re.Match[str]]:
