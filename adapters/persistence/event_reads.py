@@ -35,6 +35,22 @@ from domain.request_record import RequestRecord
 Row = tuple[int, str, int, str, bytes]
 TIMED_TOPICS = {get_topic(RequestRecord.Completed): "record_time", get_topic(Account.ChargeRefunded): "refund_time"}
 MARGIN = timedelta(seconds=1)
+
+
+def widened(since: datetime | None, until: datetime | None) -> tuple[datetime | None, datetime | None]:
+    """The window's ends as the index is asked for them: each widened by ``MARGIN``, and left
+    open where that would pass the calendar's own end (a window from 0001-01-01 or to 9999)."""
+    try:
+        low = since - MARGIN if since is not None else None
+    except OverflowError:
+        low = None
+    try:
+        high = until + MARGIN if until is not None else None
+    except OverflowError:
+        high = None
+    return low, high
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # eventsourcing writes an event's timestamp first: read from the state's head when it starts
 # as expected, a few bytes instead of a parse of the whole JSON (measured per record: ~2 µs
@@ -96,10 +112,11 @@ class SQLiteHistoryRecorder(SQLiteApplicationRecorder):
             f"SELECT rowid FROM {self.events_table_name} INDEXED BY {self._index(topic)} "
             f"WHERE topic = {_quoted(topic)} AND {_SQLITE_TIME} >= ? AND rowid <= ?"
         )
-        params: list[Any] = [_julian_day(since - MARGIN) if since is not None else 0.0, stop]
-        if until is not None:
+        low, high = widened(since, until)
+        params: list[Any] = [_julian_day(low) if low is not None else 0.0, stop]
+        if high is not None:
             statement += f" AND {_SQLITE_TIME} < ?"
-            params.append(_julian_day(until + MARGIN))
+            params.append(_julian_day(high))
         return [position for (position,) in self._fetch(statement, params)]
 
     def _index(self, topic: str) -> str:
@@ -170,13 +187,14 @@ class PostgresHistoryRecorder(PostgresApplicationRecorder):
             return None
         conditions = [SQL("topic = {topic}").format(topic=Literal(topic)), SQL("notification_id <= %s")]
         params: list[Any] = [stop]
-        if since is not None:
+        low, high = widened(since, until)
+        if low is not None:
             conditions.append(SQL("{time} >= %s").format(time=self._time))
-            params.append(since - MARGIN)
-        if until is not None:
+            params.append(low)
+        if high is not None:
             conditions.append(SQL("{time} < %s").format(time=self._time))
-            params.append(until + MARGIN)
-        if since is None and until is None:
+            params.append(high)
+        if low is None and high is None:
             conditions.append(SQL("{time} IS NOT NULL").format(time=self._time))
         query = SQL("SELECT notification_id FROM {table} WHERE {conditions}").format(
             table=self._table, conditions=SQL(" AND ").join(conditions)

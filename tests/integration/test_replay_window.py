@@ -140,6 +140,17 @@ def test_one_days_window_reads_that_days_records_only(store: tuple[Ledger, Datab
     assert unindexed_rows > len(history)
 
 
+def test_a_window_at_the_calendars_ends_replays_everything_in_it(store: tuple[Ledger, DatabaseConfig]) -> None:
+    ledger, _ = store
+    history = ten_days(ledger)
+    first, last = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+    report, _ = preview(ledger, first, last)  # the index's margin would overflow at either end
+
+    assert report.charges == len(history) and report.old == sum(c.cost for c in history)
+    assert summary(report) == summary(preview(ledger, None, None)[0])
+
+
 def test_a_time_written_at_another_offset_is_placed_by_its_instant(store: tuple[Ledger, DatabaseConfig]) -> None:
     ledger, _ = store
     account = Accounts(ledger).create_account("acme")
