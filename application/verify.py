@@ -19,6 +19,8 @@ exact however large. Read models are caught up before they are compared; if even
 while verify runs, it reads again (a few times) before it calls a difference a problem. A
 read model stopped at an event it could not apply (projections/runner.py) is a problem,
 named with that event and the error; the events are not compared with its rows.
+A window of record times is verified by application/verify_window.py, with the record and
+charge checks defined here (``RecordPricing`` and the problems' wording).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from domain.account import Account
 from domain.export_log import EXPORT_KINDS, ExportLog
 from domain.pricing import ModelPrice, price_counts
 from domain.replay_log import ReplayLog, adjustment_key
-from domain.request_record import RequestRecord
+from domain.request_record import ChargeFacts, RequestRecord
 
 ROUNDS = 3  # reads of the read models before a difference counts as a problem
 MAX_LISTED = 50  # problems listed per check; the rest are counted
@@ -106,30 +108,31 @@ class Fold:
         request: str = request_id["_data_"] if type(request_id) is dict else ""
         if topic == HOLD_PLACED:
             if request in account.holds:
-                self.problems.append(f"account {account_id}: request {_dashed(request)} placed a second hold")
+                self.problems.append(f"account {account_id}: request {dashed(request)} placed a second hold")
             account.holds[request] = state["amount"]
         elif topic == HOLD_RELEASED:
             if account.holds.pop(request, None) is None:
                 self.problems.append(
-                    f"account {account_id}: request {_dashed(request)} released a hold that was not open"
+                    f"account {account_id}: request {dashed(request)} released a hold that was not open"
                 )
         elif topic == HOLD_SETTLED:
             held = account.holds.pop(request, None)  # None: charged after its hold expired (held 0)
             if held != state["held"] and not (held is None and state["held"] == 0):
                 self.problems.append(
-                    f"account {account_id}: request {_dashed(request)} settled a hold of "
+                    f"account {account_id}: request {dashed(request)} settled a hold of "
                     f"{state['held']} "
                     f"but {'none' if held is None else held} was open"
                 )
             if request in self.charges:
-                self.problems.append(f"account {account_id}: request {_dashed(request)} was charged twice")
+                self.problems.append(charged_twice(account_id, request))
             self.charges[request] = state["amount"]
 
 
 @dataclass
 class VerifyReport:
     problems: list[str]
-    checked: dict[str, int]
+    checked: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what was not checked, and why
 
     @property
     def ok(self) -> bool:
@@ -158,10 +161,10 @@ class LedgerVerifier:
             fold.extend(self.ledger, latest)  # events arrived meanwhile: compare again with them folded in
         records, record_problems = self._check_records(fold)
         problems = (
-            _capped("holds and charges", fold.problems)
-            + _capped("read models", self._stopped_read_models() + differences)
-            + _capped("request records", record_problems)
-            + _capped("accounts", self._check_aggregates(fold) if deep else [])
+            capped("holds and charges", fold.problems)
+            + capped("read models", self._stopped_read_models() + differences)
+            + capped("request records", record_problems)
+            + capped("accounts", self._check_aggregates(fold) if deep else [])
             + self._check_replays()
             + self._check_export_logs()
             + (extra() if extra else [])
@@ -227,34 +230,18 @@ class LedgerVerifier:
     def _check_records(self, fold: Fold) -> tuple[int, list[str]]:
         problems = []
         unrecorded = dict(fold.charges)
-        book = self.ledger.price_book()
-        prices: dict[tuple[int | None, str], Any] = {}
+        pricing = RecordPricing(self.ledger)
         seen = 0
         for _, request, _, _, state in rows(self.ledger.recorder, RECORDS, stop=fold.position):
             seen += 1
             facts = record_facts(state)[1]
             charged = unrecorded.pop(request, None)
             if charged is not None and charged != facts.charge:
-                problems.append(f"request {_dashed(request)}: charged {charged} but its record says {facts.charge}")
-            if facts.priced and facts.counts is not None:
-                key = (facts.price_book_version, facts.model)
-                if key not in prices:
-                    version = next((v for v in book.versions if v["version"] == key[0]), None)
-                    data = version["prices"].get(key[1]) if version else None
-                    prices[key] = None if data is None else ModelPrice.from_dict(data)
-                price = prices[key]
-                if price is None:
-                    problems.append(
-                        f"request {_dashed(request)}: its price-book version {key[0]} does not price {key[1]}"
-                    )
-                elif price_counts(price, *facts.counts) != facts.cost:
-                    problems.append(
-                        f"request {_dashed(request)}: cost {facts.cost} is not its usage priced under version {key[0]}"
-                    )
-        problems += [
-            f"request {_dashed(request)}: charged {amount} with no request record"
-            for request, amount in sorted(unrecorded.items())
-        ]
+                problems.append(charge_differs(request, charged, facts.charge))
+            problem = pricing.problem(request, facts)
+            if problem is not None:
+                problems.append(problem)
+        problems += [unrecorded_charge(request, amount) for request, amount in sorted(unrecorded.items())]
         return seen, problems
 
     def _check_replays(self) -> list[str]:
@@ -267,37 +254,81 @@ class LedgerVerifier:
             for account in entry["adjustments"]:
                 if self.ledger.find(ids.receipt_id(UUID(account), "replay", key)) is None:
                     problems.append(
-                        f"replay {_dashed(entry['replay_id'])} (#{entry['sequence']}): its adjustment "
+                        f"replay {dashed(entry['replay_id'])} (#{entry['sequence']}): its adjustment "
                         "for account "
                         f"{UUID(account)} was not posted — apply the same replay again to finish it"
                     )
         return problems
 
     def _check_export_logs(self) -> list[str]:
-        problems = []
-        for kind in EXPORT_KINDS:
-            log = self.ledger.find(ids.export_log_id(kind))
-            if not isinstance(log, ExportLog):
-                continue
-            previous = None
-            for entry in log.exports:
-                if previous is not None and entry["chain_seed"] != previous["chain_head"]:
-                    problems.append(
-                        f"{kind} export {entry['export_id']}: its chain does not start where export "
-                        f"{previous['export_id']} ended"
-                    )
-                previous = entry
-        return problems
+        return check_export_logs(self.ledger)
 
 
-def _dashed(hex_id: Any) -> str:
+class RecordPricing:
+    """The check that a priced record's ``cost`` is its usage priced under the price-book
+    version it names (the one rounding rule), each (version, model) looked up once."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.versions: dict[int | None, dict[str, Any]] = {}
+        for version in ledger.price_book().versions:
+            self.versions.setdefault(version["version"], version)
+        self.prices: dict[tuple[int | None, str], ModelPrice | None] = {}
+
+    def problem(self, request: str, facts: ChargeFacts) -> str | None:
+        """What is wrong with the record of ``request`` (32 hex digits), or None."""
+        if not facts.priced or facts.counts is None:
+            return None
+        key = (facts.price_book_version, facts.model)
+        if key not in self.prices:
+            version = self.versions.get(key[0])
+            data = version["prices"].get(key[1]) if version else None
+            self.prices[key] = None if data is None else ModelPrice.from_dict(data)
+        price = self.prices[key]
+        if price is None:
+            return f"request {dashed(request)}: its price-book version {key[0]} does not price {key[1]}"
+        if price_counts(price, *facts.counts) != facts.cost:
+            return f"request {dashed(request)}: cost {facts.cost} is not its usage priced under version {key[0]}"
+        return None
+
+
+def charge_differs(request: str, charged: int, recorded: int) -> str:
+    return f"request {dashed(request)}: charged {charged} but its record says {recorded}"
+
+
+def unrecorded_charge(request: str, amount: int) -> str:
+    return f"request {dashed(request)}: charged {amount} with no request record"
+
+
+def charged_twice(account: Any, request: str) -> str:
+    return f"account {account}: request {dashed(request)} was charged twice"
+
+
+def check_export_logs(ledger: Ledger) -> list[str]:
+    """Each kind's exports form one unbroken hash chain (read from the export logs alone)."""
+    problems = []
+    for kind in EXPORT_KINDS:
+        log = ledger.find(ids.export_log_id(kind))
+        if not isinstance(log, ExportLog):
+            continue
+        previous = None
+        for entry in log.exports:
+            if previous is not None and entry["chain_seed"] != previous["chain_head"]:
+                problems.append(
+                    f"{kind} export {entry['export_id']}: its chain does not start where export "
+                    f"{previous['export_id']} ended"
+                )
+            previous = entry
+    return problems
+
+
+def dashed(hex_id: Any) -> str:
     """An id the events keep as 32 hex digits in the form every output shows (a dashed UUID)."""
     if not isinstance(hex_id, str) or len(hex_id) != 32:
         return str(hex_id)
     return f"{hex_id[:8]}-{hex_id[8:12]}-{hex_id[12:16]}-{hex_id[16:20]}-{hex_id[20:]}"
 
 
-def _capped(what: str, problems: list[str]) -> list[str]:
+def capped(what: str, problems: list[str]) -> list[str]:
     if len(problems) <= MAX_LISTED:
         return problems
     return problems[:MAX_LISTED] + [f"… and {len(problems) - MAX_LISTED} more problems with {what}"]

@@ -1,10 +1,12 @@
 """``tallyhub export ledger|usage|requests --from --to --format csv|jsonl --out PATH`` and
-``tallyhub verify [--export PATH ...]``: auditable exports (adapters/exports/) and the
-check of the whole ledger (application/verify.py) plus every export's file.
+``tallyhub verify [--export PATH ...] [--from ISO] [--to ISO]``: auditable exports
+(adapters/exports/) and the check of the whole ledger (application/verify.py) plus every
+export's file, or of one window of record times (application/verify_window.py).
 
 ``verify`` exits with status 1 and lists every problem when anything does not add up;
-it checks the files given with ``--export`` and every recorded export still at the path
-it was written to.
+it checks the files given with ``--export`` and, without a window, every recorded export
+still at the path it was written to (with one, only the files given: a window reads its own
+events, not every export's).
 """
 
 import argparse
@@ -18,7 +20,8 @@ from adapters.exports.exporter import create_export, list_exports
 from adapters.exports.formats import FORMATS
 from adapters.services import Services
 from application.verify import LedgerVerifier
-from domain.errors import ProjectionStopped
+from application.verify_window import VerifyWindow, WindowVerifier
+from domain.errors import InvalidRequest, ProjectionStopped
 from domain.export_log import EXPORT_KINDS
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -34,15 +37,18 @@ def export(args: argparse.Namespace) -> tuple[Any, str]:
     )
 
 
-def run_verify(services: Services, exports: list[Path], *, deep: bool = False) -> dict[str, Any]:
-    """The verify report as JSON: ``ok``, ``problems``, what was checked."""
+def run_verify(
+    services: Services, exports: list[Path], *, deep: bool = False, window: VerifyWindow | None = None
+) -> dict[str, Any]:
+    """The verify report as JSON: ``ok``, ``problems``, what was checked (with ``window``:
+    that window's requests only, ``checked.window`` naming it), ``notes``."""
     checked_files: list[str] = []
     notes: list[str] = []
 
     def files() -> list[str]:
         problems: list[str] = []
         paths = [Path(p).resolve() for p in exports]
-        for entry in list_exports(services):
+        for entry in list_exports(services) if window is None else []:
             path = Path(entry["path"])
             if path not in paths:
                 if path.exists():
@@ -57,24 +63,27 @@ def run_verify(services: Services, exports: list[Path], *, deep: bool = False) -
                 notes.append(f"{path}: not compared with the ledger: {exc}")
         return problems
 
-    report = LedgerVerifier(services.ledger, services.read_models).verify(extra=files, deep=deep)
+    if window is None:
+        report = LedgerVerifier(services.ledger, services.read_models).verify(extra=files, deep=deep)
+    else:
+        if deep:
+            raise InvalidRequest("--deep loads every account's whole history: run it without a window", param="deep")
+        report = WindowVerifier(services.ledger).verify(window)
+        report.problems += files()
+        notes.append("with a window, only the export files given with --export are checked")
     return {
         "ok": report.ok,
         "problems": report.problems,
         "checked": {**report.checked, "exports": checked_files},
-        "notes": notes,
+        "notes": report.notes + notes,
     }
 
 
 def verify(args: argparse.Namespace) -> tuple[Any, str, int]:
+    window = VerifyWindow.of(args.since, args.until)
     with open_services() as services:
-        data = run_verify(services, [Path(p) for p in args.export or []], deep=args.deep)
-    checked = data["checked"]
-    lines = [
-        f"checked {checked['accounts']:,} accounts, {checked['charges']:,} charges, "
-        f"{checked['request_records']:,} request records, {checked['open_holds']:,} open holds "
-        f"(events up to position {checked['events_up_to_position']:,}) and {len(checked['exports'])} export files"
-    ]
+        data = run_verify(services, [Path(p) for p in args.export or []], deep=args.deep, window=window)
+    lines = [_checked_line(data["checked"])]
     lines += [f"note: {note}" for note in data["notes"]]
     if data["ok"]:
         lines.append("ok: everything adds up")
@@ -82,6 +91,23 @@ def verify(args: argparse.Namespace) -> tuple[Any, str, int]:
         lines.append(f"FAILED: {len(data['problems'])} problem(s)")
         lines += [f"  - {problem}" for problem in data["problems"]]
     return data, "\n".join(lines), 0 if data["ok"] else EXIT_MISMATCH
+
+
+def _checked_line(checked: dict[str, Any]) -> str:
+    exports = f"{len(checked['exports'])} export files"
+    if "window" not in checked:
+        return (
+            f"checked {checked['accounts']:,} accounts, {checked['charges']:,} charges, "
+            f"{checked['request_records']:,} request records, {checked['open_holds']:,} open holds "
+            f"(events up to position {checked['events_up_to_position']:,}) and {exports}"
+        )
+    window = checked["window"]
+    return (
+        f"checked the {checked['request_records']:,} request records from {window['from'] or 'the beginning'} "
+        f"to {window['to'] or 'now'}: {checked['charges']:,} charges, {checked['refunds']:,} refunds, "
+        f"{checked['accounts']:,} accounts (events up to position {checked['events_up_to_position']:,}) "
+        f"and {exports}"
+    )
 
 
 def register(sub: Any, command: Command) -> None:
@@ -109,4 +135,19 @@ def register(sub: Any, command: Command) -> None:
     )
     v.add_argument(
         "--deep", action="store_true", help="also rebuild every account aggregate from its events and compare (slower)"
+    )
+    v.add_argument(
+        "--from",
+        dest="since",
+        type=iso_timestamp,
+        metavar="ISO",
+        help="check only the requests recorded from this instant on (included), ISO 8601; balances, holds and "
+        "read models are then not checked",
+    )
+    v.add_argument(
+        "--to",
+        dest="until",
+        type=iso_timestamp,
+        metavar="ISO",
+        help="check only the requests recorded before this instant (excluded), ISO 8601",
     )

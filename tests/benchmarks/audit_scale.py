@@ -5,7 +5,9 @@ stamped evenly over the last ``--days`` days, into a fresh SQLite or PostgreSQL 
 - a replay preview of every charge under a price book with every rate doubled, and of one
   day's window of them (with the rows it read: a window reads its own rows only),
 - catching the ledger-entries read model up, and a ledger export of its N rows (CSV),
-- verify (events folded, read models compared, every record re-priced).
+- verify (events folded, read models compared, every record re-priced), and a verify of the
+  same day's window (its records through the index, their charges by position; with the rows
+  it read).
 
     .venv/bin/python -m tests.benchmarks.audit_scale --charges 1000000 --store sqlite
 
@@ -38,6 +40,7 @@ from application.pricing_input import price_from_credits
 from application.providers import ProviderRegistry
 from application.replay import COMPLETED, Replayer, ReplayPlan
 from application.verify import LedgerVerifier
+from application.verify_window import VerifyWindow, WindowVerifier
 from domain.pricing import price_usage
 from domain.request_record import RequestDetails, RequestRecord
 from domain.usage import Usage
@@ -173,10 +176,14 @@ class RowCount:
         return counted
 
 
+def last_whole_day(ledger: Ledger) -> datetime:
+    """The start of the history's last whole day (UTC)."""
+    return max(record_times(ledger)).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+
+
 def one_day(ledger: Ledger, charges: int, seconds_whole: float) -> None:
     """A replay preview of the history's last whole day, with the rows it read."""
-    last = max(record_times(ledger))
-    since = last.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    since = last_whole_day(ledger)
     plan = ReplayPlan({MODEL: DOUBLED}, since=since, until=since + timedelta(days=1))
     counted = RowCount(ledger.recorder)
     started, cpu = time.perf_counter(), time.process_time()
@@ -188,6 +195,24 @@ def one_day(ledger: Ledger, charges: int, seconds_whole: float) -> None:
     print(
         f"{'':<44} one day ({since:%Y-%m-%d}): {report.charges:,} of {charges:,} charges in {seconds:.2f} s "
         f"({seconds / seconds_whole:.3f} of the whole; CPU {cpu:.2f} s), {counted.rows:,} rows read",
+        flush=True,
+    )
+
+
+def one_day_verified(ledger: Ledger, charges: int, seconds_whole: float) -> None:
+    """A verify of the history's last whole day, with the rows it read."""
+    since = last_whole_day(ledger)
+    counted = RowCount(ledger.recorder)
+    started, cpu = time.perf_counter(), time.process_time()
+    report = WindowVerifier(ledger).verify(VerifyWindow(since, since + timedelta(days=1)))
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    for name in ("select_rows", "select_rows_at"):
+        vars(ledger.recorder).pop(name, None)
+    assert report.ok, report.problems[:5]
+    print(
+        f"{'':<44} one day ({since:%Y-%m-%d}): {report.checked['request_records']:,} of {charges:,} records "
+        f"verified in {seconds:.2f} s ({seconds / seconds_whole:.3f} of the whole; CPU {cpu:.2f} s), "
+        f"{counted.rows:,} rows read",
         flush=True,
     )
 
@@ -246,10 +271,12 @@ def main() -> None:
             f"{(Path(tmp) / 'ledger.csv').stat().st_size / 1e6:,.0f} MB"
         )
         if not args.skip_verify:
-            verified, _ = timed(
+            verified, seconds = timed(
                 "verify (fold, compare, re-price every record)", LedgerVerifier(ledger, read_models).verify
             )
             assert verified.ok, verified.problems[:5]
+            if args.days > 1:
+                one_day_verified(ledger, args.charges, seconds)
         read_models.close()
         ledger.close()
 

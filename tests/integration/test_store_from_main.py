@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -33,8 +33,10 @@ from adapters.presenters import plain, request_record_json
 from adapters.services import Services
 from adapters.settings import Settings
 from application.billing import Attempt, RequestShape
-from application.event_scan import scan, topics_of
-from application.verify import LedgerVerifier
+from application.event_scan import scan, time_of, topics_of
+from application.history_reads import decode, rows
+from application.verify import RECORDS, LedgerVerifier
+from application.verify_window import VerifyWindow, WindowVerifier
 from dashboard.ledger_reads import receipt_json
 from domain.request_record import FailedAttempt, RequestDetails, RequestRecord
 from domain.usage import Usage
@@ -176,6 +178,18 @@ def test_reports_are_those_of_main(outputs: dict[str, Any], name: str) -> None:
 
 def test_verify_passes(outputs: dict[str, Any]) -> None:
     assert outputs["verify.json"]["ok"] and outputs["verify.json"]["checked"]["request_records"] == 21
+
+
+def test_every_hour_of_the_store_verifies_as_a_window(outputs: dict[str, Any]) -> None:
+    """Windows of records written before windowed verify existed: each hour holding records
+    verifies by itself (every charge found beside its record), and the hours hold all 21."""
+    ledger = outputs["services"].ledger
+    times = [time_of(decode(state)["timestamp"]) for *_, state in rows(ledger.recorder, RECORDS)]
+    hours = sorted({at.replace(minute=0, second=0, microsecond=0) for at in times})
+    reports = [WindowVerifier(ledger).verify(VerifyWindow(hour, hour + timedelta(hours=1))) for hour in hours]
+    assert [report.problems for report in reports] == [[] for _ in hours]
+    assert sum(report.checked["request_records"] for report in reports) == 21
+    assert sum(report.checked["charges"] for report in reports) == outputs["verify.json"]["checked"]["charges"]
 
 
 def test_the_dashboard_receipt_keeps_its_shape(outputs: dict[str, Any]) -> None:
