@@ -136,10 +136,17 @@ async def sse_event_batches(response: aiohttp.ClientResponse) -> AsyncIterator[l
     """The same payloads grouped as they arrived: every event completed by one read of the
     connection comes in one list, so a burst can be passed on in one write. A line or an
     event longer than ``MAX_EVENT_BYTES`` is ``MalformedUpstreamAnswer``: what a provider
-    sends without a line break is never buffered without bound."""
+    sends without a line break is never buffered without bound.
+
+    A read that starts at an event's start and holds only whole one-line events is split
+    whole (``whole_events``); any other is read line by line, carrying what it leaves open
+    to the next read. Both give the payloads SSE defines (tests/property/test_sse_split.py)."""
     data: list[bytes] = []
     pending = b""
     async for block in arrived_blocks(response.content):
+        if not pending and not data and (whole := whole_events(block)) is not None:
+            yield whole
+            continue
         *lines, pending = (pending + block).split(b"\n")
         if len(pending) > MAX_EVENT_BYTES or sum(map(len, data)) > MAX_EVENT_BYTES:
             raise MalformedUpstreamAnswer(f"the provider sent a stream event larger than {MAX_EVENT_BYTES} bytes")
@@ -159,3 +166,25 @@ async def sse_event_batches(response: aiohttp.ClientResponse) -> AsyncIterator[l
         data.append(last[5:].lstrip(b" "))
     if data:
         yield [b"\n".join(data)]
+
+
+FIRST_DATA = b"data: "
+NEXT_DATA = b"\n\ndata: "
+
+
+def whole_events(block: bytes) -> list[bytes] | None:
+    """The payloads of ``block`` when it is whole events of one ``data: `` line each, LF-ended
+    (``data: P\n\n`` and so on: how OpenAI and most providers write a stream), else None.
+
+    Split at the blank lines at once instead of line by line (issue 21: a burst of 22 events
+    read in one go: about 40 % of the line reading's instructions). The checks are scans in C: with no CR or LF left in
+    the payloads, each was one line and the block held nothing else; a payload opening with a
+    space (the line reading strips every leading space), a control byte or nothing at all
+    sorts below ``!`` and leaves the block to the line reading."""
+    if not block.startswith(FIRST_DATA) or not block.endswith(b"\n\n"):
+        return None
+    payloads = block[len(FIRST_DATA) : -2].split(NEXT_DATA)
+    joined = b"".join(payloads)
+    if b"\n" in joined or b"\r" in joined or min(payloads) < b"!":
+        return None
+    return payloads

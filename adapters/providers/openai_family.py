@@ -59,6 +59,62 @@ def usage_from_openai_family(usage: dict[str, Any], service_tier: Any = None) ->
     """
     if not isinstance(usage, dict):
         raise MalformedUpstreamAnswer("the provider sent a usage that is not a JSON object")
+    plain = _plain_openai_usage(usage, service_tier)
+    return plain if plain is not None else _usage_of_any_dialect(usage, service_tier)
+
+
+# OpenAI's own prompt details: nothing in them but the cache reads is counted.
+PLAIN_PROMPT_DETAILS = frozenset(("cached_tokens", "audio_tokens"))
+
+
+def _plain_openai_usage(usage: dict[str, Any], service_tier: Any) -> Usage | None:
+    """OpenAI's usage as OpenAI sends it, read in a few lookups (issue 21: once for every
+    answer and stream); None for anything else, which ``_usage_of_any_dialect`` reads.
+
+    Plain: prompt, completion and total are non-negative ints (``type(...) is int``: no
+    bool, no float) with total = prompt + completion, no DeepSeek cache counts, no web
+    searches, prompt details holding only cache reads (an int) and audio, reasoning (if
+    any) an int. On exactly those the general reading sets no flag, takes no cache write
+    and leaves completion as it is: both give the same ``Usage``
+    (tests/property/test_openai_family_reading.py)."""
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if (
+        type(prompt) is not int
+        or type(completion) is not int
+        or prompt < 0
+        or completion < 0
+        or usage.get("total_tokens") != prompt + completion
+        or type(usage["total_tokens"]) is not int
+        or "prompt_cache_hit_tokens" in usage
+        or "server_tool_use" in usage
+    ):
+        return None
+    cached = reasoning = 0
+    details = usage.get("prompt_tokens_details")
+    if details is not None:
+        if type(details) is not dict or not details.keys() <= PLAIN_PROMPT_DETAILS:
+            return None
+        cached = details.get("cached_tokens", 0)
+        if type(cached) is not int or cached < 0:
+            return None
+    details = usage.get("completion_tokens_details")
+    if details is not None:
+        if type(details) is not dict:
+            return None
+        reasoning = details.get("reasoning_tokens", 0)
+        if type(reasoning) is not int or reasoning < 0:
+            return None
+    return Usage(
+        input_tokens=prompt,
+        cached_input_tokens=min(cached, prompt),
+        output_tokens=completion,
+        reasoning_tokens=min(reasoning, completion),
+        service_tier=_tier(service_tier) or _tier(usage.get("service_tier")),
+    )
+
+
+def _usage_of_any_dialect(usage: dict[str, Any], service_tier: Any) -> Usage:
+    """Any family member's usage object, by the rules of the module docstring."""
     reader = _Reader()
     prompt = _prompt_tokens(usage, reader)
     completion = reader.count(usage, "completion_tokens")

@@ -49,6 +49,25 @@ def test_events_split_anywhere_come_out_whole_and_in_order(size: int) -> None:
     assert all(batch for batch in found)  # no empty batches
 
 
+def test_a_burst_of_plain_events_is_one_batch_with_every_payload_as_sent() -> None:
+    burst = b'data: {"a":1}\n\ndata: \n\ndata: {"b":"data:  x"}\n\ndata: [DONE]\n\n'
+    assert batches([burst]) == [[b'{"a":1}', b"", b'{"b":"data:  x"}', b"[DONE]"]]
+
+
+@pytest.mark.parametrize(
+    ("odd", "payloads"),
+    [
+        (b"data:  {}\n\n", [b"{}"]),  # every leading space stripped
+        (b"data: {}\r\n\r\n", [b"{}"]),
+        (b"data: a\ndata: b\n\n", [b"a\nb"]),
+        (b"event: x\ndata: {}\n\n", [b"{}"]),
+        (b": ping\n\n", []),
+    ],
+)
+def test_a_read_with_any_other_event_is_read_line_by_line(odd: bytes, payloads: list[bytes]) -> None:
+    assert batches([b"data: 1\n\n" + odd + b"data: 2\n\n"]) == [[b"1", *payloads, b"2"]]
+
+
 def test_a_last_event_without_its_blank_line_is_not_lost() -> None:
     assert batches([b'data: {"a":1}\n\ndata: {"z":9}']) == [[b'{"a":1}'], [b'{"z":9}']]
 
