@@ -11,6 +11,13 @@ status, latency; no key or account (none was authenticated).
 
 A line holds ids (dashed UUIDs), operator-defined names and figures: never a body, a secret,
 an API key or an account's name.
+
+While the logger's one handler is the bare ``StderrLines`` it installs (no filter, nothing
+else listening), a line is written straight to stderr under that handler's lock: what
+``logging`` would write, without building a ``LogRecord`` per request (it looks up the
+caller's frame, the thread and the process: about a third of a line's cost). Any other
+set-up (a handler added, a filter, the level raised, ``logging.disable``) goes through
+``logging`` as before.
 """
 
 import logging
@@ -55,32 +62,60 @@ class JsonAccessLog:
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
-        self._recent: dict[UUID, None] = {}  # insertion-ordered: the oldest dropped first
+        # request ids (their ``int``: a UUID's own hash is a Python call), insertion-ordered: the oldest dropped first
+        self._recent: dict[int, None] = {}
         self._lock = threading.Lock()  # records are saved on the event loop and on threads
 
     def recorded(self, request_id: UUID, details: RequestDetails, failed_attempts: int) -> None:
         with self._lock:
-            self._recent[request_id] = None
+            self._recent[request_id.int] = None
             if len(self._recent) > self.RECENT:  # a record the edge never looked for (its answer went first)
                 del self._recent[next(iter(self._recent))]
         if self.logger.isEnabledFor(logging.INFO):
-            self.logger.info(access_line(request_id, details, failed_attempts))
+            self._write(access_line(request_id, details, failed_attempts))
 
     def answered(self, request_id: UUID, path: str, status: int, latency_ms: float) -> None:
         """The edge answered ``request_id``: write its line unless its record wrote one."""
         with self._lock:
-            if self._recent.pop(request_id, False) is None:
+            if self._recent.pop(request_id.int, False) is None:
                 return
         if 200 <= status < 300 or not self.logger.isEnabledFor(logging.INFO):
             return  # a served request is always recorded (maybe after its answer: a stream left early)
-        self.logger.info(edge_line(request_id, path, status, latency_ms))
+        self._write(edge_line(request_id, path, status, latency_ms))
+
+    def _write(self, line: str) -> None:
+        """``logger.info(line)``; straight to stderr while only the bare handler listens (the
+        module docstring). Called only when the logger is enabled for INFO."""
+        handler = _only_bare_handler(self.logger)
+        lock = handler.lock if handler is not None else None
+        if handler is None or lock is None:
+            self.logger.info(line)
+            return
+        with lock:  # as Handler.handle holds it: lines of two threads never interleave
+            try:
+                sys.stderr.write(line + "\n")
+            except Exception:  # noqa: BLE001 - logging's own rule: report, never raise
+                handler.handleError(logging.makeLogRecord({"name": self.logger.name, "msg": line}))
+
+
+def _only_bare_handler(logger: logging.Logger) -> "StderrLines | None":
+    """The logger's ``StderrLines`` when it is all that would see a line: its only handler, no
+    filter on either, the handler's level lets INFO through, and nothing above the logger is
+    told (it does not propagate, as ``access_logger`` sets it)."""
+    handlers = logger.handlers
+    if len(handlers) != 1 or logger.filters or logger.propagate:
+        return None
+    handler = handlers[0]
+    if type(handler) is not StderrLines or handler.filters or handler.level > logging.INFO:
+        return None
+    return handler
 
 
 def access_line(request_id: UUID, details: RequestDetails, failed_attempts: int) -> str:
     usage = details.usage
     fields = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "request_id": str(request_id),
+        "request_id": request_id,  # orjson writes a UUID as its dashed text, as str() does
         "key_id": _dashed(details.api_key_id),
         "account_id": _dashed(details.account_id),
         "route": details.endpoint,
@@ -124,7 +159,7 @@ ROUTES = {
 def edge_line(request_id: UUID, path: str, status: int, latency_ms: float) -> str:
     fields = {
         "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "request_id": str(request_id),
+        "request_id": request_id,
         "key_id": None,
         "account_id": None,
         "route": ROUTES.get(path, path),

@@ -6,6 +6,13 @@ random order; credentials cooling down (application/health.py: after a 429, or a
 failure rate, never after a single failure) are left out. The first attempt that the
 provider accepts serves the request; the gateway moves on only on retryable failures
 and only before the first byte reaches the caller (application/failover.py).
+
+A target is built once per model, price-book version and provider read, and a route once
+per model, credential and provider read (``KEPT_ROUTES`` of each): the hot path's
+providers and price book come from the ledger's read cache, whose objects are never
+mutated (a change is a newer object), so what is kept for the same objects is what would
+be built again. Which credentials are usable, cooling or retired is still asked on every
+request.
 """
 
 import logging
@@ -23,6 +30,7 @@ from domain.provider import Credential, Provider, UpstreamPolicy
 
 log = logging.getLogger("tallyhub.routing")
 DEFAULT_TOTAL_SECONDS = 300.0  # TALLYHUB_UPSTREAM_TIMEOUT_SECONDS's default (adapters/settings.py)
+KEPT_ROUTES = 1024  # targets (by model) and routes (model, credential) kept; all forgotten when full
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ class Router:
         self.health = health
         self.rng = rng or random.Random()
         self.default_total_seconds = default_total_seconds
+        # (model, credential id) -> the provider and credential objects it was built from, and the route
+        self._built: dict[tuple[str, str], tuple[Provider, Credential, Route]] = {}
+        self._targets: dict[str, tuple[PriceBookVersion, Target]] = {}  # model -> the book it was priced by
 
     def total_seconds(self, route: Route) -> float:
         """The bound of ``route``'s whole upstream exchange."""
@@ -94,7 +105,7 @@ class Router:
             if self.health.cooldown(credential.credential_id) is not None:
                 continue
             try:
-                route = self.route_with(target, credential)
+                route = self._route(target, credential)
             except SecretError as exc:
                 # Never send garbage upstream: leave a credential that will not open out.
                 log.error(
@@ -140,7 +151,27 @@ class Router:
         provider = self.ledger.recent_provider(provider_name)
         if provider is None or not provider.enabled:
             return None
-        return Target(model=model, upstream_model=upstream_model, provider=provider, price=book.price_for(model))
+        kept = self._targets.get(model)
+        if kept is not None and kept[0] is book and kept[1].provider is provider:
+            return kept[1]  # the same book and provider objects: the target built last time
+        target = Target(model=model, upstream_model=upstream_model, provider=provider, price=book.price_for(model))
+        if len(self._targets) >= KEPT_ROUTES:
+            self._targets.clear()
+        self._targets[model] = (book, target)
+        return target
+
+    def _route(self, target: Target, credential: Credential) -> Route:
+        """``route_with``, kept while the target's provider and the credential are the same
+        objects (the module docstring)."""
+        key = (target.model, credential.credential_id)
+        built = self._built.get(key)
+        if built is not None and built[0] is target.provider and built[1] is credential:
+            return built[2]
+        route = self.route_with(target, credential)
+        if len(self._built) >= KEPT_ROUTES:  # a model name is the caller's text: never an unbounded map
+            self._built.clear()
+        self._built[key] = (target.provider, credential, route)
+        return route
 
     def route_with(self, target: Target, credential: Credential | None) -> Route:
         provider = target.provider
@@ -158,4 +189,6 @@ class Router:
 
     def _weighted_order(self, credentials: list[Credential]) -> list[Credential]:
         """A weighted random permutation (Efraimidis–Spirakis keys u^(1/w))."""
+        if len(credentials) < 2:
+            return credentials  # one order only
         return sorted(credentials, key=lambda c: self.rng.random() ** (1.0 / c.weight), reverse=True)

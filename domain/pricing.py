@@ -434,6 +434,8 @@ def worst_case_usage(
     input_bound = max(prompt_bytes, 0)
     if web_search_calls is None:
         web_search_calls = MAX_WEB_SEARCH_CALLS if price.per_web_search else 0
+    if not price.service_tiers and not price.context_tiers:  # one pair only: nothing to compare
+        return _dearest_usage(_quarter_rates(price), input_bound, output, images, web_search_calls, None)
     best: Usage | None = None
     best_charge = -1
     for service_tier in (None, *(name for name, _ in price.service_tiers)):

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+from domain.slots_init import slots_init
+
 UsageSource = Literal["provider", "estimated", "clamped"]
 
 COUNT_FIELDS = (
@@ -27,6 +29,7 @@ FLAGS = {
 A new flag is added here, with its line, before any code sets it."""
 
 
+@slots_init  # several are built per request: domain/slots_init.py
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token, image and call counts of one request.
@@ -57,10 +60,21 @@ class Usage:
     flags: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in COUNT_FIELDS:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"usage.{name} must be a non-negative integer, got {value!r}")
+        # Several usages are built per request (the hold's worst case, the provider's report,
+        # the record and each projection reading it back): plain ints, no flags, is checked
+        # in a few C calls; anything else goes through the checks that name the field.
+        counts = (
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+            self.images,
+            self.cache_write_5m_tokens,
+            self.cache_write_1h_tokens,
+            self.web_search_calls,
+        )
+        if set(map(type, counts)) != _INT_ONLY or min(counts) < 0:
+            _check_counts(self)
         if self.cached_input_tokens > self.input_tokens:
             raise ValueError("cached_input_tokens cannot exceed input_tokens")
         if self.cached_input_tokens + self.cache_write_5m_tokens + self.cache_write_1h_tokens > self.input_tokens:
@@ -72,9 +86,12 @@ class Usage:
         tier = self.service_tier
         if tier is not None and (not isinstance(tier, str) or not tier or len(tier) > MAX_SERVICE_TIER_LENGTH):
             raise ValueError(f"usage.service_tier must be a name of 1 to {MAX_SERVICE_TIER_LENGTH} characters")
-        if isinstance(self.flags, str) or not all(isinstance(flag, str) and flag for flag in self.flags):
+        flags = self.flags
+        if flags == () and type(flags) is tuple:
+            return  # already sorted and unique
+        if isinstance(flags, str) or not all(isinstance(flag, str) and flag for flag in flags):
             raise ValueError("usage.flags must be a sequence of names")
-        object.__setattr__(self, "flags", tuple(sorted(set(self.flags))))
+        object.__setattr__(self, "flags", tuple(sorted(set(flags))))
 
     @property
     def total_tokens(self) -> int:
@@ -102,6 +119,14 @@ class Usage:
         return cls(**data)
 
 
+def _check_counts(usage: Usage) -> None:
+    for name in COUNT_FIELDS:
+        value = getattr(usage, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"usage.{name} must be a non-negative integer, got {value!r}")
+
+
+_INT_ONLY = {int}
 _BASE_FIELDS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "images", "source")
 _NEWER_FIELDS = tuple(field.name for field in fields(Usage) if field.name not in _BASE_FIELDS)
 _DEFAULTS = {field.name: field.default for field in fields(Usage)}

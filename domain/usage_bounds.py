@@ -27,6 +27,7 @@ from typing import Any
 
 from domain.bounds import MAX_IMAGES, MAX_TOKENS, MAX_WEB_SEARCH_CALLS
 from domain.pricing import ModelPrice
+from domain.slots_init import slots_init
 from domain.usage import Usage
 
 INPUT_OVERHEAD_TOKENS = 4096
@@ -34,6 +35,7 @@ COUNTS = ("input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tok
 NEWER_COUNTS = ("cache_write_5m_tokens", "cache_write_1h_tokens", "web_search_calls")
 
 
+@slots_init  # built on every settlement: domain/slots_init.py
 @dataclass(frozen=True, slots=True)
 class UsageBound:
     input_tokens: int

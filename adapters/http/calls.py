@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from adapters.http.disconnect import CallerWatch
-from adapters.http.receipts import receipt_headers
+from adapters.http.receipts import ReceiptResponse
 from adapters.services import Services
 from application.billing import RequestShape
 from application.failover import Operation
@@ -39,4 +39,4 @@ async def billed_document(
         call = await calls.start_document(opened, operation, body)
     document = await calls.document(call)
     receipt = await calls.complete(call, usage_of(document), ttfb_ms=None)
-    return Response(call.result, media_type="application/json", headers=receipt_headers(receipt, opened))
+    return ReceiptResponse(call.result, receipt, opened)

@@ -27,7 +27,7 @@ from adapters.http.chat_request import ChatRequest, parse_chat_request, tags_hea
 from adapters.http.disconnect import CallerWatch
 from adapters.http.event_stream import EventStreamResponse, LastPiece
 from adapters.http.rate_limit_headers import opened_rate_limit_headers
-from adapters.http.receipts import receipt_headers, receipt_usage
+from adapters.http.receipts import ReceiptResponse, receipt_usage
 from adapters.http.services import bearer_token, read_body, services_of
 from adapters.http.text_chunks import TextChunkShape
 from adapters.providers.base import DONE, READ_FAILURES, ChatExchange, MalformedUpstreamAnswer, upstream_json
@@ -55,7 +55,7 @@ async def chat_completions(request: Request) -> Response:
     with CallerWatch(request.receive) as watch:  # a caller gone before the answer: a 499, nothing charged
         call = await services.calls.start_chat(opened, upstream_body(chat))
         raw, _, receipt = await complete_plain(services.calls, call, watch)
-    return Response(raw, media_type="application/json", headers=receipt_headers(receipt, opened))
+    return ReceiptResponse(raw, receipt, opened)
 
 
 def stream_headers(opened: OpenedRequest) -> dict[str, str]:

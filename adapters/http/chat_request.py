@@ -12,9 +12,10 @@ from starlette.requests import Request
 
 from adapters.http.bodies import with_model
 from application.billing import RequestShape
-from domain.attribution import TAGS_HEADER, parse_attribution
+from domain.attribution import TAGS_HEADER, Attribution, parse_attribution
 from domain.bounds import MAX_TOKENS
 from domain.errors import InvalidRequest
+from domain.slots_init import slots_init
 
 # A bound on the input tokens of one image part, used instead of its (base64) size
 # when estimating the worst case: providers bill images by tiles, not bytes.
@@ -22,7 +23,8 @@ IMAGE_TOKEN_BOUND = 2000
 MAX_CHOICES = 128
 
 
-@dataclass(frozen=True)
+@slots_init  # one per request: domain/slots_init.py
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     body: dict[str, Any]
     shape: RequestShape
@@ -67,10 +69,19 @@ def parse_chat_request(raw: bytes, tags: str | None = None, endpoint: str = "cha
         max_output_tokens=max_tokens,
         choices=choices,
         stream=stream,
-        attribution=parse_attribution(body.get("user"), body.get("metadata"), tags),
+        attribution=_attribution(body, tags),
         endpoint=endpoint,
     )
     return ChatRequest(body=body, shape=shape, wants_usage=wants_usage)
+
+
+def _attribution(body: dict[str, Any], tags: str | None) -> Attribution | None:
+    """``parse_attribution`` of the body's ``user`` and ``metadata`` and the tags header; None
+    at once when none of them was sent (most requests), as ``parse_attribution`` would say."""
+    user, metadata = body.get("user"), body.get("metadata")
+    if user is None and metadata is None and tags is None:
+        return None
+    return parse_attribution(user, metadata, tags)
 
 
 def _optional(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:

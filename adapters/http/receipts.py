@@ -9,6 +9,8 @@ when it is not 0, so a response without them is unchanged."""
 
 from typing import Any
 
+from starlette.responses import Response
+
 from adapters.http.rate_limit_headers import opened_rate_limit_headers
 from application.billing import OpenedRequest, Receipt
 from domain.money import NANOCREDITS_PER_CREDIT, format_credits
@@ -27,6 +29,27 @@ def receipt_headers(receipt: Receipt, opened: OpenedRequest | None = None) -> di
     if opened is not None and opened.rate_limit is not None:
         headers.update(opened_rate_limit_headers(opened))
     return headers
+
+
+class ReceiptResponse(Response):
+    """A whole JSON answer, sent as it came, with its receipt's headers: what
+    ``Response(body, media_type="application/json", headers=receipt_headers(receipt, opened))``
+    sends, header for header and in that order, but encoded once here (Starlette's
+    ``init_headers`` lowercases, encodes and scans the headers again on every answer)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, receipt: Receipt, opened: OpenedRequest | None = None) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body = body
+        headers = [(name.encode(), value.encode("latin-1")) for name, value in receipt_headers(receipt, opened).items()]
+        headers.append((b"content-length", str(len(body)).encode()))
+        headers.append(_JSON_CONTENT_TYPE)
+        self.raw_headers = headers
+
+
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 def receipt_usage(receipt: Receipt, upstream_usage: dict[str, Any] | None) -> dict[str, Any]:

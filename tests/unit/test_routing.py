@@ -3,6 +3,7 @@ from collections import Counter
 
 import pytest
 
+from adapters.bootstrap import in_memory_ledger
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
 from application.billing import RequestBilling, RequestShape
@@ -13,6 +14,7 @@ from application.pricing_input import price_from_credits
 from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.errors import InvalidRequest, ModelNotFound
+from tests.fakes.clock import FakeClock
 
 
 @pytest.fixture
@@ -126,3 +128,34 @@ def test_each_route_carries_its_credentials_own_secret_opened_once(
         "sk-openai-dddd",
     ]
     assert len(opened) == 3
+
+
+def test_a_route_follows_its_providers_policy_secret_and_price_through_the_read_cache(clock: FakeClock) -> None:
+    ledger = in_memory_ledger(clock=clock, read_cache_seconds=60)  # a hot path's ledger: providers read cached
+    ledger.initialise()
+    registry = ProviderRegistry(ledger)
+    registry.register_provider(
+        "backup", "openai-compatible", base_url="http://127.0.0.1:9/v1", region=None, secret="sk-a-1111"
+    )
+    prices = Prices(ledger)
+    prices.set_price("backup/gpt-4o-mini", price_from_credits(input="0.15", output="0.6"))
+    router = Router(ledger, CredentialHealth(), rng=random.Random(3))
+
+    def route() -> tuple[str | None, float | None, int]:
+        book = ledger.recent_price_book().effective(clock.now())  # as a request reads it
+        target = router.targets("backup/gpt-4o-mini", book)[0]
+        chosen = next(router.routes(target))
+        assert target.price is not None
+        return chosen.secret, chosen.policy.timeout_total, target.price.input
+
+    assert route() == route() == ("sk-a-1111", None, 150_000_000)
+    registry.set_policy("backup", timeout_total=5)
+    assert route() == ("sk-a-1111", 5, 150_000_000)
+    registry.rotate_credential("backup", "sk-b-2222")
+    assert route() == ("sk-b-2222", 5, 150_000_000)
+    prices.set_price("backup/gpt-4o-mini", price_from_credits(input="0.2", output="0.6"))
+    assert route() == ("sk-b-2222", 5, 200_000_000)
+    registry.disable_provider("backup")
+    with pytest.raises(ModelNotFound):
+        route()
+    ledger.close()
