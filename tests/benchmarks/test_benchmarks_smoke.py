@@ -212,6 +212,19 @@ def loadgen_line(target: str, scenario: str, rep: int, rps: float, p50: float, *
     return json.dumps({"label": f"{target}|{scenario}|{rep}", "rps": rps, "lat_ms": {"p50": p50}, **extra})
 
 
+def ratio_table_rows(*args: str) -> list[str]:
+    """The scenario rows ``ratios.py ARGS`` prints (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "tests/benchmarks/ratios.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=PYTHON_RUN_LIMIT,
+    )
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line.startswith("| ns-") or line.startswith("| st-")]
+
+
 def test_ratios_table_uses_medians_of_clean_runs_against_the_same_runs_baselines(tmp_path: Path) -> None:
     results = tmp_path / "run.jsonl"
     lines = [
@@ -226,16 +239,7 @@ def test_ratios_table_uses_medians_of_clean_runs_against_the_same_runs_baselines
         loadgen_line("tallyhub-sqlite", "st-c2", 1, 200, 4.0, ttfb_ms={"p50": 2.25}),
     ]
     results.write_text("\n".join(lines) + "\n")
-    done = subprocess.run(
-        [sys.executable, "tests/benchmarks/ratios.py", str(results)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=PYTHON_RUN_LIMIT,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ns-") or line.startswith("| st-")]
-    assert rows == [
+    assert ratio_table_rows(str(results)) == [
         "| ns-c1 | tallyhub-sqlite | 450 | 0.45× | 4.50× | +2.00 | - | 2.00 |",
         "| st-c2 | tallyhub-sqlite | 200 | 0.25× | - | - | 2.25 | - |",
     ]
@@ -261,16 +265,7 @@ def test_ratios_compare_puts_two_builds_side_by_side_each_against_its_own_runs_b
             ]
         )
     )
-    done = subprocess.run(
-        [sys.executable, "tests/benchmarks/ratios.py", "--before", str(before), "--after", str(after)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=PYTHON_RUN_LIMIT,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ns-")]
-    assert rows == [
+    assert ratio_table_rows("--before", str(before), "--after", str(after)) == [
         "| ns-c1 | tallyhub-sqlite | 0.25 | 0.50 | 250 | 400 | 1.60× | +2.00 | +0.75 | 2.00 | 1.50 |",
         "| ns-c32 | tallyhub-pg | - | - | 100 | - | - | - | - | - | - |",
     ]
@@ -287,16 +282,9 @@ def test_ratios_ab_pairs_each_target_with_its_before_build_of_the_same_run(tmp_p
             ]
         )
     )
-    done = subprocess.run(
-        [sys.executable, "tests/benchmarks/ratios.py", "--ab", str(results)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=PYTHON_RUN_LIMIT,
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ns-")]
-    assert rows == ["| ns-c1 | tallyhub-sqlite | 0.20 | 0.30 | 200 | 300 | 1.50× | +2.00 | +1.00 | - | - |"]
+    assert ratio_table_rows("--ab", str(results)) == [
+        "| ns-c1 | tallyhub-sqlite | 0.20 | 0.30 | 200 | 300 | 1.50× | +2.00 | +1.00 | - | - |"
+    ]
 
 
 def loadgen_runs(out: str) -> dict[tuple[str, str], re.Match[str]]:
