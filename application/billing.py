@@ -10,6 +10,13 @@ Invariants:
   A hold refused after all (the account was moved by a change the gate could not see)
   is recorded as the request's refusal, and its call is abandoned, unanswered and
   uncharged;
+- a whole answer (not a stream) is given only after its settlement is durable, so when
+  the gate admits its hold, the hold is *deferred*: placed by the request's closing change
+  itself, in the settlement's (or the release's) transaction, one commit per request
+  instead of two. The events are those of a hold saved first (placed, then settled or
+  released); a deferred hold refused when it is placed after all is the refusal above,
+  decided in that same transaction: the answer is withheld, the refusal recorded, nothing
+  charged;
 - the hold is closed exactly once: settled with the record of a completed request, or
   released with the record of a failed one, in one transaction each (the writer runs an
   account's changes in the order they were handed to it, so a settlement or release
@@ -32,6 +39,7 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
 
+from application.hold_gate import Reservation
 from application.ledger import Ledger
 from application.ports import RequestObserver, StatusOf
 from application.rate_limits import AdmittedRequest
@@ -80,9 +88,14 @@ class OpenedRequest:
     hold_durable: "asyncio.Future[bool] | None" = field(default=None, compare=False, repr=False)
     # its rate-limit admission, when limits apply (application/calls.py settles it once)
     rate_limit: AdmittedRequest | None = field(default=None, compare=False, repr=False)
+    # a whole answer's hold the gate deferred: placed by the closing change (module docstring)
+    deferred_hold: Reservation | None = field(default=None, compare=False, repr=False)
 
     def with_hold_durable(self, durable: "asyncio.Future[bool]") -> "OpenedRequest":
         return self._with("hold_durable", durable)
+
+    def with_deferred_hold(self, reservation: Reservation) -> "OpenedRequest":
+        return self._with("deferred_hold", reservation)
 
     def with_rate_limit(self, admitted: AdmittedRequest) -> "OpenedRequest":
         return self._with("rate_limit", admitted)
@@ -165,7 +178,9 @@ class RequestBilling:
         """``open_request`` on the event loop: the reads come from the read cache and the hold
         goes to the group-commit writer, so no thread waits. Returns once the hold is durable,
         or at once when the hold gate admits it (``hold_durable`` is then set): either way the
-        caller must ``confirm_hold`` before it answers. A refusal is recorded on a thread."""
+        caller must ``confirm_hold`` before it answers. A whole answer's admitted hold is
+        deferred instead (``deferred_hold`` set, nothing handed to the writer yet): placed by
+        its settlement or release. A refusal is recorded on a thread."""
         return await self.hold_async(self.prepare_request(api_key, shape, request_id))
 
     async def hold_async(self, opened: OpenedRequest) -> OpenedRequest:
@@ -173,9 +188,13 @@ class RequestBilling:
         if self.mode != "credits":
             return opened
         gate = self.ledger.hold_gate
-        early = (
-            self.early_upstream and gate is not None and gate.admits(opened.account_id, opened.hold, opened.started_at)
-        )
+        early = False
+        if gate is not None and self.early_upstream:
+            if not opened.shape.stream:  # answered only once settled: its settlement's commit will do
+                reservation = gate.defers(opened.account_id, opened.hold, opened.started_at, self.hold_ttl)
+                if reservation is not None:
+                    return opened.with_deferred_hold(reservation)
+            early = gate.admits(opened.account_id, opened.hold, opened.started_at)
         durable = self.ledger.start_account_change(opened.account_id, self._hold(opened))
         if gate is not None:
             gate.track(opened.account_id, opened.hold, durable)  # every hold, early or not
@@ -185,7 +204,8 @@ class RequestBilling:
         return opened
 
     async def confirm_hold(self, opened: OpenedRequest, route: Route | None = None) -> None:
-        """Wait until the request's hold is durable (at once when it was before the call).
+        """Wait until the request's hold is durable (at once when it was before the call, or
+        when it is deferred to the request's settlement).
 
         Raises InsufficientCredits or SpendCapReached when the hold was refused after all
         (see the module's invariants): the caller then abandons its upstream call. The
@@ -257,7 +277,11 @@ class RequestBilling:
         ``error_code`` names what cut a partly served request short (a broken stream)."""
         settlement = self._settlement(opened, route, usage, status, ttfb_ms, attempts, error_code)
         if self.mode == "credits":
-            recorded = self.ledger.change_account(opened.account_id, settlement.settle)
+            try:
+                recorded = self.ledger.change_account(opened.account_id, settlement.settle)
+            finally:
+                _release_reservation(opened)
+            self._raise_refusal(opened, settlement)
         else:
             recorded = self._record(settlement.record())
         if recorded:
@@ -279,16 +303,24 @@ class RequestBilling:
         settlement = self._settlement(opened, route, usage, status, ttfb_ms, attempts, error_code)
         loop = asyncio.get_running_loop()
         if self.mode == "credits":
-            saved = self.ledger.start_account_change(opened.account_id, settlement.settle)
-            if self.ledger.hold_gate is not None:  # a cost above the hold takes room the gate must not offer
-                self.ledger.hold_gate.track(opened.account_id, settlement.details.cost, saved)
-            if await asyncio.shield(saved):
+            # a cost above the hold takes room the gate must not offer: counted until answered
+            saved = await self._close(opened, settlement.settle, settlement.details.cost)
+            self._raise_refusal(opened, settlement)
+            if saved:
                 self._observe(opened, settlement.details, attempts)
                 return settlement.receipt(True)
             return await loop.run_in_executor(None, settlement.receipt, False)  # the earlier settlement's
         if await loop.run_in_executor(None, self._record, settlement.record()):
             self._observe(opened, settlement.details, attempts)
         return settlement.receipt(True)
+
+    def _raise_refusal(self, opened: OpenedRequest, settlement: "_Settlement") -> None:
+        """A settlement that found its deferred hold refused after all recorded the refusal
+        (nothing charged): tell the observer, and raise it for the caller to be answered."""
+        if settlement.refused is not None:
+            refused, details = settlement.refused
+            self._observe(opened, details, ())
+            raise refused
 
     def cost_of(self, opened: OpenedRequest, route: Route, usage: Usage) -> int:
         """What completing the request for ``usage`` on ``route`` costs (its charge before the
@@ -308,7 +340,10 @@ class RequestBilling:
         """Release the hold without charging and record the failure, once."""
         release = self._release(opened, status, error_code, route, ttfb_ms, attempts)
         if self.mode == "credits":
-            recorded = self.ledger.change_account(opened.account_id, release)
+            try:
+                recorded = self.ledger.change_account(opened.account_id, release)
+            finally:
+                _release_reservation(opened)
         else:
             recorded = self._record(release.record())
         if recorded:
@@ -326,7 +361,7 @@ class RequestBilling:
     ) -> None:
         if self.mode == "credits":
             release = self._release(opened, status, error_code, route, ttfb_ms, attempts)
-            if await self.ledger.change_account_async(opened.account_id, release):
+            if await self._close(opened, release):
                 self._observe(opened, release.details, attempts)
         else:
             await asyncio.get_running_loop().run_in_executor(
@@ -336,22 +371,61 @@ class RequestBilling:
                 ),
             )
 
+    async def _close(
+        self, opened: OpenedRequest, change: Callable[[Account], list[Aggregate] | None], cost: int = 0
+    ) -> bool:
+        """Hand the request's closing change (its settlement or release) to the writer and wait,
+        shielded, until it is durable; ``cost`` is counted by the gate until then. A deferred
+        hold's reservation is released by the change itself; released here too once it is
+        answered, in case it never ran (its account could not be loaded, the store failed)."""
+        saved = self.ledger.start_account_change(opened.account_id, change)
+        gate = self.ledger.hold_gate
+        if gate is not None and cost:
+            gate.track(opened.account_id, cost, saved)
+        try:
+            return await asyncio.shield(saved)
+        finally:
+            _release_reservation(opened)
+
     def void(self, opened: OpenedRequest, error: Exception, route: Route | None, attempts: tuple[Attempt, ...]) -> Void:
         """The account command voiding a request whose caller was answered ``error`` (the store
-        away: 503 ``store_unavailable``) after its settlement failed (application/voids.py)."""
+        away: 503 ``store_unavailable``) after its settlement failed (application/voids.py).
+        A deferred hold was placed only if that settlement landed after all: then the void
+        refunds the charge, as for a hold saved first; else there is no hold to release."""
         release = self._release(opened, self.status_of(error), STORE_UNAVAILABLE, route, None, attempts)
         return Void(self.ledger, opened.request_id, release.record)
 
     def _hold(self, opened: OpenedRequest) -> Callable[[Account], list[Aggregate]]:
+        """The change placing the request's hold. What this process's deferred holds reserve
+        on the account (application/hold_gate.py) is not available to it: a deferred hold
+        was admitted on that credit, and is placed only with its request's settlement."""
         expires_at = opened.started_at + self.hold_ttl
+        gate = self.ledger.hold_gate
 
         def hold(account: Account) -> list[Aggregate]:
+            if gate is not None and not gate.leaves_room(account, opened.hold, opened.started_at):
+                left = max(0, account.available - gate.reserved(account.id))
+                raise InsufficientCredits(account.id, needed=opened.hold, available=left)
             account.place_hold(
                 opened.request_id, opened.hold, expires_at, api_key_id=opened.api_key_id, now=opened.started_at
             )
             return []
 
         return hold
+
+    def _place_deferred(self, opened: OpenedRequest, account: Account, route: Route | None) -> "_Refusal | None":
+        """Place a deferred hold, by its request's closing change: its reservation is released
+        first (the hold now counts for itself). A refusal (the account moved in a way the gate
+        could not see) is returned, with the details the request is then recorded with (as
+        ``record_refusal`` would, ``route`` the call it abandons), not raised."""
+        assert opened.deferred_hold is not None
+        opened.deferred_hold.release()
+        try:
+            self._hold(opened)(account)
+        except (InsufficientCredits, SpendCapReached) as refused:
+            status = self.status_of(refused)
+            return refused, self._details(opened, route, "failed", status=status, error_code=refused.code)
+        return None
 
     def _settlement(
         self,
@@ -382,7 +456,7 @@ class RequestBilling:
             provider_cost=provider_cost_of(price, charged_usage),
             reported_usage=usage if charged_usage is not usage else None,  # the report as it came, for reconciliation
         )
-        return _Settlement(self, opened, details, attempts, price is not None, charged_usage)
+        return _Settlement(self, opened, route, details, attempts, price is not None, charged_usage)
 
     def _release(
         self,
@@ -394,7 +468,7 @@ class RequestBilling:
         attempts: tuple[Attempt, ...],
     ) -> "_Release":
         details = self._details(opened, route, "failed", status=status, error_code=error_code, ttfb_ms=ttfb_ms)
-        return _Release(self.ledger, opened, details, error_code, attempts)
+        return _Release(self, opened, details, error_code, attempts)
 
     def _worst_case(self, shape: RequestShape, target: Target) -> int:
         assert target.price is not None
@@ -487,21 +561,28 @@ class RequestBilling:
         )
 
 
+_Refusal = tuple[InsufficientCredits | SpendCapReached, RequestDetails]
+
+
 class _Settlement:
     """Charging one completed request: ``settle`` is the account change (run by the writer,
-    maybe more than once on a conflict: it builds the record afresh each time)."""
+    maybe more than once on a conflict: it builds the record afresh each time, and decides
+    a deferred hold afresh: ``refused`` is set when it was refused on the last run)."""
 
     def __init__(
         self,
         billing: RequestBilling,
         opened: OpenedRequest,
+        route: Route,
         details: RequestDetails,
         attempts: tuple[Attempt, ...],
         priced: bool,
         usage: Usage,
     ) -> None:
-        self.billing, self.opened, self.details = billing, opened, details
+        self.billing, self.opened, self.route, self.details = billing, opened, route, details
         self.attempts, self.priced, self.usage = attempts, priced, usage
+        self.refused: _Refusal | None = None
+        self._runs = 0
 
     def record(self) -> RequestRecord:
         return _with_attempts(RequestRecord.completed(self.opened.request_id, self.details), self.attempts)
@@ -509,6 +590,15 @@ class _Settlement:
     def settle(self, account: Account) -> list[Aggregate] | None:
         request_id = self.opened.request_id
         cost = self.details.cost
+        self.refused, first_run = None, self._runs == 0
+        self._runs += 1
+        if self.opened.deferred_hold is not None and request_id.hex not in account.holds:
+            # on a first run nothing of the request is saved; a later one may follow a save that landed
+            if not first_run and self.billing.ledger.find(request_id) is not None:
+                return None  # settled already, by an earlier attempt of this call
+            self.refused = self.billing._place_deferred(self.opened, account, self.route)
+            if self.refused is not None:
+                return [RequestRecord.failed(request_id, self.refused[1])]  # as ``record_refusal`` records it
         if request_id.hex in account.holds:
             charged = account.settle_hold(request_id, cost)
         elif self.billing.ledger.find(request_id) is not None:
@@ -541,24 +631,41 @@ class _Release:
 
     def __init__(
         self,
-        ledger: Ledger,
+        billing: RequestBilling,
         opened: OpenedRequest,
         details: RequestDetails,
         reason: str,
         attempts: tuple[Attempt, ...],
     ) -> None:
-        self.ledger, self.opened, self.details, self.reason, self.attempts = ledger, opened, details, reason, attempts
+        self.billing, self.opened, self.details, self.reason, self.attempts = billing, opened, details, reason, attempts
+        self._runs = 0
 
     def record(self) -> RequestRecord:
         return _with_attempts(RequestRecord.failed(self.opened.request_id, self.details), self.attempts)
 
     def __call__(self, account: Account) -> list[Aggregate] | None:
         request_id = self.opened.request_id
+        first_run = self._runs == 0
+        self._runs += 1
+        if self.opened.deferred_hold is not None and request_id.hex not in account.holds:
+            if not first_run and self.billing.ledger.find(request_id) is not None:
+                return None  # recorded already
+            # placed and released at once, the events of a hold saved first; none if it would not fit now
+            if self.billing._place_deferred(self.opened, account, None) is None:
+                account.release_hold(request_id, reason=self.reason)
+            return [self.record()]
         if request_id.hex in account.holds:
             account.release_hold(request_id, reason=self.reason)
-        elif self.ledger.find(request_id) is not None:
+        elif self.billing.ledger.find(request_id) is not None:
             return None  # recorded already
         return [self.record()]  # built afresh on every attempt: a refused save drains its events
+
+
+def _release_reservation(opened: OpenedRequest) -> None:
+    """The backstop once a closing change is answered: its deferred hold reserves nothing more
+    (the change released it when it ran; this covers one that never ran)."""
+    if opened.deferred_hold is not None:
+        opened.deferred_hold.release()
 
 
 def _elapsed_ms(opened: OpenedRequest) -> float:

@@ -13,12 +13,16 @@ Invariants (with those of application/billing.py):
   application/streams.py's ``StreamMeter``);
 - a started call reaches its caller only once its hold is durable, so nothing is
   answered on a hold that could still be refused; a hold refused after all abandons the
-  upstream call here (its exchange is aborted), unanswered and uncharged;
+  upstream call here (its exchange is aborted), unanswered and uncharged. A whole
+  answer's hold the gate deferred (application/billing.py) is placed by ``complete`` in the
+  settlement's own transaction: refused there after all, ``complete`` raises the refusal
+  (recorded, nothing charged) and the answer is withheld;
 - rate limits (application/rate_limits.py) are checked after authentication and before the
   hold: a refused request is recorded (429 ``rate_limit_exceeded``) with nothing held or
   charged; an admitted one counts its worst-case tokens (the hold's usage bound, input +
   output), and its admission is settled exactly once however the call ends: to the tokens
-  charged when it completes, to 0 when it fails, its hold is refused or it never starts;
+  charged when it completes, to 0 when it fails, its hold is refused (at the start, or at
+  the settlement for a deferred hold) or it never starts;
   any error its caller is answered with carries the admission (``TallyhubError.admission``),
   so that answer has OpenAI's rate-limit headers like every other.
 """
@@ -49,7 +53,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class StartedCall(Generic[T]):
-    """An opened request and the upstream attempt serving it, its hold durable."""
+    """An opened request and the upstream attempt serving it, its hold durable (or deferred
+    to the settlement, for a whole answer: application/billing.py)."""
 
     opened: OpenedRequest
     route: Route
@@ -200,7 +205,9 @@ class BilledCalls:
         error_code: str | None = None,
     ) -> Receipt:
         """Settle the hold for ``usage`` and record the request (and correct its rate-limit
-        tokens to those charged), before its caller is answered. When the store fails the
+        tokens to those charged), before its caller is answered. A deferred hold refused when
+        it is placed here raises InsufficientCredits or SpendCapReached (recorded, nothing
+        charged): the caller is answered that, not the answer. When the store fails the
         settlement (transiently), the caller is answered that error (503 ``store_unavailable``)
         and the request's void is kept pending (application/voids.py): once the store is back
         its hold is released, or its charge refunded if the settlement landed after all."""
@@ -232,13 +239,17 @@ class BilledCalls:
     ) -> Receipt:
         if call.opened.rate_limit is None:
             return await self._complete(call, usage, ttfb_ms, status, error_code)
-        receipt: Receipt | None = None
+        used: Usage | None = usage  # what the provider produced, unless charged otherwise or refused
         try:
             receipt = await self._complete(call, usage, ttfb_ms, status, error_code)
+            used = receipt.usage
             return receipt
+        except (InsufficientCredits, SpendCapReached) as refused:  # a deferred hold, refused after all
+            _with_limits(refused, call.opened)
+            used = None
+            raise
         finally:
-            used = receipt.usage if receipt is not None else usage
-            await self._settle_limits(call.opened, used.input_tokens + used.output_tokens)
+            await self._settle_limits(call.opened, used.input_tokens + used.output_tokens if used is not None else 0)
 
     async def complete_served(
         self,

@@ -19,11 +19,27 @@ the CLI, the admin API or the payments webhook) or a change by another process (
 uncharged (application/billing.py). Accounts the writer has not saved lately, or whose
 batch the store refused, are not known here: their requests wait for the durable hold, as
 without the gate.
+
+A hold the gate admits for a whole answer (a request answered only after its settlement)
+need not be saved on its own at all: it is *deferred* (``defers``) and placed by the
+request's closing change, in the settlement's (or release's) own transaction, so the
+request costs one commit instead of two (docs/design/no-overdraft-and-fast.md). Until
+that change runs, the hold is a reservation here: the gate counts it against the room like
+a hold in flight, and the writer counts it against the account when it decides any other
+hold of this process (``leaves_room``), so a hold decided meanwhile never takes the credit
+a deferred hold was admitted on (tests/property/test_deferred_hold_rules.py). What that
+does not cover is what the gate cannot see anyway (another process, a debit outside the
+request path, a grant's expiry applied by the sweeper), and a settlement this process hands
+over that charges more than its hold: the deferred hold is then refused when it is placed,
+the answer withheld and nothing charged (application/billing.py). A hold whose account has
+a grant deadline within the hold's lifetime is never deferred (the expiry could take its
+credit); it is saved first.
 """
 
 import asyncio
+import threading
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -39,6 +55,10 @@ class HoldGate:
     def __init__(self) -> None:
         self._known: dict[UUID, Room] = {}  # written by the writer thread, read on the event loop
         self._unsaved: dict[UUID, int] = {}  # holds and settlements in flight, by account (event loop only)
+        # deferred holds not yet placed, by account: added on the event loop, taken off by the
+        # closing change on the writer's thread (or a worker thread), so under a lock
+        self._deferred: dict[UUID, int] = {}
+        self._deferred_lock = threading.Lock()
 
     # --- the writer's side (its thread) ------------------------------------------
 
@@ -57,13 +77,57 @@ class HoldGate:
         for account_id in account_ids:
             self._known.pop(account_id, None)
 
-    # --- the caller's side (the event loop) ----------------------------------------
+    # --- the caller's side (the event loop), and the deferred holds' reservations ------
 
     def admits(self, account_id: UUID, amount: int, now: datetime) -> bool:
-        room = self._known.get(account_id)
+        return self._fits(self._known.get(account_id), account_id, amount, now)
+
+    def defers(self, account_id: UUID, amount: int, now: datetime, lifetime: timedelta) -> "Reservation | None":
+        """Admit a hold to be placed by its request's closing change (module docstring): its
+        reservation, or None when it must be saved first (not admitted, or a grant deadline
+        falls within ``lifetime``, the hold's time to live)."""
+        room = self._known.get(account_id)  # read once: the writer may replace it meanwhile
+        if room is None or not self._fits(room, account_id, amount, now):
+            return None
+        if room.until is not None and room.until <= now + lifetime:
+            return None
+        with self._deferred_lock:
+            self._deferred[account_id] = self._deferred.get(account_id, 0) + amount
+        return Reservation(self, account_id, amount)
+
+    def _fits(self, room: Room | None, account_id: UUID, amount: int, now: datetime) -> bool:
         if room is None or (room.until is not None and now >= room.until):
             return False
-        return amount + self._unsaved.get(account_id, 0) <= room.available
+        in_flight = self._unsaved.get(account_id, 0) + self._deferred.get(account_id, 0)
+        return amount + in_flight <= room.available
+
+    def reserved(self, account_id: UUID) -> int:
+        """What deferred holds of this process still reserve on the account (any thread)."""
+        return self._deferred.get(account_id, 0)
+
+    def leaves_room(self, account: Any, amount: int, now: datetime) -> bool:
+        """Whether a hold of ``amount`` placed at ``now`` fits the account's current state beside
+        what deferred holds of this process reserve on it (the writer's side, deciding any other
+        hold): the credit of grants past their deadline at ``now`` is not counted, as the hold's
+        own guard does not count it and its placing takes it away."""
+        reserved = self._deferred.get(account.id, 0)
+        if not reserved:
+            return True
+        due: int = sum(account.lots[grant].remaining for grant in account.due_grants(now))
+        available: int = account.available
+        return amount <= available - due - reserved
+
+    def release(self, reservation: "Reservation") -> None:
+        """A deferred hold no longer reserves anything here (placed, or its request closed); once."""
+        with self._deferred_lock:
+            if reservation.released:
+                return
+            reservation.released = True
+            left = self._deferred.get(reservation.account_id, 0) - reservation.amount
+            if left > 0:
+                self._deferred[reservation.account_id] = left
+            else:
+                self._deferred.pop(reservation.account_id, None)
 
     def track(self, account_id: UUID, amount: int, durable: "asyncio.Future[bool]") -> None:
         """Count a hold (its amount) or a settlement (its cost) of this process until the
@@ -83,3 +147,18 @@ class HoldGate:
                 del self._unsaved[account_id]
 
         durable.add_done_callback(answered)
+
+
+class Reservation:
+    """A deferred hold's place in the gate until its request's closing change runs, which
+    releases it when it places the hold (or records the request without it); released again,
+    as a backstop that does nothing by then, once that change is answered, whatever became of it."""
+
+    __slots__ = ("_gate", "account_id", "amount", "released")
+
+    def __init__(self, gate: HoldGate, account_id: UUID, amount: int) -> None:
+        self._gate, self.account_id, self.amount = gate, account_id, amount
+        self.released = False
+
+    def release(self) -> None:
+        self._gate.release(self)

@@ -1,13 +1,15 @@
 """Group commit keeps the ledger's rules: many threads on two ledgers (two "processes")
 sharing one store, each ledger with its own writer, never overdraw, charge each
-request once, and batches really hold many commands."""
+request once (holds deferred to their settlement included), and batches really hold many
+commands."""
 
+import asyncio
 import os
 import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -102,6 +104,72 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
     assert account.balance == 30 * worst - sum(outcomes) == 0 and account.held == 0
     writers = [ledger.writer for ledger in (first, second)]
     assert sum(w.commands for w in writers) > sum(w.batches for w in writers)  # some batches held several commands
+
+
+def test_deferred_holds_of_two_writers_sharing_a_store_never_overdraw_and_each_request_closes_once(
+    two_ledgers,
+) -> None:
+    """Whole answers on two "processes": each gate defers the holds it knows fit, neither sees
+    the other's, so some are refused when their settlement places them. Exactly the funded
+    number are charged; every other request is recorded as a 402 with nothing charged."""
+    first, second = two_ledgers
+    ProviderRegistry(first).register_provider(
+        "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
+    )
+    Prices(first).set_price(MODEL, price_from_credits(input="1", output="2"))
+    price = first.price_book().latest.price_for(MODEL)
+    worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
+    Accounts(first).create_account("acme", starter_credits=10 * worst)
+    key = ApiKeys(first).issue_api_key("acme").plaintext
+    billings = []
+    for ledger in (first, second):
+        ledger.start_group_commit()
+        Accounts(ledger).grant_credits("acme", 1)  # each writer has saved acme: its gate knows the room
+        billings.append(
+            RequestBilling(
+                ledger,
+                Router(ledger, CredentialHealth()),
+                mode="credits",
+                hold_ttl=timedelta(minutes=5),
+                status_of=status_of,
+            )
+        )
+    Accounts(first).adjust_credits("acme", -2, "the two test grants back")
+    usage = worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price)  # the hold's own usage
+
+    async def call(billing: RequestBilling) -> tuple[UUID, int, bool]:
+        request_id = uuid4()
+        try:
+            opened = await billing.open_request_async(key, SHAPE, request_id=request_id)
+        except InsufficientCredits:
+            return request_id, 0, False
+        deferred = opened.deferred_hold is not None
+        route = next(billing.router.routes(opened.targets[0]))
+        await asyncio.sleep(0)  # the calls interleave, as upstream calls do
+        try:
+            return request_id, (await billing.complete_request_async(opened, route, usage)).charge, deferred
+        except InsufficientCredits:
+            return request_id, 0, deferred
+
+    async def burst() -> list[tuple[UUID, int, bool]]:
+        return await asyncio.gather(*[call(billings[i % 2]) for i in range(40)])
+
+    outcomes = asyncio.run(burst())
+    charged = [charge for _, charge, _ in outcomes if charge]
+    assert len(charged) == 10 and all(charge == worst for charge in charged)
+    assert any(deferred for _, _, deferred in outcomes)  # the deferral was exercised
+    account = first.get_account("acme")
+    assert (account.balance, account.held) == (0, 0)
+    for request_id, charge, _ in outcomes:
+        record = first.get_request_record(request_id)
+        if charge:
+            assert (record.details.status, record.details.charge) == (200, charge)
+        else:
+            assert (record.details.status, record.details.error_code, record.details.charge) == (
+                402,
+                "insufficient_credits",
+                0,
+            )
 
 
 def test_a_writer_never_decides_on_an_account_another_process_moved(two_ledgers) -> None:

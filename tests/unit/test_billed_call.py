@@ -5,7 +5,7 @@ after all, and a caller that went away."""
 import asyncio
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -33,6 +33,7 @@ from tests.unit.test_hold_gate import BusyWriter
 KEY_A, KEY_B, KEY_BACKUP = "sk-credential-a-000000aaaa", "sk-credential-b-000000bbbb", "sk-backup-0000000000cccc"
 BODY: dict[str, Any] = {"model": "smart", "messages": [{"role": "user", "content": "hello"}]}
 SHAPE = RequestShape(model="smart", prompt_bytes=200, max_output_tokens=100, choices=1, stream=False)
+STREAM = replace(SHAPE, stream=True)  # relayed as it comes: its hold is saved before the call is handed back
 USAGE = Usage(input_tokens=10, output_tokens=5)
 
 
@@ -313,8 +314,53 @@ def test_without_early_upstream_the_call_waits_for_the_durable_hold(world: World
     assert world.account() == (2 * world.worst, world.worst)
 
 
-async def started_call(calls: BilledCalls, key: str) -> StartedCall[Any]:
-    opened = await calls.open(key, SHAPE, uuid4())
+def test_a_whole_answer_is_handed_back_before_the_writer_answers_and_its_hold_lands_with_the_charge(
+    world: World,
+) -> None:
+    """A whole answer's admitted hold is deferred: its call neither waits for the writer nor
+    hands it anything before the answer is read; the settlement places and settles the hold."""
+    Accounts(world.ledger).grant_credits("acme", 2 * world.worst)
+    provider = FakeProvider()
+    calls = world.calls(provider)
+    writer = BusyWriter(world.ledger)  # were anything of the request handed to it, it would wait
+
+    async def scenario() -> Receipt:
+        call = await asyncio.wait_for(started_call(calls, world.key, SHAPE), 5)
+        assert call.result is provider.exchanges[0] and world.account() == (2 * world.worst, 0)
+        writer.release()
+        return await calls.complete(call, USAGE, ttfb_ms=None)
+
+    receipt = asyncio.run(scenario())
+    assert world.account() == (2 * world.worst - receipt.charge, 0) and receipt.charge > 0
+    assert world.record(receipt.request_id).details.charge == receipt.charge
+
+
+def test_a_deferred_hold_refused_at_the_settlement_withholds_the_answer_uncharged(world: World) -> None:
+    Accounts(world.ledger).grant_credits("acme", world.worst)
+    provider = FakeProvider()
+    calls = world.calls(provider)
+
+    async def scenario() -> UUID:
+        call = await started_call(calls, world.key, SHAPE)
+        Accounts(world.ledger).adjust_credits("acme", -world.worst, "operator debit")  # unseen by the gate
+        with pytest.raises(InsufficientCredits):
+            await calls.complete(call, USAGE, ttfb_ms=None)
+        return call.opened.request_id
+
+    request_id = asyncio.run(scenario())
+    record = world.record(request_id)
+    assert (record.details.status, record.details.error_code, record.details.charge) == (
+        402,
+        "insufficient_credits",
+        0,
+    )
+    assert record.details.provider == "primary"  # the answered call's route, for reconciliation
+    assert calls.billing.failed == []  # type: ignore[attr-defined]  # closed once: by its refusal
+    assert world.account() == (0, 0)
+
+
+async def started_call(calls: BilledCalls, key: str, shape: RequestShape = STREAM) -> StartedCall[Any]:
+    opened = await calls.open(key, shape, uuid4())
     return await calls.start_chat(opened, BODY)
 
 
@@ -333,7 +379,7 @@ def test_a_hold_refused_after_its_call_started_abandons_the_call_uncharged(world
         threading.Event().wait(0.001)  # the debit is queued before the hold
 
     async def scenario() -> UUID:
-        opened = await calls.open(world.key, SHAPE, uuid4())
+        opened = await calls.open(world.key, STREAM, uuid4())
         assert opened.hold_durable is not None  # the gate said yes: the call may start now
         start = asyncio.ensure_future(calls.start_chat(opened, BODY))
         await asyncio.sleep(0.05)
@@ -385,7 +431,7 @@ def test_a_caller_gone_while_the_hold_is_saved_abandons_the_call_as_a_499_releas
     request_id = uuid4()
 
     async def scenario() -> None:
-        opened = await calls.open(world.key, SHAPE, request_id)
+        opened = await calls.open(world.key, STREAM, request_id)
         start = asyncio.ensure_future(calls.start_chat(opened, BODY))
         await asyncio.sleep(0.05)  # started upstream, waiting for the durable hold
         start.cancel()

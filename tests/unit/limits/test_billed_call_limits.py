@@ -182,6 +182,21 @@ def test_the_slot_is_released_when_the_hold_is_refused(world: World) -> None:
     assert limiter.slots(name) == 0 and limiter.tokens_used(name) == 0
 
 
+def test_a_deferred_hold_refused_at_the_settlement_uses_nothing_and_its_402_carries_the_limits(world: World) -> None:
+    Accounts(world.ledger).grant_credits("acme", world.worst)  # saved: the gate defers the whole answer's hold
+    ApiKeys(world.ledger).set_key_limits(key_id(world), max_parallel=1, tpm=10**9)
+    calls, limiter = limited(world, FakeProvider())
+    call = run(start(calls, world.key))
+    assert call.opened.deferred_hold is not None
+    Accounts(world.ledger).adjust_credits("acme", -world.worst, "operator debit")  # unseen by the gate
+    with pytest.raises(InsufficientCredits) as refused:
+        run(calls.complete(call, USAGE, ttfb_ms=1.0))
+    assert refused.value.admission is not None  # answered with the rate-limit headers
+    name = f"key:{key_id(world)}"
+    assert limiter.slots(name) == 0 and limiter.tokens_used(name) == 0  # settled once, to nothing used
+    assert [tokens for _, tokens in limiter.settled] == [0]
+
+
 STREAM = StreamScript(batches=((b'{"choices":[{"index":0,"delta":{"content":"hi"}}]}',),))
 
 
