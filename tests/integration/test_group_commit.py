@@ -7,6 +7,7 @@ import asyncio
 import os
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -27,7 +28,8 @@ from application.pricing_input import price_from_credits
 from application.providers import ProviderRegistry
 from application.routing import Router
 from domain.errors import InsufficientCredits
-from domain.pricing import price_usage, worst_case_usage
+from domain.pricing import ModelPrice, price_usage, worst_case_usage
+from domain.usage import Usage
 from tests.conftest import PgSchemas
 
 MODEL = "openai/gpt-test"
@@ -56,15 +58,31 @@ def two_ledgers(request: pytest.FixtureRequest, tmp_path: Path, pg_schemas: PgSc
         ledger.close()
 
 
-def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers) -> None:
-    first, second = two_ledgers
+@dataclass
+class Billed:
+    """acme funded for some worst-case holds of ``SHAPE``, its key, and one billing per ledger."""
+
+    key: str
+    price: ModelPrice
+    worst: int  # one hold's amount
+    billings: list[RequestBilling]
+
+    @property
+    def usage(self) -> Usage:
+        """The hold's own usage: a settlement of it charges exactly ``worst``."""
+        return worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, self.price)
+
+
+def billed_on_both(first: Ledger, second: Ledger, funded_holds: int) -> Billed:
+    """The model priced, acme funded for ``funded_holds`` holds, and each ledger's writer started."""
     ProviderRegistry(first).register_provider(
         "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
     )
     Prices(first).set_price(MODEL, price_from_credits(input="1", output="2"))
     price = first.price_book().latest.price_for(MODEL)
+    assert price is not None
     worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
-    Accounts(first).create_account("acme", starter_credits=30 * worst)
+    Accounts(first).create_account("acme", starter_credits=funded_holds * worst)
     key = ApiKeys(first).issue_api_key("acme").plaintext
     billings = []
     for ledger in (first, second):
@@ -78,6 +96,13 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
                 status_of=status_of,
             )
         )
+    return Billed(key, price, worst, billings)
+
+
+def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers) -> None:
+    first, second = two_ledgers
+    billed = billed_on_both(first, second, funded_holds=30)
+    key, worst, billings = billed.key, billed.worst, billed.billings
     outcomes: list[int] = []
     barrier = threading.Barrier(80)
 
@@ -89,7 +114,7 @@ def test_two_writers_sharing_a_store_never_overdraw_and_charge_once(two_ledgers)
             outcomes.append(0)
             return
         route = next(billing.router.routes(opened.targets[0]))
-        usage = worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price)  # the hold's own usage
+        usage = billed.usage
         receipt = billing.complete_request(opened, route, usage)
         assert billing.complete_request(opened, route, usage).charge == receipt.charge  # a retry charges nothing more
         outcomes.append(receipt.charge)
@@ -113,29 +138,11 @@ def test_deferred_holds_of_two_writers_sharing_a_store_never_overdraw_and_each_r
     the other's, so some are refused when their settlement places them. Exactly the funded
     number are charged; every other request is recorded as a 402 with nothing charged."""
     first, second = two_ledgers
-    ProviderRegistry(first).register_provider(
-        "openai", "openai", base_url=None, region=None, secret="sk-test-secret-0001"
-    )
-    Prices(first).set_price(MODEL, price_from_credits(input="1", output="2"))
-    price = first.price_book().latest.price_for(MODEL)
-    worst = price_usage(price, worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price))
-    Accounts(first).create_account("acme", starter_credits=10 * worst)
-    key = ApiKeys(first).issue_api_key("acme").plaintext
-    billings = []
+    billed = billed_on_both(first, second, funded_holds=10)
+    key, worst, billings, usage = billed.key, billed.worst, billed.billings, billed.usage
     for ledger in (first, second):
-        ledger.start_group_commit()
         Accounts(ledger).grant_credits("acme", 1)  # each writer has saved acme: its gate knows the room
-        billings.append(
-            RequestBilling(
-                ledger,
-                Router(ledger, CredentialHealth()),
-                mode="credits",
-                hold_ttl=timedelta(minutes=5),
-                status_of=status_of,
-            )
-        )
     Accounts(first).adjust_credits("acme", -2, "the two test grants back")
-    usage = worst_case_usage(SHAPE.prompt_bytes, SHAPE.max_output_tokens, 1, price)  # the hold's own usage
 
     async def call(billing: RequestBilling) -> tuple[UUID, int, bool]:
         request_id = uuid4()

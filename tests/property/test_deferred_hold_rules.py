@@ -7,21 +7,18 @@ account never goes below zero. (A settlement charging more than its hold may tak
 hold's credit: the one case of this process's own the module docstring leaves out.)"""
 
 import asyncio
-import os
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault
-from adapters.crypto.key_digest import HmacApiKeyScheme
-from application.accounts import Accounts
 from application.hold_gate import HoldGate, Reservation
 from application.ledger import Ledger
 from domain.account import Account
 from domain.errors import InsufficientCredits
 from tests.fakes.clock import FakeClock
+from tests.support.ledgers import saved, writing_ledger
 
 LIFETIME = timedelta(seconds=60)  # the holds' time to live: a deadline within it stops deferral
 amounts = st.integers(min_value=0, max_value=1_500)
@@ -52,21 +49,9 @@ class _Open:
 @given(operations)
 def test_no_hold_the_gate_admits_or_defers_is_refused_and_no_account_goes_below_zero(ops: list[tuple]) -> None:
     clock = FakeClock()
-    ledger = Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        vault=AesGcmKeyVault(os.urandom(32)),
-        key_scheme_factory=HmacApiKeyScheme,
-        clock=clock,
-    )
-    ledger.initialise()
-    account_id = Accounts(ledger).create_account("acme").id
-    ledger.start_group_commit()
-    try:
+    with writing_ledger(clock) as (ledger, account_id):
         refusals = asyncio.run(_drive(ledger, clock, account_id, ops))
         account = ledger.get_account(account_id)
-    finally:
-        ledger.stop_group_commit()
-        ledger.close()
     assert refusals == [], f"admitted holds refused: {refusals}"
     assert account.balance >= 0 and account.available >= 0 and account.held >= 0
 
@@ -98,7 +83,7 @@ async def _drive(ledger: Ledger, clock: FakeClock, account_id: UUID, ops: list[t
             opened = _Open(op[1], now)
             durable = change(_hold(gate, opened), admitted=gate.admits(account_id, op[1], now))
             gate.track(account_id, op[1], durable)
-            durable.add_done_callback(lambda f, o=opened: held.append(o) if _saved(f) else None)
+            durable.add_done_callback(lambda f, o=opened: held.append(o) if saved(f) else None)
         elif op[0] in ("settle", "release") and (held or deferred):
             both = held + deferred
             closing = both[op[1] % len(both)]
@@ -147,7 +132,3 @@ def _close(gate: HoldGate, closing: _Open, cost: int | None):
         return []
 
     return close
-
-
-def _saved(future: asyncio.Future[bool]) -> bool:
-    return not future.cancelled() and future.exception() is None and future.result() is True

@@ -5,18 +5,15 @@ and the writer interleaving as they happen to. (What the gate cannot see — ano
 process's change — is the one way such a hold is refused: tests/unit/test_hold_gate.py.)"""
 
 import asyncio
-import os
 from datetime import timedelta
 from uuid import uuid4
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.crypto.aes_gcm import AesGcmKeyVault
-from adapters.crypto.key_digest import HmacApiKeyScheme
-from application.accounts import Accounts
 from application.ledger import Ledger
 from tests.fakes.clock import FakeClock
+from tests.support.ledgers import saved, writing_ledger
 
 amounts = st.integers(min_value=0, max_value=1_500)
 holds = st.tuples(st.just("hold"), amounts)
@@ -39,20 +36,8 @@ operations = st.lists(
 @given(operations)
 def test_a_hold_the_gate_admits_is_never_refused_by_the_writer(ops: list[tuple]) -> None:
     clock = FakeClock()
-    ledger = Ledger(
-        {"PERSISTENCE_MODULE": "eventsourcing.popo"},
-        vault=AesGcmKeyVault(os.urandom(32)),
-        key_scheme_factory=HmacApiKeyScheme,
-        clock=clock,
-    )
-    ledger.initialise()
-    account_id = Accounts(ledger).create_account("acme").id
-    ledger.start_group_commit()
-    try:
+    with writing_ledger(clock) as (ledger, account_id):
         admitted = asyncio.run(_drive(ledger, clock, account_id, ops))
-    finally:
-        ledger.stop_group_commit()
-        ledger.close()
     for amount, outcome in admitted:
         assert outcome is True, f"a hold of {amount} the gate admitted was refused: {outcome!r}"
 
@@ -79,7 +64,7 @@ async def _drive(ledger: Ledger, clock: FakeClock, account_id, ops: list[tuple])
                 lambda a, r=request_id, n=now, x=amount: a.place_hold(r, x, n + timedelta(hours=1), now=n) or []
             )
             gate.track(account_id, amount, durable)
-            durable.add_done_callback(lambda f, r=request_id: held.append(r) if _saved(f) else None)
+            durable.add_done_callback(lambda f, r=request_id: held.append(r) if saved(f) else None)
             if early:
                 admitted.append((amount, durable))
         elif op[0] == "settle" and held:
@@ -98,10 +83,6 @@ async def _drive(ledger: Ledger, clock: FakeClock, account_id, ops: list[tuple])
             await asyncio.sleep(0.001 * op[1])  # the writer answers, the loop runs its callbacks
     await asyncio.gather(*pending, return_exceptions=True)
     return [(amount, _outcome(future)) for amount, future in admitted]
-
-
-def _saved(future: asyncio.Future) -> bool:
-    return not future.cancelled() and future.exception() is None and future.result() is True
 
 
 def _outcome(future: asyncio.Future) -> object:
