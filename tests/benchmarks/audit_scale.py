@@ -20,14 +20,11 @@ import random
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
-
-from eventsourcing.domain import CanCreateTimestamp
 
 from adapters.exports.exporter import create_export
 from adapters.settings import DatabaseConfig
@@ -47,6 +44,7 @@ from domain.usage import Usage
 from projections.read_models import build_read_models
 from tests.benchmarks.ledger_throughput import bench_database
 from tests.benchmarks.ledger_throughput import build as new_ledger
+from tests.support.event_times import events_stamped_by
 
 MODEL = "mock/mock-gpt"
 PRICE = price_from_credits(input="0.15", output="0.6", cached_input="0.075")
@@ -68,21 +66,11 @@ def prepare(ledger: Ledger) -> Ledger:
     return ledger
 
 
-@contextmanager
-def stamped(start: datetime, step: timedelta, done: list[int]) -> Iterator[None]:
-    """Events stamped ``start + step × (charges written so far)``: a history spread over days."""
-    original = CanCreateTimestamp.__dict__["create_timestamp"]
-    CanCreateTimestamp.create_timestamp = staticmethod(lambda: start + step * done[0])  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        CanCreateTimestamp.create_timestamp = original  # type: ignore[method-assign]
-
-
 def write_history(ledger: Ledger, charges: int, rng: random.Random, days: int = 1) -> None:
     end = datetime.now(UTC)
     written = [0]
-    with stamped(end - timedelta(days=days), timedelta(days=days) / max(charges, 1), written):
+    start, step = end - timedelta(days=days), timedelta(days=days) / max(charges, 1)
+    with events_stamped_by(lambda: start + step * written[0]):  # spread over the days, by charges written
         _write_history(ledger, charges, rng, written)
 
 
@@ -113,9 +101,19 @@ def _write_history(ledger: Ledger, charges: int, rng: random.Random, written: li
 
 
 def charged_record(
-    request_id: UUID, account_hex: str, usage: Usage, cost: int, version: int, at: datetime
+    request_id: UUID,
+    account_hex: str,
+    usage: Usage,
+    cost: int,
+    version: int,
+    at: datetime,
+    *,
+    charge: int | None = None,
+    hold: int | None = None,
 ) -> RequestRecord:
-    """The record of a completed request of MODEL charged ``cost``, as the gateway writes one."""
+    """The record of a completed request of MODEL costing ``cost``, as the gateway writes one:
+    charged ``cost`` from a hold of ``cost + 1000`` unless ``charge`` or ``hold`` say otherwise
+    (``hold`` 0: track mode)."""
     return RequestRecord.completed(
         request_id,
         RequestDetails(
@@ -132,10 +130,10 @@ def charged_record(
             status=200,
             error_code=None,
             usage=usage,
-            charge=cost,
+            charge=cost if charge is None else charge,
             cost=cost,
             uncollected=0,
-            hold=cost + 1000,
+            hold=cost + 1000 if hold is None else hold,
             price_book_version=version,
             priced=True,
             latency_ms=1.0,

@@ -11,15 +11,11 @@ while seeding. Rates are whole nanocredits per token, so every charge is exact.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
-
-from eventsourcing.domain import CanCreateTimestamp
 
 from adapters.bootstrap import build_ledger, build_read_models, initialise
 from adapters.http.errors import status_of
@@ -36,6 +32,7 @@ from domain.attribution import Attribution
 from domain.errors import InsufficientCredits
 from domain.usage import Usage
 from tests.fakes.clock import FakeClock
+from tests.support.event_times import events_stamped_by
 
 GPT = "openai/gpt-test"
 CLAUDE = "anthropic/claude-test"
@@ -81,16 +78,6 @@ class Seeded:
         return [r for r in self.requests if since <= r.at < until]
 
 
-@contextmanager
-def events_stamped_by(clock: FakeClock) -> Iterator[None]:
-    original = CanCreateTimestamp.__dict__["create_timestamp"]
-    CanCreateTimestamp.create_timestamp = staticmethod(clock.now)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        CanCreateTimestamp.create_timestamp = original  # type: ignore[method-assign]
-
-
 def empty_store(data_dir: Path, database_url: str | None = None) -> Seeded:
     """``tallyhub init`` only: tables exist, nothing recorded."""
     settings = Settings(data_dir=data_dir, database_url=database_url)
@@ -104,7 +91,7 @@ def seed_store(data_dir: Path, database_url: str | None = None, *, now: datetime
     now = (now or seeded.now).astimezone(UTC)
     seeded.now = now
     clock = FakeClock(now - timedelta(days=21))
-    with events_stamped_by(clock):
+    with events_stamped_by(clock.now):
         ledger = build_ledger(seeded.settings, clock=clock)
         try:
             ledger.load_deployment()

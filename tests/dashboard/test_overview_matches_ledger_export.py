@@ -59,8 +59,9 @@ from projections.store import PostgresStore, SqliteStore, SqlStore
 from projections.usage import SqlUsageView
 from tests.conftest import PgSchemas
 from tests.dashboard.conftest import BACKENDS, database_url
-from tests.dashboard.seed import GPT, NANO, Seeded, SeededRequest, empty_store, events_stamped_by, seed_store
+from tests.dashboard.seed import GPT, NANO, Seeded, SeededRequest, empty_store, seed_store
 from tests.fakes.clock import FakeClock
+from tests.support.event_times import events_stamped_by
 from tests.support.gateway import cli
 
 Start = Callable[..., AppTest]
@@ -89,7 +90,7 @@ def _refund_adjust_and_undercollect(store: Seeded) -> Billed:
     last_movement = max(r.at for r in store.requests)
     step = (store.now - last_movement) / 5
     clock = FakeClock(last_movement + step)
-    with events_stamped_by(clock):
+    with events_stamped_by(clock.now):
         ledger = build_ledger(store.settings, clock=clock)
         try:
             ledger.load_deployment()
@@ -323,7 +324,7 @@ def test_in_track_mode_spend_is_the_list_price_and_the_ledger_export_has_no_char
     store = empty_store(tmp_path / "data", database_url(backend, pg_schemas))
     clock = FakeClock(store.now - timedelta(hours=2))
     costs = []
-    with events_stamped_by(clock):
+    with events_stamped_by(clock.now):
         ledger = build_ledger(store.settings, clock=clock)
         try:
             ledger.load_deployment()

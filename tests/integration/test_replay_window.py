@@ -6,7 +6,6 @@ Rows read are counted where the recorder hands them over (``RowCount``), not tim
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +13,6 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.domain import CanCreateTimestamp
 from eventsourcing.persistence import StoredEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +26,7 @@ from domain.errors import EmptyWindow
 from domain.pricing import price_usage
 from domain.usage import Usage
 from tests.benchmarks.audit_scale import DOUBLED, MODEL, PRICE, RowCount, build, charged_record
+from tests.support.event_times import events_stamped_at
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 PLUS_FIVE = timezone(timedelta(hours=5))
@@ -40,22 +39,12 @@ class Charge:
     cost: int
 
 
-@contextmanager
-def stamped_at(at: datetime) -> Iterator[None]:
-    original = CanCreateTimestamp.__dict__["create_timestamp"]
-    CanCreateTimestamp.create_timestamp = staticmethod(lambda: at)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        CanCreateTimestamp.create_timestamp = original  # type: ignore[method-assign]
-
-
 def charge_at(ledger: Ledger, account: Account, at: datetime, tokens: int) -> Charge:
     """One charged request whose events are all stamped ``at``, saved as the gateway saves them."""
     usage = Usage(input_tokens=tokens, output_tokens=tokens // 3 + 1)
     cost = price_usage(PRICE, usage)
     request_id = uuid4()
-    with stamped_at(at):
+    with events_stamped_at(at):
         account.place_hold(request_id, cost, at + timedelta(hours=1))
         account.settle_hold(request_id, cost)
         record = charged_record(request_id, account.id.hex, usage, cost, ledger.price_book().latest.number, at)

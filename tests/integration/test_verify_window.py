@@ -10,7 +10,6 @@ request's charge and record in one save); a doctored history is written the same
 the fault in it. Rows read are counted where the recorder hands them over, not timed."""
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
-from eventsourcing.domain import Aggregate, CanCreateTimestamp
+from eventsourcing.domain import Aggregate
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -31,10 +30,11 @@ from application.verify_window import NOT_CHECKED, VerifyWindow, WindowVerifier
 from domain.account import Account
 from domain.errors import InvalidRequest
 from domain.pricing import price_usage
-from domain.request_record import RequestDetails, RequestRecord
+from domain.request_record import RequestRecord
 from domain.usage import Usage
 from projections.read_models import build_read_models
-from tests.benchmarks.audit_scale import MODEL, PRICE, RowCount, build, prepare
+from tests.benchmarks.audit_scale import PRICE, RowCount, build, charged_record, prepare
+from tests.support.event_times import events_stamped_at
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -52,49 +52,12 @@ class Request:
         return self.request_id.hex
 
 
-@contextmanager
-def stamped_at(at: datetime) -> Iterator[None]:
-    """Every event created meanwhile is stamped ``at``."""
-    original = CanCreateTimestamp.__dict__["create_timestamp"]
-    CanCreateTimestamp.create_timestamp = staticmethod(lambda: at)  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        CanCreateTimestamp.create_timestamp = original  # type: ignore[method-assign]
-
-
 def record_of(
     request_id: UUID, account: Account, usage: Usage, cost: int, ledger: Ledger, *, charge: int, hold: int
 ) -> RequestRecord:
     """A completed request's record as the gateway writes one (``hold`` 0: track mode)."""
-    return RequestRecord.completed(
-        request_id,
-        RequestDetails(
-            outcome="completed",
-            account_id=account.id.hex,
-            api_key_id=uuid4().hex,
-            requested_model=MODEL,
-            model=MODEL,
-            provider="mock",
-            upstream_model="mock-gpt",
-            credential_id="test",
-            endpoint="chat.completions",
-            stream=False,
-            status=200,
-            error_code=None,
-            usage=usage,
-            charge=charge,
-            cost=cost,
-            uncollected=0,
-            hold=hold,
-            price_book_version=ledger.price_book().latest.number,
-            priced=True,
-            latency_ms=1.0,
-            ttfb_ms=None,
-            started_at=START.isoformat(),
-            provider_cost=None,
-        ),
-    )
+    version = ledger.price_book().latest.number
+    return charged_record(request_id, account.id.hex, usage, cost, version, START, charge=charge, hold=hold)
 
 
 def write(
@@ -116,13 +79,13 @@ def write(
     usage = Usage(input_tokens=tokens, output_tokens=tokens // 3 + 1)
     cost = price_usage(PRICE, usage) + overpriced
     request_id = uuid4()
-    with stamped_at(charge_at or at):
+    with events_stamped_at(charge_at or at):
         account.place_hold(request_id, cost + 1000, at + HOUR)
         if charged:
             account.settle_hold(request_id, cost - short_charge)
     others: list[Aggregate] = []
     if recorded:
-        with stamped_at(at):
+        with events_stamped_at(at):
             others.append(record_of(request_id, account, usage, cost, ledger, charge=cost, hold=cost + 1000))
     ledger.save(account, *others)
     return Request(request_id, at, cost)
@@ -130,13 +93,13 @@ def write(
 
 def charge_again(ledger: Ledger, account: Account, request: Request) -> None:
     """A second charge of a request already charged (the hold is gone: charged without one)."""
-    with stamped_at(request.at):
+    with events_stamped_at(request.at):
         account.charge_without_hold(request.request_id, request.cost)
     ledger.save(account)
 
 
 def refund(ledger: Ledger, account: Account, request: Request, amount: int) -> None:
-    with stamped_at(request.at + HOUR):
+    with events_stamped_at(request.at + HOUR):
         account.refund_charge(request.request_id, amount, "goodwill")
     ledger.save(account)
 
@@ -272,7 +235,7 @@ def test_a_charge_far_before_its_record_by_position_is_found(store: tuple[Ledger
         account, request_id = accounts[n % 3], uuid4()
         usage = Usage(input_tokens=100 + n, output_tokens=10)
         cost = price_usage(PRICE, usage)
-        with stamped_at(at + timedelta(seconds=n)):
+        with events_stamped_at(at + timedelta(seconds=n)):
             account.place_hold(request_id, cost + 5, at + HOUR)
             account.settle_hold(request_id, cost)
             records.append(record_of(request_id, account, usage, cost, ledger, charge=cost, hold=cost + 5))
@@ -301,7 +264,7 @@ def test_a_track_mode_record_needs_no_charge(store: tuple[Ledger, DatabaseConfig
     ledger, _ = store
     account = new_account(ledger)
     usage = Usage(input_tokens=50, output_tokens=5)
-    with stamped_at(START):
+    with events_stamped_at(START):
         record = record_of(uuid4(), account, usage, price_usage(PRICE, usage), ledger, charge=0, hold=0)
     ledger.save(record)
     report = WindowVerifier(ledger).verify(VerifyWindow(START, START + DAY))
@@ -345,20 +308,20 @@ def random_history(ledger: Ledger, draw: Any) -> None:
             cost = price_usage(PRICE, usage)
             request_id, kind = uuid4(), draw(st.sampled_from(["settled", "expired", "track", "early"]))
             if kind == "track":
-                with stamped_at(at):
+                with events_stamped_at(at):
                     batch.append(record_of(request_id, account, usage, cost, ledger, charge=cost, hold=0))
                 continue
-            with stamped_at(at - timedelta(microseconds=draw(st.integers(0, 2000))) if kind == "early" else at):
+            with events_stamped_at(at - timedelta(microseconds=draw(st.integers(0, 2000))) if kind == "early" else at):
                 account.place_hold(request_id, cost + 10, at + HOUR)
                 if kind == "expired":
                     account.release_hold(request_id, "expired")
                     account.charge_without_hold(request_id, cost)
                 else:
                     account.settle_hold(request_id, cost)
-            with stamped_at(at):
+            with events_stamped_at(at):
                 batch.append(record_of(request_id, account, usage, cost, ledger, charge=cost, hold=cost + 10))
             if draw(st.booleans()) and draw(st.booleans()):
-                with stamped_at(at + timedelta(milliseconds=1)):
+                with events_stamped_at(at + timedelta(milliseconds=1)):
                     account.refund_charge(request_id, draw(st.integers(1, max(cost, 1))), "goodwill")
         ledger.save(*touched.values(), *batch)
 
