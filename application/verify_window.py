@@ -47,7 +47,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -72,8 +72,6 @@ from domain.request_record import ChargeFacts
 
 (COMPLETED,) = RECORDS
 (REFUNDED,) = topics_of(Account.ChargeRefunded)
-# The calendar's ends, and how near them a window's end is not handed to the index (index_bounds).
-_FIRST, _LAST, _EDGE = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC), timedelta(days=1)
 # Positions read on each side of the window's records: a transaction's span (see the module
 # docstring); a group-commit batch of 512 holds or settlements with their records is ~1,000 events.
 MARGIN = 4_000
@@ -105,14 +103,6 @@ class VerifyWindow:
 
     def contains(self, at: datetime) -> bool:
         return (self.since is None or at >= self.since) and (self.until is None or at < self.until)
-
-    def index_bounds(self) -> tuple[datetime | None, datetime | None]:
-        """The ends to ask the index by time for: an end within a day of the calendar's own is
-        left open (the stores widen each end by a margin, which would overflow there); each
-        record's own time still decides."""
-        since = self.since if self.since is not None and self.since > _FIRST + _EDGE else None
-        until = self.until if self.until is not None and self.until < _LAST - _EDGE else None
-        return since, until
 
     def to_json(self) -> dict[str, str | None]:
         return {
@@ -181,7 +171,7 @@ class WindowVerifier:
         records: dict[str, _Record] = {}
         priced_problems: list[str] = []
         for position, request, _, _, state in rows_in_window(
-            self.ledger.recorder, COMPLETED, *window.index_bounds(), stop=stop
+            self.ledger.recorder, COMPLETED, window.since, window.until, stop=stop
         ):
             data, facts = record_facts(state)
             if not window.contains(time_of(data["timestamp"])):
