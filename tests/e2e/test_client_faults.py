@@ -30,9 +30,24 @@ from tests.fakes.openai_upstream import FakeOpenAIUpstream
 from tests.support.gateway import Gateway, cli
 
 REPLY = "one two three four five six seven eight"
-# What may sit in buffers between a reader that reads nothing and a provider that never stops:
-# kernel socket buffers on both legs and the transports' high-water marks — a few MB at most.
-FLOW_CONTROL_BOUND = 16 * 1024 * 1024
+MIB = 1024 * 1024
+# The gateway's own memory while a reader reads nothing: the transports' high-water marks and a
+# chunk or two, far below this; without flow control it grows by the provider's whole output.
+MEMORY_BOUND = 16 * MIB
+
+
+def tcp_buffer_max(kind: str) -> int:
+    """The largest buffer the kernel autotunes one TCP socket's ``kind`` ("rmem" or "wmem") to."""
+    return int(Path(f"/proc/sys/net/ipv4/tcp_{kind}").read_text().split()[2])
+
+
+# What may sit between a reader that reads nothing and a provider that never stops: the kernel's
+# buffers — the provider's send buffer and the gateway's receive buffer on the upstream leg, the
+# gateway's send buffer on the caller's leg (the caller pins its receive buffer small) — plus the
+# gateway's own. The kernel autotunes these up to its sysctl maxima (here a receive buffer may grow
+# to 32 MiB), so the bound is read off the machine rather than guessed: a fixed 16 MiB failed once
+# in CI at 17.8 MB. Without flow control the provider's writes would not stop at all (``plateau``).
+IN_FLIGHT_BOUND = 2 * tcp_buffer_max("wmem") + tcp_buffer_max("rmem") + MEMORY_BOUND
 TOTAL_TIMEOUT = 4  # the provider's --timeout-total, seconds
 MAX_TOKENS = 30
 EMBEDDING_MODEL = "openai/text-embedding-3-small"
@@ -287,7 +302,7 @@ def plateau(read: Any, settle: float = 0.5, timeout: float = 20) -> int:
 
 def test_a_caller_that_reads_nothing_holds_neither_the_event_loop_nor_memory(setup: Setup) -> None:
     """The provider streams without end; the caller reads nothing. The provider's writes stop
-    within the flow-control bound (the gateway reads no faster than its caller), the gateway's
+    within what the sockets' buffers hold (the gateway reads no faster than its caller), the gateway's
     memory stays flat, another caller is served meanwhile; once the slow caller goes, the
     provider's call is aborted and the request closed once as a 499, charged no more than its
     prompt and ``max_tokens`` of output."""
@@ -299,16 +314,16 @@ def test_a_caller_that_reads_nothing_holds_neither_the_event_loop_nor_memory(set
     slow = raw_request(setup.gateway.port, chat_body(True), setup.key)
     try:
         sent = plateau(lambda: upstream.endless_bytes_sent)
-        assert 0 < sent < FLOW_CONTROL_BOUND
-        assert rss_bytes(pid) - rss_start < FLOW_CONTROL_BOUND
+        assert 0 < sent < IN_FLIGHT_BOUND
+        assert rss_bytes(pid) - rss_start < MEMORY_BOUND
         served = httpx.post(
             setup.gateway.url + "/v1/chat/completions", content=chat_body(False), headers=setup.headers, timeout=30
         )
         assert served.status_code == 200  # the event loop is not held by the stalled stream
         seen.add(served.headers["x-request-id"])
         slow.recv(1)  # one byte: the stream moves on by at most what that frees
-        assert plateau(lambda: upstream.endless_bytes_sent) < FLOW_CONTROL_BOUND
-        assert rss_bytes(pid) - rss_start < FLOW_CONTROL_BOUND
+        assert plateau(lambda: upstream.endless_bytes_sent) < IN_FLIGHT_BOUND
+        assert rss_bytes(pid) - rss_start < MEMORY_BOUND
     finally:
         slow.close()
     assert upstream.wait_until(lambda: upstream.requests[0].disconnected, timeout=TOTAL_TIMEOUT / 2)
