@@ -13,8 +13,10 @@ Invariants:
   the request's hold still open → released (``RELEASE_REASON``) and the request recorded
   failed, 503 ``store_unavailable``; else its record found completed and charged → the
   charge refunded exactly (``Account.refund_charge``, the reason naming
-  ``store_unavailable``), so charge and refund net zero; else no record → the failure
-  recorded alone (its hold was released by the sweep: nothing is held or charged);
+  ``store_unavailable``), so charge and refund net zero, and the spend-cap counts of the
+  windows the charge was counted in (the record's key and start, as its hold was placed
+  with) go down by it: "charged nothing" holds for the caps too; else no record → the
+  failure recorded alone (its hold was released by the sweep: nothing is held or charged);
   else (recorded failed, refunded already, or charged nothing) → nothing;
 - exactly once: a second void of the request finds the hold gone and the refund's receipt
   (``REFUND_KIND``, keyed by the request: domain/account.py) or the failure's record, and
@@ -30,13 +32,14 @@ Invariants:
 """
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from application.ledger import Ledger
 from domain.account import REFUND_KIND, Account, MovementReceipt
-from domain.request_record import RequestRecord
+from domain.request_record import RequestDetails, RequestRecord
 
 STORE_UNAVAILABLE = "store_unavailable"  # the error code the caller was answered (adapters/http/errors.py)
 RELEASE_REASON = "answered 503 store_unavailable: the settlement was not confirmed"
@@ -63,7 +66,13 @@ class Void:
             return self._decided("nothing", None)  # failed (this void's, or the caller left), or free
         if self.ledger.find(MovementReceipt.create_id(account.id, REFUND_KIND, request_id.hex)) is not None:
             return self._decided("nothing", None)  # refunded already
-        return self._decided("refunded", [account.refund_charge(request_id, found.details.charge, REFUND_REASON)])
+        return self._decided("refunded", [self._refund(account, found.details)])
+
+    def _refund(self, account: Account, charged: RequestDetails) -> MovementReceipt:
+        started_at = datetime.fromisoformat(charged.started_at) if charged.started_at else None
+        return account.refund_charge(
+            self.request_id, charged.charge, REFUND_REASON, api_key_id=charged.api_key_uuid, started_at=started_at
+        )
 
     def _decided(self, outcome: str, saves: list[Aggregate] | None) -> list[Aggregate] | None:
         self.outcome = outcome

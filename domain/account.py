@@ -9,7 +9,14 @@ Invariants (checked by tests/property/test_account_rules.py):
   finds no hold;
 - spend caps (per account and per API key, per UTC day and month) are enforced with
   the same holds: a hold is refused when what was charged in the window plus what is
-  held in it would pass a cap. Spend counts in the window its request started in.
+  held in it would pass a cap. Spend counts in the window its request started in; each
+  scope keeps the count of its latest window only, so a charge of an earlier window (a
+  request that started before midnight, settled after one that started since) leaves the
+  latest window's count alone. A refund of a charge (``refund_charge`` given the request's
+  key and start) lowers the count of the windows that charge was counted in by the amount
+  refunded, never below 0, and leaves a count that has moved on to a later window alone
+  (tests/property/test_spend_window_rules.py); a ``ChargeRefunded`` stored before refunds
+  named their windows moves no count.
 - every value an event carries fits the read models (``domain/bounds.py``): one grant,
   adjustment (either sign), refund or spend cap is at most ``MAX_AMOUNT``, and a movement
   that would take the balance past ``MAX_BALANCE`` is refused (``BalanceLimitExceeded``)
@@ -151,6 +158,11 @@ class Account(Aggregate):
         request_id: UUID
         amount: int
         reason: str
+        # the spend-cap windows the charge was counted in (as its HoldPlaced named them);
+        # None: counted in none, or a refund stored before refunds named them
+        api_key: str | None = None
+        day: str | None = None
+        month: str | None = None
 
     class HoldPlaced(Aggregate.Event):
         request_id: UUID
@@ -371,16 +383,40 @@ class Account(Aggregate):
         if amount < 0:
             self._spend(-amount)
 
-    def refund_charge(self, request_id: UUID, amount: int, reason: str) -> "MovementReceipt":
+    def refund_charge(
+        self,
+        request_id: UUID,
+        amount: int,
+        reason: str,
+        *,
+        api_key_id: UUID | None = None,
+        started_at: datetime | None = None,
+    ) -> "MovementReceipt":
         """Give back (part of) what a request was charged; the caller checks the amount
         against the request's charge. Returns the refund's receipt, to save in the same
         transaction: its identity is (account, ``REFUND_KIND``, request), so a second refund
         of the request collides with it in the store and moves nothing — at most one refund
-        per request, without the account keeping every refunded request."""
+        per request, without the account keeping every refunded request.
+
+        ``api_key_id`` and ``started_at`` are the request's key and start, as its hold was
+        placed with (``place_hold``'s ``api_key_id`` and ``now``): they name the spend-cap
+        windows its charge was counted in, whose counts the refund lowers (module docstring).
+        Without ``started_at`` no count moves."""
         if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
             raise InvalidRequest("a refund must be a positive amount", param="amount")
         self._check_credit(amount)
-        self._charge_refunded(request_id=request_id, amount=amount, reason=reason)
+        if started_at is None:
+            self._charge_refunded(request_id=request_id, amount=amount, reason=reason)
+        else:
+            windows = spend_caps.windows_at(started_at)
+            self._charge_refunded(
+                request_id=request_id,
+                amount=amount,
+                reason=reason,
+                api_key=api_key_id.hex if api_key_id else None,
+                day=windows["day"],
+                month=windows["month"],
+            )
         return MovementReceipt(
             account_id=self.id,
             kind=REFUND_KIND,
@@ -390,8 +426,17 @@ class Account(Aggregate):
         )
 
     @event(ChargeRefunded)
-    def _charge_refunded(self, request_id: UUID, amount: int, reason: str) -> None:
+    def _charge_refunded(
+        self,
+        request_id: UUID,
+        amount: int,
+        reason: str,
+        api_key: str | None = None,
+        day: str | None = None,
+        month: str | None = None,
+    ) -> None:
         self.balance += amount
+        self._count_spend(api_key, {"day": day, "month": month}, -amount)
 
     def place_hold(
         self,
@@ -502,17 +547,26 @@ class Account(Aggregate):
             used[window] = (spent if spent_key == window_key else 0) + held
         return used
 
-    def _count_spend(self, hold: Hold, amount: int) -> None:
-        for scope in ("account", hold.api_key):
+    def _count_spend(self, api_key: str | None, windows: dict[str, str | None], amount: int) -> None:
+        """Count ``amount`` (a charge; a refund's is negative) in the windows a request started
+        in (window -> key, None: not counted), for the account and for ``api_key``. Each scope
+        keeps its latest window only: a charge of a later window starts it afresh, one of an
+        earlier window leaves it alone (window keys are ISO dates: their order is time's); a
+        refund lowers only the window it names, never below 0."""
+        for scope in ("account", api_key):
             if scope is None:
                 continue
-            for window in ("day", "month"):
-                window_key = hold.window(window)
-                if window_key is None:
+            for window, window_key in windows.items():
+                current = self.spent.get(scope, {}).get(window)
+                if window_key is None or (current is not None and current[0] > window_key):
                     continue
-                current = self.spent.setdefault(scope, {}).get(window)
-                total = current[1] if current and current[0] == window_key else 0
-                self.spent[scope][window] = [window_key, total + amount]
+                if current is not None and current[0] == window_key:
+                    total = max(0, current[1] + amount)
+                elif amount >= 0:
+                    total = amount
+                else:
+                    continue  # a refund of a window no longer (or never) counted
+                self.spent.setdefault(scope, {})[window] = [window_key, total]
 
     def settle_hold(self, request_id: UUID, cost: int) -> int:
         """Close a hold by charging ``cost``; returns the amount actually charged.
@@ -537,7 +591,7 @@ class Account(Aggregate):
         self.balance -= amount
         self._spend(amount, request_id.hex if hold is not None else None)
         if hold is not None:
-            self._count_spend(hold, amount)
+            self._count_spend(hold.api_key, {"day": hold.day, "month": hold.month}, amount)
 
     def charge_without_hold(self, request_id: UUID, cost: int) -> int:
         """Charge a request whose hold already expired and was released.
