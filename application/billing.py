@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID, uuid4
@@ -50,6 +50,7 @@ from domain.attribution import Attribution
 from domain.errors import InsufficientCredits, ModelNotFound, RateLimitExceeded
 from domain.pricing import price_usage, provider_cost_of, worst_case_usage
 from domain.request_record import FailedAttempt, Outcome, RequestDetails, RequestRecord
+from domain.slots_init import slots_init
 from domain.spend_caps import SpendCapReached
 from domain.usage import Usage
 from domain.usage_bounds import clamp_usage, usage_bound
@@ -59,7 +60,8 @@ BillingMode = Literal["track", "credits"]
 log = logging.getLogger("tallyhub.billing")
 
 
-@dataclass(frozen=True)
+@slots_init  # built on every request: domain/slots_init.py
+@dataclass(frozen=True, slots=True)
 class RequestShape:
     """What the hold estimate needs to know about a request."""
 
@@ -73,7 +75,8 @@ class RequestShape:
     attribution: Attribution | None = None  # user, metadata and tags the caller sent; recorded as sent
 
 
-@dataclass(frozen=True)
+@slots_init  # built on every request: domain/slots_init.py
+@dataclass(frozen=True, slots=True)
 class OpenedRequest:
     request_id: UUID
     account_id: UUID
@@ -92,21 +95,36 @@ class OpenedRequest:
     deferred_hold: Reservation | None = field(default=None, compare=False, repr=False)
 
     def with_hold_durable(self, durable: "asyncio.Future[bool]") -> "OpenedRequest":
-        return self._with("hold_durable", durable)
+        return self._with(durable, self.rate_limit, self.deferred_hold)
 
     def with_deferred_hold(self, reservation: Reservation) -> "OpenedRequest":
-        return self._with("deferred_hold", reservation)
+        return self._with(self.hold_durable, self.rate_limit, reservation)
 
     def with_rate_limit(self, admitted: AdmittedRequest) -> "OpenedRequest":
-        return self._with("rate_limit", admitted)
+        return self._with(self.hold_durable, admitted, self.deferred_hold)
 
-    def _with(self, name: str, value: object) -> "OpenedRequest":
-        """``dataclasses.replace`` of one field in under a microsecond instead of about seven
-        (it runs on every request): the other fields are copied as they are, already valid."""
-        copy = object.__new__(OpenedRequest)
-        copy.__dict__.update(self.__dict__)
-        copy.__dict__[name] = value
-        return copy
+    def _with(
+        self,
+        hold_durable: "asyncio.Future[bool] | None",
+        rate_limit: AdmittedRequest | None,
+        deferred_hold: Reservation | None,
+    ) -> "OpenedRequest":
+        """A copy with these three: ``dataclasses.replace`` without its walk over the fields
+        (it runs on every request); the other fields are copied as they are, already valid."""
+        return OpenedRequest(
+            self.request_id,
+            self.account_id,
+            self.api_key_id,
+            self.shape,
+            self.targets,
+            self.price_book_version,
+            self.hold,
+            self.started,
+            self.started_at,
+            hold_durable,
+            rate_limit,
+            deferred_hold,
+        )
 
 
 @dataclass(frozen=True)
@@ -304,7 +322,7 @@ class RequestBilling:
         loop = asyncio.get_running_loop()
         if self.mode == "credits":
             # a cost above the hold takes room the gate must not offer: counted until answered
-            saved = await self._close(opened, settlement.settle, settlement.details.cost)
+            saved = await self._close(opened, settlement.settle, settlement.cost)
             self._raise_refusal(opened, settlement)
             if saved:
                 self._observe(opened, settlement.details, attempts)
@@ -325,7 +343,7 @@ class RequestBilling:
     def cost_of(self, opened: OpenedRequest, route: Route, usage: Usage) -> int:
         """What completing the request for ``usage`` on ``route`` costs (its charge before the
         account's cap): nanocredits."""
-        return self._settlement(opened, route, usage, 200, None, (), None).details.cost
+        return self._settlement(opened, route, usage, 200, None, (), None).cost
 
     def fail_request(
         self,
@@ -443,20 +461,27 @@ class RequestBilling:
             usage, usage_bound(shape.prompt_bytes, shape.max_output_tokens, shape.choices, price, shape.images)
         )
         cost = price_usage(price, charged_usage) if price is not None else 0
-        details = self._details(
-            opened,
-            route,
-            "completed",
-            status=status,
-            usage=charged_usage,
-            cost=cost,
-            ttfb_ms=ttfb_ms,
-            error_code=error_code,
-            charge=cost,
-            provider_cost=provider_cost_of(price, charged_usage),
-            reported_usage=usage if charged_usage is not usage else None,  # the report as it came, for reconciliation
-        )
-        return _Settlement(self, opened, route, details, attempts, price is not None, charged_usage)
+        provider_cost = provider_cost_of(price, charged_usage)
+        reported_usage = usage if charged_usage is not usage else None  # the report as it came, for reconciliation
+
+        def charged(charge: int) -> RequestDetails:
+            """The record's details once the account has decided what is charged of ``cost``."""
+            return self._details(
+                opened,
+                route,
+                "completed",
+                status=status,
+                usage=charged_usage,
+                cost=cost,
+                ttfb_ms=ttfb_ms,
+                error_code=error_code,
+                charge=charge,
+                uncollected=cost - charge,
+                provider_cost=provider_cost,
+                reported_usage=reported_usage,
+            )
+
+        return _Settlement(self, opened, route, charged, cost, attempts, price is not None, charged_usage)
 
     def _release(
         self,
@@ -526,6 +551,7 @@ class RequestBilling:
         usage: Usage | None = None,
         cost: int = 0,
         charge: int = 0,
+        uncollected: int = 0,
         error_code: str | None = None,
         ttfb_ms: float | None = None,
         provider_cost: int | None = None,
@@ -548,7 +574,7 @@ class RequestBilling:
             usage=usage,
             charge=charge,
             cost=cost,
-            uncollected=0,
+            uncollected=uncollected,
             hold=opened.hold,
             price_book_version=opened.price_book_version,
             priced=target.price is not None,
@@ -564,38 +590,71 @@ class RequestBilling:
 _Refusal = tuple[InsufficientCredits | SpendCapReached, RequestDetails]
 
 
-class _Settlement:
+class _ClosingChange:
+    """A request's closing change, its settlement or its release: run by the writer, maybe
+    more than once on a conflict."""
+
+    def __init__(self, billing: RequestBilling, opened: OpenedRequest) -> None:
+        self.billing, self.opened = billing, opened
+        self._runs = 0
+
+    def _deferred_hold(self, account: Account) -> Literal["none", "to place", "closed"]:
+        """What this run finds of the request's deferred hold: ``"to place"`` when it was
+        deferred and is not on the account, ``"closed"`` when that is because an earlier run
+        closed the request already (on a first run nothing of the request is saved; a later
+        one may follow a save that landed), ``"none"`` otherwise (none deferred, or placed)."""
+        first_run = self._runs == 0
+        self._runs += 1
+        request_id = self.opened.request_id
+        if self.opened.deferred_hold is None or request_id.hex in account.holds:
+            return "none"
+        if not first_run and self.billing.ledger.find(request_id) is not None:
+            return "closed"
+        return "to place"
+
+
+class _Settlement(_ClosingChange):
     """Charging one completed request: ``settle`` is the account change (run by the writer,
     maybe more than once on a conflict: it builds the record afresh each time, and decides
-    a deferred hold afresh: ``refused`` is set when it was refused on the last run)."""
+    a deferred hold afresh: ``refused`` is set when it was refused on the last run).
+    ``charged`` builds the record's details once the charge is decided, one build a run."""
 
     def __init__(
         self,
         billing: RequestBilling,
         opened: OpenedRequest,
         route: Route,
-        details: RequestDetails,
+        charged: Callable[[int], RequestDetails],
+        cost: int,
         attempts: tuple[Attempt, ...],
         priced: bool,
         usage: Usage,
     ) -> None:
-        self.billing, self.opened, self.route, self.details = billing, opened, route, details
+        super().__init__(billing, opened)
+        self.route, self._charged, self.cost = route, charged, cost
         self.attempts, self.priced, self.usage = attempts, priced, usage
         self.refused: _Refusal | None = None
-        self._runs = 0
+        self._details: RequestDetails | None = None
 
-    def record(self) -> RequestRecord:
-        return _with_attempts(RequestRecord.completed(self.opened.request_id, self.details), self.attempts)
+    @property
+    def details(self) -> RequestDetails:
+        """The details of the record last built (``record``)."""
+        assert self._details is not None, "no record built yet"
+        return self._details
+
+    def record(self, charge: int | None = None) -> RequestRecord:
+        """The request's record, charged ``charge`` (by default its whole cost, as in track mode)."""
+        self._details = self._charged(self.cost if charge is None else charge)
+        return _with_attempts(RequestRecord.completed(self.opened.request_id, self._details), self.attempts)
 
     def settle(self, account: Account) -> list[Aggregate] | None:
         request_id = self.opened.request_id
-        cost = self.details.cost
-        self.refused, first_run = None, self._runs == 0
-        self._runs += 1
-        if self.opened.deferred_hold is not None and request_id.hex not in account.holds:
-            # on a first run nothing of the request is saved; a later one may follow a save that landed
-            if not first_run and self.billing.ledger.find(request_id) is not None:
-                return None  # settled already, by an earlier attempt of this call
+        cost = self.cost
+        self.refused = None
+        deferred = self._deferred_hold(account)
+        if deferred == "closed":
+            return None  # settled already, by an earlier attempt of this call
+        if deferred == "to place":
             self.refused = self.billing._place_deferred(self.opened, account, self.route)
             if self.refused is not None:
                 return [RequestRecord.failed(request_id, self.refused[1])]  # as ``record_refusal`` records it
@@ -605,11 +664,8 @@ class _Settlement:
             return None  # settled already, by an earlier attempt of this call
         else:
             charged = account.charge_without_hold(request_id, cost)  # the hold expired first
-        # latency as the caller lives it: up to the settlement, after any wait for the writer
-        self.details = replace(
-            self.details, charge=charged, uncollected=cost - charged, latency_ms=_elapsed_ms(self.opened)
-        )
-        return [self.record()]
+        # built now, so its latency is as the caller lives it: up to the settlement, after any wait for the writer
+        return [self.record(charged)]
 
     def receipt(self, recorded_now: bool) -> Receipt:
         """The receipt of this settlement, or of the earlier one when this found it done already."""
@@ -626,7 +682,7 @@ class _Settlement:
         )
 
 
-class _Release:
+class _Release(_ClosingChange):
     """Failing one request: ``release`` is the account change (the hold back, the failure recorded)."""
 
     def __init__(
@@ -637,19 +693,18 @@ class _Release:
         reason: str,
         attempts: tuple[Attempt, ...],
     ) -> None:
-        self.billing, self.opened, self.details, self.reason, self.attempts = billing, opened, details, reason, attempts
-        self._runs = 0
+        super().__init__(billing, opened)
+        self.details, self.reason, self.attempts = details, reason, attempts
 
     def record(self) -> RequestRecord:
         return _with_attempts(RequestRecord.failed(self.opened.request_id, self.details), self.attempts)
 
     def __call__(self, account: Account) -> list[Aggregate] | None:
         request_id = self.opened.request_id
-        first_run = self._runs == 0
-        self._runs += 1
-        if self.opened.deferred_hold is not None and request_id.hex not in account.holds:
-            if not first_run and self.billing.ledger.find(request_id) is not None:
-                return None  # recorded already
+        deferred = self._deferred_hold(account)
+        if deferred == "closed":
+            return None  # recorded already
+        if deferred == "to place":
             # placed and released at once, the events of a hold saved first; none if it would not fit now
             if self.billing._place_deferred(self.opened, account, None) is None:
                 account.release_hold(request_id, reason=self.reason)

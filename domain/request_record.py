@@ -10,7 +10,9 @@ order, with the same values (ids as 32 hex digits, money as integer nanocredits,
 a clamped request's ``reported_usage`` counts as decimal text), so records written
 before the types load unchanged and no event class needed a new version.
 ``to_dict``/``from_dict`` are that stored form; ``charge_facts`` reads the few
-fields replay and verify need straight from a stored event's state.
+fields replay and verify need straight from a stored event's state, and ``record_facts``
+what the read models show of a record, decoded as ``from_dict`` decodes it (three
+projections read every request's record: none of them needs its details or usage built).
 """
 
 from collections.abc import Mapping
@@ -21,6 +23,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.attribution import Attribution
+from domain.slots_init import slots_init
 from domain.usage import Usage, UsageSource
 from domain.usage_bounds import from_reported, reported
 
@@ -28,8 +31,12 @@ Outcome = Literal["completed", "failed"]
 # What prices a recorded usage, in ``domain.pricing.price_counts``'s order: the counts of
 # domain/usage_bounds.py COUNTS then NEWER_COUNTS, then the service tier.
 RecordedCounts = tuple[int, int, int, int, int, int, int, int, str | None]
+# What the read models show of a recorded usage: input, cached input, output, reasoning, images.
+ShownCounts = tuple[int, int, int, int, int]
+NO_COUNTS: ShownCounts = (0, 0, 0, 0, 0)  # what the read models show of a failed request's usage
 
 
+@slots_init  # built on every request: domain/slots_init.py
 @dataclass(frozen=True, slots=True)
 class RequestDetails:
     """What a request's record says. Ids are 32 hex digits (``None``: unknown); money is
@@ -251,7 +258,86 @@ def charge_facts(details: Mapping[str, Any]) -> ChargeFacts:
     )
 
 
+class RecordFacts(NamedTuple):
+    """What the read models show of a record (projections/usage.py, provider_hourly.py,
+    request_log.py): each field as ``RequestDetails.from_dict`` reads it, but the usage
+    kept as its counts and source, not built (``None`` both: no usage)."""
+
+    outcome: Outcome
+    account_id: str | None
+    api_key_id: str | None
+    provider: str
+    model: str
+    upstream_model: str
+    credential_id: str | None
+    endpoint: str
+    stream: bool
+    status: int
+    error_code: str | None
+    counts: ShownCounts | None
+    source: str | None
+    charge: int
+    cost: int
+    price_book_version: int | None
+    provider_cost: int | None
+    latency_ms: float
+    ttfb_ms: float | None
+    attribution: Attribution | None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome == "completed"
+
+
+def record_facts(details: Mapping[str, Any]) -> RecordFacts:
+    """The decoder of a stored ``details`` object for the read models: the same values as
+    ``RequestDetails.from_dict`` (a missing key included: tests/property/test_record_facts.py),
+    read straight from the stored form, as every projection reads every record."""
+    get = details.get
+    usage = get("usage")
+    if usage is None:
+        counts, source = None, None
+    else:  # a count or source not stored is Usage's default
+        counts = (
+            usage.get("input_tokens", 0),
+            usage.get("cached_input_tokens", 0),
+            usage.get("output_tokens", 0),
+            usage.get("reasoning_tokens", 0),
+            usage.get("images", 0),
+        )
+        source = usage.get("source", "provider")
+    ttfb = get("ttfb_ms")
+    attribution = get("attribution")
+    return RecordFacts(  # positional: this runs three times a request
+        "completed" if get("outcome") == "completed" else "failed",
+        get("account_id") or None,
+        get("api_key_id") or None,
+        str(get("provider") or ""),
+        str(get("model") or ""),
+        str(get("upstream_model") or ""),
+        get("credential_id") or None,
+        str(get("endpoint") or ""),
+        bool(get("stream")),
+        int(get("status") or 0),
+        get("error_code"),
+        counts,
+        source,
+        int(get("charge") or 0),
+        int(get("cost") or 0),
+        get("price_book_version"),
+        get("provider_cost"),
+        float(get("latency_ms") or 0.0),
+        None if ttfb is None else float(ttfb),
+        Attribution.from_dict(attribution) if attribution else None,
+    )
+
+
 class RequestRecord(Aggregate):
+    """``details`` is read from the created event's stored form when first asked for (a
+    record loaded only to learn that it exists reads nothing); a record just made by
+    ``completed`` or ``failed`` keeps the details it was made from, which its stored form
+    reads back equal to (tests/property/test_record_facts.py)."""
+
     class Completed(Aggregate.Created):
         details: dict[str, Any]  # RequestDetails.to_dict()
 
@@ -262,8 +348,15 @@ class RequestRecord(Aggregate):
         attempt: dict[str, Any]  # FailedAttempt.to_dict()
 
     def __init__(self, details: dict[str, Any]) -> None:
-        self.details = RequestDetails.from_dict(details)
+        self._stored = details
+        self._details: RequestDetails | None = None
         self.attempts: list[FailedAttempt] = []
+
+    @property
+    def details(self) -> RequestDetails:
+        if self._details is None:
+            self._details = RequestDetails.from_dict(self._stored)
+        return self._details
 
     def attempt_failed(self, attempt: FailedAttempt) -> None:
         """An upstream attempt that failed before another one served (or failed) the request."""
@@ -280,9 +373,15 @@ class RequestRecord(Aggregate):
     @classmethod
     def completed(cls, request_id: UUID, details: RequestDetails) -> "RequestRecord":
         assert details.outcome == "completed"
-        return cls._create(cls.Completed, id=request_id, details=details.to_dict())
+        return cls._made(cls.Completed, request_id, details)
 
     @classmethod
     def failed(cls, request_id: UUID, details: RequestDetails) -> "RequestRecord":
         assert details.outcome == "failed"
-        return cls._create(cls.Failed, id=request_id, details=details.to_dict())
+        return cls._made(cls.Failed, request_id, details)
+
+    @classmethod
+    def _made(cls, created: type[Aggregate.Created], request_id: UUID, details: RequestDetails) -> "RequestRecord":
+        record = cls._create(created, id=request_id, details=details.to_dict())
+        record._details = details
+        return record

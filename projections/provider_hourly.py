@@ -36,7 +36,7 @@ from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.request_record import FailedAttempt, RequestDetails, RequestRecord
+from domain.request_record import FailedAttempt, RecordFacts, RequestRecord, record_facts
 from projections.hourly import Counts, MemoryBuckets, SqlBuckets, add_to, counter_names, hour_of
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
@@ -103,22 +103,22 @@ class ProviderDayRow:
     counts: ProviderCounts
 
 
-def _key(at: datetime, found: RequestDetails | FailedAttempt) -> ProviderKey:
+def _key(at: datetime, found: RecordFacts | FailedAttempt) -> ProviderKey:
     return hour_of(at), found.provider, found.credential_id or "", found.model
 
 
-def counts_of(details: RequestDetails) -> ProviderCounts:
+def counts_of(facts: RecordFacts) -> ProviderCounts:
     """What one recorded request adds to its bucket."""
-    completed = details.succeeded
-    charge = details.charge
-    provider_cost = details.provider_cost
-    estimated = completed and details.usage is not None and details.usage.source == "estimated"
+    completed = facts.succeeded
+    charge = facts.charge
+    provider_cost = facts.provider_cost
+    estimated = completed and facts.source == "estimated"
     return ProviderCounts(
         requests=1,
         completed=int(completed),
         failed=int(not completed),
         charged=charge,
-        cost=details.cost,
+        cost=facts.cost,
         provider_cost=int(provider_cost or 0) if completed else 0,
         provider_cost_unknown=int(completed and provider_cost is None),
         estimated=int(estimated),
@@ -143,12 +143,12 @@ def fold_providers(
                 if record is None:
                     record = first_event(event.originator_id)
                 if isinstance(record, RequestRecord.Completed):
-                    add(_key(record.timestamp, RequestDetails.from_dict(record.details)), ProviderCounts(failovers=1))
+                    add(_key(record.timestamp, record_facts(record.details)), ProviderCounts(failovers=1))
         else:
             assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
-            details = RequestDetails.from_dict(event.details)
+            facts = record_facts(event.details)
             created[event.originator_id] = event
-            add(_key(event.timestamp, details), counts_of(details))
+            add(_key(event.timestamp, facts), counts_of(facts))
     return buckets
 
 

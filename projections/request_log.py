@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -26,7 +27,8 @@ import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.request_record import RequestDetails, RequestRecord
+from domain.request_record import NO_COUNTS, RequestRecord, record_facts
+from domain.slots_init import slots_init
 from projections.hourly import add_to, hour_of
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
@@ -39,7 +41,8 @@ METADATA_TABLE = "th_rm_request_metadata"
 Pair = tuple[str, str]
 
 
-@dataclass(frozen=True)
+@slots_init  # one built per request recorded: domain/slots_init.py
+@dataclass(frozen=True, slots=True)
 class RequestRow:
     request_id: UUID
     at: datetime
@@ -80,20 +83,21 @@ class RequestRow:
 COLUMNS = tuple(f.name for f in fields(RequestRow))
 
 
+@lru_cache(maxsize=4096)  # a few accounts and keys make most requests: each id parsed once, not per row
 def _uuid(value: str | None) -> UUID | None:
     return UUID(value) if value else None
 
 
 def row_of(event: DomainEventProtocol[Any]) -> RequestRow:
     assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
-    d = RequestDetails.from_dict(event.details)
-    usage = d.usage
+    d = record_facts(event.details)
+    input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, images = d.counts or NO_COUNTS
     attribution = d.attribution
     return RequestRow(
         request_id=event.originator_id,
         at=event.timestamp,
-        account_id=d.account_uuid,
-        api_key_id=d.api_key_uuid,
+        account_id=_uuid(d.account_id),
+        api_key_id=_uuid(d.api_key_id),
         provider=d.provider,
         model=d.model,
         upstream_model=d.upstream_model,
@@ -104,15 +108,15 @@ def row_of(event: DomainEventProtocol[Any]) -> RequestRow:
         stream=d.stream,
         latency_ms=d.latency_ms,
         ttfb_ms=d.ttfb_ms,
-        input_tokens=usage.input_tokens if usage else 0,
-        cached_input_tokens=usage.cached_input_tokens if usage else 0,
-        output_tokens=usage.output_tokens if usage else 0,
-        reasoning_tokens=usage.reasoning_tokens if usage else 0,
-        usage_source=usage.source if usage else None,
+        input_tokens=input_tokens,
+        cached_input_tokens=cached_input_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=reasoning_tokens,
+        usage_source=d.source,
         charge=d.charge,
         cost=d.cost,
         price_book_version=d.price_book_version,
-        images=usage.images if usage else 0,
+        images=images,
         end_user=attribution.user if attribution else None,
         tags=attribution.tags if attribution else (),
         metadata=attribution.metadata if attribution else (),

@@ -23,8 +23,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.request_record import RequestDetails, RequestRecord
-from domain.usage import Usage
+from domain.request_record import NO_COUNTS, RecordFacts, RequestRecord, record_facts
 from projections.hourly import Counts, MemoryBuckets, SqlBuckets, add_to, counter_names, hour_of
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
@@ -33,7 +32,6 @@ USAGE_TABLE = "th_rm_usage_hourly"
 
 UsageKey = tuple[str, str, str, str, datetime]  # account hex, key hex, provider, model, hour
 KEY_COLUMNS = ("account_id", "api_key_id", "provider", "model", "hour")
-NO_USAGE = Usage()  # a failed request's
 
 
 @dataclass
@@ -76,19 +74,19 @@ class UsageRow:
         return UsageCounts(*(getattr(self, name) for name in COUNTERS))
 
 
-def counts_of(details: RequestDetails) -> UsageCounts:
-    usage = details.usage or NO_USAGE
+def counts_of(facts: RecordFacts) -> UsageCounts:
+    input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, images = facts.counts or NO_COUNTS
     return UsageCounts(
         requests=1,
-        failed_requests=int(not details.succeeded),
-        input_tokens=usage.input_tokens,
-        cached_input_tokens=usage.cached_input_tokens,
-        output_tokens=usage.output_tokens,
-        reasoning_tokens=usage.reasoning_tokens,
-        images=usage.images,
-        charge=details.charge,
-        cost=details.cost,
-        estimated_requests=int(details.usage is not None and usage.source == "estimated"),
+        failed_requests=int(not facts.succeeded),
+        input_tokens=input_tokens,
+        cached_input_tokens=cached_input_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=reasoning_tokens,
+        images=images,
+        charge=facts.charge,
+        cost=facts.cost,
+        estimated_requests=int(facts.source == "estimated"),
     )
 
 
@@ -96,15 +94,9 @@ def fold_usage(events: Iterable[DomainEventProtocol[Any]]) -> dict[UsageKey, Usa
     buckets: dict[UsageKey, UsageCounts] = {}
     for event in events:
         assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
-        details = RequestDetails.from_dict(event.details)
-        key = (
-            details.account_id or "",
-            details.api_key_id or "",
-            details.provider,
-            details.model,
-            hour_of(event.timestamp),
-        )
-        add_to(buckets, key, counts_of(details), UsageCounts)
+        facts = record_facts(event.details)
+        key = (facts.account_id or "", facts.api_key_id or "", facts.provider, facts.model, hour_of(event.timestamp))
+        add_to(buckets, key, counts_of(facts), UsageCounts)
     return buckets
 
 

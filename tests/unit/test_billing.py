@@ -136,6 +136,38 @@ def test_a_hold_that_expired_is_still_charged_once_within_what_is_available(
     assert ledger.get_account("acme").balance == 10**9 - receipt.charge
 
 
+@pytest.mark.parametrize("mode", ["credits", "track"])
+def test_a_request_is_recorded_with_what_its_settlement_charged_and_what_it_left_uncollected(
+    ledger: Ledger,
+    credits_billing: RequestBilling,
+    track_billing: RequestBilling,
+    key: str,
+    clock: FakeClock,
+    mode: str,
+) -> None:
+    billing = credits_billing if mode == "credits" else track_billing
+    Accounts(ledger).grant_credits("acme", worst_case(ledger, shape()))
+    opened = billing.open_request(key, shape())
+    usage = Usage(input_tokens=120, output_tokens=30)
+    cost = 120 * 2_000 + 30 * 8_000
+    charged = cost
+    if mode == "credits":  # its hold expires, and another request holds most of the credit meanwhile
+        account = ledger.get_account("acme")
+        clock.advance(hours=1)
+        for request_id in account.expired_holds(clock.now()):
+            account.release_hold(request_id, reason="expired")
+        ledger.save(account)
+        billing.open_request(key, shape(prompt_bytes=150))
+        charged = ledger.get_account("acme").available
+        assert 0 < charged < cost
+    receipt = billing.complete_request(opened, first_route(billing, opened), usage)
+    assert (receipt.charge, receipt.uncollected, receipt.cost) == (charged, cost - charged, cost)
+    (stored, *_) = ledger.events.get(opened.request_id)  # the stored form, not the record kept in memory
+    recorded = (stored.details["charge"], stored.details["uncollected"], stored.details["cost"])
+    assert recorded == (charged, cost - charged, cost)
+    assert ledger.find(opened.request_id).details.uncollected == cost - charged
+
+
 def test_concurrent_requests_never_overdraw_the_account(
     ledger: Ledger, credits_billing: RequestBilling, key: str
 ) -> None:

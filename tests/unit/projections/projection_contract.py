@@ -22,7 +22,7 @@ from eventsourcing.utils import get_topic
 
 from domain.account import Account
 from domain.errors import NotFound, ProjectionStopped
-from domain.request_record import RequestDetails, RequestRecord
+from domain.request_record import RequestRecord, record_facts
 from projections.read_models import ReadModels, unguarded
 from projections.request_log import hours_window, usage_of
 from projections.usage import UsageCounts, counts_of, hour_of
@@ -285,7 +285,7 @@ class ProjectionContract:
         expected: dict[tuple[Any, ...], UsageCounts] = {}
         for r in records:
             bucket = (r["account_id"], r["api_key_id"], r["model"], hour_of(r["at"]))
-            expected.setdefault(bucket, UsageCounts()).add(counts_of(RequestDetails.from_dict(r)))
+            expected.setdefault(bucket, UsageCounts()).add(counts_of(record_facts(r)))
         rows = read_models.usage.list_usage()
         got = {
             (
