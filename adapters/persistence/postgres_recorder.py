@@ -9,15 +9,18 @@ process's samples; sent as four arrays in binary (ids, versions, topics, states)
 statement, the table lock that orders notification ids, the NOTIFY and the ids returned
 are eventsourcing's own: only the parameters' shape differs.
 
-A batch is also sent in one round trip: BEGIN, the lock, the NOTIFY, the insert and COMMIT
-go out in one pipeline with one Sync. eventsourcing's ``insert_events`` nests psycopg's
-``transaction()`` in a ``pipeline()``, which syncs on entering and leaving each level: five
-round trips per batch, and the group-commit writer thread waited for each one, and then for
-the interpreter lock behind the event loop. Nothing changes for the store: the same
-statements run in the same transaction, in the same order; a statement that fails (a
-version already taken: ``IntegrityError``) makes the server skip the rest up to the Sync,
-COMMIT included, and the transaction is rolled back before the connection goes back to the
-pool.
+A batch is also sent in one round trip and one write: BEGIN, the lock, the NOTIFY, the
+insert and COMMIT go out together with one Sync (adapters/persistence/one_write.py).
+eventsourcing's ``insert_events`` nests psycopg's ``transaction()`` in a ``pipeline()``, which
+syncs on entering and leaving each level: five round trips per batch, and the group-commit
+writer thread waited for each one, and then for the interpreter lock behind the event loop;
+psycopg's pipeline, synced once, still wrote each statement to the socket on its own (eight
+``sendto`` a batch). Nothing changes for the store: the same statements run in the same
+transaction, in the same order; a statement that fails (a version already taken:
+``IntegrityError``) makes the server skip the rest up to the Sync, COMMIT included, and the
+transaction is rolled back before the connection goes back to the pool. The statements are
+prepared on each connection (in the write of their first batch there), and the arrays are
+built with fixed element types (adapters/persistence/binary_arrays.py) to match.
 
 ``latest_version`` serves the group-commit writer's freshness check (one per account per
 batch) with one SELECT of a single integer, where ``select_events`` returns the whole
@@ -57,13 +60,23 @@ from uuid import UUID
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg import Cursor
 from psycopg.abc import Query
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composable, Identifier
 
+from adapters.persistence.binary_arrays import (
+    BYTEA_ARRAY_OID,
+    INT4_ARRAY_OID,
+    TEXT_ARRAY_OID,
+    UUID_ARRAY_OID,
+    bytea_array,
+    int4_array,
+    text_array,
+    uuid_array,
+)
 from adapters.persistence.event_reads import PostgresHistoryRecorder
+from adapters.persistence.one_write import Statement, run_transaction
 
 RETRY_WAIT_SECONDS = 0.2  # eventsourcing's wait between attempts
 RECONNECT_SECONDS = 10.0  # the pool's back-off on a lost server stops here
@@ -152,6 +165,10 @@ def _within_budget(method: Callable[..., Result]) -> Callable[..., Result]:
     return call
 
 
+def _as_uuid(originator_id: UUID | str) -> UUID:
+    return originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+
+
 def _rendered(query: Query) -> bytes:
     if isinstance(query, bytes):
         return query
@@ -172,48 +189,63 @@ class BatchedPostgresApplicationRecorder(PostgresHistoryRecorder):
             pool.kwargs.setdefault("connect_timeout", max(2, math.ceil(self.store_timeout)))
         self.breaker = StoreBreaker(self._probe, self._connects, lambda: pool.closed)
         table = dict(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
-        self._insert_arrays_statement = (
+        self._uuid_ids = self.datastore.originator_id_type == "uuid"
+        id_array_oid = UUID_ARRAY_OID if self._uuid_ids else TEXT_ARRAY_OID
+        self._insert = Statement(  # the parameters' types are given when it is prepared (binary_arrays.py)
             SQL(
                 "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-                " SELECT * FROM unnest(%b::{id_type}[], %b::integer[], %b::text[], %b::bytea[])"
+                " SELECT * FROM unnest($1::{id_type}[], $2::integer[], $3::text[], $4::bytea[])"
                 " RETURNING notification_id"
             )
             .format(id_type=SQL(self.datastore.originator_id_type), **table)
-            .as_bytes(None)
+            .as_bytes(None),
+            param_types=(id_array_oid, INT4_ARRAY_OID, TEXT_ARRAY_OID, BYTEA_ARRAY_OID),
         )
         # eventsourcing's lock and NOTIFY statements, rendered once instead of on each batch
-        self._lock_statements = [_rendered(statement) for statement in self.lock_table_statements]
-        self._notify_statement = SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_bytes(None)
+        no_params: tuple[bytes, ...] = ()
+        self._lock_calls = [(Statement(_rendered(statement)), no_params) for statement in self.lock_table_statements]
+        self._notify_call = (
+            Statement(SQL("NOTIFY {0}").format(Identifier(self.channel_name)).as_bytes(None)),
+            no_params,
+        )
         self._latest_version_statement = SQL(
             "SELECT MAX(originator_version) AS version FROM {schema}.{table} WHERE originator_id = %s"
         ).format(**table)
 
     @_within_budget
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
-        """eventsourcing's insert (same statements, one transaction), sent with one Sync:
-        returns the new rows' notification ids in the order of ``stored_events``."""
+        """eventsourcing's insert (same statements, one transaction), sent in one write with one
+        Sync: returns the new rows' notification ids in the order of ``stored_events``."""
         if not stored_events:
             return []
         with self.datastore.get_connection() as conn:
             try:
-                return self._insert_in_one_round_trip(conn, stored_events, **kwargs)
+                return self._insert_in_one_round_trip(conn, stored_events)
             finally:
                 if conn.info.transaction_status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
                     conn.rollback()  # failed (or lost) before COMMIT: nothing of the batch stays
 
     def _insert_in_one_round_trip(
-        self, conn: psycopg.Connection[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+        self, conn: psycopg.Connection[DictRow], stored_events: Sequence[StoredEvent]
     ) -> list[int]:
-        with conn.cursor() as statements, conn.cursor() as insert:
-            with conn.pipeline():  # leaving it is the one Sync: the first error is raised there
-                statements.execute(b"BEGIN")
-                self._insert_events(statements, stored_events, **kwargs)
-                self._insert_stored_events(insert, stored_events, **kwargs)
-                statements.execute(b"COMMIT")
-            rows = insert.fetchall()
-        if len(rows) != len(stored_events):
-            raise ProgrammingError(f"the store returned {len(rows)} notification ids for {len(stored_events)} events")
-        return [row["notification_id"] for row in rows]
+        *_, inserted = run_transaction(
+            conn, [*self._lock_calls, self._notify_call, (self._insert, self._arrays(stored_events))]
+        )
+        if inserted.ntuples != len(stored_events):
+            raise ProgrammingError(
+                f"the store returned {inserted.ntuples} notification ids for {len(stored_events)} events"
+            )
+        return [int(inserted.get_value(row, 0) or b"") for row in range(inserted.ntuples)]
+
+    def _arrays(self, stored_events: Sequence[StoredEvent]) -> list[bytes]:
+        """The insert's four parameters: ids, versions, topics and states, each one binary array."""
+        ids = [event.originator_id for event in stored_events]
+        return [
+            uuid_array([_as_uuid(id_) for id_ in ids]) if self._uuid_ids else text_array([str(id_) for id_ in ids]),
+            int4_array([event.originator_version for event in stored_events]),
+            text_array([event.topic for event in stored_events]),
+            bytea_array([event.state for event in stored_events]),
+        ]
 
     select_events = _within_budget(PostgresApplicationRecorder.select_events)
     select_notifications = _within_budget(PostgresApplicationRecorder.select_notifications)
@@ -241,23 +273,3 @@ class BatchedPostgresApplicationRecorder(PostgresHistoryRecorder):
                 return True
         except psycopg.Error:
             return False
-
-    def _lock_table(self, curs: Cursor[DictRow]) -> None:
-        for statement in self._lock_statements:
-            curs.execute(statement, prepare=True)
-
-    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
-        curs.execute(self._notify_statement)
-
-    def _insert_stored_events(self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(
-            self._insert_arrays_statement,
-            (
-                [event.originator_id for event in stored_events],
-                [event.originator_version for event in stored_events],
-                [event.topic for event in stored_events],
-                [event.state for event in stored_events],
-            ),
-        )
