@@ -15,7 +15,8 @@ Invariants:
   ``BATCH_REDOS`` times: re-run one by one, each command would race that process's
   batches alone, and two processes on one hot account would keep refusing each other
   until a command ran out of retries); otherwise (a record already exists), and after
-  the last redo, each command is re-run alone with the ordinary optimistic retry. Either
+  the last redo, each command is re-run alone with the ordinary optimistic retry (and a
+  last try fenced under the store's insert lock: application/ledger.py ``change``). Either
   way no command is lost or applied twice: a command is answered only by a save that
   landed, and every re-run starts from the store's state;
 - when saving fails for a reason one command may carry (a value the store cannot

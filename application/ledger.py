@@ -12,9 +12,10 @@ Concurrency: in ``serve`` every account change goes through one writer thread pe
 process that saves many changes per transaction (application/group_commit.py);
 elsewhere each account is changed under a per-process lock. Either way saves use
 optimistic concurrency: when another process wrote first the store refuses the save
-(IntegrityError) and the command is retried on the fresh state. Uniqueness that must hold
-across processes (one grant per idempotency key, one record per request) is enforced by
-aggregate identity, so the store itself refuses a duplicate.
+(IntegrityError) and the command is retried on the fresh state; a change that loses every
+try to other writers runs once more fenced, under the store's insert lock (``change``).
+Uniqueness that must hold across processes (one grant per idempotency key, one record per
+request) is enforced by aggregate identity, so the store itself refuses a duplicate.
 """
 
 import asyncio
@@ -26,9 +27,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.utils import resolve_topic
 
 from application.acting import attributed, current_actor, stamp_pending
@@ -65,7 +66,8 @@ PEPPER_CONTEXT = b"tallyhub:api-key-pepper"  # the pepper's envelope in events m
 class AccountContended(OperationalError):
     """A change lost ``MAX_SAVE_ATTEMPTS`` races in a row to other writers of the same
     aggregate (another process's batches on a hot account: its version moved on since the
-    last load): the store is busy, the change is not wrong. An ``OperationalError``, so it is
+    last load) on a store without the fenced last try (in memory; our SQLite and PostgreSQL
+    recorders have it): the store is busy, the change is not wrong. An ``OperationalError``, so it is
     handled as the store away is: answered 503 ``store_unavailable``, and a settlement or void
     kept pending and retried (application/pending_settlements.py) instead of the request
     going unrecorded."""
@@ -258,9 +260,10 @@ class Ledger(Application[UUID]):
             self.writer.stop()
 
     def change(self, load: Callable[[], A], change: Callable[[A], Sequence[Aggregate] | None]) -> bool:
-        """Load, change and save, retried on a version conflict. ``change`` must build the
-        other aggregates it returns afresh on each call: a refused save has already
-        drained their pending events, so an object reused across attempts saves nothing."""
+        """Load, change and save, retried on a version conflict; once ``MAX_SAVE_ATTEMPTS``
+        saves are lost to other writers, run once more fenced (``_change_fenced``). ``change``
+        must build the other aggregates it returns afresh on each call: a refused save has
+        already drained their pending events, so an object reused across attempts saves nothing."""
         for attempt in range(MAX_SAVE_ATTEMPTS):
             aggregate = load()
             loaded = aggregate.version
@@ -271,12 +274,47 @@ class Ledger(Application[UUID]):
                 self.save(aggregate, *others)
                 return True
             except IntegrityError as error:
-                if attempt < MAX_SAVE_ATTEMPTS - 1:
-                    continue
-                if self._latest_version(aggregate.id) != loaded:  # lost to other writers, to the last
-                    raise AccountContended(f"{MAX_SAVE_ATTEMPTS} saves in a row refused: {error}") from error
-                raise  # refused for what the change saves (a record that exists), not a race
-        raise AssertionError("unreachable")
+                if attempt == MAX_SAVE_ATTEMPTS - 1 and self._latest_version(aggregate.id) == loaded:
+                    raise  # refused for what the change saves (a record that exists), not a race
+                refused = error
+        return self._change_fenced(load, change, refused)
+
+    def _change_fenced(
+        self, load: Callable[[], A], change: Callable[[A], Sequence[Aggregate] | None], refused: IntegrityError
+    ) -> bool:
+        """The last try of a change whose optimistic saves all lost to other writers (another
+        process's batches on a hot account commit inside every load→save window): the store
+        reads the aggregate's newer events, ``change`` is decided on them and its events are
+        inserted, in one transaction holding the lock every insert takes
+        (adapters/persistence/fence.py), so no other writer comes in between. A refusal now is
+        the change's own (a record that exists) and is raised as it is. The lock is held
+        across one read and the change: on this rare path only. A store without the fence
+        (in memory) answers AccountContended, as the store busy."""
+        insert_fenced = getattr(self.recorder, "insert_fenced", None)  # our SQLite and PostgreSQL recorders
+        if insert_fenced is None:
+            raise AccountContended(f"{MAX_SAVE_ATTEMPTS} saves in a row refused: {refused}") from refused
+        aggregate = load()  # outside the lock: its snapshot and the events so far
+        saved: tuple[Aggregate, ...] = ()
+        due: list[Account] = []
+
+        def decide(newer: Sequence[StoredEvent]) -> list[StoredEvent]:
+            nonlocal saved, due
+            caught_up = project_aggregate(aggregate, map(self.mapper.to_domain_event, newer))  # under the lock
+            assert caught_up is aggregate  # our aggregates are mutable: their events change them in place
+            others = change(aggregate)
+            if others is None:
+                return []
+            saved = (aggregate, *others)
+            stamp_pending(saved, current_actor())
+            due = _snapshots_due(saved)
+            return [self.mapper.to_stored_event(event) for obj in saved for event in obj.collect_events()]
+
+        insert_fenced(aggregate.id, aggregate.version, decide)
+        log.info("%s saves of %s lost to other writers: decided fenced", MAX_SAVE_ATTEMPTS, aggregate.id)
+        if not saved:
+            return False
+        self._after_save(saved, due, recorded=True)
+        return True
 
     # --- API keys: reads (the commands are application/api_keys.py) ----------------
 
@@ -415,16 +453,21 @@ class Ledger(Application[UUID]):
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         stamp_pending(objs, current_actor())
-        due = [obj for obj in objs if isinstance(obj, Account) and _snapshot_due(obj)]
+        due = _snapshots_due(objs)
         recordings = super().save(*objs, **kwargs)
+        self._after_save(objs, due, recorded=bool(recordings))
+        return recordings
+
+    def _after_save(self, objs: Sequence[Any], due: Sequence[Account], *, recorded: bool) -> None:
+        """What follows a durable save (``save``, ``_change_fenced``): the read cache evicted, the
+        projection workers woken, the accounts that passed a snapshot interval snapshotted."""
         for obj in objs:
             if isinstance(obj, Aggregate):
                 self._recent.pop(obj.id, None)  # this process sees its own writes at once
-        if self._on_commit is not None and recordings:
+        if self._on_commit is not None and recorded:
             self._on_commit()
         for account in due:
             self._snapshot(account)
-        return recordings
 
     def _snapshot(self, account: Account) -> None:
         """Store the account's state as saved just now (taken from the object, not by loading
@@ -505,6 +548,11 @@ def validate_model_id(model: str) -> None:
     provider, _, upstream = (model or "").partition("/")
     if not provider or not upstream:
         raise InvalidRequest(f"a model id is PROVIDER/MODEL, got {model!r}", param="model")
+
+
+def _snapshots_due(objs: Sequence[Any]) -> list[Account]:
+    """The accounts among ``objs`` whose pending events pass a snapshot interval."""
+    return [obj for obj in objs if isinstance(obj, Account) and _snapshot_due(obj)]
 
 
 def _snapshot_due(account: Account) -> bool:

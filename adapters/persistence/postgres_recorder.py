@@ -26,6 +26,9 @@ built with fixed element types (adapters/persistence/binary_arrays.py) to match.
 batch) with one SELECT of a single integer, where ``select_events`` returns the whole
 newest event.
 
+``insert_fenced`` is the ledger's last try of a change that lost every optimistic save to
+other writers: read, decide and insert under the table lock (adapters/persistence/fence.py).
+
 PostgreSQL unreachable is answered 503 ``store_unavailable`` (adapters/http/errors.py)
 promptly, and the store is used again as soon as it answers (docs/reliability.md, finding 2).
 eventsourcing retries each call ten times, each attempt waiting the pool's whole timeout for
@@ -76,6 +79,7 @@ from adapters.persistence.binary_arrays import (
     uuid_array,
 )
 from adapters.persistence.event_reads import PostgresHistoryRecorder
+from adapters.persistence.fence import Decide, insert_fenced_postgres
 from adapters.persistence.one_write import Statement, run_transaction
 
 RETRY_WAIT_SECONDS = 0.2  # eventsourcing's wait between attempts
@@ -258,6 +262,13 @@ class BatchedPostgresApplicationRecorder(PostgresHistoryRecorder):
             cursor.execute(self._latest_version_statement, (originator_id,), prepare=True)
             row = cursor.fetchone()
         return row["version"] if row else None
+
+    def insert_fenced(self, originator_id: UUID, after_version: int, decide: Decide) -> Sequence[int]:
+        """The originator's events after ``after_version`` handed to ``decide``, and the events it
+        returns inserted, in one transaction no other insert can come into (fence.py). Not
+        retried (``decide`` has changed its aggregate by then); fails at once while the store is away."""
+        self.breaker.check()
+        return insert_fenced_postgres(self, originator_id, after_version, decide)
 
     def _probe(self) -> None:
         with self.datastore.get_connection() as connection:

@@ -12,6 +12,9 @@ gives the rows of one statement consecutive rowids, the last of which is ``lastr
 ``latest_version`` serves the group-commit writer's freshness check (one per account per
 batch) with a single SELECT outside an explicit transaction, where eventsourcing's
 ``select_events`` costs three calls (BEGIN, SELECT, ROLLBACK).
+
+``insert_fenced`` is the ledger's last try of a change that lost every optimistic save to
+other writers: read, decide and insert under the write lock (adapters/persistence/fence.py).
 """
 
 from collections.abc import Sequence
@@ -22,6 +25,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import SQLiteCursor
 
 from adapters.persistence.event_reads import SQLiteHistoryRecorder
+from adapters.persistence.fence import Decide, insert_fenced_sqlite
 
 ROWS_PER_STATEMENT = 500  # 4 parameters a row, well under SQLite's 32,766 per statement
 
@@ -36,6 +40,11 @@ class BatchedSQLiteApplicationRecorder(SQLiteHistoryRecorder):
             version: int | None
             (version,) = cursor.fetchone()
         return version
+
+    def insert_fenced(self, originator_id: UUID, after_version: int, decide: Decide) -> Sequence[int]:
+        """The originator's events after ``after_version`` handed to ``decide``, and the events it
+        returns inserted, in one transaction no other insert can come into (fence.py)."""
+        return insert_fenced_sqlite(self, originator_id, after_version, decide)
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int] | None:
         ids: list[int] = []
