@@ -8,13 +8,17 @@ Invariants kept here:
 - adding is commutative and associative, so any split of the history into batches
   (live, or a rebuild from zero) ends in identical buckets;
 - a batch's sums are added in the projection's own transaction: in memory when it
-  commits, in SQL by ``INSERT … ON CONFLICT (key) DO UPDATE SET c = table.c + excluded.c``.
+  commits, in SQL by ``INSERT … ON CONFLICT (key) DO UPDATE SET c = table.c + excluded.c``;
+- ``add_to`` takes ownership of the counts it is given: the first counts under a key
+  become that key's bucket (no zero built and added to), so a caller hands over counts it
+  made for this one add and never reads or reuses them. The in-memory view's buckets
+  outlive a batch, so it copies a batch's sums into them instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, Generic, Self, TypeVar
 
@@ -29,8 +33,12 @@ class Counts:
     """Integer counters that add up field by field (a rollup subclasses it with its fields)."""
 
     def add(self, other: Self) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        for name in counter_names(type(self)):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def values(self) -> tuple[int, ...]:
+        """The counters in field order (``dataclasses.astuple`` without its deep copy)."""
+        return tuple(getattr(self, name) for name in counter_names(type(self)))
 
 
 C = TypeVar("C", bound=Counts)
@@ -40,19 +48,29 @@ R = TypeVar("R")
 
 def hour_of(at: datetime) -> datetime:
     """The UTC hour ``at`` falls in: the bucket of an event stamped ``at``."""
-    return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    if at.tzinfo is not UTC:  # events are stamped in UTC already; anything else is converted
+        at = at.astimezone(UTC)
+    return datetime(at.year, at.month, at.day, at.hour, tzinfo=UTC)
+
+
+_COUNTER_NAMES: dict[type[Counts], tuple[str, ...]] = {}  # fields() rebuilds its answer on every call
 
 
 def counter_names(counts: type[Counts]) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(counts))
+    names = _COUNTER_NAMES.get(counts)
+    if names is None:
+        names = _COUNTER_NAMES[counts] = tuple(f.name for f in fields(counts))
+    return names
 
 
-def add_to(buckets: dict[K, C], key: K, counts: C, zero: Callable[[], C]) -> None:
-    """``counts`` added to the bucket ``key`` of ``buckets`` (a new bucket starts at ``zero()``)."""
+def add_to(buckets: dict[K, C], key: K, counts: C) -> None:
+    """``counts`` added to the bucket ``key`` of ``buckets``; under a new key ``counts`` itself
+    becomes the bucket (the caller hands it over)."""
     bucket = buckets.get(key)
     if bucket is None:
-        bucket = buckets[key] = zero()
-    bucket.add(counts)
+        buckets[key] = counts
+    else:
+        bucket.add(counts)
 
 
 class MemoryBuckets(Generic[K, C]):
@@ -76,7 +94,10 @@ class MemoryBuckets(Generic[K, C]):
 
     def _add(self, buckets: dict[K, C]) -> None:
         for key, counts in buckets.items():
-            add_to(self._buckets, key, counts, self._zero)
+            bucket = self._buckets.get(key)
+            if bucket is None:  # a copy: the batch's counts are not handed over to the view
+                bucket = self._buckets[key] = self._zero()
+            bucket.add(counts)
 
 
 class SqlBuckets:
@@ -139,4 +160,4 @@ class SqlBuckets:
     def _params(self, key: tuple[Any, ...], counts: Counts) -> tuple[Any, ...]:
         values = list(key)
         values[self._hour] = self.store.to_db_time(values[self._hour])
-        return (*values, *astuple(counts))
+        return (*values, *counts.values())

@@ -27,7 +27,7 @@ and read back as ``None``. Whole UTC days are sums of hours (``sum_by_day``).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -133,7 +133,7 @@ def fold_providers(
     created: dict[UUID, DomainEventProtocol[Any]] = {}  # the records begun in this batch
 
     def add(key: ProviderKey, counts: ProviderCounts) -> None:
-        add_to(buckets, key, counts, ProviderCounts)
+        add_to(buckets, key, counts)
 
     for event in events:
         if isinstance(event, RequestRecord.AttemptFailed):
@@ -176,7 +176,7 @@ def sum_by_day(rows: Iterable[ProviderHourRow]) -> list[ProviderDayRow]:
 
 def _row(key: ProviderKey, counts: ProviderCounts) -> ProviderHourRow:
     hour, provider, credential, model = key
-    return ProviderHourRow(hour, provider, credential or None, model, *astuple(counts))
+    return ProviderHourRow(hour, provider, credential or None, model, *counts.values())
 
 
 def _order(row: ProviderHourRow) -> tuple[datetime, str, str, str]:

@@ -146,7 +146,7 @@ def usage_of(
             cost=row.cost,
             estimated_requests=int(row.usage_source == "estimated"),
         )
-        add_to(buckets, (*key, row.provider, row.model, hour), counts, UsageCounts)
+        add_to(buckets, (*key, row.provider, row.model, hour), counts)
     ordered = sorted(buckets.items(), key=lambda item: (item[0][4], *item[0][:4]))
     return [usage_row(key, counts) for key, counts in ordered]
 

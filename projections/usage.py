@@ -15,7 +15,7 @@ A missing account or API key is stored as ``''`` in the key and read back as ``N
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -96,14 +96,14 @@ def fold_usage(events: Iterable[DomainEventProtocol[Any]]) -> dict[UsageKey, Usa
         assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
         facts = record_facts(event.details)
         key = (facts.account_id or "", facts.api_key_id or "", facts.provider, facts.model, hour_of(event.timestamp))
-        add_to(buckets, key, counts_of(facts), UsageCounts)
+        add_to(buckets, key, counts_of(facts))
     return buckets
 
 
 def _row(key: UsageKey, counts: UsageCounts) -> UsageRow:
     account, api_key, provider, model, hour = key
     account_uuid, key_uuid = (UUID(x) if x else None for x in (account, api_key))
-    return UsageRow(account_uuid, key_uuid, provider, model, hour, *astuple(counts))
+    return UsageRow(account_uuid, key_uuid, provider, model, hour, *counts.values())
 
 
 class UsageView(Protocol):
