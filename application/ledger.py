@@ -27,12 +27,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application, Repository, project_aggregate
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.utils import resolve_topic
 
 from application.acting import attributed, current_actor, stamp_pending
+from application.aggregate_cache import CopiedUnderLockRepository
 from application.group_commit import AccountWriter
 from application.hold_gate import HoldGate
 from application.ports import ApiKeyScheme, Clock, KeyVault, SecretStore, SystemClock
@@ -499,6 +500,20 @@ class Ledger(Application[UUID]):
             ) from None
 
     # --- helpers -----------------------------------------------------------------
+
+    def construct_repository(self) -> Repository[UUID]:
+        """eventsourcing's repository, its copies of cached aggregates taken under the lock
+        that fast-forwards them (application/aggregate_cache.py)."""
+        made = super().construct_repository()  # read from the environment as eventsourcing reads it
+        cache_maxsize = self.env.get(self.AGGREGATE_CACHE_MAXSIZE)
+        return CopiedUnderLockRepository(
+            event_store=made.event_store,
+            snapshot_store=made.snapshot_store,
+            cache_maxsize=int(cache_maxsize) if cache_maxsize else None,
+            fastforward=made.fastforward,
+            fastforward_skipping=made.fastforward_skipping,
+            deepcopy_from_cache=made.deepcopy_from_cache,
+        )
 
     def find(self, aggregate_id: UUID) -> Any:
         """The aggregate with this id, or None."""
