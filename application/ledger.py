@@ -27,7 +27,13 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, Repository, project_aggregate
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+    Repository,
+    project_aggregate,
+)
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from eventsourcing.utils import resolve_topic
@@ -453,9 +459,24 @@ class Ledger(Application[UUID]):
         return aggregate
 
     def save(self, *objs: Any, **kwargs: Any) -> Any:
+        """eventsourcing's ``Application.save``, step for step, but collecting an aggregate's
+        events without its two ``isinstance`` checks against runtime protocols
+        (``ProcessingEvent.collect_events``): about 40 µs an aggregate, twice per billed
+        request in the writer. Anything but an ``Aggregate`` is collected as eventsourcing does."""
         stamp_pending(objs, current_actor())
         due = _snapshots_due(objs)
-        recordings = super().save(*objs, **kwargs)
+        processing_event: ProcessingEvent[UUID] = ProcessingEvent()
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                processing_event.events.extend(obj.collect_events())
+                processing_event.aggregates[obj.id] = obj
+            else:
+                processing_event.collect_events(obj)
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # eventsourcing's deprecated hook, called as its save does
         self._after_save(objs, due, recorded=bool(recordings))
         return recordings
 

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+from eventsourcing.domain import Aggregate, event
 
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
@@ -131,3 +132,28 @@ def test_a_version_published_for_later_takes_effect_only_then(ledger: Ledger, cl
 def test_a_price_file_may_only_price_models_of_registered_providers(ledger: Ledger) -> None:
     with pytest.raises(InvalidRequest):
         Prices(ledger).publish_prices({"nobody/model": price_from_credits(input="1", output="1")})
+
+
+class _Note(Aggregate):
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    @event("Edited")
+    def edit(self, text: str) -> None:
+        self.text = text
+
+
+def test_save_stores_the_pending_events_of_every_aggregate_given_and_a_bare_event_in_order(ledger: Ledger) -> None:
+    first, second, third = _Note("a"), _Note("b"), _Note("d")
+    second.edit("c")
+    (created,) = third.collect_events()  # saved as a bare event, not through its aggregate
+    recordings = ledger.save(first, None, second, created)
+    assert [(r.domain_event.originator_id, r.domain_event.originator_version) for r in recordings] == [
+        (first.id, 1),
+        (second.id, 1),
+        (second.id, 2),
+        (third.id, 1),
+    ]
+    assert [r.notification.id for r in recordings] == sorted(r.notification.id for r in recordings)
+    assert (first.pending_events, second.pending_events) == ([], [])
+    assert [ledger.repository.get(note.id).text for note in (first, second, third)] == ["a", "c", "d"]
