@@ -3,11 +3,16 @@
 eventsourcing's recorder runs one INSERT per event, and each call into SQLite lets go of
 the interpreter lock and must win it back from the busy event loop. Here a batch is one
 multi-row INSERT per ``ROWS_PER_STATEMENT`` events: a group commit of ten events makes one
-call instead of ten. (In the gateway a batch still takes a few milliseconds, most of it
-waiting for the core after the commit's fsync; the saving per batch is real but smaller
-than the benchmark's run-to-run noise.) The table, the stored rows and their notification
-ids are exactly eventsourcing's: ids are rowids, and inside the write transaction SQLite
-gives the rows of one statement consecutive rowids, the last of which is ``lastrowid``.
+call instead of ten. A batch of one statement (almost every one) is also its own
+transaction: SQLite runs a statement outside BEGIN…COMMIT in a transaction of its own,
+committed (and synced) before the call returns, or rolled back whole if any row is refused.
+That spares the BEGIN and the COMMIT calls: 5 to 7 hand-overs of the interpreter lock
+instead of 15 per batch, each of which, on a gateway's busy core, lets the event loop run
+for up to a switch interval before the writer gets the core and the lock back (measured in
+docs/performance.md, "Issue 21: where a group commit's milliseconds go"). The table, the
+stored rows and their notification ids are exactly eventsourcing's: ids are rowids, and
+inside the write transaction SQLite gives the rows of one statement consecutive rowids, the
+last of which is ``lastrowid``.
 
 ``latest_version`` serves the group-commit writer's freshness check (one per account per
 batch) with a single SELECT outside an explicit transaction, where eventsourcing's
@@ -22,7 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.sqlite import SQLiteCursor
+from eventsourcing.sqlite import SQLiteCursor, SQLiteTransaction
 
 from adapters.persistence.event_reads import SQLiteHistoryRecorder
 from adapters.persistence.fence import Decide, insert_fenced_sqlite
@@ -45,6 +50,22 @@ class BatchedSQLiteApplicationRecorder(SQLiteHistoryRecorder):
         """The originator's events after ``after_version`` handed to ``decide``, and the events it
         returns inserted, in one transaction no other insert can come into (fence.py)."""
         return insert_fenced_sqlite(self, originator_id, after_version, decide)
+
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+        """One statement's batch in SQLite's own transaction of that statement; a longer one
+        in eventsourcing's explicit transaction (BEGIN, its statements, COMMIT)."""
+        if not 0 < len(stored_events) <= ROWS_PER_STATEMENT:
+            return super().insert_events(stored_events, **kwargs)
+        with self.datastore.get_connection(commit=True) as connection:
+            cursor = connection.cursor()
+            try:
+                return self._insert_events(cursor, stored_events)
+            except BaseException as exc:
+                # rolled back by SQLite already; raised as eventsourcing's transaction raises it
+                SQLiteTransaction(connection).__exit__(type(exc), exc, exc.__traceback__)
+                raise
+            finally:
+                cursor.sqlite_cursor.close()
 
     def _insert_events(self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int] | None:
         ids: list[int] = []
