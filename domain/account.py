@@ -75,6 +75,7 @@ from domain.errors import (
     PaymentNotFound,
     RefundExceedsPayment,
 )
+from domain.fast_events import trigger
 from domain.money import InvalidAmount, format_credits
 
 MAX_ALERT_THRESHOLDS = 10  # balance.low thresholds per account
@@ -133,6 +134,9 @@ class Account(Aggregate):
     # sees their fields. Each class's fields are its decorated method's parameters, in the same
     # order and with the same defaults: the order is the order of a stored event's state, and a
     # default is what an event stored before that field existed reads (the method gets the same).
+    # The events every request makes (HoldPlaced, then HoldSettled or HoldReleased) are made by
+    # ``trigger`` (domain/fast_events.py): what calling their method does, without eventsourcing's
+    # generic path. Their methods' bodies apply them, made or loaded.
     class Created(Aggregate.Created):
         name: str
 
@@ -467,7 +471,9 @@ class Account(Aggregate):
                 spend_caps.check(caps, self._used(scope, windows), amount, windows, scope, now)
         if due and now is not None:  # a request that starts after a deadline never reserves what expired at it
             self.expire_grants(now)
-        self._hold_placed(
+        trigger(  # self._hold_placed(...), made directly: every request places a hold
+            self,
+            Account.HoldPlaced,
             request_id=request_id,
             amount=amount,
             expires_at=expires_at,
@@ -581,7 +587,15 @@ class Account(Aggregate):
             raise InvalidRequest("a charge must be a non-negative amount")
         payable = self.balance - (self.held - hold.amount)
         charged = min(cost, payable)
-        self._hold_settled(request_id=request_id, amount=charged, uncollected=cost - charged, held=hold.amount)
+        # self._hold_settled(...), made directly (domain/fast_events.py): every request settles or releases
+        trigger(
+            self,
+            Account.HoldSettled,
+            request_id=request_id,
+            amount=charged,
+            uncollected=cost - charged,
+            held=hold.amount,
+        )
         self._expire_kept(request_id)
         return charged
 
@@ -603,7 +617,7 @@ class Account(Aggregate):
         if not isinstance(cost, int) or cost < 0:
             raise InvalidRequest("a charge must be a non-negative amount")
         charged = max(0, min(cost, self.available))
-        self._hold_settled(request_id=request_id, amount=charged, uncollected=cost - charged, held=0)
+        trigger(self, Account.HoldSettled, request_id=request_id, amount=charged, uncollected=cost - charged, held=0)
         return charged
 
     def release_hold(self, request_id: UUID, reason: str) -> None:
@@ -611,7 +625,7 @@ class Account(Aggregate):
         hold = self.holds.get(request_id.hex)
         if hold is None:
             raise HoldNotFound(f"no open hold for request {request_id}")
-        self._hold_released(request_id=request_id, amount=hold.amount, reason=reason)
+        trigger(self, Account.HoldReleased, request_id=request_id, amount=hold.amount, reason=reason)
         self._expire_kept(request_id)
 
     @event(HoldReleased)

@@ -23,6 +23,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate, event
 
 from domain.attribution import Attribution
+from domain.fast_events import create
 from domain.slots_init import slots_init
 from domain.usage import Usage, UsageSource
 from domain.usage_bounds import from_reported, reported
@@ -382,6 +383,7 @@ class RequestRecord(Aggregate):
 
     @classmethod
     def _made(cls, created: type[Aggregate.Created], request_id: UUID, details: RequestDetails) -> "RequestRecord":
-        record = cls._create(created, id=request_id, details=details.to_dict())
+        # what ``cls._create(created, id=request_id, details=...)`` makes, directly: every request makes one
+        record = create(cls, created, request_id, details=details.to_dict())
         record._details = details
         return record
