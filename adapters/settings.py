@@ -53,7 +53,7 @@ class DatabaseConfig:
         if self.kind == "sqlite":
             assert self.sqlite_path is not None
             env.update(
-                PERSISTENCE_MODULE="eventsourcing.sqlite",
+                PERSISTENCE_MODULE="adapters.persistence.sqlite_factory:StatementCachingSQLiteFactory",
                 APPLICATION_RECORDER_TOPIC="adapters.persistence.sqlite_recorder:BatchedSQLiteApplicationRecorder",
                 SQLITE_DBNAME=str(self.sqlite_path),
                 SQLITE_LOCK_TIMEOUT="30",
