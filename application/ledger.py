@@ -461,8 +461,9 @@ class Ledger(Application[UUID]):
     def save(self, *objs: Any, **kwargs: Any) -> Any:
         """eventsourcing's ``Application.save``, step for step, but collecting an aggregate's
         events without its two ``isinstance`` checks against runtime protocols
-        (``ProcessingEvent.collect_events``): about 40 µs an aggregate, twice per billed
-        request in the writer. Anything but an ``Aggregate`` is collected as eventsourcing does."""
+        (``ProcessingEvent.collect_events``): about 145,000 instructions an aggregate saved, and
+        every billed request saves its record, every group commit its accounts. Anything but an
+        ``Aggregate`` is collected as eventsourcing does."""
         stamp_pending(objs, current_actor())
         due = _snapshots_due(objs)
         processing_event: ProcessingEvent[UUID] = ProcessingEvent()
