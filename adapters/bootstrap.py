@@ -24,7 +24,10 @@ from application.routing import Router
 
 # eventsourcing's in-memory ("plain old Python objects") store: events, snapshots and (beside
 # them, adapters/persistence/secret_store.py) the secret store live in this process only.
-IN_MEMORY_STORE = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+IN_MEMORY_STORE = {
+    "PERSISTENCE_MODULE": "eventsourcing.popo",
+    "TRANSCODER_TOPIC": "adapters.persistence.lean_transcoder:LeanJSONTranscoder",
+}
 
 
 def build_ledger(

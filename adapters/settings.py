@@ -49,6 +49,7 @@ class DatabaseConfig:
         env = {
             "CREATE_TABLE": "y" if create_tables else "n",
             "AGGREGATE_CACHE_MAXSIZE": "10000",
+            "TRANSCODER_TOPIC": "adapters.persistence.lean_transcoder:LeanJSONTranscoder",  # the same bytes, on orjson
         }
         if self.kind == "sqlite":
             assert self.sqlite_path is not None
