@@ -167,10 +167,26 @@ def _wire(settings: Settings, ledger: Ledger, read_models: Any, wake: Any, healt
         access_log=access_log,
     )
     metrics.watch(services)  # the gauges read at scrape: credentials, holds, projections
+    if not settings.server_mode:  # this process projects what it saves (server mode: the worker does)
+        _project_from_memory(ledger, read_models)
     alerts = getattr(read_models, "alerts", None)
     if alerts is not None:  # the alert process hands its notices to the webhook deliveries
         alerts.outbox = services.deliveries
     return services
+
+
+def _project_from_memory(ledger: Ledger, read_models: Any) -> None:
+    """This process's projection runner takes the events this process saves from memory
+    instead of decoding them back from the store (projections/recent_events.py): every
+    save of the ledger (the group-commit writer's too) hands its recordings over once it
+    has returned."""
+    from projections.recent_events import RecentEvents
+
+    runner = getattr(read_models, "runner", None)
+    if runner is None or runner.recent is not None:
+        return
+    runner.recent = RecentEvents()
+    ledger.on_recorded = runner.recent.keep
 
 
 def build_observers(settings: Settings) -> tuple[Any, Any, RequestObserver]:

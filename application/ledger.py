@@ -35,7 +35,7 @@ from eventsourcing.application import (
     project_aggregate,
 )
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from eventsourcing.persistence import IntegrityError, OperationalError, Recording, StoredEvent
 from eventsourcing.utils import resolve_topic
 
 from application.acting import attributed, current_actor, stamp_pending
@@ -121,6 +121,8 @@ class Ledger(Application[UUID]):
         self.writer: AccountWriter | None = None
         self.hold_gate: HoldGate | None = None  # what the writer knows of accounts' room (serve)
         self._on_commit = on_commit
+        # what a durable save recorded, handed over after it (embedded serve: its projections, adapters/bootstrap.py)
+        self.on_recorded: Callable[[Sequence[Recording[UUID]]], None] | None = None
         self._read_cache_seconds = read_cache_seconds
         self._recent: dict[UUID, tuple[float, Any]] = {}
         self._opened: dict[Any, str] = {}  # credential_secret's opened secrets, by secret reference
@@ -480,6 +482,12 @@ class Ledger(Application[UUID]):
         self.notify(processing_event.events)  # eventsourcing's deprecated hook, called as its save does
         self._after_save(objs, due, recorded=bool(recordings))
         return recordings
+
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        """eventsourcing's hook after a durable save (``save``): its recordings, each event with
+        its notification id, to ``on_recorded``; it must never raise."""
+        if self.on_recorded is not None and recordings:
+            self.on_recorded(recordings)
 
     def _after_save(self, objs: Sequence[Any], due: Sequence[Account], *, recorded: bool) -> None:
         """What follows a durable save (``save``, ``_change_fenced``): the read cache evicted, the

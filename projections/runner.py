@@ -87,6 +87,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Notification
 
 from domain.errors import NotFound, ProjectionStopped
+from projections.recent_events import RecentEvents
 from projections.store import Schema, Stop
 
 log = logging.getLogger("tallyhub.projections")
@@ -160,8 +161,12 @@ class ProjectionRunner:
         batch_size: int = 1000,
         poll_interval: float = 0.05,
         schemas: Sequence[Schema] = (),
+        recent: RecentEvents | None = None,
     ) -> None:
+        """``recent``: the events this process commits, fed by its saves (embedded serve:
+        adapters/bootstrap.py); applied events are taken from it instead of being decoded."""
         self.app = app
+        self.recent = recent
         self.store = store
         self.schemas = tuple(schemas)
         self._upgraded = not self.schemas
@@ -187,7 +192,7 @@ class ProjectionRunner:
         without, every running projection's position reaches the last notification read.
         """
         self.upgrade()
-        reads = _SharedReads(self.app, self.batch_size)
+        reads = _SharedReads(self.app, self.batch_size, self.recent)
         retrying = self.store.stops() if retry_stopped else {}
         positions = self.store.positions()
         return sum(
@@ -243,7 +248,7 @@ class ProjectionRunner:
                     raise LookupError(
                         f"{name}: the batch is not every notification after position {tx.position} up to {fresh[-1]}"
                     )
-            return self._apply(tx, projection, notifications, _SharedReads(self.app, self.batch_size))
+            return self._apply(tx, projection, notifications, _SharedReads(self.app, self.batch_size, self.recent))
 
     def rebuild(self, name: str | None = None) -> int:
         """Empty the view(s) and their tracking together, then replay from zero (a stopped
@@ -251,7 +256,7 @@ class ProjectionRunner:
         docstring)."""
         self.upgrade()
         applied = 0
-        reads = _SharedReads(self.app, self.batch_size)
+        reads = _SharedReads(self.app, self.batch_size, self.recent)
         for projection in [self._projection(name)] if name else list(self.projections.values()):
             with self.store.tracked(projection.name) as tx:
                 projection.clear(tx)
@@ -364,7 +369,7 @@ class ProjectionRunner:
             return True  # its stop, as seen here, is to be tried again or looked at afresh
         checked = self._clear[name].end_from(position) if name in self._clear else position
         batch = reads.after(checked)
-        if any(n.topic in projection.topics for n in batch):
+        if not projection.topics.isdisjoint(reads.topics_after(checked)):
             return True
         if batch:
             checked = batch[-1].id
@@ -536,13 +541,15 @@ class _SharedReads:
     projections (see the module docstring for why a shared batch is safe). After a batch
     that ended short of ``batch_size`` (the head then) the pass reads nothing. A pass far
     behind (a rebuild) would keep the whole history: past ``KEPT`` notifications the
-    shared reads start afresh."""
+    shared reads start afresh. An event this process committed is taken from ``recent``
+    (projections/recent_events.py) instead of being decoded from its stored state."""
 
     KEPT = 5_000
 
-    def __init__(self, app: Application[Any], batch_size: int) -> None:
-        self._app, self._batch_size = app, batch_size
+    def __init__(self, app: Application[Any], batch_size: int, recent: RecentEvents | None = None) -> None:
+        self._app, self._batch_size, self._recent = app, batch_size, recent
         self._batches: dict[int, Sequence[Notification]] = {}
+        self._topics: dict[int, frozenset[str]] = {}
         self._events: dict[int, DomainEventProtocol[Any]] = {}
         self._kept = 0
 
@@ -553,6 +560,7 @@ class _SharedReads:
             self._kept += len(batch)
             if self._kept > self.KEPT:
                 self._batches.clear()
+                self._topics.clear()
                 self._events.clear()
                 self._kept = len(batch)
             self._batches[position] = batch
@@ -561,8 +569,18 @@ class _SharedReads:
                 self._batches[batch[-1].id] = ()
         return batch
 
+    def topics_after(self, position: int) -> frozenset[str]:
+        """The topics of ``after(position)``: each projection asks whether it follows any of
+        them, so the batch is walked once, not once per projection."""
+        topics = self._topics.get(position)
+        if topics is None:
+            topics = self._topics[position] = frozenset(n.topic for n in self.after(position))
+        return topics
+
     def event(self, notification: Notification) -> DomainEventProtocol[Any]:
         event = self._events.get(notification.id)
         if event is None:
-            event = self._events[notification.id] = self._app.mapper.to_domain_event(notification)
+            recent = self._recent.event(notification) if self._recent is not None else None
+            event = recent if recent is not None else self._app.mapper.to_domain_event(notification)
+            self._events[notification.id] = event
         return event
