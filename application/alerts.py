@@ -59,7 +59,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, DomainEvent, DomainEventProtocol
@@ -228,12 +228,18 @@ class AlertProcess:
         self.account_at = account_at
 
     def process_at(self, tx: Any, events: list[DomainEventProtocol[Any]], positions: list[int]) -> None:
-        keys = {key for event in events if (key := _key_of(event)) is not None}
-        states = self.view.load(tx, {LISTENERS, *keys} if self.account_at is not None else keys)
+        kinds = [_kind_of(type(event)) for event in events]
+        keys = [_key_of(event, kind) for event, kind in zip(events, kinds, strict=True)]  # once an event
+        wanted = set(keys)
+        wanted.discard(None)
+        if self.account_at is not None:
+            wanted.add(LISTENERS)
+        states = self.view.load(tx, cast(set[str], wanted))
         changed: set[str] = set()
         notices: list[Notice] = []
-        for event, position in zip(events, positions, strict=True):
-            notices += self._derive(event, position, states, changed)
+        for event, kind, key, position in zip(events, kinds, keys, positions, strict=True):
+            if key is not None or kind == _WEBHOOK:  # an event that needs no state derives nothing
+                notices += self._derive(event, kind, key, position, states, changed)
         if changed:
             self.view.save(tx, {key: states[key] for key in changed})
         oldest = self.now() - self.stale_after
@@ -248,16 +254,22 @@ class AlertProcess:
         self.view.clear(tx)
 
     def _derive(
-        self, event: DomainEventProtocol[Any], position: int, states: dict[str, dict[str, Any]], changed: set[str]
+        self,
+        event: DomainEventProtocol[Any],
+        kind: str,
+        key: str | None,
+        position: int,
+        states: dict[str, dict[str, Any]],
+        changed: set[str],
     ) -> list[Notice]:
-        if isinstance(event, _WEBHOOK_EVENTS):
+        """What ``event`` (of ``kind``, needing the state ``key``: ``_key_of``) derives."""
+        if kind == _WEBHOOK:
             _subscribe(states.setdefault(LISTENERS, {"kind": LISTENERS, "webhooks": {}}), event)
             changed.add(LISTENERS)
             return []
-        key = _key_of(event)
         if key is None:
             return []
-        if isinstance(event, _ACCOUNT_EVENTS):
+        if kind == _ACCOUNT:
             assert isinstance(event, Aggregate.Event)
             watch = self._watch(event, states.get(key), states)
             if watch is None:
@@ -327,15 +339,37 @@ def _heard(listeners: dict[str, Any] | None, notice_type: str) -> bool:
     return listeners is not None and any(notice_type in types for types in listeners.get("webhooks", {}).values())
 
 
-def _key_of(event: DomainEventProtocol[Any]) -> str | None:
-    """The state an event needs: its account's or provider's (None: the event needs none)."""
-    if isinstance(event, _ACCOUNT_EVENTS):
+# What an event is to the process, by its class (``_kind_of``).
+_WEBHOOK, _ACCOUNT, _PROVIDER, _RECORD, _OTHER = "webhook", "account", "provider", "record", "other"
+_KINDS: dict[type[Any], str] = {}
+
+
+def _kind_of(cls: type[Any]) -> str:
+    """``cls``'s kind, classified once per class (by subclass, as ``isinstance`` would) and
+    then read from ``_KINDS``: every event of every batch asks."""
+    kind = _KINDS.get(cls)
+    if kind is None:
+        groups: tuple[tuple[str, tuple[type[Any], ...]], ...] = (
+            (_WEBHOOK, _WEBHOOK_EVENTS),
+            (_ACCOUNT, _ACCOUNT_EVENTS),
+            (_PROVIDER, _PROVIDER_EVENTS),
+            (_RECORD, _RECORD_EVENTS),
+        )
+        kind = _KINDS[cls] = next((name for name, classes in groups if issubclass(cls, classes)), _OTHER)
+    return kind
+
+
+def _key_of(event: DomainEventProtocol[Any], kind: str) -> str | None:
+    """The state an event of ``kind`` needs: its account's or provider's (None: the event needs none)."""
+    if kind == _ACCOUNT:
         return f"account:{event.originator_id.hex}"
-    if isinstance(event, _PROVIDER_EVENTS):
+    if kind == _PROVIDER:
         return f"provider:{event.originator_id.hex}"
-    if isinstance(event, _RECORD_EVENTS) and _record_matters(event.details):
-        account = event.details.get("account_id")
-        return f"account:{UUID(account).hex}" if account else None
+    if kind == _RECORD:
+        details = event.details  # type: ignore[attr-defined]  # a RequestRecord.Completed or Failed
+        if _record_matters(details):
+            account = details.get("account_id")
+            return f"account:{UUID(account).hex}" if account else None
     return None
 
 

@@ -29,6 +29,7 @@ from eventsourcing.domain import DomainEvent, DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from domain.account import Account
+from domain.slots_init import slots_init
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -63,7 +64,8 @@ class ExpiringGrant:
     expired_at: datetime | None = None  # when its deadline was applied
 
 
-@dataclass(frozen=True)
+@slots_init  # one built per request held: domain/slots_init.py
+@dataclass(frozen=True, slots=True)
 class OpenHold:
     account_id: UUID
     request_id: UUID

@@ -12,14 +12,17 @@ Invariants kept here:
 - ``add_to`` takes ownership of the counts it is given: the first counts under a key
   become that key's bucket (no zero built and added to), so a caller hands over counts it
   made for this one add and never reads or reuses them. The in-memory view's buckets
-  outlive a batch, so it copies a batch's sums into them instead.
+  outlive a batch, so it copies a batch's sums into them instead;
+- ``summed`` is ``add_to`` for a whole batch at once: a fold collects each key's rows of
+  counters (plain tuples, in the ``Counts``' field order) and sums each column once.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Self, TypeVar
 
 from projections.memory import InMemoryStore, MemoryTransaction
@@ -38,7 +41,7 @@ class Counts:
 
     def values(self) -> tuple[int, ...]:
         """The counters in field order (``dataclasses.astuple`` without its deep copy)."""
-        return tuple(getattr(self, name) for name in counter_names(type(self)))
+        return counter_values(type(self))(self)
 
 
 C = TypeVar("C", bound=Counts)
@@ -53,7 +56,27 @@ def hour_of(at: datetime) -> datetime:
     return datetime(at.year, at.month, at.day, at.hour, tzinfo=UTC)
 
 
+_ONE_HOUR = timedelta(hours=1)
+
+
+def hours_of() -> Callable[[datetime], datetime]:
+    """``hour_of`` for one batch's times: the last hour found is kept, and a time in it (in
+    UTC, as events are stamped) is answered without building the hour again."""
+    start = end = datetime.min.replace(tzinfo=UTC)
+
+    def hour(at: datetime) -> datetime:
+        nonlocal start, end
+        if at.tzinfo is UTC and start <= at < end:
+            return start
+        start = hour_of(at)
+        end = start + _ONE_HOUR
+        return start
+
+    return hour
+
+
 _COUNTER_NAMES: dict[type[Counts], tuple[str, ...]] = {}  # fields() rebuilds its answer on every call
+_COUNTER_VALUES: dict[type[Counts], Callable[[Any], tuple[int, ...]]] = {}
 
 
 def counter_names(counts: type[Counts]) -> tuple[str, ...]:
@@ -61,6 +84,27 @@ def counter_names(counts: type[Counts]) -> tuple[str, ...]:
     if names is None:
         names = _COUNTER_NAMES[counts] = tuple(f.name for f in fields(counts))
     return names
+
+
+def counter_values(counts: type[Counts]) -> Callable[[Any], tuple[int, ...]]:
+    """Reads a ``counts``' counters in field order, as a tuple (one C call, not a loop)."""
+    read = _COUNTER_VALUES.get(counts)
+    if read is None:
+        names = counter_names(counts)
+        # attrgetter of one name gives the value itself (not a tuple), of none it refuses
+        read = operator.attrgetter(*names) if len(names) > 1 else _one_by_one(names)
+        _COUNTER_VALUES[counts] = read
+    return read
+
+
+def _one_by_one(names: tuple[str, ...]) -> Callable[[Any], tuple[int, ...]]:
+    return lambda counts: tuple(getattr(counts, name) for name in names)
+
+
+def summed(rows: dict[K, list[tuple[int, ...]]], counts: Callable[..., C]) -> dict[K, C]:
+    """Each key's rows of counters (in a ``Counts``' field order) summed column by column
+    into one ``counts``: a batch's buckets, the sums ``add_to`` would reach, added once."""
+    return {key: counts(*map(sum, zip(*values, strict=True))) for key, values in rows.items()}
 
 
 def add_to(buckets: dict[K, C], key: K, counts: C) -> None:

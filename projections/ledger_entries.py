@@ -24,7 +24,7 @@ The runner hands this projection each event with its notification id (it is a
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -34,6 +34,7 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from domain.account import Account
+from domain.slots_init import slots_init
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -42,7 +43,8 @@ KINDS = ("grant", "adjustment", "refund", "charge", "expiry")
 _NO_BOUND = 2**63 - 1  # above every position: "no row at or after the bound"
 
 
-@dataclass(frozen=True)
+@slots_init  # one built per movement of credit: domain/slots_init.py
+@dataclass(frozen=True, slots=True)
 class LedgerEntry:
     position: int
     account_id: UUID
@@ -62,47 +64,49 @@ COLUMNS = tuple(f.name for f in fields(LedgerEntry))
 
 def entry_of(event: DomainEventProtocol[Any], position: int) -> LedgerEntry:
     """The movement ``event`` makes, with ``balance`` still 0 (the view computes it)."""
-    if not isinstance(event, Account.Event):
+    make = _ENTRY_OF.get(type(event))
+    if make is None:  # a subclass of a movement's class is that movement
+        make = next((build for cls, build in _ENTRY_OF.items() if isinstance(event, cls)), None)
+    if make is None:
         raise TypeError(f"not a movement of credit: {type(event).__qualname__}")
-    base: dict[str, Any] = {
-        "position": position,
-        "account_id": event.originator_id,
-        "at": event.timestamp,
-        "balance": 0,
-    }
-    if isinstance(event, Account.CreditGranted):
-        return LedgerEntry(
-            kind="grant", amount=event.amount, reason=event.reason, idempotency_key=event.idempotency_key, **base
-        )
-    if isinstance(event, Account.Adjusted):
-        return LedgerEntry(
-            kind="adjustment",
-            amount=event.amount,
-            reason=event.reason,
-            idempotency_key=event.idempotency_key,
-            uncollected=event.amount - event.requested,
-            **base,
-        )
-    if isinstance(event, Account.ChargeRefunded):
-        return LedgerEntry(kind="refund", amount=event.amount, request_id=event.request_id, reason=event.reason, **base)
-    if isinstance(event, Account.HoldSettled):
-        return LedgerEntry(
-            kind="charge",
-            amount=-event.amount,
-            request_id=event.request_id,
-            uncollected=event.uncollected,
-            held=event.held,
-            **base,
-        )
-    if isinstance(event, Account.GrantExpired):
-        return LedgerEntry(
-            kind="expiry",
-            amount=-event.amount,
-            request_id=event.request_id,
-            reason=f"grant {event.grant} expired",
-            **base,
-        )
-    raise TypeError(f"not a movement of credit: {type(event).__qualname__}")
+    return make(event, position)
+
+
+# One builder per movement class, positional (``LedgerEntry``'s field order): each is
+# ``entry_of`` for its class, found by the event's exact class (the topics are these classes).
+def _grant(e: Any, position: int) -> LedgerEntry:
+    return LedgerEntry(position, e.originator_id, e.timestamp, "grant", e.amount, 0, None, e.reason, e.idempotency_key)
+
+
+def _adjustment(e: Any, position: int) -> LedgerEntry:
+    at, amount = e.timestamp, e.amount
+    return LedgerEntry(
+        position, e.originator_id, at, "adjustment", amount, 0, None, e.reason, e.idempotency_key, amount - e.requested
+    )
+
+
+def _refund(e: Any, position: int) -> LedgerEntry:
+    return LedgerEntry(position, e.originator_id, e.timestamp, "refund", e.amount, 0, e.request_id, e.reason)
+
+
+def _charge(e: Any, position: int) -> LedgerEntry:
+    return LedgerEntry(
+        position, e.originator_id, e.timestamp, "charge", -e.amount, 0, e.request_id, None, None, e.uncollected, e.held
+    )
+
+
+def _expiry(e: Any, position: int) -> LedgerEntry:
+    reason = f"grant {e.grant} expired"
+    return LedgerEntry(position, e.originator_id, e.timestamp, "expiry", -e.amount, 0, e.request_id, reason)
+
+
+_ENTRY_OF: dict[type[Any], Callable[[Any, int], LedgerEntry]] = {
+    Account.CreditGranted: _grant,
+    Account.Adjusted: _adjustment,
+    Account.ChargeRefunded: _refund,
+    Account.HoldSettled: _charge,
+    Account.GrantExpired: _expiry,
+}
 
 
 class LedgerEntriesView(Protocol):
@@ -158,6 +162,10 @@ class LedgerEntriesProjection:
 
     def clear(self, tx: Any) -> None:
         self.view.clear(tx)
+
+
+def _position(entry: LedgerEntry) -> int:
+    return entry.position
 
 
 def plain_entry(entry: LedgerEntry) -> tuple[Any, ...]:
@@ -332,10 +340,7 @@ class SqlLedgerEntriesView:
             f" VALUES ({', '.join('?' * len(others))},"
             f" COALESCE((SELECT prev.balance FROM {ENTRIES_TABLE} prev WHERE prev.account_id = ?"
             " ORDER BY prev.position DESC LIMIT 1), 0) + ?)",
-            [
-                (*self._params(entry, others), entry.account_id.hex, entry.amount)
-                for entry in sorted(entries, key=lambda e: e.position)
-            ],
+            [self._params(entry) for entry in sorted(entries, key=_position)],
         )
 
     def clear(self, tx: SqlTransaction) -> None:
@@ -351,14 +356,25 @@ class SqlLedgerEntriesView:
         )
         return int(rows[0][0]) if rows else 0
 
-    def _params(self, entry: LedgerEntry, columns: Iterable[str]) -> tuple[Any, ...]:
-        values = {column: getattr(entry, column) for column in COLUMNS}  # astuple deep-copies: slow
-        values.update(
-            account_id=entry.account_id.hex,
-            at=self.store.to_db_time(entry.at),
-            request_id=entry.request_id.hex if entry.request_id else None,
+    def _params(self, entry: LedgerEntry) -> tuple[Any, ...]:
+        """``apply``'s parameters: the columns but ``balance`` in ``COLUMNS`` order, then the
+        account again and the amount (for the running balance)."""
+        account = entry.account_id.hex
+        request = entry.request_id
+        return (
+            entry.position,
+            account,
+            self.store.to_db_time(entry.at),
+            entry.kind,
+            entry.amount,
+            request.hex if request else None,
+            entry.reason,
+            entry.idempotency_key,
+            entry.uncollected,
+            entry.held,
+            account,
+            entry.amount,
         )
-        return tuple(values[c] for c in columns)
 
     def _entry(self, row: tuple[Any, ...]) -> LedgerEntry:
         values = dict(zip(COLUMNS, row, strict=True))

@@ -36,8 +36,8 @@ from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.request_record import FailedAttempt, RecordFacts, RequestRecord, record_facts
-from projections.hourly import Counts, MemoryBuckets, SqlBuckets, add_to, counter_names, hour_of
+from domain.request_record import FailedAttempt, RequestRecord
+from projections.hourly import Counts, MemoryBuckets, SqlBuckets, counter_names, hours_of, summed
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -103,53 +103,76 @@ class ProviderDayRow:
     counts: ProviderCounts
 
 
-def _key(at: datetime, found: RecordFacts | FailedAttempt) -> ProviderKey:
-    return hour_of(at), found.provider, found.credential_id or "", found.model
+def _key(hour: datetime, found: FailedAttempt) -> ProviderKey:
+    return hour, found.provider, found.credential_id or "", found.model
 
 
-def counts_of(facts: RecordFacts) -> ProviderCounts:
-    """What one recorded request adds to its bucket."""
-    completed = facts.succeeded
-    charge = facts.charge
-    provider_cost = facts.provider_cost
-    estimated = completed and facts.source == "estimated"
-    return ProviderCounts(
-        requests=1,
-        completed=int(completed),
-        failed=int(not completed),
-        charged=charge,
-        cost=facts.cost,
-        provider_cost=int(provider_cost or 0) if completed else 0,
-        provider_cost_unknown=int(completed and provider_cost is None),
-        estimated=int(estimated),
-        estimated_charged=charge if estimated else 0,
+def _record_key(hour: datetime, details: dict[str, Any]) -> ProviderKey:
+    """A record's bucket, each value as ``record_facts`` reads it (domain/request_record.py)."""
+    get = details.get
+    return hour, str(get("provider") or ""), get("credential_id") or "", str(get("model") or "")
+
+
+def _record_row(details: dict[str, Any]) -> tuple[int, ...]:
+    """What one recorded request adds to its bucket, in ``ProviderCounts``' field order; each
+    value as ``record_facts`` reads it (tests/property/test_rollup_folds.py checks the two agree)."""
+    get = details.get
+    charge = int(get("charge") or 0)
+    cost = int(get("cost") or 0)
+    if get("outcome") != "completed":
+        return (1, 0, 1, charge, cost, 0, 0, 0, 0, 0, 0)
+    provider_cost = get("provider_cost")
+    usage = get("usage")
+    estimated = usage is not None and usage.get("source", "provider") == "estimated"
+    return (
+        1,
+        1,
+        0,
+        charge,
+        cost,
+        int(provider_cost or 0),
+        int(provider_cost is None),
+        int(estimated),
+        charge if estimated else 0,
+        0,
+        0,
     )
+
+
+_FAILED_ATTEMPT = (0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0)  # failed_attempts
+_FAILOVER = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1)  # failovers
 
 
 def fold_providers(
     events: Iterable[DomainEventProtocol[Any]], first_event: FirstEvent
 ) -> dict[ProviderKey, ProviderCounts]:
-    buckets: dict[ProviderKey, ProviderCounts] = {}
+    """The batch's buckets: each event adds one row of counters to its key's."""
+    rows: dict[ProviderKey, list[tuple[int, ...]]] = {}
     created: dict[UUID, DomainEventProtocol[Any]] = {}  # the records begun in this batch
+    hour = hours_of()
 
-    def add(key: ProviderKey, counts: ProviderCounts) -> None:
-        add_to(buckets, key, counts)
+    def add(key: ProviderKey, row: tuple[int, ...]) -> None:
+        found = rows.get(key)
+        if found is None:
+            rows[key] = [row]
+        else:
+            found.append(row)
 
     for event in events:
         if isinstance(event, RequestRecord.AttemptFailed):
-            add(_key(event.timestamp, FailedAttempt.from_dict(event.attempt)), ProviderCounts(failed_attempts=1))
+            add(_key(hour(event.timestamp), FailedAttempt.from_dict(event.attempt)), _FAILED_ATTEMPT)
             if event.originator_version == 2:  # the record's first failed attempt
                 record = created.get(event.originator_id)
                 if record is None:
                     record = first_event(event.originator_id)
                 if isinstance(record, RequestRecord.Completed):
-                    add(_key(record.timestamp, record_facts(record.details)), ProviderCounts(failovers=1))
+                    add(_record_key(hour(record.timestamp), record.details), _FAILOVER)
         else:
             assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
-            facts = record_facts(event.details)
+            details = event.details
             created[event.originator_id] = event
-            add(_key(event.timestamp, facts), counts_of(facts))
-    return buckets
+            add(_record_key(hour(event.timestamp), details), _record_row(details))
+    return summed(rows, ProviderCounts)
 
 
 def first_events_of(app: Application[Any]) -> FirstEvent:

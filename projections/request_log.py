@@ -127,7 +127,7 @@ def usage_of(
     rows: Iterable[RequestRow], since: datetime | None = None, until: datetime | None = None
 ) -> list[UsageRow]:
     """The rows summed as the usage rollup sums their records (projections/usage.py
-    ``counts_of``), in its buckets with ``since <= hour < until``, in its order."""
+    ``counts_of``, ``fold_usage``), in its buckets with ``since <= hour < until``, in its order."""
     buckets: dict[UsageKey, UsageCounts] = {}
     for row in rows:
         hour = hour_of(row.at)
@@ -302,6 +302,9 @@ class SqlRequestLogView:
 
     def __init__(self, store: SqlStore) -> None:
         self.store = store
+        # SQLite stores a bool as the integer it is, but binds a bool only after looking for an
+        # adapter (about 3,000 instructions); PostgreSQL's column is BOOLEAN and needs the bool.
+        self._stream: type[int] = int if store.kind == "sqlite" else bool
 
     def get_request(self, request_id: UUID) -> RequestRow | None:
         rows = self.store.query(
@@ -405,14 +408,36 @@ class SqlRequestLogView:
         return [clause for clause, _ in used], [value for _, values in used for value in values]
 
     def _params(self, row: RequestRow) -> tuple[Any, ...]:
-        values = [getattr(row, column) for column in COLUMNS]  # astuple deep-copies: slow
-        values[0] = row.request_id.hex
-        values[1] = self.store.to_db_time(row.at)
-        values[2] = row.account_id.hex if row.account_id else None
-        values[3] = row.api_key_id.hex if row.api_key_id else None
-        values[_TAGS] = ",".join(row.tags) if row.tags else None  # a tag holds no comma
-        values[_METADATA] = orjson.dumps(dict(row.metadata)).decode() if row.metadata else None
-        return tuple(values)
+        """The row's values in ``COLUMNS`` order, as stored (``astuple`` deep-copies: slow)."""
+        account, api_key = row.account_id, row.api_key_id
+        return (
+            row.request_id.hex,
+            self.store.to_db_time(row.at),
+            account.hex if account else None,
+            api_key.hex if api_key else None,
+            row.provider,
+            row.model,
+            row.upstream_model,
+            row.endpoint,
+            row.outcome,
+            row.status,
+            row.error_code,
+            self._stream(row.stream),
+            row.latency_ms,
+            row.ttfb_ms,
+            row.input_tokens,
+            row.cached_input_tokens,
+            row.output_tokens,
+            row.reasoning_tokens,
+            row.usage_source,
+            row.charge,
+            row.cost,
+            row.price_book_version,
+            row.images,
+            row.end_user,
+            ",".join(row.tags) if row.tags else None,  # a tag holds no comma
+            orjson.dumps(dict(row.metadata)).decode() if row.metadata else None,
+        )
 
     def _row(self, values: tuple[Any, ...]) -> RequestRow:
         row = dict(zip(COLUMNS, values, strict=True))
@@ -426,6 +451,3 @@ class SqlRequestLogView:
             metadata=tuple(orjson.loads(row["metadata"]).items()) if row["metadata"] else (),
         )
         return RequestRow(**row)
-
-
-_TAGS, _METADATA = COLUMNS.index("tags"), COLUMNS.index("metadata")

@@ -294,6 +294,7 @@ class SqliteStore(SqlStore):
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.RLock()  # reentrant: a thread's end may close its connection at any point
+        self._second_texts: dict[tuple[int, ...], str] = {}  # to_db_time's: a second's text, by the second
 
     def is_transient(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError)  # locked, busy, disk I/O, no such table
@@ -302,7 +303,24 @@ class SqliteStore(SqlStore):
         return "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?"
 
     def to_db_time(self, value: datetime | None) -> Any:
-        return None if value is None else value.astimezone(UTC).isoformat(timespec="microseconds")
+        """``value`` in UTC as ``isoformat(timespec="microseconds")`` writes it (fixed width: the
+        text up to the second is its first 20 characters). That text is kept for the last few
+        hundred seconds written (a read model writes several times a second, and the same
+        hours): for a kept second only the microseconds are formatted, half the instructions."""
+        if value is None:
+            return None
+        if value.tzinfo is not UTC:  # events are stamped in UTC: most values need no conversion
+            value = value.astimezone(UTC)
+        kept = self._second_texts
+        second = (value.year, value.month, value.day, value.hour, value.minute, value.second)
+        prefix = kept.get(second)
+        if prefix is None:
+            text = value.isoformat(timespec="microseconds")
+            if len(kept) >= 256:  # a cache (threads may share it: each entry is a fact, losing one is harmless)
+                kept.clear()
+            kept[second] = text[:20]
+            return text
+        return f"{prefix}{value.microsecond:06d}+00:00"
 
     def from_db_time(self, value: Any) -> datetime | None:
         return None if value is None else datetime.fromisoformat(value).astimezone(UTC)

@@ -23,8 +23,9 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.request_record import NO_COUNTS, RecordFacts, RequestRecord, record_facts
-from projections.hourly import Counts, MemoryBuckets, SqlBuckets, add_to, counter_names, hour_of
+from domain.request_record import NO_COUNTS, RecordFacts, RequestRecord
+from projections.hourly import Counts, MemoryBuckets, SqlBuckets, counter_names, hours_of, summed
+from projections.hourly import hour_of as hour_of  # read from here by the projections' tests
 from projections.memory import InMemoryStore, MemoryTransaction
 from projections.store import SqlStore, SqlTransaction
 
@@ -75,6 +76,8 @@ class UsageRow:
 
 
 def counts_of(facts: RecordFacts) -> UsageCounts:
+    """What one record adds to its bucket, from its ``record_facts`` (``fold_usage`` reads the
+    same values straight from the stored details)."""
     input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, images = facts.counts or NO_COUNTS
     return UsageCounts(
         requests=1,
@@ -91,13 +94,49 @@ def counts_of(facts: RecordFacts) -> UsageCounts:
 
 
 def fold_usage(events: Iterable[DomainEventProtocol[Any]]) -> dict[UsageKey, UsageCounts]:
-    buckets: dict[UsageKey, UsageCounts] = {}
+    """The batch's buckets. Each record is read straight from its stored ``details``, each
+    value as ``record_facts`` reads it (domain/request_record.py; tests/property/
+    test_rollup_folds.py checks the two agree), and adds one row of counters to its key's."""
+    rows: dict[UsageKey, list[tuple[int, ...]]] = {}
+    hour = hours_of()
     for event in events:
         assert isinstance(event, (RequestRecord.Completed, RequestRecord.Failed))
-        facts = record_facts(event.details)
-        key = (facts.account_id or "", facts.api_key_id or "", facts.provider, facts.model, hour_of(event.timestamp))
-        add_to(buckets, key, counts_of(facts))
-    return buckets
+        get = event.details.get
+        usage = get("usage")
+        if usage is None:
+            counts, estimated = NO_COUNTS, 0
+        else:  # a count or source not stored is Usage's default
+            uget = usage.get
+            counts = (
+                uget("input_tokens", 0),
+                uget("cached_input_tokens", 0),
+                uget("output_tokens", 0),
+                uget("reasoning_tokens", 0),
+                uget("images", 0),
+            )
+            estimated = int(uget("source", "provider") == "estimated")
+        key = (
+            get("account_id") or "",
+            get("api_key_id") or "",
+            str(get("provider") or ""),
+            str(get("model") or ""),
+            hour(event.timestamp),
+        )
+        # in UsageCounts' field order: requests, failed_requests, the five counts, charge, cost, estimated_requests
+        row = (
+            1,
+            int(get("outcome") != "completed"),
+            *counts,
+            int(get("charge") or 0),
+            int(get("cost") or 0),
+            estimated,
+        )
+        found = rows.get(key)
+        if found is None:
+            rows[key] = [row]
+        else:
+            found.append(row)
+    return summed(rows, UsageCounts)
 
 
 def _row(key: UsageKey, counts: UsageCounts) -> UsageRow:
