@@ -10,21 +10,17 @@ events, not every export's).
 """
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adapters.cli.commands import iso_timestamp, open_services
+from adapters.cli.commands import open_services
 from adapters.exports.checks import check_export
 from adapters.exports.exporter import create_export, list_exports
-from adapters.exports.formats import FORMATS
 from adapters.services import Services
 from application.verify import LedgerVerifier
 from application.verify_window import VerifyWindow, WindowVerifier
 from domain.errors import InvalidRequest, ProjectionStopped
-from domain.export_log import EXPORT_KINDS
 
-Command = Callable[..., argparse.ArgumentParser]
 EXIT_MISMATCH = 1
 
 
@@ -107,47 +103,4 @@ def _checked_line(checked: dict[str, Any]) -> str:
         f"to {window['to'] or 'now'}: {checked['charges']:,} charges, {checked['refunds']:,} refunds, "
         f"{checked['accounts']:,} accounts (events up to position {checked['events_up_to_position']:,}) "
         f"and {exports}"
-    )
-
-
-def register(sub: Any, command: Command) -> None:
-    """Add ``export`` and ``verify`` to main.py's parser (``command`` is main.py's builder)."""
-    p = command("export", export, "write an auditable export with a manifest and a hash chain", sub)
-    p.add_argument("kind", choices=EXPORT_KINDS)
-    p.add_argument(
-        "--from",
-        dest="since",
-        type=iso_timestamp,
-        metavar="ISO",
-        help="first instant included, ISO 8601 (default: the beginning)",
-    )
-    p.add_argument(
-        "--to", dest="until", type=iso_timestamp, metavar="ISO", help="first instant excluded, ISO 8601 (default: now)"
-    )
-    p.add_argument("--format", choices=tuple(FORMATS), default="csv")
-    p.add_argument("--out", required=True, metavar="PATH", help="the file to write; the manifest goes beside it")
-    v = command("verify", verify, "check the ledger's invariants, its read models and exports' hash chains", sub)
-    v.add_argument(
-        "--export",
-        action="append",
-        metavar="PATH",
-        help="also check this export file (its manifest beside it); repeatable",
-    )
-    v.add_argument(
-        "--deep", action="store_true", help="also rebuild every account aggregate from its events and compare (slower)"
-    )
-    v.add_argument(
-        "--from",
-        dest="since",
-        type=iso_timestamp,
-        metavar="ISO",
-        help="check only the requests recorded from this instant on (included), ISO 8601; balances, holds and "
-        "read models are then not checked",
-    )
-    v.add_argument(
-        "--to",
-        dest="until",
-        type=iso_timestamp,
-        metavar="ISO",
-        help="check only the requests recorded before this instant (excluded), ISO 8601",
     )

@@ -1,22 +1,21 @@
 """``tallyhub audit``: the audit log (projections/audit.py), newest first, filtered by actor,
 action, target text and time, from the read model caught up first; the same rows as
 ``GET /admin/v1/audit`` (adapters/http/admin_audit.py), which uses ``audit_rows`` too.
-``register(sub, command)`` adds it to main.py's parser."""
+Its flags are in adapters/cli/table.py."""
 
 import argparse
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from adapters.cli.commands import iso_timestamp, open_services
+from adapters.cli.arguments import MAX_AUDIT_LIMIT
+from adapters.cli.commands import open_services
 from adapters.queries import caught_up
 from adapters.services import Services
 from domain.errors import InvalidRequest
 from projections.audit import ACTIONS, UNRECORDED, AuditEntry, AuditFilter
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
-MAX_LIMIT = 10_000
+MAX_LIMIT = MAX_AUDIT_LIMIT  # the CLI's --limit and the admin API's limit share one bound
 
 
 def check_action(action: str | None) -> str | None:
@@ -70,24 +69,3 @@ def audit(args: argparse.Namespace) -> Result:
         )
     lines = [f"{r['at']}  {r['actor'] or UNRECORDED}  {r['action']}  {r['target']}  {r['summary']}" for r in data]
     return {"data": data}, "\n".join(lines) if lines else "no admin action matches"
-
-
-def _limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be 1 to {MAX_LIMIT}, got {value}")
-    return value
-
-
-def register(sub: Any, command: Command) -> None:
-    """Add ``audit`` to main.py's parser (``command`` is main.py's builder)."""
-    log = command("audit", audit, "the audit log: who did which admin action to what, newest first", sub)
-    log.add_argument("--actor", help=f"cli, admin:<fingerprint>, payments, … or {UNRECORDED}")
-    log.add_argument("--action", help="an action (key.revoked) or a kind of them (key)")
-    log.add_argument("--target", help="a part of the target (account, key id, provider…), any case")
-    log.add_argument("--since", type=iso_timestamp, metavar="ISO", help="from this time (UTC unless it names a zone)")
-    log.add_argument("--until", type=iso_timestamp, metavar="ISO", help="before this time")
-    log.add_argument("--limit", type=_limit, default=100, help=f"at most this many, 1 to {MAX_LIMIT} (default 100)")

@@ -8,7 +8,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from adapters.providers.config import check_provider_config
 from adapters.queries import read_balance
 from adapters.services import Services
 from adapters.settings import Settings
-from adapters.time_window import parse_instant
 from adapters.workers.hold_sweeper import sweep
 from application.pricing_input import parse_price_file, parse_tier_flag, price_from_entry
 from domain.errors import InvalidRequest, NotInCreditsMode
@@ -26,15 +24,6 @@ from domain.money import format_credits, parse_credits
 from domain.provider import UpstreamPolicy
 
 Result = tuple[Any, str] | tuple[Any, str, int]  # data, text, and the exit status when not 0
-
-
-def iso_timestamp(text: str) -> datetime:
-    """An ISO 8601 time from the command line, in UTC (UTC when it names no zone); refused
-    by argparse, naming the option, when it is not one or falls outside UTC's years."""
-    try:
-        return parse_instant(text, "time")
-    except InvalidRequest as exc:
-        raise argparse.ArgumentTypeError(str(exc).replace("'time' ", "", 1)) from None
 
 
 @contextmanager

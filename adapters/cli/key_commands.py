@@ -1,7 +1,7 @@
 """CLI commands for secrets and keys: ``secrets rotate-master|status``,
 ``providers rotate-credential|delete-credential``, ``keys rotate|set-models`` and
 ``keys issue --models``, and (adapters/cli/limit_commands.py) ``keys limits`` and
-``accounts limits``. ``register(sub, command)`` adds them to main.py's parser.
+``accounts limits``. Their flags are in adapters/cli/table.py.
 
 Each handler returns ``(json_data, human_text)``. Secrets are read from stdin; a new
 API key is printed once; no master key or provider secret is ever printed.
@@ -9,17 +9,16 @@ API key is printed once; no master key or provider secret is ever printed.
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 from adapters.bootstrap import build_ledger
-from adapters.cli import limit_commands
 from adapters.presenters import api_key_json, provider_json
 from adapters.settings import Settings
 from application import key_management as km
-from application.api_keys import MAX_GRACE, ApiKeys, parse_models
+from application.api_keys import ApiKeys, parse_models
 from application.ledger import Ledger
 from application.providers import CredentialRotation, ProviderRegistry
 from application.stored_responses import StoredResponses
@@ -27,7 +26,6 @@ from domain.api_key import ApiKey
 from domain.errors import InvalidRequest
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 
 
 @contextmanager
@@ -220,83 +218,3 @@ def read_secret() -> str:
 
 
 # --- the parser ---------------------------------------------------------------------
-
-
-def grace_seconds(text: str) -> int:
-    """``--grace-seconds``: whole seconds, 0 to the longest grace period (30 days)."""
-    seconds = int(text) if text.isascii() and text.isdigit() and len(text) < 12 else -1
-    if not 0 <= seconds <= MAX_GRACE.total_seconds():
-        raise argparse.ArgumentTypeError(f"a grace period is 0 to {int(MAX_GRACE.total_seconds())} seconds")
-    return seconds
-
-
-def register(sub: Any, command: Command, *, providers: Any = None, keys: Any = None) -> None:
-    """Add the commands to main.py's parser. ``providers`` and ``keys`` are the sub-command
-    groups main.py made; when not given they are found under ``sub``."""
-    providers = providers or _group(sub, "providers")
-    keys = keys or _group(sub, "keys")
-    limit_commands.register(keys, _group(sub, "accounts"), command)
-
-    secrets = sub.add_parser("secrets", help="master keys and sealed secrets").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
-    command(
-        "rotate-master",
-        secrets_rotate_master,
-        "re-encrypt every stored secret under a fresh data key and the newest master key, deleting "
-        "superseded ones (online, idempotent)",
-        secrets,
-    )
-    command(
-        "status",
-        secrets_status,
-        "which master keys the stored secrets still need, and what the event history still holds",
-        secrets,
-    )
-
-    rotate = command(
-        "rotate-credential",
-        providers_rotate_credential,
-        "replace a provider credential (new secret on stdin)",
-        providers,
-    )
-    rotate.add_argument("name")
-    rotate.add_argument("--api-key-stdin", action="store_true", required=True)
-    rotate.add_argument("--credential", help="the credential to replace (needed when there are several)")
-    rotate.add_argument(
-        "--grace-seconds",
-        type=grace_seconds,
-        default=0,
-        help="keep using the old credential this long beside the new one (default 0: disable it now)",
-    )
-    rotate.add_argument("--weight", type=int, help="the new credential's weight (default: the old one's)")
-    delete = command("delete-credential", providers_delete_credential, "delete a provider credential", providers)
-    delete.add_argument("name")
-    delete.add_argument("credential_id")
-
-    issue = keys.choices["issue"]
-    issue.add_argument(
-        "--models", help="limit the key to these models: PROVIDER/MODEL, PROVIDER/* or aliases, comma-separated"
-    )
-    issue.set_defaults(handler=keys_issue)
-    rotate_key = command("rotate", keys_rotate, "replace an API key (the new key is printed once)", keys)
-    rotate_key.add_argument("key_id")
-    rotate_key.add_argument(
-        "--grace-seconds",
-        type=grace_seconds,
-        default=0,
-        help="the old key keeps working this long (default 0: revoked now)",
-    )
-    models = command("set-models", keys_set_models, "limit the models an API key may use", keys)
-    models.add_argument("key_id")
-    which = models.add_mutually_exclusive_group(required=True)
-    which.add_argument("--models", help="PROVIDER/MODEL, PROVIDER/* or aliases, comma-separated")
-    which.add_argument("--all", action="store_true", help="allow every model")
-
-
-def _group(sub: Any, name: str) -> Any:
-    parser = sub.choices[name]
-    for action in parser._actions:  # argparse keeps a parser's sub-command group only here
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    raise LookupError(f"no sub-commands under {name!r}")

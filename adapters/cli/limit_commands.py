@@ -1,13 +1,12 @@
 """CLI commands for rate limits: ``keys limits KEY_ID`` and ``accounts limits ACCOUNT``,
 each with ``--rpm N``, ``--tpm N`` and ``--max-parallel N`` (``0`` clears a limit; a flag
-not given leaves its limit as it is; no flag shows them). ``register(keys, accounts,
-command)`` adds them to main.py's parser (called by key_commands.register).
+not given leaves its limit as it is; no flag shows them). Their flags are in
+adapters/cli/table.py.
 
 Each handler returns ``(json_data, human_text)``; the JSON is the admin API's
 (``/admin/v1/keys/{key_id}/limits``, ``/admin/v1/accounts/{account}/limits``)."""
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +14,6 @@ from adapters.cli.commands import open_services
 from domain.rate_limits import RateLimits
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 
 
 def limits_json(scope: str, scope_id: UUID, limits: RateLimits) -> dict[str, Any]:
@@ -56,21 +54,3 @@ def accounts_limits(args: argparse.Namespace) -> Result:
         else:
             account_id, limits = services.accounts.get_account_limits(args.account)
     return limits_json("account", account_id, limits), limits_text(f"account {account_id}", limits)
-
-
-def _limit_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rpm", type=int, metavar="N", help="requests per minute (0: no limit)")
-    parser.add_argument("--tpm", type=int, metavar="N", help="tokens per minute, input + output (0: no limit)")
-    parser.add_argument("--max-parallel", type=int, metavar="N", help="requests in flight at once (0: no limit)")
-
-
-def register(keys: Any, accounts: Any, command: Command) -> None:
-    """Add ``keys limits`` and ``accounts limits`` to main.py's ``keys`` and ``accounts`` groups."""
-    key = command("limits", keys_limits, "show or set an API key's rate limits (no flag: show; 0 clears a limit)", keys)
-    key.add_argument("key_id")
-    _limit_flags(key)
-    account = command(
-        "limits", accounts_limits, "show or set an account's rate limits (no flag: show; 0 clears a limit)", accounts
-    )
-    account.add_argument("account")
-    _limit_flags(account)

@@ -2,11 +2,10 @@
 operator's stored credential, each marked ``priced`` / ``routable`` / ``unpriced``
 (application/model_discovery.py). ``discovery_json`` is also the answer of the admin API's
 ``GET /admin/v1/providers/{name}/models`` (adapters/http/admin_models.py). Read-only:
-nothing is recorded. ``register(sub, command)`` adds the command to main.py's parser."""
+nothing is recorded. Its flags are in adapters/cli/table.py."""
 
 import argparse
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from adapters.cli.commands import open_services
@@ -14,7 +13,6 @@ from adapters.services import Services
 from application.model_discovery import DiscoveredModel, Discovery, DiscoveryPlan, ModelDiscovery
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 
 
 def model_discovery(services: Services) -> ModelDiscovery:
@@ -91,17 +89,3 @@ def discover(args: argparse.Namespace) -> Result:
         plan = discovery.plan(args.provider)
         document = discovery_json(asyncio.run(listed_by_provider(services, discovery, plan)))
     return document, discovery_text(document)
-
-
-def register(sub: Any, command: Command) -> None:
-    """Add ``models discover`` to main.py's parser (``command`` is main.py's builder)."""
-    models = sub.add_parser("models", help="the models providers offer").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
-    found = command(
-        "discover",
-        discover,
-        "list the models a provider offers, asked with its stored credential, marked priced/routable/unpriced",
-        models,
-    )
-    found.add_argument("provider", metavar="PROVIDER", help="a registered provider's name")

@@ -1,21 +1,19 @@
 """CLI commands for the customer portal: ``portal link ACCOUNT [--ttl 1h]`` (a one-use
 sign-in link, printed once), ``portal revoke ACCOUNT`` (ends the account's portal sessions
-and unused links) and ``accounts self-service ACCOUNT --keys on|off``. ``register(sub,
-command, accounts=...)`` adds them to main.py's parser. Each handler returns
+and unused links) and ``accounts self-service ACCOUNT --keys on|off``. Their flags are in
+adapters/cli/table.py. Each handler returns
 ``(json_data, human_text)``; the commands are application/portal.py's and accounts.py's."""
 
 import argparse
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
 from adapters.cli.commands import open_services
 from adapters.services import Services
-from application.portal import DEFAULT_LINK_TTL, IssuedLink, Portal, parse_ttl
+from application.portal import IssuedLink, Portal, parse_ttl
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 
 
 def build_portal(services: Services) -> Portal:
@@ -63,23 +61,3 @@ def accounts_self_service(args: argparse.Namespace) -> Result:
     data = {"object": "account", "id": str(account.id), "self_service": {"keys": account.self_service_keys}}
     state = "may" if account.self_service_keys else "may not"
     return data, f"{account.name} {state} create and revoke its own API keys in the portal"
-
-
-def register(sub: Any, command: Command, *, accounts: Any) -> None:
-    portal = sub.add_parser("portal", help="the customer portal's sign-in links and sessions").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
-    link = command("link", portal_link, "print a one-use sign-in link to an account's portal", portal)
-    link.add_argument("account")
-    link.add_argument(
-        "--ttl",
-        default=f"{int(DEFAULT_LINK_TTL.total_seconds()) // 3600}h",
-        help="how long the link is valid: 30m, 1h, 2d (1 minute to 7 days; default 1h)",
-    )
-    revoke = command("revoke", portal_revoke, "end an account's portal sessions and unused sign-in links", portal)
-    revoke.add_argument("account")
-    self_service = command(
-        "self-service", accounts_self_service, "let an account manage its own API keys in the portal", accounts
-    )
-    self_service.add_argument("account")
-    self_service.add_argument("--keys", choices=("on", "off"), required=True)

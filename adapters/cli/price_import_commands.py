@@ -1,18 +1,19 @@
 """``tallyhub prices import`` and ``tallyhub prices drift`` (application/price_import.py,
-application/price_drift.py; catalogs in adapters/catalogs/). ``register(prices, command)``
-adds both to main.py's ``prices`` group.
+application/price_drift.py; catalogs in adapters/catalogs/). Their flags
+are in adapters/cli/table.py.
 
 Each handler returns ``(json_data, human_text)``; rates in both are exact decimal credits
 per 1M tokens (per call for a fee), as ``prices show`` gives them."""
 
 import argparse
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
-from adapters.catalogs import GENAI_PRICES, open_catalog
-from adapters.cli.commands import iso_timestamp, open_services
+from adapters.catalogs import open_catalog
+from adapters.cli.arguments import MAX_DRIFT_DAYS
+from adapters.cli.commands import open_services
 from adapters.presenters import price_json
 from adapters.queries import caught_up
 from adapters.services import Services
@@ -22,37 +23,8 @@ from domain.money import NANOCREDITS_PER_CREDIT, format_credits
 from domain.pricing import ModelPrice
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 ASKED_DAYS = 30  # the request log read for the models callers asked for (import) by default
-MAX_DAYS = 3660
-
-
-def _percent(text: str) -> Decimal:
-    return _decimal(text, "a percentage")
-
-
-def _positive(text: str) -> Decimal:
-    return _decimal(text, "a number")
-
-
-def _decimal(text: str, what: str) -> Decimal:
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not value.is_finite():
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-    return value
-
-
-def _days(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
-        raise argparse.ArgumentTypeError(f"expected a number of days from 1 to {MAX_DAYS}, got {text!r}")
-    return int(text)
-
-
-def _models(text: str) -> list[str]:
-    return [model.strip() for model in text.split(",") if model.strip()]
+MAX_DAYS = MAX_DRIFT_DAYS  # the CLI's --days and the admin API's days share one bound
 
 
 def _latest(services: Services) -> tuple[int, dict[str, ModelPrice]]:
@@ -280,44 +252,3 @@ def _drift_text(report: DriftReport, days: int) -> str:
     else:
         lines.append(f"  no request for an unpriced model in the last {days} days")
     return "\n".join(lines)
-
-
-def register(prices: Any, command: Command) -> None:
-    """Add ``import`` and ``drift`` to main.py's ``prices`` group."""
-    importing = command(
-        "import",
-        prices_import,
-        "publish a price-book version with provider costs and margins from a price catalog",
-        prices,
-    )
-    importing.add_argument(
-        "--catalog", required=True, help=f"'{GENAI_PRICES}' (the bundled package data) or a LiteLLM-format JSON file"
-    )
-    importing.add_argument("--provider", help="only this provider's models (one of `providers list`)")
-    importing.add_argument(
-        "--models", type=_models, metavar="M1,M2", help="only these PROVIDER/MODEL ids (default: priced or asked for)"
-    )
-    importing.add_argument("--margin", type=_percent, default=Decimal(0), metavar="PCT", help="percent over cost")
-    _credits_per_usd(importing)
-    importing.add_argument(
-        "--effective-at", type=iso_timestamp, metavar="ISO", help="when the version takes effect (default now)"
-    )
-    importing.add_argument("--dry-run", action="store_true", help="show the diff; publish nothing")
-    drift = command(
-        "drift",
-        prices_drift,
-        "provider costs that differ from a catalog, and models asked for without a price",
-        prices,
-    )
-    drift.add_argument("--catalog", default=GENAI_PRICES, help=f"as for import (default {GENAI_PRICES})")
-    drift.add_argument(
-        "--threshold", type=_percent, default=Decimal(1), metavar="PCT", help="percent difference (default 1)"
-    )
-    _credits_per_usd(drift)
-    drift.add_argument("--days", type=_days, default=30, help="request log read for missing prices (default 30)")
-
-
-def _credits_per_usd(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--credits-per-usd", type=_positive, default=Decimal(1), metavar="X", help="credits per US dollar (default 1)"
-    )

@@ -1,7 +1,7 @@
 """``tallyhub reconcile [--from ISO] [--to ISO]``: the margin report — per UTC day,
 provider, credential and model, what was charged, what the provider charges for it and
 the margin between them; plus every charge in the window whose usage was estimated.
-``register(sub, command)`` adds it to main.py's parser; the admin API serves the same
+Its flags are in adapters/cli/table.py; the admin API serves the same
 document (adapters/http/admin_reconcile.py).
 
 Invariants kept here:
@@ -24,13 +24,12 @@ Credential ids name a credential, never its secret.
 """
 
 import argparse
-from collections.abc import Callable
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 from uuid import UUID
 
-from adapters.cli.commands import iso_timestamp, open_services
+from adapters.cli.commands import open_services
 from adapters.presenters import money_fields, signed_credits
 from adapters.queries import caught_up
 from adapters.services import Services
@@ -41,7 +40,6 @@ from projections.provider_hourly import COUNTERS, ProviderCounts, ProviderDayRow
 from projections.request_log import RequestRow
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 MONEY = ("charged", "cost", "provider_cost", "estimated_charged", "margin")
 NO_LIMIT = 2**62
 
@@ -193,30 +191,6 @@ def reconcile(args: argparse.Namespace) -> Result:
     with open_services() as services:
         data = read_reconciliation(services, args.since, args.until)
     return data, reconciliation_text(data)
-
-
-def register(sub: Any, command: Command) -> None:
-    """Add ``reconcile`` to main.py's parser (``command`` is main.py's builder)."""
-    p = command(
-        "reconcile",
-        reconcile,
-        "provider cost against charges per credential and day (the margin report), and estimated charges",
-        sub,
-    )
-    p.add_argument(
-        "--from",
-        dest="since",
-        type=iso_timestamp,
-        metavar="ISO",
-        help="first hour included, a whole UTC hour in ISO 8601 (default: the beginning)",
-    )
-    p.add_argument(
-        "--to",
-        dest="until",
-        type=iso_timestamp,
-        metavar="ISO",
-        help="first hour excluded, a whole UTC hour in ISO 8601 (default: now)",
-    )
 
 
 def _figures(counts: ProviderCounts) -> dict[str, Any]:

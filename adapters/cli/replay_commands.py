@@ -6,12 +6,11 @@ A dry run unless ``--apply``; the admin API serves the same document
 """
 
 import argparse
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from adapters.cli.commands import iso_timestamp, open_services, read_price_file
+from adapters.cli.commands import open_services, read_price_file
 from adapters.cli.progress import progress_bar
 from adapters.presenters import id_text, money_fields, plain, signed_credits
 from adapters.services import Services
@@ -20,7 +19,6 @@ from application.pricing_input import parse_price_file
 from application.replay import Replayer, ReplayPlan, ReplayReport
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 
 
 def run_replay(
@@ -164,21 +162,3 @@ def replay(args: argparse.Namespace) -> Result:
             progress=progress_bar("replaying"),
         )
     return data, replay_text(data)
-
-
-def register(sub: Any, command: Command) -> None:
-    """Add ``replay`` to main.py's parser (``command`` is main.py's builder)."""
-    p = command("replay", replay, "re-price recorded charges under another price book (a dry run unless --apply)", sub)
-    p.add_argument("--prices", required=True, metavar="FILE", help="a price file (see README, Price files)")
-    p.add_argument(
-        "--from",
-        dest="since",
-        type=iso_timestamp,
-        metavar="ISO",
-        help="first instant included, ISO 8601 (default: the beginning)",
-    )
-    p.add_argument(
-        "--to", dest="until", type=iso_timestamp, metavar="ISO", help="first instant excluded, ISO 8601 (default: now)"
-    )
-    p.add_argument("--account", help="only this account (a name or an id)")
-    p.add_argument("--apply", action="store_true", help="post the differences as adjustment events, once")

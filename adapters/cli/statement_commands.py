@@ -1,7 +1,7 @@
 """``tallyhub statement ACCOUNT [--from ISO] [--to ISO]``: every movement of an
 account's balance in a window, with the running balance after each, the opening and
-closing balances and the totals per kind. ``register(sub, command)`` adds it to
-main.py's parser; the admin API serves the same document (adapters/http/admin_statements.py).
+closing balances and the totals per kind. Its flags are in
+adapters/cli/table.py; the admin API serves the same document (adapters/http/admin_statements.py).
 
 Invariant kept here: ``opening + sum(amounts) == closing``, exactly, because both ends
 are read off the listed rows themselves (the running balance before the first row and
@@ -10,11 +10,10 @@ The window is ``[from, to)`` and follows the ledger's order: see projections/led
 """
 
 import argparse
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.cli.commands import iso_timestamp, open_services
+from adapters.cli.commands import open_services
 from adapters.presenters import money_fields, plain, signed_credits
 from adapters.queries import caught_up
 from adapters.services import Services
@@ -22,7 +21,6 @@ from domain.errors import InvalidRequest
 from projections.ledger_entries import KINDS, LedgerEntry
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 
 
 def read_statement(
@@ -111,22 +109,6 @@ def statement(args: argparse.Namespace) -> Result:
     with open_services() as services:
         data = read_statement(services, args.account, args.since, args.until)
     return data, statement_text(data)
-
-
-def register(sub: Any, command: Command) -> None:
-    """Add ``statement`` to main.py's parser (``command`` is main.py's builder)."""
-    p = command("statement", statement, "every movement of an account's balance, with the running balance", sub)
-    p.add_argument("account")
-    p.add_argument(
-        "--from",
-        dest="since",
-        type=iso_timestamp,
-        metavar="ISO",
-        help="first instant included, ISO 8601 (default: the beginning)",
-    )
-    p.add_argument(
-        "--to", dest="until", type=iso_timestamp, metavar="ISO", help="first instant excluded, ISO 8601 (default: now)"
-    )
 
 
 def _utc(value: datetime | None) -> datetime | None:

@@ -1,5 +1,5 @@
 """``tallyhub webhooks add | list | remove | deliveries`` and ``tallyhub accounts alerts``.
-``register(sub, command, accounts=...)`` adds them to main.py's parser.
+Their flags are in adapters/cli/table.py.
 
 Each handler returns ``(json_data, human_text)``; the JSON is the admin API's
 (``/admin/v1/webhooks``, ``/admin/v1/accounts/{account}/alerts``). A webhook's signing
@@ -7,17 +7,15 @@ secret is printed by ``add`` only, once; ``list`` never shows it."""
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from adapters.cli.commands import open_services
 from domain.account import Account
 from domain.errors import InvalidRequest
 from domain.money import format_credits, parse_credits
-from domain.webhook import EVENT_TYPES, Webhook
+from domain.webhook import Webhook
 
 Result = tuple[Any, str]
-Command = Callable[..., argparse.ArgumentParser]
 
 
 def webhook_json(webhook: Webhook) -> dict[str, Any]:
@@ -96,44 +94,3 @@ def webhooks_deliveries(args: argparse.Namespace) -> Result:
         for d in data
     ]
     return {"data": data}, "\n".join(lines) if lines else ("no failed deliveries" if args.failed else "no deliveries")
-
-
-def _limit(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise argparse.ArgumentTypeError(f"--limit must be a whole number from 1 to 1000, not {text!r}")
-    return int(text)
-
-
-def register_deliveries(webhooks: Any, command: Command) -> None:
-    """``webhooks deliveries [--failed] [--limit N]``: the delivery log (application/deliveries.py)."""
-    log_help = "webhook deliveries: status, attempts, last error"
-    deliveries = command("deliveries", webhooks_deliveries, log_help, webhooks)
-    deliveries.add_argument("--failed", action="store_true", help="only deliveries that ended failed")
-    deliveries.add_argument("--limit", type=_limit, default=100, help="at most this many, newest first (default 100)")
-
-
-def register(sub: Any, command: Command, *, accounts: Any) -> None:
-    """Add the ``webhooks`` group to main.py's parser, and ``alerts`` to its ``accounts`` group."""
-    webhooks = sub.add_parser("webhooks", help="outbound webhooks for alerts").add_subparsers(
-        dest="action", required=True, metavar="ACTION"
-    )
-    add = command("add", webhooks_add, "subscribe a URL to alert events (prints its signing secret once)", webhooks)
-    add.add_argument("url", help="http or https URL that receives signed POSTs")
-    add.add_argument("--events", required=True, help=f"comma-separated: {','.join(EVENT_TYPES)}")
-    add.add_argument("--secret-stdin", action="store_true", help="read the signing secret from stdin (else generated)")
-    command("list", webhooks_list, "list webhooks (never their secrets)", webhooks)
-    remove = command("remove", webhooks_remove, "remove a webhook and its secret", webhooks)
-    remove.add_argument("webhook_id")
-    register_deliveries(webhooks, command)
-
-    alerts = command(
-        "alerts",
-        accounts_alerts,
-        "balance alerts: fire balance.low when the available balance falls below AMOUNT (no flag: show them)",
-        accounts,
-    )
-    alerts.add_argument("account")
-    alerts.add_argument(
-        "--below", action="append", metavar="AMOUNT", help="credits, decimal text; repeat for several thresholds"
-    )
-    alerts.add_argument("--clear", action="store_true", help="remove every threshold")
