@@ -7,7 +7,7 @@
 # env: STREAM=1 for streams; TALLYHUB_ACCESS_LOG=off to leave the access log out; BENCH_DIR (the
 # shared harness, for its mock upstream and loadgen); WARMUP (200 requests a key, not counted).
 # BENCH_SMOKE=1 (what tests/benchmarks/test_benchmarks_smoke.py runs, e.g. with N=10 REPS=1): the
-# harness runs with this project's venv (no network, no harness venv), on free ports, with a warm-up of 5.
+# harness runs with this project's venv (no network, no harness venv), with a warm-up of 5. Ports are free ones.
 # Only 127.0.0.1 is used; each batch is bounded by loadgen's --max-seconds. Takes about 3 minutes a
 # batch under callgrind.
 set -euo pipefail
@@ -16,16 +16,16 @@ here=$(cd "$(dirname "$0")/../.." && pwd)
 bench=${BENCH_DIR:-$here/../shared/bench}
 if [ -n "${BENCH_SMOKE:-}" ]; then
   BPY=$here/.venv/bin/python WARMUP=${WARMUP:-5}
-  read -r mock_port gw_port <<< "$("$BPY" -c 'import socket
+else
+  BPY=${BENCH_WORK:-${TMPDIR:-/tmp}/tallyhub-bench}/venv/bin/python
+  [ -x "$BPY" ] || bash "$bench/setup.sh" >/dev/null
+fi
+# free ports, so that two counts (two trees, say) can run side by side
+read -r mock_port gw_port <<< "$("$BPY" -c 'import socket
 socks = [socket.socket() for _ in range(2)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))')"
-else
-  BPY=${BENCH_WORK:-${TMPDIR:-/tmp}/tallyhub-bench}/venv/bin/python
-  [ -x "$BPY" ] || bash "$bench/setup.sh" >/dev/null
-  mock_port=8107 gw_port=8097
-fi
 WARMUP=${WARMUP:-200}
 th=$here/.venv/bin/tallyhub
 work=$(mktemp -d)
