@@ -21,8 +21,6 @@ from dataclasses import replace
 from typing import Any
 from weakref import WeakKeyDictionary
 
-from psycopg.sql import SQL
-
 from adapters.persistence.side_tables import PostgresSideTable, SqliteSideTable, side_rows_for
 from adapters.settings import Settings
 from application.deliveries import (
@@ -38,6 +36,8 @@ from application.deliveries import (
 from application.ledger import Ledger
 from application.webhooks import LedgerSubscribers
 
+# psycopg is imported by the PostgreSQL rows' methods only, so that SQLite mode (every CLI
+# command, an embedded serve) never pays for importing it (issue 21).
 TABLE = "webhook_deliveries"
 COLUMNS = (
     "delivery_id, event_id, webhook_id, notice_type, url, body, status, attempts, created_at, "
@@ -257,6 +257,8 @@ class PostgresDeliveryRows(PostgresSideTable):
     indexes = (("due", "status, next_attempt_at"),)
 
     def add(self, deliveries: Sequence[Delivery]) -> int:
+        from psycopg.sql import SQL
+
         self._ensure()
         marks = SQL(", ".join("%s" for _ in _FIELDS))
         added = 0
@@ -274,6 +276,8 @@ class PostgresDeliveryRows(PostgresSideTable):
     def claim(
         self, *, now: float, token: str, lease_until: float, limit: int, delivery_id: str | None = None
     ) -> list[Delivery]:
+        from psycopg.sql import SQL
+
         if not self._exists():
             return []
         only = SQL("AND delivery_id = %s") if delivery_id is not None else SQL("")
@@ -292,6 +296,8 @@ class PostgresDeliveryRows(PostgresSideTable):
             return [_delivery([found[name] for name in _FIELDS]) for found in c.fetchall()]
 
     def record(self, delivery_id: str, token: str, outcome: Outcome) -> bool:
+        from psycopg.sql import SQL
+
         self._ensure()
         with self.datastore.transaction(commit=True) as c:
             c.execute(
@@ -303,6 +309,8 @@ class PostgresDeliveryRows(PostgresSideTable):
             return c.rowcount == 1
 
     def due(self, *, now: float, limit: int) -> list[str]:
+        from psycopg.sql import SQL
+
         if not self._exists():
             return []
         with self.datastore.transaction(commit=False) as c:
@@ -316,6 +324,8 @@ class PostgresDeliveryRows(PostgresSideTable):
             return [str(found["delivery_id"]) for found in c.fetchall()]
 
     def list(self, *, failed: bool = False, limit: int = 100) -> list[Delivery]:
+        from psycopg.sql import SQL
+
         if not self._exists():
             return []
         where = SQL("WHERE status = 'failed'") if failed else SQL("")
@@ -329,6 +339,8 @@ class PostgresDeliveryRows(PostgresSideTable):
             return [_delivery([found[name] for name in _FIELDS]) for found in c.fetchall()]
 
     def counts(self) -> dict[str, int]:
+        from psycopg.sql import SQL
+
         if not self._exists():
             return {}
         with self.datastore.transaction(commit=False) as c:

@@ -1,6 +1,7 @@
 """What the SQLite and PostgreSQL recorders add for replay and verify
 (application/history_reads.py's ``HistoryStore``): plain rows read straight from the events
-table, and an index by event time over the topics a window is read by.
+table, and an index by event time over the topics a window is read by. The PostgreSQL half is
+in event_reads_postgres.py, which imports psycopg.
 
 The index is an expression index on the events table itself, partial on its topic (a request
 record's ``Completed`` event, an account's ``ChargeRefunded``): the event time is read from
@@ -23,11 +24,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
-from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from domain.account import Account
 from domain.request_record import RequestRecord
@@ -126,89 +124,5 @@ class SQLiteHistoryRecorder(SQLiteApplicationRecorder):
         with self.datastore.get_connection(commit=False) as connection:
             cursor = connection.cursor().sqlite_cursor
             cursor.row_factory = None  # plain tuples: a sqlite3.Row per row costs more than its use
-            cursor.execute(statement, params)
-            return cursor.fetchall()
-
-
-class PostgresHistoryRecorder(PostgresApplicationRecorder):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        schema = Identifier(self.datastore.schema)
-        self._table = SQL("{schema}.{table}").format(schema=schema, table=Identifier(self.events_table_name))
-        self._time = SQL("{schema}.tallyhub_event_time(state)").format(schema=schema)
-        self._columns = SQL(
-            "notification_id, translate(originator_id::text, '-', ''), originator_version, topic, state"
-        )
-        # Statements run in one transaction; the advisory lock keeps processes starting together apart.
-        self.sql_create_statements += [
-            SQL("SELECT pg_advisory_xact_lock(hashtext({key}))").format(
-                key=Literal(f"tallyhub:{self.datastore.schema}.tallyhub_event_time")
-            ),
-            # IMMUTABLE is true of this use: the ISO text carries its UTC offset, so neither the
-            # session's TimeZone nor its DateStyle changes the instant it parses to.
-            SQL(
-                "CREATE OR REPLACE FUNCTION {schema}.tallyhub_event_time(state bytea) RETURNS timestamptz "
-                "LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$ "
-                "DECLARE head text := encode(substring(state from 1 for 96), 'escape'); "
-                "BEGIN "
-                "IF starts_with(head, {head}) THEN "
-                "RETURN split_part(substring(head from {after}), '\"', 1)::timestamptz; "
-                "END IF; "
-                "BEGIN "
-                "RETURN (convert_from(state, 'UTF8')::json -> 'timestamp' ->> '_data_')::timestamptz; "
-                "EXCEPTION WHEN others THEN RETURN NULL; "
-                "END; "
-                "END $$"
-            ).format(schema=schema, head=Literal(_HEAD), after=Literal(len(_HEAD) + 1)),
-            *(
-                SQL("CREATE INDEX IF NOT EXISTS {index} ON {table} ({time}) WHERE topic = {topic}").format(
-                    index=Identifier(self._index(topic)), table=self._table, time=self._time, topic=Literal(topic)
-                )
-                for topic in TIMED_TOPICS
-            ),
-        ]
-
-    def select_rows(self, topics: Sequence[str], after: int, stop: int, limit: int) -> Sequence[Row]:
-        statement = SQL(
-            "SELECT {columns} FROM {table} WHERE notification_id > %s AND notification_id <= %s "
-            "AND topic = ANY(%s) ORDER BY notification_id LIMIT %s"
-        ).format(columns=self._columns, table=self._table)
-        return self._fetch(statement, (after, stop, list(topics), limit))
-
-    def select_rows_at(self, positions: Sequence[int]) -> Sequence[Row]:
-        statement = SQL("SELECT {columns} FROM {table} WHERE notification_id = ANY(%s) ORDER BY notification_id")
-        return self._fetch(statement.format(columns=self._columns, table=self._table), (list(positions),))
-
-    def window_positions(
-        self, topic: str, since: datetime | None, until: datetime | None, stop: int
-    ) -> Sequence[int] | None:
-        exists = SQL("SELECT 1 FROM pg_indexes WHERE schemaname = %s AND indexname = %s")
-        if topic not in TIMED_TOPICS or not self._fetch(exists, (self.datastore.schema, self._index(topic))):
-            return None
-        conditions = [SQL("topic = {topic}").format(topic=Literal(topic)), SQL("notification_id <= %s")]
-        params: list[Any] = [stop]
-        low, high = widened(since, until)
-        if low is not None:
-            conditions.append(SQL("{time} >= %s").format(time=self._time))
-            params.append(low)
-        if high is not None:
-            conditions.append(SQL("{time} < %s").format(time=self._time))
-            params.append(high)
-        if low is None and high is None:
-            conditions.append(SQL("{time} IS NOT NULL").format(time=self._time))
-        query = SQL("SELECT notification_id FROM {table} WHERE {conditions}").format(
-            table=self._table, conditions=SQL(" AND ").join(conditions)
-        )
-        return [position for (position,) in self._fetch(query, params)]
-
-    def _index(self, topic: str) -> str:
-        return f"{self.events_table_name}_{TIMED_TOPICS[topic]}"
-
-    def _fetch(self, statement: Composed | SQL, params: Sequence[Any]) -> list[Any]:
-        # Binary results: a state comes as its bytes, not as hex text to decode.
-        with (
-            self.datastore.get_connection() as connection,
-            connection.cursor(row_factory=tuple_row, binary=True) as cursor,
-        ):
             cursor.execute(statement, params)
             return cursor.fetchall()

@@ -22,12 +22,16 @@ Invariants kept here:
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from eventsourcing.persistence import OperationalError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteConnection, SQLiteCursor, SQLiteTransaction
-from psycopg.sql import SQL, Identifier
+
+# psycopg (with eventsourcing.postgres) is imported by the PostgreSQL path only: SQLite mode
+# (every CLI command, an embedded serve) never pays for it (issue 21).
+if TYPE_CHECKING:
+    from eventsourcing.postgres import PostgresApplicationRecorder
 
 # Given the originator's events after the version the caller has, returns the events to insert.
 Decide = Callable[[Sequence[StoredEvent]], Sequence[StoredEvent]]
@@ -74,9 +78,11 @@ def insert_fenced_sqlite(
 
 
 def insert_fenced_postgres(
-    recorder: PostgresApplicationRecorder, originator_id: UUID, after_version: int, decide: Decide
+    recorder: "PostgresApplicationRecorder", originator_id: UUID, after_version: int, decide: Decide
 ) -> Sequence[int]:
     """The notification ids of the rows ``decide`` returned, inserted under the table lock."""
+    from psycopg.sql import SQL, Identifier
+
     newer_statement = recorder.select_events_statement + SQL(
         " AND originator_version > %s ORDER BY originator_version ASC"
     )

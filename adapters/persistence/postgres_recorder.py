@@ -78,7 +78,7 @@ from adapters.persistence.binary_arrays import (
     text_array,
     uuid_array,
 )
-from adapters.persistence.event_reads import PostgresHistoryRecorder
+from adapters.persistence.event_reads_postgres import PostgresHistoryRecorder
 from adapters.persistence.fence import Decide, insert_fenced_postgres
 from adapters.persistence.one_write import Statement, run_transaction
 

@@ -25,8 +25,6 @@ from typing import Any
 from uuid import UUID
 from weakref import WeakKeyDictionary
 
-from psycopg.sql import SQL
-
 from adapters.crypto.aes_gcm import AesGcmKeyVault
 from adapters.persistence.side_tables import PostgresSideTable, SqliteSideTable, side_rows_for
 from adapters.settings import Settings
@@ -34,6 +32,8 @@ from application.ledger import Ledger
 from application.ports import SystemClock
 from application.stored_responses import ResponseRows, StoredResponses, StoredRow
 
+# psycopg is imported by the PostgreSQL rows' methods only, so that SQLite mode (every CLI
+# command, an embedded serve) never pays for importing it (issue 21).
 TABLE = "stored_responses"
 COLUMNS = "response_id, account_id, created_at, envelope"
 # The in-memory store's rows, one set per in-memory event store (every StoredResponses built on it sees them).
@@ -195,6 +195,8 @@ class PostgresResponseRows(PostgresSideTable):
     indexes = (("created_at", "created_at"),)
 
     def add(self, row: StoredRow) -> bool:
+        from psycopg.sql import SQL
+
         self._ensure()
         with self.datastore.transaction(commit=True) as c:
             c.execute(
@@ -206,6 +208,8 @@ class PostgresResponseRows(PostgresSideTable):
             return c.rowcount == 1
 
     def get(self, response_id: str, account_id: UUID, *, not_before: float) -> StoredRow | None:
+        from psycopg.sql import SQL
+
         if not self._exists():
             return None
         with self.datastore.transaction(commit=False) as c:
@@ -219,6 +223,8 @@ class PostgresResponseRows(PostgresSideTable):
         return _pg_row(found) if found else None
 
     def delete(self, response_id: str, account_id: UUID) -> bool:
+        from psycopg.sql import SQL
+
         if not self._exists():
             return False
         with self.datastore.transaction(commit=True) as c:
@@ -229,6 +235,8 @@ class PostgresResponseRows(PostgresSideTable):
             return c.rowcount > 0
 
     def purge(self, *, before: float) -> int:
+        from psycopg.sql import SQL
+
         if not self._exists():
             return 0
         with self.datastore.transaction(commit=True) as c:
@@ -236,6 +244,8 @@ class PostgresResponseRows(PostgresSideTable):
             return c.rowcount
 
     def all(self) -> list[StoredRow]:
+        from psycopg.sql import SQL
+
         if not self._exists():
             return []
         with self.datastore.transaction(commit=False) as c:
@@ -243,6 +253,8 @@ class PostgresResponseRows(PostgresSideTable):
             return [_pg_row(found) for found in c.fetchall()]
 
     def replace(self, row: StoredRow, envelope: dict[str, str]) -> bool:
+        from psycopg.sql import SQL
+
         with self.datastore.transaction(commit=True) as c:
             c.execute(
                 SQL("UPDATE {} SET envelope = %s WHERE response_id = %s AND account_id = %s AND envelope = %s").format(

@@ -28,13 +28,13 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
-from psycopg.sql import SQL
 
-from adapters.persistence.side_tables import PostgresSideTable, SqliteSideTable
+from adapters.persistence.side_tables import PostgresSideTable, SqliteSideTable, is_postgres_datastore
 from application.ports import SecretStore, StoredSecret
 
+# psycopg is imported by the PostgreSQL rows' methods only, so that SQLite mode (every CLI
+# command, an embedded serve) never pays for importing it (issue 21).
 log = logging.getLogger("tallyhub.secrets")
 TABLE = "ledger_secrets"
 COLUMNS = "ref, envelope, version, created_at"
@@ -45,7 +45,7 @@ def secret_store_for(recorder: Any) -> SecretStore:
     datastore = getattr(recorder, "datastore", None)
     if isinstance(datastore, SQLiteDatastore):
         return SqliteSecretStore(datastore)
-    if isinstance(datastore, PostgresDatastore):
+    if is_postgres_datastore(datastore):
         return PostgresSecretStore(datastore)
     return InMemorySecretStore()
 
@@ -172,6 +172,8 @@ class PostgresSecretStore(PostgresSideTable):
     )
 
     def get(self, ref: str) -> StoredSecret | None:
+        from psycopg.sql import SQL
+
         self._ensure()
         with self.datastore.transaction(commit=False) as c:
             c.execute(SQL("SELECT {} FROM {} WHERE ref = %s").format(SQL(COLUMNS), self.table), (ref,))
@@ -179,12 +181,16 @@ class PostgresSecretStore(PostgresSideTable):
         return _row(**found) if found else None
 
     def all(self) -> list[StoredSecret]:
+        from psycopg.sql import SQL
+
         self._ensure()
         with self.datastore.transaction(commit=False) as c:
             c.execute(SQL("SELECT {} FROM {} ORDER BY ref").format(SQL(COLUMNS), self.table))
             return [_row(**found) for found in c.fetchall()]
 
     def add(self, ref: str, envelope: dict[str, str]) -> bool:
+        from psycopg.sql import SQL
+
         self._ensure()
         with self.datastore.transaction(commit=True) as c:
             c.execute(
@@ -196,6 +202,8 @@ class PostgresSecretStore(PostgresSideTable):
             return c.rowcount == 1
 
     def replace(self, ref: str, envelope: dict[str, str], *, version: int) -> bool:
+        from psycopg.sql import SQL
+
         self._ensure()
         with self.datastore.transaction(commit=True) as c:
             c.execute(
@@ -207,6 +215,8 @@ class PostgresSecretStore(PostgresSideTable):
             return c.rowcount == 1
 
     def delete(self, refs: Iterable[str]) -> int:
+        from psycopg.sql import SQL
+
         refs = sorted(set(refs))
         if not refs:
             return 0
@@ -218,6 +228,8 @@ class PostgresSecretStore(PostgresSideTable):
     def scrub(self) -> None:
         """Rewrite the table: the dead row versions an UPDATE or DELETE leaves behind (each
         holding an old envelope) are not copied. Takes the table's lock for a moment."""
+        from psycopg.sql import SQL
+
         self._ensure()
         with self.datastore.get_connection() as connection:  # autocommit: VACUUM runs outside a transaction
             connection.execute(SQL("VACUUM FULL {}").format(self.table))

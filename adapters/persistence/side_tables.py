@@ -15,14 +15,19 @@ Invariants kept here:
   creators by itself).
 """
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard, TypeVar
 from weakref import WeakKeyDictionary
 
-from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
-from psycopg.sql import SQL, Composed, Identifier
+
+# psycopg (with eventsourcing.postgres) is imported by the PostgreSQL classes' methods only:
+# SQLite mode (every CLI command, an embedded serve) never pays for it (issue 21).
+if TYPE_CHECKING:
+    from eventsourcing.postgres import PostgresDatastore
+    from psycopg.sql import Composed
 
 Rows = TypeVar("Rows")
 
@@ -30,7 +35,7 @@ Rows = TypeVar("Rows")
 def side_rows_for(
     recorder: Any,
     sqlite: Callable[[SQLiteDatastore], Rows],
-    postgres: Callable[[PostgresDatastore], Rows],
+    postgres: Callable[["PostgresDatastore"], Rows],
     in_memory: Callable[[], Rows],
     shared: "WeakKeyDictionary[Any, Rows] | None" = None,
 ) -> Rows:
@@ -40,7 +45,7 @@ def side_rows_for(
     datastore = getattr(recorder, "datastore", None)
     if isinstance(datastore, SQLiteDatastore):
         return sqlite(datastore)
-    if isinstance(datastore, PostgresDatastore):
+    if is_postgres_datastore(datastore):
         return postgres(datastore)
     if recorder is None or shared is None:
         return in_memory()
@@ -50,13 +55,20 @@ def side_rows_for(
     return rows
 
 
+def is_postgres_datastore(datastore: Any) -> "TypeGuard[PostgresDatastore]":
+    """Whether ``datastore`` is eventsourcing's PostgreSQL one, without importing psycopg: an
+    instance exists only once its module is imported, so until then the answer is no."""
+    module = sys.modules.get("eventsourcing.postgres")
+    return module is not None and isinstance(datastore, module.PostgresDatastore)
+
+
 def sqlite_table_exists(datastore: SQLiteDatastore, table: str) -> bool:
     with datastore.transaction(commit=False) as c:
         c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
         return c.fetchone() is not None
 
 
-def postgres_table_exists(datastore: PostgresDatastore, schema: str, table: str) -> bool:
+def postgres_table_exists(datastore: "PostgresDatastore", schema: str, table: str) -> bool:
     with datastore.transaction(commit=False) as c:
         c.execute(
             "SELECT 1 FROM information_schema.tables WHERE table_schema = %s AND table_name = %s", (schema, table)
@@ -65,7 +77,7 @@ def postgres_table_exists(datastore: PostgresDatastore, schema: str, table: str)
 
 
 @contextmanager
-def postgres_creating(datastore: PostgresDatastore, schema: str, table: str) -> Iterator[Any]:
+def postgres_creating(datastore: "PostgresDatastore", schema: str, table: str) -> Iterator[Any]:
     """A committing transaction's cursor, holding ``schema.table``'s creation lock (one creator at a time)."""
     with datastore.transaction(commit=True) as c:
         c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"tallyhub:{schema}.{table}",))
@@ -141,9 +153,11 @@ class SqliteSideTable(SideTable):
 
 
 class PostgresSideTable(SideTable):
-    datastore: PostgresDatastore
+    datastore: "PostgresDatastore"
 
-    def __init__(self, datastore: PostgresDatastore) -> None:
+    def __init__(self, datastore: "PostgresDatastore") -> None:
+        from psycopg.sql import SQL, Identifier
+
         super().__init__(datastore)
         self.schema = datastore.schema or "public"
         self.table = SQL("{}.{}").format(Identifier(self.schema), Identifier(self.name))
@@ -154,10 +168,14 @@ class PostgresSideTable(SideTable):
     def _creating(self) -> AbstractContextManager[Any]:
         return postgres_creating(self.datastore, self.schema, self.name)
 
-    def _sql(self, statement: str) -> Composed:
+    def _sql(self, statement: str) -> "Composed":
+        from psycopg.sql import SQL
+
         return SQL(statement.format(table="{table}", p="%s")).format(table=self.table)
 
-    def _index(self, suffix: str, columns: str) -> Composed:
+    def _index(self, suffix: str, columns: str) -> "Composed":
+        from psycopg.sql import SQL, Identifier
+
         return SQL(f"CREATE INDEX IF NOT EXISTS {{}} ON {{}} ({columns})").format(
             Identifier(f"{self.name}_{suffix}"), self.table
         )
