@@ -146,7 +146,7 @@ async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatR
     meter = StreamMeter(calls, call)
     frames = _ChatFrames(meter, chat.wants_usage)
     finished = False
-    out: list[bytes] = []  # frames taken, not yet sent
+    out: list[bytes] = []  # the payloads of the frames taken, not yet sent
     try:
         # One turn of the loop first: the caller's watch, started with the answer
         # (adapters/http/event_stream.py), looks before anything is relayed, so a caller
@@ -159,7 +159,7 @@ async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatR
                     break
                 frames.take(data, out)
             if out:
-                yield b"".join(out)  # what arrived together leaves together: one write
+                yield frames_of(out)  # what arrived together leaves together: one write
                 out = []
             if finished:
                 break
@@ -180,27 +180,31 @@ async def relay(calls: BilledCalls, call: StartedCall[ChatExchange], chat: ChatR
     await meter.broken()
     # the chunks before a garbled one in the same batch (counted, so delivered), the held finish
     if frames.held_finish is not None:
-        out.append(_frame(frames.held_finish))
-    yield LastPiece(b"".join([*out, BROKEN_FRAME]))
+        out.append(orjson.dumps(frames.held_finish))
+    yield LastPiece(frames_of([*out, BROKEN_PAYLOAD]))
 
 
 DONE_FRAME = b"data: [DONE]\n\n"
 
 
-BROKEN_FRAME = (
-    b"data: "
-    + orjson.dumps(
-        {
-            "error": {
-                "message": "the provider ended the stream early",
-                "type": "upstream_error",
-                "param": None,
-                "code": STREAM_BROKEN,
-            }
+BROKEN_PAYLOAD = orjson.dumps(
+    {
+        "error": {
+            "message": "the provider ended the stream early",
+            "type": "upstream_error",
+            "param": None,
+            "code": STREAM_BROKEN,
         }
-    )
-    + b"\n\n"
+    }
 )
+
+
+def frames_of(payloads: list[bytes]) -> bytes:
+    """The SSE frames of ``payloads`` (each ``data: P\\n\\n``), in one piece.
+
+    The frames are joined around their payloads at once rather than each framed on its own
+    (issue 21: two fewer byte strings made and copied per chunk relayed); the bytes are the same."""
+    return b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
 
 
 class _ChatFrames:
@@ -219,7 +223,8 @@ class _ChatFrames:
         self.shape_tries = 3  # chunks a shape is learned from at most (each costs a parse)
 
     def take(self, data: bytes, out: list[bytes]) -> None:
-        """Feed one chunk's payload to the meter; append the frames the caller gets of it to ``out``."""
+        """Feed one chunk's payload to the meter; append the payloads of the frames the caller
+        gets of it to ``out`` (``frames_of`` makes them frames)."""
         shape = self.text_shape
         produced = shape.chars(data) if shape is not None else None
         if produced is None:
@@ -229,9 +234,9 @@ class _ChatFrames:
         # id, model and choice (last_chunk stands), nothing finished, no usage, no error.
         self.meter.output_chars += produced
         if self.held_finish is not None:
-            out.append(_frame(self.held_finish))
+            out.append(orjson.dumps(self.held_finish))
             self.held_finish = None
-        out.append(b"data: " + data + b"\n\n")
+        out.append(data)
 
     def _take_parsed(self, data: bytes, out: list[bytes]) -> None:
         try:  # upstream_json, inlined: this runs once per chunk
@@ -255,9 +260,11 @@ class _ChatFrames:
         if usage:
             meter.usage = usage_from_openai_family(usage, chunk.get("service_tier"))
             self.upstream_usage = usage
-        elif text is not None and produced and self.shape_tries:
-            # A text chunk the shape did not read (none yet, or the first chunk's also had the
-            # role): learned from this one instead.
+        elif text is not None and produced and self.shape_tries and (self.last_chunk or "role" not in text):
+            # A text chunk the shape did not read: learned from this one instead. Not from the
+            # stream's first chunk when it also has the role (most providers send it there only:
+            # its shape would read no other chunk, a learning wasted each stream); a provider
+            # sending the role in every chunk has its shape learned from the second.
             self.shape_tries -= 1
             self.text_shape = TextChunkShape.learned(data, chunk, text) or self.text_shape
         if not choices:
@@ -265,12 +272,12 @@ class _ChatFrames:
         self.last_chunk = chunk
         meter.output_chars += produced
         if self.held_finish is not None:
-            out.append(_frame(self.held_finish))
+            out.append(orjson.dumps(self.held_finish))
             self.held_finish = None
         if finishing and not self.wants_usage:
             self.held_finish = chunk  # sent last, carrying the usage and the charge
         else:
-            out.append(b"data: " + data + b"\n\n")
+            out.append(data)
 
     def closing_frame(self, receipt: Receipt) -> bytes:
         usage = receipt_usage(receipt, self.upstream_usage)

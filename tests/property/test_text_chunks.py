@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.http.chat import _ChatFrames
+from adapters.http.chat import _ChatFrames, frames_of
 from adapters.http.text_chunks import TextChunkShape
 from application.streams import StreamMeter
 from domain.errors import MalformedUpstreamAnswer
@@ -111,3 +111,22 @@ def test_the_shape_reads_the_next_text_chunk_and_nothing_of_another_shape() -> N
 def test_no_shape_is_learned_where_the_content_span_is_not_proven(data: bytes) -> None:
     chunk = orjson.loads(data)
     assert TextChunkShape.learned(data, chunk, chunk["choices"][0]["delta"]) is None
+
+
+def test_the_shape_is_learned_from_the_second_text_chunk_when_the_first_also_has_the_role() -> None:
+    frames = _ChatFrames(cast(StreamMeter, Meter()), wants_usage=False)
+    out: list[bytes] = []
+    frames.take(text_chunk("Hello", role="assistant"), out)
+    assert frames.text_shape is None and frames.shape_tries == 3  # a shape no later chunk has: not learned
+    frames.take(text_chunk(" wor"), out)
+    assert frames.text_shape is not None and frames.text_shape.chars(text_chunk("ld!")) == 3
+    # a provider sending the role in every chunk: learned from its second chunk, which reads the rest
+    frames = _ChatFrames(cast(StreamMeter, Meter()), wants_usage=False)
+    frames.take(text_chunk("Hello", role="assistant"), out)
+    frames.take(text_chunk(" wor", role="assistant"), out)
+    assert frames.text_shape is not None and frames.text_shape.chars(text_chunk("ld!", role="assistant")) == 3
+
+
+@given(payloads=st.lists(st.binary(max_size=40), min_size=1, max_size=6))
+def test_the_frames_joined_at_once_are_the_frames_made_one_by_one(payloads: list[bytes]) -> None:
+    assert frames_of(payloads) == b"".join(b"data: " + payload + b"\n\n" for payload in payloads)
