@@ -17,7 +17,7 @@ class AccessLogMiddleware:
         self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not logged_path(scope["path"]):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -32,7 +32,18 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, send_status)
         finally:
-            request_id = scope.get("state", {}).get("request_id")
-            if request_id is not None:
-                latency_ms = round((time.perf_counter() - started) * 1000, 3)
-                self.access_log.answered(request_id, scope["path"], status, latency_ms)
+            log_answer(self.access_log, scope, status, started)
+
+
+def logged_path(path: str) -> bool:
+    """The edge tells the access log of the requests under ``/v1/``."""
+    return path.startswith("/v1/")
+
+
+def log_answer(access_log: JsonAccessLog, scope: Scope, status: int, started: float) -> None:
+    """The request of ``scope`` was answered ``status`` (500 when no answer started), ``started``
+    being its ``time.perf_counter()`` on arrival. Also the hot path's (adapters/http/hot_path.py)."""
+    request_id = scope.get("state", {}).get("request_id")
+    if request_id is not None:
+        latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        access_log.answered(request_id, scope["path"], status, latency_ms)

@@ -7,9 +7,11 @@ embedded mode, the in-process projector and the hold/grant-expiry sweeps. In ser
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import cast
 
 import aiohttp
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from adapters.http import (
     admin,
@@ -43,6 +45,7 @@ from adapters.http.edge import EdgeGuard, client_address
 from adapters.http.errors import TopUpLinks, install_error_handlers
 from adapters.http.health import HealthRoutes, serve_readiness
 from adapters.http.health import router as health_router
+from adapters.http.hot_path import ErrorHandler, HotPath, TallyhubApp
 from adapters.http.hot_routes import HotRoutes
 from adapters.http.request_id import RequestIdMiddleware
 from adapters.http.schemas import document_hot_routes
@@ -56,7 +59,7 @@ from application.auth_throttle import AuthThrottle
 from application.shutdown import shutdown_check
 
 
-def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
+def create_app(services: Services, *, run_projections: bool = True) -> TallyhubApp:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
@@ -96,7 +99,7 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
 
     # FastAPI's OpenTelemetry hook asks three global providers on every request (~31,000
     # instructions, docs/performance.md); Tallyhub reports through /metrics and its access log.
-    app = FastAPI(
+    app = TallyhubApp(
         title="Tallyhub",
         version="0.1.0",
         lifespan=lifespan,
@@ -136,10 +139,23 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
     app.include_router(health_router)
     install_docs(app)
     document_hot_routes(app)  # the hot routes' bodies are parsed by hand: their schemas, for /openapi.json
-    # Added first, so innermost: the hot routes answer before it, every other request passes it.
+    # Added first, so innermost: every request but the hot routes' passes it.
     app.add_middleware(EdgeGuard, services=services, throttle=throttle)
-    app.add_middleware(
-        HotRoutes,
+    app.add_middleware(DrainGuard, shutdown=services.shutdown)  # tracks every request; 503 while draining
+    app.add_middleware(HealthRoutes, readiness=readiness)  # /health, /ready: before the throttle and the routes
+    if services.access_log is not None:  # inside RequestIdMiddleware: reads its id
+        app.add_middleware(AccessLogMiddleware, access_log=services.access_log)
+    if services.settings.topup_url:  # every 402 carries the top-up link (adapters/http/errors.py)
+        app.add_middleware(TopUpLinks, template=services.settings.topup_url)
+    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
+    serve_hot_routes(app, services, throttle)
+    return app
+
+
+def serve_hot_routes(app: TallyhubApp, services: Services, throttle: AuthThrottle) -> None:
+    """The hot routes, dispatched before FastAPI's layers down the hot path, which keeps what
+    the middleware above does for them (adapters/http/hot_path.py)."""
+    routes = HotRoutes(
         endpoints={
             ("POST", "/v1/chat/completions"): chat.chat_completions,
             ("POST", "/v1/messages"): messages.create_message,
@@ -153,11 +169,9 @@ def create_app(services: Services, *, run_projections: bool = True) -> FastAPI:
             ("POST", "/v1/messages/count_tokens"): messages.anthropic_error,
         },
     )
-    app.add_middleware(DrainGuard, shutdown=services.shutdown)  # tracks every request; 503 while draining
-    app.add_middleware(HealthRoutes, readiness=readiness)  # /health, /ready: before the throttle and the routes
-    if services.access_log is not None:  # inside RequestIdMiddleware: reads its id
-        app.add_middleware(AccessLogMiddleware, access_log=services.access_log)
-    if services.settings.topup_url:  # every 402 carries the top-up link (adapters/http/errors.py)
-        app.add_middleware(TopUpLinks, template=services.settings.topup_url)
-    app.add_middleware(RequestIdMiddleware)  # added last, so outermost: every response carries the id
-    return app
+    # The handler Starlette's ServerErrorMiddleware calls (install_error_handlers installs it).
+    on_error = cast(ErrorHandler, app.exception_handlers[Exception])
+    path: ASGIApp = HotPath(routes, shutdown=services.shutdown, access_log=services.access_log, on_error=on_error)
+    if services.settings.topup_url:
+        path = TopUpLinks(path, template=services.settings.topup_url)
+    app.serve_hot(routes, path)

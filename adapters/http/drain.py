@@ -12,6 +12,9 @@ for a stream, a last error event (OpenAI's chat ``data: {"error": ...}`` frame; 
 ``event: error`` of Anthropic's Messages on ``/v1/messages`` and of the Responses API on
 ``/v1/responses``) and the end of the body, so the caller sees why its stream stopped.
 
+The hot routes skip the middleware stack: the hot path (adapters/http/hot_path.py) tracks
+them with the same ``run_tracked``.
+
 ``watch_signals`` chains the drain in front of the server's own SIGTERM and SIGINT handlers
 (uvicorn's, which stop accepting connections and wait for the open ones): installed by the
 app's lifespan in the process's main thread when a server handles those signals, never in
@@ -68,9 +71,12 @@ async def _answer_refused(send: Send) -> None:
     await send({"type": "http.response.body", "body": REFUSED})
 
 
-class _InFlight:
+class InFlight:
     """One request in flight: its task, cancelled only if the deadline cuts it, and its
-    ``send`` (``watched``), noting how far its answer got."""
+    ``send`` (``watched``), noting how far its answer got. Every message of the answer,
+    the guard's own refusals and cut endings too, goes through ``watched``: the hot path
+    (adapters/http/hot_path.py) overrides it to add the request id as well, one wrapper
+    for both."""
 
     __slots__ = ("task", "send", "start", "finished", "cut")
 
@@ -98,12 +104,12 @@ class _InFlight:
         if self.finished:
             return
         if self.start is None:
-            await _answer_refused(self.send)
+            await _answer_refused(self.watched)
             return
         frame = b""
         if _event_stream(self.start):
             frame = CUT_FRAMES.get(path, OPENAI_CUT_FRAME)
-        await self.send({"type": "http.response.body", "body": frame, "more_body": False})
+        await self.watched({"type": "http.response.body", "body": frame, "more_body": False})
 
 
 def _event_stream(start: Message) -> bool:
@@ -124,22 +130,28 @@ class DrainGuard:
             return
         task = asyncio.current_task()
         assert task is not None
-        request = _InFlight(task, send)
-        if not self.shutdown.enter(request):
-            await _answer_refused(send)
-            return
+        await run_tracked(self.shutdown, InFlight(task, send), self.app, scope, receive)
+
+
+async def run_tracked(shutdown: Shutdown, request: InFlight, app: ASGIApp, scope: Scope, receive: Receive) -> None:
+    """``app`` answers the request, tracked by ``shutdown`` (``request.task`` is the running
+    task); refused 503 while draining; a cut ends its answer. The drain guard's work, also
+    the hot path's."""
+    if not shutdown.enter(request):
+        await _answer_refused(request.watched)
+        return
+    try:
+        await app(scope, receive, request.watched)
+    except asyncio.CancelledError:
+        if not request.cut:
+            raise  # not ours (the server's own cancellation): it goes on up
+        request.task.uncancel()  # the cut ends here: the caller is told
         try:
-            await self.app(scope, receive, request.watched)
-        except asyncio.CancelledError:
-            if not request.cut:
-                raise  # not ours (the server's own cancellation): it goes on up
-            task.uncancel()  # the cut ends here: the caller is told
-            try:
-                await request.end_cut(scope["path"])
-            except OSError:
-                pass  # the caller is gone as well: nothing left to tell it
-        finally:
-            self.shutdown.leave(request)
+            await request.end_cut(scope["path"])
+        except OSError:
+            pass  # the caller is gone as well: nothing left to tell it
+    finally:
+        shutdown.leave(request)
 
 
 # --- signals ------------------------------------------------------------------------------

@@ -4,12 +4,13 @@ A request to ``POST /v1/chat/completions`` went through Starlette's exception mi
 FastAPI's exit-stack middleware, the router, the included router, the route, the
 request-response wrapper and FastAPI's request handler (dependency solving) before the
 endpoint ran — about a fifth of the event loop's busy samples in a profile at c=32. The
-endpoints here take nothing but the ``Request`` and raise only Tallyhub's errors, so this
-middleware (inside the request-id middleware and Starlette's server-error middleware)
-runs them directly when method and path match exactly, answering their errors with
-the same ``response_for`` the app's exception handlers use. Every other request, and
-these paths with another method, goes on to FastAPI as before (through the edge layer,
-adapters/http/edge.py; these endpoints bound their own bodies in ``read_body``).
+endpoints here take nothing but the ``Request`` and raise only Tallyhub's errors, so
+``HotRoutes`` runs them directly when method and path match exactly, answering their
+errors with the same ``response_for`` the app's exception handlers use. It is the inside
+of the hot path (adapters/http/hot_path.py), which the app dispatches these requests to
+before FastAPI's own layers; every other request, and these paths with another method,
+goes on to FastAPI as before (through the edge layer, adapters/http/edge.py; these
+endpoints bound their own bodies in ``read_body``).
 
 The failed-auth throttle (application/auth_throttle.py) is checked here too: an address
 with no recent failure costs one dict lookup, and an answer of 401 counts as a failure.
@@ -19,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from adapters.http.disconnect import CallerGone
 from adapters.http.errors import ANSWERED_ERRORS, response_for
@@ -34,35 +35,33 @@ ErrorResponse = Callable[[Exception], Response]
 class HotRoutes:
     def __init__(
         self,
-        app: ASGIApp,
         endpoints: dict[tuple[str, str], Endpoint],
         throttle: AuthThrottle,
         error_responses: dict[tuple[str, str], ErrorResponse] | None = None,
     ) -> None:
         """``error_responses``: how an endpoint that does not answer in OpenAI's shape answers
         an error raised before it runs (the throttle's 429), e.g. Anthropic's for /v1/messages."""
-        self.app = app
         self.endpoints = endpoints
         self.throttle = throttle
         self.error_responses = error_responses or {}
 
+    def handles(self, scope: Scope) -> bool:
+        """An HTTP request to one of the hot routes (method and path exactly)."""
+        return scope["type"] == "http" and (scope["method"], scope["path"]) in self.endpoints
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = (
-            self.endpoints.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
-        )
-        if endpoint is None:
-            await self.app(scope, receive, send)
-            return
+        """ASGI, for a request it ``handles``."""
+        route = (scope["method"], scope["path"])
         client = scope.get("client")
         address = client[0] if client else None
         wait = self.throttle.retry_after(address)
         if wait:
-            answer = self.error_responses.get((scope["method"], scope["path"]), response_for)
+            answer = self.error_responses.get(route, response_for)
             await answer(TooManyFailedAuthentications(wait))(scope, receive, send)
             return
         request = Request(scope, receive, send)
         try:
-            response = await endpoint(request)
+            response = await self.endpoints[route](request)
         except ANSWERED_ERRORS as error:
             response = response_for(error)
         except CallerGone:  # a plain call's caller left before the answer (adapters/http/disconnect.py)

@@ -1,6 +1,7 @@
 """Pure ASGI middleware: every response carries ``x-request-id``. The id is made here,
 before any other code runs, so errors from auth or routing carry it too; handlers
-read it from ``scope["state"]["request_id"]``."""
+read it from ``scope["state"]["request_id"]``. The hot routes get theirs from the same
+``assign_request_id`` in adapters/http/hot_path.py, which adds the header itself."""
 
 import os
 import threading
@@ -17,9 +18,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _ids.new()
-        scope.setdefault("state", {})["request_id"] = request_id
-        header = (b"x-request-id", str(request_id).encode())
+        header = assign_request_id(scope)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -27,6 +26,13 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def assign_request_id(scope: Scope) -> tuple[bytes, bytes]:
+    """A new id for the request, kept in ``scope["state"]["request_id"]``; its response header."""
+    request_id = _ids.new()
+    scope.setdefault("state", {})["request_id"] = request_id
+    return (b"x-request-id", str(request_id).encode())
 
 
 class _RandomIds:
