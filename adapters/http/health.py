@@ -6,9 +6,10 @@ process — the event store answers a query, the deployment is opened with the m
 the account writer (group commit) runs, and in embedded mode the read models run and are
 at most ``TALLYHUB_READY_MAX_LAG_EVENTS`` behind — else 503 with the failing checks.
 
-Both are answered by ``HealthRoutes``, a middleware outside the edge (adapters/http/edge.py)
-and the hot routes: no key, no body limit, no failed-auth throttle (a load balancer's address
-is never refused), no routing. The router below only documents them in ``/openapi.json``
+Both are answered by ``HealthRoutes``, a middleware outside the edge (adapters/http/edge.py);
+the hot routes never pass it (adapters/http/hot_path.py). No key, no body limit, no
+failed-auth throttle (a load balancer's address is never refused), no routing. The router
+below only documents them in ``/openapi.json``
 (and answers the same if the middleware is ever left out).
 """
 

@@ -1,7 +1,7 @@
 """The OpenAPI request and error schemas of the hot routes.
 
 ``POST /v1/chat/completions``, ``/v1/messages`` and ``/v1/embeddings`` are served by the
-``HotRoutes`` middleware (adapters/http/hot_routes.py), which reads the raw body and
+hot path (adapters/http/hot_path.py, hot_routes.py), which reads the raw body and
 parses it by hand: FastAPI never sees their bodies, so their routes in the OpenAPI
 document said nothing about them. ``document_hot_routes(app)`` attaches what the parsers
 (adapters/http/chat_request.py, embeddings.py, messages_translate.py) actually accept to
