@@ -1,7 +1,6 @@
 from datetime import timedelta
 
 import pytest
-from eventsourcing.domain import Aggregate, event
 
 from application.accounts import Accounts
 from application.api_keys import ApiKeys
@@ -11,6 +10,7 @@ from application.pricing_input import price_from_credits
 from application.providers import ProviderRegistry
 from domain.errors import AccountNotFound, AlreadyExists, AuthenticationFailed, InvalidRequest
 from tests.fakes.clock import FakeClock
+from tests.fakes.note import Note
 
 
 def test_a_grant_with_an_idempotency_key_is_credited_once(ledger: Ledger) -> None:
@@ -134,17 +134,8 @@ def test_a_price_file_may_only_price_models_of_registered_providers(ledger: Ledg
         Prices(ledger).publish_prices({"nobody/model": price_from_credits(input="1", output="1")})
 
 
-class _Note(Aggregate):
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    @event("Edited")
-    def edit(self, text: str) -> None:
-        self.text = text
-
-
 def test_save_stores_the_pending_events_of_every_aggregate_given_and_a_bare_event_in_order(ledger: Ledger) -> None:
-    first, second, third = _Note("a"), _Note("b"), _Note("d")
+    first, second, third = Note("a"), Note("b"), Note("d")
     second.edit("c")
     (created,) = third.collect_events()  # saved as a bare event, not through its aggregate
     recordings = ledger.save(first, None, second, created)

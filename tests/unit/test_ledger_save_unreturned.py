@@ -5,22 +5,13 @@ a listener; only the recordings nobody reads are not built."""
 import copy
 from typing import Any
 
-from eventsourcing.domain import Aggregate, event
 from eventsourcing.persistence import Recording
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.bootstrap import in_memory_ledger
 from application.ledger import Ledger
-
-
-class _Note(Aggregate):
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    @event("Edited")
-    def edit(self, text: str) -> None:
-        self.text = text
+from tests.fakes.note import Note
 
 
 def _ledger(commits: list[int], heard: list[list[Recording[Any]]] | None) -> Ledger:
@@ -51,7 +42,7 @@ def test_save_unreturned_stores_and_tells_what_save_does(saves: list[list[list[s
     fast = _ledger(commits["unreturned"], heard["unreturned"] if listening else None)
     try:
         for edits_of_notes in saves:
-            notes = [_Note("new") for _ in edits_of_notes]
+            notes = [Note("new") for _ in edits_of_notes]
             for note, edits in zip(notes, edits_of_notes, strict=True):
                 for text in edits:
                     note.edit(text)
